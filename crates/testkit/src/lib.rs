@@ -1,0 +1,248 @@
+//! Real memcached servers for tests, benchmarks and the demo.
+//!
+//! [`Memcached::start`] runs the `memcached` binary on a free loopback port and stops it when
+//! dropped. When no memcached is installed it panics with the command that installs one: a
+//! test that needs a server fails loudly, it never skips.
+//!
+//! ```no_run
+//! let server = newcache_testkit::Memcached::start();
+//! println!("memcached listening on {}", server.addr());
+//! ```
+#![cfg_attr(not(test), deny(clippy::unwrap_used))]
+#![forbid(unsafe_code)]
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The line that installs memcached, printed when it is missing.
+pub const INSTALL_HINT: &str =
+    "install memcached first: `apt-get install memcached` (Debian/Ubuntu) or `brew install memcached` (macOS), or run `cargo xtask test`, which installs it";
+
+/// Finds the memcached binary: `$MEMCACHED_BIN`, then `PATH`, then `/usr/bin` and
+/// `/usr/local/bin`.
+pub fn memcached_binary() -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os("MEMCACHED_BIN") {
+        return Some(PathBuf::from(p));
+    }
+    let mut dirs: Vec<PathBuf> = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).collect())
+        .unwrap_or_default();
+    dirs.extend(["/usr/bin", "/usr/local/bin", "/usr/sbin"].map(PathBuf::from));
+    dirs.into_iter()
+        .map(|d| d.join("memcached"))
+        .find(|p| p.is_file())
+}
+
+/// Asks the OS for a loopback port that is free right now.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or_else(|e| panic!("cannot find a free loopback port: {e}"))
+}
+
+/// A memcached process listening on 127.0.0.1, killed when dropped.
+#[derive(Debug)]
+pub struct Memcached {
+    child: Option<Child>,
+    port: u16,
+    args: Vec<String>,
+}
+
+impl Memcached {
+    /// Starts memcached (64 MB, 4 threads) on a free port. Panics, naming the install
+    /// command, when memcached is not installed or does not start.
+    pub fn start() -> Memcached {
+        Memcached::with_args(&[])
+    }
+
+    /// Starts memcached with extra command-line arguments (e.g. `["-I", "2m"]`).
+    pub fn with_args(args: &[&str]) -> Memcached {
+        let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        let mut last_err = String::new();
+        for _ in 0..5 {
+            let port = free_port();
+            let mut server = Memcached {
+                child: None,
+                port,
+                args: args.clone(),
+            };
+            match server.spawn() {
+                Ok(()) => return server,
+                Err(e) => last_err = e,
+            }
+        }
+        panic!("memcached did not start: {last_err}");
+    }
+
+    fn spawn(&mut self) -> Result<(), String> {
+        let bin = memcached_binary().unwrap_or_else(|| panic!("memcached not found; {INSTALL_HINT}"));
+        let mut cmd = Command::new(&bin);
+        cmd.args(["-l", "127.0.0.1", "-p", &self.port.to_string(), "-U", "0"])
+            .args(["-m", "64", "-t", "4", "-c", "1024"]);
+        if is_root() {
+            // memcached refuses to run as root unless told which user to be.
+            cmd.args(["-u", "root"]);
+        }
+        cmd.args(&self.args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        let mut child = cmd
+            .spawn()
+            .map_err(|e| format!("cannot run {}: {e}; {INSTALL_HINT}", bin.display()))?;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                let mut err = String::new();
+                if let Some(mut s) = child.stderr.take() {
+                    let _ = s.read_to_string(&mut err);
+                }
+                return Err(format!("memcached exited with {status}: {}", err.trim()));
+            }
+            if ping(self.socket_addr()) {
+                self.child = Some(child);
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(format!("memcached did not answer on port {} within 10 s", self.port));
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// The port it listens on.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// `127.0.0.1:PORT`, as a server list entry.
+    pub fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// The socket address it listens on.
+    pub fn socket_addr(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.port))
+    }
+
+    /// Kills the server (as a crash would); the port stays reserved for [`Memcached::restart`].
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// True while the process runs.
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.as_mut().map(|c| c.try_wait()), Some(Ok(None)))
+    }
+
+    /// Starts the server again on the same port, empty. Panics if it cannot.
+    pub fn restart(&mut self) {
+        self.kill();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            match self.spawn() {
+                Ok(()) => return,
+                Err(e) if Instant::now() > deadline => panic!("memcached did not restart: {e}"),
+                Err(_) => std::thread::sleep(Duration::from_millis(50)),
+            }
+        }
+    }
+
+    /// Sends one raw text-protocol command and returns the raw reply up to and including
+    /// `terminator` (e.g. `b"END\r\n"`). For tests that look at the server past any client.
+    pub fn raw(&self, command: &str, terminator: &[u8]) -> Vec<u8> {
+        let mut s = TcpStream::connect_timeout(&self.socket_addr(), Duration::from_secs(2))
+            .unwrap_or_else(|e| panic!("cannot connect to memcached at {}: {e}", self.addr()));
+        s.set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap_or_else(|e| panic!("set_read_timeout: {e}"));
+        s.write_all(command.as_bytes())
+            .unwrap_or_else(|e| panic!("write to memcached: {e}"));
+        let mut out = Vec::new();
+        let mut buf = [0u8; 4096];
+        while !out.ends_with(terminator) {
+            let n = s
+                .read(&mut buf)
+                .unwrap_or_else(|e| panic!("read from memcached: {e}"));
+            if n == 0 {
+                break;
+            }
+            out.extend_from_slice(&buf[..n]);
+        }
+        out
+    }
+
+    /// The server's `stats` as (name, value) pairs.
+    pub fn stats(&self) -> Vec<(String, String)> {
+        let reply = self.raw("stats\r\n", b"END\r\n");
+        String::from_utf8_lossy(&reply)
+            .lines()
+            .filter_map(|l| {
+                let mut parts = l.strip_prefix("STAT ")?.splitn(2, ' ');
+                Some((parts.next()?.to_string(), parts.next()?.to_string()))
+            })
+            .collect()
+    }
+
+    /// One statistic as a number, e.g. `cmd_get`. Panics when the server lacks it.
+    pub fn stat(&self, name: &str) -> u64 {
+        self.stats()
+            .into_iter()
+            .find(|(k, _)| k == name)
+            .and_then(|(_, v)| v.parse().ok())
+            .unwrap_or_else(|| panic!("memcached has no numeric stat {name}"))
+    }
+}
+
+impl Drop for Memcached {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn ping(addr: SocketAddr) -> bool {
+    let Ok(mut s) = TcpStream::connect_timeout(&addr, Duration::from_millis(200)) else {
+        return false;
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_millis(500)));
+    if s.write_all(b"version\r\n").is_err() {
+        return false;
+    }
+    let mut buf = [0u8; 64];
+    matches!(s.read(&mut buf), Ok(n) if buf[..n].starts_with(b"VERSION"))
+}
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| o.stdout.trim_ascii() == b"0")
+        .unwrap_or(false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn starts_answers_and_restarts_on_the_same_port() {
+        let mut m = Memcached::start();
+        assert!(m.raw("version\r\n", b"\r\n").starts_with(b"VERSION 1."));
+        let port = m.port();
+        m.raw("set k 0 0 1\r\nv\r\n", b"\r\n");
+        m.restart();
+        assert_eq!(m.port(), port);
+        assert_eq!(m.raw("get k\r\n", b"END\r\n"), b"END\r\n");
+        m.kill();
+        assert!(!m.is_running());
+        assert!(!ping(m.socket_addr()));
+    }
+}

@@ -1,0 +1,447 @@
+//! The contract between newcache and a memcached backend.
+//!
+//! A [`Transport`] moves items (value bytes, 32-bit flags, CAS) between the process and a
+//! cluster of memcached servers. It knows nothing of what keys mean, of herds or of codecs:
+//! the `newcache` facade runs the key function and the herd policy before anything reaches a
+//! transport. Every backend (the Rust text protocol, libmemcached, the in-memory one) implements
+//! this one trait, and one conformance suite runs unchanged against all of them.
+//!
+//! Keys given to a transport are wire keys. Every transport checks them with
+//! [`validate_key`] before sending anything, so a key that would break the protocol never
+//! reaches a server.
+//!
+//! # Example
+//!
+//! The in-memory backend (feature `memory`) honours TTLs, flags and CAS like a server:
+//!
+//! ```
+//! # #[cfg(feature = "memory")] {
+//! use newcache_transport::{MemoryTransport, Store, StoreStatus, Transport};
+//!
+//! let t = MemoryTransport::new();
+//! let status = t.store(&Store::set(b"greeting", b"hello", 16, 0)).unwrap();
+//! assert_eq!(status, StoreStatus::Stored);
+//! let item = t.get(b"greeting").unwrap().expect("just stored");
+//! assert_eq!((item.value.as_slice(), item.flags), (&b"hello"[..], 16));
+//! assert_eq!(t.incr(b"missing", 1).unwrap(), None);
+//! # }
+//! ```
+#![cfg_attr(not(test), deny(clippy::unwrap_used))]
+#![forbid(unsafe_code)]
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::io;
+use std::time::Duration;
+
+#[cfg(feature = "memory")]
+mod memory;
+#[cfg(feature = "memory")]
+pub use memory::MemoryTransport;
+
+/// The longest key memcached accepts, in bytes.
+pub const MAX_KEY_LEN: usize = 250;
+
+/// Exptimes above this many seconds (30 days) are read by memcached as absolute Unix times.
+pub const MAX_RELATIVE_EXPTIME: u32 = 60 * 60 * 24 * 30;
+
+/// memcached's default item size limit (`-I 1m`), used when a backend is not told otherwise.
+pub const DEFAULT_ITEM_SIZE_LIMIT: usize = 1024 * 1024;
+
+/// Result type of every transport operation.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// One item as stored on a server.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Item {
+    /// The value bytes, exactly as stored.
+    pub value: Vec<u8>,
+    /// The item's 32-bit client flags.
+    pub flags: u32,
+    /// The item's CAS unique, when the backend fetched it.
+    pub cas: Option<u64>,
+}
+
+impl fmt::Debug for Item {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Item")
+            .field("value", &String::from_utf8_lossy(&self.value))
+            .field("flags", &self.flags)
+            .field("cas", &self.cas)
+            .finish()
+    }
+}
+
+/// How a store command treats an existing item.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum StoreMode {
+    /// Store unconditionally.
+    Set,
+    /// Store only if the key holds no item.
+    Add,
+    /// Store only if the key holds an item.
+    Replace,
+    /// Append the bytes to an existing item's value (flags and exptime are ignored).
+    Append,
+    /// Prepend the bytes to an existing item's value (flags and exptime are ignored).
+    Prepend,
+    /// Store only if the item's CAS unique still equals this one.
+    Cas(u64),
+}
+
+impl StoreMode {
+    /// The text-protocol command name of this mode.
+    pub fn command(self) -> &'static str {
+        match self {
+            StoreMode::Set => "set",
+            StoreMode::Add => "add",
+            StoreMode::Replace => "replace",
+            StoreMode::Append => "append",
+            StoreMode::Prepend => "prepend",
+            StoreMode::Cas(_) => "cas",
+        }
+    }
+}
+
+/// What a server answered to a store command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum StoreStatus {
+    /// The item was stored.
+    Stored,
+    /// The condition of `add`, `replace`, `append` or `prepend` did not hold.
+    NotStored,
+    /// `cas`: the item was changed by someone else since its CAS unique was read.
+    Exists,
+    /// `cas`: the item does not exist (any more).
+    NotFound,
+}
+
+impl StoreStatus {
+    /// True when the item was stored.
+    pub fn is_stored(self) -> bool {
+        self == StoreStatus::Stored
+    }
+}
+
+/// One store request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Store<'a> {
+    /// What to do with an existing item.
+    pub mode: StoreMode,
+    /// The wire key.
+    pub key: &'a [u8],
+    /// The value bytes.
+    pub value: &'a [u8],
+    /// The item's client flags.
+    pub flags: u32,
+    /// memcached's exptime: 0 never expires, up to [`MAX_RELATIVE_EXPTIME`] is seconds from
+    /// now, anything larger is an absolute Unix time.
+    pub exptime: u32,
+}
+
+impl<'a> Store<'a> {
+    /// A `set` request.
+    pub fn set(key: &'a [u8], value: &'a [u8], flags: u32, exptime: u32) -> Self {
+        Store {
+            mode: StoreMode::Set,
+            key,
+            value,
+            flags,
+            exptime,
+        }
+    }
+
+    /// The same request with another mode.
+    pub fn with_mode(self, mode: StoreMode) -> Self {
+        Store { mode, ..self }
+    }
+}
+
+/// Statistics of one server, as its `stats` command reports them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerStats {
+    /// The server, as configured (`host:port`).
+    pub server: String,
+    /// Every statistic the server reported, by name.
+    pub stats: BTreeMap<String, String>,
+}
+
+/// Why a wire key was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum KeyError {
+    /// memcached has no empty keys.
+    #[error("the key is empty")]
+    Empty,
+    /// memcached keys are at most 250 bytes.
+    #[error("the key is {len} bytes long; memcached allows at most {MAX_KEY_LEN}")]
+    TooLong {
+        /// The key's length in bytes.
+        len: usize,
+    },
+    /// A space or control character would end the key early on the wire.
+    #[error("the key has byte {byte:#04x} at offset {offset}; spaces and control characters are not allowed")]
+    ForbiddenByte {
+        /// The offending byte.
+        byte: u8,
+        /// Its position in the key.
+        offset: usize,
+    },
+}
+
+/// Checks that `key` can go on the wire: 1 to 250 bytes, no space, no control character
+/// (bytes 0x00-0x20 and 0x7f). Bytes of 0x80 and above (UTF-8) are allowed, as memcached does.
+pub fn validate_key(key: &[u8]) -> Result<(), KeyError> {
+    if key.is_empty() {
+        return Err(KeyError::Empty);
+    }
+    if key.len() > MAX_KEY_LEN {
+        return Err(KeyError::TooLong { len: key.len() });
+    }
+    match key.iter().position(|&b| b <= b' ' || b == 0x7f) {
+        Some(offset) => Err(KeyError::ForbiddenByte {
+            byte: key[offset],
+            offset,
+        }),
+        None => Ok(()),
+    }
+}
+
+/// Like [`validate_key`], but gives the transport [`Error`] that names the key.
+pub fn check_key(key: &[u8]) -> Result<()> {
+    validate_key(key).map_err(|reason| Error::InvalidKey {
+        key: String::from_utf8_lossy(key).into_owned(),
+        reason,
+    })
+}
+
+/// Everything a transport can fail with. Each message says what to do next.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The wire key would break the protocol; nothing was sent.
+    #[error("invalid key {key:?}: {reason}")]
+    InvalidKey {
+        /// The key, lossily decoded as UTF-8.
+        key: String,
+        /// What is wrong with it.
+        reason: KeyError,
+    },
+    /// The value is larger than the server accepts; nothing was sent.
+    #[error("value of {size} bytes is over the server's item size limit of {limit} bytes; store less, compress, or raise memcached's -I")]
+    ValueTooLarge {
+        /// The value's size in bytes.
+        size: usize,
+        /// The limit it broke.
+        limit: usize,
+    },
+    /// The transport has no server to talk to.
+    #[error("no memcached server is configured; give at least one host:port")]
+    NoServers,
+    /// A connection could not be opened.
+    #[error("cannot connect to memcached at {server}: {source}; is it running and reachable?")]
+    Connect {
+        /// The server, as configured.
+        server: String,
+        /// The underlying error.
+        #[source]
+        source: io::Error,
+    },
+    /// The server did not answer (or accept a request) in time. The connection was dropped.
+    #[error("memcached at {server} did not answer within {after:?}; it may be overloaded or hung (raise the read/write timeout if this is expected)")]
+    Timeout {
+        /// The server, as configured.
+        server: String,
+        /// The timeout that expired.
+        after: Duration,
+    },
+    /// Reading or writing failed. The connection was dropped.
+    #[error("I/O error talking to memcached at {server}: {source}")]
+    Io {
+        /// The server, as configured.
+        server: String,
+        /// The underlying error.
+        #[source]
+        source: io::Error,
+    },
+    /// The server's reply could not be parsed. The connection was dropped.
+    #[error("unparsable reply from memcached at {server}: {detail}; is it really memcached (or a proxy that speaks its protocol)?")]
+    Protocol {
+        /// The server, as configured.
+        server: String,
+        /// What was wrong with the reply.
+        detail: String,
+    },
+    /// The server reported an error of its own (`SERVER_ERROR`).
+    #[error("memcached at {server} reported SERVER_ERROR {message}")]
+    Server {
+        /// The server, as configured.
+        server: String,
+        /// The server's message.
+        message: String,
+    },
+    /// The server refused the request (`CLIENT_ERROR`), e.g. incr on a non-numeric value.
+    #[error("memcached at {server} refused the request: CLIENT_ERROR {message}")]
+    Client {
+        /// The server, as configured.
+        server: String,
+        /// The server's message.
+        message: String,
+    },
+    /// The server (or proxy) does not know the command.
+    #[error("{server} does not support {command}; it may be an old memcached or a proxy that lacks it")]
+    Unsupported {
+        /// The server, as configured.
+        server: String,
+        /// The command it refused.
+        command: String,
+    },
+    /// SASL authentication failed.
+    #[error("authentication with memcached at {server} failed: {message}; check the username and password")]
+    Auth {
+        /// The server, as configured.
+        server: String,
+        /// The backend's message.
+        message: String,
+    },
+    /// An error reported by a backend library (libmemcached), with its own code and message.
+    #[error("{backend} error {code}: {message}")]
+    Backend {
+        /// The backend library.
+        backend: &'static str,
+        /// The library's own return code.
+        code: i32,
+        /// The library's own message.
+        message: String,
+    },
+}
+
+impl Error {
+    /// True for errors after which the connection must not be reused (and was dropped):
+    /// I/O errors, timeouts and unparsable replies.
+    pub fn is_connection_error(&self) -> bool {
+        matches!(
+            self,
+            Error::Connect { .. } | Error::Timeout { .. } | Error::Io { .. } | Error::Protocol { .. }
+        )
+    }
+}
+
+/// A memcached backend: moves items between this process and a cluster of servers.
+///
+/// Implementations place keys on servers themselves, are `Send + Sync`, and are shared by
+/// many threads at once. A connection that saw an I/O error, a timeout or an unparsable reply
+/// is dropped, never reused half-read.
+pub trait Transport: Send + Sync + fmt::Debug {
+    /// A short name of the backend, such as `text` or `memory`.
+    fn name(&self) -> &'static str;
+
+    /// Fetches one item, or `None` on a miss.
+    fn get(&self, key: &[u8]) -> Result<Option<Item>>;
+
+    /// Fetches many items; the result has one entry per key, in the order of `keys`.
+    /// Backends send each server one request for all its keys.
+    fn get_many(&self, keys: &[&[u8]]) -> Result<Vec<Option<Item>>> {
+        keys.iter().map(|k| self.get(k)).collect()
+    }
+
+    /// Runs one store command.
+    fn store(&self, request: &Store<'_>) -> Result<StoreStatus>;
+
+    /// Runs many store commands; the result has one status per request, in order.
+    fn store_many(&self, requests: &[Store<'_>]) -> Result<Vec<StoreStatus>> {
+        requests.iter().map(|r| self.store(r)).collect()
+    }
+
+    /// Deletes one item; `false` when there was none.
+    fn delete(&self, key: &[u8]) -> Result<bool>;
+
+    /// Deletes many items; one `bool` (was there an item) per key, in order.
+    fn delete_many(&self, keys: &[&[u8]]) -> Result<Vec<bool>> {
+        keys.iter().map(|k| self.delete(k)).collect()
+    }
+
+    /// Adds `delta` to a decimal value (wrapping at 2^64); `None` when the key holds no item.
+    fn incr(&self, key: &[u8], delta: u64) -> Result<Option<u64>>;
+
+    /// Subtracts `delta` from a decimal value (stopping at 0); `None` when the key holds no item.
+    fn decr(&self, key: &[u8], delta: u64) -> Result<Option<u64>>;
+
+    /// Sets a new exptime on an item; `false` when the key holds no item.
+    fn touch(&self, key: &[u8], exptime: u32) -> Result<bool>;
+
+    /// Invalidates every item on every server (`flush_all`).
+    fn flush_all(&self) -> Result<()>;
+
+    /// The statistics of every server.
+    fn stats(&self) -> Result<Vec<ServerStats>>;
+}
+
+macro_rules! forward_transport {
+    ($($ptr:tt)*) => {
+        impl<T: Transport + ?Sized> Transport for $($ptr)*<T> {
+            fn name(&self) -> &'static str { (**self).name() }
+            fn get(&self, key: &[u8]) -> Result<Option<Item>> { (**self).get(key) }
+            fn get_many(&self, keys: &[&[u8]]) -> Result<Vec<Option<Item>>> { (**self).get_many(keys) }
+            fn store(&self, request: &Store<'_>) -> Result<StoreStatus> { (**self).store(request) }
+            fn store_many(&self, requests: &[Store<'_>]) -> Result<Vec<StoreStatus>> { (**self).store_many(requests) }
+            fn delete(&self, key: &[u8]) -> Result<bool> { (**self).delete(key) }
+            fn delete_many(&self, keys: &[&[u8]]) -> Result<Vec<bool>> { (**self).delete_many(keys) }
+            fn incr(&self, key: &[u8], delta: u64) -> Result<Option<u64>> { (**self).incr(key, delta) }
+            fn decr(&self, key: &[u8], delta: u64) -> Result<Option<u64>> { (**self).decr(key, delta) }
+            fn touch(&self, key: &[u8], exptime: u32) -> Result<bool> { (**self).touch(key, exptime) }
+            fn flush_all(&self) -> Result<()> { (**self).flush_all() }
+            fn stats(&self) -> Result<Vec<ServerStats>> { (**self).stats() }
+        }
+    };
+}
+forward_transport!(std::sync::Arc);
+forward_transport!(Box);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_of_1_to_250_printable_bytes_are_valid() {
+        assert_eq!(validate_key(b"a"), Ok(()));
+        assert_eq!(validate_key(&[b'k'; 250]), Ok(()));
+        assert_eq!(validate_key("ünïcode".as_bytes()), Ok(()));
+    }
+
+    #[test]
+    fn empty_long_spaced_and_control_keys_are_refused() {
+        assert_eq!(validate_key(b""), Err(KeyError::Empty));
+        assert_eq!(
+            validate_key(&[b'k'; 251]),
+            Err(KeyError::TooLong { len: 251 })
+        );
+        assert_eq!(
+            validate_key(b"a b"),
+            Err(KeyError::ForbiddenByte {
+                byte: b' ',
+                offset: 1
+            })
+        );
+        assert_eq!(
+            validate_key(b"ab\r\n"),
+            Err(KeyError::ForbiddenByte {
+                byte: b'\r',
+                offset: 2
+            })
+        );
+        assert_eq!(
+            validate_key(b"\x7f"),
+            Err(KeyError::ForbiddenByte {
+                byte: 0x7f,
+                offset: 0
+            })
+        );
+    }
+
+    #[test]
+    fn check_key_names_the_key() {
+        let err = check_key(b"bad key").unwrap_err();
+        assert!(err.to_string().contains("\"bad key\""), "{err}");
+        assert!(!err.is_connection_error());
+    }
+}
