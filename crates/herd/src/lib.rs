@@ -1,1 +1,415 @@
-//! stub
+//! Thundering-herd mitigation: the envelope codec and the stale policy.
+//!
+//! A value stored with a finite TTL and herd protection on is wrapped in an *envelope* that
+//! carries its soft expiry (now + TTL); the item itself lives `herd_timeout` seconds longer.
+//! The first reader after the soft expiry is told "miss" and goes to recompute, while the
+//! bare old value is stored again for `herd_timeout` seconds so everyone else keeps being
+//! served it. This is django-newcache's scheme.
+//!
+//! Enveloped items are marked by [`HERD_FLAG`] in the item's 32-bit flags, never by a magic
+//! prefix in the value, so no user value can be mistaken for an envelope.
+//!
+//! This crate is pure logic: no I/O, and the clock is injectable ([`Clock`], [`ManualClock`]),
+//! so every policy is tested without sleeping.
+//!
+//! ```
+//! use newcache_herd::{Envelope, Herd, ManualClock, Clock, ReadDecision, Ttl};
+//!
+//! let clock = ManualClock::at_secs(1_700_000_000);
+//! let herd = Herd::new(60);
+//! // Storing for 300 s: the item lives 360 s on the server, the envelope says 300.
+//! let plan = herd.plan_store(Ttl::Seconds(300), true, clock.now_millis());
+//! assert_eq!(plan.exptime, 360);
+//! let soft = plan.soft_expiry_millis.expect("finite TTL with herd on is enveloped");
+//!
+//! let mut bytes = Vec::new();
+//! Envelope::new(soft).encode(b"value", &mut bytes);
+//! let (envelope, payload) = Envelope::decode(&bytes).unwrap();
+//! assert_eq!(payload, b"value");
+//! assert_eq!(herd.on_read(&envelope, clock.now_millis()), ReadDecision::Fresh);
+//!
+//! clock.advance_secs(301);
+//! assert_eq!(herd.on_read(&envelope, clock.now_millis()), ReadDecision::Stale { reinsert_exptime: 60 });
+//! ```
+#![cfg_attr(not(test), deny(clippy::unwrap_used))]
+#![forbid(unsafe_code)]
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// The bit in an item's flags that marks a herd envelope (bit 8; bits 0-7 are the flags Python
+/// clients use for the value's own type, and stay as they are inside the envelope).
+pub const HERD_FLAG: u32 = 1 << 8;
+
+/// Exptimes above this many seconds (30 days) are absolute Unix times to memcached.
+pub const MAX_RELATIVE_EXPTIME: u64 = 60 * 60 * 24 * 30;
+
+/// django-newcache's default herd timeout, in seconds.
+pub const DEFAULT_HERD_TIMEOUT: u32 = 60;
+
+/// A source of wall-clock time, in milliseconds since the Unix epoch.
+pub trait Clock: Send + Sync + std::fmt::Debug {
+    /// Milliseconds since the Unix epoch.
+    fn now_millis(&self) -> u64;
+
+    /// Whole seconds since the Unix epoch.
+    fn now_secs(&self) -> u64 {
+        self.now_millis() / 1000
+    }
+}
+
+/// The system's wall clock.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now_millis(&self) -> u64 {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+            .unwrap_or(0)
+    }
+}
+
+/// A clock that moves only when told to, for tests. Clones share the same time.
+#[derive(Debug, Clone, Default)]
+pub struct ManualClock(Arc<AtomicU64>);
+
+impl ManualClock {
+    /// A clock reading `secs` seconds since the epoch.
+    pub fn at_secs(secs: u64) -> Self {
+        ManualClock(Arc::new(AtomicU64::new(secs.saturating_mul(1000))))
+    }
+
+    /// Moves the clock forward.
+    pub fn advance_millis(&self, millis: u64) {
+        self.0.fetch_add(millis, Ordering::SeqCst);
+    }
+
+    /// Moves the clock forward by whole seconds.
+    pub fn advance_secs(&self, secs: u64) {
+        self.advance_millis(secs.saturating_mul(1000));
+    }
+}
+
+impl Clock for ManualClock {
+    fn now_millis(&self) -> u64 {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+/// How long a value lives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Ttl {
+    /// The cache's configured default (300 s unless configured otherwise).
+    #[default]
+    Default,
+    /// Never expires (memcached exptime 0). Stored bare: there is nothing for a herd to wait on.
+    Forever,
+    /// This many seconds. Past 30 days the wire value becomes an absolute Unix time, as
+    /// memcached requires. `Seconds(0)` means "expire at once" (Django's `timeout=0`).
+    Seconds(u64),
+}
+
+impl Ttl {
+    /// Resolves [`Ttl::Default`] against the cache's default.
+    pub fn or_default(self, default: Ttl) -> Ttl {
+        match self {
+            Ttl::Default => default,
+            other => other,
+        }
+    }
+}
+
+impl From<std::time::Duration> for Ttl {
+    fn from(d: std::time::Duration) -> Self {
+        Ttl::Seconds(d.as_secs())
+    }
+}
+
+/// The memcached exptime for an item that should live `secs` seconds from `now_secs`:
+/// relative up to 30 days, an absolute Unix time beyond (saturating at `u32::MAX`, year 2106).
+/// `secs == 0` gives 0 only through [`Ttl::Forever`]; callers map "expire at once" themselves.
+pub fn wire_exptime(secs: u64, now_secs: u64) -> u32 {
+    if secs <= MAX_RELATIVE_EXPTIME {
+        // Fits: MAX_RELATIVE_EXPTIME < u32::MAX.
+        u32::try_from(secs).unwrap_or(u32::MAX)
+    } else {
+        u32::try_from(now_secs.saturating_add(secs)).unwrap_or(u32::MAX)
+    }
+}
+
+/// What to send for one store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StorePlan {
+    /// Wrap the value in an envelope with this soft expiry (ms since epoch), or store it bare.
+    pub soft_expiry_millis: Option<u64>,
+    /// The item's exptime on the wire.
+    pub exptime: u32,
+    /// The TTL is zero: the value expires at once and should not be stored at all.
+    pub expire_now: bool,
+}
+
+/// What a reader should do with an envelope it fetched.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReadDecision {
+    /// Before its soft expiry: serve the value.
+    Fresh,
+    /// Past its soft expiry: report a miss to this reader (who recomputes) and store the bare
+    /// old value again with this exptime, so the others keep being served it meanwhile.
+    Stale {
+        /// Exptime for the re-stored bare value (the herd timeout).
+        reinsert_exptime: u32,
+    },
+}
+
+/// The seed's stale policy ("reinsert"), with its herd timeout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Herd {
+    /// Seconds an item outlives its soft expiry; also how long the re-stored old value lives.
+    pub herd_timeout: u32,
+}
+
+impl Default for Herd {
+    fn default() -> Self {
+        Herd::new(DEFAULT_HERD_TIMEOUT)
+    }
+}
+
+impl Herd {
+    /// A herd policy with this timeout in seconds.
+    pub fn new(herd_timeout: u32) -> Self {
+        Herd { herd_timeout }
+    }
+
+    /// Plans a store of a value that should live `ttl` (already resolved: not
+    /// [`Ttl::Default`], which is treated as [`Ttl::Forever`] here) with herd protection on or off.
+    ///
+    /// With herd on and a finite TTL, the value is enveloped with soft expiry now + ttl and
+    /// the item lives ttl + herd_timeout. Forever and herd-off values are stored bare.
+    pub fn plan_store(&self, ttl: Ttl, herd: bool, now_millis: u64) -> StorePlan {
+        let now_secs = now_millis / 1000;
+        match ttl {
+            Ttl::Default | Ttl::Forever => StorePlan {
+                soft_expiry_millis: None,
+                exptime: 0,
+                expire_now: false,
+            },
+            Ttl::Seconds(0) => StorePlan {
+                soft_expiry_millis: None,
+                exptime: 0,
+                expire_now: true,
+            },
+            Ttl::Seconds(secs) if herd && self.herd_timeout > 0 => StorePlan {
+                soft_expiry_millis: Some(now_millis.saturating_add(secs.saturating_mul(1000))),
+                exptime: wire_exptime(secs.saturating_add(u64::from(self.herd_timeout)), now_secs),
+                expire_now: false,
+            },
+            Ttl::Seconds(secs) => StorePlan {
+                soft_expiry_millis: None,
+                exptime: wire_exptime(secs, now_secs),
+                expire_now: false,
+            },
+        }
+    }
+
+    /// Decides what a reader does with an envelope fetched at `now_millis`.
+    pub fn on_read(&self, envelope: &Envelope, now_millis: u64) -> ReadDecision {
+        if now_millis < envelope.soft_expiry_millis {
+            ReadDecision::Fresh
+        } else {
+            ReadDecision::Stale {
+                reinsert_exptime: self.herd_timeout.max(1),
+            }
+        }
+    }
+}
+
+/// The header newcache puts before an enveloped value.
+///
+/// Layout (big-endian): format version `1` (1 byte), soft expiry in ms since the epoch
+/// (8 bytes), time the value took to compute in ms, 0 when unknown (4 bytes); then the value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Envelope {
+    /// When the value goes stale, in ms since the Unix epoch.
+    pub soft_expiry_millis: u64,
+    /// How long the value took to compute, in ms (0 when unknown).
+    pub compute_millis: u32,
+}
+
+/// Why bytes flagged as an envelope could not be decoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum EnvelopeError {
+    /// Fewer bytes than the header needs.
+    #[error("herd envelope truncated: {len} bytes, the header needs {HEADER_LEN}")]
+    Truncated {
+        /// Bytes present.
+        len: usize,
+    },
+    /// A format version this build does not know (written by a newer newcache).
+    #[error(
+        "herd envelope format {0} is unknown to this newcache; was it written by a newer version?"
+    )]
+    UnknownVersion(u8),
+}
+
+const VERSION: u8 = 1;
+/// Bytes the envelope header takes before the value.
+pub const HEADER_LEN: usize = 13;
+
+impl Envelope {
+    /// An envelope with this soft expiry and an unknown compute time.
+    pub fn new(soft_expiry_millis: u64) -> Self {
+        Envelope {
+            soft_expiry_millis,
+            compute_millis: 0,
+        }
+    }
+
+    /// Appends the header and then `payload` to `out`.
+    pub fn encode(&self, payload: &[u8], out: &mut Vec<u8>) {
+        out.reserve(HEADER_LEN + payload.len());
+        self.encode_header(out);
+        out.extend_from_slice(payload);
+    }
+
+    /// Appends only the header to `out` (the value follows).
+    pub fn encode_header(&self, out: &mut Vec<u8>) {
+        out.push(VERSION);
+        out.extend_from_slice(&self.soft_expiry_millis.to_be_bytes());
+        out.extend_from_slice(&self.compute_millis.to_be_bytes());
+    }
+
+    /// Splits enveloped bytes into the envelope and the value.
+    pub fn decode(bytes: &[u8]) -> Result<(Envelope, &[u8]), EnvelopeError> {
+        let (header, payload) = bytes
+            .split_first_chunk::<HEADER_LEN>()
+            .ok_or(EnvelopeError::Truncated { len: bytes.len() })?;
+        let [version, rest @ ..] = header;
+        if *version != VERSION {
+            return Err(EnvelopeError::UnknownVersion(*version));
+        }
+        let (expiry, compute) = rest.split_at(8);
+        let soft_expiry_millis = u64::from_be_bytes(expiry.try_into().unwrap_or([0; 8]));
+        let compute_millis = u32::from_be_bytes(compute.try_into().unwrap_or([0; 4]));
+        Ok((
+            Envelope {
+                soft_expiry_millis,
+                compute_millis,
+            },
+            payload,
+        ))
+    }
+}
+
+/// True when an item's flags mark a herd envelope.
+pub fn is_enveloped(flags: u32) -> bool {
+    flags & HERD_FLAG != 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NOW: u64 = 1_700_000_000;
+
+    #[test]
+    fn a_finite_ttl_with_herd_on_is_enveloped_and_lives_herd_timeout_longer() {
+        let plan = Herd::new(60).plan_store(Ttl::Seconds(300), true, NOW * 1000 + 250);
+        assert_eq!(plan.exptime, 360);
+        assert_eq!(plan.soft_expiry_millis, Some((NOW + 300) * 1000 + 250));
+        assert!(!plan.expire_now);
+    }
+
+    #[test]
+    fn forever_and_herd_off_are_stored_bare() {
+        let herd = Herd::new(60);
+        let forever = herd.plan_store(Ttl::Forever, true, NOW * 1000);
+        assert_eq!((forever.soft_expiry_millis, forever.exptime), (None, 0));
+        let off = herd.plan_store(Ttl::Seconds(300), false, NOW * 1000);
+        assert_eq!((off.soft_expiry_millis, off.exptime), (None, 300));
+        let zero_timeout = Herd::new(0).plan_store(Ttl::Seconds(300), true, NOW * 1000);
+        assert_eq!(zero_timeout.soft_expiry_millis, None);
+    }
+
+    #[test]
+    fn ttls_past_30_days_become_absolute_unix_times() {
+        assert_eq!(wire_exptime(MAX_RELATIVE_EXPTIME, NOW), 2_592_000);
+        assert_eq!(
+            wire_exptime(MAX_RELATIVE_EXPTIME + 1, NOW),
+            (NOW + MAX_RELATIVE_EXPTIME + 1) as u32
+        );
+        assert_eq!(wire_exptime(u64::MAX, NOW), u32::MAX);
+        // 30 days minus 30 s, plus the herd timeout, crosses the line.
+        let plan =
+            Herd::new(60).plan_store(Ttl::Seconds(MAX_RELATIVE_EXPTIME - 30), true, NOW * 1000);
+        assert_eq!(plan.exptime, (NOW + MAX_RELATIVE_EXPTIME + 30) as u32);
+    }
+
+    #[test]
+    fn zero_ttl_expires_at_once() {
+        let plan = Herd::new(60).plan_store(Ttl::Seconds(0), true, NOW * 1000);
+        assert!(plan.expire_now);
+    }
+
+    #[test]
+    fn the_first_read_after_soft_expiry_is_stale_and_reinserts_for_herd_timeout() {
+        let clock = ManualClock::at_secs(NOW);
+        let herd = Herd::new(45);
+        let plan = herd.plan_store(Ttl::Seconds(10), true, clock.now_millis());
+        let env = Envelope::new(plan.soft_expiry_millis.unwrap());
+        clock.advance_millis(9_999);
+        assert_eq!(herd.on_read(&env, clock.now_millis()), ReadDecision::Fresh);
+        clock.advance_millis(1);
+        assert_eq!(
+            herd.on_read(&env, clock.now_millis()),
+            ReadDecision::Stale {
+                reinsert_exptime: 45
+            }
+        );
+    }
+
+    #[test]
+    fn envelopes_round_trip_and_reject_garbage() {
+        let env = Envelope {
+            soft_expiry_millis: 0x0102_0304_0506_0708,
+            compute_millis: 77,
+        };
+        let mut out = b"x".to_vec();
+        env.encode(b"payload", &mut out);
+        assert_eq!(out.len(), 1 + HEADER_LEN + 7);
+        assert_eq!(Envelope::decode(&out[1..]), Ok((env, &b"payload"[..])));
+        assert_eq!(
+            Envelope::decode(&out[1..1 + HEADER_LEN]),
+            Ok((env, &b""[..]))
+        );
+        assert_eq!(
+            Envelope::decode(&out[1..5]),
+            Err(EnvelopeError::Truncated { len: 4 })
+        );
+        let mut bad = out[1..].to_vec();
+        bad[0] = 9;
+        assert_eq!(
+            Envelope::decode(&bad),
+            Err(EnvelopeError::UnknownVersion(9))
+        );
+        for len in 0..HEADER_LEN {
+            assert!(Envelope::decode(&vec![1u8; len]).is_err());
+        }
+    }
+
+    #[test]
+    fn the_flag_bit_is_bit_8() {
+        assert_eq!(HERD_FLAG, 0x100);
+        assert!(is_enveloped(16 | HERD_FLAG));
+        assert!(!is_enveloped(16));
+        assert!(!is_enveloped(0xff));
+    }
+
+    #[test]
+    fn the_system_clock_reads_the_present() {
+        let now = SystemClock.now_secs();
+        assert!(now > NOW, "{now}");
+    }
+}

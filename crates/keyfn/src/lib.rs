@@ -1,1 +1,309 @@
-//! stub
+//! Key functions: turn the key a caller uses into the key memcached sees.
+//!
+//! Every key newcache sends goes through a [`KeyFunction`] and is then checked by
+//! [`make_key`]: at most 250 bytes, no space, no control character. A key that fails is a
+//! typed [`InvalidKey`] error and nothing reaches the server.
+//!
+//! Two key functions are built in:
+//! - [`HashedKey`] (the default, django-newcache's): `{flavor}-{version}-{sha1 hex of the key}`.
+//!   Any key, of any length and in any script, becomes a legal 40-odd byte key; bumping the
+//!   version invalidates everything; flavors (dev, staging, prod) share a cluster without
+//!   colliding.
+//! - [`PrefixedKey`] (Django's own default): `{prefix}:{version}:{key}`, readable on the server,
+//!   so it is validated like any other key.
+//!
+//! Any `Fn(&str) -> String` is a key function too, as Django's `KEY_FUNCTION` /
+//! django-newcache's `CACHE_KEY_MODULE` were.
+//!
+//! ```
+//! use newcache_keyfn::{make_key, HashedKey, PrefixedKey};
+//!
+//! let hashed = HashedKey::new("test", 1);
+//! let key = make_key(&hashed, "games").unwrap();
+//! assert_eq!(key, b"test-1-dd27204535de317c6202952eeb2043fad52e3fec");
+//!
+//! let django = PrefixedKey::new("site", 3);
+//! assert_eq!(make_key(&django, "games").unwrap(), b"site:3:games");
+//! assert!(make_key(&django, "two words").is_err()); // a space would break the protocol
+//!
+//! let custom = |key: &str| format!("v7/{}", key.to_lowercase());
+//! assert_eq!(make_key(&custom, "Games").unwrap(), b"v7/games");
+//! ```
+#![cfg_attr(not(test), deny(clippy::unwrap_used))]
+#![forbid(unsafe_code)]
+
+use std::fmt;
+
+pub use newcache_transport::KeyError;
+use sha1::{Digest, Sha1};
+
+/// Turns a caller's key into the bytes sent to memcached.
+///
+/// Implementations append the wire key to `out` (which may hold other bytes already) and must
+/// be deterministic: the same key always gives the same wire key. They need not validate:
+/// [`make_key`] checks every result.
+pub trait KeyFunction: Send + Sync {
+    /// Appends the wire key for `key` to `out`.
+    fn write_key(&self, key: &str, out: &mut Vec<u8>);
+}
+
+impl<F> KeyFunction for F
+where
+    F: Fn(&str) -> String + Send + Sync,
+{
+    fn write_key(&self, key: &str, out: &mut Vec<u8>) {
+        out.extend_from_slice(self(key).as_bytes());
+    }
+}
+
+/// A key the key function turned into something memcached cannot take.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("cache key {key:?} became wire key {wire:?}, which memcached cannot take: {reason}; use a hashing key function (the default) or a shorter key without spaces or control characters")]
+pub struct InvalidKey {
+    /// The caller's key.
+    pub key: String,
+    /// The wire key the key function produced, lossily decoded.
+    pub wire: String,
+    /// Why memcached cannot take it.
+    pub reason: KeyError,
+}
+
+/// Runs `kf` on `key` and validates the result.
+pub fn make_key(kf: &(impl KeyFunction + ?Sized), key: &str) -> Result<Vec<u8>, InvalidKey> {
+    let mut out = Vec::with_capacity(64);
+    write_valid_key(kf, key, &mut out)?;
+    Ok(out)
+}
+
+/// Like [`make_key`], but appends to `out` (for building many keys in one buffer). On error
+/// `out` is left as it was.
+pub fn write_valid_key(
+    kf: &(impl KeyFunction + ?Sized),
+    key: &str,
+    out: &mut Vec<u8>,
+) -> Result<(), InvalidKey> {
+    let start = out.len();
+    kf.write_key(key, out);
+    let wire = out.get(start..).unwrap_or_default();
+    if let Err(reason) = newcache_transport::validate_key(wire) {
+        let wire = String::from_utf8_lossy(wire).into_owned();
+        out.truncate(start);
+        return Err(InvalidKey {
+            key: key.to_owned(),
+            wire,
+            reason,
+        });
+    }
+    Ok(())
+}
+
+/// django-newcache's key function: `{flavor}-{version}-{sha1 hex of the UTF-8 key}`.
+///
+/// The flavor defaults to empty and the version to 1, so `HashedKey::default()` gives
+/// `-1-<sha1>`. The flavor is used as given: keep it free of spaces and control characters
+/// (and under about 150 bytes) or every key will be refused.
+#[derive(Clone, PartialEq, Eq)]
+pub struct HashedKey {
+    /// Prefix that separates deployments sharing a cluster (`dev`, `staging`, `prod`).
+    pub flavor: String,
+    /// Cache version; bumping it invalidates every key.
+    pub version: u32,
+}
+
+impl HashedKey {
+    /// A hashed key function with this flavor and version.
+    pub fn new(flavor: impl Into<String>, version: u32) -> Self {
+        HashedKey {
+            flavor: flavor.into(),
+            version,
+        }
+    }
+}
+
+impl Default for HashedKey {
+    fn default() -> Self {
+        HashedKey::new("", 1)
+    }
+}
+
+impl fmt::Debug for HashedKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "HashedKey({:?}-{}-<sha1>)", self.flavor, self.version)
+    }
+}
+
+const HEX: &[u8; 16] = b"0123456789abcdef";
+
+impl KeyFunction for HashedKey {
+    fn write_key(&self, key: &str, out: &mut Vec<u8>) {
+        let digest = Sha1::digest(key.as_bytes());
+        out.reserve(self.flavor.len() + 12 + 40);
+        out.extend_from_slice(self.flavor.as_bytes());
+        out.push(b'-');
+        push_decimal(out, self.version);
+        out.push(b'-');
+        for byte in digest {
+            out.push(HEX[usize::from(byte >> 4)]);
+            out.push(HEX[usize::from(byte & 0x0f)]);
+        }
+    }
+}
+
+/// Django's default key function: `{prefix}:{version}:{key}`, readable on the server.
+///
+/// The key is used as given, so a key with a space, a control character, or one that makes
+/// the whole over 250 bytes is refused by [`make_key`].
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct PrefixedKey {
+    /// Django's `KEY_PREFIX`.
+    pub prefix: String,
+    /// Django's `VERSION`.
+    pub version: u32,
+}
+
+impl PrefixedKey {
+    /// A prefixed key function with this prefix and version.
+    pub fn new(prefix: impl Into<String>, version: u32) -> Self {
+        PrefixedKey {
+            prefix: prefix.into(),
+            version,
+        }
+    }
+}
+
+impl KeyFunction for PrefixedKey {
+    fn write_key(&self, key: &str, out: &mut Vec<u8>) {
+        out.reserve(self.prefix.len() + key.len() + 12);
+        out.extend_from_slice(self.prefix.as_bytes());
+        out.push(b':');
+        push_decimal(out, self.version);
+        out.push(b':');
+        out.extend_from_slice(key.as_bytes());
+    }
+}
+
+fn push_decimal(out: &mut Vec<u8>, mut n: u32) {
+    let mut digits = [0u8; 10];
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[i..]);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(kf: &impl KeyFunction, k: &str) -> String {
+        String::from_utf8(make_key(kf, k).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn hashed_key_matches_the_golden_vectors() {
+        let kf = HashedKey::new("test", 1);
+        assert_eq!(
+            key(&kf, "games"),
+            "test-1-dd27204535de317c6202952eeb2043fad52e3fec"
+        );
+        assert_eq!(
+            key(&kf, "hello world"),
+            "test-1-2aae6c35c94fcfb415dbe95f408b9ce91ee846ed"
+        );
+        assert_eq!(
+            key(&kf, "ünïcode ключ"),
+            "test-1-d76f84760ebe9734977e613fdc5ecbb884dd3925"
+        );
+    }
+
+    #[test]
+    fn hashed_key_defaults_to_empty_flavor_and_version_1() {
+        assert_eq!(
+            key(&HashedKey::default(), "games"),
+            "-1-dd27204535de317c6202952eeb2043fad52e3fec"
+        );
+    }
+
+    #[test]
+    fn staging_version_2_reads_its_own_keys() {
+        let staging = key(&HashedKey::new("staging", 2), "games");
+        assert_eq!(
+            staging,
+            "staging-2-dd27204535de317c6202952eeb2043fad52e3fec"
+        );
+        assert_ne!(staging, key(&HashedKey::new("prod", 2), "games"));
+        assert_ne!(staging, key(&HashedKey::new("staging", 3), "games"));
+    }
+
+    #[test]
+    fn any_key_length_becomes_legal_when_hashed() {
+        let long = "x".repeat(10_000);
+        assert_eq!(key(&HashedKey::new("p", 4_294_967_295), &long).len(), 53);
+        assert_eq!(key(&HashedKey::new("", 0), "").len(), 43);
+    }
+
+    #[test]
+    fn prefixed_key_is_djangos_format() {
+        assert_eq!(key(&PrefixedKey::new("site", 1), "games"), "site:1:games");
+        assert_eq!(key(&PrefixedKey::new("", 10), "ключ"), ":10:ключ");
+    }
+
+    #[test]
+    fn bad_wire_keys_are_typed_errors_naming_the_key() {
+        let kf = PrefixedKey::new("site", 1);
+        let err = make_key(&kf, "two words").unwrap_err();
+        assert_eq!(err.key, "two words");
+        assert_eq!(err.wire, "site:1:two words");
+        assert_eq!(
+            err.reason,
+            KeyError::ForbiddenByte {
+                byte: b' ',
+                offset: 10
+            }
+        );
+        assert!(err.to_string().contains("two words"));
+        let err = make_key(&kf, &"k".repeat(245)).unwrap_err();
+        assert_eq!(err.reason, KeyError::TooLong { len: 252 });
+        let err = make_key(&kf, "tab\there").unwrap_err();
+        assert!(matches!(
+            err.reason,
+            KeyError::ForbiddenByte { byte: b'\t', .. }
+        ));
+    }
+
+    #[test]
+    fn a_failed_key_leaves_the_buffer_as_it_was() {
+        let mut buf = b"keep".to_vec();
+        assert!(write_valid_key(&PrefixedKey::default(), "a b", &mut buf).is_err());
+        assert_eq!(buf, b"keep");
+        write_valid_key(&PrefixedKey::default(), "ab", &mut buf).unwrap();
+        assert_eq!(buf, b"keep:0:ab");
+    }
+
+    #[test]
+    fn closures_and_boxed_key_functions_plug_in() {
+        let upper = |k: &str| k.to_uppercase();
+        assert_eq!(key(&upper, "abc"), "ABC");
+        let boxed: Box<dyn KeyFunction> = Box::new(HashedKey::new("b", 1));
+        assert_eq!(
+            make_key(boxed.as_ref(), "games").unwrap(),
+            b"b-1-dd27204535de317c6202952eeb2043fad52e3fec"
+        );
+        let empty = |_: &str| String::new();
+        assert_eq!(make_key(&empty, "x").unwrap_err().reason, KeyError::Empty);
+    }
+
+    #[test]
+    fn decimal_formatting_covers_the_range() {
+        for n in [0u32, 7, 10, 99, 100, 65_535, u32::MAX] {
+            let mut out = Vec::new();
+            push_decimal(&mut out, n);
+            assert_eq!(out, n.to_string().as_bytes());
+        }
+    }
+}
