@@ -79,7 +79,8 @@ impl Memcached {
     }
 
     fn spawn(&mut self) -> Result<(), String> {
-        let bin = memcached_binary().unwrap_or_else(|| panic!("memcached not found; {INSTALL_HINT}"));
+        let bin =
+            memcached_binary().unwrap_or_else(|| panic!("memcached not found; {INSTALL_HINT}"));
         let mut cmd = Command::new(&bin);
         cmd.args(["-l", "127.0.0.1", "-p", &self.port.to_string(), "-U", "0"])
             .args(["-m", "64", "-t", "4", "-c", "1024"]);
@@ -110,7 +111,10 @@ impl Memcached {
             if Instant::now() > deadline {
                 let _ = child.kill();
                 let _ = child.wait();
-                return Err(format!("memcached did not answer on port {} within 10 s", self.port));
+                return Err(format!(
+                    "memcached did not answer on port {} within 10 s",
+                    self.port
+                ));
             }
             std::thread::sleep(Duration::from_millis(10));
         }

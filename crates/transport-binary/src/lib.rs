@@ -1,1 +1,1234 @@
-//! stub
+//! A newcache [`Transport`] over [libmemcached], the C client pylibmc wraps: memcached's
+//! binary protocol (or libmemcached's text mode), pylibmc's behaviors, and libmemcached's
+//! own key placement, so a Rust service and a pylibmc one agree on which server holds a key.
+//!
+//! Tested with **libmemcached 1.1.4** (libmemcached-awesome, Debian 12's `libmemcached-dev`)
+//! against memcached 1.6.18.
+//!
+//! # Installing libmemcached
+//!
+//! * Debian/Ubuntu: `apt-get install libmemcached-dev` (it brings `libsasl2-dev`; SASL also
+//!   needs the `libsasl2-modules` plugins at run time).
+//! * macOS (Homebrew): `brew install libmemcached`.
+//!
+//! Building without it fails with one line saying so. `pkg-config` must be able to find
+//! `libmemcached.pc`.
+//!
+//! # Example
+//!
+//! ```no_run
+//! use newcache_transport::{Store, Transport};
+//! use newcache_transport_binary::{BinaryConfig, BinaryTransport};
+//!
+//! let mut config = BinaryConfig::new(["10.0.0.1:11211", "10.0.0.2:11211:2"]);
+//! config.behaviors.set("distribution", "consistent ketama")?;
+//! config.behaviors.set("tcp_nodelay", "1")?;
+//! let t = BinaryTransport::new(config)?; // connects lazily, on first use
+//! t.store(&Store::set(b"greeting", b"hello", 0, 0))?;
+//! assert_eq!(t.get(b"greeting")?.map(|i| i.value), Some(b"hello".to_vec()));
+//! println!("greeting lives on {:?}", t.server_for_key(b"greeting")?);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! # The pitfall: one handle shared across threads
+//!
+//! A libmemcached handle (`memcached_st`) holds its connections' read buffers and protocol
+//! state; two threads using one handle at once interleave requests on the same socket and
+//! read each other's replies (or crash). pylibmc users meet this as "use a `ClientPool`".
+//! Here [`BinaryTransport`] is `Send + Sync` honestly: it keeps a pool of handles cloned
+//! (`memcached_clone`) from one configured master, lends each to one thread at a time and
+//! creates more on demand up to [`BinaryConfig::pool_size`]; a thread that finds them all
+//! busy waits for one. Each handle has its own connections, so `pool_size` handles open up
+//! to `pool_size` connections to every server.
+//!
+//! # Behaviors
+//!
+//! [`Behaviors`] takes pylibmc's names, values and units, and the transport applies them
+//! exactly as pylibmc does: SASL credentials, then the protocol
+//! (`MEMCACHED_BEHAVIOR_BINARY_PROTOCOL`), then every set behavior in pylibmc's table order
+//! (the order below), then the servers. The order matters: `ketama` only sets the
+//! distribution, `ketama_weighted` overwrites the key hash with MD5, and because `hash` comes
+//! before both, `{"hash": "crc", "ketama_weighted": 1}` ends with MD5, as in pylibmc. The
+//! continuum is built when the servers are added, after every behavior.
+//!
+//! | name | libmemcached behavior | value | what it does | default |
+//! |---|---|---|---|---|
+//! | `no_block` | `NO_BLOCK` | bool | asynchronous writes, flushed when a reply is needed | off |
+//! | `tcp_nodelay` | `TCP_NODELAY` | bool | disable Nagle on every socket | off |
+//! | `tcp_keepalive` | `TCP_KEEPALIVE` | bool | `SO_KEEPALIVE` on every socket | off |
+//! | `hash` | `HASH` | hash name | key hash that picks the server | `default` (one-at-a-time) |
+//! | `ketama_hash` | `KETAMA_HASH` | hash name | hash that places servers on the ketama ring | unset |
+//! | `ketama` | `KETAMA` | bool | on: distribution `consistent ketama`; off: `modula`. **The key hash is not changed** | off |
+//! | `ketama_weighted` | `KETAMA_WEIGHTED` | bool | on: key and ring hash MD5, distribution `consistent weighted`; off: as `ketama` on | off |
+//! | `distribution` | `DISTRIBUTION` | `modula`, `consistent`, `consistent ketama`, `random`, `consistent ketama spy`, `consistent weighted` | how keys map to servers | `modula` |
+//! | `cas` | `SUPPORT_CAS` | bool | fetch CAS uniques (`gets` in text mode) | off in libmemcached, **on here** |
+//! | `buffer_requests` | `BUFFER_REQUESTS` | bool | queue stores/deletes until a reply is needed (reported done at once) | off |
+//! | `verify_keys` | `VERIFY_KEY` | bool | libmemcached checks text keys; refused in binary mode | off |
+//! | `connect_timeout` | `CONNECT_TIMEOUT` | ms | connect timeout | 4000 in libmemcached, **250 here** |
+//! | `send_timeout` | `SND_TIMEOUT` | µs | `SO_SNDTIMEO` (sockets are non-blocking: see `_poll_timeout`) | 0 |
+//! | `receive_timeout` | `RCV_TIMEOUT` | µs | `SO_RCVTIMEO` (same) | 0 |
+//! | `num_replicas` | `NUMBER_OF_REPLICAS` | count | also store on the next N servers | 0 |
+//! | `auto_eject` | `AUTO_EJECT_HOSTS` | bool | eject a server after `failure_limit` failures (deprecated) | off |
+//! | `retry_timeout` | `RETRY_TIMEOUT` | s | after a failed connect, fail at once for this long before trying again | 2 |
+//! | `remove_failed` | `REMOVE_FAILED_SERVERS` | count (non-zero = on) | eject a server after `failure_limit` failures in a row | 0 |
+//! | `failure_limit` | `SERVER_FAILURE_LIMIT` | count ≥ 1 | failures before a server counts as failed | 5 |
+//! | `_io_msg_watermark` | `IO_MSG_WATERMARK` | count | queued messages before a flush | 500 |
+//! | `_io_bytes_watermark` | `IO_BYTES_WATERMARK` | bytes | queued bytes before a flush | 66560 |
+//! | `_io_key_prefetch` | `IO_KEY_PREFETCH` | count | multi-get keys sent before reading | 0 |
+//! | `_sort_hosts` | `SORT_HOSTS` | bool | sort servers by name (changes `modula` placement) | off |
+//! | `_poll_timeout` | `POLL_TIMEOUT` | ms | wait for a socket to be readable/writable: the read/write timeout | 5000 in libmemcached, **500 here** |
+//! | `_socket_send_size` | `SOCKET_SEND_SIZE` | bytes | `SO_SNDBUF` | OS |
+//! | `_socket_recv_size` | `SOCKET_RECV_SIZE` | bytes | `SO_RCVBUF` | OS |
+//! | `dead_timeout` | `DEAD_TIMEOUT` | s | retry an ejected server after this long (0: never) | 0 |
+//!
+//! Hash names: `default`, `md5`, `crc`, `fnv1_64`, `fnv1a_64`, `fnv1_32`, `fnv1a_32`,
+//! `murmur`, `hsieh`, `jenkins` (`murmur`/`hsieh` only when libhashkit was built with them;
+//! otherwise [`BinaryTransport::new`] fails naming the behavior: Debian 12's libhashkit has
+//! no `hsieh`). `_retry_timeout` is
+//! accepted for `retry_timeout`, as pylibmc does. `_noreply`, `_hash_with_prefix_key`,
+//! `namespace` and `pickle_protocol` are refused with the reason.
+//!
+//! **This transport's defaults.** Where a behavior is not set it keeps libmemcached's
+//! default, except three: `connect_timeout` 250 ms ([`DEFAULT_CONNECT_TIMEOUT`]),
+//! `_poll_timeout` 500 ms ([`DEFAULT_POLL_TIMEOUT`]; libmemcached's 4 s and 5 s would let
+//! one dead server stall a request for seconds) and `cas` on (the [`Transport`] returns CAS
+//! uniques). Set any of them to override.
+//!
+//! # Errors
+//!
+//! Keys are checked ([`check_key`]) and values measured against
+//! [`BinaryConfig::item_size_limit`] before any C call, so invalid input fails with
+//! [`Error::InvalidKey`] / [`Error::ValueTooLarge`] and nothing is sent. A value the server
+//! itself refuses as too large (its `-I` is lower, or the key and item header push the item
+//! over) is [`Error::ValueTooLarge`] too; the server's exact limit is not known to the client
+//! then, so `limit` is reported as one byte below the size. libmemcached's
+//! failures keep its own message (`memcached_last_error_message`, else
+//! `memcached_strerror`): connection failures, failed DNS lookups and servers in their
+//! `retry_timeout` map to [`Error::Connect`], `MEMCACHED_TIMEOUT` to [`Error::Timeout`],
+//! SASL failures to [`Error::Auth`], a server's `CLIENT_ERROR` to [`Error::Client`] (also an
+//! incr/decr of a non-numeric value in binary mode, which libmemcached 1.1.4 reports only as
+//! an unknown read failure: the transport reads the value to tell), `SERVER_ERROR` to
+//! [`Error::Server`], a server's `ERROR` (unknown command) to [`Error::Unsupported`], read
+//! and write failures to [`Error::Io`], and anything else to [`Error::Backend`] with
+//! libmemcached's return code. libmemcached itself closes a connection after any fatal
+//! error, so no connection is reused half-read.
+//!
+//! [libmemcached]: https://awesomized.github.io/libmemcached/
+#![cfg_attr(not(test), deny(clippy::unwrap_used))]
+#![warn(clippy::undocumented_unsafe_blocks)]
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::ffi::{CStr, CString};
+use std::fmt;
+use std::io;
+use std::os::raw::{c_char, c_void};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::ptr;
+use std::sync::{Mutex, PoisonError};
+use std::time::Duration;
+
+use libmemcached_sys::*;
+pub use newcache_transport::{
+    check_key, Error, Item, Result, ServerStats, Store, StoreMode, StoreStatus, Transport,
+    DEFAULT_ITEM_SIZE_LIMIT,
+};
+
+mod behaviors;
+mod pool;
+
+pub use behaviors::{BehaviorError, Behaviors, Distribution, Hash};
+use pool::{Handle, Pool, ResultBuf};
+
+/// The connect timeout used when `connect_timeout` is not set: 250 ms.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_millis(250);
+
+/// The read/write (poll) timeout used when `_poll_timeout` is not set: 500 ms.
+pub const DEFAULT_POLL_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// The default number of libmemcached handles (each with its own connections).
+pub const DEFAULT_POOL_SIZE: usize = 8;
+
+/// The memcached port used when a server entry gives none.
+pub const DEFAULT_PORT: u16 = 11211;
+
+const BACKEND: &str = "libmemcached";
+
+/// How to reach the servers and how to talk to them.
+#[derive(Clone)]
+pub struct BinaryConfig {
+    /// The servers, each `"host:port"` or `"host:port:weight"` (`[v6addr]:port[:weight]`
+    /// for IPv6; the port defaults to 11211, the weight to 1). Their order is the server
+    /// index of [`BinaryTransport::server_index_for_key`], and with `modula` it decides
+    /// placement, as in pylibmc.
+    pub servers: Vec<String>,
+    /// `true`: memcached's binary protocol (needed for SASL); `false`: libmemcached's text
+    /// mode.
+    pub binary_protocol: bool,
+    /// libmemcached behaviors by pylibmc's names; see the crate documentation.
+    pub behaviors: Behaviors,
+    /// SASL user name (binary protocol only); set both it and `password`, or neither.
+    pub username: Option<String>,
+    /// SASL password.
+    pub password: Option<String>,
+    /// The most libmemcached handles (one per concurrent request) the transport creates.
+    /// At least 1.
+    pub pool_size: usize,
+    /// Values larger than this many bytes are refused before anything is sent
+    /// ([`Error::ValueTooLarge`]); memcached's default `-I 1m` unless told otherwise.
+    pub item_size_limit: usize,
+}
+
+impl BinaryConfig {
+    /// A configuration for these servers with every other setting at its default: binary
+    /// protocol, no behaviors set, no SASL, [`DEFAULT_POOL_SIZE`] handles,
+    /// [`DEFAULT_ITEM_SIZE_LIMIT`].
+    pub fn new<S: Into<String>>(servers: impl IntoIterator<Item = S>) -> Self {
+        BinaryConfig {
+            servers: servers.into_iter().map(Into::into).collect(),
+            ..BinaryConfig::default()
+        }
+    }
+}
+
+impl Default for BinaryConfig {
+    fn default() -> Self {
+        BinaryConfig {
+            servers: Vec::new(),
+            binary_protocol: true,
+            behaviors: Behaviors::default(),
+            username: None,
+            password: None,
+            pool_size: DEFAULT_POOL_SIZE,
+            item_size_limit: DEFAULT_ITEM_SIZE_LIMIT,
+        }
+    }
+}
+
+impl fmt::Debug for BinaryConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BinaryConfig")
+            .field("servers", &self.servers)
+            .field("binary_protocol", &self.binary_protocol)
+            .field("behaviors", &self.behaviors)
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .field("pool_size", &self.pool_size)
+            .field("item_size_limit", &self.item_size_limit)
+            .finish()
+    }
+}
+
+/// One configured server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct ServerSpec {
+    /// The host as handed to libmemcached (IPv6 without brackets, as pylibmc does).
+    host: String,
+    port: u16,
+    weight: u32,
+    /// `host:port` (`[v6]:port`), as errors and stats name the server.
+    label: String,
+}
+
+fn parse_server(entry: &str) -> std::result::Result<ServerSpec, String> {
+    let entry = entry.trim();
+    let (host, rest, bracketed) = if let Some(after) = entry.strip_prefix('[') {
+        let (host, rest) = after
+            .split_once(']')
+            .ok_or("an IPv6 address needs its closing ']'")?;
+        let rest = match rest {
+            "" => None,
+            r => Some(r.strip_prefix(':').ok_or("expected ':' after ']'")?),
+        };
+        (host, rest, true)
+    } else {
+        match entry.split_once(':') {
+            Some((host, rest)) => (host, Some(rest), false),
+            None => (entry, None, false),
+        }
+    };
+    if host.is_empty() {
+        return Err("the host is empty".into());
+    }
+    let mut parts = rest.map(|r| r.split(':')).into_iter().flatten();
+    let port = match parts.next() {
+        None => DEFAULT_PORT,
+        Some(p) => p
+            .parse::<u16>()
+            .ok()
+            .filter(|&p| p > 0)
+            .ok_or_else(|| format!("port {p:?} is not a number from 1 to 65535"))?,
+    };
+    let weight = match parts.next() {
+        None => 1,
+        Some(w) => w
+            .parse::<u32>()
+            .ok()
+            .filter(|&w| w > 0)
+            .ok_or_else(|| format!("weight {w:?} is not a positive number"))?,
+    };
+    if parts.next().is_some() {
+        return Err(
+            "expected host:port or host:port:weight (write IPv6 addresses as [addr]:port)".into(),
+        );
+    }
+    let label = if bracketed {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    };
+    Ok(ServerSpec {
+        host: host.to_string(),
+        port,
+        weight,
+        label,
+    })
+}
+
+/// A [`Transport`] over libmemcached; see the crate documentation.
+///
+/// `Send + Sync`: share one (e.g. in an `Arc`) between threads; each request borrows one of
+/// its libmemcached handles for its duration.
+pub struct BinaryTransport {
+    pool: Pool,
+    servers: Vec<ServerSpec>,
+    binary: bool,
+    item_size_limit: usize,
+    poll_timeout: Duration,
+    /// Servers whose last connection failure was an authentication failure.
+    auth_failed: Mutex<BTreeSet<String>>,
+}
+
+impl fmt::Debug for BinaryTransport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BinaryTransport")
+            .field("name", &self.name())
+            .field(
+                "servers",
+                &self.servers.iter().map(|s| &s.label).collect::<Vec<_>>(),
+            )
+            .field("pool_size", &self.pool.max())
+            .field("item_size_limit", &self.item_size_limit)
+            .finish()
+    }
+}
+
+fn invalid(message: String) -> Error {
+    Error::Backend {
+        backend: BACKEND,
+        code: MEMCACHED_INVALID_ARGUMENTS as i32,
+        message,
+    }
+}
+
+fn out_of_memory(what: &str) -> Error {
+    Error::Backend {
+        backend: BACKEND,
+        code: MEMCACHED_MEMORY_ALLOCATION_FAILURE as i32,
+        message: format!("libmemcached could not allocate {what}"),
+    }
+}
+
+/// Copies a C string libmemcached owns.
+///
+/// # Safety
+///
+/// `p` is NULL or points to a NUL-terminated string that stays valid during the call.
+unsafe fn c_string(p: *const c_char) -> String {
+    if p.is_null() {
+        return String::new();
+    }
+    // SAFETY: non-NULL and NUL-terminated, as the caller promises.
+    unsafe { CStr::from_ptr(p) }.to_string_lossy().into_owned()
+}
+
+/// Copies `len` bytes libmemcached owns.
+///
+/// # Safety
+///
+/// `p` is NULL (then `len` is ignored) or points to `len` readable bytes.
+unsafe fn c_bytes(p: *const c_char, len: usize) -> Vec<u8> {
+    if p.is_null() || len == 0 {
+        return Vec::new();
+    }
+    // SAFETY: p points to len readable bytes, as the caller promises.
+    unsafe { std::slice::from_raw_parts(p.cast::<u8>(), len) }.to_vec()
+}
+
+/// libmemcached's message for `rc` on `h`: the detailed last error when it is about `rc`,
+/// else the generic text of `rc`.
+fn message(h: &Handle, rc: memcached_return_t) -> String {
+    // SAFETY: h is a live handle used by this thread only; the returned strings are owned
+    // by the handle (or static) and copied before the next libmemcached call.
+    unsafe {
+        if memcached_last_error(h.as_ptr()) == rc {
+            c_string(memcached_last_error_message(h.as_ptr()))
+        } else {
+            c_string(memcached_strerror(h.as_ptr(), rc))
+        }
+    }
+}
+
+fn io_kind(errno: i32) -> io::ErrorKind {
+    if errno == 0 {
+        io::ErrorKind::Other
+    } else {
+        io::Error::from_raw_os_error(errno).kind()
+    }
+}
+
+/// True when memcached's `incr` would read `value` as a 64-bit decimal number.
+fn is_decimal(value: &[u8]) -> bool {
+    std::str::from_utf8(value)
+        .ok()
+        .map(|s| s.trim_end_matches([' ', '\r', '\n', '\0']))
+        .is_some_and(|s| !s.starts_with('+') && s.parse::<u64>().is_ok())
+}
+
+struct StatsContext {
+    servers: Vec<((String, u16), BTreeMap<String, String>)>,
+}
+
+/// `memcached_stat_fn` collecting every statistic of every server.
+unsafe extern "C" fn collect_stat(
+    server: *const memcached_instance_st,
+    key: *const c_char,
+    key_length: usize,
+    value: *const c_char,
+    value_length: usize,
+    context: *mut c_void,
+) -> memcached_return_t {
+    // A panic must not unwind into C; none is expected, and one would only lose a statistic.
+    let _ = catch_unwind(AssertUnwindSafe(|| {
+        // SAFETY: libmemcached passes the live server and key/value buffers of the given
+        // lengths for the duration of the call, and `context` is the &mut StatsContext
+        // `stats()` handed to memcached_stat_execute, alive and unaliased until it returns.
+        let (name, port, key, value, ctx) = unsafe {
+            (
+                c_string(memcached_server_name(server)),
+                memcached_server_port(server),
+                String::from_utf8_lossy(&c_bytes(key, key_length)).into_owned(),
+                String::from_utf8_lossy(&c_bytes(value, value_length)).into_owned(),
+                &mut *context.cast::<StatsContext>(),
+            )
+        };
+        let id = (name, port);
+        match ctx.servers.iter_mut().find(|(s, _)| *s == id) {
+            Some((_, stats)) => {
+                stats.insert(key, value);
+            }
+            None => ctx.servers.push((id, BTreeMap::from([(key, value)]))),
+        }
+    }));
+    MEMCACHED_SUCCESS
+}
+
+impl BinaryTransport {
+    /// Configures the transport. Connects to nothing: servers are resolved and connected on
+    /// first use, so this never blocks on a server.
+    ///
+    /// Fails with [`Error::NoServers`] for an empty server list, and with
+    /// [`Error::Backend`] (libmemcached's message and code) for a malformed server entry, a
+    /// behavior libmemcached refuses (e.g. `verify_keys` in binary mode, as in pylibmc), SASL
+    /// without the binary protocol, or a zero `pool_size`.
+    pub fn new(config: BinaryConfig) -> Result<Self> {
+        if config.servers.is_empty() {
+            return Err(Error::NoServers);
+        }
+        if config.pool_size == 0 {
+            return Err(invalid(
+                "pool_size is 0; the transport needs at least one libmemcached handle".into(),
+            ));
+        }
+        let servers = config
+            .servers
+            .iter()
+            .map(|s| parse_server(s).map_err(|why| invalid(format!("server {s:?}: {why}"))))
+            .collect::<Result<Vec<_>>>()?;
+
+        let mut behaviors = config.behaviors.clone();
+        behaviors
+            .connect_timeout
+            .get_or_insert(DEFAULT_CONNECT_TIMEOUT);
+        behaviors.poll_timeout.get_or_insert(DEFAULT_POLL_TIMEOUT);
+        behaviors.cas.get_or_insert(true);
+        let settings = behaviors.settings().map_err(|e| invalid(format!("{e}")))?;
+
+        let master = Handle::create().ok_or_else(|| out_of_memory("a handle"))?;
+        let m = master.as_ptr();
+
+        // pylibmc's order: SASL, protocol, behaviors, servers.
+        match (&config.username, &config.password) {
+            (None, None) => {}
+            (Some(user), Some(password)) => {
+                if !config.binary_protocol {
+                    return Err(invalid(
+                        "SASL authentication needs the binary protocol; set binary_protocol to true".into(),
+                    ));
+                }
+                let user = CString::new(user.as_str())
+                    .map_err(|_| invalid("the SASL username contains a NUL byte".into()))?;
+                let password = CString::new(password.as_str())
+                    .map_err(|_| invalid("the SASL password contains a NUL byte".into()))?;
+                // SAFETY: m is the live master handle, owned here; libmemcached copies both
+                // NUL-terminated strings, which outlive the call.
+                let rc =
+                    unsafe { memcached_set_sasl_auth_data(m, user.as_ptr(), password.as_ptr()) };
+                if memcached_failed(rc) {
+                    return Err(Error::Backend {
+                        backend: BACKEND,
+                        code: rc as i32,
+                        message: format!("memcached_set_sasl_auth_data: {}", message(&master, rc)),
+                    });
+                }
+            }
+            _ => {
+                return Err(invalid(
+                    "SASL needs both a username and a password; give both or neither".into(),
+                ))
+            }
+        }
+
+        let protocol = [(
+            "binary",
+            MEMCACHED_BEHAVIOR_BINARY_PROTOCOL,
+            u64::from(config.binary_protocol),
+            u8::from(config.binary_protocol).to_string(),
+        )];
+        let all = protocol.into_iter().chain(
+            settings
+                .into_iter()
+                .map(|s| (s.name, s.flag, s.raw, s.shown)),
+        );
+        for (name, flag, raw, shown) in all {
+            // SAFETY: m is the live master handle, used by this thread only.
+            let rc = unsafe { memcached_behavior_set(m, flag, raw) };
+            if memcached_failed(rc) {
+                return Err(Error::Backend {
+                    backend: BACKEND,
+                    code: rc as i32,
+                    message: format!(
+                        "libmemcached refused behavior {name} = {shown}: {}",
+                        message(&master, rc)
+                    ),
+                });
+            }
+        }
+
+        for spec in &servers {
+            let host = CString::new(spec.host.as_str())
+                .map_err(|_| invalid(format!("server {:?}: NUL byte in the host", spec.label)))?;
+            // SAFETY: m is the live master handle; libmemcached copies the host name. No
+            // connection is made and no name is resolved here.
+            let rc = unsafe {
+                memcached_server_add_with_weight(m, host.as_ptr(), spec.port, spec.weight)
+            };
+            if memcached_failed(rc) {
+                return Err(Error::Backend {
+                    backend: BACKEND,
+                    code: rc as i32,
+                    message: format!("cannot add server {}: {}", spec.label, message(&master, rc)),
+                });
+            }
+        }
+
+        Ok(BinaryTransport {
+            pool: Pool::new(master, config.pool_size),
+            servers,
+            binary: config.binary_protocol,
+            item_size_limit: config.item_size_limit,
+            poll_timeout: behaviors.poll_timeout.unwrap_or(DEFAULT_POLL_TIMEOUT),
+            auth_failed: Mutex::new(BTreeSet::new()),
+        })
+    }
+
+    /// The server libmemcached places `key` on, as `(host, port)` with the host as
+    /// configured: the placement oracle, from `memcached_server_by_key` on the configured
+    /// handle (so it ignores servers a pooled handle has ejected under `remove_failed`).
+    /// No I/O.
+    pub fn server_for_key(&self, key: &[u8]) -> Result<(String, u16)> {
+        check_key(key)?;
+        self.pool.with_master(|h| {
+            let mut rc = MEMCACHED_SUCCESS;
+            // SAFETY: h is the master handle, used under the pool lock only; the key buffer
+            // outlives the call and rc is a valid out pointer.
+            let server = unsafe {
+                memcached_server_by_key(h.as_ptr(), key.as_ptr().cast(), key.len(), &mut rc)
+            };
+            if server.is_null() {
+                let label = self.all_servers();
+                return Err(self.error(h, rc, label, "server_by_key"));
+            }
+            // SAFETY: server is a live instance of h; its name is copied at once.
+            Ok(unsafe {
+                (
+                    c_string(memcached_server_name(server)),
+                    memcached_server_port(server),
+                )
+            })
+        })
+    }
+
+    /// The index in [`BinaryConfig::servers`] of the server `key` is placed on (see
+    /// [`BinaryTransport::server_for_key`]).
+    pub fn server_index_for_key(&self, key: &[u8]) -> Result<usize> {
+        let (host, port) = self.server_for_key(key)?;
+        self.servers
+            .iter()
+            .position(|s| s.host == host && s.port == port)
+            .ok_or_else(|| Error::Backend {
+                backend: BACKEND,
+                code: MEMCACHED_FAILURE as i32,
+                message: format!(
+                    "libmemcached placed the key on {host}:{port}, which is not configured"
+                ),
+            })
+    }
+
+    /// The value libmemcached holds for a behavior (`memcached_behavior_get` on the
+    /// configured handle), by pylibmc's name: what the configuration really produced,
+    /// e.g. `hash` stays 0 (one-at-a-time) after `ketama`.
+    pub fn behavior(&self, name: &str) -> std::result::Result<u64, BehaviorError> {
+        let name = if name == "_retry_timeout" {
+            "retry_timeout"
+        } else {
+            name
+        };
+        let flag = match name {
+            "binary" => MEMCACHED_BEHAVIOR_BINARY_PROTOCOL,
+            n => Behaviors::flag(n).ok_or_else(|| BehaviorError::Unknown {
+                name: n.to_string(),
+            })?,
+        };
+        if matches!(
+            flag,
+            MEMCACHED_BEHAVIOR_SOCKET_SEND_SIZE | MEMCACHED_BEHAVIOR_SOCKET_RECV_SIZE
+        ) {
+            return Err(BehaviorError::Unsupported {
+                name: name.to_string(),
+                reason: "libmemcached connects to a server to read it",
+            });
+        }
+        // SAFETY: the master handle is used under the pool lock only; flag is a behavior
+        // that memcached_behavior_get reads without I/O.
+        Ok(self
+            .pool
+            .with_master(|h| unsafe { memcached_behavior_get(h.as_ptr(), flag) }))
+    }
+
+    fn all_servers(&self) -> String {
+        self.servers
+            .iter()
+            .map(|s| s.label.as_str())
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// The configured label of a libmemcached server.
+    ///
+    /// # Safety
+    ///
+    /// `server` is NULL or a live instance of a live handle.
+    unsafe fn label_of(&self, server: *const memcached_instance_st) -> Option<String> {
+        if server.is_null() {
+            return None;
+        }
+        // SAFETY: server is a live instance, as the caller promises.
+        let (host, port) = unsafe {
+            (
+                c_string(memcached_server_name(server)),
+                memcached_server_port(server),
+            )
+        };
+        Some(
+            self.servers
+                .iter()
+                .find(|s| s.host == host && s.port == port)
+                .map_or_else(|| format!("{host}:{port}"), |s| s.label.clone()),
+        )
+    }
+
+    /// The server `key` maps to on `h`, for error messages.
+    fn label_for_key(&self, h: &Handle, key: &[u8]) -> String {
+        let mut rc = MEMCACHED_SUCCESS;
+        // SAFETY: h is a live handle used by this thread only; no I/O is done.
+        let server =
+            unsafe { memcached_server_by_key(h.as_ptr(), key.as_ptr().cast(), key.len(), &mut rc) };
+        // SAFETY: server is NULL or a live instance of h.
+        unsafe { self.label_of(server) }.unwrap_or_else(|| self.all_servers())
+    }
+
+    /// The server whose connection failed last on `h`, else every server.
+    fn label_for_failure(&self, h: &Handle) -> String {
+        // SAFETY: h is a live handle used by this thread only.
+        let server = unsafe { memcached_server_get_last_disconnect(h.as_ptr()) };
+        // SAFETY: server is NULL or an instance owned by h.
+        unsafe { self.label_of(server) }.unwrap_or_else(|| self.all_servers())
+    }
+
+    /// The typed error for a failed libmemcached call on `h`.
+    fn error(&self, h: &Handle, rc: memcached_return_t, server: String, command: &str) -> Error {
+        // SAFETY: h is a live handle used by this thread only.
+        let (last, errno) = unsafe {
+            (
+                memcached_last_error(h.as_ptr()),
+                memcached_last_error_errno(h.as_ptr()),
+            )
+        };
+        // A batch reports SOME_ERRORS; the specific failure is the handle's last error.
+        let rc = if rc == MEMCACHED_SOME_ERRORS && memcached_failed(last) {
+            last
+        } else {
+            rc
+        };
+        let message = message(h, rc);
+        let error = self.classify(rc, message, errno, server, command);
+        self.remember_auth_failures(rc, error)
+    }
+
+    /// After a failed connect (an authentication failure included) libmemcached answers
+    /// requests to that server with "temporarily disabled" for `retry_timeout`. Keep calling
+    /// that an authentication failure while the server's last real failure was one.
+    fn remember_auth_failures(&self, rc: memcached_return_t, error: Error) -> Error {
+        let mut failed = self
+            .auth_failed
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        match error {
+            Error::Auth { ref server, .. } => {
+                failed.insert(server.clone());
+                error
+            }
+            Error::Connect { server, source } if rc == MEMCACHED_SERVER_TEMPORARILY_DISABLED => {
+                if failed.contains(&server) {
+                    Error::Auth {
+                        message: format!(
+                            "{source} (disabled for retry_timeout after its authentication failed)"
+                        ),
+                        server,
+                    }
+                } else {
+                    Error::Connect { server, source }
+                }
+            }
+            Error::Connect { ref server, .. } | Error::Timeout { ref server, .. } => {
+                failed.remove(server);
+                error
+            }
+            other => other,
+        }
+    }
+
+    fn classify(
+        &self,
+        rc: memcached_return_t,
+        message: String,
+        errno: i32,
+        server: String,
+        command: &str,
+    ) -> Error {
+        match rc {
+            MEMCACHED_CONNECTION_FAILURE
+            | MEMCACHED_HOST_LOOKUP_FAILURE
+            | MEMCACHED_CONNECTION_BIND_FAILURE
+            | MEMCACHED_SERVER_MARKED_DEAD
+            | MEMCACHED_SERVER_TEMPORARILY_DISABLED
+            | MEMCACHED_NO_SERVERS => Error::Connect {
+                server,
+                source: io::Error::new(
+                    match io_kind(errno) {
+                        io::ErrorKind::Other => io::ErrorKind::ConnectionRefused,
+                        k => k,
+                    },
+                    message,
+                ),
+            },
+            MEMCACHED_TIMEOUT => Error::Timeout {
+                server,
+                after: self.poll_timeout,
+            },
+            MEMCACHED_AUTH_FAILURE | MEMCACHED_AUTH_PROBLEM | MEMCACHED_AUTH_CONTINUE => {
+                Error::Auth { server, message }
+            }
+            MEMCACHED_CLIENT_ERROR => Error::Client { server, message },
+            MEMCACHED_SERVER_ERROR | MEMCACHED_SERVER_MEMORY_ALLOCATION_FAILURE => {
+                Error::Server { server, message }
+            }
+            MEMCACHED_ERROR => Error::Unsupported {
+                server,
+                command: command.to_string(),
+            },
+            MEMCACHED_WRITE_FAILURE
+            | MEMCACHED_READ_FAILURE
+            | MEMCACHED_UNKNOWN_READ_FAILURE
+            | MEMCACHED_PARTIAL_READ
+            | MEMCACHED_ERRNO => Error::Io {
+                server,
+                source: io::Error::new(io_kind(errno), message),
+            },
+            MEMCACHED_PROTOCOL_ERROR => Error::Protocol {
+                server,
+                detail: message,
+            },
+            _ => Error::Backend {
+                backend: BACKEND,
+                code: rc as i32,
+                message,
+            },
+        }
+    }
+
+    fn value_too_large(&self, size: usize) -> Error {
+        Error::ValueTooLarge {
+            size,
+            // When the server refuses a value under the configured limit (its -I is
+            // smaller, or the key and item header push it over), its exact limit is not
+            // known here; all that is known is that it is below the size.
+            limit: self.item_size_limit.min(size.saturating_sub(1)),
+        }
+    }
+
+    fn check_store(&self, request: &Store<'_>) -> Result<()> {
+        check_key(request.key)?;
+        if request.value.len() > self.item_size_limit {
+            return Err(Error::ValueTooLarge {
+                size: request.value.len(),
+                limit: self.item_size_limit,
+            });
+        }
+        Ok(())
+    }
+
+    fn lease(&self) -> Result<pool::Lease<'_>> {
+        self.pool
+            .checkout()
+            .ok_or_else(|| out_of_memory("a handle clone"))
+    }
+
+    /// Runs a multi-get of `keys` (distinct, valid) on `h` and reads every item.
+    fn fetch(
+        &self,
+        h: &Handle,
+        keys: &[&[u8]],
+        label: impl Fn(&Handle) -> String,
+    ) -> Result<HashMap<Vec<u8>, Item>> {
+        let mut items = HashMap::with_capacity(keys.len());
+        if keys.is_empty() {
+            return Ok(items);
+        }
+        // Made before the request is sent, so no failure can leave the replies unread.
+        let mut result = ResultBuf::new(h).ok_or_else(|| out_of_memory("a result"))?;
+        let pointers: Vec<*const c_char> = keys.iter().map(|k| k.as_ptr().cast()).collect();
+        let lengths: Vec<usize> = keys.iter().map(|k| k.len()).collect();
+        // SAFETY: h is a live handle used by this thread only; both arrays hold keys.len()
+        // entries pointing into key buffers that outlive the call.
+        let sent =
+            unsafe { memcached_mget(h.as_ptr(), pointers.as_ptr(), lengths.as_ptr(), keys.len()) };
+        let send_error = memcached_failed(sent).then(|| self.error(h, sent, label(h), "get"));
+
+        let mut rc = MEMCACHED_SUCCESS;
+        // Read to the end even after an error, so the handle is left between requests.
+        loop {
+            // SAFETY: h is live; result is caller-owned storage initialized for h, which
+            // fetch_result fills and, at the end, only resets (never frees).
+            let r = unsafe { memcached_fetch_result(h.as_ptr(), result.as_ptr(), &mut rc) };
+            if r.is_null() {
+                break;
+            }
+            // SAFETY: r is the live result just filled; its key and value buffers are valid
+            // for the lengths reported and are copied before the next fetch.
+            let (key, item) = unsafe {
+                let key = c_bytes(
+                    memcached_result_key_value(r),
+                    memcached_result_key_length(r),
+                );
+                let cas = memcached_result_cas(r);
+                let item = Item {
+                    value: c_bytes(memcached_result_value(r), memcached_result_length(r)),
+                    flags: memcached_result_flags(r),
+                    cas: (cas != 0).then_some(cas),
+                };
+                (key, item)
+            };
+            items.insert(key, item);
+        }
+        drop(result);
+        // With two or more servers, libmemcached ends a fetch when poll() times out and
+        // reports it as the end of the items; the replies still owed tell.
+        if let Some(server) = self.pending_server(h) {
+            // SAFETY: h is a live handle used by this thread only. Closing its connections
+            // drops the half-read replies.
+            unsafe { memcached_quit(h.as_ptr()) };
+            return Err(Error::Timeout {
+                server,
+                after: self.poll_timeout,
+            });
+        }
+        if let Some(e) = send_error {
+            return Err(e);
+        }
+        if !matches!(rc, MEMCACHED_END | MEMCACHED_NOTFOUND | MEMCACHED_SUCCESS) {
+            return Err(self.error(h, rc, label(h), "get"));
+        }
+        // libmemcached skips servers it cannot connect to when sending a multi-get, and
+        // turns a read error before the first item into "not found"; both leave the
+        // error on the handle (cleared at the start of every request).
+        // SAFETY: h is a live handle used by this thread only.
+        let last = unsafe { memcached_last_error(h.as_ptr()) };
+        if memcached_failed(last) {
+            return Err(self.error(h, last, self.label_for_failure(h), "get"));
+        }
+        Ok(items)
+    }
+
+    /// The first server of `h` that still owes replies.
+    fn pending_server(&self, h: &Handle) -> Option<String> {
+        // SAFETY: h is a live handle used by this thread only.
+        let count = unsafe { memcached_server_count(h.as_ptr()) };
+        (0..count).find_map(|i| {
+            // SAFETY: i is below the server count, so the instance is a live one of h.
+            unsafe {
+                let server = memcached_server_instance_by_position(h.as_ptr(), i);
+                if !server.is_null() && memcached_server_response_count(server) > 0 {
+                    self.label_of(server)
+                } else {
+                    None
+                }
+            }
+        })
+    }
+
+    fn store_on(&self, h: &Handle, r: &Store<'_>) -> Result<StoreStatus> {
+        let (p, k, kl) = (h.as_ptr(), r.key.as_ptr().cast::<c_char>(), r.key.len());
+        let (v, vl) = (r.value.as_ptr().cast::<c_char>(), r.value.len());
+        let (exp, fl) = (r.exptime as time_t, r.flags);
+        // SAFETY: p is a live handle used by this thread only; the key and value buffers
+        // are valid for the lengths given and outlive the call.
+        let rc = unsafe {
+            match r.mode {
+                StoreMode::Set => memcached_set(p, k, kl, v, vl, exp, fl),
+                StoreMode::Add => memcached_add(p, k, kl, v, vl, exp, fl),
+                StoreMode::Replace => memcached_replace(p, k, kl, v, vl, exp, fl),
+                StoreMode::Append => memcached_append(p, k, kl, v, vl, exp, fl),
+                StoreMode::Prepend => memcached_prepend(p, k, kl, v, vl, exp, fl),
+                StoreMode::Cas(cas) => memcached_cas(p, k, kl, v, vl, exp, fl, cas),
+            }
+        };
+        match (r.mode, rc) {
+            (_, MEMCACHED_SUCCESS | MEMCACHED_STORED | MEMCACHED_BUFFERED) => {
+                Ok(StoreStatus::Stored)
+            }
+            (StoreMode::Cas(_), MEMCACHED_DATA_EXISTS) => Ok(StoreStatus::Exists),
+            (StoreMode::Cas(_), MEMCACHED_NOTFOUND) => Ok(StoreStatus::NotFound),
+            // The binary protocol answers add on a taken key with "exists" and replace,
+            // append or prepend on a free key with "not found".
+            (_, MEMCACHED_NOTSTORED | MEMCACHED_DATA_EXISTS | MEMCACHED_NOTFOUND) => {
+                Ok(StoreStatus::NotStored)
+            }
+            (_, MEMCACHED_E2BIG) => Err(self.value_too_large(r.value.len())),
+            (mode, rc) => Err(self.error(h, rc, self.label_for_key(h, r.key), mode.command())),
+        }
+    }
+
+    fn delete_on(&self, h: &Handle, key: &[u8]) -> Result<bool> {
+        // SAFETY: h is a live handle used by this thread only; the key outlives the call.
+        let rc = unsafe { memcached_delete(h.as_ptr(), key.as_ptr().cast(), key.len(), 0) };
+        match rc {
+            MEMCACHED_SUCCESS | MEMCACHED_DELETED | MEMCACHED_BUFFERED => Ok(true),
+            MEMCACHED_NOTFOUND => Ok(false),
+            rc => Err(self.error(h, rc, self.label_for_key(h, key), "delete")),
+        }
+    }
+
+    fn incr_decr(&self, key: &[u8], delta: u64, incr: bool) -> Result<Option<u64>> {
+        check_key(key)?;
+        let h = self.lease()?;
+        let (p, k, kl) = (h.as_ptr(), key.as_ptr().cast::<c_char>(), key.len());
+        let mut value = 0u64;
+        // SAFETY: p is a live handle used by this thread only; the key outlives the call
+        // and value is a valid out pointer. The key is its own group key, which places it
+        // exactly as memcached_increment does, with a 64-bit delta.
+        let rc = unsafe {
+            if incr {
+                memcached_increment_by_key(p, k, kl, k, kl, delta, &mut value)
+            } else {
+                memcached_decrement_by_key(p, k, kl, k, kl, delta, &mut value)
+            }
+        };
+        let command = if incr { "incr" } else { "decr" };
+        match rc {
+            MEMCACHED_SUCCESS => Ok(Some(value)),
+            MEMCACHED_NOTFOUND => Ok(None),
+            rc => {
+                let err = self.error(&h, rc, self.label_for_key(&h, key), command);
+                if self.binary && rc == MEMCACHED_UNKNOWN_READ_FAILURE {
+                    // memcached answered DELTA_BADVAL ("non-numeric value"); libmemcached 1.1.4
+                    // discards that body and reports an unknown read failure. Tell the two
+                    // apart by the value itself.
+                    if let Ok(items) = self.fetch(&h, &[key], |h| self.label_for_key(h, key)) {
+                        if items.get(key).is_some_and(|i| !is_decimal(&i.value)) {
+                            return Err(Error::Client {
+                                server: self.label_for_key(&h, key),
+                                message: format!(
+                                    "cannot increment or decrement non-numeric value (memcached's binary status DELTA_BADVAL; libmemcached reported: {})",
+                                    err_message(&err)
+                                ),
+                            });
+                        }
+                    }
+                }
+                Err(err)
+            }
+        }
+    }
+}
+
+fn err_message(err: &Error) -> String {
+    match err {
+        Error::Io { source, .. } => source.to_string(),
+        other => other.to_string(),
+    }
+}
+
+impl Transport for BinaryTransport {
+    fn name(&self) -> &'static str {
+        if self.binary {
+            "libmemcached-binary"
+        } else {
+            "libmemcached-text"
+        }
+    }
+
+    fn get(&self, key: &[u8]) -> Result<Option<Item>> {
+        check_key(key)?;
+        let h = self.lease()?;
+        let mut items = self.fetch(&h, &[key], |h| self.label_for_key(h, key))?;
+        Ok(items.remove(key))
+    }
+
+    fn get_many(&self, keys: &[&[u8]]) -> Result<Vec<Option<Item>>> {
+        for key in keys {
+            check_key(key)?;
+        }
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut distinct: Vec<&[u8]> = keys.to_vec();
+        distinct.sort_unstable();
+        distinct.dedup();
+        let h = self.lease()?;
+        let items = self.fetch(&h, &distinct, |h| self.label_for_failure(h))?;
+        Ok(keys.iter().map(|k| items.get(*k).cloned()).collect())
+    }
+
+    fn store(&self, request: &Store<'_>) -> Result<StoreStatus> {
+        self.check_store(request)?;
+        let h = self.lease()?;
+        self.store_on(&h, request)
+    }
+
+    fn store_many(&self, requests: &[Store<'_>]) -> Result<Vec<StoreStatus>> {
+        for r in requests {
+            self.check_store(r)?;
+        }
+        if requests.is_empty() {
+            return Ok(Vec::new());
+        }
+        let h = self.lease()?;
+        requests.iter().map(|r| self.store_on(&h, r)).collect()
+    }
+
+    fn delete(&self, key: &[u8]) -> Result<bool> {
+        check_key(key)?;
+        let h = self.lease()?;
+        self.delete_on(&h, key)
+    }
+
+    fn delete_many(&self, keys: &[&[u8]]) -> Result<Vec<bool>> {
+        for key in keys {
+            check_key(key)?;
+        }
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let h = self.lease()?;
+        keys.iter().map(|k| self.delete_on(&h, k)).collect()
+    }
+
+    fn incr(&self, key: &[u8], delta: u64) -> Result<Option<u64>> {
+        self.incr_decr(key, delta, true)
+    }
+
+    fn decr(&self, key: &[u8], delta: u64) -> Result<Option<u64>> {
+        self.incr_decr(key, delta, false)
+    }
+
+    fn touch(&self, key: &[u8], exptime: u32) -> Result<bool> {
+        check_key(key)?;
+        let h = self.lease()?;
+        // SAFETY: h is a live handle used by this thread only; the key outlives the call.
+        let rc = unsafe {
+            memcached_touch(
+                h.as_ptr(),
+                key.as_ptr().cast(),
+                key.len(),
+                exptime as time_t,
+            )
+        };
+        match rc {
+            MEMCACHED_SUCCESS => Ok(true),
+            MEMCACHED_NOTFOUND => Ok(false),
+            rc => Err(self.error(&h, rc, self.label_for_key(&h, key), "touch")),
+        }
+    }
+
+    fn flush_all(&self) -> Result<()> {
+        let h = self.lease()?;
+        // SAFETY: h is a live handle used by this thread only.
+        let rc = unsafe { memcached_flush(h.as_ptr(), 0) };
+        if memcached_failed(rc) {
+            return Err(self.error(&h, rc, self.label_for_failure(&h), "flush_all"));
+        }
+        Ok(())
+    }
+
+    fn stats(&self) -> Result<Vec<ServerStats>> {
+        let h = self.lease()?;
+        let mut context = StatsContext {
+            servers: Vec::new(),
+        };
+        // SAFETY: h is a live handle used by this thread only; collect_stat matches
+        // memcached_stat_fn and gets a pointer to `context`, which outlives the call and is
+        // not touched by anything else meanwhile. NULL args mean plain `stats`.
+        let rc = unsafe {
+            memcached_stat_execute(
+                h.as_ptr(),
+                ptr::null(),
+                Some(collect_stat),
+                (&mut context as *mut StatsContext).cast(),
+            )
+        };
+        if memcached_failed(rc) {
+            return Err(self.error(&h, rc, self.label_for_failure(&h), "stats"));
+        }
+        let mut out = Vec::with_capacity(self.servers.len());
+        for spec in &self.servers {
+            let id = (spec.host.clone(), spec.port);
+            match context.servers.iter().position(|(s, _)| *s == id) {
+                Some(i) => out.push(ServerStats {
+                    server: spec.label.clone(),
+                    stats: std::mem::take(&mut context.servers[i].1),
+                }),
+                None => return Err(self.server_failure(&h, spec, "stats")),
+            }
+        }
+        Ok(out)
+    }
+}
+
+impl BinaryTransport {
+    /// The error libmemcached recorded on one server (which answered nothing).
+    fn server_failure(&self, h: &Handle, spec: &ServerSpec, command: &str) -> Error {
+        // SAFETY: h is a live handle used by this thread only.
+        let count = unsafe { memcached_server_count(h.as_ptr()) };
+        for i in 0..count {
+            // SAFETY: i is below the server count, so the instance is a live one of h; its
+            // name and error strings are copied at once.
+            let found = unsafe {
+                let server = memcached_server_instance_by_position(h.as_ptr(), i);
+                if server.is_null()
+                    || c_string(memcached_server_name(server)) != spec.host
+                    || memcached_server_port(server) != spec.port
+                {
+                    None
+                } else {
+                    Some((
+                        memcached_server_error_return(server),
+                        c_string(memcached_server_error(server)),
+                    ))
+                }
+            };
+            if let Some((rc, message)) = found {
+                if memcached_failed(rc) {
+                    return self.classify(rc, message, 0, spec.label.clone(), command);
+                }
+            }
+        }
+        Error::Backend {
+            backend: BACKEND,
+            code: MEMCACHED_FAILURE as i32,
+            message: format!("{} answered no statistics", spec.label),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn server_entries_parse_like_pylibmc() {
+        let s = parse_server("10.0.0.1:11212:3").unwrap();
+        assert_eq!((s.host.as_str(), s.port, s.weight), ("10.0.0.1", 11212, 3));
+        assert_eq!(s.label, "10.0.0.1:11212");
+        let s = parse_server("cache.local").unwrap();
+        assert_eq!(
+            (s.host.as_str(), s.port, s.weight),
+            ("cache.local", 11211, 1)
+        );
+        let s = parse_server("[::1]:22122:2").unwrap();
+        assert_eq!((s.host.as_str(), s.port, s.weight), ("::1", 22122, 2));
+        assert_eq!(s.label, "[::1]:22122");
+        let s = parse_server("[::1]").unwrap();
+        assert_eq!((s.host.as_str(), s.port), ("::1", 11211));
+        for bad in [
+            "",
+            ":11211",
+            "h:0",
+            "h:70000",
+            "h:1:0",
+            "h:1:x",
+            "::1:11211",
+            "[::1",
+            "h:1:2:3",
+        ] {
+            assert!(parse_server(bad).is_err(), "{bad:?} parsed");
+        }
+    }
+
+    #[test]
+    fn decimal_values_are_what_memcached_increments() {
+        for ok in [&b"0"[..], b"42", b"18446744073709551615", b"7   "] {
+            assert!(is_decimal(ok), "{ok:?}");
+        }
+        for bad in [
+            &b""[..],
+            b"abc",
+            b"12ab",
+            b"-1",
+            b"18446744073709551616",
+            b"+1",
+        ] {
+            assert!(!is_decimal(bad), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn the_transport_is_send_and_sync() {
+        fn assert_send_sync<T: Send + Sync>() {}
+        assert_send_sync::<BinaryTransport>();
+    }
+
+    #[test]
+    fn config_debug_hides_the_password() {
+        let c = BinaryConfig {
+            username: Some("u".into()),
+            password: Some("hunter2".into()),
+            ..BinaryConfig::new(["h:1"])
+        };
+        let shown = format!("{c:?}");
+        assert!(
+            !shown.contains("hunter2") && shown.contains("redacted"),
+            "{shown}"
+        );
+    }
+}

@@ -288,7 +288,9 @@ pub enum Error {
         message: String,
     },
     /// The server (or proxy) does not know the command.
-    #[error("{server} does not support {command}; it may be an old memcached or a proxy that lacks it")]
+    #[error(
+        "{server} does not support {command}; it may be an old memcached or a proxy that lacks it"
+    )]
     Unsupported {
         /// The server, as configured.
         server: String,
@@ -321,7 +323,10 @@ impl Error {
     pub fn is_connection_error(&self) -> bool {
         matches!(
             self,
-            Error::Connect { .. } | Error::Timeout { .. } | Error::Io { .. } | Error::Protocol { .. }
+            Error::Connect { .. }
+                | Error::Timeout { .. }
+                | Error::Io { .. }
+                | Error::Protocol { .. }
         )
     }
 }

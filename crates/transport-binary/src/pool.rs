@@ -1,0 +1,196 @@
+//! Owned libmemcached handles, the pool that lends them to one thread at a time, and
+//! caller-owned result storage.
+
+use std::marker::PhantomData;
+use std::mem::MaybeUninit;
+use std::ops::Deref;
+use std::ptr::{self, NonNull};
+use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
+
+use libmemcached_sys::*;
+
+/// One `memcached_st`, freed (with its connections and SASL data) on drop.
+///
+/// `Send` but not `Sync`: a handle may move to another thread, but only one thread may use
+/// it at a time. Here a `Handle` is reachable by one thread only: the one holding its
+/// [`Lease`], or the one holding the pool's mutex (for the master).
+pub(crate) struct Handle(NonNull<memcached_st>);
+
+// SAFETY: a memcached_st holds no thread-local state and no pointer into a thread's stack;
+// libmemcached only forbids using one handle from two threads at once. A Handle is !Sync,
+// so moving it between threads never lets two threads reach it together.
+unsafe impl Send for Handle {}
+
+impl Handle {
+    /// A new, empty handle (no servers, libmemcached's default behaviors).
+    pub(crate) fn create() -> Option<Handle> {
+        // SAFETY: a NULL argument asks libmemcached to allocate the handle; ownership of the
+        // returned pointer passes to the Handle, which frees it exactly once in Drop.
+        NonNull::new(unsafe { memcached_create(ptr::null_mut()) }).map(Handle)
+    }
+
+    /// A copy of this handle's servers, behaviors and SASL data, without its connections.
+    pub(crate) fn duplicate(&self) -> Option<Handle> {
+        // SAFETY: self is a live handle used by this thread only (see the type's docs); a
+        // NULL destination makes libmemcached allocate the clone, owned by the new Handle.
+        NonNull::new(unsafe { memcached_clone(ptr::null_mut(), self.0.as_ptr()) }).map(Handle)
+    }
+
+    /// The raw pointer, for libmemcached calls; valid while `self` lives.
+    pub(crate) fn as_ptr(&self) -> *mut memcached_st {
+        self.0.as_ptr()
+    }
+}
+
+impl Drop for Handle {
+    fn drop(&mut self) {
+        // SAFETY: the pointer came from memcached_create/memcached_clone, is owned by this
+        // Handle alone, and is freed only here. Results created on it (ResultBuf) borrow the
+        // Handle, so they are gone by now.
+        unsafe { memcached_free(self.0.as_ptr()) }
+    }
+}
+
+/// Storage for one `memcached_result_st` that this process owns, so `memcached_fetch_result`
+/// only resets it at the end of a fetch (it frees only results it allocated itself). Freed
+/// (its value buffer) exactly once on drop, on every path.
+pub(crate) struct ResultBuf<'h> {
+    storage: Box<MaybeUninit<memcached_result_st>>,
+    _handle: PhantomData<&'h Handle>,
+}
+
+impl<'h> ResultBuf<'h> {
+    /// Initializes the storage for fetches on `handle`.
+    pub(crate) fn new(handle: &'h Handle) -> Option<ResultBuf<'h>> {
+        let mut storage = Box::new(MaybeUninit::<memcached_result_st>::zeroed());
+        // SAFETY: handle is live and outlives the ResultBuf ('h); storage is a heap slot of
+        // the header's size and alignment (checked by libmemcached-sys's layout test) that
+        // never moves while the result is in use.
+        let result = unsafe { memcached_result_create(handle.as_ptr(), storage.as_mut_ptr()) };
+        if result.is_null() {
+            return None;
+        }
+        Some(ResultBuf {
+            storage,
+            _handle: PhantomData,
+        })
+    }
+
+    /// The result, for `memcached_fetch_result` and the `memcached_result_*` accessors.
+    pub(crate) fn as_ptr(&mut self) -> *mut memcached_result_st {
+        self.storage.as_mut_ptr()
+    }
+}
+
+impl Drop for ResultBuf<'_> {
+    fn drop(&mut self) {
+        // SAFETY: the storage was initialized by memcached_result_create (new() returns no
+        // ResultBuf otherwise) and is not allocated by libmemcached, so this frees only its
+        // value buffer, once; the handle it refers to is still alive ('h).
+        unsafe { memcached_result_free(self.storage.as_mut_ptr()) }
+    }
+}
+
+struct State {
+    /// Configured once; cloned into pool handles; never connects.
+    master: Handle,
+    idle: Vec<Handle>,
+    created: usize,
+}
+
+/// Handles lent to one thread at a time: up to `max` clones of a configured master, made
+/// on demand; a thread that finds all of them lent out waits for one to come back.
+pub(crate) struct Pool {
+    state: Mutex<State>,
+    returned: Condvar,
+    max: usize,
+}
+
+fn lock(state: &Mutex<State>) -> MutexGuard<'_, State> {
+    // No code that can panic runs under the lock with the state half-changed, so a poisoned
+    // lock still guards a consistent state.
+    state.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl Pool {
+    /// A pool of at most `max` (at least 1) handles cloned from `master`.
+    pub(crate) fn new(master: Handle, max: usize) -> Pool {
+        Pool {
+            state: Mutex::new(State {
+                master,
+                idle: Vec::new(),
+                created: 0,
+            }),
+            returned: Condvar::new(),
+            max: max.max(1),
+        }
+    }
+
+    /// The most handles the pool makes.
+    pub(crate) fn max(&self) -> usize {
+        self.max
+    }
+
+    /// Borrows a handle for the calling thread; `None` only when libmemcached cannot
+    /// allocate a clone.
+    pub(crate) fn checkout(&self) -> Option<Lease<'_>> {
+        let mut state = lock(&self.state);
+        loop {
+            if let Some(handle) = state.idle.pop() {
+                return Some(Lease {
+                    pool: self,
+                    handle: Some(handle),
+                });
+            }
+            if state.created < self.max {
+                let handle = state.master.duplicate()?;
+                state.created += 1;
+                return Some(Lease {
+                    pool: self,
+                    handle: Some(handle),
+                });
+            }
+            state = self
+                .returned
+                .wait(state)
+                .unwrap_or_else(PoisonError::into_inner);
+        }
+    }
+
+    /// Runs `f` on the master handle, under the pool's lock (the master never does I/O).
+    pub(crate) fn with_master<R>(&self, f: impl FnOnce(&Handle) -> R) -> R {
+        let state = lock(&self.state);
+        f(&state.master)
+    }
+
+    fn give_back(&self, handle: Handle) {
+        lock(&self.state).idle.push(handle);
+        self.returned.notify_one();
+    }
+}
+
+/// A handle lent by the [`Pool`]; goes back to it on drop, on every path.
+pub(crate) struct Lease<'p> {
+    pool: &'p Pool,
+    handle: Option<Handle>,
+}
+
+impl Deref for Lease<'_> {
+    type Target = Handle;
+
+    fn deref(&self) -> &Handle {
+        match &self.handle {
+            Some(h) => h,
+            // The handle is taken only in Drop.
+            None => unreachable!("a lease always holds its handle until dropped"),
+        }
+    }
+}
+
+impl Drop for Lease<'_> {
+    fn drop(&mut self) {
+        if let Some(handle) = self.handle.take() {
+            self.pool.give_back(handle);
+        }
+    }
+}

@@ -1,0 +1,575 @@
+//! The libmemcached transport against real memcached servers, in binary and text mode.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::net::TcpListener;
+use std::time::{Duration, Instant};
+
+use common::{connect, connect_with, holds};
+use newcache_testkit::Memcached;
+use newcache_transport::{Error, Store, StoreMode, StoreStatus, Transport};
+use newcache_transport_binary::{BinaryConfig, BinaryTransport};
+
+both_modes!(
+    every_operation_works,
+    get_many_spans_three_servers_in_the_order_of_the_keys,
+    server_for_key_agrees_with_where_items_land,
+    a_killed_server_gives_a_typed_error_promptly_and_recovers,
+    a_killed_server_in_a_cluster_fails_get_many_instead_of_missing,
+    a_silent_server_times_out,
+    error_messages_keep_libmemcacheds_text,
+    a_value_over_the_servers_limit_is_value_too_large,
+    many_threads_share_a_small_pool,
+    invalid_keys_and_large_values_are_refused_before_libmemcached,
+);
+
+fn set(t: &BinaryTransport, key: &[u8], value: &[u8], flags: u32) {
+    let status = t
+        .store(&Store::set(key, value, flags, 0))
+        .unwrap_or_else(|e| panic!("set {key:?}: {e}"));
+    assert_eq!(status, StoreStatus::Stored);
+}
+
+fn store(t: &BinaryTransport, mode: StoreMode, key: &[u8], value: &[u8]) -> StoreStatus {
+    t.store(&Store::set(key, value, 0, 0).with_mode(mode))
+        .unwrap_or_else(|e| panic!("{} {key:?}: {e}", mode.command()))
+}
+
+fn value(t: &BinaryTransport, key: &[u8]) -> Option<Vec<u8>> {
+    t.get(key)
+        .unwrap_or_else(|e| panic!("get {key:?}: {e}"))
+        .map(|i| i.value)
+}
+
+fn every_operation_works(binary: bool) {
+    let m = Memcached::start();
+    let t = connect(&[&m], binary);
+    assert_eq!(
+        t.name(),
+        if binary {
+            "libmemcached-binary"
+        } else {
+            "libmemcached-text"
+        }
+    );
+
+    // get / set, flags, CAS
+    assert_eq!(t.get(b"k").unwrap(), None);
+    set(&t, b"k", b"v\r\n\0", 42);
+    let item = t.get(b"k").unwrap().expect("hit");
+    assert_eq!((item.value.as_slice(), item.flags), (&b"v\r\n\0"[..], 42));
+    let cas = item.cas.expect("a CAS unique");
+    set(&t, b"empty", b"", 1);
+    assert_eq!(value(&t, b"empty"), Some(Vec::new()));
+
+    // add / replace / append / prepend / cas
+    assert_eq!(
+        store(&t, StoreMode::Add, b"k", b"x"),
+        StoreStatus::NotStored
+    );
+    assert_eq!(store(&t, StoreMode::Add, b"new", b"n"), StoreStatus::Stored);
+    assert_eq!(
+        store(&t, StoreMode::Replace, b"nope", b"x"),
+        StoreStatus::NotStored
+    );
+    assert_eq!(
+        store(&t, StoreMode::Replace, b"new", b"m"),
+        StoreStatus::Stored
+    );
+    assert_eq!(
+        store(&t, StoreMode::Append, b"new", b">"),
+        StoreStatus::Stored
+    );
+    assert_eq!(
+        store(&t, StoreMode::Prepend, b"new", b"<"),
+        StoreStatus::Stored
+    );
+    assert_eq!(
+        store(&t, StoreMode::Append, b"nope", b"x"),
+        StoreStatus::NotStored
+    );
+    assert_eq!(
+        store(&t, StoreMode::Prepend, b"nope", b"x"),
+        StoreStatus::NotStored
+    );
+    assert_eq!(value(&t, b"new"), Some(b"<m>".to_vec()));
+    assert_eq!(
+        store(&t, StoreMode::Cas(cas), b"k", b"c1"),
+        StoreStatus::Stored
+    );
+    assert_eq!(
+        store(&t, StoreMode::Cas(cas), b"k", b"c2"),
+        StoreStatus::Exists
+    );
+    assert_eq!(
+        store(&t, StoreMode::Cas(cas), b"nope", b"c"),
+        StoreStatus::NotFound
+    );
+    assert_eq!(value(&t, b"k"), Some(b"c1".to_vec()));
+
+    // incr / decr with 64-bit deltas
+    set(&t, b"n", b"10", 0);
+    assert_eq!(t.incr(b"n", 5).unwrap(), Some(15));
+    assert_eq!(t.incr(b"n", u64::MAX).unwrap(), Some(14));
+    assert_eq!(t.decr(b"n", 100).unwrap(), Some(0));
+    assert_eq!(t.incr(b"missing", 1).unwrap(), None);
+    assert_eq!(t.decr(b"missing", 1).unwrap(), None);
+    match t.incr(b"k", 1) {
+        Err(Error::Client { message, .. }) => assert!(message.contains("non-numeric"), "{message}"),
+        other => panic!("incr of a non-numeric value: {other:?}"),
+    }
+    assert_eq!(
+        t.incr(b"n", 2).unwrap(),
+        Some(2),
+        "the transport stays usable"
+    );
+
+    // touch / delete
+    assert!(t.touch(b"k", 3600).unwrap());
+    assert!(!t.touch(b"missing", 3600).unwrap());
+    assert!(t.delete(b"k").unwrap());
+    assert!(!t.delete(b"k").unwrap());
+
+    // batches
+    let statuses = t
+        .store_many(&[
+            Store::set(b"a", b"1", 1, 0),
+            Store::set(b"a", b"2", 2, 0).with_mode(StoreMode::Add),
+            Store::set(b"b", b"3", 3, 0),
+        ])
+        .unwrap();
+    assert_eq!(
+        statuses,
+        [
+            StoreStatus::Stored,
+            StoreStatus::NotStored,
+            StoreStatus::Stored
+        ]
+    );
+    let got = t.get_many(&[b"b", b"zzz", b"a", b"b"]).unwrap();
+    let got: Vec<Option<(Vec<u8>, u32)>> = got
+        .into_iter()
+        .map(|i| i.map(|i| (i.value, i.flags)))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            Some((b"3".to_vec(), 3)),
+            None,
+            Some((b"1".to_vec(), 1)),
+            Some((b"3".to_vec(), 3))
+        ]
+    );
+    assert_eq!(
+        t.delete_many(&[b"a", b"zzz", b"b"]).unwrap(),
+        [true, false, true]
+    );
+    assert_eq!(t.get_many(&[]).unwrap(), []);
+
+    // stats / flush_all
+    let stats = t.stats().unwrap();
+    assert_eq!(stats.len(), 1);
+    assert_eq!(stats[0].server, m.addr());
+    assert!(stats[0].stats.contains_key("curr_items"), "{stats:?}");
+    assert!(stats[0].stats.len() > 40, "every statistic: {stats:?}");
+    assert_eq!(
+        stats[0]
+            .stats
+            .get("pid")
+            .map(String::as_str)
+            .map(str::is_empty),
+        Some(false)
+    );
+    t.flush_all().unwrap();
+    assert_eq!(value(&t, b"new"), None);
+    assert!(!holds(&m, "empty"), "flush_all left an item on the server");
+}
+
+fn three_servers() -> Vec<Memcached> {
+    (0..3).map(|_| Memcached::start()).collect()
+}
+
+fn get_many_spans_three_servers_in_the_order_of_the_keys(binary: bool) {
+    let servers = three_servers();
+    let refs: Vec<&Memcached> = servers.iter().collect();
+    let t = connect(&refs, binary);
+    let keys: Vec<String> = (0..60).map(|i| format!("spread:{i}")).collect();
+    for (i, k) in keys.iter().enumerate().filter(|(i, _)| i % 4 != 3) {
+        set(&t, k.as_bytes(), format!("value {i}").as_bytes(), i as u32);
+    }
+    let used: BTreeSet<usize> = keys
+        .iter()
+        .map(|k| t.server_index_for_key(k.as_bytes()).unwrap())
+        .collect();
+    assert_eq!(used.len(), 3, "the keys do not span all three servers");
+    for s in &servers {
+        assert!(s.stat("curr_items") > 0, "server {} got no item", s.addr());
+    }
+
+    let mut asked: Vec<&[u8]> = keys.iter().rev().map(|k| k.as_bytes()).collect();
+    asked.insert(5, b"never-stored");
+    asked.push(keys[0].as_bytes());
+    let got = t.get_many(&asked).unwrap();
+    assert_eq!(got.len(), asked.len());
+    for (k, item) in asked.iter().zip(&got) {
+        let i = keys.iter().position(|x| x.as_bytes() == *k);
+        match (i.filter(|i| i % 4 != 3), item) {
+            (Some(i), Some(item)) => {
+                assert_eq!(item.value, format!("value {i}").into_bytes());
+                assert_eq!(item.flags, i as u32);
+                assert!(item.cas.is_some());
+            }
+            (None, None) => {}
+            (i, item) => panic!(
+                "{:?}: expected index {i:?}, got {item:?}",
+                String::from_utf8_lossy(k)
+            ),
+        }
+    }
+    // One multi-get: each server saw one get command (plus the sets above).
+    let before: Vec<u64> = servers.iter().map(|s| s.stat("cmd_get")).collect();
+    t.get_many(&asked).unwrap();
+    let after: Vec<u64> = servers.iter().map(|s| s.stat("cmd_get")).collect();
+    let keys_per_server: Vec<u64> = (0..3)
+        .map(|s| {
+            let distinct: BTreeSet<&&[u8]> = asked
+                .iter()
+                .filter(|k| t.server_index_for_key(k).unwrap() == s)
+                .collect();
+            distinct.len() as u64
+        })
+        .collect();
+    let deltas: Vec<u64> = after.iter().zip(&before).map(|(a, b)| a - b).collect();
+    assert_eq!(
+        deltas, keys_per_server,
+        "cmd_get counts keys, one request per server"
+    );
+
+    let stats = t.stats().unwrap();
+    let names: Vec<&str> = stats.iter().map(|s| s.server.as_str()).collect();
+    let addrs: Vec<String> = servers.iter().map(Memcached::addr).collect();
+    assert_eq!(names, addrs);
+    t.flush_all().unwrap();
+    assert!(t.get_many(&asked).unwrap().iter().all(Option::is_none));
+}
+
+fn server_for_key_agrees_with_where_items_land(binary: bool) {
+    let servers = three_servers();
+    // (what, behaviors, weights, whether 60 similar keys must reach every server)
+    type Config<'a> = (&'a str, Vec<(&'a str, &'a str)>, [u32; 3], bool);
+    let configs: Vec<Config> = vec![
+        ("modula (default)", vec![], [1, 1, 1], true),
+        ("ketama", vec![("ketama", "1")], [1, 1, 1], true),
+        (
+            "consistent ketama + md5",
+            vec![("distribution", "consistent ketama"), ("hash", "md5")],
+            [1, 1, 1],
+            true,
+        ),
+        (
+            "ketama_weighted",
+            vec![("ketama_weighted", "1")],
+            [1, 3, 1],
+            true,
+        ),
+        ("modula + crc", vec![("hash", "crc")], [1, 1, 1], true),
+        // FNV-1a 32 of keys that differ in their last bytes clusters on the ring, so
+        // all 60 may land on one server; the placement is still checked key by key.
+        (
+            "consistent ketama spy + fnv1a_32",
+            vec![
+                ("distribution", "consistent_ketama_spy"),
+                ("hash", "fnv1a_32"),
+            ],
+            [1, 1, 1],
+            false,
+        ),
+    ];
+    for (what, behaviors, weights, spread) in configs {
+        let mut config = BinaryConfig::new(
+            servers
+                .iter()
+                .zip(weights)
+                .map(|(s, w)| format!("{}:{w}", s.addr())),
+        );
+        config.binary_protocol = binary;
+        config.behaviors.set_all(behaviors.iter().copied()).unwrap();
+        let t = BinaryTransport::new(config).unwrap();
+        let mut per_server = [0usize; 3];
+        for i in 0..60 {
+            let key = format!("placed:{i}");
+            set(&t, key.as_bytes(), b"v", 0);
+            let (host, port) = t.server_for_key(key.as_bytes()).unwrap();
+            let index = t.server_index_for_key(key.as_bytes()).unwrap();
+            assert_eq!((host.as_str(), port), ("127.0.0.1", servers[index].port()));
+            let holders: Vec<usize> = (0..3).filter(|&s| holds(&servers[s], &key)).collect();
+            assert_eq!(holders, [index], "{what}: {key} landed elsewhere");
+            per_server[index] += 1;
+        }
+        // A sanity check of the spread only; the placement itself was checked above.
+        assert!(
+            !spread || per_server.iter().all(|&n| n > 0),
+            "{what}: a server got none of 60 keys: {per_server:?}"
+        );
+        t.flush_all().unwrap();
+    }
+}
+
+fn a_killed_server_gives_a_typed_error_promptly_and_recovers(binary: bool) {
+    let mut m = Memcached::start();
+    let t = connect(&[&m], binary);
+    set(&t, b"k", b"v", 0);
+    m.kill();
+    let started = Instant::now();
+    let errors = [
+        t.get(b"k").unwrap_err(),
+        t.store(&Store::set(b"k", b"w", 0, 0)).unwrap_err(),
+        t.delete(b"k").unwrap_err(),
+        t.incr(b"n", 1).unwrap_err(),
+        t.touch(b"k", 1).unwrap_err(),
+        t.get_many(&[b"k", b"l"]).unwrap_err(),
+        t.flush_all().unwrap_err(),
+        t.stats().unwrap_err(),
+    ];
+    let took = started.elapsed();
+    for e in &errors {
+        assert!(
+            e.is_connection_error(),
+            "expected a connection error, got {e:?}"
+        );
+        assert!(e.to_string().contains(&m.addr()), "{e}");
+    }
+    assert!(took < Duration::from_secs(1), "8 failures took {took:?}");
+
+    // Back after libmemcached's retry_timeout (2 s, rounded to whole seconds).
+    m.restart();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match t.store(&Store::set(b"k", b"again", 0, 0)) {
+            Ok(StoreStatus::Stored) => break,
+            Ok(other) => panic!("{other:?}"),
+            Err(e) if Instant::now() < deadline => {
+                assert!(e.is_connection_error(), "{e:?}");
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            Err(e) => panic!("the transport did not recover: {e}"),
+        }
+    }
+    assert_eq!(value(&t, b"k"), Some(b"again".to_vec()));
+}
+
+fn a_killed_server_in_a_cluster_fails_get_many_instead_of_missing(binary: bool) {
+    let mut servers = three_servers();
+    let t = {
+        let refs: Vec<&Memcached> = servers.iter().collect();
+        connect(&refs, binary)
+    };
+    let keys: Vec<String> = (0..30).map(|i| format!("c:{i}")).collect();
+    for k in &keys {
+        set(&t, k.as_bytes(), b"v", 0);
+    }
+    let on = |s: usize| -> Vec<&[u8]> {
+        keys.iter()
+            .map(String::as_bytes)
+            .filter(|k| t.server_index_for_key(k).unwrap() == s)
+            .collect()
+    };
+    let (dead, alive) = (on(1), on(0));
+    servers[1].kill();
+    let all: Vec<&[u8]> = keys.iter().map(String::as_bytes).collect();
+    let err = t.get_many(&all).unwrap_err();
+    assert!(err.is_connection_error(), "{err:?}");
+    assert!(err.to_string().contains(&servers[1].addr()), "{err}");
+    assert!(t.get(dead[0]).unwrap_err().is_connection_error());
+    // Keys on the live servers still work.
+    assert!(t.get_many(&alive).unwrap().iter().all(Option::is_some));
+}
+
+fn a_silent_server_times_out(binary: bool) {
+    // Accepts connections and never answers.
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let t = connect_with(&[], binary, |c| {
+        c.servers = vec![addr.clone()];
+        c.behaviors.set("_poll_timeout", "300").unwrap();
+    });
+    let started = Instant::now();
+    match t.get(b"k") {
+        Err(Error::Timeout { server, after }) => {
+            assert_eq!(
+                (server.as_str(), after),
+                (addr.as_str(), Duration::from_millis(300))
+            );
+        }
+        other => panic!("expected a timeout, got {other:?}"),
+    }
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(250) && took < Duration::from_secs(2),
+        "{took:?}"
+    );
+    assert!(matches!(
+        t.store(&Store::set(b"k", b"v", 0, 0)),
+        Err(Error::Timeout { .. })
+    ));
+    drop(listener);
+}
+
+fn error_messages_keep_libmemcacheds_text(binary: bool) {
+    let mut m = Memcached::start();
+    let t = connect(&[&m], binary);
+    set(&t, b"word", b"abc", 0);
+    let host = format!("host: {}", m.addr());
+    match t.incr(b"word", 1).unwrap_err() {
+        Error::Client { message, .. } => {
+            assert!(message.contains("non-numeric"), "{message}");
+            // libmemcached's own report, with its "host: ..." suffix.
+            assert!(message.contains(&host), "{message}");
+            if binary {
+                assert!(message.contains("UNKNOWN READ FAILURE"), "{message}");
+            }
+        }
+        other => panic!("{other:?}"),
+    }
+    m.kill();
+    let err = t.store(&Store::set(b"k", b"v", 0, 0)).unwrap_err();
+    let text = err.to_string();
+    assert!(text.contains(&host), "{text}");
+    assert!(
+        text.contains("CONNECTION FAILURE") || text.contains("SYSTEM ERROR"),
+        "{text}"
+    );
+    // The next request finds the server in libmemcached's retry timeout and says so.
+    let err = t.store(&Store::set(b"k", b"v", 0, 0)).unwrap_err();
+    assert!(matches!(err, Error::Connect { .. }), "{err:?}");
+    assert!(
+        err.to_string().contains("DISABLED UNTIL TIMED RETRY")
+            || err.to_string().contains("CONNECTION FAILURE"),
+        "{err}"
+    );
+}
+
+fn a_value_over_the_servers_limit_is_value_too_large(binary: bool) {
+    // The server's limit (512 KiB) is below the transport's (1 MiB): the server refuses.
+    let m = Memcached::with_args(&["-I", "512k"]);
+    let t = connect(&[&m], binary);
+    let big = vec![b'x'; 600_000];
+    match t.store(&Store::set(b"big", &big, 0, 0)) {
+        Err(Error::ValueTooLarge { size, limit }) => {
+            assert_eq!(size, big.len());
+            assert!(limit < size);
+        }
+        other => panic!("expected ValueTooLarge, got {other:?}"),
+    }
+    // The connection is still in step.
+    set(&t, b"small", b"s", 0);
+    assert_eq!(value(&t, b"small"), Some(b"s".to_vec()));
+    assert_eq!(value(&t, b"big"), None);
+}
+
+fn many_threads_share_a_small_pool(binary: bool) {
+    let servers = three_servers();
+    let refs: Vec<&Memcached> = servers.iter().collect();
+    let t = connect_with(&refs, binary, |c| c.pool_size = 2);
+    let before: Vec<u64> = servers
+        .iter()
+        .map(|s| s.stat("total_connections"))
+        .collect();
+    std::thread::scope(|s| {
+        for thread in 0..8 {
+            let t = &t;
+            s.spawn(move || {
+                let counter = format!("t{thread}:n");
+                set(t, counter.as_bytes(), b"0", 0);
+                for i in 0..100u32 {
+                    let key = format!("t{thread}:{i}");
+                    let v = format!("{thread}/{i}").repeat(1 + (i as usize % 50));
+                    set(t, key.as_bytes(), v.as_bytes(), i);
+                    let item = t.get(key.as_bytes()).unwrap().expect("hit");
+                    assert_eq!((item.value, item.flags), (v.into_bytes(), i));
+                    assert_eq!(
+                        t.incr(counter.as_bytes(), 1).unwrap(),
+                        Some(u64::from(i) + 1)
+                    );
+                }
+            });
+        }
+    });
+    // At most two handles, so at most two connections per server (plus the second
+    // statistics request's own).
+    for (s, before) in servers.iter().zip(before) {
+        let opened = s.stat("total_connections") - before;
+        assert!(opened <= 3, "{opened} connections to {}", s.addr());
+    }
+}
+
+fn invalid_keys_and_large_values_are_refused_before_libmemcached(binary: bool) {
+    let m = Memcached::start();
+    let t = connect_with(&[&m], binary, |c| c.item_size_limit = 1000);
+    let before = (m.stat("cmd_get"), m.stat("cmd_set"));
+    for bad in [&b"a b"[..], b"", b"\r\n", &[b'k'; 251]] {
+        assert!(matches!(t.get(bad), Err(Error::InvalidKey { .. })));
+        assert!(matches!(
+            t.get_many(&[b"ok", bad]),
+            Err(Error::InvalidKey { .. })
+        ));
+        assert!(matches!(
+            t.store(&Store::set(bad, b"v", 0, 0)),
+            Err(Error::InvalidKey { .. })
+        ));
+        assert!(matches!(t.delete(bad), Err(Error::InvalidKey { .. })));
+        assert!(matches!(t.incr(bad, 1), Err(Error::InvalidKey { .. })));
+        assert!(matches!(t.touch(bad, 1), Err(Error::InvalidKey { .. })));
+        assert!(matches!(
+            t.server_for_key(bad),
+            Err(Error::InvalidKey { .. })
+        ));
+    }
+    let big = vec![0u8; 1001];
+    assert!(matches!(
+        t.store_many(&[Store::set(b"ok", b"v", 0, 0), Store::set(b"k", &big, 0, 0)]),
+        Err(Error::ValueTooLarge {
+            size: 1001,
+            limit: 1000
+        })
+    ));
+    assert_eq!((m.stat("cmd_get"), m.stat("cmd_set")), before);
+}
+
+#[test]
+fn new_is_lazy_and_checks_its_configuration() {
+    // A port nobody listens on: new() does not connect.
+    let port = newcache_testkit::free_port();
+    let started = Instant::now();
+    let t = BinaryTransport::new(BinaryConfig::new([format!("127.0.0.1:{port}")])).unwrap();
+    assert!(started.elapsed() < Duration::from_millis(100));
+    assert!(t.get(b"k").unwrap_err().is_connection_error());
+
+    assert!(matches!(
+        BinaryTransport::new(BinaryConfig::default()),
+        Err(Error::NoServers)
+    ));
+    let err = BinaryTransport::new(BinaryConfig::new(["127.0.0.1:notaport"])).unwrap_err();
+    assert!(err.to_string().contains("notaport"), "{err}");
+    let err = BinaryTransport::new(BinaryConfig {
+        pool_size: 0,
+        ..BinaryConfig::new(["127.0.0.1:11211"])
+    })
+    .unwrap_err();
+    assert!(err.to_string().contains("pool_size"), "{err}");
+    let err = BinaryTransport::new(BinaryConfig {
+        binary_protocol: false,
+        username: Some("u".into()),
+        password: Some("p".into()),
+        ..BinaryConfig::new(["127.0.0.1:11211"])
+    })
+    .unwrap_err();
+    assert!(err.to_string().contains("binary protocol"), "{err}");
+    let err = BinaryTransport::new(BinaryConfig {
+        username: Some("u".into()),
+        ..BinaryConfig::new(["127.0.0.1:11211"])
+    })
+    .unwrap_err();
+    assert!(err.to_string().contains("both"), "{err}");
+}

@@ -1,0 +1,547 @@
+//! The sans-IO core of memcached's text protocol: requests are encoded into a buffer and
+//! replies parsed from one, with no sockets, so blocking and async connections share it.
+//!
+//! The parser never panics on any input: every length is bounded, every index checked, every
+//! number parsed with overflow checks. A reply it cannot make sense of is a [`ParseError`],
+//! after which the connection must be dropped.
+
+use std::fmt;
+use std::io::Write as _;
+
+use newcache_transport::{Item, StoreMode};
+
+/// Longest reply line accepted before its `\r\n` (memcached's lines are far shorter).
+pub const MAX_LINE: usize = 8 * 1024;
+
+/// Largest value length accepted in a `VALUE` header (memcached's own maximum item size is
+/// 1 GiB).
+pub const MAX_VALUE_LEN: usize = 1 << 30;
+
+/// Appends `get`/`gets` for these keys (`gets` when `cas` is true).
+pub fn encode_get(out: &mut Vec<u8>, keys: &[&[u8]], cas: bool) {
+    out.extend_from_slice(if cas { b"gets" } else { b"get" });
+    for key in keys {
+        out.push(b' ');
+        out.extend_from_slice(key);
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Appends a storage command: `set|add|replace|append|prepend <key> <flags> <exptime> <bytes>`
+/// (`cas ... <unique>`), an optional `noreply`, and the data block.
+pub fn encode_store(
+    out: &mut Vec<u8>,
+    mode: StoreMode,
+    key: &[u8],
+    value: &[u8],
+    flags: u32,
+    exptime: u32,
+    noreply: bool,
+) {
+    out.reserve(key.len() + value.len() + 64);
+    out.extend_from_slice(mode.command().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(key);
+    // Writing to a Vec cannot fail.
+    let _ = write!(out, " {flags} {exptime} {}", value.len());
+    if let StoreMode::Cas(unique) = mode {
+        let _ = write!(out, " {unique}");
+    }
+    if noreply {
+        out.extend_from_slice(b" noreply");
+    }
+    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(value);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Appends `delete <key>`.
+pub fn encode_delete(out: &mut Vec<u8>, key: &[u8]) {
+    out.extend_from_slice(b"delete ");
+    out.extend_from_slice(key);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Appends `incr <key> <delta>` (or `decr`).
+pub fn encode_arith(out: &mut Vec<u8>, incr: bool, key: &[u8], delta: u64) {
+    out.extend_from_slice(if incr { b"incr " } else { b"decr " });
+    out.extend_from_slice(key);
+    let _ = write!(out, " {delta}\r\n");
+}
+
+/// Appends `touch <key> <exptime>`.
+pub fn encode_touch(out: &mut Vec<u8>, key: &[u8], exptime: u32) {
+    out.extend_from_slice(b"touch ");
+    out.extend_from_slice(key);
+    let _ = write!(out, " {exptime}\r\n");
+}
+
+/// Appends a bare command line such as `flush_all`, `stats` or `version`.
+pub fn encode_line(out: &mut Vec<u8>, command: &str) {
+    out.extend_from_slice(command.as_bytes());
+    out.extend_from_slice(b"\r\n");
+}
+
+/// A one-line reply.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Status {
+    /// `STORED`
+    Stored,
+    /// `NOT_STORED`
+    NotStored,
+    /// `EXISTS`
+    Exists,
+    /// `NOT_FOUND`
+    NotFound,
+    /// `DELETED`
+    Deleted,
+    /// `TOUCHED`
+    Touched,
+    /// `OK`
+    Ok,
+    /// `END` (an empty multi-line reply)
+    End,
+    /// The number an `incr`/`decr` left.
+    Number(u64),
+    /// `VERSION <v>`
+    Version(String),
+    /// `ERROR`: the server does not know the command.
+    Error,
+    /// `CLIENT_ERROR <msg>`
+    ClientError(String),
+    /// `SERVER_ERROR <msg>`
+    ServerError(String),
+}
+
+/// A complete reply.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reply {
+    /// One status line.
+    Status(Status),
+    /// `VALUE` blocks up to `END`, as (key, item).
+    Values(Vec<(Vec<u8>, Item)>),
+    /// `STAT` lines up to `END`.
+    Stats(Vec<(String, String)>),
+}
+
+/// What reply a request expects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Expect {
+    /// A status line (store, delete, incr/decr, touch, flush_all, version).
+    Status,
+    /// `VALUE` blocks then `END` (get/gets), or an error line.
+    Values,
+    /// `STAT` lines then `END` (stats), or an error line.
+    Stats,
+}
+
+/// A reply that is not memcached's protocol.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParseError(pub String);
+
+impl fmt::Display for ParseError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ParseError {}
+
+fn err<T>(msg: impl Into<String>) -> Result<T, ParseError> {
+    Err(ParseError(msg.into()))
+}
+
+fn shown(bytes: &[u8]) -> String {
+    let cut = bytes.get(..bytes.len().min(80)).unwrap_or_default();
+    String::from_utf8_lossy(cut).escape_debug().to_string()
+}
+
+/// Finds the next `\r\n`-terminated line at `buf[pos..]`: `Ok(Some((line, next_pos)))`,
+/// `Ok(None)` when more bytes are needed.
+fn line(buf: &[u8], pos: usize) -> Result<Option<(&[u8], usize)>, ParseError> {
+    let rest = buf.get(pos..).unwrap_or_default();
+    match rest.iter().position(|&b| b == b'\n') {
+        Some(nl) => {
+            let with_cr = rest.get(..nl).unwrap_or_default();
+            let Some(text) = with_cr.strip_suffix(b"\r") else {
+                return err(format!("line without \\r before \\n: {:?}", shown(with_cr)));
+            };
+            Ok(Some((text, pos + nl + 1)))
+        }
+        None if rest.len() > MAX_LINE => err(format!(
+            "no end of line in the first {MAX_LINE} bytes: {:?}",
+            shown(rest)
+        )),
+        None => Ok(None),
+    }
+}
+
+fn parse_u64(field: &[u8], what: &str) -> Result<u64, ParseError> {
+    if field.is_empty() || field.len() > 20 || !field.iter().all(u8::is_ascii_digit) {
+        return err(format!("{what} is not a number: {:?}", shown(field)));
+    }
+    field.iter().try_fold(0u64, |acc, &d| {
+        acc.checked_mul(10)
+            .and_then(|a| a.checked_add(u64::from(d - b'0')))
+            .ok_or_else(|| ParseError(format!("{what} overflows: {:?}", shown(field))))
+    })
+}
+
+fn text_after(line: &[u8], prefix: &[u8]) -> String {
+    String::from_utf8_lossy(line.get(prefix.len()..).unwrap_or_default())
+        .trim()
+        .to_string()
+}
+
+/// Parses one status line (without its `\r\n`).
+pub fn parse_status(line: &[u8]) -> Result<Status, ParseError> {
+    Ok(match line {
+        b"STORED" => Status::Stored,
+        b"NOT_STORED" => Status::NotStored,
+        b"EXISTS" => Status::Exists,
+        b"NOT_FOUND" => Status::NotFound,
+        b"DELETED" => Status::Deleted,
+        b"TOUCHED" => Status::Touched,
+        b"OK" => Status::Ok,
+        b"END" => Status::End,
+        b"ERROR" => Status::Error,
+        l if l.starts_with(b"CLIENT_ERROR") => Status::ClientError(text_after(l, b"CLIENT_ERROR")),
+        l if l.starts_with(b"SERVER_ERROR") => Status::ServerError(text_after(l, b"SERVER_ERROR")),
+        l if l.starts_with(b"VERSION ") => Status::Version(text_after(l, b"VERSION ")),
+        // Old servers pad decr results with spaces.
+        l if l.first().is_some_and(u8::is_ascii_digit) => {
+            let digits = l.strip_suffix(b" ").map_or(l, |_| l.trim_ascii_end());
+            Status::Number(parse_u64(digits, "incr/decr result")?)
+        }
+        l => return err(format!("unexpected reply line {:?}", shown(l))),
+    })
+}
+
+/// An incremental reply decoder: feed it the growing read buffer until it returns a reply.
+///
+/// It remembers how far it got, so a large multi-get arriving in many reads is parsed once.
+#[derive(Debug)]
+pub struct Decoder {
+    expect: Expect,
+    pos: usize,
+    values: Vec<(Vec<u8>, Item)>,
+    stats: Vec<(String, String)>,
+}
+
+impl Decoder {
+    /// A decoder for a reply of this kind.
+    pub fn new(expect: Expect) -> Self {
+        Decoder {
+            expect,
+            pos: 0,
+            values: Vec::new(),
+            stats: Vec::new(),
+        }
+    }
+
+    /// Bytes of the buffer consumed so far.
+    pub fn consumed(&self) -> usize {
+        self.pos
+    }
+
+    /// Parses what it can of `buf` (which must begin where the reply begins and only grow
+    /// between calls). `Ok(Some(reply))` when complete, after which [`Decoder::consumed`] is
+    /// the reply's length; `Ok(None)` when more bytes are needed.
+    pub fn decode(&mut self, buf: &[u8]) -> Result<Option<Reply>, ParseError> {
+        loop {
+            let Some((text, next)) = line(buf, self.pos)? else {
+                return Ok(None);
+            };
+            match self.expect {
+                Expect::Status => {
+                    let status = parse_status(text)?;
+                    self.pos = next;
+                    return Ok(Some(Reply::Status(status)));
+                }
+                Expect::Values => {
+                    if text == b"END" {
+                        self.pos = next;
+                        return Ok(Some(Reply::Values(std::mem::take(&mut self.values))));
+                    }
+                    if !text.starts_with(b"VALUE ") {
+                        let status = parse_status(text)?;
+                        if matches!(
+                            status,
+                            Status::Error | Status::ClientError(_) | Status::ServerError(_)
+                        ) {
+                            self.pos = next;
+                            return Ok(Some(Reply::Status(status)));
+                        }
+                        return err(format!("expected VALUE or END, got {:?}", shown(text)));
+                    }
+                    let (key, flags, len, cas) = parse_value_header(text)?;
+                    let data_end = next
+                        .checked_add(len)
+                        .ok_or_else(|| ParseError("value length overflows".into()))?;
+                    let Some(block) = buf.get(next..data_end.saturating_add(2)) else {
+                        return Ok(None);
+                    };
+                    let (data, crlf) = block.split_at(len);
+                    if crlf != b"\r\n" {
+                        return err(format!(
+                            "value of {len} bytes for {:?} is not followed by \\r\\n",
+                            shown(&key)
+                        ));
+                    }
+                    self.values.push((
+                        key,
+                        Item {
+                            value: data.to_vec(),
+                            flags,
+                            cas,
+                        },
+                    ));
+                    self.pos = data_end + 2;
+                }
+                Expect::Stats => {
+                    if text == b"END" {
+                        self.pos = next;
+                        return Ok(Some(Reply::Stats(std::mem::take(&mut self.stats))));
+                    }
+                    if let Some(rest) = text.strip_prefix(b"STAT ") {
+                        let rest = String::from_utf8_lossy(rest);
+                        let (name, value) = rest.split_once(' ').unwrap_or((&rest, ""));
+                        self.stats.push((name.to_string(), value.to_string()));
+                        self.pos = next;
+                        continue;
+                    }
+                    let status = parse_status(text)?;
+                    if matches!(
+                        status,
+                        Status::Error | Status::ClientError(_) | Status::ServerError(_)
+                    ) {
+                        self.pos = next;
+                        return Ok(Some(Reply::Status(status)));
+                    }
+                    return err(format!("expected STAT or END, got {:?}", shown(text)));
+                }
+            }
+        }
+    }
+}
+
+/// `VALUE <key> <flags> <bytes> [<cas unique>]`
+fn parse_value_header(text: &[u8]) -> Result<(Vec<u8>, u32, usize, Option<u64>), ParseError> {
+    let mut fields = text.split(|&b| b == b' ').skip(1);
+    let (Some(key), Some(flags), Some(len)) = (fields.next(), fields.next(), fields.next()) else {
+        return err(format!("short VALUE line {:?}", shown(text)));
+    };
+    let cas = fields
+        .next()
+        .map(|c| parse_u64(c, "cas unique"))
+        .transpose()?;
+    if fields.next().is_some() || key.is_empty() {
+        return err(format!("malformed VALUE line {:?}", shown(text)));
+    }
+    let flags = u32::try_from(parse_u64(flags, "flags")?)
+        .map_err(|_| ParseError(format!("flags over 32 bits in {:?}", shown(text))))?;
+    let len = usize::try_from(parse_u64(len, "value length")?)
+        .ok()
+        .filter(|&l| l <= MAX_VALUE_LEN)
+        .ok_or_else(|| ParseError(format!("value length too large in {:?}", shown(text))))?;
+    Ok((key.to_vec(), flags, len, cas))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn decode_all(expect: Expect, input: &[u8]) -> Result<Option<(Reply, usize)>, ParseError> {
+        let mut d = Decoder::new(expect);
+        Ok(d.decode(input)?.map(|r| (r, d.consumed())))
+    }
+
+    /// Feeds `input` one growing prefix at a time: no prefix is a complete reply, the whole
+    /// is, and the result equals a one-shot decode.
+    fn split_everywhere(expect: Expect, input: &[u8]) -> Reply {
+        let mut d = Decoder::new(expect);
+        for end in 0..input.len() {
+            assert_eq!(
+                d.decode(&input[..end]).unwrap(),
+                None,
+                "prefix of {end} bytes"
+            );
+        }
+        let reply = d.decode(input).unwrap().expect("complete");
+        assert_eq!(d.consumed(), input.len());
+        assert_eq!(decode_all(expect, input).unwrap().unwrap().0, reply);
+        reply
+    }
+
+    #[test]
+    fn encodes_requests() {
+        let mut out = Vec::new();
+        encode_get(&mut out, &[b"a", b"b"], true);
+        encode_store(&mut out, StoreMode::Set, b"k", b"v\r\n", 16, 300, false);
+        encode_store(&mut out, StoreMode::Cas(42), b"k", b"", 0, 0, true);
+        encode_delete(&mut out, b"k");
+        encode_arith(&mut out, false, b"n", 7);
+        encode_touch(&mut out, b"k", 9);
+        encode_line(&mut out, "flush_all");
+        assert_eq!(
+            out,
+            b"gets a b\r\nset k 16 300 3\r\nv\r\n\r\ncas k 0 0 0 42 noreply\r\n\r\ndelete k\r\ndecr n 7\r\ntouch k 9\r\nflush_all\r\n"
+        );
+    }
+
+    #[test]
+    fn parses_every_status_line() {
+        for (line, status) in [
+            (&b"STORED\r\n"[..], Status::Stored),
+            (b"NOT_STORED\r\n", Status::NotStored),
+            (b"EXISTS\r\n", Status::Exists),
+            (b"NOT_FOUND\r\n", Status::NotFound),
+            (b"DELETED\r\n", Status::Deleted),
+            (b"TOUCHED\r\n", Status::Touched),
+            (b"OK\r\n", Status::Ok),
+            (b"ERROR\r\n", Status::Error),
+            (b"18446744073709551615\r\n", Status::Number(u64::MAX)),
+            (b"5  \r\n", Status::Number(5)),
+            (b"VERSION 1.6.18\r\n", Status::Version("1.6.18".into())),
+            (
+                b"CLIENT_ERROR cannot increment or decrement non-numeric value\r\n",
+                Status::ClientError("cannot increment or decrement non-numeric value".into()),
+            ),
+            (
+                b"SERVER_ERROR object too large for cache\r\n",
+                Status::ServerError("object too large for cache".into()),
+            ),
+        ] {
+            assert_eq!(
+                split_everywhere(Expect::Status, line),
+                Reply::Status(status)
+            );
+        }
+    }
+
+    #[test]
+    fn parses_values_with_and_without_cas() {
+        let input = b"VALUE a 16 5 77\r\nhello\r\nVALUE b 4294967295 4\r\n\r\n\x00\xff\r\nEND\r\n";
+        let Reply::Values(values) = split_everywhere(Expect::Values, input) else {
+            panic!("values expected")
+        };
+        assert_eq!(values.len(), 2);
+        assert_eq!(values[0].0, b"a");
+        assert_eq!(
+            values[0].1,
+            Item {
+                value: b"hello".to_vec(),
+                flags: 16,
+                cas: Some(77)
+            }
+        );
+        assert_eq!(
+            values[1].1,
+            Item {
+                value: b"\r\n\x00\xff".to_vec(),
+                flags: u32::MAX,
+                cas: None
+            }
+        );
+        assert_eq!(
+            split_everywhere(Expect::Values, b"END\r\n"),
+            Reply::Values(vec![])
+        );
+        assert_eq!(
+            split_everywhere(Expect::Values, b"SERVER_ERROR out of memory\r\n"),
+            Reply::Status(Status::ServerError("out of memory".into()))
+        );
+    }
+
+    #[test]
+    fn a_reply_stops_where_it_ends() {
+        let (reply, used) = decode_all(Expect::Status, b"STORED\r\nDELETED\r\n")
+            .unwrap()
+            .unwrap();
+        assert_eq!((reply, used), (Reply::Status(Status::Stored), 8));
+        let (_, used) = decode_all(Expect::Values, b"END\r\nSTORED\r\n")
+            .unwrap()
+            .unwrap();
+        assert_eq!(used, 5);
+    }
+
+    #[test]
+    fn parses_stats() {
+        let input = b"STAT pid 1\r\nSTAT version 1.6.18\r\nSTAT rusage_user 0.1 extra\r\nEND\r\n";
+        assert_eq!(
+            split_everywhere(Expect::Stats, input),
+            Reply::Stats(vec![
+                ("pid".into(), "1".into()),
+                ("version".into(), "1.6.18".into()),
+                ("rusage_user".into(), "0.1 extra".into()),
+            ])
+        );
+    }
+
+    #[test]
+    fn garbage_is_a_parse_error() {
+        for bad in [
+            &b"HELLO\r\n"[..],
+            b"STORED\n",
+            b"VALUE a 0\r\n",
+            b"VALUE a x 1\r\nv\r\nEND\r\n",
+            b"VALUE a 0 1 2 3\r\nv\r\nEND\r\n",
+            b"VALUE a 4294967296 1\r\nv\r\nEND\r\n",
+            b"VALUE a 0 99999999999999999999999\r\n",
+            b"VALUE a 0 2000000000\r\n",
+            b"VALUE a 0 1\r\nvXX",
+            b"VALUE  0 1\r\nv\r\nEND\r\n",
+            b"99999999999999999999999\r\n",
+            b"STORED\r\n",
+        ] {
+            let expect = if bad.starts_with(b"VALUE") || bad == b"STORED\r\n" {
+                Expect::Values
+            } else {
+                Expect::Status
+            };
+            assert!(
+                decode_all(expect, bad).is_err(),
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+        let long = vec![b'x'; MAX_LINE + 1];
+        assert!(decode_all(Expect::Status, &long).is_err());
+        assert!(decode_all(Expect::Stats, b"STORED\r\n").is_err());
+    }
+
+    #[test]
+    fn never_panics_on_mutated_or_random_input() {
+        let seeds: [&[u8]; 4] = [
+            b"VALUE a 16 5 77\r\nhello\r\nVALUE b 0 1\r\nx\r\nEND\r\n",
+            b"STAT pid 1\r\nEND\r\n",
+            b"18446744073709551615\r\n",
+            b"CLIENT_ERROR bad\r\n",
+        ];
+        let mut state = 0x9E37_79B9_7F4A_7C15u64;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        for round in 0..20_000 {
+            let mut input = seeds[round % seeds.len()].to_vec();
+            for _ in 0..(next() % 4 + 1) {
+                let r = next();
+                let i = (r as usize >> 8) % (input.len() + 1);
+                match r % 4 {
+                    0 if i < input.len() => input[i] = (r >> 32) as u8,
+                    1 => input.insert(i, (r >> 40) as u8),
+                    2 if i < input.len() => {
+                        input.remove(i);
+                    }
+                    _ => input.truncate(i),
+                }
+            }
+            for expect in [Expect::Status, Expect::Values, Expect::Stats] {
+                let _ = decode_all(expect, &input);
+            }
+        }
+    }
+}
