@@ -1,1 +1,673 @@
-//! stub
+//! newcache: a memcached cache client with django-newcache's ideas.
+//!
+//! - **Key function.** Every key goes through a [`KeyFunction`] before it reaches the wire.
+//!   The default is `{flavor}-{version}-{sha1 hex(key)}`: any key becomes legal, bumping the
+//!   version invalidates everything, and flavors share a cluster without colliding.
+//! - **Thundering-herd mitigation.** Values are stored with a soft expiry; the item lives
+//!   `herd_timeout` seconds longer. The first reader after the soft expiry gets a miss and
+//!   recomputes while everyone else is served the old value.
+//! - **Infinite timeouts**, and TTLs past 30 days sent as the absolute times memcached needs.
+//! - **Transports** by Cargo feature: `text` (memcached's text protocol in Rust, default),
+//!   `binary` (libmemcached, the C client pylibmc wraps: `binary=true` in the URL for its binary
+//!   protocol, `transport=libmemcached` for its text mode, `behaviors.NAME=value` for pylibmc's
+//!   behaviors), `memory` (in-process, for tests). Asking for a transport whose feature is off
+//!   is an error, never a silent fallback.
+//! - **Values**: any serde type. Strings, integers, booleans and bytes are stored with the
+//!   flags Python clients use, so a Django app reads them as its own ([`codec`]).
+//!
+//! Data flows one way: [`Cache`] -> key function -> herd envelope and codec -> transport -> wire.
+//!
+//! # Example
+//!
+//! ```
+//! # #[cfg(feature = "memory")] {
+//! use newcache::{Cache, SetOptions, Ttl};
+//!
+//! // newcache://127.0.0.1:11211/?flavor=staging&version=2 for a real server.
+//! let cache = Cache::from_url("newcache:///?transport=memory&flavor=staging&version=2").unwrap();
+//! cache.set("games", &vec!["chess".to_string(), "go".to_string()], Ttl::Seconds(300)).unwrap();
+//! let games: Option<Vec<String>> = cache.get("games").unwrap();
+//! assert_eq!(games.unwrap(), ["chess", "go"]);
+//!
+//! // Counters are stored bare (herd off) so the server can increment them.
+//! cache.set("hits", &10u64, SetOptions::new(Ttl::Seconds(60)).no_herd()).unwrap();
+//! assert_eq!(cache.incr("hits", 5).unwrap(), 15);
+//! assert!(cache.incr("missing", 1).is_err());
+//! # }
+//! ```
+#![cfg_attr(not(test), deny(clippy::unwrap_used))]
+#![forbid(unsafe_code)]
+
+pub mod codec;
+mod config;
+mod error;
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::Arc;
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+pub use config::{Builder, Config, KeyFunctionKind, TransportKind};
+pub use error::{Error, Result};
+pub use newcache_herd::{Clock, ManualClock, SystemClock, Ttl, HERD_FLAG};
+pub use newcache_keyfn::{HashedKey, InvalidKey, KeyFunction, PrefixedKey};
+pub use newcache_transport::{self as transport, Item, Transport};
+
+use newcache_herd::{is_enveloped, Envelope, Herd, ReadDecision, HEADER_LEN};
+use newcache_transport::{Store, StoreMode, StoreStatus};
+
+/// How one store treats expiry and herd protection.
+///
+/// A [`Ttl`] or a number of seconds converts into it, so `cache.set(k, &v, 60)` and
+/// `cache.set(k, &v, Ttl::Forever)` both work; `SetOptions::new(ttl).no_herd()` stores bare.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct SetOptions {
+    /// How long the value lives.
+    pub ttl: Ttl,
+    /// Herd protection for this store; `None` follows the cache's setting.
+    pub herd: Option<bool>,
+}
+
+impl SetOptions {
+    /// Options with this TTL and the cache's herd setting.
+    pub fn new(ttl: Ttl) -> Self {
+        SetOptions { ttl, herd: None }
+    }
+
+    /// Stores the value bare: no envelope, so `incr`/`decr` and other clients see the value
+    /// itself, and the item expires exactly at its TTL.
+    pub fn no_herd(self) -> Self {
+        SetOptions {
+            herd: Some(false),
+            ..self
+        }
+    }
+}
+
+impl From<Ttl> for SetOptions {
+    fn from(ttl: Ttl) -> Self {
+        SetOptions::new(ttl)
+    }
+}
+
+impl From<u64> for SetOptions {
+    fn from(secs: u64) -> Self {
+        SetOptions::new(Ttl::Seconds(secs))
+    }
+}
+
+impl From<std::time::Duration> for SetOptions {
+    fn from(d: std::time::Duration) -> Self {
+        SetOptions::new(d.into())
+    }
+}
+
+/// A value as stored, after the herd envelope is opened: bytes and the codec's flags.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RawValue {
+    /// The value's bytes.
+    pub bytes: Vec<u8>,
+    /// The value's flags (the herd bit removed).
+    pub flags: u32,
+}
+
+impl RawValue {
+    /// The value for people: text and numbers as they are, anything else described.
+    pub fn display(&self) -> String {
+        codec::display(&self.bytes, self.flags)
+    }
+}
+
+struct Inner {
+    config: Config,
+    key_function: Arc<dyn KeyFunction>,
+    transport: Arc<dyn Transport>,
+    clock: Arc<dyn Clock>,
+    herd: Herd,
+}
+
+/// A memcached cache: `Send + Sync`, cheap to clone (clones share connections).
+///
+/// Build one with [`Cache::from_url`] or [`Cache::builder`]. Building never blocks on a
+/// server; connections open on first use and reopen after a server comes back.
+#[derive(Clone)]
+pub struct Cache {
+    inner: Arc<Inner>,
+}
+
+impl fmt::Debug for Cache {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Cache")
+            .field("config", &self.inner.config)
+            .field("transport", &self.inner.transport)
+            .finish()
+    }
+}
+
+/// What a fetched item turned out to be once its envelope was looked at.
+enum Opened {
+    Miss,
+    Value {
+        item: Item,
+        offset: usize,
+        flags: u32,
+    },
+}
+
+impl Cache {
+    /// A cache configured by a `newcache://` URL (see [`Config::from_url`]).
+    pub fn from_url(url: &str) -> Result<Cache> {
+        Builder::from_url(url)?.build()
+    }
+
+    /// A builder for every setting, a custom key function, transport or clock.
+    pub fn builder() -> Builder {
+        Builder::new()
+    }
+
+    pub(crate) fn from_parts(
+        config: Config,
+        key_function: Arc<dyn KeyFunction>,
+        transport: Arc<dyn Transport>,
+        clock: Arc<dyn Clock>,
+    ) -> Cache {
+        let herd = Herd::new(config.herd_timeout);
+        Cache {
+            inner: Arc::new(Inner {
+                config,
+                key_function,
+                transport,
+                clock,
+                herd,
+            }),
+        }
+    }
+
+    /// The configuration the cache was built with.
+    pub fn config(&self) -> &Config {
+        &self.inner.config
+    }
+
+    /// The transport underneath (for tools and tests).
+    pub fn transport(&self) -> &Arc<dyn Transport> {
+        &self.inner.transport
+    }
+
+    /// The wire key `key` becomes, validated. Needs no server.
+    pub fn wire_key(&self, key: &str) -> Result<Vec<u8>> {
+        Ok(newcache_keyfn::make_key(
+            self.inner.key_function.as_ref(),
+            key,
+        )?)
+    }
+
+    fn now_millis(&self) -> u64 {
+        self.inner.clock.now_millis()
+    }
+
+    /// Looks into a fetched item: a fresh envelope is opened, a stale one is re-stored bare
+    /// for the herd timeout and reported as a miss (django-newcache's policy).
+    fn open(&self, wire: &[u8], item: Item, now: u64) -> Result<Opened> {
+        if !is_enveloped(item.flags) {
+            let flags = item.flags;
+            return Ok(Opened::Value {
+                item,
+                offset: 0,
+                flags,
+            });
+        }
+        let flags = item.flags & !HERD_FLAG;
+        let (envelope, payload) = Envelope::decode(&item.value).map_err(|e| Error::Decode {
+            key: String::from_utf8_lossy(wire).into_owned(),
+            flags: item.flags,
+            detail: e.to_string(),
+        })?;
+        match self.inner.herd.on_read(&envelope, now) {
+            ReadDecision::Fresh => Ok(Opened::Value {
+                offset: item.value.len() - payload.len(),
+                item,
+                flags,
+            }),
+            ReadDecision::Stale { reinsert_exptime } => {
+                // Everyone else keeps being served the old value while this reader
+                // recomputes. A failed re-store only weakens the protection; the answer to
+                // this reader is a miss either way.
+                let _ =
+                    self.inner
+                        .transport
+                        .store(&Store::set(wire, payload, flags, reinsert_exptime));
+                Ok(Opened::Miss)
+            }
+        }
+    }
+
+    fn decode<T: DeserializeOwned>(key: &str, item: &Item, offset: usize, flags: u32) -> Result<T> {
+        let bytes = item.value.get(offset..).unwrap_or_default();
+        codec::decode(bytes, flags).map_err(|e| Error::Decode {
+            key: key.to_owned(),
+            flags,
+            detail: e.0,
+        })
+    }
+
+    /// Fetches and decodes a value; `None` on a miss (or for the first reader after its
+    /// soft expiry, who should recompute it).
+    pub fn get<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>> {
+        let wire = self.wire_key(key)?;
+        let Some(item) = self.inner.transport.get(&wire)? else {
+            return Ok(None);
+        };
+        match self.open(&wire, item, self.now_millis())? {
+            Opened::Miss => Ok(None),
+            Opened::Value {
+                item,
+                offset,
+                flags,
+            } => Self::decode(key, &item, offset, flags).map(Some),
+        }
+    }
+
+    /// Fetches a value's bytes and flags without decoding (herd rules apply as for `get`).
+    pub fn get_raw(&self, key: &str) -> Result<Option<RawValue>> {
+        let wire = self.wire_key(key)?;
+        let Some(item) = self.inner.transport.get(&wire)? else {
+            return Ok(None);
+        };
+        Ok(match self.open(&wire, item, self.now_millis())? {
+            Opened::Miss => None,
+            Opened::Value {
+                mut item,
+                offset,
+                flags,
+            } => {
+                item.value.drain(..offset);
+                Some(RawValue {
+                    bytes: item.value,
+                    flags,
+                })
+            }
+        })
+    }
+
+    /// Fetches many values in one round trip per server. The map is keyed by the caller's
+    /// own keys and holds the hits only.
+    pub fn get_many<K, T>(&self, keys: &[K]) -> Result<HashMap<String, T>>
+    where
+        K: AsRef<str>,
+        T: DeserializeOwned,
+    {
+        let wires = keys
+            .iter()
+            .map(|k| self.wire_key(k.as_ref()))
+            .collect::<Result<Vec<_>>>()?;
+        let refs: Vec<&[u8]> = wires.iter().map(Vec::as_slice).collect();
+        let items = self.inner.transport.get_many(&refs)?;
+        let now = self.now_millis();
+        let mut out = HashMap::with_capacity(items.len());
+        for ((key, wire), item) in keys.iter().zip(&wires).zip(items) {
+            let Some(item) = item else { continue };
+            if let Opened::Value {
+                item,
+                offset,
+                flags,
+            } = self.open(wire, item, now)?
+            {
+                out.insert(
+                    key.as_ref().to_owned(),
+                    Self::decode(key.as_ref(), &item, offset, flags)?,
+                );
+            }
+        }
+        Ok(out)
+    }
+
+    /// True when `key` holds a value a `get` would return now. Has no side effects: a stale
+    /// value is reported absent but left for the next `get` to handle.
+    pub fn has_key(&self, key: &str) -> Result<bool> {
+        let wire = self.wire_key(key)?;
+        let Some(item) = self.inner.transport.get(&wire)? else {
+            return Ok(false);
+        };
+        if !is_enveloped(item.flags) {
+            return Ok(true);
+        }
+        Ok(match Envelope::decode(&item.value) {
+            Ok((env, _)) => self.inner.herd.on_read(&env, self.now_millis()) == ReadDecision::Fresh,
+            Err(_) => false,
+        })
+    }
+
+    /// Encodes a value for `key` per the options: (bytes, flags, exptime), or `None` when the
+    /// TTL is zero (the value expires at once).
+    fn encode<T: Serialize + ?Sized>(
+        &self,
+        key: &str,
+        value: &T,
+        options: SetOptions,
+        now: u64,
+    ) -> Result<Option<(Vec<u8>, u32, u32)>> {
+        let ttl = options.ttl.or_default(self.inner.config.default_ttl);
+        let herd = options.herd.unwrap_or(self.inner.config.herd);
+        let plan = self.inner.herd.plan_store(ttl, herd, now);
+        if plan.expire_now {
+            return Ok(None);
+        }
+        let mut bytes = Vec::new();
+        if let Some(soft) = plan.soft_expiry_millis {
+            Envelope::new(soft).encode_header(&mut bytes);
+        }
+        let mut flags = codec::encode(value, &mut bytes).map_err(|e| Error::Encode {
+            key: key.to_owned(),
+            detail: e.0,
+        })?;
+        if plan.soft_expiry_millis.is_some() {
+            flags |= HERD_FLAG;
+        }
+        Ok(Some((bytes, flags, plan.exptime)))
+    }
+
+    fn store<T: Serialize + ?Sized>(
+        &self,
+        mode: StoreMode,
+        key: &str,
+        value: &T,
+        options: SetOptions,
+    ) -> Result<StoreStatus> {
+        let wire = self.wire_key(key)?;
+        match self.encode(key, value, options, self.now_millis())? {
+            Some((bytes, flags, exptime)) => Ok(self.inner.transport.store(&Store {
+                mode,
+                key: &wire,
+                value: &bytes,
+                flags,
+                exptime,
+            })?),
+            None if mode == StoreMode::Set => {
+                self.inner.transport.delete(&wire)?;
+                Ok(StoreStatus::Stored)
+            }
+            None => Ok(StoreStatus::NotStored),
+        }
+    }
+
+    /// Stores a value. With herd protection (the default) and a finite TTL, the value is
+    /// enveloped with its soft expiry and the item lives `herd_timeout` seconds longer.
+    /// A zero TTL deletes the key (the value expires at once, as Django's `timeout=0`).
+    pub fn set<T: Serialize + ?Sized>(
+        &self,
+        key: &str,
+        value: &T,
+        options: impl Into<SetOptions>,
+    ) -> Result<()> {
+        self.store(StoreMode::Set, key, value, options.into())
+            .map(|_| ())
+    }
+
+    /// Stores a value only if `key` holds none; `true` when stored.
+    pub fn add<T: Serialize + ?Sized>(
+        &self,
+        key: &str,
+        value: &T,
+        options: impl Into<SetOptions>,
+    ) -> Result<bool> {
+        Ok(self
+            .store(StoreMode::Add, key, value, options.into())?
+            .is_stored())
+    }
+
+    /// Stores a value only if `key` holds one; `true` when stored.
+    pub fn replace<T: Serialize + ?Sized>(
+        &self,
+        key: &str,
+        value: &T,
+        options: impl Into<SetOptions>,
+    ) -> Result<bool> {
+        Ok(self
+            .store(StoreMode::Replace, key, value, options.into())?
+            .is_stored())
+    }
+
+    /// Stores a value's raw bytes with these flags (herd rules apply as for `set`).
+    pub fn set_raw(
+        &self,
+        key: &str,
+        bytes: &[u8],
+        flags: u32,
+        options: impl Into<SetOptions>,
+    ) -> Result<()> {
+        let wire = self.wire_key(key)?;
+        let options = options.into();
+        let ttl = options.ttl.or_default(self.inner.config.default_ttl);
+        let herd = options.herd.unwrap_or(self.inner.config.herd);
+        let plan = self.inner.herd.plan_store(ttl, herd, self.now_millis());
+        if plan.expire_now {
+            self.inner.transport.delete(&wire)?;
+            return Ok(());
+        }
+        let mut value = Vec::new();
+        let mut flags = flags;
+        let value = match plan.soft_expiry_millis {
+            Some(soft) => {
+                Envelope::new(soft).encode(bytes, &mut value);
+                flags |= HERD_FLAG;
+                value.as_slice()
+            }
+            None => bytes,
+        };
+        self.inner
+            .transport
+            .store(&Store::set(&wire, value, flags, plan.exptime))?;
+        Ok(())
+    }
+
+    /// Stores many values, one round trip per server. Unlike django-newcache's `set_many`,
+    /// the items' real TTL includes the herd timeout, exactly as `set` does. Returns the keys
+    /// that were not stored.
+    pub fn set_many<K, T, I>(&self, items: I, options: impl Into<SetOptions>) -> Result<Vec<String>>
+    where
+        I: IntoIterator<Item = (K, T)>,
+        K: AsRef<str>,
+        T: Serialize,
+    {
+        let options = options.into();
+        let now = self.now_millis();
+        let mut keys = Vec::new();
+        let mut encoded = Vec::new();
+        let mut expired = Vec::new();
+        for (key, value) in items {
+            let key = key.as_ref();
+            let wire = self.wire_key(key)?;
+            match self.encode(key, &value, options, now)? {
+                Some(e) => {
+                    keys.push(key.to_owned());
+                    encoded.push((wire, e));
+                }
+                None => expired.push(wire),
+            }
+        }
+        if !expired.is_empty() {
+            let refs: Vec<&[u8]> = expired.iter().map(Vec::as_slice).collect();
+            self.inner.transport.delete_many(&refs)?;
+        }
+        let requests: Vec<Store<'_>> = encoded
+            .iter()
+            .map(|(wire, (bytes, flags, exptime))| Store::set(wire, bytes, *flags, *exptime))
+            .collect();
+        let statuses = self.inner.transport.store_many(&requests)?;
+        Ok(keys
+            .into_iter()
+            .zip(statuses)
+            .filter(|(_, s)| !s.is_stored())
+            .map(|(k, _)| k)
+            .collect())
+    }
+
+    /// Deletes a value; `true` when there was one.
+    pub fn delete(&self, key: &str) -> Result<bool> {
+        let wire = self.wire_key(key)?;
+        Ok(self.inner.transport.delete(&wire)?)
+    }
+
+    /// Deletes many values, one round trip per server; returns how many existed.
+    pub fn delete_many<K: AsRef<str>>(&self, keys: &[K]) -> Result<usize> {
+        let wires = keys
+            .iter()
+            .map(|k| self.wire_key(k.as_ref()))
+            .collect::<Result<Vec<_>>>()?;
+        let refs: Vec<&[u8]> = wires.iter().map(Vec::as_slice).collect();
+        Ok(self
+            .inner
+            .transport
+            .delete_many(&refs)?
+            .into_iter()
+            .filter(|d| *d)
+            .count())
+    }
+
+    fn counter(&self, key: &str, delta: u64, up: bool) -> Result<u64> {
+        let wire = self.wire_key(key)?;
+        let result = if up {
+            self.inner.transport.incr(&wire, delta)
+        } else {
+            self.inner.transport.decr(&wire, delta)
+        };
+        match result {
+            Ok(Some(n)) => Ok(n),
+            Ok(None) => Err(Error::NotFound {
+                key: key.to_owned(),
+            }),
+            Err(newcache_transport::Error::Client { message, .. })
+                if message.contains("non-numeric") =>
+            {
+                Err(Error::NotNumeric {
+                    key: key.to_owned(),
+                })
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Adds `delta` to a counter (wrapping at 2^64) and returns the new value. A missing key
+    /// is [`Error::NotFound`]; store counters with herd off ([`SetOptions::no_herd`]).
+    pub fn incr(&self, key: &str, delta: u64) -> Result<u64> {
+        self.counter(key, delta, true)
+    }
+
+    /// Subtracts `delta` from a counter (stopping at 0) and returns the new value.
+    pub fn decr(&self, key: &str, delta: u64) -> Result<u64> {
+        self.counter(key, delta, false)
+    }
+
+    /// Gives a value a new TTL; `false` when the key holds none. An enveloped value gets a
+    /// new soft expiry too (rewritten with CAS, so a concurrent write wins).
+    pub fn touch(&self, key: &str, options: impl Into<SetOptions>) -> Result<bool> {
+        let wire = self.wire_key(key)?;
+        let options = options.into();
+        let now = self.now_millis();
+        let ttl = options.ttl.or_default(self.inner.config.default_ttl);
+        let herd = options.herd.unwrap_or(self.inner.config.herd);
+        let plan = self.inner.herd.plan_store(ttl, herd, now);
+        if plan.expire_now {
+            return self.delete(key);
+        }
+        let Some(item) = self.inner.transport.get(&wire)? else {
+            return Ok(false);
+        };
+        if !is_enveloped(item.flags) && plan.soft_expiry_millis.is_none() {
+            return Ok(self.inner.transport.touch(&wire, plan.exptime)?);
+        }
+        // Rewrite: the soft expiry lives inside the value.
+        let payload = item.value.get(HEADER_LEN..).unwrap_or_default();
+        let (payload, flags) = if is_enveloped(item.flags) {
+            (payload, item.flags & !HERD_FLAG)
+        } else {
+            (item.value.as_slice(), item.flags)
+        };
+        let mut bytes = Vec::new();
+        let mut new_flags = flags;
+        let value = match plan.soft_expiry_millis {
+            Some(soft) => {
+                Envelope::new(soft).encode(payload, &mut bytes);
+                new_flags |= HERD_FLAG;
+                bytes.as_slice()
+            }
+            None => payload,
+        };
+        let mode = item.cas.map_or(StoreMode::Replace, StoreMode::Cas);
+        let status = self.inner.transport.store(&Store {
+            mode,
+            key: &wire,
+            value,
+            flags: new_flags,
+            exptime: plan.exptime,
+        })?;
+        Ok(status == StoreStatus::Stored || status == StoreStatus::Exists)
+    }
+
+    /// Returns the cached value, or runs `loader`, stores its result and returns it.
+    pub fn get_or_set<T, F>(
+        &self,
+        key: &str,
+        options: impl Into<SetOptions>,
+        loader: F,
+    ) -> Result<T>
+    where
+        T: Serialize + DeserializeOwned,
+        F: FnOnce() -> T,
+    {
+        if let Some(v) = self.get(key)? {
+            return Ok(v);
+        }
+        let value = loader();
+        self.set(key, &value, options)?;
+        Ok(value)
+    }
+
+    /// Invalidates every value on every server (`flush_all`).
+    pub fn clear(&self) -> Result<()> {
+        Ok(self.inner.transport.flush_all()?)
+    }
+
+    /// Every server's statistics.
+    pub fn stats(&self) -> Result<Vec<newcache_transport::ServerStats>> {
+        Ok(self.inner.transport.stats()?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn assert_send_sync<T: Send + Sync + Clone>() {}
+
+    #[test]
+    fn cache_is_send_sync_and_clone() {
+        assert_send_sync::<Cache>();
+    }
+
+    #[test]
+    fn set_options_convert_from_ttls_and_seconds() {
+        assert_eq!(SetOptions::from(60), SetOptions::new(Ttl::Seconds(60)));
+        assert_eq!(
+            SetOptions::from(Ttl::Forever).no_herd(),
+            SetOptions {
+                ttl: Ttl::Forever,
+                herd: Some(false)
+            }
+        );
+    }
+
+    #[cfg(feature = "text")]
+    #[test]
+    fn building_never_touches_a_server() {
+        // Nothing listens on port 1: building must still succeed at once.
+        let cache = Cache::from_url("newcache://127.0.0.1:1/").unwrap();
+        assert_eq!(
+            cache.wire_key("games").unwrap(),
+            b"-1-dd27204535de317c6202952eeb2043fad52e3fec"
+        );
+        assert!(cache.get::<String>("games").is_err());
+    }
+}

@@ -1,1 +1,167 @@
-fn main() {}
+//! `newcache`: look at and change what a Rust service cached.
+//!
+//! ```text
+//! newcache [--url URL] key KEY              print the wire key (no server needed)
+//! newcache [--url URL] get KEY              print the value; exit 1 on a miss
+//! newcache [--url URL] set KEY VALUE [--ttl SECS|forever] [--no-herd]
+//! newcache [--url URL] add KEY VALUE [--ttl SECS|forever] [--no-herd]   exit 1 when not stored
+//! newcache [--url URL] delete KEY           exit 1 when the key held nothing
+//! newcache [--url URL] incr KEY [DELTA]     print the new value
+//! newcache [--url URL] decr KEY [DELTA]     print the new value
+//! newcache [--url URL] flush
+//! newcache [--url URL] stats
+//! ```
+//!
+//! The URL comes from `--url`, else `$NEWCACHE_URL`, else `newcache://127.0.0.1:11211/`.
+//! Values on the command line are stored as text (flag 16). Errors go to stderr, exit 2.
+
+use std::io::Write;
+use std::process::ExitCode;
+
+use newcache::{Cache, SetOptions, Ttl};
+
+const USAGE: &str = "usage: newcache [--url URL] <command>
+commands:
+  key KEY                                   print the wire key (no server needed)
+  get KEY                                   print the value; exit 1 on a miss
+  set KEY VALUE [--ttl SECS|forever] [--no-herd]
+  add KEY VALUE [--ttl SECS|forever] [--no-herd]   exit 1 when not stored
+  delete KEY                                exit 1 when the key held nothing
+  incr KEY [DELTA]                          print the new value
+  decr KEY [DELTA]                          print the new value
+  flush                                     invalidate every item
+  stats                                     print every server's statistics
+The URL comes from --url, else $NEWCACHE_URL, else newcache://127.0.0.1:11211/";
+
+const DEFAULT_URL: &str = "newcache://127.0.0.1:11211/";
+
+struct Args {
+    url: Option<String>,
+    ttl: Option<Ttl>,
+    no_herd: bool,
+    words: Vec<String>,
+}
+
+fn parse_args(raw: Vec<String>) -> Result<Args, String> {
+    let mut args = Args {
+        url: None,
+        ttl: None,
+        no_herd: false,
+        words: Vec::new(),
+    };
+    let mut it = raw.into_iter();
+    while let Some(arg) = it.next() {
+        match arg.as_str() {
+            "--url" => args.url = Some(it.next().ok_or("--url needs a value")?),
+            "--ttl" => {
+                let v = it
+                    .next()
+                    .ok_or("--ttl needs a value (seconds or forever)")?;
+                args.ttl =
+                    Some(match v.as_str() {
+                        "forever" => Ttl::Forever,
+                        s => Ttl::Seconds(s.parse().map_err(|_| {
+                            format!("--ttl {s:?}: use a number of seconds or forever")
+                        })?),
+                    });
+            }
+            "--no-herd" => args.no_herd = true,
+            "--" => args.words.extend(it.by_ref()),
+            s if s.starts_with("--url=") => args.url = Some(s["--url=".len()..].to_string()),
+            s if s.starts_with("--") && s.len() > 2 => return Err(format!("unknown option {s}")),
+            _ => args.words.push(arg),
+        }
+    }
+    Ok(args)
+}
+
+enum Outcome {
+    Ok,
+    No,
+}
+
+fn run(args: Args) -> Result<Outcome, String> {
+    let url = args
+        .url
+        .or_else(|| std::env::var("NEWCACHE_URL").ok())
+        .unwrap_or_else(|| DEFAULT_URL.to_string());
+    let cache = Cache::from_url(&url).map_err(|e| e.to_string())?;
+    let words: Vec<&str> = args.words.iter().map(String::as_str).collect();
+    let mut options = SetOptions::new(args.ttl.unwrap_or(Ttl::Default));
+    if args.no_herd {
+        options = options.no_herd();
+    }
+    let mut out = std::io::stdout().lock();
+    let mut say = |line: &str| writeln!(out, "{line}").map_err(|e| e.to_string());
+    let delta = |d: Option<&&str>| -> Result<u64, String> {
+        d.map_or(Ok(1), |d| {
+            d.parse()
+                .map_err(|_| format!("DELTA {d:?} is not a non-negative integer"))
+        })
+    };
+    let e = |e: newcache::Error| e.to_string();
+    match words.as_slice() {
+        ["key", key] => {
+            let wire = cache.wire_key(key).map_err(e)?;
+            say(&String::from_utf8_lossy(&wire))?;
+        }
+        ["get", key] => match cache.get_raw(key).map_err(e)? {
+            Some(v) => say(&v.display())?,
+            None => return Ok(Outcome::No),
+        },
+        ["set", key, value] => cache.set(key, *value, options).map_err(e)?,
+        ["add", key, value] => {
+            if !cache.add(key, *value, options).map_err(e)? {
+                return Ok(Outcome::No);
+            }
+        }
+        ["delete", key] => {
+            if !cache.delete(key).map_err(e)? {
+                return Ok(Outcome::No);
+            }
+        }
+        ["incr", key, rest @ ..] if rest.len() <= 1 => say(&cache
+            .incr(key, delta(rest.first())?)
+            .map_err(e)?
+            .to_string())?,
+        ["decr", key, rest @ ..] if rest.len() <= 1 => say(&cache
+            .decr(key, delta(rest.first())?)
+            .map_err(e)?
+            .to_string())?,
+        ["flush"] => cache.clear().map_err(e)?,
+        ["stats"] => {
+            for server in cache.stats().map_err(e)? {
+                for (name, value) in &server.stats {
+                    say(&format!("{} {name} {value}", server.server))?;
+                }
+            }
+        }
+        ["help"] => say(USAGE)?,
+        [] => return Err("no command given".into()),
+        [cmd, ..] => return Err(format!("bad arguments for {cmd:?}")),
+    }
+    Ok(Outcome::Ok)
+}
+
+fn main() -> ExitCode {
+    let raw: Vec<String> = std::env::args().skip(1).collect();
+    if raw.iter().any(|a| a == "-h" || a == "--help") {
+        println!("{USAGE}");
+        return ExitCode::SUCCESS;
+    }
+    match parse_args(raw).and_then(run) {
+        Ok(Outcome::Ok) => ExitCode::SUCCESS,
+        Ok(Outcome::No) => ExitCode::from(1),
+        Err(msg) => {
+            eprintln!("newcache: {msg}");
+            if !msg.contains('\n')
+                && (msg.starts_with("bad arguments")
+                    || msg.starts_with("no command")
+                    || msg.starts_with("unknown option"))
+            {
+                eprintln!("{USAGE}");
+            }
+            ExitCode::from(2)
+        }
+    }
+}

@@ -1,0 +1,794 @@
+//! Configuration: the `newcache://` URL and the [`Builder`].
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use newcache_herd::{Clock, SystemClock, Ttl, DEFAULT_HERD_TIMEOUT};
+use newcache_keyfn::{HashedKey, KeyFunction, PrefixedKey};
+use newcache_transport::{Transport, DEFAULT_ITEM_SIZE_LIMIT};
+
+use crate::error::{Error, Result};
+use crate::Cache;
+
+/// Which transport carries the items.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TransportKind {
+    /// memcached's text protocol in Rust (feature `text`, the default).
+    Text,
+    /// The in-process memory transport (feature `memory`): no server, for tests and demos.
+    Memory,
+    /// libmemcached, in binary (`true`) or text mode (feature `binary`).
+    Libmemcached {
+        /// Binary protocol (`binary=true` in the URL) rather than text.
+        binary: bool,
+    },
+}
+
+/// Which built-in key function to use.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyFunctionKind {
+    /// `{flavor}-{version}-{sha1 hex}` (django-newcache's, the default).
+    Newcache,
+    /// `{key_prefix}:{version}:{key}` (Django's own default).
+    Django {
+        /// Django's KEY_PREFIX.
+        key_prefix: String,
+    },
+}
+
+/// Every setting of a cache, as parsed from a URL or set on a [`Builder`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// Servers as `host:port` (port 11211 when omitted).
+    pub servers: Vec<String>,
+    /// Key flavor (`FLAVOR` in django-newcache), default empty.
+    pub flavor: String,
+    /// Key version (`CACHE_VERSION`), default 1.
+    pub version: u32,
+    /// The built-in key function, unless a custom one is given to the builder.
+    pub key_function: KeyFunctionKind,
+    /// Seconds an enveloped item outlives its soft expiry (`CACHE_HERD_TIMEOUT`), default 60.
+    pub herd_timeout: u32,
+    /// Herd protection for stores that do not say otherwise, default on.
+    pub herd: bool,
+    /// TTL of stores given [`Ttl::Default`], default 300 s.
+    pub default_ttl: Ttl,
+    /// The transport.
+    pub transport: TransportKind,
+    /// Connect timeout, default 250 ms.
+    pub connect_timeout: Duration,
+    /// Read timeout, default 500 ms.
+    pub read_timeout: Duration,
+    /// Write timeout, default 500 ms.
+    pub write_timeout: Duration,
+    /// Idle connections kept per server, default 16.
+    pub max_idle_per_server: usize,
+    /// The servers' item size limit in bytes (memcached's `-I`), default 1 MiB.
+    pub item_size_limit: usize,
+    /// libmemcached behaviors by pylibmc's names (`behaviors.NAME=value` in the URL), in the
+    /// order given; only the libmemcached transport takes them.
+    pub behaviors: Vec<(String, String)>,
+    /// SASL user name (libmemcached binary mode).
+    pub username: Option<String>,
+    /// SASL password (libmemcached binary mode).
+    pub password: Option<Secret>,
+}
+
+/// A password: compared and used as given, never shown by `Debug`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(pub String);
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            servers: vec!["127.0.0.1:11211".into()],
+            flavor: String::new(),
+            version: 1,
+            key_function: KeyFunctionKind::Newcache,
+            herd_timeout: DEFAULT_HERD_TIMEOUT,
+            herd: true,
+            default_ttl: Ttl::Seconds(300),
+            transport: TransportKind::Text,
+            connect_timeout: Duration::from_millis(250),
+            read_timeout: Duration::from_millis(500),
+            write_timeout: Duration::from_millis(500),
+            max_idle_per_server: 16,
+            item_size_limit: DEFAULT_ITEM_SIZE_LIMIT,
+            behaviors: Vec::new(),
+            username: None,
+            password: None,
+        }
+    }
+}
+
+fn bad(msg: impl fmt::Display) -> Error {
+    Error::Config(msg.to_string())
+}
+
+fn parse_num<T: std::str::FromStr>(name: &str, value: &str) -> Result<T> {
+    value
+        .parse()
+        .map_err(|_| bad(format_args!("{name}={value:?} is not a valid number")))
+}
+
+fn parse_bool(name: &str, value: &str) -> Result<bool> {
+    match value {
+        "true" | "1" | "yes" | "on" => Ok(true),
+        "false" | "0" | "no" | "off" => Ok(false),
+        _ => Err(bad(format_args!(
+            "{name}={value:?} is not a boolean (use true or false)"
+        ))),
+    }
+}
+
+fn parse_ttl(name: &str, value: &str) -> Result<Ttl> {
+    match value {
+        "forever" | "none" | "never" => Ok(Ttl::Forever),
+        _ => Ok(Ttl::Seconds(parse_num(name, value)?)),
+    }
+}
+
+fn percent_decode(name: &str, s: &str) -> Result<String> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while let Some(&b) = bytes.get(i) {
+        match b {
+            b'%' => {
+                let hex = bytes
+                    .get(i + 1..i + 3)
+                    .and_then(|h| std::str::from_utf8(h).ok())
+                    .and_then(|h| u8::from_str_radix(h, 16).ok())
+                    .ok_or_else(|| bad(format_args!("{name}: bad percent-escape in {s:?}")))?;
+                out.push(hex);
+                i += 3;
+            }
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            _ => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).map_err(|_| bad(format_args!("{name}: {s:?} is not UTF-8")))
+}
+
+/// Checks a server entry: `host`, `host:port`, or `[v6]:port`.
+fn parse_server(entry: &str) -> Result<String> {
+    let entry = entry.trim();
+    if entry.is_empty() {
+        return Err(bad("empty server entry in the server list"));
+    }
+    let (host, rest) = if let Some(rest) = entry.strip_prefix('[') {
+        let (host, after) = rest
+            .split_once(']')
+            .ok_or_else(|| bad(format_args!("server {entry:?}: unclosed '['")))?;
+        (format!("[{host}]"), after.strip_prefix(':'))
+    } else {
+        match entry.split_once(':') {
+            Some((h, p)) => (h.to_string(), Some(p)),
+            None => (entry.to_string(), None),
+        }
+    };
+    let (port, weight) = match rest.map(|r| r.split_once(':')) {
+        Some(Some((p, w))) => (Some(p), Some(w)),
+        Some(None) => (rest, None),
+        None => (None, None),
+    };
+    if host.is_empty() || host.contains(['/', '?', ' ']) {
+        return Err(bad(format_args!("server {entry:?}: bad host")));
+    }
+    let port: u16 = match port {
+        None => 11211,
+        Some(p) => p.parse().ok().filter(|p| *p != 0).ok_or_else(|| {
+            bad(format_args!(
+                "server {entry:?}: port {p:?} is not a number from 1 to 65535"
+            ))
+        })?,
+    };
+    match weight {
+        None => Ok(format!("{host}:{port}")),
+        Some(w) => {
+            let w: u32 = w.parse().ok().filter(|w| *w > 0).ok_or_else(|| {
+                bad(format_args!(
+                    "server {entry:?}: weight {w:?} is not a positive number"
+                ))
+            })?;
+            Ok(format!("{host}:{port}:{w}"))
+        }
+    }
+}
+
+impl Config {
+    /// Parses a `newcache://` URL:
+    /// `newcache://host:port;host:port/?flavor=staging&version=2&herd_timeout=60&timeout=300`.
+    ///
+    /// Servers are split by `;` (or `,`). Parameters: `flavor`, `version`, `herd_timeout`,
+    /// `herd` (`on`/`off`), `timeout` (the default TTL in seconds, or `forever`),
+    /// `key_function` (`newcache` or `django`), `key_prefix`, `transport` (`text`, `memory`,
+    /// `libmemcached`), `binary` (`true` selects libmemcached's binary protocol),
+    /// `connect_timeout`, `read_timeout`, `write_timeout` (milliseconds), `max_idle`,
+    /// `item_size_limit` (bytes); with libmemcached, `behaviors.NAME=value` (pylibmc's behavior
+    /// names) and `username`/`password` for SASL. Servers may carry a weight
+    /// (`host:port:weight`). An unknown, repeated or malformed parameter is an error.
+    pub fn from_url(url: &str) -> Result<Config> {
+        let rest = url.strip_prefix("newcache://").ok_or_else(|| {
+            bad(format_args!(
+                "URL {url:?} must start with newcache:// (e.g. newcache://127.0.0.1:11211/)"
+            ))
+        })?;
+        let (hosts, query) = match rest.split_once('?') {
+            Some((h, q)) => (h, q),
+            None => (rest, ""),
+        };
+        let hosts = hosts.strip_suffix('/').unwrap_or(hosts);
+        if hosts.contains('/') {
+            return Err(bad(format_args!(
+                "URL {url:?}: unexpected path after the servers"
+            )));
+        }
+        let mut config = Config {
+            servers: hosts
+                .split([';', ','])
+                .filter(|s| !s.trim().is_empty())
+                .map(parse_server)
+                .collect::<Result<_>>()?,
+            ..Config::default()
+        };
+        let mut seen: Vec<String> = Vec::new();
+        let mut binary: Option<bool> = None;
+        let mut transport: Option<TransportKind> = None;
+        let mut key_function: Option<String> = None;
+        let mut key_prefix: Option<String> = None;
+        for pair in query.split('&').filter(|p| !p.is_empty()) {
+            let (name, raw) = pair
+                .split_once('=')
+                .ok_or_else(|| bad(format_args!("parameter {pair:?} has no value (name=value)")))?;
+            let value = percent_decode(name, raw)?;
+            let value = value.as_str();
+            if seen.iter().any(|s| s == name) {
+                return Err(bad(format_args!("parameter {name} is given twice")));
+            }
+            seen.push(name.to_string());
+            match name {
+                "flavor" => config.flavor = value.to_string(),
+                "version" => config.version = parse_num(name, value)?,
+                "herd_timeout" => config.herd_timeout = parse_num(name, value)?,
+                "herd" => {
+                    config.herd = match value {
+                        "reinsert" | "on" | "true" => true,
+                        "off" | "false" | "none" => false,
+                        _ => return Err(bad(format_args!("herd={value:?}: use reinsert (on) or off"))),
+                    }
+                }
+                "timeout" => config.default_ttl = parse_ttl(name, value)?,
+                "key_function" => key_function = Some(value.to_string()),
+                "key_prefix" => key_prefix = Some(value.to_string()),
+                "transport" => {
+                    transport = Some(match value {
+                        "text" => TransportKind::Text,
+                        "memory" => TransportKind::Memory,
+                        "libmemcached" => TransportKind::Libmemcached { binary: false },
+                        _ => {
+                            return Err(bad(format_args!(
+                                "transport={value:?}: use text, memory or libmemcached"
+                            )))
+                        }
+                    })
+                }
+                "binary" => binary = Some(parse_bool(name, value)?),
+                "connect_timeout" => {
+                    config.connect_timeout = Duration::from_millis(parse_num(name, value)?)
+                }
+                "read_timeout" => config.read_timeout = Duration::from_millis(parse_num(name, value)?),
+                "write_timeout" => {
+                    config.write_timeout = Duration::from_millis(parse_num(name, value)?)
+                }
+                "max_idle" => config.max_idle_per_server = parse_num(name, value)?,
+                "item_size_limit" => config.item_size_limit = parse_num(name, value)?,
+                "username" => config.username = Some(value.to_string()),
+                "password" => config.password = Some(Secret(value.to_string())),
+                n if n.starts_with("behaviors.") => {
+                    let behavior = &n["behaviors.".len()..];
+                    check_behavior(behavior, value)?;
+                    config.behaviors.push((behavior.to_string(), value.to_string()));
+                }
+                _ => {
+                    return Err(bad(format_args!(
+                        "unknown parameter {name:?}; known: flavor, version, herd_timeout, herd, timeout, key_function, key_prefix, transport, binary, connect_timeout, read_timeout, write_timeout, max_idle, item_size_limit, username, password, behaviors.NAME"
+                    )))
+                }
+            }
+        }
+        config.transport = match (transport, binary) {
+            (Some(TransportKind::Libmemcached { .. }), b) => TransportKind::Libmemcached {
+                binary: b.unwrap_or(false),
+            },
+            (None, Some(true)) => TransportKind::Libmemcached { binary: true },
+            (Some(t), Some(true)) => {
+                return Err(bad(format_args!(
+                    "binary=true asks for libmemcached, but transport={t:?} was given too"
+                )))
+            }
+            (t, _) => t.unwrap_or(TransportKind::Text),
+        };
+        config.key_function = match (key_function.as_deref(), key_prefix) {
+            (None | Some("newcache"), None) => KeyFunctionKind::Newcache,
+            (Some("newcache"), Some(_)) | (None, Some(_)) => return Err(bad(
+                "key_prefix goes with key_function=django (the newcache key function uses flavor)",
+            )),
+            (Some("django"), prefix) => KeyFunctionKind::Django {
+                key_prefix: prefix.unwrap_or_default(),
+            },
+            (Some(other), _) => {
+                return Err(bad(format_args!(
+                    "key_function={other:?}: use newcache or django"
+                )))
+            }
+        };
+        let libmemcached = matches!(config.transport, TransportKind::Libmemcached { .. });
+        if !config.behaviors.is_empty() && !libmemcached {
+            return Err(bad(
+                "behaviors.* are libmemcached's: use them with binary=true or transport=libmemcached",
+            ));
+        }
+        if config.username.is_some() != config.password.is_some() {
+            return Err(bad("give both username and password, or neither"));
+        }
+        if config.username.is_some()
+            && config.transport != (TransportKind::Libmemcached { binary: true })
+        {
+            return Err(bad(
+                "SASL (username/password) needs libmemcached's binary protocol: add binary=true",
+            ));
+        }
+        if config.servers.is_empty() && config.transport != TransportKind::Memory {
+            return Err(bad(format_args!(
+                "URL {url:?} names no server (e.g. newcache://127.0.0.1:11211/)"
+            )));
+        }
+        Ok(config)
+    }
+}
+
+/// Builds a [`Cache`]: every URL setting, plus a custom key function, transport or clock.
+///
+/// ```
+/// use newcache::{Cache, Ttl};
+/// # #[cfg(feature = "memory")] {
+/// let cache = Cache::builder()
+///     .memory()
+///     .flavor("staging")
+///     .version(2)
+///     .default_ttl(Ttl::Seconds(60))
+///     .build()
+///     .unwrap();
+/// assert_eq!(cache.wire_key("games").unwrap(), b"staging-2-dd27204535de317c6202952eeb2043fad52e3fec");
+/// # }
+/// ```
+#[derive(Clone, Default)]
+#[must_use]
+pub struct Builder {
+    config: Config,
+    key_function: Option<Arc<dyn KeyFunction>>,
+    transport: Option<Arc<dyn Transport>>,
+    clock: Option<Arc<dyn Clock>>,
+}
+
+impl fmt::Debug for Builder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Builder")
+            .field("config", &self.config)
+            .field("custom_key_function", &self.key_function.is_some())
+            .field("custom_transport", &self.transport)
+            .finish()
+    }
+}
+
+impl Builder {
+    /// A builder with every default (one server at 127.0.0.1:11211, text transport).
+    pub fn new() -> Self {
+        Builder::default()
+    }
+
+    /// A builder starting from a parsed configuration.
+    pub fn from_config(config: Config) -> Self {
+        Builder {
+            config,
+            ..Builder::default()
+        }
+    }
+
+    /// A builder starting from a `newcache://` URL (see [`Config::from_url`]).
+    pub fn from_url(url: &str) -> Result<Self> {
+        Ok(Builder::from_config(Config::from_url(url)?))
+    }
+
+    /// The servers, as `host:port` (or `host`, port 11211).
+    pub fn servers<I, S>(mut self, servers: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.config.servers = servers.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// The key flavor (django-newcache's `FLAVOR`).
+    pub fn flavor(mut self, flavor: impl Into<String>) -> Self {
+        self.config.flavor = flavor.into();
+        self
+    }
+
+    /// The key version (django-newcache's `CACHE_VERSION`).
+    pub fn version(mut self, version: u32) -> Self {
+        self.config.version = version;
+        self
+    }
+
+    /// Django's own key function, `{key_prefix}:{version}:{key}`.
+    pub fn django_keys(mut self, key_prefix: impl Into<String>) -> Self {
+        self.config.key_function = KeyFunctionKind::Django {
+            key_prefix: key_prefix.into(),
+        };
+        self
+    }
+
+    /// A custom key function (django-newcache's `CACHE_KEY_MODULE`): any [`KeyFunction`],
+    /// including a `Fn(&str) -> String` closure. Flavor and version are then its business.
+    pub fn key_function(mut self, key_function: impl KeyFunction + 'static) -> Self {
+        self.key_function = Some(Arc::new(key_function));
+        self
+    }
+
+    /// The herd timeout in seconds (`CACHE_HERD_TIMEOUT`), default 60.
+    pub fn herd_timeout(mut self, seconds: u32) -> Self {
+        self.config.herd_timeout = seconds;
+        self
+    }
+
+    /// Herd protection by default (on unless turned off).
+    pub fn herd(mut self, on: bool) -> Self {
+        self.config.herd = on;
+        self
+    }
+
+    /// The TTL of stores given [`Ttl::Default`] (300 s unless set).
+    pub fn default_ttl(mut self, ttl: Ttl) -> Self {
+        self.config.default_ttl = ttl;
+        self
+    }
+
+    /// Connect timeout.
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.config.connect_timeout = timeout;
+        self
+    }
+
+    /// Read timeout.
+    pub fn read_timeout(mut self, timeout: Duration) -> Self {
+        self.config.read_timeout = timeout;
+        self
+    }
+
+    /// Write timeout.
+    pub fn write_timeout(mut self, timeout: Duration) -> Self {
+        self.config.write_timeout = timeout;
+        self
+    }
+
+    /// Idle connections kept per server.
+    pub fn max_idle_per_server(mut self, n: usize) -> Self {
+        self.config.max_idle_per_server = n;
+        self
+    }
+
+    /// The servers' item size limit (memcached's `-I`); larger values are refused unsent.
+    pub fn item_size_limit(mut self, bytes: usize) -> Self {
+        self.config.item_size_limit = bytes;
+        self
+    }
+
+    /// Use the in-process memory transport (feature `memory`).
+    pub fn memory(mut self) -> Self {
+        self.config.transport = TransportKind::Memory;
+        self
+    }
+
+    /// Use libmemcached (feature `binary`): its binary protocol when `binary`, else its text mode.
+    pub fn libmemcached(mut self, binary: bool) -> Self {
+        self.config.transport = TransportKind::Libmemcached { binary };
+        self
+    }
+
+    /// Sets a libmemcached behavior by pylibmc's name (e.g. `("hash", "crc")`); checked when the
+    /// cache is built.
+    pub fn behavior(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.config.behaviors.push((name.into(), value.into()));
+        self
+    }
+
+    /// SASL credentials (libmemcached binary mode).
+    pub fn credentials(mut self, username: impl Into<String>, password: impl Into<String>) -> Self {
+        self.config.username = Some(username.into());
+        self.config.password = Some(Secret(password.into()));
+        self
+    }
+
+    /// Use this transport instead of building one from the configuration (e.g. a wrapper).
+    pub fn transport(mut self, transport: Arc<dyn Transport>) -> Self {
+        self.transport = Some(transport);
+        self
+    }
+
+    /// Use this clock for soft expiries (tests inject a manual clock).
+    pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = Some(clock);
+        self
+    }
+
+    /// The configuration so far.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Builds the cache. Never blocks on a server: connections open on first use.
+    pub fn build(self) -> Result<Cache> {
+        let config = self.config;
+        let key_function: Arc<dyn KeyFunction> = match self.key_function {
+            Some(kf) => kf,
+            None => match &config.key_function {
+                KeyFunctionKind::Newcache => {
+                    Arc::new(HashedKey::new(config.flavor.clone(), config.version))
+                }
+                KeyFunctionKind::Django { key_prefix } => {
+                    Arc::new(PrefixedKey::new(key_prefix.clone(), config.version))
+                }
+            },
+        };
+        let transport = match self.transport {
+            Some(t) => t,
+            None => build_transport(&config)?,
+        };
+        let clock = self.clock.unwrap_or_else(|| Arc::new(SystemClock));
+        Ok(Cache::from_parts(config, key_function, transport, clock))
+    }
+}
+
+fn build_transport(config: &Config) -> Result<Arc<dyn Transport>> {
+    match config.transport {
+        TransportKind::Text => build_text(config),
+        TransportKind::Memory => build_memory(config),
+        TransportKind::Libmemcached { binary } => build_libmemcached(config, binary),
+    }
+}
+
+#[cfg(feature = "binary")]
+fn check_behavior(name: &str, value: &str) -> Result<()> {
+    newcache_transport_binary::Behaviors::default()
+        .set(name, value)
+        .map_err(bad)
+}
+
+#[cfg(not(feature = "binary"))]
+fn check_behavior(name: &str, _: &str) -> Result<()> {
+    Err(bad(format_args!(
+        "behaviors.{name}: libmemcached behaviors need the `binary` feature of newcache"
+    )))
+}
+
+#[cfg(feature = "binary")]
+fn build_libmemcached(config: &Config, binary: bool) -> Result<Arc<dyn Transport>> {
+    use newcache_transport_binary::{Behaviors, BinaryConfig, BinaryTransport};
+    // The cache's timeouts, unless behaviors name libmemcached's own.
+    let mut behaviors = Behaviors {
+        connect_timeout: Some(config.connect_timeout),
+        poll_timeout: Some(config.read_timeout.max(config.write_timeout)),
+        ..Behaviors::default()
+    };
+    for (name, value) in &config.behaviors {
+        behaviors.set(name, value).map_err(bad)?;
+    }
+    let transport = BinaryTransport::new(BinaryConfig {
+        servers: config.servers.clone(),
+        binary_protocol: binary,
+        behaviors,
+        username: config.username.clone(),
+        password: config.password.as_ref().map(|p| p.0.clone()),
+        pool_size: config.max_idle_per_server.max(1),
+        item_size_limit: config.item_size_limit,
+    })?;
+    Ok(Arc::new(transport))
+}
+
+#[cfg(not(feature = "binary"))]
+fn build_libmemcached(_: &Config, binary: bool) -> Result<Arc<dyn Transport>> {
+    Err(bad(format_args!(
+        "{} asks for libmemcached, but this build of newcache lacks the `binary` feature; enable it in Cargo.toml (newcache = {{ features = [\"binary\"] }}); newcache never falls back to another transport silently",
+        if binary { "binary=true" } else { "transport=libmemcached" }
+    )))
+}
+
+#[cfg(feature = "text")]
+fn build_text(config: &Config) -> Result<Arc<dyn Transport>> {
+    use newcache_transport_text::{TextConfig, TextTransport};
+    if let Some(weighted) = config
+        .servers
+        .iter()
+        .find(|s| s.matches(':').count() == 2 && !s.starts_with('['))
+    {
+        return Err(bad(format_args!(
+            "server {weighted:?} has a weight; the text transport places keys by modula and takes no weights yet (use binary=true with behaviors.ketama_weighted=true)"
+        )));
+    }
+    let servers = config
+        .servers
+        .iter()
+        .map(|s| parse_server(s))
+        .collect::<Result<Vec<_>>>()?;
+    let transport = TextTransport::new(TextConfig {
+        servers,
+        connect_timeout: config.connect_timeout,
+        read_timeout: config.read_timeout,
+        write_timeout: config.write_timeout,
+        max_idle_per_server: config.max_idle_per_server,
+        item_size_limit: config.item_size_limit,
+    })?;
+    Ok(Arc::new(transport))
+}
+
+#[cfg(not(feature = "text"))]
+fn build_text(_: &Config) -> Result<Arc<dyn Transport>> {
+    Err(bad(
+        "the text transport needs the `text` feature of newcache (on by default)",
+    ))
+}
+
+#[cfg(feature = "memory")]
+fn build_memory(config: &Config) -> Result<Arc<dyn Transport>> {
+    Ok(Arc::new(
+        newcache_transport::MemoryTransport::with_item_size_limit(config.item_size_limit),
+    ))
+}
+
+#[cfg(not(feature = "memory"))]
+fn build_memory(_: &Config) -> Result<Arc<dyn Transport>> {
+    Err(bad(
+        "transport=memory needs the `memory` feature of newcache",
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_seeds_url_parses() {
+        let c = Config::from_url(
+            "newcache://127.0.0.1:11211;127.0.0.1:11212/?flavor=staging&version=2&herd_timeout=60&timeout=300&binary=false",
+        )
+        .unwrap();
+        assert_eq!(c.servers, ["127.0.0.1:11211", "127.0.0.1:11212"]);
+        assert_eq!(c.flavor, "staging");
+        assert_eq!(c.version, 2);
+        assert_eq!(c.herd_timeout, 60);
+        assert_eq!(c.default_ttl, Ttl::Seconds(300));
+        assert_eq!(c.transport, TransportKind::Text);
+    }
+
+    #[test]
+    fn defaults_fill_what_the_url_leaves_out() {
+        let c = Config::from_url("newcache://cache.internal").unwrap();
+        assert_eq!(c.servers, ["cache.internal:11211"]);
+        assert_eq!(
+            c,
+            Config {
+                servers: c.servers.clone(),
+                ..Config::default()
+            }
+        );
+        let c = Config::from_url("newcache://[::1]:11300/").unwrap();
+        assert_eq!(c.servers, ["[::1]:11300"]);
+    }
+
+    #[test]
+    fn key_functions_transports_and_timeouts_are_chosen_by_url() {
+        let c = Config::from_url(
+            "newcache://a:1/?key_function=django&key_prefix=my%20site&transport=memory&timeout=forever&connect_timeout=100&read_timeout=200&write_timeout=300&herd=off",
+        )
+        .unwrap();
+        assert_eq!(
+            c.key_function,
+            KeyFunctionKind::Django {
+                key_prefix: "my site".into()
+            }
+        );
+        assert_eq!(c.transport, TransportKind::Memory);
+        assert_eq!(c.default_ttl, Ttl::Forever);
+        assert_eq!(c.connect_timeout, Duration::from_millis(100));
+        assert_eq!(c.read_timeout, Duration::from_millis(200));
+        assert_eq!(c.write_timeout, Duration::from_millis(300));
+        assert!(!c.herd);
+        let c = Config::from_url("newcache://a/?binary=true").unwrap();
+        assert_eq!(c.transport, TransportKind::Libmemcached { binary: true });
+        let c = Config::from_url("newcache://a/?transport=libmemcached").unwrap();
+        assert_eq!(c.transport, TransportKind::Libmemcached { binary: false });
+        let c = Config::from_url("newcache:///?transport=memory").unwrap();
+        assert!(c.servers.is_empty());
+    }
+
+    #[test]
+    fn unknown_repeated_or_malformed_parameters_are_errors() {
+        for (url, needle) in [
+            ("memcached://a/", "newcache://"),
+            ("newcache://a/?flavour=x", "unknown parameter \"flavour\""),
+            ("newcache://a/?version=two", "version"),
+            ("newcache://a/?version=1&version=2", "twice"),
+            ("newcache://a/?timeout", "no value"),
+            ("newcache://a/?binary=maybe", "binary"),
+            ("newcache://a:99999/", "port"),
+            ("newcache://a:0/", "port"),
+            ("newcache:///", "names no server"),
+            ("newcache://a/?transport=udp", "transport"),
+            ("newcache://a/?key_function=md5", "key_function"),
+            ("newcache://a/?key_prefix=x", "key_prefix"),
+            ("newcache://a/?behaviors.ketama=true", "behaviors"),
+            ("newcache://a/?binary=true&behaviors.nonsense=1", "nonsense"),
+            ("newcache://a/?binary=true&username=u", "both"),
+            (
+                "newcache://a/?transport=libmemcached&username=u&password=p",
+                "binary=true",
+            ),
+            ("newcache://a:1:0/", "weight"),
+            ("newcache://a/?flavor=%zz", "percent"),
+            ("newcache://a/path?x=1", "path"),
+            ("newcache://a/?binary=true&transport=memory", "binary=true"),
+        ] {
+            let err = Config::from_url(url).unwrap_err().to_string();
+            assert!(err.contains(needle), "{url}: {err}");
+        }
+    }
+
+    #[cfg(feature = "binary")]
+    #[test]
+    fn behaviors_and_credentials_are_parsed_for_libmemcached() {
+        let c = Config::from_url(
+            "newcache://a:11211:2;b/?binary=true&behaviors.ketama=true&behaviors.hash=md5&username=u&password=p%40ss",
+        )
+        .unwrap();
+        assert_eq!(c.servers, ["a:11211:2", "b:11211"]);
+        assert_eq!(
+            c.behaviors,
+            [
+                ("ketama".to_string(), "true".to_string()),
+                ("hash".into(), "md5".into())
+            ]
+        );
+        assert_eq!(c.username.as_deref(), Some("u"));
+        assert_eq!(c.password, Some(Secret("p@ss".into())));
+        assert!(!format!("{c:?}").contains("p@ss"));
+        let err = Config::from_url("newcache://a/?binary=true&behaviors.hash=sha9").unwrap_err();
+        assert!(err.to_string().contains("hash"), "{err}");
+    }
+
+    #[cfg(not(feature = "binary"))]
+    #[test]
+    fn binary_without_the_feature_is_a_clear_error_not_a_fallback() {
+        let err = Builder::from_url("newcache://127.0.0.1:1/?binary=true")
+            .unwrap()
+            .build()
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("`binary` feature"), "{err}");
+    }
+}

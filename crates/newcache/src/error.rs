@@ -1,0 +1,51 @@
+//! The facade's typed errors.
+
+use newcache_keyfn::InvalidKey;
+
+/// Everything a [`crate::Cache`] operation can fail with. Each message says what to do next.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The key function made a key memcached cannot take; nothing was sent.
+    #[error(transparent)]
+    InvalidKey(#[from] InvalidKey),
+    /// `incr`/`decr` on a key that holds no value.
+    #[error("cache key {key:?} holds no value; incr/decr need an existing counter (create it first, e.g. with add or set with herd off)")]
+    NotFound {
+        /// The caller's key.
+        key: String,
+    },
+    /// `incr`/`decr` on a value that is not a decimal counter.
+    #[error("cache key {key:?} does not hold a decimal counter; store counters as integers with herd off (SetOptions::no_herd or Ttl::Forever)")]
+    NotNumeric {
+        /// The caller's key.
+        key: String,
+    },
+    /// The value could not be encoded; nothing was sent.
+    #[error("cannot encode the value for cache key {key:?}: {detail}")]
+    Encode {
+        /// The caller's key.
+        key: String,
+        /// What the codec said.
+        detail: String,
+    },
+    /// The stored value could not be read as the type asked for.
+    #[error("cannot read the value of cache key {key:?} (flags {flags:#x}) as the requested type: {detail}")]
+    Decode {
+        /// The caller's key.
+        key: String,
+        /// The item's flags.
+        flags: u32,
+        /// What the codec said.
+        detail: String,
+    },
+    /// The server or the connection failed.
+    #[error(transparent)]
+    Transport(#[from] newcache_transport::Error),
+    /// The configuration (URL or builder) is invalid.
+    #[error("invalid newcache configuration: {0}")]
+    Config(String),
+}
+
+/// Result type of every cache operation.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,476 @@
+// The `Cache` facade end to end against a real memcached: django-newcache's own tests,
+// ported, and what newcache adds. Items are read back past newcache, through the raw
+// protocol and through the `memcache` crate, an independent client.
+//
+// Included by one test file per transport, each defining `TRANSPORT`: the URL parameters
+// that select it.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use newcache::{Cache, Error, ManualClock, SetOptions, Ttl, HERD_FLAG};
+use newcache_testkit::Memcached;
+
+const NOW: u64 = 1_800_000_000;
+
+struct Env {
+    server: Memcached,
+    cache: Cache,
+    clock: ManualClock,
+}
+
+/// A fresh memcached and a cache on it with flavor `test`, version 1, a manual clock at the
+/// present, and the URL's extra parameters.
+fn env(params: &str) -> Env {
+    let server = Memcached::start();
+    let clock = ManualClock::at_secs(newcache::Clock::now_secs(&newcache::SystemClock));
+    let url = format!(
+        "newcache://{}/?flavor=test&version=1&{TRANSPORT}&{params}",
+        server.addr()
+    );
+    let cache = newcache::Builder::from_url(&url)
+        .unwrap()
+        .clock(Arc::new(clock.clone()))
+        .build()
+        .unwrap();
+    Env {
+        server,
+        cache,
+        clock,
+    }
+}
+
+impl Env {
+    fn wire(&self, key: &str) -> String {
+        String::from_utf8(self.cache.wire_key(key).unwrap()).unwrap()
+    }
+
+    /// `mg KEY f t v` on the server: (flags, remaining TTL (-1 = never), value).
+    fn meta(&self, key: &str) -> Option<(u32, i64, Vec<u8>)> {
+        let reply = self
+            .server
+            .raw(&format!("mg {} f t v\r\n", self.wire(key)), b"\r\n");
+        if reply.starts_with(b"EN") {
+            return None;
+        }
+        // VA <len> f<flags> t<ttl>\r\n<data>\r\n
+        let text = String::from_utf8_lossy(&reply).into_owned();
+        let header = text.lines().next().unwrap().to_string();
+        let mut parts = header.split(' ');
+        assert_eq!(parts.next(), Some("VA"), "{text}");
+        let len: usize = parts.next().unwrap().parse().unwrap();
+        let mut flags = 0;
+        let mut ttl = 0;
+        for p in parts {
+            match p.split_at(1) {
+                ("f", v) => flags = v.parse().unwrap(),
+                ("t", v) => ttl = v.parse().unwrap(),
+                _ => {}
+            }
+        }
+        let start = header.len() + 2;
+        let mut value = reply[start..].to_vec();
+        while value.len() < len + 2 {
+            // The rest of the value had not arrived in the first read.
+            let more = self.server.raw(&format!("get {}\r\n", self.wire(key)), b"END\r\n");
+            let text = String::from_utf8_lossy(&more);
+            let body_start = text.find("\r\n").unwrap() + 2;
+            value = more[body_start..body_start + len].to_vec();
+            value.extend_from_slice(b"\r\n");
+        }
+        value.truncate(len);
+        Some((flags, ttl, value))
+    }
+
+    /// The item as the `memcache` crate (another client) reads it: (bytes, flags).
+    fn other_client(&self, key: &str) -> Option<(Vec<u8>, u32)> {
+        let client =
+            memcache::Client::connect(format!("memcache://{}?protocol=ascii", self.server.addr()))
+                .unwrap();
+        client.get::<(Vec<u8>, u32)>(&self.wire(key)).unwrap()
+    }
+}
+
+// ---- django-newcache's tests, ported ----
+
+#[test]
+fn simple_set_get_and_delete() {
+    let e = env("");
+    e.cache.set("key", &"value", Ttl::Default).unwrap();
+    assert_eq!(e.cache.get::<String>("key").unwrap().as_deref(), Some("value"));
+    assert!(e.cache.delete("key").unwrap());
+    assert_eq!(e.cache.get::<String>("key").unwrap(), None);
+    assert!(!e.cache.delete("key").unwrap());
+}
+
+#[test]
+fn add_does_not_overwrite() {
+    let e = env("");
+    assert!(e.cache.add("addkey1", &"value", Ttl::Default).unwrap());
+    assert!(!e.cache.add("addkey1", &"newvalue", Ttl::Default).unwrap());
+    assert_eq!(e.cache.get::<String>("addkey1").unwrap().as_deref(), Some("value"));
+}
+
+#[test]
+fn incr_and_decr_work_on_a_herd_off_value() {
+    let e = env("");
+    e.cache
+        .set("answer", &41, SetOptions::new(Ttl::Default).no_herd())
+        .unwrap();
+    assert_eq!(e.cache.incr("answer", 1).unwrap(), 42);
+    assert_eq!(e.cache.get::<i64>("answer").unwrap(), Some(42));
+    assert_eq!(e.cache.incr("answer", 10).unwrap(), 52);
+    assert_eq!(e.cache.decr("answer", 10).unwrap(), 42);
+    assert_eq!(e.cache.decr("answer", 100).unwrap(), 0);
+    assert!(matches!(e.cache.incr("does_not_exist", 1), Err(Error::NotFound { key }) if key == "does_not_exist"));
+    assert!(matches!(e.cache.decr("does_not_exist", 1), Err(Error::NotFound { .. })));
+    // A herd-protected value is an envelope, not a counter: a typed error says so.
+    e.cache.set("enveloped", &5, Ttl::Seconds(60)).unwrap();
+    assert!(matches!(e.cache.incr("enveloped", 1), Err(Error::NotNumeric { .. })));
+}
+
+#[test]
+fn get_many_set_many_and_delete_many() {
+    let e = env("");
+    let failed = e
+        .cache
+        .set_many([("a", 1), ("b", 2), ("c", 3), ("ключ d", 4)], Ttl::Default)
+        .unwrap();
+    assert!(failed.is_empty(), "{failed:?}");
+    let got: HashMap<String, i32> = e
+        .cache
+        .get_many(&["a", "b", "c", "ключ d", "missing", "a"])
+        .unwrap();
+    let want: HashMap<String, i32> =
+        [("a", 1), ("b", 2), ("c", 3), ("ключ d", 4)].map(|(k, v)| (k.to_string(), v)).into();
+    assert_eq!(got, want);
+    assert_eq!(e.cache.delete_many(&["a", "c", "missing"]).unwrap(), 2);
+    let got: HashMap<String, i32> = e.cache.get_many(&["a", "b", "c"]).unwrap();
+    assert_eq!(got.keys().collect::<Vec<_>>(), ["b"]);
+}
+
+#[test]
+fn herd_keeps_an_expired_value_alive_for_herd_timeout() {
+    let e = env("herd_timeout=60");
+    e.cache.set("herd", &"old", Ttl::Seconds(10)).unwrap();
+    e.clock.advance_secs(11);
+    // The first reader after the soft expiry recomputes...
+    assert_eq!(e.cache.get::<String>("herd").unwrap(), None);
+    // ...while everyone else is served the old value, stored bare for herd_timeout.
+    assert_eq!(e.cache.get::<String>("herd").unwrap().as_deref(), Some("old"));
+    assert_eq!(e.cache.get::<String>("herd").unwrap().as_deref(), Some("old"));
+    let (flags, ttl, value) = e.meta("herd").unwrap();
+    assert_eq!(flags, 16, "re-stored bare, as text");
+    assert!((58..=60).contains(&ttl), "ttl {ttl}");
+    assert_eq!(value, b"old");
+}
+
+#[test]
+fn forever_ttls_are_stored_bare_with_herd_on_and_off() {
+    let e = env("");
+    e.cache.set("forever", &"v", Ttl::Forever).unwrap();
+    e.cache
+        .set("forever-noherd", &"v", SetOptions::new(Ttl::Forever).no_herd())
+        .unwrap();
+    for key in ["forever", "forever-noherd"] {
+        let (flags, ttl, value) = e.meta(key).unwrap();
+        assert_eq!((flags, ttl, value.as_slice()), (16, -1, &b"v"[..]), "{key}");
+    }
+    e.clock.advance_secs(10 * 365 * 24 * 3600);
+    assert_eq!(e.cache.get::<String>("forever").unwrap().as_deref(), Some("v"));
+    let e = env("timeout=forever");
+    e.cache.set("default-forever", &1u8, Ttl::Default).unwrap();
+    assert_eq!(e.meta("default-forever").unwrap().1, -1);
+}
+
+// ---- what newcache adds ----
+
+#[test]
+fn golden_keys_reach_the_server() {
+    let e = env("");
+    e.cache.set("games", &"chess", Ttl::Forever).unwrap();
+    let reply = e
+        .server
+        .raw("get test-1-dd27204535de317c6202952eeb2043fad52e3fec\r\n", b"END\r\n");
+    assert_eq!(
+        reply,
+        b"VALUE test-1-dd27204535de317c6202952eeb2043fad52e3fec 16 5\r\nchess\r\nEND\r\n"
+    );
+    assert_eq!(e.wire("hello world"), "test-1-2aae6c35c94fcfb415dbe95f408b9ce91ee846ed");
+    assert_eq!(e.wire("ünïcode ключ"), "test-1-d76f84760ebe9734977e613fdc5ecbb884dd3925");
+}
+
+#[test]
+fn the_envelope_is_marked_by_a_flag_bit_seen_on_the_server() {
+    let e = env("herd_timeout=60");
+    e.cache.set("enveloped", &"value", Ttl::Seconds(300)).unwrap();
+    let (flags, ttl, value) = e.meta("enveloped").unwrap();
+    assert_eq!(flags, 16 | HERD_FLAG);
+    assert!((358..=360).contains(&ttl), "real TTL is ttl + herd_timeout, got {ttl}");
+    assert!(value.ends_with(b"value"));
+    assert_eq!(value.len(), newcache_herd::HEADER_LEN + 5);
+    // Another client sees the same flags.
+    let (bytes, flags) = e.other_client("enveloped").unwrap();
+    assert_eq!(flags, 0x110);
+    assert_eq!(bytes, value);
+    // A user value that looks like an envelope is never mistaken for one.
+    e.cache
+        .set("lookalike", &value.as_slice(), Ttl::Seconds(300))
+        .unwrap();
+    assert_eq!(e.cache.get::<Vec<u8>>("lookalike").unwrap().unwrap(), value);
+}
+
+#[test]
+fn set_many_gives_items_the_herd_timeout_too() {
+    let e = env("herd_timeout=45");
+    e.cache.set_many([("m1", "a"), ("m2", "b")], Ttl::Seconds(100)).unwrap();
+    for key in ["m1", "m2"] {
+        let (flags, ttl, _) = e.meta(key).unwrap();
+        assert_eq!(flags, 16 | HERD_FLAG);
+        assert!((143..=145).contains(&ttl), "{key}: ttl {ttl}");
+    }
+}
+
+#[test]
+fn ttls_past_30_days_are_sent_as_absolute_times() {
+    let e = env("");
+    let sixty_days = 60 * 24 * 3600;
+    e.cache
+        .set("long", &"v", SetOptions::new(Ttl::Seconds(sixty_days)).no_herd())
+        .unwrap();
+    let (_, ttl, _) = e.meta("long").unwrap();
+    // Sent as a relative 60 days, memcached would read it as a date in 1970 and drop the item.
+    assert!((sixty_days as i64 - 5..=sixty_days as i64).contains(&ttl), "ttl {ttl}");
+    e.cache.set("long-herd", &"v", Ttl::Seconds(sixty_days)).unwrap();
+    let (_, ttl, _) = e.meta("long-herd").unwrap();
+    assert!((sixty_days as i64 + 55..=sixty_days as i64 + 60).contains(&ttl), "ttl {ttl}");
+}
+
+#[test]
+fn a_zero_ttl_expires_at_once() {
+    let e = env("");
+    e.cache.set("zero", &"v", Ttl::Forever).unwrap();
+    e.cache.set("zero", &"v", Ttl::Seconds(0)).unwrap();
+    assert_eq!(e.meta("zero"), None);
+}
+
+#[test]
+fn plain_values_carry_the_flags_python_clients_read() {
+    let e = env("");
+    let bare = SetOptions::new(Ttl::Forever);
+    e.cache.set("str", "héllo", bare).unwrap();
+    e.cache.set("int", &-12i64, bare).unwrap();
+    e.cache.set("bool", &true, bare).unwrap();
+    e.cache.set("bytes", &vec![0u8, 255], bare).unwrap();
+    e.cache.set("struct", &(1u8, "x"), bare).unwrap();
+    assert_eq!(e.other_client("str").unwrap(), ("héllo".as_bytes().to_vec(), 16));
+    assert_eq!(e.other_client("int").unwrap(), (b"-12".to_vec(), 4));
+    assert_eq!(e.other_client("bool").unwrap(), (b"1".to_vec(), 2));
+    assert_eq!(e.other_client("bytes").unwrap(), (vec![0, 255], 0));
+    assert_eq!(e.other_client("struct").unwrap().1, 0x200);
+    assert_eq!(e.cache.get::<(u8, String)>("struct").unwrap(), Some((1, "x".into())));
+    // What a Python client wrote (here: the other client), newcache reads.
+    let client =
+        memcache::Client::connect(format!("memcache://{}?protocol=ascii", e.server.addr())).unwrap();
+    client.set(&e.wire("from-python"), "7", 0).unwrap();
+    assert_eq!(e.cache.get::<u32>("from-python").unwrap(), Some(7));
+    let wrong: Result<Option<Vec<String>>, _> = e.cache.get("str");
+    assert!(matches!(wrong, Err(Error::Decode { .. })), "{wrong:?}");
+}
+
+#[test]
+fn bad_keys_send_nothing() {
+    let e = env("key_function=django&key_prefix=site");
+    let before = (e.server.stat("cmd_get"), e.server.stat("cmd_set"), e.server.stat("cmd_touch"));
+    let long = "k".repeat(300);
+    for key in ["two words", "line\nbreak", "tab\t", long.as_str()] {
+        assert!(matches!(e.cache.get::<String>(key), Err(Error::InvalidKey(_))), "{key:?}");
+        assert!(matches!(e.cache.set(key, "v", Ttl::Default), Err(Error::InvalidKey(_))));
+        assert!(matches!(e.cache.delete(key), Err(Error::InvalidKey(_))));
+        assert!(matches!(e.cache.incr(key, 1), Err(Error::InvalidKey(_))));
+        assert!(matches!(
+            e.cache.get_many::<_, String>(&["fine", key]),
+            Err(Error::InvalidKey(_))
+        ));
+        assert!(matches!(
+            e.cache.set_many([("fine", 1), (key, 2)], Ttl::Default),
+            Err(Error::InvalidKey(_))
+        ));
+    }
+    let after = (e.server.stat("cmd_get"), e.server.stat("cmd_set"), e.server.stat("cmd_touch"));
+    assert_eq!(before, after);
+    assert_eq!(e.server.stat("curr_items"), 0);
+    // The error names the key and says what to do.
+    let msg = e.cache.get::<String>("two words").unwrap_err().to_string();
+    assert!(msg.contains("two words") && msg.contains("space"), "{msg}");
+}
+
+#[test]
+fn a_value_over_the_item_size_limit_is_a_typed_error_and_is_not_sent() {
+    let e = env("");
+    let before = e.server.stat("cmd_set");
+    let big = vec![7u8; 2 * 1024 * 1024];
+    let err = e.cache.set("big", &big, Ttl::Default).unwrap_err();
+    assert!(
+        matches!(err, Error::Transport(newcache::transport::Error::ValueTooLarge { .. })),
+        "{err}"
+    );
+    assert_eq!(e.server.stat("cmd_set"), before);
+    // The connection is still good.
+    e.cache.set("small", &1, Ttl::Default).unwrap();
+    assert_eq!(e.cache.get::<i32>("small").unwrap(), Some(1));
+}
+
+#[test]
+fn a_dropped_server_gives_a_timely_error_and_a_restarted_one_is_used_again() {
+    let mut e = env("connect_timeout=200&read_timeout=300");
+    e.cache.set("k", &1, Ttl::Default).unwrap();
+    e.server.kill();
+    for _ in 0..3 {
+        let started = Instant::now();
+        let err = e.cache.get::<i32>("k").unwrap_err();
+        assert!(started.elapsed() < Duration::from_secs(1), "took {:?}", started.elapsed());
+        assert!(matches!(&err, Error::Transport(t) if t.is_connection_error()), "{err}");
+    }
+    e.server.restart();
+    // The text transport reconnects on the next request; libmemcached waits out its
+    // retry_timeout (1 s here) before it tries a failed server again.
+    let window = if TRANSPORT.contains("retry_timeout=1") {
+        Duration::from_millis(2500)
+    } else {
+        Duration::ZERO
+    };
+    let started = Instant::now();
+    let after_restart = loop {
+        match e.cache.get::<i32>("k") {
+            Ok(v) => break v,
+            Err(err) if started.elapsed() >= window => panic!("not used again: {err}"),
+            Err(_) => std::thread::sleep(Duration::from_millis(50)),
+        }
+    };
+    assert_eq!(after_restart, None, "a restarted server is empty");
+    e.cache.set("k", &2, Ttl::Default).unwrap();
+    assert_eq!(e.cache.get::<i32>("k").unwrap(), Some(2));
+}
+
+#[test]
+fn has_key_replace_touch_clear_and_get_or_set() {
+    let e = env("herd_timeout=60");
+    assert!(!e.cache.has_key("k").unwrap());
+    assert!(!e.cache.replace("k", &1, Ttl::Default).unwrap());
+    e.cache.set("k", &1, Ttl::Seconds(10)).unwrap();
+    assert!(e.cache.has_key("k").unwrap());
+    assert!(e.cache.replace("k", &2, Ttl::Seconds(10)).unwrap());
+    assert_eq!(e.cache.get::<i32>("k").unwrap(), Some(2));
+    // touch moves the soft expiry with the item's TTL.
+    assert!(e.cache.touch("k", Ttl::Seconds(1000)).unwrap());
+    let (_, ttl, _) = e.meta("k").unwrap();
+    assert!((1058..=1060).contains(&ttl), "ttl {ttl}");
+    e.clock.advance_secs(500);
+    assert!(e.cache.has_key("k").unwrap());
+    assert_eq!(e.cache.get::<i32>("k").unwrap(), Some(2));
+    assert!(!e.cache.touch("nothing", Ttl::Seconds(5)).unwrap());
+    // get_or_set runs the loader only on a miss.
+    let mut runs = 0;
+    let v: String = e.cache.get_or_set("lazy", Ttl::Default, || {
+        runs += 1;
+        "computed".to_string()
+    }).unwrap();
+    assert_eq!(v, "computed");
+    let v: String = e.cache.get_or_set("lazy", Ttl::Default, || unreachable!()).unwrap();
+    assert_eq!((v.as_str(), runs), ("computed", 1));
+    e.cache.clear().unwrap();
+    assert!(!e.cache.has_key("lazy").unwrap());
+    assert!(e.cache.stats().unwrap()[0].stats.contains_key("curr_items"));
+}
+
+#[test]
+fn one_cache_serves_many_threads() {
+    let e = env("");
+    let handles: Vec<_> = (0..8)
+        .map(|t| {
+            let cache = e.cache.clone();
+            std::thread::spawn(move || {
+                for i in 0..200 {
+                    let key = format!("t{t}-{i}");
+                    cache.set(&key, &(t * 1000 + i), Ttl::Default).unwrap();
+                    assert_eq!(cache.get::<i32>(&key).unwrap(), Some(t * 1000 + i));
+                }
+            })
+        })
+        .collect();
+    for h in handles {
+        h.join().unwrap();
+    }
+    assert_eq!(e.server.stat("curr_items"), 1600);
+}
+
+#[test]
+fn flavors_and_versions_share_a_server_without_colliding() {
+    let server = Memcached::start();
+    let url = |q: &str| format!("newcache://{}/?{TRANSPORT}&{q}", server.addr());
+    let staging = Cache::from_url(&url("flavor=staging&version=2")).unwrap();
+    let prod = Cache::from_url(&url("flavor=prod&version=2")).unwrap();
+    let staging3 = Cache::from_url(&url("flavor=staging&version=3")).unwrap();
+    staging.set("games", &"staging", Ttl::Default).unwrap();
+    prod.set("games", &"prod", Ttl::Default).unwrap();
+    assert_eq!(staging.get::<String>("games").unwrap().as_deref(), Some("staging"));
+    assert_eq!(prod.get::<String>("games").unwrap().as_deref(), Some("prod"));
+    assert_eq!(staging3.get::<String>("games").unwrap(), None, "a version bump invalidates");
+    let reply = server.raw(
+        "get staging-2-dd27204535de317c6202952eeb2043fad52e3fec\r\n",
+        b"END\r\n",
+    );
+    assert!(reply.starts_with(b"VALUE staging-2-dd27204535de317c6202952eeb2043fad52e3fec 272 "));
+}
+
+#[test]
+fn custom_key_functions_plug_in() {
+    let server = Memcached::start();
+    let cache = newcache::Builder::from_url(&format!("newcache://{}/?{TRANSPORT}", server.addr()))
+        .unwrap()
+        .key_function(|k: &str| format!("custom/{}", k.len()))
+        .build()
+        .unwrap();
+    cache.set("abc", &"v", Ttl::Forever).unwrap();
+    assert_eq!(
+        server.raw("get custom/3\r\n", b"END\r\n"),
+        b"VALUE custom/3 16 1\r\nv\r\nEND\r\n"
+    );
+    assert_eq!(cache.get::<String>("xyz").unwrap().as_deref(), Some("v"));
+}
+
+#[test]
+fn several_servers_share_the_keys() {
+    let servers = [Memcached::start(), Memcached::start(), Memcached::start()];
+    let hosts: Vec<String> = servers.iter().map(Memcached::addr).collect();
+    let cache = Cache::from_url(&format!("newcache://{}/?{TRANSPORT}", hosts.join(";"))).unwrap();
+    let items: Vec<(String, u32)> = (0..300).map(|i| (format!("key{i}"), i)).collect();
+    assert!(cache.set_many(items.clone(), Ttl::Default).unwrap().is_empty());
+    let keys: Vec<&str> = items.iter().map(|(k, _)| k.as_str()).collect();
+    let got: HashMap<String, u32> = cache.get_many(&keys).unwrap();
+    assert_eq!(got.len(), 300);
+    for s in &servers {
+        let n = s.stat("curr_items");
+        assert!((50..=150).contains(&n), "uneven placement: {n} of 300");
+    }
+}
+
+#[test]
+fn the_memory_transport_behaves_like_the_server_through_the_facade() {
+    let clock = ManualClock::at_secs(NOW);
+    let cache = newcache::Builder::from_url("newcache:///?transport=memory&flavor=test")
+        .unwrap()
+        .clock(Arc::new(clock.clone()))
+        .build()
+        .unwrap();
+    cache.set("herd", &"old", Ttl::Seconds(10)).unwrap();
+    assert!(cache.add("herd2", &1, Ttl::Default).unwrap());
+    assert!(!cache.add("herd2", &1, Ttl::Default).unwrap());
+    clock.advance_secs(11);
+    assert_eq!(cache.get::<String>("herd").unwrap(), None);
+    assert_eq!(cache.get::<String>("herd").unwrap().as_deref(), Some("old"));
+    cache.set("n", &1, SetOptions::new(Ttl::Forever).no_herd()).unwrap();
+    assert_eq!(cache.incr("n", 2).unwrap(), 3);
+}

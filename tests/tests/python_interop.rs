@@ -1,0 +1,86 @@
+//! A Django shop's Python apps share the cluster: what newcache writes, pylibmc (the client
+//! django-newcache used) reads as Python values, and the reverse. Runs Debian's python3 with
+//! python3-pylibmc against a real memcached; fails loudly when they are missing.
+
+use std::process::Command;
+
+use newcache::{Cache, SetOptions, Ttl};
+use newcache_testkit::Memcached;
+
+const PYTHON: &str = "/usr/bin/python3";
+
+fn python(script: &str) -> String {
+    let out = Command::new(PYTHON)
+        .args(["-c", script])
+        .output()
+        .unwrap_or_else(|e| {
+            panic!("cannot run {PYTHON}: {e}; install python3-pylibmc (cargo xtask test does)")
+        });
+    assert!(
+        out.status.success(),
+        "python failed (is python3-pylibmc installed? `apt-get install python3-pylibmc`):\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[test]
+fn pylibmc_reads_what_newcache_writes_and_the_reverse() {
+    let server = Memcached::start();
+    let cache = Cache::from_url(&format!("newcache://{}/?flavor=py", server.addr())).unwrap();
+    let bare = SetOptions::new(Ttl::Forever);
+    cache.set("text", "héllo", bare).unwrap();
+    cache.set("int", &42i64, bare).unwrap();
+    cache.set("bool", &true, bare).unwrap();
+    cache.set("bytes", &vec![0u8, 1, 255], bare).unwrap();
+    cache
+        .set(
+            "counter",
+            &7u64,
+            SetOptions::new(Ttl::Seconds(60)).no_herd(),
+        )
+        .unwrap();
+    let key = |k: &str| String::from_utf8(cache.wire_key(k).unwrap()).unwrap();
+    let script = format!(
+        r#"
+import pylibmc
+mc = pylibmc.Client(["{addr}"])
+for k in ["{text}", "{int}", "{boolean}", "{bytes}"]:
+    v = mc.get(k)
+    print(type(v).__name__, repr(v))
+print(mc.incr("{counter}", 3))
+mc.set("{from_py_str}", "ünï")
+mc.set("{from_py_int}", 12345)
+mc.set("{from_py_bool}", False)
+mc.set("{from_py_bytes}", b"\x00\xff")
+"#,
+        addr = server.addr(),
+        text = key("text"),
+        int = key("int"),
+        boolean = key("bool"),
+        bytes = key("bytes"),
+        counter = key("counter"),
+        from_py_str = key("from_py_str"),
+        from_py_int = key("from_py_int"),
+        from_py_bool = key("from_py_bool"),
+        from_py_bytes = key("from_py_bytes"),
+    );
+    let out = python(&script);
+    // pylibmc 1.6.3 writes True as flag 2 "1" and reads flag 2 back as an int, its own bools
+    // included: Python sees 1, exactly as for a bool pylibmc stored itself.
+    assert_eq!(
+        out, "str 'héllo'\nint 42\nint 1\nbytes b'\\x00\\x01\\xff'\n10\n",
+        "what pylibmc read"
+    );
+    assert_eq!(cache.get::<u64>("counter").unwrap(), Some(10));
+    assert_eq!(
+        cache.get::<String>("from_py_str").unwrap().as_deref(),
+        Some("ünï")
+    );
+    assert_eq!(cache.get::<i64>("from_py_int").unwrap(), Some(12345));
+    assert_eq!(cache.get::<bool>("from_py_bool").unwrap(), Some(false));
+    assert_eq!(
+        cache.get::<Vec<u8>>("from_py_bytes").unwrap(),
+        Some(vec![0, 255])
+    );
+}
