@@ -1,1 +1,201 @@
-fn main() {}
+//! Project automation, run as `cargo xtask <command>`.
+//!
+//! - `cargo xtask test`: installs memcached and libmemcached when missing (as root, from
+//!   Debian's packages), then runs the format check, clippy with `-D warnings`, and every test
+//!   of the workspace with all features.
+//! - `cargo xtask demo`: starts a memcached of its own and shows wire keys and the herd scene
+//!   (falls back to the in-process memory transport, said plainly, when memcached is absent).
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+
+const USAGE: &str = "usage: cargo xtask <test|demo>
+  test    install what is missing (memcached, libmemcached), then fmt, clippy and every test
+  demo    wire keys and the thundering-herd scene against a memcached the demo starts itself";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let result = match args.first().map(String::as_str) {
+        Some("test") => test(&args[1..]),
+        Some("demo") => demo(&args[1..]),
+        _ => {
+            eprintln!("{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(msg) => {
+            eprintln!("xtask: {msg}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."))
+}
+
+fn cargo() -> Command {
+    let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    cmd.current_dir(root());
+    cmd
+}
+
+fn run(mut cmd: Command, what: &str) -> Result<(), String> {
+    eprintln!("xtask: {what}: {cmd:?}");
+    let status = cmd
+        .status()
+        .map_err(|e| format!("{what}: cannot run: {e}"))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("{what} failed ({status})"))
+    }
+}
+
+fn on_path(bin: &str) -> bool {
+    which(bin).is_some()
+}
+
+fn which(bin: &str) -> Option<PathBuf> {
+    let mut dirs: Vec<PathBuf> = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).collect())
+        .unwrap_or_default();
+    dirs.extend(["/usr/bin", "/usr/sbin", "/usr/local/bin"].map(PathBuf::from));
+    dirs.into_iter().map(|d| d.join(bin)).find(|p| p.is_file())
+}
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| o.stdout.trim_ascii() == b"0")
+        .unwrap_or(false)
+}
+
+fn has_libmemcached() -> bool {
+    Command::new("pkg-config")
+        .args(["--exists", "libmemcached"])
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false)
+}
+
+fn deb_installed(package: &str) -> bool {
+    Command::new("dpkg-query")
+        .args(["-W", "-f=${Status}", package])
+        .output()
+        .map(|o| o.status.success() && o.stdout.ends_with(b"install ok installed"))
+        .unwrap_or(false)
+}
+
+/// Debian packages the tests need, each with the check that says it is there.
+fn missing_packages() -> Vec<&'static str> {
+    let mut missing = Vec::new();
+    if !on_path("memcached") {
+        missing.push("memcached");
+    }
+    if !on_path("pkg-config") {
+        missing.push("pkg-config");
+    }
+    if !has_libmemcached() {
+        missing.push("libmemcached-dev");
+    }
+    // The SASL test needs Cyrus SASL's PLAIN mechanism (only a Recommends of libsasl2-2).
+    if on_path("dpkg-query") && !deb_installed("libsasl2-modules") {
+        missing.push("libsasl2-modules");
+    }
+    // Debian's own python3 with pylibmc: the Python-interop tests read and write through it.
+    let pylibmc = Command::new("/usr/bin/python3")
+        .args(["-c", "import pylibmc"])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    if !pylibmc {
+        missing.push("python3-pylibmc");
+    }
+    missing
+}
+
+fn install_prerequisites() -> Result<(), String> {
+    let missing = missing_packages();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    if is_root() && on_path("apt-get") {
+        eprintln!(
+            "xtask: installing {} from Debian's packages",
+            missing.join(" ")
+        );
+        let mut update = Command::new("apt-get");
+        update.args(["update", "-qq"]);
+        run(update, "apt-get update")?;
+        let mut install = Command::new("apt-get");
+        install
+            .args(["install", "-y", "-qq", "--no-install-recommends"])
+            .args(&missing)
+            .env("DEBIAN_FRONTEND", "noninteractive");
+        run(install, "apt-get install")?;
+        let still = missing_packages();
+        if !still.is_empty() {
+            return Err(format!("still missing after install: {}", still.join(" ")));
+        }
+        return Ok(());
+    }
+    Err(format!(
+        "missing: {}. Install them first:\n  Debian/Ubuntu: sudo apt-get install memcached libmemcached-dev libsasl2-modules pkg-config python3-pylibmc\n  macOS:         brew install memcached libmemcached pkg-config",
+        missing.join(" ")
+    ))
+}
+
+fn test(args: &[String]) -> Result<(), String> {
+    install_prerequisites()?;
+    let mut fmt = cargo();
+    fmt.args(["fmt", "--all", "--check"]);
+    run(fmt, "format check")?;
+    let mut clippy = cargo();
+    clippy.args([
+        "clippy",
+        "--workspace",
+        "--all-targets",
+        "--all-features",
+        "--",
+        "-D",
+        "warnings",
+    ]);
+    run(clippy, "clippy")?;
+    // Every unit, integration and bench target (criterion runs each bench once in test
+    // mode), then the doctests, which --all-targets leaves out.
+    let mut tests = cargo();
+    tests
+        .args(["test", "--workspace", "--all-features", "--all-targets"])
+        .args(args);
+    run(tests, "tests")?;
+    let mut doc = cargo();
+    doc.args(["test", "--workspace", "--all-features", "--doc"]);
+    run(doc, "doctests")?;
+    eprintln!("xtask: all checks passed");
+    Ok(())
+}
+
+fn demo(args: &[String]) -> Result<(), String> {
+    let mut cmd = cargo();
+    cmd.args([
+        "run",
+        "--quiet",
+        "--release",
+        "-p",
+        "newcache",
+        "--features",
+        "memory",
+        "--example",
+        "demo",
+        "--",
+    ])
+    .args(args);
+    run(cmd, "demo")
+}
