@@ -178,6 +178,11 @@ fn test(args: &[String]) -> Result<(), String> {
     let mut doc = cargo();
     doc.args(["test", "--workspace", "--all-features", "--doc"]);
     run(doc, "doctests")?;
+    // The facade as a user without libmemcached builds it: default features only, where
+    // asking for binary=true must be a clear error, not a fallback.
+    let mut default = cargo();
+    default.args(["test", "-p", "newcache", "--lib"]);
+    run(default, "facade with default features")?;
     eprintln!("xtask: all checks passed");
     Ok(())
 }

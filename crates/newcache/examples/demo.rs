@@ -79,6 +79,10 @@ fn main() {
         "\nWith herd protection on, the first reader after the soft expiry recomputes and the"
     );
     println!("others keep getting the old value; without it, every reader that misses recomputes.");
+    println!(
+        "More than one recomputation per expiry with herd on is django-newcache's race: every"
+    );
+    println!("reader that fetched the stale envelope before the first re-store landed misses too.");
 }
 
 fn sep(url: &str) -> &'static str {
