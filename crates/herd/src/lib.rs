@@ -164,6 +164,63 @@ pub enum ReadDecision {
     },
 }
 
+/// Which stale policy a cache uses: what happens when readers meet a value past its soft
+/// expiry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Policy {
+    /// django-newcache's scheme, kept for exact compatibility: the reader re-stores the bare
+    /// old value for the herd timeout and reports a miss. Every reader that fetched the stale
+    /// envelope before that re-store landed also reports a miss (the seed's race).
+    Reinsert,
+    /// Single winner on any memcached: the reader claims the refresh atomically (a CAS store
+    /// of the same envelope with its soft expiry pushed forward by the herd timeout). Exactly
+    /// one reader wins the CAS and reports a miss; everyone else is served the old value. A
+    /// winner that never writes back is replaced after the herd timeout.
+    #[default]
+    Lease,
+}
+
+impl Policy {
+    /// The policy's name, as the URL's `herd=` takes it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Policy::Reinsert => "reinsert",
+            Policy::Lease => "lease",
+        }
+    }
+
+    /// Parses a name from the URL's `herd=`.
+    pub fn from_name(name: &str) -> Option<Policy> {
+        match name {
+            "reinsert" => Some(Policy::Reinsert),
+            "lease" => Some(Policy::Lease),
+            _ => None,
+        }
+    }
+}
+
+/// What a reader should do with an envelope it fetched, under a [`Policy`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StaleAction {
+    /// Before its soft expiry: serve the value.
+    Serve,
+    /// [`Policy::Reinsert`]: report a miss and store the bare old value with this exptime.
+    ReinsertBare {
+        /// Exptime of the re-stored bare value (the herd timeout).
+        exptime: u32,
+    },
+    /// [`Policy::Lease`]: try to claim the refresh by CAS-storing this envelope (the same
+    /// value) with this exptime. The reader whose CAS succeeds reports a miss and recomputes;
+    /// a reader whose CAS fails is served the old value.
+    Claim {
+        /// The envelope to store, its soft expiry pushed forward by the herd timeout.
+        envelope: Envelope,
+        /// Exptime of the claimed item: twice the herd timeout, so that when a winner never
+        /// writes back, the value is still there for the next claim.
+        exptime: u32,
+    },
+}
+
 /// The seed's stale policy ("reinsert"), with its herd timeout.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Herd {
@@ -223,6 +280,49 @@ impl Herd {
                 reinsert_exptime: self.herd_timeout.max(1),
             }
         }
+    }
+}
+
+impl Herd {
+    /// Decides what a reader does with an envelope fetched at `now_millis` under `policy`.
+    pub fn stale_action(
+        &self,
+        policy: Policy,
+        envelope: &Envelope,
+        now_millis: u64,
+    ) -> StaleAction {
+        match (self.on_read(envelope, now_millis), policy) {
+            (ReadDecision::Fresh, _) => StaleAction::Serve,
+            (ReadDecision::Stale { reinsert_exptime }, Policy::Reinsert) => {
+                StaleAction::ReinsertBare {
+                    exptime: reinsert_exptime,
+                }
+            }
+            (ReadDecision::Stale { reinsert_exptime }, Policy::Lease) => StaleAction::Claim {
+                envelope: Envelope {
+                    soft_expiry_millis: now_millis
+                        .saturating_add(u64::from(reinsert_exptime).saturating_mul(1000)),
+                    compute_millis: envelope.compute_millis,
+                },
+                exptime: reinsert_exptime.saturating_mul(2),
+            },
+        }
+    }
+
+    /// The envelope that marks a value stale at once ([`Policy`]-independent invalidation):
+    /// the next reader recomputes under the cache's policy, the others are served the old
+    /// value meanwhile. Store it with [`Herd::invalidated_exptime`].
+    pub fn invalidated(&self, envelope: Option<&Envelope>) -> Envelope {
+        Envelope {
+            soft_expiry_millis: 0,
+            compute_millis: envelope.map_or(0, |e| e.compute_millis),
+        }
+    }
+
+    /// How long an invalidated value stays available to be served stale: twice the herd
+    /// timeout (one for the claim, one for the winner to write back).
+    pub fn invalidated_exptime(&self) -> u32 {
+        self.herd_timeout.max(1).saturating_mul(2)
     }
 }
 
@@ -405,6 +505,79 @@ mod tests {
         assert!(is_enveloped(16 | HERD_FLAG));
         assert!(!is_enveloped(16));
         assert!(!is_enveloped(0xff));
+    }
+
+    #[test]
+    fn lease_claims_a_stale_envelope_by_pushing_its_soft_expiry() {
+        let clock = ManualClock::at_secs(NOW);
+        let herd = Herd::new(30);
+        let env = Envelope {
+            soft_expiry_millis: clock.now_millis() + 5_000,
+            compute_millis: 120,
+        };
+        assert_eq!(
+            herd.stale_action(Policy::Lease, &env, clock.now_millis()),
+            StaleAction::Serve
+        );
+        clock.advance_secs(6);
+        let now = clock.now_millis();
+        let StaleAction::Claim { envelope, exptime } = herd.stale_action(Policy::Lease, &env, now)
+        else {
+            panic!("a stale envelope is claimed under lease")
+        };
+        assert_eq!(envelope.soft_expiry_millis, now + 30_000);
+        assert_eq!(envelope.compute_millis, 120);
+        assert_eq!(exptime, 60);
+        // Readers that see the claimed envelope are served until the lease runs out...
+        assert_eq!(
+            herd.stale_action(Policy::Lease, &envelope, now + 29_999),
+            StaleAction::Serve
+        );
+        // ...and a winner that never wrote back is replaced by the next claim.
+        assert!(matches!(
+            herd.stale_action(Policy::Lease, &envelope, now + 30_000),
+            StaleAction::Claim { .. }
+        ));
+    }
+
+    #[test]
+    fn reinsert_keeps_the_seeds_behaviour() {
+        let herd = Herd::new(60);
+        let env = Envelope::new(NOW * 1000);
+        assert_eq!(
+            herd.stale_action(Policy::Reinsert, &env, NOW * 1000),
+            StaleAction::ReinsertBare { exptime: 60 }
+        );
+        assert_eq!(
+            herd.stale_action(Policy::Reinsert, &env, NOW * 1000 - 1),
+            StaleAction::Serve
+        );
+    }
+
+    #[test]
+    fn invalidation_makes_any_envelope_stale_at_once() {
+        let herd = Herd::new(45);
+        let env = Envelope {
+            soft_expiry_millis: u64::MAX,
+            compute_millis: 9,
+        };
+        let stale = herd.invalidated(Some(&env));
+        assert_eq!(stale.compute_millis, 9);
+        assert!(matches!(
+            herd.stale_action(Policy::Lease, &stale, 0),
+            StaleAction::Claim { .. }
+        ));
+        assert_eq!(herd.invalidated_exptime(), 90);
+        assert_eq!(Herd::new(0).invalidated_exptime(), 2);
+    }
+
+    #[test]
+    fn policies_have_url_names() {
+        for p in [Policy::Reinsert, Policy::Lease] {
+            assert_eq!(Policy::from_name(p.name()), Some(p));
+        }
+        assert_eq!(Policy::from_name("nope"), None);
+        assert_eq!(Policy::default(), Policy::Lease);
     }
 
     #[test]

@@ -4,7 +4,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use newcache_herd::{Clock, SystemClock, Ttl, DEFAULT_HERD_TIMEOUT};
+use newcache_herd::{Clock, Policy, SystemClock, Ttl, DEFAULT_HERD_TIMEOUT};
 use newcache_keyfn::{HashedKey, KeyFunction, PrefixedKey};
 use newcache_transport::{Transport, DEFAULT_ITEM_SIZE_LIMIT};
 
@@ -52,6 +52,12 @@ pub struct Config {
     pub herd_timeout: u32,
     /// Herd protection for stores that do not say otherwise, default on.
     pub herd: bool,
+    /// What readers do with a value past its soft expiry (`herd=lease|reinsert|off`), default
+    /// [`Policy::Lease`]: exactly one reader recomputes.
+    pub herd_policy: Policy,
+    /// How long `get_or_set` callers in other processes wait for the one loading a missing
+    /// value before they run the loader themselves (`lease_wait`, ms), default 3 s.
+    pub lease_wait: Duration,
     /// TTL of stores given [`Ttl::Default`], default 300 s.
     pub default_ttl: Ttl,
     /// The transport.
@@ -94,6 +100,8 @@ impl Default for Config {
             key_function: KeyFunctionKind::Newcache,
             herd_timeout: DEFAULT_HERD_TIMEOUT,
             herd: true,
+            herd_policy: Policy::default(),
+            lease_wait: Duration::from_secs(3),
             default_ttl: Ttl::Seconds(300),
             transport: TransportKind::Text,
             connect_timeout: Duration::from_millis(250),
@@ -214,7 +222,7 @@ impl Config {
     /// `newcache://host:port;host:port/?flavor=staging&version=2&herd_timeout=60&timeout=300`.
     ///
     /// Servers are split by `;` (or `,`). Parameters: `flavor`, `version`, `herd_timeout`,
-    /// `herd` (`on`/`off`), `timeout` (the default TTL in seconds, or `forever`),
+    /// `herd` (`lease`, the default; `reinsert`; `off`), `lease_wait` (ms), `timeout` (the default TTL in seconds, or `forever`),
     /// `key_function` (`newcache` or `django`), `key_prefix`, `transport` (`text`, `memory`,
     /// `libmemcached`), `binary` (`true` selects libmemcached's binary protocol),
     /// `connect_timeout`, `read_timeout`, `write_timeout` (milliseconds), `max_idle`,
@@ -264,13 +272,16 @@ impl Config {
                 "flavor" => config.flavor = value.to_string(),
                 "version" => config.version = parse_num(name, value)?,
                 "herd_timeout" => config.herd_timeout = parse_num(name, value)?,
-                "herd" => {
-                    config.herd = match value {
-                        "reinsert" | "on" | "true" => true,
-                        "off" | "false" | "none" => false,
-                        _ => return Err(bad(format_args!("herd={value:?}: use reinsert (on) or off"))),
+                "herd" => match value {
+                    "on" | "true" => config.herd = true,
+                    "off" | "false" | "none" => config.herd = false,
+                    name => {
+                        config.herd_policy = Policy::from_name(name).ok_or_else(|| {
+                            bad(format_args!("herd={value:?}: use lease (the default), reinsert or off"))
+                        })?;
                     }
-                }
+                },
+                "lease_wait" => config.lease_wait = Duration::from_millis(parse_num(name, value)?),
                 "timeout" => config.default_ttl = parse_ttl(name, value)?,
                 "key_function" => key_function = Some(value.to_string()),
                 "key_prefix" => key_prefix = Some(value.to_string()),
@@ -305,7 +316,7 @@ impl Config {
                 }
                 _ => {
                     return Err(bad(format_args!(
-                        "unknown parameter {name:?}; known: flavor, version, herd_timeout, herd, timeout, key_function, key_prefix, transport, binary, connect_timeout, read_timeout, write_timeout, max_idle, item_size_limit, username, password, behaviors.NAME"
+                        "unknown parameter {name:?}; known: flavor, version, herd_timeout, herd, lease_wait, timeout, key_function, key_prefix, transport, binary, connect_timeout, read_timeout, write_timeout, max_idle, item_size_limit, username, password, behaviors.NAME"
                     )))
                 }
             }
@@ -454,6 +465,19 @@ impl Builder {
     /// The herd timeout in seconds (`CACHE_HERD_TIMEOUT`), default 60.
     pub fn herd_timeout(mut self, seconds: u32) -> Self {
         self.config.herd_timeout = seconds;
+        self
+    }
+
+    /// The stale policy: [`Policy::Lease`] (default, exactly one reader recomputes) or
+    /// [`Policy::Reinsert`] (django-newcache's exact behaviour).
+    pub fn herd_policy(mut self, policy: Policy) -> Self {
+        self.config.herd_policy = policy;
+        self
+    }
+
+    /// How long `get_or_set` callers wait for another process loading the same missing value.
+    pub fn lease_wait(mut self, wait: Duration) -> Self {
+        self.config.lease_wait = wait;
         self
     }
 
@@ -719,6 +743,14 @@ mod tests {
         assert_eq!(c.read_timeout, Duration::from_millis(200));
         assert_eq!(c.write_timeout, Duration::from_millis(300));
         assert!(!c.herd);
+        let c = Config::from_url("newcache://a/?herd=reinsert&lease_wait=250").unwrap();
+        assert_eq!((c.herd, c.herd_policy), (true, Policy::Reinsert));
+        assert_eq!(c.lease_wait, Duration::from_millis(250));
+        assert_eq!(
+            Config::from_url("newcache://a/").unwrap().herd_policy,
+            Policy::Lease
+        );
+        assert!(Config::from_url("newcache://a/?herd=maybe").is_err());
         let c = Config::from_url("newcache://a/?binary=true").unwrap();
         assert_eq!(c.transport, TransportKind::Libmemcached { binary: true });
         let c = Config::from_url("newcache://a/?transport=libmemcached").unwrap();

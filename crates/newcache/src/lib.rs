@@ -44,18 +44,19 @@ mod error;
 
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 pub use config::{Builder, Config, KeyFunctionKind, TransportKind};
 pub use error::{Error, Result};
-pub use newcache_herd::{Clock, ManualClock, SystemClock, Ttl, HERD_FLAG};
+pub use newcache_herd::{Clock, ManualClock, Policy, SystemClock, Ttl, HERD_FLAG};
 pub use newcache_keyfn::{HashedKey, InvalidKey, KeyFunction, PrefixedKey};
 pub use newcache_transport::{self as transport, Item, Transport};
 
-use newcache_herd::{is_enveloped, Envelope, Herd, ReadDecision, HEADER_LEN};
+use newcache_herd::{is_enveloped, Envelope, Herd, ReadDecision, StaleAction, HEADER_LEN};
 use newcache_transport::{Store, StoreMode, StoreStatus};
 
 /// How one store treats expiry and herd protection.
@@ -126,6 +127,64 @@ struct Inner {
     transport: Arc<dyn Transport>,
     clock: Arc<dyn Clock>,
     herd: Herd,
+    /// In-process single flight of `get_or_set` loaders, by wire key.
+    flights: Mutex<HashMap<Vec<u8>, Arc<Flight>>>,
+}
+
+/// One loader run that other callers in this process wait for.
+#[derive(Default)]
+struct Flight {
+    done: Mutex<bool>,
+    finished: Condvar,
+}
+
+impl Flight {
+    /// Waits until the leader finishes, at most `wait`.
+    fn wait(&self, wait: Duration) {
+        let deadline = Instant::now() + wait;
+        let Ok(mut done) = self.done.lock() else {
+            return;
+        };
+        while !*done {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return;
+            }
+            match self.finished.wait_timeout(done, left) {
+                Ok((guard, _)) => done = guard,
+                Err(_) => return,
+            }
+        }
+    }
+}
+
+/// Ends a flight when the leader is done, however it leaves (value, error or panic).
+struct FlightGuard<'a> {
+    cache: &'a Cache,
+    wire: Vec<u8>,
+    flight: Arc<Flight>,
+}
+
+impl Drop for FlightGuard<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut flights) = self.cache.inner.flights.lock() {
+            flights.remove(&self.wire);
+        }
+        if let Ok(mut done) = self.flight.done.lock() {
+            *done = true;
+        }
+        self.flight.finished.notify_all();
+    }
+}
+
+/// What a read through the herd policy found.
+enum Fetched<T> {
+    /// A value to serve.
+    Hit(T),
+    /// The value is stale and this caller won the refresh: it should recompute.
+    Recompute,
+    /// No value at all.
+    Cold,
 }
 
 /// A memcached cache: `Send + Sync`, cheap to clone (clones share connections).
@@ -181,6 +240,7 @@ impl Cache {
                 transport,
                 clock,
                 herd,
+                flights: Mutex::new(HashMap::new()),
             }),
         }
     }
@@ -224,21 +284,56 @@ impl Cache {
             flags: item.flags,
             detail: e.to_string(),
         })?;
-        match self.inner.herd.on_read(&envelope, now) {
-            ReadDecision::Fresh => Ok(Opened::Value {
-                offset: item.value.len() - payload.len(),
-                item,
-                flags,
-            }),
-            ReadDecision::Stale { reinsert_exptime } => {
+        let offset = item.value.len() - payload.len();
+        let serve = |item: Item| Opened::Value {
+            item,
+            offset,
+            flags,
+        };
+        match self
+            .inner
+            .herd
+            .stale_action(self.inner.config.herd_policy, &envelope, now)
+        {
+            StaleAction::Serve => Ok(serve(item)),
+            StaleAction::ReinsertBare { exptime } => {
                 // Everyone else keeps being served the old value while this reader
                 // recomputes. A failed re-store only weakens the protection; the answer to
                 // this reader is a miss either way.
-                let _ =
-                    self.inner
-                        .transport
-                        .store(&Store::set(wire, payload, flags, reinsert_exptime));
+                let _ = self
+                    .inner
+                    .transport
+                    .store(&Store::set(wire, payload, flags, exptime));
                 Ok(Opened::Miss)
+            }
+            StaleAction::Claim { envelope, exptime } => {
+                let Some(cas) = item.cas else {
+                    // A transport without CAS cannot claim: fall back to the seed's policy.
+                    let _ = self.inner.transport.store(&Store::set(
+                        wire,
+                        payload,
+                        flags,
+                        self.inner.herd.herd_timeout.max(1),
+                    ));
+                    return Ok(Opened::Miss);
+                };
+                let mut claimed = Vec::with_capacity(item.value.len());
+                envelope.encode(payload, &mut claimed);
+                let claim = self.inner.transport.store(&Store {
+                    mode: StoreMode::Cas(cas),
+                    key: wire,
+                    value: &claimed,
+                    flags: item.flags,
+                    exptime,
+                });
+                match claim {
+                    // This reader won the refresh; everyone else now reads the claimed
+                    // envelope, fresh for another herd timeout.
+                    Ok(StoreStatus::Stored) | Ok(StoreStatus::NotFound) => Ok(Opened::Miss),
+                    // Another reader claimed it (or a writer replaced it) first: serve the
+                    // old value we hold.
+                    Ok(_) | Err(_) => Ok(serve(item)),
+                }
             }
         }
     }
@@ -256,16 +351,23 @@ impl Cache {
     /// soft expiry, who should recompute it).
     pub fn get<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>> {
         let wire = self.wire_key(key)?;
-        let Some(item) = self.inner.transport.get(&wire)? else {
-            return Ok(None);
+        Ok(match self.fetch(key, &wire)? {
+            Fetched::Hit(v) => Some(v),
+            Fetched::Recompute | Fetched::Cold => None,
+        })
+    }
+
+    fn fetch<T: DeserializeOwned>(&self, key: &str, wire: &[u8]) -> Result<Fetched<T>> {
+        let Some(item) = self.inner.transport.get(wire)? else {
+            return Ok(Fetched::Cold);
         };
-        match self.open(&wire, item, self.now_millis())? {
-            Opened::Miss => Ok(None),
+        match self.open(wire, item, self.now_millis())? {
+            Opened::Miss => Ok(Fetched::Recompute),
             Opened::Value {
                 item,
                 offset,
                 flags,
-            } => Self::decode(key, &item, offset, flags).map(Some),
+            } => Self::decode(key, &item, offset, flags).map(Fetched::Hit),
         }
     }
 
@@ -348,6 +450,18 @@ impl Cache {
         options: SetOptions,
         now: u64,
     ) -> Result<Option<(Vec<u8>, u32, u32)>> {
+        self.encode_computed(key, value, options, now, 0)
+    }
+
+    /// Like `encode`, recording in the envelope how long the value took to compute.
+    fn encode_computed<T: Serialize + ?Sized>(
+        &self,
+        key: &str,
+        value: &T,
+        options: SetOptions,
+        now: u64,
+        compute_millis: u32,
+    ) -> Result<Option<(Vec<u8>, u32, u32)>> {
         let ttl = options.ttl.or_default(self.inner.config.default_ttl);
         let herd = options.herd.unwrap_or(self.inner.config.herd);
         let plan = self.inner.herd.plan_store(ttl, herd, now);
@@ -356,7 +470,11 @@ impl Cache {
         }
         let mut bytes = Vec::new();
         if let Some(soft) = plan.soft_expiry_millis {
-            Envelope::new(soft).encode_header(&mut bytes);
+            Envelope {
+                soft_expiry_millis: soft,
+                compute_millis,
+            }
+            .encode_header(&mut bytes);
         }
         let mut flags = codec::encode(value, &mut bytes).map_err(|e| Error::Encode {
             key: key.to_owned(),
@@ -606,7 +724,8 @@ impl Cache {
         Ok(status == StoreStatus::Stored || status == StoreStatus::Exists)
     }
 
-    /// Returns the cached value, or runs `loader`, stores its result and returns it.
+    /// Returns the cached value, or runs `loader`, stores its result and returns it: the
+    /// herd-safe way to read through. See [`Cache::get_or_try_set`].
     pub fn get_or_set<T, F>(
         &self,
         key: &str,
@@ -617,12 +736,164 @@ impl Cache {
         T: Serialize + DeserializeOwned,
         F: FnOnce() -> T,
     {
-        if let Some(v) = self.get(key)? {
-            return Ok(v);
+        self.get_or_try_set(key, options, || Ok::<T, Error>(loader()))
+    }
+
+    /// Returns the cached value, or runs `loader` and stores its result, with exactly one
+    /// loader run where the cache can arrange it:
+    ///
+    /// - a stale value: under the lease policy one caller wins the refresh and runs the
+    ///   loader; the others are served the old value;
+    /// - no value at all: callers in this process share one loader run (single flight);
+    ///   callers in other processes wait up to `lease_wait` for the one that took the lease
+    ///   (a lease key stored with `add`), then run the loader themselves.
+    ///
+    /// A loader error reaches its caller and stores nothing. `E` is the loader's error type,
+    /// which must take the cache's errors too.
+    pub fn get_or_try_set<T, E, F>(
+        &self,
+        key: &str,
+        options: impl Into<SetOptions>,
+        loader: F,
+    ) -> Result<T, E>
+    where
+        T: Serialize + DeserializeOwned,
+        E: From<Error>,
+        F: FnOnce() -> Result<T, E>,
+    {
+        let options = options.into();
+        let wire = self.wire_key(key)?;
+        let mut waited = false;
+        loop {
+            match self.fetch::<T>(key, &wire)? {
+                Fetched::Hit(v) => return Ok(v),
+                Fetched::Recompute => return self.load_and_store(key, options, loader),
+                Fetched::Cold if waited => return self.load_and_store(key, options, loader),
+                Fetched::Cold => {}
+            }
+            // Cold: one loader per process.
+            let (flight, leader) = {
+                let mut flights = self
+                    .inner
+                    .flights
+                    .lock()
+                    .map_err(|_| Error::Config("get_or_set flight table poisoned".into()))?;
+                match flights.get(&wire) {
+                    Some(f) => (f.clone(), false),
+                    None => {
+                        let f = Arc::new(Flight::default());
+                        flights.insert(wire.clone(), f.clone());
+                        (f, true)
+                    }
+                }
+            };
+            if !leader {
+                flight.wait(self.inner.config.lease_wait);
+                waited = true;
+                continue;
+            }
+            let _guard = FlightGuard {
+                cache: self,
+                wire: wire.clone(),
+                flight,
+            };
+            // One loader across processes: whoever adds the lease key loads.
+            let lease_key = self.wire_key(&format!("{key}:newcache-lease"))?;
+            let lease_secs =
+                u32::try_from(self.inner.config.lease_wait.as_secs().max(1)).unwrap_or(u32::MAX);
+            let leased = self
+                .inner
+                .transport
+                .store(&Store {
+                    mode: StoreMode::Add,
+                    key: &lease_key,
+                    value: b"1",
+                    flags: 0,
+                    exptime: lease_secs,
+                })
+                .map_err(Error::from)?;
+            if leased.is_stored() {
+                let result = self.load_and_store(key, options, loader);
+                let _ = self.inner.transport.delete(&lease_key);
+                return result;
+            }
+            // Another process loads: wait for its value, bounded.
+            let deadline = Instant::now() + self.inner.config.lease_wait;
+            while Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+                if let Fetched::Hit(v) = self.fetch::<T>(key, &wire)? {
+                    return Ok(v);
+                }
+            }
+            return self.load_and_store(key, options, loader);
         }
-        let value = loader();
-        self.set(key, &value, options)?;
+    }
+
+    fn load_and_store<T, E, F>(&self, key: &str, options: SetOptions, loader: F) -> Result<T, E>
+    where
+        T: Serialize + DeserializeOwned,
+        E: From<Error>,
+        F: FnOnce() -> Result<T, E>,
+    {
+        let started = Instant::now();
+        let value = loader()?;
+        let compute = u32::try_from(started.elapsed().as_millis()).unwrap_or(u32::MAX);
+        let wire = self.wire_key(key)?;
+        match self.encode_computed(key, &value, options, self.now_millis(), compute)? {
+            Some((bytes, flags, exptime)) => {
+                self.inner
+                    .transport
+                    .store(&Store::set(&wire, &bytes, flags, exptime))
+                    .map_err(Error::from)?;
+            }
+            None => {
+                self.inner.transport.delete(&wire).map_err(Error::from)?;
+            }
+        }
         Ok(value)
+    }
+
+    /// Marks a value stale instead of deleting it (the usual invalidation on write): the next
+    /// reader recomputes under the cache's herd policy, while the others are served the old
+    /// value for up to twice the herd timeout. `false` when the key holds no value.
+    /// [`Cache::delete`] still deletes.
+    pub fn invalidate(&self, key: &str) -> Result<bool> {
+        let wire = self.wire_key(key)?;
+        for _ in 0..3 {
+            let Some(item) = self.inner.transport.get(&wire)? else {
+                return Ok(false);
+            };
+            let (envelope, payload, flags) = if is_enveloped(item.flags) {
+                let (env, payload) = Envelope::decode(&item.value).map_err(|e| Error::Decode {
+                    key: key.to_owned(),
+                    flags: item.flags,
+                    detail: e.to_string(),
+                })?;
+                (Some(env), payload, item.flags)
+            } else {
+                (None, item.value.as_slice(), item.flags | HERD_FLAG)
+            };
+            let mut bytes = Vec::with_capacity(payload.len() + HEADER_LEN);
+            self.inner
+                .herd
+                .invalidated(envelope.as_ref())
+                .encode(payload, &mut bytes);
+            let mode = item.cas.map_or(StoreMode::Replace, StoreMode::Cas);
+            let status = self.inner.transport.store(&Store {
+                mode,
+                key: &wire,
+                value: &bytes,
+                flags,
+                exptime: self.inner.herd.invalidated_exptime(),
+            })?;
+            match status {
+                StoreStatus::Stored => return Ok(true),
+                StoreStatus::NotFound | StoreStatus::NotStored => return Ok(false),
+                // Written in between: invalidate the newer value too.
+                StoreStatus::Exists => continue,
+            }
+        }
+        Ok(true)
     }
 
     /// Invalidates every value on every server (`flush_all`).

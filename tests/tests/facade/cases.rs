@@ -152,7 +152,8 @@ fn get_many_set_many_and_delete_many() {
 
 #[test]
 fn herd_keeps_an_expired_value_alive_for_herd_timeout() {
-    let e = env("herd_timeout=60");
+    // The seed's own policy, kept as `herd=reinsert`.
+    let e = env("herd_timeout=60&herd=reinsert");
     e.cache.set("herd", &"old", Ttl::Seconds(10)).unwrap();
     e.clock.advance_secs(11);
     // The first reader after the soft expiry recomputes...
@@ -473,4 +474,150 @@ fn the_memory_transport_behaves_like_the_server_through_the_facade() {
     assert_eq!(cache.get::<String>("herd").unwrap().as_deref(), Some("old"));
     cache.set("n", &1, SetOptions::new(Ttl::Forever).no_herd()).unwrap();
     assert_eq!(cache.incr("n", 2).unwrap(), 3);
+}
+
+// ---- single-winner herd (the default `lease` policy), invalidate, get_or_set ----
+
+/// Runs `f` on `n` threads released at once; returns their results.
+fn at_once<T: Send + 'static>(n: usize, f: impl Fn(usize) -> T + Send + Sync + 'static) -> Vec<T> {
+    let f = Arc::new(f);
+    let barrier = Arc::new(std::sync::Barrier::new(n));
+    let handles: Vec<_> = (0..n)
+        .map(|i| {
+            let (f, barrier) = (f.clone(), barrier.clone());
+            std::thread::spawn(move || {
+                barrier.wait();
+                f(i)
+            })
+        })
+        .collect();
+    handles.into_iter().map(|h| h.join().unwrap()).collect()
+}
+
+#[test]
+fn lease_hands_the_refresh_to_exactly_one_of_many_readers() {
+    let e = env("herd_timeout=60");
+    assert_eq!(e.cache.config().herd_policy, newcache::Policy::Lease);
+    e.cache.set("hot", &"old", Ttl::Seconds(10)).unwrap();
+    e.clock.advance_secs(11);
+    let cache = e.cache.clone();
+    let got = at_once(32, move |_| cache.get::<String>("hot").unwrap());
+    let misses = got.iter().filter(|g| g.is_none()).count();
+    assert_eq!(misses, 1, "exactly one reader recomputes: {got:?}");
+    assert!(got.iter().flatten().all(|v| v == "old"));
+    // The claimed item is still an envelope, alive for the winner's write-back and a retry.
+    let (flags, ttl, _) = e.meta("hot").unwrap();
+    assert_eq!(flags, 16 | HERD_FLAG);
+    assert!((118..=120).contains(&ttl), "ttl {ttl}");
+}
+
+#[test]
+fn a_lease_winner_that_never_writes_back_is_replaced_after_herd_timeout() {
+    let e = env("herd_timeout=30");
+    e.cache.set("k", &"old", Ttl::Seconds(10)).unwrap();
+    e.clock.advance_secs(11);
+    assert_eq!(e.cache.get::<String>("k").unwrap(), None, "the first winner");
+    assert_eq!(e.cache.get::<String>("k").unwrap().as_deref(), Some("old"));
+    e.clock.advance_secs(29);
+    assert_eq!(e.cache.get::<String>("k").unwrap().as_deref(), Some("old"));
+    e.clock.advance_secs(2);
+    assert_eq!(e.cache.get::<String>("k").unwrap(), None, "a new winner");
+    assert_eq!(e.cache.get::<String>("k").unwrap().as_deref(), Some("old"));
+}
+
+#[test]
+fn invalidate_marks_a_value_stale_so_exactly_one_reader_recomputes() {
+    let e = env("herd_timeout=60");
+    e.cache.set("fresh", &"v1", Ttl::Seconds(300)).unwrap();
+    e.cache.set("bare", &"b1", Ttl::Forever).unwrap();
+    assert!(e.cache.invalidate("fresh").unwrap());
+    assert!(e.cache.invalidate("bare").unwrap());
+    assert!(!e.cache.invalidate("missing").unwrap());
+    for key in ["fresh", "bare"] {
+        let cache = e.cache.clone();
+        let got = at_once(16, move |_| cache.get::<String>(key).unwrap());
+        assert_eq!(got.iter().filter(|g| g.is_none()).count(), 1, "{key}: {got:?}");
+    }
+    // delete still deletes.
+    assert!(e.cache.delete("fresh").unwrap());
+    assert_eq!(e.meta("fresh"), None);
+}
+
+#[test]
+fn get_or_set_runs_the_loader_once_for_a_cold_key_across_threads() {
+    let e = env("");
+    let runs = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let (cache, counter) = (e.cache.clone(), runs.clone());
+    let got = at_once(16, move |_| {
+        cache
+            .get_or_set("cold", Ttl::Seconds(60), || {
+                counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                std::thread::sleep(Duration::from_millis(100));
+                "loaded".to_string()
+            })
+            .unwrap()
+    });
+    assert_eq!(runs.load(std::sync::atomic::Ordering::SeqCst), 1);
+    assert!(got.iter().all(|v| v == "loaded"));
+}
+
+#[test]
+fn get_or_set_shares_one_loader_run_between_two_caches_as_between_processes() {
+    // Two caches have separate connections and flight tables, as two processes would: the
+    // lease key stored with `add` is what keeps the second from loading too.
+    let e = env("lease_wait=3000");
+    let url = format!(
+        "newcache://{}/?flavor=test&version=1&{TRANSPORT}&lease_wait=3000",
+        e.server.addr()
+    );
+    let other = Cache::from_url(&url).unwrap();
+    let runs = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let caches = [e.cache.clone(), other];
+    let counter = runs.clone();
+    let got = at_once(16, move |i| {
+        caches[i % 2]
+            .get_or_set("shared", Ttl::Seconds(60), || {
+                counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                std::thread::sleep(Duration::from_millis(100));
+                7u32
+            })
+            .unwrap()
+    });
+    assert_eq!(runs.load(std::sync::atomic::Ordering::SeqCst), 1);
+    assert!(got.iter().all(|v| *v == 7));
+}
+
+#[test]
+fn get_or_set_runs_the_loader_once_per_expiry_and_serves_the_old_value_meanwhile() {
+    let e = env("herd_timeout=60");
+    e.cache.set("page", &1u32, Ttl::Seconds(10)).unwrap();
+    e.clock.advance_secs(11);
+    let runs = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let (cache, counter) = (e.cache.clone(), runs.clone());
+    let got = at_once(16, move |_| {
+        cache
+            .get_or_set("page", Ttl::Seconds(10), || {
+                counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                std::thread::sleep(Duration::from_millis(100));
+                2u32
+            })
+            .unwrap()
+    });
+    assert_eq!(runs.load(std::sync::atomic::Ordering::SeqCst), 1);
+    assert_eq!(got.iter().filter(|v| **v == 2).count(), 1, "{got:?}");
+    assert_eq!(got.iter().filter(|v| **v == 1).count(), 15, "{got:?}");
+    assert_eq!(e.cache.get::<u32>("page").unwrap(), Some(2));
+}
+
+#[test]
+fn a_failing_loader_reaches_its_caller_and_stores_nothing() {
+    let e = env("");
+    let got: Result<u32, Error> = e
+        .cache
+        .get_or_try_set("flaky", Ttl::Seconds(60), || Err(Error::Config("database down".into())));
+    assert!(matches!(&got, Err(Error::Config(m)) if m == "database down"), "{got:?}");
+    assert_eq!(e.meta("flaky"), None);
+    // The lease is released: the next caller loads at once.
+    let v = e.cache.get_or_set("flaky", Ttl::Seconds(60), || 5u32).unwrap();
+    assert_eq!(v, 5);
 }
