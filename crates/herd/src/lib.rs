@@ -178,6 +178,11 @@ pub enum Policy {
     /// winner that never writes back is replaced after the herd timeout.
     #[default]
     Lease,
+    /// XFetch (Vattani et al., VLDB 2015) on top of `Lease`: before the soft expiry, a reader
+    /// recomputes early with a probability that grows as the expiry nears, scaled by how long
+    /// the value took to compute (recorded in the envelope) and by `beta`
+    /// ([`Herd::early_recompute`]); at the soft expiry, `Lease` applies.
+    Early,
 }
 
 impl Policy {
@@ -186,6 +191,7 @@ impl Policy {
         match self {
             Policy::Reinsert => "reinsert",
             Policy::Lease => "lease",
+            Policy::Early => "early",
         }
     }
 
@@ -194,6 +200,7 @@ impl Policy {
         match name {
             "reinsert" => Some(Policy::Reinsert),
             "lease" => Some(Policy::Lease),
+            "early" => Some(Policy::Early),
             _ => None,
         }
     }
@@ -298,15 +305,30 @@ impl Herd {
                     exptime: reinsert_exptime,
                 }
             }
-            (ReadDecision::Stale { reinsert_exptime }, Policy::Lease) => StaleAction::Claim {
-                envelope: Envelope {
-                    soft_expiry_millis: now_millis
-                        .saturating_add(u64::from(reinsert_exptime).saturating_mul(1000)),
-                    compute_millis: envelope.compute_millis,
-                },
-                exptime: reinsert_exptime.saturating_mul(2),
-            },
+            (ReadDecision::Stale { reinsert_exptime }, Policy::Lease | Policy::Early) => {
+                StaleAction::Claim {
+                    envelope: Envelope {
+                        soft_expiry_millis: now_millis
+                            .saturating_add(u64::from(reinsert_exptime).saturating_mul(1000)),
+                        compute_millis: envelope.compute_millis,
+                    },
+                    exptime: reinsert_exptime.saturating_mul(2),
+                }
+            }
         }
+    }
+
+    /// XFetch's test for a fresh envelope: recompute now when
+    /// `now - compute * beta * ln(u) >= soft_expiry`, with `u` uniform in (0, 1]. The larger
+    /// `beta` (1.0 is the paper's optimum) and the longer the value takes to compute, the
+    /// earlier recomputation starts. A value of unknown compute time is never recomputed
+    /// early.
+    pub fn early_recompute(&self, envelope: &Envelope, now_millis: u64, beta: f64, u: f64) -> bool {
+        if envelope.compute_millis == 0 || !(u > 0.0 && u <= 1.0) || beta <= 0.0 {
+            return false;
+        }
+        let lead = f64::from(envelope.compute_millis) * beta * -u.ln();
+        now_millis as f64 + lead >= envelope.soft_expiry_millis as f64
     }
 
     /// The envelope that marks a value stale at once ([`Policy`]-independent invalidation):
@@ -555,6 +577,42 @@ mod tests {
     }
 
     #[test]
+    fn xfetch_recomputes_early_more_often_as_the_expiry_nears() {
+        let herd = Herd::new(60);
+        let env = Envelope {
+            soft_expiry_millis: 100_000,
+            compute_millis: 1_000,
+        };
+        // u = e^-1: the lead is exactly compute * beta.
+        let u = (-1.0f64).exp();
+        assert!(!herd.early_recompute(&env, 98_999, 1.0, u));
+        assert!(herd.early_recompute(&env, 99_001, 1.0, u));
+        assert!(
+            herd.early_recompute(&env, 97_001, 3.0, u),
+            "a larger beta starts earlier"
+        );
+        assert!(!herd.early_recompute(&env, 50_000, 1.0, 0.5));
+        // Over many draws, the share that recomputes rises as the expiry nears.
+        let share = |now| {
+            (1..=1000)
+                .filter(|i| herd.early_recompute(&env, now, 1.0, f64::from(*i) / 1000.0))
+                .count()
+        };
+        let (far, near) = (share(97_000), share(99_500));
+        assert!(far < near, "{far} < {near}");
+        assert!(far > 0 && near < 1000);
+        // Unknown compute time, or nonsense inputs: never early.
+        assert!(!herd.early_recompute(&Envelope::new(100_000), 99_999, 1.0, 0.01));
+        assert!(!herd.early_recompute(&env, 99_999, 1.0, 0.0));
+        assert!(!herd.early_recompute(&env, 99_999, -1.0, 0.5));
+        // At the soft expiry, early behaves as lease.
+        assert!(matches!(
+            herd.stale_action(Policy::Early, &env, 100_000),
+            StaleAction::Claim { .. }
+        ));
+    }
+
+    #[test]
     fn invalidation_makes_any_envelope_stale_at_once() {
         let herd = Herd::new(45);
         let env = Envelope {
@@ -573,7 +631,7 @@ mod tests {
 
     #[test]
     fn policies_have_url_names() {
-        for p in [Policy::Reinsert, Policy::Lease] {
+        for p in [Policy::Reinsert, Policy::Lease, Policy::Early] {
             assert_eq!(Policy::from_name(p.name()), Some(p));
         }
         assert_eq!(Policy::from_name("nope"), None);

@@ -38,7 +38,7 @@ pub enum KeyFunctionKind {
 }
 
 /// Every setting of a cache, as parsed from a URL or set on a [`Builder`].
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Config {
     /// Servers as `host:port` (port 11211 when omitted).
     pub servers: Vec<String>,
@@ -55,6 +55,8 @@ pub struct Config {
     /// What readers do with a value past its soft expiry (`herd=lease|reinsert|off`), default
     /// [`Policy::Lease`]: exactly one reader recomputes.
     pub herd_policy: Policy,
+    /// XFetch's beta for `herd=early` (`early_beta`), default 1.0.
+    pub early_beta: f64,
     /// How long `get_or_set` callers in other processes wait for the one loading a missing
     /// value before they run the loader themselves (`lease_wait`, ms), default 3 s.
     pub lease_wait: Duration,
@@ -101,6 +103,7 @@ impl Default for Config {
             herd_timeout: DEFAULT_HERD_TIMEOUT,
             herd: true,
             herd_policy: Policy::default(),
+            early_beta: 1.0,
             lease_wait: Duration::from_secs(3),
             default_ttl: Ttl::Seconds(300),
             transport: TransportKind::Text,
@@ -222,7 +225,8 @@ impl Config {
     /// `newcache://host:port;host:port/?flavor=staging&version=2&herd_timeout=60&timeout=300`.
     ///
     /// Servers are split by `;` (or `,`). Parameters: `flavor`, `version`, `herd_timeout`,
-    /// `herd` (`lease`, the default; `reinsert`; `off`), `lease_wait` (ms), `timeout` (the default TTL in seconds, or `forever`),
+    /// `herd` (`lease`, the default; `reinsert`; `early`; `off`), `lease_wait` (ms),
+    /// `early_beta`, `timeout` (the default TTL in seconds, or `forever`),
     /// `key_function` (`newcache` or `django`), `key_prefix`, `transport` (`text`, `memory`,
     /// `libmemcached`), `binary` (`true` selects libmemcached's binary protocol),
     /// `connect_timeout`, `read_timeout`, `write_timeout` (milliseconds), `max_idle`,
@@ -282,6 +286,12 @@ impl Config {
                     }
                 },
                 "lease_wait" => config.lease_wait = Duration::from_millis(parse_num(name, value)?),
+                "early_beta" => {
+                    config.early_beta = parse_num::<f64>(name, value)?;
+                    if !(config.early_beta.is_finite() && config.early_beta > 0.0) {
+                        return Err(bad(format_args!("early_beta={value:?} must be a positive number")));
+                    }
+                }
                 "timeout" => config.default_ttl = parse_ttl(name, value)?,
                 "key_function" => key_function = Some(value.to_string()),
                 "key_prefix" => key_prefix = Some(value.to_string()),
@@ -316,7 +326,7 @@ impl Config {
                 }
                 _ => {
                     return Err(bad(format_args!(
-                        "unknown parameter {name:?}; known: flavor, version, herd_timeout, herd, lease_wait, timeout, key_function, key_prefix, transport, binary, connect_timeout, read_timeout, write_timeout, max_idle, item_size_limit, username, password, behaviors.NAME"
+                        "unknown parameter {name:?}; known: flavor, version, herd_timeout, herd, lease_wait, early_beta, timeout, key_function, key_prefix, transport, binary, connect_timeout, read_timeout, write_timeout, max_idle, item_size_limit, username, password, behaviors.NAME"
                     )))
                 }
             }
@@ -472,6 +482,12 @@ impl Builder {
     /// [`Policy::Reinsert`] (django-newcache's exact behaviour).
     pub fn herd_policy(mut self, policy: Policy) -> Self {
         self.config.herd_policy = policy;
+        self
+    }
+
+    /// XFetch's beta for [`Policy::Early`] (1.0 unless set; larger recomputes earlier).
+    pub fn early_beta(mut self, beta: f64) -> Self {
+        self.config.early_beta = beta;
         self
     }
 
@@ -751,6 +767,9 @@ mod tests {
             Policy::Lease
         );
         assert!(Config::from_url("newcache://a/?herd=maybe").is_err());
+        let c = Config::from_url("newcache://a/?herd=early&early_beta=2.5").unwrap();
+        assert_eq!((c.herd_policy, c.early_beta), (Policy::Early, 2.5));
+        assert!(Config::from_url("newcache://a/?early_beta=-1").is_err());
         let c = Config::from_url("newcache://a/?binary=true").unwrap();
         assert_eq!(c.transport, TransportKind::Libmemcached { binary: true });
         let c = Config::from_url("newcache://a/?transport=libmemcached").unwrap();

@@ -177,6 +177,18 @@ impl Drop for FlightGuard<'_> {
     }
 }
 
+/// A uniform draw in (0, 1] for XFetch, from the standard library's randomly keyed hasher
+/// (no random-number crate needed for one draw per read).
+fn uniform() -> f64 {
+    use std::hash::{BuildHasher, Hasher};
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(COUNTER.fetch_add(1, Ordering::Relaxed));
+    // 53 random bits, shifted into (0, 1].
+    ((h.finish() >> 11) as f64 + 1.0) / (1u64 << 53) as f64
+}
+
 /// What a read through the herd policy found.
 enum Fetched<T> {
     /// A value to serve.
@@ -295,6 +307,19 @@ impl Cache {
             .herd
             .stale_action(self.inner.config.herd_policy, &envelope, now)
         {
+            StaleAction::Serve
+                if self.inner.config.herd_policy == Policy::Early
+                    && self.inner.herd.early_recompute(
+                        &envelope,
+                        now,
+                        self.inner.config.early_beta,
+                        uniform(),
+                    ) =>
+            {
+                // XFetch: this reader recomputes ahead of the expiry; nothing is stored, the
+                // others keep being served.
+                Ok(Opened::Miss)
+            }
             StaleAction::Serve => Ok(serve(item)),
             StaleAction::ReinsertBare { exptime } => {
                 // Everyone else keeps being served the old value while this reader

@@ -621,3 +621,35 @@ fn a_failing_loader_reaches_its_caller_and_stores_nothing() {
     let v = e.cache.get_or_set("flaky", Ttl::Seconds(60), || 5u32).unwrap();
     assert_eq!(v, 5);
 }
+
+#[test]
+fn early_recomputes_ahead_of_the_expiry_only_when_it_nears() {
+    let e = env("herd_timeout=60&herd=early&early_beta=5");
+    // The loader's 200 ms are recorded in the envelope: XFetch scales its lead by them.
+    let v: u32 = e
+        .cache
+        .get_or_set("x", Ttl::Seconds(10), || {
+            std::thread::sleep(Duration::from_millis(200));
+            1
+        })
+        .unwrap();
+    assert_eq!(v, 1);
+    // Far from the expiry: every read is served.
+    for _ in 0..50 {
+        assert_eq!(e.cache.get::<u32>("x").unwrap(), Some(1));
+    }
+    // 100 ms before it, with beta 5: most reads (about 9 in 10) recompute early, and nothing
+    // is stored or removed for the others.
+    e.clock.advance_millis(9_900);
+    let misses = (0..50)
+        .filter(|_| e.cache.get::<u32>("x").unwrap().is_none())
+        .count();
+    assert!((20..=50).contains(&misses), "{misses} of 50 recomputed early");
+    let (flags, _, _) = e.meta("x").unwrap();
+    assert_eq!(flags, 4 | HERD_FLAG);
+    // Past the soft expiry, early behaves as lease: exactly one reader recomputes.
+    e.clock.advance_millis(200);
+    let cache = e.cache.clone();
+    let got = at_once(16, move |_| cache.get::<u32>("x").unwrap());
+    assert_eq!(got.iter().filter(|g| g.is_none()).count(), 1, "{got:?}");
+}
