@@ -183,6 +183,12 @@ pub enum Policy {
     /// the value took to compute (recorded in the envelope) and by `beta`
     /// ([`Herd::early_recompute`]); at the soft expiry, `Lease` applies.
     Early,
+    /// memcached 1.6's own single winner, over the meta protocol (text transport): values are
+    /// stored bare with TTL ttl + herd_timeout, and `mg ... R<herd_timeout>` hands the win to
+    /// exactly one reader once the remaining TTL drops below the herd timeout (the moment
+    /// the envelope would go stale); invalidation is `md ... I`. An envelope met under this
+    /// policy (written by a cache on another policy) is handled as under `Lease`.
+    Meta,
 }
 
 impl Policy {
@@ -192,6 +198,7 @@ impl Policy {
             Policy::Reinsert => "reinsert",
             Policy::Lease => "lease",
             Policy::Early => "early",
+            Policy::Meta => "meta",
         }
     }
 
@@ -201,6 +208,7 @@ impl Policy {
             "reinsert" => Some(Policy::Reinsert),
             "lease" => Some(Policy::Lease),
             "early" => Some(Policy::Early),
+            "meta" => Some(Policy::Meta),
             _ => None,
         }
     }
@@ -305,16 +313,17 @@ impl Herd {
                     exptime: reinsert_exptime,
                 }
             }
-            (ReadDecision::Stale { reinsert_exptime }, Policy::Lease | Policy::Early) => {
-                StaleAction::Claim {
-                    envelope: Envelope {
-                        soft_expiry_millis: now_millis
-                            .saturating_add(u64::from(reinsert_exptime).saturating_mul(1000)),
-                        compute_millis: envelope.compute_millis,
-                    },
-                    exptime: reinsert_exptime.saturating_mul(2),
-                }
-            }
+            (
+                ReadDecision::Stale { reinsert_exptime },
+                Policy::Lease | Policy::Early | Policy::Meta,
+            ) => StaleAction::Claim {
+                envelope: Envelope {
+                    soft_expiry_millis: now_millis
+                        .saturating_add(u64::from(reinsert_exptime).saturating_mul(1000)),
+                    compute_millis: envelope.compute_millis,
+                },
+                exptime: reinsert_exptime.saturating_mul(2),
+            },
         }
     }
 
@@ -631,7 +640,7 @@ mod tests {
 
     #[test]
     fn policies_have_url_names() {
-        for p in [Policy::Reinsert, Policy::Lease, Policy::Early] {
+        for p in [Policy::Reinsert, Policy::Lease, Policy::Early, Policy::Meta] {
             assert_eq!(Policy::from_name(p.name()), Some(p));
         }
         assert_eq!(Policy::from_name("nope"), None);

@@ -67,7 +67,11 @@ fn main() {
         ("off", false, "lease"),
         ("reinsert (the seed's)", true, "reinsert"),
         ("lease (the default)", true, "lease"),
+        ("meta (memcached 1.6)", true, "meta"),
     ] {
+        if policy == "meta" && url.contains("transport=memory") {
+            continue; // the memory transport does not speak the meta protocol
+        }
         let cache = Cache::from_url(&format!("{}{}herd_timeout=5&herd={policy}", url, sep(&url)))
             .unwrap_or_else(|e| panic!("{e}"));
         let r = herd_scene(&cache, &format!("expensive-{label}"), herd);
@@ -87,6 +91,9 @@ fn main() {
     println!("every reader that fetched the stale envelope before the re-store landed misses too.");
     println!(
         "lease hands the refresh to exactly one reader (a CAS claim); the rest get the old value."
+    );
+    println!(
+        "meta lets memcached hand its win flag to exactly one reader (mg ... R<herd_timeout>)."
     );
 }
 

@@ -225,7 +225,7 @@ impl Config {
     /// `newcache://host:port;host:port/?flavor=staging&version=2&herd_timeout=60&timeout=300`.
     ///
     /// Servers are split by `;` (or `,`). Parameters: `flavor`, `version`, `herd_timeout`,
-    /// `herd` (`lease`, the default; `reinsert`; `early`; `off`), `lease_wait` (ms),
+    /// `herd` (`lease`, the default; `reinsert`; `early`; `meta`; `off`), `lease_wait` (ms),
     /// `early_beta`, `timeout` (the default TTL in seconds, or `forever`),
     /// `key_function` (`newcache` or `django`), `key_prefix`, `transport` (`text`, `memory`,
     /// `libmemcached`), `binary` (`true` selects libmemcached's binary protocol),
@@ -281,7 +281,7 @@ impl Config {
                     "off" | "false" | "none" => config.herd = false,
                     name => {
                         config.herd_policy = Policy::from_name(name).ok_or_else(|| {
-                            bad(format_args!("herd={value:?}: use lease (the default), reinsert or off"))
+                            bad(format_args!("herd={value:?}: use lease (the default), reinsert, early, meta or off"))
                         })?;
                     }
                 },
@@ -600,6 +600,12 @@ impl Builder {
             Some(t) => t,
             None => build_transport(&config)?,
         };
+        if config.herd_policy == Policy::Meta && !transport.supports_meta() {
+            return Err(bad(format_args!(
+                "herd=meta needs memcached 1.6's meta protocol, which the {} transport does not speak; use the text transport, or herd=lease (single winner on any transport)",
+                transport.name()
+            )));
+        }
         let clock = self.clock.unwrap_or_else(|| Arc::new(SystemClock));
         Ok(Cache::from_parts(config, key_function, transport, clock))
     }

@@ -382,7 +382,40 @@ impl Cache {
         })
     }
 
+    /// True when the server keeps the herd state (`herd=meta`).
+    fn meta(&self) -> bool {
+        self.inner.config.herd_policy == Policy::Meta
+    }
+
+    /// A meta read: the win flag means "recompute"; everything else is served.
+    fn open_meta(
+        &self,
+        wire: &[u8],
+        meta: newcache_transport::MetaItem,
+        now: u64,
+    ) -> Result<Opened> {
+        if meta.win {
+            return Ok(Opened::Miss);
+        }
+        // An envelope written by a cache on another policy still follows its rules.
+        self.open(wire, meta.item, now)
+    }
+
     fn fetch<T: DeserializeOwned>(&self, key: &str, wire: &[u8]) -> Result<Fetched<T>> {
+        if self.meta() {
+            let recache = self.inner.herd.herd_timeout.max(1);
+            let Some(meta) = self.inner.transport.meta_get(wire, recache)? else {
+                return Ok(Fetched::Cold);
+            };
+            return match self.open_meta(wire, meta, self.now_millis())? {
+                Opened::Miss => Ok(Fetched::Recompute),
+                Opened::Value {
+                    item,
+                    offset,
+                    flags,
+                } => Self::decode(key, &item, offset, flags).map(Fetched::Hit),
+            };
+        }
         let Some(item) = self.inner.transport.get(wire)? else {
             return Ok(Fetched::Cold);
         };
@@ -430,16 +463,30 @@ impl Cache {
             .map(|k| self.wire_key(k.as_ref()))
             .collect::<Result<Vec<_>>>()?;
         let refs: Vec<&[u8]> = wires.iter().map(Vec::as_slice).collect();
-        let items = self.inner.transport.get_many(&refs)?;
         let now = self.now_millis();
-        let mut out = HashMap::with_capacity(items.len());
-        for ((key, wire), item) in keys.iter().zip(&wires).zip(items) {
-            let Some(item) = item else { continue };
-            if let Opened::Value {
+        let opened: Vec<Option<Opened>> = if self.meta() {
+            let recache = self.inner.herd.herd_timeout.max(1);
+            let metas = self.inner.transport.meta_get_many(&refs, recache)?;
+            metas
+                .into_iter()
+                .zip(&wires)
+                .map(|(m, wire)| m.map(|m| self.open_meta(wire, m, now)).transpose())
+                .collect::<Result<_>>()?
+        } else {
+            let items = self.inner.transport.get_many(&refs)?;
+            items
+                .into_iter()
+                .zip(&wires)
+                .map(|(i, wire)| i.map(|i| self.open(wire, i, now)).transpose())
+                .collect::<Result<_>>()?
+        };
+        let mut out = HashMap::with_capacity(opened.len());
+        for (key, opened) in keys.iter().zip(opened) {
+            if let Some(Opened::Value {
                 item,
                 offset,
                 flags,
-            } = self.open(wire, item, now)?
+            }) = opened
             {
                 out.insert(
                     key.as_ref().to_owned(),
@@ -494,7 +541,10 @@ impl Cache {
             return Ok(None);
         }
         let mut bytes = Vec::new();
-        if let Some(soft) = plan.soft_expiry_millis {
+        // Under the meta policy the server keeps the herd state: values go bare, with the
+        // same real TTL (ttl + herd_timeout).
+        let soft_expiry = plan.soft_expiry_millis.filter(|_| !self.meta());
+        if let Some(soft) = soft_expiry {
             Envelope {
                 soft_expiry_millis: soft,
                 compute_millis,
@@ -505,7 +555,7 @@ impl Cache {
             key: key.to_owned(),
             detail: e.0,
         })?;
-        if plan.soft_expiry_millis.is_some() {
+        if soft_expiry.is_some() {
             flags |= HERD_FLAG;
         }
         Ok(Some((bytes, flags, plan.exptime)))
@@ -591,7 +641,7 @@ impl Cache {
         }
         let mut value = Vec::new();
         let mut flags = flags;
-        let value = match plan.soft_expiry_millis {
+        let value = match plan.soft_expiry_millis.filter(|_| !self.meta()) {
             Some(soft) => {
                 Envelope::new(soft).encode(bytes, &mut value);
                 flags |= HERD_FLAG;
@@ -718,7 +768,7 @@ impl Cache {
         let Some(item) = self.inner.transport.get(&wire)? else {
             return Ok(false);
         };
-        if !is_enveloped(item.flags) && plan.soft_expiry_millis.is_none() {
+        if !is_enveloped(item.flags) && (plan.soft_expiry_millis.is_none() || self.meta()) {
             return Ok(self.inner.transport.touch(&wire, plan.exptime)?);
         }
         // Rewrite: the soft expiry lives inside the value.
@@ -884,6 +934,12 @@ impl Cache {
     /// [`Cache::delete`] still deletes.
     pub fn invalidate(&self, key: &str) -> Result<bool> {
         let wire = self.wire_key(key)?;
+        if self.meta() {
+            return Ok(self
+                .inner
+                .transport
+                .meta_invalidate(&wire, self.inner.herd.invalidated_exptime())?);
+        }
         for _ in 0..3 {
             let Some(item) = self.inner.transport.get(&wire)? else {
                 return Ok(false);

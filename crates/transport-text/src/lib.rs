@@ -39,10 +39,10 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use newcache_transport::{
-    check_key, Error, Item, Result, ServerStats, Store, StoreStatus, Transport,
+    check_key, Error, Item, MetaItem, Result, ServerStats, Store, StoreStatus, Transport,
     DEFAULT_ITEM_SIZE_LIMIT,
 };
-use proto::{Decoder, Expect, Reply, Status};
+use proto::{Decoder, Expect, Meta, Reply, Status};
 
 /// Settings of a [`TextTransport`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -448,6 +448,17 @@ impl TextTransport {
     }
 }
 
+impl TextTransport {
+    fn meta_value(&self, key: &[u8], reply: Reply) -> Result<Option<MetaItem>> {
+        match reply {
+            Reply::Meta(Meta::Value(item)) => Ok(Some(item)),
+            Reply::Meta(Meta::Miss | Meta::NotFound) => Ok(None),
+            Reply::Status(s) => Err(self.status_error(key, s, "mg")),
+            other => Err(self.status_error(key, unexpected(other), "mg")),
+        }
+    }
+}
+
 fn unexpected(reply: Reply) -> Status {
     Status::ClientError(format!("unexpected reply {reply:?}"))
 }
@@ -554,7 +565,7 @@ impl Transport for TextTransport {
                         let label = self.server(index)?.label.clone();
                         return Err(status_to_error(label, s, "gets"));
                     }
-                    Reply::Stats(_) => {}
+                    Reply::Stats(_) | Reply::Meta(_) => {}
                 }
             }
         }
@@ -734,6 +745,63 @@ impl Transport for TextTransport {
         Ok(())
     }
 
+    fn supports_meta(&self) -> bool {
+        true
+    }
+
+    fn meta_get(&self, key: &[u8], recache_below: u32) -> Result<Option<MetaItem>> {
+        check_key(key)?;
+        let reply = self.one(
+            key,
+            |b| proto::encode_meta_get(b, key, recache_below),
+            Expect::Meta,
+        )?;
+        self.meta_value(key, reply)
+    }
+
+    fn meta_get_many(&self, keys: &[&[u8]], recache_below: u32) -> Result<Vec<Option<MetaItem>>> {
+        for key in keys {
+            check_key(key)?;
+        }
+        let groups = self.by_server(0..keys.len(), |i| {
+            keys.get(i).map_or(0, |k| self.server_for_key(k))
+        });
+        let replies = self.pipelined(
+            &groups,
+            |buf, members| {
+                for key in members.iter().filter_map(|&i| keys.get(i)) {
+                    proto::encode_meta_get(buf, key, recache_below);
+                }
+            },
+            Expect::Meta,
+            false,
+        )?;
+        let mut out = vec![None; keys.len()];
+        for ((_, replies), (_, members)) in replies.into_iter().zip(&groups) {
+            for (reply, &i) in replies.into_iter().zip(members) {
+                let key = keys.get(i).copied().unwrap_or_default();
+                if let Some(slot) = out.get_mut(i) {
+                    *slot = self.meta_value(key, reply)?;
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    fn meta_invalidate(&self, key: &[u8], grace: u32) -> Result<bool> {
+        check_key(key)?;
+        match self.one(
+            key,
+            |b| proto::encode_meta_invalidate(b, key, grace),
+            Expect::Meta,
+        )? {
+            Reply::Meta(Meta::Done) => Ok(true),
+            Reply::Meta(Meta::NotFound | Meta::Miss) => Ok(false),
+            Reply::Status(s) => Err(self.status_error(key, s, "md")),
+            other => Err(self.status_error(key, unexpected(other), "md")),
+        }
+    }
+
     fn stats(&self) -> Result<Vec<ServerStats>> {
         let groups: Vec<(usize, Vec<usize>)> =
             (0..self.servers.len()).map(|i| (i, vec![i])).collect();
@@ -752,7 +820,9 @@ impl Transport for TextTransport {
                         stats: stats.into_iter().collect(),
                     }),
                     Reply::Status(s) => return Err(status_to_error(label, s, "stats")),
-                    Reply::Values(_) => return Err(status_to_error(label, Status::End, "stats")),
+                    Reply::Values(_) | Reply::Meta(_) => {
+                        return Err(status_to_error(label, Status::End, "stats"))
+                    }
                 }
             }
         }

@@ -8,7 +8,7 @@
 use std::fmt;
 use std::io::Write as _;
 
-use newcache_transport::{Item, StoreMode};
+use newcache_transport::{Item, MetaItem, StoreMode};
 
 /// Longest reply line accepted before its `\r\n` (memcached's lines are far shorter).
 pub const MAX_LINE: usize = 8 * 1024;
@@ -76,6 +76,21 @@ pub fn encode_touch(out: &mut Vec<u8>, key: &[u8], exptime: u32) {
     let _ = write!(out, " {exptime}\r\n");
 }
 
+/// Appends a meta get returning value, flags, CAS and TTL, with recache (win) below
+/// `recache_below` seconds of TTL: `mg <key> v f c t R<n>`.
+pub fn encode_meta_get(out: &mut Vec<u8>, key: &[u8], recache_below: u32) {
+    out.extend_from_slice(b"mg ");
+    out.extend_from_slice(key);
+    let _ = write!(out, " v f c t R{recache_below}\r\n");
+}
+
+/// Appends a meta delete that marks the item stale for `grace` seconds: `md <key> I T<grace>`.
+pub fn encode_meta_invalidate(out: &mut Vec<u8>, key: &[u8], grace: u32) {
+    out.extend_from_slice(b"md ");
+    out.extend_from_slice(key);
+    let _ = write!(out, " I T{grace}\r\n");
+}
+
 /// Appends a bare command line such as `flush_all`, `stats` or `version`.
 pub fn encode_line(out: &mut Vec<u8>, command: &str) {
     out.extend_from_slice(command.as_bytes());
@@ -122,6 +137,25 @@ pub enum Reply {
     Values(Vec<(Vec<u8>, Item)>),
     /// `STAT` lines up to `END`.
     Stats(Vec<(String, String)>),
+    /// A meta command's reply.
+    Meta(Meta),
+}
+
+/// A meta command's reply.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Meta {
+    /// `VA <size> <flags>`: a value.
+    Value(MetaItem),
+    /// `HD`: success without a value.
+    Done,
+    /// `EN`: miss.
+    Miss,
+    /// `NF`: not found.
+    NotFound,
+    /// `NS`: not stored.
+    NotStored,
+    /// `EX`: exists (CAS mismatch).
+    Exists,
 }
 
 /// What reply a request expects.
@@ -133,6 +167,8 @@ pub enum Expect {
     Values,
     /// `STAT` lines then `END` (stats), or an error line.
     Stats,
+    /// A meta command's reply (`VA`, `HD`, `EN`, `NF`, `NS`, `EX`), or an error line.
+    Meta,
 }
 
 /// A reply that is not memcached's protocol.
@@ -297,6 +333,78 @@ impl Decoder {
                         },
                     ));
                     self.pos = data_end + 2;
+                }
+                Expect::Meta => {
+                    let mut fields = text.split(|&b| b == b' ');
+                    let code = fields.next().unwrap_or_default();
+                    let simple = match code {
+                        b"HD" => Some(Meta::Done),
+                        b"EN" => Some(Meta::Miss),
+                        b"NF" => Some(Meta::NotFound),
+                        b"NS" => Some(Meta::NotStored),
+                        b"EX" => Some(Meta::Exists),
+                        _ => None,
+                    };
+                    if let Some(meta) = simple {
+                        self.pos = next;
+                        return Ok(Some(Reply::Meta(meta)));
+                    }
+                    if code != b"VA" {
+                        let status = parse_status(text)?;
+                        if matches!(
+                            status,
+                            Status::Error | Status::ClientError(_) | Status::ServerError(_)
+                        ) {
+                            self.pos = next;
+                            return Ok(Some(Reply::Status(status)));
+                        }
+                        return err(format!("expected a meta reply, got {:?}", shown(text)));
+                    }
+                    let len = fields
+                        .next()
+                        .map(|f| parse_u64(f, "meta value length"))
+                        .transpose()?
+                        .and_then(|l| usize::try_from(l).ok())
+                        .filter(|&l| l <= MAX_VALUE_LEN)
+                        .ok_or_else(|| ParseError(format!("bad VA line {:?}", shown(text))))?;
+                    let mut meta = MetaItem {
+                        item: Item {
+                            value: Vec::new(),
+                            flags: 0,
+                            cas: None,
+                        },
+                        win: false,
+                        stale: false,
+                        win_taken: false,
+                    };
+                    for flag in fields {
+                        match flag.split_first() {
+                            Some((b'f', v)) => {
+                                meta.item.flags = u32::try_from(parse_u64(v, "flags")?)
+                                    .map_err(|_| ParseError("flags over 32 bits".into()))?
+                            }
+                            Some((b'c', v)) => meta.item.cas = Some(parse_u64(v, "cas")?),
+                            Some((b'W', _)) => meta.win = true,
+                            Some((b'X', _)) => meta.stale = true,
+                            Some((b'Z', _)) => meta.win_taken = true,
+                            _ => {}
+                        }
+                    }
+                    let data_end = next
+                        .checked_add(len)
+                        .ok_or_else(|| ParseError("value length overflows".into()))?;
+                    let Some(block) = buf.get(next..data_end.saturating_add(2)) else {
+                        return Ok(None);
+                    };
+                    let (data, crlf) = block.split_at(len);
+                    if crlf != b"\r\n" {
+                        return err(format!(
+                            "meta value of {len} bytes is not followed by \\r\\n"
+                        ));
+                    }
+                    meta.item.value = data.to_vec();
+                    self.pos = data_end + 2;
+                    return Ok(Some(Reply::Meta(Meta::Value(meta))));
                 }
                 Expect::Stats => {
                     if text == b"END" {
@@ -466,6 +574,56 @@ mod tests {
     }
 
     #[test]
+    fn parses_meta_replies() {
+        let reply = split_everywhere(Expect::Meta, b"VA 3 f272 c2 t30 Z X\r\nabc\r\n");
+        let Reply::Meta(Meta::Value(m)) = reply else {
+            panic!("a value")
+        };
+        assert_eq!(
+            (m.item.value.as_slice(), m.item.flags, m.item.cas),
+            (&b"abc"[..], 272, Some(2))
+        );
+        assert!(m.stale && m.win_taken && !m.win);
+        let Reply::Meta(Meta::Value(m)) =
+            split_everywhere(Expect::Meta, b"VA 0 f0 c1 t-1 W\r\n\r\n")
+        else {
+            panic!("a value")
+        };
+        assert!(m.win && m.item.value.is_empty());
+        for (input, meta) in [
+            (&b"EN\r\n"[..], Meta::Miss),
+            (b"HD\r\n", Meta::Done),
+            (b"HD c5\r\n", Meta::Done),
+            (b"NF\r\n", Meta::NotFound),
+            (b"NS\r\n", Meta::NotStored),
+            (b"EX\r\n", Meta::Exists),
+        ] {
+            assert_eq!(split_everywhere(Expect::Meta, input), Reply::Meta(meta));
+        }
+        assert_eq!(
+            split_everywhere(Expect::Meta, b"ERROR\r\n"),
+            Reply::Status(Status::Error)
+        );
+        for bad in [
+            &b"VA x\r\n"[..],
+            b"VA 1 fz\r\nv\r\n",
+            b"VA 1\r\nvXX",
+            b"STORED\r\n",
+            b"VA\r\n",
+        ] {
+            assert!(
+                decode_all(Expect::Meta, bad).is_err(),
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+        let mut out = Vec::new();
+        encode_meta_get(&mut out, b"k", 60);
+        encode_meta_invalidate(&mut out, b"k", 120);
+        assert_eq!(out, b"mg k v f c t R60\r\nmd k I T120\r\n");
+    }
+
+    #[test]
     fn parses_stats() {
         let input = b"STAT pid 1\r\nSTAT version 1.6.18\r\nSTAT rusage_user 0.1 extra\r\nEND\r\n";
         assert_eq!(
@@ -539,7 +697,7 @@ mod tests {
                     _ => input.truncate(i),
                 }
             }
-            for expect in [Expect::Status, Expect::Values, Expect::Stats] {
+            for expect in [Expect::Status, Expect::Values, Expect::Stats, Expect::Meta] {
                 let _ = decode_all(expect, &input);
             }
         }

@@ -157,6 +157,19 @@ impl<'a> Store<'a> {
     }
 }
 
+/// An item read with memcached 1.6's meta protocol, with what the server said about it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MetaItem {
+    /// The item.
+    pub item: Item,
+    /// `W`: this reader won the right to recompute the value (exactly one reader gets it).
+    pub win: bool,
+    /// `X`: the item was marked stale (by an invalidation).
+    pub stale: bool,
+    /// `Z`: another reader already holds the win; this one is served the current value.
+    pub win_taken: bool,
+}
+
 /// Statistics of one server, as its `stats` command reports them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServerStats {
@@ -379,6 +392,41 @@ pub trait Transport: Send + Sync + fmt::Debug {
 
     /// The statistics of every server.
     fn stats(&self) -> Result<Vec<ServerStats>>;
+
+    /// True when the backend speaks memcached 1.6's meta protocol ([`Transport::meta_get`]).
+    fn supports_meta(&self) -> bool {
+        false
+    }
+
+    /// Meta get (`mg <key> v f c t R<recache_below>`): the item, and the win flag, handed to
+    /// exactly one reader once the item's remaining TTL drops below `recache_below` seconds
+    /// or once it was marked stale. `None` on a miss.
+    fn meta_get(&self, key: &[u8], recache_below: u32) -> Result<Option<MetaItem>> {
+        let _ = (key, recache_below);
+        Err(Error::Unsupported {
+            server: self.name().to_string(),
+            command: "the meta protocol (mg)".into(),
+        })
+    }
+
+    /// Meta get of many keys, one entry per key in order; one round trip per server where the
+    /// backend can.
+    fn meta_get_many(&self, keys: &[&[u8]], recache_below: u32) -> Result<Vec<Option<MetaItem>>> {
+        keys.iter()
+            .map(|k| self.meta_get(k, recache_below))
+            .collect()
+    }
+
+    /// Marks an item stale instead of deleting it (`md <key> I T<grace>`): the next meta reader
+    /// wins the recompute, the others are served the stale value for up to `grace` seconds.
+    /// `false` when the key holds no item.
+    fn meta_invalidate(&self, key: &[u8], grace: u32) -> Result<bool> {
+        let _ = (key, grace);
+        Err(Error::Unsupported {
+            server: self.name().to_string(),
+            command: "the meta protocol (md)".into(),
+        })
+    }
 }
 
 macro_rules! forward_transport {
@@ -396,6 +444,10 @@ macro_rules! forward_transport {
             fn touch(&self, key: &[u8], exptime: u32) -> Result<bool> { (**self).touch(key, exptime) }
             fn flush_all(&self) -> Result<()> { (**self).flush_all() }
             fn stats(&self) -> Result<Vec<ServerStats>> { (**self).stats() }
+            fn supports_meta(&self) -> bool { (**self).supports_meta() }
+            fn meta_get(&self, key: &[u8], recache_below: u32) -> Result<Option<MetaItem>> { (**self).meta_get(key, recache_below) }
+            fn meta_get_many(&self, keys: &[&[u8]], recache_below: u32) -> Result<Vec<Option<MetaItem>>> { (**self).meta_get_many(keys, recache_below) }
+            fn meta_invalidate(&self, key: &[u8], grace: u32) -> Result<bool> { (**self).meta_invalidate(key, grace) }
         }
     };
 }

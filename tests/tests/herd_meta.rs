@@ -1,0 +1,109 @@
+//! `herd=meta`: memcached 1.6's own single winner over the text transport. The server keeps the
+//! herd state, so values are stored bare (Python clients read them too) and the win is decided
+//! by memcached's clock: these tests wait for real seconds.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Barrier};
+use std::time::Duration;
+
+use newcache::{Cache, Error, Policy, Ttl};
+use newcache_testkit::Memcached;
+
+fn at_once<T: Send + 'static>(n: usize, f: impl Fn() -> T + Send + Sync + 'static) -> Vec<T> {
+    let f = Arc::new(f);
+    let barrier = Arc::new(Barrier::new(n));
+    let handles: Vec<_> = (0..n)
+        .map(|_| {
+            let (f, barrier) = (f.clone(), barrier.clone());
+            std::thread::spawn(move || {
+                barrier.wait();
+                f()
+            })
+        })
+        .collect();
+    handles.into_iter().map(|h| h.join().unwrap()).collect()
+}
+
+fn meta_cache(server: &Memcached) -> Cache {
+    let cache = Cache::from_url(&format!(
+        "newcache://{}/?herd=meta&herd_timeout=60",
+        server.addr()
+    ))
+    .unwrap();
+    assert_eq!(cache.config().herd_policy, Policy::Meta);
+    cache
+}
+
+#[test]
+fn values_are_stored_bare_with_the_herd_timeout_on_their_ttl() {
+    let server = Memcached::start();
+    let cache = meta_cache(&server);
+    cache.set("k", "v", Ttl::Seconds(100)).unwrap();
+    let wire = String::from_utf8(cache.wire_key("k").unwrap()).unwrap();
+    let reply =
+        String::from_utf8(server.raw(&format!("mg {wire} f t v\r\n"), b"\r\nv\r\n")).unwrap();
+    assert!(reply.starts_with("VA 1 f16 t16"), "{reply}");
+    assert_eq!(cache.get::<String>("k").unwrap().as_deref(), Some("v"));
+}
+
+#[test]
+fn after_the_soft_expiry_exactly_one_reader_wins_and_the_rest_get_the_old_value() {
+    let server = Memcached::start();
+    let cache = meta_cache(&server);
+    cache.set("hot", &1u32, Ttl::Seconds(1)).unwrap();
+    // Item TTL is 61 s; memcached hands the win once fewer than 60 s remain.
+    std::thread::sleep(Duration::from_millis(2100));
+    let c = cache.clone();
+    let got = at_once(32, move || c.get::<u32>("hot").unwrap());
+    assert_eq!(got.iter().filter(|g| g.is_none()).count(), 1, "{got:?}");
+    assert!(got.iter().flatten().all(|v| *v == 1));
+    // get_many goes through the same rule: the win is taken, so everyone is served.
+    let many: std::collections::HashMap<String, u32> = cache.get_many(&["hot"]).unwrap();
+    assert_eq!(many.get("hot"), Some(&1));
+}
+
+#[test]
+fn invalidate_hands_the_recompute_to_exactly_one_reader() {
+    let server = Memcached::start();
+    let cache = meta_cache(&server);
+    cache.set("page", &"old", Ttl::Seconds(300)).unwrap();
+    assert!(cache.invalidate("page").unwrap());
+    assert!(!cache.invalidate("missing").unwrap());
+    let c = cache.clone();
+    let got = at_once(16, move || c.get::<String>("page").unwrap());
+    assert_eq!(got.iter().filter(|g| g.is_none()).count(), 1, "{got:?}");
+    assert!(got.iter().flatten().all(|v| v == "old"));
+    // The winner's write makes the value fresh again for everyone.
+    cache.set("page", &"new", Ttl::Seconds(300)).unwrap();
+    assert_eq!(cache.get::<String>("page").unwrap().as_deref(), Some("new"));
+}
+
+#[test]
+fn get_or_set_runs_the_loader_once_after_an_invalidation() {
+    let server = Memcached::start();
+    let cache = meta_cache(&server);
+    cache.set("report", &1u32, Ttl::Seconds(300)).unwrap();
+    cache.invalidate("report").unwrap();
+    let runs = Arc::new(AtomicUsize::new(0));
+    let (c, counter) = (cache.clone(), runs.clone());
+    let got = at_once(16, move || {
+        c.get_or_set("report", Ttl::Seconds(300), || {
+            counter.fetch_add(1, Ordering::SeqCst);
+            std::thread::sleep(Duration::from_millis(100));
+            2u32
+        })
+        .unwrap()
+    });
+    assert_eq!(runs.load(Ordering::SeqCst), 1);
+    assert_eq!(got.iter().filter(|v| **v == 1).count(), 15, "{got:?}");
+    assert_eq!(cache.get::<u32>("report").unwrap(), Some(2));
+}
+
+#[test]
+fn meta_on_a_transport_without_the_meta_protocol_is_refused_when_the_cache_is_built() {
+    let err = Cache::from_url("newcache:///?transport=memory&herd=meta").unwrap_err();
+    assert!(
+        matches!(&err, Error::Config(m) if m.contains("herd=meta") && m.contains("herd=lease")),
+        "{err}"
+    );
+}
