@@ -214,6 +214,70 @@ impl Policy {
     }
 }
 
+/// What readers do with a value past (or near) its soft expiry: the one trait every stale
+/// policy implements. The built-in policies are [`Policy`] (and [`Xfetch`] for `early` with a
+/// chosen beta); implement it to plug in your own. Implementations decide only: the facade
+/// does the round trips.
+pub trait StalePolicy: Send + Sync + std::fmt::Debug {
+    /// A short name for logs and the demo.
+    fn name(&self) -> &str;
+
+    /// What a reader at `now_millis` does with `envelope`. `u` is a fresh uniform draw in
+    /// (0, 1] for probabilistic policies.
+    fn decide(&self, herd: &Herd, envelope: &Envelope, now_millis: u64, u: f64) -> StaleAction;
+
+    /// True when the server keeps the herd state (memcached 1.6's meta protocol): values are
+    /// stored bare and reads follow the server's win flag instead of [`StalePolicy::decide`].
+    fn server_side(&self) -> bool {
+        false
+    }
+}
+
+impl StalePolicy for Policy {
+    fn name(&self) -> &str {
+        Policy::name(*self)
+    }
+
+    fn decide(&self, herd: &Herd, envelope: &Envelope, now_millis: u64, u: f64) -> StaleAction {
+        match self {
+            Policy::Early => Xfetch::default().decide(herd, envelope, now_millis, u),
+            policy => herd.stale_action(*policy, envelope, now_millis),
+        }
+    }
+
+    fn server_side(&self) -> bool {
+        *self == Policy::Meta
+    }
+}
+
+/// `herd=early` with a chosen beta: XFetch before the soft expiry, [`Policy::Lease`] at it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Xfetch {
+    /// XFetch's beta: 1.0 is the paper's optimum; larger recomputes earlier.
+    pub beta: f64,
+}
+
+impl Default for Xfetch {
+    fn default() -> Self {
+        Xfetch { beta: 1.0 }
+    }
+}
+
+impl StalePolicy for Xfetch {
+    fn name(&self) -> &str {
+        "early"
+    }
+
+    fn decide(&self, herd: &Herd, envelope: &Envelope, now_millis: u64, u: f64) -> StaleAction {
+        match herd.stale_action(Policy::Early, envelope, now_millis) {
+            StaleAction::Serve if herd.early_recompute(envelope, now_millis, self.beta, u) => {
+                StaleAction::RecomputeEarly
+            }
+            action => action,
+        }
+    }
+}
+
 /// What a reader should do with an envelope it fetched, under a [`Policy`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StaleAction {
@@ -234,6 +298,8 @@ pub enum StaleAction {
         /// writes back, the value is still there for the next claim.
         exptime: u32,
     },
+    /// `early`: recompute ahead of the soft expiry; store nothing, the others are served.
+    RecomputeEarly,
 }
 
 /// The seed's stale policy ("reinsert"), with its herd timeout.
@@ -619,6 +685,48 @@ mod tests {
             herd.stale_action(Policy::Early, &env, 100_000),
             StaleAction::Claim { .. }
         ));
+    }
+
+    #[test]
+    fn policies_decide_through_one_trait() {
+        let herd = Herd::new(60);
+        let env = Envelope {
+            soft_expiry_millis: 100_000,
+            compute_millis: 1_000,
+        };
+        let policies: Vec<Box<dyn StalePolicy>> = vec![
+            Box::new(Policy::Reinsert),
+            Box::new(Policy::Lease),
+            Box::new(Policy::Meta),
+            Box::new(Xfetch { beta: 3.0 }),
+        ];
+        let u = (-1.0f64).exp();
+        let near: Vec<StaleAction> = policies
+            .iter()
+            .map(|p| p.decide(&herd, &env, 97_500, u))
+            .collect();
+        assert_eq!(near[..3], [StaleAction::Serve; 3]);
+        assert_eq!(near[3], StaleAction::RecomputeEarly);
+        let stale: Vec<StaleAction> = policies
+            .iter()
+            .map(|p| p.decide(&herd, &env, 100_000, u))
+            .collect();
+        assert_eq!(stale[0], StaleAction::ReinsertBare { exptime: 60 });
+        assert!(stale[1..]
+            .iter()
+            .all(|a| matches!(a, StaleAction::Claim { .. })));
+        assert_eq!(
+            policies
+                .iter()
+                .map(|p| (p.name().to_string(), p.server_side()))
+                .collect::<Vec<_>>(),
+            [
+                ("reinsert".into(), false),
+                ("lease".into(), false),
+                ("meta".into(), true),
+                ("early".into(), false)
+            ]
+        );
     }
 
     #[test]

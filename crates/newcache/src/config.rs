@@ -4,7 +4,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use newcache_herd::{Clock, Policy, SystemClock, Ttl, DEFAULT_HERD_TIMEOUT};
+use newcache_herd::{Clock, Policy, StalePolicy, SystemClock, Ttl, Xfetch, DEFAULT_HERD_TIMEOUT};
 use newcache_keyfn::{HashedKey, KeyFunction, PrefixedKey};
 use newcache_transport::{Transport, DEFAULT_ITEM_SIZE_LIMIT};
 
@@ -404,6 +404,7 @@ pub struct Builder {
     key_function: Option<Arc<dyn KeyFunction>>,
     transport: Option<Arc<dyn Transport>>,
     clock: Option<Arc<dyn Clock>>,
+    policy: Option<Arc<dyn StalePolicy>>,
 }
 
 impl fmt::Debug for Builder {
@@ -488,6 +489,13 @@ impl Builder {
     /// XFetch's beta for [`Policy::Early`] (1.0 unless set; larger recomputes earlier).
     pub fn early_beta(mut self, beta: f64) -> Self {
         self.config.early_beta = beta;
+        self
+    }
+
+    /// A stale policy of your own (any [`StalePolicy`]), in place of the built-in named by
+    /// `herd=`.
+    pub fn stale_policy(mut self, policy: impl StalePolicy + 'static) -> Self {
+        self.policy = Some(Arc::new(policy));
         self
     }
 
@@ -600,14 +608,27 @@ impl Builder {
             Some(t) => t,
             None => build_transport(&config)?,
         };
-        if config.herd_policy == Policy::Meta && !transport.supports_meta() {
+        let policy: Arc<dyn StalePolicy> = match self.policy {
+            Some(p) => p,
+            None if config.herd_policy == Policy::Early => Arc::new(Xfetch {
+                beta: config.early_beta,
+            }),
+            None => Arc::new(config.herd_policy),
+        };
+        if policy.server_side() && !transport.supports_meta() {
             return Err(bad(format_args!(
                 "herd=meta needs memcached 1.6's meta protocol, which the {} transport does not speak; use the text transport, or herd=lease (single winner on any transport)",
                 transport.name()
             )));
         }
         let clock = self.clock.unwrap_or_else(|| Arc::new(SystemClock));
-        Ok(Cache::from_parts(config, key_function, transport, clock))
+        Ok(Cache::from_parts(
+            config,
+            key_function,
+            transport,
+            clock,
+            policy,
+        ))
     }
 }
 

@@ -52,11 +52,13 @@ use serde::Serialize;
 
 pub use config::{Builder, Config, KeyFunctionKind, TransportKind};
 pub use error::{Error, Result};
-pub use newcache_herd::{Clock, ManualClock, Policy, SystemClock, Ttl, HERD_FLAG};
+pub use newcache_herd::{
+    Clock, ManualClock, Policy, StaleAction, StalePolicy, SystemClock, Ttl, Xfetch, HERD_FLAG,
+};
 pub use newcache_keyfn::{HashedKey, InvalidKey, KeyFunction, PrefixedKey};
 pub use newcache_transport::{self as transport, Item, Transport};
 
-use newcache_herd::{is_enveloped, Envelope, Herd, ReadDecision, StaleAction, HEADER_LEN};
+use newcache_herd::{is_enveloped, Envelope, Herd, ReadDecision, HEADER_LEN};
 use newcache_transport::{Store, StoreMode, StoreStatus};
 
 /// How one store treats expiry and herd protection.
@@ -127,6 +129,7 @@ struct Inner {
     transport: Arc<dyn Transport>,
     clock: Arc<dyn Clock>,
     herd: Herd,
+    policy: Arc<dyn StalePolicy>,
     /// In-process single flight of `get_or_set` loaders, by wire key.
     flights: Mutex<HashMap<Vec<u8>, Arc<Flight>>>,
 }
@@ -243,6 +246,7 @@ impl Cache {
         key_function: Arc<dyn KeyFunction>,
         transport: Arc<dyn Transport>,
         clock: Arc<dyn Clock>,
+        policy: Arc<dyn StalePolicy>,
     ) -> Cache {
         let herd = Herd::new(config.herd_timeout);
         Cache {
@@ -252,6 +256,7 @@ impl Cache {
                 transport,
                 clock,
                 herd,
+                policy,
                 flights: Mutex::new(HashMap::new()),
             }),
         }
@@ -304,22 +309,12 @@ impl Cache {
         };
         match self
             .inner
-            .herd
-            .stale_action(self.inner.config.herd_policy, &envelope, now)
+            .policy
+            .decide(&self.inner.herd, &envelope, now, uniform())
         {
-            StaleAction::Serve
-                if self.inner.config.herd_policy == Policy::Early
-                    && self.inner.herd.early_recompute(
-                        &envelope,
-                        now,
-                        self.inner.config.early_beta,
-                        uniform(),
-                    ) =>
-            {
-                // XFetch: this reader recomputes ahead of the expiry; nothing is stored, the
-                // others keep being served.
-                Ok(Opened::Miss)
-            }
+            // XFetch: this reader recomputes ahead of the expiry; nothing is stored, the
+            // others keep being served.
+            StaleAction::RecomputeEarly => Ok(Opened::Miss),
             StaleAction::Serve => Ok(serve(item)),
             StaleAction::ReinsertBare { exptime } => {
                 // Everyone else keeps being served the old value while this reader
@@ -384,7 +379,12 @@ impl Cache {
 
     /// True when the server keeps the herd state (`herd=meta`).
     fn meta(&self) -> bool {
-        self.inner.config.herd_policy == Policy::Meta
+        self.inner.policy.server_side()
+    }
+
+    /// The stale policy in use.
+    pub fn stale_policy(&self) -> &dyn StalePolicy {
+        self.inner.policy.as_ref()
     }
 
     /// A meta read: the win flag means "recompute"; everything else is served.

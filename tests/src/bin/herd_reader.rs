@@ -1,0 +1,49 @@
+//! A reader process for the two-process herd tests: `herd_reader URL KEY THREADS START_MS`.
+//! At START_MS (Unix ms) its threads call `get_or_set` on KEY once each, with a loader that
+//! takes 100 ms and returns 2. Prints `loads=N values=v,v,...`.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use newcache::{Cache, Ttl};
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let [url, key, threads, start] = args.as_slice() else {
+        eprintln!("usage: herd_reader URL KEY THREADS START_MS");
+        std::process::exit(2);
+    };
+    let threads: usize = threads.parse().expect("THREADS is a number");
+    let start: u64 = start.parse().expect("START_MS is a number");
+    let cache = Cache::from_url(url).expect("a valid URL");
+    let loads = Arc::new(AtomicUsize::new(0));
+    let handles: Vec<_> = (0..threads)
+        .map(|_| {
+            let (cache, key, loads) = (cache.clone(), key.clone(), loads.clone());
+            std::thread::spawn(move || {
+                let now = SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .expect("clock")
+                    .as_millis() as u64;
+                std::thread::sleep(Duration::from_millis(start.saturating_sub(now)));
+                cache
+                    .get_or_set(&key, Ttl::Seconds(300), || {
+                        loads.fetch_add(1, Ordering::SeqCst);
+                        std::thread::sleep(Duration::from_millis(100));
+                        2u32
+                    })
+                    .expect("get_or_set")
+            })
+        })
+        .collect();
+    let values: Vec<String> = handles
+        .into_iter()
+        .map(|h| h.join().expect("reader thread").to_string())
+        .collect();
+    println!(
+        "loads={} values={}",
+        loads.load(Ordering::SeqCst),
+        values.join(",")
+    );
+}

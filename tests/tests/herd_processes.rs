@@ -1,0 +1,113 @@
+//! Exactly one loader run per expiry across two processes x 16 threads, for `lease` and
+//! `meta`, on a real memcached; every other reader gets the old value, never an error.
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use newcache::{Cache, Ttl};
+use newcache_testkit::Memcached;
+
+const THREADS: usize = 16;
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
+
+/// Runs two reader processes that start together; returns (total loads, every value read).
+fn two_processes(url: &str, key: &str) -> (usize, Vec<u32>) {
+    let start = now_ms() + 400;
+    let children: Vec<_> = (0..2)
+        .map(|_| {
+            Command::new(env!("CARGO_BIN_EXE_herd_reader"))
+                .args([url, key, &THREADS.to_string(), &start.to_string()])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("runs herd_reader")
+        })
+        .collect();
+    let mut loads = 0;
+    let mut values = Vec::new();
+    for child in children {
+        let out = child.wait_with_output().expect("herd_reader finishes");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let text = String::from_utf8(out.stdout).unwrap();
+        let (l, v) = text.trim().split_once(' ').unwrap();
+        loads += l.strip_prefix("loads=").unwrap().parse::<usize>().unwrap();
+        values.extend(
+            v.strip_prefix("values=")
+                .unwrap()
+                .split(',')
+                .map(|x| x.parse::<u32>().unwrap()),
+        );
+    }
+    (loads, values)
+}
+
+fn check_one_load(loads: usize, values: &[u32]) {
+    assert_eq!(loads, 1, "exactly one loader run across both processes");
+    assert_eq!(values.len(), 2 * THREADS);
+    assert_eq!(values.iter().filter(|v| **v == 2).count(), 1, "{values:?}");
+    assert_eq!(
+        values.iter().filter(|v| **v == 1).count(),
+        2 * THREADS - 1,
+        "{values:?}"
+    );
+}
+
+#[test]
+fn lease_one_load_per_expiry_across_two_processes() {
+    let server = Memcached::start();
+    let url = format!("newcache://{}/?herd=lease&herd_timeout=60", server.addr());
+    let cache = Cache::from_url(&url).unwrap();
+    cache.set("hot", &1u32, Ttl::Seconds(1)).unwrap();
+    std::thread::sleep(Duration::from_millis(1100));
+    let (loads, values) = two_processes(&url, "hot");
+    check_one_load(loads, &values);
+    assert_eq!(cache.get::<u32>("hot").unwrap(), Some(2));
+}
+
+#[test]
+fn meta_one_load_per_expiry_across_two_processes() {
+    let server = Memcached::start();
+    let url = format!("newcache://{}/?herd=meta&herd_timeout=60", server.addr());
+    let cache = Cache::from_url(&url).unwrap();
+    cache.set("hot", &1u32, Ttl::Seconds(1)).unwrap();
+    // memcached decides the win on its own whole-second clock.
+    std::thread::sleep(Duration::from_millis(2100));
+    let (loads, values) = two_processes(&url, "hot");
+    check_one_load(loads, &values);
+    assert_eq!(cache.get::<u32>("hot").unwrap(), Some(2));
+}
+
+#[test]
+fn an_invalidation_gives_one_load_across_two_processes() {
+    for policy in ["lease", "meta"] {
+        let server = Memcached::start();
+        let url = format!(
+            "newcache://{}/?herd={policy}&herd_timeout=60",
+            server.addr()
+        );
+        let cache = Cache::from_url(&url).unwrap();
+        cache.set("page", &1u32, Ttl::Seconds(300)).unwrap();
+        assert!(cache.invalidate("page").unwrap());
+        let (loads, values) = two_processes(&url, "page");
+        check_one_load(loads, &values);
+    }
+}
+
+#[test]
+fn a_cold_key_is_loaded_once_across_two_processes() {
+    let server = Memcached::start();
+    let url = format!("newcache://{}/?herd=lease&lease_wait=3000", server.addr());
+    let (loads, values) = two_processes(&url, "cold");
+    assert_eq!(loads, 1);
+    assert!(values.iter().all(|v| *v == 2), "{values:?}");
+}
