@@ -449,6 +449,54 @@ impl TextTransport {
 }
 
 impl TextTransport {
+    /// Checks every key (nothing is sent when one is bad), then groups their positions by
+    /// server.
+    fn keys_by_server(&self, keys: &[&[u8]]) -> Result<Vec<(usize, Vec<usize>)>> {
+        for key in keys {
+            check_key(key)?;
+        }
+        Ok(self.by_server(0..keys.len(), |i| {
+            keys.get(i).map_or(0, |k| self.server_for_key(k))
+        }))
+    }
+
+    /// One command per key, pipelined across servers: every reply with its key's position
+    /// and its server's index.
+    fn per_key(
+        &self,
+        keys: &[&[u8]],
+        encode: impl Fn(&mut Vec<u8>, &[u8]),
+        expect: Expect,
+    ) -> Result<Vec<(usize, usize, Reply)>> {
+        let groups = self.keys_by_server(keys)?;
+        let replies = self.pipelined(
+            &groups,
+            |buf, members| {
+                for key in members.iter().filter_map(|&i| keys.get(i)) {
+                    encode(buf, key);
+                }
+            },
+            expect,
+            false,
+        )?;
+        let mut out = Vec::with_capacity(keys.len());
+        for ((server, replies), (_, members)) in replies.into_iter().zip(&groups) {
+            out.extend(
+                replies
+                    .into_iter()
+                    .zip(members)
+                    .map(|(r, &i)| (i, server, r)),
+            );
+        }
+        Ok(out)
+    }
+
+    fn label(&self, server: usize) -> String {
+        self.server(server)
+            .map(|s| s.label.clone())
+            .unwrap_or_default()
+    }
+
     fn meta_value(&self, key: &[u8], reply: Reply) -> Result<Option<MetaItem>> {
         match reply {
             Reply::Meta(Meta::Value(item)) => Ok(Some(item)),
@@ -535,16 +583,8 @@ impl Transport for TextTransport {
     }
 
     fn get_many(&self, keys: &[&[u8]]) -> Result<Vec<Option<Item>>> {
-        for key in keys {
-            check_key(key)?;
-        }
+        let groups = self.keys_by_server(keys)?;
         let mut out = vec![None; keys.len()];
-        if keys.is_empty() {
-            return Ok(out);
-        }
-        let groups = self.by_server(0..keys.len(), |i| {
-            keys.get(i).map_or(0, |k| self.server_for_key(k))
-        });
         let replies = self.pipelined(
             &groups,
             |buf, members| {
@@ -661,40 +701,22 @@ impl Transport for TextTransport {
     }
 
     fn delete_many(&self, keys: &[&[u8]]) -> Result<Vec<bool>> {
-        for key in keys {
-            check_key(key)?;
-        }
-        let groups = self.by_server(0..keys.len(), |i| {
-            keys.get(i).map_or(0, |k| self.server_for_key(k))
-        });
-        let replies = self.pipelined(
-            &groups,
-            |buf, members| {
-                for key in members.iter().filter_map(|&i| keys.get(i)) {
-                    proto::encode_delete(buf, key);
-                }
-            },
-            Expect::Status,
-            false,
-        )?;
         let mut out = vec![false; keys.len()];
-        for ((index, replies), (_, members)) in replies.into_iter().zip(&groups) {
-            for (reply, &i) in replies.into_iter().zip(members) {
-                let deleted = match reply {
-                    Reply::Status(Status::Deleted) => true,
-                    Reply::Status(Status::NotFound) => false,
-                    Reply::Status(s) => {
-                        let label = self.server(index)?.label.clone();
-                        return Err(status_to_error(label, s, "delete"));
-                    }
-                    other => {
-                        let label = self.server(index)?.label.clone();
-                        return Err(status_to_error(label, unexpected(other), "delete"));
-                    }
-                };
-                if let Some(slot) = out.get_mut(i) {
-                    *slot = deleted;
+        for (i, server, reply) in self.per_key(keys, proto::encode_delete, Expect::Status)? {
+            let deleted = match reply {
+                Reply::Status(Status::Deleted) => true,
+                Reply::Status(Status::NotFound) => false,
+                Reply::Status(s) => return Err(status_to_error(self.label(server), s, "delete")),
+                other => {
+                    return Err(status_to_error(
+                        self.label(server),
+                        unexpected(other),
+                        "delete",
+                    ))
                 }
+            };
+            if let Some(slot) = out.get_mut(i) {
+                *slot = deleted;
             }
         }
         Ok(out)
@@ -760,29 +782,12 @@ impl Transport for TextTransport {
     }
 
     fn meta_get_many(&self, keys: &[&[u8]], recache_below: u32) -> Result<Vec<Option<MetaItem>>> {
-        for key in keys {
-            check_key(key)?;
-        }
-        let groups = self.by_server(0..keys.len(), |i| {
-            keys.get(i).map_or(0, |k| self.server_for_key(k))
-        });
-        let replies = self.pipelined(
-            &groups,
-            |buf, members| {
-                for key in members.iter().filter_map(|&i| keys.get(i)) {
-                    proto::encode_meta_get(buf, key, recache_below);
-                }
-            },
-            Expect::Meta,
-            false,
-        )?;
         let mut out = vec![None; keys.len()];
-        for ((_, replies), (_, members)) in replies.into_iter().zip(&groups) {
-            for (reply, &i) in replies.into_iter().zip(members) {
-                let key = keys.get(i).copied().unwrap_or_default();
-                if let Some(slot) = out.get_mut(i) {
-                    *slot = self.meta_value(key, reply)?;
-                }
+        let encode = |b: &mut Vec<u8>, k: &[u8]| proto::encode_meta_get(b, k, recache_below);
+        for (i, _, reply) in self.per_key(keys, encode, Expect::Meta)? {
+            let key = keys.get(i).copied().unwrap_or_default();
+            if let Some(slot) = out.get_mut(i) {
+                *slot = self.meta_value(key, reply)?;
             }
         }
         Ok(out)

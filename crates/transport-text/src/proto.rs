@@ -311,19 +311,9 @@ impl Decoder {
                         return err(format!("expected VALUE or END, got {:?}", shown(text)));
                     }
                     let (key, flags, len, cas) = parse_value_header(text)?;
-                    let data_end = next
-                        .checked_add(len)
-                        .ok_or_else(|| ParseError("value length overflows".into()))?;
-                    let Some(block) = buf.get(next..data_end.saturating_add(2)) else {
+                    let Some((data, after)) = data_block(buf, next, len)? else {
                         return Ok(None);
                     };
-                    let (data, crlf) = block.split_at(len);
-                    if crlf != b"\r\n" {
-                        return err(format!(
-                            "value of {len} bytes for {:?} is not followed by \\r\\n",
-                            shown(&key)
-                        ));
-                    }
                     self.values.push((
                         key,
                         Item {
@@ -332,7 +322,7 @@ impl Decoder {
                             cas,
                         },
                     ));
-                    self.pos = data_end + 2;
+                    self.pos = after;
                 }
                 Expect::Meta => {
                     let mut fields = text.split(|&b| b == b' ');
@@ -390,20 +380,11 @@ impl Decoder {
                             _ => {}
                         }
                     }
-                    let data_end = next
-                        .checked_add(len)
-                        .ok_or_else(|| ParseError("value length overflows".into()))?;
-                    let Some(block) = buf.get(next..data_end.saturating_add(2)) else {
+                    let Some((data, after)) = data_block(buf, next, len)? else {
                         return Ok(None);
                     };
-                    let (data, crlf) = block.split_at(len);
-                    if crlf != b"\r\n" {
-                        return err(format!(
-                            "meta value of {len} bytes is not followed by \\r\\n"
-                        ));
-                    }
                     meta.item.value = data.to_vec();
-                    self.pos = data_end + 2;
+                    self.pos = after;
                     return Ok(Some(Reply::Meta(Meta::Value(meta))));
                 }
                 Expect::Stats => {
@@ -431,6 +412,23 @@ impl Decoder {
             }
         }
     }
+}
+
+/// The `len` data bytes at `buf[start..]` and the `\r\n` after them: `Ok(Some((data,
+/// position after the \r\n)))`, `Ok(None)` when more bytes are needed.
+fn data_block(buf: &[u8], start: usize, len: usize) -> Result<Option<(&[u8], usize)>, ParseError> {
+    let end = start
+        .checked_add(len)
+        .and_then(|e| e.checked_add(2))
+        .ok_or_else(|| ParseError("value length overflows".into()))?;
+    let Some(block) = buf.get(start..end) else {
+        return Ok(None);
+    };
+    let (data, crlf) = block.split_at(len);
+    if crlf != b"\r\n" {
+        return err(format!("a value of {len} bytes is not followed by \\r\\n"));
+    }
+    Ok(Some((data, end)))
 }
 
 /// `VALUE <key> <flags> <bytes> [<cas unique>]`
