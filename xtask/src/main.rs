@@ -9,15 +9,17 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 
-const USAGE: &str = "usage: cargo xtask <test|demo>
+const USAGE: &str = "usage: cargo xtask <test|demo|bench [--quick]>
   test    install what is missing (memcached, libmemcached), then fmt, clippy and every test
-  demo    wire keys and the thundering-herd scene against a memcached the demo starts itself";
+  demo    wire keys and the thundering-herd scene against a memcached the demo starts itself
+  bench   criterion benchmarks of every transport and peer, then docs/benchmarks.md";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
         Some("test") => test(&args[1..]),
         Some("demo") => demo(&args[1..]),
+        Some("bench") => bench(&args[1..]),
         _ => {
             eprintln!("{USAGE}");
             return ExitCode::from(2);
@@ -185,6 +187,52 @@ fn test(args: &[String]) -> Result<(), String> {
     run(default, "facade with default features")?;
     eprintln!("xtask: all checks passed");
     Ok(())
+}
+
+fn bench(args: &[String]) -> Result<(), String> {
+    install_prerequisites()?;
+    let quick = args.iter().any(|a| a == "--quick");
+    let mut cmd = cargo();
+    cmd.args([
+        "bench",
+        "-p",
+        "newcache-benches",
+        "--features",
+        "binary",
+        "--bench",
+        "transports",
+        "--bench",
+        "keyfn",
+        "--bench",
+        "envelope",
+    ]);
+    if quick {
+        cmd.env("NEWCACHE_BENCH_QUICK", "1");
+    }
+    run(cmd, "benchmarks")?;
+    let target = std::env::var("CARGO_TARGET_DIR")
+        .unwrap_or_else(|_| format!("{}/target", root().display()));
+    let command = if quick {
+        "cargo xtask bench --quick"
+    } else {
+        "cargo xtask bench"
+    };
+    let mut report = cargo();
+    report
+        .args([
+            "run",
+            "--quiet",
+            "--release",
+            "-p",
+            "newcache-benches",
+            "--bin",
+            "report",
+            "--",
+        ])
+        .arg(format!("{target}/criterion"))
+        .arg(root().join("docs"))
+        .arg(command);
+    run(report, "report")
 }
 
 fn demo(args: &[String]) -> Result<(), String> {

@@ -1,0 +1,239 @@
+//! Transports through the whole `Cache` facade (key function + herd envelope + codec), with
+//! peers in the same run against the same memcached: libmemcached through
+//! `newcache-transport-binary` with no facade, the `memcache` crate, and the loopback floor
+//! (a raw `mn` ping-pong on one TCP connection).
+//!
+//! `NEWCACHE_BENCH_QUICK=1` shortens every measurement (`cargo xtask bench --quick`).
+
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::time::Duration;
+
+use criterion::measurement::WallTime;
+use criterion::{criterion_group, criterion_main, BenchmarkGroup, Criterion, Throughput};
+use newcache::{Cache, Ttl};
+use newcache_testkit::Memcached;
+use std::hint::black_box;
+
+fn configure(group: &mut BenchmarkGroup<'_, WallTime>) {
+    let quick = std::env::var_os("NEWCACHE_BENCH_QUICK").is_some();
+    group.sample_size(if quick { 10 } else { 20 });
+    group.warm_up_time(Duration::from_millis(if quick { 200 } else { 500 }));
+    group.measurement_time(Duration::from_millis(if quick { 700 } else { 2500 }));
+}
+
+/// The facade over each transport: (name, cache).
+fn caches(server: &Memcached) -> Vec<(&'static str, Cache)> {
+    let url = |q: &str| format!("newcache://{}/?{q}", server.addr());
+    let mut out = vec![(
+        "newcache-text",
+        Cache::from_url(&url("transport=text")).expect("text"),
+    )];
+    #[cfg(feature = "binary")]
+    {
+        out.push((
+            "newcache-libmemcached-binary",
+            Cache::from_url(&url("binary=true")).expect("binary"),
+        ));
+        out.push((
+            "newcache-libmemcached-text",
+            Cache::from_url(&url("transport=libmemcached")).expect("lm text"),
+        ));
+    }
+    out.push((
+        "newcache-memory",
+        Cache::from_url("newcache:///?transport=memory").expect("memory"),
+    ));
+    out
+}
+
+/// libmemcached with no facade (our thin safe wrapper over it), text and binary.
+#[cfg(feature = "binary")]
+fn raw_libmemcached(
+    server: &Memcached,
+) -> Vec<(&'static str, newcache_transport_binary::BinaryTransport)> {
+    use newcache_transport_binary::{BinaryConfig, BinaryTransport};
+    [("libmemcached-text", false), ("libmemcached-binary", true)]
+        .into_iter()
+        .map(|(name, binary_protocol)| {
+            let config = BinaryConfig {
+                binary_protocol,
+                ..BinaryConfig::new([server.addr()])
+            };
+            (name, BinaryTransport::new(config).expect("libmemcached"))
+        })
+        .collect()
+}
+
+fn memcache_peers(server: &Memcached) -> Vec<(&'static str, memcache::Client)> {
+    vec![
+        (
+            "memcache-crate-ascii",
+            memcache::Client::connect(format!("memcache://{}?protocol=ascii", server.addr()))
+                .expect("memcache"),
+        ),
+        (
+            "memcache-crate-binary",
+            memcache::Client::connect(format!("memcache://{}", server.addr())).expect("memcache"),
+        ),
+    ]
+}
+
+fn transports(c: &mut Criterion) {
+    let server = Memcached::start();
+    let value = "x".repeat(100);
+    let caches = caches(&server);
+    #[cfg(feature = "binary")]
+    let raw = raw_libmemcached(&server);
+    let peers = memcache_peers(&server);
+    let keys: Vec<String> = (0..100).map(|i| format!("many-{i}")).collect();
+    for (_, cache) in &caches {
+        cache
+            .set("hit", value.as_str(), Ttl::Seconds(3600))
+            .expect("set");
+        cache
+            .set_many(
+                keys.iter().map(|k| (k.as_str(), value.as_str())),
+                Ttl::Seconds(3600),
+            )
+            .expect("set_many");
+    }
+
+    // The floor: one `mn` round trip on a raw TCP connection.
+    let mut floor = std::net::TcpStream::connect(server.addr()).expect("connect");
+    floor.set_nodelay(true).expect("nodelay");
+
+    let mut g = c.benchmark_group("get_hit");
+    configure(&mut g);
+    g.throughput(Throughput::Elements(1));
+    g.bench_function("loopback-floor-mn", |b| {
+        let mut buf = [0u8; 16];
+        b.iter(|| {
+            floor.write_all(b"mn\r\n").expect("write");
+            let n = floor.read(&mut buf).expect("read");
+            black_box(n);
+        })
+    });
+    for (name, cache) in &caches {
+        g.bench_function(*name, |b| {
+            b.iter(|| black_box(cache.get::<String>("hit").expect("get")))
+        });
+    }
+    #[cfg(feature = "binary")]
+    for (name, t) in &raw {
+        use newcache_transport::{Store, Transport};
+        t.store(&Store::set(b"raw-hit", value.as_bytes(), 16, 0))
+            .expect("store");
+        g.bench_function(*name, |b| {
+            b.iter(|| black_box(t.get(b"raw-hit").expect("get")))
+        });
+    }
+    for (name, client) in &peers {
+        client.set("peer-hit", value.as_str(), 0).expect("set");
+        g.bench_function(*name, |b| {
+            b.iter(|| black_box(client.get::<String>("peer-hit").expect("get")))
+        });
+    }
+    g.finish();
+
+    let mut g = c.benchmark_group("get_miss");
+    configure(&mut g);
+    g.throughput(Throughput::Elements(1));
+    for (name, cache) in &caches {
+        g.bench_function(*name, |b| {
+            b.iter(|| black_box(cache.get::<String>("absent").expect("get")))
+        });
+    }
+    #[cfg(feature = "binary")]
+    for (name, t) in &raw {
+        use newcache_transport::Transport;
+        g.bench_function(*name, |b| {
+            b.iter(|| black_box(t.get(b"absent").expect("get")))
+        });
+    }
+    g.finish();
+
+    let mut g = c.benchmark_group("set_100B");
+    configure(&mut g);
+    g.throughput(Throughput::Elements(1));
+    for (name, cache) in &caches {
+        g.bench_function(*name, |b| {
+            b.iter(|| {
+                cache
+                    .set("set", value.as_str(), Ttl::Seconds(3600))
+                    .expect("set")
+            })
+        });
+    }
+    #[cfg(feature = "binary")]
+    for (name, t) in &raw {
+        use newcache_transport::{Store, Transport};
+        g.bench_function(*name, |b| {
+            b.iter(|| {
+                t.store(&Store::set(b"raw-set", value.as_bytes(), 16, 3600))
+                    .expect("store")
+            })
+        });
+    }
+    for (name, client) in &peers {
+        g.bench_function(*name, |b| {
+            b.iter(|| client.set("peer-set", value.as_str(), 3600).expect("set"))
+        });
+    }
+    g.finish();
+
+    let mut g = c.benchmark_group("get_many_100");
+    configure(&mut g);
+    g.throughput(Throughput::Elements(100));
+    for (name, cache) in &caches {
+        g.bench_function(*name, |b| {
+            b.iter(|| {
+                let got: HashMap<String, String> = cache.get_many(&keys).expect("get_many");
+                assert_eq!(got.len(), 100);
+            })
+        });
+    }
+    #[cfg(feature = "binary")]
+    for (name, t) in &raw {
+        use newcache_transport::{Store, Transport};
+        let raw_keys: Vec<Vec<u8>> = (0..100)
+            .map(|i| format!("raw-many-{i}").into_bytes())
+            .collect();
+        let refs: Vec<&[u8]> = raw_keys.iter().map(Vec::as_slice).collect();
+        for k in &refs {
+            t.store(&Store::set(k, value.as_bytes(), 16, 0))
+                .expect("store");
+        }
+        g.bench_function(*name, |b| {
+            b.iter(|| black_box(t.get_many(&refs).expect("get_many")))
+        });
+    }
+    for (name, client) in &peers {
+        let peer_keys: Vec<String> = (0..100).map(|i| format!("peer-many-{i}")).collect();
+        for k in &peer_keys {
+            client.set(k, value.as_str(), 0).expect("set");
+        }
+        let refs: Vec<&str> = peer_keys.iter().map(String::as_str).collect();
+        g.bench_function(*name, |b| {
+            b.iter(|| black_box(client.gets::<String>(&refs).expect("gets")))
+        });
+    }
+    g.finish();
+
+    let big = vec![7u8; 100 * 1024];
+    let mut g = c.benchmark_group("set_get_100KB");
+    configure(&mut g);
+    g.throughput(Throughput::Elements(1));
+    for (name, cache) in &caches {
+        g.bench_function(*name, |b| {
+            b.iter(|| {
+                cache.set("big", &big, Ttl::Seconds(3600)).expect("set");
+                black_box(cache.get::<Vec<u8>>("big").expect("get"))
+            })
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, transports);
+criterion_main!(benches);
