@@ -1,152 +1,36 @@
 //! libmemcached behaviors under pylibmc's names, with pylibmc's units and pylibmc's order.
 
-use std::fmt;
 use std::time::Duration;
 
 use libmemcached_sys::*;
 
-/// The key hash (`hash`) or the ketama continuum hash (`ketama_hash`), by pylibmc's names.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[allow(non_camel_case_types)]
-pub enum Hash {
-    /// `default`: Bob Jenkins' one-at-a-time hash, libmemcached's default.
-    Default,
-    /// `md5`.
-    Md5,
-    /// `crc`: CRC32, as libmemcached computes it (`(crc >> 16) & 0x7fff`).
-    Crc,
-    /// `fnv1_64`.
-    Fnv1_64,
-    /// `fnv1a_64`.
-    Fnv1a_64,
-    /// `fnv1_32`.
-    Fnv1_32,
-    /// `fnv1a_32`.
-    Fnv1a_32,
-    /// `murmur`: MurmurHash2 (only when libhashkit was built with it).
-    Murmur,
-    /// `hsieh`: Paul Hsieh's hash (only when libhashkit was built with it; Debian 12's was
-    /// not).
-    Hsieh,
-    /// `jenkins`: Bob Jenkins' lookup3.
-    Jenkins,
-}
+pub use newcache_placement::{Distribution, Hash};
 
-impl Hash {
-    /// Every hash, with its pylibmc name.
-    pub const ALL: [(Hash, &'static str); 10] = [
-        (Hash::Default, "default"),
-        (Hash::Md5, "md5"),
-        (Hash::Crc, "crc"),
-        (Hash::Fnv1_64, "fnv1_64"),
-        (Hash::Fnv1a_64, "fnv1a_64"),
-        (Hash::Fnv1_32, "fnv1_32"),
-        (Hash::Fnv1a_32, "fnv1a_32"),
-        (Hash::Murmur, "murmur"),
-        (Hash::Hsieh, "hsieh"),
-        (Hash::Jenkins, "jenkins"),
-    ];
-
-    /// pylibmc's name of the hash.
-    pub fn name(self) -> &'static str {
-        Hash::ALL
-            .iter()
-            .find(|(h, _)| *h == self)
-            .map_or("default", |(_, n)| n)
-    }
-
-    /// The `memcached_hash_t` value.
-    pub fn to_libmemcached(self) -> memcached_hash_t {
-        match self {
-            Hash::Default => MEMCACHED_HASH_DEFAULT,
-            Hash::Md5 => MEMCACHED_HASH_MD5,
-            Hash::Crc => MEMCACHED_HASH_CRC,
-            Hash::Fnv1_64 => MEMCACHED_HASH_FNV1_64,
-            Hash::Fnv1a_64 => MEMCACHED_HASH_FNV1A_64,
-            Hash::Fnv1_32 => MEMCACHED_HASH_FNV1_32,
-            Hash::Fnv1a_32 => MEMCACHED_HASH_FNV1A_32,
-            Hash::Murmur => MEMCACHED_HASH_MURMUR,
-            Hash::Hsieh => MEMCACHED_HASH_HSIEH,
-            Hash::Jenkins => MEMCACHED_HASH_JENKINS,
-        }
-    }
-
-    fn parse(value: &str) -> Option<Hash> {
-        Hash::ALL
-            .iter()
-            .find(|(_, n)| n.eq_ignore_ascii_case(value.trim()))
-            .map(|(h, _)| *h)
+/// The `memcached_hash_t` value of a hash.
+pub fn hash_to_libmemcached(hash: Hash) -> memcached_hash_t {
+    match hash {
+        Hash::Default => MEMCACHED_HASH_DEFAULT,
+        Hash::Md5 => MEMCACHED_HASH_MD5,
+        Hash::Crc => MEMCACHED_HASH_CRC,
+        Hash::Fnv1_64 => MEMCACHED_HASH_FNV1_64,
+        Hash::Fnv1a_64 => MEMCACHED_HASH_FNV1A_64,
+        Hash::Fnv1_32 => MEMCACHED_HASH_FNV1_32,
+        Hash::Fnv1a_32 => MEMCACHED_HASH_FNV1A_32,
+        Hash::Murmur => MEMCACHED_HASH_MURMUR,
+        Hash::Hsieh => MEMCACHED_HASH_HSIEH,
+        Hash::Jenkins => MEMCACHED_HASH_JENKINS,
     }
 }
 
-impl fmt::Display for Hash {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-/// How keys are distributed over servers (`distribution`), by pylibmc's names.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Distribution {
-    /// `modula`: `hash(key) % number_of_servers`, libmemcached's default.
-    Modula,
-    /// `consistent`: a consistent-hashing ring (libmemcached builds it as ketama does).
-    Consistent,
-    /// `consistent ketama`: the ketama ring (what the `ketama` behavior selects).
-    ConsistentKetama,
-    /// `random`: a random server per request (only useful with replicas or for writes
-    /// that need no reading back).
-    Random,
-    /// `consistent ketama spy`: ketama as the spymemcached Java client computes it.
-    ConsistentKetamaSpy,
-    /// `consistent weighted`: ketama with server weights (what `ketama_weighted` selects).
-    ConsistentWeighted,
-}
-
-impl Distribution {
-    /// Every distribution, with its pylibmc name (pylibmc spells them with spaces; this
-    /// crate also accepts underscores).
-    pub const ALL: [(Distribution, &'static str); 6] = [
-        (Distribution::Modula, "modula"),
-        (Distribution::Consistent, "consistent"),
-        (Distribution::ConsistentKetama, "consistent ketama"),
-        (Distribution::Random, "random"),
-        (Distribution::ConsistentKetamaSpy, "consistent ketama spy"),
-        (Distribution::ConsistentWeighted, "consistent weighted"),
-    ];
-
-    /// pylibmc's name of the distribution.
-    pub fn name(self) -> &'static str {
-        Distribution::ALL
-            .iter()
-            .find(|(d, _)| *d == self)
-            .map_or("modula", |(_, n)| n)
-    }
-
-    /// The `memcached_server_distribution_t` value.
-    pub fn to_libmemcached(self) -> memcached_server_distribution_t {
-        match self {
-            Distribution::Modula => MEMCACHED_DISTRIBUTION_MODULA,
-            Distribution::Consistent => MEMCACHED_DISTRIBUTION_CONSISTENT,
-            Distribution::ConsistentKetama => MEMCACHED_DISTRIBUTION_CONSISTENT_KETAMA,
-            Distribution::Random => MEMCACHED_DISTRIBUTION_RANDOM,
-            Distribution::ConsistentKetamaSpy => MEMCACHED_DISTRIBUTION_CONSISTENT_KETAMA_SPY,
-            Distribution::ConsistentWeighted => MEMCACHED_DISTRIBUTION_CONSISTENT_WEIGHTED,
-        }
-    }
-
-    fn parse(value: &str) -> Option<Distribution> {
-        let value = value.trim().replace('_', " ");
-        Distribution::ALL
-            .iter()
-            .find(|(_, n)| n.eq_ignore_ascii_case(&value))
-            .map(|(d, _)| *d)
-    }
-}
-
-impl fmt::Display for Distribution {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
+/// The `memcached_server_distribution_t` value of a distribution.
+pub fn distribution_to_libmemcached(distribution: Distribution) -> memcached_server_distribution_t {
+    match distribution {
+        Distribution::Modula => MEMCACHED_DISTRIBUTION_MODULA,
+        Distribution::Consistent => MEMCACHED_DISTRIBUTION_CONSISTENT,
+        Distribution::ConsistentKetama => MEMCACHED_DISTRIBUTION_CONSISTENT_KETAMA,
+        Distribution::Random => MEMCACHED_DISTRIBUTION_RANDOM,
+        Distribution::ConsistentKetamaSpy => MEMCACHED_DISTRIBUTION_CONSISTENT_KETAMA_SPY,
+        Distribution::ConsistentWeighted => MEMCACHED_DISTRIBUTION_CONSISTENT_WEIGHTED,
     }
 }
 
@@ -303,7 +187,7 @@ impl BehaviorValue for Hash {
         })
     }
     fn raw(&self, _: Conv) -> Result<u64, String> {
-        Ok(u64::from(self.to_libmemcached()))
+        Ok(u64::from(hash_to_libmemcached(*self)))
     }
     fn show(&self, _: Conv) -> String {
         self.name().to_string()
@@ -321,7 +205,7 @@ impl BehaviorValue for Distribution {
         })
     }
     fn raw(&self, _: Conv) -> Result<u64, String> {
-        Ok(u64::from(self.to_libmemcached()))
+        Ok(u64::from(distribution_to_libmemcached(*self)))
     }
     fn show(&self, _: Conv) -> String {
         self.name().to_string()

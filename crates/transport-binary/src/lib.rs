@@ -136,7 +136,10 @@ pub use newcache_transport::{
 mod behaviors;
 mod pool;
 
-pub use behaviors::{BehaviorError, Behaviors, Distribution, Hash};
+pub use behaviors::{
+    distribution_to_libmemcached, hash_to_libmemcached, BehaviorError, Behaviors, Distribution,
+    Hash,
+};
 use pool::{Handle, Pool, ResultBuf};
 
 /// The connect timeout used when `connect_timeout` is not set: 250 ms.
@@ -149,7 +152,7 @@ pub const DEFAULT_POLL_TIMEOUT: Duration = Duration::from_millis(500);
 pub const DEFAULT_POOL_SIZE: usize = 8;
 
 /// The memcached port used when a server entry gives none.
-pub const DEFAULT_PORT: u16 = 11211;
+pub const DEFAULT_PORT: u16 = newcache_placement::DEFAULT_PORT;
 
 const BACKEND: &str = "libmemcached";
 
@@ -230,57 +233,15 @@ struct ServerSpec {
 }
 
 fn parse_server(entry: &str) -> std::result::Result<ServerSpec, String> {
-    let entry = entry.trim();
-    let (host, rest, bracketed) = if let Some(after) = entry.strip_prefix('[') {
-        let (host, rest) = after
-            .split_once(']')
-            .ok_or("an IPv6 address needs its closing ']'")?;
-        let rest = match rest {
-            "" => None,
-            r => Some(r.strip_prefix(':').ok_or("expected ':' after ']'")?),
-        };
-        (host, rest, true)
-    } else {
-        match entry.split_once(':') {
-            Some((host, rest)) => (host, Some(rest), false),
-            None => (entry, None, false),
-        }
-    };
-    if host.is_empty() {
-        return Err("the host is empty".into());
-    }
-    let mut parts = rest.map(|r| r.split(':')).into_iter().flatten();
-    let port = match parts.next() {
-        None => DEFAULT_PORT,
-        Some(p) => p
-            .parse::<u16>()
-            .ok()
-            .filter(|&p| p > 0)
-            .ok_or_else(|| format!("port {p:?} is not a number from 1 to 65535"))?,
-    };
-    let weight = match parts.next() {
-        None => 1,
-        Some(w) => w
-            .parse::<u32>()
-            .ok()
-            .filter(|&w| w > 0)
-            .ok_or_else(|| format!("weight {w:?} is not a positive number"))?,
-    };
-    if parts.next().is_some() {
-        return Err(
-            "expected host:port or host:port:weight (write IPv6 addresses as [addr]:port)".into(),
-        );
-    }
-    let label = if bracketed {
-        format!("[{host}]:{port}")
-    } else {
-        format!("{host}:{port}")
-    };
+    let server = newcache_placement::Server::parse(entry).map_err(|e| match e {
+        newcache_placement::PlacementError::BadServer { reason, .. } => reason,
+        other => other.to_string(),
+    })?;
     Ok(ServerSpec {
-        host: host.to_string(),
-        port,
-        weight,
-        label,
+        label: server.address(),
+        host: server.host,
+        port: server.port,
+        weight: server.weight,
     })
 }
 

@@ -159,7 +159,7 @@ fn every_hash_and_distribution_name_reaches_libmemcached() {
         match configure(true, &[("hash", name)]) {
             Ok(t) => assert_eq!(
                 read(&t, "hash"),
-                u64::from(hash.to_libmemcached()),
+                u64::from(newcache_transport_binary::hash_to_libmemcached(hash)),
                 "{name}"
             ),
             // libhashkit may be built without hsieh or murmur; the error names the behavior.
@@ -176,7 +176,9 @@ fn every_hash_and_distribution_name_reaches_libmemcached() {
         let t = configure(true, &[("distribution", name)]).unwrap();
         assert_eq!(
             read(&t, "distribution"),
-            u64::from(distribution.to_libmemcached()),
+            u64::from(newcache_transport_binary::distribution_to_libmemcached(
+                distribution
+            )),
             "{name}"
         );
     }
