@@ -84,3 +84,75 @@ mc.set("{from_py_bytes}", b"\x00\xff")
         Some(vec![0, 255])
     );
 }
+
+/// pylibmc is a second placement oracle: `Client.hash(key)` is the server index it picks.
+/// The text transport agrees with it on the placements pylibmc users configure.
+#[test]
+fn the_text_transport_places_keys_where_pylibmc_does() {
+    use newcache_transport_text::{TextConfig, TextTransport};
+    let servers = [
+        "10.0.0.1",
+        "10.0.0.2:11212",
+        "cache-3.example:11213:2",
+        "10.0.0.4",
+    ];
+    let keys: Vec<String> = (0..2000)
+        .map(|i| format!("k{i}-{}-ключ", "x".repeat(i % 40)))
+        .collect();
+    for behaviors in [
+        "{}",
+        "{'hash': 'crc'}",
+        "{'ketama': True}",
+        "{'ketama_weighted': True}",
+        "{'distribution': 'consistent ketama spy', 'hash': 'md5'}",
+    ] {
+        let script = format!(
+            "import pylibmc, sys\nc = pylibmc.Client({servers:?}, behaviors={behaviors})\nfor k in sys.stdin.read().split('\\n'):\n    print(c.hash(k))"
+        );
+        let mut child = Command::new(PYTHON)
+            .args(["-c", &script])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot run {PYTHON}: {e}"));
+        use std::io::Write;
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(keys.join("\n").as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success(), "pylibmc failed for {behaviors}");
+        let theirs: Vec<usize> = String::from_utf8(out.stdout)
+            .unwrap()
+            .lines()
+            .map(|l| l.trim().parse().unwrap())
+            .collect();
+        assert_eq!(theirs.len(), keys.len());
+
+        let mut config = TextConfig {
+            servers: servers.iter().map(|s| s.to_string()).collect(),
+            ..TextConfig::default()
+        };
+        let pairs = behaviors
+            .trim_matches(['{', '}'])
+            .split(", ")
+            .filter(|p| !p.is_empty())
+            .map(|p| {
+                let (n, v) = p.split_once(": ").unwrap();
+                (n.trim_matches('\''), v.trim_matches('\''))
+            });
+        for (name, value) in pairs {
+            config.set_behavior(name, value).unwrap();
+        }
+        let text = TextTransport::new(config).unwrap();
+        for (key, want) in keys.iter().zip(theirs) {
+            assert_eq!(
+                text.server_for_key(key.as_bytes()).unwrap(),
+                want,
+                "{behaviors}: key {key:?}"
+            );
+        }
+    }
+}

@@ -104,6 +104,10 @@ fn missing_packages() -> Vec<&'static str> {
     if !on_path("pkg-config") {
         missing.push("pkg-config");
     }
+    // twemproxy: the text transport's proxy test runs through it.
+    if !on_path("nutcracker") {
+        missing.push("nutcracker");
+    }
     if !has_libmemcached() {
         missing.push("libmemcached-dev");
     }
@@ -149,7 +153,7 @@ fn install_prerequisites() -> Result<(), String> {
         return Ok(());
     }
     Err(format!(
-        "missing: {}. Install them first:\n  Debian/Ubuntu: sudo apt-get install memcached libmemcached-dev libsasl2-modules pkg-config python3-pylibmc\n  macOS:         brew install memcached libmemcached pkg-config",
+        "missing: {}. Install them first:\n  Debian/Ubuntu: sudo apt-get install memcached libmemcached-dev libsasl2-modules pkg-config python3-pylibmc nutcracker\n  macOS:         brew install memcached libmemcached pkg-config twemproxy",
         missing.join(" ")
     ))
 }

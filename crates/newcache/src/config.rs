@@ -75,7 +75,8 @@ pub struct Config {
     /// The servers' item size limit in bytes (memcached's `-I`), default 1 MiB.
     pub item_size_limit: usize,
     /// libmemcached behaviors by pylibmc's names (`behaviors.NAME=value` in the URL), in the
-    /// order given; only the libmemcached transport takes them.
+    /// order given. The libmemcached transport takes them all; the text transport takes the
+    /// placement, failover and timeout ones (see `newcache_transport_text::BEHAVIORS`).
     pub behaviors: Vec<(String, String)>,
     /// SASL user name (libmemcached binary mode).
     pub username: Option<String>,
@@ -321,7 +322,6 @@ impl Config {
                 "password" => config.password = Some(Secret(value.to_string())),
                 n if n.starts_with("behaviors.") => {
                     let behavior = &n["behaviors.".len()..];
-                    check_behavior(behavior, value)?;
                     config.behaviors.push((behavior.to_string(), value.to_string()));
                 }
                 _ => {
@@ -357,11 +357,8 @@ impl Config {
                 )))
             }
         };
-        let libmemcached = matches!(config.transport, TransportKind::Libmemcached { .. });
-        if !config.behaviors.is_empty() && !libmemcached {
-            return Err(bad(
-                "behaviors.* are libmemcached's: use them with binary=true or transport=libmemcached",
-            ));
+        for (name, value) in &config.behaviors {
+            check_behavior(config.transport, name, value)?;
         }
         if config.username.is_some() != config.password.is_some() {
             return Err(bad("give both username and password, or neither"));
@@ -640,17 +637,45 @@ fn build_transport(config: &Config) -> Result<Arc<dyn Transport>> {
     }
 }
 
+fn check_behavior(transport: TransportKind, name: &str, value: &str) -> Result<()> {
+    match transport {
+        TransportKind::Libmemcached { .. } => check_libmemcached_behavior(name, value),
+        TransportKind::Text => check_text_behavior(name, value),
+        TransportKind::Memory => Err(bad(format_args!(
+            "behaviors.{name}: behaviors configure a memcached client; the memory transport takes none"
+        ))),
+    }
+}
+
 #[cfg(feature = "binary")]
-fn check_behavior(name: &str, value: &str) -> Result<()> {
+fn check_libmemcached_behavior(name: &str, value: &str) -> Result<()> {
     newcache_transport_binary::Behaviors::default()
         .set(name, value)
         .map_err(bad)
 }
 
 #[cfg(not(feature = "binary"))]
-fn check_behavior(name: &str, _: &str) -> Result<()> {
+fn check_libmemcached_behavior(name: &str, _: &str) -> Result<()> {
     Err(bad(format_args!(
         "behaviors.{name}: libmemcached behaviors need the `binary` feature of newcache"
+    )))
+}
+
+#[cfg(feature = "text")]
+fn check_text_behavior(name: &str, value: &str) -> Result<()> {
+    newcache_transport_text::TextConfig::default()
+        .set_behavior(name, value)
+        .map_err(|e| {
+            bad(format_args!(
+                "behaviors.{name} with the text transport: {e}"
+            ))
+        })
+}
+
+#[cfg(not(feature = "text"))]
+fn check_text_behavior(name: &str, _: &str) -> Result<()> {
+    Err(bad(format_args!(
+        "behaviors.{name}: the text transport needs the `text` feature of newcache"
     )))
 }
 
@@ -689,28 +714,28 @@ fn build_libmemcached(_: &Config, binary: bool) -> Result<Arc<dyn Transport>> {
 #[cfg(feature = "text")]
 fn build_text(config: &Config) -> Result<Arc<dyn Transport>> {
     use newcache_transport_text::{TextConfig, TextTransport};
-    if let Some(weighted) = config
-        .servers
-        .iter()
-        .find(|s| s.matches(':').count() == 2 && !s.starts_with('['))
-    {
-        return Err(bad(format_args!(
-            "server {weighted:?} has a weight; the text transport places keys by modula and takes no weights yet (use binary=true with behaviors.ketama_weighted=true)"
-        )));
-    }
     let servers = config
         .servers
         .iter()
         .map(|s| parse_server(s))
         .collect::<Result<Vec<_>>>()?;
-    let transport = TextTransport::new(TextConfig {
+    let mut text = TextConfig {
         servers,
         connect_timeout: config.connect_timeout,
         read_timeout: config.read_timeout,
         write_timeout: config.write_timeout,
         max_idle_per_server: config.max_idle_per_server,
         item_size_limit: config.item_size_limit,
-    })?;
+        ..TextConfig::default()
+    };
+    for (name, value) in &config.behaviors {
+        text.set_behavior(name, value).map_err(|e| {
+            bad(format_args!(
+                "behaviors.{name} with the text transport: {e}"
+            ))
+        })?;
+    }
+    let transport = TextTransport::new(text)?;
     Ok(Arc::new(transport))
 }
 
@@ -820,7 +845,15 @@ mod tests {
             ("newcache://a/?transport=udp", "transport"),
             ("newcache://a/?key_function=md5", "key_function"),
             ("newcache://a/?key_prefix=x", "key_prefix"),
-            ("newcache://a/?behaviors.ketama=true", "behaviors"),
+            (
+                "newcache://a/?behaviors.buffer_requests=true",
+                "buffer_requests",
+            ),
+            ("newcache://a/?behaviors.ketama=maybe", "ketama"),
+            (
+                "newcache://a/?transport=memory&behaviors.ketama=1",
+                "memory",
+            ),
             ("newcache://a/?binary=true&behaviors.nonsense=1", "nonsense"),
             ("newcache://a/?binary=true&username=u", "both"),
             (
@@ -835,6 +868,18 @@ mod tests {
             let err = Config::from_url(url).unwrap_err().to_string();
             assert!(err.contains(needle), "{url}: {err}");
         }
+    }
+
+    #[cfg(feature = "text")]
+    #[test]
+    fn the_text_transport_takes_placement_and_failover_behaviors_and_weights() {
+        let cache = crate::Builder::from_url(
+            "newcache://a:11211:2;b:11212/?behaviors.ketama=true&behaviors.remove_failed=1&behaviors.retry_timeout=1",
+        )
+        .unwrap()
+        .build()
+        .unwrap();
+        assert_eq!(cache.transport().name(), "text");
     }
 
     #[cfg(feature = "binary")]

@@ -24,16 +24,125 @@ pub const INSTALL_HINT: &str =
 /// Finds the memcached binary: `$MEMCACHED_BIN`, then `PATH`, then `/usr/bin` and
 /// `/usr/local/bin`.
 pub fn memcached_binary() -> Option<PathBuf> {
-    if let Some(p) = std::env::var_os("MEMCACHED_BIN") {
+    find_binary("MEMCACHED_BIN", "memcached")
+}
+
+/// Finds twemproxy: `$NUTCRACKER_BIN`, then `PATH`, then `/usr/sbin` (where Debian puts it).
+pub fn nutcracker_binary() -> Option<PathBuf> {
+    find_binary("NUTCRACKER_BIN", "nutcracker")
+}
+
+fn find_binary(variable: &str, name: &str) -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os(variable) {
         return Some(PathBuf::from(p));
     }
     let mut dirs: Vec<PathBuf> = std::env::var_os("PATH")
         .map(|p| std::env::split_paths(&p).collect())
         .unwrap_or_default();
     dirs.extend(["/usr/bin", "/usr/local/bin", "/usr/sbin"].map(PathBuf::from));
-    dirs.into_iter()
-        .map(|d| d.join("memcached"))
-        .find(|p| p.is_file())
+    dirs.into_iter().map(|d| d.join(name)).find(|p| p.is_file())
+}
+
+/// twemproxy (`nutcracker`) on a free loopback port in front of memcached servers, with a
+/// configuration of its own (ketama over the servers, no ejection); killed when dropped.
+/// Panics, naming the install command, when nutcracker is not installed.
+#[derive(Debug)]
+pub struct Twemproxy {
+    child: Option<Child>,
+    port: u16,
+    dir: PathBuf,
+}
+
+impl Twemproxy {
+    /// Starts twemproxy in front of `backends`.
+    pub fn start(backends: &[&Memcached]) -> Twemproxy {
+        let bin = nutcracker_binary().unwrap_or_else(|| {
+            panic!("nutcracker (twemproxy) not found; install it: `apt-get install nutcracker`, or run `cargo xtask test`, which installs it")
+        });
+        let mut last_err = String::new();
+        for _ in 0..5 {
+            let port = free_port();
+            let dir = std::env::temp_dir()
+                .join(format!("newcache-twemproxy-{port}-{}", std::process::id()));
+            std::fs::create_dir_all(&dir)
+                .unwrap_or_else(|e| panic!("cannot create {}: {e}", dir.display()));
+            let servers: String = backends
+                .iter()
+                .map(|m| format!("   - {}:1\n", m.addr()))
+                .collect();
+            let config = format!(
+                "newcache:\n  listen: 127.0.0.1:{port}\n  hash: fnv1a_64\n  distribution: ketama\n  timeout: 2000\n  auto_eject_hosts: false\n  servers:\n{servers}"
+            );
+            let conf = dir.join("nutcracker.yml");
+            std::fs::write(&conf, config)
+                .unwrap_or_else(|e| panic!("cannot write {}: {e}", conf.display()));
+            let stats_port = free_port();
+            let child = Command::new(&bin)
+                .arg("-c")
+                .arg(&conf)
+                .args(["-s", &stats_port.to_string(), "-a", "127.0.0.1"])
+                .arg("-o")
+                .arg(dir.join("nutcracker.log"))
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap_or_else(|e| panic!("cannot run {}: {e}", bin.display()));
+            let mut proxy = Twemproxy {
+                child: Some(child),
+                port,
+                dir,
+            };
+            match proxy.wait_ready() {
+                Ok(()) => return proxy,
+                Err(e) => last_err = e,
+            }
+        }
+        panic!("twemproxy did not start: {last_err}");
+    }
+
+    fn wait_ready(&mut self) -> Result<(), String> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(Ok(Some(status))) = self.child.as_mut().map(Child::try_wait) {
+                let log =
+                    std::fs::read_to_string(self.dir.join("nutcracker.log")).unwrap_or_default();
+                return Err(format!("nutcracker exited with {status}: {}", log.trim()));
+            }
+            let addr = SocketAddr::from(([127, 0, 0, 1], self.port));
+            if let Ok(mut s) = TcpStream::connect_timeout(&addr, Duration::from_millis(200)) {
+                let _ = s.set_read_timeout(Some(Duration::from_millis(500)));
+                let mut buf = [0u8; 64];
+                if s.write_all(b"version\r\n").is_ok()
+                    && matches!(s.read(&mut buf), Ok(n) if buf.get(..n).is_some_and(|b| b.starts_with(b"VERSION")))
+                {
+                    return Ok(());
+                }
+            }
+            if Instant::now() > deadline {
+                return Err(format!(
+                    "nutcracker did not answer on port {} within 10 s",
+                    self.port
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// `127.0.0.1:PORT`, as a server list entry.
+    pub fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for Twemproxy {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
 }
 
 /// Asks the OS for a loopback port that is free right now.
@@ -104,7 +213,7 @@ impl Memcached {
                 }
                 return Err(format!("memcached exited with {status}: {}", err.trim()));
             }
-            if ping(self.socket_addr()) {
+            if ping(self.socket_addr(), child.id()) {
                 self.child = Some(child);
                 return Ok(());
             }
@@ -141,6 +250,37 @@ impl Memcached {
             let _ = child.kill();
             let _ = child.wait();
         }
+    }
+
+    /// Freezes the process (SIGSTOP), as a hung server: connections still open (the kernel
+    /// accepts them) but nothing is answered until [`Memcached::resume`].
+    pub fn pause(&mut self) {
+        self.signal("-STOP");
+        // The stop reaches each thread asynchronously: wait until every one is stopped.
+        let pid = self.child.as_ref().map(Child::id).unwrap_or_default();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !all_threads_stopped(pid) {
+            assert!(Instant::now() < deadline, "memcached {pid} did not stop");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// Thaws a [`Memcached::pause`]d process (SIGCONT).
+    pub fn resume(&mut self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&mut self, signal: &str) {
+        let pid = self
+            .child
+            .as_ref()
+            .map(|c| c.id())
+            .unwrap_or_else(|| panic!("memcached on port {} is not running", self.port));
+        let status = Command::new("kill")
+            .args([signal, &pid.to_string()])
+            .status()
+            .unwrap_or_else(|e| panic!("cannot run kill {signal} {pid}: {e}"));
+        assert!(status.success(), "kill {signal} {pid} failed: {status}");
     }
 
     /// True while the process runs.
@@ -212,16 +352,48 @@ impl Drop for Memcached {
     }
 }
 
-fn ping(addr: SocketAddr) -> bool {
+/// True when every thread of process `pid` is stopped (state `T` in /proc). Without /proc,
+/// waits a moment and says yes.
+fn all_threads_stopped(pid: u32) -> bool {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        std::thread::sleep(Duration::from_millis(100));
+        return true;
+    };
+    tasks.flatten().all(|task| {
+        std::fs::read_to_string(task.path().join("stat"))
+            .ok()
+            .and_then(|stat| {
+                // The state follows the command name, which is in parentheses.
+                let after = stat.rsplit_once(')')?.1;
+                after
+                    .split_whitespace()
+                    .next()
+                    .map(|state| state == "T" || state == "t")
+            })
+            .unwrap_or(true)
+    })
+}
+
+/// True when the memcached answering at `addr` is the process `pid`: another test's server
+/// that holds the port (two tests drew the same free port) does not count.
+fn ping(addr: SocketAddr, pid: u32) -> bool {
     let Ok(mut s) = TcpStream::connect_timeout(&addr, Duration::from_millis(200)) else {
         return false;
     };
     let _ = s.set_read_timeout(Some(Duration::from_millis(500)));
-    if s.write_all(b"version\r\n").is_err() {
+    if s.write_all(b"stats\r\n").is_err() {
         return false;
     }
-    let mut buf = [0u8; 64];
-    matches!(s.read(&mut buf), Ok(n) if buf[..n].starts_with(b"VERSION"))
+    let mut reply = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !reply.ends_with(b"END\r\n") {
+        match s.read(&mut buf) {
+            Ok(0) | Err(_) => return false,
+            Ok(n) => reply.extend_from_slice(buf.get(..n).unwrap_or_default()),
+        }
+    }
+    let want = format!("STAT pid {pid}\r\n");
+    reply.windows(want.len()).any(|w| w == want.as_bytes())
 }
 
 fn is_root() -> bool {
@@ -245,8 +417,14 @@ mod tests {
         m.restart();
         assert_eq!(m.port(), port);
         assert_eq!(m.raw("get k\r\n", b"END\r\n"), b"END\r\n");
+        let pid = m.child.as_ref().map(Child::id).unwrap();
+        assert!(ping(m.socket_addr(), pid));
+        assert!(
+            !ping(m.socket_addr(), pid + 1),
+            "another process's server is not ours"
+        );
         m.kill();
         assert!(!m.is_running());
-        assert!(!ping(m.socket_addr()));
+        assert!(!ping(m.socket_addr(), pid));
     }
 }

@@ -9,9 +9,14 @@
 //!   server that comes back is used again.
 //! - Keys are checked and values measured before anything is written: a bad key or a value over
 //!   the item size limit is a typed error and sends nothing.
-//! - With several servers, keys are placed as libmemcached places them by default (modula over
-//!   its one-at-a-time hash), and multi-key operations send every server its whole batch before
-//!   reading any reply.
+//! - With several servers, keys are placed exactly as libmemcached places them with the same
+//!   server list and behaviors ([`newcache_placement`]: modula or ketama, weighted or not,
+//!   over libmemcached's hashes), and multi-key operations send every server its whole batch
+//!   before reading any reply, so they cost about one round trip however many servers they
+//!   touch.
+//! - A server that fails is left alone for a while and, with `remove_failed`, ejected from a
+//!   consistent ring ([`Failover`], libmemcached's `retry_timeout`, `failure_limit`,
+//!   `remove_failed` and `dead_timeout`); multi-gets read its keys as misses.
 //!
 //! ```no_run
 //! use newcache_transport::{Store, Transport};
@@ -29,13 +34,19 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 #![forbid(unsafe_code)]
 
-pub mod placement;
+mod cluster;
 pub mod proto;
+
+pub use cluster::Failover;
+pub use newcache_placement as placement;
 
 use std::fmt;
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::sync::Mutex;
+
+use cluster::Cluster;
+use newcache_placement::Behaviors;
 use std::time::{Duration, Instant};
 
 use newcache_transport::{
@@ -47,7 +58,9 @@ use proto::{Decoder, Expect, Meta, Reply, Status};
 /// Settings of a [`TextTransport`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TextConfig {
-    /// Servers as `host:port`, `host` (port 11211) or `[v6addr]:port`.
+    /// Servers as `host:port`, `host` (port 11211) or `[v6addr]:port`, each optionally with
+    /// a weight (`host:port:weight`) for weighted ketama. Their order matters for placement,
+    /// as in pylibmc.
     pub servers: Vec<String>,
     /// Timeout for opening a connection.
     pub connect_timeout: Duration,
@@ -59,6 +72,127 @@ pub struct TextConfig {
     pub max_idle_per_server: usize,
     /// Values larger than this are refused before anything is sent (memcached's `-I`).
     pub item_size_limit: usize,
+    /// Key placement, by libmemcached's behavior names (`hash`, `ketama`, `ketama_weighted`,
+    /// `distribution`, `_sort_hosts`). Default: libmemcached's modula over one-at-a-time.
+    pub placement: Behaviors,
+    /// What happens when a server fails.
+    pub failover: Failover,
+}
+
+/// Why [`TextConfig::set_behavior`] refused a behavior.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BehaviorError(pub String);
+
+impl fmt::Display for BehaviorError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for BehaviorError {}
+
+/// The libmemcached behaviors the text transport honours, by pylibmc's names.
+pub const BEHAVIORS: [&str; 16] = [
+    "hash",
+    "ketama_hash",
+    "ketama",
+    "ketama_weighted",
+    "distribution",
+    "_sort_hosts",
+    "retry_timeout",
+    "_retry_timeout",
+    "failure_limit",
+    "remove_failed",
+    "auto_eject",
+    "dead_timeout",
+    "connect_timeout",
+    "_poll_timeout",
+    "tcp_nodelay",
+    "verify_keys",
+];
+
+impl TextConfig {
+    /// Sets one libmemcached behavior by pylibmc's name and in pylibmc's units, so one
+    /// `CACHE_BEHAVIORS`-style list configures both transports: placement (`hash`, `ketama`,
+    /// `ketama_weighted`, `distribution`, `_sort_hosts`; `ketama_hash` is accepted and, as in
+    /// libmemcached 1.1.4, changes nothing), failover (`retry_timeout` and `dead_timeout` in
+    /// seconds, `failure_limit`, `remove_failed`/`auto_eject`), `connect_timeout` and
+    /// `_poll_timeout` (the read and write timeout) in milliseconds. `tcp_nodelay` and
+    /// `verify_keys` are always on here and take only a true value. Any other behavior is an
+    /// error naming the ones this transport takes.
+    ///
+    /// ```
+    /// use newcache_transport_text::TextConfig;
+    /// let mut config = TextConfig::default();
+    /// config.set_behavior("ketama", "true").unwrap();
+    /// config.set_behavior("remove_failed", "1").unwrap();
+    /// config.set_behavior("retry_timeout", "1").unwrap();
+    /// assert!(config.failover.remove_failed);
+    /// assert!(config.set_behavior("buffer_requests", "1").is_err());
+    /// ```
+    pub fn set_behavior(&mut self, name: &str, value: &str) -> Result<(), BehaviorError> {
+        let bad = |expected: &str| {
+            BehaviorError(format!("behavior {name} = {value:?}: expected {expected}"))
+        };
+        let number = || {
+            value
+                .trim()
+                .parse::<u64>()
+                .map_err(|_| bad("a whole number"))
+        };
+        let flag = || match value.trim().to_ascii_lowercase().as_str() {
+            "1" | "true" | "yes" | "on" => Ok(true),
+            "0" | "false" | "no" | "off" => Ok(false),
+            _ => Err(bad("a boolean (1/0, true/false)")),
+        };
+        match self.placement.set(name, value) {
+            Ok(true) => {
+                if let Some(hash) = self.placement.hash.filter(|h| !h.is_computed()) {
+                    self.placement.hash = None;
+                    return Err(BehaviorError(format!(
+                        "hash {hash} is not computed by the text transport (it places keys with default, md5, crc, fnv1_32, fnv1a_32, fnv1_64 and fnv1a_64); use the binary transport for it"
+                    )));
+                }
+                return Ok(());
+            }
+            Ok(false) => {}
+            Err(e) => return Err(BehaviorError(e.to_string())),
+        }
+        match name {
+            "retry_timeout" | "_retry_timeout" => {
+                self.failover.retry_timeout = Duration::from_secs(number()?)
+            }
+            "dead_timeout" => self.failover.dead_timeout = Duration::from_secs(number()?),
+            "failure_limit" => {
+                let n = number()?;
+                self.failover.failure_limit = u32::try_from(n)
+                    .ok()
+                    .filter(|&n| n > 0)
+                    .ok_or_else(|| bad("a whole number from 1"))?;
+            }
+            "remove_failed" => self.failover.remove_failed = number()? > 0,
+            "auto_eject" => self.failover.remove_failed = flag()?,
+            "connect_timeout" => self.connect_timeout = Duration::from_millis(number()?),
+            "_poll_timeout" => {
+                self.read_timeout = Duration::from_millis(number()?);
+                self.write_timeout = self.read_timeout;
+            }
+            "tcp_nodelay" | "verify_keys" => {
+                if !flag()? {
+                    return Err(BehaviorError(format!(
+                        "{name} is always on in the text transport and cannot be turned off"
+                    )));
+                }
+            }
+            _ => {
+                return Err(BehaviorError(format!(
+                    "behavior {name:?} is not one the text transport takes ({}); libmemcached's other behaviors need the binary transport",
+                    BEHAVIORS.join(", ")
+                )))
+            }
+        }
+        Ok(())
+    }
 }
 
 impl Default for TextConfig {
@@ -70,6 +204,8 @@ impl Default for TextConfig {
             write_timeout: Duration::from_millis(500),
             max_idle_per_server: 16,
             item_size_limit: DEFAULT_ITEM_SIZE_LIMIT,
+            placement: Behaviors::default(),
+            failover: Failover::default(),
         }
     }
 }
@@ -135,6 +271,7 @@ struct Server {
 /// memcached's text protocol over TCP; see the crate documentation.
 pub struct TextTransport {
     servers: Vec<Server>,
+    cluster: Cluster,
     config: TextConfig,
 }
 
@@ -146,59 +283,61 @@ impl fmt::Debug for TextTransport {
     }
 }
 
-/// Normalises a server entry to `host:port`.
-fn server_label(entry: &str) -> Result<String> {
-    let entry = entry.trim();
-    let bad = || Error::Protocol {
-        server: entry.to_string(),
-        detail: "a server must be host, host:port or [v6addr]:port".into(),
-    };
-    if entry.is_empty() {
-        return Err(bad());
-    }
-    if entry.starts_with('[') {
-        return match entry.rsplit_once("]:") {
-            Some((_, port)) if port.parse::<u16>().is_ok() => Ok(entry.to_string()),
-            _ if entry.ends_with(']') => Ok(format!("{entry}:11211")),
-            _ => Err(bad()),
-        };
-    }
-    match entry.split_once(':') {
-        None => Ok(format!("{entry}:11211")),
-        Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => {
-            Ok(entry.to_string())
-        }
-        _ => Err(bad()),
-    }
-}
-
 impl TextTransport {
     /// A transport over these servers. Connects to nothing until the first request.
     pub fn new(config: TextConfig) -> Result<Self> {
         if config.servers.is_empty() {
             return Err(Error::NoServers);
         }
-        let servers = config
+        let specs = config
             .servers
             .iter()
             .map(|s| {
-                Ok(Server {
-                    label: server_label(s)?,
-                    idle: Mutex::new(Vec::new()),
+                placement::Server::parse(s).map_err(|e| Error::Protocol {
+                    server: s.clone(),
+                    detail: format!(
+                        "{e}; a server is host, host:port, host:port:weight or [v6addr]:port"
+                    ),
                 })
             })
             .collect::<Result<Vec<_>>>()?;
-        Ok(TextTransport { servers, config })
+        let settings = config.placement.settings(&specs);
+        if !settings.hash.is_computed() {
+            return Err(Error::Unsupported {
+                server: "the text transport".into(),
+                command: format!("the {} key hash (use the binary transport)", settings.hash),
+            });
+        }
+        let servers = specs
+            .iter()
+            .map(|s| Server {
+                label: s.address(),
+                idle: Mutex::new(Vec::new()),
+            })
+            .collect();
+        let cluster = Cluster::new(specs, settings, config.failover);
+        Ok(TextTransport {
+            servers,
+            cluster,
+            config,
+        })
     }
 
-    /// The servers, as `host:port`, in placement order.
+    /// The servers, as `host:port`, in configuration order.
     pub fn servers(&self) -> Vec<String> {
-        self.servers.iter().map(|s| s.label.clone()).collect()
+        self.cluster.labels().to_vec()
     }
 
-    /// The index (into [`TextTransport::servers`]) of the server that holds `key`.
-    pub fn server_for_key(&self, key: &[u8]) -> usize {
-        placement::modula(key, self.servers.len())
+    /// The placement this transport resolved from its behaviors and servers.
+    pub fn placement(&self) -> &placement::Settings {
+        self.cluster.settings()
+    }
+
+    /// The index (into [`TextTransport::servers`]) of the server that holds `key` now:
+    /// libmemcached's choice for the same servers and behaviors, skipping servers that
+    /// failover has ejected. [`Error::ServerDown`] when no server is left to take it.
+    pub fn server_for_key(&self, key: &[u8]) -> Result<usize> {
+        self.cluster.place(key)
     }
 
     fn server(&self, index: usize) -> Result<&Server> {
@@ -311,12 +450,17 @@ impl TextTransport {
                 .read(conn.rbuf.spare())
                 .map_err(|e| self.io_error(server, e, self.config.read_timeout))?;
             if n == 0 {
-                return Err(Error::Io {
-                    server: server.label.clone(),
-                    source: io::Error::new(
+                let source = if conn.rbuf.filled().is_empty() {
+                    io::Error::new(io::ErrorKind::UnexpectedEof, ClosedWithoutReply)
+                } else {
+                    io::Error::new(
                         io::ErrorKind::UnexpectedEof,
                         "the server closed the connection mid-reply",
-                    ),
+                    )
+                };
+                return Err(Error::Io {
+                    server: server.label.clone(),
+                    source,
                 });
             }
             conn.rbuf.end += n;
@@ -337,23 +481,60 @@ impl TextTransport {
         expects: &[Expect],
     ) -> Result<Vec<Reply>> {
         let server = self.server(index)?;
-        let mut conn = self.checkout(server)?;
-        encode(&mut conn.wbuf);
-        self.send(server, &mut conn)?;
-        let mut replies = Vec::with_capacity(expects.len());
-        for &expect in expects {
-            replies.push(self.receive(server, &mut conn, expect)?);
+        self.cluster.check_up(index)?;
+        let mut head = Head::default();
+        let outcome = (|| {
+            let mut conn = self.checkout(server)?;
+            encode(&mut conn.wbuf);
+            head = Head::of(&conn.wbuf);
+            self.send(server, &mut conn)?;
+            let mut replies = Vec::with_capacity(expects.len());
+            for &expect in expects {
+                replies.push(self.receive(server, &mut conn, expect)?);
+            }
+            if expects.len() > 1 || conn.rbuf.data.len() > 64 * 1024 {
+                self.restore_read_timeout(&mut conn)
+                    .map_err(|e| self.io_error(server, e, self.config.read_timeout))?;
+            }
+            self.checkin(server, conn);
+            Ok(replies)
+        })();
+        let outcome = self.classify_close(index, head, outcome);
+        self.cluster.report(index, &outcome);
+        outcome
+    }
+
+    /// A connection closed before any reply to a command that servers may lack (`stats`,
+    /// `flush_all`, meta commands...) is a proxy refusing the command (twemproxy closes the
+    /// connection on what it does not proxy) when the server still answers `version` on a
+    /// fresh connection: then it is [`Error::Unsupported`], and the server is not failing.
+    fn classify_close<T>(&self, index: usize, head: Head, outcome: Result<T>) -> Result<T> {
+        let closed = matches!(&outcome, Err(Error::Io { source, .. })
+            if source.get_ref().is_some_and(|e| e.is::<ClosedWithoutReply>()));
+        if !closed || !head.may_be_unsupported() {
+            return outcome;
         }
-        if expects.len() > 1 || conn.rbuf.data.len() > 64 * 1024 {
-            self.restore_read_timeout(&mut conn)
-                .map_err(|e| self.io_error(server, e, self.config.read_timeout))?;
+        let alive = self.server(index).is_ok_and(|server| {
+            self.connect(server).is_ok_and(|mut conn| {
+                proto::encode_line(&mut conn.wbuf, "version");
+                self.send(server, &mut conn).is_ok()
+                    && matches!(
+                        self.receive(server, &mut conn, Expect::Status),
+                        Ok(Reply::Status(Status::Version(_)))
+                    )
+            })
+        });
+        if alive {
+            return Err(Error::Unsupported {
+                server: self.label(index),
+                command: head.command(),
+            });
         }
-        self.checkin(server, conn);
-        Ok(replies)
+        outcome
     }
 
     fn one(&self, key: &[u8], encode: impl FnOnce(&mut Vec<u8>), expect: Expect) -> Result<Reply> {
-        let index = self.server_for_key(key);
+        let index = self.server_for_key(key)?;
         let mut replies = self.exchange(index, encode, &[expect])?;
         let server = &self.server(index)?.label;
         replies.pop().ok_or_else(|| Error::Protocol {
@@ -364,62 +545,106 @@ impl TextTransport {
 
     fn status_error(&self, key: &[u8], status: Status, command: &str) -> Error {
         let server = self
-            .server(self.server_for_key(key))
-            .map(|s| s.label.clone())
+            .server_for_key(key)
+            .map(|i| self.label(i))
             .unwrap_or_default();
         status_to_error(server, status, command)
     }
 
-    /// Groups positions of `keys` by server, in server order.
-    fn by_server(
+    /// Groups positions `0..count` by the server of their key (`key_of`), in order of first
+    /// appearance.
+    fn by_server<'k>(
         &self,
-        keys: impl Iterator<Item = usize>,
-        key_of: impl Fn(usize) -> usize,
-    ) -> Vec<(usize, Vec<usize>)> {
+        count: usize,
+        key_of: impl Fn(usize) -> Option<&'k [u8]>,
+    ) -> Result<Vec<(usize, Vec<usize>)>> {
         let mut groups: Vec<(usize, Vec<usize>)> = Vec::new();
-        for i in keys {
-            let s = key_of(i);
+        for i in 0..count {
+            let Some(key) = key_of(i) else { continue };
+            let s = self.server_for_key(key)?;
             match groups.iter_mut().find(|(server, _)| *server == s) {
                 Some((_, members)) => members.push(i),
                 None => groups.push((s, vec![i])),
             }
         }
-        groups
+        Ok(groups)
     }
 
-    /// Pipelined across servers: every server's batch is written before any reply is read.
-    /// `encode` writes the commands of one group; each group expects one reply per member,
-    /// or one in all when `one_reply` is set.
+    /// Pipelined across servers: every server's batch is written before any reply is read,
+    /// so the whole costs about one round trip. `encode` writes the commands of one group;
+    /// each group expects one reply per member, or one in all when `one_reply` is set.
+    /// Each group's outcome is its own: a down server fails its group only.
     fn pipelined(
         &self,
         groups: &[(usize, Vec<usize>)],
         encode: impl Fn(&mut Vec<u8>, &[usize]),
         expect: Expect,
         one_reply: bool,
-    ) -> Result<Vec<(usize, Vec<Reply>)>> {
-        let mut sent = Vec::with_capacity(groups.len());
-        for (index, members) in groups {
-            let server = self.server(*index)?;
-            let mut conn = self.checkout(server)?;
-            encode(&mut conn.wbuf, members);
-            self.send(server, &mut conn)?;
-            sent.push((*index, members.len(), conn));
-        }
-        // On an error, the connections not yet read are dropped with `sent`, unread.
-        let mut out = Vec::with_capacity(sent.len());
-        for (index, count, mut conn) in sent {
-            let server = self.server(index)?;
-            let n = if one_reply { 1 } else { count };
-            let mut replies = Vec::with_capacity(n);
-            for _ in 0..n {
-                replies.push(self.receive(server, &mut conn, expect)?);
+    ) -> Vec<(usize, Result<Vec<Reply>>)> {
+        let sent: Vec<(usize, usize, Head, Result<Conn>)> = groups
+            .iter()
+            .map(|(index, members)| {
+                let mut head = Head::default();
+                let conn = self.server(*index).and_then(|server| {
+                    self.cluster.check_up(*index)?;
+                    let mut conn = self.checkout(server)?;
+                    encode(&mut conn.wbuf, members);
+                    head = Head::of(&conn.wbuf);
+                    self.send(server, &mut conn)?;
+                    Ok(conn)
+                });
+                (*index, members.len(), head, conn)
+            })
+            .collect();
+        sent.into_iter()
+            .map(|(index, count, head, conn)| {
+                let outcome = conn.and_then(|mut conn| {
+                    let server = self.server(index)?;
+                    let n = if one_reply { 1 } else { count };
+                    let mut replies = Vec::with_capacity(n);
+                    for _ in 0..n {
+                        // On an error the connection is dropped here, unread.
+                        replies.push(self.receive(server, &mut conn, expect)?);
+                    }
+                    self.restore_read_timeout(&mut conn)
+                        .map_err(|e| self.io_error(server, e, self.config.read_timeout))?;
+                    self.checkin(server, conn);
+                    Ok(replies)
+                });
+                let outcome = self.classify_close(index, head, outcome);
+                self.cluster.report(index, &outcome);
+                (index, outcome)
+            })
+            .collect()
+    }
+
+    /// Every group's replies, or the first group's error (after every group was read).
+    fn strict(outcomes: Vec<(usize, Result<Vec<Reply>>)>) -> Result<Vec<(usize, Vec<Reply>)>> {
+        outcomes
+            .into_iter()
+            .map(|(index, outcome)| outcome.map(|replies| (index, replies)))
+            .collect()
+    }
+
+    /// For reads: the replies of the servers that answered; a server that is down or failed
+    /// leaves its keys as misses (libmemcached's multi-get does the same). An error when
+    /// every server failed, or when one gave a reply that is an error of its own.
+    fn tolerant(outcomes: Vec<(usize, Result<Vec<Reply>>)>) -> Result<Vec<(usize, Vec<Reply>)>> {
+        let mut answered = Vec::with_capacity(outcomes.len());
+        let mut first_failure = None;
+        for (index, outcome) in outcomes {
+            match outcome {
+                Ok(replies) => answered.push((index, replies)),
+                Err(e) if e.is_server_failure() => {
+                    first_failure.get_or_insert(e);
+                }
+                Err(e) => return Err(e),
             }
-            self.restore_read_timeout(&mut conn)
-                .map_err(|e| self.io_error(server, e, self.config.read_timeout))?;
-            self.checkin(server, conn);
-            out.push((index, replies));
         }
-        Ok(out)
+        match first_failure {
+            Some(e) if answered.is_empty() => Err(e),
+            _ => Ok(answered),
+        }
     }
 
     fn check_value(&self, value: &[u8]) -> Result<()> {
@@ -455,21 +680,21 @@ impl TextTransport {
         for key in keys {
             check_key(key)?;
         }
-        Ok(self.by_server(0..keys.len(), |i| {
-            keys.get(i).map_or(0, |k| self.server_for_key(k))
-        }))
+        self.by_server(keys.len(), |i| keys.get(i).copied())
     }
 
     /// One command per key, pipelined across servers: every reply with its key's position
-    /// and its server's index.
+    /// and its server's index. `reads` lets a down server's keys go unanswered (misses)
+    /// instead of failing the whole call.
     fn per_key(
         &self,
         keys: &[&[u8]],
         encode: impl Fn(&mut Vec<u8>, &[u8]),
         expect: Expect,
+        reads: bool,
     ) -> Result<Vec<(usize, usize, Reply)>> {
         let groups = self.keys_by_server(keys)?;
-        let replies = self.pipelined(
+        let outcomes = self.pipelined(
             &groups,
             |buf, members| {
                 for key in members.iter().filter_map(|&i| keys.get(i)) {
@@ -478,13 +703,18 @@ impl TextTransport {
             },
             expect,
             false,
-        )?;
+        );
+        let replies = if reads {
+            Self::tolerant(outcomes)?
+        } else {
+            Self::strict(outcomes)?
+        };
         let mut out = Vec::with_capacity(keys.len());
-        for ((server, replies), (_, members)) in replies.into_iter().zip(&groups) {
+        for (server, replies) in replies {
             out.extend(
                 replies
                     .into_iter()
-                    .zip(members)
+                    .zip(members_of(&groups, server))
                     .map(|(r, &i)| (i, server, r)),
             );
         }
@@ -505,6 +735,78 @@ impl TextTransport {
             other => Err(self.status_error(key, unexpected(other), "mg")),
         }
     }
+}
+
+/// The marker of an [`Error::Io`] for a connection closed before any byte of the reply.
+#[derive(Debug)]
+struct ClosedWithoutReply;
+
+impl fmt::Display for ClosedWithoutReply {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("the server closed the connection without replying")
+    }
+}
+
+impl std::error::Error for ClosedWithoutReply {}
+
+/// The first word of a request (its command), kept without allocating in case the reply
+/// needs explaining.
+#[derive(Debug, Clone, Copy, Default)]
+struct Head {
+    bytes: [u8; 12],
+    len: usize,
+}
+
+impl Head {
+    fn of(request: &[u8]) -> Head {
+        let word = request
+            .split(|&b| b == b' ' || b == b'\r')
+            .next()
+            .unwrap_or_default();
+        let mut head = Head::default();
+        let len = word.len().min(head.bytes.len());
+        if let (Some(dst), Some(src)) = (head.bytes.get_mut(..len), word.get(..len)) {
+            dst.copy_from_slice(src);
+            head.len = len;
+        }
+        head
+    }
+
+    fn word(&self) -> &[u8] {
+        self.bytes.get(..self.len).unwrap_or_default()
+    }
+
+    fn command(&self) -> String {
+        String::from_utf8_lossy(self.word()).into_owned()
+    }
+
+    /// Commands a memcached-speaking proxy may not carry.
+    fn may_be_unsupported(&self) -> bool {
+        matches!(
+            self.word(),
+            b"stats"
+                | b"flush_all"
+                | b"mg"
+                | b"ms"
+                | b"md"
+                | b"ma"
+                | b"mn"
+                | b"me"
+                | b"gat"
+                | b"gats"
+                | b"verbosity"
+                | b"version"
+                | b"cache_memlimit"
+        )
+    }
+}
+
+/// The positions grouped on server `index`.
+fn members_of(groups: &[(usize, Vec<usize>)], index: usize) -> &[usize] {
+    groups
+        .iter()
+        .find(|(server, _)| *server == index)
+        .map_or(&[], |(_, members)| members.as_slice())
 }
 
 fn unexpected(reply: Reply) -> Status {
@@ -596,8 +898,9 @@ impl Transport for TextTransport {
             },
             Expect::Values,
             true,
-        )?;
-        for ((index, replies), (_, members)) in replies.into_iter().zip(&groups) {
+        );
+        for (index, replies) in Self::tolerant(replies)? {
+            let members = members_of(&groups, index);
             for reply in replies {
                 match reply {
                     Reply::Values(values) => place_values(values, members, keys, &mut out),
@@ -650,9 +953,7 @@ impl Transport for TextTransport {
             check_key(r.key)?;
             self.check_value(r.value)?;
         }
-        let groups = self.by_server(0..requests.len(), |i| {
-            requests.get(i).map_or(0, |r| self.server_for_key(r.key))
-        });
+        let groups = self.by_server(requests.len(), |i| requests.get(i).map(|r| r.key))?;
         let replies = self.pipelined(
             &groups,
             |buf, members| {
@@ -662,10 +963,10 @@ impl Transport for TextTransport {
             },
             Expect::Status,
             false,
-        )?;
+        );
         let mut out = vec![StoreStatus::NotStored; requests.len()];
-        for ((index, replies), (_, members)) in replies.into_iter().zip(&groups) {
-            for (reply, &i) in replies.into_iter().zip(members) {
+        for (index, replies) in Self::strict(replies)? {
+            for (reply, &i) in replies.into_iter().zip(members_of(&groups, index)) {
                 let status = match reply {
                     Reply::Status(ref s) => store_status(s),
                     _ => None,
@@ -702,7 +1003,7 @@ impl Transport for TextTransport {
 
     fn delete_many(&self, keys: &[&[u8]]) -> Result<Vec<bool>> {
         let mut out = vec![false; keys.len()];
-        for (i, server, reply) in self.per_key(keys, proto::encode_delete, Expect::Status)? {
+        for (i, server, reply) in self.per_key(keys, proto::encode_delete, Expect::Status, false)? {
             let deleted = match reply {
                 Reply::Status(Status::Deleted) => true,
                 Reply::Status(Status::NotFound) => false,
@@ -747,12 +1048,12 @@ impl Transport for TextTransport {
     fn flush_all(&self) -> Result<()> {
         let groups: Vec<(usize, Vec<usize>)> =
             (0..self.servers.len()).map(|i| (i, vec![i])).collect();
-        for (index, replies) in self.pipelined(
+        for (index, replies) in Self::strict(self.pipelined(
             &groups,
             |b, _| proto::encode_line(b, "flush_all"),
             Expect::Status,
             true,
-        )? {
+        ))? {
             for reply in replies {
                 if reply != Reply::Status(Status::Ok) {
                     let label = self.server(index)?.label.clone();
@@ -784,7 +1085,7 @@ impl Transport for TextTransport {
     fn meta_get_many(&self, keys: &[&[u8]], recache_below: u32) -> Result<Vec<Option<MetaItem>>> {
         let mut out = vec![None; keys.len()];
         let encode = |b: &mut Vec<u8>, k: &[u8]| proto::encode_meta_get(b, k, recache_below);
-        for (i, _, reply) in self.per_key(keys, encode, Expect::Meta)? {
+        for (i, _, reply) in self.per_key(keys, encode, Expect::Meta, true)? {
             let key = keys.get(i).copied().unwrap_or_default();
             if let Some(slot) = out.get_mut(i) {
                 *slot = self.meta_value(key, reply)?;
@@ -811,12 +1112,12 @@ impl Transport for TextTransport {
         let groups: Vec<(usize, Vec<usize>)> =
             (0..self.servers.len()).map(|i| (i, vec![i])).collect();
         let mut out = Vec::with_capacity(self.servers.len());
-        for (index, replies) in self.pipelined(
+        for (index, replies) in Self::strict(self.pipelined(
             &groups,
             |b, _| proto::encode_line(b, "stats"),
             Expect::Stats,
             true,
-        )? {
+        ))? {
             let label = self.server(index)?.label.clone();
             for reply in replies {
                 match reply {
@@ -840,14 +1141,82 @@ mod tests {
     use super::*;
 
     #[test]
-    fn server_entries_are_normalised() {
-        assert_eq!(server_label("h").unwrap(), "h:11211");
-        assert_eq!(server_label("h:1").unwrap(), "h:1");
-        assert_eq!(server_label("[::1]:5").unwrap(), "[::1]:5");
-        assert_eq!(server_label("[::1]").unwrap(), "[::1]:11211");
-        for bad in ["", "h:x", ":1", "[::1]:x", "h:1:2:3"] {
-            assert!(server_label(bad).is_err(), "{bad}");
+    fn server_entries_are_normalised_and_bad_ones_refused() {
+        let t = TextTransport::new(TextConfig {
+            servers: vec![
+                "h".into(),
+                "h:1".into(),
+                "[::1]:5".into(),
+                "[::1]".into(),
+                "w:2:3".into(),
+            ],
+            ..TextConfig::default()
+        })
+        .unwrap();
+        assert_eq!(
+            t.servers(),
+            ["h:11211", "h:1", "[::1]:5", "[::1]:11211", "w:2"]
+        );
+        for bad in ["", "h:x", ":1", "[::1]:x", "h:1:2:3", "h:1:0"] {
+            let config = TextConfig {
+                servers: vec![bad.into()],
+                ..TextConfig::default()
+            };
+            assert!(TextTransport::new(config).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn behaviors_configure_placement_failover_and_timeouts() {
+        let mut c = TextConfig::default();
+        c.set_behavior("ketama_weighted", "true").unwrap();
+        c.set_behavior("_retry_timeout", "1").unwrap();
+        c.set_behavior("dead_timeout", "60").unwrap();
+        c.set_behavior("failure_limit", "2").unwrap();
+        c.set_behavior("auto_eject", "true").unwrap();
+        c.set_behavior("connect_timeout", "100").unwrap();
+        c.set_behavior("_poll_timeout", "300").unwrap();
+        c.set_behavior("tcp_nodelay", "1").unwrap();
+        assert_eq!(
+            c.failover,
+            Failover {
+                retry_timeout: Duration::from_secs(1),
+                failure_limit: 2,
+                remove_failed: true,
+                dead_timeout: Duration::from_secs(60),
+            }
+        );
+        assert_eq!(c.connect_timeout, Duration::from_millis(100));
+        assert_eq!(c.read_timeout, Duration::from_millis(300));
+        c.servers = vec!["a:1".into(), "b:2".into()];
+        let t = TextTransport::new(c.clone()).unwrap();
+        assert_eq!(
+            t.placement().distribution,
+            placement::Distribution::ConsistentWeighted
+        );
+        assert_eq!(t.placement().hash, placement::Hash::Md5);
+        for (name, value) in [
+            ("failure_limit", "0"),
+            ("tcp_nodelay", "0"),
+            ("hash", "jenkins"),
+            ("buffer_requests", "1"),
+            ("retry_timeout", "soon"),
+        ] {
+            let err = c.set_behavior(name, value).unwrap_err();
+            assert!(
+                err.to_string().contains(name) || err.to_string().contains("jenkins"),
+                "{err}"
+            );
+        }
+        // A hash the text transport does not compute is refused at construction too.
+        c.placement = Behaviors {
+            hash: Some(placement::Hash::Murmur),
+            ..Behaviors::default()
+        };
+        assert!(matches!(
+            TextTransport::new(c),
+            Err(Error::Unsupported { .. })
+        ));
     }
 
     #[test]

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use newcache_testkit::Memcached;
 use newcache_transport::{Error, Store, Transport};
-use newcache_transport_text::{TextConfig, TextTransport};
+use newcache_transport_text::{Failover, TextConfig, TextTransport};
 
 fn transport(servers: Vec<String>) -> TextTransport {
     TextTransport::new(TextConfig {
@@ -121,20 +121,36 @@ fn a_good_reply_keeps_the_connection_for_the_next_request() {
 #[test]
 fn a_down_server_fails_fast_and_a_restarted_one_is_used_again() {
     let mut server = Memcached::start();
-    let t = transport(vec![server.addr()]);
+    let t = TextTransport::new(TextConfig {
+        servers: vec![server.addr()],
+        connect_timeout: Duration::from_millis(200),
+        failover: Failover {
+            retry_timeout: Duration::from_millis(300),
+            ..Failover::default()
+        },
+        ..TextConfig::default()
+    })
+    .unwrap();
     t.store(&Store::set(b"k", b"v", 0, 0)).unwrap();
     server.kill();
     let started = Instant::now();
+    let first = t.get(b"k").unwrap_err();
+    assert!(
+        first.is_connection_error(),
+        "the first failure is the connection's: {first}"
+    );
     for _ in 0..10 {
+        // Then the server is left alone for retry_timeout: no connect per request.
         let err = t.get(b"k").unwrap_err();
-        assert!(err.is_connection_error(), "{err}");
+        assert!(matches!(err, Error::ServerDown { .. }), "{err}");
     }
     assert!(
-        started.elapsed() < Duration::from_secs(1),
+        started.elapsed() < Duration::from_millis(250),
         "{:?}",
         started.elapsed()
     );
     server.restart();
+    std::thread::sleep(Duration::from_millis(350));
     assert_eq!(t.get(b"k").unwrap(), None);
     t.store(&Store::set(b"k", b"v2", 0, 0)).unwrap();
     assert_eq!(t.get(b"k").unwrap().unwrap().value, b"v2");
@@ -178,7 +194,7 @@ fn every_key_lands_on_the_server_placement_names_and_get_many_finds_it() {
         );
     }
     for (i, k) in refs.iter().enumerate() {
-        let home = &servers[t.server_for_key(k)];
+        let home = &servers[t.server_for_key(k).unwrap()];
         let raw = home.raw(
             &format!("get {}\r\n", String::from_utf8_lossy(k)),
             b"END\r\n",

@@ -310,6 +310,15 @@ pub enum Error {
         /// The command it refused.
         command: String,
     },
+    /// The server failed recently and is left alone until its retry time: the request failed
+    /// at once, without connecting (libmemcached's `retry_timeout` / `dead_timeout`).
+    #[error("memcached at {server} is marked down after failing; it is retried in {retry_in:?} (this request failed fast without connecting)")]
+    ServerDown {
+        /// The server, as configured (or `every server` when none is left to take the key).
+        server: String,
+        /// How long until the server is tried again.
+        retry_in: Duration,
+    },
     /// SASL authentication failed.
     #[error("authentication with memcached at {server} failed: {message}; check the username and password")]
     Auth {
@@ -331,6 +340,19 @@ pub enum Error {
 }
 
 impl Error {
+    /// True when the server could not be reached or was skipped as down: a connect failure,
+    /// a timeout, an I/O error or [`Error::ServerDown`]. A cluster client treats such a
+    /// server's keys as misses on reads.
+    pub fn is_server_failure(&self) -> bool {
+        matches!(
+            self,
+            Error::Connect { .. }
+                | Error::Timeout { .. }
+                | Error::Io { .. }
+                | Error::ServerDown { .. }
+        )
+    }
+
     /// True for errors after which the connection must not be reused (and was dropped):
     /// I/O errors, timeouts and unparsable replies.
     pub fn is_connection_error(&self) -> bool {

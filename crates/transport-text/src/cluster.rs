@@ -1,0 +1,410 @@
+//! A cluster's state: where keys go ([`newcache_placement`]'s ring) and which servers are
+//! down (failover). No I/O: the transport reports each exchange's outcome here.
+//!
+//! The model is libmemcached's, as pylibmc users tune it:
+//! - a connection-level failure (connect refused or timed out, a read or write timeout, an
+//!   I/O error) counts against the server and leaves it alone for `retry_timeout`: requests
+//!   for its keys fail at once with [`Error::ServerDown`] instead of waiting for a connect
+//!   timeout each;
+//! - after `failure_limit` failures in a row with `remove_failed` on, the server is ejected:
+//!   consistent distributions (ketama) rebuild the ring without it, so its keys go where
+//!   libmemcached sends them, to the next server on the ring; modula keeps it (its keys fail
+//!   fast). The ejection lasts `dead_timeout` (or `retry_timeout` when that is 0);
+//! - once the wait is over, the next request for the server tries it again; one success
+//!   clears its record (and puts it back on the ring), one more failure ejects it again.
+
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::RwLock;
+use std::time::{Duration, Instant};
+
+use newcache_placement::{Ring, Server, Settings};
+use newcache_transport::{Error, Result};
+
+/// What happens when a server fails, under libmemcached's behavior names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Failover {
+    /// `retry_timeout`: after a failure, how long the server is left alone (requests for
+    /// its keys fail fast). Zero: retried on every request. Default 2 s (libmemcached's).
+    pub retry_timeout: Duration,
+    /// `failure_limit` (`server_failure_limit`): failures in a row before `remove_failed`
+    /// ejects the server. Default 5 (libmemcached's); at least 1.
+    pub failure_limit: u32,
+    /// `remove_failed` (or the older `auto_eject`): eject a server after `failure_limit`
+    /// failures; consistent distributions then place its keys on the others. Default off.
+    pub remove_failed: bool,
+    /// `dead_timeout`: how long an ejected server stays out before it is tried again (zero:
+    /// `retry_timeout`). Default 0.
+    pub dead_timeout: Duration,
+}
+
+impl Default for Failover {
+    fn default() -> Self {
+        Failover {
+            retry_timeout: Duration::from_secs(2),
+            failure_limit: 5,
+            remove_failed: false,
+            dead_timeout: Duration::ZERO,
+        }
+    }
+}
+
+/// One server's failure record. Times are milliseconds since the cluster's epoch; 0 = up.
+#[derive(Debug, Default)]
+struct Health {
+    failures: AtomicU32,
+    down_until: AtomicU64,
+    ejected: AtomicBool,
+}
+
+#[derive(Debug)]
+struct RingState {
+    ring: Ring,
+    /// When an ejected server's wait ends and the ring must take it back (ms since epoch).
+    next_rebuild: Option<u64>,
+}
+
+/// Placement plus failover for one transport.
+#[derive(Debug)]
+pub(crate) struct Cluster {
+    servers: Vec<Server>,
+    labels: Vec<String>,
+    settings: Settings,
+    failover: Failover,
+    health: Vec<Health>,
+    ring: RwLock<RingState>,
+    epoch: Instant,
+}
+
+impl Cluster {
+    pub(crate) fn new(servers: Vec<Server>, settings: Settings, failover: Failover) -> Cluster {
+        let ring = Ring::new(&servers, &settings);
+        Cluster {
+            labels: servers.iter().map(Server::address).collect(),
+            health: servers.iter().map(|_| Health::default()).collect(),
+            servers,
+            settings,
+            failover,
+            ring: RwLock::new(RingState {
+                ring,
+                next_rebuild: None,
+            }),
+            epoch: Instant::now(),
+        }
+    }
+
+    pub(crate) fn label(&self, index: usize) -> &str {
+        self.labels.get(index).map_or("", String::as_str)
+    }
+
+    pub(crate) fn labels(&self) -> &[String] {
+        &self.labels
+    }
+
+    pub(crate) fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    fn now_ms(&self) -> u64 {
+        // +1 keeps 0 free to mean "up".
+        u64::try_from(self.epoch.elapsed().as_millis())
+            .unwrap_or(u64::MAX)
+            .saturating_add(1)
+    }
+
+    fn ms(d: Duration) -> u64 {
+        u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// The server that holds `key`, as libmemcached would pick it with the same servers,
+    /// behaviors and ejections.
+    pub(crate) fn place(&self, key: &[u8]) -> Result<usize> {
+        if self.servers.len() == 1 {
+            return Ok(0);
+        }
+        let due = {
+            let state = self.ring.read().unwrap_or_else(|p| p.into_inner());
+            match state.next_rebuild {
+                Some(at) if self.now_ms() >= at => true,
+                _ => {
+                    return state
+                        .ring
+                        .server_for_key(key)
+                        .ok_or_else(|| self.nobody_left());
+                }
+            }
+        };
+        if due {
+            self.rebuild();
+        }
+        let state = self.ring.read().unwrap_or_else(|p| p.into_inner());
+        state
+            .ring
+            .server_for_key(key)
+            .ok_or_else(|| self.nobody_left())
+    }
+
+    fn nobody_left(&self) -> Error {
+        let now = self.now_ms();
+        let soonest = self
+            .health
+            .iter()
+            .map(|h| h.down_until.load(Ordering::Relaxed))
+            .filter(|&t| t > now)
+            .min()
+            .unwrap_or(now);
+        if !self.settings.hash.is_computed() {
+            return Error::Protocol {
+                server: "every server".into(),
+                detail: format!(
+                    "the text transport does not compute the {} hash; use the binary transport",
+                    self.settings.hash
+                ),
+            };
+        }
+        Error::ServerDown {
+            server: "every server".into(),
+            retry_in: Duration::from_millis(soonest - now),
+        }
+    }
+
+    /// Rebuilds the ring from the servers whose ejection has not run out.
+    fn rebuild(&self) {
+        let now = self.now_ms();
+        let out = |i: usize| {
+            self.health.get(i).is_some_and(|h| {
+                h.ejected.load(Ordering::Relaxed) && h.down_until.load(Ordering::Relaxed) > now
+            })
+        };
+        let ring = Ring::with_live(&self.servers, &self.settings, |i| !out(i));
+        let next_rebuild = (0..self.servers.len())
+            .filter(|&i| out(i))
+            .filter_map(|i| self.health.get(i))
+            .map(|h| h.down_until.load(Ordering::Relaxed))
+            .min();
+        let mut state = self.ring.write().unwrap_or_else(|p| p.into_inner());
+        *state = RingState { ring, next_rebuild };
+    }
+
+    /// Fails fast when the server is inside its retry wait.
+    pub(crate) fn check_up(&self, index: usize) -> Result<()> {
+        let Some(health) = self.health.get(index) else {
+            return Err(Error::NoServers);
+        };
+        let until = health.down_until.load(Ordering::Relaxed);
+        if until == 0 {
+            return Ok(());
+        }
+        let now = self.now_ms();
+        if now < until {
+            return Err(Error::ServerDown {
+                server: self.label(index).to_string(),
+                retry_in: Duration::from_millis(until - now),
+            });
+        }
+        Ok(())
+    }
+
+    /// Records how an exchange with the server ended.
+    pub(crate) fn report<T>(&self, index: usize, outcome: &Result<T>) {
+        match outcome {
+            Ok(_) => self.succeeded(index),
+            Err(e) if counts_as_failure(e) => self.failed(index),
+            Err(_) => {}
+        }
+    }
+
+    fn succeeded(&self, index: usize) {
+        let Some(health) = self.health.get(index) else {
+            return;
+        };
+        if health.failures.load(Ordering::Relaxed) == 0
+            && health.down_until.load(Ordering::Relaxed) == 0
+        {
+            return;
+        }
+        health.failures.store(0, Ordering::Relaxed);
+        health.down_until.store(0, Ordering::Relaxed);
+        if health.ejected.swap(false, Ordering::Relaxed) {
+            self.rebuild();
+        }
+    }
+
+    fn failed(&self, index: usize) {
+        let Some(health) = self.health.get(index) else {
+            return;
+        };
+        let now = self.now_ms();
+        let failures = health
+            .failures
+            .fetch_add(1, Ordering::Relaxed)
+            .saturating_add(1);
+        let limit = self.failover.failure_limit.max(1);
+        if self.failover.remove_failed && failures >= limit {
+            let wait = if self.failover.dead_timeout.is_zero() {
+                self.failover.retry_timeout
+            } else {
+                self.failover.dead_timeout
+            };
+            health
+                .down_until
+                .store(now.saturating_add(Self::ms(wait)), Ordering::Relaxed);
+            // After the wait, one more failure ejects it again.
+            health.failures.store(limit - 1, Ordering::Relaxed);
+            health.ejected.store(true, Ordering::Relaxed);
+            if self.settings.distribution.is_consistent() {
+                self.rebuild();
+            }
+        } else if !self.failover.retry_timeout.is_zero() {
+            health.down_until.store(
+                now.saturating_add(Self::ms(self.failover.retry_timeout)),
+                Ordering::Relaxed,
+            );
+        }
+    }
+}
+
+/// Failures that say the server is unreachable or hung, as opposed to replies it gave.
+fn counts_as_failure(e: &Error) -> bool {
+    matches!(
+        e,
+        Error::Connect { .. } | Error::Timeout { .. } | Error::Io { .. }
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use newcache_placement::Distribution;
+    use std::io;
+
+    fn cluster(n: usize, distribution: Distribution, failover: Failover) -> Cluster {
+        let servers = (0..n)
+            .map(|i| Server::new(format!("10.0.0.{i}"), 11211))
+            .collect();
+        let settings = Settings {
+            distribution,
+            ..Settings::default()
+        };
+        Cluster::new(servers, settings, failover)
+    }
+
+    fn refused(index: usize) -> Result<()> {
+        Err(Error::Connect {
+            server: format!("server {index}"),
+            source: io::Error::from(io::ErrorKind::ConnectionRefused),
+        })
+    }
+
+    fn key_on(c: &Cluster, server: usize) -> Vec<u8> {
+        (0..10_000)
+            .map(|i| format!("key{i}").into_bytes())
+            .find(|k| c.place(k).ok() == Some(server))
+            .expect("some key lands on the server")
+    }
+
+    #[test]
+    fn a_failure_fails_the_server_fast_until_the_retry_time() {
+        let c = cluster(3, Distribution::Modula, Failover::default());
+        assert!(c.check_up(1).is_ok());
+        c.report(1, &refused(1));
+        match c.check_up(1) {
+            Err(Error::ServerDown { retry_in, .. }) => {
+                assert!(retry_in <= Duration::from_secs(2) && retry_in > Duration::from_secs(1))
+            }
+            other => panic!("expected ServerDown, got {other:?}"),
+        }
+        assert!(c.check_up(0).is_ok(), "other servers are untouched");
+        // A reply the server gave (not a connection failure) does not count.
+        c.report::<()>(
+            2,
+            &Err(Error::Client {
+                server: "s".into(),
+                message: "bad".into(),
+            }),
+        );
+        assert!(c.check_up(2).is_ok());
+    }
+
+    #[test]
+    fn zero_retry_timeout_retries_every_request() {
+        let failover = Failover {
+            retry_timeout: Duration::ZERO,
+            ..Failover::default()
+        };
+        let c = cluster(2, Distribution::Modula, failover);
+        c.report(0, &refused(0));
+        assert!(c.check_up(0).is_ok());
+    }
+
+    #[test]
+    fn ejection_moves_keys_on_consistent_rings_and_success_brings_the_server_back() {
+        let failover = Failover {
+            failure_limit: 2,
+            remove_failed: true,
+            retry_timeout: Duration::ZERO,
+            dead_timeout: Duration::from_secs(60),
+        };
+        let c = cluster(3, Distribution::ConsistentKetama, failover);
+        let key = key_on(&c, 1);
+        c.report(1, &refused(1));
+        assert_eq!(c.place(&key).unwrap(), 1, "one failure is under the limit");
+        c.report(1, &refused(1));
+        let moved = c.place(&key).unwrap();
+        assert_ne!(
+            moved, 1,
+            "ejected: the key goes to the next server on the ring"
+        );
+        assert!(matches!(c.check_up(1), Err(Error::ServerDown { .. })));
+        // The server answers again (say after its dead_timeout): it is back on the ring.
+        c.report(1, &Ok(()));
+        assert_eq!(c.place(&key).unwrap(), 1);
+        assert!(c.check_up(1).is_ok());
+    }
+
+    #[test]
+    fn modula_keeps_an_ejected_servers_keys_failing_fast() {
+        let failover = Failover {
+            failure_limit: 1,
+            remove_failed: true,
+            ..Failover::default()
+        };
+        let c = cluster(3, Distribution::Modula, failover);
+        let key = key_on(&c, 2);
+        c.report(2, &refused(2));
+        assert_eq!(c.place(&key).unwrap(), 2);
+        assert!(matches!(c.check_up(2), Err(Error::ServerDown { .. })));
+    }
+
+    #[test]
+    fn an_ejection_runs_out_and_the_ring_takes_the_server_back() {
+        let failover = Failover {
+            failure_limit: 1,
+            remove_failed: true,
+            retry_timeout: Duration::from_millis(30),
+            dead_timeout: Duration::ZERO,
+        };
+        let c = cluster(2, Distribution::ConsistentKetama, failover);
+        let key = key_on(&c, 0);
+        c.report(0, &refused(0));
+        assert_eq!(c.place(&key).unwrap(), 1);
+        std::thread::sleep(Duration::from_millis(60));
+        assert_eq!(c.place(&key).unwrap(), 0, "tried again after the wait");
+        assert!(c.check_up(0).is_ok());
+        // One more failure ejects it again straight away.
+        c.report(0, &refused(0));
+        assert_eq!(c.place(&key).unwrap(), 1);
+    }
+
+    #[test]
+    fn with_every_server_ejected_keys_fail_fast() {
+        let failover = Failover {
+            failure_limit: 1,
+            remove_failed: true,
+            ..Failover::default()
+        };
+        let c = cluster(2, Distribution::ConsistentKetama, failover);
+        c.report(0, &refused(0));
+        c.report(1, &refused(1));
+        assert!(matches!(c.place(b"k"), Err(Error::ServerDown { .. })));
+    }
+}
