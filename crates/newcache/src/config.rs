@@ -231,9 +231,10 @@ impl Config {
     /// `key_function` (`newcache` or `django`), `key_prefix`, `transport` (`text`, `memory`,
     /// `libmemcached`), `binary` (`true` selects libmemcached's binary protocol),
     /// `connect_timeout`, `read_timeout`, `write_timeout` (milliseconds), `max_idle`,
-    /// `item_size_limit` (bytes); with libmemcached, `behaviors.NAME=value` (pylibmc's behavior
-    /// names) and `username`/`password` for SASL. Servers may carry a weight
-    /// (`host:port:weight`). An unknown, repeated or malformed parameter is an error.
+    /// `item_size_limit` (bytes); `behaviors.NAME=value` (pylibmc's behavior names: all of
+    /// them with libmemcached, the placement, failover and timeout ones with the text
+    /// transport); with libmemcached's binary protocol, `username`/`password` for SASL.
+    /// Servers may carry a weight (`host:port:weight`). An unknown, repeated or malformed parameter is an error.
     pub fn from_url(url: &str) -> Result<Config> {
         let rest = url.strip_prefix("newcache://").ok_or_else(|| {
             bad(format_args!(
@@ -556,8 +557,9 @@ impl Builder {
         self
     }
 
-    /// Sets a libmemcached behavior by pylibmc's name (e.g. `("hash", "crc")`); checked when the
-    /// cache is built.
+    /// Sets a libmemcached behavior by pylibmc's name (e.g. `("hash", "crc")`,
+    /// `("ketama", "true")`, `("remove_failed", "1")`); checked when the cache is built. The
+    /// text transport takes the placement, failover and timeout behaviors.
     pub fn behavior(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
         self.config.behaviors.push((name.into(), value.into()));
         self

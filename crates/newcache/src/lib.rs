@@ -12,6 +12,9 @@
 //!   protocol, `transport=libmemcached` for its text mode, `behaviors.NAME=value` for pylibmc's
 //!   behaviors), `memory` (in-process, for tests). Asking for a transport whose feature is off
 //!   is an error, never a silent fallback.
+//! - **Clusters**: servers separated by `;`, weights as `host:port:weight`; both transports
+//!   place keys where libmemcached does with the same `behaviors.*` (the text transport takes
+//!   the placement, failover and timeout ones), so pylibmc clients share the cluster.
 //! - **Values**: any serde type. Strings, integers, booleans and bytes are stored with the
 //!   flags Python clients use, so a Django app reads them as its own ([`codec`]).
 //!
