@@ -66,10 +66,11 @@ fn unset_behaviors_keep_libmemcacheds_defaults_except_timeouts_and_cas() {
             DEFAULT_POLL_TIMEOUT.as_millis() as u64
         );
         assert_eq!(read(&t, "cas"), 1);
+        // On, or a binary-protocol miss waits ~44 ms for Nagle and delayed ACK.
+        assert_eq!(read(&t, "tcp_nodelay"), 1);
         // libmemcached's.
         for (name, default) in [
             ("no_block", 0),
-            ("tcp_nodelay", 0),
             ("tcp_keepalive", 0),
             ("hash", 0),
             ("ketama", 0),
