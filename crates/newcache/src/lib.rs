@@ -283,6 +283,23 @@ impl Cache {
         )?)
     }
 
+    /// Runs `f` on the validated wire key of `key`, built in a buffer this thread reuses, so
+    /// the read path allocates nothing for keys. (A nested call, e.g. from a loader, builds its
+    /// own.)
+    fn with_wire_key<R>(&self, key: &str, f: impl FnOnce(&[u8]) -> Result<R>) -> Result<R> {
+        thread_local! {
+            static WIRE_KEY: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+        }
+        WIRE_KEY.with(|cell| match cell.try_borrow_mut() {
+            Ok(mut buf) => {
+                buf.clear();
+                newcache_keyfn::write_valid_key(self.inner.key_function.as_ref(), key, &mut buf)?;
+                f(&buf)
+            }
+            Err(_) => f(&self.wire_key(key)?),
+        })
+    }
+
     fn now_millis(&self) -> u64 {
         self.inner.clock.now_millis()
     }
@@ -373,10 +390,11 @@ impl Cache {
     /// Fetches and decodes a value; `None` on a miss (or for the first reader after its
     /// soft expiry, who should recompute it).
     pub fn get<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>> {
-        let wire = self.wire_key(key)?;
-        Ok(match self.fetch(key, &wire)? {
-            Fetched::Hit(v) => Some(v),
-            Fetched::Recompute | Fetched::Cold => None,
+        self.with_wire_key(key, |wire| {
+            Ok(match self.fetch(key, wire)? {
+                Fetched::Hit(v) => Some(v),
+                Fetched::Recompute | Fetched::Cold => None,
+            })
         })
     }
 
@@ -434,23 +452,24 @@ impl Cache {
 
     /// Fetches a value's bytes and flags without decoding (herd rules apply as for `get`).
     pub fn get_raw(&self, key: &str) -> Result<Option<RawValue>> {
-        let wire = self.wire_key(key)?;
-        let Some(item) = self.inner.transport.get(&wire)? else {
-            return Ok(None);
-        };
-        Ok(match self.open(&wire, item, self.now_millis())? {
-            Opened::Miss => None,
-            Opened::Value {
-                mut item,
-                offset,
-                flags,
-            } => {
-                item.value.drain(..offset);
-                Some(RawValue {
-                    bytes: item.value,
+        self.with_wire_key(key, |wire| {
+            let Some(item) = self.inner.transport.get(wire)? else {
+                return Ok(None);
+            };
+            Ok(match self.open(wire, item, self.now_millis())? {
+                Opened::Miss => None,
+                Opened::Value {
+                    mut item,
+                    offset,
                     flags,
-                })
-            }
+                } => {
+                    item.value.drain(..offset);
+                    Some(RawValue {
+                        bytes: item.value,
+                        flags,
+                    })
+                }
+            })
         })
     }
 

@@ -53,7 +53,7 @@ use newcache_transport::{
     check_key, Error, Item, MetaItem, Result, ServerStats, Store, StoreStatus, Transport,
     DEFAULT_ITEM_SIZE_LIMIT,
 };
-use proto::{Decoder, Expect, Meta, Reply, Status};
+use proto::{Decoder, Expect, Meta, Reply, Status, Values};
 
 /// Settings of a [`TextTransport`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -414,9 +414,16 @@ impl TextTransport {
     }
 
     /// Reads one reply of the expected kind.
-    fn receive(&self, server: &Server, conn: &mut Conn, expect: Expect) -> Result<Reply> {
-        let mut decoder = Decoder::new(expect);
+    /// Reads one reply with `decoder`; also says whether the socket's read timeout was
+    /// shortened on the way (to be restored before the connection is reused).
+    fn receive(
+        &self,
+        server: &Server,
+        conn: &mut Conn,
+        mut decoder: Decoder,
+    ) -> Result<(Reply, bool)> {
         let mut deadline: Option<Instant> = None;
+        let mut shortened = false;
         loop {
             let parsed = decoder
                 .decode(conn.rbuf.filled())
@@ -426,7 +433,7 @@ impl TextTransport {
                 })?;
             if let Some(reply) = parsed {
                 conn.rbuf.consume(decoder.consumed());
-                return Ok(reply);
+                return Ok((reply, shortened));
             }
             // The socket's read timeout bounds each read; after the first one, the remaining
             // time bounds the whole reply.
@@ -443,6 +450,7 @@ impl TextTransport {
                     conn.stream
                         .set_read_timeout(Some(left))
                         .map_err(|e| self.io_error(server, e, self.config.read_timeout))?;
+                    shortened = true;
                 }
             }
             let n = conn
@@ -478,8 +486,8 @@ impl TextTransport {
         &self,
         index: usize,
         encode: impl FnOnce(&mut Vec<u8>),
-        expects: &[Expect],
-    ) -> Result<Vec<Reply>> {
+        decoder: Decoder,
+    ) -> Result<Reply> {
         let server = self.server(index)?;
         self.cluster.check_up(index)?;
         let mut head = Head::default();
@@ -488,16 +496,13 @@ impl TextTransport {
             encode(&mut conn.wbuf);
             head = Head::of(&conn.wbuf);
             self.send(server, &mut conn)?;
-            let mut replies = Vec::with_capacity(expects.len());
-            for &expect in expects {
-                replies.push(self.receive(server, &mut conn, expect)?);
-            }
-            if expects.len() > 1 || conn.rbuf.data.len() > 64 * 1024 {
+            let (reply, waited) = self.receive(server, &mut conn, decoder)?;
+            if waited || conn.rbuf.data.len() > 64 * 1024 {
                 self.restore_read_timeout(&mut conn)
                     .map_err(|e| self.io_error(server, e, self.config.read_timeout))?;
             }
             self.checkin(server, conn);
-            Ok(replies)
+            Ok(reply)
         })();
         let outcome = self.classify_close(index, head, outcome);
         self.cluster.report(index, &outcome);
@@ -519,8 +524,8 @@ impl TextTransport {
                 proto::encode_line(&mut conn.wbuf, "version");
                 self.send(server, &mut conn).is_ok()
                     && matches!(
-                        self.receive(server, &mut conn, Expect::Status),
-                        Ok(Reply::Status(Status::Version(_)))
+                        self.receive(server, &mut conn, Decoder::new(Expect::Status)),
+                        Ok((Reply::Status(Status::Version(_)), _))
                     )
             })
         });
@@ -535,12 +540,7 @@ impl TextTransport {
 
     fn one(&self, key: &[u8], encode: impl FnOnce(&mut Vec<u8>), expect: Expect) -> Result<Reply> {
         let index = self.server_for_key(key)?;
-        let mut replies = self.exchange(index, encode, &[expect])?;
-        let server = &self.server(index)?.label;
-        replies.pop().ok_or_else(|| Error::Protocol {
-            server: server.clone(),
-            detail: "no reply".into(),
-        })
+        self.exchange(index, encode, Decoder::new(expect))
     }
 
     fn status_error(&self, key: &[u8], status: Status, command: &str) -> Error {
@@ -564,7 +564,13 @@ impl TextTransport {
             let s = self.server_for_key(key)?;
             match groups.iter_mut().find(|(server, _)| *server == s) {
                 Some((_, members)) => members.push(i),
-                None => groups.push((s, vec![i])),
+                None => {
+                    // Room for an even share (twice it), so batches rarely reallocate.
+                    let share = count.min(2 * count / self.servers.len().max(1) + 1);
+                    let mut members = Vec::with_capacity(share);
+                    members.push(i);
+                    groups.push((s, members));
+                }
             }
         }
         Ok(groups)
@@ -602,12 +608,23 @@ impl TextTransport {
                     let server = self.server(index)?;
                     let n = if one_reply { 1 } else { count };
                     let mut replies = Vec::with_capacity(n);
+                    let mut shortened = false;
                     for _ in 0..n {
+                        // One reply for the whole batch (a multi-get) holds `count` values.
+                        let decoder = if one_reply {
+                            Decoder::with_capacity(expect, count)
+                        } else {
+                            Decoder::new(expect)
+                        };
                         // On an error the connection is dropped here, unread.
-                        replies.push(self.receive(server, &mut conn, expect)?);
+                        let (reply, short) = self.receive(server, &mut conn, decoder)?;
+                        shortened |= short;
+                        replies.push(reply);
                     }
-                    self.restore_read_timeout(&mut conn)
-                        .map_err(|e| self.io_error(server, e, self.config.read_timeout))?;
+                    if shortened {
+                        self.restore_read_timeout(&mut conn)
+                            .map_err(|e| self.io_error(server, e, self.config.read_timeout))?;
+                    }
                     self.checkin(server, conn);
                     Ok(replies)
                 });
@@ -674,6 +691,29 @@ impl TextTransport {
 }
 
 impl TextTransport {
+    /// `get_many` on a one-server cluster: one request, one reply, no grouping, so nothing is
+    /// allocated but the result and its values.
+    fn get_many_on_one_server(&self, keys: &[&[u8]]) -> Result<Vec<Option<Item>>> {
+        for key in keys {
+            check_key(key)?;
+        }
+        let mut out = vec![None; keys.len()];
+        if keys.is_empty() {
+            return Ok(out);
+        }
+        let reply = self.exchange(
+            0,
+            |b| proto::encode_get(b, keys, true),
+            Decoder::with_capacity(Expect::Values, keys.len()),
+        )?;
+        match reply {
+            Reply::Values(values) => place_values(values, None, keys, &mut out),
+            Reply::Status(s) => return Err(status_to_error(self.label(0), s, "gets")),
+            other => return Err(status_to_error(self.label(0), unexpected(other), "gets")),
+        }
+        Ok(out)
+    }
+
     /// Checks every key (nothing is sent when one is bad), then groups their positions by
     /// server.
     fn keys_by_server(&self, keys: &[&[u8]]) -> Result<Vec<(usize, Vec<usize>)>> {
@@ -843,25 +883,61 @@ fn store_status(status: &Status) -> Option<StoreStatus> {
 }
 
 /// Fills `out[i]` for every position whose key matches a returned value.
+/// Fills `out[i]` for every position whose key matches a returned value; `members` are the
+/// positions asked of this server (`None`: all of them, in order).
 fn place_values(
-    values: Vec<(Vec<u8>, Item)>,
-    members: &[usize],
+    values: Values,
+    members: Option<&[usize]>,
     keys: &[&[u8]],
     out: &mut [Option<Item>],
 ) {
+    let identity: Vec<usize> = Vec::new();
+    let (members, all) = match members {
+        Some(m) => (m, false),
+        None => (identity.as_slice(), true),
+    };
+    let count = if all { keys.len() } else { members.len() };
+    let position = |m: usize| {
+        if all {
+            Some(m)
+        } else {
+            members.get(m).copied()
+        }
+    };
+    let key_at = |m: usize| position(m).and_then(|i| keys.get(i)).copied();
+    // memcached answers in the order of the request: match each value from a cursor, so a
+    // batch of n keys costs n comparisons, not n squared.
+    let mut cursor = 0;
+    let mut matched = 0;
     for (key, item) in values {
-        let mut matching = members
-            .iter()
-            .copied()
-            .filter(|&i| keys.get(i).is_some_and(|k| *k == key.as_slice()));
-        if let Some(first) = matching.next() {
-            for dup in matching {
-                if let Some(slot) = out.get_mut(dup) {
-                    *slot = Some(item.clone());
-                }
-            }
-            if let Some(slot) = out.get_mut(first) {
+        let key = key.as_bytes();
+        let found = (cursor..count)
+            .find(|&m| key_at(m) == Some(key))
+            .or_else(|| (0..count).find(|&m| key_at(m) == Some(key)));
+        if let Some(m) = found {
+            cursor = m + 1;
+            matched += 1;
+            if let Some(slot) = position(m).and_then(|i| out.get_mut(i)) {
                 *slot = Some(item);
+            }
+        }
+    }
+    // A key asked for twice and answered once (a proxy may merge them) is a hit twice.
+    if matched == 0 || matched == count {
+        return;
+    }
+    for m in 0..count {
+        let Some(i) = position(m) else { continue };
+        if out.get(i).is_some_and(Option::is_some) {
+            continue;
+        }
+        let twin = (0..m)
+            .filter_map(position)
+            .find(|&e| keys.get(e) == keys.get(i) && out.get(e).is_some_and(Option::is_some));
+        if let Some(e) = twin {
+            let item = out.get(e).cloned().flatten();
+            if let Some(slot) = out.get_mut(i) {
+                *slot = item;
             }
         }
     }
@@ -877,7 +953,7 @@ impl Transport for TextTransport {
         match self.one(key, |b| proto::encode_get(b, &[key], true), Expect::Values)? {
             Reply::Values(values) => Ok(values
                 .into_iter()
-                .find(|(k, _)| k.as_slice() == key)
+                .find(|(k, _)| k.as_bytes() == key)
                 .map(|(_, item)| item)),
             Reply::Status(s) => Err(self.status_error(key, s, "gets")),
             other => Err(self.status_error(key, unexpected(other), "gets")),
@@ -885,15 +961,16 @@ impl Transport for TextTransport {
     }
 
     fn get_many(&self, keys: &[&[u8]]) -> Result<Vec<Option<Item>>> {
+        if self.servers.len() == 1 {
+            return self.get_many_on_one_server(keys);
+        }
         let groups = self.keys_by_server(keys)?;
         let mut out = vec![None; keys.len()];
         let replies = self.pipelined(
             &groups,
             |buf, members| {
-                let batch: Vec<&[u8]> = members
-                    .iter()
-                    .filter_map(|&i| keys.get(i).copied())
-                    .collect();
+                let mut batch: Vec<&[u8]> = Vec::with_capacity(members.len());
+                batch.extend(members.iter().filter_map(|&i| keys.get(i).copied()));
                 proto::encode_get(buf, &batch, true)
             },
             Expect::Values,
@@ -903,7 +980,7 @@ impl Transport for TextTransport {
             let members = members_of(&groups, index);
             for reply in replies {
                 match reply {
-                    Reply::Values(values) => place_values(values, members, keys, &mut out),
+                    Reply::Values(values) => place_values(values, Some(members), keys, &mut out),
                     Reply::Status(s) => {
                         let label = self.server(index)?.label.clone();
                         return Err(status_to_error(label, s, "gets"));

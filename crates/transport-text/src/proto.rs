@@ -8,7 +8,7 @@
 use std::fmt;
 use std::io::Write as _;
 
-use newcache_transport::{Item, MetaItem, StoreMode};
+use newcache_transport::{Item, MetaItem, StoreMode, MAX_KEY_LEN};
 
 /// Longest reply line accepted before its `\r\n` (memcached's lines are far shorter).
 pub const MAX_LINE: usize = 8 * 1024;
@@ -128,13 +128,92 @@ pub enum Status {
     ServerError(String),
 }
 
+/// A key as a `VALUE` line names it, kept inline: reading it allocates nothing.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct ReplyKey {
+    len: u8,
+    bytes: [u8; MAX_KEY_LEN],
+}
+
+impl ReplyKey {
+    /// The key, or `None` when it is empty or longer than memcached allows.
+    pub fn new(key: &[u8]) -> Option<ReplyKey> {
+        let len = u8::try_from(key.len()).ok().filter(|&l| l > 0)?;
+        let mut bytes = [0u8; MAX_KEY_LEN];
+        bytes.get_mut(..key.len())?.copy_from_slice(key);
+        Some(ReplyKey { len, bytes })
+    }
+
+    /// The key's bytes.
+    pub fn as_bytes(&self) -> &[u8] {
+        self.bytes.get(..usize::from(self.len)).unwrap_or_default()
+    }
+}
+
+impl fmt::Debug for ReplyKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?}", String::from_utf8_lossy(self.as_bytes()))
+    }
+}
+
+/// The `VALUE` blocks of one reply, in order. The first is kept inline, so a one-key get
+/// allocates nothing but its value.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Values {
+    first: Option<(ReplyKey, Item)>,
+    rest: Vec<(ReplyKey, Item)>,
+}
+
+impl Values {
+    /// Room for `n` values without reallocating.
+    pub fn with_capacity(n: usize) -> Values {
+        Values {
+            first: None,
+            rest: Vec::with_capacity(n.saturating_sub(1)),
+        }
+    }
+
+    fn push(&mut self, key: ReplyKey, item: Item) {
+        if self.first.is_none() {
+            self.first = Some((key, item));
+        } else {
+            self.rest.push((key, item));
+        }
+    }
+
+    /// The number of values.
+    pub fn len(&self) -> usize {
+        usize::from(self.first.is_some()) + self.rest.len()
+    }
+
+    /// True when the reply held no value (`END` alone).
+    pub fn is_empty(&self) -> bool {
+        self.first.is_none()
+    }
+}
+
+impl IntoIterator for Values {
+    type Item = (ReplyKey, Item);
+    type IntoIter = std::iter::Chain<
+        std::option::IntoIter<(ReplyKey, Item)>,
+        std::vec::IntoIter<(ReplyKey, Item)>,
+    >;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.first.into_iter().chain(self.rest)
+    }
+}
+
 /// A complete reply.
+// `Values` keeps its first key and item inline (about 330 bytes) so a one-key get allocates
+// nothing but its value; boxing it would cost an allocation per reply.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Reply {
     /// One status line.
     Status(Status),
     /// `VALUE` blocks up to `END`, as (key, item).
-    Values(Vec<(Vec<u8>, Item)>),
+    Values(Values),
     /// `STAT` lines up to `END`.
     Stats(Vec<(String, String)>),
     /// A meta command's reply.
@@ -260,7 +339,7 @@ pub fn parse_status(line: &[u8]) -> Result<Status, ParseError> {
 pub struct Decoder {
     expect: Expect,
     pos: usize,
-    values: Vec<(Vec<u8>, Item)>,
+    values: Values,
     stats: Vec<(String, String)>,
 }
 
@@ -270,8 +349,17 @@ impl Decoder {
         Decoder {
             expect,
             pos: 0,
-            values: Vec::new(),
+            values: Values::default(),
             stats: Vec::new(),
+        }
+    }
+
+    /// A decoder for a reply of this kind that expects about `values` values (a multi-get's
+    /// key count), so collecting them does not reallocate.
+    pub fn with_capacity(expect: Expect, values: usize) -> Self {
+        Decoder {
+            values: Values::with_capacity(values),
+            ..Decoder::new(expect)
         }
     }
 
@@ -314,14 +402,14 @@ impl Decoder {
                     let Some((data, after)) = data_block(buf, next, len)? else {
                         return Ok(None);
                     };
-                    self.values.push((
+                    self.values.push(
                         key,
                         Item {
                             value: data.to_vec(),
                             flags,
                             cas,
                         },
-                    ));
+                    );
                     self.pos = after;
                 }
                 Expect::Meta => {
@@ -432,7 +520,7 @@ fn data_block(buf: &[u8], start: usize, len: usize) -> Result<Option<(&[u8], usi
 }
 
 /// `VALUE <key> <flags> <bytes> [<cas unique>]`
-fn parse_value_header(text: &[u8]) -> Result<(Vec<u8>, u32, usize, Option<u64>), ParseError> {
+fn parse_value_header(text: &[u8]) -> Result<(ReplyKey, u32, usize, Option<u64>), ParseError> {
     let mut fields = text.split(|&b| b == b' ').skip(1);
     let (Some(key), Some(flags), Some(len)) = (fields.next(), fields.next(), fields.next()) else {
         return err(format!("short VALUE line {:?}", shown(text)));
@@ -450,7 +538,9 @@ fn parse_value_header(text: &[u8]) -> Result<(Vec<u8>, u32, usize, Option<u64>),
         .ok()
         .filter(|&l| l <= MAX_VALUE_LEN)
         .ok_or_else(|| ParseError(format!("value length too large in {:?}", shown(text))))?;
-    Ok((key.to_vec(), flags, len, cas))
+    let key = ReplyKey::new(key)
+        .ok_or_else(|| ParseError(format!("key over {MAX_KEY_LEN} bytes in {:?}", shown(text))))?;
+    Ok((key, flags, len, cas))
 }
 
 #[cfg(test)]
@@ -532,7 +622,8 @@ mod tests {
             panic!("values expected")
         };
         assert_eq!(values.len(), 2);
-        assert_eq!(values[0].0, b"a");
+        let values: Vec<_> = values.into_iter().collect();
+        assert_eq!(values[0].0.as_bytes(), b"a");
         assert_eq!(
             values[0].1,
             Item {
@@ -551,7 +642,7 @@ mod tests {
         );
         assert_eq!(
             split_everywhere(Expect::Values, b"END\r\n"),
-            Reply::Values(vec![])
+            Reply::Values(Values::default())
         );
         assert_eq!(
             split_everywhere(Expect::Values, b"SERVER_ERROR out of memory\r\n"),

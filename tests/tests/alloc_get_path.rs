@@ -1,0 +1,116 @@
+//! The get path allocates nothing beyond the value it returns: dhat's counting allocator
+//! (this test binary's global allocator) counts the heap allocations of one call against a
+//! real memcached, after a warm-up that fills the connection pool and its buffers.
+
+use newcache::{Cache, SetOptions, Ttl};
+use newcache_testkit::Memcached;
+use newcache_transport::{Store, Transport};
+use newcache_transport_text::{TextConfig, TextTransport};
+
+// dhat's allocator counts every heap allocation of the process (the unsafe allocator code
+// lives in dhat, not here). One profiler per process: the checks run in one test.
+#[global_allocator]
+static ALLOCATOR: dhat::Alloc = dhat::Alloc;
+
+/// Allocations (and reallocations) made by `f`, and its result.
+fn count<T>(f: impl FnOnce() -> T) -> (usize, T) {
+    let before = dhat::HeapStats::get().total_blocks;
+    let out = f();
+    let after = dhat::HeapStats::get().total_blocks;
+    (usize::try_from(after - before).unwrap_or(usize::MAX), out)
+}
+
+/// Runs `f` a few times first (pool, buffers), then counts one call.
+fn steady<T>(mut f: impl FnMut() -> T) -> (usize, T) {
+    for _ in 0..3 {
+        drop(f());
+    }
+    count(f)
+}
+
+#[test]
+fn the_get_path_allocates_nothing_beyond_the_returned_value() {
+    let _profiler = dhat::Profiler::builder().testing().build();
+    text_transport_get();
+    facade_get();
+    get_many();
+}
+
+fn text_transport_get() {
+    let server = Memcached::start();
+    let t = TextTransport::new(TextConfig {
+        servers: vec![server.addr()],
+        ..TextConfig::default()
+    })
+    .unwrap();
+    t.store(&Store::set(b"k", &[7u8; 100], 0, 0)).unwrap();
+    let (n, item) = steady(|| t.get(b"k").unwrap());
+    assert_eq!(item.unwrap().value.len(), 100);
+    assert_eq!(n, 1, "allocations per get hit (1 = the value)");
+    let (n, miss) = steady(|| t.get(b"absent").unwrap());
+    assert!(miss.is_none());
+    assert_eq!(n, 0, "allocations per get miss");
+}
+
+fn facade_get() {
+    let server = Memcached::start();
+    let cache = Cache::from_url(&format!("newcache://{}/?flavor=alloc", server.addr())).unwrap();
+    cache
+        .set("bytes", &vec![7u8; 100], Ttl::Seconds(300))
+        .unwrap();
+    cache
+        .set("text", &"x".repeat(100), Ttl::Seconds(300))
+        .unwrap();
+    cache
+        .set("bare", &"y".repeat(100), SetOptions::new(Ttl::Forever))
+        .unwrap();
+
+    let (n, raw) = steady(|| cache.get_raw("bytes").unwrap());
+    assert_eq!(raw.unwrap().bytes.len(), 100);
+    assert_eq!(n, 1, "allocations per get_raw hit (1 = the value)");
+
+    // A typed get decodes from the bytes read off the wire into a new value: two
+    // allocations, the bytes and the value (the codec borrows; taking the bytes over for
+    // `String` would save one, see docs/benchmarks.md).
+    let (n, s) = steady(|| cache.get::<String>("text").unwrap());
+    assert_eq!(s.unwrap().len(), 100);
+    assert_eq!(n, 2, "allocations per get::<String> hit, herd envelope on");
+
+    let (n, s) = steady(|| cache.get::<String>("bare").unwrap());
+    assert_eq!(s.unwrap().len(), 100);
+    assert_eq!(n, 2, "allocations per get::<String> hit, no envelope");
+
+    let (n, v) = steady(|| cache.get::<u64>("absent-number").unwrap());
+    assert!(v.is_none());
+    assert_eq!(n, 0);
+
+    let (n, miss) = steady(|| cache.get::<String>("absent").unwrap());
+    assert!(miss.is_none());
+    assert_eq!(n, 0, "allocations per get miss");
+}
+
+fn get_many() {
+    let one = [Memcached::start()];
+    let three = [Memcached::start(), Memcached::start(), Memcached::start()];
+    let keys: Vec<Vec<u8>> = (0..100).map(|i| format!("many:{i}").into_bytes()).collect();
+    let refs: Vec<&[u8]> = keys.iter().map(Vec::as_slice).collect();
+    // Bookkeeping: on one server the reply's value list; on three, per server its batch,
+    // positions, reply list and value list (16 in all).
+    for (servers, bookkeeping) in [(&one[..], 1), (&three[..], 16)] {
+        let t = TextTransport::new(TextConfig {
+            servers: servers.iter().map(Memcached::addr).collect(),
+            ..TextConfig::default()
+        })
+        .unwrap();
+        for k in &refs {
+            t.store(&Store::set(k, &[1u8; 100], 0, 0)).unwrap();
+        }
+        let (n, items) = steady(|| t.get_many(&refs).unwrap());
+        assert!(items.iter().all(Option::is_some));
+        assert!(
+            n <= 100 + 1 + bookkeeping,
+            "allocations per get_many of 100 on {} server(s): {n}",
+            servers.len()
+        );
+    }
+}
