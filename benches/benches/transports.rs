@@ -47,22 +47,53 @@ fn caches(server: &Memcached) -> Vec<(&'static str, Cache)> {
     out
 }
 
+/// The bare C library: one libmemcached handle, the calls a C program makes (the baseline),
+/// text and binary protocol.
+#[cfg(feature = "binary")]
+fn bare_libmemcached(
+    server: &Memcached,
+) -> Vec<(
+    &'static str,
+    std::cell::RefCell<newcache_transport_binary::bare::Bare>,
+)> {
+    use newcache_transport_binary::bare::Bare;
+    [("libmemcached-text", false), ("libmemcached-binary", true)]
+        .into_iter()
+        .map(|(name, binary)| {
+            let bare = Bare::new("127.0.0.1", server.port(), binary).expect("libmemcached");
+            (name, std::cell::RefCell::new(bare))
+        })
+        .collect()
+}
+
+/// The text transport with no facade (no key function, herd or codec).
+fn text_transport(server: &Memcached) -> newcache_transport_text::TextTransport {
+    newcache_transport_text::TextTransport::new(newcache_transport_text::TextConfig {
+        servers: vec![server.addr()],
+        ..Default::default()
+    })
+    .expect("text transport")
+}
+
 /// libmemcached with no facade (our thin safe wrapper over it), text and binary.
 #[cfg(feature = "binary")]
 fn raw_libmemcached(
     server: &Memcached,
 ) -> Vec<(&'static str, newcache_transport_binary::BinaryTransport)> {
     use newcache_transport_binary::{BinaryConfig, BinaryTransport};
-    [("libmemcached-text", false), ("libmemcached-binary", true)]
-        .into_iter()
-        .map(|(name, binary_protocol)| {
-            let config = BinaryConfig {
-                binary_protocol,
-                ..BinaryConfig::new([server.addr()])
-            };
-            (name, BinaryTransport::new(config).expect("libmemcached"))
-        })
-        .collect()
+    [
+        ("wrapper-libmemcached-text", false),
+        ("wrapper-libmemcached-binary", true),
+    ]
+    .into_iter()
+    .map(|(name, binary_protocol)| {
+        let config = BinaryConfig {
+            binary_protocol,
+            ..BinaryConfig::new([server.addr()])
+        };
+        (name, BinaryTransport::new(config).expect("libmemcached"))
+    })
+    .collect()
 }
 
 fn memcache_peers(server: &Memcached) -> Vec<(&'static str, memcache::Client)> {
@@ -85,6 +116,9 @@ fn transports(c: &mut Criterion) {
     let caches = caches(&server);
     #[cfg(feature = "binary")]
     let raw = raw_libmemcached(&server);
+    #[cfg(feature = "binary")]
+    let bare = bare_libmemcached(&server);
+    let text = text_transport(&server);
     let peers = memcache_peers(&server);
     let keys: Vec<String> = (0..100).map(|i| format!("many-{i}")).collect();
     for (_, cache) in &caches {
@@ -128,6 +162,21 @@ fn transports(c: &mut Criterion) {
             b.iter(|| black_box(t.get(b"raw-hit").expect("get")))
         });
     }
+    {
+        use newcache_transport::{Store, Transport};
+        text.store(&Store::set(b"raw-hit", value.as_bytes(), 16, 0))
+            .expect("store");
+        g.bench_function("transport-text", |b| {
+            b.iter(|| black_box(text.get(b"raw-hit").expect("get")))
+        });
+    }
+    #[cfg(feature = "binary")]
+    for (name, c) in &bare {
+        assert!(c.borrow_mut().set(b"raw-hit", value.as_bytes()));
+        g.bench_function(*name, |b| {
+            b.iter(|| black_box(c.borrow_mut().get(b"raw-hit").expect("hit")))
+        });
+    }
     for (name, client) in &peers {
         client.set("peer-hit", value.as_str(), 0).expect("set");
         g.bench_function(*name, |b| {
@@ -151,6 +200,12 @@ fn transports(c: &mut Criterion) {
             b.iter(|| black_box(t.get(b"absent").expect("get")))
         });
     }
+    #[cfg(feature = "binary")]
+    for (name, c) in &bare {
+        g.bench_function(*name, |b| {
+            b.iter(|| assert!(c.borrow_mut().get(b"absent").is_none()))
+        });
+    }
     g.finish();
 
     let mut g = c.benchmark_group("set_100B");
@@ -171,6 +226,21 @@ fn transports(c: &mut Criterion) {
         g.bench_function(*name, |b| {
             b.iter(|| {
                 t.store(&Store::set(b"raw-set", value.as_bytes(), 16, 3600))
+                    .expect("store")
+            })
+        });
+    }
+    #[cfg(feature = "binary")]
+    for (name, c) in &bare {
+        g.bench_function(*name, |b| {
+            b.iter(|| assert!(c.borrow_mut().set(b"raw-set", value.as_bytes())))
+        });
+    }
+    {
+        use newcache_transport::{Store, Transport};
+        g.bench_function("transport-text", |b| {
+            b.iter(|| {
+                text.store(&Store::set(b"raw-set", value.as_bytes(), 16, 3600))
                     .expect("store")
             })
         });
@@ -207,6 +277,26 @@ fn transports(c: &mut Criterion) {
         g.bench_function(*name, |b| {
             b.iter(|| black_box(t.get_many(&refs).expect("get_many")))
         });
+    }
+    {
+        use newcache_transport::{Store, Transport};
+        let raw_keys: Vec<Vec<u8>> = (0..100)
+            .map(|i| format!("raw-many-{i}").into_bytes())
+            .collect();
+        let refs: Vec<&[u8]> = raw_keys.iter().map(Vec::as_slice).collect();
+        for k in &refs {
+            text.store(&Store::set(k, value.as_bytes(), 16, 0))
+                .expect("store");
+        }
+        g.bench_function("transport-text", |b| {
+            b.iter(|| black_box(text.get_many(&refs).expect("get_many")))
+        });
+        #[cfg(feature = "binary")]
+        for (name, c) in &bare {
+            g.bench_function(*name, |b| {
+                b.iter(|| assert_eq!(c.borrow_mut().get_many(&refs).0, 100))
+            });
+        }
     }
     for (name, client) in &peers {
         let peer_keys: Vec<String> = (0..100).map(|i| format!("peer-many-{i}")).collect();

@@ -136,6 +136,7 @@ pub use newcache_transport::{
     DEFAULT_ITEM_SIZE_LIMIT,
 };
 
+pub mod bare;
 mod behaviors;
 mod pool;
 

@@ -1,0 +1,99 @@
+//! Concurrency: 1, 2, 4 and 8 threads sharing one `Cache` (get hit of 100 bytes through the
+//! whole facade), total operations per second, against libmemcached with one bare handle per
+//! thread (what a C or pylibmc program does), on one memcached (`-t 4`).
+//!
+//! `NEWCACHE_BENCH_QUICK=1` shortens every measurement (`cargo xtask bench --quick`).
+
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use newcache::{Cache, Ttl};
+use newcache_testkit::Memcached;
+
+const THREADS: [usize; 4] = [1, 2, 4, 8];
+
+/// Runs `per_thread(thread index, iterations)` on `threads` threads at once and returns
+/// the wall time from the common start to the last finish.
+fn timed(threads: usize, iters: u64, per_thread: &(dyn Fn(usize, u64) + Sync)) -> Duration {
+    let barrier = std::sync::Barrier::new(threads + 1);
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..threads)
+            .map(|t| {
+                let barrier = &barrier;
+                scope.spawn(move || {
+                    barrier.wait();
+                    per_thread(t, iters);
+                    Instant::now()
+                })
+            })
+            .collect();
+        barrier.wait();
+        let start = Instant::now();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("bench thread"))
+            .max()
+            .map_or(Duration::ZERO, |end| end.duration_since(start))
+    })
+}
+
+fn concurrency(c: &mut Criterion) {
+    let quick = std::env::var_os("NEWCACHE_BENCH_QUICK").is_some();
+    let server = Memcached::start();
+    let value = "x".repeat(100);
+    let cache = Cache::from_url(&format!(
+        "newcache://{}/?transport=text&max_idle=16",
+        server.addr()
+    ))
+    .expect("cache");
+    cache
+        .set("hit", value.as_str(), Ttl::Seconds(3600))
+        .expect("set");
+
+    let mut g = c.benchmark_group("concurrent_get_hit");
+    g.sample_size(10);
+    g.warm_up_time(Duration::from_millis(if quick { 100 } else { 500 }));
+    g.measurement_time(Duration::from_millis(if quick { 500 } else { 2500 }));
+    for threads in THREADS {
+        g.throughput(Throughput::Elements(threads as u64));
+        g.bench_function(format!("newcache-text/{threads}"), |b| {
+            b.iter_custom(|iters| {
+                timed(threads, iters, &|_, n| {
+                    for _ in 0..n {
+                        black_box(cache.get::<String>("hit").expect("get"));
+                    }
+                })
+            })
+        });
+        #[cfg(feature = "binary")]
+        {
+            use newcache_transport_binary::bare::Bare;
+            let handles: Vec<std::sync::Mutex<Bare>> = (0..threads)
+                .map(|_| {
+                    let mut h = Bare::new("127.0.0.1", server.port(), false).expect("handle");
+                    assert!(h.set(b"bare-hit", value.as_bytes()));
+                    std::sync::Mutex::new(h)
+                })
+                .collect();
+            g.bench_function(
+                format!("libmemcached-text-handle-per-thread/{threads}"),
+                |b| {
+                    b.iter_custom(|iters| {
+                        timed(threads, iters, &|t, n| {
+                            // Each thread owns its handle; the lock is never contended.
+                            let mut h = handles[t].lock().expect("handle");
+                            for _ in 0..n {
+                                black_box(h.get(b"bare-hit").expect("hit"));
+                            }
+                        })
+                    })
+                },
+            );
+        }
+    }
+    g.finish();
+}
+
+criterion_group!(benches, concurrency);
+criterion_main!(benches);
