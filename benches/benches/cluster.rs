@@ -6,21 +6,12 @@
 //! `NEWCACHE_BENCH_QUICK=1` shortens every measurement (`cargo xtask bench --quick`).
 
 use std::hint::black_box;
-use std::time::Duration;
 
-use criterion::measurement::WallTime;
-use criterion::{criterion_group, criterion_main, BenchmarkGroup, Criterion, Throughput};
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use newcache_placement::{Behaviors, Ring, Server};
 use newcache_testkit::Memcached;
 use newcache_transport::{Store, Transport};
 use newcache_transport_text::{TextConfig, TextTransport};
-
-fn configure(group: &mut BenchmarkGroup<'_, WallTime>) {
-    let quick = std::env::var_os("NEWCACHE_BENCH_QUICK").is_some();
-    group.sample_size(10);
-    group.warm_up_time(Duration::from_millis(if quick { 100 } else { 500 }));
-    group.measurement_time(Duration::from_millis(if quick { 400 } else { 2000 }));
-}
 
 fn placement(c: &mut Criterion) {
     let servers: Vec<Server> = (0..10)
@@ -29,7 +20,6 @@ fn placement(c: &mut Criterion) {
     // A typical wire key: newcache's hashed key (flavor-version-sha1hex).
     let key = b"prod-1-dd27204535de317c6202952eeb2043fad52e3fec";
     let mut g = c.benchmark_group("placement_10_servers");
-    configure(&mut g);
     g.throughput(Throughput::Elements(1));
     for (name, behaviors) in [
         ("modula", vec![]),
@@ -70,7 +60,6 @@ fn get_many(c: &mut Criterion) {
     let value = vec![b'v'; 100];
 
     let mut g = c.benchmark_group("cluster_get_many_100");
-    configure(&mut g);
     g.throughput(Throughput::Elements(keys.len() as u64));
     for (name, servers) in [("text-1-server", &one), ("text-3-servers", &three)] {
         let t = text(servers);
@@ -124,5 +113,9 @@ fn get_many(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, placement, get_many);
+criterion_group! {
+    name = benches;
+    config = newcache_benches::config();
+    targets = placement, get_many
+}
 criterion_main!(benches);

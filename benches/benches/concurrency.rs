@@ -39,7 +39,6 @@ fn timed(threads: usize, iters: u64, per_thread: &(dyn Fn(usize, u64) + Sync)) -
 }
 
 fn concurrency(c: &mut Criterion) {
-    let quick = std::env::var_os("NEWCACHE_BENCH_QUICK").is_some();
     let server = Memcached::start();
     let value = "x".repeat(100);
     let cache = Cache::from_url(&format!(
@@ -52,9 +51,6 @@ fn concurrency(c: &mut Criterion) {
         .expect("set");
 
     let mut g = c.benchmark_group("concurrent_get_hit");
-    g.sample_size(10);
-    g.warm_up_time(Duration::from_millis(if quick { 100 } else { 500 }));
-    g.measurement_time(Duration::from_millis(if quick { 500 } else { 2500 }));
     for threads in THREADS {
         g.throughput(Throughput::Elements(threads as u64));
         g.bench_function(format!("newcache-text/{threads}"), |b| {
@@ -95,5 +91,9 @@ fn concurrency(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, concurrency);
+criterion_group! {
+    name = benches;
+    config = newcache_benches::config();
+    targets = concurrency
+}
 criterion_main!(benches);

@@ -76,7 +76,8 @@ fn facade_overhead(c: &mut Criterion) {
     let kf = HashedKey::new("staging", 2);
     let herd = Herd::new(60);
     let text = "x".repeat(100);
-    c.bench_function("keyfn+envelope+codec/set_100B", |b| {
+    let mut g = c.benchmark_group("facade_overhead");
+    g.bench_function("set_100B", |b| {
         let mut key = Vec::with_capacity(64);
         let mut value = Vec::with_capacity(160);
         b.iter(|| {
@@ -91,7 +92,27 @@ fn facade_overhead(c: &mut Criterion) {
             black_box((&key, &value, plan.exptime));
         })
     });
+    // The read side: the key, opening the envelope, decoding the value.
+    let mut stored = Vec::new();
+    Envelope::new(1_900_000_000_000).encode_header(&mut stored);
+    let flags = codec::encode(text.as_str(), &mut stored).expect("encodes");
+    g.bench_function("get_100B", |b| {
+        let mut key = Vec::with_capacity(64);
+        b.iter(|| {
+            key.clear();
+            write_valid_key(&kf, black_box("user:42:profile"), &mut key).expect("valid");
+            let (envelope, rest) = Envelope::decode(black_box(&stored)).expect("envelope");
+            let fresh = herd.on_read(&envelope, black_box(1_800_000_000_000));
+            let value: String = codec::decode(rest, flags).expect("decodes");
+            black_box((&key, fresh, value));
+        })
+    });
+    g.finish();
 }
 
-criterion_group!(benches, envelope, codecs, facade_overhead);
+criterion_group! {
+    name = benches;
+    config = newcache_benches::config();
+    targets = envelope, codecs, facade_overhead
+}
 criterion_main!(benches);

@@ -32,5 +32,9 @@ fn key_functions(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, key_functions);
+criterion_group! {
+    name = benches;
+    config = newcache_benches::config();
+    targets = key_functions
+}
 criterion_main!(benches);

@@ -7,20 +7,11 @@
 
 use std::collections::HashMap;
 use std::io::{Read, Write};
-use std::time::Duration;
 
-use criterion::measurement::WallTime;
-use criterion::{criterion_group, criterion_main, BenchmarkGroup, Criterion, Throughput};
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use newcache::{Cache, Ttl};
 use newcache_testkit::Memcached;
 use std::hint::black_box;
-
-fn configure(group: &mut BenchmarkGroup<'_, WallTime>) {
-    let quick = std::env::var_os("NEWCACHE_BENCH_QUICK").is_some();
-    group.sample_size(if quick { 10 } else { 20 });
-    group.warm_up_time(Duration::from_millis(if quick { 200 } else { 500 }));
-    group.measurement_time(Duration::from_millis(if quick { 700 } else { 2500 }));
-}
 
 /// The facade over each transport: (name, cache).
 fn caches(server: &Memcached) -> Vec<(&'static str, Cache)> {
@@ -138,7 +129,6 @@ fn transports(c: &mut Criterion) {
     floor.set_nodelay(true).expect("nodelay");
 
     let mut g = c.benchmark_group("get_hit");
-    configure(&mut g);
     g.throughput(Throughput::Elements(1));
     g.bench_function("loopback-floor-mn", |b| {
         let mut buf = [0u8; 16];
@@ -186,7 +176,6 @@ fn transports(c: &mut Criterion) {
     g.finish();
 
     let mut g = c.benchmark_group("get_miss");
-    configure(&mut g);
     g.throughput(Throughput::Elements(1));
     for (name, cache) in &caches {
         g.bench_function(*name, |b| {
@@ -209,7 +198,6 @@ fn transports(c: &mut Criterion) {
     g.finish();
 
     let mut g = c.benchmark_group("set_100B");
-    configure(&mut g);
     g.throughput(Throughput::Elements(1));
     for (name, cache) in &caches {
         g.bench_function(*name, |b| {
@@ -253,7 +241,6 @@ fn transports(c: &mut Criterion) {
     g.finish();
 
     let mut g = c.benchmark_group("get_many_100");
-    configure(&mut g);
     g.throughput(Throughput::Elements(100));
     for (name, cache) in &caches {
         g.bench_function(*name, |b| {
@@ -312,7 +299,6 @@ fn transports(c: &mut Criterion) {
 
     let big = vec![7u8; 100 * 1024];
     let mut g = c.benchmark_group("set_get_100KB");
-    configure(&mut g);
     g.throughput(Throughput::Elements(1));
     for (name, cache) in &caches {
         g.bench_function(*name, |b| {
@@ -325,5 +311,9 @@ fn transports(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, transports);
+criterion_group! {
+    name = benches;
+    config = newcache_benches::config();
+    targets = transports
+}
 criterion_main!(benches);

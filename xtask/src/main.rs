@@ -196,26 +196,18 @@ fn test(args: &[String]) -> Result<(), String> {
 fn bench(args: &[String]) -> Result<(), String> {
     install_prerequisites()?;
     let quick = args.iter().any(|a| a == "--quick");
+    let target = std::env::var("CARGO_TARGET_DIR")
+        .unwrap_or_else(|_| format!("{}/target", root().display()));
+    let syscalls = syscall_counts(&target)?;
     let mut cmd = cargo();
-    cmd.args([
-        "bench",
-        "-p",
-        "newcache-benches",
-        "--features",
-        "binary",
-        "--bench",
-        "transports",
-        "--bench",
-        "keyfn",
-        "--bench",
-        "envelope",
-    ]);
+    cmd.args(["bench", "-p", "newcache-benches", "--features", "binary"]);
+    for bench in ["transports", "concurrency", "cluster", "keyfn", "envelope"] {
+        cmd.args(["--bench", bench]);
+    }
     if quick {
         cmd.env("NEWCACHE_BENCH_QUICK", "1");
     }
     run(cmd, "benchmarks")?;
-    let target = std::env::var("CARGO_TARGET_DIR")
-        .unwrap_or_else(|_| format!("{}/target", root().display()));
     let command = if quick {
         "cargo xtask bench --quick"
     } else {
@@ -229,14 +221,119 @@ fn bench(args: &[String]) -> Result<(), String> {
             "--release",
             "-p",
             "newcache-benches",
+            "--features",
+            "binary",
             "--bin",
             "report",
             "--",
         ])
         .arg(format!("{target}/criterion"))
         .arg(root().join("docs"))
-        .arg(command);
+        .arg(command)
+        .arg(syscalls);
     run(report, "report")
+}
+
+/// The clients and operations whose system calls per operation the report shows.
+const SYSCALL_CLIENTS: [&str; 6] = [
+    "newcache-text",
+    "transport-text",
+    "libmemcached-text",
+    "libmemcached-binary",
+    "memcache-crate-ascii",
+    "memcache-crate-binary",
+];
+const SYSCALL_OPS: [&str; 3] = ["get", "set", "get_many"];
+
+/// Runs the `syscalls` helper under `strace -c -f` for every client and operation, 0 and
+/// 200 times, against a memcached started here (not traced), and writes
+/// `client<TAB>op<TAB>calls per op` lines to `target/syscalls.tsv`. Returns the file's path.
+fn syscall_counts(target: &str) -> Result<PathBuf, String> {
+    let out = PathBuf::from(format!("{target}/syscalls.tsv"));
+    if !on_path("strace") {
+        if is_root() && on_path("apt-get") {
+            let mut install = Command::new("apt-get");
+            install
+                .args(["install", "-y", "-qq", "--no-install-recommends", "strace"])
+                .env("DEBIAN_FRONTEND", "noninteractive");
+            run(install, "apt-get install strace")?;
+        } else {
+            eprintln!("xtask: strace not found; the report will have no system call counts");
+            std::fs::write(&out, "").map_err(|e| format!("{}: {e}", out.display()))?;
+            return Ok(out);
+        }
+    }
+    let mut build = cargo();
+    build.args([
+        "build",
+        "--release",
+        "-p",
+        "newcache-benches",
+        "--features",
+        "binary",
+        "--bin",
+        "syscalls",
+    ]);
+    run(build, "build the syscalls helper")?;
+    let helper = format!("{target}/release/syscalls");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .map_err(|e| format!("no free port: {e}"))?;
+    let mut server = Command::new(which("memcached").ok_or("memcached not found")?);
+    server.args([
+        "-l",
+        "127.0.0.1",
+        "-p",
+        &port.to_string(),
+        "-U",
+        "0",
+        "-t",
+        "4",
+    ]);
+    if is_root() {
+        server.args(["-u", "root"]);
+    }
+    let mut server = server
+        .spawn()
+        .map_err(|e| format!("cannot start memcached: {e}"))?;
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let addr = format!("127.0.0.1:{port}");
+    let trace = format!("{target}/strace.txt");
+    let count = |client: &str, op: &str, n: u32| -> Result<u64, String> {
+        let status = Command::new("strace")
+            .args(["-c", "-f", "-o", &trace, &helper, &addr, client, op])
+            .arg(n.to_string())
+            .stdout(std::process::Stdio::null())
+            .status()
+            .map_err(|e| format!("strace: {e}"))?;
+        if !status.success() {
+            return Err(format!("strace {client} {op} {n} failed ({status})"));
+        }
+        let text = std::fs::read_to_string(&trace).map_err(|e| format!("{trace}: {e}"))?;
+        text.lines()
+            .find(|l| l.trim_end().ends_with("total"))
+            .and_then(|l| l.split_whitespace().nth(3))
+            .and_then(|calls| calls.parse().ok())
+            .ok_or_else(|| format!("no total in strace output for {client} {op}"))
+    };
+    let n = 200;
+    let mut lines = String::new();
+    let result = (|| {
+        for client in SYSCALL_CLIENTS {
+            for op in SYSCALL_OPS {
+                let per_op = (count(client, op, n)?.saturating_sub(count(client, op, 0)?)) as f64
+                    / f64::from(n);
+                lines.push_str(&format!("{client}\t{op}\t{per_op:.2}\n"));
+            }
+        }
+        Ok::<(), String>(())
+    })();
+    let _ = server.kill();
+    let _ = server.wait();
+    result?;
+    std::fs::write(&out, lines).map_err(|e| format!("{}: {e}", out.display()))?;
+    Ok(out)
 }
 
 fn demo(args: &[String]) -> Result<(), String> {

@@ -1,0 +1,128 @@
+//! One client doing one operation `n` times against a running memcached, for `strace -c`:
+//! `syscalls <server addr> <client> <op> <n>`. `cargo xtask bench` runs it under strace with
+//! `n` = 0 and `n` = N and divides the difference by N: system calls per operation, with
+//! setup and warm-up subtracted.
+//!
+//! Clients: `newcache-text` (the facade), `transport-text` (no facade), `libmemcached-text`,
+//! `libmemcached-binary` (bare C calls), `memcache-crate-ascii`, `memcache-crate-binary`.
+//! Ops: `get` (a hit of 100 bytes), `set` (100 bytes), `get_many` (100 keys).
+
+use std::hint::black_box;
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let [addr, client, op, n] = args.as_slice() else {
+        eprintln!("usage: syscalls <server addr> <client> <op> <n>");
+        std::process::exit(2);
+    };
+    let n: usize = n.parse().expect("n");
+    let value = vec![b'x'; 100];
+    let keys: Vec<String> = (0..100).map(|i| format!("sys-many-{i}")).collect();
+    let mut run: Box<dyn FnMut(&str)> = match client.as_str() {
+        "newcache-text" => {
+            let cache = newcache::Cache::from_url(&format!("newcache://{addr}/?transport=text"))
+                .expect("cache");
+            let v = String::from_utf8(value.clone()).expect("utf8");
+            for k in keys.iter().chain([&"sys-hit".to_string()]) {
+                cache
+                    .set(k, v.as_str(), newcache::Ttl::Forever)
+                    .expect("set");
+            }
+            Box::new(move |op| match op {
+                "get" => {
+                    black_box(cache.get::<String>("sys-hit").expect("get"));
+                }
+                "set" => cache
+                    .set("sys-set", v.as_str(), newcache::Ttl::Forever)
+                    .expect("set"),
+                _ => {
+                    let got: std::collections::HashMap<String, String> =
+                        cache.get_many(&keys).expect("get_many");
+                    assert_eq!(got.len(), 100);
+                }
+            })
+        }
+        "transport-text" => {
+            use newcache_transport::{Store, Transport};
+            let t =
+                newcache_transport_text::TextTransport::new(newcache_transport_text::TextConfig {
+                    servers: vec![addr.clone()],
+                    ..Default::default()
+                })
+                .expect("transport");
+            for k in keys.iter().map(String::as_str).chain(["sys-hit"]) {
+                t.store(&Store::set(k.as_bytes(), &value, 0, 0))
+                    .expect("set");
+            }
+            let refs: Vec<Vec<u8>> = keys.iter().map(|k| k.clone().into_bytes()).collect();
+            Box::new(move |op| match op {
+                "get" => {
+                    black_box(t.get(b"sys-hit").expect("get"));
+                }
+                "set" => {
+                    t.store(&Store::set(b"sys-set", &value, 0, 0)).expect("set");
+                }
+                _ => {
+                    let r: Vec<&[u8]> = refs.iter().map(Vec::as_slice).collect();
+                    black_box(t.get_many(&r).expect("get_many"));
+                }
+            })
+        }
+        #[cfg(feature = "binary")]
+        "libmemcached-text" | "libmemcached-binary" => {
+            let (host, port) = addr.rsplit_once(':').expect("host:port");
+            let mut b = newcache_transport_binary::bare::Bare::new(
+                host,
+                port.parse().expect("port"),
+                client == "libmemcached-binary",
+            )
+            .expect("libmemcached");
+            for k in keys.iter().map(String::as_str).chain(["sys-hit"]) {
+                assert!(b.set(k.as_bytes(), &value));
+            }
+            let refs: Vec<Vec<u8>> = keys.iter().map(|k| k.clone().into_bytes()).collect();
+            Box::new(move |op| match op {
+                "get" => {
+                    black_box(b.get(b"sys-hit").expect("hit"));
+                }
+                "set" => assert!(b.set(b"sys-set", &value)),
+                _ => {
+                    let r: Vec<&[u8]> = refs.iter().map(Vec::as_slice).collect();
+                    assert_eq!(b.get_many(&r).0, 100);
+                }
+            })
+        }
+        "memcache-crate-ascii" | "memcache-crate-binary" => {
+            let url = if client == "memcache-crate-ascii" {
+                format!("memcache://{addr}?protocol=ascii")
+            } else {
+                format!("memcache://{addr}")
+            };
+            let c = memcache::Client::connect(url).expect("memcache");
+            let v = String::from_utf8(value.clone()).expect("utf8");
+            for k in keys.iter().map(String::as_str).chain(["sys-hit"]) {
+                c.set(k, v.as_str(), 0).expect("set");
+            }
+            let refs: Vec<String> = keys.clone();
+            Box::new(move |op| match op {
+                "get" => {
+                    black_box(c.get::<String>("sys-hit").expect("get"));
+                }
+                "set" => c.set("sys-set", v.as_str(), 0).expect("set"),
+                _ => {
+                    let r: Vec<&str> = refs.iter().map(String::as_str).collect();
+                    black_box(c.gets::<String>(&r).expect("gets"));
+                }
+            })
+        }
+        other => {
+            eprintln!("unknown client {other}");
+            std::process::exit(2);
+        }
+    };
+    // One warm-up call (connections, buffers), then the measured ones.
+    run(op);
+    for _ in 0..n {
+        run(op);
+    }
+}
