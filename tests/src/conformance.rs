@@ -64,6 +64,17 @@ pub fn run_case<F: Fixture>(make: impl FnOnce() -> F, case: fn(&dyn Fixture)) {
 #[macro_export]
 macro_rules! conformance_suite {
     ($make:expr) => {
+        $crate::conformance_suite!(@keyed ($make));
+        $crate::conformance_suite!(@cases ($make)
+            // server-wide:start
+            flush_all_empties_every_server,
+            stats_report_the_items_of_every_server,
+            // server-wide:end
+        );
+    };
+    // The cases that touch keys only, for backends that lack server-wide commands (a
+    // proxy such as twemproxy has no flush_all or stats).
+    (@keyed ($make:expr)) => {
         $crate::conformance_suite!(@cases ($make)
             // cases:start
             set_then_get_returns_the_exact_bytes,
@@ -102,8 +113,6 @@ macro_rules! conformance_suite {
             an_absolute_exptime_in_the_past_expires_the_item_at_once,
             exptime_of_30_days_is_relative_and_one_second_more_is_absolute,
             a_relative_exptime_expires_after_that_many_seconds,
-            flush_all_empties_every_server,
-            stats_report_the_items_of_every_server,
             a_value_over_the_item_size_limit_is_refused_before_it_is_sent,
             invalid_keys_are_refused_before_anything_is_sent,
             eight_threads_share_one_transport,
@@ -1050,15 +1059,22 @@ mod tests {
                     .strip_suffix("(f: &dyn Fixture) {")
             })
             .collect();
-        let start = source.find("// cases:start").expect("start marker");
-        let end = source.find("// cases:end").expect("end marker");
-        let listed: Vec<&str> = source[start..end]
-            .lines()
-            .skip(1)
-            .map(|l| l.trim().trim_end_matches(','))
-            .filter(|l| !l.is_empty())
-            .collect();
+        let list = |from: &str, to: &str| -> Vec<&str> {
+            let start = source.find(from).expect("start marker");
+            let end = source.find(to).expect("end marker");
+            source[start..end]
+                .lines()
+                .skip(1)
+                .map(|l| l.trim().trim_end_matches(','))
+                .filter(|l| !l.is_empty())
+                .collect()
+        };
+        let mut listed = list("// cases:start", "// cases:end");
+        listed.extend(list("// server-wide:start", "// server-wide:end"));
+        let mut defined = defined;
         assert!(defined.len() >= 40, "{defined:?}");
+        defined.sort_unstable();
+        listed.sort_unstable();
         assert_eq!(defined, listed);
     }
 }

@@ -127,6 +127,16 @@ fn missing_packages() -> Vec<&'static str> {
     missing
 }
 
+/// `apt-get install` of Debian packages, without recommends or questions.
+fn apt_install(packages: &[&str]) -> Result<(), String> {
+    let mut install = Command::new("apt-get");
+    install
+        .args(["install", "-y", "-qq", "--no-install-recommends"])
+        .args(packages)
+        .env("DEBIAN_FRONTEND", "noninteractive");
+    run(install, &format!("apt-get install {}", packages.join(" ")))
+}
+
 fn install_prerequisites() -> Result<(), String> {
     let missing = missing_packages();
     if missing.is_empty() {
@@ -140,12 +150,7 @@ fn install_prerequisites() -> Result<(), String> {
         let mut update = Command::new("apt-get");
         update.args(["update", "-qq"]);
         run(update, "apt-get update")?;
-        let mut install = Command::new("apt-get");
-        install
-            .args(["install", "-y", "-qq", "--no-install-recommends"])
-            .args(&missing)
-            .env("DEBIAN_FRONTEND", "noninteractive");
-        run(install, "apt-get install")?;
+        apt_install(&missing)?;
         let still = missing_packages();
         if !still.is_empty() {
             return Err(format!("still missing after install: {}", still.join(" ")));
@@ -252,11 +257,7 @@ fn syscall_counts(target: &str) -> Result<PathBuf, String> {
     let out = PathBuf::from(format!("{target}/syscalls.tsv"));
     if !on_path("strace") {
         if is_root() && on_path("apt-get") {
-            let mut install = Command::new("apt-get");
-            install
-                .args(["install", "-y", "-qq", "--no-install-recommends", "strace"])
-                .env("DEBIAN_FRONTEND", "noninteractive");
-            run(install, "apt-get install strace")?;
+            apt_install(&["strace"])?;
         } else {
             eprintln!("xtask: strace not found; the report will have no system call counts");
             std::fs::write(&out, "").map_err(|e| format!("{}: {e}", out.display()))?;

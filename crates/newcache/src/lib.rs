@@ -186,13 +186,26 @@ impl Drop for FlightGuard<'_> {
 /// A uniform draw in (0, 1] for XFetch, from the standard library's randomly keyed hasher
 /// (no random-number crate needed for one draw per read).
 fn uniform() -> f64 {
+    use std::cell::Cell;
     use std::hash::{BuildHasher, Hasher};
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u64(COUNTER.fetch_add(1, Ordering::Relaxed));
+    thread_local! {
+        // xorshift64* state, seeded once per thread from the std's random hasher keys.
+        static STATE: Cell<u64> = Cell::new({
+            let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+            h.write_u64(0x9e37_79b9_7f4a_7c15);
+            h.finish() | 1
+        });
+    }
+    let bits = STATE.with(|state| {
+        let mut x = state.get();
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        state.set(x);
+        x.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    });
     // 53 random bits, shifted into (0, 1].
-    ((h.finish() >> 11) as f64 + 1.0) / (1u64 << 53) as f64
+    ((bits >> 11) as f64 + 1.0) / (1u64 << 53) as f64
 }
 
 /// What a read through the herd policy found.
@@ -480,25 +493,37 @@ impl Cache {
         K: AsRef<str>,
         T: DeserializeOwned,
     {
-        let wires = keys
-            .iter()
-            .map(|k| self.wire_key(k.as_ref()))
-            .collect::<Result<Vec<_>>>()?;
-        let refs: Vec<&[u8]> = wires.iter().map(Vec::as_slice).collect();
+        // Every wire key in one buffer: two allocations for the lot, not one per key.
+        let mut buf = Vec::with_capacity(keys.len() * 64);
+        let mut ends = Vec::with_capacity(keys.len());
+        for k in keys {
+            newcache_keyfn::write_valid_key(
+                self.inner.key_function.as_ref(),
+                k.as_ref(),
+                &mut buf,
+            )?;
+            ends.push(buf.len());
+        }
+        let mut refs: Vec<&[u8]> = Vec::with_capacity(keys.len());
+        let mut start = 0;
+        for &end in &ends {
+            refs.push(buf.get(start..end).unwrap_or_default());
+            start = end;
+        }
         let now = self.now_millis();
         let opened: Vec<Option<Opened>> = if self.meta() {
             let recache = self.inner.herd.herd_timeout.max(1);
             let metas = self.inner.transport.meta_get_many(&refs, recache)?;
             metas
                 .into_iter()
-                .zip(&wires)
+                .zip(&refs)
                 .map(|(m, wire)| m.map(|m| self.open_meta(wire, m, now)).transpose())
                 .collect::<Result<_>>()?
         } else {
             let items = self.inner.transport.get_many(&refs)?;
             items
                 .into_iter()
-                .zip(&wires)
+                .zip(&refs)
                 .map(|(i, wire)| i.map(|i| self.open(wire, i, now)).transpose())
                 .collect::<Result<_>>()?
         };
@@ -562,7 +587,8 @@ impl Cache {
         if plan.expire_now {
             return Ok(None);
         }
-        let mut bytes = Vec::new();
+        // Room for the envelope and a small value, so typical values need no regrowth.
+        let mut bytes = Vec::with_capacity(256);
         // Under the meta policy the server keeps the herd state: values go bare, with the
         // same real TTL (ttl + herd_timeout).
         let soft_expiry = plan.soft_expiry_millis.filter(|_| !self.meta());
@@ -590,21 +616,22 @@ impl Cache {
         value: &T,
         options: SetOptions,
     ) -> Result<StoreStatus> {
-        let wire = self.wire_key(key)?;
-        match self.encode(key, value, options, self.now_millis())? {
-            Some((bytes, flags, exptime)) => Ok(self.inner.transport.store(&Store {
-                mode,
-                key: &wire,
-                value: &bytes,
-                flags,
-                exptime,
-            })?),
-            None if mode == StoreMode::Set => {
-                self.inner.transport.delete(&wire)?;
-                Ok(StoreStatus::Stored)
+        self.with_wire_key(key, |wire| {
+            match self.encode(key, value, options, self.now_millis())? {
+                Some((bytes, flags, exptime)) => Ok(self.inner.transport.store(&Store {
+                    mode,
+                    key: wire,
+                    value: &bytes,
+                    flags,
+                    exptime,
+                })?),
+                None if mode == StoreMode::Set => {
+                    self.inner.transport.delete(wire)?;
+                    Ok(StoreStatus::Stored)
+                }
+                None => Ok(StoreStatus::NotStored),
             }
-            None => Ok(StoreStatus::NotStored),
-        }
+        })
     }
 
     /// Stores a value. With herd protection (the default) and a finite TTL, the value is

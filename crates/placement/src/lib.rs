@@ -310,7 +310,9 @@ impl Server {
     }
 }
 
-fn parse_bool(name: &str, value: &str) -> Result<bool, PlacementError> {
+/// A behavior's boolean as pylibmc users write it: `1`/`0`, `true`/`false`, `yes`/`no`,
+/// `on`/`off` (any case); an error naming the behavior otherwise.
+pub fn parse_bool(name: &str, value: &str) -> Result<bool, PlacementError> {
     match value.trim().to_ascii_lowercase().as_str() {
         "1" | "true" | "yes" | "on" => Ok(true),
         "0" | "false" | "no" | "off" => Ok(false),

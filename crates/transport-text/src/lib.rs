@@ -140,11 +140,7 @@ impl TextConfig {
                 .parse::<u64>()
                 .map_err(|_| bad("a whole number"))
         };
-        let flag = || match value.trim().to_ascii_lowercase().as_str() {
-            "1" | "true" | "yes" | "on" => Ok(true),
-            "0" | "false" | "no" | "off" => Ok(false),
-            _ => Err(bad("a boolean (1/0, true/false)")),
-        };
+        let flag = || placement::parse_bool(name, value).map_err(|e| BehaviorError(e.to_string()));
         match self.placement.set(name, value) {
             Ok(true) => {
                 if let Some(hash) = self.placement.hash.filter(|h| !h.is_computed()) {
