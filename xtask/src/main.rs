@@ -204,39 +204,81 @@ fn bench(args: &[String]) -> Result<(), String> {
     let target = std::env::var("CARGO_TARGET_DIR")
         .unwrap_or_else(|_| format!("{}/target", root().display()));
     let syscalls = syscall_counts(&target)?;
-    let mut cmd = cargo();
-    cmd.args(["bench", "-p", "newcache-benches", "--features", "binary"]);
-    for bench in ["transports", "concurrency", "cluster", "keyfn", "envelope"] {
-        cmd.args(["--bench", bench]);
+    let criterion_dir = PathBuf::from(format!("{target}/criterion"));
+    if criterion_dir.exists() {
+        // Old results (and old repetitions) must not mix with this run's.
+        std::fs::remove_dir_all(&criterion_dir)
+            .map_err(|e| format!("{}: {e}", criterion_dir.display()))?;
     }
-    if quick {
-        cmd.env("NEWCACHE_BENCH_QUICK", "1");
+    let bench = |names: &[&str], baseline: Option<String>| {
+        let mut cmd = cargo();
+        cmd.args(["bench", "-p", "newcache-benches", "--features", "binary"]);
+        for name in names {
+            cmd.args(["--bench", name]);
+        }
+        if let Some(b) = baseline {
+            cmd.args(["--", "--save-baseline", &b]);
+        }
+        if quick {
+            cmd.env("NEWCACHE_BENCH_QUICK", "1");
+        }
+        run(cmd, "benchmarks")
+    };
+    bench(&["concurrency", "cluster", "keyfn", "envelope"], None)?;
+    // The transport rows are compared with each other, so the full run repeats that bench
+    // and the report takes medians: a slow patch of this shared machine then hits every
+    // row in some run instead of one row in the only run.
+    let repeats = if quick { 1 } else { 3 };
+    for rep in 1..=repeats {
+        bench(&["transports"], Some(format!("rep{rep}")))?;
     }
-    run(cmd, "benchmarks")?;
     let command = if quick {
         "cargo xtask bench --quick"
     } else {
         "cargo xtask bench"
     };
-    let mut report = cargo();
+    let mut report = Command::new(bench_binary("report")?);
     report
-        .args([
-            "run",
-            "--quiet",
-            "--release",
-            "-p",
-            "newcache-benches",
-            "--features",
-            "binary",
-            "--bin",
-            "report",
-            "--",
-        ])
         .arg(format!("{target}/criterion"))
         .arg(root().join("docs"))
         .arg(command)
         .arg(syscalls);
     run(report, "report")
+}
+
+/// Builds one binary of the benches package (release, feature `binary`) and returns the
+/// path cargo reports for it: the build's own artifact, not whatever another build last
+/// linked at `target/release/<name>`.
+fn bench_binary(name: &str) -> Result<PathBuf, String> {
+    let mut build = cargo();
+    build.args([
+        "build",
+        "--release",
+        "--quiet",
+        "-p",
+        "newcache-benches",
+        "--features",
+        "binary",
+        "--bin",
+        name,
+        "--message-format=json",
+    ]);
+    build.stderr(std::process::Stdio::inherit());
+    let out = build
+        .output()
+        .map_err(|e| format!("cargo build --bin {name}: {e}"))?;
+    if !out.status.success() {
+        return Err(format!("cargo build --bin {name} failed ({})", out.status));
+    }
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    stdout
+        .lines()
+        .filter(|l| l.contains(&format!("\"name\":\"{name}\"")))
+        .find_map(|l| {
+            let rest = l.split_once("\"executable\":\"")?.1;
+            Some(PathBuf::from(rest.split_once('"')?.0))
+        })
+        .ok_or_else(|| format!("cargo did not report the {name} executable"))
 }
 
 /// The clients and operations whose system calls per operation the report shows.
@@ -264,19 +306,7 @@ fn syscall_counts(target: &str) -> Result<PathBuf, String> {
             return Ok(out);
         }
     }
-    let mut build = cargo();
-    build.args([
-        "build",
-        "--release",
-        "-p",
-        "newcache-benches",
-        "--features",
-        "binary",
-        "--bin",
-        "syscalls",
-    ]);
-    run(build, "build the syscalls helper")?;
-    let helper = format!("{target}/release/syscalls");
+    let helper = bench_binary("syscalls")?;
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
@@ -303,7 +333,9 @@ fn syscall_counts(target: &str) -> Result<PathBuf, String> {
     let trace = format!("{target}/strace.txt");
     let count = |client: &str, op: &str, n: u32| -> Result<u64, String> {
         let status = Command::new("strace")
-            .args(["-c", "-f", "-o", &trace, &helper, &addr, client, op])
+            .args(["-c", "-f", "-o", &trace])
+            .arg(&helper)
+            .args([addr.as_str(), client, op])
             .arg(n.to_string())
             .stdout(std::process::Stdio::null())
             .status()
