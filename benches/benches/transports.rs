@@ -1,7 +1,9 @@
 //! Transports through the whole `Cache` facade (key function + herd envelope + codec), with
-//! peers in the same run against the same memcached: libmemcached through
-//! `newcache-transport-binary` with no facade, the `memcache` crate, and the loopback floor
-//! (a raw `mn` ping-pong on one TCP connection).
+//! peers in the same run against the same memcached: the baseline, raw libmemcached through
+//! bare `libmemcached-sys` calls (`libmemcached-sys-text`, `libmemcached-sys-binary`, see
+//! `src/raw_libmemcached.rs`), libmemcached through `newcache-transport-binary` with no facade,
+//! the text transport with no facade, the `memcache` crate, and the loopback floor (a raw `mn`
+//! ping-pong on one TCP connection).
 //!
 //! `NEWCACHE_BENCH_QUICK=1` shortens every measurement (`cargo xtask bench --quick`).
 
@@ -10,6 +12,8 @@ use std::io::{Read, Write};
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use newcache::{Cache, Ttl};
+#[cfg(feature = "binary")]
+use newcache_benches::raw_libmemcached;
 use newcache_testkit::Memcached;
 use std::hint::black_box;
 
@@ -38,23 +42,23 @@ fn caches(server: &Memcached) -> Vec<(&'static str, Cache)> {
     out
 }
 
-/// The bare C library: one libmemcached handle, the calls a C program makes (the baseline),
-/// text and binary protocol.
+/// Bare libmemcached through `libmemcached-sys` (the baseline): one handle, the calls a C
+/// program makes, `TCP_NODELAY` on, text and binary protocol.
 #[cfg(feature = "binary")]
 fn bare_libmemcached(
     server: &Memcached,
-) -> Vec<(
-    &'static str,
-    std::cell::RefCell<newcache_transport_binary::bare::Bare>,
-)> {
-    use newcache_transport_binary::bare::Bare;
-    [("libmemcached-text", false), ("libmemcached-binary", true)]
-        .into_iter()
-        .map(|(name, binary)| {
-            let bare = Bare::new("127.0.0.1", server.port(), binary).expect("libmemcached");
-            (name, std::cell::RefCell::new(bare))
-        })
-        .collect()
+) -> Vec<(&'static str, std::cell::RefCell<raw_libmemcached::Handle>)> {
+    use raw_libmemcached::{Handle, Options};
+    [
+        ("libmemcached-sys-text", Options::TEXT),
+        ("libmemcached-sys-binary", Options::BINARY),
+    ]
+    .into_iter()
+    .map(|(name, options)| {
+        let handle = Handle::connect(&server.addr(), options).expect("libmemcached");
+        (name, std::cell::RefCell::new(handle))
+    })
+    .collect()
 }
 
 /// The text transport with no facade (no key function, herd or codec).
@@ -162,9 +166,11 @@ fn transports(c: &mut Criterion) {
     }
     #[cfg(feature = "binary")]
     for (name, c) in &bare {
-        assert!(c.borrow_mut().set(b"raw-hit", value.as_bytes()));
+        c.borrow_mut()
+            .set(b"raw-hit", value.as_bytes())
+            .expect("set");
         g.bench_function(*name, |b| {
-            b.iter(|| black_box(c.borrow_mut().get(b"raw-hit").expect("hit")))
+            b.iter(|| black_box(c.borrow_mut().get(b"raw-hit").expect("get").expect("hit")))
         });
     }
     for (name, client) in &peers {
@@ -192,7 +198,7 @@ fn transports(c: &mut Criterion) {
     #[cfg(feature = "binary")]
     for (name, c) in &bare {
         g.bench_function(*name, |b| {
-            b.iter(|| assert!(c.borrow_mut().get(b"absent").is_none()))
+            b.iter(|| assert!(c.borrow_mut().get(b"absent").expect("get").is_none()))
         });
     }
     g.finish();
@@ -221,10 +227,14 @@ fn transports(c: &mut Criterion) {
     #[cfg(feature = "binary")]
     for (name, c) in &bare {
         g.bench_function(*name, |b| {
-            b.iter(|| assert!(c.borrow_mut().set(b"raw-set", value.as_bytes())))
+            b.iter(|| {
+                c.borrow_mut()
+                    .set(b"raw-set", value.as_bytes())
+                    .expect("set")
+            })
         });
     }
-    // Bare libmemcached storing what the facade puts on the wire for the same set: its
+    // Raw libmemcached storing what the facade puts on the wire for the same set: its
     // hashed key and the value behind the 13-byte herd envelope. Separates the facade's CPU
     // cost from the cost of its larger request at the server.
     #[cfg(feature = "binary")]
@@ -232,8 +242,8 @@ fn transports(c: &mut Criterion) {
         let (_, cache) = &caches[0];
         let wire = cache.wire_key("set").expect("wire key");
         let enveloped = vec![b'x'; value.len() + 13];
-        g.bench_function("libmemcached-text-facade-wire-bytes", |b| {
-            b.iter(|| assert!(c.borrow_mut().set(&wire, &enveloped)))
+        g.bench_function("libmemcached-sys-text-facade-wire-bytes", |b| {
+            b.iter(|| c.borrow_mut().set(&wire, &enveloped).expect("set"))
         });
     }
     {
@@ -291,10 +301,16 @@ fn transports(c: &mut Criterion) {
             b.iter(|| black_box(text.get_many(&refs).expect("get_many")))
         });
         #[cfg(feature = "binary")]
-        for (name, c) in &bare {
-            g.bench_function(*name, |b| {
-                b.iter(|| assert_eq!(c.borrow_mut().get_many(&refs).0, 100))
-            });
+        {
+            let keys = raw_libmemcached::Keys::new(&raw_keys);
+            for (name, c) in &bare {
+                g.bench_function(*name, |b| {
+                    b.iter(|| {
+                        let (hits, bytes) = c.borrow_mut().get_many(&keys).expect("get_many");
+                        assert_eq!((hits, bytes), (100, 10_000));
+                    })
+                });
+            }
         }
     }
     for (name, client) in &peers {

@@ -203,16 +203,23 @@ fn bench(args: &[String]) -> Result<(), String> {
     let quick = args.iter().any(|a| a == "--quick");
     let target = std::env::var("CARGO_TARGET_DIR")
         .unwrap_or_else(|_| format!("{}/target", root().display()));
-    let syscalls = syscall_counts(&target)?;
+    let started = std::time::Instant::now();
+    // Everything is built in cargo bench's profile, so the syscalls helper and the report
+    // share every dependency with the benches (a `--release` build of the helpers would
+    // compile the whole workspace a second time).
+    let syscalls_helper = bench_binary("syscalls")?;
+    let report_bin = bench_binary("report")?;
+    run(bench_cargo(&["bench", "--no-run"]), "build the benches")?;
+    eprintln!("xtask: built in {:.0} s", started.elapsed().as_secs_f64());
+    let syscalls = syscall_counts(&target, &syscalls_helper, quick)?;
     let criterion_dir = PathBuf::from(format!("{target}/criterion"));
     if criterion_dir.exists() {
         // Old results (and old repetitions) must not mix with this run's.
         std::fs::remove_dir_all(&criterion_dir)
             .map_err(|e| format!("{}: {e}", criterion_dir.display()))?;
     }
-    let bench = |names: &[&str], baseline: Option<String>| {
-        let mut cmd = cargo();
-        cmd.args(["bench", "-p", "newcache-benches", "--features", "binary"]);
+    let criterion = |names: &[&str], baseline: Option<String>| {
+        let mut cmd = bench_cargo(&["bench"]);
         for name in names {
             cmd.args(["--bench", name]);
         }
@@ -224,36 +231,63 @@ fn bench(args: &[String]) -> Result<(), String> {
         }
         run(cmd, "benchmarks")
     };
-    bench(&["concurrency", "cluster", "keyfn", "envelope"], None)?;
+    criterion(
+        &["concurrency", "tcp_nodelay", "cluster", "keyfn", "envelope"],
+        None,
+    )?;
     // The transport rows are compared with each other, so the full run repeats that bench
     // and the report takes medians: a slow patch of this shared machine then hits every
     // row in some run instead of one row in the only run.
     let repeats = if quick { 1 } else { 3 };
     for rep in 1..=repeats {
-        bench(&["transports"], Some(format!("rep{rep}")))?;
+        criterion(&["transports"], Some(format!("rep{rep}")))?;
     }
+    let allocations = PathBuf::from(format!("{target}/allocations.tsv"));
+    let mut count = bench_cargo(&["bench", "--bench", "allocations"]);
+    count.env("NEWCACHE_ALLOCATIONS_OUT", &allocations);
+    run(count, "allocations per call")?;
     let command = if quick {
         "cargo xtask bench --quick"
     } else {
         "cargo xtask bench"
     };
-    let mut report = Command::new(bench_binary("report")?);
+    let mut report = Command::new(report_bin);
     report
-        .arg(format!("{target}/criterion"))
+        .current_dir(root())
+        .arg(&criterion_dir)
         .arg(root().join("docs"))
         .arg(command)
-        .arg(syscalls);
-    run(report, "report")
+        .arg("--allocations")
+        .arg(&allocations);
+    if let Some(syscalls) = syscalls {
+        report.arg("--syscalls").arg(syscalls);
+    }
+    run(report, "report")?;
+    eprintln!(
+        "xtask: {command} took {:.0} s",
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
 }
 
-/// Builds one binary of the benches package (release, feature `binary`) and returns the
-/// path cargo reports for it: the build's own artifact, not whatever another build last
-/// linked at `target/release/<name>`.
+/// `cargo <args> -p newcache-benches --features binary`, the benches package with the
+/// libmemcached rows.
+fn bench_cargo(args: &[&str]) -> Command {
+    let mut cmd = cargo();
+    cmd.args(args)
+        .args(["-p", "newcache-benches", "--features", "binary"]);
+    cmd
+}
+
+/// Builds one binary of the benches package (cargo bench's profile, feature `binary`) and
+/// returns the path cargo reports for it: the build's own artifact, not whatever another
+/// build (`--release` links there too) last linked at `target/release/<name>`.
 fn bench_binary(name: &str) -> Result<PathBuf, String> {
     let mut build = cargo();
     build.args([
         "build",
-        "--release",
+        "--profile",
+        "bench",
         "--quiet",
         "-p",
         "newcache-benches",
@@ -285,28 +319,42 @@ fn bench_binary(name: &str) -> Result<PathBuf, String> {
 const SYSCALL_CLIENTS: [&str; 6] = [
     "newcache-text",
     "transport-text",
-    "libmemcached-text",
-    "libmemcached-binary",
+    "libmemcached-sys-text",
+    "libmemcached-sys-binary",
     "memcache-crate-ascii",
     "memcache-crate-binary",
 ];
 const SYSCALL_OPS: [&str; 3] = ["get", "set", "get_many"];
 
+/// `strace -c` output: calls per system call name (the summary's `total` line left out).
+fn strace_calls(summary: &str) -> Vec<(String, u64)> {
+    summary
+        .lines()
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            // `% time, seconds, usecs/call, calls, [errors,] syscall`
+            let name = *fields.last()?;
+            let calls = fields.get(3)?.parse().ok()?;
+            (fields.len() >= 5 && name != "total" && name != "syscall")
+                .then(|| (name.to_string(), calls))
+        })
+        .collect()
+}
+
 /// Runs the `syscalls` helper under `strace -c -f` for every client and operation, 0 and
-/// 200 times, against a memcached started here (not traced), and writes
-/// `client<TAB>op<TAB>calls per op` lines to `target/syscalls.tsv`. Returns the file's path.
-fn syscall_counts(target: &str) -> Result<PathBuf, String> {
+/// N times, against a memcached started here (not traced), and writes
+/// `client<TAB>op<TAB>calls per op<TAB>which calls` lines to `target/syscalls.tsv`.
+/// Returns the file's path, or `None` when strace is missing and cannot be installed.
+fn syscall_counts(target: &str, helper: &Path, quick: bool) -> Result<Option<PathBuf>, String> {
     let out = PathBuf::from(format!("{target}/syscalls.tsv"));
     if !on_path("strace") {
         if is_root() && on_path("apt-get") {
             apt_install(&["strace"])?;
         } else {
             eprintln!("xtask: strace not found; the report will have no system call counts");
-            std::fs::write(&out, "").map_err(|e| format!("{}: {e}", out.display()))?;
-            return Ok(out);
+            return Ok(None);
         }
     }
-    let helper = bench_binary("syscalls")?;
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
@@ -331,10 +379,10 @@ fn syscall_counts(target: &str) -> Result<PathBuf, String> {
     std::thread::sleep(std::time::Duration::from_millis(300));
     let addr = format!("127.0.0.1:{port}");
     let trace = format!("{target}/strace.txt");
-    let count = |client: &str, op: &str, n: u32| -> Result<u64, String> {
+    let count = |client: &str, op: &str, n: u32| -> Result<Vec<(String, u64)>, String> {
         let status = Command::new("strace")
             .args(["-c", "-f", "-o", &trace])
-            .arg(&helper)
+            .arg(helper)
             .args([addr.as_str(), client, op])
             .arg(n.to_string())
             .stdout(std::process::Stdio::null())
@@ -344,20 +392,41 @@ fn syscall_counts(target: &str) -> Result<PathBuf, String> {
             return Err(format!("strace {client} {op} {n} failed ({status})"));
         }
         let text = std::fs::read_to_string(&trace).map_err(|e| format!("{trace}: {e}"))?;
-        text.lines()
-            .find(|l| l.trim_end().ends_with("total"))
-            .and_then(|l| l.split_whitespace().nth(3))
-            .and_then(|calls| calls.parse().ok())
-            .ok_or_else(|| format!("no total in strace output for {client} {op}"))
+        let calls = strace_calls(&text);
+        if calls.is_empty() {
+            return Err(format!("no calls in strace's summary for {client} {op}"));
+        }
+        Ok(calls)
     };
-    let n = 200;
-    let mut lines = String::new();
+    // The counts are exact, not sampled: a quick run needs fewer operations.
+    let n: u32 = if quick { 100 } else { 200 };
+    let mut lines = format!("#ops\t{n}\n");
     let result = (|| {
         for client in SYSCALL_CLIENTS {
             for op in SYSCALL_OPS {
-                let per_op = (count(client, op, n)?.saturating_sub(count(client, op, 0)?)) as f64
-                    / f64::from(n);
-                lines.push_str(&format!("{client}\t{op}\t{per_op:.2}\n"));
+                let base = count(client, op, 0)?;
+                let with = count(client, op, n)?;
+                let mut per_op: Vec<(String, f64)> = with
+                    .iter()
+                    .map(|(name, calls)| {
+                        let before = base.iter().find(|(b, _)| b == name).map_or(0, |b| b.1);
+                        (
+                            name.clone(),
+                            calls.saturating_sub(before) as f64 / f64::from(n),
+                        )
+                    })
+                    .filter(|(_, per)| *per >= 0.005)
+                    .collect();
+                per_op.sort_by(|a, b| b.1.total_cmp(&a.1));
+                let total: f64 = per_op.iter().map(|p| p.1).sum();
+                let which: Vec<String> = per_op
+                    .iter()
+                    .map(|(name, per)| format!("{name} {per:.2}"))
+                    .collect();
+                lines.push_str(&format!(
+                    "{client}\t{op}\t{total:.2}\t{}\n",
+                    which.join(", ")
+                ));
             }
         }
         Ok::<(), String>(())
@@ -366,7 +435,7 @@ fn syscall_counts(target: &str) -> Result<PathBuf, String> {
     let _ = server.wait();
     result?;
     std::fs::write(&out, lines).map_err(|e| format!("{}: {e}", out.display()))?;
-    Ok(out)
+    Ok(Some(out))
 }
 
 fn demo(args: &[String]) -> Result<(), String> {

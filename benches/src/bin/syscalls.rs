@@ -3,8 +3,9 @@
 //! `n` = 0 and `n` = N and divides the difference by N: system calls per operation, with
 //! setup and warm-up subtracted.
 //!
-//! Clients: `newcache-text` (the facade), `transport-text` (no facade), `libmemcached-text`,
-//! `libmemcached-binary` (bare C calls), `memcache-crate-ascii`, `memcache-crate-binary`.
+//! Clients: `newcache-text` (the facade), `transport-text` (no facade),
+//! `libmemcached-sys-text`, `libmemcached-sys-binary` (bare C calls through `libmemcached-sys`,
+//! feature `binary`), `memcache-crate-ascii`, `memcache-crate-binary`.
 //! Ops: `get` (a hit of 100 bytes), `set` (100 bytes), `get_many` (100 keys).
 
 use std::hint::black_box;
@@ -69,27 +70,24 @@ fn main() {
             })
         }
         #[cfg(feature = "binary")]
-        "libmemcached-text" | "libmemcached-binary" => {
-            let (host, port) = addr.rsplit_once(':').expect("host:port");
-            let mut b = newcache_transport_binary::bare::Bare::new(
-                host,
-                port.parse().expect("port"),
-                client == "libmemcached-binary",
-            )
-            .expect("libmemcached");
+        "libmemcached-sys-text" | "libmemcached-sys-binary" => {
+            use newcache_benches::raw_libmemcached::{Handle, Keys, Options};
+            let options = if client == "libmemcached-sys-binary" {
+                Options::BINARY
+            } else {
+                Options::TEXT
+            };
+            let mut h = Handle::connect(addr, options).expect("libmemcached");
             for k in keys.iter().map(String::as_str).chain(["sys-hit"]) {
-                assert!(b.set(k.as_bytes(), &value));
+                h.set(k.as_bytes(), &value).expect("set");
             }
-            let refs: Vec<Vec<u8>> = keys.iter().map(|k| k.clone().into_bytes()).collect();
+            let keys = Keys::new(&keys);
             Box::new(move |op| match op {
                 "get" => {
-                    black_box(b.get(b"sys-hit").expect("hit"));
+                    black_box(h.get(b"sys-hit").expect("get").expect("hit"));
                 }
-                "set" => assert!(b.set(b"sys-set", &value)),
-                _ => {
-                    let r: Vec<&[u8]> = refs.iter().map(Vec::as_slice).collect();
-                    assert_eq!(b.get_many(&r).0, 100);
-                }
+                "set" => h.set(b"sys-set", &value).expect("set"),
+                _ => assert_eq!(h.get_many(&keys).expect("get_many").0, 100),
             })
         }
         "memcache-crate-ascii" | "memcache-crate-binary" => {
