@@ -3,20 +3,18 @@
 //! (`newcache://ADDR/?transport=text`), with a miss, a set and the text transport alone
 //! (`TextTransport::get`/`get_many`, no facade) beside them to say where the counts come from.
 //!
-//! Not criterion: this binary's own global allocator counts the allocations (and
-//! reallocations) of the calling thread and the bytes they ask for. Each case runs a few
-//! times first (connection, buffers), then `N` times; the report divides by `N`. The counts
-//! are deterministic, so `N` is small.
+//! Not criterion: dhat's counting allocator (this binary's global allocator; its unsafe code
+//! lives in dhat, so the benches have none) counts the heap allocations (a reallocation counts
+//! as one) and the bytes they ask for. Each case runs a few times first (connection,
+//! buffers), then `N` times; the report divides by `N`. The counts are deterministic, so `N`
+//! is small. Nothing else runs while a case is counted: the process has no other threads
+//! then.
 //!
 //! Prints a table; with `NEWCACHE_ALLOCATIONS_OUT=path` (`cargo xtask bench` sets it) also
-//! writes `case<TAB>allocations per call<TAB>reallocations per call<TAB>bytes per call`
-//! lines there for the report. libmemcached's own allocations go through C `malloc`, which
-//! this allocator does not see, so libmemcached is not measured here.
-//!
-//! This file and `src/raw_libmemcached.rs` are the only `unsafe` code of the benches.
+//! writes `case<TAB>allocations per call<TAB>bytes per call` lines there for the report.
+//! libmemcached's own allocations go through C `malloc`, which this allocator does not see,
+//! so libmemcached is not measured here.
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
 use std::collections::HashMap;
 use std::hint::black_box;
 use std::io::Write;
@@ -26,60 +24,13 @@ use newcache_testkit::Memcached;
 use newcache_transport::{Store, Transport};
 use newcache_transport_text::{TextConfig, TextTransport};
 
-/// The system allocator, counting per thread.
-struct Counting;
-
-thread_local! {
-    // `const` initialisers without destructors: using them from inside the allocator never
-    // allocates or registers anything.
-    static ALLOCS: Cell<u64> = const { Cell::new(0) };
-    static REALLOCS: Cell<u64> = const { Cell::new(0) };
-    static BYTES: Cell<u64> = const { Cell::new(0) };
-}
-
-fn bump(counter: &'static std::thread::LocalKey<Cell<u64>>, by: u64) {
-    // `try_with`: during thread teardown the slot may be gone; such calls are not counted.
-    let _ = counter.try_with(|c| c.set(c.get() + by));
-}
-
-// SAFETY: every method forwards to `System` with the caller's arguments unchanged, so
-// `System`'s guarantees are this allocator's; the counting touches only thread-local cells
-// and never allocates.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        bump(&ALLOCS, 1);
-        bump(&BYTES, layout.size() as u64);
-        // SAFETY: the caller upholds `GlobalAlloc::alloc`'s contract, which is `System`'s.
-        unsafe { System.alloc(layout) }
-    }
-
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        bump(&ALLOCS, 1);
-        bump(&BYTES, layout.size() as u64);
-        // SAFETY: as for `alloc`.
-        unsafe { System.alloc_zeroed(layout) }
-    }
-
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        bump(&REALLOCS, 1);
-        bump(&BYTES, new_size.saturating_sub(layout.size()) as u64);
-        // SAFETY: `ptr` and `layout` come from this allocator, i.e. from `System`, and the
-        // caller upholds the rest of `realloc`'s contract.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: `ptr` was allocated by `System` (through this allocator) with `layout`.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-}
-
 #[global_allocator]
-static GLOBAL: Counting = Counting;
+static ALLOCATOR: dhat::Alloc = dhat::Alloc;
 
-/// This thread's (allocations, reallocations, bytes) so far.
-fn snapshot() -> [u64; 3] {
-    [&ALLOCS, &REALLOCS, &BYTES].map(|c| c.with(Cell::get))
+/// The process's (allocations, bytes) so far.
+fn snapshot() -> [u64; 2] {
+    let stats = dhat::HeapStats::get();
+    [stats.total_blocks, stats.total_bytes]
 }
 
 /// Calls per case after the warm-up.
@@ -88,7 +39,7 @@ const N: u64 = 1000;
 /// One case's counts per call.
 struct Counted {
     case: &'static str,
-    per_call: [f64; 3],
+    per_call: [f64; 2],
 }
 
 /// Runs `f` a few times (connections, buffers), then `N` times, dropping each result inside
@@ -102,11 +53,12 @@ fn count<T>(case: &'static str, mut f: impl FnMut() -> T) -> Counted {
         drop(black_box(f()));
     }
     let after = snapshot();
-    let per_call = [0, 1, 2].map(|i| (after[i] - before[i]) as f64 / N as f64);
+    let per_call = [0, 1].map(|i| (after[i] - before[i]) as f64 / N as f64);
     Counted { case, per_call }
 }
 
 fn main() {
+    let _profiler = dhat::Profiler::builder().testing().build();
     let server = Memcached::start();
     let value = "x".repeat(100);
     let keys: Vec<String> = (0..100).map(|i| format!("many-{i}")).collect();
@@ -169,16 +121,13 @@ fn main() {
         }),
     ];
 
-    println!("allocations per call (this thread; {N} calls after a warm-up)");
-    println!(
-        "{:<42} {:>12} {:>14} {:>10}",
-        "case", "allocations", "reallocations", "bytes"
-    );
+    println!("allocations per call ({N} calls after a warm-up)");
+    println!("{:<42} {:>12} {:>10}", "case", "allocations", "bytes");
     let mut tsv = String::new();
     for Counted { case, per_call } in &results {
-        let [a, r, b] = per_call;
-        println!("{case:<42} {a:>12.2} {r:>14.2} {b:>10.0}");
-        tsv.push_str(&format!("{case}\t{a:.2}\t{r:.2}\t{b:.0}\n"));
+        let [a, b] = per_call;
+        println!("{case:<42} {a:>12.2} {b:>10.0}");
+        tsv.push_str(&format!("{case}\t{a:.2}\t{b:.0}\n"));
     }
     if let Some(path) = std::env::var_os("NEWCACHE_ALLOCATIONS_OUT") {
         std::fs::File::create(&path)

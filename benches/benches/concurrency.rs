@@ -64,10 +64,10 @@ fn concurrency(c: &mut Criterion) {
         });
         #[cfg(feature = "binary")]
         {
-            use newcache_benches::raw_libmemcached::{Handle, Options};
-            let handles: Vec<std::sync::Mutex<Handle>> = (0..threads)
+            use newcache_transport_binary::bare::{Bare, Options};
+            let handles: Vec<std::sync::Mutex<Bare>> = (0..threads)
                 .map(|_| {
-                    let mut h = Handle::connect(&server.addr(), Options::TEXT).expect("handle");
+                    let mut h = Bare::connect(&server.addr(), Options::TEXT).expect("handle");
                     h.set(b"bare-hit", value.as_bytes()).expect("set");
                     std::sync::Mutex::new(h)
                 })

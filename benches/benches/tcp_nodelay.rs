@@ -16,8 +16,8 @@ use criterion::{criterion_group, criterion_main, Criterion};
 #[cfg(feature = "binary")]
 fn tcp_nodelay(c: &mut Criterion) {
     use criterion::{SamplingMode, Throughput};
-    use newcache_benches::raw_libmemcached::{Handle, Keys, Options};
     use newcache_testkit::Memcached;
+    use newcache_transport_binary::bare::{Bare, Keys, Options};
 
     let server = Memcached::start();
     let absent = Keys::new(&["absent"]);
@@ -30,7 +30,7 @@ fn tcp_nodelay(c: &mut Criterion) {
                 binary,
                 tcp_nodelay,
             };
-            let mut h = Handle::connect(&server.addr(), options).expect("libmemcached");
+            let mut h = Bare::connect(&server.addr(), options).expect("libmemcached");
             let nodelay = if tcp_nodelay { "on" } else { "off" };
             g.bench_function(format!("{protocol}/memcached_get/nodelay-{nodelay}"), |b| {
                 b.iter(|| assert_eq!(h.get(b"absent").expect("get"), None))

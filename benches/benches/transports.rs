@@ -1,7 +1,7 @@
 //! Transports through the whole `Cache` facade (key function + herd envelope + codec), with
 //! peers in the same run against the same memcached: the baseline, raw libmemcached through
 //! bare `libmemcached-sys` calls (`libmemcached-sys-text`, `libmemcached-sys-binary`, see
-//! `src/raw_libmemcached.rs`), libmemcached through `newcache-transport-binary` with no facade,
+//! `newcache_transport_binary::bare`), libmemcached through `newcache-transport-binary` with no facade,
 //! the text transport with no facade, the `memcache` crate, and the loopback floor (a raw `mn`
 //! ping-pong on one TCP connection).
 //!
@@ -12,9 +12,9 @@ use std::io::{Read, Write};
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use newcache::{Cache, Ttl};
-#[cfg(feature = "binary")]
-use newcache_benches::raw_libmemcached;
 use newcache_testkit::Memcached;
+#[cfg(feature = "binary")]
+use newcache_transport_binary::bare;
 use std::hint::black_box;
 
 /// The facade over each transport: (name, cache).
@@ -45,17 +45,15 @@ fn caches(server: &Memcached) -> Vec<(&'static str, Cache)> {
 /// Bare libmemcached through `libmemcached-sys` (the baseline): one handle, the calls a C
 /// program makes, `TCP_NODELAY` on, text and binary protocol.
 #[cfg(feature = "binary")]
-fn bare_libmemcached(
-    server: &Memcached,
-) -> Vec<(&'static str, std::cell::RefCell<raw_libmemcached::Handle>)> {
-    use raw_libmemcached::{Handle, Options};
+fn bare_libmemcached(server: &Memcached) -> Vec<(&'static str, std::cell::RefCell<bare::Bare>)> {
+    use bare::{Bare, Options};
     [
         ("libmemcached-sys-text", Options::TEXT),
         ("libmemcached-sys-binary", Options::BINARY),
     ]
     .into_iter()
     .map(|(name, options)| {
-        let handle = Handle::connect(&server.addr(), options).expect("libmemcached");
+        let handle = Bare::connect(&server.addr(), options).expect("libmemcached");
         (name, std::cell::RefCell::new(handle))
     })
     .collect()
@@ -72,7 +70,7 @@ fn text_transport(server: &Memcached) -> newcache_transport_text::TextTransport 
 
 /// libmemcached with no facade (our thin safe wrapper over it), text and binary.
 #[cfg(feature = "binary")]
-fn raw_libmemcached(
+fn wrapper_libmemcached(
     server: &Memcached,
 ) -> Vec<(&'static str, newcache_transport_binary::BinaryTransport)> {
     use newcache_transport_binary::{BinaryConfig, BinaryTransport};
@@ -110,7 +108,7 @@ fn transports(c: &mut Criterion) {
     let value = "x".repeat(100);
     let caches = caches(&server);
     #[cfg(feature = "binary")]
-    let raw = raw_libmemcached(&server);
+    let raw = wrapper_libmemcached(&server);
     #[cfg(feature = "binary")]
     let bare = bare_libmemcached(&server);
     let text = text_transport(&server);
@@ -302,7 +300,7 @@ fn transports(c: &mut Criterion) {
         });
         #[cfg(feature = "binary")]
         {
-            let keys = raw_libmemcached::Keys::new(&raw_keys);
+            let keys = bare::Keys::new(&raw_keys);
             for (name, c) in &bare {
                 g.bench_function(*name, |b| {
                     b.iter(|| {

@@ -3,16 +3,11 @@
 //! [`config`] is every bench's criterion configuration: full runs by default,
 //! `NEWCACHE_BENCH_QUICK=1` (`cargo xtask bench --quick`) for a check that finishes in well
 //! under a minute of measuring and still gives ratios worth reading.
-//! `raw_libmemcached` (feature `binary`) is bare libmemcached through `libmemcached-sys`, the
-//! baseline the transports are compared with.
 #![deny(unsafe_code)]
 
 use std::time::Duration;
 
 use criterion::Criterion;
-
-#[cfg(feature = "binary")]
-pub mod raw_libmemcached;
 
 /// True in quick mode (`NEWCACHE_BENCH_QUICK` set).
 pub fn quick() -> bool {

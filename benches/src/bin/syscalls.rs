@@ -71,13 +71,13 @@ fn main() {
         }
         #[cfg(feature = "binary")]
         "libmemcached-sys-text" | "libmemcached-sys-binary" => {
-            use newcache_benches::raw_libmemcached::{Handle, Keys, Options};
+            use newcache_transport_binary::bare::{Bare, Keys, Options};
             let options = if client == "libmemcached-sys-binary" {
                 Options::BINARY
             } else {
                 Options::TEXT
             };
-            let mut h = Handle::connect(addr, options).expect("libmemcached");
+            let mut h = Bare::connect(addr, options).expect("libmemcached");
             for k in keys.iter().map(String::as_str).chain(["sys-hit"]) {
                 h.set(k.as_bytes(), &value).expect("set");
             }
