@@ -10,11 +10,18 @@
 //! | `String`, `&str`, `char` | UTF-8 | 16 ([`FLAG_TEXT`]) |
 //! | integers (`i8`..`u128`) | decimal ASCII, so `incr`/`decr` work | 4 ([`FLAG_INT`]) |
 //! | `bool` | `1` / `0` | 2 ([`FLAG_BOOL`]) |
-//! | anything else (structs, maps, floats, `None`...) | bincode 2 | 0x200 ([`FLAG_BINCODE`]) |
+//! | anything else (structs, maps, floats, `None`...) | the cache's [`ValueCodec`]: bincode 2 (default) or JSON | 0x200 ([`FLAG_BINCODE`]) or 0x400 ([`FLAG_JSON`]) |
 //!
 //! Newtype wrappers and `Some(x)` are stored as their content. Values Python pickled
 //! ([`FLAG_PICKLE`]) or compressed ([`FLAG_ZLIB`]) are reported as typed errors: Rust cannot
 //! read a pickle.
+//!
+//! The codec for structured values is picked per cache (`codec=bincode|json` in the URL,
+//! [`Builder::codec`](crate::Builder::codec)) among those the Cargo features compile in:
+//! `bincode` (default; compact and fast) and `json` (readable by any language, e.g. a
+//! Python app with `json.loads`). Reads go by the item's flags, not the cache's choice, so a
+//! cache that writes JSON still reads bincode values (when both are compiled in), and a
+//! value whose codec is not compiled in is a typed error naming the feature.
 
 use std::fmt;
 use std::io::Write as _;
@@ -36,6 +43,119 @@ pub const FLAG_ZLIB: u32 = 8;
 pub const FLAG_TEXT: u32 = 16;
 /// newcache's bincode encoding of any other serde value (bit 9; bit 8 is the herd envelope).
 pub const FLAG_BINCODE: u32 = 1 << 9;
+/// newcache's JSON encoding of any other serde value (bit 10).
+pub const FLAG_JSON: u32 = 1 << 10;
+
+/// How values that are not plain (structs, maps, sequences, floats, `None`...) are
+/// serialized. Each codec is compiled in by the Cargo feature of its name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ValueCodec {
+    /// bincode 2's standard configuration (feature `bincode`, the default): compact and fast,
+    /// read only by bincode with the same types.
+    Bincode,
+    /// JSON through serde_json (feature `json`): larger and slower, read by any language.
+    Json,
+}
+
+impl Default for ValueCodec {
+    /// bincode when compiled in, else JSON.
+    fn default() -> Self {
+        if cfg!(feature = "bincode") || !cfg!(feature = "json") {
+            ValueCodec::Bincode
+        } else {
+            ValueCodec::Json
+        }
+    }
+}
+
+impl ValueCodec {
+    /// The codec of a URL's `codec=` value.
+    pub fn from_name(name: &str) -> Option<ValueCodec> {
+        match name {
+            "bincode" => Some(ValueCodec::Bincode),
+            "json" => Some(ValueCodec::Json),
+            _ => None,
+        }
+    }
+
+    /// Its name, as the URL and the Cargo feature spell it.
+    pub fn name(self) -> &'static str {
+        match self {
+            ValueCodec::Bincode => "bincode",
+            ValueCodec::Json => "json",
+        }
+    }
+
+    /// True when this build of newcache has the codec (its Cargo feature is on).
+    pub fn compiled_in(self) -> bool {
+        match self {
+            ValueCodec::Bincode => cfg!(feature = "bincode"),
+            ValueCodec::Json => cfg!(feature = "json"),
+        }
+    }
+
+    /// The flag bit marking values this codec wrote.
+    pub fn flag(self) -> u32 {
+        match self {
+            ValueCodec::Bincode => FLAG_BINCODE,
+            ValueCodec::Json => FLAG_JSON,
+        }
+    }
+
+    fn missing(self) -> CodecError {
+        CodecError(format!(
+            "the value is {}-encoded, and this build of newcache lacks the `{}` feature; enable it in Cargo.toml",
+            self.name(),
+            self.name()
+        ))
+    }
+
+    fn encode<T: Serialize + ?Sized>(self, value: &T, out: &mut Vec<u8>) -> Result<(), CodecError> {
+        match self {
+            #[cfg(feature = "bincode")]
+            ValueCodec::Bincode => {
+                bincode::serde::encode_into_std_write(value, out, bincode_config())
+                    .map(drop)
+                    .map_err(|e| CodecError(format!("bincode: {e}")))
+            }
+            #[cfg(feature = "json")]
+            ValueCodec::Json => {
+                serde_json::to_writer(out, value).map_err(|e| CodecError(format!("json: {e}")))
+            }
+            #[allow(unreachable_patterns)]
+            _ => {
+                let _ = (value, out);
+                Err(self.missing())
+            }
+        }
+    }
+
+    fn decode<T: DeserializeOwned>(self, bytes: &[u8]) -> Result<T, CodecError> {
+        match self {
+            #[cfg(feature = "bincode")]
+            ValueCodec::Bincode => {
+                let (value, used) = bincode::serde::decode_from_slice(bytes, bincode_config())
+                    .map_err(|e| CodecError(format!("bincode: {e}")))?;
+                if used != bytes.len() {
+                    return Err(CodecError(format!(
+                        "bincode value used {used} of {} bytes; was it written as another type?",
+                        bytes.len()
+                    )));
+                }
+                Ok(value)
+            }
+            #[cfg(feature = "json")]
+            ValueCodec::Json => {
+                serde_json::from_slice(bytes).map_err(|e| CodecError(format!("json: {e}")))
+            }
+            #[allow(unreachable_patterns)]
+            _ => {
+                let _ = bytes;
+                Err(self.missing())
+            }
+        }
+    }
+}
 
 /// Why a value could not be encoded or decoded.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -55,36 +175,35 @@ impl de::Error for CodecError {
     }
 }
 
+#[cfg(feature = "bincode")]
 fn bincode_config() -> bincode::config::Configuration {
     bincode::config::standard()
 }
 
-/// Appends the encoding of `value` to `out` and returns the item flags it needs.
-pub fn encode<T: Serialize + ?Sized>(value: &T, out: &mut Vec<u8>) -> Result<u32, CodecError> {
+/// Appends the encoding of `value` to `out` and returns the item flags it needs: plain
+/// values as Python clients store them, anything else through `codec`.
+pub fn encode<T: Serialize + ?Sized>(
+    value: &T,
+    out: &mut Vec<u8>,
+    codec: ValueCodec,
+) -> Result<u32, CodecError> {
     let start = out.len();
     match value.serialize(Probe { out: &mut *out }) {
         Ok(flags) => Ok(flags),
         Err(NotPlain) => {
             out.truncate(start);
-            bincode::serde::encode_into_std_write(value, out, bincode_config())
-                .map_err(|e| CodecError(format!("bincode: {e}")))?;
-            Ok(FLAG_BINCODE)
+            codec.encode(value, out)?;
+            Ok(codec.flag())
         }
     }
 }
 
 /// Decodes item bytes stored with `flags` (herd bit already removed) as a `T`.
 pub fn decode<T: DeserializeOwned>(bytes: &[u8], flags: u32) -> Result<T, CodecError> {
-    if flags & FLAG_BINCODE != 0 {
-        let (value, used) = bincode::serde::decode_from_slice(bytes, bincode_config())
-            .map_err(|e| CodecError(format!("bincode: {e}")))?;
-        if used != bytes.len() {
-            return Err(CodecError(format!(
-                "bincode value used {used} of {} bytes; was it written as another type?",
-                bytes.len()
-            )));
+    for codec in [ValueCodec::Bincode, ValueCodec::Json] {
+        if flags & codec.flag() != 0 {
+            return codec.decode(bytes);
         }
-        return Ok(value);
     }
     let kind = match flags {
         FLAG_BYTES => Plain::Bytes,
@@ -120,6 +239,7 @@ pub fn display(bytes: &[u8], flags: u32) -> String {
             Err(_) => format!("<{} bytes of binary data>", bytes.len()),
         },
         f if f & FLAG_BINCODE != 0 => format!("<bincode value, {} bytes>", bytes.len()),
+        f if f & FLAG_JSON != 0 => String::from_utf8_lossy(bytes).into_owned(),
         f => format!("<{} bytes with flags {f:#x}>", bytes.len()),
     }
 }
@@ -473,11 +593,10 @@ impl<'de> de::Deserializer<'de> for PlainDe<'de> {
 mod tests {
     use super::*;
     use serde::{Deserialize, Serialize};
-    use std::collections::BTreeMap;
 
     fn enc<T: Serialize + ?Sized>(v: &T) -> (Vec<u8>, u32) {
         let mut out = Vec::new();
-        let flags = encode(v, &mut out).unwrap();
+        let flags = encode(v, &mut out, ValueCodec::Bincode).unwrap();
         (out, flags)
     }
 
@@ -512,6 +631,7 @@ mod tests {
     #[derive(Debug, PartialEq, Serialize, Deserialize)]
     struct UserId(u64);
 
+    #[cfg(feature = "bincode")]
     #[test]
     fn other_values_are_bincode_and_round_trip() {
         let game = Game {
@@ -523,10 +643,13 @@ mod tests {
         assert_eq!(flags, FLAG_BINCODE);
         assert_eq!(decode::<Game>(&bytes, flags).unwrap(), game);
 
-        let map: BTreeMap<String, i32> = [("a".into(), 1)].into();
+        let map: std::collections::BTreeMap<String, i32> = [("a".into(), 1)].into();
         let (bytes, flags) = enc(&map);
         assert_eq!(flags, FLAG_BINCODE);
-        assert_eq!(decode::<BTreeMap<String, i32>>(&bytes, flags).unwrap(), map);
+        assert_eq!(
+            decode::<std::collections::BTreeMap<String, i32>>(&bytes, flags).unwrap(),
+            map
+        );
 
         for v in [None, Some(2.5f64)] {
             let (bytes, flags) = enc(&v);
@@ -597,14 +720,18 @@ mod tests {
         assert!(decode::<bool>(b"2", FLAG_BOOL).is_err());
         assert!(decode::<Game>(b"\x01", FLAG_BINCODE).is_err());
         // Trailing bytes mean the wrong type.
-        let (b, f) = enc(&(1u32, 2u32));
-        assert!(decode::<u32>(&b, f).is_err());
+        #[cfg(feature = "bincode")]
+        {
+            let (b, f) = enc(&(1u32, 2u32));
+            assert!(decode::<u32>(&b, f).is_err());
+        }
     }
 
+    #[cfg(feature = "bincode")]
     #[test]
     fn encoding_appends_after_existing_bytes() {
         let mut out = b"HEADER".to_vec();
-        let flags = encode(&vec![1u16], &mut out).unwrap();
+        let flags = encode(&vec![1u16], &mut out, ValueCodec::Bincode).unwrap();
         assert_eq!(flags, FLAG_BINCODE);
         assert!(out.starts_with(b"HEADER"));
         assert_eq!(decode::<Vec<u16>>(&out[6..], flags).unwrap(), vec![1]);
@@ -616,5 +743,61 @@ mod tests {
         assert_eq!(display(b"hi", FLAG_TEXT), "hi");
         assert_eq!(display(b"\xff", FLAG_BYTES), "<1 bytes of binary data>");
         assert_eq!(display(b"ab", FLAG_BINCODE), "<bincode value, 2 bytes>");
+        assert_eq!(display(b"[1,2]", FLAG_JSON), "[1,2]");
+    }
+
+    #[cfg(feature = "json")]
+    #[test]
+    fn json_values_round_trip_and_plain_values_stay_plain() {
+        let game = Game {
+            name: "chess".into(),
+            players: vec![1, 2],
+            score: 0.5,
+        };
+        let mut out = Vec::new();
+        let flags = encode(&game, &mut out, ValueCodec::Json).unwrap();
+        assert_eq!(flags, FLAG_JSON);
+        assert_eq!(
+            std::str::from_utf8(&out).unwrap(),
+            r#"{"name":"chess","players":[1,2],"score":0.5}"#
+        );
+        assert_eq!(decode::<Game>(&out, flags).unwrap(), game);
+        // Plain values keep Python's flags whatever the codec.
+        let mut out = Vec::new();
+        assert_eq!(encode("hi", &mut out, ValueCodec::Json).unwrap(), FLAG_TEXT);
+        // Reads go by the flags: a bincode value is read by a JSON-writing cache.
+        #[cfg(feature = "bincode")]
+        {
+            let (b, f) = enc(&game);
+            assert_eq!(decode::<Game>(&b, f).unwrap(), game);
+        }
+        assert!(decode::<Game>(b"{", FLAG_JSON)
+            .unwrap_err()
+            .0
+            .contains("json"));
+    }
+
+    #[cfg(not(feature = "json"))]
+    #[test]
+    fn a_codec_that_is_not_compiled_in_is_a_typed_error_naming_its_feature() {
+        assert!(!ValueCodec::Json.compiled_in());
+        let err = decode::<Vec<u16>>(b"[1]", FLAG_JSON).unwrap_err();
+        assert!(err.0.contains("`json` feature"), "{err}");
+        let err = encode(&vec![1u16], &mut Vec::new(), ValueCodec::Json).unwrap_err();
+        assert!(err.0.contains("`json` feature"), "{err}");
+    }
+
+    #[test]
+    fn codec_names_round_trip() {
+        for c in [ValueCodec::Bincode, ValueCodec::Json] {
+            assert_eq!(ValueCodec::from_name(c.name()), Some(c));
+        }
+        assert_eq!(ValueCodec::from_name("pickle"), None);
+        let expected = if cfg!(feature = "bincode") || !cfg!(feature = "json") {
+            ValueCodec::Bincode
+        } else {
+            ValueCodec::Json
+        };
+        assert_eq!(ValueCodec::default(), expected);
     }
 }

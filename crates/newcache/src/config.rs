@@ -8,6 +8,7 @@ use newcache_herd::{Clock, Policy, StalePolicy, SystemClock, Ttl, Xfetch, DEFAUL
 use newcache_keyfn::{HashedKey, KeyFunction, PrefixedKey};
 use newcache_transport::{Transport, DEFAULT_ITEM_SIZE_LIMIT};
 
+use crate::codec::ValueCodec;
 use crate::error::{Error, Result};
 use crate::Cache;
 
@@ -74,6 +75,8 @@ pub struct Config {
     pub max_idle_per_server: usize,
     /// The servers' item size limit in bytes (memcached's `-I`), default 1 MiB.
     pub item_size_limit: usize,
+    /// How structured values are serialized (`codec=bincode|json`), default bincode.
+    pub codec: ValueCodec,
     /// libmemcached behaviors by pylibmc's names (`behaviors.NAME=value` in the URL), in the
     /// order given. The libmemcached transport takes them all; the text transport takes the
     /// placement, failover and timeout ones (see `newcache_transport_text::BEHAVIORS`).
@@ -113,6 +116,7 @@ impl Default for Config {
             write_timeout: Duration::from_millis(500),
             max_idle_per_server: 16,
             item_size_limit: DEFAULT_ITEM_SIZE_LIMIT,
+            codec: ValueCodec::default(),
             behaviors: Vec::new(),
             username: None,
             password: None,
@@ -231,7 +235,8 @@ impl Config {
     /// `key_function` (`newcache` or `django`), `key_prefix`, `transport` (`text`, `memory`,
     /// `libmemcached`), `binary` (`true` selects libmemcached's binary protocol),
     /// `connect_timeout`, `read_timeout`, `write_timeout` (milliseconds), `max_idle`,
-    /// `item_size_limit` (bytes); `behaviors.NAME=value` (pylibmc's behavior names: all of
+    /// `item_size_limit` (bytes), `codec` (`bincode`, the default, or `json`);
+    /// `behaviors.NAME=value` (pylibmc's behavior names: all of
     /// them with libmemcached, the placement, failover and timeout ones with the text
     /// transport); with libmemcached's binary protocol, `username`/`password` for SASL.
     /// Servers may carry a weight (`host:port:weight`). An unknown, repeated or malformed parameter is an error.
@@ -252,11 +257,16 @@ impl Config {
             )));
         }
         let mut config = Config {
-            servers: hosts
-                .split([';', ','])
-                .filter(|s| !s.trim().is_empty())
-                .map(parse_server)
-                .collect::<Result<_>>()?,
+            // No servers at all is for the memory transport (checked below); an empty entry
+            // in a list (`a;;b`, a trailing `;`) is a typo, and an error.
+            servers: if hosts.trim().is_empty() {
+                Vec::new()
+            } else {
+                hosts
+                    .split([';', ','])
+                    .map(parse_server)
+                    .collect::<Result<_>>()?
+            },
             ..Config::default()
         };
         let mut seen: Vec<String> = Vec::new();
@@ -319,6 +329,11 @@ impl Config {
                 }
                 "max_idle" => config.max_idle_per_server = parse_num(name, value)?,
                 "item_size_limit" => config.item_size_limit = parse_num(name, value)?,
+                "codec" => {
+                    config.codec = ValueCodec::from_name(value).ok_or_else(|| {
+                        bad(format_args!("codec={value:?}: use bincode or json"))
+                    })?
+                }
                 "username" => config.username = Some(value.to_string()),
                 "password" => config.password = Some(Secret(value.to_string())),
                 n if n.starts_with("behaviors.") => {
@@ -327,7 +342,7 @@ impl Config {
                 }
                 _ => {
                     return Err(bad(format_args!(
-                        "unknown parameter {name:?}; known: flavor, version, herd_timeout, herd, lease_wait, early_beta, timeout, key_function, key_prefix, transport, binary, connect_timeout, read_timeout, write_timeout, max_idle, item_size_limit, username, password, behaviors.NAME"
+                        "unknown parameter {name:?}; known: flavor, version, herd_timeout, herd, lease_wait, early_beta, timeout, key_function, key_prefix, transport, binary, connect_timeout, read_timeout, write_timeout, max_idle, item_size_limit, codec, username, password, behaviors.NAME"
                     )))
                 }
             }
@@ -376,7 +391,77 @@ impl Config {
                 "URL {url:?} names no server (e.g. newcache://127.0.0.1:11211/)"
             )));
         }
+        config.validate()?;
         Ok(config)
+    }
+
+    /// Checks the settings that make sense on their own, whoever set them (a URL or a
+    /// [`Builder`]): every I/O timeout is at least 1 ms, the default TTL is not zero (that
+    /// would make every default store a delete), the herd timeout is not zero while herd
+    /// protection is on, the codec is compiled in, and the built-in key function makes valid
+    /// keys with this flavor or prefix.
+    pub fn validate(&self) -> Result<()> {
+        for (name, timeout) in [
+            ("connect_timeout", self.connect_timeout),
+            ("read_timeout", self.read_timeout),
+            ("write_timeout", self.write_timeout),
+        ] {
+            if timeout.is_zero() {
+                return Err(bad(format_args!(
+                    "{name} is zero; give at least 1 ms (the default is {} ms)",
+                    Config::default_timeout(name).as_millis()
+                )));
+            }
+        }
+        if self.default_ttl == Ttl::Seconds(0) {
+            return Err(bad(
+                "timeout=0 would make every store with the default TTL a delete (a zero TTL expires at once, as in Django); for no expiry use timeout=forever (Ttl::Forever)",
+            ));
+        }
+        if self.herd && self.herd_timeout == 0 {
+            return Err(bad(
+                "herd_timeout=0 leaves no time to serve the old value; give the seconds an item outlives its soft expiry (default 60), or turn herd protection off with herd=off",
+            ));
+        }
+        // A build with no codec feature stores plain values only; its default codec is then
+        // not compiled in either, and only a structured value is refused (at encode time).
+        let plain_only_default = !ValueCodec::Bincode.compiled_in()
+            && !ValueCodec::Json.compiled_in()
+            && self.codec == ValueCodec::default();
+        if !self.codec.compiled_in() && !plain_only_default {
+            return Err(bad(format_args!(
+                "codec={} needs newcache's `{}` feature; enable it in Cargo.toml",
+                self.codec.name(),
+                self.codec.name()
+            )));
+        }
+        let (setting, key_function): (&str, Box<dyn KeyFunction>) = match &self.key_function {
+            KeyFunctionKind::Newcache => (
+                "flavor",
+                Box::new(HashedKey::new(self.flavor.clone(), self.version)),
+            ),
+            KeyFunctionKind::Django { key_prefix } => (
+                "key_prefix",
+                Box::new(PrefixedKey::new(key_prefix.clone(), self.version)),
+            ),
+        };
+        // A hashed key's length does not depend on the key; a readable one's does, so try
+        // the shortest key: if even that is refused, every key is.
+        if let Err(e) = newcache_keyfn::make_key(key_function.as_ref(), "") {
+            return Err(bad(format_args!(
+                "this {setting} makes every key invalid ({e}); memcached keys take no spaces or control characters and at most 250 bytes"
+            )));
+        }
+        Ok(())
+    }
+
+    fn default_timeout(name: &str) -> Duration {
+        let d = Config::default();
+        match name {
+            "connect_timeout" => d.connect_timeout,
+            "read_timeout" => d.read_timeout,
+            _ => d.write_timeout,
+        }
     }
 }
 
@@ -589,9 +674,18 @@ impl Builder {
         &self.config
     }
 
-    /// Builds the cache. Never blocks on a server: connections open on first use.
+    /// How structured values are serialized (default [`ValueCodec::Bincode`]; the codec's
+    /// Cargo feature must be on).
+    pub fn codec(mut self, codec: ValueCodec) -> Self {
+        self.config.codec = codec;
+        self
+    }
+
+    /// Builds the cache. Never blocks on a server: connections open on first use. Settings
+    /// are checked first ([`Config::validate`]).
     pub fn build(self) -> Result<Cache> {
         let config = self.config;
+        config.validate()?;
         let key_function: Arc<dyn KeyFunction> = match self.key_function {
             Some(kf) => kf,
             None => match &config.key_function {
@@ -798,13 +892,13 @@ mod tests {
     #[test]
     fn key_functions_transports_and_timeouts_are_chosen_by_url() {
         let c = Config::from_url(
-            "newcache://a:1/?key_function=django&key_prefix=my%20site&transport=memory&timeout=forever&connect_timeout=100&read_timeout=200&write_timeout=300&herd=off",
+            "newcache://a:1/?key_function=django&key_prefix=my%3Asite&transport=memory&timeout=forever&connect_timeout=100&read_timeout=200&write_timeout=300&herd=off",
         )
         .unwrap();
         assert_eq!(
             c.key_function,
             KeyFunctionKind::Django {
-                key_prefix: "my site".into()
+                key_prefix: "my:site".into()
             }
         );
         assert_eq!(c.transport, TransportKind::Memory);
@@ -866,10 +960,66 @@ mod tests {
             ("newcache://a/?flavor=%zz", "percent"),
             ("newcache://a/path?x=1", "path"),
             ("newcache://a/?binary=true&transport=memory", "binary=true"),
+            ("newcache://a;;b/", "empty server entry"),
+            ("newcache://a;b;/", "empty server entry"),
+            ("newcache://a/?connect_timeout=0", "connect_timeout is zero"),
+            ("newcache://a/?read_timeout=0", "read_timeout is zero"),
+            ("newcache://a/?write_timeout=0", "write_timeout is zero"),
+            ("newcache://a/?timeout=0", "timeout=forever"),
+            ("newcache://a/?herd_timeout=0", "herd=off"),
+            (
+                "newcache://a/?flavor=two%20words",
+                "this flavor makes every key invalid",
+            ),
+            (
+                "newcache://a/?flavor=tab%09",
+                "this flavor makes every key invalid",
+            ),
+            (
+                "newcache://a/?key_function=django&key_prefix=a%20b",
+                "this key_prefix makes every key invalid",
+            ),
+            (
+                "newcache://a/?codec=pickle",
+                "codec=\"pickle\": use bincode or json",
+            ),
         ] {
             let err = Config::from_url(url).unwrap_err().to_string();
             assert!(err.contains(needle), "{url}: {err}");
         }
+        // Turning herd protection off makes a zero herd timeout harmless.
+        assert!(Config::from_url("newcache://a/?herd=off&herd_timeout=0").is_ok());
+    }
+
+    #[test]
+    fn the_builder_is_checked_as_the_url_is() {
+        let built = |b: crate::Builder| b.build().map(drop).unwrap_err().to_string();
+        let base = || crate::Builder::new().servers(["127.0.0.1:1"]);
+        assert!(built(base().connect_timeout(Duration::ZERO)).contains("connect_timeout is zero"));
+        assert!(built(base().read_timeout(Duration::ZERO)).contains("read_timeout is zero"));
+        assert!(built(base().default_ttl(Ttl::Seconds(0))).contains("timeout=forever"));
+        assert!(built(base().herd_timeout(0)).contains("herd=off"));
+        assert!(built(base().flavor("a b")).contains("flavor makes every key invalid"));
+        assert!(built(base().django_keys("x\ny")).contains("key_prefix makes every key invalid"));
+    }
+
+    #[test]
+    fn the_codec_is_chosen_by_url_and_builder() {
+        assert_eq!(
+            Config::from_url("newcache://a/").unwrap().codec,
+            ValueCodec::default()
+        );
+        let json = Config::from_url("newcache://a/?codec=json");
+        if cfg!(feature = "json") {
+            assert_eq!(json.unwrap().codec, ValueCodec::Json);
+        } else {
+            let err = json.unwrap_err().to_string();
+            assert!(err.contains("`json` feature"), "{err}");
+        }
+        assert_eq!(
+            crate::Builder::new().codec(ValueCodec::Json).config().codec,
+            ValueCodec::Json
+        );
     }
 
     #[cfg(feature = "text")]

@@ -53,7 +53,8 @@ use std::time::{Duration, Instant};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-pub use config::{Builder, Config, KeyFunctionKind, TransportKind};
+pub use codec::ValueCodec;
+pub use config::{Builder, Config, KeyFunctionKind, Secret, TransportKind};
 pub use error::{Error, Result};
 pub use newcache_herd::{
     Clock, ManualClock, Policy, StaleAction, StalePolicy, SystemClock, Ttl, Xfetch, HERD_FLAG,
@@ -599,9 +600,11 @@ impl Cache {
             }
             .encode_header(&mut bytes);
         }
-        let mut flags = codec::encode(value, &mut bytes).map_err(|e| Error::Encode {
-            key: key.to_owned(),
-            detail: e.0,
+        let mut flags = codec::encode(value, &mut bytes, self.inner.config.codec).map_err(|e| {
+            Error::Encode {
+                key: key.to_owned(),
+                detail: e.0,
+            }
         })?;
         if soft_expiry.is_some() {
             flags |= HERD_FLAG;
