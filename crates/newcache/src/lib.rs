@@ -127,6 +127,15 @@ impl RawValue {
     }
 }
 
+/// What [`Cache::peek`] saw.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Peeked {
+    /// The value as stored.
+    pub value: RawValue,
+    /// True when the value is past its soft expiry: a `get` now would start its refresh.
+    pub stale: bool,
+}
+
 struct Inner {
     config: Config,
     key_function: Arc<dyn KeyFunction>,
@@ -559,6 +568,41 @@ impl Cache {
             Ok((env, _)) => self.inner.herd.on_read(&env, self.now_millis()) == ReadDecision::Fresh,
             Err(_) => false,
         })
+    }
+
+    /// What `key` holds, herd envelope opened, with no side effects at all: a value past its
+    /// soft expiry is returned (with `stale` set) and left for the next `get` to handle, so
+    /// looking never claims a refresh nor re-stores anything. For tools and operators (the
+    /// CLI's `get`); services read with [`get`](Cache::get).
+    pub fn peek(&self, key: &str) -> Result<Option<Peeked>> {
+        let wire = self.wire_key(key)?;
+        let Some(mut item) = self.inner.transport.get(&wire)? else {
+            return Ok(None);
+        };
+        if !is_enveloped(item.flags) {
+            return Ok(Some(Peeked {
+                value: RawValue {
+                    bytes: item.value,
+                    flags: item.flags,
+                },
+                stale: false,
+            }));
+        }
+        let (envelope, payload) = Envelope::decode(&item.value).map_err(|e| Error::Decode {
+            key: key.to_owned(),
+            flags: item.flags,
+            detail: e.to_string(),
+        })?;
+        let stale = self.inner.herd.on_read(&envelope, self.now_millis()) != ReadDecision::Fresh;
+        let offset = item.value.len() - payload.len();
+        item.value.drain(..offset);
+        Ok(Some(Peeked {
+            value: RawValue {
+                bytes: item.value,
+                flags: item.flags & !HERD_FLAG,
+            },
+            stale,
+        }))
     }
 
     /// Encodes a value for `key` per the options: (bytes, flags, exptime), or `None` when the

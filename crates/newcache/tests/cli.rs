@@ -94,8 +94,10 @@ fn get_set_add_delete_incr_decr_flush_and_stats() {
     assert_eq!(missing.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&missing.stderr).contains("nothing"));
 
+    // delete exits 0 whether or not the key held a value.
     assert_eq!(run(&["delete", "greeting"]).status.code(), Some(0));
-    assert_eq!(run(&["delete", "greeting"]).status.code(), Some(1));
+    assert_eq!(run(&["get", "greeting"]).status.code(), Some(1));
+    assert_eq!(run(&["delete", "greeting"]).status.code(), Some(0));
     let stats = stdout(&run(&["stats"]));
     assert!(
         stats.contains(&format!("{} curr_items ", server.addr())),
@@ -117,12 +119,63 @@ fn errors_go_to_stderr_with_status_2() {
         &["set", "k"],
         &["incr", "k", "x"],
         &["get", "k", "--ttl", "soon"],
+        &["get", "k", "--no-herd"],
+        &["delete", "k", "--ttl", "5"],
+        &["incr", "k", "--ttl", "forever"],
     ] {
         let o = cli(Some("newcache://127.0.0.1:1/"), None, args);
         assert_eq!(o.status.code(), Some(2), "{args:?}");
         assert!(!o.stderr.is_empty());
     }
+    let options = cli(
+        Some("newcache://127.0.0.1:1/"),
+        None,
+        &["key", "k", "--no-herd"],
+    );
+    assert!(String::from_utf8_lossy(&options.stderr).contains("go with set and add"));
+    {
+        use std::os::unix::ffi::OsStrExt;
+        let o = Command::new(env!("CARGO_BIN_EXE_newcache"))
+            .arg("key")
+            .arg(std::ffi::OsStr::from_bytes(b"caf\xe9"))
+            .output()
+            .expect("runs the newcache binary");
+        assert_eq!(o.status.code(), Some(2));
+        assert!(String::from_utf8_lossy(&o.stderr).contains("not UTF-8"));
+    }
     let bad_url = cli(Some("newcache://h/?nope=1"), None, &["key", "k"]);
     assert_eq!(bad_url.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&bad_url.stderr).contains("nope"));
+}
+
+#[test]
+fn get_only_looks_a_stale_value_is_printed_and_its_refresh_is_left_to_the_service() {
+    let server = Memcached::start();
+    let url = format!("newcache://{}/?flavor=peek", server.addr());
+    let run = |args: &[&str]| cli(Some(&url), None, args);
+    assert_eq!(
+        run(&["set", "report", "old", "--ttl", "1"]).status.code(),
+        Some(0)
+    );
+    let wire = stdout(&run(&["key", "report"])).trim().to_string();
+    let before = server.raw(&format!("mg {wire} f c\r\n"), b"\r\n");
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    // Past its soft expiry: the operator still sees what the other readers are served...
+    for _ in 0..2 {
+        let o = run(&["get", "report"]);
+        assert_eq!((o.status.code(), stdout(&o)), (Some(0), "old\n".into()));
+    }
+    // ...and the item on the server is exactly as it was: no claim, no re-store.
+    assert_eq!(
+        server.raw(&format!("mg {wire} f c\r\n"), b"\r\n"),
+        before,
+        "the CLI's get changed the item"
+    );
+    // So the service's first reader still wins the refresh (a miss), the next is served.
+    let cache = newcache::Cache::from_url(&url).unwrap();
+    assert_eq!(cache.get::<String>("report").unwrap(), None);
+    assert_eq!(
+        cache.get::<String>("report").unwrap().as_deref(),
+        Some("old")
+    );
 }

@@ -5,7 +5,7 @@
 //! newcache [--url URL] get KEY              print the value; exit 1 on a miss
 //! newcache [--url URL] set KEY VALUE [--ttl SECS|forever] [--no-herd]
 //! newcache [--url URL] add KEY VALUE [--ttl SECS|forever] [--no-herd]   exit 1 when not stored
-//! newcache [--url URL] delete KEY           exit 1 when the key held nothing
+//! newcache [--url URL] delete KEY
 //! newcache [--url URL] incr KEY [DELTA]     print the new value
 //! newcache [--url URL] decr KEY [DELTA]     print the new value
 //! newcache [--url URL] flush
@@ -14,6 +14,10 @@
 //!
 //! The URL comes from `--url`, else `$NEWCACHE_URL`, else `newcache://127.0.0.1:11211/`.
 //! Values on the command line are stored as text (flag 16). Errors go to stderr, exit 2.
+//!
+//! `get` only looks: it prints a value past its soft expiry too (it is what the service's
+//! other readers are being served) and never starts the herd's refresh, so an operator's
+//! look changes nothing. `delete` exits 0 whether or not the key held a value.
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -26,7 +30,7 @@ commands:
   get KEY                                   print the value; exit 1 on a miss
   set KEY VALUE [--ttl SECS|forever] [--no-herd]
   add KEY VALUE [--ttl SECS|forever] [--no-herd]   exit 1 when not stored
-  delete KEY                                exit 1 when the key held nothing
+  delete KEY
   incr KEY [DELTA]                          print the new value
   decr KEY [DELTA]                          print the new value
   flush                                     invalidate every item
@@ -40,6 +44,15 @@ struct Args {
     ttl: Option<Ttl>,
     no_herd: bool,
     words: Vec<String>,
+}
+
+/// The arguments as UTF-8, or an error naming the one that is not.
+fn utf8_args(raw: impl Iterator<Item = std::ffi::OsString>) -> Result<Vec<String>, String> {
+    raw.map(|a| {
+        a.into_string()
+            .map_err(|a| format!("argument {a:?} is not UTF-8"))
+    })
+    .collect()
 }
 
 fn parse_args(raw: Vec<String>) -> Result<Args, String> {
@@ -87,6 +100,9 @@ fn run(args: Args) -> Result<Outcome, String> {
         .unwrap_or_else(|| DEFAULT_URL.to_string());
     let cache = Cache::from_url(&url).map_err(|e| e.to_string())?;
     let words: Vec<&str> = args.words.iter().map(String::as_str).collect();
+    if (args.ttl.is_some() || args.no_herd) && !matches!(words.first(), Some(&"set" | &"add")) {
+        return Err("bad arguments: --ttl and --no-herd go with set and add".into());
+    }
     let mut options = SetOptions::new(args.ttl.unwrap_or(Ttl::Default));
     if args.no_herd {
         options = options.no_herd();
@@ -105,8 +121,8 @@ fn run(args: Args) -> Result<Outcome, String> {
             let wire = cache.wire_key(key).map_err(e)?;
             say(&String::from_utf8_lossy(&wire))?;
         }
-        ["get", key] => match cache.get_raw(key).map_err(e)? {
-            Some(v) => say(&v.display())?,
+        ["get", key] => match cache.peek(key).map_err(e)? {
+            Some(peeked) => say(&peeked.value.display())?,
             None => return Ok(Outcome::No),
         },
         ["set", key, value] => cache.set(key, *value, options).map_err(e)?,
@@ -116,9 +132,7 @@ fn run(args: Args) -> Result<Outcome, String> {
             }
         }
         ["delete", key] => {
-            if !cache.delete(key).map_err(e)? {
-                return Ok(Outcome::No);
-            }
+            cache.delete(key).map_err(e)?;
         }
         ["incr", key, rest @ ..] if rest.len() <= 1 => say(&cache
             .incr(key, delta(rest.first())?)
@@ -144,7 +158,13 @@ fn run(args: Args) -> Result<Outcome, String> {
 }
 
 fn main() -> ExitCode {
-    let raw: Vec<String> = std::env::args().skip(1).collect();
+    let raw = match utf8_args(std::env::args_os().skip(1)) {
+        Ok(raw) => raw,
+        Err(msg) => {
+            eprintln!("newcache: {msg}");
+            return ExitCode::from(2);
+        }
+    };
     if raw.iter().any(|a| a == "-h" || a == "--help") {
         println!("{USAGE}");
         return ExitCode::SUCCESS;
