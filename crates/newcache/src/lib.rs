@@ -1110,12 +1110,33 @@ mod tests {
     #[cfg(feature = "text")]
     #[test]
     fn building_never_touches_a_server() {
-        // Nothing listens on port 1: building must still succeed at once.
-        let cache = Cache::from_url("newcache://127.0.0.1:1/").unwrap();
+        // A listener that records connections: building opens none, the first request one.
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let cache = Cache::from_url(&format!(
+            "newcache://{addr}/?read_timeout=100&write_timeout=100"
+        ))
+        .unwrap();
+        let clone = cache.clone();
         assert_eq!(
-            cache.wire_key("games").unwrap(),
+            clone.wire_key("games").unwrap(),
             b"-1-dd27204535de317c6202952eeb2043fad52e3fec"
         );
+        // Let a connection, had one been started, reach the listener's queue.
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        assert_eq!(
+            listener.accept().map(drop).unwrap_err().kind(),
+            std::io::ErrorKind::WouldBlock,
+            "building the cache connected to the server"
+        );
+        // The listener never answers, so the get fails (a read timeout), but it connected.
         assert!(cache.get::<String>("games").is_err());
+        assert!(
+            listener.accept().is_ok(),
+            "the first request opens a connection"
+        );
+        // Nothing listens on port 1: building still succeeds at once.
+        assert!(Cache::from_url("newcache://127.0.0.1:1/").is_ok());
     }
 }

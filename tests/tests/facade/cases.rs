@@ -73,7 +73,9 @@ impl Env {
         let mut value = reply[start..].to_vec();
         while value.len() < len + 2 {
             // The rest of the value had not arrived in the first read.
-            let more = self.server.raw(&format!("get {}\r\n", self.wire(key)), b"END\r\n");
+            let more = self
+                .server
+                .raw(&format!("get {}\r\n", self.wire(key)), b"END\r\n");
             let text = String::from_utf8_lossy(&more);
             let body_start = text.find("\r\n").unwrap() + 2;
             value = more[body_start..body_start + len].to_vec();
@@ -98,7 +100,10 @@ impl Env {
 fn simple_set_get_and_delete() {
     let e = env("");
     e.cache.set("key", &"value", Ttl::Default).unwrap();
-    assert_eq!(e.cache.get::<String>("key").unwrap().as_deref(), Some("value"));
+    assert_eq!(
+        e.cache.get::<String>("key").unwrap().as_deref(),
+        Some("value")
+    );
     assert!(e.cache.delete("key").unwrap());
     assert_eq!(e.cache.get::<String>("key").unwrap(), None);
     assert!(!e.cache.delete("key").unwrap());
@@ -109,7 +114,10 @@ fn add_does_not_overwrite() {
     let e = env("");
     assert!(e.cache.add("addkey1", &"value", Ttl::Default).unwrap());
     assert!(!e.cache.add("addkey1", &"newvalue", Ttl::Default).unwrap());
-    assert_eq!(e.cache.get::<String>("addkey1").unwrap().as_deref(), Some("value"));
+    assert_eq!(
+        e.cache.get::<String>("addkey1").unwrap().as_deref(),
+        Some("value")
+    );
 }
 
 #[test]
@@ -123,11 +131,19 @@ fn incr_and_decr_work_on_a_herd_off_value() {
     assert_eq!(e.cache.incr("answer", 10).unwrap(), 52);
     assert_eq!(e.cache.decr("answer", 10).unwrap(), 42);
     assert_eq!(e.cache.decr("answer", 100).unwrap(), 0);
-    assert!(matches!(e.cache.incr("does_not_exist", 1), Err(Error::NotFound { key }) if key == "does_not_exist"));
-    assert!(matches!(e.cache.decr("does_not_exist", 1), Err(Error::NotFound { .. })));
+    assert!(
+        matches!(e.cache.incr("does_not_exist", 1), Err(Error::NotFound { key }) if key == "does_not_exist")
+    );
+    assert!(matches!(
+        e.cache.decr("does_not_exist", 1),
+        Err(Error::NotFound { .. })
+    ));
     // A herd-protected value is an envelope, not a counter: a typed error says so.
     e.cache.set("enveloped", &5, Ttl::Seconds(60)).unwrap();
-    assert!(matches!(e.cache.incr("enveloped", 1), Err(Error::NotNumeric { .. })));
+    assert!(matches!(
+        e.cache.incr("enveloped", 1),
+        Err(Error::NotNumeric { .. })
+    ));
 }
 
 #[test]
@@ -142,8 +158,9 @@ fn get_many_set_many_and_delete_many() {
         .cache
         .get_many(&["a", "b", "c", "ключ d", "missing", "a"])
         .unwrap();
-    let want: HashMap<String, i32> =
-        [("a", 1), ("b", 2), ("c", 3), ("ключ d", 4)].map(|(k, v)| (k.to_string(), v)).into();
+    let want: HashMap<String, i32> = [("a", 1), ("b", 2), ("c", 3), ("ключ d", 4)]
+        .map(|(k, v)| (k.to_string(), v))
+        .into();
     assert_eq!(got, want);
     assert_eq!(e.cache.delete_many(&["a", "c", "missing"]).unwrap(), 2);
     let got: HashMap<String, i32> = e.cache.get_many(&["a", "b", "c"]).unwrap();
@@ -159,8 +176,14 @@ fn herd_keeps_an_expired_value_alive_for_herd_timeout() {
     // The first reader after the soft expiry recomputes...
     assert_eq!(e.cache.get::<String>("herd").unwrap(), None);
     // ...while everyone else is served the old value, stored bare for herd_timeout.
-    assert_eq!(e.cache.get::<String>("herd").unwrap().as_deref(), Some("old"));
-    assert_eq!(e.cache.get::<String>("herd").unwrap().as_deref(), Some("old"));
+    assert_eq!(
+        e.cache.get::<String>("herd").unwrap().as_deref(),
+        Some("old")
+    );
+    assert_eq!(
+        e.cache.get::<String>("herd").unwrap().as_deref(),
+        Some("old")
+    );
     let (flags, ttl, value) = e.meta("herd").unwrap();
     assert_eq!(flags, 16, "re-stored bare, as text");
     assert!((58..=60).contains(&ttl), "ttl {ttl}");
@@ -172,14 +195,21 @@ fn forever_ttls_are_stored_bare_with_herd_on_and_off() {
     let e = env("");
     e.cache.set("forever", &"v", Ttl::Forever).unwrap();
     e.cache
-        .set("forever-noherd", &"v", SetOptions::new(Ttl::Forever).no_herd())
+        .set(
+            "forever-noherd",
+            &"v",
+            SetOptions::new(Ttl::Forever).no_herd(),
+        )
         .unwrap();
     for key in ["forever", "forever-noherd"] {
         let (flags, ttl, value) = e.meta(key).unwrap();
         assert_eq!((flags, ttl, value.as_slice()), (16, -1, &b"v"[..]), "{key}");
     }
     e.clock.advance_secs(10 * 365 * 24 * 3600);
-    assert_eq!(e.cache.get::<String>("forever").unwrap().as_deref(), Some("v"));
+    assert_eq!(
+        e.cache.get::<String>("forever").unwrap().as_deref(),
+        Some("v")
+    );
     let e = env("timeout=forever");
     e.cache.set("default-forever", &1u8, Ttl::Default).unwrap();
     assert_eq!(e.meta("default-forever").unwrap().1, -1);
@@ -191,24 +221,36 @@ fn forever_ttls_are_stored_bare_with_herd_on_and_off() {
 fn golden_keys_reach_the_server() {
     let e = env("");
     e.cache.set("games", &"chess", Ttl::Forever).unwrap();
-    let reply = e
-        .server
-        .raw("get test-1-dd27204535de317c6202952eeb2043fad52e3fec\r\n", b"END\r\n");
+    let reply = e.server.raw(
+        "get test-1-dd27204535de317c6202952eeb2043fad52e3fec\r\n",
+        b"END\r\n",
+    );
     assert_eq!(
         reply,
         b"VALUE test-1-dd27204535de317c6202952eeb2043fad52e3fec 16 5\r\nchess\r\nEND\r\n"
     );
-    assert_eq!(e.wire("hello world"), "test-1-2aae6c35c94fcfb415dbe95f408b9ce91ee846ed");
-    assert_eq!(e.wire("ünïcode ключ"), "test-1-d76f84760ebe9734977e613fdc5ecbb884dd3925");
+    assert_eq!(
+        e.wire("hello world"),
+        "test-1-2aae6c35c94fcfb415dbe95f408b9ce91ee846ed"
+    );
+    assert_eq!(
+        e.wire("ünïcode ключ"),
+        "test-1-d76f84760ebe9734977e613fdc5ecbb884dd3925"
+    );
 }
 
 #[test]
 fn the_envelope_is_marked_by_a_flag_bit_seen_on_the_server() {
     let e = env("herd_timeout=60");
-    e.cache.set("enveloped", &"value", Ttl::Seconds(300)).unwrap();
+    e.cache
+        .set("enveloped", &"value", Ttl::Seconds(300))
+        .unwrap();
     let (flags, ttl, value) = e.meta("enveloped").unwrap();
     assert_eq!(flags, 16 | HERD_FLAG);
-    assert!((358..=360).contains(&ttl), "real TTL is ttl + herd_timeout, got {ttl}");
+    assert!(
+        (358..=360).contains(&ttl),
+        "real TTL is ttl + herd_timeout, got {ttl}"
+    );
     assert!(value.ends_with(b"value"));
     assert_eq!(value.len(), newcache_herd::HEADER_LEN + 5);
     // Another client sees the same flags.
@@ -225,7 +267,9 @@ fn the_envelope_is_marked_by_a_flag_bit_seen_on_the_server() {
 #[test]
 fn set_many_gives_items_the_herd_timeout_too() {
     let e = env("herd_timeout=45");
-    e.cache.set_many([("m1", "a"), ("m2", "b")], Ttl::Seconds(100)).unwrap();
+    e.cache
+        .set_many([("m1", "a"), ("m2", "b")], Ttl::Seconds(100))
+        .unwrap();
     for key in ["m1", "m2"] {
         let (flags, ttl, _) = e.meta(key).unwrap();
         assert_eq!(flags, 16 | HERD_FLAG);
@@ -238,14 +282,26 @@ fn ttls_past_30_days_are_sent_as_absolute_times() {
     let e = env("");
     let sixty_days = 60 * 24 * 3600;
     e.cache
-        .set("long", &"v", SetOptions::new(Ttl::Seconds(sixty_days)).no_herd())
+        .set(
+            "long",
+            &"v",
+            SetOptions::new(Ttl::Seconds(sixty_days)).no_herd(),
+        )
         .unwrap();
     let (_, ttl, _) = e.meta("long").unwrap();
     // Sent as a relative 60 days, memcached would read it as a date in 1970 and drop the item.
-    assert!((sixty_days as i64 - 5..=sixty_days as i64).contains(&ttl), "ttl {ttl}");
-    e.cache.set("long-herd", &"v", Ttl::Seconds(sixty_days)).unwrap();
+    assert!(
+        (sixty_days as i64 - 5..=sixty_days as i64).contains(&ttl),
+        "ttl {ttl}"
+    );
+    e.cache
+        .set("long-herd", &"v", Ttl::Seconds(sixty_days))
+        .unwrap();
     let (_, ttl, _) = e.meta("long-herd").unwrap();
-    assert!((sixty_days as i64 + 55..=sixty_days as i64 + 60).contains(&ttl), "ttl {ttl}");
+    assert!(
+        (sixty_days as i64 + 55..=sixty_days as i64 + 60).contains(&ttl),
+        "ttl {ttl}"
+    );
 }
 
 #[test]
@@ -265,15 +321,22 @@ fn plain_values_carry_the_flags_python_clients_read() {
     e.cache.set("bool", &true, bare).unwrap();
     e.cache.set("bytes", &vec![0u8, 255], bare).unwrap();
     e.cache.set("struct", &(1u8, "x"), bare).unwrap();
-    assert_eq!(e.other_client("str").unwrap(), ("héllo".as_bytes().to_vec(), 16));
+    assert_eq!(
+        e.other_client("str").unwrap(),
+        ("héllo".as_bytes().to_vec(), 16)
+    );
     assert_eq!(e.other_client("int").unwrap(), (b"-12".to_vec(), 4));
     assert_eq!(e.other_client("bool").unwrap(), (b"1".to_vec(), 2));
     assert_eq!(e.other_client("bytes").unwrap(), (vec![0, 255], 0));
     assert_eq!(e.other_client("struct").unwrap().1, 0x200);
-    assert_eq!(e.cache.get::<(u8, String)>("struct").unwrap(), Some((1, "x".into())));
+    assert_eq!(
+        e.cache.get::<(u8, String)>("struct").unwrap(),
+        Some((1, "x".into()))
+    );
     // What a Python client wrote (here: the other client), newcache reads.
     let client =
-        memcache::Client::connect(format!("memcache://{}?protocol=ascii", e.server.addr())).unwrap();
+        memcache::Client::connect(format!("memcache://{}?protocol=ascii", e.server.addr()))
+            .unwrap();
     client.set(&e.wire("from-python"), "7", 0).unwrap();
     assert_eq!(e.cache.get::<u32>("from-python").unwrap(), Some(7));
     let wrong: Result<Option<Vec<String>>, _> = e.cache.get("str");
@@ -283,13 +346,39 @@ fn plain_values_carry_the_flags_python_clients_read() {
 #[test]
 fn bad_keys_send_nothing() {
     let e = env("key_function=django&key_prefix=site");
-    let before = (e.server.stat("cmd_get"), e.server.stat("cmd_set"), e.server.stat("cmd_touch"));
+    // Every counter of commands, and what the server has read and how many connections it
+    // took: nothing may move but what the `stats` request itself adds.
+    let watched = |stats: Vec<(String, String)>| -> Vec<(String, u64)> {
+        stats
+            .into_iter()
+            .filter(|(n, _)| n.starts_with("cmd_") || n == "bytes_read" || n == "total_connections")
+            .map(|(n, v)| (n, v.parse().unwrap()))
+            .collect()
+    };
+    let before = watched(e.server.stats());
     let long = "k".repeat(300);
-    for key in ["two words", "line\nbreak", "tab\t", long.as_str()] {
-        assert!(matches!(e.cache.get::<String>(key), Err(Error::InvalidKey(_))), "{key:?}");
-        assert!(matches!(e.cache.set(key, "v", Ttl::Default), Err(Error::InvalidKey(_))));
+    for key in ["two words", "line\nbreak", "tab\t", "nul\0", long.as_str()] {
+        assert!(
+            matches!(e.cache.get::<String>(key), Err(Error::InvalidKey(_))),
+            "{key:?}"
+        );
+        assert!(matches!(
+            e.cache.set(key, "v", Ttl::Default),
+            Err(Error::InvalidKey(_))
+        ));
+        assert!(matches!(
+            e.cache.add(key, "v", Ttl::Default),
+            Err(Error::InvalidKey(_))
+        ));
         assert!(matches!(e.cache.delete(key), Err(Error::InvalidKey(_))));
         assert!(matches!(e.cache.incr(key, 1), Err(Error::InvalidKey(_))));
+        assert!(matches!(e.cache.decr(key, 1), Err(Error::InvalidKey(_))));
+        assert!(matches!(
+            e.cache.touch(key, Ttl::Default),
+            Err(Error::InvalidKey(_))
+        ));
+        assert!(matches!(e.cache.has_key(key), Err(Error::InvalidKey(_))));
+        assert!(matches!(e.cache.invalidate(key), Err(Error::InvalidKey(_))));
         assert!(matches!(
             e.cache.get_many::<_, String>(&["fine", key]),
             Err(Error::InvalidKey(_))
@@ -298,9 +387,22 @@ fn bad_keys_send_nothing() {
             e.cache.set_many([("fine", 1), (key, 2)], Ttl::Default),
             Err(Error::InvalidKey(_))
         ));
+        assert!(matches!(
+            e.cache.delete_many(&["fine", key]),
+            Err(Error::InvalidKey(_))
+        ));
     }
-    let after = (e.server.stat("cmd_get"), e.server.stat("cmd_set"), e.server.stat("cmd_touch"));
-    assert_eq!(before, after);
+    let after = watched(e.server.stats());
+    let expected: Vec<(String, u64)> = before
+        .iter()
+        .map(|(n, v)| match n.as_str() {
+            // The second `stats` request: one more connection, "stats\r\n" read.
+            "total_connections" => (n.clone(), v + 1),
+            "bytes_read" => (n.clone(), v + "stats\r\n".len() as u64),
+            _ => (n.clone(), *v),
+        })
+        .collect();
+    assert_eq!(after, expected, "a bad key reached the server");
     assert_eq!(e.server.stat("curr_items"), 0);
     // The error names the key and says what to do.
     let msg = e.cache.get::<String>("two words").unwrap_err().to_string();
@@ -314,7 +416,10 @@ fn a_value_over_the_item_size_limit_is_a_typed_error_and_is_not_sent() {
     let big = vec![7u8; 2 * 1024 * 1024];
     let err = e.cache.set("big", &big, Ttl::Default).unwrap_err();
     assert!(
-        matches!(err, Error::Transport(newcache::transport::Error::ValueTooLarge { .. })),
+        matches!(
+            err,
+            Error::Transport(newcache::transport::Error::ValueTooLarge { .. })
+        ),
         "{err}"
     );
     assert_eq!(e.server.stat("cmd_set"), before);
@@ -331,10 +436,17 @@ fn a_dropped_server_gives_a_timely_error_and_a_restarted_one_is_used_again() {
     for _ in 0..3 {
         let started = Instant::now();
         let err = e.cache.get::<i32>("k").unwrap_err();
-        assert!(started.elapsed() < Duration::from_secs(1), "took {:?}", started.elapsed());
+        assert!(
+            started.elapsed() < Duration::from_secs(1),
+            "took {:?}",
+            started.elapsed()
+        );
         // The first failure is the connection's; the next ones fail fast as the server is
         // left alone for its retry_timeout.
-        assert!(matches!(&err, Error::Transport(t) if t.is_server_failure()), "{err}");
+        assert!(
+            matches!(&err, Error::Transport(t) if t.is_server_failure()),
+            "{err}"
+        );
     }
     e.server.restart();
     // Both transports wait out their retry_timeout (1 s here) before they try a failed
@@ -372,12 +484,18 @@ fn has_key_replace_touch_clear_and_get_or_set() {
     assert!(!e.cache.touch("nothing", Ttl::Seconds(5)).unwrap());
     // get_or_set runs the loader only on a miss.
     let mut runs = 0;
-    let v: String = e.cache.get_or_set("lazy", Ttl::Default, || {
-        runs += 1;
-        "computed".to_string()
-    }).unwrap();
+    let v: String = e
+        .cache
+        .get_or_set("lazy", Ttl::Default, || {
+            runs += 1;
+            "computed".to_string()
+        })
+        .unwrap();
     assert_eq!(v, "computed");
-    let v: String = e.cache.get_or_set("lazy", Ttl::Default, || unreachable!()).unwrap();
+    let v: String = e
+        .cache
+        .get_or_set("lazy", Ttl::Default, || unreachable!())
+        .unwrap();
     assert_eq!((v.as_str(), runs), ("computed", 1));
     e.cache.clear().unwrap();
     assert!(!e.cache.has_key("lazy").unwrap());
@@ -414,9 +532,19 @@ fn flavors_and_versions_share_a_server_without_colliding() {
     let staging3 = Cache::from_url(&url("flavor=staging&version=3")).unwrap();
     staging.set("games", &"staging", Ttl::Default).unwrap();
     prod.set("games", &"prod", Ttl::Default).unwrap();
-    assert_eq!(staging.get::<String>("games").unwrap().as_deref(), Some("staging"));
-    assert_eq!(prod.get::<String>("games").unwrap().as_deref(), Some("prod"));
-    assert_eq!(staging3.get::<String>("games").unwrap(), None, "a version bump invalidates");
+    assert_eq!(
+        staging.get::<String>("games").unwrap().as_deref(),
+        Some("staging")
+    );
+    assert_eq!(
+        prod.get::<String>("games").unwrap().as_deref(),
+        Some("prod")
+    );
+    assert_eq!(
+        staging3.get::<String>("games").unwrap(),
+        None,
+        "a version bump invalidates"
+    );
     let reply = server.raw(
         "get staging-2-dd27204535de317c6202952eeb2043fad52e3fec\r\n",
         b"END\r\n",
@@ -446,7 +574,10 @@ fn several_servers_share_the_keys() {
     let hosts: Vec<String> = servers.iter().map(Memcached::addr).collect();
     let cache = Cache::from_url(&format!("newcache://{}/?{TRANSPORT}", hosts.join(";"))).unwrap();
     let items: Vec<(String, u32)> = (0..300).map(|i| (format!("key{i}"), i)).collect();
-    assert!(cache.set_many(items.clone(), Ttl::Default).unwrap().is_empty());
+    assert!(cache
+        .set_many(items.clone(), Ttl::Default)
+        .unwrap()
+        .is_empty());
     let keys: Vec<&str> = items.iter().map(|(k, _)| k.as_str()).collect();
     let got: HashMap<String, u32> = cache.get_many(&keys).unwrap();
     assert_eq!(got.len(), 300);
@@ -470,7 +601,9 @@ fn the_memory_transport_behaves_like_the_server_through_the_facade() {
     clock.advance_secs(11);
     assert_eq!(cache.get::<String>("herd").unwrap(), None);
     assert_eq!(cache.get::<String>("herd").unwrap().as_deref(), Some("old"));
-    cache.set("n", &1, SetOptions::new(Ttl::Forever).no_herd()).unwrap();
+    cache
+        .set("n", &1, SetOptions::new(Ttl::Forever).no_herd())
+        .unwrap();
     assert_eq!(cache.incr("n", 2).unwrap(), 3);
 }
 
@@ -514,7 +647,11 @@ fn a_lease_winner_that_never_writes_back_is_replaced_after_herd_timeout() {
     let e = env("herd_timeout=30");
     e.cache.set("k", &"old", Ttl::Seconds(10)).unwrap();
     e.clock.advance_secs(11);
-    assert_eq!(e.cache.get::<String>("k").unwrap(), None, "the first winner");
+    assert_eq!(
+        e.cache.get::<String>("k").unwrap(),
+        None,
+        "the first winner"
+    );
     assert_eq!(e.cache.get::<String>("k").unwrap().as_deref(), Some("old"));
     e.clock.advance_secs(29);
     assert_eq!(e.cache.get::<String>("k").unwrap().as_deref(), Some("old"));
@@ -534,7 +671,11 @@ fn invalidate_marks_a_value_stale_so_exactly_one_reader_recomputes() {
     for key in ["fresh", "bare"] {
         let cache = e.cache.clone();
         let got = at_once(16, move |_| cache.get::<String>(key).unwrap());
-        assert_eq!(got.iter().filter(|g| g.is_none()).count(), 1, "{key}: {got:?}");
+        assert_eq!(
+            got.iter().filter(|g| g.is_none()).count(),
+            1,
+            "{key}: {got:?}"
+        );
     }
     // delete still deletes.
     assert!(e.cache.delete("fresh").unwrap());
@@ -610,13 +751,19 @@ fn get_or_set_runs_the_loader_once_per_expiry_and_serves_the_old_value_meanwhile
 #[test]
 fn a_failing_loader_reaches_its_caller_and_stores_nothing() {
     let e = env("");
-    let got: Result<u32, Error> = e
-        .cache
-        .get_or_try_set("flaky", Ttl::Seconds(60), || Err(Error::Config("database down".into())));
-    assert!(matches!(&got, Err(Error::Config(m)) if m == "database down"), "{got:?}");
+    let got: Result<u32, Error> = e.cache.get_or_try_set("flaky", Ttl::Seconds(60), || {
+        Err(Error::Config("database down".into()))
+    });
+    assert!(
+        matches!(&got, Err(Error::Config(m)) if m == "database down"),
+        "{got:?}"
+    );
     assert_eq!(e.meta("flaky"), None);
     // The lease is released: the next caller loads at once.
-    let v = e.cache.get_or_set("flaky", Ttl::Seconds(60), || 5u32).unwrap();
+    let v = e
+        .cache
+        .get_or_set("flaky", Ttl::Seconds(60), || 5u32)
+        .unwrap();
     assert_eq!(v, 5);
 }
 
@@ -642,7 +789,10 @@ fn early_recomputes_ahead_of_the_expiry_only_when_it_nears() {
     let misses = (0..50)
         .filter(|_| e.cache.get::<u32>("x").unwrap().is_none())
         .count();
-    assert!((20..=50).contains(&misses), "{misses} of 50 recomputed early");
+    assert!(
+        (20..=50).contains(&misses),
+        "{misses} of 50 recomputed early"
+    );
     let (flags, _, _) = e.meta("x").unwrap();
     assert_eq!(flags, 4 | HERD_FLAG);
     // Past the soft expiry, early behaves as lease: exactly one reader recomputes.
