@@ -22,22 +22,30 @@
 //!
 //! # Example
 //!
-//! ```
-//! # #[cfg(feature = "memory")] {
-//! use newcache::{Cache, SetOptions, Ttl};
+//! Against a real memcached (the example starts one; in a service the URL names yours):
 //!
-//! // newcache://127.0.0.1:11211/?flavor=staging&version=2 for a real server.
-//! let cache = Cache::from_url("newcache:///?transport=memory&flavor=staging&version=2").unwrap();
-//! cache.set("games", &vec!["chess".to_string(), "go".to_string()], Ttl::Seconds(300)).unwrap();
-//! let games: Option<Vec<String>> = cache.get("games").unwrap();
+//! ```
+//! # #[cfg(feature = "text")] {
+//! use newcache::{Cache, Error, SetOptions, Ttl};
+//!
+//! # let server = newcache_testkit::Memcached::start();
+//! # let url = format!("newcache://{}/?flavor=staging&version=2", server.addr());
+//! // url = "newcache://127.0.0.1:11211/?flavor=staging&version=2"
+//! let cache = Cache::from_url(&url)?;
+//! assert_eq!(cache.wire_key("games")?, b"staging-2-dd27204535de317c6202952eeb2043fad52e3fec");
+//! cache.set("games", &vec!["chess", "go"], Ttl::Seconds(300))?;
+//! let games: Option<Vec<String>> = cache.get("games")?;
 //! assert_eq!(games.unwrap(), ["chess", "go"]);
 //!
 //! // Counters are stored bare (herd off) so the server can increment them.
-//! cache.set("hits", &10u64, SetOptions::new(Ttl::Seconds(60)).no_herd()).unwrap();
-//! assert_eq!(cache.incr("hits", 5).unwrap(), 15);
-//! assert!(cache.incr("missing", 1).is_err());
+//! cache.set("hits", &10u64, SetOptions::new(Ttl::Seconds(60)).no_herd())?;
+//! assert_eq!(cache.incr("hits", 5)?, 15);
+//! assert!(matches!(cache.incr("missing", 1), Err(Error::NotFound { .. })));
 //! # }
+//! # Ok::<(), newcache::Error>(())
 //! ```
+//!
+//! For unit tests of your own code, `transport=memory` (feature `memory`) needs no server.
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 #![forbid(unsafe_code)]
 
@@ -47,6 +55,7 @@ mod error;
 
 use std::collections::HashMap;
 use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
@@ -143,6 +152,9 @@ struct Inner {
     clock: Arc<dyn Clock>,
     herd: Herd,
     policy: Arc<dyn StalePolicy>,
+    /// Set, for good, the first time a meta command comes back unsupported (twemproxy,
+    /// memcached before 1.6): the cache then runs `lease` instead of its server-side policy.
+    meta_unsupported: AtomicBool,
     /// In-process single flight of `get_or_set` loaders, by wire key.
     flights: Mutex<HashMap<Vec<u8>, Arc<Flight>>>,
 }
@@ -283,6 +295,7 @@ impl Cache {
                 clock,
                 herd,
                 policy,
+                meta_unsupported: AtomicBool::new(false),
                 flights: Mutex::new(HashMap::new()),
             }),
         }
@@ -351,8 +364,7 @@ impl Cache {
             flags,
         };
         match self
-            .inner
-            .policy
+            .stale_policy()
             .decide(&self.inner.herd, &envelope, now, uniform())
         {
             // XFetch: this reader recomputes ahead of the expiry; nothing is stored, the
@@ -421,13 +433,31 @@ impl Cache {
         })
     }
 
-    /// True when the server keeps the herd state (`herd=meta`).
+    /// True when the server keeps the herd state (`herd=meta`, and the server has not
+    /// refused a meta command yet).
     fn meta(&self) -> bool {
-        self.inner.policy.server_side()
+        self.inner.policy.server_side() && !self.inner.meta_unsupported.load(Ordering::Relaxed)
     }
 
-    /// The stale policy in use.
+    /// After a meta command failed: true (and the cache switched to `lease` for good) when
+    /// the server does not speak the meta protocol, so the caller should retry under lease.
+    fn meta_refused(&self, error: &newcache_transport::Error) -> bool {
+        let refused = matches!(error, newcache_transport::Error::Unsupported { .. });
+        if refused {
+            self.inner.meta_unsupported.store(true, Ordering::Relaxed);
+        }
+        refused
+    }
+
+    /// The stale policy in effect: the one the cache was built with, except that a
+    /// server-side policy (`herd=meta`) on a server that refuses meta commands (twemproxy,
+    /// memcached before 1.6) is [`Policy::Lease`] from the first refusal on. The switch is
+    /// sticky, made once per cache, and silent: this accessor is how to see it
+    /// (`stale_policy().name()` turns from `"meta"` to `"lease"`).
     pub fn stale_policy(&self) -> &dyn StalePolicy {
+        if self.inner.policy.server_side() && !self.meta() {
+            return &Policy::Lease;
+        }
         self.inner.policy.as_ref()
     }
 
@@ -448,18 +478,24 @@ impl Cache {
     fn fetch<T: DeserializeOwned>(&self, key: &str, wire: &[u8]) -> Result<Fetched<T>> {
         if self.meta() {
             let recache = self.inner.herd.herd_timeout.max(1);
-            let Some(meta) = self.inner.transport.meta_get(wire, recache)? else {
-                return Ok(Fetched::Cold);
-            };
-            return match self.open_meta(wire, meta, self.now_millis())? {
-                Opened::Miss => Ok(Fetched::Recompute),
-                Opened::Value {
-                    item,
-                    offset,
-                    flags,
-                } => Self::decode(key, &item, offset, flags).map(Fetched::Hit),
-            };
+            match self.inner.transport.meta_get(wire, recache) {
+                Ok(None) => return Ok(Fetched::Cold),
+                Ok(Some(meta)) => {
+                    return match self.open_meta(wire, meta, self.now_millis())? {
+                        Opened::Miss => Ok(Fetched::Recompute),
+                        Opened::Value {
+                            item,
+                            offset,
+                            flags,
+                        } => Self::decode(key, &item, offset, flags).map(Fetched::Hit),
+                    };
+                }
+                // No meta protocol here: lease from now on, starting with this read.
+                Err(e) if self.meta_refused(&e) => {}
+                Err(e) => return Err(e.into()),
+            }
         }
+
         let Some(item) = self.inner.transport.get(wire)? else {
             return Ok(Fetched::Cold);
         };
@@ -521,9 +557,18 @@ impl Cache {
             start = end;
         }
         let now = self.now_millis();
-        let opened: Vec<Option<Opened>> = if self.meta() {
+        let metas = if self.meta() {
             let recache = self.inner.herd.herd_timeout.max(1);
-            let metas = self.inner.transport.meta_get_many(&refs, recache)?;
+            match self.inner.transport.meta_get_many(&refs, recache) {
+                Ok(metas) => Some(metas),
+                // No meta protocol here: lease from now on, starting with this read.
+                Err(e) if self.meta_refused(&e) => None,
+                Err(e) => return Err(e.into()),
+            }
+        } else {
+            None
+        };
+        let opened: Vec<Option<Opened>> = if let Some(metas) = metas {
             metas
                 .into_iter()
                 .zip(&refs)
@@ -1031,11 +1076,18 @@ impl Cache {
     pub fn invalidate(&self, key: &str) -> Result<bool> {
         let wire = self.wire_key(key)?;
         if self.meta() {
-            return Ok(self
+            match self
                 .inner
                 .transport
-                .meta_invalidate(&wire, self.inner.herd.invalidated_exptime())?);
+                .meta_invalidate(&wire, self.inner.herd.invalidated_exptime())
+            {
+                Ok(found) => return Ok(found),
+                // No meta protocol here: lease from now on; invalidate with an envelope.
+                Err(e) if self.meta_refused(&e) => {}
+                Err(e) => return Err(e.into()),
+            }
         }
+
         for _ in 0..3 {
             let Some(item) = self.inner.transport.get(&wire)? else {
                 return Ok(false);

@@ -4,9 +4,12 @@
 //! dropped. When no memcached is installed it panics with the command that installs one: a
 //! test that needs a server fails loudly, it never skips.
 //!
-//! ```no_run
+//! ```
 //! let server = newcache_testkit::Memcached::start();
 //! println!("memcached listening on {}", server.addr());
+//! let version = server.raw("version\r\n", b"\r\n");
+//! assert!(version.starts_with(b"VERSION "));
+//! // Dropping `server` stops the process.
 //! ```
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 #![forbid(unsafe_code)]
@@ -145,12 +148,30 @@ impl Drop for Twemproxy {
     }
 }
 
-/// Asks the OS for a loopback port that is free right now.
+/// Ports test servers listen on: below Linux's default ephemeral range (32768-60999), so the
+/// port of a server a test killed and will restart is never handed to some client socket as
+/// its local port meanwhile (with the OS's own choice, port 0, it can be).
+const SERVER_PORTS: std::ops::Range<u32> = 20_000..32_000;
+
+/// A loopback port that is free right now, from [`SERVER_PORTS`], picked at random (so
+/// test binaries running side by side rarely try the same one) and checked by binding it.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .unwrap_or_else(|e| panic!("cannot find a free loopback port: {e}"))
+    use std::hash::{BuildHasher, Hasher};
+    // A random start per call: std's RandomState is seeded per process and per instance.
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u32(std::process::id());
+    let span = SERVER_PORTS.end - SERVER_PORTS.start;
+    let start = (h.finish() % u64::from(span)) as u32;
+    for i in 0..span {
+        let port = SERVER_PORTS.start + (start + i) % span;
+        let Ok(port) = u16::try_from(port) else {
+            continue;
+        };
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free loopback port in {SERVER_PORTS:?}");
 }
 
 /// A memcached process listening on 127.0.0.1, killed when dropped.
