@@ -1,0 +1,150 @@
+//! `herd=meta` on a server that cannot do meta (here twemproxy, which closes the connection on
+//! `mg`/`md`; memcached before 1.6 answers `ERROR`): the first refused meta command switches
+//! the cache to `lease` for good and the operation is retried under lease, so callers never
+//! see the refusal. `Cache::stale_policy()` shows the switch.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Barrier};
+use std::time::Duration;
+
+use newcache::{Builder, Cache, Clock, ManualClock, Policy, SystemClock, Ttl, HERD_FLAG};
+use newcache_testkit::{Memcached, Twemproxy};
+
+/// One memcached, twemproxy in front, and a `herd=meta` cache that talks only to the proxy.
+struct Proxied {
+    backend: Memcached,
+    _proxy: Twemproxy,
+    cache: Cache,
+    clock: ManualClock,
+}
+
+fn proxied() -> Proxied {
+    let backend = Memcached::start();
+    let proxy = Twemproxy::start(&[&backend]);
+    let clock = ManualClock::at_secs(SystemClock.now_secs());
+    let cache = Builder::from_url(&format!(
+        "newcache://{}/?herd=meta&herd_timeout=60&read_timeout=2000",
+        proxy.addr()
+    ))
+    .unwrap()
+    .clock(Arc::new(clock.clone()))
+    .build()
+    .unwrap();
+    assert_eq!(cache.config().herd_policy, Policy::Meta);
+    assert_eq!(
+        cache.stale_policy().name(),
+        "meta",
+        "no switch before any request"
+    );
+    Proxied {
+        backend,
+        _proxy: proxy,
+        cache,
+        clock,
+    }
+}
+
+impl Proxied {
+    /// The item's flags on the memcached behind the proxy.
+    fn flags_on_backend(&self, key: &str) -> u32 {
+        let wire = String::from_utf8(self.cache.wire_key(key).unwrap()).unwrap();
+        let reply =
+            String::from_utf8(self.backend.raw(&format!("mg {wire} f\r\n"), b"\r\n")).unwrap();
+        let flags = reply
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix('f'))
+            .unwrap_or_else(|| panic!("no flags in {reply:?}"));
+        flags.parse().unwrap()
+    }
+
+    fn assert_switched(&self) {
+        assert_eq!(self.cache.stale_policy().name(), "lease");
+        assert!(!self.cache.stale_policy().server_side());
+        // The configuration still says what was asked for.
+        assert_eq!(self.cache.config().herd_policy, Policy::Meta);
+    }
+}
+
+fn at_once<T: Send + 'static>(n: usize, f: impl Fn(usize) -> T + Send + Sync + 'static) -> Vec<T> {
+    let f = Arc::new(f);
+    let barrier = Arc::new(Barrier::new(n));
+    let handles: Vec<_> = (0..n)
+        .map(|i| {
+            let (f, barrier) = (f.clone(), barrier.clone());
+            std::thread::spawn(move || {
+                barrier.wait();
+                f(i)
+            })
+        })
+        .collect();
+    handles.into_iter().map(|h| h.join().unwrap()).collect()
+}
+
+#[test]
+fn the_first_refused_get_switches_to_lease_and_is_answered_under_lease() {
+    let p = proxied();
+    // Stored before any meta command was refused: bare, as meta stores.
+    p.cache.set("early", "v", Ttl::Seconds(300)).unwrap();
+    assert_eq!(p.flags_on_backend("early") & HERD_FLAG, 0);
+    // The read is refused as `mg`, switches, and is answered through `gets`: no error.
+    assert_eq!(
+        p.cache.get::<String>("early").unwrap().as_deref(),
+        Some("v")
+    );
+    p.assert_switched();
+    // Sets store envelopes from now on...
+    p.cache.set("hot", &1u32, Ttl::Seconds(10)).unwrap();
+    assert_eq!(p.flags_on_backend("hot"), 4 | HERD_FLAG);
+    // ...and lease's single winner holds through the proxy.
+    p.clock.advance_secs(11);
+    let cache = p.cache.clone();
+    let got = at_once(16, move |_| cache.get::<u32>("hot").unwrap());
+    assert_eq!(got.iter().filter(|g| g.is_none()).count(), 1, "{got:?}");
+    assert!(got.iter().flatten().all(|v| *v == 1), "{got:?}");
+    p.assert_switched();
+}
+
+#[test]
+fn a_first_invalidate_switches_and_invalidates_with_an_envelope() {
+    let p = proxied();
+    p.cache.set("page", "old", Ttl::Seconds(300)).unwrap();
+    assert!(p.cache.invalidate("page").unwrap());
+    p.assert_switched();
+    assert_eq!(p.flags_on_backend("page"), 16 | HERD_FLAG);
+    assert!(!p.cache.invalidate("missing").unwrap());
+    let cache = p.cache.clone();
+    let got = at_once(16, move |_| cache.get::<String>("page").unwrap());
+    assert_eq!(got.iter().filter(|g| g.is_none()).count(), 1, "{got:?}");
+    assert!(got.iter().flatten().all(|v| v == "old"), "{got:?}");
+}
+
+#[test]
+fn a_first_get_many_switches_and_is_answered() {
+    let p = proxied();
+    p.cache.set("a", &1u32, Ttl::Seconds(300)).unwrap();
+    let got: HashMap<String, u32> = p.cache.get_many(&["a", "b"]).unwrap();
+    assert_eq!(got, HashMap::from([("a".to_string(), 1)]));
+    p.assert_switched();
+}
+
+#[test]
+fn a_first_get_or_set_switches_and_loads_once_across_threads() {
+    let p = proxied();
+    let runs = Arc::new(AtomicUsize::new(0));
+    let (cache, counter) = (p.cache.clone(), runs.clone());
+    let got = at_once(8, move |_| {
+        cache
+            .get_or_set("report", Ttl::Seconds(300), || {
+                counter.fetch_add(1, Ordering::SeqCst);
+                std::thread::sleep(Duration::from_millis(100));
+                7u32
+            })
+            .unwrap()
+    });
+    assert_eq!(runs.load(Ordering::SeqCst), 1);
+    assert!(got.iter().all(|v| *v == 7), "{got:?}");
+    p.assert_switched();
+    // The loaded value went in as a lease envelope.
+    assert_eq!(p.flags_on_backend("report"), 4 | HERD_FLAG);
+}
