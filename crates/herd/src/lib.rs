@@ -31,7 +31,16 @@
 //! clock.advance_secs(301);
 //! assert_eq!(herd.on_read(&envelope, clock.now_millis()), ReadDecision::Stale { reinsert_exptime: 60 });
 //! ```
-#![cfg_attr(not(test), deny(clippy::unwrap_used))]
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic,
+        clippy::indexing_slicing,
+        clippy::unreachable
+    )
+)]
 #![forbid(unsafe_code)]
 
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -29,7 +29,16 @@
 //! let custom = |key: &str| format!("v7/{}", key.to_lowercase());
 //! assert_eq!(make_key(&custom, "Games").unwrap(), b"v7/games");
 //! ```
-#![cfg_attr(not(test), deny(clippy::unwrap_used))]
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic,
+        clippy::indexing_slicing,
+        clippy::unreachable
+    )
+)]
 #![forbid(unsafe_code)]
 
 use std::fmt;
@@ -132,7 +141,14 @@ impl fmt::Debug for HashedKey {
     }
 }
 
-const HEX: &[u8; 16] = b"0123456789abcdef";
+/// The lowercase hex digit of a nibble (0-15).
+fn hex_digit(nibble: u8) -> u8 {
+    if nibble < 10 {
+        b'0' + nibble
+    } else {
+        b'a' + (nibble - 10)
+    }
+}
 
 impl KeyFunction for HashedKey {
     fn write_key(&self, key: &str, out: &mut Vec<u8>) {
@@ -143,8 +159,8 @@ impl KeyFunction for HashedKey {
         push_decimal(out, self.version);
         out.push(b'-');
         for byte in digest {
-            out.push(HEX[usize::from(byte >> 4)]);
-            out.push(HEX[usize::from(byte & 0x0f)]);
+            out.push(hex_digit(byte >> 4));
+            out.push(hex_digit(byte & 0x0f));
         }
     }
 }
@@ -183,17 +199,18 @@ impl KeyFunction for PrefixedKey {
 }
 
 fn push_decimal(out: &mut Vec<u8>, mut n: u32) {
-    let mut digits = [0u8; 10];
-    let mut i = digits.len();
+    let start = out.len();
+    // Least significant digit first, then turned around.
     loop {
-        i -= 1;
-        digits[i] = b'0' + (n % 10) as u8;
+        out.push(b'0' + (n % 10) as u8);
         n /= 10;
         if n == 0 {
             break;
         }
     }
-    out.extend_from_slice(&digits[i..]);
+    if let Some(digits) = out.get_mut(start..) {
+        digits.reverse();
+    }
 }
 
 #[cfg(test)]

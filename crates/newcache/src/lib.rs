@@ -46,7 +46,16 @@
 //! ```
 //!
 //! For unit tests of your own code, `transport=memory` (feature `memory`) needs no server.
-#![cfg_attr(not(test), deny(clippy::unwrap_used))]
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic,
+        clippy::indexing_slicing,
+        clippy::unreachable
+    )
+)]
 #![forbid(unsafe_code)]
 
 pub mod codec;

@@ -26,7 +26,16 @@
 //! assert_eq!(t.incr(b"missing", 1).unwrap(), None);
 //! # }
 //! ```
-#![cfg_attr(not(test), deny(clippy::unwrap_used))]
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic,
+        clippy::indexing_slicing,
+        clippy::unreachable
+    )
+)]
 #![forbid(unsafe_code)]
 
 use std::collections::BTreeMap;
@@ -210,11 +219,12 @@ pub fn validate_key(key: &[u8]) -> Result<(), KeyError> {
     if key.len() > MAX_KEY_LEN {
         return Err(KeyError::TooLong { len: key.len() });
     }
-    match key.iter().position(|&b| b <= b' ' || b == 0x7f) {
-        Some(offset) => Err(KeyError::ForbiddenByte {
-            byte: key[offset],
-            offset,
-        }),
+    match key
+        .iter()
+        .enumerate()
+        .find(|&(_, &b)| b <= b' ' || b == 0x7f)
+    {
+        Some((offset, &byte)) => Err(KeyError::ForbiddenByte { byte, offset }),
         None => Ok(()),
     }
 }
