@@ -697,6 +697,8 @@ impl Builder {
                 }
             },
         };
+        // A transport or policy of the caller's own is taken as it is.
+        let built_in = self.transport.is_none() && self.policy.is_none();
         let transport = match self.transport {
             Some(t) => t,
             None => build_transport(&config)?,
@@ -714,6 +716,9 @@ impl Builder {
                 transport.name()
             )));
         }
+        if built_in {
+            check_claims_can_cas(&config)?;
+        }
         let clock = self.clock.unwrap_or_else(|| Arc::new(SystemClock));
         Ok(Cache::from_parts(
             config,
@@ -723,6 +728,41 @@ impl Builder {
             policy,
         ))
     }
+}
+
+/// `herd=lease` (the default) and `herd=early` (lease at the expiry) claim a refresh with a
+/// CAS store; libmemcached with `behaviors.cas=false` returns no CAS uniques, and without them
+/// the single winner cannot be had (each stale read would fall back to the seed's racy
+/// re-store). That combination is refused here rather than silently degraded; with herd off
+/// (`herd=off`) the cache writes no envelopes and is let through.
+fn check_claims_can_cas(config: &Config) -> Result<()> {
+    let claims = matches!(config.herd_policy, Policy::Lease | Policy::Early);
+    if config.herd && claims && libmemcached_without_cas(config) {
+        return Err(bad(format_args!(
+            "herd={} claims each refresh with CAS, but behaviors.cas=false turns CAS off in libmemcached; set behaviors.cas=true (the transport's default), or choose herd=reinsert (django-newcache's policy, which needs no CAS)",
+            config.herd_policy.name()
+        )));
+    }
+    Ok(())
+}
+
+/// True when the libmemcached transport is configured not to fetch CAS uniques.
+#[cfg(feature = "binary")]
+fn libmemcached_without_cas(config: &Config) -> bool {
+    if !matches!(config.transport, TransportKind::Libmemcached { .. }) {
+        return false;
+    }
+    let mut behaviors = newcache_transport_binary::Behaviors::default();
+    for (name, value) in &config.behaviors {
+        // Bad behaviors were refused when the transport was built.
+        let _ = behaviors.set(name, value);
+    }
+    behaviors.cas == Some(false)
+}
+
+#[cfg(not(feature = "binary"))]
+fn libmemcached_without_cas(_: &Config) -> bool {
+    false
 }
 
 fn build_transport(config: &Config) -> Result<Arc<dyn Transport>> {
