@@ -108,8 +108,38 @@ fn a_hung_server_costs_one_timeout_per_retry_window_and_the_others_never_fail() 
     }
 }
 
+/// One request the load made for a key of the server that dies, and how it failed.
+#[derive(Debug)]
+struct Failure {
+    begun: Instant,
+    took: Duration,
+    error: Error,
+}
+
+impl Failure {
+    fn ended(&self) -> Instant {
+        self.begun + self.took
+    }
+
+    fn is_fast(&self) -> bool {
+        matches!(self.error, Error::ServerDown { .. })
+    }
+}
+
+/// A fast answer (`ServerDown`) must come well inside the cheapest real attempt would cost
+/// (the 250 ms connect timeout, the 800 ms read timeout here): it opens no connection and
+/// waits for nothing, so it takes microseconds; 200 ms leaves a loaded 2-core CI machine
+/// room for scheduling delays while still telling the two apart.
+const FAST: Duration = Duration::from_millis(200);
+
+/// The cluster's clock counts whole milliseconds: a window can close up to 2 ms early as
+/// measured with `Instant`.
+const CLOCK_SLACK: Duration = Duration::from_millis(2);
+
 #[test]
 fn ketama_with_remove_failed_moves_a_dead_servers_keys_and_takes_it_back_after_restart() {
+    const RETRY: Duration = Duration::from_secs(1);
+    const DEAD: Duration = Duration::from_secs(4);
     let mut servers = cluster(3);
     let t = transport(
         &servers,
@@ -118,74 +148,149 @@ fn ketama_with_remove_failed_moves_a_dead_servers_keys_and_takes_it_back_after_r
             ("remove_failed", "1"),
             ("failure_limit", "2"),
             ("retry_timeout", "1"),
-            ("dead_timeout", "2"),
+            ("dead_timeout", "4"),
         ],
     );
     let keys = keys(600);
     let home: Vec<usize> = keys.iter().map(|k| t.server_for_key(k).unwrap()).collect();
     assert!((0..3).all(|s| home.contains(&s)));
-    let killed_at = std::thread::scope(|scope| {
+    let on_1: Vec<&[u8]> = keys
+        .iter()
+        .zip(&home)
+        .filter(|(_, &h)| h == 1)
+        .map(|(k, _)| k.as_slice())
+        .collect();
+    let ejected = || on_1.iter().all(|k| t.server_for_key(k).unwrap() != 1);
+
+    let (kill_begun, failures) = std::thread::scope(|scope| {
         let load = scope.spawn(|| {
-            // Mid-load: reads and writes run before, during and after the kill.
+            // Mid-load: reads and writes of every key, in passes, before, during and after
+            // the kill, until one whole pass ran on a ring without the dead server and
+            // nothing failed in it.
             let started = Instant::now();
-            let mut failures: Vec<(Instant, Error)> = Vec::new();
-            while started.elapsed() < Duration::from_millis(2500) {
-                for (k, &h) in keys.iter().zip(&home) {
-                    match set(&t, k).and_then(|()| t.get(k).map(|_| ())) {
-                        Ok(()) => {}
-                        Err(e) if h == 1 => {
-                            assert!(e.is_server_failure(), "{e}");
-                            failures.push((Instant::now(), e));
+            let mut failures: Vec<Failure> = Vec::new();
+            let mut passes_on_the_shrunk_ring = 0;
+            loop {
+                assert!(
+                    started.elapsed() < Duration::from_secs(60),
+                    "no clean pass without the dead server in 60 s: {failures:?}"
+                );
+                let shrunk = ejected();
+                if shrunk {
+                    passes_on_the_shrunk_ring += 1;
+                    // Ejected: keys of the live servers stay put; the dead one's moved.
+                    for (k, &h) in keys.iter().zip(&home) {
+                        if h != 1 {
+                            assert_eq!(t.server_for_key(k).unwrap(), h, "a live key moved");
                         }
-                        Err(e) => panic!("a key on a live server failed: {e}"),
                     }
                 }
+                let before = failures.len();
+                for (k, &h) in keys.iter().zip(&home) {
+                    for read in [false, true] {
+                        let begun = Instant::now();
+                        let outcome = if read {
+                            t.get(k).map(|item| {
+                                assert!(item.is_some(), "a key just written reads as a miss")
+                            })
+                        } else {
+                            set(&t, k)
+                        };
+                        let took = begun.elapsed();
+                        match outcome {
+                            Ok(()) => {}
+                            Err(error) if h == 1 => {
+                                assert!(error.is_server_failure(), "{error}");
+                                failures.push(Failure { begun, took, error });
+                                break;
+                            }
+                            Err(e) => panic!("a key on a live server failed: {e}"),
+                        }
+                    }
+                }
+                if shrunk && failures.len() == before {
+                    // Every key of the dead server was written and read on the other two.
+                    assert!(passes_on_the_shrunk_ring >= 1);
+                    return failures;
+                }
             }
-            failures
         });
         std::thread::sleep(Duration::from_millis(300));
+        // Taken before the kill: the kill itself (SIGKILL and wait) may take seconds on a
+        // loaded machine, and the server may die anywhere in that time.
+        let kill_begun = Instant::now();
         servers[1].kill();
-        let killed_at = Instant::now();
-        let failures = load.join().expect("load thread");
-        // Two real failures (failure_limit) and fast ServerDown answers in between: libmemcached
-        // counts only real attempts, one per retry_timeout, so ejection comes after
-        // (failure_limit - 1) x retry_timeout = 1 s. After that, nothing fails.
-        let real = failures
-            .iter()
-            .filter(|(_, e)| !matches!(e, Error::ServerDown { .. }))
-            .count();
-        assert!(
-            (2..=4).contains(&real),
-            "{real} real failures: {failures:?}"
-        );
-        let last = failures.last().expect("the kill was noticed").0;
-        assert!(
-            last.duration_since(killed_at) < Duration::from_millis(1500),
-            "failures went on for {:?} after the kill",
-            last.duration_since(killed_at)
-        );
-        killed_at
+        (kill_begun, load.join().expect("load thread"))
     });
-    assert!(killed_at.elapsed() > Duration::from_secs(2));
-    // Ejected: its keys now live on the other two, readable and writable.
-    for (k, &h) in keys.iter().zip(&home) {
-        let now = t.server_for_key(k).unwrap();
-        assert_ne!(now, 1);
-        if h != 1 {
-            assert_eq!(now, h, "keys of live servers stay put");
-        }
-        set(&t, k).unwrap();
-        assert!(t.get(k).unwrap().is_some());
+
+    // The real failures (connection errors) and the fast ones (ServerDown) in between.
+    let real: Vec<&Failure> = failures.iter().filter(|f| !f.is_fast()).collect();
+    assert!(real.len() >= 2, "{failures:?}");
+    assert!(
+        failures.iter().all(|f| f.ended() >= kill_begun),
+        "a failure before the kill: {failures:?}"
+    );
+    let (first, ejection) = (real[0], real[1]);
+    assert!(
+        std::ptr::eq(first, &failures[0]),
+        "the first failure is a real one"
+    );
+    // failure_limit = 2: the first failure leaves the server alone for retry_timeout (only
+    // fast answers), the second, one retry_timeout later, ejects it.
+    assert!(
+        ejection.ended() + CLOCK_SLACK >= first.begun + RETRY,
+        "retried before retry_timeout: {failures:?}"
+    );
+    assert!(
+        ejection.begun < first.ended() + RETRY + Duration::from_secs(3),
+        "the second attempt came long after retry_timeout: {failures:?}"
+    );
+    let between: Vec<&Failure> = failures
+        .iter()
+        .filter(|f| f.begun > first.begun && f.begun < ejection.begun)
+        .collect();
+    assert!(!between.is_empty(), "no fast answers in the retry window");
+    for f in &between {
+        assert!(f.is_fast(), "a real attempt inside retry_timeout: {f:?}");
+        assert!(f.took < FAST, "a fast answer took {:?}", f.took);
+    }
+    // After the ejection its keys went to the other servers: nothing failed until
+    // dead_timeout ran out; then one attempt (the server is still dead) ejects it again.
+    let after: Vec<&Failure> = failures
+        .iter()
+        .filter(|f| f.begun > ejection.begun)
+        .collect();
+    let mut last = ejection;
+    for f in after {
+        assert!(!f.is_fast(), "a fast failure after the ejection: {f:?}");
+        assert!(
+            f.ended() + CLOCK_SLACK >= last.begun + DEAD,
+            "tried again before dead_timeout: {failures:?}"
+        );
+        last = f;
     }
 
     servers[1].restart();
-    std::thread::sleep(Duration::from_millis(2100));
-    let (on_1, _) = keys.iter().zip(&home).find(|(_, &h)| h == 1).unwrap();
-    // After dead_timeout the ring takes the server back and the next request uses it.
-    set(&t, on_1).expect("the restarted server takes writes");
-    assert_eq!(t.server_for_key(on_1).unwrap(), 1);
+    // Still out until dead_timeout from the last ejection has passed, then the ring takes
+    // it back (no request is needed for that: the ring is rebuilt when the time comes).
+    let back_at = loop {
+        if t.server_for_key(on_1[0]).unwrap() == 1 {
+            break Instant::now();
+        }
+        assert!(
+            last.ended() + DEAD + Duration::from_secs(10) > Instant::now(),
+            "the restarted server was not taken back"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(
+        back_at + CLOCK_SLACK >= last.begun + DEAD,
+        "taken back before dead_timeout"
+    );
+    assert!(on_1.iter().all(|k| t.server_for_key(k).unwrap() == 1));
+    set(&t, on_1[0]).expect("the restarted server takes writes");
     let raw = servers[1].raw(
-        &format!("get {}\r\n", String::from_utf8_lossy(on_1)),
+        &format!("get {}\r\n", String::from_utf8_lossy(on_1[0])),
         b"END\r\n",
     );
     assert!(
