@@ -5,14 +5,20 @@
 //!   of the workspace with all features.
 //! - `cargo xtask demo`: starts a memcached of its own and shows wire keys and the herd scene
 //!   (falls back to the in-process memory transport, said plainly, when memcached is absent).
+//! - `cargo xtask bench [--quick]`: the criterion benchmarks, then `docs/benchmarks.md`.
+//! - `cargo xtask leakcheck`: builds the libmemcached transport's tests (the binary
+//!   conformance suite and `crates/transport-binary`'s `transport`, `sasl` and `behaviors`)
+//!   and runs each under valgrind's memcheck (installing valgrind as root when missing); fails
+//!   on any definite leak or memory error. Slow (minutes), so not part of `cargo xtask test`.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 
-const USAGE: &str = "usage: cargo xtask <test|demo|bench [--quick]>
-  test    install what is missing (memcached, libmemcached), then fmt, clippy and every test
-  demo    wire keys and the thundering-herd scene against a memcached the demo starts itself
-  bench   criterion benchmarks of every transport and peer, then docs/benchmarks.md";
+const USAGE: &str = "usage: cargo xtask <test|demo|bench [--quick]|leakcheck>
+  test       install what is missing (memcached, libmemcached), then fmt, clippy and every test
+  demo       wire keys and the thundering-herd scene against a memcached the demo starts itself
+  bench      criterion benchmarks of every transport and peer, then docs/benchmarks.md
+  leakcheck  the libmemcached transport's tests under valgrind: fails on definite leaks or memory errors";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -20,6 +26,7 @@ fn main() -> ExitCode {
         Some("test") => test(&args[1..]),
         Some("demo") => demo(&args[1..]),
         Some("bench") => bench(&args[1..]),
+        Some("leakcheck") => leakcheck(&args[1..]),
         _ => {
             eprintln!("{USAGE}");
             return ExitCode::from(2);
@@ -438,6 +445,224 @@ fn syscall_counts(target: &str, helper: &Path, quick: bool) -> Result<Option<Pat
     Ok(Some(out))
 }
 
+/// The test binaries `cargo xtask leakcheck` runs under valgrind: the `cargo test` arguments
+/// that build them, and the test targets (by name) to build and run.
+const LEAKCHECK_TARGETS: [(&[&str], &[&str]); 2] = [
+    (
+        &["-p", "newcache-tests", "--features", "binary"],
+        &["conformance_binary"],
+    ),
+    (
+        &["-p", "newcache-transport-binary"],
+        &["transport", "sasl", "behaviors"],
+    ),
+];
+
+/// The value of the JSON string field `"key":"..."` in one line of cargo's JSON messages
+/// (the first such field; escapes undone). Enough for cargo's flat artifact messages, with no
+/// JSON crate in xtask.
+fn json_string(line: &str, key: &str) -> Option<String> {
+    let start = line.find(&format!("\"{key}\":\""))? + key.len() + 4;
+    let mut out = String::new();
+    let mut chars = line[start..].chars();
+    loop {
+        match chars.next()? {
+            '"' => return Some(out),
+            '\\' => match chars.next()? {
+                'n' => out.push('\n'),
+                't' => out.push('\t'),
+                c => out.push(c),
+            },
+            c => out.push(c),
+        }
+    }
+}
+
+/// Builds the test targets `targets` with `cargo test <package> --no-run` and returns each
+/// target's executable as cargo reports it (`--message-format=json`), in the order asked.
+fn test_executables(package: &[&str], targets: &[&str]) -> Result<Vec<(String, PathBuf)>, String> {
+    let mut build = cargo();
+    build.arg("test").args(package);
+    for t in targets {
+        build.args(["--test", t]);
+    }
+    build
+        .args(["--no-run", "--message-format=json"])
+        .stderr(std::process::Stdio::inherit());
+    eprintln!("xtask: build the tests: {build:?}");
+    let out = build
+        .output()
+        .map_err(|e| format!("cargo test --no-run: {e}"))?;
+    if !out.status.success() {
+        return Err(format!("building {targets:?} failed ({})", out.status));
+    }
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let mut found: Vec<(String, PathBuf)> = Vec::new();
+    for line in stdout.lines() {
+        if !line.contains("\"reason\":\"compiler-artifact\"")
+            || !line.contains("\"kind\":[\"test\"]")
+        {
+            continue;
+        }
+        let Some(target) = line
+            .split_once("\"target\":")
+            .and_then(|(_, rest)| json_string(rest, "name"))
+        else {
+            continue;
+        };
+        if let (true, Some(exe)) = (
+            targets.contains(&target.as_str()),
+            json_string(line, "executable"),
+        ) {
+            found.push((target, PathBuf::from(exe)));
+        }
+    }
+    targets
+        .iter()
+        .map(|t| {
+            found
+                .iter()
+                .find(|(name, _)| name == t)
+                .cloned()
+                .ok_or_else(|| format!("cargo reported no executable for the test target {t}"))
+        })
+        .collect()
+}
+
+/// What valgrind's log says about one run.
+struct Memcheck {
+    /// The `definitely lost:` line (or `All heap blocks were freed`), as printed.
+    leak_line: String,
+    /// Bytes definitely lost.
+    definitely_lost: u64,
+    /// The `ERROR SUMMARY:` line, as printed.
+    summary_line: String,
+    /// Errors in the summary (memory errors, and definite leaks, which
+    /// `--errors-for-leak-kinds=definite` counts as errors).
+    errors: u64,
+}
+
+/// The figures of a valgrind log; `None` when it has no `ERROR SUMMARY` (valgrind died).
+fn parse_memcheck(log: &str) -> Option<Memcheck> {
+    let strip = |l: &str| -> String {
+        // "==1234== text" -> "text"
+        l.trim_start_matches(|c: char| c == '=' || c.is_ascii_digit())
+            .trim()
+            .to_string()
+    };
+    let number_after = |l: &str, marker: &str| -> Option<u64> {
+        l.split_once(marker)?
+            .1
+            .split_whitespace()
+            .next()?
+            .replace(',', "")
+            .parse()
+            .ok()
+    };
+    let summary = log.lines().rev().find(|l| l.contains("ERROR SUMMARY:"))?;
+    let errors = number_after(summary, "ERROR SUMMARY:")?;
+    let (leak_line, definitely_lost) =
+        match log.lines().rev().find(|l| l.contains("definitely lost:")) {
+            Some(l) => (strip(l), number_after(l, "definitely lost:")?),
+            None => (
+                log.lines()
+                    .rev()
+                    .find(|l| l.contains("All heap blocks were freed"))
+                    .map(strip)?,
+                0,
+            ),
+        };
+    Some(Memcheck {
+        leak_line,
+        definitely_lost,
+        summary_line: strip(summary),
+        errors,
+    })
+}
+
+/// `cargo xtask leakcheck`: the libmemcached transport's tests under valgrind's memcheck.
+fn leakcheck(args: &[String]) -> Result<(), String> {
+    if let Some(arg) = args.first() {
+        return Err(format!(
+            "leakcheck takes no arguments (got {arg:?})\n{USAGE}"
+        ));
+    }
+    install_prerequisites()?;
+    if !on_path("valgrind") {
+        if is_root() && on_path("apt-get") {
+            apt_install(&["valgrind"])?;
+        } else {
+            return Err("valgrind not found. Install it first:\n  Debian/Ubuntu: sudo apt-get install valgrind".into());
+        }
+    }
+    let target = std::env::var("CARGO_TARGET_DIR")
+        .unwrap_or_else(|_| format!("{}/target", root().display()));
+    let logs = PathBuf::from(format!("{target}/leakcheck"));
+    std::fs::create_dir_all(&logs).map_err(|e| format!("{}: {e}", logs.display()))?;
+    let mut binaries = Vec::new();
+    for (package, targets) in LEAKCHECK_TARGETS {
+        binaries.extend(test_executables(package, targets)?);
+    }
+    let started = std::time::Instant::now();
+    let mut report = Vec::new();
+    let mut failed = Vec::new();
+    for (name, exe) in &binaries {
+        let log = logs.join(format!("{name}.valgrind.log"));
+        let mut cmd = Command::new("valgrind");
+        cmd.args([
+            "--leak-check=full",
+            "--errors-for-leak-kinds=definite",
+            "--error-exitcode=1",
+        ])
+        .arg(format!("--log-file={}", log.display()))
+        .arg(exe)
+        // One test at a time: valgrind runs every thread on one core anyway, and the tests'
+        // timeouts are measured against that.
+        .arg("--test-threads=1")
+        .current_dir(root());
+        eprintln!("xtask: valgrind {name}: {cmd:?}");
+        let status = cmd
+            .status()
+            .map_err(|e| format!("cannot run valgrind: {e}"))?;
+        let text = std::fs::read_to_string(&log).map_err(|e| format!("{}: {e}", log.display()))?;
+        let Some(m) = parse_memcheck(&text) else {
+            return Err(format!(
+                "{name}: valgrind's log {} has no ERROR SUMMARY ({status})",
+                log.display()
+            ));
+        };
+        let line = format!("{name}: {}; {}", m.leak_line, m.summary_line);
+        eprintln!("xtask: {line}");
+        if m.errors > 0 || m.definitely_lost > 0 {
+            failed.push(format!(
+                "{name}: {} bytes definitely lost, {} errors (see {})",
+                m.definitely_lost,
+                m.errors,
+                log.display()
+            ));
+        } else if !status.success() {
+            failed.push(format!(
+                "{name}: the tests failed under valgrind ({status}); memcheck itself found nothing"
+            ));
+        }
+        report.push(line);
+    }
+    eprintln!(
+        "xtask: leakcheck of {} test binaries took {:.0} s:",
+        binaries.len(),
+        started.elapsed().as_secs_f64()
+    );
+    for line in &report {
+        eprintln!("  {line}");
+    }
+    if failed.is_empty() {
+        eprintln!("xtask: no definite leaks and no memory errors");
+        Ok(())
+    } else {
+        Err(format!("leakcheck failed:\n  {}", failed.join("\n  ")))
+    }
+}
+
 fn demo(args: &[String]) -> Result<(), String> {
     let mut cmd = cargo();
     cmd.args([
@@ -454,4 +679,52 @@ fn demo(args: &[String]) -> Result<(), String> {
     ])
     .args(args);
     run(cmd, "demo")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn memcheck_figures_are_read_from_valgrinds_log() {
+        // The tail of a real log: one definite leak and one invalid read.
+        let leaky = "==28638== 40 bytes in 1 blocks are definitely lost in loss record 1 of 1
+==28638== LEAK SUMMARY:
+==28638==    definitely lost: 40 bytes in 1 blocks
+==28638==    indirectly lost: 0 bytes in 0 blocks
+==28638== ERROR SUMMARY: 2 errors from 2 contexts (suppressed: 0 from 0)
+";
+        let m = parse_memcheck(leaky).unwrap();
+        assert_eq!((m.definitely_lost, m.errors), (40, 2));
+        assert_eq!(m.leak_line, "definitely lost: 40 bytes in 1 blocks");
+        assert_eq!(
+            m.summary_line,
+            "ERROR SUMMARY: 2 errors from 2 contexts (suppressed: 0 from 0)"
+        );
+        let clean = "==7== All heap blocks were freed -- no leaks are possible
+==7== ERROR SUMMARY: 0 errors from 0 contexts (suppressed: 0 from 0)
+";
+        let m = parse_memcheck(clean).unwrap();
+        assert_eq!((m.definitely_lost, m.errors), (0, 0));
+        assert!(
+            m.leak_line.starts_with("All heap blocks"),
+            "{}",
+            m.leak_line
+        );
+        let big = "==7==    definitely lost: 1,234 bytes in 5 blocks\n==7== ERROR SUMMARY: 5 errors from 5 contexts\n";
+        assert_eq!(parse_memcheck(big).unwrap().definitely_lost, 1234);
+        assert!(parse_memcheck("valgrind: fatal error\n").is_none());
+    }
+
+    #[test]
+    fn artifact_fields_are_read_from_cargos_json() {
+        let line = r#"{"reason":"compiler-artifact","package_id":"path+file:///w/crates/transport-binary#newcache-transport-binary@0.1.0","target":{"kind":["test"],"crate_types":["bin"],"name":"sasl","src_path":"/w/tests/sasl.rs"},"executable":"/w/target/debug/deps/sasl-ef26\"x","fresh":true}"#;
+        let target = line.split_once("\"target\":").unwrap().1;
+        assert_eq!(json_string(target, "name").as_deref(), Some("sasl"));
+        assert_eq!(
+            json_string(line, "executable").as_deref(),
+            Some("/w/target/debug/deps/sasl-ef26\"x")
+        );
+        assert_eq!(json_string(r#"{"executable":null}"#, "executable"), None);
+    }
 }

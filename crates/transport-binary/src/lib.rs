@@ -116,6 +116,18 @@
 //! libmemcached's return code. libmemcached itself closes a connection after any fatal
 //! error, so no connection is reused half-read.
 //!
+//! # Leak check
+//!
+//! `cargo xtask leakcheck` builds this transport's tests (the binary conformance suite in
+//! `tests/tests/conformance_binary.rs`, and this crate's `transport`, `sasl` and `behaviors`
+//! tests), runs each binary under valgrind
+//! (`--leak-check=full --errors-for-leak-kinds=definite --error-exitcode=1`, one test thread)
+//! against real memcached servers, prints valgrind's "definitely lost" and "ERROR SUMMARY"
+//! lines per binary and fails on any definite leak or memory error. It installs valgrind
+//! (as root, from Debian's packages) when it is missing. It takes minutes, so
+//! `cargo xtask test` does not run it; run it after changing anything that owns C memory
+//! (handles, results, fetched values, SASL data).
+//!
 //! [libmemcached]: https://awesomized.github.io/libmemcached/
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 #![warn(clippy::undocumented_unsafe_blocks)]

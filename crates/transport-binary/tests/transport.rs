@@ -471,7 +471,15 @@ fn a_value_over_the_servers_limit_is_value_too_large(binary: bool) {
 fn many_threads_share_a_small_pool(binary: bool) {
     let servers = three_servers();
     let refs: Vec<&Memcached> = servers.iter().collect();
-    let t = connect_with(&refs, binary, |c| c.pool_size = 2);
+    let t = connect_with(&refs, binary, |c| {
+        c.pool_size = 2;
+        // What is tested is how 8 threads share 2 handles, not how fast a server answers:
+        // under `cargo xtask leakcheck` valgrind runs all threads on one core, many times
+        // slower, and a reply could take longer than the default 250 ms connect and 500 ms
+        // poll timeouts. Generous timeouts keep every assertion below as strict as natively.
+        c.behaviors.set("connect_timeout", "10000").unwrap();
+        c.behaviors.set("_poll_timeout", "10000").unwrap();
+    });
     let before: Vec<u64> = servers
         .iter()
         .map(|s| s.stat("total_connections"))
