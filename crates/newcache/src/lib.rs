@@ -269,7 +269,12 @@ impl fmt::Debug for Cache {
 
 /// What a fetched item turned out to be once its envelope was looked at.
 enum Opened {
+    /// Recompute: the value is stale and this reader won the refresh (or, under XFetch,
+    /// refreshes early).
     Miss,
+    /// The item vanished between the read and the claim (deleted or evicted): a cold miss,
+    /// for `get_or_set`'s single flight and lease key, not a won refresh.
+    Gone,
     Value {
         item: Item,
         offset: usize,
@@ -413,7 +418,10 @@ impl Cache {
                 match claim {
                     // This reader won the refresh; everyone else now reads the claimed
                     // envelope, fresh for another herd timeout.
-                    Ok(StoreStatus::Stored) | Ok(StoreStatus::NotFound) => Ok(Opened::Miss),
+                    Ok(StoreStatus::Stored) => Ok(Opened::Miss),
+                    // Nothing left to claim: every reader that held the stale value would
+                    // "win" here, so it is a cold miss instead.
+                    Ok(StoreStatus::NotFound) => Ok(Opened::Gone),
                     // Another reader claimed it (or a writer replaced it) first: serve the
                     // old value we hold.
                     Ok(_) | Err(_) => Ok(serve(item)),
@@ -492,6 +500,7 @@ impl Cache {
                 Ok(Some(meta)) => {
                     return match self.open_meta(wire, meta, self.now_millis())? {
                         Opened::Miss => Ok(Fetched::Recompute),
+                        Opened::Gone => Ok(Fetched::Cold),
                         Opened::Value {
                             item,
                             offset,
@@ -510,6 +519,7 @@ impl Cache {
         };
         match self.open(wire, item, self.now_millis())? {
             Opened::Miss => Ok(Fetched::Recompute),
+            Opened::Gone => Ok(Fetched::Cold),
             Opened::Value {
                 item,
                 offset,
@@ -525,7 +535,7 @@ impl Cache {
                 return Ok(None);
             };
             Ok(match self.open(wire, item, self.now_millis())? {
-                Opened::Miss => None,
+                Opened::Miss | Opened::Gone => None,
                 Opened::Value {
                     mut item,
                     offset,
