@@ -9,9 +9,14 @@
 //! - after `failure_limit` failures in a row with `remove_failed` on, the server is ejected:
 //!   consistent distributions (ketama) rebuild the ring without it, so its keys go where
 //!   libmemcached sends them, to the next server on the ring; modula keeps it (its keys fail
-//!   fast). The ejection lasts `dead_timeout` (or `retry_timeout` when that is 0);
-//! - once the wait is over, the next request for the server tries it again; one success
-//!   clears its record (and puts it back on the ring), one more failure ejects it again.
+//!   fast). The ejection lasts `dead_timeout`; once it is over, the next request for the
+//!   server tries it again: one success clears its record (and puts it back on the ring),
+//!   one more failure ejects it again;
+//! - with `dead_timeout` 0 (libmemcached's default) an ejected server is never tried again,
+//!   as in libmemcached 1.1.4 (`backoff_handling` in its `connect.cc` leaves the failure
+//!   counter at the limit and answers every later connect with `SERVER_MARKED_DEAD`): it
+//!   stays off a consistent ring until its last `retry_timeout` runs out, then is back on
+//!   the ring with its keys failing fast, for the life of the transport.
 
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::RwLock;
@@ -32,8 +37,11 @@ pub struct Failover {
     /// `remove_failed` (or the older `auto_eject`): eject a server after `failure_limit`
     /// failures; consistent distributions then place its keys on the others. Default off.
     pub remove_failed: bool,
-    /// `dead_timeout`: how long an ejected server stays out before it is tried again (zero:
-    /// `retry_timeout`). Default 0.
+    /// `dead_timeout`: how long an ejected server stays out before it is tried again.
+    /// Zero (the default, libmemcached's): never again. Its keys then go to the other
+    /// servers of a consistent ring until its last `retry_timeout` runs out, and after that
+    /// back to it, failing fast with [`Error::ServerDown`] (`retry_in` [`Duration::MAX`])
+    /// until the transport is rebuilt, exactly as libmemcached 1.1.4 does.
     pub dead_timeout: Duration,
 }
 
@@ -54,6 +62,8 @@ struct Health {
     failures: AtomicU32,
     down_until: AtomicU64,
     ejected: AtomicBool,
+    /// Ejected with `dead_timeout` 0: never tried again.
+    dead: AtomicBool,
 }
 
 #[derive(Debug)]
@@ -190,6 +200,12 @@ impl Cluster {
         let Some(health) = self.health.get(index) else {
             return Err(Error::NoServers);
         };
+        if health.dead.load(Ordering::Relaxed) {
+            return Err(Error::ServerDown {
+                server: self.label(index).to_string(),
+                retry_in: Duration::MAX,
+            });
+        }
         let until = health.down_until.load(Ordering::Relaxed);
         if until == 0 {
             return Ok(());
@@ -240,16 +256,22 @@ impl Cluster {
             .saturating_add(1);
         let limit = self.failover.failure_limit.max(1);
         if self.failover.remove_failed && failures >= limit {
-            let wait = if self.failover.dead_timeout.is_zero() {
-                self.failover.retry_timeout
+            if self.failover.dead_timeout.is_zero() {
+                // libmemcached sets no new retry time: the server stays off the ring for
+                // what is left of this failure's retry_timeout and is never tried again.
+                health.dead.store(true, Ordering::Relaxed);
+                health.down_until.store(
+                    now.saturating_add(Self::ms(self.failover.retry_timeout)),
+                    Ordering::Relaxed,
+                );
             } else {
-                self.failover.dead_timeout
-            };
-            health
-                .down_until
-                .store(now.saturating_add(Self::ms(wait)), Ordering::Relaxed);
-            // After the wait, one more failure ejects it again.
-            health.failures.store(limit - 1, Ordering::Relaxed);
+                health.down_until.store(
+                    now.saturating_add(Self::ms(self.failover.dead_timeout)),
+                    Ordering::Relaxed,
+                );
+                // After the wait, one more failure ejects it again.
+                health.failures.store(limit - 1, Ordering::Relaxed);
+            }
             health.ejected.store(true, Ordering::Relaxed);
             if self.settings.distribution.is_consistent() {
                 self.rebuild();
@@ -380,19 +402,65 @@ mod tests {
         let failover = Failover {
             failure_limit: 1,
             remove_failed: true,
-            retry_timeout: Duration::from_millis(30),
-            dead_timeout: Duration::ZERO,
+            retry_timeout: Duration::from_secs(5),
+            dead_timeout: Duration::from_millis(200),
         };
         let c = cluster(2, Distribution::ConsistentKetama, failover);
         let key = key_on(&c, 0);
         c.report(0, &refused(0));
         assert_eq!(c.place(&key).unwrap(), 1);
-        std::thread::sleep(Duration::from_millis(60));
+        std::thread::sleep(Duration::from_millis(250));
         assert_eq!(c.place(&key).unwrap(), 0, "tried again after the wait");
         assert!(c.check_up(0).is_ok());
         // One more failure ejects it again straight away.
         c.report(0, &refused(0));
         assert_eq!(c.place(&key).unwrap(), 1);
+    }
+
+    #[test]
+    fn with_dead_timeout_zero_an_ejected_server_is_never_tried_again() {
+        // libmemcached 1.1.4: the ring leaves the server out until its retry_timeout runs
+        // out, then places its keys on it again, and every request for them is answered
+        // SERVER_MARKED_DEAD without connecting, for good.
+        let failover = Failover {
+            failure_limit: 2,
+            remove_failed: true,
+            retry_timeout: Duration::from_millis(200),
+            dead_timeout: Duration::ZERO,
+        };
+        let c = cluster(3, Distribution::ConsistentKetama, failover);
+        let key = key_on(&c, 1);
+        c.report(1, &refused(1));
+        assert_eq!(c.place(&key).unwrap(), 1, "under the limit: not ejected");
+        std::thread::sleep(Duration::from_millis(250));
+        assert!(c.check_up(1).is_ok(), "retried after retry_timeout");
+        c.report(1, &refused(1));
+        assert_ne!(c.place(&key).unwrap(), 1, "ejected: the key moved");
+        std::thread::sleep(Duration::from_millis(250));
+        assert_eq!(
+            c.place(&key).unwrap(),
+            1,
+            "back on the ring after retry_timeout"
+        );
+        for _ in 0..3 {
+            match c.check_up(1) {
+                Err(Error::ServerDown { retry_in, .. }) => assert_eq!(retry_in, Duration::MAX),
+                other => panic!("expected ServerDown for good, got {other:?}"),
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        assert!(c.check_up(0).is_ok() && c.check_up(2).is_ok());
+        // Modula: the same, without the ring moving the key.
+        let c = cluster(3, Distribution::Modula, failover);
+        let key = key_on(&c, 2);
+        c.report(2, &refused(2));
+        std::thread::sleep(Duration::from_millis(250));
+        c.report(2, &refused(2));
+        std::thread::sleep(Duration::from_millis(250));
+        assert_eq!(c.place(&key).unwrap(), 2);
+        assert!(
+            matches!(c.check_up(2), Err(Error::ServerDown { retry_in, .. }) if retry_in == Duration::MAX)
+        );
     }
 
     #[test]
