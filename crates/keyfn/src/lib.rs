@@ -158,10 +158,15 @@ impl KeyFunction for HashedKey {
         out.push(b'-');
         push_decimal(out, self.version);
         out.push(b'-');
-        for byte in digest {
-            out.push(hex_digit(byte >> 4));
-            out.push(hex_digit(byte & 0x0f));
+        // Hex into a stack buffer first: one copy into `out`, no capacity check per digit.
+        let mut hex = [0u8; 40];
+        for (pair, byte) in hex.chunks_exact_mut(2).zip(digest) {
+            if let [hi, lo] = pair {
+                *hi = hex_digit(byte >> 4);
+                *lo = hex_digit(byte & 0x0f);
+            }
         }
+        out.extend_from_slice(&hex);
     }
 }
 

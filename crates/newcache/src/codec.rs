@@ -200,12 +200,49 @@ pub fn encode<T: Serialize + ?Sized>(
 
 /// Decodes item bytes stored with `flags` (herd bit already removed) as a `T`.
 pub fn decode<T: DeserializeOwned>(bytes: &[u8], flags: u32) -> Result<T, CodecError> {
-    for codec in [ValueCodec::Bincode, ValueCodec::Json] {
-        if flags & codec.flag() != 0 {
-            return codec.decode(bytes);
+    match plain_kind(flags)? {
+        Kind::Codec(codec) => codec.decode(bytes),
+        Kind::Plain(kind) => T::deserialize(PlainDe {
+            bytes: Bytes::Borrowed(bytes),
+            kind,
+        }),
+    }
+}
+
+/// Like [`decode`] for the bytes of `value` from `offset` on, taking the buffer over: a
+/// `String` or `Vec<u8>` is the buffer itself (its first `offset` bytes removed in place),
+/// not a copy, so reading a text or bytes value allocates nothing beyond what the transport
+/// read.
+pub fn decode_vec<T: DeserializeOwned>(
+    mut value: Vec<u8>,
+    offset: usize,
+    flags: u32,
+) -> Result<T, CodecError> {
+    match plain_kind(flags)? {
+        Kind::Codec(codec) => codec.decode(value.get(offset..).unwrap_or_default()),
+        Kind::Plain(kind) => {
+            value.drain(..offset.min(value.len()));
+            T::deserialize(PlainDe {
+                bytes: Bytes::Owned(value),
+                kind,
+            })
         }
     }
-    let kind = match flags {
+}
+
+/// How a value with these flags is decoded.
+enum Kind {
+    Codec(ValueCodec),
+    Plain(Plain),
+}
+
+fn plain_kind(flags: u32) -> Result<Kind, CodecError> {
+    for codec in [ValueCodec::Bincode, ValueCodec::Json] {
+        if flags & codec.flag() != 0 {
+            return Ok(Kind::Codec(codec));
+        }
+    }
+    Ok(Kind::Plain(match flags {
         FLAG_BYTES => Plain::Bytes,
         FLAG_TEXT => Plain::Text,
         FLAG_INT => Plain::Int,
@@ -225,8 +262,7 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8], flags: u32) -> Result<T, CodecE
                 "flags {f:#x} are not a value encoding newcache knows"
             )))
         }
-    };
-    T::deserialize(PlainDe { bytes, kind })
+    }))
 }
 
 /// Renders a stored value for people (the CLI): text, integers and booleans as they are,
@@ -470,19 +506,32 @@ enum Plain {
     Bool,
 }
 
+/// A plain value's bytes: borrowed from the caller, or an owned buffer to hand over.
+enum Bytes<'de> {
+    Borrowed(&'de [u8]),
+    Owned(Vec<u8>),
+}
+
 struct PlainDe<'de> {
-    bytes: &'de [u8],
+    bytes: Bytes<'de>,
     kind: Plain,
 }
 
+fn utf8(bytes: &[u8]) -> Result<&str, CodecError> {
+    std::str::from_utf8(bytes).map_err(|e| CodecError(format!("not UTF-8 text: {e}")))
+}
+
 impl<'de> PlainDe<'de> {
-    fn text(&self) -> Result<&'de str, CodecError> {
-        std::str::from_utf8(self.bytes).map_err(|e| CodecError(format!("not UTF-8 text: {e}")))
+    fn slice(&self) -> &[u8] {
+        match &self.bytes {
+            Bytes::Borrowed(b) => b,
+            Bytes::Owned(v) => v,
+        }
     }
 
     /// The value as a decimal number's text (incr/decr may leave trailing spaces).
-    fn number(&self) -> Result<&'de str, CodecError> {
-        Ok(self.text()?.trim_matches(|c: char| c.is_ascii_whitespace()))
+    fn number(&self) -> Result<&str, CodecError> {
+        Ok(utf8(self.slice())?.trim_matches(|c: char| c.is_ascii_whitespace()))
     }
 
     fn boolean(&self) -> Result<bool, CodecError> {
@@ -497,6 +546,24 @@ impl<'de> PlainDe<'de> {
         let s = self.number()?;
         s.parse()
             .map_err(|_| CodecError(format!("{s:?} is not a valid {what}")))
+    }
+
+    /// Hands the value to `visitor` as text: borrowed, or the owned buffer itself.
+    fn visit_text<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, CodecError> {
+        match self.bytes {
+            Bytes::Borrowed(b) => visitor.visit_borrowed_str(utf8(b)?),
+            Bytes::Owned(v) => visitor.visit_string(
+                String::from_utf8(v).map_err(|e| CodecError(format!("not UTF-8 text: {e}")))?,
+            ),
+        }
+    }
+
+    /// Hands the value to `visitor` as bytes: borrowed, or the owned buffer itself.
+    fn visit_bytes<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, CodecError> {
+        match self.bytes {
+            Bytes::Borrowed(b) => visitor.visit_borrowed_bytes(b),
+            Bytes::Owned(v) => visitor.visit_byte_buf(v),
+        }
     }
 }
 
@@ -513,8 +580,8 @@ impl<'de> de::Deserializer<'de> for PlainDe<'de> {
 
     fn deserialize_any<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, CodecError> {
         match self.kind {
-            Plain::Bytes => visitor.visit_borrowed_bytes(self.bytes),
-            Plain::Text => visitor.visit_borrowed_str(self.text()?),
+            Plain::Bytes => self.visit_bytes(visitor),
+            Plain::Text => self.visit_text(visitor),
             Plain::Bool => match self.boolean() {
                 Ok(b) => visitor.visit_bool(b),
                 Err(_) => visitor.visit_i64(self.parse("integer")?),
@@ -549,27 +616,32 @@ impl<'de> de::Deserializer<'de> for PlainDe<'de> {
     }
 
     fn deserialize_str<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, CodecError> {
-        visitor.visit_borrowed_str(self.text()?)
+        self.visit_text(visitor)
     }
 
     fn deserialize_string<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, CodecError> {
-        self.deserialize_str(visitor)
+        self.visit_text(visitor)
     }
 
     fn deserialize_char<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, CodecError> {
-        self.deserialize_str(visitor)
+        self.visit_text(visitor)
     }
 
     fn deserialize_bytes<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, CodecError> {
-        visitor.visit_borrowed_bytes(self.bytes)
+        self.visit_bytes(visitor)
     }
 
     fn deserialize_byte_buf<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, CodecError> {
-        self.deserialize_bytes(visitor)
+        self.visit_bytes(visitor)
     }
 
     fn deserialize_seq<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, CodecError> {
-        visitor.visit_seq(de::value::SeqDeserializer::new(self.bytes.iter().copied()))
+        match self.bytes {
+            Bytes::Borrowed(b) => {
+                visitor.visit_seq(de::value::SeqDeserializer::new(b.iter().copied()))
+            }
+            Bytes::Owned(v) => visitor.visit_seq(de::value::SeqDeserializer::new(v.into_iter())),
+        }
     }
 
     fn deserialize_option<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, CodecError> {
@@ -785,6 +857,38 @@ mod tests {
         assert!(err.0.contains("`json` feature"), "{err}");
         let err = encode(&vec![1u16], &mut Vec::new(), ValueCodec::Json).unwrap_err();
         assert!(err.0.contains("`json` feature"), "{err}");
+    }
+
+    #[test]
+    fn decoding_a_buffer_hands_it_over_as_the_string() {
+        let mut value = b"<13 envelope>hello".to_vec();
+        value.reserve(64);
+        let ptr = value.as_ptr();
+        let s: String = decode_vec(value, 13, FLAG_TEXT).unwrap();
+        assert_eq!(s, "hello");
+        assert_eq!(s.as_ptr(), ptr, "the String is the buffer, not a copy");
+        // Everything decode reads, decode_vec reads the same way.
+        let opt: Option<String> = decode_vec(b"xyhi".to_vec(), 2, FLAG_TEXT).unwrap();
+        assert_eq!(opt.as_deref(), Some("hi"));
+        assert_eq!(
+            decode_vec::<u64>(b"__42".to_vec(), 2, FLAG_INT).unwrap(),
+            42
+        );
+        assert!(decode_vec::<bool>(b"1".to_vec(), 0, FLAG_BOOL).unwrap());
+        assert_eq!(
+            decode_vec::<Vec<u8>>(b"..\x00\xff".to_vec(), 2, FLAG_BYTES).unwrap(),
+            vec![0, 255]
+        );
+        assert!(decode_vec::<String>(b"\xff".to_vec(), 0, FLAG_TEXT).is_err());
+        assert!(decode_vec::<String>(b"ab".to_vec(), 9, FLAG_TEXT)
+            .unwrap()
+            .is_empty());
+        #[cfg(feature = "bincode")]
+        {
+            let mut out = b"HEADER".to_vec();
+            let flags = encode(&vec![1u16, 2], &mut out, ValueCodec::Bincode).unwrap();
+            assert_eq!(decode_vec::<Vec<u16>>(out, 6, flags).unwrap(), vec![1, 2]);
+        }
     }
 
     #[test]
