@@ -173,16 +173,20 @@ pub struct memcached_stat_st {
 /// `enum memcached_return_t`.
 pub type memcached_return_t = c_uint;
 
+/// Declares one constant per enumerator, and `$all`: every one of them by name, in the
+/// header's order (for tests that must cover each value, such as `tests/layout.rs`).
 macro_rules! constants {
-    ($ty:ident { $($name:ident = $value:expr,)* }) => {
+    ($ty:ident, $all:ident { $($name:ident = $value:expr,)* }) => {
         $(
             #[doc = concat!("`", stringify!($name), "`")]
             pub const $name: $ty = $value;
         )*
+        #[doc = concat!("Every `", stringify!($ty), "` enumerator declared here, by name, in the header's order.")]
+        pub const $all: &[(&str, $ty)] = &[$((stringify!($name), $name),)*];
     };
 }
 
-constants!(memcached_return_t {
+constants!(memcached_return_t, RETURN_VALUES {
     MEMCACHED_SUCCESS = 0,
     MEMCACHED_FAILURE = 1,
     MEMCACHED_HOST_LOOKUP_FAILURE = 2,
@@ -239,7 +243,7 @@ constants!(memcached_return_t {
 /// `enum memcached_behavior_t`.
 pub type memcached_behavior_t = c_uint;
 
-constants!(memcached_behavior_t {
+constants!(memcached_behavior_t, BEHAVIOR_VALUES {
     MEMCACHED_BEHAVIOR_NO_BLOCK = 0,
     MEMCACHED_BEHAVIOR_TCP_NODELAY = 1,
     MEMCACHED_BEHAVIOR_HASH = 2,
@@ -284,7 +288,7 @@ constants!(memcached_behavior_t {
 /// `enum memcached_hash_t`.
 pub type memcached_hash_t = c_uint;
 
-constants!(memcached_hash_t {
+constants!(memcached_hash_t, HASH_VALUES {
     MEMCACHED_HASH_DEFAULT = 0,
     MEMCACHED_HASH_MD5 = 1,
     MEMCACHED_HASH_CRC = 2,
@@ -303,7 +307,7 @@ constants!(memcached_hash_t {
 /// `enum memcached_server_distribution_t`.
 pub type memcached_server_distribution_t = c_uint;
 
-constants!(memcached_server_distribution_t {
+constants!(memcached_server_distribution_t, DISTRIBUTION_VALUES {
     MEMCACHED_DISTRIBUTION_MODULA = 0,
     MEMCACHED_DISTRIBUTION_CONSISTENT = 1,
     MEMCACHED_DISTRIBUTION_CONSISTENT_KETAMA = 2,
