@@ -107,14 +107,29 @@
 //! then, so `limit` is reported as one byte below the size. libmemcached's
 //! failures keep its own message (`memcached_last_error_message`, else
 //! `memcached_strerror`): connection failures, failed DNS lookups and servers in their
-//! `retry_timeout` map to [`Error::Connect`], `MEMCACHED_TIMEOUT` to [`Error::Timeout`],
-//! SASL failures to [`Error::Auth`], a server's `CLIENT_ERROR` to [`Error::Client`] (also an
-//! incr/decr of a non-numeric value in binary mode, which libmemcached 1.1.4 reports only as
-//! an unknown read failure: the transport reads the value to tell), `SERVER_ERROR` to
-//! [`Error::Server`], a server's `ERROR` (unknown command) to [`Error::Unsupported`], read
-//! and write failures to [`Error::Io`], and anything else to [`Error::Backend`] with
-//! libmemcached's return code. libmemcached itself closes a connection after any fatal
-//! error, so no connection is reused half-read.
+//! `retry_timeout` map to [`Error::Connect`], SASL failures to [`Error::Auth`], a server's
+//! `CLIENT_ERROR` to [`Error::Client`] (also an incr/decr of a non-numeric value in binary
+//! mode, which libmemcached 1.1.4 reports only as an unknown read failure: the transport
+//! reads the value to tell), `SERVER_ERROR` to [`Error::Server`], read and write failures
+//! to [`Error::Io`], and anything else to [`Error::Backend`] with libmemcached's return
+//! code and message. Three typed cases carry no message, because libmemcached's adds
+//! nothing to them:
+//!
+//! * `MEMCACHED_TIMEOUT` is [`Error::Timeout`] whose `after` is the timeout that expired:
+//!   `connect_timeout` for a connect, `_poll_timeout` for a reply or a send (libmemcached
+//!   reports both alike; how the transport tells them apart is documented on its private
+//!   `expired_timeout`, in short: by how long the call took, then by whether libmemcached
+//!   marked the server as disconnected). A name lookup libmemcached reports as a timeout
+//!   (`EAI_AGAIN`) is [`Error::Connect`] with the resolver's text.
+//! * `MEMCACHED_ERROR` in text mode is the server's `ERROR` reply, memcached's answer to a
+//!   command it does not know (`touch` before memcached 1.4.8): [`Error::Unsupported`]. The
+//!   same value is `MEMCACHED_CONNECTION_SOCKET_CREATE_FAILURE`, and the binary protocol
+//!   never produces it, so in binary mode or with a recorded detail it is
+//!   [`Error::Backend`] with code and message, never "unsupported".
+//! * `MEMCACHED_E2BIG` on a store is [`Error::ValueTooLarge`], as above.
+//!
+//! libmemcached itself closes a connection after any fatal error, so no connection is
+//! reused half-read.
 //!
 //! # Leak check
 //!
@@ -270,6 +285,9 @@ pub struct BinaryTransport {
     servers: Vec<ServerSpec>,
     binary: bool,
     item_size_limit: usize,
+    /// The connect timeout libmemcached holds (`MEMCACHED_BEHAVIOR_CONNECT_TIMEOUT`).
+    connect_timeout: Duration,
+    /// The poll (read/write) timeout libmemcached holds (`MEMCACHED_BEHAVIOR_POLL_TIMEOUT`).
     poll_timeout: Duration,
     /// Servers whose last connection failure was an authentication failure.
     auth_failed: Mutex<BTreeSet<String>>,
@@ -334,15 +352,76 @@ unsafe fn c_bytes(p: *const c_char, len: usize) -> Vec<u8> {
 /// libmemcached's message for `rc` on `h`: the detailed last error when it is about `rc`,
 /// else the generic text of `rc`.
 fn message(h: &Handle, rc: memcached_return_t) -> String {
-    // SAFETY: h is a live handle used by this thread only; the returned strings are owned
-    // by the handle (or static) and copied before the next libmemcached call.
-    unsafe {
-        if memcached_last_error(h.as_ptr()) == rc {
-            c_string(memcached_last_error_message(h.as_ptr()))
-        } else {
-            c_string(memcached_strerror(h.as_ptr(), rc))
+    Message::of_handle(h, rc).text
+}
+
+/// libmemcached's text for one failure.
+#[derive(Debug, Clone)]
+struct Message {
+    /// The detailed message libmemcached recorded for the code, e.g. `(0x55d0) A TIMEOUT
+    /// OCCURRED, time out,  host: 127.0.0.1:41681 -> ./src/libmemcached/io.cc:220`, else the
+    /// code's generic text. libmemcached records details only for fatal codes and
+    /// `CLIENT_ERROR` (`memcached_set_error` skips the others).
+    text: String,
+    /// `memcached_strerror` of the code, e.g. `A TIMEOUT OCCURRED`.
+    generic: String,
+}
+
+impl Message {
+    /// The handle's last error message when it is about `rc`, else the generic text.
+    fn of_handle(h: &Handle, rc: memcached_return_t) -> Message {
+        // SAFETY: h is a live handle used by this thread only; the returned strings are owned
+        // by the handle (or static) and copied before the next libmemcached call.
+        unsafe {
+            let generic = c_string(memcached_strerror(h.as_ptr(), rc));
+            let text = if memcached_last_error(h.as_ptr()) == rc {
+                c_string(memcached_last_error_message(h.as_ptr()))
+            } else {
+                generic.clone()
+            };
+            Message { text, generic }
         }
     }
+
+    /// True when libmemcached recorded more than the code's generic text.
+    fn is_detailed(&self) -> bool {
+        self.text != self.generic
+    }
+
+    /// What the detailed message says beyond the generic text, without the pointer,
+    /// `host: ...` and ` -> file:line` parts libmemcached wraps it in: `time out` in the
+    /// example above. Empty when there is no detail.
+    fn detail(&self) -> &str {
+        if !self.is_detailed() {
+            return "";
+        }
+        let text = self.text.as_str();
+        let rest = match text.find(self.generic.as_str()) {
+            Some(at) => &text[at + self.generic.len()..],
+            None => text
+                .strip_prefix('(')
+                .and_then(|t| t.split_once(") "))
+                .map_or(text, |(_, t)| t),
+        };
+        let rest = rest.split(" -> ").next().unwrap_or(rest);
+        let rest = rest.split("host: ").next().unwrap_or(rest);
+        rest.trim_matches(|c: char| c == ',' || c.is_whitespace())
+    }
+}
+
+/// One failed libmemcached call, as [`BinaryTransport::classify`] sees it.
+struct Failure<'a> {
+    rc: memcached_return_t,
+    message: Message,
+    /// The handle's `errno` for the failure, or 0.
+    errno: i32,
+    /// The server it is about, as configured.
+    server: String,
+    /// The command that failed, as memcached names it (`get`, `touch`, ...).
+    command: &'a str,
+    /// For `MEMCACHED_TIMEOUT`: the timeout that expired
+    /// ([`BinaryTransport::expired_timeout`]).
+    waited: Duration,
 }
 
 fn io_kind(errno: i32) -> io::ErrorKind {
@@ -509,12 +588,22 @@ impl BinaryTransport {
             }
         }
 
+        // The timeouts as libmemcached holds them (in ms), which is what errors report.
+        // SAFETY: m is the live master handle, used by this thread only; reading these two
+        // behaviors does no I/O.
+        let (connect_timeout, poll_timeout) = unsafe {
+            (
+                memcached_behavior_get(m, MEMCACHED_BEHAVIOR_CONNECT_TIMEOUT),
+                memcached_behavior_get(m, MEMCACHED_BEHAVIOR_POLL_TIMEOUT),
+            )
+        };
         Ok(BinaryTransport {
             pool: Pool::new(master, config.pool_size),
             servers,
             binary: config.binary_protocol,
             item_size_limit: config.item_size_limit,
-            poll_timeout: behaviors.poll_timeout.unwrap_or(DEFAULT_POLL_TIMEOUT),
+            connect_timeout: Duration::from_millis(connect_timeout),
+            poll_timeout: Duration::from_millis(poll_timeout),
             auth_failed: Mutex::new(BTreeSet::new()),
         })
     }
@@ -645,6 +734,20 @@ impl BinaryTransport {
 
     /// The typed error for a failed libmemcached call on `h`.
     fn error(&self, h: &Handle, rc: memcached_return_t, server: String, command: &str) -> Error {
+        let failure = self.failure(h, rc, server, command);
+        let rc = failure.rc;
+        let error = self.classify(failure);
+        self.remember_auth_failures(rc, error)
+    }
+
+    /// What libmemcached says about a failed call on `h` that returned `rc`.
+    fn failure<'c>(
+        &self,
+        h: &Handle,
+        rc: memcached_return_t,
+        server: String,
+        command: &'c str,
+    ) -> Failure<'c> {
         // SAFETY: h is a live handle used by this thread only.
         let (last, errno) = unsafe {
             (
@@ -658,9 +761,55 @@ impl BinaryTransport {
         } else {
             rc
         };
-        let message = message(h, rc);
-        let error = self.classify(rc, message, errno, server, command);
-        self.remember_auth_failures(rc, error)
+        Failure {
+            rc,
+            message: Message::of_handle(h, rc),
+            errno,
+            waited: self.expired_timeout(h, &server),
+            server,
+            command,
+        }
+    }
+
+    /// Which timeout expired when a call on `h` failed with `MEMCACHED_TIMEOUT` for
+    /// `server`: [`BinaryConfig`]'s `connect_timeout` or `_poll_timeout`.
+    ///
+    /// libmemcached reports a connect that did not complete within `connect_timeout` and a
+    /// reply (or a send) that did not come within `_poll_timeout` with the same code and the
+    /// same message (`time out`, from one line of its `io.cc`), and no call tells its state,
+    /// so the transport decides from what the two waits leave behind:
+    ///
+    /// 1. A wait that expires has lasted its whole timeout. A call that took less than one
+    ///    of the two timeouts (and at least the other) cannot have waited for that one to
+    ///    expire: the other did. With the defaults (250 ms connect, 500 ms poll) this
+    ///    decides every connect timeout to a server with one address.
+    /// 2. A call that lasted both is named after the longer timeout, which is the likelier:
+    ///    the shorter one would have had to expire several times (one connect per address
+    ///    of the host; a fresh connection's connect and then the poll wait is as likely).
+    ///    The connect timeout is named only if libmemcached marked this server as the
+    ///    handle's last disconnected one (`memcached_server_get_last_disconnect`), which it
+    ///    does after a failed connect and, over TCP, never after a read or write timeout.
+    ///
+    /// `receive_timeout` and `send_timeout` (`SO_RCVTIMEO`, `SO_SNDTIMEO`) never expire as
+    /// such: libmemcached's sockets are non-blocking and it waits in `poll()` with
+    /// `_poll_timeout`, so that is what a read or write timeout reports.
+    fn expired_timeout(&self, h: &Handle, server: &str) -> Duration {
+        let (connect, poll) = (self.connect_timeout, self.poll_timeout);
+        let took = h.elapsed();
+        match (took >= connect, took >= poll) {
+            (true, false) => connect,
+            (false, true) => poll,
+            _ if connect > poll && self.last_disconnected(h).as_deref() == Some(server) => connect,
+            _ => poll,
+        }
+    }
+
+    /// The configured label of the server libmemcached last disconnected on `h`, if any.
+    fn last_disconnected(&self, h: &Handle) -> Option<String> {
+        // SAFETY: h is a live handle used by this thread only.
+        let server = unsafe { memcached_server_get_last_disconnect(h.as_ptr()) };
+        // SAFETY: server is NULL or an instance owned by h.
+        unsafe { self.label_of(server) }
     }
 
     /// After a failed connect (an authentication failure included) libmemcached answers
@@ -696,14 +845,39 @@ impl BinaryTransport {
         }
     }
 
-    fn classify(
-        &self,
-        rc: memcached_return_t,
-        message: String,
-        errno: i32,
-        server: String,
-        command: &str,
-    ) -> Error {
+    /// The typed error for one failure. Every code maps to a variant whose text keeps
+    /// libmemcached's message, except three typed cases whose message adds nothing:
+    ///
+    /// * `MEMCACHED_TIMEOUT` is [`Error::Timeout`] with the timeout that expired
+    ///   ([`BinaryTransport::expired_timeout`]); libmemcached's detail is then only `time out`
+    ///   (or `timeout was set to zero`, `timeout on interrupt or restart`) and the server.
+    ///   libmemcached 1.1.4 also reports a name lookup that could not finish (getaddrinfo's
+    ///   `EAI_AGAIN`) as a timeout, with the resolver's text as detail: that is a failure to
+    ///   connect and becomes [`Error::Connect`] with the whole message.
+    /// * `MEMCACHED_ERROR` is what libmemcached's text-protocol reader returns when the
+    ///   server answers `ERROR`, memcached's reply to a command it does not know (`touch`
+    ///   before memcached 1.4.8, for one): in text mode, with no detail recorded (libmemcached
+    ///   records none for that reply, whose generic text is `ERROR was returned by server`),
+    ///   it is [`Error::Unsupported`] naming the command. The header gives the same value to
+    ///   `MEMCACHED_CONNECTION_SOCKET_CREATE_FAILURE`, and libmemcached's binary reader never
+    ///   returns it (an unknown binary command is `UNKNOWN_READ_FAILURE`), so in binary mode,
+    ///   or when a detail was recorded, it is [`Error::Backend`] with code and message: a
+    ///   failure of the client's own, never mislabelled "unsupported".
+    /// * `MEMCACHED_E2BIG` on a store is [`Error::ValueTooLarge`] (`ITEM TOO BIG` is all the
+    ///   message says; see `store_on`); anywhere else it is [`Error::Backend`].
+    fn classify(&self, f: Failure<'_>) -> Error {
+        let Failure {
+            rc,
+            message,
+            errno,
+            server,
+            command,
+            waited,
+        } = f;
+        let connect_kind = |default| match io_kind(errno) {
+            io::ErrorKind::Other => default,
+            k => k,
+        };
         match rc {
             MEMCACHED_CONNECTION_FAILURE
             | MEMCACHED_HOST_LOOKUP_FAILURE
@@ -713,25 +887,39 @@ impl BinaryTransport {
             | MEMCACHED_NO_SERVERS => Error::Connect {
                 server,
                 source: io::Error::new(
-                    match io_kind(errno) {
-                        io::ErrorKind::Other => io::ErrorKind::ConnectionRefused,
-                        k => k,
-                    },
-                    message,
+                    connect_kind(io::ErrorKind::ConnectionRefused),
+                    message.text,
                 ),
             },
-            MEMCACHED_TIMEOUT => Error::Timeout {
-                server,
-                after: self.poll_timeout,
-            },
+            MEMCACHED_TIMEOUT => {
+                let detail = message.detail().to_ascii_lowercase();
+                if detail.is_empty() || detail.contains("time") {
+                    Error::Timeout {
+                        server,
+                        after: waited,
+                    }
+                } else {
+                    Error::Connect {
+                        server,
+                        source: io::Error::new(connect_kind(io::ErrorKind::TimedOut), message.text),
+                    }
+                }
+            }
             MEMCACHED_AUTH_FAILURE | MEMCACHED_AUTH_PROBLEM | MEMCACHED_AUTH_CONTINUE => {
-                Error::Auth { server, message }
+                Error::Auth {
+                    server,
+                    message: message.text,
+                }
             }
-            MEMCACHED_CLIENT_ERROR => Error::Client { server, message },
-            MEMCACHED_SERVER_ERROR | MEMCACHED_SERVER_MEMORY_ALLOCATION_FAILURE => {
-                Error::Server { server, message }
-            }
-            MEMCACHED_ERROR => Error::Unsupported {
+            MEMCACHED_CLIENT_ERROR => Error::Client {
+                server,
+                message: message.text,
+            },
+            MEMCACHED_SERVER_ERROR | MEMCACHED_SERVER_MEMORY_ALLOCATION_FAILURE => Error::Server {
+                server,
+                message: message.text,
+            },
+            MEMCACHED_ERROR if !self.binary && !message.is_detailed() => Error::Unsupported {
                 server,
                 command: command.to_string(),
             },
@@ -741,16 +929,16 @@ impl BinaryTransport {
             | MEMCACHED_PARTIAL_READ
             | MEMCACHED_ERRNO => Error::Io {
                 server,
-                source: io::Error::new(io_kind(errno), message),
+                source: io::Error::new(io_kind(errno), message.text),
             },
             MEMCACHED_PROTOCOL_ERROR => Error::Protocol {
                 server,
-                detail: message,
+                detail: message.text,
             },
             _ => Error::Backend {
                 backend: BACKEND,
                 code: rc as i32,
-                message,
+                message: message.text,
             },
         }
     }
@@ -793,6 +981,7 @@ impl BinaryTransport {
         if keys.is_empty() {
             return Ok(items);
         }
+        h.begin();
         // Made before the request is sent, so no failure can leave the replies unread.
         let mut result = ResultBuf::new(h).ok_or_else(|| out_of_memory("a result"))?;
         let pointers: Vec<*const c_char> = keys.iter().map(|k| k.as_ptr().cast()).collect();
@@ -876,6 +1065,7 @@ impl BinaryTransport {
     }
 
     fn store_on(&self, h: &Handle, r: &Store<'_>) -> Result<StoreStatus> {
+        h.begin();
         let (p, k, kl) = (h.as_ptr(), r.key.as_ptr().cast::<c_char>(), r.key.len());
         let (v, vl) = (r.value.as_ptr().cast::<c_char>(), r.value.len());
         let (exp, fl) = (r.exptime as time_t, r.flags);
@@ -908,6 +1098,7 @@ impl BinaryTransport {
     }
 
     fn delete_on(&self, h: &Handle, key: &[u8]) -> Result<bool> {
+        h.begin();
         // SAFETY: h is a live handle used by this thread only; the key outlives the call.
         let rc = unsafe { memcached_delete(h.as_ptr(), key.as_ptr().cast(), key.len(), 0) };
         match rc {
@@ -1125,9 +1316,18 @@ impl BinaryTransport {
                     ))
                 }
             };
-            if let Some((rc, message)) = found {
+            if let Some((rc, text)) = found {
                 if memcached_failed(rc) {
-                    return self.classify(rc, message, 0, spec.label.clone(), command);
+                    // SAFETY: memcached_strerror returns a static string.
+                    let generic = unsafe { c_string(memcached_strerror(h.as_ptr(), rc)) };
+                    return self.classify(Failure {
+                        rc,
+                        message: Message { text, generic },
+                        errno: 0,
+                        waited: self.expired_timeout(h, &spec.label),
+                        server: spec.label.clone(),
+                        command,
+                    });
                 }
             }
         }
@@ -1188,6 +1388,110 @@ mod tests {
         ] {
             assert!(!is_decimal(bad), "{bad:?}");
         }
+    }
+
+    /// A transport that never connects (nothing listens on port 1 and nothing is sent).
+    fn unconnected(binary: bool) -> BinaryTransport {
+        BinaryTransport::new(BinaryConfig {
+            binary_protocol: binary,
+            ..BinaryConfig::new(["127.0.0.1:1"])
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn every_return_code_maps_to_a_typed_error_that_keeps_libmemcacheds_text() {
+        // Every value from SUCCESS (0) to MAXIMUM_RETURN (49), and the alias
+        // CONNECTION_SOCKET_CREATE_FAILURE = ERROR (11).
+        let values: BTreeSet<memcached_return_t> = RETURN_VALUES.iter().map(|v| v.1).collect();
+        assert_eq!(values, (0..=MEMCACHED_MAXIMUM_RETURN).collect());
+        assert_eq!(RETURN_VALUES.len(), 51);
+        for binary in [true, false] {
+            let t = unconnected(binary);
+            let h = t.lease().unwrap();
+            for &(name, rc) in RETURN_VALUES {
+                let failure = t.failure(&h, rc, "127.0.0.1:1".into(), "touch");
+                let generic = failure.message.generic.clone();
+                assert!(!generic.is_empty(), "{name}: no strerror text");
+                let error = t.classify(failure);
+                let shown = error.to_string();
+                match (&error, rc) {
+                    // The documented typed cases, whose message adds nothing.
+                    (Error::Timeout { server, after }, MEMCACHED_TIMEOUT) => {
+                        assert_eq!(server, "127.0.0.1:1");
+                        assert!(
+                            [DEFAULT_CONNECT_TIMEOUT, DEFAULT_POLL_TIMEOUT].contains(after),
+                            "{after:?}"
+                        );
+                    }
+                    (Error::Unsupported { server, command }, MEMCACHED_ERROR) if !binary => {
+                        assert_eq!((server.as_str(), command.as_str()), ("127.0.0.1:1", "touch"));
+                    }
+                    _ => assert!(
+                        shown.contains(&generic),
+                        "{name} ({rc}, binary {binary}) became {error:?}, whose text {shown:?} lacks libmemcached's {generic:?}"
+                    ),
+                }
+                if rc == MEMCACHED_ERROR && binary {
+                    assert!(
+                        matches!(error, Error::Backend { code: 11, .. }),
+                        "{error:?}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_detailed_error_or_a_timeout_that_is_not_one_keeps_the_message() {
+        let t = unconnected(false);
+        let h = t.lease().unwrap();
+        let failure = |rc, text: &str| Failure {
+            rc,
+            message: Message {
+                text: text.to_string(),
+                // SAFETY: memcached_strerror returns a static string.
+                generic: unsafe { c_string(memcached_strerror(h.as_ptr(), rc)) },
+            },
+            errno: 0,
+            server: "cache:11211".into(),
+            command: "get",
+            waited: DEFAULT_POLL_TIMEOUT,
+        };
+        // libmemcached's own text for a poll timeout (copied from a real one).
+        let timeout = "(0x5606bb234970) A TIMEOUT OCCURRED, time out,  host: 127.0.0.1:41681 -> ./src/libmemcached/io.cc:220";
+        assert_eq!(
+            failure(MEMCACHED_TIMEOUT, timeout).message.detail(),
+            "time out"
+        );
+        assert!(matches!(
+            t.classify(failure(MEMCACHED_TIMEOUT, timeout)),
+            Error::Timeout { after, .. } if after == DEFAULT_POLL_TIMEOUT
+        ));
+        // getaddrinfo's EAI_AGAIN, which libmemcached reports as MEMCACHED_TIMEOUT.
+        let lookup = "(0x1) A TIMEOUT OCCURRED, Temporary failure in name resolution,  host: cache:11211 -> ./src/libmemcached/connect.cc:65";
+        match t.classify(failure(MEMCACHED_TIMEOUT, lookup)) {
+            Error::Connect { server, source } => {
+                assert_eq!(server, "cache:11211");
+                assert_eq!(source.kind(), io::ErrorKind::TimedOut);
+                assert!(source.to_string().contains("name resolution"), "{source}");
+            }
+            other => panic!("{other:?}"),
+        }
+        // MEMCACHED_ERROR with a recorded detail is libmemcached's own failure (the value
+        // is also CONNECTION_SOCKET_CREATE_FAILURE), not the server's "ERROR".
+        let own = "(0x1) ERROR was returned by server, socket() failed -> x.cc:1";
+        match t.classify(failure(MEMCACHED_ERROR, own)) {
+            Error::Backend { code, message, .. } => {
+                assert_eq!(code, 11);
+                assert!(message.contains("socket() failed"), "{message}");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            t.classify(failure(MEMCACHED_ERROR, "ERROR was returned by server")),
+            Error::Unsupported { .. }
+        ));
     }
 
     #[test]

@@ -1,11 +1,13 @@
 //! Owned libmemcached handles, the pool that lends them to one thread at a time, and
 //! caller-owned result storage.
 
+use std::cell::Cell;
 use std::marker::PhantomData;
-use std::mem::MaybeUninit;
+use std::mem::{ManuallyDrop, MaybeUninit};
 use std::ops::Deref;
 use std::ptr::{self, NonNull};
 use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
 
 use libmemcached_sys::*;
 
@@ -14,7 +16,12 @@ use libmemcached_sys::*;
 /// `Send` but not `Sync`: a handle may move to another thread, but only one thread may use
 /// it at a time. Here a `Handle` is reachable by one thread only: the one holding its
 /// [`Lease`], or the one holding the pool's mutex (for the master).
-pub(crate) struct Handle(NonNull<memcached_st>);
+pub(crate) struct Handle {
+    memc: NonNull<memcached_st>,
+    /// When the current request on this handle began ([`Handle::begin`]): how long a failed
+    /// call waited tells which of libmemcached's timeouts expired (see `expired_timeout`).
+    began: Cell<Instant>,
+}
 
 // SAFETY: a memcached_st holds no thread-local state and no pointer into a thread's stack;
 // libmemcached only forbids using one handle from two threads at once. A Handle is !Sync,
@@ -26,19 +33,37 @@ impl Handle {
     pub(crate) fn create() -> Option<Handle> {
         // SAFETY: a NULL argument asks libmemcached to allocate the handle; ownership of the
         // returned pointer passes to the Handle, which frees it exactly once in Drop.
-        NonNull::new(unsafe { memcached_create(ptr::null_mut()) }).map(Handle)
+        NonNull::new(unsafe { memcached_create(ptr::null_mut()) }).map(Handle::own)
+    }
+
+    fn own(memc: NonNull<memcached_st>) -> Handle {
+        Handle {
+            memc,
+            began: Cell::new(Instant::now()),
+        }
+    }
+
+    /// Marks the start of a request (a lease does it; so does each call of a batch).
+    pub(crate) fn begin(&self) {
+        self.began.set(Instant::now());
+    }
+
+    /// The time since [`Handle::begin`].
+    pub(crate) fn elapsed(&self) -> Duration {
+        self.began.get().elapsed()
     }
 
     /// A copy of this handle's servers, behaviors and SASL data, without its connections.
     pub(crate) fn duplicate(&self) -> Option<Handle> {
         // SAFETY: self is a live handle used by this thread only (see the type's docs); a
         // NULL destination makes libmemcached allocate the clone, owned by the new Handle.
-        NonNull::new(unsafe { memcached_clone(ptr::null_mut(), self.0.as_ptr()) }).map(Handle)
+        NonNull::new(unsafe { memcached_clone(ptr::null_mut(), self.memc.as_ptr()) })
+            .map(Handle::own)
     }
 
     /// The raw pointer, for libmemcached calls; valid while `self` lives.
     pub(crate) fn as_ptr(&self) -> *mut memcached_st {
-        self.0.as_ptr()
+        self.memc.as_ptr()
     }
 }
 
@@ -47,7 +72,7 @@ impl Drop for Handle {
         // SAFETY: the pointer came from memcached_create/memcached_clone, is owned by this
         // Handle alone, and is freed only here. Results created on it (ResultBuf) borrow the
         // Handle, so they are gone by now.
-        unsafe { memcached_free(self.0.as_ptr()) }
+        unsafe { memcached_free(self.memc.as_ptr()) }
     }
 }
 
@@ -131,24 +156,18 @@ impl Pool {
         self.max
     }
 
-    /// Borrows a handle for the calling thread; `None` only when libmemcached cannot
-    /// allocate a clone.
+    /// Borrows a handle for the calling thread, its request clock started; `None` only when
+    /// libmemcached cannot allocate a clone.
     pub(crate) fn checkout(&self) -> Option<Lease<'_>> {
         let mut state = lock(&self.state);
         loop {
             if let Some(handle) = state.idle.pop() {
-                return Some(Lease {
-                    pool: self,
-                    handle: Some(handle),
-                });
+                return Some(Lease::new(self, handle));
             }
             if state.created < self.max {
                 let handle = state.master.duplicate()?;
                 state.created += 1;
-                return Some(Lease {
-                    pool: self,
-                    handle: Some(handle),
-                });
+                return Some(Lease::new(self, handle));
             }
             state = self
                 .returned
@@ -172,25 +191,34 @@ impl Pool {
 /// A handle lent by the [`Pool`]; goes back to it on drop, on every path.
 pub(crate) struct Lease<'p> {
     pool: &'p Pool,
-    handle: Option<Handle>,
+    /// Taken out only in `Drop`, so every other use sees a live handle: no `Option` to
+    /// unwrap, no path that could panic.
+    handle: ManuallyDrop<Handle>,
+}
+
+impl<'p> Lease<'p> {
+    fn new(pool: &'p Pool, handle: Handle) -> Lease<'p> {
+        handle.begin();
+        Lease {
+            pool,
+            handle: ManuallyDrop::new(handle),
+        }
+    }
 }
 
 impl Deref for Lease<'_> {
     type Target = Handle;
 
     fn deref(&self) -> &Handle {
-        match &self.handle {
-            Some(h) => h,
-            // The handle is taken only in Drop.
-            None => unreachable!("a lease always holds its handle until dropped"),
-        }
+        &self.handle
     }
 }
 
 impl Drop for Lease<'_> {
     fn drop(&mut self) {
-        if let Some(handle) = self.handle.take() {
-            self.pool.give_back(handle);
-        }
+        // SAFETY: `handle` is taken exactly once, here, and `self` is never used again after
+        // drop, so the ManuallyDrop is not read after the take.
+        let handle = unsafe { ManuallyDrop::take(&mut self.handle) };
+        self.pool.give_back(handle);
     }
 }

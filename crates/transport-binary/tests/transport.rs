@@ -3,7 +3,8 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::net::TcpListener;
+use std::io::{BufRead, BufReader, Write};
+use std::net::{TcpListener, TcpStream};
 use std::time::{Duration, Instant};
 
 use common::{connect, connect_with, holds};
@@ -18,6 +19,7 @@ both_modes!(
     a_killed_server_gives_a_typed_error_promptly_and_recovers,
     a_killed_server_in_a_cluster_fails_get_many_instead_of_missing,
     a_silent_server_times_out,
+    a_connect_that_times_out_reports_the_connect_timeout,
     error_messages_keep_libmemcacheds_text,
     a_value_over_the_servers_limit_is_value_too_large,
     many_threads_share_a_small_pool,
@@ -414,6 +416,125 @@ fn a_silent_server_times_out(binary: bool) {
         Err(Error::Timeout { .. })
     ));
     drop(listener);
+}
+
+/// A listener whose accept queue is full and never drained: Linux then drops further SYNs,
+/// so a connect to it neither succeeds nor fails, it times out. Keep both values alive.
+fn unaccepting_listener() -> (TcpListener, Vec<TcpStream>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let mut queued = Vec::new();
+    loop {
+        match TcpStream::connect_timeout(&addr, Duration::from_millis(100)) {
+            Ok(s) => queued.push(s),
+            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => return (listener, queued),
+            Err(e) => panic!("filling the accept queue of {addr}: {e}"),
+        }
+        assert!(
+            queued.len() < 10_000,
+            "the accept queue of {addr} never filled"
+        );
+    }
+}
+
+fn a_connect_that_times_out_reports_the_connect_timeout(binary: bool) {
+    let (listener, _queued) = unaccepting_listener();
+    let addr = listener.local_addr().unwrap().to_string();
+    // (connect timeout, poll timeout): shorter than the poll timeout, the connect's expiry
+    // is told by the time the call took; longer, by libmemcached marking the server as the
+    // last one disconnected.
+    for (connect, poll) in [(200, 1000), (300, 100)] {
+        let t = connect_with(&[], binary, |c| {
+            c.servers = vec![addr.clone()];
+            c.behaviors
+                .set("connect_timeout", &connect.to_string())
+                .unwrap();
+            c.behaviors.set("_poll_timeout", &poll.to_string()).unwrap();
+        });
+        let started = Instant::now();
+        match t.get(b"k") {
+            Err(Error::Timeout { server, after }) => assert_eq!(
+                (server.as_str(), after),
+                (addr.as_str(), Duration::from_millis(connect)),
+                "connect {connect} ms, poll {poll} ms"
+            ),
+            other => {
+                panic!("connect {connect} ms, poll {poll} ms: expected a timeout, got {other:?}")
+            }
+        }
+        let took = started.elapsed();
+        assert!(
+            took >= Duration::from_millis(connect - 50) && took < Duration::from_secs(3),
+            "{took:?}"
+        );
+        // Then libmemcached leaves the server alone for retry_timeout and says so.
+        assert!(matches!(
+            t.store(&Store::set(b"k", b"v", 0, 0)),
+            Err(Error::Connect { .. })
+        ));
+    }
+    // A server that accepts and never answers, with a connect timeout longer than the poll
+    // timeout: the poll timeout expired.
+    let silent = TcpListener::bind("127.0.0.1:0").unwrap();
+    let silent_addr = silent.local_addr().unwrap().to_string();
+    let t = connect_with(&[], binary, |c| {
+        c.servers = vec![silent_addr.clone()];
+        c.behaviors.set("connect_timeout", "2000").unwrap();
+        c.behaviors.set("_poll_timeout", "200").unwrap();
+    });
+    match t.get(b"k") {
+        Err(Error::Timeout { after, .. }) => assert_eq!(after, Duration::from_millis(200)),
+        other => panic!("expected a timeout, got {other:?}"),
+    }
+}
+
+/// A memcached from before 1.4.8, which had no `touch`: answers every request line with
+/// `ERROR`, memcached's reply to a command it does not know.
+fn server_without_touch() -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(stream) = stream else { return };
+            std::thread::spawn(move || {
+                let mut writer = stream.try_clone().unwrap();
+                for line in BufReader::new(stream).lines() {
+                    let Ok(line) = line else { return };
+                    let reply: &[u8] = if line.starts_with("touch ") {
+                        b"ERROR\r\n"
+                    } else {
+                        b"SERVER_ERROR this test server only knows it lacks touch\r\n"
+                    };
+                    if writer.write_all(reply).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+#[test]
+fn a_server_without_touch_gives_unsupported_in_text_mode() {
+    let addr = server_without_touch();
+    let t = connect_with(&[], false, |c| c.servers = vec![addr.clone()]);
+    for _ in 0..2 {
+        match t.touch(b"k", 10) {
+            Err(Error::Unsupported { server, command }) => {
+                assert_eq!(
+                    (server.as_str(), command.as_str()),
+                    (addr.as_str(), "touch")
+                )
+            }
+            other => panic!("expected Unsupported, got {other:?}"),
+        }
+    }
+    // Other replies keep their own types: the connection stayed in step.
+    match t.delete(b"k") {
+        Err(Error::Server { message, .. }) => assert!(message.contains("lacks touch"), "{message}"),
+        other => panic!("expected a SERVER_ERROR, got {other:?}"),
+    }
 }
 
 fn error_messages_keep_libmemcacheds_text(binary: bool) {
