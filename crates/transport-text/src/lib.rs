@@ -13,7 +13,8 @@
 //!   server list and behaviors ([`newcache_placement`]: modula or ketama, weighted or not,
 //!   over libmemcached's hashes), and multi-key operations send every server its whole batch
 //!   before reading any reply, so they cost about one round trip however many servers they
-//!   touch.
+//!   touch. Batches too large for the socket buffers go in rounds of that kind, so memcached
+//!   never stops reading a request while its replies wait to be read (no deadlock).
 //! - A server that fails is left alone for a while and, with `remove_failed`, ejected from a
 //!   consistent ring ([`Failover`], libmemcached's `retry_timeout`, `failure_limit`,
 //!   `remove_failed` and `dead_timeout`); multi-gets read its keys as misses.
@@ -43,6 +44,7 @@ pub use newcache_placement as placement;
 use std::fmt;
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::ops::Range;
 use std::sync::Mutex;
 
 use cluster::Cluster;
@@ -572,67 +574,160 @@ impl TextTransport {
         Ok(groups)
     }
 
-    /// Pipelined across servers: every server's batch is written before any reply is read,
-    /// so the whole costs about one round trip. `encode` writes the commands of one group;
-    /// each group expects one reply per member, or one in all when `one_reply` is set.
-    /// Each group's outcome is its own: a down server fails its group only.
+    /// Pipelined across servers, in rounds: each round writes every server its next chunk
+    /// of the batch before reading any reply, so a batch that fits one round (see
+    /// [`RoundLimit`]) costs about one round trip however many servers it touches, and a
+    /// larger one never has more unread replies or unsent request bytes per server than the
+    /// socket buffers hold (no write-write deadlock with the server). `encode` writes the
+    /// commands for a slice of a group's members and `cost(position)` estimates one
+    /// member's request bytes; each chunk expects one reply per member, or one in all when
+    /// `one_reply` is set. Every reply comes with the range of the group's members it
+    /// answers. Each group's outcome is its own: a down server fails its group only.
     fn pipelined(
         &self,
         groups: &[(usize, Vec<usize>)],
         encode: impl Fn(&mut Vec<u8>, &[usize]),
+        cost: impl Fn(usize) -> usize,
         expect: Expect,
         one_reply: bool,
-    ) -> Vec<(usize, Result<Vec<Reply>>)> {
-        let sent: Vec<(usize, usize, Head, Result<Conn>)> = groups
+        limit: RoundLimit,
+    ) -> Vec<(usize, Result<Vec<Answer>>)> {
+        let mut lanes: Vec<Lane<'_>> = groups
             .iter()
-            .map(|(index, members)| {
-                let mut head = Head::default();
-                let conn = self.server(*index).and_then(|server| {
-                    self.cluster.check_up(*index)?;
-                    let mut conn = self.checkout(server)?;
-                    encode(&mut conn.wbuf, members);
-                    head = Head::of(&conn.wbuf);
-                    self.send(server, &mut conn)?;
-                    Ok(conn)
-                });
-                (*index, members.len(), head, conn)
+            .map(|(index, members)| Lane {
+                index: *index,
+                members,
+                done: 0,
+                round: 0..0,
+                conn: None,
+                head: Head::default(),
+                shortened: false,
+                outcome: Ok(Vec::new()),
             })
             .collect();
-        sent.into_iter()
-            .map(|(index, count, head, conn)| {
-                let outcome = conn.and_then(|mut conn| {
-                    let server = self.server(index)?;
-                    let n = if one_reply { 1 } else { count };
-                    let mut replies = Vec::with_capacity(n);
-                    let mut shortened = false;
-                    for _ in 0..n {
-                        // One reply for the whole batch (a multi-get) holds `count` values.
-                        let decoder = if one_reply {
-                            Decoder::with_capacity(expect, count)
-                        } else {
-                            Decoder::new(expect)
+        loop {
+            let mut sent = false;
+            for lane in lanes.iter_mut() {
+                if lane.outcome.is_err() || lane.done >= lane.members.len() {
+                    continue;
+                }
+                let end = limit.chunk_end(lane.members, lane.done, &cost);
+                let round = lane.done..end;
+                match self.send_round(lane, round.clone(), &encode, one_reply) {
+                    Ok(()) => {
+                        lane.round = round;
+                        sent = true;
+                    }
+                    Err(e) => lane.fail(e),
+                }
+            }
+            if !sent {
+                break;
+            }
+            for lane in lanes.iter_mut() {
+                let round = std::mem::replace(&mut lane.round, 0..0);
+                if round.is_empty() || lane.outcome.is_err() {
+                    continue;
+                }
+                lane.done = round.end;
+                if let Err(e) = self.receive_round(lane, round, expect, one_reply) {
+                    lane.fail(e);
+                }
+            }
+        }
+        lanes
+            .into_iter()
+            .map(|mut lane| {
+                let index = lane.index;
+                let mut outcome = std::mem::replace(&mut lane.outcome, Ok(Vec::new()));
+                if outcome.is_ok() {
+                    if let Some(mut conn) = lane.conn.take() {
+                        let restored = match self.server(index) {
+                            Ok(server) if lane.shortened => self
+                                .restore_read_timeout(&mut conn)
+                                .map_err(|e| self.io_error(server, e, self.config.read_timeout)),
+                            Ok(_) => Ok(()),
+                            Err(e) => Err(e),
                         };
-                        // On an error the connection is dropped here, unread.
-                        let (reply, short) = self.receive(server, &mut conn, decoder)?;
-                        shortened |= short;
-                        replies.push(reply);
+                        match (restored, self.server(index)) {
+                            (Ok(()), Ok(server)) => self.checkin(server, conn),
+                            (Err(e), _) | (Ok(()), Err(e)) => outcome = Err(e),
+                        }
                     }
-                    if shortened {
-                        self.restore_read_timeout(&mut conn)
-                            .map_err(|e| self.io_error(server, e, self.config.read_timeout))?;
-                    }
-                    self.checkin(server, conn);
-                    Ok(replies)
-                });
-                let outcome = self.classify_close(index, head, outcome);
+                }
+                let outcome = self.classify_close(index, lane.head, outcome);
                 self.cluster.report(index, &outcome);
                 (index, outcome)
             })
             .collect()
     }
 
+    /// Writes the lane's members `round` (opening its connection on the first round).
+    fn send_round(
+        &self,
+        lane: &mut Lane<'_>,
+        round: Range<usize>,
+        encode: &impl Fn(&mut Vec<u8>, &[usize]),
+        one_reply: bool,
+    ) -> Result<()> {
+        let server = self.server(lane.index)?;
+        let first = lane.conn.is_none();
+        let mut conn = match lane.conn.take() {
+            Some(conn) => conn,
+            None => {
+                self.cluster.check_up(lane.index)?;
+                let conn = self.checkout(server)?;
+                if let Ok(replies) = lane.outcome.as_mut() {
+                    replies.reserve(if one_reply { 1 } else { lane.members.len() });
+                }
+                conn
+            }
+        };
+        conn.wbuf.clear();
+        encode(&mut conn.wbuf, lane.members.get(round).unwrap_or_default());
+        if first {
+            lane.head = Head::of(&conn.wbuf);
+        }
+        self.send(server, &mut conn)?;
+        lane.conn = Some(conn);
+        Ok(())
+    }
+
+    /// Reads the replies to the lane's members `round`. On an error the connection is
+    /// dropped, unread.
+    fn receive_round(
+        &self,
+        lane: &mut Lane<'_>,
+        round: Range<usize>,
+        expect: Expect,
+        one_reply: bool,
+    ) -> Result<()> {
+        let server = self.server(lane.index)?;
+        let Some(mut conn) = lane.conn.take() else {
+            return Ok(());
+        };
+        let Ok(replies) = lane.outcome.as_mut() else {
+            return Ok(());
+        };
+        if one_reply {
+            // One reply for the whole chunk (a multi-get) holds up to `round.len()` values.
+            let decoder = Decoder::with_capacity(expect, round.len());
+            let (reply, short) = self.receive(server, &mut conn, decoder)?;
+            lane.shortened |= short;
+            replies.push((round, reply));
+        } else {
+            for i in round {
+                let (reply, short) = self.receive(server, &mut conn, Decoder::new(expect))?;
+                lane.shortened |= short;
+                replies.push((i..i + 1, reply));
+            }
+        }
+        lane.conn = Some(conn);
+        Ok(())
+    }
+
     /// Every group's replies, or the first group's error (after every group was read).
-    fn strict(outcomes: Vec<(usize, Result<Vec<Reply>>)>) -> Result<Vec<(usize, Vec<Reply>)>> {
+    fn strict(outcomes: Vec<(usize, Result<Vec<Answer>>)>) -> Result<Vec<(usize, Vec<Answer>)>> {
         outcomes
             .into_iter()
             .map(|(index, outcome)| outcome.map(|replies| (index, replies)))
@@ -642,7 +737,7 @@ impl TextTransport {
     /// For reads: the replies of the servers that answered; a server that is down or failed
     /// leaves its keys as misses (libmemcached's multi-get does the same). An error when
     /// every server failed, or when one gave a reply that is an error of its own.
-    fn tolerant(outcomes: Vec<(usize, Result<Vec<Reply>>)>) -> Result<Vec<(usize, Vec<Reply>)>> {
+    fn tolerant(outcomes: Vec<(usize, Result<Vec<Answer>>)>) -> Result<Vec<(usize, Vec<Answer>)>> {
         let mut answered = Vec::with_capacity(outcomes.len());
         let mut first_failure = None;
         for (index, outcome) in outcomes {
@@ -726,10 +821,16 @@ impl TextTransport {
         &self,
         keys: &[&[u8]],
         encode: impl Fn(&mut Vec<u8>, &[u8]),
+        overhead: usize,
         expect: Expect,
         reads: bool,
     ) -> Result<Vec<(usize, usize, Reply)>> {
         let groups = self.keys_by_server(keys)?;
+        let limit = if reads {
+            RoundLimit::VALUES
+        } else {
+            RoundLimit::STATUS
+        };
         let outcomes = self.pipelined(
             &groups,
             |buf, members| {
@@ -737,8 +838,10 @@ impl TextTransport {
                     encode(buf, key);
                 }
             },
+            |i| keys.get(i).map_or(0, |k| k.len() + overhead),
             expect,
             false,
+            limit,
         );
         let replies = if reads {
             Self::tolerant(outcomes)?
@@ -747,11 +850,11 @@ impl TextTransport {
         };
         let mut out = Vec::with_capacity(keys.len());
         for (server, replies) in replies {
+            let members = members_of(&groups, server);
             out.extend(
                 replies
                     .into_iter()
-                    .zip(members_of(&groups, server))
-                    .map(|(r, &i)| (i, server, r)),
+                    .filter_map(|(round, r)| Some((*members.get(round.start)?, server, r))),
             );
         }
         Ok(out)
@@ -836,6 +939,108 @@ impl Head {
         )
     }
 }
+
+/// One reply of a pipelined batch, with the range of the group's members it answers (one
+/// member per reply, or a whole chunk for a multi-get).
+type Answer = (Range<usize>, Reply);
+
+/// One server's part of a pipelined batch while it runs.
+struct Lane<'g> {
+    index: usize,
+    /// Positions (into the caller's keys or requests) grouped on this server.
+    members: &'g [usize],
+    /// Members already sent and answered.
+    done: usize,
+    /// Members sent in this round, their replies still unread.
+    round: Range<usize>,
+    conn: Option<Conn>,
+    /// The first command sent, in case the server closes the connection on it.
+    head: Head,
+    /// The socket's read timeout was shortened and must be restored before reuse.
+    shortened: bool,
+    outcome: Result<Vec<Answer>>,
+}
+
+impl Lane<'_> {
+    /// Fails the lane: its connection is dropped, never reused half-read.
+    fn fail(&mut self, e: Error) {
+        self.conn = None;
+        self.round = 0..0;
+        self.outcome = Err(e);
+    }
+}
+
+/// How much of a batch one pipelined round sends one server before reading its replies.
+///
+/// memcached stops reading a connection while it cannot send that connection's replies, so
+/// a client that writes a whole large batch before reading blocks in its write until the
+/// write timeout once the replies fill the socket buffers. A round stays below both sides'
+/// buffers: for commands whose replies are one short status line (stores, deletes; at most
+/// ~50 bytes each), at most [`RoundLimit::STATUS`]'s commands, so their replies always fit
+/// in the client's receive buffer and the server never stops reading; for commands whose
+/// replies carry values (of any size), at most [`RoundLimit::VALUES`]'s request bytes, so
+/// the request always fits in the send and receive buffers even when the server stops
+/// reading after the first keys. Every round has at least one command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct RoundLimit {
+    commands: usize,
+    bytes: usize,
+}
+
+impl RoundLimit {
+    /// Stores and deletes: 512 replies of at most ~50 bytes (25 KB unread at most); the
+    /// byte bound only caps the write buffer.
+    const STATUS: RoundLimit = RoundLimit {
+        commands: 512,
+        bytes: 1024 * 1024,
+    };
+    /// Multi-gets and meta gets: 32 KB of request, well inside loopback's and Linux's
+    /// default socket buffers (16 KB send + 128 KB receive at least).
+    const VALUES: RoundLimit = RoundLimit {
+        commands: 4096,
+        bytes: 32 * 1024,
+    };
+
+    /// The end of the chunk of `members` that starts at `start`: as many members as fit,
+    /// at least one. `cost` takes a member (a position) and gives its request bytes.
+    fn chunk_end(&self, members: &[usize], start: usize, cost: &impl Fn(usize) -> usize) -> usize {
+        let mut bytes = 0usize;
+        let mut end = start;
+        for &member in members.get(start..).unwrap_or_default() {
+            let c = cost(member);
+            if end > start && (end - start >= self.commands || bytes.saturating_add(c) > self.bytes)
+            {
+                break;
+            }
+            bytes = bytes.saturating_add(c);
+            end += 1;
+        }
+        end
+    }
+
+    /// True when a batch of these request costs fits one round.
+    fn fits(&self, costs: impl Iterator<Item = usize>) -> bool {
+        let mut count = 0usize;
+        let mut bytes = 0usize;
+        for c in costs {
+            count += 1;
+            bytes = bytes.saturating_add(c);
+            if count > self.commands || bytes > self.bytes {
+                return false;
+            }
+        }
+        true
+    }
+}
+
+/// Request bytes of one key in a `gets` line.
+fn get_cost(key: &[u8]) -> usize {
+    key.len() + 1
+}
+
+/// Request bytes of a store command beyond its key and value (`set`, flags, exptime, length,
+/// two line ends).
+const STORE_OVERHEAD: usize = 48;
 
 /// The positions grouped on server `index`.
 fn members_of(groups: &[(usize, Vec<usize>)], index: usize) -> &[usize] {
@@ -957,7 +1162,7 @@ impl Transport for TextTransport {
     }
 
     fn get_many(&self, keys: &[&[u8]]) -> Result<Vec<Option<Item>>> {
-        if self.servers.len() == 1 {
+        if self.servers.len() == 1 && RoundLimit::VALUES.fits(keys.iter().map(|k| get_cost(k))) {
             return self.get_many_on_one_server(keys);
         }
         let groups = self.keys_by_server(keys)?;
@@ -969,14 +1174,19 @@ impl Transport for TextTransport {
                 batch.extend(members.iter().filter_map(|&i| keys.get(i).copied()));
                 proto::encode_get(buf, &batch, true)
             },
+            |i| keys.get(i).map_or(0, |k| get_cost(k)),
             Expect::Values,
             true,
+            RoundLimit::VALUES,
         );
         for (index, replies) in Self::tolerant(replies)? {
             let members = members_of(&groups, index);
-            for reply in replies {
+            for (round, reply) in replies {
                 match reply {
-                    Reply::Values(values) => place_values(values, Some(members), keys, &mut out),
+                    Reply::Values(values) => {
+                        let asked = members.get(round).unwrap_or_default();
+                        place_values(values, Some(asked), keys, &mut out)
+                    }
                     Reply::Status(s) => {
                         let label = self.server(index)?.label.clone();
                         return Err(status_to_error(label, s, "gets"));
@@ -1034,12 +1244,22 @@ impl Transport for TextTransport {
                     proto::encode_store(buf, r.mode, r.key, r.value, r.flags, r.exptime, false);
                 }
             },
+            |i| {
+                requests
+                    .get(i)
+                    .map_or(0, |r| r.key.len() + r.value.len() + STORE_OVERHEAD)
+            },
             Expect::Status,
             false,
+            RoundLimit::STATUS,
         );
         let mut out = vec![StoreStatus::NotStored; requests.len()];
         for (index, replies) in Self::strict(replies)? {
-            for (reply, &i) in replies.into_iter().zip(members_of(&groups, index)) {
+            let members = members_of(&groups, index);
+            for (round, reply) in replies {
+                let Some(&i) = members.get(round.start) else {
+                    continue;
+                };
                 let status = match reply {
                     Reply::Status(ref s) => store_status(s),
                     _ => None,
@@ -1076,7 +1296,9 @@ impl Transport for TextTransport {
 
     fn delete_many(&self, keys: &[&[u8]]) -> Result<Vec<bool>> {
         let mut out = vec![false; keys.len()];
-        for (i, server, reply) in self.per_key(keys, proto::encode_delete, Expect::Status, false)? {
+        for (i, server, reply) in
+            self.per_key(keys, proto::encode_delete, 9, Expect::Status, false)?
+        {
             let deleted = match reply {
                 Reply::Status(Status::Deleted) => true,
                 Reply::Status(Status::NotFound) => false,
@@ -1124,10 +1346,12 @@ impl Transport for TextTransport {
         for (index, replies) in Self::strict(self.pipelined(
             &groups,
             |b, _| proto::encode_line(b, "flush_all"),
+            |_| 11,
             Expect::Status,
             true,
+            RoundLimit::STATUS,
         ))? {
-            for reply in replies {
+            for (_, reply) in replies {
                 if reply != Reply::Status(Status::Ok) {
                     let label = self.server(index)?.label.clone();
                     let status = match reply {
@@ -1158,7 +1382,7 @@ impl Transport for TextTransport {
     fn meta_get_many(&self, keys: &[&[u8]], recache_below: u32) -> Result<Vec<Option<MetaItem>>> {
         let mut out = vec![None; keys.len()];
         let encode = |b: &mut Vec<u8>, k: &[u8]| proto::encode_meta_get(b, k, recache_below);
-        for (i, _, reply) in self.per_key(keys, encode, Expect::Meta, true)? {
+        for (i, _, reply) in self.per_key(keys, encode, 24, Expect::Meta, true)? {
             let key = keys.get(i).copied().unwrap_or_default();
             if let Some(slot) = out.get_mut(i) {
                 *slot = self.meta_value(key, reply)?;
@@ -1188,11 +1412,13 @@ impl Transport for TextTransport {
         for (index, replies) in Self::strict(self.pipelined(
             &groups,
             |b, _| proto::encode_line(b, "stats"),
+            |_| 7,
             Expect::Stats,
             true,
+            RoundLimit::VALUES,
         ))? {
             let label = self.server(index)?.label.clone();
-            for reply in replies {
+            for (_, reply) in replies {
                 match reply {
                     Reply::Stats(stats) => out.push(ServerStats {
                         server: label.clone(),
@@ -1304,6 +1530,32 @@ mod tests {
         })
         .unwrap();
         assert_eq!(t.servers(), ["127.0.0.1:1", "localhost:11211"]);
+    }
+
+    #[test]
+    fn rounds_take_what_fits_and_at_least_one_command() {
+        let limit = RoundLimit {
+            commands: 3,
+            bytes: 25,
+        };
+        let members: Vec<usize> = (0..10).collect();
+        let ten = |_: usize| 10;
+        assert_eq!(limit.chunk_end(&members, 0, &ten), 2, "bytes bound");
+        assert_eq!(limit.chunk_end(&members, 8, &ten), 10, "the tail");
+        assert_eq!(limit.chunk_end(&members, 10, &ten), 10, "nothing left");
+        assert_eq!(limit.chunk_end(&members, 0, &|_| 1), 3, "command bound");
+        assert_eq!(
+            limit.chunk_end(&members, 4, &|_| 100),
+            5,
+            "one oversized command"
+        );
+        assert!(limit.fits([10, 10].into_iter()));
+        assert!(!limit.fits([10, 10, 10].into_iter()));
+        assert!(!limit.fits([1, 1, 1, 1].into_iter()));
+        // A get_many of 100 keys of 250 bytes, or a set_many of 100 values of 1 KB, is one
+        // round: every server gets its request before any reply is read.
+        assert!(RoundLimit::VALUES.fits(std::iter::repeat_n(get_cost(&[b'k'; 250]), 100)));
+        assert!(RoundLimit::STATUS.fits(std::iter::repeat_n(250 + 1024 + STORE_OVERHEAD, 100)));
     }
 
     #[test]
