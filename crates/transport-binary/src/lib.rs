@@ -293,6 +293,10 @@ pub struct BinaryTransport {
     auth_failed: Mutex<BTreeSet<String>>,
 }
 
+/// Shows the servers, the pool size, the item size limit and, as `behaviors`, every behavior
+/// as libmemcached holds it ([`BinaryTransport::behaviors_in_effect`], read from the live
+/// handle), so a transport reached only as `dyn Transport` (e.g. through a cache built
+/// from a URL) still shows what the configuration produced.
 impl fmt::Debug for BinaryTransport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("BinaryTransport")
@@ -303,6 +307,7 @@ impl fmt::Debug for BinaryTransport {
             )
             .field("pool_size", &self.pool.max())
             .field("item_size_limit", &self.item_size_limit)
+            .field("behaviors", &self.behaviors_in_effect())
             .finish()
     }
 }
@@ -680,6 +685,18 @@ impl BinaryTransport {
         Ok(self
             .pool
             .with_master(|h| unsafe { memcached_behavior_get(h.as_ptr(), flag) }))
+    }
+
+    /// Every behavior [`BinaryTransport::behavior`] can read, by pylibmc's name (and
+    /// `binary`), with the value libmemcached holds on the configured handle: for tests and
+    /// tools that check what a configuration (builder, URL) really set. `_socket_send_size`
+    /// and `_socket_recv_size` are left out: libmemcached connects to a server to read them.
+    /// No I/O.
+    pub fn behaviors_in_effect(&self) -> BTreeMap<&'static str, u64> {
+        std::iter::once("binary")
+            .chain(Behaviors::NAMES.iter().copied())
+            .filter_map(|name| Some((name, self.behavior(name).ok()?)))
+            .collect()
     }
 
     fn all_servers(&self) -> String {

@@ -216,3 +216,32 @@ fn unknown_names_and_bad_values_name_what_is_wrong() {
     assert!(err.to_string().contains("microseconds"), "{err}");
     assert!(b.is_empty());
 }
+
+#[test]
+fn behaviors_in_effect_reads_every_behavior_back_and_debug_shows_them() {
+    let t = configure(
+        true,
+        &[("hash", "crc"), ("ketama", "1"), ("retry_timeout", "3")],
+    )
+    .unwrap();
+    let all = t.behaviors_in_effect();
+    // Every name but the two socket sizes (reading those connects), plus `binary`.
+    assert_eq!(all.len(), Behaviors::NAMES.len() + 1 - 2, "{all:?}");
+    for (name, value) in &all {
+        assert_eq!(read(&t, name), *value, "{name}");
+    }
+    assert_eq!(
+        (
+            all["binary"],
+            all["hash"],
+            all["distribution"],
+            all["retry_timeout"]
+        ),
+        (1, 2, 2, 3)
+    );
+    let shown = format!("{t:?}");
+    assert!(
+        shown.contains(&format!("behaviors: {all:?}")),
+        "{shown} lacks {all:?}"
+    );
+}
