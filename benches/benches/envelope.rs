@@ -2,7 +2,7 @@
 //! envelope + codec), which is what the facade adds to every operation.
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use newcache::codec;
+use newcache::codec::{self, ValueCodec};
 use newcache_herd::{Envelope, Herd, Ttl};
 use newcache_keyfn::{write_valid_key, HashedKey};
 use serde::{Deserialize, Serialize};
@@ -46,7 +46,10 @@ fn codecs(c: &mut Criterion) {
         let mut out = Vec::with_capacity(128);
         b.iter(|| {
             out.clear();
-            black_box(codec::encode(black_box(text.as_str()), &mut out).expect("encodes"));
+            black_box(
+                codec::encode(black_box(text.as_str()), &mut out, ValueCodec::Bincode)
+                    .expect("encodes"),
+            );
         })
     });
     group.bench_function("raw_text_100B_decode", |b| {
@@ -57,18 +60,21 @@ fn codecs(c: &mut Criterion) {
             ))
         })
     });
-    let mut encoded = Vec::new();
-    let flags = codec::encode(&profile, &mut encoded).expect("encodes");
-    group.bench_function("bincode_struct_encode", |b| {
-        let mut out = Vec::with_capacity(128);
-        b.iter(|| {
-            out.clear();
-            black_box(codec::encode(black_box(&profile), &mut out).expect("encodes"));
-        })
-    });
-    group.bench_function("bincode_struct_decode", |b| {
-        b.iter(|| black_box(codec::decode::<Profile>(black_box(&encoded), flags)))
-    });
+    for codec in [ValueCodec::Bincode, ValueCodec::Json] {
+        let name = codec.name();
+        let mut encoded = Vec::new();
+        let flags = codec::encode(&profile, &mut encoded, codec).expect("encodes");
+        group.bench_function(format!("{name}_struct_encode"), |b| {
+            let mut out = Vec::with_capacity(128);
+            b.iter(|| {
+                out.clear();
+                black_box(codec::encode(black_box(&profile), &mut out, codec).expect("encodes"));
+            })
+        });
+        group.bench_function(format!("{name}_struct_decode"), |b| {
+            b.iter(|| black_box(codec::decode::<Profile>(black_box(&encoded), flags)))
+        });
+    }
     group.finish();
 }
 
@@ -88,14 +94,16 @@ fn facade_overhead(c: &mut Criterion) {
             if let Some(soft) = plan.soft_expiry_millis {
                 Envelope::new(soft).encode_header(&mut value);
             }
-            black_box(codec::encode(text.as_str(), &mut value).expect("encodes"));
+            black_box(
+                codec::encode(text.as_str(), &mut value, ValueCodec::Bincode).expect("encodes"),
+            );
             black_box((&key, &value, plan.exptime));
         })
     });
     // The read side: the key, opening the envelope, decoding the value.
     let mut stored = Vec::new();
     Envelope::new(1_900_000_000_000).encode_header(&mut stored);
-    let flags = codec::encode(text.as_str(), &mut stored).expect("encodes");
+    let flags = codec::encode(text.as_str(), &mut stored, ValueCodec::Bincode).expect("encodes");
     g.bench_function("get_100B", |b| {
         let mut key = Vec::with_capacity(64);
         b.iter(|| {

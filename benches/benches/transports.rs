@@ -300,12 +300,27 @@ fn transports(c: &mut Criterion) {
         });
         #[cfg(feature = "binary")]
         {
-            let keys = bare::Keys::new(&raw_keys);
+            let short_keys = bare::Keys::new(&raw_keys);
             for (name, c) in &bare {
                 g.bench_function(*name, |b| {
                     b.iter(|| {
-                        let (hits, bytes) = c.borrow_mut().get_many(&keys).expect("get_many");
+                        let (hits, bytes) = c.borrow_mut().get_many(&short_keys).expect("get_many");
                         assert_eq!((hits, bytes), (100, 10_000));
+                    })
+                });
+            }
+            // Raw libmemcached reading exactly what the facade reads: its 100 hashed wire
+            // keys and the items the facade stored (each value behind the 13-byte envelope).
+            if let (Some((_, c)), Some((_, cache))) = (bare.first(), caches.first()) {
+                let wire: Vec<Vec<u8>> = keys
+                    .iter()
+                    .map(|k| cache.wire_key(k).expect("wire key"))
+                    .collect();
+                let wire = bare::Keys::new(&wire);
+                g.bench_function("libmemcached-sys-text-facade-wire-bytes", |b| {
+                    b.iter(|| {
+                        let (hits, bytes) = c.borrow_mut().get_many(&wire).expect("get_many");
+                        assert_eq!((hits, bytes), (100, 11_300));
                     })
                 });
             }
