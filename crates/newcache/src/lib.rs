@@ -176,22 +176,38 @@ struct Flight {
 }
 
 impl Flight {
-    /// Waits until the leader finishes, at most `wait`.
-    fn wait(&self, wait: Duration) {
+    /// Waits until the leader finishes, at most `wait`; true when it finished (with a value,
+    /// an error or a panic), false when the wait ran out.
+    fn wait(&self, wait: Duration) -> bool {
         let deadline = Instant::now() + wait;
         let Ok(mut done) = self.done.lock() else {
-            return;
+            return false;
         };
         while !*done {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
-                return;
+                return false;
             }
             match self.finished.wait_timeout(done, left) {
                 Ok((guard, _)) => done = guard,
-                Err(_) => return,
+                Err(_) => return false,
             }
         }
+        true
+    }
+}
+
+/// Deletes `get_or_set`'s lease key when the loader that holds it is done, however it leaves
+/// (value, error or panic), so other processes need not wait out its TTL.
+struct LeaseGuard<'a> {
+    transport: &'a dyn Transport,
+    key: Vec<u8>,
+}
+
+impl Drop for LeaseGuard<'_> {
+    fn drop(&mut self) {
+        // A failed delete leaves the key to expire on its own (after lease_wait).
+        let _ = self.transport.delete(&self.key);
     }
 }
 
@@ -430,6 +446,20 @@ impl Cache {
         }
     }
 
+    /// Like `decode`, taking the item's buffer over (a `String` value is that buffer).
+    fn decode_vec<T: DeserializeOwned>(
+        key: &str,
+        item: Item,
+        offset: usize,
+        flags: u32,
+    ) -> Result<T> {
+        codec::decode_vec(item.value, offset, flags).map_err(|e| Error::Decode {
+            key: key.to_owned(),
+            flags,
+            detail: e.0,
+        })
+    }
+
     fn decode<T: DeserializeOwned>(key: &str, item: &Item, offset: usize, flags: u32) -> Result<T> {
         let bytes = item.value.get(offset..).unwrap_or_default();
         codec::decode(bytes, flags).map_err(|e| Error::Decode {
@@ -611,7 +641,7 @@ impl Cache {
             {
                 out.insert(
                     key.as_ref().to_owned(),
-                    Self::decode(key.as_ref(), &item, offset, flags)?,
+                    Self::decode_vec(key.as_ref(), item, offset, flags)?,
                 );
             }
         }
@@ -977,14 +1007,21 @@ impl Cache {
     /// Returns the cached value, or runs `loader` and stores its result, with exactly one
     /// loader run where the cache can arrange it:
     ///
-    /// - a stale value: under the lease policy one caller wins the refresh and runs the
-    ///   loader; the others are served the old value;
-    /// - no value at all: callers in this process share one loader run (single flight);
-    ///   callers in other processes wait up to `lease_wait` for the one that took the lease
-    ///   (a lease key stored with `add`), then run the loader themselves.
+    /// - a stale value: the policy's winner (one caller under `lease`, `early` at the expiry
+    ///   and `meta`) runs the loader and stores; the others are served the old value;
+    /// - no value at all (cold): callers in this process share one loader run (single
+    ///   flight): the others wait for it, *at most `lease_wait` in all*, and then run the
+    ///   loader themselves; across processes, the caller that stores the lease key
+    ///   `{key}:newcache-lease` with `add` loads, and the others poll for its value for up to
+    ///   `lease_wait`, then run the loader themselves. A slow or crashed loader so costs a
+    ///   bounded wait, never a hang.
     ///
-    /// A loader error reaches its caller and stores nothing. `E` is the loader's error type,
-    /// which must take the cache's errors too.
+    /// A loader error reaches its caller and stores nothing; on the stale path the old value
+    /// stays (the claim keeps the others on it for `herd_timeout`, then the next caller
+    /// retries), on the cold path the lease key is deleted and, if other callers in this
+    /// process were waiting, one of them runs its own loader next (one at a time, not all at
+    /// once). A panicking loader releases the lease key and the flight too. `E` is the
+    /// loader's error type, which must take the cache's errors too.
     pub fn get_or_try_set<T, E, F>(
         &self,
         key: &str,
@@ -998,12 +1035,12 @@ impl Cache {
     {
         let options = options.into();
         let wire = self.wire_key(key)?;
-        let mut waited = false;
+        // In-process followers wait for leaders at most this long in all.
+        let deadline = Instant::now() + self.inner.config.lease_wait;
         loop {
             match self.fetch::<T>(key, &wire)? {
                 Fetched::Hit(v) => return Ok(v),
                 Fetched::Recompute => return self.load_and_store(key, options, loader),
-                Fetched::Cold if waited => return self.load_and_store(key, options, loader),
                 Fetched::Cold => {}
             }
             // Cold: one loader per process.
@@ -1023,9 +1060,14 @@ impl Cache {
                 }
             };
             if !leader {
-                flight.wait(self.inner.config.lease_wait);
-                waited = true;
-                continue;
+                let left = deadline.saturating_duration_since(Instant::now());
+                if flight.wait(left) {
+                    // The leader is done: its value is there to read, or (after its error or
+                    // panic) the key is still cold and one of the waiters leads next.
+                    continue;
+                }
+                // Waited lease_wait: load without waiting any longer.
+                return self.load_and_store(key, options, loader);
             }
             let _guard = FlightGuard {
                 cache: self,
@@ -1034,8 +1076,10 @@ impl Cache {
             };
             // One loader across processes: whoever adds the lease key loads.
             let lease_key = self.wire_key(&format!("{key}:newcache-lease"))?;
-            let lease_secs =
-                u32::try_from(self.inner.config.lease_wait.as_secs().max(1)).unwrap_or(u32::MAX);
+            // Whole seconds, rounded up: the key outlives the others' wait for it.
+            let lease_secs = u32::try_from(self.inner.config.lease_wait.as_millis().div_ceil(1000))
+                .unwrap_or(u32::MAX)
+                .max(1);
             let leased = self
                 .inner
                 .transport
@@ -1048,16 +1092,22 @@ impl Cache {
                 })
                 .map_err(Error::from)?;
             if leased.is_stored() {
-                let result = self.load_and_store(key, options, loader);
-                let _ = self.inner.transport.delete(&lease_key);
-                return result;
+                // Dropped (the key deleted) when the loader is done, even by a panic; before
+                // the flight guard, so waiters that wake find the lease free.
+                let _lease = LeaseGuard {
+                    transport: self.inner.transport.as_ref(),
+                    key: lease_key,
+                };
+                return self.load_and_store(key, options, loader);
             }
             // Another process loads: wait for its value, bounded.
-            let deadline = Instant::now() + self.inner.config.lease_wait;
-            while Instant::now() < deadline {
+            let polling_until = Instant::now() + self.inner.config.lease_wait;
+            while Instant::now() < polling_until {
                 std::thread::sleep(Duration::from_millis(20));
-                if let Fetched::Hit(v) = self.fetch::<T>(key, &wire)? {
-                    return Ok(v);
+                match self.fetch::<T>(key, &wire)? {
+                    Fetched::Hit(v) => return Ok(v),
+                    Fetched::Recompute => break,
+                    Fetched::Cold => {}
                 }
             }
             return self.load_and_store(key, options, loader);

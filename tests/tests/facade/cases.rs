@@ -768,6 +768,117 @@ fn a_failing_loader_reaches_its_caller_and_stores_nothing() {
 }
 
 #[test]
+fn a_failing_loader_on_the_stale_path_keeps_the_old_value_for_everyone() {
+    let e = env("herd_timeout=60");
+    e.cache.set("page", &1u32, Ttl::Seconds(10)).unwrap();
+    e.clock.advance_secs(11);
+    // The winner's loader fails; the 15 others are served the old value, never the error.
+    let runs = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let (cache, counter) = (e.cache.clone(), runs.clone());
+    let got = at_once(16, move |_| {
+        cache.get_or_try_set("page", Ttl::Seconds(10), || {
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            std::thread::sleep(Duration::from_millis(100));
+            Err::<u32, Error>(Error::Config("database down".into()))
+        })
+    });
+    assert_eq!(runs.load(std::sync::atomic::Ordering::SeqCst), 1);
+    let errors: Vec<_> = got.iter().filter_map(|g| g.as_ref().err()).collect();
+    assert_eq!(errors.len(), 1, "{got:?}");
+    assert!(
+        matches!(errors[0], Error::Config(m) if m == "database down"),
+        "{got:?}"
+    );
+    assert!(got.iter().flatten().all(|v| *v == 1), "{got:?}");
+    // Nothing was stored: the item is still the old value's (claimed) envelope.
+    let (flags, _, value) = e.meta("page").unwrap();
+    assert_eq!(flags, 4 | HERD_FLAG);
+    assert_eq!(&value[newcache_herd::HEADER_LEN..], b"1");
+    assert_eq!(e.cache.get::<u32>("page").unwrap(), Some(1));
+    // Once the claim runs out (herd_timeout), the next caller retries and stores.
+    e.clock.advance_secs(61);
+    let v = e
+        .cache
+        .get_or_set("page", Ttl::Seconds(10), || 2u32)
+        .unwrap();
+    assert_eq!(v, 2);
+    assert_eq!(e.cache.get::<u32>("page").unwrap(), Some(2));
+}
+
+#[test]
+fn after_a_failing_cold_loader_one_waiter_loads_next_not_all() {
+    let e = env("lease_wait=3000");
+    let runs = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let (cache, counter) = (e.cache.clone(), runs.clone());
+    let got = at_once(8, move |_| {
+        cache.get_or_try_set("cold", Ttl::Seconds(60), || {
+            let run = counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            std::thread::sleep(Duration::from_millis(100));
+            if run == 0 {
+                Err(Error::Config("database down".into()))
+            } else {
+                Ok(7u32)
+            }
+        })
+    });
+    // The leader's error reaches the leader; then one waiter leads and the rest read its value.
+    assert_eq!(runs.load(std::sync::atomic::Ordering::SeqCst), 2, "{got:?}");
+    assert_eq!(got.iter().filter(|g| g.is_err()).count(), 1, "{got:?}");
+    assert!(got.iter().flatten().all(|v| *v == 7), "{got:?}");
+    assert_eq!(
+        e.meta("cold:newcache-lease"),
+        None,
+        "the lease key is released"
+    );
+}
+
+#[test]
+fn a_panicking_loader_releases_the_lease_key_and_the_flight() {
+    let e = env("lease_wait=3000");
+    let cache = e.cache.clone();
+    let panicked = std::thread::spawn(move || {
+        cache.get_or_set("boom", Ttl::Seconds(60), || -> u32 {
+            panic!("loader panicked")
+        })
+    })
+    .join();
+    assert!(panicked.is_err());
+    assert_eq!(
+        e.meta("boom:newcache-lease"),
+        None,
+        "the lease key is deleted"
+    );
+    assert_eq!(e.meta("boom"), None, "nothing was stored");
+    // With waiters: the leader panics after they joined its flight; one of them loads next.
+    let runs = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let (cache, counter) = (e.cache.clone(), runs.clone());
+    let got = at_once(4, move |_| {
+        let counter = counter.clone();
+        let cache = cache.clone();
+        std::thread::spawn(move || {
+            cache.get_or_set("boom", Ttl::Seconds(60), || {
+                let run = counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                std::thread::sleep(Duration::from_millis(100));
+                assert!(run > 0, "the first loader panics");
+                5u32
+            })
+        })
+        .join()
+    });
+    assert_eq!(runs.load(std::sync::atomic::Ordering::SeqCst), 2);
+    assert_eq!(
+        got.iter().filter(|g| g.is_err()).count(),
+        1,
+        "one caller panicked"
+    );
+    assert!(
+        got.iter().flatten().all(|v| matches!(v, Ok(5))),
+        "the others got the next loader's value"
+    );
+    assert_eq!(e.meta("boom:newcache-lease"), None);
+}
+
+#[test]
 fn early_recomputes_ahead_of_the_expiry_only_when_it_nears() {
     let e = env("herd_timeout=60&herd=early&early_beta=5");
     // The loader's 200 ms are recorded in the envelope: XFetch scales its lead by them.
