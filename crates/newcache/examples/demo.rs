@@ -8,6 +8,23 @@
 //! across several expiries and one explicit invalidation, once per policy and once with no
 //! protection. It prints a table and writes the figures to `target/herd-demo.json` and a chart
 //! to `target/herd-demo.svg`.
+//!
+//! Usage: `demo [URL] [--quick] [--out DIR]`. `--quick` runs each row for 2.5 s instead of
+//! 5 s (the invalidation at 1.5 s instead of 2.6 s), for a check; `--out` writes the JSON and
+//! SVG to DIR instead of `target/`.
+//!
+//! How loads are counted, per event, not by clustering them in time. The events are the
+//! invalidation (its time taken just before the call) and the expiries of the values in the
+//! cache: every value carries its soft expiry, and every load first looks at what the cache
+//! holds (`Cache::peek`, which has no side effects), so the demo knows which value each load
+//! replaces. A load counts against the latest of that value's expiry and the invalidation at
+//! or before its start (the invalidation only for a value written before it); a load that
+//! starts while its value is still fresh (XFetch's early refresh) counts against that value's
+//! coming expiry. A late duplicate so counts against the event it answers, never as an event
+//! of its own, and under `meta`, whose expiries memcached decides on its whole-second clock,
+//! the count does not depend on when exactly the win came. Expiries after a row's window are
+//! left out, with their loads (the readers go on 300 ms past it, so one at its very end is
+//! still answered).
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -19,20 +36,58 @@ const THREADS: usize = 32;
 const TTL_SECS: u64 = 1;
 const HERD_TIMEOUT: u32 = 5;
 const LOAD: Duration = Duration::from_millis(100);
-const RUN_FOR: Duration = Duration::from_millis(5_000);
-const INVALIDATE_AT: Duration = Duration::from_millis(2_600);
+/// Readers go on this long after a row's window, so an event at its end is answered.
+const TAIL: Duration = Duration::from_millis(300);
 /// Latency histogram: 10 µs buckets up to 200 ms, then one overflow bucket.
 const BUCKET_US: u64 = 10;
 const BUCKETS: usize = 20_000;
+
+/// How long a row runs and when its invalidation comes.
+#[derive(Clone, Copy)]
+struct Timing {
+    run_for: Duration,
+    invalidate_at: Duration,
+}
+
+const FULL: Timing = Timing {
+    run_for: Duration::from_millis(5_000),
+    invalidate_at: Duration::from_millis(2_600),
+};
+
+const QUICK: Timing = Timing {
+    run_for: Duration::from_millis(2_500),
+    invalidate_at: Duration::from_millis(1_500),
+};
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.first().map(String::as_str) == Some("--reader") {
         return reader_process(&args[1..]);
     }
+    let mut timing = FULL;
+    let mut out_dir = None;
+    let mut given_url = None;
+    let mut rest = args.iter();
+    while let Some(arg) = rest.next() {
+        match arg.as_str() {
+            "--quick" => timing = QUICK,
+            "--out" => match rest.next() {
+                Some(dir) => out_dir = Some(dir.clone()),
+                None => {
+                    eprintln!("--out needs a directory");
+                    std::process::exit(2);
+                }
+            },
+            flag if flag.starts_with("--") => {
+                eprintln!("unknown flag {flag}; usage: demo [URL] [--quick] [--out DIR]");
+                std::process::exit(2);
+            }
+            url => given_url = Some(url.to_string()),
+        }
+    }
     let _server;
-    let (url, processes) = match args.first() {
-        Some(url) => (url.clone(), 2),
+    let (url, processes) = match given_url {
+        Some(url) => (url, 2),
         None if newcache_testkit::memcached_binary().is_some() => {
             let server = newcache_testkit::Memcached::start();
             let url = format!("newcache://{}/", server.addr());
@@ -68,25 +123,34 @@ fn main() {
     println!(
         "\n== Thundering herd: {processes} process(es) x {THREADS} threads read one key whose loader takes {} ms; TTL {TTL_SECS} s, herd_timeout {HERD_TIMEOUT} s, {:.1} s per row, one invalidation at {:.1} s ==",
         LOAD.as_millis(),
-        RUN_FOR.as_secs_f64(),
-        INVALIDATE_AT.as_secs_f64()
+        timing.run_for.as_secs_f64(),
+        timing.invalidate_at.as_secs_f64()
     );
     println!(
-        "  {:<22} {:>8} {:>8} {:>11} {:>12} {:>12} {:>9} {:>9}",
-        "policy", "loads", "events", "per event", "reads", "stale reads", "p50 µs", "p99 µs"
+        "  {:<22} {:>6} {:>7} {:>10} {:>6} {:>9} {:>12} {:>8} {:>8}",
+        "policy",
+        "loads",
+        "events",
+        "per event",
+        "worst",
+        "reads",
+        "stale reads",
+        "p50 µs",
+        "p99 µs"
     );
     let mut rows = Vec::new();
     for policy in ["none", "reinsert", "lease", "early", "meta"] {
         if policy == "meta" && url.contains("transport=memory") {
             continue; // the memory transport does not speak the meta protocol
         }
-        let row = scene(&url, policy, processes);
+        let row = scene(&url, policy, processes, timing);
         println!(
-            "  {:<22} {:>8} {:>8} {:>11.1} {:>12} {:>12} {:>9} {:>9}",
+            "  {:<22} {:>6} {:>7} {:>10.1} {:>6} {:>9} {:>12} {:>8} {:>8}",
             label(policy),
-            row.loads,
-            row.events,
-            row.loads as f64 / row.events.max(1) as f64,
+            row.loads(),
+            row.events_ms.len(),
+            row.loads_per_event(),
+            row.loads_by_event.iter().max().copied().unwrap_or(0),
             row.reads,
             row.stale_reads,
             row.p50_us,
@@ -94,17 +158,18 @@ fn main() {
         );
         rows.push(row);
     }
+    println!("\n  events: each expiry of the value in the cache, and the invalidation; a load is");
+    println!("  one run of the 100 ms loader, counted against the latest event at or before it;");
+    println!("  worst: the most loads one event drew. none: every reader that misses loads.");
     println!(
-        "\n  events = expiries plus the invalidation; a load is one run of the 100 ms loader."
+        "  reinsert (django-newcache): several per event, its race. lease (the default, a CAS"
     );
-    println!(
-        "  none: every reader that misses loads. reinsert (django-newcache): several per event,"
-    );
-    println!("  its race. lease (the default, a CAS claim) and meta (memcached's win flag): exactly one.");
-    println!("  early may load a little ahead of an expiry, so readers rarely see a stale value.");
-    match write_outputs(&rows) {
+    println!("  claim) and meta (memcached's win flag): exactly one. early refreshes ahead of the");
+    println!("  expiries, so few values expire at all: its loads are mostly early refreshes, and");
+    println!("  readers are rarely served a stale value.");
+    match write_outputs(&rows, timing, out_dir.as_deref()) {
         Ok((json, svg)) => println!("\n  Figures: {json}\n  Chart:   {svg}"),
-        Err(e) => println!("\n  Could not write the figures under target/: {e}"),
+        Err(e) => println!("\n  Could not write the figures: {e}"),
     }
 }
 
@@ -142,10 +207,20 @@ fn cache_for(url: &str, policy: &str) -> Cache {
     .unwrap_or_else(|e| panic!("{e}"))
 }
 
+/// One run of the loader: when it started and ended, the soft expiry of the value it made,
+/// and that of the value the cache held when it started (0: none), in Unix ms.
+#[derive(Clone, Copy, Debug)]
+struct Load {
+    start: u64,
+    end: u64,
+    soft: u64,
+    replaces: u64,
+}
+
 /// What one process saw.
 #[derive(Default)]
 struct Tally {
-    loads: Vec<u64>,
+    loads: Vec<Load>,
     reads: u64,
     stale_reads: u64,
     histogram: Vec<u64>,
@@ -153,7 +228,11 @@ struct Tally {
 
 impl Tally {
     fn to_line(&self) -> String {
-        let loads: Vec<String> = self.loads.iter().map(u64::to_string).collect();
+        let loads: Vec<String> = self
+            .loads
+            .iter()
+            .map(|l| format!("{}:{}:{}:{}", l.start, l.end, l.soft, l.replaces))
+            .collect();
         let hist: Vec<String> = self
             .histogram
             .iter()
@@ -184,7 +263,18 @@ impl Tally {
         let stale_reads = parts.next()?.parse().ok()?;
         let loads = match parts.next()? {
             "-" => Vec::new(),
-            l => l.split(',').filter_map(|x| x.parse().ok()).collect(),
+            l => l
+                .split(',')
+                .map(|x| {
+                    let mut f = x.split(':').map(|n| n.parse::<u64>().ok());
+                    Some(Load {
+                        start: f.next()??,
+                        end: f.next()??,
+                        soft: f.next()??,
+                        replaces: f.next()??,
+                    })
+                })
+                .collect::<Option<Vec<_>>>()?,
         };
         let mut histogram = vec![0; BUCKETS + 1];
         if let Some(h) = parts.next().filter(|h| *h != "-") {
@@ -205,6 +295,17 @@ impl Tally {
 
 /// The value readers see: which load made it and when its soft expiry is.
 type Stamped = (u64, u64);
+
+/// How the value is stored in a row: with the herd envelope, or (no protection) bare, living
+/// a herd timeout past its soft expiry, which the readers check themselves on the stamp, so
+/// that every row's values expire on the same clock.
+fn store_options(policy: &str) -> SetOptions {
+    if policy == "none" {
+        SetOptions::new(Ttl::Seconds(TTL_SECS + u64::from(HERD_TIMEOUT))).no_herd()
+    } else {
+        SetOptions::new(Ttl::Seconds(TTL_SECS))
+    }
+}
 
 /// Runs THREADS readers in this process until `until_ms` (Unix ms).
 fn run_readers(url: &str, policy: &str, key: &str, until_ms: u64) -> Tally {
@@ -229,22 +330,39 @@ fn run_readers(url: &str, policy: &str, key: &str, until_ms: u64) -> Tally {
             );
             std::thread::spawn(move || {
                 let load = || {
-                    if let Ok(mut l) = loads.lock() {
-                        l.push(now_ms());
-                    }
+                    let start = now_ms();
+                    // Which value this load replaces; looking changes nothing in the cache.
+                    let replaces = match cache.peek(&key) {
+                        Ok(Some(p)) => {
+                            newcache::codec::decode::<Stamped>(&p.value.bytes, p.value.flags)
+                                .map_or(0, |(_, soft)| soft)
+                        }
+                        _ => 0,
+                    };
                     std::thread::sleep(LOAD);
                     let g = generation.fetch_add(1, Ordering::Relaxed) + 1;
-                    (g, now_ms() + TTL_SECS * 1000)
+                    let end = now_ms();
+                    let soft = end + TTL_SECS * 1000;
+                    if let Ok(mut l) = loads.lock() {
+                        l.push(Load {
+                            start,
+                            end,
+                            soft,
+                            replaces,
+                        });
+                    }
+                    (g, soft)
                 };
-                let ttl = SetOptions::new(Ttl::Seconds(TTL_SECS));
+                let options = store_options(&policy);
                 while !stop.load(Ordering::Relaxed) && now_ms() < until_ms {
                     let started = Instant::now();
                     let value: Option<Stamped> = if policy == "none" {
+                        // A plain read-through: whoever finds no fresh value loads.
                         match cache.get::<Stamped>(&key) {
-                            Ok(Some(v)) => Some(v),
-                            Ok(None) => {
+                            Ok(Some(v)) if now_ms() < v.1 => Some(v),
+                            Ok(_) => {
                                 let v = load();
-                                let _ = cache.set(&key, &v, ttl.no_herd());
+                                let _ = cache.set(&key, &v, options);
                                 None
                             }
                             Err(e) => {
@@ -253,7 +371,7 @@ fn run_readers(url: &str, policy: &str, key: &str, until_ms: u64) -> Tally {
                             }
                         }
                     } else {
-                        match cache.get_or_set(&key, ttl, load) {
+                        match cache.get_or_set(&key, options, load) {
                             Ok(v) => Some(v),
                             Err(e) => {
                                 eprintln!("get_or_set failed: {e}");
@@ -305,30 +423,55 @@ fn reader_process(args: &[String]) {
 
 struct Row {
     policy: String,
-    loads: usize,
-    events: usize,
+    /// The events inside the row's window, in ms from its start.
+    events_ms: Vec<u64>,
+    /// Loads attributed to each event.
+    loads_by_event: Vec<usize>,
     reads: u64,
     stale_reads: u64,
     p50_us: u64,
     p99_us: u64,
 }
 
-fn scene(url: &str, policy: &str, processes: usize) -> Row {
+impl Row {
+    fn loads(&self) -> usize {
+        self.loads_by_event.iter().sum()
+    }
+
+    fn loads_per_event(&self) -> f64 {
+        self.loads() as f64 / self.events_ms.len().max(1) as f64
+    }
+}
+
+/// The event a load answers (Unix ms): the expiry of the value it replaces, or the
+/// invalidation, whichever is the latest at or before its start; the invalidation only for a
+/// value written before it. A load that starts while its value is fresh answers that value's
+/// coming expiry.
+fn answered(load: &Load, invalidated_at: u64) -> u64 {
+    let written_before =
+        load.replaces == 0 || load.replaces.saturating_sub(TTL_SECS * 1000) < invalidated_at;
+    if load.start >= invalidated_at && written_before {
+        invalidated_at
+    } else if load.replaces == 0 {
+        // Nothing in the cache before the invalidation: not in this scene (it starts warm).
+        invalidated_at
+    } else {
+        load.replaces
+    }
+}
+
+fn scene(url: &str, policy: &str, processes: usize, timing: Timing) -> Row {
     let key = format!("hot-{policy}-{}", now_ms());
     let cache = cache_for(url, policy);
     // Start warm: the scene measures expiries and the invalidation, not the first load.
-    let warm = (0u64, now_ms() + TTL_SECS * 1000);
-    let options = SetOptions::new(Ttl::Seconds(TTL_SECS));
-    let options = if policy == "none" {
-        options.no_herd()
-    } else {
-        options
-    };
+    let set_at = now_ms();
+    let warm_soft = set_at + TTL_SECS * 1000;
     cache
-        .set(&key, &warm, options)
+        .set(&key, &(0u64, warm_soft), store_options(policy))
         .unwrap_or_else(|e| panic!("{e}"));
-    let start = now_ms();
-    let until = start + RUN_FOR.as_millis() as u64;
+    let start = set_at;
+    let window_end = start + timing.run_for.as_millis() as u64;
+    let until = window_end + TAIL.as_millis() as u64;
     let child = (processes > 1).then(|| {
         std::process::Command::new(std::env::current_exe().unwrap_or_else(|e| panic!("{e}")))
             .args(["--reader", url, policy, &key, &until.to_string()])
@@ -338,14 +481,17 @@ fn scene(url: &str, policy: &str, processes: usize) -> Row {
     });
     let invalidator = {
         let (cache, key, policy) = (cache.clone(), key.clone(), policy.to_string());
+        let at = start + timing.invalidate_at.as_millis() as u64;
         std::thread::spawn(move || {
-            std::thread::sleep(INVALIDATE_AT);
+            std::thread::sleep(Duration::from_millis(at.saturating_sub(now_ms())));
+            // The event's time: just before the call, so every load it causes comes after.
+            let invalidated_at = now_ms();
             let _ = if policy == "none" {
                 cache.delete(&key)
             } else {
                 cache.invalidate(&key)
             };
-            now_ms()
+            invalidated_at
         })
     };
     let mut tallies = vec![run_readers(url, policy, &key, until)];
@@ -359,22 +505,26 @@ fn scene(url: &str, policy: &str, processes: usize) -> Row {
             None => panic!("the second reader process reported nothing: {text}"),
         }
     }
-    let invalidated_at = invalidator.join().unwrap_or(0);
-    let mut loads: Vec<u64> = tallies
+    let invalidated_at = invalidator
+        .join()
+        .unwrap_or_else(|_| panic!("the invalidation failed"));
+    let loads: Vec<Load> = tallies
         .iter()
         .flat_map(|t| t.loads.iter().copied())
         .collect();
-    loads.sort_unstable();
-    // Loads that start within three load times of each other answer the same event.
-    let mut events = 0;
-    let mut first: Option<u64> = None;
-    for &l in &loads {
-        if first.is_none_or(|f| l.saturating_sub(f) > 3 * LOAD.as_millis() as u64) {
-            events += 1;
-            first = Some(l);
-        }
-    }
-    let _ = invalidated_at;
+    // The events: the invalidation and every expiry a load answered, inside the window; the
+    // loads that answered an expiry after it are left out with it.
+    let answers: Vec<u64> = loads.iter().map(|l| answered(l, invalidated_at)).collect();
+    let mut events: Vec<u64> = answers.clone();
+    events.push(invalidated_at);
+    events.retain(|&e| e <= window_end);
+    events.sort_unstable();
+    events.dedup();
+    let by_event: Vec<usize> = events
+        .iter()
+        .map(|e| answers.iter().filter(|a| *a == e).count())
+        .collect();
+    let events_ms: Vec<u64> = events.iter().map(|e| e.saturating_sub(start)).collect();
     let mut histogram = vec![0u64; BUCKETS + 1];
     for t in &tallies {
         for (sum, n) in histogram.iter_mut().zip(&t.histogram) {
@@ -395,8 +545,8 @@ fn scene(url: &str, policy: &str, processes: usize) -> Row {
     };
     Row {
         policy: policy.to_string(),
-        loads: loads.len(),
-        events,
+        events_ms,
+        loads_by_event: by_event,
         reads: tallies.iter().map(|t| t.reads).sum(),
         stale_reads: tallies.iter().map(|t| t.stale_reads).sum(),
         p50_us: percentile(0.50),
@@ -404,21 +554,39 @@ fn scene(url: &str, policy: &str, processes: usize) -> Row {
     }
 }
 
-/// Writes `target/herd-demo.json` and `target/herd-demo.svg`; returns their paths.
-fn write_outputs(rows: &[Row]) -> std::io::Result<(String, String)> {
-    let dir = std::env::var("CARGO_TARGET_DIR")
-        .unwrap_or_else(|_| format!("{}/../../target", env!("CARGO_MANIFEST_DIR")));
+fn join<T: ToString>(items: &[T]) -> String {
+    items
+        .iter()
+        .map(T::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Writes `herd-demo.json` and `herd-demo.svg` to `out_dir` (default: the target directory);
+/// returns their paths.
+fn write_outputs(
+    rows: &[Row],
+    timing: Timing,
+    out_dir: Option<&str>,
+) -> std::io::Result<(String, String)> {
+    let dir = match out_dir {
+        Some(dir) => dir.to_string(),
+        None => std::env::var("CARGO_TARGET_DIR")
+            .unwrap_or_else(|_| format!("{}/../../target", env!("CARGO_MANIFEST_DIR"))),
+    };
     std::fs::create_dir_all(&dir)?;
     let dir = std::fs::canonicalize(&dir)?.display().to_string();
     let json_rows: Vec<String> = rows
         .iter()
         .map(|r| {
             format!(
-                "    {{\"policy\": \"{}\", \"loads\": {}, \"events\": {}, \"loads_per_event\": {:.2}, \"reads\": {}, \"stale_reads\": {}, \"p50_us\": {}, \"p99_us\": {}}}",
+                "    {{\"policy\": \"{}\", \"loads\": {}, \"events\": {}, \"loads_per_event\": {:.2}, \"events_ms\": [{}], \"loads_by_event\": [{}], \"reads\": {}, \"stale_reads\": {}, \"p50_us\": {}, \"p99_us\": {}}}",
                 r.policy,
-                r.loads,
-                r.events,
-                r.loads as f64 / r.events.max(1) as f64,
+                r.loads(),
+                r.events_ms.len(),
+                r.loads_per_event(),
+                join(&r.events_ms),
+                join(&r.loads_by_event),
                 r.reads,
                 r.stale_reads,
                 r.p50_us,
@@ -427,9 +595,10 @@ fn write_outputs(rows: &[Row]) -> std::io::Result<(String, String)> {
         })
         .collect();
     let json = format!(
-        "{{\n  \"threads_per_process\": {THREADS},\n  \"load_ms\": {},\n  \"ttl_s\": {TTL_SECS},\n  \"herd_timeout_s\": {HERD_TIMEOUT},\n  \"run_ms\": {},\n  \"rows\": [\n{}\n  ]\n}}\n",
+        "{{\n  \"threads_per_process\": {THREADS},\n  \"load_ms\": {},\n  \"ttl_s\": {TTL_SECS},\n  \"herd_timeout_s\": {HERD_TIMEOUT},\n  \"run_ms\": {},\n  \"invalidate_at_ms\": {},\n  \"rows\": [\n{}\n  ]\n}}\n",
         LOAD.as_millis(),
-        RUN_FOR.as_millis(),
+        timing.run_for.as_millis(),
+        timing.invalidate_at.as_millis(),
         json_rows.join(",\n")
     );
     let json_path = format!("{dir}/herd-demo.json");
@@ -437,16 +606,13 @@ fn write_outputs(rows: &[Row]) -> std::io::Result<(String, String)> {
 
     // A bar chart of loads per event, drawn as plain SVG.
     let (w, bar_h, gap, left) = (640.0, 34.0, 14.0, 190.0);
-    let max = rows
-        .iter()
-        .map(|r| r.loads as f64 / r.events.max(1) as f64)
-        .fold(1.0f64, f64::max);
+    let max = rows.iter().map(Row::loads_per_event).fold(1.0f64, f64::max);
     let mut svg = format!(
         "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{}\" font-family=\"sans-serif\" font-size=\"13\">\n<text x=\"10\" y=\"22\" font-size=\"15\">Loads per expiry or invalidation (lower is better; 1 is the goal)</text>\n",
         60.0 + rows.len() as f64 * (bar_h + gap)
     );
     for (i, r) in rows.iter().enumerate() {
-        let v = r.loads as f64 / r.events.max(1) as f64;
+        let v = r.loads_per_event();
         let y = 40.0 + i as f64 * (bar_h + gap);
         let len = (w - left - 70.0) * v / max;
         svg.push_str(&format!(
