@@ -86,3 +86,30 @@ fn commands_twemproxy_lacks_are_typed_unsupported_errors_not_hangs() {
     let stored: u64 = f.backends.iter().map(|b| b.stat("curr_items")).sum();
     assert_eq!(stored, 20);
 }
+
+#[test]
+fn quiet_deletes_go_through_twemproxy() {
+    // twemproxy carries `delete <key> noreply` (answering nothing) and `version`.
+    let f = ProxyFixture::start();
+    let t = &f.transport;
+    let keys: Vec<String> = (0..30).map(|i| format!("quiet:{i}")).collect();
+    for k in &keys {
+        t.store(&Store::set(k.as_bytes(), b"v", 0, 60)).unwrap();
+    }
+    let mut batch: Vec<&[u8]> = keys[..20].iter().map(|k| k.as_bytes()).collect();
+    batch.push(b"quiet:missing");
+    t.delete_many_quiet(&batch)
+        .expect("quiet deletes through twemproxy");
+    // The proxy forwards each noreply delete without waiting; poll briefly for the last.
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while f.backends.iter().map(|b| b.stat("curr_items")).sum::<u64>() != 10 {
+        assert!(
+            Instant::now() < deadline,
+            "the deletes did not reach memcached"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    for (i, k) in keys.iter().enumerate() {
+        assert_eq!(t.get(k.as_bytes()).unwrap().is_some(), i >= 20, "{k}");
+    }
+}

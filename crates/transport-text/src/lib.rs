@@ -580,16 +580,16 @@ impl TextTransport {
     /// larger one never has more unread replies or unsent request bytes per server than the
     /// socket buffers hold (no write-write deadlock with the server). `encode` writes the
     /// commands for a slice of a group's members and `cost(position)` estimates one
-    /// member's request bytes; each chunk expects one reply per member, or one in all when
-    /// `one_reply` is set. Every reply comes with the range of the group's members it
-    /// answers. Each group's outcome is its own: a down server fails its group only.
+    /// member's request bytes; `replies` says what each chunk is answered with. Every reply
+    /// kept comes with the range of the group's members it answers. Each group's outcome is
+    /// its own: a down server fails its group only.
     fn pipelined(
         &self,
         groups: &[(usize, Vec<usize>)],
         encode: impl Fn(&mut Vec<u8>, &[usize]),
         cost: impl Fn(usize) -> usize,
         expect: Expect,
-        one_reply: bool,
+        replies: Replies,
         limit: RoundLimit,
     ) -> Vec<(usize, Result<Vec<Answer>>)> {
         let mut lanes: Vec<Lane<'_>> = groups
@@ -613,7 +613,7 @@ impl TextTransport {
                 }
                 let end = limit.chunk_end(lane.members, lane.done, &cost);
                 let round = lane.done..end;
-                match self.send_round(lane, round.clone(), &encode, one_reply) {
+                match self.send_round(lane, round.clone(), &encode, replies) {
                     Ok(()) => {
                         lane.round = round;
                         sent = true;
@@ -630,7 +630,7 @@ impl TextTransport {
                     continue;
                 }
                 lane.done = round.end;
-                if let Err(e) = self.receive_round(lane, round, expect, one_reply) {
+                if let Err(e) = self.receive_round(lane, round, expect, replies) {
                     lane.fail(e);
                 }
             }
@@ -668,7 +668,7 @@ impl TextTransport {
         lane: &mut Lane<'_>,
         round: Range<usize>,
         encode: &impl Fn(&mut Vec<u8>, &[usize]),
-        one_reply: bool,
+        replies: Replies,
     ) -> Result<()> {
         let server = self.server(lane.index)?;
         let first = lane.conn.is_none();
@@ -677,8 +677,12 @@ impl TextTransport {
             None => {
                 self.cluster.check_up(lane.index)?;
                 let conn = self.checkout(server)?;
-                if let Ok(replies) = lane.outcome.as_mut() {
-                    replies.reserve(if one_reply { 1 } else { lane.members.len() });
+                if let Ok(answers) = lane.outcome.as_mut() {
+                    answers.reserve(match replies {
+                        Replies::PerCommand => lane.members.len(),
+                        Replies::One => 1,
+                        Replies::Quiet => 0,
+                    });
                 }
                 conn
             }
@@ -700,26 +704,54 @@ impl TextTransport {
         lane: &mut Lane<'_>,
         round: Range<usize>,
         expect: Expect,
-        one_reply: bool,
+        replies: Replies,
     ) -> Result<()> {
         let server = self.server(lane.index)?;
         let Some(mut conn) = lane.conn.take() else {
             return Ok(());
         };
-        let Ok(replies) = lane.outcome.as_mut() else {
+        let Ok(answers) = lane.outcome.as_mut() else {
             return Ok(());
         };
-        if one_reply {
-            // One reply for the whole chunk (a multi-get) holds up to `round.len()` values.
-            let decoder = Decoder::with_capacity(expect, round.len());
-            let (reply, short) = self.receive(server, &mut conn, decoder)?;
-            lane.shortened |= short;
-            replies.push((round, reply));
-        } else {
-            for i in round {
-                let (reply, short) = self.receive(server, &mut conn, Decoder::new(expect))?;
+        match replies {
+            Replies::One => {
+                // One reply for the whole chunk (a multi-get) holds up to `round.len()` values.
+                let decoder = Decoder::with_capacity(expect, round.len());
+                let (reply, short) = self.receive(server, &mut conn, decoder)?;
                 lane.shortened |= short;
-                replies.push((i..i + 1, reply));
+                answers.push((round, reply));
+            }
+            Replies::PerCommand => {
+                for i in round {
+                    let (reply, short) = self.receive(server, &mut conn, Decoder::new(expect))?;
+                    lane.shortened |= short;
+                    answers.push((i..i + 1, reply));
+                }
+            }
+            Replies::Quiet => {
+                // Nothing but errors until the closing VERSION; a server that ignored noreply
+                // may also answer each command: at most one line per command, then VERSION.
+                let mut lines = 0usize;
+                loop {
+                    let (reply, short) =
+                        self.receive(server, &mut conn, Decoder::new(Expect::Status))?;
+                    lane.shortened |= short;
+                    match reply {
+                        Reply::Status(Status::Version(_)) => break,
+                        Reply::Status(Status::Deleted | Status::NotFound) => {}
+                        other => answers.push((round.clone(), other)),
+                    }
+                    lines += 1;
+                    if lines > round.len() {
+                        return Err(Error::Protocol {
+                            server: server.label.clone(),
+                            detail: format!(
+                                "more replies than the {} noreply commands sent, and no VERSION",
+                                round.len()
+                            ),
+                        });
+                    }
+                }
             }
         }
         lane.conn = Some(conn);
@@ -840,7 +872,7 @@ impl TextTransport {
             },
             |i| keys.get(i).map_or(0, |k| k.len() + overhead),
             expect,
-            false,
+            Replies::PerCommand,
             limit,
         );
         let replies = if reads {
@@ -968,6 +1000,17 @@ impl Lane<'_> {
         self.round = 0..0;
         self.outcome = Err(e);
     }
+}
+
+/// What a pipelined round's chunk is answered with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Replies {
+    /// One reply per command (stores, deletes, meta gets).
+    PerCommand,
+    /// One reply for the whole chunk (a multi-get; `flush_all`, `stats`).
+    One,
+    /// noreply commands closed by `version`: only error lines are kept.
+    Quiet,
 }
 
 /// How much of a batch one pipelined round sends one server before reading its replies.
@@ -1176,7 +1219,7 @@ impl Transport for TextTransport {
             },
             |i| keys.get(i).map_or(0, |k| get_cost(k)),
             Expect::Values,
-            true,
+            Replies::One,
             RoundLimit::VALUES,
         );
         for (index, replies) in Self::tolerant(replies)? {
@@ -1250,7 +1293,7 @@ impl Transport for TextTransport {
                     .map_or(0, |r| r.key.len() + r.value.len() + STORE_OVERHEAD)
             },
             Expect::Status,
-            false,
+            Replies::PerCommand,
             RoundLimit::STATUS,
         );
         let mut out = vec![StoreStatus::NotStored; requests.len()];
@@ -1318,6 +1361,41 @@ impl Transport for TextTransport {
         Ok(out)
     }
 
+    /// `delete <key> noreply` for every key, each server's batch (in rounds of at most 512)
+    /// ended by `version`: memcached sends nothing for a noreply command, not even an error
+    /// (protocol.txt), so the one reply to read is `VERSION`, which comes after everything
+    /// sent before it was processed and cannot be mistaken for a delete's reply. Lines before
+    /// it (errors, or the replies of a server that ignores noreply) are read too, so no reply
+    /// is ever left on a pooled connection; an error among them is returned after every
+    /// server was read. A server that fails or is down fails the call, as in
+    /// [`Transport::delete_many`].
+    fn delete_many_quiet(&self, keys: &[&[u8]]) -> Result<()> {
+        let groups = self.keys_by_server(keys)?;
+        let outcomes = self.pipelined(
+            &groups,
+            |buf, members| {
+                for key in members.iter().filter_map(|&i| keys.get(i)) {
+                    proto::encode_delete_noreply(buf, key);
+                }
+                proto::encode_line(buf, "version");
+            },
+            |i| keys.get(i).map_or(0, |k| k.len() + 17),
+            Expect::Status,
+            Replies::Quiet,
+            RoundLimit::STATUS,
+        );
+        for (index, answers) in Self::strict(outcomes)? {
+            if let Some((_, reply)) = answers.into_iter().next() {
+                let status = match reply {
+                    Reply::Status(s) => s,
+                    other => unexpected(other),
+                };
+                return Err(status_to_error(self.label(index), status, "delete"));
+            }
+        }
+        Ok(())
+    }
+
     fn incr(&self, key: &[u8], delta: u64) -> Result<Option<u64>> {
         self.arith(key, delta, true)
     }
@@ -1348,7 +1426,7 @@ impl Transport for TextTransport {
             |b, _| proto::encode_line(b, "flush_all"),
             |_| 11,
             Expect::Status,
-            true,
+            Replies::One,
             RoundLimit::STATUS,
         ))? {
             for (_, reply) in replies {
@@ -1414,7 +1492,7 @@ impl Transport for TextTransport {
             |b, _| proto::encode_line(b, "stats"),
             |_| 7,
             Expect::Stats,
-            true,
+            Replies::One,
             RoundLimit::VALUES,
         ))? {
             let label = self.server(index)?.label.clone();

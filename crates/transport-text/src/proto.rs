@@ -62,6 +62,13 @@ pub fn encode_delete(out: &mut Vec<u8>, key: &[u8]) {
     out.extend_from_slice(b"\r\n");
 }
 
+/// Appends `delete <key> noreply`: memcached sends no reply to it (not even an error).
+pub fn encode_delete_noreply(out: &mut Vec<u8>, key: &[u8]) {
+    out.extend_from_slice(b"delete ");
+    out.extend_from_slice(key);
+    out.extend_from_slice(b" noreply\r\n");
+}
+
 /// Appends `incr <key> <delta>` (or `decr`).
 pub fn encode_arith(out: &mut Vec<u8>, incr: bool, key: &[u8], delta: u64) {
     out.extend_from_slice(if incr { b"incr " } else { b"decr " });

@@ -412,6 +412,22 @@ pub trait Transport: Send + Sync + fmt::Debug {
         keys.iter().map(|k| self.delete(k)).collect()
     }
 
+    /// Deletes many items without learning which existed (fire-and-forget, as Django's
+    /// `delete_many`, which returns nothing). Every key is checked first: an invalid key is
+    /// [`Error::InvalidKey`] and nothing is sent. `Ok(())` means every server that holds one
+    /// of the keys took its deletes and reported no error; otherwise the error is the one
+    /// [`Transport::delete_many`] would give (a server that is down or fails, or an error
+    /// the server reported), and any subset of the keys may have been deleted: delete again
+    /// to be sure. On return no reply is left unread on any connection.
+    ///
+    /// The default runs [`Transport::delete_many`] and drops its results. Backends override
+    /// it to skip the per-key replies (the text transport sends `delete <key> noreply` and
+    /// ends each server's batch with one `version`, whose reply says the server processed
+    /// everything before it).
+    fn delete_many_quiet(&self, keys: &[&[u8]]) -> Result<()> {
+        self.delete_many(keys).map(|_| ())
+    }
+
     /// Adds `delta` to a decimal value (wrapping at 2^64); `None` when the key holds no item.
     fn incr(&self, key: &[u8], delta: u64) -> Result<Option<u64>>;
 
@@ -473,6 +489,7 @@ macro_rules! forward_transport {
             fn store_many(&self, requests: &[Store<'_>]) -> Result<Vec<StoreStatus>> { (**self).store_many(requests) }
             fn delete(&self, key: &[u8]) -> Result<bool> { (**self).delete(key) }
             fn delete_many(&self, keys: &[&[u8]]) -> Result<Vec<bool>> { (**self).delete_many(keys) }
+            fn delete_many_quiet(&self, keys: &[&[u8]]) -> Result<()> { (**self).delete_many_quiet(keys) }
             fn incr(&self, key: &[u8], delta: u64) -> Result<Option<u64>> { (**self).incr(key, delta) }
             fn decr(&self, key: &[u8], delta: u64) -> Result<Option<u64>> { (**self).decr(key, delta) }
             fn touch(&self, key: &[u8], exptime: u32) -> Result<bool> { (**self).touch(key, exptime) }
