@@ -175,3 +175,41 @@ fn a_stale_value_that_vanishes_before_the_claim_is_a_cold_miss_loaded_once() {
     assert!(got.iter().all(|v| *v == 2), "{got:?}");
     assert_eq!(plain.get::<u32>("hot").unwrap(), Some(2));
 }
+
+#[test]
+fn one_get_many_sends_the_stores_of_all_its_stale_keys_in_one_store_many() {
+    for policy in ["lease", "reinsert"] {
+        let server = Memcached::start();
+        let clock = ManualClock::at_secs(SystemClock.now_secs());
+        let spy = Arc::new(Spy::new(&server, None));
+        let cache = cache_on(&server, spy.clone(), &clock, &format!("herd={policy}"));
+        let stale = ["k0", "k1", "k2", "k3"];
+        cache
+            .set_many(stale.iter().map(|k| (*k, 1u32)), Ttl::Seconds(10))
+            .unwrap();
+        clock.advance_secs(11);
+        cache.set("fresh", &2u32, Ttl::Seconds(300)).unwrap();
+        spy.stores.store(0, Ordering::SeqCst);
+        spy.store_manys.lock().unwrap().clear();
+        let got: std::collections::HashMap<String, u32> = cache
+            .get_many(&["k0", "fresh", "k1", "missing", "k2", "k3"])
+            .unwrap();
+        assert_eq!(got.len(), 1, "{policy}: the stale keys are misses: {got:?}");
+        assert_eq!(got.get("fresh"), Some(&2));
+        assert_eq!(
+            spy.stores.load(Ordering::SeqCst),
+            0,
+            "{policy}: no single store"
+        );
+        assert_eq!(
+            *spy.store_manys.lock().unwrap(),
+            [4],
+            "{policy}: one store_many with the four re-stores or claims"
+        );
+        // The others are now served the old values, and nothing more is stored.
+        let again: std::collections::HashMap<String, u32> = cache.get_many(&stale).unwrap();
+        assert_eq!(again.len(), 4, "{policy}: {again:?}");
+        assert!(again.values().all(|v| *v == 1));
+        assert_eq!(spy.store_manys.lock().unwrap().len(), 1, "{policy}");
+    }
+}

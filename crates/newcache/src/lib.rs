@@ -298,6 +298,67 @@ enum Opened {
     },
 }
 
+/// What a reader does with a fetched item: answer at once, or first send one store.
+enum Looked {
+    Done(Opened),
+    Store(Pending),
+}
+
+/// The store a stale read sends before it answers, not sent yet: the seed's bare re-store,
+/// or lease's claim (a CAS store of the envelope with its soft expiry pushed forward).
+struct Pending {
+    item: Item,
+    offset: usize,
+    /// The value's flags (the herd bit removed).
+    flags: u32,
+    /// The claim's CAS unique and envelope; `None` for a bare re-store of the value.
+    claim: Option<(u64, Vec<u8>)>,
+    exptime: u32,
+}
+
+impl Pending {
+    fn request<'a>(&'a self, wire: &'a [u8]) -> Store<'a> {
+        match &self.claim {
+            Some((cas, claimed)) => Store {
+                mode: StoreMode::Cas(*cas),
+                key: wire,
+                value: claimed,
+                flags: self.flags | HERD_FLAG,
+                exptime: self.exptime,
+            },
+            None => Store::set(
+                wire,
+                self.item.value.get(self.offset..).unwrap_or_default(),
+                self.flags,
+                self.exptime,
+            ),
+        }
+    }
+
+    /// The reader's answer once the store's outcome (`None`: it failed) is known.
+    fn settle(self, status: Option<StoreStatus>) -> Opened {
+        if self.claim.is_none() {
+            // A re-store: this reader recomputes; a failed re-store only weakens the
+            // protection for the others.
+            return Opened::Miss;
+        }
+        match status {
+            // This reader won the refresh; everyone else now reads the claimed envelope,
+            // fresh for another herd timeout.
+            Some(StoreStatus::Stored) => Opened::Miss,
+            // Nothing left to claim: every reader that held the stale value would "win" here,
+            // so it is a cold miss instead.
+            Some(StoreStatus::NotFound) => Opened::Gone,
+            // Another reader claimed it (or a writer replaced it) first: serve the old value.
+            _ => Opened::Value {
+                item: self.item,
+                offset: self.offset,
+                flags: self.flags,
+            },
+        }
+    }
+}
+
 impl Cache {
     /// A cache configured by a `newcache://` URL (see [`Config::from_url`]).
     pub fn from_url(url: &str) -> Result<Cache> {
@@ -370,16 +431,19 @@ impl Cache {
         self.inner.clock.now_millis()
     }
 
-    /// Looks into a fetched item: a fresh envelope is opened, a stale one is re-stored bare
-    /// for the herd timeout and reported as a miss (django-newcache's policy).
-    fn open(&self, wire: &[u8], item: Item, now: u64) -> Result<Opened> {
+    /// Looks into a fetched item under the stale policy: a fresh envelope (or a bare value) is
+    /// opened, and a stale one is a miss for this reader, after one store that keeps the others
+    /// on the old value: `reinsert` re-stores it bare for the herd timeout (django-newcache's
+    /// policy), `lease` claims the refresh with CAS. That store is returned unsent, so that
+    /// `get_many` sends all of its stores in one `store_many`; `open` sends it at once.
+    fn look(&self, wire: &[u8], item: Item, now: u64) -> Result<Looked> {
         if !is_enveloped(item.flags) {
             let flags = item.flags;
-            return Ok(Opened::Value {
+            return Ok(Looked::Done(Opened::Value {
                 item,
                 offset: 0,
                 flags,
-            });
+            }));
         }
         let flags = item.flags & !HERD_FLAG;
         let (envelope, payload) = Envelope::decode(&item.value).map_err(|e| Error::Decode {
@@ -388,62 +452,54 @@ impl Cache {
             detail: e.to_string(),
         })?;
         let offset = item.value.len() - payload.len();
-        let serve = |item: Item| Opened::Value {
-            item,
-            offset,
-            flags,
+        let pending = |item: Item, claim, exptime| {
+            Looked::Store(Pending {
+                item,
+                offset,
+                flags,
+                claim,
+                exptime,
+            })
         };
-        match self
-            .stale_policy()
-            .decide(&self.inner.herd, &envelope, now, uniform())
-        {
-            // XFetch: this reader recomputes ahead of the expiry; nothing is stored, the
-            // others keep being served.
-            StaleAction::RecomputeEarly => Ok(Opened::Miss),
-            StaleAction::Serve => Ok(serve(item)),
-            StaleAction::ReinsertBare { exptime } => {
-                // Everyone else keeps being served the old value while this reader
-                // recomputes. A failed re-store only weakens the protection; the answer to
-                // this reader is a miss either way.
-                let _ = self
-                    .inner
-                    .transport
-                    .store(&Store::set(wire, payload, flags, exptime));
-                Ok(Opened::Miss)
+        Ok(
+            match self
+                .stale_policy()
+                .decide(&self.inner.herd, &envelope, now, uniform())
+            {
+                // XFetch: this reader recomputes ahead of the expiry; nothing is stored, the
+                // others keep being served.
+                StaleAction::RecomputeEarly => Looked::Done(Opened::Miss),
+                StaleAction::Serve => Looked::Done(Opened::Value {
+                    item,
+                    offset,
+                    flags,
+                }),
+                // Everyone else keeps being served the old value while this reader recomputes.
+                StaleAction::ReinsertBare { exptime } => pending(item, None, exptime),
+                StaleAction::Claim { envelope, exptime } => match item.cas {
+                    Some(cas) => {
+                        let mut claimed = Vec::with_capacity(item.value.len());
+                        envelope.encode(payload, &mut claimed);
+                        pending(item, Some((cas, claimed)), exptime)
+                    }
+                    // No CAS uniques, no claim: the seed's re-store. The cache refuses to be
+                    // built that way (lease over libmemcached with CAS off); only a transport
+                    // of the caller's own, or an envelope read with herd off, gets here.
+                    None => pending(item, None, self.inner.herd.herd_timeout.max(1)),
+                },
+            },
+        )
+    }
+
+    /// `look`, with its store (if any) sent at once.
+    fn open(&self, wire: &[u8], item: Item, now: u64) -> Result<Opened> {
+        Ok(match self.look(wire, item, now)? {
+            Looked::Done(opened) => opened,
+            Looked::Store(pending) => {
+                let status = self.inner.transport.store(&pending.request(wire)).ok();
+                pending.settle(status)
             }
-            StaleAction::Claim { envelope, exptime } => {
-                let Some(cas) = item.cas else {
-                    // A transport without CAS cannot claim: fall back to the seed's policy.
-                    let _ = self.inner.transport.store(&Store::set(
-                        wire,
-                        payload,
-                        flags,
-                        self.inner.herd.herd_timeout.max(1),
-                    ));
-                    return Ok(Opened::Miss);
-                };
-                let mut claimed = Vec::with_capacity(item.value.len());
-                envelope.encode(payload, &mut claimed);
-                let claim = self.inner.transport.store(&Store {
-                    mode: StoreMode::Cas(cas),
-                    key: wire,
-                    value: &claimed,
-                    flags: item.flags,
-                    exptime,
-                });
-                match claim {
-                    // This reader won the refresh; everyone else now reads the claimed
-                    // envelope, fresh for another herd timeout.
-                    Ok(StoreStatus::Stored) => Ok(Opened::Miss),
-                    // Nothing left to claim: every reader that held the stale value would
-                    // "win" here, so it is a cold miss instead.
-                    Ok(StoreStatus::NotFound) => Ok(Opened::Gone),
-                    // Another reader claimed it (or a writer replaced it) first: serve the
-                    // old value we hold.
-                    Ok(_) | Err(_) => Ok(serve(item)),
-                }
-            }
-        }
+        })
     }
 
     /// Like `decode`, taking the item's buffer over (a `String` value is that buffer).
@@ -509,6 +565,20 @@ impl Cache {
     }
 
     /// A meta read: the win flag means "recompute"; everything else is served.
+    fn look_meta(
+        &self,
+        wire: &[u8],
+        meta: newcache_transport::MetaItem,
+        now: u64,
+    ) -> Result<Looked> {
+        if meta.win {
+            return Ok(Looked::Done(Opened::Miss));
+        }
+        // An envelope written by a cache on another policy still follows its rules.
+        self.look(wire, meta.item, now)
+    }
+
+    /// `look_meta`, with its store (if any) sent at once.
     fn open_meta(
         &self,
         wire: &[u8],
@@ -518,7 +588,6 @@ impl Cache {
         if meta.win {
             return Ok(Opened::Miss);
         }
-        // An envelope written by a cache on another policy still follows its rules.
         self.open(wire, meta.item, now)
     }
 
@@ -581,6 +650,41 @@ impl Cache {
         })
     }
 
+    /// Sends the stale items' stores of one multi-get (re-stores, claims) in one
+    /// `store_many`, as django-newcache's `set_multi` did, and settles each read by its store's
+    /// outcome; `refs` are the wire keys, in the order of `looked`.
+    fn settle_many(&self, looked: Vec<Option<Looked>>, refs: &[&[u8]]) -> Vec<Option<Opened>> {
+        let requests: Vec<Store<'_>> = looked
+            .iter()
+            .zip(refs)
+            .filter_map(|(l, wire)| match l {
+                Some(Looked::Store(pending)) => Some(pending.request(wire)),
+                _ => None,
+            })
+            .collect();
+        let statuses: Vec<StoreStatus> = if requests.is_empty() {
+            Vec::new()
+        } else {
+            // A failed batch only weakens the protection: re-stores are misses either way,
+            // and a claim that may not have landed serves the old value.
+            self.inner
+                .transport
+                .store_many(&requests)
+                .unwrap_or_default()
+        };
+        drop(requests);
+        let mut statuses = statuses.into_iter();
+        looked
+            .into_iter()
+            .map(|l| {
+                l.map(|l| match l {
+                    Looked::Done(opened) => opened,
+                    Looked::Store(pending) => pending.settle(statuses.next()),
+                })
+            })
+            .collect()
+    }
+
     /// Fetches many values in one round trip per server. The map is keyed by the caller's
     /// own keys and holds the hits only.
     pub fn get_many<K, T>(&self, keys: &[K]) -> Result<HashMap<String, T>>
@@ -617,20 +721,21 @@ impl Cache {
         } else {
             None
         };
-        let opened: Vec<Option<Opened>> = if let Some(metas) = metas {
+        let looked: Vec<Option<Looked>> = if let Some(metas) = metas {
             metas
                 .into_iter()
                 .zip(&refs)
-                .map(|(m, wire)| m.map(|m| self.open_meta(wire, m, now)).transpose())
+                .map(|(m, wire)| m.map(|m| self.look_meta(wire, m, now)).transpose())
                 .collect::<Result<_>>()?
         } else {
             let items = self.inner.transport.get_many(&refs)?;
             items
                 .into_iter()
                 .zip(&refs)
-                .map(|(i, wire)| i.map(|i| self.open(wire, i, now)).transpose())
+                .map(|(i, wire)| i.map(|i| self.look(wire, i, now)).transpose())
                 .collect::<Result<_>>()?
         };
+        let opened = self.settle_many(looked, &refs);
         let mut out = HashMap::with_capacity(opened.len());
         for (key, opened) in keys.iter().zip(opened) {
             if let Some(Opened::Value {

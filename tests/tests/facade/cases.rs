@@ -661,6 +661,56 @@ fn a_lease_winner_that_never_writes_back_is_replaced_after_herd_timeout() {
 }
 
 #[test]
+fn get_many_follows_the_seeds_rule_under_reinsert() {
+    let e = env("herd_timeout=60&herd=reinsert");
+    e.cache
+        .set_many([("a", "old-a"), ("b", "old-b")], Ttl::Seconds(10))
+        .unwrap();
+    e.clock.advance_secs(11);
+    e.cache.set("fresh", "f", Ttl::Seconds(300)).unwrap();
+    // The first multi-get after the soft expiry misses both stale keys (and re-stores them
+    // bare for herd_timeout); the fresh one is served.
+    let first: HashMap<String, String> = e.cache.get_many(&["a", "b", "fresh"]).unwrap();
+    assert_eq!(
+        first,
+        HashMap::from([("fresh".to_string(), "f".to_string())])
+    );
+    for key in ["a", "b"] {
+        let (flags, ttl, value) = e.meta(key).unwrap();
+        assert_eq!(flags & HERD_FLAG, 0, "{key}: re-stored bare");
+        assert!((58..=60).contains(&ttl), "{key}: ttl {ttl}");
+        assert_eq!(value, format!("old-{key}").as_bytes());
+    }
+    // Everyone after is served the old values.
+    let second: HashMap<String, String> = e.cache.get_many(&["a", "b"]).unwrap();
+    assert_eq!(second.get("a").map(String::as_str), Some("old-a"));
+    assert_eq!(second.get("b").map(String::as_str), Some("old-b"));
+}
+
+#[test]
+fn get_many_hands_each_stale_key_to_exactly_one_reader_under_lease() {
+    let e = env("herd_timeout=60");
+    let keys = ["a", "b", "c"];
+    e.cache
+        .set_many(keys.iter().map(|k| (*k, 1u32)), Ttl::Seconds(10))
+        .unwrap();
+    e.clock.advance_secs(11);
+    let cache = e.cache.clone();
+    let got = at_once(16, move |_| {
+        cache.get_many::<_, u32>(&["a", "b", "c"]).unwrap()
+    });
+    for key in keys {
+        let misses = got.iter().filter(|m| !m.contains_key(key)).count();
+        assert_eq!(misses, 1, "{key}: exactly one reader recomputes: {got:?}");
+        // The claim left the old value in its envelope, alive for the write-back.
+        let (flags, ttl, _) = e.meta(key).unwrap();
+        assert_eq!(flags, 4 | HERD_FLAG, "{key}");
+        assert!((118..=120).contains(&ttl), "{key}: ttl {ttl}");
+    }
+    assert!(got.iter().flat_map(|m| m.values()).all(|v| *v == 1));
+}
+
+#[test]
 fn invalidate_marks_a_value_stale_so_exactly_one_reader_recomputes() {
     let e = env("herd_timeout=60");
     e.cache.set("fresh", &"v1", Ttl::Seconds(300)).unwrap();
