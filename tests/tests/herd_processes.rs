@@ -1,5 +1,6 @@
 //! Exactly one loader run per expiry across two processes x 16 threads, for `lease` and
-//! `meta`, on a real memcached; every other reader gets the old value, never an error.
+//! `meta`, on a real memcached, for one expiry, three in a row, an invalidation and a cold
+//! key; every other reader gets the old value, never an error.
 
 use std::process::{Command, Stdio};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -18,11 +19,23 @@ fn now_ms() -> u64 {
 
 /// Runs two reader processes that start together; returns (total loads, every value read).
 fn two_processes(url: &str, key: &str) -> (usize, Vec<u32>) {
+    two_processes_storing(url, key, 300, 2)
+}
+
+/// As [`two_processes`], the loader storing `value` for `ttl` seconds.
+fn two_processes_storing(url: &str, key: &str, ttl: u64, value: u32) -> (usize, Vec<u32>) {
     let start = now_ms() + 400;
     let children: Vec<_> = (0..2)
         .map(|_| {
             Command::new(env!("CARGO_BIN_EXE_herd_reader"))
-                .args([url, key, &THREADS.to_string(), &start.to_string()])
+                .args([
+                    url,
+                    key,
+                    &THREADS.to_string(),
+                    &start.to_string(),
+                    &ttl.to_string(),
+                    &value.to_string(),
+                ])
                 .stdout(Stdio::piped())
                 .stderr(Stdio::piped())
                 .spawn()
@@ -110,4 +123,44 @@ fn a_cold_key_is_loaded_once_across_two_processes() {
     let (loads, values) = two_processes(&url, "cold");
     assert_eq!(loads, 1);
     assert!(values.iter().all(|v| *v == 2), "{values:?}");
+}
+
+/// Three expiries in a row, each read by two processes x 16 threads: one load per expiry,
+/// and every other reader gets the value from the expiry before.
+fn expiries_in_a_row(policy: &str, stale_after: Duration) {
+    let server = Memcached::start();
+    let url = format!(
+        "newcache://{}/?herd={policy}&herd_timeout=60",
+        server.addr()
+    );
+    let cache = Cache::from_url(&url).unwrap();
+    cache.set("hot", &1u32, Ttl::Seconds(1)).unwrap();
+    for value in 2..=4u32 {
+        std::thread::sleep(stale_after);
+        let (loads, values) = two_processes_storing(&url, "hot", 1, value);
+        assert_eq!(loads, 1, "{policy}, expiry {}: {values:?}", value - 1);
+        assert_eq!(values.len(), 2 * THREADS);
+        assert_eq!(
+            values.iter().filter(|v| **v == value).count(),
+            1,
+            "{values:?}"
+        );
+        assert_eq!(
+            values.iter().filter(|v| **v == value - 1).count(),
+            2 * THREADS - 1,
+            "{policy}: the others get the previous value: {values:?}"
+        );
+    }
+    assert_eq!(cache.get::<u32>("hot").unwrap(), Some(4));
+}
+
+#[test]
+fn lease_one_load_per_expiry_for_three_expiries_in_a_row() {
+    expiries_in_a_row("lease", Duration::from_millis(1100));
+}
+
+#[test]
+fn meta_one_load_per_expiry_for_three_expiries_in_a_row() {
+    // memcached decides the win on its own whole-second clock.
+    expiries_in_a_row("meta", Duration::from_millis(2100));
 }

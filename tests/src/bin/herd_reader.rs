@@ -1,6 +1,7 @@
-//! A reader process for the two-process herd tests: `herd_reader URL KEY THREADS START_MS`.
-//! At START_MS (Unix ms) its threads call `get_or_set` on KEY once each, with a loader that
-//! takes 100 ms and returns 2. Prints `loads=N values=v,v,...`.
+//! A reader process for the two-process herd tests:
+//! `herd_reader URL KEY THREADS START_MS [TTL_SECS [VALUE]]`. At START_MS (Unix ms) its
+//! threads call `get_or_set` on KEY once each, with TTL_SECS (default 300) and a loader that
+//! takes 100 ms and returns VALUE (default 2). Prints `loads=N values=v,v,...`.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -10,10 +11,21 @@ use newcache::{Cache, Ttl};
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let [url, key, threads, start] = args.as_slice() else {
-        eprintln!("usage: herd_reader URL KEY THREADS START_MS");
-        std::process::exit(2);
+    let (url, key, threads, start, rest) = match args.as_slice() {
+        [url, key, threads, start, rest @ ..] if rest.len() <= 2 => {
+            (url, key, threads, start, rest)
+        }
+        _ => {
+            eprintln!("usage: herd_reader URL KEY THREADS START_MS [TTL_SECS [VALUE]]");
+            std::process::exit(2);
+        }
     };
+    let ttl: u64 = rest
+        .first()
+        .map_or(300, |t| t.parse().expect("TTL_SECS is a number"));
+    let value: u32 = rest
+        .get(1)
+        .map_or(2, |v| v.parse().expect("VALUE is a number"));
     let threads: usize = threads.parse().expect("THREADS is a number");
     let start: u64 = start.parse().expect("START_MS is a number");
     let cache = Cache::from_url(url).expect("a valid URL");
@@ -28,10 +40,10 @@ fn main() {
                     .as_millis() as u64;
                 std::thread::sleep(Duration::from_millis(start.saturating_sub(now)));
                 cache
-                    .get_or_set(&key, Ttl::Seconds(300), || {
+                    .get_or_set(&key, Ttl::Seconds(ttl), || {
                         loads.fetch_add(1, Ordering::SeqCst);
                         std::thread::sleep(Duration::from_millis(100));
-                        2u32
+                        value
                     })
                     .expect("get_or_set")
             })
