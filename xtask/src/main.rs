@@ -2,7 +2,8 @@
 //!
 //! - `cargo xtask test`: installs memcached and libmemcached when missing (as root, from
 //!   Debian's packages), then runs the format check, clippy with `-D warnings`, and every test
-//!   of the workspace with all features.
+//!   of the workspace with all features; then, with pkg-config unable to find libmemcached,
+//!   the facade's default-features tests and a build of the default workspace members.
 //! - `cargo xtask demo`: starts a memcached of its own and shows wire keys and the herd scene
 //!   (falls back to the in-process memory transport, said plainly, when memcached is absent).
 //! - `cargo xtask bench [--quick]`: the criterion benchmarks, then `docs/benchmarks.md`.
@@ -197,12 +198,67 @@ fn test(args: &[String]) -> Result<(), String> {
     doc.args(["test", "--workspace", "--all-features", "--doc"]);
     run(doc, "doctests")?;
     // The facade as a user without libmemcached builds it: default features only, where
-    // asking for binary=true must be a clear error, not a fallback.
-    let mut default = cargo();
-    default.args(["test", "-p", "newcache", "--lib"]);
+    // asking for binary=true or transport=libmemcached must be a clear error, not a
+    // fallback (the unit tests in config.rs and tests/no_binary_feature.rs), with
+    // pkg-config unable to find libmemcached.
+    let mut default = without_libmemcached(cargo());
+    default.args([
+        "test",
+        "-p",
+        "newcache",
+        "--lib",
+        "--test",
+        "no_binary_feature",
+    ]);
     run(default, "facade with default features")?;
+    // A machine without libmemcached builds everything it is meant to: the default
+    // workspace members (libmemcached-sys and transport-binary are not among them, nor in
+    // their dependency tree) with every target, and the facade with no features at all.
+    // pkg-config cannot see libmemcached here, so libmemcached-sys's build script would
+    // fail if anything pulled it in.
+    let mut members = without_libmemcached(cargo());
+    members.args(["build", "--all-targets"]);
+    run(members, "default members without libmemcached")?;
+    let mut bare = without_libmemcached(cargo());
+    bare.args(["build", "-p", "newcache", "--no-default-features"]);
+    run(
+        bare,
+        "facade without default features, without libmemcached",
+    )?;
     eprintln!("xtask: all checks passed");
     Ok(())
+}
+
+/// `cmd` as on a machine without libmemcached: pkg-config looks in an empty directory
+/// (`PKG_CONFIG_PATH` cleared too, so nothing points it back). OpenSSL, which the memcache
+/// crate (a peer in the tests and benches) links for TLS, is then told where it is
+/// directly, as pkg-config found it before. Built in a target directory of its own: the
+/// changed environment reruns build scripts (openssl-sys's), and in the shared one that
+/// would rebuild their dependents for every later ordinary build.
+fn without_libmemcached(mut cmd: Command) -> Command {
+    let pkg_config_variable = |name: &str| {
+        Command::new("pkg-config")
+            .args([&format!("--variable={name}"), "openssl"])
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+            .filter(|v| !v.is_empty())
+    };
+    for (var, name) in [
+        ("OPENSSL_LIB_DIR", "libdir"),
+        ("OPENSSL_INCLUDE_DIR", "includedir"),
+    ] {
+        if let Some(value) = pkg_config_variable(name) {
+            cmd.env(var, value);
+        }
+    }
+    let target = std::env::var("CARGO_TARGET_DIR")
+        .unwrap_or_else(|_| format!("{}/target", root().display()));
+    cmd.env("PKG_CONFIG_LIBDIR", "/nonexistent")
+        .env_remove("PKG_CONFIG_PATH")
+        .env("CARGO_TARGET_DIR", format!("{target}/no-libmemcached"));
+    cmd
 }
 
 fn bench(args: &[String]) -> Result<(), String> {
