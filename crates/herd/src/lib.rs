@@ -1,10 +1,16 @@
-//! Thundering-herd mitigation: the envelope codec and the stale policy.
+//! Thundering-herd mitigation: the envelope codec and the stale policies.
 //!
 //! A value stored with a finite TTL and herd protection on is wrapped in an *envelope* that
-//! carries its soft expiry (now + TTL); the item itself lives `herd_timeout` seconds longer.
-//! The first reader after the soft expiry is told "miss" and goes to recompute, while the
-//! bare old value is stored again for `herd_timeout` seconds so everyone else keeps being
-//! served it. This is django-newcache's scheme.
+//! carries its soft expiry (now + TTL); the item itself lives `herd_timeout` seconds longer,
+//! so after the soft expiry there is still an old value to serve while one reader recomputes.
+//! What a reader does with a stale envelope is a [`StalePolicy`]'s decision
+//! ([`StaleAction`]): under [`Policy::Lease`], the default, it claims the refresh by a CAS
+//! store of the same envelope with its soft expiry pushed forward, so exactly one reader wins
+//! and recomputes and the others are served the old value; [`Policy::Reinsert`] is
+//! django-newcache's scheme (re-store the bare old value for `herd_timeout` and report a miss,
+//! which every reader that fetched the envelope before that re-store also does);
+//! [`Policy::Early`] / [`Xfetch`] adds XFetch's early recomputation to lease; [`Policy::Meta`]
+//! leaves the decision to memcached 1.6's meta protocol.
 //!
 //! Enveloped items are marked by [`HERD_FLAG`] in the item's 32-bit flags, never by a magic
 //! prefix in the value, so no user value can be mistaken for an envelope.
@@ -196,7 +202,10 @@ pub enum Policy {
     /// stored bare with TTL ttl + herd_timeout, and `mg ... R<herd_timeout>` hands the win to
     /// exactly one reader once the remaining TTL drops below the herd timeout (the moment
     /// the envelope would go stale); invalidation is `md ... I`. An envelope met under this
-    /// policy (written by a cache on another policy) is handled as under `Lease`.
+    /// policy (written by a cache on another policy) is handled as under `Lease`. The facade
+    /// refuses it at build on a transport without the meta protocol, and switches a cache to
+    /// `Lease` for good when its server refuses the first meta command (twemproxy, memcached
+    /// before 1.6).
     Meta,
 }
 
@@ -311,7 +320,9 @@ pub enum StaleAction {
     RecomputeEarly,
 }
 
-/// The seed's stale policy ("reinsert"), with its herd timeout.
+/// The herd timeout every policy works with, and the decisions built on it: how to store a
+/// value ([`Herd::plan_store`]), what a reader does with an envelope ([`Herd::stale_action`],
+/// [`Herd::early_recompute`]) and how to invalidate one ([`Herd::invalidated`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Herd {
     /// Seconds an item outlives its soft expiry; also how long the re-stored old value lives.

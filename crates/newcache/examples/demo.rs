@@ -158,15 +158,18 @@ fn main() {
         );
         rows.push(row);
     }
-    println!("\n  events: each expiry of the value in the cache, and the invalidation; a load is");
-    println!("  one run of the 100 ms loader, counted against the latest event at or before it;");
-    println!("  worst: the most loads one event drew. none: every reader that misses loads.");
-    println!(
-        "  reinsert (django-newcache): several per event, its race. lease (the default, a CAS"
-    );
-    println!("  claim) and meta (memcached's win flag): exactly one. early refreshes ahead of the");
-    println!("  expiries, so few values expire at all: its loads are mostly early refreshes, and");
-    println!("  readers are rarely served a stale value.");
+    for line in [
+        "",
+        "  events: the invalidation and each expiry of the value in the cache. A load is one run",
+        "  of the 100 ms loader, counted against the event it answers: the expiry of the value it",
+        "  replaces, or the invalidation, whichever came last before it. worst: the most loads",
+        "  one event drew. none: every reader that finds no fresh value loads. reinsert",
+        "  (django-newcache): several per event, its race. lease (the default, a CAS claim) and",
+        "  meta (memcached's win flag): exactly one. early refreshes ahead of an expiry (counted",
+        "  against it), several readers at once, and readers are far less often served a stale value.",
+    ] {
+        println!("{line}");
+    }
     match write_outputs(&rows, timing, out_dir.as_deref()) {
         Ok((json, svg)) => println!("\n  Figures: {json}\n  Chart:   {svg}"),
         Err(e) => println!("\n  Could not write the figures: {e}"),

@@ -53,8 +53,12 @@ pub struct Config {
     pub herd_timeout: u32,
     /// Herd protection for stores that do not say otherwise, default on.
     pub herd: bool,
-    /// What readers do with a value past its soft expiry (`herd=lease|reinsert|off`), default
-    /// [`Policy::Lease`]: exactly one reader recomputes.
+    /// What readers do with a value past its soft expiry, `herd=` in the URL: `lease` (the
+    /// default, [`Policy::Lease`]: a CAS claim, exactly one reader recomputes), `reinsert`
+    /// (django-newcache's racy re-store), `early` (XFetch on top of lease, see `early_beta`),
+    /// `meta` (memcached 1.6's win flag over the text transport, falling back to lease on a
+    /// server that refuses meta commands); `off` keeps this and turns [`Config::herd`] off.
+    /// See docs/herd.md.
     pub herd_policy: Policy,
     /// XFetch's beta for `herd=early` (`early_beta`), default 1.0.
     pub early_beta: f64,
@@ -562,8 +566,14 @@ impl Builder {
         self
     }
 
-    /// The stale policy: [`Policy::Lease`] (default, exactly one reader recomputes) or
-    /// [`Policy::Reinsert`] (django-newcache's exact behaviour).
+    /// The stale policy (`herd=` in the URL): [`Policy::Lease`] (the default: exactly one
+    /// reader recomputes, claimed with CAS; needs CAS uniques, so libmemcached with
+    /// `cas=false` is refused), [`Policy::Reinsert`] (django-newcache's exact, racy behaviour),
+    /// [`Policy::Early`] (XFetch early recomputation on top of lease, beta from
+    /// [`Builder::early_beta`]) or [`Policy::Meta`] (memcached 1.6's win flag, text transport
+    /// only; lease from the first refused meta command on). No protection at all is
+    /// [`Builder::herd`]`(false)` (`herd=off`); a policy of your own is
+    /// [`Builder::stale_policy`].
     pub fn herd_policy(mut self, policy: Policy) -> Self {
         self.config.herd_policy = policy;
         self

@@ -4,8 +4,13 @@
 //!   The default is `{flavor}-{version}-{sha1 hex(key)}`: any key becomes legal, bumping the
 //!   version invalidates everything, and flavors share a cluster without colliding.
 //! - **Thundering-herd mitigation.** Values are stored with a soft expiry; the item lives
-//!   `herd_timeout` seconds longer. The first reader after the soft expiry gets a miss and
-//!   recomputes while everyone else is served the old value.
+//!   `herd_timeout` seconds longer. Under the default policy, [`Policy::Lease`], exactly one
+//!   reader after the soft expiry gets a miss (it claims the refresh with CAS) and recomputes
+//!   while everyone else is served the old value; [`Policy::Reinsert`] is django-newcache's
+//!   own, racy scheme, [`Policy::Meta`] memcached 1.6's win flag, [`Policy::Early`] XFetch.
+//!   [`Cache::get_or_set`] reads through with one loader run per expiry (and one per missing
+//!   key across threads and processes); [`Cache::invalidate`] marks a value stale instead of
+//!   deleting it. See docs/herd.md.
 //! - **Infinite timeouts**, and TTLs past 30 days sent as the absolute times memcached needs.
 //! - **Transports** by Cargo feature: `text` (memcached's text protocol in Rust, default),
 //!   `binary` (libmemcached, the C client pylibmc wraps: `binary=true` in the URL for its binary
