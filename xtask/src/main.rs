@@ -8,9 +8,10 @@
 //!   (falls back to the in-process memory transport, said plainly, when memcached is absent).
 //! - `cargo xtask bench [--quick]`: the criterion benchmarks, then `docs/benchmarks.md`.
 //! - `cargo xtask leakcheck`: builds the libmemcached transport's tests (the binary
-//!   conformance suite and `crates/transport-binary`'s `transport`, `sasl` and `behaviors`)
-//!   and runs each under valgrind's memcheck (installing valgrind as root when missing); fails
-//!   on any definite leak or memory error. Slow (minutes), so not part of `cargo xtask test`.
+//!   conformance suite, `crates/transport-binary`'s `transport`, `sasl` and `behaviors`, and
+//!   `crates/libmemcached-sys`'s `layout` and `calls`) and runs each under valgrind's
+//!   memcheck (installing valgrind as root when missing); fails on any definite leak or
+//!   memory error. Slow (minutes), so not part of `cargo xtask test`.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
@@ -502,8 +503,10 @@ fn syscall_counts(target: &str, helper: &Path, quick: bool) -> Result<Option<Pat
 }
 
 /// The test binaries `cargo xtask leakcheck` runs under valgrind: the `cargo test` arguments
-/// that build them, and the test targets (by name) to build and run.
-const LEAKCHECK_TARGETS: [(&[&str], &[&str]); 2] = [
+/// that build them, and the test targets (by name) to build and run. libmemcached-sys's
+/// own `layout` (the caller-owned result trap after a real multi-get) and `calls` (every
+/// declaration nothing else calls) run too: they own C memory by hand.
+const LEAKCHECK_TARGETS: [(&[&str], &[&str]); 3] = [
     (
         &["-p", "newcache-tests", "--features", "binary"],
         &["conformance_binary"],
@@ -512,6 +515,7 @@ const LEAKCHECK_TARGETS: [(&[&str], &[&str]); 2] = [
         &["-p", "newcache-transport-binary"],
         &["transport", "sasl", "behaviors"],
     ),
+    (&["-p", "libmemcached-sys"], &["layout", "calls"]),
 ];
 
 /// The value of the JSON string field `"key":"..."` in one line of cargo's JSON messages

@@ -672,14 +672,15 @@ extern "C" {
         args: *mut c_char,
         error: *mut memcached_return_t,
     ) -> *mut memcached_stat_st;
-    /// The statistic names [`memcached_stat_get_value`] knows; a `malloc`ed array, release
-    /// it with [`free`].
+    /// The statistic names [`memcached_stat_get_value`] knows: a `malloc`ed, NULL-terminated
+    /// array of static strings; release the array (not the strings) with [`free`].
     pub fn memcached_stat_get_keys(
         ptr: *mut memcached_st,
         stat: *mut memcached_stat_st,
         error: *mut memcached_return_t,
     ) -> *mut *mut c_char;
-    /// One statistic as text; a `malloc`ed string, release it with [`free`].
+    /// One statistic as text; a `malloc`ed string, release it with [`free`]. NULL with
+    /// `MEMCACHED_INVALID_ARGUMENTS` for a name it does not know.
     pub fn memcached_stat_get_value(
         ptr: *const memcached_st,
         stat: *mut memcached_stat_st,

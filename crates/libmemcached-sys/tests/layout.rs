@@ -167,29 +167,131 @@ fn the_linked_library_is_the_tested_major_version() {
     assert!(version.starts_with("1."), "libmemcached {version}");
 }
 
+/// Runs `memcached_mget` of `keys` on `memc` and reads every item with
+/// `memcached_fetch_result` into `result`; returns `(key, value)` of each item and the code
+/// that ended the fetch.
+///
+/// # Safety
+///
+/// `memc` is a live handle and `result` a live result created on it.
+unsafe fn mget_fetch(
+    memc: *mut memcached_st,
+    result: *mut memcached_result_st,
+    keys: &[&str],
+) -> (Vec<(String, String)>, memcached_return_t) {
+    let pointers: Vec<*const std::os::raw::c_char> =
+        keys.iter().map(|k| k.as_ptr().cast()).collect();
+    let lengths: Vec<usize> = keys.iter().map(|k| k.len()).collect();
+    // SAFETY: memc is live (the caller promises); both arrays hold keys.len() entries
+    // pointing into key strings that outlive the call.
+    let rc = unsafe { memcached_mget(memc, pointers.as_ptr(), lengths.as_ptr(), keys.len()) };
+    assert_eq!(rc, MEMCACHED_SUCCESS);
+    let mut items = Vec::new();
+    let mut rc = MEMCACHED_SUCCESS;
+    loop {
+        // SAFETY: memc and result are live (the caller promises); rc is a valid out pointer.
+        let r = unsafe { memcached_fetch_result(memc, result, &mut rc) };
+        if r.is_null() {
+            return (items, rc);
+        }
+        // The result handed in is filled in place, never replaced.
+        assert_eq!(r, result);
+        // SAFETY: r is the live result just filled; its key and value buffers hold the
+        // lengths reported and are copied before the next fetch.
+        let item = unsafe {
+            let key = std::slice::from_raw_parts(
+                memcached_result_key_value(r).cast::<u8>(),
+                memcached_result_key_length(r),
+            );
+            let value = std::slice::from_raw_parts(
+                memcached_result_value(r).cast::<u8>(),
+                memcached_result_length(r),
+            );
+            (
+                String::from_utf8_lossy(key).into_owned(),
+                String::from_utf8_lossy(value).into_owned(),
+            )
+        };
+        items.push(item);
+    }
+}
+
+/// The trap this crate's docs warn of: `memcached_fetch_result` frees, at the end of a
+/// fetch, a result that libmemcached allocated (`memcached_result_create(memc, NULL)`), so
+/// freeing it again is a double free; storage the caller owns is only reset. Run under
+/// valgrind by `cargo xtask leakcheck`, which would report the double free or a leak.
 #[test]
-fn a_result_in_caller_owned_storage_survives_a_fetch_and_is_freed_once() {
+fn a_result_in_caller_owned_storage_survives_a_real_fetch_and_is_freed_once() {
     use std::mem::MaybeUninit;
     use std::ptr;
-    // SAFETY: a NULL argument asks memcached_create to allocate a handle; it is freed below.
-    let memc = unsafe { memcached_create(ptr::null_mut()) };
-    assert!(!memc.is_null());
-    let mut storage = MaybeUninit::<memcached_result_st>::zeroed();
-    // SAFETY: memc is a live handle; storage is correctly sized and aligned (checked above)
-    // and outlives every use of the result below.
-    let result = unsafe { memcached_result_create(memc, storage.as_mut_ptr()) };
-    assert_eq!(result, storage.as_mut_ptr());
-    let mut rc = MEMCACHED_SUCCESS;
-    // No servers and no mget: the fetch ends at once. With caller-owned storage
-    // libmemcached only resets the result (it frees results it allocated itself).
-    // SAFETY: memc and result are live; rc is a valid out pointer.
-    let fetched = unsafe { memcached_fetch_result(memc, result, &mut rc) };
-    assert!(fetched.is_null());
-    assert_ne!(rc, MEMCACHED_SUCCESS);
-    // SAFETY: result was initialized by memcached_result_create and not freed; then the
-    // handle, which the result refers to, is freed last.
-    unsafe {
-        memcached_result_free(result);
-        memcached_free(memc);
+    let server = newcache_testkit::Memcached::start();
+    for binary in [true, false] {
+        // SAFETY: a NULL argument asks memcached_create to allocate a handle; it is freed
+        // below, after every result made on it.
+        let memc = unsafe { memcached_create(ptr::null_mut()) };
+        assert!(!memc.is_null());
+        let host = std::ffi::CString::new("127.0.0.1").unwrap();
+        // SAFETY: memc is a live handle; libmemcached copies the host name.
+        unsafe {
+            assert_eq!(
+                memcached_behavior_set(memc, MEMCACHED_BEHAVIOR_BINARY_PROTOCOL, u64::from(binary)),
+                MEMCACHED_SUCCESS
+            );
+            assert_eq!(
+                memcached_server_add(memc, host.as_ptr(), server.port()),
+                MEMCACHED_SUCCESS
+            );
+        }
+        for (key, value) in [("trap:a", "1"), ("trap:b", "22"), ("trap:c", "333")] {
+            // SAFETY: memc is live; key and value outlive the call.
+            let rc = unsafe {
+                memcached_set(
+                    memc,
+                    key.as_ptr().cast(),
+                    key.len(),
+                    value.as_ptr().cast(),
+                    value.len(),
+                    0,
+                    0,
+                )
+            };
+            assert_eq!(rc, MEMCACHED_SUCCESS);
+        }
+        let keys = ["trap:a", "trap:missing", "trap:b", "trap:c"];
+        let expected = vec![
+            ("trap:a".to_string(), "1".to_string()),
+            ("trap:b".into(), "22".into()),
+            ("trap:c".into(), "333".into()),
+        ];
+
+        let mut storage = MaybeUninit::<memcached_result_st>::zeroed();
+        // SAFETY: memc is live; storage has the header's size and alignment (checked by
+        // the layout test) and outlives every use of the result below.
+        let result = unsafe { memcached_result_create(memc, storage.as_mut_ptr()) };
+        assert_eq!(result, storage.as_mut_ptr());
+        // Two full fetches through the same caller-owned result: had the first one freed
+        // it, the second would write into freed memory.
+        for round in 0..2 {
+            // SAFETY: memc and result are live.
+            let (mut items, rc) = unsafe { mget_fetch(memc, result, &keys) };
+            items.sort();
+            assert_eq!(items, expected, "binary {binary}, round {round}");
+            assert_eq!(rc, MEMCACHED_END, "binary {binary}, round {round}");
+        }
+        // SAFETY: result was initialized by memcached_result_create on caller-owned
+        // storage, so this frees its value buffer only, once.
+        unsafe { memcached_result_free(result) };
+
+        // A result libmemcached allocates: the fetch that ends frees it. Not freed here.
+        // SAFETY: memc is live; a NULL storage pointer makes libmemcached allocate.
+        let allocated = unsafe { memcached_result_create(memc, ptr::null_mut()) };
+        assert!(!allocated.is_null());
+        // SAFETY: memc and allocated are live until the fetch's end frees allocated.
+        let (mut items, rc) = unsafe { mget_fetch(memc, allocated, &keys) };
+        items.sort();
+        assert_eq!((items, rc), (expected, MEMCACHED_END));
+
+        // SAFETY: every result made on memc is gone; the handle is freed once.
+        unsafe { memcached_free(memc) };
     }
 }
