@@ -97,6 +97,20 @@
 //! off, 13 µs on; hits and the text protocol are not affected), which pylibmc users also
 //! meet unless they set it. Set any of them to override.
 //!
+//! # Sharing a cluster with django-newcache apps
+//!
+//! django-newcache's default `CACHE_BEHAVIORS` is `{'hash': 'crc'}`, which pylibmc applies
+//! to libmemcached as `MEMCACHED_BEHAVIOR_HASH = MEMCACHED_HASH_CRC` with the default
+//! `modula` distribution. For a cluster shared with Django apps that keep that default,
+//! `hash = crc` is therefore the compatible choice: give this transport the same servers in
+//! the same order and `config.behaviors.set("hash", "crc")` (in a newcache URL:
+//! `binary=true&behaviors.hash=crc`), and libmemcached places every key on the same server
+//! for both, so each side reads what the other wrote. Leaving `hash` at `default`
+//! (one-at-a-time) puts most keys on another server than the Django apps expect: no
+//! error, just misses. If the Django settings name other behaviors (`ketama`,
+//! `distribution`, weights), set exactly those too; [`BinaryTransport::behaviors_in_effect`]
+//! shows what libmemcached ended up with.
+//!
 //! # Errors
 //!
 //! Keys are checked ([`check_key`]) and values measured against
