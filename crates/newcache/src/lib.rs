@@ -521,15 +521,6 @@ impl Cache {
         })
     }
 
-    fn decode<T: DeserializeOwned>(key: &str, item: &Item, offset: usize, flags: u32) -> Result<T> {
-        let bytes = item.value.get(offset..).unwrap_or_default();
-        codec::decode(bytes, flags).map_err(|e| Error::Decode {
-            key: key.to_owned(),
-            flags,
-            detail: e.0,
-        })
-    }
-
     /// Fetches and decodes a value; `None` on a miss (or for the first reader after its
     /// soft expiry, who should recompute it).
     pub fn get<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>> {
@@ -609,7 +600,7 @@ impl Cache {
                             item,
                             offset,
                             flags,
-                        } => Self::decode(key, &item, offset, flags).map(Fetched::Hit),
+                        } => Self::decode_vec(key, item, offset, flags).map(Fetched::Hit),
                     };
                 }
                 // No meta protocol here: lease from now on, starting with this read.
@@ -628,7 +619,7 @@ impl Cache {
                 item,
                 offset,
                 flags,
-            } => Self::decode(key, &item, offset, flags).map(Fetched::Hit),
+            } => Self::decode_vec(key, item, offset, flags).map(Fetched::Hit),
         }
     }
 
@@ -656,9 +647,11 @@ impl Cache {
     }
 
     /// Sends the stale items' stores of one multi-get (re-stores, claims) in one
-    /// `store_many`, as django-newcache's `set_multi` did, and settles each read by its store's
-    /// outcome; `refs` are the wire keys, in the order of `looked`.
-    fn settle_many(&self, looked: Vec<Option<Looked>>, refs: &[&[u8]]) -> Vec<Option<Opened>> {
+    /// `store_many`, as django-newcache's `set_multi` did; `refs` are the wire keys, in the
+    /// order of `looked`. Returns the stores' outcomes in that order (empty when no read was
+    /// stale, or when the batch failed: that only weakens the protection, since re-stores are
+    /// misses either way and a claim that may not have landed serves the old value).
+    fn send_pending(&self, looked: &[Option<Looked>], refs: &[&[u8]]) -> Vec<StoreStatus> {
         let requests: Vec<Store<'_>> = looked
             .iter()
             .zip(refs)
@@ -667,27 +660,13 @@ impl Cache {
                 _ => None,
             })
             .collect();
-        let statuses: Vec<StoreStatus> = if requests.is_empty() {
-            Vec::new()
-        } else {
-            // A failed batch only weakens the protection: re-stores are misses either way,
-            // and a claim that may not have landed serves the old value.
-            self.inner
-                .transport
-                .store_many(&requests)
-                .unwrap_or_default()
-        };
-        drop(requests);
-        let mut statuses = statuses.into_iter();
-        looked
-            .into_iter()
-            .map(|l| {
-                l.map(|l| match l {
-                    Looked::Done(opened) => opened,
-                    Looked::Store(pending) => pending.settle(statuses.next()),
-                })
-            })
-            .collect()
+        if requests.is_empty() {
+            return Vec::new();
+        }
+        self.inner
+            .transport
+            .store_many(&requests)
+            .unwrap_or_default()
     }
 
     /// Fetches many values in one round trip per server. The map is keyed by the caller's
@@ -726,33 +705,32 @@ impl Cache {
         } else {
             None
         };
-        let looked: Vec<Option<Looked>> = if let Some(metas) = metas {
-            metas
-                .into_iter()
-                .zip(&refs)
-                .map(|(m, wire)| m.map(|m| self.look_meta(wire, m, now)).transpose())
-                .collect::<Result<_>>()?
+        let mut looked: Vec<Option<Looked>> = Vec::with_capacity(refs.len());
+        if let Some(metas) = metas {
+            for (m, wire) in metas.into_iter().zip(&refs) {
+                looked.push(m.map(|m| self.look_meta(wire, m, now)).transpose()?);
+            }
         } else {
-            let items = self.inner.transport.get_many(&refs)?;
-            items
-                .into_iter()
-                .zip(&refs)
-                .map(|(i, wire)| i.map(|i| self.look(wire, i, now)).transpose())
-                .collect::<Result<_>>()?
-        };
-        let opened = self.settle_many(looked, &refs);
-        let mut out = HashMap::with_capacity(opened.len());
-        for (key, opened) in keys.iter().zip(opened) {
-            if let Some(Opened::Value {
+            for (i, wire) in self.inner.transport.get_many(&refs)?.into_iter().zip(&refs) {
+                looked.push(i.map(|i| self.look(wire, i, now)).transpose()?);
+            }
+        }
+        let mut statuses = self.send_pending(&looked, &refs).into_iter();
+        let mut out = HashMap::with_capacity(keys.len());
+        for (key, looked) in keys.iter().zip(looked) {
+            let opened = match looked {
+                None => continue,
+                Some(Looked::Done(opened)) => opened,
+                Some(Looked::Store(pending)) => pending.settle(statuses.next()),
+            };
+            if let Opened::Value {
                 item,
                 offset,
                 flags,
-            }) = opened
+            } = opened
             {
-                out.insert(
-                    key.as_ref().to_owned(),
-                    Self::decode_vec(key.as_ref(), item, offset, flags)?,
-                );
+                let key = key.as_ref();
+                out.insert(key.to_owned(), Self::decode_vec(key, item, offset, flags)?);
             }
         }
         Ok(out)
@@ -981,8 +959,10 @@ impl Cache {
             }
         }
         if !expired.is_empty() {
+            // The deletes' results are not needed (the keys are gone either way), so they go
+            // without per-key replies where the transport can (`delete ... noreply`).
             let refs: Vec<&[u8]> = expired.iter().map(Vec::as_slice).collect();
-            self.inner.transport.delete_many(&refs)?;
+            self.inner.transport.delete_many_quiet(&refs)?;
         }
         let requests: Vec<Store<'_>> = encoded
             .iter()
