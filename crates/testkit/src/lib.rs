@@ -334,9 +334,17 @@ impl Memcached {
         let mut out = Vec::new();
         let mut buf = [0u8; 4096];
         while !out.ends_with(terminator) {
-            let n = s
-                .read(&mut buf)
-                .unwrap_or_else(|e| panic!("read from memcached: {e}"));
+            let n = match s.read(&mut buf) {
+                Ok(n) => n,
+                // A read with a timeout is not restarted after the process was stopped and
+                // continued (a debugger, a profiler attaching): just read again.
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => panic!(
+                    "read from memcached at {} after {:?} of {command:?}: {e}",
+                    self.addr(),
+                    String::from_utf8_lossy(&out)
+                ),
+            };
             if n == 0 {
                 break;
             }
@@ -409,6 +417,7 @@ fn ping(addr: SocketAddr, pid: u32) -> bool {
     let mut buf = [0u8; 4096];
     while !reply.ends_with(b"END\r\n") {
         match s.read(&mut buf) {
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             Ok(0) | Err(_) => return false,
             Ok(n) => reply.extend_from_slice(buf.get(..n).unwrap_or_default()),
         }
