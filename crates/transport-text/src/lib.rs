@@ -451,10 +451,14 @@ impl TextTransport {
                     shortened = true;
                 }
             }
-            let n = conn
-                .stream
-                .read(conn.rbuf.spare())
-                .map_err(|e| self.io_error(server, e, self.config.read_timeout))?;
+            let n = match conn.stream.read(conn.rbuf.spare()) {
+                Ok(n) => n,
+                // A socket read with a timeout is not restarted after the process was
+                // stopped and continued (a debugger, a profiler attaching): read again; the
+                // reply's deadline still holds.
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(self.io_error(server, e, self.config.read_timeout)),
+            };
             if n == 0 {
                 let source = if conn.rbuf.filled().is_empty() {
                     io::Error::new(io::ErrorKind::UnexpectedEof, ClosedWithoutReply)
