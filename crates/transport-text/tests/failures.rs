@@ -202,3 +202,40 @@ fn every_key_lands_on_the_server_placement_names_and_get_many_finds_it() {
         assert!(raw.starts_with(b"VALUE "), "key {i} not on its server");
     }
 }
+
+#[test]
+fn a_connection_that_timed_out_is_dropped_so_its_late_reply_is_never_read_as_the_next_one() {
+    let mut server = Memcached::start();
+    let mut config = TextConfig {
+        servers: vec![server.addr()],
+        read_timeout: Duration::from_millis(300),
+        ..TextConfig::default()
+    };
+    // Try the server again at once after the timeout (the default waits 2 s, as libmemcached).
+    config.set_behavior("retry_timeout", "0").unwrap();
+    let t = TextTransport::new(config).unwrap();
+    t.store(&Store::set(b"a", b"value of a", 0, 0)).unwrap();
+    t.store(&Store::set(b"b", b"value of b", 0, 0)).unwrap();
+    let connections = |s: &Memcached| -> u64 {
+        s.stats()
+            .into_iter()
+            .find(|(n, _)| n == "total_connections")
+            .map(|(_, v)| v.parse().unwrap())
+            .unwrap()
+    };
+    let before = connections(&server);
+    // The server hangs with the request for `a` in its socket...
+    server.pause();
+    let err = t.get(b"a").unwrap_err();
+    assert!(matches!(err, Error::Timeout { .. }), "{err}");
+    // ...and answers it once it is back: to a connection newcache no longer holds.
+    server.resume();
+    std::thread::sleep(Duration::from_millis(100));
+    let b = t.get(b"b").unwrap().expect("b is stored");
+    assert_eq!(
+        b.value, b"value of b",
+        "read a late reply meant for another request"
+    );
+    // A new connection served `b` (one more for each `stats` call, which opens its own).
+    assert_eq!(connections(&server), before + 1 + 1);
+}
