@@ -998,7 +998,7 @@ impl BinaryTransport {
     fn lease(&self) -> Result<pool::Lease<'_>> {
         self.pool
             .checkout()
-            .ok_or_else(|| out_of_memory("a handle clone"))
+            .ok_or_else(|| out_of_memory("a handle clone placing keys as the configured handle"))
     }
 
     /// Runs a multi-get of `keys` (distinct, valid) on `h` and reads every item.

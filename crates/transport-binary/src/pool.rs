@@ -53,12 +53,38 @@ impl Handle {
         self.began.get().elapsed()
     }
 
-    /// A copy of this handle's servers, behaviors and SASL data, without its connections.
+    /// A copy of this handle's servers, behaviors and SASL data, without its connections,
+    /// placing every key where this handle does.
+    ///
+    /// libmemcached 1.1.4's `memcached_clone` copies the distribution but not the weighted
+    /// ketama flag (`ketama.weighted_`, set by `ketama_weighted`), so a clone of a
+    /// `ketama_weighted` handle would build an unweighted ring and place keys elsewhere
+    /// (pylibmc's `Client.clone()` has the same flaw). Setting the distribution again on
+    /// the clone sets the flag from it and rebuilds the ring, touching no hash.
     pub(crate) fn duplicate(&self) -> Option<Handle> {
         // SAFETY: self is a live handle used by this thread only (see the type's docs); a
         // NULL destination makes libmemcached allocate the clone, owned by the new Handle.
-        NonNull::new(unsafe { memcached_clone(ptr::null_mut(), self.memc.as_ptr()) })
-            .map(Handle::own)
+        let clone = NonNull::new(unsafe { memcached_clone(ptr::null_mut(), self.memc.as_ptr()) })
+            .map(Handle::own)?;
+        let weighted = |h: &Handle| {
+            // SAFETY: a live handle used by this thread only; reading a behavior changes
+            // nothing.
+            unsafe { memcached_behavior_get(h.as_ptr(), MEMCACHED_BEHAVIOR_KETAMA_WEIGHTED) }
+        };
+        if weighted(self) != weighted(&clone) {
+            // SAFETY: the clone is live and reachable from this thread only (not lent yet).
+            let rc = unsafe {
+                memcached_behavior_set(
+                    clone.as_ptr(),
+                    MEMCACHED_BEHAVIOR_DISTRIBUTION,
+                    MEMCACHED_DISTRIBUTION_CONSISTENT_WEIGHTED as u64,
+                )
+            };
+            if memcached_failed(rc) || weighted(self) != weighted(&clone) {
+                return None;
+            }
+        }
+        Some(clone)
     }
 
     /// The raw pointer, for libmemcached calls; valid while `self` lives.
@@ -157,7 +183,7 @@ impl Pool {
     }
 
     /// Borrows a handle for the calling thread, its request clock started; `None` only when
-    /// libmemcached cannot allocate a clone.
+    /// libmemcached cannot make a clone (no memory, or it would not take the weighted ring).
     pub(crate) fn checkout(&self) -> Option<Lease<'_>> {
         let mut state = lock(&self.state);
         loop {
