@@ -239,6 +239,16 @@ pub fn check_key(key: &[u8]) -> Result<()> {
     })
 }
 
+/// How a [`Error::ServerDown`] message says when the server is tried again.
+fn retry_text(retry_in: Duration) -> String {
+    if retry_in == Duration::MAX {
+        "it is not retried (ejected for good: dead_timeout is 0; a new client uses it again)"
+            .to_string()
+    } else {
+        format!("it is retried in {retry_in:?}")
+    }
+}
+
 /// Everything a transport can fail with. Each message says what to do next.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -324,11 +334,13 @@ pub enum Error {
     },
     /// The server failed recently and is left alone until its retry time: the request failed
     /// at once, without connecting (libmemcached's `retry_timeout` / `dead_timeout`).
-    #[error("memcached at {server} is marked down after failing; it is retried in {retry_in:?} (this request failed fast without connecting)")]
+    #[error("memcached at {server} is marked down after failing; {} (this request failed fast without connecting)", retry_text(*.retry_in))]
     ServerDown {
         /// The server, as configured (or `every server` when none is left to take the key).
         server: String,
-        /// How long until the server is tried again.
+        /// How long until the server is tried again; [`Duration::MAX`] when it never is
+        /// (ejected with `remove_failed` and `dead_timeout` 0, as libmemcached does: build a
+        /// new client to use it again).
         retry_in: Duration,
     },
     /// SASL authentication failed.
