@@ -333,6 +333,28 @@ pub fn memcached_success(rc: memcached_return_t) -> bool {
     )
 }
 
+/// `offsetof(memcached_st, result)` in libmemcached 1.1's public header
+/// (`libmemcached-1.0/struct/memcached.h`): the handle's own result, which
+/// [`memcached_get`] fills (and leaves filled on a hit). Checked against the installed
+/// header by the layout test.
+pub const MEMCACHED_ST_RESULT_OFFSET: usize = 160;
+
+/// The handle's own result (`&ptr->result`): after a hit of [`memcached_get`] it holds that
+/// item's CAS unique ([`memcached_result_cas`]), which `memcached_get` does not return.
+///
+/// # Safety
+/// `ptr` must point to a live `memcached_st`; the pointer returned is valid as long as it
+/// is, and is only to be read between `memcached_get` and the handle's next call.
+pub unsafe fn memcached_st_result(ptr: *mut memcached_st) -> *mut memcached_result_st {
+    // SAFETY: the caller gives a live handle; the field lies MEMCACHED_ST_RESULT_OFFSET
+    // bytes into it, as the header declares (checked by the layout test).
+    unsafe {
+        ptr.cast::<u8>()
+            .add(MEMCACHED_ST_RESULT_OFFSET)
+            .cast::<memcached_result_st>()
+    }
+}
+
 /// `memcached_failed()` from `return.h`.
 pub fn memcached_failed(rc: memcached_return_t) -> bool {
     !matches!(

@@ -61,6 +61,10 @@ fn rust_side() -> Checks {
     ] {
         c.push((format!("sizeof({name})"), size as u64));
     }
+    c.push((
+        "offsetof(memcached_st, result)".into(),
+        MEMCACHED_ST_RESULT_OFFSET as u64,
+    ));
     c.push(("MEMCACHED_MAX_KEY".into(), MEMCACHED_MAX_KEY as u64));
     c.push((
         "MEMCACHED_VERSION_STRING_LENGTH".into(),

