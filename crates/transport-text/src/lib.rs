@@ -32,7 +32,16 @@
 //! assert_eq!(item.map(|i| i.value), Some(b"hello".to_vec()));
 //! # Ok::<(), newcache_transport::Error>(())
 //! ```
-#![cfg_attr(not(test), deny(clippy::unwrap_used))]
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic,
+        clippy::indexing_slicing,
+        clippy::unreachable
+    )
+)]
 #![forbid(unsafe_code)]
 
 mod cluster;
@@ -499,6 +508,15 @@ impl TextTransport {
             head = Head::of(&conn.wbuf);
             self.send(server, &mut conn)?;
             let (reply, waited) = self.receive(server, &mut conn, decoder)?;
+            // After an error reply memcached may still be reading what it could not parse
+            // (the rest of a refused data block, say) and answer it later: such a connection
+            // is dropped, not pooled.
+            if matches!(
+                reply,
+                Reply::Status(Status::Error | Status::ClientError(_) | Status::ServerError(_))
+            ) {
+                return Ok(reply);
+            }
             if waited || conn.rbuf.data.len() > 64 * 1024 {
                 self.restore_read_timeout(&mut conn)
                     .map_err(|e| self.io_error(server, e, self.config.read_timeout))?;

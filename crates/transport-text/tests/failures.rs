@@ -239,3 +239,29 @@ fn a_connection_that_timed_out_is_dropped_so_its_late_reply_is_never_read_as_the
     // A new connection served `b` (one more for each `stats` call, which opens its own).
     assert_eq!(connections(&server), before + 1 + 1);
 }
+
+#[test]
+fn a_connection_that_got_an_error_reply_is_not_pooled() {
+    let server = Memcached::start();
+    let t = transport(vec![server.addr()]);
+    t.store(&Store::set(b"word", b"not a number", 0, 0))
+        .unwrap();
+    t.store(&Store::set(b"n", b"1", 0, 0)).unwrap();
+    let connections = || -> u64 {
+        server
+            .stats()
+            .into_iter()
+            .find(|(n, _)| n == "total_connections")
+            .map(|(_, v)| v.parse().unwrap())
+            .unwrap()
+    };
+    let before = connections();
+    // CLIENT_ERROR: memcached may still be reading what it refused, so the connection goes.
+    let err = t.incr(b"word", 1).unwrap_err();
+    assert!(matches!(err, Error::Client { .. }), "{err}");
+    assert_eq!(t.incr(b"n", 1).unwrap(), Some(2));
+    // The incr after the error needed a new connection (plus the `stats` call's own); the
+    // one after a good reply reuses it.
+    assert_eq!(t.incr(b"n", 1).unwrap(), Some(3));
+    assert_eq!(connections(), before + 1 + 1);
+}
