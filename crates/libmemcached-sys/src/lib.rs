@@ -29,7 +29,16 @@
 //!   [`memcached_stat_get_keys`]) are `malloc`ed: release them with [`free`].
 //!
 //! [libmemcached]: https://awesomized.github.io/libmemcached/
-#![cfg_attr(not(test), deny(clippy::unwrap_used))]
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic,
+        clippy::indexing_slicing,
+        clippy::unreachable
+    )
+)]
 #![allow(non_camel_case_types)]
 
 use std::marker::{PhantomData, PhantomPinned};

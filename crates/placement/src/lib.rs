@@ -21,7 +21,16 @@
 //! assert!(index < servers.len());
 //! # Ok::<(), newcache_placement::PlacementError>(())
 //! ```
-#![cfg_attr(not(test), deny(clippy::unwrap_used))]
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic,
+        clippy::indexing_slicing,
+        clippy::unreachable
+    )
+)]
 #![forbid(unsafe_code)]
 
 pub mod hash;

@@ -158,7 +158,16 @@
 //! (handles, results, fetched values, SASL data).
 //!
 //! [libmemcached]: https://awesomized.github.io/libmemcached/
-#![cfg_attr(not(test), deny(clippy::unwrap_used))]
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic,
+        clippy::indexing_slicing,
+        clippy::unreachable
+    )
+)]
 #![warn(clippy::undocumented_unsafe_blocks)]
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -1387,10 +1396,10 @@ impl Transport for BinaryTransport {
         let mut out = Vec::with_capacity(self.servers.len());
         for spec in &self.servers {
             let id = (spec.host.clone(), spec.port);
-            match context.servers.iter().position(|(s, _)| *s == id) {
-                Some(i) => out.push(ServerStats {
+            match context.servers.iter_mut().find(|(s, _)| *s == id) {
+                Some((_, stats)) => out.push(ServerStats {
                     server: spec.label.clone(),
-                    stats: std::mem::take(&mut context.servers[i].1),
+                    stats: std::mem::take(stats),
                 }),
                 None => return Err(self.server_failure(&h, spec, "stats")),
             }
