@@ -8,111 +8,30 @@
 //! `NEWCACHE_BENCH_QUICK=1` shortens every measurement (`cargo xtask bench --quick`).
 
 use std::collections::HashMap;
-use std::io::{Read, Write};
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use newcache::{Cache, Ttl};
+use newcache::Ttl;
+use newcache_benches::clients;
 use newcache_testkit::Memcached;
 #[cfg(feature = "binary")]
 use newcache_transport_binary::bare;
 use std::hint::black_box;
 
-/// The facade over each transport: (name, cache).
-fn caches(server: &Memcached) -> Vec<(&'static str, Cache)> {
-    let url = |q: &str| format!("newcache://{}/?{q}", server.addr());
-    let mut out = vec![(
-        "newcache-text",
-        Cache::from_url(&url("transport=text")).expect("text"),
-    )];
-    #[cfg(feature = "binary")]
-    {
-        out.push((
-            "newcache-libmemcached-binary",
-            Cache::from_url(&url("binary=true")).expect("binary"),
-        ));
-        out.push((
-            "newcache-libmemcached-text",
-            Cache::from_url(&url("transport=libmemcached")).expect("lm text"),
-        ));
-    }
-    out.push((
-        "newcache-memory",
-        Cache::from_url("newcache:///?transport=memory").expect("memory"),
-    ));
-    out
-}
-
-/// Bare libmemcached through `libmemcached-sys` (the baseline): one handle, the calls a C
-/// program makes, `TCP_NODELAY` on, text and binary protocol.
-#[cfg(feature = "binary")]
-fn bare_libmemcached(server: &Memcached) -> Vec<(&'static str, std::cell::RefCell<bare::Bare>)> {
-    use bare::{Bare, Options};
-    [
-        ("libmemcached-sys-text", Options::TEXT),
-        ("libmemcached-sys-binary", Options::BINARY),
-    ]
-    .into_iter()
-    .map(|(name, options)| {
-        let handle = Bare::connect(&server.addr(), options).expect("libmemcached");
-        (name, std::cell::RefCell::new(handle))
-    })
-    .collect()
-}
-
-/// The text transport with no facade (no key function, herd or codec).
-fn text_transport(server: &Memcached) -> newcache_transport_text::TextTransport {
-    newcache_transport_text::TextTransport::new(newcache_transport_text::TextConfig {
-        servers: vec![server.addr()],
-        ..Default::default()
-    })
-    .expect("text transport")
-}
-
-/// libmemcached with no facade (our thin safe wrapper over it), text and binary.
-#[cfg(feature = "binary")]
-fn wrapper_libmemcached(
-    server: &Memcached,
-) -> Vec<(&'static str, newcache_transport_binary::BinaryTransport)> {
-    use newcache_transport_binary::{BinaryConfig, BinaryTransport};
-    [
-        ("wrapper-libmemcached-text", false),
-        ("wrapper-libmemcached-binary", true),
-    ]
-    .into_iter()
-    .map(|(name, binary_protocol)| {
-        let config = BinaryConfig {
-            binary_protocol,
-            ..BinaryConfig::new([server.addr()])
-        };
-        (name, BinaryTransport::new(config).expect("libmemcached"))
-    })
-    .collect()
-}
-
-fn memcache_peers(server: &Memcached) -> Vec<(&'static str, memcache::Client)> {
-    vec![
-        (
-            "memcache-crate-ascii",
-            memcache::Client::connect(format!("memcache://{}?protocol=ascii", server.addr()))
-                .expect("memcache"),
-        ),
-        (
-            "memcache-crate-binary",
-            memcache::Client::connect(format!("memcache://{}", server.addr())).expect("memcache"),
-        ),
-    ]
-}
-
 fn transports(c: &mut Criterion) {
-    let server = Memcached::start();
+    // One worker thread: memcached hands each new connection to its workers in turn, and
+    // on this 2-core machine a row's speed then depends on which worker (and so which core)
+    // its connection landed on. With one worker every row's connection is served alike, so
+    // rows differ only by their client.
+    let server = Memcached::with_args(&["-t", "1"]);
     let value = "x".repeat(100);
-    let caches = caches(&server);
+    let addr = server.addr();
+    let caches = clients::caches(&addr);
     #[cfg(feature = "binary")]
-    let raw = wrapper_libmemcached(&server);
+    let raw = clients::wrapper_libmemcached(&addr);
     #[cfg(feature = "binary")]
-    let bare = bare_libmemcached(&server);
-    let text = text_transport(&server);
-    let peers = memcache_peers(&server);
+    let bare = clients::bare_libmemcached(&addr);
+    let text = clients::text_transport(&addr);
+    let peers = clients::memcache_peers(&addr);
     let keys: Vec<String> = (0..100).map(|i| format!("many-{i}")).collect();
     for (_, cache) in &caches {
         cache
@@ -127,18 +46,12 @@ fn transports(c: &mut Criterion) {
     }
 
     // The floor: one `mn` round trip on a raw TCP connection.
-    let mut floor = std::net::TcpStream::connect(server.addr()).expect("connect");
-    floor.set_nodelay(true).expect("nodelay");
+    let mut floor = clients::floor(&addr);
 
     let mut g = c.benchmark_group("get_hit");
     g.throughput(Throughput::Elements(1));
     g.bench_function("loopback-floor-mn", |b| {
-        let mut buf = [0u8; 16];
-        b.iter(|| {
-            floor.write_all(b"mn\r\n").expect("write");
-            let n = floor.read(&mut buf).expect("read");
-            black_box(n);
-        })
+        b.iter(|| clients::floor_round_trip(&mut floor))
     });
     for (name, cache) in &caches {
         g.bench_function(*name, |b| {

@@ -9,6 +9,8 @@ use std::time::Duration;
 
 use criterion::Criterion;
 
+pub mod clients;
+
 /// True in quick mode (`NEWCACHE_BENCH_QUICK` set).
 pub fn quick() -> bool {
     std::env::var_os("NEWCACHE_BENCH_QUICK").is_some()

@@ -310,6 +310,14 @@ fn bench(args: &[String]) -> Result<(), String> {
     let mut count = bench_cargo(&["bench", "--bench", "allocations"]);
     count.env("NEWCACHE_ALLOCATIONS_OUT", &allocations);
     run(count, "allocations per call")?;
+    // The targets' ratios, every client taking its turn within each round.
+    let interleaved = PathBuf::from(format!("{target}/interleaved.tsv"));
+    let mut turns = bench_cargo(&["bench", "--bench", "interleaved"]);
+    turns.env("NEWCACHE_INTERLEAVED_OUT", &interleaved);
+    if quick {
+        turns.env("NEWCACHE_BENCH_QUICK", "1");
+    }
+    run(turns, "interleaved ratios")?;
     let command = if quick {
         "cargo xtask bench --quick"
     } else {
@@ -322,7 +330,9 @@ fn bench(args: &[String]) -> Result<(), String> {
         .arg(root().join("docs"))
         .arg(command)
         .arg("--allocations")
-        .arg(&allocations);
+        .arg(&allocations)
+        .arg("--interleaved")
+        .arg(&interleaved);
     if let Some(syscalls) = syscalls {
         report.arg("--syscalls").arg(syscalls);
     }

@@ -48,6 +48,48 @@ fn mean_ns(dir: &Path, group: &str, bench: &str) -> Option<f64> {
     reps.get(reps.len() / 2).copied()
 }
 
+/// Each repeated run's time per iteration in ns, by baseline name (`rep1`, `rep2`...), or
+/// the one run's (`new`).
+fn rep_times(dir: &Path, group: &str, bench: &str) -> Vec<(String, f64)> {
+    let at = dir.join(group).join(bench);
+    let reps: Vec<(String, f64)> = std::fs::read_dir(&at)
+        .map(|entries| {
+            entries
+                .flatten()
+                .filter_map(|e| {
+                    let name = e.file_name().to_string_lossy().into_owned();
+                    name.starts_with("rep")
+                        .then(|| estimate(&e.path().join("estimates.json")).map(|ns| (name, ns)))
+                        .flatten()
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    if reps.is_empty() {
+        return estimate(&at.join("new/estimates.json"))
+            .map(|ns| vec![("new".to_string(), ns)])
+            .unwrap_or_default();
+    }
+    reps
+}
+
+/// How many times faster `a` ran than `b` (both per iteration of the same work): within
+/// each repeated run that measured both, `b`'s time over `a`'s, then the median of those.
+/// A slow spell of the machine that falls on one run then moves both sides of that run's
+/// ratio, where a ratio of two medians could pair `a`'s slow run with `b`'s fast one.
+fn speedup(dir: &Path, (group_a, a): (&str, &str), (group_b, b): (&str, &str)) -> Option<f64> {
+    let theirs = rep_times(dir, group_b, b);
+    let mut ratios: Vec<f64> = rep_times(dir, group_a, a)
+        .into_iter()
+        .filter_map(|(rep, ours)| {
+            let (_, t) = theirs.iter().find(|(r, _)| *r == rep)?;
+            Some(t / ours)
+        })
+        .collect();
+    ratios.sort_by(f64::total_cmp);
+    ratios.get(ratios.len() / 2).copied()
+}
+
 /// How many repeated runs the transport groups' figures are the median of.
 fn repetitions(dir: &Path) -> usize {
     std::fs::read_dir(dir.join("get_hit").join(BASELINE))
@@ -93,6 +135,10 @@ fn ratio(a: f64, b: Option<f64>) -> String {
     b.map_or("-".into(), |b| format!("{:.2}x", a / b))
 }
 
+fn shown(x: Option<f64>) -> String {
+    x.map_or("-".into(), |x| format!("{x:.2}x"))
+}
+
 struct Report {
     dir: PathBuf,
     md: String,
@@ -109,8 +155,6 @@ impl Report {
         if names.is_empty() {
             return Vec::new();
         }
-        let base = self.ops(group, BASELINE, per_iter);
-        let floor = self.ops("get_hit", FLOOR, 1.0);
         let mut rows: Vec<(String, f64)> = names
             .iter()
             .filter_map(|n| self.ops(group, n, per_iter).map(|o| (n.clone(), o)))
@@ -122,14 +166,14 @@ impl Report {
         );
         for (name, ops) in &rows {
             let vs_floor = if per_iter == 1.0 {
-                ratio(*ops, floor)
+                shown(speedup(&self.dir, (group, name), ("get_hit", FLOOR)))
             } else {
                 "-".into()
             };
             let _ = writeln!(
                 self.md,
                 "| {name} | {ops:.0} | {} | {vs_floor} |",
-                ratio(*ops, base)
+                shown(speedup(&self.dir, (group, name), (group, BASELINE)))
             );
         }
         let _ = writeln!(self.md);
@@ -254,7 +298,7 @@ fn machine() -> String {
         locked_version(name).map_or_else(|| format!("{name} ?"), |v| format!("{name} {v}"))
     };
     format!(
-        "| what | this run |\n|---|---|\n| machine | {cores} cores, {cpu}; {os}, Linux {kernel} |\n| toolchain | {rustc}; {} |\n| server | {memcached}, started per bench with `-t 4 -m 64`, loopback |\n| C library | {libmemcached} (Debian's `libmemcached-dev`), linked through `libmemcached-sys` |\n| peers | the `{}` crate |\n| tracing | {strace} |\n",
+        "| what | this run |\n|---|---|\n| machine | {cores} cores, {cpu}; {os}, Linux {kernel} |\n| toolchain | {rustc}; {} |\n| server | {memcached}, started per bench with `-m 64` and `-t 4` (`-t 1` for the one-connection transport and interleaved benches), loopback |\n| C library | {libmemcached} (Debian's `libmemcached-dev`), linked through `libmemcached-sys` |\n| peers | the `{}` crate |\n| tracing | {strace} |\n",
         krate("criterion"),
         krate("memcache"),
     )
@@ -271,6 +315,91 @@ fn duration(ns: f64) -> String {
     }
 }
 
+/// The `interleaved` bench's figures: per operation, each client's ops/s and every pair's
+/// ratio (median and middle half of the rounds).
+#[derive(Default)]
+struct Interleaved {
+    ops: Vec<(String, String, f64)>,
+    ratios: Vec<(String, String, String, [f64; 3])>,
+}
+
+impl Interleaved {
+    fn parse(tsv: &str) -> Interleaved {
+        let mut out = Interleaved::default();
+        for line in tsv.lines() {
+            let f: Vec<&str> = line.split('\t').collect();
+            match f.as_slice() {
+                ["ops", op, client, ops] => {
+                    if let Ok(ops) = ops.parse() {
+                        out.ops.push((op.to_string(), client.to_string(), ops));
+                    }
+                }
+                ["ratio", op, a, b, p50, p25, p75] => {
+                    if let (Ok(p50), Ok(p25), Ok(p75)) = (p50.parse(), p25.parse(), p75.parse()) {
+                        out.ratios.push((
+                            op.to_string(),
+                            a.to_string(),
+                            b.to_string(),
+                            [p50, p25, p75],
+                        ));
+                    }
+                }
+                _ => {}
+            }
+        }
+        out
+    }
+
+    /// How many times faster `a` ran than `b` on `op`: (median, p25, p75) over the rounds.
+    fn ratio(&self, op: &str, a: &str, b: &str) -> Option<[f64; 3]> {
+        self.ratios
+            .iter()
+            .find(|(o, x, y, _)| o == op && x == a && y == b)
+            .map(|(_, _, _, r)| *r)
+    }
+
+    fn clients(&self, op: &str) -> Vec<(String, f64)> {
+        self.ops
+            .iter()
+            .filter(|(o, _, _)| o == op)
+            .map(|(_, c, ops)| (c.clone(), *ops))
+            .collect()
+    }
+}
+
+/// The interleaved ratios, one table per operation.
+fn interleaved_section(r: &mut Report, inter: &Interleaved) {
+    if inter.ops.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        r.md,
+        "## Ratios, interleaved (what the targets are checked on)\n\nThe `interleaved` bench (`benches/benches/interleaved.rs`): within each round every client runs a short burst of the operation (50 gets or sets, 10 multi-gets), a different client first each round, against one memcached with one worker thread (`-t 1`, so every client's connection is served alike). A ratio is the median over the rounds of the ratio within a round, with the middle half of the rounds beside it. On this shared machine the speed drifts by tens of percent over the seconds criterion spends on one row, which moves criterion's ratios between rows; within a round of a few milliseconds the machine is the same for every client.\n"
+    );
+    for (op, title) in [
+        ("get_hit", "get hit"),
+        ("set_100B", "set 100 B"),
+        ("get_many_100", "get_many of 100 (keys/s)"),
+    ] {
+        let clients = inter.clients(op);
+        let Some((base, _)) = clients.first() else {
+            continue;
+        };
+        let _ = writeln!(
+            r.md,
+            "### {title}\n\n| client | ops/s | vs {base} | middle half of the rounds |\n|---|---|---|---|"
+        );
+        for (client, ops) in &clients {
+            let (median, spread) = match inter.ratio(op, client, base) {
+                Some([p50, p25, p75]) => (format!("{p50:.2}x"), format!("{p25:.2}x - {p75:.2}x")),
+                None => ("1.00x".to_string(), "-".to_string()),
+            };
+            let _ = writeln!(r.md, "| {client} | {ops:.0} | {median} | {spread} |");
+        }
+        let _ = writeln!(r.md);
+    }
+}
+
 /// Command-line arguments.
 struct Args {
     criterion: PathBuf,
@@ -278,12 +407,13 @@ struct Args {
     command: String,
     syscalls: Option<PathBuf>,
     allocations: Option<PathBuf>,
+    interleaved: Option<PathBuf>,
 }
 
 fn args() -> Args {
     let usage = || -> ! {
         eprintln!(
-            "usage: report <criterion dir> <docs dir> <command> [--syscalls FILE] [--allocations FILE]"
+            "usage: report <criterion dir> <docs dir> <command> [--syscalls FILE] [--allocations FILE] [--interleaved FILE]"
         );
         std::process::exit(2)
     };
@@ -297,6 +427,7 @@ fn args() -> Args {
         command,
         syscalls: None,
         allocations: None,
+        interleaved: None,
     };
     while let Some(flag) = it.next() {
         if !flag.starts_with("--") && args.syscalls.is_none() {
@@ -308,6 +439,7 @@ fn args() -> Args {
         match flag.as_str() {
             "--syscalls" => args.syscalls = Some(file.into()),
             "--allocations" => args.allocations = Some(file.into()),
+            "--interleaved" => args.interleaved = Some(file.into()),
             _ => usage(),
         }
     }
@@ -337,7 +469,7 @@ fn main() {
         r.md,
         "## Transports, one connection\n\n{}\n",
         if reps > 1 {
-            format!("Each figure is the median of {reps} runs of the whole transport bench, one after another (so every row is measured early, mid and late in the run).")
+            format!("Each ops/s figure is the median of {reps} runs of the whole transport bench, one after another (so every row is measured early, mid and late in the run); each ratio is the median of the {reps} ratios taken within one run, so a slow spell of the machine that falls on one run moves both sides of that run's ratio.")
         } else {
             "One run of the transport bench.".to_string()
         }
@@ -354,6 +486,15 @@ fn main() {
         }
     }
     let _ = writeln!(r.md, "![get hit, ops/s](benchmarks.svg)\n");
+
+    let inter = Interleaved::parse(
+        &args
+            .interleaved
+            .as_deref()
+            .and_then(|p| std::fs::read_to_string(p).ok())
+            .unwrap_or_default(),
+    );
+    interleaved_section(&mut r, &inter);
 
     tcp_nodelay(&mut r);
     concurrency(&mut r);
@@ -400,7 +541,7 @@ fn main() {
     );
     r.micro_table("placement_10_servers", "Placement, 10 servers");
 
-    targets(&mut r, &allocations);
+    targets(&mut r, &allocations, &inter);
 
     let docs = &args.docs;
     std::fs::write(docs.join("benchmarks.md"), &r.md).expect("write benchmarks.md");
@@ -519,7 +660,7 @@ fn allocations_section(r: &mut Report, tsv: &str) {
     }
     let _ = writeln!(
         r.md,
-        "\nWhere they come from (found once with a backtrace-capturing allocator, dhat, over the same calls; the counts above are this run's, the attribution is from when this was written):\n\n- `TextTransport::get` hit, 1: the `Vec` the decoder copies the value into out of the connection's read buffer (`proto::Decoder::decode`), returned as the `Item`'s value. A miss allocates nothing.\n- `Cache::get_raw` hit, 1: that same `Vec` (113 bytes: the 13-byte herd envelope and the value; the envelope is drained in place).\n- `Cache::get::<String>` hit, 2: that `Vec`, and the decoded `String` (`codec::PlainDe::deserialize_str` copies out of the borrowed bytes). The wire key goes into a reused per-thread buffer: no allocation.\n- `Cache::set`, 1: the 256-byte buffer the envelope and value are encoded into (`Cache::encode_computed`).\n- `TextTransport::get_many` of 100, 102: the 100 values, the result `Vec<Option<Item>>` and the decoder's list of values (`proto::Values::with_capacity`).\n- `Cache::get_many::<String>` of 100, 307 and 5 reallocations: the transport's 102; per key the decoded `String` and the map's owned `String` key (200); the map's table (1); the wire-key buffer, its end offsets and the key slices (3); and the `Vec<Option<Opened>>` collected through `Result` (`collect::<Result<_>>()` cannot know the length, so it starts at 4 and grows 5 times: 1 allocation and the 5 reallocations).\n"
+        "\nWhere they come from (found with a backtrace-capturing allocator, dhat, over the same calls; the counts above are this run's, the attribution is from when this was written):\n\n- `TextTransport::get` hit, 1: the `Vec` the decoder copies the value into out of the connection's read buffer (`proto::Decoder::decode`), returned as the `Item`'s value. A miss allocates nothing.\n- `Cache::get_raw` hit, 1: that same `Vec` (113 bytes: the 13-byte herd envelope and the value; the envelope is drained in place).\n- `Cache::get::<String>` hit, 1: that same `Vec`, handed over as the `String` (`codec::decode_vec`: the envelope's header removed in place, the UTF-8 checked, no copy). The wire key goes into a reused per-thread buffer: no allocation.\n- `Cache::set`, 1: the 256-byte buffer the envelope and value are encoded into (`Cache::encode_computed`).\n- `TextTransport::get_many` of 100, 102: the 100 values, the result `Vec<Option<Item>>` and the decoder's list of values (`proto::Values::with_capacity`).\n- `Cache::get_many::<String>` of 100, 207: the returned map's 201 (100 owned keys, 100 values that are the transport's buffers handed over, the table), the transport's 2 lists, and 4 of bookkeeping (the wire-key buffer, its end offsets and slices, the list of reads looked at).\n"
     );
 }
 
@@ -575,34 +716,38 @@ fn syscalls_section(r: &mut Report, tsv: &str) {
 }
 
 /// The issue's targets, checked against this run (`allocations`: the allocations TSV).
-fn targets(r: &mut Report, allocations: &str) {
-    let text = |g: &str, per: f64| r.ops(g, "newcache-text", per);
-    let base = |g: &str, per: f64| r.ops(g, BASELINE, per);
-    let check = |ours: Option<f64>, theirs: Option<f64>, at_least: f64| match (ours, theirs) {
-        (Some(o), Some(t)) => {
-            let x = o / t;
-            format!("{x:.2}x: {}", if x >= at_least { "met" } else { "missed" })
-        }
-        _ => "not measured".into(),
+/// Every ratio is the interleaved bench's where it measured the pair, else criterion's
+/// [`speedup`] (the median of the ratios within each repeated run).
+fn targets(r: &mut Report, allocations: &str, inter: &Interleaved) {
+    const WIRE: &str = "libmemcached-sys-text-facade-wire-bytes";
+    let vs = |g: &str, a: &str, b: &str| {
+        inter
+            .ratio(g, a, b)
+            .map(|[p50, _, _]| p50)
+            .or_else(|| speedup(&r.dir, (g, a), (g, b)))
     };
-    let hit = check(text("get_hit", 1.0), base("get_hit", 1.0), 1.0);
-    let set = check(text("set_100B", 1.0), base("set_100B", 1.0), 1.0);
-    let many = check(
-        text("get_many_100", 100.0),
-        base("get_many_100", 100.0),
-        1.0,
-    );
-    let floor = check(text("get_hit", 1.0), r.ops("get_hit", FLOOR, 1.0), 0.9);
-    let binary: Vec<String> = ["get_hit", "set_100B"]
-        .iter()
+    // (shown, met); `None` when a side was not measured.
+    let check = |x: Option<f64>, at_least: f64| {
+        x.map(|x| {
+            let verdict = if x >= at_least { "met" } else { "missed" };
+            (format!("{x:.2}x: {verdict}"), x >= at_least)
+        })
+    };
+    let cell = |c: &Option<(String, bool)>| {
+        c.as_ref()
+            .map_or("not measured".to_string(), |(s, _)| s.clone())
+    };
+    let missed = |c: &Option<(String, bool)>| matches!(c, Some((_, false)));
+    let hit = check(vs("get_hit", "newcache-text", BASELINE), 1.0);
+    let set = check(vs("set_100B", "newcache-text", BASELINE), 1.0);
+    let many = check(vs("get_many_100", "newcache-text", BASELINE), 1.0);
+    let floor = check(vs("get_hit", "newcache-text", FLOOR), 0.9);
+    let binary: Vec<(&str, Option<(String, bool)>)> = ["get_hit", "set_100B"]
+        .into_iter()
         .map(|g| {
-            format!(
-                "{g} {}",
-                check(
-                    r.ops(g, "newcache-libmemcached-binary", 1.0),
-                    r.ops(g, BASELINE_BINARY, 1.0),
-                    0.95
-                )
+            (
+                g,
+                check(vs(g, "newcache-libmemcached-binary", BASELINE_BINARY), 0.95),
             )
         })
         .collect();
@@ -616,28 +761,6 @@ fn targets(r: &mut Report, allocations: &str) {
         })
         .collect::<Vec<_>>()
         .join("; ");
-    let same_wire = r.ops("set_100B", "libmemcached-sys-text-facade-wire-bytes", 1.0);
-    let set_why = match (text("set_100B", 1.0), same_wire, base("set_100B", 1.0)) {
-        (Some(ours), Some(wire), Some(bare)) => format!(
-            "The facade's set puts more on the wire than the raw row: a 48-byte hashed key and the value behind a 13-byte herd envelope, against a 7-byte key. Raw libmemcached storing exactly the facade's key and bytes (`libmemcached-sys-text-facade-wire-bytes`) ran at {:.2}x of its own short-key set in this run, and the facade at {:.2}x of that same-bytes row. The facade's CPU work per set is the key function, envelope and codec (about 150 ns, see *Key function + envelope + codec*); a profile of the facade's set (`perf record` on `set_100B/newcache-text`) finds over 75% of the time in the kernel's wake-ups and under 1% in newcache code. Where the same-bytes row is as slow as the facade, the gap is the request's size at the server, the price of hashed keys and the envelope, not client work.",
-            wire / bare,
-            ours / wire
-        ),
-        _ => "The same-bytes row was not measured in this run.".to_string(),
-    };
-    let many_wire = r.ops(
-        "get_many_100",
-        "libmemcached-sys-text-facade-wire-bytes",
-        100.0,
-    );
-    let many_why = match (text("get_many_100", 100.0), many_wire, base("get_many_100", 100.0)) {
-        (Some(ours), Some(wire), Some(bare)) => format!(
-            "Raw libmemcached reading exactly the facade's 100 hashed keys and enveloped values (`libmemcached-sys-text-facade-wire-bytes`) ran at {:.2}x of its own short-key multi-get in this run, and the facade at {:.2}x of that same-bytes row: the first ratio is the price of hashed keys and the envelope at the server and on the wire, the second the facade's own work per key.",
-            wire / bare,
-            ours / wire
-        ),
-        _ => "The same-bytes multi-get row was not measured in this run.".to_string(),
-    };
     let allocs = |case: &str| {
         allocations.lines().find_map(|l| {
             let mut f = l.split('\t');
@@ -648,23 +771,23 @@ fn targets(r: &mut Report, allocations: &str) {
     };
     // The returned value itself is one allocation; anything more is beyond it.
     let alloc_cells: Vec<String> = [
-        ("TextTransport::get hit, 100 B", "text transport get hit"),
-        ("Cache::get_raw hit, 100 B", "`Cache::get_raw` hit"),
+        (
+            "TextTransport::get hit, 100 B",
+            "text transport get hit",
+            1.0,
+        ),
+        ("Cache::get_raw hit, 100 B", "`Cache::get_raw` hit", 1.0),
         (
             "Cache::get::<String> hit, 100 B",
             "`Cache::get::<String>` hit",
+            1.0,
         ),
-        ("Cache::get::<String> miss", "miss"),
+        ("Cache::get::<String> miss", "miss", 0.0),
     ]
     .iter()
-    .map(|(case, label)| match allocs(case) {
+    .map(|(case, label, allowed)| match allocs(case) {
         Some(n) => {
-            let allowed = if *case == "Cache::get::<String> miss" {
-                0.0
-            } else {
-                1.0
-            };
-            let verdict = if n <= allowed { "met" } else { "missed" };
+            let verdict = if n <= *allowed { "met" } else { "missed" };
             format!("{label} {n:.0}: {verdict}")
         }
         None => format!("{label} not measured"),
@@ -672,17 +795,71 @@ fn targets(r: &mut Report, allocations: &str) {
     .collect();
     let _ = writeln!(
         r.md,
-        "## Targets, this run\n\n| target | result |\n|---|---|\n| text facade >= 1.0x raw libmemcached text, get hit | {hit} |\n| text facade >= 1.0x raw libmemcached text, set 100 B | {set} |\n| text facade >= 1.0x raw libmemcached text, get_many(100) | {many} |\n| text facade >= 0.9x the loopback floor, get hit | {floor} |\n| binary facade within 5% of raw libmemcached binary | {} |\n| key function + envelope + codec < 0.5 µs | {overhead} |\n| no allocation on the get path beyond the returned value (allocations per call, *Heap allocations per call*) | {} |\n",
-        binary.join("; "),
+        "## Targets, this run\n\nRatios from *Ratios, interleaved* where it measured the pair, else from the criterion tables (medians of the ratios within each repeated run).\n\n| target | result |\n|---|---|\n| text facade >= 1.0x raw libmemcached text, get hit | {} |\n| text facade >= 1.0x raw libmemcached text, set 100 B | {} |\n| text facade >= 1.0x raw libmemcached text, get_many(100) | {} |\n| text facade >= 0.9x the loopback floor, get hit | {} |\n| binary facade within 5% of raw libmemcached binary | {} |\n| key function + envelope + codec < 0.5 µs | {overhead} |\n| no allocation on the get path beyond the returned value (allocations per call, *Heap allocations per call*) | {} |\n",
+        cell(&hit),
+        cell(&set),
+        cell(&many),
+        cell(&floor),
+        binary
+            .iter()
+            .map(|(g, c)| format!("{g} {}", cell(c)))
+            .collect::<Vec<_>>()
+            .join("; "),
         alloc_cells.join("; ")
     );
-    let _ = writeln!(
-        r.md,
-        "### Where a target is missed, and why\n\n\
-- **get_many(100) through the facade.** {many_why} The text transport alone (`transport-text`) keeps pace with raw libmemcached; the facade adds per-key work that raw libmemcached does not do at all: the SHA-1 key function (see *Key functions*, about 130 ns a key), the result map's owned key and the decoded value (two allocations a key beyond the transport's copy of the value, see *Heap allocations per call*; raw libmemcached copies nothing out, it only reads each result's length). What would close it: hash the keys into the request buffer directly, decode lazily, and offer a `get_many` that returns values in key order instead of a `HashMap` keyed by owned strings.\n\
-- **set 100 B (and the binary facade's set).** {set_why}\n\
-- **binary facade vs raw libmemcached binary, get.** The facade borrows a handle from the pool (a mutex), checks the key, builds an `Item` (copying the value) and runs the key function, envelope and codec: about a microsecond on top of a 70-80 µs round trip.\n\
-- **loopback floor.** On this machine the `mn` ping-pong measured no faster than a get, so the floor is a poor yardstick here; the ratio is shown as measured.\n\
-- **allocations.** A typed `get::<T>` allocates the bytes read and the decoded value; taking the bytes over for `String` (an owned deserializer) would save one. `get_many` also regrows its list of opened items five times (it is collected through `Result`); building it with its known length would save those.\n"
-    );
+
+    // Why each missed target was missed, from this run's own rows.
+    let mut why: Vec<String> = Vec::new();
+    let x = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.2}x"));
+    if missed(&many) {
+        why.push(format!(
+            "**get_many(100) through the facade.** The facade's wire work is larger than raw libmemcached's: 100 hashed keys of 47 bytes (`flavor-version-sha1hex`) against 12-byte keys, and each value behind the 13-byte herd envelope. Raw libmemcached reading exactly the facade's keys and items (`{WIRE}`) ran at {} of its own short-key multi-get in this run: that is the price of hashed keys at the server and on the wire, which no client can avoid with the same key function. Against that same-bytes row the facade ran at {}; the text transport alone, on the short keys, at {} of raw libmemcached. The facade's own work per key is the SHA-1 key function (*Key functions*, about 100 ns), opening the envelope, and the returned map: an owned `String` key per entry and its table (the value itself is the transport's buffer, handed over; *Heap allocations per call*). What would close the rest: a `get_many` that returns values in the caller's key order (no map, no owned keys), and a faster key function than SHA-1 for users who need no django-newcache compatibility.",
+            x(vs("get_many_100", WIRE, BASELINE)),
+            x(vs("get_many_100", "newcache-text", WIRE)),
+            x(vs("get_many_100", "transport-text", BASELINE)),
+        ));
+    }
+    for (name, c, g) in [
+        ("get hit", &hit, "get_hit"),
+        ("set 100 B", &set, "set_100B"),
+    ] {
+        if missed(c) {
+            why.push(format!(
+                "**{name} through the text facade.** The text transport alone ran at {} of raw libmemcached here{}. The facade's CPU work per operation is under 0.2 µs (*Key function + envelope + codec*) against a round trip of about 25 µs, and both make the same two system calls per operation (*System calls per operation*), so a gap of more than about 1% is the machine's noise landing on this row, or the larger request (hashed key, envelope) at the server.",
+                x(vs(g, "transport-text", BASELINE)),
+                if g == "set_100B" {
+                    format!(
+                        ", and raw libmemcached storing exactly the facade's key and bytes (`{WIRE}`) at {} of its own short-key set",
+                        x(vs(g, WIRE, BASELINE))
+                    )
+                } else {
+                    String::new()
+                }
+            ));
+        }
+    }
+    if missed(&floor) {
+        why.push(format!(
+            "**get hit vs the loopback floor.** The floor (`{FLOOR}`) is one raw `mn` ping-pong; a get also carries its key and its 100-byte value both ways. The text transport alone ran at {} of the floor.",
+            x(vs("get_hit", "transport-text", FLOOR))
+        ));
+    }
+    for (g, c) in &binary {
+        if missed(c) {
+            why.push(format!(
+                "**binary facade vs raw libmemcached binary, {g}.** Our libmemcached wrapper without the facade (`wrapper-libmemcached-binary`) ran at {} of raw libmemcached binary. The wrapper borrows a handle from the pool (a mutex) and checks the key; a get is one `memcached_get` like the raw row's (one `GETK` write, whose CAS it reads from the handle's own result) and copies the value out of libmemcached's buffer into an `Item`, a set one `memcached_set`. The facade adds its key function, envelope and codec (under 0.2 µs) and the envelope's 13 bytes on the wire.",
+                x(vs(g, "wrapper-libmemcached-binary", BASELINE_BINARY))
+            ));
+        }
+    }
+    if !why.is_empty() {
+        let _ = writeln!(
+            r.md,
+            "### Where a target is missed, and why\n\n{}\n",
+            why.iter()
+                .map(|w| format!("- {w}"))
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+    }
 }

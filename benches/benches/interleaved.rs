@@ -1,0 +1,351 @@
+//! The targets' ratios, measured interleaved: every client of an operation takes its turn
+//! within one round (a short burst of the operation each, in a new order every round), and
+//! the ratio of two clients is the median over the rounds of their ratio within a round.
+//!
+//! Criterion (the `transports` bench) measures each client for seconds before the next: on
+//! this shared 2-core machine the speed drifts by tens of percent over that time, so two
+//! rows of one criterion run can differ by more than the clients do. Within a round of a few
+//! milliseconds the machine is the same for everyone.
+//!
+//! Not criterion: a plain timing loop. Prints a table; with `NEWCACHE_INTERLEAVED_OUT=path`
+//! (`cargo xtask bench` sets it) also writes, for the report, `ops<TAB>op<TAB>client<TAB>ops/s`
+//! lines (the median burst's rate) and `ratio<TAB>op<TAB>a<TAB>b<TAB>median<TAB>p25<TAB>p75`
+//! lines for every ordered pair of an operation's clients (how many times faster a ran than
+//! b within a round). Needs the `binary` feature (the baseline is raw libmemcached); without it
+//! there is nothing to compare and it prints so. `NEWCACHE_BENCH_QUICK=1` runs fewer rounds.
+
+#[cfg(feature = "binary")]
+fn main() {
+    use std::collections::HashMap;
+    use std::hint::black_box;
+    use std::io::Write;
+    use std::time::Instant;
+
+    use newcache::Ttl;
+    use newcache_benches::clients;
+    use newcache_testkit::Memcached;
+    use newcache_transport::{Store, Transport};
+    use newcache_transport_binary::bare::Keys;
+
+    /// A client's operation.
+    type Run<'a> = Box<dyn FnMut() + 'a>;
+    /// An operation measured: its name, operations per burst, keys per operation, and its
+    /// clients (the first is the baseline of its ratios).
+    type Op<'a> = (&'static str, usize, usize, Vec<(&'static str, Run<'a>)>);
+
+    /// Times `rounds` rounds of every client's burst (`burst` operations) and returns, per
+    /// client, the time per burst of every round, in round order.
+    fn interleave(clients: &mut [(&str, Run<'_>)], rounds: usize, burst: usize) -> Vec<Vec<f64>> {
+        let n = clients.len();
+        let mut times = vec![Vec::with_capacity(rounds); n];
+        // Warm every client up first (connections, buffers).
+        for (_, run) in clients.iter_mut() {
+            for _ in 0..burst {
+                run();
+            }
+        }
+        for round in 0..rounds {
+            // A different client goes first each round, so none always follows the same one.
+            for k in 0..n {
+                let i = (round + k) % n;
+                let Some((_, run)) = clients.get_mut(i) else {
+                    continue;
+                };
+                let started = Instant::now();
+                for _ in 0..burst {
+                    run();
+                }
+                if let Some(t) = times.get_mut(i) {
+                    t.push(started.elapsed().as_secs_f64());
+                }
+            }
+        }
+        times
+    }
+
+    fn quantile(sorted: &[f64], q: f64) -> f64 {
+        let i = ((sorted.len().saturating_sub(1)) as f64 * q).round() as usize;
+        sorted.get(i).copied().unwrap_or(f64::NAN)
+    }
+
+    let quick = newcache_benches::quick();
+    let rounds = if quick { 40 } else { 200 };
+    let server = Memcached::with_args(&["-t", "1"]);
+    let addr = server.addr();
+    let value = "x".repeat(100);
+    let caches = clients::caches(&addr);
+    let wrappers = clients::wrapper_libmemcached(&addr);
+    let bare = clients::bare_libmemcached(&addr);
+    let text = clients::text_transport(&addr);
+    let cache = |name: &str| {
+        caches
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, c)| c)
+            .expect("a cache of that name")
+    };
+    let (text_cache, binary_cache) = (
+        cache("newcache-text"),
+        cache("newcache-libmemcached-binary"),
+    );
+    let wrapper_binary = wrappers
+        .iter()
+        .find(|(n, _)| *n == "wrapper-libmemcached-binary")
+        .map(|(_, t)| t)
+        .expect("binary wrapper");
+    let bare_handle = |name: &str| {
+        bare.iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, h)| h)
+            .expect("a bare handle of that name")
+    };
+    let (bare_text, bare_binary) = (
+        bare_handle("libmemcached-sys-text"),
+        bare_handle("libmemcached-sys-binary"),
+    );
+
+    // What each client reads: the facade's items (through either cache: same wire keys),
+    // the raw clients' own short keys, and the facade's exact wire keys for the same-bytes
+    // rows.
+    let keys: Vec<String> = (0..100).map(|i| format!("many-{i}")).collect();
+    text_cache
+        .set("hit", value.as_str(), Ttl::Seconds(3600))
+        .expect("set");
+    text_cache
+        .set_many(
+            keys.iter().map(|k| (k.as_str(), value.as_str())),
+            Ttl::Seconds(3600),
+        )
+        .expect("set_many");
+    let raw_keys: Vec<Vec<u8>> = (0..100)
+        .map(|i| format!("raw-many-{i}").into_bytes())
+        .collect();
+    let raw_refs: Vec<&[u8]> = raw_keys.iter().map(Vec::as_slice).collect();
+    for k in raw_refs.iter().copied().chain([&b"raw-hit"[..]]) {
+        text.store(&Store::set(k, value.as_bytes(), 16, 0))
+            .expect("store");
+    }
+    let short_keys = Keys::new(&raw_keys);
+    let wire_hit = text_cache.wire_key("hit").expect("wire key");
+    let wire_many: Vec<Vec<u8>> = keys
+        .iter()
+        .map(|k| text_cache.wire_key(k).expect("wire key"))
+        .collect();
+    let wire_keys = Keys::new(&wire_many);
+    let wire_set = text_cache.wire_key("set").expect("wire key");
+    let enveloped = vec![b'x'; value.len() + 13];
+    let mut floor = clients::floor(&addr);
+
+    let mut out = String::new();
+    let mut table = String::new();
+    // (op, operations per burst, keys per operation, clients); the first client is the
+    // baseline of the op's ratios.
+    let mut ops: Vec<Op<'_>> = vec![
+        (
+            "get_hit",
+            50,
+            1,
+            vec![
+                (
+                    "libmemcached-sys-text",
+                    Box::new(|| {
+                        black_box(bare_text.borrow_mut().get(b"raw-hit").expect("get"));
+                    }),
+                ),
+                (
+                    "newcache-text",
+                    Box::new(|| {
+                        black_box(text_cache.get::<String>("hit").expect("get"));
+                    }),
+                ),
+                (
+                    "transport-text",
+                    Box::new(|| {
+                        black_box(text.get(b"raw-hit").expect("get"));
+                    }),
+                ),
+                (
+                    "libmemcached-sys-text-facade-wire-bytes",
+                    Box::new(|| {
+                        black_box(bare_text.borrow_mut().get(&wire_hit).expect("get"));
+                    }),
+                ),
+                (
+                    "loopback-floor-mn",
+                    Box::new(|| clients::floor_round_trip(&mut floor)),
+                ),
+                (
+                    "libmemcached-sys-binary",
+                    Box::new(|| {
+                        black_box(bare_binary.borrow_mut().get(b"raw-hit").expect("get"));
+                    }),
+                ),
+                (
+                    "newcache-libmemcached-binary",
+                    Box::new(|| {
+                        black_box(binary_cache.get::<String>("hit").expect("get"));
+                    }),
+                ),
+                (
+                    "wrapper-libmemcached-binary",
+                    Box::new(|| {
+                        black_box(wrapper_binary.get(b"raw-hit").expect("get"));
+                    }),
+                ),
+            ],
+        ),
+        (
+            "set_100B",
+            50,
+            1,
+            vec![
+                (
+                    "libmemcached-sys-text",
+                    Box::new(|| {
+                        bare_text
+                            .borrow_mut()
+                            .set(b"raw-set", value.as_bytes())
+                            .expect("set")
+                    }),
+                ),
+                (
+                    "newcache-text",
+                    Box::new(|| {
+                        text_cache
+                            .set("set", value.as_str(), Ttl::Seconds(3600))
+                            .expect("set")
+                    }),
+                ),
+                (
+                    "transport-text",
+                    Box::new(|| {
+                        text.store(&Store::set(b"raw-set", value.as_bytes(), 16, 3600))
+                            .expect("store");
+                    }),
+                ),
+                (
+                    "libmemcached-sys-text-facade-wire-bytes",
+                    Box::new(|| {
+                        bare_text
+                            .borrow_mut()
+                            .set(&wire_set, &enveloped)
+                            .expect("set")
+                    }),
+                ),
+                (
+                    "libmemcached-sys-binary",
+                    Box::new(|| {
+                        bare_binary
+                            .borrow_mut()
+                            .set(b"raw-set", value.as_bytes())
+                            .expect("set")
+                    }),
+                ),
+                (
+                    "newcache-libmemcached-binary",
+                    Box::new(|| {
+                        binary_cache
+                            .set("set", value.as_str(), Ttl::Seconds(3600))
+                            .expect("set")
+                    }),
+                ),
+                (
+                    "wrapper-libmemcached-binary",
+                    Box::new(|| {
+                        wrapper_binary
+                            .store(&Store::set(b"raw-set", value.as_bytes(), 16, 3600))
+                            .expect("store");
+                    }),
+                ),
+            ],
+        ),
+        (
+            "get_many_100",
+            10,
+            100,
+            vec![
+                (
+                    "libmemcached-sys-text",
+                    Box::new(|| {
+                        let got = bare_text.borrow_mut().get_many(&short_keys).expect("mget");
+                        assert_eq!(got, (100, 10_000));
+                    }),
+                ),
+                (
+                    "newcache-text",
+                    Box::new(|| {
+                        let got: HashMap<String, String> =
+                            text_cache.get_many(&keys).expect("get_many");
+                        assert_eq!(got.len(), 100);
+                    }),
+                ),
+                (
+                    "transport-text",
+                    Box::new(|| {
+                        black_box(text.get_many(&raw_refs).expect("get_many"));
+                    }),
+                ),
+                (
+                    "libmemcached-sys-text-facade-wire-bytes",
+                    Box::new(|| {
+                        let got = bare_text.borrow_mut().get_many(&wire_keys).expect("mget");
+                        assert_eq!(got, (100, 11_300));
+                    }),
+                ),
+            ],
+        ),
+    ];
+    let started = Instant::now();
+    for (op, burst, per_op, clients) in &mut ops {
+        let times = interleave(clients, rounds, *burst);
+        let names: Vec<&str> = clients.iter().map(|(n, _)| *n).collect();
+        // a's speed over b's within each round (b's time over a's), sorted.
+        let ratios = |a: usize, b: usize| -> Vec<f64> {
+            let (Some(ta), Some(tb)) = (times.get(a), times.get(b)) else {
+                return Vec::new();
+            };
+            let mut r: Vec<f64> = ta.iter().zip(tb).map(|(x, y)| y / x).collect();
+            r.sort_by(f64::total_cmp);
+            r
+        };
+        for (a, name) in names.iter().enumerate() {
+            let mut per_burst = times.get(a).cloned().unwrap_or_default();
+            per_burst.sort_by(f64::total_cmp);
+            let ops_s = (*burst * *per_op) as f64 / quantile(&per_burst, 0.5);
+            out.push_str(&format!("ops\t{op}\t{name}\t{ops_s:.0}\n"));
+            for (b, other) in names.iter().enumerate() {
+                if a != b {
+                    let r = ratios(a, b);
+                    out.push_str(&format!(
+                        "ratio\t{op}\t{name}\t{other}\t{:.4}\t{:.4}\t{:.4}\n",
+                        quantile(&r, 0.5),
+                        quantile(&r, 0.25),
+                        quantile(&r, 0.75)
+                    ));
+                }
+            }
+            let r = ratios(a, 0);
+            table.push_str(&format!(
+                "{op:<13} {name:<42} {ops_s:>10.0} {:>6.2}x  [{:.2}x {:.2}x]\n",
+                quantile(&r, 0.5),
+                quantile(&r, 0.25),
+                quantile(&r, 0.75)
+            ));
+        }
+    }
+    println!(
+        "interleaved: {rounds} rounds per op in {:.0} s; ops/s (median burst), ratio to the op's first row (median, [p25 p75])",
+        started.elapsed().as_secs_f64()
+    );
+    print!("{table}");
+    if let Some(path) = std::env::var_os("NEWCACHE_INTERLEAVED_OUT") {
+        std::fs::File::create(&path)
+            .and_then(|mut f| f.write_all(out.as_bytes()))
+            .unwrap_or_else(|e| panic!("{}: {e}", path.to_string_lossy()));
+    }
+}
+
+#[cfg(not(feature = "binary"))]
+fn main() {
+    println!("interleaved: the baseline is raw libmemcached; build with --features binary");
+}

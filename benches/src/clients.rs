@@ -1,0 +1,114 @@
+//! The clients every transport bench compares, built on one server address: the facade
+//! over each transport, the text transport alone, our libmemcached wrapper alone, bare
+//! libmemcached (the baseline), the `memcache` crate, and the loopback floor.
+
+#[cfg(feature = "binary")]
+use std::cell::RefCell;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+
+use newcache::Cache;
+#[cfg(feature = "binary")]
+use newcache_transport_binary::bare;
+
+/// The facade over each transport: (name, cache).
+pub fn caches(addr: &str) -> Vec<(&'static str, Cache)> {
+    let url = |q: &str| format!("newcache://{addr}/?{q}");
+    let mut out = vec![(
+        "newcache-text",
+        Cache::from_url(&url("transport=text")).expect("text"),
+    )];
+    #[cfg(feature = "binary")]
+    {
+        out.push((
+            "newcache-libmemcached-binary",
+            Cache::from_url(&url("binary=true")).expect("binary"),
+        ));
+        out.push((
+            "newcache-libmemcached-text",
+            Cache::from_url(&url("transport=libmemcached")).expect("lm text"),
+        ));
+    }
+    out.push((
+        "newcache-memory",
+        Cache::from_url("newcache:///?transport=memory").expect("memory"),
+    ));
+    out
+}
+
+/// Bare libmemcached through `libmemcached-sys` (the baseline): one handle, the calls a C
+/// program makes, `TCP_NODELAY` on, text and binary protocol.
+#[cfg(feature = "binary")]
+pub fn bare_libmemcached(addr: &str) -> Vec<(&'static str, RefCell<bare::Bare>)> {
+    use bare::{Bare, Options};
+    [
+        ("libmemcached-sys-text", Options::TEXT),
+        ("libmemcached-sys-binary", Options::BINARY),
+    ]
+    .into_iter()
+    .map(|(name, options)| {
+        let handle = Bare::connect(addr, options).expect("libmemcached");
+        (name, RefCell::new(handle))
+    })
+    .collect()
+}
+
+/// The text transport with no facade (no key function, herd or codec).
+pub fn text_transport(addr: &str) -> newcache_transport_text::TextTransport {
+    newcache_transport_text::TextTransport::new(newcache_transport_text::TextConfig {
+        servers: vec![addr.to_string()],
+        ..Default::default()
+    })
+    .expect("text transport")
+}
+
+/// libmemcached with no facade (our thin safe wrapper over it), text and binary.
+#[cfg(feature = "binary")]
+pub fn wrapper_libmemcached(
+    addr: &str,
+) -> Vec<(&'static str, newcache_transport_binary::BinaryTransport)> {
+    use newcache_transport_binary::{BinaryConfig, BinaryTransport};
+    [
+        ("wrapper-libmemcached-text", false),
+        ("wrapper-libmemcached-binary", true),
+    ]
+    .into_iter()
+    .map(|(name, binary_protocol)| {
+        let config = BinaryConfig {
+            binary_protocol,
+            ..BinaryConfig::new([addr])
+        };
+        (name, BinaryTransport::new(config).expect("libmemcached"))
+    })
+    .collect()
+}
+
+/// The `memcache` crate, ASCII and its default binary protocol.
+pub fn memcache_peers(addr: &str) -> Vec<(&'static str, memcache::Client)> {
+    vec![
+        (
+            "memcache-crate-ascii",
+            memcache::Client::connect(format!("memcache://{addr}?protocol=ascii"))
+                .expect("memcache"),
+        ),
+        (
+            "memcache-crate-binary",
+            memcache::Client::connect(format!("memcache://{addr}")).expect("memcache"),
+        ),
+    ]
+}
+
+/// The floor: a raw TCP connection for `mn` ping-pongs, Nagle off.
+pub fn floor(addr: &str) -> TcpStream {
+    let floor = TcpStream::connect(addr).expect("connect");
+    floor.set_nodelay(true).expect("nodelay");
+    floor
+}
+
+/// One `mn` round trip on the floor connection.
+pub fn floor_round_trip(floor: &mut TcpStream) {
+    let mut buf = [0u8; 16];
+    floor.write_all(b"mn\r\n").expect("write");
+    let n = floor.read(&mut buf).expect("read");
+    assert!(n > 0, "memcached closed the floor connection");
+}
