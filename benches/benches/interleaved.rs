@@ -12,7 +12,8 @@
 //! lines (the median burst's rate) and `ratio<TAB>op<TAB>a<TAB>b<TAB>median<TAB>p25<TAB>p75`
 //! lines for every ordered pair of an operation's clients (how many times faster a ran than
 //! b within a round). Needs the `binary` feature (the baseline is raw libmemcached); without it
-//! there is nothing to compare and it prints so. `NEWCACHE_BENCH_QUICK=1` runs fewer rounds.
+//! there is nothing to compare and it prints so. `NEWCACHE_BENCH_QUICK=1` runs fewer rounds;
+//! run by `cargo test` (no `--bench` argument) it runs one round, as a smoke test.
 
 #[cfg(feature = "binary")]
 fn main() {
@@ -68,8 +69,14 @@ fn main() {
         sorted.get(i).copied().unwrap_or(f64::NAN)
     }
 
-    let quick = newcache_benches::quick();
-    let rounds = if quick { 40 } else { 200 };
+    // `cargo bench` passes `--bench`; `cargo test` (the workspace's tests) does not: then
+    // one round only checks that every client runs.
+    let benching = std::env::args().any(|a| a == "--bench");
+    let rounds = match (benching, newcache_benches::quick()) {
+        (false, _) => 1,
+        (true, true) => 40,
+        (true, false) => 200,
+    };
     let server = Memcached::with_args(&["-t", "1"]);
     let addr = server.addr();
     let value = "x".repeat(100);
