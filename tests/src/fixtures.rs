@@ -138,3 +138,26 @@ impl Fixture for ServerFixture {
         self.item_size_limit
     }
 }
+
+/// Runs `f(i)` for `i` in `0..n` on `n` threads released at once (a barrier), and returns
+/// their results in order: the way the herd tests make many readers race for one key.
+pub fn at_once<T: Send + 'static>(
+    n: usize,
+    f: impl Fn(usize) -> T + Send + Sync + 'static,
+) -> Vec<T> {
+    let f = std::sync::Arc::new(f);
+    let barrier = std::sync::Arc::new(std::sync::Barrier::new(n));
+    let handles: Vec<_> = (0..n)
+        .map(|i| {
+            let (f, barrier) = (f.clone(), barrier.clone());
+            std::thread::spawn(move || {
+                barrier.wait();
+                f(i)
+            })
+        })
+        .collect();
+    handles
+        .into_iter()
+        .map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
+        .collect()
+}

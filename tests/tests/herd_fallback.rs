@@ -5,11 +5,12 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Barrier};
+use std::sync::Arc;
 use std::time::Duration;
 
 use newcache::{Builder, Cache, Clock, ManualClock, Policy, SystemClock, Ttl, HERD_FLAG};
 use newcache_testkit::{Memcached, Twemproxy};
+use newcache_tests::fixtures::at_once;
 
 /// One memcached, twemproxy in front, and a `herd=meta` cache that talks only to the proxy.
 struct Proxied {
@@ -64,21 +65,6 @@ impl Proxied {
         // The configuration still says what was asked for.
         assert_eq!(self.cache.config().herd_policy, Policy::Meta);
     }
-}
-
-fn at_once<T: Send + 'static>(n: usize, f: impl Fn(usize) -> T + Send + Sync + 'static) -> Vec<T> {
-    let f = Arc::new(f);
-    let barrier = Arc::new(Barrier::new(n));
-    let handles: Vec<_> = (0..n)
-        .map(|i| {
-            let (f, barrier) = (f.clone(), barrier.clone());
-            std::thread::spawn(move || {
-                barrier.wait();
-                f(i)
-            })
-        })
-        .collect();
-    handles.into_iter().map(|h| h.join().unwrap()).collect()
 }
 
 #[test]

@@ -9,6 +9,7 @@ use std::time::Duration;
 use newcache::transport::{Error, Item, Result, ServerStats, Store, StoreStatus};
 use newcache::{Builder, Cache, Clock, ManualClock, SystemClock, Transport, Ttl};
 use newcache_testkit::Memcached;
+use newcache_tests::fixtures::at_once;
 use newcache_transport_text::{TextConfig, TextTransport};
 
 /// Holds the first `n` reads of one key until all `n` have their item, deletes the item, and
@@ -111,21 +112,6 @@ fn cache_on(server: &Memcached, spy: Arc<Spy>, clock: &ManualClock, params: &str
     .clock(Arc::new(clock.clone()))
     .build()
     .unwrap()
-}
-
-fn at_once<T: Send + 'static>(n: usize, f: impl Fn(usize) -> T + Send + Sync + 'static) -> Vec<T> {
-    let f = Arc::new(f);
-    let barrier = Arc::new(Barrier::new(n));
-    let handles: Vec<_> = (0..n)
-        .map(|i| {
-            let (f, barrier) = (f.clone(), barrier.clone());
-            std::thread::spawn(move || {
-                barrier.wait();
-                f(i)
-            })
-        })
-        .collect();
-    handles.into_iter().map(|h| h.join().unwrap()).collect()
 }
 
 #[test]

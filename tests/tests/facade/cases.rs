@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use newcache::{Cache, Error, ManualClock, SetOptions, Ttl, HERD_FLAG};
 use newcache_testkit::Memcached;
+use newcache_tests::fixtures::at_once;
 
 const NOW: u64 = 1_800_000_000;
 
@@ -608,22 +609,6 @@ fn the_memory_transport_behaves_like_the_server_through_the_facade() {
 }
 
 // ---- single-winner herd (the default `lease` policy), invalidate, get_or_set ----
-
-/// Runs `f` on `n` threads released at once; returns their results.
-fn at_once<T: Send + 'static>(n: usize, f: impl Fn(usize) -> T + Send + Sync + 'static) -> Vec<T> {
-    let f = Arc::new(f);
-    let barrier = Arc::new(std::sync::Barrier::new(n));
-    let handles: Vec<_> = (0..n)
-        .map(|i| {
-            let (f, barrier) = (f.clone(), barrier.clone());
-            std::thread::spawn(move || {
-                barrier.wait();
-                f(i)
-            })
-        })
-        .collect();
-    handles.into_iter().map(|h| h.join().unwrap()).collect()
-}
 
 #[test]
 fn lease_hands_the_refresh_to_exactly_one_of_many_readers() {
