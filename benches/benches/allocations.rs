@@ -20,6 +20,7 @@ use std::hint::black_box;
 use std::io::Write;
 
 use newcache::{Cache, Ttl};
+use newcache_benches::clients;
 use newcache_testkit::Memcached;
 use newcache_transport::{Store, Transport};
 use newcache_transport_text::{TextConfig, TextTransport};
@@ -61,19 +62,11 @@ fn main() {
     let _profiler = dhat::Profiler::builder().testing().build();
     let server = Memcached::start();
     let value = "x".repeat(100);
-    let keys: Vec<String> = (0..100).map(|i| format!("many-{i}")).collect();
+    let keys = clients::many_keys();
 
     let cache =
         Cache::from_url(&format!("newcache://{}/?transport=text", server.addr())).expect("cache");
-    cache
-        .set("hit", value.as_str(), Ttl::Seconds(3600))
-        .expect("set");
-    cache
-        .set_many(
-            keys.iter().map(|k| (k.as_str(), value.as_str())),
-            Ttl::Seconds(3600),
-        )
-        .expect("set_many");
+    clients::seed(&cache, &value, &keys);
 
     let text = TextTransport::new(TextConfig {
         servers: vec![server.addr()],

@@ -114,16 +114,8 @@ fn main() {
     // What each client reads: the facade's items (through either cache: same wire keys),
     // the raw clients' own short keys, and the facade's exact wire keys for the same-bytes
     // rows.
-    let keys: Vec<String> = (0..100).map(|i| format!("many-{i}")).collect();
-    text_cache
-        .set("hit", value.as_str(), Ttl::Seconds(3600))
-        .expect("set");
-    text_cache
-        .set_many(
-            keys.iter().map(|k| (k.as_str(), value.as_str())),
-            Ttl::Seconds(3600),
-        )
-        .expect("set_many");
+    let keys = clients::many_keys();
+    clients::seed(text_cache, &value, &keys);
     let raw_keys: Vec<Vec<u8>> = (0..100)
         .map(|i| format!("raw-many-{i}").into_bytes())
         .collect();

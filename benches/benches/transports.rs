@@ -32,17 +32,9 @@ fn transports(c: &mut Criterion) {
     let bare = clients::bare_libmemcached(&addr);
     let text = clients::text_transport(&addr);
     let peers = clients::memcache_peers(&addr);
-    let keys: Vec<String> = (0..100).map(|i| format!("many-{i}")).collect();
+    let keys = clients::many_keys();
     for (_, cache) in &caches {
-        cache
-            .set("hit", value.as_str(), Ttl::Seconds(3600))
-            .expect("set");
-        cache
-            .set_many(
-                keys.iter().map(|k| (k.as_str(), value.as_str())),
-                Ttl::Seconds(3600),
-            )
-            .expect("set_many");
+        clients::seed(cache, &value, &keys);
     }
 
     // The floor: one `mn` round trip on a raw TCP connection.

@@ -7,7 +7,7 @@ use std::cell::RefCell;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 
-use newcache::Cache;
+use newcache::{Cache, Ttl};
 #[cfg(feature = "binary")]
 use newcache_transport_binary::bare;
 
@@ -111,4 +111,17 @@ pub fn floor_round_trip(floor: &mut TcpStream) {
     floor.write_all(b"mn\r\n").expect("write");
     let n = floor.read(&mut buf).expect("read");
     assert!(n > 0, "memcached closed the floor connection");
+}
+
+/// The facade's 100 keys of the multi-get rows.
+pub fn many_keys() -> Vec<String> {
+    (0..100).map(|i| format!("many-{i}")).collect()
+}
+
+/// Stores what the facade rows read: `value` under `hit` and under every key of `keys`.
+pub fn seed(cache: &Cache, value: &str, keys: &[String]) {
+    cache.set("hit", value, Ttl::Seconds(3600)).expect("set");
+    cache
+        .set_many(keys.iter().map(|k| (k.as_str(), value)), Ttl::Seconds(3600))
+        .expect("set_many");
 }
