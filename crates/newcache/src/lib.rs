@@ -498,13 +498,18 @@ impl Cache {
 
     /// `look`, with its store (if any) sent at once.
     fn open(&self, wire: &[u8], item: Item, now: u64) -> Result<Opened> {
-        Ok(match self.look(wire, item, now)? {
+        self.look(wire, item, now).map(|l| self.settle_now(wire, l))
+    }
+
+    /// Sends a look's store (if any) on its own and settles the read by its outcome.
+    fn settle_now(&self, wire: &[u8], looked: Looked) -> Opened {
+        match looked {
             Looked::Done(opened) => opened,
             Looked::Store(pending) => {
                 let status = self.inner.transport.store(&pending.request(wire)).ok();
                 pending.settle(status)
             }
-        })
+        }
     }
 
     /// Like `decode`, taking the item's buffer over (a `String` value is that buffer).
@@ -581,10 +586,8 @@ impl Cache {
         meta: newcache_transport::MetaItem,
         now: u64,
     ) -> Result<Opened> {
-        if meta.win {
-            return Ok(Opened::Miss);
-        }
-        self.open(wire, meta.item, now)
+        self.look_meta(wire, meta, now)
+            .map(|l| self.settle_now(wire, l))
     }
 
     fn fetch<T: DeserializeOwned>(&self, key: &str, wire: &[u8]) -> Result<Fetched<T>> {
@@ -739,17 +742,12 @@ impl Cache {
     /// True when `key` holds a value a `get` would return now. Has no side effects: a stale
     /// value is reported absent but left for the next `get` to handle.
     pub fn has_key(&self, key: &str) -> Result<bool> {
-        let wire = self.wire_key(key)?;
-        let Some(item) = self.inner.transport.get(&wire)? else {
-            return Ok(false);
-        };
-        if !is_enveloped(item.flags) {
-            return Ok(true);
+        match self.peek(key) {
+            Ok(peeked) => Ok(peeked.is_some_and(|p| !p.stale)),
+            // An envelope that does not open holds no value a `get` would return.
+            Err(Error::Decode { .. }) => Ok(false),
+            Err(e) => Err(e),
         }
-        Ok(match Envelope::decode(&item.value) {
-            Ok((env, _)) => self.inner.herd.on_read(&env, self.now_millis()) == ReadDecision::Fresh,
-            Err(_) => false,
-        })
     }
 
     /// What `key` holds, herd envelope opened, with no side effects at all: a value past its
