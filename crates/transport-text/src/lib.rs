@@ -486,8 +486,16 @@ impl TextTransport {
         }
     }
 
-    fn restore_read_timeout(&self, conn: &mut Conn) -> io::Result<()> {
-        conn.stream.set_read_timeout(Some(self.config.read_timeout))
+    /// Returns a connection whose replies were all read to the pool, its read timeout
+    /// restored first when `restore` (it was shortened while reading).
+    fn put_back(&self, server: &Server, conn: Conn, restore: bool) -> Result<()> {
+        if restore {
+            conn.stream
+                .set_read_timeout(Some(self.config.read_timeout))
+                .map_err(|e| self.io_error(server, e, self.config.read_timeout))?;
+        }
+        self.checkin(server, conn);
+        Ok(())
     }
 
     /// One request and its replies on one server's connection: `encode` fills the write
@@ -517,11 +525,8 @@ impl TextTransport {
             ) {
                 return Ok(reply);
             }
-            if waited || conn.rbuf.data.len() > 64 * 1024 {
-                self.restore_read_timeout(&mut conn)
-                    .map_err(|e| self.io_error(server, e, self.config.read_timeout))?;
-            }
-            self.checkin(server, conn);
+            let restore = waited || conn.rbuf.data.len() > 64 * 1024;
+            self.put_back(server, conn, restore)?;
             Ok(reply)
         })();
         let outcome = self.classify_close(index, head, outcome);
@@ -663,17 +668,12 @@ impl TextTransport {
                 let index = lane.index;
                 let mut outcome = std::mem::replace(&mut lane.outcome, Ok(Vec::new()));
                 if outcome.is_ok() {
-                    if let Some(mut conn) = lane.conn.take() {
-                        let restored = match self.server(index) {
-                            Ok(server) if lane.shortened => self
-                                .restore_read_timeout(&mut conn)
-                                .map_err(|e| self.io_error(server, e, self.config.read_timeout)),
-                            Ok(_) => Ok(()),
-                            Err(e) => Err(e),
-                        };
-                        match (restored, self.server(index)) {
-                            (Ok(()), Ok(server)) => self.checkin(server, conn),
-                            (Err(e), _) | (Ok(()), Err(e)) => outcome = Err(e),
+                    if let Some(conn) = lane.conn.take() {
+                        let back = self
+                            .server(index)
+                            .and_then(|server| self.put_back(server, conn, lane.shortened));
+                        if let Err(e) = back {
+                            outcome = Err(e);
                         }
                     }
                 }
