@@ -1059,17 +1059,7 @@ impl BinaryTransport {
             items.insert(key, item);
         }
         drop(result);
-        // With two or more servers, libmemcached ends a fetch when poll() times out and
-        // reports it as the end of the items; the replies still owed tell.
-        if let Some(server) = self.pending_server(h) {
-            // SAFETY: h is a live handle used by this thread only. Closing its connections
-            // drops the half-read replies.
-            unsafe { memcached_quit(h.as_ptr()) };
-            return Err(Error::Timeout {
-                server,
-                after: self.poll_timeout,
-            });
-        }
+        self.check_nothing_owed(h)?;
         if let Some(e) = send_error {
             return Err(e);
         }
@@ -1124,15 +1114,7 @@ impl BinaryTransport {
             }));
         }
         // As in `fetch`: a poll timeout can end the read looking like a miss.
-        if let Some(server) = self.pending_server(h) {
-            // SAFETY: h is a live handle used by this thread only. Closing its connections
-            // drops the half-read replies.
-            unsafe { memcached_quit(h.as_ptr()) };
-            return Err(Error::Timeout {
-                server,
-                after: self.poll_timeout,
-            });
-        }
+        self.check_nothing_owed(h)?;
         match rc {
             MEMCACHED_NOTFOUND | MEMCACHED_END => {
                 // A read error before the item also reads as "not found"; it stays on the
@@ -1152,6 +1134,23 @@ impl BinaryTransport {
             })),
             rc => Err(self.error(h, rc, self.label_for_key(h, key), "get")),
         }
+    }
+
+    /// After a read: libmemcached ends a fetch when poll() times out and reports it as the
+    /// end of the items (with two or more servers, or a one-key get), so replies still owed
+    /// mean a timeout. Then the handle's connections are closed, dropping the half-read
+    /// replies, and the timeout is the error.
+    fn check_nothing_owed(&self, h: &Handle) -> Result<()> {
+        let Some(server) = self.pending_server(h) else {
+            return Ok(());
+        };
+        // SAFETY: h is a live handle used by this thread only. Closing its connections
+        // drops the half-read replies.
+        unsafe { memcached_quit(h.as_ptr()) };
+        Err(Error::Timeout {
+            server,
+            after: self.poll_timeout,
+        })
     }
 
     /// The first server of `h` that still owes replies.
