@@ -399,21 +399,39 @@ impl Config {
         Ok(config)
     }
 
+    /// The built-in key function these settings name (`key_function`, `flavor`,
+    /// `key_prefix`, `version`).
+    fn builtin_key_function(&self) -> Arc<dyn KeyFunction> {
+        match &self.key_function {
+            KeyFunctionKind::Newcache => {
+                Arc::new(HashedKey::new(self.flavor.clone(), self.version))
+            }
+            KeyFunctionKind::Django { key_prefix } => {
+                Arc::new(PrefixedKey::new(key_prefix.clone(), self.version))
+            }
+        }
+    }
+
     /// Checks the settings that make sense on their own, whoever set them (a URL or a
     /// [`Builder`]): every I/O timeout is at least 1 ms, the default TTL is not zero (that
     /// would make every default store a delete), the herd timeout is not zero while herd
     /// protection is on, the codec is compiled in, and the built-in key function makes valid
     /// keys with this flavor or prefix.
     pub fn validate(&self) -> Result<()> {
-        for (name, timeout) in [
-            ("connect_timeout", self.connect_timeout),
-            ("read_timeout", self.read_timeout),
-            ("write_timeout", self.write_timeout),
+        let defaults = Config::default();
+        for (name, timeout, default) in [
+            (
+                "connect_timeout",
+                self.connect_timeout,
+                defaults.connect_timeout,
+            ),
+            ("read_timeout", self.read_timeout, defaults.read_timeout),
+            ("write_timeout", self.write_timeout, defaults.write_timeout),
         ] {
             if timeout.is_zero() {
                 return Err(bad(format_args!(
                     "{name} is zero; give at least 1 ms (the default is {} ms)",
-                    Config::default_timeout(name).as_millis()
+                    default.as_millis()
                 )));
             }
         }
@@ -439,33 +457,18 @@ impl Config {
                 self.codec.name()
             )));
         }
-        let (setting, key_function): (&str, Box<dyn KeyFunction>) = match &self.key_function {
-            KeyFunctionKind::Newcache => (
-                "flavor",
-                Box::new(HashedKey::new(self.flavor.clone(), self.version)),
-            ),
-            KeyFunctionKind::Django { key_prefix } => (
-                "key_prefix",
-                Box::new(PrefixedKey::new(key_prefix.clone(), self.version)),
-            ),
+        let setting = match self.key_function {
+            KeyFunctionKind::Newcache => "flavor",
+            KeyFunctionKind::Django { .. } => "key_prefix",
         };
         // A hashed key's length does not depend on the key; a readable one's does, so try
         // the shortest key: if even that is refused, every key is.
-        if let Err(e) = newcache_keyfn::make_key(key_function.as_ref(), "") {
+        if let Err(e) = newcache_keyfn::make_key(self.builtin_key_function().as_ref(), "") {
             return Err(bad(format_args!(
                 "this {setting} makes every key invalid ({e}); memcached keys take no spaces or control characters and at most 250 bytes"
             )));
         }
         Ok(())
-    }
-
-    fn default_timeout(name: &str) -> Duration {
-        let d = Config::default();
-        match name {
-            "connect_timeout" => d.connect_timeout,
-            "read_timeout" => d.read_timeout,
-            _ => d.write_timeout,
-        }
     }
 }
 
@@ -696,16 +699,9 @@ impl Builder {
     pub fn build(self) -> Result<Cache> {
         let config = self.config;
         config.validate()?;
-        let key_function: Arc<dyn KeyFunction> = match self.key_function {
+        let key_function = match self.key_function {
             Some(kf) => kf,
-            None => match &config.key_function {
-                KeyFunctionKind::Newcache => {
-                    Arc::new(HashedKey::new(config.flavor.clone(), config.version))
-                }
-                KeyFunctionKind::Django { key_prefix } => {
-                    Arc::new(PrefixedKey::new(key_prefix.clone(), config.version))
-                }
-            },
+            None => config.builtin_key_function(),
         };
         // A transport or policy of the caller's own is taken as it is.
         let built_in = self.transport.is_none() && self.policy.is_none();
