@@ -381,12 +381,20 @@ fn bench_binary(name: &str) -> Result<PathBuf, String> {
     let stdout = String::from_utf8_lossy(&out.stdout);
     stdout
         .lines()
-        .filter(|l| l.contains(&format!("\"name\":\"{name}\"")))
-        .find_map(|l| {
-            let rest = l.split_once("\"executable\":\"")?.1;
-            Some(PathBuf::from(rest.split_once('"')?.0))
-        })
+        .filter_map(artifact)
+        .find(|(target, _)| target == name)
+        .map(|(_, exe)| exe)
         .ok_or_else(|| format!("cargo did not report the {name} executable"))
+}
+
+/// A `compiler-artifact` line of cargo's JSON messages: its target's name and executable
+/// (`None` for other lines, and for artifacts without an executable, such as libraries).
+fn artifact(line: &str) -> Option<(String, PathBuf)> {
+    if !line.contains("\"reason\":\"compiler-artifact\"") {
+        return None;
+    }
+    let target = json_string(line.split_once("\"target\":")?.1, "name")?;
+    Some((target, PathBuf::from(json_string(line, "executable")?)))
 }
 
 /// The clients and operations whose system calls per operation the report shows.
@@ -567,26 +575,12 @@ fn test_executables(package: &[&str], targets: &[&str]) -> Result<Vec<(String, P
         return Err(format!("building {targets:?} failed ({})", out.status));
     }
     let stdout = String::from_utf8_lossy(&out.stdout);
-    let mut found: Vec<(String, PathBuf)> = Vec::new();
-    for line in stdout.lines() {
-        if !line.contains("\"reason\":\"compiler-artifact\"")
-            || !line.contains("\"kind\":[\"test\"]")
-        {
-            continue;
-        }
-        let Some(target) = line
-            .split_once("\"target\":")
-            .and_then(|(_, rest)| json_string(rest, "name"))
-        else {
-            continue;
-        };
-        if let (true, Some(exe)) = (
-            targets.contains(&target.as_str()),
-            json_string(line, "executable"),
-        ) {
-            found.push((target, PathBuf::from(exe)));
-        }
-    }
+    let found: Vec<(String, PathBuf)> = stdout
+        .lines()
+        .filter(|line| line.contains("\"kind\":[\"test\"]"))
+        .filter_map(artifact)
+        .filter(|(target, _)| targets.contains(&target.as_str()))
+        .collect();
     targets
         .iter()
         .map(|t| {
