@@ -85,11 +85,21 @@ fn raw_value(server: &Memcached, key: &str) -> Option<String> {
 fn increment_and_decrement_with_initial_take_64_bit_values_and_an_expiration() {
     let server = Memcached::start();
     let memc = Memc::new(&[&server], true);
-    let incr = |key: &str, offset: u64, initial: u64, expiration: time_t| {
+    // memcached_increment_with_initial and memcached_decrement_with_initial, called alike.
+    type WithInitial = unsafe extern "C" fn(
+        *mut memcached_st,
+        *const c_char,
+        usize,
+        u64,
+        u64,
+        time_t,
+        *mut u64,
+    ) -> memcached_return_t;
+    let call = |f: WithInitial, key: &str, offset: u64, initial: u64, expiration: time_t| {
         let mut value = 0u64;
         // SAFETY: memc.0 is live; the key outlives the call and value is a valid out pointer.
         let rc = unsafe {
-            memcached_increment_with_initial(
+            f(
                 memc.0,
                 key.as_ptr().cast(),
                 key.len(),
@@ -101,21 +111,23 @@ fn increment_and_decrement_with_initial_take_64_bit_values_and_an_expiration() {
         };
         (rc, value)
     };
+    let incr = |key: &str, offset: u64, initial: u64, expiration: time_t| {
+        call(
+            memcached_increment_with_initial,
+            key,
+            offset,
+            initial,
+            expiration,
+        )
+    };
     let decr = |key: &str, offset: u64, initial: u64, expiration: time_t| {
-        let mut value = 0u64;
-        // SAFETY: as above.
-        let rc = unsafe {
-            memcached_decrement_with_initial(
-                memc.0,
-                key.as_ptr().cast(),
-                key.len(),
-                offset,
-                initial,
-                expiration,
-                &mut value,
-            )
-        };
-        (rc, value)
+        call(
+            memcached_decrement_with_initial,
+            key,
+            offset,
+            initial,
+            expiration,
+        )
     };
     // Values past 32 bits: a u32 in the declaration would truncate them.
     let (initial, offset) = (1u64 << 40, 1u64 << 33);
