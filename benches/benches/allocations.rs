@@ -96,7 +96,11 @@ fn main() {
             assert!(v.is_none());
         }),
         count("Cache::get_many::<String> of 100 keys", || {
-            let got: HashMap<String, String> = cache.get_many(&keys).expect("get_many");
+            let got: HashMap<String, String> = cache
+                .get_many(&keys)
+                .expect("get_many")
+                .into_complete()
+                .expect("get_many");
             assert_eq!(got.len(), 100);
         }),
         count("Cache::set 100 B", || {

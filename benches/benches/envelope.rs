@@ -1,9 +1,9 @@
-//! Herd envelope and value codec micro-benchmarks, and the three together (key function +
+//! Herd state (in the flags) and value codec micro-benchmarks, and the three together (key function +
 //! envelope + codec), which is what the facade adds to every operation.
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use newcache::codec::{self, ValueCodec};
-use newcache_herd::{Envelope, Herd, Ttl};
+use newcache_herd::{read_flags, value_flags, Carried, Envelope, Herd, Ttl};
 use newcache_keyfn::{write_valid_key, HashedKey};
 use serde::{Deserialize, Serialize};
 use std::hint::black_box;
@@ -16,20 +16,18 @@ struct Profile {
 }
 
 fn envelope(c: &mut Criterion) {
-    let payload = vec![b'x'; 100];
     let mut group = c.benchmark_group("envelope");
-    group.bench_function("encode_100B", |b| {
-        let mut out = Vec::with_capacity(128);
+    // The herd state rides in the item's flags: encoding and reading it touch no value bytes.
+    group.bench_function("to_flags", |b| {
         b.iter(|| {
-            out.clear();
-            Envelope::new(black_box(1_800_000_000_000)).encode(black_box(&payload), &mut out);
-            black_box(&out);
+            black_box(
+                Envelope::new(black_box(1_800_000_300_000)).flags(black_box(1_800_000_000_000), 60),
+            )
         })
     });
-    let mut bytes = Vec::new();
-    Envelope::new(1_800_000_000_000).encode(&payload, &mut bytes);
-    group.bench_function("decode_100B", |b| {
-        b.iter(|| black_box(Envelope::decode(black_box(&bytes)).expect("valid")))
+    let flags = 16 | Envelope::new(1_800_000_300_000).flags(1_800_000_000_000, 60);
+    group.bench_function("read_flags", |b| {
+        b.iter(|| black_box(read_flags(black_box(flags), black_box(1_800_000_100_000))))
     });
     group.finish();
 }
@@ -60,7 +58,7 @@ fn codecs(c: &mut Criterion) {
             ))
         })
     });
-    for codec in [ValueCodec::Bincode, ValueCodec::Json] {
+    for codec in [ValueCodec::Bincode, ValueCodec::Json, ValueCodec::Pickle] {
         let name = codec.name();
         let mut encoded = Vec::new();
         let flags = codec::encode(&profile, &mut encoded, codec).expect("encodes");
@@ -90,28 +88,32 @@ fn facade_overhead(c: &mut Criterion) {
             key.clear();
             value.clear();
             write_valid_key(&kf, black_box("user:42:profile"), &mut key).expect("valid");
-            let plan = herd.plan_store(Ttl::Seconds(300), true, black_box(1_800_000_000_000));
+            let now = black_box(1_800_000_000_000);
+            let plan = herd.plan_store(Ttl::Seconds(300), true, now);
+            let mut flags =
+                codec::encode(text.as_str(), &mut value, ValueCodec::Bincode).expect("encodes");
             if let Some(soft) = plan.soft_expiry_millis {
-                Envelope::new(soft).encode_header(&mut value);
+                flags |= Envelope::new(soft).flags(now, herd.herd_timeout);
             }
-            black_box(
-                codec::encode(text.as_str(), &mut value, ValueCodec::Bincode).expect("encodes"),
-            );
-            black_box((&key, &value, plan.exptime));
+            black_box((&key, &value, flags, plan.exptime));
         })
     });
-    // The read side: the key, opening the envelope, decoding the value.
+    // The read side: the key, reading the herd state from the flags, decoding the value.
     let mut stored = Vec::new();
-    Envelope::new(1_900_000_000_000).encode_header(&mut stored);
-    let flags = codec::encode(text.as_str(), &mut stored, ValueCodec::Bincode).expect("encodes");
+    let flags = codec::encode(text.as_str(), &mut stored, ValueCodec::Bincode).expect("encodes")
+        | Envelope::new(1_900_000_000_000).flags(1_800_000_000_000, 60);
     g.bench_function("get_100B", |b| {
         let mut key = Vec::with_capacity(64);
         b.iter(|| {
             key.clear();
             write_valid_key(&kf, black_box("user:42:profile"), &mut key).expect("valid");
-            let (envelope, rest) = Envelope::decode(black_box(&stored)).expect("envelope");
-            let fresh = herd.on_read(&envelope, black_box(1_800_000_000_000));
-            let value: String = codec::decode(rest, flags).expect("decodes");
+            let now = black_box(1_800_000_000_000);
+            let Some(Carried::Flags(envelope)) = read_flags(black_box(flags), now) else {
+                unreachable!("written with the flags format")
+            };
+            let fresh = herd.on_read(&envelope, now);
+            let value: String =
+                codec::decode(black_box(&stored), value_flags(flags)).expect("decodes");
             black_box((&key, fresh, value));
         })
     });

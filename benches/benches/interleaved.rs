@@ -273,8 +273,11 @@ fn main() {
                 (
                     "newcache-text",
                     Box::new(|| {
-                        let got: HashMap<String, String> =
-                            text_cache.get_many(&keys).expect("get_many");
+                        let got: HashMap<String, String> = text_cache
+                            .get_many(&keys)
+                            .expect("get_many")
+                            .into_complete()
+                            .expect("get_many");
                         assert_eq!(got.len(), 100);
                     }),
                 ),

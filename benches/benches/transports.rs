@@ -170,7 +170,11 @@ fn transports(c: &mut Criterion) {
     for (name, cache) in &caches {
         g.bench_function(*name, |b| {
             b.iter(|| {
-                let got: HashMap<String, String> = cache.get_many(&keys).expect("get_many");
+                let got: HashMap<String, String> = cache
+                    .get_many(&keys)
+                    .expect("get_many")
+                    .into_complete()
+                    .expect("get_many");
                 assert_eq!(got.len(), 100);
             })
         });

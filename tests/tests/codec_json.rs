@@ -1,13 +1,14 @@
 //! The JSON value codec (`codec=json`, feature `json`) against a real memcached: structured
-//! values go out as JSON with flag bit 10, any client reads them (the `memcache` crate raw,
-//! Debian's python3 with pylibmc and `json.loads`), plain values keep Python's flags, and a
+//! values go out as JSON after a 0xff byte, with flag 16 and bit 10, so a client that knows
+//! the format reads them (the `memcache` crate raw) and Python's clients raise instead of
+//! returning JSON text as if it were the value; plain values keep Python's flags, and a
 //! bincode-writing cache reads them back, since reads go by the flags.
 #![cfg(feature = "json")]
 
 use std::collections::BTreeMap;
 use std::process::Command;
 
-use newcache::codec::{FLAG_JSON, FLAG_TEXT};
+use newcache::codec::{FLAG_JSON, FLAG_TEXT, UNREADABLE};
 use newcache::{Cache, SetOptions, Ttl};
 use newcache_herd::HERD_FLAG;
 use newcache_testkit::Memcached;
@@ -45,15 +46,23 @@ fn structured_values_are_json_on_the_wire_and_any_client_reads_them() {
     json.set("game", &game, SetOptions::new(Ttl::Forever))
         .unwrap();
     let (bytes, flags) = raw(&server, &json.wire_key("game").unwrap());
-    assert_eq!(flags, FLAG_JSON, "a forever value is stored bare");
-    assert_eq!(bytes, br#"{"name":"chess","players":[1,2],"rating":0.5}"#);
+    assert_eq!(
+        flags,
+        FLAG_TEXT | FLAG_JSON,
+        "a forever value has no herd bits"
+    );
+    assert_eq!(bytes[0], UNREADABLE);
+    assert_eq!(
+        &bytes[1..],
+        br#"{"name":"chess","players":[1,2],"rating":0.5}"#
+    );
     assert_eq!(json.get::<Game>("game").unwrap(), Some(game.clone()));
 
-    // With a finite TTL the herd envelope wraps the JSON; the flags say both.
+    // With a finite TTL the herd state joins the flags; the bytes are the same.
     json.set("herded", &game, Ttl::Seconds(300)).unwrap();
-    let (bytes, flags) = raw(&server, &json.wire_key("herded").unwrap());
-    assert_eq!(flags, FLAG_JSON | HERD_FLAG);
-    assert!(bytes.ends_with(br#""rating":0.5}"#));
+    let (herded, flags) = raw(&server, &json.wire_key("herded").unwrap());
+    assert_eq!(flags & 0x7ff, FLAG_TEXT | FLAG_JSON | HERD_FLAG);
+    assert_eq!(herded, bytes);
     assert_eq!(json.get::<Game>("herded").unwrap(), Some(game.clone()));
 
     // Plain values keep the flags Python clients use, whatever the codec.
@@ -73,13 +82,16 @@ fn structured_values_are_json_on_the_wire_and_any_client_reads_them() {
         .unwrap();
     assert_eq!(json.get::<BTreeMap<String, u32>>("map").unwrap(), Some(map));
 
-    // Python reads the JSON value with pylibmc and json.loads.
+    // pylibmc raises on it rather than hand Python the JSON text as a str; the bytes after
+    // the 0xff are JSON for whoever asks for them raw.
     let script = format!(
         r#"
-import json, pylibmc
-v = pylibmc.Client(["{addr}"]).get("{key}")
-d = json.loads(v)
-print(d["name"], d["players"], d["rating"])
+import pylibmc
+mc = pylibmc.Client(["{addr}"])
+try:
+    print("read", repr(mc.get("{key}")))
+except UnicodeDecodeError as e:
+    print("raised", type(e).__name__)
 "#,
         addr = server.addr(),
         key = String::from_utf8(json.wire_key("game").unwrap()).unwrap(),
@@ -93,5 +105,8 @@ print(d["name"], d["players"], d["rating"])
         "python failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert_eq!(String::from_utf8_lossy(&out.stdout), "chess [1, 2] 0.5\n");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "raised UnicodeDecodeError\n"
+    );
 }

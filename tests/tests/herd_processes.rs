@@ -81,7 +81,8 @@ fn lease_one_load_per_expiry_across_two_processes() {
     let url = format!("newcache://{}/?herd=lease&herd_timeout=60", server.addr());
     let cache = Cache::from_url(&url).unwrap();
     cache.set("hot", &1u32, Ttl::Seconds(1)).unwrap();
-    std::thread::sleep(Duration::from_millis(1100));
+    // The soft expiry is kept to the whole second, rounded up: a 1 s TTL is stale within 2 s.
+    std::thread::sleep(Duration::from_millis(2100));
     let (loads, values) = two_processes(&url, "hot");
     check_one_load(loads, &values);
     assert_eq!(cache.get::<u32>("hot").unwrap(), Some(2));
@@ -156,7 +157,8 @@ fn expiries_in_a_row(policy: &str, stale_after: Duration) {
 
 #[test]
 fn lease_one_load_per_expiry_for_three_expiries_in_a_row() {
-    expiries_in_a_row("lease", Duration::from_millis(1100));
+    // The soft expiry is kept to the whole second, rounded up: a 1 s TTL is stale within 2 s.
+    expiries_in_a_row("lease", Duration::from_millis(2100));
 }
 
 #[test]

@@ -179,6 +179,8 @@ fn one_get_many_sends_the_stores_of_all_its_stale_keys_in_one_store_many() {
         spy.store_manys.lock().unwrap().clear();
         let got: std::collections::HashMap<String, u32> = cache
             .get_many(&["k0", "fresh", "k1", "missing", "k2", "k3"])
+            .unwrap()
+            .into_complete()
             .unwrap();
         assert_eq!(got.len(), 1, "{policy}: the stale keys are misses: {got:?}");
         assert_eq!(got.get("fresh"), Some(&2));
@@ -193,7 +195,8 @@ fn one_get_many_sends_the_stores_of_all_its_stale_keys_in_one_store_many() {
             "{policy}: one store_many with the four re-stores or claims"
         );
         // The others are now served the old values, and nothing more is stored.
-        let again: std::collections::HashMap<String, u32> = cache.get_many(&stale).unwrap();
+        let again: std::collections::HashMap<String, u32> =
+            cache.get_many(&stale).unwrap().into_complete().unwrap();
         assert_eq!(again.len(), 4, "{policy}: {again:?}");
         assert!(again.values().all(|v| *v == 1));
         assert_eq!(spy.store_manys.lock().unwrap().len(), 1, "{policy}");

@@ -66,10 +66,10 @@ mc.set("{from_py_bytes}", b"\x00\xff")
         from_py_bytes = key("from_py_bytes"),
     );
     let out = python(&script);
-    // pylibmc 1.6.3 writes True as flag 2 "1" and reads flag 2 back as an int, its own bools
-    // included: Python sees 1, exactly as for a bool pylibmc stored itself.
+    // newcache pickles booleans: pylibmc 1.6.3 writes True as flag 2 "1" and reads that back
+    // as the int 1, its own bools included; a pickled True is a bool in every client.
     assert_eq!(
-        out, "str 'héllo'\nint 42\nint 1\nbytes b'\\x00\\x01\\xff'\n10\n",
+        out, "str 'héllo'\nint 42\nbool True\nbytes b'\\x00\\x01\\xff'\n10\n",
         "what pylibmc read"
     );
     assert_eq!(cache.get::<u64>("counter").unwrap(), Some(10));

@@ -124,14 +124,23 @@ fn missing_packages() -> Vec<&'static str> {
     if on_path("dpkg-query") && !deb_installed("libsasl2-modules") {
         missing.push("libsasl2-modules");
     }
-    // Debian's own python3 with pylibmc: the Python-interop tests read and write through it.
-    let pylibmc = Command::new("/usr/bin/python3")
-        .args(["-c", "import pylibmc"])
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false);
-    if !pylibmc {
-        missing.push("python3-pylibmc");
+    // Debian's own python3 with its memcached clients and Django: the Python-interop tests
+    // read and write through pylibmc, and the reader matrix (tests/tests/python_matrix.rs)
+    // reads through all of them.
+    for (module, package) in [
+        ("pylibmc", "python3-pylibmc"),
+        ("pymemcache", "python3-pymemcache"),
+        ("memcache", "python3-memcache"),
+        ("django", "python3-django"),
+    ] {
+        let found = Command::new("/usr/bin/python3")
+            .args(["-c", &format!("import {module}")])
+            .output()
+            .map(|o| o.status.success())
+            .unwrap_or(false);
+        if !found {
+            missing.push(package);
+        }
     }
     missing
 }
@@ -167,7 +176,7 @@ fn install_prerequisites() -> Result<(), String> {
         return Ok(());
     }
     Err(format!(
-        "missing: {}. Install them first:\n  Debian/Ubuntu: sudo apt-get install memcached libmemcached-dev libsasl2-modules pkg-config python3-pylibmc nutcracker\n  macOS:         brew install memcached libmemcached pkg-config twemproxy",
+        "missing: {}. Install them first:\n  Debian/Ubuntu: sudo apt-get install memcached libmemcached-dev libsasl2-modules pkg-config python3-pylibmc python3-pymemcache python3-memcache python3-django nutcracker\n  macOS:         brew install memcached libmemcached pkg-config twemproxy",
         missing.join(" ")
     ))
 }

@@ -37,8 +37,11 @@ fn main() {
                     .set("sys-set", v.as_str(), newcache::Ttl::Forever)
                     .expect("set"),
                 _ => {
-                    let got: std::collections::HashMap<String, String> =
-                        cache.get_many(&keys).expect("get_many");
+                    let got: std::collections::HashMap<String, String> = cache
+                        .get_many(&keys)
+                        .expect("get_many")
+                        .into_complete()
+                        .expect("get_many");
                     assert_eq!(got.len(), 100);
                 }
             })

@@ -115,16 +115,17 @@ pub fn write_valid_key(
 pub struct HashedKey {
     /// Prefix that separates deployments sharing a cluster (`dev`, `staging`, `prod`).
     pub flavor: String,
-    /// Cache version; bumping it invalidates every key.
-    pub version: u32,
+    /// Cache version; bumping it invalidates every key. Any text, as django-newcache's
+    /// `CACHE_VERSION` (`1`, `v2`); numbers are written in decimal.
+    pub version: String,
 }
 
 impl HashedKey {
-    /// A hashed key function with this flavor and version.
-    pub fn new(flavor: impl Into<String>, version: u32) -> Self {
+    /// A hashed key function with this flavor and version (`2`, or a string like `"v2"`).
+    pub fn new(flavor: impl Into<String>, version: impl fmt::Display) -> Self {
         HashedKey {
             flavor: flavor.into(),
-            version,
+            version: version.to_string(),
         }
     }
 }
@@ -156,7 +157,7 @@ impl KeyFunction for HashedKey {
         out.reserve(self.flavor.len() + 12 + 40);
         out.extend_from_slice(self.flavor.as_bytes());
         out.push(b'-');
-        push_decimal(out, self.version);
+        out.extend_from_slice(self.version.as_bytes());
         out.push(b'-');
         // Hex into a stack buffer first: one copy into `out`, no capacity check per digit.
         let mut hex = [0u8; 40];
@@ -178,16 +179,16 @@ impl KeyFunction for HashedKey {
 pub struct PrefixedKey {
     /// Django's `KEY_PREFIX`.
     pub prefix: String,
-    /// Django's `VERSION`.
-    pub version: u32,
+    /// Django's `VERSION` (written in decimal when a number).
+    pub version: String,
 }
 
 impl PrefixedKey {
     /// A prefixed key function with this prefix and version.
-    pub fn new(prefix: impl Into<String>, version: u32) -> Self {
+    pub fn new(prefix: impl Into<String>, version: impl fmt::Display) -> Self {
         PrefixedKey {
             prefix: prefix.into(),
-            version,
+            version: version.to_string(),
         }
     }
 }
@@ -197,24 +198,9 @@ impl KeyFunction for PrefixedKey {
         out.reserve(self.prefix.len() + key.len() + 12);
         out.extend_from_slice(self.prefix.as_bytes());
         out.push(b':');
-        push_decimal(out, self.version);
+        out.extend_from_slice(self.version.as_bytes());
         out.push(b':');
         out.extend_from_slice(key.as_bytes());
-    }
-}
-
-fn push_decimal(out: &mut Vec<u8>, mut n: u32) {
-    let start = out.len();
-    // Least significant digit first, then turned around.
-    loop {
-        out.push(b'0' + (n % 10) as u8);
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    if let Some(digits) = out.get_mut(start..) {
-        digits.reverse();
     }
 }
 
@@ -265,7 +251,7 @@ mod tests {
     #[test]
     fn any_key_length_becomes_legal_when_hashed() {
         let long = "x".repeat(10_000);
-        assert_eq!(key(&HashedKey::new("p", 4_294_967_295), &long).len(), 53);
+        assert_eq!(key(&HashedKey::new("p", 4_294_967_295u32), &long).len(), 53);
         assert_eq!(key(&HashedKey::new("", 0), "").len(), 43);
     }
 
@@ -321,11 +307,14 @@ mod tests {
     }
 
     #[test]
-    fn decimal_formatting_covers_the_range() {
-        for n in [0u32, 7, 10, 99, 100, 65_535, u32::MAX] {
-            let mut out = Vec::new();
-            push_decimal(&mut out, n);
-            assert_eq!(out, n.to_string().as_bytes());
-        }
+    fn versions_may_be_text_as_django_newcache_allows() {
+        assert_eq!(
+            make_key(&HashedKey::new("", "v2"), "games").unwrap(),
+            b"-v2-dd27204535de317c6202952eeb2043fad52e3fec"
+        );
+        assert_eq!(
+            make_key(&PrefixedKey::new("site", 3), "games").unwrap(),
+            b"site:3:games"
+        );
     }
 }

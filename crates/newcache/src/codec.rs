@@ -1,39 +1,56 @@
 //! The value codec: any serde type to item bytes and flags, and back.
 //!
-//! Plain values are stored the way Python's memcached clients store them, so a Django app
-//! beside a Rust service reads them as its own (flags measured with pylibmc 1.6.3 on Python 3;
-//! pymemcache agrees on all but bool):
+//! Values are stored so that Python's memcached clients (pylibmc, pymemcache,
+//! python-memcached, and Django's backends over them) read each one as the same Python value,
+//! or raise; never as something else (docs/python-interop.md has the matrix, measured):
 //!
 //! | value | bytes on the server | flags |
 //! |---|---|---|
 //! | `Vec<u8>`, `&[u8]`, `serde_bytes` | the bytes | 0 ([`FLAG_BYTES`]) |
 //! | `String`, `&str`, `char` | UTF-8 | 16 ([`FLAG_TEXT`]) |
 //! | integers (`i8`..`u128`) | decimal ASCII, so `incr`/`decr` work | 4 ([`FLAG_INT`]) |
-//! | `bool` | `1` / `0` | 2 ([`FLAG_BOOL`]) |
-//! | anything else (structs, maps, floats, `None`...) | the cache's [`ValueCodec`]: bincode 2 (default) or JSON | 0x200 ([`FLAG_BINCODE`]) or 0x400 ([`FLAG_JSON`]) |
+//! | `bool` | `pickle.dumps(True, 2)`: Python reads a bool (pylibmc's own flag 2 reads back as an int) | 1 ([`FLAG_PICKLE`]) |
+//! | anything else (structs, maps, sequences, floats, `None`...) | the cache's [`ValueCodec`] | see below |
 //!
-//! Newtype wrappers and `Some(x)` are stored as their content. Values Python pickled
-//! ([`FLAG_PICKLE`]) or compressed ([`FLAG_ZLIB`]) are reported as typed errors: Rust cannot
-//! read a pickle.
+//! Structured values go through the cache's codec:
 //!
-//! The codec for structured values is picked per cache (`codec=bincode|json` in the URL,
-//! [`Builder::codec`](crate::Builder::codec)) among those the Cargo features compile in:
-//! `bincode` (default; compact and fast) and `json` (readable by any language, e.g. a
-//! Python app with `json.loads`). Reads go by the item's flags, not the cache's choice, so a
-//! cache that writes JSON still reads bincode values (when both are compiled in), and a
-//! value whose codec is not compiled in is a typed error naming the feature.
+//! - `pickle` (feature `pickle`): a Python pickle (protocol 3) with flag 1, so Django's
+//!   `cache.get` returns a dict, a list, a float or None: structs and maps become dicts,
+//!   sequences lists, tuples tuples, `None` None.
+//! - `bincode` (feature `bincode`, the default codec) and `json` (feature `json`): newcache's
+//!   own formats, which Python cannot read as values. They are stored with flag 16 (text) or'd
+//!   with [`FLAG_BINCODE`] / [`FLAG_JSON`], and the bytes start with [`UNREADABLE`] (0xff,
+//!   never valid UTF-8), so every Python client raises `UnicodeDecodeError` instead of
+//!   returning bytes that look like a value. Other languages reading JSON skip that byte.
+//!
+//! Newtype wrappers and `Some(x)` are stored as their content.
+//!
+//! Reads go by the item's flags, not the cache's choice: a pickle (flag 1) is read whatever
+//! the cache's codec, as are the integers and booleans Python writes with flag 2
+//! (pymemcache's and python-memcached's int, pylibmc's bool), zlib-compressed values
+//! ([`FLAG_ZLIB`], pylibmc's `min_compress_len`; inflated up to a bound) and values bincode
+//! or JSON wrote before the 0xff marker existed. A pickle holding something with no serde form
+//! (a class instance, a `datetime`) is a typed error naming the class. A value whose codec is
+//! not compiled in is a typed error naming the feature.
 
 use std::fmt;
-use std::io::Write as _;
+use std::io::Read as _;
 
-use serde::de::{self, DeserializeOwned, Visitor};
-use serde::ser::{self, Impossible, Serialize};
+use serde::de::{self, DeserializeOwned};
+use serde::Serialize;
+
+#[cfg(feature = "pickle")]
+pub mod pickle;
+mod plain;
+
+use plain::{Bytes, NotPlain, Plain, PlainDe, Probe};
 
 /// Raw bytes (Python `bytes`).
 pub const FLAG_BYTES: u32 = 0;
-/// A Python pickle (written by Python clients; not readable here).
+/// A Python pickle (Python's clients for anything but str, int and bytes; newcache for
+/// booleans and the `pickle` codec).
 pub const FLAG_PICKLE: u32 = 1;
-/// A boolean as `1`/`0` (pylibmc); pymemcache uses 2 for `int`.
+/// pylibmc's bool (`1`/`0`), pymemcache's and python-memcached's int (decimal).
 pub const FLAG_BOOL: u32 = 2;
 /// An integer as decimal ASCII (pylibmc's int, pymemcache's long).
 pub const FLAG_INT: u32 = 4;
@@ -41,29 +58,40 @@ pub const FLAG_INT: u32 = 4;
 pub const FLAG_ZLIB: u32 = 8;
 /// UTF-8 text (Python `str`).
 pub const FLAG_TEXT: u32 = 16;
-/// newcache's bincode encoding of any other serde value (bit 9; bit 8 is the herd envelope).
+/// newcache's bincode encoding of any other serde value (bit 9; bit 8 is the herd bit).
 pub const FLAG_BINCODE: u32 = 1 << 9;
 /// newcache's JSON encoding of any other serde value (bit 10).
 pub const FLAG_JSON: u32 = 1 << 10;
+/// The byte in front of a bincode or JSON value: invalid UTF-8, so Python's clients, which
+/// read flag 16 as text, raise instead of returning bytes.
+pub const UNREADABLE: u8 = 0xff;
 
 /// How values that are not plain (structs, maps, sequences, floats, `None`...) are
 /// serialized. Each codec is compiled in by the Cargo feature of its name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ValueCodec {
     /// bincode 2's standard configuration (feature `bincode`, the default): compact and fast,
-    /// read only by bincode with the same types.
+    /// read only by bincode with the same types. Python clients raise on it.
     Bincode,
-    /// JSON through serde_json (feature `json`): larger and slower, read by any language.
+    /// JSON through serde_json (feature `json`): read by other languages (after the 0xff
+    /// byte). Python clients raise on it.
     Json,
+    /// Python's pickle through serde-pickle (feature `pickle`): Django's `cache.get` returns
+    /// the value as a dict, list, float, None...
+    Pickle,
 }
 
 impl Default for ValueCodec {
-    /// bincode when compiled in, else JSON.
+    /// bincode when compiled in, else JSON, else pickle.
     fn default() -> Self {
-        if cfg!(feature = "bincode") || !cfg!(feature = "json") {
+        if cfg!(feature = "bincode") {
             ValueCodec::Bincode
-        } else {
+        } else if cfg!(feature = "json") {
             ValueCodec::Json
+        } else if cfg!(feature = "pickle") {
+            ValueCodec::Pickle
+        } else {
+            ValueCodec::Bincode
         }
     }
 }
@@ -74,6 +102,7 @@ impl ValueCodec {
         match name {
             "bincode" => Some(ValueCodec::Bincode),
             "json" => Some(ValueCodec::Json),
+            "pickle" => Some(ValueCodec::Pickle),
             _ => None,
         }
     }
@@ -83,6 +112,7 @@ impl ValueCodec {
         match self {
             ValueCodec::Bincode => "bincode",
             ValueCodec::Json => "json",
+            ValueCodec::Pickle => "pickle",
         }
     }
 
@@ -91,14 +121,16 @@ impl ValueCodec {
         match self {
             ValueCodec::Bincode => cfg!(feature = "bincode"),
             ValueCodec::Json => cfg!(feature = "json"),
+            ValueCodec::Pickle => cfg!(feature = "pickle"),
         }
     }
 
-    /// The flag bit marking values this codec wrote.
+    /// The flags marking values this codec wrote.
     pub fn flag(self) -> u32 {
         match self {
-            ValueCodec::Bincode => FLAG_BINCODE,
-            ValueCodec::Json => FLAG_JSON,
+            ValueCodec::Bincode => FLAG_TEXT | FLAG_BINCODE,
+            ValueCodec::Json => FLAG_TEXT | FLAG_JSON,
+            ValueCodec::Pickle => FLAG_PICKLE,
         }
     }
 
@@ -114,14 +146,18 @@ impl ValueCodec {
         match self {
             #[cfg(feature = "bincode")]
             ValueCodec::Bincode => {
+                out.push(UNREADABLE);
                 bincode::serde::encode_into_std_write(value, out, bincode_config())
                     .map(drop)
                     .map_err(|e| CodecError(format!("bincode: {e}")))
             }
             #[cfg(feature = "json")]
             ValueCodec::Json => {
+                out.push(UNREADABLE);
                 serde_json::to_writer(out, value).map_err(|e| CodecError(format!("json: {e}")))
             }
+            #[cfg(feature = "pickle")]
+            ValueCodec::Pickle => pickle::encode(value, out),
             #[allow(unreachable_patterns)]
             _ => {
                 let _ = (value, out);
@@ -148,9 +184,16 @@ impl ValueCodec {
             ValueCodec::Json => {
                 serde_json::from_slice(bytes).map_err(|e| CodecError(format!("json: {e}")))
             }
+            #[cfg(feature = "pickle")]
+            ValueCodec::Pickle => pickle::decode(bytes),
             #[allow(unreachable_patterns)]
             _ => {
-                let _ = bytes;
+                if self == ValueCodec::Pickle {
+                    // newcache's own booleans need no pickle machinery.
+                    if let Some(b) = plain::pickled_bool(bytes) {
+                        return T::deserialize(de::value::BoolDeserializer::<CodecError>::new(b));
+                    }
+                }
                 Err(self.missing())
             }
         }
@@ -198,36 +241,110 @@ pub fn encode<T: Serialize + ?Sized>(
     }
 }
 
-/// Decodes item bytes stored with `flags` (herd bit already removed) as a `T`.
+/// Decodes item bytes stored with `flags` (herd bits already removed) as a `T`.
 pub fn decode<T: DeserializeOwned>(bytes: &[u8], flags: u32) -> Result<T, CodecError> {
-    match plain_kind(flags)? {
-        Kind::Codec(codec) => codec.decode(bytes),
-        Kind::Plain(kind) => T::deserialize(PlainDe {
-            bytes: Bytes::Borrowed(bytes),
-            kind,
-        }),
-    }
+    decode_from(Bytes::Borrowed(bytes), 0, flags, DEFAULT_INFLATE_LIMIT)
 }
 
 /// Like [`decode`] for the bytes of `value` from `offset` on, taking the buffer over: a
 /// `String` or `Vec<u8>` is the buffer itself (its first `offset` bytes removed in place),
 /// not a copy, so reading a text or bytes value allocates nothing beyond what the transport
-/// read.
+/// read. A compressed value is inflated, up to [`DEFAULT_INFLATE_LIMIT`].
 pub fn decode_vec<T: DeserializeOwned>(
-    mut value: Vec<u8>,
+    value: Vec<u8>,
     offset: usize,
     flags: u32,
 ) -> Result<T, CodecError> {
-    match plain_kind(flags)? {
-        Kind::Codec(codec) => codec.decode(value.get(offset..).unwrap_or_default()),
+    decode_bounded(value, offset, flags, DEFAULT_INFLATE_LIMIT)
+}
+
+/// The most a compressed value may inflate to, unless configured (`inflate_limit`): 32 MiB,
+/// 32 times memcached's default item size.
+pub const DEFAULT_INFLATE_LIMIT: usize = 32 << 20;
+
+/// [`decode_vec`] with a bound on what a compressed value may inflate to.
+pub fn decode_bounded<T: DeserializeOwned>(
+    value: Vec<u8>,
+    offset: usize,
+    flags: u32,
+    inflate_limit: usize,
+) -> Result<T, CodecError> {
+    decode_from(Bytes::Owned(value), offset, flags, inflate_limit)
+}
+
+fn decode_from<'de, T: DeserializeOwned>(
+    bytes: Bytes<'de>,
+    offset: usize,
+    flags: u32,
+    inflate_limit: usize,
+) -> Result<T, CodecError> {
+    fn tail<'a>(bytes: &'a Bytes<'_>, offset: usize) -> &'a [u8] {
+        let all = match bytes {
+            Bytes::Borrowed(b) => b,
+            Bytes::Owned(v) => v.as_slice(),
+        };
+        all.get(offset..).unwrap_or_default()
+    }
+    if flags & FLAG_ZLIB != 0 {
+        let inflated = inflate(tail(&bytes, offset), inflate_limit)?;
+        return decode_from(Bytes::Owned(inflated), 0, flags & !FLAG_ZLIB, inflate_limit);
+    }
+    match kind(flags)? {
+        Kind::Codec(codec) => {
+            let value = tail(&bytes, offset);
+            // The 0xff in front of values written since it exists (flag 16 set with the
+            // codec's bit); before, the codec's bit alone and no marker.
+            let value = match (codec != ValueCodec::Pickle && flags & FLAG_TEXT != 0, value) {
+                (true, [UNREADABLE, rest @ ..]) => rest,
+                (true, _) => {
+                    return Err(CodecError(format!(
+                        "flags {flags:#x} promise a {} value after a 0xff byte, and it is missing",
+                        codec.name()
+                    )))
+                }
+                (false, _) => value,
+            };
+            codec.decode(value)
+        }
         Kind::Plain(kind) => {
-            value.drain(..offset.min(value.len()));
-            T::deserialize(PlainDe {
-                bytes: Bytes::Owned(value),
-                kind,
-            })
+            let bytes = match bytes {
+                Bytes::Borrowed(b) => Bytes::Borrowed(b.get(offset..).unwrap_or_default()),
+                Bytes::Owned(mut v) => {
+                    v.drain(..offset.min(v.len()));
+                    Bytes::Owned(v)
+                }
+            };
+            T::deserialize(PlainDe { bytes, kind })
         }
     }
+}
+
+/// Inflates zlib data, failing once more than `limit` bytes come out.
+pub fn inflate(compressed: &[u8], limit: usize) -> Result<Vec<u8>, CodecError> {
+    let mut out = Vec::with_capacity(compressed.len().saturating_mul(4).min(limit));
+    let cap = u64::try_from(limit).unwrap_or(u64::MAX).saturating_add(1);
+    flate2::read::ZlibDecoder::new(compressed)
+        .take(cap)
+        .read_to_end(&mut out)
+        .map_err(|e| CodecError(format!("zlib: {e}")))?;
+    if out.len() > limit {
+        return Err(CodecError(format!(
+            "the compressed value ({} bytes) inflates past {limit} bytes, the inflate limit; raise `inflate_limit` if it is genuine",
+            compressed.len()
+        )));
+    }
+    Ok(out)
+}
+
+/// zlib-compresses `bytes` (pylibmc's format, flag 8) when that makes them smaller.
+pub fn deflate(bytes: &[u8]) -> Option<Vec<u8>> {
+    use std::io::Write as _;
+    let mut encoder = flate2::write::ZlibEncoder::new(
+        Vec::with_capacity(bytes.len() / 2),
+        flate2::Compression::default(),
+    );
+    encoder.write_all(bytes).ok()?;
+    encoder.finish().ok().filter(|c| c.len() < bytes.len())
 }
 
 /// How a value with these flags is decoded.
@@ -236,428 +353,68 @@ enum Kind {
     Plain(Plain),
 }
 
-fn plain_kind(flags: u32) -> Result<Kind, CodecError> {
+fn kind(flags: u32) -> Result<Kind, CodecError> {
     for codec in [ValueCodec::Bincode, ValueCodec::Json] {
-        if flags & codec.flag() != 0 {
+        let bit = codec.flag() & !FLAG_TEXT;
+        if flags & bit != 0 {
             return Ok(Kind::Codec(codec));
         }
     }
-    Ok(Kind::Plain(match flags {
-        FLAG_BYTES => Plain::Bytes,
-        FLAG_TEXT => Plain::Text,
-        FLAG_INT => Plain::Int,
-        FLAG_BOOL => Plain::Bool,
-        f if f & FLAG_ZLIB != 0 => {
-            return Err(CodecError(format!(
-                "flags {f:#x}: zlib-compressed by a Python client; newcache does not decompress yet"
-            )))
-        }
-        f if f & FLAG_PICKLE != 0 => {
-            return Err(CodecError(format!(
-                "flags {f:#x}: a Python pickle; store plain str/bytes/int/bool from Python to share values with Rust"
-            )))
-        }
+    Ok(match flags {
+        FLAG_PICKLE => Kind::Codec(ValueCodec::Pickle),
+        FLAG_BYTES => Kind::Plain(Plain::Bytes),
+        FLAG_TEXT => Kind::Plain(Plain::Text),
+        FLAG_INT => Kind::Plain(Plain::Int),
+        FLAG_BOOL => Kind::Plain(Plain::IntOrBool),
         f => {
             return Err(CodecError(format!(
                 "flags {f:#x} are not a value encoding newcache knows"
             )))
         }
-    }))
+    })
 }
 
-/// Renders a stored value for people (the CLI): text, integers and booleans as they are,
-/// anything else as a description.
+/// Renders a stored value for people (the CLI): text, integers, booleans, pickles and JSON
+/// as they read, compressed values inflated, anything else described.
 pub fn display(bytes: &[u8], flags: u32) -> String {
+    if flags & FLAG_ZLIB != 0 {
+        return match inflate(bytes, DEFAULT_INFLATE_LIMIT) {
+            Ok(inflated) => display(&inflated, flags & !FLAG_ZLIB),
+            Err(e) => format!("<{} bytes that do not inflate: {e}>", bytes.len()),
+        };
+    }
     match flags {
         FLAG_TEXT | FLAG_INT | FLAG_BOOL => String::from_utf8_lossy(bytes).into_owned(),
         FLAG_BYTES => match std::str::from_utf8(bytes) {
             Ok(s) => s.to_owned(),
             Err(_) => format!("<{} bytes of binary data>", bytes.len()),
         },
+        FLAG_PICKLE => display_pickle(bytes),
         f if f & FLAG_BINCODE != 0 => format!("<bincode value, {} bytes>", bytes.len()),
-        f if f & FLAG_JSON != 0 => String::from_utf8_lossy(bytes).into_owned(),
+        f if f & FLAG_JSON != 0 => {
+            String::from_utf8_lossy(bytes.strip_prefix(&[UNREADABLE]).unwrap_or(bytes)).into_owned()
+        }
         f => format!("<{} bytes with flags {f:#x}>", bytes.len()),
     }
 }
 
-// ---- encoding: a serializer that succeeds only for plain values ----
-
-#[derive(Debug)]
-struct NotPlain;
-
-impl fmt::Display for NotPlain {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("not a plain value")
+#[cfg(feature = "pickle")]
+fn display_pickle(bytes: &[u8]) -> String {
+    match pickle::decode::<serde_pickle::Value>(bytes) {
+        Ok(value) => value.to_string(),
+        Err(e) => format!("<a {}-byte pickle: {e}>", bytes.len()),
     }
 }
 
-impl std::error::Error for NotPlain {}
-
-impl ser::Error for NotPlain {
-    fn custom<T: fmt::Display>(_: T) -> Self {
-        NotPlain
-    }
-}
-
-struct Probe<'a> {
-    out: &'a mut Vec<u8>,
-}
-
-impl Probe<'_> {
-    fn int(self, v: impl fmt::Display) -> Result<u32, NotPlain> {
-        write!(self.out, "{v}").map_err(|_| NotPlain)?;
-        Ok(FLAG_INT)
-    }
-}
-
-macro_rules! not_plain {
-    ($($method:ident($($arg:ty),*) -> $ret:ty;)*) => {
-        $(fn $method(self, $(_: $arg),*) -> Result<$ret, NotPlain> { Err(NotPlain) })*
-    };
-}
-
-impl<'a> ser::Serializer for Probe<'a> {
-    type Ok = u32;
-    type Error = NotPlain;
-    type SerializeSeq = ByteSeq<'a>;
-    type SerializeTuple = Impossible<u32, NotPlain>;
-    type SerializeTupleStruct = Impossible<u32, NotPlain>;
-    type SerializeTupleVariant = Impossible<u32, NotPlain>;
-    type SerializeMap = Impossible<u32, NotPlain>;
-    type SerializeStruct = Impossible<u32, NotPlain>;
-    type SerializeStructVariant = Impossible<u32, NotPlain>;
-
-    fn serialize_bool(self, v: bool) -> Result<u32, NotPlain> {
-        self.out.push(if v { b'1' } else { b'0' });
-        Ok(FLAG_BOOL)
-    }
-    fn serialize_i8(self, v: i8) -> Result<u32, NotPlain> {
-        self.int(v)
-    }
-    fn serialize_i16(self, v: i16) -> Result<u32, NotPlain> {
-        self.int(v)
-    }
-    fn serialize_i32(self, v: i32) -> Result<u32, NotPlain> {
-        self.int(v)
-    }
-    fn serialize_i64(self, v: i64) -> Result<u32, NotPlain> {
-        self.int(v)
-    }
-    fn serialize_i128(self, v: i128) -> Result<u32, NotPlain> {
-        self.int(v)
-    }
-    fn serialize_u8(self, v: u8) -> Result<u32, NotPlain> {
-        self.int(v)
-    }
-    fn serialize_u16(self, v: u16) -> Result<u32, NotPlain> {
-        self.int(v)
-    }
-    fn serialize_u32(self, v: u32) -> Result<u32, NotPlain> {
-        self.int(v)
-    }
-    fn serialize_u64(self, v: u64) -> Result<u32, NotPlain> {
-        self.int(v)
-    }
-    fn serialize_u128(self, v: u128) -> Result<u32, NotPlain> {
-        self.int(v)
-    }
-    fn serialize_char(self, v: char) -> Result<u32, NotPlain> {
-        let mut buf = [0u8; 4];
-        self.out
-            .extend_from_slice(v.encode_utf8(&mut buf).as_bytes());
-        Ok(FLAG_TEXT)
-    }
-    fn serialize_str(self, v: &str) -> Result<u32, NotPlain> {
-        self.out.extend_from_slice(v.as_bytes());
-        Ok(FLAG_TEXT)
-    }
-    fn serialize_bytes(self, v: &[u8]) -> Result<u32, NotPlain> {
-        self.out.extend_from_slice(v);
-        Ok(FLAG_BYTES)
-    }
-    fn serialize_some<T: Serialize + ?Sized>(self, value: &T) -> Result<u32, NotPlain> {
-        value.serialize(self)
-    }
-    fn serialize_newtype_struct<T: Serialize + ?Sized>(
-        self,
-        _: &'static str,
-        value: &T,
-    ) -> Result<u32, NotPlain> {
-        value.serialize(self)
-    }
-    fn serialize_newtype_variant<T: Serialize + ?Sized>(
-        self,
-        _: &'static str,
-        _: u32,
-        _: &'static str,
-        _: &T,
-    ) -> Result<u32, NotPlain> {
-        Err(NotPlain)
-    }
-    fn serialize_seq(self, _: Option<usize>) -> Result<ByteSeq<'a>, NotPlain> {
-        Ok(ByteSeq { out: self.out })
-    }
-    not_plain! {
-        serialize_f32(f32) -> u32;
-        serialize_f64(f64) -> u32;
-        serialize_none() -> u32;
-        serialize_unit() -> u32;
-        serialize_unit_struct(&'static str) -> u32;
-        serialize_unit_variant(&'static str, u32, &'static str) -> u32;
-        serialize_tuple(usize) -> Impossible<u32, NotPlain>;
-        serialize_tuple_struct(&'static str, usize) -> Impossible<u32, NotPlain>;
-        serialize_tuple_variant(&'static str, u32, &'static str, usize) -> Impossible<u32, NotPlain>;
-        serialize_map(Option<usize>) -> Impossible<u32, NotPlain>;
-        serialize_struct(&'static str, usize) -> Impossible<u32, NotPlain>;
-        serialize_struct_variant(&'static str, u32, &'static str, usize) -> Impossible<u32, NotPlain>;
-    }
-}
-
-/// A sequence is plain only when every element is a `u8` (a `Vec<u8>` or `&[u8]`).
-struct ByteSeq<'a> {
-    out: &'a mut Vec<u8>,
-}
-
-impl ser::SerializeSeq for ByteSeq<'_> {
-    type Ok = u32;
-    type Error = NotPlain;
-
-    fn serialize_element<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), NotPlain> {
-        let byte = value.serialize(OnlyU8)?;
-        self.out.push(byte);
-        Ok(())
-    }
-
-    fn end(self) -> Result<u32, NotPlain> {
-        Ok(FLAG_BYTES)
-    }
-}
-
-struct OnlyU8;
-
-impl ser::Serializer for OnlyU8 {
-    type Ok = u8;
-    type Error = NotPlain;
-    type SerializeSeq = Impossible<u8, NotPlain>;
-    type SerializeTuple = Impossible<u8, NotPlain>;
-    type SerializeTupleStruct = Impossible<u8, NotPlain>;
-    type SerializeTupleVariant = Impossible<u8, NotPlain>;
-    type SerializeMap = Impossible<u8, NotPlain>;
-    type SerializeStruct = Impossible<u8, NotPlain>;
-    type SerializeStructVariant = Impossible<u8, NotPlain>;
-
-    fn serialize_u8(self, v: u8) -> Result<u8, NotPlain> {
-        Ok(v)
-    }
-    fn serialize_some<T: Serialize + ?Sized>(self, _: &T) -> Result<u8, NotPlain> {
-        Err(NotPlain)
-    }
-    fn serialize_newtype_struct<T: Serialize + ?Sized>(
-        self,
-        _: &'static str,
-        _: &T,
-    ) -> Result<u8, NotPlain> {
-        Err(NotPlain)
-    }
-    fn serialize_newtype_variant<T: Serialize + ?Sized>(
-        self,
-        _: &'static str,
-        _: u32,
-        _: &'static str,
-        _: &T,
-    ) -> Result<u8, NotPlain> {
-        Err(NotPlain)
-    }
-    not_plain! {
-        serialize_bool(bool) -> u8;
-        serialize_i8(i8) -> u8;
-        serialize_i16(i16) -> u8;
-        serialize_i32(i32) -> u8;
-        serialize_i64(i64) -> u8;
-        serialize_u16(u16) -> u8;
-        serialize_u32(u32) -> u8;
-        serialize_u64(u64) -> u8;
-        serialize_f32(f32) -> u8;
-        serialize_f64(f64) -> u8;
-        serialize_char(char) -> u8;
-        serialize_str(&str) -> u8;
-        serialize_bytes(&[u8]) -> u8;
-        serialize_none() -> u8;
-        serialize_unit() -> u8;
-        serialize_unit_struct(&'static str) -> u8;
-        serialize_unit_variant(&'static str, u32, &'static str) -> u8;
-        serialize_seq(Option<usize>) -> Impossible<u8, NotPlain>;
-        serialize_tuple(usize) -> Impossible<u8, NotPlain>;
-        serialize_tuple_struct(&'static str, usize) -> Impossible<u8, NotPlain>;
-        serialize_tuple_variant(&'static str, u32, &'static str, usize) -> Impossible<u8, NotPlain>;
-        serialize_map(Option<usize>) -> Impossible<u8, NotPlain>;
-        serialize_struct(&'static str, usize) -> Impossible<u8, NotPlain>;
-        serialize_struct_variant(&'static str, u32, &'static str, usize) -> Impossible<u8, NotPlain>;
-    }
-}
-
-// ---- decoding: a deserializer over plain bytes, guided by the flags ----
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Plain {
-    Bytes,
-    Text,
-    Int,
-    Bool,
-}
-
-/// A plain value's bytes: borrowed from the caller, or an owned buffer to hand over.
-enum Bytes<'de> {
-    Borrowed(&'de [u8]),
-    Owned(Vec<u8>),
-}
-
-struct PlainDe<'de> {
-    bytes: Bytes<'de>,
-    kind: Plain,
-}
-
-fn utf8(bytes: &[u8]) -> Result<&str, CodecError> {
-    std::str::from_utf8(bytes).map_err(|e| CodecError(format!("not UTF-8 text: {e}")))
-}
-
-impl<'de> PlainDe<'de> {
-    fn slice(&self) -> &[u8] {
-        match &self.bytes {
-            Bytes::Borrowed(b) => b,
-            Bytes::Owned(v) => v,
-        }
-    }
-
-    /// The value as a decimal number's text (incr/decr may leave trailing spaces).
-    fn number(&self) -> Result<&str, CodecError> {
-        Ok(utf8(self.slice())?.trim_matches(|c: char| c.is_ascii_whitespace()))
-    }
-
-    fn boolean(&self) -> Result<bool, CodecError> {
-        match self.number()? {
-            "1" | "True" | "true" => Ok(true),
-            "0" | "False" | "false" => Ok(false),
-            other => Err(CodecError(format!("{other:?} is not a boolean"))),
-        }
-    }
-
-    fn parse<N: std::str::FromStr>(&self, what: &str) -> Result<N, CodecError> {
-        let s = self.number()?;
-        s.parse()
-            .map_err(|_| CodecError(format!("{s:?} is not a valid {what}")))
-    }
-
-    /// Hands the value to `visitor` as text: borrowed, or the owned buffer itself.
-    fn visit_text<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, CodecError> {
-        match self.bytes {
-            Bytes::Borrowed(b) => visitor.visit_borrowed_str(utf8(b)?),
-            Bytes::Owned(v) => visitor.visit_string(
-                String::from_utf8(v).map_err(|e| CodecError(format!("not UTF-8 text: {e}")))?,
-            ),
-        }
-    }
-
-    /// Hands the value to `visitor` as bytes: borrowed, or the owned buffer itself.
-    fn visit_bytes<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, CodecError> {
-        match self.bytes {
-            Bytes::Borrowed(b) => visitor.visit_borrowed_bytes(b),
-            Bytes::Owned(v) => visitor.visit_byte_buf(v),
-        }
-    }
-}
-
-macro_rules! parse_number {
-    ($($method:ident => $visit:ident($ty:ty);)*) => {
-        $(fn $method<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, CodecError> {
-            visitor.$visit(self.parse::<$ty>(stringify!($ty))?)
-        })*
-    };
-}
-
-impl<'de> de::Deserializer<'de> for PlainDe<'de> {
-    type Error = CodecError;
-
-    fn deserialize_any<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, CodecError> {
-        match self.kind {
-            Plain::Bytes => self.visit_bytes(visitor),
-            Plain::Text => self.visit_text(visitor),
-            Plain::Bool => match self.boolean() {
-                Ok(b) => visitor.visit_bool(b),
-                Err(_) => visitor.visit_i64(self.parse("integer")?),
-            },
-            Plain::Int => match self.parse::<i64>("integer") {
-                Ok(n) => visitor.visit_i64(n),
-                Err(_) => match self.parse::<u64>("integer") {
-                    Ok(n) => visitor.visit_u64(n),
-                    Err(_) => visitor.visit_i128(self.parse("integer")?),
-                },
-            },
-        }
-    }
-
-    fn deserialize_bool<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, CodecError> {
-        visitor.visit_bool(self.boolean()?)
-    }
-
-    parse_number! {
-        deserialize_i8 => visit_i8(i8);
-        deserialize_i16 => visit_i16(i16);
-        deserialize_i32 => visit_i32(i32);
-        deserialize_i64 => visit_i64(i64);
-        deserialize_i128 => visit_i128(i128);
-        deserialize_u8 => visit_u8(u8);
-        deserialize_u16 => visit_u16(u16);
-        deserialize_u32 => visit_u32(u32);
-        deserialize_u64 => visit_u64(u64);
-        deserialize_u128 => visit_u128(u128);
-        deserialize_f32 => visit_f32(f32);
-        deserialize_f64 => visit_f64(f64);
-    }
-
-    fn deserialize_str<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, CodecError> {
-        self.visit_text(visitor)
-    }
-
-    fn deserialize_string<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, CodecError> {
-        self.visit_text(visitor)
-    }
-
-    fn deserialize_char<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, CodecError> {
-        self.visit_text(visitor)
-    }
-
-    fn deserialize_bytes<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, CodecError> {
-        self.visit_bytes(visitor)
-    }
-
-    fn deserialize_byte_buf<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, CodecError> {
-        self.visit_bytes(visitor)
-    }
-
-    fn deserialize_seq<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, CodecError> {
-        match self.bytes {
-            Bytes::Borrowed(b) => {
-                visitor.visit_seq(de::value::SeqDeserializer::new(b.iter().copied()))
-            }
-            Bytes::Owned(v) => visitor.visit_seq(de::value::SeqDeserializer::new(v.into_iter())),
-        }
-    }
-
-    fn deserialize_option<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, CodecError> {
-        visitor.visit_some(self)
-    }
-
-    fn deserialize_newtype_struct<V: Visitor<'de>>(
-        self,
-        _: &'static str,
-        visitor: V,
-    ) -> Result<V::Value, CodecError> {
-        visitor.visit_newtype_struct(self)
-    }
-
-    serde::forward_to_deserialize_any! {
-        unit unit_struct tuple tuple_struct map struct enum identifier ignored_any
+#[cfg(not(feature = "pickle"))]
+fn display_pickle(bytes: &[u8]) -> String {
+    match plain::pickled_bool(bytes) {
+        Some(true) => "True".to_owned(),
+        Some(false) => "False".to_owned(),
+        None => format!(
+            "<a {}-byte pickle; the `pickle` feature reads it>",
+            bytes.len()
+        ),
     }
 }
 
@@ -683,8 +440,9 @@ mod tests {
             enc(&u128::MAX),
             (u128::MAX.to_string().into_bytes(), FLAG_INT)
         );
-        assert_eq!(enc(&true), (b"1".to_vec(), FLAG_BOOL));
-        assert_eq!(enc(&false), (b"0".to_vec(), FLAG_BOOL));
+        // Booleans are pickled: Python reads True, not pylibmc's 1.
+        assert_eq!(enc(&true), (b"\x80\x02\x88.".to_vec(), FLAG_PICKLE));
+        assert_eq!(enc(&false), (b"\x80\x02\x89.".to_vec(), FLAG_PICKLE));
         assert_eq!(
             enc(&vec![0u8, 13, 10, 255]),
             (vec![0, 13, 10, 255], FLAG_BYTES)
@@ -712,12 +470,20 @@ mod tests {
             score: 0.5,
         };
         let (bytes, flags) = enc(&game);
-        assert_eq!(flags, FLAG_BINCODE);
+        assert_eq!(flags, FLAG_TEXT | FLAG_BINCODE);
+        assert_eq!(
+            bytes[0], UNREADABLE,
+            "invalid UTF-8 first: Python's clients raise"
+        );
         assert_eq!(decode::<Game>(&bytes, flags).unwrap(), game);
+        // Written before the marker: the codec's bit alone, no 0xff.
+        assert_eq!(decode::<Game>(&bytes[1..], FLAG_BINCODE).unwrap(), game);
+        // The marker promised and missing is an error, not a misread.
+        assert!(decode::<Game>(&bytes[1..], flags).is_err());
 
         let map: std::collections::BTreeMap<String, i32> = [("a".into(), 1)].into();
         let (bytes, flags) = enc(&map);
-        assert_eq!(flags, FLAG_BINCODE);
+        assert_eq!(flags, FLAG_TEXT | FLAG_BINCODE);
         assert_eq!(
             decode::<std::collections::BTreeMap<String, i32>>(&bytes, flags).unwrap(),
             map
@@ -725,15 +491,15 @@ mod tests {
 
         for v in [None, Some(2.5f64)] {
             let (bytes, flags) = enc(&v);
-            assert_eq!(flags, FLAG_BINCODE);
+            assert_eq!(flags, FLAG_TEXT | FLAG_BINCODE);
             assert_eq!(decode::<Option<f64>>(&bytes, flags).unwrap(), v);
         }
         // A Vec of something other than u8 is not bytes.
         let (bytes, flags) = enc(&vec![1u16, 2]);
-        assert_eq!(flags, FLAG_BINCODE);
+        assert_eq!(flags, FLAG_TEXT | FLAG_BINCODE);
         assert_eq!(decode::<Vec<u16>>(&bytes, flags).unwrap(), vec![1, 2]);
         let (bytes, flags) = enc(&vec!["a", "b"]);
-        assert_eq!(flags, FLAG_BINCODE);
+        assert_eq!(flags, FLAG_TEXT | FLAG_BINCODE);
         assert_eq!(
             decode::<Vec<String>>(&bytes, flags).unwrap(),
             vec!["a", "b"]
@@ -785,6 +551,7 @@ mod tests {
             .unwrap_err()
             .0
             .contains("zlib"));
+        assert!(decode::<String>(b"x", FLAG_PICKLE | FLAG_TEXT).is_err());
         assert!(decode::<String>(b"x", 0x4000).is_err());
         assert!(decode::<u8>(b"300", FLAG_INT).is_err());
         assert!(decode::<i32>(b"abc", FLAG_INT).is_err());
@@ -804,7 +571,7 @@ mod tests {
     fn encoding_appends_after_existing_bytes() {
         let mut out = b"HEADER".to_vec();
         let flags = encode(&vec![1u16], &mut out, ValueCodec::Bincode).unwrap();
-        assert_eq!(flags, FLAG_BINCODE);
+        assert_eq!(flags, FLAG_TEXT | FLAG_BINCODE);
         assert!(out.starts_with(b"HEADER"));
         assert_eq!(decode::<Vec<u16>>(&out[6..], flags).unwrap(), vec![1]);
     }
@@ -815,7 +582,68 @@ mod tests {
         assert_eq!(display(b"hi", FLAG_TEXT), "hi");
         assert_eq!(display(b"\xff", FLAG_BYTES), "<1 bytes of binary data>");
         assert_eq!(display(b"ab", FLAG_BINCODE), "<bincode value, 2 bytes>");
-        assert_eq!(display(b"[1,2]", FLAG_JSON), "[1,2]");
+        assert_eq!(display(b"\xff[1,2]", FLAG_TEXT | FLAG_JSON), "[1,2]");
+        assert_eq!(display(b"\x80\x02\x88.", FLAG_PICKLE), "True");
+        let zipped = deflate(&b"hello ".repeat(20)).unwrap();
+        assert_eq!(display(&zipped, FLAG_TEXT | FLAG_ZLIB), "hello ".repeat(20));
+    }
+
+    #[test]
+    fn compressed_values_inflate_within_the_limit() {
+        let text = "compressible ".repeat(1000);
+        let zipped = deflate(text.as_bytes()).unwrap();
+        assert!(zipped.len() < text.len() / 10);
+        assert_eq!(
+            decode::<String>(&zipped, FLAG_TEXT | FLAG_ZLIB).unwrap(),
+            text
+        );
+        assert_eq!(
+            decode_bounded::<String>(zipped.clone(), 0, FLAG_TEXT | FLAG_ZLIB, text.len()).unwrap(),
+            text
+        );
+        // One byte over the limit is an error, before the rest is inflated.
+        let err =
+            decode_bounded::<String>(zipped, 0, FLAG_TEXT | FLAG_ZLIB, text.len() - 1).unwrap_err();
+        assert!(err.0.contains("inflate limit"), "{err}");
+        // A bomb: 100 MB of zeros in about 100 KB, against the default 32 MiB limit.
+        let bomb = deflate(&vec![0u8; 100 << 20]).unwrap();
+        assert!(bomb.len() < 200_000, "{}", bomb.len());
+        assert!(decode::<Vec<u8>>(&bomb, FLAG_ZLIB).is_err());
+        // Incompressible bytes are not stored compressed.
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        let noise: Vec<u8> = (0..4096)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                (x >> 32) as u8
+            })
+            .collect();
+        assert!(deflate(&noise).is_none());
+        // pylibmc's compressed int and pickle (flags 4|8, 1|8).
+        let mut zlib = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
+        std::io::Write::write_all(&mut zlib, b"123456789012").unwrap();
+        let zipped = zlib.finish().unwrap();
+        assert_eq!(
+            decode::<u64>(&zipped, FLAG_INT | FLAG_ZLIB).unwrap(),
+            123456789012
+        );
+    }
+
+    #[test]
+    fn python_ints_and_bools_read_from_every_clients_flags() {
+        // pylibmc: int 4, bool 2 ("1"); pymemcache and python-memcached: int 2, bool pickled.
+        assert_eq!(decode::<i64>(b"-5", FLAG_BOOL).unwrap(), -5);
+        assert_eq!(
+            decode::<u128>(b"1000000000000000000000000000000", FLAG_BOOL).unwrap(),
+            10u128.pow(30)
+        );
+        assert!(decode::<bool>(b"1", FLAG_BOOL).unwrap());
+        assert!(!decode::<bool>(b"\x80\x05\x89.", FLAG_PICKLE).unwrap());
+        // python-memcached pickles with protocol 0: True is `I01`.
+        assert!(decode::<bool>(b"I01\n.", FLAG_PICKLE).unwrap());
+        assert!(!decode::<bool>(b"I00\n.", FLAG_PICKLE).unwrap());
+        assert_eq!(decode::<i64>(b"42", FLAG_INT).unwrap(), 42);
     }
 
     #[cfg(feature = "json")]
@@ -828,11 +656,13 @@ mod tests {
         };
         let mut out = Vec::new();
         let flags = encode(&game, &mut out, ValueCodec::Json).unwrap();
-        assert_eq!(flags, FLAG_JSON);
+        assert_eq!(flags, FLAG_TEXT | FLAG_JSON);
+        assert_eq!(out.remove(0), UNREADABLE);
         assert_eq!(
             std::str::from_utf8(&out).unwrap(),
             r#"{"name":"chess","players":[1,2],"score":0.5}"#
         );
+        out.insert(0, UNREADABLE);
         assert_eq!(decode::<Game>(&out, flags).unwrap(), game);
         // Plain values keep Python's flags whatever the codec.
         let mut out = Vec::new();
@@ -891,16 +721,43 @@ mod tests {
         }
     }
 
+    #[cfg(feature = "pickle")]
+    #[test]
+    fn the_pickle_codec_gives_python_its_own_types() {
+        let game = Game {
+            name: "chess".into(),
+            players: vec![1, 2],
+            score: 0.5,
+        };
+        let mut out = Vec::new();
+        let flags = encode(&game, &mut out, ValueCodec::Pickle).unwrap();
+        assert_eq!(flags, FLAG_PICKLE);
+        assert_eq!(&out[..2], b"\x80\x03");
+        assert_eq!(decode::<Game>(&out, flags).unwrap(), game);
+        for v in [None, Some(2.5f64)] {
+            let mut out = Vec::new();
+            let flags = encode(&v, &mut out, ValueCodec::Pickle).unwrap();
+            assert_eq!(decode::<Option<f64>>(&out, flags).unwrap(), v);
+        }
+        // A bincode-writing cache reads pickles, and the other way round.
+        let (b, f) = enc(&game);
+        assert_eq!(decode::<Game>(&b, f).unwrap(), game);
+    }
+
     #[test]
     fn codec_names_round_trip() {
-        for c in [ValueCodec::Bincode, ValueCodec::Json] {
+        for c in [ValueCodec::Bincode, ValueCodec::Json, ValueCodec::Pickle] {
             assert_eq!(ValueCodec::from_name(c.name()), Some(c));
         }
-        assert_eq!(ValueCodec::from_name("pickle"), None);
-        let expected = if cfg!(feature = "bincode") || !cfg!(feature = "json") {
+        assert_eq!(ValueCodec::from_name("yaml"), None);
+        let expected = if cfg!(feature = "bincode") {
             ValueCodec::Bincode
-        } else {
+        } else if cfg!(feature = "json") {
             ValueCodec::Json
+        } else if cfg!(feature = "pickle") {
+            ValueCodec::Pickle
+        } else {
+            ValueCodec::Bincode
         };
         assert_eq!(ValueCodec::default(), expected);
     }

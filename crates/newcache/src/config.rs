@@ -26,6 +26,30 @@ pub enum TransportKind {
     },
 }
 
+/// How herd-protected values are stored, `envelope=` in the URL.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum EnvelopeFormat {
+    /// newcache's own (the default): the value exactly as Python's clients store it, its
+    /// soft expiry in the item's flags ([`newcache_herd::Envelope::flags`]).
+    #[default]
+    Newcache,
+    /// django-newcache's: `pickle.dumps((newcache.Marker(), value, expiry))` with flag 1, for
+    /// a cluster shared with Django apps still on django-newcache during a migration (they
+    /// read and protect these values as their own). Values are pickled (protocol 5), so this
+    /// needs the `pickle` feature. newcache reads this format whatever the setting.
+    DjangoNewcache,
+}
+
+impl EnvelopeFormat {
+    /// Its name in the URL.
+    pub fn name(self) -> &'static str {
+        match self {
+            EnvelopeFormat::Newcache => "newcache",
+            EnvelopeFormat::DjangoNewcache => "django-newcache",
+        }
+    }
+}
+
 /// Which built-in key function to use.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum KeyFunctionKind {
@@ -45,8 +69,9 @@ pub struct Config {
     pub servers: Vec<String>,
     /// Key flavor (`FLAVOR` in django-newcache), default empty.
     pub flavor: String,
-    /// Key version (`CACHE_VERSION`), default 1.
-    pub version: u32,
+    /// Key version (`CACHE_VERSION`), default `1`: any text without spaces, as
+    /// django-newcache allows (`v2`).
+    pub version: String,
     /// The built-in key function, unless a custom one is given to the builder.
     pub key_function: KeyFunctionKind,
     /// Seconds an enveloped item outlives its soft expiry (`CACHE_HERD_TIMEOUT`), default 60.
@@ -79,8 +104,19 @@ pub struct Config {
     pub max_idle_per_server: usize,
     /// The servers' item size limit in bytes (memcached's `-I`), default 1 MiB.
     pub item_size_limit: usize,
-    /// How structured values are serialized (`codec=bincode|json`), default bincode.
+    /// How structured values are serialized (`codec=bincode|json|pickle`), default bincode.
     pub codec: ValueCodec,
+    /// Values of this many bytes or more are stored zlib-compressed (flag 8, as pylibmc's
+    /// `min_compress_len`) when that makes them smaller (`compress_threshold`, also read as
+    /// `min_compress_len`); `None` (the default) never compresses. Compressed values are
+    /// read whatever this says.
+    pub compress_threshold: Option<usize>,
+    /// The most a compressed value may inflate to when read (`inflate_limit`, bytes), default
+    /// 32 MiB: a small value that inflates past it is an error, not gigabytes of memory.
+    /// Values larger than this are not stored compressed.
+    pub inflate_limit: usize,
+    /// How herd-protected values are stored (`envelope=newcache|django-newcache`).
+    pub envelope: EnvelopeFormat,
     /// libmemcached behaviors by pylibmc's names (`behaviors.NAME=value` in the URL), in the
     /// order given. The libmemcached transport takes them all; the text transport takes the
     /// placement, failover and timeout ones (see `newcache_transport_text::BEHAVIORS`).
@@ -106,7 +142,7 @@ impl Default for Config {
         Config {
             servers: vec!["127.0.0.1:11211".into()],
             flavor: String::new(),
-            version: 1,
+            version: "1".into(),
             key_function: KeyFunctionKind::Newcache,
             herd_timeout: DEFAULT_HERD_TIMEOUT,
             herd: true,
@@ -121,6 +157,9 @@ impl Default for Config {
             max_idle_per_server: 16,
             item_size_limit: DEFAULT_ITEM_SIZE_LIMIT,
             codec: ValueCodec::default(),
+            compress_threshold: None,
+            inflate_limit: crate::codec::DEFAULT_INFLATE_LIMIT,
+            envelope: EnvelopeFormat::Newcache,
             behaviors: Vec::new(),
             username: None,
             password: None,
@@ -239,7 +278,9 @@ impl Config {
     /// `key_function` (`newcache` or `django`), `key_prefix`, `transport` (`text`, `memory`,
     /// `libmemcached`), `binary` (`true` selects libmemcached's binary protocol),
     /// `connect_timeout`, `read_timeout`, `write_timeout` (milliseconds), `max_idle`,
-    /// `item_size_limit` (bytes), `codec` (`bincode`, the default, or `json`);
+    /// `item_size_limit` (bytes), `codec` (`bincode`, the default, `json` or `pickle`),
+    /// `compress_threshold` (bytes; pylibmc's name `min_compress_len` works too),
+    /// `inflate_limit` (bytes), `envelope` (`newcache`, the default, or `django-newcache`);
     /// `behaviors.NAME=value` (pylibmc's behavior names: all of
     /// them with libmemcached, the placement, failover and timeout ones with the text
     /// transport); with libmemcached's binary protocol, `username`/`password` for SASL.
@@ -290,7 +331,7 @@ impl Config {
             seen.push(name.to_string());
             match name {
                 "flavor" => config.flavor = value.to_string(),
-                "version" => config.version = parse_num(name, value)?,
+                "version" => config.version = value.to_string(),
                 "herd_timeout" => config.herd_timeout = parse_num(name, value)?,
                 "herd" => match value {
                     "on" | "true" => config.herd = true,
@@ -335,8 +376,27 @@ impl Config {
                 "item_size_limit" => config.item_size_limit = parse_num(name, value)?,
                 "codec" => {
                     config.codec = ValueCodec::from_name(value).ok_or_else(|| {
-                        bad(format_args!("codec={value:?}: use bincode or json"))
+                        bad(format_args!("codec={value:?}: use bincode, json or pickle"))
                     })?
+                }
+                "compress_threshold" | "min_compress_len" => {
+                    if seen.iter().filter(|s| *s == "compress_threshold" || *s == "min_compress_len").count() > 1 {
+                        return Err(bad("give compress_threshold or min_compress_len, not both"));
+                    }
+                    config.compress_threshold =
+                        Some(parse_num::<usize>(name, value)?).filter(|n| *n > 0);
+                }
+                "inflate_limit" => config.inflate_limit = parse_num(name, value)?,
+                "envelope" => {
+                    config.envelope = match value {
+                        "newcache" => EnvelopeFormat::Newcache,
+                        "django-newcache" => EnvelopeFormat::DjangoNewcache,
+                        _ => {
+                            return Err(bad(format_args!(
+                                "envelope={value:?}: use newcache (the default) or django-newcache"
+                            )))
+                        }
+                    }
                 }
                 "username" => config.username = Some(value.to_string()),
                 "password" => config.password = Some(Secret(value.to_string())),
@@ -346,7 +406,7 @@ impl Config {
                 }
                 _ => {
                     return Err(bad(format_args!(
-                        "unknown parameter {name:?}; known: flavor, version, herd_timeout, herd, lease_wait, early_beta, timeout, key_function, key_prefix, transport, binary, connect_timeout, read_timeout, write_timeout, max_idle, item_size_limit, codec, username, password, behaviors.NAME"
+                        "unknown parameter {name:?}; known: flavor, version, herd_timeout, herd, lease_wait, early_beta, timeout, key_function, key_prefix, transport, binary, connect_timeout, read_timeout, write_timeout, max_idle, item_size_limit, codec, compress_threshold (or min_compress_len), inflate_limit, envelope, username, password, behaviors.NAME"
                     )))
                 }
             }
@@ -404,10 +464,10 @@ impl Config {
     fn builtin_key_function(&self) -> Arc<dyn KeyFunction> {
         match &self.key_function {
             KeyFunctionKind::Newcache => {
-                Arc::new(HashedKey::new(self.flavor.clone(), self.version))
+                Arc::new(HashedKey::new(self.flavor.clone(), &self.version))
             }
             KeyFunctionKind::Django { key_prefix } => {
-                Arc::new(PrefixedKey::new(key_prefix.clone(), self.version))
+                Arc::new(PrefixedKey::new(key_prefix.clone(), &self.version))
             }
         }
     }
@@ -449,6 +509,7 @@ impl Config {
         // not compiled in either, and only a structured value is refused (at encode time).
         let plain_only_default = !ValueCodec::Bincode.compiled_in()
             && !ValueCodec::Json.compiled_in()
+            && !ValueCodec::Pickle.compiled_in()
             && self.codec == ValueCodec::default();
         if !self.codec.compiled_in() && !plain_only_default {
             return Err(bad(format_args!(
@@ -456,6 +517,11 @@ impl Config {
                 self.codec.name(),
                 self.codec.name()
             )));
+        }
+        if self.envelope == EnvelopeFormat::DjangoNewcache && !ValueCodec::Pickle.compiled_in() {
+            return Err(bad(
+                "envelope=django-newcache pickles values: enable newcache's `pickle` feature",
+            ));
         }
         let setting = match self.key_function {
             KeyFunctionKind::Newcache => "flavor",
@@ -465,7 +531,7 @@ impl Config {
         // the shortest key: if even that is refused, every key is.
         if let Err(e) = newcache_keyfn::make_key(self.builtin_key_function().as_ref(), "") {
             return Err(bad(format_args!(
-                "this {setting} makes every key invalid ({e}); memcached keys take no spaces or control characters and at most 250 bytes"
+                "this {setting} or version makes every key invalid ({e}); memcached keys take no spaces or control characters and at most 250 bytes"
             )));
         }
         Ok(())
@@ -542,9 +608,9 @@ impl Builder {
         self
     }
 
-    /// The key version (django-newcache's `CACHE_VERSION`).
-    pub fn version(mut self, version: u32) -> Self {
-        self.config.version = version;
+    /// The key version (django-newcache's `CACHE_VERSION`): a number or any text (`"v2"`).
+    pub fn version(mut self, version: impl fmt::Display) -> Self {
+        self.config.version = version.to_string();
         self
     }
 
@@ -691,6 +757,26 @@ impl Builder {
     /// Cargo feature must be on).
     pub fn codec(mut self, codec: ValueCodec) -> Self {
         self.config.codec = codec;
+        self
+    }
+
+    /// Store values of `bytes` or more zlib-compressed when that makes them smaller (as
+    /// pylibmc's `min_compress_len`); values over the item size limit that compress below it
+    /// can then be stored. Compressed values are read whatever this says.
+    pub fn compress_threshold(mut self, bytes: usize) -> Self {
+        self.config.compress_threshold = Some(bytes).filter(|n| *n > 0);
+        self
+    }
+
+    /// The most a compressed value may inflate to when read (default 32 MiB).
+    pub fn inflate_limit(mut self, bytes: usize) -> Self {
+        self.config.inflate_limit = bytes;
+        self
+    }
+
+    /// How herd-protected values are stored (default [`EnvelopeFormat::Newcache`]).
+    pub fn envelope(mut self, envelope: EnvelopeFormat) -> Self {
+        self.config.envelope = envelope;
         self
     }
 
@@ -914,10 +1000,30 @@ mod tests {
         .unwrap();
         assert_eq!(c.servers, ["127.0.0.1:11211", "127.0.0.1:11212"]);
         assert_eq!(c.flavor, "staging");
-        assert_eq!(c.version, 2);
+        assert_eq!(c.version, "2");
         assert_eq!(c.herd_timeout, 60);
         assert_eq!(c.default_ttl, Ttl::Seconds(300));
         assert_eq!(c.transport, TransportKind::Text);
+    }
+
+    #[test]
+    fn values_settings_parse_under_newcaches_and_pylibmcs_names() {
+        let c = Config::from_url(
+            "newcache://a/?version=v2&min_compress_len=1000&inflate_limit=4096&envelope=django-newcache&codec=pickle",
+        )
+        .unwrap();
+        assert_eq!(c.version, "v2");
+        assert_eq!(c.compress_threshold, Some(1000));
+        assert_eq!(c.inflate_limit, 4096);
+        assert_eq!(c.envelope, EnvelopeFormat::DjangoNewcache);
+        assert_eq!(c.codec, ValueCodec::Pickle);
+        let c = Config::from_url("newcache://a/?compress_threshold=0").unwrap();
+        assert_eq!(c.compress_threshold, None, "0 turns compression off");
+        let c = Config::from_url("newcache://a/").unwrap();
+        assert_eq!(
+            (c.compress_threshold, c.envelope),
+            (None, EnvelopeFormat::Newcache)
+        );
     }
 
     #[test]
@@ -977,7 +1083,6 @@ mod tests {
         for (url, needle) in [
             ("memcached://a/", "newcache://"),
             ("newcache://a/?flavour=x", "unknown parameter \"flavour\""),
-            ("newcache://a/?version=two", "version"),
             ("newcache://a/?version=1&version=2", "twice"),
             ("newcache://a/?timeout", "no value"),
             ("newcache://a/?binary=maybe", "binary"),
@@ -1015,19 +1120,25 @@ mod tests {
             ("newcache://a/?herd_timeout=0", "herd=off"),
             (
                 "newcache://a/?flavor=two%20words",
-                "this flavor makes every key invalid",
+                "this flavor or version makes every key invalid",
             ),
             (
                 "newcache://a/?flavor=tab%09",
-                "this flavor makes every key invalid",
+                "this flavor or version makes every key invalid",
             ),
             (
                 "newcache://a/?key_function=django&key_prefix=a%20b",
-                "this key_prefix makes every key invalid",
+                "this key_prefix or version makes every key invalid",
             ),
             (
-                "newcache://a/?codec=pickle",
-                "codec=\"pickle\": use bincode or json",
+                "newcache://a/?codec=yaml",
+                "codec=\"yaml\": use bincode, json or pickle",
+            ),
+            ("newcache://a/?envelope=seed", "envelope=\"seed\""),
+            ("newcache://a/?compress_threshold=x", "compress_threshold"),
+            (
+                "newcache://a/?compress_threshold=1&min_compress_len=2",
+                "not both",
             ),
         ] {
             let err = Config::from_url(url).unwrap_err().to_string();
@@ -1045,8 +1156,9 @@ mod tests {
         assert!(built(base().read_timeout(Duration::ZERO)).contains("read_timeout is zero"));
         assert!(built(base().default_ttl(Ttl::Seconds(0))).contains("timeout=forever"));
         assert!(built(base().herd_timeout(0)).contains("herd=off"));
-        assert!(built(base().flavor("a b")).contains("flavor makes every key invalid"));
-        assert!(built(base().django_keys("x\ny")).contains("key_prefix makes every key invalid"));
+        assert!(built(base().flavor("a b")).contains("flavor or version makes every key invalid"));
+        assert!(built(base().django_keys("x\ny"))
+            .contains("key_prefix or version makes every key invalid"));
     }
 
     #[test]

@@ -66,6 +66,7 @@
 pub mod codec;
 mod config;
 mod error;
+mod many;
 
 use std::collections::HashMap;
 use std::fmt;
@@ -77,15 +78,16 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 pub use codec::ValueCodec;
-pub use config::{Builder, Config, KeyFunctionKind, Secret, TransportKind};
+pub use config::{Builder, Config, EnvelopeFormat, KeyFunctionKind, Secret, TransportKind};
 pub use error::{Error, Result};
+pub use many::GetMany;
 pub use newcache_herd::{
     Clock, ManualClock, Policy, StaleAction, StalePolicy, SystemClock, Ttl, Xfetch, HERD_FLAG,
 };
 pub use newcache_keyfn::{HashedKey, InvalidKey, KeyFunction, PrefixedKey};
 pub use newcache_transport::{self as transport, Item, Transport};
 
-use newcache_herd::{is_enveloped, Envelope, Herd, ReadDecision, HEADER_LEN};
+use newcache_herd::{read_flags, value_flags, Carried, Envelope, Herd, ReadDecision};
 use newcache_transport::{Store, StoreMode, StoreStatus};
 
 /// How one store treats expiry and herd protection.
@@ -169,9 +171,14 @@ struct Inner {
     /// Set, for good, the first time a meta command comes back unsupported (twemproxy,
     /// memcached before 1.6): the cache then runs `lease` instead of its server-side policy.
     meta_unsupported: AtomicBool,
+    /// Set once a probe (or any meta command) has told whether the servers speak meta.
+    meta_probed: AtomicBool,
     /// In-process single flight of `get_or_set` loaders, by wire key.
     flights: Mutex<HashMap<Vec<u8>, Arc<Flight>>>,
 }
+
+/// The key `herd=meta`'s probe reads (never written).
+const META_PROBE_KEY: &[u8] = b"newcache:meta-probe";
 
 /// One loader run that other callers in this process wait for.
 #[derive(Default)]
@@ -303,6 +310,18 @@ enum Opened {
     },
 }
 
+/// Where a herd-protected item keeps its state, once looked at.
+struct Opening {
+    envelope: Envelope,
+    /// Where the value starts (past a format-1 header).
+    offset: usize,
+    /// django-newcache's tuple: the state is inside the pickled value.
+    #[cfg(feature = "pickle")]
+    seed: Option<codec::pickle::MarkerTuple>,
+    #[cfg(not(feature = "pickle"))]
+    seed: Option<std::convert::Infallible>,
+}
+
 /// What a reader does with a fetched item: answer at once, or first send one store.
 enum Looked {
     Done(Opened),
@@ -314,29 +333,36 @@ enum Looked {
 struct Pending {
     item: Item,
     offset: usize,
-    /// The value's flags (the herd bit removed).
+    /// The value's flags (the herd bit and state removed).
     flags: u32,
-    /// The claim's CAS unique and envelope; `None` for a bare re-store of the value.
-    claim: Option<(u64, Vec<u8>)>,
+    /// The claim's CAS unique; `None` for a re-store of the value.
+    claim: Option<u64>,
+    /// What the stored item carries instead of the fetched one: new flags (the herd bits of
+    /// the pushed-forward envelope, or none for a bare re-store) and, for a django-newcache
+    /// tuple, the tuple with its expiry moved.
+    stamp: Stamp,
     exptime: u32,
+}
+
+/// A value's herd state rewritten: the flags to store, and new bytes when the state lives in
+/// the value (a django-newcache tuple).
+struct Stamp {
+    flags: u32,
+    value: Option<Vec<u8>>,
 }
 
 impl Pending {
     fn request<'a>(&'a self, wire: &'a [u8]) -> Store<'a> {
-        match &self.claim {
-            Some((cas, claimed)) => Store {
-                mode: StoreMode::Cas(*cas),
-                key: wire,
-                value: claimed,
-                flags: self.flags | HERD_FLAG,
-                exptime: self.exptime,
-            },
-            None => Store::set(
-                wire,
-                self.item.value.get(self.offset..).unwrap_or_default(),
-                self.flags,
-                self.exptime,
-            ),
+        let value = match &self.stamp.value {
+            Some(value) => value.as_slice(),
+            None => self.item.value.get(self.offset..).unwrap_or_default(),
+        };
+        Store {
+            mode: self.claim.map_or(StoreMode::Set, StoreMode::Cas),
+            key: wire,
+            value,
+            flags: self.stamp.flags,
+            exptime: self.exptime,
         }
     }
 
@@ -392,6 +418,7 @@ impl Cache {
                 herd,
                 policy,
                 meta_unsupported: AtomicBool::new(false),
+                meta_probed: AtomicBool::new(false),
                 flights: Mutex::new(HashMap::new()),
             }),
         }
@@ -436,64 +463,173 @@ impl Cache {
         self.inner.clock.now_millis()
     }
 
-    /// Looks into a fetched item under the stale policy: a fresh envelope (or a bare value) is
+    /// The herd state of a fetched item and where its value starts: `None` for a bare value;
+    /// the flags' envelope with the value from byte 0; for a format-1 item (written by
+    /// newcache 0.1), the header's envelope and the offset past it; for django-newcache's
+    /// pickled `(Marker, value, expiry)` tuple, its expiry.
+    fn opening(&self, wire: &[u8], item: &Item, now: u64) -> Result<Option<Opening>> {
+        let bad = |detail: String| Error::Decode {
+            key: String::from_utf8_lossy(wire).into_owned(),
+            flags: item.flags,
+            detail,
+        };
+        match read_flags(item.flags, now) {
+            Some(Carried::Flags(envelope)) => Ok(Some(Opening {
+                envelope,
+                offset: 0,
+                seed: None,
+            })),
+            Some(Carried::Header) => {
+                let (envelope, payload) =
+                    Envelope::decode(&item.value).map_err(|e| bad(e.to_string()))?;
+                Ok(Some(Opening {
+                    envelope,
+                    offset: item.value.len() - payload.len(),
+                    seed: None,
+                }))
+            }
+            #[cfg(feature = "pickle")]
+            None if item.flags == codec::FLAG_PICKLE => {
+                let Some(seed) = codec::pickle::marker(&item.value).map_err(|e| bad(e.0))? else {
+                    return Ok(None);
+                };
+                // django-newcache serves the value while `expiry >= int(time.time())`.
+                let secs = u64::try_from(seed.expiry_secs.saturating_add(1)).unwrap_or(0);
+                Ok(Some(Opening {
+                    envelope: Envelope::new(secs.saturating_mul(1000)),
+                    offset: 0,
+                    seed: Some(seed),
+                }))
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// The item's herd state moved to `envelope` (written now): new flags, and new bytes for
+    /// a django-newcache tuple; `None` when such a tuple's expiry cannot be moved in place.
+    fn restamp(
+        &self,
+        item: &Item,
+        opening: &Opening,
+        envelope: Envelope,
+        now: u64,
+    ) -> Option<Stamp> {
+        #[cfg(feature = "pickle")]
+        if let Some(seed) = &opening.seed {
+            let secs = (envelope.soft_expiry_millis / 1000).saturating_sub(1);
+            return codec::pickle::with_expiry(&item.value, seed, secs).map(|value| Stamp {
+                flags: item.flags,
+                value: Some(value),
+            });
+        }
+        Some(Stamp {
+            flags: value_flags(item.flags) | self.herd_bits(envelope, now),
+            value: if opening.offset == 0 {
+                None
+            } else {
+                item.value.get(opening.offset..).map(<[u8]>::to_vec)
+            },
+        })
+    }
+
+    /// The herd bits of `envelope` for an item written now.
+    fn herd_bits(&self, envelope: Envelope, now: u64) -> u32 {
+        envelope.flags(now, self.inner.herd.herd_timeout)
+    }
+
+    /// Looks into a fetched item under the stale policy: a fresh value (or a bare one) is
     /// opened, and a stale one is a miss for this reader, after one store that keeps the others
     /// on the old value: `reinsert` re-stores it bare for the herd timeout (django-newcache's
     /// policy), `lease` claims the refresh with CAS. That store is returned unsent, so that
     /// `get_many` sends all of its stores in one `store_many`; `open` sends it at once.
     fn look(&self, wire: &[u8], item: Item, now: u64) -> Result<Looked> {
-        if !is_enveloped(item.flags) {
+        let Some(opening) = self.opening(wire, &item, now)? else {
             let flags = item.flags;
             return Ok(Looked::Done(Opened::Value {
                 item,
                 offset: 0,
                 flags,
             }));
-        }
-        let flags = item.flags & !HERD_FLAG;
-        let (envelope, payload) = Envelope::decode(&item.value).map_err(|e| Error::Decode {
-            key: String::from_utf8_lossy(wire).into_owned(),
-            flags: item.flags,
-            detail: e.to_string(),
-        })?;
-        let offset = item.value.len() - payload.len();
-        let pending = |item: Item, claim, exptime| {
-            Looked::Store(Pending {
+        };
+        let offset = opening.offset;
+        let flags = if opening.seed.is_some() {
+            item.flags
+        } else {
+            value_flags(item.flags)
+        };
+        let serve = |item: Item| {
+            Looked::Done(Opened::Value {
                 item,
                 offset,
                 flags,
-                claim,
-                exptime,
             })
         };
-        Ok(
-            match self
-                .stale_policy()
-                .decide(&self.inner.herd, &envelope, now, uniform())
-            {
-                // XFetch: this reader recomputes ahead of the expiry; nothing is stored, the
-                // others keep being served.
-                StaleAction::RecomputeEarly => Looked::Done(Opened::Miss),
-                StaleAction::Serve => Looked::Done(Opened::Value {
-                    item,
-                    offset,
-                    flags,
-                }),
-                // Everyone else keeps being served the old value while this reader recomputes.
-                StaleAction::ReinsertBare { exptime } => pending(item, None, exptime),
-                StaleAction::Claim { envelope, exptime } => match item.cas {
-                    Some(cas) => {
-                        let mut claimed = Vec::with_capacity(item.value.len());
-                        envelope.encode(payload, &mut claimed);
-                        pending(item, Some((cas, claimed)), exptime)
-                    }
+        let action =
+            self.stale_policy()
+                .decide(&self.inner.herd, &opening.envelope, now, uniform());
+        Ok(match action {
+            // XFetch: this reader recomputes ahead of the expiry; nothing is stored, the
+            // others keep being served.
+            StaleAction::RecomputeEarly => Looked::Done(Opened::Miss),
+            StaleAction::Serve => serve(item),
+            // Everyone else keeps being served the old value while this reader recomputes:
+            // the value bare (a django-newcache tuple with its expiry moved past the re-store,
+            // which its readers serve the same way).
+            StaleAction::ReinsertBare { exptime } => {
+                let stamp = if opening.seed.is_some() {
+                    let until = now.saturating_add(u64::from(exptime).saturating_mul(1000));
+                    self.restamp(&item, &opening, Envelope::new(until), now)
+                } else {
+                    Some(Stamp { flags, value: None })
+                };
+                match stamp {
+                    Some(stamp) => Looked::Store(Pending {
+                        item,
+                        offset,
+                        flags,
+                        claim: None,
+                        stamp,
+                        exptime,
+                    }),
+                    None => Looked::Done(Opened::Miss),
+                }
+            }
+            StaleAction::Claim { envelope, exptime } => {
+                let stamp = self.restamp(&item, &opening, envelope, now);
+                match (item.cas, stamp) {
+                    (Some(cas), Some(stamp)) => Looked::Store(Pending {
+                        item,
+                        offset,
+                        flags,
+                        claim: Some(cas),
+                        stamp,
+                        exptime,
+                    }),
+                    // A django-newcache tuple whose expiry cannot move in place (past 2038):
+                    // this reader recomputes, the others keep the old value until it lands.
+                    (_, None) => Looked::Done(Opened::Miss),
                     // No CAS uniques, no claim: the seed's re-store. The cache refuses to be
                     // built that way (lease over libmemcached with CAS off); only a transport
-                    // of the caller's own, or an envelope read with herd off, gets here.
-                    None => pending(item, None, self.inner.herd.herd_timeout.max(1)),
-                },
-            },
-        )
+                    // of the caller's own, or a value read with herd off, gets here.
+                    (None, Some(_)) => {
+                        let exptime = self.inner.herd.herd_timeout.max(1);
+                        let until = now.saturating_add(u64::from(exptime).saturating_mul(1000));
+                        let stamp = match opening.seed {
+                            Some(_) => self.restamp(&item, &opening, Envelope::new(until), now),
+                            None => None,
+                        };
+                        Looked::Store(Pending {
+                            item,
+                            offset,
+                            flags,
+                            claim: None,
+                            stamp: stamp.unwrap_or(Stamp { flags, value: None }),
+                            exptime,
+                        })
+                    }
+                }
+            }
+        })
     }
 
     /// `look`, with its store (if any) sent at once.
@@ -512,18 +648,22 @@ impl Cache {
         }
     }
 
-    /// Like `decode`, taking the item's buffer over (a `String` value is that buffer).
+    /// Decodes a fetched value, taking the item's buffer over (a `String` value is that
+    /// buffer).
     fn decode_vec<T: DeserializeOwned>(
+        &self,
         key: &str,
         item: Item,
         offset: usize,
         flags: u32,
     ) -> Result<T> {
-        codec::decode_vec(item.value, offset, flags).map_err(|e| Error::Decode {
-            key: key.to_owned(),
-            flags,
-            detail: e.0,
-        })
+        codec::decode_bounded(item.value, offset, flags, self.inner.config.inflate_limit).map_err(
+            |e| Error::Decode {
+                key: key.to_owned(),
+                flags,
+                detail: e.0,
+            },
+        )
     }
 
     /// Fetches and decodes a value; `None` on a miss (or for the first reader after its
@@ -540,7 +680,28 @@ impl Cache {
     /// True when the server keeps the herd state (`herd=meta`, and the server has not
     /// refused a meta command yet).
     fn meta(&self) -> bool {
-        self.inner.policy.server_side() && !self.inner.meta_unsupported.load(Ordering::Relaxed)
+        if !self.inner.policy.server_side() {
+            return false;
+        }
+        if !self.inner.meta_probed.load(Ordering::Relaxed) {
+            self.probe_meta();
+        }
+        !self.inner.meta_unsupported.load(Ordering::Relaxed)
+    }
+
+    /// Learns, once, whether the servers speak the meta protocol, before the cache first
+    /// reads or stores under `herd=meta`: one meta read of a key nobody uses. A refusal
+    /// (twemproxy, memcached before 1.6) switches the cache to `lease` for good; any other
+    /// failure (a server down) leaves the question open for the next call.
+    fn probe_meta(&self) {
+        match self.inner.transport.meta_get(META_PROBE_KEY, 1) {
+            Ok(_) => self.inner.meta_probed.store(true, Ordering::Relaxed),
+            Err(e) => {
+                if self.meta_refused(&e) {
+                    self.inner.meta_probed.store(true, Ordering::Relaxed);
+                }
+            }
+        }
     }
 
     /// After a meta command failed: true (and the cache switched to `lease` for good) when
@@ -555,11 +716,12 @@ impl Cache {
 
     /// The stale policy in effect: the one the cache was built with, except that a
     /// server-side policy (`herd=meta`) on a server that refuses meta commands (twemproxy,
-    /// memcached before 1.6) is [`Policy::Lease`] from the first refusal on. The switch is
+    /// memcached before 1.6) is [`Policy::Lease`] from the first refusal on: the probe the
+    /// cache sends before its first read or store, or any meta command after. The switch is
     /// sticky, made once per cache, and silent: this accessor is how to see it
-    /// (`stale_policy().name()` turns from `"meta"` to `"lease"`).
+    /// (`stale_policy().name()` turns from `"meta"` to `"lease"`). It sends nothing itself.
     pub fn stale_policy(&self) -> &dyn StalePolicy {
-        if self.inner.policy.server_side() && !self.meta() {
+        if self.inner.policy.server_side() && self.inner.meta_unsupported.load(Ordering::Relaxed) {
             return &Policy::Lease;
         }
         self.inner.policy.as_ref()
@@ -575,8 +737,18 @@ impl Cache {
         if meta.win {
             return Ok(Looked::Done(Opened::Miss));
         }
-        // An envelope written by a cache on another policy still follows its rules.
-        self.look(wire, meta.item, now)
+        // The server keeps the herd state: everything but the win is served. (A soft expiry
+        // in the flags says what the server's remaining TTL says: the item lives the herd
+        // timeout past it, and the win comes when less than that is left. Judging the flags
+        // as well would hand out a second win.)
+        let opening = self.opening(wire, &meta.item, now)?;
+        let offset = opening.as_ref().map_or(0, |o| o.offset);
+        let flags = value_flags(meta.item.flags);
+        Ok(Looked::Done(Opened::Value {
+            item: meta.item,
+            offset,
+            flags,
+        }))
     }
 
     /// `look_meta`, with its store (if any) sent at once.
@@ -603,7 +775,7 @@ impl Cache {
                             item,
                             offset,
                             flags,
-                        } => Self::decode_vec(key, item, offset, flags).map(Fetched::Hit),
+                        } => self.decode_vec(key, item, offset, flags).map(Fetched::Hit),
                     };
                 }
                 // No meta protocol here: lease from now on, starting with this read.
@@ -622,7 +794,7 @@ impl Cache {
                 item,
                 offset,
                 flags,
-            } => Self::decode_vec(key, item, offset, flags).map(Fetched::Hit),
+            } => self.decode_vec(key, item, offset, flags).map(Fetched::Hit),
         }
     }
 
@@ -672,9 +844,11 @@ impl Cache {
             .unwrap_or_default()
     }
 
-    /// Fetches many values in one round trip per server. The map is keyed by the caller's
-    /// own keys and holds the hits only.
-    pub fn get_many<K, T>(&self, keys: &[K]) -> Result<HashMap<String, T>>
+    /// Fetches many values in one round trip per server. The result reads as a map keyed by
+    /// the caller's own keys, holding the hits only; a value that is there but cannot be
+    /// decoded is left out of it and listed in [`GetMany::failed`] with its error, so the
+    /// others still arrive. A failure of the servers fails the call.
+    pub fn get_many<K, T>(&self, keys: &[K]) -> Result<GetMany<T>>
     where
         K: AsRef<str>,
         T: DeserializeOwned,
@@ -709,18 +883,37 @@ impl Cache {
             None
         };
         let mut looked: Vec<Option<Looked>> = Vec::with_capacity(refs.len());
+        // Values that were there and could not be opened, by position.
+        let mut broken: Vec<(usize, Error)> = Vec::new();
+        let mut keep = |i: usize, result: Option<Result<Looked>>| match result {
+            Some(Err(e)) => {
+                broken.push((i, e));
+                looked.push(None);
+            }
+            other => looked.push(other.and_then(Result::ok)),
+        };
         if let Some(metas) = metas {
-            for (m, wire) in metas.into_iter().zip(&refs) {
-                looked.push(m.map(|m| self.look_meta(wire, m, now)).transpose()?);
+            for (i, (m, wire)) in metas.into_iter().zip(&refs).enumerate() {
+                keep(i, m.map(|m| self.look_meta(wire, m, now)));
             }
         } else {
-            for (i, wire) in self.inner.transport.get_many(&refs)?.into_iter().zip(&refs) {
-                looked.push(i.map(|i| self.look(wire, i, now)).transpose()?);
+            let items = self.inner.transport.get_many(&refs)?;
+            for (i, (item, wire)) in items.into_iter().zip(&refs).enumerate() {
+                keep(i, item.map(|item| self.look(wire, item, now)));
             }
         }
         let mut statuses = self.send_pending(&looked, &refs).into_iter();
         let mut out = HashMap::with_capacity(keys.len());
-        for (key, looked) in keys.iter().zip(looked) {
+        let mut failed = Vec::new();
+        let mut broken = broken.into_iter().peekable();
+        for (i, (key, looked)) in keys.iter().zip(looked).enumerate() {
+            let key = key.as_ref();
+            if broken.peek().is_some_and(|(at, _)| *at == i) {
+                if let Some((_, e)) = broken.next() {
+                    failed.push((key.to_owned(), e));
+                }
+                continue;
+            }
             let opened = match looked {
                 None => continue,
                 Some(Looked::Done(opened)) => opened,
@@ -732,11 +925,15 @@ impl Cache {
                 flags,
             } = opened
             {
-                let key = key.as_ref();
-                out.insert(key.to_owned(), Self::decode_vec(key, item, offset, flags)?);
+                match self.decode_vec(key, item, offset, flags) {
+                    Ok(value) => {
+                        out.insert(key.to_owned(), value);
+                    }
+                    Err(e) => failed.push((key.to_owned(), e)),
+                }
             }
         }
-        Ok(out)
+        Ok(GetMany::new(out, failed))
     }
 
     /// True when `key` holds a value a `get` would return now. Has no side effects: a stale
@@ -759,27 +956,19 @@ impl Cache {
         let Some(mut item) = self.inner.transport.get(&wire)? else {
             return Ok(None);
         };
-        if !is_enveloped(item.flags) {
-            return Ok(Some(Peeked {
-                value: RawValue {
-                    bytes: item.value,
-                    flags: item.flags,
-                },
-                stale: false,
-            }));
-        }
-        let (envelope, payload) = Envelope::decode(&item.value).map_err(|e| Error::Decode {
-            key: key.to_owned(),
-            flags: item.flags,
-            detail: e.to_string(),
-        })?;
-        let stale = self.inner.herd.on_read(&envelope, self.now_millis()) != ReadDecision::Fresh;
-        let offset = item.value.len() - payload.len();
+        let now = self.now_millis();
+        let (stale, offset) = match self.opening(&wire, &item, now)? {
+            None => (false, 0),
+            Some(o) => (
+                self.inner.herd.on_read(&o.envelope, now) != ReadDecision::Fresh,
+                o.offset,
+            ),
+        };
         item.value.drain(..offset);
         Ok(Some(Peeked {
             value: RawValue {
                 bytes: item.value,
-                flags: item.flags & !HERD_FLAG,
+                flags: value_flags(item.flags),
             },
             stale,
         }))
@@ -812,28 +1001,53 @@ impl Cache {
         if plan.expire_now {
             return Ok(None);
         }
-        // Room for the envelope and a small value, so typical values need no regrowth.
+        // Under herd=meta, learn whether the servers speak meta before the first store.
+        self.meta();
+        let config = &self.inner.config;
+        let encode_error = |e: codec::CodecError| Error::Encode {
+            key: key.to_owned(),
+            detail: e.0,
+        };
+        // Room for a small value, so typical values need no regrowth.
         let mut bytes = Vec::with_capacity(256);
-        // Under the meta policy the server keeps the herd state: values go bare, with the
-        // same real TTL (ttl + herd_timeout).
-        let soft_expiry = plan.soft_expiry_millis.filter(|_| !self.meta());
-        if let Some(soft) = soft_expiry {
-            Envelope {
+        let mut flags = codec::encode(value, &mut bytes, config.codec).map_err(encode_error)?;
+        #[cfg(feature = "pickle")]
+        if let (Some(soft), EnvelopeFormat::DjangoNewcache) =
+            (plan.soft_expiry_millis, config.envelope)
+        {
+            // django-newcache's tuple carries the soft expiry itself, in Unix seconds.
+            bytes = codec::pickle::wrap_marker(&bytes, flags, soft / 1000).map_err(encode_error)?;
+            let (bytes, flags) = self.compress(bytes, codec::FLAG_PICKLE);
+            return Ok(Some((bytes, flags, plan.exptime)));
+        }
+        (bytes, flags) = self.compress(bytes, flags);
+        // The soft expiry rides in the flags, the value stays as Python reads it. Under the
+        // meta policy too: the server decides the win, and a cache that falls back to lease
+        // (or reads with another policy) finds the same protection.
+        if let Some(soft) = plan.soft_expiry_millis {
+            let envelope = Envelope {
                 soft_expiry_millis: soft,
                 compute_millis,
-            }
-            .encode_header(&mut bytes);
-        }
-        let mut flags = codec::encode(value, &mut bytes, self.inner.config.codec).map_err(|e| {
-            Error::Encode {
-                key: key.to_owned(),
-                detail: e.0,
-            }
-        })?;
-        if soft_expiry.is_some() {
-            flags |= HERD_FLAG;
+            };
+            flags |= self.herd_bits(envelope, now);
         }
         Ok(Some((bytes, flags, plan.exptime)))
+    }
+
+    /// Compresses an encoded value as pylibmc does (flag 8) when the cache is told to and it
+    /// gets smaller; values past the inflate limit stay as they are, so every value this cache
+    /// writes, it can read.
+    fn compress(&self, bytes: Vec<u8>, flags: u32) -> (Vec<u8>, u32) {
+        let config = &self.inner.config;
+        match config.compress_threshold {
+            Some(threshold) if bytes.len() >= threshold && bytes.len() <= config.inflate_limit => {
+                match codec::deflate(&bytes) {
+                    Some(compressed) => (compressed, flags | codec::FLAG_ZLIB),
+                    None => (bytes, flags),
+                }
+            }
+            _ => (bytes, flags),
+        }
     }
 
     fn store<T: Serialize + ?Sized>(
@@ -910,24 +1124,19 @@ impl Cache {
         let options = options.into();
         let ttl = options.ttl.or_default(self.inner.config.default_ttl);
         let herd = options.herd.unwrap_or(self.inner.config.herd);
-        let plan = self.inner.herd.plan_store(ttl, herd, self.now_millis());
+        let now = self.now_millis();
+        let plan = self.inner.herd.plan_store(ttl, herd, now);
         if plan.expire_now {
             self.inner.transport.delete(&wire)?;
             return Ok(());
         }
-        let mut value = Vec::new();
-        let mut flags = flags;
-        let value = match plan.soft_expiry_millis.filter(|_| !self.meta()) {
-            Some(soft) => {
-                Envelope::new(soft).encode(bytes, &mut value);
-                flags |= HERD_FLAG;
-                value.as_slice()
-            }
-            None => bytes,
-        };
+        let mut flags = value_flags(flags);
+        if let Some(soft) = plan.soft_expiry_millis {
+            flags |= self.herd_bits(Envelope::new(soft), now);
+        }
         self.inner
             .transport
-            .store(&Store::set(&wire, value, flags, plan.exptime))?;
+            .store(&Store::set(&wire, bytes, flags, plan.exptime))?;
         Ok(())
     }
 
@@ -1046,32 +1255,39 @@ impl Cache {
         let Some(item) = self.inner.transport.get(&wire)? else {
             return Ok(false);
         };
-        if !is_enveloped(item.flags) && (plan.soft_expiry_millis.is_none() || self.meta()) {
-            return Ok(self.inner.transport.touch(&wire, plan.exptime)?);
-        }
-        // Rewrite: the soft expiry lives inside the value.
-        let payload = item.value.get(HEADER_LEN..).unwrap_or_default();
-        let (payload, flags) = if is_enveloped(item.flags) {
-            (payload, item.flags & !HERD_FLAG)
-        } else {
-            (item.value.as_slice(), item.flags)
+        let opening = self.opening(&wire, &item, now)?;
+        let stamp = match (&opening, plan.soft_expiry_millis) {
+            (Some(o), Some(soft)) => self.restamp(&item, o, Envelope::new(soft), now),
+            (Some(o), None) if o.seed.is_none() => Some(Stamp {
+                flags: value_flags(item.flags),
+                value: None,
+            }),
+            (None, Some(soft)) => Some(Stamp {
+                flags: item.flags | self.herd_bits(Envelope::new(soft), now),
+                value: None,
+            }),
+            // Bare stays bare; a django-newcache tuple keeps its own expiry.
+            _ => None,
         };
-        let mut bytes = Vec::new();
-        let mut new_flags = flags;
-        let value = match plan.soft_expiry_millis {
-            Some(soft) => {
-                Envelope::new(soft).encode(payload, &mut bytes);
-                new_flags |= HERD_FLAG;
-                bytes.as_slice()
+        let offset = opening.as_ref().map_or(0, |o| o.offset);
+        let stamp = match stamp {
+            Some(stamp) if offset != 0 || stamp.value.is_some() || stamp.flags != item.flags => {
+                stamp
             }
-            None => payload,
+            _ => return Ok(self.inner.transport.touch(&wire, plan.exptime)?),
         };
+        // The soft expiry lives in the flags (or in the value), which `touch` cannot change:
+        // rewrite the same value with CAS, so a concurrent write wins.
         let mode = item.cas.map_or(StoreMode::Replace, StoreMode::Cas);
+        let value = match &stamp.value {
+            Some(v) => v.as_slice(),
+            None => item.value.get(offset..).unwrap_or_default(),
+        };
         let status = self.inner.transport.store(&Store {
             mode,
             key: &wire,
             value,
-            flags: new_flags,
+            flags: stamp.flags,
             exptime: plan.exptime,
         })?;
         Ok(status == StoreStatus::Stored || status == StoreStatus::Exists)
@@ -1249,27 +1465,34 @@ impl Cache {
             let Some(item) = self.inner.transport.get(&wire)? else {
                 return Ok(false);
             };
-            let (envelope, payload, flags) = if is_enveloped(item.flags) {
-                let (env, payload) = Envelope::decode(&item.value).map_err(|e| Error::Decode {
-                    key: key.to_owned(),
-                    flags: item.flags,
-                    detail: e.to_string(),
-                })?;
-                (Some(env), payload, item.flags)
-            } else {
-                (None, item.value.as_slice(), item.flags | HERD_FLAG)
-            };
-            let mut bytes = Vec::with_capacity(payload.len() + HEADER_LEN);
-            self.inner
+            let now = self.now_millis();
+            let opening = self.opening(&wire, &item, now)?;
+            let stale = self
+                .inner
                 .herd
-                .invalidated(envelope.as_ref())
-                .encode(payload, &mut bytes);
+                .invalidated(opening.as_ref().map(|o| &o.envelope), now);
+            let stamp = match &opening {
+                Some(o) => self.restamp(&item, o, stale, now),
+                None => Some(Stamp {
+                    flags: item.flags | self.herd_bits(stale, now),
+                    value: None,
+                }),
+            };
+            let Some(stamp) = stamp else {
+                // A django-newcache tuple whose expiry cannot move: delete it instead.
+                return Ok(self.inner.transport.delete(&wire)?);
+            };
+            let offset = opening.as_ref().map_or(0, |o| o.offset);
+            let value = match &stamp.value {
+                Some(v) => v.as_slice(),
+                None => item.value.get(offset..).unwrap_or_default(),
+            };
             let mode = item.cas.map_or(StoreMode::Replace, StoreMode::Cas);
             let status = self.inner.transport.store(&Store {
                 mode,
                 key: &wire,
-                value: &bytes,
-                flags,
+                value,
+                flags: stamp.flags,
                 exptime: self.inner.herd.invalidated_exptime(),
             })?;
             match status {

@@ -13,6 +13,12 @@ use newcache::{Cache, Error, ManualClock, SetOptions, Ttl, HERD_FLAG};
 use newcache_testkit::Memcached;
 use newcache_tests::fixtures::at_once;
 
+/// An item's value type, herd and codec bits (0-10): the herd state above them changes with
+/// the clock.
+fn kind(flags: u32) -> u32 {
+    flags & 0x7ff
+}
+
 const NOW: u64 = 1_800_000_000;
 
 struct Env {
@@ -139,10 +145,17 @@ fn incr_and_decr_work_on_a_herd_off_value() {
         e.cache.decr("does_not_exist", 1),
         Err(Error::NotFound { .. })
     ));
-    // A herd-protected value is an envelope, not a counter: a typed error says so.
-    e.cache.set("enveloped", &5, Ttl::Seconds(60)).unwrap();
+    // A herd-protected integer is stored bare too (its soft expiry is in the flags, which
+    // incr keeps): it counts, and stays protected.
+    e.cache.set("protected", &5, Ttl::Seconds(60)).unwrap();
+    assert_eq!(e.cache.incr("protected", 1).unwrap(), 6);
+    assert_eq!(e.cache.get::<i64>("protected").unwrap(), Some(6));
+    let (flags, _, _) = e.meta("protected").unwrap();
+    assert_eq!(kind(flags), 4 | HERD_FLAG);
+    // What is not a number is still a typed error.
+    e.cache.set("text", "five", Ttl::Seconds(60)).unwrap();
     assert!(matches!(
-        e.cache.incr("enveloped", 1),
+        e.cache.incr("text", 1),
         Err(Error::NotNumeric { .. })
     ));
 }
@@ -158,13 +171,16 @@ fn get_many_set_many_and_delete_many() {
     let got: HashMap<String, i32> = e
         .cache
         .get_many(&["a", "b", "c", "ключ d", "missing", "a"])
+        .unwrap()
+            .into_complete()
         .unwrap();
     let want: HashMap<String, i32> = [("a", 1), ("b", 2), ("c", 3), ("ключ d", 4)]
         .map(|(k, v)| (k.to_string(), v))
         .into();
     assert_eq!(got, want);
     assert_eq!(e.cache.delete_many(&["a", "c", "missing"]).unwrap(), 2);
-    let got: HashMap<String, i32> = e.cache.get_many(&["a", "b", "c"]).unwrap();
+    let got: HashMap<String, i32> = e.cache.get_many(&["a", "b", "c"]).unwrap()
+            .into_complete().unwrap();
     assert_eq!(got.keys().collect::<Vec<_>>(), ["b"]);
 }
 
@@ -241,28 +257,30 @@ fn golden_keys_reach_the_server() {
 }
 
 #[test]
-fn the_envelope_is_marked_by_a_flag_bit_seen_on_the_server() {
+fn the_herd_state_rides_in_the_flags_and_the_value_stays_bare() {
     let e = env("herd_timeout=60");
     e.cache
         .set("enveloped", &"value", Ttl::Seconds(300))
         .unwrap();
     let (flags, ttl, value) = e.meta("enveloped").unwrap();
-    assert_eq!(flags, 16 | HERD_FLAG);
+    assert_eq!(kind(flags), 16 | HERD_FLAG);
     assert!(
         (358..=360).contains(&ttl),
         "real TTL is ttl + herd_timeout, got {ttl}"
     );
-    assert!(value.ends_with(b"value"));
-    assert_eq!(value.len(), newcache_herd::HEADER_LEN + 5);
-    // Another client sees the same flags.
-    let (bytes, flags) = e.other_client("enveloped").unwrap();
-    assert_eq!(flags, 0x110);
+    // The value is exactly what a Python client stores for the str "value".
+    assert_eq!(value, b"value");
+    // The soft expiry is in the flags: 300 s from the cache's clock.
+    let now = newcache::Clock::now_millis(&e.clock);
+    let Some(newcache_herd::Carried::Flags(envelope)) = newcache_herd::read_flags(flags, now)
+    else {
+        panic!("flags {flags:#x} carry no herd state")
+    };
+    assert_eq!(envelope.soft_expiry_millis.div_ceil(1000), (now + 300_000).div_ceil(1000));
+    // Another client sees the same flags and bytes.
+    let (bytes, other_flags) = e.other_client("enveloped").unwrap();
+    assert_eq!(other_flags, flags);
     assert_eq!(bytes, value);
-    // A user value that looks like an envelope is never mistaken for one.
-    e.cache
-        .set("lookalike", &value.as_slice(), Ttl::Seconds(300))
-        .unwrap();
-    assert_eq!(e.cache.get::<Vec<u8>>("lookalike").unwrap().unwrap(), value);
 }
 
 #[test]
@@ -273,7 +291,7 @@ fn set_many_gives_items_the_herd_timeout_too() {
         .unwrap();
     for key in ["m1", "m2"] {
         let (flags, ttl, _) = e.meta(key).unwrap();
-        assert_eq!(flags, 16 | HERD_FLAG);
+        assert_eq!(kind(flags), 16 | HERD_FLAG);
         assert!((143..=145).contains(&ttl), "{key}: ttl {ttl}");
     }
 }
@@ -327,9 +345,15 @@ fn plain_values_carry_the_flags_python_clients_read() {
         ("héllo".as_bytes().to_vec(), 16)
     );
     assert_eq!(e.other_client("int").unwrap(), (b"-12".to_vec(), 4));
-    assert_eq!(e.other_client("bool").unwrap(), (b"1".to_vec(), 2));
+    // A pickled True: pylibmc's own flag 2 "1" reads back as the int 1 in Python.
+    assert_eq!(
+        e.other_client("bool").unwrap(),
+        (b"\x80\x02\x88.".to_vec(), 1)
+    );
     assert_eq!(e.other_client("bytes").unwrap(), (vec![0, 255], 0));
-    assert_eq!(e.other_client("struct").unwrap().1, 0x200);
+    // bincode: flag 16 with bit 9, behind a 0xff no Python client decodes.
+    let (bytes, flags) = e.other_client("struct").unwrap();
+    assert_eq!((bytes[0], flags), (0xff, 16 | 0x200));
     assert_eq!(
         e.cache.get::<(u8, String)>("struct").unwrap(),
         Some((1, "x".into()))
@@ -550,7 +574,13 @@ fn flavors_and_versions_share_a_server_without_colliding() {
         "get staging-2-dd27204535de317c6202952eeb2043fad52e3fec\r\n",
         b"END\r\n",
     );
-    assert!(reply.starts_with(b"VALUE staging-2-dd27204535de317c6202952eeb2043fad52e3fec 272 "));
+    let line = String::from_utf8_lossy(&reply);
+    let flags: u32 = line
+        .strip_prefix("VALUE staging-2-dd27204535de317c6202952eeb2043fad52e3fec ")
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|f| f.parse().ok())
+        .unwrap_or_else(|| panic!("{line}"));
+    assert_eq!(kind(flags), 16 | HERD_FLAG);
 }
 
 #[test]
@@ -580,7 +610,8 @@ fn several_servers_share_the_keys() {
         .unwrap()
         .is_empty());
     let keys: Vec<&str> = items.iter().map(|(k, _)| k.as_str()).collect();
-    let got: HashMap<String, u32> = cache.get_many(&keys).unwrap();
+    let got: HashMap<String, u32> = cache.get_many(&keys).unwrap()
+            .into_complete().unwrap();
     assert_eq!(got.len(), 300);
     for s in &servers {
         let n = s.stat("curr_items");
@@ -623,7 +654,7 @@ fn lease_hands_the_refresh_to_exactly_one_of_many_readers() {
     assert!(got.iter().flatten().all(|v| v == "old"));
     // The claimed item is still an envelope, alive for the winner's write-back and a retry.
     let (flags, ttl, _) = e.meta("hot").unwrap();
-    assert_eq!(flags, 16 | HERD_FLAG);
+    assert_eq!(kind(flags), 16 | HERD_FLAG);
     assert!((118..=120).contains(&ttl), "ttl {ttl}");
 }
 
@@ -655,7 +686,8 @@ fn get_many_follows_the_seeds_rule_under_reinsert() {
     e.cache.set("fresh", "f", Ttl::Seconds(300)).unwrap();
     // The first multi-get after the soft expiry misses both stale keys (and re-stores them
     // bare for herd_timeout); the fresh one is served.
-    let first: HashMap<String, String> = e.cache.get_many(&["a", "b", "fresh"]).unwrap();
+    let first: HashMap<String, String> = e.cache.get_many(&["a", "b", "fresh"]).unwrap()
+            .into_complete().unwrap();
     assert_eq!(
         first,
         HashMap::from([("fresh".to_string(), "f".to_string())])
@@ -667,7 +699,8 @@ fn get_many_follows_the_seeds_rule_under_reinsert() {
         assert_eq!(value, format!("old-{key}").as_bytes());
     }
     // Everyone after is served the old values.
-    let second: HashMap<String, String> = e.cache.get_many(&["a", "b"]).unwrap();
+    let second: HashMap<String, String> = e.cache.get_many(&["a", "b"]).unwrap()
+            .into_complete().unwrap();
     assert_eq!(second.get("a").map(String::as_str), Some("old-a"));
     assert_eq!(second.get("b").map(String::as_str), Some("old-b"));
 }
@@ -689,7 +722,7 @@ fn get_many_hands_each_stale_key_to_exactly_one_reader_under_lease() {
         assert_eq!(misses, 1, "{key}: exactly one reader recomputes: {got:?}");
         // The claim left the old value in its envelope, alive for the write-back.
         let (flags, ttl, _) = e.meta(key).unwrap();
-        assert_eq!(flags, 4 | HERD_FLAG, "{key}");
+        assert_eq!(kind(flags), 4 | HERD_FLAG, "{key}");
         assert!((118..=120).contains(&ttl), "{key}: ttl {ttl}");
     }
     assert!(got.iter().flat_map(|m| m.values()).all(|v| *v == 1));
@@ -827,8 +860,8 @@ fn a_failing_loader_on_the_stale_path_keeps_the_old_value_for_everyone() {
     assert!(got.iter().flatten().all(|v| *v == 1), "{got:?}");
     // Nothing was stored: the item is still the old value's (claimed) envelope.
     let (flags, _, value) = e.meta("page").unwrap();
-    assert_eq!(flags, 4 | HERD_FLAG);
-    assert_eq!(&value[newcache_herd::HEADER_LEN..], b"1");
+    assert_eq!(kind(flags), 4 | HERD_FLAG);
+    assert_eq!(value, b"1");
     assert_eq!(e.cache.get::<u32>("page").unwrap(), Some(1));
     // Once the claim runs out (herd_timeout), the next caller retries and stores.
     e.clock.advance_secs(61);
@@ -940,7 +973,7 @@ fn early_recomputes_ahead_of_the_expiry_only_when_it_nears() {
         "{misses} of 50 recomputed early"
     );
     let (flags, _, _) = e.meta("x").unwrap();
-    assert_eq!(flags, 4 | HERD_FLAG);
+    assert_eq!(kind(flags), 4 | HERD_FLAG);
     // Past the soft expiry, early behaves as lease: exactly one reader recomputes.
     e.clock.advance_millis(200);
     let cache = e.cache.clone();

@@ -1,0 +1,609 @@
+//! Python pickles (flag 1): reading what Python's clients store, the `pickle` codec, and
+//! django-newcache's herd tuple `(newcache.Marker(), value, expiry)`.
+//!
+//! Reading goes through serde-pickle after a scan of the opcodes, which refuses what has no
+//! serde form (a class instance, a `datetime`, a `Decimal`...) with an error naming the class,
+//! instead of letting it decode to something else (serde-pickle turns an unknown instance
+//! into an empty dict).
+
+use serde::de::{DeserializeOwned, IgnoredAny};
+use serde::Serialize;
+
+use super::CodecError;
+
+const PROTO: u8 = 0x80;
+const FRAME: u8 = 0x95;
+const MEMOIZE: u8 = 0x94;
+const STOP: u8 = b'.';
+const BININT: u8 = b'J';
+const BININT1: u8 = b'K';
+const BININT2: u8 = b'M';
+const LONG1: u8 = 0x8a;
+const TUPLE3: u8 = 0x87;
+const EMPTY_TUPLE: u8 = b')';
+const NEWOBJ: u8 = 0x81;
+const SHORT_BINUNICODE: u8 = 0x8c;
+const BINUNICODE: u8 = b'X';
+const SHORT_BINBYTES: u8 = b'C';
+const BINBYTES: u8 = b'B';
+const STACK_GLOBAL: u8 = 0x93;
+
+/// The class django-newcache wraps herd-protected values with.
+const MARKER: &str = "newcache.Marker";
+/// Globals serde-pickle turns into their values (through `REDUCE`).
+const REDUCIBLE: [&str; 11] = [
+    "builtins.set",
+    "builtins.frozenset",
+    "builtins.bytearray",
+    "builtins.list",
+    "builtins.int",
+    "__builtin__.set",
+    "__builtin__.frozenset",
+    "__builtin__.bytearray",
+    "__builtin__.list",
+    "__builtin__.int",
+    "_codecs.encode",
+];
+
+/// django-newcache's herd tuple, found by [`scan`]: the value's soft expiry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MarkerTuple {
+    /// The soft expiry, in Unix seconds (the tuple's third element).
+    pub expiry_secs: i64,
+    /// Where the expiry's four little-endian bytes sit when it is a `BININT` (so a claim can
+    /// push it forward in place).
+    pub expiry_at: Option<usize>,
+}
+
+/// What a scan of a pickle found.
+#[derive(Debug, Default)]
+struct Scan {
+    marker: Option<MarkerTuple>,
+}
+
+/// The first `N` bytes of `raw` (which the caller took exactly `N` of).
+fn array<const N: usize>(raw: &[u8]) -> [u8; N] {
+    raw.try_into().unwrap_or([0; N])
+}
+
+fn err(msg: impl Into<String>) -> CodecError {
+    CodecError(msg.into())
+}
+
+fn no_serde_form(global: Option<&str>) -> CodecError {
+    err(format!(
+        "the pickle holds {}, which has no serde form; read its bytes with get_raw",
+        global.map_or("an object of a Python class".to_owned(), |g| format!(
+            "a {g}"
+        ))
+    ))
+}
+
+/// A cursor over the pickle's bytes.
+struct Ops<'a> {
+    bytes: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Ops<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], CodecError> {
+        let end = self.pos.checked_add(n).filter(|e| *e <= self.bytes.len());
+        let Some(end) = end else {
+            return Err(err("the pickle is truncated"));
+        };
+        let out = self.bytes.get(self.pos..end).unwrap_or_default();
+        self.pos = end;
+        Ok(out)
+    }
+
+    fn len(&mut self, width: usize) -> Result<usize, CodecError> {
+        let raw = self.take(width)?;
+        let mut le = [0u8; 8];
+        le.get_mut(..width)
+            .ok_or_else(|| err("bad length"))?
+            .copy_from_slice(raw);
+        usize::try_from(u64::from_le_bytes(le)).map_err(|_| err("the pickle is too long"))
+    }
+
+    fn line(&mut self) -> Result<&'a [u8], CodecError> {
+        let rest = self.bytes.get(self.pos..).unwrap_or_default();
+        let n = rest
+            .iter()
+            .position(|b| *b == b'\n')
+            .ok_or_else(|| err("the pickle is truncated"))?;
+        let out = self.take(n)?;
+        self.pos += 1;
+        Ok(out)
+    }
+}
+
+/// Walks the opcodes of `bytes`: refuses what serde-pickle cannot give a serde form, and
+/// recognises django-newcache's herd tuple.
+fn scan(bytes: &[u8]) -> Result<Scan, CodecError> {
+    let mut ops = Ops { bytes, pos: 0 };
+    // The last two strings pushed (STACK_GLOBAL's module and name), and strings memoized.
+    let mut recent: [Option<String>; 2] = [None, None];
+    let mut top_string: Option<String> = None;
+    let mut memo: Vec<Option<String>> = Vec::new();
+    let mut last_global: Option<String> = None;
+    // Significant opcodes seen, to tell a leading Marker from one inside a value.
+    let mut seen = 0usize;
+    let mut marker_lead = false;
+    // The last integer pushed and the two opcodes before STOP.
+    let mut last_int: Option<(i64, Option<usize>)> = None;
+    let mut tail: [u8; 2] = [0, 0];
+    loop {
+        let op = *ops.take(1)?.first().unwrap_or(&STOP);
+        let mut pushed_string: Option<String> = None;
+        let mut int: Option<(i64, Option<usize>)> = None;
+        match op {
+            STOP => break,
+            PROTO => {
+                ops.take(1)?;
+                continue;
+            }
+            FRAME => {
+                ops.take(8)?;
+                continue;
+            }
+            // MEMOIZE, PUT, BINPUT, LONG_BINPUT: the top of the stack into the memo.
+            MEMOIZE | b'p' | b'q' | b'r' => {
+                let index = match op {
+                    MEMOIZE => memo.len(),
+                    b'p' => std::str::from_utf8(ops.line()?)
+                        .ok()
+                        .and_then(|s| s.trim().parse().ok())
+                        .ok_or_else(|| err("bad PUT"))?,
+                    b'q' => ops.len(1)?,
+                    _ => ops.len(4)?,
+                };
+                if index > bytes.len() {
+                    return Err(err("bad memo index"));
+                }
+                if memo.len() <= index {
+                    memo.resize(index + 1, None);
+                }
+                if let Some(slot) = memo.get_mut(index) {
+                    slot.clone_from(&top_string);
+                }
+                continue;
+            }
+            // GET, BINGET, LONG_BINGET.
+            b'g' | b'h' | b'j' => {
+                let index: usize = match op {
+                    b'g' => std::str::from_utf8(ops.line()?)
+                        .ok()
+                        .and_then(|s| s.trim().parse().ok())
+                        .ok_or_else(|| err("bad GET"))?,
+                    b'h' => ops.len(1)?,
+                    _ => ops.len(4)?,
+                };
+                pushed_string = memo.get(index).cloned().flatten();
+            }
+            // Strings: SHORT_BINUNICODE, BINUNICODE, BINUNICODE8, UNICODE.
+            SHORT_BINUNICODE | BINUNICODE | 0x8d => {
+                let n = ops.len(match op {
+                    SHORT_BINUNICODE => 1,
+                    BINUNICODE => 4,
+                    _ => 8,
+                })?;
+                let raw = ops.take(n)?;
+                // Only short strings can name a class; skip copying long ones.
+                if n <= 256 {
+                    pushed_string = Some(String::from_utf8_lossy(raw).into_owned());
+                }
+            }
+            b'V' | b'S' => {
+                let line = ops.line()?;
+                pushed_string = Some(String::from_utf8_lossy(line).trim_matches('\'').to_owned());
+            }
+            // Byte strings: SHORT_BINSTRING, BINSTRING, SHORT_BINBYTES, BINBYTES, BINBYTES8,
+            // BYTEARRAY8.
+            b'U' | b'T' | SHORT_BINBYTES | BINBYTES | 0x8e | 0x96 => {
+                let n = ops.len(match op {
+                    b'U' | SHORT_BINBYTES => 1,
+                    b'T' | BINBYTES => 4,
+                    _ => 8,
+                })?;
+                ops.take(n)?;
+            }
+            BININT1 => int = Some((i64::from(*ops.take(1)?.first().unwrap_or(&0)), None)),
+            BININT2 => {
+                let v = u16::from_le_bytes(array(ops.take(2)?));
+                int = Some((i64::from(v), None));
+            }
+            BININT => {
+                let at = ops.pos;
+                let v = i32::from_le_bytes(array(ops.take(4)?));
+                int = Some((i64::from(v), Some(at)));
+            }
+            LONG1 | 0x8b => {
+                let n = ops.len(if op == LONG1 { 1 } else { 4 })?;
+                let raw = ops.take(n)?;
+                if n <= 8 {
+                    let fill = if raw.last().is_some_and(|b| b & 0x80 != 0) {
+                        0xff
+                    } else {
+                        0
+                    };
+                    let mut le = [fill; 8];
+                    le.get_mut(..n).unwrap_or_default().copy_from_slice(raw);
+                    int = Some((i64::from_le_bytes(le), None));
+                }
+            }
+            b'I' | b'L' => {
+                let line = ops.line()?;
+                let text = String::from_utf8_lossy(line);
+                int = text
+                    .trim()
+                    .trim_end_matches('L')
+                    .parse()
+                    .ok()
+                    .map(|v| (v, None));
+            }
+            b'F' => {
+                ops.line()?;
+            }
+            b'G' => {
+                ops.take(8)?;
+            }
+            // GLOBAL: module and name on two lines.
+            b'c' => {
+                let module = String::from_utf8_lossy(ops.line()?).into_owned();
+                let name = String::from_utf8_lossy(ops.line()?).into_owned();
+                last_global = Some(format!("{module}.{name}"));
+            }
+            STACK_GLOBAL => {
+                let [module, name] = std::mem::take(&mut recent);
+                last_global = Some(format!(
+                    "{}.{}",
+                    module.unwrap_or_default(),
+                    name.unwrap_or_default()
+                ));
+            }
+            NEWOBJ => {
+                if last_global.as_deref() == Some(MARKER) && seen <= 6 && !marker_lead {
+                    marker_lead = true;
+                } else {
+                    return Err(no_serde_form(last_global.as_deref()));
+                }
+            }
+            b'R' => {
+                if !last_global
+                    .as_deref()
+                    .is_some_and(|g| REDUCIBLE.contains(&g))
+                {
+                    return Err(no_serde_form(last_global.as_deref()));
+                }
+            }
+            // INST, OBJ, BUILD, NEWOBJ_EX: objects of classes.
+            b'i' | b'o' | b'b' | 0x92 => {
+                if op == b'i' {
+                    let module = String::from_utf8_lossy(ops.line()?).into_owned();
+                    let name = String::from_utf8_lossy(ops.line()?).into_owned();
+                    last_global = Some(format!("{module}.{name}"));
+                }
+                return Err(no_serde_form(last_global.as_deref()));
+            }
+            // PERSID, BINPERSID, EXT1/2/4, NEXT_BUFFER, READONLY_BUFFER.
+            b'P' | b'Q' | 0x82 | 0x83 | 0x84 | 0x97 | 0x98 => {
+                return Err(err(format!(
+                    "the pickle uses opcode {op:#04x} (persistent ids, extensions or out-of-band buffers), which has no serde form"
+                )));
+            }
+            // Everything else takes no argument: marks, containers, None, True, False,
+            // tuples, appends, set items, pops, dups, EMPTY_*.
+            b'(' | b'0' | b'1' | b'2' | b'N' | b'a' | b'd' | b'}' | b'e' | b'l' | b']' | b's'
+            | b't' | EMPTY_TUPLE | b'u' | 0x85 | 0x86 | TUPLE3 | 0x88 | 0x89 | 0x8f | 0x90
+            | 0x91 => {}
+            other => {
+                return Err(err(format!("not a pickle: unknown opcode {other:#04x}")));
+            }
+        }
+        seen += 1;
+        top_string.clone_from(&pushed_string);
+        if let Some(s) = pushed_string {
+            let [_, last] = std::mem::take(&mut recent);
+            recent = [last, Some(s)];
+        }
+        if int.is_some() {
+            last_int = int;
+        }
+        let [_, previous] = tail;
+        tail = [previous, op];
+    }
+    if ops.pos != bytes.len() {
+        return Err(err("trailing bytes after the pickle's STOP"));
+    }
+    let marker = match (marker_lead, tail, last_int) {
+        (true, [int_op, TUPLE3], Some((expiry_secs, expiry_at)))
+            if matches!(int_op, BININT | BININT1 | BININT2 | LONG1 | b'I' | b'L') =>
+        {
+            Some(MarkerTuple {
+                expiry_secs,
+                expiry_at: expiry_at.filter(|_| int_op == BININT),
+            })
+        }
+        (true, ..) => {
+            return Err(err(
+                "a newcache.Marker that is not django-newcache's herd tuple",
+            ))
+        }
+        _ => None,
+    };
+    Ok(Scan { marker })
+}
+
+fn options() -> serde_pickle::DeOptions {
+    // Keeps the Marker's (empty) constructor arguments instead of a placeholder; the scan
+    // refused every other object.
+    serde_pickle::DeOptions::new().keep_restore_state()
+}
+
+fn pickle_error(e: serde_pickle::Error) -> CodecError {
+    err(format!("pickle: {e}"))
+}
+
+/// Decodes a pickle as a `T`; a django-newcache herd tuple decodes as its value.
+pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
+    if let Some(b) = super::plain::pickled_bool(bytes) {
+        // newcache's own booleans: no need for the general path.
+        return T::deserialize(serde::de::value::BoolDeserializer::<CodecError>::new(b));
+    }
+    match scan(bytes)?.marker {
+        None => serde_pickle::from_slice(bytes, options()).map_err(pickle_error),
+        Some(_) => serde_pickle::from_slice::<(IgnoredAny, T, IgnoredAny)>(bytes, options())
+            .map(|(_, value, _)| value)
+            .map_err(pickle_error),
+    }
+}
+
+/// django-newcache's herd tuple, when `bytes` is one (a cheap check first: such pickles name
+/// the `newcache` module in their first bytes).
+pub fn marker(bytes: &[u8]) -> Result<Option<MarkerTuple>, CodecError> {
+    let head = bytes.get(..40).unwrap_or(bytes);
+    if !head.windows(8).any(|w| w == b"newcache") {
+        return Ok(None);
+    }
+    Ok(scan(bytes)?.marker)
+}
+
+/// The same herd tuple with its expiry moved to `expiry_secs`: rewritten in place when the
+/// expiry is a 4-byte `BININT` (django-newcache's, until 2038), else `None`.
+pub fn with_expiry(bytes: &[u8], marker: &MarkerTuple, expiry_secs: u64) -> Option<Vec<u8>> {
+    let at = marker.expiry_at?;
+    let secs = i32::try_from(expiry_secs).ok()?;
+    let mut out = bytes.to_vec();
+    out.get_mut(at..at + 4)?
+        .copy_from_slice(&secs.to_le_bytes());
+    Some(out)
+}
+
+/// Appends the pickle (protocol 3, serde-pickle's) of `value`.
+pub fn encode<T: Serialize + ?Sized>(value: &T, out: &mut Vec<u8>) -> Result<(), CodecError> {
+    // What serde-pickle's to_writer does, which needs a sized value.
+    out.extend_from_slice(&[PROTO, 3]);
+    let mut serializer = serde_pickle::Serializer::new(out, serde_pickle::SerOptions::new());
+    value.serialize(&mut serializer).map_err(pickle_error)?;
+    serializer.into_inner().push(STOP);
+    Ok(())
+}
+
+/// Appends the pickle opcodes that push an integer given in decimal, as Python writes them.
+fn push_int(decimal: &[u8], out: &mut Vec<u8>) -> Result<(), CodecError> {
+    let text = std::str::from_utf8(decimal).map_err(|_| err("not a decimal integer"))?;
+    let text = text.trim();
+    let n: i128 = match text.parse() {
+        Ok(n) => n,
+        // Past i128: a u128 (the widest integer serde has), as LONG1 with a zero sign byte.
+        Err(_) => {
+            let n: u128 = text.parse().map_err(|_| err("not a decimal integer"))?;
+            out.extend_from_slice(&[LONG1, 17]);
+            out.extend_from_slice(&n.to_le_bytes());
+            out.push(0);
+            return Ok(());
+        }
+    };
+    match n {
+        0..=0xff => out.extend_from_slice(&[BININT1, n as u8]),
+        0x100..=0xffff => {
+            out.push(BININT2);
+            out.extend_from_slice(&(n as u16).to_le_bytes());
+        }
+        _ if i32::try_from(n).is_ok() => {
+            out.push(BININT);
+            out.extend_from_slice(&(n as i32).to_le_bytes());
+        }
+        _ => {
+            // LONG1: little-endian two's complement, as few bytes as keep the sign.
+            let bytes = n.to_le_bytes();
+            let mut len = bytes.len();
+            while let Some(&[prev, last]) = bytes.get(len.saturating_sub(2)..len) {
+                if len > 1
+                    && ((last == 0 && prev & 0x80 == 0) || (last == 0xff && prev & 0x80 != 0))
+                {
+                    len -= 1;
+                } else {
+                    break;
+                }
+            }
+            out.extend_from_slice(&[LONG1, len as u8]);
+            out.extend_from_slice(bytes.get(..len).unwrap_or_default());
+        }
+    }
+    Ok(())
+}
+
+/// Appends the opcodes that push a value encoded by the codec as `(bytes, flags)`: Python's
+/// own for str, int and bytes, and a pickle's body (between its protocol header and STOP)
+/// for anything pickled.
+fn push_value(bytes: &[u8], flags: u32, out: &mut Vec<u8>) -> Result<(), CodecError> {
+    match flags {
+        super::FLAG_TEXT | super::FLAG_BYTES => {
+            let (short, long) = if flags == super::FLAG_TEXT {
+                (SHORT_BINUNICODE, BINUNICODE)
+            } else {
+                (SHORT_BINBYTES, BINBYTES)
+            };
+            match u8::try_from(bytes.len()) {
+                Ok(n) => out.extend_from_slice(&[short, n]),
+                Err(_) => {
+                    let n = u32::try_from(bytes.len())
+                        .map_err(|_| err("value too large for a pickle"))?;
+                    out.push(long);
+                    out.extend_from_slice(&n.to_le_bytes());
+                }
+            }
+            out.extend_from_slice(bytes);
+            out.push(MEMOIZE);
+            Ok(())
+        }
+        super::FLAG_INT => push_int(bytes, out),
+        super::FLAG_PICKLE => {
+            let body = match bytes {
+                [PROTO, _, rest @ ..] => rest,
+                _ => bytes,
+            };
+            let body = match body {
+                [FRAME, _, _, _, _, _, _, _, _, rest @ ..] => rest,
+                _ => body,
+            };
+            match body {
+                [ops @ .., STOP] => {
+                    out.extend_from_slice(ops);
+                    Ok(())
+                }
+                _ => Err(err("not a pickle")),
+            }
+        }
+        other => Err(err(format!(
+            "flags {other:#x}: django-newcache's herd tuple needs the value pickled; use codec=pickle"
+        ))),
+    }
+}
+
+/// django-newcache's herd tuple, `pickle.dumps((newcache.Marker(), value, expiry))` with
+/// protocol 5 as its Python 3 code writes it, around a value the codec encoded as
+/// `(bytes, flags)`.
+pub fn wrap_marker(bytes: &[u8], flags: u32, expiry_secs: u64) -> Result<Vec<u8>, CodecError> {
+    let mut body = Vec::with_capacity(bytes.len() + 48);
+    body.extend_from_slice(b"\x8c\x08newcache\x94\x8c\x06Marker\x94\x93\x94)\x81\x94");
+    push_value(bytes, flags, &mut body)?;
+    push_int(expiry_secs.to_string().as_bytes(), &mut body)?;
+    body.extend_from_slice(&[TUPLE3, MEMOIZE, STOP]);
+    let mut out = Vec::with_capacity(body.len() + 11);
+    out.extend_from_slice(&[PROTO, 5]);
+    // One frame around the lot, as Python frames small pickles (frames are optional, and
+    // Python writes large ones in several; one unframed body is as valid).
+    if body.len() < 64 * 1024 {
+        out.push(FRAME);
+        out.extend_from_slice(&(body.len() as u64).to_le_bytes());
+    }
+    out.extend_from_slice(&body);
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn hex(s: &str) -> Vec<u8> {
+        (0..s.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+            .collect()
+    }
+
+    // Stored by django-newcache's own code on Python 3 (pylibmc, protocol 5, herd timeout 60).
+    const SEED_HELLO: &str = "8005952a000000000000008c086e65776361636865948c064d61726b65729493942981948c0668c3a96c6c6f944ae5cf0e6b87942e";
+    const SEED_42: &str = "80059523000000000000008c086e65776361636865948c064d61726b65729493942981944b2a4ae5cf0e6b87942e";
+    const SEED_DICT: &str = "80059510000000000000007d948c0161945d94284b014b0265732e";
+
+    #[test]
+    fn django_newcaches_herd_tuples_are_recognised_and_decoded() {
+        let hello = hex(SEED_HELLO);
+        let m = marker(&hello).unwrap().unwrap();
+        assert_eq!(m.expiry_secs, 1_796_132_837);
+        assert_eq!(decode::<String>(&hello).unwrap(), "héllo");
+        let n = hex(SEED_42);
+        assert_eq!(marker(&n).unwrap().unwrap().expiry_secs, 1_796_132_837);
+        assert_eq!(decode::<i64>(&n).unwrap(), 42);
+        let dict = hex(SEED_DICT);
+        assert_eq!(marker(&dict).unwrap(), None);
+        let d: HashMap<String, Vec<i64>> = decode(&dict).unwrap();
+        assert_eq!(d["a"], [1, 2]);
+    }
+
+    #[test]
+    fn wrapping_writes_the_seeds_exact_bytes() {
+        assert_eq!(
+            wrap_marker("héllo".as_bytes(), super::super::FLAG_TEXT, 1_796_132_837).unwrap(),
+            hex(SEED_HELLO)
+        );
+        assert_eq!(
+            wrap_marker(b"42", super::super::FLAG_INT, 1_796_132_837).unwrap(),
+            hex(SEED_42)
+        );
+    }
+
+    #[test]
+    fn a_claim_moves_the_expiry_in_place() {
+        let hello = hex(SEED_HELLO);
+        let m = marker(&hello).unwrap().unwrap();
+        let moved = with_expiry(&hello, &m, 1_800_000_000).unwrap();
+        assert_eq!(marker(&moved).unwrap().unwrap().expiry_secs, 1_800_000_000);
+        assert_eq!(decode::<String>(&moved).unwrap(), "héllo");
+    }
+
+    #[test]
+    fn integers_are_pushed_as_python_does() {
+        for (n, expect) in [
+            ("0", &b"K\x00"[..]),
+            ("255", b"K\xff"),
+            ("256", b"M\x00\x01"),
+            ("-1", b"J\xff\xff\xff\xff"),
+            ("2147483648", b"\x8a\x05\x00\x00\x00\x80\x00"),
+            ("-2147483649", b"\x8a\x05\xff\xff\xff\x7f\xff"),
+            (
+                "340282366920938463463374607431768211455",
+                b"\x8a\x11\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\x00",
+            ),
+        ] {
+            let mut out = Vec::new();
+            push_int(n.as_bytes(), &mut out).unwrap();
+            assert_eq!(out, expect, "{n}");
+        }
+    }
+
+    #[test]
+    fn objects_without_a_serde_form_are_named() {
+        // pickle.dumps(datetime.datetime(2020, 1, 2), 5)
+        let dt = hex("8005952a000000000000008c086461746574696d65948c086461746574696d65949394430a07e4010200000000000094859452942e");
+        let e = decode::<String>(&dt).unwrap_err();
+        assert!(e.0.contains("datetime.datetime"), "{e}");
+        // class Foo: pass; pickle.dumps(Foo(), 5) in __main__
+        let obj = hex("80059517000000000000008c085f5f6d61696e5f5f948c03466f6f9493942981942e");
+        let e = decode::<HashMap<String, i32>>(&obj).unwrap_err();
+        assert!(e.0.contains("__main__.Foo"), "{e}");
+        assert!(decode::<i32>(b"\x80\x05K").is_err());
+        assert!(decode::<i32>(b"\xff").is_err());
+        assert!(decode::<i32>(b"K\x05.junk").is_err());
+    }
+
+    #[test]
+    fn python_pickles_decode_as_serde_values() {
+        // pickle.dumps(x, 5) for 2.5, None, True, [1, 'a'], b'\x00', {1, 2}
+        assert_eq!(
+            decode::<f64>(&hex("8005950a000000000000004740040000000000002e")).unwrap(),
+            2.5
+        );
+        assert_eq!(decode::<Option<i32>>(b"\x80\x05N.").unwrap(), None);
+        assert!(decode::<bool>(b"\x80\x05\x88.").unwrap());
+        assert!(decode::<bool>(super::super::plain::PICKLED_TRUE).unwrap());
+        assert!(!decode::<bool>(super::super::plain::PICKLED_FALSE).unwrap());
+        // python-memcached's protocol 0: {'a': 1}
+        let d: HashMap<String, i64> = decode(b"(dp0\nVa\np1\nI1\ns.").unwrap();
+        assert_eq!(d["a"], 1);
+    }
+}

@@ -1,0 +1,422 @@
+//! Plain values: the serializer that recognises them (strings, integers, booleans, bytes)
+//! and writes them as Python's clients do, and the deserializer that reads them back by
+//! their flags.
+
+use std::fmt;
+use std::io::Write as _;
+
+use serde::de::{self, Visitor};
+use serde::ser::{self, Impossible, Serialize};
+
+use super::{CodecError, FLAG_BYTES, FLAG_INT, FLAG_PICKLE, FLAG_TEXT};
+
+/// `pickle.dumps(True, 2)`.
+pub(super) const PICKLED_TRUE: &[u8] = b"\x80\x02\x88.";
+/// `pickle.dumps(False, 2)`.
+pub(super) const PICKLED_FALSE: &[u8] = b"\x80\x02\x89.";
+
+/// The boolean a pickle holds when it is just `True` or `False` (any protocol from 2 on).
+pub(super) fn pickled_bool(bytes: &[u8]) -> Option<bool> {
+    match bytes {
+        [0x80, 2..=5, 0x88, b'.'] => Some(true),
+        [0x80, 2..=5, 0x89, b'.'] => Some(false),
+        _ => None,
+    }
+}
+
+// ---- encoding: a serializer that succeeds only for plain values ----
+
+/// The value is not plain: it goes through the cache's codec.
+#[derive(Debug)]
+pub(super) struct NotPlain;
+
+impl fmt::Display for NotPlain {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("not a plain value")
+    }
+}
+
+impl std::error::Error for NotPlain {}
+
+impl ser::Error for NotPlain {
+    fn custom<T: fmt::Display>(_: T) -> Self {
+        NotPlain
+    }
+}
+
+/// Serializes a plain value as Python's clients store it, returning its flags; fails with
+/// [`NotPlain`] for anything else.
+pub(super) struct Probe<'a> {
+    pub(super) out: &'a mut Vec<u8>,
+}
+
+impl Probe<'_> {
+    fn int(self, v: impl fmt::Display) -> Result<u32, NotPlain> {
+        write!(self.out, "{v}").map_err(|_| NotPlain)?;
+        Ok(FLAG_INT)
+    }
+}
+
+macro_rules! not_plain {
+    ($($method:ident($($arg:ty),*) -> $ret:ty;)*) => {
+        $(fn $method(self, $(_: $arg),*) -> Result<$ret, NotPlain> { Err(NotPlain) })*
+    };
+}
+
+impl<'a> ser::Serializer for Probe<'a> {
+    type Ok = u32;
+    type Error = NotPlain;
+    type SerializeSeq = ByteSeq<'a>;
+    type SerializeTuple = Impossible<u32, NotPlain>;
+    type SerializeTupleStruct = Impossible<u32, NotPlain>;
+    type SerializeTupleVariant = Impossible<u32, NotPlain>;
+    type SerializeMap = Impossible<u32, NotPlain>;
+    type SerializeStruct = Impossible<u32, NotPlain>;
+    type SerializeStructVariant = Impossible<u32, NotPlain>;
+
+    fn serialize_bool(self, v: bool) -> Result<u32, NotPlain> {
+        // The pickle of True/False: every Python client reads it as a bool (pylibmc's own
+        // flag 2 "1" comes back as the int 1).
+        self.out
+            .extend_from_slice(if v { PICKLED_TRUE } else { PICKLED_FALSE });
+        Ok(FLAG_PICKLE)
+    }
+    fn serialize_i8(self, v: i8) -> Result<u32, NotPlain> {
+        self.int(v)
+    }
+    fn serialize_i16(self, v: i16) -> Result<u32, NotPlain> {
+        self.int(v)
+    }
+    fn serialize_i32(self, v: i32) -> Result<u32, NotPlain> {
+        self.int(v)
+    }
+    fn serialize_i64(self, v: i64) -> Result<u32, NotPlain> {
+        self.int(v)
+    }
+    fn serialize_i128(self, v: i128) -> Result<u32, NotPlain> {
+        self.int(v)
+    }
+    fn serialize_u8(self, v: u8) -> Result<u32, NotPlain> {
+        self.int(v)
+    }
+    fn serialize_u16(self, v: u16) -> Result<u32, NotPlain> {
+        self.int(v)
+    }
+    fn serialize_u32(self, v: u32) -> Result<u32, NotPlain> {
+        self.int(v)
+    }
+    fn serialize_u64(self, v: u64) -> Result<u32, NotPlain> {
+        self.int(v)
+    }
+    fn serialize_u128(self, v: u128) -> Result<u32, NotPlain> {
+        self.int(v)
+    }
+    fn serialize_char(self, v: char) -> Result<u32, NotPlain> {
+        let mut buf = [0u8; 4];
+        self.out
+            .extend_from_slice(v.encode_utf8(&mut buf).as_bytes());
+        Ok(FLAG_TEXT)
+    }
+    fn serialize_str(self, v: &str) -> Result<u32, NotPlain> {
+        self.out.extend_from_slice(v.as_bytes());
+        Ok(FLAG_TEXT)
+    }
+    fn serialize_bytes(self, v: &[u8]) -> Result<u32, NotPlain> {
+        self.out.extend_from_slice(v);
+        Ok(FLAG_BYTES)
+    }
+    fn serialize_some<T: Serialize + ?Sized>(self, value: &T) -> Result<u32, NotPlain> {
+        value.serialize(self)
+    }
+    fn serialize_newtype_struct<T: Serialize + ?Sized>(
+        self,
+        _: &'static str,
+        value: &T,
+    ) -> Result<u32, NotPlain> {
+        value.serialize(self)
+    }
+    fn serialize_newtype_variant<T: Serialize + ?Sized>(
+        self,
+        _: &'static str,
+        _: u32,
+        _: &'static str,
+        _: &T,
+    ) -> Result<u32, NotPlain> {
+        Err(NotPlain)
+    }
+    fn serialize_seq(self, len: Option<usize>) -> Result<ByteSeq<'a>, NotPlain> {
+        // A byte vector comes one element at a time: make room for all of it at once.
+        self.out.reserve(len.unwrap_or(0));
+        Ok(ByteSeq { out: self.out })
+    }
+    not_plain! {
+        serialize_f32(f32) -> u32;
+        serialize_f64(f64) -> u32;
+        serialize_none() -> u32;
+        serialize_unit() -> u32;
+        serialize_unit_struct(&'static str) -> u32;
+        serialize_unit_variant(&'static str, u32, &'static str) -> u32;
+        serialize_tuple(usize) -> Impossible<u32, NotPlain>;
+        serialize_tuple_struct(&'static str, usize) -> Impossible<u32, NotPlain>;
+        serialize_tuple_variant(&'static str, u32, &'static str, usize) -> Impossible<u32, NotPlain>;
+        serialize_map(Option<usize>) -> Impossible<u32, NotPlain>;
+        serialize_struct(&'static str, usize) -> Impossible<u32, NotPlain>;
+        serialize_struct_variant(&'static str, u32, &'static str, usize) -> Impossible<u32, NotPlain>;
+    }
+}
+
+/// A sequence is plain only when every element is a `u8` (a `Vec<u8>` or `&[u8]`).
+pub(super) struct ByteSeq<'a> {
+    out: &'a mut Vec<u8>,
+}
+
+impl ser::SerializeSeq for ByteSeq<'_> {
+    type Ok = u32;
+    type Error = NotPlain;
+
+    fn serialize_element<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), NotPlain> {
+        let byte = value.serialize(OnlyU8)?;
+        self.out.push(byte);
+        Ok(())
+    }
+
+    fn end(self) -> Result<u32, NotPlain> {
+        Ok(FLAG_BYTES)
+    }
+}
+
+struct OnlyU8;
+
+impl ser::Serializer for OnlyU8 {
+    type Ok = u8;
+    type Error = NotPlain;
+    type SerializeSeq = Impossible<u8, NotPlain>;
+    type SerializeTuple = Impossible<u8, NotPlain>;
+    type SerializeTupleStruct = Impossible<u8, NotPlain>;
+    type SerializeTupleVariant = Impossible<u8, NotPlain>;
+    type SerializeMap = Impossible<u8, NotPlain>;
+    type SerializeStruct = Impossible<u8, NotPlain>;
+    type SerializeStructVariant = Impossible<u8, NotPlain>;
+
+    fn serialize_u8(self, v: u8) -> Result<u8, NotPlain> {
+        Ok(v)
+    }
+    fn serialize_some<T: Serialize + ?Sized>(self, _: &T) -> Result<u8, NotPlain> {
+        Err(NotPlain)
+    }
+    fn serialize_newtype_struct<T: Serialize + ?Sized>(
+        self,
+        _: &'static str,
+        _: &T,
+    ) -> Result<u8, NotPlain> {
+        Err(NotPlain)
+    }
+    fn serialize_newtype_variant<T: Serialize + ?Sized>(
+        self,
+        _: &'static str,
+        _: u32,
+        _: &'static str,
+        _: &T,
+    ) -> Result<u8, NotPlain> {
+        Err(NotPlain)
+    }
+    not_plain! {
+        serialize_bool(bool) -> u8;
+        serialize_i8(i8) -> u8;
+        serialize_i16(i16) -> u8;
+        serialize_i32(i32) -> u8;
+        serialize_i64(i64) -> u8;
+        serialize_u16(u16) -> u8;
+        serialize_u32(u32) -> u8;
+        serialize_u64(u64) -> u8;
+        serialize_f32(f32) -> u8;
+        serialize_f64(f64) -> u8;
+        serialize_char(char) -> u8;
+        serialize_str(&str) -> u8;
+        serialize_bytes(&[u8]) -> u8;
+        serialize_none() -> u8;
+        serialize_unit() -> u8;
+        serialize_unit_struct(&'static str) -> u8;
+        serialize_unit_variant(&'static str, u32, &'static str) -> u8;
+        serialize_seq(Option<usize>) -> Impossible<u8, NotPlain>;
+        serialize_tuple(usize) -> Impossible<u8, NotPlain>;
+        serialize_tuple_struct(&'static str, usize) -> Impossible<u8, NotPlain>;
+        serialize_tuple_variant(&'static str, u32, &'static str, usize) -> Impossible<u8, NotPlain>;
+        serialize_map(Option<usize>) -> Impossible<u8, NotPlain>;
+        serialize_struct(&'static str, usize) -> Impossible<u8, NotPlain>;
+        serialize_struct_variant(&'static str, u32, &'static str, usize) -> Impossible<u8, NotPlain>;
+    }
+}
+
+// ---- decoding: a deserializer over plain bytes, guided by the flags ----
+
+/// How a plain value's bytes are read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Plain {
+    /// Flag 0.
+    Bytes,
+    /// Flag 16, UTF-8.
+    Text,
+    /// Flag 4, decimal.
+    Int,
+    /// Flag 2: pylibmc's bool (`1`/`0`), pymemcache's and python-memcached's int.
+    IntOrBool,
+}
+
+/// A plain value's bytes: borrowed from the caller, or an owned buffer to hand over.
+pub(super) enum Bytes<'de> {
+    /// Borrowed from the caller.
+    Borrowed(&'de [u8]),
+    /// A buffer to hand over.
+    Owned(Vec<u8>),
+}
+
+/// Deserializes a plain value's bytes as its flags say.
+pub(super) struct PlainDe<'de> {
+    pub(super) bytes: Bytes<'de>,
+    pub(super) kind: Plain,
+}
+
+fn utf8(bytes: &[u8]) -> Result<&str, CodecError> {
+    std::str::from_utf8(bytes).map_err(|e| CodecError(format!("not UTF-8 text: {e}")))
+}
+
+impl<'de> PlainDe<'de> {
+    fn slice(&self) -> &[u8] {
+        match &self.bytes {
+            Bytes::Borrowed(b) => b,
+            Bytes::Owned(v) => v,
+        }
+    }
+
+    /// The value as a decimal number's text (incr/decr may leave trailing spaces).
+    fn number(&self) -> Result<&str, CodecError> {
+        Ok(utf8(self.slice())?.trim_matches(|c: char| c.is_ascii_whitespace()))
+    }
+
+    fn boolean(&self) -> Result<bool, CodecError> {
+        match self.number()? {
+            "1" | "True" | "true" => Ok(true),
+            "0" | "False" | "false" => Ok(false),
+            other => Err(CodecError(format!("{other:?} is not a boolean"))),
+        }
+    }
+
+    fn parse<N: std::str::FromStr>(&self, what: &str) -> Result<N, CodecError> {
+        let s = self.number()?;
+        s.parse()
+            .map_err(|_| CodecError(format!("{s:?} is not a valid {what}")))
+    }
+
+    /// Hands the value to `visitor` as text: borrowed, or the owned buffer itself.
+    fn visit_text<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, CodecError> {
+        match self.bytes {
+            Bytes::Borrowed(b) => visitor.visit_borrowed_str(utf8(b)?),
+            Bytes::Owned(v) => visitor.visit_string(
+                String::from_utf8(v).map_err(|e| CodecError(format!("not UTF-8 text: {e}")))?,
+            ),
+        }
+    }
+
+    /// Hands the value to `visitor` as bytes: borrowed, or the owned buffer itself.
+    fn visit_bytes<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, CodecError> {
+        match self.bytes {
+            Bytes::Borrowed(b) => visitor.visit_borrowed_bytes(b),
+            Bytes::Owned(v) => visitor.visit_byte_buf(v),
+        }
+    }
+}
+
+macro_rules! parse_number {
+    ($($method:ident => $visit:ident($ty:ty);)*) => {
+        $(fn $method<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, CodecError> {
+            visitor.$visit(self.parse::<$ty>(stringify!($ty))?)
+        })*
+    };
+}
+
+impl<'de> de::Deserializer<'de> for PlainDe<'de> {
+    type Error = CodecError;
+
+    fn deserialize_any<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, CodecError> {
+        match self.kind {
+            Plain::Bytes => self.visit_bytes(visitor),
+            Plain::Text => self.visit_text(visitor),
+            Plain::IntOrBool => match self.boolean() {
+                Ok(b) => visitor.visit_bool(b),
+                Err(_) => visitor.visit_i64(self.parse("integer")?),
+            },
+            Plain::Int => match self.parse::<i64>("integer") {
+                Ok(n) => visitor.visit_i64(n),
+                Err(_) => match self.parse::<u64>("integer") {
+                    Ok(n) => visitor.visit_u64(n),
+                    Err(_) => visitor.visit_i128(self.parse("integer")?),
+                },
+            },
+        }
+    }
+
+    fn deserialize_bool<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, CodecError> {
+        visitor.visit_bool(self.boolean()?)
+    }
+
+    parse_number! {
+        deserialize_i8 => visit_i8(i8);
+        deserialize_i16 => visit_i16(i16);
+        deserialize_i32 => visit_i32(i32);
+        deserialize_i64 => visit_i64(i64);
+        deserialize_i128 => visit_i128(i128);
+        deserialize_u8 => visit_u8(u8);
+        deserialize_u16 => visit_u16(u16);
+        deserialize_u32 => visit_u32(u32);
+        deserialize_u64 => visit_u64(u64);
+        deserialize_u128 => visit_u128(u128);
+        deserialize_f32 => visit_f32(f32);
+        deserialize_f64 => visit_f64(f64);
+    }
+
+    fn deserialize_str<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, CodecError> {
+        self.visit_text(visitor)
+    }
+
+    fn deserialize_string<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, CodecError> {
+        self.visit_text(visitor)
+    }
+
+    fn deserialize_char<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, CodecError> {
+        self.visit_text(visitor)
+    }
+
+    fn deserialize_bytes<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, CodecError> {
+        self.visit_bytes(visitor)
+    }
+
+    fn deserialize_byte_buf<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, CodecError> {
+        self.visit_bytes(visitor)
+    }
+
+    fn deserialize_seq<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, CodecError> {
+        match self.bytes {
+            Bytes::Borrowed(b) => {
+                visitor.visit_seq(de::value::SeqDeserializer::new(b.iter().copied()))
+            }
+            Bytes::Owned(v) => visitor.visit_seq(de::value::SeqDeserializer::new(v.into_iter())),
+        }
+    }
+
+    fn deserialize_option<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, CodecError> {
+        visitor.visit_some(self)
+    }
+
+    fn deserialize_newtype_struct<V: Visitor<'de>>(
+        self,
+        _: &'static str,
+        visitor: V,
+    ) -> Result<V::Value, CodecError> {
+        visitor.visit_newtype_struct(self)
+    }
+
+    serde::forward_to_deserialize_any! {
+        unit unit_struct tuple tuple_struct map struct enum identifier ignored_any
+    }
+}

@@ -1,0 +1,432 @@
+//! What Python apps store, newcache reads: values written by pylibmc, pymemcache,
+//! python-memcached and Django's backends over them (pickles, compressed values, each
+//! client's int and bool flags), and django-newcache's own herd tuple, both directions.
+//! Runs Debian's /usr/bin/python3 against a real memcached; fails loudly when a client is
+//! missing (`cargo xtask test` installs them).
+#![cfg(feature = "pickle")]
+
+use std::collections::HashMap;
+use std::process::Command;
+use std::sync::Arc;
+
+use newcache::codec::FLAG_PICKLE;
+use newcache::{Builder, Cache, Clock, Error, ManualClock, SetOptions, Ttl};
+use newcache_testkit::Memcached;
+use newcache_tests::fixtures::at_once;
+use serde::Deserialize;
+
+const PYTHON: &str = "/usr/bin/python3";
+
+/// Runs `script` with Debian's python3, `ADDR` replaced by the server's address.
+fn python(server: &Memcached, script: &str) -> String {
+    let out = Command::new(PYTHON)
+        .args(["-c", &script.replace("ADDR", &server.addr())])
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {PYTHON}: {e}; `cargo xtask test` installs it"));
+    assert!(
+        out.status.success(),
+        "python failed (python3-pylibmc, python3-pymemcache, python3-memcache, python3-django installed?):\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// A cache whose wire keys are the keys themselves, so Python writes under plain names.
+fn plain_keys(server: &Memcached) -> Cache {
+    Builder::from_url(&format!("newcache://{}/", server.addr()))
+        .unwrap()
+        .key_function(|k: &str| k.to_string())
+        .build()
+        .unwrap()
+}
+
+#[derive(Debug, PartialEq, Deserialize)]
+struct Profile {
+    name: String,
+    tags: Vec<String>,
+    score: f64,
+    parent: Option<u32>,
+}
+
+#[test]
+fn every_clients_values_read_as_rust_types() {
+    let server = Memcached::start();
+    python(
+        &server,
+        r#"
+import pylibmc, memcache
+from pymemcache.client.base import Client
+from pymemcache import serde
+profile = {"name": "ada", "tags": ["x", "y"], "score": 2.5, "parent": None}
+for name, c in [
+    ("pylibmc", pylibmc.Client(["ADDR"])),
+    ("pymemcache", Client("ADDR", serde=serde.pickle_serde)),
+    ("memcache", memcache.Client(["ADDR"])),
+]:
+    c.set(name + ":str", "héllo")
+    c.set(name + ":int", -42)
+    c.set(name + ":big", 10**30)
+    c.set(name + ":true", True)
+    c.set(name + ":false", False)
+    c.set(name + ":bytes", b"\x00\xff")
+    c.set(name + ":float", 2.5)
+    c.set(name + ":none", None)
+    c.set(name + ":list", [1, 2, 3])
+    c.set(name + ":tuple", (1, "x"))
+    c.set(name + ":profile", profile)
+    c.set(name + ":set", {7})
+"#,
+    );
+    let cache = plain_keys(&server);
+    for client in ["pylibmc", "pymemcache", "memcache"] {
+        let get = |k: &str| format!("{client}:{k}");
+        assert_eq!(
+            cache.get::<String>(&get("str")).unwrap().as_deref(),
+            Some("héllo"),
+            "{client}"
+        );
+        assert_eq!(
+            cache.get::<i64>(&get("int")).unwrap(),
+            Some(-42),
+            "{client}"
+        );
+        assert_eq!(
+            cache.get::<u128>(&get("big")).unwrap(),
+            Some(10u128.pow(30)),
+            "{client}"
+        );
+        assert_eq!(
+            cache.get::<bool>(&get("true")).unwrap(),
+            Some(true),
+            "{client}"
+        );
+        assert_eq!(
+            cache.get::<bool>(&get("false")).unwrap(),
+            Some(false),
+            "{client}"
+        );
+        assert_eq!(
+            cache.get::<Vec<u8>>(&get("bytes")).unwrap(),
+            Some(vec![0, 255]),
+            "{client}"
+        );
+        assert_eq!(
+            cache.get::<f64>(&get("float")).unwrap(),
+            Some(2.5),
+            "{client}"
+        );
+        // A stored None is a hit holding None, not a miss.
+        assert_eq!(
+            cache.get::<Option<u32>>(&get("none")).unwrap(),
+            Some(None),
+            "{client}"
+        );
+        assert_eq!(
+            cache.get::<Vec<u8>>(&get("list")).unwrap(),
+            Some(vec![1, 2, 3]),
+            "{client}"
+        );
+        assert_eq!(
+            cache.get::<(u8, String)>(&get("tuple")).unwrap(),
+            Some((1, "x".into())),
+            "{client}"
+        );
+        assert_eq!(
+            cache.get::<Profile>(&get("profile")).unwrap(),
+            Some(Profile {
+                name: "ada".into(),
+                tags: vec!["x".into(), "y".into()],
+                score: 2.5,
+                parent: None,
+            }),
+            "{client}"
+        );
+        assert_eq!(
+            cache.get::<Vec<u32>>(&get("set")).unwrap(),
+            Some(vec![7]),
+            "{client}"
+        );
+    }
+}
+
+#[test]
+fn djangos_backends_values_read_as_rust_types() {
+    let server = Memcached::start();
+    python(
+        &server,
+        r#"
+from django.conf import settings
+settings.configure(CACHES={
+    name: {"BACKEND": "django.core.cache.backends.memcached." + name, "LOCATION": "ADDR",
+           "KEY_FUNCTION": lambda key, prefix, version: key}
+    for name in ["PyLibMCCache", "PyMemcacheCache", "MemcachedCache"]})
+from django.core.cache import caches
+for name in ["PyLibMCCache", "PyMemcacheCache", "MemcachedCache"]:
+    c = caches[name]
+    c.set(name + ":str", "ünï", 300)
+    c.set(name + ":int", 7, 300)
+    c.set(name + ":bool", True, 300)
+    c.set(name + ":dict", {"a": [1, 2]}, 300)
+"#,
+    );
+    let cache = plain_keys(&server);
+    for backend in ["PyLibMCCache", "PyMemcacheCache", "MemcachedCache"] {
+        let get = |k: &str| format!("{backend}:{k}");
+        assert_eq!(
+            cache.get::<String>(&get("str")).unwrap().as_deref(),
+            Some("ünï"),
+            "{backend}"
+        );
+        assert_eq!(cache.get::<u8>(&get("int")).unwrap(), Some(7), "{backend}");
+        assert_eq!(
+            cache.get::<bool>(&get("bool")).unwrap(),
+            Some(true),
+            "{backend}"
+        );
+        let dict: HashMap<String, Vec<u8>> = cache.get(&get("dict")).unwrap().unwrap();
+        assert_eq!(dict["a"], [1, 2], "{backend}");
+    }
+}
+
+#[test]
+fn pylibmcs_compressed_values_are_read_and_newcache_compresses_like_it() {
+    // An item size of 1 MB: values over it that compress below it are stored.
+    let server = Memcached::start();
+    python(
+        &server,
+        r#"
+import pylibmc
+c = pylibmc.Client(["ADDR"])
+c.set("text", "compressible " * 10000, min_compress_len=100)
+c.set("list", list(range(5000)), min_compress_len=100)
+c.set("bytes", b"\x01" * 50000, min_compress_len=100)
+"#,
+    );
+    let cache = plain_keys(&server);
+    assert_eq!(
+        cache.get::<String>("text").unwrap(),
+        Some("compressible ".repeat(10000))
+    );
+    assert_eq!(
+        cache.get::<Vec<u32>>("list").unwrap(),
+        Some((0..5000).collect())
+    );
+    assert_eq!(cache.get::<Vec<u8>>("bytes").unwrap(), Some(vec![1; 50000]));
+    let raw = cache.get_raw("text").unwrap().unwrap();
+    assert_eq!(raw.flags, 16 | 8, "pylibmc stored it compressed");
+
+    // newcache, told pylibmc's min_compress_len, stores 2 MB of text (twice the item size)
+    // compressed below the limit, and pylibmc and python-memcached read it back.
+    let zipping = Builder::from_url(&format!(
+        "newcache://{}/?min_compress_len=1000",
+        server.addr()
+    ))
+    .unwrap()
+    .key_function(|k: &str| k.to_string())
+    .build()
+    .unwrap();
+    let big = "abcdefgh".repeat(256 * 1024);
+    zipping.set("big", &big, Ttl::Seconds(300)).unwrap();
+    assert_eq!(
+        zipping.get::<String>("big").unwrap().as_deref(),
+        Some(big.as_str())
+    );
+    let raw = zipping.get_raw("big").unwrap().unwrap();
+    assert_eq!(raw.flags, 16 | 8);
+    assert!(raw.bytes.len() < 100_000, "{}", raw.bytes.len());
+    // Under the threshold: stored as it is.
+    zipping.set("small", "tiny", Ttl::Seconds(300)).unwrap();
+    assert_eq!(zipping.get_raw("small").unwrap().unwrap().flags, 16);
+    let out = python(
+        &server,
+        r#"
+import pylibmc, memcache
+print(len(pylibmc.Client(["ADDR"]).get("big")), len(memcache.Client(["ADDR"]).get("big")))
+"#,
+    );
+    assert_eq!(out, format!("{} {}\n", big.len(), big.len()));
+}
+
+#[test]
+fn a_pickle_without_a_serde_form_is_a_typed_error_and_get_many_keeps_the_rest() {
+    let server = Memcached::start();
+    python(
+        &server,
+        r#"
+import pylibmc, datetime, decimal
+c = pylibmc.Client(["ADDR"])
+c.set("when", datetime.datetime(2020, 1, 2, 3, 4, 5))
+c.set("price", decimal.Decimal("1.50"))
+c.set("good", "fine")
+c.set("n", 5)
+"#,
+    );
+    let cache = plain_keys(&server);
+    match cache.get::<String>("when") {
+        Err(Error::Decode { detail, flags, .. }) => {
+            assert_eq!(flags, FLAG_PICKLE);
+            assert!(detail.contains("datetime.datetime"), "{detail}");
+            assert!(detail.contains("get_raw"), "{detail}");
+        }
+        other => panic!("{other:?}"),
+    }
+    match cache.get::<f64>("price") {
+        Err(Error::Decode { detail, .. }) => {
+            assert!(detail.contains("decimal.Decimal"), "{detail}")
+        }
+        other => panic!("{other:?}"),
+    }
+    // The bytes are still there for whoever wants them.
+    let raw = cache.get_raw("when").unwrap().unwrap();
+    assert_eq!(raw.flags, FLAG_PICKLE);
+    assert!(raw.bytes.windows(8).any(|w| w == b"datetime"));
+    // One bad value costs its key, not the call.
+    let got = cache
+        .get_many::<_, String>(&["good", "when", "missing", "price"])
+        .unwrap();
+    assert_eq!(got.len(), 1);
+    assert_eq!(got["good"], "fine");
+    let failed: Vec<&str> = got.failed().iter().map(|(k, _)| k.as_str()).collect();
+    assert_eq!(failed, ["when", "price"]);
+    assert!(matches!(got.failed()[0].1, Error::Decode { .. }));
+    assert!(got.into_complete().is_err());
+    // A value of the wrong type is reported the same way.
+    let got = cache.get_many::<_, u32>(&["n", "good"]).unwrap();
+    assert_eq!(got["n"], 5);
+    assert_eq!(got.failed().len(), 1);
+}
+
+fn hex(s: &str) -> Vec<u8> {
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+        .collect()
+}
+
+/// Stored by django-newcache's own code on Python 3 (pylibmc, pickle protocol 5,
+/// CACHE_HERD_TIMEOUT=60): `'héllo'` and `42` with herd, `{'a': [1, 2]}` without.
+const SEED_HELLO: &str = "8005952a000000000000008c086e65776361636865948c064d61726b65729493942981948c0668c3a96c6c6f944ae5cf0e6b87942e";
+const SEED_42: &str =
+    "80059523000000000000008c086e65776361636865948c064d61726b65729493942981944b2a4ae5cf0e6b87942e";
+const SEED_DICT: &str = "80059510000000000000007d948c0161945d94284b014b0265732e";
+/// The golden tuples' expiry (Unix seconds).
+const SEED_EXPIRY: u64 = 1_796_132_837;
+
+fn store_raw(server: &Memcached, key: &str, flags: u32, bytes: &[u8]) {
+    let mut s = std::net::TcpStream::connect(server.socket_addr()).unwrap();
+    use std::io::{Read, Write};
+    s.write_all(format!("set {key} {flags} 0 {}\r\n", bytes.len()).as_bytes())
+        .unwrap();
+    s.write_all(bytes).unwrap();
+    s.write_all(b"\r\n").unwrap();
+    let mut reply = [0u8; 8];
+    s.read_exact(&mut reply).unwrap();
+    assert_eq!(&reply, b"STORED\r\n");
+}
+
+/// A django-newcache-style cache at a chosen time: `flavor`-`v2`-sha1 keys, as the seed
+/// writes them with `CACHE_VERSION = 'v2'`.
+fn seed_cache(server: &Memcached, clock: &ManualClock, extra: &str) -> Cache {
+    Builder::from_url(&format!(
+        "newcache://{}/?flavor=site&version=v2&herd_timeout=60{extra}",
+        server.addr()
+    ))
+    .unwrap()
+    .clock(Arc::new(clock.clone()))
+    .build()
+    .unwrap()
+}
+
+#[test]
+fn django_newcaches_golden_values_are_read_with_their_soft_expiry() {
+    let server = Memcached::start();
+    let clock = ManualClock::at_secs(SEED_EXPIRY - 100);
+    let cache = seed_cache(&server, &clock, "");
+    // The seed's key function: '%s-%s-%s' % (FLAVOR, CACHE_VERSION, sha1(key)).
+    let out = python(
+        &server,
+        "import hashlib; print('site-v2-' + hashlib.sha1('greeting'.encode()).hexdigest())",
+    );
+    let wire = String::from_utf8(cache.wire_key("greeting").unwrap()).unwrap();
+    assert_eq!(out.trim(), wire);
+    store_raw(&server, &wire, 1, &hex(SEED_HELLO));
+    let answer = String::from_utf8(cache.wire_key("answer").unwrap()).unwrap();
+    store_raw(&server, &answer, 1, &hex(SEED_42));
+    let dict = String::from_utf8(cache.wire_key("dict").unwrap()).unwrap();
+    store_raw(&server, &dict, 1, &hex(SEED_DICT));
+
+    assert_eq!(
+        cache.get::<String>("greeting").unwrap().as_deref(),
+        Some("héllo")
+    );
+    assert_eq!(cache.get::<u32>("answer").unwrap(), Some(42));
+    let d: HashMap<String, Vec<u8>> = cache.get("dict").unwrap().unwrap();
+    assert_eq!(d["a"], [1, 2]);
+    let peeked = cache.peek("greeting").unwrap().unwrap();
+    assert!(!peeked.stale);
+
+    // Past the tuple's expiry (the seed serves it through that second): exactly one of 16
+    // readers recomputes, the others are served the old value.
+    clock.advance_secs(101);
+    assert!(cache.peek("greeting").unwrap().unwrap().stale);
+    let c = cache.clone();
+    let got = at_once(16, move |_| c.get::<String>("greeting").unwrap());
+    assert_eq!(got.iter().filter(|g| g.is_none()).count(), 1, "{got:?}");
+    assert!(got.iter().flatten().all(|v| v == "héllo"), "{got:?}");
+    // The claim moved the tuple's expiry by the herd timeout: django-newcache's readers
+    // (pylibmc and its unpacking) now see a fresh tuple and serve it too.
+    let out = python(
+        &server,
+        &format!(
+            r#"
+import sys, types, pickle, pylibmc
+class Marker: pass
+m = types.ModuleType("newcache"); m.Marker = Marker; Marker.__module__ = "newcache"
+sys.modules["newcache"] = m
+marker, value, expiry = pylibmc.Client(["ADDR"]).get("{wire}")
+print(isinstance(marker, Marker), value, expiry - {now})
+"#,
+            now = clock.now_secs()
+        ),
+    );
+    assert_eq!(out, "True héllo 59\n", "the claimed tuple");
+}
+
+#[test]
+fn envelope_django_newcache_writes_the_seeds_exact_bytes() {
+    let server = Memcached::start();
+    // At the moment that makes the soft expiry the golden one: now + 300 s.
+    let clock = ManualClock::at_secs(SEED_EXPIRY - 300);
+    let cache = seed_cache(&server, &clock, "&envelope=django-newcache&codec=pickle");
+    cache.set("greeting", "héllo", Ttl::Seconds(300)).unwrap();
+    cache.set("answer", &42u32, Ttl::Seconds(300)).unwrap();
+    let item = |key: &str| {
+        let wire = String::from_utf8(cache.wire_key(key).unwrap()).unwrap();
+        let reply = server.raw(&format!("mg {wire} f t v\r\n"), b"\r\n");
+        let text = String::from_utf8_lossy(&reply).into_owned();
+        let header = text.lines().next().unwrap().to_string();
+        let body = reply[header.len() + 2..reply.len() - 2].to_vec();
+        (header, body)
+    };
+    let (header, body) = item("greeting");
+    assert!(
+        header.contains(" f1 ") && header.contains(" t360"),
+        "{header}"
+    );
+    assert_eq!(body, hex(SEED_HELLO));
+    let (_, body) = item("answer");
+    assert_eq!(body, hex(SEED_42));
+    // Without the herd (Forever, or herd off), the value is what pylibmc stores bare.
+    cache
+        .set("plain", "héllo", SetOptions::new(Ttl::Forever))
+        .unwrap();
+    let (header, body) = item("plain");
+    assert!(header.contains(" f16 "), "{header}");
+    assert_eq!(body, "héllo".as_bytes());
+    // And it reads its own tuples back.
+    assert_eq!(
+        cache.get::<String>("greeting").unwrap().as_deref(),
+        Some("héllo")
+    );
+    assert_eq!(cache.get::<u32>("answer").unwrap(), Some(42));
+}
