@@ -175,7 +175,7 @@ impl KeyFunction for HashedKey {
 ///
 /// The key is used as given, so a key with a space, a control character, or one that makes
 /// the whole over 250 bytes is refused by [`make_key`].
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PrefixedKey {
     /// Django's `KEY_PREFIX`.
     pub prefix: String,
@@ -190,6 +190,13 @@ impl PrefixedKey {
             prefix: prefix.into(),
             version: version.to_string(),
         }
+    }
+}
+
+impl Default for PrefixedKey {
+    /// No prefix, version 1: Django's defaults.
+    fn default() -> Self {
+        PrefixedKey::new("", 1)
     }
 }
 
@@ -290,7 +297,7 @@ mod tests {
         assert!(write_valid_key(&PrefixedKey::default(), "a b", &mut buf).is_err());
         assert_eq!(buf, b"keep");
         write_valid_key(&PrefixedKey::default(), "ab", &mut buf).unwrap();
-        assert_eq!(buf, b"keep:0:ab");
+        assert_eq!(buf, b"keep:1:ab");
     }
 
     #[test]
