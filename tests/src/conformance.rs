@@ -113,7 +113,10 @@ macro_rules! conformance_suite {
             an_absolute_exptime_in_the_past_expires_the_item_at_once,
             exptime_of_30_days_is_relative_and_one_second_more_is_absolute,
             a_relative_exptime_expires_after_that_many_seconds,
-            a_value_over_the_item_size_limit_is_refused_before_it_is_sent,
+            a_set_over_the_item_size_limit_is_refused_and_leaves_no_stale_value,
+            conditional_stores_over_the_item_size_limit_leave_the_old_value,
+            store_many_refuses_each_value_over_the_limit_by_itself,
+            a_value_at_the_limit_is_stored_or_refused_without_a_stale_value,
             invalid_keys_are_refused_before_anything_is_sent,
             eight_threads_share_one_transport,
             // cases:end
@@ -894,49 +897,197 @@ pub fn stats_report_the_items_of_every_server(f: &dyn Fixture) {
 // ---------------------------------------------------------------------------------------
 // Limits and invalid input
 
-/// A value over the item size limit fails with [`Error::ValueTooLarge`] before anything is
-/// sent: the server's `cmd_set` does not move and the previous value stays. The same holds
-/// for a batch with one such value, and for `append`.
-pub fn a_value_over_the_item_size_limit_is_refused_before_it_is_sent(f: &dyn Fixture) {
+/// Asserts `result` is [`Error::ValueTooLarge`] naming exactly `size` and `limit`, in its
+/// fields and in its message.
+fn expect_too_large<T: std::fmt::Debug>(what: &str, result: Result<T>, size: usize, limit: usize) {
+    let e = match result {
+        Err(e) => e,
+        Ok(v) => panic!("{what}: expected Error::ValueTooLarge, got Ok({v:?})"),
+    };
+    let &Error::ValueTooLarge { size: s, limit: l } = &e else {
+        panic!("{what}: expected Error::ValueTooLarge, got {e:?}")
+    };
+    assert_eq!((s, l), (size, limit), "{what}: (size, limit) of {e}");
+    let message = e.to_string();
+    assert!(
+        message.contains(&format!("{size} bytes"))
+            && message.contains(&format!("limit of {limit} bytes")),
+        "{what}: the message does not name the size and the limit: {message}"
+    );
+}
+
+/// A `set` of a value over the item size limit fails with [`Error::ValueTooLarge`] naming
+/// the value's size and the limit, the value is never sent (the server's `cmd_set` does not
+/// move), and the key's old value is gone: memcached unlinks the old item when it refuses a
+/// `set` as too large, so readers do not go on getting the value the caller just tried to
+/// replace.
+pub fn a_set_over_the_item_size_limit_is_refused_and_leaves_no_stale_value(f: &dyn Fixture) {
     let t = f.transport();
     let limit = f.item_size_limit();
     set(t, b"k", b"small", 0, 0);
+    set(t, b"other", b"stays", 0, 0);
     let before = server_stats(f, &["cmd_set"]);
     let too_big = vec![b'x'; limit + 1];
-    let expect_too_large = |what: &str, result: Result<StoreStatus>| match result {
-        Err(Error::ValueTooLarge { size, limit: l }) => {
-            assert_eq!(size, limit + 1, "{what}: size");
-            assert!(
-                l < size,
-                "{what}: the limit {l} is not below the size {size}"
-            );
-        }
-        other => panic!("{what}: expected Error::ValueTooLarge, got {other:?}"),
-    };
-    expect_too_large("set", t.store(&Store::set(b"k", &too_big, 0, 0)));
     expect_too_large(
-        "append",
-        t.store(&Store::set(b"k", &too_big, 0, 0).with_mode(StoreMode::Append)),
+        "set",
+        t.store(&Store::set(b"k", &too_big, 0, 0)),
+        limit + 1,
+        limit,
     );
-    let batch = [
-        Store::set(b"batch-ok", b"v", 0, 0),
-        Store::set(b"k", &too_big, 0, 0),
-    ];
-    match t.store_many(&batch) {
-        Err(Error::ValueTooLarge { size, .. }) => assert_eq!(size, limit + 1),
-        other => panic!("store_many: expected Error::ValueTooLarge, got {other:?}"),
-    }
+    assert_eq!(get(t, b"k"), None, "the old value outlived a refused set");
+    // A refused set of a key that holds nothing is refused the same way.
+    expect_too_large(
+        "set of a free key",
+        t.store(&Store::set(b"free", &too_big, 0, 0)),
+        limit + 1,
+        limit,
+    );
+    assert_eq!(get(t, b"free"), None);
     assert_eq!(
         server_stats(f, &["cmd_set"]),
         before,
-        "a store reached the server"
+        "a value over the limit reached the server"
     );
-    assert_eq!(value(t, b"k"), b"small");
+    assert_eq!(value(t, b"other"), b"stays");
+    // The key is usable again at once.
+    set(t, b"k", b"again", 0, 0);
+    assert_eq!(value(t, b"k"), b"again");
+}
+
+/// `add`, `replace`, `cas`, `append` and `prepend` of a value over the item size limit fail
+/// with [`Error::ValueTooLarge`] and send nothing: the key keeps its value and its CAS
+/// unique (memcached unlinks the old item only for a refused `set`).
+pub fn conditional_stores_over_the_item_size_limit_leave_the_old_value(f: &dyn Fixture) {
+    let t = f.transport();
+    let limit = f.item_size_limit();
+    set(t, b"k", b"small", 3, 0);
+    let unique = cas_of(t, b"k");
+    let before = server_stats(f, &["cmd_set"]);
+    let too_big = vec![b'x'; limit + 1];
+    for mode in [
+        StoreMode::Add,
+        StoreMode::Replace,
+        StoreMode::Cas(unique),
+        StoreMode::Append,
+        StoreMode::Prepend,
+    ] {
+        let request = Store::set(b"k", &too_big, 0, 0).with_mode(mode);
+        expect_too_large(mode.command(), t.store(&request), limit + 1, limit);
+        let item = hit(t, b"k");
+        assert_eq!(
+            (item.value.as_slice(), item.flags, item.cas),
+            (&b"small"[..], 3, Some(unique)),
+            "{} over the limit changed the item",
+            mode.command()
+        );
+    }
+    // add of a free key over the limit creates nothing.
+    let add = Store::set(b"free", &too_big, 0, 0).with_mode(StoreMode::Add);
+    expect_too_large("add of a free key", t.store(&add), limit + 1, limit);
+    assert_eq!(get(t, b"free"), None);
     assert_eq!(
-        get(t, b"batch-ok"),
-        None,
-        "part of a refused batch was stored"
+        server_stats(f, &["cmd_set"]),
+        before,
+        "a value over the limit reached the server"
     );
+}
+
+/// In `store_many`, a request over the item size limit is refused by itself: the other
+/// requests are stored (on every server), the refused `set`'s key is gone, a refused `add`
+/// leaves its key alone, none of the refused values is sent, and the call fails with
+/// [`Error::ValueTooLarge`] naming the first refused request's size and the limit.
+pub fn store_many_refuses_each_value_over_the_limit_by_itself(f: &dyn Fixture) {
+    let t = f.transport();
+    let limit = f.item_size_limit();
+    set(t, b"k", b"small", 0, 0);
+    set(t, b"kept", b"old", 0, 0);
+    let good = keys("good", 12);
+    let before = server_stats(f, &["cmd_set"]);
+    let too_big = vec![b'x'; limit + 1];
+    let bigger = vec![b'y'; limit + 2];
+    let mut batch: Vec<Store<'_>> = Vec::new();
+    for (i, k) in good.iter().enumerate() {
+        batch.push(Store::set(k, k, 0, 0));
+        match i {
+            3 => batch.push(Store::set(b"k", &too_big, 0, 0)),
+            7 => batch.push(Store::set(b"kept", &bigger, 0, 0).with_mode(StoreMode::Add)),
+            9 => batch.push(Store::set(b"gone-too", &bigger, 0, 0)),
+            _ => {}
+        }
+    }
+    expect_too_large("store_many", t.store_many(&batch), limit + 1, limit);
+    let stored = ok("get_many", t.get_many(&refs(&good)));
+    for (k, item) in good.iter().zip(&stored) {
+        let item = item
+            .as_ref()
+            .unwrap_or_else(|| panic!("{} of the batch was not stored", show(k)));
+        assert_eq!(&item.value, k);
+    }
+    assert_eq!(get(t, b"k"), None, "the old value outlived a refused set");
+    assert_eq!(get(t, b"gone-too"), None);
+    assert_eq!(value(t, b"kept"), b"old", "a refused add changed the item");
+    if let (Some(before), Some(after)) = (before, server_stats(f, &["cmd_set"])) {
+        let (b, a) = (before[0].1, after[0].1);
+        assert_eq!(
+            a - b,
+            good.len() as u64,
+            "the batch's good sets, and nothing over the limit, reached the server"
+        );
+    }
+    // A batch of nothing but one refused set refuses just the same.
+    set(t, b"k", b"small", 0, 0);
+    expect_too_large(
+        "store_many of one",
+        t.store_many(&[Store::set(b"k", &too_big, 0, 0)]),
+        limit + 1,
+        limit,
+    );
+    assert_eq!(get(t, b"k"), None);
+}
+
+/// A value right at the item size limit is stored, or, when the server's own limit counts
+/// the key and the item's header too (memcached's does), refused by the server: then it is
+/// [`Error::ValueTooLarge`] naming its size and a limit below it (see
+/// [`Error::refused_by_server`]), and, as memcached unlinks the old item of a refused `set`,
+/// the key holds nothing. The same through `store_many`, whose other requests are stored.
+pub fn a_value_at_the_limit_is_stored_or_refused_without_a_stale_value(f: &dyn Fixture) {
+    let t = f.transport();
+    let limit = f.item_size_limit();
+    let at_limit = noise(limit);
+    // What a transport can say of the server's limit: below the size (the configured limit
+    // let the value through).
+    let server_limit = match Error::refused_by_server(limit, limit) {
+        Error::ValueTooLarge { limit, .. } => limit,
+        other => panic!("refused_by_server gave {other:?}"),
+    };
+    set(t, b"k", b"small", 0, 0);
+    match t.store(&Store::set(b"k", &at_limit, 0, 0)) {
+        Ok(status) => {
+            assert_eq!(status, StoreStatus::Stored);
+            assert!(value(t, b"k") == at_limit, "the value came back altered");
+        }
+        refused => {
+            expect_too_large("set at the limit", refused, limit, server_limit);
+            assert_eq!(get(t, b"k"), None, "the old value outlived a refused set");
+        }
+    }
+    set(t, b"k", b"small", 0, 0);
+    let good = keys("edge", 6);
+    let mut batch: Vec<Store<'_>> = good.iter().map(|k| Store::set(k, k, 0, 0)).collect();
+    batch.insert(2, Store::set(b"k", &at_limit, 0, 0));
+    match t.store_many(&batch) {
+        Ok(statuses) => {
+            assert!(statuses.iter().all(|s| s.is_stored()), "{statuses:?}");
+            assert!(value(t, b"k") == at_limit, "the value came back altered");
+        }
+        refused => {
+            expect_too_large("store_many at the limit", refused, limit, server_limit);
+            assert_eq!(get(t, b"k"), None, "the old value outlived a refused set");
+        }
+    }
+    for k in &good {
+        assert_eq!(&value(t, k), k);
+    }
 }
 
 /// Keys that would break the protocol (a space, a line end, a control byte, 251 bytes, the

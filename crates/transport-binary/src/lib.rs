@@ -115,7 +115,9 @@
 //!
 //! Keys are checked ([`check_key`]) and values measured against
 //! [`BinaryConfig::item_size_limit`] before any C call, so invalid input fails with
-//! [`Error::InvalidKey`] / [`Error::ValueTooLarge`] and nothing is sent. A value the server
+//! [`Error::InvalidKey`] / [`Error::ValueTooLarge`] and the value is not sent; a `set` of a
+//! value over the limit deletes the key instead (one `memcached_delete`), as memcached
+//! unlinks the old item of a `set` it refuses as too large. A value the server
 //! itself refuses as too large (its `-I` is lower, or the key and item header push the item
 //! over) is [`Error::ValueTooLarge`] too; the server's exact limit is not known to the client
 //! then, so `limit` is reported as one byte below the size. libmemcached's
@@ -230,8 +232,9 @@ pub struct BinaryConfig {
     /// The most libmemcached handles (one per concurrent request) the transport creates.
     /// At least 1.
     pub pool_size: usize,
-    /// Values larger than this many bytes are refused before anything is sent
-    /// ([`Error::ValueTooLarge`]); memcached's default `-I 1m` unless told otherwise.
+    /// Values larger than this many bytes are refused without being sent
+    /// ([`Error::ValueTooLarge`]; a `set` of one deletes the key instead, as memcached does);
+    /// memcached's default `-I 1m` unless told otherwise.
     pub item_size_limit: usize,
 }
 
@@ -984,17 +987,14 @@ impl BinaryTransport {
     }
 
     fn value_too_large(&self, size: usize) -> Error {
-        Error::ValueTooLarge {
-            size,
-            // When the server refuses a value under the configured limit (its -I is
-            // smaller, or the key and item header push it over), its exact limit is not
-            // known here; all that is known is that it is below the size.
-            limit: self.item_size_limit.min(size.saturating_sub(1)),
-        }
+        // When the server refuses a value under the configured limit (its -I is smaller, or
+        // the key and item header push it over), its exact limit is not known here; all that
+        // is known is that it is below the size.
+        Error::refused_by_server(size, self.item_size_limit)
     }
 
-    fn check_store(&self, request: &Store<'_>) -> Result<()> {
-        check_key(request.key)?;
+    /// [`Error::ValueTooLarge`] when the value is over `item_size_limit`.
+    fn check_size(&self, request: &Store<'_>) -> Result<()> {
         if request.value.len() > self.item_size_limit {
             return Err(Error::ValueTooLarge {
                 size: request.value.len(),
@@ -1002,6 +1002,20 @@ impl BinaryTransport {
             });
         }
         Ok(())
+    }
+
+    /// Runs one request whose key was checked: a value over `item_size_limit` is refused
+    /// without being sent, and a `set` of one deletes the key instead, as memcached unlinks
+    /// the old item of a `set` it refuses as too large (which it also does when it is the
+    /// server that refuses: `MEMCACHED_E2BIG`).
+    fn store_checked(&self, h: &Handle, r: &Store<'_>) -> Result<StoreStatus> {
+        if let Err(too_large) = self.check_size(r) {
+            if r.mode == StoreMode::Set {
+                self.delete_on(h, r.key)?;
+            }
+            return Err(too_large);
+        }
+        self.store_on(h, r)
     }
 
     fn lease(&self) -> Result<pool::Lease<'_>> {
@@ -1303,20 +1317,42 @@ impl Transport for BinaryTransport {
     }
 
     fn store(&self, request: &Store<'_>) -> Result<StoreStatus> {
-        self.check_store(request)?;
+        check_key(request.key)?;
+        if request.mode != StoreMode::Set {
+            // Refused before a handle is leased: nothing is sent.
+            self.check_size(request)?;
+        }
         let h = self.lease()?;
-        self.store_on(&h, request)
+        self.store_checked(&h, request)
     }
 
+    /// One request after another on one handle. A request refused as too large (by the
+    /// limit or by the server) does not stop the others; the first refusal in request order
+    /// is the answer, as [`Transport::store_many`] says. Any other error stops the batch.
     fn store_many(&self, requests: &[Store<'_>]) -> Result<Vec<StoreStatus>> {
         for r in requests {
-            self.check_store(r)?;
+            check_key(r.key)?;
         }
         if requests.is_empty() {
             return Ok(Vec::new());
         }
         let h = self.lease()?;
-        requests.iter().map(|r| self.store_on(&h, r)).collect()
+        let mut statuses = Vec::with_capacity(requests.len());
+        let mut refused = None;
+        for r in requests {
+            match self.store_checked(&h, r) {
+                Ok(status) => statuses.push(status),
+                Err(e @ Error::ValueTooLarge { .. }) => {
+                    refused.get_or_insert(e);
+                    statuses.push(StoreStatus::NotStored);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        match refused {
+            Some(e) => Err(e),
+            None => Ok(statuses),
+        }
     }
 
     fn delete(&self, key: &[u8]) -> Result<bool> {

@@ -2,13 +2,18 @@
 //! connection pool, one pool per server.
 //!
 //! - Every request is encoded into one buffer and written with one `write` call; replies are
-//!   read into a buffer the pooled connection keeps and parsed incrementally.
+//!   read into a small buffer the pooled connection keeps and parsed (and dropped from it) as
+//!   they arrive, and the bulk of a large value is read from the socket straight into the
+//!   `Vec` the [`Item`] returns, with no copy out of the read buffer. A reply makes no
+//!   `setsockopt` unless it trickles in slowly (see the read timeout on [`TextConfig`]).
 //! - Connections open lazily (building a transport never blocks) and go back to the pool only
 //!   after a complete, well-formed reply. After an I/O error, a timeout or an unparsable reply
 //!   the connection is dropped, never reused half-read; the next request opens a new one, so a
 //!   server that comes back is used again.
-//! - Keys are checked and values measured before anything is written: a bad key or a value over
-//!   the item size limit is a typed error and sends nothing.
+//! - Keys are checked and values measured before anything is written: a bad key is a typed
+//!   error and sends nothing; a value over the item size limit is a typed error and is not
+//!   sent, and a `set` of one deletes the key instead, as memcached unlinks the old item of a
+//!   `set` it refuses as too large (so the value the caller meant to replace is not served).
 //! - With several servers, keys are placed exactly as libmemcached places them with the same
 //!   server list and behaviors ([`newcache_placement`]: modula or ketama, weighted or not,
 //!   over libmemcached's hashes), and multi-key operations send every server its whole batch
@@ -51,7 +56,7 @@ pub use cluster::Failover;
 pub use newcache_placement as placement;
 
 use std::fmt;
-use std::io::{self, Read, Write};
+use std::io::{self, IoSliceMut, Read, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::ops::Range;
 use std::sync::Mutex;
@@ -61,8 +66,8 @@ use newcache_placement::Behaviors;
 use std::time::{Duration, Instant};
 
 use newcache_transport::{
-    check_key, Error, Item, MetaItem, Result, ServerStats, Store, StoreStatus, Transport,
-    DEFAULT_ITEM_SIZE_LIMIT,
+    check_key, Error, Item, MetaItem, Result, ServerStats, Store, StoreMode, StoreStatus,
+    Transport, DEFAULT_ITEM_SIZE_LIMIT,
 };
 use proto::{Decoder, Expect, Meta, Reply, Status, Values};
 
@@ -75,13 +80,16 @@ pub struct TextConfig {
     pub servers: Vec<String>,
     /// Timeout for opening a connection.
     pub connect_timeout: Duration,
-    /// Timeout for a whole reply to arrive.
+    /// Timeout for a whole reply to arrive (give or take 1/16 of it: a reply that takes many
+    /// reads has the socket's timeout shortened to the time left only when the last setting
+    /// would overshoot by more, so a reply that streams in quickly costs no `setsockopt`).
     pub read_timeout: Duration,
     /// Timeout for a request to be written.
     pub write_timeout: Duration,
     /// Idle connections kept per server.
     pub max_idle_per_server: usize,
-    /// Values larger than this are refused before anything is sent (memcached's `-I`).
+    /// Values larger than this are refused without being sent (memcached's `-I`); a `set`
+    /// of one deletes the key instead, as memcached does when it refuses a `set`.
     pub item_size_limit: usize,
     /// Key placement, by libmemcached's behavior names (`hash`, `ketama`, `ketama_weighted`,
     /// `distribution`, `_sort_hosts`). Default: libmemcached's modula over one-at-a-time.
@@ -217,21 +225,59 @@ impl Default for TextConfig {
     }
 }
 
+/// The read buffer's size when a connection opens, and the least a value still to come
+/// must have left for it to be read straight into the value instead (see
+/// `TextTransport::receive`).
+const READ_BUF: usize = 16 * 1024;
+
+/// The most the read buffer grows to. Replies are consumed from it as they are parsed and
+/// large values bypass it, so it never has to hold a reply; it grows (doubling) only while
+/// reads keep filling it, so a large multi-get of small values takes fewer, larger reads.
+/// It stays at its size while its connection is pooled (growing it again on every large
+/// reply would cost more than it saves).
+const READ_BUF_MAX: usize = 256 * 1024;
+
+/// A reply that needs more than one read may run past its deadline by at most this part of
+/// the read timeout (1/16: 31 ms of the default 500 ms) before the socket's read timeout is
+/// shortened again (see `TextTransport::receive`).
+const DEADLINE_SLACK: u32 = 16;
+
 /// The reply bytes a connection has read and not yet consumed.
 #[derive(Debug)]
 struct ReadBuf {
     data: Vec<u8>,
     start: usize,
     end: usize,
+    /// The last read filled all the room it was given: double the buffer (up to
+    /// [`READ_BUF_MAX`]) before the next one.
+    grow: bool,
 }
 
 impl ReadBuf {
     fn new() -> Self {
         ReadBuf {
-            data: vec![0; 16 * 1024],
+            data: vec![0; READ_BUF],
             start: 0,
             end: 0,
+            grow: false,
         }
+    }
+
+    /// Back to [`READ_BUF`] bytes if it ever grew past [`READ_BUF_MAX`] (only a buffer full
+    /// of one unfinished line can, and lines are far shorter); it holds nothing when pooled.
+    fn shrink(&mut self) {
+        if self.data.len() > READ_BUF_MAX && self.filled().is_empty() {
+            self.data.truncate(READ_BUF);
+            self.data.shrink_to_fit();
+            self.start = 0;
+            self.end = 0;
+        }
+    }
+
+    /// Records `n` bytes read into the `offered` bytes [`ReadBuf::spare`] gave.
+    fn filled_by(&mut self, n: usize, offered: usize) {
+        self.end = (self.end + n).min(self.data.len());
+        self.grow = n > 0 && n >= offered;
     }
 
     fn filled(&self) -> &[u8] {
@@ -246,18 +292,20 @@ impl ReadBuf {
         }
     }
 
-    /// Room to read into, making some by compacting or growing.
+    /// Room to read into: the unconsumed bytes (at most a partial line) move to the front
+    /// first, and the buffer doubles when it is full of them, or when the last read filled
+    /// it and it is below [`READ_BUF_MAX`].
     fn spare(&mut self) -> &mut [u8] {
-        if self.end == self.data.len() {
-            if self.start > 0 {
-                self.data.copy_within(self.start..self.end, 0);
-                self.end -= self.start;
-                self.start = 0;
-            } else {
-                let len = self.data.len().saturating_mul(2);
-                self.data.resize(len, 0);
-            }
+        if self.start > 0 {
+            self.data.copy_within(self.start..self.end, 0);
+            self.end -= self.start;
+            self.start = 0;
         }
+        if self.end == self.data.len() || (self.grow && self.data.len() < READ_BUF_MAX) {
+            let len = self.data.len().saturating_mul(2);
+            self.data.resize(len, 0);
+        }
+        self.grow = false;
         self.data.get_mut(self.end..).unwrap_or_default()
     }
 }
@@ -390,8 +438,12 @@ impl TextTransport {
         }
     }
 
+    /// Pools a connection whose replies were all read, its read buffer back at its size if
+    /// it ever grew. The write buffer keeps its capacity: shrinking it made every store of a
+    /// large value pay for growing it again (a 1 MB `set` took 4 times as long).
     fn checkin(&self, server: &Server, mut conn: Conn) {
         conn.wbuf.clear();
+        conn.rbuf.shrink();
         if conn.rbuf.filled().is_empty() {
             if let Ok(mut idle) = server.idle.lock() {
                 if idle.len() < self.config.max_idle_per_server {
@@ -420,17 +472,33 @@ impl TextTransport {
             .map_err(|e| self.io_error(server, e, self.config.write_timeout))
     }
 
-    /// Reads one reply of the expected kind.
     /// Reads one reply with `decoder`; also says whether the socket's read timeout was
     /// shortened on the way (to be restored before the connection is reused).
+    ///
+    /// The bytes the decoder consumed leave the read buffer after every parse, so the buffer
+    /// holds at most a partial line and never grows with the reply (only with the rate it
+    /// arrives at, up to [`READ_BUF_MAX`]). The rest of a large value (at least
+    /// [`READ_BUF`] still to come) is read from the socket straight into the value's own
+    /// `Vec` (with the read buffer behind it in the same `readv`, for what follows the
+    /// value), so it is never copied out of the read buffer.
+    ///
+    /// The whole reply is bounded by the read timeout: the socket's read timeout bounds each
+    /// read, and once a reply takes more than one read the socket's timeout is shortened to
+    /// the time left, but only when the last setting would let a read run more than
+    /// [`DEADLINE_SLACK`] of the read timeout past the reply's deadline. A reply that streams
+    /// in quickly, however many reads it takes, makes no `setsockopt` at all.
     fn receive(
         &self,
         server: &Server,
         conn: &mut Conn,
         mut decoder: Decoder,
     ) -> Result<(Reply, bool)> {
-        let mut deadline: Option<Instant> = None;
+        let timeout = self.config.read_timeout;
+        let slack = timeout / DEADLINE_SLACK;
+        // The reply's deadline, and when the socket's timeout was last made to end there.
+        let mut deadline: Option<(Instant, Instant)> = None;
         let mut shortened = false;
+        let mut received = false;
         loop {
             let parsed = decoder
                 .decode(conn.rbuf.filled())
@@ -438,51 +506,72 @@ impl TextTransport {
                     server: server.label.clone(),
                     detail: e.0,
                 })?;
+            conn.rbuf.consume(decoder.consumed());
             if let Some(reply) = parsed {
-                conn.rbuf.consume(decoder.consumed());
                 return Ok((reply, shortened));
             }
-            // The socket's read timeout bounds each read; after the first one, the remaining
-            // time bounds the whole reply.
             match deadline {
-                None => deadline = Some(Instant::now() + self.config.read_timeout),
-                Some(d) => {
-                    let left = d.saturating_duration_since(Instant::now());
+                None => {
+                    let now = Instant::now();
+                    deadline = Some((now + timeout, now));
+                }
+                Some((end, set_at)) => {
+                    let now = Instant::now();
+                    let left = end.saturating_duration_since(now);
                     if left.is_zero() {
                         return Err(Error::Timeout {
                             server: server.label.clone(),
-                            after: self.config.read_timeout,
+                            after: timeout,
                         });
                     }
-                    conn.stream
-                        .set_read_timeout(Some(left))
-                        .map_err(|e| self.io_error(server, e, self.config.read_timeout))?;
-                    shortened = true;
+                    // A read now may block until now + (end - set_at): past the deadline by
+                    // now - set_at.
+                    if now.saturating_duration_since(set_at) > slack {
+                        conn.stream
+                            .set_read_timeout(Some(left))
+                            .map_err(|e| self.io_error(server, e, timeout))?;
+                        shortened = true;
+                        deadline = Some((end, now));
+                    }
                 }
             }
-            let n = match conn.stream.read(conn.rbuf.spare()) {
+            let spare = conn.rbuf.spare();
+            let offered = spare.len();
+            let read = match decoder.value_spare().filter(|v| v.len() >= READ_BUF) {
+                Some(value) => {
+                    let room = value.len();
+                    let mut bufs = [IoSliceMut::new(value), IoSliceMut::new(spare)];
+                    conn.stream
+                        .read_vectored(&mut bufs)
+                        .map(|n| (n, n.min(room)))
+                }
+                None => conn.stream.read(spare).map(|n| (n, 0)),
+            };
+            let (n, direct) = match read {
                 Ok(n) => n,
                 // A socket read with a timeout is not restarted after the process was
                 // stopped and continued (a debugger, a profiler attaching): read again; the
                 // reply's deadline still holds.
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(self.io_error(server, e, self.config.read_timeout)),
+                Err(e) => return Err(self.io_error(server, e, timeout)),
             };
             if n == 0 {
-                let source = if conn.rbuf.filled().is_empty() {
-                    io::Error::new(io::ErrorKind::UnexpectedEof, ClosedWithoutReply)
-                } else {
+                let source = if received {
                     io::Error::new(
                         io::ErrorKind::UnexpectedEof,
                         "the server closed the connection mid-reply",
                     )
+                } else {
+                    io::Error::new(io::ErrorKind::UnexpectedEof, ClosedWithoutReply)
                 };
                 return Err(Error::Io {
                     server: server.label.clone(),
                     source,
                 });
             }
-            conn.rbuf.end += n;
+            received = true;
+            decoder.value_filled(direct);
+            conn.rbuf.filled_by(n - direct, offered);
         }
     }
 
@@ -525,8 +614,7 @@ impl TextTransport {
             ) {
                 return Ok(reply);
             }
-            let restore = waited || conn.rbuf.data.len() > 64 * 1024;
-            self.put_back(server, conn, restore)?;
+            self.put_back(server, conn, waited)?;
             Ok(reply)
         })();
         let outcome = self.classify_close(index, head, outcome);
@@ -1127,15 +1215,20 @@ fn status_to_error(server: String, status: Status, command: &str) -> Error {
             command: command.to_string(),
         },
         Status::ClientError(message) => Error::Client { server, message },
-        Status::ServerError(message) if message.contains("too large") => {
-            Error::ValueTooLarge { size: 0, limit: 0 }
-        }
+        // A store refused as too large is mapped where the value's size is known (`store`,
+        // `store_many`), to an `Error::ValueTooLarge` naming it.
         Status::ServerError(message) => Error::Server { server, message },
         other => Error::Protocol {
             server,
             detail: format!("unexpected reply {other:?} to {command}"),
         },
     }
+}
+
+/// True for memcached's refusal of an item over its `-I` (`SERVER_ERROR object too large
+/// for cache`).
+fn refused_as_too_large(message: &str) -> bool {
+    message.contains("too large")
 }
 
 fn store_status(status: &Status) -> Option<StoreStatus> {
@@ -1263,9 +1356,17 @@ impl Transport for TextTransport {
         Ok(out)
     }
 
+    /// A value over `item_size_limit` is refused before it is sent; for a `set`, one
+    /// `delete` of the key goes instead (memcached unlinks the old item when it refuses a
+    /// `set` as too large; so does this transport, so the old value is not served on).
     fn store(&self, request: &Store<'_>) -> Result<StoreStatus> {
         check_key(request.key)?;
-        self.check_value(request.value)?;
+        if let Err(too_large) = self.check_value(request.value) {
+            if request.mode == StoreMode::Set {
+                self.delete(request.key)?;
+            }
+            return Err(too_large);
+        }
         let reply = self.one(
             request.key,
             |b| {
@@ -1285,34 +1386,65 @@ impl Transport for TextTransport {
             Reply::Status(ref s) if store_status(s).is_some() => {
                 Ok(store_status(s).unwrap_or(StoreStatus::NotStored))
             }
-            Reply::Status(Status::ServerError(m)) if m.contains("too large") => {
-                Err(Error::ValueTooLarge {
-                    size: request.value.len(),
-                    limit: request.value.len().saturating_sub(1),
-                })
-            }
+            // memcached has unlinked the old item of a refused `set` itself.
+            Reply::Status(Status::ServerError(ref m)) if refused_as_too_large(m) => Err(
+                Error::refused_by_server(request.value.len(), self.config.item_size_limit),
+            ),
             Reply::Status(s) => Err(self.status_error(request.key, s, request.mode.command())),
             other => Err(self.status_error(request.key, unexpected(other), request.mode.command())),
         }
     }
 
+    /// Pipelined per server. A request over `item_size_limit` is refused by itself: a
+    /// `set` sends `delete <key>` in its place (in order with the batch's other commands on
+    /// that key), any other mode sends nothing; a request the server refuses as too large
+    /// is refused the same way (memcached unlinks a refused `set`'s old item itself). Then,
+    /// as [`Transport::store_many`] says, the first refusal in request order is the answer.
     fn store_many(&self, requests: &[Store<'_>]) -> Result<Vec<StoreStatus>> {
         for r in requests {
             check_key(r.key)?;
-            self.check_value(r.value)?;
         }
-        let groups = self.by_server(requests.len(), |i| requests.get(i).map(|r| r.key))?;
+        // The first request refused as too large (by the limit or by the server), in order.
+        let mut refused: Option<(usize, Error)> = None;
+        let mut refuse = |i: usize, e: Error| {
+            if refused.as_ref().is_none_or(|(first, _)| i < *first) {
+                refused = Some((i, e));
+            }
+        };
+        let mut over = vec![false; requests.len()];
+        for ((i, r), over) in requests.iter().enumerate().zip(over.iter_mut()) {
+            if let Err(e) = self.check_value(r.value) {
+                *over = true;
+                refuse(i, e);
+            }
+        }
+        let is_over = |i: usize| over.get(i).copied().unwrap_or(false);
+        // What goes on the wire for request `i`: its store, the delete of a refused `set`,
+        // or nothing.
+        let sent = |i: usize| {
+            let r = requests.get(i)?;
+            match (is_over(i), r.mode) {
+                (false, _) => Some((r, false)),
+                (true, StoreMode::Set) => Some((r, true)),
+                (true, _) => None,
+            }
+        };
+        let groups = self.by_server(requests.len(), |i| sent(i).map(|(r, _)| r.key))?;
         let replies = self.pipelined(
             &groups,
             |buf, members| {
-                for r in members.iter().filter_map(|&i| requests.get(i)) {
-                    proto::encode_store(buf, r.mode, r.key, r.value, r.flags, r.exptime, false);
+                for (r, delete) in members.iter().filter_map(|&i| sent(i)) {
+                    if delete {
+                        proto::encode_delete(buf, r.key);
+                    } else {
+                        proto::encode_store(buf, r.mode, r.key, r.value, r.flags, r.exptime, false);
+                    }
                 }
             },
-            |i| {
-                requests
-                    .get(i)
-                    .map_or(0, |r| r.key.len() + r.value.len() + STORE_OVERHEAD)
+            |i| match sent(i) {
+                Some((r, true)) => r.key.len() + 9,
+                Some((r, false)) => r.key.len() + r.value.len() + STORE_OVERHEAD,
+                None => 0,
             },
             Expect::Status,
             Replies::PerCommand,
@@ -1322,31 +1454,35 @@ impl Transport for TextTransport {
         for (index, replies) in Self::strict(replies)? {
             let members = members_of(&groups, index);
             for (round, reply) in replies {
-                let Some(&i) = members.get(round.start) else {
+                let Some((i, (r, delete))) =
+                    members.get(round.start).and_then(|&i| Some((i, sent(i)?)))
+                else {
                     continue;
                 };
                 let status = match reply {
-                    Reply::Status(ref s) => store_status(s),
-                    _ => None,
+                    Reply::Status(s) => s,
+                    other => unexpected(other),
                 };
-                match (status, reply) {
-                    (Some(st), _) => {
-                        if let Some(slot) = out.get_mut(i) {
+                let command = if delete { "delete" } else { r.mode.command() };
+                match status {
+                    Status::Deleted | Status::NotFound if delete => {}
+                    ref s if !delete && store_status(s).is_some() => {
+                        if let (Some(slot), Some(st)) = (out.get_mut(i), store_status(s)) {
                             *slot = st;
                         }
                     }
-                    (None, Reply::Status(s)) => {
-                        let label = self.server(index)?.label.clone();
-                        return Err(status_to_error(label, s, "set"));
-                    }
-                    (None, other) => {
-                        let label = self.server(index)?.label.clone();
-                        return Err(status_to_error(label, unexpected(other), "set"));
-                    }
+                    Status::ServerError(ref m) if !delete && refused_as_too_large(m) => refuse(
+                        i,
+                        Error::refused_by_server(r.value.len(), self.config.item_size_limit),
+                    ),
+                    other => return Err(status_to_error(self.label(index), other, command)),
                 }
             }
         }
-        Ok(out)
+        match refused {
+            Some((_, e)) => Err(e),
+            None => Ok(out),
+        }
     }
 
     fn delete(&self, key: &[u8]) -> Result<bool> {
@@ -1671,5 +1807,28 @@ mod tests {
         assert_eq!(b.data.len(), cap * 2);
         b.consume(usize::MAX);
         assert_eq!((b.start, b.end), (0, 0));
+    }
+
+    #[test]
+    fn the_read_buffer_grows_while_reads_fill_it_up_to_its_maximum() {
+        let mut b = ReadBuf::new();
+        // A read that leaves room: no growth.
+        let offered = b.spare().len();
+        b.filled_by(offered / 2, offered);
+        b.consume(usize::MAX);
+        assert_eq!(b.spare().len(), READ_BUF);
+        // Reads that fill it: it doubles before the next read, up to READ_BUF_MAX.
+        for _ in 0..10 {
+            let offered = b.spare().len();
+            b.filled_by(offered, offered);
+            b.consume(usize::MAX);
+        }
+        assert_eq!(b.spare().len(), READ_BUF_MAX);
+        // Pooled, it keeps that size; only a buffer past the maximum is shrunk.
+        b.shrink();
+        assert_eq!(b.data.len(), READ_BUF_MAX);
+        b.data.resize(READ_BUF_MAX * 2, 0);
+        b.shrink();
+        assert_eq!(b.data.len(), READ_BUF);
     }
 }

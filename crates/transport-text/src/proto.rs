@@ -339,15 +339,73 @@ pub fn parse_status(line: &[u8]) -> Result<Status, ParseError> {
     })
 }
 
-/// An incremental reply decoder: feed it the growing read buffer until it returns a reply.
+/// An incremental reply decoder, fed the bytes of one reply as they arrive.
 ///
-/// It remembers how far it got, so a large multi-get arriving in many reads is parsed once.
+/// Each call to [`Decoder::decode`] parses what it can of the bytes given, which must start
+/// at the first byte the decoder has not consumed yet, and says how many of them it consumed
+/// ([`Decoder::consumed`]): the caller drops those before the next call, which gets the
+/// rest and whatever arrived since. Lines and values are consumed as they are parsed, so a
+/// reply of many values never needs a buffer of its size, and nothing is parsed twice.
+///
+/// A value whose data block has not fully arrived goes at once into the `Vec` that becomes
+/// the item's value, allocated at its final size: the bytes already given are copied into
+/// it, and the caller may read the rest from the socket straight into it
+/// ([`Decoder::value_spare`], then [`Decoder::value_filled`]) instead of into its own
+/// buffer, so a large value is copied once, by the kernel, into the buffer it is returned
+/// in.
 #[derive(Debug)]
 pub struct Decoder {
     expect: Expect,
     pos: usize,
     values: Values,
     stats: Vec<(String, String)>,
+    /// A value whose data block is still arriving.
+    partial: Option<Partial>,
+}
+
+/// A value whose data block is still arriving: the item, its value already at its final
+/// length, and how many of its bytes arrived.
+#[derive(Debug)]
+struct Partial {
+    of: PartialOf,
+    filled: usize,
+}
+
+/// What a value still arriving belongs to.
+// The key is kept inline, as in `Values`, so a value arriving in pieces allocates nothing
+// but itself.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug)]
+enum PartialOf {
+    /// A `VALUE` block of a get reply.
+    Value(ReplyKey, Item),
+    /// The value of a meta reply (`VA`).
+    Meta(MetaItem),
+}
+
+impl Partial {
+    fn value(&mut self) -> &mut Vec<u8> {
+        match &mut self.of {
+            PartialOf::Value(_, item) => &mut item.value,
+            PartialOf::Meta(meta) => &mut meta.item.value,
+        }
+    }
+
+    /// The value's bytes still to come.
+    fn spare(&mut self) -> &mut [u8] {
+        let filled = self.filled;
+        self.value().get_mut(filled..).unwrap_or_default()
+    }
+}
+
+/// What feeding a value still arriving came to.
+enum Fed {
+    /// More bytes are needed.
+    More,
+    /// The value is complete and was added to the reply's values: parse on.
+    Next,
+    /// The value completed the reply: a meta value.
+    Done(MetaItem),
 }
 
 impl Decoder {
@@ -358,6 +416,7 @@ impl Decoder {
             pos: 0,
             values: Values::default(),
             stats: Vec::new(),
+            partial: None,
         }
     }
 
@@ -370,15 +429,37 @@ impl Decoder {
         }
     }
 
-    /// Bytes of the buffer consumed so far.
+    /// Bytes of the buffer the last [`Decoder::decode`] consumed: drop them before the next
+    /// call. After a complete reply, the bytes from there on belong to the next reply.
     pub fn consumed(&self) -> usize {
         self.pos
     }
 
-    /// Parses what it can of `buf` (which must begin where the reply begins and only grow
-    /// between calls). `Ok(Some(reply))` when complete, after which [`Decoder::consumed`] is
-    /// the reply's length; `Ok(None)` when more bytes are needed.
+    /// The bytes still to come of a value whose data block is arriving (empty or `None`
+    /// when there is none): read the socket straight into them and report how many arrived
+    /// with [`Decoder::value_filled`], or give the bytes to [`Decoder::decode`] as usual.
+    pub fn value_spare(&mut self) -> Option<&mut [u8]> {
+        self.partial.as_mut().map(Partial::spare)
+    }
+
+    /// Records that the first `n` bytes of [`Decoder::value_spare`] were filled (at most
+    /// as many as it had).
+    pub fn value_filled(&mut self, n: usize) {
+        if let Some(p) = self.partial.as_mut() {
+            p.filled = p.filled.saturating_add(n).min(p.value().len());
+        }
+    }
+
+    /// Parses what it can of `buf`, which starts at the first byte not consumed yet (see
+    /// [`Decoder::consumed`]). `Ok(Some(reply))` when the reply is complete; `Ok(None)`
+    /// when more bytes are needed.
     pub fn decode(&mut self, buf: &[u8]) -> Result<Option<Reply>, ParseError> {
+        self.pos = 0;
+        match self.feed(buf)? {
+            Fed::More => return Ok(None),
+            Fed::Done(meta) => return Ok(Some(Reply::Meta(Meta::Value(meta)))),
+            Fed::Next => {}
+        }
         loop {
             let Some((text, next)) = line(buf, self.pos)? else {
                 return Ok(None);
@@ -407,7 +488,17 @@ impl Decoder {
                     }
                     let (key, flags, len, cas) = parse_value_header(text)?;
                     let Some((data, after)) = data_block(buf, next, len)? else {
-                        return Ok(None);
+                        let item = Item {
+                            value: vec![0; len],
+                            flags,
+                            cas,
+                        };
+                        self.pos = next;
+                        match self.start(buf, PartialOf::Value(key, item))? {
+                            Fed::More => return Ok(None),
+                            Fed::Done(meta) => return Ok(Some(Reply::Meta(Meta::Value(meta)))),
+                            Fed::Next => continue,
+                        }
                     };
                     self.values.push(
                         key,
@@ -476,7 +567,12 @@ impl Decoder {
                         }
                     }
                     let Some((data, after)) = data_block(buf, next, len)? else {
-                        return Ok(None);
+                        meta.item.value = vec![0; len];
+                        self.pos = next;
+                        return match self.start(buf, PartialOf::Meta(meta))? {
+                            Fed::More | Fed::Next => Ok(None),
+                            Fed::Done(meta) => Ok(Some(Reply::Meta(Meta::Value(meta)))),
+                        };
                     };
                     meta.item.value = data.to_vec();
                     self.pos = after;
@@ -505,6 +601,46 @@ impl Decoder {
                     return err(format!("expected STAT or END, got {:?}", shown(text)));
                 }
             }
+        }
+    }
+}
+
+impl Decoder {
+    /// Starts a value whose data block begins at `buf[self.pos..]` but has not fully arrived.
+    fn start(&mut self, buf: &[u8], of: PartialOf) -> Result<Fed, ParseError> {
+        self.partial = Some(Partial { of, filled: 0 });
+        self.feed(buf)
+    }
+
+    /// Feeds the value still arriving, if any, from `buf[self.pos..]`, and its `\r\n`.
+    fn feed(&mut self, buf: &[u8]) -> Result<Fed, ParseError> {
+        let Some(partial) = self.partial.as_mut() else {
+            return Ok(Fed::Next);
+        };
+        let given = buf.get(self.pos..).unwrap_or_default();
+        let spare = partial.spare();
+        let n = spare.len().min(given.len());
+        if let (Some(dst), Some(src)) = (spare.get_mut(..n), given.get(..n)) {
+            dst.copy_from_slice(src);
+        }
+        partial.filled += n;
+        self.pos += n;
+        if !partial.spare().is_empty() {
+            return Ok(Fed::More);
+        }
+        let len = partial.filled;
+        match buf.get(self.pos..).unwrap_or_default() {
+            [b'\r', b'\n', ..] => self.pos += 2,
+            [] | [b'\r'] => return Ok(Fed::More),
+            _ => return err(format!("a value of {len} bytes is not followed by \\r\\n")),
+        }
+        match self.partial.take().map(|p| p.of) {
+            Some(PartialOf::Value(key, item)) => {
+                self.values.push(key, item);
+                Ok(Fed::Next)
+            }
+            Some(PartialOf::Meta(meta)) => Ok(Fed::Done(meta)),
+            None => Ok(Fed::Next),
         }
     }
 }
@@ -559,21 +695,111 @@ mod tests {
         Ok(d.decode(input)?.map(|r| (r, d.consumed())))
     }
 
-    /// Feeds `input` one growing prefix at a time: no prefix is a complete reply, the whole
-    /// is, and the result equals a one-shot decode.
+    /// Feeds `input` as a caller does, one byte more at a time and the consumed bytes
+    /// dropped after every call: no prefix is a complete reply, the whole is, and the
+    /// result equals a one-shot decode.
     fn split_everywhere(expect: Expect, input: &[u8]) -> Reply {
         let mut d = Decoder::new(expect);
+        let mut start = 0;
         for end in 0..input.len() {
             assert_eq!(
-                d.decode(&input[..end]).unwrap(),
+                d.decode(&input[start..end]).unwrap(),
                 None,
                 "prefix of {end} bytes"
             );
+            start += d.consumed();
+            assert!(start <= end);
         }
-        let reply = d.decode(input).unwrap().expect("complete");
-        assert_eq!(d.consumed(), input.len());
+        let reply = d.decode(&input[start..]).unwrap().expect("complete");
+        assert_eq!(start + d.consumed(), input.len());
         assert_eq!(decode_all(expect, input).unwrap().unwrap().0, reply);
         reply
+    }
+
+    /// Feeds `input` in chunks of `chunk` bytes, reading the rest of a value that is
+    /// arriving straight into it (as the transport does for large values) whenever
+    /// `direct` says so.
+    fn decode_in_chunks(expect: Expect, input: &[u8], chunk: usize, direct: bool) -> Reply {
+        let mut d = Decoder::new(expect);
+        let mut buf: Vec<u8> = Vec::new();
+        let mut at = 0;
+        loop {
+            if let Some(reply) = d.decode(&buf).unwrap() {
+                buf.drain(..d.consumed());
+                assert!(buf.is_empty() && at == input.len(), "{} left", buf.len());
+                return reply;
+            }
+            buf.drain(..d.consumed());
+            assert!(
+                buf.len() <= MAX_LINE + 1,
+                "the buffer holds {} bytes",
+                buf.len()
+            );
+            assert!(
+                at < input.len(),
+                "the whole input did not complete the reply"
+            );
+            let n = chunk.min(input.len() - at);
+            match d.value_spare().filter(|v| direct && !v.is_empty()) {
+                Some(spare) => {
+                    let n = n.min(spare.len());
+                    spare[..n].copy_from_slice(&input[at..at + n]);
+                    d.value_filled(n);
+                    at += n;
+                }
+                None => {
+                    buf.extend_from_slice(&input[at..at + n]);
+                    at += n;
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn large_values_arrive_in_pieces_into_their_own_buffer() {
+        let big: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
+        let mut input = b"VALUE a 1 3 5\r\nabc\r\n".to_vec();
+        input.extend_from_slice(format!("VALUE big 7 {}\r\n", big.len()).as_bytes());
+        input.extend_from_slice(&big);
+        input.extend_from_slice(b"\r\nVALUE z 0 2\r\nzz\r\nEND\r\n");
+        for chunk in [1, 7, 4096, 16 * 1024, 1 << 20] {
+            for direct in [false, true] {
+                let Reply::Values(values) = decode_in_chunks(Expect::Values, &input, chunk, direct)
+                else {
+                    panic!("values expected")
+                };
+                let values: Vec<_> = values.into_iter().collect();
+                assert_eq!(values.len(), 3, "chunk {chunk}");
+                assert_eq!(values[1].0.as_bytes(), b"big");
+                assert!(values[1].1.value == big, "chunk {chunk} direct {direct}");
+                assert_eq!(values[1].1.flags, 7);
+                assert_eq!(values[2].1.value, b"zz");
+            }
+        }
+        let mut meta = format!("VA {} f5 c9\r\n", big.len()).into_bytes();
+        meta.extend_from_slice(&big);
+        meta.extend_from_slice(b"\r\n");
+        for chunk in [1, 5000, 1 << 20] {
+            let Reply::Meta(Meta::Value(m)) = decode_in_chunks(Expect::Meta, &meta, chunk, true)
+            else {
+                panic!("a meta value expected")
+            };
+            assert!(m.item.value == big && m.item.flags == 5 && m.item.cas == Some(9));
+        }
+        // A value not followed by \r\n is an error however it arrived.
+        let mut d = Decoder::new(Expect::Values);
+        assert_eq!(d.decode(b"VALUE k 0 3\r\nab").unwrap(), None);
+        assert_eq!(d.consumed(), 15);
+        assert!(d.decode(b"cXX").is_err());
+        // value_filled never counts past the value.
+        let mut d = Decoder::new(Expect::Values);
+        assert_eq!(d.decode(b"VALUE k 0 3\r\n").unwrap(), None);
+        assert_eq!(d.value_spare().map(|s| s.len()), Some(3));
+        d.value_filled(99);
+        assert_eq!(d.value_spare().map(|s| s.len()), Some(0));
+        let reply = d.decode(b"\r\nEND\r\n").unwrap().unwrap();
+        let Reply::Values(v) = reply else { panic!() };
+        assert_eq!(v.len(), 1);
     }
 
     #[test]

@@ -261,7 +261,19 @@ pub enum Error {
         /// What is wrong with it.
         reason: KeyError,
     },
-    /// The value is larger than the server accepts; nothing was sent.
+    /// The value is larger than the server accepts, and was not stored.
+    ///
+    /// A `set` ([`StoreMode::Set`]) of such a value also removes the key's old item, as
+    /// memcached does when it refuses a `set` as too large, so readers never keep getting the
+    /// value the caller tried to replace: a transport that refuses the value itself sends one
+    /// delete of the key instead of the `set`, and a server that refuses it has already
+    /// unlinked the old item. `add`, `replace`, `cas`, `append` and `prepend` over the limit
+    /// send nothing and leave the existing item alone. When the transport refuses the value
+    /// itself, `limit` is its configured item size limit; when the server refuses a value the
+    /// transport let through (its `-I` is lower, or the key and item header push the item
+    /// over), the server's exact limit is not known, and `limit` is the configured one or,
+    /// when the value is not over that, one byte below the size (see
+    /// [`Error::refused_by_server`]).
     #[error("value of {size} bytes is over the server's item size limit of {limit} bytes; store less, compress, or raise memcached's -I")]
     ValueTooLarge {
         /// The value's size in bytes.
@@ -364,6 +376,23 @@ pub enum Error {
 }
 
 impl Error {
+    /// The [`Error::ValueTooLarge`] for a value of `size` bytes that the server refused as too
+    /// large. The server's own limit is not known to the client, so `limit` is the
+    /// transport's `configured_limit` when the value is over it, else one byte below the
+    /// size: all that is known then is that the server's limit is below the size.
+    ///
+    /// ```
+    /// use newcache_transport::Error;
+    /// let err = Error::refused_by_server(1_048_576, 1_048_576);
+    /// assert!(matches!(err, Error::ValueTooLarge { size: 1_048_576, limit: 1_048_575 }));
+    /// ```
+    pub fn refused_by_server(size: usize, configured_limit: usize) -> Error {
+        Error::ValueTooLarge {
+            size,
+            limit: configured_limit.min(size.saturating_sub(1)),
+        }
+    }
+
     /// True when the server could not be reached or was skipped as down: a connect failure,
     /// a timeout, an I/O error or [`Error::ServerDown`]. A cluster client treats such a
     /// server's keys as misses on reads.
@@ -409,11 +438,45 @@ pub trait Transport: Send + Sync + fmt::Debug {
     }
 
     /// Runs one store command.
+    ///
+    /// A value over the item size limit is [`Error::ValueTooLarge`] and is not stored; a
+    /// `set` of one deletes the key first (one delete sent instead of the `set`), as memcached
+    /// unlinks the old item when it refuses a `set` as too large, so the old value is not
+    /// served any more. When that delete fails, its error is returned instead (the old value
+    /// may then still be there). Other modes over the limit send nothing.
     fn store(&self, request: &Store<'_>) -> Result<StoreStatus>;
 
     /// Runs many store commands; the result has one status per request, in order.
+    ///
+    /// Every key is checked first: an invalid key is [`Error::InvalidKey`] and nothing is
+    /// sent. A request whose value is over the item size limit (the transport's or the
+    /// server's) is refused by itself, as [`Transport::store`] refuses it: the other requests
+    /// still run, a refused `set` deletes its key, and once every request has run the call
+    /// returns [`Error::ValueTooLarge`] for the first refused request (in request order), with
+    /// that value's size, instead of the statuses (read the keys back to learn what was
+    /// stored). Per-request conditions are statuses, never errors: an `add` of a taken key is
+    /// [`StoreStatus::NotStored`] and so on. Any other error (a server that is down or fails)
+    /// is returned as such, and any subset of the requests may then have run.
+    ///
+    /// The default runs [`Transport::store`] per request.
     fn store_many(&self, requests: &[Store<'_>]) -> Result<Vec<StoreStatus>> {
-        requests.iter().map(|r| self.store(r)).collect()
+        requests.iter().try_for_each(|r| check_key(r.key))?;
+        let mut statuses = Vec::with_capacity(requests.len());
+        let mut refused = None;
+        for r in requests {
+            match self.store(r) {
+                Ok(status) => statuses.push(status),
+                Err(e @ Error::ValueTooLarge { .. }) => {
+                    refused.get_or_insert(e);
+                    statuses.push(StoreStatus::NotStored);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        match refused {
+            Some(e) => Err(e),
+            None => Ok(statuses),
+        }
     }
 
     /// Deletes one item; `false` when there was none.

@@ -230,6 +230,14 @@ impl State {
         }
     }
 
+    /// What a store refused as too large leaves behind: a `set` removes the key's item (as a
+    /// delete, which is what the network transports send), every other mode changes nothing.
+    fn refuse(&mut self, request: &Store<'_>, now: u64) {
+        if request.mode == StoreMode::Set {
+            self.delete(request.key, now);
+        }
+    }
+
     fn delete(&mut self, key: &[u8], now: u64) -> bool {
         let found = self.live(key, now).is_some();
         if found {
@@ -465,8 +473,8 @@ impl MemoryTransport {
             .unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn check_store(&self, request: &Store<'_>) -> Result<()> {
-        check_key(request.key)?;
+    /// [`Error::ValueTooLarge`] when the value is over the item size limit.
+    fn check_size(&self, request: &Store<'_>) -> Result<()> {
         let limit = self.inner.item_size_limit;
         if request.value.len() > limit {
             return Err(Error::ValueTooLarge {
@@ -517,22 +525,46 @@ impl Transport for MemoryTransport {
         Ok(keys.iter().map(|k| state.lookup(k, now)).collect())
     }
 
+    /// A value over the item size limit is refused; a `set` of one deletes the key, as
+    /// memcached unlinks the old item when it refuses a `set` as too large.
     fn store(&self, request: &Store<'_>) -> Result<StoreStatus> {
-        self.check_store(request)?;
-        let now = self.now();
-        let limit = self.inner.item_size_limit;
-        Ok(self.state().store(request, limit, now))
-    }
-
-    fn store_many(&self, requests: &[Store<'_>]) -> Result<Vec<StoreStatus>> {
-        requests.iter().try_for_each(|r| self.check_store(r))?;
+        check_key(request.key)?;
         let now = self.now();
         let limit = self.inner.item_size_limit;
         let mut state = self.state();
-        Ok(requests
+        match self.check_size(request) {
+            Ok(()) => Ok(state.store(request, limit, now)),
+            Err(e) => {
+                state.refuse(request, now);
+                Err(e)
+            }
+        }
+    }
+
+    /// The requests run in order under one lock; one over the item size limit is refused
+    /// by itself (a `set`'s key deleted) and the call then answers the first such refusal,
+    /// as [`Transport::store_many`] says.
+    fn store_many(&self, requests: &[Store<'_>]) -> Result<Vec<StoreStatus>> {
+        requests.iter().try_for_each(|r| check_key(r.key))?;
+        let now = self.now();
+        let limit = self.inner.item_size_limit;
+        let mut state = self.state();
+        let mut refused = None;
+        let statuses = requests
             .iter()
-            .map(|r| state.store(r, limit, now))
-            .collect())
+            .map(|r| match self.check_size(r) {
+                Ok(()) => state.store(r, limit, now),
+                Err(e) => {
+                    state.refuse(r, now);
+                    refused.get_or_insert(e);
+                    StoreStatus::NotStored
+                }
+            })
+            .collect();
+        match refused {
+            Some(e) => Err(e),
+            None => Ok(statuses),
+        }
     }
 
     fn delete(&self, key: &[u8]) -> Result<bool> {
@@ -737,6 +769,42 @@ mod tests {
             t.store(&Store::set(b"k", b"12345678", 0, 0)).unwrap(),
             StoreStatus::Stored
         );
+    }
+
+    #[test]
+    fn a_set_over_the_limit_deletes_the_key_and_other_modes_leave_it() {
+        let t = MemoryTransport::with_item_size_limit(4);
+        t.store(&Store::set(b"k", b"old", 0, 0)).unwrap();
+        for mode in [StoreMode::Add, StoreMode::Replace, StoreMode::Append] {
+            let big = Store::set(b"k", b"12345", 0, 0).with_mode(mode);
+            assert!(matches!(
+                t.store(&big),
+                Err(Error::ValueTooLarge { size: 5, limit: 4 })
+            ));
+            assert_eq!(t.get(b"k").unwrap().unwrap().value, b"old", "{mode:?}");
+        }
+        assert!(matches!(
+            t.store(&Store::set(b"k", b"12345", 0, 0)),
+            Err(Error::ValueTooLarge { size: 5, limit: 4 })
+        ));
+        assert_eq!(t.get(b"k").unwrap(), None);
+        // In a batch: the others are stored, the first refusal is the answer.
+        t.store(&Store::set(b"k", b"old", 0, 0)).unwrap();
+        let batch = [
+            Store::set(b"a", b"1", 0, 0),
+            Store::set(b"k", b"123456", 0, 0),
+            Store::set(b"b", b"12345", 0, 0),
+            Store::set(b"c", b"3", 0, 0),
+        ];
+        assert!(matches!(
+            t.store_many(&batch),
+            Err(Error::ValueTooLarge { size: 6, limit: 4 })
+        ));
+        assert_eq!(t.get(b"k").unwrap(), None);
+        assert_eq!(t.get(b"b").unwrap(), None);
+        assert_eq!(t.get(b"a").unwrap().unwrap().value, b"1");
+        assert_eq!(t.get(b"c").unwrap().unwrap().value, b"3");
+        assert_eq!(stat(&t, "cmd_set"), 4, "refused values are not sets");
     }
 
     #[test]
