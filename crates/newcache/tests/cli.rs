@@ -186,3 +186,91 @@ fn get_only_looks_a_stale_value_is_printed_and_its_refresh_is_left_to_the_servic
         Some("old")
     );
 }
+
+#[test]
+fn help_only_where_a_command_is_expected_and_double_dash_ends_the_options() {
+    let server = Memcached::start();
+    let url = format!("newcache://{}/?flavor=dash", server.addr());
+    let run = |args: &[&str]| cli(Some(&url), None, args);
+    for help in ["-h", "--help"] {
+        let o = run(&[help]);
+        assert_eq!(o.status.code(), Some(0));
+        assert!(stdout(&o).starts_with("usage: newcache"), "{}", stdout(&o));
+    }
+    // After `--`, `--help` is a key; after the command, `-h` is a value.
+    assert_eq!(run(&["set", "--", "--help", "v"]).status.code(), Some(0));
+    let o = run(&["get", "--", "--help"]);
+    assert_eq!((o.status.code(), stdout(&o)), (Some(0), "v\n".into()));
+    assert_eq!(run(&["set", "flag", "-h"]).status.code(), Some(0));
+    let o = run(&["get", "flag"]);
+    assert_eq!((o.status.code(), stdout(&o)), (Some(0), "-h\n".into()));
+}
+
+#[test]
+fn a_closed_stdout_ends_the_command_quietly() {
+    let server = Memcached::start();
+    let url = format!("newcache://{}/", server.addr());
+    for args in [&["stats"][..], &["key", "k"], &["--help"]] {
+        // A socket pair whose other end is closed: every write to stdout fails (EPIPE).
+        let (ours, theirs) = std::os::unix::net::UnixStream::pair().unwrap();
+        drop(ours);
+        let o = Command::new(env!("CARGO_BIN_EXE_newcache"))
+            .args(["--url", &url])
+            .args(args)
+            .stdout(std::process::Stdio::from(std::os::fd::OwnedFd::from(
+                theirs,
+            )))
+            .stderr(std::process::Stdio::piped())
+            .output()
+            .unwrap();
+        assert_eq!(o.status.code(), Some(0), "{args:?}");
+        assert_eq!(
+            String::from_utf8_lossy(&o.stderr),
+            "",
+            "{args:?}: quiet, no panic"
+        );
+    }
+}
+
+#[test]
+fn get_prints_what_python_pickled_or_compressed_decoded() {
+    let server = Memcached::start();
+    let url = format!(
+        "newcache://{}/?key_function=django&key_prefix=py",
+        server.addr()
+    );
+    // What pylibmc stores for {'a': [1, 2]} (a pickle, flag 1) and for a long str with
+    // min_compress_len (zlib, flag 16|8).
+    let wire = |k: &str| format!("py:1:{k}");
+    let set = |key: &str, flags: u32, bytes: &[u8]| {
+        let mut cmd = format!("set {key} {flags} 0 {}\r\n", bytes.len()).into_bytes();
+        cmd.extend_from_slice(bytes);
+        cmd.extend_from_slice(b"\r\n");
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(server.socket_addr()).unwrap();
+        s.write_all(&cmd).unwrap();
+        let mut reply = [0u8; 8];
+        s.read_exact(&mut reply).unwrap();
+        assert_eq!(&reply, b"STORED\r\n");
+    };
+    set(
+        &wire("dict"),
+        1,
+        b"\x80\x05\x95\x10\x00\x00\x00\x00\x00\x00\x00}\x94\x8c\x01a\x94]\x94(K\x01K\x02es.",
+    );
+    let text = "hello ".repeat(100);
+    let mut z = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
+    std::io::Write::write_all(&mut z, text.as_bytes()).unwrap();
+    set(&wire("zipped"), 16 | 8, &z.finish().unwrap());
+    let run = |args: &[&str]| cli(Some(&url), None, args);
+    let o = run(&["get", "dict"]);
+    assert_eq!(
+        (o.status.code(), stdout(&o)),
+        (Some(0), "{\"a\": [1, 2]}\n".into())
+    );
+    let o = run(&["get", "zipped"]);
+    assert_eq!(
+        (o.status.code(), stdout(&o)),
+        (Some(0), format!("{text}\n"))
+    );
+}

@@ -14,6 +14,10 @@
 //!
 //! The URL comes from `--url`, else `$NEWCACHE_URL`, else `newcache://127.0.0.1:11211/`.
 //! Values on the command line are stored as text (flag 16). Errors go to stderr, exit 2.
+//! `-h`/`--help` asks for help where a command is expected; after the command it is a word
+//! like any other, and `--` ends the options (`newcache set -- --help v` stores the key
+//! `--help`). `get` prints what Python stored too: pickles as Python writes them, compressed
+//! values inflated. A closed stdout (`newcache stats | head -1`) ends the command quietly.
 //!
 //! `get` only looks: it prints a value past its soft expiry too (it is what the service's
 //! other readers are being served) and never starts the herd's refresh, so an operator's
@@ -43,8 +47,12 @@ struct Args {
     url: Option<String>,
     ttl: Option<Ttl>,
     no_herd: bool,
+    help: bool,
     words: Vec<String>,
 }
+
+/// The error a write to a closed stdout becomes: the command ends quietly.
+const CLOSED_STDOUT: &str = "stdout is closed";
 
 /// The arguments as UTF-8, or an error naming the one that is not.
 fn utf8_args(raw: impl Iterator<Item = std::ffi::OsString>) -> Result<Vec<String>, String> {
@@ -60,6 +68,7 @@ fn parse_args(raw: Vec<String>) -> Result<Args, String> {
         url: None,
         ttl: None,
         no_herd: false,
+        help: false,
         words: Vec::new(),
     };
     let mut it = raw.into_iter();
@@ -80,12 +89,24 @@ fn parse_args(raw: Vec<String>) -> Result<Args, String> {
             }
             "--no-herd" => args.no_herd = true,
             "--" => args.words.extend(it.by_ref()),
+            // Help where a command is expected; later, a word like any other.
+            "-h" | "--help" if args.words.is_empty() => args.help = true,
+            "-h" | "--help" => args.words.push(arg),
             s if s.starts_with("--url=") => args.url = Some(s["--url=".len()..].to_string()),
             s if s.starts_with("--") && s.len() > 2 => return Err(format!("unknown option {s}")),
             _ => args.words.push(arg),
         }
     }
     Ok(args)
+}
+
+/// A failed write to stdout: closed (the reader went away) ends quietly.
+fn write_error(e: std::io::Error) -> String {
+    match e.kind() {
+        std::io::ErrorKind::BrokenPipe => CLOSED_STDOUT.to_string(),
+        _ if e.raw_os_error() == Some(9) => CLOSED_STDOUT.to_string(), // EBADF: no stdout at all
+        _ => format!("cannot write to stdout: {e}"),
+    }
 }
 
 enum Outcome {
@@ -108,7 +129,7 @@ fn run(args: Args) -> Result<Outcome, String> {
         options = options.no_herd();
     }
     let mut out = std::io::stdout().lock();
-    let mut say = |line: &str| writeln!(out, "{line}").map_err(|e| e.to_string());
+    let mut say = |line: &str| writeln!(out, "{line}").map_err(write_error);
     let delta = |d: Option<&&str>| -> Result<u64, String> {
         d.map_or(Ok(1), |d| {
             d.parse()
@@ -165,13 +186,17 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    if raw.iter().any(|a| a == "-h" || a == "--help") {
-        println!("{USAGE}");
-        return ExitCode::SUCCESS;
-    }
-    match parse_args(raw).and_then(run) {
+    let outcome = parse_args(raw).and_then(|args| {
+        if args.help {
+            writeln!(std::io::stdout(), "{USAGE}").map_err(write_error)?;
+            return Ok(Outcome::Ok);
+        }
+        run(args)
+    });
+    match outcome {
         Ok(Outcome::Ok) => ExitCode::SUCCESS,
         Ok(Outcome::No) => ExitCode::from(1),
+        Err(msg) if msg == CLOSED_STDOUT => ExitCode::SUCCESS,
         Err(msg) => {
             eprintln!("newcache: {msg}");
             if !msg.contains('\n')
