@@ -703,7 +703,9 @@ impl Builder {
         self
     }
 
-    /// The servers' item size limit (memcached's `-I`); larger values are refused unsent.
+    /// The servers' item size limit (memcached's `-I`); larger values are refused unsent
+    /// (after compression, when `compress_threshold` is set), and a refused `set` deletes the
+    /// key's old value, as memcached does.
     pub fn item_size_limit(mut self, bytes: usize) -> Self {
         self.config.item_size_limit = bytes;
         self
