@@ -74,7 +74,7 @@ pub struct Config {
     pub version: String,
     /// The built-in key function, unless a custom one is given to the builder.
     pub key_function: KeyFunctionKind,
-    /// Seconds an enveloped item outlives its soft expiry (`CACHE_HERD_TIMEOUT`), default 60.
+    /// Seconds a herd-protected item outlives its soft expiry (`CACHE_HERD_TIMEOUT`), default 60.
     pub herd_timeout: u32,
     /// Herd protection for stores that do not say otherwise, default on.
     pub herd: bool,

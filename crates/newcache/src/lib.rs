@@ -20,10 +20,14 @@
 //! - **Clusters**: servers separated by `;`, weights as `host:port:weight`; both transports
 //!   place keys where libmemcached does with the same `behaviors.*` (the text transport takes
 //!   the placement, failover and timeout ones), so pylibmc clients share the cluster.
-//! - **Values**: any serde type. Strings, integers, booleans and bytes are stored with the
-//!   flags Python clients use, so a Django app reads them as its own ([`codec`]).
+//! - **Values**: any serde type. Strings, integers, booleans and bytes are stored as Python's
+//!   clients store them, the herd's soft expiry in the item's flags, so a Django app reads
+//!   them as its own; `codec=pickle` does the same for structured values, and what Python
+//!   cannot read makes it raise ([`codec`], docs/python-interop.md). Values Python wrote are
+//!   read: pickles, compressed values, django-newcache's herd tuple ([`EnvelopeFormat`]).
 //!
-//! Data flows one way: [`Cache`] -> key function -> herd envelope and codec -> transport -> wire.
+//! Data flows one way: [`Cache`] -> key function -> codec and herd state (in the item's flags)
+//! -> transport -> wire.
 //!
 //! # Example
 //!
@@ -108,8 +112,8 @@ impl SetOptions {
         SetOptions { ttl, herd: None }
     }
 
-    /// Stores the value bare: no envelope, so `incr`/`decr` and other clients see the value
-    /// itself, and the item expires exactly at its TTL.
+    /// Stores the value without herd protection: no soft expiry, and the item expires exactly
+    /// at its TTL (no herd timeout added).
     pub fn no_herd(self) -> Self {
         SetOptions {
             herd: Some(false),
@@ -136,7 +140,7 @@ impl From<std::time::Duration> for SetOptions {
     }
 }
 
-/// A value as stored, after the herd envelope is opened: bytes and the codec's flags.
+/// A value as stored: its bytes and its type flags (the herd bits removed).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RawValue {
     /// The value's bytes.
@@ -295,7 +299,7 @@ impl fmt::Debug for Cache {
     }
 }
 
-/// What a fetched item turned out to be once its envelope was looked at.
+/// What a fetched item turned out to be once its herd state was looked at.
 enum Opened {
     /// Recompute: the value is stale and this reader won the refresh (or, under XFetch,
     /// refreshes early).
@@ -329,7 +333,7 @@ enum Looked {
 }
 
 /// The store a stale read sends before it answers, not sent yet: the seed's bare re-store,
-/// or lease's claim (a CAS store of the envelope with its soft expiry pushed forward).
+/// or lease's claim (a CAS store of the same value with its soft expiry pushed forward).
 struct Pending {
     item: Item,
     offset: usize,
@@ -374,7 +378,7 @@ impl Pending {
             return Opened::Miss;
         }
         match status {
-            // This reader won the refresh; everyone else now reads the claimed envelope,
+            // This reader won the refresh; everyone else now reads the claimed value,
             // fresh for another herd timeout.
             Some(StoreStatus::Stored) => Opened::Miss,
             // Nothing left to claim: every reader that held the stale value would "win" here,
@@ -941,13 +945,13 @@ impl Cache {
     pub fn has_key(&self, key: &str) -> Result<bool> {
         match self.peek(key) {
             Ok(peeked) => Ok(peeked.is_some_and(|p| !p.stale)),
-            // An envelope that does not open holds no value a `get` would return.
+            // Herd state that does not open holds no value a `get` would return.
             Err(Error::Decode { .. }) => Ok(false),
             Err(e) => Err(e),
         }
     }
 
-    /// What `key` holds, herd envelope opened, with no side effects at all: a value past its
+    /// What `key` holds, herd state read, with no side effects at all: a value past its
     /// soft expiry is returned (with `stale` set) and left for the next `get` to handle, so
     /// looking never claims a refresh nor re-stores anything. For tools and operators (the
     /// CLI's `get`); services read with [`get`](Cache::get).
@@ -986,7 +990,7 @@ impl Cache {
         self.encode_computed(key, value, options, now, 0)
     }
 
-    /// Like `encode`, recording in the envelope how long the value took to compute.
+    /// Like `encode`, recording in the herd state how long the value took to compute.
     fn encode_computed<T: Serialize + ?Sized>(
         &self,
         key: &str,
@@ -1075,8 +1079,8 @@ impl Cache {
         })
     }
 
-    /// Stores a value. With herd protection (the default) and a finite TTL, the value is
-    /// enveloped with its soft expiry and the item lives `herd_timeout` seconds longer.
+    /// Stores a value. With herd protection (the default) and a finite TTL, the value gets a
+    /// soft expiry (in the item's flags) and the item lives `herd_timeout` seconds longer.
     /// A zero TTL deletes the key (the value expires at once, as Django's `timeout=0`).
     pub fn set<T: Serialize + ?Sized>(
         &self,
@@ -1240,7 +1244,7 @@ impl Cache {
         self.counter(key, delta, false)
     }
 
-    /// Gives a value a new TTL; `false` when the key holds none. An enveloped value gets a
+    /// Gives a value a new TTL; `false` when the key holds none. A herd-protected value gets a
     /// new soft expiry too (rewritten with CAS, so a concurrent write wins).
     pub fn touch(&self, key: &str, options: impl Into<SetOptions>) -> Result<bool> {
         let wire = self.wire_key(key)?;
@@ -1455,7 +1459,7 @@ impl Cache {
                 .meta_invalidate(&wire, self.inner.herd.invalidated_exptime())
             {
                 Ok(found) => return Ok(found),
-                // No meta protocol here: lease from now on; invalidate with an envelope.
+                // No meta protocol here: lease from now on; invalidate through the flags.
                 Err(e) if self.meta_refused(&e) => {}
                 Err(e) => return Err(e.into()),
             }

@@ -45,7 +45,7 @@ const REDUCIBLE: [&str; 11] = [
     "_codecs.encode",
 ];
 
-/// django-newcache's herd tuple, found by [`scan`]: the value's soft expiry.
+/// django-newcache's herd tuple, found by [`marker`]: the value's soft expiry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MarkerTuple {
     /// The soft expiry, in Unix seconds (the tuple's third element).
