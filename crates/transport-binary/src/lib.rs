@@ -1337,22 +1337,7 @@ impl Transport for BinaryTransport {
             return Ok(Vec::new());
         }
         let h = self.lease()?;
-        let mut statuses = Vec::with_capacity(requests.len());
-        let mut refused = None;
-        for r in requests {
-            match self.store_checked(&h, r) {
-                Ok(status) => statuses.push(status),
-                Err(e @ Error::ValueTooLarge { .. }) => {
-                    refused.get_or_insert(e);
-                    statuses.push(StoreStatus::NotStored);
-                }
-                Err(e) => return Err(e),
-            }
-        }
-        match refused {
-            Some(e) => Err(e),
-            None => Ok(statuses),
-        }
+        newcache_transport::store_each(requests, |r| self.store_checked(&h, r))
     }
 
     fn delete(&self, key: &[u8]) -> Result<bool> {

@@ -231,6 +231,32 @@ pub fn validate_key(key: &[u8]) -> Result<(), KeyError> {
     }
 }
 
+/// Runs `store` on each request in turn with [`Transport::store_many`]'s rules for refusals:
+/// a value over the item size limit ([`Error::ValueTooLarge`]) does not stop the others, and
+/// once all have run the first refusal is the answer; any other error stops the batch. For
+/// transports that store one request at a time.
+pub fn store_each<'a>(
+    requests: &[Store<'a>],
+    mut store: impl FnMut(&Store<'a>) -> Result<StoreStatus>,
+) -> Result<Vec<StoreStatus>> {
+    let mut statuses = Vec::with_capacity(requests.len());
+    let mut refused = None;
+    for r in requests {
+        match store(r) {
+            Ok(status) => statuses.push(status),
+            Err(e @ Error::ValueTooLarge { .. }) => {
+                refused.get_or_insert(e);
+                statuses.push(StoreStatus::NotStored);
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    match refused {
+        Some(e) => Err(e),
+        None => Ok(statuses),
+    }
+}
+
 /// Like [`validate_key`], but gives the transport [`Error`] that names the key.
 pub fn check_key(key: &[u8]) -> Result<()> {
     validate_key(key).map_err(|reason| Error::InvalidKey {
@@ -461,22 +487,7 @@ pub trait Transport: Send + Sync + fmt::Debug {
     /// The default runs [`Transport::store`] per request.
     fn store_many(&self, requests: &[Store<'_>]) -> Result<Vec<StoreStatus>> {
         requests.iter().try_for_each(|r| check_key(r.key))?;
-        let mut statuses = Vec::with_capacity(requests.len());
-        let mut refused = None;
-        for r in requests {
-            match self.store(r) {
-                Ok(status) => statuses.push(status),
-                Err(e @ Error::ValueTooLarge { .. }) => {
-                    refused.get_or_insert(e);
-                    statuses.push(StoreStatus::NotStored);
-                }
-                Err(e) => return Err(e),
-            }
-        }
-        match refused {
-            Some(e) => Err(e),
-            None => Ok(statuses),
-        }
+        store_each(requests, |r| self.store(r))
     }
 
     /// Deletes one item; `false` when there was none.
