@@ -61,10 +61,10 @@ struct Scan {
     marker: Option<MarkerTuple>,
 }
 
-/// The first `N` bytes of `raw` (which the caller took exactly `N` of).
-fn array<const N: usize>(raw: &[u8]) -> [u8; N] {
-    raw.try_into().unwrap_or([0; N])
-}
+/// How deep containers may nest: serde-pickle builds values recursively, and a pickle a few
+/// hundred kilobytes long can nest lists a hundred thousand deep (a stack overflow, not an
+/// error). serde_json's limit.
+pub const MAX_DEPTH: u32 = 128;
 
 fn err(msg: impl Into<String>) -> CodecError {
     CodecError(msg.into())
@@ -77,6 +77,11 @@ fn no_serde_form(global: Option<&str>) -> CodecError {
             "a {g}"
         ))
     ))
+}
+
+/// The first `N` bytes of `raw` (which the caller took exactly `N` of).
+fn array<const N: usize>(raw: &[u8]) -> [u8; N] {
+    raw.try_into().unwrap_or([0; N])
 }
 
 /// A cursor over the pickle's bytes.
@@ -115,72 +120,170 @@ impl<'a> Ops<'a> {
         self.pos += 1;
         Ok(out)
     }
+
+    fn line_number(&mut self) -> Result<usize, CodecError> {
+        std::str::from_utf8(self.line()?)
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .ok_or_else(|| err("bad memo index"))
+    }
 }
 
-/// Walks the opcodes of `bytes`: refuses what serde-pickle cannot give a serde form, and
-/// recognises django-newcache's herd tuple.
+/// What the scan knows of a value on the pickle machine's stack.
+#[derive(Debug, Clone, PartialEq)]
+enum What {
+    /// Nothing the scan needs.
+    Other,
+    /// A short string (a class's module or name, for `STACK_GLOBAL`).
+    Text(String),
+    /// An integer, and where its four bytes sit when it is a `BININT`.
+    Int(i64, Option<usize>),
+    /// A class or function, by `module.name`.
+    Global(String),
+    /// A `newcache.Marker()`.
+    Marker,
+    /// django-newcache's `(Marker, value, expiry)`.
+    Seed(MarkerTuple),
+}
+
+/// A value on the pickle machine's stack: how deep its containers nest, and what it is.
+#[derive(Debug, Clone)]
+struct Slot {
+    depth: u32,
+    what: What,
+}
+
+impl Slot {
+    fn leaf(what: What) -> Slot {
+        Slot { depth: 0, what }
+    }
+}
+
+/// The pickle machine's stack, as far as the scan follows it.
+struct Machine {
+    stack: Vec<Slot>,
+    marks: Vec<usize>,
+    memo: Vec<Option<Slot>>,
+    markers: usize,
+}
+
+impl Machine {
+    fn pop(&mut self) -> Result<Slot, CodecError> {
+        self.stack
+            .pop()
+            .ok_or_else(|| err("not a pickle: stack underflow"))
+    }
+
+    fn top(&mut self) -> Result<&mut Slot, CodecError> {
+        self.stack
+            .last_mut()
+            .ok_or_else(|| err("not a pickle: stack underflow"))
+    }
+
+    fn push(&mut self, slot: Slot) -> Result<(), CodecError> {
+        if slot.depth > MAX_DEPTH {
+            return Err(err(format!(
+                "the pickle nests containers deeper than {MAX_DEPTH}"
+            )));
+        }
+        self.stack.push(slot);
+        Ok(())
+    }
+
+    /// Pops everything down to the last MARK, and the mark.
+    fn pop_mark(&mut self) -> Result<Vec<Slot>, CodecError> {
+        let mark = self
+            .marks
+            .pop()
+            .ok_or_else(|| err("not a pickle: no MARK"))?;
+        if mark > self.stack.len() {
+            return Err(err("not a pickle: stack underflow"));
+        }
+        Ok(self.stack.split_off(mark))
+    }
+
+    /// A container holding `items`, one level deeper than the deepest.
+    fn container(items: &[Slot]) -> Slot {
+        Slot {
+            depth: items.iter().map(|s| s.depth).max().unwrap_or(0) + 1,
+            what: What::Other,
+        }
+    }
+
+    /// Adds `items` to the container on top of the stack.
+    fn fill(&mut self, items: &[Slot]) -> Result<(), CodecError> {
+        let depth = Machine::container(items).depth;
+        let top = self.top()?;
+        top.depth = top.depth.max(depth);
+        if top.depth > MAX_DEPTH {
+            return Err(err(format!(
+                "the pickle nests containers deeper than {MAX_DEPTH}"
+            )));
+        }
+        Ok(())
+    }
+
+    fn memoize(&mut self, index: usize, limit: usize) -> Result<(), CodecError> {
+        if index > limit {
+            return Err(err("bad memo index"));
+        }
+        let top = self.top()?.clone();
+        if self.memo.len() <= index {
+            self.memo.resize(index + 1, None);
+        }
+        if let Some(slot) = self.memo.get_mut(index) {
+            *slot = Some(top);
+        }
+        Ok(())
+    }
+}
+
+/// Walks the opcodes of `bytes` on a model of the pickle machine's stack: refuses what
+/// serde-pickle cannot give a serde form (naming the class), containers nested deeper than
+/// [`MAX_DEPTH`], and anything that is not a whole pickle; recognises django-newcache's herd
+/// tuple.
 fn scan(bytes: &[u8]) -> Result<Scan, CodecError> {
     let mut ops = Ops { bytes, pos: 0 };
-    // The last two strings pushed (STACK_GLOBAL's module and name), and strings memoized.
-    let mut recent: [Option<String>; 2] = [None, None];
-    let mut top_string: Option<String> = None;
-    let mut memo: Vec<Option<String>> = Vec::new();
-    let mut last_global: Option<String> = None;
-    // Significant opcodes seen, to tell a leading Marker from one inside a value.
-    let mut seen = 0usize;
-    let mut marker_lead = false;
-    // The last integer pushed and the two opcodes before STOP.
-    let mut last_int: Option<(i64, Option<usize>)> = None;
-    let mut tail: [u8; 2] = [0, 0];
+    let mut m = Machine {
+        stack: Vec::new(),
+        marks: Vec::new(),
+        memo: Vec::new(),
+        markers: 0,
+    };
     loop {
         let op = *ops.take(1)?.first().unwrap_or(&STOP);
-        let mut pushed_string: Option<String> = None;
-        let mut int: Option<(i64, Option<usize>)> = None;
         match op {
             STOP => break,
             PROTO => {
                 ops.take(1)?;
-                continue;
             }
             FRAME => {
                 ops.take(8)?;
-                continue;
             }
-            // MEMOIZE, PUT, BINPUT, LONG_BINPUT: the top of the stack into the memo.
-            MEMOIZE | b'p' | b'q' | b'r' => {
-                let index = match op {
-                    MEMOIZE => memo.len(),
-                    b'p' => std::str::from_utf8(ops.line()?)
-                        .ok()
-                        .and_then(|s| s.trim().parse().ok())
-                        .ok_or_else(|| err("bad PUT"))?,
-                    b'q' => ops.len(1)?,
-                    _ => ops.len(4)?,
-                };
-                if index > bytes.len() {
-                    return Err(err("bad memo index"));
-                }
-                if memo.len() <= index {
-                    memo.resize(index + 1, None);
-                }
-                if let Some(slot) = memo.get_mut(index) {
-                    slot.clone_from(&top_string);
-                }
-                continue;
+            MEMOIZE => m.memoize(m.memo.len(), bytes.len())?,
+            b'p' => {
+                let index = ops.line_number()?;
+                m.memoize(index, bytes.len())?;
             }
-            // GET, BINGET, LONG_BINGET.
+            b'q' | b'r' => {
+                let index = ops.len(if op == b'q' { 1 } else { 4 })?;
+                m.memoize(index, bytes.len())?;
+            }
             b'g' | b'h' | b'j' => {
-                let index: usize = match op {
-                    b'g' => std::str::from_utf8(ops.line()?)
-                        .ok()
-                        .and_then(|s| s.trim().parse().ok())
-                        .ok_or_else(|| err("bad GET"))?,
+                let index = match op {
+                    b'g' => ops.line_number()?,
                     b'h' => ops.len(1)?,
                     _ => ops.len(4)?,
                 };
-                pushed_string = memo.get(index).cloned().flatten();
+                let slot = m
+                    .memo
+                    .get(index)
+                    .cloned()
+                    .flatten()
+                    .ok_or_else(|| err(format!("not a pickle: memo {index} is empty")))?;
+                m.push(slot)?;
             }
-            // Strings: SHORT_BINUNICODE, BINUNICODE, BINUNICODE8, UNICODE.
+            // Strings: SHORT_BINUNICODE, BINUNICODE, BINUNICODE8, UNICODE, STRING.
             SHORT_BINUNICODE | BINUNICODE | 0x8d => {
                 let n = ops.len(match op {
                     SHORT_BINUNICODE => 1,
@@ -188,14 +291,18 @@ fn scan(bytes: &[u8]) -> Result<Scan, CodecError> {
                     _ => 8,
                 })?;
                 let raw = ops.take(n)?;
-                // Only short strings can name a class; skip copying long ones.
-                if n <= 256 {
-                    pushed_string = Some(String::from_utf8_lossy(raw).into_owned());
-                }
+                // Only short strings can name a class; long ones are not copied.
+                let what = if n <= 256 {
+                    What::Text(String::from_utf8_lossy(raw).into_owned())
+                } else {
+                    What::Other
+                };
+                m.push(Slot::leaf(what))?;
             }
             b'V' | b'S' => {
                 let line = ops.line()?;
-                pushed_string = Some(String::from_utf8_lossy(line).trim_matches('\'').to_owned());
+                let text = String::from_utf8_lossy(line).trim_matches('\'').to_owned();
+                m.push(Slot::leaf(What::Text(text)))?;
             }
             // Byte strings: SHORT_BINSTRING, BINSTRING, SHORT_BINBYTES, BINBYTES, BINBYTES8,
             // BYTEARRAY8.
@@ -206,84 +313,171 @@ fn scan(bytes: &[u8]) -> Result<Scan, CodecError> {
                     _ => 8,
                 })?;
                 ops.take(n)?;
+                m.push(Slot::leaf(What::Other))?;
             }
-            BININT1 => int = Some((i64::from(*ops.take(1)?.first().unwrap_or(&0)), None)),
+            BININT1 => {
+                let v = i64::from(*ops.take(1)?.first().unwrap_or(&0));
+                m.push(Slot::leaf(What::Int(v, None)))?;
+            }
             BININT2 => {
-                let v = u16::from_le_bytes(array(ops.take(2)?));
-                int = Some((i64::from(v), None));
+                let v = i64::from(u16::from_le_bytes(array(ops.take(2)?)));
+                m.push(Slot::leaf(What::Int(v, None)))?;
             }
             BININT => {
                 let at = ops.pos;
-                let v = i32::from_le_bytes(array(ops.take(4)?));
-                int = Some((i64::from(v), Some(at)));
+                let v = i64::from(i32::from_le_bytes(array(ops.take(4)?)));
+                m.push(Slot::leaf(What::Int(v, Some(at))))?;
             }
             LONG1 | 0x8b => {
                 let n = ops.len(if op == LONG1 { 1 } else { 4 })?;
                 let raw = ops.take(n)?;
-                if n <= 8 {
+                let what = if n <= 8 {
                     let fill = if raw.last().is_some_and(|b| b & 0x80 != 0) {
                         0xff
                     } else {
                         0
                     };
                     let mut le = [fill; 8];
-                    le.get_mut(..n).unwrap_or_default().copy_from_slice(raw);
-                    int = Some((i64::from_le_bytes(le), None));
-                }
+                    if let Some(low) = le.get_mut(..n) {
+                        low.copy_from_slice(raw);
+                    }
+                    What::Int(i64::from_le_bytes(le), None)
+                } else {
+                    What::Other
+                };
+                m.push(Slot::leaf(what))?;
             }
             b'I' | b'L' => {
-                let line = ops.line()?;
-                let text = String::from_utf8_lossy(line);
-                int = text
+                let text = String::from_utf8_lossy(ops.line()?).into_owned();
+                let what = text
                     .trim()
                     .trim_end_matches('L')
                     .parse()
-                    .ok()
-                    .map(|v| (v, None));
+                    .map_or(What::Other, |v| What::Int(v, None));
+                m.push(Slot::leaf(what))?;
             }
             b'F' => {
                 ops.line()?;
+                m.push(Slot::leaf(What::Other))?;
             }
             b'G' => {
                 ops.take(8)?;
+                m.push(Slot::leaf(What::Other))?;
+            }
+            // NONE, NEWTRUE, NEWFALSE.
+            b'N' | 0x88 | 0x89 => m.push(Slot::leaf(What::Other))?,
+            // Empty containers.
+            b']' | b'}' | EMPTY_TUPLE | 0x8f => m.push(Slot {
+                depth: 1,
+                what: What::Other,
+            })?,
+            b'(' => m.marks.push(m.stack.len()),
+            b'0' => {
+                m.pop()?;
+            }
+            b'1' => {
+                m.pop_mark()?;
+            }
+            b'2' => {
+                let top = m.top()?.clone();
+                m.push(top)?;
+            }
+            // APPEND.
+            b'a' => {
+                let item = m.pop()?;
+                m.fill(&[item])?;
+            }
+            // SETITEM.
+            b's' => {
+                let value = m.pop()?;
+                let key = m.pop()?;
+                m.fill(&[key, value])?;
+            }
+            // APPENDS, SETITEMS, ADDITEMS.
+            b'e' | b'u' | 0x90 => {
+                let items = m.pop_mark()?;
+                m.fill(&items)?;
+            }
+            // LIST, DICT, TUPLE, FROZENSET: a new container of what follows the mark.
+            b'l' | b'd' | b't' | 0x91 => {
+                let items = m.pop_mark()?;
+                m.push(Machine::container(&items))?;
+            }
+            // TUPLE1, TUPLE2, TUPLE3.
+            0x85 | 0x86 | TUPLE3 => {
+                let n = usize::from(op - 0x84);
+                let at = m
+                    .stack
+                    .len()
+                    .checked_sub(n)
+                    .ok_or_else(|| err("not a pickle: stack underflow"))?;
+                let items = m.stack.split_off(at);
+                let mut tuple = Machine::container(&items);
+                if let [Slot {
+                    what: What::Marker, ..
+                }, _, Slot {
+                    what: What::Int(expiry_secs, expiry_at),
+                    ..
+                }] = items.as_slice()
+                {
+                    tuple.what = What::Seed(MarkerTuple {
+                        expiry_secs: *expiry_secs,
+                        expiry_at: *expiry_at,
+                    });
+                }
+                m.push(tuple)?;
             }
             // GLOBAL: module and name on two lines.
             b'c' => {
                 let module = String::from_utf8_lossy(ops.line()?).into_owned();
                 let name = String::from_utf8_lossy(ops.line()?).into_owned();
-                last_global = Some(format!("{module}.{name}"));
+                m.push(Slot::leaf(What::Global(format!("{module}.{name}"))))?;
             }
             STACK_GLOBAL => {
-                let [module, name] = std::mem::take(&mut recent);
-                last_global = Some(format!(
-                    "{}.{}",
-                    module.unwrap_or_default(),
-                    name.unwrap_or_default()
-                ));
+                let name = m.pop()?;
+                let module = m.pop()?;
+                let global = match (module.what, name.what) {
+                    (What::Text(module), What::Text(name)) => format!("{module}.{name}"),
+                    _ => return Err(err("not a pickle: STACK_GLOBAL without names")),
+                };
+                m.push(Slot::leaf(What::Global(global)))?;
             }
             NEWOBJ => {
-                if last_global.as_deref() == Some(MARKER) && seen <= 6 && !marker_lead {
-                    marker_lead = true;
-                } else {
-                    return Err(no_serde_form(last_global.as_deref()));
+                let args = m.pop()?;
+                let class = m.pop()?;
+                match class.what {
+                    What::Global(g) if g == MARKER && args.depth == 1 => {
+                        m.markers += 1;
+                        m.push(Slot::leaf(What::Marker))?;
+                    }
+                    What::Global(g) => return Err(no_serde_form(Some(&g))),
+                    _ => return Err(no_serde_form(None)),
                 }
             }
+            // REDUCE: only the few builtins serde-pickle turns into values.
             b'R' => {
-                if !last_global
-                    .as_deref()
-                    .is_some_and(|g| REDUCIBLE.contains(&g))
-                {
-                    return Err(no_serde_form(last_global.as_deref()));
+                let args = m.pop()?;
+                let callable = m.pop()?;
+                match callable.what {
+                    What::Global(g) if REDUCIBLE.contains(&g.as_str()) => {
+                        m.push(Machine::container(&[args]))?
+                    }
+                    What::Global(g) => return Err(no_serde_form(Some(&g))),
+                    _ => return Err(no_serde_form(None)),
                 }
             }
             // INST, OBJ, BUILD, NEWOBJ_EX: objects of classes.
-            b'i' | b'o' | b'b' | 0x92 => {
-                if op == b'i' {
-                    let module = String::from_utf8_lossy(ops.line()?).into_owned();
-                    let name = String::from_utf8_lossy(ops.line()?).into_owned();
-                    last_global = Some(format!("{module}.{name}"));
-                }
-                return Err(no_serde_form(last_global.as_deref()));
+            b'i' => {
+                let module = String::from_utf8_lossy(ops.line()?).into_owned();
+                let name = String::from_utf8_lossy(ops.line()?).into_owned();
+                return Err(no_serde_form(Some(&format!("{module}.{name}"))));
+            }
+            b'o' | b'b' | 0x92 => {
+                let named = m.stack.iter().rev().find_map(|s| match &s.what {
+                    What::Global(g) => Some(g.clone()),
+                    _ => None,
+                });
+                return Err(no_serde_form(named.as_deref()));
             }
             // PERSID, BINPERSID, EXT1/2/4, NEXT_BUFFER, READONLY_BUFFER.
             b'P' | b'Q' | 0x82 | 0x83 | 0x84 | 0x97 | 0x98 => {
@@ -291,47 +485,26 @@ fn scan(bytes: &[u8]) -> Result<Scan, CodecError> {
                     "the pickle uses opcode {op:#04x} (persistent ids, extensions or out-of-band buffers), which has no serde form"
                 )));
             }
-            // Everything else takes no argument: marks, containers, None, True, False,
-            // tuples, appends, set items, pops, dups, EMPTY_*.
-            b'(' | b'0' | b'1' | b'2' | b'N' | b'a' | b'd' | b'}' | b'e' | b'l' | b']' | b's'
-            | b't' | EMPTY_TUPLE | b'u' | 0x85 | 0x86 | TUPLE3 | 0x88 | 0x89 | 0x8f | 0x90
-            | 0x91 => {}
             other => {
                 return Err(err(format!("not a pickle: unknown opcode {other:#04x}")));
             }
         }
-        seen += 1;
-        top_string.clone_from(&pushed_string);
-        if let Some(s) = pushed_string {
-            let [_, last] = std::mem::take(&mut recent);
-            recent = [last, Some(s)];
-        }
-        if int.is_some() {
-            last_int = int;
-        }
-        let [_, previous] = tail;
-        tail = [previous, op];
     }
     if ops.pos != bytes.len() {
         return Err(err("trailing bytes after the pickle's STOP"));
     }
-    let marker = match (marker_lead, tail, last_int) {
-        (true, [int_op, TUPLE3], Some((expiry_secs, expiry_at)))
-            if matches!(int_op, BININT | BININT1 | BININT2 | LONG1 | b'I' | b'L') =>
-        {
-            Some(MarkerTuple {
-                expiry_secs,
-                expiry_at: expiry_at.filter(|_| int_op == BININT),
-            })
-        }
-        (true, ..) => {
-            return Err(err(
-                "a newcache.Marker that is not django-newcache's herd tuple",
-            ))
-        }
-        _ => None,
+    let [result] = m.stack.as_slice() else {
+        return Err(err("not a pickle: it leaves no single value"));
     };
-    Ok(Scan { marker })
+    match (&result.what, m.markers) {
+        (What::Seed(marker), 1) => Ok(Scan {
+            marker: Some(*marker),
+        }),
+        (_, 0) => Ok(Scan { marker: None }),
+        _ => Err(err(
+            "a newcache.Marker that is not django-newcache's herd tuple",
+        )),
+    }
 }
 
 fn options() -> serde_pickle::DeOptions {
@@ -589,6 +762,61 @@ mod tests {
         assert!(decode::<i32>(b"\x80\x05K").is_err());
         assert!(decode::<i32>(b"\xff").is_err());
         assert!(decode::<i32>(b"K\x05.junk").is_err());
+    }
+
+    #[test]
+    fn deep_nesting_is_an_error_not_a_stack_overflow() {
+        // ]]]...]aaa...a. : lists 100,000 deep in 200 KB.
+        let n = 100_000;
+        let mut p = vec![PROTO, 2];
+        p.extend(std::iter::repeat_n(b']', n));
+        p.extend(std::iter::repeat_n(b'a', n - 1));
+        p.push(STOP);
+        let e = decode::<serde_pickle::Value>(&p).unwrap_err();
+        assert!(e.0.contains("deeper than 128"), "{e}");
+        // The same through marks and tuples.
+        let mut p = vec![PROTO, 2];
+        p.extend(std::iter::repeat_n(b'(', n));
+        p.extend(std::iter::repeat_n(b't', n));
+        p.push(STOP);
+        assert!(decode::<serde_pickle::Value>(&p).is_err());
+        // 128 deep is fine.
+        let mut p = vec![PROTO, 2];
+        p.extend(std::iter::repeat_n(b']', 128));
+        p.extend(std::iter::repeat_n(b'a', 127));
+        p.push(STOP);
+        assert!(decode::<serde_pickle::Value>(&p).is_ok());
+    }
+
+    #[test]
+    fn mangled_pickles_are_errors_never_panics() {
+        let seeds = [hex(SEED_HELLO), hex(SEED_42), hex(SEED_DICT)];
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        for round in 0..20_000 {
+            let mut p = seeds[round % 3].clone();
+            for _ in 0..1 + next() % 4 {
+                let i = (next() as usize) % p.len();
+                match next() % 3 {
+                    0 => p[i] = next() as u8,
+                    1 => {
+                        p.truncate(i);
+                    }
+                    _ => p.insert(i, next() as u8),
+                }
+                if p.is_empty() {
+                    break;
+                }
+            }
+            let _ = decode::<serde_pickle::Value>(&p);
+            let _ = decode::<String>(&p);
+            let _ = marker(&p);
+        }
     }
 
     #[test]
