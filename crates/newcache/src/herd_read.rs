@@ -1,0 +1,433 @@
+//! The herd read path every read shares: what a fetched item's herd state says (`opening`),
+//! what the stale policy decides for this reader (`look`, `look_meta`), the one store a stale
+//! read sends before it answers (`Pending`), and whether the servers speak meta. Deciding is
+//! kept apart from sending, so `get_many` can send all of its stores in one batch.
+
+use std::sync::atomic::Ordering;
+
+use newcache_herd::{read_flags, value_flags, Carried, Envelope, StaleAction};
+use newcache_transport::{Item, Store, StoreMode, StoreStatus};
+
+use crate::{codec, Cache, Error, Policy, Result, StalePolicy};
+
+/// The key `herd=meta`'s probe reads (never written).
+pub(crate) const META_PROBE_KEY: &[u8] = b"newcache:meta-probe";
+
+/// A uniform draw in (0, 1] for XFetch, from the standard library's randomly keyed hasher
+/// (no random-number crate needed for one draw per read).
+pub(crate) fn uniform() -> f64 {
+    use std::cell::Cell;
+    use std::hash::{BuildHasher, Hasher};
+    thread_local! {
+        // xorshift64* state, seeded once per thread from the std's random hasher keys.
+        static STATE: Cell<u64> = Cell::new({
+            let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+            h.write_u64(0x9e37_79b9_7f4a_7c15);
+            h.finish() | 1
+        });
+    }
+    let bits = STATE.with(|state| {
+        let mut x = state.get();
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        state.set(x);
+        x.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    });
+    // 53 random bits, shifted into (0, 1].
+    ((bits >> 11) as f64 + 1.0) / (1u64 << 53) as f64
+}
+
+/// What a fetched item turned out to be once its herd state was looked at.
+pub(crate) enum Opened {
+    /// Recompute: the value is stale and this reader won the refresh (or, under XFetch,
+    /// refreshes early).
+    Miss,
+    /// The item vanished between the read and the claim (deleted or evicted): a cold miss,
+    /// for `get_or_set`'s single flight and lease key, not a won refresh.
+    Gone,
+    Value {
+        item: Item,
+        offset: usize,
+        flags: u32,
+    },
+}
+
+/// Where a herd-protected item keeps its state, once looked at.
+pub(crate) struct Opening {
+    pub(crate) envelope: Envelope,
+    /// Where the value starts (past a format-1 header).
+    pub(crate) offset: usize,
+    /// django-newcache's tuple: the state is inside the pickled value.
+    #[cfg(feature = "pickle")]
+    pub(crate) seed: Option<codec::pickle::MarkerTuple>,
+    #[cfg(not(feature = "pickle"))]
+    pub(crate) seed: Option<std::convert::Infallible>,
+}
+
+/// What a reader does with a fetched item: answer at once, or first send one store.
+pub(crate) enum Looked {
+    Done(Opened),
+    Store(Pending),
+}
+
+/// The store a stale read sends before it answers, not sent yet: the seed's bare re-store,
+/// or lease's claim (a CAS store of the same value with its soft expiry pushed forward).
+pub(crate) struct Pending {
+    item: Item,
+    offset: usize,
+    /// The value's flags (the herd bit and state removed).
+    flags: u32,
+    /// The claim's CAS unique; `None` for a re-store of the value.
+    claim: Option<u64>,
+    /// What the stored item carries instead of the fetched one: new flags (the herd bits of
+    /// the pushed-forward envelope, or none for a bare re-store) and, for a django-newcache
+    /// tuple, the tuple with its expiry moved.
+    stamp: Stamp,
+    exptime: u32,
+}
+
+/// A value's herd state rewritten: the flags to store, and new bytes when the state lives in
+/// the value (a django-newcache tuple).
+pub(crate) struct Stamp {
+    pub(crate) flags: u32,
+    pub(crate) value: Option<Vec<u8>>,
+}
+
+impl Pending {
+    pub(crate) fn request<'a>(&'a self, wire: &'a [u8]) -> Store<'a> {
+        let value = match &self.stamp.value {
+            Some(value) => value.as_slice(),
+            None => self.item.value.get(self.offset..).unwrap_or_default(),
+        };
+        Store {
+            mode: self.claim.map_or(StoreMode::Set, StoreMode::Cas),
+            key: wire,
+            value,
+            flags: self.stamp.flags,
+            exptime: self.exptime,
+        }
+    }
+
+    /// The reader's answer once the store's outcome (`None`: it failed) is known.
+    pub(crate) fn settle(self, status: Option<StoreStatus>) -> Opened {
+        if self.claim.is_none() {
+            // A re-store: this reader recomputes; a failed re-store only weakens the
+            // protection for the others.
+            return Opened::Miss;
+        }
+        match status {
+            // This reader won the refresh; everyone else now reads the claimed value,
+            // fresh for another herd timeout.
+            Some(StoreStatus::Stored) => Opened::Miss,
+            // Nothing left to claim: every reader that held the stale value would "win" here,
+            // so it is a cold miss instead.
+            Some(StoreStatus::NotFound) => Opened::Gone,
+            // Another reader claimed it (or a writer replaced it) first: serve the old value.
+            _ => Opened::Value {
+                item: self.item,
+                offset: self.offset,
+                flags: self.flags,
+            },
+        }
+    }
+}
+
+impl Cache {
+    /// The herd state of a fetched item and where its value starts: `None` for a bare value;
+    /// the flags' envelope with the value from byte 0; for a format-1 item (written by
+    /// newcache 0.1), the header's envelope and the offset past it; for django-newcache's
+    /// pickled `(Marker, value, expiry)` tuple, its expiry.
+    pub(crate) fn opening(&self, wire: &[u8], item: &Item, now: u64) -> Result<Option<Opening>> {
+        let bad = |detail: String| Error::Decode {
+            key: String::from_utf8_lossy(wire).into_owned(),
+            flags: item.flags,
+            detail,
+        };
+        match read_flags(item.flags, now) {
+            Some(Carried::Flags(envelope)) => Ok(Some(Opening {
+                envelope,
+                offset: 0,
+                seed: None,
+            })),
+            Some(Carried::Header) => {
+                let (envelope, payload) =
+                    Envelope::decode(&item.value).map_err(|e| bad(e.to_string()))?;
+                Ok(Some(Opening {
+                    envelope,
+                    offset: item.value.len() - payload.len(),
+                    seed: None,
+                }))
+            }
+            #[cfg(feature = "pickle")]
+            None if item.flags == codec::FLAG_PICKLE => {
+                let Some(seed) = codec::pickle::marker(&item.value).map_err(|e| bad(e.0))? else {
+                    return Ok(None);
+                };
+                // django-newcache serves the value while `expiry >= int(time.time())`.
+                let secs = u64::try_from(seed.expiry_secs.saturating_add(1)).unwrap_or(0);
+                Ok(Some(Opening {
+                    envelope: Envelope::new(secs.saturating_mul(1000)),
+                    offset: 0,
+                    seed: Some(seed),
+                }))
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// The item's herd state moved to `envelope` (written now): new flags, and new bytes for
+    /// a django-newcache tuple; `None` when such a tuple's expiry cannot be moved in place.
+    pub(crate) fn restamp(
+        &self,
+        item: &Item,
+        opening: &Opening,
+        envelope: Envelope,
+        now: u64,
+    ) -> Option<Stamp> {
+        #[cfg(feature = "pickle")]
+        if let Some(seed) = &opening.seed {
+            let secs = (envelope.soft_expiry_millis / 1000).saturating_sub(1);
+            return codec::pickle::with_expiry(&item.value, seed, secs).map(|value| Stamp {
+                flags: item.flags,
+                value: Some(value),
+            });
+        }
+        Some(Stamp {
+            flags: value_flags(item.flags) | self.herd_bits(envelope, now),
+            value: if opening.offset == 0 {
+                None
+            } else {
+                item.value.get(opening.offset..).map(<[u8]>::to_vec)
+            },
+        })
+    }
+
+    /// The herd bits of `envelope` for an item written now.
+    pub(crate) fn herd_bits(&self, envelope: Envelope, now: u64) -> u32 {
+        envelope.flags(now, self.inner.herd.herd_timeout)
+    }
+
+    /// Looks into a fetched item under the stale policy: a fresh value (or a bare one) is
+    /// opened, and a stale one is a miss for this reader, after one store that keeps the others
+    /// on the old value: `reinsert` re-stores it bare for the herd timeout (django-newcache's
+    /// policy), `lease` claims the refresh with CAS. That store is returned unsent, so that
+    /// `get_many` sends all of its stores in one `store_many`; `open` sends it at once.
+    pub(crate) fn look(&self, wire: &[u8], item: Item, now: u64) -> Result<Looked> {
+        let Some(opening) = self.opening(wire, &item, now)? else {
+            let flags = item.flags;
+            return Ok(Looked::Done(Opened::Value {
+                item,
+                offset: 0,
+                flags,
+            }));
+        };
+        let offset = opening.offset;
+        let flags = if opening.seed.is_some() {
+            item.flags
+        } else {
+            value_flags(item.flags)
+        };
+        let serve = |item: Item| {
+            Looked::Done(Opened::Value {
+                item,
+                offset,
+                flags,
+            })
+        };
+        let action =
+            self.stale_policy()
+                .decide(&self.inner.herd, &opening.envelope, now, uniform());
+        Ok(match action {
+            // XFetch: this reader recomputes ahead of the expiry; nothing is stored, the
+            // others keep being served.
+            StaleAction::RecomputeEarly => Looked::Done(Opened::Miss),
+            StaleAction::Serve => serve(item),
+            // Everyone else keeps being served the old value while this reader recomputes:
+            // the value bare (a django-newcache tuple with its expiry moved past the re-store,
+            // which its readers serve the same way).
+            StaleAction::ReinsertBare { exptime } => {
+                let stamp = if opening.seed.is_some() {
+                    let until = now.saturating_add(u64::from(exptime).saturating_mul(1000));
+                    self.restamp(&item, &opening, Envelope::new(until), now)
+                } else {
+                    Some(Stamp { flags, value: None })
+                };
+                match stamp {
+                    Some(stamp) => Looked::Store(Pending {
+                        item,
+                        offset,
+                        flags,
+                        claim: None,
+                        stamp,
+                        exptime,
+                    }),
+                    None => Looked::Done(Opened::Miss),
+                }
+            }
+            StaleAction::Claim { envelope, exptime } => {
+                let stamp = self.restamp(&item, &opening, envelope, now);
+                match (item.cas, stamp) {
+                    (Some(cas), Some(stamp)) => Looked::Store(Pending {
+                        item,
+                        offset,
+                        flags,
+                        claim: Some(cas),
+                        stamp,
+                        exptime,
+                    }),
+                    // A django-newcache tuple whose expiry cannot move in place (past 2038):
+                    // this reader recomputes, the others keep the old value until it lands.
+                    (_, None) => Looked::Done(Opened::Miss),
+                    // No CAS uniques, no claim: the seed's re-store. The cache refuses to be
+                    // built that way (lease over libmemcached with CAS off); only a transport
+                    // of the caller's own, or a value read with herd off, gets here.
+                    (None, Some(_)) => {
+                        let exptime = self.inner.herd.herd_timeout.max(1);
+                        let until = now.saturating_add(u64::from(exptime).saturating_mul(1000));
+                        let stamp = match opening.seed {
+                            Some(_) => self.restamp(&item, &opening, Envelope::new(until), now),
+                            None => None,
+                        };
+                        Looked::Store(Pending {
+                            item,
+                            offset,
+                            flags,
+                            claim: None,
+                            stamp: stamp.unwrap_or(Stamp { flags, value: None }),
+                            exptime,
+                        })
+                    }
+                }
+            }
+        })
+    }
+
+    /// `look`, with its store (if any) sent at once.
+    pub(crate) fn open(&self, wire: &[u8], item: Item, now: u64) -> Result<Opened> {
+        self.look(wire, item, now).map(|l| self.settle_now(wire, l))
+    }
+
+    /// Sends a look's store (if any) on its own and settles the read by its outcome.
+    pub(crate) fn settle_now(&self, wire: &[u8], looked: Looked) -> Opened {
+        match looked {
+            Looked::Done(opened) => opened,
+            Looked::Store(pending) => {
+                let status = self.inner.transport.store(&pending.request(wire)).ok();
+                pending.settle(status)
+            }
+        }
+    }
+
+    /// True when the server keeps the herd state (`herd=meta`, and the server has not
+    /// refused a meta command yet).
+    pub(crate) fn meta(&self) -> bool {
+        if !self.inner.policy.server_side() {
+            return false;
+        }
+        if !self.inner.meta_probed.load(Ordering::Relaxed) {
+            self.probe_meta();
+        }
+        !self.inner.meta_unsupported.load(Ordering::Relaxed)
+    }
+
+    /// Learns, once, whether the servers speak the meta protocol, before the cache first
+    /// reads or stores under `herd=meta`: one meta read of a key nobody uses. A refusal
+    /// (twemproxy, memcached before 1.6) switches the cache to `lease` for good; any other
+    /// failure (a server down) leaves the question open for the next call.
+    pub(crate) fn probe_meta(&self) {
+        match self.inner.transport.meta_get(META_PROBE_KEY, 1) {
+            Ok(_) => self.inner.meta_probed.store(true, Ordering::Relaxed),
+            Err(e) => {
+                if self.meta_refused(&e) {
+                    self.inner.meta_probed.store(true, Ordering::Relaxed);
+                }
+            }
+        }
+    }
+
+    /// After a meta command failed: true (and the cache switched to `lease` for good) when
+    /// the server does not speak the meta protocol, so the caller should retry under lease.
+    pub(crate) fn meta_refused(&self, error: &newcache_transport::Error) -> bool {
+        let refused = matches!(error, newcache_transport::Error::Unsupported { .. });
+        if refused {
+            self.inner.meta_unsupported.store(true, Ordering::Relaxed);
+        }
+        refused
+    }
+
+    /// The stale policy in effect: the one the cache was built with, except that a
+    /// server-side policy (`herd=meta`) on a server that refuses meta commands (twemproxy,
+    /// memcached before 1.6) is [`Policy::Lease`] from the first refusal on: the probe the
+    /// cache sends before its first read or store, or any meta command after. The switch is
+    /// sticky, made once per cache, and silent: this accessor is how to see it
+    /// (`stale_policy().name()` turns from `"meta"` to `"lease"`). It sends nothing itself.
+    pub fn stale_policy(&self) -> &dyn StalePolicy {
+        if self.inner.policy.server_side() && self.inner.meta_unsupported.load(Ordering::Relaxed) {
+            return &Policy::Lease;
+        }
+        self.inner.policy.as_ref()
+    }
+
+    /// A meta read: the win flag means "recompute"; everything else is served.
+    pub(crate) fn look_meta(
+        &self,
+        wire: &[u8],
+        meta: newcache_transport::MetaItem,
+        now: u64,
+    ) -> Result<Looked> {
+        if meta.win {
+            return Ok(Looked::Done(Opened::Miss));
+        }
+        // The server keeps the herd state: everything but the win is served. (A soft expiry
+        // in the flags says what the server's remaining TTL says: the item lives the herd
+        // timeout past it, and the win comes when less than that is left. Judging the flags
+        // as well would hand out a second win.)
+        let opening = self.opening(wire, &meta.item, now)?;
+        let offset = opening.as_ref().map_or(0, |o| o.offset);
+        let flags = value_flags(meta.item.flags);
+        Ok(Looked::Done(Opened::Value {
+            item: meta.item,
+            offset,
+            flags,
+        }))
+    }
+
+    /// `look_meta`, with its store (if any) sent at once.
+    pub(crate) fn open_meta(
+        &self,
+        wire: &[u8],
+        meta: newcache_transport::MetaItem,
+        now: u64,
+    ) -> Result<Opened> {
+        self.look_meta(wire, meta, now)
+            .map(|l| self.settle_now(wire, l))
+    }
+
+    /// Sends the stale items' stores of one multi-get (re-stores, claims) in one
+    /// `store_many`, as django-newcache's `set_multi` did; `refs` are the wire keys, in the
+    /// order of `looked`. Returns the stores' outcomes in that order (empty when no read was
+    /// stale, or when the batch failed: that only weakens the protection, since re-stores are
+    /// misses either way and a claim that may not have landed serves the old value).
+    pub(crate) fn send_pending(
+        &self,
+        looked: &[Option<Looked>],
+        refs: &[&[u8]],
+    ) -> Vec<StoreStatus> {
+        let requests: Vec<Store<'_>> = looked
+            .iter()
+            .zip(refs)
+            .filter_map(|(l, wire)| match l {
+                Some(Looked::Store(pending)) => Some(pending.request(wire)),
+                _ => None,
+            })
+            .collect();
+        if requests.is_empty() {
+            return Vec::new();
+        }
+        self.inner
+            .transport
+            .store_many(&requests)
+            .unwrap_or_default()
+    }
+}
