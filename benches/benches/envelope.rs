@@ -89,7 +89,9 @@ fn facade_overhead(c: &mut Criterion) {
             value.clear();
             write_valid_key(&kf, black_box("user:42:profile"), &mut key).expect("valid");
             let now = black_box(1_800_000_000_000);
-            let plan = herd.plan_store(Ttl::Seconds(300), true, now);
+            let plan = herd
+                .plan_store(Ttl::Seconds(300), true, now)
+                .expect("a TTL memcached keeps");
             let mut flags =
                 codec::encode(text.as_str(), &mut value, ValueCodec::Bincode).expect("encodes");
             if let Some(soft) = plan.soft_expiry_millis {

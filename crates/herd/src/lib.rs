@@ -27,7 +27,7 @@
 //! let clock = ManualClock::at_secs(1_700_000_000);
 //! let herd = Herd::new(60);
 //! // Storing for 300 s: the item lives 360 s on the server, the flags say stale after 300.
-//! let plan = herd.plan_store(Ttl::Seconds(300), true, clock.now_millis());
+//! let plan = herd.plan_store(Ttl::Seconds(300), true, clock.now_millis()).unwrap();
 //! assert_eq!(plan.exptime, 360);
 //! let soft = plan.soft_expiry_millis.expect("finite TTL with herd on is protected");
 //!
@@ -145,16 +145,32 @@ impl From<std::time::Duration> for Ttl {
     }
 }
 
+/// The latest absolute expiry memcached keeps, 2038-01-19 03:14:07 UTC: it reads exptimes as
+/// signed 32-bit numbers, so a later time is negative to it and the item is gone at once.
+pub const MAX_EXPTIME: u32 = i32::MAX as u32;
+
+/// A TTL that ends past [`MAX_EXPTIME`]: memcached cannot keep the item that long.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("a TTL of {secs} s ends past 2038-01-19 03:14:07 UTC, the latest expiry memcached can keep (it reads expiry times as signed 32-bit numbers and would drop the item at once); use Ttl::Forever for a value that should not expire")]
+pub struct TtlTooLong {
+    /// The TTL asked for, in seconds.
+    pub secs: u64,
+}
+
 /// The memcached exptime for an item that should live `secs` seconds from `now_secs`:
-/// relative up to 30 days, an absolute Unix time beyond (saturating at `u32::MAX`, year 2106).
-/// `secs == 0` gives 0 only through [`Ttl::Forever`]; callers map "expire at once" themselves.
-pub fn wire_exptime(secs: u64, now_secs: u64) -> u32 {
-    if secs <= MAX_RELATIVE_EXPTIME {
-        // Fits: MAX_RELATIVE_EXPTIME < u32::MAX.
-        u32::try_from(secs).unwrap_or(u32::MAX)
+/// relative up to 30 days, an absolute Unix time beyond, and [`TtlTooLong`] past what
+/// memcached can keep ([`MAX_EXPTIME`]). `secs == 0` gives 0 only through [`Ttl::Forever`];
+/// callers map "expire at once" themselves.
+pub fn wire_exptime(secs: u64, now_secs: u64) -> Result<u32, TtlTooLong> {
+    let exptime = if secs <= MAX_RELATIVE_EXPTIME {
+        secs
     } else {
-        u32::try_from(now_secs.saturating_add(secs)).unwrap_or(u32::MAX)
-    }
+        now_secs.saturating_add(secs)
+    };
+    u32::try_from(exptime)
+        .ok()
+        .filter(|e| *e <= MAX_EXPTIME)
+        .ok_or(TtlTooLong { secs })
 }
 
 /// What to send for one store.
@@ -346,11 +362,18 @@ impl Herd {
     /// Plans a store of a value that should live `ttl` (already resolved: not
     /// [`Ttl::Default`], which is treated as [`Ttl::Forever`] here) with herd protection on or off.
     ///
-    /// With herd on and a finite TTL, the value is enveloped with soft expiry now + ttl and
-    /// the item lives ttl + herd_timeout. Forever and herd-off values are stored bare.
-    pub fn plan_store(&self, ttl: Ttl, herd: bool, now_millis: u64) -> StorePlan {
+    /// With herd on and a finite TTL, the value gets soft expiry now + ttl and the item lives
+    /// ttl + herd_timeout (cut short at [`MAX_EXPTIME`] when only the herd timeout crosses
+    /// it). Forever and herd-off values have no soft expiry. A TTL that ends past
+    /// [`MAX_EXPTIME`] is [`TtlTooLong`].
+    pub fn plan_store(
+        &self,
+        ttl: Ttl,
+        herd: bool,
+        now_millis: u64,
+    ) -> Result<StorePlan, TtlTooLong> {
         let now_secs = now_millis / 1000;
-        match ttl {
+        Ok(match ttl {
             Ttl::Default | Ttl::Forever => StorePlan {
                 soft_expiry_millis: None,
                 exptime: 0,
@@ -361,17 +384,21 @@ impl Herd {
                 exptime: 0,
                 expire_now: true,
             },
-            Ttl::Seconds(secs) if herd && self.herd_timeout > 0 => StorePlan {
-                soft_expiry_millis: Some(now_millis.saturating_add(secs.saturating_mul(1000))),
-                exptime: wire_exptime(secs.saturating_add(u64::from(self.herd_timeout)), now_secs),
-                expire_now: false,
-            },
+            Ttl::Seconds(secs) if herd && self.herd_timeout > 0 => {
+                wire_exptime(secs, now_secs)?;
+                let with_herd = secs.saturating_add(u64::from(self.herd_timeout));
+                StorePlan {
+                    soft_expiry_millis: Some(now_millis.saturating_add(secs.saturating_mul(1000))),
+                    exptime: wire_exptime(with_herd, now_secs).unwrap_or(MAX_EXPTIME),
+                    expire_now: false,
+                }
+            }
             Ttl::Seconds(secs) => StorePlan {
                 soft_expiry_millis: None,
-                exptime: wire_exptime(secs, now_secs),
+                exptime: wire_exptime(secs, now_secs)?,
                 expire_now: false,
             },
-        }
+        })
     }
 
     /// Decides what a reader does with an envelope fetched at `now_millis`.
@@ -650,7 +677,9 @@ mod tests {
 
     #[test]
     fn a_finite_ttl_with_herd_on_is_enveloped_and_lives_herd_timeout_longer() {
-        let plan = Herd::new(60).plan_store(Ttl::Seconds(300), true, NOW * 1000 + 250);
+        let plan = Herd::new(60)
+            .plan_store(Ttl::Seconds(300), true, NOW * 1000 + 250)
+            .unwrap();
         assert_eq!(plan.exptime, 360);
         assert_eq!(plan.soft_expiry_millis, Some((NOW + 300) * 1000 + 250));
         assert!(!plan.expire_now);
@@ -659,31 +688,61 @@ mod tests {
     #[test]
     fn forever_and_herd_off_are_stored_bare() {
         let herd = Herd::new(60);
-        let forever = herd.plan_store(Ttl::Forever, true, NOW * 1000);
+        let forever = herd.plan_store(Ttl::Forever, true, NOW * 1000).unwrap();
         assert_eq!((forever.soft_expiry_millis, forever.exptime), (None, 0));
-        let off = herd.plan_store(Ttl::Seconds(300), false, NOW * 1000);
+        let off = herd
+            .plan_store(Ttl::Seconds(300), false, NOW * 1000)
+            .unwrap();
         assert_eq!((off.soft_expiry_millis, off.exptime), (None, 300));
-        let zero_timeout = Herd::new(0).plan_store(Ttl::Seconds(300), true, NOW * 1000);
+        let zero_timeout = Herd::new(0)
+            .plan_store(Ttl::Seconds(300), true, NOW * 1000)
+            .unwrap();
         assert_eq!(zero_timeout.soft_expiry_millis, None);
     }
 
     #[test]
     fn ttls_past_30_days_become_absolute_unix_times() {
-        assert_eq!(wire_exptime(MAX_RELATIVE_EXPTIME, NOW), 2_592_000);
+        assert_eq!(wire_exptime(MAX_RELATIVE_EXPTIME, NOW), Ok(2_592_000));
         assert_eq!(
             wire_exptime(MAX_RELATIVE_EXPTIME + 1, NOW),
-            (NOW + MAX_RELATIVE_EXPTIME + 1) as u32
+            Ok((NOW + MAX_RELATIVE_EXPTIME + 1) as u32)
         );
-        assert_eq!(wire_exptime(u64::MAX, NOW), u32::MAX);
+        // memcached reads exptimes as signed 32-bit: past 2038 is refused, never sent.
+        let to_2038 = u64::from(MAX_EXPTIME) - NOW;
+        assert_eq!(wire_exptime(to_2038, NOW), Ok(MAX_EXPTIME));
+        assert_eq!(
+            wire_exptime(to_2038 + 1, NOW),
+            Err(TtlTooLong { secs: to_2038 + 1 })
+        );
+        assert_eq!(
+            wire_exptime(u64::MAX, NOW),
+            Err(TtlTooLong { secs: u64::MAX })
+        );
+        let herd = Herd::new(60);
+        assert!(herd
+            .plan_store(Ttl::Seconds(16 * 365 * 86_400), true, NOW * 1000)
+            .is_err());
+        assert!(herd
+            .plan_store(Ttl::Seconds(u64::MAX), false, NOW * 1000)
+            .is_err());
+        // Only the herd timeout crosses the line: the item lives to the last second it can.
+        let plan = herd
+            .plan_store(Ttl::Seconds(to_2038 - 10), true, NOW * 1000)
+            .unwrap();
+        assert_eq!(plan.exptime, MAX_EXPTIME);
+        assert_eq!(plan.soft_expiry_millis, Some((NOW + to_2038 - 10) * 1000));
         // 30 days minus 30 s, plus the herd timeout, crosses the line.
-        let plan =
-            Herd::new(60).plan_store(Ttl::Seconds(MAX_RELATIVE_EXPTIME - 30), true, NOW * 1000);
+        let plan = Herd::new(60)
+            .plan_store(Ttl::Seconds(MAX_RELATIVE_EXPTIME - 30), true, NOW * 1000)
+            .unwrap();
         assert_eq!(plan.exptime, (NOW + MAX_RELATIVE_EXPTIME + 30) as u32);
     }
 
     #[test]
     fn zero_ttl_expires_at_once() {
-        let plan = Herd::new(60).plan_store(Ttl::Seconds(0), true, NOW * 1000);
+        let plan = Herd::new(60)
+            .plan_store(Ttl::Seconds(0), true, NOW * 1000)
+            .unwrap();
         assert!(plan.expire_now);
     }
 
@@ -691,7 +750,9 @@ mod tests {
     fn the_first_read_after_soft_expiry_is_stale_and_reinserts_for_herd_timeout() {
         let clock = ManualClock::at_secs(NOW);
         let herd = Herd::new(45);
-        let plan = herd.plan_store(Ttl::Seconds(10), true, clock.now_millis());
+        let plan = herd
+            .plan_store(Ttl::Seconds(10), true, clock.now_millis())
+            .unwrap();
         let env = Envelope::new(plan.soft_expiry_millis.unwrap());
         clock.advance_millis(9_999);
         assert_eq!(herd.on_read(&env, clock.now_millis()), ReadDecision::Fresh);

@@ -39,6 +39,9 @@ pub enum Error {
         /// What the codec said.
         detail: String,
     },
+    /// A TTL memcached cannot keep (past 2038); nothing was sent.
+    #[error(transparent)]
+    TtlTooLong(#[from] newcache_herd::TtlTooLong),
     /// The server or the connection failed.
     #[error(transparent)]
     Transport(#[from] newcache_transport::Error),

@@ -527,7 +527,7 @@ impl Cache {
     ) -> Result<Option<(Vec<u8>, u32, u32)>> {
         let ttl = options.ttl.or_default(self.inner.config.default_ttl);
         let herd = options.herd.unwrap_or(self.inner.config.herd);
-        let plan = self.inner.herd.plan_store(ttl, herd, now);
+        let plan = self.inner.herd.plan_store(ttl, herd, now)?;
         if plan.expire_now {
             return Ok(None);
         }
@@ -655,7 +655,7 @@ impl Cache {
         let ttl = options.ttl.or_default(self.inner.config.default_ttl);
         let herd = options.herd.unwrap_or(self.inner.config.herd);
         let now = self.now_millis();
-        let plan = self.inner.herd.plan_store(ttl, herd, now);
+        let plan = self.inner.herd.plan_store(ttl, herd, now)?;
         if plan.expire_now {
             self.inner.transport.delete(&wire)?;
             return Ok(());
@@ -778,7 +778,7 @@ impl Cache {
         let now = self.now_millis();
         let ttl = options.ttl.or_default(self.inner.config.default_ttl);
         let herd = options.herd.unwrap_or(self.inner.config.herd);
-        let plan = self.inner.herd.plan_store(ttl, herd, now);
+        let plan = self.inner.herd.plan_store(ttl, herd, now)?;
         if plan.expire_now {
             return self.delete(key);
         }

@@ -324,6 +324,50 @@ fn ttls_past_30_days_are_sent_as_absolute_times() {
 }
 
 #[test]
+fn ttls_past_2038_are_refused_never_sent_and_the_longest_that_fits_is_kept() {
+    let e = env("");
+    let now = newcache::Clock::now_secs(&e.clock);
+    let to_2038 = u64::from(newcache_herd::MAX_EXPTIME) - now;
+    for ttl in [to_2038 + 1, 12 * 365 * 86_400, u64::MAX] {
+        for options in [
+            SetOptions::new(Ttl::Seconds(ttl)),
+            SetOptions::new(Ttl::Seconds(ttl)).no_herd(),
+        ] {
+            assert!(
+                matches!(e.cache.set("far", &"v", options), Err(Error::TtlTooLong(_))),
+                "ttl {ttl}"
+            );
+            assert!(matches!(
+                e.cache.touch("far", options),
+                Err(Error::TtlTooLong(_))
+            ));
+        }
+    }
+    assert_eq!(e.meta("far"), None, "nothing was stored");
+    // The last second memcached can keep is kept: the item is there, not gone at once.
+    e.cache
+        .set(
+            "last",
+            &"v",
+            SetOptions::new(Ttl::Seconds(to_2038 - 60)).no_herd(),
+        )
+        .unwrap();
+    let (_, ttl, _) = e.meta("last").unwrap();
+    assert!(ttl > 0, "ttl {ttl}");
+    // With herd on, only the herd timeout would cross the line: the item lives to 2038.
+    e.cache
+        .set("last-herd", &"v", Ttl::Seconds(to_2038 - 10))
+        .unwrap();
+    assert_eq!(
+        e.cache.get::<String>("last-herd").unwrap().as_deref(),
+        Some("v")
+    );
+    // Forever is the way to say "never expire".
+    e.cache.set("forever", &"v", Ttl::Forever).unwrap();
+    assert_eq!(e.meta("forever").unwrap().1, -1);
+}
+
+#[test]
 fn a_zero_ttl_expires_at_once() {
     let e = env("");
     e.cache.set("zero", &"v", Ttl::Forever).unwrap();
