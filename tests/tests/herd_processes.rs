@@ -24,6 +24,17 @@ fn two_processes(url: &str, key: &str) -> (usize, Vec<u32>) {
 
 /// As [`two_processes`], the loader storing `value` for `ttl` seconds.
 fn two_processes_storing(url: &str, key: &str, ttl: u64, value: u32) -> (usize, Vec<u32>) {
+    two_processes_of(THREADS, url, key, ttl, value)
+}
+
+/// Two reader processes of `threads` threads each.
+fn two_processes_of(
+    threads: usize,
+    url: &str,
+    key: &str,
+    ttl: u64,
+    value: u32,
+) -> (usize, Vec<u32>) {
     let start = now_ms() + 400;
     let children: Vec<_> = (0..2)
         .map(|_| {
@@ -31,7 +42,7 @@ fn two_processes_storing(url: &str, key: &str, ttl: u64, value: u32) -> (usize, 
                 .args([
                     url,
                     key,
-                    &THREADS.to_string(),
+                    &threads.to_string(),
                     &start.to_string(),
                     &ttl.to_string(),
                     &value.to_string(),
@@ -123,6 +134,35 @@ fn a_cold_key_is_loaded_once_across_two_processes() {
     let url = format!("newcache://{}/?herd=lease&lease_wait=3000", server.addr());
     let (loads, values) = two_processes(&url, "cold");
     assert_eq!(loads, 1);
+    assert!(values.iter().all(|v| *v == 2), "{values:?}");
+}
+
+#[test]
+fn a_killed_loader_hands_the_cold_key_to_exactly_one_waiter() {
+    use std::io::{BufRead, BufReader};
+    let server = Memcached::start();
+    let url = format!("newcache://{}/?herd=lease&lease_wait=1000", server.addr());
+    // A process takes the lease on the cold key and is killed mid-load (its loader would
+    // take a minute), leaving the lease key behind until it expires.
+    let mut holder = Command::new(env!("CARGO_BIN_EXE_herd_reader"))
+        .args([&url, "cold", "1", &now_ms().to_string()])
+        .env("HERD_READER_LOAD_MS", "60000")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("runs herd_reader");
+    let mut line = String::new();
+    BufReader::new(holder.stderr.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert_eq!(line.trim(), "loading");
+    holder.kill().unwrap();
+    holder.wait().unwrap();
+    // 2 processes x 32 threads now wait on the dead holder's lease: when it expires, exactly
+    // one of the 64 takes it over and loads; the others get that value.
+    let (loads, values) = two_processes_of(32, &url, "cold", 300, 2);
+    assert_eq!(loads, 1, "{values:?}");
+    assert_eq!(values.len(), 64);
     assert!(values.iter().all(|v| *v == 2), "{values:?}");
 }
 

@@ -20,24 +20,17 @@ pub(crate) struct Flight {
 }
 
 impl Flight {
-    /// Waits until the leader finishes, at most `wait`; true when it finished (with a value,
-    /// an error or a panic), false when the wait ran out.
-    pub(crate) fn wait(&self, wait: Duration) -> bool {
-        let deadline = Instant::now() + wait;
+    /// Waits until the leader finishes (with a value, an error or a panic).
+    pub(crate) fn wait(&self) {
         let Ok(mut done) = self.done.lock() else {
-            return false;
+            return;
         };
         while !*done {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return false;
-            }
-            match self.finished.wait_timeout(done, left) {
-                Ok((guard, _)) => done = guard,
-                Err(_) => return false,
+            match self.finished.wait(done) {
+                Ok(guard) => done = guard,
+                Err(_) => return,
             }
         }
-        true
     }
 }
 
@@ -96,11 +89,13 @@ impl Cache {
     /// - a stale value: the policy's winner (one caller under `lease`, `early` at the expiry
     ///   and `meta`) runs the loader and stores; the others are served the old value;
     /// - no value at all (cold): callers in this process share one loader run (single
-    ///   flight): the others wait for it, *at most `lease_wait` in all*, and then run the
-    ///   loader themselves; across processes, the caller that stores the lease key
-    ///   `{key}:newcache-lease` with `add` loads, and the others poll for its value for up to
-    ///   `lease_wait`, then run the loader themselves. A slow or crashed loader so costs a
-    ///   bounded wait, never a hang.
+    ///   flight): the others wait for its outcome; across processes, the caller that stores
+    ///   the lease key `{key}:newcache-lease` with `add` (its TTL is `lease_wait`, rounded up
+    ///   to whole seconds) loads, and the others poll for its value every 20 ms, contending
+    ///   for the lease key again as they poll. A loader that dies (a killed process) leaves
+    ///   the key to expire, and then exactly one waiter, in whatever process, takes the lease
+    ///   over and loads; a loader slower than `lease_wait` gets a second one beside it. So a
+    ///   slow or crashed loader costs a bounded wait, never a hang and never a stampede.
     ///
     /// A loader error reaches its caller and stores nothing; on the stale path the old value
     /// stays (the claim keeps the others on it for `herd_timeout`, then the next caller
@@ -121,8 +116,6 @@ impl Cache {
     {
         let options = options.into();
         let wire = self.wire_key(key)?;
-        // In-process followers wait for leaders at most this long in all.
-        let deadline = Instant::now() + self.inner.config.lease_wait;
         loop {
             match self.fetch::<T>(key, &wire)? {
                 Fetched::Hit(v) => return Ok(v),
@@ -146,14 +139,11 @@ impl Cache {
                 }
             };
             if !leader {
-                let left = deadline.saturating_duration_since(Instant::now());
-                if flight.wait(left) {
-                    // The leader is done: its value is there to read, or (after its error or
-                    // panic) the key is still cold and one of the waiters leads next.
-                    continue;
-                }
-                // Waited lease_wait: load without waiting any longer.
-                return self.load_and_store(key, options, loader);
+                // The leader's outcome, not this caller's clock: its value is then there to
+                // read, or (after its error or panic) the key is still cold and one of the
+                // waiters leads next. The leader's own wait is bounded (below).
+                flight.wait();
+                continue;
             }
             let _guard = FlightGuard {
                 cache: self,
@@ -166,37 +156,45 @@ impl Cache {
             let lease_secs = u32::try_from(self.inner.config.lease_wait.as_millis().div_ceil(1000))
                 .unwrap_or(u32::MAX)
                 .max(1);
-            let leased = self
-                .inner
-                .transport
-                .store(&Store {
-                    mode: StoreMode::Add,
-                    key: &lease_key,
-                    value: b"1",
-                    flags: 0,
-                    exptime: lease_secs,
-                })
-                .map_err(Error::from)?;
-            if leased.is_stored() {
-                // Dropped (the key deleted) when the loader is done, even by a panic; before
-                // the flight guard, so waiters that wake find the lease free.
-                let _lease = LeaseGuard {
-                    transport: self.inner.transport.as_ref(),
-                    key: lease_key,
-                };
-                return self.load_and_store(key, options, loader);
-            }
-            // Another process loads: wait for its value, bounded.
-            let polling_until = Instant::now() + self.inner.config.lease_wait;
-            while Instant::now() < polling_until {
+            let lease = Store {
+                mode: StoreMode::Add,
+                key: &lease_key,
+                value: b"1",
+                flags: 0,
+                exptime: lease_secs,
+            };
+            loop {
+                if self
+                    .inner
+                    .transport
+                    .store(&lease)
+                    .map_err(Error::from)?
+                    .is_stored()
+                {
+                    // Dropped (the key deleted) when the loader is done, even by a panic;
+                    // before the flight guard, so waiters that wake find the lease free.
+                    let _lease = LeaseGuard {
+                        transport: self.inner.transport.as_ref(),
+                        key: lease_key.clone(),
+                    };
+                    // A loader that finished between this caller's last read and its `add`
+                    // stored its value before freeing the lease: read once more.
+                    return match self.fetch::<T>(key, &wire)? {
+                        Fetched::Hit(v) => Ok(v),
+                        Fetched::Recompute | Fetched::Cold => {
+                            self.load_and_store(key, options, loader)
+                        }
+                    };
+                }
+                // Another process holds the lease: wait for its value, and contend again,
+                // since a holder that died frees the lease only when its key expires.
                 std::thread::sleep(Duration::from_millis(20));
                 match self.fetch::<T>(key, &wire)? {
                     Fetched::Hit(v) => return Ok(v),
-                    Fetched::Recompute => break,
+                    Fetched::Recompute => return self.load_and_store(key, options, loader),
                     Fetched::Cold => {}
                 }
             }
-            return self.load_and_store(key, options, loader);
         }
     }
 

@@ -1,7 +1,9 @@
 //! A reader process for the two-process herd tests:
 //! `herd_reader URL KEY THREADS START_MS [TTL_SECS [VALUE]]`. At START_MS (Unix ms) its
 //! threads call `get_or_set` on KEY once each, with TTL_SECS (default 300) and a loader that
-//! takes 100 ms and returns VALUE (default 2). Prints `loads=N values=v,v,...`.
+//! takes 100 ms (`HERD_READER_LOAD_MS` to change it) and returns VALUE (default 2). Prints
+//! `loads=N values=v,v,...`; with `HERD_READER_LOAD_MS` it also prints `loading` to stderr
+//! when a loader starts, so a test can kill the process mid-load.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -28,6 +30,10 @@ fn main() {
         .map_or(2, |v| v.parse().expect("VALUE is a number"));
     let threads: usize = threads.parse().expect("THREADS is a number");
     let start: u64 = start.parse().expect("START_MS is a number");
+    let load_ms: u64 = std::env::var("HERD_READER_LOAD_MS")
+        .ok()
+        .map_or(100, |v| v.parse().expect("HERD_READER_LOAD_MS is a number"));
+    let announce = std::env::var_os("HERD_READER_LOAD_MS").is_some();
     let cache = Cache::from_url(url).expect("a valid URL");
     let loads = Arc::new(AtomicUsize::new(0));
     let handles: Vec<_> = (0..threads)
@@ -42,7 +48,10 @@ fn main() {
                 cache
                     .get_or_set(&key, Ttl::Seconds(ttl), || {
                         loads.fetch_add(1, Ordering::SeqCst);
-                        std::thread::sleep(Duration::from_millis(100));
+                        if announce {
+                            eprintln!("loading");
+                        }
+                        std::thread::sleep(Duration::from_millis(load_ms));
                         value
                     })
                     .expect("get_or_set")
