@@ -232,7 +232,20 @@ fn parse_server(entry: &str) -> Result<String> {
         let (host, after) = rest
             .split_once(']')
             .ok_or_else(|| bad(format_args!("server {entry:?}: unclosed '['")))?;
-        (format!("[{host}]"), after.strip_prefix(':'))
+        if host.parse::<std::net::Ipv6Addr>().is_err() {
+            return Err(bad(format_args!(
+                "server {entry:?}: [{host}] is not an IPv6 address (brackets are for IPv6, e.g. [::1]:11211)"
+            )));
+        }
+        let rest = match after {
+            "" => None,
+            _ => Some(after.strip_prefix(':').ok_or_else(|| {
+                bad(format_args!(
+                    "server {entry:?}: expected :port after the address, found {after:?}"
+                ))
+            })?),
+        };
+        (format!("[{host}]"), rest)
     } else {
         match entry.split_once(':') {
             Some((h, p)) => (h.to_string(), Some(p)),
@@ -244,8 +257,15 @@ fn parse_server(entry: &str) -> Result<String> {
         Some(None) => (rest, None),
         None => (None, None),
     };
-    if host.is_empty() || host.contains(['/', '?', ' ']) {
-        return Err(bad(format_args!("server {entry:?}: bad host")));
+    let host_ok = host.starts_with('[')
+        || (!host.is_empty()
+            && host
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_')));
+    if !host_ok {
+        return Err(bad(format_args!(
+            "server {entry:?}: {host:?} is not a host name or address (letters, digits, '.', '-', '_'; IPv6 in brackets)"
+        )));
     }
     let port: u16 = match port {
         None => 11211,
@@ -1090,6 +1110,10 @@ mod tests {
             ("newcache://a/?binary=maybe", "binary"),
             ("newcache://a:99999/", "port"),
             ("newcache://a:0/", "port"),
+            ("newcache://[]:1", "not an IPv6 address"),
+            ("newcache://[::1]x/", "expected :port"),
+            ("newcache://bad%20host/", "not a host name"),
+            ("newcache://a b:1/", "not a host name"),
             ("newcache:///", "names no server"),
             ("newcache://a/?transport=udp", "transport"),
             ("newcache://a/?key_function=md5", "key_function"),
