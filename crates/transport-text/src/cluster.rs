@@ -1,12 +1,16 @@
 //! A cluster's state: where keys go ([`newcache_placement`]'s ring) and which servers are
 //! down (failover). No I/O: the transport reports each exchange's outcome here.
 //!
-//! The model is libmemcached's, as pylibmc users tune it:
+//! The model is libmemcached's, as pylibmc users tune it, with one change: a server is left
+//! alone only after `failure_limit` failures in a row, not after one (so one slow reply does
+//! not fail every request for `retry_timeout`), and a cluster of one server never refuses to
+//! try it (there is nowhere else to go):
 //! - a connection-level failure (connect refused or timed out, a read or write timeout, an
-//!   I/O error) counts against the server and leaves it alone for `retry_timeout`: requests
-//!   for its keys fail at once with [`Error::ServerDown`] instead of waiting for a connect
-//!   timeout each;
-//! - after `failure_limit` failures in a row with `remove_failed` on, the server is ejected:
+//!   I/O error) counts against the server; at `failure_limit` failures in a row it is left
+//!   alone for `retry_timeout`: requests for its keys fail at once with
+//!   [`Error::ServerDown`] instead of waiting for a connect timeout each; after the wait, one
+//!   more failure leaves it alone again, one success clears its record;
+//! - at `failure_limit` failures in a row with `remove_failed` on, the server is ejected:
 //!   consistent distributions (ketama) rebuild the ring without it, so its keys go where
 //!   libmemcached sends them, to the next server on the ring; modula keeps it (its keys fail
 //!   fast). The ejection lasts `dead_timeout`; once it is over, the next request for the
@@ -255,7 +259,11 @@ impl Cluster {
             .fetch_add(1, Ordering::Relaxed)
             .saturating_add(1);
         let limit = self.failover.failure_limit.max(1);
-        if self.failover.remove_failed && failures >= limit {
+        if failures < limit || self.health.len() == 1 {
+            // Under the limit, or the only server: keep trying it.
+            return;
+        }
+        if self.failover.remove_failed {
             if self.failover.dead_timeout.is_zero() {
                 // libmemcached sets no new retry time: the server stays off the ring for
                 // what is left of this failure's retry_timeout and is never tried again.
@@ -281,6 +289,8 @@ impl Cluster {
                 now.saturating_add(Self::ms(self.failover.retry_timeout)),
                 Ordering::Relaxed,
             );
+            // After the wait, one more failure leaves it alone again.
+            health.failures.store(limit - 1, Ordering::Relaxed);
         }
     }
 }
@@ -325,10 +335,21 @@ mod tests {
     }
 
     #[test]
-    fn a_failure_fails_the_server_fast_until_the_retry_time() {
+    fn failure_limit_failures_in_a_row_fail_the_server_fast_until_the_retry_time() {
         let c = cluster(3, Distribution::Modula, Failover::default());
         assert!(c.check_up(1).is_ok());
-        c.report(1, &refused(1));
+        // Four failures (one short of the default limit of 5), a success, four more: the
+        // server is tried every time.
+        for _ in 0..2 {
+            for _ in 0..4 {
+                c.report(1, &refused(1));
+                assert!(c.check_up(1).is_ok());
+            }
+            c.report(1, &Ok(()));
+        }
+        for _ in 0..5 {
+            c.report(1, &refused(1));
+        }
         match c.check_up(1) {
             Err(Error::ServerDown { retry_in, .. }) => {
                 assert!(retry_in <= Duration::from_secs(2) && retry_in > Duration::from_secs(1))
@@ -345,6 +366,25 @@ mod tests {
             }),
         );
         assert!(c.check_up(2).is_ok());
+    }
+
+    #[test]
+    fn the_only_server_is_always_tried() {
+        for failover in [
+            Failover::default(),
+            Failover {
+                failure_limit: 1,
+                remove_failed: true,
+                ..Failover::default()
+            },
+        ] {
+            let c = cluster(1, Distribution::ConsistentKetama, failover);
+            for _ in 0..10 {
+                c.report(0, &refused(0));
+                assert!(c.check_up(0).is_ok());
+                assert_eq!(c.place(b"k").unwrap(), 0);
+            }
+        }
     }
 
     #[test]
@@ -432,8 +472,7 @@ mod tests {
         let key = key_on(&c, 1);
         c.report(1, &refused(1));
         assert_eq!(c.place(&key).unwrap(), 1, "under the limit: not ejected");
-        std::thread::sleep(Duration::from_millis(250));
-        assert!(c.check_up(1).is_ok(), "retried after retry_timeout");
+        assert!(c.check_up(1).is_ok(), "under the limit: still tried");
         c.report(1, &refused(1));
         assert_ne!(c.place(&key).unwrap(), 1, "ejected: the key moved");
         std::thread::sleep(Duration::from_millis(250));
