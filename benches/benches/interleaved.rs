@@ -132,7 +132,8 @@ fn main() {
         .collect();
     let wire_keys = Keys::new(&wire_many);
     let wire_set = text_cache.wire_key("set").expect("wire key");
-    let enveloped = vec![b'x'; value.len() + 13];
+    // The facade stores a herd-protected value as it is (its soft expiry is in the flags).
+    let enveloped = vec![b'x'; value.len()];
     let mut floor = clients::floor(&addr);
 
     let mut out = String::new();
@@ -291,7 +292,7 @@ fn main() {
                     "libmemcached-sys-text-facade-wire-bytes",
                     Box::new(|| {
                         let got = bare_text.borrow_mut().get_many(&wire_keys).expect("mget");
-                        assert_eq!(got, (100, 11_300));
+                        assert_eq!(got, (100, 10_000));
                     }),
                 ),
             ],
