@@ -288,7 +288,7 @@ impl Cache {
 
     /// Decodes a fetched value, taking the item's buffer over (a `String` value is that
     /// buffer).
-    fn decode_vec<T: DeserializeOwned>(
+    fn decode_vec<T: DeserializeOwned + 'static>(
         &self,
         key: &str,
         item: Item,
@@ -306,7 +306,7 @@ impl Cache {
 
     /// Fetches and decodes a value; `None` on a miss (or for the first reader after its
     /// soft expiry, who should recompute it).
-    pub fn get<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>> {
+    pub fn get<T: DeserializeOwned + 'static>(&self, key: &str) -> Result<Option<T>> {
         self.with_wire_key(key, |wire| {
             Ok(match self.fetch(key, wire)? {
                 Fetched::Hit(v) => Some(v),
@@ -315,7 +315,7 @@ impl Cache {
         })
     }
 
-    fn fetch<T: DeserializeOwned>(&self, key: &str, wire: &[u8]) -> Result<Fetched<T>> {
+    fn fetch<T: DeserializeOwned + 'static>(&self, key: &str, wire: &[u8]) -> Result<Fetched<T>> {
         if self.meta() {
             let recache = self.inner.herd.herd_timeout.max(1);
             match self.inner.transport.meta_get(wire, recache) {
@@ -381,7 +381,7 @@ impl Cache {
     pub fn get_many<K, T>(&self, keys: &[K]) -> Result<GetMany<T>>
     where
         K: AsRef<str>,
-        T: DeserializeOwned,
+        T: DeserializeOwned + 'static,
     {
         // Every wire key in one buffer: two allocations for the lot, not one per key.
         let mut buf = Vec::with_capacity(keys.len() * 64);

@@ -77,7 +77,7 @@ impl Cache {
         loader: F,
     ) -> Result<T>
     where
-        T: Serialize + DeserializeOwned,
+        T: Serialize + DeserializeOwned + 'static,
         F: FnOnce() -> T,
     {
         self.get_or_try_set(key, options, || Ok::<T, Error>(loader()))
@@ -110,7 +110,7 @@ impl Cache {
         loader: F,
     ) -> Result<T, E>
     where
-        T: Serialize + DeserializeOwned,
+        T: Serialize + DeserializeOwned + 'static,
         E: From<Error>,
         F: FnOnce() -> Result<T, E>,
     {
@@ -205,7 +205,7 @@ impl Cache {
         loader: F,
     ) -> Result<T, E>
     where
-        T: Serialize + DeserializeOwned,
+        T: Serialize + DeserializeOwned + 'static,
         E: From<Error>,
         F: FnOnce() -> Result<T, E>,
     {
