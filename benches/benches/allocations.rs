@@ -2,13 +2,18 @@
 //! 100-byte value and `Cache::get_many` of 100 keys through the text transport
 //! (`newcache://ADDR/?transport=text`), with a miss, a set and the text transport alone
 //! (`TextTransport::get`/`get_many`, no facade) beside them to say where the counts come from.
+//! The value path (`clients::VALUE_PATH_ALLOCATIONS`): one set and one get of 100 KB through
+//! `Cache` (a `String` and a `Vec<u8>` value) and `get_many` of 100 keys, beside the transport
+//! alone doing the same, over the text transport and (feature `binary`) libmemcached's binary
+//! protocol; there only the Rust side is counted (see below).
 //!
 //! Not criterion: dhat's counting allocator (this binary's global allocator; its unsafe code
 //! lives in dhat, so the benches have none) counts the heap allocations (a reallocation counts
 //! as one) and the bytes they ask for. Each case runs a few times first (connection,
-//! buffers), then `N` times; the report divides by `N`. The counts are deterministic, so `N`
-//! is small. Nothing else runs while a case is counted: the process has no other threads
-//! then.
+//! buffers), then `N` times (`N_BIG` for the 100 KB cases; a handful under `cargo test`, which
+//! runs this once as a smoke test); the report divides by that. The counts are deterministic,
+//! so the number of calls is small. Nothing else runs while a case is counted: the process
+//! has no other threads then.
 //!
 //! Prints a table; with `NEWCACHE_ALLOCATIONS_OUT=path` (`cargo xtask bench` sets it) also
 //! writes `case<TAB>allocations per call<TAB>bytes per call` lines there for the report.
@@ -36,6 +41,8 @@ fn snapshot() -> [u64; 2] {
 
 /// Calls per case after the warm-up.
 const N: u64 = 1000;
+/// Calls per 100 KB case after the warm-up.
+const N_BIG: u64 = 100;
 
 /// One case's counts per call.
 struct Counted {
@@ -43,19 +50,122 @@ struct Counted {
     per_call: [f64; 2],
 }
 
-/// Runs `f` a few times (connections, buffers), then `N` times, dropping each result inside
+/// Runs `f` a few times (connections, buffers), then `n` times, dropping each result inside
 /// the counted region as a caller would; returns the counts per call.
-fn count<T>(case: &'static str, mut f: impl FnMut() -> T) -> Counted {
+fn count_n<T>(case: &'static str, n: u64, mut f: impl FnMut() -> T) -> Counted {
     for _ in 0..5 {
         drop(black_box(f()));
     }
     let before = snapshot();
-    for _ in 0..N {
+    for _ in 0..n {
         drop(black_box(f()));
     }
     let after = snapshot();
-    let per_call = [0, 1].map(|i| (after[i] - before[i]) as f64 / N as f64);
+    let per_call = [0, 1].map(|i| (after[i] - before[i]) as f64 / n as f64);
     Counted { case, per_call }
+}
+
+/// `cargo bench` passes `--bench`; `cargo test` does not, and then a few calls per case do.
+fn calls(n: u64) -> u64 {
+    if std::env::args().any(|a| a == "--bench") {
+        n
+    } else {
+        3
+    }
+}
+
+/// [`count_n`] with `N` calls.
+fn count<T>(case: &'static str, f: impl FnMut() -> T) -> Counted {
+    count_n(case, calls(N), f)
+}
+
+/// [`count_n`] with `N_BIG` calls.
+fn count_big<T>(case: &'static str, f: impl FnMut() -> T) -> Counted {
+    count_n(case, calls(N_BIG), f)
+}
+
+/// One set and one get of `big` through `cache`, as a `T` (`String` or `Vec<u8>`).
+fn set_get<'a, T, V>(cache: &'a Cache, key: &'a str, big: &'a V) -> impl FnMut() + 'a
+where
+    T: serde::de::DeserializeOwned + AsRef<[u8]> + 'static,
+    V: serde::Serialize + ?Sized,
+{
+    move || {
+        cache.set(key, big, Ttl::Seconds(3600)).expect("set");
+        let got: Option<T> = cache.get(key).expect("get");
+        assert_eq!(got.map(|v| v.as_ref().len()), Some(clients::BIG));
+    }
+}
+
+/// One store and one get of `big` through the transport alone, with the flags the facade
+/// stores a text value with.
+fn store_get<'a>(
+    t: &'a dyn Transport,
+    key: &'a [u8],
+    big: &'a [u8],
+    flags: u32,
+) -> impl FnMut() + 'a {
+    move || {
+        t.store(&Store::set(key, big, flags, 3600)).expect("store");
+        let item = t.get(key).expect("get");
+        assert_eq!(item.map(|i| i.value.len()), Some(clients::BIG));
+    }
+}
+
+/// The value path's cases of `cache` (a `Cache` over `transport`) and of `transport` alone:
+/// set+get of 100 KB (`String`, `Vec<u8>`, the transport alone) and get_many of 100 keys
+/// (the facade, the transport alone), named by `names` in that order.
+fn value_path(
+    names: [&'static str; 5],
+    cache: &Cache,
+    transport: &dyn Transport,
+    keys: &[String],
+) -> Vec<Counted> {
+    let [string, vec, store_get_case, many, transport_many] = names;
+    let big_text = clients::big_value();
+    let big_bytes = big_text.as_bytes().to_vec();
+    // The transport alone stores the facade's bytes with its flags (text and the herd
+    // state), under a key of its wire keys' length, and reads the facade's own wire keys.
+    cache
+        .set("big-string", big_text.as_str(), Ttl::Seconds(3600))
+        .expect("set");
+    let flags = transport
+        .get(&cache.wire_key("big-string").expect("wire key"))
+        .expect("get")
+        .expect("stored")
+        .flags;
+    let wire_big = cache.wire_key("big-transport").expect("wire key");
+    let wire_many: Vec<Vec<u8>> = keys
+        .iter()
+        .map(|k| cache.wire_key(k).expect("wire key"))
+        .collect();
+    let wire_refs: Vec<&[u8]> = wire_many.iter().map(Vec::as_slice).collect();
+    vec![
+        count_big(
+            string,
+            set_get::<String, str>(cache, "big-string", &big_text),
+        ),
+        count_big(
+            vec,
+            set_get::<Vec<u8>, Vec<u8>>(cache, "big-vec", &big_bytes),
+        ),
+        count_big(
+            store_get_case,
+            store_get(transport, &wire_big, big_text.as_bytes(), flags),
+        ),
+        count(many, || {
+            let got: HashMap<String, String> = cache
+                .get_many(keys)
+                .expect("get_many")
+                .into_complete()
+                .expect("get_many");
+            assert_eq!(got.len(), 100);
+        }),
+        count(transport_many, || {
+            let items = transport.get_many(&wire_refs).expect("get_many");
+            assert!(items.iter().all(Option::is_some));
+        }),
+    ]
 }
 
 fn main() {
@@ -73,16 +183,10 @@ fn main() {
         ..TextConfig::default()
     })
     .expect("text transport");
-    let raw_keys: Vec<Vec<u8>> = (0..100)
-        .map(|i| format!("raw-many-{i}").into_bytes())
-        .collect();
-    let raw_refs: Vec<&[u8]> = raw_keys.iter().map(Vec::as_slice).collect();
-    for k in raw_refs.iter().copied().chain([&b"raw-hit"[..]]) {
-        text.store(&Store::set(k, value.as_bytes(), 0, 0))
-            .expect("store");
-    }
+    text.store(&Store::set(b"raw-hit", value.as_bytes(), 0, 0))
+        .expect("store");
 
-    let results = [
+    let mut results = vec![
         count("Cache::get::<String> hit, 100 B", || {
             let v: Option<String> = cache.get("hit").expect("get");
             assert_eq!(v.map(|v| v.len()), Some(100));
@@ -95,14 +199,6 @@ fn main() {
             let v: Option<String> = cache.get("absent").expect("get");
             assert!(v.is_none());
         }),
-        count("Cache::get_many::<String> of 100 keys", || {
-            let got: HashMap<String, String> = cache
-                .get_many(&keys)
-                .expect("get_many")
-                .into_complete()
-                .expect("get_many");
-            assert_eq!(got.len(), 100);
-        }),
         count("Cache::set 100 B", || {
             cache
                 .set("set", value.as_str(), Ttl::Seconds(3600))
@@ -112,13 +208,61 @@ fn main() {
             let item = text.get(b"raw-hit").expect("get");
             assert_eq!(item.map(|i| i.value.len()), Some(100));
         }),
-        count("TextTransport::get_many of 100 keys", || {
-            let items = text.get_many(&raw_refs).expect("get_many");
-            assert!(items.iter().all(Option::is_some));
-        }),
     ];
+    // The value path, text: the facade's and the transport's own cases.
+    results.extend(value_path(
+        [
+            "Cache::set+get::<String> 100 KB",
+            "Cache::set+get::<Vec<u8>> 100 KB",
+            "TextTransport::store+get 100 KB",
+            "Cache::get_many::<String> of 100 keys",
+            "TextTransport::get_many of 100 keys",
+        ],
+        &cache,
+        &text,
+        &keys,
+    ));
+    // ...and over libmemcached's binary protocol: libmemcached's own buffers are C
+    // `malloc`s, which this allocator does not see; the Rust side (the items, the facade) is
+    // counted.
+    #[cfg(feature = "binary")]
+    {
+        let binary = Cache::from_url(&format!("newcache://{}/?binary=true", server.addr()))
+            .expect("binary cache");
+        let wrapper = clients::wrapper_libmemcached(&server.addr())
+            .into_iter()
+            .find(|(n, _)| *n == "wrapper-libmemcached-binary")
+            .map(|(_, t)| t)
+            .expect("binary transport");
+        results.extend(value_path(
+            [
+                "Cache(binary)::set+get::<String> 100 KB",
+                "Cache(binary)::set+get::<Vec<u8>> 100 KB",
+                "BinaryTransport::store+get 100 KB",
+                "Cache(binary)::get_many::<String> of 100 keys",
+                "BinaryTransport::get_many of 100 keys",
+            ],
+            &binary,
+            &wrapper,
+            &keys,
+        ));
+    }
+    // Every case the report's value-path table names was counted.
+    #[cfg(feature = "binary")]
+    for (_, _, facade, transport) in clients::VALUE_PATH_ALLOCATIONS {
+        for case in facade.iter().chain([transport]) {
+            assert!(
+                results.iter().any(|c| c.case == *case),
+                "the value path names {case:?}, which is not counted here"
+            );
+        }
+    }
 
-    println!("allocations per call ({N} calls after a warm-up)");
+    println!(
+        "allocations per call ({} calls after a warm-up, {} for the 100 KB cases)",
+        calls(N),
+        calls(N_BIG)
+    );
     println!("{:<42} {:>12} {:>10}", "case", "allocations", "bytes");
     let mut tsv = String::new();
     for Counted { case, per_call } in &results {

@@ -7,6 +7,13 @@
 //! rows of one criterion run can differ by more than the clients do. Within a round of a few
 //! milliseconds the machine is the same for everyone.
 //!
+//! The value path (`clients::VALUE_PATH`): `set_get_100KB` (one set and one get of a
+//! 100 KB value per operation) through `Cache` with a `String` and with a `Vec<u8>` value,
+//! beside the transport alone storing and reading the same bytes with the same flags under a
+//! key of the facade's wire key's length, over the text transport and over libmemcached's
+//! binary protocol; `get_many_100` through `Cache` beside each transport alone reading the
+//! facade's own wire keys and items. The printed table ends with those ratios.
+//!
 //! Not criterion: a plain timing loop. Prints a table; with `NEWCACHE_INTERLEAVED_OUT=path`
 //! (`cargo xtask bench` sets it) also writes, for the report, `ops<TAB>op<TAB>client<TAB>ops/s`
 //! lines (the median burst's rate) and `ratio<TAB>op<TAB>a<TAB>b<TAB>median<TAB>p25<TAB>p75`
@@ -33,6 +40,8 @@ fn main() {
     /// An operation measured: its name, operations per burst, keys per operation, and its
     /// clients (the first is the baseline of its ratios).
     type Op<'a> = (&'static str, usize, usize, Vec<(&'static str, Run<'a>)>);
+
+    const TTL: Ttl = Ttl::Seconds(3600);
 
     /// Times `rounds` rounds of every client's burst (`burst` operations) and returns, per
     /// client, the time per burst of every round, in round order.
@@ -131,10 +140,26 @@ fn main() {
         .map(|k| text_cache.wire_key(k).expect("wire key"))
         .collect();
     let wire_keys = Keys::new(&wire_many);
+    let wire_refs: Vec<&[u8]> = wire_many.iter().map(Vec::as_slice).collect();
     let wire_set = text_cache.wire_key("set").expect("wire key");
-    // The facade stores a herd-protected value as it is (its soft expiry is in the flags).
-    let enveloped = vec![b'x'; value.len()];
     let mut floor = clients::floor(&addr);
+
+    // set+get of 100 KB. The transport rows store what the facade's `String` row stores
+    // (its bytes, and its flags: text and the herd state) under keys of the facade's wire
+    // keys' length.
+    let big_text = clients::big_value();
+    let big_bytes = big_text.as_bytes().to_vec();
+    text_cache
+        .set("big-text-string", big_text.as_str(), TTL)
+        .expect("set");
+    let big_flags = text
+        .get(&text_cache.wire_key("big-text-string").expect("wire key"))
+        .expect("get")
+        .expect("stored")
+        .flags;
+    let wire_big_text = text_cache.wire_key("big-transport").expect("wire key");
+    let wire_big_binary = text_cache.wire_key("big-wrapper").expect("wire key");
+    let big_len = |n: Option<usize>| assert_eq!(n, Some(clients::BIG));
 
     let mut out = String::new();
     let mut table = String::new();
@@ -210,11 +235,7 @@ fn main() {
                 ),
                 (
                     "newcache-text",
-                    Box::new(|| {
-                        text_cache
-                            .set("set", value.as_str(), Ttl::Seconds(3600))
-                            .expect("set")
-                    }),
+                    Box::new(|| text_cache.set("set", value.as_str(), TTL).expect("set")),
                 ),
                 (
                     "transport-text",
@@ -224,11 +245,13 @@ fn main() {
                     }),
                 ),
                 (
+                    // The facade's wire key and bytes: the value is stored bare (the herd
+                    // state rides in the flags).
                     "libmemcached-sys-text-facade-wire-bytes",
                     Box::new(|| {
                         bare_text
                             .borrow_mut()
-                            .set(&wire_set, &enveloped)
+                            .set(&wire_set, value.as_bytes())
                             .expect("set")
                     }),
                 ),
@@ -243,11 +266,7 @@ fn main() {
                 ),
                 (
                     "newcache-libmemcached-binary",
-                    Box::new(|| {
-                        binary_cache
-                            .set("set", value.as_str(), Ttl::Seconds(3600))
-                            .expect("set")
-                    }),
+                    Box::new(|| binary_cache.set("set", value.as_str(), TTL).expect("set")),
                 ),
                 (
                     "wrapper-libmemcached-binary",
@@ -289,27 +308,155 @@ fn main() {
                     }),
                 ),
                 (
+                    "transport-text-facade-wire-bytes",
+                    Box::new(|| {
+                        let items = text.get_many(&wire_refs).expect("get_many");
+                        assert!(items.iter().all(Option::is_some));
+                    }),
+                ),
+                (
                     "libmemcached-sys-text-facade-wire-bytes",
                     Box::new(|| {
                         let got = bare_text.borrow_mut().get_many(&wire_keys).expect("mget");
                         assert_eq!(got, (100, 10_000));
                     }),
                 ),
+                (
+                    "libmemcached-sys-binary",
+                    Box::new(|| {
+                        let got = bare_binary
+                            .borrow_mut()
+                            .get_many(&short_keys)
+                            .expect("mget");
+                        assert_eq!(got, (100, 10_000));
+                    }),
+                ),
+                (
+                    "newcache-libmemcached-binary",
+                    Box::new(|| {
+                        let got: HashMap<String, String> = binary_cache
+                            .get_many(&keys)
+                            .expect("get_many")
+                            .into_complete()
+                            .expect("get_many");
+                        assert_eq!(got.len(), 100);
+                    }),
+                ),
+                (
+                    "wrapper-libmemcached-binary",
+                    Box::new(|| {
+                        black_box(wrapper_binary.get_many(&raw_refs).expect("get_many"));
+                    }),
+                ),
+                (
+                    "wrapper-libmemcached-binary-facade-wire-bytes",
+                    Box::new(|| {
+                        let items = wrapper_binary.get_many(&wire_refs).expect("get_many");
+                        assert!(items.iter().all(Option::is_some));
+                    }),
+                ),
+            ],
+        ),
+        (
+            "set_get_100KB",
+            10,
+            1,
+            vec![
+                (
+                    "libmemcached-sys-text",
+                    Box::new(|| {
+                        let mut bare = bare_text.borrow_mut();
+                        bare.set(b"raw-big", big_text.as_bytes()).expect("set");
+                        big_len(bare.get(b"raw-big").expect("get"));
+                    }),
+                ),
+                (
+                    "transport-text",
+                    Box::new(|| {
+                        let store =
+                            Store::set(&wire_big_text, big_text.as_bytes(), big_flags, 3600);
+                        text.store(&store).expect("store");
+                        let item = text.get(&wire_big_text).expect("get");
+                        big_len(item.map(|i| i.value.len()));
+                    }),
+                ),
+                (
+                    "newcache-text-string",
+                    Box::new(|| {
+                        text_cache
+                            .set("big-text-string", big_text.as_str(), TTL)
+                            .expect("set");
+                        let got: Option<String> = text_cache.get("big-text-string").expect("get");
+                        big_len(got.map(|v| v.len()));
+                    }),
+                ),
+                (
+                    "newcache-text-vec",
+                    Box::new(|| {
+                        text_cache
+                            .set("big-text-vec", &big_bytes, TTL)
+                            .expect("set");
+                        let got: Option<Vec<u8>> = text_cache.get("big-text-vec").expect("get");
+                        big_len(got.map(|v| v.len()));
+                    }),
+                ),
+                (
+                    "libmemcached-sys-binary",
+                    Box::new(|| {
+                        let mut bare = bare_binary.borrow_mut();
+                        bare.set(b"raw-big", big_text.as_bytes()).expect("set");
+                        big_len(bare.get(b"raw-big").expect("get"));
+                    }),
+                ),
+                (
+                    "wrapper-libmemcached-binary",
+                    Box::new(|| {
+                        let store =
+                            Store::set(&wire_big_binary, big_text.as_bytes(), big_flags, 3600);
+                        wrapper_binary.store(&store).expect("store");
+                        let item = wrapper_binary.get(&wire_big_binary).expect("get");
+                        big_len(item.map(|i| i.value.len()));
+                    }),
+                ),
+                (
+                    "newcache-libmemcached-binary-string",
+                    Box::new(|| {
+                        binary_cache
+                            .set("big-binary-string", big_text.as_str(), TTL)
+                            .expect("set");
+                        let got: Option<String> =
+                            binary_cache.get("big-binary-string").expect("get");
+                        big_len(got.map(|v| v.len()));
+                    }),
+                ),
+                (
+                    "newcache-libmemcached-binary-vec",
+                    Box::new(|| {
+                        binary_cache
+                            .set("big-binary-vec", &big_bytes, TTL)
+                            .expect("set");
+                        let got: Option<Vec<u8>> = binary_cache.get("big-binary-vec").expect("get");
+                        big_len(got.map(|v| v.len()));
+                    }),
+                ),
             ],
         ),
     ];
     let started = Instant::now();
+    // Every ratio measured: (op, a, b) -> how many times faster a ran than b (median, p25,
+    // p75 over the rounds).
+    let mut measured: Vec<(&str, &str, &str, [f64; 3])> = Vec::new();
     for (op, burst, per_op, clients) in &mut ops {
         let times = interleave(clients, rounds, *burst);
         let names: Vec<&str> = clients.iter().map(|(n, _)| *n).collect();
         // a's speed over b's within each round (b's time over a's), sorted.
-        let ratios = |a: usize, b: usize| -> Vec<f64> {
+        let ratios = |a: usize, b: usize| -> [f64; 3] {
             let (Some(ta), Some(tb)) = (times.get(a), times.get(b)) else {
-                return Vec::new();
+                return [f64::NAN; 3];
             };
             let mut r: Vec<f64> = ta.iter().zip(tb).map(|(x, y)| y / x).collect();
             r.sort_by(f64::total_cmp);
-            r
+            [0.5, 0.25, 0.75].map(|q| quantile(&r, q))
         };
         for (a, name) in names.iter().enumerate() {
             let mut per_burst = times.get(a).cloned().unwrap_or_default();
@@ -319,20 +466,16 @@ fn main() {
             for (b, other) in names.iter().enumerate() {
                 if a != b {
                     let r = ratios(a, b);
+                    let [p50, p25, p75] = r;
                     out.push_str(&format!(
-                        "ratio\t{op}\t{name}\t{other}\t{:.4}\t{:.4}\t{:.4}\n",
-                        quantile(&r, 0.5),
-                        quantile(&r, 0.25),
-                        quantile(&r, 0.75)
+                        "ratio\t{op}\t{name}\t{other}\t{p50:.4}\t{p25:.4}\t{p75:.4}\n"
                     ));
+                    measured.push((op, name, other, r));
                 }
             }
-            let r = ratios(a, 0);
+            let [p50, p25, p75] = ratios(a, 0);
             table.push_str(&format!(
-                "{op:<13} {name:<42} {ops_s:>10.0} {:>6.2}x  [{:.2}x {:.2}x]\n",
-                quantile(&r, 0.5),
-                quantile(&r, 0.25),
-                quantile(&r, 0.75)
+                "{op:<13} {name:<46} {ops_s:>10.0} {p50:>6.2}x  [{p25:.2}x {p75:.2}x]\n"
             ));
         }
     }
@@ -341,6 +484,25 @@ fn main() {
         started.elapsed().as_secs_f64()
     );
     print!("{table}");
+    println!(
+        "value path: facade / the transport alone (median, [p25 p75]), target >= {:.2}x",
+        clients::VALUE_PATH_TARGET
+    );
+    for (op, facade, transport) in clients::VALUE_PATH {
+        let found = measured
+            .iter()
+            .find(|(o, a, b, _)| o == op && a == facade && b == transport);
+        if let Some((_, _, _, [p50, p25, p75])) = found {
+            let verdict = if *p50 >= clients::VALUE_PATH_TARGET {
+                "met"
+            } else {
+                "missed"
+            };
+            println!(
+                "{op:<13} {facade:<35} / {transport:<45} {p50:>5.2}x  [{p25:.2}x {p75:.2}x] {verdict}"
+            );
+        }
+    }
     if let Some(path) = std::env::var_os("NEWCACHE_INTERLEAVED_OUT") {
         std::fs::File::create(&path)
             .and_then(|mut f| f.write_all(out.as_bytes()))

@@ -113,6 +113,82 @@ pub fn floor_round_trip(floor: &mut TcpStream) {
     assert!(n > 0, "memcached closed the floor connection");
 }
 
+/// The size of the large value of the `set_get_100KB` rows: 100 KB.
+pub const BIG: usize = 100 * 1024;
+
+/// The large value of the `set_get_100KB` rows, as text (`String` rows store it as it is,
+/// `Vec<u8>` rows its bytes).
+pub fn big_value() -> String {
+    "x".repeat(BIG)
+}
+
+/// The value path's targets: (operation, facade row, the transport alone it is held to).
+/// The facade must run at 0.95x or better of the transport beneath it, measured
+/// interleaved; the transport rows read and write what the facade does (its wire keys, or
+/// keys of their length, and its bytes and flags), so the ratio is the facade's own cost.
+pub const VALUE_PATH: &[(&str, &str, &str)] = &[
+    ("set_get_100KB", "newcache-text-string", "transport-text"),
+    ("set_get_100KB", "newcache-text-vec", "transport-text"),
+    (
+        "set_get_100KB",
+        "newcache-libmemcached-binary-string",
+        "wrapper-libmemcached-binary",
+    ),
+    (
+        "set_get_100KB",
+        "newcache-libmemcached-binary-vec",
+        "wrapper-libmemcached-binary",
+    ),
+    (
+        "get_many_100",
+        "newcache-text",
+        "transport-text-facade-wire-bytes",
+    ),
+    (
+        "get_many_100",
+        "newcache-libmemcached-binary",
+        "wrapper-libmemcached-binary-facade-wire-bytes",
+    ),
+];
+
+/// The value path's target: facade / transport alone.
+pub const VALUE_PATH_TARGET: f64 = 0.95;
+
+/// The value path's allocation counts (the `allocations` bench's cases): (operation,
+/// transport, the facade's cases, the transport alone's case).
+pub const VALUE_PATH_ALLOCATIONS: &[(&str, &str, &[&str], &str)] = &[
+    (
+        "set+get 100 KB",
+        "text",
+        &[
+            "Cache::set+get::<String> 100 KB",
+            "Cache::set+get::<Vec<u8>> 100 KB",
+        ],
+        "TextTransport::store+get 100 KB",
+    ),
+    (
+        "get_many of 100 keys",
+        "text",
+        &["Cache::get_many::<String> of 100 keys"],
+        "TextTransport::get_many of 100 keys",
+    ),
+    (
+        "set+get 100 KB",
+        "libmemcached binary",
+        &[
+            "Cache(binary)::set+get::<String> 100 KB",
+            "Cache(binary)::set+get::<Vec<u8>> 100 KB",
+        ],
+        "BinaryTransport::store+get 100 KB",
+    ),
+    (
+        "get_many of 100 keys",
+        "libmemcached binary",
+        &["Cache(binary)::get_many::<String> of 100 keys"],
+        "BinaryTransport::get_many of 100 keys",
+    ),
+];
+
 /// The facade's 100 keys of the multi-get rows.
 pub fn many_keys() -> Vec<String> {
     (0..100).map(|i| format!("many-{i}")).collect()

@@ -6,6 +6,7 @@
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
+use newcache_benches::clients::{VALUE_PATH, VALUE_PATH_ALLOCATIONS, VALUE_PATH_TARGET};
 use plotters::prelude::*;
 
 /// Transport groups: (criterion group, title, operations per iteration).
@@ -165,7 +166,8 @@ impl Report {
             "### {title}\n\n| client | ops/s | vs libmemcached-sys-text | vs floor |\n|---|---|---|---|"
         );
         for (name, ops) in &rows {
-            let vs_floor = if per_iter == 1.0 {
+            // The floor is one round trip: only one-round-trip operations compare to it.
+            let vs_floor = if per_iter == 1.0 && group != "set_get_100KB" {
                 shown(speedup(&self.dir, (group, name), ("get_hit", FLOOR)))
             } else {
                 "-".into()
@@ -367,19 +369,20 @@ impl Interleaved {
     }
 }
 
-/// The interleaved ratios, one table per operation.
+/// The interleaved ratios, one table per operation, then the value path's.
 fn interleaved_section(r: &mut Report, inter: &Interleaved) {
     if inter.ops.is_empty() {
         return;
     }
     let _ = writeln!(
         r.md,
-        "## Ratios, interleaved (what the targets are checked on)\n\nThe `interleaved` bench (`benches/benches/interleaved.rs`): within each round every client runs a short burst of the operation (50 gets or sets, 10 multi-gets), a different client first each round, against one memcached with one worker thread (`-t 1`, so every client's connection is served alike). A ratio is the median over the rounds of the ratio within a round, with the middle half of the rounds beside it. On this shared machine the speed drifts by tens of percent over the seconds criterion spends on one row, which moves criterion's ratios between rows; within a round of a few milliseconds the machine is the same for every client.\n"
+        "## Ratios, interleaved (what the targets are checked on)\n\nThe `interleaved` bench (`benches/benches/interleaved.rs`): within each round every client runs a short burst of the operation (50 gets or sets, 10 multi-gets, 10 set+get pairs), a different client first each round, against one memcached with one worker thread (`-t 1`, so every client's connection is served alike). A ratio is the median over the rounds of the ratio within a round, with the middle half of the rounds beside it. On this shared machine the speed drifts by tens of percent over the seconds criterion spends on one row, which moves criterion's ratios between rows; within a round of a few milliseconds the machine is the same for every client.\n"
     );
     for (op, title) in [
         ("get_hit", "get hit"),
         ("set_100B", "set 100 B"),
         ("get_many_100", "get_many of 100 (keys/s)"),
+        ("set_get_100KB", "set+get 100 KB (pairs/s)"),
     ] {
         let clients = inter.clients(op);
         let Some((base, _)) = clients.first() else {
@@ -387,16 +390,50 @@ fn interleaved_section(r: &mut Report, inter: &Interleaved) {
         };
         let _ = writeln!(
             r.md,
-            "### {title}\n\n| client | ops/s | vs {base} | middle half of the rounds |\n|---|---|---|---|"
+            "### {title}\n\n| client | ops/s | vs {base} | middle half of the rounds | vs the transport alone |\n|---|---|---|---|---|"
         );
         for (client, ops) in &clients {
             let (median, spread) = match inter.ratio(op, client, base) {
                 Some([p50, p25, p75]) => (format!("{p50:.2}x"), format!("{p25:.2}x - {p75:.2}x")),
                 None => ("1.00x".to_string(), "-".to_string()),
             };
-            let _ = writeln!(r.md, "| {client} | {ops:.0} | {median} | {spread} |");
+            // A facade row of the value path: its ratio to the transport beneath it.
+            let alone = VALUE_PATH
+                .iter()
+                .find(|(o, facade, _)| *o == op && facade == client)
+                .and_then(|(_, _, transport)| {
+                    inter
+                        .ratio(op, client, transport)
+                        .map(|[p50, _, _]| format!("{p50:.2}x (`{transport}`)"))
+                })
+                .unwrap_or_else(|| "-".to_string());
+            let _ = writeln!(
+                r.md,
+                "| {client} | {ops:.0} | {median} | {spread} | {alone} |"
+            );
         }
         let _ = writeln!(r.md);
+    }
+    let rows: Vec<String> = VALUE_PATH
+        .iter()
+        .filter_map(|(op, facade, transport)| {
+            let [p50, p25, p75] = inter.ratio(op, facade, transport)?;
+            let verdict = if p50 >= VALUE_PATH_TARGET {
+                "met"
+            } else {
+                "missed"
+            };
+            Some(format!(
+                "| {op} | {facade} | {transport} | {p50:.2}x | {p25:.2}x - {p75:.2}x | {verdict} |"
+            ))
+        })
+        .collect();
+    if !rows.is_empty() {
+        let _ = writeln!(
+            r.md,
+            "### The value path: the facade over the transport alone\n\nEach `Cache` row against the transport beneath it, in the same rounds. The transport rows do what the facade does on the wire: for set+get, the same 100 KB with the same flags (text and the herd state) under a key of the facade's wire key's length; for get_many, the facade's own 100 wire keys and items (`-facade-wire-bytes`). `-string` rows store and read a `String`, `-vec` rows a `Vec<u8>`. Target: {VALUE_PATH_TARGET:.2}x or better.\n\n| operation | facade | transport alone | facade / transport | middle half of the rounds | target |\n|---|---|---|---|---|---|\n{}\n",
+            rows.join("\n")
+        );
     }
 }
 
@@ -461,7 +498,7 @@ fn main() {
     );
     let _ = writeln!(
         r.md,
-        "Rows:\n\n- `newcache-*`: the whole `Cache` facade (key function + herd envelope + codec) over each transport.\n- `transport-text`: the Rust text transport alone (no key function, herd or codec).\n- `libmemcached-sys-text`, `libmemcached-sys-binary`: **the baseline**, raw libmemcached: one handle and the C calls a C program makes (`memcached_get`, `memcached_set`, `memcached_mget` + `memcached_fetch_result` into a result it owns), as bare `libmemcached-sys` FFI calls (`newcache_transport_binary::bare`), `MEMCACHED_BEHAVIOR_TCP_NODELAY` = 1.\n- `wrapper-libmemcached-*`: our `newcache-transport-binary` (pool, key checks, items) without the facade.\n- `memcache-crate-*`: the `memcache` crate, ASCII and its default binary protocol.\n- `loopback-floor-mn`: a raw `mn` ping-pong on one TCP connection: the floor for one round trip.\n\n`vs libmemcached-sys-text` is the ratio to raw libmemcached's text protocol on the same operation in the same run; `vs floor` to the floor's round trips per second.\n"
+        "Rows:\n\n- `newcache-*`: the whole `Cache` facade (key function + herd state in the flags + codec) over each transport; in set+get 100 KB, `-string` stores and reads a `String`, `-vec` a `Vec<u8>`.\n- `transport-text`: the Rust text transport alone (no key function, herd or codec).\n- `libmemcached-sys-text`, `libmemcached-sys-binary`: **the baseline**, raw libmemcached: one handle and the C calls a C program makes (`memcached_get`, `memcached_set`, `memcached_mget` + `memcached_fetch_result` into a result it owns), as bare `libmemcached-sys` FFI calls (`newcache_transport_binary::bare`), `MEMCACHED_BEHAVIOR_TCP_NODELAY` = 1.\n- `wrapper-libmemcached-*`: our `newcache-transport-binary` (pool, key checks, items) without the facade.\n- `memcache-crate-*`: the `memcache` crate, ASCII and its default binary protocol.\n- `loopback-floor-mn`: a raw `mn` ping-pong on one TCP connection: the floor for one round trip.\n\n`vs libmemcached-sys-text` is the ratio to raw libmemcached's text protocol on the same operation in the same run; `vs floor` to the floor's round trips per second.\n"
     );
 
     let reps = repetitions(&r.dir);
@@ -533,11 +570,11 @@ fn main() {
 
     let _ = writeln!(r.md, "## Micro-benchmarks\n");
     r.micro_table("keyfn", "Key functions");
-    r.micro_table("envelope", "Herd envelope");
+    r.micro_table("envelope", "Herd state in the flags");
     r.micro_table("codec", "Value codec");
     r.micro_table(
         "facade_overhead",
-        "Key function + envelope + codec, one set and one get (no I/O)",
+        "Key function + herd flags + codec, one set and one get (no I/O)",
     );
     r.micro_table("placement_10_servers", "Placement, 10 servers");
 
@@ -653,14 +690,43 @@ fn allocations_section(r: &mut Report, tsv: &str) {
     }
     let _ = writeln!(
         r.md,
-        "## Heap allocations per call\n\nThe `allocations` bench (`benches/benches/allocations.rs`): dhat's counting global allocator, against a real memcached, the text transport; counts per call (a reallocation counts as an allocation), averaged over 1,000 calls after a warm-up (they are the same every call). libmemcached allocates with C `malloc`, which a Rust allocator does not see, so it has no row here.\n\n| call | allocations | bytes asked for |\n|---|---|---|"
+        "## Heap allocations per call\n\nThe `allocations` bench (`benches/benches/allocations.rs`): dhat's counting global allocator, against a real memcached; counts per call (a reallocation counts as an allocation), averaged over 1,000 calls (100 for the 100 KB cases) after a warm-up (they are the same every call). libmemcached allocates with C `malloc`, which a Rust allocator does not see: its rows (`binary`, `BinaryTransport`) count the Rust side only (the items, the facade).\n\n| call | allocations | bytes asked for |\n|---|---|---|"
     );
     for f in &rows {
         let _ = writeln!(r.md, "| {} | {} | {} |", f[0], f[1], f[2]);
     }
+    let find = |case: &str| rows.iter().find(|f| f.first() == Some(&case));
+    let shown = |f: &Vec<&str>| format!("{} ({} B)", f[1], f[2]);
+    let mut table = String::new();
+    for (op, transport, facade_cases, alone_case) in VALUE_PATH_ALLOCATIONS {
+        let Some(alone) = find(alone_case) else {
+            continue;
+        };
+        for case in *facade_cases {
+            let Some(facade) = find(case) else {
+                continue;
+            };
+            let extra = match (facade[1].parse::<f64>(), alone[1].parse::<f64>()) {
+                (Ok(a), Ok(b)) => format!("{:+.0}", a - b),
+                _ => "-".to_string(),
+            };
+            let _ = writeln!(
+                table,
+                "| {op} | {transport} | `{case}` | {} | {} | {extra} |",
+                shown(facade),
+                shown(alone)
+            );
+        }
+    }
+    if !table.is_empty() {
+        let _ = writeln!(
+            r.md,
+            "\n### The value path: the facade against the transport alone\n\n| operation | transport | facade call | facade: allocations (bytes) | the transport alone | facade's extra allocations |\n|---|---|---|---|---|---|\n{table}"
+        );
+    }
     let _ = writeln!(
         r.md,
-        "\nWhere they come from (found with a backtrace-capturing allocator, dhat, over the same calls; the counts above are this run's, the attribution is from when this was written):\n\n- `TextTransport::get` hit, 1: the `Vec` the decoder copies the value into out of the connection's read buffer (`proto::Decoder::decode`), returned as the `Item`'s value. A miss allocates nothing.\n- `Cache::get_raw` hit, 1: that same `Vec` (113 bytes: the 13-byte herd envelope and the value; the envelope is drained in place).\n- `Cache::get::<String>` hit, 1: that same `Vec`, handed over as the `String` (`codec::decode_vec`: the envelope's header removed in place, the UTF-8 checked, no copy). The wire key goes into a reused per-thread buffer: no allocation.\n- `Cache::set`, 1: the 256-byte buffer the envelope and value are encoded into (`Cache::encode_computed`).\n- `TextTransport::get_many` of 100, 102: the 100 values, the result `Vec<Option<Item>>` and the decoder's list of values (`proto::Values::with_capacity`).\n- `Cache::get_many::<String>` of 100, 207: the returned map's 201 (100 owned keys, 100 values that are the transport's buffers handed over, the table), the transport's 2 lists, and 4 of bookkeeping (the wire-key buffer, its end offsets and slices, the list of reads looked at).\n"
+        "\nWhere they come from (found with a backtrace-capturing allocator, dhat, over the same calls; the counts above are this run's, the attribution is from when this was written). Values are stored bare (the herd state rides in the item's flags), so nothing is stripped from a value on the way out:\n\n- `TextTransport::get` hit, 1: the `Vec` the decoder copies the value into out of the connection's read buffer (`proto::Decoder::decode`), returned as the `Item`'s value. A miss allocates nothing.\n- `Cache::get_raw` hit, 1: that same `Vec`, returned as it is.\n- `Cache::get::<String>` hit, 1: that same `Vec`, handed over as the `String` (`codec::decode_vec`: the UTF-8 checked, no copy). The wire key goes into a reused per-thread buffer: no allocation.\n- `Cache::set`, 1: the 256-byte buffer the value is encoded into (`Cache::encode_computed`).\n- `Cache::set+get::<String>` of 100 KB, 3 against the transport's 1: the set's 256-byte buffer, grown once to the value's size (a reallocation), into which the value is copied before the transport copies it into the connection's write buffer; the get's value is the transport's buffer handed over.\n- `Cache::set+get::<Vec<u8>>` of 100 KB, 4: the same three, and a second 100 KB `Vec`: serde reads a `Vec<u8>` as a sequence, so its visitor builds a new `Vec` one byte at a time out of the transport's buffer (which is then freed) instead of taking it over; on the set side it is written one byte at a time too (*Value codec*: `vec_u8_100KB_*` against `string_100KB_*`).\n- `TextTransport::get_many` of 100, 102: the 100 values, the result `Vec<Option<Item>>` and the decoder's list of values (`proto::Values::with_capacity`).\n- `Cache::get_many::<String>` of 100, 105 more than the transport (over either transport): the returned map's 101 (100 owned `String` keys and its table; the 100 values are the transport's buffers handed over) and 4 of bookkeeping (the wire-key buffer, its end offsets and slices, the list of reads looked at).\n"
     );
 }
 
@@ -793,9 +859,51 @@ fn targets(r: &mut Report, allocations: &str, inter: &Interleaved) {
         None => format!("{label} not measured"),
     })
     .collect();
+    // The value path: each facade row over the transport alone beneath it, interleaved
+    // only (criterion's rows do not carry the same keys and flags).
+    /// A target checked: (shown, met), `None` when not measured.
+    type Checked = Option<(String, bool)>;
+    let value_path: Vec<(&str, &str, &str, Checked)> = VALUE_PATH
+        .iter()
+        .map(|(op, facade, transport)| {
+            let x = inter.ratio(op, facade, transport).map(|[p50, _, _]| p50);
+            (*op, *facade, *transport, check(x, VALUE_PATH_TARGET))
+        })
+        .collect();
+    let value_rows: String = value_path
+        .iter()
+        .map(|(op, facade, transport, c)| {
+            let alloc = VALUE_PATH_ALLOCATIONS
+                .iter()
+                .filter(|(what, _, _, _)| {
+                    (*op == "set_get_100KB") == what.starts_with("set+get")
+                })
+                .find_map(|(_, _, cases, alone)| {
+                    let suffix = if facade.ends_with("-vec") {
+                        "<Vec<u8>>"
+                    } else {
+                        "<String>"
+                    };
+                    let binary = facade.contains("libmemcached");
+                    let case = cases
+                        .iter()
+                        .find(|c| c.contains(suffix) && c.contains("(binary)") == binary)?;
+                    Some(format!(
+                        "; allocations per call {} against {}",
+                        allocs(case).map_or("-".into(), |n| format!("{n:.0}")),
+                        allocs(alone).map_or("-".into(), |n| format!("{n:.0}"))
+                    ))
+                })
+                .unwrap_or_default();
+            format!(
+                "| the value path: `{facade}` >= {VALUE_PATH_TARGET:.2}x `{transport}`, {op} | {}{alloc} |\n",
+                cell(c)
+            )
+        })
+        .collect();
     let _ = writeln!(
         r.md,
-        "## Targets, this run\n\nRatios from *Ratios, interleaved* where it measured the pair, else from the criterion tables (medians of the ratios within each repeated run).\n\n| target | result |\n|---|---|\n| text facade >= 1.0x raw libmemcached text, get hit | {} |\n| text facade >= 1.0x raw libmemcached text, set 100 B | {} |\n| text facade >= 1.0x raw libmemcached text, get_many(100) | {} |\n| text facade >= 0.9x the loopback floor, get hit | {} |\n| binary facade within 5% of raw libmemcached binary | {} |\n| key function + envelope + codec < 0.5 µs | {overhead} |\n| no allocation on the get path beyond the returned value (allocations per call, *Heap allocations per call*) | {} |\n",
+        "## Targets, this run\n\nRatios from *Ratios, interleaved* where it measured the pair, else from the criterion tables (medians of the ratios within each repeated run).\n\n| target | result |\n|---|---|\n| text facade >= 1.0x raw libmemcached text, get hit | {} |\n| text facade >= 1.0x raw libmemcached text, set 100 B | {} |\n| text facade >= 1.0x raw libmemcached text, get_many(100) | {} |\n| text facade >= 0.9x the loopback floor, get hit | {} |\n| binary facade within 5% of raw libmemcached binary | {} |\n| key function + herd flags + codec < 0.5 µs | {overhead} |\n| no allocation on the get path beyond the returned value (allocations per call, *Heap allocations per call*) | {} |\n{value_rows}",
         cell(&hit),
         cell(&set),
         cell(&many),
@@ -813,9 +921,14 @@ fn targets(r: &mut Report, allocations: &str, inter: &Interleaved) {
     let x = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.2}x"));
     if missed(&many) {
         why.push(format!(
-            "**get_many(100) through the facade.** The facade's wire work is larger than raw libmemcached's: 100 hashed keys of 43 bytes (`-1-` and 40 hex digits: version 1, no flavor) against keys of 10 or 11 bytes (`raw-many-N`), and each value behind the 13-byte herd envelope. Raw libmemcached reading exactly the facade's keys and items (`{WIRE}`) ran at {} of its own short-key multi-get in this run: that is the price of hashed keys at the server and on the wire, which no client can avoid with the same key function. Against that same-bytes row the facade ran at {}; the text transport alone, on the short keys, at {} of raw libmemcached. The facade's own work per key is the SHA-1 key function (*Key functions*, about 100 ns), opening the envelope, and the returned map: an owned `String` key per entry and its table (the value itself is the transport's buffer, handed over; *Heap allocations per call*). What would close the rest: a `get_many` that returns values in the caller's key order (no map, no owned keys), and a faster key function than SHA-1 for users who need no django-newcache compatibility.",
+            "**get_many(100) through the facade.** The facade's wire work is larger than raw libmemcached's: 100 hashed keys of 43 bytes (`-1-` and 40 hex digits: version 1, no flavor) against keys of 10 or 11 bytes (`raw-many-N`); the values are the same 100 bytes (stored bare, the herd state in the flags). Raw libmemcached reading exactly the facade's keys and items (`{WIRE}`) ran at {} of its own short-key multi-get in this run: that is the price of hashed keys at the server and on the wire, which no client can avoid with the same key function. Against that same-bytes row the facade ran at {}, and at {} of the text transport alone reading the same keys (`transport-text-facade-wire-bytes`); the text transport alone, on the short keys, at {} of raw libmemcached. The facade's own work per key is the SHA-1 key function and its hex digits (*Key functions*), reading the herd state from the flags, and the returned map: an owned `String` key per entry and its table (the value itself is the transport's buffer, handed over; *Heap allocations per call*). What would close the rest: a `get_many` that returns values in the caller's key order (no map, no owned keys), and a faster key function than SHA-1 for users who need no django-newcache compatibility.",
             x(vs("get_many_100", WIRE, BASELINE)),
             x(vs("get_many_100", "newcache-text", WIRE)),
+            x(vs(
+                "get_many_100",
+                "newcache-text",
+                "transport-text-facade-wire-bytes"
+            )),
             x(vs("get_many_100", "transport-text", BASELINE)),
         ));
     }
@@ -825,7 +938,7 @@ fn targets(r: &mut Report, allocations: &str, inter: &Interleaved) {
     ] {
         if missed(c) {
             why.push(format!(
-                "**{name} through the text facade.** The text transport alone ran at {} of raw libmemcached here{}. The facade's CPU work per operation is under 0.2 µs (*Key function + envelope + codec*) against a round trip of about 25 µs, and both make the same two system calls per operation (*System calls per operation*), so a gap of more than about 1% is the machine's noise landing on this row, or the larger request (hashed key, envelope) at the server.",
+                "**{name} through the text facade.** The text transport alone ran at {} of raw libmemcached here{}. The facade's CPU work per operation is under 0.2 µs (*Key function + herd flags + codec*) against a round trip of about 25 µs, and both make the same two system calls per operation (*System calls per operation*), so a gap of more than about 1% is the machine's noise landing on this row, or the larger request (the hashed key) at the server.",
                 x(vs(g, "transport-text", BASELINE)),
                 if g == "set_100B" {
                     format!(
@@ -847,8 +960,49 @@ fn targets(r: &mut Report, allocations: &str, inter: &Interleaved) {
     for (g, c) in &binary {
         if missed(c) {
             why.push(format!(
-                "**binary facade vs raw libmemcached binary, {g}.** Our libmemcached wrapper without the facade (`wrapper-libmemcached-binary`) ran at {} of raw libmemcached binary. The wrapper borrows a handle from the pool (a mutex) and checks the key; a get is one `memcached_get` like the raw row's (one `GETK` write, whose CAS it reads from the handle's own result) and copies the value out of libmemcached's buffer into an `Item`, a set one `memcached_set`. The facade adds its key function, envelope and codec (under 0.2 µs) and the envelope's 13 bytes on the wire.",
+                "**binary facade vs raw libmemcached binary, {g}.** Our libmemcached wrapper without the facade (`wrapper-libmemcached-binary`) ran at {} of raw libmemcached binary. The wrapper borrows a handle from the pool (a mutex) and checks the key; a get is one `memcached_get` like the raw row's (one `GETK` write, whose CAS it reads from the handle's own result) and copies the value out of libmemcached's buffer into an `Item`, a set one `memcached_set`. The facade adds its key function, herd flags and codec (under 0.2 µs) and its longer (hashed) key on the wire.",
                 x(vs(g, "wrapper-libmemcached-binary", BASELINE_BINARY))
+            ));
+        }
+    }
+    // The value path, from this run's own rows: the transport's time per operation, the
+    // codec's time per 100 KB, the key function's per key.
+    let micro = |group: &str, bench: &str| mean_ns(&r.dir, group, bench).map(duration);
+    let shown = |v: Option<String>| v.unwrap_or_else(|| "(not measured)".to_string());
+    let per_op = |op: &str, client: &str, per: f64| {
+        inter
+            .clients(op)
+            .into_iter()
+            .find(|(c, _)| c == client)
+            .map(|(_, ops)| duration(per * 1e9 / ops))
+    };
+    for (op, facade, transport, c) in &value_path {
+        if !missed(c) {
+            continue;
+        }
+        let ratio = c.as_ref().map_or(String::new(), |(s, _)| s.clone());
+        if *op == "set_get_100KB" && facade.ends_with("-vec") {
+            why.push(format!(
+                "**set+get of 100 KB as a `Vec<u8>`, `{facade}` over `{transport}` ({ratio}).** serde hands a `Vec<u8>` to a serializer, and takes one from a deserializer, one element at a time (`Serializer::collect_seq`, `Visitor::visit_seq`): the plain codec encoded 100 KB in {} and decoded it in {} in this run (*Value codec*: `vec_u8_100KB_*`), against {} and {} for the same bytes as a `String` and {} for a plain copy; the decode also builds a second 100 KB `Vec` instead of taking the transport's over (*Heap allocations per call*). The transport's whole set+get took {} here. What would close it, in `crates/newcache/src/codec/plain.rs`: on encode, `Probe` overriding `collect_seq` to `extend` its buffer from the items (a `Vec<u8>`'s come from a slice iterator, so the loop becomes a copy); on decode no serde visitor of `Vec<u8>` takes a buffer, so only knowing the type hands the transport's buffer over (`T: 'static` and `Any`), or the caller reads `serde_bytes::ByteBuf` (handed over today) or `get_raw`.",
+                shown(micro("codec", "vec_u8_100KB_encode")),
+                shown(micro("codec", "vec_u8_100KB_decode")),
+                shown(micro("codec", "string_100KB_encode")),
+                shown(micro("codec", "string_100KB_decode")),
+                shown(micro("codec", "memcpy_100KB")),
+                shown(per_op(op, transport, 1.0)),
+            ));
+        } else if *op == "set_get_100KB" {
+            why.push(format!(
+                "**set+get of 100 KB as a `String`, `{facade}` over `{transport}` ({ratio}).** The facade's work that grows with the value: the set copies it into the facade's own buffer before the transport copies it into its write buffer ({} for 100 KB here, `string_100KB_encode`; the buffer grows once from 256 bytes), and the get checks its UTF-8 ({}, `string_100KB_decode`; the transport's buffer is then handed over as the `String`, no copy). The transport's whole set+get took {} here. What would close it: storing a plain `str`/`[u8]` value from the caller's own bytes (no encode buffer), and a faster UTF-8 check (SIMD, e.g. `simdutf8`).",
+                shown(micro("codec", "string_100KB_encode")),
+                shown(micro("codec", "string_100KB_decode")),
+                shown(per_op(op, transport, 1.0)),
+            ));
+        } else {
+            why.push(format!(
+                "**get_many(100), `{facade}` over `{transport}` ({ratio}).** Both read the same 100 wire keys and items in one round trip, so the difference is the facade's CPU per key: the key function (`hashed/short` {} per key, *Key functions*), reading the herd state from the flags, the `String` check of each value, and the returned map: 105 allocations more than the transport per call (100 owned `String` keys, the map's table, 4 of bookkeeping; *Heap allocations per call*) and a SipHash of every key. The transport alone took {} per get_many of 100 here. What would close it: a `get_many` returning values in the caller's key order (no map, no owned keys), opening fresh items in place rather than keeping a 112-byte look per key for a second pass, and a cheaper key function where django-newcache compatibility is not needed.",
+                shown(micro("keyfn", "hashed/short")),
+                shown(per_op(op, transport, 100.0)),
             ));
         }
     }
