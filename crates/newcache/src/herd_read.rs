@@ -405,23 +405,15 @@ impl Cache {
     }
 
     /// Sends the stale items' stores of one multi-get (re-stores, claims) in one
-    /// `store_many`, as django-newcache's `set_multi` did; `refs` are the wire keys, in the
-    /// order of `looked`. Returns the stores' outcomes in that order (empty when no read was
+    /// `store_many`, as django-newcache's `set_multi` did: each pending store with its wire
+    /// key. Returns the stores' outcomes in that order (empty when no read was
     /// stale, or when the batch failed: that only weakens the protection, since re-stores are
     /// misses either way and a claim that may not have landed serves the old value).
-    pub(crate) fn send_pending(
+    pub(crate) fn send_pending<'a>(
         &self,
-        looked: &[Option<Looked>],
-        refs: &[&[u8]],
+        stale: impl Iterator<Item = (&'a Pending, &'a [u8])>,
     ) -> Vec<StoreStatus> {
-        let requests: Vec<Store<'_>> = looked
-            .iter()
-            .zip(refs)
-            .filter_map(|(l, wire)| match l {
-                Some(Looked::Store(pending)) => Some(pending.request(wire)),
-                _ => None,
-            })
-            .collect();
+        let requests: Vec<Store<'_>> = stale.map(|(pending, wire)| pending.request(wire)).collect();
         if requests.is_empty() {
             return Vec::new();
         }

@@ -74,7 +74,7 @@ mod herd_read;
 mod many;
 mod read_through;
 
-use herd_read::{Looked, Opened, Stamp};
+use herd_read::{Looked, Opened, Pending, Stamp};
 use read_through::Flight;
 
 use std::collections::HashMap;
@@ -412,58 +412,80 @@ impl Cache {
         } else {
             None
         };
-        let mut looked: Vec<Option<Looked>> = Vec::with_capacity(refs.len());
-        // Values that were there and could not be opened, by position.
-        let mut broken: Vec<(usize, Error)> = Vec::new();
-        let mut keep = |i: usize, result: Option<Result<Looked>>| match result {
-            Some(Err(e)) => {
-                broken.push((i, e));
-                looked.push(None);
-            }
-            other => looked.push(other.and_then(Result::ok)),
-        };
-        if let Some(metas) = metas {
-            for (i, (m, wire)) in metas.into_iter().zip(&refs).enumerate() {
-                keep(i, m.map(|m| self.look_meta(wire, m, now)));
-            }
-        } else {
-            let items = self.inner.transport.get_many(&refs)?;
-            for (i, (item, wire)) in items.into_iter().zip(&refs).enumerate() {
-                keep(i, item.map(|item| self.look(wire, item, now)));
-            }
-        }
-        let mut statuses = self.send_pending(&looked, &refs).into_iter();
+        // One pass: a fresh value is decoded as it comes; a stale one's store (claim or
+        // re-store) waits, so that all of them go out in one batch.
         let mut out = HashMap::with_capacity(keys.len());
-        let mut failed = Vec::new();
-        let mut broken = broken.into_iter().peekable();
-        for (i, (key, looked)) in keys.iter().zip(looked).enumerate() {
-            let key = key.as_ref();
-            if broken.peek().is_some_and(|(at, _)| *at == i) {
-                if let Some((_, e)) = broken.next() {
-                    failed.push((key.to_owned(), e));
+        let mut failed: Vec<(usize, Error)> = Vec::new();
+        let mut stale: Vec<(usize, Pending)> = Vec::new();
+        let looks: Box<dyn Iterator<Item = Option<Result<Looked>>> + '_> = match metas {
+            Some(metas) => Box::new(
+                metas
+                    .into_iter()
+                    .zip(&refs)
+                    .map(|(m, wire)| m.map(|m| self.look_meta(wire, m, now))),
+            ),
+            None => Box::new(
+                self.inner
+                    .transport
+                    .get_many(&refs)?
+                    .into_iter()
+                    .zip(&refs)
+                    .map(|(item, wire)| item.map(|item| self.look(wire, item, now))),
+            ),
+        };
+        for (i, looked) in looks.enumerate() {
+            match looked {
+                None => {}
+                Some(Err(e)) => failed.push((i, e)),
+                Some(Ok(Looked::Done(opened))) => {
+                    self.decode_into(keys, i, opened, &mut out, &mut failed)
                 }
-                continue;
-            }
-            let opened = match looked {
-                None => continue,
-                Some(Looked::Done(opened)) => opened,
-                Some(Looked::Store(pending)) => pending.settle(statuses.next()),
-            };
-            if let Opened::Value {
-                item,
-                offset,
-                flags,
-            } = opened
-            {
-                match self.decode_vec(key, item, offset, flags) {
-                    Ok(value) => {
-                        out.insert(key.to_owned(), value);
-                    }
-                    Err(e) => failed.push((key.to_owned(), e)),
-                }
+                Some(Ok(Looked::Store(pending))) => stale.push((i, pending)),
             }
         }
+        if !stale.is_empty() {
+            let statuses = self.send_pending(
+                stale
+                    .iter()
+                    .filter_map(|(i, p)| refs.get(*i).map(|wire| (p, *wire))),
+            );
+            let mut statuses = statuses.into_iter();
+            for (i, pending) in stale {
+                let opened = pending.settle(statuses.next());
+                self.decode_into(keys, i, opened, &mut out, &mut failed);
+            }
+            failed.sort_by_key(|(i, _)| *i);
+        }
+        let failed = failed
+            .into_iter()
+            .map(|(i, e)| (keys.get(i).map_or("", AsRef::as_ref).to_owned(), e))
+            .collect();
         Ok(GetMany::new(out, failed))
+    }
+
+    /// Decodes one `get_many` value into the map, or records why it could not be.
+    fn decode_into<K: AsRef<str>, T: DeserializeOwned + 'static>(
+        &self,
+        keys: &[K],
+        i: usize,
+        opened: Opened,
+        out: &mut HashMap<String, T>,
+        failed: &mut Vec<(usize, Error)>,
+    ) {
+        if let Opened::Value {
+            item,
+            offset,
+            flags,
+        } = opened
+        {
+            let key = keys.get(i).map_or("", AsRef::as_ref);
+            match self.decode_vec(key, item, offset, flags) {
+                Ok(value) => {
+                    out.insert(key.to_owned(), value);
+                }
+                Err(e) => failed.push((i, e)),
+            }
+        }
     }
 
     /// True when `key` holds a value a `get` would return now. Has no side effects: a stale
