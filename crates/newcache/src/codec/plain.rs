@@ -159,12 +159,14 @@ impl<'a> ser::Serializer for Probe<'a> {
     {
         let start = self.out.len();
         let mut plain = true;
+        // `map`, not `map_while`: a slice iterator's exact length lets `extend` reserve once
+        // and copy without a capacity check per byte.
         self.out
-            .extend(iter.into_iter().map_while(|x| match x.serialize(OnlyU8) {
-                Ok(b) => Some(b),
+            .extend(iter.into_iter().map(|x| match x.serialize(OnlyU8) {
+                Ok(b) => b,
                 Err(NotPlain) => {
                     plain = false;
-                    None
+                    0
                 }
             }));
         if plain {
