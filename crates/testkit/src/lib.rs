@@ -11,8 +11,13 @@
 //! assert!(version.starts_with(b"VERSION "));
 //! // Dropping `server` stops the process.
 //! ```
+//!
+//! [`proxy::FaultProxy`] sits between a client and a server and tampers with the replies
+//! (duplicates, older replies, garbage, truncation, delays, one-byte writes).
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 #![forbid(unsafe_code)]
+
+pub mod proxy;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};

@@ -1,6 +1,16 @@
 //! memcached's text protocol in Rust: a sans-IO codec ([`proto`]) under a blocking
 //! connection pool, one pool per server.
 //!
+//! - **Every reply is matched to its request.** On memcached 1.6 and later every operation
+//!   is a meta command (`mg`, `ms`, `md`, `ma`) carrying an opaque token that the connection
+//!   never repeats and asking for the key back; a reply that does not echo both (a duplicate
+//!   of an earlier reply, bytes from somewhere else) is an [`Error::Protocol`], the
+//!   connection is closed, and the requests still waiting on it fail with that error. Each
+//!   server is probed once, on its first connection, for meta support (see
+//!   [`Protocol::Auto`]); servers and proxies without it (memcached before 1.6, twemproxy)
+//!   get the classic commands, where the keys of `VALUE` lines are checked against the
+//!   request's, any byte after the awaited reply fails the request, and a pooled connection
+//!   with bytes waiting is closed instead of reused.
 //! - Every request is encoded into one buffer and written with one `write` call; replies are
 //!   read into a small buffer the pooled connection keeps and parsed (and dropped from it) as
 //!   they arrive, and the bulk of a large value is read from the socket straight into the
@@ -9,7 +19,9 @@
 //! - Connections open lazily (building a transport never blocks) and go back to the pool only
 //!   after a complete, well-formed reply. After an I/O error, a timeout or an unparsable reply
 //!   the connection is dropped, never reused half-read; the next request opens a new one, so a
-//!   server that comes back is used again.
+//!   server that comes back is used again. At most [`TextConfig::max_connections`] are open
+//!   per server (callers wait for one to come free), and idle ones are closed after
+//!   [`TextConfig::idle_timeout`].
 //! - Keys are checked and values measured before anything is written: a bad key is a typed
 //!   error and sends nothing; a value over the item size limit is a typed error and is not
 //!   sent, and a `set` of one deletes the key instead, as memcached unlinks the old item of a
@@ -50,6 +62,8 @@
 #![forbid(unsafe_code)]
 
 mod cluster;
+mod command;
+mod pool;
 pub mod proto;
 
 pub use cluster::Failover;
@@ -59,17 +73,86 @@ use std::fmt;
 use std::io::{self, IoSliceMut, Read, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::ops::Range;
-use std::sync::Mutex;
-
-use cluster::Cluster;
-use newcache_placement::Behaviors;
+use std::str::FromStr;
+use std::sync::atomic::{AtomicU32, AtomicU8, Ordering};
+use std::sync::{Arc, Condvar, Mutex, Once, Weak};
 use std::time::{Duration, Instant};
 
+use cluster::Cluster;
+use command::{Cmd, Mismatch, NeedsMeta, Outcome, Wire};
+use newcache_placement::Behaviors;
 use newcache_transport::{
     check_key, Error, Item, MetaItem, Result, ServerStats, Store, StoreMode, StoreStatus,
     Transport, DEFAULT_ITEM_SIZE_LIMIT,
 };
-use proto::{Decoder, Expect, Meta, Reply, Status, Values};
+use pool::{Checkout, Permit, Pool};
+use proto::{meta, Decoder, Expect, Meta, Reply, Status};
+
+/// Which protocol the transport speaks to its servers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Protocol {
+    /// Meta commands where the server speaks them, classic ones elsewhere (the default).
+    /// Each server is probed once, on the first connection opened to it, with one tagged
+    /// `mg` ([`proto::meta::encode_probe`]); the answer is kept for the life of the
+    /// transport, and the server probed again only after it answers a meta command with
+    /// `ERROR` (it was replaced by a memcached without meta). A probe that fails for another
+    /// reason (the server is down, the reply is garbled) decides nothing: the next connection
+    /// probes again.
+    #[default]
+    Auto,
+    /// Meta commands only (memcached 1.6 and later); a server without them answers every
+    /// request with an error.
+    Meta,
+    /// The classic text commands only, as memcached before 1.6 and proxies such as
+    /// twemproxy speak them. A reply is checked against its request as far as that protocol
+    /// allows (the keys of `VALUE` lines, the kind of status line, no byte after the reply,
+    /// no byte waiting on an idle connection), but a duplicated reply of the same shape
+    /// (`STORED`, a number, the same key's value) that arrives while the next request is in
+    /// flight cannot be told from that request's own; the meta protocol's opaque tokens can.
+    /// The meta-only operations ([`Transport::meta_get`], [`Transport::meta_invalidate`])
+    /// are [`Error::Unsupported`].
+    Classic,
+}
+
+impl Protocol {
+    /// The name used in configuration: `auto`, `meta` or `classic`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Protocol::Auto => "auto",
+            Protocol::Meta => "meta",
+            Protocol::Classic => "classic",
+        }
+    }
+}
+
+impl fmt::Display for Protocol {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for Protocol {
+    type Err = BehaviorError;
+
+    /// `auto`, `meta` or `classic` (also `text` and `ascii` for classic), in any case.
+    ///
+    /// ```
+    /// use newcache_transport_text::Protocol;
+    /// assert_eq!("Meta".parse::<Protocol>().unwrap(), Protocol::Meta);
+    /// assert_eq!("classic".parse::<Protocol>().unwrap(), Protocol::Classic);
+    /// assert!("binary".parse::<Protocol>().is_err());
+    /// ```
+    fn from_str(s: &str) -> Result<Self, BehaviorError> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "auto" => Ok(Protocol::Auto),
+            "meta" => Ok(Protocol::Meta),
+            "classic" | "text" | "ascii" => Ok(Protocol::Classic),
+            _ => Err(BehaviorError(format!(
+                "protocol {s:?}: expected auto, meta or classic"
+            ))),
+        }
+    }
+}
 
 /// Settings of a [`TextTransport`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -83,11 +166,33 @@ pub struct TextConfig {
     /// Timeout for a whole reply to arrive (give or take 1/16 of it: a reply that takes many
     /// reads has the socket's timeout shortened to the time left only when the last setting
     /// would overshoot by more, so a reply that streams in quickly costs no `setsockopt`).
+    /// Also how long a request waits for a connection when [`TextConfig::max_connections`]
+    /// are busy.
     pub read_timeout: Duration,
     /// Timeout for a request to be written.
     pub write_timeout: Duration,
-    /// Idle connections kept per server.
+    /// Idle connections kept per server (more are closed when they come back, unless a
+    /// caller is waiting for one).
     pub max_idle_per_server: usize,
+    /// The most connections open to one server at once (0: no limit). A request that finds
+    /// them all busy waits for one up to [`TextConfig::read_timeout`], then fails with
+    /// [`Error::Timeout`] (which does not count as a failure of the server).
+    ///
+    /// Default 64: a blocking connection carries one request at a time, and on a LAN one
+    /// round trip takes some tens of microseconds, so 64 connections already carry over a
+    /// million requests a second, far more than one memcached serves; more only cost the
+    /// server memory (a read buffer per connection) and file descriptors. 64 per process
+    /// also keeps 16 processes under memcached's default limit of 1,024 connections (`-c`),
+    /// where connections beyond it are refused.
+    pub max_connections: usize,
+    /// An idle connection is closed once it has been idle this long (zero: kept until the
+    /// transport is dropped). Default 60 s, so an idle process does not hold connections on
+    /// every server forever. A background thread, started with the first pooled
+    /// connection, closes them (and stops with the transport).
+    pub idle_timeout: Duration,
+    /// Which protocol to speak: meta where the server has it (the default), or one of the
+    /// two for every server.
+    pub protocol: Protocol,
     /// Values larger than this are refused without being sent (memcached's `-I`); a `set`
     /// of one deletes the key instead, as memcached does when it refuses a `set`.
     pub item_size_limit: usize,
@@ -218,6 +323,9 @@ impl Default for TextConfig {
             read_timeout: Duration::from_millis(500),
             write_timeout: Duration::from_millis(500),
             max_idle_per_server: 16,
+            max_connections: 64,
+            idle_timeout: Duration::from_secs(60),
+            protocol: Protocol::Auto,
             item_size_limit: DEFAULT_ITEM_SIZE_LIMIT,
             placement: Behaviors::default(),
             failover: Failover::default(),
@@ -315,19 +423,86 @@ struct Conn {
     stream: TcpStream,
     rbuf: ReadBuf,
     wbuf: Vec<u8>,
+    /// The dialect it speaks, fixed when it opened.
+    wire: Wire,
+    /// The opaque token of its next meta request.
+    opaque: u32,
+    /// Its place in the server's count of open connections.
+    _permit: Permit<Conn>,
 }
 
-/// One configured server and its idle connections.
+impl Conn {
+    fn new(stream: TcpStream, wire: Wire, mut permit: Permit<Conn>, first_opaque: u32) -> Conn {
+        // When the connection goes, its place is freed once the server has closed its side.
+        if let Ok(socket) = stream.try_clone() {
+            permit.attach(socket);
+        }
+        Conn {
+            stream,
+            rbuf: ReadBuf::new(),
+            wbuf: Vec::with_capacity(1024),
+            wire,
+            opaque: first_opaque,
+            _permit: permit,
+        }
+    }
+
+    /// The next opaque token: never the same twice in a row of 2^32 requests.
+    fn next_opaque(&mut self) -> u32 {
+        let opaque = self.opaque;
+        self.opaque = opaque.wrapping_add(1);
+        opaque
+    }
+
+    /// Its permit, to open another connection in its place.
+    fn into_permit(self) -> Permit<Conn> {
+        self._permit
+    }
+}
+
+/// What a server was found to speak ([`Server::wire`]).
+const WIRE_UNKNOWN: u8 = 0;
+const WIRE_META: u8 = 1;
+const WIRE_CLASSIC: u8 = 2;
+
+/// One configured server and its connections.
 struct Server {
     label: String,
-    idle: Mutex<Vec<Conn>>,
+    pool: Pool<Conn>,
+    /// With [`Protocol::Auto`]: what the server's probe found (`WIRE_*`).
+    wire: AtomicU8,
+}
+
+/// A connection just had: ready, or waiting for the reply to the probe sent on it (with
+/// its token).
+enum Opened {
+    Ready(Conn),
+    Probing(Conn, u32),
+}
+
+/// Why a connection could not be had.
+enum Acquire {
+    /// Every connection stayed busy (not a failure of the server).
+    Busy(Error),
+    /// Opening one failed.
+    Failed(Error),
+}
+
+/// The thread that closes idle connections, started with the first pooled connection.
+struct Reaper {
+    started: Once,
+    /// Set (and signalled) when the transport is dropped.
+    stop: Arc<(Mutex<bool>, Condvar)>,
 }
 
 /// memcached's text protocol over TCP; see the crate documentation.
 pub struct TextTransport {
-    servers: Vec<Server>,
+    servers: Arc<[Server]>,
     cluster: Cluster,
     config: TextConfig,
+    /// Connections opened so far, which seeds each one's first opaque token.
+    opened: AtomicU32,
+    reaper: Reaper,
 }
 
 impl fmt::Debug for TextTransport {
@@ -335,6 +510,14 @@ impl fmt::Debug for TextTransport {
         f.debug_struct("TextTransport")
             .field("servers", &self.servers())
             .finish()
+    }
+}
+
+impl Drop for TextTransport {
+    fn drop(&mut self) {
+        let (stopped, signal) = &*self.reaper.stop;
+        *stopped.lock().unwrap_or_else(|p| p.into_inner()) = true;
+        signal.notify_all();
     }
 }
 
@@ -363,11 +546,16 @@ impl TextTransport {
                 command: format!("the {} key hash (use the binary transport)", settings.hash),
             });
         }
+        let max_open = match config.max_connections {
+            0 => usize::MAX,
+            n => n,
+        };
         let servers = specs
             .iter()
             .map(|s| Server {
                 label: s.address(),
-                idle: Mutex::new(Vec::new()),
+                pool: Pool::new(max_open, config.max_idle_per_server, config.idle_timeout),
+                wire: AtomicU8::new(WIRE_UNKNOWN),
             })
             .collect();
         let cluster = Cluster::new(specs, settings, config.failover);
@@ -375,6 +563,11 @@ impl TextTransport {
             servers,
             cluster,
             config,
+            opened: AtomicU32::new(0),
+            reaper: Reaper {
+                started: Once::new(),
+                stop: Arc::new((Mutex::new(false), Condvar::new())),
+            },
         })
     }
 
@@ -395,11 +588,27 @@ impl TextTransport {
         self.cluster.place(key)
     }
 
+    /// The protocol spoken to the server at `index` (into [`TextTransport::servers`]):
+    /// [`Protocol::Meta`] or [`Protocol::Classic`], or `None` while a [`Protocol::Auto`]
+    /// transport has not probed it yet (or there is no such server).
+    pub fn server_protocol(&self, index: usize) -> Option<Protocol> {
+        let server = self.servers.get(index)?;
+        match self.config.protocol {
+            Protocol::Auto => match server.wire.load(Ordering::Relaxed) {
+                WIRE_META => Some(Protocol::Meta),
+                WIRE_CLASSIC => Some(Protocol::Classic),
+                _ => None,
+            },
+            forced => Some(forced),
+        }
+    }
+
     fn server(&self, index: usize) -> Result<&Server> {
         self.servers.get(index).ok_or(Error::NoServers)
     }
 
-    fn connect(&self, server: &Server) -> Result<Conn> {
+    /// A TCP connection to the server, set up (no delay, read and write timeouts).
+    fn connect_stream(&self, server: &Server) -> Result<TcpStream> {
         let connect_err = |source| Error::Connect {
             server: server.label.clone(),
             source,
@@ -418,11 +627,7 @@ impl TextTransport {
                         .and_then(|()| stream.set_read_timeout(Some(self.config.read_timeout)))
                         .and_then(|()| stream.set_write_timeout(Some(self.config.write_timeout)));
                     setup.map_err(connect_err)?;
-                    return Ok(Conn {
-                        stream,
-                        rbuf: ReadBuf::new(),
-                        wbuf: Vec::with_capacity(1024),
-                    });
+                    return Ok(stream);
                 }
                 Err(e) => last = e,
             }
@@ -430,11 +635,147 @@ impl TextTransport {
         Err(connect_err(last))
     }
 
-    fn checkout(&self, server: &Server) -> Result<Conn> {
-        let idle = server.idle.lock().ok().and_then(|mut idle| idle.pop());
-        match idle {
-            Some(conn) => Ok(conn),
-            None => self.connect(server),
+    fn new_conn(&self, stream: TcpStream, wire: Wire, permit: Permit<Conn>) -> Conn {
+        // Each connection starts its tokens elsewhere, so a reply that strays from one
+        // connection to another does not carry the token the other expects either.
+        let seed = self
+            .opened
+            .fetch_add(1, Ordering::Relaxed)
+            .wrapping_mul(0x9E37_79B9);
+        Conn::new(stream, wire, permit, seed)
+    }
+
+    /// Opens a connection in the place `permit` holds, in the dialect the server speaks;
+    /// when that is not known yet, with the probe sent on it ([`TextTransport::end_probe`]
+    /// reads its reply), so that a batch probes all its servers in one round trip.
+    fn open(&self, server: &Server, permit: Permit<Conn>) -> Result<Opened> {
+        let stream = self.connect_stream(server)?;
+        let wire = match self.config.protocol {
+            Protocol::Meta => Wire::Meta,
+            Protocol::Classic => Wire::Classic,
+            Protocol::Auto => match server.wire.load(Ordering::Relaxed) {
+                WIRE_META => Wire::Meta,
+                WIRE_CLASSIC => Wire::Classic,
+                _ => {
+                    let mut conn = self.new_conn(stream, Wire::Meta, permit);
+                    let opaque = conn.next_opaque();
+                    meta::encode_probe(&mut conn.wbuf, opaque);
+                    self.send(server, &mut conn)?;
+                    conn.wbuf.clear();
+                    return Ok(Opened::Probing(conn, opaque));
+                }
+            },
+        };
+        Ok(Opened::Ready(self.new_conn(stream, wire, permit)))
+    }
+
+    /// Reads the reply to the probe sent on `conn` with token `opaque`, which tells whether
+    /// the server speaks the meta protocol with tags ([`meta::encode_probe`]):
+    /// - a reply with the probe's tag: meta, and this connection is ready;
+    /// - `ERROR` or `CLIENT_ERROR` (memcached before 1.6), or a meta reply without a token (a
+    ///   server that does not echo them, whose replies cannot be matched): classic, on a new
+    ///   connection;
+    /// - the connection closed without a reply (twemproxy closes on commands it does not
+    ///   know): classic when the server answers `version` on a new connection;
+    /// - anything else (another token, garbage, a timeout, a connection lost): an error, and
+    ///   the server is probed again on the next connection.
+    fn end_probe(&self, server: &Server, mut conn: Conn, opaque: u32) -> Result<Conn> {
+        let mut decoder = Decoder::new(Expect::Meta);
+        match self.receive(server, &mut conn, &mut decoder) {
+            Ok((Reply::Meta(Meta::Miss | Meta::Done), shortened))
+                if decoder.tag().check(opaque, meta::PROBE_KEY).is_ok() =>
+            {
+                if !conn.rbuf.filled().is_empty() {
+                    return Err(self.mismatch(
+                        server,
+                        Mismatch("bytes after the reply to the meta probe".into()),
+                    ));
+                }
+                server.wire.store(WIRE_META, Ordering::Relaxed);
+                conn.wire = Wire::Meta;
+                if shortened {
+                    conn.stream
+                        .set_read_timeout(Some(self.config.read_timeout))
+                        .map_err(|e| self.io_error(server, e, self.config.read_timeout))?;
+                }
+                return Ok(conn);
+            }
+            // Classic, below.
+            Ok((Reply::Meta(_), _)) if decoder.tag().opaque().is_none() => {}
+            Ok((Reply::Status(Status::Error | Status::ClientError(_)), _)) => {}
+            Ok((reply, _)) => {
+                return Err(self.mismatch(
+                    server,
+                    Mismatch(format!("{reply:?} ({:?}) to the meta probe", decoder.tag())),
+                ))
+            }
+            Err(e) if closed_without_reply(&e) => {
+                let permit = conn.into_permit();
+                let stream = self.connect_stream(server)?;
+                let mut conn = self.new_conn(stream, Wire::Classic, permit);
+                if self.answers_version(server, &mut conn) {
+                    server.wire.store(WIRE_CLASSIC, Ordering::Relaxed);
+                    return Ok(conn);
+                }
+                return Err(e);
+            }
+            Err(e) => return Err(e),
+        }
+        server.wire.store(WIRE_CLASSIC, Ordering::Relaxed);
+        let permit = conn.into_permit();
+        let stream = self.connect_stream(server)?;
+        Ok(self.new_conn(stream, Wire::Classic, permit))
+    }
+
+    /// Sends `version` on `conn` and reads the reply: true when it is `VERSION ...` and
+    /// nothing follows it (the connection is then in step, its read timeout as configured).
+    fn answers_version(&self, server: &Server, conn: &mut Conn) -> bool {
+        conn.wbuf.clear();
+        proto::encode_line(&mut conn.wbuf, "version");
+        let ok = self.send(server, conn).is_ok()
+            && matches!(
+                self.receive(server, conn, &mut Decoder::new(Expect::Status)),
+                Ok((Reply::Status(Status::Version(_)), false))
+            )
+            && conn.rbuf.filled().is_empty();
+        conn.wbuf.clear();
+        ok
+    }
+
+    /// A connection to the server: an idle one (a classic one only when no byte waits on
+    /// it), or a new one once fewer than `max_connections` are open, waiting up to the read
+    /// timeout for either.
+    fn checkout(&self, server: &Server) -> std::result::Result<Conn, Acquire> {
+        match self.start_checkout(server)? {
+            Opened::Ready(conn) => Ok(conn),
+            Opened::Probing(conn, opaque) => self
+                .end_probe(server, conn, opaque)
+                .map_err(Acquire::Failed),
+        }
+    }
+
+    /// [`TextTransport::checkout`], leaving a new connection's probe (if any) unread.
+    fn start_checkout(&self, server: &Server) -> std::result::Result<Opened, Acquire> {
+        loop {
+            match server.pool.checkout(self.config.read_timeout) {
+                Ok(Checkout::Idle(conn)) => {
+                    if conn.wire == Wire::Classic && has_bytes_waiting(&conn.stream) {
+                        // A reply nobody asked for (a duplicate, a late one) or a closed
+                        // connection: never read as the next request's reply.
+                        continue;
+                    }
+                    return Ok(Opened::Ready(conn));
+                }
+                Ok(Checkout::Open(permit)) => {
+                    return self.open(server, permit).map_err(Acquire::Failed)
+                }
+                Err(busy) => {
+                    return Err(Acquire::Busy(Error::Timeout {
+                        server: server.label.clone(),
+                        after: busy.waited,
+                    }))
+                }
+            }
         }
     }
 
@@ -445,12 +786,48 @@ impl TextTransport {
         conn.wbuf.clear();
         conn.rbuf.shrink();
         if conn.rbuf.filled().is_empty() {
-            if let Ok(mut idle) = server.idle.lock() {
-                if idle.len() < self.config.max_idle_per_server {
-                    idle.push(conn);
-                }
-            }
+            server.pool.checkin(conn);
+            self.start_reaper();
         }
+    }
+
+    /// Starts the thread that closes idle connections (once per transport, when the idle
+    /// timeout is not zero). It holds the servers weakly and stops when the transport is
+    /// dropped.
+    fn start_reaper(&self) {
+        if self.config.idle_timeout.is_zero() {
+            return;
+        }
+        self.reaper.started.call_once(|| {
+            let servers: Weak<[Server]> = Arc::downgrade(&self.servers);
+            let stop = self.reaper.stop.clone();
+            let tick = (self.config.idle_timeout / 4).max(Duration::from_millis(5));
+            // Without the thread, idle connections are still closed when the pool is next
+            // used (checkout closes the expired ones).
+            let _ = std::thread::Builder::new()
+                .name("newcache-idle".into())
+                .spawn(move || loop {
+                    {
+                        let (stopped, signal) = &*stop;
+                        let guard = stopped.lock().unwrap_or_else(|p| p.into_inner());
+                        if *guard {
+                            return;
+                        }
+                        let (guard, _) = signal
+                            .wait_timeout(guard, tick)
+                            .unwrap_or_else(|p| p.into_inner());
+                        if *guard {
+                            return;
+                        }
+                    }
+                    let Some(servers) = servers.upgrade() else {
+                        return;
+                    };
+                    for server in servers.iter() {
+                        server.pool.close_expired();
+                    }
+                });
+        });
     }
 
     fn io_error(&self, server: &Server, e: io::Error, timeout: Duration) -> Error {
@@ -491,7 +868,7 @@ impl TextTransport {
         &self,
         server: &Server,
         conn: &mut Conn,
-        mut decoder: Decoder,
+        decoder: &mut Decoder,
     ) -> Result<(Reply, bool)> {
         let timeout = self.config.read_timeout;
         let slack = timeout / DEADLINE_SLACK;
@@ -576,8 +953,29 @@ impl TextTransport {
     }
 
     /// Returns a connection whose replies were all read to the pool, its read timeout
-    /// restored first when `restore` (it was shortened while reading).
-    fn put_back(&self, server: &Server, conn: Conn, restore: bool) -> Result<()> {
+    /// restored first when `restore` (it was shortened while reading). Bytes after the last
+    /// awaited reply mean something on the connection is not what was asked for: in the
+    /// classic protocol the replies just read may be someone else's, so that is an
+    /// [`Error::Protocol`]; in meta every reply was matched by its tag, so the replies stand
+    /// and only the connection is closed.
+    fn finish(&self, server: &Server, conn: Conn, restore: bool) -> Result<()> {
+        if conn.wire == Wire::Meta && server.wire.load(Ordering::Relaxed) != WIRE_META {
+            // Meta spoken (with Protocol::Meta) and answered: the server knows it.
+            server.wire.store(WIRE_META, Ordering::Relaxed);
+        }
+        if !conn.rbuf.filled().is_empty() {
+            return match conn.wire {
+                Wire::Meta => Ok(()),
+                Wire::Classic => Err(Error::Protocol {
+                    server: server.label.clone(),
+                    detail: format!(
+                        "{} bytes followed the reply ({:?}...): it may have been the reply to another request, so the connection was closed",
+                        conn.rbuf.filled().len(),
+                        String::from_utf8_lossy(conn.rbuf.filled().get(..40).unwrap_or(conn.rbuf.filled()))
+                    ),
+                }),
+            };
+        }
         if restore {
             conn.stream
                 .set_read_timeout(Some(self.config.read_timeout))
@@ -587,81 +985,137 @@ impl TextTransport {
         Ok(())
     }
 
-    /// One request and its replies on one server's connection: `encode` fills the write
-    /// buffer, then each expected reply is read in order. The connection returns to the pool
-    /// only when every reply arrived whole.
-    fn exchange(
-        &self,
-        index: usize,
-        encode: impl FnOnce(&mut Vec<u8>),
-        decoder: Decoder,
-    ) -> Result<Reply> {
+    /// The error for a reply that does not answer its request.
+    fn mismatch(&self, server: &Server, m: Mismatch) -> Error {
+        Error::Protocol {
+            server: server.label.clone(),
+            detail: format!(
+                "the reply does not answer its request ({}); the connection was closed",
+                m.0
+            ),
+        }
+    }
+
+    /// The error for an error line (`ERROR`, `CLIENT_ERROR`, `SERVER_ERROR`) in reply to
+    /// `cmd`: a store refused as too large is [`Error::ValueTooLarge`] naming its size.
+    fn refusal(&self, label: &str, cmd: &Cmd<'_>, wire: Wire, status: Status) -> Error {
+        if let (Cmd::Store(s), Status::ServerError(m)) = (cmd, &status) {
+            if refused_as_too_large(m) {
+                return Error::refused_by_server(s.value.len(), self.config.item_size_limit);
+            }
+        }
+        status_to_error(label.to_string(), status, cmd.name(wire))
+    }
+
+    /// An error line to a meta command: a server that answers `ERROR` no longer knows meta
+    /// (it was replaced by an older one): probe it again on the next connection.
+    fn note_refusal(&self, server: &Server, wire: Wire, status: &Status) {
+        if wire == Wire::Meta && *status == Status::Error && self.config.protocol == Protocol::Auto
+        {
+            server.wire.store(WIRE_UNKNOWN, Ordering::Relaxed);
+        }
+    }
+
+    /// One keyed command on the server that holds its key: its outcome (an error line is an
+    /// error). The connection returns to the pool only when the reply was the awaited one
+    /// and arrived whole.
+    fn run(&self, cmd: Cmd<'_>) -> Result<Outcome> {
+        let index = self.server_for_key(cmd.key())?;
         let server = self.server(index)?;
         self.cluster.check_up(index)?;
-        let mut head = Head::default();
-        let outcome = (|| {
-            let mut conn = self.checkout(server)?;
-            encode(&mut conn.wbuf);
-            head = Head::of(&conn.wbuf);
-            self.send(server, &mut conn)?;
-            let (reply, waited) = self.receive(server, &mut conn, decoder)?;
-            // After an error reply memcached may still be reading what it could not parse
-            // (the rest of a refused data block, say) and answer it later: such a connection
-            // is dropped, not pooled.
-            if matches!(
-                reply,
-                Reply::Status(Status::Error | Status::ClientError(_) | Status::ServerError(_))
-            ) {
-                return Ok(reply);
+        let conn = match self.checkout(server) {
+            Ok(conn) => conn,
+            Err(Acquire::Busy(e)) => return Err(e),
+            Err(Acquire::Failed(e)) => {
+                let outcome = Err(e);
+                self.cluster.report(index, &outcome);
+                return outcome;
             }
-            self.put_back(server, conn, waited)?;
-            Ok(reply)
-        })();
+        };
+        let mut head = Head::default();
+        let outcome = self.exchange(server, conn, &cmd, &mut head);
         let outcome = self.classify_close(index, head, outcome);
         self.cluster.report(index, &outcome);
         outcome
+    }
+
+    fn exchange(
+        &self,
+        server: &Server,
+        mut conn: Conn,
+        cmd: &Cmd<'_>,
+        head: &mut Head,
+    ) -> Result<Outcome> {
+        let wire = conn.wire;
+        let opaque = conn.next_opaque();
+        conn.wbuf.clear();
+        if let Err(NeedsMeta(what)) = cmd.encode(&mut conn.wbuf, wire, opaque) {
+            self.checkin(server, conn);
+            return Err(Error::Unsupported {
+                server: server.label.clone(),
+                command: what.into(),
+            });
+        }
+        *head = Head::of(&conn.wbuf);
+        self.send(server, &mut conn)?;
+        let mut decoder = Decoder::new(cmd.expect(wire));
+        let (reply, shortened) = self.receive(server, &mut conn, &mut decoder)?;
+        let outcome = command::interpret(cmd, wire, reply, decoder.tag(), opaque)
+            .map_err(|m| self.mismatch(server, m))?;
+        if let Outcome::Refused(status) = outcome {
+            // After an error line memcached may still be reading what it could not parse
+            // (the rest of a refused data block, say) and answer it later: the connection
+            // is dropped, not pooled.
+            self.note_refusal(server, wire, &status);
+            return Err(self.refusal(&server.label, cmd, wire, status));
+        }
+        self.finish(server, conn, shortened)?;
+        Ok(outcome)
     }
 
     /// A connection closed before any reply to a command that servers may lack (`stats`,
     /// `flush_all`, meta commands...) is a proxy refusing the command (twemproxy closes the
     /// connection on what it does not proxy) when the server still answers `version` on a
     /// fresh connection: then it is [`Error::Unsupported`], and the server is not failing.
+    /// A meta command refused so makes an [`Protocol::Auto`] transport probe the server
+    /// again.
     fn classify_close<T>(&self, index: usize, head: Head, outcome: Result<T>) -> Result<T> {
-        let closed = matches!(&outcome, Err(Error::Io { source, .. })
-            if source.get_ref().is_some_and(|e| e.is::<ClosedWithoutReply>()));
+        let closed = matches!(&outcome, Err(e) if closed_without_reply(e));
         if !closed || !head.may_be_unsupported() {
             return outcome;
         }
-        let alive = self.server(index).is_ok_and(|server| {
-            self.connect(server).is_ok_and(|mut conn| {
-                proto::encode_line(&mut conn.wbuf, "version");
-                self.send(server, &mut conn).is_ok()
-                    && matches!(
-                        self.receive(server, &mut conn, Decoder::new(Expect::Status)),
-                        Ok((Reply::Status(Status::Version(_)), _))
-                    )
-            })
-        });
-        if alive {
-            return Err(Error::Unsupported {
-                server: self.label(index),
-                command: head.command(),
-            });
+        let Ok(server) = self.server(index) else {
+            return outcome;
+        };
+        if head.is_meta() && server.wire.load(Ordering::Relaxed) == WIRE_META {
+            // The server answered meta commands before: a connection closed now is a
+            // connection lost (a restart, a network fault), not a refusal.
+            return outcome;
         }
-        outcome
-    }
-
-    fn one(&self, key: &[u8], encode: impl FnOnce(&mut Vec<u8>), expect: Expect) -> Result<Reply> {
-        let index = self.server_for_key(key)?;
-        self.exchange(index, encode, Decoder::new(expect))
-    }
-
-    fn status_error(&self, key: &[u8], status: Status, command: &str) -> Error {
-        let server = self
-            .server_for_key(key)
-            .map(|i| self.label(i))
-            .unwrap_or_default();
-        status_to_error(server, status, command)
+        let alive = match server.pool.checkout(self.config.connect_timeout) {
+            Ok(Checkout::Idle(mut conn)) => {
+                let alive = self.answers_version(server, &mut conn);
+                if alive {
+                    self.checkin(server, conn);
+                }
+                alive
+            }
+            Ok(Checkout::Open(permit)) => self.connect_stream(server).is_ok_and(|stream| {
+                let mut conn = self.new_conn(stream, Wire::Classic, permit);
+                self.answers_version(server, &mut conn)
+            }),
+            Err(_) => false,
+        };
+        if !alive {
+            return outcome;
+        }
+        if head.is_meta() && self.config.protocol == Protocol::Auto {
+            server.wire.store(WIRE_UNKNOWN, Ordering::Relaxed);
+        }
+        Err(Error::Unsupported {
+            server: self.label(index),
+            command: head.command(),
+        })
     }
 
     /// Groups positions `0..count` by the server of their key (`key_of`), in order of first
@@ -693,46 +1147,47 @@ impl TextTransport {
     /// of the batch before reading any reply, so a batch that fits one round (see
     /// [`RoundLimit`]) costs about one round trip however many servers it touches, and a
     /// larger one never has more unread replies or unsent request bytes per server than the
-    /// socket buffers hold (no write-write deadlock with the server). `encode` writes the
-    /// commands for a slice of a group's members and `cost(position)` estimates one
-    /// member's request bytes; `replies` says what each chunk is answered with. Every reply
-    /// kept comes with the range of the group's members it answers. Each group's outcome is
-    /// its own: a down server fails its group only.
+    /// socket buffers hold (no write-write deadlock with the server). Each group's outcome is
+    /// its own: a down server fails its group only; a reply that does not answer its request
+    /// fails its group with [`Error::Protocol`] (the requests after it on that connection
+    /// fail with it, the connection is closed). Lanes take their connections in server order,
+    /// so two batches never wait for each other's connections in a circle when
+    /// `max_connections` are busy.
     fn pipelined(
         &self,
         groups: &[(usize, Vec<usize>)],
-        encode: impl Fn(&mut Vec<u8>, &[usize]),
-        cost: impl Fn(usize) -> usize,
-        expect: Expect,
-        replies: Replies,
+        batch: Batch<'_>,
         limit: RoundLimit,
     ) -> Vec<(usize, Result<Vec<Answer>>)> {
         let mut lanes: Vec<Lane<'_>> = groups
             .iter()
-            .map(|(index, members)| Lane {
+            .enumerate()
+            .map(|(position, (index, members))| Lane {
+                position,
                 index: *index,
                 members,
                 done: 0,
                 round: 0..0,
+                first_opaque: 0,
+                probe: None,
                 conn: None,
                 head: Head::default(),
                 shortened: false,
+                refused: false,
+                busy: false,
                 outcome: Ok(Vec::new()),
             })
             .collect();
+        lanes.sort_unstable_by_key(|lane| lane.index);
+        self.connect_lanes(&mut lanes, batch);
         loop {
             let mut sent = false;
             for lane in lanes.iter_mut() {
                 if lane.outcome.is_err() || lane.done >= lane.members.len() {
                     continue;
                 }
-                let end = limit.chunk_end(lane.members, lane.done, &cost);
-                let round = lane.done..end;
-                match self.send_round(lane, round.clone(), &encode, replies) {
-                    Ok(()) => {
-                        lane.round = round;
-                        sent = true;
-                    }
+                match self.send_round(lane, batch, limit) {
+                    Ok(()) => sent = true,
                     Err(e) => lane.fail(e),
                 }
             }
@@ -745,76 +1200,131 @@ impl TextTransport {
                     continue;
                 }
                 lane.done = round.end;
-                if let Err(e) = self.receive_round(lane, round, expect, replies) {
+                if let Err(e) = self.receive_round(lane, round, batch) {
                     lane.fail(e);
                 }
             }
         }
+        lanes.sort_unstable_by_key(|lane| lane.position);
         lanes
             .into_iter()
             .map(|mut lane| {
                 let index = lane.index;
                 let mut outcome = std::mem::replace(&mut lane.outcome, Ok(Vec::new()));
-                if outcome.is_ok() {
-                    if let Some(conn) = lane.conn.take() {
-                        let back = self
+                if let (Ok(_), Some(conn)) = (&outcome, lane.conn.take()) {
+                    if !lane.refused {
+                        let finished = self
                             .server(index)
-                            .and_then(|server| self.put_back(server, conn, lane.shortened));
-                        if let Err(e) = back {
+                            .and_then(|server| self.finish(server, conn, lane.shortened));
+                        if let Err(e) = finished {
                             outcome = Err(e);
                         }
                     }
                 }
                 let outcome = self.classify_close(index, lane.head, outcome);
-                self.cluster.report(index, &outcome);
+                if !lane.busy {
+                    self.cluster.report(index, &outcome);
+                }
                 (index, outcome)
             })
             .collect()
     }
 
-    /// Writes the lane's members `round` (opening its connection on the first round).
-    fn send_round(
-        &self,
-        lane: &mut Lane<'_>,
-        round: Range<usize>,
-        encode: &impl Fn(&mut Vec<u8>, &[usize]),
-        replies: Replies,
-    ) -> Result<()> {
-        let server = self.server(lane.index)?;
-        let first = lane.conn.is_none();
-        let mut conn = match lane.conn.take() {
-            Some(conn) => conn,
-            None => {
+    /// Gives every lane its connection: new ones' probes are all sent before any is read,
+    /// so a batch's first use of its servers costs one round trip more, not one per server.
+    fn connect_lanes(&self, lanes: &mut [Lane<'_>], batch: Batch<'_>) {
+        let mut probing = false;
+        for lane in lanes.iter_mut() {
+            let started = self.server(lane.index).and_then(|server| {
                 self.cluster.check_up(lane.index)?;
-                let conn = self.checkout(server)?;
-                if let Ok(answers) = lane.outcome.as_mut() {
-                    answers.reserve(match replies {
-                        Replies::PerCommand => lane.members.len(),
-                        Replies::One => 1,
-                        Replies::Quiet => 0,
-                    });
+                match self.start_checkout(server) {
+                    Ok(opened) => Ok(opened),
+                    Err(Acquire::Busy(e)) => {
+                        lane.busy = true;
+                        Err(e)
+                    }
+                    Err(Acquire::Failed(e)) => Err(e),
                 }
-                conn
+            });
+            match started {
+                Ok(Opened::Ready(conn)) => lane.conn = Some(conn),
+                Ok(Opened::Probing(conn, opaque)) => {
+                    lane.conn = Some(conn);
+                    lane.probe = Some(opaque);
+                    probing = true;
+                }
+                Err(e) => lane.fail(e),
             }
+            if let Ok(answers) = lane.outcome.as_mut() {
+                answers.reserve(match batch {
+                    Batch::Line(..) => 1,
+                    Batch::QuietDeletes(_) => 0,
+                    Batch::Each(_) | Batch::Gets(_) => lane.members.len(),
+                });
+            }
+        }
+        if !probing {
+            return;
+        }
+        for lane in lanes.iter_mut() {
+            let Some(opaque) = lane.probe.take() else {
+                continue;
+            };
+            let Some(conn) = lane.conn.take() else {
+                continue;
+            };
+            match self
+                .server(lane.index)
+                .and_then(|server| self.end_probe(server, conn, opaque))
+            {
+                Ok(conn) => lane.conn = Some(conn),
+                Err(e) => lane.fail(e),
+            }
+        }
+    }
+
+    /// Writes the lane's next chunk on its connection.
+    fn send_round(&self, lane: &mut Lane<'_>, batch: Batch<'_>, limit: RoundLimit) -> Result<()> {
+        let server = self.server(lane.index)?;
+        let first = lane.done == 0;
+        let Some(mut conn) = lane.conn.take() else {
+            return Err(Error::Protocol {
+                server: server.label.clone(),
+                detail: "a batch lost its connection".into(),
+            });
         };
+        let wire = conn.wire;
+        let end = limit.chunk_end(lane.members, lane.done, &|i| batch.cost(i), &|i| {
+            batch.reply_cost(i, wire)
+        });
+        let round = lane.done..end;
+        let members = lane.members.get(round.clone()).unwrap_or_default();
         conn.wbuf.clear();
-        encode(&mut conn.wbuf, lane.members.get(round).unwrap_or_default());
+        lane.first_opaque = conn.opaque;
+        if let Err(NeedsMeta(what)) = batch.encode(&mut conn, members) {
+            conn.wbuf.clear();
+            self.checkin(server, conn);
+            return Err(Error::Unsupported {
+                server: server.label.clone(),
+                command: what.into(),
+            });
+        }
         if first {
             lane.head = Head::of(&conn.wbuf);
         }
         self.send(server, &mut conn)?;
         lane.conn = Some(conn);
+        lane.round = round;
         Ok(())
     }
 
-    /// Reads the replies to the lane's members `round`. On an error the connection is
-    /// dropped, unread.
+    /// Reads the replies to the lane's members `round`, each checked against its request.
+    /// On an error the connection is dropped, unread.
     fn receive_round(
         &self,
         lane: &mut Lane<'_>,
         round: Range<usize>,
-        expect: Expect,
-        replies: Replies,
+        batch: Batch<'_>,
     ) -> Result<()> {
         let server = self.server(lane.index)?;
         let Some(mut conn) = lane.conn.take() else {
@@ -823,60 +1333,197 @@ impl TextTransport {
         let Ok(answers) = lane.outcome.as_mut() else {
             return Ok(());
         };
-        match replies {
-            Replies::One => {
-                // One reply for the whole chunk (a multi-get) holds up to `round.len()` values.
-                let decoder = Decoder::with_capacity(expect, round.len());
-                let (reply, short) = self.receive(server, &mut conn, decoder)?;
+        let members = lane.members.get(round.clone()).unwrap_or_default();
+        let wire = conn.wire;
+        let mut opaque = lane.first_opaque;
+        match (batch, wire) {
+            (Batch::Line(_, expect), _) => {
+                let (reply, short) = self.receive(server, &mut conn, &mut Decoder::new(expect))?;
                 lane.shortened |= short;
-                answers.push((round, reply));
+                if matches!(&reply, Reply::Status(s) if is_error_line(s)) {
+                    lane.refused = true;
+                }
+                answers.push(Answer::Line(Box::new(reply)));
             }
-            Replies::PerCommand => {
-                for i in round {
-                    let (reply, short) = self.receive(server, &mut conn, Decoder::new(expect))?;
-                    lane.shortened |= short;
-                    answers.push((i..i + 1, reply));
+            (Batch::Gets(keys), _) if gets_per_key(wire, members.len()) => {
+                let asked = members.iter().filter_map(|&i| keys.get(i));
+                let short = self.read_gets(server, &mut conn, asked, opaque, |m, item| {
+                    if let Some(&i) = members.get(m) {
+                        answers.push(Answer::Key(i, Outcome::Item(item)));
+                    }
+                })?;
+                lane.shortened |= short;
+            }
+            (Batch::Gets(keys), _) => {
+                let closer = match wire {
+                    Wire::Meta => members
+                        .last()
+                        .and_then(|&i| keys.get(i))
+                        .map(|&key| (opaque, key)),
+                    Wire::Classic => None,
+                };
+                let mut items = vec![None; members.len()];
+                let key_at = |m: usize| members.get(m).and_then(|&i| keys.get(i)).copied();
+                let short = self.read_multi_get(
+                    server,
+                    &mut conn,
+                    members.len(),
+                    key_at,
+                    &mut items,
+                    closer,
+                )?;
+                lane.shortened |= short;
+                for (&i, item) in members.iter().zip(items) {
+                    answers.push(Answer::Key(i, Outcome::Item(item)));
                 }
             }
-            Replies::Quiet => {
+            (Batch::Each(_), _) => {
+                for &i in members {
+                    let Some(cmd) = batch.cmd(i) else { continue };
+                    let mut decoder = Decoder::new(cmd.expect(wire));
+                    let (reply, short) = self.receive(server, &mut conn, &mut decoder)?;
+                    lane.shortened |= short;
+                    let outcome = command::interpret(&cmd, wire, reply, decoder.tag(), opaque)
+                        .map_err(|m| self.mismatch(server, m))?;
+                    opaque = opaque.wrapping_add(1);
+                    match outcome {
+                        Outcome::Refused(status) => {
+                            self.note_refusal(server, wire, &status);
+                            lane.refused = true;
+                            answers.push(Answer::Refused(Some(i), cmd.name(wire), status));
+                        }
+                        outcome => answers.push(Answer::Key(i, outcome)),
+                    }
+                }
+            }
+            (Batch::QuietDeletes(_), Wire::Classic) => {
                 // Nothing but errors until the closing VERSION; a server that ignored noreply
                 // may also answer each command: at most one line per command, then VERSION.
                 let mut lines = 0usize;
                 loop {
-                    let (reply, short) =
-                        self.receive(server, &mut conn, Decoder::new(Expect::Status))?;
+                    let mut decoder = Decoder::new(Expect::Status);
+                    let (reply, short) = self.receive(server, &mut conn, &mut decoder)?;
                     lane.shortened |= short;
                     match reply {
                         Reply::Status(Status::Version(_)) => break,
                         Reply::Status(Status::Deleted | Status::NotFound) => {}
-                        other => answers.push((round.clone(), other)),
+                        Reply::Status(s) if is_error_line(&s) => {
+                            lane.refused = true;
+                            answers.push(Answer::Refused(None, "delete", s));
+                        }
+                        other => {
+                            return Err(self.mismatch(
+                                server,
+                                Mismatch(format!("{other:?} is not an answer to a delete")),
+                            ))
+                        }
                     }
                     lines += 1;
-                    if lines > round.len() {
-                        return Err(Error::Protocol {
-                            server: server.label.clone(),
-                            detail: format!(
-                                "more replies than the {} noreply commands sent, and no VERSION",
-                                round.len()
-                            ),
-                        });
+                    if lines > members.len() {
+                        return Err(self.mismatch(
+                            server,
+                            Mismatch(format!(
+                                "more replies than the {} noreply deletes sent, and no VERSION",
+                                members.len()
+                            )),
+                        ));
                     }
                 }
             }
+            (Batch::QuietDeletes(keys), Wire::Meta) => {
+                // `md q` hides HD (NF and errors still come); the last delete is not quiet,
+                // so its reply, tagged, says every delete before it was processed. Replies
+                // come in order: each tagged one is for a delete after the one before.
+                let last = members.len().saturating_sub(1);
+                let mut next = 0usize;
+                let mut lines = 0usize;
+                loop {
+                    let mut decoder = Decoder::new(Expect::Meta);
+                    let (reply, short) = self.receive(server, &mut conn, &mut decoder)?;
+                    lane.shortened |= short;
+                    lines += 1;
+                    match reply {
+                        Reply::Status(s) if is_error_line(&s) => {
+                            // An error line carries no tag: which delete it answers is not
+                            // known, nor whether the last one's reply is still to come.
+                            // The connection is dropped with what is left on it.
+                            lane.refused = true;
+                            lane.done = lane.members.len();
+                            answers.push(Answer::Refused(None, "md", s));
+                            break;
+                        }
+                        Reply::Meta(Meta::Done | Meta::NotFound) => {
+                            let tag = decoder.tag();
+                            let at = tag
+                                .opaque()
+                                .map(|o| o.wrapping_sub(opaque) as usize)
+                                .filter(|&at| at >= next && at <= last);
+                            let key = at
+                                .and_then(|at| members.get(at))
+                                .and_then(|&i| keys.get(i))
+                                .copied();
+                            let Some((at, key)) = at.zip(key) else {
+                                return Err(self.mismatch(
+                                    server,
+                                    Mismatch(format!(
+                                        "{tag:?} answers none of the deletes still awaited"
+                                    )),
+                                ));
+                            };
+                            if tag.key() != Some(key) {
+                                return Err(self.mismatch(
+                                    server,
+                                    Mismatch(format!("{tag:?} names another key")),
+                                ));
+                            }
+                            if at == last {
+                                break;
+                            }
+                            next = at + 1;
+                        }
+                        other => {
+                            return Err(self.mismatch(
+                                server,
+                                Mismatch(format!("{other:?} is not an answer to md")),
+                            ))
+                        }
+                    }
+                    if lines > members.len() {
+                        return Err(self.mismatch(
+                            server,
+                            Mismatch(format!(
+                                "more replies than the {} deletes sent",
+                                members.len()
+                            )),
+                        ));
+                    }
+                }
+            }
+        }
+        if wire == Wire::Classic && !conn.rbuf.filled().is_empty() {
+            // Bytes after a round's replies, before the next round was even sent: the
+            // replies just read may have been someone else's.
+            return Err(Error::Protocol {
+                server: server.label.clone(),
+                detail: format!(
+                    "{} bytes followed the replies of a pipelined round; the connection was closed",
+                    conn.rbuf.filled().len()
+                ),
+            });
         }
         lane.conn = Some(conn);
         Ok(())
     }
 
-    /// Every group's replies, or the first group's error (after every group was read).
+    /// Every group's answers, or the first group's error (after every group was read).
     fn strict(outcomes: Vec<(usize, Result<Vec<Answer>>)>) -> Result<Vec<(usize, Vec<Answer>)>> {
         outcomes
             .into_iter()
-            .map(|(index, outcome)| outcome.map(|replies| (index, replies)))
+            .map(|(index, outcome)| outcome.map(|answers| (index, answers)))
             .collect()
     }
 
-    /// For reads: the replies of the servers that answered; a server that is down or failed
+    /// For reads: the answers of the servers that answered; a server that is down or failed
     /// leaves its keys as misses (libmemcached's multi-get does the same). An error when
     /// every server failed, or when one gave a reply that is an error of its own.
     fn tolerant(outcomes: Vec<(usize, Result<Vec<Answer>>)>) -> Result<Vec<(usize, Vec<Answer>)>> {
@@ -884,7 +1531,7 @@ impl TextTransport {
         let mut first_failure = None;
         for (index, outcome) in outcomes {
             match outcome {
-                Ok(replies) => answered.push((index, replies)),
+                Ok(answers) => answered.push((index, answers)),
                 Err(e) if e.is_server_failure() => {
                     first_failure.get_or_insert(e);
                 }
@@ -907,44 +1554,157 @@ impl TextTransport {
         Ok(())
     }
 
-    fn arith(&self, key: &[u8], delta: u64, incr: bool) -> Result<Option<u64>> {
-        check_key(key)?;
-        let reply = self.one(
-            key,
-            |b| proto::encode_arith(b, incr, key, delta),
-            Expect::Status,
-        )?;
-        match reply {
-            Reply::Status(Status::Number(n)) => Ok(Some(n)),
-            Reply::Status(Status::NotFound) => Ok(None),
-            Reply::Status(s) => Err(self.status_error(key, s, if incr { "incr" } else { "decr" })),
-            other => Err(self.status_error(key, unexpected(other), "incr")),
-        }
-    }
-}
-
-impl TextTransport {
-    /// `get_many` on a one-server cluster: one request, one reply, no grouping, so nothing is
-    /// allocated but the result and its values.
+    /// `get_many` on a one-server cluster: one request (`gets` of every key, or one `mg`
+    /// per key), its replies read straight into the result: nothing is allocated but the
+    /// result and its values.
     fn get_many_on_one_server(&self, keys: &[&[u8]]) -> Result<Vec<Option<Item>>> {
-        for key in keys {
-            check_key(key)?;
-        }
         let mut out = vec![None; keys.len()];
         if keys.is_empty() {
             return Ok(out);
         }
-        let reply = self.exchange(
-            0,
-            |b| proto::encode_get(b, keys, true),
-            Decoder::with_capacity(Expect::Values, keys.len()),
-        )?;
-        match reply {
-            Reply::Values(values) => place_values(values, None, keys, &mut out),
-            Reply::Status(s) => return Err(status_to_error(self.label(0), s, "gets")),
-            other => return Err(status_to_error(self.label(0), unexpected(other), "gets")),
+        let server = self.server(0)?;
+        self.cluster.check_up(0)?;
+        let conn = match self.checkout(server) {
+            Ok(conn) => conn,
+            Err(Acquire::Busy(e)) => return Err(e),
+            Err(Acquire::Failed(e)) => {
+                let outcome = Err(e);
+                self.cluster.report(0, &outcome);
+                return outcome;
+            }
+        };
+        let mut head = Head::default();
+        let outcome = self.multi_get_exchange(server, conn, keys, &mut out, &mut head);
+        let outcome = self.classify_close(0, head, outcome);
+        self.cluster.report(0, &outcome);
+        outcome.map(|()| out)
+    }
+
+    fn multi_get_exchange(
+        &self,
+        server: &Server,
+        mut conn: Conn,
+        keys: &[&[u8]],
+        out: &mut [Option<Item>],
+        head: &mut Head,
+    ) -> Result<()> {
+        conn.wbuf.clear();
+        if gets_per_key(conn.wire, keys.len()) {
+            let first = conn.opaque;
+            for key in keys {
+                let opaque = conn.next_opaque();
+                meta::encode_get(&mut conn.wbuf, key, opaque);
+            }
+            *head = Head::of(&conn.wbuf);
+            self.send(server, &mut conn)?;
+            let shortened = self.read_gets(server, &mut conn, keys, first, |m, item| {
+                if let Some(slot) = out.get_mut(m) {
+                    *slot = item;
+                }
+            })?;
+            return self.finish(server, conn, shortened);
         }
-        Ok(out)
+        let closer = encode_multi_get(&mut conn, keys.iter().copied());
+        *head = Head::of(&conn.wbuf);
+        self.send(server, &mut conn)?;
+        let shortened = self.read_multi_get(
+            server,
+            &mut conn,
+            keys.len(),
+            |m| keys.get(m).copied(),
+            out,
+            closer,
+        )?;
+        self.finish(server, conn, shortened)
+    }
+
+    /// Reads the replies to one `mg` per key, tagged from `first` on: each item (or miss)
+    /// goes to `put(m, item)` for the `m`th key. An error line fails the call.
+    fn read_gets<'k>(
+        &self,
+        server: &Server,
+        conn: &mut Conn,
+        keys: impl IntoIterator<Item = &'k &'k [u8]>,
+        first: u32,
+        mut put: impl FnMut(usize, Option<Item>),
+    ) -> Result<bool> {
+        let mut shortened = false;
+        let mut opaque = first;
+        for (m, key) in keys.into_iter().enumerate() {
+            let cmd = Cmd::Get(key);
+            let mut decoder = Decoder::new(Expect::Meta);
+            let (reply, short) = self.receive(server, conn, &mut decoder)?;
+            shortened |= short;
+            match command::interpret(&cmd, Wire::Meta, reply, decoder.tag(), opaque)
+                .map_err(|m| self.mismatch(server, m))?
+            {
+                Outcome::Item(item) => put(m, item),
+                Outcome::Refused(status) => {
+                    self.note_refusal(server, Wire::Meta, &status);
+                    return Err(self.refusal(&server.label, &cmd, Wire::Meta, status));
+                }
+                other => {
+                    return Err(self.mismatch(
+                        server,
+                        Mismatch(format!("{other:?} is not an answer to mg")),
+                    ))
+                }
+            }
+            opaque = opaque.wrapping_add(1);
+        }
+        Ok(shortened)
+    }
+
+    /// Reads a multi-get's reply: its `VALUE` block (every value of a key asked for, no
+    /// key answered more often than asked, placed in `out[m]` for the `m`th key), and on a
+    /// meta connection the tagged reply of the `mg` that closes it ([`encode_multi_get`]).
+    /// Says whether the socket's read timeout was shortened.
+    fn read_multi_get<'k>(
+        &self,
+        server: &Server,
+        conn: &mut Conn,
+        count: usize,
+        key_at: impl Fn(usize) -> Option<&'k [u8]>,
+        out: &mut [Option<Item>],
+        closer: Option<(u32, &[u8])>,
+    ) -> Result<bool> {
+        let mut decoder = Decoder::with_capacity(Expect::Values, count);
+        let (reply, mut shortened) = self.receive(server, conn, &mut decoder)?;
+        match reply {
+            Reply::Values(values) => {
+                command::place_values(values, count, key_at, out)
+                    .map_err(|m| self.mismatch(server, m))?;
+            }
+            Reply::Status(s) if is_error_line(&s) => {
+                return Err(status_to_error(server.label.clone(), s, "gets"))
+            }
+            other => {
+                return Err(self.mismatch(
+                    server,
+                    Mismatch(format!("{other:?} is not an answer to a multi-get")),
+                ))
+            }
+        }
+        if let Some((opaque, key)) = closer {
+            let mut decoder = Decoder::new(Expect::Meta);
+            let (reply, short) = self.receive(server, conn, &mut decoder)?;
+            shortened |= short;
+            match reply {
+                Reply::Meta(Meta::Done | Meta::Miss) => decoder
+                    .tag()
+                    .check(opaque, key)
+                    .map_err(|e| self.mismatch(server, Mismatch(e.0)))?,
+                other => {
+                    return Err(self.mismatch(
+                        server,
+                        Mismatch(format!(
+                            "{other:?} where the multi-get's closing mg was due"
+                        )),
+                    ))
+                }
+            }
+        }
+        Ok(shortened)
     }
 
     /// Checks every key (nothing is sent when one is bad), then groups their positions by
@@ -956,66 +1716,37 @@ impl TextTransport {
         self.by_server(keys.len(), |i| keys.get(i).copied())
     }
 
-    /// One command per key, pipelined across servers: every reply with its key's position
-    /// and its server's index. `reads` lets a down server's keys go unanswered (misses)
-    /// instead of failing the whole call.
-    fn per_key(
-        &self,
-        keys: &[&[u8]],
-        encode: impl Fn(&mut Vec<u8>, &[u8]),
-        overhead: usize,
-        expect: Expect,
-        reads: bool,
-    ) -> Result<Vec<(usize, usize, Reply)>> {
-        let groups = self.keys_by_server(keys)?;
-        let limit = if reads {
-            RoundLimit::VALUES
-        } else {
-            RoundLimit::STATUS
-        };
-        let outcomes = self.pipelined(
-            &groups,
-            |buf, members| {
-                for key in members.iter().filter_map(|&i| keys.get(i)) {
-                    encode(buf, key);
-                }
-            },
-            |i| keys.get(i).map_or(0, |k| k.len() + overhead),
-            expect,
-            Replies::PerCommand,
-            limit,
-        );
-        let replies = if reads {
-            Self::tolerant(outcomes)?
-        } else {
-            Self::strict(outcomes)?
-        };
-        let mut out = Vec::with_capacity(keys.len());
-        for (server, replies) in replies {
-            let members = members_of(&groups, server);
-            out.extend(
-                replies
-                    .into_iter()
-                    .filter_map(|(round, r)| Some((*members.get(round.start)?, server, r))),
-            );
-        }
-        Ok(out)
-    }
-
     fn label(&self, server: usize) -> String {
         self.server(server)
             .map(|s| s.label.clone())
             .unwrap_or_default()
     }
+}
 
-    fn meta_value(&self, key: &[u8], reply: Reply) -> Result<Option<MetaItem>> {
-        match reply {
-            Reply::Meta(Meta::Value(item)) => Ok(Some(item)),
-            Reply::Meta(Meta::Miss | Meta::NotFound) => Ok(None),
-            Reply::Status(s) => Err(self.status_error(key, s, "mg")),
-            other => Err(self.status_error(key, unexpected(other), "mg")),
-        }
+/// True for an [`Error::Io`] of a connection closed before any byte of the reply.
+fn closed_without_reply(e: &Error) -> bool {
+    matches!(e, Error::Io { source, .. }
+        if source.get_ref().is_some_and(|e| e.is::<ClosedWithoutReply>()))
+}
+
+/// True when bytes wait to be read on an idle connection, or it was closed (or cannot be
+/// asked): such a connection is not reused. Three system calls (non-blocking on, peek,
+/// off); made only for classic connections, whose replies carry no tag.
+fn has_bytes_waiting(stream: &TcpStream) -> bool {
+    if stream.set_nonblocking(true).is_err() {
+        return true;
     }
+    let mut byte = [0u8; 1];
+    let waiting =
+        !matches!(stream.peek(&mut byte), Err(e) if e.kind() == io::ErrorKind::WouldBlock);
+    stream.set_nonblocking(false).is_err() || waiting
+}
+
+fn is_error_line(status: &Status) -> bool {
+    matches!(
+        status,
+        Status::Error | Status::ClientError(_) | Status::ServerError(_)
+    )
 }
 
 /// The marker of an [`Error::Io`] for a connection closed before any byte of the reply.
@@ -1080,14 +1811,30 @@ impl Head {
                 | b"cache_memlimit"
         )
     }
+
+    /// A meta command.
+    fn is_meta(&self) -> bool {
+        matches!(self.word(), b"mg" | b"ms" | b"md" | b"ma" | b"mn" | b"me")
+    }
 }
 
-/// One reply of a pipelined batch, with the range of the group's members it answers (one
-/// member per reply, or a whole chunk for a multi-get).
-type Answer = (Range<usize>, Reply);
+/// One answer of a pipelined batch.
+#[derive(Debug)]
+enum Answer {
+    /// A keyed command's outcome (never [`Outcome::Refused`]), with its key's position.
+    Key(usize, Outcome),
+    /// An error line, with the position of the command it answered when that is known, and
+    /// the command's name.
+    Refused(Option<usize>, &'static str, Status),
+    /// The reply to a one-line command (`flush_all`, `stats`), boxed: a [`Reply`] keeps a
+    /// value inline, and answers of keyed batches are many.
+    Line(Box<Reply>),
+}
 
 /// One server's part of a pipelined batch while it runs.
 struct Lane<'g> {
+    /// Its group's position in the batch (lanes run in server order, answer in this one).
+    position: usize,
     index: usize,
     /// Positions (into the caller's keys or requests) grouped on this server.
     members: &'g [usize],
@@ -1095,11 +1842,19 @@ struct Lane<'g> {
     done: usize,
     /// Members sent in this round, their replies still unread.
     round: Range<usize>,
+    /// The opaque token of the round's first meta command (the others follow it).
+    first_opaque: u32,
+    /// The token of the probe sent on a new connection, its reply still unread.
+    probe: Option<u32>,
     conn: Option<Conn>,
     /// The first command sent, in case the server closes the connection on it.
     head: Head,
     /// The socket's read timeout was shortened and must be restored before reuse.
     shortened: bool,
+    /// An error line was read: the connection is not pooled.
+    refused: bool,
+    /// The lane failed waiting for a connection, which is no failure of the server.
+    busy: bool,
     outcome: Result<Vec<Answer>>,
 }
 
@@ -1112,15 +1867,103 @@ impl Lane<'_> {
     }
 }
 
-/// What a pipelined round's chunk is answered with.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Replies {
-    /// One reply per command (stores, deletes, meta gets).
-    PerCommand,
-    /// One reply for the whole chunk (a multi-get; `flush_all`, `stats`).
-    One,
-    /// noreply commands closed by `version`: only error lines are kept.
-    Quiet,
+/// What a pipelined batch sends each server for its members (positions into the caller's
+/// keys or requests).
+#[derive(Clone, Copy)]
+enum Batch<'a> {
+    /// One keyed command per member (none for a member it gives `None`).
+    Each(&'a dyn Fn(usize) -> Option<Cmd<'a>>),
+    /// A multi-get of the members' keys: one `gets` per round (closed in meta by a tagged
+    /// `mg`, [`encode_multi_get`]), or in meta one `mg` per key for rounds of up to
+    /// [`META_GETS_PER_KEY`] keys.
+    Gets(&'a [&'a [u8]]),
+    /// Deletes of the members' keys with no reply per key: `delete <key> noreply` and a
+    /// closing `version` in the classic protocol; in meta `md <key> q` (memcached leaves out
+    /// the `HD`) and a last `md` without `q`, whose tagged reply closes the round.
+    QuietDeletes(&'a [&'a [u8]]),
+    /// One command line per server (`flush_all`, `stats`), the same in either dialect.
+    Line(&'static str, Expect),
+}
+
+/// Request bytes of one key in a multi-get or a quiet delete, beyond the key: the command,
+/// its flags and the tag in meta.
+const KEY_OVERHEAD: usize = 24;
+
+impl<'a> Batch<'a> {
+    fn cmd(&self, i: usize) -> Option<Cmd<'a>> {
+        match *self {
+            Batch::Each(cmd_of) => cmd_of(i),
+            Batch::Gets(keys) => keys.get(i).map(|k| Cmd::Get(k)),
+            Batch::QuietDeletes(_) | Batch::Line(..) => None,
+        }
+    }
+
+    /// Member `i`'s request bytes, about.
+    fn cost(&self, i: usize) -> usize {
+        match *self {
+            Batch::Each(_) => self.cmd(i).map_or(0, |c| c.cost()),
+            Batch::Gets(keys) | Batch::QuietDeletes(keys) => {
+                keys.get(i).map_or(0, |k| k.len() + KEY_OVERHEAD)
+            }
+            Batch::Line(line, _) => line.len() + 2,
+        }
+    }
+
+    /// Member `i`'s reply bytes when they do not carry a value (a value's size is not
+    /// known: value replies are bounded by their requests' bytes instead, see
+    /// [`RoundLimit::VALUES`]).
+    fn reply_cost(&self, i: usize, wire: Wire) -> usize {
+        match (*self, wire) {
+            (Batch::Each(_), _) => match self.cmd(i) {
+                Some(Cmd::Get(_) | Cmd::MetaGet { .. }) | None => 0,
+                Some(cmd) => cmd.reply_cost(wire),
+            },
+            (Batch::QuietDeletes(keys), Wire::Meta) => keys.get(i).map_or(0, |k| k.len() + 20),
+            _ => 0,
+        }
+    }
+
+    /// Appends the commands for `members` in the connection's dialect, each meta command
+    /// tagged with the connection's next opaque token.
+    fn encode(&self, conn: &mut Conn, members: &[usize]) -> std::result::Result<(), NeedsMeta> {
+        let wire = conn.wire;
+        match (*self, wire) {
+            (Batch::Line(line, _), _) => proto::encode_line(&mut conn.wbuf, line),
+            (Batch::Gets(keys), wire) if gets_per_key(wire, members.len()) => {
+                for key in members.iter().filter_map(|&i| keys.get(i)) {
+                    let opaque = conn.next_opaque();
+                    meta::encode_get(&mut conn.wbuf, key, opaque);
+                }
+            }
+            (Batch::Gets(keys), _) => {
+                encode_multi_get(conn, members.iter().filter_map(|&i| keys.get(i).copied()));
+            }
+            (Batch::QuietDeletes(keys), Wire::Classic) => {
+                for key in members.iter().filter_map(|&i| keys.get(i)) {
+                    proto::encode_delete_noreply(&mut conn.wbuf, key);
+                }
+                proto::encode_line(&mut conn.wbuf, "version");
+            }
+            (Batch::QuietDeletes(keys), Wire::Meta) => {
+                let last = members.len().saturating_sub(1);
+                for (n, key) in members
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(n, &i)| Some((n, keys.get(i)?)))
+                {
+                    let opaque = conn.next_opaque();
+                    meta::encode_delete(&mut conn.wbuf, key, n != last, opaque);
+                }
+            }
+            (Batch::Each(_), _) => {
+                for cmd in members.iter().filter_map(|&i| self.cmd(i)) {
+                    let opaque = conn.next_opaque();
+                    cmd.encode(&mut conn.wbuf, wire, opaque)?;
+                }
+            }
+        }
+        Ok(())
+    }
 }
 
 /// How much of a batch one pipelined round sends one server before reading its replies.
@@ -1128,44 +1971,61 @@ enum Replies {
 /// memcached stops reading a connection while it cannot send that connection's replies, so
 /// a client that writes a whole large batch before reading blocks in its write until the
 /// write timeout once the replies fill the socket buffers. A round stays below both sides'
-/// buffers: for commands whose replies are one short status line (stores, deletes; at most
-/// ~50 bytes each), at most [`RoundLimit::STATUS`]'s commands, so their replies always fit
-/// in the client's receive buffer and the server never stops reading; for commands whose
-/// replies carry values (of any size), at most [`RoundLimit::VALUES`]'s request bytes, so
-/// the request always fits in the send and receive buffers even when the server stops
-/// reading after the first keys. Every round has at least one command.
+/// buffers: for commands whose replies are one short line (stores, deletes: a status line,
+/// or a meta `HD` with the key and the token), at most [`RoundLimit::STATUS`]'s commands
+/// and reply bytes, so their replies always fit in the client's receive buffer and the
+/// server never stops reading; for commands whose replies carry values (of any size), at
+/// most [`RoundLimit::VALUES`]'s request bytes, so the request always fits in the send and
+/// receive buffers even when the server stops reading after the first keys. Every round has
+/// at least one command.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct RoundLimit {
     commands: usize,
     bytes: usize,
+    replies: usize,
 }
 
 impl RoundLimit {
-    /// Stores and deletes: 512 replies of at most ~50 bytes (25 KB unread at most); the
-    /// byte bound only caps the write buffer.
+    /// Stores and deletes: 512 replies, at most 64 KB of them unread; the request byte
+    /// bound only caps the write buffer.
     const STATUS: RoundLimit = RoundLimit {
         commands: 512,
         bytes: 1024 * 1024,
+        replies: 64 * 1024,
     };
     /// Multi-gets and meta gets: 32 KB of request, well inside loopback's and Linux's
     /// default socket buffers (16 KB send + 128 KB receive at least).
     const VALUES: RoundLimit = RoundLimit {
         commands: 4096,
         bytes: 32 * 1024,
+        replies: usize::MAX,
     };
 
     /// The end of the chunk of `members` that starts at `start`: as many members as fit,
-    /// at least one. `cost` takes a member (a position) and gives its request bytes.
-    fn chunk_end(&self, members: &[usize], start: usize, cost: &impl Fn(usize) -> usize) -> usize {
+    /// at least one. `cost` and `reply_cost` take a member (a position) and give its
+    /// request and (value-less) reply bytes.
+    fn chunk_end(
+        &self,
+        members: &[usize],
+        start: usize,
+        cost: &impl Fn(usize) -> usize,
+        reply_cost: &impl Fn(usize) -> usize,
+    ) -> usize {
         let mut bytes = 0usize;
+        let mut replies = 0usize;
         let mut end = start;
         for &member in members.get(start..).unwrap_or_default() {
             let c = cost(member);
-            if end > start && (end - start >= self.commands || bytes.saturating_add(c) > self.bytes)
+            let r = reply_cost(member);
+            if end > start
+                && (end - start >= self.commands
+                    || bytes.saturating_add(c) > self.bytes
+                    || replies.saturating_add(r) > self.replies)
             {
                 break;
             }
             bytes = bytes.saturating_add(c);
+            replies = replies.saturating_add(r);
             end += 1;
         }
         end
@@ -1186,21 +2046,49 @@ impl RoundLimit {
     }
 }
 
-/// Request bytes of one key in a `gets` line.
-fn get_cost(key: &[u8]) -> usize {
-    key.len() + 1
+/// The most keys a multi-get on a meta connection asks for with one `mg` each (every reply
+/// tagged); more are one `gets` closed by a tagged `mg` ([`encode_multi_get`]). memcached
+/// serves 20 commands of a connection per turn of its event loop (`-R`, default 20) and
+/// writes their replies at once, so up to 20 `mg`s cost what one `gets` does; a pipeline of
+/// 100 took 4 to 5 turns and writes (measured: 254 µs for 100 keys, against 35 µs for one
+/// `gets`, and 91 µs for a `gets` and its closing `mg`, which memcached writes separately).
+const META_GETS_PER_KEY: usize = 20;
+
+/// True when a multi-get of `n` keys on a connection speaking `wire` is one `mg` per key.
+fn gets_per_key(wire: Wire, n: usize) -> bool {
+    wire == Wire::Meta && n <= META_GETS_PER_KEY
 }
 
-/// Request bytes of a store command beyond its key and value (`set`, flags, exptime, length,
-/// two line ends).
-const STORE_OVERHEAD: usize = 48;
+/// Appends a multi-get of `keys`: `gets <key>...`, and on a meta connection the tagged `mg`
+/// of the last key that closes its reply ([`meta::encode_marker`]): one command for the
+/// values, and right after them a token that no earlier reply carries, so no stray bytes
+/// (a duplicate, an older reply) can sit before or inside the `VALUE` block unnoticed.
+/// Returns the closing token and key.
+fn encode_multi_get<'k>(
+    conn: &mut Conn,
+    keys: impl Iterator<Item = &'k [u8]>,
+) -> Option<(u32, &'k [u8])> {
+    conn.wbuf.extend_from_slice(b"gets");
+    let mut last = None;
+    for key in keys {
+        conn.wbuf.push(b' ');
+        conn.wbuf.extend_from_slice(key);
+        last = Some(key);
+    }
+    conn.wbuf.extend_from_slice(b"\r\n");
+    match (conn.wire, last) {
+        (Wire::Meta, Some(key)) => {
+            let opaque = conn.next_opaque();
+            meta::encode_marker(&mut conn.wbuf, key, opaque);
+            Some((opaque, key))
+        }
+        _ => None,
+    }
+}
 
-/// The positions grouped on server `index`.
-fn members_of(groups: &[(usize, Vec<usize>)], index: usize) -> &[usize] {
-    groups
-        .iter()
-        .find(|(server, _)| *server == index)
-        .map_or(&[], |(_, members)| members.as_slice())
+/// Request bytes of one key of a multi-get (the `gets` line, and the closing `mg` in meta).
+fn get_cost(key: &[u8]) -> usize {
+    key.len() + KEY_OVERHEAD
 }
 
 fn unexpected(reply: Reply) -> Status {
@@ -1231,73 +2119,29 @@ fn refused_as_too_large(message: &str) -> bool {
     message.contains("too large")
 }
 
-fn store_status(status: &Status) -> Option<StoreStatus> {
-    match status {
-        Status::Stored => Some(StoreStatus::Stored),
-        Status::NotStored => Some(StoreStatus::NotStored),
-        Status::Exists => Some(StoreStatus::Exists),
-        Status::NotFound => Some(StoreStatus::NotFound),
-        _ => None,
+impl TextTransport {
+    /// The error for an answer that is not a keyed outcome: an error line, or a reply that
+    /// does not belong in a keyed batch.
+    fn answer_error(&self, index: usize, answer: Answer) -> Error {
+        let label = self.label(index);
+        match answer {
+            Answer::Refused(_, command, status) => status_to_error(label, status, command),
+            Answer::Line(reply) => status_to_error(label, unexpected(*reply), "a batch"),
+            Answer::Key(_, outcome) => Error::Protocol {
+                server: label,
+                detail: format!("unexpected outcome {outcome:?}"),
+            },
+        }
     }
-}
 
-/// Fills `out[i]` for every position whose key matches a returned value.
-/// Fills `out[i]` for every position whose key matches a returned value; `members` are the
-/// positions asked of this server (`None`: all of them, in order).
-fn place_values(
-    values: Values,
-    members: Option<&[usize]>,
-    keys: &[&[u8]],
-    out: &mut [Option<Item>],
-) {
-    let identity: Vec<usize> = Vec::new();
-    let (members, all) = match members {
-        Some(m) => (m, false),
-        None => (identity.as_slice(), true),
-    };
-    let count = if all { keys.len() } else { members.len() };
-    let position = |m: usize| {
-        if all {
-            Some(m)
-        } else {
-            members.get(m).copied()
-        }
-    };
-    let key_at = |m: usize| position(m).and_then(|i| keys.get(i)).copied();
-    // memcached answers in the order of the request: match each value from a cursor, so a
-    // batch of n keys costs n comparisons, not n squared.
-    let mut cursor = 0;
-    let mut matched = 0;
-    for (key, item) in values {
-        let key = key.as_bytes();
-        let found = (cursor..count)
-            .find(|&m| key_at(m) == Some(key))
-            .or_else(|| (0..count).find(|&m| key_at(m) == Some(key)));
-        if let Some(m) = found {
-            cursor = m + 1;
-            matched += 1;
-            if let Some(slot) = position(m).and_then(|i| out.get_mut(i)) {
-                *slot = Some(item);
-            }
-        }
-    }
-    // A key asked for twice and answered once (a proxy may merge them) is a hit twice.
-    if matched == 0 || matched == count {
-        return;
-    }
-    for m in 0..count {
-        let Some(i) = position(m) else { continue };
-        if out.get(i).is_some_and(Option::is_some) {
-            continue;
-        }
-        let twin = (0..m)
-            .filter_map(position)
-            .find(|&e| keys.get(e) == keys.get(i) && out.get(e).is_some_and(Option::is_some));
-        if let Some(e) = twin {
-            let item = out.get(e).cloned().flatten();
-            if let Some(slot) = out.get_mut(i) {
-                *slot = item;
-            }
+    fn outcome_error(&self, key: &[u8], outcome: Outcome) -> Error {
+        let label = self
+            .server_for_key(key)
+            .map(|i| self.label(i))
+            .unwrap_or_default();
+        Error::Protocol {
+            server: label,
+            detail: format!("unexpected outcome {outcome:?}"),
         }
     }
 }
@@ -1309,47 +2153,31 @@ impl Transport for TextTransport {
 
     fn get(&self, key: &[u8]) -> Result<Option<Item>> {
         check_key(key)?;
-        match self.one(key, |b| proto::encode_get(b, &[key], true), Expect::Values)? {
-            Reply::Values(values) => Ok(values
-                .into_iter()
-                .find(|(k, _)| k.as_bytes() == key)
-                .map(|(_, item)| item)),
-            Reply::Status(s) => Err(self.status_error(key, s, "gets")),
-            other => Err(self.status_error(key, unexpected(other), "gets")),
+        match self.run(Cmd::Get(key))? {
+            Outcome::Item(item) => Ok(item),
+            other => Err(self.outcome_error(key, other)),
         }
     }
 
     fn get_many(&self, keys: &[&[u8]]) -> Result<Vec<Option<Item>>> {
         if self.servers.len() == 1 && RoundLimit::VALUES.fits(keys.iter().map(|k| get_cost(k))) {
+            for key in keys {
+                check_key(key)?;
+            }
             return self.get_many_on_one_server(keys);
         }
         let groups = self.keys_by_server(keys)?;
         let mut out = vec![None; keys.len()];
-        let replies = self.pipelined(
-            &groups,
-            |buf, members| {
-                let mut batch: Vec<&[u8]> = Vec::with_capacity(members.len());
-                batch.extend(members.iter().filter_map(|&i| keys.get(i).copied()));
-                proto::encode_get(buf, &batch, true)
-            },
-            |i| keys.get(i).map_or(0, |k| get_cost(k)),
-            Expect::Values,
-            Replies::One,
-            RoundLimit::VALUES,
-        );
-        for (index, replies) in Self::tolerant(replies)? {
-            let members = members_of(&groups, index);
-            for (round, reply) in replies {
-                match reply {
-                    Reply::Values(values) => {
-                        let asked = members.get(round).unwrap_or_default();
-                        place_values(values, Some(asked), keys, &mut out)
+        let outcomes = self.pipelined(&groups, Batch::Gets(keys), RoundLimit::VALUES);
+        for (index, answers) in Self::tolerant(outcomes)? {
+            for answer in answers {
+                match answer {
+                    Answer::Key(i, Outcome::Item(item)) => {
+                        if let Some(slot) = out.get_mut(i) {
+                            *slot = item;
+                        }
                     }
-                    Reply::Status(s) => {
-                        let label = self.server(index)?.label.clone();
-                        return Err(status_to_error(label, s, "gets"));
-                    }
-                    Reply::Stats(_) | Reply::Meta(_) => {}
+                    other => return Err(self.answer_error(index, other)),
                 }
             }
         }
@@ -1359,6 +2187,11 @@ impl Transport for TextTransport {
     /// A value over `item_size_limit` is refused before it is sent; for a `set`, one
     /// `delete` of the key goes instead (memcached unlinks the old item when it refuses a
     /// `set` as too large; so does this transport, so the old value is not served on).
+    ///
+    /// A value the server refuses as too large (its `-I` is below `item_size_limit`) is
+    /// [`Error::ValueTooLarge`] too. In the meta protocol memcached 1.6 then unlinks the old
+    /// item whatever the mode (`add`, `replace`... too), where the classic commands unlink
+    /// it only for `set`.
     fn store(&self, request: &Store<'_>) -> Result<StoreStatus> {
         check_key(request.key)?;
         if let Err(too_large) = self.check_value(request.value) {
@@ -1367,39 +2200,18 @@ impl Transport for TextTransport {
             }
             return Err(too_large);
         }
-        let reply = self.one(
-            request.key,
-            |b| {
-                proto::encode_store(
-                    b,
-                    request.mode,
-                    request.key,
-                    request.value,
-                    request.flags,
-                    request.exptime,
-                    false,
-                )
-            },
-            Expect::Status,
-        )?;
-        match reply {
-            Reply::Status(ref s) if store_status(s).is_some() => {
-                Ok(store_status(s).unwrap_or(StoreStatus::NotStored))
-            }
-            // memcached has unlinked the old item of a refused `set` itself.
-            Reply::Status(Status::ServerError(ref m)) if refused_as_too_large(m) => Err(
-                Error::refused_by_server(request.value.len(), self.config.item_size_limit),
-            ),
-            Reply::Status(s) => Err(self.status_error(request.key, s, request.mode.command())),
-            other => Err(self.status_error(request.key, unexpected(other), request.mode.command())),
+        match self.run(Cmd::Store(request))? {
+            Outcome::Stored(status) => Ok(status),
+            other => Err(self.outcome_error(request.key, other)),
         }
     }
 
     /// Pipelined per server. A request over `item_size_limit` is refused by itself: a
-    /// `set` sends `delete <key>` in its place (in order with the batch's other commands on
-    /// that key), any other mode sends nothing; a request the server refuses as too large
-    /// is refused the same way (memcached unlinks a refused `set`'s old item itself). Then,
-    /// as [`Transport::store_many`] says, the first refusal in request order is the answer.
+    /// `set` sends a delete of its key in its place (in order with the batch's other
+    /// commands on that key), any other mode sends nothing; a request the server refuses as
+    /// too large is refused the same way (memcached unlinks a refused `set`'s old item
+    /// itself). Then, as [`Transport::store_many`] says, the first refusal in request order
+    /// is the answer.
     fn store_many(&self, requests: &[Store<'_>]) -> Result<Vec<StoreStatus>> {
         for r in requests {
             check_key(r.key)?;
@@ -1421,61 +2233,48 @@ impl Transport for TextTransport {
         let is_over = |i: usize| over.get(i).copied().unwrap_or(false);
         // What goes on the wire for request `i`: its store, the delete of a refused `set`,
         // or nothing.
-        let sent = |i: usize| {
+        let cmd_of = |i: usize| {
             let r = requests.get(i)?;
             match (is_over(i), r.mode) {
-                (false, _) => Some((r, false)),
-                (true, StoreMode::Set) => Some((r, true)),
+                (false, _) => Some(Cmd::Store(r)),
+                (true, StoreMode::Set) => Some(Cmd::Delete(r.key)),
                 (true, _) => None,
             }
         };
-        let groups = self.by_server(requests.len(), |i| sent(i).map(|(r, _)| r.key))?;
-        let replies = self.pipelined(
-            &groups,
-            |buf, members| {
-                for (r, delete) in members.iter().filter_map(|&i| sent(i)) {
-                    if delete {
-                        proto::encode_delete(buf, r.key);
-                    } else {
-                        proto::encode_store(buf, r.mode, r.key, r.value, r.flags, r.exptime, false);
-                    }
-                }
-            },
-            |i| match sent(i) {
-                Some((r, true)) => r.key.len() + 9,
-                Some((r, false)) => r.key.len() + r.value.len() + STORE_OVERHEAD,
-                None => 0,
-            },
-            Expect::Status,
-            Replies::PerCommand,
-            RoundLimit::STATUS,
-        );
+        let groups = self.by_server(requests.len(), |i| cmd_of(i).map(|c| c.key()))?;
+        let outcomes = self.pipelined(&groups, Batch::Each(&cmd_of), RoundLimit::STATUS);
         let mut out = vec![StoreStatus::NotStored; requests.len()];
-        for (index, replies) in Self::strict(replies)? {
-            let members = members_of(&groups, index);
-            for (round, reply) in replies {
-                let Some((i, (r, delete))) =
-                    members.get(round.start).and_then(|&i| Some((i, sent(i)?)))
-                else {
-                    continue;
-                };
-                let status = match reply {
-                    Reply::Status(s) => s,
-                    other => unexpected(other),
-                };
-                let command = if delete { "delete" } else { r.mode.command() };
-                match status {
-                    Status::Deleted | Status::NotFound if delete => {}
-                    ref s if !delete && store_status(s).is_some() => {
-                        if let (Some(slot), Some(st)) = (out.get_mut(i), store_status(s)) {
-                            *slot = st;
+        for (index, answers) in Self::strict(outcomes)? {
+            for answer in answers {
+                match answer {
+                    Answer::Key(i, Outcome::Stored(status)) => {
+                        if let Some(slot) = out.get_mut(i) {
+                            *slot = status;
                         }
                     }
-                    Status::ServerError(ref m) if !delete && refused_as_too_large(m) => refuse(
-                        i,
-                        Error::refused_by_server(r.value.len(), self.config.item_size_limit),
-                    ),
-                    other => return Err(status_to_error(self.label(index), other, command)),
+                    // The delete of a `set` over the limit.
+                    Answer::Key(_, Outcome::Deleted(_)) => {}
+                    Answer::Refused(Some(i), command, Status::ServerError(m))
+                        if refused_as_too_large(&m) =>
+                    {
+                        match requests.get(i) {
+                            Some(r) if !is_over(i) => refuse(
+                                i,
+                                Error::refused_by_server(
+                                    r.value.len(),
+                                    self.config.item_size_limit,
+                                ),
+                            ),
+                            _ => {
+                                return Err(status_to_error(
+                                    self.label(index),
+                                    Status::ServerError(m),
+                                    command,
+                                ))
+                            }
+                        }
+                    }
+                    other => return Err(self.answer_error(index, other)),
                 }
             }
         }
@@ -1487,68 +2286,47 @@ impl Transport for TextTransport {
 
     fn delete(&self, key: &[u8]) -> Result<bool> {
         check_key(key)?;
-        match self.one(key, |b| proto::encode_delete(b, key), Expect::Status)? {
-            Reply::Status(Status::Deleted) => Ok(true),
-            Reply::Status(Status::NotFound) => Ok(false),
-            Reply::Status(s) => Err(self.status_error(key, s, "delete")),
-            other => Err(self.status_error(key, unexpected(other), "delete")),
+        match self.run(Cmd::Delete(key))? {
+            Outcome::Deleted(deleted) => Ok(deleted),
+            other => Err(self.outcome_error(key, other)),
         }
     }
 
     fn delete_many(&self, keys: &[&[u8]]) -> Result<Vec<bool>> {
+        let groups = self.keys_by_server(keys)?;
+        let cmd_of = |i: usize| keys.get(i).map(|k| Cmd::Delete(k));
+        let outcomes = self.pipelined(&groups, Batch::Each(&cmd_of), RoundLimit::STATUS);
         let mut out = vec![false; keys.len()];
-        for (i, server, reply) in
-            self.per_key(keys, proto::encode_delete, 9, Expect::Status, false)?
-        {
-            let deleted = match reply {
-                Reply::Status(Status::Deleted) => true,
-                Reply::Status(Status::NotFound) => false,
-                Reply::Status(s) => return Err(status_to_error(self.label(server), s, "delete")),
-                other => {
-                    return Err(status_to_error(
-                        self.label(server),
-                        unexpected(other),
-                        "delete",
-                    ))
+        for (index, answers) in Self::strict(outcomes)? {
+            for answer in answers {
+                match answer {
+                    Answer::Key(i, Outcome::Deleted(deleted)) => {
+                        if let Some(slot) = out.get_mut(i) {
+                            *slot = deleted;
+                        }
+                    }
+                    other => return Err(self.answer_error(index, other)),
                 }
-            };
-            if let Some(slot) = out.get_mut(i) {
-                *slot = deleted;
             }
         }
         Ok(out)
     }
 
-    /// `delete <key> noreply` for every key, each server's batch (in rounds of at most 512)
-    /// ended by `version`: memcached sends nothing for a noreply command, not even an error
-    /// (protocol.txt), so the one reply to read is `VERSION`, which comes after everything
-    /// sent before it was processed and cannot be mistaken for a delete's reply. Lines before
-    /// it (errors, or the replies of a server that ignores noreply) are read too, so no reply
-    /// is ever left on a pooled connection; an error among them is returned after every
-    /// server was read. A server that fails or is down fails the call, as in
-    /// [`Transport::delete_many`].
+    /// Each server's keys deleted with no reply per key, in rounds of at most 512: in the
+    /// classic protocol `delete <key> noreply` for each, then `version` (memcached sends
+    /// nothing for a noreply command, not even an error, so the one reply to read is
+    /// `VERSION`, which comes after everything sent before it was processed); in meta
+    /// `md <key> q` (memcached leaves out `HD`, sends `NF` and errors) and a last `md`
+    /// without `q`, whose tagged reply says every delete before it was processed. Lines
+    /// before it are read and checked too, so no reply is ever left on a pooled connection;
+    /// an error among them is returned after every server was read. A server that fails or
+    /// is down fails the call, as in [`Transport::delete_many`].
     fn delete_many_quiet(&self, keys: &[&[u8]]) -> Result<()> {
         let groups = self.keys_by_server(keys)?;
-        let outcomes = self.pipelined(
-            &groups,
-            |buf, members| {
-                for key in members.iter().filter_map(|&i| keys.get(i)) {
-                    proto::encode_delete_noreply(buf, key);
-                }
-                proto::encode_line(buf, "version");
-            },
-            |i| keys.get(i).map_or(0, |k| k.len() + 17),
-            Expect::Status,
-            Replies::Quiet,
-            RoundLimit::STATUS,
-        );
+        let outcomes = self.pipelined(&groups, Batch::QuietDeletes(keys), RoundLimit::STATUS);
         for (index, answers) in Self::strict(outcomes)? {
-            if let Some((_, reply)) = answers.into_iter().next() {
-                let status = match reply {
-                    Reply::Status(s) => s,
-                    other => unexpected(other),
-                };
-                return Err(status_to_error(self.label(index), status, "delete"));
+            if let Some(answer) = answers.into_iter().next() {
+                return Err(self.answer_error(index, answer));
             }
         }
         Ok(())
@@ -1564,64 +2342,69 @@ impl Transport for TextTransport {
 
     fn touch(&self, key: &[u8], exptime: u32) -> Result<bool> {
         check_key(key)?;
-        match self.one(
-            key,
-            |b| proto::encode_touch(b, key, exptime),
-            Expect::Status,
-        )? {
-            Reply::Status(Status::Touched) => Ok(true),
-            Reply::Status(Status::NotFound) => Ok(false),
-            Reply::Status(s) => Err(self.status_error(key, s, "touch")),
-            other => Err(self.status_error(key, unexpected(other), "touch")),
+        match self.run(Cmd::Touch { key, exptime })? {
+            Outcome::Touched(touched) => Ok(touched),
+            other => Err(self.outcome_error(key, other)),
         }
     }
 
     fn flush_all(&self) -> Result<()> {
         let groups: Vec<(usize, Vec<usize>)> =
             (0..self.servers.len()).map(|i| (i, vec![i])).collect();
-        for (index, replies) in Self::strict(self.pipelined(
+        let outcomes = self.pipelined(
             &groups,
-            |b, _| proto::encode_line(b, "flush_all"),
-            |_| 11,
-            Expect::Status,
-            Replies::One,
+            Batch::Line("flush_all", Expect::Status),
             RoundLimit::STATUS,
-        ))? {
-            for (_, reply) in replies {
-                if reply != Reply::Status(Status::Ok) {
-                    let label = self.server(index)?.label.clone();
-                    let status = match reply {
-                        Reply::Status(s) => s,
-                        other => unexpected(other),
-                    };
-                    return Err(status_to_error(label, status, "flush_all"));
+        );
+        for (index, answers) in Self::strict(outcomes)? {
+            for answer in answers {
+                match answer {
+                    Answer::Line(reply) => match *reply {
+                        Reply::Status(Status::Ok) => {}
+                        Reply::Status(status) => {
+                            return Err(status_to_error(self.label(index), status, "flush_all"))
+                        }
+                        other => {
+                            return Err(self.answer_error(index, Answer::Line(Box::new(other))))
+                        }
+                    },
+                    other => return Err(self.answer_error(index, other)),
                 }
             }
         }
         Ok(())
     }
 
+    /// True unless the transport speaks only the classic protocol ([`Protocol::Classic`]).
+    /// With [`Protocol::Auto`] a server found without meta answers the meta operations
+    /// with [`Error::Unsupported`].
     fn supports_meta(&self) -> bool {
-        true
+        self.config.protocol != Protocol::Classic
     }
 
     fn meta_get(&self, key: &[u8], recache_below: u32) -> Result<Option<MetaItem>> {
         check_key(key)?;
-        let reply = self.one(
-            key,
-            |b| proto::encode_meta_get(b, key, recache_below),
-            Expect::Meta,
-        )?;
-        self.meta_value(key, reply)
+        match self.run(Cmd::MetaGet { key, recache_below })? {
+            Outcome::Meta(item) => Ok(item),
+            other => Err(self.outcome_error(key, other)),
+        }
     }
 
     fn meta_get_many(&self, keys: &[&[u8]], recache_below: u32) -> Result<Vec<Option<MetaItem>>> {
+        let groups = self.keys_by_server(keys)?;
+        let cmd_of = |i: usize| keys.get(i).map(|&key| Cmd::MetaGet { key, recache_below });
+        let outcomes = self.pipelined(&groups, Batch::Each(&cmd_of), RoundLimit::VALUES);
         let mut out = vec![None; keys.len()];
-        let encode = |b: &mut Vec<u8>, k: &[u8]| proto::encode_meta_get(b, k, recache_below);
-        for (i, _, reply) in self.per_key(keys, encode, 24, Expect::Meta, true)? {
-            let key = keys.get(i).copied().unwrap_or_default();
-            if let Some(slot) = out.get_mut(i) {
-                *slot = self.meta_value(key, reply)?;
+        for (index, answers) in Self::tolerant(outcomes)? {
+            for answer in answers {
+                match answer {
+                    Answer::Key(i, Outcome::Meta(item)) => {
+                        if let Some(slot) = out.get_mut(i) {
+                            *slot = item;
+                        }
+                    }
+                    other => return Err(self.answer_error(index, other)),
+                }
             }
         }
         Ok(out)
@@ -1629,45 +2412,50 @@ impl Transport for TextTransport {
 
     fn meta_invalidate(&self, key: &[u8], grace: u32) -> Result<bool> {
         check_key(key)?;
-        match self.one(
-            key,
-            |b| proto::encode_meta_invalidate(b, key, grace),
-            Expect::Meta,
-        )? {
-            Reply::Meta(Meta::Done) => Ok(true),
-            Reply::Meta(Meta::NotFound | Meta::Miss) => Ok(false),
-            Reply::Status(s) => Err(self.status_error(key, s, "md")),
-            other => Err(self.status_error(key, unexpected(other), "md")),
+        match self.run(Cmd::Invalidate { key, grace })? {
+            Outcome::Invalidated(found) => Ok(found),
+            other => Err(self.outcome_error(key, other)),
         }
     }
 
     fn stats(&self) -> Result<Vec<ServerStats>> {
         let groups: Vec<(usize, Vec<usize>)> =
             (0..self.servers.len()).map(|i| (i, vec![i])).collect();
-        let mut out = Vec::with_capacity(self.servers.len());
-        for (index, replies) in Self::strict(self.pipelined(
+        let outcomes = self.pipelined(
             &groups,
-            |b, _| proto::encode_line(b, "stats"),
-            |_| 7,
-            Expect::Stats,
-            Replies::One,
+            Batch::Line("stats", Expect::Stats),
             RoundLimit::VALUES,
-        ))? {
-            let label = self.server(index)?.label.clone();
-            for (_, reply) in replies {
-                match reply {
-                    Reply::Stats(stats) => out.push(ServerStats {
-                        server: label.clone(),
-                        stats: stats.into_iter().collect(),
-                    }),
-                    Reply::Status(s) => return Err(status_to_error(label, s, "stats")),
-                    Reply::Values(_) | Reply::Meta(_) => {
-                        return Err(status_to_error(label, Status::End, "stats"))
-                    }
+        );
+        let mut out = Vec::with_capacity(self.servers.len());
+        for (index, answers) in Self::strict(outcomes)? {
+            let label = self.label(index);
+            for answer in answers {
+                match answer {
+                    Answer::Line(reply) => match *reply {
+                        Reply::Stats(stats) => out.push(ServerStats {
+                            server: label.clone(),
+                            stats: stats.into_iter().collect(),
+                        }),
+                        Reply::Status(s) => return Err(status_to_error(label, s, "stats")),
+                        other => {
+                            return Err(self.answer_error(index, Answer::Line(Box::new(other))))
+                        }
+                    },
+                    other => return Err(self.answer_error(index, other)),
                 }
             }
         }
         Ok(out)
+    }
+}
+
+impl TextTransport {
+    fn arith(&self, key: &[u8], delta: u64, incr: bool) -> Result<Option<u64>> {
+        check_key(key)?;
+        match self.run(Cmd::Arith { key, delta, incr })? {
+            Outcome::Counter(n) => Ok(n),
+            other => Err(self.outcome_error(key, other)),
+        }
     }
 }
 
@@ -1773,17 +2561,32 @@ mod tests {
         let limit = RoundLimit {
             commands: 3,
             bytes: 25,
+            replies: 100,
         };
         let members: Vec<usize> = (0..10).collect();
         let ten = |_: usize| 10;
-        assert_eq!(limit.chunk_end(&members, 0, &ten), 2, "bytes bound");
-        assert_eq!(limit.chunk_end(&members, 8, &ten), 10, "the tail");
-        assert_eq!(limit.chunk_end(&members, 10, &ten), 10, "nothing left");
-        assert_eq!(limit.chunk_end(&members, 0, &|_| 1), 3, "command bound");
+        let none = |_: usize| 0;
+        assert_eq!(limit.chunk_end(&members, 0, &ten, &none), 2, "bytes bound");
+        assert_eq!(limit.chunk_end(&members, 8, &ten, &none), 10, "the tail");
         assert_eq!(
-            limit.chunk_end(&members, 4, &|_| 100),
+            limit.chunk_end(&members, 10, &ten, &none),
+            10,
+            "nothing left"
+        );
+        assert_eq!(
+            limit.chunk_end(&members, 0, &|_| 1, &none),
+            3,
+            "command bound"
+        );
+        assert_eq!(
+            limit.chunk_end(&members, 4, &|_| 100, &none),
             5,
             "one oversized command"
+        );
+        assert_eq!(
+            limit.chunk_end(&members, 0, &|_| 1, &|_| 60),
+            1,
+            "reply bytes bound"
         );
         assert!(limit.fits([10, 10].into_iter()));
         assert!(!limit.fits([10, 10, 10].into_iter()));
@@ -1791,7 +2594,18 @@ mod tests {
         // A get_many of 100 keys of 250 bytes, or a set_many of 100 values of 1 KB, is one
         // round: every server gets its request before any reply is read.
         assert!(RoundLimit::VALUES.fits(std::iter::repeat_n(get_cost(&[b'k'; 250]), 100)));
-        assert!(RoundLimit::STATUS.fits(std::iter::repeat_n(250 + 1024 + STORE_OVERHEAD, 100)));
+        let key = [b'k'; 250];
+        let value = [b'v'; 1024];
+        let set = Store::set(&key, &value, 0, 0);
+        let cmd = Cmd::Store(&set);
+        let members: Vec<usize> = (0..100).collect();
+        for wire in [Wire::Meta, Wire::Classic] {
+            assert_eq!(
+                RoundLimit::STATUS
+                    .chunk_end(&members, 0, &|_| cmd.cost(), &|_| cmd.reply_cost(wire)),
+                100
+            );
+        }
     }
 
     #[test]

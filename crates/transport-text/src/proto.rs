@@ -10,6 +10,8 @@ use std::io::Write as _;
 
 use newcache_transport::{Item, MetaItem, StoreMode, MAX_KEY_LEN};
 
+pub mod meta;
+
 /// Longest reply line accepted before its `\r\n` (memcached's lines are far shorter).
 pub const MAX_LINE: usize = 8 * 1024;
 
@@ -180,7 +182,7 @@ impl Values {
         }
     }
 
-    fn push(&mut self, key: ReplyKey, item: Item) {
+    pub(crate) fn push(&mut self, key: ReplyKey, item: Item) {
         if self.first.is_none() {
             self.first = Some((key, item));
         } else {
@@ -361,6 +363,8 @@ pub struct Decoder {
     stats: Vec<(String, String)>,
     /// A value whose data block is still arriving.
     partial: Option<Partial>,
+    /// The opaque token and key the last meta reply line echoed.
+    tag: meta::Tag,
 }
 
 /// A value whose data block is still arriving: the item, its value already at its final
@@ -417,6 +421,7 @@ impl Decoder {
             values: Values::default(),
             stats: Vec::new(),
             partial: None,
+            tag: meta::Tag::default(),
         }
     }
 
@@ -427,6 +432,13 @@ impl Decoder {
             values: Values::with_capacity(values),
             ..Decoder::new(expect)
         }
+    }
+
+    /// The opaque token (`O`) and key (`k`) the meta reply echoed (empty until a meta reply
+    /// line was parsed, and for error lines): check it with [`meta::Tag::check`] before
+    /// taking the reply as the answer to a request.
+    pub fn tag(&self) -> &meta::Tag {
+        &self.tag
     }
 
     /// Bytes of the buffer the last [`Decoder::decode`] consumed: drop them before the next
@@ -522,6 +534,15 @@ impl Decoder {
                         _ => None,
                     };
                     if let Some(meta) = simple {
+                        let mut tag = meta::Tag::default();
+                        for flag in fields {
+                            match flag.split_first() {
+                                Some((b'O', v)) => tag.set_opaque(v)?,
+                                Some((b'k', v)) => tag.set_key(v)?,
+                                _ => {}
+                            }
+                        }
+                        self.tag = tag;
                         self.pos = next;
                         return Ok(Some(Reply::Meta(meta)));
                     }
@@ -553,6 +574,7 @@ impl Decoder {
                         stale: false,
                         win_taken: false,
                     };
+                    let mut tag = meta::Tag::default();
                     for flag in fields {
                         match flag.split_first() {
                             Some((b'f', v)) => {
@@ -563,9 +585,12 @@ impl Decoder {
                             Some((b'W', _)) => meta.win = true,
                             Some((b'X', _)) => meta.stale = true,
                             Some((b'Z', _)) => meta.win_taken = true,
+                            Some((b'O', v)) => tag.set_opaque(v)?,
+                            Some((b'k', v)) => tag.set_key(v)?,
                             _ => {}
                         }
                     }
+                    self.tag = tag;
                     let Some((data, after)) = data_block(buf, next, len)? else {
                         meta.item.value = vec![0; len];
                         self.pos = next;

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use newcache_testkit::Memcached;
 use newcache_transport::{Error, Store, Transport};
-use newcache_transport_text::{Failover, TextConfig, TextTransport};
+use newcache_transport_text::{Failover, Protocol, TextConfig, TextTransport};
 
 fn transport(servers: Vec<String>) -> TextTransport {
     TextTransport::new(TextConfig {
@@ -17,6 +17,19 @@ fn transport(servers: Vec<String>) -> TextTransport {
         connect_timeout: Duration::from_millis(200),
         read_timeout: Duration::from_millis(300),
         write_timeout: Duration::from_millis(300),
+        ..TextConfig::default()
+    })
+    .unwrap()
+}
+
+/// A transport speaking the classic protocol, as the fake servers below do.
+fn classic(servers: Vec<String>) -> TextTransport {
+    TextTransport::new(TextConfig {
+        servers,
+        connect_timeout: Duration::from_millis(200),
+        read_timeout: Duration::from_millis(300),
+        write_timeout: Duration::from_millis(300),
+        protocol: Protocol::Classic,
         ..TextConfig::default()
     })
     .unwrap()
@@ -54,7 +67,7 @@ fn fake_server(reply: Option<&'static [u8]>) -> (String, Arc<AtomicUsize>) {
 #[test]
 fn a_hung_server_times_out_within_the_read_timeout() {
     let (addr, _) = fake_server(None);
-    let t = transport(vec![addr]);
+    let t = classic(vec![addr]);
     let started = Instant::now();
     let err = t.get(b"k").unwrap_err();
     let took = started.elapsed();
@@ -83,7 +96,7 @@ fn a_server_trickling_a_reply_is_bounded_by_the_read_timeout_as_a_whole() {
             }
         }
     });
-    let t = transport(vec![addr]);
+    let t = classic(vec![addr]);
     let started = Instant::now();
     let err = t.get(b"k").unwrap_err();
     assert!(matches!(err, Error::Timeout { .. }), "{err}");
@@ -97,7 +110,7 @@ fn a_server_trickling_a_reply_is_bounded_by_the_read_timeout_as_a_whole() {
 #[test]
 fn garbage_is_a_protocol_error_and_the_connection_is_not_reused() {
     let (addr, accepted) = fake_server(Some(b"HELLO THERE\r\n"));
-    let t = transport(vec![addr]);
+    let t = classic(vec![addr]);
     for _ in 0..3 {
         let err = t.get(b"k").unwrap_err();
         assert!(matches!(err, Error::Protocol { .. }), "{err}");
@@ -111,7 +124,7 @@ fn garbage_is_a_protocol_error_and_the_connection_is_not_reused() {
 #[test]
 fn a_good_reply_keeps_the_connection_for_the_next_request() {
     let (addr, accepted) = fake_server(Some(b"END\r\n"));
-    let t = transport(vec![addr]);
+    let t = classic(vec![addr]);
     for _ in 0..5 {
         assert_eq!(t.get(b"k").unwrap(), None);
     }
@@ -299,4 +312,186 @@ fn a_connection_that_got_an_error_reply_is_not_pooled() {
     // one after a good reply reuses it.
     assert_eq!(t.incr(b"n", 1).unwrap(), Some(3));
     assert_eq!(connections(), before + 1 + 1);
+}
+
+/// A fake server that reads request lines and answers each with what `answer` makes of it
+/// (nothing for `None`), and counts the connections it accepted.
+fn scripted_server(answer: fn(&str) -> Option<String>) -> (String, Arc<AtomicUsize>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let count = accepted.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(stream) = stream else { return };
+            count.fetch_add(1, Ordering::SeqCst);
+            std::thread::spawn(move || {
+                let mut out = stream.try_clone().unwrap();
+                let mut lines = std::io::BufRead::lines(std::io::BufReader::new(stream));
+                while let Some(Ok(line)) = lines.next() {
+                    if let Some(reply) = answer(line.trim_end()) {
+                        if out.write_all(reply.as_bytes()).is_err() {
+                            return;
+                        }
+                    }
+                }
+            });
+        }
+    });
+    (addr, accepted)
+}
+
+/// The `O<token>` and `k<key>`... of a meta request line: (command, key, token).
+fn meta_request(line: &str) -> Option<(&str, &str, u32)> {
+    let mut words = line.split(' ');
+    let command = words.next()?;
+    let key = words.next()?;
+    let token = words.find_map(|w| w.strip_prefix('O'))?.parse().ok()?;
+    Some((command, key, token))
+}
+
+#[test]
+fn a_meta_reply_to_another_request_is_an_error_and_its_connection_is_closed() {
+    // The probe is answered as memcached 1.6 does; every mg after it with the token of the
+    // request before (a duplicate of an earlier reply).
+    let (addr, accepted) = scripted_server(|line| {
+        let (_, key, token) = meta_request(line)?;
+        if key == "newcache:meta-probe" {
+            return Some(format!("EN k{key} O{token}\r\n"));
+        }
+        Some(format!("EN k{key} O{}\r\n", token.wrapping_sub(1)))
+    });
+    let t = transport(vec![addr]);
+    for _ in 0..3 {
+        let err = t.get(b"k").unwrap_err();
+        assert!(
+            matches!(&err, Error::Protocol { detail, .. } if detail.contains("another request")),
+            "{err}"
+        );
+    }
+    assert_eq!(t.server_protocol(0), Some(Protocol::Meta));
+    // A connection for each request: none went back to the pool.
+    std::thread::sleep(Duration::from_millis(50));
+    assert_eq!(accepted.load(Ordering::SeqCst), 3);
+}
+
+#[test]
+fn a_meta_reply_naming_another_key_fails_the_whole_pipelined_batch() {
+    // The second reply of a batch names another key: the batch fails, and the requests
+    // behind it on the connection are not read as answers.
+    let (addr, accepted) = scripted_server(|line| {
+        let (command, key, token) = meta_request(line)?;
+        match (command, key) {
+            (_, "newcache:meta-probe") => Some(format!("EN k{key} O{token}\r\n")),
+            ("mg", "b") => Some(format!("VA 1 f0 c1 kz O{token}\r\nz\r\n")),
+            ("mg", _) => Some(format!("VA 1 f0 c1 k{key} O{token}\r\n{key}\r\n")),
+            _ => None,
+        }
+    });
+    let t = transport(vec![addr]);
+    let err = t.get_many(&[b"a", b"b", b"c"]).unwrap_err();
+    assert!(matches!(err, Error::Protocol { .. }), "{err}");
+    let item = t.get(b"a").unwrap().unwrap();
+    assert_eq!(item.value, b"a");
+    std::thread::sleep(Duration::from_millis(50));
+    assert_eq!(
+        accepted.load(Ordering::SeqCst),
+        2,
+        "the failed batch's connection was closed"
+    );
+}
+
+#[test]
+fn a_classic_value_of_a_key_not_asked_for_is_an_error_and_its_connection_is_closed() {
+    let (addr, accepted) = fake_server(Some(b"VALUE other 0 1\r\nx\r\nEND\r\n"));
+    let t = classic(vec![addr]);
+    for _ in 0..2 {
+        let err = t.get(b"k").unwrap_err();
+        assert!(matches!(err, Error::Protocol { .. }), "{err}");
+    }
+    let err = t.get_many(&[b"k", b"j"]).unwrap_err();
+    assert!(matches!(err, Error::Protocol { .. }), "{err}");
+    std::thread::sleep(Duration::from_millis(50));
+    assert_eq!(accepted.load(Ordering::SeqCst), 3);
+}
+
+#[test]
+fn a_classic_connection_with_bytes_waiting_is_not_reused() {
+    // Each reply comes twice, the copy 20 ms later, when the connection is idle in the pool.
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let count = accepted.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { return };
+            count.fetch_add(1, Ordering::SeqCst);
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 4096];
+                while let Ok(n) = stream.read(&mut buf) {
+                    if n == 0 || stream.write_all(b"END\r\n").is_err() {
+                        return;
+                    }
+                    std::thread::sleep(Duration::from_millis(20));
+                    let _ = stream.write_all(b"END\r\n");
+                }
+            });
+        }
+    });
+    let t = classic(vec![addr]);
+    for i in 1..=3 {
+        assert_eq!(t.get(b"k").unwrap(), None);
+        std::thread::sleep(Duration::from_millis(60));
+        assert_eq!(accepted.load(Ordering::SeqCst), i);
+    }
+}
+
+#[test]
+fn a_server_without_meta_is_found_by_the_probe_and_spoken_to_in_classic() {
+    // memcached before 1.6: `ERROR` to any meta command.
+    let (addr, accepted) = scripted_server(|line| match line.split(' ').next() {
+        Some("mg" | "ms" | "md" | "ma" | "mn") => Some("ERROR\r\n".into()),
+        Some("gets") => Some("END\r\n".into()),
+        Some("set") => Some("STORED\r\n".into()),
+        _ => None,
+    });
+    let t = transport(vec![addr]);
+    assert_eq!(
+        t.server_protocol(0),
+        None,
+        "not probed before the first request"
+    );
+    assert_eq!(t.get(b"k").unwrap(), None);
+    assert_eq!(t.server_protocol(0), Some(Protocol::Classic));
+    assert!(t.store(&Store::set(b"k", b"v", 0, 0)).unwrap().is_stored());
+    assert!(matches!(
+        t.meta_get(b"k", 5),
+        Err(Error::Unsupported { command, .. }) if command == "mg"
+    ));
+    // The probe's connection, then one classic connection for everything.
+    std::thread::sleep(Duration::from_millis(50));
+    assert_eq!(accepted.load(Ordering::SeqCst), 2);
+}
+
+#[test]
+fn a_garbled_probe_reply_is_an_error_and_the_server_is_probed_again() {
+    // The first connection's probe reply is garbage; the next is memcached 1.6's.
+    let (addr, accepted) = scripted_server(|line| {
+        let (command, key, token) = meta_request(line)?;
+        static FIRST: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
+        if key == "newcache:meta-probe" && FIRST.swap(false, Ordering::SeqCst) {
+            return Some("HD kother O1\r\n".into());
+        }
+        match command {
+            "mg" => Some(format!("EN k{key} O{token}\r\n")),
+            _ => None,
+        }
+    });
+    let t = transport(vec![addr]);
+    assert!(matches!(t.get(b"k"), Err(Error::Protocol { .. })));
+    assert_eq!(t.server_protocol(0), None, "not taken for classic");
+    assert_eq!(t.get(b"k").unwrap(), None);
+    assert_eq!(t.server_protocol(0), Some(Protocol::Meta));
+    std::thread::sleep(Duration::from_millis(50));
+    assert_eq!(accepted.load(Ordering::SeqCst), 2);
 }

@@ -1,0 +1,555 @@
+//! A fault-injecting TCP proxy between a client and one server, for tests that a client
+//! never takes a reply for another request's: it relays what the client sends unchanged and
+//! tampers with what the server sends back, chunk by chunk (a chunk is what one read from
+//! the server returned: one reply, or several pipelined ones).
+//!
+//! Each chunk, independently, with the probabilities of [`Faults`] (per million):
+//! - **duplicated in the same write** (the chunk twice in one `write`);
+//! - **duplicated later** (the chunk again, [`Faults::later`] after it, from another thread,
+//!   whatever the connection is doing then);
+//! - **preceded by an older reply** (one of the last 64 chunks of this connection, sent
+//!   again just before it);
+//! - **preceded by garbage** (random bytes, some of them line ends);
+//! - **truncated** (a prefix of it, then both directions closed);
+//! - **delayed** (held for a random time up to [`Faults::delay`]);
+//! - **trickled** (written one byte per `write`, with `TCP_NODELAY`).
+//!
+//! ```no_run
+//! use newcache_testkit::{Memcached, proxy::{FaultProxy, Faults}};
+//! let server = Memcached::start();
+//! let proxy = FaultProxy::start(server.socket_addr(), Faults::none().duplicate_later(10_000));
+//! // Point the client at proxy.addr(); read what was done with proxy.counts().
+//! ```
+
+use std::collections::VecDeque;
+use std::io::{Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// What the proxy does to the server's replies: each fault's chance per chunk, per million.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Faults {
+    /// The chunk twice, in the same write.
+    pub duplicate_now: u32,
+    /// The chunk again, [`Faults::later`] after it.
+    pub duplicate_later: u32,
+    /// How long after the original a late duplicate is sent (30 ms by default).
+    pub later: Duration,
+    /// An older chunk of the same connection sent again just before this one.
+    pub replay_old: u32,
+    /// Random bytes just before the chunk.
+    pub garbage: u32,
+    /// Only a prefix of the chunk, then the connection closed.
+    pub truncate: u32,
+    /// The chunk held back for a random time below [`Faults::delay`].
+    pub delayed: u32,
+    /// The longest a delayed chunk is held.
+    pub delay: Duration,
+    /// The chunk written one byte at a time.
+    pub trickle: u32,
+    /// Seeds the proxy's random choices (each connection gets its own stream).
+    pub seed: u64,
+}
+
+impl Faults {
+    /// No fault at all: a plain relay.
+    pub fn none() -> Faults {
+        Faults {
+            duplicate_now: 0,
+            duplicate_later: 0,
+            later: Duration::from_millis(30),
+            replay_old: 0,
+            garbage: 0,
+            truncate: 0,
+            delayed: 0,
+            delay: Duration::from_millis(100),
+            trickle: 0,
+            seed: 0x5eed_f00d_cafe_d00d,
+        }
+    }
+
+    /// With duplicates in the same write, `per_million` of the chunks.
+    pub fn duplicate_now(self, per_million: u32) -> Faults {
+        Faults {
+            duplicate_now: per_million,
+            ..self
+        }
+    }
+
+    /// With late duplicates, `per_million` of the chunks.
+    pub fn duplicate_later(self, per_million: u32) -> Faults {
+        Faults {
+            duplicate_later: per_million,
+            ..self
+        }
+    }
+
+    /// With older replies injected before `per_million` of the chunks.
+    pub fn replay_old(self, per_million: u32) -> Faults {
+        Faults {
+            replay_old: per_million,
+            ..self
+        }
+    }
+
+    /// With garbage before `per_million` of the chunks.
+    pub fn garbage(self, per_million: u32) -> Faults {
+        Faults {
+            garbage: per_million,
+            ..self
+        }
+    }
+
+    /// With `per_million` of the chunks cut short and their connection closed.
+    pub fn truncate(self, per_million: u32) -> Faults {
+        Faults {
+            truncate: per_million,
+            ..self
+        }
+    }
+
+    /// With `per_million` of the chunks held back for up to `delay`.
+    pub fn delayed(self, per_million: u32, delay: Duration) -> Faults {
+        Faults {
+            delayed: per_million,
+            delay,
+            ..self
+        }
+    }
+
+    /// With `per_million` of the chunks written one byte at a time.
+    pub fn trickle(self, per_million: u32) -> Faults {
+        Faults {
+            trickle: per_million,
+            ..self
+        }
+    }
+
+    /// With this seed for the random choices.
+    pub fn seed(self, seed: u64) -> Faults {
+        Faults { seed, ..self }
+    }
+}
+
+/// How many times the proxy did each thing, so far.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FaultCounts {
+    /// Connections accepted.
+    pub connections: u64,
+    /// The most connections relayed at the same time.
+    pub max_open: u64,
+    /// Chunks relayed from the server.
+    pub chunks: u64,
+    /// Chunks duplicated in the same write.
+    pub duplicated_now: u64,
+    /// Late duplicates sent.
+    pub duplicated_later: u64,
+    /// Older chunks sent again.
+    pub replayed: u64,
+    /// Garbage injections.
+    pub garbage: u64,
+    /// Chunks truncated (and their connections closed).
+    pub truncated: u64,
+    /// Chunks delayed.
+    pub delayed: u64,
+    /// Chunks trickled one byte at a time.
+    pub trickled: u64,
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    connections: AtomicU64,
+    open: AtomicU64,
+    max_open: AtomicU64,
+    chunks: AtomicU64,
+    duplicated_now: AtomicU64,
+    duplicated_later: AtomicU64,
+    replayed: AtomicU64,
+    garbage: AtomicU64,
+    truncated: AtomicU64,
+    delayed: AtomicU64,
+    trickled: AtomicU64,
+}
+
+impl Counters {
+    fn snapshot(&self) -> FaultCounts {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        FaultCounts {
+            connections: get(&self.connections),
+            max_open: get(&self.max_open),
+            chunks: get(&self.chunks),
+            duplicated_now: get(&self.duplicated_now),
+            duplicated_later: get(&self.duplicated_later),
+            replayed: get(&self.replayed),
+            garbage: get(&self.garbage),
+            truncated: get(&self.truncated),
+            delayed: get(&self.delayed),
+            trickled: get(&self.trickled),
+        }
+    }
+}
+
+fn bump(c: &AtomicU64) {
+    c.fetch_add(1, Ordering::Relaxed);
+}
+
+/// A running fault-injecting proxy on a free loopback port. Dropping it stops accepting new
+/// connections and closes the ones it relays.
+#[derive(Debug)]
+pub struct FaultProxy {
+    addr: SocketAddr,
+    stop: Arc<AtomicBool>,
+    faults: Arc<Mutex<Faults>>,
+    counters: Arc<Counters>,
+    open: Arc<Mutex<Vec<TcpStream>>>,
+}
+
+impl FaultProxy {
+    /// Relays every connection made to it to `upstream`, tampering with the replies as
+    /// `faults` says.
+    pub fn start(upstream: SocketAddr, faults: Faults) -> FaultProxy {
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .unwrap_or_else(|e| panic!("cannot bind the fault proxy: {e}"));
+        let addr = listener
+            .local_addr()
+            .unwrap_or_else(|e| panic!("the fault proxy's address: {e}"));
+        listener
+            .set_nonblocking(true)
+            .unwrap_or_else(|e| panic!("a non-blocking listener: {e}"));
+        let stop = Arc::new(AtomicBool::new(false));
+        let faults = Arc::new(Mutex::new(faults));
+        let counters = Arc::new(Counters::default());
+        let open = Arc::new(Mutex::new(Vec::new()));
+        let (stop2, faults2, counters2, open2) =
+            (stop.clone(), faults.clone(), counters.clone(), open.clone());
+        std::thread::spawn(move || {
+            let mut n = 0u64;
+            while !stop2.load(Ordering::Relaxed) {
+                match listener.accept() {
+                    Ok((client, _)) => {
+                        n += 1;
+                        bump(&counters2.connections);
+                        let open = counters2.open.fetch_add(1, Ordering::Relaxed) + 1;
+                        counters2.max_open.fetch_max(open, Ordering::Relaxed);
+                        let _ = client.set_nonblocking(false);
+                        let Ok(server) =
+                            TcpStream::connect_timeout(&upstream, Duration::from_secs(2))
+                        else {
+                            counters2.open.fetch_sub(1, Ordering::Relaxed);
+                            continue;
+                        };
+                        if let (Ok(c), Ok(s)) = (client.try_clone(), server.try_clone()) {
+                            if let Ok(mut open) = open2.lock() {
+                                open.push(c);
+                                open.push(s);
+                            }
+                        }
+                        let faults = faults2.clone();
+                        let counters = counters2.clone();
+                        let stop = stop2.clone();
+                        std::thread::spawn(move || {
+                            relay(client, server, faults, &counters, stop, n);
+                            counters.open.fetch_sub(1, Ordering::Relaxed);
+                        });
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(1)),
+                }
+            }
+        });
+        FaultProxy {
+            addr,
+            stop,
+            faults,
+            counters,
+            open,
+        }
+    }
+
+    /// `127.0.0.1:PORT`, as a server list entry.
+    pub fn addr(&self) -> String {
+        self.addr.to_string()
+    }
+
+    /// What the proxy did so far.
+    pub fn counts(&self) -> FaultCounts {
+        self.counters.snapshot()
+    }
+
+    /// Changes the faults for every chunk from now on (open connections included).
+    pub fn set_faults(&self, faults: Faults) {
+        if let Ok(mut f) = self.faults.lock() {
+            *f = faults;
+        }
+    }
+}
+
+impl Drop for FaultProxy {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Ok(open) = self.open.lock() {
+            for s in open.iter() {
+                let _ = s.shutdown(Shutdown::Both);
+            }
+        }
+    }
+}
+
+/// xorshift64*: the proxy's random choices.
+struct Rng(u64);
+
+impl Rng {
+    fn new(seed: u64) -> Rng {
+        Rng(seed.max(1))
+    }
+
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    /// True with `per_million` chances in a million.
+    fn chance(&mut self, per_million: u32) -> bool {
+        per_million > 0 && self.next() % 1_000_000 < u64::from(per_million)
+    }
+
+    fn below(&mut self, n: usize) -> usize {
+        if n == 0 {
+            return 0;
+        }
+        (self.next() % n as u64) as usize
+    }
+}
+
+/// Relays one connection: client to server as is, server to client through the faults.
+fn relay(
+    client: TcpStream,
+    server: TcpStream,
+    faults: Arc<Mutex<Faults>>,
+    counters: &Arc<Counters>,
+    stop: Arc<AtomicBool>,
+    n: u64,
+) {
+    let _ = client.set_nodelay(true);
+    let _ = server.set_nodelay(true);
+    let (Ok(mut from_client), Ok(mut to_server)) = (client.try_clone(), server.try_clone()) else {
+        return;
+    };
+    // Client to server, unchanged.
+    std::thread::spawn(move || {
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            match from_client.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(k) => {
+                    if to_server
+                        .write_all(buf.get(..k).unwrap_or_default())
+                        .is_err()
+                    {
+                        break;
+                    }
+                }
+            }
+        }
+        let _ = to_server.shutdown(Shutdown::Write);
+    });
+    // Writes to the client come from this thread and the late-duplicate thread: one at a
+    // time.
+    let to_client = Arc::new(Mutex::new(client));
+    let (late_tx, late_rx) = mpsc::channel::<(Instant, Vec<u8>)>();
+    {
+        let to_client = to_client.clone();
+        let counters = counters.clone();
+        std::thread::spawn(move || {
+            while let Ok((at, bytes)) = late_rx.recv() {
+                let now = Instant::now();
+                if at > now {
+                    std::thread::sleep(at - now);
+                }
+                let Ok(mut c) = to_client.lock() else { return };
+                if c.write_all(&bytes).is_err() {
+                    return;
+                }
+                bump(&counters.duplicated_later);
+            }
+        });
+    }
+    let mut server = server;
+    let seed = faults.lock().map(|f| f.seed).unwrap_or(1);
+    let mut rng = Rng::new(seed ^ n.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+    let mut history: VecDeque<Vec<u8>> = VecDeque::with_capacity(64);
+    let mut buf = vec![0u8; 256 * 1024];
+    let close = |to_client: &Mutex<TcpStream>, server: &TcpStream| {
+        if let Ok(c) = to_client.lock() {
+            let _ = c.shutdown(Shutdown::Both);
+        }
+        let _ = server.shutdown(Shutdown::Both);
+    };
+    loop {
+        if stop.load(Ordering::Relaxed) {
+            close(&to_client, &server);
+            return;
+        }
+        let chunk = match server.read(&mut buf) {
+            Ok(0) | Err(_) => {
+                close(&to_client, &server);
+                return;
+            }
+            Ok(k) => buf.get(..k).unwrap_or_default().to_vec(),
+        };
+        bump(&counters.chunks);
+        let f = faults.lock().map(|f| *f).unwrap_or_else(|_| Faults::none());
+        if rng.chance(f.delayed) {
+            bump(&counters.delayed);
+            let max = u64::try_from(f.delay.as_micros())
+                .unwrap_or(u64::MAX)
+                .max(1);
+            std::thread::sleep(Duration::from_micros(rng.next() % max));
+        }
+        let mut out: Vec<u8> = Vec::with_capacity(chunk.len() * 2);
+        if rng.chance(f.garbage) {
+            bump(&counters.garbage);
+            let len = 1 + rng.below(40);
+            for _ in 0..len {
+                let b = match rng.below(8) {
+                    0 => b'\r',
+                    1 => b'\n',
+                    2 => b' ',
+                    _ => (rng.next() & 0xff) as u8,
+                };
+                out.push(b);
+            }
+        }
+        if !history.is_empty() && rng.chance(f.replay_old) {
+            bump(&counters.replayed);
+            let at = rng.below(history.len());
+            if let Some(old) = history.get(at) {
+                out.extend_from_slice(old);
+            }
+        }
+        out.extend_from_slice(&chunk);
+        if rng.chance(f.duplicate_now) {
+            bump(&counters.duplicated_now);
+            out.extend_from_slice(&chunk);
+        }
+        if rng.chance(f.duplicate_later) {
+            let _ = late_tx.send((Instant::now() + f.later, chunk.clone()));
+        }
+        if history.len() == 64 {
+            history.pop_front();
+        }
+        history.push_back(chunk);
+        let truncate = rng.chance(f.truncate);
+        if truncate {
+            bump(&counters.truncated);
+            let keep = rng.below(out.len().max(1));
+            out.truncate(keep);
+        }
+        let trickle = rng.chance(f.trickle);
+        let written = match to_client.lock() {
+            Ok(mut c) if trickle => {
+                bump(&counters.trickled);
+                out.iter()
+                    .all(|b| c.write_all(std::slice::from_ref(b)).is_ok())
+            }
+            Ok(mut c) => c.write_all(&out).is_ok(),
+            Err(_) => false,
+        };
+        if !written || truncate {
+            close(&to_client, &server);
+            return;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An echo server standing in for memcached: it answers each read with `REPLY <n>\r\n`.
+    fn numbered_server() -> SocketAddr {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        std::thread::spawn(move || {
+            for s in listener.incoming() {
+                let Ok(mut s) = s else { return };
+                std::thread::spawn(move || {
+                    let mut buf = [0u8; 1024];
+                    let mut n = 0;
+                    while let Ok(k) = s.read(&mut buf) {
+                        if k == 0 {
+                            return;
+                        }
+                        n += 1;
+                        if s.write_all(format!("REPLY {n}\r\n").as_bytes()).is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        addr
+    }
+
+    fn ask(s: &mut TcpStream, wait: Duration) -> Vec<u8> {
+        s.write_all(b"x\r\n").unwrap();
+        std::thread::sleep(wait);
+        s.set_nonblocking(true).unwrap();
+        let mut out = Vec::new();
+        let mut buf = [0u8; 4096];
+        while let Ok(k) = s.read(&mut buf) {
+            if k == 0 {
+                break;
+            }
+            out.extend_from_slice(&buf[..k]);
+        }
+        s.set_nonblocking(false).unwrap();
+        out
+    }
+
+    #[test]
+    fn duplicates_now_and_later() {
+        let upstream = numbered_server();
+        let proxy = FaultProxy::start(upstream, Faults::none().duplicate_now(1_000_000));
+        let mut c = TcpStream::connect(proxy.addr()).unwrap();
+        assert_eq!(
+            ask(&mut c, Duration::from_millis(50)),
+            b"REPLY 1\r\nREPLY 1\r\n"
+        );
+        proxy.set_faults(Faults::none().duplicate_later(1_000_000));
+        assert_eq!(ask(&mut c, Duration::from_millis(5)), b"REPLY 2\r\n");
+        std::thread::sleep(Duration::from_millis(60));
+        assert_eq!(
+            ask(&mut c, Duration::from_millis(5)),
+            b"REPLY 2\r\nREPLY 3\r\n"
+        );
+        let counts = proxy.counts();
+        assert_eq!((counts.duplicated_now, counts.connections), (1, 1));
+        assert!(counts.duplicated_later >= 1);
+    }
+
+    #[test]
+    fn replays_truncates_and_trickles() {
+        let upstream = numbered_server();
+        let proxy = FaultProxy::start(upstream, Faults::none());
+        let mut c = TcpStream::connect(proxy.addr()).unwrap();
+        assert_eq!(ask(&mut c, Duration::from_millis(50)), b"REPLY 1\r\n");
+        proxy.set_faults(Faults::none().replay_old(1_000_000).trickle(1_000_000));
+        assert_eq!(
+            ask(&mut c, Duration::from_millis(50)),
+            b"REPLY 1\r\nREPLY 2\r\n"
+        );
+        proxy.set_faults(Faults::none().truncate(1_000_000));
+        let cut = ask(&mut c, Duration::from_millis(50));
+        assert!(b"REPLY 3\r\n".starts_with(&cut) && cut.len() < 9, "{cut:?}");
+        let counts = proxy.counts();
+        assert_eq!(
+            (counts.replayed, counts.trickled, counts.truncated),
+            (1, 1, 1)
+        );
+    }
+}
