@@ -50,6 +50,32 @@ impl EnvelopeFormat {
     }
 }
 
+/// Which protocol the text transport speaks, `protocol=` in the URL.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum WireProtocol {
+    /// Meta commands (every reply matched to its request by an opaque token) where the
+    /// server speaks them, memcached 1.6 and later; the classic commands elsewhere (the
+    /// default). Each server is probed once.
+    #[default]
+    Auto,
+    /// Meta commands only.
+    Meta,
+    /// The classic commands only (memcached before 1.6, twemproxy): replies are checked as
+    /// far as that protocol allows.
+    Classic,
+}
+
+impl WireProtocol {
+    /// Its name in the URL.
+    pub fn name(self) -> &'static str {
+        match self {
+            WireProtocol::Auto => "auto",
+            WireProtocol::Meta => "meta",
+            WireProtocol::Classic => "classic",
+        }
+    }
+}
+
 /// Which built-in key function to use.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum KeyFunctionKind {
@@ -102,6 +128,14 @@ pub struct Config {
     pub write_timeout: Duration,
     /// Idle connections kept per server, default 16.
     pub max_idle_per_server: usize,
+    /// Connections open at once per server (`max_connections`), default 64; callers wait
+    /// for one up to the read timeout. 0: no cap. Text transport.
+    pub max_connections: usize,
+    /// Idle connections are closed after this long (`idle_timeout`, seconds), default 60 s.
+    /// Text transport.
+    pub idle_timeout: Duration,
+    /// The protocol the text transport speaks (`protocol=auto|meta|classic`).
+    pub protocol: WireProtocol,
     /// The servers' item size limit in bytes (memcached's `-I`), default 1 MiB.
     pub item_size_limit: usize,
     /// How structured values are serialized (`codec=bincode|json|pickle`), default bincode.
@@ -155,6 +189,9 @@ impl Default for Config {
             read_timeout: Duration::from_millis(500),
             write_timeout: Duration::from_millis(500),
             max_idle_per_server: 16,
+            max_connections: 64,
+            idle_timeout: Duration::from_secs(60),
+            protocol: WireProtocol::Auto,
             item_size_limit: DEFAULT_ITEM_SIZE_LIMIT,
             codec: ValueCodec::default(),
             compress_threshold: None,
@@ -298,6 +335,7 @@ impl Config {
     /// `key_function` (`newcache` or `django`), `key_prefix`, `transport` (`text`, `memory`,
     /// `libmemcached`), `binary` (`true` selects libmemcached's binary protocol),
     /// `connect_timeout`, `read_timeout`, `write_timeout` (milliseconds), `max_idle`,
+    /// `max_connections`, `idle_timeout` (seconds), `protocol` (`auto`, `meta`, `classic`),
     /// `item_size_limit` (bytes), `codec` (`bincode`, the default, `json` or `pickle`),
     /// `compress_threshold` (bytes; pylibmc's name `min_compress_len` works too),
     /// `inflate_limit` (bytes), `envelope` (`newcache`, the default, or `django-newcache`);
@@ -393,6 +431,22 @@ impl Config {
                     config.write_timeout = Duration::from_millis(parse_num(name, value)?)
                 }
                 "max_idle" => config.max_idle_per_server = parse_num(name, value)?,
+                "max_connections" => config.max_connections = parse_num(name, value)?,
+                "idle_timeout" => {
+                    config.idle_timeout = Duration::from_secs(parse_num(name, value)?)
+                }
+                "protocol" => {
+                    config.protocol = match value {
+                        "auto" => WireProtocol::Auto,
+                        "meta" => WireProtocol::Meta,
+                        "classic" => WireProtocol::Classic,
+                        _ => {
+                            return Err(bad(format_args!(
+                                "protocol={value:?}: use auto (the default), meta or classic"
+                            )))
+                        }
+                    }
+                }
                 "item_size_limit" => config.item_size_limit = parse_num(name, value)?,
                 "codec" => {
                     config.codec = ValueCodec::from_name(value).ok_or_else(|| {
@@ -426,7 +480,7 @@ impl Config {
                 }
                 _ => {
                     return Err(bad(format_args!(
-                        "unknown parameter {name:?}; known: flavor, version, herd_timeout, herd, lease_wait, early_beta, timeout, key_function, key_prefix, transport, binary, connect_timeout, read_timeout, write_timeout, max_idle, item_size_limit, codec, compress_threshold (or min_compress_len), inflate_limit, envelope, username, password, behaviors.NAME"
+                        "unknown parameter {name:?}; known: flavor, version, herd_timeout, herd, lease_wait, early_beta, timeout, key_function, key_prefix, transport, binary, connect_timeout, read_timeout, write_timeout, max_idle, max_connections, idle_timeout, protocol, item_size_limit, codec, compress_threshold (or min_compress_len), inflate_limit, envelope, username, password, behaviors.NAME"
                     )))
                 }
             }
@@ -723,6 +777,24 @@ impl Builder {
         self
     }
 
+    /// Connections open at once per server (default 64; 0: no cap). Text transport.
+    pub fn max_connections(mut self, n: usize) -> Self {
+        self.config.max_connections = n;
+        self
+    }
+
+    /// How long an idle connection is kept (default 60 s; zero: for ever). Text transport.
+    pub fn idle_timeout(mut self, idle: Duration) -> Self {
+        self.config.idle_timeout = idle;
+        self
+    }
+
+    /// The protocol the text transport speaks (default [`WireProtocol::Auto`]).
+    pub fn protocol(mut self, protocol: WireProtocol) -> Self {
+        self.config.protocol = protocol;
+        self
+    }
+
     /// The servers' item size limit (memcached's `-I`); larger values are refused unsent
     /// (after compression, when `compress_threshold` is set), and a refused `set` deletes the
     /// key's old value, as memcached does.
@@ -976,6 +1048,13 @@ fn build_text(config: &Config) -> Result<Arc<dyn Transport>> {
         write_timeout: config.write_timeout,
         max_idle_per_server: config.max_idle_per_server,
         item_size_limit: config.item_size_limit,
+        max_connections: config.max_connections,
+        idle_timeout: config.idle_timeout,
+        protocol: match config.protocol {
+            WireProtocol::Auto => newcache_transport_text::Protocol::Auto,
+            WireProtocol::Meta => newcache_transport_text::Protocol::Meta,
+            WireProtocol::Classic => newcache_transport_text::Protocol::Classic,
+        },
         ..TextConfig::default()
     };
     for (name, value) in &config.behaviors {
@@ -1046,6 +1125,29 @@ mod tests {
             (c.compress_threshold, c.envelope),
             (None, EnvelopeFormat::Newcache)
         );
+    }
+
+    #[test]
+    fn connection_settings_parse() {
+        let c = Config::from_url("newcache://a/?max_connections=8&idle_timeout=5&protocol=classic")
+            .unwrap();
+        assert_eq!(c.max_connections, 8);
+        assert_eq!(c.idle_timeout, Duration::from_secs(5));
+        assert_eq!(c.protocol, WireProtocol::Classic);
+        let c = Config::from_url("newcache://a/").unwrap();
+        assert_eq!(
+            (c.max_connections, c.idle_timeout, c.protocol),
+            (64, Duration::from_secs(60), WireProtocol::Auto)
+        );
+        for p in [
+            WireProtocol::Auto,
+            WireProtocol::Meta,
+            WireProtocol::Classic,
+        ] {
+            let c = Config::from_url(&format!("newcache://a/?protocol={}", p.name())).unwrap();
+            assert_eq!(c.protocol, p);
+        }
+        assert!(Config::from_url("newcache://a/?protocol=binary").is_err());
     }
 
     #[test]

@@ -86,7 +86,9 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 pub use codec::ValueCodec;
-pub use config::{Builder, Config, EnvelopeFormat, KeyFunctionKind, Secret, TransportKind};
+pub use config::{
+    Builder, Config, EnvelopeFormat, KeyFunctionKind, Secret, TransportKind, WireProtocol,
+};
 pub use error::{Error, Result};
 pub use many::GetMany;
 pub use newcache_herd::{
