@@ -27,6 +27,11 @@
 //!   a fetch ends; freeing it again is a double free.
 //! * Buffers returned by [`memcached_get`] (and [`memcached_stat_get_value`],
 //!   [`memcached_stat_get_keys`]) are `malloc`ed: release them with [`free`].
+//! * One thing is read past the public API: a server's socket, its unread buffered bytes
+//!   and its retry time ([`memcached_instance_fields`]), from libmemcached 1.1's private
+//!   instance layout ([`instance_layout`]). It answers `None` on any other version, and on
+//!   any server whose public fields disagree with what it reads; `tests/calls.rs` checks
+//!   it against the linked library and a real server.
 //!
 //! [libmemcached]: https://awesomized.github.io/libmemcached/
 #![cfg_attr(
@@ -364,6 +369,114 @@ pub unsafe fn memcached_st_result(ptr: *mut memcached_st) -> *mut memcached_resu
     }
 }
 
+/// Byte offsets of the fields of libmemcached 1.1's **private** `memcached_instance_st`
+/// (`src/libmemcached/instance.hpp`, not installed with the headers; the same in 1.1.0 to
+/// 1.1.4, different in 1.0.x) that [`memcached_instance_fields`] reads. No public call gives
+/// a server's socket or what is buffered on it, and a client that must not read a stale
+/// reply needs both.
+pub mod instance_layout {
+    /// `uint32_t cursor_active_`: replies still expected ([`super::memcached_server_response_count`]).
+    pub const CURSOR_ACTIVE: usize = 12;
+    /// `in_port_t port_` ([`super::memcached_server_port`]).
+    pub const PORT: usize = 16;
+    /// `memcached_socket_t fd`: the connection's socket, -1 when not connected.
+    pub const FD: usize = 20;
+    /// `size_t read_buffer_length`: bytes read from the socket and not consumed yet.
+    pub const READ_BUFFER_LENGTH: usize = 120;
+    /// `time_t next_retry`: when a server left alone (or ejected) is tried again (Unix s).
+    pub const NEXT_RETRY: usize = 152;
+    /// `memcached_st *root`: the handle the server belongs to.
+    pub const ROOT: usize = 160;
+}
+
+/// What [`memcached_instance_fields`] reads from a server of a handle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InstanceFields {
+    /// The connection's socket; negative when not connected.
+    pub fd: c_int,
+    /// Bytes libmemcached read from the socket and has not consumed.
+    pub read_buffer_length: usize,
+    /// Replies libmemcached still expects from the server.
+    pub response_count: u32,
+    /// When a server left alone or ejected is tried again (Unix seconds; 0: not set).
+    pub next_retry: time_t,
+}
+
+/// True when the linked libmemcached is a 1.1.x, whose private instance layout
+/// [`instance_layout`] describes (checked once per process).
+pub fn instance_layout_known() -> bool {
+    static KNOWN: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *KNOWN.get_or_init(|| {
+        // SAFETY: memcached_lib_version returns a pointer to a static NUL-terminated string.
+        let version = unsafe { std::ffi::CStr::from_ptr(memcached_lib_version()) };
+        version.to_bytes().starts_with(b"1.1.")
+    })
+}
+
+/// Reads the socket, the unread buffered bytes, the replies owed and the retry time of one
+/// server of a handle from libmemcached's private instance struct ([`instance_layout`]).
+///
+/// `None` when the layout cannot be trusted: the library is not a 1.1.x, or the fields this
+/// reads beside the public accessors disagree with them (the port with
+/// [`memcached_server_port`], the replies owed with [`memcached_server_response_count`], the
+/// owning handle with `memc`). The socket's offset lies between two fields checked this way;
+/// `tests/calls.rs` checks it, the buffered bytes and the retry time against a real server.
+///
+/// # Safety
+///
+/// `memc` is a live handle used by this thread only and `instance` is NULL or one of its
+/// servers (from [`memcached_server_instance_by_position`] or [`memcached_server_by_key`]).
+pub unsafe fn memcached_instance_fields(
+    memc: *const memcached_st,
+    instance: *const memcached_instance_st,
+) -> Option<InstanceFields> {
+    if instance.is_null() || !instance_layout_known() {
+        return None;
+    }
+    let base = instance.cast::<u8>();
+    // SAFETY: instance is a live memcached_instance_st of libmemcached 1.1 (the caller
+    // promises it; the version was checked), a struct of over 17,000 bytes whose fields at
+    // these offsets are of these types (instance_layout); read_unaligned needs no alignment.
+    let (cursor, port, fd, buffered, next_retry, root) = unsafe {
+        (
+            base.add(instance_layout::CURSOR_ACTIVE)
+                .cast::<u32>()
+                .read_unaligned(),
+            base.add(instance_layout::PORT)
+                .cast::<in_port_t>()
+                .read_unaligned(),
+            base.add(instance_layout::FD)
+                .cast::<c_int>()
+                .read_unaligned(),
+            base.add(instance_layout::READ_BUFFER_LENGTH)
+                .cast::<usize>()
+                .read_unaligned(),
+            base.add(instance_layout::NEXT_RETRY)
+                .cast::<time_t>()
+                .read_unaligned(),
+            base.add(instance_layout::ROOT)
+                .cast::<*const memcached_st>()
+                .read_unaligned(),
+        )
+    };
+    // SAFETY: instance is a live server of memc; both calls only read it.
+    let (public_port, public_cursor) = unsafe {
+        (
+            memcached_server_port(instance),
+            memcached_server_response_count(instance),
+        )
+    };
+    if root != memc || port != public_port || cursor != public_cursor {
+        return None;
+    }
+    Some(InstanceFields {
+        fd,
+        read_buffer_length: buffered,
+        response_count: cursor,
+        next_retry,
+    })
+}
+
 /// `memcached_failed()` from `return.h`.
 pub fn memcached_failed(rc: memcached_return_t) -> bool {
     !matches!(
@@ -483,6 +596,9 @@ extern "C" {
     pub fn memcached_server_port(instance: *const memcached_instance_st) -> in_port_t;
     /// Replies still expected from a server (non-zero after a fetch means it was cut short).
     pub fn memcached_server_response_count(instance: *const memcached_instance_st) -> u32;
+    /// The local port of the server's connection (`getsockname` on its socket); 0 when not
+    /// connected.
+    pub fn memcached_server_srcport(instance: *const memcached_instance_st) -> in_port_t;
     /// The server whose connection failed last, or NULL.
     pub fn memcached_server_get_last_disconnect(
         ptr: *const memcached_st,

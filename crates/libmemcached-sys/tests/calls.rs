@@ -2,7 +2,8 @@
 //! calls, so a wrong signature (an argument's width or order, a wrong return type) shows
 //! as a wrong result here: incr/decr with an initial value, the parsed `memcached_stat`
 //! family, server lists (`memcached_servers_parse`, `memcached_server_push`,
-//! `memcached_server_list_free`) and `memcached_destroy_sasl_auth_data`.
+//! `memcached_server_list_free`) and `memcached_destroy_sasl_auth_data`; and the private
+//! instance fields `memcached_instance_fields` reads, against the linked library.
 
 use std::collections::BTreeMap;
 use std::ffi::{CStr, CString};
@@ -324,4 +325,121 @@ fn destroyed_sasl_auth_data_is_no_longer_sent() {
     let (destroyed, text) = with_auth(true);
     assert_eq!(destroyed, MEMCACHED_SUCCESS, "{text}");
     assert_eq!(raw_value(&server, "k"), Some("v".to_string()));
+}
+
+/// A handle on one server given by port, text or binary protocol.
+fn memc_on_port(port: u16, binary: bool) -> Memc {
+    // SAFETY: a NULL argument asks libmemcached to allocate the handle; Drop frees it.
+    let memc = Memc(unsafe { memcached_create(ptr::null_mut()) });
+    assert!(!memc.0.is_null(), "memcached_create");
+    let host = CString::new("127.0.0.1").unwrap();
+    // SAFETY: memc.0 is live and owned here; libmemcached copies the host name.
+    unsafe {
+        assert_eq!(
+            memcached_behavior_set(
+                memc.0,
+                MEMCACHED_BEHAVIOR_BINARY_PROTOCOL,
+                u64::from(binary)
+            ),
+            MEMCACHED_SUCCESS
+        );
+        assert_eq!(
+            memcached_server_add(memc.0, host.as_ptr(), port),
+            MEMCACHED_SUCCESS
+        );
+    }
+    memc
+}
+
+/// The local and remote ports of a socket, asked from the kernel.
+fn socket_ports(fd: i32) -> (u16, u16) {
+    let port_of =
+        |get: unsafe extern "C" fn(i32, *mut libc::sockaddr, *mut libc::socklen_t) -> i32| {
+            // SAFETY: a zeroed sockaddr_in is a valid out buffer of the length given.
+            let mut sin: libc::sockaddr_in = unsafe { std::mem::zeroed() };
+            let mut len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+            // SAFETY: fd is a socket of this process; sin and len are valid out pointers.
+            let rc = unsafe { get(fd, (&mut sin as *mut libc::sockaddr_in).cast(), &mut len) };
+            assert_eq!(rc, 0, "getsockname/getpeername on fd {fd}");
+            u16::from_be(sin.sin_port)
+        };
+    (port_of(libc::getsockname), port_of(libc::getpeername))
+}
+
+/// The private instance fields `memcached_instance_fields` reads are where
+/// `instance_layout` says, on the linked library: the socket is the one libmemcached's own
+/// `memcached_server_srcport` asks about and leads to the server; bytes a server sent beyond
+/// its reply are counted as buffered; a server left alone has its retry time.
+#[test]
+fn the_private_instance_fields_are_read_from_the_linked_library() {
+    assert!(instance_layout_known(), "libmemcached is not a 1.1.x");
+    let server = Memcached::start();
+    for binary in [true, false] {
+        let memc = Memc::new(&[&server], binary);
+        // SAFETY: memc.0 is live; position 0 is its only server.
+        let instance = unsafe { memcached_server_instance_by_position(memc.0, 0) };
+        // SAFETY: as above.
+        let before = unsafe { memcached_instance_fields(memc.0, instance) }.expect("fields");
+        assert!(before.fd < 0, "not connected yet: {before:?}");
+        assert_eq!(memc.set("layout", "v"), MEMCACHED_SUCCESS);
+        // SAFETY: as above.
+        let fields = unsafe { memcached_instance_fields(memc.0, instance) }.expect("fields");
+        assert!(fields.fd >= 0, "{fields:?}");
+        assert_eq!((fields.read_buffer_length, fields.response_count), (0, 0));
+        let (local, remote) = socket_ports(fields.fd);
+        // SAFETY: instance is a live server of memc.
+        assert_eq!(local, unsafe { memcached_server_srcport(instance) });
+        assert_eq!(remote, server.port());
+        // Another handle's server is not this handle's.
+        let other = Memc::new(&[&server], binary);
+        // SAFETY: both handles are live; the instance is memc's, not other's.
+        assert!(unsafe { memcached_instance_fields(other.0, instance) }.is_none());
+    }
+
+    // A server that answers a text `set` with one line more than the reply.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        use std::io::{BufRead, BufReader, Write};
+        let (stream, _) = listener.accept().unwrap();
+        let mut writer = stream.try_clone().unwrap();
+        let mut lines = BufReader::new(stream).lines();
+        while let Some(Ok(line)) = lines.next() {
+            if line.starts_with("set ") {
+                let _value = lines.next();
+                writer.write_all(b"STORED\r\nEXTRA\r\n").unwrap();
+            }
+        }
+    });
+    let memc = memc_on_port(port, false);
+    assert_eq!(memc.set("k", "v"), MEMCACHED_SUCCESS);
+    // SAFETY: memc.0 is live; position 0 is its only server.
+    let fields = unsafe {
+        memcached_instance_fields(memc.0, memcached_server_instance_by_position(memc.0, 0))
+    }
+    .expect("fields");
+    assert_eq!(fields.read_buffer_length, b"EXTRA\r\n".len(), "{fields:?}");
+
+    // A server nobody listens on: after the failed connect it is left alone for
+    // retry_timeout, and next_retry says until when.
+    let dead = newcache_testkit::free_port();
+    let memc = memc_on_port(dead, true);
+    // SAFETY: memc.0 is live.
+    unsafe { memcached_behavior_set(memc.0, MEMCACHED_BEHAVIOR_RETRY_TIMEOUT, 30) };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as time_t;
+    assert!(memcached_failed(memc.set("k", "v")));
+    // SAFETY: memc.0 is live; position 0 is its only server.
+    let fields = unsafe {
+        memcached_instance_fields(memc.0, memcached_server_instance_by_position(memc.0, 0))
+    }
+    .expect("fields");
+    assert!(
+        (now + 29..=now + 31).contains(&fields.next_retry),
+        "next_retry {} for now {now}",
+        fields.next_retry
+    );
+    assert!(fields.fd < 0);
 }

@@ -65,13 +65,13 @@
 //! | `buffer_requests` | `BUFFER_REQUESTS` | bool | queue stores/deletes until a reply is needed (reported done at once) | off |
 //! | `verify_keys` | `VERIFY_KEY` | bool | libmemcached checks text keys; refused in binary mode | off |
 //! | `connect_timeout` | `CONNECT_TIMEOUT` | ms | connect timeout | 4000 in libmemcached, **250 here** |
-//! | `send_timeout` | `SND_TIMEOUT` | µs | `SO_SNDTIMEO` (sockets are non-blocking: see `_poll_timeout`) | 0 |
-//! | `receive_timeout` | `RCV_TIMEOUT` | µs | `SO_RCVTIMEO` (same) | 0 |
+//! | `send_timeout` | `SND_TIMEOUT` | µs | `SO_SNDTIMEO` (sockets are non-blocking: see `_poll_timeout`) | 0 in libmemcached, **the poll timeout here** |
+//! | `receive_timeout` | `RCV_TIMEOUT` | µs | `SO_RCVTIMEO` (same) | 0 in libmemcached, **the poll timeout here** |
 //! | `num_replicas` | `NUMBER_OF_REPLICAS` | count | also store on the next N servers | 0 |
 //! | `auto_eject` | `AUTO_EJECT_HOSTS` | bool | eject a server after `failure_limit` failures (deprecated) | off |
-//! | `retry_timeout` | `RETRY_TIMEOUT` | s | after a failed connect, fail at once for this long before trying again | 2 |
-//! | `remove_failed` | `REMOVE_FAILED_SERVERS` | count (non-zero = on) | eject a server after `failure_limit` failures in a row | 0 |
-//! | `failure_limit` | `SERVER_FAILURE_LIMIT` | count ≥ 1 | failures before a server counts as failed | 5 |
+//! | `retry_timeout` | `RETRY_TIMEOUT` | s | after `failure_limit` failures in a row, fail at once for this long before trying again (see [Failures](#failures)) | 2 |
+//! | `remove_failed` | `REMOVE_FAILED_SERVERS` | count (non-zero = on) | eject a server after `failure_limit` failures (libmemcached's rules) | 0 |
+//! | `failure_limit` | `SERVER_FAILURE_LIMIT` | count ≥ 1 | failures in a row before a server is left alone (or ejected) | 5 |
 //! | `_io_msg_watermark` | `IO_MSG_WATERMARK` | count | queued messages before a flush | 500 |
 //! | `_io_bytes_watermark` | `IO_BYTES_WATERMARK` | bytes | queued bytes before a flush | 66560 |
 //! | `_io_key_prefetch` | `IO_KEY_PREFETCH` | count | multi-get keys sent before reading | 0 |
@@ -89,13 +89,87 @@
 //! `namespace` and `pickle_protocol` are refused with the reason.
 //!
 //! **This transport's defaults.** Where a behavior is not set it keeps libmemcached's
-//! default, except four: `connect_timeout` 250 ms ([`DEFAULT_CONNECT_TIMEOUT`]),
+//! default, except these: `connect_timeout` 250 ms ([`DEFAULT_CONNECT_TIMEOUT`]),
 //! `_poll_timeout` 500 ms ([`DEFAULT_POLL_TIMEOUT`]; libmemcached's 4 s and 5 s would let
-//! one dead server stall a request for seconds), `cas` on (the [`Transport`] returns CAS
-//! uniques) and `tcp_nodelay` on: without it, a binary-protocol get **miss** waits about
-//! 44 ms for Nagle's algorithm and the server's delayed ACK (measured here: 44 ms per miss
-//! off, 13 µs on; hits and the text protocol are not affected), which pylibmc users also
-//! meet unless they set it. Set any of them to override.
+//! one dead server stall a request for seconds), `send_timeout` and `receive_timeout` the
+//! poll timeout (no blocking socket call can wait longer than a poll), `cas` on (the
+//! [`Transport`] returns CAS uniques) and `tcp_nodelay` on: without it, a binary-protocol
+//! get **miss** waits about 44 ms for Nagle's algorithm and the server's delayed ACK
+//! (measured here: 44 ms per miss off, 13 µs on; hits and the text protocol are not
+//! affected), which pylibmc users also meet unless they set it. Set any of them to
+//! override. How failures are counted differs from libmemcached's too: see below.
+//!
+//! # Failures
+//!
+//! As in newcache's text transport, so that both transports fail alike:
+//!
+//! * A connect failure, a timeout or an I/O error counts against the server; at
+//!   `failure_limit` (default 5) of them in a row the server is left alone for
+//!   `retry_timeout` (default 2 s): requests for its keys fail at once with
+//!   [`Error::ServerDown`] (`server`, `retry_in`), then one more failure leaves it alone
+//!   again and one success clears its record. The record is the transport's, shared by every
+//!   pooled handle, and it counts read timeouts, which libmemcached does not: without it a
+//!   hung server (accepting connections, answering nothing) cost every request on every
+//!   handle its whole poll timeout for as long as it hung. libmemcached's own per-handle
+//!   "left alone" state also waits for `failure_limit` failed connects in a row (its
+//!   `SERVER_TIMEOUT_LIMIT`, 0 in libmemcached: one failed connect was an outage of
+//!   `retry_timeout`). A server it leaves alone (`SERVER_TEMPORARILY_DISABLED`) or has
+//!   ejected (`SERVER_MARKED_DEAD`; `retry_in` [`Duration::MAX`] with `dead_timeout` 0, as it
+//!   never retries it) is [`Error::ServerDown`] too, as in the text transport.
+//! * A cluster of **one** server never leaves it alone: there is nowhere else for its keys to
+//!   go, and one slow reply must not fail every request for `retry_timeout`.
+//! * With `remove_failed`, libmemcached's own rules decide when a server it cannot connect
+//!   to is ejected (they decide where keys go, which must stay libmemcached's); a hung server
+//!   is left alone as above but not ejected.
+//! * Every call is bounded: a thread that finds all `pool_size` handles lent out waits in
+//!   line at most the poll timeout for one (else [`Error::Timeout`] naming every server);
+//!   a request waits at most `connect_timeout` for each new connection and `_poll_timeout`
+//!   for each read or write, and libmemcached makes no retry of its own. Measured with 16
+//!   threads on 8 handles, one of three servers SIGSTOPped, the defaults: the slowest call
+//!   took 503 ms (3.05 s before: the wait for a handle had no bound, and every call on the
+//!   hung server waited out its poll timeout, as libmemcached counts no read timeout).
+//! * `get_many` returns the values of the servers that answered; a server that is left
+//!   alone or fails during the call leaves its keys as misses; the call fails only when every
+//!   server failed, or one failed otherwise (a reply it should not have sent).
+//! * `store_many` and `delete_many` send every request, one after another on one handle,
+//!   except to a server that already failed in the batch or is left alone; per-request
+//!   conditions are statuses (an `add` of a taken key is `NotStored`), a value over the size
+//!   limit is refused by itself; the answer is the first failed server's error (in the
+//!   order the servers first appear in the batch), else the first other error, else the
+//!   first refusal, else the statuses.
+//!
+//! # Replies
+//!
+//! libmemcached takes whatever bytes come next on a connection as the reply to its request:
+//! it compares no item's key with the key asked for and does not check the binary protocol's
+//! opaque. So the transport checks (see the `integrity` module): before a pooled handle is
+//! used, a connection that owes no reply yet has bytes waiting (in libmemcached's buffer or
+//! on the socket, one non-blocking `poll`) or was closed by the server is dropped; every
+//! item returned (`get`, `get_many`, `gets`) must be of a key asked for, once; a request
+//! that returns no item must not have read one; and no bytes may be left after a reply.
+//! A failed check closes the handle's connections and is [`Error::Protocol`]. Reading the
+//! socket and the buffered bytes needs libmemcached 1.1's private instance layout
+//! (`libmemcached_sys::memcached_instance_fields`, checked against the linked library); with
+//! another libmemcached the key checks remain, and `get_many` fails as a whole when any
+//! server fails.
+//!
+//! What libmemcached still cannot be made to detect:
+//!
+//! * A stray reply that arrives in the instant between a request being written and its reply
+//!   being read (a late duplicate racing the next request on the same connection) is read as
+//!   that request's reply. For an item, the key check catches it, unless it is an older
+//!   reply for the same key (an older value of that key, or a false miss). For a status or
+//!   a number (`set`, `add`, `cas`, `delete`, `touch`, `incr`/`decr`) nothing in the reply
+//!   names its request: another request's `STORED`, `NOT_FOUND` or counter value is taken
+//!   as this one's (the leftover check then fails the request only when the real reply came
+//!   in the same read).
+//! * In text mode, such a reply read by a store that is not a store status (`END`, an item,
+//!   `DELETED`, a number) trips an assertion in libmemcached (`storage.cc:257`, Debian builds
+//!   it with assertions on) and **aborts the process**. The checks above make it depend on
+//!   that race (an abort within about 1 ms of a reply), but cannot rule it out: prefer the
+//!   binary protocol where replies may be duplicated (a misbehaving proxy or middlebox).
+//! * A value that trickles in a few bytes at a time can hold a request longer than the poll
+//!   timeout: libmemcached's timeout is per wait, not per request.
 //!
 //! # Sharing a cluster with django-newcache apps
 //!
@@ -122,13 +196,14 @@
 //! over) is [`Error::ValueTooLarge`] too; the server's exact limit is not known to the client
 //! then, so `limit` is reported as one byte below the size. libmemcached's
 //! failures keep its own message (`memcached_last_error_message`, else
-//! `memcached_strerror`): connection failures, failed DNS lookups and servers in their
-//! `retry_timeout` map to [`Error::Connect`], SASL failures to [`Error::Auth`], a server's
+//! `memcached_strerror`): connection failures and failed DNS lookups map to
+//! [`Error::Connect`], servers left alone or ejected to [`Error::ServerDown`] (see
+//! [Failures](#failures)), SASL failures to [`Error::Auth`], a server's
 //! `CLIENT_ERROR` to [`Error::Client`] (also an incr/decr of a non-numeric value in binary
 //! mode, which libmemcached 1.1.4 reports only as an unknown read failure: the transport
 //! reads the value to tell), `SERVER_ERROR` to [`Error::Server`], read and write failures
 //! to [`Error::Io`], and anything else to [`Error::Backend`] with libmemcached's return
-//! code and message. Three typed cases carry no message, because libmemcached's adds
+//! code and message. Four typed cases carry no message, because libmemcached's adds
 //! nothing to them:
 //!
 //! * `MEMCACHED_TIMEOUT` is [`Error::Timeout`] whose `after` is the timeout that expired:
@@ -143,9 +218,18 @@
 //!   never produces it, so in binary mode or with a recorded detail it is
 //!   [`Error::Backend`] with code and message, never "unsupported".
 //! * `MEMCACHED_E2BIG` on a store is [`Error::ValueTooLarge`], as above.
+//! * `SERVER_TEMPORARILY_DISABLED`, `SERVER_MARKED_DEAD` and `NO_SERVERS` are
+//!   [`Error::ServerDown`] with `retry_in` from the server's retry time.
 //!
-//! libmemcached itself closes a connection after any fatal error, so no connection is
-//! reused half-read.
+//! In text mode an exptime past `i32::MAX` (an absolute time after 2038-01-19 03:14:07 UTC)
+//! is refused with [`Error::Backend`] (code `MEMCACHED_INVALID_ARGUMENTS`, 38) and nothing is
+//! sent: memcached's text protocol reads it as a negative number and drops the item at once
+//! while `set` answers success. The binary protocol reads exptimes unsigned and keeps such
+//! an expiry exactly (measured with memcached 1.6.18), so binary mode sends it.
+//!
+//! libmemcached itself closes a connection after any fatal error, and the transport closes
+//! the handle's connections after a timeout that ends a multi-get or a reply that fails a
+//! check (see [Replies](#replies)), so no connection is reused half-read.
 //!
 //! # Leak check
 //!
@@ -172,6 +256,7 @@
 )]
 #![warn(clippy::undocumented_unsafe_blocks)]
 
+use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::ffi::{CStr, CString};
 use std::fmt;
@@ -190,13 +275,16 @@ pub use newcache_transport::{
 
 pub mod bare;
 mod behaviors;
+mod health;
+mod integrity;
 mod pool;
 
 pub use behaviors::{
     distribution_to_libmemcached, hash_to_libmemcached, BehaviorError, Behaviors, Distribution,
     Hash,
 };
-use pool::{Handle, Pool, ResultBuf};
+use health::Health;
+use pool::{Checkout, Handle, Pool, ResultBuf};
 
 /// The connect timeout used when `connect_timeout` is not set: 250 ms.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_millis(250);
@@ -315,8 +403,17 @@ pub struct BinaryTransport {
     connect_timeout: Duration,
     /// The poll (read/write) timeout libmemcached holds (`MEMCACHED_BEHAVIOR_POLL_TIMEOUT`).
     poll_timeout: Duration,
+    /// `retry_timeout` as libmemcached holds it.
+    retry_timeout: Duration,
+    /// `dead_timeout` as libmemcached holds it (0: an ejected server is never tried again).
+    dead_timeout: Duration,
     /// Servers whose last connection failure was an authentication failure.
     auth_failed: Mutex<BTreeSet<String>>,
+    /// Which servers are left alone after failing, for every handle of the pool.
+    health: Health,
+    /// The index in `servers` of the server at each position of a handle's list (the
+    /// configured order, or sorted with `_sort_hosts`; every clone has the master's order).
+    position_to_server: Vec<usize>,
 }
 
 /// Shows the servers, the pool size, the item size limit and, as `behaviors`, every behavior
@@ -453,6 +550,9 @@ struct Failure<'a> {
     /// For `MEMCACHED_TIMEOUT`: the timeout that expired
     /// ([`BinaryTransport::expired_timeout`]).
     waited: Duration,
+    /// For a server libmemcached leaves alone or has ejected: how long until it is tried
+    /// again ([`BinaryTransport::retry_in`]).
+    retry_in: Duration,
 }
 
 fn io_kind(errno: i32) -> io::ErrorKind {
@@ -509,6 +609,37 @@ unsafe extern "C" fn collect_stat(
     MEMCACHED_SUCCESS
 }
 
+/// The index in `servers` of the server at each position of `h`'s list.
+fn positions(h: &Handle, servers: &[ServerSpec]) -> Result<Vec<usize>> {
+    // SAFETY: h is the live master handle, used by this thread only.
+    let count = unsafe { memcached_server_count(h.as_ptr()) };
+    (0..count)
+        .map(|p| {
+            // SAFETY: p is below the server count, so the instance is a live one of h; its
+            // name is copied at once.
+            let (host, port) = unsafe {
+                let server = memcached_server_instance_by_position(h.as_ptr(), p);
+                if server.is_null() {
+                    (String::new(), 0)
+                } else {
+                    (
+                        c_string(memcached_server_name(server)),
+                        memcached_server_port(server),
+                    )
+                }
+            };
+            servers
+                .iter()
+                .position(|s| s.host == host && s.port == port)
+                .ok_or_else(|| {
+                    invalid(format!(
+                        "libmemcached lists server {host}:{port}, which is not configured"
+                    ))
+                })
+        })
+        .collect()
+}
+
 impl BinaryTransport {
     /// Configures the transport. Connects to nothing: servers are resolved and connected on
     /// first use, so this never blocks on a server.
@@ -536,10 +667,31 @@ impl BinaryTransport {
         behaviors
             .connect_timeout
             .get_or_insert(DEFAULT_CONNECT_TIMEOUT);
-        behaviors.poll_timeout.get_or_insert(DEFAULT_POLL_TIMEOUT);
+        let poll = *behaviors.poll_timeout.get_or_insert(DEFAULT_POLL_TIMEOUT);
+        // Sockets are non-blocking and libmemcached waits in poll() with the poll timeout;
+        // SO_SNDTIMEO/SO_RCVTIMEO get the same value so that no blocking path can wait
+        // longer.
+        behaviors.send_timeout.get_or_insert(poll);
+        behaviors.receive_timeout.get_or_insert(poll);
         behaviors.cas.get_or_insert(true);
         behaviors.tcp_nodelay.get_or_insert(true);
         let settings = behaviors.settings().map_err(|e| invalid(format!("{e}")))?;
+        let failure_limit = behaviors
+            .failure_limit
+            .unwrap_or(MEMCACHED_SERVER_FAILURE_LIMIT as u32);
+        let remove_failed =
+            behaviors.remove_failed.is_some_and(|n| n > 0) || behaviors.auto_eject == Some(true);
+        // libmemcached leaves a server alone after its first failed connect (its
+        // server_timeout_limit is 0); here only after failure_limit failed connects in a
+        // row, and never the only server. With remove_failed its own rules stay: they
+        // decide when it ejects a server, and so where keys go.
+        let server_timeout_limit = if servers.len() == 1 {
+            u64::from(u32::MAX)
+        } else if remove_failed {
+            0
+        } else {
+            u64::from(failure_limit)
+        };
 
         let master = Handle::create().ok_or_else(|| out_of_memory("a handle"))?;
         let m = master.as_ptr();
@@ -582,11 +734,20 @@ impl BinaryTransport {
             u64::from(config.binary_protocol),
             u8::from(config.binary_protocol).to_string(),
         )];
-        let all = protocol.into_iter().chain(
-            settings
-                .into_iter()
-                .map(|s| (s.name, s.flag, s.raw, s.shown)),
-        );
+        let internal = [(
+            "server_timeout_limit",
+            MEMCACHED_BEHAVIOR_SERVER_TIMEOUT_LIMIT,
+            server_timeout_limit,
+            server_timeout_limit.to_string(),
+        )];
+        let all = protocol
+            .into_iter()
+            .chain(
+                settings
+                    .into_iter()
+                    .map(|s| (s.name, s.flag, s.raw, s.shown)),
+            )
+            .chain(internal);
         for (name, flag, raw, shown) in all {
             // SAFETY: m is the live master handle, used by this thread only.
             let rc = unsafe { memcached_behavior_set(m, flag, raw) };
@@ -619,23 +780,31 @@ impl BinaryTransport {
             }
         }
 
-        // The timeouts as libmemcached holds them (in ms), which is what errors report.
-        // SAFETY: m is the live master handle, used by this thread only; reading these two
+        // The timeouts as libmemcached holds them (in ms and s), which is what errors report.
+        // SAFETY: m is the live master handle, used by this thread only; reading these
         // behaviors does no I/O.
-        let (connect_timeout, poll_timeout) = unsafe {
+        let (connect_timeout, poll_timeout, retry_timeout, dead_timeout) = unsafe {
             (
                 memcached_behavior_get(m, MEMCACHED_BEHAVIOR_CONNECT_TIMEOUT),
                 memcached_behavior_get(m, MEMCACHED_BEHAVIOR_POLL_TIMEOUT),
+                memcached_behavior_get(m, MEMCACHED_BEHAVIOR_RETRY_TIMEOUT),
+                memcached_behavior_get(m, MEMCACHED_BEHAVIOR_DEAD_TIMEOUT),
             )
         };
+        let position_to_server = positions(&master, &servers)?;
+        let retry_timeout = Duration::from_secs(retry_timeout);
         Ok(BinaryTransport {
             pool: Pool::new(master, config.pool_size),
+            health: Health::new(servers.len(), failure_limit, retry_timeout, remove_failed),
             servers,
             binary: config.binary_protocol,
             item_size_limit: config.item_size_limit,
             connect_timeout: Duration::from_millis(connect_timeout),
             poll_timeout: Duration::from_millis(poll_timeout),
+            retry_timeout,
+            dead_timeout: Duration::from_secs(dead_timeout),
             auth_failed: Mutex::new(BTreeSet::new()),
+            position_to_server,
         })
     }
 
@@ -809,8 +978,25 @@ impl BinaryTransport {
             message: Message::of_handle(h, rc),
             errno,
             waited: self.expired_timeout(h, &server),
+            retry_in: self.retry_in(h, rc, &server),
             server,
             command,
+        }
+    }
+
+    /// For a server libmemcached answers for without trying it (`SERVER_TEMPORARILY_DISABLED`
+    /// inside its retry time, `SERVER_MARKED_DEAD` once ejected, `NO_SERVERS` when every one
+    /// is): how long until it is tried again, from the server's retry time. An ejected
+    /// server with `dead_timeout` 0 never is ([`Duration::MAX`]), as libmemcached 1.1.4's
+    /// `backoff_handling` sets it no new retry time.
+    fn retry_in(&self, h: &Handle, rc: memcached_return_t, server: &str) -> Duration {
+        match rc {
+            MEMCACHED_SERVER_MARKED_DEAD if self.dead_timeout.is_zero() => Duration::MAX,
+            MEMCACHED_SERVER_MARKED_DEAD => self.retry_in_of(h, server, self.dead_timeout),
+            MEMCACHED_SERVER_TEMPORARILY_DISABLED | MEMCACHED_NO_SERVERS => {
+                self.retry_in_of(h, server, self.retry_timeout)
+            }
+            _ => Duration::ZERO,
         }
     }
 
@@ -837,7 +1023,7 @@ impl BinaryTransport {
     /// such: libmemcached's sockets are non-blocking and it waits in `poll()` with
     /// `_poll_timeout`, so that is what a read or write timeout reports.
     fn expired_timeout(&self, h: &Handle, server: &str) -> Duration {
-        let (connect, poll) = (self.connect_timeout, self.poll_timeout);
+        let (connect, poll) = (self.connect_timeout, self.poll_of(h));
         let took = h.elapsed();
         match (took >= connect, took >= poll) {
             (true, false) => connect,
@@ -868,16 +1054,18 @@ impl BinaryTransport {
                 failed.insert(server.clone());
                 error
             }
-            Error::Connect { server, source } if rc == MEMCACHED_SERVER_TEMPORARILY_DISABLED => {
+            Error::ServerDown { server, retry_in }
+                if rc == MEMCACHED_SERVER_TEMPORARILY_DISABLED =>
+            {
                 if failed.contains(&server) {
                     Error::Auth {
                         message: format!(
-                            "{source} (disabled for retry_timeout after its authentication failed)"
+                            "libmemcached leaves the server alone for {retry_in:?} more after its authentication failed"
                         ),
                         server,
                     }
                 } else {
-                    Error::Connect { server, source }
+                    Error::ServerDown { server, retry_in }
                 }
             }
             Error::Connect { ref server, .. } | Error::Timeout { ref server, .. } => {
@@ -889,7 +1077,7 @@ impl BinaryTransport {
     }
 
     /// The typed error for one failure. Every code maps to a variant whose text keeps
-    /// libmemcached's message, except three typed cases whose message adds nothing:
+    /// libmemcached's message, except four typed cases whose message adds nothing:
     ///
     /// * `MEMCACHED_TIMEOUT` is [`Error::Timeout`] with the timeout that expired
     ///   ([`BinaryTransport::expired_timeout`]); libmemcached's detail is then only `time out`
@@ -908,6 +1096,10 @@ impl BinaryTransport {
     ///   failure of the client's own, never mislabelled "unsupported".
     /// * `MEMCACHED_E2BIG` on a store is [`Error::ValueTooLarge`] (`ITEM TOO BIG` is all the
     ///   message says; see `store_on`); anywhere else it is [`Error::Backend`].
+    /// * A server libmemcached answers for without trying it (`SERVER_TEMPORARILY_DISABLED`,
+    ///   `SERVER_MARKED_DEAD`, `NO_SERVERS`) is [`Error::ServerDown`] with `retry_in`
+    ///   ([`BinaryTransport::retry_in`]), what the text transport answers for a server it
+    ///   leaves alone or has ejected.
     fn classify(&self, f: Failure<'_>) -> Error {
         let Failure {
             rc,
@@ -916,18 +1108,20 @@ impl BinaryTransport {
             server,
             command,
             waited,
+            retry_in,
         } = f;
         let connect_kind = |default| match io_kind(errno) {
             io::ErrorKind::Other => default,
             k => k,
         };
         match rc {
+            // Answered without trying the server: the text transport's "down" answer.
+            MEMCACHED_SERVER_MARKED_DEAD
+            | MEMCACHED_SERVER_TEMPORARILY_DISABLED
+            | MEMCACHED_NO_SERVERS => Error::ServerDown { server, retry_in },
             MEMCACHED_CONNECTION_FAILURE
             | MEMCACHED_HOST_LOOKUP_FAILURE
-            | MEMCACHED_CONNECTION_BIND_FAILURE
-            | MEMCACHED_SERVER_MARKED_DEAD
-            | MEMCACHED_SERVER_TEMPORARILY_DISABLED
-            | MEMCACHED_NO_SERVERS => Error::Connect {
+            | MEMCACHED_CONNECTION_BIND_FAILURE => Error::Connect {
                 server,
                 source: io::Error::new(
                     connect_kind(io::ErrorKind::ConnectionRefused),
@@ -1018,19 +1212,72 @@ impl BinaryTransport {
         self.store_on(h, r)
     }
 
+    /// A handle for this request, within the request's poll timeout: a thread that finds
+    /// every handle lent out (they may all be waiting on a hung server) waits in line for
+    /// one at most three quarters of the poll timeout, else fails with [`Error::Timeout`]
+    /// naming every server, and the request then gets what is left of it (a quarter at
+    /// least, so a healthy server still has time to answer, and a timeout still says the
+    /// server is slow), so waiting for a handle and then for a reply takes no longer than
+    /// one poll timeout. Connections with bytes no request asked for are dropped first
+    /// ([`BinaryTransport::drop_stale_connections`]).
     fn lease(&self) -> Result<pool::Lease<'_>> {
-        self.pool
-            .checkout()
-            .ok_or_else(|| out_of_memory("a handle clone placing keys as the configured handle"))
+        let lease = match self.pool.checkout(self.poll_timeout * 3 / 4) {
+            Ok(lease) => lease,
+            Err(Checkout::NoHandle) => {
+                return Err(out_of_memory(
+                    "a handle clone placing keys as the configured handle",
+                ))
+            }
+            Err(Checkout::Busy) => {
+                return Err(Error::Timeout {
+                    server: self.all_servers(),
+                    after: self.poll_timeout * 3 / 4,
+                })
+            }
+        };
+        let shortened = lease
+            .waited()
+            .filter(|&w| w >= Duration::from_millis(1))
+            .map(|w| {
+                self.poll_timeout
+                    .saturating_sub(w)
+                    .max(Duration::from_millis(1))
+            });
+        lease.set_poll_timeout(shortened, self.poll_timeout);
+        self.drop_stale_connections(&lease);
+        lease.begin();
+        Ok(lease)
     }
 
-    /// Runs a multi-get of `keys` (distinct, valid) on `h` and reads every item.
-    fn fetch(
-        &self,
-        h: &Handle,
-        keys: &[&[u8]],
-        label: impl Fn(&Handle) -> String,
-    ) -> Result<HashMap<Vec<u8>, Item>> {
+    /// Text mode only: memcached's text protocol reads an exptime as a signed 32-bit number,
+    /// so one past `i32::MAX` (an absolute time after 2038-01-19 03:14:07 UTC) would read as
+    /// negative and the item would be gone at once, with `set` reporting success. Refused,
+    /// nothing sent. The binary protocol reads it unsigned and keeps it exactly.
+    fn check_exptime(&self, exptime: u32) -> Result<()> {
+        if self.binary || i32::try_from(exptime).is_ok() {
+            return Ok(());
+        }
+        Err(Error::Backend {
+            backend: BACKEND,
+            code: MEMCACHED_INVALID_ARGUMENTS as i32,
+            message: format!(
+                "exptime {exptime} is past 2038-01-19 03:14:07 UTC ({}), the last one memcached's text protocol keeps (it reads a larger one as negative and drops the item at once); nothing was sent: use a shorter TTL or the binary protocol",
+                i32::MAX
+            ),
+        })
+    }
+
+    /// Runs a multi-get of `keys` (distinct, valid, **sorted**) on `h` and reads every item.
+    /// `asked` are the positions of the servers that hold the keys (none of them left
+    /// alone).
+    ///
+    /// As in the text transport, a server that fails during the call (a failed connect, a
+    /// timeout, an I/O error, or libmemcached's own "left alone" answer) leaves its keys as
+    /// misses, and the others' items are returned; the call fails when every server asked
+    /// failed (with the first one's error) or when a server failed otherwise. Each server's
+    /// outcome goes to the failure record. An item for a key not asked for, or one returned
+    /// twice, closes every connection and fails the call ([`Error::Protocol`]).
+    fn fetch(&self, h: &Handle, keys: &[&[u8]], asked: &[usize]) -> Result<HashMap<Vec<u8>, Item>> {
         let mut items = HashMap::with_capacity(keys.len());
         if keys.is_empty() {
             return Ok(items);
@@ -1044,9 +1291,10 @@ impl BinaryTransport {
         // entries pointing into key buffers that outlive the call.
         let sent =
             unsafe { memcached_mget(h.as_ptr(), pointers.as_ptr(), lengths.as_ptr(), keys.len()) };
-        let send_error = memcached_failed(sent).then(|| self.error(h, sent, label(h), "get"));
 
         let mut rc = MEMCACHED_SUCCESS;
+        let mut stray = None;
+        let mut next = 0;
         // Read to the end even after an error, so the handle is left between requests.
         loop {
             // SAFETY: h is live; result is caller-owned storage initialized for h, which
@@ -1070,15 +1318,147 @@ impl BinaryTransport {
                 };
                 (key, item)
             };
-            items.insert(key, item);
+            // A server answers in the order it was asked: try the key after the last one
+            // found before searching them all.
+            let asked_for = if keys.get(next) == Some(&key.as_slice()) {
+                Ok(next)
+            } else {
+                keys.binary_search(&key.as_slice())
+            };
+            let Ok(found) = asked_for else {
+                // The stream is out of step: nothing after this is to be trusted.
+                stray = Some(key);
+                break;
+            };
+            next = found + 1;
+            match items.entry(key) {
+                Entry::Vacant(slot) => {
+                    slot.insert(item);
+                }
+                Entry::Occupied(twice) => {
+                    stray = Some(twice.key().clone());
+                    break;
+                }
+            }
         }
         drop(result);
-        self.check_nothing_owed(h)?;
-        if let Some(e) = send_error {
+        if let Some(key) = stray {
+            self.reset(h);
+            return Err(Error::Protocol {
+                server: self.all_servers(),
+                detail: format!(
+                    "a multi-get of {} keys returned key {:?}, which it did not ask for (or twice): a duplicated or stray reply; the connections were closed",
+                    keys.len(),
+                    String::from_utf8_lossy(&key)
+                ),
+            });
+        }
+
+        // Which servers failed: libmemcached closes a connection that failed (or never
+        // opens it), and a poll timeout over several servers ends the fetch with replies
+        // still owed.
+        let states: Option<Vec<(usize, InstanceFields)>> = asked
+            .iter()
+            .map(|&p| self.fields_at(h, p).map(|f| (p, f)))
+            .collect();
+        let Some(states) = states else {
+            return self.fetch_ended_untolerant(h, items, sent, rc);
+        };
+        let owed = states.iter().any(|(_, f)| f.response_count > 0);
+        if owed && !self.waited_out_the_poll(h) {
+            // Not a timeout: libmemcached's fetch stops at a reply that is neither an item
+            // nor an end, with the other servers' replies unread.
+            self.reset(h);
+            return Err(self.cut_short(rc));
+        }
+        let mut failed: Vec<(usize, Error)> = Vec::new();
+        for &(p, f) in &states {
+            if f.response_count > 0 {
+                let server = self
+                    .server_at(p)
+                    .map_or_else(|| self.all_servers(), |i| self.label(i));
+                failed.push((
+                    p,
+                    Error::Timeout {
+                        server,
+                        after: self.poll_of(h),
+                    },
+                ));
+            } else if f.fd < 0 {
+                failed.push((p, self.instance_failure(h, p, "get")));
+            }
+        }
+        // An error of the call itself, when no server explains it (read before any reset,
+        // which clears the handle's errors).
+        let own_error = if !failed.is_empty() {
+            None
+        } else if memcached_failed(sent) {
+            Some(self.error(h, sent, self.label_for_failure(h), "get"))
+        } else if !matches!(rc, MEMCACHED_END | MEMCACHED_NOTFOUND | MEMCACHED_SUCCESS) {
+            Some(self.error(h, rc, self.label_for_failure(h), "get"))
+        } else {
+            None
+        };
+        if owed {
+            // Half-read replies are dropped with their connections.
+            self.reset(h);
+        } else {
+            self.check_leftovers(h)?;
+        }
+        for &(p, _) in &states {
+            if let Some(index) = self.server_at(p) {
+                match failed.iter().find(|(q, _)| *q == p) {
+                    Some((_, e)) => self.health.failed_with(index, e),
+                    None => self.health.succeeded(index),
+                }
+            }
+        }
+        if let Some(e) = own_error {
             return Err(e);
         }
+        let every_server_failed = failed.len() == states.len();
+        let mut first = None;
+        for (_, e) in failed {
+            if !e.is_server_failure() {
+                return Err(e);
+            }
+            first.get_or_insert(e);
+        }
+        match first {
+            Some(e) if every_server_failed => Err(e),
+            _ => Ok(items),
+        }
+    }
+
+    /// The items of `keys`, in order; `distinct` keys among them.
+    fn in_order(
+        keys: &[&[u8]],
+        distinct: usize,
+        items: &mut HashMap<Vec<u8>, Item>,
+    ) -> Vec<Option<Item>> {
+        if distinct == keys.len() {
+            // Every key once: each item goes to its one place, not copied.
+            return keys.iter().map(|k| items.remove(*k)).collect();
+        }
+        keys.iter().map(|k| items.get(*k).cloned()).collect()
+    }
+
+    /// The end of a multi-get when libmemcached's private layout cannot be read (another
+    /// libmemcached than 1.1.x): which server failed is not known, so any failure fails the
+    /// call.
+    fn fetch_ended_untolerant(
+        &self,
+        h: &Handle,
+        items: HashMap<Vec<u8>, Item>,
+        sent: memcached_return_t,
+        rc: memcached_return_t,
+    ) -> Result<HashMap<Vec<u8>, Item>> {
+        self.check_nothing_owed(h, rc)?;
+        if memcached_failed(sent) {
+            return Err(self.error(h, sent, self.label_for_failure(h), "get"));
+        }
         if !matches!(rc, MEMCACHED_END | MEMCACHED_NOTFOUND | MEMCACHED_SUCCESS) {
-            return Err(self.error(h, rc, label(h), "get"));
+            return Err(self.error(h, rc, self.label_for_failure(h), "get"));
         }
         // libmemcached skips servers it cannot connect to when sending a multi-get, and
         // turns a read error before the first item into "not found"; both leave the
@@ -1094,8 +1474,9 @@ impl BinaryTransport {
     /// One key in the binary protocol through `memcached_get`: one non-quiet `GETK` in one
     /// write. A one-key `memcached_mget` sends a quiet `GETKQ` and then a `NOOP` in two
     /// writes, and waits for both answers (measured: 20% fewer gets per second). The item's
-    /// CAS unique, which `memcached_get` does not return, is read from the handle's own
-    /// result, where the fetch left it.
+    /// key and CAS unique, which `memcached_get` does not return, are read from the handle's
+    /// own result, where the fetch left them; an item of another key is
+    /// [`Error::Protocol`], and the connections are closed.
     fn get_one(&self, h: &Handle, key: &[u8]) -> Result<Option<Item>> {
         h.begin();
         let (mut len, mut flags, mut rc) = (0usize, 0u32, MEMCACHED_SUCCESS);
@@ -1112,15 +1493,36 @@ impl BinaryTransport {
             )
         };
         // SAFETY: h is live; its own result was just filled by the fetch (on a hit) and is
-        // read before the handle's next call.
-        let cas = unsafe { memcached_result_cas(memcached_st_result(h.as_ptr())) };
+        // read before the handle's next call; its key buffer holds the length reported.
+        let (cas, other_key) = unsafe {
+            let r = memcached_st_result(h.as_ptr());
+            let (k, kl) = (
+                memcached_result_key_value(r),
+                memcached_result_key_length(r),
+            );
+            let same = !k.is_null() && std::slice::from_raw_parts(k.cast::<u8>(), kl) == key;
+            (memcached_result_cas(r), (!same).then(|| c_bytes(k, kl)))
+        };
         let cas = (cas != 0).then_some(cas);
-        if !value.is_null() {
+        let hit = if !value.is_null() {
             // SAFETY: memcached_get returned a malloc'd buffer of `len` bytes that the caller
             // owns; it is copied, then freed once.
             let bytes = unsafe { c_bytes(value, len) };
             // SAFETY: as above; not used after this.
             unsafe { free(value.cast()) };
+            Some(bytes)
+        } else if matches!(rc, MEMCACHED_NOTFOUND | MEMCACHED_END) || memcached_failed(rc) {
+            None
+        } else {
+            // A hit of an empty value: NULL, with success.
+            Some(Vec::new())
+        };
+        if let Some(bytes) = hit {
+            if let Some(other) = other_key {
+                self.reset(h);
+                return Err(self.wrong_reply(h, key, &other));
+            }
+            self.check_leftovers(h)?;
             return Ok(Some(Item {
                 value: bytes,
                 flags,
@@ -1128,7 +1530,7 @@ impl BinaryTransport {
             }));
         }
         // As in `fetch`: a poll timeout can end the read looking like a miss.
-        self.check_nothing_owed(h)?;
+        self.check_nothing_owed(h, rc)?;
         match rc {
             MEMCACHED_NOTFOUND | MEMCACHED_END => {
                 // A read error before the item also reads as "not found"; it stays on the
@@ -1138,14 +1540,9 @@ impl BinaryTransport {
                 if memcached_failed(last) && !matches!(last, MEMCACHED_NOTFOUND | MEMCACHED_END) {
                     return Err(self.error(h, last, self.label_for_key(h, key), "get"));
                 }
+                self.check_leftovers(h)?;
                 Ok(None)
             }
-            // A hit of an empty value: NULL, with success.
-            rc if !memcached_failed(rc) => Ok(Some(Item {
-                value: Vec::new(),
-                flags,
-                cas,
-            })),
             rc => Err(self.error(h, rc, self.label_for_key(h, key), "get")),
         }
     }
@@ -1154,17 +1551,47 @@ impl BinaryTransport {
     /// end of the items (with two or more servers, or a one-key get), so replies still owed
     /// mean a timeout. Then the handle's connections are closed, dropping the half-read
     /// replies, and the timeout is the error.
-    fn check_nothing_owed(&self, h: &Handle) -> Result<()> {
+    ///
+    /// libmemcached's fetch also stops, replies still owed, at a reply that is neither an
+    /// item nor an end (a stray one); that is told from a timeout by the time the call took.
+    fn check_nothing_owed(&self, h: &Handle, rc: memcached_return_t) -> Result<()> {
         let Some(server) = self.pending_server(h) else {
             return Ok(());
         };
-        // SAFETY: h is a live handle used by this thread only. Closing its connections
-        // drops the half-read replies.
-        unsafe { memcached_quit(h.as_ptr()) };
+        self.reset(h);
+        if !self.waited_out_the_poll(h) {
+            return Err(self.cut_short(rc));
+        }
         Err(Error::Timeout {
             server,
-            after: self.poll_timeout,
+            after: self.poll_of(h),
         })
+    }
+
+    /// Whether the request on `h` has lasted its whole poll timeout, as one that ended on
+    /// a poll timeout has.
+    fn waited_out_the_poll(&self, h: &Handle) -> bool {
+        h.elapsed() >= self.poll_of(h)
+    }
+
+    /// The poll timeout of the request on `h`: the transport's, or what a wait for the
+    /// handle left of it.
+    fn poll_of(&self, h: &Handle) -> Duration {
+        h.shortened_poll().unwrap_or(self.poll_timeout)
+    }
+
+    /// A fetch that stopped early at a reply out of place; `rc` is what it ended with.
+    fn cut_short(&self, rc: memcached_return_t) -> Error {
+        let name = RETURN_VALUES
+            .iter()
+            .find(|(_, v)| *v == rc)
+            .map_or("an unknown code", |(n, _)| n);
+        Error::Protocol {
+            server: self.all_servers(),
+            detail: format!(
+                "a get stopped at a reply that was neither an item nor its end (libmemcached: {name}) with other replies still owed: an error reply, or a duplicated or stray one; the connections were closed"
+            ),
+        }
     }
 
     /// The first server of `h` that still owes replies.
@@ -1201,6 +1628,7 @@ impl BinaryTransport {
                 StoreMode::Cas(cas) => memcached_cas(p, k, kl, v, vl, exp, fl, cas),
             }
         };
+        self.check_no_stray_item(h, r.key)?;
         match (r.mode, rc) {
             (_, MEMCACHED_SUCCESS | MEMCACHED_STORED | MEMCACHED_BUFFERED) => {
                 Ok(StoreStatus::Stored)
@@ -1221,6 +1649,7 @@ impl BinaryTransport {
         h.begin();
         // SAFETY: h is a live handle used by this thread only; the key outlives the call.
         let rc = unsafe { memcached_delete(h.as_ptr(), key.as_ptr().cast(), key.len(), 0) };
+        self.check_no_stray_item(h, key)?;
         match rc {
             MEMCACHED_SUCCESS | MEMCACHED_DELETED | MEMCACHED_BUFFERED => Ok(true),
             MEMCACHED_NOTFOUND => Ok(false),
@@ -1231,6 +1660,26 @@ impl BinaryTransport {
     fn incr_decr(&self, key: &[u8], delta: u64, incr: bool) -> Result<Option<u64>> {
         check_key(key)?;
         let h = self.lease()?;
+        let position = self.position_for_key(&h, key);
+        let server = position.and_then(|p| self.server_at(p));
+        if let Some(i) = server {
+            self.gate(i)?;
+        }
+        let outcome = self.incr_decr_on(&h, key, delta, incr, position);
+        if let Some(i) = server {
+            self.health.report(i, &outcome);
+        }
+        outcome
+    }
+
+    fn incr_decr_on(
+        &self,
+        h: &Handle,
+        key: &[u8],
+        delta: u64,
+        incr: bool,
+        position: Option<usize>,
+    ) -> Result<Option<u64>> {
         let (p, k, kl) = (h.as_ptr(), key.as_ptr().cast::<c_char>(), key.len());
         let mut value = 0u64;
         // SAFETY: p is a live handle used by this thread only; the key outlives the call
@@ -1243,20 +1692,22 @@ impl BinaryTransport {
                 memcached_decrement_by_key(p, k, kl, k, kl, delta, &mut value)
             }
         };
+        self.check_no_stray_item(h, key)?;
         let command = if incr { "incr" } else { "decr" };
         match rc {
             MEMCACHED_SUCCESS => Ok(Some(value)),
             MEMCACHED_NOTFOUND => Ok(None),
             rc => {
-                let err = self.error(&h, rc, self.label_for_key(&h, key), command);
+                let err = self.error(h, rc, self.label_for_key(h, key), command);
                 if self.binary && rc == MEMCACHED_UNKNOWN_READ_FAILURE {
                     // memcached answered DELTA_BADVAL ("non-numeric value"); libmemcached 1.1.4
                     // discards that body and reports an unknown read failure. Tell the two
                     // apart by the value itself.
-                    if let Ok(items) = self.fetch(&h, &[key], |h| self.label_for_key(h, key)) {
+                    let asked: Vec<usize> = position.into_iter().collect();
+                    if let Ok(items) = self.fetch(h, &[key], &asked) {
                         if items.get(key).is_some_and(|i| !is_decimal(&i.value)) {
                             return Err(Error::Client {
-                                server: self.label_for_key(&h, key),
+                                server: self.label_for_key(h, key),
                                 message: format!(
                                     "cannot increment or decrement non-numeric value (memcached's binary status DELTA_BADVAL; libmemcached reported: {})",
                                     err_message(&err)
@@ -1290,13 +1741,29 @@ impl Transport for BinaryTransport {
     fn get(&self, key: &[u8]) -> Result<Option<Item>> {
         check_key(key)?;
         let h = self.lease()?;
-        if self.binary {
-            return self.get_one(&h, key);
+        let position = self.position_for_key(&h, key);
+        let server = position.and_then(|p| self.server_at(p));
+        if let Some(i) = server {
+            self.gate(i)?;
         }
-        let mut items = self.fetch(&h, &[key], |h| self.label_for_key(h, key))?;
+        if self.binary {
+            let outcome = self.get_one(&h, key);
+            if let Some(i) = server {
+                self.health.report(i, &outcome);
+            }
+            return outcome;
+        }
+        // `fetch` reports the server's outcome itself.
+        let one = [position.unwrap_or(0)];
+        let asked: &[usize] = if position.is_some() { &one } else { &[] };
+        let mut items = self.fetch(&h, &[key], asked)?;
         Ok(items.remove(key))
     }
 
+    /// One multi-get for every server's keys (libmemcached writes every server's request
+    /// before reading a reply). A server that is left alone, or fails during the call,
+    /// leaves its keys as misses, as in the text transport; the call fails only when every
+    /// server failed, or one failed otherwise than by being unreachable, hung or down.
     fn get_many(&self, keys: &[&[u8]]) -> Result<Vec<Option<Item>>> {
         for key in keys {
             check_key(key)?;
@@ -1308,44 +1775,114 @@ impl Transport for BinaryTransport {
         distinct.sort_unstable();
         distinct.dedup();
         let h = self.lease()?;
-        let mut items = self.fetch(&h, &distinct, |h| self.label_for_failure(h))?;
-        if distinct.len() == keys.len() {
-            // Every key once: each item goes to its one place, not copied.
-            return Ok(keys.iter().map(|k| items.remove(*k)).collect());
+        if self.position_to_server.len() == 1 {
+            // One server, never left alone: no placement to look up.
+            let mut items = self.fetch(&h, &distinct, &[0])?;
+            return Ok(Self::in_order(keys, distinct.len(), &mut items));
         }
-        Ok(keys.iter().map(|k| items.get(*k).cloned()).collect())
+        let mut asked_keys: Vec<&[u8]> = Vec::with_capacity(distinct.len());
+        let mut asked: Vec<usize> = Vec::new();
+        let mut down: Option<Error> = None;
+        for &key in &distinct {
+            let position = self.position_for_key(&h, key);
+            if let Some(p) = position {
+                if let Some(i) = self.server_at(p) {
+                    if let Err(e) = self.gate(i) {
+                        down.get_or_insert(e);
+                        continue;
+                    }
+                }
+                if !asked.contains(&p) {
+                    asked.push(p);
+                }
+            }
+            asked_keys.push(key);
+        }
+        if asked_keys.is_empty() {
+            if let Some(e) = down {
+                return Err(e);
+            }
+        }
+        let mut items = self.fetch(&h, &asked_keys, &asked)?;
+        Ok(Self::in_order(keys, distinct.len(), &mut items))
     }
 
     fn store(&self, request: &Store<'_>) -> Result<StoreStatus> {
         check_key(request.key)?;
+        self.check_exptime(request.exptime)?;
         if request.mode != StoreMode::Set {
             // Refused before a handle is leased: nothing is sent.
             self.check_size(request)?;
         }
         let h = self.lease()?;
-        self.store_checked(&h, request)
+        let server = self.server_for(&h, request.key);
+        if let Some(i) = server {
+            self.gate(i)?;
+        }
+        let outcome = self.store_checked(&h, request);
+        if let Some(i) = server {
+            self.health.report(i, &outcome);
+        }
+        outcome
     }
 
-    /// One request after another on one handle. A request refused as too large (by the
-    /// limit or by the server) does not stop the others; the first refusal in request order
-    /// is the answer, as [`Transport::store_many`] says. Any other error stops the batch.
+    /// One request after another on one handle, every one of them sent, as
+    /// [`Transport::store_many`] says and as the text transport does: a request refused as
+    /// too large (by the limit or by the server) is refused by itself; a server that fails
+    /// (or is left alone) gets no more of the batch, the other servers get all of theirs.
+    /// The answer, once every request ran: the first failed server's error (in the order
+    /// the servers first appear in the batch), else the first other error, else the first
+    /// refusal, else one status per request.
     fn store_many(&self, requests: &[Store<'_>]) -> Result<Vec<StoreStatus>> {
         for r in requests {
             check_key(r.key)?;
+        }
+        for r in requests {
+            self.check_exptime(r.exptime)?;
         }
         if requests.is_empty() {
             return Ok(Vec::new());
         }
         let h = self.lease()?;
-        newcache_transport::store_each(requests, |r| self.store_checked(&h, r))
+        let mut batch = Batch::new(self.servers.len());
+        let mut statuses = vec![StoreStatus::NotStored; requests.len()];
+        for ((i, r), status) in requests.iter().enumerate().zip(statuses.iter_mut()) {
+            let server = self.server_for(&h, r.key);
+            if !batch.may_send(self, server, i) {
+                continue;
+            }
+            let outcome = self.store_checked(&h, r);
+            if let Some(s) = server {
+                self.health.report(s, &outcome);
+            }
+            match outcome {
+                Ok(st) => *status = st,
+                Err(e @ Error::ValueTooLarge { .. }) => {
+                    batch.refused.get_or_insert(e);
+                }
+                Err(e) => batch.failed(server, i, e),
+            }
+        }
+        batch.answer(statuses)
     }
 
     fn delete(&self, key: &[u8]) -> Result<bool> {
         check_key(key)?;
         let h = self.lease()?;
-        self.delete_on(&h, key)
+        let server = self.server_for(&h, key);
+        if let Some(i) = server {
+            self.gate(i)?;
+        }
+        let outcome = self.delete_on(&h, key);
+        if let Some(i) = server {
+            self.health.report(i, &outcome);
+        }
+        outcome
     }
 
+    /// Every key's delete is sent, as in `store_many`: a server that fails gets no more of
+    /// the batch, the others get all of theirs; then the first failed server's error, else
+    /// the first other error, else one result per key.
     fn delete_many(&self, keys: &[&[u8]]) -> Result<Vec<bool>> {
         for key in keys {
             check_key(key)?;
@@ -1354,7 +1891,23 @@ impl Transport for BinaryTransport {
             return Ok(Vec::new());
         }
         let h = self.lease()?;
-        keys.iter().map(|k| self.delete_on(&h, k)).collect()
+        let mut batch = Batch::new(self.servers.len());
+        let mut deleted = vec![false; keys.len()];
+        for ((i, key), slot) in keys.iter().enumerate().zip(deleted.iter_mut()) {
+            let server = self.server_for(&h, key);
+            if !batch.may_send(self, server, i) {
+                continue;
+            }
+            let outcome = self.delete_on(&h, key);
+            if let Some(s) = server {
+                self.health.report(s, &outcome);
+            }
+            match outcome {
+                Ok(d) => *slot = d,
+                Err(e) => batch.failed(server, i, e),
+            }
+        }
+        batch.answer(deleted)
     }
 
     fn incr(&self, key: &[u8], delta: u64) -> Result<Option<u64>> {
@@ -1367,7 +1920,12 @@ impl Transport for BinaryTransport {
 
     fn touch(&self, key: &[u8], exptime: u32) -> Result<bool> {
         check_key(key)?;
+        self.check_exptime(exptime)?;
         let h = self.lease()?;
+        let server = self.server_for(&h, key);
+        if let Some(i) = server {
+            self.gate(i)?;
+        }
         // SAFETY: h is a live handle used by this thread only; the key outlives the call.
         let rc = unsafe {
             memcached_touch(
@@ -1377,11 +1935,15 @@ impl Transport for BinaryTransport {
                 exptime as time_t,
             )
         };
-        match rc {
+        let outcome = self.check_no_stray_item(&h, key).and_then(|()| match rc {
             MEMCACHED_SUCCESS => Ok(true),
             MEMCACHED_NOTFOUND => Ok(false),
             rc => Err(self.error(&h, rc, self.label_for_key(&h, key), "touch")),
+        });
+        if let Some(i) = server {
+            self.health.report(i, &outcome);
         }
+        outcome
     }
 
     fn flush_all(&self) -> Result<()> {
@@ -1391,7 +1953,7 @@ impl Transport for BinaryTransport {
         if memcached_failed(rc) {
             return Err(self.error(&h, rc, self.label_for_failure(&h), "flush_all"));
         }
-        Ok(())
+        self.check_leftovers(&h)
     }
 
     fn stats(&self) -> Result<Vec<ServerStats>> {
@@ -1424,6 +1986,7 @@ impl Transport for BinaryTransport {
                 None => return Err(self.server_failure(&h, spec, "stats")),
             }
         }
+        self.check_leftovers(&h)?;
         Ok(out)
     }
 }
@@ -1431,45 +1994,133 @@ impl Transport for BinaryTransport {
 impl BinaryTransport {
     /// The error libmemcached recorded on one server (which answered nothing).
     fn server_failure(&self, h: &Handle, spec: &ServerSpec, command: &str) -> Error {
-        // SAFETY: h is a live handle used by this thread only.
-        let count = unsafe { memcached_server_count(h.as_ptr()) };
-        for i in 0..count {
-            // SAFETY: i is below the server count, so the instance is a live one of h; its
-            // name and error strings are copied at once.
-            let found = unsafe {
-                let server = memcached_server_instance_by_position(h.as_ptr(), i);
-                if server.is_null()
-                    || c_string(memcached_server_name(server)) != spec.host
-                    || memcached_server_port(server) != spec.port
-                {
-                    None
-                } else {
-                    Some((
-                        memcached_server_error_return(server),
-                        c_string(memcached_server_error(server)),
-                    ))
-                }
+        let position = (0..self.position_to_server.len())
+            .find(|&p| self.server_at(p).and_then(|i| self.servers.get(i)) == Some(spec));
+        match position {
+            Some(p) => self.instance_failure(h, p, command),
+            None => Error::Backend {
+                backend: BACKEND,
+                code: MEMCACHED_FAILURE as i32,
+                message: format!("{} answered no statistics", spec.label),
+            },
+        }
+    }
+
+    /// The error libmemcached recorded on the server at position `p` of `h` (the last one:
+    /// libmemcached keeps them newest first), which failed during the call just made.
+    fn instance_failure(&self, h: &Handle, p: usize, command: &str) -> Error {
+        let server = self
+            .server_at(p)
+            .map_or_else(|| self.all_servers(), |i| self.label(i));
+        let instance = self.instance_at(h, p);
+        if instance.is_null() {
+            return Error::NoServers;
+        }
+        // SAFETY: instance is a live server of h; its error string is copied at once.
+        let (rc, text) = unsafe {
+            (
+                memcached_server_error_return(instance),
+                c_string(memcached_server_error(instance)),
+            )
+        };
+        if !memcached_failed(rc) {
+            return Error::Io {
+                server,
+                source: io::Error::new(
+                    io::ErrorKind::ConnectionAborted,
+                    format!(
+                        "libmemcached closed the connection during {command} and recorded no error"
+                    ),
+                ),
             };
-            if let Some((rc, text)) = found {
-                if memcached_failed(rc) {
-                    // SAFETY: memcached_strerror returns a static string.
-                    let generic = unsafe { c_string(memcached_strerror(h.as_ptr(), rc)) };
-                    return self.classify(Failure {
-                        rc,
-                        message: Message { text, generic },
-                        errno: 0,
-                        waited: self.expired_timeout(h, &spec.label),
-                        server: spec.label.clone(),
-                        command,
-                    });
+        }
+        // SAFETY: memcached_strerror returns a static string.
+        let generic = unsafe { c_string(memcached_strerror(h.as_ptr(), rc)) };
+        let failure = Failure {
+            rc,
+            message: Message { text, generic },
+            errno: 0,
+            waited: self.expired_timeout(h, &server),
+            retry_in: self.retry_in(h, rc, &server),
+            server,
+            command,
+        };
+        self.remember_auth_failures(rc, self.classify(failure))
+    }
+}
+
+/// The outcome of a batch of per-key requests (`store_many`, `delete_many`) sent one after
+/// another: the text transport's rules, so both transports answer a batch alike.
+struct Batch {
+    /// Per configured server: the first request of the batch that went to it (the order of
+    /// the text transport's per-server groups) and, once it failed or was down, its error.
+    servers: Vec<(Option<usize>, Option<Error>)>,
+    /// The first error that is not a server failure, by (server order, request order).
+    other: Option<((usize, usize), Error)>,
+    /// The first request refused as too large, by request order.
+    refused: Option<Error>,
+}
+
+impl Batch {
+    fn new(servers: usize) -> Batch {
+        Batch {
+            servers: (0..servers).map(|_| (None, None)).collect(),
+            other: None,
+            refused: None,
+        }
+    }
+
+    /// Whether request `i`, for `server`, is to be sent: not when the server already failed
+    /// in this batch, or is left alone (that is then its failure).
+    fn may_send(&mut self, t: &BinaryTransport, server: Option<usize>, i: usize) -> bool {
+        let Some(slot) = server.and_then(|s| self.servers.get_mut(s)) else {
+            return true;
+        };
+        slot.0.get_or_insert(i);
+        if slot.1.is_some() {
+            return false;
+        }
+        match server.map(|s| t.gate(s)) {
+            Some(Err(e)) => {
+                slot.1 = Some(e);
+                false
+            }
+            _ => true,
+        }
+    }
+
+    /// Request `i`, for `server`, failed with `e`.
+    fn failed(&mut self, server: Option<usize>, i: usize, e: Error) {
+        let slot = server.and_then(|s| self.servers.get_mut(s));
+        match slot {
+            Some(slot) if e.is_server_failure() => {
+                slot.1.get_or_insert(e);
+            }
+            slot => {
+                let rank = (slot.and_then(|s| s.0).unwrap_or(i), i);
+                if self.other.as_ref().is_none_or(|(r, _)| rank < *r) {
+                    self.other = Some((rank, e));
                 }
             }
         }
-        Error::Backend {
-            backend: BACKEND,
-            code: MEMCACHED_FAILURE as i32,
-            message: format!("{} answered no statistics", spec.label),
+    }
+
+    fn answer<T>(self, results: Vec<T>) -> Result<Vec<T>> {
+        let first_failed = self
+            .servers
+            .into_iter()
+            .filter_map(|(first, e)| Some((first?, e?)))
+            .min_by_key(|(first, _)| *first);
+        if let Some((_, e)) = first_failed {
+            return Err(e);
         }
+        if let Some((_, e)) = self.other {
+            return Err(e);
+        }
+        if let Some(e) = self.refused {
+            return Err(e);
+        }
+        Ok(results)
     }
 }
 
@@ -1561,6 +2212,13 @@ mod tests {
                     (Error::Unsupported { server, command }, MEMCACHED_ERROR) if !binary => {
                         assert_eq!((server.as_str(), command.as_str()), ("127.0.0.1:1", "touch"));
                     }
+                    // Answered without trying the server: the text transport's answer.
+                    (
+                        Error::ServerDown { server, .. },
+                        MEMCACHED_SERVER_MARKED_DEAD
+                        | MEMCACHED_SERVER_TEMPORARILY_DISABLED
+                        | MEMCACHED_NO_SERVERS,
+                    ) => assert_eq!(server, "127.0.0.1:1"),
                     _ => assert!(
                         shown.contains(&generic),
                         "{name} ({rc}, binary {binary}) became {error:?}, whose text {shown:?} lacks libmemcached's {generic:?}"
@@ -1591,6 +2249,7 @@ mod tests {
             server: "cache:11211".into(),
             command: "get",
             waited: DEFAULT_POLL_TIMEOUT,
+            retry_in: Duration::ZERO,
         };
         // libmemcached's own text for a poll timeout (copied from a real one).
         let timeout = "(0x5606bb234970) A TIMEOUT OCCURRED, time out,  host: 127.0.0.1:41681 -> ./src/libmemcached/io.cc:220";

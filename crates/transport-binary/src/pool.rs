@@ -2,6 +2,7 @@
 //! caller-owned result storage.
 
 use std::cell::Cell;
+use std::collections::VecDeque;
 use std::marker::PhantomData;
 use std::mem::{ManuallyDrop, MaybeUninit};
 use std::ops::Deref;
@@ -21,6 +22,9 @@ pub(crate) struct Handle {
     /// When the current request on this handle began ([`Handle::begin`]): how long a failed
     /// call waited tells which of libmemcached's timeouts expired (see `expired_timeout`).
     began: Cell<Instant>,
+    /// The poll timeout set on the handle when it is not the transport's: what was left of
+    /// it for a request that first waited for a handle ([`Handle::set_poll_timeout`]).
+    shortened: Cell<Option<Duration>>,
 }
 
 // SAFETY: a memcached_st holds no thread-local state and no pointer into a thread's stack;
@@ -40,7 +44,33 @@ impl Handle {
         Handle {
             memc,
             began: Cell::new(Instant::now()),
+            shortened: Cell::new(None),
         }
+    }
+
+    /// Sets the handle's poll timeout for the next request: `shortened`, or the transport's
+    /// `configured` one (`None`; the handle was cloned with it). A behavior set is a field
+    /// store in libmemcached; it is made only when the value changes.
+    pub(crate) fn set_poll_timeout(&self, shortened: Option<Duration>, configured: Duration) {
+        if shortened == self.shortened.get() {
+            return;
+        }
+        let ms = shortened.unwrap_or(configured).as_millis().max(1);
+        // SAFETY: the handle is live and used by this thread only; setting the poll timeout
+        // only stores the value.
+        unsafe {
+            memcached_behavior_set(
+                self.as_ptr(),
+                MEMCACHED_BEHAVIOR_POLL_TIMEOUT,
+                u64::try_from(ms).unwrap_or(u64::MAX),
+            )
+        };
+        self.shortened.set(shortened);
+    }
+
+    /// The poll timeout of the current request, when it was shortened.
+    pub(crate) fn shortened_poll(&self) -> Option<Duration> {
+        self.shortened.get()
     }
 
     /// Marks the start of a request (a lease does it; so does each call of a batch).
@@ -142,17 +172,50 @@ impl Drop for ResultBuf<'_> {
     }
 }
 
+/// Why [`Pool::checkout`] lent no handle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Checkout {
+    /// libmemcached could not make a clone (no memory, or it would not take the weighted
+    /// ring).
+    NoHandle,
+    /// Every handle stayed lent out for the whole wait.
+    Busy,
+}
+
 struct State {
     /// Configured once; cloned into pool handles; never connects.
     master: Handle,
     idle: Vec<Handle>,
     created: usize,
-    /// Threads waiting in `checkout` for a handle to come back.
-    waiting: usize,
+    /// The tickets of the threads waiting in `checkout` for a handle to come back, first
+    /// come first: a thread arriving while others wait queues behind them, so no waiter is
+    /// starved by threads that keep taking the handles it waits for.
+    queue: VecDeque<u64>,
+    next_ticket: u64,
+}
+
+impl State {
+    /// An idle handle, or a new one while fewer than `max` were made.
+    fn take(&mut self, max: usize) -> Option<Result<Handle, Checkout>> {
+        if let Some(handle) = self.idle.pop() {
+            return Some(Ok(handle));
+        }
+        if self.created < max {
+            return Some(match self.master.duplicate() {
+                Some(handle) => {
+                    self.created += 1;
+                    Ok(handle)
+                }
+                None => Err(Checkout::NoHandle),
+            });
+        }
+        None
+    }
 }
 
 /// Handles lent to one thread at a time: up to `max` clones of a configured master, made
-/// on demand; a thread that finds all of them lent out waits for one to come back.
+/// on demand; a thread that finds all of them lent out waits for one to come back, in
+/// turn.
 pub(crate) struct Pool {
     state: Mutex<State>,
     returned: Condvar,
@@ -173,7 +236,8 @@ impl Pool {
                 master,
                 idle: Vec::new(),
                 created: 0,
-                waiting: 0,
+                queue: VecDeque::new(),
+                next_ticket: 0,
             }),
             returned: Condvar::new(),
             max: max.max(1),
@@ -185,25 +249,48 @@ impl Pool {
         self.max
     }
 
-    /// Borrows a handle for the calling thread, its request clock started; `None` only when
-    /// libmemcached cannot make a clone (no memory, or it would not take the weighted ring).
-    pub(crate) fn checkout(&self) -> Option<Lease<'_>> {
+    /// Borrows a handle for the calling thread, its request clock started. A thread that
+    /// finds every handle lent out waits in line for one, at most `wait`
+    /// ([`Checkout::Busy`] then): the handles may all be stuck on a hung server.
+    pub(crate) fn checkout(&self, wait: Duration) -> Result<Lease<'_>, Checkout> {
         let mut state = lock(&self.state);
+        if state.queue.is_empty() {
+            if let Some(taken) = state.take(self.max) {
+                return taken.map(|handle| Lease::new(self, handle, None));
+            }
+        }
+        let queued = Instant::now();
+        let deadline = queued + wait;
+        let ticket = state.next_ticket;
+        state.next_ticket = state.next_ticket.wrapping_add(1);
+        state.queue.push_back(ticket);
         loop {
-            if let Some(handle) = state.idle.pop() {
-                return Some(Lease::new(self, handle));
+            if state.queue.front() == Some(&ticket) {
+                if let Some(taken) = state.take(self.max) {
+                    state.queue.pop_front();
+                    let more = !state.queue.is_empty() && !state.idle.is_empty();
+                    drop(state);
+                    if more {
+                        // The next in line may take another idle handle.
+                        self.returned.notify_all();
+                    }
+                    let waited = queued.elapsed();
+                    return taken.map(|handle| Lease::new(self, handle, Some(waited)));
+                }
             }
-            if state.created < self.max {
-                let handle = state.master.duplicate()?;
-                state.created += 1;
-                return Some(Lease::new(self, handle));
+            let now = Instant::now();
+            if now >= deadline {
+                state.queue.retain(|&t| t != ticket);
+                drop(state);
+                // Whoever is first in line now may be waiting on a handle already idle.
+                self.returned.notify_all();
+                return Err(Checkout::Busy);
             }
-            state.waiting += 1;
             state = self
                 .returned
-                .wait(state)
-                .unwrap_or_else(PoisonError::into_inner);
-            state.waiting -= 1;
+                .wait_timeout(state, deadline - now)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
         }
     }
 
@@ -216,12 +303,12 @@ impl Pool {
     fn give_back(&self, handle: Handle) {
         let mut state = lock(&self.state);
         state.idle.push(handle);
-        // Wake a waiter only when there is one: a notify is a futex system call each time,
-        // one per request otherwise.
-        let wake = state.waiting > 0;
+        // Wake the waiters only when there are some: a notify is a futex system call each
+        // time, one per request otherwise. All of them, as only the first in line takes it.
+        let wake = !state.queue.is_empty();
         drop(state);
         if wake {
-            self.returned.notify_one();
+            self.returned.notify_all();
         }
     }
 }
@@ -232,15 +319,23 @@ pub(crate) struct Lease<'p> {
     /// Taken out only in `Drop`, so every other use sees a live handle: no `Option` to
     /// unwrap, no path that could panic.
     handle: ManuallyDrop<Handle>,
+    /// How long the thread waited in line for the handle, when it had to.
+    waited: Option<Duration>,
 }
 
 impl<'p> Lease<'p> {
-    fn new(pool: &'p Pool, handle: Handle) -> Lease<'p> {
+    fn new(pool: &'p Pool, handle: Handle, waited: Option<Duration>) -> Lease<'p> {
         handle.begin();
         Lease {
             pool,
             handle: ManuallyDrop::new(handle),
+            waited,
         }
+    }
+
+    /// How long the thread waited in line for this handle; `None` when one was free.
+    pub(crate) fn waited(&self) -> Option<Duration> {
+        self.waited
     }
 }
 
@@ -258,5 +353,67 @@ impl Drop for Lease<'_> {
         // drop, so the ManuallyDrop is not read after the take.
         let handle = unsafe { ManuallyDrop::take(&mut self.handle) };
         self.pool.give_back(handle);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    fn pool(max: usize) -> Pool {
+        Pool::new(Handle::create().expect("a handle"), max)
+    }
+
+    #[test]
+    fn a_thread_that_finds_every_handle_lent_waits_at_most_its_wait() {
+        let p = pool(1);
+        let held = p.checkout(Duration::ZERO).expect("the only handle");
+        let started = Instant::now();
+        assert!(matches!(
+            p.checkout(Duration::from_millis(50)),
+            Err(Checkout::Busy)
+        ));
+        let waited = started.elapsed();
+        assert!(waited >= Duration::from_millis(50) && waited < Duration::from_secs(1));
+        drop(held);
+        assert!(
+            p.checkout(Duration::ZERO).is_ok(),
+            "a returned handle is lent again"
+        );
+    }
+
+    #[test]
+    fn waiters_are_served_in_turn_not_starved_by_newcomers() {
+        let p = pool(1);
+        let held = p.checkout(Duration::ZERO).expect("the only handle");
+        let stop = AtomicBool::new(false);
+        std::thread::scope(|s| {
+            let waiter = s.spawn(|| {
+                let lease = p.checkout(Duration::from_secs(5));
+                let got = Instant::now();
+                (lease.is_ok(), got)
+            });
+            std::thread::sleep(Duration::from_millis(50));
+            // Newcomers that take and return the handle as fast as they can.
+            for _ in 0..2 {
+                s.spawn(|| {
+                    while !stop.load(Ordering::Relaxed) {
+                        drop(p.checkout(Duration::from_secs(5)));
+                    }
+                });
+            }
+            std::thread::sleep(Duration::from_millis(50));
+            let released = Instant::now();
+            drop(held);
+            let (ok, got) = waiter.join().expect("waiter");
+            stop.store(true, Ordering::Relaxed);
+            assert!(ok);
+            assert!(
+                got.duration_since(released) < Duration::from_millis(500),
+                "the first waiter waited {:?} after the handle came back",
+                got.duration_since(released)
+            );
+        });
     }
 }

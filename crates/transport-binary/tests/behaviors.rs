@@ -68,6 +68,14 @@ fn unset_behaviors_keep_libmemcacheds_defaults_except_timeouts_and_cas() {
         assert_eq!(read(&t, "cas"), 1);
         // On, or a binary-protocol miss waits ~44 ms for Nagle and delayed ACK.
         assert_eq!(read(&t, "tcp_nodelay"), 1);
+        // SO_SNDTIMEO and SO_RCVTIMEO (µs) say what the poll timeout says.
+        for name in ["send_timeout", "receive_timeout"] {
+            assert_eq!(
+                read(&t, name),
+                DEFAULT_POLL_TIMEOUT.as_micros() as u64,
+                "{name}"
+            );
+        }
         // libmemcached's.
         for (name, default) in [
             ("no_block", 0),
@@ -78,8 +86,6 @@ fn unset_behaviors_keep_libmemcacheds_defaults_except_timeouts_and_cas() {
             ("distribution", 0),
             ("buffer_requests", 0),
             ("verify_keys", 0),
-            ("send_timeout", 0),
-            ("receive_timeout", 0),
             ("num_replicas", 0),
             ("auto_eject", 0),
             (
@@ -119,6 +125,13 @@ fn overriding_the_transports_defaults_works() {
     assert_eq!(read(&t, "connect_timeout"), 4000);
     assert_eq!(read(&t, "_poll_timeout"), 5000);
     assert_eq!(read(&t, "cas"), 0);
+    // The socket timeouts follow the poll timeout unless set.
+    assert_eq!(read(&t, "send_timeout"), 5_000_000);
+    let t = configure(true, &[("_poll_timeout", "300"), ("receive_timeout", "7")]).unwrap();
+    assert_eq!(
+        (read(&t, "send_timeout"), read(&t, "receive_timeout")),
+        (300_000, 7)
+    );
 }
 
 #[test]

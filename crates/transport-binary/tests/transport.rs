@@ -17,7 +17,7 @@ both_modes!(
     get_many_spans_three_servers_in_the_order_of_the_keys,
     server_for_key_agrees_with_where_items_land,
     a_killed_server_gives_a_typed_error_promptly_and_recovers,
-    a_killed_server_in_a_cluster_fails_get_many_instead_of_missing,
+    a_killed_server_in_a_cluster_reads_as_misses_and_gets_the_rest_of_a_batch,
     a_silent_server_times_out,
     a_connect_that_times_out_reports_the_connect_timeout,
     error_messages_keep_libmemcacheds_text,
@@ -344,9 +344,9 @@ fn a_killed_server_gives_a_typed_error_promptly_and_recovers(binary: bool) {
     }
     assert!(took < Duration::from_secs(1), "8 failures took {took:?}");
 
-    // Back after libmemcached's retry_timeout (2 s, rounded to whole seconds).
+    // The only server is tried on every request: used again as soon as it is back.
     m.restart();
-    let deadline = Instant::now() + Duration::from_secs(10);
+    let deadline = Instant::now() + Duration::from_secs(1);
     loop {
         match t.store(&Store::set(b"k", b"again", 0, 0)) {
             Ok(StoreStatus::Stored) => break,
@@ -361,31 +361,79 @@ fn a_killed_server_gives_a_typed_error_promptly_and_recovers(binary: bool) {
     assert_eq!(value(&t, b"k"), Some(b"again".to_vec()));
 }
 
-fn a_killed_server_in_a_cluster_fails_get_many_instead_of_missing(binary: bool) {
+/// As in the text transport: a down server's keys read as misses in `get_many` while the
+/// others' values come back; `set_many` and `delete_many` send every other server its
+/// share and fail with the down server's error (the real one, then `ServerDown` once it is
+/// left alone after `failure_limit` failures); nothing is asked of a server left alone.
+fn a_killed_server_in_a_cluster_reads_as_misses_and_gets_the_rest_of_a_batch(binary: bool) {
     let mut servers = three_servers();
     let t = {
         let refs: Vec<&Memcached> = servers.iter().collect();
-        connect(&refs, binary)
+        connect_with(&refs, binary, |c| {
+            c.behaviors.set("failure_limit", "2").unwrap();
+            c.behaviors.set("retry_timeout", "30").unwrap();
+        })
     };
     let keys: Vec<String> = (0..30).map(|i| format!("c:{i}")).collect();
     for k in &keys {
         set(&t, k.as_bytes(), b"v", 0);
     }
-    let on = |s: usize| -> Vec<&[u8]> {
-        keys.iter()
-            .map(String::as_bytes)
-            .filter(|k| t.server_index_for_key(k).unwrap() == s)
-            .collect()
-    };
-    let (dead, alive) = (on(1), on(0));
+    let home: Vec<usize> = keys
+        .iter()
+        .map(|k| t.server_index_for_key(k.as_bytes()).unwrap())
+        .collect();
+    assert!((0..3).all(|s| home.contains(&s)));
     servers[1].kill();
     let all: Vec<&[u8]> = keys.iter().map(String::as_bytes).collect();
-    let err = t.get_many(&all).unwrap_err();
-    assert!(err.is_connection_error(), "{err:?}");
-    assert!(err.to_string().contains(&servers[1].addr()), "{err}");
-    assert!(t.get(dead[0]).unwrap_err().is_connection_error());
-    // Keys on the live servers still work.
-    assert!(t.get_many(&alive).unwrap().iter().all(Option::is_some));
+    let dead = servers[1].addr();
+    let mut failures = Vec::new();
+    for round in 0..4 {
+        let started = Instant::now();
+        let found = t.get_many(&all).expect("get_many with one server down");
+        assert!(
+            started.elapsed() < Duration::from_millis(400),
+            "round {round}"
+        );
+        for (item, &h) in found.iter().zip(&home) {
+            assert_eq!(item.is_some(), h != 1, "round {round}");
+        }
+        // A write batch: every live server's items are stored, the dead one's error is
+        // the answer.
+        let value = format!("round{round}");
+        let stores: Vec<Store> = all
+            .iter()
+            .map(|k| Store::set(k, value.as_bytes(), 0, 0))
+            .collect();
+        let err = t.store_many(&stores).unwrap_err();
+        assert!(err.is_server_failure(), "{err:?}");
+        assert!(err.to_string().contains(&dead), "{err}");
+        failures.push(err);
+        let found = t.get_many(&all).unwrap();
+        for (item, &h) in found.iter().zip(&home) {
+            if h != 1 {
+                assert_eq!(item.as_ref().unwrap().value, value.as_bytes());
+            }
+        }
+    }
+    // failure_limit 2: real failures first, then the server is left alone.
+    assert!(
+        failures.iter().any(|e| e.is_connection_error()),
+        "{failures:?}"
+    );
+    assert!(
+        matches!(failures.last(), Some(Error::ServerDown { server, retry_in })
+            if *server == dead && *retry_in > Duration::from_secs(20)),
+        "{failures:?}"
+    );
+    let on_dead = all.iter().zip(&home).find(|(_, &h)| h == 1).unwrap().0;
+    assert!(matches!(t.get(on_dead), Err(Error::ServerDown { .. })));
+    let err = t.delete_many(&all).unwrap_err();
+    assert!(matches!(err, Error::ServerDown { .. }), "{err:?}");
+    let found = t.get_many(&all).unwrap();
+    assert!(
+        found.iter().all(Option::is_none),
+        "the live servers deleted their keys"
+    );
 }
 
 fn a_silent_server_times_out(binary: bool) {
@@ -467,10 +515,10 @@ fn a_connect_that_times_out_reports_the_connect_timeout(binary: bool) {
             took >= Duration::from_millis(connect - 50) && took < Duration::from_secs(3),
             "{took:?}"
         );
-        // Then libmemcached leaves the server alone for retry_timeout and says so.
+        // The only server is never left alone: the next request tries it again.
         assert!(matches!(
             t.store(&Store::set(b"k", b"v", 0, 0)),
-            Err(Error::Connect { .. })
+            Err(Error::Timeout { .. })
         ));
     }
     // A server that accepts and never answers, with a connect timeout longer than the poll
@@ -561,12 +609,11 @@ fn error_messages_keep_libmemcacheds_text(binary: bool) {
         text.contains("CONNECTION FAILURE") || text.contains("SYSTEM ERROR"),
         "{text}"
     );
-    // The next request finds the server in libmemcached's retry timeout and says so.
+    // The only server is tried again, and fails again the same way.
     let err = t.store(&Store::set(b"k", b"v", 0, 0)).unwrap_err();
     assert!(matches!(err, Error::Connect { .. }), "{err:?}");
     assert!(
-        err.to_string().contains("DISABLED UNTIL TIMED RETRY")
-            || err.to_string().contains("CONNECTION FAILURE"),
+        err.to_string().contains("CONNECTION FAILURE") || err.to_string().contains("SYSTEM ERROR"),
         "{err}"
     );
 }
