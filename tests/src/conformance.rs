@@ -112,6 +112,7 @@ macro_rules! conformance_suite {
             an_absolute_exptime_in_the_future_keeps_the_item,
             an_absolute_exptime_in_the_past_expires_the_item_at_once,
             exptime_of_30_days_is_relative_and_one_second_more_is_absolute,
+            an_exptime_past_2038_is_kept_or_refused_never_stored_and_gone,
             a_relative_exptime_expires_after_that_many_seconds,
             a_set_over_the_item_size_limit_is_refused_and_leaves_no_stale_value,
             conditional_stores_over_the_item_size_limit_leave_the_old_value,
@@ -830,6 +831,37 @@ pub fn exptime_of_30_days_is_relative_and_one_second_more_is_absolute(f: &dyn Fi
     set(t, b"absolute", b"v", 0, MAX_RELATIVE_EXPTIME + 1);
     assert_eq!(value(t, b"relative"), b"v");
     assert_eq!(get(t, b"absolute"), None);
+}
+
+/// An exptime past 2038-01-19 (above `i32::MAX`, which memcached's text protocols read as
+/// negative) is either kept exactly (libmemcached's binary protocol reads it unsigned) or
+/// refused with [`Error::ExptimeTooLate`] and nothing sent: never a store reported as done
+/// with the item gone at once. Through store, store_many and touch.
+pub fn an_exptime_past_2038_is_kept_or_refused_never_stored_and_gone(f: &dyn Fixture) {
+    let t = f.transport();
+    set(t, b"k", b"old", 0, 0);
+    for exptime in [i32::MAX as u32 + 1, u32::MAX] {
+        let outcomes = [
+            (
+                "store",
+                t.store(&Store::set(b"k", b"new", 0, exptime)).map(|_| ()),
+            ),
+            (
+                "store_many",
+                t.store_many(&[Store::set(b"k", b"new", 0, exptime)])
+                    .map(|_| ()),
+            ),
+            ("touch", t.touch(b"k", exptime).map(|_| ())),
+        ];
+        for (what, outcome) in outcomes {
+            match outcome {
+                Ok(()) => assert!(get(t, b"k").is_some(), "{what} {exptime}: stored and gone"),
+                Err(Error::ExptimeTooLate { exptime: e }) => assert_eq!(e, exptime),
+                Err(other) => panic!("{what} {exptime}: {other}"),
+            }
+        }
+        assert!(get(t, b"k").is_some(), "{exptime}: the item is gone");
+    }
 }
 
 /// An item stored with a relative exptime of 1 second is gone 2.5 seconds later, as is one

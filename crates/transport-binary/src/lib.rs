@@ -1254,17 +1254,10 @@ impl BinaryTransport {
     /// negative and the item would be gone at once, with `set` reporting success. Refused,
     /// nothing sent. The binary protocol reads it unsigned and keeps it exactly.
     fn check_exptime(&self, exptime: u32) -> Result<()> {
-        if self.binary || i32::try_from(exptime).is_ok() {
+        if self.binary {
             return Ok(());
         }
-        Err(Error::Backend {
-            backend: BACKEND,
-            code: MEMCACHED_INVALID_ARGUMENTS as i32,
-            message: format!(
-                "exptime {exptime} is past 2038-01-19 03:14:07 UTC ({}), the last one memcached's text protocol keeps (it reads a larger one as negative and drops the item at once); nothing was sent: use a shorter TTL or the binary protocol",
-                i32::MAX
-            ),
-        })
+        newcache_transport::check_exptime(exptime)
     }
 
     /// Runs a multi-get of `keys` (distinct, valid, **sorted**) on `h` and reads every item.

@@ -2194,6 +2194,7 @@ impl Transport for TextTransport {
     /// it only for `set`.
     fn store(&self, request: &Store<'_>) -> Result<StoreStatus> {
         check_key(request.key)?;
+        newcache_transport::check_exptime(request.exptime)?;
         if let Err(too_large) = self.check_value(request.value) {
             if request.mode == StoreMode::Set {
                 self.delete(request.key)?;
@@ -2215,6 +2216,7 @@ impl Transport for TextTransport {
     fn store_many(&self, requests: &[Store<'_>]) -> Result<Vec<StoreStatus>> {
         for r in requests {
             check_key(r.key)?;
+            newcache_transport::check_exptime(r.exptime)?;
         }
         // The first request refused as too large (by the limit or by the server), in order.
         let mut refused: Option<(usize, Error)> = None;
@@ -2342,6 +2344,7 @@ impl Transport for TextTransport {
 
     fn touch(&self, key: &[u8], exptime: u32) -> Result<bool> {
         check_key(key)?;
+        newcache_transport::check_exptime(exptime)?;
         match self.run(Cmd::Touch { key, exptime })? {
             Outcome::Touched(touched) => Ok(touched),
             other => Err(self.outcome_error(key, other)),

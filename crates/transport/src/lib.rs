@@ -257,6 +257,17 @@ pub fn store_each<'a>(
     }
 }
 
+/// The last exptime memcached keeps (as an absolute Unix time: 2038-01-19 03:14:07 UTC).
+pub const MAX_EXPTIME: u32 = i32::MAX as u32;
+
+/// Refuses an exptime past [`MAX_EXPTIME`] with [`Error::ExptimeTooLate`].
+pub fn check_exptime(exptime: u32) -> Result<()> {
+    if exptime > MAX_EXPTIME {
+        return Err(Error::ExptimeTooLate { exptime });
+    }
+    Ok(())
+}
+
 /// Like [`validate_key`], but gives the transport [`Error`] that names the key.
 pub fn check_key(key: &[u8]) -> Result<()> {
     validate_key(key).map_err(|reason| Error::InvalidKey {
@@ -279,6 +290,15 @@ fn retry_text(retry_in: Duration) -> String {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
+    /// An exptime past what memcached keeps: as an absolute time, later than 2038-01-19
+    /// 03:14:07 UTC ([`MAX_EXPTIME`]). Its text and meta protocols read such a number as
+    /// negative and drop the item at once, with the store reported as a success, so it is
+    /// refused and nothing is sent.
+    #[error("exptime {exptime} is past 2038-01-19 03:14:07 UTC ({MAX_EXPTIME}), the last expiry memcached keeps (it reads a larger one as negative and drops the item at once); nothing was sent: use a shorter TTL, or 0 for no expiry")]
+    ExptimeTooLate {
+        /// The exptime asked for.
+        exptime: u32,
+    },
     /// The wire key would break the protocol; nothing was sent.
     #[error("invalid key {key:?}: {reason}")]
     InvalidKey {

@@ -529,6 +529,7 @@ impl Transport for MemoryTransport {
     /// memcached unlinks the old item when it refuses a `set` as too large.
     fn store(&self, request: &Store<'_>) -> Result<StoreStatus> {
         check_key(request.key)?;
+        crate::check_exptime(request.exptime)?;
         let now = self.now();
         let limit = self.inner.item_size_limit;
         let mut state = self.state();
@@ -546,6 +547,9 @@ impl Transport for MemoryTransport {
     /// as [`Transport::store_many`] says.
     fn store_many(&self, requests: &[Store<'_>]) -> Result<Vec<StoreStatus>> {
         requests.iter().try_for_each(|r| check_key(r.key))?;
+        requests
+            .iter()
+            .try_for_each(|r| crate::check_exptime(r.exptime))?;
         let now = self.now();
         let limit = self.inner.item_size_limit;
         let mut state = self.state();
@@ -594,6 +598,7 @@ impl Transport for MemoryTransport {
 
     fn touch(&self, key: &[u8], exptime: u32) -> Result<bool> {
         check_key(key)?;
+        crate::check_exptime(exptime)?;
         let now = self.now();
         Ok(self.state().touch(key, exptime, now))
     }
