@@ -697,6 +697,10 @@ impl Cache {
     /// Stores many values, one round trip per server. Unlike django-newcache's `set_many`,
     /// the items' real TTL includes the herd timeout, exactly as `set` does. Returns the keys
     /// that were not stored.
+    ///
+    /// An error (a server down, a value over the item size limit) fails the call as a whole,
+    /// but the items for the other servers were still sent and may be stored: after an
+    /// error, read back what matters, or write again.
     pub fn set_many<K, T, I>(&self, items: I, options: impl Into<SetOptions>) -> Result<Vec<String>>
     where
         I: IntoIterator<Item = (K, T)>,
