@@ -241,6 +241,34 @@ pub fn encode<T: Serialize + ?Sized>(
     }
 }
 
+/// Calls `f` with the encoding of `value` and its flags, as [`encode`] makes them: a `str`
+/// or byte slice (`serde_bytes`) as the caller's own bytes, without a copy; anything else
+/// encoded into `buf` first (cleared).
+pub fn with_encoding<T: Serialize + ?Sized, R>(
+    value: &T,
+    codec: ValueCodec,
+    buf: &mut Vec<u8>,
+    f: impl FnOnce(&[u8], u32) -> R,
+) -> Result<R, CodecError> {
+    let mut f = Some(f);
+    let mut out = None;
+    if value
+        .serialize(plain::Direct {
+            f: &mut f,
+            out: &mut out,
+        })
+        .is_ok()
+    {
+        if let Some(r) = out {
+            return Ok(r);
+        }
+    }
+    buf.clear();
+    let flags = encode(value, buf, codec)?;
+    let f = f.ok_or_else(|| CodecError("the value was handed over twice".into()))?;
+    Ok(f(buf, flags))
+}
+
 /// Decodes item bytes stored with `flags` (herd bits already removed) as a `T`.
 pub fn decode<T: DeserializeOwned>(bytes: &[u8], flags: u32) -> Result<T, CodecError> {
     decode_from(Bytes::Borrowed(bytes), 0, flags, DEFAULT_INFLATE_LIMIT)
@@ -778,6 +806,53 @@ mod tests {
             decode_vec::<Vec<u8>>(b"ab".to_vec(), 0, FLAG_TEXT).unwrap(),
             b"ab"
         );
+    }
+
+    #[test]
+    fn strs_and_bytes_are_handed_over_without_a_copy() {
+        let text = "x".repeat(100_000);
+        let mut buf = Vec::new();
+        let (ptr, flags) = with_encoding(text.as_str(), ValueCodec::Bincode, &mut buf, |b, f| {
+            (b.as_ptr(), f)
+        })
+        .unwrap();
+        assert_eq!((ptr, flags), (text.as_ptr(), FLAG_TEXT));
+        assert!(buf.is_empty(), "no copy made");
+        let (ptr, _) = with_encoding(&Some(&text), ValueCodec::Bincode, &mut buf, |b, f| {
+            (b.as_ptr(), f)
+        })
+        .unwrap();
+        assert_eq!(ptr, text.as_ptr());
+        // Anything else is encoded as encode() does, into the buffer.
+        for value in [
+            &42i64 as &dyn erased::Value,
+            &true,
+            &vec![1u8, 2],
+            &(1, "x"),
+        ] {
+            let want = value.encode_plain();
+            let got = value.with_encoding(&mut buf);
+            assert_eq!(got, want);
+        }
+    }
+
+    /// `encode` and `with_encoding` of the same value, for the test above.
+    mod erased {
+        use super::*;
+        pub trait Value {
+            fn encode_plain(&self) -> (Vec<u8>, u32);
+            fn with_encoding(&self, buf: &mut Vec<u8>) -> (Vec<u8>, u32);
+        }
+        impl<T: Serialize> Value for T {
+            fn encode_plain(&self) -> (Vec<u8>, u32) {
+                let mut out = Vec::new();
+                let flags = encode(self, &mut out, ValueCodec::Bincode).unwrap();
+                (out, flags)
+            }
+            fn with_encoding(&self, buf: &mut Vec<u8>) -> (Vec<u8>, u32) {
+                with_encoding(self, ValueCodec::Bincode, buf, |b, f| (b.to_vec(), f)).unwrap()
+            }
+        }
     }
 
     #[test]

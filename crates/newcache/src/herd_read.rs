@@ -8,7 +8,9 @@ use std::sync::atomic::Ordering;
 use newcache_herd::{read_flags, value_flags, Carried, Envelope, StaleAction};
 use newcache_transport::{Item, Store, StoreMode, StoreStatus};
 
-use crate::{codec, Cache, Error, Policy, Result, StalePolicy};
+#[cfg(feature = "pickle")]
+use crate::codec;
+use crate::{Cache, Error, Policy, Result, StalePolicy};
 
 /// The key `herd=meta`'s probe reads (never written).
 pub(crate) const META_PROBE_KEY: &[u8] = b"newcache:meta-probe";

@@ -77,6 +77,7 @@ mod read_through;
 use herd_read::{Looked, Opened, Pending, Stamp};
 use read_through::Flight;
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::atomic::AtomicBool;
@@ -97,7 +98,7 @@ pub use newcache_herd::{
 pub use newcache_keyfn::{HashedKey, InvalidKey, KeyFunction, PrefixedKey};
 pub use newcache_transport::{self as transport, Item, Transport};
 
-use newcache_herd::{value_flags, Envelope, Herd, ReadDecision};
+use newcache_herd::{value_flags, Envelope, Herd, ReadDecision, StorePlan};
 use newcache_transport::{Store, StoreMode, StoreStatus};
 
 /// How one store treats expiry and herd protection.
@@ -195,6 +196,14 @@ enum Fetched<T> {
     Recompute,
     /// No value at all.
     Cold,
+}
+
+/// The error for a value the codec could not encode.
+fn encode_error(key: &str, e: codec::CodecError) -> Error {
+    Error::Encode {
+        key: key.to_owned(),
+        detail: e.0,
+    }
 }
 
 /// A memcached cache: `Send + Sync`, cheap to clone (clones share connections).
@@ -549,6 +558,21 @@ impl Cache {
         now: u64,
         compute_millis: u32,
     ) -> Result<Option<(Vec<u8>, u32, u32)>> {
+        let Some(plan) = self.store_plan(options, now)? else {
+            return Ok(None);
+        };
+        // Room for a small value, so typical values need no regrowth.
+        let mut bytes = Vec::with_capacity(256);
+        let flags = codec::encode(value, &mut bytes, self.inner.config.codec)
+            .map_err(|e| encode_error(key, e))?;
+        let (bytes, flags) =
+            self.finish(key, Cow::Owned(bytes), flags, &plan, now, compute_millis)?;
+        Ok(Some((bytes.into_owned(), flags, plan.exptime)))
+    }
+
+    /// How a store with these options goes now; `None` when the TTL is zero (the value
+    /// expires at once).
+    fn store_plan(&self, options: SetOptions, now: u64) -> Result<Option<StorePlan>> {
         let ttl = options.ttl.or_default(self.inner.config.default_ttl);
         let herd = options.herd.unwrap_or(self.inner.config.herd);
         let plan = self.inner.herd.plan_store(ttl, herd, now)?;
@@ -557,24 +581,32 @@ impl Cache {
         }
         // Under herd=meta, learn whether the servers speak meta before the first store.
         self.meta();
-        let config = &self.inner.config;
-        let encode_error = |e: codec::CodecError| Error::Encode {
-            key: key.to_owned(),
-            detail: e.0,
-        };
-        // Room for a small value, so typical values need no regrowth.
-        let mut bytes = Vec::with_capacity(256);
-        let mut flags = codec::encode(value, &mut bytes, config.codec).map_err(encode_error)?;
+        Ok(Some(plan))
+    }
+
+    /// An encoded value as it goes on the wire: in django-newcache's tuple when the cache
+    /// writes that format, zlib-compressed when told to and smaller, and its flags with the
+    /// herd bits. Borrowed bytes stay borrowed unless one of those rewrites them.
+    fn finish<'b>(
+        &self,
+        key: &str,
+        bytes: Cow<'b, [u8]>,
+        flags: u32,
+        plan: &StorePlan,
+        now: u64,
+        compute_millis: u32,
+    ) -> Result<(Cow<'b, [u8]>, u32)> {
         #[cfg(feature = "pickle")]
         if let (Some(soft), EnvelopeFormat::DjangoNewcache) =
-            (plan.soft_expiry_millis, config.envelope)
+            (plan.soft_expiry_millis, self.inner.config.envelope)
         {
             // django-newcache's tuple carries the soft expiry itself, in Unix seconds.
-            bytes = codec::pickle::wrap_marker(&bytes, flags, soft / 1000).map_err(encode_error)?;
-            let (bytes, flags) = self.compress(bytes, codec::FLAG_PICKLE);
-            return Ok(Some((bytes, flags, plan.exptime)));
+            let tuple = codec::pickle::wrap_marker(&bytes, flags, soft / 1000)
+                .map_err(|e| encode_error(key, e))?;
+            return Ok(self.compress(Cow::Owned(tuple), codec::FLAG_PICKLE));
         }
-        (bytes, flags) = self.compress(bytes, flags);
+        let _ = key;
+        let (bytes, mut flags) = self.compress(bytes, flags);
         // The soft expiry rides in the flags, the value stays as Python reads it. Under the
         // meta policy too: the server decides the win, and a cache that falls back to lease
         // (or reads with another policy) finds the same protection.
@@ -585,18 +617,18 @@ impl Cache {
             };
             flags |= self.herd_bits(envelope, now);
         }
-        Ok(Some((bytes, flags, plan.exptime)))
+        Ok((bytes, flags))
     }
 
     /// Compresses an encoded value as pylibmc does (flag 8) when the cache is told to and it
     /// gets smaller; values past the inflate limit stay as they are, so every value this cache
     /// writes, it can read.
-    fn compress(&self, bytes: Vec<u8>, flags: u32) -> (Vec<u8>, u32) {
+    fn compress<'b>(&self, bytes: Cow<'b, [u8]>, flags: u32) -> (Cow<'b, [u8]>, u32) {
         let config = &self.inner.config;
         match config.compress_threshold {
             Some(threshold) if bytes.len() >= threshold && bytes.len() <= config.inflate_limit => {
                 match codec::deflate(&bytes) {
-                    Some(compressed) => (compressed, flags | codec::FLAG_ZLIB),
+                    Some(compressed) => (Cow::Owned(compressed), flags | codec::FLAG_ZLIB),
                     None => (bytes, flags),
                 }
             }
@@ -612,20 +644,29 @@ impl Cache {
         options: SetOptions,
     ) -> Result<StoreStatus> {
         self.with_wire_key(key, |wire| {
-            match self.encode(key, value, options, self.now_millis())? {
-                Some((bytes, flags, exptime)) => Ok(self.inner.transport.store(&Store {
+            let now = self.now_millis();
+            let Some(plan) = self.store_plan(options, now)? else {
+                if mode == StoreMode::Set {
+                    self.inner.transport.delete(wire)?;
+                    return Ok(StoreStatus::Stored);
+                }
+                return Ok(StoreStatus::NotStored);
+            };
+            // A str or bytes value goes to the transport as the caller's own bytes: no copy
+            // of it in between.
+            let mut buf = Vec::new();
+            codec::with_encoding(value, self.inner.config.codec, &mut buf, |bytes, flags| {
+                let (bytes, flags) =
+                    self.finish(key, Cow::Borrowed(bytes), flags, &plan, now, 0)?;
+                Ok(self.inner.transport.store(&Store {
                     mode,
                     key: wire,
                     value: &bytes,
                     flags,
-                    exptime,
-                })?),
-                None if mode == StoreMode::Set => {
-                    self.inner.transport.delete(wire)?;
-                    Ok(StoreStatus::Stored)
-                }
-                None => Ok(StoreStatus::NotStored),
-            }
+                    exptime: plan.exptime,
+                })?)
+            })
+            .map_err(|e| encode_error(key, e))?
         })
     }
 

@@ -447,3 +447,84 @@ impl<'de> de::Deserializer<'de> for PlainDe<'de> {
         unit unit_struct tuple tuple_struct map struct enum identifier ignored_any
     }
 }
+
+/// Hands a `str` or byte slice value to a closure as the caller's own bytes, with its flags,
+/// without copying them; anything else is [`NotPlain`] here (and encoded into a buffer by
+/// the caller instead).
+pub(super) struct Direct<'a, F, R> {
+    pub(super) f: &'a mut Option<F>,
+    pub(super) out: &'a mut Option<R>,
+}
+
+impl<F: FnOnce(&[u8], u32) -> R, R> Direct<'_, F, R> {
+    fn give(self, bytes: &[u8], flags: u32) -> Result<(), NotPlain> {
+        let f = self.f.take().ok_or(NotPlain)?;
+        *self.out = Some(f(bytes, flags));
+        Ok(())
+    }
+}
+
+impl<F: FnOnce(&[u8], u32) -> R, R> ser::Serializer for Direct<'_, F, R> {
+    type Ok = ();
+    type Error = NotPlain;
+    type SerializeSeq = Impossible<(), NotPlain>;
+    type SerializeTuple = Impossible<(), NotPlain>;
+    type SerializeTupleStruct = Impossible<(), NotPlain>;
+    type SerializeTupleVariant = Impossible<(), NotPlain>;
+    type SerializeMap = Impossible<(), NotPlain>;
+    type SerializeStruct = Impossible<(), NotPlain>;
+    type SerializeStructVariant = Impossible<(), NotPlain>;
+
+    fn serialize_str(self, v: &str) -> Result<(), NotPlain> {
+        self.give(v.as_bytes(), FLAG_TEXT)
+    }
+    fn serialize_bytes(self, v: &[u8]) -> Result<(), NotPlain> {
+        self.give(v, FLAG_BYTES)
+    }
+    fn serialize_some<T: Serialize + ?Sized>(self, value: &T) -> Result<(), NotPlain> {
+        value.serialize(self)
+    }
+    fn serialize_newtype_struct<T: Serialize + ?Sized>(
+        self,
+        _: &'static str,
+        value: &T,
+    ) -> Result<(), NotPlain> {
+        value.serialize(self)
+    }
+    fn serialize_newtype_variant<T: Serialize + ?Sized>(
+        self,
+        _: &'static str,
+        _: u32,
+        _: &'static str,
+        _: &T,
+    ) -> Result<(), NotPlain> {
+        Err(NotPlain)
+    }
+    not_plain! {
+        serialize_bool(bool) -> ();
+        serialize_i8(i8) -> ();
+        serialize_i16(i16) -> ();
+        serialize_i32(i32) -> ();
+        serialize_i64(i64) -> ();
+        serialize_i128(i128) -> ();
+        serialize_u8(u8) -> ();
+        serialize_u16(u16) -> ();
+        serialize_u32(u32) -> ();
+        serialize_u64(u64) -> ();
+        serialize_u128(u128) -> ();
+        serialize_f32(f32) -> ();
+        serialize_f64(f64) -> ();
+        serialize_char(char) -> ();
+        serialize_none() -> ();
+        serialize_unit() -> ();
+        serialize_unit_struct(&'static str) -> ();
+        serialize_unit_variant(&'static str, u32, &'static str) -> ();
+        serialize_seq(Option<usize>) -> Impossible<(), NotPlain>;
+        serialize_tuple(usize) -> Impossible<(), NotPlain>;
+        serialize_tuple_struct(&'static str, usize) -> Impossible<(), NotPlain>;
+        serialize_tuple_variant(&'static str, u32, &'static str, usize) -> Impossible<(), NotPlain>;
+        serialize_map(Option<usize>) -> Impossible<(), NotPlain>;
+        serialize_struct(&'static str, usize) -> Impossible<(), NotPlain>;
+        serialize_struct_variant(&'static str, u32, &'static str, usize) -> Impossible<(), NotPlain>;
+    }
+}
