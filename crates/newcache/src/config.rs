@@ -1,6 +1,7 @@
 //! Configuration: the `newcache://` URL and the [`Builder`].
 
 use std::fmt;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -91,7 +92,8 @@ pub enum KeyFunctionKind {
 /// Every setting of a cache, as parsed from a URL or set on a [`Builder`].
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
-    /// Servers as `host:port` (port 11211 when omitted).
+    /// Servers as `host:port` (port 11211 when omitted), or a unix-domain socket's absolute
+    /// path (`/run/memcached.sock`, text transport).
     pub servers: Vec<String>,
     /// Key flavor (`FLAVOR` in django-newcache), default empty.
     pub flavor: String,
@@ -159,6 +161,19 @@ pub struct Config {
     pub username: Option<String>,
     /// SASL password (libmemcached binary mode).
     pub password: Option<Secret>,
+    /// TLS to every server (`tls=true`; memcached's `-Z`), text transport, feature `tls`.
+    /// Servers' certificates are always verified, against [`Config::tls_ca`].
+    pub tls: bool,
+    /// The PEM file of the CA certificates servers' certificates must chain to (`tls_ca`);
+    /// required with TLS.
+    pub tls_ca: Option<PathBuf>,
+    /// The PEM file of a client certificate chain (`tls_cert`), with [`Config::tls_key`].
+    pub tls_cert: Option<PathBuf>,
+    /// The PEM file of the client certificate's key (`tls_key`).
+    pub tls_key: Option<PathBuf>,
+    /// The name servers' certificates must carry (`tls_server_name`), instead of the host
+    /// each is configured by; needed for a unix-domain socket.
+    pub tls_server_name: Option<String>,
 }
 
 /// A password: compared and used as given, never shown by `Debug`.
@@ -200,6 +215,11 @@ impl Default for Config {
             behaviors: Vec::new(),
             username: None,
             password: None,
+            tls: false,
+            tls_ca: None,
+            tls_cert: None,
+            tls_key: None,
+            tls_server_name: None,
         }
     }
 }
@@ -259,11 +279,27 @@ fn percent_decode(name: &str, s: &str) -> Result<String> {
     String::from_utf8(out).map_err(|_| bad(format_args!("{name}: {s:?} is not UTF-8")))
 }
 
-/// Checks a server entry: `host`, `host:port`, or `[v6]:port`.
+/// Checks a server entry: `host`, `host:port`, or `[v6]:port`; or a unix-domain socket,
+/// `/path` (pylibmc's and libmemcached's form, kept as is) or `unix:/path` (python-memcached's,
+/// pymemcache's and Django's, kept as `/path`).
 fn parse_server(entry: &str) -> Result<String> {
     let entry = entry.trim();
     if entry.is_empty() {
         return Err(bad("empty server entry in the server list"));
+    }
+    let path = entry.strip_prefix("unix:").unwrap_or(entry);
+    if path.starts_with('/') {
+        if path.len() < 2 || path.ends_with('/') || path.chars().any(char::is_control) {
+            return Err(bad(format_args!(
+                "server {entry:?}: a unix-domain socket is given by its absolute path, e.g. /run/memcached.sock"
+            )));
+        }
+        return Ok(path.to_string());
+    }
+    if entry.contains('/') {
+        return Err(bad(format_args!(
+            "server {entry:?}: unexpected '/'; a unix-domain socket is given by its absolute path (newcache:///run/memcached.sock or newcache://unix:/run/memcached.sock), and nothing follows the servers but /?parameters"
+        )));
     }
     let (host, rest) = if let Some(rest) = entry.strip_prefix('[') {
         let (host, after) = rest
@@ -341,8 +377,14 @@ impl Config {
     /// `inflate_limit` (bytes), `envelope` (`newcache`, the default, or `django-newcache`);
     /// `behaviors.NAME=value` (pylibmc's behavior names: all of
     /// them with libmemcached, the placement, failover and timeout ones with the text
-    /// transport); with libmemcached's binary protocol, `username`/`password` for SASL.
-    /// Servers may carry a weight (`host:port:weight`). An unknown, repeated or malformed parameter is an error.
+    /// transport); with libmemcached's binary protocol, `username`/`password` for SASL;
+    /// `tls=true` with `tls_ca` (a PEM CA file), optionally `tls_cert` and `tls_key` (a
+    /// client certificate) and `tls_server_name` (the text transport, feature `tls`; the
+    /// server's certificate is always verified).
+    /// Servers may carry a weight (`host:port:weight`). A unix-domain socket is given by its
+    /// absolute path, as pylibmc writes one (`newcache:///run/memcached.sock`) or with
+    /// python-memcached's and Django's `unix:` (`newcache://unix:/run/memcached.sock`); paths
+    /// with `;`, `,` or `?` cannot be written in a URL. An unknown, repeated or malformed parameter is an error.
     pub fn from_url(url: &str) -> Result<Config> {
         let rest = url.strip_prefix("newcache://").ok_or_else(|| {
             bad(format_args!(
@@ -353,12 +395,9 @@ impl Config {
             Some((h, q)) => (h, q),
             None => (rest, ""),
         };
+        // `newcache://host/?...`; a unix-domain socket's path keeps its slashes
+        // (`newcache:///run/memcached.sock`); entries with any other '/' are refused.
         let hosts = hosts.strip_suffix('/').unwrap_or(hosts);
-        if hosts.contains('/') {
-            return Err(bad(format_args!(
-                "URL {url:?}: unexpected path after the servers"
-            )));
-        }
         let mut config = Config {
             // No servers at all is for the memory transport (checked below); an empty entry
             // in a list (`a;;b`, a trailing `;`) is a typo, and an error.
@@ -472,6 +511,11 @@ impl Config {
                         }
                     }
                 }
+                "tls" => config.tls = parse_bool(name, value)?,
+                "tls_ca" => config.tls_ca = Some(PathBuf::from(value)),
+                "tls_cert" => config.tls_cert = Some(PathBuf::from(value)),
+                "tls_key" => config.tls_key = Some(PathBuf::from(value)),
+                "tls_server_name" => config.tls_server_name = Some(value.to_string()),
                 "username" => config.username = Some(value.to_string()),
                 "password" => config.password = Some(Secret(value.to_string())),
                 n if n.starts_with("behaviors.") => {
@@ -480,7 +524,7 @@ impl Config {
                 }
                 _ => {
                     return Err(bad(format_args!(
-                        "unknown parameter {name:?}; known: flavor, version, herd_timeout, herd, lease_wait, early_beta, timeout, key_function, key_prefix, transport, binary, connect_timeout, read_timeout, write_timeout, max_idle, max_connections, idle_timeout, protocol, item_size_limit, codec, compress_threshold (or min_compress_len), inflate_limit, envelope, username, password, behaviors.NAME"
+                        "unknown parameter {name:?}; known: flavor, version, herd_timeout, herd, lease_wait, early_beta, timeout, key_function, key_prefix, transport, binary, connect_timeout, read_timeout, write_timeout, max_idle, max_connections, idle_timeout, protocol, item_size_limit, codec, compress_threshold (or min_compress_len), inflate_limit, envelope, username, password, tls, tls_ca, tls_cert, tls_key, tls_server_name, behaviors.NAME"
                     )))
                 }
             }
@@ -597,6 +641,7 @@ impl Config {
                 "envelope=django-newcache pickles values: enable newcache's `pickle` feature",
             ));
         }
+        self.validate_tls()?;
         let setting = match self.key_function {
             KeyFunctionKind::Newcache => "flavor",
             KeyFunctionKind::Django { .. } => "key_prefix",
@@ -607,6 +652,45 @@ impl Config {
             return Err(bad(format_args!(
                 "this {setting} or version makes every key invalid ({e}); memcached keys take no spaces or control characters and at most 250 bytes"
             )));
+        }
+        Ok(())
+    }
+}
+
+impl Config {
+    /// TLS settings make sense together: `tls_*` only with TLS on, a CA file with it, a
+    /// client certificate with its key, the text transport, newcache's `tls` feature.
+    fn validate_tls(&self) -> Result<()> {
+        if !self.tls {
+            if self.tls_ca.is_some()
+                || self.tls_cert.is_some()
+                || self.tls_key.is_some()
+                || self.tls_server_name.is_some()
+            {
+                return Err(bad(
+                    "tls_ca, tls_cert, tls_key and tls_server_name go with tls=true (add it to use TLS)",
+                ));
+            }
+            return Ok(());
+        }
+        if self.transport != TransportKind::Text {
+            return Err(bad(format_args!(
+                "tls=true: TLS is supported by the text transport only (transport is {:?})",
+                self.transport
+            )));
+        }
+        if !cfg!(feature = "tls") {
+            return Err(bad(
+                "tls=true needs newcache's `tls` feature; enable it in Cargo.toml (newcache never falls back to plain text silently)",
+            ));
+        }
+        if self.tls_ca.is_none() {
+            return Err(bad(
+                "tls=true needs tls_ca: the PEM file of the CA that signed the servers' certificates (they are always verified)",
+            ));
+        }
+        if self.tls_cert.is_some() != self.tls_key.is_some() {
+            return Err(bad("a client certificate needs both tls_cert and tls_key"));
         }
         Ok(())
     }
@@ -820,6 +904,31 @@ impl Builder {
     /// text transport takes the placement, failover and timeout behaviors.
     pub fn behavior(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
         self.config.behaviors.push((name.into(), value.into()));
+        self
+    }
+
+    /// TLS to every server (text transport, feature `tls`), verified against the CA
+    /// certificates in the PEM file `ca_file` (`tls=true&tls_ca=...` in the URL).
+    pub fn tls(mut self, ca_file: impl Into<PathBuf>) -> Self {
+        self.config.tls = true;
+        self.config.tls_ca = Some(ca_file.into());
+        self
+    }
+
+    /// A client certificate chain and its key (PEM files) for TLS servers that ask for one.
+    pub fn tls_client_cert(
+        mut self,
+        cert_file: impl Into<PathBuf>,
+        key_file: impl Into<PathBuf>,
+    ) -> Self {
+        self.config.tls_cert = Some(cert_file.into());
+        self.config.tls_key = Some(key_file.into());
+        self
+    }
+
+    /// The name servers' TLS certificates must carry, instead of each one's configured host.
+    pub fn tls_server_name(mut self, name: impl Into<String>) -> Self {
+        self.config.tls_server_name = Some(name.into());
         self
     }
 
@@ -1054,6 +1163,16 @@ fn build_text(config: &Config) -> Result<Arc<dyn Transport>> {
             WireProtocol::Auto => newcache_transport_text::Protocol::Auto,
             WireProtocol::Meta => newcache_transport_text::Protocol::Meta,
             WireProtocol::Classic => newcache_transport_text::Protocol::Classic,
+        },
+        tls: match (config.tls, &config.tls_ca) {
+            (true, Some(ca)) => Some(newcache_transport_text::TlsConfig {
+                ca_file: ca.clone(),
+                cert_file: config.tls_cert.clone(),
+                key_file: config.tls_key.clone(),
+                server_name: config.tls_server_name.clone(),
+            }),
+            (true, None) => return Err(bad("tls=true needs tls_ca")),
+            (false, _) => None,
         },
         ..TextConfig::default()
     };

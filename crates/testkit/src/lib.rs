@@ -21,8 +21,10 @@ pub mod proxy;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::PathBuf;
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 /// The line that installs memcached, printed when it is missing.
@@ -179,12 +181,73 @@ pub fn free_port() -> u16 {
     panic!("no free loopback port in {SERVER_PORTS:?}");
 }
 
-/// A memcached process listening on 127.0.0.1, killed when dropped.
+/// A memcached process listening on 127.0.0.1 (or a unix-domain socket), killed when
+/// dropped.
 #[derive(Debug)]
 pub struct Memcached {
     child: Option<Child>,
+    /// The plain-text TCP port (0 for a unix-socket server).
     port: u16,
     args: Vec<String>,
+    listen: Listen,
+}
+
+/// What a test server listens on besides (or instead of) its plain TCP port.
+#[derive(Debug, Clone)]
+enum Listen {
+    /// Plain TCP on `port`.
+    Tcp,
+    /// Only a unix-domain socket at this path (memcached's `-s`, which turns TCP off).
+    Unix(PathBuf),
+    /// TLS on this port (memcached's `-Z`), with the plain port beside it (`notls:`) for
+    /// [`Memcached::raw`] and the start-up check.
+    Tls {
+        port: u16,
+        cert: PathBuf,
+        key: PathBuf,
+        /// With a CA: clients must present a certificate it signed.
+        client_ca: Option<PathBuf>,
+    },
+}
+
+/// Numbers the unix sockets of one test process.
+static SOCKETS: AtomicU32 = AtomicU32::new(0);
+
+/// A connection to a test server, TCP or unix-domain.
+enum RawConn {
+    Tcp(TcpStream),
+    Unix(UnixStream),
+}
+
+impl RawConn {
+    fn set_read_timeout(&self, t: Duration) -> std::io::Result<()> {
+        match self {
+            RawConn::Tcp(s) => s.set_read_timeout(Some(t)),
+            RawConn::Unix(s) => s.set_read_timeout(Some(t)),
+        }
+    }
+}
+
+impl Read for RawConn {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self {
+            RawConn::Tcp(s) => s.read(buf),
+            RawConn::Unix(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for RawConn {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match self {
+            RawConn::Tcp(s) => s.write(buf),
+            RawConn::Unix(s) => s.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 impl Memcached {
@@ -204,6 +267,7 @@ impl Memcached {
                 child: None,
                 port,
                 args: args.clone(),
+                listen: Listen::Tcp,
             };
             match server.spawn() {
                 Ok(()) => return server,
@@ -213,12 +277,101 @@ impl Memcached {
         panic!("memcached did not start: {last_err}");
     }
 
+    /// Starts memcached listening only on a unix-domain socket (`-s PATH -a 0700`, no TCP),
+    /// at a fresh path in the temporary directory ([`Memcached::addr`] is the path; the
+    /// socket file is removed when the server is dropped).
+    pub fn unix() -> Memcached {
+        let n = SOCKETS.fetch_add(1, Ordering::Relaxed);
+        let path = std::env::temp_dir().join(format!(
+            "newcache-memcached-{}-{n}.sock",
+            std::process::id()
+        ));
+        let _ = std::fs::remove_file(&path);
+        let mut server = Memcached {
+            child: None,
+            port: 0,
+            args: Vec::new(),
+            listen: Listen::Unix(path),
+        };
+        if let Err(e) = server.spawn() {
+            panic!("memcached did not start on a unix socket: {e}");
+        }
+        server
+    }
+
+    /// Starts memcached with TLS (`-Z`) on a free port ([`Memcached::tls_addr`]), serving
+    /// the certificate chain and key in these PEM files, and plain text on another port
+    /// ([`Memcached::addr`], for [`Memcached::raw`]).
+    pub fn tls(cert: &Path, key: &Path) -> Memcached {
+        Memcached::start_tls(cert, key, None)
+    }
+
+    /// [`Memcached::tls`], requiring clients to present a certificate signed by the CA in
+    /// the PEM file `client_ca` (`ssl_verify_mode=2`).
+    pub fn tls_verifying_clients(cert: &Path, key: &Path, client_ca: &Path) -> Memcached {
+        Memcached::start_tls(cert, key, Some(client_ca))
+    }
+
+    fn start_tls(cert: &Path, key: &Path, client_ca: Option<&Path>) -> Memcached {
+        let mut last_err = String::new();
+        for _ in 0..5 {
+            let port = free_port();
+            let tls_port = free_port();
+            if tls_port == port {
+                continue;
+            }
+            let mut server = Memcached {
+                child: None,
+                port,
+                args: Vec::new(),
+                listen: Listen::Tls {
+                    port: tls_port,
+                    cert: cert.to_path_buf(),
+                    key: key.to_path_buf(),
+                    client_ca: client_ca.map(Path::to_path_buf),
+                },
+            };
+            match server.spawn() {
+                Ok(()) => return server,
+                Err(e) => last_err = e,
+            }
+        }
+        panic!("memcached did not start with TLS: {last_err}");
+    }
+
     fn spawn(&mut self) -> Result<(), String> {
         let bin =
             memcached_binary().unwrap_or_else(|| panic!("memcached not found; {INSTALL_HINT}"));
         let mut cmd = Command::new(&bin);
-        cmd.args(["-l", "127.0.0.1", "-p", &self.port.to_string(), "-U", "0"])
-            .args(["-m", "64", "-t", "4", "-c", "1024"]);
+        match &self.listen {
+            Listen::Tcp => {
+                cmd.args(["-l", "127.0.0.1", "-p", &self.port.to_string()]);
+            }
+            Listen::Unix(path) => {
+                cmd.arg("-s").arg(path).args(["-a", "0700"]);
+            }
+            Listen::Tls {
+                port,
+                cert,
+                key,
+                client_ca,
+            } => {
+                let mut options = format!(
+                    "ssl_chain_cert={},ssl_key={}",
+                    cert.display(),
+                    key.display()
+                );
+                if let Some(ca) = client_ca {
+                    options.push_str(&format!(",ssl_verify_mode=2,ssl_ca_cert={}", ca.display()));
+                }
+                cmd.arg("-Z")
+                    .arg("-o")
+                    .arg(options)
+                    .arg("-l")
+                    .arg(format!("127.0.0.1:{port},notls:127.0.0.1:{}", self.port));
+            }
+        }
+        cmd.args(["-U", "0", "-m", "64", "-t", "4", "-c", "1024"]);
         if is_root() {
             // memcached refuses to run as root unless told which user to be.
             cmd.args(["-u", "root"]);
@@ -239,7 +392,7 @@ impl Memcached {
                 }
                 return Err(format!("memcached exited with {status}: {}", err.trim()));
             }
-            if ping(self.socket_addr(), child.id()) {
+            if ping(&self.listen, self.socket_addr(), child.id()) {
                 self.child = Some(child);
                 return Ok(());
             }
@@ -247,8 +400,8 @@ impl Memcached {
                 let _ = child.kill();
                 let _ = child.wait();
                 return Err(format!(
-                    "memcached did not answer on port {} within 10 s",
-                    self.port
+                    "memcached did not answer at {} within 10 s",
+                    self.addr()
                 ));
             }
             std::thread::sleep(Duration::from_millis(10));
@@ -260,9 +413,29 @@ impl Memcached {
         self.port
     }
 
-    /// `127.0.0.1:PORT`, as a server list entry.
+    /// `127.0.0.1:PORT`, as a server list entry (the plain-text port of a TLS server); the
+    /// socket's path for a [`Memcached::unix`] server.
     pub fn addr(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
+        match &self.listen {
+            Listen::Unix(path) => path.display().to_string(),
+            _ => format!("127.0.0.1:{}", self.port),
+        }
+    }
+
+    /// `127.0.0.1:PORT` of the TLS port of a [`Memcached::tls`] server. Panics for others.
+    pub fn tls_addr(&self) -> String {
+        match &self.listen {
+            Listen::Tls { port, .. } => format!("127.0.0.1:{port}"),
+            _ => panic!("memcached at {} was not started with TLS", self.addr()),
+        }
+    }
+
+    /// The path of a [`Memcached::unix`] server's socket.
+    pub fn socket_path(&self) -> Option<&Path> {
+        match &self.listen {
+            Listen::Unix(path) => Some(path),
+            _ => None,
+        }
     }
 
     /// The socket address it listens on.
@@ -330,9 +503,9 @@ impl Memcached {
     /// Sends one raw text-protocol command and returns the raw reply up to and including
     /// `terminator` (e.g. `b"END\r\n"`). For tests that look at the server past any client.
     pub fn raw(&self, command: &str, terminator: &[u8]) -> Vec<u8> {
-        let mut s = TcpStream::connect_timeout(&self.socket_addr(), Duration::from_secs(2))
+        let mut s = connect(&self.listen, self.socket_addr(), Duration::from_secs(2))
             .unwrap_or_else(|e| panic!("cannot connect to memcached at {}: {e}", self.addr()));
-        s.set_read_timeout(Some(Duration::from_secs(5)))
+        s.set_read_timeout(Duration::from_secs(5))
             .unwrap_or_else(|e| panic!("set_read_timeout: {e}"));
         s.write_all(command.as_bytes())
             .unwrap_or_else(|e| panic!("write to memcached: {e}"));
@@ -383,6 +556,17 @@ impl Memcached {
 impl Drop for Memcached {
     fn drop(&mut self) {
         self.kill();
+        if let Listen::Unix(path) = &self.listen {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
+
+/// A plain-text connection to a test server: its unix socket, else its plain TCP port.
+fn connect(listen: &Listen, addr: SocketAddr, timeout: Duration) -> std::io::Result<RawConn> {
+    match listen {
+        Listen::Unix(path) => UnixStream::connect(path).map(RawConn::Unix),
+        _ => TcpStream::connect_timeout(&addr, timeout).map(RawConn::Tcp),
     }
 }
 
@@ -410,11 +594,11 @@ fn all_threads_stopped(pid: u32) -> bool {
 
 /// True when the memcached answering at `addr` is the process `pid`: another test's server
 /// that holds the port (two tests drew the same free port) does not count.
-fn ping(addr: SocketAddr, pid: u32) -> bool {
-    let Ok(mut s) = TcpStream::connect_timeout(&addr, Duration::from_millis(200)) else {
+fn ping(listen: &Listen, addr: SocketAddr, pid: u32) -> bool {
+    let Ok(mut s) = connect(listen, addr, Duration::from_millis(200)) else {
         return false;
     };
-    let _ = s.set_read_timeout(Some(Duration::from_millis(500)));
+    let _ = s.set_read_timeout(Duration::from_millis(500));
     if s.write_all(b"stats\r\n").is_err() {
         return false;
     }
@@ -453,13 +637,25 @@ mod tests {
         assert_eq!(m.port(), port);
         assert_eq!(m.raw("get k\r\n", b"END\r\n"), b"END\r\n");
         let pid = m.child.as_ref().map(Child::id).unwrap();
-        assert!(ping(m.socket_addr(), pid));
+        assert!(ping(&Listen::Tcp, m.socket_addr(), pid));
         assert!(
-            !ping(m.socket_addr(), pid + 1),
+            !ping(&Listen::Tcp, m.socket_addr(), pid + 1),
             "another process's server is not ours"
         );
         m.kill();
         assert!(!m.is_running());
-        assert!(!ping(m.socket_addr(), pid));
+        assert!(!ping(&Listen::Tcp, m.socket_addr(), pid));
+    }
+
+    #[test]
+    fn a_unix_socket_server_answers_at_its_path_and_restarts() {
+        let mut m = Memcached::unix();
+        let path = m.socket_path().unwrap().to_path_buf();
+        assert_eq!(m.addr(), path.display().to_string());
+        assert!(m.raw("version\r\n", b"\r\n").starts_with(b"VERSION 1."));
+        m.restart();
+        assert!(m.raw("version\r\n", b"\r\n").starts_with(b"VERSION 1."));
+        drop(m);
+        assert!(!path.exists(), "the socket file is removed");
     }
 }

@@ -89,11 +89,21 @@ pub(crate) struct Cluster {
     epoch: Instant,
 }
 
+/// How a server is named in errors and [`crate::TextTransport::servers`]: `host:port`, or
+/// the path of a unix-domain socket (port 0, as libmemcached gives one).
+pub(crate) fn server_label(server: &Server) -> String {
+    if server.port == 0 {
+        server.host.clone()
+    } else {
+        server.address()
+    }
+}
+
 impl Cluster {
     pub(crate) fn new(servers: Vec<Server>, settings: Settings, failover: Failover) -> Cluster {
         let ring = Ring::new(&servers, &settings);
         Cluster {
-            labels: servers.iter().map(Server::address).collect(),
+            labels: servers.iter().map(server_label).collect(),
             health: servers.iter().map(|_| Health::default()).collect(),
             servers,
             settings,

@@ -65,6 +65,9 @@ mod cluster;
 mod command;
 mod pool;
 pub mod proto;
+mod stream;
+#[cfg(feature = "tls")]
+mod tls;
 
 pub use cluster::Failover;
 pub use newcache_placement as placement;
@@ -73,6 +76,8 @@ use std::fmt;
 use std::io::{self, IoSliceMut, Read, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::ops::Range;
+use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
 use std::str::FromStr;
 use std::sync::atomic::{AtomicU32, AtomicU8, Ordering};
 use std::sync::{Arc, Condvar, Mutex, Once, Weak};
@@ -87,6 +92,7 @@ use newcache_transport::{
 };
 use pool::{Checkout, Permit, Pool};
 use proto::{meta, Decoder, Expect, Meta, Reply, Status};
+use stream::{Socket, Stream};
 
 /// Which protocol the transport speaks to its servers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -158,7 +164,10 @@ impl FromStr for Protocol {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TextConfig {
     /// Servers as `host:port`, `host` (port 11211) or `[v6addr]:port`, each optionally with
-    /// a weight (`host:port:weight`) for weighted ketama. Their order matters for placement,
+    /// a weight (`host:port:weight`) for weighted ketama; or a unix-domain socket's absolute
+    /// path, `/run/memcached.sock` (as pylibmc writes it) or `unix:/run/memcached.sock` (as
+    /// python-memcached and Django do), placed as libmemcached places a socket server (its
+    /// path, port 0; sockets and TCP servers mix in one ring). Their order matters for placement,
     /// as in pylibmc.
     pub servers: Vec<String>,
     /// Timeout for opening a connection.
@@ -201,6 +210,28 @@ pub struct TextConfig {
     pub placement: Behaviors,
     /// What happens when a server fails.
     pub failover: Failover,
+    /// TLS to every server (memcached's `-Z`), verified against a CA; `None` (the default):
+    /// plain connections. Needs the crate's `tls` feature: without it, a transport with TLS
+    /// settings is refused ([`Error::Unsupported`]), never built in plain text.
+    pub tls: Option<TlsConfig>,
+}
+
+/// TLS settings of a [`TextTransport`] (feature `tls`, rustls). Servers' certificates are
+/// always verified: against the CA certificates in [`TlsConfig::ca_file`], for the name the
+/// server was configured by (a host name or an IP address), or [`TlsConfig::server_name`].
+/// There is no way to turn verification off.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct TlsConfig {
+    /// A PEM file of the CA certificates that servers' certificates must chain to.
+    pub ca_file: PathBuf,
+    /// A PEM file of the client's certificate chain, for servers that ask for one
+    /// (memcached's `ssl_verify_mode`); goes with [`TlsConfig::key_file`].
+    pub cert_file: Option<PathBuf>,
+    /// A PEM file of the client certificate's private key (PKCS#8, PKCS#1 or SEC1).
+    pub key_file: Option<PathBuf>,
+    /// The name every server's certificate must carry, instead of the host it was configured
+    /// by (needed for unix-domain sockets, which have no host name).
+    pub server_name: Option<String>,
 }
 
 /// Why [`TextConfig::set_behavior`] refused a behavior.
@@ -329,6 +360,7 @@ impl Default for TextConfig {
             item_size_limit: DEFAULT_ITEM_SIZE_LIMIT,
             placement: Behaviors::default(),
             failover: Failover::default(),
+            tls: None,
         }
     }
 }
@@ -420,7 +452,7 @@ impl ReadBuf {
 
 /// One open connection to one server.
 struct Conn {
-    stream: TcpStream,
+    stream: Stream,
     rbuf: ReadBuf,
     wbuf: Vec<u8>,
     /// The dialect it speaks, fixed when it opened.
@@ -432,9 +464,9 @@ struct Conn {
 }
 
 impl Conn {
-    fn new(stream: TcpStream, wire: Wire, mut permit: Permit<Conn>, first_opaque: u32) -> Conn {
+    fn new(stream: Stream, wire: Wire, mut permit: Permit<Conn>, first_opaque: u32) -> Conn {
         // When the connection goes, its place is freed once the server has closed its side.
-        if let Ok(socket) = stream.try_clone() {
+        if let Ok(socket) = stream.socket().try_clone() {
             permit.attach(socket);
         }
         Conn {
@@ -468,9 +500,23 @@ const WIRE_CLASSIC: u8 = 2;
 /// One configured server and its connections.
 struct Server {
     label: String,
+    /// Where it listens.
+    endpoint: Endpoint,
+    /// The name its TLS certificate must carry (with TLS).
+    #[cfg(feature = "tls")]
+    tls_name: Option<rustls::pki_types::ServerName<'static>>,
     pool: Pool<Conn>,
     /// With [`Protocol::Auto`]: what the server's probe found (`WIRE_*`).
     wire: AtomicU8,
+}
+
+/// Where a server listens.
+#[derive(Debug, Clone)]
+enum Endpoint {
+    /// `host:port` over TCP.
+    Tcp(String),
+    /// A unix-domain socket's path.
+    Unix(PathBuf),
 }
 
 /// A connection just had: ready, or waiting for the reply to the probe sent on it (with
@@ -495,9 +541,13 @@ struct Reaper {
     stop: Arc<(Mutex<bool>, Condvar)>,
 }
 
-/// memcached's text protocol over TCP; see the crate documentation.
+/// memcached's text protocol over TCP or unix-domain sockets, optionally TLS (feature
+/// `tls`); see the crate documentation.
 pub struct TextTransport {
     servers: Arc<[Server]>,
+    /// The TLS client settings, when connections speak TLS.
+    #[cfg(feature = "tls")]
+    tls: Option<Arc<rustls::ClientConfig>>,
     cluster: Cluster,
     config: TextConfig,
     /// Connections opened so far, which seeds each one's first opaque token.
@@ -530,13 +580,20 @@ impl TextTransport {
         let specs = config
             .servers
             .iter()
-            .map(|s| {
-                placement::Server::parse(s).map_err(|e| Error::Protocol {
+            .map(|s| match socket_path(s) {
+                // As libmemcached names a socket server: its path, port 0 (ketama points
+                // are then `path:0-N`, as libmemcached's).
+                Some(path) => Ok(placement::Server {
+                    host: path.to_string(),
+                    port: 0,
+                    weight: 1,
+                }),
+                None => placement::Server::parse(s).map_err(|e| Error::Protocol {
                     server: s.clone(),
                     detail: format!(
-                        "{e}; a server is host, host:port, host:port:weight or [v6addr]:port"
+                        "{e}; a server is host, host:port, host:port:weight, [v6addr]:port, or a unix-domain socket's absolute path (/path or unix:/path)"
                     ),
-                })
+                }),
             })
             .collect::<Result<Vec<_>>>()?;
         let settings = config.placement.settings(&specs);
@@ -550,17 +607,56 @@ impl TextTransport {
             0 => usize::MAX,
             n => n,
         };
+        #[cfg(feature = "tls")]
+        let tls = config
+            .tls
+            .as_ref()
+            .map(|t| {
+                tls::client_config(t).map_err(|source| Error::Connect {
+                    server: config.servers.join(","),
+                    source,
+                })
+            })
+            .transpose()?;
+        #[cfg(not(feature = "tls"))]
+        if config.tls.is_some() {
+            return Err(Error::Unsupported {
+                server: "the text transport".into(),
+                command: "TLS (build newcache-transport-text with its `tls` feature)".into(),
+            });
+        }
         let servers = specs
             .iter()
-            .map(|s| Server {
-                label: s.address(),
-                pool: Pool::new(max_open, config.max_idle_per_server, config.idle_timeout),
-                wire: AtomicU8::new(WIRE_UNKNOWN),
+            .map(|s| {
+                let label = cluster::server_label(s);
+                Ok(Server {
+                    endpoint: if s.port == 0 {
+                        Endpoint::Unix(PathBuf::from(&s.host))
+                    } else {
+                        Endpoint::Tcp(s.address())
+                    },
+                    #[cfg(feature = "tls")]
+                    tls_name: match &config.tls {
+                        Some(t) => {
+                            Some(tls::server_name(t, s).map_err(|source| Error::Connect {
+                                server: label.clone(),
+                                source,
+                            })?)
+                        }
+                        None => None,
+                    },
+                    label,
+                    pool: Pool::new(max_open, config.max_idle_per_server, config.idle_timeout),
+                    wire: AtomicU8::new(WIRE_UNKNOWN),
+                })
             })
-            .collect();
+            .collect::<Result<Vec<Server>>>()?
+            .into();
         let cluster = Cluster::new(specs, settings, config.failover);
         Ok(TextTransport {
             servers,
+            #[cfg(feature = "tls")]
+            tls,
             cluster,
             config,
             opened: AtomicU32::new(0),
@@ -607,17 +703,41 @@ impl TextTransport {
         self.servers.get(index).ok_or(Error::NoServers)
     }
 
-    /// A TCP connection to the server, set up (no delay, read and write timeouts).
-    fn connect_stream(&self, server: &Server) -> Result<TcpStream> {
+    /// A connection to the server (TLS set up, when configured).
+    fn connect_stream(&self, server: &Server) -> Result<Stream> {
+        let socket = self.connect_socket(server)?;
+        #[cfg(feature = "tls")]
+        if let (Some(config), Some(name)) = (&self.tls, &server.tls_name) {
+            let deadline = Instant::now() + self.config.connect_timeout + self.config.read_timeout;
+            return tls::handshake(config.clone(), name.clone(), socket, deadline)
+                .map(|tls| Stream::Tls(Box::new(tls)))
+                .map_err(|source| Error::Connect {
+                    server: server.label.clone(),
+                    source,
+                });
+        }
+        Ok(Stream::Plain(socket))
+    }
+
+    /// A socket connected to the server, set up (no delay, read and write timeouts).
+    fn connect_socket(&self, server: &Server) -> Result<Socket> {
         let connect_err = |source| Error::Connect {
             server: server.label.clone(),
             source,
         };
-        let addrs: Vec<SocketAddr> = server
-            .label
-            .to_socket_addrs()
-            .map_err(connect_err)?
-            .collect();
+        let address = match &server.endpoint {
+            Endpoint::Tcp(address) => address,
+            Endpoint::Unix(path) => {
+                // A local connect does not block on the network: no connect timeout needed.
+                let stream = UnixStream::connect(path).map_err(connect_err)?;
+                stream
+                    .set_read_timeout(Some(self.config.read_timeout))
+                    .and_then(|()| stream.set_write_timeout(Some(self.config.write_timeout)))
+                    .map_err(connect_err)?;
+                return Ok(Socket::Unix(stream));
+            }
+        };
+        let addrs: Vec<SocketAddr> = address.to_socket_addrs().map_err(connect_err)?.collect();
         let mut last = io::Error::new(io::ErrorKind::NotFound, "the host has no address");
         for addr in addrs {
             match TcpStream::connect_timeout(&addr, self.config.connect_timeout) {
@@ -627,7 +747,7 @@ impl TextTransport {
                         .and_then(|()| stream.set_read_timeout(Some(self.config.read_timeout)))
                         .and_then(|()| stream.set_write_timeout(Some(self.config.write_timeout)));
                     setup.map_err(connect_err)?;
-                    return Ok(stream);
+                    return Ok(Socket::Tcp(stream));
                 }
                 Err(e) => last = e,
             }
@@ -635,7 +755,7 @@ impl TextTransport {
         Err(connect_err(last))
     }
 
-    fn new_conn(&self, stream: TcpStream, wire: Wire, permit: Permit<Conn>) -> Conn {
+    fn new_conn(&self, stream: Stream, wire: Wire, permit: Permit<Conn>) -> Conn {
         // Each connection starts its tokens elsewhere, so a reply that strays from one
         // connection to another does not carry the token the other expects either.
         let seed = self
@@ -758,8 +878,8 @@ impl TextTransport {
     fn start_checkout(&self, server: &Server) -> std::result::Result<Opened, Acquire> {
         loop {
             match server.pool.checkout(self.config.read_timeout) {
-                Ok(Checkout::Idle(conn)) => {
-                    if conn.wire == Wire::Classic && has_bytes_waiting(&conn.stream) {
+                Ok(Checkout::Idle(mut conn)) => {
+                    if conn.wire == Wire::Classic && conn.stream.has_bytes_waiting() {
                         // A reply nobody asked for (a duplicate, a late one) or a closed
                         // connection: never read as the next request's reply.
                         continue;
@@ -785,7 +905,7 @@ impl TextTransport {
     fn checkin(&self, server: &Server, mut conn: Conn) {
         conn.wbuf.clear();
         conn.rbuf.shrink();
-        if conn.rbuf.filled().is_empty() {
+        if conn.rbuf.filled().is_empty() && conn.stream.buffered() == 0 {
             server.pool.checkin(conn);
             self.start_reaper();
         }
@@ -846,6 +966,7 @@ impl TextTransport {
     fn send(&self, server: &Server, conn: &mut Conn) -> Result<()> {
         conn.stream
             .write_all(&conn.wbuf)
+            .and_then(|()| conn.stream.flush())
             .map_err(|e| self.io_error(server, e, self.config.write_timeout))
     }
 
@@ -958,19 +1079,21 @@ impl TextTransport {
     /// classic protocol the replies just read may be someone else's, so that is an
     /// [`Error::Protocol`]; in meta every reply was matched by its tag, so the replies stand
     /// and only the connection is closed.
-    fn finish(&self, server: &Server, conn: Conn, restore: bool) -> Result<()> {
+    fn finish(&self, server: &Server, mut conn: Conn, restore: bool) -> Result<()> {
         if conn.wire == Wire::Meta && server.wire.load(Ordering::Relaxed) != WIRE_META {
             // Meta spoken (with Protocol::Meta) and answered: the server knows it.
             server.wire.store(WIRE_META, Ordering::Relaxed);
         }
-        if !conn.rbuf.filled().is_empty() {
+        // With TLS, bytes may also wait decrypted in the TLS session.
+        let decrypted = conn.stream.buffered();
+        if !conn.rbuf.filled().is_empty() || decrypted > 0 {
             return match conn.wire {
                 Wire::Meta => Ok(()),
                 Wire::Classic => Err(Error::Protocol {
                     server: server.label.clone(),
                     detail: format!(
                         "{} bytes followed the reply ({:?}...): it may have been the reply to another request, so the connection was closed",
-                        conn.rbuf.filled().len(),
+                        conn.rbuf.filled().len() + decrypted,
                         String::from_utf8_lossy(conn.rbuf.filled().get(..40).unwrap_or(conn.rbuf.filled()))
                     ),
                 }),
@@ -1723,23 +1846,18 @@ impl TextTransport {
     }
 }
 
+/// The path of a unix-domain socket server entry: `/path` (as pylibmc and libmemcached
+/// write one) or `unix:/path` (as python-memcached, pymemcache and Django do).
+fn socket_path(entry: &str) -> Option<&str> {
+    let entry = entry.trim();
+    let path = entry.strip_prefix("unix:").unwrap_or(entry);
+    path.starts_with('/').then_some(path)
+}
+
 /// True for an [`Error::Io`] of a connection closed before any byte of the reply.
 fn closed_without_reply(e: &Error) -> bool {
     matches!(e, Error::Io { source, .. }
         if source.get_ref().is_some_and(|e| e.is::<ClosedWithoutReply>()))
-}
-
-/// True when bytes wait to be read on an idle connection, or it was closed (or cannot be
-/// asked): such a connection is not reused. Three system calls (non-blocking on, peek,
-/// off); made only for classic connections, whose replies carry no tag.
-fn has_bytes_waiting(stream: &TcpStream) -> bool {
-    if stream.set_nonblocking(true).is_err() {
-        return true;
-    }
-    let mut byte = [0u8; 1];
-    let waiting =
-        !matches!(stream.peek(&mut byte), Err(e) if e.kind() == io::ErrorKind::WouldBlock);
-    stream.set_nonblocking(false).is_err() || waiting
 }
 
 fn is_error_line(status: &Status) -> bool {

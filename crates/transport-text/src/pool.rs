@@ -11,10 +11,12 @@
 //! and are closed first.
 
 use std::io::{ErrorKind, Read};
-use std::net::{Shutdown, TcpStream};
+use std::net::Shutdown;
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
+
+use crate::stream::Socket;
 
 /// The longest a closed connection holds its place waiting for the server to close its side
 /// (a hung server never does).
@@ -35,7 +37,7 @@ struct Shared<C> {
     state: Mutex<State<C>>,
     freed: Condvar,
     /// To the closer thread (started with the first connection opened).
-    closer: Mutex<Option<Sender<TcpStream>>>,
+    closer: Mutex<Option<Sender<Socket>>>,
 }
 
 impl<C> Shared<C> {
@@ -62,14 +64,14 @@ struct State<C> {
 pub(crate) struct Permit<C> {
     shared: Weak<Shared<C>>,
     /// A second handle on the connection's socket, half-closed when the permit goes.
-    socket: Option<TcpStream>,
+    socket: Option<Socket>,
 }
 
 impl<C> Permit<C> {
     /// Ties the permit to its connection's socket (a second handle on it, from
     /// `try_clone`): when the permit is dropped, after the connection's own handle, the
     /// socket is half-closed and the place freed once the server has closed its side.
-    pub(crate) fn attach(&mut self, socket: TcpStream) {
+    pub(crate) fn attach(&mut self, socket: Socket) {
         self.socket = Some(socket);
     }
 }
@@ -96,9 +98,9 @@ impl<C> Drop for Permit<C> {
 /// The closer thread of a pool: holds half-closed sockets until the server closes its side
 /// (end of file) or [`CLOSE_WAIT`] passes, then frees their places. Stops when the pool is
 /// dropped and nothing is pending.
-fn closer<C>(incoming: Receiver<TcpStream>, shared: Weak<Shared<C>>) {
-    let mut pending: Vec<(TcpStream, Instant)> = Vec::new();
-    let add = |pending: &mut Vec<(TcpStream, Instant)>, socket: TcpStream| {
+fn closer<C>(incoming: Receiver<Socket>, shared: Weak<Shared<C>>) {
+    let mut pending: Vec<(Socket, Instant)> = Vec::new();
+    let add = |pending: &mut Vec<(Socket, Instant)>, socket: Socket| {
         if socket.set_nonblocking(true).is_ok() {
             pending.push((socket, Instant::now() + CLOSE_WAIT));
         } else if let Some(shared) = shared.upgrade() {

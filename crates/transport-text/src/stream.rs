@@ -1,0 +1,189 @@
+//! What a connection reads and writes: a TCP or unix-domain socket, optionally under TLS
+//! (feature `tls`).
+
+use std::io::{self, IoSliceMut, Read, Write};
+use std::net::{Shutdown, TcpStream};
+use std::os::unix::net::UnixStream;
+use std::time::Duration;
+
+/// A connected socket: TCP, or a unix-domain socket (memcached's `-s`).
+#[derive(Debug)]
+pub(crate) enum Socket {
+    Tcp(TcpStream),
+    Unix(UnixStream),
+}
+
+impl Socket {
+    /// A second handle on the same socket.
+    pub(crate) fn try_clone(&self) -> io::Result<Socket> {
+        match self {
+            Socket::Tcp(s) => s.try_clone().map(Socket::Tcp),
+            Socket::Unix(s) => s.try_clone().map(Socket::Unix),
+        }
+    }
+
+    pub(crate) fn shutdown(&self, how: Shutdown) -> io::Result<()> {
+        match self {
+            Socket::Tcp(s) => s.shutdown(how),
+            Socket::Unix(s) => s.shutdown(how),
+        }
+    }
+
+    pub(crate) fn set_nonblocking(&self, on: bool) -> io::Result<()> {
+        match self {
+            Socket::Tcp(s) => s.set_nonblocking(on),
+            Socket::Unix(s) => s.set_nonblocking(on),
+        }
+    }
+
+    pub(crate) fn set_read_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
+        match self {
+            Socket::Tcp(s) => s.set_read_timeout(timeout),
+            Socket::Unix(s) => s.set_read_timeout(timeout),
+        }
+    }
+
+    /// True when bytes wait to be read, or the socket was closed (or cannot be asked).
+    /// Three system calls (non-blocking on, peek, off).
+    fn has_bytes_waiting(&self) -> bool {
+        if self.set_nonblocking(true).is_err() {
+            return true;
+        }
+        let mut byte = [0u8; 1];
+        let peeked = match self {
+            Socket::Tcp(s) => s.peek(&mut byte),
+            // UnixStream::peek is not stable: a plain read, as the byte read means the
+            // connection is not reused anyway.
+            Socket::Unix(s) => {
+                let mut s: &UnixStream = s;
+                s.read(&mut byte)
+            }
+        };
+        let waiting = !matches!(peeked, Err(e) if e.kind() == io::ErrorKind::WouldBlock);
+        self.set_nonblocking(false).is_err() || waiting
+    }
+}
+
+impl Read for Socket {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Socket::Tcp(s) => s.read(buf),
+            Socket::Unix(s) => s.read(buf),
+        }
+    }
+
+    fn read_vectored(&mut self, bufs: &mut [IoSliceMut<'_>]) -> io::Result<usize> {
+        match self {
+            Socket::Tcp(s) => s.read_vectored(bufs),
+            Socket::Unix(s) => s.read_vectored(bufs),
+        }
+    }
+}
+
+impl Write for Socket {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Socket::Tcp(s) => s.write(buf),
+            Socket::Unix(s) => s.write(buf),
+        }
+    }
+
+    fn write_vectored(&mut self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
+        match self {
+            Socket::Tcp(s) => s.write_vectored(bufs),
+            Socket::Unix(s) => s.write_vectored(bufs),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// A connection's byte stream: a socket, or TLS over one.
+pub(crate) enum Stream {
+    Plain(Socket),
+    #[cfg(feature = "tls")]
+    Tls(Box<rustls::StreamOwned<rustls::ClientConnection, Socket>>),
+}
+
+impl Stream {
+    /// The socket under the stream.
+    pub(crate) fn socket(&self) -> &Socket {
+        match self {
+            Stream::Plain(s) => s,
+            #[cfg(feature = "tls")]
+            Stream::Tls(s) => s.get_ref(),
+        }
+    }
+
+    pub(crate) fn set_read_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
+        self.socket().set_read_timeout(timeout)
+    }
+
+    /// True when bytes wait to be read on an idle connection (on the socket, or decrypted
+    /// and not yet read), or it was closed (or cannot be asked): such a connection is not
+    /// reused.
+    pub(crate) fn has_bytes_waiting(&mut self) -> bool {
+        match self {
+            Stream::Plain(s) => s.has_bytes_waiting(),
+            #[cfg(feature = "tls")]
+            Stream::Tls(s) => {
+                s.get_ref().has_bytes_waiting()
+                    || s.conn
+                        .process_new_packets()
+                        .map_or(true, |state| state.plaintext_bytes_to_read() > 0)
+            }
+        }
+    }
+
+    /// The plaintext bytes a TLS connection has decrypted and not handed out yet (none on a
+    /// plain socket): bytes after a reply that the read buffer cannot see.
+    pub(crate) fn buffered(&mut self) -> usize {
+        match self {
+            Stream::Plain(_) => 0,
+            #[cfg(feature = "tls")]
+            Stream::Tls(s) => s
+                .conn
+                .process_new_packets()
+                .map_or(0, |state| state.plaintext_bytes_to_read()),
+        }
+    }
+}
+
+impl Read for Stream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Stream::Plain(s) => s.read(buf),
+            #[cfg(feature = "tls")]
+            Stream::Tls(s) => s.read(buf),
+        }
+    }
+
+    fn read_vectored(&mut self, bufs: &mut [IoSliceMut<'_>]) -> io::Result<usize> {
+        match self {
+            Stream::Plain(s) => s.read_vectored(bufs),
+            #[cfg(feature = "tls")]
+            Stream::Tls(s) => s.read_vectored(bufs),
+        }
+    }
+}
+
+impl Write for Stream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Stream::Plain(s) => s.write(buf),
+            #[cfg(feature = "tls")]
+            Stream::Tls(s) => s.write(buf),
+        }
+    }
+
+    /// Sends what TLS still holds (a no-op on a plain socket).
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Stream::Plain(s) => s.flush(),
+            #[cfg(feature = "tls")]
+            Stream::Tls(s) => s.flush(),
+        }
+    }
+}

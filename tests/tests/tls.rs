@@ -1,0 +1,230 @@
+//! TLS to memcached (`-Z`) with certificates made here: the facade over a verified
+//! connection (meta and classic), a client certificate, the conformance suite over TLS, and
+//! the failures (wrong CA, wrong name, a plain server, bad settings) as typed errors.
+#![cfg(feature = "tls")]
+
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use newcache::{Cache, Ttl};
+use newcache_testkit::Memcached;
+use newcache_tests::ServerFixture;
+use newcache_transport_text::{TextConfig, TextTransport, TlsConfig};
+use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
+
+/// The PEM files of one test process: a CA, a server certificate for localhost and
+/// 127.0.0.1 signed by it, a client certificate signed by it, and an unrelated CA.
+struct Pki {
+    dir: PathBuf,
+}
+
+impl Pki {
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.join(name)
+    }
+}
+
+fn write_ca(dir: &Path, name: &str) -> (rcgen::Certificate, KeyPair) {
+    let key = KeyPair::generate().unwrap();
+    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params
+        .distinguished_name
+        .push(DnType::CommonName, format!("newcache test {name}"));
+    let cert = params.self_signed(&key).unwrap();
+    std::fs::write(dir.join(format!("{name}.pem")), cert.pem()).unwrap();
+    (cert, key)
+}
+
+fn write_leaf(dir: &Path, name: &str, names: &[&str], ca: &(rcgen::Certificate, KeyPair)) {
+    let key = KeyPair::generate().unwrap();
+    let params =
+        CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>()).unwrap();
+    let cert = params.signed_by(&key, &ca.0, &ca.1).unwrap();
+    std::fs::write(dir.join(format!("{name}.pem")), cert.pem()).unwrap();
+    std::fs::write(dir.join(format!("{name}-key.pem")), key.serialize_pem()).unwrap();
+}
+
+fn pki() -> &'static Pki {
+    static PKI: OnceLock<Pki> = OnceLock::new();
+    PKI.get_or_init(|| {
+        let dir = std::env::temp_dir().join(format!("newcache-tls-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let ca = write_ca(&dir, "ca");
+        write_ca(&dir, "other-ca");
+        write_leaf(&dir, "server", &["localhost", "127.0.0.1"], &ca);
+        write_leaf(&dir, "client", &["newcache-client"], &ca);
+        Pki { dir }
+    })
+}
+
+fn tls_server() -> Memcached {
+    let p = pki();
+    Memcached::tls(&p.path("server.pem"), &p.path("server-key.pem"))
+}
+
+fn exercise(cache: &Cache, server: &Memcached) {
+    cache.set("greeting", "hello", Ttl::Seconds(60)).unwrap();
+    assert_eq!(
+        cache.get::<String>("greeting").unwrap().as_deref(),
+        Some("hello")
+    );
+    cache.set("n", &5u64, Ttl::Seconds(60)).unwrap();
+    assert_eq!(cache.incr("n", 3).unwrap(), 8);
+    let big = "x".repeat(300_000);
+    cache.set("big", &big, Ttl::Seconds(60)).unwrap();
+    let many = cache
+        .get_many::<_, String>(&["greeting", "big", "missing"])
+        .unwrap()
+        .into_complete()
+        .unwrap();
+    assert_eq!(many.len(), 2);
+    assert_eq!(many.get("big"), Some(&big));
+    assert!(cache.delete("greeting").unwrap());
+    assert_eq!(cache.get::<String>("greeting").unwrap(), None);
+    // Stored for real: the plain port of the same server sees the items.
+    assert!(server.stat("curr_items") >= 2);
+}
+
+fn url(addr: &str, params: &str) -> String {
+    format!(
+        "newcache://{addr}/?tls=true&tls_ca={}{params}",
+        pki().path("ca.pem").display()
+    )
+}
+
+#[test]
+fn a_verified_tls_connection_carries_every_operation() {
+    let server = tls_server();
+    for protocol in ["auto", "classic"] {
+        let cache =
+            Cache::from_url(&url(&server.tls_addr(), &format!("&protocol={protocol}"))).unwrap();
+        exercise(&cache, &server);
+    }
+    // Every handshake went through (memcached counts the failed ones).
+    assert_eq!(server.stat("ssl_handshake_errors"), 0);
+}
+
+#[test]
+fn the_server_name_can_be_given_instead_of_the_host() {
+    let server = tls_server();
+    let cache = Cache::from_url(&url(&server.tls_addr(), "&tls_server_name=localhost")).unwrap();
+    exercise(&cache, &server);
+}
+
+/// The error of a first request that cannot connect, with its source chain in the text.
+fn connect_error(url: &str) -> String {
+    let cache = Cache::from_url(url).unwrap();
+    let e = cache.get::<String>("k").unwrap_err();
+    let newcache::Error::Transport(newcache_transport::Error::Connect { source, .. }) = &e else {
+        panic!("not a connect error: {e:?}");
+    };
+    format!("{e} / {source:?}")
+}
+
+#[test]
+fn a_certificate_from_another_ca_is_a_connect_error() {
+    let server = tls_server();
+    let url = format!(
+        "newcache://{}/?tls=true&tls_ca={}",
+        server.tls_addr(),
+        pki().path("other-ca.pem").display()
+    );
+    let text = connect_error(&url);
+    assert!(text.contains("UnknownIssuer"), "{text}");
+}
+
+#[test]
+fn a_certificate_for_another_name_is_a_connect_error() {
+    let server = tls_server();
+    let text = connect_error(&url(
+        &server.tls_addr(),
+        "&tls_server_name=cache.example.com",
+    ));
+    assert!(text.contains("NotValidForName"), "{text}");
+}
+
+#[test]
+fn tls_to_a_plain_server_is_a_connect_error_not_a_hang() {
+    let server = Memcached::start();
+    let started = std::time::Instant::now();
+    let text = connect_error(&url(&server.addr(), ""));
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(3),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_server_that_verifies_clients_takes_the_client_certificate() {
+    let p = pki();
+    let server = Memcached::tls_verifying_clients(
+        &p.path("server.pem"),
+        &p.path("server-key.pem"),
+        &p.path("ca.pem"),
+    );
+    let with_cert = url(
+        &server.tls_addr(),
+        &format!(
+            "&tls_cert={}&tls_key={}",
+            p.path("client.pem").display(),
+            p.path("client-key.pem").display()
+        ),
+    );
+    exercise(&Cache::from_url(&with_cert).unwrap(), &server);
+    // Without one, memcached refuses the handshake (TLS 1.3 reports it on the first read).
+    let cache = Cache::from_url(&url(&server.tls_addr(), "")).unwrap();
+    assert!(cache.get::<String>("k").is_err());
+}
+
+#[test]
+fn incomplete_or_unusable_tls_settings_are_refused() {
+    for bad in [
+        "newcache://127.0.0.1:1/?tls=true",
+        "newcache://127.0.0.1:1/?tls_ca=/etc/ca.pem",
+        "newcache://127.0.0.1:1/?tls=true&tls_ca=/etc/ca.pem&tls_cert=/c.pem",
+        "newcache://127.0.0.1:1/?tls=true&tls_ca=/etc/ca.pem&transport=memory",
+    ] {
+        assert!(
+            matches!(Cache::from_url(bad), Err(newcache::Error::Config(_))),
+            "{bad}"
+        );
+    }
+    // A CA file that is missing or holds no certificate: refused when the cache is built.
+    let missing = format!(
+        "newcache://127.0.0.1:1/?tls=true&tls_ca={}",
+        pki().path("absent.pem").display()
+    );
+    let e = Cache::from_url(&missing).unwrap_err().to_string();
+    assert!(e.contains("absent.pem"), "{e}");
+    let not_pem = format!(
+        "newcache://127.0.0.1:1/?tls=true&tls_ca={}",
+        pki().path("server-key.pem").display()
+    );
+    assert!(Cache::from_url(&not_pem).is_err());
+}
+
+/// A text transport over TLS to `addr` (the servers the fixture passes are its plain ports).
+fn tls_transport(addr: String) -> Box<dyn newcache_transport::Transport> {
+    Box::new(
+        TextTransport::new(TextConfig {
+            servers: vec![addr],
+            tls: Some(TlsConfig {
+                ca_file: pki().path("ca.pem"),
+                ..TlsConfig::default()
+            }),
+            ..TextConfig::default()
+        })
+        .unwrap_or_else(|e| panic!("TextTransport::new failed: {e}")),
+    )
+}
+
+fn tls_fixture() -> ServerFixture {
+    let server = tls_server();
+    let addr = server.tls_addr();
+    ServerFixture::with_servers(vec![server], move |_| tls_transport(addr))
+}
+
+mod conformance {
+    newcache_tests::conformance_suite!(super::tls_fixture);
+}

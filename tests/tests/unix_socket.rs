@@ -1,0 +1,137 @@
+//! Unix-domain-socket servers (memcached's `-s`): the facade through both URL forms, the
+//! transport conformance suite over one socket server, and over a socket server and a TCP
+//! server together in one cluster.
+
+use newcache::{Cache, Ttl};
+use newcache_testkit::Memcached;
+use newcache_tests::ServerFixture;
+use newcache_transport_text::{TextConfig, TextTransport};
+
+/// A cache on `server` through `url_servers` (the URL's server part).
+fn cache(url_servers: &str) -> Cache {
+    Cache::from_url(&format!("newcache://{url_servers}/?flavor=unix"))
+        .unwrap_or_else(|e| panic!("{url_servers}: {e}"))
+}
+
+fn exercise(cache: &Cache, server: &Memcached) {
+    cache.set("greeting", "hello", Ttl::Seconds(60)).unwrap();
+    assert_eq!(
+        cache.get::<String>("greeting").unwrap().as_deref(),
+        Some("hello")
+    );
+    cache.set("n", &5u64, Ttl::Seconds(60)).unwrap();
+    assert_eq!(cache.incr("n", 3).unwrap(), 8);
+    cache.set("other", "x", Ttl::Seconds(60)).unwrap();
+    let many = cache
+        .get_many::<_, String>(&["greeting", "other", "missing"])
+        .unwrap()
+        .into_complete()
+        .unwrap();
+    assert_eq!(many.len(), 2);
+    assert_eq!(many.get("other").map(String::as_str), Some("x"));
+    assert!(cache.delete("greeting").unwrap());
+    assert_eq!(cache.get::<String>("greeting").unwrap(), None);
+    // The items are on the server behind the socket (read past newcache).
+    assert!(server.stat("curr_items") >= 2);
+    assert_eq!(cache.transport().name(), "text");
+}
+
+#[test]
+fn a_socket_path_url_reaches_memcached_on_its_unix_socket() {
+    let server = Memcached::unix();
+    let path = server.addr();
+    assert!(path.starts_with('/'));
+    // pylibmc's and libmemcached's form: the path itself.
+    let c = cache(&path);
+    assert_eq!(c.config().servers, [path]);
+    exercise(&c, &server);
+}
+
+#[test]
+fn the_unix_prefix_form_reaches_it_too() {
+    let server = Memcached::unix();
+    let path = server.addr();
+    // python-memcached's, pymemcache's and Django's form.
+    let c = cache(&format!("unix:{path}"));
+    assert_eq!(c.config().servers, [path]);
+    exercise(&c, &server);
+}
+
+#[test]
+fn a_socket_and_a_tcp_server_share_a_ring() {
+    let unix = Memcached::unix();
+    let tcp = Memcached::start();
+    let c = Cache::from_url(&format!(
+        "newcache://{};{}/?behaviors.ketama=true",
+        unix.addr(),
+        tcp.addr()
+    ))
+    .unwrap();
+    for i in 0..200 {
+        c.set(&format!("k{i}"), &i, Ttl::Seconds(60)).unwrap();
+    }
+    for i in 0..200 {
+        assert_eq!(c.get::<i32>(&format!("k{i}")).unwrap(), Some(i));
+    }
+    let (on_socket, on_tcp) = (unix.stat("curr_items"), tcp.stat("curr_items"));
+    assert_eq!(on_socket + on_tcp, 200);
+    assert!(on_socket > 0 && on_tcp > 0, "{on_socket} / {on_tcp}");
+}
+
+#[test]
+fn a_missing_socket_is_a_connect_error_naming_the_path() {
+    let path = std::env::temp_dir().join(format!("newcache-absent-{}.sock", std::process::id()));
+    let c = cache(&path.display().to_string());
+    let e = c.get::<String>("k").unwrap_err();
+    let text = e.to_string();
+    assert!(
+        matches!(
+            e,
+            newcache::Error::Transport(newcache_transport::Error::Connect { .. })
+        ),
+        "{e:?}"
+    );
+    assert!(text.contains(&path.display().to_string()), "{text}");
+}
+
+#[test]
+fn malformed_socket_entries_are_configuration_errors() {
+    for url in [
+        "newcache:///",
+        "newcache://unix:/",
+        "newcache://host:11211/extra",
+        "newcache://unix:relative.sock",
+    ] {
+        assert!(
+            matches!(Cache::from_url(url), Err(newcache::Error::Config(_))),
+            "{url}"
+        );
+    }
+}
+
+/// A text transport over these servers (given as `Memcached::addr`: a path or host:port).
+fn text(servers: Vec<String>) -> Box<dyn newcache_transport::Transport> {
+    Box::new(
+        TextTransport::new(TextConfig {
+            servers,
+            ..TextConfig::default()
+        })
+        .unwrap_or_else(|e| panic!("TextTransport::new failed: {e}")),
+    )
+}
+
+mod conformance {
+    use super::*;
+    newcache_tests::conformance_suite!(|| ServerFixture::with_servers(
+        vec![Memcached::unix()],
+        text
+    ));
+}
+
+mod conformance_mixed {
+    use super::*;
+    newcache_tests::conformance_suite!(|| ServerFixture::with_servers(
+        vec![Memcached::unix(), Memcached::start()],
+        text
+    ));
+}
