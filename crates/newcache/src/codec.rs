@@ -170,8 +170,9 @@ impl ValueCodec {
         match self {
             #[cfg(feature = "bincode")]
             ValueCodec::Bincode => {
-                let (value, used) = bincode::serde::decode_from_slice(bytes, bincode_config())
-                    .map_err(|e| CodecError(format!("bincode: {e}")))?;
+                let (value, used) =
+                    bincode::serde::decode_from_slice(bytes, bincode_decode_config())
+                        .map_err(|e| CodecError(format!("bincode: {e}")))?;
                 if used != bytes.len() {
                     return Err(CodecError(format!(
                         "bincode value used {used} of {} bytes; was it written as another type?",
@@ -221,6 +222,18 @@ impl de::Error for CodecError {
 #[cfg(feature = "bincode")]
 fn bincode_config() -> bincode::config::Configuration {
     bincode::config::standard()
+}
+
+/// Decoding goes with a limit on what the value may claim: a length prefix is believed (and
+/// allocated) before the bytes are read, so a corrupt or hostile 4 GB string length would
+/// abort the process. No value read can be larger than the inflate limit's default anyway.
+#[cfg(feature = "bincode")]
+fn bincode_decode_config() -> bincode::config::Configuration<
+    bincode::config::LittleEndian,
+    bincode::config::Varint,
+    bincode::config::Limit<DEFAULT_INFLATE_LIMIT>,
+> {
+    bincode::config::standard().with_limit::<DEFAULT_INFLATE_LIMIT>()
 }
 
 /// Appends the encoding of `value` to `out` and returns the item flags it needs: plain
@@ -853,6 +866,20 @@ mod tests {
                 with_encoding(self, ValueCodec::Bincode, buf, |b, f| (b.to_vec(), f)).unwrap()
             }
         }
+    }
+
+    #[cfg(feature = "bincode")]
+    #[test]
+    fn a_bincode_length_past_the_limit_is_an_error_not_an_allocation() {
+        // A map whose first key claims 4 GB (found by the value_codec fuzz target: the
+        // allocation aborted the process).
+        let mut bytes = vec![UNREADABLE, 1, 252];
+        bytes.extend_from_slice(&0xfcfc_fcfcu32.to_le_bytes());
+        bytes.extend_from_slice(b"abc");
+        let err =
+            decode::<std::collections::BTreeMap<String, String>>(&bytes, FLAG_TEXT | FLAG_BINCODE)
+                .unwrap_err();
+        assert!(err.0.contains("bincode"), "{err}");
     }
 
     #[test]
