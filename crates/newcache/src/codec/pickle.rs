@@ -146,16 +146,49 @@ enum What {
     Seed(MarkerTuple),
 }
 
-/// A value on the pickle machine's stack: how deep its containers nest, and what it is.
+/// What one value costs once serde-pickle has built it, in bytes (its value type's size,
+/// rounded up), before the bytes of a string it holds.
+const VALUE_COST: u64 = 48;
+
+/// How many bytes the values serde-pickle builds from a pickle of `len` bytes may take:
+/// 64 MiB plus 64 times the pickle's length. A pickle without shared references never
+/// comes near it (each opcode byte makes at most one value); one whose `DUP`s and memo
+/// references expand to a tree of gigabytes is refused before serde-pickle builds it
+/// (60 bytes of `DUP` and `TUPLE3` make 3^17 values).
+fn expansion_limit(len: usize) -> u64 {
+    (64 << 20) + 64 * len as u64
+}
+
+/// A value as serde-pickle builds it: a leaf of some cost, or a container (by index into
+/// [`Machine::nodes`], so that every reference to one object, through `DUP` or the memo,
+/// is the same container and sees what is appended to it later).
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Node {
+    Leaf(u64),
+    Container(usize),
+}
+
+/// A value on the pickle machine's stack: how deep its containers nest, what it is, and
+/// the object it is.
 #[derive(Debug, Clone)]
 struct Slot {
     depth: u32,
     what: What,
+    node: Node,
 }
 
 impl Slot {
     fn leaf(what: What) -> Slot {
-        Slot { depth: 0, what }
+        Slot::bytes(what, 0)
+    }
+
+    /// A leaf holding `n` bytes of a string.
+    fn bytes(what: What, n: usize) -> Slot {
+        Slot {
+            depth: 0,
+            what,
+            node: Node::Leaf(VALUE_COST.saturating_add(n as u64)),
+        }
     }
 }
 
@@ -165,6 +198,8 @@ struct Machine {
     marks: Vec<usize>,
     memo: Vec<Option<Slot>>,
     markers: usize,
+    /// Every container's elements.
+    nodes: Vec<Vec<Node>>,
 }
 
 impl Machine {
@@ -202,23 +237,111 @@ impl Machine {
         Ok(self.stack.split_off(mark))
     }
 
-    /// A container holding `items`, one level deeper than the deepest.
-    fn container(items: &[Slot]) -> Slot {
+    /// A new container holding `items`, one level deeper than the deepest.
+    fn container(&mut self, items: &[Slot]) -> Slot {
+        self.nodes.push(items.iter().map(|s| s.node).collect());
         Slot {
             depth: items.iter().map(|s| s.depth).max().unwrap_or(0) + 1,
             what: What::Other,
+            node: Node::Container(self.nodes.len() - 1),
         }
     }
 
     /// Adds `items` to the container on top of the stack.
     fn fill(&mut self, items: &[Slot]) -> Result<(), CodecError> {
-        let depth = Machine::container(items).depth;
+        let depth = items.iter().map(|s| s.depth).max().unwrap_or(0) + 1;
         let top = self.top()?;
         top.depth = top.depth.max(depth);
+        let Node::Container(id) = top.node else {
+            return Err(err(
+                "not a pickle: items added to something not a container",
+            ));
+        };
+        if let Some(elements) = self.nodes.get_mut(id) {
+            elements.extend(items.iter().map(|s| s.node));
+        }
+        let top = self.top()?;
         if top.depth > MAX_DEPTH {
             return Err(err(format!(
                 "the pickle nests containers deeper than {MAX_DEPTH}"
             )));
+        }
+        Ok(())
+    }
+
+    /// Walks the tree serde-pickle will build from `root`, expanding every shared reference
+    /// as it will: refuses a tree that costs more than `limit` bytes, nests deeper than
+    /// [`MAX_DEPTH`] (containers filled after they were nested are counted here), or holds
+    /// itself.
+    fn check_expansion(&self, root: Node, limit: u64) -> Result<(), CodecError> {
+        #[derive(Clone, Copy)]
+        enum State {
+            New,
+            Open,
+            Done { cost: u64, depth: u32 },
+        }
+        let Node::Container(root) = root else {
+            return Ok(());
+        };
+        let mut state = vec![State::New; self.nodes.len()];
+        // (container, next element, cost so far, depth so far)
+        let mut path: Vec<(usize, usize, u64, u32)> = vec![(root, 0, VALUE_COST, 0)];
+        if let Some(s) = state.get_mut(root) {
+            *s = State::Open;
+        }
+        while let Some(&(id, next, cost, depth)) = path.last() {
+            let child = self.nodes.get(id).and_then(|e| e.get(next)).copied();
+            let Some(child) = child else {
+                // Done with this container: add it to its parent.
+                path.pop();
+                if let Some(s) = state.get_mut(id) {
+                    *s = State::Done {
+                        cost,
+                        depth: depth + 1,
+                    };
+                }
+                if let Some(parent) = path.last_mut() {
+                    parent.2 = parent.2.saturating_add(cost);
+                    parent.3 = parent.3.max(depth + 1);
+                }
+                continue;
+            };
+            if let Some(top) = path.last_mut() {
+                top.1 += 1;
+            }
+            let (child_cost, child_depth) = match child {
+                Node::Leaf(cost) => (cost, 0),
+                Node::Container(c) => match state.get(c).copied() {
+                    Some(State::Done { cost, depth }) => (cost, depth),
+                    Some(State::Open) => {
+                        return Err(err("the pickle holds a container that holds itself"))
+                    }
+                    _ => {
+                        if path.len() >= MAX_DEPTH as usize {
+                            return Err(err(format!(
+                                "the pickle nests containers deeper than {MAX_DEPTH}"
+                            )));
+                        }
+                        if let Some(s) = state.get_mut(c) {
+                            *s = State::Open;
+                        }
+                        path.push((c, 0, VALUE_COST, 0));
+                        continue;
+                    }
+                },
+            };
+            if let Some(top) = path.last_mut() {
+                top.2 = top.2.saturating_add(child_cost);
+                top.3 = top.3.max(child_depth);
+            }
+            let total = path.iter().map(|p| p.2).fold(0u64, u64::saturating_add);
+            if total > limit || child_depth > MAX_DEPTH {
+                return Err(err(if total > limit {
+                    format!("the pickle's shared references expand past {limit} bytes")
+                } else {
+                    format!("the pickle nests containers deeper than {MAX_DEPTH}")
+                }));
+            }
         }
         Ok(())
     }
@@ -249,6 +372,7 @@ fn scan(bytes: &[u8]) -> Result<Scan, CodecError> {
         marks: Vec::new(),
         memo: Vec::new(),
         markers: 0,
+        nodes: Vec::new(),
     };
     loop {
         let op = *ops.take(1)?.first().unwrap_or(&STOP);
@@ -297,12 +421,12 @@ fn scan(bytes: &[u8]) -> Result<Scan, CodecError> {
                 } else {
                     What::Other
                 };
-                m.push(Slot::leaf(what))?;
+                m.push(Slot::bytes(what, n))?;
             }
             b'V' | b'S' => {
                 let line = ops.line()?;
                 let text = String::from_utf8_lossy(line).trim_matches('\'').to_owned();
-                m.push(Slot::leaf(What::Text(text)))?;
+                m.push(Slot::bytes(What::Text(text), line.len()))?;
             }
             // Byte strings: SHORT_BINSTRING, BINSTRING, SHORT_BINBYTES, BINBYTES, BINBYTES8,
             // BYTEARRAY8.
@@ -313,7 +437,7 @@ fn scan(bytes: &[u8]) -> Result<Scan, CodecError> {
                     _ => 8,
                 })?;
                 ops.take(n)?;
-                m.push(Slot::leaf(What::Other))?;
+                m.push(Slot::bytes(What::Other, n))?;
             }
             BININT1 => {
                 let v = i64::from(*ops.take(1)?.first().unwrap_or(&0));
@@ -345,7 +469,7 @@ fn scan(bytes: &[u8]) -> Result<Scan, CodecError> {
                 } else {
                     What::Other
                 };
-                m.push(Slot::leaf(what))?;
+                m.push(Slot::bytes(what, n))?;
             }
             b'I' | b'L' => {
                 let text = String::from_utf8_lossy(ops.line()?).into_owned();
@@ -367,10 +491,10 @@ fn scan(bytes: &[u8]) -> Result<Scan, CodecError> {
             // NONE, NEWTRUE, NEWFALSE.
             b'N' | 0x88 | 0x89 => m.push(Slot::leaf(What::Other))?,
             // Empty containers.
-            b']' | b'}' | EMPTY_TUPLE | 0x8f => m.push(Slot {
-                depth: 1,
-                what: What::Other,
-            })?,
+            b']' | b'}' | EMPTY_TUPLE | 0x8f => {
+                let empty = m.container(&[]);
+                m.push(empty)?;
+            }
             b'(' => m.marks.push(m.stack.len()),
             b'0' => {
                 m.pop()?;
@@ -401,7 +525,8 @@ fn scan(bytes: &[u8]) -> Result<Scan, CodecError> {
             // LIST, DICT, TUPLE, FROZENSET: a new container of what follows the mark.
             b'l' | b'd' | b't' | 0x91 => {
                 let items = m.pop_mark()?;
-                m.push(Machine::container(&items))?;
+                let container = m.container(&items);
+                m.push(container)?;
             }
             // TUPLE1, TUPLE2, TUPLE3.
             0x85 | 0x86 | TUPLE3 => {
@@ -412,7 +537,7 @@ fn scan(bytes: &[u8]) -> Result<Scan, CodecError> {
                     .checked_sub(n)
                     .ok_or_else(|| err("not a pickle: stack underflow"))?;
                 let items = m.stack.split_off(at);
-                let mut tuple = Machine::container(&items);
+                let mut tuple = m.container(&items);
                 if let [Slot {
                     what: What::Marker, ..
                 }, _, Slot {
@@ -460,7 +585,8 @@ fn scan(bytes: &[u8]) -> Result<Scan, CodecError> {
                 let callable = m.pop()?;
                 match callable.what {
                     What::Global(g) if REDUCIBLE.contains(&g.as_str()) => {
-                        m.push(Machine::container(&[args]))?
+                        let value = m.container(&[args]);
+                        m.push(value)?
                     }
                     What::Global(g) => return Err(no_serde_form(Some(&g))),
                     _ => return Err(no_serde_form(None)),
@@ -496,6 +622,7 @@ fn scan(bytes: &[u8]) -> Result<Scan, CodecError> {
     let [result] = m.stack.as_slice() else {
         return Err(err("not a pickle: it leaves no single value"));
     };
+    m.check_expansion(result.node, expansion_limit(bytes.len()))?;
     match (&result.what, m.markers) {
         (What::Seed(marker), 1) => Ok(Scan {
             marker: Some(*marker),
@@ -786,6 +913,41 @@ mod tests {
         p.extend(std::iter::repeat_n(b'a', 127));
         p.push(STOP);
         assert!(decode::<serde_pickle::Value>(&p).is_ok());
+    }
+
+    #[test]
+    fn shared_references_that_expand_past_the_limit_are_refused() {
+        // (None, None, None) then 17 times DUP DUP TUPLE3: 60 bytes, 3^17 leaves once
+        // serde-pickle expands the references (aborted the process on allocation).
+        let mut p = vec![PROTO, 2, b'N'];
+        for _ in 0..17 {
+            p.extend_from_slice(&[b'2', b'2', TUPLE3]);
+        }
+        p.push(STOP);
+        let e = decode::<serde_pickle::Value>(&p).unwrap_err();
+        assert!(e.0.contains("expand past"), "{e}");
+        // A list referenced 1,000 times and filled afterwards: small when referenced, big
+        // when built.
+        let mut p = vec![PROTO, 2, b']', MEMOIZE, b'0', b'(']; // memo 0: an empty list
+        p.extend(std::iter::repeat_n([b'h', 0], 2000).flatten());
+        p.push(b'l'); // a list of 2,000 references to it
+        p.extend_from_slice(&[b'h', 0, b'(', b'B', 0xe8, 0x03, 0, 0]); // then fill it
+        p.extend(std::iter::repeat_n(0u8, 1000));
+        p.extend(std::iter::repeat_n(b'N', 1000));
+        p.extend_from_slice(&[b'e', b'0', STOP]);
+        // 2,000 copies of a list of 1,001 values (one holding 1,000 bytes): 2000 * 1001 * 48.
+        let e = decode::<serde_pickle::Value>(&p).unwrap_err();
+        assert!(e.0.contains("expand past"), "{e}");
+        // Sharing within the limit decodes: a string referenced 100 times.
+        let mut p = vec![PROTO, 2, SHORT_BINUNICODE, 1, b'a', MEMOIZE, b'0', b'('];
+        p.extend(std::iter::repeat_n([b'h', 0], 100).flatten());
+        p.extend_from_slice(&[b'l', STOP]);
+        let v: Vec<String> = decode(&p).unwrap();
+        assert_eq!(v, vec!["a"; 100]);
+        // A list that holds itself is an error, not a hang.
+        let p = [PROTO, 2, b']', MEMOIZE, b'h', 0, b'a', STOP];
+        let e = decode::<serde_pickle::Value>(&p).unwrap_err();
+        assert!(e.0.contains("holds itself"), "{e}");
     }
 
     #[test]
