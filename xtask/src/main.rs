@@ -12,6 +12,10 @@
 //!   `crates/libmemcached-sys`'s `layout` and `calls`) and runs each under valgrind's
 //!   memcheck (installing valgrind as root when missing); fails on any definite leak or
 //!   memory error. Slow (minutes), so not part of `cargo xtask test`.
+//! - `cargo xtask soak [--secs N] [--transport text|binary|all]`: the soak
+//!   (`tests/src/bin/soak.rs`): 16 threads of mixed, checksummed operations on three
+//!   memcached servers that are stopped, killed and restarted; fails on any wrong value,
+//!   memory growth or over-long call. Not part of `cargo xtask test` (a minute by default).
 //! - `cargo xtask fuzz [--secs N] [TARGET]`: the cargo-fuzz targets of `fuzz/` (installing
 //!   cargo-fuzz when missing), each for N seconds (default 60) with the nightly toolchain;
 //!   fails when one finds a crash, which it copies to `fuzz/regressions/TARGET/`. `cargo xtask
@@ -20,12 +24,13 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 
-const USAGE: &str = "usage: cargo xtask <test|demo|bench [--quick]|leakcheck|fuzz [--secs N] [TARGET]>
+const USAGE: &str = "usage: cargo xtask <test|demo|bench [--quick]|leakcheck|fuzz [--secs N] [TARGET]|soak [--secs N] [--transport text|binary|all]>
   test       install what is missing (memcached, libmemcached), then fmt, clippy and every test
   demo       wire keys and the thundering-herd scene against a memcached the demo starts itself
   bench      criterion benchmarks of every transport and peer, then docs/benchmarks.md
   leakcheck  the libmemcached transport's tests under valgrind: fails on definite leaks or memory errors
-  fuzz       each fuzz target of fuzz/ for N seconds (default 60, nightly): fails on a crash, saved to fuzz/regressions/";
+  fuzz       each fuzz target of fuzz/ for N seconds (default 60, nightly): fails on a crash, saved to fuzz/regressions/
+  soak       16 threads of mixed operations for N seconds (default 60) on 3 memcached servers stopped, killed and restarted: fails on a wrong value, memory growth or a slow call";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -35,6 +40,7 @@ fn main() -> ExitCode {
         Some("bench") => bench(&args[1..]),
         Some("leakcheck") => leakcheck(&args[1..]),
         Some("fuzz") => fuzz(&args[1..]),
+        Some("soak") => soak(&args[1..]),
         _ => {
             eprintln!("{USAGE}");
             return ExitCode::from(2);
@@ -741,6 +747,26 @@ fn leakcheck(args: &[String]) -> Result<(), String> {
     } else {
         Err(format!("leakcheck failed:\n  {}", failed.join("\n  ")))
     }
+}
+
+/// `cargo xtask soak [--secs N] [--transport text|binary|all]`: `tests/src/bin/soak.rs`,
+/// optimised, with libmemcached's transport built (its options are the binary's own).
+fn soak(args: &[String]) -> Result<(), String> {
+    let mut cmd = cargo();
+    cmd.args([
+        "run",
+        "--quiet",
+        "--release",
+        "-p",
+        "newcache-tests",
+        "--features",
+        "binary",
+        "--bin",
+        "soak",
+        "--",
+    ])
+    .args(args);
+    run(cmd, "soak")
 }
 
 fn demo(args: &[String]) -> Result<(), String> {
