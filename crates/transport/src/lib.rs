@@ -43,6 +43,9 @@ use std::fmt;
 use std::io;
 use std::time::Duration;
 
+mod asynchronous;
+pub use asynchronous::{AsyncTransport, BoxFuture};
+
 #[cfg(feature = "memory")]
 mod memory;
 #[cfg(feature = "memory")]
@@ -239,21 +242,50 @@ pub fn store_each<'a>(
     requests: &[Store<'a>],
     mut store: impl FnMut(&Store<'a>) -> Result<StoreStatus>,
 ) -> Result<Vec<StoreStatus>> {
-    let mut statuses = Vec::with_capacity(requests.len());
-    let mut refused = None;
+    let mut batch = StoreBatch::with_capacity(requests.len());
     for r in requests {
-        match store(r) {
-            Ok(status) => statuses.push(status),
+        batch.push(store(r))?;
+    }
+    batch.finish()
+}
+
+/// The outcomes of a batch of stores sent one at a time, under [`Transport::store_many`]'s
+/// rules for refusals (what [`store_each`] runs; async transports feed it by hand).
+#[derive(Debug, Default)]
+pub struct StoreBatch {
+    statuses: Vec<StoreStatus>,
+    refused: Option<Error>,
+}
+
+impl StoreBatch {
+    /// A batch expecting `n` outcomes.
+    pub fn with_capacity(n: usize) -> Self {
+        StoreBatch {
+            statuses: Vec::with_capacity(n),
+            refused: None,
+        }
+    }
+
+    /// Records one store's outcome: a refusal as too large is kept for the end and the batch
+    /// goes on; any other error is returned, and the batch should stop with it.
+    pub fn push(&mut self, outcome: Result<StoreStatus>) -> Result<()> {
+        match outcome {
+            Ok(status) => self.statuses.push(status),
             Err(e @ Error::ValueTooLarge { .. }) => {
-                refused.get_or_insert(e);
-                statuses.push(StoreStatus::NotStored);
+                self.refused.get_or_insert(e);
+                self.statuses.push(StoreStatus::NotStored);
             }
             Err(e) => return Err(e),
         }
+        Ok(())
     }
-    match refused {
-        Some(e) => Err(e),
-        None => Ok(statuses),
+
+    /// The statuses, or the first refusal.
+    pub fn finish(self) -> Result<Vec<StoreStatus>> {
+        match self.refused {
+            Some(e) => Err(e),
+            None => Ok(self.statuses),
+        }
     }
 }
 

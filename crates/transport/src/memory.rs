@@ -13,8 +13,8 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::{
-    check_key, Error, Item, Result, ServerStats, Store, StoreMode, StoreStatus, Transport,
-    DEFAULT_ITEM_SIZE_LIMIT, MAX_RELATIVE_EXPTIME,
+    check_key, BoxFuture, Error, Item, MetaItem, Result, ServerStats, Store, StoreMode,
+    StoreStatus, Transport, DEFAULT_ITEM_SIZE_LIMIT, MAX_RELATIVE_EXPTIME,
 };
 
 /// The name this backend reports as its server, in [`ServerStats::server`] and in errors.
@@ -504,6 +504,79 @@ impl fmt::Debug for MemoryTransport {
             .field("items", &items)
             .field("item_size_limit", &self.inner.item_size_limit)
             .finish_non_exhaustive()
+    }
+}
+
+/// The in-memory backend never waits, so its futures are its blocking calls, ready at once.
+impl crate::AsyncTransport for MemoryTransport {
+    fn name(&self) -> &'static str {
+        "memory"
+    }
+    fn get<'a>(&'a self, key: &'a [u8]) -> BoxFuture<'a, Result<Option<Item>>> {
+        Box::pin(std::future::ready(Transport::get(self, key)))
+    }
+    fn get_many<'a>(&'a self, keys: &'a [&'a [u8]]) -> BoxFuture<'a, Result<Vec<Option<Item>>>> {
+        Box::pin(std::future::ready(Transport::get_many(self, keys)))
+    }
+    fn store<'a>(&'a self, request: &'a Store<'a>) -> BoxFuture<'a, Result<StoreStatus>> {
+        Box::pin(std::future::ready(Transport::store(self, request)))
+    }
+    fn store_many<'a>(
+        &'a self,
+        requests: &'a [Store<'a>],
+    ) -> BoxFuture<'a, Result<Vec<StoreStatus>>> {
+        Box::pin(std::future::ready(Transport::store_many(self, requests)))
+    }
+    fn delete<'a>(&'a self, key: &'a [u8]) -> BoxFuture<'a, Result<bool>> {
+        Box::pin(std::future::ready(Transport::delete(self, key)))
+    }
+    fn delete_many<'a>(&'a self, keys: &'a [&'a [u8]]) -> BoxFuture<'a, Result<Vec<bool>>> {
+        Box::pin(std::future::ready(Transport::delete_many(self, keys)))
+    }
+    fn incr<'a>(&'a self, key: &'a [u8], delta: u64) -> BoxFuture<'a, Result<Option<u64>>> {
+        Box::pin(std::future::ready(Transport::incr(self, key, delta)))
+    }
+    fn decr<'a>(&'a self, key: &'a [u8], delta: u64) -> BoxFuture<'a, Result<Option<u64>>> {
+        Box::pin(std::future::ready(Transport::decr(self, key, delta)))
+    }
+    fn touch<'a>(&'a self, key: &'a [u8], exptime: u32) -> BoxFuture<'a, Result<bool>> {
+        Box::pin(std::future::ready(Transport::touch(self, key, exptime)))
+    }
+    fn flush_all(&self) -> BoxFuture<'_, Result<()>> {
+        Box::pin(std::future::ready(Transport::flush_all(self)))
+    }
+    fn stats(&self) -> BoxFuture<'_, Result<Vec<ServerStats>>> {
+        Box::pin(std::future::ready(Transport::stats(self)))
+    }
+    fn supports_meta(&self) -> bool {
+        Transport::supports_meta(self)
+    }
+    fn meta_get<'a>(
+        &'a self,
+        key: &'a [u8],
+        recache_below: u32,
+    ) -> BoxFuture<'a, Result<Option<MetaItem>>> {
+        Box::pin(std::future::ready(Transport::meta_get(
+            self,
+            key,
+            recache_below,
+        )))
+    }
+    fn meta_get_many<'a>(
+        &'a self,
+        keys: &'a [&'a [u8]],
+        recache_below: u32,
+    ) -> BoxFuture<'a, Result<Vec<Option<MetaItem>>>> {
+        Box::pin(std::future::ready(Transport::meta_get_many(
+            self,
+            keys,
+            recache_below,
+        )))
+    }
+    fn meta_invalidate<'a>(&'a self, key: &'a [u8], grace: u32) -> BoxFuture<'a, Result<bool>> {
+        Box::pin(std::future::ready(Transport::meta_invalidate(
+            self, key, grace,
+        )))
     }
 }
 
