@@ -11,6 +11,7 @@ use newcache_transport::{Transport, DEFAULT_ITEM_SIZE_LIMIT};
 
 use crate::codec::ValueCodec;
 use crate::error::{Error, Result};
+use crate::ops::Core;
 use crate::Cache;
 
 /// Which transport carries the items.
@@ -717,6 +718,8 @@ pub struct Builder {
     config: Config,
     key_function: Option<Arc<dyn KeyFunction>>,
     transport: Option<Arc<dyn Transport>>,
+    #[cfg(feature = "tokio")]
+    async_transport: Option<Arc<dyn newcache_transport::AsyncTransport>>,
     clock: Option<Arc<dyn Clock>>,
     policy: Option<Arc<dyn StalePolicy>>,
 }
@@ -986,18 +989,58 @@ impl Builder {
     /// Builds the cache. Never blocks on a server: connections open on first use. Settings
     /// are checked first ([`Config::validate`]).
     pub fn build(self) -> Result<Cache> {
+        self.config.validate()?;
+        let custom = self.transport.is_some();
+        let transport = match &self.transport {
+            Some(t) => Arc::clone(t),
+            None => build_transport(&self.config)?,
+        };
+        let core = self.core(transport.name(), transport.supports_meta(), custom)?;
+        Ok(Cache::from_parts(core, transport))
+    }
+
+    /// Use this async transport for [`Builder::build_async`] instead of building one from the
+    /// configuration (feature `tokio`).
+    #[cfg(feature = "tokio")]
+    pub fn async_transport(
+        mut self,
+        transport: Arc<dyn newcache_transport::AsyncTransport>,
+    ) -> Self {
+        self.async_transport = Some(transport);
+        self
+    }
+
+    /// Builds an [`AsyncCache`](crate::AsyncCache) (feature `tokio`): the same settings, key
+    /// function, herd policy and codec as [`Builder::build`]'s cache, over the text
+    /// transport's async driver (its auto-pipelined connections, `async_connections` per
+    /// server) or `transport=memory`. libmemcached's calls block a thread, so
+    /// `transport=libmemcached` and `binary=true` are refused. Never blocks on a server.
+    #[cfg(feature = "tokio")]
+    pub fn build_async(self) -> Result<crate::AsyncCache> {
+        self.config.validate()?;
+        if self.transport.is_some() {
+            return Err(bad(
+                "Builder::transport takes a blocking transport, which an AsyncCache cannot drive; give it with Builder::async_transport",
+            ));
+        }
+        let custom = self.async_transport.is_some();
+        let transport = match &self.async_transport {
+            Some(t) => Arc::clone(t),
+            None => build_async_transport(&self.config)?,
+        };
+        let core = self.core(transport.name(), transport.supports_meta(), custom)?;
+        Ok(crate::AsyncCache::from_parts(core, transport))
+    }
+
+    /// The cache apart from its transport, checked against what the transport can do.
+    fn core(self, transport: &str, supports_meta: bool, custom_transport: bool) -> Result<Core> {
         let config = self.config;
-        config.validate()?;
         let key_function = match self.key_function {
             Some(kf) => kf,
             None => config.builtin_key_function(),
         };
         // A transport or policy of the caller's own is taken as it is.
-        let built_in = self.transport.is_none() && self.policy.is_none();
-        let transport = match self.transport {
-            Some(t) => t,
-            None => build_transport(&config)?,
-        };
+        let built_in = !custom_transport && self.policy.is_none();
         let policy: Arc<dyn StalePolicy> = match self.policy {
             Some(p) => p,
             None if config.herd_policy == Policy::Early => Arc::new(Xfetch {
@@ -1005,23 +1048,16 @@ impl Builder {
             }),
             None => Arc::new(config.herd_policy),
         };
-        if policy.server_side() && !transport.supports_meta() {
+        if policy.server_side() && !supports_meta {
             return Err(bad(format_args!(
-                "herd=meta needs memcached 1.6's meta protocol, which the {} transport does not speak; use the text transport, or herd=lease (single winner on any transport)",
-                transport.name()
+                "herd=meta needs memcached 1.6's meta protocol, which the {transport} transport does not speak; use the text transport, or herd=lease (single winner on any transport)"
             )));
         }
         if built_in {
             check_claims_can_cas(&config)?;
         }
         let clock = self.clock.unwrap_or_else(|| Arc::new(SystemClock));
-        Ok(Cache::from_parts(
-            config,
-            key_function,
-            transport,
-            clock,
-            policy,
-        ))
+        Ok(Core::new(config, key_function, clock, policy))
     }
 }
 
@@ -1144,7 +1180,14 @@ fn build_libmemcached(_: &Config, binary: bool) -> Result<Arc<dyn Transport>> {
 
 #[cfg(feature = "text")]
 fn build_text(config: &Config) -> Result<Arc<dyn Transport>> {
-    use newcache_transport_text::{TextConfig, TextTransport};
+    let transport = newcache_transport_text::TextTransport::new(text_config(config)?)?;
+    Ok(Arc::new(transport))
+}
+
+/// The text transport's settings, from the cache's (both drivers take them).
+#[cfg(feature = "text")]
+fn text_config(config: &Config) -> Result<newcache_transport_text::TextConfig> {
+    use newcache_transport_text::TextConfig;
     let servers = config
         .servers
         .iter()
@@ -1183,8 +1226,28 @@ fn build_text(config: &Config) -> Result<Arc<dyn Transport>> {
             ))
         })?;
     }
-    let transport = TextTransport::new(text)?;
-    Ok(Arc::new(transport))
+    Ok(text)
+}
+
+/// The async cache's transport: the text protocol's tokio driver, or the memory backend.
+#[cfg(feature = "tokio")]
+fn build_async_transport(config: &Config) -> Result<Arc<dyn newcache_transport::AsyncTransport>> {
+    match config.transport {
+        TransportKind::Text => Err(bad(
+            "the text transport's async driver is not in this build yet; use transport=memory or a blocking Cache",
+        )),
+        #[cfg(feature = "memory")]
+        TransportKind::Memory => Ok(Arc::new(
+            newcache_transport::MemoryTransport::with_item_size_limit(config.item_size_limit),
+        )),
+        #[cfg(not(feature = "memory"))]
+        TransportKind::Memory => Err(bad(
+            "transport=memory needs the `memory` feature of newcache",
+        )),
+        TransportKind::Libmemcached { .. } => Err(bad(
+            "an AsyncCache cannot use libmemcached, whose calls block a thread; use the text transport (transport=text, the default: its async driver pipelines requests) or a blocking Cache",
+        )),
+    }
 }
 
 #[cfg(not(feature = "text"))]

@@ -10,7 +10,9 @@ use newcache_transport::{Item, Store, StoreMode, StoreStatus};
 
 #[cfg(feature = "pickle")]
 use crate::codec;
-use crate::{Cache, Error, Policy, Result, StalePolicy};
+use crate::io::Io;
+use crate::ops::Core;
+use crate::{Error, Policy, Result, StalePolicy};
 
 /// The key `herd=meta`'s probe reads (never written).
 pub(crate) const META_PROBE_KEY: &[u8] = b"newcache:meta-probe";
@@ -135,7 +137,7 @@ impl Pending {
     }
 }
 
-impl Cache {
+impl Core {
     /// The herd state of a fetched item and where its value starts: `None` for a bare value;
     /// the flags' envelope with the value from byte 0; for a format-1 item (written by
     /// newcache 0.1), the header's envelope and the offset past it; for django-newcache's
@@ -207,7 +209,7 @@ impl Cache {
 
     /// The herd bits of `envelope` for an item written now.
     pub(crate) fn herd_bits(&self, envelope: Envelope, now: u64) -> u32 {
-        envelope.flags(now, self.inner.herd.herd_timeout)
+        envelope.flags(now, self.herd.herd_timeout)
     }
 
     /// Looks into a fetched item under the stale policy: a fresh value (or a bare one) is
@@ -237,9 +239,9 @@ impl Cache {
                 flags,
             })
         };
-        let action =
-            self.stale_policy()
-                .decide(&self.inner.herd, &opening.envelope, now, uniform());
+        let action = self
+            .stale_policy()
+            .decide(&self.herd, &opening.envelope, now, uniform());
         Ok(match action {
             // XFetch: this reader recomputes ahead of the expiry; nothing is stored, the
             // others keep being served.
@@ -285,7 +287,7 @@ impl Cache {
                     // built that way (lease over libmemcached with CAS off); only a transport
                     // of the caller's own, or a value read with herd off, gets here.
                     (None, Some(_)) => {
-                        let exptime = self.inner.herd.herd_timeout.max(1);
+                        let exptime = self.herd.herd_timeout.max(1);
                         let until = now.saturating_add(u64::from(exptime).saturating_mul(1000));
                         let stamp = match opening.seed {
                             Some(_) => self.restamp(&item, &opening, Envelope::new(until), now),
@@ -306,16 +308,23 @@ impl Cache {
     }
 
     /// `look`, with its store (if any) sent at once.
-    pub(crate) fn open(&self, wire: &[u8], item: Item, now: u64) -> Result<Opened> {
-        self.look(wire, item, now).map(|l| self.settle_now(wire, l))
+    pub(crate) async fn open<I: Io>(
+        &self,
+        io: &I,
+        wire: &[u8],
+        item: Item,
+        now: u64,
+    ) -> Result<Opened> {
+        let looked = self.look(wire, item, now)?;
+        Ok(self.settle_now(io, wire, looked).await)
     }
 
     /// Sends a look's store (if any) on its own and settles the read by its outcome.
-    pub(crate) fn settle_now(&self, wire: &[u8], looked: Looked) -> Opened {
+    pub(crate) async fn settle_now<I: Io>(&self, io: &I, wire: &[u8], looked: Looked) -> Opened {
         match looked {
             Looked::Done(opened) => opened,
             Looked::Store(pending) => {
-                let status = self.inner.transport.store(&pending.request(wire)).ok();
+                let status = io.store(&pending.request(wire)).await.ok();
                 pending.settle(status)
             }
         }
@@ -323,26 +332,26 @@ impl Cache {
 
     /// True when the server keeps the herd state (`herd=meta`, and the server has not
     /// refused a meta command yet).
-    pub(crate) fn meta(&self) -> bool {
-        if !self.inner.policy.server_side() {
+    pub(crate) async fn meta<I: Io>(&self, io: &I) -> bool {
+        if !self.policy.server_side() {
             return false;
         }
-        if !self.inner.meta_probed.load(Ordering::Relaxed) {
-            self.probe_meta();
+        if !self.meta_probed.load(Ordering::Relaxed) {
+            self.probe_meta(io).await;
         }
-        !self.inner.meta_unsupported.load(Ordering::Relaxed)
+        !self.meta_unsupported.load(Ordering::Relaxed)
     }
 
     /// Learns, once, whether the servers speak the meta protocol, before the cache first
     /// reads or stores under `herd=meta`: one meta read of a key nobody uses. A refusal
     /// (twemproxy, memcached before 1.6) switches the cache to `lease` for good; any other
     /// failure (a server down) leaves the question open for the next call.
-    pub(crate) fn probe_meta(&self) {
-        match self.inner.transport.meta_get(META_PROBE_KEY, 1) {
-            Ok(_) => self.inner.meta_probed.store(true, Ordering::Relaxed),
+    pub(crate) async fn probe_meta<I: Io>(&self, io: &I) {
+        match io.meta_get(META_PROBE_KEY, 1).await {
+            Ok(_) => self.meta_probed.store(true, Ordering::Relaxed),
             Err(e) => {
                 if self.meta_refused(&e) {
-                    self.inner.meta_probed.store(true, Ordering::Relaxed);
+                    self.meta_probed.store(true, Ordering::Relaxed);
                 }
             }
         }
@@ -353,7 +362,7 @@ impl Cache {
     pub(crate) fn meta_refused(&self, error: &newcache_transport::Error) -> bool {
         let refused = matches!(error, newcache_transport::Error::Unsupported { .. });
         if refused {
-            self.inner.meta_unsupported.store(true, Ordering::Relaxed);
+            self.meta_unsupported.store(true, Ordering::Relaxed);
         }
         refused
     }
@@ -364,11 +373,11 @@ impl Cache {
     /// cache sends before its first read or store, or any meta command after. The switch is
     /// sticky, made once per cache, and silent: this accessor is how to see it
     /// (`stale_policy().name()` turns from `"meta"` to `"lease"`). It sends nothing itself.
-    pub fn stale_policy(&self) -> &dyn StalePolicy {
-        if self.inner.policy.server_side() && self.inner.meta_unsupported.load(Ordering::Relaxed) {
+    pub(crate) fn stale_policy(&self) -> &dyn StalePolicy {
+        if self.policy.server_side() && self.meta_unsupported.load(Ordering::Relaxed) {
             return &Policy::Lease;
         }
-        self.inner.policy.as_ref()
+        self.policy.as_ref()
     }
 
     /// A meta read: the win flag means "recompute"; everything else is served.
@@ -395,33 +404,20 @@ impl Cache {
         }))
     }
 
-    /// `look_meta`, with its store (if any) sent at once.
-    pub(crate) fn open_meta(
-        &self,
-        wire: &[u8],
-        meta: newcache_transport::MetaItem,
-        now: u64,
-    ) -> Result<Opened> {
-        self.look_meta(wire, meta, now)
-            .map(|l| self.settle_now(wire, l))
-    }
-
     /// Sends the stale items' stores of one multi-get (re-stores, claims) in one
     /// `store_many`, as django-newcache's `set_multi` did: each pending store with its wire
     /// key. Returns the stores' outcomes in that order (empty when no read was
     /// stale, or when the batch failed: that only weakens the protection, since re-stores are
     /// misses either way and a claim that may not have landed serves the old value).
-    pub(crate) fn send_pending<'a>(
+    pub(crate) async fn send_pending<'a, I: Io>(
         &self,
+        io: &I,
         stale: impl Iterator<Item = (&'a Pending, &'a [u8])>,
     ) -> Vec<StoreStatus> {
         let requests: Vec<Store<'_>> = stale.map(|(pending, wire)| pending.request(wire)).collect();
         if requests.is_empty() {
             return Vec::new();
         }
-        self.inner
-            .transport
-            .store_many(&requests)
-            .unwrap_or_default()
+        io.store_many(&requests).await.unwrap_or_default()
     }
 }

@@ -67,25 +67,28 @@
 )]
 #![forbid(unsafe_code)]
 
+#[cfg(feature = "tokio")]
+mod async_cache;
 pub mod codec;
 mod config;
 mod error;
 mod herd_read;
+mod io;
 mod many;
+mod ops;
 mod read_through;
 
-use herd_read::{Looked, Opened, Pending, Stamp};
-use read_through::Flight;
+use io::{block, Blocking};
+use ops::Core;
 
-use std::borrow::Cow;
-use std::collections::HashMap;
 use std::fmt;
-use std::sync::atomic::AtomicBool;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+#[cfg(feature = "tokio")]
+pub use async_cache::AsyncCache;
 pub use codec::ValueCodec;
 pub use config::{
     Builder, Config, EnvelopeFormat, KeyFunctionKind, Secret, TransportKind, WireProtocol,
@@ -98,8 +101,7 @@ pub use newcache_herd::{
 pub use newcache_keyfn::{HashedKey, InvalidKey, KeyFunction, PrefixedKey};
 pub use newcache_transport::{self as transport, Item, Transport};
 
-use newcache_herd::{value_flags, Envelope, Herd, ReadDecision, StorePlan};
-use newcache_transport::{Store, StoreMode, StoreStatus};
+use newcache_transport::{StoreMode, StoreStatus};
 
 /// How one store treats expiry and herd protection.
 ///
@@ -172,54 +174,21 @@ pub struct Peeked {
     pub stale: bool,
 }
 
-struct Inner {
-    config: Config,
-    key_function: Arc<dyn KeyFunction>,
-    transport: Arc<dyn Transport>,
-    clock: Arc<dyn Clock>,
-    herd: Herd,
-    policy: Arc<dyn StalePolicy>,
-    /// Set, for good, the first time a meta command comes back unsupported (twemproxy,
-    /// memcached before 1.6): the cache then runs `lease` instead of its server-side policy.
-    meta_unsupported: AtomicBool,
-    /// Set once a probe (or any meta command) has told whether the servers speak meta.
-    meta_probed: AtomicBool,
-    /// In-process single flight of `get_or_set` loaders, by wire key.
-    flights: Mutex<HashMap<Vec<u8>, Arc<Flight>>>,
-}
-
-/// What a read through the herd policy found.
-enum Fetched<T> {
-    /// A value to serve.
-    Hit(T),
-    /// The value is stale and this caller won the refresh: it should recompute.
-    Recompute,
-    /// No value at all.
-    Cold,
-}
-
-/// The error for a value the codec could not encode.
-fn encode_error(key: &str, e: codec::CodecError) -> Error {
-    Error::Encode {
-        key: key.to_owned(),
-        detail: e.0,
-    }
-}
-
 /// A memcached cache: `Send + Sync`, cheap to clone (clones share connections).
 ///
 /// Build one with [`Cache::from_url`] or [`Cache::builder`]. Building never blocks on a
 /// server; connections open on first use and reopen after a server comes back.
 #[derive(Clone)]
 pub struct Cache {
-    inner: Arc<Inner>,
+    core: Arc<Core>,
+    transport: Arc<dyn Transport>,
 }
 
 impl fmt::Debug for Cache {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Cache")
-            .field("config", &self.inner.config)
-            .field("transport", &self.inner.transport)
+            .field("config", &self.core.config)
+            .field("transport", &self.transport)
             .finish()
     }
 }
@@ -235,45 +204,31 @@ impl Cache {
         Builder::new()
     }
 
-    pub(crate) fn from_parts(
-        config: Config,
-        key_function: Arc<dyn KeyFunction>,
-        transport: Arc<dyn Transport>,
-        clock: Arc<dyn Clock>,
-        policy: Arc<dyn StalePolicy>,
-    ) -> Cache {
-        let herd = Herd::new(config.herd_timeout);
+    pub(crate) fn from_parts(core: Core, transport: Arc<dyn Transport>) -> Cache {
         Cache {
-            inner: Arc::new(Inner {
-                config,
-                key_function,
-                transport,
-                clock,
-                herd,
-                policy,
-                meta_unsupported: AtomicBool::new(false),
-                meta_probed: AtomicBool::new(false),
-                flights: Mutex::new(HashMap::new()),
-            }),
+            core: Arc::new(core),
+            transport,
         }
     }
 
     /// The configuration the cache was built with.
     pub fn config(&self) -> &Config {
-        &self.inner.config
+        &self.core.config
     }
 
     /// The transport underneath (for tools and tests).
     pub fn transport(&self) -> &Arc<dyn Transport> {
-        &self.inner.transport
+        &self.transport
     }
 
     /// The wire key `key` becomes, validated. Needs no server.
     pub fn wire_key(&self, key: &str) -> Result<Vec<u8>> {
-        Ok(newcache_keyfn::make_key(
-            self.inner.key_function.as_ref(),
-            key,
-        )?)
+        self.core.wire_key(key)
+    }
+
+    /// The transport as the shared operations see it.
+    fn io(&self) -> Blocking<'_> {
+        Blocking(self.transport.as_ref())
     }
 
     /// Runs `f` on the validated wire key of `key`, built in a buffer this thread reuses, so
@@ -286,103 +241,22 @@ impl Cache {
         WIRE_KEY.with(|cell| match cell.try_borrow_mut() {
             Ok(mut buf) => {
                 buf.clear();
-                newcache_keyfn::write_valid_key(self.inner.key_function.as_ref(), key, &mut buf)?;
+                newcache_keyfn::write_valid_key(self.core.key_function.as_ref(), key, &mut buf)?;
                 f(&buf)
             }
             Err(_) => f(&self.wire_key(key)?),
         })
     }
 
-    fn now_millis(&self) -> u64 {
-        self.inner.clock.now_millis()
-    }
-
-    /// Decodes a fetched value, taking the item's buffer over (a `String` value is that
-    /// buffer).
-    fn decode_vec<T: DeserializeOwned + 'static>(
-        &self,
-        key: &str,
-        item: Item,
-        offset: usize,
-        flags: u32,
-    ) -> Result<T> {
-        codec::decode_bounded(item.value, offset, flags, self.inner.config.inflate_limit).map_err(
-            |e| Error::Decode {
-                key: key.to_owned(),
-                flags,
-                detail: e.0,
-            },
-        )
-    }
-
     /// Fetches and decodes a value; `None` on a miss (or for the first reader after its
     /// soft expiry, who should recompute it).
     pub fn get<T: DeserializeOwned + 'static>(&self, key: &str) -> Result<Option<T>> {
-        self.with_wire_key(key, |wire| {
-            Ok(match self.fetch(key, wire)? {
-                Fetched::Hit(v) => Some(v),
-                Fetched::Recompute | Fetched::Cold => None,
-            })
-        })
-    }
-
-    fn fetch<T: DeserializeOwned + 'static>(&self, key: &str, wire: &[u8]) -> Result<Fetched<T>> {
-        if self.meta() {
-            let recache = self.inner.herd.herd_timeout.max(1);
-            match self.inner.transport.meta_get(wire, recache) {
-                Ok(None) => return Ok(Fetched::Cold),
-                Ok(Some(meta)) => {
-                    return match self.open_meta(wire, meta, self.now_millis())? {
-                        Opened::Miss => Ok(Fetched::Recompute),
-                        Opened::Gone => Ok(Fetched::Cold),
-                        Opened::Value {
-                            item,
-                            offset,
-                            flags,
-                        } => self.decode_vec(key, item, offset, flags).map(Fetched::Hit),
-                    };
-                }
-                // No meta protocol here: lease from now on, starting with this read.
-                Err(e) if self.meta_refused(&e) => {}
-                Err(e) => return Err(e.into()),
-            }
-        }
-
-        let Some(item) = self.inner.transport.get(wire)? else {
-            return Ok(Fetched::Cold);
-        };
-        match self.open(wire, item, self.now_millis())? {
-            Opened::Miss => Ok(Fetched::Recompute),
-            Opened::Gone => Ok(Fetched::Cold),
-            Opened::Value {
-                item,
-                offset,
-                flags,
-            } => self.decode_vec(key, item, offset, flags).map(Fetched::Hit),
-        }
+        self.with_wire_key(key, |wire| block(self.core.get(&self.io(), key, wire)))
     }
 
     /// Fetches a value's bytes and flags without decoding (herd rules apply as for `get`).
     pub fn get_raw(&self, key: &str) -> Result<Option<RawValue>> {
-        self.with_wire_key(key, |wire| {
-            let Some(item) = self.inner.transport.get(wire)? else {
-                return Ok(None);
-            };
-            Ok(match self.open(wire, item, self.now_millis())? {
-                Opened::Miss | Opened::Gone => None,
-                Opened::Value {
-                    mut item,
-                    offset,
-                    flags,
-                } => {
-                    item.value.drain(..offset);
-                    Some(RawValue {
-                        bytes: item.value,
-                        flags,
-                    })
-                }
-            })
-        })
+        self.with_wire_key(key, |wire| block(self.core.get_raw(&self.io(), wire)))
     }
 
     /// Fetches many values in one round trip per server. The result reads as a map keyed by
@@ -394,120 +268,13 @@ impl Cache {
         K: AsRef<str>,
         T: DeserializeOwned + 'static,
     {
-        // Every wire key in one buffer: two allocations for the lot, not one per key.
-        let mut buf = Vec::with_capacity(keys.len() * 64);
-        let mut ends = Vec::with_capacity(keys.len());
-        for k in keys {
-            newcache_keyfn::write_valid_key(
-                self.inner.key_function.as_ref(),
-                k.as_ref(),
-                &mut buf,
-            )?;
-            ends.push(buf.len());
-        }
-        let mut refs: Vec<&[u8]> = Vec::with_capacity(keys.len());
-        let mut start = 0;
-        for &end in &ends {
-            refs.push(buf.get(start..end).unwrap_or_default());
-            start = end;
-        }
-        let now = self.now_millis();
-        let metas = if self.meta() {
-            let recache = self.inner.herd.herd_timeout.max(1);
-            match self.inner.transport.meta_get_many(&refs, recache) {
-                Ok(metas) => Some(metas),
-                // No meta protocol here: lease from now on, starting with this read.
-                Err(e) if self.meta_refused(&e) => None,
-                Err(e) => return Err(e.into()),
-            }
-        } else {
-            None
-        };
-        // One pass: a fresh value is decoded as it comes; a stale one's store (claim or
-        // re-store) waits, so that all of them go out in one batch.
-        let mut out = HashMap::with_capacity(keys.len());
-        let mut failed: Vec<(usize, Error)> = Vec::new();
-        let mut stale: Vec<(usize, Pending)> = Vec::new();
-        let looks: Box<dyn Iterator<Item = Option<Result<Looked>>> + '_> = match metas {
-            Some(metas) => Box::new(
-                metas
-                    .into_iter()
-                    .zip(&refs)
-                    .map(|(m, wire)| m.map(|m| self.look_meta(wire, m, now))),
-            ),
-            None => Box::new(
-                self.inner
-                    .transport
-                    .get_many(&refs)?
-                    .into_iter()
-                    .zip(&refs)
-                    .map(|(item, wire)| item.map(|item| self.look(wire, item, now))),
-            ),
-        };
-        for (i, looked) in looks.enumerate() {
-            match looked {
-                None => {}
-                Some(Err(e)) => failed.push((i, e)),
-                Some(Ok(Looked::Done(opened))) => {
-                    self.decode_into(keys, i, opened, &mut out, &mut failed)
-                }
-                Some(Ok(Looked::Store(pending))) => stale.push((i, pending)),
-            }
-        }
-        if !stale.is_empty() {
-            let statuses = self.send_pending(
-                stale
-                    .iter()
-                    .filter_map(|(i, p)| refs.get(*i).map(|wire| (p, *wire))),
-            );
-            let mut statuses = statuses.into_iter();
-            for (i, pending) in stale {
-                let opened = pending.settle(statuses.next());
-                self.decode_into(keys, i, opened, &mut out, &mut failed);
-            }
-            failed.sort_by_key(|(i, _)| *i);
-        }
-        let failed = failed
-            .into_iter()
-            .map(|(i, e)| (keys.get(i).map_or("", AsRef::as_ref).to_owned(), e))
-            .collect();
-        Ok(GetMany::new(out, failed))
-    }
-
-    /// Decodes one `get_many` value into the map, or records why it could not be.
-    fn decode_into<K: AsRef<str>, T: DeserializeOwned + 'static>(
-        &self,
-        keys: &[K],
-        i: usize,
-        opened: Opened,
-        out: &mut HashMap<String, T>,
-        failed: &mut Vec<(usize, Error)>,
-    ) {
-        if let Opened::Value {
-            item,
-            offset,
-            flags,
-        } = opened
-        {
-            let key = keys.get(i).map_or("", AsRef::as_ref);
-            match self.decode_vec(key, item, offset, flags) {
-                Ok(value) => {
-                    out.insert(key.to_owned(), value);
-                }
-                Err(e) => failed.push((i, e)),
-            }
-        }
+        block(self.core.get_many(&self.io(), keys))
     }
 
     /// True when `key` holds a value a `get` would return now. Has no side effects: a stale
     /// value is reported absent but left for the next `get` to handle.
     pub fn has_key(&self, key: &str) -> Result<bool> {
-        match self.peek(key) {
-            Ok(peeked) => Ok(peeked.is_some_and(|p| !p.stale)),
-            // Herd state that does not open holds no value a `get` would return.
-            Err(Error::Decode { .. }) => Ok(false),
-            Err(e) => Err(e),
-        }
+        block(self.core.has_key(&self.io(), key))
     }
 
     /// What `key` holds, herd state read, with no side effects at all: a value past its
@@ -515,125 +282,7 @@ impl Cache {
     /// looking never claims a refresh nor re-stores anything. For tools and operators (the
     /// CLI's `get`); services read with [`get`](Cache::get).
     pub fn peek(&self, key: &str) -> Result<Option<Peeked>> {
-        let wire = self.wire_key(key)?;
-        let Some(mut item) = self.inner.transport.get(&wire)? else {
-            return Ok(None);
-        };
-        let now = self.now_millis();
-        let (stale, offset) = match self.opening(&wire, &item, now)? {
-            None => (false, 0),
-            Some(o) => (
-                self.inner.herd.on_read(&o.envelope, now) != ReadDecision::Fresh,
-                o.offset,
-            ),
-        };
-        item.value.drain(..offset);
-        Ok(Some(Peeked {
-            value: RawValue {
-                bytes: item.value,
-                flags: value_flags(item.flags),
-            },
-            stale,
-        }))
-    }
-
-    /// Encodes a value for `key` per the options: (bytes, flags, exptime), or `None` when the
-    /// TTL is zero (the value expires at once).
-    fn encode<T: Serialize + ?Sized>(
-        &self,
-        key: &str,
-        value: &T,
-        options: SetOptions,
-        now: u64,
-    ) -> Result<Option<(Vec<u8>, u32, u32)>> {
-        self.encode_computed(key, value, options, now, 0)
-    }
-
-    /// Like `encode`, recording in the herd state how long the value took to compute.
-    fn encode_computed<T: Serialize + ?Sized>(
-        &self,
-        key: &str,
-        value: &T,
-        options: SetOptions,
-        now: u64,
-        compute_millis: u32,
-    ) -> Result<Option<(Vec<u8>, u32, u32)>> {
-        let Some(plan) = self.store_plan(options, now)? else {
-            return Ok(None);
-        };
-        // Room for a small value, so typical values need no regrowth.
-        let mut bytes = Vec::with_capacity(256);
-        let flags = codec::encode(value, &mut bytes, self.inner.config.codec)
-            .map_err(|e| encode_error(key, e))?;
-        let (bytes, flags) =
-            self.finish(key, Cow::Owned(bytes), flags, &plan, now, compute_millis)?;
-        Ok(Some((bytes.into_owned(), flags, plan.exptime)))
-    }
-
-    /// How a store with these options goes now; `None` when the TTL is zero (the value
-    /// expires at once).
-    fn store_plan(&self, options: SetOptions, now: u64) -> Result<Option<StorePlan>> {
-        let ttl = options.ttl.or_default(self.inner.config.default_ttl);
-        let herd = options.herd.unwrap_or(self.inner.config.herd);
-        let plan = self.inner.herd.plan_store(ttl, herd, now)?;
-        if plan.expire_now {
-            return Ok(None);
-        }
-        // Under herd=meta, learn whether the servers speak meta before the first store.
-        self.meta();
-        Ok(Some(plan))
-    }
-
-    /// An encoded value as it goes on the wire: in django-newcache's tuple when the cache
-    /// writes that format, zlib-compressed when told to and smaller, and its flags with the
-    /// herd bits. Borrowed bytes stay borrowed unless one of those rewrites them.
-    fn finish<'b>(
-        &self,
-        key: &str,
-        bytes: Cow<'b, [u8]>,
-        flags: u32,
-        plan: &StorePlan,
-        now: u64,
-        compute_millis: u32,
-    ) -> Result<(Cow<'b, [u8]>, u32)> {
-        #[cfg(feature = "pickle")]
-        if let (Some(soft), EnvelopeFormat::DjangoNewcache) =
-            (plan.soft_expiry_millis, self.inner.config.envelope)
-        {
-            // django-newcache's tuple carries the soft expiry itself, in Unix seconds.
-            let tuple = codec::pickle::wrap_marker(&bytes, flags, soft / 1000)
-                .map_err(|e| encode_error(key, e))?;
-            return Ok(self.compress(Cow::Owned(tuple), codec::FLAG_PICKLE));
-        }
-        let _ = key;
-        let (bytes, mut flags) = self.compress(bytes, flags);
-        // The soft expiry rides in the flags, the value stays as Python reads it. Under the
-        // meta policy too: the server decides the win, and a cache that falls back to lease
-        // (or reads with another policy) finds the same protection.
-        if let Some(soft) = plan.soft_expiry_millis {
-            let envelope = Envelope {
-                soft_expiry_millis: soft,
-                compute_millis,
-            };
-            flags |= self.herd_bits(envelope, now);
-        }
-        Ok((bytes, flags))
-    }
-
-    /// Compresses an encoded value as pylibmc does (flag 8) when the cache is told to and it
-    /// gets smaller; values past the inflate limit stay as they are, so every value this cache
-    /// writes, it can read.
-    fn compress<'b>(&self, bytes: Cow<'b, [u8]>, flags: u32) -> (Cow<'b, [u8]>, u32) {
-        let config = &self.inner.config;
-        match config.compress_threshold {
-            Some(threshold) if bytes.len() >= threshold && bytes.len() <= config.inflate_limit => {
-                match codec::deflate(&bytes) {
-                    Some(compressed) => (Cow::Owned(compressed), flags | codec::FLAG_ZLIB),
-                    None => (bytes, flags),
-                }
-            }
-            _ => (bytes, flags),
-        }
+        block(self.core.peek(&self.io(), key))
     }
 
     fn store<T: Serialize + ?Sized>(
@@ -644,29 +293,7 @@ impl Cache {
         options: SetOptions,
     ) -> Result<StoreStatus> {
         self.with_wire_key(key, |wire| {
-            let now = self.now_millis();
-            let Some(plan) = self.store_plan(options, now)? else {
-                if mode == StoreMode::Set {
-                    self.inner.transport.delete(wire)?;
-                    return Ok(StoreStatus::Stored);
-                }
-                return Ok(StoreStatus::NotStored);
-            };
-            // A str or bytes value goes to the transport as the caller's own bytes: no copy
-            // of it in between.
-            let mut buf = Vec::new();
-            codec::with_encoding(value, self.inner.config.codec, &mut buf, |bytes, flags| {
-                let (bytes, flags) =
-                    self.finish(key, Cow::Borrowed(bytes), flags, &plan, now, 0)?;
-                Ok(self.inner.transport.store(&Store {
-                    mode,
-                    key: wire,
-                    value: &bytes,
-                    flags,
-                    exptime: plan.exptime,
-                })?)
-            })
-            .map_err(|e| encode_error(key, e))?
+            block(self.core.store(&self.io(), mode, key, wire, value, options))
         })
     }
 
@@ -715,24 +342,10 @@ impl Cache {
         flags: u32,
         options: impl Into<SetOptions>,
     ) -> Result<()> {
-        let wire = self.wire_key(key)?;
-        let options = options.into();
-        let ttl = options.ttl.or_default(self.inner.config.default_ttl);
-        let herd = options.herd.unwrap_or(self.inner.config.herd);
-        let now = self.now_millis();
-        let plan = self.inner.herd.plan_store(ttl, herd, now)?;
-        if plan.expire_now {
-            self.inner.transport.delete(&wire)?;
-            return Ok(());
-        }
-        let mut flags = value_flags(flags);
-        if let Some(soft) = plan.soft_expiry_millis {
-            flags |= self.herd_bits(Envelope::new(soft), now);
-        }
-        self.inner
-            .transport
-            .store(&Store::set(&wire, bytes, flags, plan.exptime))?;
-        Ok(())
+        block(
+            self.core
+                .set_raw(&self.io(), key, bytes, flags, options.into()),
+        )
     }
 
     /// Stores many values, one round trip per server. Unlike django-newcache's `set_many`,
@@ -748,148 +361,35 @@ impl Cache {
         K: AsRef<str>,
         T: Serialize,
     {
-        let options = options.into();
-        let now = self.now_millis();
-        let mut keys = Vec::new();
-        let mut encoded = Vec::new();
-        let mut expired = Vec::new();
-        for (key, value) in items {
-            let key = key.as_ref();
-            let wire = self.wire_key(key)?;
-            match self.encode(key, &value, options, now)? {
-                Some(e) => {
-                    keys.push(key.to_owned());
-                    encoded.push((wire, e));
-                }
-                None => expired.push(wire),
-            }
-        }
-        if !expired.is_empty() {
-            // The deletes' results are not needed (the keys are gone either way), so they go
-            // without per-key replies where the transport can (`delete ... noreply`).
-            let refs: Vec<&[u8]> = expired.iter().map(Vec::as_slice).collect();
-            self.inner.transport.delete_many_quiet(&refs)?;
-        }
-        let requests: Vec<Store<'_>> = encoded
-            .iter()
-            .map(|(wire, (bytes, flags, exptime))| Store::set(wire, bytes, *flags, *exptime))
-            .collect();
-        let statuses = self.inner.transport.store_many(&requests)?;
-        Ok(keys
-            .into_iter()
-            .zip(statuses)
-            .filter(|(_, s)| !s.is_stored())
-            .map(|(k, _)| k)
-            .collect())
+        block(self.core.set_many(&self.io(), items, options.into()))
     }
 
     /// Deletes a value; `true` when there was one.
     pub fn delete(&self, key: &str) -> Result<bool> {
         let wire = self.wire_key(key)?;
-        Ok(self.inner.transport.delete(&wire)?)
+        Ok(self.transport.delete(&wire)?)
     }
 
     /// Deletes many values, one round trip per server; returns how many existed.
     pub fn delete_many<K: AsRef<str>>(&self, keys: &[K]) -> Result<usize> {
-        let wires = keys
-            .iter()
-            .map(|k| self.wire_key(k.as_ref()))
-            .collect::<Result<Vec<_>>>()?;
-        let refs: Vec<&[u8]> = wires.iter().map(Vec::as_slice).collect();
-        Ok(self
-            .inner
-            .transport
-            .delete_many(&refs)?
-            .into_iter()
-            .filter(|d| *d)
-            .count())
-    }
-
-    fn counter(&self, key: &str, delta: u64, up: bool) -> Result<u64> {
-        let wire = self.wire_key(key)?;
-        let result = if up {
-            self.inner.transport.incr(&wire, delta)
-        } else {
-            self.inner.transport.decr(&wire, delta)
-        };
-        match result {
-            Ok(Some(n)) => Ok(n),
-            Ok(None) => Err(Error::NotFound {
-                key: key.to_owned(),
-            }),
-            Err(newcache_transport::Error::Client { message, .. })
-                if message.contains("non-numeric") =>
-            {
-                Err(Error::NotNumeric {
-                    key: key.to_owned(),
-                })
-            }
-            Err(e) => Err(e.into()),
-        }
+        block(self.core.delete_many(&self.io(), keys))
     }
 
     /// Adds `delta` to a counter (wrapping at 2^64) and returns the new value. A missing key
     /// is [`Error::NotFound`]; store counters with herd off ([`SetOptions::no_herd`]).
     pub fn incr(&self, key: &str, delta: u64) -> Result<u64> {
-        self.counter(key, delta, true)
+        block(self.core.counter(&self.io(), key, delta, true))
     }
 
     /// Subtracts `delta` from a counter (stopping at 0) and returns the new value.
     pub fn decr(&self, key: &str, delta: u64) -> Result<u64> {
-        self.counter(key, delta, false)
+        block(self.core.counter(&self.io(), key, delta, false))
     }
 
     /// Gives a value a new TTL; `false` when the key holds none. A herd-protected value gets a
     /// new soft expiry too (rewritten with CAS, so a concurrent write wins).
     pub fn touch(&self, key: &str, options: impl Into<SetOptions>) -> Result<bool> {
-        let wire = self.wire_key(key)?;
-        let options = options.into();
-        let now = self.now_millis();
-        let ttl = options.ttl.or_default(self.inner.config.default_ttl);
-        let herd = options.herd.unwrap_or(self.inner.config.herd);
-        let plan = self.inner.herd.plan_store(ttl, herd, now)?;
-        if plan.expire_now {
-            return self.delete(key);
-        }
-        let Some(item) = self.inner.transport.get(&wire)? else {
-            return Ok(false);
-        };
-        let opening = self.opening(&wire, &item, now)?;
-        let stamp = match (&opening, plan.soft_expiry_millis) {
-            (Some(o), Some(soft)) => self.restamp(&item, o, Envelope::new(soft), now),
-            (Some(o), None) if o.seed.is_none() => Some(Stamp {
-                flags: value_flags(item.flags),
-                value: None,
-            }),
-            (None, Some(soft)) => Some(Stamp {
-                flags: item.flags | self.herd_bits(Envelope::new(soft), now),
-                value: None,
-            }),
-            // Bare stays bare; a django-newcache tuple keeps its own expiry.
-            _ => None,
-        };
-        let offset = opening.as_ref().map_or(0, |o| o.offset);
-        let stamp = match stamp {
-            Some(stamp) if offset != 0 || stamp.value.is_some() || stamp.flags != item.flags => {
-                stamp
-            }
-            _ => return Ok(self.inner.transport.touch(&wire, plan.exptime)?),
-        };
-        // The soft expiry lives in the flags (or in the value), which `touch` cannot change:
-        // rewrite the same value with CAS, so a concurrent write wins.
-        let mode = item.cas.map_or(StoreMode::Replace, StoreMode::Cas);
-        let value = match &stamp.value {
-            Some(v) => v.as_slice(),
-            None => item.value.get(offset..).unwrap_or_default(),
-        };
-        let status = self.inner.transport.store(&Store {
-            mode,
-            key: &wire,
-            value,
-            flags: stamp.flags,
-            exptime: plan.exptime,
-        })?;
-        Ok(status == StoreStatus::Stored || status == StoreStatus::Exists)
+        block(self.core.touch(&self.io(), key, options.into()))
     }
 
     /// Marks a value stale instead of deleting it (the usual invalidation on write): the next
@@ -897,72 +397,81 @@ impl Cache {
     /// value for up to twice the herd timeout. `false` when the key holds no value.
     /// [`Cache::delete`] still deletes.
     pub fn invalidate(&self, key: &str) -> Result<bool> {
-        let wire = self.wire_key(key)?;
-        if self.meta() {
-            match self
-                .inner
-                .transport
-                .meta_invalidate(&wire, self.inner.herd.invalidated_exptime())
-            {
-                Ok(found) => return Ok(found),
-                // No meta protocol here: lease from now on; invalidate through the flags.
-                Err(e) if self.meta_refused(&e) => {}
-                Err(e) => return Err(e.into()),
-            }
-        }
-
-        for _ in 0..3 {
-            let Some(item) = self.inner.transport.get(&wire)? else {
-                return Ok(false);
-            };
-            let now = self.now_millis();
-            let opening = self.opening(&wire, &item, now)?;
-            let stale = self
-                .inner
-                .herd
-                .invalidated(opening.as_ref().map(|o| &o.envelope), now);
-            let stamp = match &opening {
-                Some(o) => self.restamp(&item, o, stale, now),
-                None => Some(Stamp {
-                    flags: item.flags | self.herd_bits(stale, now),
-                    value: None,
-                }),
-            };
-            let Some(stamp) = stamp else {
-                // A django-newcache tuple whose expiry cannot move: delete it instead.
-                return Ok(self.inner.transport.delete(&wire)?);
-            };
-            let offset = opening.as_ref().map_or(0, |o| o.offset);
-            let value = match &stamp.value {
-                Some(v) => v.as_slice(),
-                None => item.value.get(offset..).unwrap_or_default(),
-            };
-            let mode = item.cas.map_or(StoreMode::Replace, StoreMode::Cas);
-            let status = self.inner.transport.store(&Store {
-                mode,
-                key: &wire,
-                value,
-                flags: stamp.flags,
-                exptime: self.inner.herd.invalidated_exptime(),
-            })?;
-            match status {
-                StoreStatus::Stored => return Ok(true),
-                StoreStatus::NotFound | StoreStatus::NotStored => return Ok(false),
-                // Written in between: invalidate the newer value too.
-                StoreStatus::Exists => continue,
-            }
-        }
-        Ok(true)
+        block(self.core.invalidate(&self.io(), key))
     }
 
     /// Invalidates every value on every server (`flush_all`).
     pub fn clear(&self) -> Result<()> {
-        Ok(self.inner.transport.flush_all()?)
+        Ok(self.transport.flush_all()?)
     }
 
     /// Every server's statistics.
     pub fn stats(&self) -> Result<Vec<newcache_transport::ServerStats>> {
-        Ok(self.inner.transport.stats()?)
+        Ok(self.transport.stats()?)
+    }
+
+    /// Returns the cached value, or runs `loader`, stores its result and returns it: the
+    /// herd-safe way to read through. See [`Cache::get_or_try_set`].
+    pub fn get_or_set<T, F>(
+        &self,
+        key: &str,
+        options: impl Into<SetOptions>,
+        loader: F,
+    ) -> Result<T>
+    where
+        T: Serialize + DeserializeOwned + 'static,
+        F: FnOnce() -> T,
+    {
+        self.get_or_try_set(key, options, || Ok::<T, Error>(loader()))
+    }
+
+    /// Returns the cached value, or runs `loader` and stores its result, with exactly one
+    /// loader run where the cache can arrange it:
+    ///
+    /// - a stale value: the policy's winner (one caller under `lease`, `early` at the expiry
+    ///   and `meta`) runs the loader and stores; the others are served the old value;
+    /// - no value at all (cold): callers in this process share one loader run (single
+    ///   flight): the others wait for its outcome; across processes, the caller that stores
+    ///   the lease key `{key}:newcache-lease` with `add` (its TTL is `lease_wait`, rounded up
+    ///   to whole seconds) loads, and the others poll for its value every 20 ms, contending
+    ///   for the lease key again as they poll. A loader that dies (a killed process) leaves
+    ///   the key to expire, and then exactly one waiter, in whatever process, takes the lease
+    ///   over and loads; a loader slower than `lease_wait` gets a second one beside it. So a
+    ///   slow or crashed loader costs a bounded wait, never a hang and never a stampede.
+    ///
+    /// A loader error reaches its caller and stores nothing; on the stale path the old value
+    /// stays (the claim keeps the others on it for `herd_timeout`, then the next caller
+    /// retries), on the cold path the lease key is deleted and, if other callers in this
+    /// process were waiting, one of them runs its own loader next (one at a time, not all at
+    /// once). A panicking loader releases the lease key and the flight too. `E` is the
+    /// loader's error type, which must take the cache's errors too.
+    pub fn get_or_try_set<T, E, F>(
+        &self,
+        key: &str,
+        options: impl Into<SetOptions>,
+        loader: F,
+    ) -> Result<T, E>
+    where
+        T: Serialize + DeserializeOwned + 'static,
+        E: From<Error>,
+        F: FnOnce() -> Result<T, E>,
+    {
+        block(
+            self.core
+                .get_or_try_set(&self.io(), key, options.into(), || {
+                    std::future::ready(loader())
+                }),
+        )
+    }
+
+    /// The stale policy in effect: the one the cache was built with, except that a
+    /// server-side policy (`herd=meta`) on a server that refuses meta commands (twemproxy,
+    /// memcached before 1.6) is [`Policy::Lease`] from the first refusal on: the probe the
+    /// cache sends before its first read or store, or any meta command after. The switch is
+    /// sticky, made once per cache, and silent: this accessor is how to see it
+    /// (`stale_policy().name()` turns from `"meta"` to `"lease"`). It sends nothing itself.
+    pub fn stale_policy(&self) -> &dyn StalePolicy {
+        self.core.stale_policy()
     }
 }
 

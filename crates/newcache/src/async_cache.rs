@@ -1,0 +1,328 @@
+//! [`AsyncCache`]: the cache for async services (feature `tokio`).
+
+use std::fmt;
+use std::future::Future;
+use std::sync::Arc;
+
+use newcache_transport::{AsyncTransport, ServerStats, StoreMode, StoreStatus};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::io::Async;
+use crate::ops::Core;
+use crate::{Builder, Config, Error, GetMany, Peeked, RawValue, Result, SetOptions, StalePolicy};
+
+/// A memcached cache for async code on tokio: every operation of [`Cache`](crate::Cache),
+/// as a future. `Clone + Send + Sync`; clones share connections.
+///
+/// It is the same cache as [`Cache`](crate::Cache): built from the same URL or builder, with
+/// the same key function, herd policies, codecs and wire format, and the same code decides
+/// what to send (only the transport differs), so values and their herd state written by one
+/// are read by the other. Its text transport keeps `async_connections` connections per
+/// server (default 1) shared by every task: requests from concurrent tasks are written
+/// together and their replies matched to them in order, each checked against the request
+/// it answers. Nothing blocks a runtime thread, and a future dropped before it completes
+/// (a `tokio::time::timeout`, a client that hung up) leaves its connection in sync.
+///
+/// ```
+/// # #[cfg(feature = "memory")]
+/// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+/// use newcache::{AsyncCache, Ttl};
+///
+/// // url = "newcache://127.0.0.1:11211/" in a service
+/// let cache = AsyncCache::from_url("newcache:///?transport=memory")?;
+/// cache.set("greeting", "hello", Ttl::Seconds(60)).await?;
+/// let greeting: Option<String> = cache.get("greeting").await?;
+/// assert_eq!(greeting.as_deref(), Some("hello"));
+///
+/// // One loader run per expiry, across tasks and processes.
+/// let n: u64 = cache
+///     .get_or_set("answer", Ttl::Seconds(60), || async { 42 })
+///     .await?;
+/// assert_eq!(n, 42);
+/// # Ok::<(), newcache::Error>(())
+/// # }).unwrap();
+/// ```
+#[derive(Clone)]
+pub struct AsyncCache {
+    core: Arc<Core>,
+    transport: Arc<dyn AsyncTransport>,
+}
+
+impl fmt::Debug for AsyncCache {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AsyncCache")
+            .field("config", &self.core.config)
+            .field("transport", &self.transport)
+            .finish()
+    }
+}
+
+impl AsyncCache {
+    /// A cache configured by a `newcache://` URL (see [`Config::from_url`]).
+    pub fn from_url(url: &str) -> Result<AsyncCache> {
+        Builder::from_url(url)?.build_async()
+    }
+
+    /// A builder for every setting; finish it with [`Builder::build_async`].
+    pub fn builder() -> Builder {
+        Builder::new()
+    }
+
+    pub(crate) fn from_parts(core: Core, transport: Arc<dyn AsyncTransport>) -> AsyncCache {
+        AsyncCache {
+            core: Arc::new(core),
+            transport,
+        }
+    }
+
+    /// The configuration the cache was built with.
+    pub fn config(&self) -> &Config {
+        &self.core.config
+    }
+
+    /// The transport underneath (for tools and tests).
+    pub fn transport(&self) -> &Arc<dyn AsyncTransport> {
+        &self.transport
+    }
+
+    /// The wire key `key` becomes, validated. Needs no server.
+    pub fn wire_key(&self, key: &str) -> Result<Vec<u8>> {
+        self.core.wire_key(key)
+    }
+
+    fn io(&self) -> Async<'_> {
+        Async(&self.transport)
+    }
+
+    /// Fetches and decodes a value; `None` on a miss (or for the first reader after its
+    /// soft expiry, who should recompute it). [`Cache::get`](crate::Cache::get).
+    pub async fn get<T: DeserializeOwned + 'static>(&self, key: &str) -> Result<Option<T>> {
+        let wire = self.wire_key(key)?;
+        self.core.get(&self.io(), key, &wire).await
+    }
+
+    /// Fetches a value's bytes and flags without decoding (herd rules apply as for `get`).
+    pub async fn get_raw(&self, key: &str) -> Result<Option<RawValue>> {
+        let wire = self.wire_key(key)?;
+        self.core.get_raw(&self.io(), &wire).await
+    }
+
+    /// Fetches many values in one round trip per server
+    /// ([`Cache::get_many`](crate::Cache::get_many)).
+    pub async fn get_many<K, T>(&self, keys: &[K]) -> Result<GetMany<T>>
+    where
+        K: AsRef<str> + Sync,
+        T: DeserializeOwned + 'static,
+    {
+        self.core.get_many(&self.io(), keys).await
+    }
+
+    /// True when `key` holds a value a `get` would return now; no side effects.
+    pub async fn has_key(&self, key: &str) -> Result<bool> {
+        self.core.has_key(&self.io(), key).await
+    }
+
+    /// What `key` holds, herd state read, with no side effects at all
+    /// ([`Cache::peek`](crate::Cache::peek)).
+    pub async fn peek(&self, key: &str) -> Result<Option<Peeked>> {
+        self.core.peek(&self.io(), key).await
+    }
+
+    async fn store<T: Serialize + ?Sized + Sync>(
+        &self,
+        mode: StoreMode,
+        key: &str,
+        value: &T,
+        options: SetOptions,
+    ) -> Result<StoreStatus> {
+        let wire = self.wire_key(key)?;
+        self.core
+            .store(&self.io(), mode, key, &wire, value, options)
+            .await
+    }
+
+    /// Stores a value ([`Cache::set`](crate::Cache::set)).
+    pub async fn set<T: Serialize + ?Sized + Sync>(
+        &self,
+        key: &str,
+        value: &T,
+        options: impl Into<SetOptions>,
+    ) -> Result<()> {
+        self.store(StoreMode::Set, key, value, options.into())
+            .await
+            .map(|_| ())
+    }
+
+    /// Stores a value only if `key` holds none; `true` when stored.
+    pub async fn add<T: Serialize + ?Sized + Sync>(
+        &self,
+        key: &str,
+        value: &T,
+        options: impl Into<SetOptions>,
+    ) -> Result<bool> {
+        Ok(self
+            .store(StoreMode::Add, key, value, options.into())
+            .await?
+            .is_stored())
+    }
+
+    /// Stores a value only if `key` holds one; `true` when stored.
+    pub async fn replace<T: Serialize + ?Sized + Sync>(
+        &self,
+        key: &str,
+        value: &T,
+        options: impl Into<SetOptions>,
+    ) -> Result<bool> {
+        Ok(self
+            .store(StoreMode::Replace, key, value, options.into())
+            .await?
+            .is_stored())
+    }
+
+    /// Stores a value's raw bytes with these flags (herd rules apply as for `set`).
+    pub async fn set_raw(
+        &self,
+        key: &str,
+        bytes: &[u8],
+        flags: u32,
+        options: impl Into<SetOptions>,
+    ) -> Result<()> {
+        self.core
+            .set_raw(&self.io(), key, bytes, flags, options.into())
+            .await
+    }
+
+    /// Stores many values, one round trip per server; returns the keys that were not stored
+    /// ([`Cache::set_many`](crate::Cache::set_many)).
+    pub async fn set_many<K, T, I>(
+        &self,
+        items: I,
+        options: impl Into<SetOptions>,
+    ) -> Result<Vec<String>>
+    where
+        I: IntoIterator<Item = (K, T)> + Send,
+        K: AsRef<str>,
+        T: Serialize,
+    {
+        self.core.set_many(&self.io(), items, options.into()).await
+    }
+
+    /// Deletes a value; `true` when there was one.
+    pub async fn delete(&self, key: &str) -> Result<bool> {
+        let wire = self.wire_key(key)?;
+        Ok(self.transport.delete(&wire).await?)
+    }
+
+    /// Deletes many values, one round trip per server; returns how many existed.
+    pub async fn delete_many<K: AsRef<str> + Sync>(&self, keys: &[K]) -> Result<usize> {
+        self.core.delete_many(&self.io(), keys).await
+    }
+
+    /// Adds `delta` to a counter and returns the new value ([`Cache::incr`](crate::Cache::incr)).
+    pub async fn incr(&self, key: &str, delta: u64) -> Result<u64> {
+        self.core.counter(&self.io(), key, delta, true).await
+    }
+
+    /// Subtracts `delta` from a counter (stopping at 0) and returns the new value.
+    pub async fn decr(&self, key: &str, delta: u64) -> Result<u64> {
+        self.core.counter(&self.io(), key, delta, false).await
+    }
+
+    /// Gives a value a new TTL; `false` when the key holds none
+    /// ([`Cache::touch`](crate::Cache::touch)).
+    pub async fn touch(&self, key: &str, options: impl Into<SetOptions>) -> Result<bool> {
+        self.core.touch(&self.io(), key, options.into()).await
+    }
+
+    /// Marks a value stale instead of deleting it
+    /// ([`Cache::invalidate`](crate::Cache::invalidate)).
+    pub async fn invalidate(&self, key: &str) -> Result<bool> {
+        self.core.invalidate(&self.io(), key).await
+    }
+
+    /// Invalidates every value on every server (`flush_all`).
+    pub async fn clear(&self) -> Result<()> {
+        Ok(self.transport.flush_all().await?)
+    }
+
+    /// Every server's statistics.
+    pub async fn stats(&self) -> Result<Vec<ServerStats>> {
+        Ok(self.transport.stats().await?)
+    }
+
+    /// Returns the cached value, or awaits `loader`, stores its result and returns it
+    /// ([`AsyncCache::get_or_try_set`]).
+    pub async fn get_or_set<T, F, Fut>(
+        &self,
+        key: &str,
+        options: impl Into<SetOptions>,
+        loader: F,
+    ) -> Result<T>
+    where
+        T: Serialize + DeserializeOwned + 'static,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = T>,
+    {
+        self.get_or_try_set(key, options, || async { Ok::<T, Error>(loader().await) })
+            .await
+    }
+
+    /// Returns the cached value, or awaits `loader` and stores its result, with exactly one
+    /// loader run where the cache can arrange it, as
+    /// [`Cache::get_or_try_set`](crate::Cache::get_or_try_set): the stale value's one winner
+    /// loads while the others are served the old value; a cold key has one loader per
+    /// process (the other tasks await its outcome, holding no thread) and one across
+    /// processes (the lease key). A task dropped while it loads releases the flight and the
+    /// lease key, so another caller loads next.
+    pub async fn get_or_try_set<T, E, F, Fut>(
+        &self,
+        key: &str,
+        options: impl Into<SetOptions>,
+        loader: F,
+    ) -> Result<T, E>
+    where
+        T: Serialize + DeserializeOwned + 'static,
+        E: From<Error>,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+    {
+        self.core
+            .get_or_try_set(&self.io(), key, options.into(), loader)
+            .await
+    }
+
+    /// The stale policy in effect ([`Cache::stale_policy`](crate::Cache::stale_policy)).
+    pub fn stale_policy(&self) -> &dyn StalePolicy {
+        self.core.stale_policy()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn assert_send<T: Send>(_: &T) {}
+
+    #[cfg(feature = "memory")]
+    #[test]
+    fn futures_are_send_and_the_cache_is_shared() {
+        fn assert_send_sync<T: Send + Sync + Clone>() {}
+        assert_send_sync::<AsyncCache>();
+        let cache = AsyncCache::from_url("newcache:///?transport=memory").unwrap();
+        // Every operation's future can go to tokio::spawn.
+        assert_send(&cache.get::<String>("k"));
+        assert_send(&cache.get_many::<_, String>(&["a", "b"]));
+        assert_send(&cache.set("k", "v", 60));
+        assert_send(&cache.set_many(vec![("a", 1)], 60));
+        assert_send(&cache.get_or_set("k", 60, || async { 1u32 }));
+        assert_send(&cache.invalidate("k"));
+        assert_send(&cache.touch("k", 60));
+    }
+
+    #[test]
+    fn libmemcached_is_refused_with_a_reason() {
+        let e = AsyncCache::from_url("newcache://127.0.0.1:11211/?binary=true").unwrap_err();
+        assert!(e.to_string().contains("libmemcached"), "{e}");
+    }
+}

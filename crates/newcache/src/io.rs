@@ -1,0 +1,301 @@
+//! How the cache's logic reaches a transport: the one seam between the blocking [`Cache`]
+//! and the async [`AsyncCache`](crate::AsyncCache).
+//!
+//! Every operation (the key function, the herd decisions, the codec, and the sequence of
+//! round trips a herd read or `get_or_set` needs) is written once, as an `async fn` over an
+//! [`Io`]. The blocking cache runs it over [`Blocking`], whose futures are its transport's
+//! blocking calls, ready at once, and drives it with [`block`] (one poll; no runtime); the
+//! async cache awaits it over an async transport.
+//!
+//! [`Cache`]: crate::Cache
+
+use std::future::Future;
+#[cfg(feature = "tokio")]
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use newcache_transport::{Item, MetaItem, Store, StoreStatus, Transport};
+
+use crate::read_through::Flight;
+
+/// A transport's result.
+pub(crate) type TResult<T> = newcache_transport::Result<T>;
+
+/// The transport operations the cache's logic sends, and the two waits it makes (a pause
+/// between lease polls, a wait for another caller's load).
+pub(crate) trait Io: Sync {
+    fn get<'a>(&'a self, key: &'a [u8]) -> impl Future<Output = TResult<Option<Item>>> + Send + 'a;
+    fn get_many<'a>(
+        &'a self,
+        keys: &'a [&'a [u8]],
+    ) -> impl Future<Output = TResult<Vec<Option<Item>>>> + Send + 'a;
+    fn store<'a>(
+        &'a self,
+        request: &'a Store<'a>,
+    ) -> impl Future<Output = TResult<StoreStatus>> + Send + 'a;
+    /// Stores at once, when this Io can without awaiting (`None`: use [`Io::store`]): lets a
+    /// blocking store send a value borrowed for the call only (the caller's own bytes).
+    fn store_now(&self, request: &Store<'_>) -> Option<TResult<StoreStatus>>;
+    fn store_many<'a>(
+        &'a self,
+        requests: &'a [Store<'a>],
+    ) -> impl Future<Output = TResult<Vec<StoreStatus>>> + Send + 'a;
+    fn delete<'a>(&'a self, key: &'a [u8]) -> impl Future<Output = TResult<bool>> + Send + 'a;
+    fn delete_many<'a>(
+        &'a self,
+        keys: &'a [&'a [u8]],
+    ) -> impl Future<Output = TResult<Vec<bool>>> + Send + 'a;
+    fn delete_many_quiet<'a>(
+        &'a self,
+        keys: &'a [&'a [u8]],
+    ) -> impl Future<Output = TResult<()>> + Send + 'a;
+    fn arith<'a>(
+        &'a self,
+        key: &'a [u8],
+        delta: u64,
+        up: bool,
+    ) -> impl Future<Output = TResult<Option<u64>>> + Send + 'a;
+    fn touch<'a>(
+        &'a self,
+        key: &'a [u8],
+        exptime: u32,
+    ) -> impl Future<Output = TResult<bool>> + Send + 'a;
+    fn meta_get<'a>(
+        &'a self,
+        key: &'a [u8],
+        recache_below: u32,
+    ) -> impl Future<Output = TResult<Option<MetaItem>>> + Send + 'a;
+    fn meta_get_many<'a>(
+        &'a self,
+        keys: &'a [&'a [u8]],
+        recache_below: u32,
+    ) -> impl Future<Output = TResult<Vec<Option<MetaItem>>>> + Send + 'a;
+    fn meta_invalidate<'a>(
+        &'a self,
+        key: &'a [u8],
+        grace: u32,
+    ) -> impl Future<Output = TResult<bool>> + Send + 'a;
+    /// Deletes a key without waiting for the outcome, from a destructor (a lease key whose
+    /// holder is done, however it left): blocking, it is sent at once; async, on a task.
+    fn release(&self, key: Vec<u8>);
+    /// Pauses the caller.
+    fn sleep(&self, pause: Duration) -> impl Future<Output = ()> + Send + '_;
+    /// Waits until `flight`'s leader is done.
+    fn wait_for<'a>(&'a self, flight: &'a Flight) -> impl Future<Output = ()> + Send + 'a;
+}
+
+/// A blocking transport as an [`Io`]: each future is the blocking call, made when the
+/// future is created and ready at once.
+pub(crate) struct Blocking<'t>(pub(crate) &'t dyn Transport);
+
+impl Io for Blocking<'_> {
+    fn get<'a>(&'a self, key: &'a [u8]) -> impl Future<Output = TResult<Option<Item>>> + Send + 'a {
+        std::future::ready(self.0.get(key))
+    }
+    fn get_many<'a>(
+        &'a self,
+        keys: &'a [&'a [u8]],
+    ) -> impl Future<Output = TResult<Vec<Option<Item>>>> + Send + 'a {
+        std::future::ready(self.0.get_many(keys))
+    }
+    fn store<'a>(
+        &'a self,
+        request: &'a Store<'a>,
+    ) -> impl Future<Output = TResult<StoreStatus>> + Send + 'a {
+        std::future::ready(self.0.store(request))
+    }
+    fn store_now(&self, request: &Store<'_>) -> Option<TResult<StoreStatus>> {
+        Some(self.0.store(request))
+    }
+    fn store_many<'a>(
+        &'a self,
+        requests: &'a [Store<'a>],
+    ) -> impl Future<Output = TResult<Vec<StoreStatus>>> + Send + 'a {
+        std::future::ready(self.0.store_many(requests))
+    }
+    fn delete<'a>(&'a self, key: &'a [u8]) -> impl Future<Output = TResult<bool>> + Send + 'a {
+        std::future::ready(self.0.delete(key))
+    }
+    fn delete_many<'a>(
+        &'a self,
+        keys: &'a [&'a [u8]],
+    ) -> impl Future<Output = TResult<Vec<bool>>> + Send + 'a {
+        std::future::ready(self.0.delete_many(keys))
+    }
+    fn delete_many_quiet<'a>(
+        &'a self,
+        keys: &'a [&'a [u8]],
+    ) -> impl Future<Output = TResult<()>> + Send + 'a {
+        std::future::ready(self.0.delete_many_quiet(keys))
+    }
+    fn arith<'a>(
+        &'a self,
+        key: &'a [u8],
+        delta: u64,
+        up: bool,
+    ) -> impl Future<Output = TResult<Option<u64>>> + Send + 'a {
+        std::future::ready(if up {
+            self.0.incr(key, delta)
+        } else {
+            self.0.decr(key, delta)
+        })
+    }
+    fn touch<'a>(
+        &'a self,
+        key: &'a [u8],
+        exptime: u32,
+    ) -> impl Future<Output = TResult<bool>> + Send + 'a {
+        std::future::ready(self.0.touch(key, exptime))
+    }
+    fn meta_get<'a>(
+        &'a self,
+        key: &'a [u8],
+        recache_below: u32,
+    ) -> impl Future<Output = TResult<Option<MetaItem>>> + Send + 'a {
+        std::future::ready(self.0.meta_get(key, recache_below))
+    }
+    fn meta_get_many<'a>(
+        &'a self,
+        keys: &'a [&'a [u8]],
+        recache_below: u32,
+    ) -> impl Future<Output = TResult<Vec<Option<MetaItem>>>> + Send + 'a {
+        std::future::ready(self.0.meta_get_many(keys, recache_below))
+    }
+    fn meta_invalidate<'a>(
+        &'a self,
+        key: &'a [u8],
+        grace: u32,
+    ) -> impl Future<Output = TResult<bool>> + Send + 'a {
+        std::future::ready(self.0.meta_invalidate(key, grace))
+    }
+    fn release(&self, key: Vec<u8>) {
+        // A failed delete leaves the key to expire on its own.
+        let _ = self.0.delete(&key);
+    }
+    fn sleep(&self, pause: Duration) -> impl Future<Output = ()> + Send + '_ {
+        std::thread::sleep(pause);
+        std::future::ready(())
+    }
+    fn wait_for<'a>(&'a self, flight: &'a Flight) -> impl Future<Output = ()> + Send + 'a {
+        flight.wait();
+        std::future::ready(())
+    }
+}
+
+/// Runs an operation written over [`Blocking`] to its end. Its futures are ready when they
+/// are created, so one poll finishes it; should one ever not be, this polls again after
+/// yielding the thread (never spinning a core at full speed, never panicking).
+pub(crate) fn block<F: Future>(future: F) -> F::Output {
+    let mut future = std::pin::pin!(future);
+    let mut cx = Context::from_waker(std::task::Waker::noop());
+    loop {
+        if let Poll::Ready(output) = future.as_mut().poll(&mut cx) {
+            return output;
+        }
+        std::thread::sleep(Duration::from_micros(50));
+    }
+}
+
+/// An async transport as an [`Io`] (feature `tokio`: the waits are tokio's).
+#[cfg(feature = "tokio")]
+pub(crate) struct Async<'t>(pub(crate) &'t Arc<dyn newcache_transport::AsyncTransport>);
+
+#[cfg(feature = "tokio")]
+impl Io for Async<'_> {
+    fn get<'a>(&'a self, key: &'a [u8]) -> impl Future<Output = TResult<Option<Item>>> + Send + 'a {
+        self.0.get(key)
+    }
+    fn get_many<'a>(
+        &'a self,
+        keys: &'a [&'a [u8]],
+    ) -> impl Future<Output = TResult<Vec<Option<Item>>>> + Send + 'a {
+        self.0.get_many(keys)
+    }
+    fn store<'a>(
+        &'a self,
+        request: &'a Store<'a>,
+    ) -> impl Future<Output = TResult<StoreStatus>> + Send + 'a {
+        self.0.store(request)
+    }
+    fn store_now(&self, _: &Store<'_>) -> Option<TResult<StoreStatus>> {
+        None
+    }
+    fn store_many<'a>(
+        &'a self,
+        requests: &'a [Store<'a>],
+    ) -> impl Future<Output = TResult<Vec<StoreStatus>>> + Send + 'a {
+        self.0.store_many(requests)
+    }
+    fn delete<'a>(&'a self, key: &'a [u8]) -> impl Future<Output = TResult<bool>> + Send + 'a {
+        self.0.delete(key)
+    }
+    fn delete_many<'a>(
+        &'a self,
+        keys: &'a [&'a [u8]],
+    ) -> impl Future<Output = TResult<Vec<bool>>> + Send + 'a {
+        self.0.delete_many(keys)
+    }
+    fn delete_many_quiet<'a>(
+        &'a self,
+        keys: &'a [&'a [u8]],
+    ) -> impl Future<Output = TResult<()>> + Send + 'a {
+        self.0.delete_many_quiet(keys)
+    }
+    fn arith<'a>(
+        &'a self,
+        key: &'a [u8],
+        delta: u64,
+        up: bool,
+    ) -> impl Future<Output = TResult<Option<u64>>> + Send + 'a {
+        if up {
+            self.0.incr(key, delta)
+        } else {
+            self.0.decr(key, delta)
+        }
+    }
+    fn touch<'a>(
+        &'a self,
+        key: &'a [u8],
+        exptime: u32,
+    ) -> impl Future<Output = TResult<bool>> + Send + 'a {
+        self.0.touch(key, exptime)
+    }
+    fn meta_get<'a>(
+        &'a self,
+        key: &'a [u8],
+        recache_below: u32,
+    ) -> impl Future<Output = TResult<Option<MetaItem>>> + Send + 'a {
+        self.0.meta_get(key, recache_below)
+    }
+    fn meta_get_many<'a>(
+        &'a self,
+        keys: &'a [&'a [u8]],
+        recache_below: u32,
+    ) -> impl Future<Output = TResult<Vec<Option<MetaItem>>>> + Send + 'a {
+        self.0.meta_get_many(keys, recache_below)
+    }
+    fn meta_invalidate<'a>(
+        &'a self,
+        key: &'a [u8],
+        grace: u32,
+    ) -> impl Future<Output = TResult<bool>> + Send + 'a {
+        self.0.meta_invalidate(key, grace)
+    }
+    fn release(&self, key: Vec<u8>) {
+        // From a destructor, so on a task of the runtime in use; without one (the runtime is
+        // shutting down) the key expires on its own after `lease_wait`.
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            let transport = Arc::clone(self.0);
+            runtime.spawn(async move {
+                let _ = transport.delete(&key).await;
+            });
+        }
+    }
+    fn sleep(&self, pause: Duration) -> impl Future<Output = ()> + Send + '_ {
+        tokio::time::sleep(pause)
+    }
+    fn wait_for<'a>(&'a self, flight: &'a Flight) -> impl Future<Output = ()> + Send + 'a {
+        flight.done_async()
+    }
+}
