@@ -118,6 +118,16 @@ impl AsyncCache {
         self.core.get_many(&self.io(), keys).await
     }
 
+    /// Fetches many values as one entry per key, in order
+    /// ([`Cache::get_many_ordered`](crate::Cache::get_many_ordered)).
+    pub async fn get_many_ordered<K, T>(&self, keys: &[K]) -> Result<Vec<Option<T>>>
+    where
+        K: AsRef<str> + Sync,
+        T: DeserializeOwned + 'static,
+    {
+        self.core.get_many_ordered(&self.io(), keys).await
+    }
+
     /// True when `key` holds a value a `get` would return now; no side effects.
     pub async fn has_key(&self, key: &str) -> Result<bool> {
         self.core.has_key(&self.io(), key).await
@@ -313,6 +323,7 @@ mod tests {
         // Every operation's future can go to tokio::spawn.
         assert_send(&cache.get::<String>("k"));
         assert_send(&cache.get_many::<_, String>(&["a", "b"]));
+        assert_send(&cache.get_many_ordered::<_, String>(&["a", "b"]));
         assert_send(&cache.set("k", "v", 60));
         assert_send(&cache.set_many(vec![("a", 1)], 60));
         assert_send(&cache.get_or_set("k", 60, || async { 1u32 }));

@@ -271,6 +271,18 @@ impl Cache {
         block(self.core.get_many(&self.io(), keys))
     }
 
+    /// Fetches many values like [`get_many`](Cache::get_many), as one entry per key in the
+    /// order of `keys` (`None` for a miss, or for the reader who should recompute): no map,
+    /// no owned keys. A value that is there but cannot be decoded fails the call with its
+    /// error (the first such key's); use `get_many` to keep the others.
+    pub fn get_many_ordered<K, T>(&self, keys: &[K]) -> Result<Vec<Option<T>>>
+    where
+        K: AsRef<str>,
+        T: DeserializeOwned + 'static,
+    {
+        block(self.core.get_many_ordered(&self.io(), keys))
+    }
+
     /// True when `key` holds a value a `get` would return now. Has no side effects: a stale
     /// value is reported absent but left for the next `get` to handle.
     pub fn has_key(&self, key: &str) -> Result<bool> {

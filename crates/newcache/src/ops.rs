@@ -187,8 +187,76 @@ impl Core {
         })
     }
 
-    /// `get_many`: one round trip per server, then the stale values' stores in one batch.
+    /// `get_many`: the values read, as a map keyed by the caller's keys, and the keys whose
+    /// value could not be read.
     pub(crate) async fn get_many<I, K, T>(&self, io: &I, keys: &[K]) -> Result<GetMany<T>>
+    where
+        I: Io,
+        K: AsRef<str>,
+        T: DeserializeOwned + 'static,
+    {
+        let mut out = HashMap::with_capacity(keys.len());
+        let mut failed: Vec<(usize, Error)> = Vec::new();
+        self.read_many(io, keys, |i, read: Result<T>| {
+            let key = keys.get(i).map_or("", AsRef::as_ref);
+            match read {
+                Ok(value) => {
+                    out.insert(key.to_owned(), value);
+                }
+                Err(e) => failed.push((i, e)),
+            }
+        })
+        .await?;
+        failed.sort_by_key(|(i, _)| *i);
+        let failed = failed
+            .into_iter()
+            .map(|(i, e)| (keys.get(i).map_or("", AsRef::as_ref).to_owned(), e))
+            .collect();
+        Ok(GetMany::new(out, failed))
+    }
+
+    /// `get_many_ordered`: one entry per key, in order; a value that cannot be read fails
+    /// the call with its error.
+    pub(crate) async fn get_many_ordered<I, K, T>(
+        &self,
+        io: &I,
+        keys: &[K],
+    ) -> Result<Vec<Option<T>>>
+    where
+        I: Io,
+        K: AsRef<str>,
+        T: DeserializeOwned + 'static,
+    {
+        let mut out: Vec<Option<T>> = std::iter::repeat_with(|| None).take(keys.len()).collect();
+        let mut first_error: Option<(usize, Error)> = None;
+        self.read_many(io, keys, |i, read: Result<T>| match read {
+            Ok(value) => {
+                if let Some(slot) = out.get_mut(i) {
+                    *slot = Some(value);
+                }
+            }
+            Err(e) => {
+                if first_error.as_ref().is_none_or(|(at, _)| i < *at) {
+                    first_error = Some((i, e));
+                }
+            }
+        })
+        .await?;
+        match first_error {
+            Some((_, e)) => Err(e),
+            None => Ok(out),
+        }
+    }
+
+    /// Reads many keys in one round trip per server, then sends the stale values' stores
+    /// (claims, re-stores) in one batch, and hands `found` each value read (or why it could
+    /// not be), by the key's index. Misses are not handed over.
+    async fn read_many<I, K, T>(
+        &self,
+        io: &I,
+        keys: &[K],
+        mut found: impl FnMut(usize, Result<T>),
+    ) -> Result<()>
     where
         I: Io,
         K: AsRef<str>,
@@ -221,15 +289,11 @@ impl Core {
         };
         // One pass: a fresh value is decoded as it comes; a stale one's store (claim or
         // re-store) waits, so that all of them go out in one batch.
-        let mut out = HashMap::with_capacity(keys.len());
-        let mut failed: Vec<(usize, Error)> = Vec::new();
         let mut stale: Vec<(usize, Pending)> = Vec::new();
         let mut take = |i: usize, looked: Option<Result<Looked>>| match looked {
             None => {}
-            Some(Err(e)) => failed.push((i, e)),
-            Some(Ok(Looked::Done(opened))) => {
-                self.decode_into(keys, i, opened, &mut out, &mut failed)
-            }
+            Some(Err(e)) => found(i, Err(e)),
+            Some(Ok(Looked::Done(opened))) => self.decode_opened(keys, i, opened, &mut found),
             Some(Ok(Looked::Store(pending))) => stale.push((i, pending)),
         };
         match metas {
@@ -257,25 +321,19 @@ impl Core {
             let mut statuses = statuses.into_iter();
             for (i, pending) in stale {
                 let opened = pending.settle(statuses.next());
-                self.decode_into(keys, i, opened, &mut out, &mut failed);
+                self.decode_opened(keys, i, opened, &mut found);
             }
-            failed.sort_by_key(|(i, _)| *i);
         }
-        let failed = failed
-            .into_iter()
-            .map(|(i, e)| (keys.get(i).map_or("", AsRef::as_ref).to_owned(), e))
-            .collect();
-        Ok(GetMany::new(out, failed))
+        Ok(())
     }
 
-    /// Decodes one `get_many` value into the map, or records why it could not be.
-    fn decode_into<K: AsRef<str>, T: DeserializeOwned + 'static>(
+    /// Decodes one multi-get value, if the read opened to one, and hands it to `found`.
+    fn decode_opened<K: AsRef<str>, T: DeserializeOwned + 'static>(
         &self,
         keys: &[K],
         i: usize,
         opened: Opened,
-        out: &mut HashMap<String, T>,
-        failed: &mut Vec<(usize, Error)>,
+        found: &mut impl FnMut(usize, Result<T>),
     ) {
         if let Opened::Value {
             item,
@@ -284,12 +342,7 @@ impl Core {
         } = opened
         {
             let key = keys.get(i).map_or("", AsRef::as_ref);
-            match self.decode_vec(key, item, offset, flags) {
-                Ok(value) => {
-                    out.insert(key.to_owned(), value);
-                }
-                Err(e) => failed.push((i, e)),
-            }
+            found(i, self.decode_vec(key, item, offset, flags));
         }
     }
 

@@ -172,16 +172,61 @@ fn get_many_set_many_and_delete_many() {
         .cache
         .get_many(&["a", "b", "c", "ключ d", "missing", "a"])
         .unwrap()
-            .into_complete()
+        .into_complete()
         .unwrap();
     let want: HashMap<String, i32> = [("a", 1), ("b", 2), ("c", 3), ("ключ d", 4)]
         .map(|(k, v)| (k.to_string(), v))
         .into();
     assert_eq!(got, want);
     assert_eq!(e.cache.delete_many(&["a", "c", "missing"]).unwrap(), 2);
-    let got: HashMap<String, i32> = e.cache.get_many(&["a", "b", "c"]).unwrap()
-            .into_complete().unwrap();
+    let got: HashMap<String, i32> = e
+        .cache
+        .get_many(&["a", "b", "c"])
+        .unwrap()
+        .into_complete()
+        .unwrap();
     assert_eq!(got.keys().collect::<Vec<_>>(), ["b"]);
+}
+
+#[test]
+fn get_many_ordered_answers_key_by_key_in_order() {
+    let e = env("");
+    e.cache
+        .set_many([("a", 1), ("b", 2), ("ключ d", 4)], Ttl::Default)
+        .unwrap();
+    let got: Vec<Option<i32>> = e
+        .cache
+        .get_many_ordered(&["a", "missing", "ключ d", "b", "a"])
+        .unwrap();
+    assert_eq!(got, [Some(1), None, Some(4), Some(2), Some(1)]);
+    assert!(e
+        .cache
+        .get_many_ordered::<&str, i32>(&[])
+        .unwrap()
+        .is_empty());
+    // A value that cannot be read fails the call, naming its key.
+    e.cache.set("text", "not a number", Ttl::Default).unwrap();
+    match e.cache.get_many_ordered::<_, i32>(&["a", "text"]) {
+        Err(Error::Decode { key, .. }) => assert_eq!(key, "text"),
+        other => panic!("a decode error for text, got {other:?}"),
+    }
+}
+
+#[test]
+fn get_many_ordered_hands_each_stale_key_to_exactly_one_reader_under_lease() {
+    let e = env("herd_timeout=60");
+    e.cache
+        .set_many([("a", 1u32), ("b", 1)], Ttl::Seconds(10))
+        .unwrap();
+    e.clock.advance_secs(11);
+    let cache = e.cache.clone();
+    let got = at_once(16, move |_| {
+        cache.get_many_ordered::<_, u32>(&["a", "b"]).unwrap()
+    });
+    for (i, key) in ["a", "b"].iter().enumerate() {
+        let misses = got.iter().filter(|v| v[i].is_none()).count();
+        assert_eq!(misses, 1, "{key}: exactly one reader recomputes: {got:?}");
+    }
 }
 
 #[test]
@@ -276,7 +321,10 @@ fn the_herd_state_rides_in_the_flags_and_the_value_stays_bare() {
     else {
         panic!("flags {flags:#x} carry no herd state")
     };
-    assert_eq!(envelope.soft_expiry_millis.div_ceil(1000), (now + 300_000).div_ceil(1000));
+    assert_eq!(
+        envelope.soft_expiry_millis.div_ceil(1000),
+        (now + 300_000).div_ceil(1000)
+    );
     // Another client sees the same flags and bytes.
     let (bytes, other_flags) = e.other_client("enveloped").unwrap();
     assert_eq!(other_flags, flags);
@@ -656,8 +704,7 @@ fn several_servers_share_the_keys() {
         .unwrap()
         .is_empty());
     let keys: Vec<&str> = items.iter().map(|(k, _)| k.as_str()).collect();
-    let got: HashMap<String, u32> = cache.get_many(&keys).unwrap()
-            .into_complete().unwrap();
+    let got: HashMap<String, u32> = cache.get_many(&keys).unwrap().into_complete().unwrap();
     assert_eq!(got.len(), 300);
     for s in &servers {
         let n = s.stat("curr_items");
@@ -732,8 +779,12 @@ fn get_many_follows_the_seeds_rule_under_reinsert() {
     e.cache.set("fresh", "f", Ttl::Seconds(300)).unwrap();
     // The first multi-get after the soft expiry misses both stale keys (and re-stores them
     // bare for herd_timeout); the fresh one is served.
-    let first: HashMap<String, String> = e.cache.get_many(&["a", "b", "fresh"]).unwrap()
-            .into_complete().unwrap();
+    let first: HashMap<String, String> = e
+        .cache
+        .get_many(&["a", "b", "fresh"])
+        .unwrap()
+        .into_complete()
+        .unwrap();
     assert_eq!(
         first,
         HashMap::from([("fresh".to_string(), "f".to_string())])
@@ -745,8 +796,12 @@ fn get_many_follows_the_seeds_rule_under_reinsert() {
         assert_eq!(value, format!("old-{key}").as_bytes());
     }
     // Everyone after is served the old values.
-    let second: HashMap<String, String> = e.cache.get_many(&["a", "b"]).unwrap()
-            .into_complete().unwrap();
+    let second: HashMap<String, String> = e
+        .cache
+        .get_many(&["a", "b"])
+        .unwrap()
+        .into_complete()
+        .unwrap();
     assert_eq!(second.get("a").map(String::as_str), Some("old-a"));
     assert_eq!(second.get("b").map(String::as_str), Some("old-b"));
 }
