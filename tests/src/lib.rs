@@ -13,8 +13,10 @@
 //! [`Fixture`]: conformance::Fixture
 #![forbid(unsafe_code)]
 
+pub mod block_on;
 pub mod conformance;
 pub mod fixtures;
 
+pub use block_on::BlockingAdapter;
 pub use conformance::Fixture;
 pub use fixtures::{MemoryFixture, ServerFixture};

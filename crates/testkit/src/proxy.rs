@@ -157,6 +157,10 @@ pub struct FaultCounts {
     pub delayed: u64,
     /// Chunks trickled one byte at a time.
     pub trickled: u64,
+    /// Reads of what clients sent (each at most one write of the client's, or less when
+    /// the kernel splits it): a client that writes many requests with one write shows
+    /// fewer reads than requests.
+    pub client_reads: u64,
 }
 
 #[derive(Debug, Default)]
@@ -172,6 +176,7 @@ struct Counters {
     truncated: AtomicU64,
     delayed: AtomicU64,
     trickled: AtomicU64,
+    client_reads: AtomicU64,
 }
 
 impl Counters {
@@ -188,6 +193,7 @@ impl Counters {
             truncated: get(&self.truncated),
             delayed: get(&self.delayed),
             trickled: get(&self.trickled),
+            client_reads: get(&self.client_reads),
         }
     }
 }
@@ -340,12 +346,14 @@ fn relay(
         return;
     };
     // Client to server, unchanged.
+    let reads = counters.clone();
     std::thread::spawn(move || {
         let mut buf = vec![0u8; 64 * 1024];
         loop {
             match from_client.read(&mut buf) {
                 Ok(0) | Err(_) => break,
                 Ok(k) => {
+                    bump(&reads.client_reads);
                     if to_server
                         .write_all(buf.get(..k).unwrap_or_default())
                         .is_err()

@@ -1731,6 +1731,10 @@ impl Transport for BinaryTransport {
         }
     }
 
+    fn close(&self) {
+        self.pool.close_idle();
+    }
+
     fn get(&self, key: &[u8]) -> Result<Option<Item>> {
         check_key(key)?;
         let h = self.lease()?;

@@ -294,6 +294,19 @@ impl Pool {
         }
     }
 
+    /// Drops every idle handle, and with it its connections (the transport's `close`): the
+    /// next checkout makes a new one. Handles lent out come back as usual.
+    pub(crate) fn close_idle(&self) {
+        let idle = {
+            let mut state = lock(&self.state);
+            let idle = std::mem::take(&mut state.idle);
+            state.created = state.created.saturating_sub(idle.len());
+            idle
+        };
+        // Freed outside the lock: each closes its sockets.
+        drop(idle);
+    }
+
     /// Runs `f` on the master handle, under the pool's lock (the master never does I/O).
     pub(crate) fn with_master<R>(&self, f: impl FnOnce(&Handle) -> R) -> R {
         let state = lock(&self.state);

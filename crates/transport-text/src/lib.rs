@@ -35,6 +35,10 @@
 //! - A server that fails is left alone for a while and, with `remove_failed`, ejected from a
 //!   consistent ring ([`Failover`], libmemcached's `retry_timeout`, `failure_limit`,
 //!   `remove_failed` and `dead_timeout`); multi-gets read its keys as misses.
+//! - With feature `tokio`, `TokioTextTransport` (module `tokio_transport`) speaks the same
+//!   protocol with the same placement and failover as an async transport: connections
+//!   shared by any number of tasks, their requests written together, every reply matched
+//!   in order.
 //!
 //! ```no_run
 //! use newcache_transport::{Store, Transport};
@@ -68,9 +72,13 @@ pub mod proto;
 mod stream;
 #[cfg(feature = "tls")]
 mod tls;
+#[cfg(feature = "tokio")]
+pub mod tokio_transport;
 
 pub use cluster::Failover;
 pub use newcache_placement as placement;
+#[cfg(feature = "tokio")]
+pub use tokio_transport::{TokioIoStats, TokioTextTransport};
 
 use std::fmt;
 use std::io::{self, IoSliceMut, Read, Write};
@@ -214,6 +222,14 @@ pub struct TextConfig {
     /// plain connections. Needs the crate's `tls` feature: without it, a transport with TLS
     /// settings is refused ([`Error::Unsupported`]), never built in plain text.
     pub tls: Option<TlsConfig>,
+    /// Async transport only (`TokioTextTransport`, feature `tokio`): connections opened to
+    /// each server, each carrying any number of requests at once (auto-pipelined). Default
+    /// 1; 0 is taken as 1. The blocking [`TextTransport`] ignores it.
+    pub async_connections: usize,
+    /// Async transport only (`TokioTextTransport`, feature `tokio`): requests queued per
+    /// connection, waiting for its writer; past it a caller waits for room, up to its
+    /// [`TextConfig::read_timeout`] ([`Error::Timeout`]). Default 1024; 0 is taken as 1.
+    pub async_queue: usize,
 }
 
 /// TLS settings of a [`TextTransport`] (feature `tls`, rustls). Servers' certificates are
@@ -361,6 +377,8 @@ impl Default for TextConfig {
             placement: Behaviors::default(),
             failover: Failover::default(),
             tls: None,
+            async_connections: 1,
+            async_queue: 1024,
         }
     }
 }
@@ -368,7 +386,7 @@ impl Default for TextConfig {
 /// The read buffer's size when a connection opens, and the least a value still to come
 /// must have left for it to be read straight into the value instead (see
 /// `TextTransport::receive`).
-const READ_BUF: usize = 16 * 1024;
+pub(crate) const READ_BUF: usize = 16 * 1024;
 
 /// The most the read buffer grows to. Replies are consumed from it as they are parsed and
 /// large values bypass it, so it never has to hold a reply; it grows (doubling) only while
@@ -384,7 +402,7 @@ const DEADLINE_SLACK: u32 = 16;
 
 /// The reply bytes a connection has read and not yet consumed.
 #[derive(Debug)]
-struct ReadBuf {
+pub(crate) struct ReadBuf {
     data: Vec<u8>,
     start: usize,
     end: usize,
@@ -394,7 +412,7 @@ struct ReadBuf {
 }
 
 impl ReadBuf {
-    fn new() -> Self {
+    pub(crate) fn new() -> Self {
         ReadBuf {
             data: vec![0; READ_BUF],
             start: 0,
@@ -415,16 +433,16 @@ impl ReadBuf {
     }
 
     /// Records `n` bytes read into the `offered` bytes [`ReadBuf::spare`] gave.
-    fn filled_by(&mut self, n: usize, offered: usize) {
+    pub(crate) fn filled_by(&mut self, n: usize, offered: usize) {
         self.end = (self.end + n).min(self.data.len());
         self.grow = n > 0 && n >= offered;
     }
 
-    fn filled(&self) -> &[u8] {
+    pub(crate) fn filled(&self) -> &[u8] {
         self.data.get(self.start..self.end).unwrap_or_default()
     }
 
-    fn consume(&mut self, n: usize) {
+    pub(crate) fn consume(&mut self, n: usize) {
         self.start = (self.start + n).min(self.end);
         if self.start == self.end {
             self.start = 0;
@@ -435,7 +453,7 @@ impl ReadBuf {
     /// Room to read into: the unconsumed bytes (at most a partial line) move to the front
     /// first, and the buffer doubles when it is full of them, or when the last read filled
     /// it and it is below [`READ_BUF_MAX`].
-    fn spare(&mut self) -> &mut [u8] {
+    pub(crate) fn spare(&mut self) -> &mut [u8] {
         if self.start > 0 {
             self.data.copy_within(self.start..self.end, 0);
             self.end -= self.start;
@@ -493,9 +511,9 @@ impl Conn {
 }
 
 /// What a server was found to speak ([`Server::wire`]).
-const WIRE_UNKNOWN: u8 = 0;
-const WIRE_META: u8 = 1;
-const WIRE_CLASSIC: u8 = 2;
+pub(crate) const WIRE_UNKNOWN: u8 = 0;
+pub(crate) const WIRE_META: u8 = 1;
+pub(crate) const WIRE_CLASSIC: u8 = 2;
 
 /// One configured server and its connections.
 struct Server {
@@ -512,7 +530,7 @@ struct Server {
 
 /// Where a server listens.
 #[derive(Debug, Clone)]
-enum Endpoint {
+pub(crate) enum Endpoint {
     /// `host:port` over TCP.
     Tcp(String),
     /// A unix-domain socket's path.
@@ -574,35 +592,7 @@ impl Drop for TextTransport {
 impl TextTransport {
     /// A transport over these servers. Connects to nothing until the first request.
     pub fn new(config: TextConfig) -> Result<Self> {
-        if config.servers.is_empty() {
-            return Err(Error::NoServers);
-        }
-        let specs = config
-            .servers
-            .iter()
-            .map(|s| match socket_path(s) {
-                // As libmemcached names a socket server: its path, port 0 (ketama points
-                // are then `path:0-N`, as libmemcached's).
-                Some(path) => Ok(placement::Server {
-                    host: path.to_string(),
-                    port: 0,
-                    weight: 1,
-                }),
-                None => placement::Server::parse(s).map_err(|e| Error::Protocol {
-                    server: s.clone(),
-                    detail: format!(
-                        "{e}; a server is host, host:port, host:port:weight, [v6addr]:port, or a unix-domain socket's absolute path (/path or unix:/path)"
-                    ),
-                }),
-            })
-            .collect::<Result<Vec<_>>>()?;
-        let settings = config.placement.settings(&specs);
-        if !settings.hash.is_computed() {
-            return Err(Error::Unsupported {
-                server: "the text transport".into(),
-                command: format!("the {} key hash (use the binary transport)", settings.hash),
-            });
-        }
+        let (specs, settings) = server_specs(&config)?;
         let max_open = match config.max_connections {
             0 => usize::MAX,
             n => n,
@@ -802,33 +792,27 @@ impl TextTransport {
     fn end_probe(&self, server: &Server, mut conn: Conn, opaque: u32) -> Result<Conn> {
         let mut decoder = Decoder::new(Expect::Meta);
         match self.receive(server, &mut conn, &mut decoder) {
-            Ok((Reply::Meta(Meta::Miss | Meta::Done), shortened))
-                if decoder.tag().check(opaque, meta::PROBE_KEY).is_ok() =>
-            {
-                if !conn.rbuf.filled().is_empty() {
-                    return Err(self.mismatch(
-                        server,
-                        Mismatch("bytes after the reply to the meta probe".into()),
-                    ));
+            Ok((reply, shortened)) => match probe_verdict(&reply, decoder.tag(), opaque) {
+                Ok(ProbeVerdict::Meta) => {
+                    if !conn.rbuf.filled().is_empty() {
+                        return Err(self.mismatch(
+                            server,
+                            Mismatch("bytes after the reply to the meta probe".into()),
+                        ));
+                    }
+                    server.wire.store(WIRE_META, Ordering::Relaxed);
+                    conn.wire = Wire::Meta;
+                    if shortened {
+                        conn.stream
+                            .set_read_timeout(Some(self.config.read_timeout))
+                            .map_err(|e| self.io_error(server, e, self.config.read_timeout))?;
+                    }
+                    return Ok(conn);
                 }
-                server.wire.store(WIRE_META, Ordering::Relaxed);
-                conn.wire = Wire::Meta;
-                if shortened {
-                    conn.stream
-                        .set_read_timeout(Some(self.config.read_timeout))
-                        .map_err(|e| self.io_error(server, e, self.config.read_timeout))?;
-                }
-                return Ok(conn);
-            }
-            // Classic, below.
-            Ok((Reply::Meta(_), _)) if decoder.tag().opaque().is_none() => {}
-            Ok((Reply::Status(Status::Error | Status::ClientError(_)), _)) => {}
-            Ok((reply, _)) => {
-                return Err(self.mismatch(
-                    server,
-                    Mismatch(format!("{reply:?} ({:?}) to the meta probe", decoder.tag())),
-                ))
-            }
+                // Classic, below.
+                Ok(ProbeVerdict::Classic) => {}
+                Err(m) => return Err(self.mismatch(server, m)),
+            },
             Err(e) if closed_without_reply(&e) => {
                 let permit = conn.into_permit();
                 let stream = self.connect_stream(server)?;
@@ -1122,12 +1106,7 @@ impl TextTransport {
     /// The error for an error line (`ERROR`, `CLIENT_ERROR`, `SERVER_ERROR`) in reply to
     /// `cmd`: a store refused as too large is [`Error::ValueTooLarge`] naming its size.
     fn refusal(&self, label: &str, cmd: &Cmd<'_>, wire: Wire, status: Status) -> Error {
-        if let (Cmd::Store(s), Status::ServerError(m)) = (cmd, &status) {
-            if refused_as_too_large(m) {
-                return Error::refused_by_server(s.value.len(), self.config.item_size_limit);
-            }
-        }
-        status_to_error(label.to_string(), status, cmd.name(wire))
+        refusal_error(label, cmd, wire, status, self.config.item_size_limit)
     }
 
     /// An error line to a meta command: a server that answers `ERROR` no longer knows meta
@@ -1248,22 +1227,9 @@ impl TextTransport {
         count: usize,
         key_of: impl Fn(usize) -> Option<&'k [u8]>,
     ) -> Result<Vec<(usize, Vec<usize>)>> {
-        let mut groups: Vec<(usize, Vec<usize>)> = Vec::new();
-        for i in 0..count {
-            let Some(key) = key_of(i) else { continue };
-            let s = self.server_for_key(key)?;
-            match groups.iter_mut().find(|(server, _)| *server == s) {
-                Some((_, members)) => members.push(i),
-                None => {
-                    // Room for an even share (twice it), so batches rarely reallocate.
-                    let share = count.min(2 * count / self.servers.len().max(1) + 1);
-                    let mut members = Vec::with_capacity(share);
-                    members.push(i);
-                    groups.push((s, members));
-                }
-            }
-        }
-        Ok(groups)
+        group_by_server(count, self.servers.len(), key_of, |key| {
+            self.server_for_key(key)
+        })
     }
 
     /// Pipelined across servers, in rounds: each round writes every server its next chunk
@@ -1519,106 +1485,32 @@ impl TextTransport {
                     }
                 }
             }
-            (Batch::QuietDeletes(_), Wire::Classic) => {
-                // Nothing but errors until the closing VERSION; a server that ignored noreply
-                // may also answer each command: at most one line per command, then VERSION.
-                let mut lines = 0usize;
+            (Batch::QuietDeletes(keys), wire) => {
+                let mut round = QuietRound::new(wire, opaque, members.len());
+                let key_at = |n: usize| members.get(n).and_then(|&i| keys.get(i)).copied();
                 loop {
-                    let mut decoder = Decoder::new(Expect::Status);
+                    let mut decoder = Decoder::new(round.expect());
                     let (reply, short) = self.receive(server, &mut conn, &mut decoder)?;
                     lane.shortened |= short;
-                    match reply {
-                        Reply::Status(Status::Version(_)) => break,
-                        Reply::Status(Status::Deleted | Status::NotFound) => {}
-                        Reply::Status(s) if is_error_line(&s) => {
+                    match round
+                        .take(reply, decoder.tag(), key_at)
+                        .map_err(|m| self.mismatch(server, m))?
+                    {
+                        QuietStep::More => {}
+                        QuietStep::Refused(s) => {
                             lane.refused = true;
-                            answers.push(Answer::Refused(None, "delete", s));
+                            answers.push(Answer::Refused(None, round.command(), s));
                         }
-                        other => {
-                            return Err(self.mismatch(
-                                server,
-                                Mismatch(format!("{other:?} is not an answer to a delete")),
-                            ))
-                        }
-                    }
-                    lines += 1;
-                    if lines > members.len() {
-                        return Err(self.mismatch(
-                            server,
-                            Mismatch(format!(
-                                "more replies than the {} noreply deletes sent, and no VERSION",
-                                members.len()
-                            )),
-                        ));
-                    }
-                }
-            }
-            (Batch::QuietDeletes(keys), Wire::Meta) => {
-                // `md q` hides HD (NF and errors still come); the last delete is not quiet,
-                // so its reply, tagged, says every delete before it was processed. Replies
-                // come in order: each tagged one is for a delete after the one before.
-                let last = members.len().saturating_sub(1);
-                let mut next = 0usize;
-                let mut lines = 0usize;
-                loop {
-                    let mut decoder = Decoder::new(Expect::Meta);
-                    let (reply, short) = self.receive(server, &mut conn, &mut decoder)?;
-                    lane.shortened |= short;
-                    lines += 1;
-                    match reply {
-                        Reply::Status(s) if is_error_line(&s) => {
-                            // An error line carries no tag: which delete it answers is not
-                            // known, nor whether the last one's reply is still to come.
-                            // The connection is dropped with what is left on it.
+                        QuietStep::RefusedLast(s) => {
+                            // Which delete an untagged error line answers is not known, nor
+                            // whether the last one's reply is still to come: the connection
+                            // is dropped with what is left on it.
                             lane.refused = true;
                             lane.done = lane.members.len();
-                            answers.push(Answer::Refused(None, "md", s));
+                            answers.push(Answer::Refused(None, round.command(), s));
                             break;
                         }
-                        Reply::Meta(Meta::Done | Meta::NotFound) => {
-                            let tag = decoder.tag();
-                            let at = tag
-                                .opaque()
-                                .map(|o| o.wrapping_sub(opaque) as usize)
-                                .filter(|&at| at >= next && at <= last);
-                            let key = at
-                                .and_then(|at| members.get(at))
-                                .and_then(|&i| keys.get(i))
-                                .copied();
-                            let Some((at, key)) = at.zip(key) else {
-                                return Err(self.mismatch(
-                                    server,
-                                    Mismatch(format!(
-                                        "{tag:?} answers none of the deletes still awaited"
-                                    )),
-                                ));
-                            };
-                            if tag.key() != Some(key) {
-                                return Err(self.mismatch(
-                                    server,
-                                    Mismatch(format!("{tag:?} names another key")),
-                                ));
-                            }
-                            if at == last {
-                                break;
-                            }
-                            next = at + 1;
-                        }
-                        other => {
-                            return Err(self.mismatch(
-                                server,
-                                Mismatch(format!("{other:?} is not an answer to md")),
-                            ))
-                        }
-                    }
-                    if lines > members.len() {
-                        return Err(self.mismatch(
-                            server,
-                            Mismatch(format!(
-                                "more replies than the {} deletes sent",
-                                members.len()
-                            )),
-                        ));
+                        QuietStep::Done => break,
                     }
                 }
             }
@@ -1639,7 +1531,7 @@ impl TextTransport {
     }
 
     /// Every group's answers, or the first group's error (after every group was read).
-    fn strict(outcomes: Vec<(usize, Result<Vec<Answer>>)>) -> Result<Vec<(usize, Vec<Answer>)>> {
+    pub(crate) fn strict<A>(outcomes: Vec<(usize, Result<A>)>) -> Result<Vec<(usize, A)>> {
         outcomes
             .into_iter()
             .map(|(index, outcome)| outcome.map(|answers| (index, answers)))
@@ -1649,7 +1541,7 @@ impl TextTransport {
     /// For reads: the answers of the servers that answered; a server that is down or failed
     /// leaves its keys as misses (libmemcached's multi-get does the same). An error when
     /// every server failed, or when one gave a reply that is an error of its own.
-    fn tolerant(outcomes: Vec<(usize, Result<Vec<Answer>>)>) -> Result<Vec<(usize, Vec<Answer>)>> {
+    pub(crate) fn tolerant<A>(outcomes: Vec<(usize, Result<A>)>) -> Result<Vec<(usize, A)>> {
         let mut answered = Vec::with_capacity(outcomes.len());
         let mut first_failure = None;
         for (index, outcome) in outcomes {
@@ -1846,9 +1738,257 @@ impl TextTransport {
     }
 }
 
+/// Appends deletes of `keys` (`count` of them) with no reply per key: `delete <key>
+/// noreply` each and a closing `version` in the classic protocol; in meta `md <key> q`
+/// each (memcached leaves out the `HD`) but the last, without `q`, whose tagged reply
+/// closes the round; meta commands are tagged with the tokens `next_opaque` gives, in
+/// order.
+pub(crate) fn encode_quiet_deletes<'k>(
+    out: &mut Vec<u8>,
+    wire: Wire,
+    keys: impl Iterator<Item = &'k [u8]>,
+    count: usize,
+    mut next_opaque: impl FnMut() -> u32,
+) {
+    match wire {
+        Wire::Classic => {
+            for key in keys {
+                proto::encode_delete_noreply(out, key);
+            }
+            proto::encode_line(out, "version");
+        }
+        Wire::Meta => {
+            let last = count.saturating_sub(1);
+            for (n, key) in keys.enumerate() {
+                meta::encode_delete(out, key, n != last, next_opaque());
+            }
+        }
+    }
+}
+
+/// Reads the replies to a round of quiet deletes ([`encode_quiet_deletes`]), one at a
+/// time, sans IO. Classic: nothing but errors until the closing `VERSION`; a server that
+/// ignored `noreply` may also answer each command: at most one line per command, then
+/// `VERSION`. Meta: `md q` hides `HD` (`NF` and errors still come); the last delete is not
+/// quiet, so its tagged reply says every delete before it was processed. Replies come in
+/// order: each tagged one is for a delete after the one before.
+#[derive(Debug, Clone)]
+pub(crate) struct QuietRound {
+    wire: Wire,
+    first_opaque: u32,
+    count: usize,
+    /// The first delete (of the round) a tagged reply may still answer.
+    next: usize,
+    lines: usize,
+}
+
+/// What one reply of a [`QuietRound`] came to.
+#[derive(Debug)]
+pub(crate) enum QuietStep {
+    /// More replies are due.
+    More,
+    /// An error line; more replies are due (classic).
+    Refused(Status),
+    /// An error line, which carries no tag: which delete it answers is not known, nor
+    /// whether the last one's reply is still to come (meta). The round ends with it.
+    RefusedLast(Status),
+    /// The round is over.
+    Done,
+}
+
+impl QuietRound {
+    /// A round of `count` deletes in `wire`, the first tagged `first_opaque` in meta.
+    pub(crate) fn new(wire: Wire, first_opaque: u32, count: usize) -> Self {
+        QuietRound {
+            wire,
+            first_opaque,
+            count,
+            next: 0,
+            lines: 0,
+        }
+    }
+
+    /// The kind of the next reply.
+    pub(crate) fn expect(&self) -> Expect {
+        match self.wire {
+            Wire::Classic => Expect::Status,
+            Wire::Meta => Expect::Meta,
+        }
+    }
+
+    /// The command's name, for errors.
+    pub(crate) fn command(&self) -> &'static str {
+        match self.wire {
+            Wire::Classic => "delete",
+            Wire::Meta => "md",
+        }
+    }
+
+    /// Takes the next reply (`tag` its decoder's); `key_at(n)` is the key of the round's
+    /// `n`th delete. A reply that answers none of the deletes still awaited, or one reply
+    /// too many, is a [`Mismatch`].
+    pub(crate) fn take<'k>(
+        &mut self,
+        reply: Reply,
+        tag: &meta::Tag,
+        key_at: impl Fn(usize) -> Option<&'k [u8]>,
+    ) -> std::result::Result<QuietStep, Mismatch> {
+        let step = match self.wire {
+            Wire::Classic => {
+                let step = match reply {
+                    Reply::Status(Status::Version(_)) => return Ok(QuietStep::Done),
+                    Reply::Status(Status::Deleted | Status::NotFound) => QuietStep::More,
+                    Reply::Status(s) if is_error_line(&s) => QuietStep::Refused(s),
+                    other => {
+                        return Err(Mismatch(format!("{other:?} is not an answer to a delete")))
+                    }
+                };
+                self.lines += 1;
+                if self.lines > self.count {
+                    return Err(Mismatch(format!(
+                        "more replies than the {} noreply deletes sent, and no VERSION",
+                        self.count
+                    )));
+                }
+                step
+            }
+            Wire::Meta => {
+                self.lines += 1;
+                match reply {
+                    Reply::Status(s) if is_error_line(&s) => return Ok(QuietStep::RefusedLast(s)),
+                    Reply::Meta(Meta::Done | Meta::NotFound) => {
+                        let last = self.count.saturating_sub(1);
+                        let at = tag
+                            .opaque()
+                            .map(|o| o.wrapping_sub(self.first_opaque) as usize)
+                            .filter(|&at| at >= self.next && at <= last);
+                        let Some((at, key)) = at.and_then(|at| Some((at, key_at(at)?))) else {
+                            return Err(Mismatch(format!(
+                                "{tag:?} answers none of the deletes still awaited"
+                            )));
+                        };
+                        if tag.key() != Some(key) {
+                            return Err(Mismatch(format!("{tag:?} names another key")));
+                        }
+                        if at == last {
+                            return Ok(QuietStep::Done);
+                        }
+                        self.next = at + 1;
+                    }
+                    other => return Err(Mismatch(format!("{other:?} is not an answer to md"))),
+                }
+                if self.lines > self.count {
+                    return Err(Mismatch(format!(
+                        "more replies than the {} deletes sent",
+                        self.count
+                    )));
+                }
+                QuietStep::More
+            }
+        };
+        Ok(step)
+    }
+}
+
+/// Groups positions `0..count` by the server of their key (`key_of`; a position without a
+/// key is left out), placed by `place`, in order of first appearance; `servers` is the
+/// cluster's size.
+pub(crate) fn group_by_server<'k>(
+    count: usize,
+    servers: usize,
+    key_of: impl Fn(usize) -> Option<&'k [u8]>,
+    place: impl Fn(&[u8]) -> Result<usize>,
+) -> Result<Vec<(usize, Vec<usize>)>> {
+    let mut groups: Vec<(usize, Vec<usize>)> = Vec::new();
+    for i in 0..count {
+        let Some(key) = key_of(i) else { continue };
+        let s = place(key)?;
+        match groups.iter_mut().find(|(server, _)| *server == s) {
+            Some((_, members)) => members.push(i),
+            None => {
+                // Room for an even share (twice it), so batches rarely reallocate.
+                let share = count.min(2 * count / servers.max(1) + 1);
+                let mut members = Vec::with_capacity(share);
+                members.push(i);
+                groups.push((s, members));
+            }
+        }
+    }
+    Ok(groups)
+}
+
+/// What the reply to the meta probe ([`meta::encode_probe`]) says the server speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ProbeVerdict {
+    /// The probe's tag came back: meta with tags, on this connection.
+    Meta,
+    /// `ERROR` or `CLIENT_ERROR` (memcached before 1.6), or a meta reply without a token (a
+    /// server that does not echo them, whose replies cannot be matched): classic, on a new
+    /// connection.
+    Classic,
+}
+
+/// Reads the reply to the probe tagged `opaque` (its decoder's `tag`); anything but the
+/// probe's tag, an error line or an untagged meta reply is a [`Mismatch`] (the server is
+/// probed again on the next connection). A connection closed without a reply is the
+/// caller's to judge (a proxy that closes on commands it lacks: classic when it answers
+/// `version`).
+pub(crate) fn probe_verdict(
+    reply: &Reply,
+    tag: &meta::Tag,
+    opaque: u32,
+) -> std::result::Result<ProbeVerdict, Mismatch> {
+    match reply {
+        Reply::Meta(Meta::Miss | Meta::Done) if tag.check(opaque, meta::PROBE_KEY).is_ok() => {
+            Ok(ProbeVerdict::Meta)
+        }
+        Reply::Meta(_) if tag.opaque().is_none() => Ok(ProbeVerdict::Classic),
+        Reply::Status(Status::Error | Status::ClientError(_)) => Ok(ProbeVerdict::Classic),
+        reply => Err(Mismatch(format!("{reply:?} ({tag:?}) to the meta probe"))),
+    }
+}
+
+/// The configured servers as placement sees them, and the placement settings resolved for
+/// them: what both the blocking and the async transport are built from. No server entry
+/// is an error, and so is a key hash the text transport does not compute.
+pub(crate) fn server_specs(
+    config: &TextConfig,
+) -> Result<(Vec<placement::Server>, placement::Settings)> {
+    if config.servers.is_empty() {
+        return Err(Error::NoServers);
+    }
+    let specs = config
+        .servers
+        .iter()
+        .map(|s| match socket_path(s) {
+            // As libmemcached names a socket server: its path, port 0 (ketama points
+            // are then `path:0-N`, as libmemcached's).
+            Some(path) => Ok(placement::Server {
+                host: path.to_string(),
+                port: 0,
+                weight: 1,
+            }),
+            None => placement::Server::parse(s).map_err(|e| Error::Protocol {
+                server: s.clone(),
+                detail: format!(
+                    "{e}; a server is host, host:port, host:port:weight, [v6addr]:port, or a unix-domain socket's absolute path (/path or unix:/path)"
+                ),
+            }),
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let settings = config.placement.settings(&specs);
+    if !settings.hash.is_computed() {
+        return Err(Error::Unsupported {
+            server: "the text transport".into(),
+            command: format!("the {} key hash (use the binary transport)", settings.hash),
+        });
+    }
+    Ok((specs, settings))
+}
+
 /// The path of a unix-domain socket server entry: `/path` (as pylibmc and libmemcached
 /// write one) or `unix:/path` (as python-memcached, pymemcache and Django do).
-fn socket_path(entry: &str) -> Option<&str> {
+pub(crate) fn socket_path(entry: &str) -> Option<&str> {
     let entry = entry.trim();
     let path = entry.strip_prefix("unix:").unwrap_or(entry);
     path.starts_with('/').then_some(path)
@@ -1860,7 +2000,7 @@ fn closed_without_reply(e: &Error) -> bool {
         if source.get_ref().is_some_and(|e| e.is::<ClosedWithoutReply>()))
 }
 
-fn is_error_line(status: &Status) -> bool {
+pub(crate) fn is_error_line(status: &Status) -> bool {
     matches!(
         status,
         Status::Error | Status::ClientError(_) | Status::ServerError(_)
@@ -2056,22 +2196,19 @@ impl<'a> Batch<'a> {
             (Batch::Gets(keys), _) => {
                 encode_multi_get(conn, members.iter().filter_map(|&i| keys.get(i).copied()));
             }
-            (Batch::QuietDeletes(keys), Wire::Classic) => {
-                for key in members.iter().filter_map(|&i| keys.get(i)) {
-                    proto::encode_delete_noreply(&mut conn.wbuf, key);
-                }
-                proto::encode_line(&mut conn.wbuf, "version");
-            }
-            (Batch::QuietDeletes(keys), Wire::Meta) => {
-                let last = members.len().saturating_sub(1);
-                for (n, key) in members
-                    .iter()
-                    .enumerate()
-                    .filter_map(|(n, &i)| Some((n, keys.get(i)?)))
-                {
-                    let opaque = conn.next_opaque();
-                    meta::encode_delete(&mut conn.wbuf, key, n != last, opaque);
-                }
+            (Batch::QuietDeletes(keys), wire) => {
+                let opaque = &mut conn.opaque;
+                encode_quiet_deletes(
+                    &mut conn.wbuf,
+                    wire,
+                    members.iter().filter_map(|&i| keys.get(i).copied()),
+                    members.len(),
+                    || {
+                        let token = *opaque;
+                        *opaque = token.wrapping_add(1);
+                        token
+                    },
+                );
             }
             (Batch::Each(_), _) => {
                 for cmd in members.iter().filter_map(|&i| self.cmd(i)) {
@@ -2173,7 +2310,7 @@ impl RoundLimit {
 const META_GETS_PER_KEY: usize = 20;
 
 /// True when a multi-get of `n` keys on a connection speaking `wire` is one `mg` per key.
-fn gets_per_key(wire: Wire, n: usize) -> bool {
+pub(crate) fn gets_per_key(wire: Wire, n: usize) -> bool {
     wire == Wire::Meta && n <= META_GETS_PER_KEY
 }
 
@@ -2186,18 +2323,34 @@ fn encode_multi_get<'k>(
     conn: &mut Conn,
     keys: impl Iterator<Item = &'k [u8]>,
 ) -> Option<(u32, &'k [u8])> {
-    conn.wbuf.extend_from_slice(b"gets");
+    let opaque = &mut conn.opaque;
+    encode_multi_get_into(&mut conn.wbuf, conn.wire, keys, || {
+        let token = *opaque;
+        *opaque = token.wrapping_add(1);
+        token
+    })
+}
+
+/// [`encode_multi_get`] into any buffer, in `wire`, the closing `mg` tagged with the token
+/// `next_opaque` gives (called once, in meta only).
+pub(crate) fn encode_multi_get_into<'k>(
+    out: &mut Vec<u8>,
+    wire: Wire,
+    keys: impl Iterator<Item = &'k [u8]>,
+    next_opaque: impl FnOnce() -> u32,
+) -> Option<(u32, &'k [u8])> {
+    out.extend_from_slice(b"gets");
     let mut last = None;
     for key in keys {
-        conn.wbuf.push(b' ');
-        conn.wbuf.extend_from_slice(key);
+        out.push(b' ');
+        out.extend_from_slice(key);
         last = Some(key);
     }
-    conn.wbuf.extend_from_slice(b"\r\n");
-    match (conn.wire, last) {
+    out.extend_from_slice(b"\r\n");
+    match (wire, last) {
         (Wire::Meta, Some(key)) => {
-            let opaque = conn.next_opaque();
-            meta::encode_marker(&mut conn.wbuf, key, opaque);
+            let opaque = next_opaque();
+            meta::encode_marker(out, key, opaque);
             Some((opaque, key))
         }
         _ => None,
@@ -2214,7 +2367,7 @@ fn unexpected(reply: Reply) -> Status {
 }
 
 /// Maps a status that is not the expected answer to a typed error.
-fn status_to_error(server: String, status: Status, command: &str) -> Error {
+pub(crate) fn status_to_error(server: String, status: Status, command: &str) -> Error {
     match status {
         Status::Error => Error::Unsupported {
             server,
@@ -2231,9 +2384,27 @@ fn status_to_error(server: String, status: Status, command: &str) -> Error {
     }
 }
 
+/// The error for an error line (`ERROR`, `CLIENT_ERROR`, `SERVER_ERROR`) in reply to
+/// `cmd`: a store refused as too large is [`Error::ValueTooLarge`] naming its size (with
+/// the configured `item_size_limit`).
+pub(crate) fn refusal_error(
+    label: &str,
+    cmd: &Cmd<'_>,
+    wire: Wire,
+    status: Status,
+    item_size_limit: usize,
+) -> Error {
+    if let (Cmd::Store(s), Status::ServerError(m)) = (cmd, &status) {
+        if refused_as_too_large(m) {
+            return Error::refused_by_server(s.value.len(), item_size_limit);
+        }
+    }
+    status_to_error(label.to_string(), status, cmd.name(wire))
+}
+
 /// True for memcached's refusal of an item over its `-I` (`SERVER_ERROR object too large
 /// for cache`).
-fn refused_as_too_large(message: &str) -> bool {
+pub(crate) fn refused_as_too_large(message: &str) -> bool {
     message.contains("too large")
 }
 
@@ -2267,6 +2438,12 @@ impl TextTransport {
 impl Transport for TextTransport {
     fn name(&self) -> &'static str {
         "text"
+    }
+
+    fn close(&self) {
+        for server in self.servers.iter() {
+            server.pool.close_idle();
+        }
     }
 
     fn get(&self, key: &[u8]) -> Result<Option<Item>> {

@@ -254,6 +254,14 @@ impl<C: Send + 'static> Pool<C> {
         drop(conn);
     }
 
+    /// Closes every idle connection now (the transport's `close`); connections in use stay
+    /// with their callers and are kept or closed when they come back.
+    pub(crate) fn close_idle(&self) {
+        let idle = std::mem::take(&mut lock(&self.shared.state).idle);
+        // Dropped once the lock is released: each closes its socket.
+        drop(idle);
+    }
+
     /// Closes the connections idle for longer than the idle timeout.
     pub(crate) fn close_expired(&self) {
         let expired = self.expired(&mut lock(&self.shared.state));

@@ -101,6 +101,10 @@ pub trait AsyncTransport: Send + Sync + std::fmt::Debug {
         false
     }
 
+    /// Closes the connections the backend holds; the next request opens new ones. The
+    /// default does nothing (a backend without connections).
+    fn close(&self) {}
+
     /// Meta get ([`Transport::meta_get`](crate::Transport::meta_get)).
     fn meta_get<'a>(
         &'a self,
@@ -163,6 +167,7 @@ macro_rules! forward_async_transport {
             fn flush_all(&self) -> BoxFuture<'_, Result<()>> { (**self).flush_all() }
             fn stats(&self) -> BoxFuture<'_, Result<Vec<ServerStats>>> { (**self).stats() }
             fn supports_meta(&self) -> bool { (**self).supports_meta() }
+            fn close(&self) { (**self).close() }
             fn meta_get<'a>(&'a self, key: &'a [u8], recache_below: u32) -> BoxFuture<'a, Result<Option<MetaItem>>> { (**self).meta_get(key, recache_below) }
             fn meta_get_many<'a>(&'a self, keys: &'a [&'a [u8]], recache_below: u32) -> BoxFuture<'a, Result<Vec<Option<MetaItem>>>> { (**self).meta_get_many(keys, recache_below) }
             fn meta_invalidate<'a>(&'a self, key: &'a [u8], grace: u32) -> BoxFuture<'a, Result<bool>> { (**self).meta_invalidate(key, grace) }

@@ -484,6 +484,47 @@ impl Error {
         )
     }
 
+    /// A short, stable name of the error's kind, for metrics and logs (`connect`,
+    /// `timeout`, `io`, `protocol`, `server`, `client`, `unsupported`, `server_down`, ...).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Error::ExptimeTooLate { .. } => "exptime_too_late",
+            Error::InvalidKey { .. } => "invalid_key",
+            Error::ValueTooLarge { .. } => "value_too_large",
+            Error::NoServers => "no_servers",
+            Error::Connect { .. } => "connect",
+            Error::Timeout { .. } => "timeout",
+            Error::Io { .. } => "io",
+            Error::Protocol { .. } => "protocol",
+            Error::Server { .. } => "server",
+            Error::Client { .. } => "client",
+            Error::Unsupported { .. } => "unsupported",
+            Error::ServerDown { .. } => "server_down",
+            Error::Auth { .. } => "auth",
+            Error::Backend { .. } => "backend",
+        }
+    }
+
+    /// The server the error came from, when it names one.
+    pub fn server(&self) -> Option<&str> {
+        match self {
+            Error::Connect { server, .. }
+            | Error::Timeout { server, .. }
+            | Error::Io { server, .. }
+            | Error::Protocol { server, .. }
+            | Error::Server { server, .. }
+            | Error::Client { server, .. }
+            | Error::Unsupported { server, .. }
+            | Error::ServerDown { server, .. }
+            | Error::Auth { server, .. } => Some(server),
+            Error::ExptimeTooLate { .. }
+            | Error::InvalidKey { .. }
+            | Error::ValueTooLarge { .. }
+            | Error::NoServers
+            | Error::Backend { .. } => None,
+        }
+    }
+
     /// True for errors after which the connection must not be reused (and was dropped):
     /// I/O errors, timeouts and unparsable replies.
     pub fn is_connection_error(&self) -> bool {
@@ -586,6 +627,11 @@ pub trait Transport: Send + Sync + fmt::Debug {
         false
     }
 
+    /// Closes the connections the backend holds idle; the next request opens new ones.
+    /// Requests in flight finish on theirs. The default does nothing (a backend without
+    /// connections).
+    fn close(&self) {}
+
     /// Meta get (`mg <key> v f c t R<recache_below>`): the item, and the win flag, handed to
     /// exactly one reader once the item's remaining TTL drops below `recache_below` seconds
     /// or once it was marked stale. `None` on a miss.
@@ -634,6 +680,7 @@ macro_rules! forward_transport {
             fn flush_all(&self) -> Result<()> { (**self).flush_all() }
             fn stats(&self) -> Result<Vec<ServerStats>> { (**self).stats() }
             fn supports_meta(&self) -> bool { (**self).supports_meta() }
+            fn close(&self) { (**self).close() }
             fn meta_get(&self, key: &[u8], recache_below: u32) -> Result<Option<MetaItem>> { (**self).meta_get(key, recache_below) }
             fn meta_get_many(&self, keys: &[&[u8]], recache_below: u32) -> Result<Vec<Option<MetaItem>>> { (**self).meta_get_many(keys, recache_below) }
             fn meta_invalidate(&self, key: &[u8], grace: u32) -> Result<bool> { (**self).meta_invalidate(key, grace) }

@@ -1,0 +1,236 @@
+//! Opening a connection: TCP (no delay) or a unix-domain socket, within the connect
+//! timeout, and with [`Protocol::Auto`] the meta probe the blocking transport sends, read
+//! and judged by the same rules ([`probe_verdict`]).
+
+use std::io;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use newcache_transport::{Error, Result};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpStream, UnixStream};
+use tokio::time::Instant;
+
+use super::conn::{ReadHalf, WriteHalf};
+use crate::command::Wire;
+use crate::proto::{self, meta, Decoder, Expect, Reply, Status};
+use crate::{
+    probe_verdict, Endpoint, ProbeVerdict, Protocol, ReadBuf, TextConfig, WIRE_CLASSIC, WIRE_META,
+};
+
+/// A server's address and what it was found to speak.
+pub(super) struct Target<'a> {
+    pub(super) label: &'a str,
+    pub(super) endpoint: &'a Endpoint,
+    pub(super) wire: &'a std::sync::atomic::AtomicU8,
+}
+
+/// A connection, in the dialect the server speaks (probed when not known yet).
+pub(super) async fn open(
+    config: &TextConfig,
+    target: &Target<'_>,
+    opaque: u32,
+) -> Result<(ReadHalf, WriteHalf, Wire)> {
+    let (reader, writer) = connect(config, target).await?;
+    let wire = match config.protocol {
+        Protocol::Meta => Wire::Meta,
+        Protocol::Classic => Wire::Classic,
+        Protocol::Auto => match target.wire.load(Ordering::Relaxed) {
+            WIRE_META => Wire::Meta,
+            WIRE_CLASSIC => Wire::Classic,
+            _ => return probe(config, target, reader, writer, opaque).await,
+        },
+    };
+    Ok((reader, writer, wire))
+}
+
+async fn connect(config: &TextConfig, target: &Target<'_>) -> Result<(ReadHalf, WriteHalf)> {
+    let connect_err = |source| Error::Connect {
+        server: target.label.to_string(),
+        source,
+    };
+    let timed_out = || {
+        connect_err(io::Error::new(
+            io::ErrorKind::TimedOut,
+            format!("no connection within {:?}", config.connect_timeout),
+        ))
+    };
+    match target.endpoint {
+        Endpoint::Tcp(address) => {
+            let stream =
+                match tokio::time::timeout(config.connect_timeout, TcpStream::connect(address))
+                    .await
+                {
+                    Ok(Ok(stream)) => stream,
+                    Ok(Err(e)) => return Err(connect_err(e)),
+                    Err(_) => return Err(timed_out()),
+                };
+            stream.set_nodelay(true).map_err(connect_err)?;
+            let (r, w) = stream.into_split();
+            Ok((Box::new(r), Box::new(w)))
+        }
+        Endpoint::Unix(path) => {
+            let stream =
+                match tokio::time::timeout(config.connect_timeout, UnixStream::connect(path)).await
+                {
+                    Ok(Ok(stream)) => stream,
+                    Ok(Err(e)) => return Err(connect_err(e)),
+                    Err(_) => return Err(timed_out()),
+                };
+            let (r, w) = stream.into_split();
+            Ok((Box::new(r), Box::new(w)))
+        }
+    }
+}
+
+/// How reading one reply ended badly.
+enum ReadFailure {
+    /// The connection closed before any byte of the reply.
+    ClosedWithoutReply,
+    Failed(Error),
+}
+
+/// Writes `request` and reads one reply of kind `expect`: the reply, its tag, and whether
+/// bytes followed it.
+async fn ask(
+    config: &TextConfig,
+    label: &str,
+    reader: &mut ReadHalf,
+    writer: &mut WriteHalf,
+    request: &[u8],
+    expect: Expect,
+) -> std::result::Result<(Reply, meta::Tag, bool), ReadFailure> {
+    let io_err = |e: io::Error, after: Duration| match e.kind() {
+        io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock => Error::Timeout {
+            server: label.to_string(),
+            after,
+        },
+        _ => Error::Io {
+            server: label.to_string(),
+            source: e,
+        },
+    };
+    let timeout = |after: Duration| Error::Timeout {
+        server: label.to_string(),
+        after,
+    };
+    match tokio::time::timeout(config.write_timeout, writer.write_all(request)).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => return Err(ReadFailure::Failed(io_err(e, config.write_timeout))),
+        Err(_) => return Err(ReadFailure::Failed(timeout(config.write_timeout))),
+    }
+    let deadline = Instant::now() + config.read_timeout;
+    let mut buf = ReadBuf::new();
+    let mut decoder = Decoder::new(expect);
+    let mut received = false;
+    loop {
+        let parsed = decoder.decode(buf.filled()).map_err(|e| {
+            ReadFailure::Failed(Error::Protocol {
+                server: label.to_string(),
+                detail: e.0,
+            })
+        })?;
+        buf.consume(decoder.consumed());
+        if let Some(reply) = parsed {
+            return Ok((reply, *decoder.tag(), !buf.filled().is_empty()));
+        }
+        let spare = buf.spare();
+        let offered = spare.len();
+        let n = match tokio::time::timeout_at(deadline, reader.read(spare)).await {
+            Ok(Ok(n)) => n,
+            Ok(Err(e)) => return Err(ReadFailure::Failed(io_err(e, config.read_timeout))),
+            Err(_) => return Err(ReadFailure::Failed(timeout(config.read_timeout))),
+        };
+        if n == 0 {
+            if !received {
+                return Err(ReadFailure::ClosedWithoutReply);
+            }
+            return Err(ReadFailure::Failed(Error::Io {
+                server: label.to_string(),
+                source: io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "the server closed the connection mid-reply",
+                ),
+            }));
+        }
+        received = true;
+        buf.filled_by(n, offered);
+    }
+}
+
+/// Sends the meta probe and judges its reply as the blocking transport does: the probe's
+/// tag back is meta (on this connection); `ERROR`, `CLIENT_ERROR` or an untagged meta reply
+/// is classic (on a new connection); a connection closed without a reply is classic when
+/// the server answers `version` on a new one (twemproxy); anything else is an error, and
+/// the next connection probes again.
+async fn probe(
+    config: &TextConfig,
+    target: &Target<'_>,
+    mut reader: ReadHalf,
+    mut writer: WriteHalf,
+    opaque: u32,
+) -> Result<(ReadHalf, WriteHalf, Wire)> {
+    let label = target.label;
+    let mut request = Vec::new();
+    meta::encode_probe(&mut request, opaque);
+    let mismatch = |detail: String| Error::Protocol {
+        server: label.to_string(),
+        detail: format!(
+            "the reply does not answer its request ({detail}); the connection was closed"
+        ),
+    };
+    match ask(
+        config,
+        label,
+        &mut reader,
+        &mut writer,
+        &request,
+        Expect::Meta,
+    )
+    .await
+    {
+        Ok((reply, tag, leftover)) => match probe_verdict(&reply, &tag, opaque) {
+            Ok(ProbeVerdict::Meta) => {
+                if leftover {
+                    return Err(mismatch("bytes after the reply to the meta probe".into()));
+                }
+                target.wire.store(WIRE_META, Ordering::Relaxed);
+                Ok((reader, writer, Wire::Meta))
+            }
+            Ok(ProbeVerdict::Classic) => {
+                target.wire.store(WIRE_CLASSIC, Ordering::Relaxed);
+                let (reader, writer) = connect(config, target).await?;
+                Ok((reader, writer, Wire::Classic))
+            }
+            Err(m) => Err(mismatch(m.0)),
+        },
+        Err(ReadFailure::ClosedWithoutReply) => {
+            let (mut reader, mut writer) = connect(config, target).await?;
+            let mut version = Vec::new();
+            proto::encode_line(&mut version, "version");
+            match ask(
+                config,
+                label,
+                &mut reader,
+                &mut writer,
+                &version,
+                Expect::Status,
+            )
+            .await
+            {
+                Ok((Reply::Status(Status::Version(_)), _, false)) => {
+                    target.wire.store(WIRE_CLASSIC, Ordering::Relaxed);
+                    Ok((reader, writer, Wire::Classic))
+                }
+                Ok(_) | Err(_) => Err(Error::Io {
+                    server: label.to_string(),
+                    source: io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "the server closed the connection without replying to the meta probe",
+                    ),
+                }),
+            }
+        }
+        Err(ReadFailure::Failed(e)) => Err(e),
+    }
+}

@@ -1,0 +1,531 @@
+//! [`TokioTextTransport`]: memcached's text protocol on tokio, every connection carrying
+//! the requests of any number of tasks at once (auto-pipelining), built from the same
+//! [`TextConfig`] and the same sans-IO pieces as the blocking [`TextTransport`]
+//! (the codec, the request encoding and reply checks of `command`, placement and failover).
+//!
+//! # Design
+//!
+//! - **Connections.** Each server has [`TextConfig::async_connections`] connections (1 by
+//!   default), opened on first use (building the transport touches no server) and again
+//!   after one closes; requests take them in turn. With [`Protocol::Auto`] the first
+//!   connection to a server sends the blocking transport's meta probe and the answer is
+//!   judged by the same rules (meta on memcached 1.6+, classic otherwise).
+//! - **Queue.** A caller encodes its request (one command, or a whole multi-key batch for
+//!   one server) into bytes, with the connection's next opaque tokens in meta, and puts it
+//!   with the replies it awaits (its *steps*) into the connection's bounded queue
+//!   ([`TextConfig::async_queue`] requests; past it a caller waits for room, within its
+//!   timeout). Multi-key operations queue every server's batch before awaiting any reply,
+//!   so they cost about one round trip however many servers they touch.
+//! - **Writer.** One task per connection takes everything queued, appends the jobs to the
+//!   FIFO of requests in flight (in the order written) and writes all their bytes with one
+//!   write: under load one write carries many requests. A request whose caller has gone
+//!   before it was written is dropped unwritten.
+//! - **Reader.** The same task reads replies as they arrive and decodes each with the
+//!   codec's [`Decoder`](crate::proto::Decoder) for the step the oldest job in the FIFO
+//!   awaits, then checks it with the blocking transport's checks: in meta the opaque token
+//!   and the key echoed back, in classic the keys of `VALUE` lines and the kind of status
+//!   line. A reply that does not answer its request, an unparsable byte, or any byte when
+//!   nothing is in flight closes the connection, and **every** request in flight on it
+//!   fails with [`Error::Protocol`]: a reply is never handed to a request it does not
+//!   answer. An error line (`CLIENT_ERROR`...) answers its request; in classic it also
+//!   closes the connection afterwards (whether the server is still reading what it refused
+//!   cannot be told), in meta the tags keep the connection in step.
+//! - **Cancellation.** A caller whose future is dropped leaves its request in the FIFO:
+//!   its reply is still read, checked and thrown away, so the connection stays in step.
+//! - **Timeouts.** A request fails with [`Error::Timeout`] when its reply has not come
+//!   within [`TextConfig::read_timeout`] of being queued (waiting for room in the queue
+//!   included); the connection and the other requests on it go on. When nothing at all
+//!   arrives for the read timeout while requests are in flight (a hung server), the
+//!   connection is closed and every request on it fails; the next request opens a new one.
+//!   Writes are bounded by [`TextConfig::write_timeout`], connecting by
+//!   [`TextConfig::connect_timeout`]. Idle connections close after
+//!   [`TextConfig::idle_timeout`].
+//! - **Failover.** Every exchange's outcome is reported to the same cluster state as the
+//!   blocking transport's (`failure_limit`, `retry_timeout`, `remove_failed`,
+//!   `dead_timeout`), and keys are placed exactly as it places them.
+//!
+//! # Limits
+//!
+//! - TLS is not supported: a config with [`TextConfig::tls`] is refused with
+//!   [`Error::Unsupported`] (use the blocking [`TextTransport`] with feature `tls`).
+//! - The transport must be used inside a tokio runtime with its I/O and time drivers
+//!   enabled; its connections' tasks run on the runtime of the first request that needs
+//!   them.
+//! - The classic protocol has no tags. Its replies are checked as far as it allows (the
+//!   keys of `VALUE` lines, the kind of status line, no byte when nothing is in flight),
+//!   but with requests pipelined a duplicated reply of the same shape as the next one
+//!   awaited (`STORED` before another store's `STORED`) cannot be told from it: use meta
+//!   (memcached 1.6+, what [`Protocol::Auto`] picks there) where replies may be duplicated.
+//! - A proxy that closes the connection on a command it lacks (twemproxy on `stats`)
+//!   gives an I/O error rather than [`Error::Unsupported`].
+//!
+//! [`TextTransport`]: crate::TextTransport
+
+mod conn;
+mod connect;
+mod ops;
+mod steps;
+
+use std::fmt;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU32, AtomicU8, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use newcache_transport::{Error, Result};
+use tokio::sync::oneshot;
+use tokio::time::Instant;
+
+use crate::cluster::{self, Cluster};
+use crate::command::{Cmd, NeedsMeta, Wire};
+use crate::proto::{self, Expect};
+use crate::{
+    encode_multi_get_into, encode_quiet_deletes, gets_per_key, placement, server_specs, Endpoint,
+    Protocol, QuietRound, TextConfig, WIRE_CLASSIC, WIRE_META, WIRE_UNKNOWN,
+};
+use conn::{Failure, Handle, Job, JobResult};
+use steps::{Answer, OwnedCmd, Step};
+
+/// memcached's text protocol on tokio, auto-pipelined: see the
+/// [module documentation](crate::tokio_transport). Cheap to clone (the clones share connections).
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), newcache_transport::Error> {
+/// use newcache_transport::{AsyncTransport, Store};
+/// use newcache_transport_text::{TextConfig, TokioTextTransport};
+///
+/// let transport = TokioTextTransport::new(TextConfig {
+///     servers: vec!["127.0.0.1:11211".into()],
+///     ..TextConfig::default()
+/// })?;
+/// transport.store(&Store::set(b"greeting", b"hello", 16, 300)).await?;
+/// let item = transport.get(b"greeting").await?;
+/// assert_eq!(item.map(|i| i.value), Some(b"hello".to_vec()));
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct TokioTextTransport {
+    inner: Arc<Inner>,
+}
+
+/// What the async transport's connections did so far ([`TokioTextTransport::io_stats`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TokioIoStats {
+    /// Connections opened.
+    pub connections: u64,
+    /// Write calls that carried requests (each may carry many).
+    pub writes: u64,
+    /// Requests written: one per single-key operation, one per server of a multi-key one.
+    pub requests: u64,
+}
+
+struct Inner {
+    servers: Vec<Server>,
+    cluster: Cluster,
+    config: TextConfig,
+    /// Connections opened so far, which seeds each one's first opaque token.
+    opened: AtomicU32,
+    counters: Arc<conn::Counters>,
+}
+
+struct Server {
+    label: String,
+    endpoint: Endpoint,
+    /// With [`Protocol::Auto`]: what the server's probe found (`WIRE_*`).
+    wire: Arc<AtomicU8>,
+    slots: Vec<Slot>,
+    next: AtomicUsize,
+}
+
+/// One of a server's connections.
+struct Slot {
+    current: Mutex<Option<Handle>>,
+    /// Held while the connection is (re)opened, so concurrent callers wait for one connect.
+    opening: tokio::sync::Mutex<()>,
+}
+
+/// The bytes of a job and the replies it awaits.
+struct Plan {
+    bytes: Vec<u8>,
+    steps: Vec<Step>,
+}
+
+/// Builds a job for a connection (its dialect and tokens); run again when the job must go
+/// on another connection.
+type Build<'a> = dyn Fn(&Handle) -> Result<Plan> + Send + Sync + 'a;
+
+/// A job's answers, and the dialect they were had in.
+struct Answers {
+    wire: Wire,
+    list: Vec<Answer>,
+}
+
+/// A job queued, its answers to come.
+struct Submitted {
+    index: usize,
+    wire: Wire,
+    rx: oneshot::Receiver<JobResult>,
+    deadline: Instant,
+}
+
+impl fmt::Debug for TokioTextTransport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TokioTextTransport")
+            .field("servers", &self.servers())
+            .finish()
+    }
+}
+
+impl TokioTextTransport {
+    /// A transport over these servers, with the blocking transport's settings plus
+    /// [`TextConfig::async_connections`] and [`TextConfig::async_queue`]. Connects to
+    /// nothing until the first request. TLS is refused ([`Error::Unsupported`]).
+    pub fn new(config: TextConfig) -> Result<Self> {
+        let (specs, settings) = server_specs(&config)?;
+        if config.tls.is_some() {
+            return Err(Error::Unsupported {
+                server: "the tokio text transport".into(),
+                command:
+                    "TLS (not in the async transport; use TextTransport with the `tls` feature)"
+                        .into(),
+            });
+        }
+        let connections = config.async_connections.max(1);
+        let servers = specs
+            .iter()
+            .map(|s| Server {
+                label: cluster::server_label(s),
+                endpoint: if s.port == 0 {
+                    Endpoint::Unix(PathBuf::from(&s.host))
+                } else {
+                    Endpoint::Tcp(s.address())
+                },
+                wire: Arc::new(AtomicU8::new(WIRE_UNKNOWN)),
+                slots: (0..connections)
+                    .map(|_| Slot {
+                        current: Mutex::new(None),
+                        opening: tokio::sync::Mutex::new(()),
+                    })
+                    .collect(),
+                next: AtomicUsize::new(0),
+            })
+            .collect();
+        let cluster = Cluster::new(specs, settings, config.failover);
+        Ok(TokioTextTransport {
+            inner: Arc::new(Inner {
+                servers,
+                cluster,
+                config,
+                opened: AtomicU32::new(0),
+                counters: Arc::default(),
+            }),
+        })
+    }
+
+    /// The servers, as `host:port` (or a socket's path), in configuration order.
+    pub fn servers(&self) -> Vec<String> {
+        self.inner.cluster.labels().to_vec()
+    }
+
+    /// The placement this transport resolved from its behaviors and servers.
+    pub fn placement(&self) -> &placement::Settings {
+        self.inner.cluster.settings()
+    }
+
+    /// The index (into [`TokioTextTransport::servers`]) of the server that holds `key` now,
+    /// as [`TextTransport::server_for_key`](crate::TextTransport::server_for_key).
+    pub fn server_for_key(&self, key: &[u8]) -> Result<usize> {
+        self.inner.cluster.place(key)
+    }
+
+    /// The protocol spoken to the server at `index`: [`Protocol::Meta`] or
+    /// [`Protocol::Classic`], or `None` while a [`Protocol::Auto`] transport has not probed
+    /// it yet (or there is no such server).
+    pub fn server_protocol(&self, index: usize) -> Option<Protocol> {
+        let server = self.inner.servers.get(index)?;
+        match self.inner.config.protocol {
+            Protocol::Auto => match server.wire.load(Ordering::Relaxed) {
+                WIRE_META => Some(Protocol::Meta),
+                WIRE_CLASSIC => Some(Protocol::Classic),
+                _ => None,
+            },
+            forced => Some(forced),
+        }
+    }
+
+    /// Connections opened, writes and requests written so far, over every server.
+    pub fn io_stats(&self) -> TokioIoStats {
+        let c = &self.inner.counters;
+        TokioIoStats {
+            connections: c.connections.load(Ordering::Relaxed),
+            writes: c.writes.load(Ordering::Relaxed),
+            requests: c.jobs.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Lets go of every connection: requests queued or in flight on one finish there, then
+    /// it closes; the next request opens a new one.
+    fn close_connections(&self) {
+        for server in &self.inner.servers {
+            for slot in &server.slots {
+                slot.current
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .take();
+            }
+        }
+    }
+
+    fn server(&self, index: usize) -> Result<&Server> {
+        self.inner.servers.get(index).ok_or(Error::NoServers)
+    }
+
+    fn label(&self, index: usize) -> &str {
+        self.inner.cluster.label(index)
+    }
+
+    /// An open connection to the server, opened when there is none.
+    async fn handle(&self, index: usize) -> Result<Handle> {
+        let server = self.server(index)?;
+        let n = server.slots.len().max(1);
+        let at = server.next.fetch_add(1, Ordering::Relaxed) % n;
+        let slot = server.slots.get(at).ok_or(Error::NoServers)?;
+        let current = |slot: &Slot| {
+            slot.current
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .as_ref()
+                .filter(|h| h.is_open())
+                .cloned()
+        };
+        if let Some(handle) = current(slot) {
+            return Ok(handle);
+        }
+        let _opening = slot.opening.lock().await;
+        if let Some(handle) = current(slot) {
+            return Ok(handle);
+        }
+        let runtime = tokio::runtime::Handle::try_current().map_err(|_| Error::Unsupported {
+            server: "the tokio text transport".into(),
+            command: "use outside a tokio runtime".into(),
+        })?;
+        let config = &self.inner.config;
+        // Each connection starts its tokens elsewhere, so a reply that strays from one
+        // connection to another does not carry the token the other expects either.
+        let seed = self
+            .inner
+            .opened
+            .fetch_add(1, Ordering::Relaxed)
+            .wrapping_mul(0x9E37_79B9);
+        let target = connect::Target {
+            label: &server.label,
+            endpoint: &server.endpoint,
+            wire: &server.wire,
+        };
+        let (reader, writer, wire) = connect::open(config, &target, seed).await?;
+        let settings = conn::Settings {
+            label: server.label.clone(),
+            wire,
+            read_timeout: config.read_timeout,
+            write_timeout: config.write_timeout,
+            idle_timeout: config.idle_timeout,
+            queue: config.async_queue,
+            server_wire: server.wire.clone(),
+            reprobe: config.protocol == Protocol::Auto,
+            counters: self.inner.counters.clone(),
+        };
+        let handle = conn::start(&runtime, reader, writer, settings, seed.wrapping_add(1));
+        *slot.current.lock().unwrap_or_else(|p| p.into_inner()) = Some(handle.clone());
+        Ok(handle)
+    }
+
+    /// Queues the job `build` makes on a connection to server `index` (failing fast when
+    /// the server is marked down). A connection that closed before taking the job is
+    /// replaced once.
+    async fn submit(&self, index: usize, build: &Build<'_>) -> Result<Submitted> {
+        let cluster = &self.inner.cluster;
+        cluster.check_up(index)?;
+        let timeout = self.inner.config.read_timeout;
+        for _ in 0..2 {
+            let handle = match self.handle(index).await {
+                Ok(handle) => handle,
+                Err(e) => {
+                    let failed = Err(e);
+                    cluster.report(index, &failed);
+                    return failed;
+                }
+            };
+            let plan = build(&handle)?;
+            let (tx, rx) = oneshot::channel();
+            let deadline = Instant::now() + timeout;
+            let job = Job {
+                bytes: plan.bytes,
+                steps: plan.steps,
+                reply: tx,
+            };
+            match tokio::time::timeout_at(deadline, handle.tx.send(job)).await {
+                Ok(Ok(())) => {
+                    return Ok(Submitted {
+                        index,
+                        wire: handle.wire,
+                        rx,
+                        deadline,
+                    })
+                }
+                // Closed before it took the job: nothing was sent.
+                Ok(Err(_)) => continue,
+                // The queue stayed full (not a failure of the server).
+                Err(_) => {
+                    return Err(Error::Timeout {
+                        server: self.label(index).to_string(),
+                        after: timeout,
+                    })
+                }
+            }
+        }
+        Err(closed(self.label(index)))
+    }
+
+    /// The answers of a queued job, its outcome reported to the cluster. A job that was
+    /// not sent (its connection closed first) is queued once more on a new connection.
+    async fn wait(&self, mut sub: Submitted, build: &Build<'_>) -> Result<Answers> {
+        let mut retried = false;
+        loop {
+            let outcome = match tokio::time::timeout_at(sub.deadline, &mut sub.rx).await {
+                Ok(Ok(Ok(list))) => Ok(Answers {
+                    wire: sub.wire,
+                    list,
+                }),
+                Ok(Ok(Err(Failure::Failed(e)))) => Err(e),
+                Ok(Ok(Err(Failure::NotSent)) | Err(_)) if !retried => {
+                    retried = true;
+                    sub = self.submit(sub.index, build).await?;
+                    continue;
+                }
+                Ok(Ok(Err(Failure::NotSent)) | Err(_)) => Err(closed(self.label(sub.index))),
+                Err(_) => Err(Error::Timeout {
+                    server: self.label(sub.index).to_string(),
+                    after: self.inner.config.read_timeout,
+                }),
+            };
+            self.inner.cluster.report(sub.index, &outcome);
+            return outcome;
+        }
+    }
+
+    /// One job on server `index`.
+    async fn exchange(&self, index: usize, build: &Build<'_>) -> Result<Answers> {
+        let sub = self.submit(index, build).await?;
+        self.wait(sub, build).await
+    }
+
+    /// One job per server, every one queued before any answer is awaited; each group's
+    /// outcome, in the order of `groups`.
+    async fn batch(&self, groups: &[(usize, Box<Build<'_>>)]) -> Vec<Result<Answers>> {
+        let mut queued = Vec::with_capacity(groups.len());
+        for (index, build) in groups {
+            queued.push(self.submit(*index, build.as_ref()).await);
+        }
+        let mut out = Vec::with_capacity(groups.len());
+        for ((_, build), sub) in groups.iter().zip(queued) {
+            out.push(match sub {
+                Ok(sub) => self.wait(sub, build.as_ref()).await,
+                Err(e) => Err(e),
+            });
+        }
+        out
+    }
+}
+
+/// The error of a request whose connection closed before it could be sent, twice.
+fn closed(label: &str) -> Error {
+    Error::Io {
+        server: label.to_string(),
+        source: std::io::Error::new(
+            std::io::ErrorKind::UnexpectedEof,
+            "the connection closed before the request could be sent",
+        ),
+    }
+}
+
+/// A job of keyed commands, each tagged with the next of the connection's tokens.
+fn plan_cmds<'c>(
+    label: &str,
+    handle: &Handle,
+    cmds: impl ExactSizeIterator<Item = Cmd<'c>>,
+) -> Result<Plan> {
+    let mut opaque = handle.reserve(cmds.len());
+    let mut bytes = Vec::new();
+    let mut steps = Vec::with_capacity(cmds.len());
+    for cmd in cmds {
+        bytes.reserve(cmd.cost());
+        cmd.encode(&mut bytes, handle.wire, opaque)
+            .map_err(|NeedsMeta(what)| Error::Unsupported {
+                server: label.to_string(),
+                command: what.into(),
+            })?;
+        steps.push(Step::Cmd {
+            cmd: OwnedCmd::of(&cmd),
+            opaque,
+        });
+        opaque = opaque.wrapping_add(1);
+    }
+    Ok(Plan { bytes, steps })
+}
+
+/// A multi-get as the blocking transport sends it: one `mg` per key in meta for a few
+/// keys, else one `gets` (closed in meta by a tagged `mg`).
+fn plan_gets(label: &str, handle: &Handle, keys: &[&[u8]]) -> Result<Plan> {
+    if gets_per_key(handle.wire, keys.len()) {
+        return plan_cmds(label, handle, keys.iter().map(|&k| Cmd::Get(k)));
+    }
+    let mut bytes = Vec::with_capacity(keys.iter().map(|k| k.len() + 1).sum::<usize>() + 64);
+    let closer = encode_multi_get_into(&mut bytes, handle.wire, keys.iter().copied(), || {
+        handle.reserve(1)
+    });
+    let mut steps = vec![Step::Gets {
+        keys: keys.iter().map(|k| k.to_vec()).collect(),
+    }];
+    if let Some((opaque, key)) = closer {
+        steps.push(Step::Closer {
+            key: key.to_vec(),
+            opaque,
+        });
+    }
+    Ok(Plan { bytes, steps })
+}
+
+/// Deletes of `keys` with no reply per key but the round's last, as the blocking
+/// transport sends them ([`encode_quiet_deletes`]).
+fn plan_quiet_deletes(handle: &Handle, keys: &[&[u8]]) -> Plan {
+    let first = handle.reserve(keys.len());
+    let mut opaque = first;
+    let mut bytes = Vec::with_capacity(keys.iter().map(|k| k.len() + 24).sum::<usize>() + 16);
+    encode_quiet_deletes(
+        &mut bytes,
+        handle.wire,
+        keys.iter().copied(),
+        keys.len(),
+        || {
+            let token = opaque;
+            opaque = opaque.wrapping_add(1);
+            token
+        },
+    );
+    Plan {
+        bytes,
+        steps: vec![Step::Quiet {
+            round: QuietRound::new(handle.wire, first, keys.len()),
+            keys: keys.iter().map(|k| k.to_vec()).collect(),
+        }],
+    }
+}
+
+/// A one-line command (`flush_all`, `stats`).
+fn plan_line(line: &str, expect: Expect) -> Plan {
+    let mut bytes = Vec::new();
+    proto::encode_line(&mut bytes, line);
+    Plan {
+        bytes,
+        steps: vec![Step::Line(expect)],
+    }
+}

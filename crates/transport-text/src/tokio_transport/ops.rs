@@ -1,0 +1,535 @@
+//! The [`AsyncTransport`] operations of [`TokioTextTransport`], with the blocking
+//! transport's rules (keys checked and values measured before anything is sent, a `set`
+//! over the item size limit deleting its key, reads of a failed server's keys as misses in
+//! multi-gets).
+
+use newcache_transport::{
+    check_exptime, check_key, AsyncTransport, BoxFuture, Error, Item, MetaItem, Result,
+    ServerStats, Store, StoreMode, StoreStatus,
+};
+
+use super::steps::Answer;
+use super::{
+    plan_cmds, plan_gets, plan_line, plan_quiet_deletes, Answers, Build, TokioTextTransport,
+};
+use crate::command::{Cmd, Outcome};
+use crate::proto::{Expect, Reply, Status};
+use crate::{group_by_server, refusal_error, refused_as_too_large, status_to_error, TextTransport};
+
+/// Each server's index, with the job that builds its part of a batch.
+type Groups<'a> = Vec<(usize, Box<Build<'a>>)>;
+
+fn unexpected(label: &str, what: impl std::fmt::Debug) -> Error {
+    Error::Protocol {
+        server: label.to_string(),
+        detail: format!("unexpected answer {what:?}"),
+    }
+}
+
+impl TokioTextTransport {
+    /// One keyed command on the server that holds its key: its outcome (an error line is
+    /// an error).
+    async fn run(&self, cmd: Cmd<'_>) -> Result<Outcome> {
+        let index = self.server_for_key(cmd.key())?;
+        let label = self.label(index);
+        let build = |h: &super::Handle| plan_cmds(label, h, std::iter::once(cmd));
+        let Answers { wire, list } = self.exchange(index, &build).await?;
+        match list.into_iter().next() {
+            Some(Answer::Outcome(Outcome::Refused(status))) => Err(refusal_error(
+                label,
+                &cmd,
+                wire,
+                status,
+                self.inner.config.item_size_limit,
+            )),
+            Some(Answer::Outcome(outcome)) => Ok(outcome),
+            other => Err(unexpected(label, other)),
+        }
+    }
+
+    /// Positions `0..count` grouped by the server of their key (`key_of`; a position with
+    /// none is left out), in order of first appearance.
+    fn groups<'a>(
+        &'a self,
+        count: usize,
+        key_of: impl Fn(usize) -> Option<&'a [u8]>,
+    ) -> Result<Vec<(usize, Vec<usize>)>> {
+        group_by_server(count, self.inner.servers.len(), key_of, |key| {
+            self.server_for_key(key)
+        })
+    }
+
+    /// Every server, one line command each: the answers in server order.
+    async fn every_server(&self, line: &'static str, expect: Expect) -> Result<Vec<Answers>> {
+        let groups: Groups<'_> = (0..self.inner.servers.len())
+            .map(|i| {
+                let build: Box<Build<'_>> =
+                    Box::new(move |_h: &super::Handle| Ok(plan_line(line, expect)));
+                (i, build)
+            })
+            .collect();
+        let outcomes = self.batch(&groups).await;
+        let indexed = outcomes.into_iter().enumerate().collect();
+        Ok(TextTransport::strict(indexed)?
+            .into_iter()
+            .map(|(_, a)| a)
+            .collect())
+    }
+
+    /// Keyed commands for positions `0..count` (`cmd_of`), one pipelined job per server,
+    /// every server's queued before any answer is awaited: per server, its index, its
+    /// positions, and its answers (one per position, in that order) or its error.
+    async fn keyed<'a>(
+        &'a self,
+        count: usize,
+        cmd_of: &'a (dyn Fn(usize) -> Option<Cmd<'a>> + Send + Sync),
+    ) -> Result<Vec<(usize, Vec<usize>, Result<Answers>)>> {
+        let placed = self.groups(count, |i| cmd_of(i).map(|c| c.key()))?;
+        let groups: Groups<'_> = placed
+            .iter()
+            .map(|(index, members)| {
+                let label = self.label(*index);
+                let build: Box<Build<'_>> = Box::new(move |h: &super::Handle| {
+                    plan_cmds(
+                        label,
+                        h,
+                        members
+                            .iter()
+                            .filter_map(|&i| cmd_of(i))
+                            .collect::<Vec<_>>()
+                            .into_iter(),
+                    )
+                });
+                (*index, build)
+            })
+            .collect();
+        let outcomes = self.batch(&groups).await;
+        drop(groups);
+        Ok(placed
+            .into_iter()
+            .zip(outcomes)
+            .map(|((index, members), outcome)| (index, members, outcome))
+            .collect())
+    }
+
+    async fn arith(&self, key: &[u8], delta: u64, incr: bool) -> Result<Option<u64>> {
+        check_key(key)?;
+        match self.run(Cmd::Arith { key, delta, incr }).await? {
+            Outcome::Counter(n) => Ok(n),
+            other => Err(unexpected(self.label(self.server_for_key(key)?), other)),
+        }
+    }
+
+    async fn get_many_impl(&self, keys: &[&[u8]]) -> Result<Vec<Option<Item>>> {
+        keys.iter().try_for_each(|k| check_key(k))?;
+        let mut out = vec![None; keys.len()];
+        if keys.is_empty() {
+            return Ok(out);
+        }
+        let placed = self.groups(keys.len(), |i| keys.get(i).copied())?;
+        let groups: Groups<'_> = placed
+            .iter()
+            .map(|(index, members)| {
+                let label = self.label(*index);
+                let asked: Vec<&[u8]> = members
+                    .iter()
+                    .filter_map(|&i| keys.get(i).copied())
+                    .collect();
+                let build: Box<Build<'_>> =
+                    Box::new(move |h: &super::Handle| plan_gets(label, h, &asked));
+                (*index, build)
+            })
+            .collect();
+        let outcomes = self.batch(&groups).await;
+        let answered = TextTransport::tolerant(
+            placed
+                .iter()
+                .zip(outcomes)
+                .map(|((index, members), o)| (*index, o.map(|a| (members, a))))
+                .collect(),
+        )?;
+        for (index, (members, answers)) in answered {
+            let label = self.label(index);
+            let mut slots = members.iter();
+            let mut put = |item: Option<Item>| {
+                if let Some(slot) = slots.next().and_then(|&i| out.get_mut(i)) {
+                    *slot = item;
+                }
+            };
+            for answer in answers.list {
+                match answer {
+                    Answer::Items(items) => items.into_iter().for_each(&mut put),
+                    Answer::Outcome(Outcome::Item(item)) => put(item),
+                    Answer::Outcome(Outcome::Refused(s)) => {
+                        return Err(status_to_error(label.to_string(), s, "gets"))
+                    }
+                    Answer::Line(reply) => match *reply {
+                        Reply::Status(s) => {
+                            return Err(status_to_error(label.to_string(), s, "gets"))
+                        }
+                        other => return Err(unexpected(label, other)),
+                    },
+                    other => return Err(unexpected(label, other)),
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    async fn store_many_impl(&self, requests: &[Store<'_>]) -> Result<Vec<StoreStatus>> {
+        for r in requests {
+            check_key(r.key)?;
+            check_exptime(r.exptime)?;
+        }
+        let limit = self.inner.config.item_size_limit;
+        let over: Vec<bool> = requests.iter().map(|r| r.value.len() > limit).collect();
+        let is_over = |i: usize| over.get(i).copied().unwrap_or(false);
+        // The first request refused as too large (by the limit or by the server), in order.
+        let mut refused: Option<(usize, Error)> = requests
+            .iter()
+            .enumerate()
+            .find(|&(i, _)| is_over(i))
+            .map(|(i, r)| {
+                let size = r.value.len();
+                (i, Error::ValueTooLarge { size, limit })
+            });
+        // What goes on the wire for request `i`: its store, the delete of a refused `set`,
+        // or nothing.
+        let cmd_of = |i: usize| {
+            let r = requests.get(i)?;
+            match (is_over(i), r.mode) {
+                (false, _) => Some(Cmd::Store(r)),
+                (true, StoreMode::Set) => Some(Cmd::Delete(r.key)),
+                (true, _) => None,
+            }
+        };
+        let mut out = vec![StoreStatus::NotStored; requests.len()];
+        let outcomes = self.keyed(requests.len(), &cmd_of).await?;
+        let outcomes = TextTransport::strict(
+            outcomes
+                .into_iter()
+                .map(|(index, members, o)| (index, o.map(|a| (members, a))))
+                .collect(),
+        )?;
+        for (index, (members, answers)) in outcomes {
+            let label = self.label(index);
+            for (&i, answer) in members.iter().zip(answers.list) {
+                match answer {
+                    Answer::Outcome(Outcome::Stored(status)) => {
+                        if let Some(slot) = out.get_mut(i) {
+                            *slot = status;
+                        }
+                    }
+                    // The delete of a `set` over the limit.
+                    Answer::Outcome(Outcome::Deleted(_)) => {}
+                    Answer::Outcome(Outcome::Refused(Status::ServerError(m)))
+                        if refused_as_too_large(&m) && !is_over(i) =>
+                    {
+                        let size = requests.get(i).map_or(0, |r| r.value.len());
+                        if refused.as_ref().is_none_or(|(first, _)| i < *first) {
+                            refused = Some((i, Error::refused_by_server(size, limit)));
+                        }
+                    }
+                    Answer::Outcome(Outcome::Refused(status)) => {
+                        return Err(match cmd_of(i) {
+                            Some(cmd) => refusal_error(label, &cmd, answers.wire, status, limit),
+                            None => status_to_error(label.to_string(), status, "a store"),
+                        })
+                    }
+                    other => return Err(unexpected(label, other)),
+                }
+            }
+        }
+        match refused {
+            Some((_, e)) => Err(e),
+            None => Ok(out),
+        }
+    }
+
+    async fn delete_many_impl(&self, keys: &[&[u8]]) -> Result<Vec<bool>> {
+        keys.iter().try_for_each(|k| check_key(k))?;
+        let cmd_of = |i: usize| keys.get(i).map(|k| Cmd::Delete(k));
+        let outcomes = self.keyed(keys.len(), &cmd_of).await?;
+        let mut out = vec![false; keys.len()];
+        for (index, members, outcome) in outcomes {
+            let answers = outcome?;
+            let label = self.label(index);
+            for (&i, answer) in members.iter().zip(answers.list) {
+                match answer {
+                    Answer::Outcome(Outcome::Deleted(deleted)) => {
+                        if let Some(slot) = out.get_mut(i) {
+                            *slot = deleted;
+                        }
+                    }
+                    Answer::Outcome(Outcome::Refused(s)) => {
+                        return Err(status_to_error(label.to_string(), s, "delete"))
+                    }
+                    other => return Err(unexpected(label, other)),
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    async fn delete_many_quiet_impl(&self, keys: &[&[u8]]) -> Result<()> {
+        keys.iter().try_for_each(|k| check_key(k))?;
+        let placed = self.groups(keys.len(), |i| keys.get(i).copied())?;
+        let groups: Groups<'_> = placed
+            .iter()
+            .map(|(index, members)| {
+                let asked: Vec<&[u8]> = members
+                    .iter()
+                    .filter_map(|&i| keys.get(i).copied())
+                    .collect();
+                let build: Box<Build<'_>> =
+                    Box::new(move |h: &super::Handle| Ok(plan_quiet_deletes(h, &asked)));
+                (*index, build)
+            })
+            .collect();
+        let outcomes = self.batch(&groups).await;
+        let indexed = placed.iter().map(|(i, _)| *i).zip(outcomes).collect();
+        for (index, answers) in TextTransport::strict(indexed)? {
+            let label = self.label(index);
+            if let Some(answer) = answers.list.into_iter().next() {
+                let command = match answers.wire {
+                    crate::command::Wire::Classic => "delete",
+                    crate::command::Wire::Meta => "md",
+                };
+                return Err(match answer {
+                    Answer::Line(reply) => match *reply {
+                        Reply::Status(s) => status_to_error(label.to_string(), s, command),
+                        other => unexpected(label, other),
+                    },
+                    other => unexpected(label, other),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    async fn meta_get_many_impl(
+        &self,
+        keys: &[&[u8]],
+        recache_below: u32,
+    ) -> Result<Vec<Option<MetaItem>>> {
+        keys.iter().try_for_each(|k| check_key(k))?;
+        let cmd_of = |i: usize| keys.get(i).map(|&key| Cmd::MetaGet { key, recache_below });
+        let outcomes = self.keyed(keys.len(), &cmd_of).await?;
+        let answered = TextTransport::tolerant(
+            outcomes
+                .into_iter()
+                .map(|(index, members, o)| (index, o.map(|a| (members, a))))
+                .collect(),
+        )?;
+        let mut out = vec![None; keys.len()];
+        for (index, (members, answers)) in answered {
+            let label = self.label(index);
+            for (&i, answer) in members.iter().zip(answers.list) {
+                match answer {
+                    Answer::Outcome(Outcome::Meta(item)) => {
+                        if let Some(slot) = out.get_mut(i) {
+                            *slot = item;
+                        }
+                    }
+                    Answer::Outcome(Outcome::Refused(s)) => {
+                        return Err(status_to_error(label.to_string(), s, "mg"))
+                    }
+                    other => return Err(unexpected(label, other)),
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+impl AsyncTransport for TokioTextTransport {
+    fn name(&self) -> &'static str {
+        "tokio-text"
+    }
+
+    fn get<'a>(&'a self, key: &'a [u8]) -> BoxFuture<'a, Result<Option<Item>>> {
+        Box::pin(async move {
+            check_key(key)?;
+            match self.run(Cmd::Get(key)).await? {
+                Outcome::Item(item) => Ok(item),
+                other => Err(unexpected(self.label(self.server_for_key(key)?), other)),
+            }
+        })
+    }
+
+    fn get_many<'a>(&'a self, keys: &'a [&'a [u8]]) -> BoxFuture<'a, Result<Vec<Option<Item>>>> {
+        Box::pin(self.get_many_impl(keys))
+    }
+
+    fn store<'a>(&'a self, request: &'a Store<'a>) -> BoxFuture<'a, Result<StoreStatus>> {
+        Box::pin(async move {
+            check_key(request.key)?;
+            check_exptime(request.exptime)?;
+            let limit = self.inner.config.item_size_limit;
+            if request.value.len() > limit {
+                if request.mode == StoreMode::Set {
+                    self.delete(request.key).await?;
+                }
+                return Err(Error::ValueTooLarge {
+                    size: request.value.len(),
+                    limit,
+                });
+            }
+            match self.run(Cmd::Store(request)).await? {
+                Outcome::Stored(status) => Ok(status),
+                other => Err(unexpected(
+                    self.label(self.server_for_key(request.key)?),
+                    other,
+                )),
+            }
+        })
+    }
+
+    fn store_many<'a>(
+        &'a self,
+        requests: &'a [Store<'a>],
+    ) -> BoxFuture<'a, Result<Vec<StoreStatus>>> {
+        Box::pin(self.store_many_impl(requests))
+    }
+
+    fn delete<'a>(&'a self, key: &'a [u8]) -> BoxFuture<'a, Result<bool>> {
+        Box::pin(async move {
+            check_key(key)?;
+            match self.run(Cmd::Delete(key)).await? {
+                Outcome::Deleted(deleted) => Ok(deleted),
+                other => Err(unexpected(self.label(self.server_for_key(key)?), other)),
+            }
+        })
+    }
+
+    fn delete_many<'a>(&'a self, keys: &'a [&'a [u8]]) -> BoxFuture<'a, Result<Vec<bool>>> {
+        Box::pin(self.delete_many_impl(keys))
+    }
+
+    /// As the blocking transport: per server, `delete <key> noreply` for each key and one
+    /// `version` (classic), or `md <key> q` for each but the last (meta), whose reply says
+    /// every delete before it was processed; every line before it is read and checked.
+    fn delete_many_quiet<'a>(&'a self, keys: &'a [&'a [u8]]) -> BoxFuture<'a, Result<()>> {
+        Box::pin(self.delete_many_quiet_impl(keys))
+    }
+
+    fn incr<'a>(&'a self, key: &'a [u8], delta: u64) -> BoxFuture<'a, Result<Option<u64>>> {
+        Box::pin(self.arith(key, delta, true))
+    }
+
+    fn decr<'a>(&'a self, key: &'a [u8], delta: u64) -> BoxFuture<'a, Result<Option<u64>>> {
+        Box::pin(self.arith(key, delta, false))
+    }
+
+    fn touch<'a>(&'a self, key: &'a [u8], exptime: u32) -> BoxFuture<'a, Result<bool>> {
+        Box::pin(async move {
+            check_key(key)?;
+            check_exptime(exptime)?;
+            match self.run(Cmd::Touch { key, exptime }).await? {
+                Outcome::Touched(touched) => Ok(touched),
+                other => Err(unexpected(self.label(self.server_for_key(key)?), other)),
+            }
+        })
+    }
+
+    fn flush_all(&self) -> BoxFuture<'_, Result<()>> {
+        Box::pin(async move {
+            for (index, answers) in self
+                .every_server("flush_all", Expect::Status)
+                .await?
+                .into_iter()
+                .enumerate()
+            {
+                let label = self.label(index);
+                for answer in answers.list {
+                    match answer {
+                        Answer::Line(reply) => match *reply {
+                            Reply::Status(Status::Ok) => {}
+                            Reply::Status(s) => {
+                                return Err(status_to_error(label.to_string(), s, "flush_all"))
+                            }
+                            other => return Err(unexpected(label, other)),
+                        },
+                        other => return Err(unexpected(label, other)),
+                    }
+                }
+            }
+            Ok(())
+        })
+    }
+
+    fn stats(&self) -> BoxFuture<'_, Result<Vec<ServerStats>>> {
+        Box::pin(async move {
+            let mut out = Vec::with_capacity(self.inner.servers.len());
+            for (index, answers) in self
+                .every_server("stats", Expect::Stats)
+                .await?
+                .into_iter()
+                .enumerate()
+            {
+                let label = self.label(index);
+                for answer in answers.list {
+                    match answer {
+                        Answer::Line(reply) => match *reply {
+                            Reply::Stats(stats) => out.push(ServerStats {
+                                server: label.to_string(),
+                                stats: stats.into_iter().collect(),
+                            }),
+                            Reply::Status(s) => {
+                                return Err(status_to_error(label.to_string(), s, "stats"))
+                            }
+                            other => return Err(unexpected(label, other)),
+                        },
+                        other => return Err(unexpected(label, other)),
+                    }
+                }
+            }
+            Ok(out)
+        })
+    }
+
+    /// True unless the transport speaks only the classic protocol; with
+    /// [`Protocol::Auto`](crate::Protocol::Auto) a server found without meta answers the
+    /// meta operations with [`Error::Unsupported`].
+    fn supports_meta(&self) -> bool {
+        self.inner.config.protocol != crate::Protocol::Classic
+    }
+
+    /// Lets go of every connection: requests queued or in flight on one finish there, then
+    /// it closes (within a quarter of the read timeout); the next request opens a new one.
+    fn close(&self) {
+        self.close_connections();
+    }
+
+    fn meta_get<'a>(
+        &'a self,
+        key: &'a [u8],
+        recache_below: u32,
+    ) -> BoxFuture<'a, Result<Option<MetaItem>>> {
+        Box::pin(async move {
+            check_key(key)?;
+            match self.run(Cmd::MetaGet { key, recache_below }).await? {
+                Outcome::Meta(item) => Ok(item),
+                other => Err(unexpected(self.label(self.server_for_key(key)?), other)),
+            }
+        })
+    }
+
+    fn meta_get_many<'a>(
+        &'a self,
+        keys: &'a [&'a [u8]],
+        recache_below: u32,
+    ) -> BoxFuture<'a, Result<Vec<Option<MetaItem>>>> {
+        Box::pin(self.meta_get_many_impl(keys, recache_below))
+    }
+
+    fn meta_invalidate<'a>(&'a self, key: &'a [u8], grace: u32) -> BoxFuture<'a, Result<bool>> {
+        Box::pin(async move {
+            check_key(key)?;
+            match self.run(Cmd::Invalidate { key, grace }).await? {
+                Outcome::Invalidated(found) => Ok(found),
+                other => Err(unexpected(self.label(self.server_for_key(key)?), other)),
+            }
+        })
+    }
+}

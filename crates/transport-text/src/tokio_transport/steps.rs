@@ -1,0 +1,184 @@
+//! What a job awaits and what its replies come to: each reply decoded for its step and
+//! checked with the blocking transport's checks ([`command::interpret`],
+//! [`command::place_values`], [`QuietRound`], the multi-get's closing tag).
+
+use newcache_transport::{Item, Store, StoreMode};
+
+use crate::command::{self, Cmd, Outcome, Wire};
+use crate::proto::{meta, Decoder, Expect, Meta, Reply, Status};
+use crate::{is_error_line, QuietRound, QuietStep};
+
+/// A keyed command, owned, as the reader needs it to check its reply: the key and what
+/// the command is (a store's value is not kept: a reply does not depend on it).
+#[derive(Debug, Clone)]
+pub(super) struct OwnedCmd {
+    key: Vec<u8>,
+    kind: Kind,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Kind {
+    Get,
+    Store(StoreMode),
+    Delete,
+    Arith { delta: u64, incr: bool },
+    Touch(u32),
+    MetaGet(u32),
+    Invalidate(u32),
+}
+
+impl OwnedCmd {
+    pub(super) fn of(cmd: &Cmd<'_>) -> OwnedCmd {
+        let kind = match *cmd {
+            Cmd::Get(_) => Kind::Get,
+            Cmd::Store(s) => Kind::Store(s.mode),
+            Cmd::Delete(_) => Kind::Delete,
+            Cmd::Arith { delta, incr, .. } => Kind::Arith { delta, incr },
+            Cmd::Touch { exptime, .. } => Kind::Touch(exptime),
+            Cmd::MetaGet { recache_below, .. } => Kind::MetaGet(recache_below),
+            Cmd::Invalidate { grace, .. } => Kind::Invalidate(grace),
+        };
+        OwnedCmd {
+            key: cmd.key().to_vec(),
+            kind,
+        }
+    }
+
+    /// Runs `f` on the command as [`command`] knows it.
+    fn with<R>(&self, f: impl FnOnce(&Cmd<'_>) -> R) -> R {
+        let key = self.key.as_slice();
+        match self.kind {
+            Kind::Get => f(&Cmd::Get(key)),
+            Kind::Store(mode) => {
+                let store = Store {
+                    mode,
+                    key,
+                    value: &[],
+                    flags: 0,
+                    exptime: 0,
+                };
+                f(&Cmd::Store(&store))
+            }
+            Kind::Delete => f(&Cmd::Delete(key)),
+            Kind::Arith { delta, incr } => f(&Cmd::Arith { key, delta, incr }),
+            Kind::Touch(exptime) => f(&Cmd::Touch { key, exptime }),
+            Kind::MetaGet(recache_below) => f(&Cmd::MetaGet { key, recache_below }),
+            Kind::Invalidate(grace) => f(&Cmd::Invalidate { key, grace }),
+        }
+    }
+}
+
+/// One reply a job awaits, in the order its commands were written.
+#[derive(Debug)]
+pub(super) enum Step {
+    /// A keyed command's reply, checked by [`command::interpret`] (in meta: its opaque
+    /// token and key).
+    Cmd { cmd: OwnedCmd, opaque: u32 },
+    /// The `VALUE` block of a `gets` of these keys, checked by [`command::place_values`].
+    Gets { keys: Vec<Vec<u8>> },
+    /// The tagged reply of the `mg` that closes a multi-get on a meta connection.
+    Closer { key: Vec<u8>, opaque: u32 },
+    /// The reply to a one-line command (`flush_all`, `stats`).
+    Line(Expect),
+    /// The replies to a round of quiet deletes of these keys, read by [`QuietRound`].
+    Quiet {
+        round: QuietRound,
+        keys: Vec<Vec<u8>>,
+    },
+}
+
+impl Step {
+    pub(super) fn decoder(&self, wire: Wire) -> Decoder {
+        match self {
+            Step::Cmd { cmd, .. } => cmd.with(|c| Decoder::new(c.expect(wire))),
+            Step::Gets { keys } => Decoder::with_capacity(Expect::Values, keys.len()),
+            Step::Closer { .. } => Decoder::new(Expect::Meta),
+            Step::Line(expect) => Decoder::new(*expect),
+            Step::Quiet { round, .. } => Decoder::new(round.expect()),
+        }
+    }
+
+    /// What the reply says, or why it is not this step's ([`command::Mismatch`]'s text).
+    pub(super) fn take(
+        &mut self,
+        reply: Reply,
+        tag: &meta::Tag,
+        wire: Wire,
+    ) -> Result<Taken, String> {
+        match self {
+            Step::Cmd { cmd, opaque } => {
+                let outcome = cmd
+                    .with(|c| command::interpret(c, wire, reply, tag, *opaque))
+                    .map_err(|m| m.0)?;
+                Ok(match outcome {
+                    Outcome::Refused(status) => Taken::Refused(status),
+                    outcome => Taken::Answer(Some(Answer::Outcome(outcome))),
+                })
+            }
+            Step::Gets { keys } => match reply {
+                Reply::Values(values) => {
+                    let mut items = vec![None; keys.len()];
+                    command::place_values(
+                        values,
+                        keys.len(),
+                        |m| keys.get(m).map(Vec::as_slice),
+                        &mut items,
+                    )
+                    .map_err(|m| m.0)?;
+                    Ok(Taken::Answer(Some(Answer::Items(items))))
+                }
+                Reply::Status(s) if is_error_line(&s) => Ok(Taken::Stop(s)),
+                other => Err(format!("{other:?} is not an answer to a multi-get")),
+            },
+            Step::Closer { key, opaque } => match reply {
+                Reply::Meta(Meta::Done | Meta::Miss) => {
+                    tag.check(*opaque, key).map_err(|e| e.0)?;
+                    Ok(Taken::Answer(None))
+                }
+                other => Err(format!(
+                    "{other:?} where the multi-get's closing mg was due"
+                )),
+            },
+            Step::Line(_) => match reply {
+                Reply::Status(s) if is_error_line(&s) => Ok(Taken::Stop(s)),
+                reply => Ok(Taken::Answer(Some(Answer::Line(Box::new(reply))))),
+            },
+            Step::Quiet { round, keys } => {
+                let key_at = |n: usize| keys.get(n).map(Vec::as_slice);
+                Ok(match round.take(reply, tag, key_at).map_err(|m| m.0)? {
+                    QuietStep::More => Taken::More,
+                    QuietStep::Refused(s) => Taken::RefusedMore(s),
+                    QuietStep::RefusedLast(s) => Taken::Stop(s),
+                    QuietStep::Done => Taken::Answer(None),
+                })
+            }
+        }
+    }
+}
+
+/// What one reply came to.
+pub(super) enum Taken {
+    /// The step's answer (none for a multi-get's closer).
+    Answer(Option<Answer>),
+    /// An error line to a keyed command: the job goes on (in meta the connection too).
+    Refused(Status),
+    /// An error line where the job's other replies may or may not come: the job ends
+    /// with it, and the connection is closed.
+    Stop(Status),
+    /// The step awaits more replies.
+    More,
+    /// An error line among a step's replies (a quiet delete refused): recorded, more
+    /// replies due, and the connection is closed once the job is answered.
+    RefusedMore(Status),
+}
+
+/// One answer of a job, per step.
+#[derive(Debug)]
+pub(super) enum Answer {
+    /// A keyed command's outcome ([`Outcome::Refused`] for an error line).
+    Outcome(Outcome),
+    /// A multi-get's items, one per key asked for, in order.
+    Items(Vec<Option<Item>>),
+    /// A one-line command's reply, or an error line.
+    Line(Box<Reply>),
+}
