@@ -1,6 +1,7 @@
 //! Exactly one loader run per expiry across two processes x 16 threads, for `lease` and
 //! `meta`, on a real memcached, for one expiry, three in a row, an invalidation and a cold
-//! key; every other reader gets the old value, never an error.
+//! key; every other reader gets the old value, never an error. The same with two processes
+//! x 256 tasks of an `AsyncCache` (`async_*` tests), and with one process of each kind.
 
 use std::process::{Command, Stdio};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -35,10 +36,34 @@ fn two_processes_of(
     ttl: u64,
     value: u32,
 ) -> (usize, Vec<u32>) {
+    readers(&[Readers::Threads(threads); 2], url, key, ttl, value)
+}
+
+/// What one reader process runs.
+#[derive(Debug, Clone, Copy)]
+enum Readers {
+    /// Threads of a blocking `Cache`.
+    Threads(usize),
+    /// Tasks of one `AsyncCache` on a multi-thread tokio runtime.
+    Tasks(usize),
+}
+
+/// Reader processes that start together, one per entry; returns (total loads, every value
+/// read).
+fn readers(processes: &[Readers], url: &str, key: &str, ttl: u64, value: u32) -> (usize, Vec<u32>) {
     let start = now_ms() + 400;
-    let children: Vec<_> = (0..2)
-        .map(|_| {
-            Command::new(env!("CARGO_BIN_EXE_herd_reader"))
+    let children: Vec<_> = processes
+        .iter()
+        .map(|readers| {
+            let (threads, tasks) = match *readers {
+                Readers::Threads(n) => (n, false),
+                Readers::Tasks(n) => (n, true),
+            };
+            let mut reader = Command::new(env!("CARGO_BIN_EXE_herd_reader"));
+            if tasks {
+                reader.env("HERD_READER_ASYNC", "1");
+            }
+            reader
                 .args([
                     url,
                     key,
@@ -76,14 +101,7 @@ fn two_processes_of(
 }
 
 fn check_one_load(loads: usize, values: &[u32]) {
-    assert_eq!(loads, 1, "exactly one loader run across both processes");
-    assert_eq!(values.len(), 2 * THREADS);
-    assert_eq!(values.iter().filter(|v| **v == 2).count(), 1, "{values:?}");
-    assert_eq!(
-        values.iter().filter(|v| **v == 1).count(),
-        2 * THREADS - 1,
-        "{values:?}"
-    );
+    check_one_load_of(loads, values, 2 * THREADS);
 }
 
 #[test]
@@ -114,6 +132,11 @@ fn meta_one_load_per_expiry_across_two_processes() {
 
 #[test]
 fn an_invalidation_gives_one_load_across_two_processes() {
+    one_invalidation(&[Readers::Threads(THREADS); 2]);
+}
+
+/// An invalidated value, read by `processes` at once, under lease and meta.
+fn one_invalidation(processes: &[Readers]) {
     for policy in ["lease", "meta"] {
         let server = Memcached::start();
         let url = format!(
@@ -123,9 +146,19 @@ fn an_invalidation_gives_one_load_across_two_processes() {
         let cache = Cache::from_url(&url).unwrap();
         cache.set("page", &1u32, Ttl::Seconds(300)).unwrap();
         assert!(cache.invalidate("page").unwrap());
-        let (loads, values) = two_processes(&url, "page");
-        check_one_load(loads, &values);
+        let (loads, values) = readers(processes, &url, "page", 300, 2);
+        check_one_load_of(loads, &values, total(processes));
     }
+}
+
+/// How many readers `processes` run in all.
+fn total(processes: &[Readers]) -> usize {
+    processes
+        .iter()
+        .map(|r| match r {
+            Readers::Threads(n) | Readers::Tasks(n) => *n,
+        })
+        .sum()
 }
 
 #[test]
@@ -205,4 +238,67 @@ fn lease_one_load_per_expiry_for_three_expiries_in_a_row() {
 fn meta_one_load_per_expiry_for_three_expiries_in_a_row() {
     // memcached decides the win on its own whole-second clock.
     expiries_in_a_row("meta", Duration::from_millis(2100));
+}
+
+/// Tasks per process in the async tests.
+const TASKS: usize = 256;
+
+/// One load, by one of `readers` in total; every other reader got the old value (1).
+fn check_one_load_of(loads: usize, values: &[u32], readers: usize) {
+    assert_eq!(loads, 1, "exactly one loader run across both processes");
+    assert_eq!(values.len(), readers);
+    assert_eq!(values.iter().filter(|v| **v == 2).count(), 1, "{values:?}");
+    assert_eq!(
+        values.iter().filter(|v| **v == 1).count(),
+        readers - 1,
+        "{values:?}"
+    );
+}
+
+/// A value past its soft expiry, read by `processes` at once under `policy`.
+fn one_expiry(policy: &str, processes: &[Readers]) {
+    let server = Memcached::start();
+    let url = format!(
+        "newcache://{}/?herd={policy}&herd_timeout=60",
+        server.addr()
+    );
+    let cache = Cache::from_url(&url).unwrap();
+    cache.set("hot", &1u32, Ttl::Seconds(1)).unwrap();
+    // Whole seconds: memcached's clock (meta), the soft expiry rounded up (lease).
+    std::thread::sleep(Duration::from_millis(2100));
+    let (loads, values) = readers(processes, &url, "hot", 300, 2);
+    check_one_load_of(loads, &values, total(processes));
+    assert_eq!(cache.get::<u32>("hot").unwrap(), Some(2));
+}
+
+#[test]
+fn async_lease_one_load_per_expiry_across_two_processes_of_256_tasks() {
+    one_expiry("lease", &[Readers::Tasks(TASKS); 2]);
+}
+
+#[test]
+fn async_meta_one_load_per_expiry_across_two_processes_of_256_tasks() {
+    one_expiry("meta", &[Readers::Tasks(TASKS); 2]);
+}
+
+#[test]
+fn threads_of_a_cache_and_tasks_of_an_async_cache_share_one_load() {
+    for policy in ["lease", "meta"] {
+        one_expiry(policy, &[Readers::Threads(THREADS), Readers::Tasks(TASKS)]);
+    }
+}
+
+#[test]
+fn async_an_invalidation_gives_one_load_across_two_processes_of_256_tasks() {
+    one_invalidation(&[Readers::Tasks(TASKS); 2]);
+}
+
+#[test]
+fn async_a_cold_key_is_loaded_once_across_two_processes_of_256_tasks() {
+    let server = Memcached::start();
+    let url = format!("newcache://{}/?herd=lease&lease_wait=3000", server.addr());
+    let (loads, values) = readers(&[Readers::Tasks(TASKS); 2], &url, "cold", 300, 2);
+    assert_eq!(loads, 1);
+    assert_eq!(values.len(), 2 * TASKS);
+    assert!(values.iter().all(|v| *v == 2), "{values:?}");
 }

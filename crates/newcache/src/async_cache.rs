@@ -10,7 +10,9 @@ use serde::Serialize;
 
 use crate::io::Async;
 use crate::ops::Core;
-use crate::{Builder, Config, Error, GetMany, Peeked, RawValue, Result, SetOptions, StalePolicy};
+use crate::{
+    Builder, CasToken, Config, Error, GetMany, Peeked, RawValue, Result, SetOptions, StalePolicy,
+};
 
 /// A memcached cache for async code on tokio: every operation of [`Cache`](crate::Cache),
 /// as a future. `Clone + Send + Sync`; clones share connections.
@@ -220,8 +222,7 @@ impl AsyncCache {
 
     /// Deletes a value; `true` when there was one.
     pub async fn delete(&self, key: &str) -> Result<bool> {
-        let wire = self.wire_key(key)?;
-        Ok(self.transport.delete(&wire).await?)
+        self.core.delete(&self.io(), key).await
     }
 
     /// Deletes many values, one round trip per server; returns how many existed.
@@ -253,12 +254,12 @@ impl AsyncCache {
 
     /// Invalidates every value on every server (`flush_all`).
     pub async fn clear(&self) -> Result<()> {
-        Ok(self.transport.flush_all().await?)
+        self.core.clear(&self.io()).await
     }
 
     /// Every server's statistics.
     pub async fn stats(&self) -> Result<Vec<ServerStats>> {
-        Ok(self.transport.stats().await?)
+        self.core.stats(&self.io()).await
     }
 
     /// Returns the cached value, or awaits `loader`, stores its result and returns it
@@ -300,6 +301,81 @@ impl AsyncCache {
         self.core
             .get_or_try_set(&self.io(), key, options.into(), loader)
             .await
+    }
+
+    /// Fetches a value with its CAS token ([`Cache::gets`](crate::Cache::gets)).
+    pub async fn gets<T: DeserializeOwned + 'static>(
+        &self,
+        key: &str,
+    ) -> Result<Option<(T, CasToken)>> {
+        self.core.gets(&self.io(), key).await
+    }
+
+    /// Stores only if `key` still holds what `gets` read ([`Cache::cas`](crate::Cache::cas)).
+    pub async fn cas<T: Serialize + ?Sized + Sync>(
+        &self,
+        key: &str,
+        value: &T,
+        token: CasToken,
+        options: impl Into<SetOptions>,
+    ) -> Result<()> {
+        self.core
+            .cas(&self.io(), key, value, token, options.into())
+            .await
+    }
+
+    /// Adds bytes to the end of the value ([`Cache::append`](crate::Cache::append)).
+    pub async fn append(&self, key: &str, bytes: impl AsRef<[u8]>) -> Result<bool> {
+        self.core
+            .extend(&self.io(), key, bytes.as_ref(), false)
+            .await
+    }
+
+    /// Adds bytes to the front of the value ([`Cache::prepend`](crate::Cache::prepend)).
+    pub async fn prepend(&self, key: &str, bytes: impl AsRef<[u8]>) -> Result<bool> {
+        self.core
+            .extend(&self.io(), key, bytes.as_ref(), true)
+            .await
+    }
+
+    /// Fetches a value and gives it a new TTL
+    /// ([`Cache::get_and_touch`](crate::Cache::get_and_touch)).
+    pub async fn get_and_touch<T: DeserializeOwned + 'static>(
+        &self,
+        key: &str,
+        options: impl Into<SetOptions>,
+    ) -> Result<Option<T>> {
+        self.core
+            .get_and_touch(&self.io(), key, options.into())
+            .await
+    }
+
+    /// This cache at another key version ([`Cache::with_version`](crate::Cache::with_version)).
+    pub fn with_version(&self, version: impl fmt::Display) -> Result<AsyncCache> {
+        Ok(AsyncCache {
+            core: Arc::new(self.core.at_version(&version.to_string())?),
+            transport: Arc::clone(&self.transport),
+        })
+    }
+
+    /// Moves `key`'s value to the version plus `delta`; returns the new version
+    /// ([`Cache::incr_version`](crate::Cache::incr_version)).
+    pub async fn incr_version(&self, key: &str, delta: i64) -> Result<i64> {
+        let (to, version) = self.core.version_plus(delta)?;
+        self.core.move_version(&self.io(), &to, key).await?;
+        Ok(version)
+    }
+
+    /// [`AsyncCache::incr_version`] by `-delta`.
+    pub async fn decr_version(&self, key: &str, delta: i64) -> Result<i64> {
+        self.incr_version(key, delta.checked_neg().unwrap_or(i64::MAX))
+            .await
+    }
+
+    /// Closes the connections the transport holds (Django's `close`); the next call opens
+    /// new ones.
+    pub fn close(&self) {
+        self.transport.close();
     }
 
     /// The stale policy in effect ([`Cache::stale_policy`](crate::Cache::stale_policy)).

@@ -98,6 +98,9 @@ pub struct Config {
     pub servers: Vec<String>,
     /// Key flavor (`FLAVOR` in django-newcache), default empty.
     pub flavor: String,
+    /// The cache's name in metrics and traces (`name`), default `default`: tells apart the
+    /// caches of one process. Never part of a key.
+    pub name: String,
     /// Key version (`CACHE_VERSION`), default `1`: any text without spaces, as
     /// django-newcache allows (`v2`).
     pub version: String,
@@ -137,6 +140,12 @@ pub struct Config {
     /// Idle connections are closed after this long (`idle_timeout`, seconds), default 60 s.
     /// Text transport.
     pub idle_timeout: Duration,
+    /// Connections per server of an [`AsyncCache`](crate::AsyncCache)'s text transport
+    /// (`async_connections`), default 1: every task's requests share them, written together.
+    pub async_connections: usize,
+    /// Requests queued per connection of an `AsyncCache` before callers wait for room
+    /// (`async_queue`), default 1024.
+    pub async_queue: usize,
     /// The protocol the text transport speaks (`protocol=auto|meta|classic`).
     pub protocol: WireProtocol,
     /// The servers' item size limit in bytes (memcached's `-I`), default 1 MiB.
@@ -192,6 +201,7 @@ impl Default for Config {
         Config {
             servers: vec!["127.0.0.1:11211".into()],
             flavor: String::new(),
+            name: "default".to_string(),
             version: "1".into(),
             key_function: KeyFunctionKind::Newcache,
             herd_timeout: DEFAULT_HERD_TIMEOUT,
@@ -206,6 +216,8 @@ impl Default for Config {
             write_timeout: Duration::from_millis(500),
             max_idle_per_server: 16,
             max_connections: 64,
+            async_connections: 1,
+            async_queue: 1024,
             idle_timeout: Duration::from_secs(60),
             protocol: WireProtocol::Auto,
             item_size_limit: DEFAULT_ITEM_SIZE_LIMIT,
@@ -369,10 +381,12 @@ impl Config {
     /// Servers are split by `;` (or `,`). Parameters: `flavor`, `version`, `herd_timeout`,
     /// `herd` (`lease`, the default; `reinsert`; `early`; `meta`; `off`), `lease_wait` (ms),
     /// `early_beta`, `timeout` (the default TTL in seconds, or `forever`),
+    /// `name` (the cache's name in metrics and traces),
     /// `key_function` (`newcache` or `django`), `key_prefix`, `transport` (`text`, `memory`,
     /// `libmemcached`), `binary` (`true` selects libmemcached's binary protocol),
     /// `connect_timeout`, `read_timeout`, `write_timeout` (milliseconds), `max_idle`,
-    /// `max_connections`, `idle_timeout` (seconds), `protocol` (`auto`, `meta`, `classic`),
+    /// `max_connections`, `idle_timeout` (seconds), `async_connections`, `async_queue`,
+    /// `protocol` (`auto`, `meta`, `classic`),
     /// `item_size_limit` (bytes), `codec` (`bincode`, the default, `json` or `pickle`),
     /// `compress_threshold` (bytes; pylibmc's name `min_compress_len` works too),
     /// `inflate_limit` (bytes), `envelope` (`newcache`, the default, or `django-newcache`);
@@ -429,6 +443,7 @@ impl Config {
             seen.push(name.to_string());
             match name {
                 "flavor" => config.flavor = value.to_string(),
+                "name" => config.name = value.to_string(),
                 "version" => config.version = value.to_string(),
                 "herd_timeout" => config.herd_timeout = parse_num(name, value)?,
                 "herd" => match value {
@@ -472,6 +487,8 @@ impl Config {
                 }
                 "max_idle" => config.max_idle_per_server = parse_num(name, value)?,
                 "max_connections" => config.max_connections = parse_num(name, value)?,
+                "async_connections" => config.async_connections = parse_num(name, value)?,
+                "async_queue" => config.async_queue = parse_num(name, value)?,
                 "idle_timeout" => {
                     config.idle_timeout = Duration::from_secs(parse_num(name, value)?)
                 }
@@ -525,7 +542,7 @@ impl Config {
                 }
                 _ => {
                     return Err(bad(format_args!(
-                        "unknown parameter {name:?}; known: flavor, version, herd_timeout, herd, lease_wait, early_beta, timeout, key_function, key_prefix, transport, binary, connect_timeout, read_timeout, write_timeout, max_idle, max_connections, idle_timeout, protocol, item_size_limit, codec, compress_threshold (or min_compress_len), inflate_limit, envelope, username, password, tls, tls_ca, tls_cert, tls_key, tls_server_name, behaviors.NAME"
+                        "unknown parameter {name:?}; known: flavor, version, name, herd_timeout, herd, lease_wait, early_beta, timeout, key_function, key_prefix, transport, binary, connect_timeout, read_timeout, write_timeout, max_idle, max_connections, idle_timeout, async_connections, async_queue, protocol, item_size_limit, codec, compress_threshold (or min_compress_len), inflate_limit, envelope, username, password, tls, tls_ca, tls_cert, tls_key, tls_server_name, behaviors.NAME"
                     )))
                 }
             }
@@ -580,7 +597,7 @@ impl Config {
 
     /// The built-in key function these settings name (`key_function`, `flavor`,
     /// `key_prefix`, `version`).
-    fn builtin_key_function(&self) -> Arc<dyn KeyFunction> {
+    pub(crate) fn builtin_key_function(&self) -> Arc<dyn KeyFunction> {
         match &self.key_function {
             KeyFunctionKind::Newcache => {
                 Arc::new(HashedKey::new(self.flavor.clone(), &self.version))
@@ -613,6 +630,11 @@ impl Config {
                     default.as_millis()
                 )));
             }
+        }
+        if self.async_connections == 0 || self.async_queue == 0 {
+            return Err(bad(
+                "async_connections and async_queue must be at least 1 (defaults: 1 connection per server, 1024 queued requests)",
+            ));
         }
         if self.default_ttl == Ttl::Seconds(0) {
             return Err(bad(
@@ -763,6 +785,12 @@ impl Builder {
         self
     }
 
+    /// The cache's name in metrics and traces (default `default`).
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.config.name = name.into();
+        self
+    }
+
     /// The key flavor (django-newcache's `FLAVOR`).
     pub fn flavor(mut self, flavor: impl Into<String>) -> Self {
         self.config.flavor = flavor.into();
@@ -867,6 +895,19 @@ impl Builder {
     /// Connections open at once per server (default 64; 0: no cap). Text transport.
     pub fn max_connections(mut self, n: usize) -> Self {
         self.config.max_connections = n;
+        self
+    }
+
+    /// Connections per server of an `AsyncCache`'s text transport (default 1), shared by
+    /// every task.
+    pub fn async_connections(mut self, n: usize) -> Self {
+        self.config.async_connections = n;
+        self
+    }
+
+    /// Requests queued per connection of an `AsyncCache` before callers wait (default 1024).
+    pub fn async_queue(mut self, n: usize) -> Self {
+        self.config.async_queue = n;
         self
     }
 
@@ -1035,10 +1076,7 @@ impl Builder {
     /// The cache apart from its transport, checked against what the transport can do.
     fn core(self, transport: &str, supports_meta: bool, custom_transport: bool) -> Result<Core> {
         let config = self.config;
-        let key_function = match self.key_function {
-            Some(kf) => kf,
-            None => config.builtin_key_function(),
-        };
+        let key_function = self.key_function;
         // A transport or policy of the caller's own is taken as it is.
         let built_in = !custom_transport && self.policy.is_none();
         let policy: Arc<dyn StalePolicy> = match self.policy {
@@ -1201,6 +1239,8 @@ fn text_config(config: &Config) -> Result<newcache_transport_text::TextConfig> {
         max_idle_per_server: config.max_idle_per_server,
         item_size_limit: config.item_size_limit,
         max_connections: config.max_connections,
+        async_connections: config.async_connections,
+        async_queue: config.async_queue,
         idle_timeout: config.idle_timeout,
         protocol: match config.protocol {
             WireProtocol::Auto => newcache_transport_text::Protocol::Auto,
@@ -1233,8 +1273,13 @@ fn text_config(config: &Config) -> Result<newcache_transport_text::TextConfig> {
 #[cfg(feature = "tokio")]
 fn build_async_transport(config: &Config) -> Result<Arc<dyn newcache_transport::AsyncTransport>> {
     match config.transport {
+        #[cfg(feature = "text")]
+        TransportKind::Text => Ok(Arc::new(
+            newcache_transport_text::TokioTextTransport::new(text_config(config)?)?,
+        )),
+        #[cfg(not(feature = "text"))]
         TransportKind::Text => Err(bad(
-            "the text transport's async driver is not in this build yet; use transport=memory or a blocking Cache",
+            "the text transport needs the `text` feature of newcache (on by default)",
         )),
         #[cfg(feature = "memory")]
         TransportKind::Memory => Ok(Arc::new(

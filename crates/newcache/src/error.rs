@@ -21,6 +21,21 @@ pub enum Error {
         /// The caller's key.
         key: String,
     },
+    /// A [`cas`](crate::Cache::cas) found the value changed, or gone, since the
+    /// [`gets`](crate::Cache::gets) that gave its token; nothing was stored.
+    #[error("the value of cache key {key:?} changed or was deleted since gets read it; nothing was stored: read it again with gets and retry")]
+    CasConflict {
+        /// The caller's key.
+        key: String,
+    },
+    /// `append`/`prepend` on a cache whose values are not bytes to extend; nothing was sent.
+    #[error("cannot append to or prepend to cache key {key:?}: {reason}")]
+    NotAppendable {
+        /// The caller's key.
+        key: String,
+        /// Why.
+        reason: String,
+    },
     /// The value could not be encoded; nothing was sent.
     #[error("cannot encode the value for cache key {key:?}: {detail}")]
     Encode {

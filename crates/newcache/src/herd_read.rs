@@ -5,12 +5,13 @@
 
 use std::sync::atomic::Ordering;
 
-use newcache_herd::{read_flags, value_flags, Carried, Envelope, StaleAction};
+use newcache_herd::{read_flags, value_flags, Carried, Envelope, ReadDecision, StaleAction};
 use newcache_transport::{Item, Store, StoreMode, StoreStatus};
 
 #[cfg(feature = "pickle")]
 use crate::codec;
 use crate::io::Io;
+use crate::observe::Event;
 use crate::ops::Core;
 use crate::{Error, Policy, Result, StalePolicy};
 
@@ -217,7 +218,13 @@ impl Core {
     /// on the old value: `reinsert` re-stores it bare for the herd timeout (django-newcache's
     /// policy), `lease` claims the refresh with CAS. That store is returned unsent, so that
     /// `get_many` sends all of its stores in one `store_many`; `open` sends it at once.
-    pub(crate) fn look(&self, wire: &[u8], item: Item, now: u64) -> Result<Looked> {
+    pub(crate) fn look(
+        &self,
+        op: &'static str,
+        wire: &[u8],
+        item: Item,
+        now: u64,
+    ) -> Result<Looked> {
         let Some(opening) = self.opening(wire, &item, now)? else {
             let flags = item.flags;
             return Ok(Looked::Done(Opened::Value {
@@ -242,6 +249,19 @@ impl Core {
         let action = self
             .stale_policy()
             .decide(&self.herd, &opening.envelope, now, uniform());
+        let event = match &action {
+            _ if !crate::observe::ENABLED => None,
+            StaleAction::RecomputeEarly | StaleAction::ReinsertBare { .. } => Some(Event::ClaimWon),
+            StaleAction::Serve
+                if self.herd.on_read(&opening.envelope, now) != ReadDecision::Fresh =>
+            {
+                Some(Event::StaleServed)
+            }
+            StaleAction::Serve | StaleAction::Claim { .. } => None,
+        };
+        if let Some(event) = event {
+            self.observer.event(op, event, 1);
+        }
         Ok(match action {
             // XFetch: this reader recomputes ahead of the expiry; nothing is stored, the
             // others keep being served.
@@ -311,23 +331,53 @@ impl Core {
     pub(crate) async fn open<I: Io>(
         &self,
         io: &I,
+        op: &'static str,
         wire: &[u8],
         item: Item,
         now: u64,
     ) -> Result<Opened> {
-        let looked = self.look(wire, item, now)?;
-        Ok(self.settle_now(io, wire, looked).await)
+        let looked = self.look(op, wire, item, now)?;
+        Ok(self.settle_now(io, op, wire, looked).await)
     }
 
     /// Sends a look's store (if any) on its own and settles the read by its outcome.
-    pub(crate) async fn settle_now<I: Io>(&self, io: &I, wire: &[u8], looked: Looked) -> Opened {
+    pub(crate) async fn settle_now<I: Io>(
+        &self,
+        io: &I,
+        op: &'static str,
+        wire: &[u8],
+        looked: Looked,
+    ) -> Opened {
         match looked {
             Looked::Done(opened) => opened,
             Looked::Store(pending) => {
                 let status = io.store(&pending.request(wire)).await.ok();
-                pending.settle(status)
+                self.settle(op, pending, status)
             }
         }
+    }
+
+    /// [`Pending::settle`], counted: a claim this reader won, or lost (and then it is
+    /// served the stale value).
+    pub(crate) fn settle(
+        &self,
+        op: &'static str,
+        pending: Pending,
+        status: Option<StoreStatus>,
+    ) -> Opened {
+        let claim = pending.claim.is_some();
+        let opened = pending.settle(status);
+        if claim {
+            match opened {
+                Opened::Miss => self.observer.event(op, Event::ClaimWon, 1),
+                Opened::Value { .. } => {
+                    self.observer.event(op, Event::ClaimLost, 1);
+                    self.observer.event(op, Event::StaleServed, 1);
+                }
+                Opened::Gone => {}
+            }
+        }
+        opened
     }
 
     /// True when the server keeps the herd state (`herd=meta`, and the server has not
@@ -361,8 +411,8 @@ impl Core {
     /// the server does not speak the meta protocol, so the caller should retry under lease.
     pub(crate) fn meta_refused(&self, error: &newcache_transport::Error) -> bool {
         let refused = matches!(error, newcache_transport::Error::Unsupported { .. });
-        if refused {
-            self.meta_unsupported.store(true, Ordering::Relaxed);
+        if refused && !self.meta_unsupported.swap(true, Ordering::Relaxed) {
+            self.observer.meta_fallback();
         }
         refused
     }
@@ -383,12 +433,20 @@ impl Core {
     /// A meta read: the win flag means "recompute"; everything else is served.
     pub(crate) fn look_meta(
         &self,
+        op: &'static str,
         wire: &[u8],
         meta: newcache_transport::MetaItem,
         now: u64,
     ) -> Result<Looked> {
         if meta.win {
+            self.observer.event(op, Event::ClaimWon, 1);
             return Ok(Looked::Done(Opened::Miss));
+        }
+        if meta.win_taken {
+            self.observer.event(op, Event::ClaimLost, 1);
+        }
+        if meta.win_taken || meta.stale {
+            self.observer.event(op, Event::StaleServed, 1);
         }
         // The server keeps the herd state: everything but the win is served. (A soft expiry
         // in the flags says what the server's remaining TTL says: the item lives the herd

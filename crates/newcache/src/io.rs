@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use newcache_transport::{Item, MetaItem, Store, StoreStatus, Transport};
+use newcache_transport::{Item, MetaItem, ServerStats, Store, StoreStatus, Transport};
 
 use crate::read_through::Flight;
 
@@ -76,6 +76,8 @@ pub(crate) trait Io: Sync {
         key: &'a [u8],
         grace: u32,
     ) -> impl Future<Output = TResult<bool>> + Send + 'a;
+    fn flush_all(&self) -> impl Future<Output = TResult<()>> + Send + '_;
+    fn stats(&self) -> impl Future<Output = TResult<Vec<ServerStats>>> + Send + '_;
     /// Deletes a key without waiting for the outcome, from a destructor (a lease key whose
     /// holder is done, however it left): blocking, it is sent at once; async, on a task.
     fn release(&self, key: Vec<u8>);
@@ -168,6 +170,12 @@ impl Io for Blocking<'_> {
         grace: u32,
     ) -> impl Future<Output = TResult<bool>> + Send + 'a {
         std::future::ready(self.0.meta_invalidate(key, grace))
+    }
+    fn flush_all(&self) -> impl Future<Output = TResult<()>> + Send + '_ {
+        std::future::ready(self.0.flush_all())
+    }
+    fn stats(&self) -> impl Future<Output = TResult<Vec<ServerStats>>> + Send + '_ {
+        std::future::ready(self.0.stats())
     }
     fn release(&self, key: Vec<u8>) {
         // A failed delete leaves the key to expire on its own.
@@ -281,6 +289,12 @@ impl Io for Async<'_> {
         grace: u32,
     ) -> impl Future<Output = TResult<bool>> + Send + 'a {
         self.0.meta_invalidate(key, grace)
+    }
+    fn flush_all(&self) -> impl Future<Output = TResult<()>> + Send + '_ {
+        self.0.flush_all()
+    }
+    fn stats(&self) -> impl Future<Output = TResult<Vec<ServerStats>>> + Send + '_ {
+        self.0.stats()
     }
     fn release(&self, key: Vec<u8>) {
         // From a destructor, so on a task of the runtime in use; without one (the runtime is

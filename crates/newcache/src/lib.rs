@@ -67,16 +67,24 @@
 )]
 #![forbid(unsafe_code)]
 
+/// README.md's examples, compiled as doctests (whole programs, as a user pastes them).
+#[cfg(all(doctest, feature = "text", feature = "tokio"))]
+#[doc = include_str!("../../../README.md")]
+pub struct ReadmeDoctests;
+
 #[cfg(feature = "tokio")]
 mod async_cache;
 pub mod codec;
 mod config;
 mod error;
+mod extras;
 mod herd_read;
 mod io;
 mod many;
+mod observe;
 mod ops;
 mod read_through;
+mod write;
 
 use io::{block, Blocking};
 use ops::Core;
@@ -94,6 +102,7 @@ pub use config::{
     Builder, Config, EnvelopeFormat, KeyFunctionKind, Secret, TransportKind, WireProtocol,
 };
 pub use error::{Error, Result};
+pub use extras::CasToken;
 pub use many::GetMany;
 pub use newcache_herd::{
     Clock, ManualClock, Policy, StaleAction, StalePolicy, SystemClock, Ttl, Xfetch, HERD_FLAG,
@@ -378,8 +387,7 @@ impl Cache {
 
     /// Deletes a value; `true` when there was one.
     pub fn delete(&self, key: &str) -> Result<bool> {
-        let wire = self.wire_key(key)?;
-        Ok(self.transport.delete(&wire)?)
+        block(self.core.delete(&self.io(), key))
     }
 
     /// Deletes many values, one round trip per server; returns how many existed.
@@ -414,12 +422,12 @@ impl Cache {
 
     /// Invalidates every value on every server (`flush_all`).
     pub fn clear(&self) -> Result<()> {
-        Ok(self.transport.flush_all()?)
+        block(self.core.clear(&self.io()))
     }
 
     /// Every server's statistics.
     pub fn stats(&self) -> Result<Vec<newcache_transport::ServerStats>> {
-        Ok(self.transport.stats()?)
+        block(self.core.stats(&self.io()))
     }
 
     /// Returns the cached value, or runs `loader`, stores its result and returns it: the
@@ -474,6 +482,81 @@ impl Cache {
                     std::future::ready(loader())
                 }),
         )
+    }
+
+    /// Fetches a value with its CAS token, for a read-modify-write with [`Cache::cas`]
+    /// (herd rules as for `get`: the reader that should recompute gets `None`).
+    pub fn gets<T: DeserializeOwned + 'static>(&self, key: &str) -> Result<Option<(T, CasToken)>> {
+        block(self.core.gets(&self.io(), key))
+    }
+
+    /// Stores `value` only if `key` still holds what [`Cache::gets`] read with `token`:
+    /// [`Error::CasConflict`] when it was written or deleted in between (read again and
+    /// retry). The value gets a new soft expiry like any `set`.
+    pub fn cas<T: Serialize + ?Sized>(
+        &self,
+        key: &str,
+        value: &T,
+        token: CasToken,
+        options: impl Into<SetOptions>,
+    ) -> Result<()> {
+        block(self.core.cas(&self.io(), key, value, token, options.into()))
+    }
+
+    /// Adds bytes to the end of the value `key` holds; `false` when it holds none. For
+    /// text and bytes values (a Python client then reads the longer text); bytes added to
+    /// a pickle or a bincode value break it, as they would for Python. The item keeps its
+    /// flags and TTL, so a herd-protected value keeps its soft expiry. Refused
+    /// ([`Error::NotAppendable`]) on a cache that compresses values or writes
+    /// django-newcache's tuple.
+    pub fn append(&self, key: &str, bytes: impl AsRef<[u8]>) -> Result<bool> {
+        block(self.core.extend(&self.io(), key, bytes.as_ref(), false))
+    }
+
+    /// Adds bytes to the front of the value `key` holds; see [`Cache::append`].
+    pub fn prepend(&self, key: &str, bytes: impl AsRef<[u8]>) -> Result<bool> {
+        block(self.core.extend(&self.io(), key, bytes.as_ref(), true))
+    }
+
+    /// Fetches a value and gives it a new TTL (and a herd-protected value a new soft
+    /// expiry), as `get` then `touch`: two round trips.
+    pub fn get_and_touch<T: DeserializeOwned + 'static>(
+        &self,
+        key: &str,
+        options: impl Into<SetOptions>,
+    ) -> Result<Option<T>> {
+        block(self.core.get_and_touch(&self.io(), key, options.into()))
+    }
+
+    /// This cache at another key version, for one call or many (Django's `version=`
+    /// argument): `cache.with_version(3)?.get("k")`. Shares the connections; needs a
+    /// built-in key function.
+    pub fn with_version(&self, version: impl fmt::Display) -> Result<Cache> {
+        Ok(Cache {
+            core: Arc::new(self.core.at_version(&version.to_string())?),
+            transport: Arc::clone(&self.transport),
+        })
+    }
+
+    /// Moves `key`'s value from this cache's version to that version plus `delta` (Django's
+    /// `incr_version`) and returns the new version; the value keeps its flags and herd
+    /// state, and gets the default TTL, as in Django. [`Error::NotFound`] when the key
+    /// holds no value; the version must be a number.
+    pub fn incr_version(&self, key: &str, delta: i64) -> Result<i64> {
+        let (to, version) = self.core.version_plus(delta)?;
+        block(self.core.move_version(&self.io(), &to, key))?;
+        Ok(version)
+    }
+
+    /// [`Cache::incr_version`] by `-delta`.
+    pub fn decr_version(&self, key: &str, delta: i64) -> Result<i64> {
+        self.incr_version(key, delta.checked_neg().unwrap_or(i64::MAX))
+    }
+
+    /// Closes the connections the transport holds idle (Django's `close`): the next call
+    /// opens new ones. Calls in flight finish on theirs.
+    pub fn close(&self) {
+        self.transport.close();
     }
 
     /// The stale policy in effect: the one the cache was built with, except that a

@@ -1,25 +1,23 @@
 //! Every cache operation, written once over an [`Io`]: the blocking [`Cache`](crate::Cache)
 //! and the async `AsyncCache` both run these (see [`crate::io`]). What a cache is, apart
-//! from its transport, is a [`Core`].
+//! from its transport, is a [`Core`]; this file holds the reads, [`crate::write`] the
+//! writes, [`crate::read_through`] `get_or_set`.
 
-use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 
 use serde::de::DeserializeOwned;
-use serde::Serialize;
 
-use newcache_herd::{value_flags, Envelope, Herd, ReadDecision, StorePlan};
-use newcache_transport::{Item, Store, StoreMode, StoreStatus};
+use newcache_herd::{value_flags, Herd, ReadDecision};
+use newcache_transport::{Item, StoreMode, StoreStatus};
 
-use crate::herd_read::{Looked, Opened, Pending, Stamp};
+use crate::herd_read::{Looked, Opened, Pending};
 use crate::io::Io;
+use crate::observe::{Event, Observer};
 use crate::read_through::Flight;
-#[cfg(feature = "pickle")]
-use crate::EnvelopeFormat;
+use crate::StalePolicy;
 use crate::{codec, Clock, Config, Error, GetMany, KeyFunction, Peeked, RawValue, Result};
-use crate::{SetOptions, StalePolicy};
 
 /// A cache apart from its transport: its settings, key function, clock and herd policy, and
 /// what it learnt of its servers. Shared by the blocking and the async cache.
@@ -36,6 +34,11 @@ pub(crate) struct Core {
     pub(crate) meta_probed: AtomicBool,
     /// In-process single flight of `get_or_set` loaders, by wire key.
     pub(crate) flights: Mutex<HashMap<Vec<u8>, Arc<Flight>>>,
+    /// Metrics and traces (features `metrics`, `tracing`).
+    pub(crate) observer: Observer,
+    /// True when the key function is the configuration's own (so a per-call version can
+    /// build the same one at another version).
+    pub(crate) builtin_key_function: bool,
 }
 
 /// What a read through the herd policy found.
@@ -50,9 +53,21 @@ pub(crate) enum Fetched<T> {
 
 /// A `store`'s value once encoded: already sent (by a transport that stores at once), or
 /// owned, to be sent.
-enum Encoded {
+pub(crate) enum Encoded {
     Sent(newcache_transport::Result<StoreStatus>),
     Owned(Vec<u8>, u32),
+}
+
+/// The operation name a store runs as, in metrics and traces.
+pub(crate) fn store_op(mode: StoreMode) -> &'static str {
+    match mode {
+        StoreMode::Set => "set",
+        StoreMode::Add => "add",
+        StoreMode::Replace => "replace",
+        StoreMode::Cas(_) => "cas",
+        StoreMode::Append => "append",
+        StoreMode::Prepend => "prepend",
+    }
 }
 
 /// The error for a value the codec could not encode.
@@ -66,12 +81,17 @@ pub(crate) fn encode_error(key: &str, e: codec::CodecError) -> Error {
 impl Core {
     pub(crate) fn new(
         config: Config,
-        key_function: Arc<dyn KeyFunction>,
+        key_function: Option<Arc<dyn KeyFunction>>,
         clock: Arc<dyn Clock>,
         policy: Arc<dyn StalePolicy>,
     ) -> Core {
+        let builtin_key_function = key_function.is_none();
+        let key_function = key_function.unwrap_or_else(|| config.builtin_key_function());
         let herd = Herd::new(config.herd_timeout);
+        let observer = Observer::new(&config.name);
         Core {
+            observer,
+            builtin_key_function,
             config,
             key_function,
             clock,
@@ -81,6 +101,40 @@ impl Core {
             meta_probed: AtomicBool::new(false),
             flights: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// The same cache at another key version (Django's per-call `version=`): a core of its
+    /// own (its own single flights), on the same transport. Only with a built-in key
+    /// function, which the version is part of.
+    pub(crate) fn at_version(&self, version: &str) -> Result<Core> {
+        if !self.builtin_key_function {
+            return Err(Error::Config(
+                "a per-call version needs a built-in key function (newcache's or Django's), which the version is part of; a custom KeyFunction makes its own keys".into(),
+            ));
+        }
+        let mut config = self.config.clone();
+        config.version = version.to_owned();
+        config.validate()?;
+        Ok(Core::new(
+            config,
+            None,
+            Arc::clone(&self.clock),
+            Arc::clone(&self.policy),
+        ))
+    }
+
+    /// This core's version plus `delta`, and the core at it.
+    pub(crate) fn version_plus(&self, delta: i64) -> Result<(Core, i64)> {
+        let current: i64 = self.config.version.parse().map_err(|_| {
+            Error::Config(format!(
+                "version {:?} is not a number; incr_version and decr_version need a numeric version",
+                self.config.version
+            ))
+        })?;
+        let version = current
+            .checked_add(delta)
+            .ok_or_else(|| Error::Config("the version would overflow".into()))?;
+        Ok((self.at_version(&version.to_string())?, version))
     }
 
     /// The wire key `key` becomes, validated.
@@ -114,43 +168,81 @@ impl Core {
     pub(crate) async fn fetch<I: Io, T: DeserializeOwned + 'static>(
         &self,
         io: &I,
+        op: &'static str,
         key: &str,
         wire: &[u8],
     ) -> Result<Fetched<T>> {
-        if self.meta(io).await {
-            let recache = self.herd.herd_timeout.max(1);
-            match io.meta_get(wire, recache).await {
-                Ok(None) => return Ok(Fetched::Cold),
-                Ok(Some(meta)) => {
-                    let looked = self.look_meta(wire, meta, self.now_millis())?;
-                    return match self.settle_now(io, wire, looked).await {
-                        Opened::Miss => Ok(Fetched::Recompute),
-                        Opened::Gone => Ok(Fetched::Cold),
-                        Opened::Value {
-                            item,
-                            offset,
-                            flags,
-                        } => self.decode_vec(key, item, offset, flags).map(Fetched::Hit),
-                    };
-                }
-                // No meta protocol here: lease from now on, starting with this read.
-                Err(e) if self.meta_refused(&e) => {}
-                Err(e) => return Err(e.into()),
-            }
-        }
+        let fetched = self.fetch_unobserved(io, op, key, wire).await?;
+        self.observer.event(
+            op,
+            match fetched {
+                Fetched::Hit(_) => Event::Hit,
+                Fetched::Recompute | Fetched::Cold => Event::Miss,
+            },
+            1,
+        );
+        Ok(fetched)
+    }
 
-        let Some(item) = io.get(wire).await? else {
-            return Ok(Fetched::Cold);
+    pub(crate) async fn fetch_unobserved<I: Io, T: DeserializeOwned + 'static>(
+        &self,
+        io: &I,
+        op: &'static str,
+        key: &str,
+        wire: &[u8],
+    ) -> Result<Fetched<T>> {
+        Ok(match self.fetch_item(io, op, wire).await? {
+            Fetched::Hit(opened) => Fetched::Hit(self.decode_opened_item(key, opened)?),
+            Fetched::Recompute => Fetched::Recompute,
+            Fetched::Cold => Fetched::Cold,
+        })
+    }
+
+    /// Decodes what [`Core::fetch_item`] found.
+    pub(crate) fn decode_opened_item<T: DeserializeOwned + 'static>(
+        &self,
+        key: &str,
+        (item, offset, flags): (Item, usize, u32),
+    ) -> Result<T> {
+        self.decode_vec(key, item, offset, flags)
+    }
+
+    /// Reads `wire` through the herd policy: the item (its value from `offset`, its value
+    /// flags), not decoded yet.
+    pub(crate) async fn fetch_item<I: Io>(
+        &self,
+        io: &I,
+        op: &'static str,
+        wire: &[u8],
+    ) -> Result<Fetched<(Item, usize, u32)>> {
+        let opened = 'read: {
+            if self.meta(io).await {
+                let recache = self.herd.herd_timeout.max(1);
+                match io.meta_get(wire, recache).await {
+                    Ok(None) => return Ok(Fetched::Cold),
+                    Ok(Some(meta)) => {
+                        let looked = self.look_meta(op, wire, meta, self.now_millis())?;
+                        break 'read self.settle_now(io, op, wire, looked).await;
+                    }
+                    // No meta protocol here: lease from now on, starting with this read.
+                    Err(e) if self.meta_refused(&e) => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            let Some(item) = io.get(wire).await? else {
+                return Ok(Fetched::Cold);
+            };
+            self.open(io, op, wire, item, self.now_millis()).await?
         };
-        match self.open(io, wire, item, self.now_millis()).await? {
-            Opened::Miss => Ok(Fetched::Recompute),
-            Opened::Gone => Ok(Fetched::Cold),
+        Ok(match opened {
+            Opened::Miss => Fetched::Recompute,
+            Opened::Gone => Fetched::Cold,
             Opened::Value {
                 item,
                 offset,
                 flags,
-            } => self.decode_vec(key, item, offset, flags).map(Fetched::Hit),
-        }
+            } => Fetched::Hit((item, offset, flags)),
+        })
     }
 
     /// `get`: the value, or `None` on a miss (or for the reader who should recompute).
@@ -160,31 +252,44 @@ impl Core {
         key: &str,
         wire: &[u8],
     ) -> Result<Option<T>> {
-        Ok(match self.fetch(io, key, wire).await? {
-            Fetched::Hit(v) => Some(v),
-            Fetched::Recompute | Fetched::Cold => None,
-        })
+        self.observer
+            .op("get", async move {
+                Ok(match self.fetch(io, "get", key, wire).await? {
+                    Fetched::Hit(v) => Some(v),
+                    Fetched::Recompute | Fetched::Cold => None,
+                })
+            })
+            .await
     }
 
     /// `get_raw`: a value's bytes and flags, herd rules applied.
     pub(crate) async fn get_raw<I: Io>(&self, io: &I, wire: &[u8]) -> Result<Option<RawValue>> {
-        let Some(item) = io.get(wire).await? else {
-            return Ok(None);
-        };
-        Ok(match self.open(io, wire, item, self.now_millis()).await? {
-            Opened::Miss | Opened::Gone => None,
-            Opened::Value {
-                mut item,
-                offset,
-                flags,
-            } => {
-                item.value.drain(..offset);
-                Some(RawValue {
-                    bytes: item.value,
-                    flags,
-                })
-            }
-        })
+        self.observer
+            .op("get_raw", async move {
+                let Some(item) = io.get(wire).await? else {
+                    return Ok(None);
+                };
+                Ok(
+                    match self
+                        .open(io, "get_raw", wire, item, self.now_millis())
+                        .await?
+                    {
+                        Opened::Miss | Opened::Gone => None,
+                        Opened::Value {
+                            mut item,
+                            offset,
+                            flags,
+                        } => {
+                            item.value.drain(..offset);
+                            Some(RawValue {
+                                bytes: item.value,
+                                flags,
+                            })
+                        }
+                    },
+                )
+            })
+            .await
     }
 
     /// `get_many`: the values read, as a map keyed by the caller's keys, and the keys whose
@@ -195,24 +300,28 @@ impl Core {
         K: AsRef<str>,
         T: DeserializeOwned + 'static,
     {
-        let mut out = HashMap::with_capacity(keys.len());
-        let mut failed: Vec<(usize, Error)> = Vec::new();
-        self.read_many(io, keys, |i, read: Result<T>| {
-            let key = keys.get(i).map_or("", AsRef::as_ref);
-            match read {
-                Ok(value) => {
-                    out.insert(key.to_owned(), value);
-                }
-                Err(e) => failed.push((i, e)),
-            }
-        })
-        .await?;
-        failed.sort_by_key(|(i, _)| *i);
-        let failed = failed
-            .into_iter()
-            .map(|(i, e)| (keys.get(i).map_or("", AsRef::as_ref).to_owned(), e))
-            .collect();
-        Ok(GetMany::new(out, failed))
+        self.observer
+            .op("get_many", async move {
+                let mut out = HashMap::with_capacity(keys.len());
+                let mut failed: Vec<(usize, Error)> = Vec::new();
+                self.read_many(io, "get_many", keys, |i, read: Result<T>| {
+                    let key = keys.get(i).map_or("", AsRef::as_ref);
+                    match read {
+                        Ok(value) => {
+                            out.insert(key.to_owned(), value);
+                        }
+                        Err(e) => failed.push((i, e)),
+                    }
+                })
+                .await?;
+                failed.sort_by_key(|(i, _)| *i);
+                let failed = failed
+                    .into_iter()
+                    .map(|(i, e)| (keys.get(i).map_or("", AsRef::as_ref).to_owned(), e))
+                    .collect();
+                Ok(GetMany::new(out, failed))
+            })
+            .await
     }
 
     /// `get_many_ordered`: one entry per key, in order; a value that cannot be read fails
@@ -227,25 +336,35 @@ impl Core {
         K: AsRef<str>,
         T: DeserializeOwned + 'static,
     {
-        let mut out: Vec<Option<T>> = std::iter::repeat_with(|| None).take(keys.len()).collect();
-        let mut first_error: Option<(usize, Error)> = None;
-        self.read_many(io, keys, |i, read: Result<T>| match read {
-            Ok(value) => {
-                if let Some(slot) = out.get_mut(i) {
-                    *slot = Some(value);
+        self.observer
+            .op("get_many_ordered", async move {
+                let mut out: Vec<Option<T>> =
+                    std::iter::repeat_with(|| None).take(keys.len()).collect();
+                let mut first_error: Option<(usize, Error)> = None;
+                self.read_many(
+                    io,
+                    "get_many_ordered",
+                    keys,
+                    |i, read: Result<T>| match read {
+                        Ok(value) => {
+                            if let Some(slot) = out.get_mut(i) {
+                                *slot = Some(value);
+                            }
+                        }
+                        Err(e) => {
+                            if first_error.as_ref().is_none_or(|(at, _)| i < *at) {
+                                first_error = Some((i, e));
+                            }
+                        }
+                    },
+                )
+                .await?;
+                match first_error {
+                    Some((_, e)) => Err(e),
+                    None => Ok(out),
                 }
-            }
-            Err(e) => {
-                if first_error.as_ref().is_none_or(|(at, _)| i < *at) {
-                    first_error = Some((i, e));
-                }
-            }
-        })
-        .await?;
-        match first_error {
-            Some((_, e)) => Err(e),
-            None => Ok(out),
-        }
+            })
+            .await
     }
 
     /// Reads many keys in one round trip per server, then sends the stale values' stores
@@ -254,6 +373,7 @@ impl Core {
     async fn read_many<I, K, T>(
         &self,
         io: &I,
+        op: &'static str,
         keys: &[K],
         mut found: impl FnMut(usize, Result<T>),
     ) -> Result<()>
@@ -262,6 +382,15 @@ impl Core {
         K: AsRef<str>,
         T: DeserializeOwned + 'static,
     {
+        // Hits and failures as they are handed over; the rest were misses.
+        let (mut hits, mut failures) = (0u64, 0u64);
+        let mut found = |i: usize, read: Result<T>| {
+            match &read {
+                Ok(_) => hits += 1,
+                Err(_) => failures += 1,
+            }
+            found(i, read)
+        };
         // Every wire key in one buffer: two allocations for the lot, not one per key.
         let mut buf = Vec::with_capacity(keys.len() * 64);
         let mut ends = Vec::with_capacity(keys.len());
@@ -299,13 +428,13 @@ impl Core {
         match metas {
             Some(metas) => {
                 for (i, (m, wire)) in metas.into_iter().zip(&refs).enumerate() {
-                    take(i, m.map(|m| self.look_meta(wire, m, now)));
+                    take(i, m.map(|m| self.look_meta(op, wire, m, now)));
                 }
             }
             None => {
                 let items = io.get_many(&refs).await?;
                 for (i, (item, wire)) in items.into_iter().zip(&refs).enumerate() {
-                    take(i, item.map(|item| self.look(wire, item, now)));
+                    take(i, item.map(|item| self.look(op, wire, item, now)));
                 }
             }
         }
@@ -320,10 +449,14 @@ impl Core {
                 .await;
             let mut statuses = statuses.into_iter();
             for (i, pending) in stale {
-                let opened = pending.settle(statuses.next());
+                let opened = self.settle(op, pending, statuses.next());
                 self.decode_opened(keys, i, opened, &mut found);
             }
         }
+        let asked = keys.len() as u64;
+        self.observer.event(op, Event::Hit, hits);
+        self.observer
+            .event(op, Event::Miss, asked.saturating_sub(hits + failures));
         Ok(())
     }
 
@@ -348,16 +481,26 @@ impl Core {
 
     /// `has_key`: a value a `get` would return now; no side effects.
     pub(crate) async fn has_key<I: Io>(&self, io: &I, key: &str) -> Result<bool> {
-        match self.peek(io, key).await {
-            Ok(peeked) => Ok(peeked.is_some_and(|p| !p.stale)),
-            // Herd state that does not open holds no value a `get` would return.
-            Err(Error::Decode { .. }) => Ok(false),
-            Err(e) => Err(e),
-        }
+        self.observer
+            .op("has_key", async move {
+                match self.peek_unobserved(io, key).await {
+                    Ok(peeked) => Ok(peeked.is_some_and(|p| !p.stale)),
+                    // Herd state that does not open holds no value a `get` would return.
+                    Err(Error::Decode { .. }) => Ok(false),
+                    Err(e) => Err(e),
+                }
+            })
+            .await
     }
 
     /// `peek`: what `key` holds, herd state read, with no side effects at all.
     pub(crate) async fn peek<I: Io>(&self, io: &I, key: &str) -> Result<Option<Peeked>> {
+        self.observer
+            .op("peek", self.peek_unobserved(io, key))
+            .await
+    }
+
+    async fn peek_unobserved<I: Io>(&self, io: &I, key: &str) -> Result<Option<Peeked>> {
         let wire = self.wire_key(key)?;
         let Some(mut item) = io.get(&wire).await? else {
             return Ok(None);
@@ -378,408 +521,5 @@ impl Core {
             },
             stale,
         }))
-    }
-
-    /// Encodes a value for `key` per the options, recording in the herd state how long the
-    /// value took to compute: (bytes, flags, exptime), or `None` when the TTL is zero (the
-    /// value expires at once).
-    pub(crate) async fn encode_computed<I: Io, T: Serialize + ?Sized>(
-        &self,
-        io: &I,
-        key: &str,
-        value: &T,
-        options: SetOptions,
-        compute_millis: u32,
-    ) -> Result<Option<(Vec<u8>, u32, u32)>> {
-        let now = self.now_millis();
-        let Some(plan) = self.store_plan(io, options, now).await? else {
-            return Ok(None);
-        };
-        Ok(Some(self.encode_planned(
-            key,
-            value,
-            &plan,
-            now,
-            compute_millis,
-        )?))
-    }
-
-    /// Encodes a value under a store plan: (bytes, flags, exptime).
-    fn encode_planned<T: Serialize + ?Sized>(
-        &self,
-        key: &str,
-        value: &T,
-        plan: &StorePlan,
-        now: u64,
-        compute_millis: u32,
-    ) -> Result<(Vec<u8>, u32, u32)> {
-        // Room for a small value, so typical values need no regrowth.
-        let mut bytes = Vec::with_capacity(256);
-        let flags = codec::encode(value, &mut bytes, self.config.codec)
-            .map_err(|e| encode_error(key, e))?;
-        let (bytes, flags) =
-            self.finish(key, Cow::Owned(bytes), flags, plan, now, compute_millis)?;
-        Ok((bytes.into_owned(), flags, plan.exptime))
-    }
-
-    /// How a store with these options goes now; `None` when the TTL is zero (the value
-    /// expires at once).
-    async fn store_plan<I: Io>(
-        &self,
-        io: &I,
-        options: SetOptions,
-        now: u64,
-    ) -> Result<Option<StorePlan>> {
-        let ttl = options.ttl.or_default(self.config.default_ttl);
-        let herd = options.herd.unwrap_or(self.config.herd);
-        let plan = self.herd.plan_store(ttl, herd, now)?;
-        if plan.expire_now {
-            return Ok(None);
-        }
-        // Under herd=meta, learn whether the servers speak meta before the first store.
-        self.meta(io).await;
-        Ok(Some(plan))
-    }
-
-    /// An encoded value as it goes on the wire: in django-newcache's tuple when the cache
-    /// writes that format, zlib-compressed when told to and smaller, and its flags with the
-    /// herd bits. Borrowed bytes stay borrowed unless one of those rewrites them.
-    fn finish<'b>(
-        &self,
-        key: &str,
-        bytes: Cow<'b, [u8]>,
-        flags: u32,
-        plan: &StorePlan,
-        now: u64,
-        compute_millis: u32,
-    ) -> Result<(Cow<'b, [u8]>, u32)> {
-        #[cfg(feature = "pickle")]
-        if let (Some(soft), EnvelopeFormat::DjangoNewcache) =
-            (plan.soft_expiry_millis, self.config.envelope)
-        {
-            // django-newcache's tuple carries the soft expiry itself, in Unix seconds.
-            let tuple = codec::pickle::wrap_marker(&bytes, flags, soft / 1000)
-                .map_err(|e| encode_error(key, e))?;
-            return Ok(self.compress(Cow::Owned(tuple), codec::FLAG_PICKLE));
-        }
-        let _ = key;
-        let (bytes, mut flags) = self.compress(bytes, flags);
-        // The soft expiry rides in the flags, the value stays as Python reads it. Under the
-        // meta policy too: the server decides the win, and a cache that falls back to lease
-        // (or reads with another policy) finds the same protection.
-        if let Some(soft) = plan.soft_expiry_millis {
-            let envelope = Envelope {
-                soft_expiry_millis: soft,
-                compute_millis,
-            };
-            flags |= self.herd_bits(envelope, now);
-        }
-        Ok((bytes, flags))
-    }
-
-    /// Compresses an encoded value as pylibmc does (flag 8) when the cache is told to and it
-    /// gets smaller; values past the inflate limit stay as they are, so every value this cache
-    /// writes, it can read.
-    fn compress<'b>(&self, bytes: Cow<'b, [u8]>, flags: u32) -> (Cow<'b, [u8]>, u32) {
-        let config = &self.config;
-        match config.compress_threshold {
-            Some(threshold) if bytes.len() >= threshold && bytes.len() <= config.inflate_limit => {
-                match codec::deflate(&bytes) {
-                    Some(compressed) => (Cow::Owned(compressed), flags | codec::FLAG_ZLIB),
-                    None => (bytes, flags),
-                }
-            }
-            _ => (bytes, flags),
-        }
-    }
-
-    /// `set`, `add`, `replace`: a zero TTL deletes (for `set`) or stores nothing.
-    pub(crate) async fn store<I: Io, T: Serialize + ?Sized>(
-        &self,
-        io: &I,
-        mode: StoreMode,
-        key: &str,
-        wire: &[u8],
-        value: &T,
-        options: SetOptions,
-    ) -> Result<StoreStatus> {
-        let now = self.now_millis();
-        let Some(plan) = self.store_plan(io, options, now).await? else {
-            if mode == StoreMode::Set {
-                io.delete(wire).await?;
-                return Ok(StoreStatus::Stored);
-            }
-            return Ok(StoreStatus::NotStored);
-        };
-        // A str or bytes value goes to a blocking transport as the caller's own bytes: no
-        // copy of it in between. An async transport gets a copy (the caller's bytes cannot
-        // be held across an await; its write buffer copies them anyway).
-        let mut buf = Vec::new();
-        let encoded = codec::with_encoding(value, self.config.codec, &mut buf, |bytes, flags| {
-            let (bytes, flags) = self.finish(key, Cow::Borrowed(bytes), flags, &plan, now, 0)?;
-            let request = Store {
-                mode,
-                key: wire,
-                value: &bytes,
-                flags,
-                exptime: plan.exptime,
-            };
-            Ok::<_, Error>(match io.store_now(&request) {
-                Some(outcome) => Encoded::Sent(outcome),
-                None => Encoded::Owned(bytes.into_owned(), flags),
-            })
-        })
-        .map_err(|e| encode_error(key, e))??;
-        Ok(match encoded {
-            Encoded::Sent(outcome) => outcome?,
-            Encoded::Owned(bytes, flags) => {
-                io.store(&Store {
-                    mode,
-                    key: wire,
-                    value: &bytes,
-                    flags,
-                    exptime: plan.exptime,
-                })
-                .await?
-            }
-        })
-    }
-
-    /// `set_raw`: bytes and flags as given, herd rules as for `set`.
-    pub(crate) async fn set_raw<I: Io>(
-        &self,
-        io: &I,
-        key: &str,
-        bytes: &[u8],
-        flags: u32,
-        options: SetOptions,
-    ) -> Result<()> {
-        let wire = self.wire_key(key)?;
-        let ttl = options.ttl.or_default(self.config.default_ttl);
-        let herd = options.herd.unwrap_or(self.config.herd);
-        let now = self.now_millis();
-        let plan = self.herd.plan_store(ttl, herd, now)?;
-        if plan.expire_now {
-            io.delete(&wire).await?;
-            return Ok(());
-        }
-        let mut flags = value_flags(flags);
-        if let Some(soft) = plan.soft_expiry_millis {
-            flags |= self.herd_bits(Envelope::new(soft), now);
-        }
-        io.store(&Store::set(&wire, bytes, flags, plan.exptime))
-            .await?;
-        Ok(())
-    }
-
-    /// `set_many`: the keys that were not stored.
-    pub(crate) async fn set_many<I, K, T, It>(
-        &self,
-        io: &I,
-        items: It,
-        options: SetOptions,
-    ) -> Result<Vec<String>>
-    where
-        I: Io,
-        It: IntoIterator<Item = (K, T)>,
-        K: AsRef<str>,
-        T: Serialize,
-    {
-        let now = self.now_millis();
-        let plan = self.store_plan(io, options, now).await?;
-        let mut keys = Vec::new();
-        let mut encoded = Vec::new();
-        let mut expired = Vec::new();
-        for (key, value) in items {
-            let key = key.as_ref();
-            let wire = self.wire_key(key)?;
-            match &plan {
-                Some(plan) => {
-                    let e = self.encode_planned(key, &value, plan, now, 0)?;
-                    keys.push(key.to_owned());
-                    encoded.push((wire, e));
-                }
-                None => expired.push(wire),
-            }
-        }
-        if !expired.is_empty() {
-            // The deletes' results are not needed (the keys are gone either way), so they go
-            // without per-key replies where the transport can (`delete ... noreply`).
-            let refs: Vec<&[u8]> = expired.iter().map(Vec::as_slice).collect();
-            io.delete_many_quiet(&refs).await?;
-        }
-        let requests: Vec<Store<'_>> = encoded
-            .iter()
-            .map(|(wire, (bytes, flags, exptime))| Store::set(wire, bytes, *flags, *exptime))
-            .collect();
-        let statuses = io.store_many(&requests).await?;
-        Ok(keys
-            .into_iter()
-            .zip(statuses)
-            .filter(|(_, s)| !s.is_stored())
-            .map(|(k, _)| k)
-            .collect())
-    }
-
-    /// `delete_many`: how many existed.
-    pub(crate) async fn delete_many<I: Io, K: AsRef<str>>(
-        &self,
-        io: &I,
-        keys: &[K],
-    ) -> Result<usize> {
-        let wires = keys
-            .iter()
-            .map(|k| self.wire_key(k.as_ref()))
-            .collect::<Result<Vec<_>>>()?;
-        let refs: Vec<&[u8]> = wires.iter().map(Vec::as_slice).collect();
-        Ok(io
-            .delete_many(&refs)
-            .await?
-            .into_iter()
-            .filter(|d| *d)
-            .count())
-    }
-
-    /// `incr` / `decr`.
-    pub(crate) async fn counter<I: Io>(
-        &self,
-        io: &I,
-        key: &str,
-        delta: u64,
-        up: bool,
-    ) -> Result<u64> {
-        let wire = self.wire_key(key)?;
-        match io.arith(&wire, delta, up).await {
-            Ok(Some(n)) => Ok(n),
-            Ok(None) => Err(Error::NotFound {
-                key: key.to_owned(),
-            }),
-            Err(newcache_transport::Error::Client { message, .. })
-                if message.contains("non-numeric") =>
-            {
-                Err(Error::NotNumeric {
-                    key: key.to_owned(),
-                })
-            }
-            Err(e) => Err(e.into()),
-        }
-    }
-
-    /// `touch`: a new TTL, and a new soft expiry for a herd-protected value.
-    pub(crate) async fn touch<I: Io>(
-        &self,
-        io: &I,
-        key: &str,
-        options: SetOptions,
-    ) -> Result<bool> {
-        let wire = self.wire_key(key)?;
-        let now = self.now_millis();
-        let ttl = options.ttl.or_default(self.config.default_ttl);
-        let herd = options.herd.unwrap_or(self.config.herd);
-        let plan = self.herd.plan_store(ttl, herd, now)?;
-        if plan.expire_now {
-            return Ok(io.delete(&wire).await?);
-        }
-        let Some(item) = io.get(&wire).await? else {
-            return Ok(false);
-        };
-        let opening = self.opening(&wire, &item, now)?;
-        let stamp = match (&opening, plan.soft_expiry_millis) {
-            (Some(o), Some(soft)) => self.restamp(&item, o, Envelope::new(soft), now),
-            (Some(o), None) if o.seed.is_none() => Some(Stamp {
-                flags: value_flags(item.flags),
-                value: None,
-            }),
-            (None, Some(soft)) => Some(Stamp {
-                flags: item.flags | self.herd_bits(Envelope::new(soft), now),
-                value: None,
-            }),
-            // Bare stays bare; a django-newcache tuple keeps its own expiry.
-            _ => None,
-        };
-        let offset = opening.as_ref().map_or(0, |o| o.offset);
-        let stamp = match stamp {
-            Some(stamp) if offset != 0 || stamp.value.is_some() || stamp.flags != item.flags => {
-                stamp
-            }
-            _ => return Ok(io.touch(&wire, plan.exptime).await?),
-        };
-        // The soft expiry lives in the flags (or in the value), which `touch` cannot change:
-        // rewrite the same value with CAS, so a concurrent write wins.
-        let mode = item.cas.map_or(StoreMode::Replace, StoreMode::Cas);
-        let value = match &stamp.value {
-            Some(v) => v.as_slice(),
-            None => item.value.get(offset..).unwrap_or_default(),
-        };
-        let status = io
-            .store(&Store {
-                mode,
-                key: &wire,
-                value,
-                flags: stamp.flags,
-                exptime: plan.exptime,
-            })
-            .await?;
-        Ok(status == StoreStatus::Stored || status == StoreStatus::Exists)
-    }
-
-    /// `invalidate`: the value marked stale, not deleted.
-    pub(crate) async fn invalidate<I: Io>(&self, io: &I, key: &str) -> Result<bool> {
-        let wire = self.wire_key(key)?;
-        if self.meta(io).await {
-            match io
-                .meta_invalidate(&wire, self.herd.invalidated_exptime())
-                .await
-            {
-                Ok(found) => return Ok(found),
-                // No meta protocol here: lease from now on; invalidate through the flags.
-                Err(e) if self.meta_refused(&e) => {}
-                Err(e) => return Err(e.into()),
-            }
-        }
-
-        for _ in 0..3 {
-            let Some(item) = io.get(&wire).await? else {
-                return Ok(false);
-            };
-            let now = self.now_millis();
-            let opening = self.opening(&wire, &item, now)?;
-            let stale = self
-                .herd
-                .invalidated(opening.as_ref().map(|o| &o.envelope), now);
-            let stamp = match &opening {
-                Some(o) => self.restamp(&item, o, stale, now),
-                None => Some(Stamp {
-                    flags: item.flags | self.herd_bits(stale, now),
-                    value: None,
-                }),
-            };
-            let Some(stamp) = stamp else {
-                // A django-newcache tuple whose expiry cannot move: delete it instead.
-                return Ok(io.delete(&wire).await?);
-            };
-            let offset = opening.as_ref().map_or(0, |o| o.offset);
-            let value = match &stamp.value {
-                Some(v) => v.as_slice(),
-                None => item.value.get(offset..).unwrap_or_default(),
-            };
-            let mode = item.cas.map_or(StoreMode::Replace, StoreMode::Cas);
-            let status = io
-                .store(&Store {
-                    mode,
-                    key: &wire,
-                    value,
-                    flags: stamp.flags,
-                    exptime: self.herd.invalidated_exptime(),
-                })
-                .await?;
-            match status {
-                StoreStatus::Stored => return Ok(true),
-                StoreStatus::NotFound | StoreStatus::NotStored => return Ok(false),
-                // Written in between: invalidate the newer value too.
-                StoreStatus::Exists => continue,
-            }
-        }
-        Ok(true)
     }
 }

@@ -12,6 +12,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::io::Io;
+use crate::observe::{Event, Observed};
 use crate::ops::{Core, Fetched};
 use crate::{Error, Result, SetOptions};
 
@@ -101,6 +102,34 @@ impl Drop for FlightGuard<'_> {
     }
 }
 
+/// A `get_or_set` failure before it reaches the caller: the cache's, or the loader's own.
+pub(crate) enum Through<E> {
+    Cache(Error),
+    Loader(E),
+}
+
+impl<E> From<Error> for Through<E> {
+    fn from(e: Error) -> Self {
+        Through::Cache(e)
+    }
+}
+
+impl<E> Observed for Through<E> {
+    fn kind(&self) -> &'static str {
+        match self {
+            Through::Cache(e) => e.kind(),
+            Through::Loader(_) => "loader",
+        }
+    }
+
+    fn server(&self) -> Option<&str> {
+        match self {
+            Through::Cache(e) => e.server(),
+            Through::Loader(_) => None,
+        }
+    }
+}
+
 impl Core {
     /// `get_or_try_set` (see [`Cache::get_or_try_set`](crate::Cache::get_or_try_set)), with
     /// the loader as a future.
@@ -118,9 +147,44 @@ impl Core {
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<T, E>>,
     {
+        let outcome = self
+            .observer
+            .op("get_or_set", self.read_through(io, key, options, loader))
+            .await;
+        outcome.map_err(|e| match e {
+            Through::Cache(e) => E::from(e),
+            Through::Loader(e) => e,
+        })
+    }
+
+    async fn read_through<I, T, E, F, Fut>(
+        &self,
+        io: &I,
+        key: &str,
+        options: SetOptions,
+        loader: F,
+    ) -> Result<T, Through<E>>
+    where
+        I: Io,
+        T: Serialize + DeserializeOwned + 'static,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+    {
+        const OP: &str = "get_or_set";
         let wire = self.wire_key(key)?;
+        // Counted once per call, by its first read: a hit, or a miss (then loaded or waited
+        // for); the re-reads of the waits are not.
+        let mut first = true;
         loop {
-            match self.fetch::<I, T>(io, key, &wire).await? {
+            let fetched = self.fetch_unobserved::<I, T>(io, OP, key, &wire).await?;
+            if std::mem::take(&mut first) {
+                let event = match fetched {
+                    Fetched::Hit(_) => Event::Hit,
+                    Fetched::Recompute | Fetched::Cold => Event::Miss,
+                };
+                self.observer.event(OP, event, 1);
+            }
+            match fetched {
                 Fetched::Hit(v) => return Ok(v),
                 Fetched::Recompute => return self.load_and_store(io, key, options, loader).await,
                 Fetched::Cold => {}
@@ -144,7 +208,9 @@ impl Core {
                 // The leader's outcome, not this caller's clock: its value is then there to
                 // read, or (after its error or panic) the key is still cold and one of the
                 // waiters leads next. The leader's own wait is bounded (below).
+                let waited = Instant::now();
                 io.wait_for(&flight).await;
+                self.observer.lease_wait(waited.elapsed());
                 continue;
             }
             let _guard = FlightGuard {
@@ -165,8 +231,12 @@ impl Core {
                 flags: 0,
                 exptime: lease_secs,
             };
+            let mut waited: Option<Instant> = None;
             loop {
                 if io.store(&lease).await.map_err(Error::from)?.is_stored() {
+                    if let Some(waited) = waited {
+                        self.observer.lease_wait(waited.elapsed());
+                    }
                     // Dropped (the key deleted) when the loader is done, even by a panic;
                     // before the flight guard, so waiters that wake find the lease free.
                     let _lease = LeaseGuard {
@@ -175,7 +245,7 @@ impl Core {
                     };
                     // A loader that finished between this caller's last read and its `add`
                     // stored its value before freeing the lease: read once more.
-                    return match self.fetch::<I, T>(io, key, &wire).await? {
+                    return match self.fetch_unobserved::<I, T>(io, OP, key, &wire).await? {
                         Fetched::Hit(v) => Ok(v),
                         Fetched::Recompute | Fetched::Cold => {
                             self.load_and_store(io, key, options, loader).await
@@ -184,11 +254,16 @@ impl Core {
                 }
                 // Another process holds the lease: wait for its value, and contend again,
                 // since a holder that died frees the lease only when its key expires.
+                let since = *waited.get_or_insert_with(Instant::now);
                 io.sleep(Duration::from_millis(20)).await;
-                match self.fetch::<I, T>(io, key, &wire).await? {
-                    Fetched::Hit(v) => return Ok(v),
+                match self.fetch_unobserved::<I, T>(io, OP, key, &wire).await? {
+                    Fetched::Hit(v) => {
+                        self.observer.lease_wait(since.elapsed());
+                        return Ok(v);
+                    }
                     Fetched::Recompute => {
-                        return self.load_and_store(io, key, options, loader).await
+                        self.observer.lease_wait(since.elapsed());
+                        return self.load_and_store(io, key, options, loader).await;
                     }
                     Fetched::Cold => {}
                 }
@@ -202,17 +277,19 @@ impl Core {
         key: &str,
         options: SetOptions,
         loader: F,
-    ) -> Result<T, E>
+    ) -> Result<T, Through<E>>
     where
         I: Io,
         T: Serialize + DeserializeOwned + 'static,
-        E: From<Error>,
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<T, E>>,
     {
         let started = Instant::now();
-        let value = loader().await?;
-        let compute = u32::try_from(started.elapsed().as_millis()).unwrap_or(u32::MAX);
+        let loaded = loader().await;
+        let took = started.elapsed();
+        self.observer.loader(took, loaded.is_err());
+        let value = loaded.map_err(Through::Loader)?;
+        let compute = u32::try_from(took.as_millis()).unwrap_or(u32::MAX);
         let wire = self.wire_key(key)?;
         match self
             .encode_computed(io, key, &value, options, compute)

@@ -104,10 +104,20 @@ fn get_set_add_delete_incr_decr_flush_and_stats() {
     assert_eq!(run(&["delete", "greeting"]).status.code(), Some(0));
     assert_eq!(run(&["get", "greeting"]).status.code(), Some(1));
     assert_eq!(run(&["delete", "greeting"]).status.code(), Some(0));
+    // A table per server: its name, then a row per statistic.
     let stats = stdout(&run(&["stats"]));
-    assert!(
-        stats.contains(&format!("{} curr_items ", server.addr())),
+    assert_eq!(
+        stats.lines().next(),
+        Some(server.addr().to_string().as_str()),
         "{stats}"
+    );
+    let items = stats
+        .lines()
+        .find(|l| l.trim_start().starts_with("curr_items "))
+        .unwrap_or_else(|| panic!("{stats}"));
+    assert!(
+        items.starts_with("  ") && items.trim().ends_with(" 2"),
+        "{items}"
     );
     assert_eq!(run(&["flush"]).status.code(), Some(0));
     assert_eq!(run(&["get", "fresh"]).status.code(), Some(1));
@@ -138,7 +148,8 @@ fn errors_go_to_stderr_with_status_2() {
         None,
         &["key", "k", "--no-herd"],
     );
-    assert!(String::from_utf8_lossy(&options.stderr).contains("go with set and add"));
+    assert_eq!(options.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&options.stderr).contains("--no-herd"));
     {
         use std::os::unix::ffi::OsStrExt;
         let o = Command::new(env!("CARGO_BIN_EXE_newcache"))
@@ -147,7 +158,7 @@ fn errors_go_to_stderr_with_status_2() {
             .output()
             .expect("runs the newcache binary");
         assert_eq!(o.status.code(), Some(2));
-        assert!(String::from_utf8_lossy(&o.stderr).contains("not UTF-8"));
+        assert!(String::from_utf8_lossy(&o.stderr).contains("UTF-8"));
     }
     let bad_url = cli(Some("newcache://h/?nope=1"), None, &["key", "k"]);
     assert_eq!(bad_url.status.code(), Some(2));
@@ -192,11 +203,15 @@ fn help_only_where_a_command_is_expected_and_double_dash_ends_the_options() {
     let server = Memcached::start();
     let url = format!("newcache://{}/?flavor=dash", server.addr());
     let run = |args: &[&str]| cli(Some(&url), None, args);
-    for help in ["-h", "--help"] {
-        let o = run(&[help]);
+    for help in [&["-h"][..], &["--help"], &["help"]] {
+        let o = run(help);
         assert_eq!(o.status.code(), Some(0));
-        assert!(stdout(&o).starts_with("usage: newcache"), "{}", stdout(&o));
+        assert!(stdout(&o).contains("Usage: newcache"), "{}", stdout(&o));
+        assert!(stdout(&o).contains("completions"), "{}", stdout(&o));
     }
+    // One command's help.
+    let o = run(&["help", "set"]);
+    assert!(stdout(&o).contains("--no-herd"), "{}", stdout(&o));
     // After `--`, `--help` is a key; after the command, `-h` is a value.
     assert_eq!(run(&["set", "--", "--help", "v"]).status.code(), Some(0));
     let o = run(&["get", "--", "--help"]);
@@ -204,6 +219,29 @@ fn help_only_where_a_command_is_expected_and_double_dash_ends_the_options() {
     assert_eq!(run(&["set", "flag", "-h"]).status.code(), Some(0));
     let o = run(&["get", "flag"]);
     assert_eq!((o.status.code(), stdout(&o)), (Some(0), "-h\n".into()));
+}
+
+#[test]
+fn version_and_shell_completions() {
+    let o = cli(None, None, &["--version"]);
+    assert_eq!(o.status.code(), Some(0));
+    assert_eq!(
+        stdout(&o),
+        format!("newcache {}\n", env!("CARGO_PKG_VERSION"))
+    );
+    for shell in ["bash", "zsh", "fish"] {
+        let o = cli(None, None, &["completions", shell]);
+        assert_eq!(o.status.code(), Some(0), "{shell}");
+        let script = stdout(&o);
+        assert!(
+            script.contains("newcache") && script.contains("incr"),
+            "{shell}: {script}"
+        );
+    }
+    assert_eq!(
+        cli(None, None, &["completions", "cmd.exe"]).status.code(),
+        Some(2)
+    );
 }
 
 #[test]

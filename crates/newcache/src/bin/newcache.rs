@@ -9,15 +9,17 @@
 //! newcache [--url URL] incr KEY [DELTA]     print the new value
 //! newcache [--url URL] decr KEY [DELTA]     print the new value
 //! newcache [--url URL] flush
-//! newcache [--url URL] stats
+//! newcache [--url URL] stats                a table per server
+//! newcache completions SHELL                a completion script for bash, zsh, fish...
 //! ```
 //!
 //! The URL comes from `--url`, else `$NEWCACHE_URL`, else `newcache://127.0.0.1:11211/`.
-//! Values on the command line are stored as text (flag 16). Errors go to stderr, exit 2.
-//! `-h`/`--help` asks for help where a command is expected; after the command it is a word
-//! like any other, and `--` ends the options (`newcache set -- --help v` stores the key
-//! `--help`). `get` prints what Python stored too: pickles as Python writes them, compressed
-//! values inflated. A closed stdout (`newcache stats | head -1`) ends the command quietly.
+//! Values on the command line are stored as text (flag 16). Usage errors and failures go to
+//! stderr with exit status 2. `-h`/`--help` asks for help before the command (`newcache help
+//! set` for one command's); after the command it is a word like any other, and `--` ends the
+//! options (`newcache set -- --help v` stores the key `--help`). `get` prints what Python
+//! stored too: pickles as Python writes them, compressed values inflated. A closed stdout
+//! (`newcache stats | head -1`) ends the command quietly.
 //!
 //! `get` only looks: it prints a value past its soft expiry too (it is what the service's
 //! other readers are being served) and never starts the herd's refresh, so an operator's
@@ -26,79 +28,123 @@
 use std::io::Write;
 use std::process::ExitCode;
 
+use clap::{CommandFactory, Parser, Subcommand};
 use newcache::{Cache, SetOptions, Ttl};
-
-const USAGE: &str = "usage: newcache [--url URL] <command>
-commands:
-  key KEY                                   print the wire key (no server needed)
-  get KEY                                   print the value; exit 1 on a miss
-  set KEY VALUE [--ttl SECS|forever] [--no-herd]
-  add KEY VALUE [--ttl SECS|forever] [--no-herd]   exit 1 when not stored
-  delete KEY
-  incr KEY [DELTA]                          print the new value
-  decr KEY [DELTA]                          print the new value
-  flush                                     invalidate every item
-  stats                                     print every server's statistics
-The URL comes from --url, else $NEWCACHE_URL, else newcache://127.0.0.1:11211/";
 
 const DEFAULT_URL: &str = "newcache://127.0.0.1:11211/";
 
-struct Args {
+/// Look at and change what a service cached in memcached, through newcache's key function
+/// and value format.
+#[derive(Debug, Parser)]
+#[command(name = "newcache", version, max_term_width = 100)]
+struct Cli {
+    /// The cache's URL [default: $NEWCACHE_URL, else newcache://127.0.0.1:11211/]
+    #[arg(long, global = true, value_name = "URL")]
     url: Option<String>,
-    ttl: Option<Ttl>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// The TTL of `set` and `add`.
+#[derive(Debug, Clone, Copy)]
+struct TtlArg(Ttl);
+
+fn parse_ttl(s: &str) -> Result<TtlArg, String> {
+    match s {
+        "forever" => Ok(TtlArg(Ttl::Forever)),
+        s => s
+            .parse()
+            .map(|secs| TtlArg(Ttl::Seconds(secs)))
+            .map_err(|_| "use a number of seconds or forever".to_string()),
+    }
+}
+
+/// What `set` and `add` store.
+#[derive(Debug, clap::Args)]
+struct Store {
+    /// The key, as the service names it
+    #[arg(allow_hyphen_values = true)]
+    key: String,
+    /// The value, stored as text
+    #[arg(allow_hyphen_values = true)]
+    value: String,
+    /// Seconds, or `forever` [default: the URL's `timeout`, 300 s unless set]
+    #[arg(long, value_parser = parse_ttl, value_name = "SECS|forever")]
+    ttl: Option<TtlArg>,
+    /// Store bare: no soft expiry (counters must be)
+    #[arg(long)]
     no_herd: bool,
-    help: bool,
-    words: Vec<String>,
+}
+
+impl Store {
+    fn options(&self) -> SetOptions {
+        let options = SetOptions::new(self.ttl.map_or(Ttl::Default, |t| t.0));
+        if self.no_herd {
+            options.no_herd()
+        } else {
+            options
+        }
+    }
+}
+
+/// A key.
+#[derive(Debug, clap::Args)]
+struct Key {
+    /// The key, as the service names it
+    #[arg(allow_hyphen_values = true)]
+    key: String,
+}
+
+/// A key and how much to add or subtract.
+#[derive(Debug, clap::Args)]
+struct Counter {
+    /// The key, as the service names it
+    #[arg(allow_hyphen_values = true)]
+    key: String,
+    /// How much (default 1)
+    #[arg(default_value_t = 1)]
+    delta: u64,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Print the wire key KEY becomes (no server needed)
+    #[command(disable_help_flag = true)]
+    Key(Key),
+    /// Print the value (herd state read, nothing changed); exit 1 on a miss
+    #[command(disable_help_flag = true)]
+    Get(Key),
+    /// Store a value
+    #[command(disable_help_flag = true)]
+    Set(Store),
+    /// Store a value unless the key holds one; exit 1 when not stored
+    #[command(disable_help_flag = true)]
+    Add(Store),
+    /// Delete a value
+    #[command(disable_help_flag = true)]
+    Delete(Key),
+    /// Add to a counter; print the new value
+    #[command(disable_help_flag = true)]
+    Incr(Counter),
+    /// Subtract from a counter (stopping at 0); print the new value
+    #[command(disable_help_flag = true)]
+    Decr(Counter),
+    /// Invalidate every item on every server
+    #[command(disable_help_flag = true)]
+    Flush,
+    /// Every server's statistics, a table per server
+    #[command(disable_help_flag = true)]
+    Stats,
+    /// Print a completion script for SHELL (bash, zsh, fish, elvish, powershell)
+    #[command(disable_help_flag = true)]
+    Completions {
+        /// The shell
+        shell: clap_complete::Shell,
+    },
 }
 
 /// The error a write to a closed stdout becomes: the command ends quietly.
 const CLOSED_STDOUT: &str = "stdout is closed";
-
-/// The arguments as UTF-8, or an error naming the one that is not.
-fn utf8_args(raw: impl Iterator<Item = std::ffi::OsString>) -> Result<Vec<String>, String> {
-    raw.map(|a| {
-        a.into_string()
-            .map_err(|a| format!("argument {a:?} is not UTF-8"))
-    })
-    .collect()
-}
-
-fn parse_args(raw: Vec<String>) -> Result<Args, String> {
-    let mut args = Args {
-        url: None,
-        ttl: None,
-        no_herd: false,
-        help: false,
-        words: Vec::new(),
-    };
-    let mut it = raw.into_iter();
-    while let Some(arg) = it.next() {
-        match arg.as_str() {
-            "--url" => args.url = Some(it.next().ok_or("--url needs a value")?),
-            "--ttl" => {
-                let v = it
-                    .next()
-                    .ok_or("--ttl needs a value (seconds or forever)")?;
-                args.ttl =
-                    Some(match v.as_str() {
-                        "forever" => Ttl::Forever,
-                        s => Ttl::Seconds(s.parse().map_err(|_| {
-                            format!("--ttl {s:?}: use a number of seconds or forever")
-                        })?),
-                    });
-            }
-            "--no-herd" => args.no_herd = true,
-            "--" => args.words.extend(it.by_ref()),
-            // Help where a command is expected; later, a word like any other.
-            "-h" | "--help" if args.words.is_empty() => args.help = true,
-            "-h" | "--help" => args.words.push(arg),
-            s if s.starts_with("--url=") => args.url = Some(s["--url=".len()..].to_string()),
-            s if s.starts_with("--") && s.len() > 2 => return Err(format!("unknown option {s}")),
-            _ => args.words.push(arg),
-        }
-    }
-    Ok(args)
-}
 
 /// A failed write to stdout: closed (the reader went away) ends quietly.
 fn write_error(e: std::io::Error) -> String {
@@ -114,99 +160,92 @@ enum Outcome {
     No,
 }
 
-fn run(args: Args) -> Result<Outcome, String> {
-    let url = args
+/// Every statistic of one server as a table: a header naming the server, then one row per
+/// statistic, names aligned.
+fn stats_table(server: &newcache::transport::ServerStats) -> String {
+    let width = server.stats.keys().map(String::len).max().unwrap_or(0);
+    let mut table = format!("{}\n", server.server);
+    for (name, value) in &server.stats {
+        table.push_str(&format!("  {name:<width$}  {value}\n"));
+    }
+    table
+}
+
+fn run(cli: Cli) -> Result<Outcome, String> {
+    let mut out = std::io::stdout().lock();
+    if let Command::Completions { shell } = cli.command {
+        let mut buf = Vec::new();
+        clap_complete::generate(shell, &mut Cli::command(), "newcache", &mut buf);
+        out.write_all(&buf).map_err(write_error)?;
+        return Ok(Outcome::Ok);
+    }
+    let url = cli
         .url
         .or_else(|| std::env::var("NEWCACHE_URL").ok())
         .unwrap_or_else(|| DEFAULT_URL.to_string());
     let cache = Cache::from_url(&url).map_err(|e| e.to_string())?;
-    let words: Vec<&str> = args.words.iter().map(String::as_str).collect();
-    if (args.ttl.is_some() || args.no_herd) && !matches!(words.first(), Some(&"set" | &"add")) {
-        return Err("bad arguments: --ttl and --no-herd go with set and add".into());
-    }
-    let mut options = SetOptions::new(args.ttl.unwrap_or(Ttl::Default));
-    if args.no_herd {
-        options = options.no_herd();
-    }
-    let mut out = std::io::stdout().lock();
-    let mut say = |line: &str| writeln!(out, "{line}").map_err(write_error);
-    let delta = |d: Option<&&str>| -> Result<u64, String> {
-        d.map_or(Ok(1), |d| {
-            d.parse()
-                .map_err(|_| format!("DELTA {d:?} is not a non-negative integer"))
-        })
-    };
+    let mut say = |text: &str| writeln!(out, "{text}").map_err(write_error);
     let e = |e: newcache::Error| e.to_string();
-    match words.as_slice() {
-        ["key", key] => {
-            let wire = cache.wire_key(key).map_err(e)?;
+    match cli.command {
+        Command::Key(Key { key }) => {
+            let wire = cache.wire_key(&key).map_err(e)?;
             say(&String::from_utf8_lossy(&wire))?;
         }
-        ["get", key] => match cache.peek(key).map_err(e)? {
+        Command::Get(Key { key }) => match cache.peek(&key).map_err(e)? {
             Some(peeked) => say(&peeked.value.display())?,
             None => return Ok(Outcome::No),
         },
-        ["set", key, value] => cache.set(key, *value, options).map_err(e)?,
-        ["add", key, value] => {
-            if !cache.add(key, *value, options).map_err(e)? {
+        Command::Set(store) => cache
+            .set(&store.key, store.value.as_str(), store.options())
+            .map_err(e)?,
+        Command::Add(store) => {
+            if !cache
+                .add(&store.key, store.value.as_str(), store.options())
+                .map_err(e)?
+            {
                 return Ok(Outcome::No);
             }
         }
-        ["delete", key] => {
-            cache.delete(key).map_err(e)?;
+        Command::Delete(Key { key }) => {
+            cache.delete(&key).map_err(e)?;
         }
-        ["incr", key, rest @ ..] if rest.len() <= 1 => say(&cache
-            .incr(key, delta(rest.first())?)
-            .map_err(e)?
-            .to_string())?,
-        ["decr", key, rest @ ..] if rest.len() <= 1 => say(&cache
-            .decr(key, delta(rest.first())?)
-            .map_err(e)?
-            .to_string())?,
-        ["flush"] => cache.clear().map_err(e)?,
-        ["stats"] => {
-            for server in cache.stats().map_err(e)? {
-                for (name, value) in &server.stats {
-                    say(&format!("{} {name} {value}", server.server))?;
-                }
-            }
+        Command::Incr(Counter { key, delta }) => {
+            say(&cache.incr(&key, delta).map_err(e)?.to_string())?
         }
-        ["help"] => say(USAGE)?,
-        [] => return Err("no command given".into()),
-        [cmd, ..] => return Err(format!("bad arguments for {cmd:?}")),
+        Command::Decr(Counter { key, delta }) => {
+            say(&cache.decr(&key, delta).map_err(e)?.to_string())?
+        }
+        Command::Flush => cache.clear().map_err(e)?,
+        Command::Stats => {
+            let tables: Vec<String> = cache.stats().map_err(e)?.iter().map(stats_table).collect();
+            say(tables.join("\n").trim_end())?;
+        }
+        Command::Completions { .. } => {}
     }
     Ok(Outcome::Ok)
 }
 
 fn main() -> ExitCode {
-    let raw = match utf8_args(std::env::args_os().skip(1)) {
-        Ok(raw) => raw,
-        Err(msg) => {
-            eprintln!("newcache: {msg}");
-            return ExitCode::from(2);
-        }
-    };
-    let outcome = parse_args(raw).and_then(|args| {
-        if args.help {
-            writeln!(std::io::stdout(), "{USAGE}").map_err(write_error)?;
-            return Ok(Outcome::Ok);
-        }
-        run(args)
-    });
-    match outcome {
+    // Usage errors (exit 2), help and --version (exit 0) are clap's; a closed stdout under
+    // them is quiet too (clap ignores the failed write).
+    let cli = Cli::parse();
+    match run(cli) {
         Ok(Outcome::Ok) => ExitCode::SUCCESS,
         Ok(Outcome::No) => ExitCode::from(1),
         Err(msg) if msg == CLOSED_STDOUT => ExitCode::SUCCESS,
         Err(msg) => {
             eprintln!("newcache: {msg}");
-            if !msg.contains('\n')
-                && (msg.starts_with("bad arguments")
-                    || msg.starts_with("no command")
-                    || msg.starts_with("unknown option"))
-            {
-                eprintln!("{USAGE}");
-            }
             ExitCode::from(2)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_command_line_interface_is_consistent() {
+        Cli::command().debug_assert();
     }
 }

@@ -1,0 +1,487 @@
+//! The writing operations of [`Core`]: encoding a value for the wire (codec, envelope,
+//! compression, herd bits), `set`/`add`/`replace`, `set_raw`, `set_many`, deletes,
+//! counters, `touch`, `invalidate`. Written once over an [`Io`], like the reads in
+//! [`crate::ops`].
+
+use std::borrow::Cow;
+
+use serde::Serialize;
+
+use newcache_herd::{value_flags, Envelope, StorePlan};
+use newcache_transport::{ServerStats, Store, StoreMode, StoreStatus};
+
+use crate::herd_read::Stamp;
+use crate::io::Io;
+use crate::ops::{encode_error, store_op, Core, Encoded};
+#[cfg(feature = "pickle")]
+use crate::EnvelopeFormat;
+use crate::{codec, Error, Result, SetOptions};
+
+impl Core {
+    /// Encodes a value for `key` per the options, recording in the herd state how long the
+    /// value took to compute: (bytes, flags, exptime), or `None` when the TTL is zero (the
+    /// value expires at once).
+    pub(crate) async fn encode_computed<I: Io, T: Serialize + ?Sized>(
+        &self,
+        io: &I,
+        key: &str,
+        value: &T,
+        options: SetOptions,
+        compute_millis: u32,
+    ) -> Result<Option<(Vec<u8>, u32, u32)>> {
+        let now = self.now_millis();
+        let Some(plan) = self.store_plan(io, options, now).await? else {
+            return Ok(None);
+        };
+        Ok(Some(self.encode_planned(
+            key,
+            value,
+            &plan,
+            now,
+            compute_millis,
+        )?))
+    }
+
+    /// Encodes a value under a store plan: (bytes, flags, exptime).
+    fn encode_planned<T: Serialize + ?Sized>(
+        &self,
+        key: &str,
+        value: &T,
+        plan: &StorePlan,
+        now: u64,
+        compute_millis: u32,
+    ) -> Result<(Vec<u8>, u32, u32)> {
+        // Room for a small value, so typical values need no regrowth.
+        let mut bytes = Vec::with_capacity(256);
+        let flags = codec::encode(value, &mut bytes, self.config.codec)
+            .map_err(|e| encode_error(key, e))?;
+        let (bytes, flags) =
+            self.finish(key, Cow::Owned(bytes), flags, plan, now, compute_millis)?;
+        Ok((bytes.into_owned(), flags, plan.exptime))
+    }
+
+    /// How a store with these options goes now; `None` when the TTL is zero (the value
+    /// expires at once).
+    async fn store_plan<I: Io>(
+        &self,
+        io: &I,
+        options: SetOptions,
+        now: u64,
+    ) -> Result<Option<StorePlan>> {
+        let ttl = options.ttl.or_default(self.config.default_ttl);
+        let herd = options.herd.unwrap_or(self.config.herd);
+        let plan = self.herd.plan_store(ttl, herd, now)?;
+        if plan.expire_now {
+            return Ok(None);
+        }
+        // Under herd=meta, learn whether the servers speak meta before the first store.
+        self.meta(io).await;
+        Ok(Some(plan))
+    }
+
+    /// An encoded value as it goes on the wire: in django-newcache's tuple when the cache
+    /// writes that format, zlib-compressed when told to and smaller, and its flags with the
+    /// herd bits. Borrowed bytes stay borrowed unless one of those rewrites them.
+    fn finish<'b>(
+        &self,
+        key: &str,
+        bytes: Cow<'b, [u8]>,
+        flags: u32,
+        plan: &StorePlan,
+        now: u64,
+        compute_millis: u32,
+    ) -> Result<(Cow<'b, [u8]>, u32)> {
+        #[cfg(feature = "pickle")]
+        if let (Some(soft), EnvelopeFormat::DjangoNewcache) =
+            (plan.soft_expiry_millis, self.config.envelope)
+        {
+            // django-newcache's tuple carries the soft expiry itself, in Unix seconds.
+            let tuple = codec::pickle::wrap_marker(&bytes, flags, soft / 1000)
+                .map_err(|e| encode_error(key, e))?;
+            return Ok(self.compress(Cow::Owned(tuple), codec::FLAG_PICKLE));
+        }
+        let _ = key;
+        let (bytes, mut flags) = self.compress(bytes, flags);
+        // The soft expiry rides in the flags, the value stays as Python reads it. Under the
+        // meta policy too: the server decides the win, and a cache that falls back to lease
+        // (or reads with another policy) finds the same protection.
+        if let Some(soft) = plan.soft_expiry_millis {
+            let envelope = Envelope {
+                soft_expiry_millis: soft,
+                compute_millis,
+            };
+            flags |= self.herd_bits(envelope, now);
+        }
+        Ok((bytes, flags))
+    }
+
+    /// Compresses an encoded value as pylibmc does (flag 8) when the cache is told to and it
+    /// gets smaller; values past the inflate limit stay as they are, so every value this cache
+    /// writes, it can read.
+    fn compress<'b>(&self, bytes: Cow<'b, [u8]>, flags: u32) -> (Cow<'b, [u8]>, u32) {
+        let config = &self.config;
+        match config.compress_threshold {
+            Some(threshold) if bytes.len() >= threshold && bytes.len() <= config.inflate_limit => {
+                match codec::deflate(&bytes) {
+                    Some(compressed) => (Cow::Owned(compressed), flags | codec::FLAG_ZLIB),
+                    None => (bytes, flags),
+                }
+            }
+            _ => (bytes, flags),
+        }
+    }
+
+    /// `set`, `add`, `replace`: a zero TTL deletes (for `set`) or stores nothing.
+    pub(crate) async fn store<I: Io, T: Serialize + ?Sized>(
+        &self,
+        io: &I,
+        mode: StoreMode,
+        key: &str,
+        wire: &[u8],
+        value: &T,
+        options: SetOptions,
+    ) -> Result<StoreStatus> {
+        self.observer
+            .op(store_op(mode), async move {
+                let now = self.now_millis();
+                let Some(plan) = self.store_plan(io, options, now).await? else {
+                    if mode == StoreMode::Set {
+                        io.delete(wire).await?;
+                        return Ok(StoreStatus::Stored);
+                    }
+                    return Ok(StoreStatus::NotStored);
+                };
+                // A str or bytes value goes to a blocking transport as the caller's own bytes: no
+                // copy of it in between. An async transport gets a copy (the caller's bytes cannot
+                // be held across an await; its write buffer copies them anyway).
+                let mut buf = Vec::new();
+                let encoded =
+                    codec::with_encoding(value, self.config.codec, &mut buf, |bytes, flags| {
+                        let (bytes, flags) =
+                            self.finish(key, Cow::Borrowed(bytes), flags, &plan, now, 0)?;
+                        let request = Store {
+                            mode,
+                            key: wire,
+                            value: &bytes,
+                            flags,
+                            exptime: plan.exptime,
+                        };
+                        Ok::<_, Error>(match io.store_now(&request) {
+                            Some(outcome) => Encoded::Sent(outcome),
+                            None => Encoded::Owned(bytes.into_owned(), flags),
+                        })
+                    })
+                    .map_err(|e| encode_error(key, e))??;
+                Ok(match encoded {
+                    Encoded::Sent(outcome) => outcome?,
+                    Encoded::Owned(bytes, flags) => {
+                        io.store(&Store {
+                            mode,
+                            key: wire,
+                            value: &bytes,
+                            flags,
+                            exptime: plan.exptime,
+                        })
+                        .await?
+                    }
+                })
+            })
+            .await
+    }
+
+    /// `set_raw`: bytes and flags as given, herd rules as for `set`.
+    pub(crate) async fn set_raw<I: Io>(
+        &self,
+        io: &I,
+        key: &str,
+        bytes: &[u8],
+        flags: u32,
+        options: SetOptions,
+    ) -> Result<()> {
+        self.observer
+            .op("set_raw", async move {
+                let wire = self.wire_key(key)?;
+                let ttl = options.ttl.or_default(self.config.default_ttl);
+                let herd = options.herd.unwrap_or(self.config.herd);
+                let now = self.now_millis();
+                let plan = self.herd.plan_store(ttl, herd, now)?;
+                if plan.expire_now {
+                    io.delete(&wire).await?;
+                    return Ok(());
+                }
+                let mut flags = value_flags(flags);
+                if let Some(soft) = plan.soft_expiry_millis {
+                    flags |= self.herd_bits(Envelope::new(soft), now);
+                }
+                io.store(&Store::set(&wire, bytes, flags, plan.exptime))
+                    .await?;
+                Ok(())
+            })
+            .await
+    }
+
+    /// `set_many`: the keys that were not stored.
+    pub(crate) async fn set_many<I, K, T, It>(
+        &self,
+        io: &I,
+        items: It,
+        options: SetOptions,
+    ) -> Result<Vec<String>>
+    where
+        I: Io,
+        It: IntoIterator<Item = (K, T)>,
+        K: AsRef<str>,
+        T: Serialize,
+    {
+        self.observer
+            .op("set_many", async move {
+                let now = self.now_millis();
+                let plan = self.store_plan(io, options, now).await?;
+                let mut keys = Vec::new();
+                let mut encoded = Vec::new();
+                let mut expired = Vec::new();
+                for (key, value) in items {
+                    let key = key.as_ref();
+                    let wire = self.wire_key(key)?;
+                    match &plan {
+                        Some(plan) => {
+                            let e = self.encode_planned(key, &value, plan, now, 0)?;
+                            keys.push(key.to_owned());
+                            encoded.push((wire, e));
+                        }
+                        None => expired.push(wire),
+                    }
+                }
+                if !expired.is_empty() {
+                    // The deletes' results are not needed (the keys are gone either way), so they go
+                    // without per-key replies where the transport can (`delete ... noreply`).
+                    let refs: Vec<&[u8]> = expired.iter().map(Vec::as_slice).collect();
+                    io.delete_many_quiet(&refs).await?;
+                }
+                let requests: Vec<Store<'_>> = encoded
+                    .iter()
+                    .map(|(wire, (bytes, flags, exptime))| {
+                        Store::set(wire, bytes, *flags, *exptime)
+                    })
+                    .collect();
+                let statuses = io.store_many(&requests).await?;
+                Ok(keys
+                    .into_iter()
+                    .zip(statuses)
+                    .filter(|(_, s)| !s.is_stored())
+                    .map(|(k, _)| k)
+                    .collect())
+            })
+            .await
+    }
+
+    /// `delete`: whether there was a value.
+    pub(crate) async fn delete<I: Io>(&self, io: &I, key: &str) -> Result<bool> {
+        self.observer
+            .op("delete", async move {
+                let wire = self.wire_key(key)?;
+                Ok(io.delete(&wire).await?)
+            })
+            .await
+    }
+
+    /// `clear`: `flush_all` on every server.
+    pub(crate) async fn clear<I: Io>(&self, io: &I) -> Result<()> {
+        self.observer
+            .op("clear", async move { Ok(io.flush_all().await?) })
+            .await
+    }
+
+    /// `stats`: every server's statistics.
+    pub(crate) async fn stats<I: Io>(&self, io: &I) -> Result<Vec<ServerStats>> {
+        self.observer
+            .op("stats", async move { Ok(io.stats().await?) })
+            .await
+    }
+
+    /// `delete_many`: how many existed.
+    pub(crate) async fn delete_many<I: Io, K: AsRef<str>>(
+        &self,
+        io: &I,
+        keys: &[K],
+    ) -> Result<usize> {
+        self.observer
+            .op("delete_many", async move {
+                let wires = keys
+                    .iter()
+                    .map(|k| self.wire_key(k.as_ref()))
+                    .collect::<Result<Vec<_>>>()?;
+                let refs: Vec<&[u8]> = wires.iter().map(Vec::as_slice).collect();
+                Ok(io
+                    .delete_many(&refs)
+                    .await?
+                    .into_iter()
+                    .filter(|d| *d)
+                    .count())
+            })
+            .await
+    }
+
+    /// `incr` / `decr`.
+    pub(crate) async fn counter<I: Io>(
+        &self,
+        io: &I,
+        key: &str,
+        delta: u64,
+        up: bool,
+    ) -> Result<u64> {
+        self.observer
+            .op(if up { "incr" } else { "decr" }, async move {
+                let wire = self.wire_key(key)?;
+                match io.arith(&wire, delta, up).await {
+                    Ok(Some(n)) => Ok(n),
+                    Ok(None) => Err(Error::NotFound {
+                        key: key.to_owned(),
+                    }),
+                    Err(newcache_transport::Error::Client { message, .. })
+                        if message.contains("non-numeric") =>
+                    {
+                        Err(Error::NotNumeric {
+                            key: key.to_owned(),
+                        })
+                    }
+                    Err(e) => Err(e.into()),
+                }
+            })
+            .await
+    }
+
+    /// `touch`: a new TTL, and a new soft expiry for a herd-protected value.
+    pub(crate) async fn touch<I: Io>(
+        &self,
+        io: &I,
+        key: &str,
+        options: SetOptions,
+    ) -> Result<bool> {
+        self.observer
+            .op("touch", self.touch_unobserved(io, key, options))
+            .await
+    }
+
+    /// `touch`, not counted (for operations made of it).
+    pub(crate) async fn touch_unobserved<I: Io>(
+        &self,
+        io: &I,
+        key: &str,
+        options: SetOptions,
+    ) -> Result<bool> {
+        let wire = self.wire_key(key)?;
+        let now = self.now_millis();
+        let ttl = options.ttl.or_default(self.config.default_ttl);
+        let herd = options.herd.unwrap_or(self.config.herd);
+        let plan = self.herd.plan_store(ttl, herd, now)?;
+        if plan.expire_now {
+            return Ok(io.delete(&wire).await?);
+        }
+        let Some(item) = io.get(&wire).await? else {
+            return Ok(false);
+        };
+        let opening = self.opening(&wire, &item, now)?;
+        let stamp = match (&opening, plan.soft_expiry_millis) {
+            (Some(o), Some(soft)) => self.restamp(&item, o, Envelope::new(soft), now),
+            (Some(o), None) if o.seed.is_none() => Some(Stamp {
+                flags: value_flags(item.flags),
+                value: None,
+            }),
+            (None, Some(soft)) => Some(Stamp {
+                flags: item.flags | self.herd_bits(Envelope::new(soft), now),
+                value: None,
+            }),
+            // Bare stays bare; a django-newcache tuple keeps its own expiry.
+            _ => None,
+        };
+        let offset = opening.as_ref().map_or(0, |o| o.offset);
+        let stamp = match stamp {
+            Some(stamp) if offset != 0 || stamp.value.is_some() || stamp.flags != item.flags => {
+                stamp
+            }
+            _ => return Ok(io.touch(&wire, plan.exptime).await?),
+        };
+        // The soft expiry lives in the flags (or in the value), which `touch` cannot change:
+        // rewrite the same value with CAS, so a concurrent write wins.
+        let mode = item.cas.map_or(StoreMode::Replace, StoreMode::Cas);
+        let value = match &stamp.value {
+            Some(v) => v.as_slice(),
+            None => item.value.get(offset..).unwrap_or_default(),
+        };
+        let status = io
+            .store(&Store {
+                mode,
+                key: &wire,
+                value,
+                flags: stamp.flags,
+                exptime: plan.exptime,
+            })
+            .await?;
+        Ok(status == StoreStatus::Stored || status == StoreStatus::Exists)
+    }
+
+    /// `invalidate`: the value marked stale, not deleted.
+    pub(crate) async fn invalidate<I: Io>(&self, io: &I, key: &str) -> Result<bool> {
+        self.observer
+            .op("invalidate", async move {
+                let wire = self.wire_key(key)?;
+                if self.meta(io).await {
+                    match io
+                        .meta_invalidate(&wire, self.herd.invalidated_exptime())
+                        .await
+                    {
+                        Ok(found) => return Ok(found),
+                        // No meta protocol here: lease from now on; invalidate through the flags.
+                        Err(e) if self.meta_refused(&e) => {}
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+
+                for _ in 0..3 {
+                    let Some(item) = io.get(&wire).await? else {
+                        return Ok(false);
+                    };
+                    let now = self.now_millis();
+                    let opening = self.opening(&wire, &item, now)?;
+                    let stale = self
+                        .herd
+                        .invalidated(opening.as_ref().map(|o| &o.envelope), now);
+                    let stamp = match &opening {
+                        Some(o) => self.restamp(&item, o, stale, now),
+                        None => Some(Stamp {
+                            flags: item.flags | self.herd_bits(stale, now),
+                            value: None,
+                        }),
+                    };
+                    let Some(stamp) = stamp else {
+                        // A django-newcache tuple whose expiry cannot move: delete it instead.
+                        return Ok(io.delete(&wire).await?);
+                    };
+                    let offset = opening.as_ref().map_or(0, |o| o.offset);
+                    let value = match &stamp.value {
+                        Some(v) => v.as_slice(),
+                        None => item.value.get(offset..).unwrap_or_default(),
+                    };
+                    let mode = item.cas.map_or(StoreMode::Replace, StoreMode::Cas);
+                    let status = io
+                        .store(&Store {
+                            mode,
+                            key: &wire,
+                            value,
+                            flags: stamp.flags,
+                            exptime: self.herd.invalidated_exptime(),
+                        })
+                        .await?;
+                    match status {
+                        StoreStatus::Stored => return Ok(true),
+                        StoreStatus::NotFound | StoreStatus::NotStored => return Ok(false),
+                        // Written in between: invalidate the newer value too.
+                        StoreStatus::Exists => continue,
+                    }
+                }
+                Ok(true)
+            })
+            .await
+    }
+}

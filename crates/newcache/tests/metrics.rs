@@ -1,0 +1,98 @@
+//! The counters after a scripted scene on a real memcached, read as Prometheus text through
+//! examples/prometheus.rs's exporter: hits, misses, a herd claim won and one lost (a stale
+//! value served), a loader run, errors by kind.
+#![cfg(all(feature = "metrics", feature = "text"))]
+
+#[path = "../examples/prometheus.rs"]
+mod example;
+
+use std::collections::HashMap;
+
+use metrics_exporter_prometheus::PrometheusBuilder;
+use newcache::{Cache, Ttl};
+use newcache_testkit::Memcached;
+
+/// Every sample of the Prometheus text, by its series (`name{labels}`).
+fn samples(text: &str) -> HashMap<String, f64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .filter_map(|l| {
+            let (series, value) = l.rsplit_once(' ')?;
+            Some((series.to_string(), value.parse().ok()?))
+        })
+        .collect()
+}
+
+#[test]
+fn a_scripted_scene_is_counted() {
+    let server = Memcached::start();
+    let recorder = PrometheusBuilder::new().build_recorder();
+    let prometheus = recorder.handle();
+    let url = format!("newcache://{}/?name=shop&herd=meta", server.addr());
+    metrics::with_local_recorder(&recorder, || {
+        let cache = Cache::from_url(&url).unwrap();
+        example::scene(&cache).unwrap();
+        // An invalidation: the next reader wins the refresh (a claim won), the one after is
+        // served the stale value while it runs (a claim lost).
+        cache.set("report", "v1", Ttl::Seconds(300)).unwrap();
+        assert!(cache.invalidate("report").unwrap());
+        assert_eq!(cache.get::<String>("report").unwrap(), None);
+        assert_eq!(
+            cache.get::<String>("report").unwrap().as_deref(),
+            Some("v1")
+        );
+        // A loader run through get_or_set.
+        let v: u32 = cache.get_or_set("cold", 60, || 7).unwrap();
+        assert_eq!(v, 7);
+        // A server that is not there: an error by kind and server.
+        let down =
+            Cache::from_url("newcache://127.0.0.1:1/?name=down&connect_timeout=100").unwrap();
+        assert!(down.get::<String>("k").is_err());
+    });
+    let text = prometheus.render();
+    let s = samples(&text);
+    let get = |series: &str| {
+        *s.get(series)
+            .unwrap_or_else(|| panic!("no sample {series} in:\n{text}"))
+    };
+    assert_eq!(get(r#"newcache_hits_total{cache="shop",op="get"}"#), 3.0);
+    assert_eq!(get(r#"newcache_misses_total{cache="shop",op="get"}"#), 2.0);
+    assert_eq!(
+        get(r#"newcache_herd_claims_total{cache="shop",op="get",result="won"}"#),
+        1.0
+    );
+    assert_eq!(
+        get(r#"newcache_herd_claims_total{cache="shop",op="get",result="lost"}"#),
+        1.0
+    );
+    assert_eq!(
+        get(r#"newcache_stale_served_total{cache="shop",op="get"}"#),
+        1.0
+    );
+    assert_eq!(
+        get(r#"newcache_misses_total{cache="shop",op="get_or_set"}"#),
+        1.0
+    );
+    assert_eq!(get(r#"newcache_loader_runs_total{cache="shop"}"#), 1.0);
+    assert_eq!(
+        get(r#"newcache_errors_total{cache="shop",op="incr",kind="not_found",server=""}"#),
+        1.0
+    );
+    assert_eq!(
+        get(r#"newcache_operations_total{cache="shop",op="get",outcome="ok"}"#),
+        5.0
+    );
+    assert_eq!(
+        get(r#"newcache_operation_duration_seconds_count{cache="shop",op="get"}"#),
+        5.0
+    );
+    let down = s
+        .iter()
+        .find(|(k, _)| {
+            k.starts_with(r#"newcache_errors_total{cache="down",op="get",kind="connect""#)
+        })
+        .unwrap_or_else(|| panic!("no connect error counted:\n{text}"));
+    assert!(down.0.contains("127.0.0.1:1"), "{}", down.0);
+    // Never a key in a label.
+    assert!(!text.contains("report") && !text.contains("page"), "{text}");
+}

@@ -1,0 +1,94 @@
+//! The spans and events newcache emits (feature `tracing`), on a real memcached, read back
+//! through tracing-subscriber's text formatter: one span per operation with the cache, the
+//! operation and its outcome (and the failing server), and the meta-to-lease switch.
+#![cfg(all(feature = "tracing", feature = "text"))]
+
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+
+use newcache::{Cache, Ttl};
+use newcache_testkit::{Memcached, Twemproxy};
+use tracing_subscriber::fmt::format::FmtSpan;
+
+/// A writer the subscriber formats into.
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+fn traced(f: impl FnOnce()) -> String {
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_span_events(FmtSpan::CLOSE)
+        .with_ansi(false)
+        .without_time()
+        .with_writer(move || writer.clone())
+        .finish();
+    tracing::subscriber::with_default(subscriber, f);
+    let text = captured.0.lock().unwrap().clone();
+    String::from_utf8(text).unwrap()
+}
+
+#[test]
+fn every_operation_is_a_span_with_its_outcome() {
+    let server = Memcached::start();
+    let url = format!("newcache://{}/?name=shop", server.addr());
+    let text = traced(|| {
+        let cache = Cache::from_url(&url).unwrap();
+        cache.set("k", "v", Ttl::Seconds(60)).unwrap();
+        assert_eq!(cache.get::<String>("k").unwrap().as_deref(), Some("v"));
+        let down =
+            Cache::from_url("newcache://127.0.0.1:1/?name=down&connect_timeout=100").unwrap();
+        assert!(down.get::<String>("k").is_err());
+    });
+    let closes: Vec<&str> = text.lines().filter(|l| l.contains("close")).collect();
+    assert!(
+        closes
+            .iter()
+            .any(|l| l.contains("newcache{cache=shop op=\"set\" outcome=\"ok\"}")),
+        "{text}"
+    );
+    assert!(
+        closes
+            .iter()
+            .any(|l| l.contains("newcache{cache=shop op=\"get\" outcome=\"ok\"}")),
+        "{text}"
+    );
+    assert!(
+        closes.iter().any(|l| l.contains("cache=down")
+            && l.contains("outcome=\"error\"")
+            && l.contains("server=\"127.0.0.1:1\"")),
+        "{text}"
+    );
+    // Never a key.
+    assert!(!text.contains("\"k\""), "{text}");
+}
+
+#[test]
+fn the_switch_from_meta_to_lease_is_an_event() {
+    // twemproxy speaks no meta commands: herd=meta switches to lease, and says so.
+    let backend = Memcached::start();
+    let proxy = Twemproxy::start(&[&backend]);
+    let url = format!("newcache://{}/?name=proxied&herd=meta", proxy.addr());
+    let text = traced(|| {
+        let cache = Cache::from_url(&url).unwrap();
+        cache.set("k", "v", Ttl::Seconds(60)).unwrap();
+        assert_eq!(cache.stale_policy().name(), "lease");
+        assert_eq!(cache.get::<String>("k").unwrap().as_deref(), Some("v"));
+    });
+    let switches = text
+        .lines()
+        .filter(|l| l.contains("WARN") && l.contains("herd=meta runs as herd=lease"))
+        .count();
+    assert_eq!(switches, 1, "once per cache:\n{text}");
+}

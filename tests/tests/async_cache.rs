@@ -1,0 +1,335 @@
+//! `AsyncCache` end to end on a real memcached, over the text transport's async driver: the
+//! whole API, values and herd state shared with a blocking `Cache` on the same server (both
+//! directions), single flight that holds no thread, and a loader's task dropped mid-load.
+//! (Two processes x 256 tasks on one hot key: tests/herd_processes.rs, `async_*`.)
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use newcache::{AsyncCache, Builder, Cache, Error, ManualClock, SetOptions, Ttl};
+use newcache_testkit::Memcached;
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct Game {
+    name: String,
+    players: Vec<String>,
+    rating: f64,
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// A blocking and an async cache on `server` with the same URL parameters and one manual
+/// clock.
+fn both(server: &Memcached, params: &str) -> (Cache, AsyncCache, ManualClock) {
+    let url = format!("newcache://{}/?flavor=t&{params}", server.addr());
+    let clock = ManualClock::at_secs(newcache::Clock::now_secs(&newcache::SystemClock));
+    let cache = Builder::from_url(&url)
+        .unwrap()
+        .clock(Arc::new(clock.clone()))
+        .build()
+        .unwrap();
+    let async_cache = Builder::from_url(&url)
+        .unwrap()
+        .clock(Arc::new(clock.clone()))
+        .build_async()
+        .unwrap();
+    (cache, async_cache, clock)
+}
+
+#[test]
+fn values_written_by_either_cache_are_read_by_the_other() {
+    let server = Memcached::start();
+    let rt = runtime();
+    // pickle with the tests' `pickle` feature (on in `cargo xtask test`).
+    let codecs: &[&str] = if cfg!(feature = "pickle") {
+        &["bincode", "pickle"]
+    } else {
+        &["bincode"]
+    };
+    for codec in codecs {
+        let (cache, ac, _) = both(&server, &format!("codec={codec}"));
+        let game = Game {
+            name: "go".into(),
+            players: vec!["a".into(), "b".into()],
+            rating: 2.5,
+        };
+        cache.set("s", "héllo", 60).unwrap();
+        cache.set("n", &42u64, 60).unwrap();
+        cache.set("b", &true, 60).unwrap();
+        cache.set("g", &game, 60).unwrap();
+        rt.block_on(async {
+            assert_eq!(
+                ac.get::<String>("s").await.unwrap().as_deref(),
+                Some("héllo")
+            );
+            assert_eq!(ac.get::<u64>("n").await.unwrap(), Some(42));
+            assert_eq!(ac.get::<bool>("b").await.unwrap(), Some(true));
+            assert_eq!(ac.get::<Game>("g").await.unwrap().as_ref(), Some(&game));
+            ac.set("s2", "wörld", 60).await.unwrap();
+            ac.set("g2", &game, 60).await.unwrap();
+            ac.set_raw("bytes", b"\x00\xff", 0, 60).await.unwrap();
+        });
+        assert_eq!(cache.get::<String>("s2").unwrap().as_deref(), Some("wörld"));
+        assert_eq!(cache.get::<Game>("g2").unwrap(), Some(game));
+        let raw = cache.get_raw("bytes").unwrap().unwrap();
+        assert_eq!(raw.bytes, b"\x00\xff");
+        // The same item, flags and all.
+        assert_eq!(
+            cache.get_raw("s").unwrap(),
+            rt.block_on(ac.get_raw("s")).unwrap()
+        );
+    }
+}
+
+#[test]
+fn herd_state_written_by_either_cache_is_honoured_by_the_other() {
+    let server = Memcached::start();
+    let rt = runtime();
+    let (cache, ac, clock) = both(&server, "herd=lease&herd_timeout=60");
+    // Written by Cache, past its soft expiry: the async reader wins the refresh, the
+    // blocking one is then served the old value (claimed), and the other way round.
+    cache.set("k", "old", Ttl::Seconds(10)).unwrap();
+    clock.advance_secs(11);
+    assert_eq!(rt.block_on(ac.get::<String>("k")).unwrap(), None);
+    assert_eq!(cache.get::<String>("k").unwrap().as_deref(), Some("old"));
+    rt.block_on(ac.set("k", "new", Ttl::Seconds(10))).unwrap();
+    assert_eq!(cache.get::<String>("k").unwrap().as_deref(), Some("new"));
+    clock.advance_secs(11);
+    assert_eq!(cache.get::<String>("k").unwrap(), None);
+    assert_eq!(
+        rt.block_on(ac.get::<String>("k")).unwrap().as_deref(),
+        Some("new")
+    );
+    // An invalidation by one is a single recompute for both.
+    cache.set("p", "v1", Ttl::Seconds(300)).unwrap();
+    assert!(rt.block_on(ac.invalidate("p")).unwrap());
+    let first = cache.get::<String>("p").unwrap();
+    let second = rt.block_on(ac.get::<String>("p")).unwrap();
+    assert_eq!((first, second.as_deref()), (None, Some("v1")));
+}
+
+#[test]
+fn every_operation_works_as_the_blocking_caches_does() {
+    let server = Memcached::start();
+    let rt = runtime();
+    let (cache, ac, _) = both(&server, "");
+    rt.block_on(async {
+        assert!(ac.add("a", &1i32, 60).await.unwrap());
+        assert!(!ac.add("a", &2i32, 60).await.unwrap());
+        assert!(ac.replace("a", &3i32, 60).await.unwrap());
+        assert!(!ac.replace("missing", &3i32, 60).await.unwrap());
+        assert_eq!(ac.get::<i32>("a").await.unwrap(), Some(3));
+        assert!(ac.has_key("a").await.unwrap());
+        assert!(!ac.has_key("missing").await.unwrap());
+        let peeked = ac.peek("a").await.unwrap().unwrap();
+        assert_eq!(
+            (peeked.value.bytes.as_slice(), peeked.stale),
+            (&b"3"[..], false)
+        );
+
+        let failed = ac
+            .set_many([("x", 1i32), ("y", 2), ("ключ z", 3)], 60)
+            .await
+            .unwrap();
+        assert!(failed.is_empty());
+        let got = ac
+            .get_many::<_, i32>(&["x", "y", "ключ z", "missing"])
+            .await
+            .unwrap();
+        let want: HashMap<String, i32> = [("x", 1), ("y", 2), ("ключ z", 3)]
+            .map(|(k, v)| (k.to_string(), v))
+            .into();
+        assert_eq!(*got, want);
+        let ordered = ac
+            .get_many_ordered::<_, i32>(&["ключ z", "missing", "x"])
+            .await
+            .unwrap();
+        assert_eq!(ordered, [Some(3), None, Some(1)]);
+        assert_eq!(ac.delete_many(&["x", "y", "missing"]).await.unwrap(), 2);
+        assert!(ac.delete("ключ z").await.unwrap());
+        assert!(!ac.delete("ключ z").await.unwrap());
+
+        ac.set("hits", &10u64, SetOptions::new(Ttl::Seconds(60)).no_herd())
+            .await
+            .unwrap();
+        assert_eq!(ac.incr("hits", 5).await.unwrap(), 15);
+        assert_eq!(ac.decr("hits", 20).await.unwrap(), 0);
+        assert!(matches!(
+            ac.incr("missing", 1).await,
+            Err(Error::NotFound { .. })
+        ));
+
+        ac.set_raw("raw", b"\x01\x02", 0, 60).await.unwrap();
+        let raw = ac.get_raw("raw").await.unwrap().unwrap();
+        assert_eq!((raw.bytes.as_slice(), raw.flags), (&b"\x01\x02"[..], 0));
+
+        assert!(ac.touch("a", 600).await.unwrap());
+        assert!(!ac.touch("missing", 600).await.unwrap());
+        // A zero TTL deletes, as in Django.
+        ac.set("gone", "v", 0).await.unwrap();
+        assert_eq!(ac.get::<String>("gone").await.unwrap(), None);
+
+        // CAS, append/prepend, get-and-touch, versions.
+        ac.set("doc", "v1", 300).await.unwrap();
+        let (v, token) = ac.gets::<String>("doc").await.unwrap().unwrap();
+        assert_eq!(v, "v1");
+        ac.cas("doc", "v2", token, 300).await.unwrap();
+        assert!(matches!(
+            ac.cas("doc", "v3", token, 300).await,
+            Err(Error::CasConflict { .. })
+        ));
+        assert!(ac.append("doc", "+").await.unwrap());
+        assert!(ac.prepend("doc", "+").await.unwrap());
+        assert_eq!(
+            ac.get_and_touch::<String>("doc", 600)
+                .await
+                .unwrap()
+                .as_deref(),
+            Some("+v2+")
+        );
+        assert_eq!(ac.incr_version("doc", 1).await.unwrap(), 2);
+        assert_eq!(ac.get::<String>("doc").await.unwrap(), None);
+        let v2 = ac.with_version(2).unwrap();
+        assert_eq!(
+            v2.get::<String>("doc").await.unwrap().as_deref(),
+            Some("+v2+")
+        );
+        assert_eq!(
+            cache
+                .with_version(2)
+                .unwrap()
+                .get::<String>("doc")
+                .unwrap()
+                .as_deref(),
+            Some("+v2+")
+        );
+        assert_eq!(v2.decr_version("doc", 1).await.unwrap(), 1);
+
+        let stats = ac.stats().await.unwrap();
+        assert_eq!(stats.len(), 1);
+        assert!(stats[0].stats.contains_key("curr_items"));
+        ac.clear().await.unwrap();
+        assert_eq!(ac.get::<i32>("a").await.unwrap(), None);
+        assert_eq!(ac.stale_policy().name(), "lease");
+        assert_eq!(
+            ac.wire_key("games").unwrap(),
+            cache.wire_key("games").unwrap()
+        );
+    });
+    // Bad input is a typed error, and nothing is sent.
+    let e = rt.block_on(ac.set("k", &f64::NAN, Ttl::Seconds(u64::MAX)));
+    assert!(matches!(e, Err(Error::TtlTooLong(..))), "{e:?}");
+}
+
+#[test]
+fn a_cold_key_is_loaded_once_by_256_tasks_on_one_thread() {
+    // A current-thread runtime: a waiter that blocked its thread would block the loader
+    // too, and this would never finish.
+    let server = Memcached::start();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let (_, ac, _) = both(&server, "lease_wait=3000");
+    let loads = Arc::new(AtomicUsize::new(0));
+    let started = Instant::now();
+    let values = rt.block_on(async {
+        let tasks: Vec<_> = (0..256)
+            .map(|_| {
+                let (ac, loads) = (ac.clone(), loads.clone());
+                tokio::spawn(async move {
+                    ac.get_or_set("cold", 300, || async {
+                        loads.fetch_add(1, Ordering::SeqCst);
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                        7u32
+                    })
+                    .await
+                    .unwrap()
+                })
+            })
+            .collect();
+        let mut values = Vec::new();
+        for t in tasks {
+            values.push(t.await.unwrap());
+        }
+        values
+    });
+    assert_eq!(loads.load(Ordering::SeqCst), 1);
+    assert!(values.iter().all(|v| *v == 7));
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+#[test]
+fn a_loader_dropped_mid_load_hands_the_key_to_the_next_caller_at_once() {
+    let server = Memcached::start();
+    let rt = runtime();
+    let (cache, ac, _) = both(&server, "lease_wait=10000");
+    rt.block_on(async {
+        // The leader's future is dropped while its loader runs (a timeout around it).
+        let slow = tokio::time::timeout(
+            Duration::from_millis(100),
+            ac.get_or_set("cold", 300, || async {
+                tokio::time::sleep(Duration::from_secs(60)).await;
+                1u32
+            }),
+        )
+        .await;
+        assert!(slow.is_err(), "the timeout fired");
+        // Its flight and lease key are released: the next caller loads now, not after
+        // lease_wait (10 s).
+        let started = Instant::now();
+        let v = ac.get_or_set("cold", 300, || async { 2u32 }).await.unwrap();
+        assert_eq!(v, 2);
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "{:?}",
+            started.elapsed()
+        );
+    });
+    // The blocking cache, in the same cluster, sees that value.
+    assert_eq!(cache.get::<u32>("cold").unwrap(), Some(2));
+}
+
+#[test]
+fn many_tasks_of_one_cache_each_read_their_own_values() {
+    let server = Memcached::start();
+    let rt = runtime();
+    let (_, ac, _) = both(&server, "");
+    let wrong = rt.block_on(async {
+        let tasks: Vec<_> = (0..64)
+            .map(|t| {
+                let ac = ac.clone();
+                tokio::spawn(async move {
+                    let mut wrong = 0;
+                    for i in 0..50 {
+                        let key = format!("task-{t}-{i}");
+                        ac.set(&key, &key, 60).await.unwrap();
+                        if ac.get::<String>(&key).await.unwrap().as_deref() != Some(&key) {
+                            wrong += 1;
+                        }
+                    }
+                    wrong
+                })
+            })
+            .collect();
+        let mut wrong = 0;
+        for t in tasks {
+            wrong += t.await.unwrap();
+        }
+        wrong
+    });
+    assert_eq!(wrong, 0);
+}
