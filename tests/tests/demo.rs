@@ -72,6 +72,20 @@ fn the_quick_demo_shows_one_load_per_event_for_lease_and_meta() {
         String::from_utf8_lossy(&run.stderr)
     );
     assert!(stdout.contains("Started memcached"), "{stdout}");
+    // The legend names each row as the table does.
+    let (table, legend) = stdout
+        .split_once("Rows, named as above:")
+        .unwrap_or_else(|| panic!("{stdout}"));
+    for label in [
+        "no protection",
+        "reinsert (the seed's)",
+        "lease (the default)",
+        "early (XFetch + lease)",
+        "meta (memcached 1.6)",
+    ] {
+        assert!(table.contains(&format!("  {label} ")), "{label}: {stdout}");
+        assert!(legend.contains(&format!("  {label} ")), "{label}: {stdout}");
+    }
     let json = std::fs::read_to_string(out_dir.join("herd-demo.json")).unwrap();
     let _ = std::fs::remove_dir_all(&out_dir);
     assert!(json.contains("\"run_ms\": 2500"), "{json}");
