@@ -92,3 +92,41 @@ fn the_switch_from_meta_to_lease_is_an_event() {
         .count();
     assert_eq!(switches, 1, "once per cache:\n{text}");
 }
+
+#[test]
+fn a_server_marked_down_and_back_are_events() {
+    // Two servers, so failover applies; failure_limit=1 marks one down at its first
+    // failure, retry_timeout=1 tries it again a second later.
+    let mut a = Memcached::start();
+    let b = Memcached::start();
+    let url = format!(
+        "newcache://{};{}/?name=pair&behaviors.failure_limit=1&behaviors.retry_timeout=1&connect_timeout=200&read_timeout=200",
+        a.addr(),
+        b.addr()
+    );
+    let label = a.addr().to_string();
+    let text = traced(|| {
+        let cache = Cache::from_url(&url).unwrap();
+        a.kill();
+        // Some of these keys live on the killed server: its first failure marks it down.
+        for i in 0..20 {
+            let _ = cache.get::<String>(&format!("k{i}"));
+        }
+        a.restart();
+        std::thread::sleep(std::time::Duration::from_millis(1200));
+        for i in 0..20 {
+            let _ = cache.get::<String>(&format!("k{i}"));
+        }
+    });
+    assert!(
+        text.lines()
+            .any(|l| l.contains("WARN") && l.contains("marked down") && l.contains(&label)),
+        "{text}"
+    );
+    assert!(
+        text.lines()
+            .any(|l| l.contains("answers again") && l.contains(&label)),
+        "{text}"
+    );
+    assert!(text.contains("memcached connection opened"), "{text}");
+}

@@ -253,8 +253,18 @@ impl Cluster {
             return;
         }
         health.failures.store(0, Ordering::Relaxed);
-        health.down_until.store(0, Ordering::Relaxed);
-        if health.ejected.swap(false, Ordering::Relaxed) {
+        let was_down = health.down_until.swap(0, Ordering::Relaxed) != 0;
+        let was_ejected = health.ejected.swap(false, Ordering::Relaxed);
+        #[cfg(feature = "tracing")]
+        if was_down || was_ejected {
+            tracing::info!(
+                server = self.label(index),
+                ejected = was_ejected,
+                "memcached server answers again"
+            );
+        }
+        let _ = was_down;
+        if was_ejected {
             self.rebuild();
         }
     }
@@ -273,6 +283,13 @@ impl Cluster {
             // Under the limit, or the only server: keep trying it.
             return;
         }
+        #[cfg(feature = "tracing")]
+        tracing::warn!(
+            server = self.label(index),
+            failures,
+            ejected = self.failover.remove_failed,
+            "memcached server marked down after failure_limit failures in a row"
+        );
         if self.failover.remove_failed {
             if self.failover.dead_timeout.is_zero() {
                 // libmemcached sets no new retry time: the server stays off the ring for

@@ -760,6 +760,8 @@ impl TextTransport {
     /// reads its reply), so that a batch probes all its servers in one round trip.
     fn open(&self, server: &Server, permit: Permit<Conn>) -> Result<Opened> {
         let stream = self.connect_stream(server)?;
+        #[cfg(feature = "tracing")]
+        tracing::debug!(server = %server.label, "memcached connection opened");
         let wire = match self.config.protocol {
             Protocol::Meta => Wire::Meta,
             Protocol::Classic => Wire::Classic,

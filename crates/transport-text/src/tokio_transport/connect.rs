@@ -32,6 +32,8 @@ pub(super) async fn open(
     opaque: u32,
 ) -> Result<(ReadHalf, WriteHalf, Wire)> {
     let (reader, writer) = connect(config, target).await?;
+    #[cfg(feature = "tracing")]
+    tracing::debug!(server = %target.label, "memcached connection opened (async)");
     let wire = match config.protocol {
         Protocol::Meta => Wire::Meta,
         Protocol::Classic => Wire::Classic,
