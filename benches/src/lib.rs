@@ -10,6 +10,7 @@ use std::time::Duration;
 use criterion::Criterion;
 
 pub mod clients;
+pub mod concurrent;
 
 /// True in quick mode (`NEWCACHE_BENCH_QUICK` set).
 pub fn quick() -> bool {

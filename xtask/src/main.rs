@@ -329,6 +329,14 @@ fn bench(args: &[String]) -> Result<(), String> {
         turns.env("NEWCACHE_BENCH_QUICK", "1");
     }
     run(turns, "interleaved ratios")?;
+    // Concurrent callers (1-256): ops/s in criterion's results, latency percentiles here.
+    let async_concurrency = PathBuf::from(format!("{target}/async_concurrency.tsv"));
+    let mut callers = bench_cargo(&["bench", "--bench", "async_concurrency"]);
+    callers.env("NEWCACHE_ASYNC_CONCURRENCY_OUT", &async_concurrency);
+    if quick {
+        callers.env("NEWCACHE_BENCH_QUICK", "1");
+    }
+    run(callers, "async concurrency")?;
     let command = if quick {
         "cargo xtask bench --quick"
     } else {
@@ -343,7 +351,9 @@ fn bench(args: &[String]) -> Result<(), String> {
         .arg("--allocations")
         .arg(&allocations)
         .arg("--interleaved")
-        .arg(&interleaved);
+        .arg(&interleaved)
+        .arg("--async-concurrency")
+        .arg(&async_concurrency);
     if let Some(syscalls) = syscalls {
         report.arg("--syscalls").arg(syscalls);
     }
@@ -418,6 +428,16 @@ const SYSCALL_CLIENTS: [&str; 6] = [
     "memcache-crate-binary",
 ];
 const SYSCALL_OPS: [&str; 3] = ["get", "set", "get_many"];
+/// The `async_concurrency` bench's clients, counted with that many concurrent callers
+/// (op `get-cC`): every caller count in a full run, 1 and 64 (the targets') in a quick one.
+const SYSCALL_CONCURRENT_CLIENTS: [&str; 5] = [
+    "newcache-async",
+    "newcache-blocking",
+    "libmemcached-sys-text",
+    "memcache-crate-ascii",
+    "async-memcached",
+];
+const SYSCALL_CONCURRENT_CALLERS: [u32; 4] = [1, 16, 64, 256];
 
 /// `strace -c` output: calls per system call name (the summary's `total` line left out).
 fn strace_calls(summary: &str) -> Vec<(String, u64)> {
@@ -494,33 +514,46 @@ fn syscall_counts(target: &str, helper: &Path, quick: bool) -> Result<Option<Pat
     // The counts are exact, not sampled: a quick run needs fewer operations.
     let n: u32 = if quick { 100 } else { 200 };
     let mut lines = format!("#ops\t{n}\n");
+    // Concurrent callers share `per_caller` gets each.
+    let per_caller: u32 = if quick { 20 } else { 50 };
+    lines.push_str(&format!("#gets_per_caller\t{per_caller}\n"));
+    let concurrent = SYSCALL_CONCURRENT_CLIENTS.iter().flat_map(|client| {
+        SYSCALL_CONCURRENT_CALLERS
+            .iter()
+            .filter(|c| !quick || **c == 1 || **c == 64)
+            .map(move |c| (*client, format!("get-c{c}"), c * per_caller))
+    });
+    let pairs: Vec<(&str, String, u32)> = SYSCALL_CLIENTS
+        .iter()
+        .flat_map(|client| SYSCALL_OPS.iter().map(|op| (*client, op.to_string(), n)))
+        .chain(concurrent)
+        .collect();
     let result = (|| {
-        for client in SYSCALL_CLIENTS {
-            for op in SYSCALL_OPS {
-                let base = count(client, op, 0)?;
-                let with = count(client, op, n)?;
-                let mut per_op: Vec<(String, f64)> = with
-                    .iter()
-                    .map(|(name, calls)| {
-                        let before = base.iter().find(|(b, _)| b == name).map_or(0, |b| b.1);
-                        (
-                            name.clone(),
-                            calls.saturating_sub(before) as f64 / f64::from(n),
-                        )
-                    })
-                    .filter(|(_, per)| *per >= 0.005)
-                    .collect();
-                per_op.sort_by(|a, b| b.1.total_cmp(&a.1));
-                let total: f64 = per_op.iter().map(|p| p.1).sum();
-                let which: Vec<String> = per_op
-                    .iter()
-                    .map(|(name, per)| format!("{name} {per:.2}"))
-                    .collect();
-                lines.push_str(&format!(
-                    "{client}\t{op}\t{total:.2}\t{}\n",
-                    which.join(", ")
-                ));
-            }
+        for (client, op, n) in pairs {
+            let op = op.as_str();
+            let base = count(client, op, 0)?;
+            let with = count(client, op, n)?;
+            let mut per_op: Vec<(String, f64)> = with
+                .iter()
+                .map(|(name, calls)| {
+                    let before = base.iter().find(|(b, _)| b == name).map_or(0, |b| b.1);
+                    (
+                        name.clone(),
+                        calls.saturating_sub(before) as f64 / f64::from(n),
+                    )
+                })
+                .filter(|(_, per)| *per >= 0.005)
+                .collect();
+            per_op.sort_by(|a, b| b.1.total_cmp(&a.1));
+            let total: f64 = per_op.iter().map(|p| p.1).sum();
+            let which: Vec<String> = per_op
+                .iter()
+                .map(|(name, per)| format!("{name} {per:.2}"))
+                .collect();
+            lines.push_str(&format!(
+                "{client}\t{op}\t{total:.2}\t{}\n",
+                which.join(", ")
+            ));
         }
         Ok::<(), String>(())
     })();

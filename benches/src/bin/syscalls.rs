@@ -7,6 +7,12 @@
 //! `libmemcached-sys-text`, `libmemcached-sys-binary` (bare C calls through `libmemcached-sys`,
 //! feature `binary`), `memcache-crate-ascii`, `memcache-crate-binary`.
 //! Ops: `get` (a hit of 100 bytes), `set` (100 bytes), `get_many` (100 keys).
+//!
+//! Concurrent callers: op `get-cC` (e.g. `get-c64`) runs `C` callers of one of the
+//! `async_concurrency` bench's clients (`newcache_benches::concurrent::CLIENTS`:
+//! `newcache-async`, `newcache-blocking`, `libmemcached-sys-text`, `memcache-crate-ascii`,
+//! `async-memcached`), exactly as the bench drives them, sharing `n` get hits of 100 bytes
+//! (`n / C` each; `n` = 0 still connects, warms up and releases every caller).
 
 use std::hint::black_box;
 
@@ -17,6 +23,11 @@ fn main() {
         std::process::exit(2);
     };
     let n: usize = n.parse().expect("n");
+    if let Some(callers) = op.strip_prefix("get-c") {
+        let callers: usize = callers.parse().expect("callers");
+        concurrent(addr, client, callers, n as u64);
+        return;
+    }
     let value = vec![b'x'; 100];
     let keys: Vec<String> = (0..100).map(|i| format!("sys-many-{i}")).collect();
     let mut run: Box<dyn FnMut(&str)> = match client.as_str() {
@@ -126,4 +137,15 @@ fn main() {
     for _ in 0..n {
         run(op);
     }
+}
+
+/// `callers` concurrent callers of `client` sharing `n` get hits (see the module docs).
+fn concurrent(addr: &str, client: &str, callers: usize, n: u64) {
+    use newcache_benches::concurrent::{runtime, Driver};
+    let rt = runtime();
+    let Some(driver) = Driver::new(client, addr, callers, &rt) else {
+        eprintln!("unknown client {client}");
+        std::process::exit(2);
+    };
+    driver.run(n / callers as u64, None);
 }
