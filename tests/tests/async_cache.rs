@@ -214,6 +214,16 @@ fn every_operation_works_as_the_blocking_caches_does() {
         );
         assert_eq!(v2.decr_version("doc", 1).await.unwrap(), 1);
 
+        // close drops the connection; the next call opens a new one.
+        let opened = ac.stats().await.unwrap()[0].stats["total_connections"].clone();
+        ac.close();
+        assert_eq!(ac.get::<i32>("a").await.unwrap(), Some(3));
+        let reopened = ac.stats().await.unwrap()[0].stats["total_connections"].clone();
+        assert!(
+            reopened.parse::<u64>().unwrap() > opened.parse::<u64>().unwrap(),
+            "{opened} -> {reopened}"
+        );
+
         let stats = ac.stats().await.unwrap();
         assert_eq!(stats.len(), 1);
         assert!(stats[0].stats.contains_key("curr_items"));
