@@ -22,7 +22,13 @@ use crate::{
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// A memcached backend driven by futures: [`Transport`](crate::Transport)'s operations with
-/// the same meaning, for async callers. See the [module documentation](self).
+/// the same meaning, for async callers.
+///
+/// The methods return boxed futures ([`BoxFuture`]) so that the trait stays usable as
+/// `dyn AsyncTransport`; no runtime is named here. One rule beyond `Transport`'s: **a
+/// future dropped before it completes leaves the backend in sync** (a request already
+/// written has its reply read and thrown away; the connection is never handed to another
+/// request with that reply unread).
 pub trait AsyncTransport: Send + Sync + std::fmt::Debug {
     /// A short name of the backend, such as `tokio-text` or `memory`.
     fn name(&self) -> &'static str;
