@@ -805,3 +805,71 @@ fn classic_under_duplicates_shows_what_untagged_replies_cannot_tell() {
     );
     assert!(tally.ops > 1_000, "{tally:?}");
 }
+
+#[test]
+fn a_full_queue_makes_callers_wait_and_a_hung_server_bounds_that_wait() {
+    const TIMEOUT: Duration = Duration::from_millis(300);
+    let mut server = Memcached::start();
+    // A queue of 2 requests per connection, one connection.
+    let t = TokioTextTransport::new(TextConfig {
+        servers: vec![server.addr()],
+        read_timeout: TIMEOUT,
+        write_timeout: TIMEOUT,
+        async_queue: 2,
+        ..TextConfig::default()
+    })
+    .expect("transport");
+    let rt = runtime();
+    let keys: Arc<Vec<Vec<u8>>> =
+        Arc::new((0..64).map(|i| format!("queue:{i}").into_bytes()).collect());
+    // 64 tasks through a queue of 2: they wait their turn, and every one is answered right.
+    let wrong = rt.block_on(async {
+        for (i, k) in keys.iter().enumerate() {
+            let v = value_of(k, i as u64, 0);
+            t.store(&Store::set(k, &v, 0, 0)).await.expect("set");
+        }
+        let handles: Vec<_> = (0..64)
+            .map(|i| {
+                let (t, keys) = (t.clone(), keys.clone());
+                tokio::spawn(async move {
+                    let item = t.get(&keys[i]).await.expect("get").expect("hit");
+                    parse_value(&item.value) != Some((keys[i].clone(), i as u64))
+                })
+            })
+            .collect();
+        let mut wrong = 0;
+        for h in handles {
+            wrong += usize::from(h.await.expect("task"));
+        }
+        wrong
+    });
+    assert_eq!(wrong, 0);
+    // A hung server: the queue fills, and the callers behind it fail within their timeout
+    // instead of waiting for room for ever.
+    server.pause();
+    let outcomes: Vec<(Duration, bool)> = rt.block_on(async {
+        let handles: Vec<_> = (0..32)
+            .map(|i| {
+                let (t, keys) = (t.clone(), keys.clone());
+                tokio::spawn(async move {
+                    let begun = Instant::now();
+                    let got = t.get(&keys[i]).await;
+                    (begun.elapsed(), matches!(got, Err(Error::Timeout { .. })))
+                })
+            })
+            .collect();
+        let mut out = Vec::new();
+        for h in handles {
+            out.push(h.await.expect("task"));
+        }
+        out
+    });
+    server.resume();
+    for (took, timed_out) in &outcomes {
+        assert!(timed_out, "a caller behind the full queue of a hung server");
+        assert!(
+            *took < TIMEOUT + Duration::from_millis(300),
+            "waited {took:?} with a {TIMEOUT:?} timeout"
+        );
+    }
+}
