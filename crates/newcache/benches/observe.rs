@@ -29,7 +29,9 @@ fn main() {
     let rounds = if quick { 10 } else { ROUNDS };
     let server = Memcached::start();
     let cache = Cache::from_url(&format!("newcache://{}/?name=bench", server.addr())).unwrap();
-    cache.set("hit", "x".repeat(100).as_str(), Ttl::Seconds(3600)).unwrap();
+    cache
+        .set("hit", "x".repeat(100).as_str(), Ttl::Seconds(3600))
+        .unwrap();
     let prometheus = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
     let sink = || std::io::sink();
     let info = tracing_subscriber::fmt()
@@ -80,5 +82,8 @@ fn main() {
     }
     // The recorder saw every get it was installed for.
     let text = prometheus.handle().render();
-    assert!(text.contains("newcache_hits_total{cache=\"bench\",op=\"get\"}"), "{text}");
+    assert!(
+        text.contains("newcache_hits_total{cache=\"bench\",op=\"get\"}"),
+        "{text}"
+    );
 }
