@@ -66,6 +66,10 @@ struct Scan {
 /// error). serde_json's limit.
 pub const MAX_DEPTH: u32 = 128;
 
+/// How deep the scan lets containers nest: [`MAX_DEPTH`] for the value, and one more for
+/// django-newcache's herd tuple around it (a value at the limit, wrapped, is still read).
+const SCAN_DEPTH: u32 = MAX_DEPTH + 1;
+
 fn err(msg: impl Into<String>) -> CodecError {
     CodecError(msg.into())
 }
@@ -216,7 +220,7 @@ impl Machine {
     }
 
     fn push(&mut self, slot: Slot) -> Result<(), CodecError> {
-        if slot.depth > MAX_DEPTH {
+        if slot.depth > SCAN_DEPTH {
             return Err(err(format!(
                 "the pickle nests containers deeper than {MAX_DEPTH}"
             )));
@@ -261,7 +265,7 @@ impl Machine {
             elements.extend(items.iter().map(|s| s.node));
         }
         let top = self.top()?;
-        if top.depth > MAX_DEPTH {
+        if top.depth > SCAN_DEPTH {
             return Err(err(format!(
                 "the pickle nests containers deeper than {MAX_DEPTH}"
             )));
@@ -271,9 +275,9 @@ impl Machine {
 
     /// Walks the tree serde-pickle will build from `root`, expanding every shared reference
     /// as it will: refuses a tree that costs more than `limit` bytes, nests deeper than
-    /// [`MAX_DEPTH`] (containers filled after they were nested are counted here), or holds
-    /// itself.
-    fn check_expansion(&self, root: Node, limit: u64) -> Result<(), CodecError> {
+    /// [`SCAN_DEPTH`] (containers filled after they were nested are counted here), or holds
+    /// itself. Returns how deep the tree nests.
+    fn check_expansion(&self, root: Node, limit: u64) -> Result<u32, CodecError> {
         #[derive(Clone, Copy)]
         enum State {
             New,
@@ -281,8 +285,9 @@ impl Machine {
             Done { cost: u64, depth: u32 },
         }
         let Node::Container(root) = root else {
-            return Ok(());
+            return Ok(0);
         };
+        let mut root_depth = 1;
         let mut state = vec![State::New; self.nodes.len()];
         // (container, next element, cost so far, depth so far)
         let mut path: Vec<(usize, usize, u64, u32)> = vec![(root, 0, VALUE_COST, 0)];
@@ -294,6 +299,9 @@ impl Machine {
             let Some(child) = child else {
                 // Done with this container: add it to its parent.
                 path.pop();
+                if path.is_empty() {
+                    root_depth = depth + 1;
+                }
                 if let Some(s) = state.get_mut(id) {
                     *s = State::Done {
                         cost,
@@ -317,7 +325,7 @@ impl Machine {
                         return Err(err("the pickle holds a container that holds itself"))
                     }
                     _ => {
-                        if path.len() >= MAX_DEPTH as usize {
+                        if path.len() >= SCAN_DEPTH as usize {
                             return Err(err(format!(
                                 "the pickle nests containers deeper than {MAX_DEPTH}"
                             )));
@@ -335,7 +343,7 @@ impl Machine {
                 top.3 = top.3.max(child_depth);
             }
             let total = path.iter().map(|p| p.2).fold(0u64, u64::saturating_add);
-            if total > limit || child_depth > MAX_DEPTH {
+            if total > limit || child_depth > SCAN_DEPTH {
                 return Err(err(if total > limit {
                     format!("the pickle's shared references expand past {limit} bytes")
                 } else {
@@ -343,7 +351,7 @@ impl Machine {
                 }));
             }
         }
-        Ok(())
+        Ok(root_depth)
     }
 
     fn memoize(&mut self, index: usize, limit: usize) -> Result<(), CodecError> {
@@ -622,7 +630,13 @@ fn scan(bytes: &[u8]) -> Result<Scan, CodecError> {
     let [result] = m.stack.as_slice() else {
         return Err(err("not a pickle: it leaves no single value"));
     };
-    m.check_expansion(result.node, expansion_limit(bytes.len()))?;
+    let depth = m.check_expansion(result.node, expansion_limit(bytes.len()))?;
+    let seed = matches!(result.what, What::Seed(_));
+    if depth > MAX_DEPTH + u32::from(seed) {
+        return Err(err(format!(
+            "the pickle nests containers deeper than {MAX_DEPTH}"
+        )));
+    }
     match (&result.what, m.markers) {
         (What::Seed(marker), 1) => Ok(Scan {
             marker: Some(*marker),
@@ -913,6 +927,26 @@ mod tests {
         p.extend(std::iter::repeat_n(b'a', 127));
         p.push(STOP);
         assert!(decode::<serde_pickle::Value>(&p).is_ok());
+    }
+
+    #[test]
+    fn a_value_at_the_depth_limit_is_read_inside_django_newcaches_tuple_too() {
+        // 128 lists deep: read alone, and wrapped in the herd tuple (one level more).
+        let mut p = vec![PROTO, 2];
+        p.extend(std::iter::repeat_n(b']', 128));
+        p.extend(std::iter::repeat_n(b'a', 127));
+        p.push(STOP);
+        assert!(decode::<serde_pickle::Value>(&p).is_ok());
+        let wrapped = wrap_marker(&p, super::super::FLAG_PICKLE, 1_800_000_000).unwrap();
+        assert!(marker(&wrapped).unwrap().is_some());
+        assert!(decode::<serde_pickle::Value>(&wrapped).is_ok());
+        // 129 alone is refused.
+        let mut p = vec![PROTO, 2];
+        p.extend(std::iter::repeat_n(b']', 129));
+        p.extend(std::iter::repeat_n(b'a', 128));
+        p.push(STOP);
+        let e = decode::<serde_pickle::Value>(&p).unwrap_err();
+        assert!(e.0.contains("deeper than 128"), "{e}");
     }
 
     #[test]
