@@ -33,11 +33,13 @@ use crate::Error;
 /// observations need is not computed otherwise.
 pub(crate) const ENABLED: bool = cfg!(any(feature = "metrics", feature = "tracing"));
 
-/// Where a cache reports to: its name.
-#[derive(Debug, Clone)]
+/// Where a cache reports to: its name (and, with `metrics`, the keys of its metrics).
+#[derive(Debug)]
 pub(crate) struct Observer {
     #[cfg_attr(not(any(feature = "metrics", feature = "tracing")), allow(dead_code))]
     name: std::sync::Arc<str>,
+    #[cfg(feature = "metrics")]
+    keys: keys::Keys,
 }
 
 /// Something that happened inside an operation.
@@ -52,7 +54,11 @@ pub(crate) enum Event {
 
 impl Observer {
     pub(crate) fn new(name: &str) -> Observer {
-        Observer { name: name.into() }
+        Observer {
+            name: name.into(),
+            #[cfg(feature = "metrics")]
+            keys: keys::Keys::new(name),
+        }
     }
 
     /// Counts `n` of `event` in `op`.
@@ -60,29 +66,15 @@ impl Observer {
     pub(crate) fn event(&self, op: &'static str, event: Event, n: u64) {
         #[cfg(feature = "metrics")]
         if n > 0 {
-            let cache = metrics::SharedString::from(std::sync::Arc::clone(&self.name));
-            match event {
-                Event::Hit => {
-                    metrics::counter!("newcache_hits_total", "cache" => cache, "op" => op)
-                        .increment(n)
-                }
-                Event::Miss => {
-                    metrics::counter!("newcache_misses_total", "cache" => cache, "op" => op)
-                        .increment(n)
-                }
-                Event::StaleServed => {
-                    metrics::counter!("newcache_stale_served_total", "cache" => cache, "op" => op)
-                        .increment(n)
-                }
-                Event::ClaimWon => metrics::counter!(
-                    "newcache_herd_claims_total", "cache" => cache, "op" => op, "result" => "won"
-                )
-                .increment(n),
-                Event::ClaimLost => metrics::counter!(
-                    "newcache_herd_claims_total", "cache" => cache, "op" => op, "result" => "lost"
-                )
-                .increment(n),
-            }
+            let keys = self.keys.op(op);
+            let key = match event {
+                Event::Hit => &keys.hits,
+                Event::Miss => &keys.misses,
+                Event::StaleServed => &keys.stale,
+                Event::ClaimWon => &keys.won,
+                Event::ClaimLost => &keys.lost,
+            };
+            keys::count(key, n);
         }
         #[cfg(feature = "tracing")]
         if n > 0 {
@@ -96,14 +88,12 @@ impl Observer {
     pub(crate) fn loader(&self, took: Duration, failed: bool) {
         #[cfg(feature = "metrics")]
         {
-            let cache = metrics::SharedString::from(std::sync::Arc::clone(&self.name));
-            metrics::counter!("newcache_loader_runs_total", "cache" => cache.clone()).increment(1);
+            let keys = self.keys.cache();
+            keys::count(&keys.loader_runs, 1);
             if failed {
-                metrics::counter!("newcache_loader_errors_total", "cache" => cache.clone())
-                    .increment(1);
+                keys::count(&keys.loader_errors, 1);
             }
-            metrics::histogram!("newcache_loader_duration_seconds", "cache" => cache)
-                .record(took.as_secs_f64());
+            keys::record(&keys.loader_duration, took);
         }
         #[cfg(feature = "tracing")]
         tracing::debug!(cache = %self.name, took_ms = took.as_millis() as u64, failed, "newcache loader ran");
@@ -115,10 +105,9 @@ impl Observer {
     pub(crate) fn lease_wait(&self, took: Duration) {
         #[cfg(feature = "metrics")]
         {
-            let cache = metrics::SharedString::from(std::sync::Arc::clone(&self.name));
-            metrics::counter!("newcache_lease_waits_total", "cache" => cache.clone()).increment(1);
-            metrics::histogram!("newcache_lease_wait_duration_seconds", "cache" => cache)
-                .record(took.as_secs_f64());
+            let keys = self.keys.cache();
+            keys::count(&keys.lease_waits, 1);
+            keys::record(&keys.lease_wait_duration, took);
         }
         #[cfg(feature = "tracing")]
         tracing::debug!(cache = %self.name, took_ms = took.as_millis() as u64, "newcache waited for another loader");
@@ -129,11 +118,7 @@ impl Observer {
     #[inline]
     pub(crate) fn meta_fallback(&self) {
         #[cfg(feature = "metrics")]
-        metrics::counter!(
-            "newcache_meta_fallbacks_total",
-            "cache" => metrics::SharedString::from(std::sync::Arc::clone(&self.name))
-        )
-        .increment(1);
+        keys::count(&self.keys.cache().meta_fallbacks, 1);
         #[cfg(feature = "tracing")]
         tracing::warn!(cache = %self.name, "the servers refused a meta command: herd=meta runs as herd=lease from now on");
     }
@@ -191,16 +176,19 @@ impl Observer {
         }
         #[cfg(feature = "metrics")]
         {
-            let cache = metrics::SharedString::from(std::sync::Arc::clone(&self.name));
-            metrics::counter!(
-                "newcache_operations_total", "cache" => cache.clone(), "op" => op, "outcome" => outcome
-            )
-            .increment(1);
-            metrics::histogram!(
-                "newcache_operation_duration_seconds", "cache" => cache.clone(), "op" => op
-            )
-            .record(took.as_secs_f64());
+            let keys = self.keys.op(op);
+            keys::count(
+                if result.is_ok() {
+                    &keys.ok
+                } else {
+                    &keys.error
+                },
+                1,
+            );
+            keys::record(&keys.duration, took);
             if let Err(e) = &result {
+                // The failing path only: its labels (kind, server) are built per error.
+                let cache = metrics::SharedString::from(std::sync::Arc::clone(&self.name));
                 metrics::counter!(
                     "newcache_errors_total",
                     "cache" => cache,
@@ -260,6 +248,161 @@ impl Error {
         match self {
             Error::Transport(e) => e.server(),
             _ => None,
+        }
+    }
+}
+
+/// The keys of a cache's metrics, built once per cache name and operation for the process
+/// (interned, never freed: their number is bounded by the names and operations there are),
+/// so that recording one allocates nothing, recorder or not.
+#[cfg(feature = "metrics")]
+mod keys {
+    use std::collections::HashMap;
+    use std::sync::{Mutex, OnceLock, PoisonError, RwLock};
+    use std::time::Duration;
+
+    use metrics::{Key, Label, Level, Metadata};
+
+    static METADATA: Metadata<'static> =
+        Metadata::new(module_path!(), Level::INFO, Some(module_path!()));
+
+    /// Adds `n` to the counter `key` in whatever recorder is in effect.
+    pub(super) fn count(key: &Key, n: u64) {
+        metrics::with_recorder(|r| r.register_counter(key, &METADATA).increment(n));
+    }
+
+    /// Records `took` in the histogram `key`, in seconds.
+    pub(super) fn record(key: &Key, took: Duration) {
+        metrics::with_recorder(|r| {
+            r.register_histogram(key, &METADATA)
+                .record(took.as_secs_f64())
+        });
+    }
+
+    /// One operation's metrics.
+    #[derive(Debug)]
+    pub(super) struct OpKeys {
+        pub(super) hits: Key,
+        pub(super) misses: Key,
+        pub(super) stale: Key,
+        pub(super) won: Key,
+        pub(super) lost: Key,
+        pub(super) ok: Key,
+        pub(super) error: Key,
+        pub(super) duration: Key,
+    }
+
+    /// A cache's metrics that are not per operation.
+    #[derive(Debug)]
+    pub(super) struct CacheKeys {
+        pub(super) loader_runs: Key,
+        pub(super) loader_errors: Key,
+        pub(super) loader_duration: Key,
+        pub(super) lease_waits: Key,
+        pub(super) lease_wait_duration: Key,
+        pub(super) meta_fallbacks: Key,
+    }
+
+    fn labels(pairs: &[(&'static str, &str)]) -> &'static [Label] {
+        let labels: Vec<Label> = pairs
+            .iter()
+            .map(|(k, v)| Label::new(*k, v.to_string()))
+            .collect();
+        Box::leak(labels.into_boxed_slice())
+    }
+
+    type OpTable = Mutex<HashMap<(String, &'static str), &'static OpKeys>>;
+    type CacheTable = Mutex<HashMap<String, &'static CacheKeys>>;
+
+    fn op_keys(name: &str, op: &'static str) -> &'static OpKeys {
+        static TABLE: OnceLock<OpTable> = OnceLock::new();
+        let mut table = TABLE
+            .get_or_init(Default::default)
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        table.entry((name.to_owned(), op)).or_insert_with(|| {
+            let by_op = labels(&[("cache", name), ("op", op)]);
+            let with =
+                |k: &'static str, v: &'static str| labels(&[("cache", name), ("op", op), (k, v)]);
+            Box::leak(Box::new(OpKeys {
+                hits: Key::from_static_parts("newcache_hits_total", by_op),
+                misses: Key::from_static_parts("newcache_misses_total", by_op),
+                stale: Key::from_static_parts("newcache_stale_served_total", by_op),
+                won: Key::from_static_parts("newcache_herd_claims_total", with("result", "won")),
+                lost: Key::from_static_parts("newcache_herd_claims_total", with("result", "lost")),
+                ok: Key::from_static_parts("newcache_operations_total", with("outcome", "ok")),
+                error: Key::from_static_parts(
+                    "newcache_operations_total",
+                    with("outcome", "error"),
+                ),
+                duration: Key::from_static_parts("newcache_operation_duration_seconds", by_op),
+            }))
+        })
+    }
+
+    fn cache_keys(name: &str) -> &'static CacheKeys {
+        static TABLE: OnceLock<CacheTable> = OnceLock::new();
+        let mut table = TABLE
+            .get_or_init(Default::default)
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        table.entry(name.to_owned()).or_insert_with(|| {
+            let by_cache = labels(&[("cache", name)]);
+            Box::leak(Box::new(CacheKeys {
+                loader_runs: Key::from_static_parts("newcache_loader_runs_total", by_cache),
+                loader_errors: Key::from_static_parts("newcache_loader_errors_total", by_cache),
+                loader_duration: Key::from_static_parts(
+                    "newcache_loader_duration_seconds",
+                    by_cache,
+                ),
+                lease_waits: Key::from_static_parts("newcache_lease_waits_total", by_cache),
+                lease_wait_duration: Key::from_static_parts(
+                    "newcache_lease_wait_duration_seconds",
+                    by_cache,
+                ),
+                meta_fallbacks: Key::from_static_parts("newcache_meta_fallbacks_total", by_cache),
+            }))
+        })
+    }
+
+    /// One cache's keys: its own, and each operation's once it has run.
+    #[derive(Debug)]
+    pub(super) struct Keys {
+        name: String,
+        cache: &'static CacheKeys,
+        ops: RwLock<Vec<(&'static str, &'static OpKeys)>>,
+    }
+
+    impl Keys {
+        pub(super) fn new(name: &str) -> Keys {
+            Keys {
+                name: name.to_owned(),
+                cache: cache_keys(name),
+                ops: RwLock::new(Vec::new()),
+            }
+        }
+
+        pub(super) fn cache(&self) -> &'static CacheKeys {
+            self.cache
+        }
+
+        pub(super) fn op(&self, op: &'static str) -> &'static OpKeys {
+            let known = self
+                .ops
+                .read()
+                .unwrap_or_else(PoisonError::into_inner)
+                .iter()
+                .find(|(o, _)| *o == op)
+                .map(|(_, k)| *k);
+            if let Some(keys) = known {
+                return keys;
+            }
+            let keys = op_keys(&self.name, op);
+            self.ops
+                .write()
+                .unwrap_or_else(PoisonError::into_inner)
+                .push((op, keys));
+            keys
         }
     }
 }
