@@ -14,6 +14,7 @@
 #![forbid(unsafe_code)]
 
 pub mod block_on;
+pub mod checked;
 pub mod conformance;
 pub mod fixtures;
 

@@ -31,6 +31,7 @@ use std::time::{Duration, Instant};
 
 use newcache_testkit::proxy::{FaultCounts, FaultProxy, Faults};
 use newcache_testkit::Memcached;
+use newcache_tests::checked::{parse_value, value_of, Rng};
 use newcache_transport::{Error, Item, Store, StoreMode, StoreStatus, Transport};
 use newcache_transport_text::{Protocol, TextConfig, TextTransport};
 
@@ -81,60 +82,6 @@ fn classic_trickle_faults() -> Faults {
         .garbage(1_000)
         .truncate(1_000)
         .delayed(2_000, Duration::from_millis(300))
-}
-
-/// FNV-1a, 64 bits.
-fn checksum(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| {
-        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-    })
-}
-
-/// `<key>|<version>|<padding>|<checksum>`: the value knows its key and version.
-fn value_of(key: &[u8], version: u64, pad: usize) -> Vec<u8> {
-    let mut v = key.to_vec();
-    v.extend_from_slice(format!("|{version}|").as_bytes());
-    v.resize(v.len() + pad, b'x');
-    let sum = checksum(&v);
-    v.extend_from_slice(format!("|{sum:016x}").as_bytes());
-    v
-}
-
-/// The key and version a value names, or why it is not one of ours.
-fn parse_value(v: &[u8]) -> Result<(Vec<u8>, u64), String> {
-    let cut = v
-        .iter()
-        .rposition(|&b| b == b'|')
-        .ok_or("no checksum field")?;
-    let (body, sum) = (&v[..cut], &v[cut + 1..]);
-    let sum = u64::from_str_radix(std::str::from_utf8(sum).map_err(|_| "checksum")?, 16)
-        .map_err(|_| "checksum not hex")?;
-    if checksum(body) != sum {
-        return Err(format!("corrupt value ({} bytes)", v.len()));
-    }
-    let mut fields = body.splitn(3, |&b| b == b'|');
-    let key = fields.next().ok_or("no key")?.to_vec();
-    let version = std::str::from_utf8(fields.next().ok_or("no version")?)
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .ok_or("bad version")?;
-    Ok((key, version))
-}
-
-/// xorshift64*.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
 }
 
 /// What one thread knows of its keys: for each, the versions it may hold (`None`: no item).
@@ -224,7 +171,7 @@ impl Model {
                         format!(
                             "{op} {:?}: the value of {:?}",
                             String::from_utf8_lossy(&key),
-                            String::from_utf8_lossy(&other)
+                            String::from_utf8_lossy(other)
                         ),
                     )
                 }

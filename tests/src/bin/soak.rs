@@ -23,13 +23,13 @@
 //! over [`RSS_GROWTH_LIMIT_KB`], or on a call longer than [`CALL_LIMIT`].
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::fmt::Write as _;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use newcache::{Cache, SetOptions, Ttl};
 use newcache_testkit::Memcached;
+use newcache_tests::checked::{parse_value, value_of, Rng};
 
 const SERVERS: usize = 3;
 const THREADS: usize = 16;
@@ -69,36 +69,10 @@ const OTHER_CALL_LIMIT: Duration = Duration::from_secs(4);
 /// small (~10 MB), so 50% would be tighter than the noise of restarting servers' connections.
 const RSS_GROWTH_LIMIT_KB: u64 = 20 * 1024;
 
-/// FNV-1a, 64 bits.
-fn checksum(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| {
-        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-    })
-}
-
-/// `<key>|<version>|<padding>|<checksum>`.
-fn value_of(key: &str, version: u64, pad: usize) -> String {
-    let mut v = format!("{key}|{version}|");
-    v.extend(std::iter::repeat_n('x', pad));
-    let sum = checksum(v.as_bytes());
-    let _ = write!(v, "|{sum:016x}");
-    v
-}
-
-/// The key and version a value names, or why it is not one of ours.
-fn parse_value(v: &str) -> Result<(&str, u64), String> {
-    let (body, sum) = v.rsplit_once('|').ok_or("no checksum field")?;
-    let sum = u64::from_str_radix(sum, 16).map_err(|_| "checksum not hex")?;
-    if checksum(body.as_bytes()) != sum {
-        return Err(format!("checksum fails ({} bytes)", v.len()));
-    }
-    let mut fields = body.splitn(3, '|');
-    let key = fields.next().ok_or("no key")?;
-    let version = fields
-        .next()
-        .and_then(|s| s.parse().ok())
-        .ok_or("bad version")?;
-    Ok((key, version))
+/// `<key>|<version>|<padding>|<checksum>` ([`value_of`]), as the text value stored.
+fn text_value(key: &str, version: u64, pad: usize) -> String {
+    // Keys and padding are ASCII: the bytes are always text.
+    String::from_utf8_lossy(&value_of(key.as_bytes(), version, pad)).into_owned()
 }
 
 fn key_of(thread: usize, i: usize) -> String {
@@ -108,22 +82,6 @@ fn key_of(thread: usize, i: usize) -> String {
 /// Versions carry their writer: thread `t` writes `t << 40 | n`.
 fn first_version(thread: usize) -> u64 {
     (thread as u64) << 40
-}
-
-/// xorshift64*.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
 }
 
 /// What a thread (and then the run) saw.
@@ -239,7 +197,7 @@ impl Worker {
         };
         (
             self.next_version,
-            value_of(&self.keys[k], self.next_version, pad),
+            text_value(&self.keys[k], self.next_version, pad),
         )
     }
 
@@ -290,16 +248,17 @@ impl Worker {
     /// Checks a value read for `key`: its own key, its checksum, a version its writer made,
     /// and for this thread's keys a version the key may hold.
     fn check(&mut self, op: &str, key: &str, value: &str) {
-        let (named, version) = match parse_value(value) {
+        let (named, version) = match parse_value(value.as_bytes()) {
             Ok(p) => p,
             Err(why) => {
                 let shown: String = value.chars().take(60).collect();
                 return self.tally.wrong(format!("{op} {key}: {why}: {shown:?}"));
             }
         };
-        if named != key {
+        if named != key.as_bytes() {
             return self.tally.wrong(format!(
-                "{op} {key}: got the value of {named} (version {version})"
+                "{op} {key}: got the value of {} (version {version})",
+                String::from_utf8_lossy(named)
             ));
         }
         let owner: usize = key
