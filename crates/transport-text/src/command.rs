@@ -79,6 +79,18 @@ pub(crate) struct Mismatch(pub String);
 pub(crate) struct NeedsMeta(pub &'static str);
 
 impl<'a> Cmd<'a> {
+    /// What goes on the wire for a store in a batch: the store itself, or, when its value
+    /// is over the item size limit (`over`), the delete of the key for a `set` (memcached
+    /// unlinks the old item of a `set` it refuses as too large) and nothing for the other
+    /// modes.
+    pub(crate) fn for_store(request: &'a Store<'a>, over: bool) -> Option<Cmd<'a>> {
+        match (over, request.mode) {
+            (false, _) => Some(Cmd::Store(request)),
+            (true, StoreMode::Set) => Some(Cmd::Delete(request.key)),
+            (true, _) => None,
+        }
+    }
+
     /// The key the command names.
     pub(crate) fn key(&self) -> &'a [u8] {
         match *self {

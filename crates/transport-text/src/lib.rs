@@ -2530,16 +2530,7 @@ impl Transport for TextTransport {
             }
         }
         let is_over = |i: usize| over.get(i).copied().unwrap_or(false);
-        // What goes on the wire for request `i`: its store, the delete of a refused `set`,
-        // or nothing.
-        let cmd_of = |i: usize| {
-            let r = requests.get(i)?;
-            match (is_over(i), r.mode) {
-                (false, _) => Some(Cmd::Store(r)),
-                (true, StoreMode::Set) => Some(Cmd::Delete(r.key)),
-                (true, _) => None,
-            }
-        };
+        let cmd_of = |i: usize| Cmd::for_store(requests.get(i)?, is_over(i));
         let groups = self.by_server(requests.len(), |i| cmd_of(i).map(|c| c.key()))?;
         let outcomes = self.pipelined(&groups, Batch::Each(&cmd_of), RoundLimit::STATUS);
         let mut out = vec![StoreStatus::NotStored; requests.len()];

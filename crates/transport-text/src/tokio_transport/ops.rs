@@ -27,6 +27,36 @@ fn unexpected(label: &str, what: impl std::fmt::Debug) -> Error {
 }
 
 impl TokioTextTransport {
+    /// Puts each key's answer from server `index` into `out` at the key's index, through
+    /// `take` (which gives back an outcome the command cannot have): an error line is
+    /// `command`'s error, any other answer is unexpected.
+    fn spread<T>(
+        &self,
+        index: usize,
+        members: &[usize],
+        answers: Answers,
+        out: &mut [T],
+        command: &str,
+        take: impl Fn(Outcome) -> Result<T, Outcome>,
+    ) -> Result<()> {
+        let label = self.label(index);
+        for (&i, answer) in members.iter().zip(answers.list) {
+            let value = match answer {
+                Answer::Outcome(Outcome::Refused(s)) => {
+                    return Err(status_to_error(label.to_string(), s, command))
+                }
+                Answer::Outcome(outcome) => {
+                    take(outcome).map_err(|other| unexpected(label, Answer::Outcome(other)))?
+                }
+                other => return Err(unexpected(label, other)),
+            };
+            if let Some(slot) = out.get_mut(i) {
+                *slot = value;
+            }
+        }
+        Ok(())
+    }
+
     /// One keyed command on the server that holds its key: its outcome (an error line is
     /// an error).
     async fn run(&self, cmd: Cmd<'_>) -> Result<Outcome> {
@@ -193,16 +223,7 @@ impl TokioTextTransport {
                 let size = r.value.len();
                 (i, Error::ValueTooLarge { size, limit })
             });
-        // What goes on the wire for request `i`: its store, the delete of a refused `set`,
-        // or nothing.
-        let cmd_of = |i: usize| {
-            let r = requests.get(i)?;
-            match (is_over(i), r.mode) {
-                (false, _) => Some(Cmd::Store(r)),
-                (true, StoreMode::Set) => Some(Cmd::Delete(r.key)),
-                (true, _) => None,
-            }
-        };
+        let cmd_of = |i: usize| Cmd::for_store(requests.get(i)?, is_over(i));
         let mut out = vec![StoreStatus::NotStored; requests.len()];
         let outcomes = self.keyed(requests.len(), &cmd_of).await?;
         let outcomes = TextTransport::strict(
@@ -252,21 +273,10 @@ impl TokioTextTransport {
         let outcomes = self.keyed(keys.len(), &cmd_of).await?;
         let mut out = vec![false; keys.len()];
         for (index, members, outcome) in outcomes {
-            let answers = outcome?;
-            let label = self.label(index);
-            for (&i, answer) in members.iter().zip(answers.list) {
-                match answer {
-                    Answer::Outcome(Outcome::Deleted(deleted)) => {
-                        if let Some(slot) = out.get_mut(i) {
-                            *slot = deleted;
-                        }
-                    }
-                    Answer::Outcome(Outcome::Refused(s)) => {
-                        return Err(status_to_error(label.to_string(), s, "delete"))
-                    }
-                    other => return Err(unexpected(label, other)),
-                }
-            }
+            self.spread(index, &members, outcome?, &mut out, "delete", |o| match o {
+                Outcome::Deleted(deleted) => Ok(deleted),
+                other => Err(other),
+            })?;
         }
         Ok(out)
     }
@@ -323,20 +333,10 @@ impl TokioTextTransport {
         )?;
         let mut out = vec![None; keys.len()];
         for (index, (members, answers)) in answered {
-            let label = self.label(index);
-            for (&i, answer) in members.iter().zip(answers.list) {
-                match answer {
-                    Answer::Outcome(Outcome::Meta(item)) => {
-                        if let Some(slot) = out.get_mut(i) {
-                            *slot = item;
-                        }
-                    }
-                    Answer::Outcome(Outcome::Refused(s)) => {
-                        return Err(status_to_error(label.to_string(), s, "mg"))
-                    }
-                    other => return Err(unexpected(label, other)),
-                }
-            }
+            self.spread(index, &members, answers, &mut out, "mg", |o| match o {
+                Outcome::Meta(item) => Ok(item),
+                other => Err(other),
+            })?;
         }
         Ok(out)
     }
