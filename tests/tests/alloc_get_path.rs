@@ -109,7 +109,7 @@ fn get_many() {
     let one = [Memcached::start()];
     // Through the facade: the returned map (100 keys, 100 values, its table) and the
     // bookkeeping of one multi-get (the wire keys' buffer, their ends and slices, the reads
-    // looked at, the transport's reply list and its values' list).
+    // looked at, the transport's reply list, its values' list and their keys' buffer).
     {
         let cache =
             Cache::from_url(&format!("newcache://{}/?flavor=alloc", one[0].addr())).unwrap();
@@ -130,9 +130,10 @@ fn get_many() {
     let three = [Memcached::start(), Memcached::start(), Memcached::start()];
     let keys: Vec<Vec<u8>> = (0..100).map(|i| format!("many:{i}").into_bytes()).collect();
     let refs: Vec<&[u8]> = keys.iter().map(Vec::as_slice).collect();
-    // Bookkeeping: on one server the reply's value list; on three, per server its batch,
-    // positions, reply list and value list (16 in all).
-    for (servers, bookkeeping) in [(&one[..], 1), (&three[..], 16)] {
+    // Bookkeeping: on one server the reply's value list and the buffer of its keys; on
+    // three, per server its batch, positions, reply list, value list and keys' buffer (19 in
+    // all).
+    for (servers, bookkeeping) in [(&one[..], 2), (&three[..], 19)] {
         let t = TextTransport::new(TextConfig {
             servers: servers.iter().map(Memcached::addr).collect(),
             ..TextConfig::default()

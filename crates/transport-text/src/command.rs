@@ -311,13 +311,16 @@ fn interpret_classic(cmd: &Cmd<'_>, reply: Reply) -> Result<Outcome, Mismatch> {
 /// (another key, two values) is the reply to another request.
 fn single_value(key: &[u8], values: Values) -> Result<Option<Item>, Mismatch> {
     let count = values.len();
-    let mut values = values.into_iter();
-    match (values.next(), count) {
-        (None, _) => Ok(None),
-        (Some((k, item)), 1) if k.as_bytes() == key => Ok(Some(item)),
-        (Some((k, _)), 1) => Err(Mismatch(format!("VALUE {:?}", show(k.as_bytes())))),
-        (Some(_), n) => Err(Mismatch(format!("{n} values"))),
-    }
+    let mut found = None;
+    values.try_for_each(|k, item| match count {
+        1 if k == key => {
+            found = Some(item);
+            Ok(())
+        }
+        1 => Err(Mismatch(format!("VALUE {:?}", show(k)))),
+        n => Err(Mismatch(format!("{n} values"))),
+    })?;
+    Ok(found)
 }
 
 /// Puts the values of a classic multi-get reply in their places: `out[m]` for each of the
@@ -336,8 +339,7 @@ pub(crate) fn place_values<'k>(
     // batch of n keys costs n comparisons, not n squared.
     let mut cursor = 0;
     let mut matched = 0;
-    for (key, item) in values {
-        let key = key.as_bytes();
+    values.try_for_each(|key, item| {
         let fits = |m: usize, out: &[Option<Item>]| key_at(m) == Some(key) && !filled(out, m);
         let found = (cursor..count)
             .find(|&m| fits(m, out))
@@ -353,7 +355,8 @@ pub(crate) fn place_values<'k>(
         if let Some(slot) = out.get_mut(m) {
             *slot = Some(item);
         }
-    }
+        Ok(())
+    })?;
     if matched == 0 || matched == count {
         return Ok(());
     }
@@ -375,7 +378,7 @@ pub(crate) fn place_values<'k>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::proto::{Decoder, ReplyKey};
+    use crate::proto::Decoder;
 
     fn item(v: &[u8]) -> Item {
         Item {
@@ -499,7 +502,7 @@ mod tests {
     fn values(keys: &[&[u8]]) -> Values {
         let mut v = Values::default();
         for k in keys {
-            v.push(ReplyKey::new(k).unwrap(), item(k));
+            v.push(k, item(k)).unwrap();
         }
         v
     }

@@ -166,28 +166,45 @@ impl fmt::Debug for ReplyKey {
 }
 
 /// The `VALUE` blocks of one reply, in order. The first is kept inline, so a one-key get
-/// allocates nothing but its value.
+/// allocates nothing but its value; the keys of the others share one buffer, so a multi-get
+/// of n keys allocates n values and two lists, and moves no key more than once.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Values {
     first: Option<(ReplyKey, Item)>,
-    rest: Vec<(ReplyKey, Item)>,
+    /// The keys of `rest`, one after another.
+    rest_keys: Vec<u8>,
+    /// Each later value and where its key ends in `rest_keys` (it starts where the one
+    /// before ends).
+    rest: Vec<(usize, Item)>,
 }
+
+/// Bytes reserved per key of a multi-get's reply (newcache's own keys are 43 to 60).
+const KEY_ROOM: usize = 64;
 
 impl Values {
     /// Room for `n` values without reallocating.
     pub fn with_capacity(n: usize) -> Values {
+        let rest = n.saturating_sub(1);
         Values {
             first: None,
-            rest: Vec::with_capacity(n.saturating_sub(1)),
+            rest_keys: Vec::with_capacity(rest.saturating_mul(KEY_ROOM)),
+            rest: Vec::with_capacity(rest),
         }
     }
 
-    pub(crate) fn push(&mut self, key: ReplyKey, item: Item) {
-        if self.first.is_none() {
-            self.first = Some((key, item));
-        } else {
-            self.rest.push((key, item));
+    /// Adds a value; `None` (and nothing added) when the key is empty or longer than
+    /// memcached allows.
+    pub(crate) fn push(&mut self, key: &[u8], item: Item) -> Option<()> {
+        if key.is_empty() || key.len() > MAX_KEY_LEN {
+            return None;
         }
+        if self.first.is_none() {
+            self.first = Some((ReplyKey::new(key)?, item));
+        } else {
+            self.rest_keys.extend_from_slice(key);
+            self.rest.push((self.rest_keys.len(), item));
+        }
+        Some(())
     }
 
     /// The number of values.
@@ -199,17 +216,35 @@ impl Values {
     pub fn is_empty(&self) -> bool {
         self.first.is_none()
     }
-}
 
-impl IntoIterator for Values {
-    type Item = (ReplyKey, Item);
-    type IntoIter = std::iter::Chain<
-        std::option::IntoIter<(ReplyKey, Item)>,
-        std::vec::IntoIter<(ReplyKey, Item)>,
-    >;
+    /// Each key and its item, in the reply's order.
+    pub fn iter(&self) -> impl Iterator<Item = (&[u8], &Item)> + '_ {
+        let mut start = 0;
+        let rest = self.rest.iter().map(move |(end, item)| {
+            let key = self.rest_keys.get(start..*end).unwrap_or_default();
+            start = *end;
+            (key, item)
+        });
+        self.first
+            .iter()
+            .map(|(k, item)| (k.as_bytes(), item))
+            .chain(rest)
+    }
 
-    fn into_iter(self) -> Self::IntoIter {
-        self.first.into_iter().chain(self.rest)
+    /// Hands each key and its item to `each`, in the reply's order, until `each` fails.
+    pub fn try_for_each<E>(
+        self,
+        mut each: impl FnMut(&[u8], Item) -> Result<(), E>,
+    ) -> Result<(), E> {
+        if let Some((key, item)) = self.first {
+            each(key.as_bytes(), item)?;
+        }
+        let mut start = 0;
+        for (end, item) in self.rest {
+            each(self.rest_keys.get(start..end).unwrap_or_default(), item)?;
+            start = end;
+        }
+        Ok(())
     }
 }
 
@@ -284,7 +319,7 @@ fn shown(bytes: &[u8]) -> String {
 /// `Ok(None)` when more bytes are needed.
 fn line(buf: &[u8], pos: usize) -> Result<Option<(&[u8], usize)>, ParseError> {
     let rest = buf.get(pos..).unwrap_or_default();
-    match rest.iter().position(|&b| b == b'\n') {
+    match memchr::memchr(b'\n', rest) {
         Some(nl) => {
             let with_cr = rest.get(..nl).unwrap_or_default();
             let Some(text) = with_cr.strip_suffix(b"\r") else {
@@ -301,14 +336,29 @@ fn line(buf: &[u8], pos: usize) -> Result<Option<(&[u8], usize)>, ParseError> {
 }
 
 fn parse_u64(field: &[u8], what: &str) -> Result<u64, ParseError> {
-    if field.is_empty() || field.len() > 20 || !field.iter().all(u8::is_ascii_digit) {
-        return err(format!("{what} is not a number: {:?}", shown(field)));
+    if field.is_empty() || field.len() > 20 {
+        return not_a_number(field, what);
     }
-    field.iter().try_fold(0u64, |acc, &d| {
-        acc.checked_mul(10)
-            .and_then(|a| a.checked_add(u64::from(d - b'0')))
-            .ok_or_else(|| ParseError(format!("{what} overflows: {:?}", shown(field))))
-    })
+    let mut n: u64 = 0;
+    for &b in field {
+        let digit = b.wrapping_sub(b'0');
+        if digit > 9 {
+            return not_a_number(field, what);
+        }
+        n = match n
+            .checked_mul(10)
+            .and_then(|a| a.checked_add(u64::from(digit)))
+        {
+            Some(n) => n,
+            None => return err(format!("{what} overflows: {:?}", shown(field))),
+        };
+    }
+    Ok(n)
+}
+
+#[cold]
+fn not_a_number<T>(field: &[u8], what: &str) -> Result<T, ParseError> {
+    err(format!("{what} is not a number: {:?}", shown(field)))
 }
 
 fn text_after(line: &[u8], prefix: &[u8]) -> String {
@@ -506,20 +556,19 @@ impl Decoder {
                             cas,
                         };
                         self.pos = next;
+                        let key = ReplyKey::new(key).ok_or_else(|| bad_key(text))?;
                         match self.start(buf, PartialOf::Value(key, item))? {
                             Fed::More => return Ok(None),
                             Fed::Done(meta) => return Ok(Some(Reply::Meta(Meta::Value(meta)))),
                             Fed::Next => continue,
                         }
                     };
-                    self.values.push(
-                        key,
-                        Item {
-                            value: data.to_vec(),
-                            flags,
-                            cas,
-                        },
-                    );
+                    let item = Item {
+                        value: data.to_vec(),
+                        flags,
+                        cas,
+                    };
+                    self.values.push(key, item).ok_or_else(|| bad_key(text))?;
                     self.pos = after;
                 }
                 Expect::Meta => {
@@ -661,7 +710,9 @@ impl Decoder {
         }
         match self.partial.take().map(|p| p.of) {
             Some(PartialOf::Value(key, item)) => {
-                self.values.push(key, item);
+                self.values
+                    .push(key.as_bytes(), item)
+                    .ok_or_else(|| bad_key(key.as_bytes()))?;
                 Ok(Fed::Next)
             }
             Some(PartialOf::Meta(meta)) => Ok(Fed::Done(meta)),
@@ -687,17 +738,38 @@ fn data_block(buf: &[u8], start: usize, len: usize) -> Result<Option<(&[u8], usi
     Ok(Some((data, end)))
 }
 
+/// The error for a `VALUE` line whose key is empty or too long.
+fn bad_key(text: &[u8]) -> ParseError {
+    ParseError(format!(
+        "a VALUE key empty or over {MAX_KEY_LEN} bytes in {:?}",
+        shown(text)
+    ))
+}
+
+/// A `VALUE` line's key, flags, value length and CAS unique.
+type ValueHeader<'a> = (&'a [u8], u32, usize, Option<u64>);
+
 /// `VALUE <key> <flags> <bytes> [<cas unique>]`
-fn parse_value_header(text: &[u8]) -> Result<(ReplyKey, u32, usize, Option<u64>), ParseError> {
-    let mut fields = text.split(|&b| b == b' ').skip(1);
-    let (Some(key), Some(flags), Some(len)) = (fields.next(), fields.next(), fields.next()) else {
-        return err(format!("short VALUE line {:?}", shown(text)));
+fn parse_value_header(text: &[u8]) -> Result<ValueHeader<'_>, ParseError> {
+    let short = || ParseError(format!("short VALUE line {:?}", shown(text)));
+    let fields = text.get(b"VALUE ".len()..).ok_or_else(short)?;
+    let mut spaces = memchr::memchr_iter(b' ', fields);
+    let (Some(key_end), Some(flags_end)) = (spaces.next(), spaces.next()) else {
+        return Err(short());
     };
-    let cas = fields
-        .next()
-        .map(|c| parse_u64(c, "cas unique"))
+    let len_end = spaces.next();
+    let cas_end = len_end.and(spaces.next());
+    let field = |from: usize, to: Option<usize>| match to {
+        Some(to) => fields.get(from..to).unwrap_or_default(),
+        None => fields.get(from..).unwrap_or_default(),
+    };
+    let key = field(0, Some(key_end));
+    let flags = field(key_end + 1, Some(flags_end));
+    let len = field(flags_end + 1, len_end);
+    let cas = len_end
+        .map(|at| parse_u64(field(at + 1, cas_end), "cas unique"))
         .transpose()?;
-    if fields.next().is_some() || key.is_empty() {
+    if cas_end.is_some() || key.is_empty() {
         return err(format!("malformed VALUE line {:?}", shown(text)));
     }
     let flags = u32::try_from(parse_u64(flags, "flags")?)
@@ -706,8 +778,9 @@ fn parse_value_header(text: &[u8]) -> Result<(ReplyKey, u32, usize, Option<u64>)
         .ok()
         .filter(|&l| l <= MAX_VALUE_LEN)
         .ok_or_else(|| ParseError(format!("value length too large in {:?}", shown(text))))?;
-    let key = ReplyKey::new(key)
-        .ok_or_else(|| ParseError(format!("key over {MAX_KEY_LEN} bytes in {:?}", shown(text))))?;
+    if key.len() > MAX_KEY_LEN {
+        return Err(bad_key(text));
+    }
     Ok((key, flags, len, cas))
 }
 
@@ -793,9 +866,9 @@ mod tests {
                 else {
                     panic!("values expected")
                 };
-                let values: Vec<_> = values.into_iter().collect();
+                let values: Vec<_> = values.iter().collect();
                 assert_eq!(values.len(), 3, "chunk {chunk}");
-                assert_eq!(values[1].0.as_bytes(), b"big");
+                assert_eq!(values[1].0, b"big");
                 assert!(values[1].1.value == big, "chunk {chunk} direct {direct}");
                 assert_eq!(values[1].1.flags, 7);
                 assert_eq!(values[2].1.value, b"zz");
@@ -880,10 +953,10 @@ mod tests {
             panic!("values expected")
         };
         assert_eq!(values.len(), 2);
-        let values: Vec<_> = values.into_iter().collect();
-        assert_eq!(values[0].0.as_bytes(), b"a");
+        let values: Vec<_> = values.iter().collect();
+        assert_eq!(values[0].0, b"a");
         assert_eq!(
-            values[0].1,
+            *values[0].1,
             Item {
                 value: b"hello".to_vec(),
                 flags: 16,
@@ -891,7 +964,7 @@ mod tests {
             }
         );
         assert_eq!(
-            values[1].1,
+            *values[1].1,
             Item {
                 value: b"\r\n\x00\xff".to_vec(),
                 flags: u32::MAX,

@@ -279,7 +279,7 @@ fn check_reply(expect: Expect, reply: &Reply, raw: &[u8], tag: &Tag) {
             assert_eq!(values.is_empty(), count == 0);
             let mut pos = 0;
             let mut seen = 0;
-            for (key, item) in values.clone() {
+            for (key, item) in values.iter() {
                 seen += 1;
                 let (header, data_at) = line_at(raw, pos);
                 let fields: Vec<&[u8]> = header.split(|&b| b == b' ').collect();
@@ -288,7 +288,7 @@ fn check_reply(expect: Expect, reply: &Reply, raw: &[u8], tag: &Tag) {
                     "decoded from {:?}",
                     String::from_utf8_lossy(header)
                 );
-                assert_eq!(key.as_bytes(), fields[1], "the key");
+                assert_eq!(key, fields[1], "the key");
                 assert_eq!(u64::from(item.flags), number(fields[2]), "the flags");
                 let len = number(fields[3]);
                 assert_eq!(
