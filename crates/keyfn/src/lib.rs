@@ -142,14 +142,19 @@ impl fmt::Debug for HashedKey {
     }
 }
 
-/// The lowercase hex digit of a nibble (0-15).
-fn hex_digit(nibble: u8) -> u8 {
-    if nibble < 10 {
-        b'0' + nibble
-    } else {
-        b'a' + (nibble - 10)
+/// The two lowercase hex digits of every byte, so a digest is written a byte at a time.
+// Evaluated at compile time: an index out of bounds here fails the build, it cannot panic.
+#[allow(clippy::indexing_slicing)]
+const HEX_PAIRS: [[u8; 2]; 256] = {
+    let digits = *b"0123456789abcdef";
+    let mut pairs = [[0u8; 2]; 256];
+    let mut byte = 0;
+    while byte < 256 {
+        pairs[byte] = [digits[byte >> 4], digits[byte & 0x0f]];
+        byte += 1;
     }
-}
+    pairs
+};
 
 impl KeyFunction for HashedKey {
     fn write_key(&self, key: &str, out: &mut Vec<u8>) {
@@ -160,14 +165,13 @@ impl KeyFunction for HashedKey {
         out.extend_from_slice(self.version.as_bytes());
         out.push(b'-');
         // Hex into a stack buffer first: one copy into `out`, no capacity check per digit.
-        let mut hex = [0u8; 40];
-        for (pair, byte) in hex.chunks_exact_mut(2).zip(digest) {
-            if let [hi, lo] = pair {
-                *hi = hex_digit(byte >> 4);
-                *lo = hex_digit(byte & 0x0f);
+        let mut hex = [[0u8; 2]; 20];
+        for (pair, byte) in hex.iter_mut().zip(digest) {
+            if let Some(digits) = HEX_PAIRS.get(usize::from(byte)) {
+                *pair = *digits;
             }
         }
-        out.extend_from_slice(&hex);
+        out.extend_from_slice(hex.as_flattened());
     }
 }
 
