@@ -14,6 +14,10 @@
 //! binary protocol; `get_many_100` through `Cache` beside each transport alone reading the
 //! facade's own wire keys and items. The printed table ends with those ratios.
 //!
+//! `get_many_100` also runs through `AsyncCache` (`newcache-async`, the async text
+//! transport on a multi-thread runtime, called with `block_on`), so both caches' multi-gets
+//! are measured against raw libmemcached's in the same rounds.
+//!
 //! Not criterion: a plain timing loop. Prints a table; with `NEWCACHE_INTERLEAVED_OUT=path`
 //! (`cargo xtask bench` sets it) also writes, for the report, `ops<TAB>op<TAB>client<TAB>ops/s`
 //! lines (the median burst's rate) and `ratio<TAB>op<TAB>a<TAB>b<TAB>median<TAB>p25<TAB>p75`
@@ -142,6 +146,14 @@ fn main() {
     let wire_keys = Keys::new(&wire_many);
     let wire_refs: Vec<&[u8]> = wire_many.iter().map(Vec::as_slice).collect();
     let wire_set = text_cache.wire_key("set").expect("wire key");
+    // `AsyncCache` (issue 12 item 8: get_many "on both caches"): over the async text
+    // transport, on the async concurrency bench's runtime (multi-thread, default workers),
+    // its calls made from this thread with `block_on`, as a handler awaiting it would.
+    let rt = newcache_benches::concurrent::runtime();
+    let async_cache = rt.block_on(async {
+        newcache::AsyncCache::from_url(&format!("newcache://{addr}/?transport=text"))
+            .expect("async cache")
+    });
     let mut floor = clients::floor(&addr);
 
     // set+get of 100 KB. The transport rows store what the facade's `String` row stores
@@ -295,6 +307,17 @@ fn main() {
                     Box::new(|| {
                         let got: HashMap<String, String> = text_cache
                             .get_many(&keys)
+                            .expect("get_many")
+                            .into_complete()
+                            .expect("get_many");
+                        assert_eq!(got.len(), 100);
+                    }),
+                ),
+                (
+                    "newcache-async",
+                    Box::new(|| {
+                        let got: HashMap<String, String> = rt
+                            .block_on(async_cache.get_many(&keys))
                             .expect("get_many")
                             .into_complete()
                             .expect("get_many");

@@ -927,9 +927,25 @@ fn targets(r: &mut Report, allocations: &str, inter: &Interleaved) {
             )
         })
         .collect();
+    // get_many(100) against raw libmemcached, on both caches (issue 12 item 8).
+    let many_rows: String = [("newcache-text", "`Cache`"), ("newcache-async", "`AsyncCache`")]
+        .iter()
+        .flat_map(|(client, shown)| {
+            [
+                (*client, *shown, WIRE, 1.0, "reading the same wire keys and items"),
+                (*client, *shown, BASELINE, 0.9, "reading its own short keys"),
+            ]
+        })
+        .map(|(client, shown, against, at_least, what)| {
+            format!(
+                "| get_many(100): {shown} (text) >= {at_least:.1}x raw libmemcached text {what} (`{against}`) | {} |\n",
+                cell(&check(vs("get_many_100", client, against), at_least))
+            )
+        })
+        .collect();
     let _ = writeln!(
         r.md,
-        "## Targets, this run\n\nRatios from *Ratios, interleaved* where it measured the pair, else from the criterion tables (medians of the ratios within each repeated run).\n\n| target | result |\n|---|---|\n| text facade >= 1.0x raw libmemcached text, get hit | {} |\n| text facade >= 1.0x raw libmemcached text, set 100 B | {} |\n| text facade >= 1.0x raw libmemcached text, get_many(100) | {} |\n| text facade >= 0.9x the loopback floor, get hit | {} |\n| binary facade within 5% of raw libmemcached binary | {} |\n| key function + herd flags + codec < 0.5 µs | {overhead} |\n| no allocation on the get path beyond the returned value (allocations per call, *Heap allocations per call*) | {} |\n{value_rows}{}",
+        "## Targets, this run\n\nRatios from *Ratios, interleaved* where it measured the pair, else from the criterion tables (medians of the ratios within each repeated run).\n\n| target | result |\n|---|---|\n| text facade >= 1.0x raw libmemcached text, get hit | {} |\n| text facade >= 1.0x raw libmemcached text, set 100 B | {} |\n| text facade >= 1.0x raw libmemcached text, get_many(100) | {} |\n| text facade >= 0.9x the loopback floor, get hit | {} |\n| binary facade within 5% of raw libmemcached binary | {} |\n| key function + herd flags + codec < 0.5 µs | {overhead} |\n| no allocation on the get path beyond the returned value (allocations per call, *Heap allocations per call*) | {} |\n{value_rows}{many_rows}{}",
         cell(&hit),
         cell(&set),
         cell(&many),
