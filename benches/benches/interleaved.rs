@@ -14,7 +14,8 @@
 //! binary protocol; `get_many_100` through `Cache` beside each transport alone reading the
 //! facade's own wire keys and items. The printed table ends with those ratios.
 //!
-//! `get_many_100` also runs through `AsyncCache` (`newcache-async`, the async text
+//! `get_many_100` also runs as `Cache::get_many_ordered` (`newcache-text-ordered`: the
+//! values in key order, no map), and through `AsyncCache` (`newcache-async`, the async text
 //! transport on a multi-thread runtime, called with `block_on`), so both caches' multi-gets
 //! are measured against raw libmemcached's in the same rounds.
 //!
@@ -311,6 +312,15 @@ fn main() {
                             .into_complete()
                             .expect("get_many");
                         assert_eq!(got.len(), 100);
+                    }),
+                ),
+                (
+                    "newcache-text-ordered",
+                    Box::new(|| {
+                        let got: Vec<Option<String>> = text_cache
+                            .get_many_ordered(&keys)
+                            .expect("get_many_ordered");
+                        assert!(got.iter().all(Option::is_some));
                     }),
                 ),
                 (

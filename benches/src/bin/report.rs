@@ -1043,9 +1043,13 @@ fn targets(r: &mut Report, allocations: &str, inter: &Interleaved) {
             ));
         } else {
             why.push(format!(
-                "**get_many(100), `{facade}` over `{transport}` ({ratio}).** Both read the same 100 wire keys and items in one round trip, so the difference is the facade's CPU per key: the key function (`hashed/short` {} per key, *Key functions*), reading the herd state from the flags, the `String` check of each value, and the returned map: 105 allocations more than the transport per call (100 owned `String` keys, the map's table, 4 of bookkeeping; *Heap allocations per call*) and a SipHash of every key. The transport alone took {} per get_many of 100 here. What would close it: a `get_many` returning values in the caller's key order (no map, no owned keys), opening fresh items in place rather than keeping a 112-byte look per key for a second pass, and a cheaper key function where django-newcache compatibility is not needed.",
+                "**get_many(100), `{facade}` over `{transport}` ({ratio}).** Both read the same 100 wire keys and items in one round trip, so the difference is the facade's CPU per key: the key function (`hashed/short` {} per key, *Key functions*), reading the herd state from the flags, the `String` check of each value, and the returned map: an owned `String` key per value and the map's table (*Heap allocations per call*), and a SipHash of every key. The transport alone took {} per get_many of 100 here. Without the map (`get_many_ordered`, values in key order: `newcache-text-ordered`) the text facade ran at {} of the same transport row. The key function alone is {} per 100 keys, SHA-1 at the CPU's own SHA instructions: a facade that hashes its keys cannot come within 5% of a transport handed them already hashed unless the hashing overlaps the round trip (the keys sent in parts, the first while the rest are hashed), which this transport does not do.",
                 shown(micro("keyfn", "hashed/short")),
                 shown(per_op(op, transport, 100.0)),
+                x(inter
+                    .ratio(op, "newcache-text-ordered", "transport-text-facade-wire-bytes")
+                    .map(|[p50, _, _]| p50)),
+                shown(mean_ns(&r.dir, "keyfn", "hashed/short").map(|ns| duration(ns * 100.0))),
             ));
         }
     }
