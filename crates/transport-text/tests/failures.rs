@@ -2,7 +2,7 @@
 //! refusing a value. A connection that saw an error is never reused half-read.
 
 use std::io::{Read, Write};
-use std::net::TcpListener;
+use std::net::{TcpListener, TcpStream};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -35,38 +35,50 @@ fn classic(servers: Vec<String>) -> TextTransport {
     .unwrap()
 }
 
-/// A fake server on loopback that answers every request with `reply` (or never, when
-/// `None`) and counts the connections it accepted.
-fn fake_server(reply: Option<&'static [u8]>) -> (String, Arc<AtomicUsize>) {
+/// A fake server on loopback: each connection it accepts is counted and served by `serve`
+/// on a thread of its own.
+fn fake_server_serving(
+    serve: impl Fn(TcpStream) + Send + Sync + 'static,
+) -> (String, Arc<AtomicUsize>) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap().to_string();
     let accepted = Arc::new(AtomicUsize::new(0));
     let count = accepted.clone();
+    let serve = Arc::new(serve);
     std::thread::spawn(move || {
         for stream in listener.incoming() {
-            let Ok(mut stream) = stream else { return };
+            let Ok(stream) = stream else { return };
             count.fetch_add(1, Ordering::SeqCst);
-            std::thread::spawn(move || {
-                let mut buf = [0u8; 4096];
-                while let Ok(n) = stream.read(&mut buf) {
-                    if n == 0 {
-                        return;
-                    }
-                    if let Some(reply) = reply {
-                        if stream.write_all(reply).is_err() {
-                            return;
-                        }
-                    }
-                }
-            });
+            let serve = Arc::clone(&serve);
+            std::thread::spawn(move || serve(stream));
         }
     });
     (addr, accepted)
 }
 
+/// Answers every read on `stream` with `reply` (or never, when `None`) until it closes.
+fn answer_every_read(mut stream: TcpStream, reply: Option<&[u8]>) {
+    let mut buf = [0u8; 4096];
+    while let Ok(n) = stream.read(&mut buf) {
+        if n == 0 {
+            return;
+        }
+        if let Some(reply) = reply {
+            if stream.write_all(reply).is_err() {
+                return;
+            }
+        }
+    }
+}
+
+/// A fake server that never answers.
+fn hung_server() -> (String, Arc<AtomicUsize>) {
+    fake_server_serving(|stream| answer_every_read(stream, None))
+}
+
 #[test]
 fn a_hung_server_times_out_within_the_read_timeout() {
-    let (addr, _) = fake_server(None);
+    let (addr, _) = hung_server();
     let t = classic(vec![addr]);
     let started = Instant::now();
     let err = t.get(b"k").unwrap_err();
@@ -109,7 +121,7 @@ fn a_server_trickling_a_reply_is_bounded_by_the_read_timeout_as_a_whole() {
 
 #[test]
 fn garbage_is_a_protocol_error_and_the_connection_is_not_reused() {
-    let (addr, accepted) = fake_server(Some(b"HELLO THERE\r\n"));
+    let (addr, accepted) = fake_server_serving(|s| answer_every_read(s, Some(b"HELLO THERE\r\n")));
     let t = classic(vec![addr]);
     for _ in 0..3 {
         let err = t.get(b"k").unwrap_err();
@@ -123,7 +135,7 @@ fn garbage_is_a_protocol_error_and_the_connection_is_not_reused() {
 
 #[test]
 fn a_good_reply_keeps_the_connection_for_the_next_request() {
-    let (addr, accepted) = fake_server(Some(b"END\r\n"));
+    let (addr, accepted) = fake_server_serving(|s| answer_every_read(s, Some(b"END\r\n")));
     let t = classic(vec![addr]);
     for _ in 0..5 {
         assert_eq!(t.get(b"k").unwrap(), None);
@@ -317,28 +329,17 @@ fn a_connection_that_got_an_error_reply_is_not_pooled() {
 /// A fake server that reads request lines and answers each with what `answer` makes of it
 /// (nothing for `None`), and counts the connections it accepted.
 fn scripted_server(answer: fn(&str) -> Option<String>) -> (String, Arc<AtomicUsize>) {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap().to_string();
-    let accepted = Arc::new(AtomicUsize::new(0));
-    let count = accepted.clone();
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(stream) = stream else { return };
-            count.fetch_add(1, Ordering::SeqCst);
-            std::thread::spawn(move || {
-                let mut out = stream.try_clone().unwrap();
-                let mut lines = std::io::BufRead::lines(std::io::BufReader::new(stream));
-                while let Some(Ok(line)) = lines.next() {
-                    if let Some(reply) = answer(line.trim_end()) {
-                        if out.write_all(reply.as_bytes()).is_err() {
-                            return;
-                        }
-                    }
+    fake_server_serving(move |stream| {
+        let mut out = stream.try_clone().unwrap();
+        let mut lines = std::io::BufRead::lines(std::io::BufReader::new(stream));
+        while let Some(Ok(line)) = lines.next() {
+            if let Some(reply) = answer(line.trim_end()) {
+                if out.write_all(reply.as_bytes()).is_err() {
+                    return;
                 }
-            });
+            }
         }
-    });
-    (addr, accepted)
+    })
 }
 
 /// The `O<token>` and `k<key>`... of a meta request line: (command, key, token).
@@ -403,7 +404,8 @@ fn a_meta_reply_naming_another_key_fails_the_whole_pipelined_batch() {
 
 #[test]
 fn a_classic_value_of_a_key_not_asked_for_is_an_error_and_its_connection_is_closed() {
-    let (addr, accepted) = fake_server(Some(b"VALUE other 0 1\r\nx\r\nEND\r\n"));
+    let (addr, accepted) =
+        fake_server_serving(|s| answer_every_read(s, Some(b"VALUE other 0 1\r\nx\r\nEND\r\n")));
     let t = classic(vec![addr]);
     for _ in 0..2 {
         let err = t.get(b"k").unwrap_err();
@@ -418,24 +420,14 @@ fn a_classic_value_of_a_key_not_asked_for_is_an_error_and_its_connection_is_clos
 #[test]
 fn a_classic_connection_with_bytes_waiting_is_not_reused() {
     // Each reply comes twice, the copy 20 ms later, when the connection is idle in the pool.
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap().to_string();
-    let accepted = Arc::new(AtomicUsize::new(0));
-    let count = accepted.clone();
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(mut stream) = stream else { return };
-            count.fetch_add(1, Ordering::SeqCst);
-            std::thread::spawn(move || {
-                let mut buf = [0u8; 4096];
-                while let Ok(n) = stream.read(&mut buf) {
-                    if n == 0 || stream.write_all(b"END\r\n").is_err() {
-                        return;
-                    }
-                    std::thread::sleep(Duration::from_millis(20));
-                    let _ = stream.write_all(b"END\r\n");
-                }
-            });
+    let (addr, accepted) = fake_server_serving(|mut stream| {
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = stream.read(&mut buf) {
+            if n == 0 || stream.write_all(b"END\r\n").is_err() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+            let _ = stream.write_all(b"END\r\n");
         }
     });
     let t = classic(vec![addr]);
