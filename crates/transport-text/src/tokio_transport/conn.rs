@@ -1,27 +1,39 @@
 //! One multiplexed connection: its queue, the task that writes what is queued and reads the
-//! replies, and the FIFO of requests written and not yet answered (see the
-//! [module documentation](super)).
+//! replies, the FIFO of requests written and not yet answered, and the direct path of a
+//! lone caller (see the [module documentation](super)).
+//!
+//! # Who reads
+//!
+//! The socket's replies are read by one party at a time, its *owner* ([`Owner`]): the
+//! connection's task, or a caller on the direct path. Whoever reads does it through
+//! [`Conn::pump`] with the read side locked, so the decoding state (buffer, decoder) is one
+//! and the same whoever reads next; only the owner polls the socket, so the socket's read
+//! waker is always the owner's. The task owns it by default; a caller takes it only when
+//! the connection is idle (nothing queued, written or in flight) and was last used by a
+//! lone caller (its last busy stretch carried one job), and gives it back when
+//! its reply is in, when it is dropped or times out, or when the task takes it back
+//! because other requests were written behind it.
 
 use std::collections::VecDeque;
+use std::future::poll_fn;
 use std::io;
-use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use newcache_transport::Error;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
+use super::halves::{ReadHalf, WriteHalf};
 use super::steps::{Answer, Step, Taken};
 use crate::command::{Outcome, Wire};
 use crate::proto::{meta, Decoder, Reply, Status};
 use crate::{ReadBuf, READ_BUF, WIRE_UNKNOWN};
 
-/// The read half of a connection.
-pub(super) type ReadHalf = Box<dyn AsyncRead + Send + Unpin>;
-/// The write half of a connection.
-pub(super) type WriteHalf = Box<dyn AsyncWrite + Send + Unpin>;
+mod direct;
+pub(super) use direct::Direct;
 
 /// The most request bytes one write gathers from the queue (a job larger than this is
 /// still written whole).
@@ -49,6 +61,8 @@ pub(super) struct Job {
 
 /// A job written and not fully answered.
 struct Pending {
+    /// Its number on this connection.
+    id: u64,
     steps: Vec<Step>,
     next: usize,
     answers: Vec<Answer>,
@@ -89,6 +103,10 @@ impl Fatal {
             },
         }
     }
+
+    fn io(e: &io::Error) -> Fatal {
+        Fatal::Io(e.kind(), e.to_string())
+    }
 }
 
 /// Counts of what the async transport's connections did.
@@ -97,6 +115,7 @@ pub(super) struct Counters {
     pub(super) connections: AtomicU64,
     pub(super) writes: AtomicU64,
     pub(super) jobs: AtomicU64,
+    pub(super) direct: AtomicU64,
 }
 
 /// What a connection is set up with.
@@ -115,36 +134,370 @@ pub(super) struct Settings {
     pub(super) counters: Arc<Counters>,
 }
 
+/// Who reads the socket's replies now (see the [module documentation](self)).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Owner {
+    /// The connection's task (and, with nothing in flight, nobody is reading).
+    Task,
+    /// The caller of the job with this number, on the direct path.
+    Direct(u64),
+}
+
 struct State {
     fifo: VecDeque<Pending>,
     /// When the FIFO last went from empty to not.
     busy_since: Instant,
     /// The queue's senders are all gone: close once nothing is in flight.
     closing: bool,
+    owner: Owner,
+    /// The direct caller's waker, woken when the task takes the reading back or the
+    /// connection fails.
+    direct_waker: Option<Waker>,
+    /// The connection task's waker.
+    task_waker: Option<Waker>,
+    /// `None` once the connection is closed.
+    writer: Option<Arc<WriteHalf>>,
+    /// The task is writing (bytes in flight that the FIFO may not show).
+    writing: bool,
+    /// A direct caller's request the socket did not take whole: its bytes and how many
+    /// were written, for the task to write before anything else.
+    unfinished: Option<(Vec<u8>, usize)>,
+    /// Why the connection must close, when a caller found out.
+    fatal: Option<Fatal>,
+    next_id: u64,
+    /// Jobs written since the FIFO was last empty.
+    period_jobs: u32,
+    /// The last stretch of the FIFO being busy carried one job (a lone caller's): only
+    /// then does the next request take the direct path. Under concurrency the FIFO
+    /// carries many, and requests are queued to share writes.
+    lone: bool,
 }
 
-struct Shared {
+/// The read side: the socket's read half and the decoding state of the reply being read.
+struct ReadSide {
+    /// `None` once the connection is closed.
+    reader: Option<ReadHalf>,
+    buf: ReadBuf,
+    decoder: Option<Decoder>,
+    last_read: Instant,
+}
+
+/// What [`Conn::pump`] came to.
+enum Pumped {
+    /// The connection must close.
+    Fatal(Fatal),
+    /// The job it was asked to wait for is answered.
+    Answered,
+    /// Bytes were read and nothing more can be now (time to look at the deadlines again).
+    Read,
+    /// The task does not own the reading (any more), or the connection failed meanwhile.
+    Recheck,
+}
+
+/// A connection, shared by its task and its handles.
+struct Conn {
+    hints: Hints,
     state: Mutex<State>,
+    read: Mutex<ReadSide>,
+    settings: Settings,
 }
 
-impl Shared {
+/// What every request reads before anything else, on a cache line of its own (away from
+/// the locks the connection's task takes for every reply).
+#[repr(align(128))]
+struct Hints {
+    /// Closed, or failed: no new request may use it.
+    dead: AtomicBool,
+    /// Mirrors `State::unfinished.is_some()`, for the writer's wait.
+    has_unfinished: AtomicBool,
+    /// Kept under the state lock ([`Conn::note`]): nothing is in flight, being written or
+    /// read by a caller, after a lone caller's use. Requests that find it false queue
+    /// without taking a lock.
+    idle: AtomicBool,
+}
+
+fn relock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Conn {
     fn lock(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
+        relock(&self.state)
+    }
+
+    fn lock_read(&self) -> MutexGuard<'_, ReadSide> {
+        relock(&self.read)
+    }
+
+    /// Updates the idle hint after a change of the state.
+    fn note(&self, st: &State) {
+        let idle = st.lone
+            && st.fifo.is_empty()
+            && st.owner == Owner::Task
+            && !st.writing
+            && st.unfinished.is_none()
+            && st.fatal.is_none();
+        // Stored only when it changes: every request reads it.
+        if self.hints.idle.load(Ordering::Relaxed) != idle {
+            self.hints.idle.store(idle, Ordering::Release);
+        }
+    }
+
+    /// Marks the connection failed: every job in flight fails with `fatal`, the direct
+    /// caller (if any) and the task are woken, and no new request uses it.
+    fn fail(&self, fatal: &Fatal) {
+        self.hints.dead.store(true, Ordering::Release);
+        let (failed, direct, task) = {
+            let mut st = self.lock();
+            if st.fatal.is_none() {
+                st.fatal = Some(fatal.clone());
+            }
+            st.owner = Owner::Task;
+            let failed: Vec<Pending> = st.fifo.drain(..).collect();
+            self.note(&st);
+            (failed, st.direct_waker.take(), st.task_waker.clone())
+        };
+        for pending in failed {
+            let _ = pending
+                .reply
+                .send(Err(Failure::Failed(fatal.error(&self.settings.label))));
+        }
+        if let Some(w) = direct {
+            w.wake();
+        }
+        if let Some(w) = task {
+            w.wake();
+        }
+    }
+
+    /// Reads and decodes all it can now, handing each complete reply to the oldest job
+    /// in the FIFO ([`Conn::complete`]). With `until`, stops as soon as that job is
+    /// answered; else returns [`Pumped::Read`] when it read anything before the socket
+    /// had no more. `Pending` (the waker registered) when nothing could be read.
+    fn pump(&self, rs: &mut ReadSide, cx: &mut Context<'_>, until: Option<u64>) -> Poll<Pumped> {
+        let wire = self.settings.wire;
+        let ReadSide {
+            reader,
+            buf,
+            decoder,
+            last_read,
+        } = rs;
+        let Some(reader) = reader.as_mut() else {
+            return Poll::Ready(Pumped::Fatal(Fatal::Closed));
+        };
+        let mut read_any = false;
+        loop {
+            loop {
+                if decoder.is_none() {
+                    if buf.filled().is_empty() {
+                        break;
+                    }
+                    let next = self
+                        .lock()
+                        .fifo
+                        .front()
+                        .and_then(|p| p.steps.get(p.next))
+                        .map(|step| step.decoder(wire));
+                    match next {
+                        Some(d) => *decoder = Some(d),
+                        None => return Poll::Ready(Pumped::Fatal(unasked(buf.filled()))),
+                    }
+                }
+                let Some(d) = decoder.as_mut() else { break };
+                let parsed = match d.decode(buf.filled()) {
+                    Ok(parsed) => parsed,
+                    Err(e) => {
+                        return Poll::Ready(Pumped::Fatal(Fatal::Protocol(format!(
+                            "unparsable reply: {}",
+                            e.0
+                        ))))
+                    }
+                };
+                buf.consume(d.consumed());
+                let Some(reply) = parsed else { break };
+                let tag = *d.tag();
+                *decoder = None;
+                match self.complete(reply, &tag) {
+                    Err(fatal) => return Poll::Ready(Pumped::Fatal(fatal)),
+                    Ok(Some(id)) if until == Some(id) => return Poll::Ready(Pumped::Answered),
+                    Ok(_) => {}
+                }
+            }
+            let direct = decoder
+                .as_mut()
+                .and_then(Decoder::value_spare)
+                .is_some_and(|v| v.len() >= READ_BUF);
+            let mut offered = 0;
+            let polled = if direct {
+                let Some(value) = decoder.as_mut().and_then(Decoder::value_spare) else {
+                    continue;
+                };
+                reader.poll_read_into(cx, value)
+            } else {
+                let spare = buf.spare();
+                offered = spare.len();
+                reader.poll_read_into(cx, spare)
+            };
+            match polled {
+                Poll::Pending => {
+                    return if read_any && until.is_none() {
+                        Poll::Ready(Pumped::Read)
+                    } else {
+                        Poll::Pending
+                    };
+                }
+                Poll::Ready(Err(e)) if e.kind() == io::ErrorKind::Interrupted => {}
+                Poll::Ready(Err(e)) => return Poll::Ready(Pumped::Fatal(Fatal::io(&e))),
+                Poll::Ready(Ok(0)) => {
+                    let busy = !self.lock().fifo.is_empty();
+                    return Poll::Ready(Pumped::Fatal(
+                        if busy || decoder.is_some() || !buf.filled().is_empty() {
+                            Fatal::Io(
+                                io::ErrorKind::UnexpectedEof,
+                                "the server closed the connection with replies still due".into(),
+                            )
+                        } else {
+                            Fatal::Closed
+                        },
+                    ));
+                }
+                Poll::Ready(Ok(n)) => {
+                    read_any = true;
+                    *last_read = Instant::now();
+                    match decoder.as_mut() {
+                        Some(d) if direct => d.value_filled(n),
+                        _ => buf.filled_by(n, offered),
+                    }
+                }
+            }
+        }
+    }
+
+    /// The task's turn at [`Conn::pump`], when it owns the reading.
+    fn pump_as_task(&self, cx: &mut Context<'_>) -> Poll<Pumped> {
+        let mut rs = self.lock_read();
+        {
+            let st = self.lock();
+            if let Some(fatal) = &st.fatal {
+                return Poll::Ready(Pumped::Fatal(fatal.clone()));
+            }
+            if st.owner != Owner::Task {
+                return Poll::Ready(Pumped::Recheck);
+            }
+        }
+        self.pump(&mut rs, cx, None)
+    }
+
+    /// Gives a complete reply to the step the oldest job awaits; answers the job once its
+    /// last step is read (its number is returned). `Err` when the connection must close.
+    fn complete(&self, reply: Reply, tag: &meta::Tag) -> Result<Option<u64>, Fatal> {
+        let settings = &self.settings;
+        let mut state = self.lock();
+        let Some(front) = state.fifo.front_mut() else {
+            return Err(Fatal::Protocol(
+                "a reply arrived with no request awaiting it; the connection was closed".into(),
+            ));
+        };
+        let Some(step) = front.steps.get_mut(front.next) else {
+            return Err(Fatal::Protocol("a job with no step left".into()));
+        };
+        match step.take(reply, tag, settings.wire) {
+            Err(detail) => {
+                return Err(Fatal::Protocol(format!(
+                    "the reply does not answer its request ({detail}); the connection was closed"
+                )))
+            }
+            Ok(Taken::Answer(answer)) => {
+                front.answers.extend(answer);
+                front.next += 1;
+            }
+            Ok(Taken::Refused(status)) => {
+                // After an error line the classic protocol cannot tell whether the server is
+                // still reading what it refused; meta replies carry tags, so the connection
+                // goes on, unless the server no longer knows meta (`ERROR`).
+                if settings.wire == Wire::Classic || status == Status::Error {
+                    front.close_after = true;
+                }
+                if settings.wire == Wire::Meta && status == Status::Error && settings.reprobe {
+                    settings.server_wire.store(WIRE_UNKNOWN, Ordering::Relaxed);
+                }
+                front
+                    .answers
+                    .push(Answer::Outcome(Outcome::Refused(status)));
+                front.next += 1;
+            }
+            Ok(Taken::More) => {}
+            Ok(Taken::RefusedMore(status)) => {
+                front
+                    .answers
+                    .push(Answer::Line(Box::new(Reply::Status(status))));
+                front.close_after = true;
+            }
+            Ok(Taken::Stop(status)) => {
+                front
+                    .answers
+                    .push(Answer::Line(Box::new(Reply::Status(status))));
+                front.close_after = true;
+                front.next = front.steps.len();
+            }
+        }
+        if front.next < front.steps.len() {
+            return Ok(None);
+        }
+        let Some(done) = state.fifo.pop_front() else {
+            return Ok(None);
+        };
+        if state.fifo.is_empty() {
+            state.lone = state.period_jobs <= 1;
+            state.period_jobs = 0;
+        }
+        self.note(&state);
+        drop(state);
+        let _ = done.reply.send(Ok(done.answers));
+        if done.close_after {
+            return Err(Fatal::Protocol(
+                "the connection was closed after an error line to an earlier request on it".into(),
+            ));
+        }
+        Ok(Some(done.id))
     }
 }
 
-/// The caller's side of a connection: its queue, dialect and opaque tokens.
-#[derive(Debug, Clone)]
-pub(super) struct Handle {
+/// The caller's side of a connection: its queue, dialect and opaque tokens (one
+/// reference count to clone per request).
+#[derive(Clone)]
+pub(super) struct Handle(Arc<Caller>);
+
+/// What a [`Handle`] holds.
+pub(super) struct Caller {
     pub(super) tx: mpsc::Sender<Job>,
     pub(super) wire: Wire,
-    opaque: Arc<AtomicU32>,
+    opaque: AtomicU32,
+    conn: Arc<Conn>,
+}
+
+impl std::ops::Deref for Handle {
+    type Target = Caller;
+
+    fn deref(&self) -> &Caller {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Handle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Handle")
+            .field("server", &self.conn.settings.label)
+            .field("wire", &self.wire)
+            .field("open", &self.is_open())
+            .finish()
+    }
 }
 
 impl Handle {
-    /// True until the connection closed.
+    /// True until the connection closed (or failed).
     pub(super) fn is_open(&self) -> bool {
-        !self.tx.is_closed()
+        !self.tx.is_closed() && !self.conn.hints.dead.load(Ordering::Acquire)
     }
 
     /// `n` opaque tokens in a row; the first is returned.
@@ -163,175 +516,253 @@ pub(super) fn start(
     first_opaque: u32,
 ) -> Handle {
     let (tx, rx) = mpsc::channel(settings.queue.max(1));
-    let handle = Handle {
-        tx,
-        wire: settings.wire,
-        opaque: Arc::new(AtomicU32::new(first_opaque)),
-    };
     settings
         .counters
         .connections
         .fetch_add(1, Ordering::Relaxed);
-    runtime.spawn(run(rx, reader, writer, settings));
+    let wire = settings.wire;
+    let now = Instant::now();
+    let conn = Arc::new(Conn {
+        state: Mutex::new(State {
+            fifo: VecDeque::new(),
+            busy_since: now,
+            closing: false,
+            owner: Owner::Task,
+            direct_waker: None,
+            task_waker: None,
+            writer: Some(Arc::new(writer)),
+            writing: false,
+            unfinished: None,
+            fatal: None,
+            next_id: 0,
+            period_jobs: 0,
+            lone: true,
+        }),
+        read: Mutex::new(ReadSide {
+            reader: Some(reader),
+            buf: ReadBuf::new(),
+            decoder: None,
+            last_read: now,
+        }),
+        hints: Hints {
+            dead: AtomicBool::new(false),
+            has_unfinished: AtomicBool::new(false),
+            idle: AtomicBool::new(true),
+        },
+        settings,
+    });
+    let handle = Handle(Arc::new(Caller {
+        tx,
+        wire,
+        opaque: AtomicU32::new(first_opaque),
+        conn: conn.clone(),
+    }));
+    runtime.spawn(run(rx, conn));
     handle
 }
 
-/// The connection's task: writer and reader side by side until either fails, then every
-/// job written fails with that error and every job still queued is answered
-/// [`Failure::NotSent`].
-async fn run(
-    mut rx: mpsc::Receiver<Job>,
-    mut reader: ReadHalf,
-    mut writer: WriteHalf,
-    settings: Settings,
-) {
-    let shared = Shared {
-        state: Mutex::new(State {
-            fifo: VecDeque::new(),
-            busy_since: Instant::now(),
-            closing: false,
-        }),
-    };
+/// The connection's task: writer and reader side by side until either fails (or a
+/// direct caller found the connection failed), then every job written fails with that
+/// error, every job still queued is answered [`Failure::NotSent`], and the socket closes.
+async fn run(mut rx: mpsc::Receiver<Job>, conn: Arc<Conn>) {
+    let waker = poll_fn(|cx| Poll::Ready(cx.waker().clone())).await;
+    {
+        let mut st = conn.lock();
+        st.task_waker = Some(waker);
+    }
+    // The writer first: what it writes behind a direct caller is read in the same turn.
     let fatal = tokio::select! {
-        f = write_loop(&mut rx, &mut writer, &shared, &settings) => f,
-        f = read_loop(&mut reader, &shared, &settings) => f,
+        biased;
+        f = write_loop(&mut rx, &conn) => f,
+        f = read_loop(&conn) => f,
     };
+    conn.fail(&fatal);
     rx.close();
-    drop(writer);
-    drop(reader);
-    let failed: Vec<Pending> = shared.lock().fifo.drain(..).collect();
-    for pending in failed {
-        let _ = pending
-            .reply
-            .send(Err(Failure::Failed(fatal.error(&settings.label))));
+    conn.lock_read().reader = None;
+    {
+        let mut st = conn.lock();
+        st.writer = None;
+        st.task_waker = None;
+        st.direct_waker = None;
     }
     while let Ok(job) = rx.try_recv() {
         let _ = job.reply.send(Err(Failure::NotSent));
     }
 }
 
-/// Takes everything queued and writes it with one write, the jobs entering the FIFO first
-/// (in the order written). A job whose caller left before it was written is dropped
-/// unwritten.
-async fn write_loop(
-    rx: &mut mpsc::Receiver<Job>,
-    writer: &mut WriteHalf,
-    shared: &Shared,
-    settings: &Settings,
-) -> Fatal {
+/// Takes everything queued (and the rest of a direct caller's request the socket did not
+/// take whole, first) and writes it with one write, the jobs entering the FIFO first (in
+/// the order written). A job whose caller left before it was written is dropped
+/// unwritten. Jobs written behind a direct caller's take the reading back to the task.
+async fn write_loop(rx: &mut mpsc::Receiver<Job>, conn: &Conn) -> Fatal {
+    let settings = &conn.settings;
     let mut buf: Vec<u8> = Vec::new();
     let mut batch: Vec<Job> = Vec::new();
     loop {
-        let Some(first) = rx.recv().await else {
-            shared.lock().closing = true;
+        let first = poll_fn(|cx| {
+            if conn.hints.has_unfinished.load(Ordering::Acquire) {
+                return Poll::Ready(Some(None));
+            }
+            rx.poll_recv(cx).map(|job| job.map(Some))
+        })
+        .await;
+        let Some(first) = first else {
+            conn.lock().closing = true;
             return std::future::pending::<Fatal>().await;
         };
-        batch.push(first);
-        // Let the tasks that are ready queue their requests too, so they share this write.
-        tokio::task::yield_now().await;
-        let mut bytes = batch.first().map_or(0, |j| j.bytes.len());
-        while bytes < WRITE_BATCH_MAX {
-            match rx.try_recv() {
-                Ok(job) => {
-                    bytes += job.bytes.len();
-                    batch.push(job);
+        if let Some(job) = first {
+            batch.push(job);
+            // Let the tasks that are ready queue their requests too, so they share this
+            // write.
+            tokio::task::yield_now().await;
+            let mut bytes = batch.first().map_or(0, |j| j.bytes.len());
+            while bytes < WRITE_BATCH_MAX {
+                match rx.try_recv() {
+                    Ok(job) => {
+                        bytes += job.bytes.len();
+                        batch.push(job);
+                    }
+                    Err(_) => break,
                 }
-                Err(_) => break,
             }
+            batch.retain(|job| !job.reply.is_closed());
         }
-        batch.retain(|job| !job.reply.is_closed());
         let jobs = batch.len();
-        let out = match batch.as_mut_slice() {
-            [] => continue,
-            [one] => std::mem::take(&mut one.bytes),
-            many => {
-                buf.clear();
-                for job in many.iter() {
-                    buf.extend_from_slice(&job.bytes);
+        let mut direct_waker = None;
+        let (out, writer) = {
+            let mut st = conn.lock();
+            if let Some(fatal) = st.fatal.clone() {
+                drop(st);
+                for job in batch.drain(..) {
+                    let _ = job.reply.send(Err(Failure::NotSent));
                 }
-                std::mem::take(&mut buf)
+                return fatal;
             }
-        };
-        {
-            let mut state = shared.lock();
-            if state.fifo.is_empty() {
-                state.busy_since = Instant::now();
+            let prefix = st.unfinished.take();
+            if prefix.is_some() {
+                conn.hints.has_unfinished.store(false, Ordering::Release);
             }
+            let out = match (prefix, batch.as_mut_slice()) {
+                (None, []) => continue,
+                (None, [one]) => std::mem::take(&mut one.bytes),
+                (prefix, many) => {
+                    buf.clear();
+                    if let Some((bytes, written)) = &prefix {
+                        buf.extend_from_slice(bytes.get(*written..).unwrap_or_default());
+                    }
+                    for job in many.iter() {
+                        buf.extend_from_slice(&job.bytes);
+                    }
+                    std::mem::take(&mut buf)
+                }
+            };
+            let mut pushed = false;
             for job in batch.drain(..) {
                 if job.steps.is_empty() {
                     let _ = job.reply.send(Ok(Vec::new()));
                     continue;
                 }
-                state.fifo.push_back(Pending {
+                if st.fifo.is_empty() {
+                    st.busy_since = Instant::now();
+                }
+                let id = st.next_id;
+                st.next_id = st.next_id.wrapping_add(1);
+                st.period_jobs = st.period_jobs.saturating_add(1);
+                st.fifo.push_back(Pending {
+                    id,
                     answers: Vec::with_capacity(job.steps.len()),
                     steps: job.steps,
                     next: 0,
                     reply: job.reply,
                     close_after: false,
                 });
+                pushed = true;
             }
+            if pushed && st.owner != Owner::Task {
+                st.owner = Owner::Task;
+                direct_waker = st.direct_waker.take();
+            }
+            st.writing = true;
+            conn.note(&st);
+            (out, st.writer.clone())
+        };
+        if let Some(w) = direct_waker {
+            w.wake();
         }
+        let Some(writer) = writer else {
+            return Fatal::Closed;
+        };
         match tokio::time::timeout(settings.write_timeout, writer.write_all(&out)).await {
             Ok(Ok(())) => {}
-            Ok(Err(e)) => return Fatal::Io(e.kind(), e.to_string()),
+            Ok(Err(e)) => return Fatal::io(&e),
             Err(_) => return Fatal::Timeout(settings.write_timeout),
+        }
+        {
+            let mut st = conn.lock();
+            st.writing = false;
+            conn.note(&st);
         }
         settings.counters.writes.fetch_add(1, Ordering::Relaxed);
         settings
             .counters
             .jobs
             .fetch_add(jobs as u64, Ordering::Relaxed);
-        if jobs > 1 {
+        if out.capacity() >= buf.capacity() {
             buf = out;
         }
     }
 }
 
-/// Reads replies as they arrive, decodes each with the decoder of the step the oldest job
-/// in the FIFO awaits, and checks it against that step: a reply that does not answer it, or
-/// any byte when nothing is in flight, closes the connection. While requests are in
-/// flight and nothing arrives for the read timeout, the connection is closed (a hung
-/// server); idle, it is closed after the idle timeout, or once its transport is gone.
-async fn read_loop(reader: &mut ReadHalf, shared: &Shared, settings: &Settings) -> Fatal {
-    let mut buf = ReadBuf::new();
-    let mut decoder: Option<Decoder> = None;
-    let mut last_read = Instant::now();
+/// Reads replies as they arrive while the task owns the reading, decodes each with the
+/// decoder of the step the oldest job in the FIFO awaits, and checks it against that
+/// step: a reply that does not answer it, or any byte when nothing is in flight, closes
+/// the connection. While requests are in flight and nothing arrives for the read timeout,
+/// the connection is closed (a hung server); idle, it is closed after the idle timeout, or
+/// once its transport is gone. While a direct caller reads, it waits for the reading to
+/// come back, and takes it back if that caller has not finished within the read timeout.
+async fn read_loop(conn: &Conn) -> Fatal {
+    let settings = &conn.settings;
     let tick = (settings.read_timeout / 4).max(Duration::from_millis(5));
     loop {
-        loop {
-            if decoder.is_none() {
-                if buf.filled().is_empty() {
-                    break;
-                }
-                let next = shared
-                    .lock()
-                    .fifo
-                    .front()
-                    .and_then(|p| p.steps.get(p.next))
-                    .map(|step| step.decoder(settings.wire));
-                match next {
-                    Some(d) => decoder = Some(d),
-                    None => return unasked(buf.filled()),
-                }
+        let (owner, busy, since, closing) = {
+            let st = conn.lock();
+            if let Some(fatal) = &st.fatal {
+                return fatal.clone();
             }
-            let Some(d) = decoder.as_mut() else { break };
-            let parsed = match d.decode(buf.filled()) {
-                Ok(parsed) => parsed,
-                Err(e) => return Fatal::Protocol(format!("unparsable reply: {}", e.0)),
-            };
-            buf.consume(d.consumed());
-            let Some(reply) = parsed else { break };
-            let tag = *d.tag();
-            decoder = None;
-            if let Some(fatal) = complete(shared, settings, reply, &tag) {
-                return fatal;
-            }
-        }
-        let (busy, since, closing) = {
-            let state = shared.lock();
-            (!state.fifo.is_empty(), state.busy_since, state.closing)
+            (st.owner, !st.fifo.is_empty(), st.busy_since, st.closing)
         };
         let now = Instant::now();
+        if owner != Owner::Task {
+            let limit = since + settings.read_timeout;
+            if now >= limit {
+                // The direct caller is not reading (not polled, nor dropped): the task
+                // reads from here on.
+                let waker = {
+                    let mut st = conn.lock();
+                    if st.owner != owner {
+                        continue;
+                    }
+                    st.owner = Owner::Task;
+                    conn.note(&st);
+                    st.direct_waker.take()
+                };
+                if let Some(w) = waker {
+                    w.wake();
+                }
+                continue;
+            }
+            let wait = poll_fn(|_| {
+                let st = conn.lock();
+                if st.owner == Owner::Task || st.fatal.is_some() {
+                    Poll::Ready(())
+                } else {
+                    Poll::Pending
+                }
+            });
+            let _ = tokio::time::timeout_at(limit.min(now + tick), wait).await;
+            continue;
+        }
+        let last_read = conn.lock_read().last_read;
         let active = since.max(last_read);
         let deadline = if busy {
             active + settings.read_timeout
@@ -344,43 +775,11 @@ async fn read_loop(reader: &mut ReadHalf, shared: &Shared, settings: &Settings) 
             }
             now + tick
         };
-        let direct = decoder
-            .as_mut()
-            .and_then(Decoder::value_spare)
-            .is_some_and(|v| v.len() >= READ_BUF);
-        let mut offered = 0;
-        let read = if direct {
-            let Some(value) = decoder.as_mut().and_then(Decoder::value_spare) else {
-                continue;
-            };
-            tokio::time::timeout_at(deadline, reader.read(value)).await
-        } else {
-            let spare = buf.spare();
-            offered = spare.len();
-            tokio::time::timeout_at(deadline, reader.read(spare)).await
-        };
-        match read {
+        match tokio::time::timeout_at(deadline, poll_fn(|cx| conn.pump_as_task(cx))).await {
+            Ok(Pumped::Fatal(fatal)) => return fatal,
+            Ok(Pumped::Read | Pumped::Recheck | Pumped::Answered) => {}
             Err(_) if busy => return Fatal::Timeout(settings.read_timeout),
             Err(_) => {}
-            Ok(Err(e)) if e.kind() == io::ErrorKind::Interrupted => {}
-            Ok(Err(e)) => return Fatal::Io(e.kind(), e.to_string()),
-            Ok(Ok(0)) => {
-                return if busy || decoder.is_some() || !buf.filled().is_empty() {
-                    Fatal::Io(
-                        io::ErrorKind::UnexpectedEof,
-                        "the server closed the connection with replies still due".into(),
-                    )
-                } else {
-                    Fatal::Closed
-                };
-            }
-            Ok(Ok(n)) => {
-                last_read = Instant::now();
-                match decoder.as_mut() {
-                    Some(d) if direct => d.value_filled(n),
-                    _ => buf.filled_by(n, offered),
-                }
-            }
         }
     }
 }
@@ -393,68 +792,4 @@ fn unasked(bytes: &[u8]) -> Fatal {
         bytes.len(),
         String::from_utf8_lossy(shown)
     ))
-}
-
-/// Gives a complete reply to the step the oldest job awaits; answers the job once its last
-/// step is read. `Some` when the connection must close.
-fn complete(shared: &Shared, settings: &Settings, reply: Reply, tag: &meta::Tag) -> Option<Fatal> {
-    let mut state = shared.lock();
-    let Some(front) = state.fifo.front_mut() else {
-        return Some(Fatal::Protocol(
-            "a reply arrived with no request awaiting it; the connection was closed".into(),
-        ));
-    };
-    let Some(step) = front.steps.get_mut(front.next) else {
-        return Some(Fatal::Protocol("a job with no step left".into()));
-    };
-    match step.take(reply, tag, settings.wire) {
-        Err(detail) => {
-            return Some(Fatal::Protocol(format!(
-                "the reply does not answer its request ({detail}); the connection was closed"
-            )))
-        }
-        Ok(Taken::Answer(answer)) => {
-            front.answers.extend(answer);
-            front.next += 1;
-        }
-        Ok(Taken::Refused(status)) => {
-            // After an error line the classic protocol cannot tell whether the server is
-            // still reading what it refused; meta replies carry tags, so the connection
-            // goes on, unless the server no longer knows meta (`ERROR`).
-            if settings.wire == Wire::Classic || status == Status::Error {
-                front.close_after = true;
-            }
-            if settings.wire == Wire::Meta && status == Status::Error && settings.reprobe {
-                settings.server_wire.store(WIRE_UNKNOWN, Ordering::Relaxed);
-            }
-            front
-                .answers
-                .push(Answer::Outcome(Outcome::Refused(status)));
-            front.next += 1;
-        }
-        Ok(Taken::More) => {}
-        Ok(Taken::RefusedMore(status)) => {
-            front
-                .answers
-                .push(Answer::Line(Box::new(Reply::Status(status))));
-            front.close_after = true;
-        }
-        Ok(Taken::Stop(status)) => {
-            front
-                .answers
-                .push(Answer::Line(Box::new(Reply::Status(status))));
-            front.close_after = true;
-            front.next = front.steps.len();
-        }
-    }
-    if front.next < front.steps.len() {
-        return None;
-    }
-    let done = state.fifo.pop_front()?;
-    let _ = done.reply.send(Ok(done.answers));
-    done.close_after.then(|| {
-        Fatal::Protocol(
-            "the connection was closed after an error line to an earlier request on it".into(),
-        )
-    })
 }

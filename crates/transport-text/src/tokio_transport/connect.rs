@@ -11,7 +11,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UnixStream};
 use tokio::time::Instant;
 
-use super::conn::{ReadHalf, WriteHalf};
+use super::halves::{ReadHalf, WriteHalf};
 use crate::command::Wire;
 use crate::proto::{self, meta, Decoder, Expect, Reply, Status};
 use crate::{
@@ -69,7 +69,7 @@ async fn connect(config: &TextConfig, target: &Target<'_>) -> Result<(ReadHalf, 
                 };
             stream.set_nodelay(true).map_err(connect_err)?;
             let (r, w) = stream.into_split();
-            Ok((Box::new(r), Box::new(w)))
+            Ok((ReadHalf::Tcp(r), WriteHalf::Tcp(w)))
         }
         Endpoint::Unix(path) => {
             let stream =
@@ -80,7 +80,7 @@ async fn connect(config: &TextConfig, target: &Target<'_>) -> Result<(ReadHalf, 
                     Err(_) => return Err(timed_out()),
                 };
             let (r, w) = stream.into_split();
-            Ok((Box::new(r), Box::new(w)))
+            Ok((ReadHalf::Unix(r), WriteHalf::Unix(w)))
         }
     }
 }

@@ -30,8 +30,20 @@
 //!   answer. An error line (`CLIENT_ERROR`...) answers its request; in classic it also
 //!   closes the connection afterwards (whether the server is still reading what it refused
 //!   cannot be told), in meta the tags keep the connection in step.
+//! - **Direct path.** A request that finds its connection idle (nothing queued, being
+//!   written or in flight) after a lone caller's use (the last request in flight before it
+//!   was alone: under concurrency requests are queued, to share writes) does not go
+//!   through the queue: its caller enters it in the FIFO,
+//!   writes it and reads and decodes its reply in its own task, with the same decoder and
+//!   checks, so a lone caller costs one write, one read and no hand-off between tasks.
+//!   Requests that arrive meanwhile are queued as above, and the connection's task takes the
+//!   reading back once they are written (the direct caller then gets its answer as a queued
+//!   caller does). Bytes found on an idle connection before the request is written were not
+//!   asked for: the connection closes and the request goes on a new one.
 //! - **Cancellation.** A caller whose future is dropped leaves its request in the FIFO:
-//!   its reply is still read, checked and thrown away, so the connection stays in step.
+//!   its reply is still read, checked and thrown away, so the connection stays in step. A
+//!   direct caller dropped (or timed out) mid-reply hands the reading back to the
+//!   connection's task with what it had read of the reply, and the task reads the rest.
 //! - **Timeouts.** A request fails with [`Error::Timeout`] when its reply has not come
 //!   within [`TextConfig::read_timeout`] of being queued (waiting for room in the queue
 //!   included); the connection and the other requests on it go on. When nothing at all
@@ -63,6 +75,7 @@
 
 mod conn;
 mod connect;
+mod halves;
 mod ops;
 mod steps;
 
@@ -82,7 +95,7 @@ use crate::{
     encode_multi_get_into, encode_quiet_deletes, gets_per_key, placement, server_specs, Endpoint,
     Protocol, QuietRound, TextConfig, WIRE_CLASSIC, WIRE_META, WIRE_UNKNOWN,
 };
-use conn::{Failure, Handle, Job, JobResult};
+use conn::{Direct, Failure, Handle, Job, JobResult};
 use steps::{Answer, OwnedCmd, Step};
 
 /// memcached's text protocol on tokio, auto-pipelined: see the
@@ -116,6 +129,10 @@ pub struct TokioIoStats {
     pub writes: u64,
     /// Requests written: one per single-key operation, one per server of a multi-key one.
     pub requests: u64,
+    /// Of those, requests that found their connection idle after a lone caller's use and
+    /// were written, and their replies read, by their caller's own task (the direct path;
+    /// the others were queued).
+    pub direct: u64,
 }
 
 struct Inner {
@@ -259,6 +276,7 @@ impl TokioTextTransport {
             connections: c.connections.load(Ordering::Relaxed),
             writes: c.writes.load(Ordering::Relaxed),
             requests: c.jobs.load(Ordering::Relaxed),
+            direct: c.direct.load(Ordering::Relaxed),
         }
     }
 
@@ -342,19 +360,36 @@ impl TokioTextTransport {
     /// the server is marked down). A connection that closed before taking the job is
     /// replaced once.
     async fn submit(&self, index: usize, build: &Build<'_>) -> Result<Submitted> {
+        self.submit_first(index, build, None).await
+    }
+
+    /// [`Self::submit`], its first attempt with a job already built for `first`'s
+    /// connection.
+    async fn submit_first(
+        &self,
+        index: usize,
+        build: &Build<'_>,
+        mut first: Option<(Handle, Plan)>,
+    ) -> Result<Submitted> {
         let cluster = &self.inner.cluster;
         cluster.check_up(index)?;
         let timeout = self.inner.config.read_timeout;
         for _ in 0..2 {
-            let handle = match self.handle(index).await {
-                Ok(handle) => handle,
-                Err(e) => {
-                    let failed = Err(e);
-                    cluster.report(index, &failed);
-                    return failed;
+            let (handle, plan) = match first.take() {
+                Some(built) => built,
+                None => {
+                    let handle = match self.handle(index).await {
+                        Ok(handle) => handle,
+                        Err(e) => {
+                            let failed = Err(e);
+                            cluster.report(index, &failed);
+                            return failed;
+                        }
+                    };
+                    let plan = build(&handle)?;
+                    (handle, plan)
                 }
             };
-            let plan = build(&handle)?;
             let (tx, rx) = oneshot::channel();
             let deadline = Instant::now() + timeout;
             let job = Job {
@@ -412,15 +447,52 @@ impl TokioTextTransport {
         }
     }
 
-    /// One job on server `index`.
+    /// One job on server `index`. When its connection is idle (nothing queued or in
+    /// flight) the caller writes it and reads its reply itself ([`Handle::direct`]: no
+    /// hand-off to the connection's task and back); else it is queued.
     async fn exchange(&self, index: usize, build: &Build<'_>) -> Result<Answers> {
-        let sub = self.submit(index, build).await?;
-        self.wait(sub, build).await
+        let cluster = &self.inner.cluster;
+        cluster.check_up(index)?;
+        let handle = match self.handle(index).await {
+            Ok(handle) => handle,
+            Err(e) => {
+                let failed = Err(e);
+                cluster.report(index, &failed);
+                return failed;
+            }
+        };
+        let plan = build(&handle)?;
+        let deadline = Instant::now() + self.inner.config.read_timeout;
+        let outcome = match handle.direct(plan.bytes, plan.steps, deadline).await {
+            Direct::Busy(bytes, steps) => {
+                let first = Some((handle, Plan { bytes, steps }));
+                let sub = self.submit_first(index, build, first).await?;
+                return self.wait(sub, build).await;
+            }
+            Direct::Done(Err(Failure::NotSent)) => {
+                let sub = self.submit(index, build).await?;
+                return self.wait(sub, build).await;
+            }
+            Direct::Done(Ok(list)) => Ok(Answers {
+                wire: handle.wire,
+                list,
+            }),
+            Direct::Done(Err(Failure::Failed(e))) => Err(e),
+            Direct::TimedOut => Err(Error::Timeout {
+                server: self.label(index).to_string(),
+                after: self.inner.config.read_timeout,
+            }),
+        };
+        cluster.report(index, &outcome);
+        outcome
     }
 
     /// One job per server, every one queued before any answer is awaited; each group's
     /// outcome, in the order of `groups`.
     async fn batch(&self, groups: &[(usize, Box<Build<'_>>)]) -> Vec<Result<Answers>> {
+        if let [(index, build)] = groups {
+            return vec![self.exchange(*index, build.as_ref()).await];
+        }
         let mut queued = Vec::with_capacity(groups.len());
         for (index, build) in groups {
             queued.push(self.submit(*index, build.as_ref()).await);

@@ -1,0 +1,324 @@
+//! The direct path of a lone caller: on an idle connection last used by one caller at a
+//! time, the caller writes its request and reads its reply itself, in its own task, with
+//! no hand-off to the connection's task (see [who reads](super)).
+
+use std::future::{poll_fn, Future};
+use std::io;
+use std::pin::Pin;
+use std::sync::atomic::Ordering;
+use std::sync::TryLockError;
+use std::task::{Context, Poll, Waker};
+
+use newcache_transport::Error;
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+
+use super::{
+    unasked, Conn, Failure, Fatal, Handle, Job, JobResult, Owner, Pending, Pumped, ReadSide,
+    Settings,
+};
+use crate::tokio_transport::steps::Step;
+
+impl Conn {
+    /// The direct path's start: when the connection is idle, the job enters the FIFO, the
+    /// caller becomes the owner of the reading, and its bytes are written at once (all
+    /// under the state lock, so nothing is written in between); else the job is given back.
+    fn start_direct(
+        &self,
+        waker: &Waker,
+        queue: &mpsc::Sender<Job>,
+        bytes: Vec<u8>,
+        steps: Vec<Step>,
+    ) -> Start {
+        if steps.is_empty()
+            || !self.hints.idle.load(Ordering::Acquire)
+            || queue.capacity() < queue.max_capacity()
+            || self.hints.dead.load(Ordering::Acquire)
+            || self.hints.has_unfinished.load(Ordering::Acquire)
+        {
+            return Start::Busy(bytes, steps);
+        }
+        // With nothing in flight, whoever holds the read side holds it only for a read that
+        // finds nothing (or bytes nobody asked for): waiting for it is short. With anything
+        // in flight the request is queued without waiting.
+        // (The state lock is never held while the read side's is taken: the order is read
+        // side, then state.)
+        let quiet = || {
+            let st = self.lock();
+            st.fifo.is_empty() && !st.writing && st.owner == Owner::Task
+        };
+        let mut rs = match self.read.try_lock() {
+            Ok(rs) => rs,
+            Err(TryLockError::Poisoned(p)) => p.into_inner(),
+            Err(TryLockError::WouldBlock) => {
+                if !quiet() {
+                    return Start::Busy(bytes, steps);
+                }
+                self.lock_read()
+            }
+        };
+        let mut st = self.lock();
+        let idle = st.fatal.is_none()
+            && st.lone
+            && !st.closing
+            && st.owner == Owner::Task
+            && st.fifo.is_empty()
+            && !st.writing
+            && st.unfinished.is_none()
+            && rs.decoder.is_none()
+            && rs.buf.filled().is_empty();
+        let writer = match st.writer.clone() {
+            Some(writer) if idle => writer,
+            _ => return Start::Busy(bytes, steps),
+        };
+        let mut cx = Context::from_waker(waker);
+        // Anything that arrived while the connection was idle was not asked for (this
+        // costs no system call unless the socket was seen readable).
+        let ReadSide { reader, buf, .. } = &mut *rs;
+        let Some(reader) = reader.as_mut() else {
+            return Start::Busy(bytes, steps);
+        };
+        let spare = buf.spare();
+        let offered = spare.len();
+        match reader.poll_read_into(&mut cx, spare) {
+            Poll::Pending => {}
+            Poll::Ready(Err(e)) if e.kind() == io::ErrorKind::Interrupted => {
+                return Start::Busy(bytes, steps)
+            }
+            Poll::Ready(got) => {
+                let fatal = match got {
+                    Ok(0) => Fatal::Closed,
+                    Ok(n) => {
+                        buf.filled_by(n, offered);
+                        unasked(buf.filled())
+                    }
+                    Err(e) => Fatal::io(&e),
+                };
+                drop(st);
+                drop(rs);
+                self.fail(&fatal);
+                return Start::NotSent;
+            }
+        }
+        let (reply, rx) = oneshot::channel();
+        let id = st.next_id;
+        st.next_id = st.next_id.wrapping_add(1);
+        st.busy_since = Instant::now();
+        st.period_jobs = st.period_jobs.saturating_add(1);
+        self.hints.idle.store(false, Ordering::Release);
+        st.fifo.push_back(Pending {
+            id,
+            answers: Vec::with_capacity(steps.len()),
+            steps,
+            next: 0,
+            reply,
+            close_after: false,
+        });
+        st.owner = Owner::Direct(id);
+        st.direct_waker = Some(waker.clone());
+        let counters = &self.settings.counters;
+        counters.jobs.fetch_add(1, Ordering::Relaxed);
+        counters.direct.fetch_add(1, Ordering::Relaxed);
+        let written = match writer.try_write(&bytes) {
+            Ok(n) => n,
+            Err(e)
+                if e.kind() == io::ErrorKind::WouldBlock
+                    || e.kind() == io::ErrorKind::Interrupted =>
+            {
+                0
+            }
+            Err(e) => {
+                drop(st);
+                drop(rs);
+                self.fail(&Fatal::io(&e));
+                return Start::Failed(rx);
+            }
+        };
+        if written > 0 {
+            counters.writes.fetch_add(1, Ordering::Relaxed);
+        }
+        if written >= bytes.len() {
+            return Start::Sent(id, rx);
+        }
+        // The socket did not take it whole: the task writes the rest before anything else,
+        // and reads the reply; the caller waits for it as a queued caller does.
+        st.unfinished = Some((bytes, written));
+        self.hints.has_unfinished.store(true, Ordering::Release);
+        st.owner = Owner::Task;
+        st.direct_waker = None;
+        let task = st.task_waker.clone();
+        drop(st);
+        drop(rs);
+        if let Some(w) = task {
+            w.wake();
+        }
+        Start::Handed(rx)
+    }
+}
+
+/// How [`Conn::start_direct`] went.
+enum Start {
+    /// The connection was not idle: the request, untouched, to queue instead.
+    Busy(Vec<u8>, Vec<Step>),
+    /// The connection turned out closed (or fed unasked bytes) before anything was
+    /// written: it was failed, and the request may go on another.
+    NotSent,
+    /// Written whole: the caller reads its reply (the job's number, and its channel).
+    Sent(u64, oneshot::Receiver<JobResult>),
+    /// Written in part: the task writes the rest and reads the reply.
+    Handed(oneshot::Receiver<JobResult>),
+    /// The write failed: the job's result is in its channel.
+    Failed(oneshot::Receiver<JobResult>),
+}
+
+/// What a request on the direct path came to ([`Handle::direct`]).
+pub(in crate::tokio_transport) enum Direct {
+    /// The connection was not idle: the request, untouched, to queue instead.
+    Busy(Vec<u8>, Vec<Step>),
+    /// Answered, or failed.
+    Done(JobResult),
+    /// No answer within the deadline (the connection goes on, and reads the reply).
+    TimedOut,
+}
+
+/// A direct caller's wait for its reply. Dropped while it owns the reading (cancelled or
+/// timed out), it gives the reading back to the task, which reads the reply (and any part
+/// of it already read) and throws it away.
+struct DirectCall<'a> {
+    conn: &'a Conn,
+    id: u64,
+    rx: oneshot::Receiver<JobResult>,
+}
+
+impl DirectCall<'_> {
+    fn poll(&mut self, cx: &mut Context<'_>) -> Poll<JobResult> {
+        let conn = self.conn;
+        let mut rs = conn.lock_read();
+        {
+            let mut st = conn.lock();
+            if st.owner != Owner::Direct(self.id) {
+                // The task reads now (or the connection failed): the answer comes by the
+                // channel.
+                drop(st);
+                drop(rs);
+                return Pin::new(&mut self.rx)
+                    .poll(cx)
+                    .map(|r| r.unwrap_or_else(|_| Err(Failure::Failed(gone(&conn.settings)))));
+            }
+            if !st
+                .direct_waker
+                .as_ref()
+                .is_some_and(|w| w.will_wake(cx.waker()))
+            {
+                st.direct_waker = Some(cx.waker().clone());
+            }
+        }
+        match conn.pump(&mut rs, cx, Some(self.id)) {
+            Poll::Pending => return Poll::Pending,
+            Poll::Ready(Pumped::Answered) => self.hand_back(&mut rs),
+            Poll::Ready(Pumped::Fatal(fatal)) => {
+                drop(rs);
+                conn.fail(&fatal);
+            }
+            Poll::Ready(Pumped::Read | Pumped::Recheck) => {
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
+            }
+        }
+        Poll::Ready(
+            self.rx
+                .try_recv()
+                .unwrap_or_else(|_| Err(Failure::Failed(gone(&conn.settings)))),
+        )
+    }
+
+    /// After its reply: the task owns the reading again. With nothing in flight it is
+    /// only registered to hear of bytes arriving (nobody asked for them); with jobs
+    /// written behind this one, it is woken to read their replies.
+    fn hand_back(&self, rs: &mut ReadSide) {
+        let mut st = self.conn.lock();
+        if st.owner != Owner::Direct(self.id) {
+            return;
+        }
+        st.owner = Owner::Task;
+        st.direct_waker = None;
+        self.conn.note(&st);
+        let Some(task) = st.task_waker.clone() else {
+            return;
+        };
+        let wake = if st.fifo.is_empty() {
+            drop(st);
+            rs.reader.as_ref().is_some_and(|r| {
+                r.poll_read_ready(&mut Context::from_waker(&task))
+                    .is_ready()
+            })
+        } else {
+            drop(st);
+            true
+        };
+        if wake {
+            task.wake();
+        }
+    }
+}
+
+impl Drop for DirectCall<'_> {
+    fn drop(&mut self) {
+        let task = {
+            let mut st = self.conn.lock();
+            if st.owner != Owner::Direct(self.id) {
+                return;
+            }
+            st.owner = Owner::Task;
+            st.direct_waker = None;
+            self.conn.note(&st);
+            st.task_waker.clone()
+        };
+        if let Some(w) = task {
+            w.wake();
+        }
+    }
+}
+
+/// The error of a job whose connection went without answering it.
+fn gone(settings: &Settings) -> Error {
+    Fatal::Closed.error(&settings.label)
+}
+
+impl Handle {
+    /// The direct path: when the connection is idle, the caller writes its request and
+    /// reads its reply itself, in its own task, by `deadline`; else the request is given
+    /// back ([`Direct::Busy`]) to be queued.
+    pub(in crate::tokio_transport) async fn direct(
+        &self,
+        bytes: Vec<u8>,
+        steps: Vec<Step>,
+        deadline: Instant,
+    ) -> Direct {
+        let conn = &*self.conn;
+        if !conn.hints.idle.load(Ordering::Acquire) {
+            return Direct::Busy(bytes, steps);
+        }
+        let waker = poll_fn(|cx| Poll::Ready(cx.waker().clone())).await;
+        match conn.start_direct(&waker, &self.tx, bytes, steps) {
+            Start::Busy(bytes, steps) => Direct::Busy(bytes, steps),
+            Start::NotSent => Direct::Done(Err(Failure::NotSent)),
+            Start::Failed(mut rx) => Direct::Done(
+                rx.try_recv()
+                    .unwrap_or_else(|_| Err(Failure::Failed(gone(&conn.settings)))),
+            ),
+            Start::Handed(mut rx) => match tokio::time::timeout_at(deadline, &mut rx).await {
+                Ok(Ok(result)) => Direct::Done(result),
+                Ok(Err(_)) => Direct::Done(Err(Failure::Failed(gone(&conn.settings)))),
+                Err(_) => Direct::TimedOut,
+            },
+            Start::Sent(id, rx) => {
+                let mut call = DirectCall { conn, id, rx };
+                match tokio::time::timeout_at(deadline, poll_fn(|cx| call.poll(cx))).await {
+                    Ok(result) => Direct::Done(result),
+                    Err(_) => Direct::TimedOut,
+                }
+            }
+        }
+    }
+}
