@@ -96,7 +96,7 @@ use crate::{
     Protocol, QuietRound, TextConfig, WIRE_CLASSIC, WIRE_META, WIRE_UNKNOWN,
 };
 use conn::{Direct, Failure, Handle, Job, JobResult};
-use steps::{Answer, OwnedCmd, Step};
+use steps::{Answer, Keys, OwnedCmd, Step};
 
 /// memcached's text protocol on tokio, auto-pipelined: see the
 /// [module documentation](crate::tokio_transport). Cheap to clone (the clones share connections).
@@ -555,7 +555,7 @@ fn plan_gets(label: &str, handle: &Handle, keys: &[&[u8]]) -> Result<Plan> {
         handle.reserve(1)
     });
     let mut steps = vec![Step::Gets {
-        keys: keys.iter().map(|k| k.to_vec()).collect(),
+        keys: Keys::new(keys),
     }];
     if let Some((opaque, key)) = closer {
         steps.push(Step::Closer {
@@ -587,7 +587,7 @@ fn plan_quiet_deletes(handle: &Handle, keys: &[&[u8]]) -> Plan {
         bytes,
         steps: vec![Step::Quiet {
             round: QuietRound::new(handle.wire, first, keys.len()),
-            keys: keys.iter().map(|k| k.to_vec()).collect(),
+            keys: Keys::new(keys),
         }],
     }
 }

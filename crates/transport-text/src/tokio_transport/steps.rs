@@ -75,16 +75,50 @@ pub(super) enum Step {
     /// token and key).
     Cmd { cmd: OwnedCmd, opaque: u32 },
     /// The `VALUE` block of a `gets` of these keys, checked by [`command::place_values`].
-    Gets { keys: Vec<Vec<u8>> },
+    Gets { keys: Keys },
     /// The tagged reply of the `mg` that closes a multi-get on a meta connection.
     Closer { key: Vec<u8>, opaque: u32 },
     /// The reply to a one-line command (`flush_all`, `stats`).
     Line(Expect),
     /// The replies to a round of quiet deletes of these keys, read by [`QuietRound`].
-    Quiet {
-        round: QuietRound,
-        keys: Vec<Vec<u8>>,
-    },
+    Quiet { round: QuietRound, keys: Keys },
+}
+
+/// The keys of a multi-key step, owned (the reply is read after the caller's borrow ends)
+/// in one buffer: two allocations for a batch, not one per key.
+#[derive(Debug)]
+pub(super) struct Keys {
+    bytes: Vec<u8>,
+    /// Where each key ends in `bytes` (it starts where the one before ends).
+    ends: Vec<usize>,
+}
+
+impl Keys {
+    pub(super) fn new(keys: &[&[u8]]) -> Keys {
+        let mut bytes = Vec::with_capacity(keys.iter().map(|k| k.len()).sum());
+        let ends = keys
+            .iter()
+            .map(|k| {
+                bytes.extend_from_slice(k);
+                bytes.len()
+            })
+            .collect();
+        Keys { bytes, ends }
+    }
+
+    /// The number of keys.
+    fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    /// The `n`th key.
+    fn get(&self, n: usize) -> Option<&[u8]> {
+        let start = match n.checked_sub(1) {
+            None => 0,
+            Some(before) => *self.ends.get(before)?,
+        };
+        self.bytes.get(start..*self.ends.get(n)?)
+    }
 }
 
 impl Step {
@@ -118,13 +152,8 @@ impl Step {
             Step::Gets { keys } => match reply {
                 Reply::Values(values) => {
                     let mut items = vec![None; keys.len()];
-                    command::place_values(
-                        values,
-                        keys.len(),
-                        |m| keys.get(m).map(Vec::as_slice),
-                        &mut items,
-                    )
-                    .map_err(|m| m.0)?;
+                    command::place_values(values, keys.len(), |m| keys.get(m), &mut items)
+                        .map_err(|m| m.0)?;
                     Ok(Taken::Answer(Some(Answer::Items(items))))
                 }
                 Reply::Status(s) if is_error_line(&s) => Ok(Taken::Stop(s)),
@@ -144,7 +173,7 @@ impl Step {
                 reply => Ok(Taken::Answer(Some(Answer::Line(Box::new(reply))))),
             },
             Step::Quiet { round, keys } => {
-                let key_at = |n: usize| keys.get(n).map(Vec::as_slice);
+                let key_at = |n: usize| keys.get(n);
                 Ok(match round.take(reply, tag, key_at).map_err(|m| m.0)? {
                     QuietStep::More => Taken::More,
                     QuietStep::Refused(s) => Taken::RefusedMore(s),
@@ -181,4 +210,21 @@ pub(super) enum Answer {
     Items(Vec<Option<Item>>),
     /// A one-line command's reply, or an error line.
     Line(Box<Reply>),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Keys;
+
+    #[test]
+    fn keys_in_one_buffer_come_back_as_given() {
+        let given: [&[u8]; 4] = [b"a", b"", b"key-two", b"k"];
+        let keys = Keys::new(&given);
+        assert_eq!(keys.len(), 4);
+        for (n, key) in given.iter().enumerate() {
+            assert_eq!(keys.get(n), Some(*key), "key {n}");
+        }
+        assert_eq!(keys.get(4), None);
+        assert_eq!(Keys::new(&[]).get(0), None);
+    }
 }
