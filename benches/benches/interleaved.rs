@@ -16,8 +16,8 @@
 //!
 //! `get_many_100` also runs as `Cache::get_many_ordered` (`newcache-text-ordered`: the
 //! values in key order, no map), and through `AsyncCache` (`newcache-async`, the async text
-//! transport on a multi-thread runtime, called with `block_on`), so both caches' multi-gets
-//! are measured against raw libmemcached's in the same rounds.
+//! transport on a current-thread runtime this thread drives with `block_on`), so both
+//! caches' multi-gets are measured against raw libmemcached's in the same rounds.
 //!
 //! Not criterion: a plain timing loop. Prints a table; with `NEWCACHE_INTERLEAVED_OUT=path`
 //! (`cargo xtask bench` sets it) also writes, for the report, `ops<TAB>op<TAB>client<TAB>ops/s`
@@ -148,9 +148,14 @@ fn main() {
     let wire_refs: Vec<&[u8]> = wire_many.iter().map(Vec::as_slice).collect();
     let wire_set = text_cache.wire_key("set").expect("wire key");
     // `AsyncCache` (issue 12 item 8: get_many "on both caches"): over the async text
-    // transport, on the async concurrency bench's runtime (multi-thread, default workers),
-    // its calls made from this thread with `block_on`, as a handler awaiting it would.
-    let rt = newcache_benches::concurrent::runtime();
+    // transport, awaited on a current-thread runtime driven by this thread (`block_on`), as
+    // a handler awaits it on the worker that also polls the sockets. (Blocking on a
+    // multi-thread runtime from outside it would add two thread hand-offs per call that no
+    // task on the runtime pays; the async concurrency bench measures that runtime.)
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
     let async_cache = rt.block_on(async {
         newcache::AsyncCache::from_url(&format!("newcache://{addr}/?transport=text"))
             .expect("async cache")
