@@ -302,6 +302,16 @@ impl TokioTextTransport {
     }
 
     /// An open connection to the server, opened when there is none.
+    /// [`Self::handle`], a failure to get one reported to the cluster (a server that
+    /// cannot be connected to counts towards its ejection).
+    async fn handle_reported(&self, index: usize) -> Result<Handle> {
+        let handle = self.handle(index).await;
+        if handle.is_err() {
+            self.inner.cluster.report(index, &handle);
+        }
+        handle
+    }
+
     async fn handle(&self, index: usize) -> Result<Handle> {
         let server = self.server(index)?;
         let n = server.slots.len().max(1);
@@ -378,14 +388,7 @@ impl TokioTextTransport {
             let (handle, plan) = match first.take() {
                 Some(built) => built,
                 None => {
-                    let handle = match self.handle(index).await {
-                        Ok(handle) => handle,
-                        Err(e) => {
-                            let failed = Err(e);
-                            cluster.report(index, &failed);
-                            return failed;
-                        }
-                    };
+                    let handle = self.handle_reported(index).await?;
                     let plan = build(&handle)?;
                     (handle, plan)
                 }
@@ -453,14 +456,7 @@ impl TokioTextTransport {
     async fn exchange(&self, index: usize, build: &Build<'_>) -> Result<Answers> {
         let cluster = &self.inner.cluster;
         cluster.check_up(index)?;
-        let handle = match self.handle(index).await {
-            Ok(handle) => handle,
-            Err(e) => {
-                let failed = Err(e);
-                cluster.report(index, &failed);
-                return failed;
-            }
-        };
+        let handle = self.handle_reported(index).await?;
         let plan = build(&handle)?;
         let deadline = Instant::now() + self.inner.config.read_timeout;
         let outcome = match handle.direct(plan.bytes, plan.steps, deadline).await {

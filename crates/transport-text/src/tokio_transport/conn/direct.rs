@@ -15,7 +15,7 @@ use tokio::time::Instant;
 
 use super::{
     unasked, Conn, Failure, Fatal, Handle, Job, JobResult, Owner, Pending, Pumped, ReadSide,
-    Settings,
+    Settings, State,
 };
 use crate::tokio_transport::steps::Step;
 
@@ -232,17 +232,26 @@ impl DirectCall<'_> {
         )
     }
 
+    /// Gives the reading back to the task, if this call still owns it (false when the
+    /// task took it back already, or the connection failed).
+    fn give_back(&self, st: &mut State) -> bool {
+        if st.owner != Owner::Direct(self.id) {
+            return false;
+        }
+        st.owner = Owner::Task;
+        st.direct_waker = None;
+        self.conn.note(st);
+        true
+    }
+
     /// After its reply: the task owns the reading again. With nothing in flight it is
     /// only registered to hear of bytes arriving (nobody asked for them); with jobs
     /// written behind this one, it is woken to read their replies.
     fn hand_back(&self, rs: &mut ReadSide) {
         let mut st = self.conn.lock();
-        if st.owner != Owner::Direct(self.id) {
+        if !self.give_back(&mut st) {
             return;
         }
-        st.owner = Owner::Task;
-        st.direct_waker = None;
-        self.conn.note(&st);
         let Some(task) = st.task_waker.clone() else {
             return;
         };
@@ -266,12 +275,9 @@ impl Drop for DirectCall<'_> {
     fn drop(&mut self) {
         let task = {
             let mut st = self.conn.lock();
-            if st.owner != Owner::Direct(self.id) {
+            if !self.give_back(&mut st) {
                 return;
             }
-            st.owner = Owner::Task;
-            st.direct_waker = None;
-            self.conn.note(&st);
             st.task_waker.clone()
         };
         if let Some(w) = task {
