@@ -524,8 +524,11 @@ pub const STATE_MASK: u32 = !0 << 11;
 const UNIT_SHIFT: u32 = 11;
 const COMPUTE_SHIFT: u32 = 13;
 const EXPIRY_SHIFT: u32 = 16;
-/// Seconds per unit for unit codes 1, 2 and 3.
+/// Seconds per unit for unit codes 1, 2 and 3: powers of two, so a reader's clock is turned
+/// into units by a shift.
 const UNITS: [u64; 3] = [1, 64, 4096];
+const _: () =
+    assert!(UNITS[0].is_power_of_two() && UNITS[1].is_power_of_two() && UNITS[2].is_power_of_two());
 /// Soft expiries are decoded within this many units either side of the reader's clock.
 const HALF_WINDOW: u64 = 1 << 15;
 
@@ -551,7 +554,8 @@ pub fn read_flags(flags: u32, now_millis: u64) -> Option<Carried> {
     };
     let class = (flags >> COMPUTE_SHIFT) & 0b111;
     let stored = u64::from(flags >> EXPIRY_SHIFT);
-    let now_units = now_millis / 1000 / unit;
+    // A unit is a power of two seconds: a shift, not a division, on every read.
+    let now_units = (now_millis / 1000) >> unit.trailing_zeros();
     // The largest count of units <= now congruent to the stored one, or the next one up
     // when that lies more than half a window back.
     let mut soft_units = now_units.wrapping_sub(now_units.wrapping_sub(stored) & 0xffff);
