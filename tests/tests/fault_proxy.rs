@@ -591,21 +591,40 @@ fn classic_no_reply_reaches_another_request_when_trickled() {
     assert_eq!(tally.wrong, 0, "wrong answers: {:#?}", tally.examples);
 }
 
+/// Waits until the proxy has sent more than `sent` late duplicates: the one of the reply just
+/// read has then reached the client's connection. A fixed pause (40 ms against the proxy's
+/// 30 ms) lost that race on a loaded machine, and the duplicate met the next request in
+/// flight, which is another test's subject.
+fn await_late_duplicate(proxy: &FaultProxy, sent: u64) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while proxy.counts().duplicated_later <= sent {
+        assert!(
+            Instant::now() < deadline,
+            "no late duplicate sent in 10 s: {:?}",
+            proxy.counts()
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
 #[test]
 fn classic_late_duplicates_on_idle_connections_are_never_read() {
-    // Every reply duplicated 30 ms later, one thread at a time with pauses: the duplicate
-    // always lands on an idle pooled connection, which is checked before reuse.
+    // Every reply duplicated 30 ms later, one thread at a time, each request sent only once
+    // the duplicate of the reply before it is out: the duplicate always lands on an idle
+    // pooled connection, which is checked before reuse.
     let (_server, proxy, t) = setup(Protocol::Classic);
     proxy.set_faults(Faults::none().duplicate_later(1_000_000));
     let mut wrong = 0;
     for i in 0..40u32 {
         let key = format!("idle:{}", i % 4);
         let value = format!("value {i}");
+        let sent = proxy.counts().duplicated_later;
         match t.store(&Store::set(key.as_bytes(), value.as_bytes(), i, 0)) {
             Ok(StoreStatus::Stored) => {}
             other => panic!("set: {other:?}"),
         }
-        std::thread::sleep(Duration::from_millis(40));
+        await_late_duplicate(&proxy, sent);
+        let sent = proxy.counts().duplicated_later;
         match t.get(key.as_bytes()) {
             Ok(Some(item)) if item.value == value.as_bytes() => {}
             Ok(other) => {
@@ -614,7 +633,7 @@ fn classic_late_duplicates_on_idle_connections_are_never_read() {
             }
             Err(e) => panic!("get: {e}"),
         }
-        std::thread::sleep(Duration::from_millis(40));
+        await_late_duplicate(&proxy, sent);
     }
     assert_eq!(wrong, 0);
     assert!(
