@@ -41,7 +41,7 @@ const PYTHON_TIMEOUT: Duration = Duration::from_secs(120);
 const BEGIN: &str = "<!-- matrix:begin -->";
 const END: &str = "<!-- matrix:end -->";
 const BLESS: &str =
-    "NEWCACHE_BLESS=1 cargo test -p newcache-tests --all-features --test python_matrix";
+    "NEWCACHE_BLESS=1 cargo test -p newcache-tests --all-features --test cache python_matrix";
 
 // ---- writers ----
 
