@@ -128,29 +128,15 @@ pub(crate) fn two_lanes() -> Result<(), String> {
 /// --all-targets --no-run`) and returns the names of the integration tests among them.
 pub(crate) fn build_tests() -> Result<Vec<String>, String> {
     let mut build = cargo();
-    build
-        .args([
-            "test",
-            "--workspace",
-            "--all-features",
-            "--all-targets",
-            "--no-run",
-            "--message-format=json-render-diagnostics",
-        ])
-        .stderr(std::process::Stdio::inherit());
-    eprintln!("xtask: build the tests: {build:?}");
-    let timer = StepTimer::start();
-    let out = build
-        .output()
-        .map_err(|e| format!("build the tests: cannot run: {e}"))?;
-    timer.report("build the tests");
-    if !out.status.success() {
-        return Err(format!("build the tests failed ({})", out.status));
-    }
-    let mut names: Vec<String> = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter(|line| line.contains("\"kind\":[\"test\"]"))
-        .filter_map(artifact)
+    build.args([
+        "test",
+        "--workspace",
+        "--all-features",
+        "--all-targets",
+        "--no-run",
+    ]);
+    let mut names: Vec<String> = built(build, "build the tests", "test")?
+        .into_iter()
         .map(|(name, _)| name)
         .collect();
     names.sort();
@@ -159,6 +145,30 @@ pub(crate) fn build_tests() -> Result<Vec<String>, String> {
         return Err("build the tests: cargo named no integration test".into());
     }
     Ok(names)
+}
+
+/// Runs the cargo build `build` as the timed step `step`, with cargo's JSON messages, and
+/// returns the targets of kind `kind` (`test`, `example`) it built with an executable: their
+/// names and executables.
+fn built(mut build: Command, step: &str, kind: &str) -> Result<Vec<(String, PathBuf)>, String> {
+    build
+        .arg("--message-format=json-render-diagnostics")
+        .stderr(std::process::Stdio::inherit());
+    eprintln!("xtask: {step}: {build:?}");
+    let timer = StepTimer::start();
+    let out = build
+        .output()
+        .map_err(|e| format!("{step}: cannot run: {e}"))?;
+    timer.report(step);
+    if !out.status.success() {
+        return Err(format!("{step} failed ({})", out.status));
+    }
+    let kind = format!("\"kind\":[\"{kind}\"]");
+    Ok(String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|line| line.contains(&kind))
+        .filter_map(artifact)
+        .collect())
 }
 
 /// The variable that names the demo's executable to tests/tests/demo.rs.
@@ -172,29 +182,15 @@ pub(crate) const DEMO_EXE_VAR: &str = "NEWCACHE_DEMO_EXE";
 /// `--features memory`, a feature set of its own: the facade and its dependents again.
 pub(crate) fn build_demo() -> Result<PathBuf, String> {
     let mut build = cargo();
-    build
-        .args([
-            "build",
-            "--workspace",
-            "--all-features",
-            "--example",
-            "demo",
-            "--message-format=json-render-diagnostics",
-        ])
-        .stderr(std::process::Stdio::inherit());
-    eprintln!("xtask: build the demo: {build:?}");
-    let timer = StepTimer::start();
-    let out = build
-        .output()
-        .map_err(|e| format!("build the demo: cannot run: {e}"))?;
-    timer.report("build the demo");
-    if !out.status.success() {
-        return Err(format!("build the demo failed ({})", out.status));
-    }
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter(|line| line.contains("\"kind\":[\"example\"]"))
-        .filter_map(artifact)
+    build.args([
+        "build",
+        "--workspace",
+        "--all-features",
+        "--example",
+        "demo",
+    ]);
+    built(build, "build the demo", "example")?
+        .into_iter()
         .find(|(name, _)| name == "demo")
         .map(|(_, exe)| exe)
         .ok_or_else(|| "build the demo: cargo named no executable for the demo".into())
