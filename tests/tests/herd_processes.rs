@@ -48,9 +48,27 @@ enum Readers {
     Tasks(usize),
 }
 
-/// Reader processes that start together, one per entry; returns (total loads, every value
-/// read).
+/// How long the loader runs, in ms: the window in which every other reader must read the
+/// old value. 100 ms was too short on a loaded 2-core machine (the test's other lane busy):
+/// readers of one process read up to a few hundred ms late and got the new value, with
+/// exactly one load all the same.
+const LOAD_MS: u64 = 400;
+
+/// Reader processes that start together, one per entry, their loader taking [`LOAD_MS`];
+/// returns (total loads, every value read).
 fn readers(processes: &[Readers], url: &str, key: &str, ttl: u64, value: u32) -> (usize, Vec<u32>) {
+    readers_loading(processes, url, key, ttl, value, LOAD_MS)
+}
+
+/// [`readers`] with a loader that takes `load_ms`.
+fn readers_loading(
+    processes: &[Readers],
+    url: &str,
+    key: &str,
+    ttl: u64,
+    value: u32,
+    load_ms: u64,
+) -> (usize, Vec<u32>) {
     let start = now_ms() + 400;
     let children: Vec<_> = processes
         .iter()
@@ -63,6 +81,7 @@ fn readers(processes: &[Readers], url: &str, key: &str, ttl: u64, value: u32) ->
             if tasks {
                 reader.env("HERD_READER_ASYNC", "1");
             }
+            reader.env("HERD_READER_LOAD_MS", load_ms.to_string());
             reader
                 .args([
                     url,
@@ -193,7 +212,9 @@ fn a_killed_loader_hands_the_cold_key_to_exactly_one_waiter() {
     holder.wait().unwrap();
     // 2 processes x 32 threads now wait on the dead holder's lease: when it expires, exactly
     // one of the 64 takes it over and loads; the others get that value.
-    let (loads, values) = two_processes_of(32, &url, "cold", 300, 2);
+    // The load as before (100 ms): every waiter's lease_wait (1 s) covers the dead holder's
+    // lease and the takeover's load.
+    let (loads, values) = readers_loading(&[Readers::Threads(32); 2], &url, "cold", 300, 2, 100);
     assert_eq!(loads, 1, "{values:?}");
     assert_eq!(values.len(), 64);
     assert!(values.iter().all(|v| *v == 2), "{values:?}");
