@@ -3,8 +3,9 @@
 //! - `cargo xtask test`: installs memcached and libmemcached when missing (as root, from
 //!   Debian's packages), then runs the format check, clippy with `-D warnings`, and every test
 //!   of the workspace with all features; then, with pkg-config unable to find libmemcached,
-//!   the facade's default-features tests and a build of the default workspace members; and
-//!   the fuzz corpus replay. After the build of the tests, two lanes of steps run at once
+//!   a check of every member but the libmemcached ones with every other feature, a check of
+//!   the facade with no features, and the facade's test that asking for libmemcached without
+//!   it is a clear error; and the fuzz corpus replay. After the build of the tests, two lanes of steps run at once
 //!   (see `two_lanes`; `XTASK_TEST_LANES=1` runs them one at a time). Each step says how long
 //!   it took, in wall and CPU time.
 //! - `cargo xtask demo`: starts a memcached of its own and shows wire keys and the herd scene
@@ -30,6 +31,7 @@ use std::process::{Command, ExitCode};
 mod bench;
 mod fuzz;
 mod leakcheck;
+mod manifest;
 mod steps;
 mod test;
 

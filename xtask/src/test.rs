@@ -39,7 +39,7 @@ pub(crate) fn test(args: &[String]) -> Result<(), String> {
             .env(DEMO_EXE_VAR, &demo);
         run(tests, "tests")?;
         second_lane(&Lane::Terminal, &[], &demo)?;
-        facade_default_features(&Lane::Terminal)?;
+        facade_without_binary(&Lane::Terminal)?;
     } else {
         two_lanes()?;
     }
@@ -52,7 +52,7 @@ pub(crate) fn test(args: &[String]) -> Result<(), String> {
 /// target. The test binaries mostly wait (on memcached, on timeouts, on other processes):
 /// one at a time, as `cargo test` runs them, they keep the 2 cores half idle for minutes.
 /// The first lane (its output on the terminal) runs the unit, example and bench targets and
-/// about half of the integration tests, then the facade's default-features tests; the
+/// about half of the integration tests, then the facade's test without the binary feature; the
 /// second (its output in `target/xtask-lane2.log`, printed when both are done) the
 /// doctests, the builds without libmemcached, the fuzz corpus replay and then the other
 /// integration tests. Both `cargo test`s select targets of the same `--workspace
@@ -104,7 +104,7 @@ pub(crate) fn two_lanes() -> Result<(), String> {
         }
         tests.env(DEMO_EXE_VAR, &demo);
         run(tests, "tests (first lane)")?;
-        facade_default_features(&Lane::Terminal)
+        facade_without_binary(&Lane::Terminal)
     })();
     let lane2 = lane2
         .join()
@@ -219,10 +219,10 @@ pub(crate) const LONG_TESTS: [(&str, u32); 14] = [
 ];
 
 /// The integration tests by lane, longest first into the lane that has less to do: the
-/// first lane has its unit, example and bench targets and the facade's default-features
-/// tests besides (about 65 s: that build compiles the facade's dependencies for its own
-/// features), the second the doctests, the builds without libmemcached and the fuzz corpus
-/// replay (about 100 s beside the first lane's tests). Every name goes to exactly one lane.
+/// first lane has its unit, example and bench targets and the facade's test without the
+/// binary feature besides (about 20 s), the second the doctests, the checks without
+/// libmemcached and the fuzz corpus replay (about 50 s beside the first lane's tests).
+/// Every name goes to exactly one lane.
 pub(crate) fn split_tests(names: &[String]) -> (Vec<String>, Vec<String>) {
     let weight = |name: &str| {
         LONG_TESTS
@@ -233,7 +233,7 @@ pub(crate) fn split_tests(names: &[String]) -> (Vec<String>, Vec<String>) {
     let mut by_weight: Vec<&String> = names.iter().collect();
     by_weight.sort_by_key(|n| std::cmp::Reverse(weight(n)));
     let (mut first, mut second) = (Vec::new(), Vec::new());
-    let (mut load1, mut load2) = (65, 100);
+    let (mut load1, mut load2) = (20, 50);
     for name in by_weight {
         if load1 <= load2 {
             load1 += weight(name);
@@ -255,20 +255,17 @@ pub(crate) fn second_lane(lane: &Lane, tests: &[String], demo: &Path) -> Result<
     lane.run(doc, "doctests")?;
     // A machine without libmemcached builds everything it is meant to: every workspace
     // member but libmemcached-sys and transport-binary (which are not in the others'
-    // dependency trees without their `binary` features) with every target, and the facade
-    // with no features at all. pkg-config cannot see libmemcached here, so
-    // libmemcached-sys's build script would fail if anything pulled it in; `check` runs
-    // build scripts as `build` does, without generating code (the build of the tests
-    // compiled the same code).
+    // dependency trees without their `binary` features) with every target and every other
+    // feature, and the facade with no features at all. pkg-config cannot see libmemcached
+    // here, so libmemcached-sys's build script would fail if anything pulled it in; `check`
+    // runs build scripts as `build` does, without generating code. With every feature but
+    // `binary`, the dependencies resolve to clippy's features and its checked artefacts
+    // serve: only the members are checked again.
     let mut members = without_libmemcached(cargo());
-    members.args([
-        "check",
-        "--workspace",
-        "--exclude",
-        "libmemcached-sys",
-        "--exclude",
-        "newcache-transport-binary",
+    members.arg("check").args(NOT_LIBMEMCACHED).args([
         "--all-targets",
+        "--features",
+        &features_without_libmemcached()?,
     ]);
     lane.run(members, "members without libmemcached")?;
     let mut bare = without_libmemcached(cargo());
@@ -292,21 +289,34 @@ pub(crate) fn second_lane(lane: &Lane, tests: &[String], demo: &Path) -> Result<
     Ok(())
 }
 
-/// The facade as a user without libmemcached builds it: default features only, where
-/// asking for binary=true or transport=libmemcached must be a clear error, not a fallback
-/// (the unit tests in config.rs and tests/no_binary_feature.rs), with pkg-config unable to
-/// find libmemcached.
-pub(crate) fn facade_default_features(lane: &Lane) -> Result<(), String> {
-    let mut default = without_libmemcached(cargo());
-    default.args([
-        "test",
-        "-p",
-        "newcache",
-        "--lib",
+/// The facade as a user without libmemcached builds it: asking for binary=true or
+/// transport=libmemcached must be a clear error, not a fallback (tests/no_binary_feature.rs),
+/// with pkg-config unable to find libmemcached. Every other feature is on, as in the members'
+/// check: the dependencies are then the test build's, and only the facade (its library and
+/// command-line tool) and this test are compiled again.
+pub(crate) fn facade_without_binary(lane: &Lane) -> Result<(), String> {
+    let mut test = without_libmemcached(cargo());
+    test.arg("test").args(NOT_LIBMEMCACHED).args([
+        "--features",
+        &features_without_libmemcached()?,
         "--test",
         "no_binary_feature",
     ]);
-    lane.run(default, "facade with default features")
+    lane.run(test, "facade without the binary feature")
+}
+
+/// The workspace but the two members that need libmemcached.
+const NOT_LIBMEMCACHED: [&str; 5] = [
+    "--workspace",
+    "--exclude",
+    "libmemcached-sys",
+    "--exclude",
+    "newcache-transport-binary",
+];
+
+/// Every member's features but those that bring libmemcached in, for `--features`.
+fn features_without_libmemcached() -> Result<String, String> {
+    Ok(manifest::features_without_libmemcached(&root())?.join(","))
 }
 
 /// `cmd` as on a machine without libmemcached: pkg-config looks in an empty directory
@@ -328,21 +338,9 @@ pub(crate) fn without_libmemcached(mut cmd: Command) -> Command {
 pub(crate) fn test_files_outside_one_binary(root: &Path) -> Result<Vec<String>, String> {
     let read =
         |path: &Path| std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()));
-    let workspace = read(&root.join("Cargo.toml"))?;
-    let members: Vec<&str> = workspace
-        .split_once("members = [")
-        .and_then(|(_, rest)| rest.split_once(']'))
-        .map(|(list, _)| {
-            list.lines()
-                .filter_map(|line| line.trim().strip_prefix('"')?.split('"').next())
-                .collect()
-        })
-        .unwrap_or_default();
-    if members.is_empty() {
-        return Err("Cargo.toml: no workspace members found".into());
-    }
+    let members = manifest::members(root)?;
     let mut problems = Vec::new();
-    for member in members {
+    for member in &members {
         let dir = root.join(member);
         let manifest = read(&dir.join("Cargo.toml"))?;
         if !manifest.lines().any(|l| l.trim() == "autotests = false") {

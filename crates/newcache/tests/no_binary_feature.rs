@@ -1,7 +1,8 @@
 //! Built without the `binary` feature (what a user without libmemcached gets), newcache
 //! refuses every way of asking for libmemcached with an error that names the feature, and
-//! never falls back to another transport. `cargo xtask test` runs this file in its
-//! default-features step; with `binary` on it has no tests (the feature is then there).
+//! never falls back to another transport. `cargo xtask test` runs this file with every
+//! feature but `binary`, pkg-config unable to find libmemcached; with `binary` on it has no
+//! tests (the feature is then there).
 #![cfg(not(feature = "binary"))]
 
 use newcache::Cache;
