@@ -42,6 +42,15 @@ pub(crate) fn package(manifest: &str) -> (Option<String>, Vec<(String, String)>)
             continue;
         };
         let (key, value) = (key.trim(), value.trim());
+        // Comments and anything else that is not `name = ...`.
+        let is_name = |k: &str| {
+            !k.is_empty()
+                && k.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        };
+        if !is_name(key) {
+            continue;
+        }
         match section {
             "[package]" if key == "name" && name.is_none() => {
                 name = Some(value.trim_matches('"').to_string());
@@ -84,7 +93,7 @@ mod tests {
     #[test]
     fn a_manifest_gives_its_name_and_features() {
         let (name, features) = package(
-            "[package]\nname = \"newcache-tests\"\n\n[features]\ndefault = []\nbinary = [\"dep:x\"]\njson = [\"newcache/json\"]\n\n[dependencies]\nname = \"not this\"\n",
+            "[package]\nname = \"newcache-tests\"\n\n[features]\ndefault = []\n# a comment = [not a feature]\nbinary = [\"dep:x\"]\njson = [\"newcache/json\"]\n\n[dependencies]\nname = \"not this\"\n",
         );
         assert_eq!(name.as_deref(), Some("newcache-tests"));
         let names: Vec<&str> = features.iter().map(|(n, _)| n.as_str()).collect();
@@ -110,5 +119,18 @@ mod tests {
                 .any(|f| f.ends_with("/binary") || f.ends_with("/default")),
             "{features:?}"
         );
+        // `package/feature`, nothing else (cargo refuses the lot otherwise).
+        for f in &features {
+            let (package, feature) = f.split_once('/').unwrap();
+            for part in [package, feature] {
+                assert!(
+                    !part.is_empty()
+                        && part
+                            .chars()
+                            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'),
+                    "{f}"
+                );
+            }
+        }
     }
 }
