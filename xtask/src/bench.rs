@@ -1,5 +1,5 @@
 //! `cargo xtask bench`: the criterion and interleaved benches, the system-call counts under
-//! strace, then the report (docs/benchmarks.md).
+//! strace, the cost of metrics and tracing, then the report (docs/benchmarks.md).
 
 #[allow(unused_imports)]
 use super::*;
@@ -68,6 +68,17 @@ pub(crate) fn bench(args: &[String]) -> Result<(), String> {
         callers.env("NEWCACHE_BENCH_QUICK", "1");
     }
     run(callers, "async concurrency")?;
+    // What metrics and tracing cost on a get hit: the facade's own bench, with both features.
+    let observe = PathBuf::from(format!("{target}/observe.tsv"));
+    let mut watched = cargo();
+    watched
+        .args(["bench", "-p", "newcache", "--features", "metrics,tracing"])
+        .args(["--bench", "observe"])
+        .env("NEWCACHE_OBSERVE_OUT", &observe);
+    if quick {
+        watched.env("NEWCACHE_BENCH_QUICK", "1");
+    }
+    run(watched, "metrics and tracing")?;
     let command = if quick {
         "cargo xtask bench --quick"
     } else {
@@ -84,7 +95,9 @@ pub(crate) fn bench(args: &[String]) -> Result<(), String> {
         .arg("--interleaved")
         .arg(&interleaved)
         .arg("--async-concurrency")
-        .arg(&async_concurrency);
+        .arg(&async_concurrency)
+        .arg("--observe")
+        .arg(&observe);
     if let Some(syscalls) = syscalls {
         report.arg("--syscalls").arg(syscalls);
     }

@@ -1,14 +1,19 @@
 //! Turns criterion's results into `docs/benchmarks.md` and `docs/benchmarks.svg`:
 //! `report <criterion dir> <docs dir> <command that measured> [--syscalls FILE]
-//! [--allocations FILE] [--interleaved FILE] [--async-concurrency FILE]`, the files written
-//! by `cargo xtask bench` (the `syscalls` helper under strace, the `allocations`,
-//! `interleaved` and `async_concurrency` benches).
+//! [--allocations FILE] [--interleaved FILE] [--async-concurrency FILE] [--observe FILE]`,
+//! the files written by `cargo xtask bench` (the `syscalls` helper under strace, the
+//! `allocations`, `interleaved` and `async_concurrency` benches, and the facade's `observe`
+//! bench).
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use newcache_benches::clients::{VALUE_PATH, VALUE_PATH_ALLOCATIONS, VALUE_PATH_TARGET};
 use plotters::prelude::*;
+
+// In a folder of its own: a file in src/bin/ would be a binary of its own.
+#[path = "report/observe.rs"]
+mod observe;
 
 /// Transport groups: (criterion group, title, operations per iteration).
 const GROUPS: &[(&str, &str, f64)] = &[
@@ -452,12 +457,13 @@ struct Args {
     allocations: Option<PathBuf>,
     interleaved: Option<PathBuf>,
     async_concurrency: Option<PathBuf>,
+    observe: Option<PathBuf>,
 }
 
 fn args() -> Args {
     let usage = || -> ! {
         eprintln!(
-            "usage: report <criterion dir> <docs dir> <command> [--syscalls FILE] [--allocations FILE] [--interleaved FILE] [--async-concurrency FILE]"
+            "usage: report <criterion dir> <docs dir> <command> [--syscalls FILE] [--allocations FILE] [--interleaved FILE] [--async-concurrency FILE] [--observe FILE]"
         );
         std::process::exit(2)
     };
@@ -473,6 +479,7 @@ fn args() -> Args {
         allocations: None,
         interleaved: None,
         async_concurrency: None,
+        observe: None,
     };
     while let Some(flag) = it.next() {
         if !flag.starts_with("--") && args.syscalls.is_none() {
@@ -486,6 +493,7 @@ fn args() -> Args {
             "--allocations" => args.allocations = Some(file.into()),
             "--interleaved" => args.interleaved = Some(file.into()),
             "--async-concurrency" => args.async_concurrency = Some(file.into()),
+            "--observe" => args.observe = Some(file.into()),
             _ => usage(),
         }
     }
@@ -562,6 +570,14 @@ fn main() {
         syscalls.as_deref().unwrap_or_default(),
         &docs.join(ASYNC_CHART),
     );
+
+    if let Some(text) = args
+        .observe
+        .as_deref()
+        .and_then(|p| std::fs::read_to_string(p).ok())
+    {
+        observe::section(&mut r, &text);
+    }
 
     // Clusters.
     let names = benches(&r.dir, "cluster_get_many_100");

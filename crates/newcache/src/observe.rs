@@ -4,13 +4,13 @@
 //! (`name=` in the URL, default `default`) and operation, never by key.
 //!
 //! With both features off every function here is empty and inlined away: the hot path is
-//! what it was. With them on, `cargo bench -p newcache --features metrics,tracing --bench
-//! observe` (medians of 60 interleaved rounds, this 2-core machine, 2026-12-01) measured a
-//! 100-byte get hit with a Prometheus recorder and a subscriber at INFO at 1.017x the time
-//! with nothing installed (18.32 against 18.02 µs), and with every span recorded at DEBUG at
-//! 1.061x; later, with the machine's round trips slower (69-71 µs), at 1.024x and 1.032x,
-//! and 1.063x-1.089x at DEBUG. Recording allocates nothing: each cache's metric keys are
-//! built once.
+//! what it was. With them on, the recording runs on the caller's thread; `cargo bench -p
+//! newcache --features metrics,tracing --bench observe` (run by `cargo xtask bench`, its
+//! figures in docs/benchmarks.md, *Metrics and tracing*) measured, on a 100-byte get hit of
+//! about 77 µs on this 2-core machine (2026-12-02), 1.06 µs more CPU per get with a
+//! Prometheus recorder and a subscriber at INFO (1.014x the get's time) and 5.5 µs with
+//! every span recorded at DEBUG (1.071x). Recording allocates nothing: each cache's metric
+//! keys are built once.
 //!
 //! | metric | kind | labels | what |
 //! |---|---|---|---|
