@@ -29,8 +29,8 @@ use tokio::time::Instant;
 use super::halves::{ReadHalf, WriteHalf};
 use super::steps::{Answer, Step, Taken};
 use crate::command::{Outcome, Wire};
+use crate::conn::{ReadBuf, READ_BUF, WIRE_UNKNOWN};
 use crate::proto::{meta, Decoder, Reply, Status};
-use crate::{ReadBuf, READ_BUF, WIRE_UNKNOWN};
 
 mod direct;
 pub(super) use direct::Direct;

@@ -13,10 +13,9 @@ use tokio::time::Instant;
 
 use super::halves::{ReadHalf, WriteHalf};
 use crate::command::Wire;
+use crate::conn::{Endpoint, ReadBuf, WIRE_CLASSIC, WIRE_META};
 use crate::proto::{self, meta, Decoder, Expect, Reply, Status};
-use crate::{
-    probe_verdict, Endpoint, ProbeVerdict, Protocol, ReadBuf, TextConfig, WIRE_CLASSIC, WIRE_META,
-};
+use crate::{probe_verdict, ProbeVerdict, Protocol, TextConfig};
 
 /// A server's address and what it was found to speak.
 pub(super) struct Target<'a> {

@@ -90,11 +90,11 @@ use tokio::time::Instant;
 
 use crate::cluster::{self, Cluster};
 use crate::command::{Cmd, NeedsMeta, Wire};
+use crate::conn::{Endpoint, WIRE_CLASSIC, WIRE_META, WIRE_UNKNOWN};
+use crate::multi_get::{encode_multi_get_into, gets_per_key};
 use crate::proto::{self, Expect};
-use crate::{
-    encode_multi_get_into, encode_quiet_deletes, gets_per_key, placement, server_specs, Endpoint,
-    Protocol, QuietRound, TextConfig, WIRE_CLASSIC, WIRE_META, WIRE_UNKNOWN,
-};
+use crate::quiet::{encode_quiet_deletes, QuietRound};
+use crate::{placement, server_specs, Protocol, TextConfig};
 use conn::{Direct, Failure, Handle, Job, JobResult};
 use steps::{Answer, Keys, OwnedCmd, Step};
 

@@ -13,8 +13,9 @@ use super::{
     plan_cmds, plan_gets, plan_line, plan_quiet_deletes, Answers, Build, TokioTextTransport,
 };
 use crate::command::{Cmd, Outcome};
+use crate::errors::{refusal_error, refused_as_too_large, status_to_error};
 use crate::proto::{Expect, Reply, Status};
-use crate::{group_by_server, refusal_error, refused_as_too_large, status_to_error, TextTransport};
+use crate::{group_by_server, TextTransport};
 
 /// Each server's index, with the job that builds its part of a batch.
 type Groups<'a> = Vec<(usize, Box<Build<'a>>)>;

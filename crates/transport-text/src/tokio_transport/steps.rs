@@ -5,8 +5,9 @@
 use newcache_transport::{Item, Store, StoreMode};
 
 use crate::command::{self, Cmd, Outcome, Wire};
+use crate::errors::is_error_line;
 use crate::proto::{meta, Decoder, Expect, Meta, Reply, Status};
-use crate::{is_error_line, QuietRound, QuietStep};
+use crate::quiet::{QuietRound, QuietStep};
 
 /// A keyed command, owned, as the reader needs it to check its reply: the key and what
 /// the command is (a store's value is not kept: a reply does not depend on it).

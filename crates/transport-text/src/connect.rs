@@ -1,0 +1,270 @@
+//! Getting a connection: opening one (TCP, unix socket, TLS), the meta probe on a server's
+//! first connection, the pool (check out, check in) and the thread that closes idle ones.
+
+use std::io;
+use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::os::unix::net::UnixStream;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+#[cfg(feature = "tls")]
+use std::time::Instant;
+
+use newcache_transport::{Error, Result};
+
+use crate::command::{Mismatch, Wire};
+use crate::conn::{Acquire, Conn, Endpoint, Opened, Server, WIRE_CLASSIC, WIRE_META};
+use crate::errors::closed_without_reply;
+use crate::pool::{Checkout, Permit};
+use crate::proto::{self, meta, Decoder, Expect, Reply, Status};
+use crate::stream::{Socket, Stream};
+use crate::{probe_verdict, ProbeVerdict, Protocol, TextTransport};
+
+impl TextTransport {
+    pub(crate) fn server(&self, index: usize) -> Result<&Server> {
+        self.servers.get(index).ok_or(Error::NoServers)
+    }
+
+    /// A connection to the server (TLS set up, when configured).
+    pub(crate) fn connect_stream(&self, server: &Server) -> Result<Stream> {
+        let socket = self.connect_socket(server)?;
+        #[cfg(feature = "tls")]
+        if let (Some(config), Some(name)) = (&self.tls, &server.tls_name) {
+            let deadline = Instant::now() + self.config.connect_timeout + self.config.read_timeout;
+            return crate::tls::handshake(config.clone(), name.clone(), socket, deadline)
+                .map(|tls| Stream::Tls(Box::new(tls)))
+                .map_err(|source| Error::Connect {
+                    server: server.label.clone(),
+                    source,
+                });
+        }
+        Ok(Stream::Plain(socket))
+    }
+
+    /// A socket connected to the server, set up (no delay, read and write timeouts).
+    pub(crate) fn connect_socket(&self, server: &Server) -> Result<Socket> {
+        let connect_err = |source| Error::Connect {
+            server: server.label.clone(),
+            source,
+        };
+        let address = match &server.endpoint {
+            Endpoint::Tcp(address) => address,
+            Endpoint::Unix(path) => {
+                // A local connect does not block on the network: no connect timeout needed.
+                let stream = UnixStream::connect(path).map_err(connect_err)?;
+                stream
+                    .set_read_timeout(Some(self.config.read_timeout))
+                    .and_then(|()| stream.set_write_timeout(Some(self.config.write_timeout)))
+                    .map_err(connect_err)?;
+                return Ok(Socket::Unix(stream));
+            }
+        };
+        let addrs: Vec<SocketAddr> = address.to_socket_addrs().map_err(connect_err)?.collect();
+        let mut last = io::Error::new(io::ErrorKind::NotFound, "the host has no address");
+        for addr in addrs {
+            match TcpStream::connect_timeout(&addr, self.config.connect_timeout) {
+                Ok(stream) => {
+                    let setup = stream
+                        .set_nodelay(true)
+                        .and_then(|()| stream.set_read_timeout(Some(self.config.read_timeout)))
+                        .and_then(|()| stream.set_write_timeout(Some(self.config.write_timeout)));
+                    setup.map_err(connect_err)?;
+                    return Ok(Socket::Tcp(stream));
+                }
+                Err(e) => last = e,
+            }
+        }
+        Err(connect_err(last))
+    }
+
+    pub(crate) fn new_conn(&self, stream: Stream, wire: Wire, permit: Permit<Conn>) -> Conn {
+        // Each connection starts its tokens elsewhere, so a reply that strays from one
+        // connection to another does not carry the token the other expects either.
+        let seed = self
+            .opened
+            .fetch_add(1, Ordering::Relaxed)
+            .wrapping_mul(0x9E37_79B9);
+        Conn::new(stream, wire, permit, seed)
+    }
+
+    /// Opens a connection in the place `permit` holds, in the dialect the server speaks;
+    /// when that is not known yet, with the probe sent on it ([`TextTransport::end_probe`]
+    /// reads its reply), so that a batch probes all its servers in one round trip.
+    pub(crate) fn open(&self, server: &Server, permit: Permit<Conn>) -> Result<Opened> {
+        let stream = self.connect_stream(server)?;
+        #[cfg(feature = "tracing")]
+        tracing::debug!(server = %server.label, "memcached connection opened");
+        let wire = match self.config.protocol {
+            Protocol::Meta => Wire::Meta,
+            Protocol::Classic => Wire::Classic,
+            Protocol::Auto => match server.wire.load(Ordering::Relaxed) {
+                WIRE_META => Wire::Meta,
+                WIRE_CLASSIC => Wire::Classic,
+                _ => {
+                    let mut conn = self.new_conn(stream, Wire::Meta, permit);
+                    let opaque = conn.next_opaque();
+                    meta::encode_probe(&mut conn.wbuf, opaque);
+                    self.send(server, &mut conn)?;
+                    conn.wbuf.clear();
+                    return Ok(Opened::Probing(conn, opaque));
+                }
+            },
+        };
+        Ok(Opened::Ready(self.new_conn(stream, wire, permit)))
+    }
+
+    /// Reads the reply to the probe sent on `conn` with token `opaque`, which tells whether
+    /// the server speaks the meta protocol with tags ([`meta::encode_probe`]):
+    /// - a reply with the probe's tag: meta, and this connection is ready;
+    /// - `ERROR` or `CLIENT_ERROR` (memcached before 1.6), or a meta reply without a token (a
+    ///   server that does not echo them, whose replies cannot be matched): classic, on a new
+    ///   connection;
+    /// - the connection closed without a reply (twemproxy closes on commands it does not
+    ///   know): classic when the server answers `version` on a new connection;
+    /// - anything else (another token, garbage, a timeout, a connection lost): an error, and
+    ///   the server is probed again on the next connection.
+    pub(crate) fn end_probe(&self, server: &Server, mut conn: Conn, opaque: u32) -> Result<Conn> {
+        let mut decoder = Decoder::new(Expect::Meta);
+        match self.receive(server, &mut conn, &mut decoder) {
+            Ok((reply, shortened)) => match probe_verdict(&reply, decoder.tag(), opaque) {
+                Ok(ProbeVerdict::Meta) => {
+                    if !conn.rbuf.filled().is_empty() {
+                        return Err(self.mismatch(
+                            server,
+                            Mismatch("bytes after the reply to the meta probe".into()),
+                        ));
+                    }
+                    server.wire.store(WIRE_META, Ordering::Relaxed);
+                    conn.wire = Wire::Meta;
+                    if shortened {
+                        conn.stream
+                            .set_read_timeout(Some(self.config.read_timeout))
+                            .map_err(|e| self.io_error(server, e, self.config.read_timeout))?;
+                    }
+                    return Ok(conn);
+                }
+                // Classic, below.
+                Ok(ProbeVerdict::Classic) => {}
+                Err(m) => return Err(self.mismatch(server, m)),
+            },
+            Err(e) if closed_without_reply(&e) => {
+                let permit = conn.into_permit();
+                let stream = self.connect_stream(server)?;
+                let mut conn = self.new_conn(stream, Wire::Classic, permit);
+                if self.answers_version(server, &mut conn) {
+                    server.wire.store(WIRE_CLASSIC, Ordering::Relaxed);
+                    return Ok(conn);
+                }
+                return Err(e);
+            }
+            Err(e) => return Err(e),
+        }
+        server.wire.store(WIRE_CLASSIC, Ordering::Relaxed);
+        let permit = conn.into_permit();
+        let stream = self.connect_stream(server)?;
+        Ok(self.new_conn(stream, Wire::Classic, permit))
+    }
+
+    /// Sends `version` on `conn` and reads the reply: true when it is `VERSION ...` and
+    /// nothing follows it (the connection is then in step, its read timeout as configured).
+    pub(crate) fn answers_version(&self, server: &Server, conn: &mut Conn) -> bool {
+        conn.wbuf.clear();
+        proto::encode_line(&mut conn.wbuf, "version");
+        let ok = self.send(server, conn).is_ok()
+            && matches!(
+                self.receive(server, conn, &mut Decoder::new(Expect::Status)),
+                Ok((Reply::Status(Status::Version(_)), false))
+            )
+            && conn.rbuf.filled().is_empty();
+        conn.wbuf.clear();
+        ok
+    }
+
+    /// A connection to the server: an idle one (a classic one only when no byte waits on
+    /// it), or a new one once fewer than `max_connections` are open, waiting up to the read
+    /// timeout for either.
+    pub(crate) fn checkout(&self, server: &Server) -> std::result::Result<Conn, Acquire> {
+        match self.start_checkout(server)? {
+            Opened::Ready(conn) => Ok(conn),
+            Opened::Probing(conn, opaque) => self
+                .end_probe(server, conn, opaque)
+                .map_err(Acquire::Failed),
+        }
+    }
+
+    /// [`TextTransport::checkout`], leaving a new connection's probe (if any) unread.
+    pub(crate) fn start_checkout(&self, server: &Server) -> std::result::Result<Opened, Acquire> {
+        loop {
+            match server.pool.checkout(self.config.read_timeout) {
+                Ok(Checkout::Idle(mut conn)) => {
+                    if conn.wire == Wire::Classic && conn.stream.has_bytes_waiting() {
+                        // A reply nobody asked for (a duplicate, a late one) or a closed
+                        // connection: never read as the next request's reply.
+                        continue;
+                    }
+                    return Ok(Opened::Ready(conn));
+                }
+                Ok(Checkout::Open(permit)) => {
+                    return self.open(server, permit).map_err(Acquire::Failed)
+                }
+                Err(busy) => {
+                    return Err(Acquire::Busy(Error::Timeout {
+                        server: server.label.clone(),
+                        after: busy.waited,
+                    }))
+                }
+            }
+        }
+    }
+
+    /// Pools a connection whose replies were all read, its read buffer back at its size if
+    /// it ever grew. The write buffer keeps its capacity: shrinking it made every store of a
+    /// large value pay for growing it again (a 1 MB `set` took 4 times as long).
+    pub(crate) fn checkin(&self, server: &Server, mut conn: Conn) {
+        conn.wbuf.clear();
+        conn.rbuf.shrink();
+        if conn.rbuf.filled().is_empty() && conn.stream.buffered() == 0 {
+            server.pool.checkin(conn);
+            self.start_reaper();
+        }
+    }
+
+    /// Starts the thread that closes idle connections (once per transport, when the idle
+    /// timeout is not zero). It holds the servers weakly and stops when the transport is
+    /// dropped.
+    pub(crate) fn start_reaper(&self) {
+        if self.config.idle_timeout.is_zero() {
+            return;
+        }
+        self.reaper.started.call_once(|| {
+            let servers: Weak<[Server]> = Arc::downgrade(&self.servers);
+            let stop = self.reaper.stop.clone();
+            let tick = (self.config.idle_timeout / 4).max(Duration::from_millis(5));
+            // Without the thread, idle connections are still closed when the pool is next
+            // used (checkout closes the expired ones).
+            let _ = std::thread::Builder::new()
+                .name("newcache-idle".into())
+                .spawn(move || loop {
+                    {
+                        let (stopped, signal) = &*stop;
+                        let guard = stopped.lock().unwrap_or_else(|p| p.into_inner());
+                        if *guard {
+                            return;
+                        }
+                        let (guard, _) = signal
+                            .wait_timeout(guard, tick)
+                            .unwrap_or_else(|p| p.into_inner());
+                        if *guard {
+                            return;
+                        }
+                    }
+                    let Some(servers) = servers.upgrade() else {
+                        return;
+                    };
+                    for server in servers.iter() {
+                        server.pool.close_expired();
+                    }
+                });
+        });
+    }
+}

@@ -1,0 +1,108 @@
+//! How replies that are not the expected answer become typed errors.
+
+use std::fmt;
+
+use newcache_transport::Error;
+
+use crate::batch::Answer;
+use crate::command::{Cmd, Outcome, Wire};
+use crate::proto::{Reply, Status};
+use crate::TextTransport;
+
+/// True for an [`Error::Io`] of a connection closed before any byte of the reply.
+pub(crate) fn closed_without_reply(e: &Error) -> bool {
+    matches!(e, Error::Io { source, .. }
+        if source.get_ref().is_some_and(|e| e.is::<ClosedWithoutReply>()))
+}
+
+pub(crate) fn is_error_line(status: &Status) -> bool {
+    matches!(
+        status,
+        Status::Error | Status::ClientError(_) | Status::ServerError(_)
+    )
+}
+
+/// The marker of an [`Error::Io`] for a connection closed before any byte of the reply.
+#[derive(Debug)]
+pub(crate) struct ClosedWithoutReply;
+
+impl fmt::Display for ClosedWithoutReply {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("the server closed the connection without replying")
+    }
+}
+
+impl std::error::Error for ClosedWithoutReply {}
+
+pub(crate) fn unexpected(reply: Reply) -> Status {
+    Status::ClientError(format!("unexpected reply {reply:?}"))
+}
+
+/// Maps a status that is not the expected answer to a typed error.
+pub(crate) fn status_to_error(server: String, status: Status, command: &str) -> Error {
+    match status {
+        Status::Error => Error::Unsupported {
+            server,
+            command: command.to_string(),
+        },
+        Status::ClientError(message) => Error::Client { server, message },
+        // A store refused as too large is mapped where the value's size is known (`store`,
+        // `store_many`), to an `Error::ValueTooLarge` naming it.
+        Status::ServerError(message) => Error::Server { server, message },
+        other => Error::Protocol {
+            server,
+            detail: format!("unexpected reply {other:?} to {command}"),
+        },
+    }
+}
+
+/// The error for an error line (`ERROR`, `CLIENT_ERROR`, `SERVER_ERROR`) in reply to
+/// `cmd`: a store refused as too large is [`Error::ValueTooLarge`] naming its size (with
+/// the configured `item_size_limit`).
+pub(crate) fn refusal_error(
+    label: &str,
+    cmd: &Cmd<'_>,
+    wire: Wire,
+    status: Status,
+    item_size_limit: usize,
+) -> Error {
+    if let (Cmd::Store(s), Status::ServerError(m)) = (cmd, &status) {
+        if refused_as_too_large(m) {
+            return Error::refused_by_server(s.value.len(), item_size_limit);
+        }
+    }
+    status_to_error(label.to_string(), status, cmd.name(wire))
+}
+
+/// True for memcached's refusal of an item over its `-I` (`SERVER_ERROR object too large
+/// for cache`).
+pub(crate) fn refused_as_too_large(message: &str) -> bool {
+    message.contains("too large")
+}
+
+impl TextTransport {
+    /// The error for an answer that is not a keyed outcome: an error line, or a reply that
+    /// does not belong in a keyed batch.
+    pub(crate) fn answer_error(&self, index: usize, answer: Answer) -> Error {
+        let label = self.label(index);
+        match answer {
+            Answer::Refused(_, command, status) => status_to_error(label, status, command),
+            Answer::Line(reply) => status_to_error(label, unexpected(*reply), "a batch"),
+            Answer::Key(_, outcome) => Error::Protocol {
+                server: label,
+                detail: format!("unexpected outcome {outcome:?}"),
+            },
+        }
+    }
+
+    pub(crate) fn outcome_error(&self, key: &[u8], outcome: Outcome) -> Error {
+        let label = self
+            .server_for_key(key)
+            .map(|i| self.label(i))
+            .unwrap_or_default();
+        Error::Protocol {
+            server: label,
+            detail: format!("unexpected outcome {outcome:?}"),
+        }
+    }
+}

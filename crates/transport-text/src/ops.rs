@@ -1,0 +1,338 @@
+//! The [`Transport`] operations of the blocking transport, over the exchanges and batches
+//! of the other modules.
+
+use newcache_transport::{
+    check_key, Error, Item, MetaItem, Result, ServerStats, Store, StoreMode, StoreStatus, Transport,
+};
+
+use crate::batch::{Answer, Batch, RoundLimit};
+use crate::command::{Cmd, Outcome};
+use crate::errors::{refused_as_too_large, status_to_error};
+use crate::multi_get::get_cost;
+use crate::proto::{Expect, Reply, Status};
+use crate::{Protocol, TextTransport};
+
+impl TextTransport {
+    pub(crate) fn check_value(&self, value: &[u8]) -> Result<()> {
+        if value.len() > self.config.item_size_limit {
+            return Err(Error::ValueTooLarge {
+                size: value.len(),
+                limit: self.config.item_size_limit,
+            });
+        }
+        Ok(())
+    }
+}
+
+impl Transport for TextTransport {
+    fn name(&self) -> &'static str {
+        "text"
+    }
+
+    fn close(&self) {
+        for server in self.servers.iter() {
+            server.pool.close_idle();
+        }
+    }
+
+    fn get(&self, key: &[u8]) -> Result<Option<Item>> {
+        check_key(key)?;
+        match self.run(Cmd::Get(key))? {
+            Outcome::Item(item) => Ok(item),
+            other => Err(self.outcome_error(key, other)),
+        }
+    }
+
+    fn get_many(&self, keys: &[&[u8]]) -> Result<Vec<Option<Item>>> {
+        if self.servers.len() == 1 && RoundLimit::VALUES.fits(keys.iter().map(|k| get_cost(k))) {
+            for key in keys {
+                check_key(key)?;
+            }
+            return self.get_many_on_one_server(keys);
+        }
+        let groups = self.keys_by_server(keys)?;
+        let mut out = vec![None; keys.len()];
+        let outcomes = self.pipelined(&groups, Batch::Gets(keys), RoundLimit::VALUES);
+        for (index, answers) in Self::tolerant(outcomes)? {
+            for answer in answers {
+                match answer {
+                    Answer::Key(i, Outcome::Item(item)) => {
+                        if let Some(slot) = out.get_mut(i) {
+                            *slot = item;
+                        }
+                    }
+                    other => return Err(self.answer_error(index, other)),
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// A value over `item_size_limit` is refused before it is sent; for a `set`, one
+    /// `delete` of the key goes instead (memcached unlinks the old item when it refuses a
+    /// `set` as too large; so does this transport, so the old value is not served on).
+    ///
+    /// A value the server refuses as too large (its `-I` is below `item_size_limit`) is
+    /// [`Error::ValueTooLarge`] too. In the meta protocol memcached 1.6 then unlinks the old
+    /// item whatever the mode (`add`, `replace`... too), where the classic commands unlink
+    /// it only for `set`.
+    fn store(&self, request: &Store<'_>) -> Result<StoreStatus> {
+        check_key(request.key)?;
+        newcache_transport::check_exptime(request.exptime)?;
+        if let Err(too_large) = self.check_value(request.value) {
+            if request.mode == StoreMode::Set {
+                self.delete(request.key)?;
+            }
+            return Err(too_large);
+        }
+        match self.run(Cmd::Store(request))? {
+            Outcome::Stored(status) => Ok(status),
+            other => Err(self.outcome_error(request.key, other)),
+        }
+    }
+
+    /// Pipelined per server. A request over `item_size_limit` is refused by itself: a
+    /// `set` sends a delete of its key in its place (in order with the batch's other
+    /// commands on that key), any other mode sends nothing; a request the server refuses as
+    /// too large is refused the same way (memcached unlinks a refused `set`'s old item
+    /// itself). Then, as [`Transport::store_many`] says, the first refusal in request order
+    /// is the answer.
+    fn store_many(&self, requests: &[Store<'_>]) -> Result<Vec<StoreStatus>> {
+        for r in requests {
+            check_key(r.key)?;
+            newcache_transport::check_exptime(r.exptime)?;
+        }
+        // The first request refused as too large (by the limit or by the server), in order.
+        let mut refused: Option<(usize, Error)> = None;
+        let mut refuse = |i: usize, e: Error| {
+            if refused.as_ref().is_none_or(|(first, _)| i < *first) {
+                refused = Some((i, e));
+            }
+        };
+        let mut over = vec![false; requests.len()];
+        for ((i, r), over) in requests.iter().enumerate().zip(over.iter_mut()) {
+            if let Err(e) = self.check_value(r.value) {
+                *over = true;
+                refuse(i, e);
+            }
+        }
+        let is_over = |i: usize| over.get(i).copied().unwrap_or(false);
+        let cmd_of = |i: usize| Cmd::for_store(requests.get(i)?, is_over(i));
+        let groups = self.by_server(requests.len(), |i| cmd_of(i).map(|c| c.key()))?;
+        let outcomes = self.pipelined(&groups, Batch::Each(&cmd_of), RoundLimit::STATUS);
+        let mut out = vec![StoreStatus::NotStored; requests.len()];
+        for (index, answers) in Self::strict(outcomes)? {
+            for answer in answers {
+                match answer {
+                    Answer::Key(i, Outcome::Stored(status)) => {
+                        if let Some(slot) = out.get_mut(i) {
+                            *slot = status;
+                        }
+                    }
+                    // The delete of a `set` over the limit.
+                    Answer::Key(_, Outcome::Deleted(_)) => {}
+                    Answer::Refused(Some(i), command, Status::ServerError(m))
+                        if refused_as_too_large(&m) =>
+                    {
+                        match requests.get(i) {
+                            Some(r) if !is_over(i) => refuse(
+                                i,
+                                Error::refused_by_server(
+                                    r.value.len(),
+                                    self.config.item_size_limit,
+                                ),
+                            ),
+                            _ => {
+                                return Err(status_to_error(
+                                    self.label(index),
+                                    Status::ServerError(m),
+                                    command,
+                                ))
+                            }
+                        }
+                    }
+                    other => return Err(self.answer_error(index, other)),
+                }
+            }
+        }
+        match refused {
+            Some((_, e)) => Err(e),
+            None => Ok(out),
+        }
+    }
+
+    fn delete(&self, key: &[u8]) -> Result<bool> {
+        check_key(key)?;
+        match self.run(Cmd::Delete(key))? {
+            Outcome::Deleted(deleted) => Ok(deleted),
+            other => Err(self.outcome_error(key, other)),
+        }
+    }
+
+    fn delete_many(&self, keys: &[&[u8]]) -> Result<Vec<bool>> {
+        let groups = self.keys_by_server(keys)?;
+        let cmd_of = |i: usize| keys.get(i).map(|k| Cmd::Delete(k));
+        let outcomes = self.pipelined(&groups, Batch::Each(&cmd_of), RoundLimit::STATUS);
+        let mut out = vec![false; keys.len()];
+        for (index, answers) in Self::strict(outcomes)? {
+            for answer in answers {
+                match answer {
+                    Answer::Key(i, Outcome::Deleted(deleted)) => {
+                        if let Some(slot) = out.get_mut(i) {
+                            *slot = deleted;
+                        }
+                    }
+                    other => return Err(self.answer_error(index, other)),
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Each server's keys deleted with no reply per key, in rounds of at most 512: in the
+    /// classic protocol `delete <key> noreply` for each, then `version` (memcached sends
+    /// nothing for a noreply command, not even an error, so the one reply to read is
+    /// `VERSION`, which comes after everything sent before it was processed); in meta
+    /// `md <key> q` (memcached leaves out `HD`, sends `NF` and errors) and a last `md`
+    /// without `q`, whose tagged reply says every delete before it was processed. Lines
+    /// before it are read and checked too, so no reply is ever left on a pooled connection;
+    /// an error among them is returned after every server was read. A server that fails or
+    /// is down fails the call, as in [`Transport::delete_many`].
+    fn delete_many_quiet(&self, keys: &[&[u8]]) -> Result<()> {
+        let groups = self.keys_by_server(keys)?;
+        let outcomes = self.pipelined(&groups, Batch::QuietDeletes(keys), RoundLimit::STATUS);
+        for (index, answers) in Self::strict(outcomes)? {
+            if let Some(answer) = answers.into_iter().next() {
+                return Err(self.answer_error(index, answer));
+            }
+        }
+        Ok(())
+    }
+
+    fn incr(&self, key: &[u8], delta: u64) -> Result<Option<u64>> {
+        self.arith(key, delta, true)
+    }
+
+    fn decr(&self, key: &[u8], delta: u64) -> Result<Option<u64>> {
+        self.arith(key, delta, false)
+    }
+
+    fn touch(&self, key: &[u8], exptime: u32) -> Result<bool> {
+        check_key(key)?;
+        newcache_transport::check_exptime(exptime)?;
+        match self.run(Cmd::Touch { key, exptime })? {
+            Outcome::Touched(touched) => Ok(touched),
+            other => Err(self.outcome_error(key, other)),
+        }
+    }
+
+    fn flush_all(&self) -> Result<()> {
+        let groups: Vec<(usize, Vec<usize>)> =
+            (0..self.servers.len()).map(|i| (i, vec![i])).collect();
+        let outcomes = self.pipelined(
+            &groups,
+            Batch::Line("flush_all", Expect::Status),
+            RoundLimit::STATUS,
+        );
+        for (index, answers) in Self::strict(outcomes)? {
+            for answer in answers {
+                match answer {
+                    Answer::Line(reply) => match *reply {
+                        Reply::Status(Status::Ok) => {}
+                        Reply::Status(status) => {
+                            return Err(status_to_error(self.label(index), status, "flush_all"))
+                        }
+                        other => {
+                            return Err(self.answer_error(index, Answer::Line(Box::new(other))))
+                        }
+                    },
+                    other => return Err(self.answer_error(index, other)),
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// True unless the transport speaks only the classic protocol ([`Protocol::Classic`]).
+    /// With [`Protocol::Auto`] a server found without meta answers the meta operations
+    /// with [`Error::Unsupported`].
+    fn supports_meta(&self) -> bool {
+        self.config.protocol != Protocol::Classic
+    }
+
+    fn meta_get(&self, key: &[u8], recache_below: u32) -> Result<Option<MetaItem>> {
+        check_key(key)?;
+        match self.run(Cmd::MetaGet { key, recache_below })? {
+            Outcome::Meta(item) => Ok(item),
+            other => Err(self.outcome_error(key, other)),
+        }
+    }
+
+    fn meta_get_many(&self, keys: &[&[u8]], recache_below: u32) -> Result<Vec<Option<MetaItem>>> {
+        let groups = self.keys_by_server(keys)?;
+        let cmd_of = |i: usize| keys.get(i).map(|&key| Cmd::MetaGet { key, recache_below });
+        let outcomes = self.pipelined(&groups, Batch::Each(&cmd_of), RoundLimit::VALUES);
+        let mut out = vec![None; keys.len()];
+        for (index, answers) in Self::tolerant(outcomes)? {
+            for answer in answers {
+                match answer {
+                    Answer::Key(i, Outcome::Meta(item)) => {
+                        if let Some(slot) = out.get_mut(i) {
+                            *slot = item;
+                        }
+                    }
+                    other => return Err(self.answer_error(index, other)),
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    fn meta_invalidate(&self, key: &[u8], grace: u32) -> Result<bool> {
+        check_key(key)?;
+        match self.run(Cmd::Invalidate { key, grace })? {
+            Outcome::Invalidated(found) => Ok(found),
+            other => Err(self.outcome_error(key, other)),
+        }
+    }
+
+    fn stats(&self) -> Result<Vec<ServerStats>> {
+        let groups: Vec<(usize, Vec<usize>)> =
+            (0..self.servers.len()).map(|i| (i, vec![i])).collect();
+        let outcomes = self.pipelined(
+            &groups,
+            Batch::Line("stats", Expect::Stats),
+            RoundLimit::VALUES,
+        );
+        let mut out = Vec::with_capacity(self.servers.len());
+        for (index, answers) in Self::strict(outcomes)? {
+            let label = self.label(index);
+            for answer in answers {
+                match answer {
+                    Answer::Line(reply) => match *reply {
+                        Reply::Stats(stats) => out.push(ServerStats {
+                            server: label.clone(),
+                            stats: stats.into_iter().collect(),
+                        }),
+                        Reply::Status(s) => return Err(status_to_error(label, s, "stats")),
+                        other => {
+                            return Err(self.answer_error(index, Answer::Line(Box::new(other))))
+                        }
+                    },
+                    other => return Err(self.answer_error(index, other)),
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+impl TextTransport {
+    fn arith(&self, key: &[u8], delta: u64, incr: bool) -> Result<Option<u64>> {
+        check_key(key)?;
+        match self.run(Cmd::Arith { key, delta, incr })? {
+            Outcome::Counter(n) => Ok(n),
+            other => Err(self.outcome_error(key, other)),
+        }
+    }
+}
