@@ -388,6 +388,7 @@ impl AsyncCache {
 mod tests {
     use super::*;
 
+    #[cfg(feature = "memory")]
     fn assert_send<T: Send>(_: &T) {}
 
     #[cfg(feature = "memory")]

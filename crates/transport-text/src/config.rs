@@ -10,6 +10,11 @@ use newcache_placement::Behaviors;
 use newcache_transport::{Result, DEFAULT_ITEM_SIZE_LIMIT};
 
 use crate::{placement, Failover};
+// What the docs link to.
+#[cfg(doc)]
+use crate::{proto, TextTransport};
+#[cfg(doc)]
+use newcache_transport::{Error, Transport};
 
 /// Which protocol the transport speaks to its servers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

@@ -95,7 +95,9 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, AtomicU8, Ordering};
 use std::sync::{Arc, Condvar, Mutex, Once};
 
-use newcache_transport::{Error, Result};
+#[cfg(doc)]
+use newcache_transport::Item;
+use newcache_transport::{Error, Result}; // the crate docs link to it
 
 use cluster::Cluster;
 use command::Mismatch;

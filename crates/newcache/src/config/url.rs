@@ -1,0 +1,366 @@
+//! The `newcache://` URL: [`Config::from_url`] and the parsing of its parameters.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use newcache_herd::{Policy, Ttl};
+
+use super::validate::check_behavior;
+use super::{bad, Config, EnvelopeFormat, KeyFunctionKind, Secret, TransportKind, WireProtocol};
+use crate::codec::ValueCodec;
+use crate::error::Result;
+
+pub(super) fn parse_num<T: std::str::FromStr>(name: &str, value: &str) -> Result<T> {
+    value
+        .parse()
+        .map_err(|_| bad(format_args!("{name}={value:?} is not a valid number")))
+}
+
+pub(super) fn parse_bool(name: &str, value: &str) -> Result<bool> {
+    match value {
+        "true" | "1" | "yes" | "on" => Ok(true),
+        "false" | "0" | "no" | "off" => Ok(false),
+        _ => Err(bad(format_args!(
+            "{name}={value:?} is not a boolean (use true or false)"
+        ))),
+    }
+}
+
+pub(super) fn parse_ttl(name: &str, value: &str) -> Result<Ttl> {
+    match value {
+        "forever" | "none" | "never" => Ok(Ttl::Forever),
+        _ => Ok(Ttl::Seconds(parse_num(name, value)?)),
+    }
+}
+
+pub(super) fn percent_decode(name: &str, s: &str) -> Result<String> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while let Some(&b) = bytes.get(i) {
+        match b {
+            b'%' => {
+                let hex = bytes
+                    .get(i + 1..i + 3)
+                    .and_then(|h| std::str::from_utf8(h).ok())
+                    .and_then(|h| u8::from_str_radix(h, 16).ok())
+                    .ok_or_else(|| bad(format_args!("{name}: bad percent-escape in {s:?}")))?;
+                out.push(hex);
+                i += 3;
+            }
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            _ => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).map_err(|_| bad(format_args!("{name}: {s:?} is not UTF-8")))
+}
+
+/// Checks a server entry: `host`, `host:port`, or `[v6]:port`; or a unix-domain socket,
+/// `/path` (pylibmc's and libmemcached's form, kept as is) or `unix:/path` (python-memcached's,
+/// pymemcache's and Django's, kept as `/path`).
+pub(super) fn parse_server(entry: &str) -> Result<String> {
+    let entry = entry.trim();
+    if entry.is_empty() {
+        return Err(bad("empty server entry in the server list"));
+    }
+    let path = entry.strip_prefix("unix:").unwrap_or(entry);
+    if path.starts_with('/') {
+        if path.len() < 2 || path.ends_with('/') || path.chars().any(char::is_control) {
+            return Err(bad(format_args!(
+                "server {entry:?}: a unix-domain socket is given by its absolute path, e.g. /run/memcached.sock"
+            )));
+        }
+        return Ok(path.to_string());
+    }
+    if entry.contains('/') {
+        return Err(bad(format_args!(
+            "server {entry:?}: unexpected '/'; a unix-domain socket is given by its absolute path (newcache:///run/memcached.sock or newcache://unix:/run/memcached.sock), and nothing follows the servers but /?parameters"
+        )));
+    }
+    let (host, rest) = if let Some(rest) = entry.strip_prefix('[') {
+        let (host, after) = rest
+            .split_once(']')
+            .ok_or_else(|| bad(format_args!("server {entry:?}: unclosed '['")))?;
+        if host.parse::<std::net::Ipv6Addr>().is_err() {
+            return Err(bad(format_args!(
+                "server {entry:?}: [{host}] is not an IPv6 address (brackets are for IPv6, e.g. [::1]:11211)"
+            )));
+        }
+        let rest = match after {
+            "" => None,
+            _ => Some(after.strip_prefix(':').ok_or_else(|| {
+                bad(format_args!(
+                    "server {entry:?}: expected :port after the address, found {after:?}"
+                ))
+            })?),
+        };
+        (format!("[{host}]"), rest)
+    } else {
+        match entry.split_once(':') {
+            Some((h, p)) => (h.to_string(), Some(p)),
+            None => (entry.to_string(), None),
+        }
+    };
+    let (port, weight) = match rest.map(|r| r.split_once(':')) {
+        Some(Some((p, w))) => (Some(p), Some(w)),
+        Some(None) => (rest, None),
+        None => (None, None),
+    };
+    let host_ok = host.starts_with('[')
+        || (!host.is_empty()
+            && host
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_')));
+    if !host_ok {
+        return Err(bad(format_args!(
+            "server {entry:?}: {host:?} is not a host name or address (letters, digits, '.', '-', '_'; IPv6 in brackets)"
+        )));
+    }
+    let port: u16 = match port {
+        None => 11211,
+        Some(p) => p.parse().ok().filter(|p| *p != 0).ok_or_else(|| {
+            bad(format_args!(
+                "server {entry:?}: port {p:?} is not a number from 1 to 65535"
+            ))
+        })?,
+    };
+    match weight {
+        None => Ok(format!("{host}:{port}")),
+        Some(w) => {
+            let w: u32 = w.parse().ok().filter(|w| *w > 0).ok_or_else(|| {
+                bad(format_args!(
+                    "server {entry:?}: weight {w:?} is not a positive number"
+                ))
+            })?;
+            Ok(format!("{host}:{port}:{w}"))
+        }
+    }
+}
+
+impl Config {
+    /// Parses a `newcache://` URL:
+    /// `newcache://host:port;host:port/?flavor=staging&version=2&herd_timeout=60&timeout=300`.
+    ///
+    /// Servers are split by `;` (or `,`). Parameters: `flavor`, `version`, `herd_timeout`,
+    /// `herd` (`lease`, the default; `reinsert`; `early`; `meta`; `off`), `lease_wait` (ms),
+    /// `early_beta`, `timeout` (the default TTL in seconds, or `forever`),
+    /// `name` (the cache's name in metrics and traces),
+    /// `key_function` (`newcache` or `django`), `key_prefix`, `transport` (`text`, `memory`,
+    /// `libmemcached`), `binary` (`true` selects libmemcached's binary protocol),
+    /// `connect_timeout`, `read_timeout`, `write_timeout` (milliseconds), `max_idle`,
+    /// `max_connections`, `idle_timeout` (seconds), `async_connections`, `async_queue`,
+    /// `protocol` (`auto`, `meta`, `classic`),
+    /// `item_size_limit` (bytes), `codec` (`bincode`, the default, `json` or `pickle`),
+    /// `compress_threshold` (bytes; pylibmc's name `min_compress_len` works too),
+    /// `inflate_limit` (bytes), `envelope` (`newcache`, the default, or `django-newcache`);
+    /// `behaviors.NAME=value` (pylibmc's behavior names: all of
+    /// them with libmemcached, the placement, failover and timeout ones with the text
+    /// transport); with libmemcached's binary protocol, `username`/`password` for SASL;
+    /// `tls=true` with `tls_ca` (a PEM CA file), optionally `tls_cert` and `tls_key` (a
+    /// client certificate) and `tls_server_name` (the text transport, feature `tls`; the
+    /// server's certificate is always verified).
+    /// Servers may carry a weight (`host:port:weight`). A unix-domain socket is given by its
+    /// absolute path, as pylibmc writes one (`newcache:///run/memcached.sock`) or with
+    /// python-memcached's and Django's `unix:` (`newcache://unix:/run/memcached.sock`); paths
+    /// with `;`, `,` or `?` cannot be written in a URL. An unknown, repeated or malformed parameter is an error.
+    pub fn from_url(url: &str) -> Result<Config> {
+        let rest = url.strip_prefix("newcache://").ok_or_else(|| {
+            bad(format_args!(
+                "URL {url:?} must start with newcache:// (e.g. newcache://127.0.0.1:11211/)"
+            ))
+        })?;
+        let (hosts, query) = match rest.split_once('?') {
+            Some((h, q)) => (h, q),
+            None => (rest, ""),
+        };
+        // `newcache://host/?...`; a unix-domain socket's path keeps its slashes
+        // (`newcache:///run/memcached.sock`); entries with any other '/' are refused.
+        let hosts = hosts.strip_suffix('/').unwrap_or(hosts);
+        let mut config = Config {
+            // No servers at all is for the memory transport (checked below); an empty entry
+            // in a list (`a;;b`, a trailing `;`) is a typo, and an error.
+            servers: if hosts.trim().is_empty() {
+                Vec::new()
+            } else {
+                hosts
+                    .split([';', ','])
+                    .map(parse_server)
+                    .collect::<Result<_>>()?
+            },
+            ..Config::default()
+        };
+        let mut seen: Vec<String> = Vec::new();
+        let mut binary: Option<bool> = None;
+        let mut transport: Option<TransportKind> = None;
+        let mut key_function: Option<String> = None;
+        let mut key_prefix: Option<String> = None;
+        for pair in query.split('&').filter(|p| !p.is_empty()) {
+            let (name, raw) = pair
+                .split_once('=')
+                .ok_or_else(|| bad(format_args!("parameter {pair:?} has no value (name=value)")))?;
+            let value = percent_decode(name, raw)?;
+            let value = value.as_str();
+            if seen.iter().any(|s| s == name) {
+                return Err(bad(format_args!("parameter {name} is given twice")));
+            }
+            seen.push(name.to_string());
+            match name {
+                "flavor" => config.flavor = value.to_string(),
+                "name" => config.name = value.to_string(),
+                "version" => config.version = value.to_string(),
+                "herd_timeout" => config.herd_timeout = parse_num(name, value)?,
+                "herd" => match value {
+                    "on" | "true" => config.herd = true,
+                    "off" | "false" | "none" => config.herd = false,
+                    name => {
+                        config.herd_policy = Policy::from_name(name).ok_or_else(|| {
+                            bad(format_args!("herd={value:?}: use lease (the default), reinsert, early, meta or off"))
+                        })?;
+                    }
+                },
+                "lease_wait" => config.lease_wait = Duration::from_millis(parse_num(name, value)?),
+                "early_beta" => {
+                    config.early_beta = parse_num::<f64>(name, value)?;
+                    if !(config.early_beta.is_finite() && config.early_beta > 0.0) {
+                        return Err(bad(format_args!("early_beta={value:?} must be a positive number")));
+                    }
+                }
+                "timeout" => config.default_ttl = parse_ttl(name, value)?,
+                "key_function" => key_function = Some(value.to_string()),
+                "key_prefix" => key_prefix = Some(value.to_string()),
+                "transport" => {
+                    transport = Some(match value {
+                        "text" => TransportKind::Text,
+                        "memory" => TransportKind::Memory,
+                        "libmemcached" => TransportKind::Libmemcached { binary: false },
+                        _ => {
+                            return Err(bad(format_args!(
+                                "transport={value:?}: use text, memory or libmemcached"
+                            )))
+                        }
+                    })
+                }
+                "binary" => binary = Some(parse_bool(name, value)?),
+                "connect_timeout" => {
+                    config.connect_timeout = Duration::from_millis(parse_num(name, value)?)
+                }
+                "read_timeout" => config.read_timeout = Duration::from_millis(parse_num(name, value)?),
+                "write_timeout" => {
+                    config.write_timeout = Duration::from_millis(parse_num(name, value)?)
+                }
+                "max_idle" => config.max_idle_per_server = parse_num(name, value)?,
+                "max_connections" => config.max_connections = parse_num(name, value)?,
+                "async_connections" => config.async_connections = parse_num(name, value)?,
+                "async_queue" => config.async_queue = parse_num(name, value)?,
+                "idle_timeout" => {
+                    config.idle_timeout = Duration::from_secs(parse_num(name, value)?)
+                }
+                "protocol" => {
+                    config.protocol = match value {
+                        "auto" => WireProtocol::Auto,
+                        "meta" => WireProtocol::Meta,
+                        "classic" => WireProtocol::Classic,
+                        _ => {
+                            return Err(bad(format_args!(
+                                "protocol={value:?}: use auto (the default), meta or classic"
+                            )))
+                        }
+                    }
+                }
+                "item_size_limit" => config.item_size_limit = parse_num(name, value)?,
+                "codec" => {
+                    config.codec = ValueCodec::from_name(value).ok_or_else(|| {
+                        bad(format_args!("codec={value:?}: use bincode, json or pickle"))
+                    })?
+                }
+                "compress_threshold" | "min_compress_len" => {
+                    if seen.iter().filter(|s| *s == "compress_threshold" || *s == "min_compress_len").count() > 1 {
+                        return Err(bad("give compress_threshold or min_compress_len, not both"));
+                    }
+                    config.compress_threshold =
+                        Some(parse_num::<usize>(name, value)?).filter(|n| *n > 0);
+                }
+                "inflate_limit" => config.inflate_limit = parse_num(name, value)?,
+                "envelope" => {
+                    config.envelope = match value {
+                        "newcache" => EnvelopeFormat::Newcache,
+                        "django-newcache" => EnvelopeFormat::DjangoNewcache,
+                        _ => {
+                            return Err(bad(format_args!(
+                                "envelope={value:?}: use newcache (the default) or django-newcache"
+                            )))
+                        }
+                    }
+                }
+                "tls" => config.tls = parse_bool(name, value)?,
+                "tls_ca" => config.tls_ca = Some(PathBuf::from(value)),
+                "tls_cert" => config.tls_cert = Some(PathBuf::from(value)),
+                "tls_key" => config.tls_key = Some(PathBuf::from(value)),
+                "tls_server_name" => config.tls_server_name = Some(value.to_string()),
+                "username" => config.username = Some(value.to_string()),
+                "password" => config.password = Some(Secret(value.to_string())),
+                n if n.starts_with("behaviors.") => {
+                    let behavior = &n["behaviors.".len()..];
+                    config.behaviors.push((behavior.to_string(), value.to_string()));
+                }
+                _ => {
+                    return Err(bad(format_args!(
+                        "unknown parameter {name:?}; known: flavor, version, name, herd_timeout, herd, lease_wait, early_beta, timeout, key_function, key_prefix, transport, binary, connect_timeout, read_timeout, write_timeout, max_idle, max_connections, idle_timeout, async_connections, async_queue, protocol, item_size_limit, codec, compress_threshold (or min_compress_len), inflate_limit, envelope, username, password, tls, tls_ca, tls_cert, tls_key, tls_server_name, behaviors.NAME"
+                    )))
+                }
+            }
+        }
+        config.transport = match (transport, binary) {
+            (Some(TransportKind::Libmemcached { .. }), b) => TransportKind::Libmemcached {
+                binary: b.unwrap_or(false),
+            },
+            (None, Some(true)) => TransportKind::Libmemcached { binary: true },
+            (Some(t), Some(true)) => {
+                return Err(bad(format_args!(
+                    "binary=true asks for libmemcached, but transport={t:?} was given too"
+                )))
+            }
+            (t, _) => t.unwrap_or(TransportKind::Text),
+        };
+        config.key_function = match (key_function.as_deref(), key_prefix) {
+            (None | Some("newcache"), None) => KeyFunctionKind::Newcache,
+            (Some("newcache"), Some(_)) | (None, Some(_)) => return Err(bad(
+                "key_prefix goes with key_function=django (the newcache key function uses flavor)",
+            )),
+            (Some("django"), prefix) => KeyFunctionKind::Django {
+                key_prefix: prefix.unwrap_or_default(),
+            },
+            (Some(other), _) => {
+                return Err(bad(format_args!(
+                    "key_function={other:?}: use newcache or django"
+                )))
+            }
+        };
+        for (name, value) in &config.behaviors {
+            check_behavior(config.transport, name, value)?;
+        }
+        if config.username.is_some() != config.password.is_some() {
+            return Err(bad("give both username and password, or neither"));
+        }
+        if config.username.is_some()
+            && config.transport != (TransportKind::Libmemcached { binary: true })
+        {
+            return Err(bad(
+                "SASL (username/password) needs libmemcached's binary protocol: add binary=true",
+            ));
+        }
+        if config.servers.is_empty() && config.transport != TransportKind::Memory {
+            return Err(bad(format_args!(
+                "URL {url:?} names no server (e.g. newcache://127.0.0.1:11211/)"
+            )));
+        }
+        config.validate()?;
+        Ok(config)
+    }
+}

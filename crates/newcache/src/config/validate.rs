@@ -1,0 +1,213 @@
+//! Whether settings make sense together ([`Config::validate`]), checked the same for a URL
+//! and a [`Builder`](super::Builder), and the built-in key function they name.
+
+use std::sync::Arc;
+
+use newcache_herd::{Policy, Ttl};
+use newcache_keyfn::{HashedKey, KeyFunction, PrefixedKey};
+
+use super::{bad, Config, EnvelopeFormat, KeyFunctionKind, TransportKind};
+use crate::codec::ValueCodec;
+use crate::error::Result;
+
+impl Config {
+    /// The built-in key function these settings name (`key_function`, `flavor`,
+    /// `key_prefix`, `version`).
+    pub(crate) fn builtin_key_function(&self) -> Arc<dyn KeyFunction> {
+        match &self.key_function {
+            KeyFunctionKind::Newcache => {
+                Arc::new(HashedKey::new(self.flavor.clone(), &self.version))
+            }
+            KeyFunctionKind::Django { key_prefix } => {
+                Arc::new(PrefixedKey::new(key_prefix.clone(), &self.version))
+            }
+        }
+    }
+
+    /// Checks the settings that make sense on their own, whoever set them (a URL or a
+    /// [`Builder`](super::Builder)): every I/O timeout is at least 1 ms, the default TTL is not zero (that
+    /// would make every default store a delete), the herd timeout is not zero while herd
+    /// protection is on, the codec is compiled in, and the built-in key function makes valid
+    /// keys with this flavor or prefix.
+    pub fn validate(&self) -> Result<()> {
+        let defaults = Config::default();
+        for (name, timeout, default) in [
+            (
+                "connect_timeout",
+                self.connect_timeout,
+                defaults.connect_timeout,
+            ),
+            ("read_timeout", self.read_timeout, defaults.read_timeout),
+            ("write_timeout", self.write_timeout, defaults.write_timeout),
+        ] {
+            if timeout.is_zero() {
+                return Err(bad(format_args!(
+                    "{name} is zero; give at least 1 ms (the default is {} ms)",
+                    default.as_millis()
+                )));
+            }
+        }
+        if self.async_connections == 0 || self.async_queue == 0 {
+            return Err(bad(
+                "async_connections and async_queue must be at least 1 (defaults: 1 connection per server, 1024 queued requests)",
+            ));
+        }
+        if self.default_ttl == Ttl::Seconds(0) {
+            return Err(bad(
+                "timeout=0 would make every store with the default TTL a delete (a zero TTL expires at once, as in Django); for no expiry use timeout=forever (Ttl::Forever)",
+            ));
+        }
+        if self.herd && self.herd_timeout == 0 {
+            return Err(bad(
+                "herd_timeout=0 leaves no time to serve the old value; give the seconds an item outlives its soft expiry (default 60), or turn herd protection off with herd=off",
+            ));
+        }
+        // A build with no codec feature stores plain values only; its default codec is then
+        // not compiled in either, and only a structured value is refused (at encode time).
+        let plain_only_default = !ValueCodec::Bincode.compiled_in()
+            && !ValueCodec::Json.compiled_in()
+            && !ValueCodec::Pickle.compiled_in()
+            && self.codec == ValueCodec::default();
+        if !self.codec.compiled_in() && !plain_only_default {
+            return Err(bad(format_args!(
+                "codec={} needs newcache's `{}` feature; enable it in Cargo.toml",
+                self.codec.name(),
+                self.codec.name()
+            )));
+        }
+        if self.envelope == EnvelopeFormat::DjangoNewcache && !ValueCodec::Pickle.compiled_in() {
+            return Err(bad(
+                "envelope=django-newcache pickles values: enable newcache's `pickle` feature",
+            ));
+        }
+        self.validate_tls()?;
+        let setting = match self.key_function {
+            KeyFunctionKind::Newcache => "flavor",
+            KeyFunctionKind::Django { .. } => "key_prefix",
+        };
+        // A hashed key's length does not depend on the key; a readable one's does, so try
+        // the shortest key: if even that is refused, every key is.
+        if let Err(e) = newcache_keyfn::make_key(self.builtin_key_function().as_ref(), "") {
+            return Err(bad(format_args!(
+                "this {setting} or version makes every key invalid ({e}); memcached keys take no spaces or control characters and at most 250 bytes"
+            )));
+        }
+        Ok(())
+    }
+}
+
+impl Config {
+    /// TLS settings make sense together: `tls_*` only with TLS on, a CA file with it, a
+    /// client certificate with its key, the text transport, newcache's `tls` feature.
+    pub(super) fn validate_tls(&self) -> Result<()> {
+        if !self.tls {
+            if self.tls_ca.is_some()
+                || self.tls_cert.is_some()
+                || self.tls_key.is_some()
+                || self.tls_server_name.is_some()
+            {
+                return Err(bad(
+                    "tls_ca, tls_cert, tls_key and tls_server_name go with tls=true (add it to use TLS)",
+                ));
+            }
+            return Ok(());
+        }
+        if self.transport != TransportKind::Text {
+            return Err(bad(format_args!(
+                "tls=true: TLS is supported by the text transport only (transport is {:?})",
+                self.transport
+            )));
+        }
+        if !cfg!(feature = "tls") {
+            return Err(bad(
+                "tls=true needs newcache's `tls` feature; enable it in Cargo.toml (newcache never falls back to plain text silently)",
+            ));
+        }
+        if self.tls_ca.is_none() {
+            return Err(bad(
+                "tls=true needs tls_ca: the PEM file of the CA that signed the servers' certificates (they are always verified)",
+            ));
+        }
+        if self.tls_cert.is_some() != self.tls_key.is_some() {
+            return Err(bad("a client certificate needs both tls_cert and tls_key"));
+        }
+        Ok(())
+    }
+}
+
+/// `herd=lease` (the default) and `herd=early` (lease at the expiry) claim a refresh with a
+/// CAS store; libmemcached with `behaviors.cas=false` returns no CAS uniques, and without them
+/// the single winner cannot be had (each stale read would fall back to the seed's racy
+/// re-store). That combination is refused here rather than silently degraded; with herd off
+/// (`herd=off`) the cache writes no envelopes and is let through.
+pub(super) fn check_claims_can_cas(config: &Config) -> Result<()> {
+    let claims = matches!(config.herd_policy, Policy::Lease | Policy::Early);
+    if config.herd && claims && libmemcached_without_cas(config) {
+        return Err(bad(format_args!(
+            "herd={} claims each refresh with CAS, but behaviors.cas=false turns CAS off in libmemcached; set behaviors.cas=true (the transport's default), or choose herd=reinsert (django-newcache's policy, which needs no CAS)",
+            config.herd_policy.name()
+        )));
+    }
+    Ok(())
+}
+
+/// True when the libmemcached transport is configured not to fetch CAS uniques.
+#[cfg(feature = "binary")]
+pub(super) fn libmemcached_without_cas(config: &Config) -> bool {
+    if !matches!(config.transport, TransportKind::Libmemcached { .. }) {
+        return false;
+    }
+    let mut behaviors = newcache_transport_binary::Behaviors::default();
+    for (name, value) in &config.behaviors {
+        // Bad behaviors were refused when the transport was built.
+        let _ = behaviors.set(name, value);
+    }
+    behaviors.cas == Some(false)
+}
+
+#[cfg(not(feature = "binary"))]
+pub(super) fn libmemcached_without_cas(_: &Config) -> bool {
+    false
+}
+
+pub(super) fn check_behavior(transport: TransportKind, name: &str, value: &str) -> Result<()> {
+    match transport {
+        TransportKind::Libmemcached { .. } => check_libmemcached_behavior(name, value),
+        TransportKind::Text => check_text_behavior(name, value),
+        TransportKind::Memory => Err(bad(format_args!(
+            "behaviors.{name}: behaviors configure a memcached client; the memory transport takes none"
+        ))),
+    }
+}
+
+#[cfg(feature = "binary")]
+pub(super) fn check_libmemcached_behavior(name: &str, value: &str) -> Result<()> {
+    newcache_transport_binary::Behaviors::default()
+        .set(name, value)
+        .map_err(bad)
+}
+
+#[cfg(not(feature = "binary"))]
+pub(super) fn check_libmemcached_behavior(name: &str, _: &str) -> Result<()> {
+    Err(bad(format_args!(
+        "behaviors.{name}: libmemcached behaviors need the `binary` feature of newcache"
+    )))
+}
+
+#[cfg(feature = "text")]
+pub(super) fn check_text_behavior(name: &str, value: &str) -> Result<()> {
+    newcache_transport_text::TextConfig::default()
+        .set_behavior(name, value)
+        .map_err(|e| {
+            bad(format_args!(
+                "behaviors.{name} with the text transport: {e}"
+            ))
+        })
+}
+
+#[cfg(not(feature = "text"))]
+pub(super) fn check_text_behavior(name: &str, _: &str) -> Result<()> {
+    Err(bad(format_args!(
+        "behaviors.{name}: the text transport needs the `text` feature of newcache"
+    )))
+}
