@@ -24,8 +24,9 @@ use std::time::Duration;
 use libmemcached_sys::*;
 use newcache_transport::{Error, Result};
 
+use crate::copy::c_bytes;
 use crate::pool::Handle;
-use crate::{c_bytes, BinaryTransport};
+use crate::BinaryTransport;
 
 /// The most connections `drop_stale_connections` polls without allocating.
 const STACK_POLL: usize = 16;

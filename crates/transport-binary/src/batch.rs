@@ -1,0 +1,86 @@
+//! [`Batch`]: how a `store_many` or `delete_many` answers, from the outcomes of its
+//! requests, by the text transport's rules.
+
+use newcache_transport::{Error, Result};
+
+use crate::BinaryTransport;
+
+/// The outcome of a batch of per-key requests (`store_many`, `delete_many`) sent one after
+/// another: the text transport's rules, so both transports answer a batch alike.
+pub(crate) struct Batch {
+    /// Per configured server: the first request of the batch that went to it (the order of
+    /// the text transport's per-server groups) and, once it failed or was down, its error.
+    servers: Vec<(Option<usize>, Option<Error>)>,
+    /// The first error that is not a server failure, by (server order, request order).
+    other: Option<((usize, usize), Error)>,
+    /// The first request refused as too large, by request order.
+    pub(crate) refused: Option<Error>,
+}
+
+impl Batch {
+    pub(crate) fn new(servers: usize) -> Batch {
+        Batch {
+            servers: (0..servers).map(|_| (None, None)).collect(),
+            other: None,
+            refused: None,
+        }
+    }
+
+    /// Whether request `i`, for `server`, is to be sent: not when the server already failed
+    /// in this batch, or is left alone (that is then its failure).
+    pub(crate) fn may_send(
+        &mut self,
+        t: &BinaryTransport,
+        server: Option<usize>,
+        i: usize,
+    ) -> bool {
+        let Some(slot) = server.and_then(|s| self.servers.get_mut(s)) else {
+            return true;
+        };
+        slot.0.get_or_insert(i);
+        if slot.1.is_some() {
+            return false;
+        }
+        match server.map(|s| t.gate(s)) {
+            Some(Err(e)) => {
+                slot.1 = Some(e);
+                false
+            }
+            _ => true,
+        }
+    }
+
+    /// Request `i`, for `server`, failed with `e`.
+    pub(crate) fn failed(&mut self, server: Option<usize>, i: usize, e: Error) {
+        let slot = server.and_then(|s| self.servers.get_mut(s));
+        match slot {
+            Some(slot) if e.is_server_failure() => {
+                slot.1.get_or_insert(e);
+            }
+            slot => {
+                let rank = (slot.and_then(|s| s.0).unwrap_or(i), i);
+                if self.other.as_ref().is_none_or(|(r, _)| rank < *r) {
+                    self.other = Some((rank, e));
+                }
+            }
+        }
+    }
+
+    pub(crate) fn answer<T>(self, results: Vec<T>) -> Result<Vec<T>> {
+        let first_failed = self
+            .servers
+            .into_iter()
+            .filter_map(|(first, e)| Some((first?, e?)))
+            .min_by_key(|(first, _)| *first);
+        if let Some((_, e)) = first_failed {
+            return Err(e);
+        }
+        if let Some((_, e)) = self.other {
+            return Err(e);
+        }
+        if let Some(e) = self.refused {
+            return Err(e);
+        }
+        Ok(results)
+    }
+}

@@ -1,0 +1,196 @@
+//! Writing: stores (with the item size and exptime checks before anything is sent),
+//! deletes, and `incr`/`decr`.
+
+use std::os::raw::c_char;
+
+use libmemcached_sys::*;
+use newcache_transport::{check_key, Error, Result, Store, StoreMode, StoreStatus};
+
+use crate::errors::err_message;
+use crate::pool::Handle;
+use crate::BinaryTransport;
+
+/// True when memcached's `incr` would read `value` as a 64-bit decimal number.
+fn is_decimal(value: &[u8]) -> bool {
+    std::str::from_utf8(value)
+        .ok()
+        .map(|s| s.trim_end_matches([' ', '\r', '\n', '\0']))
+        .is_some_and(|s| !s.starts_with('+') && s.parse::<u64>().is_ok())
+}
+
+impl BinaryTransport {
+    fn value_too_large(&self, size: usize) -> Error {
+        // When the server refuses a value under the configured limit (its -I is smaller, or
+        // the key and item header push it over), its exact limit is not known here; all that
+        // is known is that it is below the size.
+        Error::refused_by_server(size, self.item_size_limit)
+    }
+
+    /// [`Error::ValueTooLarge`] when the value is over `item_size_limit`.
+    pub(crate) fn check_size(&self, request: &Store<'_>) -> Result<()> {
+        if request.value.len() > self.item_size_limit {
+            return Err(Error::ValueTooLarge {
+                size: request.value.len(),
+                limit: self.item_size_limit,
+            });
+        }
+        Ok(())
+    }
+
+    /// Runs one request whose key was checked: a value over `item_size_limit` is refused
+    /// without being sent, and a `set` of one deletes the key instead, as memcached unlinks
+    /// the old item of a `set` it refuses as too large (which it also does when it is the
+    /// server that refuses: `MEMCACHED_E2BIG`).
+    pub(crate) fn store_checked(&self, h: &Handle, r: &Store<'_>) -> Result<StoreStatus> {
+        if let Err(too_large) = self.check_size(r) {
+            if r.mode == StoreMode::Set {
+                self.delete_on(h, r.key)?;
+            }
+            return Err(too_large);
+        }
+        self.store_on(h, r)
+    }
+
+    /// Text mode only: memcached's text protocol reads an exptime as a signed 32-bit number,
+    /// so one past `i32::MAX` (an absolute time after 2038-01-19 03:14:07 UTC) would read as
+    /// negative and the item would be gone at once, with `set` reporting success. Refused,
+    /// nothing sent. The binary protocol reads it unsigned and keeps it exactly.
+    pub(crate) fn check_exptime(&self, exptime: u32) -> Result<()> {
+        if self.binary {
+            return Ok(());
+        }
+        newcache_transport::check_exptime(exptime)
+    }
+
+    fn store_on(&self, h: &Handle, r: &Store<'_>) -> Result<StoreStatus> {
+        h.begin();
+        let (p, k, kl) = (h.as_ptr(), r.key.as_ptr().cast::<c_char>(), r.key.len());
+        let (v, vl) = (r.value.as_ptr().cast::<c_char>(), r.value.len());
+        let (exp, fl) = (r.exptime as time_t, r.flags);
+        // SAFETY: p is a live handle used by this thread only; the key and value buffers
+        // are valid for the lengths given and outlive the call.
+        let rc = unsafe {
+            match r.mode {
+                StoreMode::Set => memcached_set(p, k, kl, v, vl, exp, fl),
+                StoreMode::Add => memcached_add(p, k, kl, v, vl, exp, fl),
+                StoreMode::Replace => memcached_replace(p, k, kl, v, vl, exp, fl),
+                StoreMode::Append => memcached_append(p, k, kl, v, vl, exp, fl),
+                StoreMode::Prepend => memcached_prepend(p, k, kl, v, vl, exp, fl),
+                StoreMode::Cas(cas) => memcached_cas(p, k, kl, v, vl, exp, fl, cas),
+            }
+        };
+        self.check_no_stray_item(h, r.key)?;
+        match (r.mode, rc) {
+            (_, MEMCACHED_SUCCESS | MEMCACHED_STORED | MEMCACHED_BUFFERED) => {
+                Ok(StoreStatus::Stored)
+            }
+            (StoreMode::Cas(_), MEMCACHED_DATA_EXISTS) => Ok(StoreStatus::Exists),
+            (StoreMode::Cas(_), MEMCACHED_NOTFOUND) => Ok(StoreStatus::NotFound),
+            // The binary protocol answers add on a taken key with "exists" and replace,
+            // append or prepend on a free key with "not found".
+            (_, MEMCACHED_NOTSTORED | MEMCACHED_DATA_EXISTS | MEMCACHED_NOTFOUND) => {
+                Ok(StoreStatus::NotStored)
+            }
+            (_, MEMCACHED_E2BIG) => Err(self.value_too_large(r.value.len())),
+            (mode, rc) => Err(self.error(h, rc, self.label_for_key(h, r.key), mode.command())),
+        }
+    }
+
+    pub(crate) fn delete_on(&self, h: &Handle, key: &[u8]) -> Result<bool> {
+        h.begin();
+        // SAFETY: h is a live handle used by this thread only; the key outlives the call.
+        let rc = unsafe { memcached_delete(h.as_ptr(), key.as_ptr().cast(), key.len(), 0) };
+        self.check_no_stray_item(h, key)?;
+        match rc {
+            MEMCACHED_SUCCESS | MEMCACHED_DELETED | MEMCACHED_BUFFERED => Ok(true),
+            MEMCACHED_NOTFOUND => Ok(false),
+            rc => Err(self.error(h, rc, self.label_for_key(h, key), "delete")),
+        }
+    }
+
+    pub(crate) fn incr_decr(&self, key: &[u8], delta: u64, incr: bool) -> Result<Option<u64>> {
+        check_key(key)?;
+        let h = self.lease()?;
+        let position = self.position_for_key(&h, key);
+        let server = position.and_then(|p| self.server_at(p));
+        if let Some(i) = server {
+            self.gate(i)?;
+        }
+        let outcome = self.incr_decr_on(&h, key, delta, incr, position);
+        if let Some(i) = server {
+            self.health.report(i, &outcome);
+        }
+        outcome
+    }
+
+    fn incr_decr_on(
+        &self,
+        h: &Handle,
+        key: &[u8],
+        delta: u64,
+        incr: bool,
+        position: Option<usize>,
+    ) -> Result<Option<u64>> {
+        let (p, k, kl) = (h.as_ptr(), key.as_ptr().cast::<c_char>(), key.len());
+        let mut value = 0u64;
+        // SAFETY: p is a live handle used by this thread only; the key outlives the call
+        // and value is a valid out pointer. The key is its own group key, which places it
+        // exactly as memcached_increment does, with a 64-bit delta.
+        let rc = unsafe {
+            if incr {
+                memcached_increment_by_key(p, k, kl, k, kl, delta, &mut value)
+            } else {
+                memcached_decrement_by_key(p, k, kl, k, kl, delta, &mut value)
+            }
+        };
+        self.check_no_stray_item(h, key)?;
+        let command = if incr { "incr" } else { "decr" };
+        match rc {
+            MEMCACHED_SUCCESS => Ok(Some(value)),
+            MEMCACHED_NOTFOUND => Ok(None),
+            rc => {
+                let err = self.error(h, rc, self.label_for_key(h, key), command);
+                if self.binary && rc == MEMCACHED_UNKNOWN_READ_FAILURE {
+                    // memcached answered DELTA_BADVAL ("non-numeric value"); libmemcached 1.1.4
+                    // discards that body and reports an unknown read failure. Tell the two
+                    // apart by the value itself.
+                    let asked: Vec<usize> = position.into_iter().collect();
+                    if let Ok(items) = self.fetch(h, &[key], &asked) {
+                        if items.get(key).is_some_and(|i| !is_decimal(&i.value)) {
+                            return Err(Error::Client {
+                                server: self.label_for_key(h, key),
+                                message: format!(
+                                    "cannot increment or decrement non-numeric value (memcached's binary status DELTA_BADVAL; libmemcached reported: {})",
+                                    err_message(&err)
+                                ),
+                            });
+                        }
+                    }
+                }
+                Err(err)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decimal_values_are_what_memcached_increments() {
+        for ok in [&b"0"[..], b"42", b"18446744073709551615", b"7   "] {
+            assert!(is_decimal(ok), "{ok:?}");
+        }
+        for bad in [
+            &b""[..],
+            b"abc",
+            b"12ab",
+            b"-1",
+            b"18446744073709551616",
+            b"+1",
+        ] {
+            assert!(!is_decimal(bad), "{bad:?}");
+        }
+    }
+}

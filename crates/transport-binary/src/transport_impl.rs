@@ -1,0 +1,279 @@
+//! [`Transport`] for [`BinaryTransport`]: every operation, from checking its input to
+//! reporting each server's outcome to the failure record.
+
+use std::ptr;
+
+use libmemcached_sys::*;
+use newcache_transport::{
+    check_key, Error, Item, Result, ServerStats, Store, StoreMode, StoreStatus, Transport,
+};
+
+use crate::batch::Batch;
+use crate::stats::{collect_stat, StatsContext};
+use crate::BinaryTransport;
+
+impl Transport for BinaryTransport {
+    fn name(&self) -> &'static str {
+        if self.binary {
+            "libmemcached-binary"
+        } else {
+            "libmemcached-text"
+        }
+    }
+
+    fn close(&self) {
+        self.pool.close_idle();
+    }
+
+    fn get(&self, key: &[u8]) -> Result<Option<Item>> {
+        check_key(key)?;
+        let h = self.lease()?;
+        let position = self.position_for_key(&h, key);
+        let server = position.and_then(|p| self.server_at(p));
+        if let Some(i) = server {
+            self.gate(i)?;
+        }
+        if self.binary {
+            let outcome = self.get_one(&h, key);
+            if let Some(i) = server {
+                self.health.report(i, &outcome);
+            }
+            return outcome;
+        }
+        // `fetch` reports the server's outcome itself.
+        let one = [position.unwrap_or(0)];
+        let asked: &[usize] = if position.is_some() { &one } else { &[] };
+        let mut items = self.fetch(&h, &[key], asked)?;
+        Ok(items.remove(key))
+    }
+
+    /// One multi-get for every server's keys (libmemcached writes every server's request
+    /// before reading a reply). A server that is left alone, or fails during the call,
+    /// leaves its keys as misses, as in the text transport; the call fails only when every
+    /// server failed, or one failed otherwise than by being unreachable, hung or down.
+    fn get_many(&self, keys: &[&[u8]]) -> Result<Vec<Option<Item>>> {
+        for key in keys {
+            check_key(key)?;
+        }
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut distinct: Vec<&[u8]> = keys.to_vec();
+        distinct.sort_unstable();
+        distinct.dedup();
+        let h = self.lease()?;
+        if self.position_to_server.len() == 1 {
+            // One server, never left alone: no placement to look up.
+            let mut items = self.fetch(&h, &distinct, &[0])?;
+            return Ok(Self::in_order(keys, distinct.len(), &mut items));
+        }
+        let mut asked_keys: Vec<&[u8]> = Vec::with_capacity(distinct.len());
+        let mut asked: Vec<usize> = Vec::new();
+        let mut down: Option<Error> = None;
+        for &key in &distinct {
+            let position = self.position_for_key(&h, key);
+            if let Some(p) = position {
+                if let Some(i) = self.server_at(p) {
+                    if let Err(e) = self.gate(i) {
+                        down.get_or_insert(e);
+                        continue;
+                    }
+                }
+                if !asked.contains(&p) {
+                    asked.push(p);
+                }
+            }
+            asked_keys.push(key);
+        }
+        if asked_keys.is_empty() {
+            if let Some(e) = down {
+                return Err(e);
+            }
+        }
+        let mut items = self.fetch(&h, &asked_keys, &asked)?;
+        Ok(Self::in_order(keys, distinct.len(), &mut items))
+    }
+
+    fn store(&self, request: &Store<'_>) -> Result<StoreStatus> {
+        check_key(request.key)?;
+        self.check_exptime(request.exptime)?;
+        if request.mode != StoreMode::Set {
+            // Refused before a handle is leased: nothing is sent.
+            self.check_size(request)?;
+        }
+        let h = self.lease()?;
+        let server = self.server_for(&h, request.key);
+        if let Some(i) = server {
+            self.gate(i)?;
+        }
+        let outcome = self.store_checked(&h, request);
+        if let Some(i) = server {
+            self.health.report(i, &outcome);
+        }
+        outcome
+    }
+
+    /// One request after another on one handle, every one of them sent, as
+    /// [`Transport::store_many`] says and as the text transport does: a request refused as
+    /// too large (by the limit or by the server) is refused by itself; a server that fails
+    /// (or is left alone) gets no more of the batch, the other servers get all of theirs.
+    /// The answer, once every request ran: the first failed server's error (in the order
+    /// the servers first appear in the batch), else the first other error, else the first
+    /// refusal, else one status per request.
+    fn store_many(&self, requests: &[Store<'_>]) -> Result<Vec<StoreStatus>> {
+        for r in requests {
+            check_key(r.key)?;
+        }
+        for r in requests {
+            self.check_exptime(r.exptime)?;
+        }
+        if requests.is_empty() {
+            return Ok(Vec::new());
+        }
+        let h = self.lease()?;
+        let mut batch = Batch::new(self.servers.len());
+        let mut statuses = vec![StoreStatus::NotStored; requests.len()];
+        for ((i, r), status) in requests.iter().enumerate().zip(statuses.iter_mut()) {
+            let server = self.server_for(&h, r.key);
+            if !batch.may_send(self, server, i) {
+                continue;
+            }
+            let outcome = self.store_checked(&h, r);
+            if let Some(s) = server {
+                self.health.report(s, &outcome);
+            }
+            match outcome {
+                Ok(st) => *status = st,
+                Err(e @ Error::ValueTooLarge { .. }) => {
+                    batch.refused.get_or_insert(e);
+                }
+                Err(e) => batch.failed(server, i, e),
+            }
+        }
+        batch.answer(statuses)
+    }
+
+    fn delete(&self, key: &[u8]) -> Result<bool> {
+        check_key(key)?;
+        let h = self.lease()?;
+        let server = self.server_for(&h, key);
+        if let Some(i) = server {
+            self.gate(i)?;
+        }
+        let outcome = self.delete_on(&h, key);
+        if let Some(i) = server {
+            self.health.report(i, &outcome);
+        }
+        outcome
+    }
+
+    /// Every key's delete is sent, as in `store_many`: a server that fails gets no more of
+    /// the batch, the others get all of theirs; then the first failed server's error, else
+    /// the first other error, else one result per key.
+    fn delete_many(&self, keys: &[&[u8]]) -> Result<Vec<bool>> {
+        for key in keys {
+            check_key(key)?;
+        }
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let h = self.lease()?;
+        let mut batch = Batch::new(self.servers.len());
+        let mut deleted = vec![false; keys.len()];
+        for ((i, key), slot) in keys.iter().enumerate().zip(deleted.iter_mut()) {
+            let server = self.server_for(&h, key);
+            if !batch.may_send(self, server, i) {
+                continue;
+            }
+            let outcome = self.delete_on(&h, key);
+            if let Some(s) = server {
+                self.health.report(s, &outcome);
+            }
+            match outcome {
+                Ok(d) => *slot = d,
+                Err(e) => batch.failed(server, i, e),
+            }
+        }
+        batch.answer(deleted)
+    }
+
+    fn incr(&self, key: &[u8], delta: u64) -> Result<Option<u64>> {
+        self.incr_decr(key, delta, true)
+    }
+
+    fn decr(&self, key: &[u8], delta: u64) -> Result<Option<u64>> {
+        self.incr_decr(key, delta, false)
+    }
+
+    fn touch(&self, key: &[u8], exptime: u32) -> Result<bool> {
+        check_key(key)?;
+        self.check_exptime(exptime)?;
+        let h = self.lease()?;
+        let server = self.server_for(&h, key);
+        if let Some(i) = server {
+            self.gate(i)?;
+        }
+        // SAFETY: h is a live handle used by this thread only; the key outlives the call.
+        let rc = unsafe {
+            memcached_touch(
+                h.as_ptr(),
+                key.as_ptr().cast(),
+                key.len(),
+                exptime as time_t,
+            )
+        };
+        let outcome = self.check_no_stray_item(&h, key).and_then(|()| match rc {
+            MEMCACHED_SUCCESS => Ok(true),
+            MEMCACHED_NOTFOUND => Ok(false),
+            rc => Err(self.error(&h, rc, self.label_for_key(&h, key), "touch")),
+        });
+        if let Some(i) = server {
+            self.health.report(i, &outcome);
+        }
+        outcome
+    }
+
+    fn flush_all(&self) -> Result<()> {
+        let h = self.lease()?;
+        // SAFETY: h is a live handle used by this thread only.
+        let rc = unsafe { memcached_flush(h.as_ptr(), 0) };
+        if memcached_failed(rc) {
+            return Err(self.error(&h, rc, self.label_for_failure(&h), "flush_all"));
+        }
+        self.check_leftovers(&h)
+    }
+
+    fn stats(&self) -> Result<Vec<ServerStats>> {
+        let h = self.lease()?;
+        let mut context = StatsContext {
+            servers: Vec::new(),
+        };
+        // SAFETY: h is a live handle used by this thread only; collect_stat matches
+        // memcached_stat_fn and gets a pointer to `context`, which outlives the call and is
+        // not touched by anything else meanwhile. NULL args mean plain `stats`.
+        let rc = unsafe {
+            memcached_stat_execute(
+                h.as_ptr(),
+                ptr::null(),
+                Some(collect_stat),
+                (&mut context as *mut StatsContext).cast(),
+            )
+        };
+        if memcached_failed(rc) {
+            return Err(self.error(&h, rc, self.label_for_failure(&h), "stats"));
+        }
+        let mut out = Vec::with_capacity(self.servers.len());
+        for spec in &self.servers {
+            let id = (spec.host.clone(), spec.port);
+            match context.servers.iter_mut().find(|(s, _)| *s == id) {
+                Some((_, stats)) => out.push(ServerStats {
+                    server: spec.label.clone(),
+                    stats: std::mem::take(stats),
+                }),
+                None => return Err(self.server_failure(&h, spec, "stats")),
+            }
+        }
+        self.check_leftovers(&h)?;
+        Ok(out)
+    }
+}
