@@ -1,0 +1,496 @@
+//! The reply parser: [`Decoder`] reads one reply from the bytes received so far, asking for
+//! more until it is whole, bounded and checked at every step.
+
+use newcache_transport::{Item, MetaItem, MAX_KEY_LEN};
+
+use super::meta;
+use super::reply::{Expect, Meta, ParseError, Reply, ReplyKey, Status, Values};
+
+/// Longest reply line accepted before its `\r\n` (memcached's lines are far shorter).
+pub const MAX_LINE: usize = 8 * 1024;
+
+/// Largest value length accepted in a `VALUE` header (memcached's own maximum item size is
+/// 1 GiB).
+pub const MAX_VALUE_LEN: usize = 1 << 30;
+
+pub(super) fn err<T>(msg: impl Into<String>) -> Result<T, ParseError> {
+    Err(ParseError(msg.into()))
+}
+
+pub(super) fn shown(bytes: &[u8]) -> String {
+    let cut = bytes.get(..bytes.len().min(80)).unwrap_or_default();
+    String::from_utf8_lossy(cut).escape_debug().to_string()
+}
+
+/// Finds the next `\r\n`-terminated line at `buf[pos..]`: `Ok(Some((line, next_pos)))`,
+/// `Ok(None)` when more bytes are needed.
+pub(super) fn line(buf: &[u8], pos: usize) -> Result<Option<(&[u8], usize)>, ParseError> {
+    let rest = buf.get(pos..).unwrap_or_default();
+    match memchr::memchr(b'\n', rest) {
+        Some(nl) => {
+            let with_cr = rest.get(..nl).unwrap_or_default();
+            let Some(text) = with_cr.strip_suffix(b"\r") else {
+                return err(format!("line without \\r before \\n: {:?}", shown(with_cr)));
+            };
+            Ok(Some((text, pos + nl + 1)))
+        }
+        None if rest.len() > MAX_LINE => err(format!(
+            "no end of line in the first {MAX_LINE} bytes: {:?}",
+            shown(rest)
+        )),
+        None => Ok(None),
+    }
+}
+
+pub(super) fn parse_u64(field: &[u8], what: &str) -> Result<u64, ParseError> {
+    if field.is_empty() || field.len() > 20 {
+        return not_a_number(field, what);
+    }
+    let mut n: u64 = 0;
+    for &b in field {
+        let digit = b.wrapping_sub(b'0');
+        if digit > 9 {
+            return not_a_number(field, what);
+        }
+        n = match n
+            .checked_mul(10)
+            .and_then(|a| a.checked_add(u64::from(digit)))
+        {
+            Some(n) => n,
+            None => return err(format!("{what} overflows: {:?}", shown(field))),
+        };
+    }
+    Ok(n)
+}
+
+#[cold]
+pub(super) fn not_a_number<T>(field: &[u8], what: &str) -> Result<T, ParseError> {
+    err(format!("{what} is not a number: {:?}", shown(field)))
+}
+
+pub(super) fn text_after(line: &[u8], prefix: &[u8]) -> String {
+    String::from_utf8_lossy(line.get(prefix.len()..).unwrap_or_default())
+        .trim()
+        .to_string()
+}
+
+/// Parses one status line (without its `\r\n`).
+pub fn parse_status(line: &[u8]) -> Result<Status, ParseError> {
+    Ok(match line {
+        b"STORED" => Status::Stored,
+        b"NOT_STORED" => Status::NotStored,
+        b"EXISTS" => Status::Exists,
+        b"NOT_FOUND" => Status::NotFound,
+        b"DELETED" => Status::Deleted,
+        b"TOUCHED" => Status::Touched,
+        b"OK" => Status::Ok,
+        b"END" => Status::End,
+        b"ERROR" => Status::Error,
+        l if l.starts_with(b"CLIENT_ERROR") => Status::ClientError(text_after(l, b"CLIENT_ERROR")),
+        l if l.starts_with(b"SERVER_ERROR") => Status::ServerError(text_after(l, b"SERVER_ERROR")),
+        l if l.starts_with(b"VERSION ") => Status::Version(text_after(l, b"VERSION ")),
+        // Old servers pad decr results with spaces.
+        l if l.first().is_some_and(u8::is_ascii_digit) => {
+            let digits = l.strip_suffix(b" ").map_or(l, |_| l.trim_ascii_end());
+            Status::Number(parse_u64(digits, "incr/decr result")?)
+        }
+        l => return err(format!("unexpected reply line {:?}", shown(l))),
+    })
+}
+
+/// An incremental reply decoder, fed the bytes of one reply as they arrive.
+///
+/// Each call to [`Decoder::decode`] parses what it can of the bytes given, which must start
+/// at the first byte the decoder has not consumed yet, and says how many of them it consumed
+/// ([`Decoder::consumed`]): the caller drops those before the next call, which gets the
+/// rest and whatever arrived since. Lines and values are consumed as they are parsed, so a
+/// reply of many values never needs a buffer of its size, and nothing is parsed twice.
+///
+/// A value whose data block has not fully arrived goes at once into the `Vec` that becomes
+/// the item's value, allocated at its final size: the bytes already given are copied into
+/// it, and the caller may read the rest from the socket straight into it
+/// ([`Decoder::value_spare`], then [`Decoder::value_filled`]) instead of into its own
+/// buffer, so a large value is copied once, by the kernel, into the buffer it is returned
+/// in.
+#[derive(Debug)]
+pub struct Decoder {
+    pub(super) expect: Expect,
+    pub(super) pos: usize,
+    pub(super) values: Values,
+    pub(super) stats: Vec<(String, String)>,
+    /// A value whose data block is still arriving.
+    pub(super) partial: Option<Partial>,
+    /// The opaque token and key the last meta reply line echoed.
+    pub(super) tag: meta::Tag,
+}
+
+/// A value whose data block is still arriving: the item, its value already at its final
+/// length, and how many of its bytes arrived.
+#[derive(Debug)]
+pub(super) struct Partial {
+    pub(super) of: PartialOf,
+    pub(super) filled: usize,
+}
+
+/// What a value still arriving belongs to.
+// The key is kept inline, as in `Values`, so a value arriving in pieces allocates nothing
+// but itself.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug)]
+pub(super) enum PartialOf {
+    /// A `VALUE` block of a get reply.
+    Value(ReplyKey, Item),
+    /// The value of a meta reply (`VA`).
+    Meta(MetaItem),
+}
+
+impl Partial {
+    pub(super) fn value(&mut self) -> &mut Vec<u8> {
+        match &mut self.of {
+            PartialOf::Value(_, item) => &mut item.value,
+            PartialOf::Meta(meta) => &mut meta.item.value,
+        }
+    }
+
+    /// The value's bytes still to come.
+    pub(super) fn spare(&mut self) -> &mut [u8] {
+        let filled = self.filled;
+        self.value().get_mut(filled..).unwrap_or_default()
+    }
+}
+
+/// What feeding a value still arriving came to.
+pub(super) enum Fed {
+    /// More bytes are needed.
+    More,
+    /// The value is complete and was added to the reply's values: parse on.
+    Next,
+    /// The value completed the reply: a meta value.
+    Done(MetaItem),
+}
+
+impl Decoder {
+    /// A decoder for a reply of this kind.
+    pub fn new(expect: Expect) -> Self {
+        Decoder {
+            expect,
+            pos: 0,
+            values: Values::default(),
+            stats: Vec::new(),
+            partial: None,
+            tag: meta::Tag::default(),
+        }
+    }
+
+    /// A decoder for a reply of this kind that expects about `values` values (a multi-get's
+    /// key count), so collecting them does not reallocate.
+    pub fn with_capacity(expect: Expect, values: usize) -> Self {
+        Decoder {
+            values: Values::with_capacity(values),
+            ..Decoder::new(expect)
+        }
+    }
+
+    /// The opaque token (`O`) and key (`k`) the meta reply echoed (empty until a meta reply
+    /// line was parsed, and for error lines): check it with [`meta::Tag::check`] before
+    /// taking the reply as the answer to a request.
+    pub fn tag(&self) -> &meta::Tag {
+        &self.tag
+    }
+
+    /// Bytes of the buffer the last [`Decoder::decode`] consumed: drop them before the next
+    /// call. After a complete reply, the bytes from there on belong to the next reply.
+    pub fn consumed(&self) -> usize {
+        self.pos
+    }
+
+    /// The bytes still to come of a value whose data block is arriving (empty or `None`
+    /// when there is none): read the socket straight into them and report how many arrived
+    /// with [`Decoder::value_filled`], or give the bytes to [`Decoder::decode`] as usual.
+    pub fn value_spare(&mut self) -> Option<&mut [u8]> {
+        self.partial.as_mut().map(Partial::spare)
+    }
+
+    /// Records that the first `n` bytes of [`Decoder::value_spare`] were filled (at most
+    /// as many as it had).
+    pub fn value_filled(&mut self, n: usize) {
+        if let Some(p) = self.partial.as_mut() {
+            p.filled = p.filled.saturating_add(n).min(p.value().len());
+        }
+    }
+
+    /// Parses what it can of `buf`, which starts at the first byte not consumed yet (see
+    /// [`Decoder::consumed`]). `Ok(Some(reply))` when the reply is complete; `Ok(None)`
+    /// when more bytes are needed.
+    pub fn decode(&mut self, buf: &[u8]) -> Result<Option<Reply>, ParseError> {
+        self.pos = 0;
+        match self.feed(buf)? {
+            Fed::More => return Ok(None),
+            Fed::Done(meta) => return Ok(Some(Reply::Meta(Meta::Value(meta)))),
+            Fed::Next => {}
+        }
+        loop {
+            let Some((text, next)) = line(buf, self.pos)? else {
+                return Ok(None);
+            };
+            match self.expect {
+                Expect::Status => {
+                    let status = parse_status(text)?;
+                    self.pos = next;
+                    return Ok(Some(Reply::Status(status)));
+                }
+                Expect::Values => {
+                    if text == b"END" {
+                        self.pos = next;
+                        return Ok(Some(Reply::Values(std::mem::take(&mut self.values))));
+                    }
+                    if !text.starts_with(b"VALUE ") {
+                        let status = parse_status(text)?;
+                        if matches!(
+                            status,
+                            Status::Error | Status::ClientError(_) | Status::ServerError(_)
+                        ) {
+                            self.pos = next;
+                            return Ok(Some(Reply::Status(status)));
+                        }
+                        return err(format!("expected VALUE or END, got {:?}", shown(text)));
+                    }
+                    let (key, flags, len, cas) = parse_value_header(text)?;
+                    let Some((data, after)) = data_block(buf, next, len)? else {
+                        let item = Item {
+                            value: vec![0; len],
+                            flags,
+                            cas,
+                        };
+                        self.pos = next;
+                        let key = ReplyKey::new(key).ok_or_else(|| bad_key(text))?;
+                        match self.start(buf, PartialOf::Value(key, item))? {
+                            Fed::More => return Ok(None),
+                            Fed::Done(meta) => return Ok(Some(Reply::Meta(Meta::Value(meta)))),
+                            Fed::Next => continue,
+                        }
+                    };
+                    let item = Item {
+                        value: data.to_vec(),
+                        flags,
+                        cas,
+                    };
+                    self.values.push(key, item).ok_or_else(|| bad_key(text))?;
+                    self.pos = after;
+                }
+                Expect::Meta => {
+                    let mut fields = text.split(|&b| b == b' ');
+                    let code = fields.next().unwrap_or_default();
+                    let simple = match code {
+                        b"HD" => Some(Meta::Done),
+                        b"EN" => Some(Meta::Miss),
+                        b"NF" => Some(Meta::NotFound),
+                        b"NS" => Some(Meta::NotStored),
+                        b"EX" => Some(Meta::Exists),
+                        _ => None,
+                    };
+                    if let Some(meta) = simple {
+                        let mut tag = meta::Tag::default();
+                        for flag in fields {
+                            match flag.split_first() {
+                                Some((b'O', v)) => tag.set_opaque(v)?,
+                                Some((b'k', v)) => tag.set_key(v)?,
+                                _ => {}
+                            }
+                        }
+                        self.tag = tag;
+                        self.pos = next;
+                        return Ok(Some(Reply::Meta(meta)));
+                    }
+                    if code != b"VA" {
+                        let status = parse_status(text)?;
+                        if matches!(
+                            status,
+                            Status::Error | Status::ClientError(_) | Status::ServerError(_)
+                        ) {
+                            self.pos = next;
+                            return Ok(Some(Reply::Status(status)));
+                        }
+                        return err(format!("expected a meta reply, got {:?}", shown(text)));
+                    }
+                    let len = fields
+                        .next()
+                        .map(|f| parse_u64(f, "meta value length"))
+                        .transpose()?
+                        .and_then(|l| usize::try_from(l).ok())
+                        .filter(|&l| l <= MAX_VALUE_LEN)
+                        .ok_or_else(|| ParseError(format!("bad VA line {:?}", shown(text))))?;
+                    let mut meta = MetaItem {
+                        item: Item {
+                            value: Vec::new(),
+                            flags: 0,
+                            cas: None,
+                        },
+                        win: false,
+                        stale: false,
+                        win_taken: false,
+                    };
+                    let mut tag = meta::Tag::default();
+                    for flag in fields {
+                        match flag.split_first() {
+                            Some((b'f', v)) => {
+                                meta.item.flags = u32::try_from(parse_u64(v, "flags")?)
+                                    .map_err(|_| ParseError("flags over 32 bits".into()))?
+                            }
+                            Some((b'c', v)) => meta.item.cas = Some(parse_u64(v, "cas")?),
+                            Some((b'W', _)) => meta.win = true,
+                            Some((b'X', _)) => meta.stale = true,
+                            Some((b'Z', _)) => meta.win_taken = true,
+                            Some((b'O', v)) => tag.set_opaque(v)?,
+                            Some((b'k', v)) => tag.set_key(v)?,
+                            _ => {}
+                        }
+                    }
+                    self.tag = tag;
+                    let Some((data, after)) = data_block(buf, next, len)? else {
+                        meta.item.value = vec![0; len];
+                        self.pos = next;
+                        return match self.start(buf, PartialOf::Meta(meta))? {
+                            Fed::More | Fed::Next => Ok(None),
+                            Fed::Done(meta) => Ok(Some(Reply::Meta(Meta::Value(meta)))),
+                        };
+                    };
+                    meta.item.value = data.to_vec();
+                    self.pos = after;
+                    return Ok(Some(Reply::Meta(Meta::Value(meta))));
+                }
+                Expect::Stats => {
+                    if text == b"END" {
+                        self.pos = next;
+                        return Ok(Some(Reply::Stats(std::mem::take(&mut self.stats))));
+                    }
+                    if let Some(rest) = text.strip_prefix(b"STAT ") {
+                        let rest = String::from_utf8_lossy(rest);
+                        let (name, value) = rest.split_once(' ').unwrap_or((&rest, ""));
+                        self.stats.push((name.to_string(), value.to_string()));
+                        self.pos = next;
+                        continue;
+                    }
+                    let status = parse_status(text)?;
+                    if matches!(
+                        status,
+                        Status::Error | Status::ClientError(_) | Status::ServerError(_)
+                    ) {
+                        self.pos = next;
+                        return Ok(Some(Reply::Status(status)));
+                    }
+                    return err(format!("expected STAT or END, got {:?}", shown(text)));
+                }
+            }
+        }
+    }
+}
+
+impl Decoder {
+    /// Starts a value whose data block begins at `buf[self.pos..]` but has not fully arrived.
+    pub(super) fn start(&mut self, buf: &[u8], of: PartialOf) -> Result<Fed, ParseError> {
+        self.partial = Some(Partial { of, filled: 0 });
+        self.feed(buf)
+    }
+
+    /// Feeds the value still arriving, if any, from `buf[self.pos..]`, and its `\r\n`.
+    pub(super) fn feed(&mut self, buf: &[u8]) -> Result<Fed, ParseError> {
+        let Some(partial) = self.partial.as_mut() else {
+            return Ok(Fed::Next);
+        };
+        let given = buf.get(self.pos..).unwrap_or_default();
+        let spare = partial.spare();
+        let n = spare.len().min(given.len());
+        if let (Some(dst), Some(src)) = (spare.get_mut(..n), given.get(..n)) {
+            dst.copy_from_slice(src);
+        }
+        partial.filled += n;
+        self.pos += n;
+        if !partial.spare().is_empty() {
+            return Ok(Fed::More);
+        }
+        let len = partial.filled;
+        match buf.get(self.pos..).unwrap_or_default() {
+            [b'\r', b'\n', ..] => self.pos += 2,
+            [] | [b'\r'] => return Ok(Fed::More),
+            _ => return err(format!("a value of {len} bytes is not followed by \\r\\n")),
+        }
+        match self.partial.take().map(|p| p.of) {
+            Some(PartialOf::Value(key, item)) => {
+                self.values
+                    .push(key.as_bytes(), item)
+                    .ok_or_else(|| bad_key(key.as_bytes()))?;
+                Ok(Fed::Next)
+            }
+            Some(PartialOf::Meta(meta)) => Ok(Fed::Done(meta)),
+            None => Ok(Fed::Next),
+        }
+    }
+}
+
+/// The `len` data bytes at `buf[start..]` and the `\r\n` after them: `Ok(Some((data,
+/// position after the \r\n)))`, `Ok(None)` when more bytes are needed.
+pub(super) fn data_block(
+    buf: &[u8],
+    start: usize,
+    len: usize,
+) -> Result<Option<(&[u8], usize)>, ParseError> {
+    let end = start
+        .checked_add(len)
+        .and_then(|e| e.checked_add(2))
+        .ok_or_else(|| ParseError("value length overflows".into()))?;
+    let Some(block) = buf.get(start..end) else {
+        return Ok(None);
+    };
+    let (data, crlf) = block.split_at(len);
+    if crlf != b"\r\n" {
+        return err(format!("a value of {len} bytes is not followed by \\r\\n"));
+    }
+    Ok(Some((data, end)))
+}
+
+/// The error for a `VALUE` line whose key is empty or too long.
+pub(super) fn bad_key(text: &[u8]) -> ParseError {
+    ParseError(format!(
+        "a VALUE key empty or over {MAX_KEY_LEN} bytes in {:?}",
+        shown(text)
+    ))
+}
+
+/// A `VALUE` line's key, flags, value length and CAS unique.
+pub(super) type ValueHeader<'a> = (&'a [u8], u32, usize, Option<u64>);
+
+/// `VALUE <key> <flags> <bytes> [<cas unique>]`
+pub(super) fn parse_value_header(text: &[u8]) -> Result<ValueHeader<'_>, ParseError> {
+    let short = || ParseError(format!("short VALUE line {:?}", shown(text)));
+    let fields = text.get(b"VALUE ".len()..).ok_or_else(short)?;
+    let mut spaces = memchr::memchr_iter(b' ', fields);
+    let (Some(key_end), Some(flags_end)) = (spaces.next(), spaces.next()) else {
+        return Err(short());
+    };
+    let len_end = spaces.next();
+    let cas_end = len_end.and(spaces.next());
+    let field = |from: usize, to: Option<usize>| match to {
+        Some(to) => fields.get(from..to).unwrap_or_default(),
+        None => fields.get(from..).unwrap_or_default(),
+    };
+    let key = field(0, Some(key_end));
+    let flags = field(key_end + 1, Some(flags_end));
+    let len = field(flags_end + 1, len_end);
+    let cas = len_end
+        .map(|at| parse_u64(field(at + 1, cas_end), "cas unique"))
+        .transpose()?;
+    if cas_end.is_some() || key.is_empty() {
+        return err(format!("malformed VALUE line {:?}", shown(text)));
+    }
+    let flags = u32::try_from(parse_u64(flags, "flags")?)
+        .map_err(|_| ParseError(format!("flags over 32 bits in {:?}", shown(text))))?;
+    let len = usize::try_from(parse_u64(len, "value length")?)
+        .ok()
+        .filter(|&l| l <= MAX_VALUE_LEN)
+        .ok_or_else(|| ParseError(format!("value length too large in {:?}", shown(text))))?;
+    if key.len() > MAX_KEY_LEN {
+        return Err(bad_key(text));
+    }
+    Ok((key, flags, len, cas))
+}

@@ -1,0 +1,92 @@
+//! Requests: each command appended to the caller's buffer, ready to write.
+
+use std::io::Write as _;
+
+use newcache_transport::StoreMode;
+
+/// Appends `get`/`gets` for these keys (`gets` when `cas` is true).
+pub fn encode_get(out: &mut Vec<u8>, keys: &[&[u8]], cas: bool) {
+    out.extend_from_slice(if cas { b"gets" } else { b"get" });
+    for key in keys {
+        out.push(b' ');
+        out.extend_from_slice(key);
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Appends a storage command: `set|add|replace|append|prepend <key> <flags> <exptime> <bytes>`
+/// (`cas ... <unique>`), an optional `noreply`, and the data block.
+pub fn encode_store(
+    out: &mut Vec<u8>,
+    mode: StoreMode,
+    key: &[u8],
+    value: &[u8],
+    flags: u32,
+    exptime: u32,
+    noreply: bool,
+) {
+    out.reserve(key.len() + value.len() + 64);
+    out.extend_from_slice(mode.command().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(key);
+    // Writing to a Vec cannot fail.
+    let _ = write!(out, " {flags} {exptime} {}", value.len());
+    if let StoreMode::Cas(unique) = mode {
+        let _ = write!(out, " {unique}");
+    }
+    if noreply {
+        out.extend_from_slice(b" noreply");
+    }
+    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(value);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Appends `delete <key>`.
+pub fn encode_delete(out: &mut Vec<u8>, key: &[u8]) {
+    out.extend_from_slice(b"delete ");
+    out.extend_from_slice(key);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Appends `delete <key> noreply`: memcached sends no reply to it (not even an error).
+pub fn encode_delete_noreply(out: &mut Vec<u8>, key: &[u8]) {
+    out.extend_from_slice(b"delete ");
+    out.extend_from_slice(key);
+    out.extend_from_slice(b" noreply\r\n");
+}
+
+/// Appends `incr <key> <delta>` (or `decr`).
+pub fn encode_arith(out: &mut Vec<u8>, incr: bool, key: &[u8], delta: u64) {
+    out.extend_from_slice(if incr { b"incr " } else { b"decr " });
+    out.extend_from_slice(key);
+    let _ = write!(out, " {delta}\r\n");
+}
+
+/// Appends `touch <key> <exptime>`.
+pub fn encode_touch(out: &mut Vec<u8>, key: &[u8], exptime: u32) {
+    out.extend_from_slice(b"touch ");
+    out.extend_from_slice(key);
+    let _ = write!(out, " {exptime}\r\n");
+}
+
+/// Appends a meta get returning value, flags, CAS and TTL, with recache (win) below
+/// `recache_below` seconds of TTL: `mg <key> v f c t R<n>`.
+pub fn encode_meta_get(out: &mut Vec<u8>, key: &[u8], recache_below: u32) {
+    out.extend_from_slice(b"mg ");
+    out.extend_from_slice(key);
+    let _ = write!(out, " v f c t R{recache_below}\r\n");
+}
+
+/// Appends a meta delete that marks the item stale for `grace` seconds: `md <key> I T<grace>`.
+pub fn encode_meta_invalidate(out: &mut Vec<u8>, key: &[u8], grace: u32) {
+    out.extend_from_slice(b"md ");
+    out.extend_from_slice(key);
+    let _ = write!(out, " I T{grace}\r\n");
+}
+
+/// Appends a bare command line such as `flush_all`, `stats` or `version`.
+pub fn encode_line(out: &mut Vec<u8>, command: &str) {
+    out.extend_from_slice(command.as_bytes());
+    out.extend_from_slice(b"\r\n");
+}
