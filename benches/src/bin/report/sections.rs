@@ -1,0 +1,367 @@
+//! The report's sections: the interleaved ratios, TCP_NODELAY, concurrency, heap
+//! allocations and system calls per call, and the get-hit chart.
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use super::machine::duration;
+use super::results::{benches, mean_ns, ratio, Report};
+use newcache_benches::clients::{VALUE_PATH, VALUE_PATH_ALLOCATIONS, VALUE_PATH_TARGET};
+use plotters::prelude::*;
+
+pub(super) fn chart(path: &Path, rows: &[(String, f64)]) -> Result<(), Box<dyn std::error::Error>> {
+    let height = 60 + 26 * rows.len() as u32;
+    let root = SVGBackend::new(path, (760, height)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let max = rows.iter().map(|r| r.1).fold(1.0f64, f64::max) * 1.1;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(
+            "get hit, ops/s (one connection, loopback, same run)",
+            ("sans-serif", 16),
+        )
+        .margin(10)
+        .x_label_area_size(30)
+        .y_label_area_size(230)
+        .build_cartesian_2d(0.0..max, (0..rows.len()).into_segmented())?;
+    let labels: Vec<String> = rows.iter().map(|r| r.0.clone()).collect();
+    chart
+        .configure_mesh()
+        .disable_y_mesh()
+        .y_labels(rows.len())
+        .y_label_formatter(&|v| match v {
+            SegmentValue::CenterOf(i) => labels.get(*i).cloned().unwrap_or_default(),
+            _ => String::new(),
+        })
+        .x_label_formatter(&|v| format!("{:.0}k", v / 1000.0))
+        .draw()?;
+    chart.draw_series(rows.iter().enumerate().map(|(i, (name, ops))| {
+        let color = if name.starts_with("newcache") || name == "transport-text" {
+            RGBColor(42, 157, 143)
+        } else {
+            RGBColor(141, 153, 174)
+        };
+        let mut bar = Rectangle::new(
+            [
+                (0.0, SegmentValue::Exact(i)),
+                (*ops, SegmentValue::Exact(i + 1)),
+            ],
+            color.filled(),
+        );
+        bar.set_margin(3, 3, 0, 0);
+        bar
+    }))?;
+    root.present()?;
+    Ok(())
+}
+
+/// The `interleaved` bench's figures: per operation, each client's ops/s and every pair's
+/// ratio (median and middle half of the rounds).
+#[derive(Default)]
+pub(super) struct Interleaved {
+    pub(super) ops: Vec<(String, String, f64)>,
+    pub(super) ratios: Vec<(String, String, String, [f64; 3])>,
+}
+
+impl Interleaved {
+    pub(super) fn parse(tsv: &str) -> Interleaved {
+        let mut out = Interleaved::default();
+        for line in tsv.lines() {
+            let f: Vec<&str> = line.split('\t').collect();
+            match f.as_slice() {
+                ["ops", op, client, ops] => {
+                    if let Ok(ops) = ops.parse() {
+                        out.ops.push((op.to_string(), client.to_string(), ops));
+                    }
+                }
+                ["ratio", op, a, b, p50, p25, p75] => {
+                    if let (Ok(p50), Ok(p25), Ok(p75)) = (p50.parse(), p25.parse(), p75.parse()) {
+                        out.ratios.push((
+                            op.to_string(),
+                            a.to_string(),
+                            b.to_string(),
+                            [p50, p25, p75],
+                        ));
+                    }
+                }
+                _ => {}
+            }
+        }
+        out
+    }
+
+    /// How many times faster `a` ran than `b` on `op`: (median, p25, p75) over the rounds.
+    pub(super) fn ratio(&self, op: &str, a: &str, b: &str) -> Option<[f64; 3]> {
+        self.ratios
+            .iter()
+            .find(|(o, x, y, _)| o == op && x == a && y == b)
+            .map(|(_, _, _, r)| *r)
+    }
+
+    pub(super) fn clients(&self, op: &str) -> Vec<(String, f64)> {
+        self.ops
+            .iter()
+            .filter(|(o, _, _)| o == op)
+            .map(|(_, c, ops)| (c.clone(), *ops))
+            .collect()
+    }
+}
+
+/// The interleaved ratios, one table per operation, then the value path's.
+pub(super) fn interleaved_section(r: &mut Report, inter: &Interleaved) {
+    if inter.ops.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        r.md,
+        "## Ratios, interleaved (what the targets are checked on)\n\nThe `interleaved` bench (`benches/benches/interleaved.rs`): within each round every client runs a short burst of the operation (50 gets or sets, 10 multi-gets, 10 set+get pairs), a different client first each round, against one memcached with one worker thread (`-t 1`, so every client's connection is served alike). A ratio is the median over the rounds of the ratio within a round, with the middle half of the rounds beside it. On this shared machine the speed drifts by tens of percent over the seconds criterion spends on one row, which moves criterion's ratios between rows; within a round of a few milliseconds the machine is the same for every client.\n"
+    );
+    for (op, title) in [
+        ("get_hit", "get hit"),
+        ("set_100B", "set 100 B"),
+        ("get_many_100", "get_many of 100 (keys/s)"),
+        ("set_get_100KB", "set+get 100 KB (pairs/s)"),
+    ] {
+        let clients = inter.clients(op);
+        let Some((base, _)) = clients.first() else {
+            continue;
+        };
+        let _ = writeln!(
+            r.md,
+            "### {title}\n\n| client | ops/s | vs {base} | middle half of the rounds | vs the transport alone |\n|---|---|---|---|---|"
+        );
+        for (client, ops) in &clients {
+            let (median, spread) = match inter.ratio(op, client, base) {
+                Some([p50, p25, p75]) => (format!("{p50:.2}x"), format!("{p25:.2}x - {p75:.2}x")),
+                None => ("1.00x".to_string(), "-".to_string()),
+            };
+            // A facade row of the value path: its ratio to the transport beneath it.
+            let alone = VALUE_PATH
+                .iter()
+                .find(|(o, facade, _)| *o == op && facade == client)
+                .and_then(|(_, _, transport)| {
+                    inter
+                        .ratio(op, client, transport)
+                        .map(|[p50, _, _]| format!("{p50:.2}x (`{transport}`)"))
+                })
+                .unwrap_or_else(|| "-".to_string());
+            let _ = writeln!(
+                r.md,
+                "| {client} | {ops:.0} | {median} | {spread} | {alone} |"
+            );
+        }
+        let _ = writeln!(r.md);
+    }
+    let rows: Vec<String> = VALUE_PATH
+        .iter()
+        .filter_map(|(op, facade, transport)| {
+            let [p50, p25, p75] = inter.ratio(op, facade, transport)?;
+            let verdict = if p50 >= VALUE_PATH_TARGET {
+                "met"
+            } else {
+                "missed"
+            };
+            Some(format!(
+                "| {op} | {facade} | {transport} | {p50:.2}x | {p25:.2}x - {p75:.2}x | {verdict} |"
+            ))
+        })
+        .collect();
+    if !rows.is_empty() {
+        let _ = writeln!(
+            r.md,
+            "### The value path: the facade over the transport alone\n\nEach `Cache` row against the transport beneath it, in the same rounds. The transport rows do what the facade does on the wire: for set+get, the same 100 KB with the same flags (text and the herd state) under a key of the facade's wire key's length; for get_many, the facade's own 100 wire keys and items (`-facade-wire-bytes`). `-string` rows store and read a `String`, `-vec` rows a `Vec<u8>`. Target: {VALUE_PATH_TARGET:.2}x or better.\n\n| operation | facade | transport alone | facade / transport | middle half of the rounds | target |\n|---|---|---|---|---|---|\n{}\n",
+            rows.join("\n")
+        );
+    }
+}
+
+/// Raw libmemcached's get miss with `TCP_NODELAY` off and on (the `tcp_nodelay` bench).
+pub(super) fn tcp_nodelay(r: &mut Report) {
+    const GROUP: &str = "get_miss_tcp_nodelay";
+    if benches(&r.dir, GROUP).is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        r.md,
+        "## TCP_NODELAY: raw libmemcached's get miss, Nagle on and off\n\nOne raw libmemcached handle (as in `libmemcached-sys-*`), a key that is not there, time per miss with `MEMCACHED_BEHAVIOR_TCP_NODELAY` off (libmemcached's default) and on. `memcached_get` is what a C program calls; `mget-1-key` is a one-key `memcached_mget` + `memcached_fetch_result`, how libmemcached-based wrappers (our `newcache-transport-binary` included) read one key.\n\n| protocol | call | TCP_NODELAY off | TCP_NODELAY on | off / on |\n|---|---|---|---|---|"
+    );
+    let mut stalls = Vec::new();
+    for protocol in ["text", "binary"] {
+        for call in ["memcached_get", "mget-1-key"] {
+            let at = |nodelay: &str| {
+                mean_ns(
+                    &r.dir,
+                    GROUP,
+                    &format!("{protocol}_{call}_nodelay-{nodelay}"),
+                )
+            };
+            let (off, on) = (at("off"), at("on"));
+            let show = |ns: Option<f64>| {
+                ns.map_or("-".into(), |ns| {
+                    format!("{} ({:.0}/s)", duration(ns), 1e9 / ns)
+                })
+            };
+            let times = match (off, on) {
+                (Some(off), Some(on)) => format!("{:.0}x", off / on),
+                _ => "-".into(),
+            };
+            if off.is_some_and(|ns| ns > 5e6) {
+                stalls.push(format!(
+                    "{protocol} `{call}` ({})",
+                    off.map_or_else(String::new, duration)
+                ));
+            }
+            let _ = writeln!(
+                r.md,
+                "| {protocol} | `{call}` | {} | {} | {times} |",
+                show(off),
+                show(on)
+            );
+        }
+    }
+    let finding = if stalls.is_empty() {
+        "**This run: no miss waited for Nagle**; every row is one round trip.".to_string()
+    } else {
+        format!(
+            "**This run: without `TCP_NODELAY` a miss waits for the delayed ACK in {}**; with it every miss is one round trip.",
+            stalls.join(", ")
+        )
+    };
+    let _ = writeln!(
+        r.md,
+        "\n{finding} Why (seen with `strace` on libmemcached 1.1.4): a binary `mget` writes the key's quiet `GETKQ` and then the `NOOP` that ends the batch as **two** `sendto` calls. On a miss the server answers the quiet `GETKQ` with nothing, so nothing carries the ACK of the first segment back; Nagle's algorithm holds the small `NOOP` until the server's delayed ACK fires (about 40 ms on Linux), and only then does the server see the `NOOP` and reply. On a hit the value's reply carries the ACK at once. Binary `memcached_get` sends one non-quiet `GETK` in one write and the text protocol sends one line, so neither waits. The ~23 misses/s seen before were this: a binary one-key `mget` miss without `TCP_NODELAY`. Every libmemcached handle in these benches, and `newcache-transport-binary` by default, sets `TCP_NODELAY`.\n"
+    );
+}
+
+/// Threads sharing one `Cache` against one raw handle per thread (the `concurrency` bench).
+pub(super) fn concurrency(r: &mut Report) {
+    const GROUP: &str = "concurrent_get_hit";
+    if benches(&r.dir, GROUP).is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        r.md,
+        "## Concurrency: get hit, total ops/s\n\n1, 2, 4 and 8 threads share one `Cache` (`newcache://ADDR/?transport=text`: the text transport's pool of connections); raw libmemcached gets one handle per thread (`libmemcached-sys`, text protocol), as a C or pylibmc program would. Each sample starts every thread at once and stops at the last one's finish (criterion's `iter_custom`); memcached runs 4 worker threads on the same 2 cores.\n\n| threads | newcache-text | libmemcached-sys-text, handle per thread | ratio |\n|---|---|---|---|"
+    );
+    for threads in [1u32, 2, 4, 8] {
+        let per = f64::from(threads);
+        // criterion files `<client>/<threads>` as `<client>_<threads>`.
+        let ours = r.ops(GROUP, &format!("newcache-text_{threads}"), per);
+        let theirs = r.ops(GROUP, &format!("libmemcached-sys-text_{threads}"), per);
+        let show = |v: Option<f64>| v.map_or("-".into(), |v| format!("{v:.0}"));
+        let _ = writeln!(
+            r.md,
+            "| {threads} | {} | {} | {} |",
+            show(ours),
+            show(theirs),
+            ours.map_or("-".into(), |o| ratio(o, theirs))
+        );
+    }
+    let _ = writeln!(r.md);
+}
+
+/// Heap allocations per call (the `allocations` bench's TSV).
+pub(super) fn allocations_section(r: &mut Report, tsv: &str) {
+    let rows: Vec<Vec<&str>> = tsv
+        .lines()
+        .map(|l| l.split('\t').collect::<Vec<_>>())
+        .filter(|f| f.len() == 3)
+        .collect();
+    if rows.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        r.md,
+        "## Heap allocations per call\n\nThe `allocations` bench (`benches/benches/allocations.rs`): dhat's counting global allocator, against a real memcached; counts per call (a reallocation counts as an allocation), averaged over 1,000 calls (100 for the 100 KB cases) after a warm-up (they are the same every call). libmemcached allocates with C `malloc`, which a Rust allocator does not see: its rows (`binary`, `BinaryTransport`) count the Rust side only (the items, the facade).\n\n| call | allocations | bytes asked for |\n|---|---|---|"
+    );
+    for f in &rows {
+        let _ = writeln!(r.md, "| {} | {} | {} |", f[0], f[1], f[2]);
+    }
+    let find = |case: &str| rows.iter().find(|f| f.first() == Some(&case));
+    let shown = |f: &Vec<&str>| format!("{} ({} B)", f[1], f[2]);
+    let mut table = String::new();
+    for (op, transport, facade_cases, alone_case) in VALUE_PATH_ALLOCATIONS {
+        let Some(alone) = find(alone_case) else {
+            continue;
+        };
+        for case in *facade_cases {
+            let Some(facade) = find(case) else {
+                continue;
+            };
+            let extra = match (facade[1].parse::<f64>(), alone[1].parse::<f64>()) {
+                (Ok(a), Ok(b)) => format!("{:+.0}", a - b),
+                _ => "-".to_string(),
+            };
+            let _ = writeln!(
+                table,
+                "| {op} | {transport} | `{case}` | {} | {} | {extra} |",
+                shown(facade),
+                shown(alone)
+            );
+        }
+    }
+    if !table.is_empty() {
+        let _ = writeln!(
+            r.md,
+            "\n### The value path: the facade against the transport alone\n\n| operation | transport | facade call | facade: allocations (bytes) | the transport alone | facade's extra allocations |\n|---|---|---|---|---|---|\n{table}"
+        );
+    }
+    let _ = writeln!(
+        r.md,
+        "\nWhere they come from (found with a backtrace-capturing allocator, dhat, over the same calls; the counts above are this run's, the attribution is from when this was written). Values are stored bare (the herd state rides in the item's flags), so nothing is stripped from a value on the way out:\n\n- `TextTransport::get` hit, 1: the `Vec` the decoder copies the value into out of the connection's read buffer (`proto::Decoder::decode`), returned as the `Item`'s value. A miss allocates nothing.\n- `Cache::get_raw` hit, 1: that same `Vec`, returned as it is.\n- `Cache::get::<String>` hit, 1: that same `Vec`, handed over as the `String` (`codec::decode_vec`: the UTF-8 checked, no copy). The wire key goes into a reused per-thread buffer: no allocation.\n- `Cache::set`, 1: the 256-byte buffer the value is encoded into (`Cache::encode_computed`).\n- `Cache::set+get::<String>` of 100 KB, 3 against the transport's 1: the set's 256-byte buffer, grown once to the value's size (a reallocation), into which the value is copied before the transport copies it into the connection's write buffer; the get's value is the transport's buffer handed over.\n- `Cache::set+get::<Vec<u8>>` of 100 KB, 4: the same three, and a second 100 KB `Vec`: serde reads a `Vec<u8>` as a sequence, so its visitor builds a new `Vec` one byte at a time out of the transport's buffer (which is then freed) instead of taking it over; on the set side it is written one byte at a time too (*Value codec*: `vec_u8_100KB_*` against `string_100KB_*`).\n- `TextTransport::get_many` of 100, 102: the 100 values, the result `Vec<Option<Item>>` and the decoder's list of values (`proto::Values::with_capacity`).\n- `Cache::get_many::<String>` of 100, 105 more than the transport (over either transport): the returned map's 101 (100 owned `String` keys and its table; the 100 values are the transport's buffers handed over) and 4 of bookkeeping (the wire-key buffer, its end offsets and slices, the list of reads looked at).\n"
+    );
+}
+
+/// System calls per operation (the `syscalls` helper under `strace -c -f`).
+pub(super) fn syscalls_section(r: &mut Report, tsv: &str) {
+    let mut ops = 200;
+    let mut table: Vec<(String, [String; 3], [String; 3])> = Vec::new();
+    for line in tsv.lines() {
+        let f: Vec<&str> = line.split('\t').collect();
+        if let ["#ops", n] = f.as_slice() {
+            ops = n.parse().unwrap_or(ops);
+            continue;
+        }
+        let [client, op, total, rest @ ..] = f.as_slice() else {
+            continue;
+        };
+        if op.starts_with("get-c") {
+            // Concurrent callers: in *Async concurrency*.
+            continue;
+        }
+        let which = rest.first().copied().unwrap_or_default();
+        let col = match *op {
+            "get" => 0,
+            "set" => 1,
+            _ => 2,
+        };
+        let at = match table.iter().position(|(c, _, _)| c == client) {
+            Some(at) => at,
+            None => {
+                table.push((client.to_string(), Default::default(), Default::default()));
+                table.len() - 1
+            }
+        };
+        if let Some((_, totals, names)) = table.get_mut(at) {
+            totals[col] = total.to_string();
+            names[col] = which.to_string();
+        }
+    }
+    if table.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        r.md,
+        "## System calls per operation\n\n`strace -c -f` of the `syscalls` helper (`benches/src/bin/syscalls.rs`) doing {ops} operations, minus a run doing none (setup and one warm-up call subtracted), divided by {ops}; the server is not traced. get: a hit of 100 bytes; set: 100 bytes; get_many: 100 keys, all hits.\n\n| client | get hit | set 100 B | get_many of 100 |\n|---|---|---|---|"
+    );
+    for (client, [g, s, m], _) in &table {
+        let _ = writeln!(r.md, "| {client} | {g} | {s} | {m} |");
+    }
+    let _ = writeln!(
+        r.md,
+        "\nWhich calls, per operation:\n\n| client | get hit | set 100 B | get_many of 100 |\n|---|---|---|---|"
+    );
+    for (client, _, [g, s, m]) in &table {
+        let _ = writeln!(r.md, "| {client} | {g} | {s} | {m} |");
+    }
+    let _ = writeln!(r.md);
+}
