@@ -1,0 +1,342 @@
+//! The envelope: a herd-protected item's state (soft expiry, compute time) carried in its
+//! flags, the flag bits and how they are read, and the format-1 header read for compatibility.
+
+/// The bit in an item's flags that marks a herd envelope (bit 8; bits 0-7 are the flags Python
+/// clients use for the value's own type, and stay as they are inside the envelope).
+pub const HERD_FLAG: u32 = 1 << 8;
+
+/// A herd-protected value's state: when it goes stale and how long it took to compute.
+///
+/// Since format 2 it travels in the item's flags, never in the value, so the value's bytes
+/// are exactly what Python clients store and read ([`Envelope::flags`],
+/// [`read_flags`]). Bits 0-7 stay the value's own type, bit 8 is [`HERD_FLAG`], bits 9-10
+/// newcache's codecs, and bits 11-31 hold the state:
+///
+/// | bits | meaning |
+/// |---|---|
+/// | 11-12 | unit of the soft expiry: 1 = 1 s, 2 = 64 s, 3 = 4096 s; 0 = format 1 (a 13-byte header in front of the value, read for compatibility) |
+/// | 13-15 | compute-time class for XFetch: 0 unknown, k = 1..7 about `10 * 4^(k-1)` ms |
+/// | 16-31 | the soft expiry in units, modulo 2^16: the reader takes the one nearest its clock |
+///
+/// The writer picks the smallest unit whose window (2^15 units either way) covers the TTL
+/// and twice the herd timeout: TTLs up to 9 h are exact to the second (rounded up: a value
+/// is never stale before its TTL), up to 24 days to 64 s and beyond to 4096 s (rounded
+/// down, so the value goes stale before the item expires). A soft expiry past the widest
+/// window (4.25 years) is brought forward to its edge.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Envelope {
+    /// When the value goes stale, in ms since the Unix epoch.
+    pub soft_expiry_millis: u64,
+    /// How long the value took to compute, in ms (0 when unknown).
+    pub compute_millis: u32,
+}
+
+/// Why a value marked as herd-protected could not be opened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum EnvelopeError {
+    /// A format-1 value with fewer bytes than its header needs.
+    #[error("herd envelope truncated: {len} bytes, the header needs {HEADER_LEN}")]
+    Truncated {
+        /// Bytes present.
+        len: usize,
+    },
+    /// A format-1 header version this build does not know (written by a newer newcache).
+    #[error(
+        "herd envelope format {0} is unknown to this newcache; was it written by a newer version?"
+    )]
+    UnknownVersion(u8),
+}
+
+const VERSION: u8 = 1;
+/// Bytes the format-1 header took before the value (read for compatibility, never written).
+pub const HEADER_LEN: usize = 13;
+
+/// The flag bits that hold a herd-protected item's state (bits 11-31).
+pub const STATE_MASK: u32 = !0 << 11;
+const UNIT_SHIFT: u32 = 11;
+const COMPUTE_SHIFT: u32 = 13;
+const EXPIRY_SHIFT: u32 = 16;
+/// Seconds per unit for unit codes 1, 2 and 3: powers of two, so a reader's clock is turned
+/// into units by a shift.
+const UNITS: [u64; 3] = [1, 64, 4096];
+const _: () =
+    assert!(UNITS[0].is_power_of_two() && UNITS[1].is_power_of_two() && UNITS[2].is_power_of_two());
+/// Soft expiries are decoded within this many units either side of the reader's clock.
+const HALF_WINDOW: u64 = 1 << 15;
+
+/// Where a herd-protected item keeps its state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Carried {
+    /// In the flags (format 2): the value is bare.
+    Flags(Envelope),
+    /// In a 13-byte header in front of the value (format 1, written by newcache 0.1 before
+    /// the flags format): open it with [`Envelope::decode`].
+    Header,
+}
+
+/// The herd state an item's flags carry, read at `now_millis`; `None` when the flags do not
+/// mark a herd-protected value.
+pub fn read_flags(flags: u32, now_millis: u64) -> Option<Carried> {
+    if flags & HERD_FLAG == 0 {
+        return None;
+    }
+    let unit_code = (flags >> UNIT_SHIFT) & 0b11;
+    let Some(&unit) = UNITS.get((unit_code as usize).wrapping_sub(1)) else {
+        return Some(Carried::Header);
+    };
+    let class = (flags >> COMPUTE_SHIFT) & 0b111;
+    let stored = u64::from(flags >> EXPIRY_SHIFT);
+    // A unit is a power of two seconds: a shift, not a division, on every read.
+    let now_units = (now_millis / 1000) >> unit.trailing_zeros();
+    // The largest count of units <= now congruent to the stored one, or the next one up
+    // when that lies more than half a window back.
+    let mut soft_units = now_units.wrapping_sub(now_units.wrapping_sub(stored) & 0xffff);
+    if now_units.wrapping_sub(soft_units) >= HALF_WINDOW {
+        soft_units = soft_units.wrapping_add(1 << 16);
+    }
+    Some(Carried::Flags(Envelope {
+        soft_expiry_millis: soft_units.saturating_mul(unit).saturating_mul(1000),
+        compute_millis: compute_of_class(class),
+    }))
+}
+
+/// The value flags of an item: its flags without the herd bit and the herd state.
+pub fn value_flags(flags: u32) -> u32 {
+    if flags & HERD_FLAG == 0 {
+        flags
+    } else {
+        flags & !(HERD_FLAG | STATE_MASK)
+    }
+}
+
+fn compute_of_class(class: u32) -> u32 {
+    match class {
+        0 => 0,
+        k => 10u32.saturating_mul(4u32.saturating_pow(k.saturating_sub(1))),
+    }
+}
+
+fn class_of_compute(millis: u32) -> u32 {
+    if millis == 0 {
+        return 0;
+    }
+    // The class whose representative is nearest on a log scale (geometric midpoints).
+    (1..=7u32)
+        .find(|k| f64::from(millis) < f64::from(compute_of_class(*k)) * 2.0)
+        .unwrap_or(7)
+}
+
+impl Envelope {
+    /// An envelope with this soft expiry and an unknown compute time.
+    pub fn new(soft_expiry_millis: u64) -> Self {
+        Envelope {
+            soft_expiry_millis,
+            compute_millis: 0,
+        }
+    }
+
+    /// The flag bits ([`HERD_FLAG`] and the state) that carry this envelope, for an item
+    /// written at `now_millis` by a cache whose herd timeout is `herd_timeout` seconds. OR
+    /// them into the value's own flags.
+    pub fn flags(&self, now_millis: u64, herd_timeout: u32) -> u32 {
+        let ahead_secs = self
+            .soft_expiry_millis
+            .saturating_sub(now_millis)
+            .div_ceil(1000);
+        // The window must also reach back over the item's life after its soft expiry.
+        let span = ahead_secs.max(u64::from(herd_timeout).saturating_mul(2).saturating_add(2));
+        let (code, unit) = UNITS
+            .iter()
+            .zip(1u32..)
+            .find(|(unit, _)| span < (HALF_WINDOW - 2) * **unit)
+            .map_or((3, 4096), |(unit, code)| (code, *unit));
+        let limit_millis = now_millis.saturating_add((HALF_WINDOW - 2) * unit * 1000);
+        let soft = self.soft_expiry_millis.min(limit_millis);
+        let soft_units = if unit == 1 {
+            // Never stale before the TTL asked for.
+            soft.div_ceil(1000)
+        } else {
+            // Stale before the item expires, however coarse the unit.
+            soft / 1000 / unit
+        };
+        HERD_FLAG
+            | (code << UNIT_SHIFT)
+            | (class_of_compute(self.compute_millis) << COMPUTE_SHIFT)
+            | (((soft_units & 0xffff) as u32) << EXPIRY_SHIFT)
+    }
+
+    /// Appends a format-1 header and then `payload` to `out` (newcache 0.1's layout, which
+    /// it no longer writes; for tests of reading old values).
+    pub fn encode(&self, payload: &[u8], out: &mut Vec<u8>) {
+        out.reserve(HEADER_LEN + payload.len());
+        out.push(VERSION);
+        out.extend_from_slice(&self.soft_expiry_millis.to_be_bytes());
+        out.extend_from_slice(&self.compute_millis.to_be_bytes());
+        out.extend_from_slice(payload);
+    }
+
+    /// Splits a format-1 value ([`Carried::Header`]) into its envelope and the value.
+    ///
+    /// Layout (big-endian): format version `1` (1 byte), soft expiry in ms since the epoch
+    /// (8 bytes), compute time in ms (4 bytes); then the value.
+    pub fn decode(bytes: &[u8]) -> Result<(Envelope, &[u8]), EnvelopeError> {
+        let (header, payload) = bytes
+            .split_first_chunk::<HEADER_LEN>()
+            .ok_or(EnvelopeError::Truncated { len: bytes.len() })?;
+        let [version, rest @ ..] = header;
+        if *version != VERSION {
+            return Err(EnvelopeError::UnknownVersion(*version));
+        }
+        let (expiry, compute) = rest.split_at(8);
+        let soft_expiry_millis = u64::from_be_bytes(expiry.try_into().unwrap_or([0; 8]));
+        let compute_millis = u32::from_be_bytes(compute.try_into().unwrap_or([0; 4]));
+        Ok((
+            Envelope {
+                soft_expiry_millis,
+                compute_millis,
+            },
+            payload,
+        ))
+    }
+}
+
+/// True when an item's flags mark a herd-protected value.
+pub fn is_enveloped(flags: u32) -> bool {
+    flags & HERD_FLAG != 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NOW: u64 = 1_700_000_000;
+
+    #[test]
+    fn format_1_headers_are_still_read_and_reject_garbage() {
+        let env = Envelope {
+            soft_expiry_millis: 0x0102_0304_0506_0708,
+            compute_millis: 77,
+        };
+        let mut out = b"x".to_vec();
+        env.encode(b"payload", &mut out);
+        assert_eq!(out.len(), 1 + HEADER_LEN + 7);
+        assert_eq!(Envelope::decode(&out[1..]), Ok((env, &b"payload"[..])));
+        assert_eq!(
+            Envelope::decode(&out[1..5]),
+            Err(EnvelopeError::Truncated { len: 4 })
+        );
+        let mut bad = out[1..].to_vec();
+        bad[0] = 9;
+        assert_eq!(
+            Envelope::decode(&bad),
+            Err(EnvelopeError::UnknownVersion(9))
+        );
+        for len in 0..HEADER_LEN {
+            assert!(Envelope::decode(&vec![1u8; len]).is_err());
+        }
+        // Format 1 set the herd bit and nothing above it.
+        assert_eq!(read_flags(16 | HERD_FLAG, 0), Some(Carried::Header));
+    }
+
+    fn round_trip(soft: u64, now: u64, herd: u32, read_at: u64) -> Envelope {
+        let flags = Envelope::new(soft).flags(now, herd);
+        assert_eq!(
+            value_flags(16 | flags),
+            16,
+            "the state leaves the type bits alone"
+        );
+        match read_flags(16 | flags, read_at) {
+            Some(Carried::Flags(env)) => env,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_soft_expiry_rides_in_the_flags_exact_to_the_second_up_to_9_hours() {
+        let now = NOW * 1000 + 250;
+        for ttl in [1u64, 2, 59, 300, 3_600, 9 * 3_600] {
+            let soft = now + ttl * 1000;
+            // Rounded up to the second: never stale before the TTL.
+            let expect = soft.div_ceil(1000) * 1000;
+            for read_at in [now, now + ttl * 500, soft, soft + 60_000, soft + 120_000] {
+                assert_eq!(
+                    round_trip(soft, now, 60, read_at).soft_expiry_millis,
+                    expect,
+                    "ttl {ttl} read at +{}",
+                    read_at - now
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn long_ttls_round_down_to_coarser_units_and_stay_unambiguous() {
+        let now = NOW * 1000;
+        let day = 86_400_000u64;
+        for (ttl, unit) in [(day, 64_000u64), (20 * day, 64_000), (300 * day, 4_096_000)] {
+            let soft = now + ttl;
+            for read_at in [now, now + ttl / 2, soft, soft + 100_000] {
+                let got = round_trip(soft, now, 60, read_at).soft_expiry_millis;
+                assert!(
+                    got <= soft && soft - got < unit,
+                    "{ttl} {read_at}: {got} vs {soft}"
+                );
+            }
+        }
+        // Past the widest window (4.25 years) the soft expiry comes forward to its edge.
+        let got = round_trip(u64::MAX, now, 60, now).soft_expiry_millis;
+        assert!(
+            got > now + 4 * 365 * day && got < now + 5 * 365 * day,
+            "{got}"
+        );
+    }
+
+    #[test]
+    fn a_large_herd_timeout_widens_the_window_backwards() {
+        // A stale item lives up to twice the herd timeout after its soft expiry; it must
+        // still read as past, not as 18 hours ahead.
+        let now = NOW * 1000;
+        let herd = 20_000; // seconds
+        let soft = now + 60_000;
+        let later = soft + 2 * u64::from(herd) * 1000;
+        let got = round_trip(soft, now, herd, later).soft_expiry_millis;
+        assert!(got <= soft && soft - got < 64_000, "{got} vs {soft}");
+    }
+
+    #[test]
+    fn compute_times_are_kept_within_a_factor_of_two() {
+        assert_eq!(round_trip(NOW * 1000, NOW * 1000, 60, 0).compute_millis, 0);
+        for ms in [1u32, 10, 35, 100, 700, 3_000, 20_000, 100_000] {
+            let flags = Envelope {
+                soft_expiry_millis: NOW * 1000,
+                compute_millis: ms,
+            }
+            .flags(NOW * 1000, 60);
+            let Some(Carried::Flags(env)) = read_flags(flags, NOW * 1000) else {
+                panic!()
+            };
+            let ratio = f64::from(env.compute_millis) / f64::from(ms);
+            assert!(
+                !(10..=40_960).contains(&ms) || (0.5..=2.0).contains(&ratio),
+                "{ms} -> {}",
+                env.compute_millis
+            );
+            assert!(env.compute_millis > 0);
+        }
+    }
+
+    #[test]
+    fn flags_without_the_herd_bit_carry_nothing() {
+        assert_eq!(read_flags(16, NOW * 1000), None);
+        assert_eq!(read_flags(0xffff_0000, NOW * 1000), None);
+        assert_eq!(value_flags(0xffff_0010), 0xffff_0010);
+    }
+
+    #[test]
+    fn the_flag_bit_is_bit_8() {
+        assert_eq!(HERD_FLAG, 0x100);
+        assert!(is_enveloped(16 | HERD_FLAG));
+        assert!(!is_enveloped(16));
+        assert!(!is_enveloped(0xff));
+    }
+}
