@@ -1,0 +1,263 @@
+//! Limits and invalid input: values over the item size limit and keys that would break the
+//! protocol are refused before anything is sent, and leave no stale value.
+
+use newcache_transport::{Error, Result, Store, StoreMode, StoreStatus};
+
+use super::{cas_of, get, hit, keys, noise, ok, refs, server_stats, set, show, value, Fixture};
+
+/// Asserts `result` is [`Error::ValueTooLarge`] naming exactly `size` and `limit`, in its
+/// fields and in its message.
+fn expect_too_large<T: std::fmt::Debug>(what: &str, result: Result<T>, size: usize, limit: usize) {
+    let e = match result {
+        Err(e) => e,
+        Ok(v) => panic!("{what}: expected Error::ValueTooLarge, got Ok({v:?})"),
+    };
+    let &Error::ValueTooLarge { size: s, limit: l } = &e else {
+        panic!("{what}: expected Error::ValueTooLarge, got {e:?}")
+    };
+    assert_eq!((s, l), (size, limit), "{what}: (size, limit) of {e}");
+    let message = e.to_string();
+    assert!(
+        message.contains(&format!("{size} bytes"))
+            && message.contains(&format!("limit of {limit} bytes")),
+        "{what}: the message does not name the size and the limit: {message}"
+    );
+}
+
+/// A `set` of a value over the item size limit fails with [`Error::ValueTooLarge`] naming
+/// the value's size and the limit, the value is never sent (the server's `cmd_set` does not
+/// move), and the key's old value is gone: memcached unlinks the old item when it refuses a
+/// `set` as too large, so readers do not go on getting the value the caller just tried to
+/// replace.
+pub fn a_set_over_the_item_size_limit_is_refused_and_leaves_no_stale_value(f: &dyn Fixture) {
+    let t = f.transport();
+    let limit = f.item_size_limit();
+    set(t, b"k", b"small", 0, 0);
+    set(t, b"other", b"stays", 0, 0);
+    let before = server_stats(f, &["cmd_set"]);
+    let too_big = vec![b'x'; limit + 1];
+    expect_too_large(
+        "set",
+        t.store(&Store::set(b"k", &too_big, 0, 0)),
+        limit + 1,
+        limit,
+    );
+    assert_eq!(get(t, b"k"), None, "the old value outlived a refused set");
+    // A refused set of a key that holds nothing is refused the same way.
+    expect_too_large(
+        "set of a free key",
+        t.store(&Store::set(b"free", &too_big, 0, 0)),
+        limit + 1,
+        limit,
+    );
+    assert_eq!(get(t, b"free"), None);
+    assert_eq!(
+        server_stats(f, &["cmd_set"]),
+        before,
+        "a value over the limit reached the server"
+    );
+    assert_eq!(value(t, b"other"), b"stays");
+    // The key is usable again at once.
+    set(t, b"k", b"again", 0, 0);
+    assert_eq!(value(t, b"k"), b"again");
+}
+
+/// `add`, `replace`, `cas`, `append` and `prepend` of a value over the item size limit fail
+/// with [`Error::ValueTooLarge`] and send nothing: the key keeps its value and its CAS
+/// unique (memcached unlinks the old item only for a refused `set`).
+pub fn conditional_stores_over_the_item_size_limit_leave_the_old_value(f: &dyn Fixture) {
+    let t = f.transport();
+    let limit = f.item_size_limit();
+    set(t, b"k", b"small", 3, 0);
+    let unique = cas_of(t, b"k");
+    let before = server_stats(f, &["cmd_set"]);
+    let too_big = vec![b'x'; limit + 1];
+    for mode in [
+        StoreMode::Add,
+        StoreMode::Replace,
+        StoreMode::Cas(unique),
+        StoreMode::Append,
+        StoreMode::Prepend,
+    ] {
+        let request = Store::set(b"k", &too_big, 0, 0).with_mode(mode);
+        expect_too_large(mode.command(), t.store(&request), limit + 1, limit);
+        let item = hit(t, b"k");
+        assert_eq!(
+            (item.value.as_slice(), item.flags, item.cas),
+            (&b"small"[..], 3, Some(unique)),
+            "{} over the limit changed the item",
+            mode.command()
+        );
+    }
+    // add of a free key over the limit creates nothing.
+    let add = Store::set(b"free", &too_big, 0, 0).with_mode(StoreMode::Add);
+    expect_too_large("add of a free key", t.store(&add), limit + 1, limit);
+    assert_eq!(get(t, b"free"), None);
+    assert_eq!(
+        server_stats(f, &["cmd_set"]),
+        before,
+        "a value over the limit reached the server"
+    );
+}
+
+/// In `store_many`, a request over the item size limit is refused by itself: the other
+/// requests are stored (on every server), the refused `set`'s key is gone, a refused `add`
+/// leaves its key alone, none of the refused values is sent, and the call fails with
+/// [`Error::ValueTooLarge`] naming the first refused request's size and the limit.
+pub fn store_many_refuses_each_value_over_the_limit_by_itself(f: &dyn Fixture) {
+    let t = f.transport();
+    let limit = f.item_size_limit();
+    set(t, b"k", b"small", 0, 0);
+    set(t, b"kept", b"old", 0, 0);
+    let good = keys("good", 12);
+    let before = server_stats(f, &["cmd_set"]);
+    let too_big = vec![b'x'; limit + 1];
+    let bigger = vec![b'y'; limit + 2];
+    let mut batch: Vec<Store<'_>> = Vec::new();
+    for (i, k) in good.iter().enumerate() {
+        batch.push(Store::set(k, k, 0, 0));
+        match i {
+            3 => batch.push(Store::set(b"k", &too_big, 0, 0)),
+            7 => batch.push(Store::set(b"kept", &bigger, 0, 0).with_mode(StoreMode::Add)),
+            9 => batch.push(Store::set(b"gone-too", &bigger, 0, 0)),
+            _ => {}
+        }
+    }
+    expect_too_large("store_many", t.store_many(&batch), limit + 1, limit);
+    let stored = ok("get_many", t.get_many(&refs(&good)));
+    for (k, item) in good.iter().zip(&stored) {
+        let item = item
+            .as_ref()
+            .unwrap_or_else(|| panic!("{} of the batch was not stored", show(k)));
+        assert_eq!(&item.value, k);
+    }
+    assert_eq!(get(t, b"k"), None, "the old value outlived a refused set");
+    assert_eq!(get(t, b"gone-too"), None);
+    assert_eq!(value(t, b"kept"), b"old", "a refused add changed the item");
+    if let (Some(before), Some(after)) = (before, server_stats(f, &["cmd_set"])) {
+        let (b, a) = (before[0].1, after[0].1);
+        assert_eq!(
+            a - b,
+            good.len() as u64,
+            "the batch's good sets, and nothing over the limit, reached the server"
+        );
+    }
+    // A batch of nothing but one refused set refuses just the same.
+    set(t, b"k", b"small", 0, 0);
+    expect_too_large(
+        "store_many of one",
+        t.store_many(&[Store::set(b"k", &too_big, 0, 0)]),
+        limit + 1,
+        limit,
+    );
+    assert_eq!(get(t, b"k"), None);
+}
+
+/// A value right at the item size limit is stored, or, when the server's own limit counts
+/// the key and the item's header too (memcached's does), refused by the server: then it is
+/// [`Error::ValueTooLarge`] naming its size and a limit below it (see
+/// [`Error::refused_by_server`]), and, as memcached unlinks the old item of a refused `set`,
+/// the key holds nothing. The same through `store_many`, whose other requests are stored.
+pub fn a_value_at_the_limit_is_stored_or_refused_without_a_stale_value(f: &dyn Fixture) {
+    let t = f.transport();
+    let limit = f.item_size_limit();
+    let at_limit = noise(limit);
+    // What a transport can say of the server's limit: below the size (the configured limit
+    // let the value through).
+    let server_limit = match Error::refused_by_server(limit, limit) {
+        Error::ValueTooLarge { limit, .. } => limit,
+        other => panic!("refused_by_server gave {other:?}"),
+    };
+    set(t, b"k", b"small", 0, 0);
+    match t.store(&Store::set(b"k", &at_limit, 0, 0)) {
+        Ok(status) => {
+            assert_eq!(status, StoreStatus::Stored);
+            assert!(value(t, b"k") == at_limit, "the value came back altered");
+        }
+        refused => {
+            expect_too_large("set at the limit", refused, limit, server_limit);
+            assert_eq!(get(t, b"k"), None, "the old value outlived a refused set");
+        }
+    }
+    set(t, b"k", b"small", 0, 0);
+    let good = keys("edge", 6);
+    let mut batch: Vec<Store<'_>> = good.iter().map(|k| Store::set(k, k, 0, 0)).collect();
+    batch.insert(2, Store::set(b"k", &at_limit, 0, 0));
+    match t.store_many(&batch) {
+        Ok(statuses) => {
+            assert!(statuses.iter().all(|s| s.is_stored()), "{statuses:?}");
+            assert!(value(t, b"k") == at_limit, "the value came back altered");
+        }
+        refused => {
+            expect_too_large("store_many at the limit", refused, limit, server_limit);
+            assert_eq!(get(t, b"k"), None, "the old value outlived a refused set");
+        }
+    }
+    for k in &good {
+        assert_eq!(&value(t, k), k);
+    }
+}
+
+/// Keys that would break the protocol (a space, a line end, a control byte, 251 bytes, the
+/// empty key) fail with [`Error::InvalidKey`] in every command, before anything is sent:
+/// no server statistic moves, and a batch holding one such key sends none of its keys.
+pub fn invalid_keys_are_refused_before_anything_is_sent(f: &dyn Fixture) {
+    let t = f.transport();
+    let good: &[u8] = b"good";
+    set(t, good, b"v", 0, 0);
+    let long = vec![b'k'; 251];
+    let bad_keys: [&[u8]; 8] = [
+        b"has space",
+        b"new\nline",
+        b"crlf\r\n",
+        b"tab\tkey",
+        b"nul\0",
+        b"\x7f",
+        &long,
+        b"",
+    ];
+    let watched = [
+        "cmd_get",
+        "cmd_set",
+        "cmd_touch",
+        "get_hits",
+        "get_misses",
+        "delete_hits",
+        "delete_misses",
+        "incr_hits",
+        "incr_misses",
+        "decr_hits",
+        "decr_misses",
+    ];
+    let before = server_stats(f, &watched);
+    for bad in bad_keys {
+        let expect_invalid = |what: &str, err: Option<Error>| match err {
+            Some(Error::InvalidKey { .. }) => {}
+            other => panic!(
+                "{what} with key {}: expected Error::InvalidKey, got {other:?}",
+                show(bad)
+            ),
+        };
+        expect_invalid("get", t.get(bad).err());
+        expect_invalid("get_many", t.get_many(&[good, bad]).err());
+        expect_invalid("set", t.store(&Store::set(bad, b"v", 0, 0)).err());
+        let add = Store::set(bad, b"v", 0, 0).with_mode(StoreMode::Add);
+        expect_invalid("add", t.store(&add).err());
+        let batch = [
+            Store::set(good, b"changed", 0, 0),
+            Store::set(bad, b"v", 0, 0),
+        ];
+        expect_invalid("store_many", t.store_many(&batch).err());
+        expect_invalid("delete", t.delete(bad).err());
+        expect_invalid("delete_many", t.delete_many(&[good, bad]).err());
+        expect_invalid("incr", t.incr(bad, 1).err());
+        expect_invalid("decr", t.decr(bad, 1).err());
+        expect_invalid("touch", t.touch(bad, 0).err());
+    }
+    assert_eq!(
+        server_stats(f, &watched),
+        before,
+        "a command reached the server"
+    );
+    assert_eq!(value(t, good), b"v", "part of a refused batch was run");
+}
