@@ -1,0 +1,286 @@
+//! The scan's model of the pickle machine's stack: what each value is, how deep its
+//! containers nest, and what serde-pickle will build from it once shared references expand.
+
+use super::herd::MarkerTuple;
+use super::{err, MAX_DEPTH};
+use crate::codec::CodecError;
+
+/// How deep the scan lets containers nest: [`MAX_DEPTH`] for the value, and one more for
+/// django-newcache's herd tuple around it (a value at the limit, wrapped, is still read).
+pub(super) const SCAN_DEPTH: u32 = MAX_DEPTH + 1;
+
+/// What the scan knows of a value on the pickle machine's stack.
+#[derive(Debug, Clone, PartialEq)]
+pub(super) enum What {
+    /// Nothing the scan needs.
+    Other,
+    /// A short string (a class's module or name, for `STACK_GLOBAL`).
+    Text(String),
+    /// An integer, and where its four bytes sit when it is a `BININT`.
+    Int(i64, Option<usize>),
+    /// A class or function, by `module.name`.
+    Global(String),
+    /// A `newcache.Marker()`.
+    Marker,
+    /// django-newcache's `(Marker, value, expiry)`.
+    Seed(MarkerTuple),
+}
+
+/// What one value costs once serde-pickle has built it, in bytes (its value type's size,
+/// rounded up), before the bytes of a string it holds.
+pub(super) const VALUE_COST: u64 = 48;
+
+/// How many bytes the values serde-pickle builds from a pickle of `len` bytes may take:
+/// 64 MiB plus 64 times the pickle's length. A pickle without shared references never
+/// comes near it (each opcode byte makes at most one value); one whose `DUP`s and memo
+/// references expand to a tree of gigabytes is refused before serde-pickle builds it
+/// (60 bytes of `DUP` and `TUPLE3` make 3^17 values).
+pub(super) fn expansion_limit(len: usize) -> u64 {
+    (64 << 20) + 64 * len as u64
+}
+
+/// A value as serde-pickle builds it: a leaf of some cost, or a container (by index into
+/// [`Machine::nodes`], so that every reference to one object, through `DUP` or the memo,
+/// is the same container and sees what is appended to it later).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(super) enum Node {
+    Leaf(u64),
+    Container(usize),
+}
+
+/// A value on the pickle machine's stack: how deep its containers nest, what it is, and
+/// the object it is.
+#[derive(Debug, Clone)]
+pub(super) struct Slot {
+    pub(super) depth: u32,
+    pub(super) what: What,
+    pub(super) node: Node,
+}
+
+impl Slot {
+    pub(super) fn leaf(what: What) -> Slot {
+        Slot::bytes(what, 0)
+    }
+
+    /// A leaf holding `n` bytes of a string.
+    pub(super) fn bytes(what: What, n: usize) -> Slot {
+        Slot {
+            depth: 0,
+            what,
+            node: Node::Leaf(VALUE_COST.saturating_add(n as u64)),
+        }
+    }
+}
+
+/// The pickle machine's stack, as far as the scan follows it.
+pub(super) struct Machine {
+    pub(super) stack: Vec<Slot>,
+    pub(super) marks: Vec<usize>,
+    pub(super) memo: Vec<Option<Slot>>,
+    pub(super) markers: usize,
+    /// Every container's elements.
+    pub(super) nodes: Vec<Vec<Node>>,
+}
+
+impl Machine {
+    pub(super) fn pop(&mut self) -> Result<Slot, CodecError> {
+        self.stack
+            .pop()
+            .ok_or_else(|| err("not a pickle: stack underflow"))
+    }
+
+    pub(super) fn top(&mut self) -> Result<&mut Slot, CodecError> {
+        self.stack
+            .last_mut()
+            .ok_or_else(|| err("not a pickle: stack underflow"))
+    }
+
+    pub(super) fn push(&mut self, slot: Slot) -> Result<(), CodecError> {
+        if slot.depth > SCAN_DEPTH {
+            return Err(err(format!(
+                "the pickle nests containers deeper than {MAX_DEPTH}"
+            )));
+        }
+        self.stack.push(slot);
+        Ok(())
+    }
+
+    /// Pops everything down to the last MARK, and the mark.
+    pub(super) fn pop_mark(&mut self) -> Result<Vec<Slot>, CodecError> {
+        let mark = self
+            .marks
+            .pop()
+            .ok_or_else(|| err("not a pickle: no MARK"))?;
+        if mark > self.stack.len() {
+            return Err(err("not a pickle: stack underflow"));
+        }
+        Ok(self.stack.split_off(mark))
+    }
+
+    /// A new container holding `items`, one level deeper than the deepest.
+    pub(super) fn container(&mut self, items: &[Slot]) -> Slot {
+        self.nodes.push(items.iter().map(|s| s.node).collect());
+        Slot {
+            depth: items.iter().map(|s| s.depth).max().unwrap_or(0) + 1,
+            what: What::Other,
+            node: Node::Container(self.nodes.len() - 1),
+        }
+    }
+
+    /// Adds `items` to the container on top of the stack.
+    pub(super) fn fill(&mut self, items: &[Slot]) -> Result<(), CodecError> {
+        let depth = items.iter().map(|s| s.depth).max().unwrap_or(0) + 1;
+        let top = self.top()?;
+        top.depth = top.depth.max(depth);
+        let Node::Container(id) = top.node else {
+            return Err(err(
+                "not a pickle: items added to something not a container",
+            ));
+        };
+        if let Some(elements) = self.nodes.get_mut(id) {
+            elements.extend(items.iter().map(|s| s.node));
+        }
+        let top = self.top()?;
+        if top.depth > SCAN_DEPTH {
+            return Err(err(format!(
+                "the pickle nests containers deeper than {MAX_DEPTH}"
+            )));
+        }
+        Ok(())
+    }
+
+    /// Walks the tree serde-pickle will build from `root`, expanding every shared reference
+    /// as it will: refuses a tree that costs more than `limit` bytes, nests deeper than
+    /// [`SCAN_DEPTH`] (containers filled after they were nested are counted here), or holds
+    /// itself. Returns how deep the tree nests.
+    pub(super) fn check_expansion(&self, root: Node, limit: u64) -> Result<u32, CodecError> {
+        #[derive(Clone, Copy)]
+        enum State {
+            New,
+            Open,
+            Done { cost: u64, depth: u32 },
+        }
+        let Node::Container(root) = root else {
+            return Ok(0);
+        };
+        let mut root_depth = 1;
+        let mut state = vec![State::New; self.nodes.len()];
+        // (container, next element, cost so far, depth so far)
+        let mut path: Vec<(usize, usize, u64, u32)> = vec![(root, 0, VALUE_COST, 0)];
+        if let Some(s) = state.get_mut(root) {
+            *s = State::Open;
+        }
+        while let Some(&(id, next, cost, depth)) = path.last() {
+            let child = self.nodes.get(id).and_then(|e| e.get(next)).copied();
+            let Some(child) = child else {
+                // Done with this container: add it to its parent.
+                path.pop();
+                if path.is_empty() {
+                    root_depth = depth + 1;
+                }
+                if let Some(s) = state.get_mut(id) {
+                    *s = State::Done {
+                        cost,
+                        depth: depth + 1,
+                    };
+                }
+                if let Some(parent) = path.last_mut() {
+                    parent.2 = parent.2.saturating_add(cost);
+                    parent.3 = parent.3.max(depth + 1);
+                }
+                continue;
+            };
+            if let Some(top) = path.last_mut() {
+                top.1 += 1;
+            }
+            let (child_cost, child_depth) = match child {
+                Node::Leaf(cost) => (cost, 0),
+                Node::Container(c) => match state.get(c).copied() {
+                    Some(State::Done { cost, depth }) => (cost, depth),
+                    Some(State::Open) => {
+                        return Err(err("the pickle holds a container that holds itself"))
+                    }
+                    _ => {
+                        if path.len() >= SCAN_DEPTH as usize {
+                            return Err(err(format!(
+                                "the pickle nests containers deeper than {MAX_DEPTH}"
+                            )));
+                        }
+                        if let Some(s) = state.get_mut(c) {
+                            *s = State::Open;
+                        }
+                        path.push((c, 0, VALUE_COST, 0));
+                        continue;
+                    }
+                },
+            };
+            if let Some(top) = path.last_mut() {
+                top.2 = top.2.saturating_add(child_cost);
+                top.3 = top.3.max(child_depth);
+            }
+            let total = path.iter().map(|p| p.2).fold(0u64, u64::saturating_add);
+            if total > limit || child_depth > SCAN_DEPTH {
+                return Err(err(if total > limit {
+                    format!("the pickle's shared references expand past {limit} bytes")
+                } else {
+                    format!("the pickle nests containers deeper than {MAX_DEPTH}")
+                }));
+            }
+        }
+        Ok(root_depth)
+    }
+
+    pub(super) fn memoize(&mut self, index: usize, limit: usize) -> Result<(), CodecError> {
+        if index > limit {
+            return Err(err("bad memo index"));
+        }
+        let top = self.top()?.clone();
+        if self.memo.len() <= index {
+            self.memo.resize(index + 1, None);
+        }
+        if let Some(slot) = self.memo.get_mut(index) {
+            *slot = Some(top);
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::codec::pickle::{decode, MEMOIZE, PROTO, SHORT_BINUNICODE, STOP, TUPLE3};
+
+    #[test]
+    fn shared_references_that_expand_past_the_limit_are_refused() {
+        // (None, None, None) then 17 times DUP DUP TUPLE3: 60 bytes, 3^17 leaves once
+        // serde-pickle expands the references (aborted the process on allocation).
+        let mut p = vec![PROTO, 2, b'N'];
+        for _ in 0..17 {
+            p.extend_from_slice(&[b'2', b'2', TUPLE3]);
+        }
+        p.push(STOP);
+        let e = decode::<serde_pickle::Value>(&p).unwrap_err();
+        assert!(e.0.contains("expand past"), "{e}");
+        // A list referenced 1,000 times and filled afterwards: small when referenced, big
+        // when built.
+        let mut p = vec![PROTO, 2, b']', MEMOIZE, b'0', b'(']; // memo 0: an empty list
+        p.extend(std::iter::repeat_n([b'h', 0], 2000).flatten());
+        p.push(b'l'); // a list of 2,000 references to it
+        p.extend_from_slice(&[b'h', 0, b'(', b'B', 0xe8, 0x03, 0, 0]); // then fill it
+        p.extend(std::iter::repeat_n(0u8, 1000));
+        p.extend(std::iter::repeat_n(b'N', 1000));
+        p.extend_from_slice(&[b'e', b'0', STOP]);
+        // 2,000 copies of a list of 1,001 values (one holding 1,000 bytes): 2000 * 1001 * 48.
+        let e = decode::<serde_pickle::Value>(&p).unwrap_err();
+        assert!(e.0.contains("expand past"), "{e}");
+        // Sharing within the limit decodes: a string referenced 100 times.
+        let mut p = vec![PROTO, 2, SHORT_BINUNICODE, 1, b'a', MEMOIZE, b'0', b'('];
+        p.extend(std::iter::repeat_n([b'h', 0], 100).flatten());
+        p.extend_from_slice(&[b'l', STOP]);
+        let v: Vec<String> = decode(&p).unwrap();
+        assert_eq!(v, vec!["a"; 100]);
+        // A list that holds itself is an error, not a hang.
+        let p = [PROTO, 2, b']', MEMOIZE, b'h', 0, b'a', STOP];
+        let e = decode::<serde_pickle::Value>(&p).unwrap_err();
+        assert!(e.0.contains("holds itself"), "{e}");
+    }
+}

@@ -1,0 +1,415 @@
+//! The scan of a pickle's opcodes that runs before serde-pickle reads it: refuses what has no
+//! serde form, nests too deep or is not a whole pickle, and finds django-newcache's herd tuple.
+
+use super::herd::{MarkerTuple, MARKER};
+use super::machine::{expansion_limit, Machine, Slot, What};
+use super::{
+    err, BINBYTES, BININT, BININT1, BININT2, BINUNICODE, EMPTY_TUPLE, FRAME, LONG1, MAX_DEPTH,
+    MEMOIZE, NEWOBJ, PROTO, SHORT_BINBYTES, SHORT_BINUNICODE, STACK_GLOBAL, STOP, TUPLE3,
+};
+use crate::codec::CodecError;
+
+/// Globals serde-pickle turns into their values (through `REDUCE`).
+const REDUCIBLE: [&str; 11] = [
+    "builtins.set",
+    "builtins.frozenset",
+    "builtins.bytearray",
+    "builtins.list",
+    "builtins.int",
+    "__builtin__.set",
+    "__builtin__.frozenset",
+    "__builtin__.bytearray",
+    "__builtin__.list",
+    "__builtin__.int",
+    "_codecs.encode",
+];
+
+/// What a scan of a pickle found.
+#[derive(Debug, Default)]
+pub(super) struct Scan {
+    pub(super) marker: Option<MarkerTuple>,
+}
+
+fn no_serde_form(global: Option<&str>) -> CodecError {
+    err(format!(
+        "the pickle holds {}, which has no serde form; read its bytes with get_raw",
+        global.map_or("an object of a Python class".to_owned(), |g| format!(
+            "a {g}"
+        ))
+    ))
+}
+
+/// The first `N` bytes of `raw` (which the caller took exactly `N` of).
+fn array<const N: usize>(raw: &[u8]) -> [u8; N] {
+    raw.try_into().unwrap_or([0; N])
+}
+
+/// A cursor over the pickle's bytes.
+struct Ops<'a> {
+    bytes: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Ops<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], CodecError> {
+        let end = self.pos.checked_add(n).filter(|e| *e <= self.bytes.len());
+        let Some(end) = end else {
+            return Err(err("the pickle is truncated"));
+        };
+        let out = self.bytes.get(self.pos..end).unwrap_or_default();
+        self.pos = end;
+        Ok(out)
+    }
+
+    fn len(&mut self, width: usize) -> Result<usize, CodecError> {
+        let raw = self.take(width)?;
+        let mut le = [0u8; 8];
+        le.get_mut(..width)
+            .ok_or_else(|| err("bad length"))?
+            .copy_from_slice(raw);
+        usize::try_from(u64::from_le_bytes(le)).map_err(|_| err("the pickle is too long"))
+    }
+
+    fn line(&mut self) -> Result<&'a [u8], CodecError> {
+        let rest = self.bytes.get(self.pos..).unwrap_or_default();
+        let n = rest
+            .iter()
+            .position(|b| *b == b'\n')
+            .ok_or_else(|| err("the pickle is truncated"))?;
+        let out = self.take(n)?;
+        self.pos += 1;
+        Ok(out)
+    }
+
+    fn line_number(&mut self) -> Result<usize, CodecError> {
+        std::str::from_utf8(self.line()?)
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .ok_or_else(|| err("bad memo index"))
+    }
+}
+
+/// Walks the opcodes of `bytes` on a model of the pickle machine's stack: refuses what
+/// serde-pickle cannot give a serde form (naming the class), containers nested deeper than
+/// [`MAX_DEPTH`], and anything that is not a whole pickle; recognises django-newcache's herd
+/// tuple.
+pub(super) fn scan(bytes: &[u8]) -> Result<Scan, CodecError> {
+    let mut ops = Ops { bytes, pos: 0 };
+    let mut m = Machine {
+        stack: Vec::new(),
+        marks: Vec::new(),
+        memo: Vec::new(),
+        markers: 0,
+        nodes: Vec::new(),
+    };
+    loop {
+        let op = *ops.take(1)?.first().unwrap_or(&STOP);
+        match op {
+            STOP => break,
+            PROTO => {
+                ops.take(1)?;
+            }
+            FRAME => {
+                ops.take(8)?;
+            }
+            MEMOIZE => m.memoize(m.memo.len(), bytes.len())?,
+            b'p' => {
+                let index = ops.line_number()?;
+                m.memoize(index, bytes.len())?;
+            }
+            b'q' | b'r' => {
+                let index = ops.len(if op == b'q' { 1 } else { 4 })?;
+                m.memoize(index, bytes.len())?;
+            }
+            b'g' | b'h' | b'j' => {
+                let index = match op {
+                    b'g' => ops.line_number()?,
+                    b'h' => ops.len(1)?,
+                    _ => ops.len(4)?,
+                };
+                let slot = m
+                    .memo
+                    .get(index)
+                    .cloned()
+                    .flatten()
+                    .ok_or_else(|| err(format!("not a pickle: memo {index} is empty")))?;
+                m.push(slot)?;
+            }
+            // Strings: SHORT_BINUNICODE, BINUNICODE, BINUNICODE8, UNICODE, STRING.
+            SHORT_BINUNICODE | BINUNICODE | 0x8d => {
+                let n = ops.len(match op {
+                    SHORT_BINUNICODE => 1,
+                    BINUNICODE => 4,
+                    _ => 8,
+                })?;
+                let raw = ops.take(n)?;
+                // Only short strings can name a class; long ones are not copied.
+                let what = if n <= 256 {
+                    What::Text(String::from_utf8_lossy(raw).into_owned())
+                } else {
+                    What::Other
+                };
+                m.push(Slot::bytes(what, n))?;
+            }
+            b'V' | b'S' => {
+                let line = ops.line()?;
+                let text = String::from_utf8_lossy(line).trim_matches('\'').to_owned();
+                m.push(Slot::bytes(What::Text(text), line.len()))?;
+            }
+            // Byte strings: SHORT_BINSTRING, BINSTRING, SHORT_BINBYTES, BINBYTES, BINBYTES8,
+            // BYTEARRAY8.
+            b'U' | b'T' | SHORT_BINBYTES | BINBYTES | 0x8e | 0x96 => {
+                let n = ops.len(match op {
+                    b'U' | SHORT_BINBYTES => 1,
+                    b'T' | BINBYTES => 4,
+                    _ => 8,
+                })?;
+                ops.take(n)?;
+                m.push(Slot::bytes(What::Other, n))?;
+            }
+            BININT1 => {
+                let v = i64::from(*ops.take(1)?.first().unwrap_or(&0));
+                m.push(Slot::leaf(What::Int(v, None)))?;
+            }
+            BININT2 => {
+                let v = i64::from(u16::from_le_bytes(array(ops.take(2)?)));
+                m.push(Slot::leaf(What::Int(v, None)))?;
+            }
+            BININT => {
+                let at = ops.pos;
+                let v = i64::from(i32::from_le_bytes(array(ops.take(4)?)));
+                m.push(Slot::leaf(What::Int(v, Some(at))))?;
+            }
+            LONG1 | 0x8b => {
+                let n = ops.len(if op == LONG1 { 1 } else { 4 })?;
+                let raw = ops.take(n)?;
+                let what = if n <= 8 {
+                    let fill = if raw.last().is_some_and(|b| b & 0x80 != 0) {
+                        0xff
+                    } else {
+                        0
+                    };
+                    let mut le = [fill; 8];
+                    if let Some(low) = le.get_mut(..n) {
+                        low.copy_from_slice(raw);
+                    }
+                    What::Int(i64::from_le_bytes(le), None)
+                } else {
+                    What::Other
+                };
+                m.push(Slot::bytes(what, n))?;
+            }
+            b'I' | b'L' => {
+                let text = String::from_utf8_lossy(ops.line()?).into_owned();
+                let what = text
+                    .trim()
+                    .trim_end_matches('L')
+                    .parse()
+                    .map_or(What::Other, |v| What::Int(v, None));
+                m.push(Slot::leaf(what))?;
+            }
+            b'F' => {
+                ops.line()?;
+                m.push(Slot::leaf(What::Other))?;
+            }
+            b'G' => {
+                ops.take(8)?;
+                m.push(Slot::leaf(What::Other))?;
+            }
+            // NONE, NEWTRUE, NEWFALSE.
+            b'N' | 0x88 | 0x89 => m.push(Slot::leaf(What::Other))?,
+            // Empty containers.
+            b']' | b'}' | EMPTY_TUPLE | 0x8f => {
+                let empty = m.container(&[]);
+                m.push(empty)?;
+            }
+            b'(' => m.marks.push(m.stack.len()),
+            b'0' => {
+                m.pop()?;
+            }
+            b'1' => {
+                m.pop_mark()?;
+            }
+            b'2' => {
+                let top = m.top()?.clone();
+                m.push(top)?;
+            }
+            // APPEND.
+            b'a' => {
+                let item = m.pop()?;
+                m.fill(&[item])?;
+            }
+            // SETITEM.
+            b's' => {
+                let value = m.pop()?;
+                let key = m.pop()?;
+                m.fill(&[key, value])?;
+            }
+            // APPENDS, SETITEMS, ADDITEMS.
+            b'e' | b'u' | 0x90 => {
+                let items = m.pop_mark()?;
+                m.fill(&items)?;
+            }
+            // LIST, DICT, TUPLE, FROZENSET: a new container of what follows the mark.
+            b'l' | b'd' | b't' | 0x91 => {
+                let items = m.pop_mark()?;
+                let container = m.container(&items);
+                m.push(container)?;
+            }
+            // TUPLE1, TUPLE2, TUPLE3.
+            0x85 | 0x86 | TUPLE3 => {
+                let n = usize::from(op - 0x84);
+                let at = m
+                    .stack
+                    .len()
+                    .checked_sub(n)
+                    .ok_or_else(|| err("not a pickle: stack underflow"))?;
+                let items = m.stack.split_off(at);
+                let mut tuple = m.container(&items);
+                if let [Slot {
+                    what: What::Marker, ..
+                }, _, Slot {
+                    what: What::Int(expiry_secs, expiry_at),
+                    ..
+                }] = items.as_slice()
+                {
+                    tuple.what = What::Seed(MarkerTuple {
+                        expiry_secs: *expiry_secs,
+                        expiry_at: *expiry_at,
+                    });
+                }
+                m.push(tuple)?;
+            }
+            // GLOBAL: module and name on two lines.
+            b'c' => {
+                let module = String::from_utf8_lossy(ops.line()?).into_owned();
+                let name = String::from_utf8_lossy(ops.line()?).into_owned();
+                m.push(Slot::leaf(What::Global(format!("{module}.{name}"))))?;
+            }
+            STACK_GLOBAL => {
+                let name = m.pop()?;
+                let module = m.pop()?;
+                let global = match (module.what, name.what) {
+                    (What::Text(module), What::Text(name)) => format!("{module}.{name}"),
+                    _ => return Err(err("not a pickle: STACK_GLOBAL without names")),
+                };
+                m.push(Slot::leaf(What::Global(global)))?;
+            }
+            NEWOBJ => {
+                let args = m.pop()?;
+                let class = m.pop()?;
+                match class.what {
+                    What::Global(g) if g == MARKER && args.depth == 1 => {
+                        m.markers += 1;
+                        m.push(Slot::leaf(What::Marker))?;
+                    }
+                    What::Global(g) => return Err(no_serde_form(Some(&g))),
+                    _ => return Err(no_serde_form(None)),
+                }
+            }
+            // REDUCE: only the few builtins serde-pickle turns into values.
+            b'R' => {
+                let args = m.pop()?;
+                let callable = m.pop()?;
+                match callable.what {
+                    What::Global(g) if REDUCIBLE.contains(&g.as_str()) => {
+                        let value = m.container(&[args]);
+                        m.push(value)?
+                    }
+                    What::Global(g) => return Err(no_serde_form(Some(&g))),
+                    _ => return Err(no_serde_form(None)),
+                }
+            }
+            // INST, OBJ, BUILD, NEWOBJ_EX: objects of classes.
+            b'i' => {
+                let module = String::from_utf8_lossy(ops.line()?).into_owned();
+                let name = String::from_utf8_lossy(ops.line()?).into_owned();
+                return Err(no_serde_form(Some(&format!("{module}.{name}"))));
+            }
+            b'o' | b'b' | 0x92 => {
+                let named = m.stack.iter().rev().find_map(|s| match &s.what {
+                    What::Global(g) => Some(g.clone()),
+                    _ => None,
+                });
+                return Err(no_serde_form(named.as_deref()));
+            }
+            // PERSID, BINPERSID, EXT1/2/4, NEXT_BUFFER, READONLY_BUFFER.
+            b'P' | b'Q' | 0x82 | 0x83 | 0x84 | 0x97 | 0x98 => {
+                return Err(err(format!(
+                    "the pickle uses opcode {op:#04x} (persistent ids, extensions or out-of-band buffers), which has no serde form"
+                )));
+            }
+            other => {
+                return Err(err(format!("not a pickle: unknown opcode {other:#04x}")));
+            }
+        }
+    }
+    if ops.pos != bytes.len() {
+        return Err(err("trailing bytes after the pickle's STOP"));
+    }
+    let [result] = m.stack.as_slice() else {
+        return Err(err("not a pickle: it leaves no single value"));
+    };
+    let depth = m.check_expansion(result.node, expansion_limit(bytes.len()))?;
+    let seed = matches!(result.what, What::Seed(_));
+    if depth > MAX_DEPTH + u32::from(seed) {
+        return Err(err(format!(
+            "the pickle nests containers deeper than {MAX_DEPTH}"
+        )));
+    }
+    match (&result.what, m.markers) {
+        (What::Seed(marker), 1) => Ok(Scan {
+            marker: Some(*marker),
+        }),
+        (_, 0) => Ok(Scan { marker: None }),
+        _ => Err(err(
+            "a newcache.Marker that is not django-newcache's herd tuple",
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::codec::pickle::tests::hex;
+    use crate::codec::pickle::{decode, PROTO, STOP};
+    use std::collections::HashMap;
+
+    #[test]
+    fn objects_without_a_serde_form_are_named() {
+        // pickle.dumps(datetime.datetime(2020, 1, 2), 5)
+        let dt = hex("8005952a000000000000008c086461746574696d65948c086461746574696d65949394430a07e4010200000000000094859452942e");
+        let e = decode::<String>(&dt).unwrap_err();
+        assert!(e.0.contains("datetime.datetime"), "{e}");
+        // class Foo: pass; pickle.dumps(Foo(), 5) in __main__
+        let obj = hex("80059517000000000000008c085f5f6d61696e5f5f948c03466f6f9493942981942e");
+        let e = decode::<HashMap<String, i32>>(&obj).unwrap_err();
+        assert!(e.0.contains("__main__.Foo"), "{e}");
+        assert!(decode::<i32>(b"\x80\x05K").is_err());
+        assert!(decode::<i32>(b"\xff").is_err());
+        assert!(decode::<i32>(b"K\x05.junk").is_err());
+    }
+
+    #[test]
+    fn deep_nesting_is_an_error_not_a_stack_overflow() {
+        // ]]]...]aaa...a. : lists 100,000 deep in 200 KB.
+        let n = 100_000;
+        let mut p = vec![PROTO, 2];
+        p.extend(std::iter::repeat_n(b']', n));
+        p.extend(std::iter::repeat_n(b'a', n - 1));
+        p.push(STOP);
+        let e = decode::<serde_pickle::Value>(&p).unwrap_err();
+        assert!(e.0.contains("deeper than 128"), "{e}");
+        // The same through marks and tuples.
+        let mut p = vec![PROTO, 2];
+        p.extend(std::iter::repeat_n(b'(', n));
+        p.extend(std::iter::repeat_n(b't', n));
+        p.push(STOP);
+        assert!(decode::<serde_pickle::Value>(&p).is_err());
+        // 128 deep is fine.
+        let mut p = vec![PROTO, 2];
+        p.extend(std::iter::repeat_n(b']', 128));
+        p.extend(std::iter::repeat_n(b'a', 127));
+        p.push(STOP);
+        assert!(decode::<serde_pickle::Value>(&p).is_ok());
+    }
+}
