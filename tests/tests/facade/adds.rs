@@ -1,0 +1,456 @@
+// What newcache adds: wire keys, the herd state in the flags, long and infinite TTLs, values
+// Python clients read, bad input, a dropped server, threads, flavors, several servers.
+// Included by cases.rs.
+
+#[test]
+fn golden_keys_reach_the_server() {
+    let e = env("");
+    e.cache.set("games", &"chess", Ttl::Forever).unwrap();
+    let reply = e.server.raw(
+        "get test-1-dd27204535de317c6202952eeb2043fad52e3fec\r\n",
+        b"END\r\n",
+    );
+    assert_eq!(
+        reply,
+        b"VALUE test-1-dd27204535de317c6202952eeb2043fad52e3fec 16 5\r\nchess\r\nEND\r\n"
+    );
+    assert_eq!(
+        e.wire("hello world"),
+        "test-1-2aae6c35c94fcfb415dbe95f408b9ce91ee846ed"
+    );
+    assert_eq!(
+        e.wire("ünïcode ключ"),
+        "test-1-d76f84760ebe9734977e613fdc5ecbb884dd3925"
+    );
+}
+
+#[test]
+fn the_herd_state_rides_in_the_flags_and_the_value_stays_bare() {
+    let e = env("herd_timeout=60");
+    e.cache
+        .set("enveloped", &"value", Ttl::Seconds(300))
+        .unwrap();
+    let (flags, ttl, value) = e.meta("enveloped").unwrap();
+    assert_eq!(kind(flags), 16 | HERD_FLAG);
+    assert!(
+        (358..=360).contains(&ttl),
+        "real TTL is ttl + herd_timeout, got {ttl}"
+    );
+    // The value is exactly what a Python client stores for the str "value".
+    assert_eq!(value, b"value");
+    // The soft expiry is in the flags: 300 s from the cache's clock.
+    let now = newcache::Clock::now_millis(&e.clock);
+    let Some(newcache_herd::Carried::Flags(envelope)) = newcache_herd::read_flags(flags, now)
+    else {
+        panic!("flags {flags:#x} carry no herd state")
+    };
+    assert_eq!(
+        envelope.soft_expiry_millis.div_ceil(1000),
+        (now + 300_000).div_ceil(1000)
+    );
+    // Another client sees the same flags and bytes.
+    let (bytes, other_flags) = e.other_client("enveloped").unwrap();
+    assert_eq!(other_flags, flags);
+    assert_eq!(bytes, value);
+}
+
+#[test]
+fn set_many_gives_items_the_herd_timeout_too() {
+    let e = env("herd_timeout=45");
+    e.cache
+        .set_many([("m1", "a"), ("m2", "b")], Ttl::Seconds(100))
+        .unwrap();
+    for key in ["m1", "m2"] {
+        let (flags, ttl, _) = e.meta(key).unwrap();
+        assert_eq!(kind(flags), 16 | HERD_FLAG);
+        assert!((143..=145).contains(&ttl), "{key}: ttl {ttl}");
+    }
+}
+
+#[test]
+fn ttls_past_30_days_are_sent_as_absolute_times() {
+    let e = env("");
+    let sixty_days = 60 * 24 * 3600;
+    e.cache
+        .set(
+            "long",
+            &"v",
+            SetOptions::new(Ttl::Seconds(sixty_days)).no_herd(),
+        )
+        .unwrap();
+    let (_, ttl, _) = e.meta("long").unwrap();
+    // Sent as a relative 60 days, memcached would read it as a date in 1970 and drop the item.
+    // (memcached's clock ticks once a second and may lag the real one by up to a second, so
+    // the remaining TTL it reports can be one more.)
+    assert!(
+        (sixty_days as i64 - 5..=sixty_days as i64 + 1).contains(&ttl),
+        "ttl {ttl}"
+    );
+    e.cache
+        .set("long-herd", &"v", Ttl::Seconds(sixty_days))
+        .unwrap();
+    let (_, ttl, _) = e.meta("long-herd").unwrap();
+    assert!(
+        (sixty_days as i64 + 55..=sixty_days as i64 + 61).contains(&ttl),
+        "ttl {ttl}"
+    );
+}
+
+#[test]
+fn ttls_past_2038_are_refused_never_sent_and_the_longest_that_fits_is_kept() {
+    let e = env("");
+    let now = newcache::Clock::now_secs(&e.clock);
+    let to_2038 = u64::from(newcache_herd::MAX_EXPTIME) - now;
+    for ttl in [to_2038 + 1, 12 * 365 * 86_400, u64::MAX] {
+        for options in [
+            SetOptions::new(Ttl::Seconds(ttl)),
+            SetOptions::new(Ttl::Seconds(ttl)).no_herd(),
+        ] {
+            assert!(
+                matches!(e.cache.set("far", &"v", options), Err(Error::TtlTooLong(_))),
+                "ttl {ttl}"
+            );
+            assert!(matches!(
+                e.cache.touch("far", options),
+                Err(Error::TtlTooLong(_))
+            ));
+        }
+    }
+    assert_eq!(e.meta("far"), None, "nothing was stored");
+    // The last second memcached can keep is kept: the item is there, not gone at once.
+    e.cache
+        .set(
+            "last",
+            &"v",
+            SetOptions::new(Ttl::Seconds(to_2038 - 60)).no_herd(),
+        )
+        .unwrap();
+    let (_, ttl, _) = e.meta("last").unwrap();
+    assert!(ttl > 0, "ttl {ttl}");
+    // With herd on, only the herd timeout would cross the line: the item lives to 2038.
+    e.cache
+        .set("last-herd", &"v", Ttl::Seconds(to_2038 - 10))
+        .unwrap();
+    assert_eq!(
+        e.cache.get::<String>("last-herd").unwrap().as_deref(),
+        Some("v")
+    );
+    // Forever is the way to say "never expire".
+    e.cache.set("forever", &"v", Ttl::Forever).unwrap();
+    assert_eq!(e.meta("forever").unwrap().1, -1);
+}
+
+#[test]
+fn a_zero_ttl_expires_at_once() {
+    let e = env("");
+    e.cache.set("zero", &"v", Ttl::Forever).unwrap();
+    e.cache.set("zero", &"v", Ttl::Seconds(0)).unwrap();
+    assert_eq!(e.meta("zero"), None);
+}
+
+#[test]
+fn plain_values_carry_the_flags_python_clients_read() {
+    let e = env("");
+    let bare = SetOptions::new(Ttl::Forever);
+    e.cache.set("str", "héllo", bare).unwrap();
+    e.cache.set("int", &-12i64, bare).unwrap();
+    e.cache.set("bool", &true, bare).unwrap();
+    e.cache.set("bytes", &vec![0u8, 255], bare).unwrap();
+    e.cache.set("struct", &(1u8, "x"), bare).unwrap();
+    assert_eq!(
+        e.other_client("str").unwrap(),
+        ("héllo".as_bytes().to_vec(), 16)
+    );
+    assert_eq!(e.other_client("int").unwrap(), (b"-12".to_vec(), 4));
+    // A pickled True: pylibmc's own flag 2 "1" reads back as the int 1 in Python.
+    assert_eq!(
+        e.other_client("bool").unwrap(),
+        (b"\x80\x02\x88.".to_vec(), 1)
+    );
+    assert_eq!(e.other_client("bytes").unwrap(), (vec![0, 255], 0));
+    // bincode: flag 16 with bit 9, behind a 0xff no Python client decodes.
+    let (bytes, flags) = e.other_client("struct").unwrap();
+    assert_eq!((bytes[0], flags), (0xff, 16 | 0x200));
+    assert_eq!(
+        e.cache.get::<(u8, String)>("struct").unwrap(),
+        Some((1, "x".into()))
+    );
+    // What a Python client wrote (here: the other client), newcache reads.
+    let client =
+        memcache::Client::connect(format!("memcache://{}?protocol=ascii", e.server.addr()))
+            .unwrap();
+    client.set(&e.wire("from-python"), "7", 0).unwrap();
+    assert_eq!(e.cache.get::<u32>("from-python").unwrap(), Some(7));
+    let wrong: Result<Option<Vec<String>>, _> = e.cache.get("str");
+    assert!(matches!(wrong, Err(Error::Decode { .. })), "{wrong:?}");
+}
+
+#[test]
+fn bad_keys_send_nothing() {
+    let e = env("key_function=django&key_prefix=site");
+    // Every counter of commands, and what the server has read and how many connections it
+    // took: nothing may move but what the `stats` request itself adds.
+    let watched = |stats: Vec<(String, String)>| -> Vec<(String, u64)> {
+        stats
+            .into_iter()
+            .filter(|(n, _)| n.starts_with("cmd_") || n == "bytes_read" || n == "total_connections")
+            .map(|(n, v)| (n, v.parse().unwrap()))
+            .collect()
+    };
+    let before = watched(e.server.stats());
+    let long = "k".repeat(300);
+    for key in ["two words", "line\nbreak", "tab\t", "nul\0", long.as_str()] {
+        assert!(
+            matches!(e.cache.get::<String>(key), Err(Error::InvalidKey(_))),
+            "{key:?}"
+        );
+        assert!(matches!(
+            e.cache.set(key, "v", Ttl::Default),
+            Err(Error::InvalidKey(_))
+        ));
+        assert!(matches!(
+            e.cache.add(key, "v", Ttl::Default),
+            Err(Error::InvalidKey(_))
+        ));
+        assert!(matches!(e.cache.delete(key), Err(Error::InvalidKey(_))));
+        assert!(matches!(e.cache.incr(key, 1), Err(Error::InvalidKey(_))));
+        assert!(matches!(e.cache.decr(key, 1), Err(Error::InvalidKey(_))));
+        assert!(matches!(
+            e.cache.touch(key, Ttl::Default),
+            Err(Error::InvalidKey(_))
+        ));
+        assert!(matches!(e.cache.has_key(key), Err(Error::InvalidKey(_))));
+        assert!(matches!(e.cache.invalidate(key), Err(Error::InvalidKey(_))));
+        assert!(matches!(
+            e.cache.get_many::<_, String>(&["fine", key]),
+            Err(Error::InvalidKey(_))
+        ));
+        assert!(matches!(
+            e.cache.set_many([("fine", 1), (key, 2)], Ttl::Default),
+            Err(Error::InvalidKey(_))
+        ));
+        assert!(matches!(
+            e.cache.delete_many(&["fine", key]),
+            Err(Error::InvalidKey(_))
+        ));
+    }
+    let after = watched(e.server.stats());
+    let expected: Vec<(String, u64)> = before
+        .iter()
+        .map(|(n, v)| match n.as_str() {
+            // The second `stats` request: one more connection, "stats\r\n" read.
+            "total_connections" => (n.clone(), v + 1),
+            "bytes_read" => (n.clone(), v + "stats\r\n".len() as u64),
+            _ => (n.clone(), *v),
+        })
+        .collect();
+    assert_eq!(after, expected, "a bad key reached the server");
+    assert_eq!(e.server.stat("curr_items"), 0);
+    // The error names the key and says what to do.
+    let msg = e.cache.get::<String>("two words").unwrap_err().to_string();
+    assert!(msg.contains("two words") && msg.contains("space"), "{msg}");
+}
+
+#[test]
+fn a_value_over_the_item_size_limit_is_a_typed_error_and_is_not_sent() {
+    let e = env("");
+    let before = e.server.stat("cmd_set");
+    let big = vec![7u8; 2 * 1024 * 1024];
+    let err = e.cache.set("big", &big, Ttl::Default).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::Transport(newcache::transport::Error::ValueTooLarge { .. })
+        ),
+        "{err}"
+    );
+    assert_eq!(e.server.stat("cmd_set"), before);
+    // The connection is still good.
+    e.cache.set("small", &1, Ttl::Default).unwrap();
+    assert_eq!(e.cache.get::<i32>("small").unwrap(), Some(1));
+}
+
+#[test]
+fn a_dropped_server_gives_a_timely_error_and_a_restarted_one_is_used_again() {
+    let mut e = env("connect_timeout=200&read_timeout=300");
+    e.cache.set("k", &1, Ttl::Default).unwrap();
+    e.server.kill();
+    for _ in 0..3 {
+        let started = Instant::now();
+        let err = e.cache.get::<i32>("k").unwrap_err();
+        assert!(
+            started.elapsed() < Duration::from_secs(1),
+            "took {:?}",
+            started.elapsed()
+        );
+        // The first failure is the connection's; the next ones fail fast as the server is
+        // left alone for its retry_timeout.
+        assert!(
+            matches!(&err, Error::Transport(t) if t.is_server_failure()),
+            "{err}"
+        );
+    }
+    e.server.restart();
+    // Both transports wait out their retry_timeout (1 s here) before they try a failed
+    // server again.
+    let window = Duration::from_millis(2500);
+    let started = Instant::now();
+    let after_restart = loop {
+        match e.cache.get::<i32>("k") {
+            Ok(v) => break v,
+            Err(err) if started.elapsed() >= window => panic!("not used again: {err}"),
+            Err(_) => std::thread::sleep(Duration::from_millis(50)),
+        }
+    };
+    assert_eq!(after_restart, None, "a restarted server is empty");
+    e.cache.set("k", &2, Ttl::Default).unwrap();
+    assert_eq!(e.cache.get::<i32>("k").unwrap(), Some(2));
+}
+
+#[test]
+fn has_key_replace_touch_clear_and_get_or_set() {
+    let e = env("herd_timeout=60");
+    assert!(!e.cache.has_key("k").unwrap());
+    assert!(!e.cache.replace("k", &1, Ttl::Default).unwrap());
+    e.cache.set("k", &1, Ttl::Seconds(10)).unwrap();
+    assert!(e.cache.has_key("k").unwrap());
+    assert!(e.cache.replace("k", &2, Ttl::Seconds(10)).unwrap());
+    assert_eq!(e.cache.get::<i32>("k").unwrap(), Some(2));
+    // touch moves the soft expiry with the item's TTL.
+    assert!(e.cache.touch("k", Ttl::Seconds(1000)).unwrap());
+    let (_, ttl, _) = e.meta("k").unwrap();
+    assert!((1058..=1060).contains(&ttl), "ttl {ttl}");
+    e.clock.advance_secs(500);
+    assert!(e.cache.has_key("k").unwrap());
+    assert_eq!(e.cache.get::<i32>("k").unwrap(), Some(2));
+    assert!(!e.cache.touch("nothing", Ttl::Seconds(5)).unwrap());
+    // get_or_set runs the loader only on a miss.
+    let mut runs = 0;
+    let v: String = e
+        .cache
+        .get_or_set("lazy", Ttl::Default, || {
+            runs += 1;
+            "computed".to_string()
+        })
+        .unwrap();
+    assert_eq!(v, "computed");
+    let v: String = e
+        .cache
+        .get_or_set("lazy", Ttl::Default, || unreachable!())
+        .unwrap();
+    assert_eq!((v.as_str(), runs), ("computed", 1));
+    e.cache.clear().unwrap();
+    assert!(!e.cache.has_key("lazy").unwrap());
+    assert!(e.cache.stats().unwrap()[0].stats.contains_key("curr_items"));
+}
+
+#[test]
+fn one_cache_serves_many_threads() {
+    let e = env("");
+    let handles: Vec<_> = (0..8)
+        .map(|t| {
+            let cache = e.cache.clone();
+            std::thread::spawn(move || {
+                for i in 0..200 {
+                    let key = format!("t{t}-{i}");
+                    cache.set(&key, &(t * 1000 + i), Ttl::Default).unwrap();
+                    assert_eq!(cache.get::<i32>(&key).unwrap(), Some(t * 1000 + i));
+                }
+            })
+        })
+        .collect();
+    for h in handles {
+        h.join().unwrap();
+    }
+    assert_eq!(e.server.stat("curr_items"), 1600);
+}
+
+#[test]
+fn flavors_and_versions_share_a_server_without_colliding() {
+    let server = Memcached::start();
+    let url = |q: &str| format!("newcache://{}/?{TRANSPORT}&{q}", server.addr());
+    let staging = Cache::from_url(&url("flavor=staging&version=2")).unwrap();
+    let prod = Cache::from_url(&url("flavor=prod&version=2")).unwrap();
+    let staging3 = Cache::from_url(&url("flavor=staging&version=3")).unwrap();
+    staging.set("games", &"staging", Ttl::Default).unwrap();
+    prod.set("games", &"prod", Ttl::Default).unwrap();
+    assert_eq!(
+        staging.get::<String>("games").unwrap().as_deref(),
+        Some("staging")
+    );
+    assert_eq!(
+        prod.get::<String>("games").unwrap().as_deref(),
+        Some("prod")
+    );
+    assert_eq!(
+        staging3.get::<String>("games").unwrap(),
+        None,
+        "a version bump invalidates"
+    );
+    let reply = server.raw(
+        "get staging-2-dd27204535de317c6202952eeb2043fad52e3fec\r\n",
+        b"END\r\n",
+    );
+    let line = String::from_utf8_lossy(&reply);
+    let flags: u32 = line
+        .strip_prefix("VALUE staging-2-dd27204535de317c6202952eeb2043fad52e3fec ")
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|f| f.parse().ok())
+        .unwrap_or_else(|| panic!("{line}"));
+    assert_eq!(kind(flags), 16 | HERD_FLAG);
+}
+
+#[test]
+fn custom_key_functions_plug_in() {
+    let server = Memcached::start();
+    let cache = newcache::Builder::from_url(&format!("newcache://{}/?{TRANSPORT}", server.addr()))
+        .unwrap()
+        .key_function(|k: &str| format!("custom/{}", k.len()))
+        .build()
+        .unwrap();
+    cache.set("abc", &"v", Ttl::Forever).unwrap();
+    assert_eq!(
+        server.raw("get custom/3\r\n", b"END\r\n"),
+        b"VALUE custom/3 16 1\r\nv\r\nEND\r\n"
+    );
+    assert_eq!(cache.get::<String>("xyz").unwrap().as_deref(), Some("v"));
+}
+
+#[test]
+fn several_servers_share_the_keys() {
+    let servers = [Memcached::start(), Memcached::start(), Memcached::start()];
+    let hosts: Vec<String> = servers.iter().map(Memcached::addr).collect();
+    let cache = Cache::from_url(&format!("newcache://{}/?{TRANSPORT}", hosts.join(";"))).unwrap();
+    let items: Vec<(String, u32)> = (0..300).map(|i| (format!("key{i}"), i)).collect();
+    assert!(cache
+        .set_many(items.clone(), Ttl::Default)
+        .unwrap()
+        .is_empty());
+    let keys: Vec<&str> = items.iter().map(|(k, _)| k.as_str()).collect();
+    let got: HashMap<String, u32> = cache.get_many(&keys).unwrap().into_complete().unwrap();
+    assert_eq!(got.len(), 300);
+    for s in &servers {
+        let n = s.stat("curr_items");
+        assert!((50..=150).contains(&n), "uneven placement: {n} of 300");
+    }
+}
+
+#[test]
+fn the_memory_transport_behaves_like_the_server_through_the_facade() {
+    let clock = ManualClock::at_secs(NOW);
+    let cache = newcache::Builder::from_url("newcache:///?transport=memory&flavor=test")
+        .unwrap()
+        .clock(Arc::new(clock.clone()))
+        .build()
+        .unwrap();
+    cache.set("herd", &"old", Ttl::Seconds(10)).unwrap();
+    assert!(cache.add("herd2", &1, Ttl::Default).unwrap());
+    assert!(!cache.add("herd2", &1, Ttl::Default).unwrap());
+    clock.advance_secs(11);
+    assert_eq!(cache.get::<String>("herd").unwrap(), None);
+    assert_eq!(cache.get::<String>("herd").unwrap().as_deref(), Some("old"));
+    cache
+        .set("n", &1, SetOptions::new(Ttl::Forever).no_herd())
+        .unwrap();
+    assert_eq!(cache.incr("n", 2).unwrap(), 3);
+}

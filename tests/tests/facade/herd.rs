@@ -1,0 +1,350 @@
+// The single-winner herd (the default `lease` policy), invalidate and get_or_set: one
+// recomputation per expiry, across threads and caches. Included by cases.rs.
+
+#[test]
+fn lease_hands_the_refresh_to_exactly_one_of_many_readers() {
+    let e = env("herd_timeout=60");
+    assert_eq!(e.cache.config().herd_policy, newcache::Policy::Lease);
+    e.cache.set("hot", &"old", Ttl::Seconds(10)).unwrap();
+    e.clock.advance_secs(11);
+    let cache = e.cache.clone();
+    let got = at_once(32, move |_| cache.get::<String>("hot").unwrap());
+    let misses = got.iter().filter(|g| g.is_none()).count();
+    assert_eq!(misses, 1, "exactly one reader recomputes: {got:?}");
+    assert!(got.iter().flatten().all(|v| v == "old"));
+    // The claimed item is still an envelope, alive for the winner's write-back and a retry.
+    let (flags, ttl, _) = e.meta("hot").unwrap();
+    assert_eq!(kind(flags), 16 | HERD_FLAG);
+    assert!((118..=120).contains(&ttl), "ttl {ttl}");
+}
+
+#[test]
+fn a_lease_winner_that_never_writes_back_is_replaced_after_herd_timeout() {
+    let e = env("herd_timeout=30");
+    e.cache.set("k", &"old", Ttl::Seconds(10)).unwrap();
+    e.clock.advance_secs(11);
+    assert_eq!(
+        e.cache.get::<String>("k").unwrap(),
+        None,
+        "the first winner"
+    );
+    assert_eq!(e.cache.get::<String>("k").unwrap().as_deref(), Some("old"));
+    e.clock.advance_secs(29);
+    assert_eq!(e.cache.get::<String>("k").unwrap().as_deref(), Some("old"));
+    e.clock.advance_secs(2);
+    assert_eq!(e.cache.get::<String>("k").unwrap(), None, "a new winner");
+    assert_eq!(e.cache.get::<String>("k").unwrap().as_deref(), Some("old"));
+}
+
+#[test]
+fn get_many_follows_the_seeds_rule_under_reinsert() {
+    let e = env("herd_timeout=60&herd=reinsert");
+    e.cache
+        .set_many([("a", "old-a"), ("b", "old-b")], Ttl::Seconds(10))
+        .unwrap();
+    e.clock.advance_secs(11);
+    e.cache.set("fresh", "f", Ttl::Seconds(300)).unwrap();
+    // The first multi-get after the soft expiry misses both stale keys (and re-stores them
+    // bare for herd_timeout); the fresh one is served.
+    let first: HashMap<String, String> = e
+        .cache
+        .get_many(&["a", "b", "fresh"])
+        .unwrap()
+        .into_complete()
+        .unwrap();
+    assert_eq!(
+        first,
+        HashMap::from([("fresh".to_string(), "f".to_string())])
+    );
+    for key in ["a", "b"] {
+        let (flags, ttl, value) = e.meta(key).unwrap();
+        assert_eq!(flags & HERD_FLAG, 0, "{key}: re-stored bare");
+        assert!((58..=60).contains(&ttl), "{key}: ttl {ttl}");
+        assert_eq!(value, format!("old-{key}").as_bytes());
+    }
+    // Everyone after is served the old values.
+    let second: HashMap<String, String> = e
+        .cache
+        .get_many(&["a", "b"])
+        .unwrap()
+        .into_complete()
+        .unwrap();
+    assert_eq!(second.get("a").map(String::as_str), Some("old-a"));
+    assert_eq!(second.get("b").map(String::as_str), Some("old-b"));
+}
+
+#[test]
+fn get_many_hands_each_stale_key_to_exactly_one_reader_under_lease() {
+    let e = env("herd_timeout=60");
+    let keys = ["a", "b", "c"];
+    e.cache
+        .set_many(keys.iter().map(|k| (*k, 1u32)), Ttl::Seconds(10))
+        .unwrap();
+    e.clock.advance_secs(11);
+    let cache = e.cache.clone();
+    let got = at_once(16, move |_| {
+        cache.get_many::<_, u32>(&["a", "b", "c"]).unwrap()
+    });
+    for key in keys {
+        let misses = got.iter().filter(|m| !m.contains_key(key)).count();
+        assert_eq!(misses, 1, "{key}: exactly one reader recomputes: {got:?}");
+        // The claim left the old value in its envelope, alive for the write-back.
+        let (flags, ttl, _) = e.meta(key).unwrap();
+        assert_eq!(kind(flags), 4 | HERD_FLAG, "{key}");
+        assert!((118..=120).contains(&ttl), "{key}: ttl {ttl}");
+    }
+    assert!(got.iter().flat_map(|m| m.values()).all(|v| *v == 1));
+}
+
+#[test]
+fn invalidate_marks_a_value_stale_so_exactly_one_reader_recomputes() {
+    let e = env("herd_timeout=60");
+    e.cache.set("fresh", &"v1", Ttl::Seconds(300)).unwrap();
+    e.cache.set("bare", &"b1", Ttl::Forever).unwrap();
+    assert!(e.cache.invalidate("fresh").unwrap());
+    assert!(e.cache.invalidate("bare").unwrap());
+    assert!(!e.cache.invalidate("missing").unwrap());
+    for key in ["fresh", "bare"] {
+        let cache = e.cache.clone();
+        let got = at_once(16, move |_| cache.get::<String>(key).unwrap());
+        assert_eq!(
+            got.iter().filter(|g| g.is_none()).count(),
+            1,
+            "{key}: {got:?}"
+        );
+    }
+    // delete still deletes.
+    assert!(e.cache.delete("fresh").unwrap());
+    assert_eq!(e.meta("fresh"), None);
+}
+
+#[test]
+fn get_or_set_runs_the_loader_once_for_a_cold_key_across_threads() {
+    let e = env("");
+    let runs = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let (cache, counter) = (e.cache.clone(), runs.clone());
+    let got = at_once(16, move |_| {
+        cache
+            .get_or_set("cold", Ttl::Seconds(60), || {
+                counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                std::thread::sleep(Duration::from_millis(100));
+                "loaded".to_string()
+            })
+            .unwrap()
+    });
+    assert_eq!(runs.load(std::sync::atomic::Ordering::SeqCst), 1);
+    assert!(got.iter().all(|v| v == "loaded"));
+}
+
+#[test]
+fn get_or_set_shares_one_loader_run_between_two_caches_as_between_processes() {
+    // Two caches have separate connections and flight tables, as two processes would: the
+    // lease key stored with `add` is what keeps the second from loading too.
+    let e = env("lease_wait=3000");
+    let url = format!(
+        "newcache://{}/?flavor=test&version=1&{TRANSPORT}&lease_wait=3000",
+        e.server.addr()
+    );
+    let other = Cache::from_url(&url).unwrap();
+    let runs = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let caches = [e.cache.clone(), other];
+    let counter = runs.clone();
+    let got = at_once(16, move |i| {
+        caches[i % 2]
+            .get_or_set("shared", Ttl::Seconds(60), || {
+                counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                std::thread::sleep(Duration::from_millis(100));
+                7u32
+            })
+            .unwrap()
+    });
+    assert_eq!(runs.load(std::sync::atomic::Ordering::SeqCst), 1);
+    assert!(got.iter().all(|v| *v == 7));
+}
+
+#[test]
+fn get_or_set_runs_the_loader_once_per_expiry_and_serves_the_old_value_meanwhile() {
+    let e = env("herd_timeout=60");
+    e.cache.set("page", &1u32, Ttl::Seconds(10)).unwrap();
+    e.clock.advance_secs(11);
+    let runs = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let (cache, counter) = (e.cache.clone(), runs.clone());
+    let got = at_once(16, move |_| {
+        cache
+            .get_or_set("page", Ttl::Seconds(10), || {
+                counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                std::thread::sleep(Duration::from_millis(100));
+                2u32
+            })
+            .unwrap()
+    });
+    assert_eq!(runs.load(std::sync::atomic::Ordering::SeqCst), 1);
+    assert_eq!(got.iter().filter(|v| **v == 2).count(), 1, "{got:?}");
+    assert_eq!(got.iter().filter(|v| **v == 1).count(), 15, "{got:?}");
+    assert_eq!(e.cache.get::<u32>("page").unwrap(), Some(2));
+}
+
+#[test]
+fn a_failing_loader_reaches_its_caller_and_stores_nothing() {
+    let e = env("");
+    let got: Result<u32, Error> = e.cache.get_or_try_set("flaky", Ttl::Seconds(60), || {
+        Err(Error::Config("database down".into()))
+    });
+    assert!(
+        matches!(&got, Err(Error::Config(m)) if m == "database down"),
+        "{got:?}"
+    );
+    assert_eq!(e.meta("flaky"), None);
+    // The lease is released: the next caller loads at once.
+    let v = e
+        .cache
+        .get_or_set("flaky", Ttl::Seconds(60), || 5u32)
+        .unwrap();
+    assert_eq!(v, 5);
+}
+
+#[test]
+fn a_failing_loader_on_the_stale_path_keeps_the_old_value_for_everyone() {
+    let e = env("herd_timeout=60");
+    e.cache.set("page", &1u32, Ttl::Seconds(10)).unwrap();
+    e.clock.advance_secs(11);
+    // The winner's loader fails; the 15 others are served the old value, never the error.
+    let runs = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let (cache, counter) = (e.cache.clone(), runs.clone());
+    let got = at_once(16, move |_| {
+        cache.get_or_try_set("page", Ttl::Seconds(10), || {
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            std::thread::sleep(Duration::from_millis(100));
+            Err::<u32, Error>(Error::Config("database down".into()))
+        })
+    });
+    assert_eq!(runs.load(std::sync::atomic::Ordering::SeqCst), 1);
+    let errors: Vec<_> = got.iter().filter_map(|g| g.as_ref().err()).collect();
+    assert_eq!(errors.len(), 1, "{got:?}");
+    assert!(
+        matches!(errors[0], Error::Config(m) if m == "database down"),
+        "{got:?}"
+    );
+    assert!(got.iter().flatten().all(|v| *v == 1), "{got:?}");
+    // Nothing was stored: the item is still the old value's (claimed) envelope.
+    let (flags, _, value) = e.meta("page").unwrap();
+    assert_eq!(kind(flags), 4 | HERD_FLAG);
+    assert_eq!(value, b"1");
+    assert_eq!(e.cache.get::<u32>("page").unwrap(), Some(1));
+    // Once the claim runs out (herd_timeout), the next caller retries and stores.
+    e.clock.advance_secs(61);
+    let v = e
+        .cache
+        .get_or_set("page", Ttl::Seconds(10), || 2u32)
+        .unwrap();
+    assert_eq!(v, 2);
+    assert_eq!(e.cache.get::<u32>("page").unwrap(), Some(2));
+}
+
+#[test]
+fn after_a_failing_cold_loader_one_waiter_loads_next_not_all() {
+    let e = env("lease_wait=3000");
+    let runs = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let (cache, counter) = (e.cache.clone(), runs.clone());
+    let got = at_once(8, move |_| {
+        cache.get_or_try_set("cold", Ttl::Seconds(60), || {
+            let run = counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            std::thread::sleep(Duration::from_millis(100));
+            if run == 0 {
+                Err(Error::Config("database down".into()))
+            } else {
+                Ok(7u32)
+            }
+        })
+    });
+    // The leader's error reaches the leader; then one waiter leads and the rest read its value.
+    assert_eq!(runs.load(std::sync::atomic::Ordering::SeqCst), 2, "{got:?}");
+    assert_eq!(got.iter().filter(|g| g.is_err()).count(), 1, "{got:?}");
+    assert!(got.iter().flatten().all(|v| *v == 7), "{got:?}");
+    assert_eq!(
+        e.meta("cold:newcache-lease"),
+        None,
+        "the lease key is released"
+    );
+}
+
+#[test]
+fn a_panicking_loader_releases_the_lease_key_and_the_flight() {
+    let e = env("lease_wait=3000");
+    let cache = e.cache.clone();
+    let panicked = std::thread::spawn(move || {
+        cache.get_or_set("boom", Ttl::Seconds(60), || -> u32 {
+            panic!("loader panicked")
+        })
+    })
+    .join();
+    assert!(panicked.is_err());
+    assert_eq!(
+        e.meta("boom:newcache-lease"),
+        None,
+        "the lease key is deleted"
+    );
+    assert_eq!(e.meta("boom"), None, "nothing was stored");
+    // With waiters: the leader panics after they joined its flight; one of them loads next.
+    let runs = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let (cache, counter) = (e.cache.clone(), runs.clone());
+    let got = at_once(4, move |_| {
+        let counter = counter.clone();
+        let cache = cache.clone();
+        std::thread::spawn(move || {
+            cache.get_or_set("boom", Ttl::Seconds(60), || {
+                let run = counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                std::thread::sleep(Duration::from_millis(100));
+                assert!(run > 0, "the first loader panics");
+                5u32
+            })
+        })
+        .join()
+    });
+    assert_eq!(runs.load(std::sync::atomic::Ordering::SeqCst), 2);
+    assert_eq!(
+        got.iter().filter(|g| g.is_err()).count(),
+        1,
+        "one caller panicked"
+    );
+    assert!(
+        got.iter().flatten().all(|v| matches!(v, Ok(5))),
+        "the others got the next loader's value"
+    );
+    assert_eq!(e.meta("boom:newcache-lease"), None);
+}
+
+#[test]
+fn early_recomputes_ahead_of_the_expiry_only_when_it_nears() {
+    let e = env("herd_timeout=60&herd=early&early_beta=5");
+    // The loader's 200 ms are recorded in the envelope: XFetch scales its lead by them.
+    let v: u32 = e
+        .cache
+        .get_or_set("x", Ttl::Seconds(10), || {
+            std::thread::sleep(Duration::from_millis(200));
+            1
+        })
+        .unwrap();
+    assert_eq!(v, 1);
+    // Far from the expiry: every read is served.
+    for _ in 0..50 {
+        assert_eq!(e.cache.get::<u32>("x").unwrap(), Some(1));
+    }
+    // 100 ms before it, with beta 5: most reads (about 9 in 10) recompute early, and nothing
+    // is stored or removed for the others.
+    e.clock.advance_millis(9_900);
+    let misses = (0..50)
+        .filter(|_| e.cache.get::<u32>("x").unwrap().is_none())
+        .count();
+    assert!(
+        (20..=50).contains(&misses),
+        "{misses} of 50 recomputed early"
+    );
+    let (flags, _, _) = e.meta("x").unwrap();
+    assert_eq!(kind(flags), 4 | HERD_FLAG);
+    // Past the soft expiry, early behaves as lease: exactly one reader recomputes.
+    e.clock.advance_millis(200);
+    let cache = e.cache.clone();
+    let got = at_once(16, move |_| cache.get::<u32>("x").unwrap());
+    assert_eq!(got.iter().filter(|g| g.is_none()).count(), 1, "{got:?}");
+}
