@@ -160,8 +160,9 @@ impl Drop for Twemproxy {
 /// its local port meanwhile (with the OS's own choice, port 0, it can be).
 const SERVER_PORTS: std::ops::Range<u32> = 20_000..32_000;
 
-/// A loopback port that is free right now, from [`SERVER_PORTS`], picked at random (so
-/// test binaries running side by side rarely try the same one) and checked by binding it.
+/// A loopback port that is free right now, from 20000-31999 (below Linux's ephemeral
+/// ports), picked at random (so test binaries running side by side rarely try the same one)
+/// and checked by binding it.
 pub fn free_port() -> u16 {
     use std::hash::{BuildHasher, Hasher};
     // A random start per call: std's RandomState is seeded per process and per instance.
