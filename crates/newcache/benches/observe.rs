@@ -1,8 +1,9 @@
 //! What metrics and tracing cost on a get hit (features `metrics` and `tracing` on):
 //! `cargo bench -p newcache --features metrics,tracing --bench observe`.
 //!
-//! One cache on one memcached, a 100-byte get hit, in three settings taking turns in short
-//! bursts (so a slow patch of a shared machine hits all three alike):
+//! One cache on one memcached, a 100-byte get hit, in three settings taking turns (each first,
+//! second and third in turn) in short bursts (so a slow patch of a shared machine hits all
+//! three alike):
 //! - `nothing installed`: the features compiled in, no recorder and no subscriber (what a
 //!   service that does not look pays: one check per counter);
 //! - `prometheus + info`: a Prometheus recorder (metrics-exporter-prometheus) and a
@@ -23,7 +24,7 @@ use std::time::{Duration, Instant};
 use newcache::{Cache, Ttl};
 use newcache_testkit::Memcached;
 
-const ROUNDS: usize = 60;
+const ROUNDS: usize = 150;
 /// The three settings, in the order they take their turns (and of the TSV's rows).
 const SETTINGS: [&str; 3] = [
     "nothing installed",
@@ -44,7 +45,7 @@ fn main() {
         return; // cargo test --benches asks; there is nothing to list.
     }
     let quick = std::env::var_os("NEWCACHE_BENCH_QUICK").is_some();
-    let rounds = if quick { 10 } else { ROUNDS };
+    let rounds = if quick { 30 } else { ROUNDS };
     let server = Memcached::start();
     let cache = Cache::from_url(&format!("newcache://{}/?name=bench", server.addr())).unwrap();
     cache
@@ -75,14 +76,20 @@ fn main() {
         (per_get(start.elapsed()), per_get(thread_cpu() - cpu))
     };
     let mut times: [Vec<(f64, f64)>; 3] = [Vec::new(), Vec::new(), Vec::new()];
-    for _ in 0..rounds {
-        times[0].push(burst(&cache));
-        times[1].push(metrics::with_local_recorder(&prometheus, || {
-            tracing::dispatcher::with_default(&info, || burst(&cache))
-        }));
-        times[2].push(metrics::with_local_recorder(&prometheus, || {
-            tracing::dispatcher::with_default(&debug, || burst(&cache))
-        }));
+    for round in 0..rounds {
+        // Each setting goes first, second and third in turn: no setting always follows the
+        // same one (whose caches and branch history it would inherit).
+        for turn in 0..3 {
+            match (round + turn) % 3 {
+                0 => times[0].push(burst(&cache)),
+                1 => times[1].push(metrics::with_local_recorder(&prometheus, || {
+                    tracing::dispatcher::with_default(&info, || burst(&cache))
+                })),
+                _ => times[2].push(metrics::with_local_recorder(&prometheus, || {
+                    tracing::dispatcher::with_default(&debug, || burst(&cache))
+                })),
+            }
+        }
     }
     // Each setting against nothing installed within the same round, so a slow spell of the
     // machine moves both sides: the medians of those ratios and differences, and the
