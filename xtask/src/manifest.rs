@@ -4,7 +4,8 @@
 
 use std::path::Path;
 
-fn read(path: &Path) -> Result<String, String> {
+/// A file's text; the error names the file.
+pub(crate) fn read(path: &Path) -> Result<String, String> {
     std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))
 }
 

@@ -337,8 +337,7 @@ pub(crate) fn without_libmemcached(mut cmd: Command) -> Command {
 /// and cargo, no longer finding test files by itself, would silently leave a new file out.
 /// One line per problem; none when every file is in exactly one binary.
 pub(crate) fn test_files_outside_one_binary(root: &Path) -> Result<Vec<String>, String> {
-    let read =
-        |path: &Path| std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()));
+    let read = manifest::read;
     let members = manifest::members(root)?;
     let mut problems = Vec::new();
     for member in &members {
