@@ -25,12 +25,6 @@ use newcache::{Cache, Ttl};
 use newcache_testkit::Memcached;
 
 const ROUNDS: usize = 150;
-/// The three settings, in the order they take their turns (and of the TSV's rows).
-const SETTINGS: [&str; 3] = [
-    "nothing installed",
-    "prometheus + info",
-    "prometheus + debug spans",
-];
 const BURST: usize = 300;
 
 /// CPU time this thread has run (Linux's `/proc/thread-self/schedstat`, in ns).
@@ -70,6 +64,13 @@ fn main() {
         .finish();
     let info = tracing::Dispatch::new(info);
     let debug = tracing::Dispatch::new(debug);
+    // The three settings (the TSV's rows, in this order): nothing installed, or the
+    // Prometheus recorder with a subscriber.
+    let settings = [
+        ("nothing installed", None),
+        ("prometheus + info", Some(&info)),
+        ("prometheus + debug spans", Some(&debug)),
+    ];
 
     // Per get: the wall time, and the CPU time of the calling thread (where the recording
     // runs, synchronously: every µs of it is a µs of the get's latency).
@@ -86,16 +87,15 @@ fn main() {
     for round in 0..rounds {
         // Each setting goes first, second and third in turn: no setting always follows the
         // same one (whose caches and branch history it would inherit).
-        for turn in 0..3 {
-            match (round + turn) % 3 {
-                0 => times[0].push(burst(&cache)),
-                1 => times[1].push(metrics::with_local_recorder(&prometheus, || {
-                    tracing::dispatcher::with_default(&info, || burst(&cache))
-                })),
-                _ => times[2].push(metrics::with_local_recorder(&prometheus, || {
-                    tracing::dispatcher::with_default(&debug, || burst(&cache))
-                })),
-            }
+        for turn in 0..settings.len() {
+            let i = (round + turn) % settings.len();
+            let measured = match settings[i].1 {
+                None => burst(&cache),
+                Some(subscriber) => metrics::with_local_recorder(&prometheus, || {
+                    tracing::dispatcher::with_default(subscriber, || burst(&cache))
+                }),
+            };
+            times[i].push(measured);
         }
     }
     // Each setting against nothing installed within the same round, so a slow spell of the
@@ -120,7 +120,7 @@ fn main() {
     let mut tsv = String::from(
         "setting\tmedian_us\tratio_p50\tratio_p25\tratio_p75\tcpu_us\tadded_cpu_us\tcpu_estimate\n",
     );
-    for (i, name) in SETTINGS.iter().enumerate() {
+    for (i, (name, _)) in settings.iter().enumerate() {
         let [p50, p25, p75] = per_round(i, |a, b| a.0 / b.0);
         let us = quantiles(times[i].iter().map(|t| t.0).collect())[0];
         let cpu = quantiles(times[i].iter().map(|t| t.1).collect())[0];
