@@ -8,8 +8,8 @@
 //! newcache --features metrics,tracing --bench observe` (run by `cargo xtask bench`, its
 //! figures in docs/benchmarks.md, *Metrics and tracing*) measured, on a 100-byte get hit of
 //! 71 to 81 µs on this 2-core machine (2026-12-02), 0.49 to 1.65 µs more CPU per get with
-//! a Prometheus recorder and a subscriber at INFO (1.007x to 1.022x the get's time, seven
-//! runs) and 3.1 to 4.7 µs with every span recorded at DEBUG (1.044x to 1.060x, four runs).
+//! a Prometheus recorder and a subscriber at INFO (1.007x to 1.022x the get's time, eight
+//! runs) and 3.1 to 4.7 µs with every span recorded at DEBUG (1.044x to 1.062x, five runs).
 //! Recording allocates nothing: each cache's metric keys are built once.
 //!
 //! | metric | kind | labels | what |
