@@ -28,6 +28,7 @@ mod concurrency;
 mod counters;
 mod expiry;
 mod limits;
+mod made;
 mod server;
 mod storage;
 
@@ -67,6 +68,10 @@ pub use limits::{
     conditional_stores_over_the_item_size_limit_leave_the_old_value,
     invalid_keys_are_refused_before_anything_is_sent,
     store_many_refuses_each_value_over_the_limit_by_itself,
+};
+pub use made::{
+    get_many_made_hands_over_what_get_many_answers,
+    get_many_made_stops_at_a_key_that_cannot_be_made,
 };
 pub use server::{flush_all_empties_every_server, stats_report_the_items_of_every_server};
 pub use storage::{
@@ -155,6 +160,8 @@ macro_rules! conformance_suite {
             touch_keeps_the_value_flags_and_cas_unique,
             get_many_answers_in_the_order_of_the_keys,
             get_many_of_no_keys_answers_nothing,
+            get_many_made_hands_over_what_get_many_answers,
+            get_many_made_stops_at_a_key_that_cannot_be_made,
             store_many_answers_one_status_per_request_in_order,
             delete_removes_an_item_and_reports_whether_there_was_one,
             delete_many_reports_one_result_per_key_in_order,
@@ -303,6 +310,7 @@ mod tests {
             include_str!("conformance/counters.rs"),
             include_str!("conformance/expiry.rs"),
             include_str!("conformance/limits.rs"),
+            include_str!("conformance/made.rs"),
             include_str!("conformance/server.rs"),
             include_str!("conformance/storage.rs"),
         ];

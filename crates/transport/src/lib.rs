@@ -46,6 +46,9 @@ use std::time::Duration;
 mod asynchronous;
 pub use asynchronous::{AsyncTransport, BoxFuture};
 
+mod made;
+pub use made::{hand_over, made_key, make_all, Found, MadeKeys};
+
 #[cfg(feature = "memory")]
 mod memory;
 #[cfg(feature = "memory")]
@@ -556,6 +559,22 @@ pub trait Transport: Send + Sync + fmt::Debug {
         keys.iter().map(|k| self.get(k)).collect()
     }
 
+    /// Fetches many items whose keys are made during the call ([`MadeKeys`]), and hands each
+    /// item over to `found` with its key's index and key; misses are not handed over.
+    ///
+    /// The same reads as [`get_many`](Transport::get_many) of the made keys. A backend may
+    /// send the first keys before the rest are made, so the server answers them while the
+    /// caller makes the others, and hand items over as their replies are read. An error from
+    /// [`MadeKeys::make`] fails the call with that error once the replies to the keys already
+    /// sent are read; items handed over before an error are the caller's to drop. By
+    /// default every key is made first and `get_many` sends them.
+    fn get_many_made(&self, keys: &mut dyn MadeKeys, found: &mut Found<'_>) -> Result<()> {
+        let keys = make_all(keys)?;
+        let items = self.get_many(&keys)?;
+        hand_over(&keys, items, found);
+        Ok(())
+    }
+
     /// Runs one store command.
     ///
     /// A value over the item size limit is [`Error::ValueTooLarge`] and is not stored; a
@@ -669,6 +688,7 @@ macro_rules! forward_transport {
             fn name(&self) -> &'static str { (**self).name() }
             fn get(&self, key: &[u8]) -> Result<Option<Item>> { (**self).get(key) }
             fn get_many(&self, keys: &[&[u8]]) -> Result<Vec<Option<Item>>> { (**self).get_many(keys) }
+            fn get_many_made(&self, keys: &mut dyn MadeKeys, found: &mut Found<'_>) -> Result<()> { (**self).get_many_made(keys, found) }
             fn store(&self, request: &Store<'_>) -> Result<StoreStatus> { (**self).store(request) }
             fn store_many(&self, requests: &[Store<'_>]) -> Result<Vec<StoreStatus>> { (**self).store_many(requests) }
             fn delete(&self, key: &[u8]) -> Result<bool> { (**self).delete(key) }

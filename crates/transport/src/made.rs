@@ -1,0 +1,97 @@
+//! Multi-gets whose wire keys are made while the request goes out
+//! ([`Transport::get_many_made`](crate::Transport::get_many_made)).
+//!
+//! A caller that derives its wire keys (the cache's key function: a SHA-1 of every key)
+//! spends a few microseconds per hundred keys before a plain multi-get can send anything.
+//! Handed the making instead, a transport can send the first keys at once and make the rest
+//! while the server answers them, and hand each reply over as it is read, so the caller's
+//! work on the first values overlaps the server's on the last.
+
+use crate::{Error, Item, KeyError, Result};
+
+/// The wire keys of one multi-get, made by the caller one at a time, when the transport
+/// asks for them.
+///
+/// A transport calls [`make`](MadeKeys::make) for `0, 1, 2, ...` in order, each index once,
+/// and may send the keys made so far before it makes the next; [`key`](MadeKeys::key) then
+/// gives a made key back (to write it, and to check the replies against it).
+///
+/// ```
+/// use newcache_transport::{MadeKeys, Result};
+///
+/// /// Wire keys with a prefix, made into one buffer.
+/// struct Prefixed<'k> {
+///     keys: &'k [&'k str],
+///     buf: Vec<u8>,
+///     ends: Vec<usize>,
+/// }
+///
+/// impl MadeKeys for Prefixed<'_> {
+///     fn count(&self) -> usize {
+///         self.keys.len()
+///     }
+///     fn make(&mut self, i: usize) -> Result<()> {
+///         self.buf.extend_from_slice(b"app:");
+///         self.buf.extend_from_slice(self.keys.get(i).map_or("", |k| k).as_bytes());
+///         self.ends.push(self.buf.len());
+///         Ok(())
+///     }
+///     fn key(&self, i: usize) -> Option<&[u8]> {
+///         let start = if i == 0 { 0 } else { *self.ends.get(i - 1)? };
+///         self.buf.get(start..*self.ends.get(i)?)
+///     }
+/// }
+///
+/// let mut keys = Prefixed { keys: &["a", "b"], buf: Vec::new(), ends: Vec::new() };
+/// let made = newcache_transport::make_all(&mut keys)?;
+/// assert_eq!(made, [&b"app:a"[..], b"app:b"]);
+/// # Ok::<(), newcache_transport::Error>(())
+/// ```
+pub trait MadeKeys {
+    /// How many keys the multi-get has.
+    fn count(&self) -> usize;
+
+    /// Makes the `i`th key. An error stops the multi-get: nothing more is sent, the replies
+    /// to the keys already sent are read (and handed over), and the call returns this error.
+    fn make(&mut self, i: usize) -> Result<()>;
+
+    /// The `i`th key, once made; `None` before.
+    fn key(&self, i: usize) -> Option<&[u8]>;
+}
+
+/// What a multi-get hands over: `(i, key, item)` for the `i`th key's item, for each key that
+/// holds one, in no promised order.
+pub type Found<'f> = dyn FnMut(usize, &[u8], Item) + 'f;
+
+/// Makes every key of `keys`, in order, and returns them: the request of a multi-get that
+/// is sent at once.
+///
+/// A key the maker did not give back after making it is an empty key, which every transport
+/// refuses ([`KeyError::Empty`]).
+pub fn make_all(keys: &mut dyn MadeKeys) -> Result<Vec<&[u8]>> {
+    for i in 0..keys.count() {
+        keys.make(i)?;
+    }
+    let keys = &*keys;
+    Ok((0..keys.count())
+        .map(|i| keys.key(i).unwrap_or_default())
+        .collect())
+}
+
+/// Hands every item of `items` (the answer to a multi-get of `keys`) to `found`.
+pub fn hand_over(keys: &[&[u8]], items: Vec<Option<Item>>, found: &mut Found<'_>) {
+    for (i, (item, key)) in items.into_iter().zip(keys).enumerate() {
+        if let Some(item) = item {
+            found(i, key, item);
+        }
+    }
+}
+
+/// The `i`th made key, or the error a transport returns for a key its maker did not give
+/// back (an empty key).
+pub fn made_key(keys: &dyn MadeKeys, i: usize) -> Result<&[u8]> {
+    keys.key(i).ok_or(Error::InvalidKey {
+        key: String::new(),
+        reason: KeyError::Empty,
+    })
+}
