@@ -54,6 +54,15 @@ use sha1::{Digest, Sha1};
 pub trait KeyFunction: Send + Sync {
     /// Appends the wire key for `key` to `out`.
     fn write_key(&self, key: &str, out: &mut Vec<u8>);
+
+    /// True when whether a wire key is valid does not depend on the caller's key: every key
+    /// it makes is valid, or none is (a hash of the key behind a fixed prefix). A multi-get
+    /// may then send its first keys while it makes the rest, since a refusal can only come
+    /// at the first key, before anything is sent. False (the default): every key of a
+    /// multi-get is made and checked before any is sent.
+    fn validity_is_fixed(&self) -> bool {
+        false
+    }
 }
 
 impl<F> KeyFunction for F
@@ -173,6 +182,11 @@ impl KeyFunction for HashedKey {
         }
         out.extend_from_slice(hex.as_flattened());
     }
+
+    /// The flavor and the version are the same for every key, and the rest is 40 hex digits.
+    fn validity_is_fixed(&self) -> bool {
+        true
+    }
 }
 
 /// Django's default key function: `{prefix}:{version}:{key}`, readable on the server.
@@ -221,6 +235,35 @@ mod tests {
 
     fn key(kf: &impl KeyFunction, k: &str) -> String {
         String::from_utf8(make_key(kf, k).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn a_hashed_key_is_valid_or_refused_whatever_the_callers_key() {
+        let long = "k".repeat(1000);
+        let keys = [
+            "",
+            "a",
+            "two words",
+            "line\nbreak",
+            "nul\0",
+            "héllo",
+            long.as_str(),
+        ];
+        for kf in [
+            HashedKey::new("prod", "v2"),
+            HashedKey::new("bad flavor", 1),
+        ] {
+            assert!(kf.validity_is_fixed());
+            let first = make_key(&kf, "").is_ok();
+            for k in keys {
+                assert_eq!(make_key(&kf, k).is_ok(), first, "{kf:?} {k:?}");
+            }
+        }
+        assert!(make_key(&HashedKey::new("prod", "v2"), "two words").is_ok());
+        // A readable key is valid or not by the caller's key.
+        let django = PrefixedKey::new("site", 1);
+        assert!(!django.validity_is_fixed());
+        assert!(make_key(&django, "a").is_ok() && make_key(&django, "two words").is_err());
     }
 
     #[test]
