@@ -15,7 +15,9 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use newcache_transport::{Item, MetaItem, ServerStats, Store, StoreStatus, Transport};
+use newcache_transport::{
+    Found, Item, MadeKeys, MetaItem, ServerStats, Store, StoreStatus, Transport,
+};
 
 use crate::read_through::Flight;
 
@@ -30,6 +32,10 @@ pub(crate) trait Io: Sync {
         &'a self,
         keys: &'a [&'a [u8]],
     ) -> impl Future<Output = TResult<Vec<Option<Item>>>> + Send + 'a;
+    /// Runs a multi-get whose keys are made as the transport asks
+    /// ([`Transport::get_many_made`]) at once, handing each item to `found`, when this Io
+    /// can without awaiting (`None`: make every key, then [`Io::get_many`]).
+    fn get_many_now(&self, keys: &mut dyn MadeKeys, found: &mut Found<'_>) -> Option<TResult<()>>;
     fn store<'a>(
         &'a self,
         request: &'a Store<'a>,
@@ -100,6 +106,9 @@ impl Io for Blocking<'_> {
         keys: &'a [&'a [u8]],
     ) -> impl Future<Output = TResult<Vec<Option<Item>>>> + Send + 'a {
         std::future::ready(self.0.get_many(keys))
+    }
+    fn get_many_now(&self, keys: &mut dyn MadeKeys, found: &mut Found<'_>) -> Option<TResult<()>> {
+        Some(self.0.get_many_made(keys, found))
     }
     fn store<'a>(
         &'a self,
@@ -219,6 +228,9 @@ impl Io for Async<'_> {
         keys: &'a [&'a [u8]],
     ) -> impl Future<Output = TResult<Vec<Option<Item>>>> + Send + 'a {
         self.0.get_many(keys)
+    }
+    fn get_many_now(&self, _: &mut dyn MadeKeys, _: &mut Found<'_>) -> Option<TResult<()>> {
+        None
     }
     fn store<'a>(
         &'a self,

@@ -84,6 +84,7 @@ mod many;
 mod observe;
 mod ops;
 mod read_through;
+mod wire_keys;
 mod write;
 
 use io::{block, Blocking};

@@ -10,12 +10,13 @@ use std::sync::{Arc, Mutex};
 use serde::de::DeserializeOwned;
 
 use newcache_herd::{value_flags, Herd, ReadDecision};
-use newcache_transport::{Item, StoreMode, StoreStatus};
+use newcache_transport::{Item, MadeKeys, StoreMode, StoreStatus};
 
 use crate::herd_read::{Looked, Opened, Pending};
 use crate::io::Io;
 use crate::observe::{Event, Observer};
 use crate::read_through::Flight;
+use crate::wire_keys::WireKeys;
 use crate::StalePolicy;
 use crate::{codec, Clock, Config, Error, GetMany, KeyFunction, Peeked, RawValue, Result};
 
@@ -391,21 +392,26 @@ impl Core {
             }
             found(i, read)
         };
-        // Every wire key in one buffer: two allocations for the lot, not one per key.
-        let mut buf = Vec::with_capacity(keys.len() * 64);
-        let mut ends = Vec::with_capacity(keys.len());
-        for k in keys {
-            newcache_keyfn::write_valid_key(self.key_function.as_ref(), k.as_ref(), &mut buf)?;
-            ends.push(buf.len());
-        }
-        let mut refs: Vec<&[u8]> = Vec::with_capacity(keys.len());
-        let mut start = 0;
-        for &end in &ends {
-            refs.push(buf.get(start..end).unwrap_or_default());
-            start = end;
+        // The wire keys are made as the transport asks for them, so a transport that can
+        // sends the first before the rest are made (`Transport::get_many_made`): when the key
+        // function's keys are all valid or all refused. Else every key is made and checked
+        // first, so that a refused key sends nothing.
+        let mut made = WireKeys::new(self.key_function.as_ref(), keys);
+        if !self.key_function.validity_is_fixed() {
+            made.all()?;
         }
         let now = self.now_millis();
+        // One pass: a fresh value is decoded as it comes; a stale one's store (claim or
+        // re-store) waits, so that all of them go out in one batch.
+        let mut stale: Vec<(usize, Pending)> = Vec::new();
+        let mut take = |i: usize, looked: Option<Result<Looked>>| match looked {
+            None => {}
+            Some(Err(e)) => found(i, Err(e)),
+            Some(Ok(Looked::Done(opened))) => self.decode_opened(keys, i, opened, &mut found),
+            Some(Ok(Looked::Store(pending))) => stale.push((i, pending)),
+        };
         let metas = if self.meta(io).await {
+            let refs = made.all()?;
             let recache = self.herd.herd_timeout.max(1);
             match io.meta_get_many(&refs, recache).await {
                 Ok(metas) => Some(metas),
@@ -416,25 +422,23 @@ impl Core {
         } else {
             None
         };
-        // One pass: a fresh value is decoded as it comes; a stale one's store (claim or
-        // re-store) waits, so that all of them go out in one batch.
-        let mut stale: Vec<(usize, Pending)> = Vec::new();
-        let mut take = |i: usize, looked: Option<Result<Looked>>| match looked {
-            None => {}
-            Some(Err(e)) => found(i, Err(e)),
-            Some(Ok(Looked::Done(opened))) => self.decode_opened(keys, i, opened, &mut found),
-            Some(Ok(Looked::Store(pending))) => stale.push((i, pending)),
-        };
-        match metas {
-            Some(metas) => {
-                for (i, (m, wire)) in metas.into_iter().zip(&refs).enumerate() {
-                    take(i, m.map(|m| self.look_meta(op, wire, m, now)));
-                }
+        if let Some(metas) = metas {
+            for (i, m) in metas.into_iter().enumerate() {
+                let wire = made.key(i).unwrap_or_default();
+                take(i, m.map(|m| self.look_meta(op, wire, m, now)));
             }
-            None => {
-                let items = io.get_many(&refs).await?;
-                for (i, (item, wire)) in items.into_iter().zip(&refs).enumerate() {
-                    take(i, item.map(|item| self.look(op, wire, item, now)));
+        } else {
+            let now_read = io.get_many_now(&mut made, &mut |i, wire, item| {
+                take(i, Some(self.look(op, wire, item, now)));
+            });
+            match now_read {
+                Some(read) => read.map_err(|e| made.failure(e))?,
+                None => {
+                    let refs = made.all()?;
+                    let items = io.get_many(&refs).await?;
+                    for (i, (item, wire)) in items.into_iter().zip(&refs).enumerate() {
+                        take(i, item.map(|item| self.look(op, wire, item, now)));
+                    }
                 }
             }
         }
@@ -444,7 +448,7 @@ impl Core {
                     io,
                     stale
                         .iter()
-                        .filter_map(|(i, p)| refs.get(*i).map(|wire| (p, *wire))),
+                        .filter_map(|(i, p)| made.key(*i).map(|wire| (p, wire))),
                 )
                 .await;
             let mut statuses = statuses.into_iter();

@@ -2,7 +2,8 @@
 //! of the other modules.
 
 use newcache_transport::{
-    check_key, Error, Item, MetaItem, Result, ServerStats, Store, StoreMode, StoreStatus, Transport,
+    check_key, Error, Found, Item, MadeKeys, MetaItem, Result, ServerStats, Store, StoreMode,
+    StoreStatus, Transport,
 };
 
 use crate::batch::{Answer, Batch, RoundLimit};
@@ -66,6 +67,13 @@ impl Transport for TextTransport {
             }
         }
         Ok(out)
+    }
+
+    /// On a cluster of one server, a multi-get of many keys goes out in parts, each sent as
+    /// soon as its keys are made, and each part's items are handed over as soon as its reply
+    /// is read (see the crate's `made` module).
+    fn get_many_made(&self, keys: &mut dyn MadeKeys, found: &mut Found<'_>) -> Result<()> {
+        self.get_many_in_parts(keys, found)
     }
 
     /// A value over `item_size_limit` is refused before it is sent; for a `set`, one

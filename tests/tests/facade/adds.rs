@@ -225,6 +225,14 @@ fn bad_keys_send_nothing() {
             e.cache.get_many::<_, String>(&["fine", key]),
             Err(Error::InvalidKey(_))
         ));
+        // Many keys, the bad one late: still nothing sent (this key function's keys are
+        // made and checked before a multi-get sends any).
+        let mut many: Vec<String> = (0..100).map(|i| format!("fine-{i}")).collect();
+        many[80] = key.to_string();
+        assert!(matches!(
+            e.cache.get_many::<_, String>(&many),
+            Err(Error::InvalidKey(_))
+        ));
         assert!(matches!(
             e.cache.set_many([("fine", 1), (key, 2)], Ttl::Default),
             Err(Error::InvalidKey(_))
