@@ -3,10 +3,11 @@
 //! keys are made, so memcached answers it while the caller makes the second; each half's
 //! items are handed over as soon as its reply is read.
 //!
-//! Measured with the interleaved bench (`get_many_100`, the text `Cache` over the text
-//! transport alone reading the same wire keys), nine runs each way: 0.82x to 0.85x in halves,
-//! 0.76x to 0.81x sent at once. A first part of 32 keys gained nothing: memcached answered it
-//! before the rest were made and sent, then woke again for them.
+//! Measured with the interleaved bench (`cargo bench -p newcache-benches --features binary
+//! --bench interleaved`, `get_many_100`: the text `Cache` over the text transport alone
+//! reading the same wire keys), thirteen runs each way, alternating: 0.82x to 0.86x in
+//! halves, 0.76x to 0.81x sent at once. A first part of 32 keys of 100 gained nothing:
+//! memcached answered it before the rest were made and sent, then woke again for them.
 //!
 //! [`Transport::get_many_made`]: newcache_transport::Transport::get_many_made
 
