@@ -273,6 +273,12 @@ impl Cache {
     /// the caller's own keys, holding the hits only; a value that is there but cannot be
     /// decoded is left out of it and listed in [`GetMany::failed`] with its error, so the
     /// others still arrive. A failure of the servers fails the call.
+    ///
+    /// With the hashed key function (the default), the keys are hashed as the transport asks
+    /// for them ([`Transport::get_many_made`]): the text transport sends 64 keys or more for
+    /// one server in two halves, the second hashed while memcached answers the first. With
+    /// another key function every key is made and checked first, so a key memcached cannot
+    /// take sends nothing.
     pub fn get_many<K, T>(&self, keys: &[K]) -> Result<GetMany<T>>
     where
         K: AsRef<str>,
