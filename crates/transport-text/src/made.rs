@@ -19,7 +19,7 @@ use newcache_transport::{
 };
 
 use crate::batch::RoundLimit;
-use crate::conn::{Acquire, Conn, Server};
+use crate::conn::{Conn, Server};
 use crate::exchange::Head;
 use crate::multi_get::{encode_multi_get, get_cost};
 use crate::TextTransport;
@@ -29,6 +29,7 @@ use crate::TextTransport;
 pub(crate) const HALVES_FROM: usize = 64;
 
 /// A part of a multi-get on the wire: its keys' range and its closing `mg`'s token.
+#[derive(Clone, Copy, Default)]
 struct Part {
     start: usize,
     end: usize,
@@ -49,23 +50,10 @@ impl TextTransport {
             hand_over(&keys, items, found);
             return Ok(());
         }
-        let server = self.server(0)?;
-        self.cluster.check_up(0)?;
-        let conn = match self.checkout(server) {
-            Ok(conn) => conn,
-            Err(Acquire::Busy(e)) => return Err(e),
-            Err(Acquire::Failed(e)) => {
-                let outcome = Err(e);
-                self.cluster.report(0, &outcome);
-                return outcome;
-            }
-        };
-        let mut head = Head::default();
         let mut stopped = None;
-        let outcome = self.parts_exchange(server, conn, keys, found, &mut head, &mut stopped);
-        let outcome = self.classify_close(0, head, outcome);
-        self.cluster.report(0, &outcome);
-        outcome?;
+        self.on_one_server(|server, conn, head| {
+            self.parts_exchange(server, conn, keys, found, head, &mut stopped)
+        })?;
         stopped.map_or(Ok(()), Err)
     }
 
@@ -88,14 +76,15 @@ impl TextTransport {
         let (mut made, mut next) = (0, 0);
         let mut shortened = false;
         let mut slots: Vec<Option<Item>> = Vec::new();
-        let mut parts: Vec<Part> = Vec::new();
+        // A round's parts: the first half of the keys left, then the rest.
+        let mut parts = [Part::default(); 2];
         while next < n && stopped.is_none() {
-            parts.clear();
+            let mut sent = 0;
             let mut round_bytes = 0usize;
             let mut full = false;
-            while next < n && !full && stopped.is_none() {
+            while next < n && !full && stopped.is_none() && sent < parts.len() {
                 let start = next;
-                let mut end = if parts.is_empty() {
+                let mut end = if sent == 0 {
                     start + (n - start).div_ceil(2)
                 } else {
                     n
@@ -110,8 +99,7 @@ impl TextTransport {
                         made += 1;
                     }
                     let cost = made_key(keys, i).map_or(0, get_cost);
-                    if round_bytes.saturating_add(cost) > limit && (i > start || !parts.is_empty())
-                    {
+                    if round_bytes.saturating_add(cost) > limit && (i > start || sent > 0) {
                         // Sent in the next round, when this one's replies are read.
                         full = true;
                         end = i;
@@ -133,10 +121,13 @@ impl TextTransport {
                     *head = Head::of(&conn.wbuf);
                 }
                 self.send(server, &mut conn)?;
-                parts.push(Part { start, end, closer });
+                if let Some(part) = parts.get_mut(sent) {
+                    *part = Part { start, end, closer };
+                    sent += 1;
+                }
                 next = end;
             }
-            for part in &parts {
+            for part in parts.iter().take(sent) {
                 let count = part.end - part.start;
                 slots.clear();
                 slots.resize(count, None);

@@ -20,6 +20,19 @@ impl TextTransport {
         if keys.is_empty() {
             return Ok(out);
         }
+        self.on_one_server(|server, conn, head| {
+            self.multi_get_exchange(server, conn, keys, &mut out, head)
+        })?;
+        Ok(out)
+    }
+
+    /// Runs `exchange` over a connection to the cluster's one server (index 0): the server
+    /// checked up, a connection checked out, the outcome classified (a connection closed
+    /// without a reply may mean a command the server lacks) and reported to the cluster.
+    pub(crate) fn on_one_server<T>(
+        &self,
+        exchange: impl FnOnce(&Server, Conn, &mut Head) -> Result<T>,
+    ) -> Result<T> {
         let server = self.server(0)?;
         self.cluster.check_up(0)?;
         let conn = match self.checkout(server) {
@@ -32,10 +45,10 @@ impl TextTransport {
             }
         };
         let mut head = Head::default();
-        let outcome = self.multi_get_exchange(server, conn, keys, &mut out, &mut head);
+        let outcome = exchange(server, conn, &mut head);
         let outcome = self.classify_close(0, head, outcome);
         self.cluster.report(0, &outcome);
-        outcome.map(|()| out)
+        outcome
     }
 
     pub(crate) fn multi_get_exchange(
