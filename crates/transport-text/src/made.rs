@@ -50,6 +50,10 @@ impl TextTransport {
             hand_over(&keys, items, found);
             return Ok(());
         }
+        // The first key before any connection: a key function whose keys are all refused
+        // (a bad prefix) then costs no connection, no probe, nothing sent.
+        keys.make(0)?;
+        check_key(made_key(keys, 0)?)?;
         let mut stopped = None;
         self.on_one_server(|server, conn, head| {
             self.parts_exchange(server, conn, keys, found, head, &mut stopped)
@@ -58,9 +62,10 @@ impl TextTransport {
     }
 
     /// Sends the multi-get in rounds of at most [`RoundLimit::VALUES`]'s request bytes, each
-    /// round in two parts (half the keys left, then the rest) sent as their keys are made,
-    /// and reads each round's replies before the next. A key that cannot be made (or is refused) goes to `stopped`: nothing more is
-    /// sent, and the replies to what was sent are read.
+    /// round in two parts (half the keys left, then the rest) sent as their keys are made
+    /// (the first key is made already), and reads each round's replies before the next. A
+    /// key that cannot be made (or is refused) goes to `stopped`: nothing more is sent, and
+    /// the replies to what was sent are read.
     fn parts_exchange(
         &self,
         server: &Server,
@@ -72,8 +77,8 @@ impl TextTransport {
     ) -> Result<()> {
         let n = keys.count();
         let limit = RoundLimit::VALUES.request_bytes();
-        // Keys made so far, and the next key to send.
-        let (mut made, mut next) = (0, 0);
+        // Keys made so far (the first, by the caller), and the next key to send.
+        let (mut made, mut next) = (1, 0);
         let mut shortened = false;
         let mut slots: Vec<Option<Item>> = Vec::new();
         // A round's parts: the first half of the keys left, then the rest.

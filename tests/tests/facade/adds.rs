@@ -259,6 +259,37 @@ fn bad_keys_send_nothing() {
     assert!(msg.contains("two words") && msg.contains("space"), "{msg}");
 }
 
+/// The hashed key function's keys are made while the first are sent (a `get_many` of many
+/// keys goes out in parts): a flavor that makes every key invalid still sends nothing, and
+/// hits, misses and values of a large `get_many` come back as they are stored.
+#[test]
+fn a_large_get_many_with_hashed_keys_reads_right_and_a_bad_flavor_sends_nothing() {
+    let e = env("");
+    let keys: Vec<String> = (0..300).map(|i| format!("large {i} ключ")).collect();
+    for (i, k) in keys.iter().enumerate().filter(|(i, _)| i % 4 != 3) {
+        e.cache.set(k, &format!("value {i}"), Ttl::Default).unwrap();
+    }
+    let got = e.cache.get_many::<_, String>(&keys).unwrap();
+    assert!(got.is_complete());
+    assert_eq!(got.len(), 225);
+    for (i, k) in keys.iter().enumerate() {
+        let want = (i % 4 != 3).then(|| format!("value {i}"));
+        assert_eq!(got.get(k), want.as_ref(), "{k}");
+    }
+
+    let bad = newcache::Builder::from_url(&format!("newcache://{}/?{TRANSPORT}", e.server.addr()))
+        .unwrap()
+        .key_function(newcache::HashedKey::new("two words", 1))
+        .build()
+        .unwrap();
+    let before = e.server.stat("cmd_get");
+    assert!(matches!(
+        bad.get_many::<_, String>(&keys),
+        Err(Error::InvalidKey(_))
+    ));
+    assert_eq!(e.server.stat("cmd_get"), before, "a key reached the server");
+}
+
 #[test]
 fn a_value_over_the_item_size_limit_is_a_typed_error_and_is_not_sent() {
     let e = env("");
