@@ -15,7 +15,7 @@
 //! [`Transport::get_many_made`]: newcache_transport::Transport::get_many_made
 
 use newcache_transport::{
-    check_key, hand_over, made_key, make_all, Error, Found, Item, MadeKeys, Result, Transport,
+    check_key, get_many_made_at_once, made_key, Error, Found, Item, MadeKeys, Result,
 };
 
 use crate::batch::RoundLimit;
@@ -45,10 +45,7 @@ impl TextTransport {
         found: &mut Found<'_>,
     ) -> Result<()> {
         if self.servers.len() != 1 || keys.count() < HALVES_FROM {
-            let keys = make_all(keys)?;
-            let items = self.get_many(&keys)?;
-            hand_over(&keys, items, found);
-            return Ok(());
+            return get_many_made_at_once(self, keys, found);
         }
         // The first key before any connection: a key function whose keys are all refused
         // (a bad prefix) then costs no connection, no probe, nothing sent.

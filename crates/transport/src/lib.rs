@@ -47,7 +47,7 @@ mod asynchronous;
 pub use asynchronous::{AsyncTransport, BoxFuture};
 
 mod made;
-pub use made::{hand_over, made_key, make_all, Found, MadeKeys};
+pub use made::{get_many_made_at_once, made_key, make_all, Found, MadeKeys};
 
 #[cfg(feature = "memory")]
 mod memory;
@@ -569,10 +569,7 @@ pub trait Transport: Send + Sync + fmt::Debug {
     /// sent are read; items handed over before an error are the caller's to drop. By
     /// default every key is made first and `get_many` sends them.
     fn get_many_made(&self, keys: &mut dyn MadeKeys, found: &mut Found<'_>) -> Result<()> {
-        let keys = make_all(keys)?;
-        let items = self.get_many(&keys)?;
-        hand_over(&keys, items, found);
-        Ok(())
+        get_many_made_at_once(self, keys, found)
     }
 
     /// Runs one store command.

@@ -7,7 +7,7 @@
 //! while the server answers them, and hand each reply over as it is read, so the caller's
 //! work on the first values overlaps the server's on the last.
 
-use crate::{Error, Item, KeyError, Result};
+use crate::{Error, Item, KeyError, Result, Transport};
 
 /// The wire keys of one multi-get, made by the caller one at a time, when the transport
 /// asks for them.
@@ -78,13 +78,22 @@ pub fn make_all(keys: &mut dyn MadeKeys) -> Result<Vec<&[u8]>> {
         .collect())
 }
 
-/// Hands every item of `items` (the answer to a multi-get of `keys`) to `found`.
-pub fn hand_over(keys: &[&[u8]], items: Vec<Option<Item>>, found: &mut Found<'_>) {
-    for (i, (item, key)) in items.into_iter().zip(keys).enumerate() {
+/// [`Transport::get_many_made`] sent at once: every key made ([`make_all`]), one
+/// [`Transport::get_many`] of them, and each item handed to `found`. The trait's default,
+/// and what a backend that splits large multi-gets does with small ones.
+pub fn get_many_made_at_once(
+    transport: &(impl Transport + ?Sized),
+    keys: &mut dyn MadeKeys,
+    found: &mut Found<'_>,
+) -> Result<()> {
+    let keys = make_all(keys)?;
+    let items = transport.get_many(&keys)?;
+    for (i, (item, key)) in items.into_iter().zip(&keys).enumerate() {
         if let Some(item) = item {
             found(i, key, item);
         }
     }
+    Ok(())
 }
 
 /// The `i`th made key, or the error a transport returns for a key its maker did not give
