@@ -25,7 +25,7 @@ use libmemcached_sys::*;
 use newcache_transport::{Error, Result};
 
 use crate::copy::c_bytes;
-use crate::pool::Handle;
+use crate::pool::{Handle, Lease};
 use crate::BinaryTransport;
 
 /// The most connections `drop_stale_connections` polls without allocating.
@@ -86,6 +86,38 @@ impl BinaryTransport {
                 server: self.label(index),
                 retry_in,
             })
+    }
+
+    /// A handle for a request on `key`, with the key's position on it and its server,
+    /// once that server may be sent to ([`gate`](Self::gate)).
+    pub(crate) fn lease_for_key(
+        &self,
+        key: &[u8],
+    ) -> Result<(Lease<'_>, Option<usize>, Option<usize>)> {
+        let h = self.lease()?;
+        let position = self.position_for_key(&h, key);
+        let server = position.and_then(|p| self.server_at(p));
+        if let Some(i) = server {
+            self.gate(i)?;
+        }
+        Ok((h, position, server))
+    }
+
+    /// A request on one key: `op` runs on a handle leased for it ([`lease_for_key`], with
+    /// the key's position), and its outcome is reported to the server's health.
+    ///
+    /// [`lease_for_key`]: Self::lease_for_key
+    pub(crate) fn on_key<R>(
+        &self,
+        key: &[u8],
+        op: impl FnOnce(&Handle, Option<usize>) -> Result<R>,
+    ) -> Result<R> {
+        let (h, position, server) = self.lease_for_key(key)?;
+        let outcome = op(&h, position);
+        if let Some(i) = server {
+            self.health.report(i, &outcome);
+        }
+        outcome
     }
 
     /// The fields of the server at position `p` of `h`, when libmemcached's private layout

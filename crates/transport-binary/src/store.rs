@@ -110,17 +110,9 @@ impl BinaryTransport {
 
     pub(crate) fn incr_decr(&self, key: &[u8], delta: u64, incr: bool) -> Result<Option<u64>> {
         check_key(key)?;
-        let h = self.lease()?;
-        let position = self.position_for_key(&h, key);
-        let server = position.and_then(|p| self.server_at(p));
-        if let Some(i) = server {
-            self.gate(i)?;
-        }
-        let outcome = self.incr_decr_on(&h, key, delta, incr, position);
-        if let Some(i) = server {
-            self.health.report(i, &outcome);
-        }
-        outcome
+        self.on_key(key, |h, position| {
+            self.incr_decr_on(h, key, delta, incr, position)
+        })
     }
 
     fn incr_decr_on(

@@ -27,20 +27,11 @@ impl Transport for BinaryTransport {
 
     fn get(&self, key: &[u8]) -> Result<Option<Item>> {
         check_key(key)?;
-        let h = self.lease()?;
-        let position = self.position_for_key(&h, key);
-        let server = position.and_then(|p| self.server_at(p));
-        if let Some(i) = server {
-            self.gate(i)?;
-        }
         if self.binary {
-            let outcome = self.get_one(&h, key);
-            if let Some(i) = server {
-                self.health.report(i, &outcome);
-            }
-            return outcome;
+            return self.on_key(key, |h, _| self.get_one(h, key));
         }
         // `fetch` reports the server's outcome itself.
+        let (h, position, _) = self.lease_for_key(key)?;
         let one = [position.unwrap_or(0)];
         let asked: &[usize] = if position.is_some() { &one } else { &[] };
         let mut items = self.fetch(&h, &[key], asked)?;
@@ -101,16 +92,7 @@ impl Transport for BinaryTransport {
             // Refused before a handle is leased: nothing is sent.
             self.check_size(request)?;
         }
-        let h = self.lease()?;
-        let server = self.server_for(&h, request.key);
-        if let Some(i) = server {
-            self.gate(i)?;
-        }
-        let outcome = self.store_checked(&h, request);
-        if let Some(i) = server {
-            self.health.report(i, &outcome);
-        }
-        outcome
+        self.on_key(request.key, |h, _| self.store_checked(h, request))
     }
 
     /// One request after another on one handle, every one of them sent, as
@@ -155,16 +137,7 @@ impl Transport for BinaryTransport {
 
     fn delete(&self, key: &[u8]) -> Result<bool> {
         check_key(key)?;
-        let h = self.lease()?;
-        let server = self.server_for(&h, key);
-        if let Some(i) = server {
-            self.gate(i)?;
-        }
-        let outcome = self.delete_on(&h, key);
-        if let Some(i) = server {
-            self.health.report(i, &outcome);
-        }
-        outcome
+        self.on_key(key, |h, _| self.delete_on(h, key))
     }
 
     /// Every key's delete is sent, as in `store_many`: a server that fails gets no more of
@@ -208,29 +181,22 @@ impl Transport for BinaryTransport {
     fn touch(&self, key: &[u8], exptime: u32) -> Result<bool> {
         check_key(key)?;
         self.check_exptime(exptime)?;
-        let h = self.lease()?;
-        let server = self.server_for(&h, key);
-        if let Some(i) = server {
-            self.gate(i)?;
-        }
-        // SAFETY: h is a live handle used by this thread only; the key outlives the call.
-        let rc = unsafe {
-            memcached_touch(
-                h.as_ptr(),
-                key.as_ptr().cast(),
-                key.len(),
-                exptime as time_t,
-            )
-        };
-        let outcome = self.check_no_stray_item(&h, key).and_then(|()| match rc {
-            MEMCACHED_SUCCESS => Ok(true),
-            MEMCACHED_NOTFOUND => Ok(false),
-            rc => Err(self.error(&h, rc, self.label_for_key(&h, key), "touch")),
-        });
-        if let Some(i) = server {
-            self.health.report(i, &outcome);
-        }
-        outcome
+        self.on_key(key, |h, _| {
+            // SAFETY: h is a live handle used by this thread only; the key outlives the call.
+            let rc = unsafe {
+                memcached_touch(
+                    h.as_ptr(),
+                    key.as_ptr().cast(),
+                    key.len(),
+                    exptime as time_t,
+                )
+            };
+            self.check_no_stray_item(h, key).and_then(|()| match rc {
+                MEMCACHED_SUCCESS => Ok(true),
+                MEMCACHED_NOTFOUND => Ok(false),
+                rc => Err(self.error(h, rc, self.label_for_key(h, key), "touch")),
+            })
+        })
     }
 
     fn flush_all(&self) -> Result<()> {

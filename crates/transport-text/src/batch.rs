@@ -8,7 +8,6 @@ use newcache_transport::{Error, Result};
 
 use crate::command::{Cmd, NeedsMeta, Outcome, Wire};
 use crate::conn::{Acquire, Conn, Opened};
-use crate::errors::is_error_line;
 use crate::exchange::Head;
 use crate::multi_get::{encode_multi_get, gets_per_key};
 use crate::proto::{self, meta, Decoder, Expect, Reply, Status};
@@ -230,7 +229,7 @@ impl TextTransport {
             (Batch::Line(_, expect), _) => {
                 let (reply, short) = self.receive(server, &mut conn, &mut Decoder::new(expect))?;
                 lane.shortened |= short;
-                if matches!(&reply, Reply::Status(s) if is_error_line(s)) {
+                if matches!(&reply, Reply::Status(s) if s.is_error()) {
                     lane.refused = true;
                 }
                 answers.push(Answer::Line(Box::new(reply)));

@@ -195,13 +195,6 @@ impl<'a> Cmd<'a> {
 /// length, CAS unique, the tag and two line ends.
 pub(crate) const REQUEST_OVERHEAD: usize = 64;
 
-fn is_error(status: &Status) -> bool {
-    matches!(
-        status,
-        Status::Error | Status::ClientError(_) | Status::ServerError(_)
-    )
-}
-
 fn show(key: &[u8]) -> String {
     String::from_utf8_lossy(key.get(..key.len().min(80)).unwrap_or_default()).into_owned()
 }
@@ -217,7 +210,7 @@ pub(crate) fn interpret(
     opaque: u32,
 ) -> Result<Outcome, Mismatch> {
     if let Reply::Status(status) = &reply {
-        if is_error(status) {
+        if status.is_error() {
             let Reply::Status(status) = reply else {
                 return Err(Mismatch("an error line".into()));
             };

@@ -15,13 +15,6 @@ pub(crate) fn closed_without_reply(e: &Error) -> bool {
         if source.get_ref().is_some_and(|e| e.is::<ClosedWithoutReply>()))
 }
 
-pub(crate) fn is_error_line(status: &Status) -> bool {
-    matches!(
-        status,
-        Status::Error | Status::ClientError(_) | Status::ServerError(_)
-    )
-}
-
 /// The marker of an [`Error::Io`] for a connection closed before any byte of the reply.
 #[derive(Debug)]
 pub(crate) struct ClosedWithoutReply;

@@ -6,7 +6,7 @@ use newcache_transport::{check_key, Item, Result};
 use crate::batch::KEY_OVERHEAD;
 use crate::command::{Cmd, Mismatch, Outcome, Wire};
 use crate::conn::{Acquire, Conn, Server};
-use crate::errors::{is_error_line, status_to_error};
+use crate::errors::status_to_error;
 use crate::exchange::Head;
 use crate::proto::{meta, Decoder, Expect, Meta, Reply};
 use crate::TextTransport;
@@ -146,7 +146,7 @@ impl TextTransport {
                 crate::command::place_values(values, count, key_at, out)
                     .map_err(|m| self.mismatch(server, m))?;
             }
-            Reply::Status(s) if is_error_line(&s) => {
+            Reply::Status(s) if s.is_error() => {
                 return Err(status_to_error(server.label.clone(), s, "gets"))
             }
             other => {

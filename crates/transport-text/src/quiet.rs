@@ -2,7 +2,6 @@
 //! `version` in the classic protocol, quiet `md`s closed by a tagged one in meta.
 
 use crate::command::{Mismatch, Wire};
-use crate::errors::is_error_line;
 use crate::proto::{self, meta, Expect, Meta, Reply, Status};
 
 /// Appends deletes of `keys` (`count` of them) with no reply per key: `delete <key>
@@ -105,7 +104,7 @@ impl QuietRound {
                 let step = match reply {
                     Reply::Status(Status::Version(_)) => return Ok(QuietStep::Done),
                     Reply::Status(Status::Deleted | Status::NotFound) => QuietStep::More,
-                    Reply::Status(s) if is_error_line(&s) => QuietStep::Refused(s),
+                    Reply::Status(s) if s.is_error() => QuietStep::Refused(s),
                     other => {
                         return Err(Mismatch(format!("{other:?} is not an answer to a delete")))
                     }
@@ -122,7 +121,7 @@ impl QuietRound {
             Wire::Meta => {
                 self.lines += 1;
                 match reply {
-                    Reply::Status(s) if is_error_line(&s) => return Ok(QuietStep::RefusedLast(s)),
+                    Reply::Status(s) if s.is_error() => return Ok(QuietStep::RefusedLast(s)),
                     Reply::Meta(Meta::Done | Meta::NotFound) => {
                         let last = self.count.saturating_sub(1);
                         let at = tag

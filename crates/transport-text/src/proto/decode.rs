@@ -22,6 +22,17 @@ pub(super) fn shown(bytes: &[u8]) -> String {
     String::from_utf8_lossy(cut).escape_debug().to_string()
 }
 
+/// A line where another reply was `expected`: memcached's error line (`ERROR`,
+/// `CLIENT_ERROR ...`, `SERVER_ERROR ...`) is the reply to the request; anything else is a
+/// protocol error that names what was expected and what came.
+fn error_line(text: &[u8], expected: &str) -> Result<Status, ParseError> {
+    let status = parse_status(text)?;
+    if status.is_error() {
+        return Ok(status);
+    }
+    err(format!("expected {expected}, got {:?}", shown(text)))
+}
+
 /// Finds the next `\r\n`-terminated line at `buf[pos..]`: `Ok(Some((line, next_pos)))`,
 /// `Ok(None)` when more bytes are needed.
 pub(super) fn line(buf: &[u8], pos: usize) -> Result<Option<(&[u8], usize)>, ParseError> {
@@ -245,15 +256,9 @@ impl Decoder {
                         return Ok(Some(Reply::Values(std::mem::take(&mut self.values))));
                     }
                     if !text.starts_with(b"VALUE ") {
-                        let status = parse_status(text)?;
-                        if matches!(
-                            status,
-                            Status::Error | Status::ClientError(_) | Status::ServerError(_)
-                        ) {
-                            self.pos = next;
-                            return Ok(Some(Reply::Status(status)));
-                        }
-                        return err(format!("expected VALUE or END, got {:?}", shown(text)));
+                        let status = error_line(text, "VALUE or END")?;
+                        self.pos = next;
+                        return Ok(Some(Reply::Status(status)));
                     }
                     let (key, flags, len, cas) = parse_value_header(text)?;
                     let Some((data, after)) = data_block(buf, next, len)? else {
@@ -303,15 +308,9 @@ impl Decoder {
                         return Ok(Some(Reply::Meta(meta)));
                     }
                     if code != b"VA" {
-                        let status = parse_status(text)?;
-                        if matches!(
-                            status,
-                            Status::Error | Status::ClientError(_) | Status::ServerError(_)
-                        ) {
-                            self.pos = next;
-                            return Ok(Some(Reply::Status(status)));
-                        }
-                        return err(format!("expected a meta reply, got {:?}", shown(text)));
+                        let status = error_line(text, "a meta reply")?;
+                        self.pos = next;
+                        return Ok(Some(Reply::Status(status)));
                     }
                     let len = fields
                         .next()
@@ -371,15 +370,9 @@ impl Decoder {
                         self.pos = next;
                         continue;
                     }
-                    let status = parse_status(text)?;
-                    if matches!(
-                        status,
-                        Status::Error | Status::ClientError(_) | Status::ServerError(_)
-                    ) {
-                        self.pos = next;
-                        return Ok(Some(Reply::Status(status)));
-                    }
-                    return err(format!("expected STAT or END, got {:?}", shown(text)));
+                    let status = error_line(text, "STAT or END")?;
+                    self.pos = next;
+                    return Ok(Some(Reply::Status(status)));
                 }
             }
         }

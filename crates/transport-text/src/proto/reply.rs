@@ -35,6 +35,17 @@ pub enum Status {
     ServerError(String),
 }
 
+impl Status {
+    /// True for memcached's error lines (`ERROR`, `CLIENT_ERROR ...`, `SERVER_ERROR ...`),
+    /// which may answer any request in place of the reply it expects.
+    pub fn is_error(&self) -> bool {
+        matches!(
+            self,
+            Status::Error | Status::ClientError(_) | Status::ServerError(_)
+        )
+    }
+}
+
 /// A key as a `VALUE` line names it, kept inline: reading it allocates nothing.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub struct ReplyKey {

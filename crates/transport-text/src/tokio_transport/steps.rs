@@ -5,7 +5,6 @@
 use newcache_transport::{Item, Store, StoreMode};
 
 use crate::command::{self, Cmd, Outcome, Wire};
-use crate::errors::is_error_line;
 use crate::proto::{meta, Decoder, Expect, Meta, Reply, Status};
 use crate::quiet::{QuietRound, QuietStep};
 
@@ -157,7 +156,7 @@ impl Step {
                         .map_err(|m| m.0)?;
                     Ok(Taken::Answer(Some(Answer::Items(items))))
                 }
-                Reply::Status(s) if is_error_line(&s) => Ok(Taken::Stop(s)),
+                Reply::Status(s) if s.is_error() => Ok(Taken::Stop(s)),
                 other => Err(format!("{other:?} is not an answer to a multi-get")),
             },
             Step::Closer { key, opaque } => match reply {
@@ -170,7 +169,7 @@ impl Step {
                 )),
             },
             Step::Line(_) => match reply {
-                Reply::Status(s) if is_error_line(&s) => Ok(Taken::Stop(s)),
+                Reply::Status(s) if s.is_error() => Ok(Taken::Stop(s)),
                 reply => Ok(Taken::Answer(Some(Answer::Line(Box::new(reply))))),
             },
             Step::Quiet { round, keys } => {
