@@ -16,6 +16,10 @@ pub(crate) struct WireKeys<'k, K> {
     ends: Vec<usize>,
     /// The key the key function could not make valid, with why: the call's error.
     refused: Option<InvalidKey>,
+    /// The key function's keys are all valid or all refused
+    /// ([`KeyFunction::validity_is_fixed`]): once the first is checked, the others are
+    /// not (the transport still checks every key it sends).
+    fixed: bool,
 }
 
 impl<'k, K: AsRef<str>> WireKeys<'k, K> {
@@ -26,6 +30,7 @@ impl<'k, K: AsRef<str>> WireKeys<'k, K> {
             buf: Vec::with_capacity(keys.len() * 64),
             ends: Vec::with_capacity(keys.len()),
             refused: None,
+            fixed: key_function.validity_is_fixed(),
         }
     }
 
@@ -35,7 +40,11 @@ impl<'k, K: AsRef<str>> WireKeys<'k, K> {
             return Ok(());
         }
         let key = self.keys.get(i).map_or("", AsRef::as_ref);
-        write_valid_key(self.key_function, key, &mut self.buf)?;
+        if self.fixed && i > 0 {
+            self.key_function.write_key(key, &mut self.buf);
+        } else {
+            write_valid_key(self.key_function, key, &mut self.buf)?;
+        }
         self.ends.push(self.buf.len());
         Ok(())
     }
