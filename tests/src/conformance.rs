@@ -70,7 +70,7 @@ pub use limits::{
     store_many_refuses_each_value_over_the_limit_by_itself,
 };
 pub use made::{
-    get_many_made_hands_over_what_get_many_answers,
+    get_many_made_hands_over_what_get_many_answers, get_many_made_says_when_its_request_is_out,
     get_many_made_stops_at_a_key_that_cannot_be_made,
 };
 pub use server::{flush_all_empties_every_server, stats_report_the_items_of_every_server};

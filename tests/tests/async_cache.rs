@@ -117,6 +117,40 @@ fn herd_state_written_by_either_cache_is_honoured_by_the_other() {
     assert_eq!((first, second.as_deref()), (None, Some("v1")));
 }
 
+/// A multi-get of many keys over the async transport (its keys owned while the server
+/// answers): hits, misses and keys named twice, read as the blocking cache reads them.
+#[test]
+fn a_large_get_many_reads_what_the_blocking_cache_reads() {
+    let server = Memcached::start();
+    let rt = runtime();
+    let (cache, ac, _) = both(&server, "");
+    let keys: Vec<String> = (0..300).map(|i| format!("large {i} ключ")).collect();
+    for (i, k) in keys.iter().enumerate().filter(|(i, _)| i % 4 != 3) {
+        cache.set(k, &format!("value {i}"), 60).unwrap();
+    }
+    let twice: Vec<&str> = keys.iter().chain(&keys[..80]).map(String::as_str).collect();
+    let blocking = cache.get_many::<_, String>(&twice).unwrap();
+    assert_eq!(blocking.len(), 225);
+    rt.block_on(async {
+        for asked in [&twice[..], &twice[..300], &twice[..10]] {
+            let got = ac.get_many::<_, String>(asked).await.unwrap();
+            assert!(got.is_complete());
+            for (i, k) in asked.iter().enumerate() {
+                let want = (i % 300 % 4 != 3).then(|| format!("value {}", i % 300));
+                assert_eq!(got.get(*k), want.as_ref(), "{k}");
+            }
+            assert_eq!(
+                got.len(),
+                asked
+                    .iter()
+                    .take(300)
+                    .filter(|k| blocking.contains_key(**k))
+                    .count()
+            );
+        }
+    });
+}
+
 #[test]
 fn every_operation_works_as_the_blocking_caches_does() {
     let server = Memcached::start();

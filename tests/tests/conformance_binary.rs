@@ -3,7 +3,7 @@
 //! one server and on a cluster of three.
 #![cfg(feature = "binary")]
 
-use newcache_tests::ServerFixture;
+use newcache_tests::{Fixture, ServerFixture};
 use newcache_transport_binary::{BinaryConfig, BinaryTransport};
 
 /// `servers` fresh memcached processes and a libmemcached transport over them.
@@ -18,6 +18,19 @@ fn fixture(servers: usize, binary_protocol: bool) -> ServerFixture {
                 .unwrap_or_else(|e| panic!("BinaryTransport::new failed: {e}")),
         )
     })
+}
+
+/// libmemcached writes a multi-get (`memcached_mget`) before it reads the replies
+/// (`memcached_fetch_result`), in either protocol, on one server or several: the caller is
+/// told in between.
+#[test]
+fn get_many_made_says_when_its_request_is_out() {
+    for (servers, binary_protocol) in [(1, true), (1, false), (3, true)] {
+        let fixture = fixture(servers, binary_protocol);
+        newcache_tests::conformance::get_many_made_says_when_its_request_is_out(
+            fixture.transport(),
+        );
+    }
 }
 
 /// memcached's binary protocol, one server.

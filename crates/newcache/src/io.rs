@@ -93,6 +93,21 @@ pub(crate) trait Io: Sync {
     fn wait_for<'a>(&'a self, flight: &'a Flight) -> impl Future<Output = ()> + Send + 'a;
 }
 
+/// Awaits `request`, running `meanwhile` once its first poll has sent it and left it
+/// waiting for the reply: work that needs no reply then overlaps the server's. A request
+/// done at its first poll (a blocking one) runs no `meanwhile`.
+pub(crate) async fn meanwhile<F: Future>(request: F, meanwhile: &impl Fn()) -> F::Output {
+    let mut request = std::pin::pin!(request);
+    let first = std::future::poll_fn(|cx| Poll::Ready(request.as_mut().poll(cx))).await;
+    match first {
+        Poll::Ready(out) => out,
+        Poll::Pending => {
+            meanwhile();
+            request.await
+        }
+    }
+}
+
 /// A blocking transport as an [`Io`]: each future is the blocking call, made when the
 /// future is created and ready at once.
 pub(crate) struct Blocking<'t>(pub(crate) &'t dyn Transport);

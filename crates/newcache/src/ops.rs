@@ -13,7 +13,8 @@ use newcache_herd::{value_flags, Herd, ReadDecision};
 use newcache_transport::{Item, MadeKeys, StoreMode, StoreStatus};
 
 use crate::herd_read::{Looked, Opened, Pending};
-use crate::io::Io;
+use crate::io::{meanwhile as io_meanwhile, Io};
+use crate::many::Filling;
 use crate::observe::{Event, Observer};
 use crate::read_through::Flight;
 use crate::wire_keys::WireKeys;
@@ -303,18 +304,22 @@ impl Core {
     {
         self.observer
             .op("get_many", async move {
-                let mut out = HashMap::with_capacity(keys.len());
+                let filling = Filling::new(keys);
+                let mut out = filling.taker();
                 let mut failed: Vec<(usize, Error)> = Vec::new();
-                self.read_many(io, "get_many", keys, |i, read: Result<T>| {
-                    let key = keys.get(i).map_or("", AsRef::as_ref);
-                    match read {
-                        Ok(value) => {
-                            out.insert(key.to_owned(), value);
-                        }
+                let prepare = || filling.prepare();
+                self.read_many(
+                    io,
+                    "get_many",
+                    keys,
+                    &prepare,
+                    |i, read: Result<T>| match read {
+                        Ok(value) => out.insert(i, value),
                         Err(e) => failed.push((i, e)),
-                    }
-                })
+                    },
+                )
                 .await?;
+                let out = out.into_map();
                 failed.sort_by_key(|(i, _)| *i);
                 let failed = failed
                     .into_iter()
@@ -346,6 +351,7 @@ impl Core {
                     io,
                     "get_many_ordered",
                     keys,
+                    &|| {},
                     |i, read: Result<T>| match read {
                         Ok(value) => {
                             if let Some(slot) = out.get_mut(i) {
@@ -376,6 +382,7 @@ impl Core {
         io: &I,
         op: &'static str,
         keys: &[K],
+        meanwhile: &impl Fn(),
         mut found: impl FnMut(usize, Result<T>),
     ) -> Result<()>
     where
@@ -396,7 +403,7 @@ impl Core {
         // sends the first before the rest are made (`Transport::get_many_made`): when the key
         // function's keys are all valid or all refused. Else every key is made and checked
         // first, so that a refused key sends nothing.
-        let mut made = WireKeys::new(self.key_function.as_ref(), keys);
+        let mut made = WireKeys::new(self.key_function.as_ref(), keys, meanwhile);
         if !self.key_function.validity_is_fixed() {
             made.all()?;
         }
@@ -413,7 +420,7 @@ impl Core {
         let metas = if self.meta(io).await {
             let refs = made.all()?;
             let recache = self.herd.herd_timeout.max(1);
-            match io.meta_get_many(&refs, recache).await {
+            match io_meanwhile(io.meta_get_many(&refs, recache), meanwhile).await {
                 Ok(metas) => Some(metas),
                 // No meta protocol here: lease from now on, starting with this read.
                 Err(e) if self.meta_refused(&e) => None,
@@ -435,7 +442,7 @@ impl Core {
                 Some(read) => read.map_err(|e| made.failure(e))?,
                 None => {
                     let refs = made.all()?;
-                    let items = io.get_many(&refs).await?;
+                    let items = io_meanwhile(io.get_many(&refs), meanwhile).await?;
                     for (i, (item, wire)) in items.into_iter().zip(&refs).enumerate() {
                         take(i, item.map(|item| self.look(op, wire, item, now)));
                     }

@@ -7,7 +7,7 @@ use newcache_transport::MadeKeys;
 use crate::{Error, KeyFunction, Result};
 
 /// The wire keys of the caller's `keys`, made one at a time.
-pub(crate) struct WireKeys<'k, K> {
+pub(crate) struct WireKeys<'k, K, M: ?Sized> {
     key_function: &'k dyn KeyFunction,
     keys: &'k [K],
     /// Every key made so far, back to back.
@@ -20,10 +20,12 @@ pub(crate) struct WireKeys<'k, K> {
     /// ([`KeyFunction::validity_is_fixed`]): once the first is checked, the others are
     /// not (the transport still checks every key it sends).
     fixed: bool,
+    /// The caller's work for when the request is out ([`MadeKeys::sent`]).
+    meanwhile: &'k M,
 }
 
-impl<'k, K: AsRef<str>> WireKeys<'k, K> {
-    pub(crate) fn new(key_function: &'k dyn KeyFunction, keys: &'k [K]) -> Self {
+impl<'k, K: AsRef<str>, M: Fn() + ?Sized> WireKeys<'k, K, M> {
+    pub(crate) fn new(key_function: &'k dyn KeyFunction, keys: &'k [K], meanwhile: &'k M) -> Self {
         WireKeys {
             key_function,
             keys,
@@ -31,6 +33,7 @@ impl<'k, K: AsRef<str>> WireKeys<'k, K> {
             ends: Vec::with_capacity(keys.len()),
             refused: None,
             fixed: key_function.validity_is_fixed(),
+            meanwhile,
         }
     }
 
@@ -69,7 +72,7 @@ impl<'k, K: AsRef<str>> WireKeys<'k, K> {
     }
 }
 
-impl<K: AsRef<str>> MadeKeys for WireKeys<'_, K> {
+impl<K: AsRef<str>, M: Fn() + ?Sized> MadeKeys for WireKeys<'_, K, M> {
     fn count(&self) -> usize {
         self.keys.len()
     }
@@ -91,5 +94,9 @@ impl<K: AsRef<str>> MadeKeys for WireKeys<'_, K> {
             None => 0,
         };
         self.buf.get(start..*self.ends.get(i)?)
+    }
+
+    fn sent(&self) {
+        (self.meanwhile)();
     }
 }

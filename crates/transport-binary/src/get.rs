@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::os::raw::c_char;
 
 use libmemcached_sys::*;
-use newcache_transport::{Error, Item, Result};
+use newcache_transport::{check_key, Error, Item, Result};
 
 use crate::copy::c_bytes;
 use crate::errors::out_of_memory;
@@ -14,6 +14,60 @@ use crate::pool::{Handle, ResultBuf};
 use crate::BinaryTransport;
 
 impl BinaryTransport {
+    /// [`Transport::get_many`](newcache_transport::Transport::get_many), with `sent` run
+    /// once the request is written and before the replies are read.
+    ///
+    /// One multi-get for every server's keys (libmemcached writes every server's request
+    /// before reading a reply). A server that is left alone, or fails during the call,
+    /// leaves its keys as misses, as in the text transport; the call fails only when every
+    /// server failed, or one failed otherwise than by being unreachable, hung or down.
+    pub(crate) fn get_many_then(
+        &self,
+        keys: &[&[u8]],
+        sent: &dyn Fn(),
+    ) -> Result<Vec<Option<Item>>> {
+        for key in keys {
+            check_key(key)?;
+        }
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut distinct: Vec<&[u8]> = keys.to_vec();
+        distinct.sort_unstable();
+        distinct.dedup();
+        let h = self.lease()?;
+        if self.position_to_server.len() == 1 {
+            // One server, never left alone: no placement to look up.
+            let mut items = self.fetch(&h, &distinct, &[0], sent)?;
+            return Ok(Self::in_order(keys, distinct.len(), &mut items));
+        }
+        let mut asked_keys: Vec<&[u8]> = Vec::with_capacity(distinct.len());
+        let mut asked: Vec<usize> = Vec::new();
+        let mut down: Option<Error> = None;
+        for &key in &distinct {
+            let position = self.position_for_key(&h, key);
+            if let Some(p) = position {
+                if let Some(i) = self.server_at(p) {
+                    if let Err(e) = self.gate(i) {
+                        down.get_or_insert(e);
+                        continue;
+                    }
+                }
+                if !asked.contains(&p) {
+                    asked.push(p);
+                }
+            }
+            asked_keys.push(key);
+        }
+        if asked_keys.is_empty() {
+            if let Some(e) = down {
+                return Err(e);
+            }
+        }
+        let mut items = self.fetch(&h, &asked_keys, &asked, sent)?;
+        Ok(Self::in_order(keys, distinct.len(), &mut items))
+    }
+
     /// Runs a multi-get of `keys` (distinct, valid, **sorted**) on `h` and reads every item.
     /// `asked` are the positions of the servers that hold the keys (none of them left
     /// alone).
@@ -29,6 +83,7 @@ impl BinaryTransport {
         h: &Handle,
         keys: &[&[u8]],
         asked: &[usize],
+        then_sent: &dyn Fn(),
     ) -> Result<HashMap<Vec<u8>, Item>> {
         let mut items = HashMap::with_capacity(keys.len());
         if keys.is_empty() {
@@ -43,6 +98,10 @@ impl BinaryTransport {
         // entries pointing into key buffers that outlive the call.
         let sent =
             unsafe { memcached_mget(h.as_ptr(), pointers.as_ptr(), lengths.as_ptr(), keys.len()) };
+        if !memcached_failed(sent) {
+            // Written; the replies are read next: the caller's work overlaps the servers'.
+            then_sent();
+        }
 
         let mut rc = MEMCACHED_SUCCESS;
         let mut stray = None;

@@ -5,7 +5,8 @@ use std::ptr;
 
 use libmemcached_sys::*;
 use newcache_transport::{
-    check_key, Error, Item, Result, ServerStats, Store, StoreMode, StoreStatus, Transport,
+    check_key, get_many_made_with, Error, Found, Item, MadeKeys, Result, ServerStats, Store,
+    StoreMode, StoreStatus, Transport,
 };
 
 use crate::batch::Batch;
@@ -34,55 +35,20 @@ impl Transport for BinaryTransport {
         let (h, position, _) = self.lease_for_key(key)?;
         let one = [position.unwrap_or(0)];
         let asked: &[usize] = if position.is_some() { &one } else { &[] };
-        let mut items = self.fetch(&h, &[key], asked)?;
+        let mut items = self.fetch(&h, &[key], asked, &|| {})?;
         Ok(items.remove(key))
     }
 
-    /// One multi-get for every server's keys (libmemcached writes every server's request
-    /// before reading a reply). A server that is left alone, or fails during the call,
-    /// leaves its keys as misses, as in the text transport; the call fails only when every
-    /// server failed, or one failed otherwise than by being unreachable, hung or down.
+    /// One multi-get for every server's keys: see `get_many_then` (get.rs) for how a
+    /// server that fails is answered.
     fn get_many(&self, keys: &[&[u8]]) -> Result<Vec<Option<Item>>> {
-        for key in keys {
-            check_key(key)?;
-        }
-        if keys.is_empty() {
-            return Ok(Vec::new());
-        }
-        let mut distinct: Vec<&[u8]> = keys.to_vec();
-        distinct.sort_unstable();
-        distinct.dedup();
-        let h = self.lease()?;
-        if self.position_to_server.len() == 1 {
-            // One server, never left alone: no placement to look up.
-            let mut items = self.fetch(&h, &distinct, &[0])?;
-            return Ok(Self::in_order(keys, distinct.len(), &mut items));
-        }
-        let mut asked_keys: Vec<&[u8]> = Vec::with_capacity(distinct.len());
-        let mut asked: Vec<usize> = Vec::new();
-        let mut down: Option<Error> = None;
-        for &key in &distinct {
-            let position = self.position_for_key(&h, key);
-            if let Some(p) = position {
-                if let Some(i) = self.server_at(p) {
-                    if let Err(e) = self.gate(i) {
-                        down.get_or_insert(e);
-                        continue;
-                    }
-                }
-                if !asked.contains(&p) {
-                    asked.push(p);
-                }
-            }
-            asked_keys.push(key);
-        }
-        if asked_keys.is_empty() {
-            if let Some(e) = down {
-                return Err(e);
-            }
-        }
-        let mut items = self.fetch(&h, &asked_keys, &asked)?;
-        Ok(Self::in_order(keys, distinct.len(), &mut items))
+        self.get_many_then(keys, &|| {})
+    }
+
+    /// One multi-get of every key, as [`Transport::get_many`]; the keys' `sent` runs while
+    /// the servers answer (between `memcached_mget` and the first fetch).
+    fn get_many_made(&self, keys: &mut dyn MadeKeys, found: &mut Found<'_>) -> Result<()> {
+        get_many_made_with(keys, found, |keys, sent| self.get_many_then(keys, sent))
     }
 
     fn store(&self, request: &Store<'_>) -> Result<StoreStatus> {

@@ -129,6 +129,10 @@ impl TextTransport {
                 }
                 next = end;
             }
+            if next >= n {
+                // Nothing more goes out: the caller's own work overlaps the server's.
+                keys.sent();
+            }
             for part in parts.iter().take(sent) {
                 let count = part.end - part.start;
                 slots.clear();

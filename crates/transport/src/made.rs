@@ -5,7 +5,9 @@
 //! spends a few microseconds per hundred keys before a plain multi-get can send anything.
 //! Handed the making instead, a transport can send the first keys at once and make the rest
 //! while the server answers them, and hand each reply over as it is read, so the caller's
-//! work on the first values overlaps the server's on the last.
+//! work on the first values overlaps the server's on the last. It also tells the caller when
+//! the request is out ([`MadeKeys::sent`]), so the caller's work that needs no reply (the
+//! cache owns the keys of the map it returns then) overlaps the server's too.
 
 use crate::{Error, Item, KeyError, Result, Transport};
 
@@ -57,6 +59,12 @@ pub trait MadeKeys {
 
     /// The `i`th key, once made; `None` before.
     fn key(&self, i: usize) -> Option<&[u8]>;
+
+    /// Told once every key is sent and before the replies are read, by a transport that
+    /// waits for them there: what the caller does here (owning the keys its result will
+    /// hold, say) runs while the server answers, not after. A transport may not call it (the
+    /// default does nothing), so a caller must not depend on it.
+    fn sent(&self) {}
 }
 
 /// What a multi-get hands over: `(i, key, item)` for the `i`th key's item, for each key that
@@ -69,13 +77,22 @@ pub type Found<'f> = dyn FnMut(usize, &[u8], Item) + 'f;
 /// A key the maker did not give back after making it is an empty key, which every transport
 /// refuses ([`KeyError::Empty`]).
 pub fn make_all(keys: &mut dyn MadeKeys) -> Result<Vec<&[u8]>> {
+    make_each(keys).map(every_key)
+}
+
+/// Makes every key of `keys`, in order; then they are only read.
+fn make_each(keys: &mut dyn MadeKeys) -> Result<&dyn MadeKeys> {
     for i in 0..keys.count() {
         keys.make(i)?;
     }
-    let keys = &*keys;
-    Ok((0..keys.count())
+    Ok(keys)
+}
+
+/// Every made key, in order (an empty key for one the maker did not give back).
+fn every_key(keys: &dyn MadeKeys) -> Vec<&[u8]> {
+    (0..keys.count())
         .map(|i| keys.key(i).unwrap_or_default())
-        .collect())
+        .collect()
 }
 
 /// [`Transport::get_many_made`] sent at once: every key made ([`make_all`]), one
@@ -86,9 +103,21 @@ pub fn get_many_made_at_once(
     keys: &mut dyn MadeKeys,
     found: &mut Found<'_>,
 ) -> Result<()> {
-    let keys = make_all(keys)?;
-    let items = transport.get_many(&keys)?;
-    for (i, (item, key)) in items.into_iter().zip(&keys).enumerate() {
+    get_many_made_with(keys, found, |keys, _| transport.get_many(keys))
+}
+
+/// [`Transport::get_many_made`] as one multi-get of every key: each key made, then
+/// `get_many` of them all, given the keys' [`MadeKeys::sent`] to call once its request is
+/// out (a multi-get that writes before it reads), then each item handed to `found`.
+pub fn get_many_made_with(
+    keys: &mut dyn MadeKeys,
+    found: &mut Found<'_>,
+    get_many: impl FnOnce(&[&[u8]], &dyn Fn()) -> Result<Vec<Option<Item>>>,
+) -> Result<()> {
+    let keys = make_each(keys)?;
+    let made = every_key(keys);
+    let items = get_many(&made, &|| keys.sent())?;
+    for (i, (item, key)) in items.into_iter().zip(&made).enumerate() {
         if let Some(item) = item {
             found(i, key, item);
         }

@@ -1,7 +1,10 @@
 //! Multi-gets whose keys are made during the call (`Transport::get_many_made`): the same
 //! reads as `get_many`, and a key that cannot be made stops the call cleanly.
 
-use newcache_transport::{Error, Item, KeyError, MadeKeys, Result};
+use std::cell::RefCell;
+use std::rc::Rc;
+
+use newcache_transport::{Error, Item, KeyError, MadeKeys, Result, Transport};
 
 use super::{get, keys, ok, refs, set, show, Fixture};
 
@@ -12,6 +15,9 @@ struct Listed<'k> {
     made: Vec<Vec<u8>>,
     fail_at: Option<usize>,
     bad_at: Option<usize>,
+    /// How many keys were made at each call of [`MadeKeys::sent`] (shared, so that the
+    /// items' callback can look while the transport holds the maker).
+    sent: Rc<RefCell<Vec<usize>>>,
 }
 
 impl<'k> Listed<'k> {
@@ -21,6 +27,7 @@ impl<'k> Listed<'k> {
             made: Vec::new(),
             fail_at: None,
             bad_at: None,
+            sent: Rc::default(),
         }
     }
 }
@@ -54,6 +61,10 @@ impl MadeKeys for Listed<'_> {
 
     fn key(&self, i: usize) -> Option<&[u8]> {
         self.made.get(i).map(Vec::as_slice)
+    }
+
+    fn sent(&self) {
+        self.sent.borrow_mut().push(self.made.len());
     }
 }
 
@@ -93,6 +104,11 @@ pub fn get_many_made_hands_over_what_get_many_answers(f: &dyn Fixture) {
         });
         ok("get_many_made", outcome);
         assert_eq!(listed.made.len(), count, "{count} keys: every key made");
+        let sent = listed.sent.borrow();
+        assert!(
+            sent.len() <= 1 && sent.iter().all(|&made| made == count),
+            "{count} keys: `sent` is told once at most, when every key is out: {sent:?}"
+        );
         for (i, (want, have)) in expected.iter().zip(&got).enumerate() {
             assert_eq!(
                 want.as_ref().map(|w| (&w.value, w.flags)),
@@ -158,4 +174,30 @@ pub fn get_many_made_stops_at_a_key_that_cannot_be_made(f: &dyn Fixture) {
             .as_ref()
             .is_some_and(|item| item.value == format!("value {i}").into_bytes())));
     }
+}
+
+/// A transport that writes a multi-get before it reads the replies (on one server, of 100
+/// keys) tells the keys' maker when the request is out: once, every key made, before the
+/// first item is handed over, so the caller's work there overlaps the server's.
+///
+/// Not a case of the suite: the text transport and libmemcached's run it; a backend that
+/// answers in the same step it is asked (the memory one) has no such moment.
+pub fn get_many_made_says_when_its_request_is_out(t: &dyn Transport) {
+    let keys = keys("sent", 100);
+    for k in &keys {
+        set(t, k, b"v", 0, 0);
+    }
+    let mut listed = Listed::new(&keys);
+    let sent = Rc::clone(&listed.sent);
+    let mut sent_before_items = Vec::new();
+    let outcome = t.get_many_made(&mut listed, &mut |_, _, _| {
+        sent_before_items.push(sent.borrow().len());
+    });
+    ok("get_many_made", outcome);
+    assert_eq!(*sent.borrow(), [100], "told once, every key made");
+    assert_eq!(sent_before_items.len(), 100, "every key a hit");
+    assert!(
+        sent_before_items.iter().all(|&told| told == 1),
+        "told before the first item: {sent_before_items:?}"
+    );
 }

@@ -276,6 +276,11 @@ fn a_large_get_many_with_hashed_keys_reads_right_and_a_bad_flavor_sends_nothing(
         let want = (i % 4 != 3).then(|| format!("value {i}"));
         assert_eq!(got.get(k), want.as_ref(), "{k}");
     }
+    // Keys named twice (each copy its own position on the wire) read the same map.
+    let twice: Vec<&str> = keys.iter().chain(&keys[..80]).map(String::as_str).collect();
+    let again = e.cache.get_many::<_, String>(&twice).unwrap();
+    assert!(again.is_complete());
+    assert_eq!(*again, *got);
 
     let bad = newcache::Builder::from_url(&format!("newcache://{}/?{TRANSPORT}", e.server.addr()))
         .unwrap()
