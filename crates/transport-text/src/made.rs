@@ -15,7 +15,7 @@
 //! [`Transport::get_many_made`]: newcache_transport::Transport::get_many_made
 
 use newcache_transport::{
-    check_key, get_many_made_at_once, made_key, Error, Found, Item, MadeKeys, Result,
+    check_key, get_many_made_with, made_key, Error, Found, Item, MadeKeys, Result,
 };
 
 use crate::batch::RoundLimit;
@@ -38,14 +38,15 @@ struct Part {
 
 impl TextTransport {
     /// [`Transport::get_many_made`]: in halves on a cluster of one server when there are
-    /// [`HALVES_FROM`] keys or more; else every key made, then [`Transport::get_many`].
+    /// [`HALVES_FROM`] keys or more; else every key made, then [`Transport::get_many`] (on
+    /// one server, `sent` told between writing it and reading the replies).
     pub(crate) fn get_many_in_parts(
         &self,
         keys: &mut dyn MadeKeys,
         found: &mut Found<'_>,
     ) -> Result<()> {
         if self.servers.len() != 1 || keys.count() < HALVES_FROM {
-            return get_many_made_at_once(self, keys, found);
+            return get_many_made_with(keys, found, |keys, sent| self.get_many_then(keys, sent));
         }
         // The first key before any connection: a key function whose keys are all refused
         // (a bad prefix) then costs no connection, no probe, nothing sent.

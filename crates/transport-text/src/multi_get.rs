@@ -15,13 +15,17 @@ impl TextTransport {
     /// `get_many` on a one-server cluster: one request (`gets` of every key, or one `mg`
     /// per key), its replies read straight into the result: nothing is allocated but the
     /// result and its values.
-    pub(crate) fn get_many_on_one_server(&self, keys: &[&[u8]]) -> Result<Vec<Option<Item>>> {
+    pub(crate) fn get_many_on_one_server(
+        &self,
+        keys: &[&[u8]],
+        sent: &dyn Fn(),
+    ) -> Result<Vec<Option<Item>>> {
         let mut out = vec![None; keys.len()];
         if keys.is_empty() {
             return Ok(out);
         }
         self.on_one_server(|server, conn, head| {
-            self.multi_get_exchange(server, conn, keys, &mut out, head)
+            self.multi_get_exchange(server, conn, keys, &mut out, head, sent)
         })?;
         Ok(out)
     }
@@ -58,6 +62,7 @@ impl TextTransport {
         keys: &[&[u8]],
         out: &mut [Option<Item>],
         head: &mut Head,
+        sent: &dyn Fn(),
     ) -> Result<()> {
         conn.wbuf.clear();
         if gets_per_key(conn.wire, keys.len()) {
@@ -68,6 +73,7 @@ impl TextTransport {
             }
             *head = Head::of(&conn.wbuf);
             self.send(server, &mut conn)?;
+            sent();
             let shortened = self.read_gets(server, &mut conn, keys, first, |m, item| {
                 if let Some(slot) = out.get_mut(m) {
                     *slot = item;
@@ -78,6 +84,7 @@ impl TextTransport {
         let closer = encode_multi_get(&mut conn, keys.iter().copied());
         *head = Head::of(&conn.wbuf);
         self.send(server, &mut conn)?;
+        sent();
         let shortened = self.read_multi_get(
             server,
             &mut conn,

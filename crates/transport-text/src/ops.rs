@@ -23,6 +23,37 @@ impl TextTransport {
         }
         Ok(())
     }
+
+    /// [`Transport::get_many`], with `sent` run once a one-server request is written and
+    /// before its replies are read (a multi-server one does not run it).
+    pub(crate) fn get_many_then(
+        &self,
+        keys: &[&[u8]],
+        sent: &dyn Fn(),
+    ) -> Result<Vec<Option<Item>>> {
+        if self.servers.len() == 1 && RoundLimit::VALUES.fits(keys.iter().map(|k| get_cost(k))) {
+            for key in keys {
+                check_key(key)?;
+            }
+            return self.get_many_on_one_server(keys, sent);
+        }
+        let groups = self.keys_by_server(keys)?;
+        let mut out = vec![None; keys.len()];
+        let outcomes = self.pipelined(&groups, Batch::Gets(keys), RoundLimit::VALUES);
+        for (index, answers) in Self::tolerant(outcomes)? {
+            for answer in answers {
+                match answer {
+                    Answer::Key(i, Outcome::Item(item)) => {
+                        if let Some(slot) = out.get_mut(i) {
+                            *slot = item;
+                        }
+                    }
+                    other => return Err(self.answer_error(index, other)),
+                }
+            }
+        }
+        Ok(out)
+    }
 }
 
 impl Transport for TextTransport {
@@ -45,28 +76,7 @@ impl Transport for TextTransport {
     }
 
     fn get_many(&self, keys: &[&[u8]]) -> Result<Vec<Option<Item>>> {
-        if self.servers.len() == 1 && RoundLimit::VALUES.fits(keys.iter().map(|k| get_cost(k))) {
-            for key in keys {
-                check_key(key)?;
-            }
-            return self.get_many_on_one_server(keys);
-        }
-        let groups = self.keys_by_server(keys)?;
-        let mut out = vec![None; keys.len()];
-        let outcomes = self.pipelined(&groups, Batch::Gets(keys), RoundLimit::VALUES);
-        for (index, answers) in Self::tolerant(outcomes)? {
-            for answer in answers {
-                match answer {
-                    Answer::Key(i, Outcome::Item(item)) => {
-                        if let Some(slot) = out.get_mut(i) {
-                            *slot = item;
-                        }
-                    }
-                    other => return Err(self.answer_error(index, other)),
-                }
-            }
-        }
-        Ok(out)
+        self.get_many_then(keys, &|| {})
     }
 
     /// On a cluster of one server, a multi-get of many keys goes out in parts, each sent as
