@@ -98,7 +98,7 @@ impl<'a, T> IntoIterator for &'a GetMany<T> {
 /// caller's keys. The copies and the map's table are allocations that need no reply: a
 /// transport that says when its request is out ([`MadeKeys::sent`]) gets them made then,
 /// while the server answers ([`Filling::prepare`]); else each key is copied as its value
-/// comes.
+/// comes. The price: a key that misses had its copy made too, and it is freed at the end.
 ///
 /// [`MadeKeys::sent`]: newcache_transport::MadeKeys::sent
 pub(crate) struct Filling<'k, K, T> {
