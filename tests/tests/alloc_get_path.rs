@@ -111,8 +111,9 @@ fn get_many() {
     // bookkeeping of one multi-get: the wire keys' buffer and their ends, the transport's
     // reply list, the list of the map's keys (owned while the server answers,
     // `MadeKeys::sent`), and per half of the request (100 hashed keys go out in two,
-    // `Transport::get_many_made`) its values' list, their keys' buffer and its closing
-    // `mg`'s echoed key; 9 in all here (7 when the request went out whole).
+    // `Transport::get_many_made`) its values' list, their keys' buffer and its tagged
+    // `mg`'s echoed key (before the first half, after the second); 9 in all here (7 when the
+    // request went out whole).
     {
         let cache =
             Cache::from_url(&format!("newcache://{}/?flavor=alloc", one[0].addr())).unwrap();

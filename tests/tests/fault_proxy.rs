@@ -2,8 +2,8 @@
 //! ([`newcache_testkit::proxy::FaultProxy`]) between the text transport and a real memcached
 //! duplicates replies (in the same write and 30 ms later), injects older replies and garbage,
 //! truncates, delays and trickles them one byte at a time, while 16 threads run mixed
-//! operations (get, get_many, set, add, delete, incr, touch, set_many, delete_many_quiet) on
-//! values that carry their own key, version and checksum.
+//! operations (get, get_many, get_many_made, set, add, delete, incr, touch, set_many,
+//! delete_many_quiet) on values that carry their own key, version and checksum.
 //!
 //! Each thread owns its keys and keeps a model of what each may hold (a set of possible
 //! versions; a failed request may or may not have run, and may even run later, after the
@@ -32,11 +32,15 @@ use std::time::{Duration, Instant};
 use newcache_testkit::proxy::{FaultCounts, FaultProxy, Faults};
 use newcache_testkit::Memcached;
 use newcache_tests::checked::{parse_value, value_of, Rng};
-use newcache_transport::{Error, Item, Store, StoreMode, StoreStatus, Transport};
+use newcache_transport::{Error, Item, MadeKeys, Store, StoreMode, StoreStatus, Transport};
 use newcache_transport_text::{Protocol, TextConfig, TextTransport};
 
 const THREADS: usize = 16;
 const KEYS_PER_THREAD: usize = 12;
+/// Keys never written, per thread: the misses of its multi-gets.
+const ABSENT: usize = 50;
+/// How many times a large multi-get names each of the thread's keys.
+const NAMED: usize = 5;
 
 /// How long the effect of a failed request stays possible: one that timed out may still be
 /// on its way to the server (in the proxy's buffers, behind a thread of the proxy the
@@ -231,6 +235,55 @@ impl Model {
     }
 
     /// One random operation, checked.
+    /// A multi-get of 110 keys made during the call (`Transport::get_many_made`): each of
+    /// the thread's keys named [`NAMED`] times, then [`ABSENT`] never written. On one server
+    /// it goes out in two parts, the first sent before the second's keys are made (in meta,
+    /// the first opened by a tagged `mg`, the second closed by one). What it hands over is
+    /// checked when the call succeeds; a failed call's items are the caller's to drop.
+    fn get_many_made(&mut self, t: &dyn Transport, tally: &mut Tally) {
+        let mut keys: Vec<Vec<u8>> = Vec::new();
+        for _ in 0..NAMED {
+            keys.extend(self.keys.iter().cloned());
+        }
+        for n in 0..ABSENT {
+            let mut key = self.absent.clone();
+            key.extend_from_slice(format!(":{n}").as_bytes());
+            keys.push(key);
+        }
+        let mut made = Made {
+            keys: &keys,
+            made: 0,
+        };
+        let mut got: Vec<Option<Item>> = vec![None; keys.len()];
+        let mut twice = Vec::new();
+        let outcome = t.get_many_made(&mut made, &mut |i, key, item| match got.get_mut(i) {
+            Some(slot @ None) if key == keys[i] => *slot = Some(item),
+            _ => twice.push(i),
+        });
+        match outcome {
+            Ok(()) => {
+                for i in twice {
+                    self.wrong(
+                        tally,
+                        format!("get_many_made: key {i} handed over twice, or with another key"),
+                    );
+                }
+                let named = KEYS_PER_THREAD * NAMED;
+                for (i, item) in got.iter().enumerate().take(named) {
+                    self.read(tally, i % KEYS_PER_THREAD, item.as_ref(), "get_many_made");
+                }
+                if let Some(item) = got[named..].iter().flatten().next() {
+                    let what = format!(
+                        "get_many_made: a value ({:?}...) for a key never written",
+                        String::from_utf8_lossy(&item.value[..item.value.len().min(30)])
+                    );
+                    self.wrong(tally, what);
+                }
+            }
+            Err(e) => self.failed(tally, &e),
+        }
+    }
+
     fn step(&mut self, t: &dyn Transport, tally: &mut Tally) {
         tally.ops += 1;
         let k = self.rng.below(KEYS_PER_THREAD as u64) as usize;
@@ -239,7 +292,8 @@ impl Model {
                 Ok(got) => self.read(tally, k, got.as_ref(), "get"),
                 Err(e) => self.failed(tally, &e),
             },
-            25..=39 => {
+            36..=39 => self.get_many_made(t, tally),
+            25..=35 => {
                 // Mostly a few keys (one tagged `mg` each in meta); one in four, all of the
                 // thread's keys and 13 never written (over 20 keys: one `gets` closed by a
                 // tagged `mg`).
@@ -441,6 +495,31 @@ impl Model {
     }
 }
 
+/// A multi-get's keys, already made: each is handed to the transport when it asks.
+struct Made<'k> {
+    keys: &'k [Vec<u8>],
+    made: usize,
+}
+
+impl MadeKeys for Made<'_> {
+    fn count(&self) -> usize {
+        self.keys.len()
+    }
+
+    fn make(&mut self, i: usize) -> newcache_transport::Result<()> {
+        assert_eq!(i, self.made, "keys are made in order, each once");
+        self.made += 1;
+        Ok(())
+    }
+
+    fn key(&self, i: usize) -> Option<&[u8]> {
+        self.keys
+            .get(i)
+            .filter(|_| i < self.made)
+            .map(Vec::as_slice)
+    }
+}
+
 /// Writes every thread's keys and counter with no fault, then runs the threads under
 /// `faults` for `secs`.
 fn hammer(t: &dyn Transport, proxy: &FaultProxy, faults: Faults, secs: Duration) -> Tally {
@@ -450,7 +529,7 @@ fn hammer(t: &dyn Transport, proxy: &FaultProxy, faults: Faults, secs: Duration)
         let start = m.counter_at.0.to_string();
         t.store(&Store::set(&m.counter, start.as_bytes(), 0, 0))
             .expect("the counters are set up without faults");
-        for n in 0..13 {
+        for n in 0..ABSENT {
             let mut key = m.absent.clone();
             key.extend_from_slice(format!(":{n}").as_bytes());
             t.delete(&key).expect("setup");

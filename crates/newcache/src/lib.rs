@@ -276,7 +276,8 @@ impl Cache {
     ///
     /// With the hashed key function (the default), the keys are hashed as the transport asks
     /// for them ([`Transport::get_many_made`]): the text transport sends 64 keys or more for
-    /// one server in two halves, the second hashed while memcached answers the first. With
+    /// one server in two halves, the second hashed while memcached answers the first, and
+    /// the first half's values are decoded while memcached answers the second. With
     /// another key function every key is made and checked first, so a key memcached cannot
     /// take sends nothing.
     pub fn get_many<K, T>(&self, keys: &[K]) -> Result<GetMany<T>>

@@ -1,16 +1,28 @@
 //! Multi-gets whose keys are made during the call ([`Transport::get_many_made`]): on a
 //! cluster of one server, a large one goes out in two halves, the first sent as soon as its
 //! keys are made, so memcached answers it while the caller makes the second; each half's
-//! items are handed over as soon as its reply is read.
+//! items are handed over as soon as its reply is read and checked.
+//!
+//! On a meta connection each half carries one tagged `mg`: the first half's before its
+//! `gets` (its reply is checked from its first byte, and memcached writes it whole, in one
+//! write), the second's after (it closes the call's replies). A tag after each half cost
+//! memcached two writes per half, and the client a wait for each.
 //!
 //! Measured with the interleaved bench (`cargo bench -p newcache-benches --features binary
 //! --bench interleaved`, `get_many_100`: the text `Cache` over the text transport alone
-//! reading the same wire keys), thirteen runs each way, alternating: 0.82x to 0.86x in
-//! halves, 0.76x to 0.81x sent at once. A first part of 32 keys of 100 gained nothing:
-//! memcached answered it before the rest were made and sent, then woke again for them.
-//! The async transport does not do this: two halves queued to its connection's task ran at
-//! 0.66x to 0.69x of raw libmemcached's short-key multi-get, against 0.67x to 0.69x for one
-//! request written on its direct path (four runs each, alternating).
+//! reading the same wire keys), alternating runs on a 2-core VM:
+//! - a tag before the first half and after the second: 0.79x to 0.85x (eight runs);
+//! - a tag after each half: 0.75x to 0.78x (eight runs);
+//! - the whole request at once: 0.79x to 0.81x (twelve runs);
+//! - the first half's items held until the second's tag is read (no tag on the first):
+//!   0.76x to 0.78x (four runs): the overlap is the caller's work on the first half's values.
+//!
+//! On another VM of that kind, with a tag after each half: 0.82x to 0.86x in halves,
+//! 0.76x to 0.81x sent at once (thirteen runs each). A first part of 32 keys of 100 gained
+//! nothing: memcached answered it before the rest were made and sent, then woke again for
+//! them. The async transport does not do this: two halves queued to its connection's task
+//! ran at 0.66x to 0.69x of raw libmemcached's short-key multi-get, against 0.67x to 0.69x
+//! for one request written on its direct path (four runs each, alternating).
 //!
 //! [`Transport::get_many_made`]: newcache_transport::Transport::get_many_made
 
@@ -21,19 +33,29 @@ use newcache_transport::{
 use crate::batch::RoundLimit;
 use crate::conn::{Conn, Server};
 use crate::exchange::Head;
-use crate::multi_get::{encode_multi_get, get_cost};
+use crate::multi_get::{encode_multi_get, encode_opened_multi_get, get_cost};
 use crate::TextTransport;
 
 /// The fewest keys a multi-get is sent in halves for: below it, making the second half
 /// takes less than the extra write costs.
 pub(crate) const HALVES_FROM: usize = 64;
 
-/// A part of a multi-get on the wire: its keys' range and its closing `mg`'s token.
+/// A part of a multi-get on the wire: its keys' range and its tagged `mg`'s token, before
+/// its `gets` (the first of a round's two parts) or after it (the round's last part).
 #[derive(Clone, Copy, Default)]
 struct Part {
     start: usize,
     end: usize,
-    closer: Option<u32>,
+    marker: Option<(Marker, u32)>,
+}
+
+/// Where a part's tagged `mg` stands (on a meta connection).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Marker {
+    /// Before its `gets`, of its first key ([`encode_opened_multi_get`]).
+    Opens,
+    /// After its `gets`, of its last key ([`encode_multi_get`]).
+    Closes,
 }
 
 impl TextTransport {
@@ -115,17 +137,22 @@ impl TextTransport {
                 }
                 conn.wbuf.clear();
                 let made_keys: &dyn MadeKeys = keys;
-                let closer = encode_multi_get(
-                    &mut conn,
-                    (start..end).map(|i| made_keys.key(i).unwrap_or_default()),
-                )
-                .map(|(opaque, _)| opaque);
+                let part_keys = (start..end).map(|i| made_keys.key(i).unwrap_or_default());
+                // A first part that a second follows in this round opens with its tag; the
+                // second (or a round's only part) closes with it.
+                let marker = if sent == 0 && end < n && !full && stopped.is_none() {
+                    encode_opened_multi_get(&mut conn, part_keys)
+                        .map(|(opaque, _)| (Marker::Opens, opaque))
+                } else {
+                    encode_multi_get(&mut conn, part_keys)
+                        .map(|(opaque, _)| (Marker::Closes, opaque))
+                };
                 if start == 0 {
                     *head = Head::of(&conn.wbuf);
                 }
                 self.send(server, &mut conn)?;
                 if let Some(part) = parts.get_mut(sent) {
-                    *part = Part { start, end, closer };
+                    *part = Part { start, end, marker };
                     sent += 1;
                 }
                 next = end;
@@ -140,9 +167,17 @@ impl TextTransport {
                 slots.resize(count, None);
                 let made_keys: &dyn MadeKeys = keys;
                 let key_at = |m: usize| made_keys.key(part.start + m);
-                let closer = part
-                    .closer
-                    .and_then(|opaque| Some((opaque, key_at(count.checked_sub(1)?)?)));
+                let (mut opener, mut closer) = (None, None);
+                match part.marker {
+                    Some((Marker::Opens, opaque)) => opener = key_at(0).map(|k| (opaque, k)),
+                    Some((Marker::Closes, opaque)) => {
+                        closer = key_at(count.saturating_sub(1)).map(|k| (opaque, k));
+                    }
+                    None => {}
+                }
+                if let Some(opener) = opener {
+                    shortened |= self.read_marker(server, &mut conn, opener)?;
+                }
                 shortened |=
                     self.read_multi_get(server, &mut conn, count, key_at, &mut slots, closer)?;
                 for (m, slot) in slots.iter_mut().enumerate() {

@@ -163,23 +163,33 @@ impl TextTransport {
                 ))
             }
         }
-        if let Some((opaque, key)) = closer {
-            let mut decoder = Decoder::new(Expect::Meta);
-            let (reply, short) = self.receive(server, conn, &mut decoder)?;
-            shortened |= short;
-            match reply {
-                Reply::Meta(Meta::Done | Meta::Miss) => decoder
-                    .tag()
-                    .check(opaque, key)
-                    .map_err(|e| self.mismatch(server, Mismatch(e.0)))?,
-                other => {
-                    return Err(self.mismatch(
-                        server,
-                        Mismatch(format!(
-                            "{other:?} where the multi-get's closing mg was due"
-                        )),
-                    ))
-                }
+        if let Some(closer) = closer {
+            shortened |= self.read_marker(server, conn, closer)?;
+        }
+        Ok(shortened)
+    }
+
+    /// Reads the reply to a multi-get's tagged `mg` ([`meta::encode_marker`]) of `key`, sent
+    /// with the token `opaque`: `HD` or `EN` carrying both, else the connection is out of
+    /// step. Says whether the socket's read timeout was shortened.
+    pub(crate) fn read_marker(
+        &self,
+        server: &Server,
+        conn: &mut Conn,
+        (opaque, key): (u32, &[u8]),
+    ) -> Result<bool> {
+        let mut decoder = Decoder::new(Expect::Meta);
+        let (reply, shortened) = self.receive(server, conn, &mut decoder)?;
+        match reply {
+            Reply::Meta(Meta::Done | Meta::Miss) => decoder
+                .tag()
+                .check(opaque, key)
+                .map_err(|e| self.mismatch(server, Mismatch(e.0)))?,
+            other => {
+                return Err(self.mismatch(
+                    server,
+                    Mismatch(format!("{other:?} where a multi-get's tagged mg was due")),
+                ))
             }
         }
         Ok(shortened)
@@ -223,6 +233,32 @@ pub(crate) fn encode_multi_get<'k>(
         *opaque = token.wrapping_add(1);
         token
     })
+}
+
+/// Appends a multi-get of `keys` opened, not closed, by the tagged `mg` of its first key on
+/// a meta connection (`mg <first> k O<n>`, then `gets <key>...`): the first of a multi-get's
+/// two parts ([`crate::made`]), whose second part ends with the closing `mg`. memcached
+/// writes this part's reply (the tag, then the `VALUE` block) at once, so the part costs
+/// the server one write where a closed part costs it two; and the tag, which no earlier
+/// reply carries, is read before the block, so bytes that are not this request's reply (a
+/// duplicate, an older reply) cannot stand before it: the block that follows is the
+/// server's answer, bounded by its `END` and checked key by key. Returns the opening token
+/// and key.
+pub(crate) fn encode_opened_multi_get<'k>(
+    conn: &mut Conn,
+    keys: impl Iterator<Item = &'k [u8]>,
+) -> Option<(u32, &'k [u8])> {
+    let mut keys = keys.peekable();
+    let opener = match (conn.wire, keys.peek().copied()) {
+        (Wire::Meta, Some(first)) => {
+            let opaque = conn.next_opaque();
+            meta::encode_marker(&mut conn.wbuf, first, opaque);
+            Some((opaque, first))
+        }
+        _ => None,
+    };
+    encode_multi_get_into(&mut conn.wbuf, Wire::Classic, keys, || 0);
+    opener
 }
 
 /// [`encode_multi_get`] into any buffer, in `wire`, the closing `mg` tagged with the token

@@ -221,7 +221,9 @@ pub fn encode_arith(out: &mut Vec<u8>, incr: bool, key: &[u8], delta: u64, opaqu
 /// after a classic `gets` of many keys on a meta connection, it closes the `VALUE` block with
 /// a reply no earlier request can have had: bytes that were not this request's reply (a
 /// duplicate, an older reply) cannot sit between the `gets` and it without breaking the
-/// sequence (`VALUE` lines, `END`, this tag), and none can stand in for it.
+/// sequence (`VALUE` lines, `END`, this tag), and none can stand in for it. Sent before a
+/// `gets` (the first part of a multi-get sent in two), it opens the block the same way: no
+/// such bytes can stand before it.
 pub fn encode_marker(out: &mut Vec<u8>, key: &[u8], opaque: u32) {
     command(out, b"mg", key);
     tag_and_end(out, opaque);

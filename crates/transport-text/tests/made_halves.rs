@@ -1,0 +1,199 @@
+//! A large multi-get whose keys are made during the call (`Transport::get_many_made`) on one
+//! memcached: it goes out in two parts, the first opened by a tagged `mg` and the second
+//! closed by one, and what it hands over is memcached's answer, checked before it is handed.
+//! A relay between the transport and a real memcached records the requests and can put
+//! bytes in front of the next reply.
+
+use std::io::{Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use newcache_testkit::Memcached;
+use newcache_transport::{Error, MadeKeys, Result, Store, Transport};
+use newcache_transport_text::{Protocol, TextConfig, TextTransport};
+
+/// What the relay saw and what it is to add.
+#[derive(Default)]
+struct Tap {
+    /// Every byte the client sent, in order.
+    requests: Vec<u8>,
+    /// Bytes written to the client before the next reply, once.
+    inject: Option<Vec<u8>>,
+}
+
+/// A relay in front of `upstream`: records the requests, forwards the replies.
+fn relay(upstream: SocketAddr) -> (String, Arc<Mutex<Tap>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let tap = Arc::new(Mutex::new(Tap::default()));
+    let shared = tap.clone();
+    std::thread::spawn(move || {
+        for client in listener.incoming() {
+            let Ok(client) = client else { return };
+            let server = TcpStream::connect(upstream).unwrap();
+            let (mut c_in, mut c_out) = (client.try_clone().unwrap(), client);
+            let (mut s_in, mut s_out) = (server.try_clone().unwrap(), server);
+            let (up, down) = (shared.clone(), shared.clone());
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 64 * 1024];
+                while let Ok(n) = c_in.read(&mut buf) {
+                    if n == 0 {
+                        break;
+                    }
+                    up.lock().unwrap().requests.extend_from_slice(&buf[..n]);
+                    if s_out.write_all(&buf[..n]).is_err() {
+                        break;
+                    }
+                }
+                let _ = s_out.shutdown(Shutdown::Write);
+            });
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 64 * 1024];
+                while let Ok(n) = s_in.read(&mut buf) {
+                    if n == 0 {
+                        break;
+                    }
+                    let inject = down.lock().unwrap().inject.take();
+                    if let Some(bytes) = inject {
+                        if c_out.write_all(&bytes).is_err() {
+                            break;
+                        }
+                    }
+                    if c_out.write_all(&buf[..n]).is_err() {
+                        break;
+                    }
+                }
+                let _ = c_out.shutdown(Shutdown::Both);
+            });
+        }
+    });
+    (addr, tap)
+}
+
+/// A multi-get's keys, already made: each handed to the transport when it asks.
+struct Made<'k> {
+    keys: &'k [Vec<u8>],
+    made: usize,
+}
+
+impl MadeKeys for Made<'_> {
+    fn count(&self) -> usize {
+        self.keys.len()
+    }
+
+    fn make(&mut self, i: usize) -> Result<()> {
+        assert_eq!(i, self.made, "keys are made in order, each once");
+        self.made += 1;
+        Ok(())
+    }
+
+    fn key(&self, i: usize) -> Option<&[u8]> {
+        self.keys
+            .get(i)
+            .filter(|_| i < self.made)
+            .map(Vec::as_slice)
+    }
+}
+
+/// memcached behind a relay, a meta transport over the relay, and 100 keys holding values
+/// (`v:<key>`) written through it.
+fn setup() -> (Memcached, Arc<Mutex<Tap>>, TextTransport, Vec<Vec<u8>>) {
+    let server = Memcached::start();
+    let (addr, tap) = relay(server.socket_addr());
+    let t = TextTransport::new(TextConfig {
+        servers: vec![addr],
+        read_timeout: Duration::from_millis(500),
+        protocol: Protocol::Meta,
+        ..TextConfig::default()
+    })
+    .unwrap();
+    let keys: Vec<Vec<u8>> = (0..100).map(|i| format!("half:{i}").into_bytes()).collect();
+    for key in &keys {
+        let value = [b"v:".as_slice(), key].concat();
+        t.store(&Store::set(key, &value, 0, 0)).unwrap();
+    }
+    (server, tap, t, keys)
+}
+
+/// `get_many_made` of `keys`: the call's outcome and what it handed over, by index.
+fn made_get(t: &TextTransport, keys: &[Vec<u8>]) -> (Result<()>, Vec<(usize, Vec<u8>)>) {
+    let mut got = Vec::new();
+    let mut made = Made { keys, made: 0 };
+    let outcome = t.get_many_made(&mut made, &mut |i, key, item| {
+        assert_eq!(key, keys[i].as_slice(), "handed over with its own key");
+        got.push((i, item.value));
+    });
+    (outcome, got)
+}
+
+/// The lines of `bytes`, as text.
+fn lines(bytes: &[u8]) -> Vec<String> {
+    String::from_utf8_lossy(bytes)
+        .split("\r\n")
+        .filter(|l| !l.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+#[test]
+fn a_large_made_multi_get_goes_out_in_two_parts_the_first_opened_by_its_tag() {
+    let (_server, tap, t, keys) = setup();
+    tap.lock().unwrap().requests.clear();
+    let (outcome, mut got) = made_get(&t, &keys);
+    outcome.unwrap();
+    got.sort();
+    let want: Vec<(usize, Vec<u8>)> = keys
+        .iter()
+        .enumerate()
+        .map(|(i, k)| (i, [b"v:".as_slice(), k].concat()))
+        .collect();
+    assert_eq!(got, want, "every value, each for its own key");
+
+    let requests = lines(&tap.lock().unwrap().requests);
+    let names = |range: std::ops::Range<usize>| {
+        range
+            .map(|i| String::from_utf8_lossy(&keys[i]).into_owned())
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    assert_eq!(requests.len(), 4, "{requests:#?}");
+    assert!(
+        requests[0].starts_with("mg half:0 k O"),
+        "the first part opens with the tagged mg of its first key: {}",
+        requests[0]
+    );
+    assert_eq!(requests[1], format!("gets {}", names(0..50)));
+    assert_eq!(requests[2], format!("gets {}", names(50..100)));
+    assert!(
+        requests[3].starts_with("mg half:99 k O"),
+        "the second part closes with the tagged mg of its last key: {}",
+        requests[3]
+    );
+    // The connection is in step after it: the next call reads its own answers.
+    let (outcome, got) = made_get(&t, &keys[..3]);
+    outcome.unwrap();
+    assert_eq!(got.len(), 3);
+}
+
+#[test]
+fn bytes_before_the_first_parts_reply_fail_the_call_before_anything_is_handed_over() {
+    let (_server, tap, t, keys) = setup();
+    // An older answer for the first part's keys (what a duplicated reply would be), in front
+    // of memcached's reply to the opening tag.
+    let stale = b"VALUE half:0 0 5 1\r\nstale\r\nVALUE half:1 0 5 2\r\nstale\r\nEND\r\n";
+    tap.lock().unwrap().inject = Some(stale.to_vec());
+    let (outcome, got) = made_get(&t, &keys);
+    assert!(
+        matches!(outcome, Err(Error::Protocol { .. })),
+        "a reply out of step is a protocol error: {outcome:?}"
+    );
+    assert!(got.is_empty(), "nothing was handed over: {got:?}");
+    // The connection that saw it was closed: the next call gets memcached's own values.
+    let (outcome, got) = made_get(&t, &keys);
+    outcome.unwrap();
+    assert_eq!(got.len(), 100);
+    assert!(got
+        .iter()
+        .all(|(i, v)| *v == [b"v:".as_slice(), &keys[*i]].concat()));
+}
