@@ -4,9 +4,16 @@
 //! items are handed over as soon as its reply is read and checked.
 //!
 //! On a meta connection each half carries one tagged `mg`: the first half's before its
-//! `gets` (its reply is checked from its first byte, and memcached writes it whole, in one
-//! write), the second's after (it closes the call's replies). A tag after each half cost
-//! memcached two writes per half, and the client a wait for each.
+//! `gets`, the second's after it. memcached writes the first half's reply (the tag, then
+//! its `VALUE` block) in one write; a tag after each half cost it two writes per half, and
+//! the client a wait for each. What the tags check:
+//! - the opening tag, read first, proves that nothing before it (a duplicate, an older
+//!   reply) is taken for the first half's answer;
+//! - the closing tag, read last, proves that nothing was put inside the call's replies:
+//!   bytes added anywhere before it push it out of its place. The first half's items are
+//!   handed over before it is read, so a call that fails there hands over items that may
+//!   not be the server's answer; [`Transport::get_many_made`] leaves such items to the
+//!   caller to drop, and the cache drops everything a failed call handed over.
 //!
 //! Measured with the interleaved bench (`cargo bench -p newcache-benches --features binary
 //! --bench interleaved`, `get_many_100`: the text `Cache` over the text transport alone

@@ -241,9 +241,9 @@ pub(crate) fn encode_multi_get<'k>(
 /// writes this part's reply (the tag, then the `VALUE` block) at once, so the part costs
 /// the server one write where a closed part costs it two; and the tag, which no earlier
 /// reply carries, is read before the block, so bytes that are not this request's reply (a
-/// duplicate, an older reply) cannot stand before it: the block that follows is the
-/// server's answer, bounded by its `END` and checked key by key. Returns the opening token
-/// and key.
+/// duplicate, an older reply) cannot stand before it. Bytes put inside the block are caught
+/// by the closing `mg` of the second part, which they push out of its place. Returns the
+/// opening token and key.
 pub(crate) fn encode_opened_multi_get<'k>(
     conn: &mut Conn,
     keys: impl Iterator<Item = &'k [u8]>,

@@ -566,8 +566,10 @@ pub trait Transport: Send + Sync + fmt::Debug {
     /// send the first keys before the rest are made, so the server answers them while the
     /// caller makes the others, and hand items over as their replies are read. An error from
     /// [`MadeKeys::make`] fails the call with that error once the replies to the keys already
-    /// sent are read; items handed over before an error are the caller's to drop. By
-    /// default every key is made first and `get_many` sends them.
+    /// sent are read. The items are the call's answer only when it returns `Ok`: a backend
+    /// may hand some over before it has checked the replies that follow (one out of step
+    /// there fails the call), so on an error drop everything it handed over. By default
+    /// every key is made first and `get_many` sends them.
     fn get_many_made(&self, keys: &mut dyn MadeKeys, found: &mut Found<'_>) -> Result<()> {
         get_many_made_at_once(self, keys, found)
     }

@@ -68,7 +68,8 @@ pub trait MadeKeys {
 }
 
 /// What a multi-get hands over: `(i, key, item)` for the `i`th key's item, for each key that
-/// holds one, in no promised order.
+/// holds one, in no promised order. They are the call's answer once it returns `Ok`; after
+/// an error, drop them ([`Transport::get_many_made`]).
 pub type Found<'f> = dyn FnMut(usize, &[u8], Item) + 'f;
 
 /// Makes every key of `keys`, in order, and returns them: the request of a multi-get that
