@@ -32,7 +32,7 @@ use std::time::{Duration, Instant};
 use newcache_testkit::proxy::{FaultCounts, FaultProxy, Faults};
 use newcache_testkit::Memcached;
 use newcache_tests::checked::{parse_value, value_of, Rng};
-use newcache_transport::{Error, Item, MadeKeys, Store, StoreMode, StoreStatus, Transport};
+use newcache_transport::{Error, Item, Premade, Store, StoreMode, StoreStatus, Transport};
 use newcache_transport_text::{Protocol, TextConfig, TextTransport};
 
 const THREADS: usize = 16;
@@ -250,10 +250,7 @@ impl Model {
             key.extend_from_slice(format!(":{n}").as_bytes());
             keys.push(key);
         }
-        let mut made = Made {
-            keys: &keys,
-            made: 0,
-        };
+        let mut made = Premade::new(&keys);
         let mut got: Vec<Option<Item>> = vec![None; keys.len()];
         let mut twice = Vec::new();
         let outcome = t.get_many_made(&mut made, &mut |i, key, item| match got.get_mut(i) {
@@ -492,31 +489,6 @@ impl Model {
                 }
             }
         }
-    }
-}
-
-/// A multi-get's keys, already made: each is handed to the transport when it asks.
-struct Made<'k> {
-    keys: &'k [Vec<u8>],
-    made: usize,
-}
-
-impl MadeKeys for Made<'_> {
-    fn count(&self) -> usize {
-        self.keys.len()
-    }
-
-    fn make(&mut self, i: usize) -> newcache_transport::Result<()> {
-        assert_eq!(i, self.made, "keys are made in order, each once");
-        self.made += 1;
-        Ok(())
-    }
-
-    fn key(&self, i: usize) -> Option<&[u8]> {
-        self.keys
-            .get(i)
-            .filter(|_| i < self.made)
-            .map(Vec::as_slice)
     }
 }
 

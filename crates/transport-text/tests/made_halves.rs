@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use newcache_testkit::Memcached;
-use newcache_transport::{Error, MadeKeys, Result, Store, Transport};
+use newcache_transport::{Error, Premade, Result, Store, Transport};
 use newcache_transport_text::{Protocol, TextConfig, TextTransport};
 
 /// What the relay saw and what it is to add.
@@ -71,31 +71,6 @@ fn relay(upstream: SocketAddr) -> (String, Arc<Mutex<Tap>>) {
     (addr, tap)
 }
 
-/// A multi-get's keys, already made: each handed to the transport when it asks.
-struct Made<'k> {
-    keys: &'k [Vec<u8>],
-    made: usize,
-}
-
-impl MadeKeys for Made<'_> {
-    fn count(&self) -> usize {
-        self.keys.len()
-    }
-
-    fn make(&mut self, i: usize) -> Result<()> {
-        assert_eq!(i, self.made, "keys are made in order, each once");
-        self.made += 1;
-        Ok(())
-    }
-
-    fn key(&self, i: usize) -> Option<&[u8]> {
-        self.keys
-            .get(i)
-            .filter(|_| i < self.made)
-            .map(Vec::as_slice)
-    }
-}
-
 /// memcached behind a relay, a meta transport over the relay, and 100 keys holding values
 /// (`v:<key>`) written through it.
 fn setup() -> (Memcached, Arc<Mutex<Tap>>, TextTransport, Vec<Vec<u8>>) {
@@ -119,7 +94,7 @@ fn setup() -> (Memcached, Arc<Mutex<Tap>>, TextTransport, Vec<Vec<u8>>) {
 /// `get_many_made` of `keys`: the call's outcome and what it handed over, by index.
 fn made_get(t: &TextTransport, keys: &[Vec<u8>]) -> (Result<()>, Vec<(usize, Vec<u8>)>) {
     let mut got = Vec::new();
-    let mut made = Made { keys, made: 0 };
+    let mut made = Premade::new(keys);
     let outcome = t.get_many_made(&mut made, &mut |i, key, item| {
         assert_eq!(key, keys[i].as_slice(), "handed over with its own key");
         got.push((i, item.value));

@@ -47,7 +47,9 @@ mod asynchronous;
 pub use asynchronous::{AsyncTransport, BoxFuture};
 
 mod made;
-pub use made::{get_many_made_at_once, get_many_made_with, made_key, make_all, Found, MadeKeys};
+pub use made::{
+    get_many_made_at_once, get_many_made_with, made_key, make_all, Found, MadeKeys, Premade,
+};
 
 #[cfg(feature = "memory")]
 mod memory;

@@ -67,6 +67,50 @@ pub trait MadeKeys {
     fn sent(&self) {}
 }
 
+/// Keys made before the call, handed to the transport as it asks for them: a
+/// [`Transport::get_many_made`] of wire keys the caller already has.
+///
+/// ```
+/// use newcache_transport::{MadeKeys, Premade};
+///
+/// let keys = [b"a".to_vec(), b"b".to_vec()];
+/// let mut premade = Premade::new(&keys);
+/// assert_eq!(premade.key(0), None, "not made yet");
+/// premade.make(0)?;
+/// assert_eq!(premade.key(0), Some(&b"a"[..]));
+/// # Ok::<(), newcache_transport::Error>(())
+/// ```
+#[derive(Debug, Clone)]
+pub struct Premade<'k, K> {
+    keys: &'k [K],
+    made: usize,
+}
+
+impl<'k, K: AsRef<[u8]>> Premade<'k, K> {
+    /// The keys, none handed over yet.
+    pub fn new(keys: &'k [K]) -> Self {
+        Premade { keys, made: 0 }
+    }
+}
+
+impl<K: AsRef<[u8]>> MadeKeys for Premade<'_, K> {
+    fn count(&self) -> usize {
+        self.keys.len()
+    }
+
+    fn make(&mut self, i: usize) -> Result<()> {
+        self.made = self.made.max(i.saturating_add(1));
+        Ok(())
+    }
+
+    fn key(&self, i: usize) -> Option<&[u8]> {
+        self.keys
+            .get(i)
+            .filter(|_| i < self.made)
+            .map(AsRef::as_ref)
+    }
+}
+
 /// What a multi-get hands over: `(i, key, item)` for the `i`th key's item, for each key that
 /// holds one, in no promised order. They are the call's answer once it returns `Ok`; after
 /// an error, drop them ([`Transport::get_many_made`]).
