@@ -74,6 +74,11 @@ fn relay(upstream: SocketAddr) -> (String, Arc<Mutex<Tap>>) {
 /// memcached behind a relay, a meta transport over the relay, and 100 keys holding values
 /// (`v:<key>`) written through it.
 fn setup() -> (Memcached, Arc<Mutex<Tap>>, TextTransport, Vec<Vec<u8>>) {
+    setup_keys((0..100).map(|i| format!("half:{i}").into_bytes()).collect())
+}
+
+/// [`setup`] with these keys.
+fn setup_keys(keys: Vec<Vec<u8>>) -> (Memcached, Arc<Mutex<Tap>>, TextTransport, Vec<Vec<u8>>) {
     let server = Memcached::start();
     let (addr, tap) = relay(server.socket_addr());
     let t = TextTransport::new(TextConfig {
@@ -83,11 +88,16 @@ fn setup() -> (Memcached, Arc<Mutex<Tap>>, TextTransport, Vec<Vec<u8>>) {
         ..TextConfig::default()
     })
     .unwrap();
-    let keys: Vec<Vec<u8>> = (0..100).map(|i| format!("half:{i}").into_bytes()).collect();
-    for key in &keys {
-        let value = [b"v:".as_slice(), key].concat();
-        t.store(&Store::set(key, &value, 0, 0)).unwrap();
-    }
+    let values: Vec<Vec<u8>> = keys
+        .iter()
+        .map(|k| [b"v:".as_slice(), k].concat())
+        .collect();
+    let stores: Vec<Store<'_>> = keys
+        .iter()
+        .zip(&values)
+        .map(|(k, v)| Store::set(k, v, 0, 0))
+        .collect();
+    t.store_many(&stores).unwrap();
     (server, tap, t, keys)
 }
 
@@ -171,4 +181,60 @@ fn bytes_before_the_first_parts_reply_fail_the_call_before_anything_is_handed_ov
     assert!(got
         .iter()
         .all(|(i, v)| *v == [b"v:".as_slice(), &keys[*i]].concat()));
+}
+
+#[test]
+fn a_multi_get_of_many_rounds_tags_every_part_and_reads_every_value() {
+    // 1,000 keys of 120 bytes: about 125 KB of request, sent in rounds of at most 32 KB.
+    let keys: Vec<Vec<u8>> = (0..1000)
+        .map(|i| format!("{:x<120}", format!("round:{i}:")).into_bytes())
+        .collect();
+    let (_server, tap, t, keys) = setup_keys(keys);
+    tap.lock().unwrap().requests.clear();
+    let (outcome, mut got) = made_get(&t, &keys);
+    outcome.unwrap();
+    got.sort();
+    assert_eq!(got.len(), keys.len());
+    assert!(got
+        .iter()
+        .all(|(i, v)| *v == [b"v:".as_slice(), &keys[*i]].concat()));
+
+    // Every `gets` is opened by the tagged `mg` of its first key or closed by that of its
+    // last; the last one is closed; the keys go out once each, in order.
+    let requests = lines(&tap.lock().unwrap().requests);
+    let mut sent: Vec<String> = Vec::new();
+    let (mut opened, mut closed, mut parts) = (0, 0, 0);
+    for (n, line) in requests.iter().enumerate() {
+        let Some(names) = line.strip_prefix("gets ") else {
+            assert!(line.starts_with("mg "), "only gets and mg lines: {line}");
+            continue;
+        };
+        parts += 1;
+        let names: Vec<&str> = names.split(' ').collect();
+        let tag = |at: Option<&String>, key: &str| {
+            at.is_some_and(|l| l.starts_with(&format!("mg {key} k O")))
+        };
+        let opens = n > 0 && tag(requests.get(n - 1), names[0]);
+        let closes = tag(requests.get(n + 1), names[names.len() - 1]);
+        assert!(opens != closes, "one tag per part: {line:.60}");
+        opened += usize::from(opens);
+        closed += usize::from(closes);
+        sent.extend(names.iter().map(|k| k.to_string()));
+    }
+    assert!(
+        requests.last().is_some_and(|l| l.starts_with("mg ")),
+        "the call's replies end with a tag"
+    );
+    // A round's first part is half the keys left, cut where the round is full: a part that
+    // fills its round goes alone (closed); the last round goes in two (opened, closed).
+    assert!(parts >= 5, "several rounds: {parts} parts");
+    assert!(
+        opened >= 1 && closed >= 4,
+        "{opened} opened, {closed} closed"
+    );
+    let want: Vec<String> = keys
+        .iter()
+        .map(|k| String::from_utf8_lossy(k).into_owned())
+        .collect();
+    assert_eq!(sent, want);
 }
