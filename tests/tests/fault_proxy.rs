@@ -234,7 +234,29 @@ impl Model {
         self.could_be(k, None)
     }
 
-    /// One random operation, checked.
+    /// The `n`th key of this thread's that is never written.
+    fn absent_key(&self, n: usize) -> Vec<u8> {
+        let mut key = self.absent.clone();
+        key.extend_from_slice(format!(":{n}").as_bytes());
+        key
+    }
+
+    /// Counts a value read for a key never written (the first one of `items`) as wrong.
+    fn never_written<'i>(
+        &self,
+        tally: &mut Tally,
+        op: &str,
+        mut items: impl Iterator<Item = &'i Item>,
+    ) {
+        if let Some(item) = items.next() {
+            let what = format!(
+                "{op}: a value ({:?}...) for a key never written",
+                String::from_utf8_lossy(&item.value[..item.value.len().min(30)])
+            );
+            self.wrong(tally, what);
+        }
+    }
+
     /// A multi-get of 110 keys made during the call (`Transport::get_many_made`): each of
     /// the thread's keys named [`NAMED`] times, then [`ABSENT`] never written. On one server
     /// it goes out in two parts, the first sent before the second's keys are made (in meta,
@@ -245,11 +267,7 @@ impl Model {
         for _ in 0..NAMED {
             keys.extend(self.keys.iter().cloned());
         }
-        for n in 0..ABSENT {
-            let mut key = self.absent.clone();
-            key.extend_from_slice(format!(":{n}").as_bytes());
-            keys.push(key);
-        }
+        keys.extend((0..ABSENT).map(|n| self.absent_key(n)));
         let mut made = Premade::new(&keys);
         let mut got: Vec<Option<Item>> = vec![None; keys.len()];
         let mut twice = Vec::new();
@@ -269,18 +287,13 @@ impl Model {
                 for (i, item) in got.iter().enumerate().take(named) {
                     self.read(tally, i % KEYS_PER_THREAD, item.as_ref(), "get_many_made");
                 }
-                if let Some(item) = got[named..].iter().flatten().next() {
-                    let what = format!(
-                        "get_many_made: a value ({:?}...) for a key never written",
-                        String::from_utf8_lossy(&item.value[..item.value.len().min(30)])
-                    );
-                    self.wrong(tally, what);
-                }
+                self.never_written(tally, "get_many_made", got[named..].iter().flatten());
             }
             Err(e) => self.failed(tally, &e),
         }
     }
 
+    /// One random operation, checked.
     fn step(&mut self, t: &dyn Transport, tally: &mut Tally) {
         tally.ops += 1;
         let k = self.rng.below(KEYS_PER_THREAD as u64) as usize;
@@ -310,24 +323,18 @@ impl Model {
                     1
                 };
                 let mut keys: Vec<Vec<u8>> = picks.iter().map(|&p| self.keys[p].clone()).collect();
-                for n in 0..absent {
-                    let mut key = self.absent.clone();
-                    key.extend_from_slice(format!(":{n}").as_bytes());
-                    keys.push(key);
-                }
+                keys.extend((0..absent).map(|n| self.absent_key(n)));
                 let refs: Vec<&[u8]> = keys.iter().map(Vec::as_slice).collect();
                 match t.get_many(&refs) {
                     Ok(items) if items.len() == refs.len() => {
                         for (&p, item) in picks.iter().zip(&items) {
                             self.read(tally, p, item.as_ref(), "get_many");
                         }
-                        if let Some(item) = items[picks.len()..].iter().flatten().next() {
-                            let what = format!(
-                                "get_many: a value ({:?}...) for a key never written",
-                                String::from_utf8_lossy(&item.value[..item.value.len().min(30)])
-                            );
-                            self.wrong(tally, what);
-                        }
+                        self.never_written(
+                            tally,
+                            "get_many",
+                            items[picks.len()..].iter().flatten(),
+                        );
                     }
                     Ok(items) => self.wrong(
                         tally,
@@ -502,9 +509,7 @@ fn hammer(t: &dyn Transport, proxy: &FaultProxy, faults: Faults, secs: Duration)
         t.store(&Store::set(&m.counter, start.as_bytes(), 0, 0))
             .expect("the counters are set up without faults");
         for n in 0..ABSENT {
-            let mut key = m.absent.clone();
-            key.extend_from_slice(format!(":{n}").as_bytes());
-            t.delete(&key).expect("setup");
+            t.delete(&m.absent_key(n)).expect("setup");
         }
         for k in 0..KEYS_PER_THREAD {
             let key = m.keys[k].clone();

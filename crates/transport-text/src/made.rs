@@ -179,15 +179,21 @@ impl TextTransport {
                 slots.resize(count, None);
                 let made_keys: &dyn MadeKeys = keys;
                 let key_at = |m: usize| made_keys.key(part.start + m);
-                let (mut opener, mut closer) = (None, None);
-                match part.marker {
-                    Some((Marker::Opens, opaque)) => opener = key_at(0).map(|k| (opaque, k)),
-                    Some((Marker::Closes, opaque)) => {
-                        closer = key_at(count.saturating_sub(1)).map(|k| (opaque, k));
+                // A tag is checked against the key it was sent with: the part's first
+                // (opening) or last (closing).
+                let tag = |at: Marker| match part.marker {
+                    Some((marker, opaque)) if marker == at => {
+                        let m = if at == Marker::Opens {
+                            0
+                        } else {
+                            count.saturating_sub(1)
+                        };
+                        key_at(m).map(|k| (opaque, k))
                     }
-                    None => {}
-                }
-                if let Some(opener) = opener {
+                    _ => None,
+                };
+                let closer = tag(Marker::Closes);
+                if let Some(opener) = tag(Marker::Opens) {
                     shortened |= self.read_marker(server, &mut conn, opener)?;
                 }
                 shortened |=

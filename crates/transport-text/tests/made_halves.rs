@@ -1,6 +1,7 @@
 //! A large multi-get whose keys are made during the call (`Transport::get_many_made`) on one
 //! memcached: it goes out in two parts, the first opened by a tagged `mg` and the second
-//! closed by one, and what it hands over is memcached's answer, checked before it is handed.
+//! closed by one, and what it hands over is memcached's answer: nothing before the opening
+//! tag is taken for it.
 //! A relay between the transport and a real memcached records the requests and can put
 //! bytes in front of the next reply.
 
