@@ -17,7 +17,11 @@
 //! `get_many_100` also runs as `Cache::get_many_ordered` (`newcache-text-ordered`: the
 //! values in key order, no map), and through `AsyncCache` (`newcache-async`, the async text
 //! transport on a current-thread runtime this thread drives with `block_on`), so both
-//! caches' multi-gets are measured against raw libmemcached's in the same rounds.
+//! caches' multi-gets are measured against raw libmemcached's in the same rounds. The
+//! `-identity` rows (`newcache-text-identity`, `newcache-async-identity`) read the raw
+//! clients' own short keys through caches whose key function returns each key as it is: the
+//! facade's cost with no SHA-1 in it, against the transport and raw libmemcached on the very
+//! same keys.
 //!
 //! Not criterion: a plain timing loop. Prints a table; with `NEWCACHE_INTERLEAVED_OUT=path`
 //! (`cargo xtask bench` sets it) also writes, for the report, `ops<TAB>op<TAB>client<TAB>ops/s`
@@ -160,6 +164,22 @@ fn main() {
         newcache::AsyncCache::from_url(&format!("newcache://{addr}/?transport=text"))
             .expect("async cache")
     });
+    // The facade over the raw clients' own short keys, through an identity key function
+    // (a user's `Fn(&str) -> String`): the facade's value path without SHA-1.
+    let identity = |key: &str| key.to_string();
+    let identity_cache = newcache::Cache::builder()
+        .servers([addr.as_str()])
+        .key_function(identity)
+        .build()
+        .expect("identity cache");
+    let identity_async = rt.block_on(async {
+        newcache::AsyncCache::builder()
+            .servers([addr.as_str()])
+            .key_function(identity)
+            .build_async()
+            .expect("identity async cache")
+    });
+    let raw_names: Vec<String> = (0..100).map(|i| format!("raw-many-{i}")).collect();
     let mut floor = clients::floor(&addr);
 
     // set+get of 100 KB. The transport rows store what the facade's `String` row stores
@@ -333,6 +353,28 @@ fn main() {
                     Box::new(|| {
                         let got: HashMap<String, String> = rt
                             .block_on(async_cache.get_many(&keys))
+                            .expect("get_many")
+                            .into_complete()
+                            .expect("get_many");
+                        assert_eq!(got.len(), 100);
+                    }),
+                ),
+                (
+                    "newcache-text-identity",
+                    Box::new(|| {
+                        let got: HashMap<String, String> = identity_cache
+                            .get_many(&raw_names)
+                            .expect("get_many")
+                            .into_complete()
+                            .expect("get_many");
+                        assert_eq!(got.len(), 100);
+                    }),
+                ),
+                (
+                    "newcache-async-identity",
+                    Box::new(|| {
+                        let got: HashMap<String, String> = rt
+                            .block_on(identity_async.get_many(&raw_names))
                             .expect("get_many")
                             .into_complete()
                             .expect("get_many");

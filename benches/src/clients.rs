@@ -149,6 +149,9 @@ pub const VALUE_PATH: &[(&str, &str, &str)] = &[
         "newcache-libmemcached-binary",
         "wrapper-libmemcached-binary-facade-wire-bytes",
     ),
+    // The same, with no key function's cost on either side: the facade through an identity
+    // key function, both reading the raw clients' own short keys.
+    ("get_many_100", "newcache-text-identity", "transport-text"),
 ];
 
 /// The value path's target: facade / transport alone.

@@ -129,6 +129,8 @@ pub(super) fn targets(r: &mut Report, allocations: &str, inter: &Interleaved) {
         })
         .collect();
     // get_many(100) against raw libmemcached, on both caches (issue 12 item 8).
+    // The identity rows read the raw clients' own keys through a key function that returns
+    // them as they are: the short-key target with no key function's cost.
     let many_rows: String = [("newcache-text", "`Cache`"), ("newcache-async", "`AsyncCache`")]
         .iter()
         .flat_map(|(client, shown)| {
@@ -137,6 +139,22 @@ pub(super) fn targets(r: &mut Report, allocations: &str, inter: &Interleaved) {
                 (*client, *shown, BASELINE, 0.9, "reading its own short keys"),
             ]
         })
+        .chain([
+            (
+                "newcache-text-identity",
+                "`Cache` through an identity key function",
+                BASELINE,
+                0.9,
+                "on the same short keys",
+            ),
+            (
+                "newcache-async-identity",
+                "`AsyncCache` through an identity key function",
+                BASELINE,
+                0.9,
+                "on the same short keys",
+            ),
+        ])
         .map(|(client, shown, against, at_least, what)| {
             format!(
                 "| get_many(100): {shown} (text) >= {at_least:.1}x raw libmemcached text {what} (`{against}`) | {} |\n",
@@ -165,7 +183,7 @@ pub(super) fn targets(r: &mut Report, allocations: &str, inter: &Interleaved) {
     let x = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.2}x"));
     if missed(&many) {
         why.push(format!(
-            "**get_many(100) through the facade.** The facade's wire work is larger than raw libmemcached's: 100 hashed keys of 43 bytes (`-1-` and 40 hex digits: version 1, no flavor) against keys of 10 or 11 bytes (`raw-many-N`); the values are the same 100 bytes (stored bare, the herd state in the flags). Raw libmemcached reading exactly the facade's keys and items (`{WIRE}`) ran at {} of its own short-key multi-get in this run: that is the price of hashed keys at the server and on the wire, which no client can avoid with the same key function. Against that same-bytes row the facade ran at {}, and at {} of the text transport alone reading the same keys (`transport-text-facade-wire-bytes`); the text transport alone, on the short keys, at {} of raw libmemcached. The facade's own work per key is the SHA-1 key function and its hex digits (*Key functions*), reading the herd state from the flags, and the returned map: an owned `String` key per entry and its table (the value itself is the transport's buffer, handed over; *Heap allocations per call*), both made while memcached answers (`MadeKeys::sent`), so what stays after the reply is a SipHash and an insert per value. `get_many_ordered` returns the values in the caller's key order with no map (*Value path*, `newcache-text-ordered`). The text facade sends its keys in two halves, the first while the second is hashed (`Transport::get_many_made`), the first opened by a tagged `mg` and the second closed by one, so memcached writes each half's reply at once and the facade decodes the first half's values while memcached answers the second; the first half's hashing and the second half's values stay on the path. What would close the rest is a faster key function than SHA-1 for users who need no django-newcache compatibility.",
+            "**get_many(100) through the facade.** The facade's wire work is larger than raw libmemcached's: 100 hashed keys of 43 bytes (`-1-` and 40 hex digits: version 1, no flavor) against keys of 10 or 11 bytes (`raw-many-N`); the values are the same 100 bytes (stored bare, the herd state in the flags). Raw libmemcached reading exactly the facade's keys and items (`{WIRE}`) ran at {} of its own short-key multi-get in this run: that is the price of hashed keys at the server and on the wire, which no client can avoid with the same key function. Against that same-bytes row the facade ran at {}, and at {} of the text transport alone reading the same keys (`transport-text-facade-wire-bytes`); the text transport alone, on the short keys, at {} of raw libmemcached. The facade's own work per key is the SHA-1 key function and its hex digits (*Key functions*), reading the herd state from the flags, and the returned map: an owned `String` key per entry and its table (the value itself is the transport's buffer, handed over; *Heap allocations per call*), both made while memcached answers (`MadeKeys::sent`), so what stays after the reply is a SipHash and an insert per value. `get_many_ordered` returns the values in the caller's key order with no map (*Value path*, `newcache-text-ordered`). The text facade sends its keys in two halves, the first while the second is hashed (`Transport::get_many_made`), the first opened by a tagged `mg` and the second closed by one, so memcached writes each half's reply at once and the facade decodes the first half's values while memcached answers the second; the first half's hashing and the second half's values stay on the path. Through an identity key function (`newcache-text-identity`: the raw clients' own short keys, no SHA-1 at all) the facade ran at {} of raw libmemcached and at {} of the text transport alone on those keys, so a cheaper key function would not close it: what is left is the facade's work per value (*The value path*).",
             x(vs("get_many_100", WIRE, BASELINE)),
             x(vs("get_many_100", "newcache-text", WIRE)),
             x(vs(
@@ -174,6 +192,8 @@ pub(super) fn targets(r: &mut Report, allocations: &str, inter: &Interleaved) {
                 "transport-text-facade-wire-bytes"
             )),
             x(vs("get_many_100", "transport-text", BASELINE)),
+            x(vs("get_many_100", "newcache-text-identity", BASELINE)),
+            x(vs("get_many_100", "newcache-text-identity", "transport-text")),
         ));
     }
     for (name, c, g) in [
@@ -227,7 +247,7 @@ pub(super) fn targets(r: &mut Report, allocations: &str, inter: &Interleaved) {
         let ratio = c.as_ref().map_or(String::new(), |(s, _)| s.clone());
         if *op == "set_get_100KB" && facade.ends_with("-vec") {
             why.push(format!(
-                "**set+get of 100 KB as a `Vec<u8>`, `{facade}` over `{transport}` ({ratio}).** serde hands a `Vec<u8>` to a serializer, and takes one from a deserializer, one element at a time (`Serializer::collect_seq`, `Visitor::visit_seq`): the plain codec encoded 100 KB in {} and decoded it in {} in this run (*Value codec*: `vec_u8_100KB_*`), against {} and {} for the same bytes as a `String` and {} for a plain copy; the decode also builds a second 100 KB `Vec` instead of taking the transport's over (*Heap allocations per call*). The transport's whole set+get took {} here. What would close it, in `crates/newcache/src/codec/plain.rs`: on encode, `Probe` overriding `collect_seq` to `extend` its buffer from the items (a `Vec<u8>`'s come from a slice iterator, so the loop becomes a copy); on decode no serde visitor of `Vec<u8>` takes a buffer, so only knowing the type hands the transport's buffer over (`T: 'static` and `Any`), or the caller reads `serde_bytes::ByteBuf` (handed over today) or `get_raw`.",
+                "**set+get of 100 KB as a `Vec<u8>`, `{facade}` over `{transport}` ({ratio}).** serde hands a `Vec<u8>` to a serializer, and takes one from a deserializer, one element at a time (`Serializer::collect_seq`, `Visitor::visit_seq`): the plain codec encoded 100 KB in {} and decoded it in {} in this run (*Value codec*: `vec_u8_100KB_*`), against {} and {} for the same bytes as a `String` and {} for a plain copy. The decode hands the transport's buffer over (`codec::decode_vec` knows the type: `T: 'static`), so the encode is what is left: the set cannot borrow a `Vec<u8>`'s bytes as it borrows a `str`'s (serde gives the serializer its elements, not the slice), so it encodes them into the facade's buffer, a byte at a time, before the transport copies them. The transport's whole set+get took {} here. A caller with bytes to store gets the no-copy path with `serde_bytes::Bytes` (or `set_raw`).",
                 shown(micro("codec", "vec_u8_100KB_encode")),
                 shown(micro("codec", "vec_u8_100KB_decode")),
                 shown(micro("codec", "string_100KB_encode")),
@@ -237,10 +257,25 @@ pub(super) fn targets(r: &mut Report, allocations: &str, inter: &Interleaved) {
             ));
         } else if *op == "set_get_100KB" {
             why.push(format!(
-                "**set+get of 100 KB as a `String`, `{facade}` over `{transport}` ({ratio}).** The facade's work that grows with the value: the set copies it into the facade's own buffer before the transport copies it into its write buffer ({} for 100 KB here, `string_100KB_encode`; the buffer grows once from 256 bytes), and the get checks its UTF-8 ({}, `string_100KB_decode`; the transport's buffer is then handed over as the `String`, no copy). The transport's whole set+get took {} here. What would close it: storing a plain `str`/`[u8]` value from the caller's own bytes (no encode buffer), and a faster UTF-8 check (SIMD, e.g. `simdutf8`).",
-                shown(micro("codec", "string_100KB_encode")),
+                "**set+get of 100 KB as a `String`, `{facade}` over `{transport}` ({ratio}).** The set hands the caller's `str` to the transport as it is (`codec::with_encoding`: no copy, no allocation; *Heap allocations per call*), and the get hands the transport's buffer over as the `String` after checking its UTF-8 ({} for 100 KB here, `string_100KB_decode`), which a `String` needs and a `Vec<u8>` does not. The transport's whole set+get took {} here, so the check is about {} of it; the rest of the gap is the key function, the herd bits and the codec's dispatch per call (*Key function + herd flags + codec*), and this machine's noise (the middle half of the rounds is beside the ratio).",
                 shown(micro("codec", "string_100KB_decode")),
                 shown(per_op(op, transport, 1.0)),
+                match (
+                    mean_ns(&r.dir, "codec", "string_100KB_decode"),
+                    inter
+                        .clients(op)
+                        .into_iter()
+                        .find(|(c, _)| c == transport)
+                        .map(|(_, ops)| 1e9 / ops),
+                ) {
+                    (Some(check), Some(pair)) if pair > 0.0 => format!("{:.1}%", check / pair * 100.0),
+                    _ => "(not measured)".to_string(),
+                },
+            ));
+        } else if *facade == "newcache-text-identity" {
+            why.push(format!(
+                "**get_many(100), `{facade}` over `{transport}` ({ratio}).** Both read the raw clients' own 100 short keys and the same items, and the facade's key function returns each key as it is, so no SHA-1 is in this ratio: it is the facade's own work. Per key: the key made (the user's closure returns a `String`) and checked before anything is sent (such a key function's keys can be refused one by one); per value: the herd state read from the flags, the UTF-8 check, and the returned map's owned `String` key, SipHash and insert. The map's keys are 100 small allocations per call that the transport does not make, and with glibc's allocator the frees of one call's map make the next call's first large allocation consolidate them. The transport alone took {} per get_many of 100 here. `benches/examples/get_many_loop.rs` runs this call in a loop for a profiler.",
+                shown(per_op(op, transport, 100.0)),
             ));
         } else {
             why.push(format!(
