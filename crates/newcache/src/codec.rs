@@ -33,6 +33,7 @@
 //! (a class instance, a `datetime`) is a typed error naming the class. A value whose codec is
 //! not compiled in is a typed error naming the feature.
 
+use std::any::{Any, TypeId};
 use std::fmt;
 use std::io::Read as _;
 
@@ -311,17 +312,30 @@ pub fn decode_bounded<T: DeserializeOwned + 'static>(
     flags: u32,
     inflate_limit: usize,
 ) -> Result<T, CodecError> {
-    if flags == FLAG_BYTES && std::any::TypeId::of::<T>() == std::any::TypeId::of::<Vec<u8>>() {
+    if flags == FLAG_BYTES && TypeId::of::<T>() == TypeId::of::<Vec<u8>>() {
         // Bytes asked for as bytes: the buffer itself (serde's Vec<u8> would be built one
         // element at a time, 57 µs per 100 KB).
         value.drain(..offset.min(value.len()));
-        let boxed: Box<dyn std::any::Any> = Box::new(value);
-        if let Ok(bytes) = boxed.downcast::<T>() {
-            return Ok(*bytes);
-        }
-        return Err(CodecError("a Vec<u8> that is not one".into()));
+        return handed_over(value).ok_or_else(|| CodecError("a Vec<u8> that is not one".into()));
+    }
+    if flags == FLAG_TEXT && TypeId::of::<T>() == TypeId::of::<String>() {
+        // Text asked for as a `String`: the buffer itself once its UTF-8 is checked, as
+        // serde's path below makes it, without the deserializer's steps around it.
+        value.drain(..offset.min(value.len()));
+        let text =
+            String::from_utf8(value).map_err(|e| CodecError(format!("not UTF-8 text: {e}")))?;
+        return handed_over(text).ok_or_else(|| CodecError("a String that is not one".into()));
     }
     decode_from(Bytes::Owned(value), offset, flags, inflate_limit)
+}
+
+/// `value` as a `T`, when `T` is its own type (checked by the caller with `TypeId`): moved,
+/// not boxed, so it costs no allocation.
+fn handed_over<T: 'static, U: 'static>(value: U) -> Option<T> {
+    let mut slot = Some(value);
+    (&mut slot as &mut dyn Any)
+        .downcast_mut::<Option<T>>()
+        .and_then(Option::take)
 }
 
 fn decode_from<'de, T: DeserializeOwned>(
@@ -761,7 +775,11 @@ mod tests {
             decode_vec::<Vec<u8>>(b"..\x00\xff".to_vec(), 2, FLAG_BYTES).unwrap(),
             vec![0, 255]
         );
-        assert!(decode_vec::<String>(b"\xff".to_vec(), 0, FLAG_TEXT).is_err());
+        // Text that is not UTF-8 is the same error whichever way it is read.
+        let owned = decode_vec::<String>(b"ok\xff".to_vec(), 0, FLAG_TEXT).unwrap_err();
+        let borrowed = decode::<String>(b"ok\xff", FLAG_TEXT).unwrap_err();
+        assert_eq!(owned.0, borrowed.0);
+        assert!(owned.0.starts_with("not UTF-8 text"), "{owned}");
         assert!(decode_vec::<String>(b"ab".to_vec(), 9, FLAG_TEXT)
             .unwrap()
             .is_empty());
