@@ -44,6 +44,15 @@ fn main() {
     use newcache_transport::{Store, Transport};
     use newcache_transport_binary::bare::Keys;
 
+    /// Checks that a multi-get found all 100 values.
+    fn all_hundred(got: newcache::Result<newcache::GetMany<String>>) {
+        let got: HashMap<String, String> = got
+            .expect("get_many")
+            .into_complete()
+            .expect("every value read");
+        assert_eq!(got.len(), 100);
+    }
+
     /// A client's operation.
     type Run<'a> = Box<dyn FnMut() + 'a>;
     /// An operation measured: its name, operations per burst, keys per operation, and its
@@ -134,15 +143,13 @@ fn main() {
     // rows.
     let keys = clients::many_keys();
     clients::seed(text_cache, &value, &keys);
-    let raw_keys: Vec<Vec<u8>> = (0..100)
-        .map(|i| format!("raw-many-{i}").into_bytes())
-        .collect();
-    let raw_refs: Vec<&[u8]> = raw_keys.iter().map(Vec::as_slice).collect();
+    let raw_names = clients::raw_many_keys();
+    let raw_refs: Vec<&[u8]> = raw_names.iter().map(String::as_bytes).collect();
     for k in raw_refs.iter().copied().chain([&b"raw-hit"[..]]) {
         text.store(&Store::set(k, value.as_bytes(), 16, 0))
             .expect("store");
     }
-    let short_keys = Keys::new(&raw_keys);
+    let short_keys = Keys::new(&raw_names);
     let wire_hit = text_cache.wire_key("hit").expect("wire key");
     let wire_many: Vec<Vec<u8>> = keys
         .iter()
@@ -166,20 +173,14 @@ fn main() {
     });
     // The facade over the raw clients' own short keys, through an identity key function
     // (a user's `Fn(&str) -> String`): the facade's value path without SHA-1.
-    let identity = |key: &str| key.to_string();
-    let identity_cache = newcache::Cache::builder()
-        .servers([addr.as_str()])
-        .key_function(identity)
+    let identity_cache = clients::identity_keys(&addr)
         .build()
         .expect("identity cache");
     let identity_async = rt.block_on(async {
-        newcache::AsyncCache::builder()
-            .servers([addr.as_str()])
-            .key_function(identity)
+        clients::identity_keys(&addr)
             .build_async()
             .expect("identity async cache")
     });
-    let raw_names: Vec<String> = (0..100).map(|i| format!("raw-many-{i}")).collect();
     let mut floor = clients::floor(&addr);
 
     // set+get of 100 KB. The transport rows store what the facade's `String` row stores
@@ -331,12 +332,7 @@ fn main() {
                 (
                     "newcache-text",
                     Box::new(|| {
-                        let got: HashMap<String, String> = text_cache
-                            .get_many(&keys)
-                            .expect("get_many")
-                            .into_complete()
-                            .expect("get_many");
-                        assert_eq!(got.len(), 100);
+                        all_hundred(text_cache.get_many(&keys));
                     }),
                 ),
                 (
@@ -351,34 +347,19 @@ fn main() {
                 (
                     "newcache-async",
                     Box::new(|| {
-                        let got: HashMap<String, String> = rt
-                            .block_on(async_cache.get_many(&keys))
-                            .expect("get_many")
-                            .into_complete()
-                            .expect("get_many");
-                        assert_eq!(got.len(), 100);
+                        all_hundred(rt.block_on(async_cache.get_many(&keys)));
                     }),
                 ),
                 (
                     "newcache-text-identity",
                     Box::new(|| {
-                        let got: HashMap<String, String> = identity_cache
-                            .get_many(&raw_names)
-                            .expect("get_many")
-                            .into_complete()
-                            .expect("get_many");
-                        assert_eq!(got.len(), 100);
+                        all_hundred(identity_cache.get_many(&raw_names));
                     }),
                 ),
                 (
                     "newcache-async-identity",
                     Box::new(|| {
-                        let got: HashMap<String, String> = rt
-                            .block_on(identity_async.get_many(&raw_names))
-                            .expect("get_many")
-                            .into_complete()
-                            .expect("get_many");
-                        assert_eq!(got.len(), 100);
+                        all_hundred(rt.block_on(identity_async.get_many(&raw_names)));
                     }),
                 ),
                 (
@@ -414,12 +395,7 @@ fn main() {
                 (
                     "newcache-libmemcached-binary",
                     Box::new(|| {
-                        let got: HashMap<String, String> = binary_cache
-                            .get_many(&keys)
-                            .expect("get_many")
-                            .into_complete()
-                            .expect("get_many");
-                        assert_eq!(got.len(), 100);
+                        all_hundred(binary_cache.get_many(&keys));
                     }),
                 ),
                 (

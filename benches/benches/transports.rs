@@ -181,10 +181,8 @@ fn transports(c: &mut Criterion) {
     #[cfg(feature = "binary")]
     for (name, t) in &raw {
         use newcache_transport::{Store, Transport};
-        let raw_keys: Vec<Vec<u8>> = (0..100)
-            .map(|i| format!("raw-many-{i}").into_bytes())
-            .collect();
-        let refs: Vec<&[u8]> = raw_keys.iter().map(Vec::as_slice).collect();
+        let raw_keys = clients::raw_many_keys();
+        let refs: Vec<&[u8]> = raw_keys.iter().map(String::as_bytes).collect();
         for k in &refs {
             t.store(&Store::set(k, value.as_bytes(), 16, 0))
                 .expect("store");
@@ -195,10 +193,8 @@ fn transports(c: &mut Criterion) {
     }
     {
         use newcache_transport::{Store, Transport};
-        let raw_keys: Vec<Vec<u8>> = (0..100)
-            .map(|i| format!("raw-many-{i}").into_bytes())
-            .collect();
-        let refs: Vec<&[u8]> = raw_keys.iter().map(Vec::as_slice).collect();
+        let raw_keys = clients::raw_many_keys();
+        let refs: Vec<&[u8]> = raw_keys.iter().map(String::as_bytes).collect();
         for k in &refs {
             text.store(&Store::set(k, value.as_bytes(), 16, 0))
                 .expect("store");

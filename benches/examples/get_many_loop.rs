@@ -25,16 +25,13 @@ fn main() {
     let addr = server.addr();
     let text = newcache_benches::clients::text_transport(&addr);
     let value = "x".repeat(100);
-    let keys: Vec<String> = (0..100).map(|i| format!("raw-many-{i}")).collect();
+    let keys = newcache_benches::clients::raw_many_keys();
     for key in &keys {
         text.store(&Store::set(key.as_bytes(), value.as_bytes(), 16, 0))
             .expect("store");
     }
     let wire: Vec<&[u8]> = keys.iter().map(String::as_bytes).collect();
-    let identity = |key: &str| key.to_string();
-    let cache = newcache::Cache::builder()
-        .servers([addr.as_str()])
-        .key_function(identity)
+    let cache = newcache_benches::clients::identity_keys(&addr)
         .build()
         .expect("cache");
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -42,9 +39,7 @@ fn main() {
         .build()
         .expect("runtime");
     let async_cache = rt.block_on(async {
-        newcache::AsyncCache::builder()
-            .servers([addr.as_str()])
-            .key_function(identity)
+        newcache_benches::clients::identity_keys(&addr)
             .build_async()
             .expect("async cache")
     });

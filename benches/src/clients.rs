@@ -11,6 +11,21 @@ use newcache::{Cache, Ttl};
 #[cfg(feature = "binary")]
 use newcache_transport_binary::bare;
 
+/// A cache builder for `addr` whose key function returns each key as it is (a user's
+/// `Fn(&str) -> String`): the facade with no key function's cost, reading the keys the raw
+/// clients use. Build a `Cache` with `build`, an `AsyncCache` with `build_async` (inside a
+/// tokio runtime).
+pub fn identity_keys(addr: &str) -> newcache::Builder {
+    Cache::builder()
+        .servers([addr])
+        .key_function(|key: &str| key.to_string())
+}
+
+/// The keys of the raw clients' multi-get (`raw-many-0` to `raw-many-99`).
+pub fn raw_many_keys() -> Vec<String> {
+    (0..100).map(|i| format!("raw-many-{i}")).collect()
+}
+
 /// The facade over each transport: (name, cache).
 pub fn caches(addr: &str) -> Vec<(&'static str, Cache)> {
     let url = |q: &str| format!("newcache://{addr}/?{q}");
