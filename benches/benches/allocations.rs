@@ -222,6 +222,27 @@ fn main() {
         &text,
         &keys,
     ));
+    // The same multi-get through a key function that returns each key as it is (a user's
+    // closure), on the raw clients' own keys: the facade's allocations with no hashing.
+    let identity = clients::identity_keys(&server.addr())
+        .build()
+        .expect("identity cache");
+    let raw_keys = clients::raw_many_keys();
+    for key in &raw_keys {
+        text.store(&Store::set(key.as_bytes(), value.as_bytes(), 16, 0))
+            .expect("store");
+    }
+    results.push(count(
+        "Cache(identity keys)::get_many::<String> of 100 keys",
+        || {
+            let got: HashMap<String, String> = identity
+                .get_many(&raw_keys)
+                .expect("get_many")
+                .into_complete()
+                .expect("get_many");
+            assert_eq!(got.len(), 100);
+        },
+    ));
     // ...and over libmemcached's binary protocol: libmemcached's own buffers are C
     // `malloc`s, which this allocator does not see; the Rust side (the items, the facade) is
     // counted.

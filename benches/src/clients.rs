@@ -187,7 +187,10 @@ pub const VALUE_PATH_ALLOCATIONS: &[(&str, &str, &[&str], &str)] = &[
     (
         "get_many of 100 keys",
         "text",
-        &["Cache::get_many::<String> of 100 keys"],
+        &[
+            "Cache::get_many::<String> of 100 keys",
+            "Cache(identity keys)::get_many::<String> of 100 keys",
+        ],
         "TextTransport::get_many of 100 keys",
     ),
     (

@@ -114,7 +114,11 @@ pub(super) fn targets(r: &mut Report, allocations: &str, inter: &Interleaved) {
                     let binary = facade.contains("libmemcached");
                     let case = cases
                         .iter()
-                        .find(|c| c.contains(suffix) && c.contains("(binary)") == binary)?;
+                        .find(|c| {
+                            c.contains(suffix)
+                                && c.contains("(binary)") == binary
+                                && c.contains("(identity keys)") == facade.ends_with("-identity")
+                        })?;
                     Some(format!(
                         "; allocations per call {} against {}",
                         allocs(case).map_or("-".into(), |n| format!("{n:.0}")),
