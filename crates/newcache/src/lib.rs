@@ -279,7 +279,8 @@ impl Cache {
     /// one server in two halves, the second hashed while memcached answers the first, and
     /// the first half's values are decoded while memcached answers the second. With
     /// another key function every key is made and checked first, so a key memcached cannot
-    /// take sends nothing.
+    /// take sends nothing, and the request goes out whole (nothing is left to hash while
+    /// memcached answers).
     pub fn get_many<K, T>(&self, keys: &[K]) -> Result<GetMany<T>>
     where
         K: AsRef<str>,

@@ -1,7 +1,7 @@
 //! A large multi-get whose keys are made during the call (`Transport::get_many_made`) on one
 //! memcached: it goes out in two parts, the first opened by a tagged `mg` and the second
 //! closed by one, and what it hands over is memcached's answer: nothing before the opening
-//! tag is taken for it.
+//! tag is taken for it. One whose keys were all made before the call goes out whole.
 //! A relay between the transport and a real memcached records the requests and can put
 //! bytes in front of the next reply.
 
@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use newcache_testkit::Memcached;
-use newcache_transport::{Error, Premade, Result, Store, Transport};
+use newcache_transport::{Error, MadeKeys, Premade, Result, Store, Transport};
 use newcache_transport_text::{Protocol, TextConfig, TextTransport};
 
 /// What the relay saw and what it is to add.
@@ -160,6 +160,42 @@ fn a_large_made_multi_get_goes_out_in_two_parts_the_first_opened_by_its_tag() {
     let (outcome, got) = made_get(&t, &keys[..3]);
     outcome.unwrap();
     assert_eq!(got.len(), 3);
+}
+
+#[test]
+fn a_multi_get_whose_keys_are_all_made_before_the_call_goes_out_whole() {
+    let (_server, tap, t, keys) = setup();
+    tap.lock().unwrap().requests.clear();
+    // Every key made before the transport asks (what the cache does when its key function's
+    // keys can be refused one by one): nothing is left to make while memcached answers.
+    let mut made = Premade::new(&keys);
+    for i in 0..keys.len() {
+        made.make(i).unwrap();
+    }
+    let mut got = Vec::new();
+    t.get_many_made(&mut made, &mut |i, _, item| got.push((i, item.value)))
+        .unwrap();
+    assert_eq!(got.len(), 100, "every value");
+    assert!(got
+        .iter()
+        .all(|(i, v)| *v == [b"v:".as_slice(), &keys[*i]].concat()));
+    let requests = lines(&tap.lock().unwrap().requests);
+    assert_eq!(
+        requests.len(),
+        2,
+        "one gets and its closing tag: {requests:#?}"
+    );
+    assert!(
+        requests[0].starts_with("gets half:0 half:1 "),
+        "{}",
+        requests[0]
+    );
+    assert!(requests[0].ends_with(" half:99"), "{}", requests[0]);
+    assert!(
+        requests[1].starts_with("mg half:99 k O"),
+        "closed by the tagged mg of its last key: {}",
+        requests[1]
+    );
 }
 
 #[test]
