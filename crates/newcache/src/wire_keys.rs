@@ -1,10 +1,27 @@
 //! A multi-get's wire keys, made by the key function when the transport asks for them
-//! ([`MadeKeys`]), into one buffer: two allocations for the lot, not one per key.
+//! ([`MadeKeys`]), into one buffer: two allocations for the lot, not one per key, and those
+//! kept for the thread's next multi-get ([`SPARE`]).
+
+use std::cell::Cell;
 
 use newcache_keyfn::{write_valid_key, InvalidKey};
 use newcache_transport::MadeKeys;
 
 use crate::{Error, KeyFunction, Result};
+
+thread_local! {
+    /// The last multi-get's key buffers on this thread, for its next one. Made anew, the
+    /// buffer was the call's first large allocation, before its first key went out, and with
+    /// glibc's allocator it paid there for consolidating what the last call's result freed:
+    /// kept, the first half of a hashed multi-get went out sooner (the text `Cache` over the
+    /// text transport alone, `get_many_100` of the interleaved bench, eight alternating runs
+    /// each: median 0.86x, from 0.83x to 0.91x, against median 0.83x, from 0.82x to 0.89x).
+    static SPARE: Cell<Option<(Vec<u8>, Vec<usize>)>> = const { Cell::new(None) };
+}
+
+/// The largest key buffer kept for the next multi-get ([`SPARE`]): a thread that once made
+/// a huge multi-get does not hold its buffer for good.
+const SPARE_LIMIT: usize = 64 * 1024;
 
 /// The wire keys of the caller's `keys`, made one at a time.
 pub(crate) struct WireKeys<'k, K, M: ?Sized> {
@@ -26,11 +43,18 @@ pub(crate) struct WireKeys<'k, K, M: ?Sized> {
 
 impl<'k, K: AsRef<str>, M: Fn() + ?Sized> WireKeys<'k, K, M> {
     pub(crate) fn new(key_function: &'k dyn KeyFunction, keys: &'k [K], meanwhile: &'k M) -> Self {
+        let (mut buf, mut ends) = SPARE
+            .try_with(Cell::take)
+            .ok()
+            .flatten()
+            .unwrap_or_default();
+        buf.reserve(keys.len() * 64);
+        ends.reserve(keys.len());
         WireKeys {
             key_function,
             keys,
-            buf: Vec::with_capacity(keys.len() * 64),
-            ends: Vec::with_capacity(keys.len()),
+            buf,
+            ends,
             refused: None,
             fixed: key_function.validity_is_fixed(),
             meanwhile,
@@ -98,5 +122,21 @@ impl<K: AsRef<str>, M: Fn() + ?Sized> MadeKeys for WireKeys<'_, K, M> {
 
     fn sent(&self) {
         (self.meanwhile)();
+    }
+}
+
+impl<K, M: ?Sized> Drop for WireKeys<'_, K, M> {
+    fn drop(&mut self) {
+        if self.buf.capacity() > SPARE_LIMIT {
+            return;
+        }
+        let (mut buf, mut ends) = (
+            std::mem::take(&mut self.buf),
+            std::mem::take(&mut self.ends),
+        );
+        buf.clear();
+        ends.clear();
+        // A thread being torn down has no slot any more: the buffers are freed.
+        let _ = SPARE.try_with(|spare| spare.set(Some((buf, ends))));
     }
 }
