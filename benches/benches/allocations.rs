@@ -20,7 +20,6 @@
 //! libmemcached's own allocations go through C `malloc`, which this allocator does not see,
 //! so libmemcached is not measured here.
 
-use std::collections::HashMap;
 use std::hint::black_box;
 use std::io::Write;
 
@@ -153,14 +152,7 @@ fn value_path(
             store_get_case,
             store_get(transport, &wire_big, big_text.as_bytes(), flags),
         ),
-        count(many, || {
-            let got: HashMap<String, String> = cache
-                .get_many(keys)
-                .expect("get_many")
-                .into_complete()
-                .expect("get_many");
-            assert_eq!(got.len(), 100);
-        }),
+        count(many, || clients::all_hundred(cache.get_many(keys))),
         count(transport_many, || {
             let items = transport.get_many(&wire_refs).expect("get_many");
             assert!(items.iter().all(Option::is_some));
@@ -227,21 +219,10 @@ fn main() {
     let identity = clients::identity_keys(&server.addr())
         .build()
         .expect("identity cache");
-    let raw_keys = clients::raw_many_keys();
-    for key in &raw_keys {
-        text.store(&Store::set(key.as_bytes(), value.as_bytes(), 16, 0))
-            .expect("store");
-    }
+    let raw_keys = clients::seed_raw_many(&text, value.as_bytes());
     results.push(count(
         "Cache(identity keys)::get_many::<String> of 100 keys",
-        || {
-            let got: HashMap<String, String> = identity
-                .get_many(&raw_keys)
-                .expect("get_many")
-                .into_complete()
-                .expect("get_many");
-            assert_eq!(got.len(), 100);
-        },
+        || clients::all_hundred(identity.get_many(&raw_keys)),
     ));
     // ...and over libmemcached's binary protocol: libmemcached's own buffers are C
     // `malloc`s, which this allocator does not see; the Rust side (the items, the facade) is

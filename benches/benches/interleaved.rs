@@ -33,7 +33,6 @@
 
 #[cfg(feature = "binary")]
 fn main() {
-    use std::collections::HashMap;
     use std::hint::black_box;
     use std::io::Write;
     use std::time::Instant;
@@ -43,15 +42,6 @@ fn main() {
     use newcache_testkit::Memcached;
     use newcache_transport::{Store, Transport};
     use newcache_transport_binary::bare::Keys;
-
-    /// Checks that a multi-get found all 100 values.
-    fn all_hundred(got: newcache::Result<newcache::GetMany<String>>) {
-        let got: HashMap<String, String> = got
-            .expect("get_many")
-            .into_complete()
-            .expect("every value read");
-        assert_eq!(got.len(), 100);
-    }
 
     /// A client's operation.
     type Run<'a> = Box<dyn FnMut() + 'a>;
@@ -143,12 +133,10 @@ fn main() {
     // rows.
     let keys = clients::many_keys();
     clients::seed(text_cache, &value, &keys);
-    let raw_names = clients::raw_many_keys();
+    let raw_names = clients::seed_raw_many(&text, value.as_bytes());
     let raw_refs: Vec<&[u8]> = raw_names.iter().map(String::as_bytes).collect();
-    for k in raw_refs.iter().copied().chain([&b"raw-hit"[..]]) {
-        text.store(&Store::set(k, value.as_bytes(), 16, 0))
-            .expect("store");
-    }
+    text.store(&Store::set(b"raw-hit", value.as_bytes(), 16, 0))
+        .expect("store");
     let short_keys = Keys::new(&raw_names);
     let wire_hit = text_cache.wire_key("hit").expect("wire key");
     let wire_many: Vec<Vec<u8>> = keys
@@ -332,7 +320,7 @@ fn main() {
                 (
                     "newcache-text",
                     Box::new(|| {
-                        all_hundred(text_cache.get_many(&keys));
+                        clients::all_hundred(text_cache.get_many(&keys));
                     }),
                 ),
                 (
@@ -347,19 +335,19 @@ fn main() {
                 (
                     "newcache-async",
                     Box::new(|| {
-                        all_hundred(rt.block_on(async_cache.get_many(&keys)));
+                        clients::all_hundred(rt.block_on(async_cache.get_many(&keys)));
                     }),
                 ),
                 (
                     "newcache-text-identity",
                     Box::new(|| {
-                        all_hundred(identity_cache.get_many(&raw_names));
+                        clients::all_hundred(identity_cache.get_many(&raw_names));
                     }),
                 ),
                 (
                     "newcache-async-identity",
                     Box::new(|| {
-                        all_hundred(rt.block_on(identity_async.get_many(&raw_names)));
+                        clients::all_hundred(rt.block_on(identity_async.get_many(&raw_names)));
                     }),
                 ),
                 (
@@ -395,7 +383,7 @@ fn main() {
                 (
                     "newcache-libmemcached-binary",
                     Box::new(|| {
-                        all_hundred(binary_cache.get_many(&keys));
+                        clients::all_hundred(binary_cache.get_many(&keys));
                     }),
                 ),
                 (

@@ -7,8 +7,6 @@
 //!
 //! `NEWCACHE_BENCH_QUICK=1` shortens every measurement (`cargo xtask bench --quick`).
 
-use std::collections::HashMap;
-
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use newcache::Ttl;
 use newcache_benches::clients;
@@ -168,37 +166,22 @@ fn transports(c: &mut Criterion) {
     g.throughput(Throughput::Elements(100));
     for (name, cache) in &caches {
         g.bench_function(*name, |b| {
-            b.iter(|| {
-                let got: HashMap<String, String> = cache
-                    .get_many(&keys)
-                    .expect("get_many")
-                    .into_complete()
-                    .expect("get_many");
-                assert_eq!(got.len(), 100);
-            })
+            b.iter(|| clients::all_hundred(cache.get_many(&keys)))
         });
     }
     #[cfg(feature = "binary")]
     for (name, t) in &raw {
-        use newcache_transport::{Store, Transport};
-        let raw_keys = clients::raw_many_keys();
+        use newcache_transport::Transport;
+        let raw_keys = clients::seed_raw_many(t, value.as_bytes());
         let refs: Vec<&[u8]> = raw_keys.iter().map(String::as_bytes).collect();
-        for k in &refs {
-            t.store(&Store::set(k, value.as_bytes(), 16, 0))
-                .expect("store");
-        }
         g.bench_function(*name, |b| {
             b.iter(|| black_box(t.get_many(&refs).expect("get_many")))
         });
     }
     {
-        use newcache_transport::{Store, Transport};
-        let raw_keys = clients::raw_many_keys();
+        use newcache_transport::Transport;
+        let raw_keys = clients::seed_raw_many(&text, value.as_bytes());
         let refs: Vec<&[u8]> = raw_keys.iter().map(String::as_bytes).collect();
-        for k in &refs {
-            text.store(&Store::set(k, value.as_bytes(), 16, 0))
-                .expect("store");
-        }
         g.bench_function("transport-text", |b| {
             b.iter(|| black_box(text.get_many(&refs).expect("get_many")))
         });

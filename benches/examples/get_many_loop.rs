@@ -15,7 +15,7 @@ use std::collections::HashMap;
 use std::time::Instant;
 
 use newcache_testkit::Memcached;
-use newcache_transport::{Store, Transport};
+use newcache_transport::Transport;
 
 fn main() {
     let mut args = std::env::args().skip(1);
@@ -25,11 +25,7 @@ fn main() {
     let addr = server.addr();
     let text = newcache_benches::clients::text_transport(&addr);
     let value = "x".repeat(100);
-    let keys = newcache_benches::clients::raw_many_keys();
-    for key in &keys {
-        text.store(&Store::set(key.as_bytes(), value.as_bytes(), 16, 0))
-            .expect("store");
-    }
+    let keys = newcache_benches::clients::seed_raw_many(&text, value.as_bytes());
     let wire: Vec<&[u8]> = keys.iter().map(String::as_bytes).collect();
     let cache = newcache_benches::clients::identity_keys(&addr)
         .build()

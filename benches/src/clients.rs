@@ -4,10 +4,12 @@
 
 #[cfg(feature = "binary")]
 use std::cell::RefCell;
+use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 
 use newcache::{Cache, Ttl};
+use newcache_transport::{Store, Transport};
 #[cfg(feature = "binary")]
 use newcache_transport_binary::bare;
 
@@ -21,9 +23,26 @@ pub fn identity_keys(addr: &str) -> newcache::Builder {
         .key_function(|key: &str| key.to_string())
 }
 
-/// The keys of the raw clients' multi-get (`raw-many-0` to `raw-many-99`).
-pub fn raw_many_keys() -> Vec<String> {
-    (0..100).map(|i| format!("raw-many-{i}")).collect()
+/// The keys of the raw clients' multi-get (`raw-many-0` to `raw-many-99`), each stored
+/// through `transport` with `value` (flags 16, text, as Python's clients store a `str`; no
+/// expiry).
+pub fn seed_raw_many(transport: &dyn Transport, value: &[u8]) -> Vec<String> {
+    let keys: Vec<String> = (0..100).map(|i| format!("raw-many-{i}")).collect();
+    for key in &keys {
+        transport
+            .store(&Store::set(key.as_bytes(), value, 16, 0))
+            .expect("store");
+    }
+    keys
+}
+
+/// Checks that a multi-get of 100 keys read every value.
+pub fn all_hundred(got: newcache::Result<newcache::GetMany<String>>) {
+    let got: HashMap<String, String> = got
+        .expect("get_many")
+        .into_complete()
+        .expect("every value read");
+    assert_eq!(got.len(), 100);
 }
 
 /// The facade over each transport: (name, cache).

@@ -247,13 +247,15 @@ pub(super) fn targets(r: &mut Report, allocations: &str, inter: &Interleaved) {
     // codec's time per 100 KB, the key function's per key.
     let micro = |group: &str, bench: &str| mean_ns(&r.dir, group, bench).map(duration);
     let shown = |v: Option<String>| v.unwrap_or_else(|| "(not measured)".to_string());
-    let per_op = |op: &str, client: &str, per: f64| {
+    // Nanoseconds per `per` operations of `client`, from its interleaved rate.
+    let ns_per = |op: &str, client: &str, per: f64| {
         inter
             .clients(op)
             .into_iter()
             .find(|(c, _)| c == client)
-            .map(|(_, ops)| duration(per * 1e9 / ops))
+            .map(|(_, ops)| per * 1e9 / ops)
     };
+    let per_op = |op: &str, client: &str, per: f64| ns_per(op, client, per).map(duration);
     for (op, facade, transport, c) in &value_path {
         if !missed(c) {
             continue;
@@ -276,11 +278,7 @@ pub(super) fn targets(r: &mut Report, allocations: &str, inter: &Interleaved) {
                 shown(per_op(op, transport, 1.0)),
                 match (
                     mean_ns(&r.dir, "codec", "string_100KB_decode"),
-                    inter
-                        .clients(op)
-                        .into_iter()
-                        .find(|(c, _)| c == transport)
-                        .map(|(_, ops)| 1e9 / ops),
+                    ns_per(op, transport, 1.0),
                 ) {
                     (Some(check), Some(pair)) if pair > 0.0 => format!("{:.1}%", check / pair * 100.0),
                     _ => "(not measured)".to_string(),
