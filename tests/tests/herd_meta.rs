@@ -89,6 +89,26 @@ fn invalidate_hands_the_recompute_to_exactly_one_reader() {
 }
 
 #[test]
+fn an_invalidation_while_the_win_is_out_hands_it_to_one_more_reader() {
+    // As under lease: the first winner may have read what the second invalidation replaces.
+    let server = Memcached::start();
+    let cache = meta_cache(&server);
+    cache.set("page", &"old", Ttl::Seconds(300)).unwrap();
+    assert!(cache.invalidate("page").unwrap());
+    assert_eq!(
+        cache.get::<String>("page").unwrap(),
+        None,
+        "the first winner"
+    );
+    assert_eq!(cache.get::<String>("page").unwrap().as_deref(), Some("old"));
+    assert!(cache.invalidate("page").unwrap());
+    let c = cache.clone();
+    let got = at_once(16, move || c.get::<String>("page").unwrap());
+    assert_eq!(got.iter().filter(|g| g.is_none()).count(), 1, "{got:?}");
+    assert!(got.iter().flatten().all(|v| v == "old"));
+}
+
+#[test]
 fn get_or_set_runs_the_loader_once_after_an_invalidation() {
     let server = Memcached::start();
     let cache = meta_cache(&server);

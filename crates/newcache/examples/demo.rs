@@ -25,6 +25,15 @@
 //! the count does not depend on when exactly the win came. Expiries after a row's window are
 //! left out, with their loads (the readers go on 300 ms past it, so one at its very end is
 //! still answered).
+//!
+//! Each row starts at the moment that puts its invalidation half a second from the instants
+//! at which expiries are decided: whole Unix seconds under the client-side policies (the cache
+//! keeps a soft expiry to the second, rounded up) and memcached's clock tick under `meta`
+//! (read from `stats`'s `time` before the row). An invalidation that lands within
+//! milliseconds of an expiry is two events, and start times alone cannot tell their loads
+//! apart: the expiry's winner may have read what the invalidation replaces, so the
+//! invalidation voids its claim and one more reader loads, and both loads start after the
+//! invalidation was called. Half a second away, every load answers one event.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -487,9 +496,42 @@ fn answered(load: &Load, invalidated_at: u64) -> u64 {
     }
 }
 
+/// Where in the Unix second (ms) memcached's clock ticks: its `stats` `time` is read until
+/// it moves (at most a second and a half). 0 when it cannot be seen.
+fn memcached_tick(cache: &Cache) -> u64 {
+    let time = || {
+        cache.stats().ok().and_then(|servers| {
+            servers
+                .first()
+                .and_then(|s| s.stats.get("time").and_then(|t| t.parse::<u64>().ok()))
+        })
+    };
+    let Some(first) = time() else { return 0 };
+    let deadline = Instant::now() + Duration::from_millis(1500);
+    while Instant::now() < deadline {
+        match time() {
+            Some(t) if t != first => return now_ms() % 1000,
+            Some(_) => std::thread::sleep(Duration::from_micros(500)),
+            None => return 0,
+        }
+    }
+    0
+}
+
 fn scene(url: &str, policy: &str, processes: usize, timing: Timing) -> Row {
     let key = format!("hot-{policy}-{}", now_ms());
     let cache = cache_for(url, policy);
+    // Start where the invalidation lands half a second from an expiry (see the module doc).
+    let tick = if policy == "meta" {
+        memcached_tick(&cache)
+    } else {
+        0
+    };
+    let invalidate_at = timing.invalidate_at.as_millis() as u64;
+    let phase = (tick + 1500 - invalidate_at % 1000) % 1000;
+    std::thread::sleep(Duration::from_millis(
+        (phase + 1000 - now_ms() % 1000) % 1000,
+    ));
     // Start warm: the scene measures expiries and the invalidation, not the first load.
     let set_at = now_ms();
     let warm_soft = set_at + TTL_SECS * 1000;
@@ -508,7 +550,7 @@ fn scene(url: &str, policy: &str, processes: usize, timing: Timing) -> Row {
     });
     let invalidator = {
         let (cache, key, policy) = (cache.clone(), key.clone(), policy.to_string());
-        let at = start + timing.invalidate_at.as_millis() as u64;
+        let at = start + invalidate_at;
         std::thread::spawn(move || {
             std::thread::sleep(Duration::from_millis(at.saturating_sub(now_ms())));
             // The event's time: just before the call, so every load it causes comes after.

@@ -119,6 +119,30 @@ fn invalidate_marks_a_value_stale_so_exactly_one_reader_recomputes() {
 }
 
 #[test]
+fn an_invalidation_during_a_claimed_refresh_hands_it_to_one_more_reader() {
+    // The expiry's winner may have read what the invalidation replaces, so the invalidation
+    // voids its claim: two events, one recomputation each.
+    let e = env("herd_timeout=60");
+    e.cache.set("hot", &"old", Ttl::Seconds(10)).unwrap();
+    e.clock.advance_secs(11);
+    assert_eq!(e.cache.get::<String>("hot").unwrap(), None, "the expiry's winner");
+    assert_eq!(
+        e.cache.get::<String>("hot").unwrap().as_deref(),
+        Some("old"),
+        "claimed: the others are served"
+    );
+    assert!(e.cache.invalidate("hot").unwrap());
+    let cache = e.cache.clone();
+    let got = at_once(16, move |_| cache.get::<String>("hot").unwrap());
+    assert_eq!(
+        got.iter().filter(|g| g.is_none()).count(),
+        1,
+        "the invalidation's winner: {got:?}"
+    );
+    assert!(got.iter().flatten().all(|v| v == "old"));
+}
+
+#[test]
 fn get_or_set_runs_the_loader_once_for_a_cold_key_across_threads() {
     let e = env("");
     let runs = Arc::new(std::sync::atomic::AtomicUsize::new(0));
