@@ -117,6 +117,27 @@ fn herd_state_written_by_either_cache_is_honoured_by_the_other() {
     assert_eq!((first, second.as_deref()), (None, Some("v1")));
 }
 
+#[test]
+fn an_async_refresh_does_not_replace_a_value_written_while_it_loaded() {
+    let server = Memcached::start();
+    let rt = runtime();
+    let (cache, ac, clock) = both(&server, "herd=lease&herd_timeout=60");
+    cache.set("k", "old", Ttl::Seconds(10)).unwrap();
+    clock.advance_secs(11);
+    let writer = ac.clone();
+    let got: String = rt
+        .block_on(ac.get_or_set("k", Ttl::Seconds(300), || async move {
+            writer.set("k", "written", Ttl::Seconds(300)).await.unwrap();
+            "loaded".to_string()
+        }))
+        .unwrap();
+    assert_eq!(got, "loaded");
+    assert_eq!(
+        cache.get::<String>("k").unwrap().as_deref(),
+        Some("written")
+    );
+}
+
 /// A multi-get of many keys over the async transport (its keys owned while the server
 /// answers): hits, misses and keys named twice, read as the blocking cache reads them.
 #[test]

@@ -130,6 +130,46 @@ fn get_or_set_runs_the_loader_once_after_an_invalidation() {
 }
 
 #[test]
+fn the_winners_value_does_not_replace_an_invalidation_or_a_write_that_came_while_it_loaded() {
+    let server = Memcached::start();
+    let cache = meta_cache(&server);
+    cache.set("report", &1u32, Ttl::Seconds(300)).unwrap();
+    cache.invalidate("report").unwrap();
+    let other = cache.clone();
+    let got = cache
+        .get_or_set("report", Ttl::Seconds(300), || {
+            other.invalidate("report").unwrap();
+            2u32
+        })
+        .unwrap();
+    assert_eq!(got, 2);
+    // Not stored: the second invalidation hands the win to the next reader.
+    assert_eq!(cache.get::<u32>("report").unwrap(), None);
+    assert_eq!(cache.get::<u32>("report").unwrap(), Some(1));
+    let other = cache.clone();
+    let got = cache
+        .get_or_set("report", Ttl::Seconds(300), || {
+            other.set("report", &4u32, Ttl::Seconds(300)).unwrap();
+            3u32
+        })
+        .unwrap();
+    assert_eq!(got, 1, "served the old value: the win is out");
+    cache.invalidate("report").unwrap();
+    let got = cache
+        .get_or_set("report", Ttl::Seconds(300), || {
+            other.set("report", &4u32, Ttl::Seconds(300)).unwrap();
+            3u32
+        })
+        .unwrap();
+    assert_eq!(got, 3);
+    assert_eq!(
+        cache.get::<u32>("report").unwrap(),
+        Some(4),
+        "the write stays"
+    );
+}
+
+#[test]
 fn meta_on_a_transport_without_the_meta_protocol_is_refused_when_the_cache_is_built() {
     let err = Cache::from_url("newcache:///?transport=memory&herd=meta").unwrap_err();
     assert!(

@@ -60,7 +60,7 @@ impl Core {
                 let cas = opened.0.cas;
                 Some((self.decode_opened_item(key, opened)?, cas))
             }
-            Fetched::Recompute | Fetched::Cold => None,
+            Fetched::Recompute(_) | Fetched::Cold => None,
         })
     }
 
@@ -154,7 +154,7 @@ impl Core {
                         self.touch_unobserved(io, key, options).await?;
                         Ok(Some(value))
                     }
-                    Fetched::Recompute | Fetched::Cold => Ok(None),
+                    Fetched::Recompute(_) | Fetched::Cold => Ok(None),
                 }
             })
             .await

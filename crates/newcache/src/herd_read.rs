@@ -43,11 +43,34 @@ pub(crate) fn uniform() -> f64 {
     ((bits >> 11) as f64 + 1.0) / (1u64 << 53) as f64
 }
 
+/// How the winner of a refresh stores what it loads (`get_or_set`): over the item as it was
+/// just before the load began, and only if nothing changed it since. A value written, an
+/// invalidation or a delete that lands while the loader runs is newer than what the loader
+/// read, so the loaded value must not replace it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Refresh {
+    /// A `cas` against this unique: the item this reader read before deciding to load
+    /// (XFetch's early refresh, memcached's win under `herd=meta`).
+    Over(u64),
+    /// A lease claim: the claim's own store gave the item a new unique that memcached's `cas`
+    /// reply does not say, so the winner reads the item once more before it loads and stores
+    /// over what it read then.
+    AfterClaim,
+    /// A plain `set`: `reinsert` (the seed's policy) and items read without CAS uniques.
+    Set,
+}
+
+impl Refresh {
+    fn over(cas: Option<u64>) -> Refresh {
+        cas.map_or(Refresh::Set, Refresh::Over)
+    }
+}
+
 /// What a fetched item turned out to be once its herd state was looked at.
 pub(crate) enum Opened {
     /// Recompute: the value is stale and this reader won the refresh (or, under XFetch,
-    /// refreshes early).
-    Miss,
+    /// refreshes early); how to store the value it loads.
+    Miss(Refresh),
     /// The item vanished between the read and the claim (deleted or evicted): a cold miss,
     /// for `get_or_set`'s single flight and lease key, not a won refresh.
     Gone,
@@ -119,12 +142,12 @@ impl Pending {
         if self.claim.is_none() {
             // A re-store: this reader recomputes; a failed re-store only weakens the
             // protection for the others.
-            return Opened::Miss;
+            return Opened::Miss(Refresh::Set);
         }
         match status {
             // This reader won the refresh; everyone else now reads the claimed value,
             // fresh for another herd timeout.
-            Some(StoreStatus::Stored) => Opened::Miss,
+            Some(StoreStatus::Stored) => Opened::Miss(Refresh::AfterClaim),
             // Nothing left to claim: every reader that held the stale value would "win" here,
             // so it is a cold miss instead.
             Some(StoreStatus::NotFound) => Opened::Gone,
@@ -262,10 +285,11 @@ impl Core {
         if let Some(event) = event {
             self.observer.event(op, event, 1);
         }
+        let unclaimed = Refresh::over(item.cas);
         Ok(match action {
             // XFetch: this reader recomputes ahead of the expiry; nothing is stored, the
             // others keep being served.
-            StaleAction::RecomputeEarly => Looked::Done(Opened::Miss),
+            StaleAction::RecomputeEarly => Looked::Done(Opened::Miss(unclaimed)),
             StaleAction::Serve => serve(item),
             // Everyone else keeps being served the old value while this reader recomputes:
             // the value bare (a django-newcache tuple with its expiry moved past the re-store,
@@ -286,7 +310,7 @@ impl Core {
                         stamp,
                         exptime,
                     }),
-                    None => Looked::Done(Opened::Miss),
+                    None => Looked::Done(Opened::Miss(Refresh::Set)),
                 }
             }
             StaleAction::Claim { envelope, exptime } => {
@@ -302,7 +326,7 @@ impl Core {
                     }),
                     // A django-newcache tuple whose expiry cannot move in place (past 2038):
                     // this reader recomputes, the others keep the old value until it lands.
-                    (_, None) => Looked::Done(Opened::Miss),
+                    (_, None) => Looked::Done(Opened::Miss(unclaimed)),
                     // No CAS uniques, no claim: the seed's re-store. The cache refuses to be
                     // built that way (lease over libmemcached with CAS off); only a transport
                     // of the caller's own, or a value read with herd off, gets here.
@@ -369,7 +393,7 @@ impl Core {
         let opened = pending.settle(status);
         if claim {
             match opened {
-                Opened::Miss => self.observer.event(op, Event::ClaimWon, 1),
+                Opened::Miss(_) => self.observer.event(op, Event::ClaimWon, 1),
                 Opened::Value { .. } => {
                     self.observer.event(op, Event::ClaimLost, 1);
                     self.observer.event(op, Event::StaleServed, 1);
@@ -440,7 +464,9 @@ impl Core {
     ) -> Result<Looked> {
         if meta.win {
             self.observer.event(op, Event::ClaimWon, 1);
-            return Ok(Looked::Done(Opened::Miss));
+            // `md ... I` and every store give the item a new unique, so the winner's value
+            // lands only if neither came while it loaded.
+            return Ok(Looked::Done(Opened::Miss(Refresh::over(meta.item.cas))));
         }
         if meta.win_taken {
             self.observer.event(op, Event::ClaimLost, 1);

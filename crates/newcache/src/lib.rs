@@ -468,6 +468,12 @@ impl Cache {
     ///   over and loads; a loader slower than `lease_wait` gets a second one beside it. So a
     ///   slow or crashed loader costs a bounded wait, never a hang and never a stampede.
     ///
+    /// The loaded value is stored only over what the key held when the load began (a `cas`
+    /// against that item, or an `add` when there was none): a `set`, an `invalidate` or a
+    /// `delete` that lands while the loader runs is newer than what it read, so the caller
+    /// gets the loaded value and the key keeps the newer state (`reinsert` keeps the seed's
+    /// plain `set`).
+    ///
     /// A loader error reaches its caller and stores nothing; on the stale path the old value
     /// stays (the claim keeps the others on it for `herd_timeout`, then the next caller
     /// retries), on the cold path the lease key is deleted and, if other callers in this

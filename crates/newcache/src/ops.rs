@@ -12,7 +12,7 @@ use serde::de::DeserializeOwned;
 use newcache_herd::{value_flags, Herd, ReadDecision};
 use newcache_transport::{Item, MadeKeys, StoreMode, StoreStatus};
 
-use crate::herd_read::{Looked, Opened, Pending};
+use crate::herd_read::{Looked, Opened, Pending, Refresh};
 use crate::io::{meanwhile as io_meanwhile, Io};
 use crate::many::Filling;
 use crate::observe::{Event, Observer};
@@ -47,8 +47,9 @@ pub(crate) struct Core {
 pub(crate) enum Fetched<T> {
     /// A value to serve.
     Hit(T),
-    /// The value is stale and this caller won the refresh: it should recompute.
-    Recompute,
+    /// The value is stale and this caller won the refresh: it should recompute, and store
+    /// its value as this says.
+    Recompute(Refresh),
     /// No value at all.
     Cold,
 }
@@ -179,7 +180,7 @@ impl Core {
             op,
             match fetched {
                 Fetched::Hit(_) => Event::Hit,
-                Fetched::Recompute | Fetched::Cold => Event::Miss,
+                Fetched::Recompute(_) | Fetched::Cold => Event::Miss,
             },
             1,
         );
@@ -195,7 +196,7 @@ impl Core {
     ) -> Result<Fetched<T>> {
         Ok(match self.fetch_item(io, op, wire).await? {
             Fetched::Hit(opened) => Fetched::Hit(self.decode_opened_item(key, opened)?),
-            Fetched::Recompute => Fetched::Recompute,
+            Fetched::Recompute(refresh) => Fetched::Recompute(refresh),
             Fetched::Cold => Fetched::Cold,
         })
     }
@@ -237,7 +238,7 @@ impl Core {
             self.open(io, op, wire, item, self.now_millis()).await?
         };
         Ok(match opened {
-            Opened::Miss => Fetched::Recompute,
+            Opened::Miss(refresh) => Fetched::Recompute(refresh),
             Opened::Gone => Fetched::Cold,
             Opened::Value {
                 item,
@@ -258,7 +259,7 @@ impl Core {
             .op("get", async move {
                 Ok(match self.fetch(io, "get", key, wire).await? {
                     Fetched::Hit(v) => Some(v),
-                    Fetched::Recompute | Fetched::Cold => None,
+                    Fetched::Recompute(_) | Fetched::Cold => None,
                 })
             })
             .await
@@ -276,7 +277,7 @@ impl Core {
                         .open(io, "get_raw", wire, item, self.now_millis())
                         .await?
                     {
-                        Opened::Miss | Opened::Gone => None,
+                        Opened::Miss(_) | Opened::Gone => None,
                         Opened::Value {
                             mut item,
                             offset,

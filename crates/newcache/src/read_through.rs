@@ -11,10 +11,34 @@ use newcache_transport::{Store, StoreMode};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use crate::herd_read::Refresh;
 use crate::io::Io;
 use crate::observe::{Event, Observed};
 use crate::ops::{Core, Fetched};
 use crate::{Error, Result, SetOptions};
+
+/// What a loaded value is stored over ([`Core::load_and_store`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Over {
+    /// The item with this CAS unique, unchanged since before the load began (`cas`).
+    Item(u64),
+    /// A lease claim's item, whose unique is read before the load begins.
+    Claimed,
+    /// Nothing: the key was empty before the load began (`add`).
+    Nothing,
+    /// Whatever is there (`set`): `reinsert`, and items read without CAS uniques.
+    Any,
+}
+
+impl From<Refresh> for Over {
+    fn from(refresh: Refresh) -> Over {
+        match refresh {
+            Refresh::Over(cas) => Over::Item(cas),
+            Refresh::AfterClaim => Over::Claimed,
+            Refresh::Set => Over::Any,
+        }
+    }
+}
 
 /// One loader run that other callers in this process wait for.
 #[derive(Default)]
@@ -180,13 +204,17 @@ impl Core {
             if std::mem::take(&mut first) {
                 let event = match fetched {
                     Fetched::Hit(_) => Event::Hit,
-                    Fetched::Recompute | Fetched::Cold => Event::Miss,
+                    Fetched::Recompute(_) | Fetched::Cold => Event::Miss,
                 };
                 self.observer.event(OP, event, 1);
             }
             match fetched {
                 Fetched::Hit(v) => return Ok(v),
-                Fetched::Recompute => return self.load_and_store(io, key, options, loader).await,
+                Fetched::Recompute(refresh) => {
+                    return self
+                        .load_and_store(io, key, options, loader, refresh.into())
+                        .await
+                }
                 Fetched::Cold => {}
             }
             // Cold: one loader per process.
@@ -247,8 +275,13 @@ impl Core {
                     // stored its value before freeing the lease: read once more.
                     return match self.fetch_unobserved::<I, T>(io, OP, key, &wire).await? {
                         Fetched::Hit(v) => Ok(v),
-                        Fetched::Recompute | Fetched::Cold => {
-                            self.load_and_store(io, key, options, loader).await
+                        Fetched::Recompute(refresh) => {
+                            self.load_and_store(io, key, options, loader, refresh.into())
+                                .await
+                        }
+                        Fetched::Cold => {
+                            self.load_and_store(io, key, options, loader, Over::Nothing)
+                                .await
                         }
                     };
                 }
@@ -261,9 +294,11 @@ impl Core {
                         self.observer.lease_wait(since.elapsed());
                         return Ok(v);
                     }
-                    Fetched::Recompute => {
+                    Fetched::Recompute(refresh) => {
                         self.observer.lease_wait(since.elapsed());
-                        return self.load_and_store(io, key, options, loader).await;
+                        return self
+                            .load_and_store(io, key, options, loader, refresh.into())
+                            .await;
                     }
                     Fetched::Cold => {}
                 }
@@ -271,12 +306,17 @@ impl Core {
         }
     }
 
+    /// Runs the loader and stores its value over what the key held before the load began
+    /// (`over`), so that nothing written, invalidated or deleted while it ran is replaced by a
+    /// value computed before that. When the key changed meanwhile, the value goes to the
+    /// caller only.
     async fn load_and_store<I, T, E, F, Fut>(
         &self,
         io: &I,
         key: &str,
         options: SetOptions,
         loader: F,
+        over: Over,
     ) -> Result<T, Through<E>>
     where
         I: Io,
@@ -284,19 +324,35 @@ impl Core {
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<T, E>>,
     {
+        let wire = self.wire_key(key)?;
+        let over = match over {
+            // The claim changed the item's unique: read it now, before the load begins.
+            Over::Claimed => match io.get(&wire).await.map_err(Error::from)? {
+                Some(item) => item.cas.map_or(Over::Any, Over::Item),
+                // Deleted since the claim: store only if nothing is there once loaded.
+                None => Over::Nothing,
+            },
+            other => other,
+        };
         let started = Instant::now();
         let loaded = loader().await;
         let took = started.elapsed();
         self.observer.loader(took, loaded.is_err());
         let value = loaded.map_err(Through::Loader)?;
         let compute = u32::try_from(took.as_millis()).unwrap_or(u32::MAX);
-        let wire = self.wire_key(key)?;
         match self
             .encode_computed(io, key, &value, options, compute)
             .await?
         {
             Some((bytes, flags, exptime)) => {
-                io.store(&Store::set(&wire, &bytes, flags, exptime))
+                let mode = match over {
+                    Over::Item(cas) => StoreMode::Cas(cas),
+                    Over::Nothing => StoreMode::Add,
+                    Over::Any | Over::Claimed => StoreMode::Set,
+                };
+                // Not stored (EXISTS, NOT_FOUND, NOT_STORED): the key changed while the
+                // loader ran, and what it holds now is newer than this value.
+                io.store(&Store::set(&wire, &bytes, flags, exptime).with_mode(mode))
                     .await
                     .map_err(Error::from)?;
             }

@@ -142,6 +142,71 @@ fn an_invalidation_during_a_claimed_refresh_hands_it_to_one_more_reader() {
     assert!(got.iter().flatten().all(|v| v == "old"));
 }
 
+/// `get_or_set` over a stale `page` whose loader first runs `meanwhile` (what another
+/// client does while it loads); returns what the caller got.
+fn refresh_with(e: &Env, meanwhile: impl FnOnce(&Cache)) -> String {
+    e.cache.set("page", &"old", Ttl::Seconds(10)).unwrap();
+    e.clock.advance_secs(11);
+    let other = e.cache.clone();
+    e.cache
+        .get_or_set("page", Ttl::Seconds(300), || {
+            meanwhile(&other);
+            "loaded".to_string()
+        })
+        .unwrap()
+}
+
+#[test]
+fn a_refresh_does_not_replace_a_value_written_while_it_loaded() {
+    let e = env("herd_timeout=60");
+    let got = refresh_with(&e, |c| c.set("page", &"written", Ttl::Seconds(300)).unwrap());
+    assert_eq!(got, "loaded", "the caller gets what it loaded");
+    assert_eq!(
+        e.cache.get::<String>("page").unwrap().as_deref(),
+        Some("written"),
+        "the write is newer than what the loader read"
+    );
+}
+
+#[test]
+fn a_refresh_invalidated_while_it_loaded_leaves_the_refresh_to_the_next_reader() {
+    let e = env("herd_timeout=60");
+    let got = refresh_with(&e, |c| assert!(c.invalidate("page").unwrap()));
+    assert_eq!(got, "loaded");
+    // Not stored: the next reader recomputes, the others are served the old value.
+    assert_eq!(e.cache.get::<String>("page").unwrap(), None);
+    assert_eq!(
+        e.cache.get::<String>("page").unwrap().as_deref(),
+        Some("old")
+    );
+}
+
+#[test]
+fn a_refresh_deleted_while_it_loaded_stores_nothing() {
+    let e = env("herd_timeout=60");
+    let got = refresh_with(&e, |c| assert!(c.delete("page").unwrap()));
+    assert_eq!(got, "loaded");
+    assert_eq!(e.meta("page"), None);
+}
+
+#[test]
+fn a_cold_load_does_not_replace_a_value_written_while_it_ran() {
+    let e = env("");
+    let other = e.cache.clone();
+    let got: String = e
+        .cache
+        .get_or_set("cold", Ttl::Seconds(300), || {
+            other.set("cold", &"written", Ttl::Seconds(300)).unwrap();
+            "loaded".to_string()
+        })
+        .unwrap();
+    assert_eq!(got, "loaded");
+    assert_eq!(
+        e.cache.get::<String>("cold").unwrap().as_deref(),
+        Some("written")
+    );
+}
+
 #[test]
 fn get_or_set_runs_the_loader_once_for_a_cold_key_across_threads() {
     let e = env("");
