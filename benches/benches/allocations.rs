@@ -224,6 +224,27 @@ fn main() {
         "Cache(identity keys)::get_many::<String> of 100 keys",
         || clients::all_hundred(identity.get_many(&raw_keys)),
     ));
+    // The same two multi-gets through `AsyncCache` on a current-thread runtime (as the
+    // interleaved bench drives it): the runtime's own allocations per call are counted too.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let (async_cache, async_identity) = rt.block_on(async {
+        let url = format!("newcache://{}/?transport=text", server.addr());
+        let hashed = newcache::AsyncCache::from_url(&url).expect("async cache");
+        let identity = clients::identity_keys(&server.addr())
+            .build_async()
+            .expect("async identity cache");
+        (hashed, identity)
+    });
+    results.push(count("AsyncCache::get_many::<String> of 100 keys", || {
+        clients::all_hundred(rt.block_on(async_cache.get_many(&keys)))
+    }));
+    results.push(count(
+        "AsyncCache(identity keys)::get_many::<String> of 100 keys",
+        || clients::all_hundred(rt.block_on(async_identity.get_many(&raw_keys))),
+    ));
     // ...and over libmemcached's binary protocol: libmemcached's own buffers are C
     // `malloc`s, which this allocator does not see; the Rust side (the items, the facade) is
     // counted.

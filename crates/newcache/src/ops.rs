@@ -406,7 +406,7 @@ impl Core {
         // first, so that a refused key sends nothing.
         let mut made = WireKeys::new(self.key_function.as_ref(), keys, meanwhile);
         if !self.key_function.validity_is_fixed() {
-            made.all()?;
+            made.make_all()?;
         }
         let now = self.now_millis();
         // One pass: a fresh value is decoded as it comes; a stale one's store (claim or

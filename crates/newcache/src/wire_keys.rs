@@ -76,11 +76,17 @@ impl<'k, K: AsRef<str>, M: Fn() + ?Sized> WireKeys<'k, K, M> {
         Ok(())
     }
 
-    /// Every wire key, in the order of the caller's keys.
-    pub(crate) fn all(&mut self) -> Result<Vec<&[u8]>> {
+    /// Makes (and checks) every wire key not made yet.
+    pub(crate) fn make_all(&mut self) -> Result<()> {
         for i in self.ends.len()..self.keys.len() {
             self.make_next(i)?;
         }
+        Ok(())
+    }
+
+    /// Every wire key, in the order of the caller's keys.
+    pub(crate) fn all(&mut self) -> Result<Vec<&[u8]>> {
+        self.make_all()?;
         Ok((0..self.keys.len())
             .map(|i| self.key(i).unwrap_or_default())
             .collect())

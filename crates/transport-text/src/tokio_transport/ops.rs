@@ -153,19 +153,16 @@ impl TokioTextTransport {
 
     async fn get_many_impl(&self, keys: &[&[u8]]) -> Result<Vec<Option<Item>>> {
         keys.iter().try_for_each(|k| check_key(k))?;
-        let mut out = vec![None; keys.len()];
         if keys.is_empty() {
-            return Ok(out);
+            return Ok(Vec::new());
         }
         let placed = self.groups(keys.len(), |i| keys.get(i).copied())?;
         let groups: Groups<'_> = placed
             .iter()
             .map(|(index, members)| {
                 let label = self.label(*index);
-                let asked: Vec<&[u8]> = members
-                    .iter()
-                    .filter_map(|&i| keys.get(i).copied())
-                    .collect();
+                let mut asked: Vec<&[u8]> = Vec::with_capacity(members.len());
+                asked.extend(members.iter().filter_map(|&i| keys.get(i).copied()));
                 let build: Box<Build<'_>> =
                     Box::new(move |h: &super::Handle| plan_gets(label, h, &asked));
                 (*index, build)
@@ -179,7 +176,13 @@ impl TokioTextTransport {
                 .map(|((index, members), o)| (*index, o.map(|a| (members, a))))
                 .collect(),
         )?;
+        let mut out = Vec::new();
         for (index, (members, answers)) in answered {
+            let list = match whole(answers.list, members, keys.len()) {
+                Ok(items) => return Ok(items),
+                Err(list) => list,
+            };
+            out.resize_with(keys.len(), || None);
             let label = self.label(index);
             let mut slots = members.iter();
             let mut put = |item: Option<Item>| {
@@ -187,7 +190,7 @@ impl TokioTextTransport {
                     *slot = item;
                 }
             };
-            for answer in answers.list {
+            for answer in list {
                 match answer {
                     Answer::Items(items) => items.into_iter().for_each(&mut put),
                     Answer::Outcome(Outcome::Item(item)) => put(item),
@@ -204,6 +207,8 @@ impl TokioTextTransport {
                 }
             }
         }
+        // Keys on servers that could not be asked are misses.
+        out.resize_with(keys.len(), || None);
         Ok(out)
     }
 
@@ -532,5 +537,26 @@ impl AsyncTransport for TokioTextTransport {
                 other => Err(unexpected(self.label(self.server_for_key(key)?), other)),
             }
         })
+    }
+}
+
+/// A multi-get's answer from one server that was asked every key, in order, as one list of
+/// items (a single server's multi-get): that list is the answer, with no copy. Anything
+/// else is handed back to be placed key by key.
+fn whole(
+    mut list: Vec<Answer>,
+    members: &[usize],
+    keys: usize,
+) -> std::result::Result<Vec<Option<Item>>, Vec<Answer>> {
+    let in_order = members.len() == keys && members.iter().copied().eq(0..keys);
+    match list.pop() {
+        Some(Answer::Items(items)) if list.is_empty() && in_order && items.len() == keys => {
+            Ok(items)
+        }
+        Some(last) => {
+            list.push(last);
+            Err(list)
+        }
+        None => Err(list),
     }
 }
