@@ -27,11 +27,14 @@ pub(super) fn io_calls(which: &str) -> f64 {
 
 /// Concurrent callers against one memcached (the `async_concurrency` bench; `latencies`: its
 /// TSV, `syscalls`: the syscalls helper's, whose `get-cC` lines are these clients').
+/// `one_interleaved`: one `AsyncCache` caller's get hits over the blocking `Cache`'s in the
+/// interleaved bench's rounds (median, 25th and 75th percentiles), when it ran.
 pub(super) fn async_concurrency(
     r: &mut Report,
     latencies: &str,
     syscalls: &str,
     chart_path: &Path,
+    one_interleaved: Option<[f64; 3]>,
 ) {
     use newcache_benches::concurrent::{BASELINE, CALLERS, CLIENTS};
     const GROUP: &str = "async_concurrent_get_hit";
@@ -200,18 +203,30 @@ pub(super) fn async_concurrency(
             sys("newcache-blocking", 1).map_or("-".into(), |s| s.2),
         ));
     }
-    for (what, got, unit) in cells {
-        let shown = got.map_or("not measured".to_string(), |(x, met)| {
+    // The 1-caller ratio read in the interleaved bench's rounds too: one caller awaiting on a
+    // current-thread runtime it drives, against the blocking `Cache`, within milliseconds.
+    let interleaved = one_interleaved
+        .map(|[median, p25, p75]| format!("{median:.2}x (middle half {p25:.2}x - {p75:.2}x)"));
+    for (i, (what, got, unit)) in cells.into_iter().enumerate() {
+        let mut shown = got.map_or("not measured".to_string(), |(x, met)| {
             format!("{x:.2}{unit}: {}", verdict(met))
         });
+        if let (2, Some(interleaved)) = (i, &interleaved) {
+            shown.push_str(&format!(
+                " (interleaved with the blocking `Cache`, one caller on a current-thread runtime: {interleaved})"
+            ));
+        }
         let _ = writeln!(r.targets, "| {what} | {shown} |");
     }
     let _ = writeln!(
         r.md,
-        "Targets (also in *Targets, this run*): at 64 callers `newcache-async` ran at {} of raw libmemcached's ops/s (at least 2x wanted) with {} I/O syscalls per get (at most 0.25 wanted); at 1 caller at {} of the blocking `Cache` (at least 0.9x wanted). Ratios of criterion rows measured one after another, seconds apart, on a shared machine: read them with that noise in mind.\n",
+        "Targets (also in *Targets, this run*): at 64 callers `newcache-async` ran at {} of raw libmemcached's ops/s (at least 2x wanted) with {} I/O syscalls per get (at most 0.25 wanted); at 1 caller at {} of the blocking `Cache` (at least 0.9x wanted). Ratios of criterion rows measured one after another, seconds apart, on a shared machine: read them with that noise in mind. {}\n",
         vs_raw.map_or("-".into(), |(a, b)| format!("{:.2}x", a / b)),
         show(io64, 2),
         vs_blocking.map_or("-".into(), |(a, b)| format!("{:.2}x", a / b)),
+        interleaved.as_ref().map_or(String::new(), |x| format!(
+            "In the interleaved bench's rounds (*Ratios, interleaved*: `get_hit`, `newcache-async` over `newcache-text`, one caller awaiting on a current-thread runtime it drives), where both are measured within the same milliseconds, one `AsyncCache` caller ran at {x} of the blocking `Cache`."
+        )),
     );
 }
 
