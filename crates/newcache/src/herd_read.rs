@@ -43,34 +43,37 @@ pub(crate) fn uniform() -> f64 {
     ((bits >> 11) as f64 + 1.0) / (1u64 << 53) as f64
 }
 
-/// How the winner of a refresh stores what it loads (`get_or_set`): over the item as it was
-/// just before the load began, and only if nothing changed it since. A value written, an
-/// invalidation or a delete that lands while the loader runs is newer than what the loader
-/// read, so the loaded value must not replace it.
+/// What a loaded value is stored over (`get_or_set`): the key as it was just before the load
+/// began, and only if nothing changed it since. A value written, an invalidation or a delete
+/// that lands while the loader runs is newer than what the loader read, so the loaded value
+/// must not replace it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Refresh {
-    /// A `cas` against this unique: the item this reader read before deciding to load
-    /// (XFetch's early refresh, memcached's win under `herd=meta`).
-    Over(u64),
-    /// A lease claim: the claim's own store gave the item a new unique that memcached's `cas`
-    /// reply does not say, so the winner reads the item once more before it loads and stores
-    /// over what it read then.
-    AfterClaim,
-    /// A plain `set`: `reinsert` (the seed's policy) and items read without CAS uniques.
-    Set,
+pub(crate) enum Over {
+    /// The item with this CAS unique (`cas`): the item this reader read before deciding to
+    /// load (XFetch's early refresh, memcached's win under `herd=meta`).
+    Item(u64),
+    /// A lease claim's item: the claim's own store gave it a new unique that memcached's
+    /// `cas` reply does not say, so the winner reads the item once more before it loads and
+    /// stores over what it read then.
+    Claimed,
+    /// Nothing: the key was empty before the load began (`add`).
+    Nothing,
+    /// Whatever is there (`set`): `reinsert` (the seed's policy) and items read without CAS
+    /// uniques.
+    Any,
 }
 
-impl Refresh {
-    fn over(cas: Option<u64>) -> Refresh {
-        cas.map_or(Refresh::Set, Refresh::Over)
+impl Over {
+    fn item(cas: Option<u64>) -> Over {
+        cas.map_or(Over::Any, Over::Item)
     }
 }
 
 /// What a fetched item turned out to be once its herd state was looked at.
 pub(crate) enum Opened {
     /// Recompute: the value is stale and this reader won the refresh (or, under XFetch,
-    /// refreshes early); how to store the value it loads.
-    Miss(Refresh),
+    /// refreshes early); what to store the value it loads over.
+    Miss(Over),
     /// The item vanished between the read and the claim (deleted or evicted): a cold miss,
     /// for `get_or_set`'s single flight and lease key, not a won refresh.
     Gone,
@@ -142,12 +145,12 @@ impl Pending {
         if self.claim.is_none() {
             // A re-store: this reader recomputes; a failed re-store only weakens the
             // protection for the others.
-            return Opened::Miss(Refresh::Set);
+            return Opened::Miss(Over::Any);
         }
         match status {
             // This reader won the refresh; everyone else now reads the claimed value,
             // fresh for another herd timeout.
-            Some(StoreStatus::Stored) => Opened::Miss(Refresh::AfterClaim),
+            Some(StoreStatus::Stored) => Opened::Miss(Over::Claimed),
             // Nothing left to claim: every reader that held the stale value would "win" here,
             // so it is a cold miss instead.
             Some(StoreStatus::NotFound) => Opened::Gone,
@@ -285,7 +288,7 @@ impl Core {
         if let Some(event) = event {
             self.observer.event(op, event, 1);
         }
-        let unclaimed = Refresh::over(item.cas);
+        let unclaimed = Over::item(item.cas);
         Ok(match action {
             // XFetch: this reader recomputes ahead of the expiry; nothing is stored, the
             // others keep being served.
@@ -310,7 +313,7 @@ impl Core {
                         stamp,
                         exptime,
                     }),
-                    None => Looked::Done(Opened::Miss(Refresh::Set)),
+                    None => Looked::Done(Opened::Miss(Over::Any)),
                 }
             }
             StaleAction::Claim { envelope, exptime } => {
@@ -466,7 +469,7 @@ impl Core {
             self.observer.event(op, Event::ClaimWon, 1);
             // `md ... I` and every store give the item a new unique, so the winner's value
             // lands only if neither came while it loaded.
-            return Ok(Looked::Done(Opened::Miss(Refresh::over(meta.item.cas))));
+            return Ok(Looked::Done(Opened::Miss(Over::item(meta.item.cas))));
         }
         if meta.win_taken {
             self.observer.event(op, Event::ClaimLost, 1);

@@ -12,7 +12,7 @@ use serde::de::DeserializeOwned;
 use newcache_herd::{value_flags, Herd, ReadDecision};
 use newcache_transport::{Item, MadeKeys, StoreMode, StoreStatus};
 
-use crate::herd_read::{Looked, Opened, Pending, Refresh};
+use crate::herd_read::{Looked, Opened, Over, Pending};
 use crate::io::{meanwhile as io_meanwhile, Io};
 use crate::many::Filling;
 use crate::observe::{Event, Observer};
@@ -48,8 +48,8 @@ pub(crate) enum Fetched<T> {
     /// A value to serve.
     Hit(T),
     /// The value is stale and this caller won the refresh: it should recompute, and store
-    /// its value as this says.
-    Recompute(Refresh),
+    /// its value over this.
+    Recompute(Over),
     /// No value at all.
     Cold,
 }
@@ -196,7 +196,7 @@ impl Core {
     ) -> Result<Fetched<T>> {
         Ok(match self.fetch_item(io, op, wire).await? {
             Fetched::Hit(opened) => Fetched::Hit(self.decode_opened_item(key, opened)?),
-            Fetched::Recompute(refresh) => Fetched::Recompute(refresh),
+            Fetched::Recompute(over) => Fetched::Recompute(over),
             Fetched::Cold => Fetched::Cold,
         })
     }
@@ -238,7 +238,7 @@ impl Core {
             self.open(io, op, wire, item, self.now_millis()).await?
         };
         Ok(match opened {
-            Opened::Miss(refresh) => Fetched::Recompute(refresh),
+            Opened::Miss(over) => Fetched::Recompute(over),
             Opened::Gone => Fetched::Cold,
             Opened::Value {
                 item,

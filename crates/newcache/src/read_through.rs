@@ -11,34 +11,11 @@ use newcache_transport::{Store, StoreMode};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use crate::herd_read::Refresh;
+use crate::herd_read::Over;
 use crate::io::Io;
 use crate::observe::{Event, Observed};
 use crate::ops::{Core, Fetched};
 use crate::{Error, Result, SetOptions};
-
-/// What a loaded value is stored over ([`Core::load_and_store`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Over {
-    /// The item with this CAS unique, unchanged since before the load began (`cas`).
-    Item(u64),
-    /// A lease claim's item, whose unique is read before the load begins.
-    Claimed,
-    /// Nothing: the key was empty before the load began (`add`).
-    Nothing,
-    /// Whatever is there (`set`): `reinsert`, and items read without CAS uniques.
-    Any,
-}
-
-impl From<Refresh> for Over {
-    fn from(refresh: Refresh) -> Over {
-        match refresh {
-            Refresh::Over(cas) => Over::Item(cas),
-            Refresh::AfterClaim => Over::Claimed,
-            Refresh::Set => Over::Any,
-        }
-    }
-}
 
 /// One loader run that other callers in this process wait for.
 #[derive(Default)]
@@ -210,9 +187,9 @@ impl Core {
             }
             match fetched {
                 Fetched::Hit(v) => return Ok(v),
-                Fetched::Recompute(refresh) => {
+                Fetched::Recompute(over) => {
                     return self
-                        .load_and_store(io, key, options, loader, refresh.into())
+                        .load_and_store(io, key, &wire, options, loader, over)
                         .await
                 }
                 Fetched::Cold => {}
@@ -275,12 +252,12 @@ impl Core {
                     // stored its value before freeing the lease: read once more.
                     return match self.fetch_unobserved::<I, T>(io, OP, key, &wire).await? {
                         Fetched::Hit(v) => Ok(v),
-                        Fetched::Recompute(refresh) => {
-                            self.load_and_store(io, key, options, loader, refresh.into())
+                        Fetched::Recompute(over) => {
+                            self.load_and_store(io, key, &wire, options, loader, over)
                                 .await
                         }
                         Fetched::Cold => {
-                            self.load_and_store(io, key, options, loader, Over::Nothing)
+                            self.load_and_store(io, key, &wire, options, loader, Over::Nothing)
                                 .await
                         }
                     };
@@ -294,10 +271,10 @@ impl Core {
                         self.observer.lease_wait(since.elapsed());
                         return Ok(v);
                     }
-                    Fetched::Recompute(refresh) => {
+                    Fetched::Recompute(over) => {
                         self.observer.lease_wait(since.elapsed());
                         return self
-                            .load_and_store(io, key, options, loader, refresh.into())
+                            .load_and_store(io, key, &wire, options, loader, over)
                             .await;
                     }
                     Fetched::Cold => {}
@@ -306,14 +283,15 @@ impl Core {
         }
     }
 
-    /// Runs the loader and stores its value over what the key held before the load began
-    /// (`over`), so that nothing written, invalidated or deleted while it ran is replaced by a
-    /// value computed before that. When the key changed meanwhile, the value goes to the
-    /// caller only.
+    /// Runs the loader and stores its value under `wire` (`key`'s wire key) over what the key
+    /// held before the load began (`over`), so that nothing written, invalidated or deleted
+    /// while it ran is replaced by a value computed before that. When the key changed
+    /// meanwhile, the value goes to the caller only.
     async fn load_and_store<I, T, E, F, Fut>(
         &self,
         io: &I,
         key: &str,
+        wire: &[u8],
         options: SetOptions,
         loader: F,
         over: Over,
@@ -324,15 +302,18 @@ impl Core {
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<T, E>>,
     {
-        let wire = self.wire_key(key)?;
-        let over = match over {
+        // Not stored (EXISTS, NOT_FOUND, NOT_STORED) when the key changed while the loader
+        // ran: what it holds then is newer than the loaded value.
+        let mode = match over {
+            Over::Item(cas) => StoreMode::Cas(cas),
+            Over::Nothing => StoreMode::Add,
+            Over::Any => StoreMode::Set,
             // The claim changed the item's unique: read it now, before the load begins.
-            Over::Claimed => match io.get(&wire).await.map_err(Error::from)? {
-                Some(item) => item.cas.map_or(Over::Any, Over::Item),
+            Over::Claimed => match io.get(wire).await.map_err(Error::from)? {
+                Some(item) => item.cas.map_or(StoreMode::Set, StoreMode::Cas),
                 // Deleted since the claim: store only if nothing is there once loaded.
-                None => Over::Nothing,
+                None => StoreMode::Add,
             },
-            other => other,
         };
         let started = Instant::now();
         let loaded = loader().await;
@@ -345,19 +326,12 @@ impl Core {
             .await?
         {
             Some((bytes, flags, exptime)) => {
-                let mode = match over {
-                    Over::Item(cas) => StoreMode::Cas(cas),
-                    Over::Nothing => StoreMode::Add,
-                    Over::Any | Over::Claimed => StoreMode::Set,
-                };
-                // Not stored (EXISTS, NOT_FOUND, NOT_STORED): the key changed while the
-                // loader ran, and what it holds now is newer than this value.
-                io.store(&Store::set(&wire, &bytes, flags, exptime).with_mode(mode))
+                io.store(&Store::set(wire, &bytes, flags, exptime).with_mode(mode))
                     .await
                     .map_err(Error::from)?;
             }
             None => {
-                io.delete(&wire).await.map_err(Error::from)?;
+                io.delete(wire).await.map_err(Error::from)?;
             }
         }
         Ok(value)

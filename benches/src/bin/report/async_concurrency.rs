@@ -158,21 +158,31 @@ pub(super) fn async_concurrency(
     let vs_raw = ops(r, "newcache-async", 64).zip(ops(r, BASELINE, 64));
     let io64 = sys("newcache-async", 64).map(|s| s.0);
     let vs_blocking = ops(r, "newcache-async", 1).zip(ops(r, "newcache-blocking", 1));
+    // The 1-caller ratio read in the interleaved bench's rounds too: one caller awaiting on a
+    // current-thread runtime it drives, against the blocking `Cache`, within milliseconds.
+    let interleaved = one_interleaved
+        .map(|[median, p25, p75]| format!("{median:.2}x (middle half {p25:.2}x - {p75:.2}x)"));
+    // (target, ratio and verdict, unit, what the cell adds after the verdict)
     let cells = [
         (
             "`AsyncCache` >= 2x raw libmemcached (handle per thread) ops/s, 64 callers",
             vs_raw.map(|(a, b)| (a / b, a / b >= 2.0)),
             "x",
+            String::new(),
         ),
         (
             "`AsyncCache` <= 0.25 write+read syscalls per get, 64 callers",
             io64.map(|x| (x, x <= 0.25)),
             "",
+            String::new(),
         ),
         (
             "`AsyncCache` >= 0.9x the blocking `Cache` ops/s, 1 caller",
             vs_blocking.map(|(a, b)| (a / b, a / b >= 0.9)),
             "x",
+            interleaved.as_ref().map_or(String::new(), |x| {
+                format!(" (interleaved with the blocking `Cache`, one caller on a current-thread runtime: {x})")
+            }),
         ),
     ];
     let async_p50 = |client: &str, callers: usize| {
@@ -203,20 +213,11 @@ pub(super) fn async_concurrency(
             sys("newcache-blocking", 1).map_or("-".into(), |s| s.2),
         ));
     }
-    // The 1-caller ratio read in the interleaved bench's rounds too: one caller awaiting on a
-    // current-thread runtime it drives, against the blocking `Cache`, within milliseconds.
-    let interleaved = one_interleaved
-        .map(|[median, p25, p75]| format!("{median:.2}x (middle half {p25:.2}x - {p75:.2}x)"));
-    for (i, (what, got, unit)) in cells.into_iter().enumerate() {
-        let mut shown = got.map_or("not measured".to_string(), |(x, met)| {
+    for (what, got, unit, also) in cells {
+        let shown = got.map_or("not measured".to_string(), |(x, met)| {
             format!("{x:.2}{unit}: {}", verdict(met))
         });
-        if let (2, Some(interleaved)) = (i, &interleaved) {
-            shown.push_str(&format!(
-                " (interleaved with the blocking `Cache`, one caller on a current-thread runtime: {interleaved})"
-            ));
-        }
-        let _ = writeln!(r.targets, "| {what} | {shown} |");
+        let _ = writeln!(r.targets, "| {what} | {shown}{also} |");
     }
     let _ = writeln!(
         r.md,
