@@ -235,7 +235,7 @@ impl TextTransport {
                 answers.push(Answer::Line(Box::new(reply)));
             }
             (Batch::Gets(keys), _) if gets_per_key(wire, members.len()) => {
-                let asked = members.iter().filter_map(|&i| keys.get(i));
+                let asked = members.iter().filter_map(|&i| keys.get(i).copied());
                 let short = self.read_gets(server, &mut conn, asked, opaque, |m, item| {
                     if let Some(&i) = members.get(m) {
                         answers.push(Answer::Key(i, Outcome::Item(item)));

@@ -45,7 +45,7 @@
 //! [`Transport::get_many_made`]: newcache_transport::Transport::get_many_made
 
 use newcache_transport::{
-    check_key, get_many_made_with, made_key, Error, Found, Item, MadeKeys, Result,
+    check_key, get_many_made_with, get_many_of_made, made_key, Error, Found, Item, MadeKeys, Result,
 };
 
 use crate::batch::RoundLimit;
@@ -79,8 +79,8 @@ enum Marker {
 impl TextTransport {
     /// [`Transport::get_many_made`]: in halves on a cluster of one server when there are
     /// [`HALVES_FROM`] keys or more and some are still to be made; else every key made,
-    /// then [`Transport::get_many`] (on one server, `sent` told between writing it and
-    /// reading the replies).
+    /// then one multi-get of them (on one server, read from the made keys themselves, with
+    /// `sent` told between writing it and reading the replies).
     pub(crate) fn get_many_in_parts(
         &self,
         keys: &mut dyn MadeKeys,
@@ -91,8 +91,29 @@ impl TextTransport {
         // half's round trip with, and the second write costs more than decoding the first
         // half's values early gains.
         let all_made = keys.key(keys.count().saturating_sub(1)).is_some();
-        if all_made || self.servers.len() != 1 || keys.count() < HALVES_FROM {
+        if self.servers.len() != 1 {
             return get_many_made_with(keys, found, |keys, sent| self.get_many_then(keys, sent));
+        }
+        if all_made || keys.count() < HALVES_FROM {
+            for i in 0..keys.count() {
+                keys.make(i)?;
+            }
+            let keys: &dyn MadeKeys = keys;
+            if !self.one_request(keys) {
+                return get_many_of_made(keys, found, |keys, sent| self.get_many_then(keys, sent));
+            }
+            // Sent whole, read from the made keys themselves: no list of them is made
+            // before the request is out.
+            for i in 0..keys.count() {
+                check_key(made_key(keys, i)?)?;
+            }
+            let items = self.get_many_on_one_server(keys, &|| keys.sent())?;
+            for (i, item) in items.into_iter().enumerate() {
+                if let (Some(item), Some(key)) = (item, keys.key(i)) {
+                    found(i, key, item);
+                }
+            }
+            return Ok(());
         }
         // The first key before any connection: a key function whose keys are all refused
         // (a bad prefix) then costs no connection, no probe, nothing sent.

@@ -1,9 +1,9 @@
 //! Multi-gets: one `gets` (closed by a tagged `mg` on meta connections) or, for a few keys
 //! on meta, one tagged `mg` per key; and the fast path for a cluster of one server.
 
-use newcache_transport::{check_key, Item, Result};
+use newcache_transport::{check_key, Item, MadeKeys, Result};
 
-use crate::batch::KEY_OVERHEAD;
+use crate::batch::{RoundLimit, KEY_OVERHEAD};
 use crate::command::{Cmd, Mismatch, Outcome, Wire};
 use crate::conn::{Acquire, Conn, Server};
 use crate::errors::status_to_error;
@@ -14,20 +14,27 @@ use crate::TextTransport;
 impl TextTransport {
     /// `get_many` on a one-server cluster: one request (`gets` of every key, or one `mg`
     /// per key), its replies read straight into the result: nothing is allocated but the
-    /// result and its values.
+    /// result and its values, and those once the request is out, so what the allocator does
+    /// for them (glibc merges the small blocks the caller freed when a large one is asked
+    /// for) overlaps the server's answer. The keys are checked already.
     pub(crate) fn get_many_on_one_server(
         &self,
-        keys: &[&[u8]],
+        keys: &dyn MadeKeys,
         sent: &dyn Fn(),
     ) -> Result<Vec<Option<Item>>> {
-        let mut out = vec![None; keys.len()];
-        if keys.is_empty() {
-            return Ok(out);
+        if keys.count() == 0 {
+            return Ok(Vec::new());
         }
         self.on_one_server(|server, conn, head| {
-            self.multi_get_exchange(server, conn, keys, &mut out, head, sent)
-        })?;
-        Ok(out)
+            self.multi_get_exchange(server, conn, keys, head, sent)
+        })
+    }
+
+    /// True when a multi-get of `keys` is one request to the cluster's one server: within
+    /// one round's request bytes ([`RoundLimit::VALUES`]).
+    pub(crate) fn one_request(&self, keys: &dyn MadeKeys) -> bool {
+        self.servers.len() == 1
+            && RoundLimit::VALUES.fits((0..keys.count()).map(|i| keys.key(i).map_or(0, get_cost)))
     }
 
     /// Runs `exchange` over a connection to the cluster's one server (index 0): the server
@@ -55,45 +62,46 @@ impl TextTransport {
         outcome
     }
 
+    /// Sends a multi-get of `keys` on `conn`, runs `sent`, and reads the replies into a
+    /// result made after the request is out.
     pub(crate) fn multi_get_exchange(
         &self,
         server: &Server,
         mut conn: Conn,
-        keys: &[&[u8]],
-        out: &mut [Option<Item>],
+        keys: &dyn MadeKeys,
         head: &mut Head,
         sent: &dyn Fn(),
-    ) -> Result<()> {
+    ) -> Result<Vec<Option<Item>>> {
+        let n = keys.count();
+        let key_at = |m: usize| keys.key(m);
+        let each_key = || (0..n).map(|m| key_at(m).unwrap_or_default());
         conn.wbuf.clear();
-        if gets_per_key(conn.wire, keys.len()) {
+        if gets_per_key(conn.wire, n) {
             let first = conn.opaque;
-            for key in keys {
+            for key in each_key() {
                 let opaque = conn.next_opaque();
                 meta::encode_get(&mut conn.wbuf, key, opaque);
             }
             *head = Head::of(&conn.wbuf);
             self.send(server, &mut conn)?;
             sent();
-            let shortened = self.read_gets(server, &mut conn, keys, first, |m, item| {
+            let mut out = vec![None; n];
+            let shortened = self.read_gets(server, &mut conn, each_key(), first, |m, item| {
                 if let Some(slot) = out.get_mut(m) {
                     *slot = item;
                 }
             })?;
-            return self.finish(server, conn, shortened);
+            self.finish(server, conn, shortened)?;
+            return Ok(out);
         }
-        let closer = encode_multi_get(&mut conn, keys.iter().copied());
+        let closer = encode_multi_get(&mut conn, each_key());
         *head = Head::of(&conn.wbuf);
         self.send(server, &mut conn)?;
         sent();
-        let shortened = self.read_multi_get(
-            server,
-            &mut conn,
-            keys.len(),
-            |m| keys.get(m).copied(),
-            out,
-            closer,
-        )?;
-        self.finish(server, conn, shortened)
+        let mut out = vec![None; n];
+        let shortened = self.read_multi_get(server, &mut conn, n, key_at, &mut out, closer)?;
+        self.finish(server, conn, shortened)?;
+        Ok(out)
     }
 
     /// Reads the replies to one `mg` per key, tagged from `first` on: each item (or miss)
@@ -102,7 +110,7 @@ impl TextTransport {
         &self,
         server: &Server,
         conn: &mut Conn,
-        keys: impl IntoIterator<Item = &'k &'k [u8]>,
+        keys: impl IntoIterator<Item = &'k [u8]>,
         first: u32,
         mut put: impl FnMut(usize, Option<Item>),
     ) -> Result<bool> {

@@ -2,14 +2,13 @@
 //! of the other modules.
 
 use newcache_transport::{
-    check_key, Error, Found, Item, MadeKeys, MetaItem, Result, ServerStats, Store, StoreMode,
-    StoreStatus, Transport,
+    check_key, Error, Found, Item, MadeKeys, MetaItem, Premade, Result, ServerStats, Store,
+    StoreMode, StoreStatus, Transport,
 };
 
 use crate::batch::{Answer, Batch, RoundLimit};
 use crate::command::{Cmd, Outcome};
 use crate::errors::{refused_as_too_large, status_to_error};
-use crate::multi_get::get_cost;
 use crate::proto::{Expect, Reply, Status};
 use crate::{Protocol, TextTransport};
 
@@ -31,11 +30,12 @@ impl TextTransport {
         keys: &[&[u8]],
         sent: &dyn Fn(),
     ) -> Result<Vec<Option<Item>>> {
-        if self.servers.len() == 1 && RoundLimit::VALUES.fits(keys.iter().map(|k| get_cost(k))) {
+        let listed = Premade::made(keys);
+        if self.one_request(&listed) {
             for key in keys {
                 check_key(key)?;
             }
-            return self.get_many_on_one_server(keys, sent);
+            return self.get_many_on_one_server(&listed, sent);
         }
         let groups = self.keys_by_server(keys)?;
         let mut out = vec![None; keys.len()];

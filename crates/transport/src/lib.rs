@@ -48,7 +48,8 @@ pub use asynchronous::{AsyncTransport, BoxFuture};
 
 mod made;
 pub use made::{
-    get_many_made_at_once, get_many_made_with, made_key, make_all, Found, MadeKeys, Premade,
+    get_many_made_at_once, get_many_made_with, get_many_of_made, made_key, make_all, Found,
+    MadeKeys, Premade,
 };
 
 #[cfg(feature = "memory")]

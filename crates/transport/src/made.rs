@@ -91,6 +91,22 @@ impl<'k, K: AsRef<[u8]>> Premade<'k, K> {
     pub fn new(keys: &'k [K]) -> Self {
         Premade { keys, made: 0 }
     }
+
+    /// The keys, every one handed over already: a plain list of wire keys read as
+    /// [`MadeKeys`].
+    ///
+    /// ```
+    /// use newcache_transport::{MadeKeys, Premade};
+    ///
+    /// let keys = [&b"a"[..], b"b"];
+    /// assert_eq!(Premade::made(&keys).key(1), Some(&b"b"[..]));
+    /// ```
+    pub fn made(keys: &'k [K]) -> Self {
+        Premade {
+            keys,
+            made: keys.len(),
+        }
+    }
 }
 
 impl<K: AsRef<[u8]>> MadeKeys for Premade<'_, K> {
@@ -159,7 +175,16 @@ pub fn get_many_made_with(
     found: &mut Found<'_>,
     get_many: impl FnOnce(&[&[u8]], &dyn Fn()) -> Result<Vec<Option<Item>>>,
 ) -> Result<()> {
-    let keys = make_each(keys)?;
+    get_many_of_made(make_each(keys)?, found, get_many)
+}
+
+/// [`get_many_made_with`] of keys made already (every index given to
+/// [`MadeKeys::make`]): `get_many` of them all, then each item handed to `found`.
+pub fn get_many_of_made(
+    keys: &dyn MadeKeys,
+    found: &mut Found<'_>,
+    get_many: impl FnOnce(&[&[u8]], &dyn Fn()) -> Result<Vec<Option<Item>>>,
+) -> Result<()> {
     let made = every_key(keys);
     let items = get_many(&made, &|| keys.sent())?;
     for (i, (item, key)) in items.into_iter().zip(&made).enumerate() {
