@@ -15,7 +15,10 @@
 //! facade's own wire keys and items. The printed table ends with those ratios.
 //!
 //! `get_hit` also runs through `AsyncCache` (`newcache-async`, one caller), so its ratio to
-//! the blocking `Cache` is read in the same rounds. `get_many_100` also runs as
+//! the blocking `Cache` is read in the same rounds, beside the async text transport alone
+//! (`transport-tokio`) and a raw `mn` ping-pong on a tokio socket (`loopback-floor-mn-tokio`),
+//! whose ratios to the blocking transport and floor say what the async transport and the
+//! runtime's wait cost; `get_many_100` runs `transport-tokio` too. `get_many_100` also runs as
 //! `Cache::get_many_ordered` (`newcache-text-ordered`: the
 //! values in key order, no map), and through `AsyncCache` (`newcache-async`, the async text
 //! transport on a current-thread runtime this thread drives with `block_on`), so both
@@ -42,7 +45,7 @@ fn main() {
     use newcache::Ttl;
     use newcache_benches::clients;
     use newcache_testkit::Memcached;
-    use newcache_transport::{Store, Transport};
+    use newcache_transport::{AsyncTransport, Store, Transport};
     use newcache_transport_binary::bare::Keys;
 
     /// A client's operation.
@@ -172,6 +175,15 @@ fn main() {
             .expect("identity async cache")
     });
     let mut floor = clients::floor(&addr);
+    // The async text transport alone, and the floor on tokio, on the same runtime: with the
+    // blocking transport and floor, where the 1-caller and multi-get gaps of `AsyncCache`
+    // come from (the runtime's wait, the async transport, the facade).
+    let (tokio_text, tokio_floor) = rt.block_on(async {
+        (
+            clients::tokio_text_transport(&addr),
+            clients::tokio_floor(&addr).await,
+        )
+    });
 
     // set+get of 100 KB. The transport rows store what the facade's `String` row stores
     // (its bytes, and its flags: text and the herd state) under keys of the facade's wire
@@ -235,6 +247,16 @@ fn main() {
                 (
                     "loopback-floor-mn",
                     Box::new(|| clients::floor_round_trip(&mut floor)),
+                ),
+                (
+                    "loopback-floor-mn-tokio",
+                    Box::new(|| rt.block_on(clients::tokio_floor_round_trip(&tokio_floor))),
+                ),
+                (
+                    "transport-tokio",
+                    Box::new(|| {
+                        black_box(rt.block_on(tokio_text.get(b"raw-hit")).expect("get"));
+                    }),
                 ),
                 (
                     "libmemcached-sys-binary",
@@ -364,6 +386,15 @@ fn main() {
                     "transport-text",
                     Box::new(|| {
                         black_box(text.get_many(&raw_refs).expect("get_many"));
+                    }),
+                ),
+                (
+                    "transport-tokio",
+                    Box::new(|| {
+                        black_box(
+                            rt.block_on(tokio_text.get_many(&raw_refs))
+                                .expect("get_many"),
+                        );
                     }),
                 ),
                 (

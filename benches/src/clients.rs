@@ -1,6 +1,7 @@
 //! The clients every transport bench compares, built on one server address: the facade
 //! over each transport, the text transport alone, our libmemcached wrapper alone, bare
-//! libmemcached (the baseline), the `memcache` crate, and the loopback floor.
+//! libmemcached (the baseline), the `memcache` crate, and the loopback floor; the async
+//! text transport alone and the loopback floor on tokio.
 
 #[cfg(feature = "binary")]
 use std::cell::RefCell;
@@ -145,6 +146,51 @@ pub fn floor_round_trip(floor: &mut TcpStream) {
     floor.write_all(b"mn\r\n").expect("write");
     let n = floor.read(&mut buf).expect("read");
     assert!(n > 0, "memcached closed the floor connection");
+}
+
+/// The async text transport with no facade, for `addr` (build it inside a tokio runtime).
+pub fn tokio_text_transport(addr: &str) -> newcache_transport_text::TokioTextTransport {
+    newcache_transport_text::TokioTextTransport::new(newcache_transport_text::TextConfig {
+        servers: vec![addr.to_string()],
+        ..Default::default()
+    })
+    .expect("async text transport")
+}
+
+/// The floor on tokio: a raw tokio TCP connection for `mn` ping-pongs, Nagle off (connect
+/// it inside the runtime that drives it). Beside [`floor`], what the runtime's wait for a
+/// reply (`epoll_wait` and a wake-up) costs before any client code runs.
+pub async fn tokio_floor(addr: &str) -> tokio::net::TcpStream {
+    let floor = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    floor.set_nodelay(true).expect("nodelay");
+    floor
+}
+
+/// One `mn` round trip on the tokio floor connection: the request written, then the reply
+/// awaited and read.
+pub async fn tokio_floor_round_trip(floor: &tokio::net::TcpStream) {
+    let mut written = 0;
+    let request = b"mn\r\n";
+    while let Some(rest) = request.get(written..).filter(|r| !r.is_empty()) {
+        floor.writable().await.expect("writable");
+        match floor.try_write(rest) {
+            Ok(n) => written += n,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(e) => panic!("write: {e}"),
+        }
+    }
+    let mut buf = [0u8; 16];
+    loop {
+        floor.readable().await.expect("readable");
+        match floor.try_read(&mut buf) {
+            Ok(n) => {
+                assert!(n > 0, "memcached closed the floor connection");
+                return;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(e) => panic!("read: {e}"),
+        }
+    }
 }
 
 /// The size of the large value of the `set_get_100KB` rows: 100 KB.

@@ -22,7 +22,7 @@ mod sections;
 #[path = "report/targets.rs"]
 mod targets;
 
-use async_concurrency::{async_concurrency, ASYNC_CHART};
+use async_concurrency::{async_concurrency, OneCaller, ASYNC_CHART};
 use machine::machine;
 use results::{benches, repetitions, Report};
 use sections::{
@@ -113,7 +113,7 @@ fn main() {
     );
     let _ = writeln!(
         r.md,
-        "Rows:\n\n- `newcache-*`: the whole `Cache` facade (key function + herd state in the flags + codec) over each transport; in set+get 100 KB, `-string` stores and reads a `String`, `-vec` a `Vec<u8>`. In get_many and the interleaved get hit, `newcache-async` is the `AsyncCache` (one caller awaiting on a current-thread runtime); in get_many, `newcache-text-ordered` is `get_many_ordered` (values in key order, no map), and `-identity` a cache whose key function returns the key as it is (a user's `Fn(&str) -> String`), reading the raw clients' own short keys: the facade with no key function's cost.\n- `transport-text`: the Rust text transport alone (no key function, herd or codec).\n- `libmemcached-sys-text`, `libmemcached-sys-binary`: **the baseline**, raw libmemcached: one handle and the C calls a C program makes (`memcached_get`, `memcached_set`, `memcached_mget` + `memcached_fetch_result` into a result it owns), as bare `libmemcached-sys` FFI calls (`newcache_transport_binary::bare`), `MEMCACHED_BEHAVIOR_TCP_NODELAY` = 1.\n- `wrapper-libmemcached-*`: our `newcache-transport-binary` (pool, key checks, items) without the facade.\n- `memcache-crate-*`: the `memcache` crate, ASCII and its default binary protocol.\n- `loopback-floor-mn`: a raw `mn` ping-pong on one TCP connection: the floor for one round trip.\n\n`vs libmemcached-sys-text` is the ratio to raw libmemcached's text protocol on the same operation in the same run; `vs floor` to the floor's round trips per second.\n"
+        "Rows:\n\n- `newcache-*`: the whole `Cache` facade (key function + herd state in the flags + codec) over each transport; in set+get 100 KB, `-string` stores and reads a `String`, `-vec` a `Vec<u8>`. In get_many and the interleaved get hit, `newcache-async` is the `AsyncCache` (one caller awaiting on a current-thread runtime); in get_many, `newcache-text-ordered` is `get_many_ordered` (values in key order, no map), and `-identity` a cache whose key function returns the key as it is (a user's `Fn(&str) -> String`), reading the raw clients' own short keys: the facade with no key function's cost.\n- `transport-text`: the Rust text transport alone (no key function, herd or codec); `transport-tokio` (interleaved get hit and get_many) the async text transport alone, awaited like `newcache-async`.\n- `libmemcached-sys-text`, `libmemcached-sys-binary`: **the baseline**, raw libmemcached: one handle and the C calls a C program makes (`memcached_get`, `memcached_set`, `memcached_mget` + `memcached_fetch_result` into a result it owns), as bare `libmemcached-sys` FFI calls (`newcache_transport_binary::bare`), `MEMCACHED_BEHAVIOR_TCP_NODELAY` = 1.\n- `wrapper-libmemcached-*`: our `newcache-transport-binary` (pool, key checks, items) without the facade.\n- `memcache-crate-*`: the `memcache` crate, ASCII and its default binary protocol.\n- `loopback-floor-mn`: a raw `mn` ping-pong on one TCP connection: the floor for one round trip; `loopback-floor-mn-tokio` (interleaved get hit) the same on a tokio socket, awaited like `newcache-async`: the runtime's own cost of a round trip.\n\n`vs libmemcached-sys-text` is the ratio to raw libmemcached's text protocol on the same operation in the same run; `vs floor` to the floor's round trips per second.\n"
     );
 
     let reps = repetitions(&r.dir);
@@ -165,7 +165,11 @@ fn main() {
         &latencies,
         syscalls.as_deref().unwrap_or_default(),
         &docs.join(ASYNC_CHART),
-        inter.ratio("get_hit", "newcache-async", "newcache-text"),
+        &OneCaller {
+            cache: inter.ratio("get_hit", "newcache-async", "newcache-text"),
+            transport: inter.ratio("get_hit", "transport-tokio", "transport-text"),
+            floor: inter.ratio("get_hit", "loopback-floor-mn-tokio", "loopback-floor-mn"),
+        },
     );
 
     if let Some(text) = args

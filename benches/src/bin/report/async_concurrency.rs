@@ -27,14 +27,13 @@ pub(super) fn io_calls(which: &str) -> f64 {
 
 /// Concurrent callers against one memcached (the `async_concurrency` bench; `latencies`: its
 /// TSV, `syscalls`: the syscalls helper's, whose `get-cC` lines are these clients').
-/// `one_interleaved`: one `AsyncCache` caller's get hits over the blocking `Cache`'s in the
-/// interleaved bench's rounds (median, 25th and 75th percentiles), when it ran.
+/// `one_interleaved`: one caller's get hits in the interleaved bench's rounds, when it ran.
 pub(super) fn async_concurrency(
     r: &mut Report,
     latencies: &str,
     syscalls: &str,
     chart_path: &Path,
-    one_interleaved: Option<[f64; 3]>,
+    one_interleaved: &OneCaller,
 ) {
     use newcache_benches::concurrent::{BASELINE, CALLERS, CLIENTS};
     const GROUP: &str = "async_concurrent_get_hit";
@@ -160,8 +159,10 @@ pub(super) fn async_concurrency(
     let vs_blocking = ops(r, "newcache-async", 1).zip(ops(r, "newcache-blocking", 1));
     // The 1-caller ratio read in the interleaved bench's rounds too: one caller awaiting on a
     // current-thread runtime it drives, against the blocking `Cache`, within milliseconds.
-    let interleaved = one_interleaved
-        .map(|[median, p25, p75]| format!("{median:.2}x (middle half {p25:.2}x - {p75:.2}x)"));
+    let middle = |r: Option<[f64; 3]>| {
+        r.map(|[median, p25, p75]| format!("{median:.2}x (middle half {p25:.2}x - {p75:.2}x)"))
+    };
+    let interleaved = middle(one_interleaved.cache);
     // (target, ratio and verdict, unit, what the cell adds after the verdict)
     let cells = [
         (
@@ -226,9 +227,22 @@ pub(super) fn async_concurrency(
         show(io64, 2),
         vs_blocking.map_or("-".into(), |(a, b)| format!("{:.2}x", a / b)),
         interleaved.as_ref().map_or(String::new(), |x| format!(
-            "In the interleaved bench's rounds (*Ratios, interleaved*: `get_hit`, `newcache-async` over `newcache-text`, one caller awaiting on a current-thread runtime it drives), where both are measured within the same milliseconds, one `AsyncCache` caller ran at {x} of the blocking `Cache`."
+            "In the interleaved bench's rounds (*Ratios, interleaved*: `get_hit`, `newcache-async` over `newcache-text`, one caller awaiting on a current-thread runtime it drives), where both are measured within the same milliseconds, one `AsyncCache` caller ran at {x} of the blocking `Cache`. In the same rounds the async text transport alone (`transport-tokio`) ran at {} of the blocking text transport alone (`transport-text`), and a raw `mn` ping-pong on a tokio socket (`loopback-floor-mn-tokio`: a write, then `readable().await` and a read) at {} of the same on a blocking socket (`loopback-floor-mn`): the runtime's wait for a reply (`epoll_wait` and a wake-up, where a blocking read sleeps in the read itself) costs that much before any of newcache's code runs.",
+            middle(one_interleaved.transport).unwrap_or_else(|| "-".into()),
+            middle(one_interleaved.floor).unwrap_or_else(|| "-".into()),
         )),
     );
+}
+
+/// One caller's get hits in the interleaved bench's rounds (median, 25th and 75th
+/// percentiles of the per-round ratios).
+pub(super) struct OneCaller {
+    /// `AsyncCache` over the blocking `Cache`.
+    pub(super) cache: Option<[f64; 3]>,
+    /// The async text transport alone over the blocking one.
+    pub(super) transport: Option<[f64; 3]>,
+    /// A raw `mn` ping-pong on a tokio socket over one on a blocking socket.
+    pub(super) floor: Option<[f64; 3]>,
 }
 
 /// Ops/s against callers, one line per client.

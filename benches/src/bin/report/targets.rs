@@ -203,11 +203,14 @@ pub(super) fn targets(r: &mut Report, allocations: &str, inter: &Interleaved) {
     let async_many = check(vs("get_many_100", "newcache-async", WIRE), 1.0);
     if missed(&async_many) {
         why.push(format!(
-            "**get_many(100) through `AsyncCache`.** It ran at {} of raw libmemcached reading the same wire keys, where the blocking `Cache` ran at {}, and through an identity key function at {} of raw libmemcached's short-key multi-get (`Cache`: {}). Two costs the blocking `Cache` does not pay: its request goes out whole, every key hashed first (`AsyncTransport` has no made multi-get: sending a first half while the second is hashed would hand the facade's key maker and value callback to the connection across awaits, so `T: Send` on `get_many`, and write a second part into the job its direct path has in flight); and its wait for the reply is the runtime's (`epoll_wait` and a wake-up) rather than a blocking read. The blocking `Cache` gained about 6% from its halves when they came (*CHANGELOG*), not enough here to reach 1.0x.",
+            "**get_many(100) through `AsyncCache`.** It ran at {} of raw libmemcached reading the same wire keys, where the blocking `Cache` ran at {}, and through an identity key function at {} of raw libmemcached's short-key multi-get (`Cache`: {}). Two costs the blocking `Cache` does not pay: its request goes out whole, every key hashed first (`AsyncTransport` has no made multi-get: sending a first half while the second is hashed would hand the facade's key maker and value callback to the connection across awaits, so `T: Send` on `get_many`, and write a second part into the job its direct path has in flight); and its wait for the reply is the runtime's (`epoll_wait` and a wake-up) rather than a blocking read. The blocking `Cache` gained about 6% from its halves when they came (*CHANGELOG*), not enough here to reach 1.0x. Split by layer on the raw clients' short keys, in the same rounds: the async text transport alone (`transport-tokio`) ran at {} of the blocking text transport alone (`transport-text`), and `AsyncCache` through an identity key function at {} of the async transport alone, where the blocking `Cache` through it ran at {} of the blocking transport: the async facade's own work per call (the list of the made keys' slices, and the keys and request copied into the connection's job before anything is written, *Heap allocations per call*) and the async transport's each cost a part.",
             x(vs("get_many_100", "newcache-async", WIRE)),
             x(vs("get_many_100", "newcache-text", WIRE)),
             x(vs("get_many_100", "newcache-async-identity", BASELINE)),
             x(vs("get_many_100", "newcache-text-identity", BASELINE)),
+            x(vs("get_many_100", "transport-tokio", "transport-text")),
+            x(vs("get_many_100", "newcache-async-identity", "transport-tokio")),
+            x(vs("get_many_100", "newcache-text-identity", "transport-text")),
         ));
     }
     for (name, c, g) in [
