@@ -1,7 +1,7 @@
 //! Multi-gets: one `gets` (closed by a tagged `mg` on meta connections) or, for a few keys
 //! on meta, one tagged `mg` per key; and the fast path for a cluster of one server.
 
-use newcache_transport::{check_key, Item, MadeKeys, Result};
+use newcache_transport::{check_key, made_key, Item, MadeKeys, Result};
 
 use crate::batch::{RoundLimit, KEY_OVERHEAD};
 use crate::command::{Cmd, Mismatch, Outcome, Wire};
@@ -16,12 +16,16 @@ impl TextTransport {
     /// per key), its replies read straight into the result: nothing is allocated but the
     /// result and its values, and those once the request is out, so what the allocator does
     /// for them (glibc merges the small blocks the caller freed when a large one is asked
-    /// for) overlaps the server's answer. The keys are checked already.
+    /// for) overlaps the server's answer. Every key is checked first: a bad one sends
+    /// nothing.
     pub(crate) fn get_many_on_one_server(
         &self,
         keys: &dyn MadeKeys,
         sent: &dyn Fn(),
     ) -> Result<Vec<Option<Item>>> {
+        for i in 0..keys.count() {
+            check_key(made_key(keys, i)?)?;
+        }
         if keys.count() == 0 {
             return Ok(Vec::new());
         }
