@@ -8,7 +8,8 @@
 //!   value;
 //! - **faults**: through [`FaultProxy`] (duplicated, replayed, garbled, truncated, delayed
 //!   and trickled replies) 16 tasks of mixed operations on values that carry their own key
-//!   never get another request's value or status (errors are fine);
+//!   never get another request's value or status (errors are fine), nor does one task
+//!   alone, which reads its own replies (the direct path);
 //! - **a hung server** (SIGSTOP): the requests in flight fail within the read timeout, and
 //!   after SIGCONT requests work again on a new connection;
 //! - failover, unix-domain sockets, TLS refused, lazy connecting.
@@ -395,8 +396,9 @@ async fn mixed(t: TokioTextTransport, task: u64, until: Instant, meta: bool) -> 
 fn fault_run(
     protocol: Protocol,
     faults: Faults,
+    tasks: u64,
     what: &str,
-) -> (Tally, newcache_testkit::proxy::FaultCounts) {
+) -> (Tally, newcache_testkit::proxy::FaultCounts, u64) {
     let secs = std::env::var("NEWCACHE_FAULT_SECS")
         .ok()
         .and_then(|s| s.parse::<f64>().ok())
@@ -407,7 +409,7 @@ fn fault_run(
     let rt = runtime();
     // The counters start clean, before any fault.
     rt.block_on(async {
-        for task in 0..16u64 {
+        for task in 0..tasks {
             let counter = format!("mix:{task}:counter").into_bytes();
             let start = (task * 1_000_000_000).to_string();
             t.store(&Store::set(&counter, start.as_bytes(), 0, 0))
@@ -420,7 +422,7 @@ fn fault_run(
     let until = started + Duration::from_secs_f64(secs);
     let meta = protocol != Protocol::Classic;
     let tallies: Vec<Tally> = rt.block_on(async {
-        let handles: Vec<_> = (0..16u64)
+        let handles: Vec<_> = (0..tasks)
             .map(|task| tokio::spawn(mixed(t.clone(), task, until, meta)))
             .collect();
         let mut out = Vec::new();
@@ -449,7 +451,7 @@ fn fault_run(
     for w in tally.wrong.iter().take(20) {
         println!("  wrong: {w}");
     }
-    (tally, counts)
+    (tally, counts, t.io_stats().direct)
 }
 
 /// Every fault. Pipelined replies come many to a chunk (a few thousand chunks in a few
@@ -467,7 +469,7 @@ fn every_fault() -> Faults {
 
 #[test]
 fn meta_no_reply_reaches_another_request_under_every_fault() {
-    let (tally, counts) = fault_run(Protocol::Meta, every_fault(), "meta, every fault");
+    let (tally, counts, _) = fault_run(Protocol::Meta, every_fault(), 16, "meta, every fault");
     assert!(tally.ops > 1_000, "{tally:?}");
     assert!(
         counts.duplicated_now > 0 && counts.duplicated_later > 0 && counts.replayed > 0,
@@ -481,9 +483,42 @@ fn meta_no_reply_reaches_another_request_under_every_fault() {
     );
 }
 
+/// A lone caller reads its own replies (the direct path), and reads on past the runtime's
+/// readiness while its reply is arriving: under every fault (chunks duplicated, replayed,
+/// garbled, cut short, held back, trickled a byte at a time) it gets no wrong answer.
+#[test]
+fn a_lone_caller_reading_its_own_replies_gets_no_wrong_answer_under_every_fault() {
+    let (tally, counts, direct) = fault_run(
+        Protocol::Meta,
+        every_fault().seed(11),
+        1,
+        "meta, one task, every fault",
+    );
+    // One request at a time, some held back 300 ms: a few thousand in the 3 s.
+    assert!(tally.ops > 500, "{tally:?}");
+    assert!(
+        direct > 500,
+        "the lone caller's requests took the direct path: {direct}"
+    );
+    assert!(
+        counts.duplicated_now > 0 && counts.trickled > 0 && counts.delayed > 0,
+        "{counts:?}"
+    );
+    assert!(tally.wrong.is_empty(), "wrong answers: {:#?}", tally.wrong);
+    assert!(
+        tally.errors.get("Protocol").copied().unwrap_or(0) > 0,
+        "{tally:?}"
+    );
+}
+
 #[test]
 fn auto_finds_meta_and_no_reply_reaches_another_request() {
-    let (tally, _) = fault_run(Protocol::Auto, every_fault().seed(7), "auto, every fault");
+    let (tally, _, _) = fault_run(
+        Protocol::Auto,
+        every_fault().seed(7),
+        16,
+        "auto, every fault",
+    );
     assert!(tally.ops > 1_000, "{tally:?}");
     assert!(tally.wrong.is_empty(), "wrong answers: {:#?}", tally.wrong);
 }
@@ -498,7 +533,7 @@ fn classic_no_reply_reaches_another_request_under_the_faults_it_can_detect() {
         .truncate(5_000)
         .delayed(10_000, Duration::from_millis(300))
         .trickle(20_000);
-    let (tally, counts) = fault_run(Protocol::Classic, faults, "classic, detectable faults");
+    let (tally, counts, _) = fault_run(Protocol::Classic, faults, 16, "classic, detectable faults");
     assert!(tally.ops > 1_000, "{tally:?}");
     assert!(counts.garbage > 0 && counts.truncated > 0, "{counts:?}");
     assert!(tally.wrong.is_empty(), "wrong answers: {:#?}", tally.wrong);
@@ -798,9 +833,10 @@ fn requests_spread_over_the_configured_connections_and_close_or_drop_closes_them
 /// one awaited is taken for it. This is why `Protocol::Auto` speaks meta to memcached 1.6.
 #[test]
 fn classic_under_duplicates_shows_what_untagged_replies_cannot_tell() {
-    let (tally, _) = fault_run(
+    let (tally, _, _) = fault_run(
         Protocol::Classic,
         every_fault(),
+        16,
         "classic, every fault (reported)",
     );
     assert!(tally.ops > 1_000, "{tally:?}");

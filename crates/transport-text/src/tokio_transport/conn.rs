@@ -286,6 +286,7 @@ impl Conn {
             return Poll::Ready(Pumped::Fatal(Fatal::Closed));
         };
         let mut read_any = false;
+        let mut emptied = false;
         loop {
             loop {
                 if decoder.is_none() {
@@ -328,15 +329,34 @@ impl Conn {
                 .and_then(Decoder::value_spare)
                 .is_some_and(|v| v.len() >= READ_BUF);
             let mut offered = 0;
-            let polled = if direct {
+            let target = if direct {
                 let Some(value) = decoder.as_mut().and_then(Decoder::value_spare) else {
                     continue;
                 };
-                reader.poll_read_into(cx, value)
+                value
             } else {
                 let spare = buf.spare();
                 offered = spare.len();
-                reader.poll_read_into(cx, spare)
+                spare
+            };
+            let polled = match reader.poll_read_into(cx, target) {
+                // The runtime takes a short read for an empty socket and waits for its next
+                // readiness; but a caller's reply that has begun to arrive is often whole
+                // already (memcached writes a multi-get's closing tag apart from its values,
+                // a moment later). So the caller reads on until the socket is really empty:
+                // its reply is in a turn of `epoll_wait` sooner, and the wake-up the rest's
+                // arrival queued is spent while the server works on its next request. (The
+                // waker is registered: when this read finds nothing, the wait goes on.)
+                Poll::Pending if until.is_some() && read_any && !emptied => {
+                    match reader.read_now(target) {
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                            emptied = true;
+                            Poll::Pending
+                        }
+                        got => Poll::Ready(got),
+                    }
+                }
+                polled => polled,
             };
             match polled {
                 Poll::Pending => {

@@ -39,6 +39,16 @@ impl ReadHalf {
         }
     }
 
+    /// Reads into `buf` with one non-blocking `recv`, whatever the runtime last saw of the
+    /// socket's readiness (`WouldBlock` when it holds nothing).
+    pub(super) fn read_now(&self, buf: &mut [u8]) -> io::Result<usize> {
+        let socket = match self {
+            ReadHalf::Tcp(r) => socket2::SockRef::from(r.as_ref()),
+            ReadHalf::Unix(r) => socket2::SockRef::from(r.as_ref()),
+        };
+        io::Read::read(&mut &*socket, buf)
+    }
+
     /// Registers the context's waker for the socket's next readiness to read (`Ready`
     /// when it may be readable already).
     pub(super) fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
