@@ -238,6 +238,20 @@ fn main() {
             .expect("async identity cache");
         (hashed, identity)
     });
+    let tokio_text = rt.block_on(async { clients::tokio_text_transport(&server.addr()) });
+    rt.block_on(async_cache.set("hit", &value, newcache::Ttl::Seconds(3600)))
+        .expect("set hit");
+    results.push(count("AsyncCache::get::<String> hit, 100 B", || {
+        rt.block_on(async_cache.get::<String>("hit"))
+            .expect("get")
+            .expect("hit")
+    }));
+    results.push(count("TokioTextTransport::get hit, 100 B", || {
+        use newcache_transport::AsyncTransport;
+        rt.block_on(tokio_text.get(b"raw-many-0"))
+            .expect("get")
+            .expect("hit")
+    }));
     results.push(count("AsyncCache::get_many::<String> of 100 keys", || {
         clients::all_hundred(rt.block_on(async_cache.get_many(&keys)))
     }));

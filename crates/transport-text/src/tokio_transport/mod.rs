@@ -349,7 +349,9 @@ impl TokioTextTransport {
             endpoint: &server.endpoint,
             wire: &server.wire,
         };
-        let (reader, writer, wire) = connect::open(config, &target, seed).await?;
+        // Boxed: opening a connection (resolving, connecting, probing) is a large future
+        // that every request's future would otherwise carry, for the rare call that opens.
+        let (reader, writer, wire) = Box::pin(connect::open(config, &target, seed)).await?;
         let settings = conn::Settings {
             label: server.label.clone(),
             wire,
