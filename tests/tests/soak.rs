@@ -1,6 +1,7 @@
-//! The soak, short: the `soak` binary (tests/src/bin/soak.rs) for 8 s per transport (the text
-//! transport, and libmemcached's binary protocol when the `binary` feature is on), with
-//! servers stopped, killed and restarted during the run. `cargo xtask soak` runs it longer.
+//! The soak, short: the `soak` binary (tests/src/bin/soak/) for 8 s per phase (the text
+//! transport, libmemcached's binary protocol when the `binary` feature is on, and the
+//! `AsyncCache` over the async text transport), with servers stopped, killed and restarted
+//! during the run. `cargo xtask soak` runs it longer.
 //!
 //! It must exit 0 and report 0 wrong values for each transport; errors are expected while
 //! servers are down, but every call stays bounded: none but `get_or_set` over 4 s (two
@@ -13,7 +14,7 @@ use std::process::Command;
 
 #[test]
 fn soak_short_run_has_no_wrong_value_and_bounded_calls() {
-    let phases: u32 = if cfg!(feature = "binary") { 2 } else { 1 };
+    let phases: u32 = if cfg!(feature = "binary") { 3 } else { 2 };
     let out = Command::new(env!("CARGO_BIN_EXE_soak"))
         .args(["--secs", &(8 * phases).to_string()])
         .output()

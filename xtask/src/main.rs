@@ -16,9 +16,10 @@
 //!   `crates/libmemcached-sys`'s `layout` and `calls`) and runs each under valgrind's
 //!   memcheck (installing valgrind as root when missing); fails on any definite leak or
 //!   memory error. Slow (minutes), so not part of `cargo xtask test`.
-//! - `cargo xtask soak [--secs N] [--transport text|binary|all]`: the soak
-//!   (`tests/src/bin/soak.rs`): 16 threads of mixed, checksummed operations on three
-//!   memcached servers that are stopped, killed and restarted; fails on any wrong value,
+//! - `cargo xtask soak [--secs N] [--transport text|binary|async|all]`: the soak
+//!   (`tests/src/bin/soak/`): 16 threads of mixed, checksummed operations on three
+//!   memcached servers that are stopped, killed and restarted, through the blocking cache
+//!   over each transport and through the async cache; fails on any wrong value,
 //!   memory growth or over-long call. Not part of `cargo xtask test` (a minute by default).
 //! - `cargo xtask fuzz [--secs N] [TARGET]`: the cargo-fuzz targets of `fuzz/` (installing
 //!   cargo-fuzz when missing), each for N seconds (default 60) with the nightly toolchain;
@@ -41,7 +42,7 @@ use leakcheck::*;
 use steps::*;
 use test::*;
 
-const USAGE: &str = "usage: cargo xtask <test|demo|bench [--quick]|leakcheck|fuzz [--secs N] [TARGET]|soak [--secs N] [--transport text|binary|all]>
+const USAGE: &str = "usage: cargo xtask <test|demo|bench [--quick]|leakcheck|fuzz [--secs N] [TARGET]|soak [--secs N] [--transport text|binary|async|all]>
   test       install what is missing (memcached, libmemcached), then fmt, clippy and every test
   demo       wire keys and the thundering-herd scene against a memcached the demo starts itself
   bench      criterion benchmarks of every transport and peer, then docs/benchmarks.md
@@ -208,7 +209,7 @@ fn install_prerequisites() -> Result<(), String> {
     ))
 }
 
-/// `cargo xtask soak [--secs N] [--transport text|binary|all]`: `tests/src/bin/soak.rs`,
+/// `cargo xtask soak [--secs N] [--transport text|binary|async|all]`: `tests/src/bin/soak/`,
 /// optimised, with libmemcached's transport built (its options are the binary's own).
 fn soak(args: &[String]) -> Result<(), String> {
     let mut cmd = cargo();

@@ -1,12 +1,15 @@
-//! The soak: `soak [--secs N] [--transport text|binary|all]`.
+//! The soak: `soak [--secs N] [--transport text|binary|async|all]`.
 //!
 //! Three memcached servers (testkit), one [`newcache::Cache`] over them with the default
 //! settings, and 16 threads of mixed operations (get, get_many, set, add, delete, incr,
 //! touch, set_many, get_or_set) over 3,200 keys, while the servers are stopped (SIGSTOP, then
 //! SIGCONT), killed and restarted on a schedule spread over the run. `--secs N` (default 60)
-//! is the whole run; with the `binary` feature built, the text transport and libmemcached's
-//! binary protocol (`binary=true`) each get half of it, one after the other
-//! (`--transport text` or `--transport binary` runs one of them for all of it).
+//! is the whole run, shared by the phases one after the other: the text transport, then
+//! with the `binary` feature built libmemcached's binary protocol (`binary=true`), then
+//! the [`newcache::AsyncCache`] over the async text transport, its calls awaited from the
+//! same 16 threads on one multi-thread runtime, so they share its auto-pipelined
+//! connections ([`cache::Soaked`]). `--transport text`, `binary` or `async` runs one of
+//! them for all of it.
 //!
 //! Every value is a string `<key>|<version>|<padding>|<checksum>`: it names its own key and
 //! version and carries an FNV-1a checksum of the rest, so a wrong value is caught whatever
@@ -27,9 +30,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use newcache::{Cache, SetOptions, Ttl};
+use newcache::{AsyncCache, Cache, SetOptions, Ttl};
 use newcache_testkit::Memcached;
 use newcache_tests::checked::{parse_value, value_of, Rng};
+
+mod cache;
+use cache::Soaked;
 
 const SERVERS: usize = 3;
 const THREADS: usize = 16;
@@ -157,7 +163,7 @@ fn sent(e: &newcache::Error) -> bool {
 /// One thread's keys and what each may hold.
 struct Worker {
     thread: usize,
-    cache: Cache,
+    cache: Soaked,
     keys: Vec<String>,
     /// Per key, the versions it may hold (a miss is always possible).
     possible: Vec<BTreeSet<u64>>,
@@ -172,7 +178,7 @@ struct Worker {
 }
 
 impl Worker {
-    fn new(thread: usize, cache: Cache) -> Worker {
+    fn new(thread: usize, cache: Soaked) -> Worker {
         Worker {
             thread,
             cache,
@@ -202,7 +208,7 @@ impl Worker {
     }
 
     /// Times one call.
-    fn timed<R>(&mut self, op: &'static str, f: impl FnOnce(&Cache) -> R) -> R {
+    fn timed<R>(&mut self, op: &'static str, f: impl FnOnce(&Soaked) -> R) -> R {
         let started = Instant::now();
         let r = f(&self.cache);
         let took = started.elapsed();
@@ -509,6 +515,7 @@ fn mb(kb: u64) -> String {
 enum Which {
     Text,
     Binary,
+    Async,
 }
 
 impl Which {
@@ -516,6 +523,7 @@ impl Which {
         match self {
             Which::Text => "text",
             Which::Binary => "binary (libmemcached)",
+            Which::Async => "async (AsyncCache over the tokio text transport)",
         }
     }
 }
@@ -534,10 +542,26 @@ fn phase(which: Which, secs: f64) -> Outcome {
     let mut servers: Vec<Memcached> = (0..SERVERS).map(|_| Memcached::start()).collect();
     let hosts: Vec<String> = servers.iter().map(Memcached::addr).collect();
     let url = match which {
-        Which::Text => format!("newcache://{}/", hosts.join(";")),
+        Which::Text | Which::Async => format!("newcache://{}/", hosts.join(";")),
         Which::Binary => format!("newcache://{}/?binary=true", hosts.join(";")),
     };
-    let cache = Cache::from_url(&url).unwrap_or_else(|e| panic!("cannot build {url}: {e}"));
+    // The async cache's runtime: two workers (the machine's cores), its connections' tasks
+    // on them; it lives until the phase's end.
+    let runtime = match which {
+        Which::Async => Some(
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .unwrap_or_else(|e| panic!("cannot start a tokio runtime: {e}")),
+        ),
+        Which::Text | Which::Binary => None,
+    };
+    let cache = match &runtime {
+        Some(rt) => AsyncCache::from_url(&url).map(|c| Soaked::Async(c, rt.handle().clone())),
+        None => Cache::from_url(&url).map(Soaked::Blocking),
+    }
+    .unwrap_or_else(|e| panic!("cannot build {url}: {e}"));
     let stop = Arc::new(AtomicBool::new(false));
     let workers: Vec<_> = (0..THREADS)
         .map(|t| {
@@ -613,6 +637,8 @@ fn phase(which: Which, secs: f64) -> Outcome {
             Err(_) => tally.wrong("a worker panicked".into()),
         }
     }
+    drop(cache);
+    drop(runtime);
     Outcome {
         tally,
         rss_start,
@@ -622,7 +648,7 @@ fn phase(which: Which, secs: f64) -> Outcome {
 }
 
 fn usage() -> ! {
-    eprintln!("usage: soak [--secs N] [--transport text|binary|all]");
+    eprintln!("usage: soak [--secs N] [--transport text|binary|async|all]");
     std::process::exit(2);
 }
 
@@ -632,6 +658,7 @@ fn main() {
     if cfg!(feature = "binary") {
         transports.push(Which::Binary);
     }
+    transports.push(Which::Async);
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
@@ -653,6 +680,7 @@ fn main() {
                         eprintln!("--transport binary needs the `binary` feature (cargo run --features binary ...)");
                         std::process::exit(2);
                     }
+                    Some("async") => vec![Which::Async],
                     Some("all") => transports,
                     _ => usage(),
                 }
