@@ -26,7 +26,7 @@ use std::io::Write;
 use newcache::{Cache, Ttl};
 use newcache_benches::clients;
 use newcache_testkit::Memcached;
-use newcache_transport::{Store, Transport};
+use newcache_transport::{AsyncTransport, Store, Transport};
 use newcache_transport_text::{TextConfig, TextTransport};
 
 #[global_allocator]
@@ -247,7 +247,6 @@ fn main() {
             .expect("hit")
     }));
     results.push(count("TokioTextTransport::get hit, 100 B", || {
-        use newcache_transport::AsyncTransport;
         rt.block_on(tokio_text.get(b"raw-many-0"))
             .expect("get")
             .expect("hit")

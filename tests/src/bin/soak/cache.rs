@@ -4,8 +4,6 @@
 //! methods are the caches' own, with their signatures, so a worker's step reads the same
 //! for both.
 
-use std::future::Future;
-
 use newcache::{AsyncCache, Cache, GetMany, Result, SetOptions};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -21,15 +19,10 @@ pub enum Soaked {
 }
 
 impl Soaked {
-    /// Runs an async call to its end on this thread.
-    fn wait<R>(handle: &Handle, call: impl Future<Output = R>) -> R {
-        handle.block_on(call)
-    }
-
     pub fn get<T: DeserializeOwned + 'static>(&self, key: &str) -> Result<Option<T>> {
         match self {
             Soaked::Blocking(c) => c.get(key),
-            Soaked::Async(c, h) => Self::wait(h, c.get(key)),
+            Soaked::Async(c, h) => h.block_on(c.get(key)),
         }
     }
 
@@ -40,7 +33,7 @@ impl Soaked {
     {
         match self {
             Soaked::Blocking(c) => c.get_many(keys),
-            Soaked::Async(c, h) => Self::wait(h, c.get_many(keys)),
+            Soaked::Async(c, h) => h.block_on(c.get_many(keys)),
         }
     }
 
@@ -52,7 +45,7 @@ impl Soaked {
     ) -> Result<()> {
         match self {
             Soaked::Blocking(c) => c.set(key, value, options),
-            Soaked::Async(c, h) => Self::wait(h, c.set(key, value, options)),
+            Soaked::Async(c, h) => h.block_on(c.set(key, value, options)),
         }
     }
 
@@ -64,7 +57,7 @@ impl Soaked {
     ) -> Result<bool> {
         match self {
             Soaked::Blocking(c) => c.add(key, value, options),
-            Soaked::Async(c, h) => Self::wait(h, c.add(key, value, options)),
+            Soaked::Async(c, h) => h.block_on(c.add(key, value, options)),
         }
     }
 
@@ -76,28 +69,28 @@ impl Soaked {
     {
         match self {
             Soaked::Blocking(c) => c.set_many(items, options),
-            Soaked::Async(c, h) => Self::wait(h, c.set_many(items, options)),
+            Soaked::Async(c, h) => h.block_on(c.set_many(items, options)),
         }
     }
 
     pub fn delete(&self, key: &str) -> Result<bool> {
         match self {
             Soaked::Blocking(c) => c.delete(key),
-            Soaked::Async(c, h) => Self::wait(h, c.delete(key)),
+            Soaked::Async(c, h) => h.block_on(c.delete(key)),
         }
     }
 
     pub fn incr(&self, key: &str, delta: u64) -> Result<u64> {
         match self {
             Soaked::Blocking(c) => c.incr(key, delta),
-            Soaked::Async(c, h) => Self::wait(h, c.incr(key, delta)),
+            Soaked::Async(c, h) => h.block_on(c.incr(key, delta)),
         }
     }
 
     pub fn touch(&self, key: &str, options: impl Into<SetOptions>) -> Result<bool> {
         match self {
             Soaked::Blocking(c) => c.touch(key, options),
-            Soaked::Async(c, h) => Self::wait(h, c.touch(key, options)),
+            Soaked::Async(c, h) => h.block_on(c.touch(key, options)),
         }
     }
 
@@ -115,7 +108,7 @@ impl Soaked {
         match self {
             Soaked::Blocking(c) => c.get_or_set(key, options, loader),
             Soaked::Async(c, h) => {
-                Self::wait(h, c.get_or_set(key, options, || async move { loader() }))
+                h.block_on(c.get_or_set(key, options, || async move { loader() }))
             }
         }
     }
