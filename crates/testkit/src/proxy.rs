@@ -379,10 +379,12 @@ fn relay(
                     std::thread::sleep(at - now);
                 }
                 let Ok(mut c) = to_client.lock() else { return };
+                // Counted before the write, so a client that has read the duplicate finds it
+                // counted.
+                bump(&counters.duplicated_later);
                 if c.write_all(&bytes).is_err() {
                     return;
                 }
-                bump(&counters.duplicated_later);
             }
         });
     }
@@ -503,19 +505,33 @@ mod tests {
         addr
     }
 
-    fn ask(s: &mut TcpStream, wait: Duration) -> Vec<u8> {
+    /// A client connection to the proxy; its reads wait up to 10 s, so a loaded machine
+    /// slows these tests down but does not fail them.
+    fn client(proxy: &FaultProxy) -> TcpStream {
+        let c = TcpStream::connect(proxy.addr()).unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        c
+    }
+
+    fn ask(s: &mut TcpStream) {
         s.write_all(b"x\r\n").unwrap();
-        std::thread::sleep(wait);
-        s.set_nonblocking(true).unwrap();
+    }
+
+    /// The next `\r\n`-ended line, read a byte at a time so that nothing after it is taken.
+    fn line(s: &mut TcpStream) -> Vec<u8> {
         let mut out = Vec::new();
-        let mut buf = [0u8; 4096];
-        while let Ok(k) = s.read(&mut buf) {
-            if k == 0 {
-                break;
-            }
-            out.extend_from_slice(&buf[..k]);
+        let mut b = [0u8; 1];
+        while !out.ends_with(b"\r\n") {
+            assert_eq!(s.read(&mut b).unwrap(), 1, "closed after {out:?}");
+            out.push(b[0]);
         }
-        s.set_nonblocking(false).unwrap();
+        out
+    }
+
+    /// Everything up to the proxy's close.
+    fn until_closed(s: &mut TcpStream) -> Vec<u8> {
+        let mut out = Vec::new();
+        s.read_to_end(&mut out).unwrap();
         out
     }
 
@@ -523,36 +539,48 @@ mod tests {
     fn duplicates_now_and_later() {
         let upstream = numbered_server();
         let proxy = FaultProxy::start(upstream, Faults::none().duplicate_now(1_000_000));
-        let mut c = TcpStream::connect(proxy.addr()).unwrap();
-        assert_eq!(
-            ask(&mut c, Duration::from_millis(50)),
-            b"REPLY 1\r\nREPLY 1\r\n"
-        );
+        let mut c = client(&proxy);
+        ask(&mut c);
+        assert_eq!(line(&mut c), b"REPLY 1\r\n");
+        assert_eq!(line(&mut c), b"REPLY 1\r\n");
         proxy.set_faults(Faults::none().duplicate_later(1_000_000));
-        assert_eq!(ask(&mut c, Duration::from_millis(5)), b"REPLY 2\r\n");
-        std::thread::sleep(Duration::from_millis(60));
-        assert_eq!(
-            ask(&mut c, Duration::from_millis(5)),
-            b"REPLY 2\r\nREPLY 3\r\n"
+        let asked = Instant::now();
+        ask(&mut c);
+        assert_eq!(line(&mut c), b"REPLY 2\r\n");
+        assert_eq!(line(&mut c), b"REPLY 2\r\n");
+        let late = asked.elapsed();
+        assert!(
+            late >= Faults::none().later,
+            "the duplicate came after {late:?}"
         );
+        proxy.set_faults(Faults::none());
+        ask(&mut c);
+        assert_eq!(line(&mut c), b"REPLY 3\r\n");
         let counts = proxy.counts();
-        assert_eq!((counts.duplicated_now, counts.connections), (1, 1));
-        assert!(counts.duplicated_later >= 1);
+        assert_eq!(
+            (
+                counts.duplicated_now,
+                counts.duplicated_later,
+                counts.connections
+            ),
+            (1, 1, 1)
+        );
     }
 
     #[test]
     fn replays_truncates_and_trickles() {
         let upstream = numbered_server();
         let proxy = FaultProxy::start(upstream, Faults::none());
-        let mut c = TcpStream::connect(proxy.addr()).unwrap();
-        assert_eq!(ask(&mut c, Duration::from_millis(50)), b"REPLY 1\r\n");
+        let mut c = client(&proxy);
+        ask(&mut c);
+        assert_eq!(line(&mut c), b"REPLY 1\r\n");
         proxy.set_faults(Faults::none().replay_old(1_000_000).trickle(1_000_000));
-        assert_eq!(
-            ask(&mut c, Duration::from_millis(50)),
-            b"REPLY 1\r\nREPLY 2\r\n"
-        );
+        ask(&mut c);
+        assert_eq!(line(&mut c), b"REPLY 1\r\n");
+        assert_eq!(line(&mut c), b"REPLY 2\r\n");
         proxy.set_faults(Faults::none().truncate(1_000_000));
-        let cut = ask(&mut c, Duration::from_millis(50));
+        ask(&mut c);
+        let cut = until_closed(&mut c);
         assert!(b"REPLY 3\r\n".starts_with(&cut) && cut.len() < 9, "{cut:?}");
         let counts = proxy.counts();
         assert_eq!(

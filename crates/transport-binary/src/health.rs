@@ -194,15 +194,16 @@ mod tests {
 
     #[test]
     fn after_the_wait_one_more_failure_leaves_it_alone_again() {
-        let h = Health::new(2, 2, Duration::from_millis(30), false);
+        // Long enough that a stalled test thread does not outlast it between two lines.
+        let h = Health::new(2, 2, Duration::from_millis(300), false);
         h.failed_with(0, &timeout());
         h.failed_with(0, &timeout());
         assert!(h.check(0).is_err());
-        std::thread::sleep(Duration::from_millis(40));
+        std::thread::sleep(Duration::from_millis(350));
         assert!(h.check(0).is_ok(), "tried again after retry_timeout");
         h.failed_with(0, &timeout());
         assert!(h.check(0).is_err(), "one failure after the wait");
-        std::thread::sleep(Duration::from_millis(40));
+        std::thread::sleep(Duration::from_millis(350));
         h.succeeded(0);
         h.failed_with(0, &timeout());
         assert!(h.check(0).is_ok(), "a success cleared the record");

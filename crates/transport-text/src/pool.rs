@@ -341,7 +341,9 @@ mod tests {
                 Err(e) => panic!("{e:?}"),
             })
         };
-        std::thread::sleep(Duration::from_millis(50));
+        while lock(&pool.shared.state).waiting == 0 {
+            std::thread::sleep(Duration::from_millis(1));
+        }
         // max_idle is 0, but a caller waits: it is handed the connection.
         pool.checkin(held);
         assert_eq!(waiter.join().unwrap(), 1);
@@ -349,16 +351,17 @@ mod tests {
 
     #[test]
     fn idle_connections_close_after_the_idle_timeout() {
-        let pool = Pool::new(4, 4, Duration::from_millis(30));
+        // Long enough that a stalled test thread does not expire the second one early.
+        let pool = Pool::new(4, 4, Duration::from_millis(300));
         let a = open(&pool, 1);
         let b = open(&pool, 2);
         pool.checkin(a);
-        std::thread::sleep(Duration::from_millis(40));
+        std::thread::sleep(Duration::from_millis(350));
         pool.checkin(b);
         assert_eq!(pool.counts(), (2, 2));
         pool.close_expired();
-        assert_eq!(pool.counts(), (1, 1), "only the one idle for 40 ms");
-        std::thread::sleep(Duration::from_millis(40));
+        assert_eq!(pool.counts(), (1, 1), "only the one idle for 350 ms");
+        std::thread::sleep(Duration::from_millis(350));
         assert!(pool
             .checkout(Duration::ZERO)
             .is_ok_and(|c| matches!(c, Checkout::Open(_))));
