@@ -13,13 +13,14 @@
 //! ```
 //!
 //! Arguments: the mode, then the number of calls (20,000 by default). Modes:
-//! - `get_many` of 100: `transport`, `cache` (blocking); `atransport`, `async` (tokio);
+//! - `get_many` of 100: `transport`, `cache`, `ordered` (`get_many_ordered`) (blocking); `atransport`, `async` (tokio);
+//!   with the default (hashing) key function: `hcache`, `hordered` (`get_many_ordered`), and
+//!   `htransport` (the transport reading that cache's wire keys);
 //! - get hit: `tget`, `cget` (blocking); `atget`, `aget` (tokio);
 //! - an `mn` round trip on a raw socket: `floor` (blocking), `afloor` (tokio).
 //!
 //! Prints the mean time per call.
 
-use std::collections::HashMap;
 use std::time::Instant;
 
 use newcache_benches::clients;
@@ -39,6 +40,18 @@ fn main() {
     text.store(&Store::set(b"hit", value.as_bytes(), 16, 0))
         .expect("store the hit");
     let cache = clients::identity_keys(&addr).build().expect("cache");
+    // The default key function's cache, on its own 100 keys, and those keys' wire form.
+    let hashed = newcache::Cache::builder()
+        .servers([addr.as_str()])
+        .build()
+        .expect("hashed cache");
+    let many = clients::many_keys();
+    clients::seed(&hashed, &value, &many);
+    let hashed_wire: Vec<Vec<u8>> = many
+        .iter()
+        .map(|k| hashed.wire_key(k).expect("wire key"))
+        .collect();
+    let hashed_refs: Vec<&[u8]> = hashed_wire.iter().map(Vec::as_slice).collect();
     let mut floor = clients::floor(&addr);
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -75,22 +88,35 @@ fn main() {
                     .count(),
                 100,
             ),
-            "cache" => {
-                let got: HashMap<String, String> = cache
-                    .get_many(&keys)
+            "cache" => clients::all_hundred(cache.get_many(&keys)),
+            "ordered" => all(
+                cache
+                    .get_many_ordered::<_, String>(&keys)
+                    .expect("get_many_ordered")
+                    .iter()
+                    .flatten()
+                    .count(),
+                100,
+            ),
+            "htransport" => all(
+                text.get_many(&hashed_refs)
                     .expect("get_many")
-                    .into_complete()
-                    .expect("values");
-                all(got.len(), 100);
-            }
-            "async" => {
-                let got: HashMap<String, String> = rt
-                    .block_on(async_cache.get_many(&keys))
-                    .expect("get_many")
-                    .into_complete()
-                    .expect("values");
-                all(got.len(), 100);
-            }
+                    .iter()
+                    .flatten()
+                    .count(),
+                100,
+            ),
+            "hcache" => clients::all_hundred(hashed.get_many(&many)),
+            "hordered" => all(
+                hashed
+                    .get_many_ordered::<_, String>(&many)
+                    .expect("get_many_ordered")
+                    .iter()
+                    .flatten()
+                    .count(),
+                100,
+            ),
+            "async" => clients::all_hundred(rt.block_on(async_cache.get_many(&keys))),
             "tget" => all(text.get(b"hit").expect("get").iter().count(), 1),
             "atget" => all(
                 rt.block_on(async_text.get(b"hit"))

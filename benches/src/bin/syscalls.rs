@@ -48,12 +48,7 @@ fn main() {
                     .set("sys-set", v.as_str(), newcache::Ttl::Forever)
                     .expect("set"),
                 _ => {
-                    let got: std::collections::HashMap<String, String> = cache
-                        .get_many(&keys)
-                        .expect("get_many")
-                        .into_complete()
-                        .expect("get_many");
-                    assert_eq!(got.len(), 100);
+                    newcache_benches::clients::all_hundred(cache.get_many(&keys));
                 }
             })
         }

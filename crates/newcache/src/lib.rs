@@ -104,7 +104,7 @@ pub use config::{
 };
 pub use error::{Error, Result};
 pub use extras::CasToken;
-pub use many::GetMany;
+pub use many::{GetMany, GetManyIntoIter, GetManyIter};
 pub use newcache_herd::{
     Clock, ManualClock, Policy, StaleAction, StalePolicy, SystemClock, Ttl, Xfetch, HERD_FLAG,
 };
@@ -269,8 +269,9 @@ impl Cache {
         self.with_wire_key(key, |wire| block(self.core.get_raw(&self.io(), wire)))
     }
 
-    /// Fetches many values in one round trip per server. The result reads as a map keyed by
-    /// the caller's own keys, holding the hits only; a value that is there but cannot be
+    /// Fetches many values in one round trip per server. The result ([`GetMany`]) reads as a
+    /// map keyed by the caller's own keys, holding the hits only, in the order asked (with no
+    /// allocation per key: [`GetMany::into_map`] makes a `HashMap` of it); a value that is there but cannot be
     /// decoded is left out of it and listed in [`GetMany::failed`] with its error, so the
     /// others still arrive. A failure of the servers fails the call.
     ///

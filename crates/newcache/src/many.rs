@@ -1,18 +1,30 @@
 //! What a multi-get returns: the values, and the keys whose value could not be read.
+//!
+//! [`GetMany`] is a map of its own rather than a `HashMap<String, T>`: the keys found are
+//! copied into one string, not one allocation each, and found again through a table of
+//! indices hashed with foldhash (hashbrown's default), not SipHash. That was what a
+//! multi-get of 100 cost the caller beyond the values themselves; a caller who wants the
+//! `HashMap` asks for it ([`GetMany::into_map`]).
 
 use std::collections::HashMap;
-use std::ops::Deref;
+use std::fmt;
+use std::hash::BuildHasher;
+use std::ops::Index;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
+
+use hashbrown::{DefaultHashBuilder, HashTable};
 
 use crate::Error;
 
 /// What [`Cache::get_many`](crate::Cache::get_many) found: the values that were there and
-/// decoded, keyed by the caller's keys, and the keys whose value was there but could not be
+/// decoded, by the caller's keys, and the keys whose value was there but could not be
 /// decoded, each with its error. One bad value (a pickle of a Python class, bytes of another
 /// type) costs that key, not the call.
 ///
-/// It reads as the map (`Deref`), iterates as it, and says what failed:
+/// It reads like a `HashMap<String, T>` ([`get`](GetMany::get), indexing, [`len`](GetMany::len),
+/// [`iter`](GetMany::iter), [`keys`](GetMany::keys)), iterates in the order the keys were
+/// asked, and says what failed:
 ///
 /// ```
 /// # #[cfg(feature = "memory")] {
@@ -22,21 +34,125 @@ use crate::Error;
 /// cache.set("b", "not a number", Ttl::Seconds(60))?;
 /// let got = cache.get_many::<_, u32>(&["a", "b", "c"])?;
 /// assert_eq!(got["a"], 1);
+/// assert_eq!(got.get("c"), None); // a miss
 /// assert_eq!(got.len(), 1);
 /// assert_eq!(got.failed()[0].0, "b"); // its Error says why
 /// assert!(got.into_complete().is_err()); // or: all of it, or the first failure
 /// # }
 /// # Ok::<(), newcache::Error>(())
 /// ```
-#[derive(Debug)]
 pub struct GetMany<T> {
-    values: HashMap<String, T>,
+    found: Found<T>,
     failed: Vec<(String, Error)>,
 }
 
+/// The values found and their keys.
+struct Found<T> {
+    /// The keys found, back to back, in the order they were asked.
+    keys: String,
+    /// Each value, with where its key ends in `keys` (it starts where the one before ends).
+    entries: Vec<(usize, T)>,
+    /// The positions in `entries`, by their keys' hashes.
+    index: HashTable<usize>,
+    hasher: DefaultHashBuilder,
+}
+
+impl<T> Found<T> {
+    fn with_capacity(keys: usize, bytes: usize) -> Self {
+        Found {
+            keys: String::with_capacity(bytes),
+            entries: Vec::with_capacity(keys),
+            index: HashTable::with_capacity(keys),
+            hasher: DefaultHashBuilder::default(),
+        }
+    }
+
+    /// The `at`th entry's key.
+    fn key<'a>(keys: &'a str, entries: &[(usize, T)], at: usize) -> &'a str {
+        let start = match at.checked_sub(1) {
+            Some(before) => entries.get(before).map_or(0, |(end, _)| *end),
+            None => 0,
+        };
+        let end = entries.get(at).map_or(start, |(end, _)| *end);
+        keys.get(start..end).unwrap_or_default()
+    }
+
+    fn position(&self, key: &str) -> Option<usize> {
+        let hash = self.hasher.hash_one(key);
+        self.index
+            .find(hash, |&at| Self::key(&self.keys, &self.entries, at) == key)
+            .copied()
+    }
+
+    /// Adds `key`'s value; a key given twice keeps its last value, as a map's insert.
+    fn insert(&mut self, key: &str, value: T) {
+        let hash = self.hasher.hash_one(key);
+        let Found {
+            keys,
+            entries,
+            index,
+            hasher,
+        } = self;
+        if let Some(&at) = index.find(hash, |&at| Self::key(keys, entries, at) == key) {
+            if let Some(entry) = entries.get_mut(at) {
+                entry.1 = value;
+            }
+            return;
+        }
+        let at = entries.len();
+        keys.push_str(key);
+        entries.push((keys.len(), value));
+        index.insert_unique(hash, at, |&at| {
+            hasher.hash_one(Self::key(keys, entries, at))
+        });
+    }
+}
+
 impl<T> GetMany<T> {
-    pub(crate) fn new(values: HashMap<String, T>, failed: Vec<(String, Error)>) -> Self {
-        GetMany { values, failed }
+    /// The value of `key`, when it was found and decoded.
+    pub fn get(&self, key: &str) -> Option<&T> {
+        let at = self.found.position(key)?;
+        self.found.entries.get(at).map(|(_, value)| value)
+    }
+
+    /// The value of `key`, to change in place.
+    pub fn get_mut(&mut self, key: &str) -> Option<&mut T> {
+        let at = self.found.position(key)?;
+        self.found.entries.get_mut(at).map(|(_, value)| value)
+    }
+
+    /// True when `key`'s value was found and decoded.
+    pub fn contains_key(&self, key: &str) -> bool {
+        self.found.position(key).is_some()
+    }
+
+    /// How many values were found and decoded.
+    pub fn len(&self) -> usize {
+        self.found.entries.len()
+    }
+
+    /// True when no value was found (or none could be decoded).
+    pub fn is_empty(&self) -> bool {
+        self.found.entries.is_empty()
+    }
+
+    /// The keys and their values, in the order the keys were asked.
+    pub fn iter(&self) -> GetManyIter<'_, T> {
+        GetManyIter {
+            keys: &self.found.keys,
+            start: 0,
+            entries: self.found.entries.iter(),
+        }
+    }
+
+    /// The keys found, in the order asked.
+    pub fn keys(&self) -> impl ExactSizeIterator<Item = &str> + '_ {
+        self.iter().map(|(key, _)| key)
+    }
+
+    /// The values found, in the order their keys were asked.
+    pub fn values(&self) -> impl ExactSizeIterator<Item = &T> + '_ {
+        self.found.entries.iter().map(|(_, value)| value)
     }
 
     /// The keys whose value could not be read, with why, in the order asked.
@@ -49,70 +165,155 @@ impl<T> GetMany<T> {
         self.failed.is_empty()
     }
 
-    /// The values read, dropping the failures.
+    /// The values read as a `HashMap`, dropping the failures.
     pub fn into_map(self) -> HashMap<String, T> {
-        self.values
+        self.into_iter().collect()
     }
 
-    /// The values and the failures.
+    /// The values as a `HashMap`, and the failures.
     pub fn into_parts(self) -> (HashMap<String, T>, Vec<(String, Error)>) {
-        (self.values, self.failed)
+        let GetMany { found, failed } = self;
+        (GetMany::new(found, Vec::new()).into_map(), failed)
     }
 
-    /// The values when every one was read, else the first failure's error.
+    /// The values as a `HashMap` when every one was read, else the first failure's error.
     pub fn into_complete(self) -> Result<HashMap<String, T>, Error> {
-        match self.failed.into_iter().next() {
+        let GetMany { found, failed } = self;
+        match failed.into_iter().next() {
             Some((_, error)) => Err(error),
-            None => Ok(self.values),
+            None => Ok(GetMany::new(found, Vec::new()).into_map()),
+        }
+    }
+
+    fn new(found: Found<T>, failed: Vec<(String, Error)>) -> Self {
+        GetMany { found, failed }
+    }
+}
+
+impl<T: fmt::Debug> fmt::Debug for GetMany<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("GetMany")
+            .field("values", &DebugMap(self))
+            .field("failed", &self.failed)
+            .finish()
+    }
+}
+
+/// The values of a [`GetMany`] shown as a map.
+struct DebugMap<'a, T>(&'a GetMany<T>);
+
+impl<T: fmt::Debug> fmt::Debug for DebugMap<'_, T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_map().entries(self.0.iter()).finish()
+    }
+}
+
+/// `got["key"]`: the key's value.
+///
+/// # Panics
+///
+/// When the key has no value, as a `HashMap`'s indexing does; [`GetMany::get`] returns an
+/// `Option` instead.
+impl<T, Q: AsRef<str> + ?Sized> Index<&Q> for GetMany<T> {
+    type Output = T;
+
+    // Indexing's contract (a `HashMap`'s, a slice's) is to panic on what is not there: the
+    // caller who indexes asserts the key was found; `get` is the form that does not.
+    #[allow(clippy::panic)]
+    fn index(&self, key: &Q) -> &T {
+        match self.get(key.as_ref()) {
+            Some(value) => value,
+            None => panic!("GetMany has no value for the key {:?}", key.as_ref()),
         }
     }
 }
 
-impl<T> Deref for GetMany<T> {
-    type Target = HashMap<String, T>;
+/// The keys and values of a [`GetMany`], in the order asked ([`GetMany::iter`]).
+pub struct GetManyIter<'a, T> {
+    keys: &'a str,
+    start: usize,
+    entries: std::slice::Iter<'a, (usize, T)>,
+}
 
-    fn deref(&self) -> &HashMap<String, T> {
-        &self.values
+impl<'a, T> Iterator for GetManyIter<'a, T> {
+    type Item = (&'a str, &'a T);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let (end, value) = self.entries.next()?;
+        let key = self.keys.get(self.start..*end).unwrap_or_default();
+        self.start = *end;
+        Some((key, value))
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        self.entries.size_hint()
     }
 }
 
+impl<T> ExactSizeIterator for GetManyIter<'_, T> {}
+
+/// The owned keys and values of a [`GetMany`], in the order asked.
+pub struct GetManyIntoIter<T> {
+    keys: String,
+    start: usize,
+    entries: std::vec::IntoIter<(usize, T)>,
+}
+
+impl<T> Iterator for GetManyIntoIter<T> {
+    type Item = (String, T);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let (end, value) = self.entries.next()?;
+        let key = self
+            .keys
+            .get(self.start..end)
+            .unwrap_or_default()
+            .to_owned();
+        self.start = end;
+        Some((key, value))
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        self.entries.size_hint()
+    }
+}
+
+impl<T> ExactSizeIterator for GetManyIntoIter<T> {}
+
 impl<T> IntoIterator for GetMany<T> {
     type Item = (String, T);
-    type IntoIter = std::collections::hash_map::IntoIter<String, T>;
+    type IntoIter = GetManyIntoIter<T>;
 
-    fn into_iter(self) -> Self::IntoIter {
-        self.values.into_iter()
+    fn into_iter(self) -> GetManyIntoIter<T> {
+        GetManyIntoIter {
+            keys: self.found.keys,
+            start: 0,
+            entries: self.found.entries.into_iter(),
+        }
     }
 }
 
 impl<'a, T> IntoIterator for &'a GetMany<T> {
-    type Item = (&'a String, &'a T);
-    type IntoIter = std::collections::hash_map::Iter<'a, String, T>;
+    type Item = (&'a str, &'a T);
+    type IntoIter = GetManyIter<'a, T>;
 
-    fn into_iter(self) -> Self::IntoIter {
-        self.values.iter()
+    fn into_iter(self) -> GetManyIter<'a, T> {
+        self.iter()
     }
 }
 
-/// The map of a multi-get as its values are handed over, keyed by owned copies of the
-/// caller's keys. The copies and the map's table are allocations that need no reply: a
-/// transport that says when its request is out ([`MadeKeys::sent`]) gets them made then,
-/// while the server answers ([`Filling::prepare`]); else each key is copied as its value
-/// comes. The price: a key that misses had its copy made too, and it is freed at the end.
+/// A [`GetMany`] as its values are handed over. Its buffers are allocations that need no
+/// reply: a transport that says when its request is out ([`MadeKeys::sent`]) gets them
+/// made then, while the server answers ([`Filling::prepare`]); else they are made with the
+/// first value.
 ///
 /// [`MadeKeys::sent`]: newcache_transport::MadeKeys::sent
 pub(crate) struct Filling<'k, K, T> {
     keys: &'k [K],
     /// What [`Filling::prepare`] made, until the first value takes it.
-    early: Mutex<Option<Prepared<T>>>,
+    early: Mutex<Option<Found<T>>>,
     /// Set once `early` holds it, so that a value handed over before it does not lock.
     ready: AtomicBool,
-}
-
-/// The owned keys (by index) and the map's table, made ahead.
-struct Prepared<T> {
-    keys: Vec<Option<String>>,
-    values: HashMap<String, T>,
 }
 
 impl<'k, K: AsRef<str>, T> Filling<'k, K, T> {
@@ -124,74 +325,137 @@ impl<'k, K: AsRef<str>, T> Filling<'k, K, T> {
         }
     }
 
-    /// Makes the owned keys and the map's table, once.
+    /// Room for every key and value, as if all were found.
+    fn room(&self) -> Found<T> {
+        let bytes = self.keys.iter().map(|k| k.as_ref().len()).sum();
+        Found::with_capacity(self.keys.len(), bytes)
+    }
+
+    /// Makes the buffers, once.
     pub(crate) fn prepare(&self) {
         if self.ready.load(Ordering::Acquire) {
             return;
         }
-        let prepared = Prepared {
-            keys: self
-                .keys
-                .iter()
-                .map(|k| Some(k.as_ref().to_owned()))
-                .collect(),
-            values: HashMap::with_capacity(self.keys.len()),
-        };
+        let room = self.room();
         if let Ok(mut early) = self.early.lock() {
-            *early = Some(prepared);
+            *early = Some(room);
             self.ready.store(true, Ordering::Release);
         }
     }
 
-    /// What takes the values: the map, filled from the prepared keys when there are some.
+    /// What takes the values.
     pub(crate) fn taker(&self) -> Taker<'_, 'k, K, T> {
         Taker {
             filling: self,
-            keys: Vec::new(),
-            values: HashMap::new(),
-            taken: false,
+            found: None,
         }
     }
 }
 
-/// Puts each value in the map under its key ([`Filling::taker`]).
+/// Puts each value in under its key ([`Filling::taker`]).
 pub(crate) struct Taker<'f, 'k, K, T> {
     filling: &'f Filling<'k, K, T>,
-    keys: Vec<Option<String>>,
-    values: HashMap<String, T>,
-    taken: bool,
+    found: Option<Found<T>>,
 }
 
 impl<K: AsRef<str>, T> Taker<'_, '_, K, T> {
     /// The `i`th key's value.
     pub(crate) fn insert(&mut self, i: usize, value: T) {
-        if !self.taken && self.filling.ready.load(Ordering::Acquire) {
-            self.taken = true;
-            let prepared = self.filling.early.lock().ok().and_then(|mut e| e.take());
-            if let Some(prepared) = prepared {
-                self.keys = prepared.keys;
-                if self.values.is_empty() {
-                    self.values = prepared.values;
-                }
-            }
-        }
-        if self.values.capacity() == 0 {
-            self.values.reserve(self.filling.keys.len());
-        }
-        let key = match self.keys.get_mut(i).and_then(Option::take) {
-            Some(key) => key,
-            None => self
-                .filling
-                .keys
-                .get(i)
-                .map_or("", AsRef::as_ref)
-                .to_owned(),
-        };
-        self.values.insert(key, value);
+        let key = self.filling.keys.get(i).map_or("", AsRef::as_ref);
+        let filling = self.filling;
+        let found = self.found.get_or_insert_with(|| {
+            let early = if filling.ready.load(Ordering::Acquire) {
+                filling.early.lock().ok().and_then(|mut e| e.take())
+            } else {
+                None
+            };
+            early.unwrap_or_else(|| filling.room())
+        });
+        found.insert(key, value);
     }
 
-    /// The map.
-    pub(crate) fn into_map(self) -> HashMap<String, T> {
-        self.values
+    /// The multi-get's answer: the values, and the keys that failed.
+    pub(crate) fn finish(self, failed: Vec<(String, Error)>) -> GetMany<T> {
+        let found = self.found.unwrap_or_else(|| Found::with_capacity(0, 0));
+        GetMany::new(found, failed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn many(pairs: &[(&str, u32)]) -> GetMany<u32> {
+        let keys: Vec<&str> = pairs.iter().map(|(k, _)| *k).collect();
+        let filling = Filling::new(&keys);
+        filling.prepare();
+        let mut taker = filling.taker();
+        for (i, (_, v)) in pairs.iter().enumerate() {
+            taker.insert(i, *v);
+        }
+        taker.finish(Vec::new())
+    }
+
+    #[test]
+    fn finds_every_key_and_no_other() {
+        let keys: Vec<String> = (0..300).map(|i| format!("key-{i}")).collect();
+        let pairs: Vec<(&str, u32)> = keys.iter().zip(0..).map(|(k, i)| (k.as_str(), i)).collect();
+        let got = many(&pairs);
+        assert_eq!(got.len(), 300);
+        for (i, key) in keys.iter().enumerate() {
+            assert_eq!(got.get(key), Some(&u32::try_from(i).unwrap()), "{key}");
+            assert_eq!(got[key], u32::try_from(i).unwrap());
+        }
+        assert_eq!(got.get("key-300"), None);
+        assert_eq!(got.get("key-1 "), None);
+        assert_eq!(got.get(""), None);
+        assert!(!got.contains_key("key"));
+    }
+
+    #[test]
+    fn iterates_in_the_order_asked_with_each_key_once() {
+        let got = many(&[("b", 1), ("", 2), ("a", 3), ("b", 4), ("héllo", 5)]);
+        let seen: Vec<(&str, u32)> = got.iter().map(|(k, v)| (k, *v)).collect();
+        assert_eq!(seen, [("b", 4), ("", 2), ("a", 3), ("héllo", 5)]);
+        assert_eq!(got.keys().collect::<Vec<_>>(), ["b", "", "a", "héllo"]);
+        assert_eq!(got.values().copied().collect::<Vec<_>>(), [4, 2, 3, 5]);
+        let owned: Vec<(String, u32)> = got.into_iter().collect();
+        assert_eq!(owned[3], ("héllo".to_string(), 5));
+    }
+
+    #[test]
+    fn a_value_changed_in_place_and_the_map_it_becomes() {
+        let mut got = many(&[("a", 1), ("b", 2)]);
+        if let Some(v) = got.get_mut("a") {
+            *v = 10;
+        }
+        assert_eq!(
+            format!("{got:?}"),
+            r#"GetMany { values: {"a": 10, "b": 2}, failed: [] }"#
+        );
+        let map = got.into_complete().unwrap();
+        assert_eq!(
+            map,
+            HashMap::from([("a".to_string(), 10), ("b".to_string(), 2)])
+        );
+    }
+
+    #[test]
+    fn values_handed_over_before_the_buffers_are_made_are_kept() {
+        let keys = ["x", "y"];
+        let filling = Filling::new(&keys);
+        let mut taker = filling.taker();
+        taker.insert(1, 7u8);
+        filling.prepare();
+        taker.insert(0, 8);
+        let got = taker.finish(Vec::new());
+        assert_eq!((got.get("x"), got.get("y")), (Some(&8), Some(&7)));
+        assert!(many(&[]).is_empty());
+    }
+
+    #[test]
+    #[should_panic(expected = "no value for the key \"zz\"")]
+    fn indexing_a_missing_key_panics_as_a_map_does() {
+        let _ = many(&[("a", 1)])["zz"];
     }
 }

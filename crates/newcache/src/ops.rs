@@ -320,13 +320,12 @@ impl Core {
                     },
                 )
                 .await?;
-                let out = out.into_map();
                 failed.sort_by_key(|(i, _)| *i);
                 let failed = failed
                     .into_iter()
                     .map(|(i, e)| (keys.get(i).map_or("", AsRef::as_ref).to_owned(), e))
                     .collect();
-                Ok(GetMany::new(out, failed))
+                Ok(out.finish(failed))
             })
             .await
     }
