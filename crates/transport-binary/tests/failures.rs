@@ -214,7 +214,8 @@ fn a_dead_server_is_tried_failure_limit_times_then_fails_fast(binary: bool) {
             }
             other => panic!("expected ServerDown, got {other:?}"),
         }
-        assert!(begun.elapsed() < Duration::from_millis(50));
+        // No connect attempt: far under any connect timeout, with room for a loaded machine.
+        assert!(begun.elapsed() < Duration::from_millis(250));
         set(&t, on_0[0]).unwrap();
     }
     // After retry_timeout (libmemcached counts it in whole seconds, so up to a second
