@@ -23,8 +23,8 @@ use crate::Error;
 /// type) costs that key, not the call.
 ///
 /// It reads like a `HashMap<String, T>` ([`get`](GetMany::get), indexing, [`len`](GetMany::len),
-/// [`iter`](GetMany::iter), [`keys`](GetMany::keys)), iterates in the order the keys were
-/// asked, and says what failed:
+/// [`iter`](GetMany::iter), [`keys`](GetMany::keys), [`remove`](GetMany::remove) to take a
+/// value out), iterates in the order the keys were asked, and says what failed:
 ///
 /// ```
 /// # #[cfg(feature = "memory")] {
@@ -36,6 +36,8 @@ use crate::Error;
 /// assert_eq!(got["a"], 1);
 /// assert_eq!(got.get("c"), None); // a miss
 /// assert_eq!(got.len(), 1);
+/// let mut owned = cache.get_many::<_, String>(&["b"])?;
+/// assert_eq!(owned.remove("b").as_deref(), Some("not a number"));
 /// assert_eq!(got.failed()[0].0, "b"); // its Error says why
 /// assert!(got.into_complete().is_err()); // or: all of it, or the first failure
 /// # }
@@ -50,8 +52,11 @@ pub struct GetMany<T> {
 struct Found<T> {
     /// The keys found, back to back, in the order they were asked.
     keys: String,
-    /// Each value, with where its key ends in `keys` (it starts where the one before ends).
-    entries: Vec<(usize, T)>,
+    /// Each value, with where its key ends in `keys` (it starts where the one before ends);
+    /// `None` once removed ([`GetMany::remove`]).
+    entries: Vec<(usize, Option<T>)>,
+    /// The values not removed.
+    live: usize,
     /// The positions in `entries`, by their keys' hashes.
     index: HashTable<usize>,
     hasher: DefaultHashBuilder,
@@ -62,13 +67,14 @@ impl<T> Found<T> {
         Found {
             keys: String::with_capacity(bytes),
             entries: Vec::with_capacity(keys),
+            live: 0,
             index: HashTable::with_capacity(keys),
             hasher: DefaultHashBuilder::default(),
         }
     }
 
     /// The `at`th entry's key.
-    fn key<'a>(keys: &'a str, entries: &[(usize, T)], at: usize) -> &'a str {
+    fn key<'a>(keys: &'a str, entries: &[(usize, Option<T>)], at: usize) -> &'a str {
         let start = match at.checked_sub(1) {
             Some(before) => entries.get(before).map_or(0, |(end, _)| *end),
             None => 0,
@@ -90,18 +96,20 @@ impl<T> Found<T> {
         let Found {
             keys,
             entries,
+            live,
             index,
             hasher,
         } = self;
         if let Some(&at) = index.find(hash, |&at| Self::key(keys, entries, at) == key) {
             if let Some(entry) = entries.get_mut(at) {
-                entry.1 = value;
+                entry.1 = Some(value);
             }
             return;
         }
         let at = entries.len();
         keys.push_str(key);
-        entries.push((keys.len(), value));
+        entries.push((keys.len(), Some(value)));
+        *live += 1;
         index.insert_unique(hash, at, |&at| {
             hasher.hash_one(Self::key(keys, entries, at))
         });
@@ -112,13 +120,35 @@ impl<T> GetMany<T> {
     /// The value of `key`, when it was found and decoded.
     pub fn get(&self, key: &str) -> Option<&T> {
         let at = self.found.position(key)?;
-        self.found.entries.get(at).map(|(_, value)| value)
+        self.found.entries.get(at)?.1.as_ref()
     }
 
     /// The value of `key`, to change in place.
     pub fn get_mut(&mut self, key: &str) -> Option<&mut T> {
         let at = self.found.position(key)?;
-        self.found.entries.get_mut(at).map(|(_, value)| value)
+        self.found.entries.get_mut(at)?.1.as_mut()
+    }
+
+    /// Takes `key`'s value out, when it was found and decoded (and not taken already).
+    pub fn remove(&mut self, key: &str) -> Option<T> {
+        let hash = self.found.hasher.hash_one(key);
+        let Found {
+            keys,
+            entries,
+            live,
+            index,
+            ..
+        } = &mut self.found;
+        let at = index
+            .find_entry(hash, |&at| Found::key(keys, entries, at) == key)
+            .ok()?
+            .remove()
+            .0;
+        let value = entries.get_mut(at)?.1.take();
+        if value.is_some() {
+            *live = live.saturating_sub(1);
+        }
+        value
     }
 
     /// True when `key`'s value was found and decoded.
@@ -128,12 +158,12 @@ impl<T> GetMany<T> {
 
     /// How many values were found and decoded.
     pub fn len(&self) -> usize {
-        self.found.entries.len()
+        self.found.live
     }
 
     /// True when no value was found (or none could be decoded).
     pub fn is_empty(&self) -> bool {
-        self.found.entries.is_empty()
+        self.found.live == 0
     }
 
     /// The keys and their values, in the order the keys were asked.
@@ -142,6 +172,7 @@ impl<T> GetMany<T> {
             keys: &self.found.keys,
             start: 0,
             entries: self.found.entries.iter(),
+            left: self.found.live,
         }
     }
 
@@ -152,7 +183,7 @@ impl<T> GetMany<T> {
 
     /// The values found, in the order their keys were asked.
     pub fn values(&self) -> impl ExactSizeIterator<Item = &T> + '_ {
-        self.found.entries.iter().map(|(_, value)| value)
+        self.iter().map(|(_, value)| value)
     }
 
     /// The keys whose value could not be read, with why, in the order asked.
@@ -232,21 +263,27 @@ impl<T, Q: AsRef<str> + ?Sized> Index<&Q> for GetMany<T> {
 pub struct GetManyIter<'a, T> {
     keys: &'a str,
     start: usize,
-    entries: std::slice::Iter<'a, (usize, T)>,
+    entries: std::slice::Iter<'a, (usize, Option<T>)>,
+    left: usize,
 }
 
 impl<'a, T> Iterator for GetManyIter<'a, T> {
     type Item = (&'a str, &'a T);
 
     fn next(&mut self) -> Option<Self::Item> {
-        let (end, value) = self.entries.next()?;
-        let key = self.keys.get(self.start..*end).unwrap_or_default();
-        self.start = *end;
-        Some((key, value))
+        loop {
+            let (end, value) = self.entries.next()?;
+            let key = self.keys.get(self.start..*end).unwrap_or_default();
+            self.start = *end;
+            if let Some(value) = value {
+                self.left = self.left.saturating_sub(1);
+                return Some((key, value));
+            }
+        }
     }
 
     fn size_hint(&self) -> (usize, Option<usize>) {
-        self.entries.size_hint()
+        (self.left, Some(self.left))
     }
 }
 
@@ -256,25 +293,27 @@ impl<T> ExactSizeIterator for GetManyIter<'_, T> {}
 pub struct GetManyIntoIter<T> {
     keys: String,
     start: usize,
-    entries: std::vec::IntoIter<(usize, T)>,
+    entries: std::vec::IntoIter<(usize, Option<T>)>,
+    left: usize,
 }
 
 impl<T> Iterator for GetManyIntoIter<T> {
     type Item = (String, T);
 
     fn next(&mut self) -> Option<Self::Item> {
-        let (end, value) = self.entries.next()?;
-        let key = self
-            .keys
-            .get(self.start..end)
-            .unwrap_or_default()
-            .to_owned();
-        self.start = end;
-        Some((key, value))
+        loop {
+            let (end, value) = self.entries.next()?;
+            let start = std::mem::replace(&mut self.start, end);
+            if let Some(value) = value {
+                self.left = self.left.saturating_sub(1);
+                let key = self.keys.get(start..end).unwrap_or_default().to_owned();
+                return Some((key, value));
+            }
+        }
     }
 
     fn size_hint(&self) -> (usize, Option<usize>) {
-        self.entries.size_hint()
+        (self.left, Some(self.left))
     }
 }
 
@@ -289,6 +328,7 @@ impl<T> IntoIterator for GetMany<T> {
             keys: self.found.keys,
             start: 0,
             entries: self.found.entries.into_iter(),
+            left: self.found.live,
         }
     }
 }
@@ -451,6 +491,24 @@ mod tests {
         let got = taker.finish(Vec::new());
         assert_eq!((got.get("x"), got.get("y")), (Some(&8), Some(&7)));
         assert!(many(&[]).is_empty());
+    }
+
+    #[test]
+    fn a_value_removed_is_taken_out_and_gone() {
+        let mut got = many(&[("a", 1), ("b", 2), ("c", 3)]);
+        assert_eq!(got.remove("b"), Some(2));
+        assert_eq!(got.remove("b"), None);
+        assert_eq!(got.remove("zz"), None);
+        assert_eq!(
+            (got.len(), got.get("b"), got.contains_key("b")),
+            (2, None, false)
+        );
+        assert_eq!(got.iter().len(), 2);
+        assert_eq!(got.keys().collect::<Vec<_>>(), ["a", "c"]);
+        assert_eq!(got.get("c"), Some(&3));
+        assert_eq!(got.remove("a"), Some(1));
+        let owned: Vec<(String, u32)> = got.into_iter().collect();
+        assert_eq!(owned, [("c".to_string(), 3)]);
     }
 
     #[test]
