@@ -13,6 +13,7 @@ use std::ops::Index;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 
+use hashbrown::hash_table::Entry;
 use hashbrown::{DefaultHashBuilder, HashTable};
 
 use crate::Error;
@@ -100,19 +101,25 @@ impl<T> Found<T> {
             index,
             hasher,
         } = self;
-        if let Some(&at) = index.find(hash, |&at| Self::key(keys, entries, at) == key) {
-            if let Some(entry) = entries.get_mut(at) {
-                entry.1 = Some(value);
+        // One probe: the key's slot, found or made.
+        let slot = index.entry(
+            hash,
+            |&at| Self::key(keys, entries, at) == key,
+            |&at| hasher.hash_one(Self::key(keys, entries, at)),
+        );
+        match slot {
+            Entry::Occupied(found) => {
+                if let Some(entry) = entries.get_mut(*found.get()) {
+                    entry.1 = Some(value);
+                }
             }
-            return;
+            Entry::Vacant(vacant) => {
+                vacant.insert(entries.len());
+                keys.push_str(key);
+                entries.push((keys.len(), Some(value)));
+                *live += 1;
+            }
         }
-        let at = entries.len();
-        keys.push_str(key);
-        entries.push((keys.len(), Some(value)));
-        *live += 1;
-        index.insert_unique(hash, at, |&at| {
-            hasher.hash_one(Self::key(keys, entries, at))
-        });
     }
 }
 
