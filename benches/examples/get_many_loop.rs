@@ -14,7 +14,8 @@
 //!
 //! Arguments: the mode, then the number of calls (20,000 by default). Modes:
 //! - `get_many` of 100: `transport`, `cache`, `ordered` (`get_many_ordered`) (blocking); `atransport`, `async` (tokio);
-//!   with the default (hashing) key function: `hcache`, `hordered` (`get_many_ordered`), and
+//!   with the default (hashing) key function: `hcache`, `hordered` (`get_many_ordered`),
+//!   `hasync` (the `AsyncCache`), and
 //!   `htransport` (the transport reading that cache's wire keys);
 //! - get hit: `tget`, `cget` (blocking); `atget`, `aget` (tokio);
 //! - an `mn` round trip on a raw socket: `floor` (blocking), `afloor` (tokio).
@@ -57,6 +58,12 @@ fn main() {
         .enable_all()
         .build()
         .expect("runtime");
+    let hashed_async = rt.block_on(async {
+        newcache::Cache::builder()
+            .servers([addr.as_str()])
+            .build_async()
+            .expect("hashed async cache")
+    });
     let (async_cache, async_text, async_floor) = rt.block_on(async {
         let cache = clients::identity_keys(&addr)
             .build_async()
@@ -84,6 +91,7 @@ fn main() {
             "hcache" => clients::all_hundred(hashed.get_many(&many)),
             "hordered" => hundred(hashed.get_many_ordered::<_, String>(&many)),
             "async" => clients::all_hundred(rt.block_on(async_cache.get_many(&keys))),
+            "hasync" => clients::all_hundred(rt.block_on(hashed_async.get_many(&many))),
             "tget" => all(text.get(b"hit").expect("get").iter().count(), 1),
             "atget" => all(
                 rt.block_on(async_text.get(b"hit"))
