@@ -15,7 +15,7 @@
 //! Arguments: the mode, then the number of calls (20,000 by default). Modes:
 //! - `get_many` of 100: `transport`, `cache`, `ordered` (`get_many_ordered`) (blocking); `atransport`, `async` (tokio);
 //!   with the default (hashing) key function: `hcache`, `hordered` (`get_many_ordered`),
-//!   `hasync` (the `AsyncCache`), and
+//!   `hasync` (the `AsyncCache`), `hatransport` (the async transport on its wire keys), and
 //!   `htransport` (the transport reading that cache's wire keys);
 //! - get hit: `tget`, `cget` (blocking); `atget`, `aget` (tokio);
 //! - an `mn` round trip on a raw socket: `floor` (blocking), `afloor` (tokio).
@@ -92,6 +92,7 @@ fn main() {
             "hordered" => hundred(hashed.get_many_ordered::<_, String>(&many)),
             "async" => clients::all_hundred(rt.block_on(async_cache.get_many(&keys))),
             "hasync" => clients::all_hundred(rt.block_on(hashed_async.get_many(&many))),
+            "hatransport" => hundred(rt.block_on(async_text.get_many(&hashed_refs))),
             "tget" => all(text.get(b"hit").expect("get").iter().count(), 1),
             "atget" => all(
                 rt.block_on(async_text.get(b"hit"))
