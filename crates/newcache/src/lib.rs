@@ -270,10 +270,10 @@ impl Cache {
     }
 
     /// Fetches many values in one round trip per server. The result ([`GetMany`]) reads as a
-    /// map keyed by the caller's own keys, holding the hits only, in the order asked (with no
-    /// allocation per key: [`GetMany::into_map`] makes a `HashMap` of it); a value that is there but cannot be
-    /// decoded is left out of it and listed in [`GetMany::failed`] with its error, so the
-    /// others still arrive. A failure of the servers fails the call.
+    /// map keyed by the caller's own keys, holding the hits only, in the order asked, with no
+    /// allocation per key ([`GetMany::into_map`] makes a `HashMap` of it). A value that is
+    /// there but cannot be decoded is left out of it and listed in [`GetMany::failed`] with
+    /// its error, so the others still arrive. A failure of the servers fails the call.
     ///
     /// With the hashed key function (the default), the keys are hashed as the transport asks
     /// for them ([`Transport::get_many_made`]): the text transport sends 64 keys or more for

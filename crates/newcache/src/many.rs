@@ -37,10 +37,10 @@ use crate::Error;
 /// assert_eq!(got["a"], 1);
 /// assert_eq!(got.get("c"), None); // a miss
 /// assert_eq!(got.len(), 1);
-/// let mut owned = cache.get_many::<_, String>(&["b"])?;
-/// assert_eq!(owned.remove("b").as_deref(), Some("not a number"));
 /// assert_eq!(got.failed()[0].0, "b"); // its Error says why
 /// assert!(got.into_complete().is_err()); // or: all of it, or the first failure
+/// let mut strings = cache.get_many::<_, String>(&["b"])?;
+/// assert_eq!(strings.remove("b").as_deref(), Some("not a number")); // taken out
 /// # }
 /// # Ok::<(), newcache::Error>(())
 /// ```
