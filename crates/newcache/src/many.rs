@@ -91,6 +91,20 @@ impl<T> Found<T> {
             .copied()
     }
 
+    /// The keys, owned, and their values, in the order asked.
+    fn into_owned(self) -> GetManyIntoIter<T> {
+        GetManyIntoIter {
+            keys: self.keys,
+            start: 0,
+            entries: self.entries.into_iter(),
+            left: self.live,
+        }
+    }
+
+    fn into_map(self) -> HashMap<String, T> {
+        self.into_owned().collect()
+    }
+
     /// Adds `key`'s value; a key given twice keeps its last value, as a map's insert.
     fn insert(&mut self, key: &str, value: T) {
         let hash = self.hasher.hash_one(key);
@@ -205,26 +219,20 @@ impl<T> GetMany<T> {
 
     /// The values read as a `HashMap`, dropping the failures.
     pub fn into_map(self) -> HashMap<String, T> {
-        self.into_iter().collect()
+        self.found.into_map()
     }
 
     /// The values as a `HashMap`, and the failures.
     pub fn into_parts(self) -> (HashMap<String, T>, Vec<(String, Error)>) {
-        let GetMany { found, failed } = self;
-        (GetMany::new(found, Vec::new()).into_map(), failed)
+        (self.found.into_map(), self.failed)
     }
 
     /// The values as a `HashMap` when every one was read, else the first failure's error.
     pub fn into_complete(self) -> Result<HashMap<String, T>, Error> {
-        let GetMany { found, failed } = self;
-        match failed.into_iter().next() {
+        match self.failed.into_iter().next() {
             Some((_, error)) => Err(error),
-            None => Ok(GetMany::new(found, Vec::new()).into_map()),
+            None => Ok(self.found.into_map()),
         }
-    }
-
-    fn new(found: Found<T>, failed: Vec<(String, Error)>) -> Self {
-        GetMany { found, failed }
     }
 }
 
@@ -331,12 +339,7 @@ impl<T> IntoIterator for GetMany<T> {
     type IntoIter = GetManyIntoIter<T>;
 
     fn into_iter(self) -> GetManyIntoIter<T> {
-        GetManyIntoIter {
-            keys: self.found.keys,
-            start: 0,
-            entries: self.found.entries.into_iter(),
-            left: self.found.live,
-        }
+        self.found.into_owned()
     }
 }
 
@@ -424,7 +427,7 @@ impl<K: AsRef<str>, T> Taker<'_, '_, K, T> {
     /// The multi-get's answer: the values, and the keys that failed.
     pub(crate) fn finish(self, failed: Vec<(String, Error)>) -> GetMany<T> {
         let found = self.found.unwrap_or_else(|| Found::with_capacity(0, 0));
-        GetMany::new(found, failed)
+        GetMany { found, failed }
     }
 }
 
