@@ -18,13 +18,18 @@
 //!   `hasync` (the `AsyncCache`), `hatransport` (the async transport on its wire keys), and
 //!   `htransport` (the transport reading that cache's wire keys);
 //! - get hit: `tget`, `cget` (blocking); `atget`, `aget` (tokio);
-//! - an `mn` round trip on a raw socket: `floor` (blocking), `afloor` (tokio).
+//! - an `mn` round trip on a raw socket: `floor` (blocking), `afloor` (tokio);
+//! - `c1:<client>`: the concurrency bench's driver with one caller doing get hits, on its
+//!   multi-thread runtime, for any of its clients (`c1:newcache-async`,
+//!   `c1:newcache-blocking`, `c1:async-memcached`, ...); on that runtime, one task doing
+//!   get hits through the async text transport alone (`c1t`), an identity-keyed
+//!   `AsyncCache` (`c1c`), or a raw tokio socket sending `$REQ` (default `get hit`; `c1f`).
 //!
 //! Prints the mean time per call.
 
 use std::time::Instant;
 
-use newcache_benches::clients;
+use newcache_benches::{clients, concurrent};
 use newcache_testkit::Memcached;
 use newcache_transport::{AsyncTransport, Store, Transport};
 
@@ -34,6 +39,18 @@ fn main() {
     let calls: u32 = args.next().and_then(|n| n.parse().ok()).unwrap_or(20_000);
     let server = Memcached::with_args(&["-t", "1"]);
     let addr = server.addr();
+    if mode == "c1f" {
+        one_floor(&addr, calls);
+        return;
+    }
+    if mode == "c1t" || mode == "c1c" {
+        one_task(&mode, &addr, calls);
+        return;
+    }
+    if let Some(client) = mode.strip_prefix("c1:") {
+        one_caller(client, &addr, calls);
+        return;
+    }
     let text = clients::text_transport(&addr);
     let value = "x".repeat(100);
     let keys = clients::seed_raw_many(&text, value.as_bytes());
@@ -119,4 +136,100 @@ fn main() {
     }
     let per_call = start.elapsed().as_secs_f64() * 1e6 / f64::from(calls);
     println!("{mode}: {per_call:.1} µs per call");
+}
+
+/// `c1:<client>`: the concurrency bench's own driver ([`concurrent::Driver`]) with one
+/// caller doing `calls` get hits, on the bench's multi-thread runtime.
+fn one_caller(client: &str, addr: &str, calls: u32) {
+    let rt = concurrent::runtime();
+    let driver = concurrent::Driver::new(client, addr, 1, &rt)
+        .unwrap_or_else(|| panic!("unknown client {client:?}: {:?}", concurrent::CLIENTS));
+    let m = rt.metrics();
+    let parks = |m: &tokio::runtime::RuntimeMetrics| -> u64 {
+        (0..m.num_workers()).map(|w| m.worker_park_count(w)).sum()
+    };
+    let p0 = parks(&m);
+    let took = driver.run(u64::from(calls), None);
+    eprintln!(
+        "parks per call {:.2}",
+        (parks(&m) - p0) as f64 / f64::from(calls)
+    );
+    let per_call = took.as_secs_f64() * 1e6 / f64::from(calls);
+    println!("c1:{client}: {per_call:.1} µs per call");
+}
+
+/// `c1t` / `c1c`: one task doing get hits through the async text transport alone (`c1t`)
+/// or an identity-keyed `AsyncCache` (`c1c`), on the concurrency bench's runtime.
+fn one_task(mode: &str, addr: &str, calls: u32) {
+    let rt = concurrent::runtime();
+    let value = concurrent::value();
+    let took = rt.block_on(async {
+        let text = std::sync::Arc::new(clients::tokio_text_transport(addr));
+        text.store(&Store::set(b"hit", value.as_bytes(), 16, 0))
+            .await
+            .expect("store");
+        let cache = clients::identity_keys(addr).build_async().expect("cache");
+        let mode = mode.to_string();
+        tokio::spawn(async move {
+            let start = Instant::now();
+            for _ in 0..calls {
+                if mode == "c1t" {
+                    assert!(text.get(b"hit").await.expect("get").is_some());
+                } else {
+                    assert!(cache.get::<String>("hit").await.expect("get").is_some());
+                }
+            }
+            start.elapsed()
+        })
+        .await
+        .expect("task")
+    });
+    let per_call = took.as_secs_f64() * 1e6 / f64::from(calls);
+    println!("{mode}: {per_call:.1} µs per call");
+}
+
+/// `c1f`: one task on the concurrency bench's runtime sending `$REQ` (default
+/// `get hit`) on a raw tokio socket and reading until the reply's last line.
+fn one_floor(addr: &str, calls: u32) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let rt = concurrent::runtime();
+    let value = concurrent::value();
+    let req = format!(
+        "{}\r\n",
+        std::env::var("REQ").unwrap_or_else(|_| "get hit".into())
+    );
+    let end: &'static [u8] = if req.starts_with("mg") {
+        b"\r\n"
+    } else {
+        b"END\r\n"
+    };
+    let took = rt.block_on(async {
+        let text = clients::tokio_text_transport(addr);
+        text.store(&Store::set(b"hit", value.as_bytes(), 16, 0))
+            .await
+            .expect("store");
+        let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        s.set_nodelay(true).expect("nodelay");
+        tokio::spawn(async move {
+            let mut buf = vec![0u8; 16384];
+            let start = Instant::now();
+            for _ in 0..calls {
+                s.write_all(req.as_bytes()).await.expect("write");
+                let mut got = 0;
+                loop {
+                    let n = s.read(&mut buf[got..]).await.expect("read");
+                    assert!(n > 0);
+                    got += n;
+                    if got > 100 && buf[..got].ends_with(end) {
+                        break;
+                    }
+                }
+            }
+            start.elapsed()
+        })
+        .await
+        .expect("task")
+    });
+    let per_call = took.as_secs_f64() * 1e6 / f64::from(calls);
+    println!("c1f: {per_call:.1} µs per call");
 }

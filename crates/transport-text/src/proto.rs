@@ -90,6 +90,82 @@ mod tests {
         }
     }
 
+    /// Every request's bytes, numbers at their limits included (they are written with
+    /// `itoa`, not `write!`).
+    #[test]
+    fn requests_are_written_byte_for_byte() {
+        let enc = |f: &dyn Fn(&mut Vec<u8>)| {
+            let mut out = Vec::new();
+            f(&mut out);
+            String::from_utf8(out).unwrap()
+        };
+        let max = u32::MAX;
+        assert_eq!(
+            enc(&|o| encode_store(o, StoreMode::Cas(u64::MAX), b"k", b"vv", max, 0, true)),
+            "cas k 4294967295 0 2 18446744073709551615 noreply\r\nvv\r\n"
+        );
+        assert_eq!(
+            enc(&|o| encode_store(o, StoreMode::Set, b"k", b"", 16, 60, false)),
+            "set k 16 60 0\r\n\r\n"
+        );
+        assert_eq!(
+            enc(&|o| encode_arith(o, false, b"n", u64::MAX)),
+            "decr n 18446744073709551615\r\n"
+        );
+        assert_eq!(enc(&|o| encode_touch(o, b"t", 0)), "touch t 0\r\n");
+        assert_eq!(
+            enc(&|o| encode_meta_get(o, b"m", 30)),
+            "mg m v f c t R30\r\n"
+        );
+        assert_eq!(
+            enc(&|o| encode_meta_invalidate(o, b"m", 7)),
+            "md m I T7\r\n"
+        );
+        assert_eq!(
+            enc(&|o| meta::encode_get(o, b"g", max)),
+            "mg g v f c k O4294967295\r\n"
+        );
+        assert_eq!(
+            enc(&|o| meta::encode_get(o, b"g", 0)),
+            "mg g v f c k O0\r\n"
+        );
+        assert_eq!(
+            enc(&|o| meta::encode_meta_get(o, b"g", 5, 12)),
+            "mg g v f c t R5 k O12\r\n"
+        );
+        assert_eq!(
+            enc(&|o| meta::encode_touch(o, b"g", 9, 1)),
+            "mg g T9 k O1\r\n"
+        );
+        let store =
+            |mode| enc(&|o: &mut Vec<u8>| meta::encode_store(o, mode, b"s", b"abc", 2, 3, 4));
+        assert_eq!(store(StoreMode::Set), "ms s 3 F2 T3 k O4\r\nabc\r\n");
+        assert_eq!(store(StoreMode::Add), "ms s 3 F2 T3 ME k O4\r\nabc\r\n");
+        assert_eq!(store(StoreMode::Replace), "ms s 3 F2 T3 MR k O4\r\nabc\r\n");
+        assert_eq!(
+            store(StoreMode::Cas(77)),
+            "ms s 3 F2 T3 C77 k O4\r\nabc\r\n"
+        );
+        assert_eq!(store(StoreMode::Append), "ms s 3 MA k O4\r\nabc\r\n");
+        assert_eq!(store(StoreMode::Prepend), "ms s 3 MP k O4\r\nabc\r\n");
+        assert_eq!(
+            enc(&|o| meta::encode_delete(o, b"d", true, 8)),
+            "md d q k O8\r\n"
+        );
+        assert_eq!(
+            enc(&|o| meta::encode_invalidate(o, b"d", 60, 9)),
+            "md d I T60 k O9\r\n"
+        );
+        assert_eq!(
+            enc(&|o| meta::encode_arith(o, false, b"a", 10, 11)),
+            "ma a MD D10 v k O11\r\n"
+        );
+        assert_eq!(
+            enc(&|o| meta::encode_arith(o, true, b"a", 0, 1)),
+            "ma a D0 v k O1\r\n"
+        );
+    }
+
     #[test]
     fn large_values_arrive_in_pieces_into_their_own_buffer() {
         let big: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();

@@ -202,6 +202,21 @@ impl Decoder {
         }
     }
 
+    /// Makes this decoder a new one for the next reply ([`Decoder::new`], or
+    /// [`Decoder::with_capacity`] when `values` is not 0), in place: a decoder is large (a
+    /// key of up to 250 bytes is kept inline twice), and a connection reads reply after
+    /// reply.
+    pub fn reset(&mut self, expect: Expect, values: usize) {
+        self.expect = expect;
+        self.pos = 0;
+        self.partial = None;
+        self.tag = meta::Tag::default();
+        self.stats = Vec::new();
+        if values > 0 || !self.values.is_empty() {
+            self.values = Values::with_capacity(values);
+        }
+    }
+
     /// The opaque token (`O`) and key (`k`) the meta reply echoed (empty until a meta reply
     /// line was parsed, and for error lines): check it with [`meta::Tag::check`] before
     /// taking the reply as the answer to a request.

@@ -22,10 +22,10 @@
 //! ```
 
 use std::fmt;
-use std::io::Write as _;
 
 use newcache_transport::{StoreMode, MAX_KEY_LEN};
 
+use super::encode::number;
 use super::{ParseError, ReplyKey};
 
 /// The key of the probe that tells whether a server speaks the meta protocol
@@ -119,8 +119,8 @@ fn parse_opaque(token: &[u8]) -> Result<u32, ParseError> {
 
 /// ` k O<opaque>\r\n`: the key echoed back and the opaque token, ending the command line.
 fn tag_and_end(out: &mut Vec<u8>, opaque: u32) {
-    // Writing to a Vec cannot fail.
-    let _ = write!(out, " k O{opaque}\r\n");
+    number(out, b" k O", opaque);
+    out.extend_from_slice(b"\r\n");
 }
 
 fn command(out: &mut Vec<u8>, name: &[u8], key: &[u8]) {
@@ -140,7 +140,7 @@ pub fn encode_get(out: &mut Vec<u8>, key: &[u8], opaque: u32) {
 /// win flag once the TTL drops below `recache_below` seconds or the item is stale.
 pub fn encode_meta_get(out: &mut Vec<u8>, key: &[u8], recache_below: u32, opaque: u32) {
     command(out, b"mg", key);
-    let _ = write!(out, " v f c t R{recache_below}");
+    number(out, b" v f c t R", recache_below);
     tag_and_end(out, opaque);
 }
 
@@ -148,7 +148,7 @@ pub fn encode_meta_get(out: &mut Vec<u8>, key: &[u8], recache_below: u32, opaque
 /// when not).
 pub fn encode_touch(out: &mut Vec<u8>, key: &[u8], exptime: u32, opaque: u32) {
     command(out, b"mg", key);
-    let _ = write!(out, " T{exptime}");
+    number(out, b" T", exptime);
     tag_and_end(out, opaque);
 }
 
@@ -166,19 +166,24 @@ pub fn encode_store(
 ) {
     out.reserve(key.len() + value.len() + 64);
     command(out, b"ms", key);
-    let _ = write!(out, " {}", value.len());
+    number(out, b" ", value.len());
+    let fields = |out: &mut Vec<u8>| {
+        number(out, b" F", flags);
+        number(out, b" T", exptime);
+    };
     match mode {
-        StoreMode::Set => {
-            let _ = write!(out, " F{flags} T{exptime}");
-        }
+        StoreMode::Set => fields(out),
         StoreMode::Add => {
-            let _ = write!(out, " F{flags} T{exptime} ME");
+            fields(out);
+            out.extend_from_slice(b" ME");
         }
         StoreMode::Replace => {
-            let _ = write!(out, " F{flags} T{exptime} MR");
+            fields(out);
+            out.extend_from_slice(b" MR");
         }
         StoreMode::Cas(unique) => {
-            let _ = write!(out, " F{flags} T{exptime} C{unique}");
+            fields(out);
+            number(out, b" C", unique);
         }
         StoreMode::Append => out.extend_from_slice(b" MA"),
         StoreMode::Prepend => out.extend_from_slice(b" MP"),
@@ -202,7 +207,7 @@ pub fn encode_delete(out: &mut Vec<u8>, key: &[u8], quiet: bool, opaque: u32) {
 /// deleting it.
 pub fn encode_invalidate(out: &mut Vec<u8>, key: &[u8], grace: u32, opaque: u32) {
     command(out, b"md", key);
-    let _ = write!(out, " I T{grace}");
+    number(out, b" I T", grace);
     tag_and_end(out, opaque);
 }
 
@@ -213,7 +218,8 @@ pub fn encode_arith(out: &mut Vec<u8>, incr: bool, key: &[u8], delta: u64, opaqu
     if !incr {
         out.extend_from_slice(b" MD");
     }
-    let _ = write!(out, " D{delta} v");
+    number(out, b" D", delta);
+    out.extend_from_slice(b" v");
     tag_and_end(out, opaque);
 }
 

@@ -30,7 +30,7 @@ use super::halves::{ReadHalf, WriteHalf};
 use super::steps::{Answer, Step, Taken};
 use crate::command::{Outcome, Wire};
 use crate::conn::{ReadBuf, READ_BUF, WIRE_UNKNOWN};
-use crate::proto::{meta, Decoder, Reply, Status};
+use crate::proto::{meta, Decoder, Expect, Reply, Status};
 
 mod direct;
 pub(super) use direct::Direct;
@@ -178,7 +178,12 @@ struct ReadSide {
     /// `None` once the connection is closed.
     reader: Option<ReadHalf>,
     buf: ReadBuf,
-    decoder: Option<Decoder>,
+    /// The decoder of the reply being read, when `decoding`; kept from reply to reply.
+    decoder: Decoder,
+    /// A reply is being read (its first bytes have arrived).
+    decoding: bool,
+    /// When bytes last arrived, for the task's measure of a hung server (a direct
+    /// caller's read that completes its reply is not stamped: it reads no clock).
     last_read: Instant,
 }
 
@@ -280,6 +285,7 @@ impl Conn {
             reader,
             buf,
             decoder,
+            decoding,
             last_read,
         } = rs;
         let Some(reader) = reader.as_mut() else {
@@ -287,24 +293,27 @@ impl Conn {
         };
         let mut read_any = false;
         let mut emptied = false;
+        // A direct caller read bytes not yet stamped in `last_read`.
+        let mut unstamped = false;
         loop {
             loop {
-                if decoder.is_none() {
+                if !*decoding {
                     if buf.filled().is_empty() {
                         break;
                     }
-                    let next = self
+                    let readied = self
                         .lock()
                         .fifo
                         .front()
                         .and_then(|p| p.steps.get(p.next))
-                        .map(|step| step.decoder(wire));
-                    match next {
-                        Some(d) => *decoder = Some(d),
-                        None => return Poll::Ready(Pumped::Fatal(unasked(buf.filled()))),
+                        .map(|step| step.ready(decoder, wire))
+                        .is_some();
+                    if !readied {
+                        return Poll::Ready(Pumped::Fatal(unasked(buf.filled())));
                     }
+                    *decoding = true;
                 }
-                let Some(d) = decoder.as_mut() else { break };
+                let d = &mut *decoder;
                 let parsed = match d.decode(buf.filled()) {
                     Ok(parsed) => parsed,
                     Err(e) => {
@@ -315,22 +324,33 @@ impl Conn {
                     }
                 };
                 buf.consume(d.consumed());
-                let Some(reply) = parsed else { break };
-                let tag = *d.tag();
-                *decoder = None;
-                match self.complete(reply, &tag) {
+                let Some(reply) = parsed else {
+                    // A direct caller's read that left its reply incomplete: bytes are
+                    // coming, and the task, should it take the reading over, gives the
+                    // server the read timeout from here (a read that completes the reply
+                    // reads no clock).
+                    if unstamped {
+                        *last_read = Instant::now();
+                        unstamped = false;
+                    }
+                    break;
+                };
+                // The tag is read where it lies (it holds a key of up to 250 bytes).
+                let completed = self.complete(reply, d.tag());
+                *decoding = false;
+                match completed {
                     Err(fatal) => return Poll::Ready(Pumped::Fatal(fatal)),
                     Ok(Some(id)) if until == Some(id) => return Poll::Ready(Pumped::Answered),
                     Ok(_) => {}
                 }
             }
-            let direct = decoder
-                .as_mut()
-                .and_then(Decoder::value_spare)
-                .is_some_and(|v| v.len() >= READ_BUF);
+            let direct = *decoding
+                && decoder
+                    .value_spare()
+                    .is_some_and(|v| v.len() >= READ_BUF);
             let mut offered = 0;
             let target = if direct {
-                let Some(value) = decoder.as_mut().and_then(Decoder::value_spare) else {
+                let Some(value) = decoder.value_spare() else {
                     continue;
                 };
                 value
@@ -371,7 +391,7 @@ impl Conn {
                 Poll::Ready(Ok(0)) => {
                     let busy = !self.lock().fifo.is_empty();
                     return Poll::Ready(Pumped::Fatal(
-                        if busy || decoder.is_some() || !buf.filled().is_empty() {
+                        if busy || *decoding || !buf.filled().is_empty() {
                             Fatal::Io(
                                 io::ErrorKind::UnexpectedEof,
                                 "the server closed the connection with replies still due".into(),
@@ -383,10 +403,15 @@ impl Conn {
                 }
                 Poll::Ready(Ok(n)) => {
                     read_any = true;
-                    *last_read = Instant::now();
-                    match decoder.as_mut() {
-                        Some(d) if direct => d.value_filled(n),
-                        _ => buf.filled_by(n, offered),
+                    if until.is_none() {
+                        *last_read = Instant::now();
+                    } else {
+                        unstamped = true;
+                    }
+                    if direct {
+                        decoder.value_filled(n);
+                    } else {
+                        buf.filled_by(n, offered);
                     }
                 }
             }
@@ -561,7 +586,8 @@ pub(super) fn start(
         read: Mutex::new(ReadSide {
             reader: Some(reader),
             buf: ReadBuf::new(),
-            decoder: None,
+            decoder: Decoder::new(Expect::Status),
+            decoding: false,
             last_read: now,
         }),
         hints: Hints {
@@ -739,7 +765,11 @@ async fn write_loop(rx: &mut mpsc::Receiver<Job>, conn: &Conn) -> Fatal {
 /// the connection. While requests are in flight and nothing arrives for the read timeout,
 /// the connection is closed (a hung server); idle, it is closed after the idle timeout, or
 /// once its transport is gone. While a direct caller reads, it waits for the reading to
-/// come back, and takes it back if that caller has not finished within the read timeout.
+/// come back; when that caller has not finished within the read timeout, the caller
+/// fails with a timeout and the task takes the reading back. This is the direct path's
+/// only timer: the caller arms none of its own (a timer per request cost a few hundred
+/// instructions of the runtime's timer wheel on every lone get, against a task that
+/// wakes every quarter of the read timeout anyway).
 async fn read_loop(conn: &Conn) -> Fatal {
     let settings = &conn.settings;
     let tick = (settings.read_timeout / 4).max(Duration::from_millis(5));
@@ -755,14 +785,19 @@ async fn read_loop(conn: &Conn) -> Fatal {
         if owner != Owner::Task {
             let limit = since + settings.read_timeout;
             if now >= limit {
-                // The direct caller is not reading (not polled, nor dropped): the task
-                // reads from here on.
+                // No reply within the read timeout (a hung server), or the direct caller
+                // is not reading (not polled, nor dropped): the caller fails with a
+                // timeout, and the task reads from here on (the reply, if it comes, is
+                // thrown away).
                 let waker = {
                     let mut st = conn.lock();
                     if st.owner != owner {
                         continue;
                     }
                     st.owner = Owner::Task;
+                    if let Owner::Direct(id) = owner {
+                        time_out(&mut st, id, settings);
+                    }
                     conn.note(&st);
                     st.direct_waker.take()
                 };
@@ -802,6 +837,19 @@ async fn read_loop(conn: &Conn) -> Fatal {
             Err(_) => {}
         }
     }
+}
+
+/// Fails job `id`, still awaiting its reply, with a timeout: its caller is answered now,
+/// and the reply, read when it comes, goes nowhere.
+fn time_out(st: &mut State, id: u64, settings: &Settings) {
+    let Some(job) = st.fifo.iter_mut().find(|p| p.id == id) else {
+        return;
+    };
+    let (nowhere, _) = oneshot::channel();
+    let reply = std::mem::replace(&mut job.reply, nowhere);
+    let _ = reply.send(Err(Failure::Failed(
+        Fatal::Timeout(settings.read_timeout).error(&settings.label),
+    )));
 }
 
 /// The error for bytes that arrived with no request awaiting them.

@@ -77,6 +77,7 @@ mod conn;
 mod connect;
 mod halves;
 mod ops;
+mod spare;
 mod steps;
 
 use std::fmt;
@@ -313,21 +314,27 @@ impl TokioTextTransport {
     }
 
     async fn handle(&self, index: usize) -> Result<Handle> {
+        let slot = self.slot(index)?;
+        match current(slot) {
+            Some(handle) => Ok(handle),
+            // Boxed: waiting for another caller's opening, or opening, is a future every
+            // request's would otherwise carry (its size, with the rest, put a lone get's
+            // boxed future past the allocator's fast sizes), for the rare call that opens.
+            None => Box::pin(self.open(index, slot)).await,
+        }
+    }
+
+    /// The next of server `index`'s connection slots, in turn.
+    fn slot(&self, index: usize) -> Result<&Slot> {
         let server = self.server(index)?;
         let n = server.slots.len().max(1);
         let at = server.next.fetch_add(1, Ordering::Relaxed) % n;
-        let slot = server.slots.get(at).ok_or(Error::NoServers)?;
-        let current = |slot: &Slot| {
-            slot.current
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .as_ref()
-                .filter(|h| h.is_open())
-                .cloned()
-        };
-        if let Some(handle) = current(slot) {
-            return Ok(handle);
-        }
+        server.slots.get(at).ok_or(Error::NoServers)
+    }
+
+    /// Opens `slot`'s connection to server `index`, unless another caller has meanwhile.
+    async fn open(&self, index: usize, slot: &Slot) -> Result<Handle> {
+        let server = self.server(index)?;
         let _opening = slot.opening.lock().await;
         if let Some(handle) = current(slot) {
             return Ok(handle);
@@ -366,6 +373,18 @@ impl TokioTextTransport {
         let handle = conn::start(&runtime, reader, writer, settings, seed.wrapping_add(1));
         *slot.current.lock().unwrap_or_else(|p| p.into_inner()) = Some(handle.clone());
         Ok(handle)
+    }
+
+    /// A job that did not go on the direct path: queued (on `first`'s connection first,
+    /// when given), then awaited.
+    async fn queued(
+        &self,
+        index: usize,
+        build: &Build<'_>,
+        first: Option<(Handle, Plan)>,
+    ) -> Result<Answers> {
+        let sub = self.submit_first(index, build, first).await?;
+        self.wait(sub, build).await
     }
 
     /// Queues the job `build` makes on a connection to server `index` (failing fast when
@@ -460,16 +479,16 @@ impl TokioTextTransport {
         cluster.check_up(index)?;
         let handle = self.handle_reported(index).await?;
         let plan = build(&handle)?;
-        let deadline = Instant::now() + self.inner.config.read_timeout;
-        let outcome = match handle.direct(plan.bytes, plan.steps, deadline).await {
+        let timeout = self.inner.config.read_timeout;
+        let outcome = match handle.direct(plan.bytes, plan.steps, timeout).await {
+            // Boxed, as opening is: the queued path's future is larger than the direct
+            // path's, and a lone get's would otherwise carry it.
             Direct::Busy(bytes, steps) => {
                 let first = Some((handle, Plan { bytes, steps }));
-                let sub = self.submit_first(index, build, first).await?;
-                return self.wait(sub, build).await;
+                return Box::pin(self.queued(index, build, first)).await;
             }
             Direct::Done(Err(Failure::NotSent)) => {
-                let sub = self.submit(index, build).await?;
-                return self.wait(sub, build).await;
+                return Box::pin(self.queued(index, build, None)).await;
             }
             Direct::Done(Ok(list)) => Ok(Answers {
                 wire: handle.wire,
@@ -506,6 +525,16 @@ impl TokioTextTransport {
     }
 }
 
+/// `slot`'s connection, when it is open.
+fn current(slot: &Slot) -> Option<Handle> {
+    slot.current
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .as_ref()
+        .filter(|h| h.is_open())
+        .cloned()
+}
+
 /// The error of a request whose connection closed before it could be sent, twice.
 fn closed(label: &str) -> Error {
     Error::Io {
@@ -524,7 +553,7 @@ fn plan_cmds<'c>(
     cmds: impl ExactSizeIterator<Item = Cmd<'c>>,
 ) -> Result<Plan> {
     let mut opaque = handle.reserve(cmds.len());
-    let mut bytes = Vec::new();
+    let mut bytes = spare::take();
     let mut steps = Vec::with_capacity(cmds.len());
     for cmd in cmds {
         bytes.reserve(cmd.cost());

@@ -122,13 +122,14 @@ impl Keys {
 }
 
 impl Step {
-    pub(super) fn decoder(&self, wire: Wire) -> Decoder {
+    /// Readies `decoder` for this step's reply.
+    pub(super) fn ready(&self, decoder: &mut Decoder, wire: Wire) {
         match self {
-            Step::Cmd { cmd, .. } => cmd.with(|c| Decoder::new(c.expect(wire))),
-            Step::Gets { keys } => Decoder::with_capacity(Expect::Values, keys.len()),
-            Step::Closer { .. } => Decoder::new(Expect::Meta),
-            Step::Line(expect) => Decoder::new(*expect),
-            Step::Quiet { round, .. } => Decoder::new(round.expect()),
+            Step::Cmd { cmd, .. } => cmd.with(|c| decoder.reset(c.expect(wire), 0)),
+            Step::Gets { keys } => decoder.reset(Expect::Values, keys.len()),
+            Step::Closer { .. } => decoder.reset(Expect::Meta, 0),
+            Step::Line(expect) => decoder.reset(*expect, 0),
+            Step::Quiet { round, .. } => decoder.reset(round.expect(), 0),
         }
     }
 

@@ -8,6 +8,7 @@ use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::sync::TryLockError;
 use std::task::{Context, Poll, Waker};
+use std::time::Duration;
 
 use newcache_transport::Error;
 use tokio::sync::{mpsc, oneshot};
@@ -65,7 +66,7 @@ impl Conn {
             && st.fifo.is_empty()
             && !st.writing
             && st.unfinished.is_none()
-            && rs.decoder.is_none()
+            && !rs.decoding
             && rs.buf.filled().is_empty();
         let writer = match st.writer.clone() {
             Some(writer) if idle => writer,
@@ -138,6 +139,9 @@ impl Conn {
             counters.writes.fetch_add(1, Ordering::Relaxed);
         }
         if written >= bytes.len() {
+            drop(st);
+            drop(rs);
+            crate::tokio_transport::spare::give_back(bytes);
             return Start::Sent(id, rx);
         }
         // The socket did not take it whole: the task writes the rest before anything else,
@@ -293,13 +297,14 @@ fn gone(settings: &Settings) -> Error {
 
 impl Handle {
     /// The direct path: when the connection is idle, the caller writes its request and
-    /// reads its reply itself, in its own task, by `deadline`; else the request is given
-    /// back ([`Direct::Busy`]) to be queued.
+    /// reads its reply itself, in its own task; else the request is given back
+    /// ([`Direct::Busy`]) to be queued. Its reply is due within `timeout`: the
+    /// connection's task fails the call when it is not in by then (see `read_loop`).
     pub(in crate::tokio_transport) async fn direct(
         &self,
         bytes: Vec<u8>,
         steps: Vec<Step>,
-        deadline: Instant,
+        timeout: Duration,
     ) -> Direct {
         let conn = &*self.conn;
         if !conn.hints.idle.load(Ordering::Acquire) {
@@ -313,17 +318,14 @@ impl Handle {
                 rx.try_recv()
                     .unwrap_or_else(|_| Err(Failure::Failed(gone(&conn.settings)))),
             ),
-            Start::Handed(mut rx) => match tokio::time::timeout_at(deadline, &mut rx).await {
+            Start::Handed(mut rx) => match tokio::time::timeout(timeout, &mut rx).await {
                 Ok(Ok(result)) => Direct::Done(result),
                 Ok(Err(_)) => Direct::Done(Err(Failure::Failed(gone(&conn.settings)))),
                 Err(_) => Direct::TimedOut,
             },
             Start::Sent(id, rx) => {
                 let mut call = DirectCall { conn, id, rx };
-                match tokio::time::timeout_at(deadline, poll_fn(|cx| call.poll(cx))).await {
-                    Ok(result) => Direct::Done(result),
-                    Err(_) => Direct::TimedOut,
-                }
+                Direct::Done(poll_fn(|cx| call.poll(cx)).await)
             }
         }
     }
