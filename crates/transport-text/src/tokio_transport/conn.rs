@@ -344,10 +344,7 @@ impl Conn {
                     Ok(_) => {}
                 }
             }
-            let direct = *decoding
-                && decoder
-                    .value_spare()
-                    .is_some_and(|v| v.len() >= READ_BUF);
+            let direct = *decoding && decoder.value_spare().is_some_and(|v| v.len() >= READ_BUF);
             let mut offered = 0;
             let target = if direct {
                 let Some(value) = decoder.value_spare() else {

@@ -46,7 +46,9 @@
 //!   connection's task with what it had read of the reply, and the task reads the rest.
 //! - **Timeouts.** A request fails with [`Error::Timeout`] when its reply has not come
 //!   within [`TextConfig::read_timeout`] of being queued (waiting for room in the queue
-//!   included); the connection and the other requests on it go on. When nothing at all
+//!   included); the connection and the other requests on it go on. A direct caller arms no
+//!   timer of its own: the connection's task, which wakes every quarter of the read
+//!   timeout, fails it when its reply is late and reads that reply itself. When nothing at all
 //!   arrives for the read timeout while requests are in flight (a hung server), the
 //!   connection is closed and every request on it fails; the next request opens a new one.
 //!   Writes are bounded by [`TextConfig::write_timeout`], connecting by
