@@ -241,21 +241,9 @@ impl Cache {
         Blocking(self.transport.as_ref())
     }
 
-    /// Runs `f` on the validated wire key of `key`, built in a buffer this thread reuses, so
-    /// the read path allocates nothing for keys. (A nested call, e.g. from a loader, builds its
-    /// own.)
+    /// Runs `f` on the validated wire key of `key` ([`Core::with_wire_key`]: no allocation).
     fn with_wire_key<R>(&self, key: &str, f: impl FnOnce(&[u8]) -> Result<R>) -> Result<R> {
-        thread_local! {
-            static WIRE_KEY: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
-        }
-        WIRE_KEY.with(|cell| match cell.try_borrow_mut() {
-            Ok(mut buf) => {
-                buf.clear();
-                newcache_keyfn::write_valid_key(self.core.key_function.as_ref(), key, &mut buf)?;
-                f(&buf)
-            }
-            Err(_) => f(&self.wire_key(key)?),
-        })
+        self.core.with_wire_key(key, f)
     }
 
     /// Fetches and decodes a value; `None` on a miss (or for the first reader after its

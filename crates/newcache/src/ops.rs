@@ -145,6 +145,33 @@ impl Core {
         Ok(newcache_keyfn::make_key(self.key_function.as_ref(), key)?)
     }
 
+    /// Runs `f` on the validated wire key of `key`, built in a buffer this thread reuses, so
+    /// the read path allocates nothing for keys. (A nested call, e.g. from a loader, builds
+    /// its own.)
+    pub(crate) fn with_wire_key<R>(
+        &self,
+        key: &str,
+        f: impl FnOnce(&[u8]) -> Result<R>,
+    ) -> Result<R> {
+        thread_local! {
+            static WIRE_KEY: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+        }
+        WIRE_KEY.with(|cell| match cell.try_borrow_mut() {
+            Ok(mut buf) => {
+                buf.clear();
+                newcache_keyfn::write_valid_key(self.key_function.as_ref(), key, &mut buf)?;
+                f(&buf)
+            }
+            Err(_) => f(&self.wire_key(key)?),
+        })
+    }
+
+    /// The validated wire key of `key`, held inline ([`InlineKey`]): an async call keeps it
+    /// across its awaits with no allocation.
+    pub(crate) fn inline_wire_key(&self, key: &str) -> Result<InlineKey> {
+        self.with_wire_key(key, |wire| Ok(InlineKey::new(wire)))
+    }
+
     pub(crate) fn now_millis(&self) -> u64 {
         self.clock.now_millis()
     }
@@ -532,5 +559,34 @@ impl Core {
             },
             stale,
         }))
+    }
+}
+
+/// A validated wire key, inline: memcached's keys are at most
+/// [`MAX_KEY_LEN`](newcache_transport::MAX_KEY_LEN) bytes. (An `AsyncCache` get holds its
+/// wire key across the round trip; a `Vec` for it was one of the call's seven allocations.)
+pub(crate) struct InlineKey {
+    len: usize,
+    bytes: [u8; newcache_transport::MAX_KEY_LEN],
+}
+
+impl InlineKey {
+    /// `wire`, validated (so no longer than a key can be; a longer one would be cut, which
+    /// validation rules out).
+    fn new(wire: &[u8]) -> InlineKey {
+        let mut bytes = [0u8; newcache_transport::MAX_KEY_LEN];
+        let len = wire.len().min(bytes.len());
+        if let (Some(to), Some(from)) = (bytes.get_mut(..len), wire.get(..len)) {
+            to.copy_from_slice(from);
+        }
+        InlineKey { len, bytes }
+    }
+}
+
+impl std::ops::Deref for InlineKey {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        self.bytes.get(..self.len).unwrap_or_default()
     }
 }

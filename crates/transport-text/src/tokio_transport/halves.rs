@@ -48,15 +48,6 @@ impl ReadHalf {
         };
         io::Read::read(&mut &*socket, buf)
     }
-
-    /// Registers the context's waker for the socket's next readiness to read (`Ready`
-    /// when it may be readable already).
-    pub(super) fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self {
-            ReadHalf::Tcp(r) => r.as_ref().poll_read_ready(cx),
-            ReadHalf::Unix(r) => r.as_ref().poll_read_ready(cx),
-        }
-    }
 }
 
 impl AsyncRead for ReadHalf {

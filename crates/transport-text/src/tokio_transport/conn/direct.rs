@@ -219,7 +219,7 @@ impl DirectCall<'_> {
         }
         match conn.pump(&mut rs, cx, Some(self.id)) {
             Poll::Pending => return Poll::Pending,
-            Poll::Ready(Pumped::Answered) => self.hand_back(&mut rs),
+            Poll::Ready(Pumped::Answered) => self.hand_back(),
             Poll::Ready(Pumped::Fatal(fatal)) => {
                 drop(rs);
                 conn.fail(&fatal);
@@ -248,28 +248,21 @@ impl DirectCall<'_> {
         true
     }
 
-    /// After its reply: the task owns the reading again. With nothing in flight it is
-    /// only registered to hear of bytes arriving (nobody asked for them); with jobs
-    /// written behind this one, it is woken to read their replies.
-    fn hand_back(&self, rs: &mut ReadSide) {
+    /// After its reply: the task owns the reading again, and is woken when jobs were
+    /// written behind this one, to read their replies. With nothing in flight it is not
+    /// woken, nor registered for the socket: bytes that arrive on the idle connection
+    /// (nobody asked for them) are found by the next direct caller before it writes
+    /// ([`Conn::start_direct`]), or by the task at its next turn (within a quarter of the
+    /// read timeout), and either closes the connection. (Registering the task here cost a
+    /// readiness poll and a waker clone on every lone get.)
+    fn hand_back(&self) {
         let mut st = self.conn.lock();
-        if !self.give_back(&mut st) {
+        if !self.give_back(&mut st) || st.fifo.is_empty() {
             return;
         }
-        let Some(task) = st.task_waker.clone() else {
-            return;
-        };
-        let wake = if st.fifo.is_empty() {
-            drop(st);
-            rs.reader.as_ref().is_some_and(|r| {
-                r.poll_read_ready(&mut Context::from_waker(&task))
-                    .is_ready()
-            })
-        } else {
-            drop(st);
-            true
-        };
-        if wake {
+        let task = st.task_waker.clone();
+        drop(st);
+        if let Some(task) = task {
             task.wake();
         }
     }
