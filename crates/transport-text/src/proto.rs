@@ -90,82 +90,6 @@ mod tests {
         }
     }
 
-    /// Every request's bytes, numbers at their limits included (they are written with
-    /// `itoa`, not `write!`).
-    #[test]
-    fn requests_are_written_byte_for_byte() {
-        let enc = |f: &dyn Fn(&mut Vec<u8>)| {
-            let mut out = Vec::new();
-            f(&mut out);
-            String::from_utf8(out).unwrap()
-        };
-        let max = u32::MAX;
-        assert_eq!(
-            enc(&|o| encode_store(o, StoreMode::Cas(u64::MAX), b"k", b"vv", max, 0, true)),
-            "cas k 4294967295 0 2 18446744073709551615 noreply\r\nvv\r\n"
-        );
-        assert_eq!(
-            enc(&|o| encode_store(o, StoreMode::Set, b"k", b"", 16, 60, false)),
-            "set k 16 60 0\r\n\r\n"
-        );
-        assert_eq!(
-            enc(&|o| encode_arith(o, false, b"n", u64::MAX)),
-            "decr n 18446744073709551615\r\n"
-        );
-        assert_eq!(enc(&|o| encode_touch(o, b"t", 0)), "touch t 0\r\n");
-        assert_eq!(
-            enc(&|o| encode_meta_get(o, b"m", 30)),
-            "mg m v f c t R30\r\n"
-        );
-        assert_eq!(
-            enc(&|o| encode_meta_invalidate(o, b"m", 7)),
-            "md m I T7\r\n"
-        );
-        assert_eq!(
-            enc(&|o| meta::encode_get(o, b"g", max)),
-            "mg g v f c k O4294967295\r\n"
-        );
-        assert_eq!(
-            enc(&|o| meta::encode_get(o, b"g", 0)),
-            "mg g v f c k O0\r\n"
-        );
-        assert_eq!(
-            enc(&|o| meta::encode_meta_get(o, b"g", 5, 12)),
-            "mg g v f c t R5 k O12\r\n"
-        );
-        assert_eq!(
-            enc(&|o| meta::encode_touch(o, b"g", 9, 1)),
-            "mg g T9 k O1\r\n"
-        );
-        let store =
-            |mode| enc(&|o: &mut Vec<u8>| meta::encode_store(o, mode, b"s", b"abc", 2, 3, 4));
-        assert_eq!(store(StoreMode::Set), "ms s 3 F2 T3 k O4\r\nabc\r\n");
-        assert_eq!(store(StoreMode::Add), "ms s 3 F2 T3 ME k O4\r\nabc\r\n");
-        assert_eq!(store(StoreMode::Replace), "ms s 3 F2 T3 MR k O4\r\nabc\r\n");
-        assert_eq!(
-            store(StoreMode::Cas(77)),
-            "ms s 3 F2 T3 C77 k O4\r\nabc\r\n"
-        );
-        assert_eq!(store(StoreMode::Append), "ms s 3 MA k O4\r\nabc\r\n");
-        assert_eq!(store(StoreMode::Prepend), "ms s 3 MP k O4\r\nabc\r\n");
-        assert_eq!(
-            enc(&|o| meta::encode_delete(o, b"d", true, 8)),
-            "md d q k O8\r\n"
-        );
-        assert_eq!(
-            enc(&|o| meta::encode_invalidate(o, b"d", 60, 9)),
-            "md d I T60 k O9\r\n"
-        );
-        assert_eq!(
-            enc(&|o| meta::encode_arith(o, false, b"a", 10, 11)),
-            "ma a MD D10 v k O11\r\n"
-        );
-        assert_eq!(
-            enc(&|o| meta::encode_arith(o, true, b"a", 0, 1)),
-            "ma a D0 v k O1\r\n"
-        );
-    }
-
     #[test]
     fn large_values_arrive_in_pieces_into_their_own_buffer() {
         let big: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
@@ -213,19 +137,55 @@ mod tests {
         assert_eq!(v.len(), 1);
     }
 
+    /// A decoder reset for the next reply reads it as a new one would: no tag, no values,
+    /// and no value left over from an error line in the middle of a `VALUE` block.
+    #[test]
+    fn a_reset_decoder_reads_the_next_reply_as_a_new_one() {
+        let mut d = Decoder::new(Expect::Meta);
+        let Some(Reply::Meta(Meta::Value(_))) = d.decode(b"VA 2 f1 c1 kfoo O7\r\nhi\r\n").unwrap()
+        else {
+            panic!("a value")
+        };
+        assert_eq!(d.tag().opaque(), Some(7));
+        d.reset(Expect::Values, 2);
+        let input = b"VALUE a 0 1\r\nx\r\nSERVER_ERROR out of memory\r\n";
+        assert!(matches!(
+            d.decode(input).unwrap(),
+            Some(Reply::Status(Status::ServerError(_)))
+        ));
+        d.reset(Expect::Values, 0);
+        let Some(Reply::Values(values)) = d.decode(b"END\r\n").unwrap() else {
+            panic!("values")
+        };
+        assert_eq!(values.len(), 0, "the value before the error line is gone");
+        d.reset(Expect::Meta, 0);
+        assert_eq!(d.decode(b"EN\r\n").unwrap(), Some(Reply::Meta(Meta::Miss)));
+        assert_eq!(d.tag().opaque(), None);
+        assert_eq!(d.tag().key(), None);
+    }
+
     #[test]
     fn encodes_requests() {
         let mut out = Vec::new();
         encode_get(&mut out, &[b"a", b"b"], true);
         encode_store(&mut out, StoreMode::Set, b"k", b"v\r\n", 16, 300, false);
         encode_store(&mut out, StoreMode::Cas(42), b"k", b"", 0, 0, true);
+        encode_store(
+            &mut out,
+            StoreMode::Cas(u64::MAX),
+            b"k",
+            b"",
+            u32::MAX,
+            0,
+            false,
+        );
         encode_delete(&mut out, b"k");
         encode_arith(&mut out, false, b"n", 7);
         encode_touch(&mut out, b"k", 9);
         encode_line(&mut out, "flush_all");
         assert_eq!(
             out,
-            b"gets a b\r\nset k 16 300 3\r\nv\r\n\r\ncas k 0 0 0 42 noreply\r\n\r\ndelete k\r\ndecr n 7\r\ntouch k 9\r\nflush_all\r\n"
+            b"gets a b\r\nset k 16 300 3\r\nv\r\n\r\ncas k 0 0 0 42 noreply\r\n\r\ncas k 4294967295 0 0 18446744073709551615\r\n\r\ndelete k\r\ndecr n 7\r\ntouch k 9\r\nflush_all\r\n"
         );
     }
 

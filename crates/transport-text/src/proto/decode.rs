@@ -207,13 +207,22 @@ impl Decoder {
     /// key of up to 250 bytes is kept inline twice), and a connection reads reply after
     /// reply.
     pub fn reset(&mut self, expect: Expect, values: usize) {
-        self.expect = expect;
-        self.pos = 0;
-        self.partial = None;
-        self.tag = meta::Tag::default();
-        self.stats = Vec::new();
-        if values > 0 || !self.values.is_empty() {
-            self.values = Values::with_capacity(values);
+        // Every field named, so a field added to the decoder cannot be left out here.
+        let Decoder {
+            expect: was_expecting,
+            pos,
+            values: collected,
+            stats,
+            partial,
+            tag,
+        } = self;
+        *was_expecting = expect;
+        *pos = 0;
+        *partial = None;
+        *tag = meta::Tag::default();
+        *stats = Vec::new();
+        if values > 0 || !collected.is_empty() {
+            *collected = Values::with_capacity(values);
         }
     }
 
