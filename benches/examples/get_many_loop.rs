@@ -18,6 +18,8 @@
 //!   `hasync` (the `AsyncCache`), `hatransport` (the async transport on its wire keys), and
 //!   `htransport` (the transport reading that cache's wire keys);
 //! - get hit: `tget`, `cget` (blocking); `atget`, `aget` (tokio);
+//! - set+get of 100 KB: `bigs` (the default cache, a `String`), `bigv` (a `Vec<u8>`),
+//!   `bigt` (the transport alone, the same bytes and flags under a key of the same length);
 //! - an `mn` round trip on a raw socket: `floor` (blocking), `afloor` (tokio);
 //! - `c1:<client>`: the concurrency bench's driver with one caller doing get hits, on its
 //!   multi-thread runtime, for any of its clients (`c1:newcache-async`,
@@ -70,6 +72,20 @@ fn main() {
         .map(|k| hashed.wire_key(k).expect("wire key"))
         .collect();
     let hashed_refs: Vec<&[u8]> = hashed_wire.iter().map(Vec::as_slice).collect();
+    // set+get of 100 KB, as the interleaved bench's `set_get_100KB` rows: the default
+    // cache storing a `String` (`bigs`) or a `Vec<u8>` (`bigv`), and the transport alone
+    // storing those bytes with that cache's flags under a wire key of its length (`bigt`).
+    let big_text = clients::big_value();
+    let big_bytes = big_text.as_bytes().to_vec();
+    let ttl = newcache::Ttl::Seconds(3600);
+    hashed.set("big", big_text.as_str(), ttl).expect("set big");
+    let big_flags = text
+        .get(&hashed.wire_key("big").expect("wire key"))
+        .expect("get big")
+        .expect("big stored")
+        .flags;
+    let big_wire = hashed.wire_key("big-transport").expect("wire key");
+    let big = |n: Option<usize>| assert_eq!(n, Some(clients::BIG), "{mode}");
     let mut floor = clients::floor(&addr);
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -126,6 +142,22 @@ fn main() {
                     .count(),
                 1,
             ),
+            "bigt" => {
+                text.store(&Store::set(&big_wire, big_text.as_bytes(), big_flags, 3600))
+                    .expect("set");
+                big(text.get(&big_wire).expect("get").map(|i| i.value.len()));
+            }
+            "bigs" => {
+                hashed.set("big-s", big_text.as_str(), ttl).expect("set");
+                big(hashed.get::<String>("big-s").expect("get").map(|v| v.len()));
+            }
+            "bigv" => {
+                hashed.set("big-v", &big_bytes, ttl).expect("set");
+                big(hashed
+                    .get::<Vec<u8>>("big-v")
+                    .expect("get")
+                    .map(|v| v.len()));
+            }
             "floor" => clients::floor_round_trip(&mut floor),
             "afloor" => rt.block_on(clients::tokio_floor_round_trip(&async_floor)),
             other => panic!(

@@ -1,10 +1,11 @@
 //! What a multi-get returns: the values, and the keys whose value could not be read.
 //!
-//! [`GetMany`] is a map of its own rather than a `HashMap<String, T>`: the keys found are
+//! [`GetMany`] is a map of its own rather than a `HashMap<String, T>`: the keys asked are
 //! copied into one string, not one allocation each, and found again through a table of
 //! indices hashed with foldhash (hashbrown's default), not SipHash. That was what a
 //! multi-get of 100 cost the caller beyond the values themselves; a caller who wants the
-//! `HashMap` asks for it ([`GetMany::into_map`]).
+//! `HashMap` asks for it ([`GetMany::into_map`]). The keys are copied and indexed while the
+//! server answers, so each value found goes straight to its place.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -50,28 +51,48 @@ pub struct GetMany<T> {
 }
 
 /// The values found and their keys.
+///
+/// Made from the keys asked before any value comes ([`Found::of_keys`]): every distinct key
+/// is copied and indexed then, and a value handed over goes straight into its key's entry
+/// (`slots`). A transport that says when its request is out has this made while the
+/// server answers ([`Filling::prepare`]), so hashing the keys costs the call nothing.
 struct Found<T> {
-    /// The keys found, back to back, in the order they were asked.
+    /// The keys asked, each once, back to back, in the order they were first asked.
     keys: String,
-    /// Each value, with where its key ends in `keys` (it starts where the one before ends);
-    /// `None` once removed ([`GetMany::remove`]).
+    /// Each key's value, with where the key ends in `keys` (it starts where the one before
+    /// ends); `None` until found, and once removed ([`GetMany::remove`]).
     entries: Vec<(usize, Option<T>)>,
-    /// The values not removed.
+    /// The values present.
     live: usize,
     /// The positions in `entries`, by their keys' hashes.
     index: HashTable<usize>,
     hasher: DefaultHashBuilder,
+    /// The entry of each key asked, by its index in the call, once a key was asked twice
+    /// (it has one entry: a map keeps its last value); `None` while the `i`th key asked is
+    /// the `i`th entry, and once the values are in.
+    slots: Option<Vec<usize>>,
 }
 
 impl<T> Found<T> {
-    fn with_capacity(keys: usize, bytes: usize) -> Self {
-        Found {
+    /// An entry for each distinct key of `asked`, none with a value yet.
+    fn of_keys<K: AsRef<str>>(asked: &[K]) -> Self {
+        let bytes = asked.iter().map(|k| k.as_ref().len()).sum();
+        let mut found = Found {
             keys: String::with_capacity(bytes),
-            entries: Vec::with_capacity(keys),
+            entries: Vec::with_capacity(asked.len()),
             live: 0,
-            index: HashTable::with_capacity(keys),
+            index: HashTable::with_capacity(asked.len()),
             hasher: DefaultHashBuilder::default(),
+            slots: None,
+        };
+        for (i, key) in asked.iter().enumerate() {
+            let at = found.entry_of(key.as_ref());
+            if at != i || found.slots.is_some() {
+                let slots = found.slots.get_or_insert_with(|| (0..i).collect());
+                slots.push(at);
+            }
         }
+        found
     }
 
     /// The `at`th entry's key.
@@ -105,15 +126,15 @@ impl<T> Found<T> {
         self.into_owned().collect()
     }
 
-    /// Adds `key`'s value; a key given twice keeps its last value, as a map's insert.
-    fn insert(&mut self, key: &str, value: T) {
+    /// `key`'s entry, found or added (without a value).
+    fn entry_of(&mut self, key: &str) -> usize {
         let hash = self.hasher.hash_one(key);
         let Found {
             keys,
             entries,
-            live,
             index,
             hasher,
+            ..
         } = self;
         // One probe: the key's slot, found or made.
         let slot = index.entry(
@@ -122,15 +143,32 @@ impl<T> Found<T> {
             |&at| hasher.hash_one(Self::key(keys, entries, at)),
         );
         match slot {
-            Entry::Occupied(found) => {
-                if let Some(entry) = entries.get_mut(*found.get()) {
-                    entry.1 = Some(value);
-                }
-            }
+            Entry::Occupied(found) => *found.get(),
             Entry::Vacant(vacant) => {
-                vacant.insert(entries.len());
+                let at = entries.len();
+                vacant.insert(at);
                 keys.push_str(key);
-                entries.push((keys.len(), Some(value)));
+                entries.push((keys.len(), None));
+                at
+            }
+        }
+    }
+
+    /// The value of the `i`th key asked; a key given twice keeps its last value, as a map's
+    /// insert.
+    fn put(&mut self, i: usize, value: T) {
+        let Found {
+            entries,
+            live,
+            slots,
+            ..
+        } = self;
+        let at = match slots {
+            Some(slots) => slots.get(i).copied(),
+            None => Some(i),
+        };
+        if let Some(entry) = at.and_then(|at| entries.get_mut(at)) {
+            if entry.1.replace(value).is_none() {
                 *live += 1;
             }
         }
@@ -174,7 +212,7 @@ impl<T> GetMany<T> {
 
     /// True when `key`'s value was found and decoded.
     pub fn contains_key(&self, key: &str) -> bool {
-        self.found.position(key).is_some()
+        self.get(key).is_some()
     }
 
     /// How many values were found and decoded.
@@ -352,8 +390,8 @@ impl<'a, T> IntoIterator for &'a GetMany<T> {
     }
 }
 
-/// A [`GetMany`] as its values are handed over. Its buffers are allocations that need no
-/// reply: a transport that says when its request is out ([`MadeKeys::sent`]) gets them
+/// A [`GetMany`] as its values are handed over. Its buffers and its index of the keys need
+/// no reply: a transport that says when its request is out ([`MadeKeys::sent`]) gets them
 /// made then, while the server answers ([`Filling::prepare`]); else they are made with the
 /// first value.
 ///
@@ -375,13 +413,12 @@ impl<'k, K: AsRef<str>, T> Filling<'k, K, T> {
         }
     }
 
-    /// Room for every key and value, as if all were found.
+    /// Every key copied and indexed, with room for its value.
     fn room(&self) -> Found<T> {
-        let bytes = self.keys.iter().map(|k| k.as_ref().len()).sum();
-        Found::with_capacity(self.keys.len(), bytes)
+        Found::of_keys(self.keys)
     }
 
-    /// Makes the buffers, once.
+    /// Makes the buffers and the index, once.
     pub(crate) fn prepare(&self) {
         if self.ready.load(Ordering::Acquire) {
             return;
@@ -411,7 +448,6 @@ pub(crate) struct Taker<'f, 'k, K, T> {
 impl<K: AsRef<str>, T> Taker<'_, '_, K, T> {
     /// The `i`th key's value.
     pub(crate) fn insert(&mut self, i: usize, value: T) {
-        let key = self.filling.keys.get(i).map_or("", AsRef::as_ref);
         let filling = self.filling;
         let found = self.found.get_or_insert_with(|| {
             let early = if filling.ready.load(Ordering::Acquire) {
@@ -421,12 +457,13 @@ impl<K: AsRef<str>, T> Taker<'_, '_, K, T> {
             };
             early.unwrap_or_else(|| filling.room())
         });
-        found.insert(key, value);
+        found.put(i, value);
     }
 
     /// The multi-get's answer: the values, and the keys that failed.
     pub(crate) fn finish(self, failed: Vec<(String, Error)>) -> GetMany<T> {
-        let found = self.found.unwrap_or_else(|| Found::with_capacity(0, 0));
+        let mut found = self.found.unwrap_or_else(|| Found::of_keys::<&str>(&[]));
+        found.slots = None;
         GetMany { found, failed }
     }
 }
@@ -501,6 +538,30 @@ mod tests {
         let got = taker.finish(Vec::new());
         assert_eq!((got.get("x"), got.get("y")), (Some(&8), Some(&7)));
         assert!(many(&[]).is_empty());
+    }
+
+    #[test]
+    fn a_key_asked_twice_has_one_entry_with_its_last_value() {
+        // After a key asked twice, the keys asked are no longer their entries' positions.
+        let got = many(&[("a", 1), ("b", 2), ("a", 3), ("c", 4)]);
+        assert_eq!(
+            got.iter().collect::<Vec<_>>(),
+            [("a", &3), ("b", &2), ("c", &4)]
+        );
+        let keys = ["a", "b", "a", "miss"];
+        let filling = Filling::new(&keys);
+        filling.prepare();
+        let mut taker = filling.taker();
+        taker.insert(0, 1u8);
+        taker.insert(1, 2);
+        taker.insert(2, 3);
+        let got = taker.finish(Vec::new());
+        assert_eq!(got.len(), 2);
+        assert_eq!((got.get("a"), got.get("b")), (Some(&3), Some(&2)));
+        assert_eq!((got.get("miss"), got.contains_key("miss")), (None, false));
+        assert_eq!(got.iter().collect::<Vec<_>>(), [("a", &3), ("b", &2)]);
+        let owned: Vec<(String, u8)> = got.into_iter().collect();
+        assert_eq!(owned, [("a".to_string(), 3), ("b".to_string(), 2)]);
     }
 
     #[test]
