@@ -3,6 +3,7 @@
 //! read sends before it answers (`Pending`), and whether the servers speak meta. Deciding is
 //! kept apart from sending, so `get_many` can send all of its stores in one batch.
 
+use std::future::Future;
 use std::sync::atomic::Ordering;
 
 use newcache_herd::{read_flags, value_flags, Carried, Envelope, ReadDecision, StaleAction};
@@ -354,34 +355,53 @@ impl Core {
         })
     }
 
-    /// `look`, with its store (if any) sent at once.
-    pub(crate) async fn open<I: Io>(
-        &self,
-        io: &I,
+    /// `look`, with its store (if any) sent at once when the returned future is awaited.
+    pub(crate) fn open<'a, I: Io>(
+        &'a self,
+        io: &'a I,
         op: &'static str,
-        wire: &[u8],
+        wire: &'a [u8],
         item: Item,
         now: u64,
-    ) -> Result<Opened> {
+    ) -> Result<impl Future<Output = Opened> + Send + 'a> {
         let looked = self.look(op, wire, item, now)?;
-        Ok(self.settle_now(io, op, wire, looked).await)
+        Ok(self.settle_now(io, op, wire, looked))
     }
 
     /// Sends a look's store (if any) on its own and settles the read by its outcome.
-    pub(crate) async fn settle_now<I: Io>(
+    ///
+    /// Not an `async fn`: one would hold the look (the item, or the store to send) as its
+    /// argument, in every read's future. A look that needs no store is the value itself; a
+    /// stale value's store, the rare read, is a boxed future of its own.
+    pub(crate) fn settle_now<'a, I: Io>(
+        &'a self,
+        io: &'a I,
+        op: &'static str,
+        wire: &'a [u8],
+        looked: Looked,
+    ) -> impl Future<Output = Opened> + Send + 'a {
+        let settled = match looked {
+            Looked::Done(opened) => Ok(opened),
+            Looked::Store(pending) => Err(Box::pin(self.store_pending(io, op, wire, pending))),
+        };
+        async move {
+            match settled {
+                Ok(opened) => opened,
+                Err(store) => store.await,
+            }
+        }
+    }
+
+    /// Sends a look's store on its own and settles the read by its outcome.
+    async fn store_pending<I: Io>(
         &self,
         io: &I,
         op: &'static str,
         wire: &[u8],
-        looked: Looked,
+        pending: Pending,
     ) -> Opened {
-        match looked {
-            Looked::Done(opened) => opened,
-            Looked::Store(pending) => {
-                let status = io.store(&pending.request(wire)).await.ok();
-                self.settle(op, pending, status)
-            }
-        }
+        let status = io.store(&pending.request(wire)).await.ok();
+        self.settle(op, pending, status)
     }
 
     /// [`Pending::settle`], counted: a claim this reader won, or lost (and then it is
@@ -414,7 +434,8 @@ impl Core {
             return false;
         }
         if !self.meta_probed.load(Ordering::Relaxed) {
-            self.probe_meta(io).await;
+            // Boxed: the probe runs once per cache, not in every read's future.
+            Box::pin(self.probe_meta(io)).await;
         }
         !self.meta_unsupported.load(Ordering::Relaxed)
     }

@@ -262,7 +262,7 @@ impl Core {
             let Some(item) = io.get(wire).await? else {
                 return Ok(Fetched::Cold);
             };
-            self.open(io, op, wire, item, self.now_millis()).await?
+            self.open(io, op, wire, item, self.now_millis())?.await
         };
         Ok(match opened {
             Opened::Miss(over) => Fetched::Recompute(over),
@@ -301,8 +301,8 @@ impl Core {
                 };
                 Ok(
                     match self
-                        .open(io, "get_raw", wire, item, self.now_millis())
-                        .await?
+                        .open(io, "get_raw", wire, item, self.now_millis())?
+                        .await
                     {
                         Opened::Miss(_) | Opened::Gone => None,
                         Opened::Value {
