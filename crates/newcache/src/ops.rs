@@ -168,6 +168,7 @@ impl Core {
 
     /// The validated wire key of `key`, held inline ([`InlineKey`]): an async call keeps it
     /// across its awaits with no allocation.
+    #[cfg(feature = "tokio")]
     pub(crate) fn inline_wire_key(&self, key: &str) -> Result<InlineKey> {
         self.with_wire_key(key, |wire| Ok(InlineKey::new(wire)))
     }
@@ -565,11 +566,13 @@ impl Core {
 /// A validated wire key, inline: memcached's keys are at most
 /// [`MAX_KEY_LEN`](newcache_transport::MAX_KEY_LEN) bytes. (An `AsyncCache` get holds its
 /// wire key across the round trip; a `Vec` for it was one of the call's seven allocations.)
+#[cfg(feature = "tokio")]
 pub(crate) struct InlineKey {
     len: usize,
     bytes: [u8; newcache_transport::MAX_KEY_LEN],
 }
 
+#[cfg(feature = "tokio")]
 impl InlineKey {
     /// `wire`, validated (so no longer than a key can be; a longer one would be cut, which
     /// validation rules out).
@@ -583,6 +586,7 @@ impl InlineKey {
     }
 }
 
+#[cfg(feature = "tokio")]
 impl std::ops::Deref for InlineKey {
     type Target = [u8];
 
