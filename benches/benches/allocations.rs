@@ -125,14 +125,7 @@ fn value_path(
     let big_bytes = big_text.as_bytes().to_vec();
     // The transport alone stores the facade's bytes with its flags (text and the herd
     // state), under a key of its wire keys' length, and reads the facade's own wire keys.
-    cache
-        .set("big-string", big_text.as_str(), Ttl::Seconds(3600))
-        .expect("set");
-    let flags = transport
-        .get(&cache.wire_key("big-string").expect("wire key"))
-        .expect("get")
-        .expect("stored")
-        .flags;
+    let flags = clients::big_flags(cache, transport, "big-string");
     let wire_big = cache.wire_key("big-transport").expect("wire key");
     let wire_many: Vec<Vec<u8>> = keys
         .iter()

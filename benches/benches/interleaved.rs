@@ -190,14 +190,7 @@ fn main() {
     // keys' length.
     let big_text = clients::big_value();
     let big_bytes = big_text.as_bytes().to_vec();
-    text_cache
-        .set("big-text-string", big_text.as_str(), TTL)
-        .expect("set");
-    let big_flags = text
-        .get(&text_cache.wire_key("big-text-string").expect("wire key"))
-        .expect("get")
-        .expect("stored")
-        .flags;
+    let big_flags = clients::big_flags(text_cache, &text, "big-text-string");
     let wire_big_text = text_cache.wire_key("big-transport").expect("wire key");
     let wire_big_binary = text_cache.wire_key("big-wrapper").expect("wire key");
     let big_len = |n: Option<usize>| assert_eq!(n, Some(clients::BIG));

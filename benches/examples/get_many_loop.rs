@@ -79,12 +79,7 @@ fn main() {
     let big_text = clients::big_value();
     let big_bytes = big_text.as_bytes().to_vec();
     let ttl = newcache::Ttl::Seconds(3600);
-    hashed.set("big", big_text.as_str(), ttl).expect("set big");
-    let big_flags = text
-        .get(&hashed.wire_key("big").expect("wire key"))
-        .expect("get big")
-        .expect("big stored")
-        .flags;
+    let big_flags = clients::big_flags(&hashed, &text, "big");
     let big_wire = hashed.wire_key("big-transport").expect("wire key");
     let big = |n: Option<usize>| assert_eq!(n, Some(clients::BIG), "{mode}");
     let mut floor = clients::floor(&addr);

@@ -199,6 +199,20 @@ pub fn big_value() -> String {
     "x".repeat(BIG)
 }
 
+/// Stores the large value through `cache` under `key`, and returns the flags it carries on
+/// the wire (text, and the herd state), as `transport` reads them: what the `set_get_100KB`
+/// rows of the transport alone store with the same bytes.
+pub fn big_flags(cache: &Cache, transport: &dyn Transport, key: &str) -> u32 {
+    cache
+        .set(key, big_value().as_str(), Ttl::Seconds(3600))
+        .expect("set the large value");
+    transport
+        .get(&cache.wire_key(key).expect("wire key"))
+        .expect("get the large value")
+        .expect("the large value stored")
+        .flags
+}
+
 /// The value path's targets: (operation, facade row, the transport alone it is held to).
 /// The facade must run at 0.95x or better of the transport beneath it, measured
 /// interleaved; the transport rows read and write what the facade does (its wire keys, or
