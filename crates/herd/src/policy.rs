@@ -87,6 +87,13 @@ pub trait StalePolicy: Send + Sync + std::fmt::Debug {
     fn server_side(&self) -> bool {
         false
     }
+
+    /// True when [`StalePolicy::decide`] serves every value before its soft expiry as it
+    /// is ([`StaleAction::Serve`], whatever `u`), so a reader of such a value need not ask
+    /// (nor draw `u`). The default, false, has every read ask.
+    fn serves_fresh(&self) -> bool {
+        false
+    }
 }
 
 impl StalePolicy for Policy {
@@ -103,6 +110,12 @@ impl StalePolicy for Policy {
 
     fn server_side(&self) -> bool {
         *self == Policy::Meta
+    }
+
+    /// Every policy but `early` (XFetch, which may recompute a fresh value ahead of its
+    /// expiry).
+    fn serves_fresh(&self) -> bool {
+        *self != Policy::Early
     }
 }
 
@@ -161,6 +174,26 @@ pub enum StaleAction {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_policy_that_serves_fresh_values_decides_to_serve_every_one() {
+        let herd = Herd::new(60);
+        let envelope = Envelope {
+            soft_expiry_millis: 10_000,
+            compute_millis: 5_000,
+        };
+        for policy in [Policy::Lease, Policy::Reinsert, Policy::Meta, Policy::Early] {
+            let fresh_served = (0..=1000).all(|step| {
+                let u = (f64::from(step) / 1000.0).max(1e-9);
+                (0..10_000).step_by(500).all(|now| {
+                    herd.on_read(&envelope, now) != ReadDecision::Fresh
+                        || policy.decide(&herd, &envelope, now, u) == StaleAction::Serve
+                })
+            });
+            assert_eq!(policy.serves_fresh(), fresh_served, "{policy:?}");
+        }
+        assert!(!Xfetch::default().serves_fresh());
+    }
 
     #[test]
     fn policies_decide_through_one_trait() {

@@ -29,6 +29,9 @@ pub(crate) struct Core {
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) herd: Herd,
     pub(crate) policy: Arc<dyn StalePolicy>,
+    /// The policy serves every fresh value as it is ([`StalePolicy::serves_fresh`]; under
+    /// `herd=meta` its fallback, `lease`, does too): a read of one skips the decision.
+    pub(crate) serves_fresh: bool,
     /// Set, for good, the first time a meta command comes back unsupported (twemproxy,
     /// memcached before 1.6): the cache then runs `lease` instead of its server-side policy.
     pub(crate) meta_unsupported: AtomicBool,
@@ -92,7 +95,9 @@ impl Core {
         let key_function = key_function.unwrap_or_else(|| config.builtin_key_function());
         let herd = Herd::new(config.herd_timeout);
         let observer = Observer::new(&config.name);
+        let serves_fresh = policy.serves_fresh();
         Core {
+            serves_fresh,
             observer,
             builtin_key_function,
             config,
