@@ -252,20 +252,6 @@ impl Core {
         item: Item,
         now: u64,
     ) -> Result<Looked> {
-        // A value before its soft expiry, under a policy that serves every such value: the
-        // decision below would serve it, with no event, so it is not asked for.
-        if self.serves_fresh {
-            if let Some(Carried::Flags(envelope)) = read_flags(item.flags, now) {
-                if self.herd.on_read(&envelope, now) == ReadDecision::Fresh {
-                    let flags = value_flags(item.flags);
-                    return Ok(Looked::Done(Opened::Value {
-                        item,
-                        offset: 0,
-                        flags,
-                    }));
-                }
-            }
-        }
         let Some(opening) = self.opening(wire, &item, now)? else {
             let flags = item.flags;
             return Ok(Looked::Done(Opened::Value {
@@ -287,6 +273,11 @@ impl Core {
                 flags,
             })
         };
+        // A value before its soft expiry, under a policy that serves every such value: the
+        // decision would serve it, with no event, so it is not asked for (nor `u` drawn).
+        if self.serves_fresh && self.herd.on_read(&opening.envelope, now) == ReadDecision::Fresh {
+            return Ok(serve(item));
+        }
         let action = self
             .stale_policy()
             .decide(&self.herd, &opening.envelope, now, uniform());

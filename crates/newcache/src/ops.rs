@@ -30,7 +30,7 @@ pub(crate) struct Core {
     pub(crate) herd: Herd,
     pub(crate) policy: Arc<dyn StalePolicy>,
     /// The policy serves every fresh value as it is ([`StalePolicy::serves_fresh`]; under
-    /// `herd=meta` its fallback, `lease`, does too): a read of one skips the decision.
+    /// `herd=meta` its fallback, `lease`, does too), read on every read's hot path.
     pub(crate) serves_fresh: bool,
     /// Set, for good, the first time a meta command comes back unsupported (twemproxy,
     /// memcached before 1.6): the cache then runs `lease` instead of its server-side policy.
