@@ -304,6 +304,14 @@ impl TokioTextTransport {
         self.inner.cluster.label(index)
     }
 
+    /// The error of a request to server `index` not answered within the read timeout.
+    fn timed_out(&self, index: usize) -> Error {
+        Error::Timeout {
+            server: self.label(index).to_string(),
+            after: self.inner.config.read_timeout,
+        }
+    }
+
     /// An open connection to the server, opened when there is none.
     /// [`Self::handle`], a failure to get one reported to the cluster (a server that
     /// cannot be connected to counts towards its ejection).
@@ -435,12 +443,7 @@ impl TokioTextTransport {
                 // Closed before it took the job: nothing was sent.
                 Ok(Err(_)) => continue,
                 // The queue stayed full (not a failure of the server).
-                Err(_) => {
-                    return Err(Error::Timeout {
-                        server: self.label(index).to_string(),
-                        after: timeout,
-                    })
-                }
+                Err(_) => return Err(self.timed_out(index)),
             }
         }
         Err(closed(self.label(index)))
@@ -463,10 +466,7 @@ impl TokioTextTransport {
                     continue;
                 }
                 Ok(Ok(Err(Failure::NotSent)) | Err(_)) => Err(closed(self.label(sub.index))),
-                Err(_) => Err(Error::Timeout {
-                    server: self.label(sub.index).to_string(),
-                    after: self.inner.config.read_timeout,
-                }),
+                Err(_) => Err(self.timed_out(sub.index)),
             };
             self.inner.cluster.report(sub.index, &outcome);
             return outcome;
@@ -497,10 +497,7 @@ impl TokioTextTransport {
                 list,
             }),
             Direct::Done(Err(Failure::Failed(e))) => Err(e),
-            Direct::TimedOut => Err(Error::Timeout {
-                server: self.label(index).to_string(),
-                after: self.inner.config.read_timeout,
-            }),
+            Direct::TimedOut => Err(self.timed_out(index)),
         };
         cluster.report(index, &outcome);
         outcome
