@@ -329,6 +329,46 @@ mod tests {
         );
     }
 
+    /// Numbers are 1 to 20 ASCII digits that fit in their field: the fast path (up to 19
+    /// digits) and the careful one (20) agree at every edge.
+    #[test]
+    fn numbers_are_read_to_the_last_digit_that_fits() {
+        let cas = |line: &str| {
+            let input = format!("{line}\r\nv\r\nEND\r\n");
+            match decode_all(Expect::Values, input.as_bytes()) {
+                Ok(Some((Reply::Values(v), _))) => Ok(v.iter().next().map(|(_, i)| i.cas)),
+                other => Err(format!("{other:?}")),
+            }
+        };
+        assert_eq!(cas("VALUE a 0 1 0"), Ok(Some(Some(0))));
+        assert_eq!(
+            cas("VALUE a 0 1 9999999999999999999"),
+            Ok(Some(Some(9_999_999_999_999_999_999)))
+        );
+        assert_eq!(
+            cas("VALUE a 0 1 10000000000000000000"),
+            Ok(Some(Some(10_000_000_000_000_000_000)))
+        );
+        assert_eq!(
+            cas("VALUE a 0 1 18446744073709551615"),
+            Ok(Some(Some(u64::MAX)))
+        );
+        assert_eq!(cas("VALUE a 0 1 00000000000000000042"), Ok(Some(Some(42))));
+        assert_eq!(cas("VALUE a 4294967295 1"), Ok(Some(None)));
+        for bad in [
+            "VALUE a 0 1 18446744073709551616",
+            "VALUE a 0 1 99999999999999999999",
+            "VALUE a 0 1 000000000000000000042",
+            "VALUE a 0 1 ",
+            "VALUE a 0 1 1x",
+            "VALUE a 0 +1",
+            "VALUE a -0 1",
+            "VALUE a 0 1 :",
+        ] {
+            assert!(cas(bad).is_err(), "{bad}");
+        }
+    }
+
     #[test]
     fn garbage_is_a_parse_error() {
         for bad in [

@@ -53,7 +53,39 @@ pub(super) fn line(buf: &[u8], pos: usize) -> Result<Option<(&[u8], usize)>, Par
     }
 }
 
+/// `field` as a number: 1 to 20 ASCII digits that fit in a `u64`, else an error naming
+/// `what`.
+#[inline]
 pub(super) fn parse_u64(field: &[u8], what: &str) -> Result<u64, ParseError> {
+    match digits(field) {
+        Some(n) => Ok(n),
+        None => bad_number(field, what),
+    }
+}
+
+/// The value of `field` when it is 1 to 19 ASCII digits (which cannot overflow a `u64`:
+/// 10^19 - 1 < 2^64); `None` for anything else, 20 digits included, which
+/// [`bad_number`] sorts out.
+#[inline]
+fn digits(field: &[u8]) -> Option<u64> {
+    if field.is_empty() || field.len() > 19 {
+        return None;
+    }
+    let mut n: u64 = 0;
+    for &b in field {
+        let digit = b.wrapping_sub(b'0');
+        if digit > 9 {
+            return None;
+        }
+        n = n * 10 + u64::from(digit);
+    }
+    Some(n)
+}
+
+/// The slow path of [`parse_u64`]: a number of 20 digits (which may still fit), or the
+/// error for a field that is not a number or overflows.
+#[cold]
+fn bad_number(field: &[u8], what: &str) -> Result<u64, ParseError> {
     if field.is_empty() || field.len() > 20 {
         return not_a_number(field, what);
     }
@@ -481,23 +513,20 @@ pub(super) type ValueHeader<'a> = (&'a [u8], u32, usize, Option<u64>);
 pub(super) fn parse_value_header(text: &[u8]) -> Result<ValueHeader<'_>, ParseError> {
     let short = || ParseError(format!("short VALUE line {:?}", shown(text)));
     let fields = text.get(b"VALUE ".len()..).ok_or_else(short)?;
-    let mut spaces = memchr::memchr_iter(b' ', fields);
-    let (Some(key_end), Some(flags_end)) = (spaces.next(), spaces.next()) else {
-        return Err(short());
+    // The key is found with `memchr` (it may be long); the numbers after it are short, so
+    // a plain scan finds their ends.
+    let key_end = memchr::memchr(b' ', fields).ok_or_else(short)?;
+    let key = fields.get(..key_end).unwrap_or_default();
+    let (flags, rest) = next_field(fields.get(key_end + 1..).unwrap_or_default());
+    let (len, rest) = next_field(rest.ok_or_else(short)?);
+    let (cas, more) = match rest {
+        Some(rest) => {
+            let (cas, more) = next_field(rest);
+            (Some(parse_u64(cas, "cas unique")?), more)
+        }
+        None => (None, None),
     };
-    let len_end = spaces.next();
-    let cas_end = len_end.and(spaces.next());
-    let field = |from: usize, to: Option<usize>| match to {
-        Some(to) => fields.get(from..to).unwrap_or_default(),
-        None => fields.get(from..).unwrap_or_default(),
-    };
-    let key = field(0, Some(key_end));
-    let flags = field(key_end + 1, Some(flags_end));
-    let len = field(flags_end + 1, len_end);
-    let cas = len_end
-        .map(|at| parse_u64(field(at + 1, cas_end), "cas unique"))
-        .transpose()?;
-    if cas_end.is_some() || key.is_empty() {
+    if more.is_some() || key.is_empty() {
         return err(format!("malformed VALUE line {:?}", shown(text)));
     }
     let flags = u32::try_from(parse_u64(flags, "flags")?)
@@ -510,4 +539,13 @@ pub(super) fn parse_value_header(text: &[u8]) -> Result<ValueHeader<'_>, ParseEr
         return Err(bad_key(text));
     }
     Ok((key, flags, len, cas))
+}
+
+/// `rest` up to its first space, and what follows that space (`None` when there is none).
+#[inline]
+fn next_field(rest: &[u8]) -> (&[u8], Option<&[u8]>) {
+    match rest.iter().position(|&b| b == b' ') {
+        Some(at) => (rest.get(..at).unwrap_or_default(), rest.get(at + 1..)),
+        None => (rest, None),
+    }
 }
