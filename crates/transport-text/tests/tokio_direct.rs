@@ -259,7 +259,7 @@ fn a_lone_caller_joined_by_63_others_mid_flight_and_all_get_their_own_values() {
 
 /// Many lone calls in a row, some dropped at every stage (before their request is written,
 /// mid-reply, after): every call that completes gets its own key's value, all on the one
-/// connection, and the direct path is taken.
+/// connection, and the direct path is taken, by every lone call after them too.
 #[test]
 fn lone_calls_dropped_at_random_points_never_get_another_calls_value() {
     let rt = runtime();
@@ -321,6 +321,21 @@ fn lone_calls_dropped_at_random_points_never_get_another_calls_value() {
         );
         assert_eq!(stats.connections, 1, "{stats:?}");
         assert!(stats.direct >= 60, "{stats:?}");
+        // No call that left keeps the next ones off the direct path (an answer nobody
+        // took would): after one more call (the last one may have shared its stretch of
+        // the connection with a dropped call's reply, so the next one queues), each of
+        // twenty more lone calls takes it.
+        let item = t.get(b"settle").await.unwrap().expect("a hit");
+        assert!(item.value.starts_with(b"settle|"));
+        let stats = t.io_stats();
+        for i in 0..20 {
+            let key = format!("after{i}");
+            let item = t.get(key.as_bytes()).await.unwrap().expect("a hit");
+            assert!(item.value.starts_with(format!("{key}|").as_bytes()));
+        }
+        let after = t.io_stats();
+        assert_eq!(after.direct, stats.direct + 20, "{after:?}");
+        assert_eq!(after.connections, 1, "{after:?}");
         server.abort();
     });
 }

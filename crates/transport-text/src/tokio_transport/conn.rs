@@ -66,9 +66,21 @@ struct Pending {
     steps: Vec<Step>,
     next: usize,
     answers: Vec<Answer>,
-    reply: oneshot::Sender<JobResult>,
+    reply: ReplyTo,
     /// An error line was read: the connection closes once the job is answered.
     close_after: bool,
+}
+
+/// Where a job's result goes.
+#[derive(Debug)]
+enum ReplyTo {
+    /// A queued caller's channel.
+    Channel(oneshot::Sender<JobResult>),
+    /// The direct caller, which takes it from [`State::direct_result`] (no channel to
+    /// allocate on a lone caller's path).
+    Caller,
+    /// Nobody: the caller was answered already (timed out), or left.
+    Nowhere,
 }
 
 /// Why a connection closed.
@@ -150,9 +162,13 @@ struct State {
     /// The queue's senders are all gone: close once nothing is in flight.
     closing: bool,
     owner: Owner,
-    /// The direct caller's waker, woken when the task takes the reading back or the
-    /// connection fails.
+    /// The direct caller's waker, woken when the task takes the reading back, answers
+    /// the direct caller's job, or the connection fails.
     direct_waker: Option<Waker>,
+    /// The result of a direct caller's job ([`ReplyTo::Caller`]) and its number, until
+    /// the caller takes it. While it is here no other request takes the direct path, so
+    /// it is never overwritten.
+    direct_result: Option<(u64, JobResult)>,
     /// The connection task's waker.
     task_waker: Option<Waker>,
     /// `None` once the connection is closed.
@@ -259,13 +275,20 @@ impl Conn {
             }
             st.owner = Owner::Task;
             let failed: Vec<Pending> = st.fifo.drain(..).collect();
+            let mut channels = Vec::with_capacity(failed.len());
+            for pending in failed {
+                let error = Err(Failure::Failed(fatal.error(&self.settings.label)));
+                match pending.reply {
+                    ReplyTo::Channel(reply) => channels.push((reply, error)),
+                    ReplyTo::Caller => st.direct_result = Some((pending.id, error)),
+                    ReplyTo::Nowhere => {}
+                }
+            }
             self.note(&st);
-            (failed, st.direct_waker.take(), st.task_waker.clone())
+            (channels, st.direct_waker.take(), st.task_waker.clone())
         };
-        for pending in failed {
-            let _ = pending
-                .reply
-                .send(Err(Failure::Failed(fatal.error(&self.settings.label))));
+        for (reply, error) in failed {
+            let _ = reply.send(error);
         }
         if let Some(w) = direct {
             w.wake();
@@ -494,8 +517,25 @@ impl Conn {
             state.period_jobs = 0;
         }
         self.note(&state);
-        drop(state);
-        let _ = done.reply.send(Ok(done.answers));
+        let mut wake = None;
+        match done.reply {
+            ReplyTo::Channel(reply) => {
+                drop(state);
+                let _ = reply.send(Ok(done.answers));
+            }
+            ReplyTo::Caller => {
+                // Read by the task (it took the reading back): the caller is woken for it.
+                if state.owner != Owner::Direct(done.id) {
+                    wake = state.direct_waker.take();
+                }
+                state.direct_result = Some((done.id, Ok(done.answers)));
+                drop(state);
+            }
+            ReplyTo::Nowhere => drop(state),
+        }
+        if let Some(w) = wake {
+            w.wake();
+        }
         if done.close_after {
             return Err(Fatal::Protocol(
                 "the connection was closed after an error line to an earlier request on it".into(),
@@ -571,6 +611,7 @@ pub(super) fn start(
             closing: false,
             owner: Owner::Task,
             direct_waker: None,
+            direct_result: None,
             task_waker: None,
             writer: Some(Arc::new(writer)),
             writing: false,
@@ -716,7 +757,7 @@ async fn write_loop(rx: &mut mpsc::Receiver<Job>, conn: &Conn) -> Fatal {
                     answers: Vec::with_capacity(job.steps.len()),
                     steps: job.steps,
                     next: 0,
-                    reply: job.reply,
+                    reply: ReplyTo::Channel(job.reply),
                     close_after: false,
                 });
                 pushed = true;
@@ -842,11 +883,16 @@ fn time_out(st: &mut State, id: u64, settings: &Settings) {
     let Some(job) = st.fifo.iter_mut().find(|p| p.id == id) else {
         return;
     };
-    let (nowhere, _) = oneshot::channel();
-    let reply = std::mem::replace(&mut job.reply, nowhere);
-    let _ = reply.send(Err(Failure::Failed(
+    let error = Err(Failure::Failed(
         Fatal::Timeout(settings.read_timeout).error(&settings.label),
-    )));
+    ));
+    match std::mem::replace(&mut job.reply, ReplyTo::Nowhere) {
+        ReplyTo::Channel(reply) => {
+            let _ = reply.send(error);
+        }
+        ReplyTo::Caller => st.direct_result = Some((id, error)),
+        ReplyTo::Nowhere => {}
+    }
 }
 
 /// The error for bytes that arrived with no request awaiting them.

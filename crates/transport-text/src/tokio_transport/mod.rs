@@ -312,26 +312,38 @@ impl TokioTextTransport {
         }
     }
 
-    /// An open connection to the server, opened when there is none.
-    /// [`Self::handle`], a failure to get one reported to the cluster (a server that
-    /// cannot be connected to counts towards its ejection).
+    /// An open connection to server `index`, opened when there is none, a failure to get
+    /// one reported to the cluster (a server that cannot be connected to counts towards its
+    /// ejection).
     async fn handle_reported(&self, index: usize) -> Result<Handle> {
-        let handle = self.handle(index).await;
+        self.handle_from(index, self.handle_now(index)).await
+    }
+
+    /// Server `index`'s next connection when it is open (`Ok(Ok)`), else the slot to open
+    /// (`Ok(Err)`): a request on an open connection gets it with no future of its own.
+    fn handle_now(&self, index: usize) -> Result<Result<Handle, &Slot>> {
+        let slot = self.slot(index)?;
+        Ok(current(slot).ok_or(slot))
+    }
+
+    /// What [`Self::handle_now`] found, made a connection: the slot opened when it was not
+    /// (unless another caller opened it meanwhile), a failure reported to the cluster.
+    async fn handle_from(
+        &self,
+        index: usize,
+        now: Result<Result<Handle, &Slot>>,
+    ) -> Result<Handle> {
+        let handle = match now {
+            Ok(Ok(handle)) => return Ok(handle),
+            // Boxed: waiting for another caller's opening, or opening, is a future every
+            // request's would otherwise carry, for the rare call that opens.
+            Ok(Err(slot)) => Box::pin(self.open(index, slot)).await,
+            Err(e) => Err(e),
+        };
         if handle.is_err() {
             self.inner.cluster.report(index, &handle);
         }
         handle
-    }
-
-    async fn handle(&self, index: usize) -> Result<Handle> {
-        let slot = self.slot(index)?;
-        match current(slot) {
-            Some(handle) => Ok(handle),
-            // Boxed: waiting for another caller's opening, or opening, is a future every
-            // request's would otherwise carry (its size, with the rest, put a lone get's
-            // boxed future past the allocator's fast sizes), for the rare call that opens.
-            None => Box::pin(self.open(index, slot)).await,
-        }
     }
 
     /// The next of server `index`'s connection slots, in turn.
@@ -479,7 +491,10 @@ impl TokioTextTransport {
     async fn exchange(&self, index: usize, build: &Build<'_>) -> Result<Answers> {
         let cluster = &self.inner.cluster;
         cluster.check_up(index)?;
-        let handle = self.handle_reported(index).await?;
+        let handle = match self.handle_now(index) {
+            Ok(Ok(handle)) => handle,
+            now => Box::pin(self.handle_from(index, now)).await?,
+        };
         let plan = build(&handle)?;
         let timeout = self.inner.config.read_timeout;
         let outcome = match handle.direct(plan.bytes, plan.steps, timeout).await {

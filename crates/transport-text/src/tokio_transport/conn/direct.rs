@@ -2,9 +2,8 @@
 //! time, the caller writes its request and reads its reply itself, in its own task, with
 //! no hand-off to the connection's task (see [who reads](super)).
 
-use std::future::{poll_fn, Future};
+use std::future::poll_fn;
 use std::io;
-use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::sync::TryLockError;
 use std::task::{Context, Poll, Waker};
@@ -16,7 +15,7 @@ use tokio::time::Instant;
 
 use super::{
     unasked, Conn, Failure, Fatal, Handle, Job, JobResult, Owner, Pending, Pumped, ReadSide,
-    Settings, State,
+    ReplyTo, Settings, State,
 };
 use crate::tokio_transport::steps::Step;
 
@@ -66,6 +65,7 @@ impl Conn {
             && st.fifo.is_empty()
             && !st.writing
             && st.unfinished.is_none()
+            && st.direct_result.is_none()
             && !rs.decoding
             && rs.buf.filled().is_empty();
         let writer = match st.writer.clone() {
@@ -101,7 +101,6 @@ impl Conn {
                 return Start::NotSent;
             }
         }
-        let (reply, rx) = oneshot::channel();
         let id = st.next_id;
         st.next_id = st.next_id.wrapping_add(1);
         st.busy_since = Instant::now();
@@ -112,7 +111,7 @@ impl Conn {
             answers: Vec::with_capacity(steps.len()),
             steps,
             next: 0,
-            reply,
+            reply: ReplyTo::Caller,
             close_after: false,
         });
         st.owner = Owner::Direct(id);
@@ -132,7 +131,10 @@ impl Conn {
                 drop(st);
                 drop(rs);
                 self.fail(&Fatal::io(&e));
-                return Start::Failed(rx);
+                let result = take_result(&mut self.lock(), id);
+                return Start::Failed(
+                    result.unwrap_or_else(|| Err(Failure::Failed(gone(&self.settings)))),
+                );
             }
         };
         if written > 0 {
@@ -142,10 +144,14 @@ impl Conn {
             drop(st);
             drop(rs);
             crate::tokio_transport::spare::give_back(bytes);
-            return Start::Sent(id, rx);
+            return Start::Sent(id);
         }
         // The socket did not take it whole: the task writes the rest before anything else,
         // and reads the reply; the caller waits for it as a queued caller does.
+        let (reply, rx) = oneshot::channel();
+        if let Some(job) = st.fifo.back_mut() {
+            job.reply = ReplyTo::Channel(reply);
+        }
         st.unfinished = Some((bytes, written));
         self.hints.has_unfinished.store(true, Ordering::Release);
         st.owner = Owner::Task;
@@ -167,12 +173,12 @@ enum Start {
     /// The connection turned out closed (or fed unasked bytes) before anything was
     /// written: it was failed, and the request may go on another.
     NotSent,
-    /// Written whole: the caller reads its reply (the job's number, and its channel).
-    Sent(u64, oneshot::Receiver<JobResult>),
-    /// Written in part: the task writes the rest and reads the reply.
+    /// Written whole: the caller reads its reply (the job's number).
+    Sent(u64),
+    /// Written in part: the task writes the rest and reads the reply, sent by the channel.
     Handed(oneshot::Receiver<JobResult>),
-    /// The write failed: the job's result is in its channel.
-    Failed(oneshot::Receiver<JobResult>),
+    /// The write failed: the job's result.
+    Failed(JobResult),
 }
 
 /// What a request on the direct path came to ([`Handle::direct`]).
@@ -191,7 +197,6 @@ pub(in crate::tokio_transport) enum Direct {
 struct DirectCall<'a> {
     conn: &'a Conn,
     id: u64,
-    rx: oneshot::Receiver<JobResult>,
 }
 
 impl DirectCall<'_> {
@@ -201,13 +206,17 @@ impl DirectCall<'_> {
         {
             let mut st = conn.lock();
             if st.owner != Owner::Direct(self.id) {
-                // The task reads now (or the connection failed): the answer comes by the
-                // channel.
-                drop(st);
+                // The task reads now (or the connection failed, or the call timed out):
+                // the result is in the state, or comes there.
                 drop(rs);
-                return Pin::new(&mut self.rx)
-                    .poll(cx)
-                    .map(|r| r.unwrap_or_else(|_| Err(Failure::Failed(gone(&conn.settings)))));
+                if let Some(result) = take_result(&mut st, self.id) {
+                    return Poll::Ready(result);
+                }
+                if !st.fifo.iter().any(|p| p.id == self.id) {
+                    return Poll::Ready(Err(Failure::Failed(gone(&conn.settings))));
+                }
+                st.direct_waker = Some(cx.waker().clone());
+                return Poll::Pending;
             }
             if !st
                 .direct_waker
@@ -218,22 +227,22 @@ impl DirectCall<'_> {
             }
         }
         match conn.pump(&mut rs, cx, Some(self.id)) {
-            Poll::Pending => return Poll::Pending,
-            Poll::Ready(Pumped::Answered) => self.hand_back(),
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Pumped::Answered) => {
+                drop(rs);
+                Poll::Ready(self.hand_back())
+            }
             Poll::Ready(Pumped::Fatal(fatal)) => {
                 drop(rs);
                 conn.fail(&fatal);
+                let result = take_result(&mut conn.lock(), self.id);
+                Poll::Ready(result.unwrap_or_else(|| Err(Failure::Failed(gone(&conn.settings)))))
             }
             Poll::Ready(Pumped::Read | Pumped::Recheck) => {
                 cx.waker().wake_by_ref();
-                return Poll::Pending;
+                Poll::Pending
             }
         }
-        Poll::Ready(
-            self.rx
-                .try_recv()
-                .unwrap_or_else(|_| Err(Failure::Failed(gone(&conn.settings)))),
-        )
     }
 
     /// Gives the reading back to the task, if this call still owns it (false when the
@@ -248,30 +257,46 @@ impl DirectCall<'_> {
         true
     }
 
-    /// After its reply: the task owns the reading again, and is woken when jobs were
-    /// written behind this one, to read their replies. With nothing in flight it is not
-    /// woken, nor registered for the socket: bytes that arrive on the idle connection
-    /// (nobody asked for them) are found by the next direct caller before it writes
-    /// ([`Conn::start_direct`]), or by the task at its next turn (within a quarter of the
-    /// read timeout), and either closes the connection. (Registering the task here cost a
-    /// readiness poll and a waker clone on every lone get.)
-    fn hand_back(&self) {
+    /// After its reply: the job's result, and the task owns the reading again, woken
+    /// when jobs were written behind this one, to read their replies. With nothing in
+    /// flight it is not woken, nor registered for the socket: bytes that arrive on the
+    /// idle connection (nobody asked for them) are found by the next direct caller before
+    /// it writes ([`Conn::start_direct`]), or by the task at its next turn (within a
+    /// quarter of the read timeout), and either closes the connection. (Registering the
+    /// task here cost a readiness poll and a waker clone on every lone get.)
+    fn hand_back(&self) -> JobResult {
         let mut st = self.conn.lock();
+        let result = take_result(&mut st, self.id)
+            .unwrap_or_else(|| Err(Failure::Failed(gone(&self.conn.settings))));
         if !self.give_back(&mut st) || st.fifo.is_empty() {
-            return;
+            return result;
         }
         let task = st.task_waker.clone();
         drop(st);
         if let Some(task) = task {
             task.wake();
         }
+        result
     }
 }
 
 impl Drop for DirectCall<'_> {
+    /// A call dropped before its result gives the reading back (if it still has it),
+    /// and its result, now or to come, goes nowhere, so that no result waits in the state
+    /// for a caller that left (which would keep later calls off the direct path).
     fn drop(&mut self) {
         let task = {
             let mut st = self.conn.lock();
+            if st
+                .direct_result
+                .as_ref()
+                .is_some_and(|(id, _)| *id == self.id)
+            {
+                st.direct_result = None;
+            }
+            if let Some(job) = st.fifo.iter_mut().find(|p| p.id == self.id) {
+                job.reply = ReplyTo::Nowhere;
+            }
             if !self.give_back(&mut st) {
                 return;
             }
@@ -279,6 +304,21 @@ impl Drop for DirectCall<'_> {
         };
         if let Some(w) = task {
             w.wake();
+        }
+    }
+}
+
+/// The result of direct job `id`, when the state holds it (the caller's waker is
+/// forgotten with it).
+fn take_result(st: &mut State, id: u64) -> Option<JobResult> {
+    match st.direct_result.take() {
+        Some((at, result)) if at == id => {
+            st.direct_waker = None;
+            Some(result)
+        }
+        other => {
+            st.direct_result = other;
+            None
         }
     }
 }
@@ -307,17 +347,14 @@ impl Handle {
         match conn.start_direct(&waker, &self.tx, bytes, steps) {
             Start::Busy(bytes, steps) => Direct::Busy(bytes, steps),
             Start::NotSent => Direct::Done(Err(Failure::NotSent)),
-            Start::Failed(mut rx) => Direct::Done(
-                rx.try_recv()
-                    .unwrap_or_else(|_| Err(Failure::Failed(gone(&conn.settings)))),
-            ),
+            Start::Failed(result) => Direct::Done(result),
             Start::Handed(mut rx) => match tokio::time::timeout(timeout, &mut rx).await {
                 Ok(Ok(result)) => Direct::Done(result),
                 Ok(Err(_)) => Direct::Done(Err(Failure::Failed(gone(&conn.settings)))),
                 Err(_) => Direct::TimedOut,
             },
-            Start::Sent(id, rx) => {
-                let mut call = DirectCall { conn, id, rx };
+            Start::Sent(id) => {
+                let mut call = DirectCall { conn, id };
                 Direct::Done(poll_fn(|cx| call.poll(cx)).await)
             }
         }
