@@ -276,7 +276,7 @@ fn interpret_classic(cmd: &Cmd<'_>, reply: Reply) -> Result<Outcome, Mismatch> {
     };
     Ok(match (cmd, reply) {
         (Cmd::Get(key), Reply::Values(values)) => {
-            Outcome::Item(single_value(key, values).map_err(|e| wrong(e.0))?)
+            Outcome::Item(single_value(key, *values).map_err(|e| wrong(e.0))?)
         }
         (Cmd::Store(s), Reply::Status(status)) => match status {
             Status::Stored => Outcome::Stored(StoreStatus::Stored),

@@ -162,7 +162,7 @@ impl TextTransport {
         let (reply, mut shortened) = self.receive(server, conn, &mut decoder)?;
         match reply {
             Reply::Values(values) => {
-                crate::command::place_values(values, count, key_at, out)
+                crate::command::place_values(*values, count, key_at, out)
                     .map_err(|m| self.mismatch(server, m))?;
             }
             Reply::Status(s) if s.is_error() => {

@@ -246,7 +246,7 @@ mod tests {
         );
         assert_eq!(
             split_everywhere(Expect::Values, b"END\r\n"),
-            Reply::Values(Values::default())
+            Reply::Values(Box::default())
         );
         assert_eq!(
             split_everywhere(Expect::Values, b"SERVER_ERROR out of memory\r\n"),

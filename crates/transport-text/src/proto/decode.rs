@@ -309,7 +309,9 @@ impl Decoder {
                 Expect::Values => {
                     if text == b"END" {
                         self.pos = next;
-                        return Ok(Some(Reply::Values(std::mem::take(&mut self.values))));
+                        return Ok(Some(Reply::Values(Box::new(std::mem::take(
+                            &mut self.values,
+                        )))));
                     }
                     if !text.starts_with(b"VALUE ") {
                         let status = error_line(text, "VALUE or END")?;

@@ -165,8 +165,10 @@ impl Values {
 pub enum Reply {
     /// One status line.
     Status(Status),
-    /// `VALUE` blocks up to `END`, as (key, item).
-    Values(Values),
+    /// `VALUE` blocks up to `END`, as (key, item). Boxed: the first key is kept inline
+    /// in [`Values`], and every reply would otherwise be as large, and be copied as such
+    /// each time it moves.
+    Values(Box<Values>),
     /// `STAT` lines up to `END`.
     Stats(Vec<(String, String)>),
     /// A meta command's reply.
