@@ -67,7 +67,7 @@ pub(super) fn parse_u64(field: &[u8], what: &str) -> Result<u64, ParseError> {
 /// 10^19 - 1 < 2^64); `None` for anything else, 20 digits included, which
 /// [`bad_number`] sorts out.
 #[inline]
-fn digits(field: &[u8]) -> Option<u64> {
+pub(super) fn digits(field: &[u8]) -> Option<u64> {
     if field.is_empty() || field.len() > 19 {
         return None;
     }
@@ -251,7 +251,7 @@ impl Decoder {
         *was_expecting = expect;
         *pos = 0;
         *partial = None;
-        *tag = meta::Tag::default();
+        tag.clear();
         *stats = Vec::new();
         if values > 0 || !collected.is_empty() {
             *collected = Values::with_capacity(values);
@@ -353,7 +353,8 @@ impl Decoder {
                         _ => None,
                     };
                     if let Some(meta) = simple {
-                        let mut tag = meta::Tag::default();
+                        let tag = &mut self.tag;
+                        tag.clear();
                         for flag in fields {
                             match flag.split_first() {
                                 Some((b'O', v)) => tag.set_opaque(v)?,
@@ -361,7 +362,6 @@ impl Decoder {
                                 _ => {}
                             }
                         }
-                        self.tag = tag;
                         self.pos = next;
                         return Ok(Some(Reply::Meta(meta)));
                     }
@@ -387,7 +387,8 @@ impl Decoder {
                         stale: false,
                         win_taken: false,
                     };
-                    let mut tag = meta::Tag::default();
+                    let tag = &mut self.tag;
+                    tag.clear();
                     for flag in fields {
                         match flag.split_first() {
                             Some((b'f', v)) => {
@@ -403,7 +404,6 @@ impl Decoder {
                             _ => {}
                         }
                     }
-                    self.tag = tag;
                     let Some((data, after)) = data_block(buf, next, len)? else {
                         meta.item.value = vec![0; len];
                         self.pos = next;

@@ -33,19 +33,53 @@ use super::{ParseError, ReplyKey};
 pub const PROBE_KEY: &[u8] = b"newcache:meta-probe";
 
 /// What a meta reply says it answers: the opaque token (`O`) and the key (`k`) it echoes.
-#[derive(Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Clone, Copy)]
 pub struct Tag {
     opaque: Option<u32>,
-    key: Option<ReplyKey>,
+    /// The key, when `has_key`: written in place as a reply is read, so reading a tag
+    /// copies no more than the key's own bytes.
+    key: ReplyKey,
+    has_key: bool,
+}
+
+impl PartialEq for Tag {
+    fn eq(&self, other: &Tag) -> bool {
+        self.opaque == other.opaque && self.key() == other.key()
+    }
+}
+
+impl Eq for Tag {}
+
+impl Default for Tag {
+    fn default() -> Tag {
+        Tag {
+            opaque: None,
+            key: ReplyKey {
+                len: 0,
+                bytes: [0; MAX_KEY_LEN],
+            },
+            has_key: false,
+        }
+    }
 }
 
 impl Tag {
     /// A tag of this opaque token and key (for tests and tools).
     pub fn new(opaque: Option<u32>, key: Option<&[u8]>) -> Tag {
-        Tag {
+        let mut tag = Tag {
             opaque,
-            key: key.and_then(ReplyKey::new),
+            ..Tag::default()
+        };
+        if let Some(key) = key {
+            tag.has_key = tag.key.set(key);
         }
+        tag
+    }
+
+    /// No token, no key (as a new tag), in place.
+    pub(super) fn clear(&mut self) {
+        self.opaque = None;
+        self.has_key = false;
     }
 
     /// The opaque token the reply echoed, if any.
@@ -55,7 +89,7 @@ impl Tag {
 
     /// The key the reply echoed, if any.
     pub fn key(&self) -> Option<&[u8]> {
-        self.key.as_ref().map(ReplyKey::as_bytes)
+        self.has_key.then(|| self.key.as_bytes())
     }
 
     /// `Ok` when the reply echoes exactly this opaque token and this key: it answers the
@@ -77,11 +111,12 @@ impl Tag {
     }
 
     pub(super) fn set_key(&mut self, key: &[u8]) -> Result<(), ParseError> {
-        self.key = Some(ReplyKey::new(key).ok_or_else(|| {
-            ParseError(format!(
+        if !self.key.set(key) {
+            return Err(ParseError(format!(
                 "a meta reply's key is empty or over {MAX_KEY_LEN} bytes"
-            ))
-        })?);
+            )));
+        }
+        self.has_key = true;
         Ok(())
     }
 }
@@ -92,8 +127,8 @@ impl fmt::Debug for Tag {
             Some(o) => write!(f, "O{o}")?,
             None => f.write_str("no opaque")?,
         }
-        match &self.key {
-            Some(k) => write!(f, " k{k:?}"),
+        match self.key() {
+            Some(_) => write!(f, " k{:?}", self.key),
             None => f.write_str(", no key"),
         }
     }
@@ -102,19 +137,14 @@ impl fmt::Debug for Tag {
 /// An opaque token as this client sends them: a decimal `u32`. Anything else was not sent
 /// by it.
 fn parse_opaque(token: &[u8]) -> Result<u32, ParseError> {
-    if token.is_empty() || token.len() > 10 || !token.iter().all(u8::is_ascii_digit) {
-        return Err(ParseError(format!(
+    // Up to 10 digits: `digits` reads them (it takes up to 19), and the value must fit.
+    match super::decode::digits(token).filter(|_| token.len() <= 10) {
+        Some(n) => u32::try_from(n).map_err(|_| ParseError("an opaque token over 32 bits".into())),
+        None => Err(ParseError(format!(
             "an opaque token this client never sends: {:?}",
             String::from_utf8_lossy(token.get(..token.len().min(40)).unwrap_or_default())
-        )));
+        ))),
     }
-    token
-        .iter()
-        .try_fold(0u32, |acc, &d| {
-            acc.checked_mul(10)
-                .and_then(|a| a.checked_add(u32::from(d - b'0')))
-        })
-        .ok_or_else(|| ParseError("an opaque token over 32 bits".into()))
 }
 
 /// ` k O<opaque>\r\n`: the key echoed back and the opaque token, ending the command line.
@@ -261,6 +291,31 @@ mod tests {
         (r, *d.tag())
     }
 
+    /// A decoder writes each reply's tag over the last one's in place: a shorter key, or
+    /// none, leaves nothing of the longer one in what the tag says or compares.
+    #[test]
+    fn each_reply_has_its_own_tag_whatever_the_one_before_held() {
+        let mut d = Decoder::new(Expect::Meta);
+        let long = "k".repeat(250);
+        let first = format!("HD k{long} O1\r\n");
+        assert!(d.decode(first.as_bytes()).unwrap().is_some());
+        assert_eq!(*d.tag(), Tag::new(Some(1), Some(long.as_bytes())));
+        d.reset(Expect::Meta, 0);
+        assert!(d.decode(b"HD kab O2\r\n").unwrap().is_some());
+        assert_eq!(*d.tag(), Tag::new(Some(2), Some(b"ab")));
+        assert_eq!(d.tag().key(), Some(&b"ab"[..]));
+        assert!(d.tag().check(2, b"ab").is_ok());
+        assert!(d.tag().check(2, long.as_bytes()).is_err());
+        d.reset(Expect::Meta, 0);
+        assert!(d.decode(b"VA 1 O3\r\nv\r\n").unwrap().is_some());
+        assert_eq!(*d.tag(), Tag::new(Some(3), None));
+        assert_eq!(d.tag().key(), None);
+        assert_eq!(format!("{:?}", d.tag()), "O3, no key");
+        let overlong = format!("HD k{long}x O4\r\n");
+        d.reset(Expect::Meta, 0);
+        assert!(d.decode(overlong.as_bytes()).is_err());
+    }
+
     #[test]
     fn encodes_every_command_with_the_key_and_the_token() {
         let mut out = Vec::new();
@@ -328,11 +383,17 @@ mod tests {
         let (_, tag) = decode(b"EN\r\n");
         assert_eq!(tag, Tag::default());
         assert!(tag.check(0, b"foo").is_err());
+        // The largest token it sends.
+        let (_, tag) = decode(b"HD kfoo O4294967295\r\n");
+        assert!(tag.check(u32::MAX, b"foo").is_ok());
         // Tokens this client never sends are errors.
         for bad in [
             &b"HD kfoo Oabc\r\n"[..],
             b"HD kfoo O\r\n",
             b"HD kfoo O4294967296\r\n",
+            b"HD kfoo O99999999999\r\n",
+            b"HD kfoo O00000000001\r\n",
+            b"HD kfoo O+1\r\n",
             b"HD k O1\r\n",
         ] {
             assert!(decode(bad).0.is_err(), "{:?}", String::from_utf8_lossy(bad));

@@ -46,8 +46,9 @@ impl Status {
     }
 }
 
-/// A key as a `VALUE` line names it, kept inline: reading it allocates nothing.
-#[derive(Clone, Copy, PartialEq, Eq)]
+/// A key as a `VALUE` line names it, kept inline: reading it allocates nothing. (Two
+/// keys are equal when their bytes are: what lies past the length is not compared.)
+#[derive(Clone, Copy)]
 pub struct ReplyKey {
     pub(super) len: u8,
     pub(super) bytes: [u8; MAX_KEY_LEN],
@@ -66,7 +67,29 @@ impl ReplyKey {
     pub fn as_bytes(&self) -> &[u8] {
         self.bytes.get(..usize::from(self.len)).unwrap_or_default()
     }
+
+    /// Makes this `key`, written in place (only its own bytes): false, and unchanged, when
+    /// it is empty or longer than memcached allows.
+    pub(super) fn set(&mut self, key: &[u8]) -> bool {
+        let (Ok(len), Some(to)) = (u8::try_from(key.len()), self.bytes.get_mut(..key.len())) else {
+            return false;
+        };
+        if len == 0 {
+            return false;
+        }
+        to.copy_from_slice(key);
+        self.len = len;
+        true
+    }
 }
+
+impl PartialEq for ReplyKey {
+    fn eq(&self, other: &ReplyKey) -> bool {
+        self.as_bytes() == other.as_bytes()
+    }
+}
+
+impl Eq for ReplyKey {}
 
 impl fmt::Debug for ReplyKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
