@@ -417,14 +417,17 @@ mod tests {
     #[test]
     fn a_reads_future_stays_small() {
         let cache = AsyncCache::from_url("newcache:///?transport=memory").unwrap();
-        let limit = 1280;
-        for (what, size) in [
-            ("get", std::mem::size_of_val(&cache.get::<String>("k"))),
+        // A one-key read holds its wire key inline up to 62 bytes (`ShortKey`): a key held
+        // inline at memcached's 250 made `get`'s future 944 bytes, 1024 with `metrics` and
+        // `tracing`.
+        for (what, size, limit) in [
+            ("get", std::mem::size_of_val(&cache.get::<String>("k")), 960),
             (
                 "get_many",
                 std::mem::size_of_val(&cache.get_many::<_, String>(&["a"])),
+                1280,
             ),
-            ("get_raw", std::mem::size_of_val(&cache.get_raw("k"))),
+            ("get_raw", std::mem::size_of_val(&cache.get_raw("k")), 960),
         ] {
             assert!(
                 size <= limit,

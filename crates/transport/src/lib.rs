@@ -54,8 +54,10 @@ pub use made::{
 
 #[cfg(feature = "memory")]
 mod memory;
+mod short_key;
 #[cfg(feature = "memory")]
 pub use memory::MemoryTransport;
+pub use short_key::{ShortKey, SHORT_KEY_INLINE};
 
 /// The longest key memcached accepts, in bytes.
 pub const MAX_KEY_LEN: usize = 250;

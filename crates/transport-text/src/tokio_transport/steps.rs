@@ -2,7 +2,7 @@
 //! checked with the blocking transport's checks ([`command::interpret`],
 //! [`command::place_values`], [`QuietRound`], the multi-get's closing tag).
 
-use newcache_transport::{Item, Store, StoreMode};
+use newcache_transport::{Item, ShortKey, Store, StoreMode};
 
 use crate::command::{self, Cmd, Outcome, Wire};
 use crate::proto::{meta, Decoder, Expect, Meta, Reply, Status};
@@ -12,40 +12,8 @@ use crate::quiet::{QuietRound, QuietStep};
 /// the command is (a store's value is not kept: a reply does not depend on it).
 #[derive(Debug, Clone)]
 pub(super) struct OwnedCmd {
-    key: HeldKey,
+    key: ShortKey,
     kind: Kind,
-}
-
-/// The most key bytes a step holds inline: newcache's hashed keys are 43 bytes with an
-/// empty flavor, and most keys are shorter than this.
-const INLINE_KEY: usize = 62;
-
-/// A command's key, held until its reply is checked: inline when short, so a lone request
-/// allocates nothing for it.
-#[derive(Debug, Clone)]
-enum HeldKey {
-    Inline { len: u8, bytes: [u8; INLINE_KEY] },
-    Heap(Vec<u8>),
-}
-
-impl HeldKey {
-    fn new(key: &[u8]) -> HeldKey {
-        let mut bytes = [0u8; INLINE_KEY];
-        match (u8::try_from(key.len()), bytes.get_mut(..key.len())) {
-            (Ok(len), Some(room)) => {
-                room.copy_from_slice(key);
-                HeldKey::Inline { len, bytes }
-            }
-            _ => HeldKey::Heap(key.to_vec()),
-        }
-    }
-
-    fn as_slice(&self) -> &[u8] {
-        match self {
-            HeldKey::Inline { len, bytes } => bytes.get(..usize::from(*len)).unwrap_or_default(),
-            HeldKey::Heap(key) => key,
-        }
-    }
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -71,14 +39,14 @@ impl OwnedCmd {
             Cmd::Invalidate { grace, .. } => Kind::Invalidate(grace),
         };
         OwnedCmd {
-            key: HeldKey::new(cmd.key()),
+            key: ShortKey::new(cmd.key()),
             kind,
         }
     }
 
     /// Runs `f` on the command as [`command`] knows it.
     fn with<R>(&self, f: impl FnOnce(&Cmd<'_>) -> R) -> R {
-        let key = self.key.as_slice();
+        let key = self.key.as_bytes();
         match self.kind {
             Kind::Get => f(&Cmd::Get(key)),
             Kind::Store(mode) => {
@@ -247,28 +215,7 @@ pub(super) enum Answer {
 
 #[cfg(test)]
 mod tests {
-    use super::{HeldKey, Keys, INLINE_KEY};
-
-    #[test]
-    fn a_held_key_is_the_key_inline_or_not() {
-        let long = vec![b'k'; 250];
-        for key in [
-            &b""[..],
-            b"a",
-            &long[..INLINE_KEY],
-            &long[..INLINE_KEY + 1],
-            &long,
-        ] {
-            let held = HeldKey::new(key);
-            assert_eq!(held.as_slice(), key);
-            assert_eq!(
-                matches!(held, HeldKey::Inline { .. }),
-                key.len() <= INLINE_KEY,
-                "{} bytes",
-                key.len()
-            );
-        }
-    }
+    use super::Keys;
 
     #[test]
     fn keys_in_one_buffer_come_back_as_given() {
