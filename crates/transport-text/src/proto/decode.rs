@@ -82,28 +82,20 @@ pub(super) fn digits(field: &[u8]) -> Option<u64> {
     Some(n)
 }
 
-/// The slow path of [`parse_u64`]: a number of 20 digits (which may still fit), or the
-/// error for a field that is not a number or overflows.
+/// The slow path of [`parse_u64`]: a number of 20 digits (which may still fit: its first
+/// 19 are read as any number's, the last with overflow checks), or the error for a field
+/// that is not a number or overflows.
 #[cold]
 fn bad_number(field: &[u8], what: &str) -> Result<u64, ParseError> {
-    if field.is_empty() || field.len() > 20 {
+    let (Some(head), Some(last), 20) = (field.get(..19), field.get(19), field.len()) else {
         return not_a_number(field, what);
-    }
-    let mut n: u64 = 0;
-    for &b in field {
-        let digit = b.wrapping_sub(b'0');
-        if digit > 9 {
-            return not_a_number(field, what);
-        }
-        n = match n
-            .checked_mul(10)
-            .and_then(|a| a.checked_add(u64::from(digit)))
-        {
-            Some(n) => n,
-            None => return err(format!("{what} overflows: {:?}", shown(field))),
-        };
-    }
-    Ok(n)
+    };
+    let (Some(n), Some(digit)) = (digits(head), last.checked_sub(b'0').filter(|&d| d <= 9)) else {
+        return not_a_number(field, what);
+    };
+    n.checked_mul(10)
+        .and_then(|n| n.checked_add(u64::from(digit)))
+        .map_or_else(|| err(format!("{what} overflows: {:?}", shown(field))), Ok)
 }
 
 #[cold]

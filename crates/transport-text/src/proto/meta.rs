@@ -36,10 +36,9 @@ pub const PROBE_KEY: &[u8] = b"newcache:meta-probe";
 #[derive(Clone, Copy)]
 pub struct Tag {
     opaque: Option<u32>,
-    /// The key, when `has_key`: written in place as a reply is read, so reading a tag
-    /// copies no more than the key's own bytes.
+    /// The key, written in place as a reply is read, so reading a tag copies no more than
+    /// the key's own bytes; empty ([`ReplyKey::EMPTY`]) when the reply echoed none.
     key: ReplyKey,
-    has_key: bool,
 }
 
 impl PartialEq for Tag {
@@ -54,11 +53,7 @@ impl Default for Tag {
     fn default() -> Tag {
         Tag {
             opaque: None,
-            key: ReplyKey {
-                len: 0,
-                bytes: [0; MAX_KEY_LEN],
-            },
-            has_key: false,
+            key: ReplyKey::EMPTY,
         }
     }
 }
@@ -71,7 +66,7 @@ impl Tag {
             ..Tag::default()
         };
         if let Some(key) = key {
-            tag.has_key = tag.key.set(key);
+            tag.key.set(key);
         }
         tag
     }
@@ -79,7 +74,7 @@ impl Tag {
     /// No token, no key (as a new tag), in place.
     pub(super) fn clear(&mut self) {
         self.opaque = None;
-        self.has_key = false;
+        self.key.len = 0;
     }
 
     /// The opaque token the reply echoed, if any.
@@ -89,7 +84,7 @@ impl Tag {
 
     /// The key the reply echoed, if any.
     pub fn key(&self) -> Option<&[u8]> {
-        self.has_key.then(|| self.key.as_bytes())
+        Some(self.key.as_bytes()).filter(|k| !k.is_empty())
     }
 
     /// `Ok` when the reply echoes exactly this opaque token and this key: it answers the
@@ -116,7 +111,6 @@ impl Tag {
                 "a meta reply's key is empty or over {MAX_KEY_LEN} bytes"
             )));
         }
-        self.has_key = true;
         Ok(())
     }
 }

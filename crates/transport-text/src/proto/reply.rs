@@ -57,11 +57,15 @@ pub struct ReplyKey {
 impl ReplyKey {
     /// The key, or `None` when it is empty or longer than memcached allows.
     pub fn new(key: &[u8]) -> Option<ReplyKey> {
-        let len = u8::try_from(key.len()).ok().filter(|&l| l > 0)?;
-        let mut bytes = [0u8; MAX_KEY_LEN];
-        bytes.get_mut(..key.len())?.copy_from_slice(key);
-        Some(ReplyKey { len, bytes })
+        let mut made = ReplyKey::EMPTY;
+        made.set(key).then_some(made)
     }
+
+    /// No key (length 0, which [`ReplyKey::new`] never makes): a tag that echoed none.
+    pub(super) const EMPTY: ReplyKey = ReplyKey {
+        len: 0,
+        bytes: [0; MAX_KEY_LEN],
+    };
 
     /// The key's bytes.
     pub fn as_bytes(&self) -> &[u8] {

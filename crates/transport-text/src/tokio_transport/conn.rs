@@ -83,6 +83,27 @@ enum ReplyTo {
     Nowhere,
 }
 
+impl State {
+    /// Gives job `id`'s `result` to where `reply` says: a direct caller's is kept here for
+    /// it to take ([`State::direct_result`]), a channel and the result come back to be
+    /// sent once the state is unlocked.
+    fn answer(
+        &mut self,
+        id: u64,
+        reply: ReplyTo,
+        result: JobResult,
+    ) -> Option<(oneshot::Sender<JobResult>, JobResult)> {
+        match reply {
+            ReplyTo::Channel(reply) => Some((reply, result)),
+            ReplyTo::Caller => {
+                self.direct_result = Some((id, result));
+                None
+            }
+            ReplyTo::Nowhere => None,
+        }
+    }
+}
+
 /// Why a connection closed.
 #[derive(Debug, Clone)]
 enum Fatal {
@@ -275,15 +296,13 @@ impl Conn {
             }
             st.owner = Owner::Task;
             let failed: Vec<Pending> = st.fifo.drain(..).collect();
-            let mut channels = Vec::with_capacity(failed.len());
-            for pending in failed {
-                let error = Err(Failure::Failed(fatal.error(&self.settings.label)));
-                match pending.reply {
-                    ReplyTo::Channel(reply) => channels.push((reply, error)),
-                    ReplyTo::Caller => st.direct_result = Some((pending.id, error)),
-                    ReplyTo::Nowhere => {}
-                }
-            }
+            let channels: Vec<_> = failed
+                .into_iter()
+                .filter_map(|pending| {
+                    let error = Err(Failure::Failed(fatal.error(&self.settings.label)));
+                    st.answer(pending.id, pending.reply, error)
+                })
+                .collect();
             self.note(&st);
             (channels, st.direct_waker.take(), st.task_waker.clone())
         };
@@ -517,21 +536,16 @@ impl Conn {
             state.period_jobs = 0;
         }
         self.note(&state);
-        let mut wake = None;
-        match done.reply {
-            ReplyTo::Channel(reply) => {
-                drop(state);
-                let _ = reply.send(Ok(done.answers));
-            }
-            ReplyTo::Caller => {
-                // Read by the task (it took the reading back): the caller is woken for it.
-                if state.owner != Owner::Direct(done.id) {
-                    wake = state.direct_waker.take();
-                }
-                state.direct_result = Some((done.id, Ok(done.answers)));
-                drop(state);
-            }
-            ReplyTo::Nowhere => drop(state),
+        // A direct caller's answer read by the task (it took the reading back): the caller
+        // is woken for it.
+        let wake = match done.reply {
+            ReplyTo::Caller if state.owner != Owner::Direct(done.id) => state.direct_waker.take(),
+            _ => None,
+        };
+        let send = state.answer(done.id, done.reply, Ok(done.answers));
+        drop(state);
+        if let Some((reply, result)) = send {
+            let _ = reply.send(result);
         }
         if let Some(w) = wake {
             w.wake();
@@ -886,12 +900,9 @@ fn time_out(st: &mut State, id: u64, settings: &Settings) {
     let error = Err(Failure::Failed(
         Fatal::Timeout(settings.read_timeout).error(&settings.label),
     ));
-    match std::mem::replace(&mut job.reply, ReplyTo::Nowhere) {
-        ReplyTo::Channel(reply) => {
-            let _ = reply.send(error);
-        }
-        ReplyTo::Caller => st.direct_result = Some((id, error)),
-        ReplyTo::Nowhere => {}
+    let reply = std::mem::replace(&mut job.reply, ReplyTo::Nowhere);
+    if let Some((reply, error)) = st.answer(id, reply, error) {
+        let _ = reply.send(error);
     }
 }
 

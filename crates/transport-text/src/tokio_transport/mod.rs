@@ -38,8 +38,9 @@
 //!   checks, so a lone caller costs one write, one read and no hand-off between tasks.
 //!   Requests that arrive meanwhile are queued as above, and the connection's task takes the
 //!   reading back once they are written (the direct caller then gets its answer from the
-//!   connection's state when the task has read it; a lone caller needs no reply channel). Bytes found on an idle connection before the request is written were not
-//!   asked for: the connection closes and the request goes on a new one.
+//!   connection's state when the task has read it; a lone caller needs no reply channel).
+//!   Bytes found on an idle connection before the request is written were not asked for:
+//!   the connection closes and the request goes on a new one.
 //! - **Cancellation.** A caller whose future is dropped leaves its request in the FIFO:
 //!   its reply is still read, checked and thrown away, so the connection stays in step. A
 //!   direct caller dropped (or timed out) mid-reply hands the reading back to the

@@ -130,11 +130,7 @@ impl Conn {
             Err(e) => {
                 drop(st);
                 drop(rs);
-                self.fail(&Fatal::io(&e));
-                let result = take_result(&mut self.lock(), id);
-                return Start::Failed(
-                    result.unwrap_or_else(|| Err(Failure::Failed(gone(&self.settings)))),
-                );
+                return Start::Failed(self.fail_direct(&Fatal::io(&e), id));
             }
         };
         if written > 0 {
@@ -234,9 +230,7 @@ impl DirectCall<'_> {
             }
             Poll::Ready(Pumped::Fatal(fatal)) => {
                 drop(rs);
-                conn.fail(&fatal);
-                let result = take_result(&mut conn.lock(), self.id);
-                Poll::Ready(result.unwrap_or_else(|| Err(Failure::Failed(gone(&conn.settings)))))
+                Poll::Ready(conn.fail_direct(&fatal, self.id))
             }
             Poll::Ready(Pumped::Read | Pumped::Recheck) => {
                 cx.waker().wake_by_ref();
@@ -266,8 +260,7 @@ impl DirectCall<'_> {
     /// task here cost a readiness poll and a waker clone on every lone get.)
     fn hand_back(&self) -> JobResult {
         let mut st = self.conn.lock();
-        let result = take_result(&mut st, self.id)
-            .unwrap_or_else(|| Err(Failure::Failed(gone(&self.conn.settings))));
+        let result = result_or_gone(&mut st, self.id, &self.conn.settings);
         if !self.give_back(&mut st) || st.fifo.is_empty() {
             return result;
         }
@@ -320,6 +313,21 @@ fn take_result(st: &mut State, id: u64) -> Option<JobResult> {
             st.direct_result = other;
             None
         }
+    }
+}
+
+/// The result of direct job `id` ([`take_result`]), or the error of a job whose connection
+/// went without answering it.
+fn result_or_gone(st: &mut State, id: u64, settings: &Settings) -> JobResult {
+    take_result(st, id).unwrap_or_else(|| Err(Failure::Failed(gone(settings))))
+}
+
+impl Conn {
+    /// Fails the connection ([`Conn::fail`]), which answers direct job `id` with the
+    /// failure, and returns that answer.
+    fn fail_direct(&self, fatal: &Fatal, id: u64) -> JobResult {
+        self.fail(fatal);
+        result_or_gone(&mut self.lock(), id, &self.settings)
     }
 }
 
