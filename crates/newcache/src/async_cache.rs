@@ -100,13 +100,13 @@ impl AsyncCache {
     /// Fetches and decodes a value; `None` on a miss (or for the first reader after its
     /// soft expiry, who should recompute it). [`Cache::get`](crate::Cache::get).
     pub async fn get<T: DeserializeOwned + 'static>(&self, key: &str) -> Result<Option<T>> {
-        let wire = self.core.inline_wire_key(key)?;
+        let wire = self.core.short_wire_key(key)?;
         self.core.get(&self.io(), key, &wire).await
     }
 
     /// Fetches a value's bytes and flags without decoding (herd rules apply as for `get`).
     pub async fn get_raw(&self, key: &str) -> Result<Option<RawValue>> {
-        let wire = self.core.inline_wire_key(key)?;
+        let wire = self.core.short_wire_key(key)?;
         self.core.get_raw(&self.io(), &wire).await
     }
 
@@ -148,7 +148,7 @@ impl AsyncCache {
         value: &T,
         options: SetOptions,
     ) -> Result<StoreStatus> {
-        let wire = self.core.inline_wire_key(key)?;
+        let wire = self.core.short_wire_key(key)?;
         self.core
             .store(&self.io(), mode, key, &wire, value, options)
             .await

@@ -176,7 +176,7 @@ impl Core {
     /// its awaits with no allocation, and its future stays small (a 250-byte inline key made
     /// `AsyncCache::get`'s 944 bytes).
     #[cfg(feature = "tokio")]
-    pub(crate) fn inline_wire_key(&self, key: &str) -> Result<newcache_transport::ShortKey> {
+    pub(crate) fn short_wire_key(&self, key: &str) -> Result<newcache_transport::ShortKey> {
         self.with_wire_key(key, |wire| Ok(newcache_transport::ShortKey::new(wire)))
     }
 
