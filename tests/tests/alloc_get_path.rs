@@ -4,8 +4,8 @@
 
 use newcache::{Cache, SetOptions, Ttl};
 use newcache_testkit::Memcached;
-use newcache_transport::{Store, Transport};
-use newcache_transport_text::{TextConfig, TextTransport};
+use newcache_transport::{AsyncTransport, Store, Transport};
+use newcache_transport_text::{TextConfig, TextTransport, TokioTextTransport};
 
 // dhat's allocator counts every heap allocation of the process (the unsafe allocator code
 // lives in dhat, not here). One profiler per process: the checks run in one test.
@@ -38,6 +38,7 @@ fn the_get_path_allocates_nothing_beyond_the_returned_value() {
     text_transport_get();
     facade_get();
     get_many();
+    async_get();
 }
 
 fn text_transport_get() {
@@ -154,4 +155,44 @@ fn get_many() {
             servers.len()
         );
     }
+}
+
+/// On tokio, a lone caller's get hit (the direct path: it writes and reads in its own
+/// task) allocates the value and the transport's boxed future (`AsyncTransport`'s methods
+/// return a `BoxFuture`), and nothing for the reply it awaits or the answer it gets.
+fn async_get() {
+    let server = Memcached::start();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let t = rt.block_on(async {
+        TokioTextTransport::new(TextConfig {
+            servers: vec![server.addr()],
+            ..TextConfig::default()
+        })
+        .unwrap()
+    });
+    rt.block_on(t.store(&Store::set(b"k", &[7u8; 100], 0, 0)))
+        .unwrap();
+    let (n, item) = steady(|| rt.block_on(t.get(b"k")).unwrap());
+    assert_eq!(item.unwrap().value.len(), 100);
+    assert_eq!(
+        n, 2,
+        "allocations per async transport get hit (the value and the boxed future)"
+    );
+    let cache = rt.block_on(async {
+        Cache::builder()
+            .servers([server.addr()])
+            .build_async()
+            .unwrap()
+    });
+    rt.block_on(cache.set("hit", &"x".repeat(100), Ttl::Seconds(3600)))
+        .unwrap();
+    let (n, s) = steady(|| rt.block_on(cache.get::<String>("hit")).unwrap());
+    assert_eq!(s.unwrap().len(), 100);
+    assert_eq!(
+        n, 2,
+        "allocations per AsyncCache::get::<String> hit (the value and the transport's boxed future)"
+    );
 }

@@ -27,7 +27,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
 use super::halves::{ReadHalf, WriteHalf};
-use super::steps::{Answer, Step, Taken};
+use super::steps::{Answer, AnswerList, Steps, Taken};
 use crate::command::{Outcome, Wire};
 use crate::conn::{ReadBuf, READ_BUF, WIRE_UNKNOWN};
 use crate::proto::{meta, Decoder, Expect, Reply, Status};
@@ -49,13 +49,13 @@ pub(super) enum Failure {
 }
 
 /// What a job's caller is sent.
-pub(super) type JobResult = Result<Vec<Answer>, Failure>;
+pub(super) type JobResult = Result<AnswerList, Failure>;
 
 /// Requests of one caller, written together, and the replies they await.
 #[derive(Debug)]
 pub(super) struct Job {
     pub(super) bytes: Vec<u8>,
-    pub(super) steps: Vec<Step>,
+    pub(super) steps: Steps,
     pub(super) reply: oneshot::Sender<JobResult>,
 }
 
@@ -63,9 +63,9 @@ pub(super) struct Job {
 struct Pending {
     /// Its number on this connection.
     id: u64,
-    steps: Vec<Step>,
+    steps: Steps,
     next: usize,
-    answers: Vec<Answer>,
+    answers: AnswerList,
     reply: ReplyTo,
     /// An error line was read: the connection closes once the job is answered.
     close_after: bool,
@@ -492,7 +492,9 @@ impl Conn {
                 )))
             }
             Ok(Taken::Answer(answer)) => {
-                front.answers.extend(answer);
+                if let Some(answer) = answer {
+                    front.answers.push(answer);
+                }
                 front.next += 1;
             }
             Ok(Taken::Refused(status)) => {
@@ -757,7 +759,7 @@ async fn write_loop(rx: &mut mpsc::Receiver<Job>, conn: &Conn) -> Fatal {
             let mut pushed = false;
             for job in batch.drain(..) {
                 if job.steps.is_empty() {
-                    let _ = job.reply.send(Ok(Vec::new()));
+                    let _ = job.reply.send(Ok(AnswerList::new()));
                     continue;
                 }
                 if st.fifo.is_empty() {
@@ -768,7 +770,7 @@ async fn write_loop(rx: &mut mpsc::Receiver<Job>, conn: &Conn) -> Fatal {
                 st.period_jobs = st.period_jobs.saturating_add(1);
                 st.fifo.push_back(Pending {
                     id,
-                    answers: Vec::with_capacity(job.steps.len()),
+                    answers: AnswerList::with_capacity(job.steps.len()),
                     steps: job.steps,
                     next: 0,
                     reply: ReplyTo::Channel(job.reply),

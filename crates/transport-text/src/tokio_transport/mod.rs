@@ -100,7 +100,8 @@ use crate::proto::{self, Expect};
 use crate::quiet::{encode_quiet_deletes, QuietRound};
 use crate::{placement, server_specs, Protocol, TextConfig};
 use conn::{Direct, Failure, Handle, Job, JobResult};
-use steps::{Answer, Keys, OwnedCmd, Step};
+use smallvec::smallvec;
+use steps::{AnswerList, Keys, OwnedCmd, Step, Steps};
 
 /// memcached's text protocol on tokio, auto-pipelined: see the
 /// [module documentation](crate::tokio_transport). Cheap to clone (the clones share connections).
@@ -167,7 +168,7 @@ struct Slot {
 /// The bytes of a job and the replies it awaits.
 struct Plan {
     bytes: Vec<u8>,
-    steps: Vec<Step>,
+    steps: Steps,
 }
 
 /// Builds a job for a connection (its dialect and tokens); run again when the job must go
@@ -177,7 +178,7 @@ type Build<'a> = dyn Fn(&Handle) -> Result<Plan> + Send + Sync + 'a;
 /// A job's answers, and the dialect they were had in.
 struct Answers {
     wire: Wire,
-    list: Vec<Answer>,
+    list: AnswerList,
 }
 
 /// A job queued, its answers to come.
@@ -569,7 +570,7 @@ fn plan_cmds<'c>(
 ) -> Result<Plan> {
     let mut opaque = handle.reserve(cmds.len());
     let mut bytes = spare::take();
-    let mut steps = Vec::with_capacity(cmds.len());
+    let mut steps = Steps::with_capacity(cmds.len());
     for cmd in cmds {
         bytes.reserve(cmd.cost());
         cmd.encode(&mut bytes, handle.wire, opaque)
@@ -596,7 +597,7 @@ fn plan_gets(label: &str, handle: &Handle, keys: &[&[u8]]) -> Result<Plan> {
     let closer = encode_multi_get_into(&mut bytes, handle.wire, keys.iter().copied(), || {
         handle.reserve(1)
     });
-    let mut steps = vec![Step::Gets {
+    let mut steps = smallvec![Step::Gets {
         keys: Keys::new(keys),
     }];
     if let Some((opaque, key)) = closer {
@@ -627,7 +628,7 @@ fn plan_quiet_deletes(handle: &Handle, keys: &[&[u8]]) -> Plan {
     );
     Plan {
         bytes,
-        steps: vec![Step::Quiet {
+        steps: smallvec![Step::Quiet {
             round: QuietRound::new(handle.wire, first, keys.len()),
             keys: Keys::new(keys),
         }],
@@ -640,6 +641,6 @@ fn plan_line(line: &str, expect: Expect) -> Plan {
     proto::encode_line(&mut bytes, line);
     Plan {
         bytes,
-        steps: vec![Step::Line(expect)],
+        steps: smallvec![Step::Line(expect)],
     }
 }

@@ -8,7 +8,7 @@ use newcache_transport::{
     ServerStats, Store, StoreMode, StoreStatus,
 };
 
-use super::steps::Answer;
+use super::steps::{Answer, AnswerList};
 use super::{
     plan_cmds, plan_gets, plan_line, plan_quiet_deletes, Answers, Build, TokioTextTransport,
 };
@@ -544,10 +544,10 @@ impl AsyncTransport for TokioTextTransport {
 /// items (a single server's multi-get): that list is the answer, with no copy. Anything
 /// else is handed back to be placed key by key.
 fn whole(
-    mut list: Vec<Answer>,
+    mut list: AnswerList,
     members: &[usize],
     keys: usize,
-) -> std::result::Result<Vec<Option<Item>>, Vec<Answer>> {
+) -> std::result::Result<Vec<Option<Item>>, AnswerList> {
     let in_order = members.len() == keys && members.iter().copied().eq(0..keys);
     match list.pop() {
         Some(Answer::Items(items)) if list.is_empty() && in_order && items.len() == keys => {

@@ -3,6 +3,7 @@
 //! [`command::place_values`], [`QuietRound`], the multi-get's closing tag).
 
 use newcache_transport::{Item, ShortKey, Store, StoreMode};
+use smallvec::SmallVec;
 
 use crate::command::{self, Cmd, Outcome, Wire};
 use crate::proto::{meta, Decoder, Expect, Meta, Reply, Status};
@@ -67,6 +68,13 @@ impl OwnedCmd {
         }
     }
 }
+
+/// A job's steps: inline for one (a lone keyed command, a multi-get on a classic
+/// connection), so the commonest job allocates no list for them.
+pub(super) type Steps = SmallVec<[Step; 1]>;
+
+/// A job's answers, one per step in order: inline for one, as [`Steps`].
+pub(super) type AnswerList = SmallVec<[Answer; 1]>;
 
 /// One reply a job awaits, in the order its commands were written.
 #[derive(Debug)]

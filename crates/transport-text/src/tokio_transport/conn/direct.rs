@@ -17,7 +17,7 @@ use super::{
     unasked, Conn, Failure, Fatal, Handle, Job, JobResult, Owner, Pending, Pumped, ReadSide,
     ReplyTo, Settings, State,
 };
-use crate::tokio_transport::steps::Step;
+use crate::tokio_transport::steps::{AnswerList, Steps};
 
 impl Conn {
     /// The direct path's start: when the connection is idle, the job enters the FIFO, the
@@ -28,7 +28,7 @@ impl Conn {
         waker: &Waker,
         queue: &mpsc::Sender<Job>,
         bytes: Vec<u8>,
-        steps: Vec<Step>,
+        steps: Steps,
     ) -> Start {
         if steps.is_empty()
             || !self.hints.idle.load(Ordering::Acquire)
@@ -108,7 +108,7 @@ impl Conn {
         self.hints.idle.store(false, Ordering::Release);
         st.fifo.push_back(Pending {
             id,
-            answers: Vec::with_capacity(steps.len()),
+            answers: AnswerList::with_capacity(steps.len()),
             steps,
             next: 0,
             reply: ReplyTo::Caller,
@@ -165,7 +165,7 @@ impl Conn {
 /// How [`Conn::start_direct`] went.
 enum Start {
     /// The connection was not idle: the request, untouched, to queue instead.
-    Busy(Vec<u8>, Vec<Step>),
+    Busy(Vec<u8>, Steps),
     /// The connection turned out closed (or fed unasked bytes) before anything was
     /// written: it was failed, and the request may go on another.
     NotSent,
@@ -180,7 +180,7 @@ enum Start {
 /// What a request on the direct path came to ([`Handle::direct`]).
 pub(in crate::tokio_transport) enum Direct {
     /// The connection was not idle: the request, untouched, to queue instead.
-    Busy(Vec<u8>, Vec<Step>),
+    Busy(Vec<u8>, Steps),
     /// Answered, or failed.
     Done(JobResult),
     /// No answer within the deadline (the connection goes on, and reads the reply).
@@ -344,7 +344,7 @@ impl Handle {
     pub(in crate::tokio_transport) async fn direct(
         &self,
         bytes: Vec<u8>,
-        steps: Vec<Step>,
+        steps: Steps,
         timeout: Duration,
     ) -> Direct {
         let conn = &*self.conn;
