@@ -39,6 +39,15 @@ impl ReadHalf {
         }
     }
 
+    /// Reads into `buf` if the runtime has seen the socket readable (one non-blocking
+    /// `recv`); `WouldBlock` at once, with no system call and no waker registered, if not.
+    pub(super) fn try_read_into(&self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            ReadHalf::Tcp(r) => r.try_read(buf),
+            ReadHalf::Unix(r) => r.try_read(buf),
+        }
+    }
+
     /// Reads into `buf` with one non-blocking `recv`, whatever the runtime last saw of the
     /// socket's readiness (`WouldBlock` when it holds nothing).
     pub(super) fn read_now(&self, buf: &mut [u8]) -> io::Result<usize> {

@@ -72,21 +72,20 @@ impl Conn {
             Some(writer) if idle => writer,
             _ => return Start::Busy(bytes, steps),
         };
-        let mut cx = Context::from_waker(waker);
-        // Anything that arrived while the connection was idle was not asked for (this
-        // costs no system call unless the socket was seen readable).
+        // Anything that arrived while the connection was idle was not asked for. This costs
+        // no system call unless the runtime saw the socket readable, and registers no waker:
+        // the caller's first poll for its reply does (readiness that comes in between is
+        // kept by the runtime, not lost).
         let ReadSide { reader, buf, .. } = &mut *rs;
-        let Some(reader) = reader.as_mut() else {
+        let Some(reader) = reader.as_ref() else {
             return Start::Busy(bytes, steps);
         };
         let spare = buf.spare();
         let offered = spare.len();
-        match reader.poll_read_into(&mut cx, spare) {
-            Poll::Pending => {}
-            Poll::Ready(Err(e)) if e.kind() == io::ErrorKind::Interrupted => {
-                return Start::Busy(bytes, steps)
-            }
-            Poll::Ready(got) => {
+        match reader.try_read_into(spare) {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => return Start::Busy(bytes, steps),
+            got => {
                 let fatal = match got {
                     Ok(0) => Fatal::Closed,
                     Ok(n) => {
