@@ -17,7 +17,8 @@
 //!   with the default (hashing) key function: `hcache`, `hordered` (`get_many_ordered`),
 //!   `hasync` (the `AsyncCache`), `hatransport` (the async transport on its wire keys), and
 //!   `htransport` (the transport reading that cache's wire keys);
-//! - get hit: `tget`, `cget` (blocking); `atget`, `aget` (tokio);
+//! - get hit: `tget`, `cget` (blocking); `atget`, `aget` (tokio, one `block_on` per get);
+//!   `atgetl`, `agetl` (tokio, every get awaited in one task, as a handler awaits them);
 //! - set+get of 100 KB: `bigs` (the default cache, a `String`), `bigv` (a `Vec<u8>`),
 //!   `bigt` (the transport alone, the same bytes and flags under a key of the same length);
 //! - an `mn` round trip on a raw socket: `floor` (blocking), `afloor` (tokio);
@@ -118,7 +119,26 @@ fn main() {
         );
     }
     let start = Instant::now();
-    for _ in 0..calls {
+    if mode == "agetl" || mode == "atgetl" {
+        // Every get awaited in one task, as a service's handler awaits them, rather than
+        // one `block_on` per get.
+        rt.block_on(async {
+            for _ in 0..calls {
+                let found = if mode == "agetl" {
+                    async_cache
+                        .get::<String>("hit")
+                        .await
+                        .expect("get")
+                        .iter()
+                        .count()
+                } else {
+                    async_text.get(b"hit").await.expect("get").iter().count()
+                };
+                all(found, 1);
+            }
+        });
+    }
+    for _ in 0..if mode.ends_with('l') { 0 } else { calls } {
         match mode.as_str() {
             "transport" => hundred(text.get_many(&wire)),
             "atransport" => hundred(rt.block_on(async_text.get_many(&wire))),

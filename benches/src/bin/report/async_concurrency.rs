@@ -157,8 +157,8 @@ pub(super) fn async_concurrency(
     let vs_raw = ops(r, "newcache-async", 64).zip(ops(r, BASELINE, 64));
     let io64 = sys("newcache-async", 64).map(|s| s.0);
     let vs_blocking = ops(r, "newcache-async", 1).zip(ops(r, "newcache-blocking", 1));
-    // The 1-caller ratio read in the interleaved bench's rounds too: one caller awaiting on a
-    // current-thread runtime it drives, against the blocking `Cache`, within milliseconds.
+    // The 1-caller ratio read in the interleaved bench's rounds too: one task awaiting its
+    // gets on a current-thread runtime, against the blocking `Cache`, within milliseconds.
     let middle = |r: Option<[f64; 3]>| {
         r.map(|[median, p25, p75]| format!("{median:.2}x (middle half {p25:.2}x - {p75:.2}x)"))
     };
@@ -227,7 +227,7 @@ pub(super) fn async_concurrency(
         show(io64, 2),
         vs_blocking.map_or("-".into(), |(a, b)| format!("{:.2}x", a / b)),
         interleaved.as_ref().map_or(String::new(), |x| format!(
-            "In the interleaved bench's rounds (*Ratios, interleaved*: `get_hit`, `newcache-async` over `newcache-text`, one caller awaiting on a current-thread runtime it drives), where both are measured within the same milliseconds, one `AsyncCache` caller ran at {x} of the blocking `Cache`. In the same rounds the async text transport alone (`transport-tokio`) ran at {} of the blocking text transport alone (`transport-text`), and a raw `mn` ping-pong on a tokio socket (`loopback-floor-mn-tokio`: a write, then `readable().await` and a read) at {} of the same on a blocking socket (`loopback-floor-mn`): the runtime's wait for a reply (`epoll_wait` and a wake-up, where a blocking read sleeps in the read itself) costs that much before any of newcache's code runs.",
+            "In the interleaved bench's rounds (*Ratios, interleaved*: `get_hit`, `newcache-async` over `newcache-text`, one caller: a task awaiting its gets one after another on a current-thread runtime this thread drives), where both are measured within the same milliseconds, one `AsyncCache` caller ran at {x} of the blocking `Cache`. In the same rounds the async text transport alone (`transport-tokio`) ran at {} of the blocking text transport alone (`transport-text`), and a raw `mn` ping-pong on a tokio socket (`loopback-floor-mn-tokio`: a write, then `readable().await` and a read) at {} of the same on a blocking socket (`loopback-floor-mn`): the runtime's wait for a reply (`epoll_wait` and a wake-up, where a blocking read sleeps in the read itself) costs that much before any of newcache's code runs.",
             middle(one_interleaved.transport).unwrap_or_else(|| "-".into()),
             middle(one_interleaved.floor).unwrap_or_else(|| "-".into()),
         )),
