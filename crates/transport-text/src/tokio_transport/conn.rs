@@ -84,6 +84,26 @@ enum ReplyTo {
 }
 
 impl State {
+    /// Enters a job written now (or being written) at the back of the FIFO, numbered, its
+    /// wait for a reply starting now if nothing was in flight: its number.
+    fn enter(&mut self, steps: Steps, reply: ReplyTo) -> u64 {
+        if self.fifo.is_empty() {
+            self.busy_since = Instant::now();
+        }
+        let id = self.next_id;
+        self.next_id = self.next_id.wrapping_add(1);
+        self.period_jobs = self.period_jobs.saturating_add(1);
+        self.fifo.push_back(Pending {
+            id,
+            answers: AnswerList::with_capacity(steps.len()),
+            steps,
+            next: 0,
+            reply,
+            close_after: false,
+        });
+        id
+    }
+
     /// Gives job `id`'s `result` to where `reply` says: a direct caller's is kept here for
     /// it to take ([`State::direct_result`]), a channel and the result come back to be
     /// sent once the state is unlocked.
@@ -762,20 +782,7 @@ async fn write_loop(rx: &mut mpsc::Receiver<Job>, conn: &Conn) -> Fatal {
                     let _ = job.reply.send(Ok(AnswerList::new()));
                     continue;
                 }
-                if st.fifo.is_empty() {
-                    st.busy_since = Instant::now();
-                }
-                let id = st.next_id;
-                st.next_id = st.next_id.wrapping_add(1);
-                st.period_jobs = st.period_jobs.saturating_add(1);
-                st.fifo.push_back(Pending {
-                    id,
-                    answers: AnswerList::with_capacity(job.steps.len()),
-                    steps: job.steps,
-                    next: 0,
-                    reply: ReplyTo::Channel(job.reply),
-                    close_after: false,
-                });
+                st.enter(job.steps, ReplyTo::Channel(job.reply));
                 pushed = true;
             }
             if pushed && st.owner != Owner::Task {

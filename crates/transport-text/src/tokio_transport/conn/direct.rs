@@ -11,13 +11,12 @@ use std::time::Duration;
 
 use newcache_transport::Error;
 use tokio::sync::{mpsc, oneshot};
-use tokio::time::Instant;
 
 use super::{
-    unasked, Conn, Failure, Fatal, Handle, Job, JobResult, Owner, Pending, Pumped, ReadSide,
-    ReplyTo, Settings, State,
+    unasked, Conn, Failure, Fatal, Handle, Job, JobResult, Owner, Pumped, ReadSide, ReplyTo,
+    Settings, State,
 };
-use crate::tokio_transport::steps::{AnswerList, Steps};
+use crate::tokio_transport::steps::Steps;
 
 impl Conn {
     /// The direct path's start: when the connection is idle, the job enters the FIFO, the
@@ -100,19 +99,9 @@ impl Conn {
                 return Start::NotSent;
             }
         }
-        let id = st.next_id;
-        st.next_id = st.next_id.wrapping_add(1);
-        st.busy_since = Instant::now();
-        st.period_jobs = st.period_jobs.saturating_add(1);
+        // The FIFO is empty (the connection is idle): the reply's wait starts now.
+        let id = st.enter(steps, ReplyTo::Caller);
         self.hints.idle.store(false, Ordering::Release);
-        st.fifo.push_back(Pending {
-            id,
-            answers: AnswerList::with_capacity(steps.len()),
-            steps,
-            next: 0,
-            reply: ReplyTo::Caller,
-            close_after: false,
-        });
         st.owner = Owner::Direct(id);
         st.direct_waker = Some(waker.clone());
         let counters = &self.settings.counters;
