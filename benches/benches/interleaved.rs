@@ -68,6 +68,21 @@ fn main() {
         })
     }
 
+    /// An async client's burst: one task on `rt` awaiting `op`'s futures one after another,
+    /// as a handler awaits them (a `block_on` per operation would cost what no task pays).
+    fn awaited<'a, F: std::future::Future>(
+        rt: &'a tokio::runtime::Runtime,
+        mut op: impl FnMut() -> F + 'a,
+    ) -> Run<'a> {
+        Box::new(move |n| {
+            rt.block_on(async {
+                for _ in 0..n {
+                    op().await;
+                }
+            });
+        })
+    }
+
     /// Times `rounds` rounds of every client's burst (`burst` operations) and returns, per
     /// client, the time per burst of every round, in round order.
     fn interleave(clients: &mut [(&str, Run<'_>)], rounds: usize, burst: usize) -> Vec<Vec<f64>> {
@@ -229,12 +244,8 @@ fn main() {
                 // here in the same rounds as the blocking `Cache`).
                 (
                     "newcache-async",
-                    Box::new(|n| {
-                        rt.block_on(async {
-                            for _ in 0..n {
-                                black_box(async_cache.get::<String>("hit").await.expect("get"));
-                            }
-                        });
+                    awaited(&rt, || async {
+                        black_box(async_cache.get::<String>("hit").await.expect("get"));
                     }),
                 ),
                 (
@@ -255,22 +266,14 @@ fn main() {
                 ),
                 (
                     "loopback-floor-mn-tokio",
-                    Box::new(|n| {
-                        rt.block_on(async {
-                            for _ in 0..n {
-                                clients::tokio_floor_round_trip(&tokio_floor).await;
-                            }
-                        });
+                    awaited(&rt, || async {
+                        clients::tokio_floor_round_trip(&tokio_floor).await;
                     }),
                 ),
                 (
                     "transport-tokio",
-                    Box::new(|n| {
-                        rt.block_on(async {
-                            for _ in 0..n {
-                                black_box(tokio_text.get(b"raw-hit").await.expect("get"));
-                            }
-                        });
+                    awaited(&rt, || async {
+                        black_box(tokio_text.get(b"raw-hit").await.expect("get"));
                     }),
                 ),
                 (
@@ -381,12 +384,8 @@ fn main() {
                 ),
                 (
                     "newcache-async",
-                    Box::new(|n| {
-                        rt.block_on(async {
-                            for _ in 0..n {
-                                clients::all_hundred(async_cache.get_many(&keys).await);
-                            }
-                        });
+                    awaited(&rt, || async {
+                        clients::all_hundred(async_cache.get_many(&keys).await);
                     }),
                 ),
                 (
@@ -397,12 +396,8 @@ fn main() {
                 ),
                 (
                     "newcache-async-identity",
-                    Box::new(|n| {
-                        rt.block_on(async {
-                            for _ in 0..n {
-                                clients::all_hundred(identity_async.get_many(&raw_names).await);
-                            }
-                        });
+                    awaited(&rt, || async {
+                        clients::all_hundred(identity_async.get_many(&raw_names).await);
                     }),
                 ),
                 (
@@ -413,12 +408,8 @@ fn main() {
                 ),
                 (
                     "transport-tokio",
-                    Box::new(|n| {
-                        rt.block_on(async {
-                            for _ in 0..n {
-                                black_box(tokio_text.get_many(&raw_refs).await.expect("get_many"));
-                            }
-                        });
+                    awaited(&rt, || async {
+                        black_box(tokio_text.get_many(&raw_refs).await.expect("get_many"));
                     }),
                 ),
                 (

@@ -119,7 +119,8 @@ fn main() {
         );
     }
     let start = Instant::now();
-    if mode == "agetl" || mode == "atgetl" {
+    let in_one_task = mode == "agetl" || mode == "atgetl";
+    if in_one_task {
         // Every get awaited in one task, as a service's handler awaits them, rather than
         // one `block_on` per get.
         rt.block_on(async {
@@ -138,7 +139,7 @@ fn main() {
             }
         });
     }
-    for _ in 0..if mode.ends_with('l') { 0 } else { calls } {
+    for _ in 0..if in_one_task { 0 } else { calls } {
         match mode.as_str() {
             "transport" => hundred(text.get_many(&wire)),
             "atransport" => hundred(rt.block_on(async_text.get_many(&wire))),
