@@ -647,20 +647,24 @@ fn classic_no_reply_reaches_another_request_when_trickled() {
     assert_eq!(tally.wrong, 0, "wrong answers: {:#?}", tally.examples);
 }
 
-/// Waits until the proxy has sent more than `sent` late duplicates: the one of the reply just
-/// read has then reached the client's connection. A fixed pause (40 ms against the proxy's
-/// 30 ms) lost that race on a loaded machine, and the duplicate met the next request in
-/// flight, which is another test's subject.
-fn await_late_duplicate(proxy: &FaultProxy, sent: u64) {
+/// Waits until the proxy's write of another late duplicate has returned (more than
+/// `written`), then a moment more: the duplicate of the reply just read is then in the
+/// client's socket. A fixed pause (40 ms against the proxy's 30 ms) lost that race on a
+/// loaded machine, and so did waiting on the count the proxy bumps just before its write
+/// (CI at ccc7d7e: the proxy's thread was preempted between the two, and the duplicate of
+/// `STORED` met the next get in flight, which is another test's subject). The extra
+/// 10 ms covers loopback delivery that the kernel defers to its softirq thread.
+fn await_late_duplicate(proxy: &FaultProxy, written: u64) {
     let deadline = Instant::now() + Duration::from_secs(10);
-    while proxy.counts().duplicated_later <= sent {
+    while proxy.counts().duplicated_later_written <= written {
         assert!(
             Instant::now() < deadline,
-            "no late duplicate sent in 10 s: {:?}",
+            "no late duplicate written in 10 s: {:?}",
             proxy.counts()
         );
         std::thread::sleep(Duration::from_millis(5));
     }
+    std::thread::sleep(Duration::from_millis(10));
 }
 
 #[test]
@@ -674,13 +678,13 @@ fn classic_late_duplicates_on_idle_connections_are_never_read() {
     for i in 0..40u32 {
         let key = format!("idle:{}", i % 4);
         let value = format!("value {i}");
-        let sent = proxy.counts().duplicated_later;
+        let sent = proxy.counts().duplicated_later_written;
         match t.store(&Store::set(key.as_bytes(), value.as_bytes(), i, 0)) {
             Ok(StoreStatus::Stored) => {}
             other => panic!("set: {other:?}"),
         }
         await_late_duplicate(&proxy, sent);
-        let sent = proxy.counts().duplicated_later;
+        let sent = proxy.counts().duplicated_later_written;
         match t.get(key.as_bytes()) {
             Ok(Some(item)) if item.value == value.as_bytes() => {}
             Ok(other) => {

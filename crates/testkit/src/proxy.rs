@@ -145,8 +145,12 @@ pub struct FaultCounts {
     pub chunks: u64,
     /// Chunks duplicated in the same write.
     pub duplicated_now: u64,
-    /// Late duplicates sent.
+    /// Late duplicates sent, counted just before their write (a client that has read one
+    /// finds it counted).
     pub duplicated_later: u64,
+    /// Late duplicates whose write has returned: the bytes are in the kernel, on their way
+    /// to the client's socket (a test that needs one to have arrived waits on this).
+    pub duplicated_later_written: u64,
     /// Older chunks sent again.
     pub replayed: u64,
     /// Garbage injections.
@@ -171,6 +175,7 @@ struct Counters {
     chunks: AtomicU64,
     duplicated_now: AtomicU64,
     duplicated_later: AtomicU64,
+    duplicated_later_written: AtomicU64,
     replayed: AtomicU64,
     garbage: AtomicU64,
     truncated: AtomicU64,
@@ -188,6 +193,7 @@ impl Counters {
             chunks: get(&self.chunks),
             duplicated_now: get(&self.duplicated_now),
             duplicated_later: get(&self.duplicated_later),
+            duplicated_later_written: get(&self.duplicated_later_written),
             replayed: get(&self.replayed),
             garbage: get(&self.garbage),
             truncated: get(&self.truncated),
@@ -385,6 +391,7 @@ fn relay(
                 if c.write_all(&bytes).is_err() {
                     return;
                 }
+                bump(&counters.duplicated_later_written);
             }
         });
     }
