@@ -1,5 +1,6 @@
 //! `cargo xtask bench`: the criterion and interleaved benches, the system-call counts under
-//! strace, the cost of metrics and tracing, then the report (docs/benchmarks.md).
+//! strace, the client's instructions under callgrind ([`instruction_counts`]), the cost of
+//! metrics and tracing, then the report (docs/benchmarks.md).
 
 #[allow(unused_imports)]
 use super::*;
@@ -18,6 +19,7 @@ pub(crate) fn bench(args: &[String]) -> Result<(), String> {
     run(bench_cargo(&["bench", "--no-run"]), "build the benches")?;
     eprintln!("xtask: built in {:.0} s", started.elapsed().as_secs_f64());
     let syscalls = syscall_counts(&target, &syscalls_helper, quick)?;
+    let instructions = instruction_counts(&target, &syscalls_helper, quick)?;
     let criterion_dir = PathBuf::from(format!("{target}/criterion"));
     if criterion_dir.exists() {
         // Old results (and old repetitions) must not mix with this run's.
@@ -100,6 +102,9 @@ pub(crate) fn bench(args: &[String]) -> Result<(), String> {
         .arg(&observe);
     if let Some(syscalls) = syscalls {
         report.arg("--syscalls").arg(syscalls);
+    }
+    if let Some(instructions) = instructions {
+        report.arg("--instructions").arg(instructions);
     }
     run(report, "report")?;
     eprintln!(
@@ -216,29 +221,7 @@ pub(crate) fn syscall_counts(
             return Ok(None);
         }
     }
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .map_err(|e| format!("no free port: {e}"))?;
-    let mut server = Command::new(which("memcached").ok_or("memcached not found")?);
-    server.args([
-        "-l",
-        "127.0.0.1",
-        "-p",
-        &port.to_string(),
-        "-U",
-        "0",
-        "-t",
-        "4",
-    ]);
-    if is_root() {
-        server.args(["-u", "root"]);
-    }
-    let mut server = server
-        .spawn()
-        .map_err(|e| format!("cannot start memcached: {e}"))?;
-    std::thread::sleep(std::time::Duration::from_millis(300));
-    let addr = format!("127.0.0.1:{port}");
+    let (mut server, addr) = helper_server()?;
     let trace = format!("{target}/strace.txt");
     let count = |client: &str, op: &str, n: u32| -> Result<Vec<(String, u64)>, String> {
         let status = Command::new("strace")
@@ -310,4 +293,32 @@ pub(crate) fn syscall_counts(
     result?;
     std::fs::write(&out, lines).map_err(|e| format!("{}: {e}", out.display()))?;
     Ok(Some(out))
+}
+
+/// A memcached for the measuring helpers (`syscalls` under strace or callgrind), started
+/// here and not traced: `-t 4`, on a free port of 127.0.0.1. Returns it and its address.
+pub(crate) fn helper_server() -> Result<(std::process::Child, String), String> {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .map_err(|e| format!("no free port: {e}"))?;
+    let mut server = Command::new(which("memcached").ok_or("memcached not found")?);
+    server.args([
+        "-l",
+        "127.0.0.1",
+        "-p",
+        &port.to_string(),
+        "-U",
+        "0",
+        "-t",
+        "4",
+    ]);
+    if is_root() {
+        server.args(["-u", "root"]);
+    }
+    let server = server
+        .spawn()
+        .map_err(|e| format!("cannot start memcached: {e}"))?;
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    Ok((server, format!("127.0.0.1:{port}")))
 }

@@ -31,6 +31,7 @@ use std::process::{Command, ExitCode};
 
 mod bench;
 mod fuzz;
+mod instructions;
 mod leakcheck;
 mod manifest;
 mod steps;
@@ -38,6 +39,7 @@ mod test;
 
 use bench::*;
 use fuzz::*;
+use instructions::*;
 use leakcheck::*;
 use steps::*;
 use test::*;

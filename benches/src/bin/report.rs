@@ -1,9 +1,9 @@
 //! Turns criterion's results into `docs/benchmarks.md` and `docs/benchmarks.svg`:
 //! `report <criterion dir> <docs dir> <command that measured> [--syscalls FILE]
-//! [--allocations FILE] [--interleaved FILE] [--async-concurrency FILE] [--observe FILE]`,
-//! the files written by `cargo xtask bench` (the `syscalls` helper under strace, the
-//! `allocations`, `interleaved` and `async_concurrency` benches, and the facade's `observe`
-//! bench).
+//! [--instructions FILE] [--allocations FILE] [--interleaved FILE] [--async-concurrency FILE]
+//! [--observe FILE]`, the files written by `cargo xtask bench` (the `syscalls` helper under
+//! strace and under callgrind, the `allocations`, `interleaved` and `async_concurrency`
+//! benches, and the facade's `observe` bench).
 
 use std::fmt::Write as _;
 use std::path::PathBuf;
@@ -11,6 +11,8 @@ use std::path::PathBuf;
 // Its modules are in a folder of their own: a file in src/bin/ would be a binary of its own.
 #[path = "report/async_concurrency.rs"]
 mod async_concurrency;
+#[path = "report/instructions.rs"]
+mod instructions;
 #[path = "report/machine.rs"]
 mod machine;
 #[path = "report/observe.rs"]
@@ -50,6 +52,7 @@ struct Args {
     docs: PathBuf,
     command: String,
     syscalls: Option<PathBuf>,
+    instructions: Option<PathBuf>,
     allocations: Option<PathBuf>,
     interleaved: Option<PathBuf>,
     async_concurrency: Option<PathBuf>,
@@ -59,7 +62,7 @@ struct Args {
 fn args() -> Args {
     let usage = || -> ! {
         eprintln!(
-            "usage: report <criterion dir> <docs dir> <command> [--syscalls FILE] [--allocations FILE] [--interleaved FILE] [--async-concurrency FILE] [--observe FILE]"
+            "usage: report <criterion dir> <docs dir> <command> [--syscalls FILE] [--instructions FILE] [--allocations FILE] [--interleaved FILE] [--async-concurrency FILE] [--observe FILE]"
         );
         std::process::exit(2)
     };
@@ -72,6 +75,7 @@ fn args() -> Args {
         docs: docs.into(),
         command,
         syscalls: None,
+        instructions: None,
         allocations: None,
         interleaved: None,
         async_concurrency: None,
@@ -86,6 +90,7 @@ fn args() -> Args {
         let Some(file) = it.next() else { usage() };
         match flag.as_str() {
             "--syscalls" => args.syscalls = Some(file.into()),
+            "--instructions" => args.instructions = Some(file.into()),
             "--allocations" => args.allocations = Some(file.into()),
             "--interleaved" => args.interleaved = Some(file.into()),
             "--async-concurrency" => args.async_concurrency = Some(file.into()),
@@ -206,6 +211,13 @@ fn main() {
     allocations_section(&mut r, &allocations);
     if let Some(text) = &syscalls {
         syscalls_section(&mut r, text);
+    }
+    if let Some(text) = args
+        .instructions
+        .as_deref()
+        .and_then(|p| std::fs::read_to_string(p).ok())
+    {
+        instructions::section(&mut r, &text);
     }
 
     let _ = writeln!(r.md, "## Micro-benchmarks\n");

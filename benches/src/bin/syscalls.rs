@@ -3,7 +3,9 @@
 //! `n` = 0 and `n` = N and divides the difference by N: system calls per operation, with
 //! setup and warm-up subtracted.
 //!
-//! Clients: `newcache-text` (the facade), `transport-text` (no facade),
+//! Clients: `newcache-text` (the facade), `newcache-text-identity` (the facade with a key
+//! function that returns the key as it is: the wire keys are the transport's and the raw
+//! clients'), `transport-text` (no facade),
 //! `libmemcached-sys-text`, `libmemcached-sys-binary` (bare C calls through `libmemcached-sys`,
 //! feature `binary`), `memcache-crate-ascii`, `memcache-crate-binary`.
 //! Ops: `get` (a hit of 100 bytes), `set` (100 bytes), `get_many` (100 keys).
@@ -31,9 +33,13 @@ fn main() {
     let value = vec![b'x'; 100];
     let keys: Vec<String> = (0..100).map(|i| format!("sys-many-{i}")).collect();
     let mut run: Box<dyn FnMut(&str)> = match client.as_str() {
-        "newcache-text" => {
-            let cache = newcache::Cache::from_url(&format!("newcache://{addr}/?transport=text"))
-                .expect("cache");
+        "newcache-text" | "newcache-text-identity" => {
+            let cache = if client == "newcache-text" {
+                newcache::Cache::from_url(&format!("newcache://{addr}/?transport=text"))
+            } else {
+                newcache_benches::clients::identity_keys(addr).build()
+            }
+            .expect("cache");
             let v = String::from_utf8(value.clone()).expect("utf8");
             for k in keys.iter().chain([&"sys-hit".to_string()]) {
                 cache
