@@ -259,9 +259,9 @@ impl Model {
 
     /// A multi-get of 110 keys made during the call (`Transport::get_many_made`): each of
     /// the thread's keys named [`NAMED`] times, then [`ABSENT`] never written. On one server
-    /// it goes out in two parts, the first sent before the second's keys are made (in meta,
-    /// the first opened by a tagged `mg`, the second closed by one). What it hands over is
-    /// checked when the call succeeds; a failed call's items are the caller's to drop.
+    /// it goes out whole once every key is made (in meta, closed by a tagged `mg`). What it
+    /// hands over is checked when the call succeeds; a failed call's items are the caller's
+    /// to drop.
     fn get_many_made(&mut self, t: &dyn Transport, tally: &mut Tally) {
         let mut keys: Vec<Vec<u8>> = Vec::new();
         for _ in 0..NAMED {

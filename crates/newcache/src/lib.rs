@@ -263,13 +263,10 @@ impl Cache {
     /// there but cannot be decoded is left out of it and listed in [`GetMany::failed`] with
     /// its error, so the others still arrive. A failure of the servers fails the call.
     ///
-    /// With the hashed key function (the default), the keys are hashed as the transport asks
-    /// for them ([`Transport::get_many_made`]): the text transport sends 64 keys or more for
-    /// one server in two halves, the second hashed while memcached answers the first, and
-    /// the first half's values are decoded while memcached answers the second. With
-    /// another key function every key is made and checked first, so a key memcached cannot
-    /// take sends nothing, and the request goes out whole (nothing is left to hash while
-    /// memcached answers).
+    /// The keys are made as the transport asks for them ([`Transport::get_many_made`]); the
+    /// text transport makes (and checks) every key first, so a key memcached cannot take
+    /// sends nothing, then sends one request per server, and the returned map's keys are
+    /// copied and indexed while memcached answers.
     pub fn get_many<K, T>(&self, keys: &[K]) -> Result<GetMany<T>>
     where
         K: AsRef<str>,

@@ -13,9 +13,10 @@ thread_local! {
     /// The last multi-get's key buffers on this thread, for its next one. Made anew, the
     /// buffer was the call's first large allocation, before its first key went out, and with
     /// glibc's allocator it paid there for consolidating what the last call's result freed:
-    /// kept, the first half of a hashed multi-get went out sooner (the text `Cache` over the
-    /// text transport alone, `get_many_100` of the interleaved bench, eight alternating runs
-    /// each: median 0.86x, from 0.83x to 0.91x, against median 0.83x, from 0.82x to 0.89x).
+    /// kept, a hashed multi-get went out sooner (measured when the text transport sent it in
+    /// two halves, the first as soon as its keys were made: the text `Cache` over the text
+    /// transport alone, `get_many_100` of the interleaved bench, eight alternating runs each:
+    /// median 0.86x, from 0.83x to 0.91x, against median 0.83x, from 0.82x to 0.89x).
     static SPARE: Cell<Option<(Vec<u8>, Vec<usize>)>> = const { Cell::new(None) };
 }
 

@@ -575,11 +575,6 @@ impl RoundLimit {
         end
     }
 
-    /// The most request bytes of one round.
-    pub(crate) fn request_bytes(&self) -> usize {
-        self.bytes
-    }
-
     /// True when a batch of these request costs fits one round.
     pub(crate) fn fits(&self, costs: impl Iterator<Item = usize>) -> bool {
         let mut count = 0usize;

@@ -247,32 +247,6 @@ pub(crate) fn encode_multi_get<'k>(
     })
 }
 
-/// Appends a multi-get of `keys` opened, not closed, by the tagged `mg` of its first key on
-/// a meta connection (`mg <first> k O<n>`, then `gets <key>...`): the first of a multi-get's
-/// two parts ([`crate::made`]), whose second part ends with the closing `mg`. memcached
-/// writes this part's reply (the tag, then the `VALUE` block) at once, so the part costs
-/// the server one write where a closed part costs it two; and the tag, which no earlier
-/// reply carries, is read before the block, so bytes that are not this request's reply (a
-/// duplicate, an older reply) cannot stand before it. Bytes put inside the block are caught
-/// by the closing `mg` of the second part, which they push out of its place. Returns the
-/// opening token and key.
-pub(crate) fn encode_opened_multi_get<'k>(
-    conn: &mut Conn,
-    keys: impl Iterator<Item = &'k [u8]>,
-) -> Option<(u32, &'k [u8])> {
-    let mut keys = keys.peekable();
-    let opener = match (conn.wire, keys.peek().copied()) {
-        (Wire::Meta, Some(first)) => {
-            let opaque = conn.next_opaque();
-            meta::encode_marker(&mut conn.wbuf, first, opaque);
-            Some((opaque, first))
-        }
-        _ => None,
-    };
-    encode_multi_get_into(&mut conn.wbuf, Wire::Classic, keys, || 0);
-    opener
-}
-
 /// [`encode_multi_get`] into any buffer, in `wire`, the closing `mg` tagged with the token
 /// `next_opaque` gives (called once, in meta only).
 pub(crate) fn encode_multi_get_into<'k>(

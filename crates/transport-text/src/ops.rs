@@ -76,11 +76,10 @@ impl Transport for TextTransport {
         self.get_many_then(keys, &|| {})
     }
 
-    /// On a cluster of one server, a multi-get of many keys goes out in parts, each sent as
-    /// soon as its keys are made, and each part's items are handed over as soon as its reply
-    /// is read (see the crate's `made` module).
+    /// Every key made, then the multi-get sent whole; on a cluster of one server, read from
+    /// the made keys themselves (see the crate's `made` module for why not in parts).
     fn get_many_made(&self, keys: &mut dyn MadeKeys, found: &mut Found<'_>) -> Result<()> {
-        self.get_many_in_parts(keys, found)
+        self.get_many_made_whole(keys, found)
     }
 
     /// A value over `item_size_limit` is refused before it is sent; for a `set`, one

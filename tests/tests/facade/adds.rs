@@ -259,9 +259,9 @@ fn bad_keys_send_nothing() {
     assert!(msg.contains("two words") && msg.contains("space"), "{msg}");
 }
 
-/// The hashed key function's keys are made while the first are sent (a `get_many` of many
-/// keys goes out in parts): a flavor that makes every key invalid still sends nothing, and
-/// hits, misses and values of a large `get_many` come back as they are stored.
+/// The hashed key function's keys are made as the transport asks for them
+/// (`Transport::get_many_made`): a flavor that makes every key invalid still sends nothing,
+/// and hits, misses and values of a large `get_many` come back as they are stored.
 #[test]
 fn a_large_get_many_with_hashed_keys_reads_right_and_a_bad_flavor_sends_nothing() {
     let e = env("");
