@@ -218,21 +218,25 @@ pub(crate) fn syscall_counts(
     quick: bool,
 ) -> Result<Option<PathBuf>, String> {
     let out = PathBuf::from(format!("{target}/syscalls.tsv"));
-    if !on_path("strace") {
-        if is_root() && on_path("apt-get") {
-            apt_install(&["strace"])?;
-        } else {
-            eprintln!("xtask: strace not found; the report will have no system call counts");
-            return Ok(None);
-        }
+    if !have_tool("strace", "system call counts")? {
+        return Ok(None);
     }
-    let (mut server, addr) = helper_server()?;
+    with_helper_server(|addr| {
+        let lines = count_syscalls(target, helper, addr, quick)?;
+        std::fs::write(&out, lines).map_err(|e| format!("{}: {e}", out.display()))
+    })?;
+    Ok(Some(out))
+}
+
+/// The lines of `target/syscalls.tsv`: every client and operation under strace, against
+/// the memcached at `addr`.
+fn count_syscalls(target: &str, helper: &Path, addr: &str, quick: bool) -> Result<String, String> {
     let trace = format!("{target}/strace.txt");
     let count = |client: &str, op: &str, n: u32| -> Result<Vec<(String, u64)>, String> {
         let status = Command::new("strace")
             .args(["-c", "-f", "-o", &trace])
             .arg(helper)
-            .args([addr.as_str(), client, op])
+            .args([addr, client, op])
             .arg(n.to_string())
             .stdout(std::process::Stdio::null())
             .status()
@@ -264,40 +268,59 @@ pub(crate) fn syscall_counts(
         .flat_map(|client| SYSCALL_OPS.iter().map(|op| (*client, op.to_string(), n)))
         .chain(concurrent)
         .collect();
-    let result = (|| {
-        for (client, op, n) in pairs {
-            let op = op.as_str();
-            let base = count(client, op, 0)?;
-            let with = count(client, op, n)?;
-            let mut per_op: Vec<(String, f64)> = with
-                .iter()
-                .map(|(name, calls)| {
-                    let before = base.iter().find(|(b, _)| b == name).map_or(0, |b| b.1);
-                    (
-                        name.clone(),
-                        calls.saturating_sub(before) as f64 / f64::from(n),
-                    )
-                })
-                .filter(|(_, per)| *per >= 0.005)
-                .collect();
-            per_op.sort_by(|a, b| b.1.total_cmp(&a.1));
-            let total: f64 = per_op.iter().map(|p| p.1).sum();
-            let which: Vec<String> = per_op
-                .iter()
-                .map(|(name, per)| format!("{name} {per:.2}"))
-                .collect();
-            lines.push_str(&format!(
-                "{client}\t{op}\t{total:.2}\t{}\n",
-                which.join(", ")
-            ));
-        }
-        Ok::<(), String>(())
-    })();
+    for (client, op, n) in pairs {
+        let op = op.as_str();
+        let base = count(client, op, 0)?;
+        let with = count(client, op, n)?;
+        let mut per_op: Vec<(String, f64)> = with
+            .iter()
+            .map(|(name, calls)| {
+                let before = base.iter().find(|(b, _)| b == name).map_or(0, |b| b.1);
+                (
+                    name.clone(),
+                    calls.saturating_sub(before) as f64 / f64::from(n),
+                )
+            })
+            .filter(|(_, per)| *per >= 0.005)
+            .collect();
+        per_op.sort_by(|a, b| b.1.total_cmp(&a.1));
+        let total: f64 = per_op.iter().map(|p| p.1).sum();
+        let which: Vec<String> = per_op
+            .iter()
+            .map(|(name, per)| format!("{name} {per:.2}"))
+            .collect();
+        lines.push_str(&format!(
+            "{client}\t{op}\t{total:.2}\t{}\n",
+            which.join(", ")
+        ));
+    }
+    Ok(lines)
+}
+
+/// True when `bin` is on the PATH, after installing its Debian package (of the same name)
+/// when root; else says on stderr that the report will have no `what`.
+pub(crate) fn have_tool(bin: &str, what: &str) -> Result<bool, String> {
+    if on_path(bin) {
+        return Ok(true);
+    }
+    if is_root() && on_path("apt-get") {
+        apt_install(&[bin])?;
+        return Ok(true);
+    }
+    eprintln!("xtask: {bin} not found; the report will have no {what}");
+    Ok(false)
+}
+
+/// Runs `measure` with the address of a memcached started for it ([`helper_server`]), then
+/// stops that memcached, whatever `measure` returned.
+pub(crate) fn with_helper_server<T>(
+    measure: impl FnOnce(&str) -> Result<T, String>,
+) -> Result<T, String> {
+    let (mut server, addr) = helper_server()?;
+    let result = measure(&addr);
     let _ = server.kill();
     let _ = server.wait();
-    result?;
-    std::fs::write(&out, lines).map_err(|e| format!("{}: {e}", out.display()))?;
-    Ok(Some(out))
+    result
 }
 
 /// A memcached for the measuring helpers (`syscalls` under strace or callgrind), started

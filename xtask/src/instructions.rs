@@ -38,20 +38,24 @@ pub(crate) fn instruction_counts(
     quick: bool,
 ) -> Result<Option<PathBuf>, String> {
     let out = PathBuf::from(format!("{target}/instructions.tsv"));
-    if !on_path("valgrind") {
-        if is_root() && on_path("apt-get") {
-            apt_install(&["valgrind"])?;
-        } else {
-            eprintln!("xtask: valgrind not found; the report will have no instruction counts");
-            return Ok(None);
-        }
+    if !have_tool("valgrind", "instruction counts")? {
+        return Ok(None);
     }
-    let (mut server, addr) = helper_server()?;
+    with_helper_server(|addr| {
+        let lines = count_instructions(helper, addr, quick)?;
+        std::fs::write(&out, lines).map_err(|e| format!("{}: {e}", out.display()))
+    })?;
+    Ok(Some(out))
+}
+
+/// The lines of `target/instructions.tsv`: every client and operation under callgrind,
+/// against the memcached at `addr`.
+fn count_instructions(helper: &Path, addr: &str, quick: bool) -> Result<String, String> {
     let count = |client: &str, op: &str, n: u32| -> Result<u64, String> {
         let run = Command::new("valgrind")
             .args(["--tool=callgrind", "--callgrind-out-file=/dev/null"])
             .arg(helper)
-            .args([addr.as_str(), client, op])
+            .args([addr, client, op])
             .arg(n.to_string())
             .stdout(std::process::Stdio::null())
             .output()
@@ -74,23 +78,16 @@ pub(crate) fn instruction_counts(
         (_, false) => 1000,
     };
     let mut lines = String::from("#client\top\tinstructions per op\n");
-    let result = (|| {
-        for client in INSTRUCTION_CLIENTS {
-            for op in SYSCALL_OPS {
-                let n = n(op);
-                let base = count(client, op, 0)?;
-                let with = count(client, op, n)?;
-                let per = with.saturating_sub(base) / u64::from(n);
-                lines.push_str(&format!("{client}\t{op}\t{per}\n"));
-            }
+    for client in INSTRUCTION_CLIENTS {
+        for op in SYSCALL_OPS {
+            let n = n(op);
+            let base = count(client, op, 0)?;
+            let with = count(client, op, n)?;
+            let per = with.saturating_sub(base) / u64::from(n);
+            lines.push_str(&format!("{client}\t{op}\t{per}\n"));
         }
-        Ok::<(), String>(())
-    })();
-    let _ = server.kill();
-    let _ = server.wait();
-    result?;
-    std::fs::write(&out, lines).map_err(|e| format!("{}: {e}", out.display()))?;
-    Ok(Some(out))
+    }
+    Ok(lines)
 }
 
 #[cfg(test)]
