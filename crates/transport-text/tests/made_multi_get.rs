@@ -75,7 +75,7 @@ fn relay(upstream: SocketAddr) -> (String, Arc<Mutex<Tap>>) {
 /// memcached behind a relay, a meta transport over the relay, and 100 keys holding values
 /// (`v:<key>`) written through it.
 fn setup() -> (Memcached, Arc<Mutex<Tap>>, TextTransport, Vec<Vec<u8>>) {
-    setup_keys((0..100).map(|i| format!("half:{i}").into_bytes()).collect())
+    setup_keys((0..100).map(|i| format!("made:{i}").into_bytes()).collect())
 }
 
 /// [`setup`] with these keys.
@@ -150,7 +150,7 @@ fn a_made_multi_get_goes_out_whole_closed_by_the_tag_of_its_last_key() {
         "one gets of every key"
     );
     assert!(
-        requests[1].starts_with("mg half:99 k O"),
+        requests[1].starts_with("mg made:99 k O"),
         "closed by the tagged mg of its last key: {}",
         requests[1]
     );
@@ -184,13 +184,13 @@ fn a_multi_get_whose_keys_are_all_made_before_the_call_goes_out_whole() {
         "one gets and its closing tag: {requests:#?}"
     );
     assert!(
-        requests[0].starts_with("gets half:0 half:1 "),
+        requests[0].starts_with("gets made:0 made:1 "),
         "{}",
         requests[0]
     );
-    assert!(requests[0].ends_with(" half:99"), "{}", requests[0]);
+    assert!(requests[0].ends_with(" made:99"), "{}", requests[0]);
     assert!(
-        requests[1].starts_with("mg half:99 k O"),
+        requests[1].starts_with("mg made:99 k O"),
         "closed by the tagged mg of its last key: {}",
         requests[1]
     );
@@ -201,7 +201,7 @@ fn bytes_before_the_reply_fail_the_call_before_anything_is_handed_over() {
     let (_server, tap, t, keys) = setup();
     // An older answer for some of the keys (what a duplicated reply would be), in front of
     // memcached's reply.
-    let stale = b"VALUE half:0 0 5 1\r\nstale\r\nVALUE half:1 0 5 2\r\nstale\r\nEND\r\n";
+    let stale = b"VALUE made:0 0 5 1\r\nstale\r\nVALUE made:1 0 5 2\r\nstale\r\nEND\r\n";
     tap.lock().unwrap().inject = Some(stale.to_vec());
     let (outcome, got) = made_get(&t, &keys);
     assert!(
