@@ -16,12 +16,12 @@
 //! - `get_many` of 100: `transport`, `cache`, `ordered` (`get_many_ordered`) (blocking); `atransport`, `async` (tokio);
 //!   with the default (hashing) key function: `hcache`, `hordered` (`get_many_ordered`),
 //!   `hasync` (the `AsyncCache`), `hatransport` (the async transport on its wire keys), and
-//!   `htransport` (the transport reading that cache's wire keys); raw libmemcached's text
-//!   `memcached_mget` + `memcached_fetch_result` (the interleaved bench's
-//!   `libmemcached-sys-text`, no value copied out): `raw` (the short keys), `hraw` (the
-//!   hashed wire keys);
-//! - get hit: `tget`, `cget` (blocking), `rget` (raw libmemcached's text `memcached_get`,
-//!   the value left in its buffer, freed); `atget`, `aget` (tokio, one `block_on` per get);
+//!   `htransport` (the transport reading that cache's wire keys); with feature `binary`, raw
+//!   libmemcached's text `memcached_mget` + `memcached_fetch_result` (the interleaved
+//!   bench's `libmemcached-sys-text`, no value copied out): `raw` (the short keys), `hraw`
+//!   (the hashed wire keys);
+//! - get hit: `tget`, `cget` (blocking), `rget` (feature `binary`: raw libmemcached's text
+//!   `memcached_get`, the value it allocates freed); `atget`, `aget` (tokio, one `block_on` per get);
 //!   `atgetl`, `agetl` (tokio, every get awaited in one task, as a handler awaits them);
 //! - set+get of 100 KB: `bigs` (the default cache, a `String`), `bigv` (a `Vec<u8>`),
 //!   `bigt` (the transport alone, the same bytes and flags under a key of the same length);
@@ -78,12 +78,16 @@ fn main() {
         .map(|k| hashed.wire_key(k).expect("wire key"))
         .collect();
     let hashed_refs: Vec<&[u8]> = hashed_wire.iter().map(Vec::as_slice).collect();
+    // Raw libmemcached's text handle and its key arrays (feature `binary`).
+    #[cfg(feature = "binary")]
     let bare = clients::bare_libmemcached(&addr);
+    #[cfg(feature = "binary")]
     let bare_text = bare
         .iter()
         .find(|(n, _)| *n == "libmemcached-sys-text")
         .map(|(_, h)| h)
         .expect("raw libmemcached text");
+    #[cfg(feature = "binary")]
     let (raw_keys, raw_hashed) = (
         newcache_transport_binary::bare::Keys::new(&keys),
         newcache_transport_binary::bare::Keys::new(&hashed_wire),
@@ -165,10 +169,12 @@ fn main() {
             "async" => clients::all_hundred(rt.block_on(async_cache.get_many(&keys))),
             "hasync" => clients::all_hundred(rt.block_on(hashed_async.get_many(&many))),
             "hatransport" => hundred(rt.block_on(async_text.get_many(&hashed_refs))),
+            #[cfg(feature = "binary")]
             "raw" => all(
                 bare_text.borrow_mut().get_many(&raw_keys).expect("mget").0,
                 100,
             ),
+            #[cfg(feature = "binary")]
             "hraw" => all(
                 bare_text
                     .borrow_mut()
@@ -177,6 +183,7 @@ fn main() {
                     .0,
                 100,
             ),
+            #[cfg(feature = "binary")]
             "rget" => all(
                 bare_text
                     .borrow_mut()
