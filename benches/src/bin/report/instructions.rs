@@ -4,14 +4,8 @@
 use std::fmt::Write as _;
 
 use super::results::Report;
+use super::sections::{op_cell, OP_COLUMNS as OPS};
 use super::BASELINE;
-
-/// The operations, in the table's column order, with their headings.
-const OPS: [(&str, &str); 3] = [
-    ("get", "get hit"),
-    ("set", "set 100 B"),
-    ("get_many", "get_many of 100"),
-];
 
 /// Instructions per operation by client, in the file's order: `client<TAB>op<TAB>count`.
 fn parse(tsv: &str) -> Vec<(String, [Option<u64>; 3])> {
@@ -20,17 +14,10 @@ fn parse(tsv: &str) -> Vec<(String, [Option<u64>; 3])> {
         let [client, op, count] = line.split('\t').collect::<Vec<_>>()[..] else {
             continue;
         };
-        let (Some(col), Ok(count)) = (OPS.iter().position(|(o, _)| *o == op), count.parse()) else {
+        let Ok(count) = count.parse() else {
             continue;
         };
-        let at = match rows.iter().position(|(c, _)| c == client) {
-            Some(at) => at,
-            None => {
-                rows.push((client.to_string(), [None; 3]));
-                rows.len() - 1
-            }
-        };
-        if let Some(cell) = rows.get_mut(at).and_then(|(_, cells)| cells.get_mut(col)) {
+        if let Some(cell) = op_cell(&mut rows, client, op) {
             *cell = Some(count);
         }
     }

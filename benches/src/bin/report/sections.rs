@@ -311,10 +311,38 @@ pub(super) fn allocations_section(r: &mut Report, tsv: &str) {
     );
 }
 
+/// The operations the `syscalls` helper measures, in the per-operation tables' column order,
+/// with their headings (*System calls per operation*, *Client instructions per operation*).
+pub(super) const OP_COLUMNS: [(&str, &str); 3] = [
+    ("get", "get hit"),
+    ("set", "set 100 B"),
+    ("get_many", "get_many of 100"),
+];
+
+/// `client`'s cell for `op` in a per-operation table whose rows are in the order their
+/// clients first came (a row added for a new client); `None` for an operation that is not
+/// one of [`OP_COLUMNS`].
+pub(super) fn op_cell<'t, C: Default>(
+    table: &'t mut Vec<(String, [C; 3])>,
+    client: &str,
+    op: &str,
+) -> Option<&'t mut C> {
+    let col = OP_COLUMNS.iter().position(|(o, _)| *o == op)?;
+    let at = match table.iter().position(|(c, _)| c == client) {
+        Some(at) => at,
+        None => {
+            table.push((client.to_string(), Default::default()));
+            table.len() - 1
+        }
+    };
+    table.get_mut(at)?.1.get_mut(col)
+}
+
 /// System calls per operation (the `syscalls` helper under `strace -c -f`).
 pub(super) fn syscalls_section(r: &mut Report, tsv: &str) {
     let mut ops = 200;
-    let mut table: Vec<(String, [String; 3], [String; 3])> = Vec::new();
+    // Per client and operation: the calls in all, and which.
+    let mut table: Vec<(String, [(String, String); 3])> = Vec::new();
     for line in tsv.lines() {
         let f: Vec<&str> = line.split('\t').collect();
         if let ["#ops", n] = f.as_slice() {
@@ -329,21 +357,8 @@ pub(super) fn syscalls_section(r: &mut Report, tsv: &str) {
             continue;
         }
         let which = rest.first().copied().unwrap_or_default();
-        let col = match *op {
-            "get" => 0,
-            "set" => 1,
-            _ => 2,
-        };
-        let at = match table.iter().position(|(c, _, _)| c == client) {
-            Some(at) => at,
-            None => {
-                table.push((client.to_string(), Default::default(), Default::default()));
-                table.len() - 1
-            }
-        };
-        if let Some((_, totals, names)) = table.get_mut(at) {
-            totals[col] = total.to_string();
-            names[col] = which.to_string();
+        if let Some(cell) = op_cell(&mut table, client, op) {
+            *cell = (total.to_string(), which.to_string());
         }
     }
     if table.is_empty() {
@@ -353,14 +368,14 @@ pub(super) fn syscalls_section(r: &mut Report, tsv: &str) {
         r.md,
         "## System calls per operation\n\n`strace -c -f` of the `syscalls` helper (`benches/src/bin/syscalls.rs`) doing {ops} operations, minus a run doing none (setup and one warm-up call subtracted), divided by {ops}; the server is not traced. get: a hit of 100 bytes; set: 100 bytes; get_many: 100 keys, all hits.\n\n| client | get hit | set 100 B | get_many of 100 |\n|---|---|---|---|"
     );
-    for (client, [g, s, m], _) in &table {
+    for (client, [(g, _), (s, _), (m, _)]) in &table {
         let _ = writeln!(r.md, "| {client} | {g} | {s} | {m} |");
     }
     let _ = writeln!(
         r.md,
         "\nWhich calls, per operation:\n\n| client | get hit | set 100 B | get_many of 100 |\n|---|---|---|---|"
     );
-    for (client, _, [g, s, m]) in &table {
+    for (client, [(_, g), (_, s), (_, m)]) in &table {
         let _ = writeln!(r.md, "| {client} | {g} | {s} | {m} |");
     }
     let _ = writeln!(r.md);
