@@ -1,7 +1,7 @@
 //! Multi-gets: one `gets` (closed by a tagged `mg` on meta connections) or, for a few keys
 //! on meta, one tagged `mg` per key; and the fast path for a cluster of one server.
 
-use newcache_transport::{check_key, made_key, Item, MadeKeys, Result};
+use newcache_transport::{check_key, Item, Result};
 
 use crate::batch::{RoundLimit, KEY_OVERHEAD};
 use crate::command::{Cmd, Mismatch, Outcome, Wire};
@@ -20,13 +20,13 @@ impl TextTransport {
     /// nothing.
     pub(crate) fn get_many_on_one_server(
         &self,
-        keys: &dyn MadeKeys,
+        keys: &[&[u8]],
         sent: &dyn Fn(),
     ) -> Result<Vec<Option<Item>>> {
-        for i in 0..keys.count() {
-            check_key(made_key(keys, i)?)?;
+        for key in keys {
+            check_key(key)?;
         }
-        if keys.count() == 0 {
+        if keys.is_empty() {
             return Ok(Vec::new());
         }
         self.on_one_server(|server, conn, head| {
@@ -36,9 +36,8 @@ impl TextTransport {
 
     /// True when a multi-get of `keys` is one request to the cluster's one server: within
     /// one round's request bytes ([`RoundLimit::VALUES`]).
-    pub(crate) fn one_request(&self, keys: &dyn MadeKeys) -> bool {
-        self.servers.len() == 1
-            && RoundLimit::VALUES.fits((0..keys.count()).map(|i| keys.key(i).map_or(0, get_cost)))
+    pub(crate) fn one_request(&self, keys: &[&[u8]]) -> bool {
+        self.servers.len() == 1 && RoundLimit::VALUES.fits(keys.iter().map(|k| get_cost(k)))
     }
 
     /// Runs `exchange` over a connection to the cluster's one server (index 0): the server
@@ -72,13 +71,13 @@ impl TextTransport {
         &self,
         server: &Server,
         mut conn: Conn,
-        keys: &dyn MadeKeys,
+        keys: &[&[u8]],
         head: &mut Head,
         sent: &dyn Fn(),
     ) -> Result<Vec<Option<Item>>> {
-        let n = keys.count();
-        let key_at = |m: usize| keys.key(m);
-        let each_key = || (0..n).map(|m| key_at(m).unwrap_or_default());
+        let n = keys.len();
+        let key_at = |m: usize| keys.get(m).copied();
+        let each_key = || keys.iter().copied();
         conn.wbuf.clear();
         if gets_per_key(conn.wire, n) {
             let first = conn.opaque;

@@ -2,8 +2,8 @@
 //! of the other modules.
 
 use newcache_transport::{
-    check_key, Error, Found, Item, MadeKeys, MetaItem, Premade, Result, ServerStats, Store,
-    StoreMode, StoreStatus, Transport,
+    check_key, Error, Found, Item, MadeKeys, MetaItem, Result, ServerStats, Store, StoreMode,
+    StoreStatus, Transport,
 };
 
 use crate::batch::{Answer, Batch, RoundLimit};
@@ -30,9 +30,8 @@ impl TextTransport {
         keys: &[&[u8]],
         sent: &dyn Fn(),
     ) -> Result<Vec<Option<Item>>> {
-        let listed = Premade::made(keys);
-        if self.one_request(&listed) {
-            return self.get_many_on_one_server(&listed, sent);
+        if self.one_request(keys) {
+            return self.get_many_on_one_server(keys, sent);
         }
         let groups = self.keys_by_server(keys)?;
         let mut out = vec![None; keys.len()];
@@ -76,8 +75,8 @@ impl Transport for TextTransport {
         self.get_many_then(keys, &|| {})
     }
 
-    /// Every key made, then the multi-get sent whole; on a cluster of one server, read from
-    /// the made keys themselves (see the crate's `made` module for why not in parts).
+    /// Every key made, then the multi-get of them sent whole (see the crate's `made` module
+    /// for why not in parts, and why as a list of the made keys).
     fn get_many_made(&self, keys: &mut dyn MadeKeys, found: &mut Found<'_>) -> Result<()> {
         self.get_many_made_whole(keys, found)
     }
