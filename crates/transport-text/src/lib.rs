@@ -260,6 +260,16 @@ pub(crate) fn group_by_server<'k>(
     key_of: impl Fn(usize) -> Option<&'k [u8]>,
     place: impl Fn(&[u8]) -> Result<usize>,
 ) -> Result<Vec<(usize, Vec<usize>)>> {
+    if servers == 1 {
+        // One server holds every key: nothing to place (a placement of one server is 0).
+        let mut members = Vec::with_capacity(count);
+        members.extend((0..count).filter(|&i| key_of(i).is_some()));
+        return Ok(if members.is_empty() {
+            Vec::new()
+        } else {
+            vec![(0, members)]
+        });
+    }
     let mut groups: Vec<(usize, Vec<usize>)> = Vec::new();
     for i in 0..count {
         let Some(key) = key_of(i) else { continue };
@@ -363,6 +373,25 @@ mod tests {
     use newcache_transport::Error;
 
     use super::*;
+
+    #[test]
+    fn keys_are_grouped_by_server_in_order_of_first_appearance() {
+        let keys: [Option<&[u8]>; 5] = [Some(b"a"), None, Some(b"bb"), Some(b"c"), Some(b"dd")];
+        let key_of = |i: usize| keys.get(i).copied().flatten();
+        // Placed by length: two servers.
+        let by_length = |key: &[u8]| Ok(key.len() % 2);
+        let groups = group_by_server(keys.len(), 2, key_of, by_length).unwrap();
+        assert_eq!(groups, [(1, vec![0, 3]), (0, vec![2, 4])]);
+        // One server holds every key, without asking the placement.
+        let never = |_: &[u8]| -> Result<usize> { panic!("one server is not placed") };
+        let groups = group_by_server(keys.len(), 1, key_of, never).unwrap();
+        assert_eq!(groups, [(0, vec![0, 2, 3, 4])]);
+        assert!(group_by_server(1, 1, |_| None, never).unwrap().is_empty());
+        assert!(group_by_server(0, 2, key_of, by_length).unwrap().is_empty());
+        // A placement's error is the grouping's.
+        let down = |_: &[u8]| -> Result<usize> { Err(Error::NoServers) };
+        assert!(group_by_server(keys.len(), 2, key_of, down).is_err());
+    }
 
     #[test]
     fn server_entries_are_normalised_and_bad_ones_refused() {
