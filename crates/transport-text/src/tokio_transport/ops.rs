@@ -3,6 +3,8 @@
 //! over the item size limit deleting its key, reads of a failed server's keys as misses in
 //! multi-gets).
 
+use std::borrow::Cow;
+
 use newcache_transport::{
     check_exptime, check_key, AsyncTransport, BoxFuture, Error, Item, MetaItem, Result,
     ServerStats, Store, StoreMode, StoreStatus,
@@ -161,8 +163,15 @@ impl TokioTextTransport {
             .iter()
             .map(|(index, members)| {
                 let label = self.label(*index);
-                let mut asked: Vec<&[u8]> = Vec::with_capacity(members.len());
-                asked.extend(members.iter().filter_map(|&i| keys.get(i).copied()));
+                // A server asked for every key (the only one) is asked for `keys` as they
+                // are: its members are all of them, in order.
+                let asked: Cow<'_, [&[u8]]> = if members.len() == keys.len() {
+                    Cow::Borrowed(keys)
+                } else {
+                    let mut asked = Vec::with_capacity(members.len());
+                    asked.extend(members.iter().filter_map(|&i| keys.get(i).copied()));
+                    Cow::Owned(asked)
+                };
                 let build: Box<Build<'_>> =
                     Box::new(move |h: &super::Handle| plan_gets(label, h, &asked));
                 (*index, build)
