@@ -4,13 +4,17 @@
 //! runs while memcached answers.
 //!
 //! On one server the request used to be read from the made keys themselves, with no list
-//! of them. That saved one allocation, but each step (the request's size, the keys' check,
-//! the request, the replies' match, the hand-over) asked the maker for each key again
-//! through `dyn MadeKeys`. With the list, `get_many_loop`'s instructions per `get_many` of
-//! 100 (callgrind, `valgrind --tool=callgrind get_many_loop MODE 200`, then 1200, the
-//! difference over 1000 calls) went from 222,952 to 214,989 for the identity-keyed `Cache`
-//! and from 408,119 to 400,925 for the hashed one; the transport's own `get_many`, which
-//! now reads its slices directly too, from 134,021 to 129,405.
+//! of them, but each step (the request's size, the keys' check, the request, the replies'
+//! match, the hand-over) asked the maker for each key again through `dyn MadeKeys`. The
+//! list is on the stack for up to [`KEYS_ON_STACK`] keys, so it allocates nothing (see
+//! [`get_many_of_made`] for why that matters). With it, `get_many_loop`'s instructions per
+//! `get_many` of 100 (callgrind, `valgrind --tool=callgrind get_many_loop MODE 200`, then
+//! 1200, the difference over 1000 calls) went from 222,952 to 214,579 for the
+//! identity-keyed `Cache` and from 408,119 to 400,661 for the hashed one; the transport's
+//! own `get_many`, which now reads its slices directly too, from 134,021 to 129,405.
+//!
+//! [`KEYS_ON_STACK`]: newcache_transport::KEYS_ON_STACK
+//! [`get_many_of_made`]: newcache_transport::get_many_of_made
 //!
 //! A large multi-get used to go out in two halves (b6c5f57), the first sent once its keys
 //! were made, so that memcached answered it while the caller hashed the second half, each

@@ -49,7 +49,7 @@ pub use asynchronous::{AsyncTransport, BoxFuture};
 mod made;
 pub use made::{
     get_many_made_at_once, get_many_made_with, get_many_of_made, made_key, make_all, Found,
-    MadeKeys, Premade,
+    MadeKeys, Premade, KEYS_ON_STACK,
 };
 
 #[cfg(feature = "memory")]
