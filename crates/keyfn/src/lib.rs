@@ -65,6 +65,18 @@ pub trait KeyFunction: Send + Sync {
     fn validity_is_fixed(&self) -> bool {
         false
     }
+
+    /// Appends the wire keys of `keys` to `out`, one after the other, and pushes onto
+    /// `ends` where each ends in `out`: the same bytes as [`write_key`](Self::write_key) on
+    /// each key in turn, which the default does. A key function that makes several keys
+    /// faster together overrides it ([`HashedKey`] runs SHA-1 on four keys side by side).
+    /// A multi-get hands it a few keys at a time.
+    fn write_keys(&self, keys: &[&str], out: &mut Vec<u8>, ends: &mut Vec<usize>) {
+        for key in keys {
+            self.write_key(key, out);
+            ends.push(out.len());
+        }
+    }
 }
 
 impl<F> KeyFunction for F
@@ -172,21 +184,25 @@ fn hex_digits(word: u32) -> [u8; 8] {
     (x + 0x3030_3030_3030_3030 + letters * 39).to_be_bytes()
 }
 
-/// The SHA-1 digest of `bytes`. Bytes that fit one padded block (55 or fewer: nearly every
-/// cache key) are hashed by one call of the compression function, without the streaming
-/// hasher's buffering: `write_key` of 100 keys of 7 bytes took 6.8 µs instead of 7.5 µs
-/// (a loop of 200,000 rounds, release build).
-fn sha1(bytes: &[u8]) -> [u32; 5] {
-    /// The most bytes one 64-byte block holds with its padding (a 1 bit, then the length
-    /// in bits as 8 bytes).
+/// SHA-1's state before the first block.
+const SHA1_START: [u32; 5] = [
+    0x6745_2301,
+    0xefcd_ab89,
+    0x98ba_dcfe,
+    0x1032_5476,
+    0xc3d2_e1f0,
+];
+
+/// `bytes` padded into SHA-1's one last block, when they fit one (55 bytes or fewer, with
+/// the 1 bit after them and their length in bits as the block's last 8 bytes): nearly
+/// every cache key, hashed then by one call of the compression function, without the
+/// streaming hasher's buffering (`write_key` of 100 keys of 7 bytes took 6.8 µs instead of
+/// 7.5 µs, a loop of 200,000 rounds, release build).
+fn one_block(bytes: &[u8]) -> Option<[u8; 64]> {
+    /// The most bytes one 64-byte block holds with its padding.
     const ONE_BLOCK: usize = 55;
     if bytes.len() > ONE_BLOCK {
-        let digest: [u8; 20] = Sha1::digest(bytes).into();
-        let mut state = [0u32; 5];
-        for (word, four) in state.iter_mut().zip(digest.chunks_exact(4)) {
-            *word = four.try_into().map(u32::from_be_bytes).unwrap_or_default();
-        }
-        return state;
+        return None;
     }
     let mut block = [0u8; 64];
     let (data, padding) = block.split_at_mut(bytes.len());
@@ -197,20 +213,31 @@ fn sha1(bytes: &[u8]) -> [u32; 5] {
     let bits = u64::try_from(bytes.len()).unwrap_or_default() * 8;
     let (_, length) = block.split_at_mut(ONE_BLOCK + 1);
     length.copy_from_slice(&bits.to_be_bytes());
-    let mut state = [
-        0x6745_2301,
-        0xefcd_ab89,
-        0x98ba_dcfe,
-        0x1032_5476,
-        0xc3d2_e1f0,
-    ];
-    sha1::compress(&mut state, &[block.into()]);
+    Some(block)
+}
+
+/// The SHA-1 digest of `bytes`, as the state's five words.
+fn sha1(bytes: &[u8]) -> [u32; 5] {
+    let mut state = SHA1_START;
+    match one_block(bytes) {
+        Some(block) => sha1::compress(&mut state, &[block.into()]),
+        None => {
+            let digest: [u8; 20] = Sha1::digest(bytes).into();
+            for (word, four) in state.iter_mut().zip(digest.chunks_exact(4)) {
+                *word = four.try_into().map(u32::from_be_bytes).unwrap_or_default();
+            }
+        }
+    }
     state
 }
 
-impl KeyFunction for HashedKey {
-    fn write_key(&self, key: &str, out: &mut Vec<u8>) {
-        let digest = sha1(key.as_bytes());
+/// How many keys [`HashedKey::write_keys`] hashes side by side.
+const SIDE_BY_SIDE: usize = 4;
+
+impl HashedKey {
+    /// Appends `{flavor}-{version}-` and the digest's 40 hex digits.
+    #[inline]
+    fn write_digest(&self, digest: [u32; 5], out: &mut Vec<u8>) {
         out.reserve(self.flavor.len() + 12 + 40);
         out.extend_from_slice(self.flavor.as_bytes());
         out.push(b'-');
@@ -222,6 +249,40 @@ impl KeyFunction for HashedKey {
             *digits = hex_digits(word);
         }
         out.extend_from_slice(hex.as_flattened());
+    }
+}
+
+impl KeyFunction for HashedKey {
+    fn write_key(&self, key: &str, out: &mut Vec<u8>) {
+        self.write_digest(sha1(key.as_bytes()), out);
+    }
+
+    /// Four keys at a time: their blocks first, then the four compressions back to back,
+    /// then the four keys' hex. With the CPU's SHA instructions one compression is a chain
+    /// of dependent rounds, and the next key's did not start before this one's hex was
+    /// written; four independent ones side by side overlap. 100 keys of 10 bytes took
+    /// 4.8 µs instead of 6.3 µs (AMD EPYC with SHA-NI, a loop of 200,000 rounds, release
+    /// build; two and eight at a time were no faster than four).
+    fn write_keys(&self, keys: &[&str], out: &mut Vec<u8>, ends: &mut Vec<usize>) {
+        for four in keys.chunks(SIDE_BY_SIDE) {
+            let mut digests = [SHA1_START; SIDE_BY_SIDE];
+            let mut blocks = [None; SIDE_BY_SIDE];
+            for ((digest, block), key) in digests.iter_mut().zip(&mut blocks).zip(four) {
+                *block = one_block(key.as_bytes());
+                if block.is_none() {
+                    *digest = sha1(key.as_bytes());
+                }
+            }
+            for (digest, block) in digests.iter_mut().zip(blocks) {
+                if let Some(block) = block {
+                    sha1::compress(digest, &[block.into()]);
+                }
+            }
+            for (digest, _) in digests.into_iter().zip(four) {
+                self.write_digest(digest, out);
+                ends.push(out.len());
+            }
+        }
     }
 
     /// The flavor and the version are the same for every key, and the rest is 40 hex digits.
@@ -294,6 +355,33 @@ mod tests {
             key(&empty, ""),
             "-1-da39a3ee5e6b4b0d3255bfef95601890afd80709"
         );
+    }
+
+    #[test]
+    fn keys_made_together_are_the_keys_made_one_at_a_time() {
+        // Short and long (more than one block) keys mixed, in every count around the four
+        // hashed side by side, after bytes already in the buffer.
+        let keys: Vec<String> = (0..11)
+            .map(|i| "héllo wörld ".repeat(i * 2) + &i.to_string())
+            .collect();
+        for kf in [HashedKey::new("prod", "v2"), HashedKey::default()] {
+            for count in 0..=keys.len() {
+                let some: Vec<&str> = keys.iter().take(count).map(String::as_str).collect();
+                let (mut out, mut ends) = (b"before".to_vec(), vec![6]);
+                kf.write_keys(&some, &mut out, &mut ends);
+                let mut one_at_a_time = (b"before".to_vec(), vec![6]);
+                for key in &some {
+                    kf.write_key(key, &mut one_at_a_time.0);
+                    one_at_a_time.1.push(one_at_a_time.0.len());
+                }
+                assert_eq!((out, ends), one_at_a_time, "{count} keys");
+            }
+        }
+        // The default method, for a key function that does not override it.
+        let upper = |key: &str| key.to_uppercase();
+        let (mut out, mut ends) = (Vec::new(), Vec::new());
+        upper.write_keys(&["ab", "", "c"], &mut out, &mut ends);
+        assert_eq!((out, ends), (b"ABC".to_vec(), vec![2, 2, 3]));
     }
 
     #[test]

@@ -24,7 +24,14 @@ thread_local! {
 /// a huge multi-get does not hold its buffer for good.
 const SPARE_LIMIT: usize = 64 * 1024;
 
-/// The wire keys of the caller's `keys`, made one at a time.
+/// How many keys are made at once when the key function's keys are all valid or all
+/// refused: the hashing key function's SHA-1s of four keys overlap ([`HashedKey`]'s
+/// `write_keys`), and the transport still gets its first keys before the rest are made.
+///
+/// [`HashedKey`]: newcache_keyfn::HashedKey
+const MADE_TOGETHER: usize = 4;
+
+/// The wire keys of the caller's `keys`, made as the transport asks for them.
 pub(crate) struct WireKeys<'k, K, M: ?Sized> {
     key_function: &'k dyn KeyFunction,
     keys: &'k [K],
@@ -62,17 +69,28 @@ impl<'k, K: AsRef<str>, M: Fn() + ?Sized> WireKeys<'k, K, M> {
         }
     }
 
-    /// Makes the `i`th key when it is the next one.
+    /// Makes the `i`th key when it is the next one. Past the first key of a key function
+    /// whose keys are all valid or all refused, the next [`MADE_TOGETHER`] keys are made
+    /// at once ([`KeyFunction::write_keys`]).
     fn make_next(&mut self, i: usize) -> std::result::Result<(), InvalidKey> {
         if i != self.ends.len() {
             return Ok(());
         }
-        let key = self.keys.get(i).map_or("", AsRef::as_ref);
         if self.fixed && i > 0 {
-            self.key_function.write_key(key, &mut self.buf);
-        } else {
-            write_valid_key(self.key_function, key, &mut self.buf)?;
+            let mut together = [""; MADE_TOGETHER];
+            let next = self.keys.get(i..).unwrap_or_default().iter();
+            let count = together
+                .iter_mut()
+                .zip(next)
+                .map(|(k, key)| *k = key.as_ref())
+                .count();
+            let together = together.get(..count).unwrap_or_default();
+            self.key_function
+                .write_keys(together, &mut self.buf, &mut self.ends);
+            return Ok(());
         }
+        let key = self.keys.get(i).map_or("", AsRef::as_ref);
+        write_valid_key(self.key_function, key, &mut self.buf)?;
         self.ends.push(self.buf.len());
         Ok(())
     }
@@ -145,5 +163,56 @@ impl<K, M: ?Sized> Drop for WireKeys<'_, K, M> {
         ends.clear();
         // A thread being torn down has no slot any more: the buffers are freed.
         let _ = SPARE.try_with(|spare| spare.set(Some((buf, ends))));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use newcache_keyfn::{make_key, HashedKey, PrefixedKey};
+
+    use super::*;
+
+    #[test]
+    fn every_made_key_is_the_key_functions_key_in_the_callers_order() {
+        let keys: Vec<String> = (0..10).map(|i| format!("key {i}")).collect();
+        let hashed = HashedKey::new("prod", 3);
+        let prefixed = PrefixedKey::new("site", 1);
+        let functions: [&dyn KeyFunction; 2] = [&hashed, &prefixed];
+        for kf in functions {
+            for count in [0, 1, 2, 4, 5, 9, 10] {
+                let keys = keys.get(..count).unwrap();
+                let expected: Vec<_> = keys.iter().map(|k| make_key(kf, k)).collect();
+                // Asked one at a time, as the text transport asks while it writes.
+                let mut made = WireKeys::new(kf, keys, &|| {});
+                for (i, expected) in expected.iter().enumerate() {
+                    match expected {
+                        Ok(wire) => {
+                            made.make(i).unwrap();
+                            assert_eq!(made.key(i), Some(wire.as_slice()), "key {i} of {count}");
+                        }
+                        Err(_) => {
+                            // A refusal ends the multi-get: nothing after it is asked.
+                            assert!(made.make(i).is_err(), "key {i} of {count}");
+                            assert!(made
+                                .failure(newcache_transport::Error::NoServers)
+                                .to_string()
+                                .contains("site:1:key"));
+                            break;
+                        }
+                    }
+                }
+                assert_eq!(made.key(count), None);
+                // Asked for all at once.
+                let mut made = WireKeys::new(kf, keys, &|| {});
+                match expected
+                    .iter()
+                    .cloned()
+                    .collect::<std::result::Result<Vec<_>, _>>()
+                {
+                    Ok(wire) => assert_eq!(made.all().unwrap(), wire),
+                    Err(_) => assert!(made.all().is_err()),
+                }
+            }
+        }
     }
 }
