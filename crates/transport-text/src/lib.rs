@@ -73,7 +73,6 @@ mod conn;
 mod connect;
 mod errors;
 mod exchange;
-mod made;
 mod multi_get;
 mod ops;
 mod pool;

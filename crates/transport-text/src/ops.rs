@@ -2,8 +2,8 @@
 //! of the other modules.
 
 use newcache_transport::{
-    check_key, Error, Found, Item, MadeKeys, MetaItem, Result, ServerStats, Store, StoreMode,
-    StoreStatus, Transport,
+    check_key, get_many_made_with, Error, Found, Item, MadeKeys, MetaItem, Result, ServerStats,
+    Store, StoreMode, StoreStatus, Transport,
 };
 
 use crate::batch::{Answer, Batch, RoundLimit};
@@ -75,10 +75,11 @@ impl Transport for TextTransport {
         self.get_many_then(keys, &|| {})
     }
 
-    /// Every key made, then the multi-get of them sent whole (see the crate's `made` module
-    /// for why not in parts, and why as a list of the made keys).
+    /// Every key made, then the multi-get of them sent whole, with `sent` told between
+    /// writing the request and reading the replies (see the `multi_get` module for why not
+    /// in parts, and why as a list of the made keys).
     fn get_many_made(&self, keys: &mut dyn MadeKeys, found: &mut Found<'_>) -> Result<()> {
-        self.get_many_made_whole(keys, found)
+        get_many_made_with(keys, found, |keys, sent| self.get_many_then(keys, sent))
     }
 
     /// A value over `item_size_limit` is refused before it is sent; for a `set`, one

@@ -152,11 +152,15 @@ fn make_each(keys: &mut dyn MadeKeys) -> Result<&dyn MadeKeys> {
 /// The most keys whose list [`get_many_of_made`] keeps on the stack (2 KB of it).
 pub const KEYS_ON_STACK: usize = 128;
 
-/// Every made key, in order (an empty key for one the maker did not give back).
+/// Every made key, in order.
 fn every_key(keys: &dyn MadeKeys) -> Vec<&[u8]> {
-    (0..keys.count())
-        .map(|i| keys.key(i).unwrap_or_default())
-        .collect()
+    (0..keys.count()).map(|i| made_or_empty(keys, i)).collect()
+}
+
+/// The `i`th made key, or an empty key (which every transport refuses) when the maker did
+/// not give it back.
+fn made_or_empty(keys: &dyn MadeKeys, i: usize) -> &[u8] {
+    keys.key(i).unwrap_or_default()
 }
 
 /// [`Transport::get_many_made`] sent at once: every key made ([`make_all`]), one
@@ -200,7 +204,7 @@ pub fn get_many_of_made(
     let on_heap: Vec<&[u8]>;
     let made: &[&[u8]] = if count <= KEYS_ON_STACK {
         for (i, slot) in on_stack.iter_mut().enumerate().take(count) {
-            *slot = keys.key(i).unwrap_or_default();
+            *slot = made_or_empty(keys, i);
         }
         on_stack.get(..count).unwrap_or_default()
     } else {
