@@ -1,7 +1,8 @@
-//! Key function micro-benchmarks: short and 1 KB keys through each built-in.
+//! Key function micro-benchmarks: short and 1 KB keys through each built-in, and a
+//! multi-get's 100 short keys hashed one at a time or four at a time (`write_keys`).
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use newcache_keyfn::{write_valid_key, HashedKey, PrefixedKey};
+use newcache_keyfn::{write_valid_key, HashedKey, KeyFunction, PrefixedKey};
 use std::hint::black_box;
 
 fn key_functions(c: &mut Criterion) {
@@ -27,6 +28,31 @@ fn key_functions(c: &mut Criterion) {
             out.clear();
             write_valid_key(&prefixed, black_box(&short), &mut out).expect("valid");
             black_box(&out);
+        })
+    });
+    let hundred: Vec<String> = (0..100).map(|i| format!("user:{i}:profile")).collect();
+    let hundred: Vec<&str> = hundred.iter().map(String::as_str).collect();
+    group.throughput(Throughput::Elements(100));
+    group.bench_function(BenchmarkId::new("hashed_100", "one_at_a_time"), |b| {
+        let mut out = Vec::with_capacity(8192);
+        b.iter(|| {
+            out.clear();
+            for key in black_box(&hundred) {
+                hashed.write_key(key, &mut out);
+            }
+            black_box(&out);
+        })
+    });
+    group.bench_function(BenchmarkId::new("hashed_100", "four_at_a_time"), |b| {
+        let (mut out, mut ends) = (Vec::with_capacity(8192), Vec::with_capacity(100));
+        b.iter(|| {
+            out.clear();
+            ends.clear();
+            // As a multi-get makes them (newcache's WireKeys): four keys per call.
+            for four in black_box(&hundred).chunks(4) {
+                hashed.write_keys(four, &mut out, &mut ends);
+            }
+            black_box((&out, &ends));
         })
     });
     group.finish();

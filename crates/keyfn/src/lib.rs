@@ -260,9 +260,10 @@ impl KeyFunction for HashedKey {
     /// Four keys at a time: their blocks first, then the four compressions back to back,
     /// then the four keys' hex. With the CPU's SHA instructions one compression is a chain
     /// of dependent rounds, and the next key's did not start before this one's hex was
-    /// written; four independent ones side by side overlap. 100 keys of 10 bytes took
-    /// 4.8 µs instead of 6.3 µs (AMD EPYC with SHA-NI, a loop of 200,000 rounds, release
-    /// build; two and eight at a time were no faster than four).
+    /// written; four independent ones side by side overlap. 100 keys of 14 to 16 bytes:
+    /// 5.3 µs instead of 6.4 µs to 6.5 µs (criterion, `cargo bench -p newcache-benches
+    /// --bench keyfn -- hashed_100`, AMD EPYC with SHA-NI); in a plain loop two and eight
+    /// at a time were no faster than four.
     fn write_keys(&self, keys: &[&str], out: &mut Vec<u8>, ends: &mut Vec<usize>) {
         for four in keys.chunks(SIDE_BY_SIDE) {
             let mut digests = [SHA1_START; SIDE_BY_SIDE];
