@@ -77,22 +77,30 @@ impl<'k, K: AsRef<str>, M: Fn() + ?Sized> WireKeys<'k, K, M> {
             return Ok(());
         }
         if self.fixed && i > 0 {
-            let mut together = [""; MADE_TOGETHER];
-            let next = self.keys.get(i..).unwrap_or_default().iter();
-            let count = together
-                .iter_mut()
-                .zip(next)
-                .map(|(k, key)| *k = key.as_ref())
-                .count();
-            let together = together.get(..count).unwrap_or_default();
-            self.key_function
-                .write_keys(together, &mut self.buf, &mut self.ends);
+            self.make_together(i);
             return Ok(());
         }
         let key = self.keys.get(i).map_or("", AsRef::as_ref);
         write_valid_key(self.key_function, key, &mut self.buf)?;
         self.ends.push(self.buf.len());
         Ok(())
+    }
+
+    /// Makes up to [`MADE_TOGETHER`] keys from the `i`th, unchecked. Out of line, so that
+    /// a key function checked key by key keeps `make_next` small enough to be inlined into
+    /// its loops.
+    #[inline(never)]
+    fn make_together(&mut self, i: usize) {
+        let mut together = [""; MADE_TOGETHER];
+        let next = self.keys.get(i..).unwrap_or_default().iter();
+        let count = together
+            .iter_mut()
+            .zip(next)
+            .map(|(k, key)| *k = key.as_ref())
+            .count();
+        let together = together.get(..count).unwrap_or_default();
+        self.key_function
+            .write_keys(together, &mut self.buf, &mut self.ends);
     }
 
     /// Makes (and checks) every wire key not made yet.

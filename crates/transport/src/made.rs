@@ -159,6 +159,7 @@ fn every_key(keys: &dyn MadeKeys) -> Vec<&[u8]> {
 
 /// The `i`th made key, or an empty key (which every transport refuses) when the maker did
 /// not give it back.
+#[inline]
 fn made_or_empty(keys: &dyn MadeKeys, i: usize) -> &[u8] {
     keys.key(i).unwrap_or_default()
 }
