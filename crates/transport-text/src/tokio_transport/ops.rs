@@ -158,13 +158,16 @@ impl TokioTextTransport {
         if keys.is_empty() {
             return Ok(Vec::new());
         }
+        if self.inner.servers.len() == 1 {
+            return self.get_many_on_one_server(keys).await;
+        }
         let placed = self.groups(keys.len(), |i| keys.get(i).copied())?;
         let groups: Groups<'_> = placed
             .iter()
             .map(|(index, members)| {
                 let label = self.label(*index);
-                // A server asked for every key (the only one) is asked for `keys` as they
-                // are: its members are all of them, in order.
+                // A server asked for every key is asked for `keys` as they are: its members
+                // are all of them, in order.
                 let asked: Cow<'_, [&[u8]]> = if members.len() == keys.len() {
                     Cow::Borrowed(keys)
                 } else {
@@ -187,38 +190,70 @@ impl TokioTextTransport {
         )?;
         let mut out = Vec::new();
         for (index, (members, answers)) in answered {
-            let list = match whole(answers.list, members, keys.len()) {
+            let in_order = members.iter().copied().eq(0..keys.len());
+            let list = match whole(answers.list, in_order, keys.len()) {
                 Ok(items) => return Ok(items),
                 Err(list) => list,
             };
             out.resize_with(keys.len(), || None);
-            let label = self.label(index);
-            let mut slots = members.iter();
-            let mut put = |item: Option<Item>| {
-                if let Some(slot) = slots.next().and_then(|&i| out.get_mut(i)) {
-                    *slot = item;
-                }
-            };
-            for answer in list {
-                match answer {
-                    Answer::Items(items) => items.into_iter().for_each(&mut put),
-                    Answer::Outcome(Outcome::Item(item)) => put(item),
-                    Answer::Outcome(Outcome::Refused(s)) => {
-                        return Err(status_to_error(label.to_string(), s, "gets"))
-                    }
-                    Answer::Line(reply) => match *reply {
-                        Reply::Status(s) => {
-                            return Err(status_to_error(label.to_string(), s, "gets"))
-                        }
-                        other => return Err(unexpected(label, other)),
-                    },
-                    other => return Err(unexpected(label, other)),
-                }
-            }
+            self.place_items(index, members, list, &mut out)?;
         }
         // Keys on servers that could not be asked are misses.
         out.resize_with(keys.len(), || None);
         Ok(out)
+    }
+
+    /// `get_many` on a cluster of one server: it is asked for every key, as the caller gave
+    /// them, with no placement, no list of its members and no batch of one; its failure is
+    /// the call's (as [`TextTransport::tolerant`] makes it when every server failed). One
+    /// list of items in order is the answer as it is ([`whole`]).
+    async fn get_many_on_one_server(&self, keys: &[&[u8]]) -> Result<Vec<Option<Item>>> {
+        let label = self.label(0);
+        let build = |h: &super::Handle| plan_gets(label, h, keys);
+        let answers = self.exchange(0, &build).await?;
+        match whole(answers.list, true, keys.len()) {
+            Ok(items) => Ok(items),
+            Err(list) => {
+                let mut out = Vec::new();
+                out.resize_with(keys.len(), || None);
+                let every: Vec<usize> = (0..keys.len()).collect();
+                self.place_items(0, &every, list, &mut out)?;
+                Ok(out)
+            }
+        }
+    }
+
+    /// Puts server `index`'s answers to a multi-get of its `members` (the indices of its
+    /// keys in the call, in the order asked) into `out`, each item at its key's index.
+    fn place_items(
+        &self,
+        index: usize,
+        members: &[usize],
+        list: AnswerList,
+        out: &mut [Option<Item>],
+    ) -> Result<()> {
+        let label = self.label(index);
+        let mut slots = members.iter();
+        let mut put = |item: Option<Item>| {
+            if let Some(slot) = slots.next().and_then(|&i| out.get_mut(i)) {
+                *slot = item;
+            }
+        };
+        for answer in list {
+            match answer {
+                Answer::Items(items) => items.into_iter().for_each(&mut put),
+                Answer::Outcome(Outcome::Item(item)) => put(item),
+                Answer::Outcome(Outcome::Refused(s)) => {
+                    return Err(status_to_error(label.to_string(), s, "gets"))
+                }
+                Answer::Line(reply) => match *reply {
+                    Reply::Status(s) => return Err(status_to_error(label.to_string(), s, "gets")),
+                    other => return Err(unexpected(label, other)),
+                },
+                other => return Err(unexpected(label, other)),
+            }
+        }
+        Ok(())
     }
 
     async fn store_many_impl(&self, requests: &[Store<'_>]) -> Result<Vec<StoreStatus>> {
@@ -549,15 +584,14 @@ impl AsyncTransport for TokioTextTransport {
     }
 }
 
-/// A multi-get's answer from one server that was asked every key, in order, as one list of
-/// items (a single server's multi-get): that list is the answer, with no copy. Anything
-/// else is handed back to be placed key by key.
+/// A multi-get's answer from one server that was asked every key, in order (`in_order`), as
+/// one list of items (a single server's multi-get): that list is the answer, with no copy.
+/// Anything else is handed back to be placed key by key.
 fn whole(
     mut list: AnswerList,
-    members: &[usize],
+    in_order: bool,
     keys: usize,
 ) -> std::result::Result<Vec<Option<Item>>, AnswerList> {
-    let in_order = members.len() == keys && members.iter().copied().eq(0..keys);
     match list.pop() {
         Some(Answer::Items(items)) if list.is_empty() && in_order && items.len() == keys => {
             Ok(items)
