@@ -100,7 +100,9 @@ pub(crate) struct Opening {
 /// What a reader does with a fetched item: answer at once, or first send one store.
 pub(crate) enum Looked {
     Done(Opened),
-    Store(Pending),
+    /// Boxed: a stale read is rare, and every fresh value's answer is moved through the
+    /// steps of a multi-get.
+    Store(Box<Pending>),
 }
 
 /// The store a stale read sends before it answers, not sent yet: the seed's bare re-store,
@@ -311,28 +313,28 @@ impl Core {
                     Some(Stamp { flags, value: None })
                 };
                 match stamp {
-                    Some(stamp) => Looked::Store(Pending {
+                    Some(stamp) => Looked::Store(Box::new(Pending {
                         item,
                         offset,
                         flags,
                         claim: None,
                         stamp,
                         exptime,
-                    }),
+                    })),
                     None => Looked::Done(Opened::Miss(Over::Any)),
                 }
             }
             StaleAction::Claim { envelope, exptime } => {
                 let stamp = self.restamp(&item, &opening, envelope, now);
                 match (item.cas, stamp) {
-                    (Some(cas), Some(stamp)) => Looked::Store(Pending {
+                    (Some(cas), Some(stamp)) => Looked::Store(Box::new(Pending {
                         item,
                         offset,
                         flags,
                         claim: Some(cas),
                         stamp,
                         exptime,
-                    }),
+                    })),
                     // A django-newcache tuple whose expiry cannot move in place (past 2038):
                     // this reader recomputes, the others keep the old value until it lands.
                     (_, None) => Looked::Done(Opened::Miss(unclaimed)),
@@ -346,14 +348,14 @@ impl Core {
                             Some(_) => self.restamp(&item, &opening, Envelope::new(until), now),
                             None => None,
                         };
-                        Looked::Store(Pending {
+                        Looked::Store(Box::new(Pending {
                             item,
                             offset,
                             flags,
                             claim: None,
                             stamp: stamp.unwrap_or(Stamp { flags, value: None }),
                             exptime,
-                        })
+                        }))
                     }
                 }
             }
@@ -387,7 +389,7 @@ impl Core {
     ) -> impl Future<Output = Opened> + Send + 'a {
         let settled = match looked {
             Looked::Done(opened) => Ok(opened),
-            Looked::Store(pending) => Err(Box::pin(self.store_pending(io, op, wire, pending))),
+            Looked::Store(pending) => Err(Box::pin(self.store_pending(io, op, wire, *pending))),
         };
         async move {
             match settled {

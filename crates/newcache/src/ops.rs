@@ -450,7 +450,7 @@ impl Core {
             None => {}
             Some(Err(e)) => found(i, Err(e)),
             Some(Ok(Looked::Done(opened))) => self.decode_opened(keys, i, opened, &mut found),
-            Some(Ok(Looked::Store(pending))) => stale.push((i, pending)),
+            Some(Ok(Looked::Store(pending))) => stale.push((i, *pending)),
         };
         let metas = if self.meta(io).await {
             let refs = made.all()?;
