@@ -418,7 +418,7 @@ pub(crate) enum Batch<'a> {
     Each(&'a dyn Fn(usize) -> Option<Cmd<'a>>),
     /// A multi-get of the members' keys: one `gets` per round (closed in meta by a tagged
     /// `mg`, [`encode_multi_get`]), or in meta one `mg` per key for rounds of up to
-    /// [`META_GETS_PER_KEY`] keys.
+    /// [`META_GETS_PER_KEY`](crate::multi_get::META_GETS_PER_KEY) keys.
     Gets(&'a [&'a [u8]]),
     /// Deletes of the members' keys with no reply per key: `delete <key> noreply` and a
     /// closing `version` in the classic protocol; in meta `md <key> q` (memcached leaves out

@@ -157,7 +157,7 @@ pub(crate) struct Server {
     #[cfg(feature = "tls")]
     pub(crate) tls_name: Option<rustls::pki_types::ServerName<'static>>,
     pub(crate) pool: Pool<Conn>,
-    /// With [`Protocol::Auto`]: what the server's probe found (`WIRE_*`).
+    /// With [`Protocol::Auto`](crate::Protocol::Auto): what the server's probe found (`WIRE_*`).
     pub(crate) wire: AtomicU8,
 }
 

@@ -41,7 +41,7 @@ impl TextTransport {
     ///
     /// The bytes the decoder consumed leave the read buffer after every parse, so the buffer
     /// holds at most a partial line and never grows with the reply (only with the rate it
-    /// arrives at, up to [`READ_BUF_MAX`]). The rest of a large value (at least
+    /// arrives at, up to [`READ_BUF_MAX`](crate::conn::READ_BUF_MAX)). The rest of a large value (at least
     /// [`READ_BUF`] still to come) is read from the socket straight into the value's own
     /// `Vec` (with the read buffer behind it in the same `readv`, for what follows the
     /// value), so it is never copied out of the read buffer.

@@ -1,5 +1,5 @@
 //! Multi-gets whose wire keys are made while the request goes out
-//! ([`Transport::get_many_made`](crate::Transport::get_many_made)).
+//! ([`Transport::get_many_made`]).
 //!
 //! A caller that derives its wire keys (the cache's key function: a SHA-1 of every key)
 //! spends a few microseconds per hundred keys before a plain multi-get can send anything.
