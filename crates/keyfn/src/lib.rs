@@ -236,7 +236,6 @@ const SIDE_BY_SIDE: usize = 4;
 
 impl HashedKey {
     /// Appends `{flavor}-{version}-` and the digest's 40 hex digits.
-    #[inline]
     fn write_digest(&self, digest: [u32; 5], out: &mut Vec<u8>) {
         out.reserve(self.flavor.len() + 12 + 40);
         out.extend_from_slice(self.flavor.as_bytes());
@@ -258,12 +257,12 @@ impl KeyFunction for HashedKey {
     }
 
     /// Four keys at a time: their blocks first, then the four compressions back to back,
-    /// then the four keys' hex. With the CPU's SHA instructions one compression is a chain
-    /// of dependent rounds, and the next key's did not start before this one's hex was
-    /// written; four independent ones side by side overlap. 100 keys of 14 to 16 bytes:
-    /// 5.3 µs instead of 6.4 µs to 6.5 µs (criterion, `cargo bench -p newcache-benches
-    /// --bench keyfn -- hashed_100`, AMD EPYC with SHA-NI); in a plain loop two and eight
-    /// at a time were no faster than four.
+    /// then the four keys' hex. 100 keys of 14 to 16 bytes: 5.3 µs instead of 6.4 µs to
+    /// 6.5 µs one at a time (criterion, `cargo bench -p newcache-benches --bench keyfn --
+    /// hashed_100`, AMD EPYC with SHA-NI). The compressions alone, of 100 blocks made
+    /// beforehand, took 2.7 µs in either order (a plain loop), so what this saves is in the
+    /// steps around them: a block's bytes stored just before its compression loads them,
+    /// its hex written just after. Two and eight at a time were no faster than four.
     fn write_keys(&self, keys: &[&str], out: &mut Vec<u8>, ends: &mut Vec<usize>) {
         for four in keys.chunks(SIDE_BY_SIDE) {
             let mut digests = [SHA1_START; SIDE_BY_SIDE];

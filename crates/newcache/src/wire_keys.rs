@@ -25,8 +25,9 @@ thread_local! {
 const SPARE_LIMIT: usize = 64 * 1024;
 
 /// How many keys are made at once when the key function's keys are all valid or all
-/// refused: the hashing key function's SHA-1s of four keys overlap ([`HashedKey`]'s
-/// `write_keys`), and the transport still gets its first keys before the rest are made.
+/// refused: the hashing key function makes four keys faster together than one at a time
+/// ([`HashedKey`]'s `write_keys`), and the transport still gets its first keys before the
+/// rest are made.
 ///
 /// [`HashedKey`]: newcache_keyfn::HashedKey
 const MADE_TOGETHER: usize = 4;
