@@ -69,8 +69,10 @@ pub trait KeyFunction: Send + Sync {
     /// Appends the wire keys of `keys` to `out`, one after the other, and pushes onto
     /// `ends` where each ends in `out`: the same bytes as [`write_key`](Self::write_key) on
     /// each key in turn, which the default does. A key function that makes several keys
-    /// faster together overrides it ([`HashedKey`] runs SHA-1 on four keys side by side).
-    /// A multi-get hands it a few keys at a time.
+    /// faster together overrides it ([`HashedKey`] makes four keys side by side). A
+    /// multi-get hands it a few keys at a time, and makes them again one at a time with
+    /// `write_key` if it does not get back one end per key, in order, the last at the end
+    /// of `out`.
     fn write_keys(&self, keys: &[&str], out: &mut Vec<u8>, ends: &mut Vec<usize>) {
         for key in keys {
             self.write_key(key, out);

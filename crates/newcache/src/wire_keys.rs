@@ -100,8 +100,27 @@ impl<'k, K: AsRef<str>, M: Fn() + ?Sized> WireKeys<'k, K, M> {
             .map(|(k, key)| *k = key.as_ref())
             .count();
         let together = together.get(..count).unwrap_or_default();
+        let (written, made) = (self.buf.len(), self.ends.len());
         self.key_function
             .write_keys(together, &mut self.buf, &mut self.ends);
+        // A key function's own `write_keys` that did not push one end per key, in order,
+        // within what it wrote, would shift every key after it onto another's bytes: its
+        // keys are made again one at a time.
+        let pushed = self.ends.get(made..).unwrap_or_default();
+        let (mut in_order, mut start) = (pushed.len() == together.len(), written);
+        for &end in pushed {
+            in_order &= start <= end;
+            start = end;
+        }
+        in_order &= start == self.buf.len();
+        if !in_order {
+            self.buf.truncate(written);
+            self.ends.truncate(made);
+            for key in together {
+                self.key_function.write_key(key, &mut self.buf);
+                self.ends.push(self.buf.len());
+            }
+        }
     }
 
     /// Makes (and checks) every wire key not made yet.
@@ -222,6 +241,48 @@ mod tests {
                     Err(_) => assert!(made.all().is_err()),
                 }
             }
+        }
+    }
+
+    /// A key function of the caller's own that says its keys are all valid, with a
+    /// `write_keys` that gets the ends wrong.
+    struct Miscounts(fn(&mut Vec<usize>));
+
+    impl KeyFunction for Miscounts {
+        fn write_key(&self, key: &str, out: &mut Vec<u8>) {
+            out.extend_from_slice(b"k:");
+            out.extend_from_slice(key.as_bytes());
+        }
+        fn validity_is_fixed(&self) -> bool {
+            true
+        }
+        fn write_keys(&self, keys: &[&str], out: &mut Vec<u8>, ends: &mut Vec<usize>) {
+            let mut these = Vec::new();
+            for key in keys {
+                self.write_key(key, out);
+                these.push(out.len());
+            }
+            (self.0)(&mut these);
+            ends.extend(these);
+        }
+    }
+
+    #[test]
+    fn a_write_keys_that_gets_the_ends_wrong_does_not_shift_the_keys() {
+        let keys: Vec<String> = (0..10).map(|i| format!("key{i}")).collect();
+        let expected: Vec<Vec<u8>> = keys.iter().map(|k| format!("k:{k}").into_bytes()).collect();
+        let wrong: [fn(&mut Vec<usize>); 4] = [
+            |ends| ends.push(*ends.last().unwrap()), // one end too many
+            |ends| {
+                ends.pop(); // one too few
+            },
+            |ends| ends.reverse(),                 // out of order (four keys)
+            |ends| *ends.last_mut().unwrap() += 1, // past what it wrote
+        ];
+        for (n, wrong) in wrong.into_iter().enumerate() {
+            let kf = Miscounts(wrong);
+            let mut made = WireKeys::new(&kf, &keys, &|| {});
+            assert_eq!(made.all().unwrap(), expected, "case {n}");
         }
     }
 }
