@@ -196,7 +196,7 @@ impl TokioTextTransport {
                 Err(list) => list,
             };
             out.resize_with(keys.len(), || None);
-            self.place_items(index, members, list, &mut out)?;
+            self.place_items(index, members.iter().copied(), list, &mut out)?;
         }
         // Keys on servers that could not be asked are misses.
         out.resize_with(keys.len(), || None);
@@ -216,8 +216,7 @@ impl TokioTextTransport {
             Err(list) => {
                 let mut out = Vec::new();
                 out.resize_with(keys.len(), || None);
-                let every: Vec<usize> = (0..keys.len()).collect();
-                self.place_items(0, &every, list, &mut out)?;
+                self.place_items(0, 0..keys.len(), list, &mut out)?;
                 Ok(out)
             }
         }
@@ -228,14 +227,13 @@ impl TokioTextTransport {
     fn place_items(
         &self,
         index: usize,
-        members: &[usize],
+        mut members: impl Iterator<Item = usize>,
         list: AnswerList,
         out: &mut [Option<Item>],
     ) -> Result<()> {
         let label = self.label(index);
-        let mut slots = members.iter();
         let mut put = |item: Option<Item>| {
-            if let Some(slot) = slots.next().and_then(|&i| out.get_mut(i)) {
+            if let Some(slot) = members.next().and_then(|i| out.get_mut(i)) {
                 *slot = item;
             }
         };
