@@ -74,10 +74,21 @@ pub trait KeyFunction: Send + Sync {
     /// `write_key` if it does not get back one end per key, in order, the last at the end
     /// of `out`.
     fn write_keys(&self, keys: &[&str], out: &mut Vec<u8>, ends: &mut Vec<usize>) {
-        for key in keys {
-            self.write_key(key, out);
-            ends.push(out.len());
-        }
+        write_keys_one_at_a_time(self, keys, out, ends);
+    }
+}
+
+/// [`KeyFunction::write_keys`] done key by key with `kf`'s `write_key`: the method's default,
+/// and what a multi-get falls back to when an override did not give back one end per key.
+pub fn write_keys_one_at_a_time(
+    kf: &(impl KeyFunction + ?Sized),
+    keys: &[&str],
+    out: &mut Vec<u8>,
+    ends: &mut Vec<usize>,
+) {
+    for key in keys {
+        kf.write_key(key, out);
+        ends.push(out.len());
     }
 }
 
@@ -220,15 +231,23 @@ fn one_block(bytes: &[u8]) -> Option<[u8; 64]> {
 
 /// The SHA-1 digest of `bytes`, as the state's five words.
 fn sha1(bytes: &[u8]) -> [u32; 5] {
-    let mut state = SHA1_START;
     match one_block(bytes) {
-        Some(block) => sha1::compress(&mut state, &[block.into()]),
-        None => {
-            let digest: [u8; 20] = Sha1::digest(bytes).into();
-            for (word, four) in state.iter_mut().zip(digest.chunks_exact(4)) {
-                *word = four.try_into().map(u32::from_be_bytes).unwrap_or_default();
-            }
+        Some(block) => {
+            let mut state = SHA1_START;
+            sha1::compress(&mut state, &[block.into()]);
+            state
         }
+        None => sha1_streamed(bytes),
+    }
+}
+
+/// The SHA-1 digest of bytes longer than one block, by the streaming hasher, as the state's
+/// five words.
+fn sha1_streamed(bytes: &[u8]) -> [u32; 5] {
+    let digest: [u8; 20] = Sha1::digest(bytes).into();
+    let mut state = [0u32; 5];
+    for (word, four) in state.iter_mut().zip(digest.chunks_exact(4)) {
+        *word = four.try_into().map(u32::from_be_bytes).unwrap_or_default();
     }
     state
 }
@@ -272,7 +291,7 @@ impl KeyFunction for HashedKey {
             for ((digest, block), key) in digests.iter_mut().zip(&mut blocks).zip(four) {
                 *block = one_block(key.as_bytes());
                 if block.is_none() {
-                    *digest = sha1(key.as_bytes());
+                    *digest = sha1_streamed(key.as_bytes());
                 }
             }
             for (digest, block) in digests.iter_mut().zip(blocks) {

@@ -4,7 +4,7 @@
 
 use std::cell::Cell;
 
-use newcache_keyfn::{write_valid_key, InvalidKey};
+use newcache_keyfn::{write_keys_one_at_a_time, write_valid_key, InvalidKey};
 use newcache_transport::MadeKeys;
 
 use crate::{Error, KeyFunction, Result};
@@ -25,9 +25,10 @@ thread_local! {
 const SPARE_LIMIT: usize = 64 * 1024;
 
 /// How many keys are made at once when the key function's keys are all valid or all
-/// refused: the hashing key function makes four keys faster together than one at a time
-/// ([`HashedKey`]'s `write_keys`), and the transport still gets its first keys before the
-/// rest are made.
+/// refused: the four [`HashedKey`]'s `write_keys` hashes side by side, their `&str`s held on
+/// the stack. Past that, making more at once would gain nothing there, and a transport
+/// that writes each key as it asks for it (`Transport::get_many_made` allows it; the text
+/// transport makes every key first) gets its first ones before the rest are made.
 ///
 /// [`HashedKey`]: newcache_keyfn::HashedKey
 const MADE_TOGETHER: usize = 4;
@@ -116,10 +117,7 @@ impl<'k, K: AsRef<str>, M: Fn() + ?Sized> WireKeys<'k, K, M> {
         if !in_order {
             self.buf.truncate(written);
             self.ends.truncate(made);
-            for key in together {
-                self.key_function.write_key(key, &mut self.buf);
-                self.ends.push(self.buf.len());
-            }
+            write_keys_one_at_a_time(self.key_function, together, &mut self.buf, &mut self.ends);
         }
     }
 
