@@ -129,17 +129,22 @@ pub fn write_valid_key(
 ) -> Result<(), InvalidKey> {
     let start = out.len();
     kf.write_key(key, out);
-    let wire = out.get(start..).unwrap_or_default();
-    if let Err(reason) = newcache_transport::validate_key(wire) {
-        let wire = String::from_utf8_lossy(wire).into_owned();
+    let checked = check_wire_key(key, out.get(start..).unwrap_or_default());
+    if checked.is_err() {
         out.truncate(start);
-        return Err(InvalidKey {
-            key: key.to_owned(),
-            wire,
-            reason,
-        });
     }
-    Ok(())
+    checked
+}
+
+/// Checks `wire`, the wire key a key function made of `key`, as [`write_valid_key`] does:
+/// for a caller that makes many keys first and checks them after.
+#[inline]
+pub fn check_wire_key(key: &str, wire: &[u8]) -> Result<(), InvalidKey> {
+    newcache_transport::validate_key(wire).map_err(|reason| InvalidKey {
+        key: key.to_owned(),
+        wire: String::from_utf8_lossy(wire).into_owned(),
+        reason,
+    })
 }
 
 /// django-newcache's key function: `{flavor}-{version}-{sha1 hex of the UTF-8 key}`.

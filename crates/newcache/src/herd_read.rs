@@ -167,6 +167,12 @@ impl Pending {
     }
 }
 
+/// Whether a value with no herd state in its flags may be django-newcache's pickled tuple,
+/// whose herd state is inside the value ([`Core::opening`] reads it).
+fn may_carry_seed(flags: u32) -> bool {
+    cfg!(feature = "pickle") && flags == crate::codec::FLAG_PICKLE
+}
+
 impl Core {
     /// The herd state of a fetched item and where its value starts: `None` for a bare value;
     /// the flags' envelope with the value from byte 0; for a format-1 item (written by
@@ -254,6 +260,35 @@ impl Core {
         item: Item,
         now: u64,
     ) -> Result<Looked> {
+        if let Some(flags) = self.served_as_is(item.flags, now) {
+            return Ok(Looked::Done(Opened::Value {
+                item,
+                offset: 0,
+                flags,
+            }));
+        }
+        self.look_further(op, wire, item, now)
+    }
+
+    /// The common cases of [`Core::look`], decided from an item's flags alone as the rest
+    /// of it would decide them, with no event: a bare value (no herd state in the flags,
+    /// and not a pickle that may be django-newcache's tuple), and the herd state in the
+    /// flags before its soft expiry under a policy that serves every such value. The value
+    /// flags of such an item, served from byte 0; `None`: ask [`Core::look`].
+    #[inline]
+    pub(crate) fn served_as_is(&self, flags: u32, now: u64) -> Option<u32> {
+        let as_is = match read_flags(flags, now) {
+            None => !may_carry_seed(flags),
+            Some(Carried::Flags(envelope)) => {
+                self.serves_fresh && self.herd.on_read(&envelope, now) == ReadDecision::Fresh
+            }
+            Some(Carried::Header) => false,
+        };
+        as_is.then(|| value_flags(flags))
+    }
+
+    /// [`Core::look`] past its common cases: a header, a seed, or a value the policy judges.
+    fn look_further(&self, op: &'static str, wire: &[u8], item: Item, now: u64) -> Result<Looked> {
         let Some(opening) = self.opening(wire, &item, now)? else {
             let flags = item.flags;
             return Ok(Looked::Done(Opened::Value {

