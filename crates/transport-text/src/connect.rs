@@ -20,6 +20,12 @@ use crate::proto::{self, meta, Decoder, Expect, Reply, Status};
 use crate::stream::{Socket, Stream};
 use crate::{probe_verdict, ProbeVerdict, Protocol, TextTransport};
 
+/// How long a pooled connection sits idle before its next checkout looks at it (one
+/// non-blocking peek) for a close or bytes nobody asked for. A server that restarts takes
+/// longer than this, so the connections it closed are dropped before any request is sent
+/// on them; a connection reused sooner (a busy pool) is handed out as it is.
+pub(crate) const LOOK_AFTER_IDLE: Duration = Duration::from_millis(10);
+
 impl TextTransport {
     pub(crate) fn server(&self, index: usize) -> Result<&Server> {
         self.servers.get(index).ok_or(Error::NoServers)
@@ -180,8 +186,9 @@ impl TextTransport {
         ok
     }
 
-    /// A connection to the server: an idle one (a classic one only when no byte waits on
-    /// it), or a new one once fewer than `max_connections` are open, waiting up to the read
+    /// A connection to the server: an idle one (a classic one, or one idle for
+    /// [`LOOK_AFTER_IDLE`] or longer, only when no byte waits on it and it is not closed),
+    /// or a new one once fewer than `max_connections` are open, waiting up to the read
     /// timeout for either.
     pub(crate) fn checkout(&self, server: &Server) -> std::result::Result<Conn, Acquire> {
         match self.start_checkout(server)? {
@@ -196,10 +203,14 @@ impl TextTransport {
     pub(crate) fn start_checkout(&self, server: &Server) -> std::result::Result<Opened, Acquire> {
         loop {
             match server.pool.checkout(self.config.read_timeout) {
-                Ok(Checkout::Idle(mut conn)) => {
-                    if conn.wire == Wire::Classic && conn.stream.has_bytes_waiting() {
-                        // A reply nobody asked for (a duplicate, a late one) or a closed
-                        // connection: never read as the next request's reply.
+                Ok(Checkout::Idle(mut conn, idle_for)) => {
+                    // A classic connection is looked at on every reuse: a reply nobody asked
+                    // for (a duplicate, a late one) would be read as the next request's. Any
+                    // connection idle for a while is looked at too: one the server closed
+                    // meanwhile (restarted, or its idle timeout) would fail the request it
+                    // was handed, and count against the server as a failure.
+                    let look = conn.wire == Wire::Classic || idle_for >= LOOK_AFTER_IDLE;
+                    if look && conn.stream.has_bytes_waiting() {
                         continue;
                     }
                     return Ok(Opened::Ready(conn));

@@ -282,7 +282,7 @@ impl TextTransport {
             return outcome;
         }
         let alive = match server.pool.checkout(self.config.connect_timeout) {
-            Ok(Checkout::Idle(mut conn)) => {
+            Ok(Checkout::Idle(mut conn, _)) => {
                 let alive = self.answers_version(server, &mut conn);
                 if alive {
                     self.checkin(server, conn);

@@ -21,7 +21,10 @@
 //!   the connection is dropped, never reused half-read; the next request opens a new one, so a
 //!   server that comes back is used again. At most [`TextConfig::max_connections`] are open
 //!   per server (callers wait for one to come free), and idle ones are closed after
-//!   [`TextConfig::idle_timeout`].
+//!   [`TextConfig::idle_timeout`]. A connection idle for 10 ms or more is looked at (a
+//!   non-blocking peek) before it is handed a request: one the server closed meanwhile (a
+//!   restart, the server's own idle timeout) is dropped, so a restarted server's first
+//!   requests succeed and none counts against it as a failure.
 //! - Keys are checked and values measured before anything is written: a bad key is a typed
 //!   error and sends nothing; a value over the item size limit is a typed error and is not
 //!   sent, and a `set` of one deletes the key instead, as memcached unlinks the old item of a

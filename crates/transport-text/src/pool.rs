@@ -142,8 +142,8 @@ fn closer<C>(incoming: Receiver<Socket>, shared: Weak<Shared<C>>) {
 
 /// What a checkout got.
 pub(crate) enum Checkout<C> {
-    /// An idle connection.
-    Idle(C),
+    /// An idle connection, and how long it sat idle.
+    Idle(C, Duration),
     /// A place for a new connection: open it and keep the permit with it.
     Open(Permit<C>),
 }
@@ -193,8 +193,8 @@ impl<C: Send + 'static> Pool<C> {
                 state = lock(&self.shared.state);
                 continue;
             }
-            if let Some((conn, _)) = state.idle.pop() {
-                return Ok(Checkout::Idle(conn));
+            if let Some((conn, since)) = state.idle.pop() {
+                return Ok(Checkout::Idle(conn, since.elapsed()));
             }
             if state.open < self.max_open {
                 state.open += 1;
@@ -306,7 +306,7 @@ mod tests {
     fn open(pool: &Pool<Fake>, n: u32) -> Fake {
         match pool.checkout(Duration::ZERO) {
             Ok(Checkout::Open(p)) => Fake(n, p),
-            Ok(Checkout::Idle(c)) => c,
+            Ok(Checkout::Idle(c, _)) => c,
             Err(e) => panic!("no connection: {e:?}"),
         }
     }
@@ -336,7 +336,7 @@ mod tests {
         let waiter = {
             let pool = pool.clone();
             std::thread::spawn(move || match pool.checkout(Duration::from_secs(5)) {
-                Ok(Checkout::Idle(Fake(n, _))) => n,
+                Ok(Checkout::Idle(Fake(n, _), _)) => n,
                 Ok(Checkout::Open(_)) => 0,
                 Err(e) => panic!("{e:?}"),
             })
