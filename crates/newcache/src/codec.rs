@@ -6,7 +6,7 @@
 //!
 //! | value | bytes on the server | flags |
 //! |---|---|---|
-//! | `Vec<u8>`, `&[u8]`, `serde_bytes` | the bytes | 0 ([`FLAG_BYTES`]) |
+//! | `Vec<u8>`, `&[u8]`, `serde_bytes` (an empty sequence only of `u8`) | the bytes | 0 ([`FLAG_BYTES`]) |
 //! | `String`, `&str`, `char` | UTF-8 | 16 ([`FLAG_TEXT`]) |
 //! | integers (`i8`..`u128`) | decimal ASCII, so `incr`/`decr` work | 4 ([`FLAG_INT`]) |
 //! | `bool` | `pickle.dumps(True, 2)`: Python reads a bool (pylibmc's own flag 2 reads back as an int) | 1 ([`FLAG_PICKLE`]) |
@@ -502,6 +502,39 @@ mod tests {
         let mut out = Vec::new();
         let flags = encode(v, &mut out, ValueCodec::Bincode).unwrap();
         (out, flags)
+    }
+
+    /// An empty sequence is bytes only when its elements are `u8`: an empty `Vec<String>`
+    /// stored as empty bytes read as `b''` in Python, so it goes through the codec (and a
+    /// Rust reader gets it back either way).
+    #[test]
+    fn an_empty_sequence_is_bytes_only_of_u8() {
+        assert_eq!(enc(&Vec::<u8>::new()), (Vec::new(), FLAG_BYTES));
+        assert_eq!(enc(&[0u8; 0][..]), (Vec::new(), FLAG_BYTES));
+        let codec_flag = ValueCodec::Bincode.flag();
+        for (bytes, flags) in [
+            enc(&Vec::<String>::new()),
+            enc(&std::collections::BTreeSet::<i64>::new()),
+            enc(&Some(Vec::<u32>::new())),
+        ] {
+            assert_eq!(flags, codec_flag);
+            assert!(
+                !bytes.is_empty(),
+                "the codec's own encoding of an empty sequence"
+            );
+        }
+        let (bytes, flags) = enc(&Vec::<String>::new());
+        assert_eq!(
+            decode::<Vec<String>>(&bytes, flags).unwrap(),
+            Vec::<String>::new()
+        );
+        assert_eq!(
+            decode::<Vec<u8>>(&[], FLAG_BYTES).unwrap(),
+            Vec::<u8>::new()
+        );
+        // Not empty: a sequence of `u8` is bytes, of anything else goes through the codec.
+        assert_eq!(enc(&vec![1u8, 2]), (vec![1, 2], FLAG_BYTES));
+        assert_eq!(enc(&vec![1u32, 2]).1, codec_flag);
     }
 
     #[test]

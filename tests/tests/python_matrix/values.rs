@@ -204,6 +204,18 @@ pub(super) fn values() -> Vec<Value> {
             Py::Bytes(vec![0, 1, 255]),
             |c, k, o| c.set(k, &vec![0u8, 1, 255], o),
         ),
+        v(
+            "Vec::<u8>::new()",
+            Kind::Bytes,
+            Py::Bytes(Vec::new()),
+            |c, k, o| c.set(k, &Vec::<u8>::new(), o),
+        ),
+        v(
+            "Vec::<String>::new()",
+            Kind::Other,
+            Py::List(Vec::new()),
+            |c, k, o| c.set(k, &Vec::<String>::new(), o),
+        ),
         v("2.5f64", Kind::Other, Py::Float(2.5), |c, k, o| {
             c.set(k, &2.5f64, o)
         }),
