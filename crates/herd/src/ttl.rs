@@ -27,9 +27,27 @@ impl Ttl {
     }
 }
 
+/// Whole seconds, rounded up: memcached counts in seconds, and a duration under one second
+/// is a value that should live a moment, not `Seconds(0)` ("expire at once", which deletes
+/// it). Only [`Duration::ZERO`](std::time::Duration::ZERO) is `Seconds(0)`.
+///
+/// ```
+/// use std::time::Duration;
+/// use newcache_herd::Ttl;
+///
+/// assert_eq!(Ttl::from(Duration::from_millis(500)), Ttl::Seconds(1));
+/// assert_eq!(Ttl::from(Duration::from_millis(1500)), Ttl::Seconds(2));
+/// assert_eq!(Ttl::from(Duration::from_secs(60)), Ttl::Seconds(60));
+/// assert_eq!(Ttl::from(Duration::ZERO), Ttl::Seconds(0));
+/// ```
 impl From<std::time::Duration> for Ttl {
     fn from(d: std::time::Duration) -> Self {
-        Ttl::Seconds(d.as_secs())
+        let whole = d.as_secs();
+        Ttl::Seconds(if d.subsec_nanos() > 0 {
+            whole.saturating_add(1)
+        } else {
+            whole
+        })
     }
 }
 

@@ -148,6 +148,21 @@ fn a_zero_ttl_expires_at_once() {
     assert_eq!(e.meta("zero"), None);
 }
 
+/// A `Duration` under a second is a value that lives a moment (one second, rounded up),
+/// not "expire at once".
+#[test]
+fn a_ttl_under_a_second_keeps_the_value() {
+    let e = env("key_function=django");
+    e.cache
+        .set("brief", &"v", std::time::Duration::from_millis(500))
+        .unwrap();
+    assert_eq!(e.cache.get::<String>("brief").unwrap().as_deref(), Some("v"));
+    e.cache
+        .set("nothing", &"v", std::time::Duration::ZERO)
+        .unwrap();
+    assert_eq!(e.cache.get::<String>("nothing").unwrap(), None);
+}
+
 #[test]
 fn plain_values_carry_the_flags_python_clients_read() {
     let e = env("");
