@@ -160,6 +160,19 @@ fn errors_go_to_stderr_with_status_2() {
         assert_eq!(o.status.code(), Some(2));
         assert!(String::from_utf8_lossy(&o.stderr).contains("UTF-8"));
     }
+    // A TTL past 2038 is refused before anything is sent, with the CLI's own spelling of
+    // the fix.
+    let too_long = cli(
+        Some("newcache://127.0.0.1:1/"),
+        None,
+        &["set", "k", "v", "--ttl", "99999999999"],
+    );
+    assert_eq!(too_long.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&too_long.stderr);
+    assert!(
+        err.contains("--ttl forever") && !err.contains("Ttl::"),
+        "{err}"
+    );
     let bad_url = cli(Some("newcache://h/?nope=1"), None, &["key", "k"]);
     assert_eq!(bad_url.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&bad_url.stderr).contains("nope"));

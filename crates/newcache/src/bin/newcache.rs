@@ -185,7 +185,16 @@ fn run(cli: Cli) -> Result<Outcome, String> {
         .unwrap_or_else(|| DEFAULT_URL.to_string());
     let cache = Cache::from_url(&url).map_err(|e| e.to_string())?;
     let mut say = |text: &str| writeln!(out, "{text}").map_err(write_error);
-    let e = |e: newcache::Error| e.to_string();
+    // The library's advice names its API; a CLI user's spelling of it is `--ttl forever`.
+    let e = |e: newcache::Error| {
+        match e {
+        newcache::Error::TtlTooLong(t) => format!(
+            "a TTL of {} s ends past 2038-01-19 03:14:07 UTC, the latest expiry memcached can keep; use --ttl forever for a value that should not expire",
+            t.secs
+        ),
+        other => other.to_string(),
+    }
+    };
     match cli.command {
         Command::Key(Key { key }) => {
             let wire = cache.wire_key(&key).map_err(e)?;
