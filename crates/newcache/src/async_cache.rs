@@ -166,7 +166,8 @@ impl AsyncCache {
             .map(|_| ())
     }
 
-    /// Stores a value only if `key` holds none; `true` when stored.
+    /// Stores a value only if `key` holds none; `true` when stored. With a zero TTL nothing
+    /// is left stored (the value expires at once): `true` when the key held nothing.
     pub async fn add<T: Serialize + ?Sized + Sync>(
         &self,
         key: &str,
@@ -179,7 +180,8 @@ impl AsyncCache {
             .is_stored())
     }
 
-    /// Stores a value only if `key` holds one; `true` when stored.
+    /// Stores a value only if `key` holds one; `true` when stored. With a zero TTL the
+    /// value expires at once: the key's value is deleted, `true` when it held one.
     pub async fn replace<T: Serialize + ?Sized + Sync>(
         &self,
         key: &str,

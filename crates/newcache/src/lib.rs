@@ -326,7 +326,8 @@ impl Cache {
             .map(|_| ())
     }
 
-    /// Stores a value only if `key` holds none; `true` when stored.
+    /// Stores a value only if `key` holds none; `true` when stored. With a zero TTL nothing
+    /// is left stored (the value expires at once): `true` when the key held nothing.
     pub fn add<T: Serialize + ?Sized>(
         &self,
         key: &str,
@@ -338,7 +339,8 @@ impl Cache {
             .is_stored())
     }
 
-    /// Stores a value only if `key` holds one; `true` when stored.
+    /// Stores a value only if `key` holds one; `true` when stored. With a zero TTL the
+    /// value expires at once: the key's value is deleted, `true` when it held one.
     pub fn replace<T: Serialize + ?Sized>(
         &self,
         key: &str,

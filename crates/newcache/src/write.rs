@@ -145,11 +145,19 @@ impl Core {
             .op(store_op(mode), async move {
                 let now = self.now_millis();
                 let Some(plan) = self.store_plan(io, options, now).await? else {
-                    if mode == StoreMode::Set {
-                        io.delete(wire).await?;
-                        return Ok(StoreStatus::Stored);
-                    }
-                    return Ok(StoreStatus::NotStored);
+                    // A zero TTL: the value would expire at once. Answered as memcached
+                    // answers such a store (Django's `timeout=0`), with nothing left under the
+                    // key: `set` stores (the key is emptied), `add` when the key holds
+                    // nothing, `replace` when it holds something (emptied).
+                    return Ok(match mode {
+                        StoreMode::Set => {
+                            io.delete(wire).await?;
+                            StoreStatus::Stored
+                        }
+                        StoreMode::Replace if io.delete(wire).await? => StoreStatus::Stored,
+                        StoreMode::Add if io.get(wire).await?.is_none() => StoreStatus::Stored,
+                        _ => StoreStatus::NotStored,
+                    });
                 };
                 // A str or bytes value goes to a blocking transport as the caller's own bytes: no
                 // copy of it in between. An async transport gets a copy (the caller's bytes cannot

@@ -146,6 +146,16 @@ fn a_zero_ttl_expires_at_once() {
     e.cache.set("zero", &"v", Ttl::Forever).unwrap();
     e.cache.set("zero", &"v", Ttl::Seconds(0)).unwrap();
     assert_eq!(e.meta("zero"), None);
+    // add and replace answer as memcached answers a store of an item that expires at once
+    // (Django's timeout=0), and leave nothing: replace empties a key that holds a value.
+    assert!(e.cache.add("zero", &"v", Ttl::Seconds(0)).unwrap(), "add of a free key");
+    assert_eq!(e.meta("zero"), None);
+    assert!(!e.cache.replace("zero", &"v", Ttl::Seconds(0)).unwrap(), "replace of a free key");
+    e.cache.set("zero", &"old", Ttl::Forever).unwrap();
+    assert!(!e.cache.add("zero", &"v", Ttl::Seconds(0)).unwrap(), "add of a held key");
+    assert_eq!(e.cache.get::<String>("zero").unwrap().as_deref(), Some("old"));
+    assert!(e.cache.replace("zero", &"v", Ttl::Seconds(0)).unwrap(), "replace of a held key");
+    assert_eq!(e.meta("zero"), None, "the old value is gone");
 }
 
 /// A `Duration` under a second is a value that lives a moment (one second, rounded up),
