@@ -537,6 +537,29 @@ mod tests {
         assert_eq!(enc(&vec![1u32, 2]).1, codec_flag);
     }
 
+    /// A plain value read as a sequence gives its bytes as `u8`s only: an integer's digits
+    /// or a text's bytes as a `Vec<u32>`, `Vec<i64>` or `Vec<String>` are an error, not the
+    /// characters' codes.
+    #[test]
+    fn a_plain_value_read_as_a_sequence_of_non_bytes_is_an_error() {
+        assert_eq!(decode::<Vec<u8>>(b"hi", FLAG_TEXT).unwrap(), b"hi".to_vec());
+        assert_eq!(decode::<Vec<u8>>(b"5", FLAG_INT).unwrap(), b"5".to_vec());
+        assert_eq!(
+            decode::<Vec<u8>>(&[0, 255], FLAG_BYTES).unwrap(),
+            vec![0, 255]
+        );
+        let wrong = [
+            decode::<Vec<u32>>(b"5", FLAG_INT).map(|v| format!("{v:?}")),
+            decode::<Vec<i64>>(b"hi", FLAG_TEXT).map(|v| format!("{v:?}")),
+            decode::<Vec<String>>(b"5", FLAG_INT).map(|v| format!("{v:?}")),
+            decode::<Vec<u16>>(&[0, 255], FLAG_BYTES).map(|v| format!("{v:?}")),
+        ];
+        for read in wrong {
+            let err = read.unwrap_err().to_string();
+            assert!(err.contains("Vec<u8>") && !err.contains("53"), "{err}");
+        }
+    }
+
     #[test]
     fn plain_values_use_python_clients_flags() {
         assert_eq!(enc("héllo"), ("héllo".as_bytes().to_vec(), FLAG_TEXT));

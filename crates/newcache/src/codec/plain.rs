@@ -377,6 +377,40 @@ impl<'de> PlainDe<'de> {
     }
 }
 
+/// One byte of a plain value read as a sequence: a `u8` and nothing else, so that an
+/// integer's digits or a text's bytes read as a `Vec<u32>` or `Vec<String>` are an error,
+/// not the digits' character codes.
+struct ByteDe(u8);
+
+impl<'de> de::IntoDeserializer<'de, CodecError> for ByteDe {
+    type Deserializer = ByteDe;
+
+    fn into_deserializer(self) -> ByteDe {
+        self
+    }
+}
+
+impl<'de> de::Deserializer<'de> for ByteDe {
+    type Error = CodecError;
+
+    fn deserialize_any<V: Visitor<'de>>(self, _: V) -> Result<V::Value, CodecError> {
+        Err(CodecError(
+            "a plain value (text, an integer or bytes) read as a sequence of something other than bytes: read it as its own type, or as a Vec<u8> for its bytes"
+                .into(),
+        ))
+    }
+
+    fn deserialize_u8<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, CodecError> {
+        visitor.visit_u8(self.0)
+    }
+
+    serde::forward_to_deserialize_any! {
+        bool i8 i16 i32 i64 i128 u16 u32 u64 u128 f32 f64 char str string bytes byte_buf
+        option unit unit_struct newtype_struct seq tuple tuple_struct map struct enum
+        identifier ignored_any
+    }
+}
+
 macro_rules! parse_number {
     ($($method:ident => $visit:ident($ty:ty);)*) => {
         $(fn $method<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, CodecError> {
@@ -445,13 +479,12 @@ impl<'de> de::Deserializer<'de> for PlainDe<'de> {
         self.visit_bytes(visitor)
     }
 
+    /// A sequence of the value's bytes, each of which reads only as a `u8` ([`ByteDe`]).
     fn deserialize_seq<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, CodecError> {
-        match self.bytes {
-            Bytes::Borrowed(b) => {
-                visitor.visit_seq(de::value::SeqDeserializer::new(b.iter().copied()))
-            }
-            Bytes::Owned(v) => visitor.visit_seq(de::value::SeqDeserializer::new(v.into_iter())),
-        }
+        let mut seq = de::value::SeqDeserializer::new(self.slice().iter().map(|&b| ByteDe(b)));
+        let value = visitor.visit_seq(&mut seq)?;
+        seq.end()?;
+        Ok(value)
     }
 
     fn deserialize_option<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, CodecError> {
