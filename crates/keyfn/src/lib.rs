@@ -103,7 +103,7 @@ where
 
 /// A key the key function turned into something memcached cannot take.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("cache key {key:?} became wire key {wire:?}, which memcached cannot take: {reason}; use a hashing key function (the default) or a shorter key without spaces or control characters")]
+#[error("cache key {} became wire key {}, which memcached cannot take: {reason}; use a hashing key function (the default) or a shorter key without spaces or control characters", newcache_transport::Abridged(.key), newcache_transport::Abridged(.wire))]
 pub struct InvalidKey {
     /// The caller's key.
     pub key: String,

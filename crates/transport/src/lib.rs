@@ -221,6 +221,34 @@ pub enum KeyError {
     },
 }
 
+/// A key in an error message: quoted as `{:?}` shows it, and past 100 characters its first
+/// 100 and its length (a 10,000-byte key is not printed whole, twice).
+///
+/// ```
+/// use newcache_transport::Abridged;
+///
+/// assert_eq!(Abridged("two words").to_string(), "\"two words\"");
+/// let long = "k".repeat(300);
+/// assert_eq!(
+///     Abridged(&long).to_string(),
+///     format!("\"{}\"... (300 bytes)", "k".repeat(100))
+/// );
+/// ```
+pub struct Abridged<'a>(pub &'a str);
+
+impl fmt::Display for Abridged<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        const SHOWN: usize = 100;
+        match self.0.char_indices().nth(SHOWN) {
+            None => write!(f, "{:?}", self.0),
+            Some((end, _)) => {
+                let head = self.0.get(..end).unwrap_or_default();
+                write!(f, "{head:?}... ({} bytes)", self.0.len())
+            }
+        }
+    }
+}
+
 /// Checks that `key` can go on the wire: 1 to 250 bytes, no space, no control character
 /// (bytes 0x00-0x20 and 0x7f). Bytes of 0x80 and above (UTF-8) are allowed, as memcached does.
 #[inline]
@@ -381,7 +409,7 @@ pub enum Error {
         exptime: u32,
     },
     /// The wire key would break the protocol; nothing was sent.
-    #[error("invalid key {key:?}: {reason}")]
+    #[error("invalid key {}: {reason}", Abridged(.key))]
     InvalidKey {
         /// The key, lossily decoded as UTF-8.
         key: String,
@@ -400,8 +428,9 @@ pub enum Error {
     /// transport let through (its `-I` is lower, or the key and item header push the item
     /// over), the server's exact limit is not known, and `limit` is the configured one or,
     /// when the value is not over that, one byte below the size (see
-    /// [`Error::refused_by_server`]).
-    #[error("value of {size} bytes is over the server's item size limit of {limit} bytes; store less, compress, or raise memcached's -I")]
+    /// [`Error::refused_by_server`]): in both cases the limit is at most `limit`, which is
+    /// what the message says.
+    #[error("value of {size} bytes is over the item size limit, which is at most {limit} bytes (item_size_limit; memcached's own -I, which counts the key and the item header too, may be lower); store less, compress (compress_threshold), or raise memcached's -I and item_size_limit")]
     ValueTooLarge {
         /// The value's size in bytes.
         size: usize,

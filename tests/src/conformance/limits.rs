@@ -19,7 +19,7 @@ fn expect_too_large<T: std::fmt::Debug>(what: &str, result: Result<T>, size: usi
     let message = e.to_string();
     assert!(
         message.contains(&format!("{size} bytes"))
-            && message.contains(&format!("limit of {limit} bytes")),
+            && message.contains(&format!("at most {limit} bytes")),
         "{what}: the message does not name the size and the limit: {message}"
     );
 }
