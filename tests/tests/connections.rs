@@ -168,6 +168,16 @@ fn idle_connections_are_closed_after_the_idle_timeout() {
     assert_eq!(t.get(b"after").unwrap().unwrap().value, b"v");
 }
 
+/// Failover that marks a server down for 30 s after a single failure: any request that
+/// fails against a live server shows.
+fn one_failure_marks_down() -> Failover {
+    Failover {
+        failure_limit: 1,
+        retry_timeout: Duration::from_secs(30),
+        ..Failover::default()
+    }
+}
+
 /// Fills the pool of `t` with several idle connections to every server: threads that each
 /// write and read their own keys at once.
 fn fill_the_pool(t: &TextTransport, tag: &str) {
@@ -195,11 +205,7 @@ fn connections_the_server_closed_while_idle_are_not_handed_a_request() {
         let mut memcacheds: Vec<Memcached> = (0..servers).map(|_| Memcached::start()).collect();
         let t = TextTransport::new(TextConfig {
             servers: memcacheds.iter().map(Memcached::addr).collect(),
-            failover: Failover {
-                failure_limit: 1,
-                retry_timeout: Duration::from_secs(30),
-                ..Failover::default()
-            },
+            failover: one_failure_marks_down(),
             ..TextConfig::default()
         })
         .unwrap();
@@ -246,11 +252,7 @@ fn a_full_pool_makes_callers_wait_and_time_out_typed_and_is_no_failure_of_the_se
         servers: proxies.iter().map(FaultProxy::addr).collect(),
         read_timeout: Duration::from_millis(600),
         max_connections: 1,
-        failover: Failover {
-            failure_limit: 1,
-            retry_timeout: Duration::from_secs(30),
-            ..Failover::default()
-        },
+        failover: one_failure_marks_down(),
         ..TextConfig::default()
     })
     .unwrap();
