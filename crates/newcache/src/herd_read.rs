@@ -276,7 +276,7 @@ impl Core {
     /// flags before its soft expiry under a policy that serves every such value. The value
     /// flags of such an item, served from byte 0; `None`: ask [`Core::look`].
     #[inline]
-    pub(crate) fn served_as_is(&self, flags: u32, now: u64) -> Option<u32> {
+    fn served_as_is(&self, flags: u32, now: u64) -> Option<u32> {
         let as_is = match read_flags(flags, now) {
             None => !may_carry_seed(flags),
             Some(Carried::Flags(envelope)) => {

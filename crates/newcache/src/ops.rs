@@ -470,18 +470,8 @@ impl Core {
                 take(i, m.map(|m| self.look_meta(op, wire, m, now)));
             }
         } else {
-            // A value served as it is skips the rest of `look` (the common case: no call,
-            // nothing moved through its steps).
             let now_read = io.get_many_now(&mut made, &mut |i, wire, item| {
-                let looked = match self.served_as_is(item.flags, now) {
-                    Some(flags) => Ok(Looked::Done(Opened::Value {
-                        item,
-                        offset: 0,
-                        flags,
-                    })),
-                    None => self.look(op, wire, item, now),
-                };
-                take(i, Some(looked));
+                take(i, Some(self.look(op, wire, item, now)));
             });
             match now_read {
                 Some(read) => read.map_err(|e| made.failure(e))?,
