@@ -5,6 +5,8 @@
 //!
 //! Each chunk, independently, with the probabilities of [`Faults`] (per million):
 //! - **duplicated in the same write** (the chunk twice in one `write`);
+//! - **partly duplicated** (the chunk cut at a random byte and its first part sent twice:
+//!   a segment a middlebox sent again, which ends mid-reply, often inside a value);
 //! - **duplicated later** (the chunk again, [`Faults::later`] after it, from another thread,
 //!   whatever the connection is doing then);
 //! - **preceded by an older reply** (one of the last 64 chunks of this connection, sent
@@ -34,6 +36,8 @@ use std::time::{Duration, Instant};
 pub struct Faults {
     /// The chunk twice, in the same write.
     pub duplicate_now: u32,
+    /// The chunk's first part (cut at a random byte) twice, then the rest.
+    pub duplicate_part: u32,
     /// The chunk again, [`Faults::later`] after it.
     pub duplicate_later: u32,
     /// How long after the original a late duplicate is sent (30 ms by default).
@@ -59,6 +63,7 @@ impl Faults {
     pub fn none() -> Faults {
         Faults {
             duplicate_now: 0,
+            duplicate_part: 0,
             duplicate_later: 0,
             later: Duration::from_millis(30),
             replay_old: 0,
@@ -75,6 +80,16 @@ impl Faults {
     pub fn duplicate_now(self, per_million: u32) -> Faults {
         Faults {
             duplicate_now: per_million,
+            ..self
+        }
+    }
+
+    /// With `per_million` of the chunks partly duplicated: cut at a random byte, the first
+    /// part twice, then the rest (what the client reads as the first part, then bytes it
+    /// has read already, mid-reply).
+    pub fn duplicate_part(self, per_million: u32) -> Faults {
+        Faults {
+            duplicate_part: per_million,
             ..self
         }
     }
@@ -145,6 +160,8 @@ pub struct FaultCounts {
     pub chunks: u64,
     /// Chunks duplicated in the same write.
     pub duplicated_now: u64,
+    /// Chunks partly duplicated.
+    pub duplicated_part: u64,
     /// Late duplicates sent, counted just before their write (a client that has read one
     /// finds it counted).
     pub duplicated_later: u64,
@@ -174,6 +191,7 @@ struct Counters {
     max_open: AtomicU64,
     chunks: AtomicU64,
     duplicated_now: AtomicU64,
+    duplicated_part: AtomicU64,
     duplicated_later: AtomicU64,
     duplicated_later_written: AtomicU64,
     replayed: AtomicU64,
@@ -192,6 +210,7 @@ impl Counters {
             max_open: get(&self.max_open),
             chunks: get(&self.chunks),
             duplicated_now: get(&self.duplicated_now),
+            duplicated_part: get(&self.duplicated_part),
             duplicated_later: get(&self.duplicated_later),
             duplicated_later_written: get(&self.duplicated_later_written),
             replayed: get(&self.replayed),
@@ -447,6 +466,11 @@ fn relay(
             if let Some(old) = history.get(at) {
                 out.extend_from_slice(old);
             }
+        }
+        if chunk.len() > 1 && rng.chance(f.duplicate_part) {
+            bump(&counters.duplicated_part);
+            let cut = 1 + rng.below(chunk.len() - 1);
+            out.extend_from_slice(chunk.get(..cut).unwrap_or_default());
         }
         out.extend_from_slice(&chunk);
         if rng.chance(f.duplicate_now) {

@@ -84,6 +84,14 @@ enum ReplyTo {
 }
 
 impl State {
+    /// Job `id` while it awaits its replies, or their check ([`State::held`]).
+    pub(super) fn in_flight(&mut self, id: u64) -> Option<&mut Pending> {
+        self.fifo
+            .iter_mut()
+            .chain(self.held.iter_mut())
+            .find(|p| p.id == id)
+    }
+
     /// Enters a job written now (or being written) at the back of the FIFO, numbered, its
     /// wait for a reply starting now if nothing was in flight: its number.
     fn enter(&mut self, steps: Steps, reply: ReplyTo) -> u64 {
@@ -198,6 +206,13 @@ enum Owner {
 
 struct State {
     fifo: VecDeque<Pending>,
+    /// A job whose last reply was read and whose answer waits for the bytes after that
+    /// reply to check out: the next reply answers its own request, or the read ended right
+    /// there ([`Conn::release`]). A reply whose data took in bytes that were not its own (a
+    /// middlebox that duplicated a segment) ends amid other replies' bytes, and what
+    /// follows it does not check out: the job then fails with the connection, where it was
+    /// handed a value with another request's bytes in it.
+    held: Option<Pending>,
     /// When the FIFO last went from empty to not.
     busy_since: Instant,
     /// The queue's senders are all gone: close once nothing is in flight.
@@ -295,6 +310,7 @@ impl Conn {
     fn note(&self, st: &State) {
         let idle = st.lone
             && st.fifo.is_empty()
+            && st.held.is_none()
             && st.owner == Owner::Task
             && !st.writing
             && st.unfinished.is_none()
@@ -315,7 +331,8 @@ impl Conn {
                 st.fatal = Some(fatal.clone());
             }
             st.owner = Owner::Task;
-            let failed: Vec<Pending> = st.fifo.drain(..).collect();
+            let held = st.held.take();
+            let failed: Vec<Pending> = held.into_iter().chain(st.fifo.drain(..)).collect();
             let channels: Vec<_> = failed
                 .into_iter()
                 .filter_map(|pending| {
@@ -361,6 +378,13 @@ impl Conn {
             loop {
                 if !*decoding {
                     if buf.filled().is_empty() {
+                        // The read ended right after the last reply: it checks out.
+                        let released = self.release(&mut self.lock());
+                        if let Some(released) = released {
+                            if until == Some(released.deliver()) {
+                                return Poll::Ready(Pumped::Answered);
+                            }
+                        }
                         break;
                     }
                     let readied = self
@@ -448,7 +472,10 @@ impl Conn {
                 Poll::Ready(Err(e)) if e.kind() == io::ErrorKind::Interrupted => {}
                 Poll::Ready(Err(e)) => return Poll::Ready(Pumped::Fatal(Fatal::io(&e))),
                 Poll::Ready(Ok(0)) => {
-                    let busy = !self.lock().fifo.is_empty();
+                    let busy = {
+                        let st = self.lock();
+                        !st.fifo.is_empty() || st.held.is_some()
+                    };
                     return Poll::Ready(Pumped::Fatal(
                         if busy || *decoding || !buf.filled().is_empty() {
                             Fatal::Io(
@@ -492,8 +519,11 @@ impl Conn {
         self.pump(&mut rs, cx, None)
     }
 
-    /// Gives a complete reply to the step the oldest job awaits; answers the job once its
-    /// last step is read (its number is returned). `Err` when the connection must close.
+    /// Gives a complete reply to the step the oldest job awaits. A reply that answers its
+    /// request releases the job held before it ([`State::held`]); a job whose last reply
+    /// this is is held in turn (one closed by an error line is answered at once, as the
+    /// connection closes after it). Returns the number of the job answered, if any. `Err`
+    /// when the connection must close.
     fn complete(&self, reply: Reply, tag: &meta::Tag) -> Result<Option<u64>, Fatal> {
         let settings = &self.settings;
         let mut state = self.lock();
@@ -547,17 +577,40 @@ impl Conn {
                 front.next = front.steps.len();
             }
         }
-        if front.next < front.steps.len() {
-            return Ok(None);
+        let finished = front.next >= front.steps.len();
+        // This reply answers its request: the bytes after the held job's last reply were
+        // in step.
+        let before = self.release(&mut state);
+        let mut done = None;
+        if finished {
+            if let Some(job) = state.fifo.pop_front() {
+                if state.fifo.is_empty() {
+                    state.lone = state.period_jobs <= 1;
+                    state.period_jobs = 0;
+                }
+                let close_after = job.close_after;
+                state.held = Some(job);
+                if close_after {
+                    done = self.release(&mut state);
+                }
+                self.note(&state);
+            }
         }
-        let Some(done) = state.fifo.pop_front() else {
-            return Ok(None);
-        };
-        if state.fifo.is_empty() {
-            state.lone = state.period_jobs <= 1;
-            state.period_jobs = 0;
+        drop(state);
+        let answered = before.map(Released::deliver);
+        if let Some(done) = done {
+            done.deliver();
+            return Err(Fatal::Protocol(
+                "the connection was closed after an error line to an earlier request on it".into(),
+            ));
         }
-        self.note(&state);
+        Ok(answered)
+    }
+
+    /// Answers the held job ([`State::held`]), if any: its result, and the direct caller's
+    /// waker when the task read it, to hand over once the state is unlocked.
+    fn release(&self, state: &mut State) -> Option<Released> {
+        let done = state.held.take()?;
         // A direct caller's answer read by the task (it took the reading back): the caller
         // is woken for it.
         let wake = match done.reply {
@@ -565,19 +618,32 @@ impl Conn {
             _ => None,
         };
         let send = state.answer(done.id, done.reply, Ok(done.answers));
-        drop(state);
-        if let Some((reply, result)) = send {
+        self.note(state);
+        Some(Released {
+            id: done.id,
+            send,
+            wake,
+        })
+    }
+}
+
+/// A job's answer released from [`State::held`], to hand over with the state unlocked.
+struct Released {
+    id: u64,
+    send: Option<(oneshot::Sender<JobResult>, JobResult)>,
+    wake: Option<Waker>,
+}
+
+impl Released {
+    /// Sends the answer and wakes its caller; the job's number.
+    fn deliver(self) -> u64 {
+        if let Some((reply, result)) = self.send {
             let _ = reply.send(result);
         }
-        if let Some(w) = wake {
+        if let Some(w) = self.wake {
             w.wake();
         }
-        if done.close_after {
-            return Err(Fatal::Protocol(
-                "the connection was closed after an error line to an earlier request on it".into(),
-            ));
-        }
-        Ok(Some(done.id))
+        self.id
     }
 }
 
@@ -643,6 +709,7 @@ pub(super) fn start(
     let conn = Arc::new(Conn {
         state: Mutex::new(State {
             fifo: VecDeque::new(),
+            held: None,
             busy_since: now,
             closing: false,
             owner: Owner::Task,
@@ -903,7 +970,7 @@ async fn read_loop(conn: &Conn) -> Fatal {
 /// Fails job `id`, still awaiting its reply, with a timeout: its caller is answered now,
 /// and the reply, read when it comes, goes nowhere.
 fn time_out(st: &mut State, id: u64, settings: &Settings) {
-    let Some(job) = st.fifo.iter_mut().find(|p| p.id == id) else {
+    let Some(job) = st.in_flight(id) else {
         return;
     };
     let error = Err(Failure::Failed(

@@ -196,7 +196,7 @@ impl DirectCall<'_> {
                 if let Some(result) = take_result(&mut st, self.id) {
                     return Poll::Ready(result);
                 }
-                if !st.fifo.iter().any(|p| p.id == self.id) {
+                if st.in_flight(self.id).is_none() {
                     return Poll::Ready(Err(Failure::Failed(gone(&conn.settings))));
                 }
                 st.direct_waker = Some(cx.waker().clone());
@@ -275,7 +275,7 @@ impl Drop for DirectCall<'_> {
             {
                 st.direct_result = None;
             }
-            if let Some(job) = st.fifo.iter_mut().find(|p| p.id == self.id) {
+            if let Some(job) = st.in_flight(self.id) {
                 job.reply = ReplyTo::Nowhere;
             }
             if !self.give_back(&mut st) {
