@@ -1,6 +1,6 @@
 //! Every reply is matched to its request, measured from outside: a fault-injecting proxy
 //! ([`newcache_testkit::proxy::FaultProxy`]) between the text transport and a real memcached
-//! duplicates replies (in the same write and 30 ms later), injects older replies and garbage,
+//! duplicates replies (in the same write, in part, and 30 ms later), injects older replies and garbage,
 //! truncates, delays and trickles them one byte at a time, while 16 threads run mixed
 //! operations (get, get_many, get_many_made, set, add, delete, incr, touch, set_many,
 //! delete_many_quiet) on values that carry their own key, version and checksum.
@@ -59,6 +59,7 @@ fn run_secs() -> Duration {
 fn every_fault() -> Faults {
     Faults::none()
         .duplicate_now(4_000)
+        .duplicate_part(4_000)
         .duplicate_later(4_000)
         .replay_old(3_000)
         .garbage(1_000)
@@ -68,7 +69,9 @@ fn every_fault() -> Faults {
 }
 
 /// The faults the classic protocol can detect: every one but duplicates and replays that
-/// may land while the next request is in flight. Duplicates in the same write are not
+/// may land while the next request is in flight, and a reply duplicated in part (a number
+/// line cut and sent twice, `30000` then `3000000015`, is one longer number line: untagged,
+/// nothing shows it). Duplicates in the same write are not
 /// trickled here: a copy that trickles in after the client has read the original is a late
 /// duplicate.
 fn classic_detectable_faults() -> Faults {

@@ -36,7 +36,9 @@ pub enum Protocol {
     /// allows (the keys of `VALUE` lines, the kind of status line, no byte after the reply,
     /// no byte waiting on an idle connection), but a duplicated reply of the same shape
     /// (`STORED`, a number, the same key's value) that arrives while the next request is in
-    /// flight cannot be told from that request's own; the meta protocol's opaque tokens can.
+    /// flight cannot be told from that request's own, nor can a number line sent twice in
+    /// part (`300` then `3000000015` reads as one longer number); the meta protocol's
+    /// opaque tokens can.
     /// The meta-only operations ([`Transport::meta_get`], [`Transport::meta_invalidate`])
     /// are [`Error::Unsupported`].
     Classic,
