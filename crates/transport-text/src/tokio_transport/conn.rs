@@ -378,13 +378,6 @@ impl Conn {
             loop {
                 if !*decoding {
                     if buf.filled().is_empty() {
-                        // The read ended right after the last reply: it checks out.
-                        let released = self.release(&mut self.lock());
-                        if let Some(released) = released {
-                            if until == Some(released.deliver()) {
-                                return Poll::Ready(Pumped::Answered);
-                            }
-                        }
                         break;
                     }
                     let readied = self
@@ -421,12 +414,16 @@ impl Conn {
                     }
                     break;
                 };
-                // The tag is read where it lies (it holds a key of up to 250 bytes).
-                let completed = self.complete(reply, d.tag());
+                // The tag is read where it lies (it holds a key of up to 250 bytes). The
+                // read ended right after this reply when nothing is left of it.
+                let ends_read = buf.filled().is_empty();
+                let completed = self.complete(reply, d.tag(), ends_read);
                 *decoding = false;
                 match completed {
                     Err(fatal) => return Poll::Ready(Pumped::Fatal(fatal)),
-                    Ok(Some(id)) if until == Some(id) => return Poll::Ready(Pumped::Answered),
+                    Ok(answered) if until.is_some() && answered.contains(&until) => {
+                        return Poll::Ready(Pumped::Answered)
+                    }
                     Ok(_) => {}
                 }
             }
@@ -521,10 +518,16 @@ impl Conn {
 
     /// Gives a complete reply to the step the oldest job awaits. A reply that answers its
     /// request releases the job held before it ([`State::held`]); a job whose last reply
-    /// this is is held in turn (one closed by an error line is answered at once, as the
-    /// connection closes after it). Returns the number of the job answered, if any. `Err`
+    /// this is is held in turn, unless the read ended right after it (`ends_read`: nothing
+    /// follows it to check) or an error line closed it (the connection closes after it).
+    /// Returns the numbers of the jobs answered (the one held before, this reply's). `Err`
     /// when the connection must close.
-    fn complete(&self, reply: Reply, tag: &meta::Tag) -> Result<Option<u64>, Fatal> {
+    fn complete(
+        &self,
+        reply: Reply,
+        tag: &meta::Tag,
+        ends_read: bool,
+    ) -> Result<[Option<u64>; 2], Fatal> {
         let settings = &self.settings;
         let mut state = self.lock();
         let Some(front) = state.fifo.front_mut() else {
@@ -590,21 +593,23 @@ impl Conn {
                 }
                 let close_after = job.close_after;
                 state.held = Some(job);
-                if close_after {
+                if close_after || ends_read {
                     done = self.release(&mut state);
+                } else {
+                    self.note(&state);
                 }
-                self.note(&state);
             }
         }
         drop(state);
-        let answered = before.map(Released::deliver);
-        if let Some(done) = done {
-            done.deliver();
+        let before = before.map(Released::deliver);
+        let closes = done.as_ref().is_some_and(|d| d.closes);
+        let done = done.map(Released::deliver);
+        if closes {
             return Err(Fatal::Protocol(
                 "the connection was closed after an error line to an earlier request on it".into(),
             ));
         }
-        Ok(answered)
+        Ok([before, done])
     }
 
     /// Answers the held job ([`State::held`]), if any: its result, and the direct caller's
@@ -621,6 +626,7 @@ impl Conn {
         self.note(state);
         Some(Released {
             id: done.id,
+            closes: done.close_after,
             send,
             wake,
         })
@@ -630,6 +636,8 @@ impl Conn {
 /// A job's answer released from [`State::held`], to hand over with the state unlocked.
 struct Released {
     id: u64,
+    /// The connection closes after this job (an error line).
+    closes: bool,
     send: Option<(oneshot::Sender<JobResult>, JobResult)>,
     wake: Option<Waker>,
 }
