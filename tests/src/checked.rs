@@ -9,6 +9,16 @@ pub fn checksum(bytes: &[u8]) -> u64 {
     })
 }
 
+/// The value the segment-duplication tests store under their `k`th key of `owner`: its
+/// name, then line ends (20 to 219 of them), so that a value with bytes of other replies in
+/// it often still ends on a line end, as only what follows it can show
+/// (`Faults::duplicate_part`).
+pub fn line_end_value(owner: usize, k: usize) -> Vec<u8> {
+    let mut v = format!("{owner}:{k}|").into_bytes();
+    v.extend(b"\r\n".repeat(20 + (owner * 7 + k * 13) % 200));
+    v
+}
+
 /// `<key>|<version>|<padding>|<checksum>`: the value knows its key and version.
 pub fn value_of(key: &[u8], version: u64, pad: usize) -> Vec<u8> {
     let mut v = key.to_vec();

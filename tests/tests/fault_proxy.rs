@@ -728,11 +728,7 @@ fn classic_in_flight_duplicates_are_what_the_classic_protocol_cannot_catch() {
 #[test]
 fn a_segment_sent_twice_mid_value_never_reaches_a_caller() {
     let (_server, proxy, t) = setup(Protocol::Meta);
-    let value = |thread: usize, k: usize| {
-        let mut v = format!("{thread}:{k}|").into_bytes();
-        v.extend(b"\r\n".repeat(20 + (thread * 7 + k * 13) % 200));
-        v
-    };
+    let value = newcache_tests::checked::line_end_value;
     let key = |thread: usize, k: usize| format!("seg:{thread}:{k}").into_bytes();
     for thread in 0..THREADS {
         for k in 0..8 {

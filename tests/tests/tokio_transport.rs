@@ -521,11 +521,7 @@ fn a_segment_sent_twice_mid_value_never_reaches_a_caller() {
         Protocol::Meta,
     );
     let rt = runtime();
-    let value = |task: usize, k: usize| {
-        let mut v = format!("{task}:{k}|").into_bytes();
-        v.extend(b"\r\n".repeat(20 + (task * 7 + k * 13) % 200));
-        v
-    };
+    let value = newcache_tests::checked::line_end_value;
     rt.block_on(async {
         for task in 0..TASKS {
             for k in 0..8 {
