@@ -1,6 +1,6 @@
 //! Every reply is matched to its request, measured from outside: a fault-injecting proxy
 //! ([`newcache_testkit::proxy::FaultProxy`]) between the text transport and a real memcached
-//! duplicates replies (in the same write, in part, and 30 ms later), injects older replies and garbage,
+//! duplicates replies (in the same write, in part, and 30 ms later), injects older replies, stray reply lines and garbage,
 //! truncates, delays and trickles them one byte at a time, while 16 threads run mixed
 //! operations (get, get_many, get_many_made, set, add, delete, incr, touch, set_many,
 //! delete_many_quiet) on values that carry their own key, version and checksum.
@@ -60,6 +60,7 @@ fn every_fault() -> Faults {
     Faults::none()
         .duplicate_now(4_000)
         .duplicate_part(4_000)
+        .stray_line(2_000)
         .duplicate_later(4_000)
         .replay_old(3_000)
         .garbage(1_000)
@@ -77,6 +78,7 @@ fn every_fault() -> Faults {
 fn classic_detectable_faults() -> Faults {
     Faults::none()
         .duplicate_now(6_000)
+        .stray_line(2_000)
         .garbage(1_000)
         .truncate(1_000)
         .delayed(2_000, Duration::from_millis(300))

@@ -472,6 +472,7 @@ fn every_fault() -> Faults {
     Faults::none()
         .duplicate_now(20_000)
         .duplicate_part(20_000)
+        .stray_line(10_000)
         .duplicate_later(20_000)
         .replay_old(15_000)
         .garbage(5_000)
@@ -1002,4 +1003,68 @@ fn a_full_queue_makes_callers_wait_and_a_hung_server_bounds_that_wait() {
             "waited {took:?} with a {TIMEOUT:?} timeout"
         );
     }
+}
+
+/// A whole classic reply line nobody asked for (`END`, `STORED`, a number, an empty
+/// `VALUE` block: [`Faults::stray_line`]) just before the real replies: the classic
+/// protocol has no tags, so a get takes a stray `END` as its miss, and only what follows
+/// (its real reply, where the next request's is due, or bytes nobody asked for) shows it.
+/// Answers are handed over once what follows them checks out, so no key that holds a
+/// value reads as a miss (248 did in 3 s when each reply was handed over as read).
+#[test]
+fn classic_stray_reply_lines_give_no_false_miss() {
+    const TASKS: usize = 16;
+    let server = Memcached::start();
+    let proxy = FaultProxy::start(server.socket_addr(), Faults::none());
+    let t = transport(
+        vec![proxy.addr()],
+        Duration::from_millis(300),
+        Protocol::Classic,
+    );
+    let rt = runtime();
+    let key = |task: usize, k: usize| format!("stray:{task}:{k}").into_bytes();
+    rt.block_on(async {
+        for task in 0..TASKS {
+            for k in 0..8 {
+                let key = key(task, k);
+                t.store(&Store::set(&key, &value_of(&key, 1, 50), 0, 0))
+                    .await
+                    .expect("stored before any fault");
+            }
+        }
+    });
+    proxy.set_faults(Faults::none().stray_line(50_000).seed(5));
+    let until = Instant::now() + Duration::from_secs(3);
+    let (misses, wrong, gets) = rt.block_on(async {
+        let handles: Vec<_> = (0..TASKS)
+            .map(|task| {
+                let t = t.clone();
+                tokio::spawn(async move {
+                    let (mut misses, mut wrong, mut gets) = (0u64, 0u64, 0u64);
+                    let mut k = 0;
+                    while Instant::now() < until {
+                        k = (k + 1) % 8;
+                        gets += 1;
+                        let key = key(task, k);
+                        match t.get(&key).await {
+                            Ok(None) => misses += 1,
+                            Ok(Some(item)) if item.value != value_of(&key, 1, 50) => wrong += 1,
+                            Ok(Some(_)) | Err(_) => {}
+                        }
+                    }
+                    (misses, wrong, gets)
+                })
+            })
+            .collect();
+        let mut total = (0, 0, 0);
+        for h in handles {
+            let (m, w, g) = h.await.expect("task");
+            total = (total.0 + m, total.1 + w, total.2 + g);
+        }
+        total
+    });
+    let counts = proxy.counts();
+    println!("{gets} gets, {misses} false misses, {wrong} wrong; proxy {counts:?}");
+    assert!(counts.stray_lines > 100, "{counts:?}");
+    assert_eq!((misses, wrong), (0, 0), "false misses and wrong values");
 }

@@ -12,6 +12,8 @@
 //! - **preceded by an older reply** (one of the last 64 chunks of this connection, sent
 //!   again just before it);
 //! - **preceded by garbage** (random bytes, some of them line ends);
+//! - **preceded by a stray reply** (a whole reply line of the classic protocol, `END`,
+//!   `STORED`, a number, an empty `VALUE` block, that no request asked for);
 //! - **truncated** (a prefix of it, then both directions closed);
 //! - **delayed** (held for a random time up to [`Faults::delay`]);
 //! - **trickled** (written one byte per `write`, with `TCP_NODELAY`).
@@ -46,6 +48,8 @@ pub struct Faults {
     pub replay_old: u32,
     /// Random bytes just before the chunk.
     pub garbage: u32,
+    /// A whole classic reply (`END`, `STORED`, a number...) just before the chunk.
+    pub stray_line: u32,
     /// Only a prefix of the chunk, then the connection closed.
     pub truncate: u32,
     /// The chunk held back for a random time below [`Faults::delay`].
@@ -68,6 +72,7 @@ impl Faults {
             later: Duration::from_millis(30),
             replay_old: 0,
             garbage: 0,
+            stray_line: 0,
             truncate: 0,
             delayed: 0,
             delay: Duration::from_millis(100),
@@ -114,6 +119,15 @@ impl Faults {
     pub fn garbage(self, per_million: u32) -> Faults {
         Faults {
             garbage: per_million,
+            ..self
+        }
+    }
+
+    /// With a whole classic reply line that nobody asked for before `per_million` of the
+    /// chunks.
+    pub fn stray_line(self, per_million: u32) -> Faults {
+        Faults {
+            stray_line: per_million,
             ..self
         }
     }
@@ -172,6 +186,8 @@ pub struct FaultCounts {
     pub replayed: u64,
     /// Garbage injections.
     pub garbage: u64,
+    /// Stray reply lines injected.
+    pub stray_lines: u64,
     /// Chunks truncated (and their connections closed).
     pub truncated: u64,
     /// Chunks delayed.
@@ -196,6 +212,7 @@ struct Counters {
     duplicated_later_written: AtomicU64,
     replayed: AtomicU64,
     garbage: AtomicU64,
+    stray_lines: AtomicU64,
     truncated: AtomicU64,
     delayed: AtomicU64,
     trickled: AtomicU64,
@@ -215,6 +232,7 @@ impl Counters {
             duplicated_later_written: get(&self.duplicated_later_written),
             replayed: get(&self.replayed),
             garbage: get(&self.garbage),
+            stray_lines: get(&self.stray_lines),
             truncated: get(&self.truncated),
             delayed: get(&self.delayed),
             trickled: get(&self.trickled),
@@ -459,6 +477,22 @@ fn relay(
                 };
                 out.push(b);
             }
+        }
+        if rng.chance(f.stray_line) {
+            bump(&counters.stray_lines);
+            const LINES: [&[u8]; 5] = [
+                b"END\r\n",
+                b"STORED\r\n",
+                b"NOT_FOUND\r\n",
+                b"42\r\n",
+                b"VALUE stray 0 2\r\nhi\r\nEND\r\n",
+            ];
+            out.extend_from_slice(
+                LINES
+                    .get(rng.below(LINES.len()))
+                    .copied()
+                    .unwrap_or_default(),
+            );
         }
         if !history.is_empty() && rng.chance(f.replay_old) {
             bump(&counters.replayed);
