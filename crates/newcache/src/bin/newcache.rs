@@ -185,53 +185,61 @@ fn run(cli: Cli) -> Result<Outcome, String> {
         .unwrap_or_else(|| DEFAULT_URL.to_string());
     let cache = Cache::from_url(&url).map_err(|e| e.to_string())?;
     let mut say = |text: &str| writeln!(out, "{text}").map_err(write_error);
-    // The library's advice names its API; a CLI user's spelling of it is `--ttl forever`.
-    let e = |e: newcache::Error| {
-        match e {
-        newcache::Error::TtlTooLong(t) => format!(
-            "a TTL of {} s ends past 2038-01-19 03:14:07 UTC, the latest expiry memcached can keep; use --ttl forever for a value that should not expire",
-            t.secs
-        ),
-        other => other.to_string(),
-    }
-    };
     match cli.command {
         Command::Key(Key { key }) => {
-            let wire = cache.wire_key(&key).map_err(e)?;
+            let wire = cache.wire_key(&key).map_err(cli_error)?;
             say(&String::from_utf8_lossy(&wire))?;
         }
-        Command::Get(Key { key }) => match cache.peek(&key).map_err(e)? {
+        Command::Get(Key { key }) => match cache.peek(&key).map_err(cli_error)? {
             Some(peeked) => say(&peeked.value.display())?,
             None => return Ok(Outcome::No),
         },
         Command::Set(store) => cache
             .set(&store.key, store.value.as_str(), store.options())
-            .map_err(e)?,
+            .map_err(cli_error)?,
         Command::Add(store) => {
             if !cache
                 .add(&store.key, store.value.as_str(), store.options())
-                .map_err(e)?
+                .map_err(cli_error)?
             {
                 return Ok(Outcome::No);
             }
         }
         Command::Delete(Key { key }) => {
-            cache.delete(&key).map_err(e)?;
+            cache.delete(&key).map_err(cli_error)?;
         }
         Command::Incr(Counter { key, delta }) => {
-            say(&cache.incr(&key, delta).map_err(e)?.to_string())?
+            say(&cache.incr(&key, delta).map_err(cli_error)?.to_string())?
         }
         Command::Decr(Counter { key, delta }) => {
-            say(&cache.decr(&key, delta).map_err(e)?.to_string())?
+            say(&cache.decr(&key, delta).map_err(cli_error)?.to_string())?
         }
-        Command::Flush => cache.clear().map_err(e)?,
+        Command::Flush => cache.clear().map_err(cli_error)?,
         Command::Stats => {
-            let tables: Vec<String> = cache.stats().map_err(e)?.iter().map(stats_table).collect();
+            let tables: Vec<String> = cache
+                .stats()
+                .map_err(cli_error)?
+                .iter()
+                .map(stats_table)
+                .collect();
             say(tables.join("\n").trim_end())?;
         }
         Command::Completions { .. } => {}
     }
     Ok(Outcome::Ok)
+}
+
+/// A library error as the CLI prints it: the library's advice names its API, and a CLI
+/// user's spelling of `Ttl::Forever` is `--ttl forever`.
+fn cli_error(e: newcache::Error) -> String {
+    match e {
+        newcache::Error::TtlTooLong(t) => format!(
+            "a TTL of {} s ends past 2038-01-19 03:14:07 UTC, the latest expiry memcached \
+             can keep; use --ttl forever for a value that should not expire",
+            t.secs
+        ),
+        other => other.to_string(),
+    }
 }
 
 fn main() -> ExitCode {
