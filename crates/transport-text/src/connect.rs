@@ -24,7 +24,7 @@ use crate::{probe_verdict, ProbeVerdict, Protocol, TextTransport};
 /// non-blocking peek) for a close or bytes nobody asked for. A server that restarts takes
 /// longer than this, so the connections it closed are dropped before any request is sent
 /// on them; a connection reused sooner (a busy pool) is handed out as it is.
-pub(crate) const LOOK_AFTER_IDLE: Duration = Duration::from_millis(10);
+const LOOK_AFTER_IDLE: Duration = Duration::from_millis(10);
 
 impl TextTransport {
     pub(crate) fn server(&self, index: usize) -> Result<&Server> {

@@ -85,7 +85,7 @@ enum ReplyTo {
 
 impl State {
     /// Job `id` while it awaits its replies, or their check ([`State::held`]).
-    pub(super) fn in_flight(&mut self, id: u64) -> Option<&mut Pending> {
+    fn in_flight(&mut self, id: u64) -> Option<&mut Pending> {
         self.fifo
             .iter_mut()
             .chain(self.held.iter_mut())
