@@ -250,13 +250,25 @@ fn error_kind(e: &Error) -> String {
     debug[..end].to_string()
 }
 
-/// One task's run: mixed operations on its own keys until `until`, every answer checked.
+/// How many keys each task stores before the faults and never writes again: a miss of one
+/// is a wrong answer (a stray reply taken for its miss), where a miss of a key the task
+/// writes and deletes proves nothing.
+const KEPT: usize = 4;
+
+/// The `i`th kept key of `task`, holding `value_of(key, 1, 16)`.
+fn kept_key(task: u64, i: usize) -> Vec<u8> {
+    format!("mix:{task}:kept:{i}").into_bytes()
+}
+
+/// One task's run: mixed operations on its own keys until `until`, every answer checked;
+/// its kept keys ([`KEPT`]) are read among them and never miss.
 async fn mixed(t: TokioTextTransport, task: u64, until: Instant, meta: bool) -> Tally {
     let mut tally = Tally::default();
     let keys: Vec<Vec<u8>> = (0..30)
         .map(|i| format!("mix:{task}:{i}").into_bytes())
         .collect();
     let never = format!("mix:{task}:never-written").into_bytes();
+    let kept: Vec<Vec<u8>> = (0..KEPT).map(|i| kept_key(task, i)).collect();
     let counter = format!("mix:{task}:counter").into_bytes();
     let base = task * 1_000_000_000;
     // The highest number written to each key so far (a value may be any one written).
@@ -304,6 +316,16 @@ async fn mixed(t: TokioTextTransport, task: u64, until: Instant, meta: bool) -> 
                         bad.push(format!("task {task}: set answered {status:?}"));
                     }
                 }
+                1 if rand(3) == 0 => {
+                    let key = &kept[rand(KEPT as u64) as usize];
+                    match t.get(key).await? {
+                        Some(item) => check(key, &item.value, 1, &mut bad),
+                        None => bad.push(format!(
+                            "task {task}: kept key {:?} missed",
+                            String::from_utf8_lossy(key)
+                        )),
+                    }
+                }
                 1 => {
                     if let Some(item) = t.get(key).await? {
                         check(key, &item.value, written[k], &mut bad);
@@ -315,12 +337,20 @@ async fn mixed(t: TokioTextTransport, task: u64, until: Instant, meta: bool) -> 
                         .map(|_| keys[rand(keys.len() as u64) as usize].as_slice())
                         .collect();
                     asked.push(&never);
+                    let at = rand(asked.len() as u64 + 1) as usize;
+                    asked.insert(at, &kept[rand(KEPT as u64) as usize]);
                     let items = t.get_many(&asked).await?;
                     for (a, item) in asked.iter().zip(items) {
+                        let is_kept = kept.iter().any(|x| x.as_slice() == *a);
                         match item {
                             Some(item) if *a == never.as_slice() => bad.push(format!(
                                 "task {task}: the never-written key answered {:?}",
                                 String::from_utf8_lossy(&item.value)
+                            )),
+                            Some(item) if is_kept => check(a, &item.value, 1, &mut bad),
+                            None if is_kept => bad.push(format!(
+                                "task {task}: kept key {:?} missed in a multi-get",
+                                String::from_utf8_lossy(a)
                             )),
                             Some(item) => {
                                 let i = keys.iter().position(|x| x.as_slice() == *a).unwrap_or(0);
@@ -387,6 +417,16 @@ async fn mixed(t: TokioTextTransport, task: u64, until: Instant, meta: bool) -> 
                         ));
                     }
                 }
+                _ if rand(3) == 0 => {
+                    let key = &kept[rand(KEPT as u64) as usize];
+                    match t.meta_get(key, 30).await? {
+                        Some(m) => check(key, &m.item.value, 1, &mut bad),
+                        None => bad.push(format!(
+                            "task {task}: kept key {:?} missed a meta get",
+                            String::from_utf8_lossy(key)
+                        )),
+                    }
+                }
                 _ => {
                     if let Some(m) = t.meta_get(key, 30).await? {
                         check(key, &m.item.value, written[k], &mut bad);
@@ -419,7 +459,7 @@ fn fault_run(
     let proxy = FaultProxy::start(server.socket_addr(), Faults::none());
     let t = transport(vec![proxy.addr()], Duration::from_millis(300), protocol);
     let rt = runtime();
-    // The counters start clean, before any fault.
+    // The counters start clean, and the kept keys hold their values, before any fault.
     rt.block_on(async {
         for task in 0..tasks {
             let counter = format!("mix:{task}:counter").into_bytes();
@@ -427,6 +467,12 @@ fn fault_run(
             t.store(&Store::set(&counter, start.as_bytes(), 0, 0))
                 .await
                 .expect("counter");
+            for i in 0..KEPT {
+                let key = kept_key(task, i);
+                t.store(&Store::set(&key, &value_of(&key, 1, 16), 0, 0))
+                    .await
+                    .expect("kept key");
+            }
         }
     });
     proxy.set_faults(faults);
