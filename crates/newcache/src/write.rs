@@ -17,6 +17,10 @@ use crate::ops::{encode_error, store_op, Core, Encoded};
 use crate::EnvelopeFormat;
 use crate::{codec, Error, Result, SetOptions};
 
+/// An exptime that has passed: an absolute Unix time (past memcached's 30 days of relative
+/// times) in January 1970. memcached stores an item with it as already expired.
+const EXPIRED: u32 = newcache_transport::MAX_RELATIVE_EXPTIME + 1;
+
 impl Core {
     /// Encodes a value for `key` per the options, recording in the herd state how long the
     /// value took to compute: (bytes, flags, exptime), or `None` when the TTL is zero (the
@@ -145,17 +149,25 @@ impl Core {
             .op(store_op(mode), async move {
                 let now = self.now_millis();
                 let Some(plan) = self.store_plan(io, options, now).await? else {
-                    // A zero TTL: the value would expire at once. Answered as memcached
-                    // answers such a store (Django's `timeout=0`), with nothing left under the
-                    // key: `set` stores (the key is emptied), `add` when the key holds
-                    // nothing, `replace` when it holds something (emptied).
+                    // A zero TTL: the value would expire at once. A value that cannot be
+                    // encoded is still an error, as with any TTL.
+                    codec::with_encoding(value, self.config.codec, &mut Vec::new(), |_, _| ())
+                        .map_err(|e| encode_error(key, e))?;
+                    // Answered as memcached answers such a store (Django's `timeout=0`),
+                    // with nothing left under the key: `set` stores (the key is emptied),
+                    // `add` when the key holds nothing (one `add` of an item that has already
+                    // expired: the server decides, as for any add), `replace` when it holds
+                    // something (emptied).
                     return Ok(match mode {
                         StoreMode::Set => {
                             io.delete(wire).await?;
                             StoreStatus::Stored
                         }
                         StoreMode::Replace if io.delete(wire).await? => StoreStatus::Stored,
-                        StoreMode::Add if io.get(wire).await?.is_none() => StoreStatus::Stored,
+                        StoreMode::Add => {
+                            let expired = Store::set(wire, &[], 0, EXPIRED).with_mode(mode);
+                            io.store(&expired).await?
+                        }
                         _ => StoreStatus::NotStored,
                     });
                 };
@@ -257,7 +269,18 @@ impl Core {
                             keys.push(key.to_owned());
                             encoded.push((wire, e));
                         }
-                        None => expired.push(wire),
+                        None => {
+                            // Nothing is stored, but a value that cannot be encoded is still
+                            // an error (and nothing is deleted).
+                            codec::with_encoding(
+                                &value,
+                                self.config.codec,
+                                &mut Vec::new(),
+                                |_, _| (),
+                            )
+                            .map_err(|e| encode_error(key, e))?;
+                            expired.push(wire);
+                        }
                     }
                 }
                 if !expired.is_empty() {

@@ -156,6 +156,37 @@ fn a_zero_ttl_expires_at_once() {
     assert_eq!(e.cache.get::<String>("zero").unwrap().as_deref(), Some("old"));
     assert!(e.cache.replace("zero", &"v", Ttl::Seconds(0)).unwrap(), "replace of a held key");
     assert_eq!(e.meta("zero"), None, "the old value is gone");
+    // add's answer is the server's (one add of an item already expired), so a key whose
+    // value has expired counts as free, as memcached counts it.
+    e.cache.set("zero", &"old", Ttl::Forever).unwrap();
+    let touch = format!("touch {} 2592001\r\n", e.wire("zero"));
+    assert_eq!(e.server.raw(&touch, b"\r\n"), b"TOUCHED\r\n");
+    assert!(e.cache.add("zero", &"v", Ttl::Seconds(0)).unwrap(), "add of an expired key");
+    // A value that cannot be encoded is an error with a zero TTL too, and changes nothing.
+    e.cache.set("zero", &"old", Ttl::Forever).unwrap();
+    for ttl in [Ttl::Seconds(0), Ttl::Seconds(60)] {
+        for result in [
+            e.cache.set("zero", &Unencodable, ttl).map(|()| true),
+            e.cache.add("zero", &Unencodable, ttl),
+            e.cache.replace("zero", &Unencodable, ttl),
+            e.cache.set_many([("zero", Unencodable)], ttl).map(|_| true),
+        ] {
+            assert!(
+                matches!(&result, Err(Error::Encode { key, .. }) if key == "zero"),
+                "{ttl:?}: {result:?}"
+            );
+        }
+    }
+    assert_eq!(e.cache.get::<String>("zero").unwrap().as_deref(), Some("old"));
+}
+
+/// A value whose `Serialize` fails.
+struct Unencodable;
+
+impl serde::Serialize for Unencodable {
+    fn serialize<S: serde::Serializer>(&self, _: S) -> std::result::Result<S::Ok, S::Error> {
+        Err(serde::ser::Error::custom("this value has no serialized form"))
+    }
 }
 
 /// A `Duration` under a second is a value that lives a moment (one second, rounded up),
