@@ -85,7 +85,7 @@ mod steps;
 
 use std::fmt;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU32, AtomicU8, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use newcache_transport::{Error, Result};
@@ -161,8 +161,13 @@ struct Server {
 /// One of a server's connections.
 struct Slot {
     current: Mutex<Option<Handle>>,
-    /// Held while the connection is (re)opened, so concurrent callers wait for one connect.
-    opening: tokio::sync::Mutex<()>,
+    /// Held while the connection is (re)opened, so concurrent callers wait for one connect;
+    /// it holds the last attempt's failure, which the callers that waited for that attempt
+    /// get too, rather than each trying again in turn (against a server that accepts and
+    /// never answers, the 50th caller would fail after 50 read timeouts).
+    opening: tokio::sync::Mutex<Option<Error>>,
+    /// How many attempts to open failed.
+    failed_opens: AtomicU64,
 }
 
 /// The bytes of a job and the replies it awaits.
@@ -225,7 +230,8 @@ impl TokioTextTransport {
                 slots: (0..connections)
                     .map(|_| Slot {
                         current: Mutex::new(None),
-                        opening: tokio::sync::Mutex::new(()),
+                        opening: tokio::sync::Mutex::new(None),
+                        failed_opens: AtomicU64::new(0),
                     })
                     .collect(),
                 next: AtomicUsize::new(0),
@@ -356,13 +362,33 @@ impl TokioTextTransport {
         server.slots.get(at).ok_or(Error::NoServers)
     }
 
-    /// Opens `slot`'s connection to server `index`, unless another caller has meanwhile.
+    /// Opens `slot`'s connection to server `index`, unless another caller has meanwhile;
+    /// a caller that waited while another's attempt failed fails with that attempt's error.
     async fn open(&self, index: usize, slot: &Slot) -> Result<Handle> {
         let server = self.server(index)?;
-        let _opening = slot.opening.lock().await;
+        let failed_before = slot.failed_opens.load(Ordering::Acquire);
+        let mut last_failure = slot.opening.lock().await;
         if let Some(handle) = current(slot) {
             return Ok(handle);
         }
+        if slot.failed_opens.load(Ordering::Acquire) != failed_before {
+            if let Some(e) = last_failure.as_ref().and_then(again) {
+                return Err(e);
+            }
+        }
+        let opened = self.open_now(server, slot).await;
+        match &opened {
+            Ok(_) => *last_failure = None,
+            Err(e) => {
+                *last_failure = again(e);
+                slot.failed_opens.fetch_add(1, Ordering::AcqRel);
+            }
+        }
+        opened
+    }
+
+    /// Opens `slot`'s connection to `server` now (the caller holds the slot's `opening`).
+    async fn open_now(&self, server: &Server, slot: &Slot) -> Result<Handle> {
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| Error::Unsupported {
             server: "the tokio text transport".into(),
             command: "use outside a tokio runtime".into(),
@@ -474,12 +500,16 @@ impl TokioTextTransport {
                     list,
                 }),
                 Ok(Ok(Err(Failure::Failed(e)))) => Err(e),
-                Ok(Ok(Err(Failure::NotSent)) | Err(_)) if !retried => {
+                Ok(Ok(Err(Failure::NotSent))) if !retried => {
                     retried = true;
                     sub = self.submit(sub.index, build).await?;
                     continue;
                 }
-                Ok(Ok(Err(Failure::NotSent)) | Err(_)) => Err(closed(self.label(sub.index))),
+                Ok(Ok(Err(Failure::NotSent))) => Err(closed(self.label(sub.index))),
+                // The connection's task went without answering (its runtime shut down): the
+                // job may have been sent and run, so it is not sent again (an incr would
+                // count twice).
+                Ok(Err(_)) => Err(ended(self.label(sub.index))),
                 Err(_) => Err(self.timed_out(sub.index)),
             };
             self.inner.cluster.report(sub.index, &outcome);
@@ -549,6 +579,51 @@ fn current(slot: &Slot) -> Option<Handle> {
         .as_ref()
         .filter(|h| h.is_open())
         .cloned()
+}
+
+/// The same error again, for the callers that waited on the attempt that failed with it;
+/// `None` for errors an attempt to open does not end with.
+fn again(e: &Error) -> Option<Error> {
+    let io = |source: &std::io::Error| std::io::Error::new(source.kind(), source.to_string());
+    Some(match e {
+        Error::Connect { server, source } => Error::Connect {
+            server: server.clone(),
+            source: io(source),
+        },
+        Error::Io { server, source } => Error::Io {
+            server: server.clone(),
+            source: io(source),
+        },
+        Error::Timeout { server, after } => Error::Timeout {
+            server: server.clone(),
+            after: *after,
+        },
+        Error::Protocol { server, detail } => Error::Protocol {
+            server: server.clone(),
+            detail: detail.clone(),
+        },
+        Error::Server { server, message } => Error::Server {
+            server: server.clone(),
+            message: message.clone(),
+        },
+        Error::Unsupported { server, command } => Error::Unsupported {
+            server: server.clone(),
+            command: command.clone(),
+        },
+        _ => return None,
+    })
+}
+
+/// The error of a queued job whose connection's task ended without answering it.
+fn ended(label: &str) -> Error {
+    Error::Io {
+        server: label.to_string(),
+        source: std::io::Error::new(
+            std::io::ErrorKind::ConnectionAborted,
+            "the connection's task ended (its tokio runtime shut down) before answering; the \
+             request may or may not have run, so it was not sent again",
+        ),
+    }
 }
 
 /// The error of a request whose connection closed before it could be sent, twice.

@@ -328,7 +328,8 @@ impl Handle {
     /// The direct path: when the connection is idle, the caller writes its request and
     /// reads its reply itself, in its own task; else the request is given back
     /// ([`Direct::Busy`]) to be queued. Its reply is due within `timeout`: the
-    /// connection's task fails the call when it is not in by then (see `read_loop`).
+    /// connection's task fails the call when it is not in by then (see `read_loop`), and
+    /// the caller stops waiting then whatever that task does.
     pub(in crate::tokio_transport) async fn direct(
         &self,
         bytes: Vec<u8>,
@@ -351,7 +352,15 @@ impl Handle {
             },
             Start::Sent(id) => {
                 let mut call = DirectCall { conn, id };
-                Direct::Done(poll_fn(|cx| call.poll(cx)).await)
+                // The connection's task fails the call when its reply is late, but only
+                // while its runtime runs it: a connection opened on a runtime that is kept
+                // but no longer driven would leave this caller waiting for ever. So the
+                // caller's own runtime bounds the wait too; a call that times out here is
+                // dropped, its reply read and discarded when that task runs again.
+                match tokio::time::timeout(timeout, poll_fn(|cx| call.poll(cx))).await {
+                    Ok(result) => Direct::Done(result),
+                    Err(_) => Direct::TimedOut,
+                }
             }
         }
     }
