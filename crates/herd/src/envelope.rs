@@ -64,6 +64,15 @@ const _: () =
 /// Soft expiries are decoded within this many units either side of the reader's clock.
 const HALF_WINDOW: u64 = 1 << 15;
 
+/// The longest herd timeout, in seconds (4 h 33 min): the longest for which the soft expiry
+/// stays exact to the second whatever the TTL up to 9 hours. The window the flags encode
+/// must reach back over the item's life past its soft expiry (the herd timeout), so a longer
+/// one needs a coarser unit, and a soft expiry rounded to 64 or 4096 seconds is as wrong for
+/// a short TTL either way: rounded down, a 30-second value is stale at once (the cache stops
+/// caching); rounded up, it is served fresh for up to an hour. A cache refuses a longer
+/// `herd_timeout` when it is built.
+pub const MAX_HERD_TIMEOUT: u32 = ((HALF_WINDOW - 5) / 2) as u32;
+
 /// Where a herd-protected item keeps its state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Carried {
@@ -249,6 +258,25 @@ mod tests {
             Some(Carried::Flags(env)) => env,
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn up_to_the_longest_herd_timeout_short_ttls_stay_exact_to_the_second() {
+        let now = NOW * 1000 + 250;
+        let soft = now + 30_000;
+        let unit = |herd: u32| (Envelope::new(soft).flags(now, herd) >> UNIT_SHIFT) & 3;
+        assert_eq!(unit(MAX_HERD_TIMEOUT), 1);
+        assert_eq!(
+            unit(MAX_HERD_TIMEOUT + 1),
+            2,
+            "one second more needs 64 s units"
+        );
+        let read = round_trip(soft, now, MAX_HERD_TIMEOUT, now);
+        assert_eq!(read.soft_expiry_millis, soft.div_ceil(1000) * 1000);
+        // Read back right until the item expires, the herd timeout after the soft expiry.
+        let late = now + (30 + u64::from(MAX_HERD_TIMEOUT)) * 1000;
+        let read = round_trip(soft, now, MAX_HERD_TIMEOUT, late);
+        assert_eq!(read.soft_expiry_millis, soft.div_ceil(1000) * 1000);
     }
 
     #[test]

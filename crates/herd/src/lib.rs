@@ -60,7 +60,7 @@ mod ttl;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use envelope::{
     is_enveloped, read_flags, value_flags, Carried, Envelope, EnvelopeError, HEADER_LEN, HERD_FLAG,
-    STATE_MASK,
+    MAX_HERD_TIMEOUT, STATE_MASK,
 };
 pub use herd::{Herd, DEFAULT_HERD_TIMEOUT};
 pub use policy::{Policy, ReadDecision, StaleAction, StalePolicy, Xfetch};

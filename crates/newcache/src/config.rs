@@ -401,6 +401,11 @@ mod tests {
             ("newcache://a/?write_timeout=0", "write_timeout is zero"),
             ("newcache://a/?timeout=0", "timeout=forever"),
             ("newcache://a/?herd_timeout=0", "herd=off"),
+            ("newcache://a/?herd_timeout=16382", "is over 16381 s"),
+            (
+                "newcache://a/?herd=off&herd_timeout=1209600",
+                "is over 16381 s",
+            ),
             (
                 "newcache://a/?flavor=two%20words",
                 "this flavor or version makes every key invalid",

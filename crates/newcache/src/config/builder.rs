@@ -119,7 +119,8 @@ impl Builder {
         self
     }
 
-    /// The herd timeout in seconds (`CACHE_HERD_TIMEOUT`), default 60.
+    /// The herd timeout in seconds (`CACHE_HERD_TIMEOUT`), default 60; at most
+    /// [`MAX_HERD_TIMEOUT`](newcache_herd::MAX_HERD_TIMEOUT) (16381 s), or building fails.
     pub fn herd_timeout(mut self, seconds: u32) -> Self {
         self.config.herd_timeout = seconds;
         self

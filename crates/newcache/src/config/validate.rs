@@ -57,6 +57,13 @@ impl Config {
                 "timeout=0 would make every store with the default TTL a delete (a zero TTL expires at once, as in Django); for no expiry use timeout=forever (Ttl::Forever)",
             ));
         }
+        if self.herd_timeout > newcache_herd::MAX_HERD_TIMEOUT {
+            return Err(bad(format_args!(
+                "herd_timeout={} is over {} s (4 h 33 min), the longest for which a value's soft expiry stays exact to the second in its flags; a longer one would make short TTLs stale at once. Give the seconds one recomputation may take, with room (default 60)",
+                self.herd_timeout,
+                newcache_herd::MAX_HERD_TIMEOUT
+            )));
+        }
         if self.herd && self.herd_timeout == 0 {
             return Err(bad(
                 "herd_timeout=0 leaves no time to serve the old value; give the seconds an item outlives its soft expiry (default 60), or turn herd protection off with herd=off",
