@@ -182,7 +182,7 @@ impl Core {
         let bad = |detail: String| Error::Decode {
             key: String::from_utf8_lossy(wire).into_owned(),
             flags: item.flags,
-            detail,
+            detail: crate::ops::bounded_detail(detail),
         };
         match read_flags(item.flags, now) {
             Some(Carried::Flags(envelope)) => Ok(Some(Opening {

@@ -77,10 +77,24 @@ pub(crate) fn store_op(mode: StoreMode) -> &'static str {
 }
 
 /// The error for a value the codec could not encode.
+/// A codec's message cut to its first 300 characters: a message that quotes the value
+/// (a serde error of the caller's own type, say) must not carry a megabyte of it into logs.
+pub(crate) fn bounded_detail(detail: String) -> String {
+    const SHOWN: usize = 300;
+    match detail.char_indices().nth(SHOWN) {
+        None => detail,
+        Some((end, _)) => format!(
+            "{}... ({} bytes of message)",
+            detail.get(..end).unwrap_or_default(),
+            detail.len()
+        ),
+    }
+}
+
 pub(crate) fn encode_error(key: &str, e: codec::CodecError) -> Error {
     Error::Encode {
         key: key.to_owned(),
-        detail: e.0,
+        detail: bounded_detail(e.0),
     }
 }
 
@@ -197,7 +211,7 @@ impl Core {
             Error::Decode {
                 key: key.to_owned(),
                 flags,
-                detail: e.0,
+                detail: bounded_detail(e.0),
             }
         })
     }

@@ -554,3 +554,30 @@ fn the_memory_transport_behaves_like_the_server_through_the_facade() {
         .unwrap();
     assert_eq!(cache.incr("n", 2).unwrap(), 3);
 }
+
+/// A value that cannot be read as the type asked for is named in the error by its first
+/// characters and its size, never quoted whole (a megabyte of cached data in a log line).
+#[test]
+fn decode_errors_quote_a_bounded_excerpt_of_the_value() {
+    let e = env("");
+    let big = "L".repeat(900_000);
+    e.cache.set("big", &big, Ttl::Forever).unwrap();
+    let err = e.cache.get::<i64>("big").unwrap_err();
+    let message = err.to_string();
+    assert!(matches!(err, Error::Decode { .. }), "{err:?}");
+    assert!(message.len() < 1_000, "{} bytes of message", message.len());
+    assert!(message.contains("(900000 bytes)"), "{message}");
+    let got = e.cache.get_many::<_, bool>(&["big"]).unwrap();
+    let (_, failure) = &got.failed()[0];
+    assert!(failure.to_string().len() < 1_000, "{failure}");
+    // A serde error of the caller's own type is cut too.
+    struct Picky;
+    impl<'de> serde::Deserialize<'de> for Picky {
+        fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+            let s = String::deserialize(d)?;
+            Err(serde::de::Error::custom(format!("refused {s}")))
+        }
+    }
+    let err = e.cache.get::<Picky>("big").map(|_| ()).unwrap_err();
+    assert!(err.to_string().len() < 1_000, "{} bytes", err.to_string().len());
+}

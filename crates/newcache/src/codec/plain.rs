@@ -9,6 +9,7 @@ use serde::de::{self, Visitor};
 use serde::ser::{self, Impossible, Serialize};
 
 use super::{CodecError, FLAG_BYTES, FLAG_INT, FLAG_PICKLE, FLAG_TEXT};
+use newcache_transport::Abridged;
 
 /// `pickle.dumps(True, 2)`.
 pub(super) const PICKLED_TRUE: &[u8] = b"\x80\x02\x88.";
@@ -348,14 +349,14 @@ impl<'de> PlainDe<'de> {
         match self.number()? {
             "1" | "True" | "true" => Ok(true),
             "0" | "False" | "false" => Ok(false),
-            other => Err(CodecError(format!("{other:?} is not a boolean"))),
+            other => Err(CodecError(format!("{} is not a boolean", Abridged(other)))),
         }
     }
 
     fn parse<N: std::str::FromStr>(&self, what: &str) -> Result<N, CodecError> {
         let s = self.number()?;
         s.parse()
-            .map_err(|_| CodecError(format!("{s:?} is not a valid {what}")))
+            .map_err(|_| CodecError(format!("{} is not a valid {what}", Abridged(s))))
     }
 
     /// Hands the value to `visitor` as text: borrowed, or the owned buffer itself.
