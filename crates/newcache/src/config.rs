@@ -401,6 +401,18 @@ mod tests {
             ("newcache://a/?write_timeout=0", "write_timeout is zero"),
             ("newcache://a/?timeout=0", "timeout=forever"),
             ("newcache://a/?herd_timeout=0", "herd=off"),
+            (
+                "newcache:///?binary=true&username=u&password=hunter2",
+                "names no server",
+            ),
+            (
+                "memcached://h/?binary=true&username=u&password=hunter2",
+                "must start with newcache://",
+            ),
+            (
+                "newcache://h/?binary=true&username=u&password=hunter2%zz",
+                "password: bad percent-escape",
+            ),
             ("newcache://a/?herd_timeout=16382", "is over 16381 s"),
             (
                 "newcache://a/?herd=off&herd_timeout=1209600",
@@ -431,6 +443,7 @@ mod tests {
         ] {
             let err = Config::from_url(url).unwrap_err().to_string();
             assert!(err.contains(needle), "{url}: {err}");
+            assert!(!err.contains("hunter2"), "the password is shown: {err}");
         }
         // Turning herd protection off makes a zero herd timeout harmless.
         assert!(Config::from_url("newcache://a/?herd=off&herd_timeout=0").is_ok());

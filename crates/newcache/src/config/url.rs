@@ -33,6 +33,21 @@ pub(super) fn parse_ttl(name: &str, value: &str) -> Result<Ttl> {
     }
 }
 
+/// `url` with the value of its `password` parameter replaced by `***`, for error messages.
+fn redacted(url: &str) -> String {
+    let Some((head, query)) = url.split_once('?') else {
+        return url.to_string();
+    };
+    let query: Vec<String> = query
+        .split('&')
+        .map(|pair| match pair.split_once('=') {
+            Some(("password", _)) => "password=***".to_string(),
+            _ => pair.to_string(),
+        })
+        .collect();
+    format!("{head}?{}", query.join("&"))
+}
+
 pub(super) fn percent_decode(name: &str, s: &str) -> Result<String> {
     let bytes = s.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
@@ -44,7 +59,10 @@ pub(super) fn percent_decode(name: &str, s: &str) -> Result<String> {
                     .get(i + 1..i + 3)
                     .and_then(|h| std::str::from_utf8(h).ok())
                     .and_then(|h| u8::from_str_radix(h, 16).ok())
-                    .ok_or_else(|| bad(format_args!("{name}: bad percent-escape in {s:?}")))?;
+                    .ok_or_else(|| match name {
+                        "password" => bad("password: bad percent-escape (the value is not shown)"),
+                        _ => bad(format_args!("{name}: bad percent-escape in {s:?}")),
+                    })?;
                 out.push(hex);
                 i += 3;
             }
@@ -172,7 +190,8 @@ impl Config {
     pub fn from_url(url: &str) -> Result<Config> {
         let rest = url.strip_prefix("newcache://").ok_or_else(|| {
             bad(format_args!(
-                "URL {url:?} must start with newcache:// (e.g. newcache://127.0.0.1:11211/)"
+                "URL {:?} must start with newcache:// (e.g. newcache://127.0.0.1:11211/)",
+                redacted(url)
             ))
         })?;
         let (hosts, query) = match rest.split_once('?') {
@@ -357,7 +376,8 @@ impl Config {
         }
         if config.servers.is_empty() && config.transport != TransportKind::Memory {
             return Err(bad(format_args!(
-                "URL {url:?} names no server (e.g. newcache://127.0.0.1:11211/)"
+                "URL {:?} names no server (e.g. newcache://127.0.0.1:11211/)",
+                redacted(url)
             )));
         }
         config.validate()?;
