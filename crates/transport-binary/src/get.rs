@@ -207,6 +207,11 @@ impl BinaryTransport {
             Some(self.error(h, sent, self.label_for_failure(h), "get"))
         } else if !matches!(rc, MEMCACHED_END | MEMCACHED_NOTFOUND | MEMCACHED_SUCCESS) {
             Some(self.error(h, rc, self.label_for_failure(h), "get"))
+        } else if let Some(last) = swallowed_error(h, rc, items.is_empty()) {
+            // Not a miss: the connection saw a reply it did not expect, and is closed.
+            let e = self.error(h, last, self.label_for_failure(h), "get");
+            self.reset(h);
+            Some(e)
         } else {
             None
         };
@@ -415,4 +420,23 @@ impl BinaryTransport {
             }
         })
     }
+}
+
+/// The error line libmemcached's text protocol reports as a miss. A fetch that met an error
+/// line (`CLIENT_ERROR ...`, `SERVER_ERROR <message>`, a proxy's answer for a server it
+/// cannot reach) before any item ends with `MEMCACHED_NOTFOUND`, as a miss does; the error
+/// itself is only in the handle's last error (which `memcached_mget` cleared). `None` for a
+/// real miss. (libmemcached keeps no error for `SERVER_ERROR out of memory` and a bare
+/// `ERROR`: those still read as misses.)
+fn swallowed_error(
+    h: &Handle,
+    rc: memcached_return_t,
+    none_found: bool,
+) -> Option<memcached_return_t> {
+    if rc != MEMCACHED_NOTFOUND || !none_found {
+        return None;
+    }
+    // SAFETY: h is a live handle used by this thread only.
+    let last = unsafe { memcached_last_error(h.as_ptr()) };
+    (!matches!(last, MEMCACHED_SUCCESS | MEMCACHED_NOTFOUND | MEMCACHED_END)).then_some(last)
 }

@@ -765,3 +765,44 @@ fn new_is_lazy_and_checks_its_configuration() {
     .unwrap_err();
     assert!(err.to_string().contains("both"), "{err}");
 }
+
+/// A server that answers every get with `CLIENT_ERROR bad data chunk` and nothing else.
+/// libmemcached's text mode ends such a fetch as it ends a miss (`MEMCACHED_NOTFOUND`,
+/// keeping the error only as the handle's last one): the get is `Error::Client`, where it
+/// returned `Ok(None)`, in `get` and `get_many`, and the connection is closed.
+#[test]
+fn text_mode_a_client_error_to_a_get_is_an_error_not_a_miss() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = accepted.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            std::thread::spawn(move || {
+                let mut out = stream.try_clone().unwrap();
+                for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                    if line.starts_with("get") {
+                        let _ = out.write_all(b"CLIENT_ERROR bad data chunk\r\n");
+                    }
+                }
+            });
+        }
+    });
+    let t = connect_with(&[], false, |c| c.servers = vec![addr.clone()]);
+    for round in 0..3 {
+        match t.get(b"k") {
+            Err(Error::Client { message, .. }) => assert!(message.contains("bad data chunk")),
+            other => panic!("get {round}: {other:?}"),
+        }
+        let many = t.get_many(&[b"a", b"b"]);
+        assert!(
+            matches!(many, Err(Error::Client { .. })),
+            "get_many {round}: {many:?}"
+        );
+    }
+    assert!(
+        accepted.load(std::sync::atomic::Ordering::SeqCst) >= 2,
+        "the connection that saw the error was closed and a new one opened"
+    );
+}
