@@ -401,6 +401,8 @@ mod tests {
             ("newcache://a/?write_timeout=0", "write_timeout is zero"),
             ("newcache://a/?timeout=0", "timeout=forever"),
             ("newcache://a/?herd_timeout=0", "herd=off"),
+            ("newcache://a/?item_size_limit=0", "item_size_limit=0"),
+            ("newcache://a/?early_beta=-1", "must be a positive number"),
             (
                 "newcache:///?binary=true&username=u&password=hunter2",
                 "names no server",
@@ -460,6 +462,25 @@ mod tests {
         assert!(built(base().flavor("a b")).contains("flavor or version makes every key invalid"));
         assert!(built(base().django_keys("x\ny"))
             .contains("key_prefix or version makes every key invalid"));
+        // What the URL refuses while parsing, the builder refused nowhere (an outside audit):
+        // credentials without libmemcached's binary protocol, behaviors the transport does
+        // not take, an XFetch beta that is not a positive number, zero size limits.
+        assert!(built(base().credentials("u", "pw")).contains("SASL"));
+        for beta in [f64::NAN, -1.0, 0.0, f64::INFINITY] {
+            assert!(
+                built(base().early_beta(beta)).contains("early_beta"),
+                "{beta}"
+            );
+        }
+        assert!(built(base().herd_timeout(16_382)).contains("is over 16381 s"));
+        assert!(built(base().behavior("bogus", "x")).contains("bogus"));
+        assert!(built(base().item_size_limit(0)).contains("item_size_limit=0"));
+        assert!(built(base().inflate_limit(0)).contains("inflate_limit=0"));
+        #[cfg(feature = "memory")]
+        assert!(
+            built(crate::Builder::new().memory().behavior("ketama", "true"))
+                .contains("the memory transport takes none")
+        );
     }
 
     #[test]

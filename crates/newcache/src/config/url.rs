@@ -5,7 +5,6 @@ use std::time::Duration;
 
 use newcache_herd::{Policy, Ttl};
 
-use super::validate::check_behavior;
 use super::{bad, Config, EnvelopeFormat, KeyFunctionKind, Secret, TransportKind, WireProtocol};
 use crate::codec::ValueCodec;
 use crate::error::Result;
@@ -246,9 +245,6 @@ impl Config {
                 "lease_wait" => config.lease_wait = Duration::from_millis(parse_num(name, value)?),
                 "early_beta" => {
                     config.early_beta = parse_num::<f64>(name, value)?;
-                    if !(config.early_beta.is_finite() && config.early_beta > 0.0) {
-                        return Err(bad(format_args!("early_beta={value:?} must be a positive number")));
-                    }
                 }
                 "timeout" => config.default_ttl = parse_ttl(name, value)?,
                 "key_function" => key_function = Some(value.to_string()),
@@ -361,18 +357,8 @@ impl Config {
                 )))
             }
         };
-        for (name, value) in &config.behaviors {
-            check_behavior(config.transport, name, value)?;
-        }
         if config.username.is_some() != config.password.is_some() {
             return Err(bad("give both username and password, or neither"));
-        }
-        if config.username.is_some()
-            && config.transport != (TransportKind::Libmemcached { binary: true })
-        {
-            return Err(bad(
-                "SASL (username/password) needs libmemcached's binary protocol: add binary=true",
-            ));
         }
         if config.servers.is_empty() && config.transport != TransportKind::Memory {
             return Err(bad(format_args!(

@@ -27,8 +27,11 @@ impl Config {
     /// Checks the settings that make sense on their own, whoever set them (a URL or a
     /// [`Builder`](super::Builder)): every I/O timeout is at least 1 ms, the default TTL is not zero (that
     /// would make every default store a delete), the herd timeout is not zero while herd
-    /// protection is on, the codec is compiled in, and the built-in key function makes valid
-    /// keys with this flavor or prefix.
+    /// protection is on and at most [`MAX_HERD_TIMEOUT`](newcache_herd::MAX_HERD_TIMEOUT),
+    /// XFetch's beta is a positive number, the size limits are not zero, every behavior is one
+    /// the transport takes, SASL credentials come with libmemcached's binary protocol, the
+    /// codec is compiled in, and the built-in key function makes valid keys with this flavor
+    /// or prefix.
     pub fn validate(&self) -> Result<()> {
         let defaults = Config::default();
         for (name, timeout, default) in [
@@ -55,6 +58,37 @@ impl Config {
         if self.default_ttl == Ttl::Seconds(0) {
             return Err(bad(
                 "timeout=0 would make every store with the default TTL a delete (a zero TTL expires at once, as in Django); for no expiry use timeout=forever (Ttl::Forever)",
+            ));
+        }
+        if !(self.early_beta.is_finite() && self.early_beta > 0.0) {
+            return Err(bad(format_args!(
+                "early_beta={} must be a positive number (XFetch's beta; 1.0 is the usual)",
+                self.early_beta
+            )));
+        }
+        for (name, value) in [
+            ("item_size_limit", self.item_size_limit),
+            ("inflate_limit", self.inflate_limit),
+        ] {
+            if value == 0 {
+                return Err(bad(format_args!(
+                    "{name}=0 would refuse every value; give a size in bytes (the default is {})",
+                    if name == "item_size_limit" {
+                        defaults.item_size_limit
+                    } else {
+                        defaults.inflate_limit
+                    }
+                )));
+            }
+        }
+        for (name, value) in &self.behaviors {
+            check_behavior(self.transport, name, value)?;
+        }
+        if self.username.is_some()
+            && self.transport != (TransportKind::Libmemcached { binary: true })
+        {
+            return Err(bad(
+                "SASL (username/password) needs libmemcached's binary protocol: add binary=true",
             ));
         }
         if self.herd_timeout > newcache_herd::MAX_HERD_TIMEOUT {
