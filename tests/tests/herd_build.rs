@@ -34,6 +34,17 @@ fn herd_meta_over_libmemcached_is_refused_naming_lease() {
     assert!(err.to_string().contains("herd=meta"), "{err}");
 }
 
+/// The text transport told not to speak meta names the setting that turned it off, not
+/// another transport (it said "the text transport does not speak it; use the text
+/// transport").
+#[test]
+fn herd_meta_with_protocol_classic_is_refused_naming_the_protocol() {
+    let message = refused(&format!("newcache://{SERVER}/?herd=meta&protocol=classic"));
+    assert!(message.contains("protocol=classic"), "{message}");
+    assert!(message.contains("herd=lease"), "{message}");
+    assert!(!message.contains("use the text transport"), "{message}");
+}
+
 #[test]
 fn lease_without_cas_is_refused_naming_both_fixes() {
     for url in [

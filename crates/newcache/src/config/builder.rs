@@ -389,9 +389,15 @@ impl Builder {
             None => Arc::new(config.herd_policy),
         };
         if policy.server_side() && !supports_meta {
-            return Err(bad(format_args!(
-                "herd=meta needs memcached 1.6's meta protocol, which the {transport} transport does not speak; use the text transport, or herd=lease (single winner on any transport)"
-            )));
+            return Err(
+                if !custom_transport && config.transport == TransportKind::Text {
+                    bad("herd=meta needs memcached 1.6's meta protocol, which protocol=classic turns off; drop protocol=classic (auto finds meta where the servers speak it), or use herd=lease (single winner on any protocol)")
+                } else {
+                    bad(format_args!(
+                    "herd=meta needs memcached 1.6's meta protocol, which the {transport} transport does not speak; use the text transport, or herd=lease (single winner on any transport)"
+                ))
+                },
+            );
         }
         if built_in {
             check_claims_can_cas(&config)?;
