@@ -402,6 +402,14 @@ mod tests {
             ("newcache://a/?timeout=0", "timeout=forever"),
             ("newcache://a/?herd_timeout=0", "herd=off"),
             ("newcache://a/?item_size_limit=0", "item_size_limit=0"),
+            (
+                "newcache://a/?binary=true&read_timeout=3000000",
+                "read_timeout=3000000 ms is over what libmemcached takes",
+            ),
+            (
+                "newcache://a/?transport=libmemcached&connect_timeout=2147484",
+                "connect_timeout=2147484 ms is over",
+            ),
             ("newcache://a/?early_beta=-1", "must be a positive number"),
             (
                 "newcache:///?binary=true&username=u&password=hunter2",

@@ -2,6 +2,7 @@
 //! and a [`Builder`](super::Builder), and the built-in key function they name.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use newcache_herd::{Policy, Ttl};
 use newcache_keyfn::{HashedKey, KeyFunction, PrefixedKey};
@@ -48,6 +49,23 @@ impl Config {
                     "{name} is zero; give at least 1 ms (the default is {} ms)",
                     default.as_millis()
                 )));
+            }
+        }
+        if let TransportKind::Libmemcached { .. } = self.transport {
+            // libmemcached keeps its socket timeouts in microseconds, in 32 bits.
+            const MOST: Duration = Duration::from_micros(i32::MAX as u64);
+            for (name, timeout) in [
+                ("connect_timeout", self.connect_timeout),
+                ("read_timeout", self.read_timeout),
+                ("write_timeout", self.write_timeout),
+            ] {
+                if timeout > MOST {
+                    return Err(bad(format_args!(
+                        "{name}={} ms is over what libmemcached takes ({} ms: it keeps its socket timeouts in microseconds, in 32 bits); give a shorter one",
+                        timeout.as_millis(),
+                        MOST.as_millis()
+                    )));
+                }
             }
         }
         if self.async_connections == 0 || self.async_queue == 0 {
