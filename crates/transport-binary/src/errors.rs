@@ -355,6 +355,20 @@ impl BinaryTransport {
             MEMCACHED_SERVER_MARKED_DEAD
             | MEMCACHED_SERVER_TEMPORARILY_DISABLED
             | MEMCACHED_NO_SERVERS => Error::ServerDown { server, retry_in },
+            // libmemcached says CONNECTION_FAILURE when a connected server closes the
+            // connection (`recv` returned 0): that server was reachable, so it is an I/O
+            // error, as the text transport reports it, not a failure to connect.
+            MEMCACHED_CONNECTION_FAILURE
+                if message
+                    .detail()
+                    .to_ascii_lowercase()
+                    .contains("server has disconnected") =>
+            {
+                Error::Io {
+                    server,
+                    source: io::Error::new(io::ErrorKind::UnexpectedEof, message.text),
+                }
+            }
             MEMCACHED_CONNECTION_FAILURE
             | MEMCACHED_HOST_LOOKUP_FAILURE
             | MEMCACHED_CONNECTION_BIND_FAILURE => Error::Connect {

@@ -806,3 +806,35 @@ fn text_mode_a_client_error_to_a_get_is_an_error_not_a_miss() {
         "the connection that saw the error was closed and a new one opened"
     );
 }
+
+/// A server that closes the connection in the middle of a reply was reachable: the get is
+/// an I/O error (as the text transport reports it), not "cannot connect ... is it running
+/// and reachable?", which libmemcached's `CONNECTION_FAILURE` read as.
+#[test]
+fn text_mode_a_connection_closed_mid_reply_is_an_io_error() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            std::thread::spawn(move || {
+                let mut out = stream.try_clone().unwrap();
+                let mut lines = BufReader::new(stream).lines();
+                if let Some(Ok(line)) = lines.next() {
+                    if line.starts_with("get") {
+                        let _ = out.write_all(b"VALUE k 0 10\r\nhel");
+                    }
+                }
+                // Dropped: the connection closes with the value half sent.
+            });
+        }
+    });
+    let t = connect_with(&[], false, |c| c.servers = vec![addr.clone()]);
+    for round in 0..2 {
+        match t.get(b"k") {
+            Err(Error::Io { source, .. }) => {
+                assert_eq!(source.kind(), std::io::ErrorKind::UnexpectedEof, "{source}")
+            }
+            other => panic!("get {round}: {other:?}"),
+        }
+    }
+}
