@@ -712,6 +712,32 @@ fn classic_no_reply_reaches_another_request_under_the_faults_it_can_detect() {
     assert!(tally.wrong.is_empty(), "wrong answers: {:#?}", tally.wrong);
 }
 
+/// A get of each key, all in flight at once: how long each took and how it ended.
+fn concurrent_gets(
+    rt: &Runtime,
+    t: &TokioTextTransport,
+    keys: Vec<Vec<u8>>,
+) -> Vec<(Duration, Result<(), Error>)> {
+    rt.block_on(async {
+        let handles: Vec<_> = keys
+            .into_iter()
+            .map(|key| {
+                let t = t.clone();
+                tokio::spawn(async move {
+                    let begun = Instant::now();
+                    let got = t.get(&key).await.map(|_| ());
+                    (begun.elapsed(), got)
+                })
+            })
+            .collect();
+        let mut out = Vec::new();
+        for h in handles {
+            out.push(h.await.expect("task"));
+        }
+        out
+    })
+}
+
 #[test]
 fn a_hung_server_fails_the_requests_in_flight_within_the_timeout_and_is_used_again() {
     const TIMEOUT: Duration = Duration::from_millis(300);
@@ -727,23 +753,7 @@ fn a_hung_server_fails_the_requests_in_flight_within_the_timeout_and_is_used_aga
         }
     });
     server.pause();
-    let outcomes: Vec<(Duration, Result<(), Error>)> = rt.block_on(async {
-        let handles: Vec<_> = (0..16)
-            .map(|i| {
-                let (t, keys) = (t.clone(), keys.clone());
-                tokio::spawn(async move {
-                    let begun = Instant::now();
-                    let got = t.get(&keys[i]).await.map(|_| ());
-                    (begun.elapsed(), got)
-                })
-            })
-            .collect();
-        let mut out = Vec::new();
-        for h in handles {
-            out.push(h.await.expect("task"));
-        }
-        out
-    });
+    let outcomes = concurrent_gets(&rt, &t, keys.to_vec());
     let slowest = outcomes.iter().map(|(d, _)| *d).max().unwrap_or_default();
     println!("16 gets in flight on the hung server: slowest failed after {slowest:?} (timeout {TIMEOUT:?})");
     for (took, got) in &outcomes {
@@ -802,23 +812,8 @@ fn callers_waiting_for_a_connection_that_cannot_open_fail_with_its_attempt() {
     server.pause();
     let t = transport(vec![server.addr()], TIMEOUT, Protocol::Auto);
     let rt = runtime();
-    let outcomes: Vec<(Duration, Result<(), Error>)> = rt.block_on(async {
-        let handles: Vec<_> = (0..24)
-            .map(|i| {
-                let t = t.clone();
-                tokio::spawn(async move {
-                    let begun = Instant::now();
-                    let got = t.get(format!("cold:{i}").as_bytes()).await.map(|_| ());
-                    (begun.elapsed(), got)
-                })
-            })
-            .collect();
-        let mut out = Vec::new();
-        for h in handles {
-            out.push(h.await.expect("task"));
-        }
-        out
-    });
+    let keys = (0..24).map(|i| format!("cold:{i}").into_bytes()).collect();
+    let outcomes = concurrent_gets(&rt, &t, keys);
     let slowest = outcomes.iter().map(|(d, _)| *d).max().unwrap_or_default();
     println!("24 first gets of a server that never answers: slowest failed after {slowest:?}");
     for (took, got) in &outcomes {
