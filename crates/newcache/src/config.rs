@@ -402,6 +402,12 @@ mod tests {
             ("newcache://a/?timeout=0", "timeout=forever"),
             ("newcache://a/?herd_timeout=0", "herd=off"),
             ("newcache://a/?item_size_limit=0", "item_size_limit=0"),
+            ("newcache://a/?name=x#frag", "has a fragment"),
+            ("newcache://a/#frag", "has a fragment"),
+            (
+                "newcache://a/?binary=true&username=&password=hunter2",
+                "username is empty",
+            ),
             (
                 "newcache://a/?binary=true&read_timeout=3000000",
                 "read_timeout=3000000 ms is over what libmemcached takes",

@@ -187,6 +187,12 @@ impl Config {
     /// python-memcached's and Django's `unix:` (`newcache://unix:/run/memcached.sock`); paths
     /// with `;`, `,` or `?` cannot be written in a URL. An unknown, repeated or malformed parameter is an error.
     pub fn from_url(url: &str) -> Result<Config> {
+        if url.contains('#') {
+            return Err(bad(format_args!(
+                "URL {:?} has a fragment (#...), which newcache URLs do not take: write # in a value as %23",
+                redacted(url)
+            )));
+        }
         let rest = url.strip_prefix("newcache://").ok_or_else(|| {
             bad(format_args!(
                 "URL {:?} must start with newcache:// (e.g. newcache://127.0.0.1:11211/)",
@@ -359,6 +365,11 @@ impl Config {
         };
         if config.username.is_some() != config.password.is_some() {
             return Err(bad("give both username and password, or neither"));
+        }
+        if config.username.as_deref() == Some("") {
+            return Err(bad(
+                "username is empty; give the SASL user name, or neither username nor password",
+            ));
         }
         if config.servers.is_empty() && config.transport != TransportKind::Memory {
             return Err(bad(format_args!(
