@@ -430,7 +430,7 @@ pub enum Error {
     /// when the value is not over that, one byte below the size (see
     /// [`Error::refused_by_server`]): in both cases the limit is at most `limit`, which is
     /// what the message says.
-    #[error("value of {size} bytes is over the item size limit, which is at most {limit} bytes (item_size_limit; memcached's own -I, which counts the key and the item header too, may be lower); store less, compress (compress_threshold), or raise memcached's -I and item_size_limit")]
+    #[error("value of {size} bytes is over the item size limit, which is at most {limit} bytes (item_size_limit; memcached's own -I, which counts the key and the item header too, may be lower); store less, compress (compress_threshold; a value over inflate_limit is stored as it is, so that it can be read back), or raise memcached's -I and item_size_limit")]
     ValueTooLarge {
         /// The value's size in bytes.
         size: usize,
