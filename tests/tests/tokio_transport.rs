@@ -295,6 +295,14 @@ async fn mixed(t: TokioTextTransport, task: u64, until: Instant, meta: bool) -> 
             other.map(|(k, n)| (String::from_utf8_lossy(&k).into_owned(), n))
         )),
     };
+    // A kept key's read: its own value, never a miss.
+    let check_kept = |key: &[u8], got: Option<&[u8]>, how: &str, bad: &mut Vec<String>| match got {
+        Some(value) => check(key, value, 1, bad),
+        None => bad.push(format!(
+            "task {task}: kept key {:?} missed in {how}",
+            String::from_utf8_lossy(key)
+        )),
+    };
     while Instant::now() < until {
         tally.ops += 1;
         let k = rand(keys.len() as u64) as usize;
@@ -318,13 +326,8 @@ async fn mixed(t: TokioTextTransport, task: u64, until: Instant, meta: bool) -> 
                 }
                 1 if rand(3) == 0 => {
                     let key = &kept[rand(KEPT as u64) as usize];
-                    match t.get(key).await? {
-                        Some(item) => check(key, &item.value, 1, &mut bad),
-                        None => bad.push(format!(
-                            "task {task}: kept key {:?} missed",
-                            String::from_utf8_lossy(key)
-                        )),
-                    }
+                    let got = t.get(key).await?;
+                    check_kept(key, got.as_ref().map(|i| &i.value[..]), "a get", &mut bad);
                 }
                 1 => {
                     if let Some(item) = t.get(key).await? {
@@ -347,11 +350,12 @@ async fn mixed(t: TokioTextTransport, task: u64, until: Instant, meta: bool) -> 
                                 "task {task}: the never-written key answered {:?}",
                                 String::from_utf8_lossy(&item.value)
                             )),
-                            Some(item) if is_kept => check(a, &item.value, 1, &mut bad),
-                            None if is_kept => bad.push(format!(
-                                "task {task}: kept key {:?} missed in a multi-get",
-                                String::from_utf8_lossy(a)
-                            )),
+                            got if is_kept => check_kept(
+                                a,
+                                got.as_ref().map(|i| &i.value[..]),
+                                "a multi-get",
+                                &mut bad,
+                            ),
                             Some(item) => {
                                 let i = keys.iter().position(|x| x.as_slice() == *a).unwrap_or(0);
                                 check(a, &item.value, written[i], &mut bad);
@@ -419,13 +423,13 @@ async fn mixed(t: TokioTextTransport, task: u64, until: Instant, meta: bool) -> 
                 }
                 _ if rand(3) == 0 => {
                     let key = &kept[rand(KEPT as u64) as usize];
-                    match t.meta_get(key, 30).await? {
-                        Some(m) => check(key, &m.item.value, 1, &mut bad),
-                        None => bad.push(format!(
-                            "task {task}: kept key {:?} missed a meta get",
-                            String::from_utf8_lossy(key)
-                        )),
-                    }
+                    let got = t.meta_get(key, 30).await?;
+                    check_kept(
+                        key,
+                        got.as_ref().map(|m| &m.item.value[..]),
+                        "a meta get",
+                        &mut bad,
+                    );
                 }
                 _ => {
                     if let Some(m) = t.meta_get(key, 30).await? {

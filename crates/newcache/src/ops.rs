@@ -76,7 +76,6 @@ pub(crate) fn store_op(mode: StoreMode) -> &'static str {
     }
 }
 
-/// The error for a value the codec could not encode.
 /// A codec's message cut to its first 300 characters: a message that quotes the value
 /// (a serde error of the caller's own type, say) must not carry a megabyte of it into logs.
 pub(crate) fn bounded_detail(detail: String) -> String {
@@ -91,6 +90,7 @@ pub(crate) fn bounded_detail(detail: String) -> String {
     }
 }
 
+/// The error for a value the codec could not encode.
 pub(crate) fn encode_error(key: &str, e: codec::CodecError) -> Error {
     Error::Encode {
         key: key.to_owned(),

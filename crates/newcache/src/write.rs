@@ -46,6 +46,13 @@ impl Core {
         )?))
     }
 
+    /// Whether `value` encodes with the cache's codec, for a store that sends nothing of it
+    /// (a zero TTL): `Error::Encode` as any store of it would give.
+    fn check_encodes<T: Serialize + ?Sized>(&self, key: &str, value: &T) -> Result<()> {
+        codec::with_encoding(value, self.config.codec, &mut Vec::new(), |_, _| ())
+            .map_err(|e| encode_error(key, e))
+    }
+
     /// Encodes a value under a store plan: (bytes, flags, exptime).
     fn encode_planned<T: Serialize + ?Sized>(
         &self,
@@ -151,8 +158,7 @@ impl Core {
                 let Some(plan) = self.store_plan(io, options, now).await? else {
                     // A zero TTL: the value would expire at once. A value that cannot be
                     // encoded is still an error, as with any TTL.
-                    codec::with_encoding(value, self.config.codec, &mut Vec::new(), |_, _| ())
-                        .map_err(|e| encode_error(key, e))?;
+                    self.check_encodes(key, value)?;
                     // Answered as memcached answers such a store (Django's `timeout=0`),
                     // with nothing left under the key: `set` stores (the key is emptied),
                     // `add` when the key holds nothing (one `add` of an item that has already
@@ -272,13 +278,7 @@ impl Core {
                         None => {
                             // Nothing is stored, but a value that cannot be encoded is still
                             // an error (and nothing is deleted).
-                            codec::with_encoding(
-                                &value,
-                                self.config.codec,
-                                &mut Vec::new(),
-                                |_, _| (),
-                            )
-                            .map_err(|e| encode_error(key, e))?;
+                            self.check_encodes(key, &value)?;
                             expired.push(wire);
                         }
                     }

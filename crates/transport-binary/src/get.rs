@@ -422,12 +422,12 @@ impl BinaryTransport {
     }
 }
 
-/// The error line libmemcached's text protocol reports as a miss. A fetch that met an error
-/// line (`CLIENT_ERROR ...`, `SERVER_ERROR <message>`, a proxy's answer for a server it
-/// cannot reach) before any item ends with `MEMCACHED_NOTFOUND`, as a miss does; the error
-/// itself is only in the handle's last error (which `memcached_mget` cleared). `None` for a
-/// real miss. (libmemcached keeps no error for `SERVER_ERROR out of memory` and a bare
-/// `ERROR`: those still read as misses.)
+/// The error line libmemcached's text protocol reports as a miss. A fetch that met
+/// `CLIENT_ERROR ...` before any item ends with `MEMCACHED_NOTFOUND`, as a miss does; the
+/// error itself is only in the handle's last error (which `memcached_mget` cleared). `None`
+/// for a real miss. (A `SERVER_ERROR <message>`, twemproxy's for a server it cannot reach,
+/// already ends the fetch with its own code; libmemcached keeps no error for
+/// `SERVER_ERROR out of memory` and a bare `ERROR`: those still read as misses.)
 fn swallowed_error(
     h: &Handle,
     rc: memcached_return_t,

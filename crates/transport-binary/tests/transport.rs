@@ -5,6 +5,8 @@ mod common;
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::{connect, connect_with, holds};
@@ -772,22 +774,11 @@ fn new_is_lazy_and_checks_its_configuration() {
 /// returned `Ok(None)`, in `get` and `get_many`, and the connection is closed.
 #[test]
 fn text_mode_a_client_error_to_a_get_is_an_error_not_a_miss() {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap().to_string();
-    let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let counted = accepted.clone();
-    std::thread::spawn(move || {
-        for stream in listener.incoming().flatten() {
-            counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-            std::thread::spawn(move || {
-                let mut out = stream.try_clone().unwrap();
-                for line in BufReader::new(stream).lines().map_while(Result::ok) {
-                    if line.starts_with("get") {
-                        let _ = out.write_all(b"CLIENT_ERROR bad data chunk\r\n");
-                    }
-                }
-            });
+    let (addr, accepted) = scripted_server(|line, out| {
+        if line.starts_with("get") {
+            let _ = out.write_all(b"CLIENT_ERROR bad data chunk\r\n");
         }
+        true
     });
     let t = connect_with(&[], false, |c| c.servers = vec![addr.clone()]);
     for round in 0..3 {
@@ -802,7 +793,7 @@ fn text_mode_a_client_error_to_a_get_is_an_error_not_a_miss() {
         );
     }
     assert!(
-        accepted.load(std::sync::atomic::Ordering::SeqCst) >= 2,
+        accepted.load(Ordering::SeqCst) >= 2,
         "the connection that saw the error was closed and a new one opened"
     );
 }
@@ -812,21 +803,12 @@ fn text_mode_a_client_error_to_a_get_is_an_error_not_a_miss() {
 /// and reachable?", which libmemcached's `CONNECTION_FAILURE` read as.
 #[test]
 fn text_mode_a_connection_closed_mid_reply_is_an_io_error() {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap().to_string();
-    std::thread::spawn(move || {
-        for stream in listener.incoming().flatten() {
-            std::thread::spawn(move || {
-                let mut out = stream.try_clone().unwrap();
-                let mut lines = BufReader::new(stream).lines();
-                if let Some(Ok(line)) = lines.next() {
-                    if line.starts_with("get") {
-                        let _ = out.write_all(b"VALUE k 0 10\r\nhel");
-                    }
-                }
-                // Dropped: the connection closes with the value half sent.
-            });
+    let (addr, _) = scripted_server(|line, out| {
+        if line.starts_with("get") {
+            let _ = out.write_all(b"VALUE k 0 10\r\nhel");
         }
+        // The connection closes with the value half sent.
+        false
     });
     let t = connect_with(&[], false, |c| c.servers = vec![addr.clone()]);
     for round in 0..2 {
@@ -837,4 +819,28 @@ fn text_mode_a_connection_closed_mid_reply_is_an_io_error() {
             other => panic!("get {round}: {other:?}"),
         }
     }
+}
+
+/// A listener on a free port whose connections each read request lines and hand them to
+/// `answer` with the connection to write to; a connection closes once `answer` returns
+/// false. Its address, and how many connections it accepted.
+fn scripted_server(answer: fn(&str, &mut TcpStream) -> bool) -> (String, Arc<AtomicUsize>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let counted = accepted.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            counted.fetch_add(1, Ordering::SeqCst);
+            std::thread::spawn(move || {
+                let mut out = stream.try_clone().unwrap();
+                for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                    if !answer(&line, &mut out) {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    (addr, accepted)
 }

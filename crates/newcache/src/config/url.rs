@@ -249,9 +249,7 @@ impl Config {
                     }
                 },
                 "lease_wait" => config.lease_wait = Duration::from_millis(parse_num(name, value)?),
-                "early_beta" => {
-                    config.early_beta = parse_num::<f64>(name, value)?;
-                }
+                "early_beta" => config.early_beta = parse_num::<f64>(name, value)?,
                 "timeout" => config.default_ttl = parse_ttl(name, value)?,
                 "key_function" => key_function = Some(value.to_string()),
                 "key_prefix" => key_prefix = Some(value.to_string()),

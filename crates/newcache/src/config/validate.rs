@@ -84,18 +84,17 @@ impl Config {
                 self.early_beta
             )));
         }
-        for (name, value) in [
-            ("item_size_limit", self.item_size_limit),
-            ("inflate_limit", self.inflate_limit),
+        for (name, value, default) in [
+            (
+                "item_size_limit",
+                self.item_size_limit,
+                defaults.item_size_limit,
+            ),
+            ("inflate_limit", self.inflate_limit, defaults.inflate_limit),
         ] {
             if value == 0 {
                 return Err(bad(format_args!(
-                    "{name}=0 would refuse every value; give a size in bytes (the default is {})",
-                    if name == "item_size_limit" {
-                        defaults.item_size_limit
-                    } else {
-                        defaults.inflate_limit
-                    }
+                    "{name}=0 would refuse every value; give a size in bytes (the default is {default})"
                 )));
             }
         }
