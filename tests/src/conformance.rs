@@ -64,7 +64,7 @@ pub use expiry::{
 };
 pub use limits::{
     a_set_over_the_item_size_limit_is_refused_and_leaves_no_stale_value,
-    a_value_at_the_limit_is_stored_or_refused_without_a_stale_value,
+    a_value_right_at_the_limit_is_stored_and_one_byte_more_is_refused,
     conditional_stores_over_the_item_size_limit_leave_the_old_value,
     invalid_keys_are_refused_before_anything_is_sent,
     store_many_refuses_each_value_over_the_limit_by_itself,
@@ -97,7 +97,8 @@ pub trait Fixture {
     /// test, and panic when the server lacks the statistic.
     fn server_stat(&self, name: &str) -> Option<u64>;
 
-    /// The value size, in bytes, above which the transport refuses to store.
+    /// The item size limit (memcached's `-I`) the transport keeps to: the largest value is
+    /// that less the key and the item header ([`newcache_transport::Store::value_limit`]).
     fn item_size_limit(&self) -> usize {
         DEFAULT_ITEM_SIZE_LIMIT
     }
@@ -180,7 +181,7 @@ macro_rules! conformance_suite {
             a_set_over_the_item_size_limit_is_refused_and_leaves_no_stale_value,
             conditional_stores_over_the_item_size_limit_leave_the_old_value,
             store_many_refuses_each_value_over_the_limit_by_itself,
-            a_value_at_the_limit_is_stored_or_refused_without_a_stale_value,
+            a_value_right_at_the_limit_is_stored_and_one_byte_more_is_refused,
             invalid_keys_are_refused_before_anything_is_sent,
             eight_threads_share_one_transport,
             sixteen_threads_get_only_their_own_answers,

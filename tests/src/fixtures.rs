@@ -102,7 +102,7 @@ impl ServerFixture {
         }
     }
 
-    /// Tells the suite the value size above which the transport refuses to store
+    /// Tells the suite the item size limit (memcached's `-I`) the transport keeps to
     /// (default [`newcache_transport::DEFAULT_ITEM_SIZE_LIMIT`]).
     pub fn with_item_size_limit(mut self, limit: usize) -> Self {
         self.item_size_limit = limit;

@@ -42,9 +42,11 @@ pub struct BinaryConfig {
     /// The most libmemcached handles (one per concurrent request) the transport creates.
     /// At least 1.
     pub pool_size: usize,
-    /// Values larger than this many bytes are refused without being sent
-    /// ([`Error::ValueTooLarge`]; a `set` of one deletes the key instead, as memcached does);
-    /// memcached's default `-I 1m` unless told otherwise.
+    /// memcached's `-I`, default 1 MiB: a value whose item would be larger (the value, the
+    /// key and the item header, [`Store::value_limit`]) is refused without being sent
+    /// ([`Error::ValueTooLarge`]; a `set` of one deletes the key instead, as memcached does).
+    ///
+    /// [`Store::value_limit`]: newcache_transport::Store::value_limit
     ///
     /// [`Error::ValueTooLarge`]: crate::Error::ValueTooLarge
     pub item_size_limit: usize,

@@ -188,12 +188,13 @@
 //! # Errors
 //!
 //! Keys are checked ([`check_key`]) and values measured against
-//! [`BinaryConfig::item_size_limit`] before any C call, so invalid input fails with
+//! [`BinaryConfig::item_size_limit`] (memcached's `-I`, less the key and the item header:
+//! [`Store::value_limit`]) before any C call, so invalid input fails with
 //! [`Error::InvalidKey`] / [`Error::ValueTooLarge`] and the value is not sent; a `set` of a
 //! value over the limit deletes the key instead (one `memcached_delete`), as memcached
 //! unlinks the old item of a `set` it refuses as too large. A value the server
-//! itself refuses as too large (its `-I` is lower, or the key and item header push the item
-//! over) is [`Error::ValueTooLarge`] too; the server's exact limit is not known to the client
+//! itself refuses as too large (its `-I` is lower than configured) is
+//! [`Error::ValueTooLarge`] too; the server's exact limit is not known to the client
 //! then, so `limit` is reported as one byte below the size. libmemcached's
 //! failures keep its own message (`memcached_last_error_message`, else
 //! `memcached_strerror`): connection failures and failed DNS lookups map to

@@ -19,22 +19,10 @@ fn is_decimal(value: &[u8]) -> bool {
 }
 
 impl BinaryTransport {
-    fn value_too_large(&self, size: usize) -> Error {
-        // When the server refuses a value under the configured limit (its -I is smaller, or
-        // the key and item header push it over), its exact limit is not known here; all that
-        // is known is that it is below the size.
-        Error::refused_by_server(size, self.item_size_limit)
-    }
-
-    /// [`Error::ValueTooLarge`] when the value is over `item_size_limit`.
+    /// [`Error::ValueTooLarge`] when memcached at `-I item_size_limit` would refuse the
+    /// value ([`Store::value_limit`]: the limit less the key and the item header).
     pub(crate) fn check_size(&self, request: &Store<'_>) -> Result<()> {
-        if request.value.len() > self.item_size_limit {
-            return Err(Error::ValueTooLarge {
-                size: request.value.len(),
-                limit: self.item_size_limit,
-            });
-        }
-        Ok(())
+        request.check_size(self.item_size_limit)
     }
 
     /// Runs one request whose key was checked: a value over `item_size_limit` is refused
@@ -91,7 +79,9 @@ impl BinaryTransport {
             (_, MEMCACHED_NOTSTORED | MEMCACHED_DATA_EXISTS | MEMCACHED_NOTFOUND) => {
                 Ok(StoreStatus::NotStored)
             }
-            (_, MEMCACHED_E2BIG) => Err(self.value_too_large(r.value.len())),
+            // The server's -I is below item_size_limit: its exact limit is not known here, only
+            // that it is below the size.
+            (_, MEMCACHED_E2BIG) => Err(r.refused_by_server(self.item_size_limit)),
             (mode, rc) => Err(self.error(h, rc, self.label_for_key(h, r.key), mode.command())),
         }
     }

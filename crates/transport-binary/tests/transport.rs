@@ -686,7 +686,9 @@ fn many_threads_share_a_small_pool(binary: bool) {
 
 fn invalid_keys_and_large_values_are_refused_before_libmemcached(binary: bool) {
     let m = Memcached::start();
-    let t = connect_with(&[&m], binary, |c| c.item_size_limit = 1000);
+    // An item of 1,060 bytes holds a value of 1,000 under the key `k` with flags 0 (the
+    // item header is 59 bytes, the key 1).
+    let t = connect_with(&[&m], binary, |c| c.item_size_limit = 1060);
     let before = (m.stat("cmd_get"), m.stat("cmd_set"));
     for bad in [&b"a b"[..], b"", b"\r\n", &[b'k'; 251]] {
         assert!(matches!(t.get(bad), Err(Error::InvalidKey { .. })));

@@ -126,8 +126,11 @@ pub struct TextConfig {
     /// Which protocol to speak: meta where the server has it (the default), or one of the
     /// two for every server.
     pub protocol: Protocol,
-    /// Values larger than this are refused without being sent (memcached's `-I`); a `set`
-    /// of one deletes the key instead, as memcached does when it refuses a `set`.
+    /// memcached's `-I`: a value whose item would be larger (the value, the key and the
+    /// item header, [`Store::value_limit`]) is refused without being sent; a `set` of one
+    /// deletes the key instead, as memcached does when it refuses a `set`.
+    ///
+    /// [`Store::value_limit`]: newcache_transport::Store::value_limit
     pub item_size_limit: usize,
     /// Key placement, by libmemcached's behavior names (`hash`, `ketama`, `ketama_weighted`,
     /// `distribution`, `_sort_hosts`). Default: libmemcached's modula over one-at-a-time.

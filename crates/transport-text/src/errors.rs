@@ -61,7 +61,7 @@ pub(crate) fn refusal_error(
 ) -> Error {
     if let (Cmd::Store(s), Status::ServerError(m)) = (cmd, &status) {
         if refused_as_too_large(m) {
-            return Error::refused_by_server(s.value.len(), item_size_limit);
+            return s.refused_by_server(item_size_limit);
         }
     }
     status_to_error(label.to_string(), status, cmd.name(wire))

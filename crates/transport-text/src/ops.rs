@@ -13,14 +13,10 @@ use crate::proto::{Expect, Reply, Status};
 use crate::{Protocol, TextTransport};
 
 impl TextTransport {
-    pub(crate) fn check_value(&self, value: &[u8]) -> Result<()> {
-        if value.len() > self.config.item_size_limit {
-            return Err(Error::ValueTooLarge {
-                size: value.len(),
-                limit: self.config.item_size_limit,
-            });
-        }
-        Ok(())
+    /// [`Error::ValueTooLarge`] when memcached at `-I item_size_limit` would refuse the
+    /// value ([`Store::value_limit`]: the limit less the key and the item header).
+    pub(crate) fn check_value(&self, request: &Store<'_>) -> Result<()> {
+        request.check_size(self.config.item_size_limit)
     }
 
     /// [`Transport::get_many`], with `sent` run once a one-server request is written and
@@ -82,7 +78,8 @@ impl Transport for TextTransport {
         get_many_made_with(keys, found, |keys, sent| self.get_many_then(keys, sent))
     }
 
-    /// A value over `item_size_limit` is refused before it is sent; for a `set`, one
+    /// A value memcached at `-I item_size_limit` would refuse ([`Store::value_limit`]) is
+    /// refused before it is sent; for a `set`, one
     /// `delete` of the key goes instead (memcached unlinks the old item when it refuses a
     /// `set` as too large; so does this transport, so the old value is not served on).
     ///
@@ -93,7 +90,7 @@ impl Transport for TextTransport {
     fn store(&self, request: &Store<'_>) -> Result<StoreStatus> {
         check_key(request.key)?;
         newcache_transport::check_exptime(request.exptime)?;
-        if let Err(too_large) = self.check_value(request.value) {
+        if let Err(too_large) = self.check_value(request) {
             if request.mode == StoreMode::Set {
                 self.delete(request.key)?;
             }
@@ -125,7 +122,7 @@ impl Transport for TextTransport {
         };
         let mut over = vec![false; requests.len()];
         for ((i, r), over) in requests.iter().enumerate().zip(over.iter_mut()) {
-            if let Err(e) = self.check_value(r.value) {
+            if let Err(e) = self.check_value(r) {
                 *over = true;
                 refuse(i, e);
             }
@@ -149,13 +146,9 @@ impl Transport for TextTransport {
                         if refused_as_too_large(&m) =>
                     {
                         match requests.get(i) {
-                            Some(r) if !is_over(i) => refuse(
-                                i,
-                                Error::refused_by_server(
-                                    r.value.len(),
-                                    self.config.item_size_limit,
-                                ),
-                            ),
+                            Some(r) if !is_over(i) => {
+                                refuse(i, r.refused_by_server(self.config.item_size_limit))
+                            }
                             _ => {
                                 return Err(status_to_error(
                                     self.label(index),

@@ -68,6 +68,17 @@ pub const MAX_RELATIVE_EXPTIME: u32 = 60 * 60 * 24 * 30;
 /// memcached's default item size limit (`-I 1m`), used when a backend is not told otherwise.
 pub const DEFAULT_ITEM_SIZE_LIMIT: usize = 1024 * 1024;
 
+/// The bytes memcached adds to a value to make its item, besides the key: the item header
+/// (48), the CAS unique (8), the key's terminating NUL (1) and the value's `\r\n` (2); a
+/// nonzero flags word takes 4 more. memcached refuses an item larger than its `-I`, so the
+/// largest value it stores is `-I` less these, less the key ([`Store::value_limit`]).
+///
+/// Measured on memcached 1.6.18 at `-I` 512k, 1m, 2m and 4m, keys of 1 to 250 bytes, flags 0
+/// and nonzero: the largest value stored was always `-I - 59 - key length` (4 fewer with
+/// flags). A server started with `-C` (no CAS) takes 8 bytes more, which a client cannot
+/// see; such values are refused here, on the safe side.
+pub const ITEM_OVERHEAD: usize = 59;
+
 /// Result type of every transport operation.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -174,6 +185,45 @@ impl<'a> Store<'a> {
     /// The same request with another mode.
     pub fn with_mode(self, mode: StoreMode) -> Self {
         Store { mode, ..self }
+    }
+
+    /// The largest value memcached started with `-I item_size_limit` stores under this
+    /// request's key and flags: the limit less [`ITEM_OVERHEAD`], the key and, for nonzero
+    /// flags, 4 bytes.
+    ///
+    /// ```
+    /// use newcache_transport::Store;
+    /// let limit = 1024 * 1024;
+    /// assert_eq!(Store::set(b"k", b"", 0, 0).value_limit(limit), 1_048_516);
+    /// assert_eq!(Store::set(b"k", b"", 16, 0).value_limit(limit), 1_048_512);
+    /// ```
+    pub fn value_limit(&self, item_size_limit: usize) -> usize {
+        let flags = if self.flags == 0 { 0 } else { 4 };
+        item_size_limit.saturating_sub(ITEM_OVERHEAD + self.key.len() + flags)
+    }
+
+    /// True when memcached started with `-I item_size_limit` would refuse this value as too
+    /// large ([`Store::value_limit`]).
+    pub fn is_too_large(&self, item_size_limit: usize) -> bool {
+        self.value.len() > self.value_limit(item_size_limit)
+    }
+
+    /// [`Error::ValueTooLarge`], naming the value's size and [`Store::value_limit`], when
+    /// [`Store::is_too_large`].
+    pub fn check_size(&self, item_size_limit: usize) -> Result<()> {
+        if self.is_too_large(item_size_limit) {
+            return Err(Error::ValueTooLarge {
+                size: self.value.len(),
+                limit: self.value_limit(item_size_limit),
+            });
+        }
+        Ok(())
+    }
+
+    /// The [`Error::ValueTooLarge`] for this value when the server refused it as too large
+    /// ([`Error::refused_by_server`], with [`Store::value_limit`] of `item_size_limit`).
+    pub fn refused_by_server(&self, item_size_limit: usize) -> Error {
+        Error::refused_by_server(self.value.len(), self.value_limit(item_size_limit))
     }
 }
 
@@ -424,13 +474,14 @@ pub enum Error {
     /// delete of the key instead of the `set`, and a server that refuses it has already
     /// unlinked the old item. `add`, `replace`, `cas`, `append` and `prepend` over the limit
     /// send nothing and leave the existing item alone. When the transport refuses the value
-    /// itself, `limit` is its configured item size limit; when the server refuses a value the
-    /// transport let through (its `-I` is lower, or the key and item header push the item
-    /// over), the server's exact limit is not known, and `limit` is the configured one or,
-    /// when the value is not over that, one byte below the size (see
+    /// itself, `limit` is the largest value memcached at the configured item size limit
+    /// (`-I`) stores under this key and flags ([`Store::value_limit`]: measured exact on
+    /// memcached 1.6); when the server refuses a value the transport let through (its `-I`
+    /// is lower than configured), the server's exact limit is not known, and `limit` is that
+    /// one or, when the value is not over it, one byte below the size (see
     /// [`Error::refused_by_server`]): in both cases the limit is at most `limit`, which is
     /// what the message says.
-    #[error("value of {size} bytes is over the item size limit, which is at most {limit} bytes (item_size_limit; memcached's own -I, which counts the key and the item header too, may be lower); store less, compress (compress_threshold; a value over inflate_limit is stored as it is, so that it can be read back), or raise memcached's -I and item_size_limit")]
+    #[error("value of {size} bytes is over the item size limit: at most {limit} bytes fit under this key (item_size_limit, memcached's -I, less the key and the item header; fewer if the server's own -I is lower); store less, compress (compress_threshold; a value over inflate_limit is stored as it is, so that it can be read back), or raise memcached's -I and item_size_limit")]
     ValueTooLarge {
         /// The value's size in bytes.
         size: usize,
@@ -533,9 +584,10 @@ pub enum Error {
 
 impl Error {
     /// The [`Error::ValueTooLarge`] for a value of `size` bytes that the server refused as too
-    /// large. The server's own limit is not known to the client, so `limit` is the
-    /// transport's `configured_limit` when the value is over it, else one byte below the
-    /// size: all that is known then is that the server's limit is below the size.
+    /// large. The server's own limit is not known to the client, so `limit` is
+    /// `configured_limit` (the largest value the transport lets through for this key,
+    /// [`Store::value_limit`]) when the value is over it, else one byte below the size: all
+    /// that is known then is that the server's limit is below the size.
     ///
     /// ```
     /// use newcache_transport::Error;

@@ -198,7 +198,8 @@ impl State {
                     return StoreStatus::NotStored;
                 };
                 // memcached cannot allocate the combined item and answers NOT_STORED.
-                if entry.value.len() + value.len() > limit {
+                let room = Store::set(key, b"", entry.flags, 0).value_limit(limit);
+                if entry.value.len() + value.len() > room {
                     return StoreStatus::NotStored;
                 }
                 if request.mode == StoreMode::Append {
@@ -407,8 +408,9 @@ impl MemoryTransport {
         Self::build(DEFAULT_ITEM_SIZE_LIMIT, Arc::new(system_clock))
     }
 
-    /// An empty store that refuses values longer than `limit` bytes with
-    /// [`Error::ValueTooLarge`], like memcached started with `-I`.
+    /// An empty store that refuses items larger than `limit` bytes with
+    /// [`Error::ValueTooLarge`], like memcached started with `-I limit`: the largest value
+    /// is [`Store::value_limit`] (the limit less the key and the item header).
     pub fn with_item_size_limit(limit: usize) -> Self {
         Self::build(limit, Arc::new(system_clock))
     }
@@ -441,7 +443,7 @@ impl MemoryTransport {
         }
     }
 
-    /// The largest value, in bytes, this store accepts.
+    /// The item size limit (memcached's `-I`) this store keeps to.
     pub fn item_size_limit(&self) -> usize {
         self.inner.item_size_limit
     }
@@ -473,16 +475,10 @@ impl MemoryTransport {
             .unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// [`Error::ValueTooLarge`] when the value is over the item size limit.
+    /// [`Error::ValueTooLarge`] when memcached at this `-I` would refuse the value
+    /// ([`Store::value_limit`]: the limit less the key and the item header).
     fn check_size(&self, request: &Store<'_>) -> Result<()> {
-        let limit = self.inner.item_size_limit;
-        if request.value.len() > limit {
-            return Err(Error::ValueTooLarge {
-                size: request.value.len(),
-                limit,
-            });
-        }
-        Ok(())
+        request.check_size(self.inner.item_size_limit)
     }
 }
 
@@ -829,7 +825,8 @@ mod tests {
 
     #[test]
     fn append_and_prepend_keep_flags_and_respect_the_size_limit() {
-        let t = MemoryTransport::with_item_size_limit(8);
+        // Room for 8 bytes under the key `k` with nonzero flags.
+        let t = MemoryTransport::with_item_size_limit(crate::ITEM_OVERHEAD + 1 + 4 + 8);
         t.store(&Store::set(b"k", b"mid", 7, 0)).unwrap();
         let tail = Store::set(b"k", b">", 99, 0).with_mode(StoreMode::Append);
         let head = Store::set(b"k", b"<", 99, 0).with_mode(StoreMode::Prepend);
@@ -840,18 +837,19 @@ mod tests {
         let long = Store::set(b"k", b"1234", 0, 0).with_mode(StoreMode::Append);
         assert_eq!(t.store(&long).unwrap(), StoreStatus::NotStored);
         assert!(matches!(
-            t.store(&Store::set(b"k", b"123456789", 0, 0)),
+            t.store(&Store::set(b"k", b"123456789", 7, 0)),
             Err(Error::ValueTooLarge { size: 9, limit: 8 })
         ));
         assert_eq!(
-            t.store(&Store::set(b"k", b"12345678", 0, 0)).unwrap(),
+            t.store(&Store::set(b"k", b"12345678", 7, 0)).unwrap(),
             StoreStatus::Stored
         );
     }
 
     #[test]
     fn a_set_over_the_limit_deletes_the_key_and_other_modes_leave_it() {
-        let t = MemoryTransport::with_item_size_limit(4);
+        // Room for 4 bytes under a one-byte key with flags 0.
+        let t = MemoryTransport::with_item_size_limit(crate::ITEM_OVERHEAD + 1 + 4);
         t.store(&Store::set(b"k", b"old", 0, 0)).unwrap();
         for mode in [StoreMode::Add, StoreMode::Replace, StoreMode::Append] {
             let big = Store::set(b"k", b"12345", 0, 0).with_mode(mode);

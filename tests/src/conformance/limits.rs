@@ -5,6 +5,12 @@ use newcache_transport::{Error, Result, Store, StoreMode, StoreStatus};
 
 use super::{cas_of, get, hit, keys, noise, ok, refs, server_stats, set, show, value, Fixture};
 
+/// The largest value memcached at the fixture's item size limit stores under `key` with
+/// `flags` ([`Store::value_limit`]).
+fn room(f: &dyn Fixture, key: &[u8], flags: u32) -> usize {
+    Store::set(key, b"", flags, 0).value_limit(f.item_size_limit())
+}
+
 /// Asserts `result` is [`Error::ValueTooLarge`] naming exactly `size` and `limit`, in its
 /// fields and in its message.
 fn expect_too_large<T: std::fmt::Debug>(what: &str, result: Result<T>, size: usize, limit: usize) {
@@ -31,7 +37,7 @@ fn expect_too_large<T: std::fmt::Debug>(what: &str, result: Result<T>, size: usi
 /// replace.
 pub fn a_set_over_the_item_size_limit_is_refused_and_leaves_no_stale_value(f: &dyn Fixture) {
     let t = f.transport();
-    let limit = f.item_size_limit();
+    let limit = room(f, b"k", 0);
     set(t, b"k", b"small", 0, 0);
     set(t, b"other", b"stays", 0, 0);
     let before = server_stats(f, &["cmd_set"]);
@@ -44,11 +50,12 @@ pub fn a_set_over_the_item_size_limit_is_refused_and_leaves_no_stale_value(f: &d
     );
     assert_eq!(get(t, b"k"), None, "the old value outlived a refused set");
     // A refused set of a key that holds nothing is refused the same way.
+    // Its limit is 3 bytes lower: the key is 3 bytes longer.
     expect_too_large(
         "set of a free key",
         t.store(&Store::set(b"free", &too_big, 0, 0)),
         limit + 1,
-        limit,
+        limit - 3,
     );
     assert_eq!(get(t, b"free"), None);
     assert_eq!(
@@ -67,7 +74,7 @@ pub fn a_set_over_the_item_size_limit_is_refused_and_leaves_no_stale_value(f: &d
 /// unique (memcached unlinks the old item only for a refused `set`).
 pub fn conditional_stores_over_the_item_size_limit_leave_the_old_value(f: &dyn Fixture) {
     let t = f.transport();
-    let limit = f.item_size_limit();
+    let limit = room(f, b"k", 0);
     set(t, b"k", b"small", 3, 0);
     let unique = cas_of(t, b"k");
     let before = server_stats(f, &["cmd_set"]);
@@ -91,7 +98,7 @@ pub fn conditional_stores_over_the_item_size_limit_leave_the_old_value(f: &dyn F
     }
     // add of a free key over the limit creates nothing.
     let add = Store::set(b"free", &too_big, 0, 0).with_mode(StoreMode::Add);
-    expect_too_large("add of a free key", t.store(&add), limit + 1, limit);
+    expect_too_large("add of a free key", t.store(&add), limit + 1, limit - 3);
     assert_eq!(get(t, b"free"), None);
     assert_eq!(
         server_stats(f, &["cmd_set"]),
@@ -106,7 +113,7 @@ pub fn conditional_stores_over_the_item_size_limit_leave_the_old_value(f: &dyn F
 /// [`Error::ValueTooLarge`] naming the first refused request's size and the limit.
 pub fn store_many_refuses_each_value_over_the_limit_by_itself(f: &dyn Fixture) {
     let t = f.transport();
-    let limit = f.item_size_limit();
+    let limit = room(f, b"k", 0);
     set(t, b"k", b"small", 0, 0);
     set(t, b"kept", b"old", 0, 0);
     let good = keys("good", 12);
@@ -153,48 +160,68 @@ pub fn store_many_refuses_each_value_over_the_limit_by_itself(f: &dyn Fixture) {
     assert_eq!(get(t, b"k"), None);
 }
 
-/// A value right at the item size limit is stored, or, when the server's own limit counts
-/// the key and the item's header too (memcached's does), refused by the server: then it is
-/// [`Error::ValueTooLarge`] naming its size and a limit below it (see
-/// [`Error::refused_by_server`]), and, as memcached unlinks the old item of a refused `set`,
-/// the key holds nothing. The same through `store_many`, whose other requests are stored.
-pub fn a_value_at_the_limit_is_stored_or_refused_without_a_stale_value(f: &dyn Fixture) {
+/// The limit is memcached's own, exact for each key and flags ([`Store::value_limit`]): a
+/// value of exactly that many bytes is stored and read back whole, and one byte more is
+/// refused before it is sent, naming that limit, with no stale value left. With a one-byte
+/// key and a 250-byte one, flags 0 and nonzero, by `store` and by `store_many`.
+pub fn a_value_right_at_the_limit_is_stored_and_one_byte_more_is_refused(f: &dyn Fixture) {
     let t = f.transport();
-    let limit = f.item_size_limit();
-    let at_limit = noise(limit);
-    // What a transport can say of the server's limit: below the size (the configured limit
-    // let the value through).
-    let server_limit = match Error::refused_by_server(limit, limit) {
-        Error::ValueTooLarge { limit, .. } => limit,
-        other => panic!("refused_by_server gave {other:?}"),
-    };
-    set(t, b"k", b"small", 0, 0);
-    match t.store(&Store::set(b"k", &at_limit, 0, 0)) {
-        Ok(status) => {
-            assert_eq!(status, StoreStatus::Stored);
-            assert!(value(t, b"k") == at_limit, "the value came back altered");
+    let long_key = vec![b'L'; 250];
+    for (key, flags) in [(&b"k"[..], 0), (&b"k"[..], 16), (&long_key[..], 1)] {
+        let what = format!("a {}-byte key with flags {flags}", key.len());
+        let limit = room(f, key, flags);
+        let at_limit = noise(limit);
+        let status = ok(
+            "set at the limit",
+            t.store(&Store::set(key, &at_limit, flags, 0)),
+        );
+        assert_eq!(status, StoreStatus::Stored, "{what}");
+        let item = hit(t, key);
+        assert!(
+            item.value == at_limit && item.flags == flags,
+            "{what}: the value at the limit came back altered"
+        );
+        let before = server_stats(f, &["cmd_set"]);
+        let over = noise(limit + 1);
+        expect_too_large(
+            &what,
+            t.store(&Store::set(key, &over, flags, 0)),
+            limit + 1,
+            limit,
+        );
+        assert_eq!(
+            get(t, key),
+            None,
+            "{what}: the old value outlived a refused set"
+        );
+        assert_eq!(
+            server_stats(f, &["cmd_set"]),
+            before,
+            "{what}: a value over the limit reached the server"
+        );
+        // The same through store_many, whose other requests are stored.
+        let good = keys("edge", 4);
+        let mut batch: Vec<Store<'_>> = good.iter().map(|k| Store::set(k, k, 0, 0)).collect();
+        batch.insert(1, Store::set(key, &at_limit, flags, 0));
+        let statuses = ok("store_many at the limit", t.store_many(&batch));
+        assert!(
+            statuses.iter().all(|s| s.is_stored()),
+            "{what}: {statuses:?}"
+        );
+        assert!(
+            hit(t, key).value == at_limit,
+            "{what}: the value at the limit came back altered"
+        );
+        batch[1] = Store::set(key, &over, flags, 0);
+        expect_too_large(&what, t.store_many(&batch), limit + 1, limit);
+        assert_eq!(
+            get(t, key),
+            None,
+            "{what}: the old value outlived a refused set"
+        );
+        for k in &good {
+            assert_eq!(&value(t, k), k);
         }
-        refused => {
-            expect_too_large("set at the limit", refused, limit, server_limit);
-            assert_eq!(get(t, b"k"), None, "the old value outlived a refused set");
-        }
-    }
-    set(t, b"k", b"small", 0, 0);
-    let good = keys("edge", 6);
-    let mut batch: Vec<Store<'_>> = good.iter().map(|k| Store::set(k, k, 0, 0)).collect();
-    batch.insert(2, Store::set(b"k", &at_limit, 0, 0));
-    match t.store_many(&batch) {
-        Ok(statuses) => {
-            assert!(statuses.iter().all(|s| s.is_stored()), "{statuses:?}");
-            assert!(value(t, b"k") == at_limit, "the value came back altered");
-        }
-        refused => {
-            expect_too_large("store_many at the limit", refused, limit, server_limit);
-            assert_eq!(get(t, b"k"), None, "the old value outlived a refused set");
-        }
-    }
-    for k in &good {
-        assert_eq!(&value(t, k), k);
     }
 }
 

@@ -371,6 +371,34 @@ fn a_value_over_the_item_size_limit_is_a_typed_error_and_is_not_sent() {
 }
 
 #[test]
+fn a_refused_value_names_the_real_limit_of_its_wire_key_and_a_value_at_it_is_stored() {
+    let e = env("");
+    let wire_len = e.cache.wire_key("big").unwrap().len();
+    // memcached's default -I 1m, less its 59-byte item header, the wire key and 4 bytes of
+    // nonzero flags: measured on memcached 1.6 (see newcache_transport::ITEM_OVERHEAD).
+    let limit = 1024 * 1024 - 59 - wire_len - 4;
+    e.cache.set("big", "old", Ttl::Default).unwrap();
+    let before = e.server.stat("cmd_set");
+    let over = vec![b'x'; limit + 1];
+    let err = e.cache.set_raw("big", &over, 16, Ttl::Forever).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::Transport(newcache::transport::Error::ValueTooLarge { size, limit: l })
+                if size == limit + 1 && l == limit
+        ),
+        "{err}"
+    );
+    assert!(err.to_string().contains(&format!("at most {limit} bytes")), "{err}");
+    assert_eq!(e.server.stat("cmd_set"), before, "the value reached the server");
+    assert_eq!(e.cache.get::<String>("big").unwrap(), None, "a stale value stayed");
+    let at = vec![b'y'; limit];
+    e.cache.set_raw("big", &at, 16, Ttl::Forever).unwrap();
+    let raw = e.cache.get_raw("big").unwrap().expect("the value at the limit was stored");
+    assert!(raw.bytes == at && raw.flags == 16, "it came back altered");
+}
+
+#[test]
 fn a_dropped_server_gives_a_timely_error_and_a_restarted_one_is_used_again() {
     let mut e = env("connect_timeout=200&read_timeout=300");
     e.cache.set("k", &1, Ttl::Default).unwrap();

@@ -225,9 +225,12 @@ impl Builder {
         self
     }
 
-    /// The servers' item size limit (memcached's `-I`); larger values are refused unsent
-    /// (after compression, when `compress_threshold` is set), and a refused `set` deletes the
-    /// key's old value, as memcached does.
+    /// The servers' item size limit (memcached's `-I`); a value whose item would be larger
+    /// (the value after compression, when `compress_threshold` is set, plus the wire key
+    /// and memcached's item header, [`Store::value_limit`]) is refused unsent, and a refused
+    /// `set` deletes the key's old value, as memcached does.
+    ///
+    /// [`Store::value_limit`]: crate::transport::Store::value_limit
     pub fn item_size_limit(mut self, bytes: usize) -> Self {
         self.config.item_size_limit = bytes;
         self

@@ -260,17 +260,13 @@ impl TokioTextTransport {
             check_exptime(r.exptime)?;
         }
         let limit = self.inner.config.item_size_limit;
-        let over: Vec<bool> = requests.iter().map(|r| r.value.len() > limit).collect();
+        let over: Vec<bool> = requests.iter().map(|r| r.is_too_large(limit)).collect();
         let is_over = |i: usize| over.get(i).copied().unwrap_or(false);
         // The first request refused as too large (by the limit or by the server), in order.
         let mut refused: Option<(usize, Error)> = requests
             .iter()
             .enumerate()
-            .find(|&(i, _)| is_over(i))
-            .map(|(i, r)| {
-                let size = r.value.len();
-                (i, Error::ValueTooLarge { size, limit })
-            });
+            .find_map(|(i, r)| Some((i, r.check_size(limit).err()?)));
         let cmd_of = |i: usize| Cmd::for_store(requests.get(i)?, is_over(i));
         let mut out = vec![StoreStatus::NotStored; requests.len()];
         let outcomes = self.keyed(requests.len(), &cmd_of).await?;
@@ -294,9 +290,10 @@ impl TokioTextTransport {
                     Answer::Outcome(Outcome::Refused(Status::ServerError(m)))
                         if refused_as_too_large(&m) && !is_over(i) =>
                     {
-                        let size = requests.get(i).map_or(0, |r| r.value.len());
-                        if refused.as_ref().is_none_or(|(first, _)| i < *first) {
-                            refused = Some((i, Error::refused_by_server(size, limit)));
+                        let e = requests.get(i).map(|r| r.refused_by_server(limit));
+                        if let Some(e) = e.filter(|_| refused.as_ref().is_none_or(|(f, _)| i < *f))
+                        {
+                            refused = Some((i, e));
                         }
                     }
                     Answer::Outcome(Outcome::Refused(status)) => {
@@ -413,15 +410,11 @@ impl AsyncTransport for TokioTextTransport {
         Box::pin(async move {
             check_key(request.key)?;
             check_exptime(request.exptime)?;
-            let limit = self.inner.config.item_size_limit;
-            if request.value.len() > limit {
+            if let Err(too_large) = request.check_size(self.inner.config.item_size_limit) {
                 if request.mode == StoreMode::Set {
                     self.delete(request.key).await?;
                 }
-                return Err(Error::ValueTooLarge {
-                    size: request.value.len(),
-                    limit,
-                });
+                return Err(too_large);
             }
             match self.run(Cmd::Store(request)).await? {
                 Outcome::Stored(status) => Ok(status),
