@@ -1,17 +1,20 @@
 //! A cluster's state: where keys go ([`newcache_placement`]'s ring) and which servers are
 //! down (failover). No I/O: the transport reports each exchange's outcome here.
 //!
-//! The model is libmemcached's, as pylibmc users tune it, with one change: a server is left
-//! alone only after `failure_limit` failures in a row, not after one (so one slow reply does
-//! not fail every request for `retry_timeout`), and a cluster of one server never refuses to
-//! try it (there is nowhere else to go):
+//! The model is libmemcached's, as pylibmc users tune it, with one change when
+//! `remove_failed` is off: a server is left alone only after `failure_limit` failures in a
+//! row, not after one (so one slow reply does not fail every request for `retry_timeout`).
+//! A cluster of one server never refuses to try it (there is nowhere else to go):
 //! - a connection-level failure (connect refused or timed out, a read or write timeout, an
 //!   I/O error) counts against the server; at `failure_limit` failures in a row it is left
 //!   alone for `retry_timeout`: requests for its keys fail at once with
 //!   [`Error::ServerDown`] instead of waiting for a connect timeout each; after the wait, one
 //!   more failure leaves it alone again, one success clears its record;
-//! - at `failure_limit` failures in a row with `remove_failed` on, the server is ejected:
-//!   consistent distributions (ketama) rebuild the ring without it, so its keys go where
+//! - with `remove_failed` on, failures are counted as libmemcached counts them, because an
+//!   ejection moves keys and must come when a pylibmc client's does: each failure leaves
+//!   the server alone for `retry_timeout` (ending on the wall clock's second, as
+//!   libmemcached's whole-second retry times do), and the `failure_limit`-th in a row ejects
+//!   it: consistent distributions (ketama) rebuild the ring without it, so its keys go where
 //!   libmemcached sends them, to the next server on the ring; modula keeps it (its keys fail
 //!   fast). The ejection lasts `dead_timeout`; once it is over, the next request for the
 //!   server tries it again: one success clears its record (and puts it back on the ring),
@@ -24,7 +27,7 @@
 
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::RwLock;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use newcache_placement::{Ring, Server, Settings};
 use newcache_transport::{Error, Result};
@@ -35,8 +38,10 @@ pub struct Failover {
     /// `retry_timeout`: after a failure, how long the server is left alone (requests for
     /// its keys fail fast). Zero: retried on every request. Default 2 s (libmemcached's).
     pub retry_timeout: Duration,
-    /// `failure_limit` (`server_failure_limit`): failures in a row before `remove_failed`
-    /// ejects the server. Default 5 (libmemcached's); at least 1.
+    /// `failure_limit` (`server_failure_limit`): failures in a row before the server is
+    /// left alone for `retry_timeout`, or, with `remove_failed`, ejected (each failure then
+    /// leaves it alone for `retry_timeout`, as in libmemcached). Default 5 (libmemcached's);
+    /// at least 1.
     pub failure_limit: u32,
     /// `remove_failed` (or the older `auto_eject`): eject a server after `failure_limit`
     /// failures; consistent distributions then place its keys on the others. Default off.
@@ -137,6 +142,23 @@ impl Cluster {
 
     fn ms(d: Duration) -> u64 {
         u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// When a wait of `wait` from `now` (ms since the epoch) ends, as libmemcached ends it:
+    /// it keeps retry times in whole seconds of the wall clock (`next_retry = now + wait`,
+    /// tried again once the clock's second is past it), so a wait of whole seconds ends at
+    /// the start of a wall-clock second, `wait` to `wait` + 1 s from now, the moment a
+    /// pylibmc client that saw the failure in the same second ends it. A wait with a
+    /// fraction of a second (only a Rust caller can give one) is kept exactly.
+    fn libmemcached_wait(&self, now: u64, wait: Duration) -> u64 {
+        let mut ms = Self::ms(wait);
+        if wait.subsec_nanos() == 0 {
+            let into_second = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |t| t.subsec_millis());
+            ms = ms.saturating_add(1000 - u64::from(into_second));
+        }
+        now.saturating_add(ms)
     }
 
     /// The server that holds `key`, as libmemcached would pick it with the same servers,
@@ -279,8 +301,21 @@ impl Cluster {
             .fetch_add(1, Ordering::Relaxed)
             .saturating_add(1);
         let limit = self.failover.failure_limit.max(1);
-        if failures < limit || self.health.len() == 1 {
-            // Under the limit, or the only server: keep trying it.
+        if self.health.len() == 1 {
+            // The only server: keep trying it.
+            return;
+        }
+        if failures < limit {
+            if self.failover.remove_failed && !self.failover.retry_timeout.is_zero() {
+                // Ejection moves keys, so it comes when libmemcached's does: each failure
+                // leaves the server alone for retry_timeout, and the failure_limit-th
+                // ejects it.
+                health.down_until.store(
+                    self.libmemcached_wait(now, self.failover.retry_timeout),
+                    Ordering::Relaxed,
+                );
+            }
+            // Otherwise keep trying it until the limit.
             return;
         }
         #[cfg(feature = "tracing")]
@@ -296,12 +331,12 @@ impl Cluster {
                 // what is left of this failure's retry_timeout and is never tried again.
                 health.dead.store(true, Ordering::Relaxed);
                 health.down_until.store(
-                    now.saturating_add(Self::ms(self.failover.retry_timeout)),
+                    self.libmemcached_wait(now, self.failover.retry_timeout),
                     Ordering::Relaxed,
                 );
             } else {
                 health.down_until.store(
-                    now.saturating_add(Self::ms(self.failover.dead_timeout)),
+                    self.libmemcached_wait(now, self.failover.dead_timeout),
                     Ordering::Relaxed,
                 );
                 // After the wait, one more failure ejects it again.
@@ -499,7 +534,12 @@ mod tests {
         let key = key_on(&c, 1);
         c.report(1, &refused(1));
         assert_eq!(c.place(&key).unwrap(), 1, "under the limit: not ejected");
-        assert!(c.check_up(1).is_ok(), "under the limit: still tried");
+        assert!(
+            matches!(c.check_up(1), Err(Error::ServerDown { .. })),
+            "left alone for retry_timeout, as libmemcached does"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+        assert!(c.check_up(1).is_ok(), "tried again after retry_timeout");
         c.report(1, &refused(1));
         assert_ne!(c.place(&key).unwrap(), 1, "ejected: the key moved");
         std::thread::sleep(Duration::from_millis(250));
@@ -527,6 +567,42 @@ mod tests {
         assert!(
             matches!(c.check_up(2), Err(Error::ServerDown { retry_in, .. }) if retry_in == Duration::MAX)
         );
+    }
+
+    #[test]
+    fn with_remove_failed_each_failure_waits_out_retry_timeout_to_the_wall_clocks_second() {
+        // libmemcached's count toward ejection, so keys move when pylibmc's do: failure k
+        // of failure_limit leaves the server alone (its keys fail fast, not moved), until
+        // the wall clock's second after retry_timeout, as libmemcached's whole-second
+        // next_retry ends it.
+        let failover = Failover {
+            failure_limit: 3,
+            remove_failed: true,
+            retry_timeout: Duration::from_secs(1),
+            dead_timeout: Duration::ZERO,
+        };
+        let c = cluster(3, Distribution::ConsistentKetama, failover);
+        let key = key_on(&c, 1);
+        for failure in 1..3 {
+            c.report(1, &refused(1));
+            assert_eq!(c.place(&key).unwrap(), 1, "failure {failure}: not ejected");
+            let retry_in = match c.check_up(1) {
+                Err(Error::ServerDown { retry_in, .. }) => retry_in,
+                other => panic!("failure {failure}: expected ServerDown, got {other:?}"),
+            };
+            let ends = SystemTime::now().duration_since(UNIX_EPOCH).unwrap() + retry_in;
+            let off = ends.subsec_millis().min(1000 - ends.subsec_millis());
+            assert!(
+                retry_in > Duration::from_millis(990)
+                    && retry_in <= Duration::from_secs(2)
+                    && off <= 10,
+                "failure {failure}: the wait ends {retry_in:?} from now, {off} ms off a second"
+            );
+            // Cut the wait short, as if it ran out.
+            c.health[1].down_until.store(1, Ordering::Relaxed);
+        }
+        c.report(1, &refused(1));
+        assert_ne!(c.place(&key).unwrap(), 1, "the failure_limit-th ejects it");
     }
 
     #[test]
