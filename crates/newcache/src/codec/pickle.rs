@@ -10,6 +10,7 @@ mod herd;
 mod machine;
 mod read;
 mod scan;
+mod value_de;
 mod write;
 
 pub use herd::{marker, with_expiry, wrap_marker, MarkerTuple};
