@@ -369,6 +369,23 @@ impl BinaryTransport {
                     source: io::Error::new(io::ErrorKind::UnexpectedEof, message.text),
                 }
             }
+            // A reset or a broken pipe comes from a connection that was open: the request
+            // may have reached the server (and been applied), so it is an I/O error, whose
+            // outcome is unknown, not a failure to connect, which a caller may retry as
+            // never sent.
+            MEMCACHED_CONNECTION_FAILURE
+                if matches!(
+                    io_kind(errno),
+                    io::ErrorKind::ConnectionReset
+                        | io::ErrorKind::BrokenPipe
+                        | io::ErrorKind::ConnectionAborted
+                ) =>
+            {
+                Error::Io {
+                    server,
+                    source: io::Error::new(io_kind(errno), message.text),
+                }
+            }
             MEMCACHED_CONNECTION_FAILURE
             | MEMCACHED_HOST_LOOKUP_FAILURE
             | MEMCACHED_CONNECTION_BIND_FAILURE => Error::Connect {

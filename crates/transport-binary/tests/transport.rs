@@ -823,6 +823,35 @@ fn text_mode_a_connection_closed_mid_reply_is_an_io_error() {
     }
 }
 
+/// A server that resets the connection after the request reached it (it closes with the
+/// request unread, so the kernel answers with a reset) may have applied the request: an
+/// `incr` then is an I/O error (`ConnectionReset`), as the text transport reports it, so a
+/// caller does not retry it as never sent; it was `Error::Connect` ("cannot connect ... is
+/// it running and reachable?"), which libmemcached's `CONNECTION_FAILURE` read as. Both modes.
+#[test]
+fn a_connection_reset_after_the_request_is_an_io_error() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            // Unread data at close: a reset, not an orderly end.
+            std::thread::sleep(std::time::Duration::from_millis(100));
+            drop(stream);
+        }
+    });
+    for binary in [false, true] {
+        let t = connect_with(&[], binary, |c| c.servers = vec![addr.clone()]);
+        match t.incr(b"counter", 1) {
+            Err(Error::Io { source, .. }) => assert_eq!(
+                source.kind(),
+                std::io::ErrorKind::ConnectionReset,
+                "binary={binary}: {source}"
+            ),
+            other => panic!("binary={binary}: {other:?}"),
+        }
+    }
+}
+
 /// A listener on a free port whose connections each read request lines and hand them to
 /// `answer` with the connection to write to; a connection closes once `answer` returns
 /// false. Its address, and how many connections it accepted.
