@@ -477,3 +477,76 @@ fn an_idle_connection_is_closed_after_lone_calls_and_the_next_call_opens_another
         server.abort();
     });
 }
+
+/// A server that answers every request 700 ms late, against a 300 ms read timeout: each
+/// call fails with `Error::Timeout` after the timeout, alone or beside others. A call that
+/// came while the connection was being closed for the one before used to fail at once with
+/// an I/O error saying the connection's task had ended "(its tokio runtime shut down)", when
+/// the runtime was alive and the request never sent: now it is sent on a new connection.
+#[test]
+fn calls_after_a_timeout_go_on_a_new_connection_and_time_out_themselves() {
+    const TIMEOUT: Duration = Duration::from_millis(300);
+    let rt = runtime();
+    rt.block_on(async {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let server = tokio::spawn(async move {
+            loop {
+                let Ok((s, _)) = listener.accept().await else {
+                    return;
+                };
+                tokio::spawn(async move {
+                    let (r, mut w) = s.into_split();
+                    let mut lines = tokio::io::BufReader::new(r);
+                    let mut line = String::new();
+                    use tokio::io::AsyncBufReadExt;
+                    while lines.read_line(&mut line).await.is_ok_and(|n| n > 0) {
+                        line.clear();
+                        tokio::time::sleep(Duration::from_millis(700)).await;
+                        if w.write_all(b"END\r\n").await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        let t = TokioTextTransport::new(TextConfig {
+            servers: vec![addr],
+            protocol: Protocol::Classic,
+            read_timeout: TIMEOUT,
+            ..TextConfig::default()
+        })
+        .unwrap();
+        // One after another (each comes as the connection of the one before is closed),
+        // then three at a time.
+        for call in 0..6 {
+            let started = tokio::time::Instant::now();
+            let got = t.get(format!("slow:{call}").as_bytes()).await;
+            let took = started.elapsed();
+            assert!(
+                matches!(got, Err(Error::Timeout { .. })) && took >= TIMEOUT,
+                "call {call}: {got:?} after {took:?}"
+            );
+        }
+        let t = Arc::new(t);
+        for round in 0..3 {
+            let mut calls = Vec::new();
+            for i in 0..3 {
+                let t = t.clone();
+                calls.push(tokio::spawn(async move {
+                    let started = tokio::time::Instant::now();
+                    let got = t.get(format!("slow:{i}").as_bytes()).await;
+                    (started.elapsed(), got)
+                }));
+            }
+            for call in calls {
+                let (took, got) = call.await.unwrap();
+                assert!(
+                    matches!(got, Err(Error::Timeout { .. })) && took >= TIMEOUT,
+                    "round {round}: {got:?} after {took:?}"
+                );
+            }
+        }
+        server.abort();
+    });
+}

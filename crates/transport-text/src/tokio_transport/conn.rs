@@ -765,10 +765,13 @@ async fn run(mut rx: mpsc::Receiver<Job>, conn: Arc<Conn>) {
         let mut st = conn.lock();
         st.task_waker = Some(waker);
     }
+    // The jobs the writer took and has not written yet: the task answers them itself when
+    // the reader fails meanwhile (a dropped reply would read as "may have run").
+    let mut batch: Vec<Job> = Vec::new();
     // The writer first: what it writes behind a direct caller is read in the same turn.
     let fatal = tokio::select! {
         biased;
-        f = write_loop(&mut rx, &conn) => f,
+        f = write_loop(&mut rx, &conn, &mut batch) => f,
         f = read_loop(&conn) => f,
     };
     conn.fail(&fatal);
@@ -780,6 +783,9 @@ async fn run(mut rx: mpsc::Receiver<Job>, conn: Arc<Conn>) {
         st.task_waker = None;
         st.direct_waker = None;
     }
+    for job in batch.drain(..) {
+        let _ = job.reply.send(Err(Failure::NotSent));
+    }
     while let Ok(job) = rx.try_recv() {
         let _ = job.reply.send(Err(Failure::NotSent));
     }
@@ -789,10 +795,11 @@ async fn run(mut rx: mpsc::Receiver<Job>, conn: Arc<Conn>) {
 /// take whole, first) and writes it with one write, the jobs entering the FIFO first (in
 /// the order written). A job whose caller left before it was written is dropped
 /// unwritten. Jobs written behind a direct caller's take the reading back to the task.
-async fn write_loop(rx: &mut mpsc::Receiver<Job>, conn: &Conn) -> Fatal {
+/// `batch` holds the jobs taken and not yet written (in the FIFO), so that [`run`] answers
+/// them [`Failure::NotSent`] if the reader fails while the writer waits.
+async fn write_loop(rx: &mut mpsc::Receiver<Job>, conn: &Conn, batch: &mut Vec<Job>) -> Fatal {
     let settings = &conn.settings;
     let mut buf: Vec<u8> = Vec::new();
-    let mut batch: Vec<Job> = Vec::new();
     loop {
         let first = poll_fn(|cx| {
             if conn.hints.has_unfinished.load(Ordering::Acquire) {
