@@ -131,9 +131,12 @@ pub struct Config {
     pub transport: TransportKind,
     /// Connect timeout, default 250 ms.
     pub connect_timeout: Duration,
-    /// Read timeout, default 500 ms.
+    /// Read timeout, default 500 ms. libmemcached (`transport=libmemcached`,
+    /// `binary=true`) has one poll timeout for reads and writes: the larger of this and
+    /// `write_timeout` (so `read_timeout=300` alone waits up to the default 500 ms there;
+    /// lower both).
     pub read_timeout: Duration,
-    /// Write timeout, default 500 ms.
+    /// Write timeout, default 500 ms (see `read_timeout` for libmemcached).
     pub write_timeout: Duration,
     /// Idle connections kept per server, default 16.
     pub max_idle_per_server: usize,
