@@ -7,7 +7,8 @@ use std::future::Future;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-use newcache_transport::{Store, StoreMode};
+use newcache_herd::{read_flags, value_flags, Carried};
+use newcache_transport::{Item, Store, StoreMode, StoreStatus};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
@@ -283,6 +284,32 @@ impl Core {
         }
     }
 
+    /// The unique to store over when `now`, the item a lease winner's `cas` found in place
+    /// of the one it `claimed`, is only the same value claimed again by another reader once
+    /// this winner's claim ran out (its loader took longer than `herd_timeout`): that claim
+    /// is no newer than what this winner loaded, so the loaded value lands over it (and the
+    /// other reader's, when it comes, finds a value it did not claim and is not stored).
+    /// Otherwise `None`: a write, an invalidation or a delete is newer than the load.
+    ///
+    /// Told apart by the item: the same value bytes and type flags as claimed, and a soft
+    /// expiry still ahead and at least `herd_timeout` past the claimed one's, which only a
+    /// claim made after that ran out gives (an invalidation leaves it passed; an
+    /// invalidation claimed again before this winner's claim ran out leaves it earlier).
+    fn claimed_again(&self, claimed: &Item, now: &Item) -> Option<u64> {
+        let soft = |item: &Item, at: u64| match read_flags(item.flags, at) {
+            Some(Carried::Flags(envelope)) => Some(envelope.soft_expiry_millis),
+            _ => None,
+        };
+        let at = self.now_millis();
+        let (was, is) = (soft(claimed, at)?, soft(now, at)?);
+        let herd_timeout = u64::from(self.herd.herd_timeout) * 1000;
+        let same =
+            now.value == claimed.value && value_flags(now.flags) == value_flags(claimed.flags);
+        (same && is > at && is >= was.saturating_add(herd_timeout))
+            .then_some(now.cas)
+            .flatten()
+    }
+
     /// Runs the loader and stores its value under `wire` (`key`'s wire key) over what the key
     /// held before the load began (`over`), so that nothing written, invalidated or deleted
     /// while it ran is replaced by a value computed before that. When the key changed
@@ -304,15 +331,15 @@ impl Core {
     {
         // Not stored (EXISTS, NOT_FOUND, NOT_STORED) when the key changed while the loader
         // ran: what it holds then is newer than the loaded value.
-        let mode = match over {
-            Over::Item(cas) => StoreMode::Cas(cas),
-            Over::Nothing => StoreMode::Add,
-            Over::Any => StoreMode::Set,
+        let (mut mode, claimed) = match over {
+            Over::Item(cas) => (StoreMode::Cas(cas), None),
+            Over::Nothing => (StoreMode::Add, None),
+            Over::Any => (StoreMode::Set, None),
             // The claim changed the item's unique: read it now, before the load begins.
             Over::Claimed => match io.get(wire).await.map_err(Error::from)? {
-                Some(item) => item.cas.map_or(StoreMode::Set, StoreMode::Cas),
+                Some(item) => (item.cas.map_or(StoreMode::Set, StoreMode::Cas), Some(item)),
                 // Deleted since the claim: store only if nothing is there once loaded.
-                None => StoreMode::Add,
+                None => (StoreMode::Add, None),
             },
         };
         let started = Instant::now();
@@ -326,9 +353,22 @@ impl Core {
             .await?
         {
             Some((bytes, flags, exptime)) => {
-                io.store(&Store::set(wire, &bytes, flags, exptime).with_mode(mode))
-                    .await
-                    .map_err(Error::from)?;
+                // A few tries: each is past one more claim of the old value.
+                for _ in 0..3 {
+                    let request = Store::set(wire, &bytes, flags, exptime).with_mode(mode);
+                    let status = io.store(&request).await.map_err(Error::from)?;
+                    let Some(claimed) = claimed.as_ref().filter(|_| status == StoreStatus::Exists)
+                    else {
+                        break;
+                    };
+                    match io.get(wire).await.map_err(Error::from)? {
+                        Some(now) => match self.claimed_again(claimed, &now) {
+                            Some(cas) => mode = StoreMode::Cas(cas),
+                            None => break,
+                        },
+                        None => break,
+                    }
+                }
             }
             None => {
                 io.delete(wire).await.map_err(Error::from)?;

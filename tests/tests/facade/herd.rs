@@ -181,6 +181,58 @@ fn a_refresh_invalidated_while_it_loaded_leaves_the_refresh_to_the_next_reader()
     );
 }
 
+/// A loader slower than `herd_timeout`: its claim runs out while it loads, and the next
+/// reader claims the same old value again. That claim is no newer than the load, so the
+/// loaded value lands over it (a value is refreshed however slow its loader). Before, it
+/// went to its caller only: with every loader that slow, each claim voided the one before
+/// and readers were served the old value for as long as they kept coming.
+#[test]
+fn a_refresh_slower_than_herd_timeout_lands_over_the_next_readers_claim() {
+    let e = env("herd_timeout=60");
+    let clock = e.clock.clone();
+    let got = refresh_with(&e, |c| {
+        clock.advance_secs(61);
+        assert_eq!(
+            c.get::<String>("page").unwrap(),
+            None,
+            "the first claim ran out: another reader claims"
+        );
+        assert_eq!(c.get::<String>("page").unwrap().as_deref(), Some("old"));
+    });
+    assert_eq!(got, "loaded");
+    assert_eq!(
+        e.cache.get::<String>("page").unwrap().as_deref(),
+        Some("loaded"),
+        "the slow load landed"
+    );
+    // The second claimant's value, when it comes, finds a value it did not claim.
+    e.cache.set("page", &"loaded", Ttl::Seconds(300)).unwrap();
+}
+
+/// The same slow loader, with the value invalidated while it loads: the invalidation is
+/// newer than the load, whether or not a reader has claimed the invalidated value since.
+#[test]
+fn a_slow_refresh_invalidated_while_it_loaded_is_not_stored() {
+    for claimed_since in [false, true] {
+        let e = env("herd_timeout=60");
+        let clock = e.clock.clone();
+        let got = refresh_with(&e, |c| {
+            clock.advance_secs(30);
+            assert!(c.invalidate("page").unwrap());
+            if claimed_since {
+                assert_eq!(c.get::<String>("page").unwrap(), None, "the invalidation's winner");
+            }
+            clock.advance_secs(31);
+        });
+        assert_eq!(got, "loaded");
+        assert_ne!(
+            e.cache.get::<String>("page").unwrap().as_deref(),
+            Some("loaded"),
+            "claimed since: {claimed_since}"
+        );
+    }
+}
+
 #[test]
 fn a_refresh_deleted_while_it_loaded_stores_nothing() {
     let e = env("herd_timeout=60");
