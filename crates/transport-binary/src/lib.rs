@@ -170,6 +170,11 @@
 //!   binary protocol where replies may be duplicated (a misbehaving proxy or middlebox).
 //! * A value that trickles in a few bytes at a time can hold a request longer than the poll
 //!   timeout: libmemcached's timeout is per wait, not per request.
+//! * In text mode, `SERVER_ERROR out of memory` (memcached's answer to a get when it cannot
+//!   allocate the reply) and a bare `ERROR` in answer to a get are read as a miss:
+//!   libmemcached ends the fetch as it ends a miss and keeps no error for either (a
+//!   `CLIENT_ERROR` or another `SERVER_ERROR` it keeps, and the get is then an error). A
+//!   `get_or_set` then loads. The binary protocol and the text transport report both.
 //!
 //! # Sharing a cluster with django-newcache apps
 //!

@@ -102,6 +102,9 @@ pub(super) fn scan(bytes: &[u8]) -> Result<Scan, CodecError> {
         markers: 0,
         nodes: Vec::new(),
     };
+    // Every global named so far, in order: protocols 0 and 1 pickle an object as a call of
+    // `copyreg._reconstructor` whose first argument, the next global, is its class.
+    let mut globals: Vec<String> = Vec::new();
     loop {
         let op = *ops.take(1)?.first().unwrap_or(&STOP);
         match op {
@@ -284,6 +287,7 @@ pub(super) fn scan(bytes: &[u8]) -> Result<Scan, CodecError> {
             b'c' => {
                 let module = String::from_utf8_lossy(ops.line()?).into_owned();
                 let name = String::from_utf8_lossy(ops.line()?).into_owned();
+                globals.push(format!("{module}.{name}"));
                 m.push(Slot::leaf(What::Global(format!("{module}.{name}"))))?;
             }
             STACK_GLOBAL => {
@@ -293,6 +297,7 @@ pub(super) fn scan(bytes: &[u8]) -> Result<Scan, CodecError> {
                     (What::Text(module), What::Text(name)) => format!("{module}.{name}"),
                     _ => return Err(err("not a pickle: STACK_GLOBAL without names")),
                 };
+                globals.push(global.clone());
                 m.push(Slot::leaf(What::Global(global)))?;
             }
             NEWOBJ => {
@@ -315,6 +320,12 @@ pub(super) fn scan(bytes: &[u8]) -> Result<Scan, CodecError> {
                     What::Global(g) if REDUCIBLE.contains(&g.as_str()) => {
                         let value = m.container(&[args]);
                         m.push(value)?
+                    }
+                    What::Global(g) if g.ends_with("._reconstructor") => {
+                        let class = globals.iter().skip_while(|seen| **seen != g).nth(1);
+                        return Err(no_serde_form(Some(
+                            class.map_or(g.as_str(), String::as_str),
+                        )));
                     }
                     What::Global(g) => return Err(no_serde_form(Some(&g))),
                     _ => return Err(no_serde_form(None)),
@@ -373,6 +384,14 @@ mod tests {
     use crate::codec::pickle::tests::hex;
     use crate::codec::pickle::{decode, PROTO, STOP};
     use std::collections::HashMap;
+
+    #[test]
+    fn a_protocol_0_object_is_named_by_its_class_not_by_copyreg() {
+        // pickle.dumps(Thing(), 0), as python-memcached stores it (Thing a class of __main__)
+        let p = b"ccopy_reg\n_reconstructor\np0\n(c__main__\nThing\np1\nc__builtin__\nobject\np2\nNtp3\nRp4\n.";
+        let e = decode::<serde_pickle::Value>(p).unwrap_err();
+        assert!(e.0.contains("a __main__.Thing,"), "{e}");
+    }
 
     #[test]
     fn objects_without_a_serde_form_are_named() {
