@@ -46,6 +46,42 @@ fn key_on(
         .clone()
 }
 
+/// Three servers, the text transport and libmemcached on them with the same behaviors, and
+/// two keys both place alike: one on server 1 (to be killed), one on server 0.
+struct SideBySide {
+    servers: Vec<Memcached>,
+    ours: TextTransport,
+    libmemcached: BinaryTransport,
+    dead_key: Vec<u8>,
+    live_key: Vec<u8>,
+}
+
+impl SideBySide {
+    fn new(behaviors: &[(&str, &str)]) -> SideBySide {
+        let servers = cluster(3);
+        let ours = transport(&servers, behaviors);
+        let libmemcached = libmemcached(&servers, behaviors);
+        let keys = keys(100);
+        let dead_key = key_on(&keys, &ours, &libmemcached, 1);
+        let live_key = key_on(&keys, &ours, &libmemcached, 0);
+        SideBySide {
+            servers,
+            ours,
+            libmemcached,
+            dead_key,
+            live_key,
+        }
+    }
+}
+
+/// The two transports, named.
+fn both<'a>(
+    ours: &'a TextTransport,
+    libmemcached: &'a BinaryTransport,
+) -> [(&'static str, &'a dyn Transport); 2] {
+    [("text", ours), ("libmemcached", libmemcached)]
+}
+
 fn write(t: &dyn Transport, key: &[u8]) -> Result<(), Error> {
     t.store(&Store::set(key, b"v", 0, 300)).map(|_| ())
 }
@@ -62,13 +98,14 @@ fn with_dead_timeout_zero_an_ejected_server_is_never_tried_again_as_in_libmemcac
         ("retry_timeout", "1"),
         ("dead_timeout", "0"),
     ];
-    let mut servers = cluster(3);
-    let ours = transport(&servers, &behaviors);
-    let libmemcached = libmemcached(&servers, &behaviors);
-    let keys = keys(100);
-    let dead_key = key_on(&keys, &ours, &libmemcached, 1);
-    let live_key = key_on(&keys, &ours, &libmemcached, 0);
-    let both: [(&str, &dyn Transport); 2] = [("text", &ours), ("libmemcached", &libmemcached)];
+    let SideBySide {
+        mut servers,
+        ours,
+        libmemcached,
+        dead_key,
+        live_key,
+    } = SideBySide::new(&behaviors);
+    let both = both(&ours, &libmemcached);
     for (_, t) in both {
         write(t, &dead_key).unwrap();
         write(t, &live_key).unwrap();
@@ -137,12 +174,14 @@ fn with_remove_failed_a_dead_server_is_ejected_when_libmemcached_ejects_it() {
         ("remove_failed", "1"),
         ("retry_timeout", "1"),
     ];
-    let mut servers = cluster(3);
-    let ours = transport(&servers, &behaviors);
-    let libmemcached = libmemcached(&servers, &behaviors);
-    let keys = keys(100);
-    let dead_key = key_on(&keys, &ours, &libmemcached, 1);
-    let both: [(&str, &dyn Transport); 2] = [("text", &ours), ("libmemcached", &libmemcached)];
+    let SideBySide {
+        mut servers,
+        ours,
+        libmemcached,
+        dead_key,
+        ..
+    } = SideBySide::new(&behaviors);
+    let both = both(&ours, &libmemcached);
     for (_, t) in both {
         write(t, &dead_key).unwrap();
     }
@@ -188,12 +227,14 @@ fn with_remove_failed_a_server_back_before_the_limit_keeps_its_keys_in_both() {
         ("remove_failed", "1"),
         ("retry_timeout", "1"),
     ];
-    let mut servers = cluster(3);
-    let ours = transport(&servers, &behaviors);
-    let libmemcached = libmemcached(&servers, &behaviors);
-    let keys = keys(100);
-    let dead_key = key_on(&keys, &ours, &libmemcached, 1);
-    let both: [(&str, &dyn Transport); 2] = [("text", &ours), ("libmemcached", &libmemcached)];
+    let SideBySide {
+        mut servers,
+        ours,
+        libmemcached,
+        dead_key,
+        ..
+    } = SideBySide::new(&behaviors);
+    let both = both(&ours, &libmemcached);
     servers[1].kill();
     // About two failures each (one to two seconds apart), well under five.
     let killed = Instant::now();
