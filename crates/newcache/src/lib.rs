@@ -507,8 +507,10 @@ impl Cache {
     }
 
     /// Adds bytes to the end of the value `key` holds; `false` when it holds none. For
-    /// text and bytes values (a Python client then reads the longer text); bytes added to
-    /// a pickle or a bincode value break it, as they would for Python. The item keeps its
+    /// text and bytes values (a Python client then reads the longer text). Bytes added to a
+    /// pickle are not seen by Python (its unpickler stops at the pickle's end and returns the
+    /// old value) and make newcache's read of it a decode error; added to a bincode value
+    /// they break it. The item keeps its
     /// flags and TTL, so a herd-protected value keeps its soft expiry. Refused
     /// ([`Error::NotAppendable`]) on a cache that compresses values or writes
     /// django-newcache's tuple.
