@@ -284,7 +284,7 @@ impl Core {
         }
     }
 
-    /// The unique to store over when `now`, the item a lease winner's `cas` found in place
+    /// The unique to store over when `current`, the item a lease winner's `cas` found in place
     /// of the one it `claimed`, is only the same value claimed again by another reader once
     /// this winner's claim ran out (its loader took longer than `herd_timeout`): that claim
     /// is no newer than what this winner loaded, so the loaded value lands over it (and the
@@ -295,18 +295,18 @@ impl Core {
     /// expiry still ahead and at least `herd_timeout` past the claimed one's, which only a
     /// claim made after that ran out gives (an invalidation leaves it passed; an
     /// invalidation claimed again before this winner's claim ran out leaves it earlier).
-    fn claimed_again(&self, claimed: &Item, now: &Item) -> Option<u64> {
+    fn claimed_again(&self, claimed: &Item, current: &Item) -> Option<u64> {
         let soft = |item: &Item, at: u64| match read_flags(item.flags, at) {
             Some(Carried::Flags(envelope)) => Some(envelope.soft_expiry_millis),
             _ => None,
         };
         let at = self.now_millis();
-        let (was, is) = (soft(claimed, at)?, soft(now, at)?);
+        let (was, is) = (soft(claimed, at)?, soft(current, at)?);
         let herd_timeout = u64::from(self.herd.herd_timeout) * 1000;
-        let same =
-            now.value == claimed.value && value_flags(now.flags) == value_flags(claimed.flags);
+        let same = current.value == claimed.value
+            && value_flags(current.flags) == value_flags(claimed.flags);
         (same && is > at && is >= was.saturating_add(herd_timeout))
-            .then_some(now.cas)
+            .then_some(current.cas)
             .flatten()
     }
 
@@ -362,7 +362,7 @@ impl Core {
                         break;
                     };
                     match io.get(wire).await.map_err(Error::from)? {
-                        Some(now) => match self.claimed_again(claimed, &now) {
+                        Some(current) => match self.claimed_again(claimed, &current) {
                             Some(cas) => mode = StoreMode::Cas(cas),
                             None => break,
                         },
