@@ -108,6 +108,44 @@ fn an_invalidation_while_the_win_is_out_hands_it_to_one_more_reader() {
     assert!(got.iter().flatten().all(|v| v == "old"));
 }
 
+/// `peek`, `has_key` and `get_raw` of an invalidated value leave the recompute to the next
+/// reader. memcached hands its token to the first meta read of an invalidated item,
+/// whatever that read asks; a plain read took it and dropped it, so no reader ever
+/// recomputed and the invalidated value was served until it expired (an outside audit).
+/// `peek` and `has_key` hand it back and call the value stale; `get_raw` reads as `get`
+/// does, its winner told `None`.
+#[test]
+fn a_look_at_an_invalidated_value_leaves_the_recompute_to_the_next_reader() {
+    let server = Memcached::start();
+    let cache = meta_cache(&server);
+    for look in ["peek", "has_key", "get_raw", "peek twice"] {
+        cache.set("page", &"old", Ttl::Seconds(300)).unwrap();
+        assert!(cache.invalidate("page").unwrap());
+        match look {
+            "peek" => assert!(cache.peek("page").unwrap().unwrap().stale),
+            "has_key" => assert!(!cache.has_key("page").unwrap()),
+            "get_raw" => assert_eq!(cache.get_raw("page").unwrap(), None, "its winner"),
+            _ => {
+                assert!(cache.peek("page").unwrap().unwrap().stale);
+                assert!(cache.peek("page").unwrap().unwrap().stale);
+            }
+        }
+        if look == "get_raw" {
+            // get_raw won the recompute itself: the others are served.
+            assert_eq!(cache.get::<String>("page").unwrap().as_deref(), Some("old"));
+            continue;
+        }
+        let c = cache.clone();
+        let got = at_once(16, move || c.get::<String>("page").unwrap());
+        assert_eq!(
+            got.iter().filter(|g| g.is_none()).count(),
+            1,
+            "after {look}: exactly one reader recomputes: {got:?}"
+        );
+        assert!(got.iter().flatten().all(|v| v == "old"));
+    }
+}
+
 #[test]
 fn get_or_set_runs_the_loader_once_after_an_invalidation() {
     let server = Memcached::start();

@@ -83,6 +83,10 @@ impl Herd {
     }
 }
 
+/// Seconds a claim lives past twice the herd timeout: one for memcached's whole-second
+/// clock, one for the soft expiry's rounding up to the second.
+pub const CLOCK_SLACK: u32 = 2;
+
 impl Herd {
     /// Decides what a reader does with an envelope fetched at `now_millis` under `policy`.
     pub fn stale_action(
@@ -107,7 +111,14 @@ impl Herd {
                         .saturating_add(u64::from(reinsert_exptime).saturating_mul(1000)),
                     compute_millis: envelope.compute_millis,
                 },
-                exptime: reinsert_exptime.saturating_mul(2),
+                // Two seconds more: memcached's clock counts whole seconds (an item may go up
+                // to a second early) and the claim's soft expiry is rounded up to the second
+                // (up to a second late). Without them, a claim with a herd timeout of 1 s
+                // could expire before its own soft expiry, and the key went cold under a
+                // winner still loading: every reader then waited for a cold load.
+                exptime: reinsert_exptime
+                    .saturating_mul(2)
+                    .saturating_add(CLOCK_SLACK),
             },
         }
     }
@@ -223,7 +234,7 @@ mod tests {
         };
         assert_eq!(envelope.soft_expiry_millis, now + 30_000);
         assert_eq!(envelope.compute_millis, 120);
-        assert_eq!(exptime, 60);
+        assert_eq!(exptime, 60 + CLOCK_SLACK);
         // Readers that see the claimed envelope are served until the lease runs out...
         assert_eq!(
             herd.stale_action(Policy::Lease, &envelope, now + 29_999),

@@ -62,6 +62,6 @@ pub use envelope::{
     is_enveloped, read_flags, value_flags, Carried, Envelope, EnvelopeError, HEADER_LEN, HERD_FLAG,
     MAX_HERD_TIMEOUT, STATE_MASK,
 };
-pub use herd::{Herd, DEFAULT_HERD_TIMEOUT};
+pub use herd::{Herd, CLOCK_SLACK, DEFAULT_HERD_TIMEOUT};
 pub use policy::{Policy, ReadDecision, StaleAction, StalePolicy, Xfetch};
 pub use ttl::{wire_exptime, StorePlan, Ttl, TtlTooLong, MAX_EXPTIME, MAX_RELATIVE_EXPTIME};

@@ -163,8 +163,10 @@ pub enum StaleAction {
     Claim {
         /// The envelope to store, its soft expiry pushed forward by the herd timeout.
         envelope: Envelope,
-        /// Exptime of the claimed item: twice the herd timeout, so that when a winner never
-        /// writes back, the value is still there for the next claim.
+        /// Exptime of the claimed item: twice the herd timeout and [`CLOCK_SLACK`], so that
+        /// when a winner never writes back, the value is still there for the next claim.
+        ///
+        /// [`CLOCK_SLACK`]: crate::CLOCK_SLACK
         exptime: u32,
     },
     /// `early`: recompute ahead of the soft expiry; store nothing, the others are served.

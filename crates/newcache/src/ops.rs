@@ -314,32 +314,21 @@ impl Core {
             .await
     }
 
-    /// `get_raw`: a value's bytes and flags, herd rules applied.
+    /// `get_raw`: a value's bytes and flags, herd rules applied (as `get` reads: under
+    /// `herd=meta` the server's win flag too, so a reader that wins is told `None`).
     pub(crate) async fn get_raw<I: Io>(&self, io: &I, wire: &[u8]) -> Result<Option<RawValue>> {
         self.observer
             .op("get_raw", async move {
-                let Some(item) = io.get(wire).await? else {
-                    return Ok(None);
-                };
-                Ok(
-                    match self
-                        .open(io, "get_raw", wire, item, self.now_millis())?
-                        .await
-                    {
-                        Opened::Miss(_) | Opened::Gone => None,
-                        Opened::Value {
-                            mut item,
-                            offset,
+                Ok(match self.fetch_item(io, "get_raw", wire).await? {
+                    Fetched::Hit((mut item, offset, flags)) => {
+                        item.value.drain(..offset);
+                        Some(RawValue {
+                            bytes: item.value,
                             flags,
-                        } => {
-                            item.value.drain(..offset);
-                            Some(RawValue {
-                                bytes: item.value,
-                                flags,
-                            })
-                        }
-                    },
-                )
+                        })
+                    }
+                    Fetched::Recompute(_) | Fetched::Cold => None,
+                })
             })
             .await
     }
@@ -561,16 +550,42 @@ impl Core {
             .await
     }
 
+    /// A read that decides nothing (`peek`, `has_key`): the item, and whether the server
+    /// holds it as invalidated. Under `herd=meta` memcached hands its recompute token to the
+    /// first meta read of an invalidated item, whatever that read asks for; a plain get
+    /// over the meta protocol took it and dropped it, so no later reader ever recomputed
+    /// and the invalidated value was served until it expired (an outside audit). So such a
+    /// read asks with `mg`, and when the token comes hands it straight back (`md <key> I`,
+    /// which gives it to the next reader; the item stays as it was, stale, alive another
+    /// `2 x herd_timeout`).
+    async fn read_only<I: Io>(&self, io: &I, wire: &[u8]) -> Result<Option<(Item, bool)>> {
+        if self.meta(io).await {
+            match io.meta_get(wire, 1).await {
+                Ok(None) => return Ok(None),
+                Ok(Some(meta)) => {
+                    if meta.win {
+                        io.meta_invalidate(wire, self.herd.invalidated_exptime())
+                            .await?;
+                    }
+                    return Ok(Some((meta.item, meta.win || meta.stale)));
+                }
+                Err(e) if self.meta_refused(&e) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(io.get(wire).await?.map(|item| (item, false)))
+    }
+
     async fn peek_unobserved<I: Io>(&self, io: &I, key: &str) -> Result<Option<Peeked>> {
         let wire = self.wire_key(key)?;
-        let Some(mut item) = io.get(&wire).await? else {
+        let Some((mut item, invalidated)) = self.read_only(io, &wire).await? else {
             return Ok(None);
         };
         let now = self.now_millis();
         let (stale, offset) = match self.opening(&wire, &item, now)? {
-            None => (false, 0),
+            None => (invalidated, 0),
             Some(o) => (
-                self.herd.on_read(&o.envelope, now) != ReadDecision::Fresh,
+                invalidated || self.herd.on_read(&o.envelope, now) != ReadDecision::Fresh,
                 o.offset,
             ),
         };

@@ -15,7 +15,8 @@ fn lease_hands_the_refresh_to_exactly_one_of_many_readers() {
     // The claimed item is still an envelope, alive for the winner's write-back and a retry.
     let (flags, ttl, _) = e.meta("hot").unwrap();
     assert_eq!(kind(flags), 16 | HERD_FLAG);
-    assert!((118..=120).contains(&ttl), "ttl {ttl}");
+    // 2 x herd_timeout and the two seconds of clock slack.
+    assert!((120..=122).contains(&ttl), "ttl {ttl}");
 }
 
 #[test]
@@ -91,7 +92,7 @@ fn get_many_hands_each_stale_key_to_exactly_one_reader_under_lease() {
         // The claim left the old value in its envelope, alive for the write-back.
         let (flags, ttl, _) = e.meta(key).unwrap();
         assert_eq!(kind(flags), 4 | HERD_FLAG, "{key}");
-        assert!((118..=120).contains(&ttl), "{key}: ttl {ttl}");
+        assert!((120..=122).contains(&ttl), "{key}: ttl {ttl}");
     }
     assert!(got.iter().flat_map(|m| m.values()).all(|v| *v == 1));
 }

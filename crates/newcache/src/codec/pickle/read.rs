@@ -68,6 +68,18 @@ mod tests {
         assert_eq!((n, a.as_str(), b.as_str()), (1, "a", "b"));
     }
 
+    #[test]
+    fn python_bytes_read_as_vec_u8_also_inside_containers() {
+        // pickle.dumps(b'\x00\xff', 5) and pickle.dumps({'a': b'\x00\xff'}, 5)
+        let bytes = hex("8005950600000000000000430200ff942e");
+        assert_eq!(decode::<Vec<u8>>(&bytes).unwrap(), [0, 255]);
+        assert_eq!(decode::<[u8; 2]>(&bytes).unwrap(), [0, 255]);
+        assert!(decode::<[u8; 1]>(&bytes).is_err(), "read to the end");
+        let dict = hex("8005950d000000000000007d948c016194430200ff94732e");
+        let d: HashMap<String, Vec<u8>> = decode(&dict).unwrap();
+        assert_eq!(d["a"], [0, 255]);
+    }
+
     fn pickled<T: serde::Serialize>(value: &T) -> Vec<u8> {
         let mut out = Vec::new();
         crate::codec::pickle::encode(value, &mut out).unwrap();

@@ -8,7 +8,7 @@
 //!   holds it: serde-pickle refused every one ("integer too large"), so `u64::MAX`, which the
 //!   `pickle` codec writes, did not read back.
 //!
-//! Dicts are read to their end too. Enums read as serde-pickle writes them: a unit variant
+//! Dicts are read to their end too, and Python's `bytes` read as a `Vec<u8>`. Enums read as serde-pickle writes them: a unit variant
 //! as its name, the others as `{name: value}` (or a `(name, value)` tuple, serde-pickle's
 //! compatible form).
 
@@ -36,6 +36,14 @@ fn seq<'de, V: Visitor<'de>>(
     visitor: V,
 ) -> Result<V::Value, CodecError> {
     let mut de = SeqDeserializer::new(items.into_iter().map(ValueDe));
+    let value = visitor.visit_seq(&mut de)?;
+    de.end()?;
+    Ok(value)
+}
+
+/// Visits bytes as a sequence of `u8` that must be read to its end.
+fn seq_of_bytes<'de, V: Visitor<'de>>(bytes: Vec<u8>, visitor: V) -> Result<V::Value, CodecError> {
+    let mut de = SeqDeserializer::<_, CodecError>::new(bytes.into_iter());
     let value = visitor.visit_seq(&mut de)?;
     de.end()?;
     Ok(value)
@@ -94,6 +102,23 @@ impl<'de> de::Deserializer<'de> for ValueDe {
         }
     }
 
+    /// A sequence; Python's `bytes` too, byte by byte, so that a `Vec<u8>` (or `[u8; N]`)
+    /// reads them (serde's `Vec<u8>` asks for a sequence, where serde-pickle offers bytes).
+    fn deserialize_seq<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, CodecError> {
+        match self.0 {
+            Value::Bytes(b) => seq_of_bytes(b, visitor),
+            other => ValueDe(other).deserialize_any(visitor),
+        }
+    }
+
+    fn deserialize_tuple<V: Visitor<'de>>(
+        self,
+        _len: usize,
+        visitor: V,
+    ) -> Result<V::Value, CodecError> {
+        self.deserialize_seq(visitor)
+    }
+
     fn deserialize_option<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, CodecError> {
         match self.0 {
             Value::None => visitor.visit_none(),
@@ -139,7 +164,7 @@ impl<'de> de::Deserializer<'de> for ValueDe {
 
     serde::forward_to_deserialize_any! {
         bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes byte_buf
-        unit unit_struct seq tuple tuple_struct map struct identifier ignored_any
+        unit unit_struct tuple_struct map struct identifier ignored_any
     }
 }
 
