@@ -26,6 +26,13 @@ use crate::{
 /// it answers. Nothing blocks a runtime thread, and a future dropped before it completes
 /// (a `tokio::time::timeout`, a client that hung up) leaves its connection in sync.
 ///
+/// Use it inside a tokio runtime with its I/O and time drivers on (`enable_all`). Each
+/// connection's task runs on the runtime of the first request that opened it: a cache
+/// shared between runtimes works while that runtime is driven (a multi-thread runtime
+/// always is); one opened by a current-thread runtime whose `block_on` has returned waits
+/// for that runtime, and requests from elsewhere time out until it runs again or is
+/// dropped. One cache per runtime, or one multi-thread runtime, avoids that.
+///
 /// ```
 /// # #[cfg(feature = "memory")]
 /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {

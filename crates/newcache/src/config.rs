@@ -403,6 +403,10 @@ mod tests {
             ("newcache://a/?read_timeout=0", "read_timeout is zero"),
             ("newcache://a/?write_timeout=0", "write_timeout is zero"),
             ("newcache://a/?timeout=0", "timeout=forever"),
+            (
+                "newcache://a/?timeout=99999999999",
+                "past what memcached can be told",
+            ),
             ("newcache://a/?herd_timeout=0", "herd=off"),
             ("newcache://a/?item_size_limit=0", "item_size_limit=0"),
             ("newcache://a/?name=x#frag", "has a fragment"),

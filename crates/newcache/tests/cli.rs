@@ -212,7 +212,7 @@ fn get_only_looks_a_stale_value_is_printed_and_its_refresh_is_left_to_the_servic
 }
 
 #[test]
-fn help_only_where_a_command_is_expected_and_double_dash_ends_the_options() {
+fn help_before_a_command_or_long_after_it_and_double_dash_ends_the_options() {
     let server = Memcached::start();
     let url = format!("newcache://{}/?flavor=dash", server.addr());
     let run = |args: &[&str]| cli(Some(&url), None, args);
@@ -232,6 +232,20 @@ fn help_only_where_a_command_is_expected_and_double_dash_ends_the_options() {
     assert_eq!(run(&["set", "flag", "-h"]).status.code(), Some(0));
     let o = run(&["get", "flag"]);
     assert_eq!((o.status.code(), stdout(&o)), (Some(0), "-h\n".into()));
+    // `--help` after a command is that command's help, and touches no key: `delete
+    // --help` deleted the key `--help` (an outside audit).
+    for command in ["delete", "get", "set", "incr", "key", "flush", "stats"] {
+        let o = run(&[command, "--help"]);
+        assert_eq!(o.status.code(), Some(0), "{command}");
+        let usage = format!("Usage: newcache {command}");
+        assert!(stdout(&o).contains(&usage), "{command}: {}", stdout(&o));
+    }
+    let o = run(&["get", "--", "--help"]);
+    assert_eq!(
+        (o.status.code(), stdout(&o)),
+        (Some(0), "v\n".into()),
+        "still there"
+    );
 }
 
 #[test]

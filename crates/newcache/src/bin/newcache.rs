@@ -15,9 +15,9 @@
 //!
 //! The URL comes from `--url`, else `$NEWCACHE_URL`, else `newcache://127.0.0.1:11211/`.
 //! Values on the command line are stored as text (flag 16). Usage errors and failures go to
-//! stderr with exit status 2. `-h`/`--help` asks for help before the command (`newcache help
-//! set` for one command's); after the command it is a word like any other, and `--` ends the
-//! options (`newcache set -- --help v` stores the key `--help`). `get` prints what Python
+//! stderr with exit status 2. `-h`/`--help` asks for help before the command, `--help` (or
+//! `newcache help set`) after it; after a command that takes a key, `-h` is a word like any
+//! other, and `--` ends the options (`newcache set -- --help v` stores the key `--help`). `get` prints what Python
 //! stored too: pickles as Python writes them, compressed values inflated. A closed stdout
 //! (`newcache stats | head -1`) ends the command quietly.
 //!
@@ -62,6 +62,9 @@ fn parse_ttl(s: &str) -> Result<TtlArg, String> {
 /// What `set` and `add` store.
 #[derive(Debug, clap::Args)]
 struct Store {
+    /// Print help (`--help` only: after the command `-h` is a word, a key or a value)
+    #[arg(long, action = clap::ArgAction::Help)]
+    help: Option<bool>,
     /// The key, as the service names it
     #[arg(allow_hyphen_values = true)]
     key: String,
@@ -90,6 +93,9 @@ impl Store {
 /// A key.
 #[derive(Debug, clap::Args)]
 struct Key {
+    /// Print help (`--help` only: after the command `-h` is a word, a key or a value)
+    #[arg(long, action = clap::ArgAction::Help)]
+    help: Option<bool>,
     /// The key, as the service names it
     #[arg(allow_hyphen_values = true)]
     key: String,
@@ -98,6 +104,9 @@ struct Key {
 /// A key and how much to add or subtract.
 #[derive(Debug, clap::Args)]
 struct Counter {
+    /// Print help (`--help` only: after the command `-h` is a word, a key or a value)
+    #[arg(long, action = clap::ArgAction::Help)]
+    help: Option<bool>,
     /// The key, as the service names it
     #[arg(allow_hyphen_values = true)]
     key: String,
@@ -130,13 +139,10 @@ enum Command {
     #[command(disable_help_flag = true)]
     Decr(Counter),
     /// Invalidate every item on every server
-    #[command(disable_help_flag = true)]
     Flush,
     /// Every server's statistics, a table per server
-    #[command(disable_help_flag = true)]
     Stats,
     /// Print a completion script for SHELL (bash, zsh, fish, elvish, powershell)
-    #[command(disable_help_flag = true)]
     Completions {
         /// The shell
         shell: clap_complete::Shell,
@@ -186,11 +192,11 @@ fn run(cli: Cli) -> Result<Outcome, String> {
     let cache = Cache::from_url(&url).map_err(|e| e.to_string())?;
     let mut say = |text: &str| writeln!(out, "{text}").map_err(write_error);
     match cli.command {
-        Command::Key(Key { key }) => {
+        Command::Key(Key { key, .. }) => {
             let wire = cache.wire_key(&key).map_err(cli_error)?;
             say(&String::from_utf8_lossy(&wire))?;
         }
-        Command::Get(Key { key }) => match cache.peek(&key).map_err(cli_error)? {
+        Command::Get(Key { key, .. }) => match cache.peek(&key).map_err(cli_error)? {
             Some(peeked) => say(&peeked.value.display())?,
             None => return Ok(Outcome::No),
         },
@@ -205,13 +211,13 @@ fn run(cli: Cli) -> Result<Outcome, String> {
                 return Ok(Outcome::No);
             }
         }
-        Command::Delete(Key { key }) => {
+        Command::Delete(Key { key, .. }) => {
             cache.delete(&key).map_err(cli_error)?;
         }
-        Command::Incr(Counter { key, delta }) => {
+        Command::Incr(Counter { key, delta, .. }) => {
             say(&cache.incr(&key, delta).map_err(cli_error)?.to_string())?
         }
-        Command::Decr(Counter { key, delta }) => {
+        Command::Decr(Counter { key, delta, .. }) => {
             say(&cache.decr(&key, delta).map_err(cli_error)?.to_string())?
         }
         Command::Flush => cache.clear().map_err(cli_error)?,

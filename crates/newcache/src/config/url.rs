@@ -186,6 +186,9 @@ impl Config {
     /// absolute path, as pylibmc writes one (`newcache:///run/memcached.sock`) or with
     /// python-memcached's and Django's `unix:` (`newcache://unix:/run/memcached.sock`); paths
     /// with `;`, `,` or `?` cannot be written in a URL. An unknown, repeated or malformed parameter is an error.
+    /// Values are decoded as a query string is: `%XX` escapes, and `+` is a space (write a
+    /// `+` in a password or a path as `%2B`). `idle_timeout=0` keeps idle connections until
+    /// the cache is dropped.
     pub fn from_url(url: &str) -> Result<Config> {
         if url.contains('#') {
             return Err(bad(format_args!(

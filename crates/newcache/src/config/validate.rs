@@ -78,6 +78,18 @@ impl Config {
                 "timeout=0 would make every store with the default TTL a delete (a zero TTL expires at once, as in Django); for no expiry use timeout=forever (Ttl::Forever)",
             ));
         }
+        if let Ttl::Seconds(secs) = self.default_ttl {
+            // A default TTL that ends past what memcached can be told (2106, its 32-bit
+            // exptime) made every default-TTL store fail with TtlTooLong, the cache built.
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+            if newcache_herd::wire_exptime(secs, now).is_err() {
+                return Err(bad(format_args!(
+                    "timeout={secs} s ends past what memcached can be told (its exptime is 32-bit Unix seconds); give a shorter default TTL, or timeout=forever"
+                )));
+            }
+        }
         if !(self.early_beta.is_finite() && self.early_beta > 0.0) {
             return Err(bad(format_args!(
                 "early_beta={} must be a positive number (XFetch's beta; 1.0 is the usual)",
