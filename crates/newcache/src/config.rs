@@ -424,6 +424,7 @@ mod tests {
                 "connect_timeout=2147484 ms is over",
             ),
             ("newcache://a/?early_beta=-1", "must be a positive number"),
+            ("newcache://a/?early_beta=2", "no effect under herd=lease"),
             (
                 "newcache:///?binary=true&username=u&password=hunter2",
                 "names no server",

@@ -404,7 +404,8 @@ impl Cache {
     }
 
     /// Gives a value a new TTL; `false` when the key holds none. A herd-protected value gets a
-    /// new soft expiry too (rewritten with CAS, so a concurrent write wins).
+    /// new soft expiry too (rewritten with CAS, so a concurrent write wins): an invalidated
+    /// value touched is fresh again, its invalidation undone.
     pub fn touch(&self, key: &str, options: impl Into<SetOptions>) -> Result<bool> {
         block(self.core.touch(&self.io(), key, options.into()))
     }

@@ -17,7 +17,7 @@
 //! | `newcache_operations_total` | counter | cache, op, outcome (`ok`, `error`) | calls |
 //! | `newcache_operation_duration_seconds` | histogram | cache, op | call latency |
 //! | `newcache_hits_total` / `newcache_misses_total` | counter | cache, op | keys found or not (a reader that wins a refresh counts as a miss) |
-//! | `newcache_stale_served_total` | counter | cache, op | a value past its soft expiry served while another reader refreshes it |
+//! | `newcache_stale_served_total` | counter | cache, op | a value past its soft expiry served while another reader refreshes it, as the reader can tell: under `herd=meta` every such read (the server says so), under `lease` and `early` a reader that lost the race to claim it (readers after a claim read the claim's new soft expiry and count as hits) |
 //! | `newcache_herd_claims_total` | counter | cache, op, result (`won`, `lost`) | refreshes claimed by this reader, or taken by another first |
 //! | `newcache_loader_runs_total` / `newcache_loader_errors_total` | counter | cache | `get_or_set` loader runs, and those that failed |
 //! | `newcache_loader_duration_seconds` | histogram | cache | how long loaders ran |

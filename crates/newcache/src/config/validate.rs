@@ -96,6 +96,13 @@ impl Config {
                 self.early_beta
             )));
         }
+        if self.early_beta != defaults.early_beta && self.herd_policy != Policy::Early {
+            return Err(bad(format_args!(
+                "early_beta={} has no effect under herd={}: it is XFetch's beta, for herd=early",
+                self.early_beta,
+                self.herd_policy.name()
+            )));
+        }
         for (name, value, default) in [
             (
                 "item_size_limit",
