@@ -338,4 +338,16 @@ fn get_prints_what_python_pickled_or_compressed_decoded() {
         (o.status.code(), stdout(&o)),
         (Some(0), format!("{text}\n"))
     );
+    // Binary bytes print as a description; `--raw` writes them as stored.
+    let binary = b"\x00\xff\r\nbytes\x80";
+    set(&wire("bin"), 0, binary);
+    let o = run(&["get", "bin"]);
+    assert_eq!(stdout(&o), "<10 bytes of binary data>\n");
+    let o = run(&["get", "--raw", "bin"]);
+    assert_eq!(
+        (o.status.code(), o.stdout.as_slice()),
+        (Some(0), &binary[..])
+    );
+    let o = run(&["get", "--raw", "dict"]);
+    assert!(o.stdout.starts_with(b"\x80\x05"), "the pickle as stored");
 }

@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! newcache [--url URL] key KEY              print the wire key (no server needed)
-//! newcache [--url URL] get KEY              print the value; exit 1 on a miss
+//! newcache [--url URL] get [--raw] KEY      print the value (--raw: its bytes as stored); exit 1 on a miss
 //! newcache [--url URL] set KEY VALUE [--ttl SECS|forever] [--no-herd]
 //! newcache [--url URL] add KEY VALUE [--ttl SECS|forever] [--no-herd]   exit 1 when not stored
 //! newcache [--url URL] delete KEY
@@ -101,6 +101,21 @@ struct Key {
     key: String,
 }
 
+/// What `get` prints.
+#[derive(Debug, clap::Args)]
+struct Get {
+    /// Print help (`--help` only: after the command `-h` is a word, a key or a value)
+    #[arg(long, action = clap::ArgAction::Help)]
+    help: Option<bool>,
+    /// Write the value's bytes as stored (compressed ones too), with no newline, instead of
+    /// the value for people
+    #[arg(long)]
+    raw: bool,
+    /// The key, as the service names it
+    #[arg(allow_hyphen_values = true)]
+    key: String,
+}
+
 /// A key and how much to add or subtract.
 #[derive(Debug, clap::Args)]
 struct Counter {
@@ -122,7 +137,7 @@ enum Command {
     Key(Key),
     /// Print the value (herd state read, nothing changed); exit 1 on a miss
     #[command(disable_help_flag = true)]
-    Get(Key),
+    Get(Get),
     /// Store a value
     #[command(disable_help_flag = true)]
     Set(Store),
@@ -196,7 +211,11 @@ fn run(cli: Cli) -> Result<Outcome, String> {
             let wire = cache.wire_key(&key).map_err(cli_error)?;
             say(&String::from_utf8_lossy(&wire))?;
         }
-        Command::Get(Key { key, .. }) => match cache.peek(&key).map_err(cli_error)? {
+        Command::Get(Get { key, raw, .. }) => match cache.peek(&key).map_err(cli_error)? {
+            Some(peeked) if raw => out
+                .write_all(&peeked.value.bytes)
+                .and_then(|()| out.flush())
+                .map_err(write_error)?,
             Some(peeked) => say(&peeked.value.display())?,
             None => return Ok(Outcome::No),
         },
