@@ -113,3 +113,47 @@ fn quiet_deletes_go_through_twemproxy() {
         assert_eq!(t.get(k.as_bytes()).unwrap().is_some(), i >= 20, "{k}");
     }
 }
+
+/// twemproxy whose memcached is gone before the first request, with `protocol=auto`: the
+/// probe finds the classic protocol anyway (twemproxy answers `version` with
+/// `SERVER_ERROR Connection refused`), and every request, blocking or async, fails with
+/// that `Error::Server`; it was an I/O error saying the server closed the connection
+/// without replying to the meta probe (an outside audit). Once memcached is back, the same
+/// transports work.
+#[test]
+fn a_proxy_whose_server_is_gone_at_first_contact_says_so() {
+    let mut backend = Memcached::start();
+    let proxy = Twemproxy::start(&[&backend]);
+    backend.kill();
+    let config = TextConfig {
+        servers: vec![proxy.addr()],
+        read_timeout: Duration::from_secs(2),
+        ..TextConfig::default()
+    };
+    let blocking = TextTransport::new(config.clone()).expect("transport");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let tokio = newcache_transport_text::TokioTextTransport::new(config).expect("async");
+    let server_error = |what: &str, got: Result<Option<newcache_transport::Item>, Error>| match got
+    {
+        Err(Error::Server { message, .. }) => {
+            assert!(message.contains("Connection refused"), "{what}: {message}")
+        }
+        other => panic!("{what}: {other:?}"),
+    };
+    for round in 0..2 {
+        server_error(&format!("blocking {round}"), blocking.get(b"k"));
+        let got = runtime.block_on(newcache_transport::AsyncTransport::get(&tokio, b"k"));
+        server_error(&format!("async {round}"), got);
+    }
+    backend.restart();
+    blocking
+        .store(&Store::set(b"k", b"v", 0, 0))
+        .expect("set once it is back");
+    assert_eq!(
+        blocking.get(b"k").expect("get").map(|i| i.value),
+        Some(b"v".to_vec())
+    );
+}

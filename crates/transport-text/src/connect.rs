@@ -126,7 +126,9 @@ impl TextTransport {
     ///   server that does not echo them, whose replies cannot be matched): classic, on a new
     ///   connection;
     /// - the connection closed without a reply (twemproxy closes on commands it does not
-    ///   know): classic when the server answers `version` on a new connection;
+    ///   know): classic when the server answers `version` on a new connection, or answers it
+    ///   with `SERVER_ERROR` (twemproxy with its memcached gone: the request then fails with
+    ///   that [`Error::Server`]);
     /// - anything else (another token, garbage, a timeout, a connection lost): an error, and
     ///   the server is probed again on the next connection.
     pub(crate) fn end_probe(&self, server: &Server, mut conn: Conn, opaque: u32) -> Result<Conn> {
@@ -157,11 +159,23 @@ impl TextTransport {
                 let permit = conn.into_permit();
                 let stream = self.connect_stream(server)?;
                 let mut conn = self.new_conn(stream, Wire::Classic, permit);
-                if self.answers_version(server, &mut conn) {
-                    server.wire.store(WIRE_CLASSIC, Ordering::Relaxed);
-                    return Ok(conn);
-                }
-                return Err(e);
+                return match self.version_reply(server, &mut conn) {
+                    Some(Status::Version(_)) => {
+                        server.wire.store(WIRE_CLASSIC, Ordering::Relaxed);
+                        Ok(conn)
+                    }
+                    // A proxy's own error line (twemproxy with its memcached gone:
+                    // `SERVER_ERROR Connection refused`) is the classic protocol too; the
+                    // request fails with what the proxy said, not "closed without replying".
+                    Some(Status::ServerError(message)) => {
+                        server.wire.store(WIRE_CLASSIC, Ordering::Relaxed);
+                        Err(Error::Server {
+                            server: server.label.clone(),
+                            message,
+                        })
+                    }
+                    _ => Err(e),
+                };
             }
             Err(e) => return Err(e),
         }
@@ -174,16 +188,23 @@ impl TextTransport {
     /// Sends `version` on `conn` and reads the reply: true when it is `VERSION ...` and
     /// nothing follows it (the connection is then in step, its read timeout as configured).
     pub(crate) fn answers_version(&self, server: &Server, conn: &mut Conn) -> bool {
+        matches!(self.version_reply(server, conn), Some(Status::Version(_)))
+    }
+
+    /// Sends `version` on `conn` and reads the reply: the status line it got, when nothing
+    /// follows it; `None` for anything else (no reply, more than one line).
+    pub(crate) fn version_reply(&self, server: &Server, conn: &mut Conn) -> Option<Status> {
         conn.wbuf.clear();
         proto::encode_line(&mut conn.wbuf, "version");
-        let ok = self.send(server, conn).is_ok()
-            && matches!(
-                self.receive(server, conn, &mut Decoder::new(Expect::Status)),
-                Ok((Reply::Status(Status::Version(_)), false))
-            )
-            && conn.rbuf.filled().is_empty();
+        let status = match self.send(server, conn) {
+            Ok(()) => match self.receive(server, conn, &mut Decoder::new(Expect::Status)) {
+                Ok((Reply::Status(status), false)) if conn.rbuf.filled().is_empty() => Some(status),
+                _ => None,
+            },
+            Err(_) => None,
+        };
         conn.wbuf.clear();
-        ok
+        status
     }
 
     /// A connection to the server: an idle one (a classic one, or one idle for

@@ -223,6 +223,15 @@ async fn probe(
                     target.wire.store(WIRE_CLASSIC, Ordering::Relaxed);
                     Ok((reader, writer, Wire::Classic))
                 }
+                // A proxy's own error line (twemproxy with its memcached gone): classic,
+                // and the request fails with what the proxy said.
+                Ok((Reply::Status(Status::ServerError(message)), _, false)) => {
+                    target.wire.store(WIRE_CLASSIC, Ordering::Relaxed);
+                    Err(Error::Server {
+                        server: label.to_string(),
+                        message,
+                    })
+                }
                 Ok(_) | Err(_) => Err(Error::Io {
                     server: label.to_string(),
                     source: io::Error::new(
