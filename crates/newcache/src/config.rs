@@ -426,6 +426,14 @@ mod tests {
             ("newcache://a/?early_beta=-1", "must be a positive number"),
             ("newcache://a/?early_beta=2", "no effect under herd=lease"),
             (
+                "newcache://a/?connect_timeout=7&behaviors.connect_timeout=5",
+                "both set the same timeout",
+            ),
+            (
+                "newcache://a/?read_timeout=70&behaviors._poll_timeout=50",
+                "both set the same timeout",
+            ),
+            (
                 "newcache:///?binary=true&username=u&password=hunter2",
                 "names no server",
             ),

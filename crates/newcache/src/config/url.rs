@@ -364,6 +364,21 @@ impl Config {
                 )))
             }
         };
+        // The same timeout given twice, once by newcache's name and once by libmemcached's
+        // behavior: the behavior won, silently (an outside audit).
+        let given = |name: &str| seen.iter().any(|s| s == name);
+        for (ours, behavior) in [
+            (&["connect_timeout"][..], "connect_timeout"),
+            (&["read_timeout", "write_timeout"][..], "_poll_timeout"),
+        ] {
+            if let Some(ours) = ours.iter().find(|n| given(n)) {
+                if given(&format!("behaviors.{behavior}")) {
+                    return Err(bad(format_args!(
+                        "{ours} and behaviors.{behavior} both set the same timeout; give one"
+                    )));
+                }
+            }
+        }
         if config.username.is_some() != config.password.is_some() {
             return Err(bad("give both username and password, or neither"));
         }
