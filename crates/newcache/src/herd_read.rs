@@ -482,6 +482,24 @@ impl Core {
         !self.meta_unsupported.load(Ordering::Relaxed)
     }
 
+    /// The meta read of `wire` (`mg ... R<recache_below>`; `Some(None)` is a miss), for a
+    /// cache whose [`meta`](Core::meta) said yes. `None` when the server refused the meta
+    /// command: the cache is under lease from then on, and reads `wire` with a plain get.
+    /// (The caller asks `meta` itself, so that a cache without a server-side policy pays
+    /// nothing more on its reads than that one check.)
+    pub(crate) async fn meta_read<I: Io>(
+        &self,
+        io: &I,
+        wire: &[u8],
+        recache_below: u32,
+    ) -> Result<Option<Option<newcache_transport::MetaItem>>> {
+        match io.meta_get(wire, recache_below).await {
+            Ok(read) => Ok(Some(read)),
+            Err(e) if self.meta_refused(&e) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
     /// Learns, once, whether the servers speak the meta protocol, before the cache first
     /// reads or stores under `herd=meta`: one meta read of a key nobody uses. A refusal
     /// (twemproxy, memcached before 1.6) switches the cache to `lease` for good; any other

@@ -267,24 +267,25 @@ impl Core {
         op: &'static str,
         wire: &[u8],
     ) -> Result<Fetched<(Item, usize, u32)>> {
-        let opened = 'read: {
-            if self.meta(io).await {
-                let recache = self.herd.herd_timeout.max(1);
-                match io.meta_get(wire, recache).await {
-                    Ok(None) => return Ok(Fetched::Cold),
-                    Ok(Some(meta)) => {
-                        let looked = self.look_meta(op, wire, meta, self.now_millis())?;
-                        break 'read self.settle_now(io, op, wire, looked).await;
-                    }
-                    // No meta protocol here: lease from now on, starting with this read.
-                    Err(e) if self.meta_refused(&e) => {}
-                    Err(e) => return Err(e.into()),
-                }
+        let read = if self.meta(io).await {
+            self.meta_read(io, wire, self.herd.herd_timeout.max(1))
+                .await?
+        } else {
+            None
+        };
+        let opened = match read {
+            Some(None) => return Ok(Fetched::Cold),
+            Some(Some(meta)) => {
+                let looked = self.look_meta(op, wire, meta, self.now_millis())?;
+                self.settle_now(io, op, wire, looked).await
             }
-            let Some(item) = io.get(wire).await? else {
-                return Ok(Fetched::Cold);
-            };
-            self.open(io, op, wire, item, self.now_millis())?.await
+            // Plain gets (under lease from the first meta refusal on, this read included).
+            None => {
+                let Some(item) = io.get(wire).await? else {
+                    return Ok(Fetched::Cold);
+                };
+                self.open(io, op, wire, item, self.now_millis())?.await
+            }
         };
         Ok(match opened {
             Opened::Miss(over) => Fetched::Recompute(over),
@@ -559,21 +560,22 @@ impl Core {
     /// which gives it to the next reader; the item stays as it was, stale, alive another
     /// `2 x herd_timeout`).
     async fn read_only<I: Io>(&self, io: &I, wire: &[u8]) -> Result<Option<(Item, bool)>> {
-        if self.meta(io).await {
-            match io.meta_get(wire, 1).await {
-                Ok(None) => return Ok(None),
-                Ok(Some(meta)) => {
-                    if meta.win {
-                        io.meta_invalidate(wire, self.herd.invalidated_exptime())
-                            .await?;
-                    }
-                    return Ok(Some((meta.item, meta.win || meta.stale)));
+        let read = if self.meta(io).await {
+            self.meta_read(io, wire, 1).await?
+        } else {
+            None
+        };
+        match read {
+            Some(None) => Ok(None),
+            Some(Some(meta)) => {
+                if meta.win {
+                    io.meta_invalidate(wire, self.herd.invalidated_exptime())
+                        .await?;
                 }
-                Err(e) if self.meta_refused(&e) => {}
-                Err(e) => return Err(e.into()),
+                Ok(Some((meta.item, meta.win || meta.stale)))
             }
+            None => Ok(io.get(wire).await?.map(|item| (item, false))),
         }
-        Ok(io.get(wire).await?.map(|item| (item, false)))
     }
 
     async fn peek_unobserved<I: Io>(&self, io: &I, key: &str) -> Result<Option<Peeked>> {
