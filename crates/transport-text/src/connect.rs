@@ -18,7 +18,7 @@ use crate::errors::closed_without_reply;
 use crate::pool::{Checkout, Permit};
 use crate::proto::{self, meta, Decoder, Expect, Reply, Status};
 use crate::stream::{Socket, Stream};
-use crate::{probe_verdict, ProbeVerdict, Protocol, TextTransport};
+use crate::{probe_verdict, version_verdict, ProbeVerdict, Protocol, TextTransport};
 
 /// How long a pooled connection sits idle before its next checkout looks at it (one
 /// non-blocking peek) for a close or bytes nobody asked for. A server that restarts takes
@@ -159,22 +159,13 @@ impl TextTransport {
                 let permit = conn.into_permit();
                 let stream = self.connect_stream(server)?;
                 let mut conn = self.new_conn(stream, Wire::Classic, permit);
-                return match self.version_reply(server, &mut conn) {
-                    Some(Status::Version(_)) => {
+                let status = self.version_reply(server, &mut conn);
+                return match version_verdict(&server.label, status) {
+                    Some(classic) => {
                         server.wire.store(WIRE_CLASSIC, Ordering::Relaxed);
-                        Ok(conn)
+                        classic.map(|()| conn)
                     }
-                    // A proxy's own error line (twemproxy with its memcached gone:
-                    // `SERVER_ERROR Connection refused`) is the classic protocol too; the
-                    // request fails with what the proxy said, not "closed without replying".
-                    Some(Status::ServerError(message)) => {
-                        server.wire.store(WIRE_CLASSIC, Ordering::Relaxed);
-                        Err(Error::Server {
-                            server: server.label.clone(),
-                            message,
-                        })
-                    }
-                    _ => Err(e),
+                    None => Err(e),
                 };
             }
             Err(e) => return Err(e),

@@ -321,6 +321,23 @@ pub(crate) fn probe_verdict(
     }
 }
 
+/// What the reply to `version` says, sent on a new connection after the probe's was closed
+/// without a reply (a proxy that closes on commands it lacks): the classic protocol when it
+/// is `VERSION ...` (`Ok`), or a proxy's own `SERVER_ERROR` (twemproxy with its memcached
+/// gone: `SERVER_ERROR Connection refused`; `Err` of that [`Error::Server`], which the
+/// request fails with, not "closed without replying"). `None` for anything else (`status`
+/// is `None` when the reply was not one status line alone): the probe failed.
+pub(crate) fn version_verdict(label: &str, status: Option<Status>) -> Option<Result<()>> {
+    match status? {
+        Status::Version(_) => Some(Ok(())),
+        Status::ServerError(message) => Some(Err(Error::Server {
+            server: label.to_string(),
+            message,
+        })),
+        _ => None,
+    }
+}
+
 /// The configured servers as placement sees them, and the placement settings resolved for
 /// them: what both the blocking and the async transport are built from. No server entry
 /// is an error, and so is a key hash the text transport does not compute.

@@ -14,8 +14,8 @@ use tokio::time::Instant;
 use super::halves::{ReadHalf, WriteHalf};
 use crate::command::Wire;
 use crate::conn::{Endpoint, ReadBuf, WIRE_CLASSIC, WIRE_META};
-use crate::proto::{self, meta, Decoder, Expect, Reply, Status};
-use crate::{probe_verdict, ProbeVerdict, Protocol, TextConfig};
+use crate::proto::{self, meta, Decoder, Expect, Reply};
+use crate::{probe_verdict, version_verdict, ProbeVerdict, Protocol, TextConfig};
 
 /// A server's address and what it was found to speak.
 pub(super) struct Target<'a> {
@@ -209,7 +209,7 @@ async fn probe(
             let (mut reader, mut writer) = connect(config, target).await?;
             let mut version = Vec::new();
             proto::encode_line(&mut version, "version");
-            match ask(
+            let status = match ask(
                 config,
                 label,
                 &mut reader,
@@ -219,20 +219,15 @@ async fn probe(
             )
             .await
             {
-                Ok((Reply::Status(Status::Version(_)), _, false)) => {
+                Ok((Reply::Status(status), _, false)) => Some(status),
+                _ => None,
+            };
+            match version_verdict(label, status) {
+                Some(classic) => {
                     target.wire.store(WIRE_CLASSIC, Ordering::Relaxed);
-                    Ok((reader, writer, Wire::Classic))
+                    classic.map(|()| (reader, writer, Wire::Classic))
                 }
-                // A proxy's own error line (twemproxy with its memcached gone): classic,
-                // and the request fails with what the proxy said.
-                Ok((Reply::Status(Status::ServerError(message)), _, false)) => {
-                    target.wire.store(WIRE_CLASSIC, Ordering::Relaxed);
-                    Err(Error::Server {
-                        server: label.to_string(),
-                        message,
-                    })
-                }
-                Ok(_) | Err(_) => Err(Error::Io {
+                None => Err(Error::Io {
                     server: label.to_string(),
                     source: io::Error::new(
                         io::ErrorKind::UnexpectedEof,
