@@ -74,6 +74,14 @@ impl SideBySide {
     }
 }
 
+/// A ketama ring with `remove_failed`, a `retry_timeout` of 1 s and the default
+/// `failure_limit` (5): pylibmc's usual failover settings, with a short wait.
+const REMOVE_FAILED: [(&str, &str); 3] = [
+    ("ketama", "true"),
+    ("remove_failed", "1"),
+    ("retry_timeout", "1"),
+];
+
 /// The two transports, named.
 fn both<'a>(
     ours: &'a TextTransport,
@@ -169,18 +177,13 @@ fn with_dead_timeout_zero_an_ejected_server_is_never_tried_again_as_in_libmemcac
 /// Both see the failures at the same moments, so they eject within a second of each other.
 #[test]
 fn with_remove_failed_a_dead_server_is_ejected_when_libmemcached_ejects_it() {
-    let behaviors = [
-        ("ketama", "true"),
-        ("remove_failed", "1"),
-        ("retry_timeout", "1"),
-    ];
     let SideBySide {
         mut servers,
         ours,
         libmemcached,
         dead_key,
         ..
-    } = SideBySide::new(&behaviors);
+    } = SideBySide::new(&REMOVE_FAILED);
     let both = both(&ours, &libmemcached);
     for (_, t) in both {
         write(t, &dead_key).unwrap();
@@ -222,18 +225,13 @@ fn with_remove_failed_a_dead_server_is_ejected_when_libmemcached_ejects_it() {
 /// once it answers.
 #[test]
 fn with_remove_failed_a_server_back_before_the_limit_keeps_its_keys_in_both() {
-    let behaviors = [
-        ("ketama", "true"),
-        ("remove_failed", "1"),
-        ("retry_timeout", "1"),
-    ];
     let SideBySide {
         mut servers,
         ours,
         libmemcached,
         dead_key,
         ..
-    } = SideBySide::new(&behaviors);
+    } = SideBySide::new(&REMOVE_FAILED);
     let both = both(&ours, &libmemcached);
     servers[1].kill();
     // About two failures each (one to two seconds apart), well under five.
