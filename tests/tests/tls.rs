@@ -183,7 +183,7 @@ fn incomplete_or_unusable_tls_settings_are_refused() {
         "newcache://127.0.0.1:1/?tls=true",
         "newcache://127.0.0.1:1/?tls_ca=/etc/ca.pem",
         "newcache://127.0.0.1:1/?tls=true&tls_ca=/etc/ca.pem&tls_cert=/c.pem",
-        "newcache://127.0.0.1:1/?tls=true&tls_ca=/etc/ca.pem&transport=memory",
+        "newcache:///?tls=true&tls_ca=/etc/ca.pem&transport=memory",
     ] {
         assert!(
             matches!(Cache::from_url(bad), Err(newcache::Error::Config(_))),

@@ -326,7 +326,7 @@ mod tests {
     #[test]
     fn key_functions_transports_and_timeouts_are_chosen_by_url() {
         let c = Config::from_url(
-            "newcache://a:1/?key_function=django&key_prefix=my%3Asite&transport=memory&timeout=forever&connect_timeout=100&read_timeout=200&write_timeout=300&herd=off",
+            "newcache:///?key_function=django&key_prefix=my%3Asite&transport=memory&timeout=forever&connect_timeout=100&read_timeout=200&write_timeout=300&herd=off",
         )
         .unwrap();
         assert_eq!(
@@ -383,10 +383,7 @@ mod tests {
                 "buffer_requests",
             ),
             ("newcache://a/?behaviors.ketama=maybe", "ketama"),
-            (
-                "newcache://a/?transport=memory&behaviors.ketama=1",
-                "memory",
-            ),
+            ("newcache:///?transport=memory&behaviors.ketama=1", "memory"),
             ("newcache://a/?binary=true&behaviors.nonsense=1", "nonsense"),
             ("newcache://a/?binary=true&username=u", "both"),
             (
@@ -397,6 +394,10 @@ mod tests {
             ("newcache://a/?flavor=%zz", "percent"),
             ("newcache://a/path?x=1", "path"),
             ("newcache://a/?binary=true&transport=memory", "binary=true"),
+            (
+                "newcache://127.0.0.1:11211/?transport=memory",
+                "talks to no server",
+            ),
             ("newcache://a;;b/", "empty server entry"),
             ("newcache://a;b;/", "empty server entry"),
             ("newcache://a/?connect_timeout=0", "connect_timeout is zero"),
@@ -511,6 +512,14 @@ mod tests {
             built(crate::Builder::new().memory().behavior("ketama", "true"))
                 .contains("the memory transport takes none")
         );
+        // Servers given with the memory transport would be ignored: refused.
+        #[cfg(feature = "memory")]
+        assert!(
+            built(crate::Builder::new().servers(["cache1:11211"]).memory())
+                .contains("talks to no server")
+        );
+        #[cfg(feature = "memory")]
+        assert!(crate::Builder::new().memory().build().is_ok());
     }
 
     #[test]

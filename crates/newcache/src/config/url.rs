@@ -387,6 +387,9 @@ impl Config {
                 "username is empty; give the SASL user name, or neither username nor password",
             ));
         }
+        if config.transport == TransportKind::Memory && !config.servers.is_empty() {
+            return Err(super::validate::memory_with_servers(&config.servers));
+        }
         if config.servers.is_empty() && config.transport != TransportKind::Memory {
             return Err(bad(format_args!(
                 "URL {:?} names no server (e.g. newcache://127.0.0.1:11211/)",

@@ -120,6 +120,14 @@ impl Config {
         for (name, value) in &self.behaviors {
             check_behavior(self.transport, name, value)?;
         }
+        // The memory transport talks to no server: servers given with it were silently
+        // ignored, and a test meant for memcached passed against this process's map.
+        if self.transport == TransportKind::Memory
+            && !self.servers.is_empty()
+            && self.servers != defaults.servers
+        {
+            return Err(memory_with_servers(&self.servers));
+        }
         if self.username.is_some()
             && self.transport != (TransportKind::Libmemcached { binary: true })
         {
@@ -245,6 +253,13 @@ pub(super) fn libmemcached_without_cas(config: &Config) -> bool {
 #[cfg(not(feature = "binary"))]
 pub(super) fn libmemcached_without_cas(_: &Config) -> bool {
     false
+}
+
+/// The error for servers given with the memory transport.
+pub(super) fn memory_with_servers(servers: &[String]) -> crate::Error {
+    bad(format_args!(
+        "transport=memory keeps values in this process and talks to no server, but servers {servers:?} were given; drop them (newcache:///?transport=memory) or drop transport=memory"
+    ))
 }
 
 pub(super) fn check_behavior(transport: TransportKind, name: &str, value: &str) -> Result<()> {
