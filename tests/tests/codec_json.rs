@@ -110,3 +110,57 @@ except UnicodeDecodeError as e:
         "raised UnicodeDecodeError\n"
     );
 }
+
+/// What JSON (and pickle) would store as something else is refused before it is sent, and
+/// the key keeps its value: NaN and infinity have no JSON form (serde_json writes `null`,
+/// which read back as `None` inside an `Option` and failed every read of a bare `f64`), and
+/// `Some(None)` is written as `None` in both formats. bincode keeps all of them apart, and
+/// pickle keeps NaN and infinity.
+#[test]
+fn values_the_format_would_change_are_refused_and_nothing_is_stored() {
+    let server = Memcached::start();
+    let url = |codec: &str| format!("newcache://{}/?codec={codec}&flavor=x", server.addr());
+    let json = Cache::from_url(&url("json")).unwrap();
+    json.set("k", &1.5f64, Ttl::Seconds(60)).unwrap();
+    for e in [
+        json.set("k", &f64::NAN, Ttl::Seconds(60)).unwrap_err(),
+        json.set("k", &Some(f64::INFINITY), Ttl::Seconds(60))
+            .unwrap_err(),
+        json.set("k", &vec![1.0f32, f32::NEG_INFINITY], Ttl::Seconds(60))
+            .unwrap_err(),
+    ] {
+        assert!(matches!(e, newcache::Error::Encode { .. }), "{e:?}");
+        assert!(e.to_string().contains("no JSON form"), "{e}");
+    }
+    let e = json
+        .set("k", &Some(None::<u32>), Ttl::Seconds(60))
+        .unwrap_err();
+    assert!(e.to_string().contains("reads back as None"), "{e}");
+    assert_eq!(json.get::<f64>("k").unwrap(), Some(1.5), "nothing was sent");
+    #[cfg(feature = "pickle")]
+    {
+        let pickle = Cache::from_url(&url("pickle")).unwrap();
+        let e = pickle
+            .set("o", &vec![Some(Some(1)), Some(None)], Ttl::Seconds(60))
+            .unwrap_err();
+        assert!(e.to_string().contains("reads back as None"), "{e}");
+        assert_eq!(pickle.get::<Vec<Option<Option<i32>>>>("o").unwrap(), None);
+        pickle
+            .set("inf", &Some(f64::INFINITY), Ttl::Seconds(60))
+            .unwrap();
+        assert_eq!(
+            pickle.get::<Option<f64>>("inf").unwrap(),
+            Some(Some(f64::INFINITY))
+        );
+    }
+    {
+        let bincode = Cache::from_url(&url("bincode")).unwrap();
+        bincode
+            .set("o", &Some(None::<u32>), Ttl::Seconds(60))
+            .unwrap();
+        assert_eq!(
+            bincode.get::<Option<Option<u32>>>("o").unwrap(),
+            Some(Some(None))
+        );
+    }
+}

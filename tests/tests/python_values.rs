@@ -296,6 +296,45 @@ c.set("n", 5)
     assert_eq!(got.failed().len(), 1);
 }
 
+#[test]
+fn a_marker_outside_django_newcaches_herd_tuple_is_a_plain_pickle_whose_bytes_get_raw_returns() {
+    let server = Memcached::start();
+    python(
+        &server,
+        r#"
+import sys, types, time, pylibmc
+class Marker: pass
+m = types.ModuleType("newcache"); m.Marker = Marker; Marker.__module__ = "newcache"
+sys.modules["newcache"] = m
+c = pylibmc.Client(["ADDR"])
+c.set("str_expiry", (Marker(), 9, "soon"))
+c.set("float_expiry", (Marker(), 7, time.time() + 300.5))
+c.set("nested", [(Marker(), 1, 2)])
+c.set("good", "fine")
+"#,
+    );
+    let cache = plain_keys(&server);
+    for key in ["str_expiry", "float_expiry", "nested"] {
+        // Not a herd tuple: no herd state, so no claim; a typed error naming the marker.
+        match cache.get::<i64>(key) {
+            Err(Error::Decode { detail, flags, .. }) => {
+                assert_eq!(flags, FLAG_PICKLE, "{key}");
+                assert!(detail.contains("newcache.Marker"), "{key}: {detail}");
+            }
+            other => panic!("{key}: {other:?}"),
+        }
+        // The bytes are there for whoever wants them, as for any pickle without a serde form.
+        let raw = cache.get_raw(key).unwrap().unwrap();
+        assert_eq!(raw.flags, FLAG_PICKLE, "{key}");
+        assert!(raw.bytes.windows(6).any(|w| w == b"Marker"), "{key}");
+    }
+    let got = cache
+        .get_many::<_, String>(&["good", "str_expiry"])
+        .unwrap();
+    assert_eq!(got["good"], "fine");
+    assert_eq!(got.failed().len(), 1);
+}
+
 fn hex(s: &str) -> Vec<u8> {
     (0..s.len())
         .step_by(2)

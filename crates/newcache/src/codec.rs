@@ -40,6 +40,8 @@ use std::io::Read as _;
 use serde::de::{self, DeserializeOwned};
 use serde::Serialize;
 
+#[cfg(any(feature = "json", feature = "pickle"))]
+mod check;
 #[cfg(feature = "pickle")]
 pub mod pickle;
 mod plain;
@@ -154,6 +156,9 @@ impl ValueCodec {
             }
             #[cfg(feature = "json")]
             ValueCodec::Json => {
+                if let Some(said) = check::ambiguous(value, true) {
+                    return Err(CodecError(format!("json: {said}")));
+                }
                 out.push(UNREADABLE);
                 serde_json::to_writer(out, value).map_err(|e| CodecError(format!("json: {e}")))
             }
@@ -534,7 +539,27 @@ mod tests {
         );
         // Not empty: a sequence of `u8` is bytes, of anything else goes through the codec.
         assert_eq!(enc(&vec![1u8, 2]), (vec![1, 2], FLAG_BYTES));
+        assert_eq!(
+            enc(&std::collections::VecDeque::from([1u8, 2])),
+            (vec![1, 2], FLAG_BYTES)
+        );
         assert_eq!(enc(&vec![1u32, 2]).1, codec_flag);
+    }
+
+    /// A set (or heap) of `u8` is not bytes: serde gives it a sequence's form, and stored as
+    /// bytes it reached Python as `bytes` (a `HashSet` in hash order) where a set of `i32`
+    /// is a list. It goes through the codec, and reads back as the set.
+    #[test]
+    fn a_set_of_u8_is_not_bytes() {
+        use std::collections::{BTreeSet, BinaryHeap, HashSet};
+        let codec_flag = ValueCodec::Bincode.flag();
+        let set = BTreeSet::from([3u8, 1, 2]);
+        let (bytes, flags) = enc(&set);
+        assert_eq!(flags, codec_flag);
+        assert_eq!(decode::<BTreeSet<u8>>(&bytes, flags).unwrap(), set);
+        assert_eq!(enc(&BTreeSet::<u8>::new()).1, codec_flag);
+        assert_eq!(enc(&HashSet::from([7u8])).1, codec_flag);
+        assert_eq!(enc(&BinaryHeap::from([7u8, 9])).1, codec_flag);
     }
 
     /// A plain value read as a sequence gives its bytes as `u8`s only: an integer's digits

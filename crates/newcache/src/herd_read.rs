@@ -201,7 +201,10 @@ impl Core {
             }
             #[cfg(feature = "pickle")]
             None if item.flags == codec::FLAG_PICKLE => {
-                let Some(seed) = codec::pickle::marker(&item.value).map_err(|e| bad(e.0))? else {
+                // A pickle that is not django-newcache's herd tuple (a `Marker` elsewhere in
+                // it, a broken pickle) holds no herd state: it is a plain value, whose
+                // decoding says what it holds, and whose bytes `get_raw` returns.
+                let Ok(Some(seed)) = codec::pickle::marker(&item.value) else {
                     return Ok(None);
                 };
                 // django-newcache serves the value while `expiry >= int(time.time())`.

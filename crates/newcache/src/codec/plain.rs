@@ -161,6 +161,9 @@ impl<'a> ser::Serializer for Probe<'a> {
         I: IntoIterator,
         I::Item: Serialize,
     {
+        if is_unordered::<I>() {
+            return Err(NotPlain);
+        }
         let start = self.out.len();
         let mut plain = true;
         // `map`, not `map_while`: a slice iterator's exact length lets `extend` reserve once
@@ -208,6 +211,16 @@ impl<'a> ser::Serializer for Probe<'a> {
 /// where Rust still reads it back as one.
 fn is_u8<T: ?Sized>() -> bool {
     std::any::type_name::<T>().trim_start_matches('&') == "u8"
+}
+
+/// Whether a sequence that serializes through `collect_seq` as `I` is a set or a heap
+/// (`BTreeSet<u8>`, `HashSet<u8>`, `BinaryHeap<u8>`), by its type's name: serde gives sets
+/// the form of sequences, so a set of `u8` stored as bytes reached Python as `bytes` (a
+/// `HashSet`'s in hash order) where a set of any other number reads as a list (an outside
+/// audit). It goes through the codec instead, as a set of `i32` does.
+fn is_unordered<I: ?Sized>() -> bool {
+    let name = std::any::type_name::<I>();
+    name.contains("Set<") || name.contains("BinaryHeap<")
 }
 
 /// A sequence is plain only when every element is a `u8` (a `Vec<u8>` or `&[u8]`), and

@@ -14,6 +14,9 @@ use crate::codec::CodecError;
 /// A value that nests deeper than [`MAX_DEPTH`] is refused here, as reading refuses it: every
 /// pickle this writes, it reads back.
 pub fn encode<T: Serialize + ?Sized>(value: &T, out: &mut Vec<u8>) -> Result<(), CodecError> {
+    if let Some(said) = crate::codec::check::ambiguous(value, false) {
+        return Err(err(format!("pickle: {said}")));
+    }
     let start = out.len();
     // What serde-pickle's to_writer does, which needs a sized value.
     out.extend_from_slice(&[PROTO, 3]);
