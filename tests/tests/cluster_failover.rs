@@ -481,3 +481,69 @@ fn one_slow_reply_is_not_an_outage() {
     }
     assert!(matches!(set(&t, on_1[0]), Err(Error::ServerDown { .. })));
 }
+
+/// The behaviors of the two runs of the many-callers tests: the defaults (failure_limit 5,
+/// retry_timeout 2 s), and ejection on a ketama ring (libmemcached's dead_timeout 0: an
+/// ejected server is never used again).
+const MANY_CALLERS: [&[(&str, &str)]; 2] = [
+    &[],
+    &[
+        ("ketama", "true"),
+        ("remove_failed", "1"),
+        ("retry_timeout", "1"),
+    ],
+];
+
+#[test]
+fn a_hang_under_64_callers_is_one_failure_not_one_per_caller() {
+    // 64 threads in flight on a server hung past the read timeout (SIGSTOP, then SIGCONT):
+    // each of libmemcached's handles counts one failure, and so does the cluster, once.
+    // Counted one per caller, the hang was 64 "failures in a row": a healthy server was
+    // left alone for retry_timeout, or with remove_failed ejected for good.
+    for behaviors in MANY_CALLERS {
+        let mut servers = cluster(3);
+        let t = transport(&servers, behaviors);
+        let on_1: Vec<Vec<u8>> = keys(300)
+            .into_iter()
+            .filter(|k| t.server_for_key(k).unwrap() == 1)
+            .collect();
+        servers[1].pause();
+        let barrier = std::sync::Barrier::new(64);
+        let failed: Vec<Error> = std::thread::scope(|s| {
+            let callers: Vec<_> = (0..64)
+                .map(|_| {
+                    s.spawn(|| {
+                        barrier.wait();
+                        t.get(&on_1[0]).unwrap_err()
+                    })
+                })
+                .collect();
+            callers.into_iter().map(|c| c.join().unwrap()).collect()
+        });
+        servers[1].resume();
+        assert!(
+            failed.iter().all(|e| matches!(e, Error::Timeout { .. })),
+            "{behaviors:?}: {failed:?}"
+        );
+        // One failure: under the defaults the server is tried at once; with remove_failed
+        // it is left alone for this one failure's retry_timeout (libmemcached's wait), and
+        // then used again, its keys where they were.
+        let deadline = Instant::now() + Duration::from_secs(3);
+        for k in on_1.iter().take(20) {
+            loop {
+                match set(&t, k) {
+                    Ok(()) => break,
+                    Err(Error::ServerDown { retry_in, .. })
+                        if !behaviors.is_empty()
+                            && retry_in <= Duration::from_secs(2)
+                            && Instant::now() < deadline =>
+                    {
+                        std::thread::sleep(Duration::from_millis(50))
+                    }
+                    Err(e) => panic!("{behaviors:?}: the server is out after one hang: {e}"),
+                }
+            }
+            assert_eq!(t.server_for_key(k).unwrap(), 1, "{behaviors:?}");
+        }
+    }
+}

@@ -1284,3 +1284,69 @@ fn classic_stray_reply_lines_give_no_false_miss() {
     assert!(counts.stray_lines > 100, "{counts:?}");
     reads.none_wrong();
 }
+
+#[test]
+fn a_hang_under_64_tasks_is_one_failure_not_one_per_task() {
+    // 64 tasks pipelined on one connection to a server hung past the read timeout: one
+    // failure, as for the blocking transport's 64 threads (tests/tests/cluster_failover.rs).
+    // Counted one per job, the hang made a healthy server fail fast for retry_timeout, or
+    // with remove_failed ejected it for good.
+    for remove_failed in [false, true] {
+        let mut servers = [Memcached::start(), Memcached::start(), Memcached::start()];
+        let mut config = TextConfig {
+            servers: servers.iter().map(Memcached::addr).collect(),
+            read_timeout: Duration::from_millis(300),
+            ..TextConfig::default()
+        };
+        if remove_failed {
+            for (name, value) in [
+                ("ketama", "true"),
+                ("remove_failed", "1"),
+                ("retry_timeout", "1"),
+            ] {
+                config.set_behavior(name, value).expect(name);
+            }
+        }
+        let t = TokioTextTransport::new(config).expect("transport");
+        let on_1: Vec<Vec<u8>> = (0..300)
+            .map(|i| format!("hang:{i}").into_bytes())
+            .filter(|k| t.server_for_key(k).unwrap() == 1)
+            .collect();
+        let rt = runtime();
+        rt.block_on(async {
+            t.store(&Store::set(&on_1[0], b"v", 0, 0))
+                .await
+                .expect("set");
+        });
+        servers[1].pause();
+        let outcomes = concurrent_gets(&rt, &t, vec![on_1[0].clone(); 64]);
+        servers[1].resume();
+        assert!(
+            outcomes
+                .iter()
+                .all(|(_, got)| matches!(got, Err(Error::Timeout { .. }))),
+            "remove_failed={remove_failed}: {outcomes:?}"
+        );
+        let deadline = Instant::now() + Duration::from_secs(3);
+        rt.block_on(async {
+            for k in on_1.iter().take(20) {
+                loop {
+                    match t.store(&Store::set(k, b"v", 0, 0)).await {
+                        Ok(_) => break,
+                        Err(Error::ServerDown { retry_in, .. })
+                            if remove_failed
+                                && retry_in <= Duration::from_secs(2)
+                                && Instant::now() < deadline =>
+                        {
+                            tokio::time::sleep(Duration::from_millis(50)).await
+                        }
+                        Err(e) => panic!(
+                            "remove_failed={remove_failed}: the server is out after one hang: {e}"
+                        ),
+                    }
+                }
+                assert_eq!(t.server_for_key(k).unwrap(), 1);
+            }
+        });
+    }
+}

@@ -6,6 +6,7 @@ use std::ops::Range;
 
 use newcache_transport::{Error, Result};
 
+use crate::cluster::Ticket;
 use crate::command::{Cmd, NeedsMeta, Outcome, Wire};
 use crate::conn::{Acquire, Conn, Opened};
 use crate::exchange::Head;
@@ -59,6 +60,7 @@ impl TextTransport {
                 shortened: false,
                 refused: false,
                 busy: false,
+                ticket: self.cluster.ticket(*index),
                 outcome: Ok(Vec::new()),
             })
             .collect();
@@ -107,7 +109,7 @@ impl TextTransport {
                 }
                 let outcome = self.classify_close(index, lane.head, outcome);
                 if !lane.busy {
-                    self.cluster.report(index, &outcome);
+                    self.cluster.report(index, lane.ticket, &outcome);
                 }
                 (index, outcome)
             })
@@ -120,7 +122,7 @@ impl TextTransport {
         let mut probing = false;
         for lane in lanes.iter_mut() {
             let started = self.server(lane.index).and_then(|server| {
-                self.cluster.check_up(lane.index)?;
+                lane.ticket = self.cluster.check_up(lane.index)?;
                 match self.start_checkout(server) {
                     Ok(opened) => Ok(opened),
                     Err(Acquire::Busy(e)) => {
@@ -398,6 +400,8 @@ pub(crate) struct Lane<'g> {
     refused: bool,
     /// The lane failed waiting for a connection, which is no failure of the server.
     busy: bool,
+    /// What the lane's server record was when it was let through, for the report.
+    ticket: Ticket,
     outcome: Result<Vec<Answer>>,
 }
 

@@ -6,7 +6,8 @@
 //! row, not after one (so one slow reply does not fail every request for `retry_timeout`).
 //! A cluster of one server never refuses to try it (there is nowhere else to go):
 //! - a connection-level failure (connect refused or timed out, a read or write timeout, an
-//!   I/O error) counts against the server; at `failure_limit` failures in a row it is left
+//!   I/O error) counts against the server, once for all the requests in flight together
+//!   ([`Ticket`]); at `failure_limit` failures in a row it is left
 //!   alone for `retry_timeout`: requests for its keys fail at once with
 //!   [`Error::ServerDown`] instead of waiting for a connect timeout each; after the wait, one
 //!   more failure leaves it alone again, one success clears its record;
@@ -68,6 +69,10 @@ impl Default for Failover {
 /// One server's failure record. Times are milliseconds since the cluster's epoch; 0 = up.
 #[derive(Debug, Default)]
 struct Health {
+    /// Failures counted since the transport began (never reset): what a request let
+    /// through saw ([`Ticket`]), so that of the requests in flight together only the first
+    /// to fail counts.
+    counted: AtomicU64,
     failures: AtomicU32,
     down_until: AtomicU64,
     ejected: AtomicBool,
@@ -81,6 +86,19 @@ struct RingState {
     /// When an ejected server's wait ends and the ring must take it back (ms since epoch).
     next_rebuild: Option<u64>,
 }
+
+/// What a request saw of its server's record when it was let through
+/// ([`Cluster::check_up`]), handed back with its outcome ([`Cluster::report`]).
+///
+/// A failure counts only when no other was counted since the request was let through.
+/// Requests in flight together that one hang or one kill fails are one failure, as they
+/// are to libmemcached, where a handle has one request at a time and each of pylibmc's
+/// handles keeps its own count: "`failure_limit` failures in a row" are requests each sent
+/// after the one before had failed. Counted one per request, a 0.7 s SIGSTOP under 64
+/// concurrent callers was 64 failures, which left a healthy server alone for
+/// `retry_timeout`, or with `remove_failed` ejected it for good (an outside audit).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Ticket(u64);
 
 /// Placement plus failover for one transport.
 #[derive(Debug)]
@@ -238,11 +256,22 @@ impl Cluster {
         *state = RingState { ring, next_rebuild };
     }
 
-    /// Fails fast when the server is inside its retry wait.
-    pub(crate) fn check_up(&self, index: usize) -> Result<()> {
+    /// The server's record as a request sees it now (see [`Ticket`]).
+    pub(crate) fn ticket(&self, index: usize) -> Ticket {
+        Ticket(
+            self.health
+                .get(index)
+                .map_or(0, |h| h.counted.load(Ordering::Acquire)),
+        )
+    }
+
+    /// Fails fast when the server is inside its retry wait; else the request's [`Ticket`],
+    /// for [`Cluster::report`].
+    pub(crate) fn check_up(&self, index: usize) -> Result<Ticket> {
         let Some(health) = self.health.get(index) else {
             return Err(Error::NoServers);
         };
+        let ticket = self.ticket(index);
         if health.dead.load(Ordering::Relaxed) {
             return Err(Error::ServerDown {
                 server: self.label(index).to_string(),
@@ -251,7 +280,7 @@ impl Cluster {
         }
         let until = health.down_until.load(Ordering::Relaxed);
         if until == 0 {
-            return Ok(());
+            return Ok(ticket);
         }
         let now = self.now_ms();
         if now < until {
@@ -260,14 +289,14 @@ impl Cluster {
                 retry_in: Duration::from_millis(until - now),
             });
         }
-        Ok(())
+        Ok(ticket)
     }
 
-    /// Records how an exchange with the server ended.
-    pub(crate) fn report<T>(&self, index: usize, outcome: &Result<T>) {
+    /// Records how an exchange with the server ended, given the [`Ticket`] its request got.
+    pub(crate) fn report<T>(&self, index: usize, ticket: Ticket, outcome: &Result<T>) {
         match outcome {
             Ok(_) => self.succeeded(index),
-            Err(e) if counts_as_failure(e) => self.failed(index),
+            Err(e) if counts_as_failure(e) => self.failed(index, ticket),
             Err(_) => {}
         }
     }
@@ -298,10 +327,23 @@ impl Cluster {
         }
     }
 
-    fn failed(&self, index: usize) {
+    fn failed(&self, index: usize, ticket: Ticket) {
         let Some(health) = self.health.get(index) else {
             return;
         };
+        // Another request let through with this one was counted already: the same failure.
+        if health
+            .counted
+            .compare_exchange(
+                ticket.0,
+                ticket.0.wrapping_add(1),
+                Ordering::AcqRel,
+                Ordering::Relaxed,
+            )
+            .is_err()
+        {
+            return;
+        }
         let now = self.now_ms();
         let failures = health
             .failures
@@ -403,6 +445,42 @@ mod tests {
             .expect("some key lands on the server")
     }
 
+    /// Requests let through together that one hang or kill fails are one failure: only
+    /// requests sent after a failure was counted count again, as each of libmemcached's
+    /// handles (one request at a time) counts them.
+    #[test]
+    fn requests_in_flight_together_that_fail_count_once() {
+        for failover in [
+            Failover::default(),
+            Failover {
+                remove_failed: true,
+                ..Failover::default()
+            },
+        ] {
+            let c = cluster(3, Distribution::ConsistentKetama, failover);
+            // 64 callers let through, then all failing (a SIGSTOP past the read timeout).
+            let tickets: Vec<Ticket> = (0..64).map(|_| c.check_up(1).unwrap()).collect();
+            for &ticket in &tickets {
+                c.report(1, ticket, &refused(1));
+            }
+            assert_eq!(
+                c.health[1].failures.load(Ordering::Relaxed),
+                1,
+                "{failover:?}"
+            );
+            assert!(!c.health[1].ejected.load(Ordering::Relaxed), "{failover:?}");
+            if !failover.remove_failed {
+                // Tried again at once; the next failure of a request sent now counts.
+                let ticket = c.check_up(1).unwrap();
+                c.report(1, ticket, &refused(1));
+                assert_eq!(c.health[1].failures.load(Ordering::Relaxed), 2);
+                // A failure of a request let through before that one does not.
+                c.report(1, tickets[0], &refused(1));
+                assert_eq!(c.health[1].failures.load(Ordering::Relaxed), 2);
+            }
+        }
+    }
+
     #[test]
     fn failure_limit_failures_in_a_row_fail_the_server_fast_until_the_retry_time() {
         let c = cluster(3, Distribution::Modula, Failover::default());
@@ -411,13 +489,13 @@ mod tests {
         // server is tried every time.
         for _ in 0..2 {
             for _ in 0..4 {
-                c.report(1, &refused(1));
+                c.report(1, c.ticket(1), &refused(1));
                 assert!(c.check_up(1).is_ok());
             }
-            c.report(1, &Ok(()));
+            c.report(1, c.ticket(1), &Ok(()));
         }
         for _ in 0..5 {
-            c.report(1, &refused(1));
+            c.report(1, c.ticket(1), &refused(1));
         }
         match c.check_up(1) {
             Err(Error::ServerDown { retry_in, .. }) => {
@@ -429,6 +507,7 @@ mod tests {
         // A reply the server gave (not a connection failure) does not count.
         c.report::<()>(
             2,
+            c.ticket(2),
             &Err(Error::Client {
                 server: "s".into(),
                 message: "bad".into(),
@@ -449,7 +528,7 @@ mod tests {
         ] {
             let c = cluster(1, Distribution::ConsistentKetama, failover);
             for _ in 0..10 {
-                c.report(0, &refused(0));
+                c.report(0, c.ticket(0), &refused(0));
                 assert!(c.check_up(0).is_ok());
                 assert_eq!(c.place(b"k").unwrap(), 0);
             }
@@ -463,7 +542,7 @@ mod tests {
             ..Failover::default()
         };
         let c = cluster(2, Distribution::Modula, failover);
-        c.report(0, &refused(0));
+        c.report(0, c.ticket(0), &refused(0));
         assert!(c.check_up(0).is_ok());
     }
 
@@ -477,9 +556,9 @@ mod tests {
         };
         let c = cluster(3, Distribution::ConsistentKetama, failover);
         let key = key_on(&c, 1);
-        c.report(1, &refused(1));
+        c.report(1, c.ticket(1), &refused(1));
         assert_eq!(c.place(&key).unwrap(), 1, "one failure is under the limit");
-        c.report(1, &refused(1));
+        c.report(1, c.ticket(1), &refused(1));
         let moved = c.place(&key).unwrap();
         assert_ne!(
             moved, 1,
@@ -487,7 +566,7 @@ mod tests {
         );
         assert!(matches!(c.check_up(1), Err(Error::ServerDown { .. })));
         // The server answers again (say after its dead_timeout): it is back on the ring.
-        c.report(1, &Ok(()));
+        c.report(1, c.ticket(1), &Ok(()));
         assert_eq!(c.place(&key).unwrap(), 1);
         assert!(c.check_up(1).is_ok());
     }
@@ -501,7 +580,7 @@ mod tests {
         };
         let c = cluster(3, Distribution::Modula, failover);
         let key = key_on(&c, 2);
-        c.report(2, &refused(2));
+        c.report(2, c.ticket(2), &refused(2));
         assert_eq!(c.place(&key).unwrap(), 2);
         assert!(matches!(c.check_up(2), Err(Error::ServerDown { .. })));
     }
@@ -516,13 +595,13 @@ mod tests {
         };
         let c = cluster(2, Distribution::ConsistentKetama, failover);
         let key = key_on(&c, 0);
-        c.report(0, &refused(0));
+        c.report(0, c.ticket(0), &refused(0));
         assert_eq!(c.place(&key).unwrap(), 1);
         std::thread::sleep(Duration::from_millis(250));
         assert_eq!(c.place(&key).unwrap(), 0, "tried again after the wait");
         assert!(c.check_up(0).is_ok());
         // One more failure ejects it again straight away.
-        c.report(0, &refused(0));
+        c.report(0, c.ticket(0), &refused(0));
         assert_eq!(c.place(&key).unwrap(), 1);
     }
 
@@ -539,7 +618,7 @@ mod tests {
         };
         let c = cluster(3, Distribution::ConsistentKetama, failover);
         let key = key_on(&c, 1);
-        c.report(1, &refused(1));
+        c.report(1, c.ticket(1), &refused(1));
         assert_eq!(c.place(&key).unwrap(), 1, "under the limit: not ejected");
         assert!(
             matches!(c.check_up(1), Err(Error::ServerDown { .. })),
@@ -547,7 +626,7 @@ mod tests {
         );
         std::thread::sleep(Duration::from_millis(250));
         assert!(c.check_up(1).is_ok(), "tried again after retry_timeout");
-        c.report(1, &refused(1));
+        c.report(1, c.ticket(1), &refused(1));
         assert_ne!(c.place(&key).unwrap(), 1, "ejected: the key moved");
         std::thread::sleep(Duration::from_millis(250));
         assert_eq!(
@@ -566,9 +645,9 @@ mod tests {
         // Modula: the same, without the ring moving the key.
         let c = cluster(3, Distribution::Modula, failover);
         let key = key_on(&c, 2);
-        c.report(2, &refused(2));
+        c.report(2, c.ticket(2), &refused(2));
         std::thread::sleep(Duration::from_millis(250));
-        c.report(2, &refused(2));
+        c.report(2, c.ticket(2), &refused(2));
         std::thread::sleep(Duration::from_millis(250));
         assert_eq!(c.place(&key).unwrap(), 2);
         assert!(
@@ -591,7 +670,7 @@ mod tests {
         let c = cluster(3, Distribution::ConsistentKetama, failover);
         let key = key_on(&c, 1);
         for failure in 1..3 {
-            c.report(1, &refused(1));
+            c.report(1, c.ticket(1), &refused(1));
             assert_eq!(c.place(&key).unwrap(), 1, "failure {failure}: not ejected");
             let retry_in = match c.check_up(1) {
                 Err(Error::ServerDown { retry_in, .. }) => retry_in,
@@ -610,7 +689,7 @@ mod tests {
             // Cut the wait short, as if it ran out.
             c.health[1].down_until.store(1, Ordering::Relaxed);
         }
-        c.report(1, &refused(1));
+        c.report(1, c.ticket(1), &refused(1));
         assert_ne!(c.place(&key).unwrap(), 1, "the failure_limit-th ejects it");
     }
 
@@ -622,8 +701,8 @@ mod tests {
             ..Failover::default()
         };
         let c = cluster(2, Distribution::ConsistentKetama, failover);
-        c.report(0, &refused(0));
-        c.report(1, &refused(1));
+        c.report(0, c.ticket(0), &refused(0));
+        c.report(1, c.ticket(1), &refused(1));
         assert!(matches!(c.place(b"k"), Err(Error::ServerDown { .. })));
     }
 }

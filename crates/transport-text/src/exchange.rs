@@ -205,20 +205,20 @@ impl TextTransport {
     pub(crate) fn run(&self, cmd: Cmd<'_>) -> Result<Outcome> {
         let index = self.server_for_key(cmd.key())?;
         let server = self.server(index)?;
-        self.cluster.check_up(index)?;
+        let ticket = self.cluster.check_up(index)?;
         let conn = match self.checkout(server) {
             Ok(conn) => conn,
             Err(Acquire::Busy(e)) => return Err(e),
             Err(Acquire::Failed(e)) => {
                 let outcome = Err(e);
-                self.cluster.report(index, &outcome);
+                self.cluster.report(index, ticket, &outcome);
                 return outcome;
             }
         };
         let mut head = Head::default();
         let outcome = self.exchange(server, conn, &cmd, &mut head);
         let outcome = self.classify_close(index, head, outcome);
-        self.cluster.report(index, &outcome);
+        self.cluster.report(index, ticket, &outcome);
         outcome
     }
 

@@ -86,20 +86,20 @@ impl TextTransport {
         exchange: impl FnOnce(&Server, Conn, &mut Head) -> Result<T>,
     ) -> Result<T> {
         let server = self.server(0)?;
-        self.cluster.check_up(0)?;
+        let ticket = self.cluster.check_up(0)?;
         let conn = match self.checkout(server) {
             Ok(conn) => conn,
             Err(Acquire::Busy(e)) => return Err(e),
             Err(Acquire::Failed(e)) => {
                 let outcome = Err(e);
-                self.cluster.report(0, &outcome);
+                self.cluster.report(0, ticket, &outcome);
                 return outcome;
             }
         };
         let mut head = Head::default();
         let outcome = exchange(server, conn, &mut head);
         let outcome = self.classify_close(0, head, outcome);
-        self.cluster.report(0, &outcome);
+        self.cluster.report(0, ticket, &outcome);
         outcome
     }
 

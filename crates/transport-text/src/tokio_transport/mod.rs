@@ -92,7 +92,7 @@ use newcache_transport::{Error, Result};
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
-use crate::cluster::{self, Cluster};
+use crate::cluster::{self, Cluster, Ticket};
 use crate::command::{Cmd, NeedsMeta, Wire};
 use crate::conn::{Endpoint, WIRE_CLASSIC, WIRE_META, WIRE_UNKNOWN};
 use crate::multi_get::{encode_multi_get_into, gets_per_key};
@@ -189,6 +189,8 @@ struct Answers {
 /// A job queued, its answers to come.
 struct Submitted {
     index: usize,
+    /// What the server's record was when the job was let through, for the report.
+    ticket: Ticket,
     wire: Wire,
     rx: oneshot::Receiver<JobResult>,
     deadline: Instant,
@@ -323,8 +325,9 @@ impl TokioTextTransport {
     /// An open connection to server `index`, opened when there is none, a failure to get
     /// one reported to the cluster (a server that cannot be connected to counts towards its
     /// ejection).
-    async fn handle_reported(&self, index: usize) -> Result<Handle> {
-        self.handle_from(index, self.handle_now(index)).await
+    async fn handle_reported(&self, index: usize, ticket: Ticket) -> Result<Handle> {
+        self.handle_from(index, ticket, self.handle_now(index))
+            .await
     }
 
     /// Server `index`'s next connection when it is open (`Ok(Ok)`), else the slot to open
@@ -339,6 +342,7 @@ impl TokioTextTransport {
     async fn handle_from(
         &self,
         index: usize,
+        ticket: Ticket,
         now: Result<Result<Handle, &Slot>>,
     ) -> Result<Handle> {
         let handle = match now {
@@ -349,7 +353,7 @@ impl TokioTextTransport {
             Err(e) => Err(e),
         };
         if handle.is_err() {
-            self.inner.cluster.report(index, &handle);
+            self.inner.cluster.report(index, ticket, &handle);
         }
         handle
     }
@@ -453,13 +457,13 @@ impl TokioTextTransport {
         mut first: Option<(Handle, Plan)>,
     ) -> Result<Submitted> {
         let cluster = &self.inner.cluster;
-        cluster.check_up(index)?;
+        let ticket = cluster.check_up(index)?;
         let timeout = self.inner.config.read_timeout;
         for _ in 0..2 {
             let (handle, plan) = match first.take() {
                 Some(built) => built,
                 None => {
-                    let handle = self.handle_reported(index).await?;
+                    let handle = self.handle_reported(index, ticket).await?;
                     let plan = build(&handle)?;
                     (handle, plan)
                 }
@@ -475,6 +479,7 @@ impl TokioTextTransport {
                 Ok(Ok(())) => {
                     return Ok(Submitted {
                         index,
+                        ticket,
                         wire: handle.wire,
                         rx,
                         deadline,
@@ -512,7 +517,7 @@ impl TokioTextTransport {
                 Ok(Err(_)) => Err(ended(self.label(sub.index))),
                 Err(_) => Err(self.timed_out(sub.index)),
             };
-            self.inner.cluster.report(sub.index, &outcome);
+            self.inner.cluster.report(sub.index, sub.ticket, &outcome);
             return outcome;
         }
     }
@@ -522,10 +527,10 @@ impl TokioTextTransport {
     /// hand-off to the connection's task and back); else it is queued.
     async fn exchange(&self, index: usize, build: &Build<'_>) -> Result<Answers> {
         let cluster = &self.inner.cluster;
-        cluster.check_up(index)?;
+        let ticket = cluster.check_up(index)?;
         let handle = match self.handle_now(index) {
             Ok(Ok(handle)) => handle,
-            now => Box::pin(self.handle_from(index, now)).await?,
+            now => Box::pin(self.handle_from(index, ticket, now)).await?,
         };
         let plan = build(&handle)?;
         let timeout = self.inner.config.read_timeout;
@@ -546,7 +551,7 @@ impl TokioTextTransport {
             Direct::Done(Err(Failure::Failed(e))) => Err(e),
             Direct::TimedOut => Err(self.timed_out(index)),
         };
-        cluster.report(index, &outcome);
+        cluster.report(index, ticket, &outcome);
         outcome
     }
 
