@@ -321,6 +321,25 @@ impl Conn {
         }
     }
 
+    /// Whether replies have been owed for the read timeout with nothing read: the
+    /// reader's test for a hung server ([`read_loop`]).
+    fn overdue(&self) -> bool {
+        let since = {
+            let st = self.lock();
+            if st.fifo.is_empty() {
+                return false;
+            }
+            st.busy_since
+        };
+        let now = Instant::now();
+        if now < since + self.settings.read_timeout {
+            return false;
+        }
+        // The read side's lock is taken before the state's, never under it.
+        let last_read = self.lock_read().last_read;
+        now >= since.max(last_read) + self.settings.read_timeout
+    }
+
     /// Marks the connection failed: every job in flight fails with `fatal`, the direct
     /// caller (if any) and the task are woken, and no new request uses it.
     fn fail(&self, fatal: &Fatal) {
@@ -828,6 +847,17 @@ async fn write_loop(rx: &mut mpsc::Receiver<Job>, conn: &Conn, batch: &mut Vec<J
                 }
             }
             batch.retain(|job| !job.reply.is_closed());
+        }
+        if conn.overdue() {
+            // The replies in flight are owed past the read timeout with nothing read: the
+            // reader closes the connection for the silence any moment now (`read_loop`).
+            // What was taken is not written onto it: answered "not sent", it goes out on a
+            // new connection. Written, a call that came right after another's timeout
+            // failed half a millisecond later with that timeout.
+            for job in batch.drain(..) {
+                let _ = job.reply.send(Err(Failure::NotSent));
+            }
+            return Fatal::Timeout(settings.read_timeout);
         }
         let jobs = batch.len();
         let mut direct_waker = None;
