@@ -100,6 +100,12 @@ impl AsyncCache {
         self.core.wire_key(key)
     }
 
+    /// The key [`get_or_set`](AsyncCache::get_or_set) adds while it loads `key` cold
+    /// ([`Cache::lease_key`](crate::Cache::lease_key)). Needs no server.
+    pub fn lease_key(&self, key: &str) -> Result<Vec<u8>> {
+        self.core.lease_key(key)
+    }
+
     fn io(&self) -> Async<'_> {
         Async(&self.transport)
     }

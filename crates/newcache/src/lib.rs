@@ -236,6 +236,13 @@ impl Cache {
         self.core.wire_key(key)
     }
 
+    /// The key [`get_or_set`](Cache::get_or_set) adds while it loads `key` cold, so that
+    /// one process loads: `newcache-lease-` and the SHA-1 of `key`'s wire key, whatever
+    /// the key function (for tools and tests). Needs no server.
+    pub fn lease_key(&self, key: &str) -> Result<Vec<u8>> {
+        self.core.lease_key(key)
+    }
+
     /// The transport as the shared operations see it.
     fn io(&self) -> Blocking<'_> {
         Blocking(self.transport.as_ref())
@@ -450,7 +457,7 @@ impl Cache {
     ///   and `meta`) runs the loader and stores; the others are served the old value;
     /// - no value at all (cold): callers in this process share one loader run (single
     ///   flight): the others wait for its outcome; across processes, the caller that stores
-    ///   the lease key `{key}:newcache-lease` with `add` (its TTL is `lease_wait`, rounded up
+    ///   the lease key ([`lease_key`](Cache::lease_key)) with `add` (its TTL is `lease_wait`, rounded up
     ///   to whole seconds) loads, and the others poll for its value every 20 ms, contending
     ///   for the lease key again as they poll. A loader that dies (a killed process) leaves
     ///   the key to expire, and then exactly one waiter, in whatever process, takes the lease

@@ -16,6 +16,7 @@ use crate::herd_read::Over;
 use crate::io::Io;
 use crate::observe::{Event, Observed};
 use crate::ops::{Core, Fetched};
+use crate::KeyFunction;
 use crate::{Error, Result, SetOptions};
 
 /// One loader run that other callers in this process wait for.
@@ -71,6 +72,20 @@ impl Flight {
         #[cfg(feature = "tokio")]
         self.notify.notify_waiters();
     }
+}
+
+/// The lease key of the item at `wire`, for `get_or_set`'s cold load across processes:
+/// `newcache-lease-` and the SHA-1 of the wire key, whatever the cache's key function.
+/// It was the caller's key with `:newcache-lease` appended, through the key function: with
+/// a key function that does not hash (Django's prefix, an identity) a key of 240 bytes was
+/// stored and read, and refused on a cold `get_or_set` only (its lease key was past 250
+/// bytes); and a caller's own key of that name made `get_or_set` wait on it (and the
+/// lease's release deleted it). An outside audit found both.
+fn lease_key(wire: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(64);
+    newcache_keyfn::HashedKey::new("newcache", "lease")
+        .write_key(&String::from_utf8_lossy(wire), &mut out);
+    out
 }
 
 /// Deletes `get_or_set`'s lease key when the loader that holds it is done, however it leaves
@@ -129,6 +144,13 @@ impl<E> Observed for Through<E> {
             Through::Cache(e) => e.server(),
             Through::Loader(_) => None,
         }
+    }
+}
+
+impl Core {
+    /// The lease key of `key` ([`lease_key`]).
+    pub(crate) fn lease_key(&self, key: &str) -> Result<Vec<u8>> {
+        Ok(lease_key(&self.wire_key(key)?))
     }
 }
 
@@ -225,11 +247,14 @@ impl Core {
                 flight,
             };
             // One loader across processes: whoever adds the lease key loads.
-            let lease_key = self.wire_key(&format!("{key}:newcache-lease"))?;
+            let lease_key = lease_key(&wire);
             // Whole seconds, rounded up: the key outlives the others' wait for it.
             let lease_secs = u32::try_from(self.config.lease_wait.as_millis().div_ceil(1000))
                 .unwrap_or(u32::MAX)
                 .max(1);
+            // memcached keeps the key up to a second past its exptime; a waiter that has not
+            // got it by then loads without it (below).
+            let lease_life = Duration::from_secs(u64::from(lease_secs) + 1);
             let lease = Store {
                 mode: StoreMode::Add,
                 key: &lease_key,
@@ -266,6 +291,19 @@ impl Core {
                 // Another process holds the lease: wait for its value, and contend again,
                 // since a holder that died frees the lease only when its key expires.
                 let since = *waited.get_or_insert_with(Instant::now);
+                if since.elapsed() >= lease_life {
+                    // The key outlived its TTL (something else stored it without one): the
+                    // wait is bounded by `lease_wait` all the same, so this caller loads.
+                    self.observer.lease_wait(since.elapsed());
+                    let over = match self.fetch_unobserved::<I, T>(io, OP, key, &wire).await? {
+                        Fetched::Hit(v) => return Ok(v),
+                        Fetched::Recompute(over) => over,
+                        Fetched::Cold => Over::Nothing,
+                    };
+                    return self
+                        .load_and_store(io, key, &wire, options, loader, over)
+                        .await;
+                }
                 io.sleep(Duration::from_millis(20)).await;
                 match self.fetch_unobserved::<I, T>(io, OP, key, &wire).await? {
                     Fetched::Hit(v) => {

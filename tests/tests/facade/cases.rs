@@ -53,11 +53,22 @@ impl Env {
         String::from_utf8(self.cache.wire_key(key).unwrap()).unwrap()
     }
 
+    /// `key`'s `get_or_set` lease key on the server: its TTL (-1 = never).
+    fn lease(&self, key: &str) -> Option<i64> {
+        let lease = String::from_utf8(self.cache.lease_key(key).unwrap()).unwrap();
+        self.meta_wire(&lease).map(|(_, ttl, _)| ttl)
+    }
+
     /// `mg KEY f t v` on the server: (flags, remaining TTL (-1 = never), value).
     fn meta(&self, key: &str) -> Option<(u32, i64, Vec<u8>)> {
+        self.meta_wire(&self.wire(key))
+    }
+
+    /// [`Env::meta`] of a wire key.
+    fn meta_wire(&self, wire: &str) -> Option<(u32, i64, Vec<u8>)> {
         let reply = self
             .server
-            .raw(&format!("mg {} f t v\r\n", self.wire(key)), b"\r\n");
+            .raw(&format!("mg {wire} f t v\r\n"), b"\r\n");
         if reply.starts_with(b"EN") {
             return None;
         }
@@ -82,7 +93,7 @@ impl Env {
             // The rest of the value had not arrived in the first read.
             let more = self
                 .server
-                .raw(&format!("get {}\r\n", self.wire(key)), b"END\r\n");
+                .raw(&format!("get {wire}\r\n"), b"END\r\n");
             let text = String::from_utf8_lossy(&more);
             let body_start = text.find("\r\n").unwrap() + 2;
             value = more[body_start..body_start + len].to_vec();

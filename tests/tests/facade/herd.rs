@@ -403,11 +403,85 @@ fn after_a_failing_cold_loader_one_waiter_loads_next_not_all() {
     assert_eq!(runs.load(std::sync::atomic::Ordering::SeqCst), 2, "{got:?}");
     assert_eq!(got.iter().filter(|g| g.is_err()).count(), 1, "{got:?}");
     assert!(got.iter().flatten().all(|v| *v == 7), "{got:?}");
+    assert_eq!(e.lease("cold"), None, "the lease key is released");
+    // While a cold load runs, its lease key is there (TTL: lease_wait, whole seconds).
+    let (cache, seen) = (e.cache.clone(), Arc::new(std::sync::Mutex::new(None)));
+    let lease = String::from_utf8(e.cache.lease_key("held").unwrap()).unwrap();
+    let server_addr = e.server.addr();
+    let seen_in = seen.clone();
+    cache
+        .get_or_set("held", Ttl::Seconds(60), move || {
+            let mut s = std::net::TcpStream::connect(&server_addr).unwrap();
+            use std::io::{Read, Write};
+            s.write_all(format!("mg {lease} t\r\n").as_bytes()).unwrap();
+            let mut reply = [0u8; 64];
+            let n = s.read(&mut reply).unwrap();
+            *seen_in.lock().unwrap() = Some(String::from_utf8_lossy(&reply[..n]).into_owned());
+            1u32
+        })
+        .unwrap();
+    let seen = seen.lock().unwrap().clone().unwrap();
+    assert!(seen.starts_with("HD t3") || seen.starts_with("HD t2"), "{seen}");
+}
+
+/// The cold load's lease key is made from the wire key (`newcache-lease-` and its SHA-1),
+/// not from the caller's key through the key function: with a key function that does not
+/// hash, a long key was stored and read, and refused on a cold `get_or_set` only (its lease
+/// key `{key}:newcache-lease` was past 250 bytes); and a caller's own key of that name made
+/// `get_or_set` wait on it for ever, then deleted it (an outside audit).
+#[test]
+fn the_lease_key_fits_any_valid_key_and_is_no_callers_key() {
+    let e = env("key_function=django&key_prefix=site&lease_wait=1000");
+    let long = "k".repeat(240);
+    assert_eq!(e.cache.wire_key(&long).unwrap().len(), 247);
+    let v: u32 = e
+        .cache
+        .get_or_set(&long, Ttl::Seconds(60), || 1u32)
+        .unwrap();
+    assert_eq!(v, 1);
+    assert_eq!(e.cache.get::<u32>(&long).unwrap(), Some(1));
+    let lease = e.cache.lease_key("report").unwrap();
+    assert!(lease.starts_with(b"newcache-lease-") && lease.len() == 55);
+    // A caller's value under the old lease key's name is left alone.
+    e.cache
+        .set("report:newcache-lease", "user data", Ttl::Forever)
+        .unwrap();
+    let started = Instant::now();
+    let v: String = e
+        .cache
+        .get_or_set("report", Ttl::Seconds(60), || "loaded".to_string())
+        .unwrap();
+    assert_eq!(v, "loaded");
+    assert!(started.elapsed() < Duration::from_millis(500));
     assert_eq!(
-        e.meta("cold:newcache-lease"),
-        None,
-        "the lease key is released"
+        e.cache.get::<String>("report:newcache-lease").unwrap().as_deref(),
+        Some("user data")
     );
+}
+
+/// A lease key that does not expire (stored by something else with no TTL) costs a cold
+/// `get_or_set` the lease's own life, `lease_wait` rounded up to the second and one more,
+/// then it loads: the wait is bounded by the cache, not by the key's TTL.
+#[test]
+fn a_lease_key_that_never_expires_costs_a_bounded_wait() {
+    let e = env("lease_wait=1000");
+    let lease = String::from_utf8(e.cache.lease_key("stuck").unwrap()).unwrap();
+    assert_eq!(
+        e.server.raw(&format!("set {lease} 0 0 1\r\nx\r\n"), b"\r\n"),
+        b"STORED\r\n"
+    );
+    let started = Instant::now();
+    let v: u32 = e
+        .cache
+        .get_or_set("stuck", Ttl::Seconds(60), || 9u32)
+        .unwrap();
+    let took = started.elapsed();
+    assert_eq!(v, 9);
+    assert!(
+        took >= Duration::from_secs(2) && took < Duration::from_secs(4),
+        "waited {took:?}"
+    );
+    assert_eq!(e.cache.get::<u32>("stuck").unwrap(), Some(9));
 }
 
 #[test]
@@ -422,7 +496,7 @@ fn a_panicking_loader_releases_the_lease_key_and_the_flight() {
     .join();
     assert!(panicked.is_err());
     assert_eq!(
-        e.meta("boom:newcache-lease"),
+        e.lease("boom"),
         None,
         "the lease key is deleted"
     );
@@ -453,7 +527,7 @@ fn a_panicking_loader_releases_the_lease_key_and_the_flight() {
         got.iter().flatten().all(|v| matches!(v, Ok(5))),
         "the others got the next loader's value"
     );
-    assert_eq!(e.meta("boom:newcache-lease"), None);
+    assert_eq!(e.lease("boom"), None);
 }
 
 #[test]
