@@ -152,6 +152,30 @@ impl Core {
     pub(crate) fn lease_key(&self, key: &str) -> Result<Vec<u8>> {
         Ok(lease_key(&self.wire_key(key)?))
     }
+
+    /// The flight of `wire`'s load in this process, and whether this caller leads it (it
+    /// was not flying: the caller must end it, [`FlightGuard`]).
+    fn flight(&self, wire: &[u8]) -> Result<(Arc<Flight>, bool)> {
+        let mut flights = self
+            .flights
+            .lock()
+            .map_err(|_| Error::Config("get_or_set flight table poisoned".into()))?;
+        Ok(match flights.get(wire) {
+            Some(f) => (f.clone(), false),
+            None => {
+                let f = Arc::new(Flight::default());
+                flights.insert(wire.to_vec(), f.clone());
+                (f, true)
+            }
+        })
+    }
+
+    /// Whether a `get_or_set` in this process is loading `wire` now.
+    pub(crate) fn refreshing(&self, wire: &[u8]) -> bool {
+        self.flights
+            .lock()
+            .is_ok_and(|flights| flights.contains_key(wire))
+    }
 }
 
 impl Core {
@@ -210,6 +234,25 @@ impl Core {
             }
             match fetched {
                 Fetched::Hit(v) => return Ok(v),
+                // A refresh of a value this reader read (XFetch's early one, or memcached's
+                // win under herd=meta): one per process too. Readers that decide on it
+                // once the leader is on its way are served the value (`Core::look` asks
+                // `refreshing`); one that decided in the instant before waits for it.
+                Fetched::Recompute(over @ Over::Item(_)) => {
+                    let (flight, leader) = self.flight(&wire)?;
+                    if !leader {
+                        io.wait_for(&flight).await;
+                        continue;
+                    }
+                    let _guard = FlightGuard {
+                        core: self,
+                        wire: wire.clone(),
+                        flight,
+                    };
+                    return self
+                        .load_and_store(io, key, &wire, options, loader, over)
+                        .await;
+                }
                 Fetched::Recompute(over) => {
                     return self
                         .load_and_store(io, key, &wire, options, loader, over)
@@ -218,20 +261,7 @@ impl Core {
                 Fetched::Cold => {}
             }
             // Cold: one loader per process.
-            let (flight, leader) = {
-                let mut flights = self
-                    .flights
-                    .lock()
-                    .map_err(|_| Error::Config("get_or_set flight table poisoned".into()))?;
-                match flights.get(&wire) {
-                    Some(f) => (f.clone(), false),
-                    None => {
-                        let f = Arc::new(Flight::default());
-                        flights.insert(wire.clone(), f.clone());
-                        (f, true)
-                    }
-                }
-            };
+            let (flight, leader) = self.flight(&wire)?;
             if !leader {
                 // The leader's outcome, not this caller's clock: its value is then there to
                 // read, or (after its error or panic) the key is still cold and one of the
