@@ -547,3 +547,80 @@ fn a_hang_under_64_callers_is_one_failure_not_one_per_caller() {
         }
     }
 }
+
+/// A multi-get through the cache with one server of three dead: the others' values come,
+/// and the dead server's keys are listed failed, each with its server's failure, not read
+/// as misses (an outside audit: `get_many` answered Ok, complete, with those keys silently
+/// absent). Every transport, and `AsyncCache`.
+#[test]
+fn get_many_lists_a_dead_servers_keys_as_failed_not_as_misses() {
+    let mut servers = cluster(3);
+    let hosts: Vec<String> = servers.iter().map(Memcached::addr).collect();
+    let base = format!("newcache://{}/?flavor=gm&read_timeout=300", hosts.join(";"));
+    let mut urls = vec![base.clone()];
+    #[cfg(feature = "binary")]
+    urls.extend([
+        format!("{base}&binary=true"),
+        format!("{base}&transport=libmemcached"),
+    ]);
+    let caches: Vec<newcache::Cache> = urls
+        .iter()
+        .map(|u| newcache::Cache::from_url(u).unwrap())
+        .collect();
+    let keys: Vec<String> = (0..60).map(|i| format!("gm:{i}")).collect();
+    for k in &keys {
+        caches[0].set(k, k, newcache::Ttl::Seconds(300)).unwrap();
+    }
+    // Which server holds each key (the text transport places as libmemcached does).
+    let text = transport(&servers, &[]);
+    let on_1: Vec<&String> = keys
+        .iter()
+        .filter(|k| {
+            text.server_for_key(&caches[0].wire_key(k).unwrap())
+                .unwrap()
+                == 1
+        })
+        .collect();
+    assert!(!on_1.is_empty() && on_1.len() < keys.len());
+    servers[1].kill();
+    let check = |url: &str, got: newcache::GetMany<String>| {
+        assert_eq!(got.len(), keys.len() - on_1.len(), "{url}");
+        assert!(!got.is_complete(), "{url}");
+        let mut failed: Vec<&str> = got.failed().iter().map(|(k, _)| k.as_str()).collect();
+        failed.sort_unstable();
+        let mut expected: Vec<&str> = on_1.iter().map(|k| k.as_str()).collect();
+        expected.sort_unstable();
+        assert_eq!(failed, expected, "{url}");
+        for (key, e) in got.failed() {
+            assert!(
+                matches!(e, newcache::Error::Transport(t) if t.is_server_failure()),
+                "{url}: {key}: {e}"
+            );
+        }
+        for (key, value) in got.iter() {
+            assert_eq!(key, value, "{url}");
+        }
+    };
+    for (url, cache) in urls.iter().zip(&caches) {
+        // Twice: the failure found by the first, the server marked down for the second.
+        for _ in 0..2 {
+            check(url, cache.get_many::<_, String>(&keys).unwrap());
+        }
+        assert!(cache.get_many_ordered::<_, String>(&keys).is_err(), "{url}");
+    }
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let cache = newcache::Cache::builder()
+            .servers(hosts.iter().map(String::as_str))
+            .flavor("gm")
+            .read_timeout(Duration::from_millis(300))
+            .build_async()
+            .unwrap();
+        for _ in 0..2 {
+            check("async", cache.get_many::<_, String>(&keys).await.unwrap());
+        }
+    });
+}

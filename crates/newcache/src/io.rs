@@ -16,7 +16,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use newcache_transport::{
-    Found, Item, MadeKeys, MetaItem, ServerStats, Store, StoreStatus, Transport,
+    Found, Item, MadeKeys, ManyRead, MetaItem, ServerStats, Store, StoreStatus, Transport,
 };
 
 use crate::read_through::Flight;
@@ -28,10 +28,11 @@ pub(crate) type TResult<T> = newcache_transport::Result<T>;
 /// between lease polls, a wait for another caller's load).
 pub(crate) trait Io: Sync {
     fn get<'a>(&'a self, key: &'a [u8]) -> impl Future<Output = TResult<Option<Item>>> + Send + 'a;
+    /// A multi-get, the keys of a server that failed while others answered told apart.
     fn get_many<'a>(
         &'a self,
         keys: &'a [&'a [u8]],
-    ) -> impl Future<Output = TResult<Vec<Option<Item>>>> + Send + 'a;
+    ) -> impl Future<Output = TResult<ManyRead>> + Send + 'a;
     /// Runs a multi-get whose keys are made as the transport asks
     /// ([`Transport::get_many_made`]) at once, handing each item to `found`, when this Io
     /// can without awaiting (`None`: make every key, then [`Io::get_many`]).
@@ -72,11 +73,12 @@ pub(crate) trait Io: Sync {
         key: &'a [u8],
         recache_below: u32,
     ) -> impl Future<Output = TResult<Option<MetaItem>>> + Send + 'a;
+    /// A meta multi-get, the keys of a server that failed while others answered told apart.
     fn meta_get_many<'a>(
         &'a self,
         keys: &'a [&'a [u8]],
         recache_below: u32,
-    ) -> impl Future<Output = TResult<Vec<Option<MetaItem>>>> + Send + 'a;
+    ) -> impl Future<Output = TResult<ManyRead<MetaItem>>> + Send + 'a;
     fn meta_invalidate<'a>(
         &'a self,
         key: &'a [u8],
@@ -119,8 +121,8 @@ impl Io for Blocking<'_> {
     fn get_many<'a>(
         &'a self,
         keys: &'a [&'a [u8]],
-    ) -> impl Future<Output = TResult<Vec<Option<Item>>>> + Send + 'a {
-        std::future::ready(self.0.get_many(keys))
+    ) -> impl Future<Output = TResult<ManyRead>> + Send + 'a {
+        std::future::ready(self.0.get_many_read(keys))
     }
     fn get_many_now(&self, keys: &mut dyn MadeKeys, found: &mut Found<'_>) -> Option<TResult<()>> {
         Some(self.0.get_many_made(keys, found))
@@ -185,8 +187,8 @@ impl Io for Blocking<'_> {
         &'a self,
         keys: &'a [&'a [u8]],
         recache_below: u32,
-    ) -> impl Future<Output = TResult<Vec<Option<MetaItem>>>> + Send + 'a {
-        std::future::ready(self.0.meta_get_many(keys, recache_below))
+    ) -> impl Future<Output = TResult<ManyRead<MetaItem>>> + Send + 'a {
+        std::future::ready(self.0.meta_get_many_read(keys, recache_below))
     }
     fn meta_invalidate<'a>(
         &'a self,
@@ -241,8 +243,8 @@ impl Io for Async<'_> {
     fn get_many<'a>(
         &'a self,
         keys: &'a [&'a [u8]],
-    ) -> impl Future<Output = TResult<Vec<Option<Item>>>> + Send + 'a {
-        self.0.get_many(keys)
+    ) -> impl Future<Output = TResult<ManyRead>> + Send + 'a {
+        self.0.get_many_read(keys)
     }
     fn get_many_now(&self, _: &mut dyn MadeKeys, _: &mut Found<'_>) -> Option<TResult<()>> {
         None
@@ -307,8 +309,8 @@ impl Io for Async<'_> {
         &'a self,
         keys: &'a [&'a [u8]],
         recache_below: u32,
-    ) -> impl Future<Output = TResult<Vec<Option<MetaItem>>>> + Send + 'a {
-        self.0.meta_get_many(keys, recache_below)
+    ) -> impl Future<Output = TResult<ManyRead<MetaItem>>> + Send + 'a {
+        self.0.meta_get_many_read(keys, recache_below)
     }
     fn meta_invalidate<'a>(
         &'a self,

@@ -268,7 +268,10 @@ impl Cache {
     /// map keyed by the caller's own keys, holding the hits only, in the order asked, with no
     /// allocation per key ([`GetMany::into_map`] makes a `HashMap` of it). A value that is
     /// there but cannot be decoded is left out of it and listed in [`GetMany::failed`] with
-    /// its error, so the others still arrive. A failure of the servers fails the call.
+    /// its error, so the others still arrive; so is each key of a server that failed while
+    /// the others answered (a timeout, a refused connection, a server marked down: not a
+    /// miss, so [`GetMany::is_complete`] is false). When every server asked failed, or one
+    /// gave a reply that is not memcached's, the call fails.
     ///
     /// The keys are made as the transport asks for them ([`Transport::get_many_made`]); the
     /// text transport makes (and checks) every key first, so a key memcached cannot take
@@ -284,8 +287,9 @@ impl Cache {
 
     /// Fetches many values like [`get_many`](Cache::get_many), as one entry per key in the
     /// order of `keys` (`None` for a miss, or for the reader who should recompute): no map,
-    /// no owned keys. A value that is there but cannot be decoded fails the call with its
-    /// error (the first such key's); use `get_many` to keep the others.
+    /// no owned keys. A value that is there but cannot be decoded, or a key whose server
+    /// failed while the others answered, fails the call with its error (the first such
+    /// key's); use `get_many` to keep the others.
     pub fn get_many_ordered<K, T>(&self, keys: &[K]) -> Result<Vec<Option<T>>>
     where
         K: AsRef<str>,

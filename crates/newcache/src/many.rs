@@ -245,7 +245,9 @@ impl<T> GetMany<T> {
         self.iter().map(|(_, value)| value)
     }
 
-    /// The keys whose value could not be read, with why, in the order asked.
+    /// The keys whose value could not be read, with why, in the order asked: a value that
+    /// did not decode ([`Error::Decode`]), or a key whose server failed while the others
+    /// answered ([`Error::Transport`], a server failure).
     pub fn failed(&self) -> &[(String, Error)] {
         &self.failed
     }

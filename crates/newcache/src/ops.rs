@@ -468,25 +468,35 @@ impl Core {
         } else {
             None
         };
-        if let Some(metas) = metas {
-            for (i, m) in metas.into_iter().enumerate() {
+        // The keys of a server that failed while the others answered: not read, and no
+        // misses either: each is the caller's failure for its key (`GetMany::failed`).
+        let unread = if let Some(metas) = metas {
+            for (i, m) in metas.items.into_iter().enumerate() {
                 let wire = made.key(i).unwrap_or_default();
                 take(i, m.map(|m| self.look_meta(op, wire, m, now)));
             }
+            metas.unread
         } else {
             let now_read = io.get_many_now(&mut made, &mut |i, wire, item| {
                 take(i, Some(self.look(op, wire, item, now)));
             });
             match now_read {
-                Some(read) => read.map_err(|e| made.failure(e))?,
+                Some(read) => {
+                    read.map_err(|e| made.failure(e))?;
+                    made.take_unread()
+                }
                 None => {
                     let refs = made.all()?;
-                    let items = io_meanwhile(io.get_many(&refs), meanwhile).await?;
-                    for (i, (item, wire)) in items.into_iter().zip(&refs).enumerate() {
+                    let read = io_meanwhile(io.get_many(&refs), meanwhile).await?;
+                    for (i, (item, wire)) in read.items.into_iter().zip(&refs).enumerate() {
                         take(i, item.map(|item| self.look(op, wire, item, now)));
                     }
+                    read.unread
                 }
             }
+        };
+        for (i, e) in unread {
+            take(i, Some(Err(e.into())));
         }
         if !stale.is_empty() {
             let statuses = self

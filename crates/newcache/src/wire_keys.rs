@@ -3,6 +3,8 @@
 //! kept for the thread's next multi-get ([`SPARE`]).
 
 use std::cell::Cell;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
 
 use newcache_keyfn::{check_wire_key, write_keys_one_at_a_time, write_valid_key, InvalidKey};
 use newcache_transport::MadeKeys;
@@ -49,6 +51,11 @@ pub(crate) struct WireKeys<'k, K, M: ?Sized> {
     fixed: bool,
     /// The caller's work for when the request is out ([`MadeKeys::sent`]).
     meanwhile: &'k M,
+    /// The keys whose server failed while the others answered ([`MadeKeys::unread`]); a
+    /// mutex, as an async multi-get's future holds the keys across its awaits (and must be
+    /// `Send`), with a flag so that a call with none takes no lock.
+    unread: Mutex<Vec<(usize, newcache_transport::Error)>>,
+    any_unread: AtomicBool,
 }
 
 impl<'k, K: AsRef<str>, M: Fn() + ?Sized> WireKeys<'k, K, M> {
@@ -68,6 +75,8 @@ impl<'k, K: AsRef<str>, M: Fn() + ?Sized> WireKeys<'k, K, M> {
             refused: None,
             fixed: key_function.validity_is_fixed(),
             meanwhile,
+            unread: Mutex::new(Vec::new()),
+            any_unread: AtomicBool::new(false),
         }
     }
 
@@ -172,6 +181,17 @@ impl<'k, K: AsRef<str>, M: Fn() + ?Sized> WireKeys<'k, K, M> {
     }
 }
 
+impl<K, M: ?Sized> WireKeys<'_, K, M> {
+    /// The keys the transport said it could not read ([`MadeKeys::unread`]), taken.
+    pub(crate) fn take_unread(&self) -> Vec<(usize, newcache_transport::Error)> {
+        if !self.any_unread.load(Ordering::Acquire) {
+            return Vec::new();
+        }
+        let mut unread = self.unread.lock().unwrap_or_else(|p| p.into_inner());
+        std::mem::take(&mut *unread)
+    }
+}
+
 impl<K: AsRef<str>, M: Fn() + ?Sized> MadeKeys for WireKeys<'_, K, M> {
     fn count(&self) -> usize {
         self.keys.len()
@@ -198,6 +218,12 @@ impl<K: AsRef<str>, M: Fn() + ?Sized> MadeKeys for WireKeys<'_, K, M> {
 
     fn sent(&self) {
         (self.meanwhile)();
+    }
+
+    fn unread(&self, i: usize, error: newcache_transport::Error) {
+        let mut unread = self.unread.lock().unwrap_or_else(|p| p.into_inner());
+        unread.push((i, error));
+        self.any_unread.store(true, Ordering::Release);
     }
 }
 

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::os::raw::c_char;
 
 use libmemcached_sys::*;
-use newcache_transport::{check_key, Error, Item, Result};
+use newcache_transport::{check_key, Error, Item, ManyRead, Result};
 
 use crate::copy::c_bytes;
 use crate::errors::out_of_memory;
@@ -21,16 +21,12 @@ impl BinaryTransport {
     /// before reading a reply). A server that is left alone, or fails during the call,
     /// leaves its keys as misses, as in the text transport; the call fails only when every
     /// server failed, or one failed otherwise than by being unreachable, hung or down.
-    pub(crate) fn get_many_then(
-        &self,
-        keys: &[&[u8]],
-        sent: &dyn Fn(),
-    ) -> Result<Vec<Option<Item>>> {
+    pub(crate) fn get_many_then(&self, keys: &[&[u8]], sent: &dyn Fn()) -> Result<ManyRead> {
         for key in keys {
             check_key(key)?;
         }
         if keys.is_empty() {
-            return Ok(Vec::new());
+            return Ok(ManyRead::all(Vec::new()));
         }
         let mut distinct: Vec<&[u8]> = keys.to_vec();
         distinct.sort_unstable();
@@ -38,18 +34,27 @@ impl BinaryTransport {
         let h = self.lease()?;
         if self.position_to_server.len() == 1 {
             // One server, never left alone: no placement to look up.
-            let mut items = self.fetch(&h, &distinct, &[0], sent)?;
-            return Ok(Self::in_order(keys, distinct.len(), &mut items));
+            let mut items = self.fetch(&h, &distinct, &[0], sent, &mut Vec::new())?;
+            return Ok(ManyRead::all(Self::in_order(
+                keys,
+                distinct.len(),
+                &mut items,
+            )));
         }
         let mut asked_keys: Vec<&[u8]> = Vec::with_capacity(distinct.len());
         let mut asked: Vec<usize> = Vec::new();
-        let mut down: Option<Error> = None;
+        // Each distinct key's server position, and the servers left alone, with why.
+        let mut placed: HashMap<&[u8], usize> = HashMap::with_capacity(distinct.len());
+        let mut failed: Vec<(usize, Error)> = Vec::new();
         for &key in &distinct {
             let position = self.position_for_key(&h, key);
             if let Some(p) = position {
+                placed.insert(key, p);
                 if let Some(i) = self.server_at(p) {
                     if let Err(e) = self.gate(i) {
-                        down.get_or_insert(e);
+                        if !failed.iter().any(|(q, _)| *q == p) {
+                            failed.push((p, e));
+                        }
                         continue;
                     }
                 }
@@ -60,12 +65,24 @@ impl BinaryTransport {
             asked_keys.push(key);
         }
         if asked_keys.is_empty() {
-            if let Some(e) = down {
+            if let Some((_, e)) = failed.into_iter().next() {
                 return Err(e);
             }
+            return Ok(ManyRead::all(vec![None; keys.len()]));
         }
-        let mut items = self.fetch(&h, &asked_keys, &asked, sent)?;
-        Ok(Self::in_order(keys, distinct.len(), &mut items))
+        let mut items = self.fetch(&h, &asked_keys, &asked, sent, &mut failed)?;
+        let items = Self::in_order(keys, distinct.len(), &mut items);
+        // The keys of the servers that failed (left alone, or during the call): not read.
+        let unread = keys
+            .iter()
+            .enumerate()
+            .filter_map(|(i, key)| {
+                let p = placed.get(key)?;
+                let (_, e) = failed.iter().find(|(q, _)| q == p)?;
+                Some((i, e.for_another_key()))
+            })
+            .collect();
+        Ok(ManyRead::with_unread(items, unread))
     }
 
     /// Runs a multi-get of `keys` (distinct, valid, **sorted**) on `h` and reads every item.
@@ -84,6 +101,7 @@ impl BinaryTransport {
         keys: &[&[u8]],
         asked: &[usize],
         then_sent: &dyn Fn(),
+        failed_servers: &mut Vec<(usize, Error)>,
     ) -> Result<HashMap<Vec<u8>, Item>> {
         let mut items = HashMap::with_capacity(keys.len());
         if keys.is_empty() {
@@ -234,11 +252,14 @@ impl BinaryTransport {
         }
         let every_server_failed = failed.len() == states.len();
         let mut first = None;
-        for (_, e) in failed {
+        for (p, e) in failed {
             if !e.is_server_failure() {
                 return Err(e);
             }
-            first.get_or_insert(e);
+            if first.is_none() {
+                first = Some(e.for_another_key());
+            }
+            failed_servers.push((p, e));
         }
         match first {
             Some(e) if every_server_failed => Err(e),

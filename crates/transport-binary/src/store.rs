@@ -137,7 +137,7 @@ impl BinaryTransport {
                     // discards that body and reports an unknown read failure. Tell the two
                     // apart by the value itself.
                     let asked: Vec<usize> = position.into_iter().collect();
-                    if let Ok(items) = self.fetch(h, &[key], &asked, &|| {}) {
+                    if let Ok(items) = self.fetch(h, &[key], &asked, &|| {}, &mut Vec::new()) {
                         if items.get(key).is_some_and(|i| !is_decimal(&i.value)) {
                             return Err(Error::Client {
                                 server: self.label_for_key(h, key),

@@ -5,8 +5,8 @@ use std::ptr;
 
 use libmemcached_sys::*;
 use newcache_transport::{
-    check_key, get_many_made_with, Error, Found, Item, MadeKeys, Result, ServerStats, Store,
-    StoreMode, StoreStatus, Transport,
+    check_key, get_many_made_with, Error, Found, Item, MadeKeys, ManyRead, Result, ServerStats,
+    Store, StoreMode, StoreStatus, Transport,
 };
 
 use crate::batch::Batch;
@@ -35,13 +35,17 @@ impl Transport for BinaryTransport {
         let (h, position, _) = self.lease_for_key(key)?;
         let one = [position.unwrap_or(0)];
         let asked: &[usize] = if position.is_some() { &one } else { &[] };
-        let mut items = self.fetch(&h, &[key], asked, &|| {})?;
+        let mut items = self.fetch(&h, &[key], asked, &|| {}, &mut Vec::new())?;
         Ok(items.remove(key))
     }
 
     /// One multi-get for every server's keys: see `get_many_then` (get.rs) for how a
     /// server that fails is answered.
     fn get_many(&self, keys: &[&[u8]]) -> Result<Vec<Option<Item>>> {
+        self.get_many_then(keys, &|| {}).map(|read| read.items)
+    }
+
+    fn get_many_read(&self, keys: &[&[u8]]) -> Result<ManyRead> {
         self.get_many_then(keys, &|| {})
     }
 

@@ -341,27 +341,41 @@ impl TextTransport {
             .collect()
     }
 
-    /// For reads: the answers of the servers that answered; a server that is down or failed
-    /// leaves its keys as misses (libmemcached's multi-get does the same). An error when
-    /// every server failed, or when one gave a reply that is an error of its own.
-    pub(crate) fn tolerant<A>(outcomes: Vec<(usize, Result<A>)>) -> Result<Vec<(usize, A)>> {
+    /// For reads: the answers of the servers that answered, and the keys of those that are
+    /// down or failed (`members` gives a server's), each with its server's failure: not
+    /// read, but no misses either ([`newcache_transport::ManyRead::unread`]; `get_many` reads them as misses, as
+    /// libmemcached's multi-get does). An error when every server failed, or when one gave a
+    /// reply that is an error of its own.
+    pub(crate) fn tolerant<'m, A>(
+        outcomes: Vec<(usize, Result<A>)>,
+        members: impl Fn(usize) -> &'m [usize],
+    ) -> Result<Tolerated<A>> {
         let mut answered = Vec::with_capacity(outcomes.len());
-        let mut first_failure = None;
+        let mut failed: Vec<(usize, Error)> = Vec::new();
         for (index, outcome) in outcomes {
             match outcome {
                 Ok(answers) => answered.push((index, answers)),
-                Err(e) if e.is_server_failure() => {
-                    first_failure.get_or_insert(e);
-                }
+                Err(e) if e.is_server_failure() => failed.push((index, e)),
                 Err(e) => return Err(e),
             }
         }
-        match first_failure {
-            Some(e) if answered.is_empty() => Err(e),
-            _ => Ok(answered),
+        if answered.is_empty() {
+            if let Some((_, e)) = failed.into_iter().next() {
+                return Err(e);
+            }
+            return Ok((answered, Vec::new()));
         }
+        let mut unread = Vec::new();
+        for (index, e) in failed {
+            unread.extend(members(index).iter().map(|&i| (i, e.for_another_key())));
+        }
+        Ok((answered, unread))
     }
 }
+
+/// What [`TextTransport::tolerant`] keeps of a read's outcomes: each server's answers that
+/// came, by server, and the keys not read (their positions), each with its server's failure.
+pub(crate) type Tolerated<A> = (Vec<(usize, A)>, Vec<(usize, Error)>);
 
 /// One answer of a pipelined batch.
 #[derive(Debug)]

@@ -2,8 +2,8 @@
 //! of the other modules.
 
 use newcache_transport::{
-    check_key, get_many_made_with, Error, Found, Item, MadeKeys, MetaItem, Result, ServerStats,
-    Store, StoreMode, StoreStatus, Transport,
+    check_key, get_many_made_with, Error, Found, Item, MadeKeys, ManyRead, MetaItem, Result,
+    ServerStats, Store, StoreMode, StoreStatus, Transport,
 };
 
 use crate::batch::{Answer, Batch, RoundLimit};
@@ -21,18 +21,15 @@ impl TextTransport {
 
     /// [`Transport::get_many`], with `sent` run once a one-server request is written and
     /// before its replies are read (a multi-server one does not run it).
-    pub(crate) fn get_many_then(
-        &self,
-        keys: &[&[u8]],
-        sent: &dyn Fn(),
-    ) -> Result<Vec<Option<Item>>> {
+    pub(crate) fn get_many_then(&self, keys: &[&[u8]], sent: &dyn Fn()) -> Result<ManyRead> {
         if self.one_request(keys) {
-            return self.get_many_on_one_server(keys, sent);
+            return self.get_many_on_one_server(keys, sent).map(ManyRead::all);
         }
         let groups = self.keys_by_server(keys)?;
         let mut out = vec![None; keys.len()];
         let outcomes = self.pipelined(&groups, Batch::Gets(keys), RoundLimit::VALUES);
-        for (index, answers) in Self::tolerant(outcomes)? {
+        let (answered, unread) = Self::tolerant(outcomes, |index| members_of(&groups, index))?;
+        for (index, answers) in answered {
             for answer in answers {
                 match answer {
                     Answer::Key(i, Outcome::Item(item)) => {
@@ -44,8 +41,16 @@ impl TextTransport {
                 }
             }
         }
-        Ok(out)
+        Ok(ManyRead::with_unread(out, unread))
     }
+}
+
+/// The positions of the keys grouped on server `index`.
+pub(crate) fn members_of(groups: &[(usize, Vec<usize>)], index: usize) -> &[usize] {
+    groups
+        .iter()
+        .find(|(i, _)| *i == index)
+        .map_or(&[][..], |(_, members)| members.as_slice())
 }
 
 impl Transport for TextTransport {
@@ -67,7 +72,13 @@ impl Transport for TextTransport {
         }
     }
 
+    /// A server that failed while the others answered leaves its keys as misses, as
+    /// libmemcached's multi-get does ([`Transport::get_many_read`] tells them apart).
     fn get_many(&self, keys: &[&[u8]]) -> Result<Vec<Option<Item>>> {
+        self.get_many_then(keys, &|| {}).map(|read| read.items)
+    }
+
+    fn get_many_read(&self, keys: &[&[u8]]) -> Result<ManyRead> {
         self.get_many_then(keys, &|| {})
     }
 
@@ -276,11 +287,17 @@ impl Transport for TextTransport {
     }
 
     fn meta_get_many(&self, keys: &[&[u8]], recache_below: u32) -> Result<Vec<Option<MetaItem>>> {
+        self.meta_get_many_read(keys, recache_below)
+            .map(|read| read.items)
+    }
+
+    fn meta_get_many_read(&self, keys: &[&[u8]], recache_below: u32) -> Result<ManyRead<MetaItem>> {
         let groups = self.keys_by_server(keys)?;
         let cmd_of = |i: usize| keys.get(i).map(|&key| Cmd::MetaGet { key, recache_below });
         let outcomes = self.pipelined(&groups, Batch::Each(&cmd_of), RoundLimit::VALUES);
         let mut out = vec![None; keys.len()];
-        for (index, answers) in Self::tolerant(outcomes)? {
+        let (answered, unread) = Self::tolerant(outcomes, |index| members_of(&groups, index))?;
+        for (index, answers) in answered {
             for answer in answers {
                 match answer {
                     Answer::Key(i, Outcome::Meta(item)) => {
@@ -292,7 +309,7 @@ impl Transport for TextTransport {
                 }
             }
         }
-        Ok(out)
+        Ok(ManyRead::with_unread(out, unread))
     }
 
     fn meta_invalidate(&self, key: &[u8], grace: u32) -> Result<bool> {

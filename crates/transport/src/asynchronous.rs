@@ -15,7 +15,7 @@ use std::future::Future;
 use std::pin::Pin;
 
 use crate::{
-    check_key, Error, Item, MetaItem, Result, ServerStats, Store, StoreBatch, StoreStatus,
+    check_key, Error, Item, ManyRead, MetaItem, Result, ServerStats, Store, StoreBatch, StoreStatus,
 };
 
 /// A boxed, `Send` future: what every [`AsyncTransport`] method returns.
@@ -45,6 +45,13 @@ pub trait AsyncTransport: Send + Sync + std::fmt::Debug {
             }
             Ok(out)
         })
+    }
+
+    /// [`get_many`](AsyncTransport::get_many), with the keys of a server that failed while
+    /// the others answered told apart
+    /// ([`Transport::get_many_read`](crate::Transport::get_many_read)).
+    fn get_many_read<'a>(&'a self, keys: &'a [&'a [u8]]) -> BoxFuture<'a, Result<ManyRead>> {
+        Box::pin(async move { self.get_many(keys).await.map(ManyRead::all) })
     }
 
     /// Runs one store command ([`Transport::store`](crate::Transport::store)'s rules).
@@ -142,6 +149,20 @@ pub trait AsyncTransport: Send + Sync + std::fmt::Debug {
         })
     }
 
+    /// [`meta_get_many`](AsyncTransport::meta_get_many), with the keys of a server that
+    /// failed while the others answered told apart.
+    fn meta_get_many_read<'a>(
+        &'a self,
+        keys: &'a [&'a [u8]],
+        recache_below: u32,
+    ) -> BoxFuture<'a, Result<ManyRead<MetaItem>>> {
+        Box::pin(async move {
+            self.meta_get_many(keys, recache_below)
+                .await
+                .map(ManyRead::all)
+        })
+    }
+
     /// Marks an item stale instead of deleting it
     /// ([`Transport::meta_invalidate`](crate::Transport::meta_invalidate)).
     fn meta_invalidate<'a>(&'a self, key: &'a [u8], grace: u32) -> BoxFuture<'a, Result<bool>> {
@@ -176,6 +197,8 @@ macro_rules! forward_async_transport {
             fn close(&self) { (**self).close() }
             fn meta_get<'a>(&'a self, key: &'a [u8], recache_below: u32) -> BoxFuture<'a, Result<Option<MetaItem>>> { (**self).meta_get(key, recache_below) }
             fn meta_get_many<'a>(&'a self, keys: &'a [&'a [u8]], recache_below: u32) -> BoxFuture<'a, Result<Vec<Option<MetaItem>>>> { (**self).meta_get_many(keys, recache_below) }
+            fn get_many_read<'a>(&'a self, keys: &'a [&'a [u8]]) -> BoxFuture<'a, Result<ManyRead>> { (**self).get_many_read(keys) }
+            fn meta_get_many_read<'a>(&'a self, keys: &'a [&'a [u8]], recache_below: u32) -> BoxFuture<'a, Result<ManyRead<MetaItem>>> { (**self).meta_get_many_read(keys, recache_below) }
             fn meta_invalidate<'a>(&'a self, key: &'a [u8], grace: u32) -> BoxFuture<'a, Result<bool>> { (**self).meta_invalidate(key, grace) }
         }
     };

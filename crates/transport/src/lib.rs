@@ -46,6 +46,9 @@ use std::time::Duration;
 mod asynchronous;
 pub use asynchronous::{AsyncTransport, BoxFuture};
 
+mod many_read;
+pub use many_read::ManyRead;
+
 mod made;
 pub use made::{
     get_many_made_at_once, get_many_made_with, get_many_of_made, made_key, make_all, Found,
@@ -686,6 +689,14 @@ pub trait Transport: Send + Sync + fmt::Debug {
         keys.iter().map(|k| self.get(k)).collect()
     }
 
+    /// [`get_many`](Transport::get_many), with the keys of a server that failed while the
+    /// others answered told apart ([`ManyRead::unread`]), where `get_many` reads them as
+    /// misses, as libmemcached's multi-get does. By default `get_many`'s answer, every key
+    /// read (a backend that fails the whole call when a server fails needs no more).
+    fn get_many_read(&self, keys: &[&[u8]]) -> Result<ManyRead> {
+        self.get_many(keys).map(ManyRead::all)
+    }
+
     /// Fetches many items whose keys are made during the call ([`MadeKeys`]), and hands each
     /// item over to `found` with its key's index and key; misses are not handed over.
     ///
@@ -796,6 +807,12 @@ pub trait Transport: Send + Sync + fmt::Debug {
             .collect()
     }
 
+    /// [`meta_get_many`](Transport::meta_get_many), with the keys of a server that failed
+    /// while the others answered told apart, as [`get_many_read`](Transport::get_many_read).
+    fn meta_get_many_read(&self, keys: &[&[u8]], recache_below: u32) -> Result<ManyRead<MetaItem>> {
+        self.meta_get_many(keys, recache_below).map(ManyRead::all)
+    }
+
     /// Marks an item stale instead of deleting it (`md <key> I T<grace>`): the next meta reader
     /// wins the recompute, the others are served the stale value for up to `grace` seconds.
     /// `false` when the key holds no item.
@@ -829,6 +846,8 @@ macro_rules! forward_transport {
             fn close(&self) { (**self).close() }
             fn meta_get(&self, key: &[u8], recache_below: u32) -> Result<Option<MetaItem>> { (**self).meta_get(key, recache_below) }
             fn meta_get_many(&self, keys: &[&[u8]], recache_below: u32) -> Result<Vec<Option<MetaItem>>> { (**self).meta_get_many(keys, recache_below) }
+            fn get_many_read(&self, keys: &[&[u8]]) -> Result<ManyRead> { (**self).get_many_read(keys) }
+            fn meta_get_many_read(&self, keys: &[&[u8]], recache_below: u32) -> Result<ManyRead<MetaItem>> { (**self).meta_get_many_read(keys, recache_below) }
             fn meta_invalidate(&self, key: &[u8], grace: u32) -> Result<bool> { (**self).meta_invalidate(key, grace) }
         }
     };

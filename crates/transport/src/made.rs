@@ -9,7 +9,7 @@
 //! the request is out ([`MadeKeys::sent`]), so the caller's work that needs no reply (the
 //! cache owns the keys of the map it returns then) overlaps the server's too.
 
-use crate::{Error, Item, KeyError, Result, Transport};
+use crate::{Error, Item, KeyError, ManyRead, Result, Transport};
 
 /// The wire keys of one multi-get, made by the caller one at a time, when the transport
 /// asks for them.
@@ -65,6 +65,13 @@ pub trait MadeKeys {
     /// hold, say) runs while the server answers, not after. A transport may not call it (the
     /// default does nothing), so a caller must not depend on it.
     fn sent(&self) {}
+
+    /// Told, for each key whose server failed while the others answered, that failure: its
+    /// value is not among those handed over, yet it is no miss. A transport that fails the
+    /// whole call instead does not call it (the default does nothing).
+    fn unread(&self, i: usize, error: Error) {
+        let _ = (i, error);
+    }
 }
 
 /// Keys made before the call, handed to the transport as it asks for them: a
@@ -172,16 +179,17 @@ pub fn get_many_made_at_once(
     keys: &mut dyn MadeKeys,
     found: &mut Found<'_>,
 ) -> Result<()> {
-    get_many_made_with(keys, found, |keys, _| transport.get_many(keys))
+    get_many_made_with(keys, found, |keys, _| transport.get_many_read(keys))
 }
 
 /// [`Transport::get_many_made`] as one multi-get of every key: each key made, then
 /// `get_many` of them all, given the keys' [`MadeKeys::sent`] to call once its request is
-/// out (a multi-get that writes before it reads), then each item handed to `found`.
+/// out (a multi-get that writes before it reads), then each item handed to `found`, and
+/// each key its server failed to answer told to [`MadeKeys::unread`].
 pub fn get_many_made_with(
     keys: &mut dyn MadeKeys,
     found: &mut Found<'_>,
-    get_many: impl FnOnce(&[&[u8]], &dyn Fn()) -> Result<Vec<Option<Item>>>,
+    get_many: impl FnOnce(&[&[u8]], &dyn Fn()) -> Result<ManyRead>,
 ) -> Result<()> {
     get_many_of_made(make_each(keys)?, found, get_many)
 }
@@ -198,7 +206,7 @@ pub fn get_many_made_with(
 pub fn get_many_of_made(
     keys: &dyn MadeKeys,
     found: &mut Found<'_>,
-    get_many: impl FnOnce(&[&[u8]], &dyn Fn()) -> Result<Vec<Option<Item>>>,
+    get_many: impl FnOnce(&[&[u8]], &dyn Fn()) -> Result<ManyRead>,
 ) -> Result<()> {
     let count = keys.count();
     let mut on_stack: [&[u8]; KEYS_ON_STACK] = [&[]; KEYS_ON_STACK];
@@ -212,11 +220,14 @@ pub fn get_many_of_made(
         on_heap = every_key(keys);
         &on_heap
     };
-    let items = get_many(made, &|| keys.sent())?;
-    for (i, (item, key)) in items.into_iter().zip(made).enumerate() {
+    let read = get_many(made, &|| keys.sent())?;
+    for (i, (item, key)) in read.items.into_iter().zip(made).enumerate() {
         if let Some(item) = item {
             found(i, key, item);
         }
+    }
+    for (i, error) in read.unread {
+        keys.unread(i, error);
     }
     Ok(())
 }
@@ -280,17 +291,19 @@ mod tests {
                     assert_eq!(asked, keys.as_slice(), "{count} keys");
                     sent();
                     // Every other key is a hit, holding its own key.
-                    Ok(asked
-                        .iter()
-                        .enumerate()
-                        .map(|(i, k)| {
-                            (i % 2 == 0).then(|| Item {
-                                value: k.to_vec(),
-                                flags: 0,
-                                cas: None,
+                    Ok(ManyRead::all(
+                        asked
+                            .iter()
+                            .enumerate()
+                            .map(|(i, k)| {
+                                (i % 2 == 0).then(|| Item {
+                                    value: k.to_vec(),
+                                    flags: 0,
+                                    cas: None,
+                                })
                             })
-                        })
-                        .collect())
+                            .collect(),
+                    ))
                 },
             )
             .unwrap();

@@ -6,7 +6,7 @@
 use std::borrow::Cow;
 
 use newcache_transport::{
-    check_exptime, check_key, AsyncTransport, BoxFuture, Error, Item, MetaItem, Result,
+    check_exptime, check_key, AsyncTransport, BoxFuture, Error, Item, ManyRead, MetaItem, Result,
     ServerStats, Store, StoreMode, StoreStatus,
 };
 
@@ -16,6 +16,7 @@ use super::{
 };
 use crate::command::{Cmd, Outcome};
 use crate::errors::{refusal_error, refused_as_too_large, status_to_error};
+use crate::ops::members_of;
 use crate::proto::{Expect, Reply, Status};
 use crate::{group_by_server, TextTransport};
 
@@ -153,13 +154,13 @@ impl TokioTextTransport {
         }
     }
 
-    async fn get_many_impl(&self, keys: &[&[u8]]) -> Result<Vec<Option<Item>>> {
+    async fn get_many_impl(&self, keys: &[&[u8]]) -> Result<ManyRead> {
         keys.iter().try_for_each(|k| check_key(k))?;
         if keys.is_empty() {
-            return Ok(Vec::new());
+            return Ok(ManyRead::all(Vec::new()));
         }
         if self.inner.servers.len() == 1 {
-            return self.get_many_on_one_server(keys).await;
+            return self.get_many_on_one_server(keys).await.map(ManyRead::all);
         }
         let placed = self.groups(keys.len(), |i| keys.get(i).copied())?;
         let groups: Groups<'_> = placed
@@ -181,26 +182,28 @@ impl TokioTextTransport {
             })
             .collect();
         let outcomes = self.batch(&groups).await;
-        let answered = TextTransport::tolerant(
+        let (answered, unread) = TextTransport::tolerant(
             placed
                 .iter()
                 .zip(outcomes)
-                .map(|((index, members), o)| (*index, o.map(|a| (members, a))))
+                .map(|((index, _), o)| (*index, o))
                 .collect(),
+            |index| members_of(&placed, index),
         )?;
         let mut out = Vec::new();
-        for (index, (members, answers)) in answered {
+        for (index, answers) in answered {
+            let members = members_of(&placed, index);
             let in_order = members.iter().copied().eq(0..keys.len());
             let list = match whole(answers.list, in_order, keys.len()) {
-                Ok(items) => return Ok(items),
+                Ok(items) => return Ok(ManyRead::with_unread(items, unread)),
                 Err(list) => list,
             };
             out.resize_with(keys.len(), || None);
             self.place_items(index, members.iter().copied(), list, &mut out)?;
         }
-        // Keys on servers that could not be asked are misses.
+        // The keys of servers that failed are in `unread`.
         out.resize_with(keys.len(), || None);
-        Ok(out)
+        Ok(ManyRead::with_unread(out, unread))
     }
 
     /// `get_many` on a cluster of one server: it is asked for every key, as the caller gave
@@ -366,24 +369,27 @@ impl TokioTextTransport {
         &self,
         keys: &[&[u8]],
         recache_below: u32,
-    ) -> Result<Vec<Option<MetaItem>>> {
+    ) -> Result<ManyRead<MetaItem>> {
         keys.iter().try_for_each(|k| check_key(k))?;
         let cmd_of = |i: usize| keys.get(i).map(|&key| Cmd::MetaGet { key, recache_below });
         let outcomes = self.keyed(keys.len(), &cmd_of).await?;
-        let answered = TextTransport::tolerant(
-            outcomes
-                .into_iter()
-                .map(|(index, members, o)| (index, o.map(|a| (members, a))))
-                .collect(),
-        )?;
+        let mut placed = Vec::with_capacity(outcomes.len());
+        let mut results = Vec::with_capacity(outcomes.len());
+        for (index, members, outcome) in outcomes {
+            placed.push((index, members));
+            results.push((index, outcome));
+        }
+        let (answered, unread) =
+            TextTransport::tolerant(results, |index| members_of(&placed, index))?;
         let mut out = vec![None; keys.len()];
-        for (index, (members, answers)) in answered {
-            self.spread(index, &members, answers, &mut out, "mg", |o| match o {
+        for (index, answers) in answered {
+            let members = members_of(&placed, index);
+            self.spread(index, members, answers, &mut out, "mg", |o| match o {
                 Outcome::Meta(item) => Ok(item),
                 other => Err(other),
             })?;
         }
-        Ok(out)
+        Ok(ManyRead::with_unread(out, unread))
     }
 }
 
@@ -402,7 +408,13 @@ impl AsyncTransport for TokioTextTransport {
         })
     }
 
+    /// A server that failed while the others answered leaves its keys as misses, as
+    /// libmemcached's multi-get does ([`AsyncTransport::get_many_read`] tells them apart).
     fn get_many<'a>(&'a self, keys: &'a [&'a [u8]]) -> BoxFuture<'a, Result<Vec<Option<Item>>>> {
+        Box::pin(async move { self.get_many_impl(keys).await.map(|read| read.items) })
+    }
+
+    fn get_many_read<'a>(&'a self, keys: &'a [&'a [u8]]) -> BoxFuture<'a, Result<ManyRead>> {
         Box::pin(self.get_many_impl(keys))
     }
 
@@ -561,6 +573,18 @@ impl AsyncTransport for TokioTextTransport {
         keys: &'a [&'a [u8]],
         recache_below: u32,
     ) -> BoxFuture<'a, Result<Vec<Option<MetaItem>>>> {
+        Box::pin(async move {
+            self.meta_get_many_impl(keys, recache_below)
+                .await
+                .map(|read| read.items)
+        })
+    }
+
+    fn meta_get_many_read<'a>(
+        &'a self,
+        keys: &'a [&'a [u8]],
+        recache_below: u32,
+    ) -> BoxFuture<'a, Result<ManyRead<MetaItem>>> {
         Box::pin(self.meta_get_many_impl(keys, recache_below))
     }
 

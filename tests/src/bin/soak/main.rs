@@ -335,7 +335,14 @@ impl Worker {
                     Ok(got) => {
                         let (map, failed) = got.into_parts();
                         for (key, e) in failed {
-                            self.tally.wrong(format!("get_many {key}: {e}"));
+                            match &e {
+                                // A key of a server that failed while the others answered:
+                                // an error for that key, no wrong value.
+                                newcache::Error::Transport(t) if t.is_server_failure() => {
+                                    self.tally.error(&e)
+                                }
+                                _ => self.tally.wrong(format!("get_many {key}: {e}")),
+                            }
                         }
                         for (key, v) in map {
                             if !keys.contains(&key) {
