@@ -480,8 +480,8 @@ pub fn display(bytes: &[u8], flags: u32) -> String {
 
 #[cfg(feature = "pickle")]
 fn display_pickle(bytes: &[u8]) -> String {
-    match pickle::decode::<serde_pickle::Value>(bytes) {
-        Ok(value) => value.to_string(),
+    match pickle::repr(bytes) {
+        Ok(shown) => shown,
         Err(e) => format!("<a {}-byte pickle: {e}>", bytes.len()),
     }
 }

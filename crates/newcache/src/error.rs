@@ -49,7 +49,10 @@ pub enum Error {
     Decode {
         /// The caller's key.
         key: String,
-        /// The item's flags.
+        /// The flags the value was read by: the item's, less the herd state newcache keeps
+        /// in them when `HERD_FLAG` (bit 8) is set (that bit and the soft expiry in bits 11
+        /// and up), so the value's own type and codec bits. An item stored with every flag
+        /// set reads as `0x6ff`.
         flags: u32,
         /// What the codec said.
         detail: String,

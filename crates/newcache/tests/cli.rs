@@ -331,7 +331,18 @@ fn get_prints_what_python_pickled_or_compressed_decoded() {
     let o = run(&["get", "dict"]);
     assert_eq!(
         (o.status.code(), stdout(&o)),
-        (Some(0), "{\"a\": [1, 2]}\n".into())
+        (Some(0), "{'a': [1, 2]}\n".into())
+    );
+    // As Python shows it: a tuple is a tuple, bytes are b'...' (pickle.dumps((1, b'x'), 5)).
+    set(
+        &wire("tuple"),
+        1,
+        b"\x80\x05\x95\x09\x00\x00\x00\x00\x00\x00\x00K\x01C\x01x\x94\x86\x94.",
+    );
+    let o = run(&["get", "tuple"]);
+    assert_eq!(
+        (o.status.code(), stdout(&o)),
+        (Some(0), "(1, b'x')\n".into())
     );
     let o = run(&["get", "zipped"]);
     assert_eq!(

@@ -9,12 +9,14 @@
 mod herd;
 mod machine;
 mod read;
+mod repr;
 mod scan;
 mod value_de;
 mod write;
 
 pub use herd::{marker, with_expiry, wrap_marker, MarkerTuple};
 pub use read::decode;
+pub use repr::repr;
 pub use write::encode;
 
 use super::CodecError;

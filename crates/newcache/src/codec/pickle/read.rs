@@ -8,7 +8,7 @@ use super::scan::scan;
 use super::value_de::ValueDe;
 use crate::codec::CodecError;
 
-fn options() -> serde_pickle::DeOptions {
+pub(super) fn options() -> serde_pickle::DeOptions {
     // Keeps the Marker's (empty) constructor arguments instead of a placeholder; the scan
     // refused every other object.
     serde_pickle::DeOptions::new().keep_restore_state()

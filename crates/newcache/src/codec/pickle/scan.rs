@@ -327,6 +327,14 @@ pub(super) fn scan(bytes: &[u8]) -> Result<Scan, CodecError> {
                             class.map_or(g.as_str(), String::as_str),
                         )));
                     }
+                    // An enum member (an `IntEnum`, Django's `TextChoices`) pickles as
+                    // `getattr(Class, 'NAME')`: named by its class, not by `getattr`.
+                    What::Global(g) if g == "builtins.getattr" || g == "__builtin__.getattr" => {
+                        let class = globals.iter().skip_while(|seen| **seen != g).nth(1);
+                        return Err(no_serde_form(Some(&class.map_or(g.clone(), |c| {
+                            format!("{c} member (an enum's, as getattr({c}, name))")
+                        }))));
+                    }
                     What::Global(g) => return Err(no_serde_form(Some(&g))),
                     _ => return Err(no_serde_form(None)),
                 }
@@ -391,6 +399,19 @@ mod tests {
         let p = b"ccopy_reg\n_reconstructor\np0\n(c__main__\nThing\np1\nc__builtin__\nobject\np2\nNtp3\nRp4\n.";
         let e = decode::<serde_pickle::Value>(p).unwrap_err();
         assert!(e.0.contains("a __main__.Thing,"), "{e}");
+    }
+
+    #[test]
+    fn an_enum_member_is_named_by_its_class() {
+        // pickle.dumps(Color.RED, p), Color an IntEnum of __main__: protocols 2, 5 and 0.
+        for p in [
+            hex("8002635f5f6275696c74696e5f5f0a676574617474720a7100635f5f6d61696e5f5f0a436f6c6f720a7101580300000052454471028671035271042e"),
+            hex("80059537000000000000008c086275696c74696e73948c07676574617474729493948c085f5f6d61696e5f5f948c05436f6c6f729493948c0352454494869452942e"),
+            b"c__builtin__\ngetattr\np0\n(c__main__\nColor\np1\nVRED\np2\ntp3\nRp4\n.".to_vec(),
+        ] {
+            let e = decode::<i64>(&p).unwrap_err();
+            assert!(e.0.contains("a __main__.Color member"), "{e}");
+        }
     }
 
     #[test]
