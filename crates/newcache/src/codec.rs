@@ -713,6 +713,16 @@ mod tests {
         assert!(decode::<i32>(b"abc", FLAG_INT).is_err());
         assert!(decode::<String>(b"\xff", FLAG_TEXT).is_err());
         assert!(decode::<bool>(b"2", FLAG_BOOL).is_err());
+        // A Python str or bytes that reads "True" is no bool (an outside audit).
+        for (bytes, flags) in [
+            (&b"True"[..], FLAG_TEXT),
+            (b"1", FLAG_TEXT),
+            (b"1", FLAG_BYTES),
+        ] {
+            let err = decode::<bool>(bytes, flags).unwrap_err();
+            assert!(err.0.contains("not a bool"), "{err}");
+        }
+        assert!(decode::<bool>(b"1", FLAG_INT).unwrap());
         assert!(decode::<Game>(b"\x01", FLAG_BINCODE).is_err());
         // Trailing bytes mean the wrong type.
         #[cfg(feature = "bincode")]

@@ -454,8 +454,22 @@ impl<'de> de::Deserializer<'de> for PlainDe<'de> {
         }
     }
 
+    /// A bool from an integer's flags only (pylibmc's bool is flag 2, `1`/`0`): text or
+    /// bytes that read `True` or `1` are a Python `str` or `bytes`, and reading them as a
+    /// bool is an error, as reading a pickled `str` as one is.
     fn deserialize_bool<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, CodecError> {
-        visitor.visit_bool(self.boolean()?)
+        match self.kind {
+            Plain::Int | Plain::IntOrBool => visitor.visit_bool(self.boolean()?),
+            Plain::Text | Plain::Bytes => Err(CodecError(format!(
+                "a Python {} ({}), not a bool; read it as a String",
+                if self.kind == Plain::Text {
+                    "str"
+                } else {
+                    "bytes"
+                },
+                Abridged(&String::from_utf8_lossy(self.slice()))
+            ))),
+        }
     }
 
     parse_number! {
