@@ -238,17 +238,26 @@ impl Core {
                 // win under herd=meta): one per process too. Readers that decide on it
                 // once the leader is on its way are served the value (`Core::look` asks
                 // `refreshing`); one that decided in the instant before waits for it.
-                Fetched::Recompute(over @ Over::Item(_)) => {
+                Fetched::Recompute(over @ Over::Item(read)) => {
                     let (flight, leader) = self.flight(&wire)?;
                     if !leader {
                         io.wait_for(&flight).await;
                         continue;
                     }
-                    let _guard = FlightGuard {
+                    let guard = FlightGuard {
                         core: self,
                         wire: wire.clone(),
                         flight,
                     };
+                    // A reader held up between its read and here may lead after another
+                    // leader's whole flight, its value stored: the item read is gone, so
+                    // the key is read again instead of loaded twice.
+                    let now = io.get(&wire).await.map_err(Error::from)?;
+                    if now.is_some_and(|item| item.cas.is_some_and(|cas| cas != read)) {
+                        drop(guard);
+                        continue;
+                    }
+                    let _guard = guard;
                     return self
                         .load_and_store(io, key, &wire, options, loader, over)
                         .await;
