@@ -195,13 +195,19 @@ fn incomplete_or_unusable_tls_settings_are_refused() {
         "newcache://127.0.0.1:1/?tls=true&tls_ca={}",
         pki().path("absent.pem").display()
     );
-    let e = Cache::from_url(&missing).unwrap_err().to_string();
-    assert!(e.contains("absent.pem"), "{e}");
+    // A configuration error, not a failure to connect ("is it running and reachable?").
+    let e = Cache::from_url(&missing).unwrap_err();
+    assert!(matches!(e, newcache::Error::Config(_)), "{e:?}");
+    assert!(e.to_string().contains("absent.pem"), "{e}");
+    assert!(!e.to_string().contains("reachable"), "{e}");
     let not_pem = format!(
         "newcache://127.0.0.1:1/?tls=true&tls_ca={}",
         pki().path("server-key.pem").display()
     );
-    assert!(Cache::from_url(&not_pem).is_err());
+    assert!(matches!(
+        Cache::from_url(&not_pem),
+        Err(newcache::Error::Config(_))
+    ));
 }
 
 /// A text transport over TLS to `addr` (the servers the fixture passes are its plain ports).

@@ -1350,3 +1350,23 @@ fn a_hang_under_64_tasks_is_one_failure_not_one_per_task() {
         });
     }
 }
+
+#[test]
+fn timeouts_past_a_day_are_taken_as_a_day_not_a_panic() {
+    // Duration::MAX overflowed the deadlines made from it (`Instant + timeout`).
+    let server = Memcached::start();
+    let config = TextConfig {
+        servers: vec![server.addr()],
+        connect_timeout: Duration::MAX,
+        read_timeout: Duration::MAX,
+        write_timeout: Duration::MAX,
+        idle_timeout: Duration::MAX,
+        ..TextConfig::default()
+    };
+    let blocking = newcache_transport_text::TextTransport::new(config.clone()).unwrap();
+    newcache_transport::Transport::store(&blocking, &Store::set(b"k", b"v", 0, 0)).unwrap();
+    let t = TokioTextTransport::new(config).unwrap();
+    let rt = runtime();
+    let outcomes = concurrent_gets(&rt, &t, vec![b"k".to_vec(); 32]);
+    assert!(outcomes.iter().all(|(_, got)| got.is_ok()), "{outcomes:?}");
+}

@@ -398,6 +398,7 @@ mod tests {
                 "newcache://127.0.0.1:11211/?transport=memory",
                 "talks to no server",
             ),
+            ("newcache://u:hunter2@h/", "<credentials>@h"),
             ("newcache://a;;b/", "empty server entry"),
             ("newcache://a;b;/", "empty server entry"),
             ("newcache://a/?connect_timeout=0", "connect_timeout is zero"),
@@ -425,6 +426,14 @@ mod tests {
                 "connect_timeout=2147484 ms is over",
             ),
             ("newcache://a/?early_beta=-1", "must be a positive number"),
+            (
+                "newcache://a/?read_timeout=18446744073709551615",
+                "is over a day",
+            ),
+            (
+                "newcache://a/?lease_wait=18446744073709551615",
+                "lease_wait=18446744073709551615 ms is over a day",
+            ),
             ("newcache://a/?early_beta=2", "no effect under herd=lease"),
             (
                 "newcache://a/?connect_timeout=7&behaviors.connect_timeout=5",
@@ -497,6 +506,19 @@ mod tests {
         // credentials without libmemcached's binary protocol, behaviors the transport does
         // not take, an XFetch beta that is not a positive number, zero size limits.
         assert!(built(base().credentials("u", "pw")).contains("SASL"));
+        // A password before the host is refused without being shown.
+        let e = built(crate::Builder::new().servers(["u:hunter2@h"]));
+        assert!(
+            e.contains("<credentials>@h") && !e.contains("hunter2"),
+            "{e}"
+        );
+        // A timeout given twice, by newcache's name and by libmemcached's behavior.
+        assert!(built(
+            base()
+                .read_timeout(Duration::from_millis(2000))
+                .behavior("_poll_timeout", "100")
+        )
+        .contains("both set the same timeout"));
         for beta in [f64::NAN, -1.0, 0.0, f64::INFINITY] {
             assert!(
                 built(base().early_beta(beta)).contains("early_beta"),

@@ -201,7 +201,24 @@ pub const BEHAVIORS: [&str; 16] = [
     "verify_keys",
 ];
 
+/// The longest any of [`TextConfig`]'s timeouts is taken as: a day. A longer one is taken as
+/// a day (`u64::MAX` ms overflowed the deadlines made from it).
+pub const MAX_TIMEOUT: Duration = Duration::from_secs(86_400);
+
 impl TextConfig {
+    /// These settings with every timeout at most [`MAX_TIMEOUT`]: what the transports use.
+    pub(crate) fn bounded(mut self) -> Self {
+        for timeout in [
+            &mut self.connect_timeout,
+            &mut self.read_timeout,
+            &mut self.write_timeout,
+            &mut self.idle_timeout,
+        ] {
+            *timeout = (*timeout).min(MAX_TIMEOUT);
+        }
+        self
+    }
+
     /// Sets one libmemcached behavior by pylibmc's name and in pylibmc's units, so one
     /// `CACHE_BEHAVIORS`-style list configures both transports: placement (`hash`, `ketama`,
     /// `ketama_weighted`, `distribution`, `_sort_hosts`; `ketama_hash` is accepted and, as in

@@ -88,7 +88,7 @@ mod tls;
 pub mod tokio_transport;
 
 pub use cluster::Failover;
-pub use config::{BehaviorError, Protocol, TextConfig, TlsConfig, BEHAVIORS};
+pub use config::{BehaviorError, Protocol, TextConfig, TlsConfig, BEHAVIORS, MAX_TIMEOUT};
 pub use newcache_placement as placement;
 #[cfg(feature = "tokio")]
 pub use tokio_transport::{TokioIoStats, TokioTextTransport};
@@ -149,6 +149,7 @@ impl Drop for TextTransport {
 impl TextTransport {
     /// A transport over these servers. Connects to nothing until the first request.
     pub fn new(config: TextConfig) -> Result<Self> {
+        let config = config.bounded();
         let (specs, settings) = server_specs(&config)?;
         let max_open = match config.max_connections {
             0 => usize::MAX,

@@ -54,8 +54,21 @@ pub(super) fn build_libmemcached(_: &Config, binary: bool) -> Result<Arc<dyn Tra
 
 #[cfg(feature = "text")]
 pub(super) fn build_text(config: &Config) -> Result<Arc<dyn Transport>> {
-    let transport = newcache_transport_text::TextTransport::new(text_config(config)?)?;
+    let transport = newcache_transport_text::TextTransport::new(text_config(config)?)
+        .map_err(settings_error)?;
     Ok(Arc::new(transport))
+}
+
+/// What the text transport's constructor refused: it connects to nothing, so a failure is
+/// the settings' (a TLS file that cannot be read or holds no certificate or key), an
+/// [`Error::Config`] saying what is wrong, not a connection failure ("is it running and
+/// reachable?", counted with connect errors; an outside audit).
+#[cfg(feature = "text")]
+pub(super) fn settings_error(e: newcache_transport::Error) -> crate::Error {
+    match e {
+        newcache_transport::Error::Connect { source, .. } => bad(source),
+        other => other.into(),
+    }
 }
 
 /// The text transport's settings, from the cache's (both drivers take them).
@@ -113,7 +126,8 @@ pub(super) fn build_async_transport(
     match config.transport {
         #[cfg(feature = "text")]
         TransportKind::Text => Ok(Arc::new(
-            newcache_transport_text::TokioTextTransport::new(text_config(config)?)?,
+            newcache_transport_text::TokioTextTransport::new(text_config(config)?)
+                .map_err(settings_error)?,
         )),
         #[cfg(not(feature = "text"))]
         TransportKind::Text => Err(bad(

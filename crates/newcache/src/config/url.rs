@@ -86,6 +86,13 @@ pub(super) fn parse_server(entry: &str) -> Result<String> {
     if entry.is_empty() {
         return Err(bad("empty server entry in the server list"));
     }
+    if let Some((_, host)) = entry.rsplit_once('@') {
+        // `user:password@host`, the usual URL form: refused without echoing the entry, whose
+        // password every message below would print (an outside audit).
+        return Err(bad(format_args!(
+            "server \"<credentials>@{host}\": credentials do not go before the host; give username= and password= parameters (SASL, with binary=true)"
+        )));
+    }
     let path = entry.strip_prefix("unix:").unwrap_or(entry);
     if path.starts_with('/') {
         if path.len() < 2 || path.ends_with('/') || path.chars().any(char::is_control) {

@@ -51,6 +51,24 @@ impl Config {
                 )));
             }
         }
+        // Past a day a timeout is a mistake (u64::MAX ms hung a get for ever), and the
+        // lease's wait is sent as a relative exptime, which memcached reads as an absolute
+        // date past 30 days.
+        const DAY: Duration = Duration::from_secs(86_400);
+        for (name, value) in [
+            ("connect_timeout", self.connect_timeout),
+            ("read_timeout", self.read_timeout),
+            ("write_timeout", self.write_timeout),
+            ("lease_wait", self.lease_wait),
+        ] {
+            if value > DAY {
+                return Err(bad(format_args!(
+                    "{name}={} ms is over a day ({} ms); give the longest wait that makes sense for one request",
+                    value.as_millis(),
+                    DAY.as_millis()
+                )));
+            }
+        }
         if let TransportKind::Libmemcached { .. } = self.transport {
             // libmemcached keeps its socket timeouts in microseconds, in 32 bits.
             const MOST: Duration = Duration::from_micros(i32::MAX as u64);
@@ -119,6 +137,29 @@ impl Config {
         }
         for (name, value) in &self.behaviors {
             check_behavior(self.transport, name, value)?;
+        }
+        // A timeout set by newcache's name and again by libmemcached's behavior: the behavior
+        // won, silently. The URL refuses both given at all; here (a builder) a timeout that
+        // is not the default counts as given.
+        let behavior = |name: &str| self.behaviors.iter().any(|(n, _)| n == name);
+        for (ours, changed, name) in [
+            (
+                "connect_timeout",
+                self.connect_timeout != defaults.connect_timeout,
+                "connect_timeout",
+            ),
+            (
+                "read_timeout or write_timeout",
+                self.read_timeout != defaults.read_timeout
+                    || self.write_timeout != defaults.write_timeout,
+                "_poll_timeout",
+            ),
+        ] {
+            if changed && behavior(name) {
+                return Err(bad(format_args!(
+                    "{ours} and behaviors.{name} both set the same timeout; give one"
+                )));
+            }
         }
         // The memory transport talks to no server: servers given with it were silently
         // ignored, and a test meant for memcached passed against this process's map.

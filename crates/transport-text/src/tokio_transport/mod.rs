@@ -209,6 +209,7 @@ impl TokioTextTransport {
     /// [`TextConfig::async_connections`] and [`TextConfig::async_queue`]. Connects to
     /// nothing until the first request. TLS is refused ([`Error::Unsupported`]).
     pub fn new(config: TextConfig) -> Result<Self> {
+        let config = config.bounded();
         let (specs, settings) = server_specs(&config)?;
         if config.tls.is_some() {
             return Err(Error::Unsupported {
