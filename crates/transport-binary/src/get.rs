@@ -108,6 +108,11 @@ impl BinaryTransport {
             return Ok(items);
         }
         h.begin();
+        // What each asked server's record was before the request went out.
+        let tickets: Vec<_> = asked
+            .iter()
+            .map(|&p| self.server_at(p).map(|i| self.health.ticket(i)))
+            .collect();
         // Made before the request is sent, so no failure can leave the replies unread.
         let mut result = ResultBuf::new(h).ok_or_else(|| out_of_memory("a result"))?;
         let pointers: Vec<*const c_char> = keys.iter().map(|k| k.as_ptr().cast()).collect();
@@ -239,10 +244,10 @@ impl BinaryTransport {
         } else {
             self.check_leftovers(h)?;
         }
-        for &(p, _) in &states {
-            if let Some(index) = self.server_at(p) {
+        for (&(p, _), ticket) in states.iter().zip(&tickets) {
+            if let (Some(index), Some(ticket)) = (self.server_at(p), *ticket) {
                 match failed.iter().find(|(q, _)| *q == p) {
-                    Some((_, e)) => self.health.failed_with(index, e),
+                    Some((_, e)) => self.health.failed_with(index, ticket, e),
                     None => self.health.succeeded(index),
                 }
             }

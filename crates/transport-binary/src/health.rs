@@ -15,7 +15,9 @@
 //! - a cluster of one server never leaves it alone (there is nowhere else for its keys to go);
 //! - with `remove_failed`, failed connects are libmemcached's to count: it ejects the server
 //!   (and rebuilds a consistent ring without it) by its own rules, which placement must
-//!   follow; only timeouts and I/O errors count here then.
+//!   follow; only timeouts and I/O errors count here then;
+//! - requests in flight together that fail together are one failure ([`Ticket`]), as they
+//!   are to libmemcached, whose handles have one request each and count their own.
 
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -24,10 +26,21 @@ use newcache_transport::Error;
 
 #[derive(Debug, Default)]
 struct Record {
+    /// Failures counted since the transport began (never reset): what a request saw when
+    /// it was sent ([`Ticket`]).
+    counted: AtomicU64,
     failures: AtomicU32,
     /// Milliseconds since the epoch until which the server is left alone; 0: up.
     down_until: AtomicU64,
 }
+
+/// What a request saw of its server's record before it was sent ([`Health::ticket`]),
+/// handed back with its outcome: a failure counts only when no other was counted since.
+/// Counted one per caller, a 0.7 s SIGSTOP under 64 threads sharing the record left the
+/// healthy server alone for `retry_timeout` (6,255 `ServerDown` in an outside audit), where
+/// each of pylibmc's handles counts one failure of its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Ticket(u64);
 
 /// The failure records of a transport's servers, by configured index.
 #[derive(Debug)]
@@ -78,11 +91,20 @@ impl Health {
         Ok(())
     }
 
-    /// Records how a request to server `index` ended.
-    pub(crate) fn report<T>(&self, index: usize, outcome: &Result<T, Error>) {
+    /// Server `index`'s record as a request about to be sent sees it.
+    pub(crate) fn ticket(&self, index: usize) -> Ticket {
+        Ticket(
+            self.records
+                .get(index)
+                .map_or(0, |r| r.counted.load(Ordering::Acquire)),
+        )
+    }
+
+    /// Records how a request to server `index`, sent with `ticket`, ended.
+    pub(crate) fn report<T>(&self, index: usize, ticket: Ticket, outcome: &Result<T, Error>) {
         match outcome {
             Ok(_) => self.succeeded(index),
-            Err(e) => self.failed_with(index, e),
+            Err(e) => self.failed_with(index, ticket, e),
         }
     }
 
@@ -102,21 +124,34 @@ impl Health {
 
     /// The request to server `index` failed with `error`: counted when it is a failure of
     /// the server (see the module documentation).
-    pub(crate) fn failed_with(&self, index: usize, error: &Error) {
+    pub(crate) fn failed_with(&self, index: usize, ticket: Ticket, error: &Error) {
         let counts = match error {
             Error::Timeout { .. } | Error::Io { .. } => true,
             Error::Connect { .. } => !self.remove_failed,
             _ => false,
         };
         if counts {
-            self.failed(index);
+            self.failed(index, ticket);
         }
     }
 
-    fn failed(&self, index: usize) {
+    fn failed(&self, index: usize, ticket: Ticket) {
         let Some(record) = self.records.get(index) else {
             return;
         };
+        // Another request sent with this one was counted already: the same failure.
+        if record
+            .counted
+            .compare_exchange(
+                ticket.0,
+                ticket.0.wrapping_add(1),
+                Ordering::AcqRel,
+                Ordering::Relaxed,
+            )
+            .is_err()
+        {
+            return;
+        }
         let failures = record
             .failures
             .fetch_add(1, Ordering::Relaxed)
@@ -157,17 +192,31 @@ mod tests {
     }
 
     #[test]
+    fn requests_sent_together_that_fail_together_count_once() {
+        let h = Health::new(3, 2, Duration::from_secs(60), false);
+        // 64 requests sent, then all timing out (a SIGSTOP): one failure.
+        let tickets: Vec<Ticket> = (0..64).map(|_| h.ticket(1)).collect();
+        for &t in &tickets {
+            h.failed_with(1, t, &timeout());
+        }
+        assert!(h.check(1).is_ok(), "one failure, under the limit of 2");
+        // The next request sent after it, failing too: the second in a row.
+        h.failed_with(1, h.ticket(1), &timeout());
+        assert!(h.check(1).is_err());
+    }
+
+    #[test]
     fn a_server_is_left_alone_only_after_failure_limit_failures_in_a_row() {
         let h = Health::new(3, 3, Duration::from_secs(60), false);
-        h.failed_with(1, &timeout());
-        h.failed_with(1, &refused());
+        h.failed_with(1, h.ticket(1), &timeout());
+        h.failed_with(1, h.ticket(1), &refused());
         assert!(h.check(1).is_ok());
         // A success clears the count.
         h.succeeded(1);
-        h.failed_with(1, &timeout());
-        h.failed_with(1, &timeout());
+        h.failed_with(1, h.ticket(1), &timeout());
+        h.failed_with(1, h.ticket(1), &timeout());
         assert!(h.check(1).is_ok());
-        h.failed_with(1, &timeout());
+        h.failed_with(1, h.ticket(1), &timeout());
         let retry_in = h.check(1).unwrap_err();
         assert!(retry_in > Duration::from_secs(59), "{retry_in:?}");
         assert!(h.check(0).is_ok() && h.check(2).is_ok());
@@ -187,7 +236,7 @@ mod tests {
                 retry_in: Duration::ZERO,
             },
         ] {
-            h.failed_with(0, &e);
+            h.failed_with(0, h.ticket(0), &e);
         }
         assert!(h.check(0).is_ok());
     }
@@ -196,16 +245,16 @@ mod tests {
     fn after_the_wait_one_more_failure_leaves_it_alone_again() {
         // Long enough that a stalled test thread does not outlast it between two lines.
         let h = Health::new(2, 2, Duration::from_millis(300), false);
-        h.failed_with(0, &timeout());
-        h.failed_with(0, &timeout());
+        h.failed_with(0, h.ticket(0), &timeout());
+        h.failed_with(0, h.ticket(0), &timeout());
         assert!(h.check(0).is_err());
         std::thread::sleep(Duration::from_millis(350));
         assert!(h.check(0).is_ok(), "tried again after retry_timeout");
-        h.failed_with(0, &timeout());
+        h.failed_with(0, h.ticket(0), &timeout());
         assert!(h.check(0).is_err(), "one failure after the wait");
         std::thread::sleep(Duration::from_millis(350));
         h.succeeded(0);
-        h.failed_with(0, &timeout());
+        h.failed_with(0, h.ticket(0), &timeout());
         assert!(h.check(0).is_ok(), "a success cleared the record");
     }
 
@@ -214,8 +263,8 @@ mod tests {
         let one = Health::new(1, 1, Duration::from_secs(60), false);
         let zero = Health::new(3, 1, Duration::ZERO, false);
         for _ in 0..10 {
-            one.failed_with(0, &timeout());
-            zero.failed_with(0, &timeout());
+            one.failed_with(0, one.ticket(0), &timeout());
+            zero.failed_with(0, zero.ticket(0), &timeout());
         }
         assert!(one.check(0).is_ok() && zero.check(0).is_ok());
     }
@@ -223,9 +272,9 @@ mod tests {
     #[test]
     fn with_remove_failed_connect_failures_are_libmemcacheds_to_count() {
         let h = Health::new(2, 1, Duration::from_secs(60), true);
-        h.failed_with(0, &refused());
+        h.failed_with(0, h.ticket(0), &refused());
         assert!(h.check(0).is_ok());
-        h.failed_with(0, &timeout());
+        h.failed_with(0, h.ticket(0), &timeout());
         assert!(h.check(0).is_err(), "a hung server is still left alone");
     }
 }

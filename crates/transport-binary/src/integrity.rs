@@ -113,9 +113,10 @@ impl BinaryTransport {
         op: impl FnOnce(&Handle, Option<usize>) -> Result<R>,
     ) -> Result<R> {
         let (h, position, server) = self.lease_for_key(key)?;
+        let ticket = server.map(|i| self.health.ticket(i));
         let outcome = op(&h, position);
-        if let Some(i) = server {
-            self.health.report(i, &outcome);
+        if let (Some(i), Some(ticket)) = (server, ticket) {
+            self.health.report(i, ticket, &outcome);
         }
         outcome
     }

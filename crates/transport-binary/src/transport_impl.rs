@@ -90,9 +90,10 @@ impl Transport for BinaryTransport {
             if !batch.may_send(self, server, i) {
                 continue;
             }
+            let ticket = server.map(|s| self.health.ticket(s));
             let outcome = self.store_checked(&h, r);
-            if let Some(s) = server {
-                self.health.report(s, &outcome);
+            if let (Some(s), Some(ticket)) = (server, ticket) {
+                self.health.report(s, ticket, &outcome);
             }
             match outcome {
                 Ok(st) => *status = st,
@@ -128,9 +129,10 @@ impl Transport for BinaryTransport {
             if !batch.may_send(self, server, i) {
                 continue;
             }
+            let ticket = server.map(|s| self.health.ticket(s));
             let outcome = self.delete_on(&h, key);
-            if let Some(s) = server {
-                self.health.report(s, &outcome);
+            if let (Some(s), Some(ticket)) = (server, ticket) {
+                self.health.report(s, ticket, &outcome);
             }
             match outcome {
                 Ok(d) => *slot = d,
