@@ -606,6 +606,12 @@ fn get_many_lists_a_dead_servers_keys_as_failed_not_as_misses() {
         for _ in 0..2 {
             check(url, cache.get_many::<_, String>(&keys).unwrap());
         }
+        // A key asked twice is listed once (beside a live server's key: with every server
+        // asked failed, the call fails).
+        let live = keys.iter().find(|k| !on_1.contains(k)).unwrap();
+        let twice = [on_1[0].as_str(), live.as_str(), on_1[0].as_str()];
+        let got = cache.get_many::<_, String>(&twice).unwrap();
+        assert_eq!((got.len(), got.failed().len()), (1, 1), "{url}");
         assert!(cache.get_many_ordered::<_, String>(&keys).is_err(), "{url}");
     }
     let rt = tokio::runtime::Builder::new_current_thread()

@@ -23,7 +23,7 @@
 //! | `newcache_loader_duration_seconds` | histogram | cache | how long loaders ran |
 //! | `newcache_lease_waits_total` | counter | cache | `get_or_set` callers that waited for another's load |
 //! | `newcache_lease_wait_duration_seconds` | histogram | cache | how long they waited |
-//! | `newcache_errors_total` | counter | cache, op, kind, server | failed calls, by [`Error::kind`] and server |
+//! | `newcache_errors_total` | counter | cache, op, kind, server | failed calls, by [`Error::kind`] and server; and each key a `get_many` could not read (`GetMany::failed`: a value that did not decode, a server that failed while the others answered) |
 //! | `newcache_meta_fallbacks_total` | counter | cache | `herd=meta` switched to `lease` (the servers refused meta commands) |
 
 use std::future::Future;
@@ -151,6 +151,28 @@ impl Observer {
             let _ = op;
             operation
         }
+    }
+
+    /// A key of a `get_many` whose value could not be read (it did not decode, or its server
+    /// failed while the others answered), while the call itself succeeded: counted in
+    /// `newcache_errors_total` as a failed call is, by its error's kind and server, so that
+    /// a server down shows in the errors of a service that reads through `get_many`.
+    pub(crate) fn failed_key(&self, op: &'static str, error: &Error) {
+        #[cfg(feature = "tracing")]
+        tracing::debug!(cache = %self.name, op, kind = error.kind(), "newcache key not read");
+        #[cfg(feature = "metrics")]
+        {
+            let cache = metrics::SharedString::from(std::sync::Arc::clone(&self.name));
+            metrics::counter!(
+                "newcache_errors_total",
+                "cache" => cache,
+                "op" => op,
+                "kind" => error.kind(),
+                "server" => error.server().unwrap_or("").to_owned()
+            )
+            .increment(1);
+        }
+        let _ = (op, error);
     }
 
     /// The span of one operation.

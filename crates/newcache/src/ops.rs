@@ -360,9 +360,16 @@ impl Core {
                 )
                 .await?;
                 failed.sort_by_key(|(i, _)| *i);
+                // A key asked twice is listed once, as the map holds it once.
+                let mut listed = std::collections::HashSet::new();
                 let failed = failed
                     .into_iter()
-                    .map(|(i, e)| (keys.get(i).map_or("", AsRef::as_ref).to_owned(), e))
+                    .map(|(i, e)| (keys.get(i).map_or("", AsRef::as_ref), e))
+                    .filter(|(key, _)| listed.insert(*key))
+                    .map(|(key, e)| {
+                        self.observer.failed_key("get_many", &e);
+                        (key.to_owned(), e)
+                    })
                     .collect();
                 Ok(out.finish(failed))
             })

@@ -41,6 +41,14 @@ fn a_scripted_scene_is_counted() {
             cache.get::<String>("report").unwrap().as_deref(),
             Some("v1")
         );
+        // A get_many with one value that does not decode: the call succeeds, the key is
+        // counted as an error of get_many.
+        cache
+            .set("word", "not a number", Ttl::Seconds(300))
+            .unwrap();
+        cache.set("num", &5u32, Ttl::Seconds(300)).unwrap();
+        let got = cache.get_many::<_, u32>(&["word", "num"]).unwrap();
+        assert_eq!(got.failed().len(), 1);
         // A loader run through get_or_set.
         let v: u32 = cache.get_or_set("cold", 60, || 7).unwrap();
         assert_eq!(v, 7);
@@ -76,6 +84,10 @@ fn a_scripted_scene_is_counted() {
     assert_eq!(get(r#"newcache_loader_runs_total{cache="shop"}"#), 1.0);
     assert_eq!(
         get(r#"newcache_errors_total{cache="shop",op="incr",kind="not_found",server=""}"#),
+        1.0
+    );
+    assert_eq!(
+        get(r#"newcache_errors_total{cache="shop",op="get_many",kind="decode",server=""}"#),
         1.0
     );
     assert_eq!(
