@@ -709,7 +709,13 @@ mod tests {
             .contains("zlib"));
         assert!(decode::<String>(b"x", FLAG_PICKLE | FLAG_TEXT).is_err());
         assert!(decode::<String>(b"x", 0x4000).is_err());
-        assert!(decode::<u8>(b"300", FLAG_INT).is_err());
+        assert!(decode::<u8>(b"300", FLAG_INT)
+            .unwrap_err()
+            .0
+            .contains("\"300\" is not a valid u8"));
+        // A value that is no number is not shown: decode errors end up in logs.
+        let err = decode::<u32>(b"token=sk_live_1", FLAG_TEXT).unwrap_err().0;
+        assert!(!err.contains("sk_live") && err.contains("15-byte"), "{err}");
         assert!(decode::<i32>(b"abc", FLAG_INT).is_err());
         assert!(decode::<String>(b"\xff", FLAG_TEXT).is_err());
         assert!(decode::<bool>(b"2", FLAG_BOOL).is_err());

@@ -9,7 +9,6 @@ use serde::de::{self, Visitor};
 use serde::ser::{self, Impossible, Serialize};
 
 use super::{CodecError, FLAG_BYTES, FLAG_INT, FLAG_PICKLE, FLAG_TEXT};
-use newcache_transport::Abridged;
 
 /// `pickle.dumps(True, 2)`.
 pub(super) const PICKLED_TRUE: &[u8] = b"\x80\x02\x88.";
@@ -22,6 +21,27 @@ pub(super) fn pickled_bool(bytes: &[u8]) -> Option<bool> {
         [0x80, 2..=5, 0x88, b'.'] => Some(true),
         [0x80, 2..=5, 0x89, b'.'] => Some(false),
         _ => None,
+    }
+}
+
+/// A plain value in an error message: shown when it looks like a number or a boolean (up
+/// to 24 characters of digits, signs, points, exponents and spaces, or a boolean's word),
+/// else only its length. A decode error is logged where values must not be: an outside
+/// audit found a cached token in one ("ssn=... token=sk_live_..." is not a valid u32).
+struct Shown<'a>(&'a str);
+
+impl fmt::Display for Shown<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let s = self.0;
+        let numeric = s.len() <= 24
+            && s.chars()
+                .all(|c| c.is_ascii_digit() || matches!(c, '-' | '+' | '.' | 'e' | 'E' | ' '));
+        let word = matches!(s, "True" | "False" | "true" | "false");
+        if numeric || word {
+            write!(f, "{s:?}")
+        } else {
+            write!(f, "a {}-byte value (not shown)", s.len())
+        }
     }
 }
 
@@ -362,14 +382,14 @@ impl<'de> PlainDe<'de> {
         match self.number()? {
             "1" | "True" | "true" => Ok(true),
             "0" | "False" | "false" => Ok(false),
-            other => Err(CodecError(format!("{} is not a boolean", Abridged(other)))),
+            other => Err(CodecError(format!("{} is not a boolean", Shown(other)))),
         }
     }
 
     fn parse<N: std::str::FromStr>(&self, what: &str) -> Result<N, CodecError> {
         let s = self.number()?;
         s.parse()
-            .map_err(|_| CodecError(format!("{} is not a valid {what}", Abridged(s))))
+            .map_err(|_| CodecError(format!("{} is not a valid {what}", Shown(s))))
     }
 
     /// Hands the value to `visitor` as text: borrowed, or the owned buffer itself.
@@ -467,7 +487,7 @@ impl<'de> de::Deserializer<'de> for PlainDe<'de> {
                 } else {
                     "bytes"
                 },
-                Abridged(&String::from_utf8_lossy(self.slice()))
+                Shown(&String::from_utf8_lossy(self.slice()))
             ))),
         }
     }
