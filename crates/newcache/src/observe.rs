@@ -14,7 +14,7 @@
 //!
 //! | metric | kind | labels | what |
 //! |---|---|---|---|
-//! | `newcache_operations_total` | counter | cache, op, outcome (`ok`, `error`) | calls |
+//! | `newcache_operations_total` | counter | cache, op, outcome (`ok`, `error`, `cancelled`: an async call whose future was dropped first) | calls |
 //! | `newcache_operation_duration_seconds` | histogram | cache, op | call latency |
 //! | `newcache_hits_total` / `newcache_misses_total` | counter | cache, op | keys found or not (a reader that wins a refresh counts as a miss) |
 //! | `newcache_stale_served_total` | counter | cache, op | a value past its soft expiry served while another reader refreshes it, as the reader can tell: under `herd=meta` every such read (the server says so), under `lease` and `early` a reader that lost the race to claim it (readers after a claim read the claim's new soft expiry and count as hits) |
@@ -144,6 +144,7 @@ impl Observer {
                 observer: self,
                 op,
                 started: None,
+                done: false,
             }
         }
         #[cfg(not(any(feature = "metrics", feature = "tracing")))]
@@ -244,6 +245,28 @@ impl Observer {
     }
 }
 
+impl Observer {
+    /// Records an operation whose future was dropped before it completed (a
+    /// `tokio::time::timeout` around it, a client that hung up): counted with outcome
+    /// `cancelled`, with its latency so far; invisible before, so a service whose calls all
+    /// hit its own deadline showed no errors (an outside audit).
+    #[cfg(any(feature = "metrics", feature = "tracing"))]
+    fn cancelled(&self, op: &'static str, span: &OpSpan, took: Duration) {
+        #[cfg(feature = "tracing")]
+        {
+            span.record("outcome", "cancelled");
+            span.in_scope(|| tracing::debug!("newcache operation cancelled by its caller"));
+        }
+        #[cfg(feature = "metrics")]
+        {
+            let keys = self.keys.op(op);
+            keys::count(&keys.cancelled, 1);
+            keys::record(&keys.duration, took);
+        }
+        let _ = (op, span, took);
+    }
+}
+
 /// The span an operation runs in (`()` without `tracing`).
 #[cfg(feature = "tracing")]
 type OpSpan = tracing::Span;
@@ -261,6 +284,16 @@ pin_project_lite::pin_project! {
         op: &'static str,
         // From the first poll: when the operation started, and its span.
         started: Option<(std::time::Instant, OpSpan)>,
+        // Recorded (it completed): a future dropped before is recorded as cancelled.
+        done: bool,
+    }
+    impl<F> PinnedDrop for Observing<'_, F> {
+        fn drop(this: Pin<&mut Self>) {
+            let this = this.project();
+            if let (Some((started, span)), false) = (this.started.as_ref(), *this.done) {
+                this.observer.cancelled(this.op, span, started.elapsed());
+            }
+        }
     }
 }
 
@@ -286,6 +319,7 @@ impl<R, E: Observed, F: Future<Output = Result<R, E>>> Future for Observing<'_, 
             return std::task::Poll::Pending;
         };
         observer.finish(op, span, &result, started.elapsed());
+        *this.done = true;
         std::task::Poll::Ready(result)
     }
 }
@@ -375,6 +409,7 @@ mod keys {
         pub(super) lost: Key,
         pub(super) ok: Key,
         pub(super) error: Key,
+        pub(super) cancelled: Key,
         pub(super) duration: Key,
     }
 
@@ -420,6 +455,10 @@ mod keys {
                 error: Key::from_static_parts(
                     "newcache_operations_total",
                     with("outcome", "error"),
+                ),
+                cancelled: Key::from_static_parts(
+                    "newcache_operations_total",
+                    with("outcome", "cancelled"),
                 ),
                 duration: Key::from_static_parts("newcache_operation_duration_seconds", by_op),
             }))

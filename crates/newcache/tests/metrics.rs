@@ -108,3 +108,44 @@ fn a_scripted_scene_is_counted() {
     // Never a key in a label.
     assert!(!text.contains("report") && !text.contains("page"), "{text}");
 }
+
+/// An async call whose future is dropped before it completes (a `tokio::time::timeout`
+/// around it, the pattern the README shows) is counted with outcome `cancelled`; it was
+/// counted nowhere, so a service whose calls all hit its own deadline showed no errors.
+#[cfg(feature = "tokio")]
+#[test]
+fn a_cancelled_async_call_is_counted() {
+    // A server that accepts and never answers.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = silent.local_addr().unwrap();
+    let recorder = PrometheusBuilder::new().build_recorder();
+    let prometheus = recorder.handle();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    metrics::with_local_recorder(&recorder, || {
+        rt.block_on(async {
+            let cache = Cache::builder()
+                .servers([addr.to_string()])
+                .name("impatient")
+                .build_async()
+                .unwrap();
+            for _ in 0..5 {
+                let got = tokio::time::timeout(
+                    std::time::Duration::from_millis(20),
+                    cache.get::<String>("k"),
+                )
+                .await;
+                assert!(got.is_err(), "the caller gave up first");
+            }
+        })
+    });
+    let s = samples(&prometheus.render());
+    assert_eq!(
+        s.get(r#"newcache_operations_total{cache="impatient",op="get",outcome="cancelled"}"#),
+        Some(&5.0),
+        "{s:?}"
+    );
+    drop(silent);
+}
