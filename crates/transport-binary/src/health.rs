@@ -22,25 +22,23 @@
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use newcache_transport::Error;
+use newcache_transport::{Error, FailureTicket, FailureTickets};
 
 #[derive(Debug, Default)]
 struct Record {
-    /// Failures counted since the transport began (never reset): what a request saw when
-    /// it was sent ([`Ticket`]).
-    counted: AtomicU64,
+    /// What a request saw when it was sent ([`Ticket`]).
+    counted: FailureTickets,
     failures: AtomicU32,
     /// Milliseconds since the epoch until which the server is left alone; 0: up.
     down_until: AtomicU64,
 }
 
 /// What a request saw of its server's record before it was sent ([`Health::ticket`]),
-/// handed back with its outcome: a failure counts only when no other was counted since.
-/// Counted one per caller, a 0.7 s SIGSTOP under 64 threads sharing the record left the
-/// healthy server alone for `retry_timeout` (6,255 `ServerDown` in an outside audit), where
-/// each of pylibmc's handles counts one failure of its own.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Ticket(u64);
+/// handed back with its outcome: a failure counts only when no other was counted since
+/// ([`FailureTickets`]). Counted one per caller, a 0.7 s SIGSTOP under 64 threads sharing
+/// the record left the healthy server alone for `retry_timeout` (6,255 `ServerDown` in an
+/// outside audit), where each of pylibmc's handles counts one failure of its own.
+pub(crate) type Ticket = FailureTicket;
 
 /// The failure records of a transport's servers, by configured index.
 #[derive(Debug)]
@@ -93,11 +91,10 @@ impl Health {
 
     /// Server `index`'s record as a request about to be sent sees it.
     pub(crate) fn ticket(&self, index: usize) -> Ticket {
-        Ticket(
-            self.records
-                .get(index)
-                .map_or(0, |r| r.counted.load(Ordering::Acquire)),
-        )
+        match self.records.get(index) {
+            Some(r) => r.counted.ticket(),
+            None => FailureTickets::default().ticket(),
+        }
     }
 
     /// Records how a request to server `index`, sent with `ticket`, ended.
@@ -140,16 +137,7 @@ impl Health {
             return;
         };
         // Another request sent with this one was counted already: the same failure.
-        if record
-            .counted
-            .compare_exchange(
-                ticket.0,
-                ticket.0.wrapping_add(1),
-                Ordering::AcqRel,
-                Ordering::Relaxed,
-            )
-            .is_err()
-        {
+        if !record.counted.count(ticket) {
             return;
         }
         let failures = record

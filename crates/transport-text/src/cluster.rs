@@ -31,7 +31,7 @@ use std::sync::RwLock;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use newcache_placement::{Ring, Server, Settings};
-use newcache_transport::{Error, Result};
+use newcache_transport::{Error, FailureTicket, FailureTickets, Result};
 
 /// What happens when a server fails, under libmemcached's behavior names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -69,10 +69,9 @@ impl Default for Failover {
 /// One server's failure record. Times are milliseconds since the cluster's epoch; 0 = up.
 #[derive(Debug, Default)]
 struct Health {
-    /// Failures counted since the transport began (never reset): what a request let
-    /// through saw ([`Ticket`]), so that of the requests in flight together only the first
-    /// to fail counts.
-    counted: AtomicU64,
+    /// What a request let through saw ([`Ticket`]), so that of the requests in flight
+    /// together only the first to fail counts.
+    counted: FailureTickets,
     failures: AtomicU32,
     down_until: AtomicU64,
     ejected: AtomicBool,
@@ -88,17 +87,9 @@ struct RingState {
 }
 
 /// What a request saw of its server's record when it was let through
-/// ([`Cluster::check_up`]), handed back with its outcome ([`Cluster::report`]).
-///
-/// A failure counts only when no other was counted since the request was let through.
-/// Requests in flight together that one hang or one kill fails are one failure, as they
-/// are to libmemcached, where a handle has one request at a time and each of pylibmc's
-/// handles keeps its own count: "`failure_limit` failures in a row" are requests each sent
-/// after the one before had failed. Counted one per request, a 0.7 s SIGSTOP under 64
-/// concurrent callers was 64 failures, which left a healthy server alone for
-/// `retry_timeout`, or with `remove_failed` ejected it for good (an outside audit).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Ticket(u64);
+/// ([`Cluster::check_up`]), handed back with its outcome ([`Cluster::report`]): a failure
+/// counts only when no other was counted since ([`FailureTickets`]).
+pub(crate) type Ticket = FailureTicket;
 
 /// Placement plus failover for one transport.
 #[derive(Debug)]
@@ -258,11 +249,10 @@ impl Cluster {
 
     /// The server's record as a request sees it now (see [`Ticket`]).
     pub(crate) fn ticket(&self, index: usize) -> Ticket {
-        Ticket(
-            self.health
-                .get(index)
-                .map_or(0, |h| h.counted.load(Ordering::Acquire)),
-        )
+        match self.health.get(index) {
+            Some(h) => h.counted.ticket(),
+            None => FailureTickets::default().ticket(),
+        }
     }
 
     /// Fails fast when the server is inside its retry wait; else the request's [`Ticket`],
@@ -332,16 +322,7 @@ impl Cluster {
             return;
         };
         // Another request let through with this one was counted already: the same failure.
-        if health
-            .counted
-            .compare_exchange(
-                ticket.0,
-                ticket.0.wrapping_add(1),
-                Ordering::AcqRel,
-                Ordering::Relaxed,
-            )
-            .is_err()
-        {
+        if !health.counted.count(ticket) {
             return;
         }
         let now = self.now_ms();

@@ -46,6 +46,9 @@ use std::time::Duration;
 mod asynchronous;
 pub use asynchronous::{AsyncTransport, BoxFuture};
 
+mod failures;
+pub use failures::{FailureTicket, FailureTickets};
+
 mod many_read;
 pub use many_read::ManyRead;
 

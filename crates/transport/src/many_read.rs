@@ -45,8 +45,9 @@ impl<T> ManyRead<T> {
 }
 
 impl Error {
-    /// The same failure again, for another key of the server that failed: an error holding
-    /// an `io::Error` is not `Clone`, so that one is made anew (same kind, same message).
+    /// The same failure again, for another key (or caller) of the server that failed: an
+    /// error holding an `io::Error` is not `Clone`, so that one is made anew (same kind,
+    /// same message). Errors no server gives come back as an I/O error with their message.
     pub fn for_another_key(&self) -> Error {
         let again = |source: &io::Error| io::Error::new(source.kind(), source.to_string());
         match self {
@@ -73,6 +74,10 @@ impl Error {
             Error::Server { server, message } => Error::Server {
                 server: server.clone(),
                 message: message.clone(),
+            },
+            Error::Unsupported { server, command } => Error::Unsupported {
+                server: server.clone(),
+                command: command.clone(),
             },
             other => Error::Io {
                 server: String::new(),

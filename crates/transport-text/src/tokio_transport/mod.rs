@@ -590,34 +590,16 @@ fn current(slot: &Slot) -> Option<Handle> {
 /// The same error again, for the callers that waited on the attempt that failed with it;
 /// `None` for errors an attempt to open does not end with.
 fn again(e: &Error) -> Option<Error> {
-    let io = |source: &std::io::Error| std::io::Error::new(source.kind(), source.to_string());
-    Some(match e {
-        Error::Connect { server, source } => Error::Connect {
-            server: server.clone(),
-            source: io(source),
-        },
-        Error::Io { server, source } => Error::Io {
-            server: server.clone(),
-            source: io(source),
-        },
-        Error::Timeout { server, after } => Error::Timeout {
-            server: server.clone(),
-            after: *after,
-        },
-        Error::Protocol { server, detail } => Error::Protocol {
-            server: server.clone(),
-            detail: detail.clone(),
-        },
-        Error::Server { server, message } => Error::Server {
-            server: server.clone(),
-            message: message.clone(),
-        },
-        Error::Unsupported { server, command } => Error::Unsupported {
-            server: server.clone(),
-            command: command.clone(),
-        },
-        _ => return None,
-    })
+    matches!(
+        e,
+        Error::Connect { .. }
+            | Error::Io { .. }
+            | Error::Timeout { .. }
+            | Error::Protocol { .. }
+            | Error::Server { .. }
+            | Error::Unsupported { .. }
+    )
+    .then(|| e.for_another_key())
 }
 
 /// The error of a queued job whose connection's task ended without answering it.
