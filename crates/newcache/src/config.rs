@@ -457,6 +457,11 @@ mod tests {
             ),
             ("newcache://a/?herd_timeout=16382", "is over 16381 s"),
             (
+                "newcache://a/?herd_timeout=99999999999",
+                "herd_timeout=99999999999 is too large",
+            ),
+            ("newcache://a/?herd_timeout=9x", "is not a valid number"),
+            (
                 "newcache://a/?herd=off&herd_timeout=1209600",
                 "is over 16381 s",
             ),

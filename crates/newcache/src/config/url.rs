@@ -10,9 +10,16 @@ use crate::codec::ValueCodec;
 use crate::error::Result;
 
 pub(super) fn parse_num<T: std::str::FromStr>(name: &str, value: &str) -> Result<T> {
-    value
-        .parse()
-        .map_err(|_| bad(format_args!("{name}={value:?} is not a valid number")))
+    value.parse().map_err(|_| {
+        // All digits, yet not taken: a number too large for the setting, not a typo.
+        if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) {
+            bad(format_args!(
+                "{name}={value} is too large for this setting; give a smaller number"
+            ))
+        } else {
+            bad(format_args!("{name}={value:?} is not a valid number"))
+        }
+    })
 }
 
 pub(super) fn parse_bool(name: &str, value: &str) -> Result<bool> {
