@@ -162,18 +162,23 @@ impl Observer {
         #[cfg(feature = "tracing")]
         tracing::debug!(cache = %self.name, op, kind = error.kind(), "newcache key not read");
         #[cfg(feature = "metrics")]
-        {
-            let cache = metrics::SharedString::from(std::sync::Arc::clone(&self.name));
-            metrics::counter!(
-                "newcache_errors_total",
-                "cache" => cache,
-                "op" => op,
-                "kind" => error.kind(),
-                "server" => error.server().unwrap_or("").to_owned()
-            )
-            .increment(1);
-        }
+        self.count_error(op, error);
         let _ = (op, error);
+    }
+
+    /// One more `newcache_errors_total`, labelled by `error`'s kind and server: built per
+    /// error, as only failing paths pay for it.
+    #[cfg(feature = "metrics")]
+    fn count_error<E: Observed + ?Sized>(&self, op: &'static str, error: &E) {
+        let cache = metrics::SharedString::from(std::sync::Arc::clone(&self.name));
+        metrics::counter!(
+            "newcache_errors_total",
+            "cache" => cache,
+            "op" => op,
+            "kind" => error.kind(),
+            "server" => error.server().unwrap_or("").to_owned()
+        )
+        .increment(1);
     }
 
     /// The span of one operation.
@@ -229,16 +234,7 @@ impl Observer {
             );
             keys::record(&keys.duration, took);
             if let Err(e) = result {
-                // The failing path only: its labels (kind, server) are built per error.
-                let cache = metrics::SharedString::from(std::sync::Arc::clone(&self.name));
-                metrics::counter!(
-                    "newcache_errors_total",
-                    "cache" => cache,
-                    "op" => op,
-                    "kind" => e.kind(),
-                    "server" => e.server().unwrap_or("").to_owned()
-                )
-                .increment(1);
+                self.count_error(op, e);
             }
         }
         let _ = (op, span, took, outcome);

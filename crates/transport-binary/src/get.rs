@@ -43,13 +43,14 @@ impl BinaryTransport {
         }
         let mut asked_keys: Vec<&[u8]> = Vec::with_capacity(distinct.len());
         let mut asked: Vec<usize> = Vec::new();
-        // Each distinct key's server position, and the servers left alone, with why.
-        let mut placed: HashMap<&[u8], usize> = HashMap::with_capacity(distinct.len());
+        // Each distinct key's server position (in `distinct`'s order, which is sorted),
+        // and the servers left alone, with why.
+        let mut placed: Vec<Option<usize>> = Vec::with_capacity(distinct.len());
         let mut failed: Vec<(usize, Error)> = Vec::new();
         for &key in &distinct {
             let position = self.position_for_key(&h, key);
+            placed.push(position);
             if let Some(p) = position {
-                placed.insert(key, p);
                 if let Some(i) = self.server_at(p) {
                     if let Err(e) = self.gate(i) {
                         if !failed.iter().any(|(q, _)| *q == p) {
@@ -72,13 +73,17 @@ impl BinaryTransport {
         }
         let mut items = self.fetch(&h, &asked_keys, &asked, sent, &mut failed)?;
         let items = Self::in_order(keys, distinct.len(), &mut items);
+        if failed.is_empty() {
+            return Ok(ManyRead::all(items));
+        }
         // The keys of the servers that failed (left alone, or during the call): not read.
         let unread = keys
             .iter()
             .enumerate()
             .filter_map(|(i, key)| {
-                let p = placed.get(key)?;
-                let (_, e) = failed.iter().find(|(q, _)| q == p)?;
+                let at = distinct.binary_search(key).ok()?;
+                let p = placed.get(at).copied().flatten()?;
+                let (_, e) = failed.iter().find(|(q, _)| *q == p)?;
                 Some((i, e.for_another_key()))
             })
             .collect();

@@ -530,12 +530,9 @@ fn a_panicking_loader_releases_the_lease_key_and_the_flight() {
     assert_eq!(e.lease("boom"), None);
 }
 
-/// XFetch decides per reader, so near the expiry many readers of one process decide to
-/// refresh at once; `get_or_set` runs one loader per process for them: the rest are served
-/// the value (or, deciding in the instant before the leader was on its way, wait for it).
-/// An outside audit saw 146 of 200 tasks of one process load.
-#[test]
-fn early_refreshes_once_per_process() {
+/// A cache under `herd=early` (`early_beta=5`) whose key `x` holds 1, loaded by a loader of
+/// 200 ms: recorded in the envelope, XFetch scales its lead by them.
+fn early_with_x() -> Env {
     let e = env("herd_timeout=60&herd=early&early_beta=5");
     let v: u32 = e
         .cache
@@ -545,6 +542,16 @@ fn early_refreshes_once_per_process() {
         })
         .unwrap();
     assert_eq!(v, 1);
+    e
+}
+
+/// XFetch decides per reader, so near the expiry many readers of one process decide to
+/// refresh at once; `get_or_set` runs one loader per process for them: the rest are served
+/// the value (or, deciding in the instant before the leader was on its way, wait for it).
+/// An outside audit saw 146 of 200 tasks of one process load.
+#[test]
+fn early_refreshes_once_per_process() {
+    let e = early_with_x();
     // 100 ms before the expiry, with beta 5: about 9 readers in 10 decide to refresh.
     e.clock.advance_millis(9_900);
     let runs = Arc::new(std::sync::atomic::AtomicUsize::new(0));
@@ -566,16 +573,7 @@ fn early_refreshes_once_per_process() {
 
 #[test]
 fn early_recomputes_ahead_of_the_expiry_only_when_it_nears() {
-    let e = env("herd_timeout=60&herd=early&early_beta=5");
-    // The loader's 200 ms are recorded in the envelope: XFetch scales its lead by them.
-    let v: u32 = e
-        .cache
-        .get_or_set("x", Ttl::Seconds(10), || {
-            std::thread::sleep(Duration::from_millis(200));
-            1
-        })
-        .unwrap();
-    assert_eq!(v, 1);
+    let e = early_with_x();
     // Far from the expiry: every read is served.
     for _ in 0..50 {
         assert_eq!(e.cache.get::<u32>("x").unwrap(), Some(1));
