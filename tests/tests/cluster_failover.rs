@@ -668,3 +668,100 @@ fn a_hang_under_64_callers_is_one_failure_for_libmemcached_too() {
         }
     }
 }
+
+/// Servers that hang together cost a multi-get one read timeout, not one each: the
+/// servers' replies are awaited at once (the blocking text transport used to wait them out
+/// one after another: 527 ms, 1.04 s and 1.54 s for 1, 2 and 3 hung servers at 500 ms; the
+/// async one did so on its first contact with them). The live server, last in line, still
+/// has its values read, large ones included.
+#[test]
+fn a_multi_get_over_three_hung_servers_costs_one_read_timeout() {
+    let mut servers = cluster(4);
+    let hosts: Vec<String> = servers.iter().map(Memcached::addr).collect();
+    let timeout = Duration::from_millis(400);
+    let base = format!(
+        "newcache://{}/?flavor=hung&read_timeout={}",
+        hosts.join(";"),
+        timeout.as_millis()
+    );
+    let mut urls = vec![base.clone(), format!("{base}&herd=meta")];
+    #[cfg(feature = "binary")]
+    urls.extend([
+        format!("{base}&binary=true"),
+        format!("{base}&transport=libmemcached"),
+    ]);
+    let caches: Vec<newcache::Cache> = urls
+        .iter()
+        .map(|u| newcache::Cache::from_url(u).unwrap())
+        .collect();
+    let text = transport(&servers, &[]);
+    let keys: Vec<String> = (0..80).map(|i| format!("hung:{i}")).collect();
+    let home = |k: &String| {
+        text.server_for_key(&caches[0].wire_key(k).unwrap())
+            .unwrap()
+    };
+    // The live server's values are large: its reply streams while it is read.
+    let value = |k: &String| {
+        if home(k) == 3 {
+            k.repeat(200_000 / k.len())
+        } else {
+            k.clone()
+        }
+    };
+    for k in &keys {
+        caches[0]
+            .set(k, &value(k), newcache::Ttl::Seconds(300))
+            .unwrap();
+    }
+    let live: Vec<&String> = keys.iter().filter(|k| home(k) == 3).collect();
+    assert!(live.len() >= 5 && live.len() < keys.len(), "{}", live.len());
+    // Every connection opened (and probed) before the servers hang.
+    for cache in &caches {
+        assert!(cache.get_many::<_, String>(&keys).unwrap().is_complete());
+    }
+    for server in &mut servers[..3] {
+        server.pause();
+    }
+    // Each cache warm, and a new one whose first contact with the servers is this call.
+    let fresh: Vec<newcache::Cache> = urls
+        .iter()
+        .map(|u| newcache::Cache::from_url(u).unwrap())
+        .collect();
+    for (url, cache) in urls.iter().zip(&caches).chain(urls.iter().zip(&fresh)) {
+        let started = Instant::now();
+        let got = cache.get_many::<_, String>(&keys).unwrap();
+        let took = started.elapsed();
+        assert_eq!(got.len(), live.len(), "{url}");
+        for k in &live {
+            assert_eq!(got.get(k.as_str()), Some(&value(k)), "{url}: {k}");
+        }
+        assert_eq!(got.failed().len(), keys.len() - live.len(), "{url}");
+        assert!(
+            took < timeout * 3 / 2,
+            "{url}: three hung servers cost {took:?} at a {timeout:?} read timeout"
+        );
+    }
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let cache = newcache::Cache::builder()
+            .servers(hosts.iter().map(String::as_str))
+            .flavor("hung")
+            .read_timeout(timeout)
+            .build_async()
+            .unwrap();
+        let started = Instant::now();
+        let got = cache.get_many::<_, String>(&keys).await.unwrap();
+        let took = started.elapsed();
+        assert_eq!(
+            (got.len(), got.failed().len()),
+            (live.len(), keys.len() - live.len())
+        );
+        assert!(took < timeout * 3 / 2, "async: {took:?}");
+    });
+    for server in &mut servers[..3] {
+        server.resume();
+    }
+}

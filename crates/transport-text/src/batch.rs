@@ -3,6 +3,7 @@
 //! answer matched to its command.
 
 use std::ops::Range;
+use std::time::Instant;
 
 use newcache_transport::{Error, Result};
 
@@ -80,6 +81,7 @@ impl TextTransport {
             if !sent {
                 break;
             }
+            self.start_round_clock(&mut lanes);
             for lane in lanes.iter_mut() {
                 let round = std::mem::replace(&mut lane.round, 0..0);
                 if round.is_empty() || lane.outcome.is_err() {
@@ -152,6 +154,7 @@ impl TextTransport {
         if !probing {
             return;
         }
+        self.start_round_clock(lanes);
         for lane in lanes.iter_mut() {
             let Some(opaque) = lane.probe.take() else {
                 continue;
@@ -166,6 +169,18 @@ impl TextTransport {
                 Ok(conn) => lane.conn = Some(conn),
                 Err(e) => lane.fail(e),
             }
+        }
+    }
+
+    /// Gives the lanes' connections one deadline for the replies just asked (when there are
+    /// several servers), so that their read timeouts run at once.
+    fn start_round_clock(&self, lanes: &mut [Lane<'_>]) {
+        if lanes.len() < 2 {
+            return;
+        }
+        let until = Instant::now() + self.config.read_timeout;
+        for conn in lanes.iter_mut().filter_map(|lane| lane.conn.as_mut()) {
+            conn.until = Some(until);
         }
     }
 

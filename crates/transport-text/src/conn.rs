@@ -4,6 +4,7 @@
 
 use std::path::PathBuf;
 use std::sync::atomic::AtomicU8;
+use std::time::Instant;
 
 use newcache_transport::Error;
 
@@ -105,6 +106,10 @@ pub(crate) struct Conn {
     pub(crate) wire: Wire,
     /// The opaque token of its next meta request.
     pub(crate) opaque: u32,
+    /// When a batch over several servers wants its replies by: set for each round, so that
+    /// the round's servers' read timeouts run at once, not one after another (three hung
+    /// servers cost one read timeout, not three). `None` outside a batch.
+    pub(crate) until: Option<Instant>,
     /// Its place in the server's count of open connections.
     pub(crate) _permit: Permit<Conn>,
 }
@@ -126,6 +131,7 @@ impl Conn {
             wbuf: Vec::with_capacity(1024),
             wire,
             opaque: first_opaque,
+            until: None,
             _permit: permit,
         }
     }

@@ -245,6 +245,7 @@ impl TextTransport {
     /// large value pay for growing it again (a 1 MB `set` took 4 times as long).
     pub(crate) fn checkin(&self, server: &Server, mut conn: Conn) {
         conn.wbuf.clear();
+        conn.until = None;
         conn.rbuf.shrink();
         if conn.rbuf.filled().is_empty() && conn.stream.buffered() == 0 {
             server.pool.checkin(conn);

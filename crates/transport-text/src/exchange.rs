@@ -15,6 +15,9 @@ use crate::pool::Checkout;
 use crate::proto::{Decoder, Reply, Status};
 use crate::{Protocol, TextTransport};
 
+/// The least a reply's first byte is awaited in a batch whose deadline has passed.
+const MIN_WAIT: Duration = Duration::from_millis(1);
+
 impl TextTransport {
     pub(crate) fn io_error(&self, server: &Server, e: io::Error, timeout: Duration) -> Error {
         match e.kind() {
@@ -50,7 +53,11 @@ impl TextTransport {
     /// read, and once a reply takes more than one read the socket's timeout is shortened to
     /// the time left, but only when the last setting would let a read run more than
     /// [`DEADLINE_SLACK`] of the read timeout past the reply's deadline. A reply that streams
-    /// in quickly, however many reads it takes, makes no `setsockopt` at all.
+    /// in quickly, however many reads it takes, makes no `setsockopt` at all. In a batch over
+    /// several servers, the reply's first byte is awaited only until the round's deadline
+    /// ([`Conn::until`]), or the slack when that has passed: while one hung server is
+    /// waited out, the others' replies arrive, and three hung servers cost one read timeout,
+    /// not three.
     pub(crate) fn receive(
         &self,
         server: &Server,
@@ -63,6 +70,8 @@ impl TextTransport {
         let mut deadline: Option<(Instant, Instant)> = None;
         let mut shortened = false;
         let mut received = false;
+        // The first byte is awaited only until the batch's deadline (`Conn::until`).
+        let mut awaiting_first = false;
         loop {
             let parsed = decoder
                 .decode(conn.rbuf.filled())
@@ -77,7 +86,19 @@ impl TextTransport {
             match deadline {
                 None => {
                     let now = Instant::now();
-                    deadline = Some((now + timeout, now));
+                    let mut end = now + timeout;
+                    // In a batch, the first byte is awaited until the round's deadline, but
+                    // at least the slack, so that a reply already waiting is still read.
+                    if let Some(until) = conn.until {
+                        let first = until.max(now + slack.max(MIN_WAIT));
+                        if first + slack < end {
+                            conn.stream
+                                .set_read_timeout(Some(first.saturating_duration_since(now)))
+                                .map_err(|e| self.io_error(server, e, timeout))?;
+                            (end, shortened, awaiting_first) = (first, true, true);
+                        }
+                    }
+                    deadline = Some((end, now));
                 }
                 Some((end, set_at)) => {
                     let now = Instant::now();
@@ -134,6 +155,15 @@ impl TextTransport {
                 });
             }
             received = true;
+            if awaiting_first {
+                // The server answers: the rest of its reply has the whole read timeout.
+                awaiting_first = false;
+                let now = Instant::now();
+                conn.stream
+                    .set_read_timeout(Some(timeout))
+                    .map_err(|e| self.io_error(server, e, timeout))?;
+                deadline = Some((now + timeout, now));
+            }
             decoder.value_filled(direct);
             conn.rbuf.filled_by(n - direct, offered);
         }

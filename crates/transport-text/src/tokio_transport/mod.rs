@@ -562,10 +562,14 @@ impl TokioTextTransport {
         if let [(index, build)] = groups {
             return vec![self.exchange(*index, build.as_ref()).await];
         }
-        let mut queued = Vec::with_capacity(groups.len());
-        for (index, build) in groups {
-            queued.push(self.submit(*index, build.as_ref()).await);
-        }
+        // Submitted at once: a server whose connection is still to open (or whose probe
+        // hangs) does not hold up the others' requests.
+        let queued = futures_util::future::join_all(
+            groups
+                .iter()
+                .map(|(index, build)| self.submit(*index, build.as_ref())),
+        )
+        .await;
         let mut out = Vec::with_capacity(groups.len());
         for ((_, build), sub) in groups.iter().zip(queued) {
             out.push(match sub {
