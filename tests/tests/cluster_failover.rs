@@ -765,3 +765,95 @@ fn a_multi_get_over_three_hung_servers_costs_one_read_timeout() {
         server.resume();
     }
 }
+
+/// With one server of three down or hung, `stats` lists the other two's statistics and the
+/// failed one with its failure (it used to fail whole, so a dashboard went blank in the
+/// outage it was there for); with every server down it fails. `clear` with one down fails,
+/// naming it, and still flushes the others.
+#[test]
+fn stats_and_clear_with_one_server_of_three_failed() {
+    let mut servers = cluster(3);
+    let hosts: Vec<String> = servers.iter().map(Memcached::addr).collect();
+    let base = format!("newcache://{}/?flavor=st&read_timeout=300", hosts.join(";"));
+    let mut urls = vec![base.clone()];
+    #[cfg(feature = "binary")]
+    urls.extend([
+        format!("{base}&binary=true"),
+        format!("{base}&transport=libmemcached"),
+    ]);
+    let caches: Vec<newcache::Cache> = urls
+        .iter()
+        .map(|u| newcache::Cache::from_url(u).unwrap())
+        .collect();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let async_cache = rt.block_on(async {
+        newcache::Cache::builder()
+            .servers(hosts.iter().map(String::as_str))
+            .flavor("st")
+            .read_timeout(Duration::from_millis(300))
+            .build_async()
+            .unwrap()
+    });
+    let stats_of = |i: usize| -> Result<Vec<newcache::transport::ServerStats>, newcache::Error> {
+        match caches.get(i) {
+            Some(cache) => cache.stats(),
+            None => rt.block_on(async_cache.stats()),
+        }
+    };
+    let label = |i: usize| {
+        if i < urls.len() {
+            urls[i].as_str()
+        } else {
+            "async"
+        }
+    };
+    let check = |failed: usize, how: &str| {
+        for i in 0..=urls.len() {
+            let what = format!("{} ({how})", label(i));
+            let stats = stats_of(i).unwrap_or_else(|e| panic!("{what}: {e}"));
+            let servers: Vec<&str> = stats.iter().map(|s| s.server.as_str()).collect();
+            assert_eq!(servers, hosts, "{what}");
+            for (at, s) in stats.iter().enumerate() {
+                if at == failed {
+                    let e = s
+                        .failure
+                        .as_ref()
+                        .unwrap_or_else(|| panic!("{what}: no failure"));
+                    assert!(e.is_server_failure(), "{what}: {e}");
+                    assert!(s.stats.is_empty(), "{what}");
+                } else {
+                    assert!(s.failure.is_none(), "{what}: {:?}", s.failure);
+                    assert!(s.stats.contains_key("pid"), "{what}: {:?}", s.stats);
+                }
+            }
+        }
+    };
+    check(usize::MAX, "all up");
+    servers[1].pause();
+    check(1, "one hung");
+    servers[1].resume();
+    servers[2].kill();
+    check(2, "one killed");
+    // `clear` fails, naming the dead server, and flushes the live ones all the same.
+    for (i, cache) in caches.iter().enumerate() {
+        let key = "st:cleared";
+        cache
+            .set_raw(key, b"v", 0, newcache::Ttl::Seconds(300))
+            .ok();
+        let live = cache.get_raw(key).map(|v| v.is_some()).unwrap_or(false);
+        let e = cache.clear().unwrap_err();
+        assert!(e.to_string().contains(&hosts[2]), "{}: {e}", label(i));
+        if live {
+            assert_eq!(cache.get_raw(key).unwrap(), None, "{}", label(i));
+        }
+    }
+    assert!(rt.block_on(async_cache.clear()).is_err());
+    servers[0].kill();
+    servers[1].kill();
+    for i in 0..=urls.len() {
+        assert!(stats_of(i).is_err(), "{}: every server down", label(i));
+    }
+}

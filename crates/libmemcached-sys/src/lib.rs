@@ -576,6 +576,9 @@ extern "C" {
         hostname: *const c_char,
         port: in_port_t,
     ) -> memcached_return_t;
+    /// Removes every server from the handle (closing their connections); its behaviors and
+    /// SASL data stay.
+    pub fn memcached_servers_reset(ptr: *mut memcached_st);
     /// Adds a TCP server with a ketama weight. Does not connect or resolve.
     pub fn memcached_server_add_with_weight(
         ptr: *mut memcached_st,

@@ -267,12 +267,16 @@ impl AsyncCache {
         self.core.invalidate(&self.io(), key).await
     }
 
-    /// Invalidates every value on every server (`flush_all`).
+    /// Invalidates every value on every server (`flush_all`). An error when any server
+    /// failed: the others are flushed all the same.
     pub async fn clear(&self) -> Result<()> {
         self.core.clear(&self.io()).await
     }
 
-    /// Every server's statistics.
+    /// Every server's statistics, in the configured order. A server that could not be asked
+    /// (down, hung past the read timeout) is listed with its
+    /// [`failure`](newcache_transport::ServerStats::failure) and no statistics, and counts in
+    /// `newcache_errors_total`; the call fails only when every server failed.
     pub async fn stats(&self) -> Result<Vec<ServerStats>> {
         self.core.stats(&self.io()).await
     }

@@ -429,12 +429,16 @@ impl Cache {
         block(self.core.invalidate(&self.io(), key))
     }
 
-    /// Invalidates every value on every server (`flush_all`).
+    /// Invalidates every value on every server (`flush_all`). An error when any server
+    /// failed: the others are flushed all the same.
     pub fn clear(&self) -> Result<()> {
         block(self.core.clear(&self.io()))
     }
 
-    /// Every server's statistics.
+    /// Every server's statistics, in the configured order. A server that could not be asked
+    /// (down, hung past the read timeout) is listed with its
+    /// [`failure`](newcache_transport::ServerStats::failure) and no statistics, and counts in
+    /// `newcache_errors_total`; the call fails only when every server failed.
     pub fn stats(&self) -> Result<Vec<newcache_transport::ServerStats>> {
         block(self.core.stats(&self.io()))
     }

@@ -155,10 +155,11 @@ impl Observer {
     }
 
     /// A key of a `get_many` whose value could not be read (it did not decode, or its server
-    /// failed while the others answered), while the call itself succeeded: counted in
+    /// failed while the others answered), or a server `stats` could not ask, while the call
+    /// itself succeeded: counted in
     /// `newcache_errors_total` as a failed call is, by its error's kind and server, so that
     /// a server down shows in the errors of a service that reads through `get_many`.
-    pub(crate) fn failed_key(&self, op: &'static str, error: &Error) {
+    pub(crate) fn failed_key<E: Observed + ?Sized>(&self, op: &'static str, error: &E) {
         #[cfg(feature = "tracing")]
         tracing::debug!(cache = %self.name, op, kind = error.kind(), "newcache key not read");
         #[cfg(feature = "metrics")]
@@ -336,6 +337,16 @@ impl Observed for Error {
 
     fn server(&self) -> Option<&str> {
         Error::server(self)
+    }
+}
+
+impl Observed for newcache_transport::Error {
+    fn kind(&self) -> &'static str {
+        newcache_transport::Error::kind(self)
+    }
+
+    fn server(&self) -> Option<&str> {
+        newcache_transport::Error::server(self)
     }
 }
 

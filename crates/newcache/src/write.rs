@@ -323,10 +323,17 @@ impl Core {
             .await
     }
 
-    /// `stats`: every server's statistics.
+    /// `stats`: every server's statistics; a server that failed is listed with its failure
+    /// (and counted in the errors, as a `get_many`'s unread key is).
     pub(crate) async fn stats<I: Io>(&self, io: &I) -> Result<Vec<ServerStats>> {
         self.observer
-            .op("stats", async move { Ok(io.stats().await?) })
+            .op("stats", async move {
+                let servers = io.stats().await?;
+                for failure in servers.iter().filter_map(|s| s.failure.as_ref()) {
+                    self.observer.failed_key("stats", failure);
+                }
+                Ok(servers)
+            })
             .await
     }
 

@@ -3,6 +3,7 @@
 
 use std::cell::Cell;
 use std::collections::VecDeque;
+use std::ffi::CStr;
 use std::marker::PhantomData;
 use std::mem::{ManuallyDrop, MaybeUninit};
 use std::ops::Deref;
@@ -115,6 +116,23 @@ impl Handle {
             }
         }
         Some(clone)
+    }
+
+    /// A copy of this handle's behaviors and SASL data for one server alone (`host` as
+    /// libmemcached takes it), without connections: what asks one server of a cluster
+    /// when a request on all of them stops at the first that fails.
+    pub(crate) fn alone(&self, host: &CStr, port: u16, weight: u32) -> Option<Handle> {
+        // SAFETY: self is a live handle used by this thread only; a NULL destination makes
+        // libmemcached allocate the clone, owned by the new Handle.
+        let one = NonNull::new(unsafe { memcached_clone(ptr::null_mut(), self.memc.as_ptr()) })
+            .map(Handle::own)?;
+        // SAFETY: the clone is live and reachable from this thread only; libmemcached
+        // copies the NUL-terminated host name, which outlives the call.
+        let rc = unsafe {
+            memcached_servers_reset(one.as_ptr());
+            memcached_server_add_with_weight(one.as_ptr(), host.as_ptr(), port, weight)
+        };
+        (!memcached_failed(rc)).then_some(one)
     }
 
     /// The raw pointer, for libmemcached calls; valid while `self` lives.

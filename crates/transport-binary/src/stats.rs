@@ -1,12 +1,14 @@
-//! `stats`: the callback that collects every server's statistics, and the error for a
-//! server that answered none.
+//! `stats`: every server's statistics, through the callback that collects them; a server
+//! that answered none is listed with its failure.
 
 use std::collections::BTreeMap;
+use std::ffi::CString;
 use std::os::raw::{c_char, c_void};
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::ptr;
 
 use libmemcached_sys::*;
-use newcache_transport::Error;
+use newcache_transport::{Error, Result, ServerStats};
 
 use crate::config::ServerSpec;
 use crate::copy::{c_bytes, c_string};
@@ -14,12 +16,12 @@ use crate::errors::BACKEND;
 use crate::pool::Handle;
 use crate::BinaryTransport;
 
-pub(crate) struct StatsContext {
-    pub(crate) servers: Vec<((String, u16), BTreeMap<String, String>)>,
+struct StatsContext {
+    servers: Vec<((String, u16), BTreeMap<String, String>)>,
 }
 
 /// `memcached_stat_fn` collecting every statistic of every server.
-pub(crate) unsafe extern "C" fn collect_stat(
+unsafe extern "C" fn collect_stat(
     server: *const memcached_instance_st,
     key: *const c_char,
     key_length: usize,
@@ -52,7 +54,101 @@ pub(crate) unsafe extern "C" fn collect_stat(
     MEMCACHED_SUCCESS
 }
 
+/// Runs `stats` on every server of `h`, collecting what each answered.
+fn stats_execute(h: &Handle) -> (memcached_return_t, StatsContext) {
+    let mut context = StatsContext {
+        servers: Vec::new(),
+    };
+    // SAFETY: h is a live handle used by this thread only; collect_stat matches
+    // memcached_stat_fn and gets a pointer to `context`, which outlives the call and is not
+    // touched by anything else meanwhile. NULL args mean plain `stats`.
+    let rc = unsafe {
+        memcached_stat_execute(
+            h.as_ptr(),
+            ptr::null(),
+            Some(collect_stat),
+            (&mut context as *mut StatsContext).cast(),
+        )
+    };
+    (rc, context)
+}
+
 impl BinaryTransport {
+    /// Every server's statistics, in the configured order. libmemcached's `stats` of all
+    /// servers asks each for its version first and stops there when one fails (a server
+    /// down): then each server is asked alone, on a handle of its own, so that the others'
+    /// statistics still come and the failed one is listed with its failure.
+    pub(crate) fn stats_of_all(&self) -> Result<Vec<ServerStats>> {
+        let h = self.lease()?;
+        let (rc, mut context) = stats_execute(&h);
+        if memcached_failed(rc) && context.servers.is_empty() {
+            if self.servers.len() < 2 {
+                return Err(self.error(&h, rc, self.label_for_failure(&h), "stats"));
+            }
+            drop(h);
+            return self.stats_one_by_one();
+        }
+        let mut out = Vec::with_capacity(self.servers.len());
+        for spec in &self.servers {
+            let id = (spec.host.clone(), spec.port);
+            match context.servers.iter_mut().find(|(s, _)| *s == id) {
+                Some((_, stats)) => out.push(ServerStats::answered(
+                    spec.label.clone(),
+                    std::mem::take(stats),
+                )),
+                None => match self.server_failure(&h, spec, "stats") {
+                    e if e.is_server_failure() => {
+                        out.push(ServerStats::failed(spec.label.clone(), e));
+                    }
+                    e => return Err(e),
+                },
+            }
+        }
+        self.check_leftovers(&h)?;
+        ServerStats::all_or_first_failure(out)
+    }
+
+    /// `stats` of each server on a handle of its own (a copy of the configured one's
+    /// behaviors and credentials); a server marked down is not asked.
+    fn stats_one_by_one(&self) -> Result<Vec<ServerStats>> {
+        let master = self.lease()?;
+        let mut out = Vec::with_capacity(self.servers.len());
+        for (index, spec) in self.servers.iter().enumerate() {
+            let label = spec.label.clone();
+            if let Err(e) = self.gate(index) {
+                out.push(ServerStats::failed(label, e));
+                continue;
+            }
+            let host = CString::new(spec.host.as_str()).map_err(|_| Error::Backend {
+                backend: BACKEND,
+                code: MEMCACHED_FAILURE as i32,
+                message: format!("server {label}: NUL byte in the host"),
+            })?;
+            let Some(one) = master.alone(&host, spec.port, spec.weight) else {
+                return Err(Error::Backend {
+                    backend: BACKEND,
+                    code: MEMCACHED_MEMORY_ALLOCATION_FAILURE as i32,
+                    message: format!("cannot make a handle to ask {label} for its statistics"),
+                });
+            };
+            match stats_execute(&one) {
+                (rc, mut context) if !memcached_failed(rc) => {
+                    let stats = context
+                        .servers
+                        .pop()
+                        .map(|(_, stats)| stats)
+                        .unwrap_or_default();
+                    out.push(ServerStats::answered(label, stats));
+                }
+                (rc, _) => match self.error(&one, rc, label.clone(), "stats") {
+                    e if e.is_server_failure() => out.push(ServerStats::failed(label, e)),
+                    e => return Err(e),
+                },
+            }
+        }
+        ServerStats::all_or_first_failure(out)
+    }
+
     /// The error libmemcached recorded on one server (which answered nothing).
     pub(crate) fn server_failure(&self, h: &Handle, spec: &ServerSpec, command: &str) -> Error {
         let position = (0..self.position_to_server.len())

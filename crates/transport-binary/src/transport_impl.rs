@@ -1,8 +1,6 @@
 //! [`Transport`] for [`BinaryTransport`]: every operation, from checking its input to
 //! reporting each server's outcome to the failure record.
 
-use std::ptr;
-
 use libmemcached_sys::*;
 use newcache_transport::{
     check_key, get_many_made_with, Error, Found, Item, MadeKeys, ManyRead, Result, ServerStats,
@@ -10,7 +8,6 @@ use newcache_transport::{
 };
 
 use crate::batch::Batch;
-use crate::stats::{collect_stat, StatsContext};
 use crate::BinaryTransport;
 
 impl Transport for BinaryTransport {
@@ -182,36 +179,6 @@ impl Transport for BinaryTransport {
     }
 
     fn stats(&self) -> Result<Vec<ServerStats>> {
-        let h = self.lease()?;
-        let mut context = StatsContext {
-            servers: Vec::new(),
-        };
-        // SAFETY: h is a live handle used by this thread only; collect_stat matches
-        // memcached_stat_fn and gets a pointer to `context`, which outlives the call and is
-        // not touched by anything else meanwhile. NULL args mean plain `stats`.
-        let rc = unsafe {
-            memcached_stat_execute(
-                h.as_ptr(),
-                ptr::null(),
-                Some(collect_stat),
-                (&mut context as *mut StatsContext).cast(),
-            )
-        };
-        if memcached_failed(rc) {
-            return Err(self.error(&h, rc, self.label_for_failure(&h), "stats"));
-        }
-        let mut out = Vec::with_capacity(self.servers.len());
-        for spec in &self.servers {
-            let id = (spec.host.clone(), spec.port);
-            match context.servers.iter_mut().find(|(s, _)| *s == id) {
-                Some((_, stats)) => out.push(ServerStats {
-                    server: spec.label.clone(),
-                    stats: std::mem::take(stats),
-                }),
-                None => return Err(self.server_failure(&h, spec, "stats")),
-            }
-        }
-        self.check_leftovers(&h)?;
-        Ok(out)
+        self.stats_of_all()
     }
 }

@@ -5,11 +5,12 @@
 use std::ops::Range;
 use std::time::Instant;
 
-use newcache_transport::{Error, Result};
+use newcache_transport::{Error, Result, ServerStats};
 
 use crate::cluster::Ticket;
 use crate::command::{Cmd, NeedsMeta, Outcome, Wire};
 use crate::conn::{Acquire, Conn, Opened};
+use crate::errors::status_to_error;
 use crate::exchange::Head;
 use crate::multi_get::{encode_multi_get, gets_per_key};
 use crate::proto::{self, meta, Decoder, Expect, Reply, Status};
@@ -385,6 +386,90 @@ impl TextTransport {
             unread.extend(members(index).iter().map(|&i| (i, e.for_another_key())));
         }
         Ok((answered, unread))
+    }
+}
+
+/// An answer that may be a one-line command's reply: the blocking batches' and the async
+/// transport's, read by the same functions ([`server_stats`], [`flushed`]).
+pub(crate) trait LineAnswer: std::fmt::Debug + Sized {
+    /// The reply, when this is a one-line command's; else the answer back.
+    fn into_line(self) -> std::result::Result<Reply, Self>;
+}
+
+impl LineAnswer for Answer {
+    fn into_line(self) -> std::result::Result<Reply, Self> {
+        match self {
+            Answer::Line(reply) => Ok(*reply),
+            other => Err(other),
+        }
+    }
+}
+
+/// `stats` on every server (`outcomes`: each server's answers or failure, by index): each
+/// server's statistics, in server order, a failed one ([`Error::is_server_failure`]) listed
+/// with its failure; an error when every server failed, or when one answered with anything
+/// but its statistics.
+pub(crate) fn server_stats<A: LineAnswer>(
+    outcomes: Vec<(usize, Result<Vec<A>>)>,
+    label: impl Fn(usize) -> String,
+) -> Result<Vec<ServerStats>> {
+    let mut out = Vec::with_capacity(outcomes.len());
+    for (index, outcome) in outcomes {
+        let server = label(index);
+        let answers = match outcome {
+            Ok(answers) => answers,
+            Err(e) if e.is_server_failure() => {
+                out.push(ServerStats::failed(server, e));
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
+        let mut stats = None;
+        for answer in answers {
+            match answer.into_line() {
+                Ok(Reply::Stats(list)) if stats.is_none() => {
+                    stats = Some(list.into_iter().collect());
+                }
+                Ok(Reply::Status(s)) => return Err(status_to_error(server, s, "stats")),
+                Ok(other) => return Err(unexpected_answer(server, other)),
+                Err(other) => return Err(unexpected_answer(server, other)),
+            }
+        }
+        match stats {
+            Some(stats) => out.push(ServerStats::answered(server, stats)),
+            None => return Err(unexpected_answer(server, "no statistics")),
+        }
+    }
+    ServerStats::all_or_first_failure(out)
+}
+
+/// `flush_all` on every server (`outcomes`: each server's answers or failure, by index):
+/// done when every server said `OK`, else the first server's error (the others were
+/// flushed all the same).
+pub(crate) fn flushed<A: LineAnswer>(
+    outcomes: Vec<(usize, Result<Vec<A>>)>,
+    label: impl Fn(usize) -> String,
+) -> Result<()> {
+    for (index, answers) in TextTransport::strict(outcomes)? {
+        for answer in answers {
+            match answer.into_line() {
+                Ok(Reply::Status(Status::Ok)) => {}
+                Ok(Reply::Status(status)) => {
+                    return Err(status_to_error(label(index), status, "flush_all"))
+                }
+                Ok(other) => return Err(unexpected_answer(label(index), other)),
+                Err(other) => return Err(unexpected_answer(label(index), other)),
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The error for an answer a command cannot have.
+pub(crate) fn unexpected_answer(server: String, what: impl std::fmt::Debug) -> Error {
+    Error::Protocol {
+        server,
+        detail: format!("unexpected answer {what:?}"),
     }
 }
 

@@ -6,10 +6,10 @@ use newcache_transport::{
     ServerStats, Store, StoreMode, StoreStatus, Transport,
 };
 
-use crate::batch::{Answer, Batch, RoundLimit};
+use crate::batch::{flushed, server_stats, Answer, Batch, RoundLimit};
 use crate::command::{Cmd, Outcome};
 use crate::errors::{refused_as_too_large, status_to_error};
-use crate::proto::{Expect, Reply, Status};
+use crate::proto::{Expect, Status};
 use crate::{Protocol, TextTransport};
 
 impl TextTransport {
@@ -252,23 +252,7 @@ impl Transport for TextTransport {
             Batch::Line("flush_all", Expect::Status),
             RoundLimit::STATUS,
         );
-        for (index, answers) in Self::strict(outcomes)? {
-            for answer in answers {
-                match answer {
-                    Answer::Line(reply) => match *reply {
-                        Reply::Status(Status::Ok) => {}
-                        Reply::Status(status) => {
-                            return Err(status_to_error(self.label(index), status, "flush_all"))
-                        }
-                        other => {
-                            return Err(self.answer_error(index, Answer::Line(Box::new(other))))
-                        }
-                    },
-                    other => return Err(self.answer_error(index, other)),
-                }
-            }
-        }
-        Ok(())
+        flushed(outcomes, |index| self.label(index))
     }
 
     /// True unless the transport speaks only the classic protocol ([`Protocol::Classic`]).
@@ -328,26 +312,7 @@ impl Transport for TextTransport {
             Batch::Line("stats", Expect::Stats),
             RoundLimit::VALUES,
         );
-        let mut out = Vec::with_capacity(self.servers.len());
-        for (index, answers) in Self::strict(outcomes)? {
-            let label = self.label(index);
-            for answer in answers {
-                match answer {
-                    Answer::Line(reply) => match *reply {
-                        Reply::Stats(stats) => out.push(ServerStats {
-                            server: label.clone(),
-                            stats: stats.into_iter().collect(),
-                        }),
-                        Reply::Status(s) => return Err(status_to_error(label, s, "stats")),
-                        other => {
-                            return Err(self.answer_error(index, Answer::Line(Box::new(other))))
-                        }
-                    },
-                    other => return Err(self.answer_error(index, other)),
-                }
-            }
-        }
-        Ok(out)
+        server_stats(outcomes, |index| self.label(index))
     }
 }
 

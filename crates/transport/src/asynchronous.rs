@@ -106,7 +106,8 @@ pub trait AsyncTransport: Send + Sync + std::fmt::Debug {
     /// Invalidates every item on every server (`flush_all`).
     fn flush_all(&self) -> BoxFuture<'_, Result<()>>;
 
-    /// The statistics of every server.
+    /// The statistics of every server, as [`Transport::stats`](crate::Transport::stats):
+    /// a server that failed is listed with its failure.
     fn stats(&self) -> BoxFuture<'_, Result<Vec<ServerStats>>>;
 
     /// True when the backend speaks memcached 1.6's meta protocol.

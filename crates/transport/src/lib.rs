@@ -247,12 +247,51 @@ pub struct MetaItem {
 }
 
 /// Statistics of one server, as its `stats` command reports them.
-#[derive(Debug, Clone, PartialEq, Eq)]
+///
+/// A server that could not be asked (down, hung past the read timeout, marked down by
+/// failover) is listed with its [`failure`](ServerStats::failure) and no statistics, so one
+/// server's outage does not hide the others' figures; [`Transport::stats`] fails only when
+/// every server failed.
+#[derive(Debug)]
 pub struct ServerStats {
     /// The server, as configured (`host:port`).
     pub server: String,
-    /// Every statistic the server reported, by name.
+    /// Every statistic the server reported, by name; empty when it failed.
     pub stats: BTreeMap<String, String>,
+    /// Why the server's statistics could not be read (an [`Error::is_server_failure`]);
+    /// `None` when it answered.
+    pub failure: Option<Error>,
+}
+
+impl ServerStats {
+    /// The statistics a server answered with.
+    pub fn answered(server: String, stats: BTreeMap<String, String>) -> Self {
+        ServerStats {
+            server,
+            stats,
+            failure: None,
+        }
+    }
+
+    /// A server whose statistics could not be read, and why.
+    pub fn failed(server: String, failure: Error) -> Self {
+        ServerStats {
+            server,
+            stats: BTreeMap::new(),
+            failure: Some(failure),
+        }
+    }
+
+    /// Each server's statistics, in the order given, or the first failure when every
+    /// server failed (a cluster with no server answering has no statistics to show).
+    pub fn all_or_first_failure(mut servers: Vec<ServerStats>) -> Result<Vec<ServerStats>> {
+        if servers.iter().all(|s| s.failure.is_some()) {
+            if let Some(e) = servers.iter_mut().find_map(|s| s.failure.take()) {
+                return Err(e);
+            }
+        }
+        Ok(servers)
+    }
 }
 
 /// Why a wire key was refused.
@@ -778,7 +817,9 @@ pub trait Transport: Send + Sync + fmt::Debug {
     /// Invalidates every item on every server (`flush_all`).
     fn flush_all(&self) -> Result<()>;
 
-    /// The statistics of every server.
+    /// The statistics of every server, in the configured order; a server that failed is
+    /// listed with its failure ([`ServerStats::failure`]). An error only when every server
+    /// failed, or when one answered with an error.
     fn stats(&self) -> Result<Vec<ServerStats>>;
 
     /// True when the backend speaks memcached 1.6's meta protocol ([`Transport::meta_get`]).

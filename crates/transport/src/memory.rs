@@ -336,10 +336,7 @@ impl State {
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
         stats.insert("version".into(), env!("CARGO_PKG_VERSION").to_string());
-        ServerStats {
-            server: SERVER.to_string(),
-            stats,
-        }
+        ServerStats::answered(SERVER.to_string(), stats)
     }
 }
 

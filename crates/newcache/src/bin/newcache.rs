@@ -186,6 +186,9 @@ enum Outcome {
 fn stats_table(server: &newcache::transport::ServerStats) -> String {
     let width = server.stats.keys().map(String::len).max().unwrap_or(0);
     let mut table = format!("{}\n", server.server);
+    if let Some(failure) = &server.failure {
+        table.push_str(&format!("  failed: {failure}\n"));
+    }
     for (name, value) in &server.stats {
         table.push_str(&format!("  {name:<width$}  {value}\n"));
     }

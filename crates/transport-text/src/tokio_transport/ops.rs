@@ -14,6 +14,7 @@ use super::steps::{Answer, AnswerList};
 use super::{
     plan_cmds, plan_gets, plan_line, plan_quiet_deletes, Answers, Build, TokioTextTransport,
 };
+use crate::batch::{flushed, server_stats};
 use crate::command::{Cmd, Outcome};
 use crate::errors::{refusal_error, refused_as_too_large, status_to_error};
 use crate::ops::members_of;
@@ -93,8 +94,12 @@ impl TokioTextTransport {
         })
     }
 
-    /// Every server, one line command each: the answers in server order.
-    async fn every_server(&self, line: &'static str, expect: Expect) -> Result<Vec<Answers>> {
+    /// `line` on every server: each server's answers or failure, by index.
+    async fn on_every_server(
+        &self,
+        line: &'static str,
+        expect: Expect,
+    ) -> Vec<(usize, Result<Vec<Answer>>)> {
         let groups: Groups<'_> = (0..self.inner.servers.len())
             .map(|i| {
                 let build: Box<Build<'_>> =
@@ -102,12 +107,12 @@ impl TokioTextTransport {
                 (i, build)
             })
             .collect();
-        let outcomes = self.batch(&groups).await;
-        let indexed = outcomes.into_iter().enumerate().collect();
-        Ok(TextTransport::strict(indexed)?
+        self.batch(&groups)
+            .await
             .into_iter()
-            .map(|(_, a)| a)
-            .collect())
+            .map(|outcome| outcome.map(|answers| answers.list.into_iter().collect()))
+            .enumerate()
+            .collect()
     }
 
     /// Keyed commands for positions `0..count` (`cmd_of`), one pipelined job per server,
@@ -487,57 +492,15 @@ impl AsyncTransport for TokioTextTransport {
 
     fn flush_all(&self) -> BoxFuture<'_, Result<()>> {
         Box::pin(async move {
-            for (index, answers) in self
-                .every_server("flush_all", Expect::Status)
-                .await?
-                .into_iter()
-                .enumerate()
-            {
-                let label = self.label(index);
-                for answer in answers.list {
-                    match answer {
-                        Answer::Line(reply) => match *reply {
-                            Reply::Status(Status::Ok) => {}
-                            Reply::Status(s) => {
-                                return Err(status_to_error(label.to_string(), s, "flush_all"))
-                            }
-                            other => return Err(unexpected(label, other)),
-                        },
-                        other => return Err(unexpected(label, other)),
-                    }
-                }
-            }
-            Ok(())
+            let outcomes = self.on_every_server("flush_all", Expect::Status).await;
+            flushed(outcomes, |index| self.label(index).to_string())
         })
     }
 
     fn stats(&self) -> BoxFuture<'_, Result<Vec<ServerStats>>> {
         Box::pin(async move {
-            let mut out = Vec::with_capacity(self.inner.servers.len());
-            for (index, answers) in self
-                .every_server("stats", Expect::Stats)
-                .await?
-                .into_iter()
-                .enumerate()
-            {
-                let label = self.label(index);
-                for answer in answers.list {
-                    match answer {
-                        Answer::Line(reply) => match *reply {
-                            Reply::Stats(stats) => out.push(ServerStats {
-                                server: label.to_string(),
-                                stats: stats.into_iter().collect(),
-                            }),
-                            Reply::Status(s) => {
-                                return Err(status_to_error(label.to_string(), s, "stats"))
-                            }
-                            other => return Err(unexpected(label, other)),
-                        },
-                        other => return Err(unexpected(label, other)),
-                    }
-                }
-            }
-            Ok(out)
+            let outcomes = self.on_every_server("stats", Expect::Stats).await;
+            server_stats(outcomes, |index| self.label(index).to_string())
         })
     }
 

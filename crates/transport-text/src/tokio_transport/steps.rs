@@ -221,6 +221,15 @@ pub(super) enum Answer {
     Line(Box<Reply>),
 }
 
+impl crate::batch::LineAnswer for Answer {
+    fn into_line(self) -> std::result::Result<Reply, Self> {
+        match self {
+            Answer::Line(reply) => Ok(*reply),
+            other => Err(other),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::Keys;
