@@ -188,9 +188,7 @@ impl ValueCodec {
                 Ok(value)
             }
             #[cfg(feature = "json")]
-            ValueCodec::Json => {
-                serde_json::from_slice(bytes).map_err(|e| CodecError(format!("json: {e}")))
-            }
+            ValueCodec::Json => serde_json::from_slice(bytes).map_err(|e| json_error(&e)),
             #[cfg(feature = "pickle")]
             ValueCodec::Pickle => pickle::decode(bytes),
             #[allow(unreachable_patterns)]
@@ -223,6 +221,68 @@ impl de::Error for CodecError {
     fn custom<T: fmt::Display>(msg: T) -> Self {
         CodecError(msg.to_string())
     }
+
+    fn invalid_type(met: de::Unexpected<'_>, expected: &dyn de::Expected) -> Self {
+        CodecError(format!("invalid type: {}, expected {expected}", Met(met)))
+    }
+
+    fn invalid_value(met: de::Unexpected<'_>, expected: &dyn de::Expected) -> Self {
+        CodecError(format!("invalid value: {}, expected {expected}", Met(met)))
+    }
+
+    fn unknown_variant(variant: &str, expected: &'static [&'static str]) -> Self {
+        CodecError(format!(
+            "unknown variant (a string of {} bytes, not shown), expected one of {expected:?}",
+            variant.len()
+        ))
+    }
+
+    fn unknown_field(field: &str, expected: &'static [&'static str]) -> Self {
+        CodecError(format!(
+            "unknown field (a string of {} bytes, not shown), expected one of {expected:?}",
+            field.len()
+        ))
+    }
+}
+
+/// What a decode error shows of a value it met: a number, a boolean or a kind as it is, a
+/// string or bytes only by size, so that a cached secret (a token, an address) read as the
+/// wrong type does not reach the logs.
+struct Met<'a>(de::Unexpected<'a>);
+
+impl fmt::Display for Met<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            de::Unexpected::Str(s) => write!(f, "a string of {} bytes (not shown)", s.len()),
+            de::Unexpected::Bytes(b) => write!(f, "{} bytes (not shown)", b.len()),
+            de::Unexpected::Char(_) => f.write_str("a character (not shown)"),
+            ref other => other.fmt(f),
+        }
+    }
+}
+
+/// serde_json's error message with the strings it quotes from the value left out (it
+/// quotes a string read as another type, and an unknown variant or field): see [`Met`].
+#[cfg(feature = "json")]
+fn json_error(e: &serde_json::Error) -> CodecError {
+    let mut message = e.to_string();
+    for (open, shown) in [
+        ("string \"", "a string (not shown)"),
+        ("unknown variant `", "unknown variant (not shown)"),
+        ("unknown field `", "unknown field (not shown)"),
+    ] {
+        let close = if open.ends_with('"') {
+            "\", expected"
+        } else {
+            "`, expected"
+        };
+        if let (Some(start), Some(end)) = (message.find(open), message.rfind(close)) {
+            if end >= start + open.len() {
+                message.replace_range(start..end + close.len(), &format!("{shown}, expected"));
+            }
+        }
+    }
+    CodecError(format!("json: {message}"))
 }
 
 #[cfg(feature = "bincode")]
@@ -507,6 +567,46 @@ mod tests {
         let mut out = Vec::new();
         let flags = encode(v, &mut out, ValueCodec::Bincode).unwrap();
         (out, flags)
+    }
+
+    /// A value read as the wrong type is not quoted in the error: a cached token read as a
+    /// number, an enum or a struct would otherwise reach the logs (pickle, JSON and the
+    /// plain values alike).
+    #[test]
+    fn decode_errors_do_not_quote_the_strings_they_met() {
+        #[derive(Debug, Deserialize)]
+        #[allow(dead_code)]
+        enum Color {
+            Red,
+        }
+        #[derive(Debug, Deserialize)]
+        #[allow(dead_code)]
+        #[serde(deny_unknown_fields)]
+        struct S {
+            a: i64,
+        }
+        let secret = "tok-3f9a1c";
+        let mut codecs = vec![ValueCodec::Bincode];
+        #[cfg(feature = "json")]
+        codecs.push(ValueCodec::Json);
+        #[cfg(feature = "pickle")]
+        codecs.push(ValueCodec::Pickle);
+        let map = std::collections::BTreeMap::from([(secret, 1)]);
+        for codec in codecs {
+            let (mut listed, mut mapped) = (Vec::new(), Vec::new());
+            let list_flags = encode(&vec![secret], &mut listed, codec).unwrap();
+            let map_flags = encode(&map, &mut mapped, codec).unwrap();
+            let errors = [
+                decode::<Vec<i64>>(&listed, list_flags).unwrap_err(),
+                decode::<Vec<Color>>(&listed, list_flags).unwrap_err(),
+                decode::<Vec<char>>(&listed, list_flags).unwrap_err(),
+                decode::<S>(&mapped, map_flags).unwrap_err(),
+                decode::<i64>(secret.as_bytes(), FLAG_TEXT).unwrap_err(),
+            ];
+            for e in errors {
+                assert!(!e.0.contains(secret), "{codec:?}: {e}");
+            }
+        }
     }
 
     /// An empty sequence is bytes only when its elements are `u8`: an empty `Vec<String>`

@@ -216,6 +216,25 @@ impl BinaryTransport {
         Ok(())
     }
 
+    /// After a binary `flush_all` that libmemcached called a success: it sends every server
+    /// its flush, then reads their answers and ignores how that went, so a server that never
+    /// answered (hung past the poll timeout) passed for flushed. Such a server's connection
+    /// was closed by the failed read, or still awaits its answer: either is that server's
+    /// failure. (Without libmemcached 1.1's instance layout this cannot be seen.)
+    pub(crate) fn check_flush_answered(&self, h: &Handle) -> Result<()> {
+        for p in 0..self.position_to_server.len() {
+            let Some(fields) = self.fields_at(h, p) else {
+                continue;
+            };
+            if fields.fd < 0 || fields.response_count > 0 {
+                let failure = self.instance_failure(h, p, "flush_all");
+                self.reset(h);
+                return Err(failure);
+            }
+        }
+        Ok(())
+    }
+
     /// After a request that returns no item: libmemcached reads a stray item reply into the
     /// handle's own result and takes it for the request's answer. The connections are
     /// closed and the request fails; then the leftover check.

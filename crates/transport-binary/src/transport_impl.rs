@@ -175,6 +175,9 @@ impl Transport for BinaryTransport {
         if memcached_failed(rc) {
             return Err(self.error(&h, rc, self.label_for_failure(&h), "flush_all"));
         }
+        if self.binary {
+            self.check_flush_answered(&h)?;
+        }
         self.check_leftovers(&h)
     }
 
