@@ -12,7 +12,10 @@
 //!   [`Error::ServerDown`] instead of waiting for a connect timeout each; after the wait, one
 //!   more failure leaves it alone again, one success clears its record;
 //! - with `remove_failed` on, failures are counted as libmemcached counts them, because an
-//!   ejection moves keys and must come when a pylibmc client's does: each failure leaves
+//!   ejection moves keys and must come when a pylibmc client's does: only failed connects
+//!   (refused, timed out) count, as a hung server, which still accepts connections, is
+//!   never ejected by libmemcached (a timeout or I/O error leaves it alone for
+//!   `retry_timeout`, its keys failing fast where they are); each failure leaves
 //!   the server alone for `retry_timeout` (ending on the wall clock's second, as
 //!   libmemcached's whole-second retry times do), and the `failure_limit`-th in a row ejects
 //!   it: consistent distributions (ketama) rebuild the ring without it, so its keys go where
@@ -286,7 +289,7 @@ impl Cluster {
     pub(crate) fn report<T>(&self, index: usize, ticket: Ticket, outcome: &Result<T>) {
         match outcome {
             Ok(_) => self.succeeded(index),
-            Err(e) if counts_as_failure(e) => self.failed(index, ticket),
+            Err(e) if counts_as_failure(e) => self.failed(index, ticket, e),
             Err(_) => {}
         }
     }
@@ -317,12 +320,32 @@ impl Cluster {
         }
     }
 
-    fn failed(&self, index: usize, ticket: Ticket) {
+    /// A failure of server `index` (`error`, a [`counts_as_failure`] one).
+    fn failed(&self, index: usize, ticket: Ticket, error: &Error) {
         let Some(health) = self.health.get(index) else {
             return;
         };
         // Another request let through with this one was counted already: the same failure.
         if !health.counted.count(ticket) {
+            return;
+        }
+        if self.failover.remove_failed
+            && !matches!(error, Error::Connect { .. })
+            && self.health.len() > 1
+        {
+            // Only failed connects count toward an ejection, as in libmemcached (its
+            // failure counter moves in its connect path): a hung server still accepts
+            // connections, so pylibmc never ejects it, and neither may this client, or the
+            // two would place its keys apart. A timeout leaves it alone for retry_timeout
+            // (its keys fail fast, where they stay); a connection that broke is followed
+            // by a new connect on the next request, as libmemcached's is (a killed server
+            // then counts its first failure there, when libmemcached's does).
+            if matches!(error, Error::Timeout { .. }) && !self.failover.retry_timeout.is_zero() {
+                health.down_until.store(
+                    self.libmemcached_wait(self.failover.retry_timeout),
+                    Ordering::Relaxed,
+                );
+            }
             return;
         }
         let now = self.now_ms();
@@ -672,6 +695,42 @@ mod tests {
         }
         c.report(1, c.ticket(1), &refused(1));
         assert_ne!(c.place(&key).unwrap(), 1, "the failure_limit-th ejects it");
+    }
+
+    /// A hung server (its requests time out, its connects succeed) is never ejected, as
+    /// libmemcached never ejects it: its keys stay where pylibmc places them, failing fast
+    /// for retry_timeout after each failure (an outside audit: the text transport ejected a
+    /// server SIGSTOPped for 5 s and, with dead_timeout 0, kept it out for good, while
+    /// libmemcached and pylibmc placed its keys on it throughout).
+    #[test]
+    fn with_remove_failed_only_failed_connects_eject() {
+        let failover = Failover {
+            failure_limit: 2,
+            remove_failed: true,
+            retry_timeout: Duration::from_secs(1),
+            dead_timeout: Duration::ZERO,
+        };
+        let c = cluster(3, Distribution::ConsistentKetama, failover);
+        let key = key_on(&c, 1);
+        let hung: Result<()> = Err(Error::Timeout {
+            server: "server 1".into(),
+            after: Duration::from_millis(500),
+        });
+        for failure in 1..=5 {
+            c.report(1, c.ticket(1), &hung);
+            assert_eq!(c.place(&key).unwrap(), 1, "timeout {failure}: not ejected");
+            assert!(
+                matches!(c.check_up(1), Err(Error::ServerDown { .. })),
+                "timeout {failure}: left alone for retry_timeout"
+            );
+            c.health[1].down_until.store(1, Ordering::Relaxed);
+        }
+        assert!(c.check_up(1).is_ok());
+        for _ in 0..2 {
+            c.report(1, c.ticket(1), &refused(1));
+            c.health[1].down_until.store(1, Ordering::Relaxed);
+        }
+        assert_ne!(c.place(&key).unwrap(), 1, "failed connects eject it");
     }
 
     #[test]
