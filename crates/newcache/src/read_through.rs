@@ -303,7 +303,21 @@ impl Core {
             };
             let mut waited: Option<Instant> = None;
             loop {
-                if io.store(&lease).await.map_err(Error::from)?.is_stored() {
+                let leased = match io.store(&lease).await {
+                    Ok(status) => status.is_stored(),
+                    // The lease key lives on a server of its own, which is down or hung
+                    // while the value's answers: load without the lease across processes
+                    // (still one loader per process) rather than fail a key whose server
+                    // answers. The failure counts in the errors, so the outage shows.
+                    Err(e) if e.is_server_failure() => {
+                        self.observer.failed_key(OP, &e);
+                        return self
+                            .load_and_store(io, key, &wire, options, loader, Over::Nothing)
+                            .await;
+                    }
+                    Err(e) => return Err(Error::from(e).into()),
+                };
+                if leased {
                     if let Some(waited) = waited {
                         self.observer.lease_wait(waited.elapsed());
                     }
