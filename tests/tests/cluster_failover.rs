@@ -658,13 +658,30 @@ fn a_hang_under_64_callers_is_one_failure_for_libmemcached_too() {
             .map(|i| format!("hang:{i}"))
             .filter(|k| text.server_for_key(&cache.wire_key(k).unwrap()).unwrap() == 1)
             .collect();
+        let live = (0..300)
+            .map(|i| format!("live:{i}"))
+            .find(|k| text.server_for_key(&cache.wire_key(k).unwrap()).unwrap() == 0)
+            .unwrap();
+        cache
+            .set(&live, "here", newcache::Ttl::Seconds(60))
+            .unwrap();
         servers[1].pause();
         let barrier = std::sync::Barrier::new(64);
         std::thread::scope(|s| {
-            for _ in 0..64 {
-                s.spawn(|| {
+            for thread in 0..64 {
+                let (barrier, cache, on_1, live) = (&barrier, &cache, &on_1, &live);
+                s.spawn(move || {
                     barrier.wait();
-                    assert!(cache.get::<String>(&on_1[0]).is_err());
+                    if thread % 2 == 0 {
+                        assert!(cache.get::<String>(&on_1[0]).is_err());
+                    } else {
+                        // A live server's key while 32 callers wait on the hung one: the
+                        // handle pool (max_connections, 64) has one for it. It was
+                        // max_idle (16): the callers of the live key timed out waiting for
+                        // a handle (an outside audit).
+                        let got = cache.get::<String>(live);
+                        assert_eq!(got.unwrap().as_deref(), Some("here"), "{mode}");
+                    }
                 });
             }
         });

@@ -138,10 +138,12 @@ pub struct Config {
     pub read_timeout: Duration,
     /// Write timeout, default 500 ms (see `read_timeout` for libmemcached).
     pub write_timeout: Duration,
-    /// Idle connections kept per server, default 16.
+    /// Idle connections kept per server, default 16. Text transport.
     pub max_idle_per_server: usize,
     /// Connections open at once per server (`max_connections`), default 64; callers wait
-    /// for one up to the read timeout. 0: no cap. Text transport.
+    /// for one up to the read timeout. 0: no cap. The libmemcached transports keep this
+    /// many handles (each with at most one connection per server), made as callers need
+    /// them and kept.
     pub max_connections: usize,
     /// Idle connections are closed after this long (`idle_timeout`, seconds), default 60 s.
     /// Text transport.

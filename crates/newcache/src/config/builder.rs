@@ -188,13 +188,14 @@ impl Builder {
         self
     }
 
-    /// Idle connections kept per server.
+    /// Idle connections kept per server (default 16). Text transport.
     pub fn max_idle_per_server(mut self, n: usize) -> Self {
         self.config.max_idle_per_server = n;
         self
     }
 
-    /// Connections open at once per server (default 64; 0: no cap). Text transport.
+    /// Connections open at once per server (default 64; 0: no cap); the libmemcached
+    /// transports' number of pooled handles, each with at most one connection per server.
     pub fn max_connections(mut self, n: usize) -> Self {
         self.config.max_connections = n;
         self

@@ -38,7 +38,14 @@ pub(super) fn build_libmemcached(config: &Config, binary: bool) -> Result<Arc<dy
         behaviors,
         username: config.username.clone(),
         password: config.password.as_ref().map(|p| p.0.clone()),
-        pool_size: config.max_idle_per_server.max(1),
+        // Each handle holds at most one connection per server: `max_connections` handles
+        // bound the connections per server as the text transport's cap does (the pool
+        // used to be `max_idle`, 16, and 64 threads under one hung server starved the
+        // healthy keys waiting for a handle; an outside audit).
+        pool_size: match config.max_connections {
+            0 => usize::MAX,
+            n => n,
+        },
         item_size_limit: config.item_size_limit,
     })?;
     Ok(Arc::new(transport))
