@@ -182,6 +182,46 @@ pub fn free_port() -> u16 {
     panic!("no free loopback port in {SERVER_PORTS:?}");
 }
 
+/// A loopback address whose connects time out, as a host that is down or cut off does: a
+/// listener that never accepts, its accept queue filled by connections of its own, so the
+/// kernel drops every further handshake.
+pub struct Blackhole {
+    addr: SocketAddr,
+    _listener: TcpListener,
+    _queued: Vec<TcpStream>,
+}
+
+impl Blackhole {
+    /// Binds a free port and fills its accept queue; panics when it cannot.
+    pub fn start() -> Blackhole {
+        let listener = TcpListener::bind(("127.0.0.1", free_port())).expect("bind the blackhole");
+        let addr = listener.local_addr().expect("the blackhole's address");
+        let mut queued = Vec::new();
+        // The queue holds its backlog (128 for std's listener) and one more; stop at the
+        // first connect that does not complete.
+        while queued.len() < 4096 {
+            match TcpStream::connect_timeout(&addr, Duration::from_millis(100)) {
+                Ok(stream) => queued.push(stream),
+                Err(_) => break,
+            }
+        }
+        assert!(
+            queued.len() < 4096,
+            "the blackhole's accept queue never filled"
+        );
+        Blackhole {
+            addr,
+            _listener: listener,
+            _queued: queued,
+        }
+    }
+
+    /// `127.0.0.1:port`.
+    pub fn addr(&self) -> String {
+        self.addr.to_string()
+    }
+}
+
 /// A memcached process listening on 127.0.0.1 (or a unix-domain socket), killed when
 /// dropped.
 #[derive(Debug)]

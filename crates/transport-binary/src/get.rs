@@ -42,6 +42,8 @@ impl BinaryTransport {
             )));
         }
         let mut asked_keys: Vec<&[u8]> = Vec::with_capacity(distinct.len());
+        // The server position of each of `asked_keys`.
+        let mut asked_at: Vec<Option<usize>> = Vec::with_capacity(distinct.len());
         let mut asked: Vec<usize> = Vec::new();
         // Each distinct key's server position (in `distinct`'s order, which is sorted),
         // and the servers left alone, with why.
@@ -64,6 +66,7 @@ impl BinaryTransport {
                 }
             }
             asked_keys.push(key);
+            asked_at.push(position);
         }
         if asked_keys.is_empty() {
             if let Some((_, e)) = failed.into_iter().next() {
@@ -71,7 +74,8 @@ impl BinaryTransport {
             }
             return Ok(ManyRead::all(vec![None; keys.len()]));
         }
-        let mut items = self.fetch(&h, &asked_keys, &asked, sent, &mut failed)?;
+        let mut items =
+            self.fetch_connecting_first(&h, (&asked_keys, &asked_at), &asked, sent, &mut failed)?;
         let items = Self::in_order(keys, distinct.len(), &mut items);
         if failed.is_empty() {
             return Ok(ManyRead::all(items));
@@ -88,6 +92,69 @@ impl BinaryTransport {
             })
             .collect();
         Ok(ManyRead::with_unread(items, unread))
+    }
+
+    /// [`fetch`](Self::fetch), with each server whose connection on `h` is not open yet
+    /// asked for one of its keys first, on its own, and the rest asked only of the servers
+    /// that answered. libmemcached's multi-get connects a server again for each of its keys
+    /// when a connect fails (its failure counter moves once per request), so a server that
+    /// cannot be reached (a host down, its connects timing out) cost one connect timeout per
+    /// key: 35 keys on it took 8.8 s at a 250 ms connect timeout, where pylibmc's default
+    /// (the server left alone after its first failed connect) took 250 ms (an outside
+    /// audit). Open connections (every call after a handle's first) cost nothing more.
+    /// `(keys, at)`: the keys (distinct, valid, sorted) and each one's server position.
+    pub(crate) fn fetch_connecting_first(
+        &self,
+        h: &Handle,
+        (keys, at): (&[&[u8]], &[Option<usize>]),
+        asked: &[usize],
+        then_sent: &dyn Fn(),
+        failed_servers: &mut Vec<(usize, Error)>,
+    ) -> Result<HashMap<Vec<u8>, Item>> {
+        if asked.len() < 2 {
+            return self.fetch(h, keys, asked, then_sent, failed_servers);
+        }
+        let cold: Vec<usize> = asked
+            .iter()
+            .copied()
+            .filter(|&p| self.fields_at(h, p).is_some_and(|f| f.fd < 0))
+            .collect();
+        if cold.is_empty() {
+            return self.fetch(h, keys, asked, then_sent, failed_servers);
+        }
+        // One key of each cold server (in `keys`' order: still sorted).
+        let mut firsts: Vec<&[u8]> = Vec::with_capacity(cold.len());
+        let mut seen: Vec<usize> = Vec::with_capacity(cold.len());
+        for (&key, &p) in keys.iter().zip(at) {
+            if let Some(p) = p.filter(|p| cold.contains(p) && !seen.contains(p)) {
+                seen.push(p);
+                firsts.push(key);
+            }
+        }
+        let mut found = match self.fetch(h, &firsts, &cold, &|| {}, failed_servers) {
+            Ok(found) => found,
+            // Every cold server failed (each in `failed_servers`): the others are asked.
+            Err(e) if e.is_server_failure() => HashMap::new(),
+            Err(e) => return Err(e),
+        };
+        let down =
+            |p: &Option<usize>| p.is_some_and(|p| failed_servers.iter().any(|(q, _)| *q == p));
+        let rest: Vec<&[u8]> = keys
+            .iter()
+            .zip(at)
+            .filter(|&(key, p)| !down(p) && !firsts.contains(key))
+            .map(|(&key, _)| key)
+            .collect();
+        let rest_asked: Vec<usize> = asked.iter().copied().filter(|&p| !down(&Some(p))).collect();
+        if rest.is_empty() || rest_asked.is_empty() {
+            then_sent();
+            if let Some((_, e)) = failed_servers.first().filter(|_| rest_asked.is_empty()) {
+                return Err(e.for_another_key());
+            }
+            return Ok(found);
+        }
+        found.extend(self.fetch(h, &rest, &rest_asked, then_sent, failed_servers)?);
+        Ok(found)
     }
 
     /// Runs a multi-get of `keys` (distinct, valid, **sorted**) on `h` and reads every item.
