@@ -41,6 +41,45 @@ fn set(t: &TextTransport, key: &[u8]) -> Result<(), Error> {
     t.store(&Store::set(key, b"v", 0, 300)).map(|_| ())
 }
 
+/// `base` and, with feature `binary`, `base` through both libmemcached transports.
+fn every_transport(base: &str) -> Vec<String> {
+    let mut urls = vec![base.to_string()];
+    #[cfg(feature = "binary")]
+    urls.extend([
+        format!("{base}&binary=true"),
+        format!("{base}&transport=libmemcached"),
+    ]);
+    urls
+}
+
+/// A cache of each URL.
+fn caches_of(urls: &[String]) -> Vec<newcache::Cache> {
+    urls.iter()
+        .map(|u| newcache::Cache::from_url(u).unwrap())
+        .collect()
+}
+
+/// A current-thread runtime, and an `AsyncCache` of `hosts` on it (flavor, read timeout).
+fn async_cache(
+    hosts: &[String],
+    flavor: &str,
+    read_timeout: Duration,
+) -> (tokio::runtime::Runtime, newcache::AsyncCache) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let cache = rt.block_on(async {
+        newcache::Cache::builder()
+            .servers(hosts.iter().map(String::as_str))
+            .flavor(flavor)
+            .read_timeout(read_timeout)
+            .build_async()
+            .unwrap()
+    });
+    (rt, cache)
+}
+
 #[test]
 fn a_hung_server_costs_one_timeout_per_retry_window_and_the_others_never_fail() {
     let mut servers = cluster(3);
@@ -565,16 +604,8 @@ fn get_many_lists_a_dead_servers_keys_as_failed_not_as_misses() {
     let mut servers = cluster(3);
     let hosts: Vec<String> = servers.iter().map(Memcached::addr).collect();
     let base = format!("newcache://{}/?flavor=gm&read_timeout=300", hosts.join(";"));
-    let mut urls = vec![base.clone()];
-    #[cfg(feature = "binary")]
-    urls.extend([
-        format!("{base}&binary=true"),
-        format!("{base}&transport=libmemcached"),
-    ]);
-    let caches: Vec<newcache::Cache> = urls
-        .iter()
-        .map(|u| newcache::Cache::from_url(u).unwrap())
-        .collect();
+    let urls = every_transport(&base);
+    let caches = caches_of(&urls);
     let keys: Vec<String> = (0..60).map(|i| format!("gm:{i}")).collect();
     for k in &keys {
         caches[0].set(k, k, newcache::Ttl::Seconds(300)).unwrap();
@@ -622,17 +653,8 @@ fn get_many_lists_a_dead_servers_keys_as_failed_not_as_misses() {
         assert_eq!((got.len(), got.failed().len()), (1, 1), "{url}");
         assert!(cache.get_many_ordered::<_, String>(&keys).is_err(), "{url}");
     }
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let (rt, cache) = async_cache(&hosts, "gm", Duration::from_millis(300));
     rt.block_on(async {
-        let cache = newcache::Cache::builder()
-            .servers(hosts.iter().map(String::as_str))
-            .flavor("gm")
-            .read_timeout(Duration::from_millis(300))
-            .build_async()
-            .unwrap();
         for _ in 0..2 {
             check("async", cache.get_many::<_, String>(&keys).await.unwrap());
         }
@@ -766,17 +788,8 @@ fn a_multi_get_over_three_hung_servers_costs_one_read_timeout() {
             "{url}: three hung servers cost {took:?} at a {timeout:?} read timeout"
         );
     }
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let (rt, cache) = async_cache(&hosts, "hung", timeout);
     rt.block_on(async {
-        let cache = newcache::Cache::builder()
-            .servers(hosts.iter().map(String::as_str))
-            .flavor("hung")
-            .read_timeout(timeout)
-            .build_async()
-            .unwrap();
         let started = Instant::now();
         let got = cache.get_many::<_, String>(&keys).await.unwrap();
         let took = started.elapsed();
@@ -800,28 +813,9 @@ fn stats_and_clear_with_one_server_of_three_failed() {
     let mut servers = cluster(3);
     let hosts: Vec<String> = servers.iter().map(Memcached::addr).collect();
     let base = format!("newcache://{}/?flavor=st&read_timeout=300", hosts.join(";"));
-    let mut urls = vec![base.clone()];
-    #[cfg(feature = "binary")]
-    urls.extend([
-        format!("{base}&binary=true"),
-        format!("{base}&transport=libmemcached"),
-    ]);
-    let caches: Vec<newcache::Cache> = urls
-        .iter()
-        .map(|u| newcache::Cache::from_url(u).unwrap())
-        .collect();
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let async_cache = rt.block_on(async {
-        newcache::Cache::builder()
-            .servers(hosts.iter().map(String::as_str))
-            .flavor("st")
-            .read_timeout(Duration::from_millis(300))
-            .build_async()
-            .unwrap()
-    });
+    let urls = every_transport(&base);
+    let caches = caches_of(&urls);
+    let (rt, async_cache) = async_cache(&hosts, "st", Duration::from_millis(300));
     let stats_of = |i: usize| -> Result<Vec<newcache::transport::ServerStats>, newcache::Error> {
         match caches.get(i) {
             Some(cache) => cache.stats(),
@@ -949,16 +943,8 @@ fn get_or_set_loads_when_only_the_lease_keys_server_is_down() {
     let mut servers = cluster(3);
     let hosts: Vec<String> = servers.iter().map(Memcached::addr).collect();
     let base = format!("newcache://{}/?flavor=ls&read_timeout=300", hosts.join(";"));
-    let mut urls = vec![base.clone()];
-    #[cfg(feature = "binary")]
-    urls.extend([
-        format!("{base}&binary=true"),
-        format!("{base}&transport=libmemcached"),
-    ]);
-    let caches: Vec<newcache::Cache> = urls
-        .iter()
-        .map(|u| newcache::Cache::from_url(u).unwrap())
-        .collect();
+    let urls = every_transport(&base);
+    let caches = caches_of(&urls);
     let text = transport(&servers, &[]);
     let home = |wire: &[u8]| text.server_for_key(wire).unwrap();
     // Keys whose value lives on server 0 and whose lease key on server 2.
@@ -991,17 +977,8 @@ fn get_or_set_loads_when_only_the_lease_keys_server_is_down() {
         urls.len() as u32
     );
     let key = keys.last().unwrap();
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let (rt, cache) = async_cache(&hosts, "ls", Duration::from_millis(300));
     rt.block_on(async {
-        let cache = newcache::Cache::builder()
-            .servers(hosts.iter().map(String::as_str))
-            .flavor("ls")
-            .read_timeout(Duration::from_millis(300))
-            .build_async()
-            .unwrap();
         let got: String = cache
             .get_or_set(key, newcache::Ttl::Seconds(60), || async {
                 format!("loaded {key}")
@@ -1026,12 +1003,7 @@ fn a_multi_get_with_a_server_whose_connects_time_out_costs_one_connect_timeout()
         "newcache://{}/?flavor=bh&connect_timeout=250&read_timeout=500",
         hosts.join(";")
     );
-    let mut urls = vec![base.clone()];
-    #[cfg(feature = "binary")]
-    urls.extend([
-        format!("{base}&binary=true"),
-        format!("{base}&transport=libmemcached"),
-    ]);
+    let urls = every_transport(&base);
     let keys: Vec<String> = (0..120).map(|i| format!("bh:{i}")).collect();
     for url in &urls {
         let cache = newcache::Cache::from_url(url).unwrap();
