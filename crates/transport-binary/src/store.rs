@@ -128,6 +128,9 @@ impl BinaryTransport {
         self.check_no_stray_item(h, key)?;
         let command = if incr { "incr" } else { "decr" };
         match rc {
+            MEMCACHED_SUCCESS if self.binary && value == u64::MAX => {
+                self.counter_or_stray(h, key, position, command)
+            }
             MEMCACHED_SUCCESS => Ok(Some(value)),
             MEMCACHED_NOTFOUND => Ok(None),
             rc => {
@@ -152,6 +155,39 @@ impl BinaryTransport {
                 Err(err)
             }
         }
+    }
+}
+
+impl BinaryTransport {
+    /// A binary `incr`/`decr` that libmemcached called a success with the counter at
+    /// `u64::MAX`: libmemcached leaves that there when the reply it read has no value (a
+    /// duplicated or stray reply to another request, a `SET`'s): an outside audit got
+    /// `Ok(18446744073709551615)` 11 to 17 times per run under late duplicates. The
+    /// connections are closed, and the counter is read on a new one: the increment stands
+    /// when it holds that very number, else the call fails ([`Error::Protocol`]; the
+    /// server may have applied it).
+    fn counter_or_stray(
+        &self,
+        h: &Handle,
+        key: &[u8],
+        position: Option<usize>,
+        command: &str,
+    ) -> Result<Option<u64>> {
+        self.reset(h);
+        let asked: Vec<usize> = position.into_iter().collect();
+        let items = self.fetch(h, &[key], &asked, &|| {}, &mut Vec::new())?;
+        if items
+            .get(key)
+            .is_some_and(|i| i.value == u64::MAX.to_string().as_bytes())
+        {
+            return Ok(Some(u64::MAX));
+        }
+        Err(Error::Protocol {
+            server: self.label_for_key(h, key),
+            detail: format!(
+                "{command} read a reply with no value (a duplicated or stray reply to another request), so the connections were closed; the server may have applied the {command}"
+            ),
+        })
     }
 }
 
