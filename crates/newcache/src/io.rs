@@ -204,8 +204,13 @@ impl Io for Blocking<'_> {
         std::future::ready(self.0.stats())
     }
     fn release(&self, key: Vec<u8>) {
-        // A failed delete leaves the key to expire on its own.
-        let _ = self.0.delete(&key);
+        // Tried twice: a delete that failed with its connection (a reply that did not check
+        // out) most likely goes through on a new one, and a lease key left behind costs the
+        // next cold `get_or_set` of the key its `lease_wait`. After that, the key expires
+        // on its own.
+        if self.0.delete(&key).is_err() {
+            let _ = self.0.delete(&key);
+        }
     }
     fn sleep(&self, pause: Duration) -> impl Future<Output = ()> + Send + '_ {
         std::thread::sleep(pause);
@@ -331,7 +336,10 @@ impl Io for Async<'_> {
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
             let transport = Arc::clone(self.0);
             runtime.spawn(async move {
-                let _ = transport.delete(&key).await;
+                // Tried twice, as the blocking release.
+                if transport.delete(&key).await.is_err() {
+                    let _ = transport.delete(&key).await;
+                }
             });
         }
     }

@@ -311,6 +311,13 @@ impl Core {
                     // answers. The failure counts in the errors, so the outage shows.
                     Err(e) if e.is_server_failure() => {
                         self.observer.failed_key(OP, &e);
+                        // The `add` may have landed before its reply was lost (a connection
+                        // cut mid-reply): released all the same, or the next cold call
+                        // would wait out `lease_wait` for a lease nobody holds.
+                        let _lease = LeaseGuard {
+                            io,
+                            key: lease_key.clone(),
+                        };
                         return self
                             .load_and_store(io, key, &wire, options, loader, Over::Nothing)
                             .await;
