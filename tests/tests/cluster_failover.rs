@@ -784,7 +784,7 @@ fn a_multi_get_over_three_hung_servers_costs_one_read_timeout() {
         }
         assert_eq!(got.failed().len(), keys.len() - live.len(), "{url}");
         assert!(
-            took < timeout * 3 / 2,
+            took < timeout * 2,
             "{url}: three hung servers cost {took:?} at a {timeout:?} read timeout"
         );
     }
@@ -797,7 +797,7 @@ fn a_multi_get_over_three_hung_servers_costs_one_read_timeout() {
             (got.len(), got.failed().len()),
             (live.len(), keys.len() - live.len())
         );
-        assert!(took < timeout * 3 / 2, "async: {took:?}");
+        assert!(took < timeout * 2, "async: {took:?}");
     });
     for server in &mut servers[..3] {
         server.resume();
