@@ -54,10 +54,10 @@ impl TextTransport {
     /// the time left, but only when the last setting would let a read run more than
     /// [`DEADLINE_SLACK`] of the read timeout past the reply's deadline. A reply that streams
     /// in quickly, however many reads it takes, makes no `setsockopt` at all. In a batch over
-    /// several servers, the reply's first byte is awaited only until the round's deadline
-    /// ([`Conn::until`]), or the slack when that has passed: while one hung server is
-    /// waited out, the others' replies arrive, and three hung servers cost one read timeout,
-    /// not three.
+    /// several servers, a server's first byte in a round is awaited only until the round's
+    /// deadline ([`Conn::until`]), or the slack when that has passed: while one hung server
+    /// is waited out, the others' replies arrive, and three hung servers cost one read
+    /// timeout, not three. Once the server has answered, the deadline is dropped.
     pub(crate) fn receive(
         &self,
         server: &Server,
@@ -155,6 +155,10 @@ impl TextTransport {
                 });
             }
             received = true;
+            // The server answers this round: its later replies get the whole read timeout
+            // each, as outside a batch (a healthy server slower than the round, its replies
+            // coming one by one, lost its lane with the round's deadline on each).
+            conn.until = None;
             if awaiting_first {
                 // The server answers: the rest of its reply has the whole read timeout.
                 awaiting_first = false;
