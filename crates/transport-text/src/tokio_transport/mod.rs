@@ -562,22 +562,16 @@ impl TokioTextTransport {
         if let [(index, build)] = groups {
             return vec![self.exchange(*index, build.as_ref()).await];
         }
-        // Submitted at once: a server whose connection is still to open (or whose probe
-        // hangs) does not hold up the others' requests.
-        let queued = futures_util::future::join_all(
-            groups
-                .iter()
-                .map(|(index, build)| self.submit(*index, build.as_ref())),
-        )
-        .await;
-        let mut out = Vec::with_capacity(groups.len());
-        for ((_, build), sub) in groups.iter().zip(queued) {
-            out.push(match sub {
-                Ok(sub) => self.wait(sub, build.as_ref()).await,
-                Err(e) => Err(e),
-            });
-        }
-        out
+        // Each server's job submitted and awaited at once: a server whose connection is
+        // still to open (or whose probe hangs), or whose job must go again on a new
+        // connection, does not hold up the others' (awaited one after another, the second
+        // call after three servers hung took three read timeouts). Every job is submitted
+        // at the first poll, before any answer is awaited.
+        futures_util::future::join_all(groups.iter().map(|(index, build)| async move {
+            let sub = self.submit(*index, build.as_ref()).await?;
+            self.wait(sub, build.as_ref()).await
+        }))
+        .await
     }
 }
 
