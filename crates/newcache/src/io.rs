@@ -95,6 +95,16 @@ pub(crate) trait Io: Sync {
     fn wait_for<'a>(&'a self, flight: &'a Flight) -> impl Future<Output = ()> + Send + 'a;
 }
 
+/// Whether a lease release that failed is worth a second try: its connection broke or its
+/// reply did not check out (the server answers; a new connection most likely goes
+/// through). Not a timeout or a server down: that would only wait again.
+fn worth_again(e: &newcache_transport::Error) -> bool {
+    matches!(
+        e,
+        newcache_transport::Error::Io { .. } | newcache_transport::Error::Protocol { .. }
+    )
+}
+
 /// Awaits `request`, running `meanwhile` once its first poll has sent it and left it
 /// waiting for the reply: work that needs no reply then overlaps the server's. A request
 /// done at its first poll (a blocking one) runs no `meanwhile`.
@@ -204,11 +214,10 @@ impl Io for Blocking<'_> {
         std::future::ready(self.0.stats())
     }
     fn release(&self, key: Vec<u8>) {
-        // Tried twice: a delete that failed with its connection (a reply that did not check
-        // out) most likely goes through on a new one, and a lease key left behind costs the
-        // next cold `get_or_set` of the key its `lease_wait`. After that, the key expires
-        // on its own.
-        if self.0.delete(&key).is_err() {
+        // Tried twice when its connection failed ([`worth_again`]): it most likely goes
+        // through on a new one, and a lease key left behind costs the next cold
+        // `get_or_set` of the key its `lease_wait`. Else the key expires on its own.
+        if self.0.delete(&key).as_ref().is_err_and(worth_again) {
             let _ = self.0.delete(&key);
         }
     }
@@ -337,7 +346,12 @@ impl Io for Async<'_> {
             let transport = Arc::clone(self.0);
             runtime.spawn(async move {
                 // Tried twice, as the blocking release.
-                if transport.delete(&key).await.is_err() {
+                if transport
+                    .delete(&key)
+                    .await
+                    .as_ref()
+                    .is_err_and(worth_again)
+                {
                     let _ = transport.delete(&key).await;
                 }
             });

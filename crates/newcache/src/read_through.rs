@@ -313,11 +313,19 @@ impl Core {
                         self.observer.failed_key(OP, &e);
                         // The `add` may have landed before its reply was lost (a connection
                         // cut mid-reply): released all the same, or the next cold call
-                        // would wait out `lease_wait` for a lease nobody holds.
-                        let _lease = LeaseGuard {
+                        // would wait out `lease_wait` for a lease nobody holds. After a
+                        // timeout too: a hung server runs the `add` once it is back (3 of 5
+                        // lease keys were left after a SIGSTOP ended). Not after a refused
+                        // or failed connect, or a server marked down: nothing was sent.
+                        let _lease = matches!(
+                            e,
+                            newcache_transport::Error::Io { .. }
+                                | newcache_transport::Error::Timeout { .. }
+                        )
+                        .then(|| LeaseGuard {
                             io,
                             key: lease_key.clone(),
-                        };
+                        });
                         return self
                             .load_and_store(io, key, &wire, options, loader, Over::Nothing)
                             .await;

@@ -173,6 +173,9 @@ impl Transport for BinaryTransport {
         // SAFETY: h is a live handle used by this thread only.
         let rc = unsafe { memcached_flush(h.as_ptr(), 0) };
         if memcached_failed(rc) {
+            // The server that failed, when its connection shows it (libmemcached's own
+            // error names every server: an outside audit).
+            self.check_flush_answered(&h)?;
             return Err(self.error(&h, rc, self.label_for_failure(&h), "flush_all"));
         }
         if self.binary {
