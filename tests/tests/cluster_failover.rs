@@ -69,15 +69,25 @@ fn async_cache(
         .enable_all()
         .build()
         .unwrap();
-    let cache = rt.block_on(async {
+    let cache = async_cache_on(&rt, hosts, flavor, read_timeout);
+    (rt, cache)
+}
+
+/// An `AsyncCache` of `hosts`, built on `rt` (flavor, read timeout).
+fn async_cache_on(
+    rt: &tokio::runtime::Runtime,
+    hosts: &[String],
+    flavor: &str,
+    read_timeout: Duration,
+) -> newcache::AsyncCache {
+    rt.block_on(async {
         newcache::Cache::builder()
             .servers(hosts.iter().map(String::as_str))
             .flavor(flavor)
             .read_timeout(read_timeout)
             .build_async()
             .unwrap()
-    });
-    (rt, cache)
+    })
 }
 
 #[test]
@@ -796,7 +806,7 @@ fn a_multi_get_over_three_hung_servers_costs_one_read_timeout() {
     // The async cache at first contact, and the warm one three times over: its calls after
     // the first open new connections to the hung servers (the second took three read
     // timeouts when it awaited the servers one after another).
-    let (_fresh_rt, fresh) = async_cache(&hosts, "hung", timeout);
+    let fresh = async_cache_on(&rt, &hosts, "hung", timeout);
     for (what, cache) in [
         ("fresh", &fresh),
         ("warm", &warm),

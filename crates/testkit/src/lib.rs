@@ -202,7 +202,8 @@ impl Blackhole {
         while queued.len() < 4096 {
             match TcpStream::connect_timeout(&addr, Duration::from_millis(100)) {
                 Ok(stream) => queued.push(stream),
-                Err(_) => break,
+                Err(e) if e.kind() == std::io::ErrorKind::TimedOut => break,
+                Err(e) => panic!("filling the accept queue of {addr}: {e}"),
             }
         }
         assert!(
