@@ -466,9 +466,9 @@ pub(crate) fn flushed<A: LineAnswer>(
 }
 
 /// The error for an answer a command cannot have.
-pub(crate) fn unexpected_answer(server: String, what: impl std::fmt::Debug) -> Error {
+pub(crate) fn unexpected_answer(server: impl Into<String>, what: impl std::fmt::Debug) -> Error {
     Error::Protocol {
-        server,
+        server: server.into(),
         detail: format!("unexpected answer {what:?}"),
     }
 }

@@ -14,7 +14,7 @@ use super::steps::{Answer, AnswerList};
 use super::{
     plan_cmds, plan_gets, plan_line, plan_quiet_deletes, Answers, Build, TokioTextTransport,
 };
-use crate::batch::{flushed, server_stats};
+use crate::batch::{flushed, server_stats, unexpected_answer};
 use crate::command::{Cmd, Outcome};
 use crate::errors::{refusal_error, refused_as_too_large, status_to_error};
 use crate::ops::members_of;
@@ -23,13 +23,6 @@ use crate::{group_by_server, TextTransport};
 
 /// Each server's index, with the job that builds its part of a batch.
 type Groups<'a> = Vec<(usize, Box<Build<'a>>)>;
-
-fn unexpected(label: &str, what: impl std::fmt::Debug) -> Error {
-    Error::Protocol {
-        server: label.to_string(),
-        detail: format!("unexpected answer {what:?}"),
-    }
-}
 
 impl TokioTextTransport {
     /// Puts each key's answer from server `index` into `out` at the key's index, through
@@ -50,10 +43,9 @@ impl TokioTextTransport {
                 Answer::Outcome(Outcome::Refused(s)) => {
                     return Err(status_to_error(label.to_string(), s, command))
                 }
-                Answer::Outcome(outcome) => {
-                    take(outcome).map_err(|other| unexpected(label, Answer::Outcome(other)))?
-                }
-                other => return Err(unexpected(label, other)),
+                Answer::Outcome(outcome) => take(outcome)
+                    .map_err(|other| unexpected_answer(label, Answer::Outcome(other)))?,
+                other => return Err(unexpected_answer(label, other)),
             };
             if let Some(slot) = out.get_mut(i) {
                 *slot = value;
@@ -78,7 +70,7 @@ impl TokioTextTransport {
                 self.inner.config.item_size_limit,
             )),
             Some(Answer::Outcome(outcome)) => Ok(outcome),
-            other => Err(unexpected(label, other)),
+            other => Err(unexpected_answer(label, other)),
         }
     }
 
@@ -155,7 +147,10 @@ impl TokioTextTransport {
         check_key(key)?;
         match self.run(Cmd::Arith { key, delta, incr }).await? {
             Outcome::Counter(n) => Ok(n),
-            other => Err(unexpected(self.label(self.server_for_key(key)?), other)),
+            other => Err(unexpected_answer(
+                self.label(self.server_for_key(key)?),
+                other,
+            )),
         }
     }
 
@@ -254,9 +249,9 @@ impl TokioTextTransport {
                 }
                 Answer::Line(reply) => match *reply {
                     Reply::Status(s) => return Err(status_to_error(label.to_string(), s, "gets")),
-                    other => return Err(unexpected(label, other)),
+                    other => return Err(unexpected_answer(label, other)),
                 },
-                other => return Err(unexpected(label, other)),
+                other => return Err(unexpected_answer(label, other)),
             }
         }
         Ok(())
@@ -310,7 +305,7 @@ impl TokioTextTransport {
                             None => status_to_error(label.to_string(), status, "a store"),
                         })
                     }
-                    other => return Err(unexpected(label, other)),
+                    other => return Err(unexpected_answer(label, other)),
                 }
             }
         }
@@ -361,9 +356,9 @@ impl TokioTextTransport {
                 return Err(match answer {
                     Answer::Line(reply) => match *reply {
                         Reply::Status(s) => status_to_error(label.to_string(), s, command),
-                        other => unexpected(label, other),
+                        other => unexpected_answer(label, other),
                     },
-                    other => unexpected(label, other),
+                    other => unexpected_answer(label, other),
                 });
             }
         }
@@ -408,7 +403,10 @@ impl AsyncTransport for TokioTextTransport {
             check_key(key)?;
             match self.run(Cmd::Get(key)).await? {
                 Outcome::Item(item) => Ok(item),
-                other => Err(unexpected(self.label(self.server_for_key(key)?), other)),
+                other => Err(unexpected_answer(
+                    self.label(self.server_for_key(key)?),
+                    other,
+                )),
             }
         })
     }
@@ -435,7 +433,7 @@ impl AsyncTransport for TokioTextTransport {
             }
             match self.run(Cmd::Store(request)).await? {
                 Outcome::Stored(status) => Ok(status),
-                other => Err(unexpected(
+                other => Err(unexpected_answer(
                     self.label(self.server_for_key(request.key)?),
                     other,
                 )),
@@ -455,7 +453,10 @@ impl AsyncTransport for TokioTextTransport {
             check_key(key)?;
             match self.run(Cmd::Delete(key)).await? {
                 Outcome::Deleted(deleted) => Ok(deleted),
-                other => Err(unexpected(self.label(self.server_for_key(key)?), other)),
+                other => Err(unexpected_answer(
+                    self.label(self.server_for_key(key)?),
+                    other,
+                )),
             }
         })
     }
@@ -485,7 +486,10 @@ impl AsyncTransport for TokioTextTransport {
             check_exptime(exptime)?;
             match self.run(Cmd::Touch { key, exptime }).await? {
                 Outcome::Touched(touched) => Ok(touched),
-                other => Err(unexpected(self.label(self.server_for_key(key)?), other)),
+                other => Err(unexpected_answer(
+                    self.label(self.server_for_key(key)?),
+                    other,
+                )),
             }
         })
     }
@@ -526,7 +530,10 @@ impl AsyncTransport for TokioTextTransport {
             check_key(key)?;
             match self.run(Cmd::MetaGet { key, recache_below }).await? {
                 Outcome::Meta(item) => Ok(item),
-                other => Err(unexpected(self.label(self.server_for_key(key)?), other)),
+                other => Err(unexpected_answer(
+                    self.label(self.server_for_key(key)?),
+                    other,
+                )),
             }
         })
     }
@@ -556,7 +563,10 @@ impl AsyncTransport for TokioTextTransport {
             check_key(key)?;
             match self.run(Cmd::Invalidate { key, grace }).await? {
                 Outcome::Invalidated(found) => Ok(found),
-                other => Err(unexpected(self.label(self.server_for_key(key)?), other)),
+                other => Err(unexpected_answer(
+                    self.label(self.server_for_key(key)?),
+                    other,
+                )),
             }
         })
     }
