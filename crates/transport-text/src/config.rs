@@ -109,7 +109,9 @@ pub struct TextConfig {
     pub max_idle_per_server: usize,
     /// The most connections open to one server at once (0: no limit). A request that finds
     /// them all busy waits for one up to [`TextConfig::read_timeout`], then fails with
-    /// [`Error::Timeout`] (which does not count as a failure of the server).
+    /// [`Error::Timeout`] (which does not count as a failure of the server). The async
+    /// transport keeps to it on servers that speak only the classic protocol (0: 1,024),
+    /// and to [`TextConfig::async_connections`] on the others.
     ///
     /// Default 64: a blocking connection carries one request at a time, and on a LAN one
     /// round trip takes some tens of microseconds, so 64 connections already carry over a
@@ -142,8 +144,11 @@ pub struct TextConfig {
     /// settings is refused ([`Error::Unsupported`]), never built in plain text.
     pub tls: Option<TlsConfig>,
     /// Async transport only (`TokioTextTransport`, feature `tokio`): connections opened to
-    /// each server, each carrying any number of requests at once (auto-pipelined). Default
-    /// 1; 0 is taken as 1. The blocking [`TextTransport`] ignores it.
+    /// each server that speaks the meta protocol, each carrying any number of requests at
+    /// once (auto-pipelined). Default 1; 0 is taken as 1. The classic protocol's replies
+    /// carry no tag to match them by, so there each connection carries one request at a
+    /// time, and they are opened as needed up to [`TextConfig::max_connections`]. The
+    /// blocking [`TextTransport`] ignores it.
     pub async_connections: usize,
     /// Async transport only (`TokioTextTransport`, feature `tokio`): requests queued per
     /// connection, waiting for its writer; past it a caller waits for room, up to its

@@ -84,6 +84,15 @@ enum ReplyTo {
 }
 
 impl State {
+    /// Nothing is in flight, held, or read by a direct caller, and no direct caller's
+    /// request waits to be written whole: the classic protocol's writer may write.
+    fn clear(&self) -> bool {
+        self.fifo.is_empty()
+            && self.held.is_none()
+            && self.owner == Owner::Task
+            && self.unfinished.is_none()
+    }
+
     /// Job `id` while it awaits its replies, or their check ([`State::held`]).
     fn in_flight(&mut self, id: u64) -> Option<&mut Pending> {
         self.fifo
@@ -243,6 +252,10 @@ struct State {
     /// then does the next request take the direct path. Under concurrency the FIFO
     /// carries many, and requests are queued to share writes.
     lone: bool,
+    /// The classic protocol's writer holds a job until nothing is in flight
+    /// ([`write_loop`]): the connection is not idle for a direct caller meanwhile, and the
+    /// task is woken when it clears ([`Conn::note`]).
+    writer_waits: bool,
 }
 
 /// The read side: the socket's read half and the decoding state of the reply being read.
@@ -314,10 +327,42 @@ impl Conn {
             && st.owner == Owner::Task
             && !st.writing
             && st.unfinished.is_none()
-            && st.fatal.is_none();
+            && st.fatal.is_none()
+            && !st.writer_waits;
         // Stored only when it changes: every request reads it.
         if self.hints.idle.load(Ordering::Relaxed) != idle {
             self.hints.idle.store(idle, Ordering::Release);
+        }
+        if st.writer_waits && (st.clear() || st.fatal.is_some()) {
+            if let Some(task) = &st.task_waker {
+                task.wake_by_ref();
+            }
+        }
+    }
+
+    /// The classic protocol's writer's wait for `batch`'s job ([`write_loop`]): ready when
+    /// nothing is in flight ([`State::clear`]), when a direct caller's request waits to be
+    /// written whole (the writer writes that alone), or when the job's caller left (it is
+    /// dropped from `batch`); `Err` when the connection failed. While it waits, no direct
+    /// caller starts, and the task is woken when the connection clears ([`Conn::note`]).
+    fn poll_clear(&self, cx: &mut Context<'_>, batch: &mut Vec<Job>) -> Poll<Result<(), Fatal>> {
+        batch.retain_mut(|job| job.reply.poll_closed(cx).is_pending());
+        let mut st = self.lock();
+        if let Some(fatal) = &st.fatal {
+            return Poll::Ready(Err(fatal.clone()));
+        }
+        let was = st.writer_waits;
+        st.writer_waits = !batch.is_empty();
+        let ready = batch.is_empty() || st.clear() || st.unfinished.is_some();
+        // The idle hint turns false as the wait starts, and true again if it ends with no
+        // job left; a wait that ends with the job to write leaves it to the write.
+        if was != st.writer_waits && !(ready && st.writer_waits) {
+            self.note(&st);
+        }
+        if ready {
+            Poll::Ready(Ok(()))
+        } else {
+            Poll::Pending
         }
     }
 
@@ -711,6 +756,11 @@ impl Handle {
         !self.tx.is_closed() && !self.conn.hints.dead.load(Ordering::Acquire)
     }
 
+    /// Nothing is in flight or waits to be written on it (and it is open).
+    pub(super) fn is_idle(&self) -> bool {
+        self.conn.hints.idle.load(Ordering::Acquire) && self.is_open()
+    }
+
     /// `n` opaque tokens in a row; the first is returned.
     pub(super) fn reserve(&self, n: usize) -> u32 {
         self.opaque
@@ -750,6 +800,7 @@ pub(super) fn start(
             next_id: 0,
             period_jobs: 0,
             lone: true,
+            writer_waits: false,
         }),
         read: Mutex::new(ReadSide {
             reader: Some(reader),
@@ -816,37 +867,61 @@ async fn run(mut rx: mpsc::Receiver<Job>, conn: Arc<Conn>) {
 /// unwritten. Jobs written behind a direct caller's take the reading back to the task.
 /// `batch` holds the jobs taken and not yet written (in the FIFO), so that [`run`] answers
 /// them [`Failure::NotSent`] if the reader fails while the writer waits.
+///
+/// In the classic protocol a reply carries no token: a stray or duplicated `STORED`,
+/// number or `END` would pass for the answer of whatever request is next in the FIFO. So
+/// there the writer takes one job at a time and writes it only once nothing is in flight
+/// and no byte waits on the socket ([`Conn::poll_clear`], [`nothing_waiting`]), as the blocking
+/// transport checks a pooled connection before it reuses it: a reply that comes with
+/// nothing in flight closes the connection, never answering a later request.
 async fn write_loop(rx: &mut mpsc::Receiver<Job>, conn: &Conn, batch: &mut Vec<Job>) -> Fatal {
     let settings = &conn.settings;
+    let one_at_a_time = settings.wire == Wire::Classic;
     let mut buf: Vec<u8> = Vec::new();
     loop {
-        let first = poll_fn(|cx| {
-            if conn.hints.has_unfinished.load(Ordering::Acquire) {
-                return Poll::Ready(Some(None));
-            }
-            rx.poll_recv(cx).map(|job| job.map(Some))
-        })
-        .await;
-        let Some(first) = first else {
-            conn.lock().closing = true;
-            return std::future::pending::<Fatal>().await;
-        };
-        if let Some(job) = first {
-            batch.push(job);
-            // Let the tasks that are ready queue their requests too, so they share this
-            // write.
-            tokio::task::yield_now().await;
-            let mut bytes = batch.first().map_or(0, |j| j.bytes.len());
-            while bytes < WRITE_BATCH_MAX {
-                match rx.try_recv() {
-                    Ok(job) => {
-                        bytes += job.bytes.len();
-                        batch.push(job);
+        if batch.is_empty() {
+            let first = poll_fn(|cx| {
+                if conn.hints.has_unfinished.load(Ordering::Acquire) {
+                    return Poll::Ready(Some(None));
+                }
+                rx.poll_recv(cx).map(|job| job.map(Some))
+            })
+            .await;
+            let Some(first) = first else {
+                conn.lock().closing = true;
+                return std::future::pending::<Fatal>().await;
+            };
+            if let Some(job) = first {
+                batch.push(job);
+                if !one_at_a_time {
+                    // Let the tasks that are ready queue their requests too, so they share
+                    // this write.
+                    tokio::task::yield_now().await;
+                    let mut bytes = batch.first().map_or(0, |j| j.bytes.len());
+                    while bytes < WRITE_BATCH_MAX {
+                        match rx.try_recv() {
+                            Ok(job) => {
+                                bytes += job.bytes.len();
+                                batch.push(job);
+                            }
+                            Err(_) => break,
+                        }
                     }
-                    Err(_) => break,
+                }
+                batch.retain(|job| !job.reply.is_closed());
+            }
+        }
+        if one_at_a_time && !batch.is_empty() {
+            if let Err(fatal) = poll_fn(|cx| conn.poll_clear(cx, batch)).await {
+                return fatal;
+            }
+            if conn.lock().clear() {
+                match nothing_waiting(&mut conn.lock_read()) {
+                    Ok(true) => {}
+                    Ok(false) => continue,
+                    Err(fatal) => return fatal,
                 }
             }
-            batch.retain(|job| !job.reply.is_closed());
         }
         if conn.overdue() {
             // The replies in flight are owed past the read timeout with nothing read: the
@@ -859,9 +934,8 @@ async fn write_loop(rx: &mut mpsc::Receiver<Job>, conn: &Conn, batch: &mut Vec<J
             }
             return Fatal::Timeout(settings.read_timeout);
         }
-        let jobs = batch.len();
         let mut direct_waker = None;
-        let (out, writer) = {
+        let (out, writer, jobs) = {
             let mut st = conn.lock();
             if let Some(fatal) = st.fatal.clone() {
                 drop(st);
@@ -870,11 +944,18 @@ async fn write_loop(rx: &mut mpsc::Receiver<Job>, conn: &Conn, batch: &mut Vec<J
                 }
                 return fatal;
             }
+            // In the classic protocol the job waits while a direct caller's request is
+            // in flight (the rest of it, unfinished, is written alone).
+            let jobs = if !one_at_a_time || st.clear() {
+                batch.len()
+            } else {
+                0
+            };
             let prefix = st.unfinished.take();
             if prefix.is_some() {
                 conn.hints.has_unfinished.store(false, Ordering::Release);
             }
-            let out = match (prefix, batch.as_mut_slice()) {
+            let out = match (prefix, batch.get_mut(..jobs).unwrap_or_default()) {
                 (None, []) => continue,
                 (None, [one]) => std::mem::take(&mut one.bytes),
                 (prefix, many) => {
@@ -889,7 +970,7 @@ async fn write_loop(rx: &mut mpsc::Receiver<Job>, conn: &Conn, batch: &mut Vec<J
                 }
             };
             let mut pushed = false;
-            for job in batch.drain(..) {
+            for job in batch.drain(..jobs) {
                 if job.steps.is_empty() {
                     let _ = job.reply.send(Ok(AnswerList::new()));
                     continue;
@@ -901,9 +982,10 @@ async fn write_loop(rx: &mut mpsc::Receiver<Job>, conn: &Conn, batch: &mut Vec<J
                 st.owner = Owner::Task;
                 direct_waker = st.direct_waker.take();
             }
+            st.writer_waits = !batch.is_empty();
             st.writing = true;
             conn.note(&st);
-            (out, st.writer.clone())
+            (out, st.writer.clone(), jobs)
         };
         if let Some(w) = direct_waker {
             w.wake();
@@ -928,6 +1010,37 @@ async fn write_loop(rx: &mut mpsc::Receiver<Job>, conn: &Conn, batch: &mut Vec<J
             .fetch_add(jobs as u64, Ordering::Relaxed);
         if out.capacity() >= buf.capacity() {
             buf = out;
+        }
+    }
+}
+
+/// Whether nothing waits on an idle connection's socket: `Ok(true)` when nothing arrived
+/// (costing no system call unless the runtime saw the socket readable, and registering
+/// no waker), `Ok(false)` when the read was interrupted (ask again), `Err` when bytes
+/// nobody asked for arrived, or the socket closed or failed: the connection must close.
+fn nothing_waiting(rs: &mut ReadSide) -> Result<bool, Fatal> {
+    let ReadSide {
+        reader,
+        buf,
+        decoding,
+        ..
+    } = rs;
+    let Some(reader) = reader.as_ref() else {
+        return Err(Fatal::Closed);
+    };
+    if *decoding || !buf.filled().is_empty() {
+        return Err(unasked(buf.filled()));
+    }
+    let spare = buf.spare();
+    let offered = spare.len();
+    match reader.try_read_into(spare) {
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(true),
+        Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(false),
+        Err(e) => Err(Fatal::io(&e)),
+        Ok(0) => Err(Fatal::Closed),
+        Ok(n) => {
+            buf.filled_by(n, offered);
+            Err(unasked(buf.filled()))
         }
     }
 }

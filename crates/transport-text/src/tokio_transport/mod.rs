@@ -154,7 +154,12 @@ struct Server {
     endpoint: Endpoint,
     /// With [`Protocol::Auto`]: what the server's probe found (`WIRE_*`).
     wire: Arc<AtomicU8>,
+    /// Its connections: the first [`TextConfig::async_connections`] carry the meta
+    /// protocol's pipelined requests; in the classic protocol, one request at a time each,
+    /// all of them are opened as needed ([`classic_slot`]).
     slots: Vec<Slot>,
+    /// How many of `slots` the meta protocol uses.
+    pipelined: usize,
     next: AtomicUsize,
 }
 
@@ -220,6 +225,12 @@ impl TokioTextTransport {
             });
         }
         let connections = config.async_connections.max(1);
+        // The classic protocol's requests are not pipelined: its connections are a pool of
+        // `max_connections` (0: no limit, taken as CLASSIC_UNLIMITED).
+        let classic = match config.max_connections {
+            0 => CLASSIC_UNLIMITED,
+            n => n,
+        };
         let servers = specs
             .iter()
             .map(|s| Server {
@@ -230,13 +241,14 @@ impl TokioTextTransport {
                     Endpoint::Tcp(s.address())
                 },
                 wire: Arc::new(AtomicU8::new(WIRE_UNKNOWN)),
-                slots: (0..connections)
+                slots: (0..connections.max(classic))
                     .map(|_| Slot {
                         current: Mutex::new(None),
                         opening: tokio::sync::Mutex::new(None),
                         failed_opens: AtomicU64::new(0),
                     })
                     .collect(),
+                pipelined: connections,
                 next: AtomicUsize::new(0),
             })
             .collect();
@@ -359,10 +371,19 @@ impl TokioTextTransport {
         handle
     }
 
-    /// The next of server `index`'s connection slots, in turn.
+    /// The next of server `index`'s connection slots: in turn among the pipelined ones
+    /// (meta), or an idle one of the pool ([`classic_slot`]).
     fn slot(&self, index: usize) -> Result<&Slot> {
         let server = self.server(index)?;
-        let n = server.slots.len().max(1);
+        let classic = match self.inner.config.protocol {
+            Protocol::Classic => true,
+            Protocol::Meta => false,
+            Protocol::Auto => server.wire.load(Ordering::Relaxed) == WIRE_CLASSIC,
+        };
+        if classic {
+            return classic_slot(server).ok_or(Error::NoServers);
+        }
+        let n = server.pipelined.clamp(1, server.slots.len().max(1));
         let at = server.next.fetch_add(1, Ordering::Relaxed) % n;
         server.slots.get(at).ok_or(Error::NoServers)
     }
@@ -574,6 +595,34 @@ impl TokioTextTransport {
         .await
     }
 }
+
+/// In the classic protocol a connection carries one request at a time (its replies have no
+/// tags to match them by): the first open connection with nothing in flight, else the first
+/// not open (opened for this request, as a pool grows), else one in turn (the request
+/// waits for it). A lone caller thus keeps to one connection, and concurrent callers open
+/// up to [`TextConfig::max_connections`].
+fn classic_slot(server: &Server) -> Option<&Slot> {
+    let mut unopened = None;
+    for slot in &server.slots {
+        match current(slot) {
+            Some(handle) if handle.is_idle() => return Some(slot),
+            Some(_) => {}
+            None => {
+                unopened.get_or_insert(slot);
+            }
+        }
+    }
+    unopened.or_else(|| {
+        let n = server.slots.len().max(1);
+        server
+            .slots
+            .get(server.next.fetch_add(1, Ordering::Relaxed) % n)
+    })
+}
+
+/// The classic protocol's connections per server when [`TextConfig::max_connections`] is
+/// 0 (no limit): each is a slot allocated up front.
+const CLASSIC_UNLIMITED: usize = 1024;
 
 /// `slot`'s connection, when it is open.
 fn current(slot: &Slot) -> Option<Handle> {

@@ -13,7 +13,7 @@ use newcache_transport::Error;
 use tokio::sync::{mpsc, oneshot};
 
 use super::{
-    unasked, Conn, Failure, Fatal, Handle, Job, JobResult, Owner, Pumped, ReadSide, ReplyTo,
+    nothing_waiting, Conn, Failure, Fatal, Handle, Job, JobResult, Owner, Pumped, ReplyTo,
     Settings, State,
 };
 use crate::tokio_transport::steps::Steps;
@@ -65,6 +65,7 @@ impl Conn {
             && !st.writing
             && st.unfinished.is_none()
             && st.direct_result.is_none()
+            && !st.writer_waits
             && !rs.decoding
             && rs.buf.filled().is_empty();
         let writer = match st.writer.clone() {
@@ -75,24 +76,10 @@ impl Conn {
         // no system call unless the runtime saw the socket readable, and registers no waker:
         // the caller's first poll for its reply does (readiness that comes in between is
         // kept by the runtime, not lost).
-        let ReadSide { reader, buf, .. } = &mut *rs;
-        let Some(reader) = reader.as_ref() else {
-            return Start::Busy(bytes, steps);
-        };
-        let spare = buf.spare();
-        let offered = spare.len();
-        match reader.try_read_into(spare) {
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => return Start::Busy(bytes, steps),
-            got => {
-                let fatal = match got {
-                    Ok(0) => Fatal::Closed,
-                    Ok(n) => {
-                        buf.filled_by(n, offered);
-                        unasked(buf.filled())
-                    }
-                    Err(e) => Fatal::io(&e),
-                };
+        match nothing_waiting(&mut rs) {
+            Ok(true) => {}
+            Ok(false) => return Start::Busy(bytes, steps),
+            Err(fatal) => {
                 drop(st);
                 drop(rs);
                 self.fail(&fatal);
