@@ -3,6 +3,7 @@
 //! serving, ejection moves a dead server's keys on a ketama ring, and a server that comes
 //! back is used again.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use newcache_testkit::Memcached;
@@ -724,6 +725,60 @@ fn a_hang_under_64_callers_is_one_failure_for_libmemcached_too() {
                 .unwrap_or_else(|e| panic!("{mode}: the server is out after one hang: {e}"));
         }
     }
+}
+
+/// A batch gives each server's connection back as soon as that server's replies are in,
+/// not once the whole batch is done: with `max_connections` 1, a multi-get waiting on a hung
+/// server no longer holds the live server's only connection, so a get on the live server
+/// meanwhile is answered at once (it waited for the connection, until the batch ended, 507
+/// ms at a 600 ms read timeout). (Replies are read in server order, so this holds for live
+/// servers before the hung one in that order.)
+#[test]
+fn a_batch_waiting_on_a_hung_server_gives_back_the_live_servers_connections() {
+    let mut servers = cluster(2);
+    let t = Arc::new(
+        TextTransport::new(TextConfig {
+            servers: servers.iter().map(Memcached::addr).collect(),
+            read_timeout: Duration::from_millis(600),
+            max_connections: 1,
+            ..TextConfig::default()
+        })
+        .expect("transport"),
+    );
+    let all = keys(200);
+    let on = |server: usize| -> Vec<Vec<u8>> {
+        all.iter()
+            .filter(|k| t.server_for_key(k).unwrap() == server)
+            .take(5)
+            .cloned()
+            .collect()
+    };
+    let (live, hung) = (on(0), on(1));
+    for k in live.iter().chain(&hung) {
+        t.store(&Store::set(k, b"v", 0, 0)).unwrap();
+    }
+    servers[1].pause();
+    let batch = {
+        let (t, keys) = (t.clone(), [live.clone(), hung.clone()].concat());
+        std::thread::spawn(move || {
+            let refs: Vec<&[u8]> = keys.iter().map(Vec::as_slice).collect();
+            t.get_many(&refs)
+        })
+    };
+    std::thread::sleep(Duration::from_millis(100));
+    let started = Instant::now();
+    let got = t.get(&live[0]);
+    let took = started.elapsed();
+    let batch = batch.join().expect("batch thread");
+    servers[1].resume();
+    // The plain multi-get reads the hung server's keys as misses, as libmemcached does.
+    let items = batch.expect("the live server answered");
+    assert_eq!(items.iter().filter(|i| i.is_some()).count(), live.len());
+    assert_eq!(got.unwrap().map(|i| i.value), Some(b"v".to_vec()));
+    assert!(
+        took < Duration::from_millis(200),
+        "a get on the live server waited {took:?} for the batch's connection"
+    );
 }
 
 /// Servers that hang together cost a multi-get one read timeout, not one each: the

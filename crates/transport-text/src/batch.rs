@@ -91,6 +91,8 @@ impl TextTransport {
                 lane.done = round.end;
                 if let Err(e) = self.receive_round(lane, round, batch) {
                     lane.fail(e);
+                } else if lane.done >= lane.members.len() {
+                    self.finish_lane(lane);
                 }
             }
         }
@@ -99,17 +101,8 @@ impl TextTransport {
             .into_iter()
             .map(|mut lane| {
                 let index = lane.index;
-                let mut outcome = std::mem::replace(&mut lane.outcome, Ok(Vec::new()));
-                if let (Ok(_), Some(conn)) = (&outcome, lane.conn.take()) {
-                    if !lane.refused {
-                        let finished = self
-                            .server(index)
-                            .and_then(|server| self.finish(server, conn, lane.shortened));
-                        if let Err(e) = finished {
-                            outcome = Err(e);
-                        }
-                    }
-                }
+                self.finish_lane(&mut lane);
+                let outcome = std::mem::replace(&mut lane.outcome, Ok(Vec::new()));
                 let outcome = self.classify_close(index, lane.head, outcome);
                 if !lane.busy {
                     self.cluster.report(index, lane.ticket, &outcome);
@@ -117,6 +110,25 @@ impl TextTransport {
                 (index, outcome)
             })
             .collect()
+    }
+
+    /// A lane whose replies are all in gives its connection back to the pool now, not once
+    /// the whole batch is done: a batch that waits on a hung server then holds none of the
+    /// live servers' connections, which other callers may be waiting for (with a small
+    /// `max_connections`). A connection that saw an error line is closed.
+    fn finish_lane(&self, lane: &mut Lane<'_>) {
+        let Some(conn) = lane.conn.take() else {
+            return;
+        };
+        if lane.refused || lane.outcome.is_err() {
+            return;
+        }
+        let finished = self
+            .server(lane.index)
+            .and_then(|server| self.finish(server, conn, lane.shortened));
+        if let Err(e) = finished {
+            lane.fail(e);
+        }
     }
 
     /// Gives every lane its connection: new ones' probes are all sent before any is read,
