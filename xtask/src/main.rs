@@ -150,6 +150,14 @@ fn missing_packages() -> Vec<&'static str> {
     if !has_libmemcached() {
         missing.push("libmemcached-dev");
     }
+    // A network namespace of its own (`unshare --net`, `ip link`): the self-connection test
+    // in tests/tests/cluster_failover.rs narrows its ephemeral port range there.
+    if !on_path("unshare") {
+        missing.push("util-linux");
+    }
+    if !on_path("ip") {
+        missing.push("iproute2");
+    }
     // The SASL test needs Cyrus SASL's PLAIN mechanism (only a Recommends of libsasl2-2).
     if on_path("dpkg-query") && !deb_installed("libsasl2-modules") {
         missing.push("libsasl2-modules");

@@ -70,6 +70,10 @@ impl TextTransport {
         for addr in addrs {
             match TcpStream::connect_timeout(&addr, self.config.connect_timeout) {
                 Ok(stream) => {
+                    if let Err(e) = not_to_itself(stream.local_addr(), stream.peer_addr()) {
+                        last = e;
+                        continue;
+                    }
                     let setup = stream
                         .set_nodelay(true)
                         .and_then(|()| stream.set_read_timeout(Some(self.config.read_timeout)))
@@ -290,5 +294,26 @@ impl TextTransport {
                     }
                 });
         });
+    }
+}
+
+/// A connect to a port nobody listens on reaches itself when the system hands the
+/// connecting socket that very port from its ephemeral range (a server on a port in that
+/// range, down): the SYN meets itself and the connection opens (TCP's simultaneous open),
+/// and what is written on it is read back as the reply. Such a connection is refused, as
+/// a connect to a closed port is.
+pub(crate) fn not_to_itself(
+    local: io::Result<SocketAddr>,
+    peer: io::Result<SocketAddr>,
+) -> io::Result<()> {
+    match (local, peer) {
+        (Ok(local), Ok(peer)) if local == peer => Err(io::Error::new(
+            io::ErrorKind::ConnectionRefused,
+            format!(
+                "nothing listens on {peer}: the connection reached itself (the system gave it \
+                 that port as its own, from its ephemeral range)"
+            ),
+        )),
+        _ => Ok(()),
     }
 }

@@ -66,6 +66,8 @@ async fn connect(config: &TextConfig, target: &Target<'_>) -> Result<(ReadHalf, 
                     Ok(Err(e)) => return Err(connect_err(e)),
                     Err(_) => return Err(timed_out()),
                 };
+            crate::connect::not_to_itself(stream.local_addr(), stream.peer_addr())
+                .map_err(connect_err)?;
             stream.set_nodelay(true).map_err(connect_err)?;
             let (r, w) = stream.into_split();
             Ok((ReadHalf::Tcp(r), WriteHalf::Tcp(w)))
