@@ -888,7 +888,18 @@ async fn write_loop(rx: &mut mpsc::Receiver<Job>, conn: &Conn, batch: &mut Vec<J
             })
             .await;
             let Some(first) = first else {
-                conn.lock().closing = true;
+                // Every handle is gone (the transport was dropped): with nothing in flight
+                // the connection closes now; else the reader closes it once the replies
+                // in flight are read (a dropped transport's connections stayed open until
+                // the reader's next tick, a quarter of the read timeout).
+                let idle = {
+                    let mut st = conn.lock();
+                    st.closing = true;
+                    st.fifo.is_empty() && st.held.is_none() && st.unfinished.is_none()
+                };
+                if idle {
+                    return Fatal::Closed;
+                }
                 return std::future::pending::<Fatal>().await;
             };
             if let Some(job) = first {
