@@ -14,6 +14,9 @@ pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_millis(250);
 /// The read/write (poll) timeout used when `_poll_timeout` is not set: 500 ms.
 pub const DEFAULT_POLL_TIMEOUT: Duration = Duration::from_millis(500);
 
+/// How long a handle stays idle before it is dropped when `idle_timeout` is not set: 60 s.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// The default number of libmemcached handles (each with its own connections).
 pub const DEFAULT_POOL_SIZE: usize = 8;
 
@@ -42,6 +45,11 @@ pub struct BinaryConfig {
     /// The most libmemcached handles (one per concurrent request) the transport creates.
     /// At least 1.
     pub pool_size: usize,
+    /// A handle idle this long is dropped and its connections closed, by a thread the
+    /// transport starts with its first request (and at the next request in any case), so
+    /// that a burst does not leave `pool_size` connections open to every server for good.
+    /// Default 60 s, as the text transport's; zero: never.
+    pub idle_timeout: Duration,
     /// memcached's `-I`, default 1 MiB: a value whose item would be larger (the value, the
     /// key and the item header, [`Store::value_limit`]) is refused without being sent
     /// ([`Error::ValueTooLarge`]; a `set` of one deletes the key instead, as memcached does).
@@ -73,6 +81,7 @@ impl Default for BinaryConfig {
             username: None,
             password: None,
             pool_size: DEFAULT_POOL_SIZE,
+            idle_timeout: DEFAULT_IDLE_TIMEOUT,
             item_size_limit: DEFAULT_ITEM_SIZE_LIMIT,
         }
     }
@@ -87,6 +96,7 @@ impl fmt::Debug for BinaryConfig {
             .field("username", &self.username)
             .field("password", &self.password.as_ref().map(|_| "<redacted>"))
             .field("pool_size", &self.pool_size)
+            .field("idle_timeout", &self.idle_timeout)
             .field("item_size_limit", &self.item_size_limit)
             .finish()
     }

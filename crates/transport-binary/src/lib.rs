@@ -39,7 +39,8 @@
 //! (`memcached_clone`) from one configured master, lends each to one thread at a time and
 //! creates more on demand up to [`BinaryConfig::pool_size`]; a thread that finds them all
 //! busy waits for one. Each handle has its own connections, so `pool_size` handles open up
-//! to `pool_size` connections to every server.
+//! to `pool_size` connections to every server; a handle idle for
+//! [`BinaryConfig::idle_timeout`] (default 60 s) is dropped and its connections closed.
 //!
 //! # Behaviors
 //!
@@ -264,7 +265,7 @@
 
 use std::collections::BTreeSet;
 use std::fmt;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 pub use newcache_transport::{
@@ -293,9 +294,11 @@ pub use behaviors::{
 };
 use config::ServerSpec;
 pub use config::{
-    BinaryConfig, DEFAULT_CONNECT_TIMEOUT, DEFAULT_POLL_TIMEOUT, DEFAULT_POOL_SIZE, DEFAULT_PORT,
+    BinaryConfig, DEFAULT_CONNECT_TIMEOUT, DEFAULT_IDLE_TIMEOUT, DEFAULT_POLL_TIMEOUT,
+    DEFAULT_POOL_SIZE, DEFAULT_PORT,
 };
 use health::Health;
+use newcache_transport::IdleReaper;
 use pool::Pool;
 
 /// A [`Transport`] over libmemcached; see the crate documentation.
@@ -303,7 +306,11 @@ use pool::Pool;
 /// `Send + Sync`: share one (e.g. in an `Arc`) between threads; each request borrows one of
 /// its libmemcached handles for its duration.
 pub struct BinaryTransport {
-    pool: Pool,
+    pool: Arc<Pool>,
+    /// Handles idle this long are dropped, their connections closed (zero: never).
+    idle_timeout: Duration,
+    /// The thread that drops them, started with the first request.
+    reaper: IdleReaper,
     servers: Vec<ServerSpec>,
     binary: bool,
     item_size_limit: usize,

@@ -203,7 +203,8 @@ pub(crate) enum Checkout {
 struct State {
     /// Configured once; cloned into pool handles; never connects.
     master: Handle,
-    idle: Vec<Handle>,
+    /// Handles given back, each with when: the oldest first, taken last.
+    idle: Vec<(Handle, Instant)>,
     created: usize,
     /// The tickets of the threads waiting in `checkout` for a handle to come back, first
     /// come first: a thread arriving while others wait queues behind them, so no waiter is
@@ -215,7 +216,7 @@ struct State {
 impl State {
     /// An idle handle, or a new one while fewer than `max` were made.
     fn take(&mut self, max: usize) -> Option<Result<Handle, Checkout>> {
-        if let Some(handle) = self.idle.pop() {
+        if let Some((handle, _)) = self.idle.pop() {
             return Some(Ok(handle));
         }
         if self.created < max {
@@ -238,6 +239,8 @@ pub(crate) struct Pool {
     state: Mutex<State>,
     returned: Condvar,
     max: usize,
+    /// A handle idle this long is dropped, and its connections closed (zero: never).
+    idle_timeout: Duration,
 }
 
 fn lock(state: &Mutex<State>) -> MutexGuard<'_, State> {
@@ -247,8 +250,9 @@ fn lock(state: &Mutex<State>) -> MutexGuard<'_, State> {
 }
 
 impl Pool {
-    /// A pool of at most `max` (at least 1) handles cloned from `master`.
-    pub(crate) fn new(master: Handle, max: usize) -> Pool {
+    /// A pool of at most `max` (at least 1) handles cloned from `master`, each dropped
+    /// (its connections closed) once idle for `idle_timeout` (zero: never).
+    pub(crate) fn new(master: Handle, max: usize, idle_timeout: Duration) -> Pool {
         Pool {
             state: Mutex::new(State {
                 master,
@@ -259,6 +263,7 @@ impl Pool {
             }),
             returned: Condvar::new(),
             max: max.max(1),
+            idle_timeout,
         }
     }
 
@@ -272,6 +277,13 @@ impl Pool {
     /// ([`Checkout::Busy`] then): the handles may all be stuck on a hung server.
     pub(crate) fn checkout(&self, wait: Duration) -> Result<Lease<'_>, Checkout> {
         let mut state = lock(&self.state);
+        let expired = self.expired(&mut state);
+        if !expired.is_empty() {
+            // Freed outside the lock: each closes its sockets.
+            drop(state);
+            drop(expired);
+            state = lock(&self.state);
+        }
         if state.queue.is_empty() {
             if let Some(taken) = state.take(self.max) {
                 return taken.map(|handle| Lease::new(self, handle, None));
@@ -325,6 +337,32 @@ impl Pool {
         drop(idle);
     }
 
+    /// Drops the handles idle for longer than the idle timeout (the transport's reaper
+    /// thread, and every checkout).
+    pub(crate) fn close_expired(&self) {
+        let expired = self.expired(&mut lock(&self.state));
+        drop(expired);
+    }
+
+    /// Takes the handles idle for longer than the idle timeout out of the pool, to be
+    /// dropped once the lock is released (the next checkout makes new ones).
+    fn expired(&self, state: &mut State) -> Vec<(Handle, Instant)> {
+        if self.idle_timeout.is_zero() {
+            return Vec::new();
+        }
+        match state.idle.first() {
+            Some((_, oldest)) if oldest.elapsed() >= self.idle_timeout => {}
+            _ => return Vec::new(),
+        }
+        let stale = state
+            .idle
+            .iter()
+            .take_while(|(_, since)| since.elapsed() >= self.idle_timeout)
+            .count();
+        state.created = state.created.saturating_sub(stale);
+        state.idle.drain(..stale).collect()
+    }
+
     /// Runs `f` on the master handle, under the pool's lock (the master never does I/O).
     pub(crate) fn with_master<R>(&self, f: impl FnOnce(&Handle) -> R) -> R {
         let state = lock(&self.state);
@@ -333,7 +371,7 @@ impl Pool {
 
     fn give_back(&self, handle: Handle) {
         let mut state = lock(&self.state);
-        state.idle.push(handle);
+        state.idle.push((handle, Instant::now()));
         // Wake the waiters only when there are some: a notify is a futex system call each
         // time, one per request otherwise. All of them, as only the first in line takes it.
         let wake = !state.queue.is_empty();
@@ -393,7 +431,7 @@ mod tests {
     use std::sync::atomic::{AtomicBool, Ordering};
 
     fn pool(max: usize) -> Pool {
-        Pool::new(Handle::create().expect("a handle"), max)
+        Pool::new(Handle::create().expect("a handle"), max, Duration::ZERO)
     }
 
     #[test]

@@ -3,11 +3,11 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::CString;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use libmemcached_sys::*;
-use newcache_transport::{check_key, Error, Result};
+use newcache_transport::{check_key, Error, IdleReaper, Result};
 
 use crate::config::{parse_server, ServerSpec};
 use crate::copy::c_string;
@@ -204,7 +204,9 @@ impl BinaryTransport {
         let position_to_server = positions(&master, &servers)?;
         let retry_timeout = Duration::from_secs(retry_timeout);
         Ok(BinaryTransport {
-            pool: Pool::new(master, config.pool_size),
+            pool: Arc::new(Pool::new(master, config.pool_size, config.idle_timeout)),
+            idle_timeout: config.idle_timeout,
+            reaper: IdleReaper::default(),
             health: Health::new(servers.len(), failure_limit, retry_timeout, remove_failed),
             servers,
             binary: config.binary_protocol,
@@ -312,7 +314,23 @@ impl BinaryTransport {
     /// server is slow), so waiting for a handle and then for a reply takes no longer than
     /// one poll timeout. Connections with bytes no request asked for are dropped first
     /// ([`BinaryTransport::drop_stale_connections`]).
+    /// Starts the thread that drops handles idle past the idle timeout (once, with the
+    /// first request, when the timeout is not zero; it stops when the transport is dropped).
+    fn start_reaper(&self) {
+        if self.idle_timeout.is_zero() {
+            return;
+        }
+        let tick = (self.idle_timeout / 4).max(Duration::from_millis(5));
+        self.reaper.start(
+            "newcache-idle",
+            tick,
+            Arc::downgrade(&self.pool),
+            Pool::close_expired,
+        );
+    }
+
     pub(crate) fn lease(&self) -> Result<pool::Lease<'_>> {
+        self.start_reaper();
         let lease = match self.pool.checkout(self.poll_timeout * 3 / 4) {
             Ok(lease) => lease,
             Err(Checkout::NoHandle) => {

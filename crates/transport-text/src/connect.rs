@@ -264,36 +264,16 @@ impl TextTransport {
         if self.config.idle_timeout.is_zero() {
             return;
         }
-        self.reaper.started.call_once(|| {
-            let servers: Weak<[Server]> = Arc::downgrade(&self.servers);
-            let stop = self.reaper.stop.clone();
-            let tick = (self.config.idle_timeout / 4).max(Duration::from_millis(5));
-            // Without the thread, idle connections are still closed when the pool is next
-            // used (checkout closes the expired ones).
-            let _ = std::thread::Builder::new()
-                .name("newcache-idle".into())
-                .spawn(move || loop {
-                    {
-                        let (stopped, signal) = &*stop;
-                        let guard = stopped.lock().unwrap_or_else(|p| p.into_inner());
-                        if *guard {
-                            return;
-                        }
-                        let (guard, _) = signal
-                            .wait_timeout(guard, tick)
-                            .unwrap_or_else(|p| p.into_inner());
-                        if *guard {
-                            return;
-                        }
-                    }
-                    let Some(servers) = servers.upgrade() else {
-                        return;
-                    };
-                    for server in servers.iter() {
-                        server.pool.close_expired();
-                    }
-                });
-        });
+        // Without the thread, idle connections are still closed when the pool is next used
+        // (checkout closes the expired ones).
+        let servers: Weak<[Server]> = Arc::downgrade(&self.servers);
+        let tick = (self.config.idle_timeout / 4).max(Duration::from_millis(5));
+        self.reaper
+            .start("newcache-idle", tick, servers, |servers| {
+                for server in servers {
+                    server.pool.close_expired();
+                }
+            });
     }
 }
 

@@ -96,11 +96,11 @@ pub use tokio_transport::{TokioIoStats, TokioTextTransport};
 use std::fmt;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, AtomicU8, Ordering};
-use std::sync::{Arc, Condvar, Mutex, Once};
+use std::sync::Arc;
 
 #[cfg(doc)]
 use newcache_transport::Item;
-use newcache_transport::{Error, Result}; // the crate docs link to it
+use newcache_transport::{Error, IdleReaper, Result}; // the crate docs link to Error
 
 use cluster::Cluster;
 use command::Mismatch;
@@ -108,13 +108,6 @@ use pool::Pool;
 use proto::{meta, Meta, Reply, Status};
 
 use conn::{Endpoint, Server, WIRE_CLASSIC, WIRE_META, WIRE_UNKNOWN};
-
-/// The thread that closes idle connections, started with the first pooled connection.
-struct Reaper {
-    started: Once,
-    /// Set (and signalled) when the transport is dropped.
-    stop: Arc<(Mutex<bool>, Condvar)>,
-}
 
 /// memcached's text protocol over TCP or unix-domain sockets, optionally TLS (feature
 /// `tls`); see the crate documentation.
@@ -127,7 +120,9 @@ pub struct TextTransport {
     config: TextConfig,
     /// Connections opened so far, which seeds each one's first opaque token.
     opened: AtomicU32,
-    reaper: Reaper,
+    /// The thread that closes idle connections, started with the first pooled connection
+    /// (it stops when the transport is dropped).
+    reaper: IdleReaper,
 }
 
 impl fmt::Debug for TextTransport {
@@ -135,14 +130,6 @@ impl fmt::Debug for TextTransport {
         f.debug_struct("TextTransport")
             .field("servers", &self.servers())
             .finish()
-    }
-}
-
-impl Drop for TextTransport {
-    fn drop(&mut self) {
-        let (stopped, signal) = &*self.reaper.stop;
-        *stopped.lock().unwrap_or_else(|p| p.into_inner()) = true;
-        signal.notify_all();
     }
 }
 
@@ -208,10 +195,7 @@ impl TextTransport {
             cluster,
             config,
             opened: AtomicU32::new(0),
-            reaper: Reaper {
-                started: Once::new(),
-                stop: Arc::new((Mutex::new(false), Condvar::new())),
-            },
+            reaper: IdleReaper::default(),
         })
     }
 

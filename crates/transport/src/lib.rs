@@ -60,9 +60,11 @@ pub use made::{
 
 #[cfg(feature = "memory")]
 mod memory;
+mod reaper;
 mod short_key;
 #[cfg(feature = "memory")]
 pub use memory::MemoryTransport;
+pub use reaper::IdleReaper;
 pub use short_key::{ShortKey, SHORT_KEY_INLINE};
 
 /// The longest key memcached accepts, in bytes.

@@ -214,7 +214,8 @@ impl Builder {
         self
     }
 
-    /// How long an idle connection is kept (default 60 s; zero: for ever). Text transport.
+    /// How long an idle connection is kept (default 60 s; zero: for ever), on every
+    /// transport (libmemcached's: an idle handle is dropped with its connections).
     pub fn idle_timeout(mut self, idle: Duration) -> Self {
         self.config.idle_timeout = idle;
         self

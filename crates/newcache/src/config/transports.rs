@@ -46,6 +46,7 @@ pub(super) fn build_libmemcached(config: &Config, binary: bool) -> Result<Arc<dy
             0 => usize::MAX,
             n => n,
         },
+        idle_timeout: config.idle_timeout,
         item_size_limit: config.item_size_limit,
     })?;
     Ok(Arc::new(transport))
