@@ -1,5 +1,6 @@
-//! `self_connect PORT blocking|async`: 20 gets through a blocking `Cache` or an `AsyncCache`
-//! on `127.0.0.1:PORT`, where nothing listens, printing one line per call: `ok`, or the
+//! `self_connect PORT blocking|async [PARAMS]`: 20 gets through a blocking `Cache` or an
+//! `AsyncCache` on `127.0.0.1:PORT`, where nothing listens (`PARAMS` added to its URL's
+//! query, e.g. `binary=true`), printing one line per call: `ok`, or the
 //! error's kind (with a connect error's `io::ErrorKind`) and message. Run by `tests/tests/cluster_failover.rs` in a network namespace
 //! of its own whose ephemeral port range is PORT alone, so that every connect the system
 //! makes to that port reaches itself (TCP's simultaneous open).
@@ -35,7 +36,10 @@ fn main() {
         eprintln!("usage: self_connect PORT blocking|async");
         std::process::exit(2);
     };
-    let url = format!("newcache://127.0.0.1:{port}/?connect_timeout=200&read_timeout=200");
+    let mut url = format!("newcache://127.0.0.1:{port}/?connect_timeout=200&read_timeout=200");
+    if let Some(params) = args.get(2) {
+        url = format!("{url}&{params}");
+    }
     if mode == "blocking" {
         let cache = Cache::from_url(&url).expect("cache");
         for _ in 0..20 {
