@@ -459,7 +459,8 @@ impl TokioTextTransport {
         build: &Build<'_>,
         first: Option<(Handle, Plan)>,
     ) -> Result<Answers> {
-        let sub = self.submit_first(index, build, first).await?;
+        let deadline = Instant::now() + self.inner.config.read_timeout;
+        let sub = self.submit_first(index, build, first, deadline).await?;
         self.wait(sub, build).await
     }
 
@@ -467,20 +468,22 @@ impl TokioTextTransport {
     /// the server is marked down). A connection that closed before taking the job is
     /// replaced once.
     async fn submit(&self, index: usize, build: &Build<'_>) -> Result<Submitted> {
-        self.submit_first(index, build, None).await
+        let deadline = Instant::now() + self.inner.config.read_timeout;
+        self.submit_first(index, build, None, deadline).await
     }
 
     /// [`Self::submit`], its first attempt with a job already built for `first`'s
-    /// connection.
+    /// connection, the job answered by `deadline` (a job sent again keeps its first
+    /// deadline: a new one made a call behind a hung server's take two read timeouts).
     async fn submit_first(
         &self,
         index: usize,
         build: &Build<'_>,
         mut first: Option<(Handle, Plan)>,
+        deadline: Instant,
     ) -> Result<Submitted> {
         let cluster = &self.inner.cluster;
         let ticket = cluster.check_up(index)?;
-        let timeout = self.inner.config.read_timeout;
         for _ in 0..2 {
             let (handle, plan) = match first.take() {
                 Some(built) => built,
@@ -491,7 +494,6 @@ impl TokioTextTransport {
                 }
             };
             let (tx, rx) = oneshot::channel();
-            let deadline = Instant::now() + timeout;
             let job = Job {
                 bytes: plan.bytes,
                 steps: plan.steps,
@@ -529,7 +531,9 @@ impl TokioTextTransport {
                 Ok(Ok(Err(Failure::Failed(e)))) => Err(e),
                 Ok(Ok(Err(Failure::NotSent))) if !retried => {
                     retried = true;
-                    sub = self.submit(sub.index, build).await?;
+                    sub = self
+                        .submit_first(sub.index, build, None, sub.deadline)
+                        .await?;
                     continue;
                 }
                 Ok(Ok(Err(Failure::NotSent))) => Err(closed(self.label(sub.index))),
