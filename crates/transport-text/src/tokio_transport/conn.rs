@@ -17,7 +17,7 @@
 use std::collections::VecDeque;
 use std::future::poll_fn;
 use std::io;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
@@ -200,6 +200,9 @@ pub(super) struct Settings {
     /// The server's probed dialect, reset when a meta command is answered `ERROR` with
     /// `reprobe` (protocol auto): the next connection probes again.
     pub(super) server_wire: Arc<AtomicU8>,
+    /// How many of the server's connections carry a request whose caller left
+    /// ([`Conn::mark_abandoned`]): the transport then sends the server's requests there.
+    pub(super) abandoned: Arc<AtomicUsize>,
     pub(super) reprobe: bool,
     pub(super) counters: Arc<Counters>,
 }
@@ -304,6 +307,9 @@ struct Hints {
     /// read by a caller, after a lone caller's use. Requests that find it false queue
     /// without taking a lock.
     idle: AtomicBool,
+    /// A request written (or queued) on it lost its caller before its reply: a timeout or
+    /// a dropped future ([`Conn::mark_abandoned`]). Cleared once nothing is in flight.
+    abandoned: AtomicBool,
 }
 
 fn relock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -332,6 +338,11 @@ impl Conn {
         // Stored only when it changes: every request reads it.
         if self.hints.idle.load(Ordering::Relaxed) != idle {
             self.hints.idle.store(idle, Ordering::Release);
+        }
+        if self.hints.abandoned.load(Ordering::Relaxed)
+            && ((st.fifo.is_empty() && st.held.is_none()) || st.fatal.is_some())
+        {
+            self.clear_abandoned();
         }
         if st.writer_waits && (st.clear() || st.fatal.is_some()) {
             if let Some(task) = &st.task_waker {
@@ -363,6 +374,25 @@ impl Conn {
             Poll::Ready(Ok(()))
         } else {
             Poll::Pending
+        }
+    }
+
+    /// Notes that a request on this connection lost its caller while it may have been
+    /// written (the caller timed out, or its future was dropped). Until the request's reply
+    /// is read, the server may still run it, and run a request written on another
+    /// connection first; so the transport sends the server's next requests on this
+    /// connection, behind it ([`Handle::is_abandoned`]), and a caller that gave up on a
+    /// `set` and sets again is not overtaken by the first.
+    pub(super) fn mark_abandoned(&self) {
+        if !self.hints.abandoned.swap(true, Ordering::AcqRel) {
+            self.settings.abandoned.fetch_add(1, Ordering::AcqRel);
+        }
+    }
+
+    /// Nothing abandoned is in flight any more (or the connection failed).
+    fn clear_abandoned(&self) {
+        if self.hints.abandoned.swap(false, Ordering::AcqRel) {
+            self.settings.abandoned.fetch_sub(1, Ordering::AcqRel);
         }
     }
 
@@ -761,10 +791,47 @@ impl Handle {
         self.conn.hints.idle.load(Ordering::Acquire) && self.is_open()
     }
 
+    /// A request on it lost its caller before its reply ([`Conn::mark_abandoned`]), and it
+    /// is open.
+    pub(super) fn is_abandoned(&self) -> bool {
+        self.conn.hints.abandoned.load(Ordering::Acquire) && self.is_open()
+    }
+
+    /// See [`Conn::mark_abandoned`].
+    pub(super) fn mark_abandoned(&self) {
+        self.conn.mark_abandoned();
+    }
+
     /// `n` opaque tokens in a row; the first is returned.
     pub(super) fn reserve(&self, n: usize) -> u32 {
         self.opaque
             .fetch_add(u32::try_from(n).unwrap_or(u32::MAX), Ordering::Relaxed)
+    }
+}
+
+/// A caller's wait for a job's answer on a connection: dropped before
+/// [`Awaiting::answered`] (the caller timed out, or its future was dropped), it marks the
+/// connection abandoned ([`Conn::mark_abandoned`]).
+pub(super) struct Awaiting(Option<Handle>);
+
+impl Awaiting {
+    /// The wait for a job sent (or queued) on `handle`'s connection.
+    pub(super) fn on(handle: &Handle) -> Awaiting {
+        Awaiting(Some(handle.clone()))
+    }
+
+    /// The job was answered, or failed with its connection, or was not sent: nothing of
+    /// it is left in flight.
+    pub(super) fn answered(&mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for Awaiting {
+    fn drop(&mut self) {
+        if let Some(handle) = self.0.take() {
+            handle.mark_abandoned();
+        }
     }
 }
 
@@ -813,6 +880,7 @@ pub(super) fn start(
             dead: AtomicBool::new(false),
             has_unfinished: AtomicBool::new(false),
             idle: AtomicBool::new(true),
+            abandoned: AtomicBool::new(false),
         },
         settings,
     });
@@ -1093,6 +1161,9 @@ async fn read_loop(conn: &Conn) -> Fatal {
                     }
                     st.owner = Owner::Task;
                     if let Owner::Direct(id) = owner {
+                        if st.in_flight(id).is_some() {
+                            conn.mark_abandoned();
+                        }
                         time_out(&mut st, id, settings);
                     }
                     conn.note(&st);

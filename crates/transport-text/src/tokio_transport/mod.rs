@@ -99,7 +99,7 @@ use crate::multi_get::{encode_multi_get_into, gets_per_key};
 use crate::proto::{self, Expect};
 use crate::quiet::{encode_quiet_deletes, QuietRound};
 use crate::{placement, server_specs, Protocol, TextConfig};
-use conn::{Direct, Failure, Handle, Job, JobResult};
+use conn::{Awaiting, Direct, Failure, Handle, Job, JobResult};
 use smallvec::smallvec;
 use steps::{AnswerList, Keys, OwnedCmd, Step, Steps};
 
@@ -160,6 +160,9 @@ struct Server {
     slots: Vec<Slot>,
     /// How many of `slots` the meta protocol uses.
     pipelined: usize,
+    /// How many of its connections carry a request whose caller left before its reply
+    /// (`conn::Conn::mark_abandoned`): while any does, requests go there ([`abandoned_slot`]).
+    abandoned: Arc<AtomicUsize>,
     next: AtomicUsize,
 }
 
@@ -199,6 +202,8 @@ struct Submitted {
     wire: Wire,
     rx: oneshot::Receiver<JobResult>,
     deadline: Instant,
+    /// Marks the connection abandoned if the caller leaves before the answer.
+    awaiting: Awaiting,
 }
 
 impl fmt::Debug for TokioTextTransport {
@@ -249,6 +254,7 @@ impl TokioTextTransport {
                     })
                     .collect(),
                 pipelined: connections,
+                abandoned: Arc::new(AtomicUsize::new(0)),
                 next: AtomicUsize::new(0),
             })
             .collect();
@@ -380,6 +386,9 @@ impl TokioTextTransport {
             Protocol::Meta => false,
             Protocol::Auto => server.wire.load(Ordering::Relaxed) == WIRE_CLASSIC,
         };
+        if let Some(slot) = abandoned_slot(server) {
+            return Ok(slot);
+        }
         if classic {
             return classic_slot(server).ok_or(Error::NoServers);
         }
@@ -443,6 +452,7 @@ impl TokioTextTransport {
             idle_timeout: config.idle_timeout,
             queue: config.async_queue,
             server_wire: server.wire.clone(),
+            abandoned: server.abandoned.clone(),
             reprobe: config.protocol == Protocol::Auto,
             counters: self.inner.counters.clone(),
         };
@@ -507,6 +517,7 @@ impl TokioTextTransport {
                         wire: handle.wire,
                         rx,
                         deadline,
+                        awaiting: Awaiting::on(&handle),
                     })
                 }
                 // Closed before it took the job: nothing was sent.
@@ -523,7 +534,14 @@ impl TokioTextTransport {
     async fn wait(&self, mut sub: Submitted, build: &Build<'_>) -> Result<Answers> {
         let mut retried = false;
         loop {
-            let outcome = match tokio::time::timeout_at(sub.deadline, &mut sub.rx).await {
+            let awaited = tokio::time::timeout_at(sub.deadline, &mut sub.rx).await;
+            if awaited.is_ok() {
+                // Answered, failed with its connection, or not sent: nothing of it is left
+                // in flight. (Timed out, or dropped while it waits, it marks the connection
+                // abandoned.)
+                sub.awaiting.answered();
+            }
+            let outcome = match awaited {
                 Ok(Ok(Ok(list))) => Ok(Answers {
                     wire: sub.wire,
                     list,
@@ -598,6 +616,22 @@ impl TokioTextTransport {
         }))
         .await
     }
+}
+
+/// While a request of a caller that left (a timeout, a dropped future) may still be in
+/// flight on one of the server's connections, the server's requests go on that connection,
+/// behind it: written on another, a request could run before it (memcached serves its
+/// connections on several threads), and a caller that gave up on a `set` and set again
+/// would have its new value overwritten by the old (an outside audit: 2,006 older values
+/// read back after 5,864 cancelled sets of 64 tasks, classic protocol).
+fn abandoned_slot(server: &Server) -> Option<&Slot> {
+    if server.abandoned.load(Ordering::Acquire) == 0 {
+        return None;
+    }
+    server
+        .slots
+        .iter()
+        .find(|slot| current(slot).is_some_and(|h| h.is_abandoned()))
 }
 
 /// In the classic protocol a connection carries one request at a time (its replies have no

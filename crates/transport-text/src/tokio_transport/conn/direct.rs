@@ -13,8 +13,8 @@ use newcache_transport::Error;
 use tokio::sync::{mpsc, oneshot};
 
 use super::{
-    nothing_waiting, Conn, Failure, Fatal, Handle, Job, JobResult, Owner, Pumped, ReplyTo,
-    Settings, State,
+    nothing_waiting, Awaiting, Conn, Failure, Fatal, Handle, Job, JobResult, Owner, Pumped,
+    ReplyTo, Settings, State,
 };
 use crate::tokio_transport::steps::Steps;
 
@@ -264,6 +264,7 @@ impl Drop for DirectCall<'_> {
             }
             if let Some(job) = st.in_flight(self.id) {
                 job.reply = ReplyTo::Nowhere;
+                self.conn.mark_abandoned();
             }
             if !self.give_back(&mut st) {
                 return;
@@ -332,11 +333,20 @@ impl Handle {
             Start::Busy(bytes, steps) => Direct::Busy(bytes, steps),
             Start::NotSent => Direct::Done(Err(Failure::NotSent)),
             Start::Failed(result) => Direct::Done(result),
-            Start::Handed(mut rx) => match tokio::time::timeout(timeout, &mut rx).await {
-                Ok(Ok(result)) => Direct::Done(result),
-                Ok(Err(_)) => Direct::Done(Err(Failure::Failed(gone(&conn.settings)))),
-                Err(_) => Direct::TimedOut,
-            },
+            Start::Handed(mut rx) => {
+                let mut awaiting = Awaiting::on(self);
+                match tokio::time::timeout(timeout, &mut rx).await {
+                    Ok(Ok(result)) => {
+                        awaiting.answered();
+                        Direct::Done(result)
+                    }
+                    Ok(Err(_)) => {
+                        awaiting.answered();
+                        Direct::Done(Err(Failure::Failed(gone(&conn.settings))))
+                    }
+                    Err(_) => Direct::TimedOut,
+                }
+            }
             Start::Sent(id) => {
                 let mut call = DirectCall { conn, id };
                 // The connection's task fails the call when its reply is late, but only
