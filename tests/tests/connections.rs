@@ -127,6 +127,22 @@ fn five_hundred_and_twelve_threads_never_open_more_than_the_cap() {
     );
 }
 
+/// After a burst: at least two connections above `baseline` were pooled, and all of them
+/// close within 3 s (the idle timeout of the tests is 300 ms).
+fn pooled_then_closed(server: &Memcached, baseline: u64, what: &str) {
+    let pooled = connections(server) - baseline;
+    assert!(pooled >= 2, "{what}: {pooled} connections pooled");
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while connections(server) > baseline {
+        assert!(
+            Instant::now() < deadline,
+            "{what}: {} idle connections still open after 3 s",
+            connections(server) - baseline
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 #[test]
 fn idle_connections_are_closed_after_the_idle_timeout() {
     let _serial = serial();
@@ -151,18 +167,8 @@ fn idle_connections_are_closed_after_the_idle_timeout() {
             });
         }
     });
-    let pooled = connections(&server) - baseline;
-    assert!(pooled >= 2, "{pooled} connections pooled");
     // Closed by the transport's own thread, with no request to trigger it.
-    let deadline = Instant::now() + Duration::from_secs(3);
-    while connections(&server) > baseline {
-        assert!(
-            Instant::now() < deadline,
-            "{} idle connections still open after 3 s",
-            connections(&server) - baseline
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    pooled_then_closed(&server, baseline, "text");
     // And the transport works on, with new connections.
     t.store(&Store::set(b"after", b"v", 0, 60)).unwrap();
     assert_eq!(t.get(b"after").unwrap().unwrap().value, b"v");
@@ -198,17 +204,7 @@ fn libmemcached_idle_connections_are_closed_after_the_idle_timeout() {
                 });
             }
         });
-        let pooled = connections(&server) - baseline;
-        assert!(pooled >= 2, "binary={binary}: {pooled} connections pooled");
-        let deadline = Instant::now() + Duration::from_secs(3);
-        while connections(&server) > baseline {
-            assert!(
-                Instant::now() < deadline,
-                "binary={binary}: {} idle connections still open after 3 s",
-                connections(&server) - baseline
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        pooled_then_closed(&server, baseline, &format!("binary={binary}"));
         cache.set("after", "v", newcache::Ttl::Seconds(60)).unwrap();
         assert_eq!(cache.get::<String>("after").unwrap().as_deref(), Some("v"));
     }
