@@ -17,7 +17,7 @@
 use std::collections::VecDeque;
 use std::future::poll_fn;
 use std::io;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
@@ -32,8 +32,10 @@ use crate::command::{Outcome, Wire};
 use crate::conn::{ReadBuf, READ_BUF, WIRE_UNKNOWN};
 use crate::proto::{meta, Decoder, Expect, Reply, Status};
 
+mod abandoned;
 mod direct;
 mod writer;
+pub(super) use abandoned::{Abandoned, Who};
 pub(super) use direct::Direct;
 use writer::{nothing_waiting, write_loop};
 
@@ -198,9 +200,8 @@ pub(super) struct Settings {
     /// The server's probed dialect, reset when a meta command is answered `ERROR` with
     /// `reprobe` (protocol auto): the next connection probes again.
     pub(super) server_wire: Arc<AtomicU8>,
-    /// How many of the server's connections carry a request whose caller left
-    /// ([`Conn::mark_abandoned`]): the transport then sends the server's requests there.
-    pub(super) abandoned: Arc<AtomicUsize>,
+    /// The server's requests whose callers gave up on them ([`Conn::mark_abandoned`]).
+    pub(super) abandoned: Arc<Abandoned>,
     pub(super) reprobe: bool,
     pub(super) counters: Arc<Counters>,
 }
@@ -349,23 +350,24 @@ impl Conn {
         }
     }
 
-    /// Notes that a request on this connection lost its caller while it may have been
-    /// written (the caller timed out, or its future was dropped). Until the request's reply
-    /// is read, the server may still run it, and run a request written on another
-    /// connection first; so the transport sends the server's next requests on this
-    /// connection, behind it ([`Handle::is_abandoned`]), and a caller that gave up on a
-    /// `set` and sets again is not overtaken by the first.
-    pub(super) fn mark_abandoned(&self) {
-        if !self.hints.abandoned.swap(true, Ordering::AcqRel) {
-            self.settings.abandoned.fetch_add(1, Ordering::AcqRel);
-        }
+    /// Notes that `who` gave up on a request on this connection (`handle`'s) while it may
+    /// have been written: until nothing is in flight here, `who`'s requests to the server
+    /// go on this connection, behind it ([`Abandoned`]).
+    pub(super) fn mark_abandoned(&self, who: Who, handle: &Handle) {
+        self.hints.abandoned.store(true, Ordering::Release);
+        self.settings.abandoned.note(who, self.id(), handle);
     }
 
     /// Nothing abandoned is in flight any more (or the connection failed).
     fn clear_abandoned(&self) {
         if self.hints.abandoned.swap(false, Ordering::AcqRel) {
-            self.settings.abandoned.fetch_sub(1, Ordering::AcqRel);
+            self.settings.abandoned.forget(self.id());
         }
+    }
+
+    /// The connection's identity in [`Abandoned`]'s list: its address.
+    fn id(&self) -> usize {
+        std::ptr::from_ref(self) as usize
     }
 
     /// Whether replies have been owed for the read timeout with nothing read: the
@@ -763,15 +765,10 @@ impl Handle {
         self.conn.hints.idle.load(Ordering::Acquire) && self.is_open()
     }
 
-    /// A request on it lost its caller before its reply ([`Conn::mark_abandoned`]), and it
-    /// is open.
-    pub(super) fn is_abandoned(&self) -> bool {
-        self.conn.hints.abandoned.load(Ordering::Acquire) && self.is_open()
-    }
-
-    /// See [`Conn::mark_abandoned`].
+    /// The calling task (or thread) gave up on a request on this connection
+    /// ([`Conn::mark_abandoned`]).
     pub(super) fn mark_abandoned(&self) {
-        self.conn.mark_abandoned();
+        self.conn.mark_abandoned(Who::now(), self);
     }
 
     /// `n` opaque tokens in a row; the first is returned.
@@ -938,9 +935,6 @@ async fn read_loop(conn: &Conn) -> Fatal {
                     }
                     st.owner = Owner::Task;
                     if let Owner::Direct(id) = owner {
-                        if st.in_flight(id).is_some() {
-                            conn.mark_abandoned();
-                        }
                         time_out(&mut st, id, settings);
                     }
                     conn.note(&st);

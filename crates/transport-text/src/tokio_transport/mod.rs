@@ -99,7 +99,7 @@ use crate::multi_get::{encode_multi_get_into, gets_per_key};
 use crate::proto::{self, Expect};
 use crate::quiet::{encode_quiet_deletes, QuietRound};
 use crate::{placement, server_specs, Protocol, TextConfig};
-use conn::{Awaiting, Direct, Failure, Handle, Job, JobResult};
+use conn::{Abandoned, Awaiting, Direct, Failure, Handle, Job, JobResult};
 use smallvec::smallvec;
 use steps::{AnswerList, Keys, OwnedCmd, Step, Steps};
 
@@ -160,9 +160,9 @@ struct Server {
     slots: Vec<Slot>,
     /// How many of `slots` the meta protocol uses.
     pipelined: usize,
-    /// How many of its connections carry a request whose caller left before its reply
-    /// (`conn::Conn::mark_abandoned`): while any does, requests go there ([`abandoned_slot`]).
-    abandoned: Arc<AtomicUsize>,
+    /// Its requests whose callers gave up on them: each such caller's next requests go on
+    /// the connection that carries its abandoned one (`TokioTextTransport::handle_now`).
+    abandoned: Arc<Abandoned>,
     next: AtomicUsize,
 }
 
@@ -254,7 +254,7 @@ impl TokioTextTransport {
                     })
                     .collect(),
                 pipelined: connections,
-                abandoned: Arc::new(AtomicUsize::new(0)),
+                abandoned: Arc::default(),
                 next: AtomicUsize::new(0),
             })
             .collect();
@@ -352,6 +352,10 @@ impl TokioTextTransport {
     /// Server `index`'s next connection when it is open (`Ok(Ok)`), else the slot to open
     /// (`Ok(Err)`): a request on an open connection gets it with no future of its own.
     fn handle_now(&self, index: usize) -> Result<Result<Handle, &Slot>> {
+        // A caller that gave up on a request still in flight goes behind it (`Abandoned`).
+        if let Some(handle) = self.server(index)?.abandoned.route() {
+            return Ok(Ok(handle));
+        }
         let slot = self.slot(index)?;
         Ok(current(slot).ok_or(slot))
     }
@@ -386,9 +390,6 @@ impl TokioTextTransport {
             Protocol::Meta => false,
             Protocol::Auto => server.wire.load(Ordering::Relaxed) == WIRE_CLASSIC,
         };
-        if let Some(slot) = abandoned_slot(server) {
-            return Ok(slot);
-        }
         if classic {
             return classic_slot(server).ok_or(Error::NoServers);
         }
@@ -616,22 +617,6 @@ impl TokioTextTransport {
         }))
         .await
     }
-}
-
-/// While a request of a caller that left (a timeout, a dropped future) may still be in
-/// flight on one of the server's connections, the server's requests go on that connection,
-/// behind it: written on another, a request could run before it (memcached serves its
-/// connections on several threads), and a caller that gave up on a `set` and set again
-/// would have its new value overwritten by the old (an outside audit: 2,006 older values
-/// read back after 5,864 cancelled sets of 64 tasks, classic protocol).
-fn abandoned_slot(server: &Server) -> Option<&Slot> {
-    if server.abandoned.load(Ordering::Acquire) == 0 {
-        return None;
-    }
-    server
-        .slots
-        .iter()
-        .find(|slot| current(slot).is_some_and(|h| h.is_abandoned()))
 }
 
 /// In the classic protocol a connection carries one request at a time (its replies have no

@@ -14,7 +14,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::{
     nothing_waiting, Awaiting, Conn, Failure, Fatal, Handle, Job, JobResult, Owner, Pumped,
-    ReplyTo, Settings, State,
+    ReplyTo, Settings, State, Who,
 };
 use crate::tokio_transport::steps::Steps;
 
@@ -167,6 +167,7 @@ pub(in crate::tokio_transport) enum Direct {
 /// of it already read) and throws it away.
 struct DirectCall<'a> {
     conn: &'a Conn,
+    handle: &'a Handle,
     id: u64,
 }
 
@@ -264,7 +265,7 @@ impl Drop for DirectCall<'_> {
             }
             if let Some(job) = st.in_flight(self.id) {
                 job.reply = ReplyTo::Nowhere;
-                self.conn.mark_abandoned();
+                self.conn.mark_abandoned(Who::now(), self.handle);
             }
             if !self.give_back(&mut st) {
                 return;
@@ -348,7 +349,11 @@ impl Handle {
                 }
             }
             Start::Sent(id) => {
-                let mut call = DirectCall { conn, id };
+                let mut call = DirectCall {
+                    conn,
+                    handle: self,
+                    id,
+                };
                 // The connection's task fails the call when its reply is late, but only
                 // while its runtime runs it: a connection opened on a runtime that is kept
                 // but no longer driven would leave this caller waiting for ever. So the
