@@ -202,7 +202,9 @@ struct Submitted {
     wire: Wire,
     rx: oneshot::Receiver<JobResult>,
     deadline: Instant,
-    /// Marks the connection abandoned if the caller leaves before the answer.
+    /// Marks the connection abandoned if the caller leaves before the answer. Declared
+    /// after `rx`, so dropped after it: the writer, which drops a job whose caller left
+    /// under the lock it enters jobs by, sees the caller gone before the note is made.
     awaiting: Awaiting,
 }
 

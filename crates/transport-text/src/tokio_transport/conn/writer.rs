@@ -141,6 +141,14 @@ pub(super) async fn write_loop(
                 }
                 return fatal;
             }
+            // A caller that left since its job was taken is dropped here, under the lock
+            // the job enters the FIFO by: a caller that leaves later finds its job in flight,
+            // and its note (`Abandoned`) stays until the reply is read. Left between the
+            // look when it was taken and this entry, the note could be cleared by an empty
+            // FIFO while the job was still to be written, and the caller's next request,
+            // sent on another connection, could run first (an outside audit: 3 older values
+            // in about 6,500 cancelled sets with meta over 4 connections).
+            batch.retain(|job| !job.reply.is_closed());
             // In the classic protocol the job waits while a direct caller's request is
             // in flight (the rest of it, unfinished, is written alone).
             let jobs = if !one_at_a_time || st.clear() {
