@@ -182,9 +182,6 @@ impl TextTransport {
     /// middlebox sent twice, mid-value, whose copy ended on a line end: 1,534 wrong values
     /// in 3 s of 16 threads under `Faults::duplicate_part` when meta replies stood).
     pub(crate) fn finish(&self, server: &Server, mut conn: Conn, restore: bool) -> Result<()> {
-        // A batch's round deadline ends with the batch: kept, it would cut the next user's
-        // wait for its first byte to the slack.
-        conn.until = None;
         if conn.wire == Wire::Meta && server.wire.load(Ordering::Relaxed) != WIRE_META {
             // Meta spoken (with Protocol::Meta) and answered: the server knows it.
             server.wire.store(WIRE_META, Ordering::Relaxed);

@@ -338,12 +338,12 @@ impl Conn {
         if self.hints.idle.load(Ordering::Relaxed) != idle {
             self.hints.idle.store(idle, Ordering::Release);
         }
-        if self.hints.abandoned.load(Ordering::Relaxed)
-            && ((st.fifo.is_empty() && st.held.is_none()) || st.fatal.is_some())
-        {
+        // Nothing in flight any more, or nothing ever again.
+        let cleared = st.clear() || st.fatal.is_some();
+        if cleared && self.hints.abandoned.load(Ordering::Relaxed) {
             self.clear_abandoned();
         }
-        if st.writer_waits && (st.clear() || st.fatal.is_some()) {
+        if cleared && st.writer_waits {
             if let Some(task) = &st.task_waker {
                 task.wake_by_ref();
             }

@@ -233,10 +233,12 @@ impl TokioTextTransport {
         }
         let connections = config.async_connections.max(1);
         // The classic protocol's requests are not pipelined: its connections are a pool of
-        // `max_connections` (0: no limit, taken as CLASSIC_UNLIMITED).
-        let classic = match config.max_connections {
-            0 => CLASSIC_UNLIMITED,
-            n => n,
+        // `max_connections` (0: no limit, taken as CLASSIC_UNLIMITED). Meta alone needs
+        // only the pipelined ones.
+        let classic = match (config.protocol, config.max_connections) {
+            (Protocol::Meta, _) => connections,
+            (_, 0) => CLASSIC_UNLIMITED,
+            (_, n) => n,
         };
         let servers = specs
             .iter()
@@ -395,7 +397,7 @@ impl TokioTextTransport {
         if classic {
             return classic_slot(server).ok_or(Error::NoServers);
         }
-        let n = server.pipelined.clamp(1, server.slots.len().max(1));
+        let n = server.pipelined.max(1);
         let at = server.next.fetch_add(1, Ordering::Relaxed) % n;
         server.slots.get(at).ok_or(Error::NoServers)
     }

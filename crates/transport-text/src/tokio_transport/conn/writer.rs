@@ -17,9 +17,9 @@ const WRITE_BATCH_MAX: usize = 1024 * 1024;
 
 impl Conn {
     /// The classic protocol's writer's wait for `batch`'s job ([`write_loop`]): ready when
-    /// nothing is in flight ([`State::clear`](super::State::clear)), when a direct caller's request waits to be
-    /// written whole (the writer writes that alone), or when the job's caller left (it is
-    /// dropped from `batch`); `Err` when the connection failed. While it waits, no direct
+    /// nothing is in flight ([`State::clear`](super::State::clear)), when a direct caller's
+    /// request waits to be written whole (the writer writes that alone), or when the job's
+    /// caller left (it is dropped from `batch`); `Err` when the connection failed. While it waits, no direct
     /// caller starts, and the task is woken when the connection clears ([`Conn::note`]).
     fn poll_clear(&self, cx: &mut Context<'_>, batch: &mut Vec<Job>) -> Poll<Result<(), Fatal>> {
         batch.retain_mut(|job| job.reply.poll_closed(cx).is_pending());
@@ -46,15 +46,16 @@ impl Conn {
 /// Takes everything queued (and the rest of a direct caller's request the socket did not
 /// take whole, first) and writes it with one write, the jobs entering the FIFO first (in
 /// the order written). A job whose caller left before it was written is dropped
-/// unwritten. Jobs written behind a direct caller's take the reading back to the task.
-/// `batch` holds the jobs taken and not yet written (in the FIFO), so that [`run`](super::run) answers
-/// them [`Failure::NotSent`] if the reader fails while the writer waits.
+/// unwritten (looked at under the lock jobs enter the FIFO by). Jobs written behind a
+/// direct caller's take the reading back to the task. `batch` holds the jobs taken and not
+/// yet written (in the FIFO), so that [`run`](super::run) answers them
+/// [`Failure::NotSent`] if the reader fails while the writer waits.
 ///
 /// In the classic protocol a reply carries no token: a stray or duplicated `STORED`,
 /// number or `END` would pass for the answer of whatever request is next in the FIFO. So
 /// there the writer takes one job at a time and writes it only once nothing is in flight
-/// and no byte waits on the socket ([`Conn::poll_clear`], [`nothing_waiting`]), as the blocking
-/// transport checks a pooled connection before it reuses it: a reply that comes with
+/// and no byte waits on the socket ([`Conn::poll_clear`], [`nothing_waiting`]), as the
+/// blocking transport checks a pooled connection before it reuses it: a reply that comes with
 /// nothing in flight closes the connection, never answering a later request.
 pub(super) async fn write_loop(
     rx: &mut mpsc::Receiver<Job>,
@@ -81,7 +82,7 @@ pub(super) async fn write_loop(
                 let idle = {
                     let mut st = conn.lock();
                     st.closing = true;
-                    st.fifo.is_empty() && st.held.is_none() && st.unfinished.is_none()
+                    st.clear()
                 };
                 if idle {
                     return Fatal::Closed;
@@ -105,7 +106,6 @@ pub(super) async fn write_loop(
                         }
                     }
                 }
-                batch.retain(|job| !job.reply.is_closed());
             }
         }
         if one_at_a_time && !batch.is_empty() {
