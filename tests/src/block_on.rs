@@ -8,7 +8,7 @@
 //! ```
 
 use newcache_transport::{
-    AsyncTransport, Item, MetaItem, Result, ServerStats, Store, StoreStatus, Transport,
+    AsyncTransport, Item, ManyStore, MetaItem, Result, ServerStats, Store, StoreStatus, Transport,
 };
 use tokio::runtime::Runtime;
 
@@ -64,6 +64,11 @@ impl<T: AsyncTransport> Transport for BlockingAdapter<T> {
 
     fn store_many(&self, requests: &[Store<'_>]) -> Result<Vec<StoreStatus>> {
         self.runtime.block_on(self.transport.store_many(requests))
+    }
+
+    fn store_many_each(&self, requests: &[Store<'_>]) -> Result<ManyStore> {
+        self.runtime
+            .block_on(self.transport.store_many_each(requests))
     }
 
     fn delete(&self, key: &[u8]) -> Result<bool> {

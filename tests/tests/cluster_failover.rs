@@ -481,13 +481,25 @@ fn set_many_and_delete_many_with_one_server_of_three_down() {
         .all(|s| s.is_stored()));
 
     servers[1].kill();
-    // The whole call fails with the down server's error (the Transport trait returns one
-    // status per key or an error), but every other server got and applied its batch.
+    // `store_many` fails the whole call with the down server's error (one status per key or
+    // an error), but every other server got and applied its batch.
     let err = t.store_many(&stores(b"two")).unwrap_err();
     assert!(err.is_server_failure(), "{err}");
     assert!(err.to_string().contains(&servers[1].addr()), "{err}");
-    let err = t.store_many(&stores(b"three")).unwrap_err();
-    assert!(matches!(err, Error::ServerDown { .. }), "then fast: {err}");
+    // `store_many_each` answers the live servers' requests and lists the down server's,
+    // each with its failure (fast now: the server is left alone).
+    let stored = t
+        .store_many_each(&stores(b"three"))
+        .expect("two servers answered");
+    let failed: Vec<usize> = stored.failed.iter().map(|(i, _)| *i).collect();
+    let on_1: Vec<usize> = (0..keys.len()).filter(|&i| home[i] == 1).collect();
+    assert_eq!(failed, on_1, "exactly the down server's requests, in order");
+    for (_, e) in &stored.failed {
+        assert!(matches!(e, Error::ServerDown { .. }), "{e}");
+    }
+    for (status, &h) in stored.statuses.iter().zip(&home) {
+        assert_eq!(status.is_stored(), h != 1, "stored on a live server only");
+    }
     let items = t.get_many(&refs).expect("reads skip the down server");
     for (item, &h) in items.iter().zip(&home) {
         match item {
@@ -510,6 +522,92 @@ fn set_many_and_delete_many_with_one_server_of_three_down() {
         t.get_many(&refs).unwrap().iter().all(Option::is_none),
         "the live servers deleted their keys"
     );
+}
+
+#[test]
+fn set_many_with_a_server_down_stores_the_rest_and_lists_the_down_servers_keys() {
+    // Django's `set_many` contract (and pylibmc's `set_multi`): the keys not stored come
+    // back, those of a dead server among them, and every live server stores its items. The
+    // call used to fail whole, leaving the caller to guess which keys were stored.
+    let mut servers = cluster(3);
+    let hosts: Vec<String> = servers.iter().map(Memcached::addr).collect();
+    let base = format!("newcache://{}/?flavor=sm&read_timeout=300", hosts.join(";"));
+    let urls = every_transport(&base);
+    let caches = caches_of(&urls);
+    let (rt, async_cache) = async_cache(&hosts, "sm", Duration::from_millis(300));
+    let keys: Vec<String> = (0..60).map(|i| format!("set many {i}")).collect();
+    let items = |value: u32| keys.iter().map(move |k| (k.as_str(), value));
+    assert!(caches[0].set_many(items(0), 300).unwrap().is_empty());
+    // Each key's server, found on the servers themselves.
+    let home: Vec<usize> = keys
+        .iter()
+        .map(|k| {
+            let wire = String::from_utf8(caches[0].wire_key(k).unwrap()).unwrap();
+            (0..3)
+                .find(|&s| {
+                    servers[s]
+                        .raw(&format!("get {wire}\r\n"), b"END\r\n")
+                        .starts_with(b"VALUE ")
+                })
+                .unwrap_or_else(|| panic!("{k} is on no server"))
+        })
+        .collect();
+    assert!((0..3).all(|s| home.contains(&s)), "{home:?}");
+    let mut on_dead: Vec<String> = (0..keys.len())
+        .filter(|&i| home[i] == 1)
+        .map(|i| keys[i].clone())
+        .collect();
+    on_dead.sort();
+    // Every transport, blocking and async: with the server hung (a read timeout), then
+    // killed, twice (the first call meets its refused connect, the later ones may find it
+    // left alone: `ServerDown`).
+    servers[1].pause();
+    for round in 0..3 {
+        if round == 1 {
+            servers[1].resume();
+            servers[1].kill();
+        }
+        for i in 0..=urls.len() {
+            let what = format!("{} (round {round})", urls.get(i).map_or("async", |u| u));
+            let value = u32::try_from(i + 1 + 10 * round).unwrap();
+            let (not_stored, read) = match caches.get(i) {
+                Some(cache) => (
+                    cache.set_many(items(value), 300),
+                    cache.get_many::<_, u32>(&keys),
+                ),
+                None => rt.block_on(async {
+                    (
+                        async_cache.set_many(items(value), 300).await,
+                        async_cache.get_many::<_, u32>(&keys).await,
+                    )
+                }),
+            };
+            let mut not_stored = not_stored.unwrap_or_else(|e| panic!("{what}: {e}"));
+            not_stored.sort();
+            assert_eq!(
+                not_stored, on_dead,
+                "{what}: the dead server's keys, no other"
+            );
+            let read = read.unwrap_or_else(|e| panic!("{what}: {e}"));
+            for (k, &h) in keys.iter().zip(&home) {
+                if h != 1 {
+                    assert_eq!(read.get(k), Some(&value), "{what}: {k} stored");
+                }
+            }
+            assert_eq!(read.failed().len(), on_dead.len(), "{what}");
+        }
+    }
+    // Every server down: an error, not an empty list.
+    servers[0].kill();
+    servers[2].kill();
+    for (i, cache) in caches.iter().enumerate() {
+        let e = cache.set_many(items(7), 300).unwrap_err();
+        assert!(e.to_string().contains("127.0.0.1"), "{}: {e}", urls[i]);
+    }
+    let e = rt
+        .block_on(async_cache.set_many(items(7), 300))
+        .unwrap_err();
+    assert!(e.to_string().contains("127.0.0.1"), "async: {e}");
 }
 
 #[test]
@@ -592,8 +690,10 @@ fn a_hang_under_64_callers_is_one_failure_not_one_per_caller() {
                 match set(&t, k) {
                     Ok(()) => break,
                     Err(Error::ServerDown { retry_in, .. })
+                        // libmemcached's wait: retry_timeout, to the next whole second
+                        // and 10 ms past it (`libmemcached_wait`), so up to 2.01 s.
                         if !behaviors.is_empty()
-                            && retry_in <= Duration::from_secs(2)
+                            && retry_in <= Duration::from_millis(2_010)
                             && Instant::now() < deadline =>
                     {
                         std::thread::sleep(Duration::from_millis(50))

@@ -16,7 +16,8 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use newcache_transport::{
-    Found, Item, MadeKeys, ManyRead, MetaItem, ServerStats, Store, StoreStatus, Transport,
+    Found, Item, MadeKeys, ManyRead, ManyStore, MetaItem, ServerStats, Store, StoreStatus,
+    Transport,
 };
 
 use crate::read_through::Flight;
@@ -48,6 +49,12 @@ pub(crate) trait Io: Sync {
         &'a self,
         requests: &'a [Store<'a>],
     ) -> impl Future<Output = TResult<Vec<StoreStatus>>> + Send + 'a;
+    /// The stores of a `set_many`, the requests of a server that failed while the others
+    /// answered told apart ([`Transport::store_many_each`]).
+    fn store_many_each<'a>(
+        &'a self,
+        requests: &'a [Store<'a>],
+    ) -> impl Future<Output = TResult<ManyStore>> + Send + 'a;
     fn delete<'a>(&'a self, key: &'a [u8]) -> impl Future<Output = TResult<bool>> + Send + 'a;
     fn delete_many<'a>(
         &'a self,
@@ -151,6 +158,12 @@ impl Io for Blocking<'_> {
         requests: &'a [Store<'a>],
     ) -> impl Future<Output = TResult<Vec<StoreStatus>>> + Send + 'a {
         std::future::ready(self.0.store_many(requests))
+    }
+    fn store_many_each<'a>(
+        &'a self,
+        requests: &'a [Store<'a>],
+    ) -> impl Future<Output = TResult<ManyStore>> + Send + 'a {
+        std::future::ready(self.0.store_many_each(requests))
     }
     fn delete<'a>(&'a self, key: &'a [u8]) -> impl Future<Output = TResult<bool>> + Send + 'a {
         std::future::ready(self.0.delete(key))
@@ -277,6 +290,12 @@ impl Io for Async<'_> {
         requests: &'a [Store<'a>],
     ) -> impl Future<Output = TResult<Vec<StoreStatus>>> + Send + 'a {
         self.0.store_many(requests)
+    }
+    fn store_many_each<'a>(
+        &'a self,
+        requests: &'a [Store<'a>],
+    ) -> impl Future<Output = TResult<ManyStore>> + Send + 'a {
+        self.0.store_many_each(requests)
     }
     fn delete<'a>(&'a self, key: &'a [u8]) -> impl Future<Output = TResult<bool>> + Send + 'a {
         self.0.delete(key)

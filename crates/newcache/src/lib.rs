@@ -379,11 +379,14 @@ impl Cache {
 
     /// Stores many values, one round trip per server. Unlike django-newcache's `set_many`,
     /// the items' real TTL includes the herd timeout, exactly as `set` does. Returns the keys
-    /// that were not stored.
+    /// that were not stored, as Django's `set_many` does: those memcached did not store, and
+    /// those of a server that failed or is down while the others answered (each may or may
+    /// not have been stored: its failure counts in `newcache_errors_total`, op `set_many`,
+    /// and `set` on such a key says why).
     ///
-    /// An error (a server down, a value over the item size limit) fails the call as a whole,
-    /// but the items for the other servers were still sent and may be stored: after an
-    /// error, read back what matters, or write again.
+    /// An error when every server asked failed (the first one's), or when a value is over
+    /// the item size limit: every other item is still sent and may be stored (the refused
+    /// `set`'s old value is deleted), so read back what matters, or write again.
     pub fn set_many<K, T, I>(&self, items: I, options: impl Into<SetOptions>) -> Result<Vec<String>>
     where
         I: IntoIterator<Item = (K, T)>,

@@ -246,7 +246,7 @@ impl Core {
             .await
     }
 
-    /// `set_many`: the keys that were not stored.
+    /// `set_many`: the keys that were not stored (a failed server's among them).
     pub(crate) async fn set_many<I, K, T, It>(
         &self,
         io: &I,
@@ -295,10 +295,15 @@ impl Core {
                         Store::set(wire, bytes, *flags, *exptime)
                     })
                     .collect();
-                let statuses = io.store_many(&requests).await?;
+                // A server that failed while others answered: its keys are among those not
+                // stored (each may or may not have been), as Django's `set_many` lists them.
+                let stored = io.store_many_each(&requests).await?;
+                for (_, e) in &stored.failed {
+                    self.observer.failed_key("set_many", e);
+                }
                 Ok(keys
                     .into_iter()
-                    .zip(statuses)
+                    .zip(stored.statuses)
                     .filter(|(_, s)| !s.is_stored())
                     .map(|(k, _)| k)
                     .collect())

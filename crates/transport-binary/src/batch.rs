@@ -1,7 +1,7 @@
 //! [`Batch`]: how a `store_many` or `delete_many` answers, from the outcomes of its
 //! requests, by the text transport's rules.
 
-use newcache_transport::{Error, Result};
+use newcache_transport::{Error, ManyStore, Result, StoreStatus};
 
 use crate::BinaryTransport;
 
@@ -15,6 +15,8 @@ pub(crate) struct Batch {
     other: Option<((usize, usize), Error)>,
     /// The first request refused as too large, by request order.
     pub(crate) refused: Option<Error>,
+    /// The requests not answered because their server failed or was down, and the server.
+    unanswered: Vec<(usize, usize)>,
 }
 
 impl Batch {
@@ -23,6 +25,7 @@ impl Batch {
             servers: (0..servers).map(|_| (None, None)).collect(),
             other: None,
             refused: None,
+            unanswered: Vec::new(),
         }
     }
 
@@ -38,16 +41,18 @@ impl Batch {
             return true;
         };
         slot.0.get_or_insert(i);
-        if slot.1.is_some() {
-            return false;
+        let sent = slot.1.is_none()
+            && match server.map(|s| t.gate(s)) {
+                Some(Err(e)) => {
+                    slot.1 = Some(e);
+                    false
+                }
+                _ => true,
+            };
+        if let (false, Some(s)) = (sent, server) {
+            self.unanswered.push((i, s));
         }
-        match server.map(|s| t.gate(s)) {
-            Some(Err(e)) => {
-                slot.1 = Some(e);
-                false
-            }
-            _ => true,
-        }
+        sent
     }
 
     /// Request `i`, for `server`, failed with `e`.
@@ -56,6 +61,9 @@ impl Batch {
         match slot {
             Some(slot) if e.is_server_failure() => {
                 slot.1.get_or_insert(e);
+                if let Some(s) = server {
+                    self.unanswered.push((i, s));
+                }
             }
             slot => {
                 let rank = (slot.and_then(|s| s.0).unwrap_or(i), i);
@@ -82,5 +90,41 @@ impl Batch {
             return Err(e);
         }
         Ok(results)
+    }
+
+    /// A `store_many_each`'s answer: the statuses, with the requests of the servers that
+    /// failed told apart, when any server answered; else the first failed server's error.
+    /// An error that is not a server failure, then a refusal, is the answer before either.
+    pub(crate) fn answer_each(self, statuses: Vec<StoreStatus>) -> Result<ManyStore> {
+        if let Some((_, e)) = self.other {
+            return Err(e);
+        }
+        if let Some(e) = self.refused {
+            return Err(e);
+        }
+        let answered = self
+            .servers
+            .iter()
+            .any(|(first, e)| first.is_some() && e.is_none());
+        if !answered {
+            let first_failed = self
+                .servers
+                .into_iter()
+                .filter_map(|(first, e)| Some((first?, e?)))
+                .min_by_key(|(first, _)| *first);
+            if let Some((_, e)) = first_failed {
+                return Err(e);
+            }
+            return Ok(ManyStore::all(statuses));
+        }
+        let failed = self
+            .unanswered
+            .iter()
+            .filter_map(|&(i, s)| {
+                let (_, e) = self.servers.get(s)?;
+                Some((i, e.as_ref()?.for_another_key()))
+            })
+            .collect();
+        Ok(ManyStore::with_failed(statuses, failed))
     }
 }

@@ -3,8 +3,8 @@
 
 use libmemcached_sys::*;
 use newcache_transport::{
-    check_key, get_many_made_with, Error, Found, Item, MadeKeys, ManyRead, Result, ServerStats,
-    Store, StoreMode, StoreStatus, Transport,
+    check_key, get_many_made_with, Error, Found, Item, MadeKeys, ManyRead, ManyStore, Result,
+    ServerStats, Store, StoreMode, StoreStatus, Transport,
 };
 
 use crate::batch::Batch;
@@ -70,37 +70,16 @@ impl Transport for BinaryTransport {
     /// the servers first appear in the batch), else the first other error, else the first
     /// refusal, else one status per request.
     fn store_many(&self, requests: &[Store<'_>]) -> Result<Vec<StoreStatus>> {
-        for r in requests {
-            check_key(r.key)?;
-        }
-        for r in requests {
-            self.check_exptime(r.exptime)?;
-        }
-        if requests.is_empty() {
-            return Ok(Vec::new());
-        }
-        let h = self.lease()?;
-        let mut batch = Batch::new(self.servers.len());
-        let mut statuses = vec![StoreStatus::NotStored; requests.len()];
-        for ((i, r), status) in requests.iter().enumerate().zip(statuses.iter_mut()) {
-            let server = self.server_for(&h, r.key);
-            if !batch.may_send(self, server, i) {
-                continue;
-            }
-            let ticket = server.map(|s| self.health.ticket(s));
-            let outcome = self.store_checked(&h, r);
-            if let (Some(s), Some(ticket)) = (server, ticket) {
-                self.health.report(s, ticket, &outcome);
-            }
-            match outcome {
-                Ok(st) => *status = st,
-                Err(e @ Error::ValueTooLarge { .. }) => {
-                    batch.refused.get_or_insert(e);
-                }
-                Err(e) => batch.failed(server, i, e),
-            }
-        }
+        let (batch, statuses) = self.store_batch(requests)?;
         batch.answer(statuses)
+    }
+
+    /// [`Self::store_many`], the requests of a failed server told apart (those it did not
+    /// answer: the one that failed, and the ones it was then not sent) when another server
+    /// answered.
+    fn store_many_each(&self, requests: &[Store<'_>]) -> Result<ManyStore> {
+        let (batch, statuses) = self.store_batch(requests)?;
+        batch.answer_each(statuses)
     }
 
     fn delete(&self, key: &[u8]) -> Result<bool> {
@@ -186,5 +165,43 @@ impl Transport for BinaryTransport {
 
     fn stats(&self) -> Result<Vec<ServerStats>> {
         self.stats_of_all()
+    }
+}
+
+impl BinaryTransport {
+    /// The requests of a `store_many`, one after another on one handle: each one's status,
+    /// and the batch's failures and refusals.
+    fn store_batch(&self, requests: &[Store<'_>]) -> Result<(Batch, Vec<StoreStatus>)> {
+        for r in requests {
+            check_key(r.key)?;
+        }
+        for r in requests {
+            self.check_exptime(r.exptime)?;
+        }
+        if requests.is_empty() {
+            return Ok((Batch::new(self.servers.len()), Vec::new()));
+        }
+        let h = self.lease()?;
+        let mut batch = Batch::new(self.servers.len());
+        let mut statuses = vec![StoreStatus::NotStored; requests.len()];
+        for ((i, r), status) in requests.iter().enumerate().zip(statuses.iter_mut()) {
+            let server = self.server_for(&h, r.key);
+            if !batch.may_send(self, server, i) {
+                continue;
+            }
+            let ticket = server.map(|s| self.health.ticket(s));
+            let outcome = self.store_checked(&h, r);
+            if let (Some(s), Some(ticket)) = (server, ticket) {
+                self.health.report(s, ticket, &outcome);
+            }
+            match outcome {
+                Ok(st) => *status = st,
+                Err(e @ Error::ValueTooLarge { .. }) => {
+                    batch.refused.get_or_insert(e);
+                }
+                Err(e) => batch.failed(server, i, e),
+            }
+        }
+        Ok((batch, statuses))
     }
 }

@@ -2,8 +2,8 @@
 //! of the other modules.
 
 use newcache_transport::{
-    check_key, get_many_made_with, Error, Found, Item, MadeKeys, ManyRead, MetaItem, Result,
-    ServerStats, Store, StoreMode, StoreStatus, Transport,
+    check_key, get_many_made_with, Error, Found, Item, MadeKeys, ManyRead, ManyStore, MetaItem,
+    Result, ServerStats, Store, StoreMode, StoreStatus, Transport,
 };
 
 use crate::batch::{flushed, server_stats, Answer, Batch, RoundLimit};
@@ -17,6 +17,66 @@ impl TextTransport {
     /// value ([`Store::value_limit`]: the limit less the key and the item header).
     pub(crate) fn check_value(&self, request: &Store<'_>) -> Result<()> {
         request.check_size(self.config.item_size_limit)
+    }
+
+    /// The stores of [`Transport::store_many`], pipelined per server: every request's
+    /// status, the requests of the servers that failed while others answered, and the first
+    /// request refused as too large (by the limit or by the server), in request order.
+    fn store_batch(&self, requests: &[Store<'_>]) -> Result<(ManyStore, Option<Error>)> {
+        for r in requests {
+            check_key(r.key)?;
+            newcache_transport::check_exptime(r.exptime)?;
+        }
+        let mut refused: Option<(usize, Error)> = None;
+        let mut refuse = |i: usize, e: Error| {
+            if refused.as_ref().is_none_or(|(first, _)| i < *first) {
+                refused = Some((i, e));
+            }
+        };
+        let mut over = vec![false; requests.len()];
+        for ((i, r), over) in requests.iter().enumerate().zip(over.iter_mut()) {
+            if let Err(e) = self.check_value(r) {
+                *over = true;
+                refuse(i, e);
+            }
+        }
+        let is_over = |i: usize| over.get(i).copied().unwrap_or(false);
+        let cmd_of = |i: usize| Cmd::for_store(requests.get(i)?, is_over(i));
+        let groups = self.by_server(requests.len(), |i| cmd_of(i).map(|c| c.key()))?;
+        let outcomes = self.pipelined(&groups, Batch::Each(&cmd_of), RoundLimit::STATUS);
+        let (answered, failed) = Self::tolerant(outcomes, |index| members_of(&groups, index))?;
+        let mut out = vec![StoreStatus::NotStored; requests.len()];
+        for (index, answers) in answered {
+            for answer in answers {
+                match answer {
+                    Answer::Key(i, Outcome::Stored(status)) => {
+                        if let Some(slot) = out.get_mut(i) {
+                            *slot = status;
+                        }
+                    }
+                    // The delete of a `set` over the limit.
+                    Answer::Key(_, Outcome::Deleted(_)) => {}
+                    Answer::Refused(Some(i), command, Status::ServerError(m))
+                        if refused_as_too_large(&m) =>
+                    {
+                        match requests.get(i) {
+                            Some(r) if !is_over(i) => {
+                                refuse(i, r.refused_by_server(self.config.item_size_limit))
+                            }
+                            _ => {
+                                return Err(status_to_error(
+                                    self.label(index),
+                                    Status::ServerError(m),
+                                    command,
+                                ))
+                            }
+                        }
+                    }
+                    other => return Err(self.answer_error(index, other)),
+                }
+            }
+        }
+        Ok((ManyStore::with_failed(out, failed), refused.map(|(_, e)| e)))
     }
 
     /// [`Transport::get_many`], with `sent` run once a one-server request is written and
@@ -117,65 +177,19 @@ impl Transport for TextTransport {
     /// `set` sends a delete of its key in its place (in order with the batch's other
     /// commands on that key), any other mode sends nothing; a request the server refuses as
     /// too large is refused the same way (memcached unlinks a refused `set`'s old item
-    /// itself). Then, as [`Transport::store_many`] says, the first refusal in request order
-    /// is the answer.
+    /// itself). Then, as [`Transport::store_many`] says, a server's failure is the answer,
+    /// else the first refusal in request order.
     fn store_many(&self, requests: &[Store<'_>]) -> Result<Vec<StoreStatus>> {
-        for r in requests {
-            check_key(r.key)?;
-            newcache_transport::check_exptime(r.exptime)?;
-        }
-        // The first request refused as too large (by the limit or by the server), in order.
-        let mut refused: Option<(usize, Error)> = None;
-        let mut refuse = |i: usize, e: Error| {
-            if refused.as_ref().is_none_or(|(first, _)| i < *first) {
-                refused = Some((i, e));
-            }
-        };
-        let mut over = vec![false; requests.len()];
-        for ((i, r), over) in requests.iter().enumerate().zip(over.iter_mut()) {
-            if let Err(e) = self.check_value(r) {
-                *over = true;
-                refuse(i, e);
-            }
-        }
-        let is_over = |i: usize| over.get(i).copied().unwrap_or(false);
-        let cmd_of = |i: usize| Cmd::for_store(requests.get(i)?, is_over(i));
-        let groups = self.by_server(requests.len(), |i| cmd_of(i).map(|c| c.key()))?;
-        let outcomes = self.pipelined(&groups, Batch::Each(&cmd_of), RoundLimit::STATUS);
-        let mut out = vec![StoreStatus::NotStored; requests.len()];
-        for (index, answers) in Self::strict(outcomes)? {
-            for answer in answers {
-                match answer {
-                    Answer::Key(i, Outcome::Stored(status)) => {
-                        if let Some(slot) = out.get_mut(i) {
-                            *slot = status;
-                        }
-                    }
-                    // The delete of a `set` over the limit.
-                    Answer::Key(_, Outcome::Deleted(_)) => {}
-                    Answer::Refused(Some(i), command, Status::ServerError(m))
-                        if refused_as_too_large(&m) =>
-                    {
-                        match requests.get(i) {
-                            Some(r) if !is_over(i) => {
-                                refuse(i, r.refused_by_server(self.config.item_size_limit))
-                            }
-                            _ => {
-                                return Err(status_to_error(
-                                    self.label(index),
-                                    Status::ServerError(m),
-                                    command,
-                                ))
-                            }
-                        }
-                    }
-                    other => return Err(self.answer_error(index, other)),
-                }
-            }
-        }
+        let (stored, refused) = self.store_batch(requests)?;
+        stored.into_statuses(refused)
+    }
+
+    /// [`Self::store_many`], a failed server's requests told apart when others answered.
+    fn store_many_each(&self, requests: &[Store<'_>]) -> Result<ManyStore> {
+        let (stored, refused) = self.store_batch(requests)?;
         match refused {
-            Some((_, e)) => Err(e),
-            None => Ok(out),
+            Some(e) => Err(e),
+            None => Ok(stored),
         }
     }
 

@@ -15,7 +15,8 @@ use std::future::Future;
 use std::pin::Pin;
 
 use crate::{
-    check_key, Error, Item, ManyRead, MetaItem, Result, ServerStats, Store, StoreBatch, StoreStatus,
+    check_key, Error, Item, ManyRead, ManyStore, MetaItem, Result, ServerStats, Store, StoreBatch,
+    StoreStatus,
 };
 
 /// A boxed, `Send` future: what every [`AsyncTransport`] method returns.
@@ -71,6 +72,16 @@ pub trait AsyncTransport: Send + Sync + std::fmt::Debug {
             }
             batch.finish()
         })
+    }
+
+    /// [`store_many`](AsyncTransport::store_many), with the requests of a server that
+    /// failed while the others answered told apart
+    /// ([`Transport::store_many_each`](crate::Transport::store_many_each)).
+    fn store_many_each<'a>(
+        &'a self,
+        requests: &'a [Store<'a>],
+    ) -> BoxFuture<'a, Result<ManyStore>> {
+        Box::pin(async move { self.store_many(requests).await.map(ManyStore::all) })
     }
 
     /// Deletes one item; `false` when there was none.
@@ -186,6 +197,7 @@ macro_rules! forward_async_transport {
             fn get_many<'a>(&'a self, keys: &'a [&'a [u8]]) -> BoxFuture<'a, Result<Vec<Option<Item>>>> { (**self).get_many(keys) }
             fn store<'a>(&'a self, request: &'a Store<'a>) -> BoxFuture<'a, Result<StoreStatus>> { (**self).store(request) }
             fn store_many<'a>(&'a self, requests: &'a [Store<'a>]) -> BoxFuture<'a, Result<Vec<StoreStatus>>> { (**self).store_many(requests) }
+            fn store_many_each<'a>(&'a self, requests: &'a [Store<'a>]) -> BoxFuture<'a, Result<ManyStore>> { (**self).store_many_each(requests) }
             fn delete<'a>(&'a self, key: &'a [u8]) -> BoxFuture<'a, Result<bool>> { (**self).delete(key) }
             fn delete_many<'a>(&'a self, keys: &'a [&'a [u8]]) -> BoxFuture<'a, Result<Vec<bool>>> { (**self).delete_many(keys) }
             fn delete_many_quiet<'a>(&'a self, keys: &'a [&'a [u8]]) -> BoxFuture<'a, Result<()>> { (**self).delete_many_quiet(keys) }

@@ -52,6 +52,9 @@ pub use failures::{FailureTicket, FailureTickets};
 mod many_read;
 pub use many_read::ManyRead;
 
+mod many_store;
+pub use many_store::ManyStore;
+
 mod made;
 pub use made::{
     get_many_made_at_once, get_many_made_with, get_many_of_made, made_key, make_all, Found,
@@ -783,6 +786,17 @@ pub trait Transport: Send + Sync + fmt::Debug {
         store_each(requests, |r| self.store(r))
     }
 
+    /// [`store_many`](Transport::store_many), with the requests of a server that failed
+    /// while the others answered told apart ([`ManyStore::failed`]), where `store_many`
+    /// fails the whole call: every live server still gets and answers its requests. An
+    /// error when every server failed, or as `store_many` answers otherwise (an invalid key,
+    /// a value over the limit, an error the server reported). By default `store_many`'s
+    /// answer, every request answered (a backend that fails the whole call when a server
+    /// fails needs no more).
+    fn store_many_each(&self, requests: &[Store<'_>]) -> Result<ManyStore> {
+        self.store_many(requests).map(ManyStore::all)
+    }
+
     /// Deletes one item; `false` when there was none.
     fn delete(&self, key: &[u8]) -> Result<bool>;
 
@@ -880,6 +894,7 @@ macro_rules! forward_transport {
             fn get_many_made(&self, keys: &mut dyn MadeKeys, found: &mut Found<'_>) -> Result<()> { (**self).get_many_made(keys, found) }
             fn store(&self, request: &Store<'_>) -> Result<StoreStatus> { (**self).store(request) }
             fn store_many(&self, requests: &[Store<'_>]) -> Result<Vec<StoreStatus>> { (**self).store_many(requests) }
+            fn store_many_each(&self, requests: &[Store<'_>]) -> Result<ManyStore> { (**self).store_many_each(requests) }
             fn delete(&self, key: &[u8]) -> Result<bool> { (**self).delete(key) }
             fn delete_many(&self, keys: &[&[u8]]) -> Result<Vec<bool>> { (**self).delete_many(keys) }
             fn delete_many_quiet(&self, keys: &[&[u8]]) -> Result<()> { (**self).delete_many_quiet(keys) }

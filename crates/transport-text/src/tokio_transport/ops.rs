@@ -6,8 +6,8 @@
 use std::borrow::Cow;
 
 use newcache_transport::{
-    check_exptime, check_key, AsyncTransport, BoxFuture, Error, Item, ManyRead, MetaItem, Result,
-    ServerStats, Store, StoreMode, StoreStatus,
+    check_exptime, check_key, AsyncTransport, BoxFuture, Error, Item, ManyRead, ManyStore,
+    MetaItem, Result, ServerStats, Store, StoreMode, StoreStatus,
 };
 
 use super::steps::{Answer, AnswerList};
@@ -257,7 +257,10 @@ impl TokioTextTransport {
         Ok(())
     }
 
-    async fn store_many_impl(&self, requests: &[Store<'_>]) -> Result<Vec<StoreStatus>> {
+    /// The stores of [`AsyncTransport::store_many`], every server's at once: every
+    /// request's status, the requests of the servers that failed while others answered,
+    /// and the first request refused as too large (by the limit or by the server).
+    async fn store_batch(&self, requests: &[Store<'_>]) -> Result<(ManyStore, Option<Error>)> {
         for r in requests {
             check_key(r.key)?;
             check_exptime(r.exptime)?;
@@ -273,15 +276,17 @@ impl TokioTextTransport {
         let cmd_of = |i: usize| Cmd::for_store(requests.get(i)?, is_over(i));
         let mut out = vec![StoreStatus::NotStored; requests.len()];
         let outcomes = self.keyed(requests.len(), &cmd_of).await?;
-        let outcomes = TextTransport::strict(
-            outcomes
-                .into_iter()
-                .map(|(index, members, o)| (index, o.map(|a| (members, a))))
-                .collect(),
-        )?;
-        for (index, (members, answers)) in outcomes {
+        let mut placed = Vec::with_capacity(outcomes.len());
+        let mut results = Vec::with_capacity(outcomes.len());
+        for (index, members, outcome) in outcomes {
+            placed.push((index, members));
+            results.push((index, outcome));
+        }
+        let (answered, failed) =
+            TextTransport::tolerant(results, |index| members_of(&placed, index))?;
+        for (index, answers) in answered {
             let label = self.label(index);
-            for (&i, answer) in members.iter().zip(answers.list) {
+            for (&i, answer) in members_of(&placed, index).iter().zip(answers.list) {
                 match answer {
                     Answer::Outcome(Outcome::Stored(status)) => {
                         if let Some(slot) = out.get_mut(i) {
@@ -309,10 +314,7 @@ impl TokioTextTransport {
                 }
             }
         }
-        match refused {
-            Some((_, e)) => Err(e),
-            None => Ok(out),
-        }
+        Ok((ManyStore::with_failed(out, failed), refused.map(|(_, e)| e)))
     }
 
     async fn delete_many_impl(&self, keys: &[&[u8]]) -> Result<Vec<bool>> {
@@ -445,7 +447,22 @@ impl AsyncTransport for TokioTextTransport {
         &'a self,
         requests: &'a [Store<'a>],
     ) -> BoxFuture<'a, Result<Vec<StoreStatus>>> {
-        Box::pin(self.store_many_impl(requests))
+        Box::pin(async move {
+            let (stored, refused) = self.store_batch(requests).await?;
+            stored.into_statuses(refused)
+        })
+    }
+
+    fn store_many_each<'a>(
+        &'a self,
+        requests: &'a [Store<'a>],
+    ) -> BoxFuture<'a, Result<ManyStore>> {
+        Box::pin(async move {
+            match self.store_batch(requests).await? {
+                (_, Some(refused)) => Err(refused),
+                (stored, None) => Ok(stored),
+            }
+        })
     }
 
     fn delete<'a>(&'a self, key: &'a [u8]) -> BoxFuture<'a, Result<bool>> {
