@@ -342,3 +342,72 @@ fn a_full_pool_makes_callers_wait_and_time_out_typed_and_is_no_failure_of_the_se
         assert!(t.get(key).is_ok());
     }
 }
+
+/// This process's file descriptors that are TCP sockets connected to `port` (on loopback,
+/// IPv4), read from /proc: each descriptor's socket inode, matched to /proc/net/tcp's rows.
+fn descriptors_to(port: u16) -> usize {
+    let remote = format!(":{port:04X}");
+    let inodes: std::collections::HashSet<String> = std::fs::read_to_string("/proc/net/tcp")
+        .unwrap()
+        .lines()
+        .skip(1)
+        .filter_map(|row| {
+            let fields: Vec<&str> = row.split_whitespace().collect();
+            // sl, local_address, rem_address, st, tx:rx, tr:when, retrnsmt, uid, timeout, inode
+            (fields.get(2)?.ends_with(&remote)).then(|| fields.get(9).map(|s| s.to_string()))?
+        })
+        .collect();
+    std::fs::read_dir("/proc/self/fd")
+        .unwrap()
+        .filter_map(|entry| std::fs::read_link(entry.ok()?.path()).ok())
+        .filter_map(|target| {
+            let target = target.to_string_lossy().into_owned();
+            let inode = target
+                .strip_prefix("socket:[")?
+                .strip_suffix(']')?
+                .to_string();
+            inodes.contains(&inode).then_some(())
+        })
+        .count()
+}
+
+/// A pooled connection holds one file descriptor: its pool permit shares the connection's
+/// socket, where it used to hold a duplicate (`try_clone`), so a pool of 16 connections
+/// took 32 descriptors (an outside audit), halving how many connections a process's
+/// descriptor limit allows.
+#[test]
+fn a_pooled_connection_holds_one_file_descriptor() {
+    let _serial = serial();
+    let server = Memcached::start();
+    let t = TextTransport::new(TextConfig {
+        servers: vec![server.addr()],
+        max_connections: 16,
+        ..TextConfig::default()
+    })
+    .unwrap();
+    let barrier = std::sync::Barrier::new(16);
+    std::thread::scope(|s| {
+        for i in 0..16 {
+            let (t, barrier) = (&t, &barrier);
+            s.spawn(move || {
+                let key = format!("fd:{i}");
+                barrier.wait();
+                for _ in 0..200 {
+                    t.store(&Store::set(key.as_bytes(), b"v", 0, 60)).unwrap();
+                    t.get(key.as_bytes()).unwrap();
+                }
+            });
+        }
+    });
+    let mut monitor = Monitor::new(&server);
+    let open = monitor.connections() - 1;
+    let held = descriptors_to(server.port());
+    assert!(open >= 2, "the threads opened several connections: {open}");
+    // The monitor's own connection is one descriptor more.
+    assert_eq!(
+        held - 1,
+        open as usize,
+        "one descriptor per pooled connection"
+    );
+    drop(t);
+}

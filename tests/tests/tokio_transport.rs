@@ -840,10 +840,15 @@ fn a_request_given_up_on_never_overtakes_the_callers_next_one() {
         (Protocol::Meta, 4),
     ] {
         let server = Memcached::start();
+        // Timeouts of 2 s: the test is of order, not timing, and 64 tasks on a 2-core
+        // machine under a parallel build once took a set past the default 500 ms.
+        let patient = Duration::from_secs(2);
         let t = TokioTextTransport::new(TextConfig {
             servers: vec![server.addr()],
             protocol,
             async_connections: connections,
+            read_timeout: patient,
+            write_timeout: patient,
             ..TextConfig::default()
         })
         .expect("transport");

@@ -122,9 +122,7 @@ impl Conn {
         first_opaque: u32,
     ) -> Conn {
         // When the connection goes, its place is freed once the server has closed its side.
-        if let Ok(socket) = stream.socket().try_clone() {
-            permit.attach(socket);
-        }
+        permit.attach(stream.socket().share());
         Conn {
             stream,
             rbuf: ReadBuf::new(),

@@ -62,7 +62,7 @@ impl TextTransport {
                     .set_read_timeout(Some(self.config.read_timeout))
                     .and_then(|()| stream.set_write_timeout(Some(self.config.write_timeout)))
                     .map_err(connect_err)?;
-                return Ok(Socket::Unix(stream));
+                return Ok(Socket::unix(stream));
             }
         };
         let addrs: Vec<SocketAddr> = address.to_socket_addrs().map_err(connect_err)?.collect();
@@ -79,7 +79,7 @@ impl TextTransport {
                         .and_then(|()| stream.set_read_timeout(Some(self.config.read_timeout)))
                         .and_then(|()| stream.set_write_timeout(Some(self.config.write_timeout)));
                     setup.map_err(connect_err)?;
-                    return Ok(Socket::Tcp(stream));
+                    return Ok(Socket::tcp(stream));
                 }
                 Err(e) => last = e,
             }

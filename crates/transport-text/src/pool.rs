@@ -68,9 +68,9 @@ pub(crate) struct Permit<C> {
 }
 
 impl<C> Permit<C> {
-    /// Ties the permit to its connection's socket (a second handle on it, from
-    /// `try_clone`): when the permit is dropped, after the connection's own handle, the
-    /// socket is half-closed and the place freed once the server has closed its side.
+    /// Ties the permit to its connection's socket (a second handle on it, [`Socket::share`]):
+    /// when the permit is dropped, after the connection's own handle, the socket is
+    /// half-closed and the place freed once the server has closed its side.
     pub(crate) fn attach(&mut self, socket: Socket) {
         self.socket = Some(socket);
     }

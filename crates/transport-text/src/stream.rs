@@ -4,21 +4,35 @@
 use std::io::{self, IoSliceMut, Read, Write};
 use std::net::{Shutdown, TcpStream};
 use std::os::unix::net::UnixStream;
+use std::sync::Arc;
 use std::time::Duration;
 
-/// A connected socket: TCP, or a unix-domain socket (memcached's `-s`).
+/// A connected socket: TCP, or a unix-domain socket (memcached's `-s`). Shared, not
+/// duplicated, by the connection and its pool permit ([`Socket::share`]): one file
+/// descriptor per connection (`try_clone` gave each pooled connection two).
 #[derive(Debug)]
 pub(crate) enum Socket {
-    Tcp(TcpStream),
-    Unix(UnixStream),
+    Tcp(Arc<TcpStream>),
+    Unix(Arc<UnixStream>),
 }
 
 impl Socket {
-    /// A second handle on the same socket.
-    pub(crate) fn try_clone(&self) -> io::Result<Socket> {
+    /// A TCP connection.
+    pub(crate) fn tcp(stream: TcpStream) -> Socket {
+        Socket::Tcp(Arc::new(stream))
+    }
+
+    /// A unix-domain socket connection.
+    pub(crate) fn unix(stream: UnixStream) -> Socket {
+        Socket::Unix(Arc::new(stream))
+    }
+
+    /// A second handle on the same socket (the same file descriptor): closed when the last
+    /// handle goes.
+    pub(crate) fn share(&self) -> Socket {
         match self {
-            Socket::Tcp(s) => s.try_clone().map(Socket::Tcp),
-            Socket::Unix(s) => s.try_clone().map(Socket::Unix),
+            Socket::Tcp(s) => Socket::Tcp(Arc::clone(s)),
+            Socket::Unix(s) => Socket::Unix(Arc::clone(s)),
         }
     }
 
@@ -64,18 +78,19 @@ impl Socket {
     }
 }
 
+// Through `&TcpStream` / `&UnixStream`, which read and write as the owned streams do.
 impl Read for Socket {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         match self {
-            Socket::Tcp(s) => s.read(buf),
-            Socket::Unix(s) => s.read(buf),
+            Socket::Tcp(s) => (&**s).read(buf),
+            Socket::Unix(s) => (&**s).read(buf),
         }
     }
 
     fn read_vectored(&mut self, bufs: &mut [IoSliceMut<'_>]) -> io::Result<usize> {
         match self {
-            Socket::Tcp(s) => s.read_vectored(bufs),
-            Socket::Unix(s) => s.read_vectored(bufs),
+            Socket::Tcp(s) => (&**s).read_vectored(bufs),
+            Socket::Unix(s) => (&**s).read_vectored(bufs),
         }
     }
 }
@@ -83,15 +98,15 @@ impl Read for Socket {
 impl Write for Socket {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         match self {
-            Socket::Tcp(s) => s.write(buf),
-            Socket::Unix(s) => s.write(buf),
+            Socket::Tcp(s) => (&**s).write(buf),
+            Socket::Unix(s) => (&**s).write(buf),
         }
     }
 
     fn write_vectored(&mut self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
         match self {
-            Socket::Tcp(s) => s.write_vectored(bufs),
-            Socket::Unix(s) => s.write_vectored(bufs),
+            Socket::Tcp(s) => (&**s).write_vectored(bufs),
+            Socket::Unix(s) => (&**s).write_vectored(bufs),
         }
     }
 
