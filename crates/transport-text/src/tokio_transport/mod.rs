@@ -208,6 +208,18 @@ struct Submitted {
     awaiting: Awaiting,
 }
 
+/// When a queued job's answer is due.
+#[derive(Debug, Clone, Copy)]
+enum Due {
+    /// [`TextConfig::read_timeout`] after it is queued, once its connection is open (an
+    /// opening is bounded by its own budget, [`open_budget`]).
+    Fresh,
+    /// By this instant, a connection to open for it included: a job sent again keeps its
+    /// first deadline (a new one made a call behind a hung server's take two read
+    /// timeouts, and each opening of a connection for it one more connect).
+    By(Instant),
+}
+
 impl fmt::Debug for TokioTextTransport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("TokioTextTransport")
@@ -404,10 +416,28 @@ impl TokioTextTransport {
 
     /// Opens `slot`'s connection to server `index`, unless another caller has meanwhile;
     /// a caller that waited while another's attempt failed fails with that attempt's error.
+    ///
+    /// Waiting and opening together end within [`open_budget`]: each step of an opening
+    /// has its own timeout, but their sum (a connect, the probe, a second connect and a
+    /// `version` behind twemproxy), after waiting for another caller's attempt, took a call
+    /// at a 300 ms read timeout 2.06 s (an outside audit, twemproxy under load).
     async fn open(&self, index: usize, slot: &Slot) -> Result<Handle> {
         let server = self.server(index)?;
+        let budget = open_budget(&self.inner.config);
+        let until = Instant::now() + budget;
+        let no_connection = || Error::Connect {
+            server: server.label.clone(),
+            source: std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!(
+                    "no connection within {budget:?} (the connect timeout and the read timeout)"
+                ),
+            ),
+        };
         let failed_before = slot.failed_opens.load(Ordering::Acquire);
-        let mut last_failure = slot.opening.lock().await;
+        let Ok(mut last_failure) = tokio::time::timeout_at(until, slot.opening.lock()).await else {
+            return Err(no_connection());
+        };
         if let Some(handle) = current(slot) {
             return Ok(handle);
         }
@@ -416,7 +446,9 @@ impl TokioTextTransport {
                 return Err(e);
             }
         }
-        let opened = self.open_now(server, slot).await;
+        let opened = tokio::time::timeout_at(until, self.open_now(server, slot))
+            .await
+            .unwrap_or_else(|_| Err(no_connection()));
         match &opened {
             Ok(_) => *last_failure = None,
             Err(e) => {
@@ -474,8 +506,7 @@ impl TokioTextTransport {
         build: &Build<'_>,
         first: Option<(Handle, Plan)>,
     ) -> Result<Answers> {
-        let deadline = Instant::now() + self.inner.config.read_timeout;
-        let sub = self.submit_first(index, build, first, deadline).await?;
+        let sub = self.submit_first(index, build, first, Due::Fresh).await?;
         self.wait(sub, build).await
     }
 
@@ -483,19 +514,17 @@ impl TokioTextTransport {
     /// the server is marked down). A connection that closed before taking the job is
     /// replaced once.
     async fn submit(&self, index: usize, build: &Build<'_>) -> Result<Submitted> {
-        let deadline = Instant::now() + self.inner.config.read_timeout;
-        self.submit_first(index, build, None, deadline).await
+        self.submit_first(index, build, None, Due::Fresh).await
     }
 
     /// [`Self::submit`], its first attempt with a job already built for `first`'s
-    /// connection, the job answered by `deadline` (a job sent again keeps its first
-    /// deadline: a new one made a call behind a hung server's take two read timeouts).
+    /// connection, the job answered when `due` says.
     async fn submit_first(
         &self,
         index: usize,
         build: &Build<'_>,
         mut first: Option<(Handle, Plan)>,
-        deadline: Instant,
+        mut due: Due,
     ) -> Result<Submitted> {
         let cluster = &self.inner.cluster;
         let ticket = cluster.check_up(index)?;
@@ -503,11 +532,23 @@ impl TokioTextTransport {
             let (handle, plan) = match first.take() {
                 Some(built) => built,
                 None => {
-                    let handle = self.handle_reported(index, ticket).await?;
+                    let handle = match due {
+                        Due::Fresh => self.handle_reported(index, ticket).await?,
+                        Due::By(deadline) => {
+                            tokio::time::timeout_at(deadline, self.handle_reported(index, ticket))
+                                .await
+                                .map_err(|_| self.timed_out(index))??
+                        }
+                    };
                     let plan = build(&handle)?;
                     (handle, plan)
                 }
             };
+            let deadline = match due {
+                Due::Fresh => Instant::now() + self.inner.config.read_timeout,
+                Due::By(deadline) => deadline,
+            };
+            due = Due::By(deadline);
             let (tx, rx) = oneshot::channel();
             let job = Job {
                 bytes: plan.bytes,
@@ -556,7 +597,7 @@ impl TokioTextTransport {
                 Ok(Ok(Err(Failure::NotSent))) if resends < RESENDS => {
                     resends += 1;
                     sub = self
-                        .submit_first(sub.index, build, None, sub.deadline)
+                        .submit_first(sub.index, build, None, Due::By(sub.deadline))
                         .await?;
                     continue;
                 }
@@ -646,6 +687,12 @@ fn classic_slot(server: &Server) -> Option<&Slot> {
             .slots
             .get(server.next.fetch_add(1, Ordering::Relaxed) % n)
     })
+}
+
+/// The longest a caller waits for a connection to be opened, by itself or another caller:
+/// a connect, then a round trip (the protocol probe's, on a server's first connection).
+fn open_budget(config: &TextConfig) -> std::time::Duration {
+    config.connect_timeout.saturating_add(config.read_timeout)
 }
 
 /// How many times a job that its connection closed before writing goes again on a new
