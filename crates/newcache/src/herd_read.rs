@@ -584,18 +584,31 @@ impl Core {
 
     /// Sends the stale items' stores of one multi-get (re-stores, claims) in one
     /// `store_many`, as django-newcache's `set_multi` did: each pending store with its wire
-    /// key. Returns the stores' outcomes in that order (empty when no read was
-    /// stale, or when the batch failed: that only weakens the protection, since re-stores are
-    /// misses either way and a claim that may not have landed serves the old value).
+    /// key. Returns the stores' outcomes in that order, `None` for a store whose server
+    /// failed (empty when no read was stale, or when the batch failed: that only weakens
+    /// the protection, since re-stores are misses either way and a claim that may not have
+    /// landed serves the old value). A server that fails between the read and its claims
+    /// (the read skips a server already down) costs only its own keys' claims, not those of
+    /// the servers that answered.
     pub(crate) async fn send_pending<'a, I: Io>(
         &self,
         io: &I,
         stale: impl Iterator<Item = (&'a Pending, &'a [u8])>,
-    ) -> Vec<StoreStatus> {
+    ) -> Vec<Option<StoreStatus>> {
         let requests: Vec<Store<'_>> = stale.map(|(pending, wire)| pending.request(wire)).collect();
         if requests.is_empty() {
             return Vec::new();
         }
-        io.store_many(&requests).await.unwrap_or_default()
+        let Ok(stored) = io.store_many_each(&requests).await else {
+            return Vec::new();
+        };
+        let mut statuses: Vec<Option<StoreStatus>> =
+            stored.statuses.into_iter().map(Some).collect();
+        for (i, _) in &stored.failed {
+            if let Some(status) = statuses.get_mut(*i) {
+                *status = None;
+            }
+        }
+        statuses
     }
 }

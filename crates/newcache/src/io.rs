@@ -45,12 +45,8 @@ pub(crate) trait Io: Sync {
     /// Stores at once, when this Io can without awaiting (`None`: use [`Io::store`]): lets a
     /// blocking store send a value borrowed for the call only (the caller's own bytes).
     fn store_now(&self, request: &Store<'_>) -> Option<TResult<StoreStatus>>;
-    fn store_many<'a>(
-        &'a self,
-        requests: &'a [Store<'a>],
-    ) -> impl Future<Output = TResult<Vec<StoreStatus>>> + Send + 'a;
-    /// The stores of a `set_many`, the requests of a server that failed while the others
-    /// answered told apart ([`Transport::store_many_each`]).
+    /// Many stores (a `set_many`, a multi-get's claims), the requests of a server that failed
+    /// while the others answered told apart ([`Transport::store_many_each`]).
     fn store_many_each<'a>(
         &'a self,
         requests: &'a [Store<'a>],
@@ -152,12 +148,6 @@ impl Io for Blocking<'_> {
     }
     fn store_now(&self, request: &Store<'_>) -> Option<TResult<StoreStatus>> {
         Some(self.0.store(request))
-    }
-    fn store_many<'a>(
-        &'a self,
-        requests: &'a [Store<'a>],
-    ) -> impl Future<Output = TResult<Vec<StoreStatus>>> + Send + 'a {
-        std::future::ready(self.0.store_many(requests))
     }
     fn store_many_each<'a>(
         &'a self,
@@ -284,12 +274,6 @@ impl Io for Async<'_> {
     }
     fn store_now(&self, _: &Store<'_>) -> Option<TResult<StoreStatus>> {
         None
-    }
-    fn store_many<'a>(
-        &'a self,
-        requests: &'a [Store<'a>],
-    ) -> impl Future<Output = TResult<Vec<StoreStatus>>> + Send + 'a {
-        self.0.store_many(requests)
     }
     fn store_many_each<'a>(
         &'a self,

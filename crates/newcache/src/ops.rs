@@ -516,7 +516,7 @@ impl Core {
                 .await;
             let mut statuses = statuses.into_iter();
             for (i, pending) in stale {
-                let opened = self.settle(op, pending, statuses.next());
+                let opened = self.settle(op, pending, statuses.next().flatten());
                 self.decode_opened(keys, i, opened, &mut found);
             }
         }
