@@ -75,12 +75,7 @@ impl Batch {
     }
 
     pub(crate) fn answer<T>(self, results: Vec<T>) -> Result<Vec<T>> {
-        let first_failed = self
-            .servers
-            .into_iter()
-            .filter_map(|(first, e)| Some((first?, e?)))
-            .min_by_key(|(first, _)| *first);
-        if let Some((_, e)) = first_failed {
+        if let Some(e) = first_failed(self.servers) {
             return Err(e);
         }
         if let Some((_, e)) = self.other {
@@ -107,15 +102,10 @@ impl Batch {
             .iter()
             .any(|(first, e)| first.is_some() && e.is_none());
         if !answered {
-            let first_failed = self
-                .servers
-                .into_iter()
-                .filter_map(|(first, e)| Some((first?, e?)))
-                .min_by_key(|(first, _)| *first);
-            if let Some((_, e)) = first_failed {
-                return Err(e);
-            }
-            return Ok(ManyStore::all(statuses));
+            return match first_failed(self.servers) {
+                Some(e) => Err(e),
+                None => Ok(ManyStore::all(statuses)),
+            };
         }
         let failed = self
             .unanswered
@@ -127,4 +117,14 @@ impl Batch {
             .collect();
         Ok(ManyStore::with_failed(statuses, failed))
     }
+}
+
+/// The error of the failed server (per configured server: its first request in the batch,
+/// and its failure) whose first request came first.
+fn first_failed(servers: Vec<(Option<usize>, Option<Error>)>) -> Option<Error> {
+    servers
+        .into_iter()
+        .filter_map(|(first, e)| Some((first?, e?)))
+        .min_by_key(|(first, _)| *first)
+        .map(|(_, e)| e)
 }

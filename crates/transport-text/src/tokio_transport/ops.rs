@@ -14,7 +14,7 @@ use super::steps::{Answer, AnswerList};
 use super::{
     plan_cmds, plan_gets, plan_line, plan_quiet_deletes, Answers, Build, TokioTextTransport,
 };
-use crate::batch::{flushed, server_stats, unexpected_answer};
+use crate::batch::{flushed, server_stats, unexpected_answer, Tolerated};
 use crate::command::{Cmd, Outcome};
 use crate::errors::{refusal_error, refused_as_too_large, status_to_error};
 use crate::ops::members_of;
@@ -110,6 +110,25 @@ impl TokioTextTransport {
     /// Keyed commands for positions `0..count` (`cmd_of`), one pipelined job per server,
     /// every server's queued before any answer is awaited: per server, its index, its
     /// positions, and its answers (one per position, in that order) or its error.
+    /// [`Self::keyed`], a server that failed while others answered told apart
+    /// ([`TextTransport::tolerant`]): each server's requests, and the answering servers'
+    /// answers with each failed request and its server's failure.
+    async fn keyed_tolerant<'a>(
+        &'a self,
+        count: usize,
+        cmd_of: &'a (dyn Fn(usize) -> Option<Cmd<'a>> + Send + Sync),
+    ) -> Result<(Vec<(usize, Vec<usize>)>, Tolerated<Answers>)> {
+        let outcomes = self.keyed(count, cmd_of).await?;
+        let mut placed = Vec::with_capacity(outcomes.len());
+        let mut results = Vec::with_capacity(outcomes.len());
+        for (index, members, outcome) in outcomes {
+            placed.push((index, members));
+            results.push((index, outcome));
+        }
+        let tolerated = TextTransport::tolerant(results, |index| members_of(&placed, index))?;
+        Ok((placed, tolerated))
+    }
+
     async fn keyed<'a>(
         &'a self,
         count: usize,
@@ -275,15 +294,7 @@ impl TokioTextTransport {
             .find_map(|(i, r)| Some((i, r.check_size(limit).err()?)));
         let cmd_of = |i: usize| Cmd::for_store(requests.get(i)?, is_over(i));
         let mut out = vec![StoreStatus::NotStored; requests.len()];
-        let outcomes = self.keyed(requests.len(), &cmd_of).await?;
-        let mut placed = Vec::with_capacity(outcomes.len());
-        let mut results = Vec::with_capacity(outcomes.len());
-        for (index, members, outcome) in outcomes {
-            placed.push((index, members));
-            results.push((index, outcome));
-        }
-        let (answered, failed) =
-            TextTransport::tolerant(results, |index| members_of(&placed, index))?;
+        let (placed, (answered, failed)) = self.keyed_tolerant(requests.len(), &cmd_of).await?;
         for (index, answers) in answered {
             let label = self.label(index);
             for (&i, answer) in members_of(&placed, index).iter().zip(answers.list) {
@@ -374,15 +385,7 @@ impl TokioTextTransport {
     ) -> Result<ManyRead<MetaItem>> {
         keys.iter().try_for_each(|k| check_key(k))?;
         let cmd_of = |i: usize| keys.get(i).map(|&key| Cmd::MetaGet { key, recache_below });
-        let outcomes = self.keyed(keys.len(), &cmd_of).await?;
-        let mut placed = Vec::with_capacity(outcomes.len());
-        let mut results = Vec::with_capacity(outcomes.len());
-        for (index, members, outcome) in outcomes {
-            placed.push((index, members));
-            results.push((index, outcome));
-        }
-        let (answered, unread) =
-            TextTransport::tolerant(results, |index| members_of(&placed, index))?;
+        let (placed, (answered, unread)) = self.keyed_tolerant(keys.len(), &cmd_of).await?;
         let mut out = vec![None; keys.len()];
         for (index, answers) in answered {
             let members = members_of(&placed, index);
