@@ -525,10 +525,11 @@ fn set_many_and_delete_many_with_one_server_of_three_down() {
 }
 
 #[test]
-fn set_many_with_a_server_down_stores_the_rest_and_lists_the_down_servers_keys() {
-    // Django's `set_many` contract (and pylibmc's `set_multi`): the keys not stored come
-    // back, those of a dead server among them, and every live server stores its items. The
-    // call used to fail whole, leaving the caller to guess which keys were stored.
+fn set_many_with_a_server_down_names_the_keys_it_did_not_write() {
+    // Every live server stores its items, and the error (`PartlyStored`) lists the failed
+    // server's keys, each with its failure. The call used to fail with the server's error
+    // alone, leaving the caller to guess which keys were written (pylibmc's `set_multi`
+    // raises the same way).
     let mut servers = cluster(3);
     let hosts: Vec<String> = servers.iter().map(Memcached::addr).collect();
     let base = format!("newcache://{}/?flavor=sm&read_timeout=300", hosts.join(";"));
@@ -582,12 +583,20 @@ fn set_many_with_a_server_down_stores_the_rest_and_lists_the_down_servers_keys()
                     )
                 }),
             };
-            let mut not_stored = not_stored.unwrap_or_else(|e| panic!("{what}: {e}"));
-            not_stored.sort();
-            assert_eq!(
-                not_stored, on_dead,
-                "{what}: the dead server's keys, no other"
+            let (mut failed, not_stored) = match not_stored {
+                Err(newcache::Error::PartlyStored { failed, not_stored }) => (failed, not_stored),
+                other => panic!("{what}: {other:?}"),
+            };
+            assert!(not_stored.is_empty(), "{what}: {not_stored:?}");
+            assert!(
+                failed
+                    .iter()
+                    .all(|(_, e)| e.is_server_failure() && e.to_string().contains(&hosts[1])),
+                "{what}: {failed:?}"
             );
+            failed.sort_by(|a, b| a.0.cmp(&b.0));
+            let failed: Vec<String> = failed.into_iter().map(|(k, _)| k).collect();
+            assert_eq!(failed, on_dead, "{what}: the dead server's keys, no other");
             let read = read.unwrap_or_else(|e| panic!("{what}: {e}"));
             for (k, &h) in keys.iter().zip(&home) {
                 if h != 1 {

@@ -63,6 +63,17 @@ pub enum Error {
     /// The server or the connection failed.
     #[error(transparent)]
     Transport(#[from] newcache_transport::Error),
+    /// A `set_many` some of whose servers failed while the others answered: those stored
+    /// their items (all but `not_stored`), and each key of a failed server is in `failed`
+    /// with its server's failure (it may or may not have been stored). pylibmc's
+    /// `set_multi` raises here with no word of which keys were written.
+    #[error("set_many: {} key(s) were not written, their server failed ({}); the other servers' keys were: write these again later, or read back what matters", .failed.len(), first_failure(.failed))]
+    PartlyStored {
+        /// The keys of the servers that failed, in the order given, each with the failure.
+        failed: Vec<(String, newcache_transport::Error)>,
+        /// The keys the servers that answered did not store.
+        not_stored: Vec<String>,
+    },
     /// The configuration (URL or builder) is invalid.
     #[error("invalid newcache configuration: {0}")]
     Config(String),
@@ -70,3 +81,10 @@ pub enum Error {
 
 /// Result type of every cache operation.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// The first failure of a [`Error::PartlyStored`], for its message.
+fn first_failure(failed: &[(String, newcache_transport::Error)]) -> String {
+    failed
+        .first()
+        .map_or_else(String::new, |(_, e)| e.to_string())
+}

@@ -379,14 +379,14 @@ impl Cache {
 
     /// Stores many values, one round trip per server. Unlike django-newcache's `set_many`,
     /// the items' real TTL includes the herd timeout, exactly as `set` does. Returns the keys
-    /// that were not stored, as Django's `set_many` does: those memcached did not store, and
-    /// those of a server that failed or is down while the others answered (each may or may
-    /// not have been stored: its failure counts in `newcache_errors_total`, op `set_many`,
-    /// and `set` on such a key says why).
+    /// that were not stored, as Django's `set_many` does.
     ///
-    /// An error when every server asked failed (the first one's), or when a value is over
-    /// the item size limit: every other item is still sent and may be stored (the refused
-    /// `set`'s old value is deleted), so read back what matters, or write again.
+    /// Every server gets its items, whatever happens to the others. When some servers failed
+    /// (or are down) while others answered, the error is [`Error::PartlyStored`]: the keys
+    /// of the failed servers, each with its failure, and the keys the others did not store;
+    /// every other key was written. When every server failed, the first one's error; when
+    /// a value is over the item size limit, [`newcache_transport::Error::ValueTooLarge`] (the
+    /// refused `set`'s old value is deleted, the other items sent).
     pub fn set_many<K, T, I>(&self, items: I, options: impl Into<SetOptions>) -> Result<Vec<String>>
     where
         I: IntoIterator<Item = (K, T)>,

@@ -246,7 +246,8 @@ impl Core {
             .await
     }
 
-    /// `set_many`: the keys that were not stored (a failed server's among them).
+    /// `set_many`: the keys that were not stored; [`Error::PartlyStored`] when a server
+    /// failed while the others answered.
     pub(crate) async fn set_many<I, K, T, It>(
         &self,
         io: &I,
@@ -295,18 +296,25 @@ impl Core {
                         Store::set(wire, bytes, *flags, *exptime)
                     })
                     .collect();
-                // A server that failed while others answered: its keys are among those not
-                // stored (each may or may not have been), as Django's `set_many` lists them.
                 let stored = io.store_many_each(&requests).await?;
-                for (_, e) in &stored.failed {
-                    self.observer.failed_key("set_many", e);
+                let mut failed = stored.failed.into_iter().peekable();
+                let mut failed_keys = Vec::new();
+                let mut not_stored = Vec::new();
+                for (i, (key, status)) in keys.into_iter().zip(stored.statuses).enumerate() {
+                    if let Some((_, e)) = failed.next_if(|(at, _)| *at == i) {
+                        failed_keys.push((key, e));
+                    } else if !status.is_stored() {
+                        not_stored.push(key);
+                    }
                 }
-                Ok(keys
-                    .into_iter()
-                    .zip(stored.statuses)
-                    .filter(|(_, s)| !s.is_stored())
-                    .map(|(k, _)| k)
-                    .collect())
+                if failed_keys.is_empty() {
+                    return Ok(not_stored);
+                }
+                // A server failed while the others answered: which keys it had is the error.
+                Err(Error::PartlyStored {
+                    failed: failed_keys,
+                    not_stored,
+                })
             })
             .await
     }
