@@ -181,6 +181,12 @@ pub(crate) enum Opened {
     Probing(Conn, u32),
 }
 
+/// What a checkout got from a server's pool: an idle connection, or a place for a new one.
+pub(crate) enum Place {
+    Idle(Conn),
+    New(Permit<Conn>),
+}
+
 /// Why a connection could not be had.
 pub(crate) enum Acquire {
     /// Every connection stayed busy (not a failure of the server).

@@ -13,7 +13,7 @@ use std::time::Instant;
 use newcache_transport::{Error, Result};
 
 use crate::command::{Mismatch, Wire};
-use crate::conn::{Acquire, Conn, Endpoint, Opened, Server, WIRE_CLASSIC, WIRE_META};
+use crate::conn::{Acquire, Conn, Endpoint, Opened, Place, Server, WIRE_CLASSIC, WIRE_META};
 use crate::errors::closed_without_reply;
 use crate::pool::{Checkout, Permit};
 use crate::proto::{self, meta, Decoder, Expect, Reply, Status};
@@ -217,8 +217,21 @@ impl TextTransport {
 
     /// [`TextTransport::checkout`], leaving a new connection's probe (if any) unread.
     pub(crate) fn start_checkout(&self, server: &Server) -> std::result::Result<Opened, Acquire> {
+        match self.acquire(server, self.config.read_timeout)? {
+            Place::Idle(conn) => Ok(Opened::Ready(conn)),
+            Place::New(permit) => self.open(server, permit).map_err(Acquire::Failed),
+        }
+    }
+
+    /// An idle connection to the server, or a place in its pool for a new one, waiting up to
+    /// `wait` for either (a batch's lanes share one such wait).
+    pub(crate) fn acquire(
+        &self,
+        server: &Server,
+        wait: Duration,
+    ) -> std::result::Result<Place, Acquire> {
         loop {
-            match server.pool.checkout(self.config.read_timeout) {
+            match server.pool.checkout(wait) {
                 Ok(Checkout::Idle(mut conn, idle_for)) => {
                     // A classic connection is looked at on every reuse: a reply nobody asked
                     // for (a duplicate, a late one) would be read as the next request's. Any
@@ -229,11 +242,9 @@ impl TextTransport {
                     if look && conn.stream.has_bytes_waiting() {
                         continue;
                     }
-                    return Ok(Opened::Ready(conn));
+                    return Ok(Place::Idle(conn));
                 }
-                Ok(Checkout::Open(permit)) => {
-                    return self.open(server, permit).map_err(Acquire::Failed)
-                }
+                Ok(Checkout::Open(permit)) => return Ok(Place::New(permit)),
                 Err(busy) => {
                     return Err(Acquire::Busy(Error::Timeout {
                         server: server.label.clone(),
