@@ -606,6 +606,60 @@ fn set_many_with_a_server_down_names_the_keys_it_did_not_write() {
             assert_eq!(read.failed().len(), on_dead.len(), "{what}");
         }
     }
+    // A value too large in the same call (an outside audit: the refusal was the whole
+    // answer, the dead server's keys reported nowhere): it is listed with them, with its
+    // ValueTooLarge, and every other key is written.
+    let big_at = (0..keys.len()).find(|&i| home[i] != 1).unwrap();
+    let big = "x".repeat(2 << 20);
+    for i in 0..=urls.len() {
+        let what = format!("{} (a value too large)", urls.get(i).map_or("async", |u| u));
+        let value = format!("v{i}");
+        let items = keys.iter().enumerate().map(|(at, k)| {
+            let v = if at == big_at {
+                big.as_str()
+            } else {
+                value.as_str()
+            };
+            (k.as_str(), v)
+        });
+        let (stored, read) = match caches.get(i) {
+            Some(cache) => (
+                cache.set_many(items, 300),
+                cache.get_many::<_, String>(&keys),
+            ),
+            None => rt.block_on(async {
+                (
+                    async_cache.set_many(items, 300).await,
+                    async_cache.get_many::<_, String>(&keys).await,
+                )
+            }),
+        };
+        let Err(newcache::Error::PartlyStored { failed, not_stored }) = stored else {
+            panic!("{what}: {stored:?}");
+        };
+        assert!(not_stored.is_empty(), "{what}: {not_stored:?}");
+        let mut listed: Vec<&str> = failed.iter().map(|(k, _)| k.as_str()).collect();
+        listed.sort_unstable();
+        let mut expected: Vec<&str> = on_dead.iter().map(String::as_str).collect();
+        expected.push(keys[big_at].as_str());
+        expected.sort_unstable();
+        assert_eq!(listed, expected, "{what}");
+        for (k, e) in &failed {
+            let too_large = matches!(e, Error::ValueTooLarge { .. });
+            assert_eq!(too_large, *k == keys[big_at], "{what}: {k}: {e}");
+        }
+        let read = read.unwrap_or_else(|e| panic!("{what}: {e}"));
+        for (at, (k, &h)) in keys.iter().zip(&home).enumerate() {
+            if h != 1 && at != big_at {
+                assert_eq!(read.get(k), Some(&value), "{what}: {k} written");
+            }
+        }
+        assert_eq!(
+            read.get(&keys[big_at]),
+            None,
+            "{what}: the refused set's old value deleted"
+        );
+    }
     // Every server down: an error, not an empty list.
     servers[0].kill();
     servers[2].kill();

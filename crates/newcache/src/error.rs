@@ -65,9 +65,11 @@ pub enum Error {
     Transport(#[from] newcache_transport::Error),
     /// A `set_many` some of whose servers failed while the others answered: those stored
     /// their items (all but `not_stored`), and each key of a failed server is in `failed`
-    /// with its server's failure (it may or may not have been stored). pylibmc's
+    /// with its server's failure (it may or may not have been stored), as is each value
+    /// refused as too large (with its [`newcache_transport::Error::ValueTooLarge`]; never
+    /// sent, and a refused `set`'s old value deleted where its server answered). pylibmc's
     /// `set_multi` raises here with no word of which keys were written.
-    #[error("set_many: {} key(s) were not written, their server failed ({}); the other servers' keys were: write these again later, or read back what matters", .failed.len(), first_failure(.failed))]
+    #[error("set_many: {} of the keys may not have been written ({}); every other key was written: write these again, or read back what matters", .failed.len(), failures(.failed))]
     PartlyStored {
         /// The keys of the servers that failed, in the order given, each with the failure.
         failed: Vec<(String, newcache_transport::Error)>,
@@ -82,9 +84,23 @@ pub enum Error {
 /// Result type of every cache operation.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-/// The first failure of a [`Error::PartlyStored`], for its message.
-fn first_failure(failed: &[(String, newcache_transport::Error)]) -> String {
-    failed
-        .first()
-        .map_or_else(String::new, |(_, e)| e.to_string())
+/// The failures of a [`Error::PartlyStored`], for its message: each server's first (or a
+/// value too large), once each.
+fn failures(failed: &[(String, newcache_transport::Error)]) -> String {
+    /// The most failures named; the others are counted.
+    const NAMED: usize = 3;
+    let mut seen: Vec<String> = Vec::new();
+    for (_, e) in failed {
+        let text = e.to_string();
+        if !seen.contains(&text) {
+            seen.push(text);
+        }
+    }
+    let more = seen.len().saturating_sub(NAMED);
+    seen.truncate(NAMED);
+    let named = seen.join("; ");
+    match more {
+        0 => named,
+        n => format!("{named}; and {n} more"),
+    }
 }

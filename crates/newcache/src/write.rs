@@ -307,14 +307,24 @@ impl Core {
                         not_stored.push(key);
                     }
                 }
-                if failed_keys.is_empty() {
-                    return Ok(not_stored);
+                let too_large = |e: &newcache_transport::Error| {
+                    matches!(e, newcache_transport::Error::ValueTooLarge { .. })
+                };
+                match failed_keys.first() {
+                    None => Ok(not_stored),
+                    // Values refused as too large, no server failed: the first refusal, as
+                    // `set` answers it.
+                    Some(_) if failed_keys.iter().all(|(_, e)| too_large(e)) => {
+                        let mut failed_keys = failed_keys;
+                        Err(failed_keys.swap_remove(0).1.into())
+                    }
+                    // A server failed while the others answered: which keys it had (and
+                    // which values were too large) is the error.
+                    Some(_) => Err(Error::PartlyStored {
+                        failed: failed_keys,
+                        not_stored,
+                    }),
                 }
-                // A server failed while the others answered: which keys it had is the error.
-                Err(Error::PartlyStored {
-                    failed: failed_keys,
-                    not_stored,
-                })
             })
             .await
     }

@@ -13,8 +13,8 @@ pub(crate) struct Batch {
     servers: Vec<(Option<usize>, Option<Error>)>,
     /// The first error that is not a server failure, by (server order, request order).
     other: Option<((usize, usize), Error)>,
-    /// The first request refused as too large, by request order.
-    pub(crate) refused: Option<Error>,
+    /// The requests refused as too large, in request order.
+    refused: Vec<(usize, Error)>,
     /// The requests not answered because their server failed or was down, and the server.
     unanswered: Vec<(usize, usize)>,
 }
@@ -24,7 +24,7 @@ impl Batch {
         Batch {
             servers: (0..servers).map(|_| (None, None)).collect(),
             other: None,
-            refused: None,
+            refused: Vec::new(),
             unanswered: Vec::new(),
         }
     }
@@ -81,20 +81,18 @@ impl Batch {
         if let Some((_, e)) = self.other {
             return Err(e);
         }
-        if let Some(e) = self.refused {
+        if let Some((_, e)) = self.refused.into_iter().next() {
             return Err(e);
         }
         Ok(results)
     }
 
     /// A `store_many_each`'s answer: the statuses, with the requests of the servers that
-    /// failed told apart, when any server answered; else the first failed server's error.
-    /// An error that is not a server failure, then a refusal, is the answer before either.
+    /// failed and those refused as too large told apart, when any server answered; else
+    /// the first failed server's error. An error that is not a server failure is the
+    /// answer before either.
     pub(crate) fn answer_each(self, statuses: Vec<StoreStatus>) -> Result<ManyStore> {
         if let Some((_, e)) = self.other {
-            return Err(e);
-        }
-        if let Some(e) = self.refused {
             return Err(e);
         }
         let answered = self
@@ -104,7 +102,7 @@ impl Batch {
         if !answered {
             return match first_failed(self.servers) {
                 Some(e) => Err(e),
-                None => Ok(ManyStore::all(statuses)),
+                None => Ok(ManyStore::all(statuses).with_refused(self.refused)),
             };
         }
         let failed = self
@@ -115,7 +113,12 @@ impl Batch {
                 Some((i, e.as_ref()?.for_another_key()))
             })
             .collect();
-        Ok(ManyStore::with_failed(statuses, failed))
+        Ok(ManyStore::with_failed(statuses, failed).with_refused(self.refused))
+    }
+
+    /// Request `i` was refused as too large (by the limit or by the server).
+    pub(crate) fn refuse(&mut self, i: usize, e: Error) {
+        self.refused.push((i, e));
     }
 }
 

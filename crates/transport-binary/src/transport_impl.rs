@@ -196,9 +196,7 @@ impl BinaryTransport {
             }
             match outcome {
                 Ok(st) => *status = st,
-                Err(e @ Error::ValueTooLarge { .. }) => {
-                    batch.refused.get_or_insert(e);
-                }
+                Err(e @ Error::ValueTooLarge { .. }) => batch.refuse(i, e),
                 Err(e) => batch.failed(server, i, e),
             }
         }

@@ -20,19 +20,15 @@ impl TextTransport {
     }
 
     /// The stores of [`Transport::store_many`], pipelined per server: every request's
-    /// status, the requests of the servers that failed while others answered, and the first
-    /// request refused as too large (by the limit or by the server), in request order.
-    fn store_batch(&self, requests: &[Store<'_>]) -> Result<(ManyStore, Option<Error>)> {
+    /// status, the requests of the servers that failed while others answered, and the
+    /// requests refused as too large (by the limit or by the server).
+    fn store_batch(&self, requests: &[Store<'_>]) -> Result<(ManyStore, Vec<(usize, Error)>)> {
         for r in requests {
             check_key(r.key)?;
             newcache_transport::check_exptime(r.exptime)?;
         }
-        let mut refused: Option<(usize, Error)> = None;
-        let mut refuse = |i: usize, e: Error| {
-            if refused.as_ref().is_none_or(|(first, _)| i < *first) {
-                refused = Some((i, e));
-            }
-        };
+        let mut refused: Vec<(usize, Error)> = Vec::new();
+        let mut refuse = |i: usize, e: Error| refused.push((i, e));
         let mut over = vec![false; requests.len()];
         for ((i, r), over) in requests.iter().enumerate().zip(over.iter_mut()) {
             if let Err(e) = self.check_value(r) {
@@ -76,7 +72,7 @@ impl TextTransport {
                 }
             }
         }
-        Ok((ManyStore::with_failed(out, failed), refused.map(|(_, e)| e)))
+        Ok((ManyStore::with_failed(out, failed), refused))
     }
 
     /// [`Transport::get_many`], with `sent` run once a one-server request is written and
@@ -187,10 +183,7 @@ impl Transport for TextTransport {
     /// [`Self::store_many`], a failed server's requests told apart when others answered.
     fn store_many_each(&self, requests: &[Store<'_>]) -> Result<ManyStore> {
         let (stored, refused) = self.store_batch(requests)?;
-        match refused {
-            Some(e) => Err(e),
-            None => Ok(stored),
-        }
+        Ok(stored.with_refused(refused))
     }
 
     fn delete(&self, key: &[u8]) -> Result<bool> {

@@ -787,12 +787,12 @@ pub trait Transport: Send + Sync + fmt::Debug {
     }
 
     /// [`store_many`](Transport::store_many), with the requests of a server that failed
-    /// while the others answered told apart ([`ManyStore::failed`]), where `store_many`
-    /// fails the whole call: every live server still gets and answers its requests. An
-    /// error when every server failed, or as `store_many` answers otherwise (an invalid key,
-    /// a value over the limit, an error the server reported). By default `store_many`'s
-    /// answer, every request answered (a backend that fails the whole call when a server
-    /// fails needs no more).
+    /// while the others answered, and those refused as too large, told apart
+    /// ([`ManyStore::failed`]), where `store_many` fails the whole call: every live server
+    /// still gets and answers its requests. An error when every server failed, or as
+    /// `store_many` answers otherwise (an invalid key, an error the server reported). By
+    /// default `store_many`'s answer, every request answered (a backend that fails the whole
+    /// call when a server fails needs no more; a value over the limit is then its error).
     fn store_many_each(&self, requests: &[Store<'_>]) -> Result<ManyStore> {
         self.store_many(requests).map(ManyStore::all)
     }

@@ -25,7 +25,8 @@ pub struct ManyStore {
     /// One status per request, in the order given.
     pub statuses: Vec<StoreStatus>,
     /// The requests (their positions, in order) not answered because their server failed,
-    /// each with the failure.
+    /// each with the failure, and (from `store_many_each`) the requests refused as too large,
+    /// each with its [`Error::ValueTooLarge`].
     pub failed: Vec<(usize, Error)>,
 }
 
@@ -45,12 +46,26 @@ impl ManyStore {
     }
 
     /// [`Transport::store_many`](crate::Transport::store_many)'s answer, from a batch that
-    /// ran to its end: the first failure (by request order), else `refused` (the first
-    /// request refused as too large), else the statuses.
-    pub fn into_statuses(self, refused: Option<Error>) -> Result<Vec<StoreStatus>, Error> {
-        match (self.failed.into_iter().next(), refused) {
-            (Some((_, e)), _) | (None, Some(e)) => Err(e),
+    /// ran to its end and the requests it refused as too large: the first server failure
+    /// (by request order), else the first refusal, else the statuses.
+    pub fn into_statuses(self, refused: Vec<(usize, Error)>) -> Result<Vec<StoreStatus>, Error> {
+        let first_refused = refused.into_iter().min_by_key(|(i, _)| *i);
+        match (self.failed.into_iter().next(), first_refused) {
+            (Some((_, e)), _) | (None, Some((_, e))) => Err(e),
             (None, None) => Ok(self.statuses),
         }
+    }
+
+    /// [`Transport::store_many_each`](crate::Transport::store_many_each)'s answer: the
+    /// requests refused as too large (each with its [`Error::ValueTooLarge`]) listed in
+    /// `failed` with those of the failed servers, in request order (a request in both is
+    /// listed once, as refused: it was never sent).
+    pub fn with_refused(mut self, refused: Vec<(usize, Error)>) -> Self {
+        let mut failed = refused;
+        failed.append(&mut self.failed);
+        failed.sort_by_key(|(i, _)| *i);
+        failed.dedup_by_key(|(i, _)| *i);
+        self.failed = failed;
+        self
     }
 }

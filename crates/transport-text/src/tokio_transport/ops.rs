@@ -278,8 +278,11 @@ impl TokioTextTransport {
 
     /// The stores of [`AsyncTransport::store_many`], every server's at once: every
     /// request's status, the requests of the servers that failed while others answered,
-    /// and the first request refused as too large (by the limit or by the server).
-    async fn store_batch(&self, requests: &[Store<'_>]) -> Result<(ManyStore, Option<Error>)> {
+    /// and the requests refused as too large (by the limit or by the server).
+    async fn store_batch(
+        &self,
+        requests: &[Store<'_>],
+    ) -> Result<(ManyStore, Vec<(usize, Error)>)> {
         for r in requests {
             check_key(r.key)?;
             check_exptime(r.exptime)?;
@@ -287,11 +290,12 @@ impl TokioTextTransport {
         let limit = self.inner.config.item_size_limit;
         let over: Vec<bool> = requests.iter().map(|r| r.is_too_large(limit)).collect();
         let is_over = |i: usize| over.get(i).copied().unwrap_or(false);
-        // The first request refused as too large (by the limit or by the server), in order.
-        let mut refused: Option<(usize, Error)> = requests
+        // The requests refused as too large (by the limit here, by the server below).
+        let mut refused: Vec<(usize, Error)> = requests
             .iter()
             .enumerate()
-            .find_map(|(i, r)| Some((i, r.check_size(limit).err()?)));
+            .filter_map(|(i, r)| Some((i, r.check_size(limit).err()?)))
+            .collect();
         let cmd_of = |i: usize| Cmd::for_store(requests.get(i)?, is_over(i));
         let mut out = vec![StoreStatus::NotStored; requests.len()];
         let (placed, (answered, failed)) = self.keyed_tolerant(requests.len(), &cmd_of).await?;
@@ -309,10 +313,8 @@ impl TokioTextTransport {
                     Answer::Outcome(Outcome::Refused(Status::ServerError(m)))
                         if refused_as_too_large(&m) && !is_over(i) =>
                     {
-                        let e = requests.get(i).map(|r| r.refused_by_server(limit));
-                        if let Some(e) = e.filter(|_| refused.as_ref().is_none_or(|(f, _)| i < *f))
-                        {
-                            refused = Some((i, e));
+                        if let Some(r) = requests.get(i) {
+                            refused.push((i, r.refused_by_server(limit)));
                         }
                     }
                     Answer::Outcome(Outcome::Refused(status)) => {
@@ -325,7 +327,7 @@ impl TokioTextTransport {
                 }
             }
         }
-        Ok((ManyStore::with_failed(out, failed), refused.map(|(_, e)| e)))
+        Ok((ManyStore::with_failed(out, failed), refused))
     }
 
     async fn delete_many_impl(&self, keys: &[&[u8]]) -> Result<Vec<bool>> {
@@ -461,10 +463,8 @@ impl AsyncTransport for TokioTextTransport {
         requests: &'a [Store<'a>],
     ) -> BoxFuture<'a, Result<ManyStore>> {
         Box::pin(async move {
-            match self.store_batch(requests).await? {
-                (_, Some(refused)) => Err(refused),
-                (stored, None) => Ok(stored),
-            }
+            let (stored, refused) = self.store_batch(requests).await?;
+            Ok(stored.with_refused(refused))
         })
     }
 
