@@ -3,13 +3,14 @@
 //! answer matched to its command.
 
 use std::ops::Range;
+use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use newcache_transport::{Error, Result, ServerStats};
 
 use crate::cluster::Ticket;
 use crate::command::{Cmd, NeedsMeta, Outcome, Wire};
-use crate::conn::{Acquire, Conn, Opened, Place};
+use crate::conn::{Acquire, Conn, Opened, Place, CONNECT_OK};
 use crate::errors::status_to_error;
 use crate::exchange::Head;
 use crate::multi_get::{encode_multi_get, gets_per_key};
@@ -207,10 +208,10 @@ impl TextTransport {
     }
 
     /// Opens the new connections of `to_open` (a lane's place in `lanes`, and its place in
-    /// the pool), each in a scoped thread of its own when there are several, so that their
-    /// connects (and TLS handshakes, and probes' writes) run at once. The threads last as
-    /// long as the connects; a batch opens connections only where its servers' pools had
-    /// none idle.
+    /// the pool), each in a scoped thread of its own when there are several and one of their
+    /// servers may be slow to connect to, so that their connects (and TLS handshakes, and
+    /// probes' writes) run at once. The threads last as long as the connects; a batch opens
+    /// connections only where its servers' pools had none idle.
     fn open_all(
         &self,
         lanes: &[Lane<'_>],
@@ -222,7 +223,13 @@ impl TextTransport {
                 .ok_or(Error::NoServers)
                 .and_then(|lane| self.server(lane.index))
         };
-        if to_open.len() < 2 {
+        // Side by side only where a connect may be slow: a server never connected to, or
+        // whose last connect failed. Elsewhere a connect takes microseconds, less than
+        // starting a thread.
+        let may_be_slow = |(at, _): &(usize, Permit<Conn>)| {
+            server_of(*at).is_ok_and(|s| s.last_connect.load(Ordering::Relaxed) != CONNECT_OK)
+        };
+        if to_open.len() < 2 || !to_open.iter().any(may_be_slow) {
             return to_open
                 .into_iter()
                 .map(|(at, permit)| (at, server_of(at).and_then(|s| self.open(s, permit))))

@@ -183,6 +183,7 @@ impl TextTransport {
                     label,
                     pool: Pool::new(max_open, config.max_idle_per_server, config.idle_timeout),
                     wire: AtomicU8::new(WIRE_UNKNOWN),
+                    last_connect: AtomicU8::new(conn::CONNECT_NEVER),
                 })
             })
             .collect::<Result<Vec<Server>>>()?
