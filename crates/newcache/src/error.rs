@@ -71,7 +71,8 @@ pub enum Error {
     /// `set_multi` raises here with no word of which keys were written.
     #[error("set_many: {} of the keys may not have been written ({}); every other key was written: write these again, or read back what matters", .failed.len(), failures(.failed))]
     PartlyStored {
-        /// The keys of the servers that failed, in the order given, each with the failure.
+        /// The keys of the servers that failed and of the values too large, in the order
+        /// given, each with its error.
         failed: Vec<(String, newcache_transport::Error)>,
         /// The keys the servers that answered did not store.
         not_stored: Vec<String>,
