@@ -1649,3 +1649,70 @@ fn timeouts_past_a_day_are_taken_as_a_day_not_a_panic() {
     let outcomes = concurrent_gets(&rt, &t, vec![b"k".to_vec(); 32]);
     assert!(outcomes.iter().all(|(_, got)| got.is_ok()), "{outcomes:?}");
 }
+
+/// A task that calls a server left alone (failing fast with `ServerDown`) in a loop gives
+/// the runtime its turn, as a task doing I/O does: the calls return without touching a
+/// socket, and used to never yield, so on a current-thread runtime every other task
+/// stalled for the whole retry window (an outside audit: 2 s stalls).
+#[test]
+fn a_task_calling_a_server_left_alone_in_a_loop_lets_the_others_run() {
+    let mut server = Memcached::start();
+    let addr = server.addr();
+    server.kill();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let t = TokioTextTransport::new(TextConfig {
+        servers: vec![addr, Memcached::start().addr()],
+        failover: Failover {
+            failure_limit: 1,
+            retry_timeout: Duration::from_secs(30),
+            ..Failover::default()
+        },
+        ..TextConfig::default()
+    })
+    .unwrap();
+    let on_dead: Vec<u8> = (0..1000)
+        .map(|i| format!("k{i}").into_bytes())
+        .find(|k| t.server_for_key(k).unwrap() == 0)
+        .unwrap();
+    let (calls, ticks) = rt.block_on(async {
+        // The first call finds the server down; the next ones fail fast.
+        assert!(t.get(&on_dead).await.is_err());
+        let ticks = Arc::new(AtomicU64::new(0));
+        let ticker = {
+            let ticks = ticks.clone();
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                    ticks.fetch_add(1, Ordering::Relaxed);
+                }
+            })
+        };
+        tokio::task::yield_now().await;
+        let looping = {
+            let t = t.clone();
+            tokio::spawn(async move {
+                let until = Instant::now() + Duration::from_millis(300);
+                let mut calls = 0u64;
+                while Instant::now() < until {
+                    let e = t.get(&on_dead).await.unwrap_err();
+                    assert!(matches!(e, Error::ServerDown { .. }), "{e}");
+                    calls += 1;
+                }
+                calls
+            })
+        };
+        let calls = looping.await.unwrap();
+        // Read before the ticker runs again: the ticks that came during the loop.
+        let during = ticks.load(Ordering::Relaxed);
+        ticker.abort();
+        (calls, during)
+    });
+    assert!(calls > 1000, "the loop ran: {calls} calls");
+    assert!(
+        ticks >= 30,
+        "{ticks} ticks of a 1 ms timer in 300 ms while another task called a down server {calls} times"
+    );
+}
