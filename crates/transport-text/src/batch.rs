@@ -10,7 +10,7 @@ use newcache_transport::{Error, Result, ServerStats};
 
 use crate::cluster::Ticket;
 use crate::command::{Cmd, NeedsMeta, Outcome, Wire};
-use crate::conn::{Acquire, Conn, Opened, Place, CONNECT_OK};
+use crate::conn::{Acquire, Conn, Opened, Place};
 use crate::errors::status_to_error;
 use crate::exchange::Head;
 use crate::multi_get::{encode_multi_get, gets_per_key};
@@ -227,7 +227,7 @@ impl TextTransport {
         // whose last connect failed. Elsewhere a connect takes microseconds, less than
         // starting a thread.
         let may_be_slow = |(at, _): &(usize, Permit<Conn>)| {
-            server_of(*at).is_ok_and(|s| s.last_connect.load(Ordering::Relaxed) != CONNECT_OK)
+            server_of(*at).is_ok_and(|s| !s.connected.load(Ordering::Relaxed))
         };
         if to_open.len() < 2 || !to_open.iter().any(may_be_slow) {
             return to_open

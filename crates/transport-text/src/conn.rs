@@ -3,7 +3,7 @@
 //! token; and the configured servers they belong to.
 
 use std::path::PathBuf;
-use std::sync::atomic::AtomicU8;
+use std::sync::atomic::{AtomicBool, AtomicU8};
 use std::time::Instant;
 
 use newcache_transport::Error;
@@ -163,19 +163,13 @@ pub(crate) struct Server {
     pub(crate) pool: Pool<Conn>,
     /// With [`Protocol::Auto`](crate::Protocol::Auto): what the server's probe found (`WIRE_*`).
     pub(crate) wire: AtomicU8,
-    /// How its last connect went (`CONNECT_*`): a batch opens connections side by side
-    /// only where a connect may be slow (never tried, or failed last time), as a thread
-    /// started per new connection cost a pool that opens connections all the time (one
-    /// idle connection kept) 9-15% of its multi-gets (an outside audit).
-    pub(crate) last_connect: AtomicU8,
+    /// Whether its last connect succeeded (false before the first): a batch opens
+    /// connections side by side only where a connect may be slow (never tried, or failed
+    /// last time), as a thread started per new connection cost a pool that opens
+    /// connections all the time (one idle connection kept) 9-15% of its multi-gets (an
+    /// outside audit).
+    pub(crate) connected: AtomicBool,
 }
-
-/// [`Server::last_connect`]: no connect tried yet.
-pub(crate) const CONNECT_NEVER: u8 = 0;
-/// [`Server::last_connect`]: the last connect succeeded.
-pub(crate) const CONNECT_OK: u8 = 1;
-/// [`Server::last_connect`]: the last connect failed.
-pub(crate) const CONNECT_FAILED: u8 = 2;
 
 /// Where a server listens.
 #[derive(Debug, Clone)]

@@ -13,10 +13,7 @@ use std::time::Instant;
 use newcache_transport::{Error, Result};
 
 use crate::command::{Mismatch, Wire};
-use crate::conn::{
-    Acquire, Conn, Endpoint, Opened, Place, Server, CONNECT_FAILED, CONNECT_OK, WIRE_CLASSIC,
-    WIRE_META,
-};
+use crate::conn::{Acquire, Conn, Endpoint, Opened, Place, Server, WIRE_CLASSIC, WIRE_META};
 use crate::errors::closed_without_reply;
 use crate::pool::{Checkout, Permit};
 use crate::proto::{self, meta, Decoder, Expect, Reply, Status};
@@ -105,12 +102,7 @@ impl TextTransport {
     /// reads its reply), so that a batch probes all its servers in one round trip.
     pub(crate) fn open(&self, server: &Server, permit: Permit<Conn>) -> Result<Opened> {
         let connected = self.connect_stream(server);
-        let state = if connected.is_ok() {
-            CONNECT_OK
-        } else {
-            CONNECT_FAILED
-        };
-        server.last_connect.store(state, Ordering::Relaxed);
+        server.connected.store(connected.is_ok(), Ordering::Relaxed);
         let stream = connected?;
         #[cfg(feature = "tracing")]
         tracing::debug!(server = %server.label, "memcached connection opened");

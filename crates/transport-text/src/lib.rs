@@ -95,7 +95,7 @@ pub use tokio_transport::{TokioIoStats, TokioTextTransport};
 
 use std::fmt;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU32, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU8, Ordering};
 use std::sync::Arc;
 
 #[cfg(doc)]
@@ -183,7 +183,7 @@ impl TextTransport {
                     label,
                     pool: Pool::new(max_open, config.max_idle_per_server, config.idle_timeout),
                     wire: AtomicU8::new(WIRE_UNKNOWN),
-                    last_connect: AtomicU8::new(conn::CONNECT_NEVER),
+                    connected: AtomicBool::new(false),
                 })
             })
             .collect::<Result<Vec<Server>>>()?
