@@ -511,6 +511,20 @@ fn set_many_and_delete_many_with_one_server_of_three_down() {
         }
     }
 
+    // `delete_many_each` deletes the live servers' keys and lists the down server's.
+    let deleted = t.delete_many_each(&refs).expect("two servers answered");
+    let failed: Vec<usize> = deleted.failed.iter().map(|(i, _)| *i).collect();
+    assert_eq!(failed, on_1, "exactly the down server's keys, in order");
+    for (existed, &h) in deleted.deleted.iter().zip(&home) {
+        assert_eq!(*existed, h != 1, "held a value on a live server only");
+    }
+    assert!(
+        t.get_many(&refs).unwrap().iter().all(Option::is_none),
+        "the live servers deleted their keys"
+    );
+    assert!(t
+        .store_many_each(&stores(b"four"))
+        .is_ok_and(|s| s.failed.len() == on_1.len()));
     for (what, outcome) in [
         ("delete_many", t.delete_many(&refs).map(|_| ())),
         ("delete_many_quiet", t.delete_many_quiet(&refs)),
@@ -671,6 +685,127 @@ fn set_many_with_a_server_down_names_the_keys_it_did_not_write() {
         .block_on(async_cache.set_many(items(7), 300))
         .unwrap_err();
     assert!(e.to_string().contains("127.0.0.1"), "async: {e}");
+}
+
+#[test]
+fn delete_many_with_a_server_down_names_the_keys_it_did_not_delete() {
+    // Every live server deletes its keys, and the error (`PartlyDeleted`) lists the failed
+    // server's keys, each with its failure; so does a `set_many` of expired values (TTL 0),
+    // which deletes its keys. Both used to fail with the server's error alone.
+    let mut servers = cluster(3);
+    let hosts: Vec<String> = servers.iter().map(Memcached::addr).collect();
+    let base = format!("newcache://{}/?flavor=dm&read_timeout=300", hosts.join(";"));
+    let urls = every_transport(&base);
+    let caches = caches_of(&urls);
+    let (rt, async_cache) = async_cache(&hosts, "dm", Duration::from_millis(300));
+    let keys: Vec<String> = (0..60).map(|i| format!("delete many {i}")).collect();
+    let items = |value: u32| keys.iter().map(move |k| (k.as_str(), value));
+    assert!(caches[0].set_many(items(0), 300).unwrap().is_empty());
+    let home: Vec<usize> = keys
+        .iter()
+        .map(|k| {
+            let wire = String::from_utf8(caches[0].wire_key(k).unwrap()).unwrap();
+            (0..3)
+                .find(|&s| {
+                    servers[s]
+                        .raw(&format!("get {wire}\r\n"), b"END\r\n")
+                        .starts_with(b"VALUE ")
+                })
+                .unwrap_or_else(|| panic!("{k} is on no server"))
+        })
+        .collect();
+    assert!((0..3).all(|s| home.contains(&s)), "{home:?}");
+    let on_dead: Vec<String> = (0..keys.len())
+        .filter(|&i| home[i] == 1)
+        .map(|i| keys[i].clone())
+        .collect();
+    let live = keys.len() - on_dead.len();
+    let names = |failed: &[(String, Error)], what: &str| -> Vec<String> {
+        assert!(
+            failed
+                .iter()
+                .all(|(_, e)| e.is_server_failure() && e.to_string().contains(&hosts[1])),
+            "{what}: {failed:?}"
+        );
+        let mut names: Vec<String> = failed.iter().map(|(k, _)| k.clone()).collect();
+        names.sort();
+        names
+    };
+    let mut on_dead_sorted = on_dead.clone();
+    on_dead_sorted.sort();
+    // Hung (a read timeout), then killed, twice.
+    servers[1].pause();
+    for round in 0..3 {
+        if round == 1 {
+            servers[1].resume();
+            servers[1].kill();
+        }
+        for i in 0..=urls.len() {
+            let what = format!("{} (round {round})", urls.get(i).map_or("async", |u| u));
+            let value = u32::try_from(i + 1 + 10 * round).unwrap();
+            // Written (the dead server's keys fail), deleted, read back; written again,
+            // then "written" expired, read back.
+            let run = |phase: u32| -> (Result<(), newcache::Error>, usize, Vec<String>) {
+                let (outcome, read) = match caches.get(i) {
+                    Some(cache) => {
+                        let _ = cache.set_many(items(value), 300);
+                        let outcome = match phase {
+                            0 => cache.delete_many(&keys).map(|_| ()),
+                            _ => cache.set_many(items(value), 0).map(|_| ()),
+                        };
+                        (outcome, cache.get_many::<_, u32>(&keys))
+                    }
+                    None => rt.block_on(async {
+                        let _ = async_cache.set_many(items(value), 300).await;
+                        let outcome = match phase {
+                            0 => async_cache.delete_many(&keys).await.map(|_| ()),
+                            _ => async_cache.set_many(items(value), 0).await.map(|_| ()),
+                        };
+                        (outcome, async_cache.get_many::<_, u32>(&keys).await)
+                    }),
+                };
+                let read = read.unwrap_or_else(|e| panic!("{what}: {e}"));
+                let left: Vec<String> = keys
+                    .iter()
+                    .filter(|k| read.get(k).is_some())
+                    .cloned()
+                    .collect();
+                (outcome, read.failed().len(), left)
+            };
+            let (deleted, unread, left) = run(0);
+            match deleted {
+                Err(newcache::Error::PartlyDeleted { failed, existed }) => {
+                    assert_eq!(names(&failed, &what), on_dead_sorted, "{what}");
+                    assert_eq!(existed, live, "{what}: every live key held a value");
+                }
+                other => panic!("{what}: delete_many: {other:?}"),
+            }
+            assert!(left.is_empty(), "{what}: not deleted: {left:?}");
+            assert_eq!(unread, on_dead.len(), "{what}");
+            let (expired, _, left) = run(1);
+            match expired {
+                Err(newcache::Error::PartlyStored { failed, not_stored }) => {
+                    assert_eq!(names(&failed, &what), on_dead_sorted, "{what}");
+                    assert!(not_stored.is_empty(), "{what}");
+                }
+                other => panic!("{what}: set_many with TTL 0: {other:?}"),
+            }
+            assert!(left.is_empty(), "{what}: not expired: {left:?}");
+        }
+    }
+    // Every server down: the first one's error.
+    servers[0].kill();
+    servers[2].kill();
+    for (i, cache) in caches.iter().enumerate() {
+        let e = cache.delete_many(&keys).unwrap_err();
+        assert!(
+            matches!(e, newcache::Error::Transport(_)),
+            "{}: {e}",
+            urls[i]
+        );
+    }
+    let e = rt.block_on(async_cache.delete_many(&keys)).unwrap_err();
+    assert!(matches!(e, newcache::Error::Transport(_)), "async: {e}");
 }
 
 #[test]

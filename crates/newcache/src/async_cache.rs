@@ -241,6 +241,11 @@ impl AsyncCache {
     }
 
     /// Deletes many values, one round trip per server; returns how many existed.
+    ///
+    /// Every server gets its keys, whatever happens to the others. When some servers failed
+    /// (or are down) while others answered, the error is [`Error::PartlyDeleted`](crate::Error::PartlyDeleted): the keys
+    /// of the failed servers, each with its failure; every other key was deleted. When every
+    /// server failed, the first one's error.
     pub async fn delete_many<K: AsRef<str> + Sync>(&self, keys: &[K]) -> Result<usize> {
         self.core.delete_many(&self.io(), keys).await
     }

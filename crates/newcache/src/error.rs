@@ -77,6 +77,17 @@ pub enum Error {
         /// The keys the servers that answered did not store.
         not_stored: Vec<String>,
     },
+    /// A `delete_many` some of whose servers failed while the others answered: those
+    /// deleted their keys (`existed` of them held a value), and each key of a failed server
+    /// is in `failed` with its server's failure (it may or may not have been deleted).
+    /// pylibmc's `delete_multi` raises here with no word of which keys were deleted.
+    #[error("delete_many: {} of the keys may not have been deleted ({}); every other key was deleted ({existed} of them held a value): delete these again", .failed.len(), failures(.failed))]
+    PartlyDeleted {
+        /// The keys of the servers that failed, in the order given, each with its error.
+        failed: Vec<(String, newcache_transport::Error)>,
+        /// How many of the keys the servers that answered deleted held a value.
+        existed: usize,
+    },
     /// The configuration (URL or builder) is invalid.
     #[error("invalid newcache configuration: {0}")]
     Config(String),
@@ -85,7 +96,7 @@ pub enum Error {
 /// Result type of every cache operation.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-/// The failures of a [`Error::PartlyStored`], for its message: each server's first (or a
+/// The failures of a [`Error::PartlyStored`] or [`Error::PartlyDeleted`], for its message: each server's first (or a
 /// value too large), once each.
 fn failures(failed: &[(String, newcache_transport::Error)]) -> String {
     /// The most failures named; the others are counted.

@@ -16,8 +16,8 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use newcache_transport::{
-    Found, Item, MadeKeys, ManyRead, ManyStore, MetaItem, ServerStats, Store, StoreStatus,
-    Transport,
+    Found, Item, MadeKeys, ManyDelete, ManyRead, ManyStore, MetaItem, ServerStats, Store,
+    StoreStatus, Transport,
 };
 
 use crate::read_through::Flight;
@@ -52,14 +52,12 @@ pub(crate) trait Io: Sync {
         requests: &'a [Store<'a>],
     ) -> impl Future<Output = TResult<ManyStore>> + Send + 'a;
     fn delete<'a>(&'a self, key: &'a [u8]) -> impl Future<Output = TResult<bool>> + Send + 'a;
-    fn delete_many<'a>(
+    /// Many deletes (a `delete_many`, a `set_many` of expired values), the keys of a server
+    /// that failed while the others answered told apart ([`Transport::delete_many_each`]).
+    fn delete_many_each<'a>(
         &'a self,
         keys: &'a [&'a [u8]],
-    ) -> impl Future<Output = TResult<Vec<bool>>> + Send + 'a;
-    fn delete_many_quiet<'a>(
-        &'a self,
-        keys: &'a [&'a [u8]],
-    ) -> impl Future<Output = TResult<()>> + Send + 'a;
+    ) -> impl Future<Output = TResult<ManyDelete>> + Send + 'a;
     fn arith<'a>(
         &'a self,
         key: &'a [u8],
@@ -158,17 +156,11 @@ impl Io for Blocking<'_> {
     fn delete<'a>(&'a self, key: &'a [u8]) -> impl Future<Output = TResult<bool>> + Send + 'a {
         std::future::ready(self.0.delete(key))
     }
-    fn delete_many<'a>(
+    fn delete_many_each<'a>(
         &'a self,
         keys: &'a [&'a [u8]],
-    ) -> impl Future<Output = TResult<Vec<bool>>> + Send + 'a {
-        std::future::ready(self.0.delete_many(keys))
-    }
-    fn delete_many_quiet<'a>(
-        &'a self,
-        keys: &'a [&'a [u8]],
-    ) -> impl Future<Output = TResult<()>> + Send + 'a {
-        std::future::ready(self.0.delete_many_quiet(keys))
+    ) -> impl Future<Output = TResult<ManyDelete>> + Send + 'a {
+        std::future::ready(self.0.delete_many_each(keys))
     }
     fn arith<'a>(
         &'a self,
@@ -284,17 +276,11 @@ impl Io for Async<'_> {
     fn delete<'a>(&'a self, key: &'a [u8]) -> impl Future<Output = TResult<bool>> + Send + 'a {
         self.0.delete(key)
     }
-    fn delete_many<'a>(
+    fn delete_many_each<'a>(
         &'a self,
         keys: &'a [&'a [u8]],
-    ) -> impl Future<Output = TResult<Vec<bool>>> + Send + 'a {
-        self.0.delete_many(keys)
-    }
-    fn delete_many_quiet<'a>(
-        &'a self,
-        keys: &'a [&'a [u8]],
-    ) -> impl Future<Output = TResult<()>> + Send + 'a {
-        self.0.delete_many_quiet(keys)
+    ) -> impl Future<Output = TResult<ManyDelete>> + Send + 'a {
+        self.0.delete_many_each(keys)
     }
     fn arith<'a>(
         &'a self,

@@ -402,6 +402,11 @@ impl Cache {
     }
 
     /// Deletes many values, one round trip per server; returns how many existed.
+    ///
+    /// Every server gets its keys, whatever happens to the others. When some servers failed
+    /// (or are down) while others answered, the error is [`Error::PartlyDeleted`]: the keys
+    /// of the failed servers, each with its failure; every other key was deleted. When every
+    /// server failed, the first one's error.
     pub fn delete_many<K: AsRef<str>>(&self, keys: &[K]) -> Result<usize> {
         block(self.core.delete_many(&self.io(), keys))
     }

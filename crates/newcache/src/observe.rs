@@ -353,7 +353,7 @@ impl Observed for newcache_transport::Error {
 impl Error {
     /// A short, stable name of the error's kind, for metrics and logs: `invalid_key`,
     /// `not_found`, `not_numeric`, `encode`, `decode`, `ttl_too_long`, `config`, or the
-    /// transport's (for a [`Error::PartlyStored`], its first failure's: `connect`, `timeout`, `io`, `protocol`, `server`, `client`,
+    /// transport's (for a [`Error::PartlyStored`] or [`Error::PartlyDeleted`], its first failure's: `connect`, `timeout`, `io`, `protocol`, `server`, `client`,
     /// `unsupported`, `server_down`, `value_too_large`, `auth`, `backend`, ...).
     pub fn kind(&self) -> &'static str {
         match self {
@@ -369,16 +369,21 @@ impl Error {
             Error::PartlyStored { failed, .. } => {
                 failed.first().map_or("partly_stored", |(_, e)| e.kind())
             }
+            Error::PartlyDeleted { failed, .. } => {
+                failed.first().map_or("partly_deleted", |(_, e)| e.kind())
+            }
             Error::Config(_) => "config",
         }
     }
 
-    /// The server the error came from, when it names one (a [`Error::PartlyStored`]: the
-    /// first failed server).
+    /// The server the error came from, when it names one (a [`Error::PartlyStored`] or
+    /// [`Error::PartlyDeleted`]: the first failed server).
     pub fn server(&self) -> Option<&str> {
         match self {
             Error::Transport(e) => e.server(),
-            Error::PartlyStored { failed, .. } => failed.first().and_then(|(_, e)| e.server()),
+            Error::PartlyStored { failed, .. } | Error::PartlyDeleted { failed, .. } => {
+                failed.first().and_then(|(_, e)| e.server())
+            }
             _ => None,
         }
     }

@@ -273,7 +273,6 @@ impl Core {
                     match &plan {
                         Some(plan) => {
                             let e = self.encode_planned(key, &value, plan, now, 0)?;
-                            keys.push(key.to_owned());
                             encoded.push((wire, e));
                         }
                         None => {
@@ -283,12 +282,20 @@ impl Core {
                             expired.push(wire);
                         }
                     }
+                    keys.push(key.to_owned());
                 }
-                if !expired.is_empty() {
-                    // The deletes' results are not needed (the keys are gone either way), so they go
-                    // without per-key replies where the transport can (`delete ... noreply`).
+                if plan.is_none() {
+                    // The values are expired already: their keys are deleted, and a failed
+                    // server's keys are the error, as for stores.
                     let refs: Vec<&[u8]> = expired.iter().map(Vec::as_slice).collect();
-                    io.delete_many_quiet(&refs).await?;
+                    let deleted = io.delete_many_each(&refs).await?;
+                    return match deleted.failed.is_empty() {
+                        true => Ok(Vec::new()),
+                        false => Err(Error::PartlyStored {
+                            failed: keyed(deleted.failed, |i| keys.get(i).cloned()),
+                            not_stored: Vec::new(),
+                        }),
+                    };
                 }
                 let requests: Vec<Store<'_>> = encoded
                     .iter()
@@ -373,12 +380,17 @@ impl Core {
                     .map(|k| self.wire_key(k.as_ref()))
                     .collect::<Result<Vec<_>>>()?;
                 let refs: Vec<&[u8]> = wires.iter().map(Vec::as_slice).collect();
-                Ok(io
-                    .delete_many(&refs)
-                    .await?
-                    .into_iter()
-                    .filter(|d| *d)
-                    .count())
+                let deleted = io.delete_many_each(&refs).await?;
+                let existed = deleted.existed();
+                match deleted.failed.is_empty() {
+                    true => Ok(existed),
+                    false => Err(Error::PartlyDeleted {
+                        failed: keyed(deleted.failed, |i| {
+                            keys.get(i).map(|k| k.as_ref().to_owned())
+                        }),
+                        existed,
+                    }),
+                }
             })
             .await
     }
@@ -545,4 +557,15 @@ impl Core {
             })
             .await
     }
+}
+
+/// A batch's failed requests (by position) named by their caller's keys (`key_of`).
+fn keyed(
+    failed: Vec<(usize, newcache_transport::Error)>,
+    key_of: impl Fn(usize) -> Option<String>,
+) -> Vec<(String, newcache_transport::Error)> {
+    failed
+        .into_iter()
+        .filter_map(|(i, e)| Some((key_of(i)?, e)))
+        .collect()
 }

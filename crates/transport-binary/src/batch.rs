@@ -1,7 +1,7 @@
 //! [`Batch`]: how a `store_many` or `delete_many` answers, from the outcomes of its
 //! requests, by the text transport's rules.
 
-use newcache_transport::{Error, ManyStore, Result, StoreStatus};
+use newcache_transport::{Error, ManyDelete, ManyStore, Result, StoreStatus};
 
 use crate::BinaryTransport;
 
@@ -92,6 +92,22 @@ impl Batch {
     /// the first failed server's error. An error that is not a server failure is the
     /// answer before either.
     pub(crate) fn answer_each(self, statuses: Vec<StoreStatus>) -> Result<ManyStore> {
+        let (failed, refused) = self.each()?;
+        Ok(ManyStore::with_failed(statuses, failed).with_refused(refused))
+    }
+
+    /// A `delete_many_each`'s answer, by the rules of [`Self::answer_each`].
+    pub(crate) fn answer_deletes(self, deleted: Vec<bool>) -> Result<ManyDelete> {
+        let (failed, _) = self.each()?;
+        Ok(ManyDelete::with_failed(deleted, failed))
+    }
+
+    /// The requests of the failed servers, each with its server's failure (none when no
+    /// server answered and none failed), and those refused as too large; an error when no
+    /// server answered and one failed, or when a request met an error that is not a
+    /// server failure.
+    #[allow(clippy::type_complexity)]
+    fn each(self) -> Result<(Vec<(usize, Error)>, Vec<(usize, Error)>)> {
         if let Some((_, e)) = self.other {
             return Err(e);
         }
@@ -102,7 +118,7 @@ impl Batch {
         if !answered {
             return match first_failed(self.servers) {
                 Some(e) => Err(e),
-                None => Ok(ManyStore::all(statuses).with_refused(self.refused)),
+                None => Ok((Vec::new(), self.refused)),
             };
         }
         let failed = self
@@ -113,7 +129,7 @@ impl Batch {
                 Some((i, e.as_ref()?.for_another_key()))
             })
             .collect();
-        Ok(ManyStore::with_failed(statuses, failed).with_refused(self.refused))
+        Ok((failed, self.refused))
     }
 
     /// Request `i` was refused as too large (by the limit or by the server).

@@ -3,11 +3,12 @@
 
 use libmemcached_sys::*;
 use newcache_transport::{
-    check_key, get_many_made_with, Error, Found, Item, MadeKeys, ManyRead, ManyStore, Result,
-    ServerStats, Store, StoreMode, StoreStatus, Transport,
+    check_key, get_many_made_with, Error, Found, Item, MadeKeys, ManyDelete, ManyRead, ManyStore,
+    Result, ServerStats, Store, StoreMode, StoreStatus, Transport,
 };
 
 use crate::batch::Batch;
+use crate::pool::Handle;
 use crate::BinaryTransport;
 
 impl Transport for BinaryTransport {
@@ -91,31 +92,15 @@ impl Transport for BinaryTransport {
     /// the batch, the others get all of theirs; then the first failed server's error, else
     /// the first other error, else one result per key.
     fn delete_many(&self, keys: &[&[u8]]) -> Result<Vec<bool>> {
-        for key in keys {
-            check_key(key)?;
-        }
-        if keys.is_empty() {
-            return Ok(Vec::new());
-        }
-        let h = self.lease()?;
-        let mut batch = Batch::new(self.servers.len());
-        let mut deleted = vec![false; keys.len()];
-        for ((i, key), slot) in keys.iter().enumerate().zip(deleted.iter_mut()) {
-            let server = self.server_for(&h, key);
-            if !batch.may_send(self, server, i) {
-                continue;
-            }
-            let ticket = server.map(|s| self.health.ticket(s));
-            let outcome = self.delete_on(&h, key);
-            if let (Some(s), Some(ticket)) = (server, ticket) {
-                self.health.report(s, ticket, &outcome);
-            }
-            match outcome {
-                Ok(d) => *slot = d,
-                Err(e) => batch.failed(server, i, e),
-            }
-        }
+        let (batch, deleted) = self.delete_batch(keys)?;
         batch.answer(deleted)
+    }
+
+    /// [`Self::delete_many`], the keys of a failed server told apart (the one that failed,
+    /// and the ones it was then not sent) when another server answered.
+    fn delete_many_each(&self, keys: &[&[u8]]) -> Result<ManyDelete> {
+        let (batch, deleted) = self.delete_batch(keys)?;
+        batch.answer_deletes(deleted)
     }
 
     fn incr(&self, key: &[u8], delta: u64) -> Result<Option<u64>> {
@@ -178,28 +163,65 @@ impl BinaryTransport {
         for r in requests {
             self.check_exptime(r.exptime)?;
         }
-        if requests.is_empty() {
-            return Ok((Batch::new(self.servers.len()), Vec::new()));
+        let key_of = |i: usize| requests.get(i).map(|r| r.key);
+        self.run_batch(
+            requests.len(),
+            key_of,
+            StoreStatus::NotStored,
+            |h, i| match requests.get(i) {
+                Some(r) => self.store_checked(h, r),
+                None => Ok(StoreStatus::NotStored),
+            },
+        )
+    }
+
+    /// The deletes of a `delete_many`, one after another on one handle: whether each key
+    /// held an item, and the batch's failures.
+    fn delete_batch(&self, keys: &[&[u8]]) -> Result<(Batch, Vec<bool>)> {
+        for key in keys {
+            check_key(key)?;
+        }
+        let key_of = |i: usize| keys.get(i).copied();
+        self.run_batch(keys.len(), key_of, false, |h, i| match keys.get(i) {
+            Some(key) => self.delete_on(h, key),
+            None => Ok(false),
+        })
+    }
+
+    /// `count` requests (`key_of` gives each one's key, `run` runs it) one after another
+    /// on one handle, each server's outcome reported to the failure record: a server that
+    /// failed (or is left alone) gets no more of them, a request refused as too large is
+    /// refused by itself. Each request's answer (`unanswered` where it got none), and the
+    /// batch's failures and refusals.
+    fn run_batch<'k, T: Clone>(
+        &self,
+        count: usize,
+        key_of: impl Fn(usize) -> Option<&'k [u8]>,
+        unanswered: T,
+        run: impl Fn(&Handle, usize) -> Result<T>,
+    ) -> Result<(Batch, Vec<T>)> {
+        let mut batch = Batch::new(self.servers.len());
+        if count == 0 {
+            return Ok((batch, Vec::new()));
         }
         let h = self.lease()?;
-        let mut batch = Batch::new(self.servers.len());
-        let mut statuses = vec![StoreStatus::NotStored; requests.len()];
-        for ((i, r), status) in requests.iter().enumerate().zip(statuses.iter_mut()) {
-            let server = self.server_for(&h, r.key);
+        let mut answers = vec![unanswered; count];
+        for (i, answer) in answers.iter_mut().enumerate() {
+            let server = key_of(i).and_then(|key| self.server_for(&h, key));
             if !batch.may_send(self, server, i) {
                 continue;
             }
             let ticket = server.map(|s| self.health.ticket(s));
-            let outcome = self.store_checked(&h, r);
+            let outcome = run(&h, i);
             if let (Some(s), Some(ticket)) = (server, ticket) {
                 self.health.report(s, ticket, &outcome);
             }
             match outcome {
-                Ok(st) => *status = st,
+                Ok(a) => *answer = a,
                 Err(e @ Error::ValueTooLarge { .. }) => batch.refuse(i, e),
                 Err(e) => batch.failed(server, i, e),
             }
         }
-        Ok((batch, statuses))
+        Ok((batch, answers))
     }
 }

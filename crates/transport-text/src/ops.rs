@@ -2,8 +2,8 @@
 //! of the other modules.
 
 use newcache_transport::{
-    check_key, get_many_made_with, Error, Found, Item, MadeKeys, ManyRead, ManyStore, MetaItem,
-    Result, ServerStats, Store, StoreMode, StoreStatus, Transport,
+    check_key, get_many_made_with, Error, Found, Item, MadeKeys, ManyDelete, ManyRead, ManyStore,
+    MetaItem, Result, ServerStats, Store, StoreMode, StoreStatus, Transport,
 };
 
 use crate::batch::{flushed, server_stats, Answer, Batch, RoundLimit};
@@ -195,11 +195,17 @@ impl Transport for TextTransport {
     }
 
     fn delete_many(&self, keys: &[&[u8]]) -> Result<Vec<bool>> {
+        self.delete_many_each(keys)?.into_deleted()
+    }
+
+    /// Pipelined per server; a failed server's keys told apart when others answered.
+    fn delete_many_each(&self, keys: &[&[u8]]) -> Result<ManyDelete> {
         let groups = self.keys_by_server(keys)?;
         let cmd_of = |i: usize| keys.get(i).map(|k| Cmd::Delete(k));
         let outcomes = self.pipelined(&groups, Batch::Each(&cmd_of), RoundLimit::STATUS);
+        let (answered, failed) = Self::tolerant(outcomes, |index| members_of(&groups, index))?;
         let mut out = vec![false; keys.len()];
-        for (index, answers) in Self::strict(outcomes)? {
+        for (index, answers) in answered {
             for answer in answers {
                 match answer {
                     Answer::Key(i, Outcome::Deleted(deleted)) => {
@@ -211,7 +217,7 @@ impl Transport for TextTransport {
                 }
             }
         }
-        Ok(out)
+        Ok(ManyDelete::with_failed(out, failed))
     }
 
     /// Each server's keys deleted with no reply per key, in rounds of at most 512: in the

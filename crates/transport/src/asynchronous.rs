@@ -15,8 +15,8 @@ use std::future::Future;
 use std::pin::Pin;
 
 use crate::{
-    check_key, Error, Item, ManyRead, ManyStore, MetaItem, Result, ServerStats, Store, StoreBatch,
-    StoreStatus,
+    check_key, Error, Item, ManyDelete, ManyRead, ManyStore, MetaItem, Result, ServerStats, Store,
+    StoreBatch, StoreStatus,
 };
 
 /// A boxed, `Send` future: what every [`AsyncTransport`] method returns.
@@ -96,6 +96,13 @@ pub trait AsyncTransport: Send + Sync + std::fmt::Debug {
             }
             Ok(out)
         })
+    }
+
+    /// [`delete_many`](AsyncTransport::delete_many), with the keys of a server that failed
+    /// while the others answered told apart
+    /// ([`Transport::delete_many_each`](crate::Transport::delete_many_each)).
+    fn delete_many_each<'a>(&'a self, keys: &'a [&'a [u8]]) -> BoxFuture<'a, Result<ManyDelete>> {
+        Box::pin(async move { self.delete_many(keys).await.map(ManyDelete::all) })
     }
 
     /// Deletes many items without learning which existed
@@ -200,6 +207,7 @@ macro_rules! forward_async_transport {
             fn store_many_each<'a>(&'a self, requests: &'a [Store<'a>]) -> BoxFuture<'a, Result<ManyStore>> { (**self).store_many_each(requests) }
             fn delete<'a>(&'a self, key: &'a [u8]) -> BoxFuture<'a, Result<bool>> { (**self).delete(key) }
             fn delete_many<'a>(&'a self, keys: &'a [&'a [u8]]) -> BoxFuture<'a, Result<Vec<bool>>> { (**self).delete_many(keys) }
+            fn delete_many_each<'a>(&'a self, keys: &'a [&'a [u8]]) -> BoxFuture<'a, Result<ManyDelete>> { (**self).delete_many_each(keys) }
             fn delete_many_quiet<'a>(&'a self, keys: &'a [&'a [u8]]) -> BoxFuture<'a, Result<()>> { (**self).delete_many_quiet(keys) }
             fn incr<'a>(&'a self, key: &'a [u8], delta: u64) -> BoxFuture<'a, Result<Option<u64>>> { (**self).incr(key, delta) }
             fn decr<'a>(&'a self, key: &'a [u8], delta: u64) -> BoxFuture<'a, Result<Option<u64>>> { (**self).decr(key, delta) }

@@ -53,7 +53,7 @@ mod many_read;
 pub use many_read::ManyRead;
 
 mod many_store;
-pub use many_store::ManyStore;
+pub use many_store::{ManyDelete, ManyStore};
 
 mod made;
 pub use made::{
@@ -805,6 +805,16 @@ pub trait Transport: Send + Sync + fmt::Debug {
         keys.iter().map(|k| self.delete(k)).collect()
     }
 
+    /// [`delete_many`](Transport::delete_many), with the keys of a server that failed while
+    /// the others answered told apart ([`ManyDelete::failed`]), where `delete_many` fails
+    /// the whole call: every live server still gets and answers its deletes. An error when
+    /// every server failed, or as `delete_many` answers otherwise (an invalid key, an error
+    /// the server reported). By default `delete_many`'s answer, every key answered (a
+    /// backend that fails the whole call when a server fails needs no more).
+    fn delete_many_each(&self, keys: &[&[u8]]) -> Result<ManyDelete> {
+        self.delete_many(keys).map(ManyDelete::all)
+    }
+
     /// Deletes many items without learning which existed (fire-and-forget, as Django's
     /// `delete_many`, which returns nothing). Every key is checked first: an invalid key is
     /// [`Error::InvalidKey`] and nothing is sent. `Ok(())` means every server that holds one
@@ -897,6 +907,7 @@ macro_rules! forward_transport {
             fn store_many_each(&self, requests: &[Store<'_>]) -> Result<ManyStore> { (**self).store_many_each(requests) }
             fn delete(&self, key: &[u8]) -> Result<bool> { (**self).delete(key) }
             fn delete_many(&self, keys: &[&[u8]]) -> Result<Vec<bool>> { (**self).delete_many(keys) }
+            fn delete_many_each(&self, keys: &[&[u8]]) -> Result<ManyDelete> { (**self).delete_many_each(keys) }
             fn delete_many_quiet(&self, keys: &[&[u8]]) -> Result<()> { (**self).delete_many_quiet(keys) }
             fn incr(&self, key: &[u8], delta: u64) -> Result<Option<u64>> { (**self).incr(key, delta) }
             fn decr(&self, key: &[u8], delta: u64) -> Result<Option<u64>> { (**self).decr(key, delta) }

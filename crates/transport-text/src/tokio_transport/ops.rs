@@ -6,8 +6,8 @@
 use std::borrow::Cow;
 
 use newcache_transport::{
-    check_exptime, check_key, AsyncTransport, BoxFuture, Error, Item, ManyRead, ManyStore,
-    MetaItem, Result, ServerStats, Store, StoreMode, StoreStatus,
+    check_exptime, check_key, AsyncTransport, BoxFuture, Error, Item, ManyDelete, ManyRead,
+    ManyStore, MetaItem, Result, ServerStats, Store, StoreMode, StoreStatus,
 };
 
 use super::steps::{Answer, AnswerList};
@@ -330,18 +330,19 @@ impl TokioTextTransport {
         Ok((ManyStore::with_failed(out, failed), refused))
     }
 
-    async fn delete_many_impl(&self, keys: &[&[u8]]) -> Result<Vec<bool>> {
+    async fn delete_many_each_impl(&self, keys: &[&[u8]]) -> Result<ManyDelete> {
         keys.iter().try_for_each(|k| check_key(k))?;
         let cmd_of = |i: usize| keys.get(i).map(|k| Cmd::Delete(k));
-        let outcomes = self.keyed(keys.len(), &cmd_of).await?;
+        let (placed, (answered, failed)) = self.keyed_tolerant(keys.len(), &cmd_of).await?;
         let mut out = vec![false; keys.len()];
-        for (index, members, outcome) in outcomes {
-            self.spread(index, &members, outcome?, &mut out, "delete", |o| match o {
+        for (index, answers) in answered {
+            let members = members_of(&placed, index);
+            self.spread(index, members, answers, &mut out, "delete", |o| match o {
                 Outcome::Deleted(deleted) => Ok(deleted),
                 other => Err(other),
             })?;
         }
-        Ok(out)
+        Ok(ManyDelete::with_failed(out, failed))
     }
 
     async fn delete_many_quiet_impl(&self, keys: &[&[u8]]) -> Result<()> {
@@ -482,7 +483,12 @@ impl AsyncTransport for TokioTextTransport {
     }
 
     fn delete_many<'a>(&'a self, keys: &'a [&'a [u8]]) -> BoxFuture<'a, Result<Vec<bool>>> {
-        Box::pin(self.delete_many_impl(keys))
+        Box::pin(async move { self.delete_many_each_impl(keys).await?.into_deleted() })
+    }
+
+    /// Pipelined per server; a failed server's keys told apart when others answered.
+    fn delete_many_each<'a>(&'a self, keys: &'a [&'a [u8]]) -> BoxFuture<'a, Result<ManyDelete>> {
+        Box::pin(self.delete_many_each_impl(keys))
     }
 
     /// As the blocking transport: per server, `delete <key> noreply` for each key and one
