@@ -538,41 +538,91 @@ fn set_many_and_delete_many_with_one_server_of_three_down() {
     );
 }
 
+/// Three servers, a cache of each transport and an `AsyncCache` on them (flavor `flavor`,
+/// 300 ms read timeout), and 60 keys (`{name} {i}`) written through the first cache, each
+/// with the server it is on (found on the servers themselves).
+struct ThreeServers {
+    servers: Vec<Memcached>,
+    hosts: Vec<String>,
+    urls: Vec<String>,
+    caches: Vec<newcache::Cache>,
+    rt: tokio::runtime::Runtime,
+    async_cache: newcache::AsyncCache,
+    keys: Vec<String>,
+    home: Vec<usize>,
+}
+
+impl ThreeServers {
+    fn new(flavor: &str, name: &str) -> ThreeServers {
+        let servers = cluster(3);
+        let hosts: Vec<String> = servers.iter().map(Memcached::addr).collect();
+        let base = format!(
+            "newcache://{}/?flavor={flavor}&read_timeout=300",
+            hosts.join(";")
+        );
+        let urls = every_transport(&base);
+        let caches = caches_of(&urls);
+        let (rt, async_cache) = async_cache(&hosts, flavor, Duration::from_millis(300));
+        let keys: Vec<String> = (0..60).map(|i| format!("{name} {i}")).collect();
+        let items = keys.iter().map(|k| (k.as_str(), 0u32));
+        assert!(caches[0].set_many(items, 300).unwrap().is_empty());
+        let home: Vec<usize> = keys
+            .iter()
+            .map(|k| {
+                let wire = String::from_utf8(caches[0].wire_key(k).unwrap()).unwrap();
+                (0..3)
+                    .find(|&s| {
+                        servers[s]
+                            .raw(&format!("get {wire}\r\n"), b"END\r\n")
+                            .starts_with(b"VALUE ")
+                    })
+                    .unwrap_or_else(|| panic!("{k} is on no server"))
+            })
+            .collect();
+        assert!((0..3).all(|s| home.contains(&s)), "{home:?}");
+        ThreeServers {
+            servers,
+            hosts,
+            urls,
+            caches,
+            rt,
+            async_cache,
+            keys,
+            home,
+        }
+    }
+
+    /// The keys (of `keys`, each on server `home`) on server 1, sorted.
+    fn on_middle_of(keys: &[String], home: &[usize]) -> Vec<String> {
+        let mut on: Vec<String> = keys
+            .iter()
+            .zip(home)
+            .filter(|(_, &h)| h == 1)
+            .map(|(k, _)| k.clone())
+            .collect();
+        on.sort();
+        on
+    }
+}
+
 #[test]
 fn set_many_with_a_server_down_names_the_keys_it_did_not_write() {
     // Every live server stores its items, and the error (`PartlyStored`) lists the failed
     // server's keys, each with its failure. The call used to fail with the server's error
     // alone, leaving the caller to guess which keys were written (pylibmc's `set_multi`
     // raises the same way).
-    let mut servers = cluster(3);
-    let hosts: Vec<String> = servers.iter().map(Memcached::addr).collect();
-    let base = format!("newcache://{}/?flavor=sm&read_timeout=300", hosts.join(";"));
-    let urls = every_transport(&base);
-    let caches = caches_of(&urls);
-    let (rt, async_cache) = async_cache(&hosts, "sm", Duration::from_millis(300));
-    let keys: Vec<String> = (0..60).map(|i| format!("set many {i}")).collect();
+    let ThreeServers {
+        mut servers,
+        hosts,
+        urls,
+        caches,
+        rt,
+        async_cache,
+        keys,
+        home,
+    } = ThreeServers::new("sm", "set many");
+    let on_dead = ThreeServers::on_middle_of(&keys, &home);
     let items = |value: u32| keys.iter().map(move |k| (k.as_str(), value));
-    assert!(caches[0].set_many(items(0), 300).unwrap().is_empty());
-    // Each key's server, found on the servers themselves.
-    let home: Vec<usize> = keys
-        .iter()
-        .map(|k| {
-            let wire = String::from_utf8(caches[0].wire_key(k).unwrap()).unwrap();
-            (0..3)
-                .find(|&s| {
-                    servers[s]
-                        .raw(&format!("get {wire}\r\n"), b"END\r\n")
-                        .starts_with(b"VALUE ")
-                })
-                .unwrap_or_else(|| panic!("{k} is on no server"))
-        })
-        .collect();
-    assert!((0..3).all(|s| home.contains(&s)), "{home:?}");
-    let mut on_dead: Vec<String> = (0..keys.len())
-        .filter(|&i| home[i] == 1)
-        .map(|i| keys[i].clone())
-        .collect();
-    on_dead.sort();
     // Every transport, blocking and async: with the server hung (a read timeout), then
     // killed, twice (the first call meets its refused connect, the later ones may find it
     // left alone: `ServerDown`).
@@ -692,33 +742,18 @@ fn delete_many_with_a_server_down_names_the_keys_it_did_not_delete() {
     // Every live server deletes its keys, and the error (`PartlyDeleted`) lists the failed
     // server's keys, each with its failure; so does a `set_many` of expired values (TTL 0),
     // which deletes its keys. Both used to fail with the server's error alone.
-    let mut servers = cluster(3);
-    let hosts: Vec<String> = servers.iter().map(Memcached::addr).collect();
-    let base = format!("newcache://{}/?flavor=dm&read_timeout=300", hosts.join(";"));
-    let urls = every_transport(&base);
-    let caches = caches_of(&urls);
-    let (rt, async_cache) = async_cache(&hosts, "dm", Duration::from_millis(300));
-    let keys: Vec<String> = (0..60).map(|i| format!("delete many {i}")).collect();
+    let ThreeServers {
+        mut servers,
+        hosts,
+        urls,
+        caches,
+        rt,
+        async_cache,
+        keys,
+        home,
+    } = ThreeServers::new("dm", "delete many");
+    let on_dead = ThreeServers::on_middle_of(&keys, &home);
     let items = |value: u32| keys.iter().map(move |k| (k.as_str(), value));
-    assert!(caches[0].set_many(items(0), 300).unwrap().is_empty());
-    let home: Vec<usize> = keys
-        .iter()
-        .map(|k| {
-            let wire = String::from_utf8(caches[0].wire_key(k).unwrap()).unwrap();
-            (0..3)
-                .find(|&s| {
-                    servers[s]
-                        .raw(&format!("get {wire}\r\n"), b"END\r\n")
-                        .starts_with(b"VALUE ")
-                })
-                .unwrap_or_else(|| panic!("{k} is on no server"))
-        })
-        .collect();
-    assert!((0..3).all(|s| home.contains(&s)), "{home:?}");
-    let on_dead: Vec<String> = (0..keys.len())
-        .filter(|&i| home[i] == 1)
-        .map(|i| keys[i].clone())
-        .collect();
     let live = keys.len() - on_dead.len();
     let names = |failed: &[(String, Error)], what: &str| -> Vec<String> {
         assert!(
@@ -731,8 +766,6 @@ fn delete_many_with_a_server_down_names_the_keys_it_did_not_delete() {
         names.sort();
         names
     };
-    let mut on_dead_sorted = on_dead.clone();
-    on_dead_sorted.sort();
     // Hung (a read timeout), then killed, twice.
     servers[1].pause();
     for round in 0..3 {
@@ -775,7 +808,7 @@ fn delete_many_with_a_server_down_names_the_keys_it_did_not_delete() {
             let (deleted, unread, left) = run(0);
             match deleted {
                 Err(newcache::Error::PartlyDeleted { failed, existed }) => {
-                    assert_eq!(names(&failed, &what), on_dead_sorted, "{what}");
+                    assert_eq!(names(&failed, &what), on_dead, "{what}");
                     assert_eq!(existed, live, "{what}: every live key held a value");
                 }
                 other => panic!("{what}: delete_many: {other:?}"),
@@ -785,7 +818,7 @@ fn delete_many_with_a_server_down_names_the_keys_it_did_not_delete() {
             let (expired, _, left) = run(1);
             match expired {
                 Err(newcache::Error::PartlyStored { failed, not_stored }) => {
-                    assert_eq!(names(&failed, &what), on_dead_sorted, "{what}");
+                    assert_eq!(names(&failed, &what), on_dead, "{what}");
                     assert!(not_stored.is_empty(), "{what}");
                 }
                 other => panic!("{what}: set_many with TTL 0: {other:?}"),
