@@ -130,3 +130,29 @@ fn a_server_marked_down_and_back_are_events() {
     );
     assert!(text.contains("memcached connection opened"), "{text}");
 }
+
+#[test]
+fn connections_a_batch_opens_side_by_side_are_the_calls_events() {
+    // A get_many over two servers never connected to opens both connections at once, each
+    // on a thread of its own: their events still belong to the call's span.
+    let a = Memcached::start();
+    let b = Memcached::start();
+    let url = format!("newcache://{};{}/?name=batch", a.addr(), b.addr());
+    let text = traced(|| {
+        let cache = Cache::from_url(&url).unwrap();
+        let keys: Vec<String> = (0..20).map(|i| format!("k{i}")).collect();
+        assert!(cache.get_many::<_, String>(&keys).unwrap().is_empty());
+    });
+    let opened: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("memcached connection opened"))
+        .collect();
+    for server in [a.addr(), b.addr()] {
+        assert!(
+            opened
+                .iter()
+                .any(|l| l.contains(&server) && l.contains("newcache{cache=batch op=\"get_many\"")),
+            "{text}"
+        );
+    }
+}

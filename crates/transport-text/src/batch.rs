@@ -235,14 +235,30 @@ impl TextTransport {
                 .map(|(at, permit)| (at, server_of(at).and_then(|s| self.open(s, permit))))
                 .collect();
         }
+        // The caller's subscriber and span go with each opening, so its events (a
+        // connection opened, a server marked down) are the call's.
+        #[cfg(feature = "tracing")]
+        let (dispatch, span) = (
+            tracing::dispatcher::get_default(Clone::clone),
+            tracing::Span::current(),
+        );
         std::thread::scope(|scope| {
             let started: Vec<_> = to_open
                 .into_iter()
                 .map(|(at, permit)| {
+                    #[cfg(feature = "tracing")]
+                    let (dispatch, span) = (dispatch.clone(), span.clone());
                     let spawned = server_of(at).and_then(|server| {
                         std::thread::Builder::new()
                             .name("newcache-connect".into())
-                            .spawn_scoped(scope, move || self.open(server, permit))
+                            .spawn_scoped(scope, move || {
+                                #[cfg(feature = "tracing")]
+                                return tracing::dispatcher::with_default(&dispatch, || {
+                                    span.in_scope(|| self.open(server, permit))
+                                });
+                                #[cfg(not(feature = "tracing"))]
+                                self.open(server, permit)
+                            })
                             .map_err(|source| Error::Io {
                                 server: server.label.clone(),
                                 source,
