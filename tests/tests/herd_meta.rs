@@ -73,6 +73,49 @@ fn after_the_soft_expiry_exactly_one_reader_wins_and_the_rest_get_the_old_value(
 }
 
 #[test]
+fn a_value_without_herd_state_is_served_until_it_expires() {
+    // memcached hands the win to the first read once less than the herd timeout (60 s) is
+    // left of an item's TTL. A value with no herd state (herd off, or a Python client's)
+    // has no soft expiry to recompute at: it read as a miss (an outside audit: a lock
+    // stored with herd off read as free), and get_or_set overwrote a Python app's value.
+    let server = Memcached::start();
+    let cache = meta_cache(&server);
+    cache
+        .set(
+            "lock",
+            "held",
+            newcache::SetOptions::new(Ttl::Seconds(30)).no_herd(),
+        )
+        .unwrap();
+    let python = String::from_utf8(cache.wire_key("python").unwrap()).unwrap();
+    let stored = server.raw(&format!("set {python} 16 30 6\r\npython\r\n"), b"\r\n");
+    assert_eq!(stored, b"STORED\r\n");
+    for _ in 0..3 {
+        assert_eq!(
+            cache.get::<String>("lock").unwrap().as_deref(),
+            Some("held")
+        );
+        assert_eq!(
+            cache.get::<String>("python").unwrap().as_deref(),
+            Some("python")
+        );
+    }
+    let many = cache.get_many::<_, String>(&["lock", "python"]).unwrap();
+    assert_eq!(many.len(), 2, "{many:?}");
+    let loaded = cache
+        .get_or_set("python", Ttl::Seconds(300), || "loaded".to_string())
+        .unwrap();
+    assert_eq!(loaded, "python", "the value was served, not loaded over");
+    // An invalidation still hands the recompute to one reader.
+    assert!(cache.invalidate("lock").unwrap());
+    let got = at_once(16, {
+        let c = cache.clone();
+        move || c.get::<String>("lock").unwrap()
+    });
+    assert_eq!(got.iter().filter(|g| g.is_none()).count(), 1, "{got:?}");
+}
+
+#[test]
 fn invalidate_hands_the_recompute_to_exactly_one_reader() {
     let server = Memcached::start();
     let cache = meta_cache(&server);

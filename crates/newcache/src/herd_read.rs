@@ -548,7 +548,14 @@ impl Core {
         self.policy.as_ref()
     }
 
-    /// A meta read: the win flag means "recompute"; everything else is served.
+    /// A meta read: the win flag means "recompute" for a value that carries herd state or
+    /// was invalidated; everything else is served.
+    ///
+    /// memcached hands out the win when less than the herd timeout is left of the item's
+    /// TTL: for a herd-protected value that is its soft expiry passed, but a value stored
+    /// without herd state (herd off, or by a Python client) lives only its TTL, so its win
+    /// says nothing of it: it is served until it expires, as under every other policy (a
+    /// lock stored with herd off does not read as free).
     pub(crate) fn look_meta(
         &self,
         op: &'static str,
@@ -556,7 +563,7 @@ impl Core {
         meta: newcache_transport::MetaItem,
         now: u64,
     ) -> Result<Looked> {
-        if meta.win {
+        if meta.win && (meta.stale || !matches!(self.opening(wire, &meta.item, now), Ok(None))) {
             self.observer.event(op, Event::ClaimWon, 1);
             // `md ... I` and every store give the item a new unique, so the winner's value
             // lands only if neither came while it loaded.
