@@ -351,7 +351,7 @@ def python_markers():
     mod.Marker = Marker
     sys.modules["newcache"] = mod
     for value in ["héllo", 42, 2**40, {"a": [1, 2]}, None, True, [1.5], b"raw"]:
-        for proto in (2, 3, 4, 5):
+        for proto in (0, 1, 2, 3, 4, 5):
             for expiry in (1_796_132_837, 2**33):
                 data = pickle.dumps((Marker(), value, expiry), proto)
                 marker(1_900_000_000, 3, data)

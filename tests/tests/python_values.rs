@@ -432,6 +432,108 @@ print(isinstance(marker, Marker), value, expiry - {now})
 }
 
 #[test]
+fn django_newcaches_tuples_of_every_protocol_and_compressed_keep_their_soft_expiry() {
+    // django-newcache on python-memcached (its fallback without pylibmc) pickles the tuple
+    // with protocol 0 (or 1, as configured), and pylibmc with `min_compress_len` stores it
+    // compressed (flags 1 | 8). An outside audit found the first two read as a class
+    // instance (a typed error) and the compressed one's soft expiry ignored: 16 readers
+    // past it, 0 refreshes.
+    let server = Memcached::start();
+    let clock = ManualClock::at_secs(SEED_EXPIRY - 100);
+    let cache = seed_cache(&server, &clock, "");
+    let keys = ["protocol 0", "protocol 1", "compressed", "ours"];
+    let wires: Vec<String> = keys
+        .iter()
+        .map(|k| String::from_utf8(cache.wire_key(k).unwrap()).unwrap())
+        .collect();
+    let big = "x".repeat(5000);
+    python(
+        &server,
+        &format!(
+            r#"
+import sys, types, memcache, pylibmc
+class Marker(object): pass
+m = types.ModuleType("newcache"); m.Marker = Marker; Marker.__module__ = "newcache"
+sys.modules["newcache"] = m
+assert memcache.Client(["ADDR"]).set("{w0}", (Marker(), 'héllo', {SEED_EXPIRY}), 0)
+assert memcache.Client(["ADDR"], pickleProtocol=1).set("{w1}", (Marker(), 'héllo', {SEED_EXPIRY}), 0)
+assert pylibmc.Client(["ADDR"]).set("{w2}", (Marker(), '{big}', {SEED_EXPIRY}), 0, min_compress_len=100)
+"#,
+            w0 = wires[0],
+            w1 = wires[1],
+            w2 = wires[2],
+        ),
+    );
+    let flags_of = |wire: &str| {
+        let reply = server.raw(&format!("mg {wire} f\r\n"), b"\r\n");
+        String::from_utf8(reply).unwrap()
+    };
+    // And newcache's own, compressed the same way.
+    let writer = seed_cache(
+        &server,
+        &clock,
+        "&envelope=django-newcache&codec=pickle&compress_threshold=100",
+    );
+    writer.set("ours", &big, Ttl::Seconds(100)).unwrap();
+    for wire in [&wires[2], &wires[3]] {
+        assert!(flags_of(wire).contains(" f9"), "{}", flags_of(wire));
+    }
+    let expect = |key: &str| match key {
+        "compressed" | "ours" => big.clone(),
+        _ => "héllo".to_string(),
+    };
+    for key in keys {
+        assert_eq!(
+            cache.get::<String>(key).unwrap(),
+            Some(expect(key)),
+            "{key}"
+        );
+        assert!(!cache.peek(key).unwrap().unwrap().stale, "{key}");
+    }
+    // Past the expiry: one reader of 16 recomputes each, the others are served.
+    clock.advance_secs(101);
+    for key in keys {
+        assert!(cache.peek(key).unwrap().unwrap().stale, "{key}");
+        let c = cache.clone();
+        let got = at_once(16, move |_| c.get::<String>(key).unwrap());
+        assert_eq!(
+            got.iter().filter(|g| g.is_none()).count(),
+            1,
+            "{key}: {got:?}"
+        );
+        assert!(got.iter().flatten().all(|v| *v == expect(key)), "{key}");
+    }
+    // The claims moved each tuple's expiry in its own format: still compressed, and
+    // django-newcache's readers serve them as fresh.
+    for wire in [&wires[2], &wires[3]] {
+        assert!(flags_of(wire).contains(" f9"), "{}", flags_of(wire));
+    }
+    let out = python(
+        &server,
+        &format!(
+            r#"
+import sys, types, memcache, pylibmc
+class Marker(object): pass
+m = types.ModuleType("newcache"); m.Marker = Marker; Marker.__module__ = "newcache"
+sys.modules["newcache"] = m
+for c, w in ((memcache.Client(["ADDR"]), "{w0}"), (memcache.Client(["ADDR"]), "{w1}"), (pylibmc.Client(["ADDR"]), "{w2}"), (pylibmc.Client(["ADDR"]), "{w3}")):
+    marker, value, expiry = c.get(w)
+    print(isinstance(marker, Marker), len(value), expiry - {now})
+"#,
+            w0 = wires[0],
+            w1 = wires[1],
+            w2 = wires[2],
+            w3 = wires[3],
+            now = clock.now_secs()
+        ),
+    );
+    assert_eq!(
+        out, "True 5 59\nTrue 5 59\nTrue 5000 59\nTrue 5000 59\n",
+        "the claimed tuples"
+    );
+}
+
+#[test]
 fn envelope_django_newcache_writes_the_seeds_exact_bytes() {
     let server = Memcached::start();
     // At the moment that makes the soft expiry the golden one: now + 300 s.

@@ -92,9 +92,37 @@ pub(crate) struct Opening {
     pub(crate) offset: usize,
     /// django-newcache's tuple: the state is inside the pickled value.
     #[cfg(feature = "pickle")]
-    pub(crate) seed: Option<codec::pickle::MarkerTuple>,
+    pub(crate) seed: Option<Seed>,
     #[cfg(not(feature = "pickle"))]
     pub(crate) seed: Option<std::convert::Infallible>,
+}
+
+/// django-newcache's tuple, as found in an item's value.
+#[cfg(feature = "pickle")]
+pub(crate) struct Seed {
+    pub(crate) tuple: codec::pickle::MarkerTuple,
+    /// Whether the item holds the tuple zlib-compressed (flags 1 | 8: pylibmc's
+    /// `min_compress_len`, or `compress_threshold` here): its restamped tuple is compressed
+    /// again.
+    compressed: bool,
+    /// The compressed tuple inflated, until [`Opening::inflated`] hands it over.
+    inflated: Option<Vec<u8>>,
+}
+
+impl Opening {
+    /// `item` with the compressed django-newcache tuple it holds replaced by the tuple
+    /// inflated (flags 1), so that it is inflated once; any other item as it is.
+    pub(crate) fn inflated(&mut self, item: Item) -> Item {
+        #[cfg(feature = "pickle")]
+        if let Some(value) = self.seed.as_mut().and_then(|s| s.inflated.take()) {
+            return Item {
+                value,
+                flags: codec::FLAG_PICKLE,
+                ..item
+            };
+        }
+        item
+    }
 }
 
 /// What a reader does with a fetched item: answer at once, or first send one store.
@@ -170,7 +198,8 @@ impl Pending {
 /// Whether a value with no herd state in its flags may be django-newcache's pickled tuple,
 /// whose herd state is inside the value ([`Core::opening`] reads it).
 fn may_carry_seed(flags: u32) -> bool {
-    cfg!(feature = "pickle") && flags == crate::codec::FLAG_PICKLE
+    use crate::codec::{FLAG_PICKLE, FLAG_ZLIB};
+    cfg!(feature = "pickle") && (flags == FLAG_PICKLE || flags == FLAG_PICKLE | FLAG_ZLIB)
 }
 
 impl Core {
@@ -200,19 +229,33 @@ impl Core {
                 }))
             }
             #[cfg(feature = "pickle")]
-            None if item.flags == codec::FLAG_PICKLE => {
+            None if may_carry_seed(item.flags) => {
                 // A pickle that is not django-newcache's herd tuple (a `Marker` elsewhere in
-                // it, a broken pickle) holds no herd state: it is a plain value, whose
-                // decoding says what it holds, and whose bytes `get_raw` returns.
-                let Ok(Some(seed)) = codec::pickle::marker(&item.value) else {
+                // it, a broken pickle, a compressed one that does not inflate) holds no herd
+                // state: it is a plain value, whose decoding says what it holds, and whose
+                // bytes `get_raw` returns.
+                let compressed = item.flags & codec::FLAG_ZLIB != 0;
+                let inflated = match compressed {
+                    true => match codec::inflate(&item.value, self.config.inflate_limit) {
+                        Ok(inflated) => Some(inflated),
+                        Err(_) => return Ok(None),
+                    },
+                    false => None,
+                };
+                let pickle = inflated.as_deref().unwrap_or(&item.value);
+                let Ok(Some(tuple)) = codec::pickle::marker(pickle) else {
                     return Ok(None);
                 };
                 // django-newcache serves the value while `expiry >= int(time.time())`.
-                let secs = u64::try_from(seed.expiry_secs.saturating_add(1)).unwrap_or(0);
+                let secs = u64::try_from(tuple.expiry_secs.saturating_add(1)).unwrap_or(0);
                 Ok(Some(Opening {
                     envelope: Envelope::new(secs.saturating_mul(1000)),
                     offset: 0,
-                    seed: Some(seed),
+                    seed: Some(Seed {
+                        tuple,
+                        compressed,
+                        inflated,
+                    }),
                 }))
             }
             None => Ok(None),
@@ -231,9 +274,24 @@ impl Core {
         #[cfg(feature = "pickle")]
         if let Some(seed) = &opening.seed {
             let secs = (envelope.soft_expiry_millis / 1000).saturating_sub(1);
-            return codec::pickle::with_expiry(&item.value, seed, secs).map(|value| Stamp {
-                flags: item.flags,
-                value: Some(value),
+            let tuple = seed.inflated.as_deref().unwrap_or(&item.value);
+            let value = codec::pickle::with_expiry(tuple, &seed.tuple, secs)?;
+            if !seed.compressed {
+                return Some(Stamp {
+                    flags: item.flags,
+                    value: Some(value),
+                });
+            }
+            // Compressed again, as it was stored.
+            return Some(match codec::deflate(&value) {
+                Some(compressed) => Stamp {
+                    flags: codec::FLAG_PICKLE | codec::FLAG_ZLIB,
+                    value: Some(compressed),
+                },
+                None => Stamp {
+                    flags: codec::FLAG_PICKLE,
+                    value: Some(value),
+                },
             });
         }
         Some(Stamp {
@@ -292,7 +350,7 @@ impl Core {
 
     /// [`Core::look`] past its common cases: a header, a seed, or a value the policy judges.
     fn look_further(&self, op: &'static str, wire: &[u8], item: Item, now: u64) -> Result<Looked> {
-        let Some(opening) = self.opening(wire, &item, now)? else {
+        let Some(mut opening) = self.opening(wire, &item, now)? else {
             let flags = item.flags;
             return Ok(Looked::Done(Opened::Value {
                 item,
@@ -300,6 +358,7 @@ impl Core {
                 flags,
             }));
         };
+        let item = opening.inflated(item);
         let offset = opening.offset;
         let flags = if opening.seed.is_some() {
             item.flags
@@ -579,11 +638,13 @@ impl Core {
         // in the flags says what the server's remaining TTL says: the item lives the herd
         // timeout past it, and the win comes when less than that is left. Judging the flags
         // as well would hand out a second win.)
-        let opening = self.opening(wire, &meta.item, now)?;
-        let offset = opening.as_ref().map_or(0, |o| o.offset);
-        let flags = value_flags(meta.item.flags);
+        let (item, offset) = match self.opening(wire, &meta.item, now)? {
+            Some(mut opening) => (opening.inflated(meta.item), opening.offset),
+            None => (meta.item, 0),
+        };
+        let flags = value_flags(item.flags);
         Ok(Looked::Done(Opened::Value {
-            item: meta.item,
+            item,
             offset,
             flags,
         }))

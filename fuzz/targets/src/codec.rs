@@ -5,6 +5,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Debug;
 
+use newcache::codec::pickle::ExpiryAt;
 use newcache::codec::{self, pickle, ValueCodec, FLAG_INT, FLAG_PICKLE, FLAG_TEXT, FLAG_ZLIB};
 use serde::de::{DeserializeOwned, IgnoredAny};
 use serde::{Deserialize, Serialize};
@@ -248,21 +249,36 @@ pub fn pickle_marker(data: &[u8]) {
     let as_value = codec::decode::<serde_json::Value>(bytes, FLAG_PICKLE);
     let _ = codec::decode::<IgnoredAny>(bytes, FLAG_PICKLE);
     if let Ok(Some(marker)) = pickle::marker(bytes) {
-        if let Some(at) = marker.expiry_at {
-            let field = bytes
-                .get(at..at.saturating_add(4))
-                .unwrap_or_else(|| panic!("{marker:?} outside a {}-byte pickle", bytes.len()));
-            let secs = i32::from_le_bytes(field.try_into().unwrap_or_default());
-            assert_eq!(i64::from(secs), marker.expiry_secs, "{marker:?}");
+        let outside = || panic!("{marker:?} outside a {}-byte pickle", bytes.len());
+        match marker.expiry_at {
+            Some(ExpiryAt::BinInt(at)) => {
+                let field = bytes.get(at..at.saturating_add(4)).unwrap_or_else(outside);
+                let secs = i32::from_le_bytes(field.try_into().unwrap_or_default());
+                assert_eq!(i64::from(secs), marker.expiry_secs, "{marker:?}");
+            }
+            Some(ExpiryAt::Decimal(start, end)) => {
+                let digits = bytes.get(start..end).unwrap_or_else(outside);
+                let secs: i64 = String::from_utf8_lossy(digits).parse().unwrap_or(-1);
+                assert_eq!(secs, marker.expiry_secs, "{marker:?}");
+            }
+            None => {}
         }
+        // Whether the expiry can move to `expiry` in place.
+        let fits = match marker.expiry_at {
+            Some(ExpiryAt::BinInt(_)) => i32::try_from(expiry).is_ok(),
+            Some(ExpiryAt::Decimal(start, end)) => {
+                i64::try_from(expiry).is_ok() && expiry.to_string().len() == end - start
+            }
+            None => false,
+        };
         let moved = pickle::with_expiry(bytes, &marker, expiry);
-        match (&moved, marker.expiry_at, i32::try_from(expiry)) {
-            (Some(moved), Some(_), Ok(secs)) => {
+        match (&moved, marker.expiry_at, fits) {
+            (Some(moved), Some(_), true) => {
                 let again = pickle::marker(moved);
                 let Ok(Some(again)) = again else {
                     panic!("{marker:?} moved to {expiry} is no longer a marker: {again:?}");
                 };
-                assert_eq!(again.expiry_secs, i64::from(secs));
+                assert_eq!(again.expiry_secs, i64::try_from(expiry).unwrap_or(-1));
                 assert_eq!(again.expiry_at, marker.expiry_at);
                 let value = codec::decode::<serde_json::Value>(moved, FLAG_PICKLE);
                 assert_eq!(
@@ -271,7 +287,7 @@ pub fn pickle_marker(data: &[u8]) {
                     "moving the expiry changed the value"
                 );
             }
-            (None, None, _) | (None, Some(_), Err(_)) => {}
+            (None, None, _) | (None, Some(_), false) => {}
             (moved, at, _) => panic!(
                 "with_expiry({expiry}) of {marker:?} (expiry at {at:?}) gave {:?}",
                 moved.as_ref().map(Vec::len)

@@ -14,7 +14,7 @@ mod scan;
 mod value_de;
 mod write;
 
-pub use herd::{marker, with_expiry, wrap_marker, MarkerTuple};
+pub use herd::{marker, with_expiry, wrap_marker, ExpiryAt, MarkerTuple};
 pub use read::decode;
 pub use repr::repr;
 pub use write::encode;

@@ -16,9 +16,17 @@ pub(super) const MARKER: &str = "newcache.Marker";
 pub struct MarkerTuple {
     /// The soft expiry, in Unix seconds (the tuple's third element).
     pub expiry_secs: i64,
-    /// Where the expiry's four little-endian bytes sit when it is a `BININT` (so a claim can
-    /// push it forward in place).
-    pub expiry_at: Option<usize>,
+    /// Where the expiry sits when a claim can push it forward in place.
+    pub expiry_at: Option<ExpiryAt>,
+}
+
+/// Where a herd tuple's expiry sits in its pickle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExpiryAt {
+    /// A `BININT`'s four little-endian bytes, from this offset (protocols 1 and up).
+    BinInt(usize),
+    /// An `INT` line's decimal digits, this range (protocol 0, python-memcached's default).
+    Decimal(usize, usize),
 }
 
 /// django-newcache's herd tuple, when `bytes` is one (a cheap check first: such pickles name
@@ -32,13 +40,25 @@ pub fn marker(bytes: &[u8]) -> Result<Option<MarkerTuple>, CodecError> {
 }
 
 /// The same herd tuple with its expiry moved to `expiry_secs`: rewritten in place when the
-/// expiry is a 4-byte `BININT` (django-newcache's, until 2038), else `None`.
+/// expiry is a 4-byte `BININT` (django-newcache's, until 2038) or protocol 0's decimal `INT`
+/// and the new one has as many digits (until 2286), else `None`.
 pub fn with_expiry(bytes: &[u8], marker: &MarkerTuple, expiry_secs: u64) -> Option<Vec<u8>> {
-    let at = marker.expiry_at?;
-    let secs = i32::try_from(expiry_secs).ok()?;
     let mut out = bytes.to_vec();
-    out.get_mut(at..at + 4)?
-        .copy_from_slice(&secs.to_le_bytes());
+    match marker.expiry_at? {
+        ExpiryAt::BinInt(at) => {
+            let secs = i32::try_from(expiry_secs).ok()?;
+            out.get_mut(at..at.checked_add(4)?)?
+                .copy_from_slice(&secs.to_le_bytes());
+        }
+        ExpiryAt::Decimal(start, end) => {
+            let digits = i64::try_from(expiry_secs).ok()?.to_string();
+            let slot = out.get_mut(start..end)?;
+            if slot.len() != digits.len() {
+                return None;
+            }
+            slot.copy_from_slice(digits.as_bytes());
+        }
+    }
     Some(out)
 }
 
@@ -172,6 +192,44 @@ mod tests {
             wrap_marker(b"42", codec::FLAG_INT, 1_796_132_837).unwrap(),
             hex(SEED_42)
         );
+    }
+
+    /// pickle.dumps((newcache.Marker(), 'héllo', 1796132837), 0)
+    const PROTO_0: &str = "2863636f70795f7265670a5f7265636f6e7374727563746f720a70300a28636e657763616368650a4d61726b65720a70310a635f5f6275696c74696e5f5f0a6f626a6563740a70320a4e7470330a5270340a5668e96c6c6f0a70350a49313739363133323833370a7470360a2e";
+
+    #[test]
+    fn the_tuple_pickled_with_protocols_0_to_2_is_recognised() {
+        // pickle.dumps((newcache.Marker(), 'héllo', 1796132837), p) for p = 0, 1, 2: python-memcached
+        // pickles with protocol 0 by default (django-newcache falls back to it without
+        // pylibmc); an outside audit found protocols 0 and 1 read as a class instance.
+        for (p, bytes) in [
+            (0, PROTO_0),
+            (1, "2863636f70795f7265670a5f7265636f6e7374727563746f720a710028636e657763616368650a4d61726b65720a7101635f5f6275696c74696e5f5f0a6f626a6563740a71024e747103527104580600000068c3a96c6c6f71054ae5cf0e6b7471062e"),
+            (2, "8002636e657763616368650a4d61726b65720a710029817101580600000068c3a96c6c6f71024ae5cf0e6b8771032e"),
+        ] {
+            let bytes = hex(bytes);
+            let m = marker(&bytes).unwrap().unwrap_or_else(|| panic!("protocol {p}"));
+            assert_eq!(m.expiry_secs, 1_796_132_837, "protocol {p}");
+            assert_eq!(decode::<String>(&bytes).unwrap(), "héllo", "protocol {p}");
+            // The expiry moves in place: a 4-byte BININT, or protocol 0's ten digits.
+            let moved = with_expiry(&bytes, &m, 1_800_000_000).unwrap();
+            assert_eq!(marker(&moved).unwrap().unwrap().expiry_secs, 1_800_000_000);
+            assert_eq!(decode::<String>(&moved).unwrap(), "héllo");
+            assert_eq!(moved.len(), bytes.len(), "protocol {p}");
+        }
+        // Protocol 0's expiry is not moved to one of another length.
+        let m = marker(&hex(PROTO_0)).unwrap().unwrap();
+        assert_eq!(with_expiry(&hex(PROTO_0), &m, 99_999_999_999), None);
+        // The dict value, protocol 0, and another class made the same way is still refused.
+        let dict = hex("2863636f70795f7265670a5f7265636f6e7374727563746f720a70300a28636e657763616368650a4d61726b65720a70310a635f5f6275696c74696e5f5f0a6f626a6563740a70320a4e7470330a5270340a286470350a56610a70360a286c70370a49310a6149320a617349313739363133323833370a7470380a2e");
+        assert!(marker(&dict).unwrap().is_some());
+        let d: std::collections::HashMap<String, Vec<i64>> = decode(&dict).unwrap();
+        assert_eq!(d["a"], [1, 2]);
+        let other = String::from_utf8(dict.clone())
+            .unwrap()
+            .replace("newcache\nMarker", "newcache\nOther");
+        let e = decode::<serde_pickle::Value>(other.as_bytes()).unwrap_err();
+        assert!(e.0.contains("newcache.Other"), "{e}");
     }
 
     #[test]

@@ -16,12 +16,15 @@ pub(super) enum What {
     Other,
     /// A short string (a class's module or name, for `STACK_GLOBAL`).
     Text(String),
-    /// An integer, and where its four bytes sit when it is a `BININT`.
-    Int(i64, Option<usize>),
+    /// An integer, and where it sits when a herd tuple's expiry there can be moved in place.
+    Int(i64, Option<super::herd::ExpiryAt>),
     /// A class or function, by `module.name`.
     Global(String),
     /// A `newcache.Marker()`.
     Marker,
+    /// `(newcache.Marker, object, None)`: the arguments protocols 0 and 1 give
+    /// `copyreg._reconstructor` to make a `Marker()`.
+    MarkerArgs,
     /// django-newcache's `(Marker, value, expiry)`.
     Seed(MarkerTuple),
 }

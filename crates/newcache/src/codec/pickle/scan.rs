@@ -1,7 +1,7 @@
 //! The scan of a pickle's opcodes that runs before serde-pickle reads it: refuses what has no
 //! serde form, nests too deep or is not a whole pickle, and finds django-newcache's herd tuple.
 
-use super::herd::{MarkerTuple, MARKER};
+use super::herd::{ExpiryAt, MarkerTuple, MARKER};
 use super::machine::{expansion_limit, Machine, Slot, What};
 use super::{
     err, BINBYTES, BININT, BININT1, BININT2, BINUNICODE, EMPTY_TUPLE, FRAME, LONG1, MAX_DEPTH,
@@ -86,6 +86,34 @@ impl<'a> Ops<'a> {
             .ok()
             .and_then(|s| s.trim().parse().ok())
             .ok_or_else(|| err("bad memo index"))
+    }
+}
+
+/// What a tuple of `items` is to the scan: django-newcache's `(Marker, value, expiry)`, the
+/// arguments that make a `Marker` in protocols 0 and 1, or nothing it needs.
+fn tuple_of(items: &[Slot]) -> What {
+    match items {
+        [Slot {
+            what: What::Marker, ..
+        }, _, Slot {
+            what: What::Int(expiry_secs, expiry_at),
+            ..
+        }] => What::Seed(MarkerTuple {
+            expiry_secs: *expiry_secs,
+            expiry_at: *expiry_at,
+        }),
+        [Slot {
+            what: What::Global(class),
+            ..
+        }, Slot {
+            what: What::Global(base),
+            ..
+        }, _]
+            if class == MARKER && (base == "__builtin__.object" || base == "builtins.object") =>
+        {
+            What::MarkerArgs
+        }
+        _ => What::Other,
     }
 }
 
@@ -181,7 +209,7 @@ pub(super) fn scan(bytes: &[u8]) -> Result<Scan, CodecError> {
             BININT => {
                 let at = ops.pos;
                 let v = i64::from(i32::from_le_bytes(array(ops.take(4)?)));
-                m.push(Slot::leaf(What::Int(v, Some(at))))?;
+                m.push(Slot::leaf(What::Int(v, Some(ExpiryAt::BinInt(at)))))?;
             }
             LONG1 | 0x8b => {
                 let n = ops.len(if op == LONG1 { 1 } else { 4 })?;
@@ -203,12 +231,16 @@ pub(super) fn scan(bytes: &[u8]) -> Result<Scan, CodecError> {
                 m.push(Slot::bytes(what, n))?;
             }
             b'I' | b'L' => {
-                let text = String::from_utf8_lossy(ops.line()?).into_owned();
-                let what = text
+                let start = ops.pos;
+                let line = ops.line()?;
+                // Bare digits (protocol 0's `I1796132837`) can be rewritten in place.
+                let at = (op == b'I' && !line.is_empty() && line.iter().all(u8::is_ascii_digit))
+                    .then(|| ExpiryAt::Decimal(start, start + line.len()));
+                let what = String::from_utf8_lossy(line)
                     .trim()
                     .trim_end_matches('L')
                     .parse()
-                    .map_or(What::Other, |v| What::Int(v, None));
+                    .map_or(What::Other, |v| What::Int(v, at));
                 m.push(Slot::leaf(what))?;
             }
             b'F' => {
@@ -256,7 +288,10 @@ pub(super) fn scan(bytes: &[u8]) -> Result<Scan, CodecError> {
             // LIST, DICT, TUPLE, FROZENSET: a new container of what follows the mark.
             b'l' | b'd' | b't' | 0x91 => {
                 let items = m.pop_mark()?;
-                let container = m.container(&items);
+                let mut container = m.container(&items);
+                if op == b't' {
+                    container.what = tuple_of(&items);
+                }
                 m.push(container)?;
             }
             // TUPLE1, TUPLE2, TUPLE3.
@@ -269,18 +304,7 @@ pub(super) fn scan(bytes: &[u8]) -> Result<Scan, CodecError> {
                     .ok_or_else(|| err("not a pickle: stack underflow"))?;
                 let items = m.stack.split_off(at);
                 let mut tuple = m.container(&items);
-                if let [Slot {
-                    what: What::Marker, ..
-                }, _, Slot {
-                    what: What::Int(expiry_secs, expiry_at),
-                    ..
-                }] = items.as_slice()
-                {
-                    tuple.what = What::Seed(MarkerTuple {
-                        expiry_secs: *expiry_secs,
-                        expiry_at: *expiry_at,
-                    });
-                }
+                tuple.what = tuple_of(&items);
                 m.push(tuple)?;
             }
             // GLOBAL: module and name on two lines.
@@ -320,6 +344,14 @@ pub(super) fn scan(bytes: &[u8]) -> Result<Scan, CodecError> {
                     What::Global(g) if REDUCIBLE.contains(&g.as_str()) => {
                         let value = m.container(&[args]);
                         m.push(value)?
+                    }
+                    // Protocols 0 and 1 make a `newcache.Marker()` this way.
+                    What::Global(g)
+                        if g.ends_with("._reconstructor")
+                            && matches!(args.what, What::MarkerArgs) =>
+                    {
+                        m.markers += 1;
+                        m.push(Slot::leaf(What::Marker))?;
                     }
                     What::Global(g) if g.ends_with("._reconstructor") => {
                         let class = globals.iter().skip_while(|seen| **seen != g).nth(1);
