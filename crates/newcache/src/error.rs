@@ -63,11 +63,12 @@ pub enum Error {
     /// The server or the connection failed.
     #[error(transparent)]
     Transport(#[from] newcache_transport::Error),
-    /// A `set_many` some of whose servers failed while the others answered: those stored
-    /// their items (all but `not_stored`), and each key of a failed server is in `failed`
-    /// with its server's failure (it may or may not have been stored), as is each value
-    /// refused as too large (with its [`newcache_transport::Error::ValueTooLarge`]; never
-    /// sent, and a refused `set`'s old value deleted where its server answered). pylibmc's
+    /// A `set_many` some of whose servers failed while the others answered, or some of
+    /// whose values were refused as too large: the servers that answered stored their items
+    /// (all but `not_stored`), each key of a failed server is in `failed` with its server's
+    /// failure (it may or may not have been stored), and so is each value refused as too
+    /// large (with its [`newcache_transport::Error::ValueTooLarge`]; never sent, and its
+    /// key's old value deleted where its server answered). pylibmc's
     /// `set_multi` raises here with no word of which keys were written.
     #[error("set_many: {} of the keys may not have been written ({}); every other key was written: write these again, or read back what matters", .failed.len(), failures(.failed))]
     PartlyStored {

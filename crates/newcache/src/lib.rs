@@ -384,9 +384,10 @@ impl Cache {
     /// Every server gets its items, whatever happens to the others. When some servers failed
     /// (or are down) while others answered, the error is [`Error::PartlyStored`]: the keys
     /// of the failed servers, each with its failure, and the keys the others did not store;
-    /// every other key was written. When every server failed, the first one's error; when
-    /// a value is over the item size limit, [`newcache_transport::Error::ValueTooLarge`] (the
-    /// refused `set`'s old value is deleted, the other items sent).
+    /// every other key was written. A value over the item size limit is not sent (its key's
+    /// old value is deleted, the other items are sent) and is listed in the same error with
+    /// its [`newcache_transport::Error::ValueTooLarge`]. When every server failed, the first
+    /// one's error.
     pub fn set_many<K, T, I>(&self, items: I, options: impl Into<SetOptions>) -> Result<Vec<String>>
     where
         I: IntoIterator<Item = (K, T)>,

@@ -314,20 +314,11 @@ impl Core {
                         not_stored.push(key);
                     }
                 }
-                let too_large = |e: &newcache_transport::Error| {
-                    matches!(e, newcache_transport::Error::ValueTooLarge { .. })
-                };
-                match failed_keys.first() {
-                    None => Ok(not_stored),
-                    // Values refused as too large, no server failed: the first refusal, as
-                    // `set` answers it.
-                    Some(_) if failed_keys.iter().all(|(_, e)| too_large(e)) => {
-                        let mut failed_keys = failed_keys;
-                        Err(failed_keys.swap_remove(0).1.into())
-                    }
-                    // A server failed while the others answered: which keys it had (and
-                    // which values were too large) is the error.
-                    Some(_) => Err(Error::PartlyStored {
+                // A server failed while the others answered, or a value was refused as too
+                // large: which keys were not written is the error.
+                match failed_keys.is_empty() {
+                    true => Ok(not_stored),
+                    false => Err(Error::PartlyStored {
                         failed: failed_keys,
                         not_stored,
                     }),

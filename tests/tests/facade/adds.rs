@@ -399,6 +399,31 @@ fn a_refused_value_names_the_real_limit_of_its_wire_key_and_a_value_at_it_is_sto
 }
 
 #[test]
+fn set_many_names_the_key_of_a_value_refused_as_too_large_and_writes_the_others() {
+    // An outside audit: a refusal with no server failed was a bare ValueTooLarge, naming no
+    // key, though the other items were written and the refused key's old value deleted.
+    let e = env("");
+    e.cache.set("big", "old", Ttl::Default).unwrap();
+    let over = "x".repeat(2 << 20);
+    let items = [("a", "one"), ("big", over.as_str()), ("c", "three")];
+    let err = e.cache.set_many(items, Ttl::Default).unwrap_err();
+    let Error::PartlyStored { failed, not_stored } = &err else {
+        panic!("{err}");
+    };
+    assert!(not_stored.is_empty(), "{err}");
+    assert_eq!(failed.len(), 1, "{err}");
+    assert_eq!(failed[0].0, "big");
+    assert!(
+        matches!(failed[0].1, newcache::transport::Error::ValueTooLarge { size, .. } if size == over.len()),
+        "{err}"
+    );
+    assert_eq!(err.kind(), "value_too_large");
+    assert_eq!(e.cache.get::<String>("a").unwrap().as_deref(), Some("one"));
+    assert_eq!(e.cache.get::<String>("c").unwrap().as_deref(), Some("three"));
+    assert_eq!(e.cache.get::<String>("big").unwrap(), None, "the old value deleted");
+}
+
+#[test]
 fn a_dropped_server_gives_a_timely_error_and_a_restarted_one_is_used_again() {
     let mut e = env("connect_timeout=200&read_timeout=300");
     e.cache.set("k", &1, Ttl::Default).unwrap();
