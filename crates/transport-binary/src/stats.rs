@@ -2,7 +2,7 @@
 //! that answered none is listed with its failure.
 
 use std::collections::BTreeMap;
-use std::ffi::CString;
+use std::ffi::{CStr, CString};
 use std::os::raw::{c_char, c_void};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::ptr;
@@ -56,16 +56,23 @@ unsafe extern "C" fn collect_stat(
 
 /// Runs `stats` on every server of `h`, collecting what each answered.
 fn stats_execute(h: &Handle) -> (memcached_return_t, StatsContext) {
+    stats_group(h, None)
+}
+
+/// Runs `stats <group>` (`stats` without one) on every server of `h`, collecting what each
+/// answered.
+fn stats_group(h: &Handle, group: Option<&CStr>) -> (memcached_return_t, StatsContext) {
     let mut context = StatsContext {
         servers: Vec::new(),
     };
     // SAFETY: h is a live handle used by this thread only; collect_stat matches
     // memcached_stat_fn and gets a pointer to `context`, which outlives the call and is not
-    // touched by anything else meanwhile. NULL args mean plain `stats`.
+    // touched by anything else meanwhile; `group` is NUL-terminated and outlives the call
+    // (NULL args mean plain `stats`).
     let rc = unsafe {
         memcached_stat_execute(
             h.as_ptr(),
-            ptr::null(),
+            group.map_or(ptr::null(), CStr::as_ptr),
             Some(collect_stat),
             (&mut context as *mut StatsContext).cast(),
         )
@@ -74,6 +81,21 @@ fn stats_execute(h: &Handle) -> (memcached_return_t, StatsContext) {
 }
 
 impl BinaryTransport {
+    /// The `item_size_max` (memcached's `-I`) server `index` reports in its `stats
+    /// settings`, asked on a handle of its own made from `h`; `None` when it does not
+    /// answer.
+    pub(crate) fn item_size_max_of(&self, h: &Handle, index: usize) -> Option<usize> {
+        let spec = self.servers.get(index)?;
+        let host = CString::new(spec.host.as_str()).ok()?;
+        let one = h.alone(&host, spec.port, spec.weight)?;
+        let (rc, mut context) = stats_group(&one, Some(c"settings"));
+        if memcached_failed(rc) {
+            return None;
+        }
+        let (_, stats) = context.servers.pop()?;
+        stats.get("item_size_max")?.trim().parse().ok()
+    }
+
     /// Every server's statistics, in the configured order. libmemcached's `stats` of all
     /// servers asks each for its version first and stops there when one fails (a server
     /// down): then each server is asked alone, on a handle of its own, so that the others'

@@ -79,9 +79,13 @@ impl BinaryTransport {
             (_, MEMCACHED_NOTSTORED | MEMCACHED_DATA_EXISTS | MEMCACHED_NOTFOUND) => {
                 Ok(StoreStatus::NotStored)
             }
-            // The server's -I is below item_size_limit: its exact limit is not known here, only
-            // that it is below the size.
-            (_, MEMCACHED_E2BIG) => Err(r.refused_by_server(self.item_size_limit)),
+            // The server's -I is below item_size_limit: named with its limit, asked of it.
+            (_, MEMCACHED_E2BIG) => {
+                let max = self
+                    .server_for(h, r.key)
+                    .and_then(|index| self.item_size_max_of(h, index));
+                Err(r.refused_by_server_at(max, self.item_size_limit))
+            }
             (mode, rc) => Err(self.error(h, rc, self.label_for_key(h, r.key), mode.command())),
         }
     }

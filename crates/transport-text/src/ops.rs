@@ -56,9 +56,7 @@ impl TextTransport {
                         if refused_as_too_large(&m) =>
                     {
                         match requests.get(i) {
-                            Some(r) if !is_over(i) => {
-                                refuse(i, r.refused_by_server(self.config.item_size_limit))
-                            }
+                            Some(r) if !is_over(i) => refuse(i, self.refused_by(index, r)),
                             _ => {
                                 return Err(status_to_error(
                                     self.label(index),
@@ -163,9 +161,14 @@ impl Transport for TextTransport {
             }
             return Err(too_large);
         }
-        match self.run(Cmd::Store(request))? {
-            Outcome::Stored(status) => Ok(status),
-            other => Err(self.outcome_error(request.key, other)),
+        match self.run(Cmd::Store(request)) {
+            Ok(Outcome::Stored(status)) => Ok(status),
+            Ok(other) => Err(self.outcome_error(request.key, other)),
+            // Refused by the server (its -I is below item_size_limit): named with its limit.
+            Err(Error::ValueTooLarge { .. }) => {
+                Err(self.refused_by(self.server_for_key(request.key)?, request))
+            }
+            Err(e) => Err(e),
         }
     }
 
@@ -330,6 +333,22 @@ impl Transport for TextTransport {
 }
 
 impl TextTransport {
+    /// The [`Error::ValueTooLarge`] for `request`, refused as too large by server `index`:
+    /// naming that server's own limit for the key, asked of it (`stats settings`), when it
+    /// answers.
+    fn refused_by(&self, index: usize, request: &Store<'_>) -> Error {
+        let groups = [(index, vec![index])];
+        let outcomes = self.pipelined(
+            &groups,
+            Batch::Line("stats settings", Expect::Stats),
+            RoundLimit::VALUES,
+        );
+        let item_size_max = server_stats(outcomes, |index| self.label(index))
+            .ok()
+            .and_then(|servers| servers.first()?.item_size_max());
+        request.refused_by_server_at(item_size_max, self.config.item_size_limit)
+    }
+
     fn arith(&self, key: &[u8], delta: u64, incr: bool) -> Result<Option<u64>> {
         check_key(key)?;
         match self.run(Cmd::Arith { key, delta, incr })? {

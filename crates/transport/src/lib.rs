@@ -236,6 +236,30 @@ impl<'a> Store<'a> {
     pub fn refused_by_server(&self, item_size_limit: usize) -> Error {
         Error::refused_by_server(self.value.len(), self.value_limit(item_size_limit))
     }
+
+    /// [`Store::refused_by_server`], naming the server's own limit for this key when its
+    /// `item_size_max` (memcached's `-I`, from `stats settings`) is known and puts the
+    /// value over it.
+    ///
+    /// ```
+    /// use newcache_transport::{Error, Store};
+    /// let big = vec![0u8; 700_000];
+    /// let refused = Store::set(b"k", &big, 0, 0).refused_by_server_at(Some(512 * 1024), 1 << 20);
+    /// assert!(matches!(refused, Error::ValueTooLarge { size: 700_000, limit: 524_228 }));
+    /// ```
+    pub fn refused_by_server_at(
+        &self,
+        item_size_max: Option<usize>,
+        item_size_limit: usize,
+    ) -> Error {
+        match item_size_max.map(|max| self.value_limit(max)) {
+            Some(limit) if limit < self.value.len() => Error::ValueTooLarge {
+                size: self.value.len(),
+                limit,
+            },
+            _ => self.refused_by_server(item_size_limit),
+        }
+    }
 }
 
 /// An item read with memcached 1.6's meta protocol, with what the server said about it.
@@ -269,6 +293,11 @@ pub struct ServerStats {
 }
 
 impl ServerStats {
+    /// The `item_size_max` of a server's `stats settings` (memcached's `-I`, bytes).
+    pub fn item_size_max(&self) -> Option<usize> {
+        self.stats.get("item_size_max")?.trim().parse().ok()
+    }
+
     /// The statistics a server answered with.
     pub fn answered(server: String, stats: BTreeMap<String, String>) -> Self {
         ServerStats {
@@ -527,9 +556,11 @@ pub enum Error {
     /// itself, `limit` is the largest value memcached at the configured item size limit
     /// (`-I`) stores under this key and flags ([`Store::value_limit`]: measured exact on
     /// memcached 1.6); when the server refuses a value the transport let through (its `-I`
-    /// is lower than configured), the server's exact limit is not known, and `limit` is that
-    /// one or, when the value is not over it, one byte below the size (see
-    /// [`Error::refused_by_server`]): in both cases the limit is at most `limit`, which is
+    /// is lower than configured), the transport asks it for its `item_size_max` (`stats
+    /// settings`) and `limit` is the same computation at the server's own `-I`
+    /// ([`Store::refused_by_server_at`]); only when the server does not say is it the
+    /// configured one or, when the value is not over that, one byte below the size (see
+    /// [`Error::refused_by_server`]): in every case the limit is at most `limit`, which is
     /// what the message says.
     #[error("value of {size} bytes is over the item size limit: at most {limit} bytes fit under this key (item_size_limit, memcached's -I, less the key and the item header; fewer if the server's own -I is lower); store less, compress (compress_threshold; a value over inflate_limit is stored as it is, so that it can be read back), or raise memcached's -I and item_size_limit")]
     ValueTooLarge {
@@ -634,7 +665,8 @@ pub enum Error {
 
 impl Error {
     /// The [`Error::ValueTooLarge`] for a value of `size` bytes that the server refused as too
-    /// large. The server's own limit is not known to the client, so `limit` is
+    /// large, when the server's own limit is not known (it did not answer `stats settings`;
+    /// [`Store::refused_by_server_at`] names it when it did): `limit` is
     /// `configured_limit` (the largest value the transport lets through for this key,
     /// [`Store::value_limit`]) when the value is over it, else one byte below the size: all
     /// that is known then is that the server's limit is below the size.

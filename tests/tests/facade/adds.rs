@@ -399,6 +399,76 @@ fn a_refused_value_names_the_real_limit_of_its_wire_key_and_a_value_at_it_is_sto
 }
 
 #[test]
+fn a_value_the_server_refuses_names_the_servers_own_limit() {
+    // memcached at -I 512k under a cache at its default item_size_limit (1 MB): the value
+    // goes out and the server refuses it. The error named one byte below the value's size
+    // (an outside audit: "at most 699999 bytes fit", where the server's limit is 512 KB);
+    // the transport now asks the server (`stats settings`) and names its limit for the key.
+    let e = env_on(Memcached::with_args(&["-I", "512k"]), "");
+    let wire_len = e.cache.wire_key("big").unwrap().len();
+    // The server's -I, less its item header, the wire key and 4 bytes of nonzero flags.
+    let limit = 512 * 1024 - 59 - wire_len - 4;
+    let over = "x".repeat(700_000);
+    let names_the_limit = |err: &newcache::transport::Error| {
+        matches!(err, newcache::transport::Error::ValueTooLarge { size, limit: l }
+            if *size == over.len() && *l == limit)
+    };
+    e.cache.set("big", "old", Ttl::Default).unwrap();
+    let err = e.cache.set("big", &over, Ttl::Default).unwrap_err();
+    assert!(
+        matches!(&err, Error::Transport(t) if names_the_limit(t)),
+        "{err}"
+    );
+    assert!(err.to_string().contains(&format!("at most {limit} bytes")), "{err}");
+    assert_eq!(e.cache.get::<String>("big").unwrap(), None, "a stale value stayed");
+    let err = e
+        .cache
+        .set_many([("a", "1"), ("big", over.as_str())], Ttl::Default)
+        .unwrap_err();
+    let Error::PartlyStored { failed, .. } = &err else {
+        panic!("{err}");
+    };
+    assert!(
+        failed.len() == 1 && failed[0].0 == "big" && names_the_limit(&failed[0].1),
+        "{err}"
+    );
+    // A value at that limit is stored.
+    let at = vec![b'y'; limit];
+    e.cache.set_raw("big", &at, 16, Ttl::Forever).unwrap();
+    let raw = e.cache.get_raw("big").unwrap().expect("the value at the limit was stored");
+    assert_eq!(raw.bytes.len(), limit);
+    // The same through the async text transport.
+    if TRANSPORT.contains("transport=text") {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let cache = newcache::Builder::from_url(&format!(
+                "newcache://{}/?flavor=test&version=1",
+                e.server.addr()
+            ))
+            .unwrap()
+            .build_async()
+            .unwrap();
+            let err = cache.set("big", &over, Ttl::Default).await.unwrap_err();
+            assert!(
+                matches!(&err, Error::Transport(t) if names_the_limit(t)),
+                "async: {err}"
+            );
+            let err = cache
+                .set_many([("a", "1"), ("big", over.as_str())], Ttl::Default)
+                .await
+                .unwrap_err();
+            let Error::PartlyStored { failed, .. } = &err else {
+                panic!("async: {err}");
+            };
+            assert!(names_the_limit(&failed[0].1), "async: {err}");
+        });
+    }
+}
+
+#[test]
 fn set_many_names_the_key_of_a_value_refused_as_too_large_and_writes_the_others() {
     // An outside audit: a refusal with no server failed was a bare ValueTooLarge, naming no
     // key, though the other items were written and the refused key's old value deleted.

@@ -30,7 +30,11 @@ struct Env {
 /// A fresh memcached and a cache on it with flavor `test`, version 1, a manual clock at the
 /// present, and the URL's extra parameters.
 fn env(params: &str) -> Env {
-    let server = Memcached::start();
+    env_on(Memcached::start(), params)
+}
+
+/// [`env`] on a memcached of the caller's.
+fn env_on(server: Memcached, params: &str) -> Env {
     let clock = ManualClock::at_secs(newcache::Clock::now_secs(&newcache::SystemClock));
     let url = format!(
         "newcache://{}/?flavor=test&version=1&{TRANSPORT}&{params}",

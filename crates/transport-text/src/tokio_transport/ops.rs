@@ -87,6 +87,23 @@ impl TokioTextTransport {
     }
 
     /// `line` on every server: each server's answers or failure, by index.
+    /// The [`Error::ValueTooLarge`] for `request`, refused as too large by server `index`:
+    /// naming that server's own limit for the key, asked of it (`stats settings`), when it
+    /// answers.
+    async fn refused_by(&self, index: usize, request: &Store<'_>) -> Error {
+        let build = |_h: &super::Handle| Ok(plan_line("stats settings", Expect::Stats));
+        let groups: Groups<'_> = vec![(index, Box::new(build) as Box<Build<'_>>)];
+        let outcomes = self.batch(&groups).await;
+        let answers = outcomes
+            .into_iter()
+            .map(|outcome| (index, outcome.map(|a| a.list.into_iter().collect())))
+            .collect::<Vec<(usize, Result<Vec<Answer>>)>>();
+        let item_size_max = server_stats(answers, |index| self.label(index).to_string())
+            .ok()
+            .and_then(|servers| servers.first()?.item_size_max());
+        request.refused_by_server_at(item_size_max, self.inner.config.item_size_limit)
+    }
+
     async fn on_every_server(
         &self,
         line: &'static str,
@@ -314,7 +331,7 @@ impl TokioTextTransport {
                         if refused_as_too_large(&m) && !is_over(i) =>
                     {
                         if let Some(r) = requests.get(i) {
-                            refused.push((i, r.refused_by_server(limit)));
+                            refused.push((i, self.refused_by(index, r).await));
                         }
                     }
                     Answer::Outcome(Outcome::Refused(status)) => {
@@ -439,12 +456,18 @@ impl AsyncTransport for TokioTextTransport {
                 }
                 return Err(too_large);
             }
-            match self.run(Cmd::Store(request)).await? {
-                Outcome::Stored(status) => Ok(status),
-                other => Err(unexpected_answer(
+            match self.run(Cmd::Store(request)).await {
+                Ok(Outcome::Stored(status)) => Ok(status),
+                Ok(other) => Err(unexpected_answer(
                     self.label(self.server_for_key(request.key)?),
                     other,
                 )),
+                // Refused by the server (its -I is below item_size_limit): named with its
+                // limit.
+                Err(Error::ValueTooLarge { .. }) => Err(self
+                    .refused_by(self.server_for_key(request.key)?, request)
+                    .await),
+                Err(e) => Err(e),
             }
         })
     }
