@@ -94,6 +94,21 @@ pub enum Error {
     Config(String),
 }
 
+impl Error {
+    /// This error naming the caller's `key` where it named the wire key (a stored herd
+    /// state that cannot be read is found where only the wire key is known).
+    pub(crate) fn of_key(self, key: &str) -> Error {
+        match self {
+            Error::Decode { flags, detail, .. } => Error::Decode {
+                key: key.to_owned(),
+                flags,
+                detail,
+            },
+            other => other,
+        }
+    }
+}
+
 /// Result type of every cache operation.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 

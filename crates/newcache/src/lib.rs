@@ -260,6 +260,8 @@ impl Cache {
     }
 
     /// Fetches a value's bytes and flags without decoding (herd rules apply as for `get`).
+    /// An item whose herd state cannot be read (another application's use of the flag bits
+    /// newcache keeps it in) comes as stored, every flag kept.
     pub fn get_raw(&self, key: &str) -> Result<Option<RawValue>> {
         self.with_wire_key(key, |wire| block(self.core.get_raw(&self.io(), wire)))
     }

@@ -243,7 +243,8 @@ impl Core {
         key: &str,
         wire: &[u8],
     ) -> Result<Fetched<T>> {
-        Ok(match self.fetch_item(io, op, wire).await? {
+        let fetched = self.fetch_item(io, op, wire).await;
+        Ok(match fetched.map_err(|e| e.of_key(key))? {
             Fetched::Hit(opened) => Fetched::Hit(self.decode_opened_item(key, opened)?),
             Fetched::Recompute(over) => Fetched::Recompute(over),
             Fetched::Cold => Fetched::Cold,
@@ -320,7 +321,18 @@ impl Core {
     pub(crate) async fn get_raw<I: Io>(&self, io: &I, wire: &[u8]) -> Result<Option<RawValue>> {
         self.observer
             .op("get_raw", async move {
-                Ok(match self.fetch_item(io, "get_raw", wire).await? {
+                let fetched = match self.fetch_item(io, "get_raw", wire).await {
+                    // Herd state that cannot be read (another application's use of the flag
+                    // bits): the item as stored, every flag kept.
+                    Err(Error::Decode { .. }) => {
+                        return Ok(io.get(wire).await?.map(|item| RawValue {
+                            bytes: item.value,
+                            flags: item.flags,
+                        }))
+                    }
+                    fetched => fetched,
+                };
+                Ok(match fetched? {
                     Fetched::Hit((mut item, offset, flags)) => {
                         item.value.drain(..offset);
                         Some(RawValue {
@@ -364,7 +376,10 @@ impl Core {
                 let mut listed = std::collections::HashSet::new();
                 let failed = failed
                     .into_iter()
-                    .map(|(i, e)| (keys.get(i).map_or("", AsRef::as_ref), e))
+                    .map(|(i, e)| {
+                        let key = keys.get(i).map_or("", AsRef::as_ref);
+                        (key, e.of_key(key))
+                    })
                     .filter(|(key, _)| listed.insert(*key))
                     .map(|(key, e)| {
                         self.observer.failed_key("get_many", &e);
@@ -601,7 +616,7 @@ impl Core {
             return Ok(None);
         };
         let now = self.now_millis();
-        let (stale, offset) = match self.opening(&wire, &item, now)? {
+        let (stale, offset) = match self.opening(&wire, &item, now).map_err(|e| e.of_key(key))? {
             None => (invalidated, 0),
             Some(o) => (
                 invalidated || self.herd.on_read(&o.envelope, now) != ReadDecision::Fresh,

@@ -445,7 +445,7 @@ impl Core {
         let Some(item) = io.get(&wire).await? else {
             return Ok(false);
         };
-        let opening = self.opening(&wire, &item, now)?;
+        let opening = self.opening(&wire, &item, now).map_err(|e| e.of_key(key))?;
         let stamp = match (&opening, plan.soft_expiry_millis) {
             (Some(o), Some(soft)) => self.restamp(&item, o, Envelope::new(soft), now),
             (Some(o), None) if o.seed.is_none() => Some(Stamp {
@@ -507,7 +507,7 @@ impl Core {
                         return Ok(false);
                     };
                     let now = self.now_millis();
-                    let opening = self.opening(&wire, &item, now)?;
+                    let opening = self.opening(&wire, &item, now).map_err(|e| e.of_key(key))?;
                     let stale = self
                         .herd
                         .invalidated(opening.as_ref().map(|o| &o.envelope), now);

@@ -399,6 +399,31 @@ fn a_refused_value_names_the_real_limit_of_its_wire_key_and_a_value_at_it_is_sto
 }
 
 #[test]
+fn an_item_whose_herd_state_cannot_be_read_is_an_error_naming_the_key_and_get_raw_returns_it() {
+    // Another application's item with bit 8 (newcache's herd bit) set and none of the soft
+    // expiry bits: a format-1 header is looked for in the value, and is not there. An
+    // outside audit found get_raw failing on it too, and the error naming the wire key.
+    let e = env("");
+    let wire = e.wire("foreign");
+    let stored = e
+        .server
+        .raw(&format!("set {wire} 256 0 5\r\nhello\r\n"), b"\r\n");
+    assert_eq!(stored, b"STORED\r\n");
+    let err = e.cache.get::<String>("foreign").unwrap_err();
+    assert!(
+        matches!(&err, Error::Decode { key, .. } if key == "foreign"),
+        "{err:?}"
+    );
+    let many = e.cache.get_many::<_, String>(&["foreign"]).unwrap();
+    assert!(
+        matches!(&many.failed()[0], (k, Error::Decode { key, .. }) if k == "foreign" && key == "foreign"),
+        "{many:?}"
+    );
+    let raw = e.cache.get_raw("foreign").unwrap().expect("the item as stored");
+    assert_eq!((raw.bytes.as_slice(), raw.flags), (&b"hello"[..], 256));
+}
+
+#[test]
 fn a_value_the_server_refuses_names_the_servers_own_limit() {
     // memcached at -I 512k under a cache at its default item_size_limit (1 MB): the value
     // goes out and the server refuses it. The error named one byte below the value's size
