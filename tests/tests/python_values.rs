@@ -31,6 +31,19 @@ fn python(server: &Memcached, script: &str) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
+/// A stand-in for django-newcache's module, so that Python pickles and unpickles its
+/// `newcache.Marker` without the package installed.
+const FAKE_NEWCACHE: &str = r#"import sys, types
+class Marker(object): pass
+m = types.ModuleType("newcache"); m.Marker = Marker; Marker.__module__ = "newcache"
+sys.modules["newcache"] = m
+"#;
+
+/// [`python`], with [`FAKE_NEWCACHE`] first.
+fn python_with_marker(server: &Memcached, script: &str) -> String {
+    python(server, &format!("{FAKE_NEWCACHE}{script}"))
+}
+
 /// A cache whose wire keys are the keys themselves, so Python writes under plain names.
 fn plain_keys(server: &Memcached) -> Cache {
     Builder::from_url(&format!("newcache://{}/", server.addr()))
@@ -299,13 +312,10 @@ c.set("n", 5)
 #[test]
 fn a_marker_outside_django_newcaches_herd_tuple_is_a_plain_pickle_whose_bytes_get_raw_returns() {
     let server = Memcached::start();
-    python(
+    python_with_marker(
         &server,
         r#"
-import sys, types, time, pylibmc
-class Marker: pass
-m = types.ModuleType("newcache"); m.Marker = Marker; Marker.__module__ = "newcache"
-sys.modules["newcache"] = m
+import time, pylibmc
 c = pylibmc.Client(["ADDR"])
 c.set("str_expiry", (Marker(), 9, "soon"))
 c.set("float_expiry", (Marker(), 7, time.time() + 300.5))
@@ -414,14 +424,11 @@ fn django_newcaches_golden_values_are_read_with_their_soft_expiry() {
     assert!(got.iter().flatten().all(|v| v == "héllo"), "{got:?}");
     // The claim moved the tuple's expiry by the herd timeout: django-newcache's readers
     // (pylibmc and its unpacking) now see a fresh tuple and serve it too.
-    let out = python(
+    let out = python_with_marker(
         &server,
         &format!(
             r#"
-import sys, types, pickle, pylibmc
-class Marker: pass
-m = types.ModuleType("newcache"); m.Marker = Marker; Marker.__module__ = "newcache"
-sys.modules["newcache"] = m
+import pickle, pylibmc
 marker, value, expiry = pylibmc.Client(["ADDR"]).get("{wire}")
 print(isinstance(marker, Marker), value, expiry - {now})
 "#,
@@ -447,14 +454,11 @@ fn django_newcaches_tuples_of_every_protocol_and_compressed_keep_their_soft_expi
         .map(|k| String::from_utf8(cache.wire_key(k).unwrap()).unwrap())
         .collect();
     let big = "x".repeat(5000);
-    python(
+    python_with_marker(
         &server,
         &format!(
             r#"
-import sys, types, memcache, pylibmc
-class Marker(object): pass
-m = types.ModuleType("newcache"); m.Marker = Marker; Marker.__module__ = "newcache"
-sys.modules["newcache"] = m
+import memcache, pylibmc
 assert memcache.Client(["ADDR"]).set("{w0}", (Marker(), 'héllo', {SEED_EXPIRY}), 0)
 assert memcache.Client(["ADDR"], pickleProtocol=1).set("{w1}", (Marker(), 'héllo', {SEED_EXPIRY}), 0)
 assert pylibmc.Client(["ADDR"]).set("{w2}", (Marker(), '{big}', {SEED_EXPIRY}), 0, min_compress_len=100)
@@ -508,14 +512,11 @@ assert pylibmc.Client(["ADDR"]).set("{w2}", (Marker(), '{big}', {SEED_EXPIRY}), 
     for wire in [&wires[2], &wires[3]] {
         assert!(flags_of(wire).contains(" f9"), "{}", flags_of(wire));
     }
-    let out = python(
+    let out = python_with_marker(
         &server,
         &format!(
             r#"
-import sys, types, memcache, pylibmc
-class Marker(object): pass
-m = types.ModuleType("newcache"); m.Marker = Marker; Marker.__module__ = "newcache"
-sys.modules["newcache"] = m
+import memcache, pylibmc
 for c, w in ((memcache.Client(["ADDR"]), "{w0}"), (memcache.Client(["ADDR"]), "{w1}"), (pylibmc.Client(["ADDR"]), "{w2}"), (pylibmc.Client(["ADDR"]), "{w3}")):
     marker, value, expiry = c.get(w)
     print(isinstance(marker, Marker), len(value), expiry - {now})
