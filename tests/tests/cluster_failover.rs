@@ -605,6 +605,34 @@ impl ThreeServers {
     }
 }
 
+/// The keys of a batch's `failed` list, sorted, each checked to be a server failure of
+/// `host`.
+fn failed_keys_of(failed: &[(String, Error)], host: &str, what: &str) -> Vec<String> {
+    assert!(
+        failed
+            .iter()
+            .all(|(_, e)| e.is_server_failure() && e.to_string().contains(host)),
+        "{what}: {failed:?}"
+    );
+    let mut keys: Vec<String> = failed.iter().map(|(k, _)| k.clone()).collect();
+    keys.sort();
+    keys
+}
+
+/// Runs `round` three times: with the middle server hung (SIGSTOP: a read timeout), then
+/// killed, twice (the first call meets its refused connect, the later ones may find it left
+/// alone: `ServerDown`).
+fn hung_then_killed(servers: &mut [Memcached], mut round: impl FnMut(usize)) {
+    servers[1].pause();
+    for n in 0..3 {
+        if n == 1 {
+            servers[1].resume();
+            servers[1].kill();
+        }
+        round(n);
+    }
+}
+
 #[test]
 fn set_many_with_a_server_down_names_the_keys_it_did_not_write() {
     // Every live server stores its items, and the error (`PartlyStored`) lists the failed
@@ -623,15 +651,8 @@ fn set_many_with_a_server_down_names_the_keys_it_did_not_write() {
     } = ThreeServers::new("sm", "set many");
     let on_dead = ThreeServers::on_middle_of(&keys, &home);
     let items = |value: u32| keys.iter().map(move |k| (k.as_str(), value));
-    // Every transport, blocking and async: with the server hung (a read timeout), then
-    // killed, twice (the first call meets its refused connect, the later ones may find it
-    // left alone: `ServerDown`).
-    servers[1].pause();
-    for round in 0..3 {
-        if round == 1 {
-            servers[1].resume();
-            servers[1].kill();
-        }
+    // Every transport, blocking and async.
+    hung_then_killed(&mut servers, |round| {
         for i in 0..=urls.len() {
             let what = format!("{} (round {round})", urls.get(i).map_or("async", |u| u));
             let value = u32::try_from(i + 1 + 10 * round).unwrap();
@@ -647,20 +668,16 @@ fn set_many_with_a_server_down_names_the_keys_it_did_not_write() {
                     )
                 }),
             };
-            let (mut failed, not_stored) = match not_stored {
+            let (failed, not_stored) = match not_stored {
                 Err(newcache::Error::PartlyStored { failed, not_stored }) => (failed, not_stored),
                 other => panic!("{what}: {other:?}"),
             };
             assert!(not_stored.is_empty(), "{what}: {not_stored:?}");
-            assert!(
-                failed
-                    .iter()
-                    .all(|(_, e)| e.is_server_failure() && e.to_string().contains(&hosts[1])),
-                "{what}: {failed:?}"
+            assert_eq!(
+                failed_keys_of(&failed, &hosts[1], &what),
+                on_dead,
+                "{what}: the dead server's keys, no other"
             );
-            failed.sort_by(|a, b| a.0.cmp(&b.0));
-            let failed: Vec<String> = failed.into_iter().map(|(k, _)| k).collect();
-            assert_eq!(failed, on_dead, "{what}: the dead server's keys, no other");
             let read = read.unwrap_or_else(|e| panic!("{what}: {e}"));
             for (k, &h) in keys.iter().zip(&home) {
                 if h != 1 {
@@ -669,7 +686,7 @@ fn set_many_with_a_server_down_names_the_keys_it_did_not_write() {
             }
             assert_eq!(read.failed().len(), on_dead.len(), "{what}");
         }
-    }
+    });
     // A value too large in the same call (an outside audit: the refusal was the whole
     // answer, the dead server's keys reported nowhere): it is listed with them, with its
     // ValueTooLarge, and every other key is written.
@@ -755,24 +772,7 @@ fn delete_many_with_a_server_down_names_the_keys_it_did_not_delete() {
     let on_dead = ThreeServers::on_middle_of(&keys, &home);
     let items = |value: u32| keys.iter().map(move |k| (k.as_str(), value));
     let live = keys.len() - on_dead.len();
-    let names = |failed: &[(String, Error)], what: &str| -> Vec<String> {
-        assert!(
-            failed
-                .iter()
-                .all(|(_, e)| e.is_server_failure() && e.to_string().contains(&hosts[1])),
-            "{what}: {failed:?}"
-        );
-        let mut names: Vec<String> = failed.iter().map(|(k, _)| k.clone()).collect();
-        names.sort();
-        names
-    };
-    // Hung (a read timeout), then killed, twice.
-    servers[1].pause();
-    for round in 0..3 {
-        if round == 1 {
-            servers[1].resume();
-            servers[1].kill();
-        }
+    hung_then_killed(&mut servers, |round| {
         for i in 0..=urls.len() {
             let what = format!("{} (round {round})", urls.get(i).map_or("async", |u| u));
             let value = u32::try_from(i + 1 + 10 * round).unwrap();
@@ -808,7 +808,7 @@ fn delete_many_with_a_server_down_names_the_keys_it_did_not_delete() {
             let (deleted, unread, left) = run(0);
             match deleted {
                 Err(newcache::Error::PartlyDeleted { failed, existed }) => {
-                    assert_eq!(names(&failed, &what), on_dead, "{what}");
+                    assert_eq!(failed_keys_of(&failed, &hosts[1], &what), on_dead, "{what}");
                     assert_eq!(existed, live, "{what}: every live key held a value");
                 }
                 other => panic!("{what}: delete_many: {other:?}"),
@@ -818,14 +818,14 @@ fn delete_many_with_a_server_down_names_the_keys_it_did_not_delete() {
             let (expired, _, left) = run(1);
             match expired {
                 Err(newcache::Error::PartlyStored { failed, not_stored }) => {
-                    assert_eq!(names(&failed, &what), on_dead, "{what}");
+                    assert_eq!(failed_keys_of(&failed, &hosts[1], &what), on_dead, "{what}");
                     assert!(not_stored.is_empty(), "{what}");
                 }
                 other => panic!("{what}: set_many with TTL 0: {other:?}"),
             }
             assert!(left.is_empty(), "{what}: not expired: {left:?}");
         }
-    }
+    });
     // Every server down: the first one's error.
     servers[0].kill();
     servers[2].kill();
