@@ -116,6 +116,52 @@ fn a_value_without_herd_state_is_served_until_it_expires() {
 }
 
 #[test]
+fn a_read_waits_for_no_probe_of_another_server() {
+    // The cache learns whether the servers speak meta from its first meta command: a read
+    // is one itself (a refusal is answered under lease). Only a store probes first, with
+    // `mg` of a key nobody uses, on whichever server holds that key. Reads used to probe
+    // too: with that server hung, a new cache's reads of keys elsewhere each waited a read
+    // timeout for it (until the server was marked down, then again each retry_timeout).
+    let mut servers = [Memcached::start(), Memcached::start()];
+    let addrs: Vec<String> = servers.iter().map(Memcached::addr).collect();
+    let placement =
+        newcache_transport_text::TextTransport::new(newcache_transport_text::TextConfig {
+            servers: addrs.clone(),
+            ..Default::default()
+        })
+        .unwrap();
+    let probe_home = placement.server_for_key(b"newcache:meta-probe").unwrap();
+    let cache = Cache::from_url(&format!(
+        "newcache://{}/?herd=meta&read_timeout=300",
+        addrs.join(";")
+    ))
+    .unwrap();
+    let elsewhere: Vec<String> = (0..100)
+        .map(|i| format!("k{i}"))
+        .filter(|k| {
+            let wire = cache.wire_key(k).unwrap();
+            placement.server_for_key(&wire).unwrap() != probe_home
+        })
+        .take(3)
+        .collect();
+    servers[probe_home].pause();
+    for key in &elsewhere {
+        let started = std::time::Instant::now();
+        assert_eq!(cache.get::<u32>(key).unwrap(), None);
+        assert!(
+            started.elapsed() < Duration::from_millis(250),
+            "{key}: {:?}",
+            started.elapsed()
+        );
+    }
+    servers[probe_home].resume();
+    // A store probes once, then reads and stores go straight to meta.
+    cache.set(&elsewhere[0], &1u32, Ttl::Seconds(60)).unwrap();
+    assert_eq!(cache.get::<u32>(&elsewhere[0]).unwrap(), Some(1));
+    assert_eq!(cache.stale_policy().name(), "meta");
+}
+
+#[test]
 fn invalidate_hands_the_recompute_to_exactly_one_reader() {
     let server = Memcached::start();
     let cache = meta_cache(&server);

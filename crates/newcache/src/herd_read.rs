@@ -539,16 +539,28 @@ impl Core {
     }
 
     /// True when the server keeps the herd state (`herd=meta`, and the server has not
-    /// refused a meta command yet).
-    pub(crate) async fn meta<I: Io>(&self, io: &I) -> bool {
-        if !self.policy.server_side() {
-            return false;
-        }
-        if !self.meta_probed.load(Ordering::Relaxed) {
-            // Boxed: the probe runs once per cache, not in every read's future.
+    /// refused a meta command yet). A read needs no probe first: its own meta command is
+    /// one (a refusal switches the cache to lease and the read is answered under lease).
+    pub(crate) fn meta(&self) -> bool {
+        self.policy.server_side() && !self.meta_unsupported.load(Ordering::Relaxed)
+    }
+
+    /// [`Core::meta`] before a store: until a meta command was answered, the cache probes
+    /// first ([`Core::probe_meta`]), so that it knows before it writes (a server refusing
+    /// meta commands switches it to lease here).
+    pub(crate) async fn meta_before_store<I: Io>(&self, io: &I) -> bool {
+        if self.policy.server_side() && !self.meta_probed.load(Ordering::Relaxed) {
+            // Boxed: the probe runs once per cache, not in every store's future.
             Box::pin(self.probe_meta(io)).await;
         }
-        !self.meta_unsupported.load(Ordering::Relaxed)
+        self.meta()
+    }
+
+    /// A meta command was answered: no probe is needed before a store.
+    pub(crate) fn meta_answered(&self) {
+        if !self.meta_probed.load(Ordering::Relaxed) {
+            self.meta_probed.store(true, Ordering::Relaxed);
+        }
     }
 
     /// The meta read of `wire` (`mg ... R<recache_below>`; `Some(None)` is a miss), for a
@@ -563,19 +575,24 @@ impl Core {
         recache_below: u32,
     ) -> Result<Option<Option<newcache_transport::MetaItem>>> {
         match io.meta_get(wire, recache_below).await {
-            Ok(read) => Ok(Some(read)),
+            Ok(read) => {
+                self.meta_answered();
+                Ok(Some(read))
+            }
             Err(e) if self.meta_refused(&e) => Ok(None),
             Err(e) => Err(e.into()),
         }
     }
 
-    /// Learns, once, whether the servers speak the meta protocol, before the cache first
-    /// reads or stores under `herd=meta`: one meta read of a key nobody uses. A refusal
-    /// (twemproxy, memcached before 1.6) switches the cache to `lease` for good; any other
-    /// failure (a server down) leaves the question open for the next call.
+    /// Learns whether the servers speak the meta protocol, before the cache first stores
+    /// under `herd=meta` (unless a meta read came first): one meta read of a key nobody
+    /// uses (a key of the caller's could be an invalidated one, whose recompute token any
+    /// `mg` takes). A refusal (twemproxy, memcached before 1.6) switches the cache to
+    /// `lease` for good; any other failure (a server down) leaves the question open for the
+    /// next store.
     pub(crate) async fn probe_meta<I: Io>(&self, io: &I) {
         match io.meta_get(META_PROBE_KEY, 1).await {
-            Ok(_) => self.meta_probed.store(true, Ordering::Relaxed),
+            Ok(_) => self.meta_answered(),
             Err(e) => {
                 if self.meta_refused(&e) {
                     self.meta_probed.store(true, Ordering::Relaxed);
@@ -596,8 +613,8 @@ impl Core {
 
     /// The stale policy in effect: the one the cache was built with, except that a
     /// server-side policy (`herd=meta`) on a server that refuses meta commands (twemproxy,
-    /// memcached before 1.6) is [`Policy::Lease`] from the first refusal on: the probe the
-    /// cache sends before its first read or store, or any meta command after. The switch is
+    /// memcached before 1.6) is [`Policy::Lease`] from the first refusal of a meta command:
+    /// the cache's first read, or the probe it sends before its first store. The switch is
     /// sticky, made once per cache, and silent: this accessor is how to see it
     /// (`stale_policy().name()` turns from `"meta"` to `"lease"`). It sends nothing itself.
     pub(crate) fn stale_policy(&self) -> &dyn StalePolicy {

@@ -593,8 +593,8 @@ impl Cache {
 
     /// The stale policy in effect: the one the cache was built with, except that a
     /// server-side policy (`herd=meta`) on a server that refuses meta commands (twemproxy,
-    /// memcached before 1.6) is [`Policy::Lease`] from the first refusal on: the probe the
-    /// cache sends before its first read or store, or any meta command after. The switch is
+    /// memcached before 1.6) is [`Policy::Lease`] from the first refusal of a meta command:
+    /// the cache's first read, or the probe it sends before its first store. The switch is
     /// sticky, made once per cache, and silent: this accessor is how to see it
     /// (`stale_policy().name()` turns from `"meta"` to `"lease"`). It sends nothing itself.
     pub fn stale_policy(&self) -> &dyn StalePolicy {

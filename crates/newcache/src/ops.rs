@@ -268,7 +268,7 @@ impl Core {
         op: &'static str,
         wire: &[u8],
     ) -> Result<Fetched<(Item, usize, u32)>> {
-        let read = if self.meta(io).await {
+        let read = if self.meta() {
             self.meta_read(io, wire, self.herd.herd_timeout.max(1))
                 .await?
         } else {
@@ -478,11 +478,14 @@ impl Core {
             Some(Ok(Looked::Done(opened))) => self.decode_opened(keys, i, opened, &mut found),
             Some(Ok(Looked::Store(pending))) => stale.push((i, *pending)),
         };
-        let metas = if self.meta(io).await {
+        let metas = if self.meta() {
             let refs = made.all()?;
             let recache = self.herd.herd_timeout.max(1);
             match io_meanwhile(io.meta_get_many(&refs, recache), meanwhile).await {
-                Ok(metas) => Some(metas),
+                Ok(metas) => {
+                    self.meta_answered();
+                    Some(metas)
+                }
                 // No meta protocol here: lease from now on, starting with this read.
                 Err(e) if self.meta_refused(&e) => None,
                 Err(e) => return Err(e.into()),
@@ -592,7 +595,7 @@ impl Core {
     /// which gives it to the next reader; the item stays as it was, stale, alive another
     /// `2 x herd_timeout`).
     async fn read_only<I: Io>(&self, io: &I, wire: &[u8]) -> Result<Option<(Item, bool)>> {
-        let read = if self.meta(io).await {
+        let read = if self.meta() {
             self.meta_read(io, wire, 1).await?
         } else {
             None

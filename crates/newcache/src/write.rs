@@ -86,7 +86,7 @@ impl Core {
             return Ok(None);
         }
         // Under herd=meta, learn whether the servers speak meta before the first store.
-        self.meta(io).await;
+        self.meta_before_store(io).await;
         Ok(Some(plan))
     }
 
@@ -490,12 +490,15 @@ impl Core {
         self.observer
             .op("invalidate", async move {
                 let wire = self.wire_key(key)?;
-                if self.meta(io).await {
+                if self.meta() {
                     match io
                         .meta_invalidate(&wire, self.herd.invalidated_exptime())
                         .await
                     {
-                        Ok(found) => return Ok(found),
+                        Ok(found) => {
+                            self.meta_answered();
+                            return Ok(found);
+                        }
                         // No meta protocol here: lease from now on; invalidate through the flags.
                         Err(e) if self.meta_refused(&e) => {}
                         Err(e) => return Err(e.into()),
