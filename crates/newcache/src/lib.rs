@@ -487,7 +487,9 @@ impl Cache {
     /// against that item, or an `add` when there was none): a `set`, an `invalidate` or a
     /// `delete` that lands while the loader runs is newer than what it read, so the caller
     /// gets the loaded value and the key keeps the newer state (`reinsert` keeps the seed's
-    /// plain `set`).
+    /// plain `set`). A server that fails to take the loaded value (down, hung, a cut
+    /// connection) costs the cache that value, not the caller: the call returns it, and the
+    /// failure counts in the errors.
     ///
     /// A loader error reaches its caller and stores nothing; on the stale path the old value
     /// stays (the claim keeps the others on it for `herd_timeout`, then the next caller

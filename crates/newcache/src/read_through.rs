@@ -454,32 +454,47 @@ impl Core {
         self.observer.loader(took, loaded.is_err());
         let value = loaded.map_err(Through::Loader)?;
         let compute = u32::try_from(took.as_millis()).unwrap_or(u32::MAX);
-        match self
+        let Some((bytes, flags, exptime)) = self
             .encode_computed(io, key, &value, options, compute)
             .await?
-        {
-            Some((bytes, flags, exptime)) => {
-                // A few tries: each is past one more claim of the old value.
-                for _ in 0..3 {
-                    let request = Store::set(wire, &bytes, flags, exptime).with_mode(mode);
-                    let status = io.store(&request).await.map_err(Error::from)?;
-                    let Some(claimed) = claimed.as_ref().filter(|_| status == StoreStatus::Exists)
-                    else {
-                        break;
-                    };
-                    match io.get(wire).await.map_err(Error::from)? {
-                        Some(current) => match self.claimed_again(claimed, &current) {
-                            Some(cas) => mode = StoreMode::Cas(cas),
-                            None => break,
-                        },
+        else {
+            return match io.delete(wire).await {
+                Err(e) if e.is_server_failure() => {
+                    self.observer.failed_key("get_or_set", &e);
+                    Ok(value)
+                }
+                done => done.map(|_| value).map_err(|e| Error::from(e).into()),
+            };
+        };
+        let stored = async {
+            // A few tries: each is past one more claim of the old value.
+            for _ in 0..3 {
+                let request = Store::set(wire, &bytes, flags, exptime).with_mode(mode);
+                let status = io.store(&request).await?;
+                let Some(claimed) = claimed.as_ref().filter(|_| status == StoreStatus::Exists)
+                else {
+                    break;
+                };
+                match io.get(wire).await? {
+                    Some(current) => match self.claimed_again(claimed, &current) {
+                        Some(cas) => mode = StoreMode::Cas(cas),
                         None => break,
-                    }
+                    },
+                    None => break,
                 }
             }
-            None => {
-                io.delete(wire).await.map_err(Error::from)?;
+            Ok::<(), newcache_transport::Error>(())
+        };
+        match stored.await {
+            // The value is loaded: a server that failed to take it (down, hung, a cut
+            // connection) costs the cache the value, not the caller. Counted in the errors,
+            // so the outage shows. (It may even have been stored: a hung server applies the
+            // store once it is back.)
+            Err(e) if e.is_server_failure() => {
+                self.observer.failed_key("get_or_set", &e);
+                Ok(value)
             }
+            stored => stored.map(|()| value).map_err(|e| Error::from(e).into()),
         }
-        Ok(value)
     }
 }

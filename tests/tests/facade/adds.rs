@@ -519,6 +519,29 @@ fn set_many_names_the_key_of_a_value_refused_as_too_large_and_writes_the_others(
 }
 
 #[test]
+fn get_or_set_returns_what_it_loaded_when_the_server_fails_to_store_it() {
+    // The loader ran; the server then hangs (SIGSTOP inside the loader) and the store times
+    // out. An outside audit: the caller got the timeout and lost the value it had paid for.
+    for stale in [false, true] {
+        let Env {
+            mut server,
+            cache,
+            clock,
+        } = env("read_timeout=300");
+        if stale {
+            cache.set("k", &1u32, Ttl::Seconds(10)).unwrap();
+            clock.advance_secs(11);
+        }
+        let got = cache.get_or_set("k", Ttl::Seconds(60), || {
+            server.pause();
+            2u32
+        });
+        server.resume();
+        assert_eq!(got.unwrap(), 2, "stale: {stale}");
+    }
+}
+
+#[test]
 fn a_dropped_server_gives_a_timely_error_and_a_restarted_one_is_used_again() {
     let mut e = env("connect_timeout=200&read_timeout=300");
     e.cache.set("k", &1, Ttl::Default).unwrap();
