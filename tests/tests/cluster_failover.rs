@@ -841,6 +841,115 @@ fn delete_many_with_a_server_down_names_the_keys_it_did_not_delete() {
     assert!(matches!(e, newcache::Error::Transport(_)), "async: {e}");
 }
 
+/// A server that answers each request with an HTTP error, keeping the connection open:
+/// what a misconfigured address (a web server) answers a memcached client.
+fn http_server() -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { continue };
+            std::thread::spawn(move || {
+                use std::io::{Read, Write};
+                let mut buf = [0u8; 4096];
+                while conn.read(&mut buf).unwrap_or(0) > 0 {
+                    let answered =
+                        conn.write_all(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n");
+                    if answered.is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+#[test]
+fn a_server_that_answers_garbage_costs_its_own_keys_not_the_batch() {
+    // The middle of three servers answers HTTP. An outside audit: get_many, set_many and
+    // delete_many failed whole with its "unparsable reply", though the other two servers
+    // answered (and applied the writes); libmemcached's transports listed its keys.
+    let servers = [Memcached::start(), Memcached::start()];
+    let hosts = [servers[0].addr(), http_server(), servers[1].addr()];
+    let base = format!("newcache://{}/?flavor=gb&read_timeout=300", hosts.join(";"));
+    let urls = every_transport(&base);
+    let caches = caches_of(&urls);
+    let cache = &caches[0];
+    let (rt, async_cache) = async_cache(&hosts, "gb", Duration::from_millis(300));
+    let placement = TextTransport::new(TextConfig {
+        servers: hosts.to_vec(),
+        ..TextConfig::default()
+    })
+    .unwrap();
+    let keys: Vec<String> = (0..30).map(|i| format!("garbage {i}")).collect();
+    let mut on_http: Vec<String> = keys
+        .iter()
+        .filter(|k| {
+            placement
+                .server_for_key(&cache.wire_key(k).unwrap())
+                .unwrap()
+                == 1
+        })
+        .cloned()
+        .collect();
+    on_http.sort();
+    assert!(!on_http.is_empty() && on_http.len() < keys.len());
+    let items = || keys.iter().map(|k| (k.as_str(), 7u32));
+    let names = |failed: &[(String, Error)], what: &str| {
+        assert!(
+            failed
+                .iter()
+                .all(|(_, e)| matches!(e, Error::Protocol { .. }) || e.is_server_failure()),
+            "{what}: {failed:?}"
+        );
+        let mut keys: Vec<String> = failed.iter().map(|(k, _)| k.clone()).collect();
+        keys.sort();
+        keys
+    };
+    for round in 0..=caches.len() {
+        let what = urls.get(round).map_or("async", String::as_str);
+        let (stored, read, deleted) = match caches.get(round) {
+            Some(cache) => (
+                cache.set_many(items(), 300),
+                cache.get_many::<_, u32>(&keys),
+                cache.delete_many(&keys),
+            ),
+            None => rt.block_on(async {
+                (
+                    async_cache.set_many(items(), 300).await,
+                    async_cache.get_many::<_, u32>(&keys).await,
+                    async_cache.delete_many(&keys).await,
+                )
+            }),
+        };
+        match stored {
+            Err(newcache::Error::PartlyStored { failed, .. }) => {
+                assert_eq!(names(&failed, what), on_http, "{what}")
+            }
+            other => panic!("{what}: set_many: {other:?}"),
+        }
+        let read = read.unwrap_or_else(|e| panic!("{what}: get_many: {e}"));
+        assert_eq!(read.len(), keys.len() - on_http.len(), "{what}");
+        let unread: Vec<(String, Error)> = read
+            .failed()
+            .iter()
+            .map(|(k, e)| match e {
+                newcache::Error::Transport(t) => (k.clone(), t.for_another_key()),
+                other => panic!("{what}: {k}: {other}"),
+            })
+            .collect();
+        assert_eq!(names(&unread, what), on_http, "{what}");
+        match deleted {
+            Err(newcache::Error::PartlyDeleted { failed, existed }) => {
+                assert_eq!(names(&failed, what), on_http, "{what}");
+                assert_eq!(existed, keys.len() - on_http.len(), "{what}");
+            }
+            other => panic!("{what}: delete_many: {other:?}"),
+        }
+    }
+}
+
 #[test]
 fn one_slow_reply_is_not_an_outage() {
     // Three servers, the defaults (failure_limit 5, retry_timeout 2 s): a server that times

@@ -471,8 +471,9 @@ impl TextTransport {
     /// For reads: the answers of the servers that answered, and the keys of those that are
     /// down or failed (`members` gives a server's), each with its server's failure: not
     /// read, but no misses either ([`newcache_transport::ManyRead::unread`]; `get_many` reads them as misses, as
-    /// libmemcached's multi-get does). An error when every server failed, or when one gave a
-    /// reply that is an error of its own.
+    /// libmemcached's multi-get does). A server whose replies could not be read (garbage, a
+    /// reply to another request: [`Error::Protocol`], its connection closed) failed too. An
+    /// error when every server failed, or when one gave a reply that is an error of its own.
     pub(crate) fn tolerant<'m, A>(
         outcomes: Vec<(usize, Result<A>)>,
         members: impl Fn(usize) -> &'m [usize],
@@ -482,7 +483,9 @@ impl TextTransport {
         for (index, outcome) in outcomes {
             match outcome {
                 Ok(answers) => answered.push((index, answers)),
-                Err(e) if e.is_server_failure() => failed.push((index, e)),
+                Err(e) if e.is_server_failure() || matches!(e, Error::Protocol { .. }) => {
+                    failed.push((index, e))
+                }
                 Err(e) => return Err(e),
             }
         }
