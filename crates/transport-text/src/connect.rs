@@ -23,8 +23,9 @@ use crate::{probe_verdict, version_verdict, ProbeVerdict, Protocol, TextTranspor
 /// How long a pooled connection sits idle before its next checkout looks at it (one
 /// non-blocking peek) for a close or bytes nobody asked for. A server that restarts takes
 /// longer than this, so the connections it closed are dropped before any request is sent
-/// on them; a connection reused sooner (a busy pool) is handed out as it is.
-const LOOK_AFTER_IDLE: Duration = Duration::from_millis(10);
+/// on them; a connection reused sooner (a busy pool) is handed out as it is. The async
+/// transport's idle connections are looked at by the same rule.
+pub(crate) const LOOK_AFTER_IDLE: Duration = Duration::from_millis(10);
 
 impl TextTransport {
     pub(crate) fn server(&self, index: usize) -> Result<&Server> {

@@ -272,6 +272,9 @@ struct ReadSide {
     /// When bytes last arrived, for the task's measure of a hung server (a direct
     /// caller's read that completes its reply is not stamped: it reads no clock).
     last_read: Instant,
+    /// When the idle connection was last looked at before a request went out on it
+    /// ([`nothing_waiting`]).
+    looked: Instant,
 }
 
 /// What [`Conn::pump`] came to.
@@ -434,6 +437,7 @@ impl Conn {
             decoder,
             decoding,
             last_read,
+            ..
         } = rs;
         let Some(reader) = reader.as_mut() else {
             return Poll::Ready(Pumped::Fatal(Fatal::Closed));
@@ -844,6 +848,7 @@ pub(super) fn start(
             decoder: Decoder::new(Expect::Status),
             decoding: false,
             last_read: now,
+            looked: now,
         }),
         hints: Hints {
             dead: AtomicBool::new(false),

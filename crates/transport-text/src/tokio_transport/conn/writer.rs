@@ -5,11 +5,13 @@ use std::future::poll_fn;
 use std::io;
 use std::sync::atomic::Ordering;
 use std::task::{Context, Poll};
+use tokio::time::Instant;
 
 use tokio::sync::mpsc;
 
 use super::{unasked, AnswerList, Conn, Failure, Fatal, Job, Owner, ReadSide, ReplyTo};
 use crate::command::Wire;
+use crate::connect::LOOK_AFTER_IDLE;
 
 /// The most request bytes one write gathers from the queue (a job larger than this is
 /// still written whole).
@@ -223,13 +225,23 @@ pub(super) async fn write_loop(
 /// (costing no system call unless the runtime saw the socket readable, and registering
 /// no waker), `Ok(false)` when the read was interrupted (ask again), `Err` when bytes
 /// nobody asked for arrived, or the socket closed or failed: the connection must close.
+///
+/// A connection last looked at [`LOOK_AFTER_IDLE`] or longer ago is asked with a system
+/// call (one non-blocking `recv`), whatever the runtime last saw: a runtime not driven
+/// while the connection sat idle (a current-thread one, run by `block_on` per call) has
+/// not seen a server's close, and the request would go out on a dead connection and fail
+/// (an outside audit: the first call after a server restart, 4 of 4 tries).
 pub(super) fn nothing_waiting(rs: &mut ReadSide) -> Result<bool, Fatal> {
     let ReadSide {
         reader,
         buf,
         decoding,
+        looked,
         ..
     } = rs;
+    let now = Instant::now();
+    let long_idle = now.saturating_duration_since(*looked) >= LOOK_AFTER_IDLE;
+    *looked = now;
     let Some(reader) = reader.as_ref() else {
         return Err(Fatal::Closed);
     };
@@ -238,7 +250,11 @@ pub(super) fn nothing_waiting(rs: &mut ReadSide) -> Result<bool, Fatal> {
     }
     let spare = buf.spare();
     let offered = spare.len();
-    match reader.try_read_into(spare) {
+    let read = match long_idle {
+        true => reader.read_now(spare),
+        false => reader.try_read_into(spare),
+    };
+    match read {
         Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(true),
         Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(false),
         Err(e) => Err(Fatal::io(&e)),
