@@ -434,7 +434,9 @@ impl Cache {
 
     /// Marks a value stale instead of deleting it (the usual invalidation on write): the next
     /// reader recomputes under the cache's herd policy, while the others are served the old
-    /// value for up to twice the herd timeout. `false` when the key holds no value.
+    /// value for up to twice the herd timeout (from the last invalidation: a key invalidated
+    /// more often than its loader runs keeps serving the value from before the first one,
+    /// docs/herd.md). `false` when the key holds no value.
     /// [`Cache::delete`] still deletes.
     pub fn invalidate(&self, key: &str) -> Result<bool> {
         block(self.core.invalidate(&self.io(), key))
