@@ -639,7 +639,8 @@ impl Core {
         meta: newcache_transport::MetaItem,
         now: u64,
     ) -> Result<Looked> {
-        if meta.win && (meta.stale || !matches!(self.opening(wire, &meta.item, now), Ok(None))) {
+        let opening = self.opening(wire, &meta.item, now);
+        if meta.win && (meta.stale || !matches!(opening, Ok(None))) {
             self.observer.event(op, Event::ClaimWon, 1);
             // `md ... I` and every store give the item a new unique, so the winner's value
             // lands only if neither came while it loaded.
@@ -655,7 +656,7 @@ impl Core {
         // in the flags says what the server's remaining TTL says: the item lives the herd
         // timeout past it, and the win comes when less than that is left. Judging the flags
         // as well would hand out a second win.)
-        let (item, offset) = match self.opening(wire, &meta.item, now)? {
+        let (item, offset) = match opening? {
             Some(mut opening) => (opening.inflated(meta.item), opening.offset),
             None => (meta.item, 0),
         };

@@ -454,19 +454,14 @@ impl Core {
         self.observer.loader(took, loaded.is_err());
         let value = loaded.map_err(Through::Loader)?;
         let compute = u32::try_from(took.as_millis()).unwrap_or(u32::MAX);
-        let Some((bytes, flags, exptime)) = self
+        let encoded = self
             .encode_computed(io, key, &value, options, compute)
-            .await?
-        else {
-            return match io.delete(wire).await {
-                Err(e) if e.is_server_failure() => {
-                    self.observer.failed_key("get_or_set", &e);
-                    Ok(value)
-                }
-                done => done.map(|_| value).map_err(|e| Error::from(e).into()),
-            };
-        };
+            .await?;
         let stored = async {
+            let Some((bytes, flags, exptime)) = encoded else {
+                // A zero TTL: the key is emptied.
+                return io.delete(wire).await.map(|_| ());
+            };
             // A few tries: each is past one more claim of the old value.
             for _ in 0..3 {
                 let request = Store::set(wire, &bytes, flags, exptime).with_mode(mode);

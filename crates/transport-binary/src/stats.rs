@@ -93,7 +93,7 @@ impl BinaryTransport {
             return None;
         }
         let (_, stats) = context.servers.pop()?;
-        stats.get("item_size_max")?.trim().parse().ok()
+        ServerStats::answered(spec.label.clone(), stats).item_size_max()
     }
 
     /// Every server's statistics, in the configured order. libmemcached's `stats` of all

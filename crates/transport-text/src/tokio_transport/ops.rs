@@ -86,47 +86,53 @@ impl TokioTextTransport {
         })
     }
 
-    /// `line` on every server: each server's answers or failure, by index.
     /// The [`Error::ValueTooLarge`] for `request`, refused as too large by server `index`:
     /// naming that server's own limit for the key, asked of it (`stats settings`), when it
     /// answers.
     async fn refused_by(&self, index: usize, request: &Store<'_>) -> Error {
-        let build = |_h: &super::Handle| Ok(plan_line("stats settings", Expect::Stats));
-        let groups: Groups<'_> = vec![(index, Box::new(build) as Box<Build<'_>>)];
-        let outcomes = self.batch(&groups).await;
-        let answers = outcomes
-            .into_iter()
-            .map(|outcome| (index, outcome.map(|a| a.list.into_iter().collect())))
-            .collect::<Vec<(usize, Result<Vec<Answer>>)>>();
+        let answers = self
+            .on_servers([index], "stats settings", Expect::Stats)
+            .await;
         let item_size_max = server_stats(answers, |index| self.label(index).to_string())
             .ok()
             .and_then(|servers| servers.first()?.item_size_max());
         request.refused_by_server_at(item_size_max, self.inner.config.item_size_limit)
     }
 
+    /// `line` on every server: each server's answers or failure, by index.
     async fn on_every_server(
         &self,
         line: &'static str,
         expect: Expect,
     ) -> Vec<(usize, Result<Vec<Answer>>)> {
-        let groups: Groups<'_> = (0..self.inner.servers.len())
+        self.on_servers(0..self.inner.servers.len(), line, expect)
+            .await
+    }
+
+    /// `line` on each server of `servers`: each one's answers or failure, by index.
+    async fn on_servers(
+        &self,
+        servers: impl IntoIterator<Item = usize>,
+        line: &'static str,
+        expect: Expect,
+    ) -> Vec<(usize, Result<Vec<Answer>>)> {
+        let groups: Groups<'_> = servers
+            .into_iter()
             .map(|i| {
                 let build: Box<Build<'_>> =
                     Box::new(move |_h: &super::Handle| Ok(plan_line(line, expect)));
                 (i, build)
             })
             .collect();
-        self.batch(&groups)
-            .await
-            .into_iter()
-            .map(|outcome| outcome.map(|answers| answers.list.into_iter().collect()))
-            .enumerate()
+        let outcomes = self.batch(&groups).await;
+        groups
+            .iter()
+            .map(|(i, _)| *i)
+            .zip(outcomes)
+            .map(|(i, outcome)| (i, outcome.map(|answers| answers.list.into_iter().collect())))
             .collect()
     }
 
-    /// Keyed commands for positions `0..count` (`cmd_of`), one pipelined job per server,
-    /// every server's queued before any answer is awaited: per server, its index, its
-    /// positions, and its answers (one per position, in that order) or its error.
     /// [`Self::keyed`], a server that failed while others answered told apart
     /// ([`TextTransport::tolerant`]): each server's requests, and the answering servers'
     /// answers with each failed request and its server's failure.
@@ -146,6 +152,9 @@ impl TokioTextTransport {
         Ok((placed, tolerated))
     }
 
+    /// Keyed commands for positions `0..count` (`cmd_of`), one pipelined job per server,
+    /// every server's queued before any answer is awaited: per server, its index, its
+    /// positions, and its answers (one per position, in that order) or its error.
     async fn keyed<'a>(
         &'a self,
         count: usize,

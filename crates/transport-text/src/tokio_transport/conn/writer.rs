@@ -5,9 +5,9 @@ use std::future::poll_fn;
 use std::io;
 use std::sync::atomic::Ordering;
 use std::task::{Context, Poll};
-use tokio::time::Instant;
 
 use tokio::sync::mpsc;
+use tokio::time::Instant;
 
 use super::{unasked, AnswerList, Conn, Failure, Fatal, Job, Owner, ReadSide, ReplyTo};
 use crate::command::Wire;
