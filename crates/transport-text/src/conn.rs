@@ -169,6 +169,9 @@ pub(crate) struct Server {
     /// connections all the time (one idle connection kept) 9-15% of its multi-gets (an
     /// outside audit).
     pub(crate) connected: AtomicBool,
+    /// Its own `-I`, asked before a store it might refuse and unlink the old item for
+    /// ([`Store::needs_server_limit`](newcache_transport::Store::needs_server_limit)).
+    pub(crate) item_size_max: newcache_transport::ItemSizeMax,
 }
 
 /// Where a server listens.

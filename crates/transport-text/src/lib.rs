@@ -184,6 +184,7 @@ impl TextTransport {
                     pool: Pool::new(max_open, config.max_idle_per_server, config.idle_timeout),
                     wire: AtomicU8::new(WIRE_UNKNOWN),
                     connected: AtomicBool::new(false),
+                    item_size_max: Default::default(),
                 })
             })
             .collect::<Result<Vec<Server>>>()?

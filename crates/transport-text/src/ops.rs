@@ -6,8 +6,11 @@ use newcache_transport::{
     MetaItem, Result, ServerStats, Store, StoreMode, StoreStatus, Transport,
 };
 
+use std::sync::atomic::Ordering;
+
 use crate::batch::{flushed, server_stats, Answer, Batch, RoundLimit};
 use crate::command::{Cmd, Outcome};
+use crate::conn::WIRE_CLASSIC;
 use crate::errors::{refused_as_too_large, status_to_error};
 use crate::proto::{Expect, Status};
 use crate::{Protocol, TextTransport};
@@ -32,6 +35,10 @@ impl TextTransport {
         let mut over = vec![false; requests.len()];
         for ((i, r), over) in requests.iter().enumerate().zip(over.iter_mut()) {
             if let Err(e) = self.check_value(r) {
+                *over = true;
+                refuse(i, e);
+            } else if let Some(e) = self.server_refusal(r) {
+                // Not a `set`: nothing goes in its place.
                 *over = true;
                 refuse(i, e);
             }
@@ -151,7 +158,9 @@ impl Transport for TextTransport {
     /// A value the server refuses as too large (its `-I` is below `item_size_limit`) is
     /// [`Error::ValueTooLarge`] too. In the meta protocol memcached 1.6 then unlinks the old
     /// item whatever the mode (`add`, `replace`... too), where the classic commands unlink
-    /// it only for `set`.
+    /// it only for `set`; so a request that is not a `set` and might be too large for some
+    /// server ([`Store::needs_server_limit`]) is first held to its server's own `-I`
+    /// (asked once a minute at most), and refused here with nothing sent when over it.
     fn store(&self, request: &Store<'_>) -> Result<StoreStatus> {
         check_key(request.key)?;
         newcache_transport::check_exptime(request.exptime)?;
@@ -159,6 +168,9 @@ impl Transport for TextTransport {
             if request.mode == StoreMode::Set {
                 self.delete(request.key)?;
             }
+            return Err(too_large);
+        }
+        if let Some(too_large) = self.server_refusal(request) {
             return Err(too_large);
         }
         match self.run(Cmd::Store(request)) {
@@ -337,16 +349,45 @@ impl TextTransport {
     /// naming that server's own limit for the key, asked of it (`stats settings`), when it
     /// answers.
     fn refused_by(&self, index: usize, request: &Store<'_>) -> Error {
+        let item_size_max = self.ask_item_size_max(index);
+        request.refused_by_server_at(item_size_max, self.config.item_size_limit)
+    }
+
+    /// Server `index`'s `item_size_max` (`stats settings`), kept for the next
+    /// [`TextTransport::server_refusal`]; `None` when it does not answer or say.
+    fn ask_item_size_max(&self, index: usize) -> Option<usize> {
         let groups = [(index, vec![index])];
         let outcomes = self.pipelined(
             &groups,
             Batch::Line("stats settings", Expect::Stats),
             RoundLimit::VALUES,
         );
-        let item_size_max = server_stats(outcomes, |index| self.label(index))
-            .ok()
-            .and_then(|servers| servers.first()?.item_size_max());
-        request.refused_by_server_at(item_size_max, self.config.item_size_limit)
+        let servers = server_stats(outcomes, |index| self.label(index)).ok()?;
+        let max = servers.first()?.item_size_max();
+        if let Ok(server) = self.server(index) {
+            server.item_size_max.learn(max);
+        }
+        max
+    }
+
+    /// The refusal of a request its server would refuse as too large and unlink the key's
+    /// old item for ([`Store::needs_server_limit`]: not a `set`, in the meta protocol),
+    /// checked against that server's own `-I` before anything is sent.
+    pub(crate) fn server_refusal(&self, request: &Store<'_>) -> Option<Error> {
+        if !request.needs_server_limit() || self.config.protocol == Protocol::Classic {
+            return None;
+        }
+        let index = self.server_for_key(request.key).ok()?;
+        let server = self.server(index).ok()?;
+        // Classic commands (memcached before 1.6, twemproxy) leave the old item be.
+        if server.wire.load(Ordering::Relaxed) == WIRE_CLASSIC {
+            return None;
+        }
+        let max = match server.item_size_max.known() {
+            Some(max) => max,
+            None => self.ask_item_size_max(index),
+        };
+        request.check_size(max?).err()
     }
 
     fn arith(&self, key: &[u8], delta: u64, incr: bool) -> Result<Option<u64>> {

@@ -64,10 +64,12 @@ pub use made::{
 #[cfg(feature = "memory")]
 mod memory;
 mod reaper;
+mod server_limit;
 mod short_key;
 #[cfg(feature = "memory")]
 pub use memory::MemoryTransport;
 pub use reaper::IdleReaper;
+pub use server_limit::ItemSizeMax;
 pub use short_key::{ShortKey, SHORT_KEY_INLINE};
 
 /// The longest key memcached accepts, in bytes.
@@ -89,6 +91,10 @@ pub const DEFAULT_ITEM_SIZE_LIMIT: usize = 1024 * 1024;
 /// flags). A server started with `-C` (no CAS) takes 8 bytes more, which a client cannot
 /// see; such values are refused here, on the safe side.
 pub const ITEM_OVERHEAD: usize = 59;
+
+/// The smallest `-I` memcached starts with (its `ITEM_SIZE_MAX_LOWER_LIMIT`, 1 KiB): a value
+/// within [`Store::value_limit`] of it fits every server ([`Store::needs_server_limit`]).
+pub const ITEM_SIZE_MAX_LOWER_LIMIT: usize = 1024;
 
 /// Result type of every transport operation.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -217,6 +223,17 @@ impl<'a> Store<'a> {
     /// large ([`Store::value_limit`]).
     pub fn is_too_large(&self, item_size_limit: usize) -> bool {
         self.value.len() > self.value_limit(item_size_limit)
+    }
+
+    /// True when this request is not a `set` and its value is large enough for some server
+    /// to refuse it (over [`Store::value_limit`] of [`ITEM_SIZE_MAX_LOWER_LIMIT`]): then a
+    /// meta-protocol transport checks it against that server's own `-I` before sending it
+    /// ([`ItemSizeMax`]). memcached 1.6 unlinks the old item of any `ms` it cannot allocate
+    /// (too large, or out of memory under `-M`), whatever its mode, so a refused `add`,
+    /// `replace`, `cas`, `append` or `prepend` would delete the value it did not replace
+    /// (the classic commands unlink only for `set`, which is what a refused `set` should do).
+    pub fn needs_server_limit(&self) -> bool {
+        self.mode != StoreMode::Set && self.is_too_large(ITEM_SIZE_MAX_LOWER_LIMIT)
     }
 
     /// [`Error::ValueTooLarge`], naming the value's size and [`Store::value_limit`], when

@@ -494,6 +494,97 @@ fn a_value_the_server_refuses_names_the_servers_own_limit() {
 }
 
 #[test]
+fn a_refused_add_replace_cas_append_or_prepend_keeps_the_value_it_did_not_replace() {
+    // memcached 1.6 unlinks the old item of any `ms` it cannot allocate, whatever its mode,
+    // so over the meta protocol a value the server refused as too large deleted the key's
+    // value though the call was an `add` (the key held one), a `cas` (another writer's
+    // value), a `replace`, an `append` or a `prepend` (an outside audit: both `None`
+    // afterwards; the classic commands and the binary protocol keep it). The transport now
+    // checks such a request against the server's own -I (`stats settings`, asked once)
+    // before sending it: nothing is sent, the error names that limit, the value stays.
+    let e = env_on(Memcached::with_args(&["-I", "512k"]), "");
+    let wire_len = e.cache.wire_key("k").unwrap().len();
+    let limit = 512 * 1024 - 59 - wire_len - 4;
+    let over = "x".repeat(700_000);
+    let names_the_limit = |err: &Error| {
+        matches!(err, Error::Transport(newcache::transport::Error::ValueTooLarge { size, limit: l })
+            if *size == over.len() && *l == limit)
+    };
+    let stays = |what: &str, expected: &str| {
+        assert_eq!(
+            e.cache.get::<String>("k").unwrap().as_deref(),
+            Some(expected),
+            "{what} deleted the value"
+        );
+    };
+    e.cache.set("k", "old", Ttl::Default).unwrap();
+    let err = e.cache.add("k", &over, Ttl::Default).unwrap_err();
+    assert!(names_the_limit(&err), "add: {err}");
+    stays("a refused add", "old");
+    let err = e.cache.replace("k", &over, Ttl::Default).unwrap_err();
+    assert!(names_the_limit(&err), "replace: {err}");
+    stays("a refused replace", "old");
+    let (_, token) = e.cache.gets::<String>("k").unwrap().expect("a value");
+    e.cache.set("k", "another writer's", Ttl::Default).unwrap();
+    let err = e.cache.cas("k", &over, token, Ttl::Default).unwrap_err();
+    assert!(
+        matches!(&err, Error::Transport(newcache::transport::Error::ValueTooLarge { .. })),
+        "cas: {err}"
+    );
+    stays("a refused cas", "another writer's");
+    e.cache.set_raw("k", b"text", 16, Ttl::Forever).unwrap();
+    for (what, result) in [
+        ("append", e.cache.append("k", over.as_bytes())),
+        ("prepend", e.cache.prepend("k", over.as_bytes())),
+    ] {
+        let err = result.unwrap_err();
+        assert!(
+            matches!(&err, Error::Transport(newcache::transport::Error::ValueTooLarge { .. })),
+            "{what}: {err}"
+        );
+        stays(&format!("a refused {what}"), "text");
+    }
+    // The server's limit is what is held to: a value at it is still added.
+    assert!(e.cache.delete("k").unwrap());
+    let at = "y".repeat(limit);
+    assert!(e.cache.add("k", &at, Ttl::Default).unwrap(), "a value at the limit");
+    assert_eq!(e.cache.get::<String>("k").unwrap().map(|v| v.len()), Some(limit));
+    e.cache.set("k", "old", Ttl::Default).unwrap();
+    // The same through the async text transport.
+    if TRANSPORT.contains("transport=text") {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let cache = newcache::Builder::from_url(&format!(
+                "newcache://{}/?flavor=test&version=1",
+                e.server.addr()
+            ))
+            .unwrap()
+            .build_async()
+            .unwrap();
+            cache.set("k", "old", Ttl::Default).await.unwrap();
+            let err = cache.add("k", &over, Ttl::Default).await.unwrap_err();
+            assert!(names_the_limit(&err), "async add: {err}");
+            let err = cache.replace("k", &over, Ttl::Default).await.unwrap_err();
+            assert!(names_the_limit(&err), "async replace: {err}");
+            let (_, token) = cache.gets::<String>("k").await.unwrap().expect("a value");
+            let err = cache.cas("k", &over, token, Ttl::Default).await.unwrap_err();
+            assert!(
+                matches!(&err, Error::Transport(newcache::transport::Error::ValueTooLarge { .. })),
+                "async cas: {err}"
+            );
+            assert_eq!(
+                cache.get::<String>("k").await.unwrap().as_deref(),
+                Some("old"),
+                "async: a refused store deleted the value"
+            );
+        });
+    }
+}
+
+#[test]
 fn set_many_names_the_key_of_a_value_refused_as_too_large_and_writes_the_others() {
     // An outside audit: a refusal with no server failed was a bare ValueTooLarge, naming no
     // key, though the other items were written and the refused key's old value deleted.

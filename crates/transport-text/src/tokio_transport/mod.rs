@@ -164,6 +164,9 @@ struct Server {
     /// the connection that carries its abandoned one (`TokioTextTransport::handle_now`).
     abandoned: Arc<Abandoned>,
     next: AtomicUsize,
+    /// Its own `-I`, asked before a store it might refuse and unlink the old item for
+    /// ([`Store::needs_server_limit`](newcache_transport::Store::needs_server_limit)).
+    item_size_max: newcache_transport::ItemSizeMax,
 }
 
 /// One of a server's connections.
@@ -272,6 +275,7 @@ impl TokioTextTransport {
                 pipelined: connections,
                 abandoned: Arc::default(),
                 next: AtomicUsize::new(0),
+                item_size_max: Default::default(),
             })
             .collect();
         let cluster = Cluster::new(specs, settings, config.failover);

@@ -4,6 +4,7 @@
 //! multi-gets).
 
 use std::borrow::Cow;
+use std::sync::atomic::Ordering;
 
 use newcache_transport::{
     check_exptime, check_key, AsyncTransport, BoxFuture, Error, Item, ManyDelete, ManyRead,
@@ -16,10 +17,11 @@ use super::{
 };
 use crate::batch::{flushed, server_stats, unexpected_answer, Tolerated};
 use crate::command::{Cmd, Outcome};
+use crate::conn::WIRE_CLASSIC;
 use crate::errors::{refusal_error, refused_as_too_large, status_to_error};
 use crate::ops::members_of;
 use crate::proto::{Expect, Reply, Status};
-use crate::{group_by_server, TextTransport};
+use crate::{group_by_server, Protocol, TextTransport};
 
 /// Each server's index, with the job that builds its part of a batch.
 type Groups<'a> = Vec<(usize, Box<Build<'a>>)>;
@@ -90,13 +92,42 @@ impl TokioTextTransport {
     /// naming that server's own limit for the key, asked of it (`stats settings`), when it
     /// answers.
     async fn refused_by(&self, index: usize, request: &Store<'_>) -> Error {
+        let item_size_max = self.ask_item_size_max(index).await;
+        request.refused_by_server_at(item_size_max, self.inner.config.item_size_limit)
+    }
+
+    /// Server `index`'s `item_size_max` (`stats settings`), kept for the next
+    /// [`TokioTextTransport::server_refusal`]; `None` when it does not answer or say.
+    async fn ask_item_size_max(&self, index: usize) -> Option<usize> {
         let answers = self
             .on_servers([index], "stats settings", Expect::Stats)
             .await;
-        let item_size_max = server_stats(answers, |index| self.label(index).to_string())
-            .ok()
-            .and_then(|servers| servers.first()?.item_size_max());
-        request.refused_by_server_at(item_size_max, self.inner.config.item_size_limit)
+        let servers = server_stats(answers, |index| self.label(index).to_string()).ok()?;
+        let max = servers.first()?.item_size_max();
+        if let Ok(server) = self.server(index) {
+            server.item_size_max.learn(max);
+        }
+        max
+    }
+
+    /// The refusal of a request its server would refuse as too large and unlink the key's
+    /// old item for, checked against that server's own `-I` before anything is sent (the
+    /// blocking transport's rule: `TextTransport::server_refusal`).
+    async fn server_refusal(&self, request: &Store<'_>) -> Option<Error> {
+        if !request.needs_server_limit() || self.inner.config.protocol == Protocol::Classic {
+            return None;
+        }
+        let index = self.server_for_key(request.key).ok()?;
+        let server = self.server(index).ok()?;
+        // Classic commands (memcached before 1.6, twemproxy) leave the old item be.
+        if server.wire.load(Ordering::Relaxed) == WIRE_CLASSIC {
+            return None;
+        }
+        let max = match server.item_size_max.known() {
+            Some(max) => max,
+            None => self.ask_item_size_max(index).await,
+        };
+        request.check_size(max?).err()
     }
 
     /// `line` on every server: each server's answers or failure, by index.
@@ -314,14 +345,21 @@ impl TokioTextTransport {
             check_exptime(r.exptime)?;
         }
         let limit = self.inner.config.item_size_limit;
-        let over: Vec<bool> = requests.iter().map(|r| r.is_too_large(limit)).collect();
+        // The requests refused as too large (by the limit or a server's own here, by the
+        // server below); one not a `set` sends nothing in its place.
+        let mut over = vec![false; requests.len()];
+        let mut refused: Vec<(usize, Error)> = Vec::new();
+        for ((i, r), over) in requests.iter().enumerate().zip(over.iter_mut()) {
+            let refusal = match r.check_size(limit) {
+                Err(e) => Some(e),
+                Ok(()) => self.server_refusal(r).await,
+            };
+            if let Some(e) = refusal {
+                *over = true;
+                refused.push((i, e));
+            }
+        }
         let is_over = |i: usize| over.get(i).copied().unwrap_or(false);
-        // The requests refused as too large (by the limit here, by the server below).
-        let mut refused: Vec<(usize, Error)> = requests
-            .iter()
-            .enumerate()
-            .filter_map(|(i, r)| Some((i, r.check_size(limit).err()?)))
-            .collect();
         let cmd_of = |i: usize| Cmd::for_store(requests.get(i)?, is_over(i));
         let mut out = vec![StoreStatus::NotStored; requests.len()];
         let (placed, (answered, failed)) = self.keyed_tolerant(requests.len(), &cmd_of).await?;
@@ -463,6 +501,9 @@ impl AsyncTransport for TokioTextTransport {
                 if request.mode == StoreMode::Set {
                     self.delete(request.key).await?;
                 }
+                return Err(too_large);
+            }
+            if let Some(too_large) = self.server_refusal(request).await {
                 return Err(too_large);
             }
             match self.run(Cmd::Store(request)).await {
