@@ -177,8 +177,7 @@ impl ValueCodec {
             #[cfg(feature = "bincode")]
             ValueCodec::Bincode => {
                 let (value, used) =
-                    bincode::serde::decode_from_slice(bytes, bincode_decode_config())
-                        .map_err(|e| CodecError(format!("bincode: {e}")))?;
+                    bincode_decode(bytes).map_err(|e| CodecError(format!("bincode: {e}")))?;
                 if used != bytes.len() {
                     return Err(CodecError(format!(
                         "bincode value used {used} of {} bytes; was it written as another type?",
@@ -196,7 +195,7 @@ impl ValueCodec {
                 if self == ValueCodec::Pickle {
                     // newcache's own booleans need no pickle machinery.
                     if let Some(b) = plain::pickled_bool(bytes) {
-                        return T::deserialize(de::value::BoolDeserializer::<CodecError>::new(b));
+                        return T::deserialize(plain::PickledBool(b));
                     }
                 }
                 Err(self.missing())
@@ -290,16 +289,29 @@ fn bincode_config() -> bincode::config::Configuration {
     bincode::config::standard()
 }
 
-/// Decoding goes with a limit on what the value may claim: a length prefix is believed (and
-/// allocated) before the bytes are read, so a corrupt or hostile 4 GB string length would
-/// abort the process. No value read can be larger than the inflate limit's default anyway.
+/// Decodes a bincode value with a limit on what it may claim: a length prefix is believed
+/// (and allocated) before the bytes are read, so a corrupt or hostile 4 GB string length
+/// would abort the process. The limit is 32 MiB, or 16 times the value's size when that is
+/// more (a varint `u64` of one byte is eight in memory, a short `String` a 24-byte header
+/// and its bytes): a fixed 32 MiB refused values newcache had stored itself (an outside
+/// audit: 5,000,000 `u64` zeros, 4.8 KB compressed, and a 56 MB `Vec<String>` on a server
+/// at `-I 64m`), and the limit is a type in bincode, so it is picked from a few.
 #[cfg(feature = "bincode")]
-fn bincode_decode_config() -> bincode::config::Configuration<
-    bincode::config::LittleEndian,
-    bincode::config::Varint,
-    bincode::config::Limit<DEFAULT_INFLATE_LIMIT>,
-> {
-    bincode::config::standard().with_limit::<DEFAULT_INFLATE_LIMIT>()
+fn bincode_decode<T: DeserializeOwned>(
+    bytes: &[u8],
+) -> Result<(T, usize), bincode::error::DecodeError> {
+    const MIB: usize = 1 << 20;
+    let claim = DEFAULT_INFLATE_LIMIT.max(bytes.len().saturating_mul(16));
+    let config = bincode::config::standard();
+    if claim <= 32 * MIB {
+        bincode::serde::decode_from_slice(bytes, config.with_limit::<{ 32 * MIB }>())
+    } else if claim <= 256 * MIB {
+        bincode::serde::decode_from_slice(bytes, config.with_limit::<{ 256 * MIB }>())
+    } else if claim <= 2048 * MIB {
+        bincode::serde::decode_from_slice(bytes, config.with_limit::<{ 2048 * MIB }>())
+    } else {
+        bincode::serde::decode_from_slice(bytes, config.with_limit::<{ usize::MAX }>())
+    }
 }
 
 /// Appends the encoding of `value` to `out` and returns the item flags it needs: plain
@@ -607,6 +619,80 @@ mod tests {
                 assert!(!e.0.contains(secret), "{codec:?}: {e}");
             }
         }
+    }
+
+    /// Booleans are written as pickles of `True`/`False`: read back as a bool, and as an
+    /// `Option<bool>` or a newtype of one, in every codec (an outside audit: `Some(false)`
+    /// was written and never read back), and Python's own pickled `True` likewise.
+    #[test]
+    fn booleans_read_back_inside_options_and_newtypes() {
+        #[derive(Debug, PartialEq, Serialize, Deserialize)]
+        struct On(bool);
+        let mut codecs = vec![ValueCodec::Bincode];
+        #[cfg(feature = "json")]
+        codecs.push(ValueCodec::Json);
+        #[cfg(feature = "pickle")]
+        codecs.push(ValueCodec::Pickle);
+        for codec in codecs {
+            for b in [true, false] {
+                let mut out = Vec::new();
+                let flags = encode(&Some(b), &mut out, codec).unwrap();
+                assert_eq!(
+                    decode::<Option<bool>>(&out, flags),
+                    Ok(Some(b)),
+                    "{codec:?}"
+                );
+                assert_eq!(decode::<bool>(&out, flags), Ok(b), "{codec:?}");
+                let mut out = Vec::new();
+                let flags = encode(&On(b), &mut out, codec).unwrap();
+                assert_eq!(decode::<On>(&out, flags), Ok(On(b)), "{codec:?}");
+            }
+        }
+        // pymemcache's pickled True (protocol 4).
+        let python_true = b"\x80\x04\x88.";
+        assert_eq!(
+            decode::<Option<bool>>(python_true, FLAG_PICKLE),
+            Ok(Some(true))
+        );
+    }
+
+    /// Flag 2 is pymemcache's and python-memcached's integer: a self-describing type reads
+    /// the number, as every Python client does (an untagged enum read `1` as `true`).
+    #[test]
+    fn flag_two_reads_as_a_number_through_self_describing_types() {
+        #[derive(Debug, PartialEq, Deserialize)]
+        #[serde(untagged)]
+        enum BoolOrInt {
+            B(bool),
+            I(i64),
+        }
+        assert_eq!(decode::<BoolOrInt>(b"1", FLAG_BOOL), Ok(BoolOrInt::I(1)));
+        assert_eq!(decode::<BoolOrInt>(b"0", FLAG_BOOL), Ok(BoolOrInt::I(0)));
+        assert_eq!(decode::<BoolOrInt>(b"42", FLAG_BOOL), Ok(BoolOrInt::I(42)));
+        // Asked for a bool, pylibmc's bool is one.
+        assert_eq!(decode::<bool>(b"1", FLAG_BOOL), Ok(true));
+    }
+
+    /// A bincode value may claim more memory than 32 MiB when its bytes are many: 5,000,000
+    /// `u64` zeros are 5 MB of varints and 40 MB in memory (refused before, though newcache
+    /// wrote it); a small value claiming gigabytes is still refused.
+    #[test]
+    fn bincode_reads_back_large_values_and_refuses_huge_claims() {
+        let big = vec![0u64; 5_000_000];
+        let (bytes, flags) = enc(&big);
+        assert_eq!(
+            decode::<Vec<u64>>(&bytes, flags).map(|v| v.len()),
+            Ok(5_000_000)
+        );
+        // A string claiming 4 GB in a few bytes.
+        let mut lie = Vec::new();
+        bincode::serde::encode_into_std_write(u64::from(u32::MAX), &mut lie, bincode_config())
+            .unwrap();
+        let e = bincode_decode::<String>(&lie).unwrap_err();
+        assert!(
+            matches!(e, bincode::error::DecodeError::LimitExceeded),
+            "{e}"
+        );
     }
 
     /// An empty sequence is bytes only when its elements are `u8`: an empty `Vec<String>`

@@ -6,7 +6,10 @@
 //! `null`, so `Some(f64::INFINITY)` came back as `None` and a bare `f64::NAN` was stored and
 //! then failed every read. (An outside audit found both; bincode keeps all of them apart,
 //! and pickle keeps NaN and infinity.) [`ambiguous`] walks the value once, before it is
-//! encoded, and names the first such part.
+//! encoded, and names the first such part. It also refuses, for pickle, a map key that
+//! Python cannot hash (a list, a dict: a `Vec`, a set, a map, a struct, an enum variant
+//! with data): the pickle would fail Python's unpickler, which Django reads as a miss, and
+//! newcache's own read (an outside audit).
 
 use std::fmt;
 
@@ -38,17 +41,19 @@ pub(super) fn ambiguous<T: Serialize + ?Sized>(value: &T, json: bool) -> Option<
         .serialize(Walk {
             json,
             in_some: false,
+            key: false,
         })
         .err()
         .map(|e| e.0)
 }
 
-/// One step of the walk: the format's rules, and whether this part is the inside of a
-/// `Some`.
+/// One step of the walk: the format's rules, whether this part is the inside of a `Some`,
+/// and whether it is (in) a pickled map's key.
 #[derive(Clone, Copy)]
 struct Walk {
     json: bool,
     in_some: bool,
+    key: bool,
 }
 
 impl Walk {
@@ -68,6 +73,17 @@ impl Walk {
             )));
         }
         Ok(())
+    }
+
+    /// A part Python stores as a list or a dict, which it cannot hash: refused in a
+    /// pickled map's key.
+    fn unhashable(self, what: &str) -> Result<Walk, Ambiguous> {
+        if self.key {
+            return Err(Ambiguous(format!(
+                "a map key that is {what} is pickled as a Python list or dict, which cannot be a dict key (Python's unpickler fails, and Django reads a miss); key the map by strings, numbers or tuples of them, or use codec=bincode"
+            )));
+        }
+        Ok(self.inner())
     }
 
     fn float(self, v: f64) -> Result<(), Ambiguous> {
@@ -157,10 +173,10 @@ impl ser::Serializer for Walk {
         _: &'static str,
         value: &T,
     ) -> Result<(), Ambiguous> {
-        value.serialize(self.inner())
+        value.serialize(self.unhashable("an enum variant with data")?)
     }
     fn serialize_seq(self, _: Option<usize>) -> Result<Walk, Ambiguous> {
-        Ok(self.inner())
+        self.unhashable("a sequence (a Vec, a slice, a set)")
     }
     fn serialize_tuple(self, _: usize) -> Result<Walk, Ambiguous> {
         Ok(self.inner())
@@ -175,13 +191,13 @@ impl ser::Serializer for Walk {
         _: &'static str,
         _: usize,
     ) -> Result<Walk, Ambiguous> {
-        Ok(self.inner())
+        self.unhashable("an enum variant with data")
     }
     fn serialize_map(self, _: Option<usize>) -> Result<Walk, Ambiguous> {
-        Ok(self.inner())
+        self.unhashable("a map")
     }
     fn serialize_struct(self, _: &'static str, _: usize) -> Result<Walk, Ambiguous> {
-        Ok(self.inner())
+        self.unhashable("a struct")
     }
     fn serialize_struct_variant(
         self,
@@ -190,11 +206,32 @@ impl ser::Serializer for Walk {
         _: &'static str,
         _: usize,
     ) -> Result<Walk, Ambiguous> {
-        Ok(self.inner())
+        self.unhashable("an enum variant with data")
     }
 }
 
-/// Every element, key, value and field of a container: walked as a part on its own.
+/// A map's keys (for pickle, held to what Python can hash) and values.
+impl ser::SerializeMap for Walk {
+    type Ok = ();
+    type Error = Ambiguous;
+    fn serialize_key<T: Serialize + ?Sized>(&mut self, key: &T) -> Result<(), Ambiguous> {
+        key.serialize(Walk {
+            key: !self.json,
+            ..self.inner()
+        })
+    }
+    fn serialize_value<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), Ambiguous> {
+        value.serialize(Walk {
+            key: false,
+            ..self.inner()
+        })
+    }
+    fn end(self) -> Result<(), Ambiguous> {
+        Ok(())
+    }
+}
+
+/// Every element and field of a container: walked as a part on its own.
 macro_rules! parts {
     ($($trait:ident { $($method:ident($($arg:ty),*);)* })*) => {
         $(impl ser::$trait for Walk {
@@ -215,7 +252,6 @@ parts! {
     SerializeTuple { serialize_element(); }
     SerializeTupleStruct { serialize_field(); }
     SerializeTupleVariant { serialize_field(); }
-    SerializeMap { serialize_key(); serialize_value(); }
     SerializeStruct { serialize_field(&'static str); }
     SerializeStructVariant { serialize_field(&'static str); }
 }
@@ -256,6 +292,48 @@ mod tests {
         // Pickle keeps NaN and infinity.
         assert_eq!(ambiguous(&f64::NAN, false), None);
         assert_eq!(ambiguous(&Some(f64::INFINITY), false), None);
+    }
+
+    #[test]
+    fn pickle_refuses_map_keys_python_cannot_hash() {
+        use std::collections::BTreeSet;
+        #[derive(serde::Serialize, PartialEq, Eq, PartialOrd, Ord)]
+        struct P {
+            a: i32,
+        }
+        #[derive(serde::Serialize, PartialEq, Eq, PartialOrd, Ord)]
+        enum E {
+            N(i32),
+        }
+        for found in [
+            ambiguous(&BTreeMap::from([(vec![1], 1)]), false),
+            ambiguous(&BTreeMap::from([((1, vec![2]), 1)]), false),
+            ambiguous(&BTreeMap::from([(P { a: 1 }, 1)]), false),
+            ambiguous(&BTreeMap::from([(E::N(1), 1)]), false),
+            ambiguous(&BTreeMap::from([(BTreeSet::from([1]), 1)]), false),
+            ambiguous(
+                &vec![BTreeMap::from([(BTreeMap::from([(1, 2)]), 1)])],
+                false,
+            ),
+        ] {
+            let said = found.expect("refused");
+            assert!(said.contains("cannot be a dict key"), "{said}");
+        }
+        // Hashable keys: strings, numbers, tuples of them, unit variants; and lists
+        // and dicts as values.
+        #[derive(serde::Serialize, PartialEq, Eq, PartialOrd, Ord)]
+        enum U {
+            A,
+        }
+        assert_eq!(
+            ambiguous(&BTreeMap::from([((1, "a"), vec![1])]), false),
+            None
+        );
+        assert_eq!(
+            ambiguous(&BTreeMap::from([(U::A, P { a: 1 })]), false),
+            None
+        );
+        assert_eq!(ambiguous(&BTreeMap::from([(Some(1), 1)]), false), None);
     }
 
     #[test]

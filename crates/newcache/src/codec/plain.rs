@@ -24,6 +24,37 @@ pub(super) fn pickled_bool(bytes: &[u8]) -> Option<bool> {
     }
 }
 
+/// A pickled `True` or `False` ([`pickled_bool`]) as a deserializer: a bool, also inside an
+/// `Option` or a newtype (serde's `BoolDeserializer` gives `Option<bool>` and `struct
+/// On(bool)` a bare bool, which they refuse: an outside audit found `Some(false)` written and
+/// never read back).
+pub(super) struct PickledBool(pub(super) bool);
+
+impl<'de> de::Deserializer<'de> for PickledBool {
+    type Error = CodecError;
+
+    fn deserialize_any<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, CodecError> {
+        visitor.visit_bool(self.0)
+    }
+
+    fn deserialize_option<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, CodecError> {
+        visitor.visit_some(self)
+    }
+
+    fn deserialize_newtype_struct<V: Visitor<'de>>(
+        self,
+        _name: &'static str,
+        visitor: V,
+    ) -> Result<V::Value, CodecError> {
+        visitor.visit_newtype_struct(self)
+    }
+
+    serde::forward_to_deserialize_any! {
+        bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes byte_buf
+        unit unit_struct seq tuple tuple_struct map struct enum identifier ignored_any
+    }
+}
+
 /// A plain value in an error message: shown when it looks like a number or a boolean (up
 /// to 24 characters of digits, signs, points, exponents and spaces, or a boolean's word),
 /// else only its length. A decode error is logged where values must not be: an outside
@@ -460,9 +491,13 @@ impl<'de> de::Deserializer<'de> for PlainDe<'de> {
         match self.kind {
             Plain::Bytes => self.visit_bytes(visitor),
             Plain::Text => self.visit_text(visitor),
-            Plain::IntOrBool => match self.boolean() {
-                Ok(b) => visitor.visit_bool(b),
-                Err(_) => visitor.visit_i64(self.parse("integer")?),
+            // Flag 2 is pymemcache's and python-memcached's integer (and Django's over
+            // them), pylibmc's bool: every Python client reads it as an integer (pylibmc's
+            // `1` is a `True` equal to it), so a self-describing type (a JSON `Value`, an
+            // untagged enum) gets the number, not `true` (an outside audit).
+            Plain::IntOrBool => match self.parse::<i64>("integer") {
+                Ok(n) => visitor.visit_i64(n),
+                Err(_) => visitor.visit_bool(self.boolean()?),
             },
             Plain::Int => match self.parse::<i64>("integer") {
                 Ok(n) => visitor.visit_i64(n),

@@ -18,7 +18,7 @@ pub(super) fn options() -> serde_pickle::DeOptions {
 pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
     if let Some(b) = crate::codec::plain::pickled_bool(bytes) {
         // newcache's own booleans: no need for the general path.
-        return T::deserialize(serde::de::value::BoolDeserializer::<CodecError>::new(b));
+        return T::deserialize(crate::codec::plain::PickledBool(b));
     }
     let marker = scan(bytes)?.marker;
     let value = ValueDe(serde_pickle::value_from_slice(bytes, options()).map_err(pickle_error)?);
