@@ -60,6 +60,7 @@ fn every_fault() -> Faults {
     Faults::none()
         .duplicate_now(4_000)
         .duplicate_part(4_000)
+        .carry_part(4_000)
         .stray_line(2_000)
         .duplicate_later(4_000)
         .replay_old(3_000)
@@ -603,7 +604,10 @@ fn meta_no_reply_reaches_another_request_under_every_fault() {
     let (tally, counts) = run(Protocol::Meta, every_fault(), "meta, every fault");
     assert!(tally.ops > 1_000, "{tally:?}");
     assert!(
-        counts.duplicated_now > 0 && counts.duplicated_later > 0 && counts.replayed > 0,
+        counts.duplicated_now > 0
+            && counts.duplicated_later > 0
+            && counts.replayed > 0
+            && counts.carried_part > 0,
         "{counts:?}"
     );
     assert_eq!(tally.wrong, 0, "wrong answers: {:#?}", tally.examples);

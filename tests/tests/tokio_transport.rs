@@ -523,6 +523,7 @@ fn every_fault() -> Faults {
     Faults::none()
         .duplicate_now(20_000)
         .duplicate_part(20_000)
+        .carry_part(20_000)
         .stray_line(10_000)
         .duplicate_later(20_000)
         .replay_old(15_000)
@@ -539,6 +540,7 @@ fn meta_no_reply_reaches_another_request_under_every_fault() {
     assert!(
         counts.duplicated_now > 0
             && counts.duplicated_part > 0
+            && counts.carried_part > 0
             && counts.duplicated_later > 0
             && counts.replayed > 0,
         "{counts:?}"

@@ -9,6 +9,9 @@
 //!   a segment a middlebox sent again, which ends mid-reply, often inside a value);
 //! - **duplicated later** (the chunk again, [`Faults::later`] after it, from another thread,
 //!   whatever the connection is doing then);
+//! - **its line's first part carried to the next** (cut short of its first line end and
+//!   sent again just before the next chunk: a duplicated part of one reply arriving while
+//!   the next request is in flight, which runs into that reply's first line);
 //! - **preceded by an older reply** (one of the last 64 chunks of this connection, sent
 //!   again just before it);
 //! - **preceded by garbage** (random bytes, some of them line ends);
@@ -40,6 +43,8 @@ pub struct Faults {
     pub duplicate_now: u32,
     /// The chunk's first part (cut at a random byte) twice, then the rest.
     pub duplicate_part: u32,
+    /// The chunk's first line, cut short of its end, sent again before the next chunk.
+    pub carry_part: u32,
     /// The chunk again, [`Faults::later`] after it.
     pub duplicate_later: u32,
     /// How long after the original a late duplicate is sent (30 ms by default).
@@ -68,6 +73,7 @@ impl Faults {
         Faults {
             duplicate_now: 0,
             duplicate_part: 0,
+            carry_part: 0,
             duplicate_later: 0,
             later: Duration::from_millis(30),
             replay_old: 0,
@@ -95,6 +101,15 @@ impl Faults {
     pub fn duplicate_part(self, per_million: u32) -> Faults {
         Faults {
             duplicate_part: per_million,
+            ..self
+        }
+    }
+
+    /// With `per_million` of the chunks' first lines cut short of their end and sent again
+    /// right before the next chunk (the two run into one line).
+    pub fn carry_part(self, per_million: u32) -> Faults {
+        Faults {
+            carry_part: per_million,
             ..self
         }
     }
@@ -176,6 +191,8 @@ pub struct FaultCounts {
     pub duplicated_now: u64,
     /// Chunks partly duplicated.
     pub duplicated_part: u64,
+    /// First parts of chunks' first lines sent again before the next chunk.
+    pub carried_part: u64,
     /// Late duplicates sent, counted just before their write (a client that has read one
     /// finds it counted).
     pub duplicated_later: u64,
@@ -208,6 +225,7 @@ struct Counters {
     chunks: AtomicU64,
     duplicated_now: AtomicU64,
     duplicated_part: AtomicU64,
+    carried_part: AtomicU64,
     duplicated_later: AtomicU64,
     duplicated_later_written: AtomicU64,
     replayed: AtomicU64,
@@ -228,6 +246,7 @@ impl Counters {
             chunks: get(&self.chunks),
             duplicated_now: get(&self.duplicated_now),
             duplicated_part: get(&self.duplicated_part),
+            carried_part: get(&self.carried_part),
             duplicated_later: get(&self.duplicated_later),
             duplicated_later_written: get(&self.duplicated_later_written),
             replayed: get(&self.replayed),
@@ -436,6 +455,7 @@ fn relay(
     let seed = faults.lock().map(|f| f.seed).unwrap_or(1);
     let mut rng = Rng::new(seed ^ n.wrapping_mul(0x9E37_79B9_7F4A_7C15));
     let mut history: VecDeque<Vec<u8>> = VecDeque::with_capacity(64);
+    let mut carried: Option<Vec<u8>> = None;
     let mut buf = vec![0u8; 256 * 1024];
     let close = |to_client: &Mutex<TcpStream>, server: &TcpStream| {
         if let Ok(c) = to_client.lock() {
@@ -501,6 +521,10 @@ fn relay(
                 out.extend_from_slice(old);
             }
         }
+        if let Some(part) = carried.take() {
+            bump(&counters.carried_part);
+            out.extend_from_slice(&part);
+        }
         if chunk.len() > 1 && rng.chance(f.duplicate_part) {
             bump(&counters.duplicated_part);
             let cut = 1 + rng.below(chunk.len() - 1);
@@ -513,6 +537,16 @@ fn relay(
         }
         if rng.chance(f.duplicate_later) {
             let _ = late_tx.send((Instant::now() + f.later, chunk.clone()));
+        }
+        if rng.chance(f.carry_part) {
+            let line = chunk
+                .windows(2)
+                .position(|w| w == b"\r\n")
+                .unwrap_or(chunk.len());
+            if line > 0 {
+                let cut = 1 + rng.below(line);
+                carried = Some(chunk.get(..cut).unwrap_or_default().to_vec());
+            }
         }
         if history.len() == 64 {
             history.pop_front();

@@ -267,6 +267,38 @@ mod tests {
     }
 
     #[test]
+    fn a_meta_line_that_is_two_replies_run_together_is_refused() {
+        // A duplicated part of one reply right before the next, read as one line: the
+        // second reply's key and token came last and were taken, and the line read as the
+        // first reply's code (an outside audit: `delete` of a missing key answered `true`).
+        for merged in [
+            &b"HD k-1-63af3e NF k-1-da44 O57\r\n"[..],
+            b"HD k-1-63af3eNF k-1-da44 O57\r\n",
+            b"HD NF k-1-da44 O57\r\n",
+            b"HD O5NS k-1-da44 O57\r\n",
+            b"EN O5 O6\r\n",
+            b"HD WNF k-1 O1\r\n",
+            b"VA 1 f0 c1 k-1 O5VA 1 f0 c2 k-1 O6\r\nx\r\n",
+            b"VA 1 f16 O1 f0\r\nx\r\n",
+            b"HD cX O1\r\n",
+        ] {
+            let e = decode_all(Expect::Meta, merged).unwrap_err();
+            assert!(e.0.contains("meta reply"), "{e}");
+        }
+        // What memcached sends passes: every flag it returns, a trailing space.
+        for fine in [
+            &b"HD O5 k-1-da44 c12 t-1 f0 s3 h1 l20 b\r\n"[..],
+            b"EN O5 k-1 \r\n",
+            b"VA 1 f0 c1 t-1 W X Z k-1 O5\r\nx\r\n",
+        ] {
+            assert!(
+                decode_all(Expect::Meta, fine).unwrap().is_some(),
+                "{fine:?}"
+            );
+        }
+    }
+
+    #[test]
     fn parses_meta_replies() {
         let reply = split_everywhere(Expect::Meta, b"VA 3 f272 c2 t30 Z X\r\nabc\r\n");
         let Reply::Meta(Meta::Value(m)) = reply else {

@@ -17,6 +17,54 @@ pub(super) fn err<T>(msg: impl Into<String>) -> Result<T, ParseError> {
     Err(ParseError(msg.into()))
 }
 
+/// The flags memcached 1.6 returns on a meta reply line (`mg`'s `b c f h k l O s t` and
+/// its `W X Z`; `ms`, `md` and `ma` return some of the same).
+const META_RETURN_FLAGS: &[u8] = b"bcfhklOstWXZ";
+
+/// Walks the flags of meta reply line `text` (after its code and, for `VA`, its length),
+/// calling `each` with every flag's letter and value. Each flag must be one memcached
+/// returns, at most once, the value-less ones (`b W X Z`) bare and the numeric ones
+/// numbers: anything else is two replies run together (a duplicated part of one before the
+/// next: `HD k<a>NF k<b> O5` read as one line took the second reply's key and token, and
+/// answered `HD` for it: an outside audit) or not a reply at all.
+fn meta_flags<'a>(
+    text: &[u8],
+    fields: impl Iterator<Item = &'a [u8]>,
+    mut each: impl FnMut(u8, &'a [u8]) -> Result<(), ParseError>,
+) -> Result<(), ParseError> {
+    let bad = |why: &str| ParseError(format!("meta reply {:?}: {why}", shown(text)));
+    let mut seen = [false; 128];
+    for field in fields {
+        // memcached writes one space between flags; an empty field is a trailing space.
+        let Some((&letter, value)) = field.split_first() else {
+            continue;
+        };
+        if !META_RETURN_FLAGS.contains(&letter) {
+            return Err(bad("a flag memcached does not return"));
+        }
+        let slot = seen
+            .get_mut(usize::from(letter))
+            .ok_or_else(|| bad("a bad flag"))?;
+        if std::mem::replace(slot, true) {
+            return Err(bad("a flag twice"));
+        }
+        let numeric = |v: &[u8]| {
+            let digits = v.strip_prefix(b"-").unwrap_or(v);
+            !digits.is_empty() && digits.iter().all(u8::is_ascii_digit)
+        };
+        let fits = match letter {
+            b'b' | b'W' | b'X' | b'Z' => value.is_empty(),
+            b'c' | b'f' | b'h' | b'l' | b's' | b't' | b'O' => numeric(value),
+            _ => !value.is_empty(),
+        };
+        if !fits {
+            return Err(bad("a flag with a value it cannot have"));
+        }
+        each(letter, value)?;
+    }
+    Ok(())
+}
+
 pub(super) fn shown(bytes: &[u8]) -> String {
     let cut = bytes.get(..bytes.len().min(80)).unwrap_or_default();
     String::from_utf8_lossy(cut).escape_debug().to_string()
@@ -347,13 +395,11 @@ impl Decoder {
                     if let Some(meta) = simple {
                         let tag = &mut self.tag;
                         tag.clear();
-                        for flag in fields {
-                            match flag.split_first() {
-                                Some((b'O', v)) => tag.set_opaque(v)?,
-                                Some((b'k', v)) => tag.set_key(v)?,
-                                _ => {}
-                            }
-                        }
+                        meta_flags(text, fields, |letter, v| match letter {
+                            b'O' => tag.set_opaque(v),
+                            b'k' => tag.set_key(v),
+                            _ => Ok(()),
+                        })?;
                         self.pos = next;
                         return Ok(Some(Reply::Meta(meta)));
                     }
@@ -381,21 +427,22 @@ impl Decoder {
                     };
                     let tag = &mut self.tag;
                     tag.clear();
-                    for flag in fields {
-                        match flag.split_first() {
-                            Some((b'f', v)) => {
+                    meta_flags(text, fields, |letter, v| {
+                        match letter {
+                            b'f' => {
                                 meta.item.flags = u32::try_from(parse_u64(v, "flags")?)
                                     .map_err(|_| ParseError("flags over 32 bits".into()))?
                             }
-                            Some((b'c', v)) => meta.item.cas = Some(parse_u64(v, "cas")?),
-                            Some((b'W', _)) => meta.win = true,
-                            Some((b'X', _)) => meta.stale = true,
-                            Some((b'Z', _)) => meta.win_taken = true,
-                            Some((b'O', v)) => tag.set_opaque(v)?,
-                            Some((b'k', v)) => tag.set_key(v)?,
+                            b'c' => meta.item.cas = Some(parse_u64(v, "cas")?),
+                            b'W' => meta.win = true,
+                            b'X' => meta.stale = true,
+                            b'Z' => meta.win_taken = true,
+                            b'O' => tag.set_opaque(v)?,
+                            b'k' => tag.set_key(v)?,
                             _ => {}
                         }
-                    }
+                        Ok(())
+                    })?;
                     let Some((data, after)) = data_block(buf, next, len)? else {
                         meta.item.value = vec![0; len];
                         self.pos = next;
