@@ -316,31 +316,55 @@ fn single_value(key: &[u8], values: Values) -> Result<Option<Item>, Mismatch> {
     Ok(found)
 }
 
-/// Puts the values of a classic multi-get reply in their places: `out[m]` for each of the
+/// Puts the values of a multi-get's `gets` reply in their places: `out[m]` for each of the
 /// `count` keys asked for (`key_at(m)`, in the order asked) that a value names. Every value
-/// must name a key that was asked for, and no key is answered more often than it was asked
-/// for; otherwise the reply is not this request's. A key asked for twice and answered once
-/// (a proxy may merge them) is a hit twice.
+/// must name a key that was asked for, carry a CAS unique (a `VALUE` line without one
+/// answers a `get`, not this `gets`), and no key is answered more often than it was asked
+/// for; otherwise the reply is not this request's.
+///
+/// memcached answers in the order of the request. On a connection speaking `Wire::Meta`
+/// (memcached 1.6 itself, no proxy between) that order is required: each value names a key
+/// after the last one answered, so a stray or duplicated `VALUE` inside the block (a part of
+/// an earlier reply, one injected) fails the reply unless it names a key asked later that
+/// had no value (an outside audit read a stray value before `END` as a hit; its line had no
+/// CAS unique). In the classic protocol, which proxies speak, a value may come out of order,
+/// and a key asked for twice and answered once (a proxy may merge them) is a hit twice.
 pub(crate) fn place_values<'k>(
     values: Values,
+    wire: Wire,
     count: usize,
     key_at: impl Fn(usize) -> Option<&'k [u8]>,
     out: &mut [Option<Item>],
 ) -> Result<(), Mismatch> {
     let filled = |out: &[Option<Item>], m: usize| out.get(m).is_some_and(Option::is_some);
-    // memcached answers in the order of the request: match each value from a cursor, so a
-    // batch of n keys costs n comparisons, not n squared.
+    let in_order = wire == Wire::Meta;
+    // Matched from a cursor, so a batch of n keys costs n comparisons, not n squared.
     let mut cursor = 0;
     let mut matched = 0;
     values.try_for_each(|key, item| {
+        if item.cas.is_none() {
+            return Err(Mismatch(format!(
+                "VALUE {:?} without a CAS unique answers a get, not this multi-get's gets",
+                show(key)
+            )));
+        }
         let fits = |m: usize, out: &[Option<Item>]| key_at(m) == Some(key) && !filled(out, m);
-        let found = (cursor..count)
-            .find(|&m| fits(m, out))
-            .or_else(|| (0..cursor).find(|&m| fits(m, out)));
+        let found = (cursor..count).find(|&m| fits(m, out)).or_else(|| {
+            if in_order {
+                None
+            } else {
+                (0..cursor).find(|&m| fits(m, out))
+            }
+        });
         let Some(m) = found else {
             return Err(Mismatch(format!(
-                "VALUE {:?} answers no key this multi-get asked for (or one more often than asked)",
-                show(key)
+                "VALUE {:?} answers no key this multi-get asked for{}",
+                show(key),
+                if in_order {
+                    " after the last one answered"
+                } else {
+                    " (or one more often than asked)"
+                }
             )));
         };
         cursor = m + 1;
@@ -350,7 +374,7 @@ pub(crate) fn place_values<'k>(
         }
         Ok(())
     })?;
-    if matched == 0 || matched == count {
+    if in_order || matched == 0 || matched == count {
         return Ok(());
     }
     for m in 0..count {
@@ -504,27 +528,54 @@ mod tests {
     fn multi_get_values_must_name_keys_that_were_asked_for() {
         let keys: [&[u8]; 4] = [b"a", b"b", b"a", b"c"];
         let key_at = |m: usize| keys.get(m).copied();
-        let mut out = vec![None; 4];
-        place_values(values(&[b"a", b"b", b"a"]), 4, key_at, &mut out).unwrap();
-        assert!(out[0].is_some() && out[1].is_some() && out[2].is_some() && out[3].is_none());
-        // Merged duplicates (a proxy): a hit twice.
-        let mut out = vec![None; 4];
-        place_values(values(&[b"a", b"c"]), 4, key_at, &mut out).unwrap();
-        assert!(out[2].is_some() && out[3].is_some());
-        // Out of order is accepted (a proxy may reorder), a stranger or one too many is not.
-        let mut out = vec![None; 4];
-        place_values(values(&[b"c", b"a"]), 4, key_at, &mut out).unwrap();
-        for bad in [&[&b"x"[..]][..], &[b"b", b"b"], &[b"a", b"a", b"a"]] {
+        for wire in [Wire::Classic, Wire::Meta] {
+            let mut out = vec![None; 4];
+            place_values(values(&[b"a", b"b", b"a"]), wire, 4, key_at, &mut out).unwrap();
+            assert!(out[0].is_some() && out[1].is_some() && out[2].is_some() && out[3].is_none());
+            for bad in [&[&b"x"[..]][..], &[b"b", b"b"], &[b"a", b"a", b"a"]] {
+                let mut out = vec![None; 4];
+                assert!(
+                    place_values(values(bad), wire, 4, key_at, &mut out).is_err(),
+                    "{wire:?} {bad:?}"
+                );
+            }
+            // A VALUE line without a CAS unique answers a `get`, not this `gets`.
+            let mut bare = Values::default();
+            let mut no_cas = item(b"a");
+            no_cas.cas = None;
+            bare.push(b"a", no_cas).unwrap();
             let mut out = vec![None; 4];
             assert!(
-                place_values(values(bad), 4, key_at, &mut out).is_err(),
+                place_values(bare, wire, 4, key_at, &mut out).is_err(),
+                "{wire:?}"
+            );
+        }
+        // Classic (a proxy may merge duplicates and reorder): a hit twice, out of order.
+        let mut out = vec![None; 4];
+        place_values(values(&[b"a", b"c"]), Wire::Classic, 4, key_at, &mut out).unwrap();
+        assert!(out[2].is_some() && out[3].is_some());
+        let mut out = vec![None; 4];
+        place_values(values(&[b"c", b"a"]), Wire::Classic, 4, key_at, &mut out).unwrap();
+        // Meta (memcached itself answers in the order asked): a value before the last one
+        // answered is not this reply's, and one asked once is one hit.
+        for bad in [
+            &[&b"c"[..], b"a"][..],
+            &[b"b", b"a", b"b"],
+            &[b"a", b"c", b"a"],
+        ] {
+            let mut out = vec![None; 4];
+            assert!(
+                place_values(values(bad), Wire::Meta, 4, key_at, &mut out).is_err(),
                 "{bad:?}"
             );
         }
+        let mut out = vec![None; 4];
+        place_values(values(&[b"a", b"c"]), Wire::Meta, 4, key_at, &mut out).unwrap();
+        assert!(out[0].is_some() && out[2].is_none() && out[3].is_some());
         // Only the keys asked of this server count.
         let asked = [0usize, 2, 3];
         let mut out = vec![None; 3];
         let key_of = |m: usize| asked.get(m).and_then(|&i| keys.get(i)).copied();
-        assert!(place_values(values(&[b"b"]), 3, key_of, &mut out).is_err());
+        assert!(place_values(values(&[b"b"]), Wire::Classic, 3, key_of, &mut out).is_err());
     }
 }

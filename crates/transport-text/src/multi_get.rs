@@ -199,7 +199,7 @@ impl TextTransport {
         let (reply, mut shortened) = self.receive(server, conn, &mut decoder)?;
         match reply {
             Reply::Values(values) => {
-                crate::command::place_values(*values, count, key_at, out)
+                crate::command::place_values(*values, conn.wire, count, key_at, out)
                     .map_err(|m| self.mismatch(server, m))?;
             }
             Reply::Status(s) if s.is_error() => {
@@ -269,8 +269,13 @@ pub(crate) fn gets_per_key(wire: Wire, n: usize) -> bool {
 
 /// Appends a multi-get of `keys`: `gets <key>...`, and on a meta connection the tagged `mg`
 /// of the last key that closes its reply ([`meta::encode_marker`]): one command for the
-/// values, and right after them a token that no earlier reply carries, so no stray bytes
-/// (a duplicate, an older reply) can sit before or inside the `VALUE` block unnoticed.
+/// values, and right after them a token that no earlier reply carries. The `VALUE` lines
+/// themselves are untagged; what holds them to this request is
+/// [`place_values`](crate::command::place_values): each names a key asked, carries a CAS
+/// unique, and on a meta connection comes in the order asked. What that cannot tell from
+/// the server's own is a stray `VALUE`, CAS unique and all, of a key asked later that has
+/// no value, and a `VALUE` dropped on the way reads as a miss; a multi-get of up to
+/// [`META_GETS_PER_KEY`] keys, one tagged `mg` each, has neither gap.
 /// Returns the closing token and key.
 pub(crate) fn encode_multi_get<'k>(
     conn: &mut Conn,

@@ -608,7 +608,7 @@ impl AsyncTransport for TokioTextTransport {
     }
 
     /// True unless the transport speaks only the classic protocol; with
-    /// [`Protocol::Auto`](crate::Protocol::Auto) a server found without meta answers the
+    /// [`Protocol::Auto`] a server found without meta answers the
     /// meta operations with [`Error::Unsupported`].
     fn supports_meta(&self) -> bool {
         self.inner.config.protocol != crate::Protocol::Classic

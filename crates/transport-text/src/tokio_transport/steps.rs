@@ -161,7 +161,7 @@ impl Step {
             Step::Gets { keys } => match reply {
                 Reply::Values(values) => {
                     let mut items = vec![None; keys.len()];
-                    command::place_values(*values, keys.len(), |m| keys.get(m), &mut items)
+                    command::place_values(*values, wire, keys.len(), |m| keys.get(m), &mut items)
                         .map_err(|m| m.0)?;
                     Ok(Taken::Answer(Some(Answer::Items(items))))
                 }
