@@ -8,5 +8,6 @@ mod conformance_memory;
 mod conformance_text;
 mod conformance_tokio;
 mod connections;
+mod probe;
 mod tokio_transport;
 mod twemproxy;

@@ -130,15 +130,42 @@ impl TextTransport {
     /// the server speaks the meta protocol with tags ([`meta::encode_probe`]):
     /// - a reply with the probe's tag: meta, and this connection is ready;
     /// - `ERROR` or `CLIENT_ERROR` (memcached before 1.6), or a meta reply without a token (a
-    ///   server that does not echo them, whose replies cannot be matched): classic, on a new
-    ///   connection;
+    ///   server that does not echo them, whose replies cannot be matched): classic;
     /// - the connection closed without a reply (twemproxy closes on commands it does not
     ///   know): classic when the server answers `version` on a new connection, or answers it
     ///   with `SERVER_ERROR` (twemproxy with its memcached gone: the request then fails with
     ///   that [`Error::Server`]);
     /// - anything else (another token, garbage, a timeout, a connection lost): an error, and
     ///   the server is probed again on the next connection.
-    pub(crate) fn end_probe(&self, server: &Server, mut conn: Conn, opaque: u32) -> Result<Conn> {
+    ///
+    /// Classic is for good (the server is not probed again), so one probe's word is not
+    /// taken for it: a second probe, on a new connection, must say so too. A stray line or
+    /// a connection cut at the first probe made a memcached 1.6 classic for the process's
+    /// life, where replies cannot be matched to requests (an outside audit: a stray `EN`
+    /// before the probe's reply, then a stray `VALUE` read as a hit).
+    pub(crate) fn end_probe(&self, server: &Server, conn: Conn, opaque: u32) -> Result<Conn> {
+        let permit = match self.judge_probe(server, conn, opaque)? {
+            Judged::Meta(conn) => return Ok(conn),
+            Judged::Classic(permit) => permit,
+        };
+        let stream = self.connect_stream(server)?;
+        let mut conn = self.new_conn(stream, Wire::Meta, permit);
+        let opaque = conn.next_opaque();
+        meta::encode_probe(&mut conn.wbuf, opaque);
+        self.send(server, &mut conn)?;
+        conn.wbuf.clear();
+        let permit = match self.judge_probe(server, conn, opaque)? {
+            Judged::Meta(conn) => return Ok(conn),
+            Judged::Classic(permit) => permit,
+        };
+        server.wire.store(WIRE_CLASSIC, Ordering::Relaxed);
+        let stream = self.connect_stream(server)?;
+        Ok(self.new_conn(stream, Wire::Classic, permit))
+    }
+
+    /// One probe's verdict ([`TextTransport::end_probe`]): meta (the server marked so, the
+    /// connection ready), or classic (its place given back, nothing marked yet).
+    fn judge_probe(&self, server: &Server, mut conn: Conn, opaque: u32) -> Result<Judged> {
         let mut decoder = Decoder::new(Expect::Meta);
         match self.receive(server, &mut conn, &mut decoder) {
             Ok((reply, shortened)) => match probe_verdict(&reply, decoder.tag(), opaque) {
@@ -156,31 +183,24 @@ impl TextTransport {
                             .set_read_timeout(Some(self.config.read_timeout))
                             .map_err(|e| self.io_error(server, e, self.config.read_timeout))?;
                     }
-                    return Ok(conn);
+                    Ok(Judged::Meta(conn))
                 }
-                // Classic, below.
-                Ok(ProbeVerdict::Classic) => {}
-                Err(m) => return Err(self.mismatch(server, m)),
+                Ok(ProbeVerdict::Classic) => Ok(Judged::Classic(conn.into_permit())),
+                Err(m) => Err(self.mismatch(server, m)),
             },
             Err(e) if closed_without_reply(&e) => {
                 let permit = conn.into_permit();
                 let stream = self.connect_stream(server)?;
                 let mut conn = self.new_conn(stream, Wire::Classic, permit);
                 let status = self.version_reply(server, &mut conn);
-                return match version_verdict(&server.label, status) {
-                    Some(classic) => {
-                        server.wire.store(WIRE_CLASSIC, Ordering::Relaxed);
-                        classic.map(|()| conn)
-                    }
+                match version_verdict(&server.label, status) {
+                    Some(Ok(())) => Ok(Judged::Classic(conn.into_permit())),
+                    Some(Err(e)) => Err(e),
                     None => Err(e),
-                };
+                }
             }
-            Err(e) => return Err(e),
+            Err(e) => Err(e),
         }
-        server.wire.store(WIRE_CLASSIC, Ordering::Relaxed);
-        let permit = conn.into_permit();
-        let stream = self.connect_stream(server)?;
-        Ok(self.new_conn(stream, Wire::Classic, permit))
     }
 
     /// Sends `version` on `conn` and reads the reply: true when it is `VERSION ...` and
@@ -310,4 +330,12 @@ pub(crate) fn not_to_itself(
         )),
         _ => Ok(()),
     }
+}
+
+/// What one meta probe found ([`TextTransport::end_probe`]).
+enum Judged {
+    /// Meta: the connection, ready.
+    Meta(Conn),
+    /// Classic: the connection's place, to open another in.
+    Classic(Permit<Conn>),
 }

@@ -165,14 +165,36 @@ async fn ask(
 /// tag back is meta (on this connection); `ERROR`, `CLIENT_ERROR` or an untagged meta reply
 /// is classic (on a new connection); a connection closed without a reply is classic when
 /// the server answers `version` on a new one (twemproxy); anything else is an error, and
-/// the next connection probes again.
+/// the next connection probes again. Classic is for good, so it takes two probes' word,
+/// the second on a new connection (`TextTransport::end_probe` says why).
 async fn probe(
+    config: &TextConfig,
+    target: &Target<'_>,
+    reader: ReadHalf,
+    writer: WriteHalf,
+    opaque: u32,
+) -> Result<(ReadHalf, WriteHalf, Wire)> {
+    if let Some(meta) = probe_once(config, target, reader, writer, opaque).await? {
+        return Ok(meta);
+    }
+    let (reader, writer) = connect(config, target).await?;
+    if let Some(meta) = probe_once(config, target, reader, writer, opaque.wrapping_add(1)).await? {
+        return Ok(meta);
+    }
+    target.wire.store(WIRE_CLASSIC, Ordering::Relaxed);
+    let (reader, writer) = connect(config, target).await?;
+    Ok((reader, writer, Wire::Classic))
+}
+
+/// One probe on this connection: `Some` connection when the server speaks meta (marked
+/// so), `None` when it answered as a classic server (nothing marked yet).
+async fn probe_once(
     config: &TextConfig,
     target: &Target<'_>,
     mut reader: ReadHalf,
     mut writer: WriteHalf,
     opaque: u32,
-) -> Result<(ReadHalf, WriteHalf, Wire)> {
+) -> Result<Option<(ReadHalf, WriteHalf, Wire)>> {
     let label = target.label;
     let mut request = Vec::new();
     meta::encode_probe(&mut request, opaque);
@@ -198,13 +220,9 @@ async fn probe(
                     return Err(mismatch("bytes after the reply to the meta probe".into()));
                 }
                 target.wire.store(WIRE_META, Ordering::Relaxed);
-                Ok((reader, writer, Wire::Meta))
+                Ok(Some((reader, writer, Wire::Meta)))
             }
-            Ok(ProbeVerdict::Classic) => {
-                target.wire.store(WIRE_CLASSIC, Ordering::Relaxed);
-                let (reader, writer) = connect(config, target).await?;
-                Ok((reader, writer, Wire::Classic))
-            }
+            Ok(ProbeVerdict::Classic) => Ok(None),
             Err(m) => Err(mismatch(m.0)),
         },
         Err(ReadFailure::ClosedWithoutReply) => {
@@ -225,10 +243,7 @@ async fn probe(
                 _ => None,
             };
             match version_verdict(label, status) {
-                Some(classic) => {
-                    target.wire.store(WIRE_CLASSIC, Ordering::Relaxed);
-                    classic.map(|()| (reader, writer, Wire::Classic))
-                }
+                Some(classic) => classic.map(|()| None),
                 None => Err(Error::Io {
                     server: label.to_string(),
                     source: io::Error::new(
