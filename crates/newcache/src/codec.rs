@@ -529,9 +529,14 @@ fn kind(flags: u32) -> Result<Kind, CodecError> {
 /// Renders a stored value for people (the CLI): text, integers, booleans, pickles and JSON
 /// as they read, compressed values inflated, anything else described.
 pub fn display(bytes: &[u8], flags: u32) -> String {
+    display_within(bytes, flags, DEFAULT_INFLATE_LIMIT)
+}
+
+/// [`display`], a compressed value inflated up to `inflate_limit` bytes.
+pub fn display_within(bytes: &[u8], flags: u32, inflate_limit: usize) -> String {
     if flags & FLAG_ZLIB != 0 {
-        return match inflate(bytes, DEFAULT_INFLATE_LIMIT) {
-            Ok(inflated) => display(&inflated, flags & !FLAG_ZLIB),
+        return match inflate(bytes, inflate_limit) {
+            Ok(inflated) => display_within(&inflated, flags & !FLAG_ZLIB, inflate_limit),
             Err(e) => format!("<{} bytes that do not inflate: {e}>", bytes.len()),
         };
     }
@@ -693,6 +698,18 @@ mod tests {
             matches!(e, bincode::error::DecodeError::LimitExceeded),
             "{e}"
         );
+    }
+
+    /// The CLI shows a compressed value within its cache's `inflate_limit` (an outside
+    /// audit: a value the cache read was shown as "does not inflate" past the default).
+    #[test]
+    fn display_inflates_within_the_limit_it_is_given() {
+        let text = "z".repeat(5_000);
+        let compressed = deflate(text.as_bytes()).expect("compresses");
+        let flags = FLAG_TEXT | FLAG_ZLIB;
+        assert!(display_within(&compressed, flags, 1_000).contains("do not inflate"));
+        assert_eq!(display_within(&compressed, flags, 10_000), text);
+        assert_eq!(display(&compressed, flags), text);
     }
 
     /// An empty sequence is bytes only when its elements are `u8`: an empty `Vec<String>`

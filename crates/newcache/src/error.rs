@@ -16,7 +16,7 @@ pub enum Error {
         key: String,
     },
     /// `incr`/`decr` on a value that is not a decimal counter.
-    #[error("cache key {key:?} does not hold a counter memcached can change: incr/decr need an unsigned decimal integer (0 to 2^64-1, not negative), stored with herd off (SetOptions::no_herd or Ttl::Forever)")]
+    #[error("cache key {key:?} does not hold a counter memcached can change: incr/decr need an unsigned decimal integer (0 to 2^64-1, not negative), as set stores an unsigned integer value")]
     NotNumeric {
         /// The caller's key.
         key: String,

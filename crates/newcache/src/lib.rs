@@ -169,9 +169,16 @@ pub struct RawValue {
 }
 
 impl RawValue {
-    /// The value for people: text and numbers as they are, anything else described.
+    /// The value for people: text and numbers as they are, anything else described; a
+    /// compressed value inflated up to [`DEFAULT_INFLATE_LIMIT`](codec::DEFAULT_INFLATE_LIMIT).
     pub fn display(&self) -> String {
         codec::display(&self.bytes, self.flags)
+    }
+
+    /// [`RawValue::display`], a compressed value inflated up to `inflate_limit` bytes (a
+    /// cache's own, `cache.config().inflate_limit`, so what the cache reads is shown).
+    pub fn display_within(&self, inflate_limit: usize) -> String {
+        codec::display_within(&self.bytes, self.flags, inflate_limit)
     }
 }
 

@@ -298,6 +298,30 @@ fn a_closed_stdout_ends_the_command_quietly() {
 }
 
 #[test]
+fn a_failed_write_of_help_or_version_is_an_error() {
+    // An outside audit: `--help > /dev/full` exited 0 with nothing written (clap ignored the
+    // failed write), where `get` and `stats` report it. A closed stdout stays quiet (above).
+    for args in [&["--help"][..], &["--version"], &["get", "--help"]] {
+        let full = std::fs::OpenOptions::new()
+            .write(true)
+            .open("/dev/full")
+            .expect("/dev/full");
+        let o = Command::new(env!("CARGO_BIN_EXE_newcache"))
+            .args(args)
+            .stdout(full)
+            .stderr(std::process::Stdio::piped())
+            .output()
+            .unwrap();
+        assert_eq!(o.status.code(), Some(2), "{args:?}");
+        let stderr = String::from_utf8_lossy(&o.stderr);
+        assert!(
+            stderr.contains("cannot write to stdout"),
+            "{args:?}: {stderr}"
+        );
+    }
+}
+
+#[test]
 fn get_prints_what_python_pickled_or_compressed_decoded() {
     let server = Memcached::start();
     let url = format!(

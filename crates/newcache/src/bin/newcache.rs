@@ -219,7 +219,7 @@ fn run(cli: Cli) -> Result<Outcome, String> {
                 .write_all(&peeked.value.bytes)
                 .and_then(|()| out.flush())
                 .map_err(write_error)?,
-            Some(peeked) => say(&peeked.value.display())?,
+            Some(peeked) => say(&peeked.value.display_within(cache.config().inflate_limit))?,
             None => return Ok(Outcome::No),
         },
         Command::Set(store) => cache
@@ -271,9 +271,24 @@ fn cli_error(e: newcache::Error) -> String {
 }
 
 fn main() -> ExitCode {
-    // Usage errors (exit 2), help and --version (exit 0) are clap's; a closed stdout under
-    // them is quiet too (clap ignores the failed write).
-    let cli = Cli::parse();
+    // Usage errors (exit 2), help and --version (exit 0) are clap's words, written here so
+    // that a failed write is told: a closed stdout is quiet (exit 0), any other failure
+    // (a full disk, /dev/full) is an error (clap's own exit ignored it: exit 0, nothing
+    // written).
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let code = u8::try_from(e.exit_code()).unwrap_or(2);
+            return match e.print().map_err(write_error) {
+                Ok(()) => ExitCode::from(code),
+                Err(msg) if msg == CLOSED_STDOUT => ExitCode::from(code),
+                Err(msg) => {
+                    eprintln!("newcache: {msg}");
+                    ExitCode::from(2)
+                }
+            };
+        }
+    };
     match run(cli) {
         Ok(Outcome::Ok) => ExitCode::SUCCESS,
         Ok(Outcome::No) => ExitCode::from(1),
