@@ -86,6 +86,18 @@ impl Walk {
         Ok(self.inner())
     }
 
+    /// An `i128` or `u128` inside a value: serde-pickle has no encoding for them (an outside
+    /// audit got its "decoding error: i128 is not supported" from a write). A bare one is
+    /// stored as a plain integer before any codec sees it.
+    fn wide(self) -> Result<(), Ambiguous> {
+        if !self.json {
+            return Err(Ambiguous(
+                "an i128 or u128 inside a value has no pickle encoding in serde-pickle; store it as i64/u64 when it fits, or as a string, or use codec=bincode or codec=json".into(),
+            ));
+        }
+        Ok(())
+    }
+
     fn float(self, v: f64) -> Result<(), Ambiguous> {
         if self.json && !v.is_finite() {
             return Err(Ambiguous(format!(
@@ -119,15 +131,19 @@ impl ser::Serializer for Walk {
         serialize_i16(i16);
         serialize_i32(i32);
         serialize_i64(i64);
-        serialize_i128(i128);
         serialize_u8(u8);
         serialize_u16(u16);
         serialize_u32(u32);
         serialize_u64(u64);
-        serialize_u128(u128);
         serialize_char(char);
         serialize_str(&str);
         serialize_bytes(&[u8]);
+    }
+    fn serialize_i128(self, _: i128) -> Result<(), Ambiguous> {
+        self.wide()
+    }
+    fn serialize_u128(self, _: u128) -> Result<(), Ambiguous> {
+        self.wide()
     }
     fn serialize_f32(self, v: f32) -> Result<(), Ambiguous> {
         self.float(f64::from(v))
@@ -334,6 +350,14 @@ mod tests {
             None
         );
         assert_eq!(ambiguous(&BTreeMap::from([(Some(1), 1)]), false), None);
+    }
+
+    #[test]
+    fn pickle_refuses_wide_integers_inside_values_and_json_takes_them() {
+        let said = ambiguous(&vec![i128::MAX], false).expect("refused");
+        assert!(said.contains("i128 or u128"), "{said}");
+        assert!(ambiguous(&(1u8, u128::MAX), false).is_some());
+        assert_eq!(ambiguous(&vec![i128::MAX], true), None);
     }
 
     #[test]
