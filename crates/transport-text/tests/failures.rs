@@ -460,9 +460,11 @@ fn a_server_without_meta_is_found_by_the_probe_and_spoken_to_in_classic() {
         t.meta_get(b"k", 5),
         Err(Error::Unsupported { command, .. }) if command == "mg"
     ));
-    // The probe's connection, then one classic connection for everything.
+    // Two probes' connections (classic takes two probes' word: one stray line or cut
+    // connection must not make a memcached 1.6 classic for good), then one classic
+    // connection for everything.
     std::thread::sleep(Duration::from_millis(50));
-    assert_eq!(accepted.load(Ordering::SeqCst), 2);
+    assert_eq!(accepted.load(Ordering::SeqCst), 3);
 }
 
 #[test]
