@@ -2,12 +2,13 @@
 
 use std::fmt;
 
-use newcache_transport::Error;
+use newcache_transport::{Error, ItemSizeMax, Store};
 
 use crate::batch::Answer;
 use crate::command::{Cmd, Outcome, Wire};
+use crate::conn::WIRE_CLASSIC;
 use crate::proto::{Reply, Status};
-use crate::TextTransport;
+use crate::{Protocol, TextTransport};
 
 /// True for an [`Error::Io`] of a connection closed before any byte of the reply.
 pub(crate) fn closed_without_reply(e: &Error) -> bool {
@@ -98,4 +99,37 @@ impl TextTransport {
             detail: format!("unexpected outcome {outcome:?}"),
         }
     }
+}
+
+/// What a store needs before it is sent, under [`Store::needs_server_limit`]: nothing, its
+/// server's `-I` (as learnt, `None` when the server did not say), or that `-I` asked first.
+pub(crate) enum LimitCheck {
+    /// Send it: a `set`, a value every server takes, or classic commands (which leave the
+    /// old item be on a refusal).
+    Skip,
+    /// Hold it to this limit.
+    Known(Option<usize>),
+    /// Ask the server (`stats settings`), then hold it to the answer.
+    Ask,
+}
+
+impl LimitCheck {
+    /// The check for `request` to a server that speaks `wire` (a `WIRE_*`), whose `-I` is
+    /// `learnt`, under `protocol`: one rule for both transports.
+    pub(crate) fn of(
+        request: &Store<'_>,
+        protocol: Protocol,
+        wire: u8,
+        learnt: &ItemSizeMax,
+    ) -> LimitCheck {
+        if !request.needs_server_limit() || protocol == Protocol::Classic || wire == WIRE_CLASSIC {
+            return LimitCheck::Skip;
+        }
+        learnt.known().map_or(LimitCheck::Ask, LimitCheck::Known)
+    }
+}
+
+/// The refusal of `request` held to a server's `-I` of `max` (`None`: not known, sent).
+pub(crate) fn over_server_limit(request: &Store<'_>, max: Option<usize>) -> Option<Error> {
+    request.check_size(max?).err()
 }

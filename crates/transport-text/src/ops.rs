@@ -10,8 +10,7 @@ use std::sync::atomic::Ordering;
 
 use crate::batch::{flushed, server_stats, Answer, Batch, RoundLimit};
 use crate::command::{Cmd, Outcome};
-use crate::conn::WIRE_CLASSIC;
-use crate::errors::{refused_as_too_large, status_to_error};
+use crate::errors::{over_server_limit, refused_as_too_large, status_to_error, LimitCheck};
 use crate::proto::{Expect, Status};
 use crate::{Protocol, TextTransport};
 
@@ -374,20 +373,14 @@ impl TextTransport {
     /// old item for ([`Store::needs_server_limit`]: not a `set`, in the meta protocol),
     /// checked against that server's own `-I` before anything is sent.
     pub(crate) fn server_refusal(&self, request: &Store<'_>) -> Option<Error> {
-        if !request.needs_server_limit() || self.config.protocol == Protocol::Classic {
-            return None;
-        }
         let index = self.server_for_key(request.key).ok()?;
         let server = self.server(index).ok()?;
-        // Classic commands (memcached before 1.6, twemproxy) leave the old item be.
-        if server.wire.load(Ordering::Relaxed) == WIRE_CLASSIC {
-            return None;
+        let wire = server.wire.load(Ordering::Relaxed);
+        match LimitCheck::of(request, self.config.protocol, wire, &server.item_size_max) {
+            LimitCheck::Skip => None,
+            LimitCheck::Known(max) => over_server_limit(request, max),
+            LimitCheck::Ask => over_server_limit(request, self.ask_item_size_max(index)),
         }
-        let max = match server.item_size_max.known() {
-            Some(max) => max,
-            None => self.ask_item_size_max(index),
-        };
-        request.check_size(max?).err()
     }
 
     fn arith(&self, key: &[u8], delta: u64, incr: bool) -> Result<Option<u64>> {

@@ -17,11 +17,12 @@ use super::{
 };
 use crate::batch::{flushed, server_stats, unexpected_answer, Tolerated};
 use crate::command::{Cmd, Outcome};
-use crate::conn::WIRE_CLASSIC;
-use crate::errors::{refusal_error, refused_as_too_large, status_to_error};
+use crate::errors::{
+    over_server_limit, refusal_error, refused_as_too_large, status_to_error, LimitCheck,
+};
 use crate::ops::members_of;
 use crate::proto::{Expect, Reply, Status};
-use crate::{group_by_server, Protocol, TextTransport};
+use crate::{group_by_server, TextTransport};
 
 /// Each server's index, with the job that builds its part of a batch.
 type Groups<'a> = Vec<(usize, Box<Build<'a>>)>;
@@ -114,20 +115,15 @@ impl TokioTextTransport {
     /// old item for, checked against that server's own `-I` before anything is sent (the
     /// blocking transport's rule: `TextTransport::server_refusal`).
     async fn server_refusal(&self, request: &Store<'_>) -> Option<Error> {
-        if !request.needs_server_limit() || self.inner.config.protocol == Protocol::Classic {
-            return None;
-        }
         let index = self.server_for_key(request.key).ok()?;
         let server = self.server(index).ok()?;
-        // Classic commands (memcached before 1.6, twemproxy) leave the old item be.
-        if server.wire.load(Ordering::Relaxed) == WIRE_CLASSIC {
-            return None;
+        let wire = server.wire.load(Ordering::Relaxed);
+        let config = &self.inner.config;
+        match LimitCheck::of(request, config.protocol, wire, &server.item_size_max) {
+            LimitCheck::Skip => None,
+            LimitCheck::Known(max) => over_server_limit(request, max),
+            LimitCheck::Ask => over_server_limit(request, self.ask_item_size_max(index).await),
         }
-        let max = match server.item_size_max.known() {
-            Some(max) => max,
-            None => self.ask_item_size_max(index).await,
-        };
-        request.check_size(max?).err()
     }
 
     /// `line` on every server: each server's answers or failure, by index.
@@ -608,7 +604,7 @@ impl AsyncTransport for TokioTextTransport {
     }
 
     /// True unless the transport speaks only the classic protocol; with
-    /// [`Protocol::Auto`] a server found without meta answers the
+    /// [`Protocol::Auto`](crate::Protocol::Auto) a server found without meta answers the
     /// meta operations with [`Error::Unsupported`].
     fn supports_meta(&self) -> bool {
         self.inner.config.protocol != crate::Protocol::Classic
