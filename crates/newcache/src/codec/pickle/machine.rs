@@ -130,6 +130,11 @@ impl Machine {
         }
     }
 
+    /// True when `slot` is a container with nothing in it (`()`, `[]`, `{}`).
+    pub(super) fn is_empty_container(&self, slot: &Slot) -> bool {
+        matches!(slot.node, Node::Container(id) if self.nodes.get(id).is_some_and(Vec::is_empty))
+    }
+
     /// Adds `items` to the container on top of the stack.
     pub(super) fn fill(&mut self, items: &[Slot]) -> Result<(), CodecError> {
         let depth = items.iter().map(|s| s.depth).max().unwrap_or(0) + 1;

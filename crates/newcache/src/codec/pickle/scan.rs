@@ -345,6 +345,16 @@ pub(super) fn scan(bytes: &[u8]) -> Result<Scan, CodecError> {
                         let value = m.container(&[args]);
                         m.push(value)?
                     }
+                    // `b''` in protocols 0 to 2 (python-memcached's, Django's
+                    // `MemcachedCache`): `bytes()`, which serde-pickle reads as an empty
+                    // tuple, an empty sequence as bytes are. (Other bytes are
+                    // `_codecs.encode`.) It was refused, and the dict holding it lost.
+                    What::Global(g)
+                        if (g == "__builtin__.bytes" || g == "builtins.bytes")
+                            && m.is_empty_container(&args) =>
+                    {
+                        m.push(Slot::leaf(What::Other))?
+                    }
                     // Protocols 0 and 1 make a `newcache.Marker()` this way.
                     What::Global(g)
                         if g.ends_with("._reconstructor")
