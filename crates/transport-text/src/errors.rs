@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-use newcache_transport::{Error, ItemSizeMax, Store};
+use newcache_transport::{Error, ItemSizeMax, Result, ServerStats, Store};
 
 use crate::batch::Answer;
 use crate::command::{Cmd, Outcome, Wire};
@@ -129,7 +129,37 @@ impl LimitCheck {
     }
 }
 
-/// The refusal of `request` held to a server's `-I` of `max` (`None`: not known, sent).
-pub(crate) fn over_server_limit(request: &Store<'_>, max: Option<usize>) -> Option<Error> {
-    request.check_size(max?).err()
+/// The refusal of `request` held to a server's `-I` as asked: over it, or the server's
+/// failure to answer (the request is not sent: it would fail the same way, after a second
+/// timeout); `None`, send it (under it, or the server did not say).
+pub(crate) fn over_server_limit(request: &Store<'_>, max: Result<Option<usize>>) -> Option<Error> {
+    match max {
+        Ok(max) => request.check_size(max?).err(),
+        Err(e) => Some(e),
+    }
+}
+
+/// A server's `-I` from its answer to `stats settings` (`asked`, a one-server
+/// [`server_stats`](crate::batch::server_stats)), kept in `learnt`: `Ok(None)` when it did
+/// not say (kept too), the server's failure when it failed.
+pub(crate) fn learn_item_size_max(
+    asked: Result<Vec<ServerStats>>,
+    learnt: Option<&ItemSizeMax>,
+) -> Result<Option<usize>> {
+    let max = match asked {
+        Ok(servers) => match servers.into_iter().next() {
+            Some(ServerStats {
+                failure: Some(e), ..
+            }) => return Err(e),
+            Some(stats) => stats.item_size_max(),
+            None => None,
+        },
+        Err(e) if e.is_server_failure() => return Err(e),
+        // An error line: a server without `stats settings` (it did not say).
+        Err(_) => None,
+    };
+    if let Some(learnt) = learnt {
+        learnt.learn(max);
+    }
+    Ok(max)
 }

@@ -10,7 +10,9 @@ use std::sync::atomic::Ordering;
 
 use crate::batch::{flushed, server_stats, Answer, Batch, RoundLimit};
 use crate::command::{Cmd, Outcome};
-use crate::errors::{over_server_limit, refused_as_too_large, status_to_error, LimitCheck};
+use crate::errors::{
+    learn_item_size_max, over_server_limit, refused_as_too_large, status_to_error, LimitCheck,
+};
 use crate::proto::{Expect, Status};
 use crate::{Protocol, TextTransport};
 
@@ -348,25 +350,22 @@ impl TextTransport {
     /// naming that server's own limit for the key, asked of it (`stats settings`), when it
     /// answers.
     fn refused_by(&self, index: usize, request: &Store<'_>) -> Error {
-        let item_size_max = self.ask_item_size_max(index);
+        let item_size_max = self.ask_item_size_max(index).ok().flatten();
         request.refused_by_server_at(item_size_max, self.config.item_size_limit)
     }
 
     /// Server `index`'s `item_size_max` (`stats settings`), kept for the next
-    /// [`TextTransport::server_refusal`]; `None` when it does not answer or say.
-    fn ask_item_size_max(&self, index: usize) -> Option<usize> {
+    /// [`TextTransport::server_refusal`] ([`learn_item_size_max`]).
+    fn ask_item_size_max(&self, index: usize) -> Result<Option<usize>> {
         let groups = [(index, vec![index])];
         let outcomes = self.pipelined(
             &groups,
             Batch::Line("stats settings", Expect::Stats),
             RoundLimit::VALUES,
         );
-        let servers = server_stats(outcomes, |index| self.label(index)).ok()?;
-        let max = servers.first()?.item_size_max();
-        if let Ok(server) = self.server(index) {
-            server.item_size_max.learn(max);
-        }
-        max
+        let asked = server_stats(outcomes, |index| self.label(index));
+        let learnt = self.server(index).ok().map(|s| &s.item_size_max);
+        learn_item_size_max(asked, learnt)
     }
 
     /// The refusal of a request its server would refuse as too large and unlink the key's
@@ -378,7 +377,7 @@ impl TextTransport {
         let wire = server.wire.load(Ordering::Relaxed);
         match LimitCheck::of(request, self.config.protocol, wire, &server.item_size_max) {
             LimitCheck::Skip => None,
-            LimitCheck::Known(max) => over_server_limit(request, max),
+            LimitCheck::Known(max) => over_server_limit(request, Ok(max)),
             LimitCheck::Ask => over_server_limit(request, self.ask_item_size_max(index)),
         }
     }

@@ -550,6 +550,27 @@ fn a_refused_add_replace_cas_append_or_prepend_keeps_the_value_it_did_not_replac
     assert!(e.cache.add("k", &at, Ttl::Default).unwrap(), "a value at the limit");
     assert_eq!(e.cache.get::<String>("k").unwrap().map(|v| v.len()), Some(limit));
     e.cache.set("k", "old", Ttl::Default).unwrap();
+    if TRANSPORT.contains("transport=text") {
+        // A hung server: asking its limit fails, and the store is not sent after it (one
+        // read timeout, not two), a fresh cache asking it first.
+        let mut hung = Memcached::with_args(&["-I", "512k"]);
+        let url = format!(
+            "newcache://{}/?flavor=test&version=1&read_timeout=300",
+            hung.addr()
+        );
+        let cache = newcache::Cache::from_url(&url).unwrap();
+        cache.set("k", "old", Ttl::Default).unwrap();
+        hung.pause();
+        let started = std::time::Instant::now();
+        let err = cache.add("k", &"z".repeat(2_000), Ttl::Default).unwrap_err();
+        let took = started.elapsed();
+        hung.resume();
+        assert!(
+            matches!(&err, Error::Transport(newcache::transport::Error::Timeout { .. })),
+            "{err}"
+        );
+        assert!(took < Duration::from_millis(550), "{took:?}: two read timeouts");
+    }
     // The same through the async text transport.
     if TRANSPORT.contains("transport=text") {
         let rt = tokio::runtime::Builder::new_current_thread()

@@ -18,7 +18,8 @@ use super::{
 use crate::batch::{flushed, server_stats, unexpected_answer, Tolerated};
 use crate::command::{Cmd, Outcome};
 use crate::errors::{
-    over_server_limit, refusal_error, refused_as_too_large, status_to_error, LimitCheck,
+    learn_item_size_max, over_server_limit, refusal_error, refused_as_too_large, status_to_error,
+    LimitCheck,
 };
 use crate::ops::members_of;
 use crate::proto::{Expect, Reply, Status};
@@ -93,22 +94,19 @@ impl TokioTextTransport {
     /// naming that server's own limit for the key, asked of it (`stats settings`), when it
     /// answers.
     async fn refused_by(&self, index: usize, request: &Store<'_>) -> Error {
-        let item_size_max = self.ask_item_size_max(index).await;
+        let item_size_max = self.ask_item_size_max(index).await.ok().flatten();
         request.refused_by_server_at(item_size_max, self.inner.config.item_size_limit)
     }
 
     /// Server `index`'s `item_size_max` (`stats settings`), kept for the next
-    /// [`TokioTextTransport::server_refusal`]; `None` when it does not answer or say.
-    async fn ask_item_size_max(&self, index: usize) -> Option<usize> {
+    /// [`TokioTextTransport::server_refusal`] (`learn_item_size_max`).
+    async fn ask_item_size_max(&self, index: usize) -> Result<Option<usize>> {
         let answers = self
             .on_servers([index], "stats settings", Expect::Stats)
             .await;
-        let servers = server_stats(answers, |index| self.label(index).to_string()).ok()?;
-        let max = servers.first()?.item_size_max();
-        if let Ok(server) = self.server(index) {
-            server.item_size_max.learn(max);
-        }
-        max
+        let asked = server_stats(answers, |index| self.label(index).to_string());
+        let learnt = self.server(index).ok().map(|s| &s.item_size_max);
+        learn_item_size_max(asked, learnt)
     }
 
     /// The refusal of a request its server would refuse as too large and unlink the key's
@@ -121,7 +119,7 @@ impl TokioTextTransport {
         let config = &self.inner.config;
         match LimitCheck::of(request, config.protocol, wire, &server.item_size_max) {
             LimitCheck::Skip => None,
-            LimitCheck::Known(max) => over_server_limit(request, max),
+            LimitCheck::Known(max) => over_server_limit(request, Ok(max)),
             LimitCheck::Ask => over_server_limit(request, self.ask_item_size_max(index).await),
         }
     }
