@@ -220,6 +220,37 @@ fn a_killed_loader_hands_the_cold_key_to_exactly_one_waiter() {
     assert!(values.iter().all(|v| *v == 2), "{values:?}");
 }
 
+/// A cold key whose loader takes most of `lease_wait`: one load across processes. The lease
+/// key's TTL was `lease_wait` in whole seconds, which memcached's whole-second clock ends up
+/// to a second early (an outside audit: a 1 s lease lived 0.08 to 0.89 s), so an 800 ms
+/// loader under `lease_wait=1000` got a second one in another process on 10 of 10 cold
+/// events.
+#[test]
+fn a_loader_within_lease_wait_is_the_only_one_across_processes() {
+    let server = Memcached::start();
+    let url = format!("newcache://{}/?herd=lease&lease_wait=1000", server.addr());
+    for round in 0..3 {
+        let key = format!("within-{round}");
+        let (loads, values) = readers_loading(&[Readers::Threads(4); 4], &url, &key, 300, 2, 800);
+        assert_eq!(loads, 1, "round {round}: {values:?}");
+        assert!(values.iter().all(|v| *v == 2), "{values:?}");
+    }
+}
+
+/// A cold key whose loader is slower than the lease (`lease_wait=1000`: a 2 s lease key,
+/// a 3.5 s loader): the second loader the docs allow, and no more. Every waiter timed its
+/// own wait from the first lease, so once it expired and one process took the lease anew,
+/// every other process loaded too (an outside audit: 8 loads by 8 processes; 4 of 4 here).
+#[test]
+fn a_loader_slower_than_the_lease_gets_one_more_not_one_per_process() {
+    let server = Memcached::start();
+    let url = format!("newcache://{}/?herd=lease&lease_wait=1000", server.addr());
+    let (loads, values) = readers_loading(&[Readers::Threads(4); 4], &url, "slow", 300, 2, 3_500);
+    assert!((1..=2).contains(&loads), "{loads} loads: {values:?}");
+    assert_eq!(values.len(), 16);
+    assert!(values.iter().all(|v| *v == 2), "{values:?}");
+}
+
 /// Three expiries in a row, each read by two processes x 16 threads: one load per expiry,
 /// and every other reader gets the value from the expiry before.
 fn expiries_in_a_row(policy: &str, stale_after: Duration) {

@@ -7,8 +7,8 @@
 //! servers are down, but every call stays bounded: none but `get_or_set` over 4 s (two
 //! requests to a stopped server at connect 250 ms + write 500 ms + read 500 ms + a pooled
 //! connection wait of 500 ms each, with slack), `get_or_set` not over 6 s (it may wait out a
-//! lease key left by a timed-out `add` that ran late: `lease_wait` 3 s + memcached's 1 s clock
-//! granularity + one failing request). The binary checks the same limits and its memory growth.
+//! lease key left by a timed-out `add` that ran late: `lease_wait` 3 s stored as 4 s, which
+//! memcached's whole-second clock ends at 4 s at the latest, + one failing request). The binary checks the same limits and its memory growth.
 
 use std::process::Command;
 

@@ -88,6 +88,27 @@ fn lease_key(wire: &[u8]) -> Vec<u8> {
     out
 }
 
+/// A token naming one lease taken (the lease key's value): this process and a count, so
+/// that a waiter tells the holder it met from a later one.
+fn lease_token() -> Vec<u8> {
+    static TAKEN: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = TAKEN.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let at = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    format!("{}-{at}-{n}", std::process::id()).into_bytes()
+}
+
+/// The token of whoever holds a lease key now (`None`: nobody, or it could not be read;
+/// the next `add` of it tells).
+async fn lease_holder<I: Io>(io: &I, lease_key: &[u8]) -> Option<Vec<u8>> {
+    io.get(lease_key)
+        .await
+        .ok()
+        .flatten()
+        .map(|item| item.value)
+}
+
 /// Deletes `get_or_set`'s lease key when the loader that holds it is done, however it leaves
 /// (value, error, panic, or an async caller that stopped waiting), so other processes need
 /// not wait out its TTL.
@@ -287,21 +308,28 @@ impl Core {
             };
             // One loader across processes: whoever adds the lease key loads.
             let lease_key = lease_key(&wire);
-            // Whole seconds, rounded up: the key outlives the others' wait for it.
+            // Whole seconds, rounded up, and one more: memcached's clock counts whole
+            // seconds, so an item goes up to a second before its exptime (an outside audit:
+            // a lease of 1 s lived 0.08 to 0.89 s, so a loader faster than `lease_wait`
+            // got a second one beside it in another process).
             let lease_secs = u32::try_from(self.config.lease_wait.as_millis().div_ceil(1000))
                 .unwrap_or(u32::MAX)
-                .max(1);
-            // memcached keeps the key up to a second past its exptime; a waiter that has not
-            // got it by then loads without it (below).
+                .max(1)
+                .saturating_add(1);
+            // A lease held that long (and a second past it) by the same holder outlived its
+            // TTL (something stored the key without one): a waiter then loads without it.
             let lease_life = Duration::from_secs(u64::from(lease_secs) + 1);
+            // Whose lease it is: a waiter tells a holder that has kept it from a new one
+            // that took it after it expired.
+            let token = lease_token();
             let lease = Store {
                 mode: StoreMode::Add,
                 key: &lease_key,
-                value: b"1",
+                value: &token,
                 flags: 0,
                 exptime: lease_secs,
             };
-            let mut waited: Option<Instant> = None;
+            let mut waited: Option<(Instant, Option<Vec<u8>>)> = None;
             loop {
                 let leased = match io.store(&lease).await {
                     Ok(status) => status.is_stored(),
@@ -333,7 +361,7 @@ impl Core {
                     Err(e) => return Err(Error::from(e).into()),
                 };
                 if leased {
-                    if let Some(waited) = waited {
+                    if let Some((waited, _)) = waited {
                         self.observer.lease_wait(waited.elapsed());
                     }
                     // Dropped (the key deleted) when the loader is done, even by a panic;
@@ -358,10 +386,26 @@ impl Core {
                 }
                 // Another process holds the lease: wait for its value, and contend again,
                 // since a holder that died frees the lease only when its key expires.
-                let since = *waited.get_or_insert_with(Instant::now);
+                let since = match &waited {
+                    Some((since, _)) => *since,
+                    None => {
+                        let holder = lease_holder(io, &lease_key).await;
+                        waited = Some((Instant::now(), holder));
+                        Instant::now()
+                    }
+                };
                 if since.elapsed() >= lease_life {
-                    // The key outlived its TTL (something else stored it without one): the
-                    // wait is bounded by `lease_wait` all the same, so this caller loads.
+                    // Another process took the lease after the one this caller first met
+                    // expired (its loader slower than `lease_wait`): that is a new lease,
+                    // waited for afresh. Each waiter's own clock made every process load
+                    // once its wait ran out (an outside audit: 8 loads by 8 processes).
+                    let holder = lease_holder(io, &lease_key).await;
+                    if waited.as_ref().is_some_and(|(_, first)| *first != holder) {
+                        waited = Some((Instant::now(), holder));
+                        continue;
+                    }
+                    // The same holder past its TTL (something stored the key without one):
+                    // the wait is bounded by `lease_wait` all the same, so this caller loads.
                     self.observer.lease_wait(since.elapsed());
                     let over = match self.fetch_unobserved::<I, T>(io, OP, key, &wire).await? {
                         Fetched::Hit(v) => return Ok(v),

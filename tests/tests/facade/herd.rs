@@ -404,7 +404,8 @@ fn after_a_failing_cold_loader_one_waiter_loads_next_not_all() {
     assert_eq!(got.iter().filter(|g| g.is_err()).count(), 1, "{got:?}");
     assert!(got.iter().flatten().all(|v| *v == 7), "{got:?}");
     assert_eq!(e.lease("cold"), None, "the lease key is released");
-    // While a cold load runs, its lease key is there (TTL: lease_wait, whole seconds).
+    // While a cold load runs, its lease key is there (TTL: lease_wait, whole seconds, and
+    // one more: memcached's clock ends an item up to a second early).
     let (cache, seen) = (e.cache.clone(), Arc::new(std::sync::Mutex::new(None)));
     let lease = String::from_utf8(e.cache.lease_key("held").unwrap()).unwrap();
     let server_addr = e.server.addr();
@@ -421,7 +422,7 @@ fn after_a_failing_cold_loader_one_waiter_loads_next_not_all() {
         })
         .unwrap();
     let seen = seen.lock().unwrap().clone().unwrap();
-    assert!(seen.starts_with("HD t3") || seen.starts_with("HD t2"), "{seen}");
+    assert!(seen.starts_with("HD t4") || seen.starts_with("HD t3"), "{seen}");
 }
 
 /// The cold load's lease key is made from the wire key (`newcache-lease-` and its SHA-1),
@@ -460,8 +461,9 @@ fn the_lease_key_fits_any_valid_key_and_is_no_callers_key() {
 }
 
 /// A lease key that does not expire (stored by something else with no TTL) costs a cold
-/// `get_or_set` the lease's own life, `lease_wait` rounded up to the second and one more,
-/// then it loads: the wait is bounded by the cache, not by the key's TTL.
+/// `get_or_set` the lease's own life and a second more (`lease_wait` rounded up to the
+/// second, and two more), then it loads: the wait is bounded by the cache, not by the key's
+/// TTL.
 #[test]
 fn a_lease_key_that_never_expires_costs_a_bounded_wait() {
     let e = env("lease_wait=1000");
@@ -478,7 +480,7 @@ fn a_lease_key_that_never_expires_costs_a_bounded_wait() {
     let took = started.elapsed();
     assert_eq!(v, 9);
     assert!(
-        took >= Duration::from_secs(2) && took < Duration::from_secs(4),
+        took >= Duration::from_secs(3) && took < Duration::from_secs(5),
         "waited {took:?}"
     );
     assert_eq!(e.cache.get::<u32>("stuck").unwrap(), Some(9));

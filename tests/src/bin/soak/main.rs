@@ -59,8 +59,9 @@ const DOWN: Duration = Duration::from_millis(800);
 /// stopped server fails within 1.75 s. `get_or_set` is the longest path: when a lease `add`
 /// timed out against a stopped server and ran after it was continued, nobody deletes the
 /// lease key, and the next `get_or_set` of that key waits (by design, 20 ms polls) until the
-/// lease expires: `lease_wait` (3 s, stored as whole seconds) plus up to 1 s of memcached's
-/// whole-second clock. 3 s + 1 s + one failing request (1.75 s) = 5.75 s; 6 s with scheduling
+/// lease expires: `lease_wait` (3 s) stored as whole seconds and one more, 4 s (memcached's
+/// whole-second clock ends an item up to a second before its exptime, never after).
+/// 4 s + one failing request (1.75 s) = 5.75 s; 6 s with scheduling
 /// slack (16 workers on 2 cores). Every other operation is held to [`OTHER_CALL_LIMIT`].
 const CALL_LIMIT: Duration = Duration::from_secs(6);
 /// The longest a call other than `get_or_set` may take: `touch` is a read then a CAS store,
