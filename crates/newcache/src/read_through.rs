@@ -329,7 +329,9 @@ impl Core {
                 flags: 0,
                 exptime: lease_secs,
             };
-            let mut waited: Option<(Instant, Option<Vec<u8>>)> = None;
+            // When this caller began to wait, and since when it has waited on the holder it
+            // met (whose token is kept).
+            let mut waited: Option<(Instant, Instant, Option<Vec<u8>>)> = None;
             loop {
                 let leased = match io.store(&lease).await {
                     Ok(status) => status.is_stored(),
@@ -361,8 +363,8 @@ impl Core {
                     Err(e) => return Err(Error::from(e).into()),
                 };
                 if leased {
-                    if let Some((waited, _)) = waited {
-                        self.observer.lease_wait(waited.elapsed());
+                    if let Some((began, _, _)) = waited {
+                        self.observer.lease_wait(began.elapsed());
                     }
                     // Dropped (the key deleted) when the loader is done, even by a panic;
                     // before the flight guard, so waiters that wake find the lease free.
@@ -386,12 +388,13 @@ impl Core {
                 }
                 // Another process holds the lease: wait for its value, and contend again,
                 // since a holder that died frees the lease only when its key expires.
-                let since = match &waited {
-                    Some((since, _)) => *since,
+                let (began, since) = match &waited {
+                    Some((began, since, _)) => (*began, *since),
                     None => {
                         let holder = lease_holder(io, &lease_key).await;
-                        waited = Some((Instant::now(), holder));
-                        Instant::now()
+                        let now = Instant::now();
+                        waited = Some((now, now, holder));
+                        (now, now)
                     }
                 };
                 if since.elapsed() >= lease_life {
@@ -400,13 +403,13 @@ impl Core {
                     // waited for afresh. Each waiter's own clock made every process load
                     // once its wait ran out (an outside audit: 8 loads by 8 processes).
                     let holder = lease_holder(io, &lease_key).await;
-                    if waited.as_ref().is_some_and(|(_, first)| *first != holder) {
-                        waited = Some((Instant::now(), holder));
+                    if waited.as_ref().is_some_and(|(_, _, met)| *met != holder) {
+                        waited = Some((began, Instant::now(), holder));
                         continue;
                     }
                     // The same holder past its TTL (something stored the key without one):
                     // the wait is bounded by `lease_wait` all the same, so this caller loads.
-                    self.observer.lease_wait(since.elapsed());
+                    self.observer.lease_wait(began.elapsed());
                     let over = match self.fetch_unobserved::<I, T>(io, OP, key, &wire).await? {
                         Fetched::Hit(v) => return Ok(v),
                         Fetched::Recompute(over) => over,
@@ -419,11 +422,11 @@ impl Core {
                 io.sleep(Duration::from_millis(20)).await;
                 match self.fetch_unobserved::<I, T>(io, OP, key, &wire).await? {
                     Fetched::Hit(v) => {
-                        self.observer.lease_wait(since.elapsed());
+                        self.observer.lease_wait(began.elapsed());
                         return Ok(v);
                     }
                     Fetched::Recompute(over) => {
-                        self.observer.lease_wait(since.elapsed());
+                        self.observer.lease_wait(began.elapsed());
                         return self
                             .load_and_store(io, key, &wire, options, loader, over)
                             .await;
