@@ -63,6 +63,32 @@ mod tests {
             .collect()
     }
 
+    /// A class, a function or a constant pickled as itself is a typed error naming it (it
+    /// was serde-pickle's "unresolved global reference", naming nothing). Pickled by Python
+    /// 3.11 with protocol 4: `len`, `Ellipsis`, `[1, int]`.
+    #[test]
+    fn a_function_or_class_pickled_as_itself_is_named() {
+        for (pickled, named) in [
+            (
+                "80049514000000000000008c086275696c74696e73948c036c656e9493942e",
+                "builtins.len",
+            ),
+            (
+                "80049519000000000000008c086275696c74696e73948c08456c6c69707369739493942e",
+                "builtins.Ellipsis",
+            ),
+        ] {
+            let e = decode::<serde_pickle::Value>(&hex(pickled)).unwrap_err();
+            assert!(e.0.contains(named) && e.0.contains("no serde form"), "{e}");
+        }
+        // `int` itself in a list (serde-pickle reduces a call of it, not it).
+        let e = decode::<serde_pickle::Value>(&hex(
+            "8004951a000000000000005d94284b018c086275696c74696e73948c03696e74949394652e",
+        ))
+        .unwrap_err();
+        assert!(e.0.contains("builtins.int itself"), "{e}");
+    }
+
     /// `b''` in protocols 0 to 2 is `bytes()` (python-memcached pickles with protocol 0,
     /// Django's `MemcachedCache` over it): read as empty bytes, the dict around it kept (an
     /// outside audit: the whole value was an error). Pickled by Python 3.11:

@@ -3,7 +3,6 @@
 
 use serde::de::{Deserialize, DeserializeOwned, IgnoredAny};
 
-use super::pickle_error;
 use super::scan::scan;
 use super::value_de::ValueDe;
 use crate::codec::CodecError;
@@ -20,9 +19,10 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
         // newcache's own booleans: no need for the general path.
         return T::deserialize(crate::codec::plain::PickledBool(b));
     }
-    let marker = scan(bytes)?.marker;
-    let value = ValueDe(serde_pickle::value_from_slice(bytes, options()).map_err(pickle_error)?);
-    match marker {
+    let scanned = scan(bytes)?;
+    let value =
+        ValueDe(serde_pickle::value_from_slice(bytes, options()).map_err(|e| scanned.why(e))?);
+    match scanned.marker {
         None => T::deserialize(value),
         Some(_) => <(IgnoredAny, T, IgnoredAny)>::deserialize(value).map(|(_, value, _)| value),
     }

@@ -7,7 +7,6 @@ use std::fmt::Write;
 
 use serde_pickle::{HashableValue, Value};
 
-use super::pickle_error;
 use super::read::options;
 use super::scan::scan;
 use crate::codec::CodecError;
@@ -15,9 +14,9 @@ use crate::codec::CodecError;
 /// `bytes`, a pickle, as Python's `repr` of its value; a django-newcache herd tuple shows
 /// its value.
 pub fn repr(bytes: &[u8]) -> Result<String, CodecError> {
-    let marker = scan(bytes)?.marker;
-    let value = serde_pickle::value_from_slice(bytes, options()).map_err(pickle_error)?;
-    let value = match (marker, value) {
+    let scanned = scan(bytes)?;
+    let value = serde_pickle::value_from_slice(bytes, options()).map_err(|e| scanned.why(e))?;
+    let value = match (scanned.marker, value) {
         (Some(_), Value::Tuple(mut parts)) if parts.len() == 3 => parts.swap_remove(1),
         (_, value) => value,
     };

@@ -28,6 +28,40 @@ const REDUCIBLE: [&str; 11] = [
 #[derive(Debug, Default)]
 pub(super) struct Scan {
     pub(super) marker: Option<MarkerTuple>,
+    /// Every global the pickle names, in order ([`Scan::why`]).
+    pub(super) globals: Vec<String>,
+}
+
+impl Scan {
+    /// serde-pickle's error `e` for this pickle, naming the global it could not resolve
+    /// (a function, a class itself, `Ellipsis`) when the scan saw one: "unresolved global
+    /// reference" named nothing (an outside audit).
+    pub(super) fn why(&self, e: serde_pickle::Error) -> CodecError {
+        // The first that is not how a value is built, else the first builtin (`int` itself,
+        // not a call of it).
+        let named = self.globals.iter().find(|g| !is_machinery(g)).or_else(|| {
+            self.globals
+                .iter()
+                .find(|g| REDUCIBLE.contains(&g.as_str()))
+        });
+        match named {
+            Some(g) if e.to_string().contains("unresolved global") => err(format!(
+                "the pickle holds {g} itself (a class, a function or a constant such as Ellipsis), which has no serde form; read its bytes with get_raw"
+            )),
+            _ => super::pickle_error(e),
+        }
+    }
+}
+
+/// Globals that are part of how a value is built, not values themselves.
+fn is_machinery(global: &str) -> bool {
+    REDUCIBLE.contains(&global)
+        || global == MARKER
+        || global.ends_with("._reconstructor")
+        || global == "__builtin__.object"
+        || global == "builtins.object"
+        || global == "__builtin__.bytes"
+        || global == "builtins.bytes"
 }
 
 fn no_serde_form(global: Option<&str>) -> CodecError {
@@ -421,8 +455,12 @@ pub(super) fn scan(bytes: &[u8]) -> Result<Scan, CodecError> {
     match (&result.what, m.markers) {
         (What::Seed(marker), 1) => Ok(Scan {
             marker: Some(*marker),
+            globals,
         }),
-        (_, 0) => Ok(Scan { marker: None }),
+        (_, 0) => Ok(Scan {
+            marker: None,
+            globals,
+        }),
         _ => Err(err(
             "a newcache.Marker that is not django-newcache's herd tuple",
         )),
