@@ -464,18 +464,8 @@ fn a_value_the_server_refuses_names_the_servers_own_limit() {
     assert_eq!(raw.bytes.len(), limit);
     // The same through the async text transport.
     if TRANSPORT.contains("transport=text") {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
+        let (rt, cache) = e.async_cache();
         rt.block_on(async {
-            let cache = newcache::Builder::from_url(&format!(
-                "newcache://{}/?flavor=test&version=1",
-                e.server.addr()
-            ))
-            .unwrap()
-            .build_async()
-            .unwrap();
             let err = cache.set("big", &over, Ttl::Default).await.unwrap_err();
             assert!(
                 matches!(&err, Error::Transport(t) if names_the_limit(t)),
@@ -573,18 +563,8 @@ fn a_refused_add_replace_cas_append_or_prepend_keeps_the_value_it_did_not_replac
     }
     // The same through the async text transport.
     if TRANSPORT.contains("transport=text") {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
+        let (rt, cache) = e.async_cache();
         rt.block_on(async {
-            let cache = newcache::Builder::from_url(&format!(
-                "newcache://{}/?flavor=test&version=1",
-                e.server.addr()
-            ))
-            .unwrap()
-            .build_async()
-            .unwrap();
             cache.set("k", "old", Ttl::Default).await.unwrap();
             let err = cache.add("k", &over, Ttl::Default).await.unwrap_err();
             assert!(names_the_limit(&err), "async add: {err}");

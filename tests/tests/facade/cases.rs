@@ -53,6 +53,18 @@ fn env_on(server: Memcached, params: &str) -> Env {
 }
 
 impl Env {
+    /// A current-thread runtime and an `AsyncCache` (text transport) on this env's server,
+    /// with its flavor and version: the same keys as `self.cache`.
+    fn async_cache(&self) -> (tokio::runtime::Runtime, newcache::AsyncCache) {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let url = format!("newcache://{}/?flavor=test&version=1", self.server.addr());
+        let cache = rt.block_on(async { newcache::Builder::from_url(&url)?.build_async() });
+        (rt, cache.unwrap())
+    }
+
     fn wire(&self, key: &str) -> String {
         String::from_utf8(self.cache.wire_key(key).unwrap()).unwrap()
     }
