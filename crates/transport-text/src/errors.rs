@@ -114,6 +114,12 @@ pub(crate) enum LimitCheck {
 }
 
 impl LimitCheck {
+    /// Whether `request` may need its server's `-I` under `protocol` at all: a transport
+    /// asks this before it places the request (nearly every store does not).
+    pub(crate) fn may_apply(request: &Store<'_>, protocol: Protocol) -> bool {
+        request.needs_server_limit() && protocol != Protocol::Classic
+    }
+
     /// The check for `request` to a server that speaks `wire` (a `WIRE_*`), whose `-I` is
     /// `learnt`, under `protocol`: one rule for both transports.
     pub(crate) fn of(
@@ -122,7 +128,7 @@ impl LimitCheck {
         wire: u8,
         learnt: &ItemSizeMax,
     ) -> LimitCheck {
-        if !request.needs_server_limit() || protocol == Protocol::Classic || wire == WIRE_CLASSIC {
+        if !Self::may_apply(request, protocol) || wire == WIRE_CLASSIC {
             return LimitCheck::Skip;
         }
         learnt.known().map_or(LimitCheck::Ask, LimitCheck::Known)

@@ -372,6 +372,9 @@ impl TextTransport {
     /// old item for ([`Store::needs_server_limit`]: not a `set`, in the meta protocol),
     /// checked against that server's own `-I` before anything is sent.
     pub(crate) fn server_refusal(&self, request: &Store<'_>) -> Option<Error> {
+        if !LimitCheck::may_apply(request, self.config.protocol) {
+            return None;
+        }
         let index = self.server_for_key(request.key).ok()?;
         let server = self.server(index).ok()?;
         let wire = server.wire.load(Ordering::Relaxed);

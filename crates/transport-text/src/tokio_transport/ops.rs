@@ -113,6 +113,9 @@ impl TokioTextTransport {
     /// old item for, checked against that server's own `-I` before anything is sent (the
     /// blocking transport's rule: `TextTransport::server_refusal`).
     async fn server_refusal(&self, request: &Store<'_>) -> Option<Error> {
+        if !LimitCheck::may_apply(request, self.inner.config.protocol) {
+            return None;
+        }
         let index = self.server_for_key(request.key).ok()?;
         let server = self.server(index).ok()?;
         let wire = server.wire.load(Ordering::Relaxed);
