@@ -33,21 +33,21 @@ fn meta_flags<'a>(
     mut each: impl FnMut(u8, &'a [u8]) -> Result<(), ParseError>,
 ) -> Result<(), ParseError> {
     let bad = |why: &str| ParseError(format!("meta reply {:?}: {why}", shown(text)));
-    let mut seen = [false; 128];
+    // Bit i: `META_RETURN_FLAGS[i]` seen on this line.
+    let mut seen: u16 = 0;
     for field in fields {
         // memcached writes one space between flags; an empty field is a trailing space.
         let Some((&letter, value)) = field.split_first() else {
             continue;
         };
-        if !META_RETURN_FLAGS.contains(&letter) {
+        let Some(at) = META_RETURN_FLAGS.iter().position(|&f| f == letter) else {
             return Err(bad("a flag memcached does not return"));
-        }
-        let slot = seen
-            .get_mut(usize::from(letter))
-            .ok_or_else(|| bad("a bad flag"))?;
-        if std::mem::replace(slot, true) {
+        };
+        let bit = 1u16 << at;
+        if seen & bit != 0 {
             return Err(bad("a flag twice"));
         }
+        seen |= bit;
         let numeric = |v: &[u8]| {
             let digits = v.strip_prefix(b"-").unwrap_or(v);
             !digits.is_empty() && digits.iter().all(u8::is_ascii_digit)
