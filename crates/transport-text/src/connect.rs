@@ -114,11 +114,7 @@ impl TextTransport {
                 WIRE_META => Wire::Meta,
                 WIRE_CLASSIC => Wire::Classic,
                 _ => {
-                    let mut conn = self.new_conn(stream, Wire::Meta, permit);
-                    let opaque = conn.next_opaque();
-                    meta::encode_probe(&mut conn.wbuf, opaque);
-                    self.send(server, &mut conn)?;
-                    conn.wbuf.clear();
+                    let (conn, opaque) = self.send_probe(server, stream, permit)?;
                     return Ok(Opened::Probing(conn, opaque));
                 }
             },
@@ -149,11 +145,7 @@ impl TextTransport {
             Judged::Classic(permit) => permit,
         };
         let stream = self.connect_stream(server)?;
-        let mut conn = self.new_conn(stream, Wire::Meta, permit);
-        let opaque = conn.next_opaque();
-        meta::encode_probe(&mut conn.wbuf, opaque);
-        self.send(server, &mut conn)?;
-        conn.wbuf.clear();
+        let (conn, opaque) = self.send_probe(server, stream, permit)?;
         let permit = match self.judge_probe(server, conn, opaque)? {
             Judged::Meta(conn) => return Ok(conn),
             Judged::Classic(permit) => permit,
@@ -161,6 +153,22 @@ impl TextTransport {
         server.wire.store(WIRE_CLASSIC, Ordering::Relaxed);
         let stream = self.connect_stream(server)?;
         Ok(self.new_conn(stream, Wire::Classic, permit))
+    }
+
+    /// A connection on `stream` in the place `permit` holds, the meta probe sent on it:
+    /// the connection and the probe's token.
+    fn send_probe(
+        &self,
+        server: &Server,
+        stream: Stream,
+        permit: Permit<Conn>,
+    ) -> Result<(Conn, u32)> {
+        let mut conn = self.new_conn(stream, Wire::Meta, permit);
+        let opaque = conn.next_opaque();
+        meta::encode_probe(&mut conn.wbuf, opaque);
+        self.send(server, &mut conn)?;
+        conn.wbuf.clear();
+        Ok((conn, opaque))
     }
 
     /// One probe's verdict ([`TextTransport::end_probe`]): meta (the server marked so, the
