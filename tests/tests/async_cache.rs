@@ -368,6 +368,71 @@ fn a_loader_dropped_mid_load_hands_the_key_to_the_next_caller_at_once() {
     assert_eq!(cache.get::<u32>("cold").unwrap(), Some(2));
 }
 
+/// Tasks waiting for a cold loader of their key get its failure (`Error::LoadFailed`) and run
+/// no loader of their own; a hung loader costs the tasks behind it `lease_wait` and the lease's
+/// TTL, not a wait with no end (an outside audit: 50 waiters of a loader failing after 200 ms
+/// ran 50 loaders one after another, the last after 10.12 s; a hung loader's follower still
+/// waited after 10 s).
+#[test]
+fn tasks_behind_a_failing_or_hung_cold_loader_are_not_held_by_it() {
+    let server = Memcached::start();
+    let rt = runtime();
+    let (_, ac, _) = both(&server, "lease_wait=1000");
+    rt.block_on(async {
+        let runs = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let started = Instant::now();
+        let calls = (0..50).map(|_| {
+            let (ac, runs) = (ac.clone(), runs.clone());
+            tokio::spawn(async move {
+                ac.get_or_try_set("down", 300, || async move {
+                    runs.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    Err::<u32, _>(newcache::Error::Config("database down".into()))
+                })
+                .await
+            })
+        });
+        let got = futures_join(calls).await;
+        let took = started.elapsed();
+        assert_eq!(runs.load(std::sync::atomic::Ordering::SeqCst), 1, "{got:?}");
+        let waited = got
+            .iter()
+            .filter(|g| matches!(g, Err(newcache::Error::LoadFailed { .. })))
+            .count();
+        assert_eq!(waited, 49, "{got:?}");
+        assert!(took < Duration::from_secs(2), "took {took:?}");
+
+        let hung = {
+            let ac = ac.clone();
+            tokio::spawn(async move {
+                ac.get_or_set("hung", 300, || async {
+                    tokio::time::sleep(Duration::from_secs(20)).await;
+                    1u32
+                })
+                .await
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let started = Instant::now();
+        let v = ac.get_or_set("hung", 300, || async { 2u32 }).await.unwrap();
+        let took = started.elapsed();
+        assert_eq!(v, 2, "the follower took the load over");
+        assert!(took < Duration::from_secs(6), "waited {took:?}");
+        hung.abort();
+    });
+}
+
+/// Every task's output, in order.
+async fn futures_join<T: std::fmt::Debug>(
+    tasks: impl Iterator<Item = tokio::task::JoinHandle<T>>,
+) -> Vec<T> {
+    let mut out = Vec::new();
+    for task in tasks.collect::<Vec<_>>() {
+        out.push(task.await.unwrap());
+    }
+    out
+}
+
 #[test]
 fn many_tasks_of_one_cache_each_read_their_own_values() {
     let server = Memcached::start();

@@ -33,6 +33,10 @@ use crate::{
 /// for that runtime, and requests from elsewhere time out until it runs again or is
 /// dropped. One cache per runtime, or one multi-thread runtime, avoids that.
 ///
+/// What it does not take that `Cache` does: `tls=true` (its transport does not encrypt) and
+/// `transport=libmemcached` (whose calls block a thread); both are refused when it is built,
+/// with a configuration error.
+///
 /// ```
 /// # #[cfg(feature = "memory")]
 /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
@@ -308,8 +312,11 @@ impl AsyncCache {
     /// [`Cache::get_or_try_set`](crate::Cache::get_or_try_set): the stale value's one winner
     /// loads while the others are served the old value; a cold key has one loader per
     /// process (the other tasks await its outcome, holding no thread) and one across
-    /// processes (the lease key). A task dropped while it loads releases the flight and the
-    /// lease key, so another caller loads next.
+    /// processes (the lease key). A task dropped while it loads a cold key releases the
+    /// flight and the lease key, so another caller loads next; a task dropped while it
+    /// refreshes a stale value leaves its claim in place, so the others are served the old
+    /// value until `herd_timeout` has passed (as when a process dies mid-refresh), and the
+    /// next caller then refreshes it.
     pub async fn get_or_try_set<T, E, F, Fut>(
         &self,
         key: &str,

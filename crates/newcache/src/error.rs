@@ -28,6 +28,15 @@ pub enum Error {
         /// The caller's key.
         key: String,
     },
+    /// A `get_or_set` of a key with no value waited for another call's loader of the same
+    /// key in this process (one loader per key at a time), and that loader returned an
+    /// error: this call ran no loader of its own, so a failing backend is not called once
+    /// more per waiting caller, each after the one before it failed.
+    #[error("get_or_set of cache key {key:?} waited for another caller's loader of that key in this process, and it failed (that caller got its error); this call ran no loader of its own: retry it, or report the failure")]
+    LoadFailed {
+        /// The caller's key.
+        key: String,
+    },
     /// `append`/`prepend` on a cache whose values are not bytes to extend; nothing was sent.
     #[error("cannot append to or prepend to cache key {key:?}: {reason}")]
     NotAppendable {

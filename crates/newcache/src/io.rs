@@ -20,7 +20,7 @@ use newcache_transport::{
     StoreStatus, Transport,
 };
 
-use crate::read_through::Flight;
+use crate::read_through::{Flight, Landed};
 
 /// A transport's result.
 pub(crate) type TResult<T> = newcache_transport::Result<T>;
@@ -92,8 +92,12 @@ pub(crate) trait Io: Sync {
     fn release(&self, key: Vec<u8>);
     /// Pauses the caller.
     fn sleep(&self, pause: Duration) -> impl Future<Output = ()> + Send + '_;
-    /// Waits until `flight`'s leader is done.
-    fn wait_for<'a>(&'a self, flight: &'a Flight) -> impl Future<Output = ()> + Send + 'a;
+    /// Waits until `flight`'s leader is done, or `limit` has passed: how it stands then.
+    fn wait_for<'a>(
+        &'a self,
+        flight: &'a Flight,
+        limit: Duration,
+    ) -> impl Future<Output = Landed> + Send + 'a;
 }
 
 /// Whether a lease release that failed is worth a second try: its connection broke or its
@@ -220,9 +224,12 @@ impl Io for Blocking<'_> {
         std::thread::sleep(pause);
         std::future::ready(())
     }
-    fn wait_for<'a>(&'a self, flight: &'a Flight) -> impl Future<Output = ()> + Send + 'a {
-        flight.wait();
-        std::future::ready(())
+    fn wait_for<'a>(
+        &'a self,
+        flight: &'a Flight,
+        limit: Duration,
+    ) -> impl Future<Output = Landed> + Send + 'a {
+        std::future::ready(flight.wait_within(limit))
     }
 }
 
@@ -349,7 +356,9 @@ impl Io for Async<'_> {
     fn sleep(&self, pause: Duration) -> impl Future<Output = ()> + Send + '_ {
         tokio::time::sleep(pause)
     }
-    fn wait_for<'a>(&'a self, flight: &'a Flight) -> impl Future<Output = ()> + Send + 'a {
-        flight.done_async()
+    async fn wait_for(&self, flight: &Flight, limit: Duration) -> Landed {
+        // Elapsed or not, how it stands is read after.
+        let _ = tokio::time::timeout(limit, flight.done_async()).await;
+        flight.landed()
     }
 }

@@ -484,7 +484,9 @@ impl Cache {
     /// - a stale value: the policy's winner (one caller under `lease`, `early` at the expiry
     ///   and `meta`) runs the loader and stores; the others are served the old value;
     /// - no value at all (cold): callers in this process share one loader run (single
-    ///   flight): the others wait for its outcome; across processes, the caller that stores
+    ///   flight): the others wait for its outcome, up to `lease_wait` (then one of them
+    ///   takes the load over as another process's caller would, and the rest wait for it);
+    ///   across processes, the caller that stores
     ///   the lease key ([`lease_key`](Cache::lease_key)) with `add` (its TTL is `lease_wait`, rounded up
     ///   to whole seconds) loads, and the others poll for its value every 20 ms, contending
     ///   for the lease key again as they poll. A loader that dies (a killed process) leaves
@@ -502,10 +504,12 @@ impl Cache {
     ///
     /// A loader error reaches its caller and stores nothing; on the stale path the old value
     /// stays (the claim keeps the others on it for `herd_timeout`, then the next caller
-    /// retries), on the cold path the lease key is deleted and, if other callers in this
-    /// process were waiting, one of them runs its own loader next (one at a time, not all at
-    /// once). A panicking loader releases the lease key and the flight too. `E` is the
-    /// loader's error type, which must take the cache's errors too.
+    /// retries), on the cold path the lease key is deleted and the callers in this process
+    /// that were waiting for that loader fail too, with [`Error::LoadFailed`], running no
+    /// loader of their own (each used to run its own after the one before it failed, so the
+    /// last of 50 waited 50 failures). A panicking loader releases the lease key and the
+    /// flight too, and one of the waiters loads next. `E` is the loader's error type, which
+    /// must take the cache's errors too.
     pub fn get_or_try_set<T, E, F>(
         &self,
         key: &str,

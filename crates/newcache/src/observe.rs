@@ -361,6 +361,7 @@ impl Error {
             Error::NotFound { .. } => "not_found",
             Error::NotNumeric { .. } => "not_numeric",
             Error::CasConflict { .. } => "cas_conflict",
+            Error::LoadFailed { .. } => "load_failed",
             Error::NotAppendable { .. } => "not_appendable",
             Error::Encode { .. } => "encode",
             Error::Decode { .. } => "decode",

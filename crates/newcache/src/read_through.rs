@@ -22,31 +22,51 @@ use crate::{Error, Result, SetOptions};
 /// One loader run that other callers in this process wait for.
 #[derive(Default)]
 pub(crate) struct Flight {
-    done: Mutex<bool>,
+    landed: Mutex<Landed>,
     finished: Condvar,
     /// Wakes async waiters (feature `tokio`).
     #[cfg(feature = "tokio")]
     notify: tokio::sync::Notify,
 }
 
+/// How a [`Flight`] stands, as its followers find it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) enum Landed {
+    /// Its leader is still at it.
+    #[default]
+    Flying,
+    /// Its leader is done: with a value, or cancelled or panicked (the key is then still
+    /// cold, and a follower leads next).
+    Done,
+    /// Its leader's loader returned an error: its followers fail too, rather than each
+    /// running its own loader against what just failed, one after another.
+    LoaderFailed,
+}
+
 impl Flight {
-    #[cfg(feature = "tokio")]
-    fn is_done(&self) -> bool {
-        self.done.lock().map_or(true, |done| *done)
+    /// How it stands now.
+    pub(crate) fn landed(&self) -> Landed {
+        self.landed.lock().map_or(Landed::Done, |landed| *landed)
     }
 
     /// Waits (blocking the thread) until the leader finishes (with a value, an error or a
-    /// panic).
-    pub(crate) fn wait(&self) {
-        let Ok(mut done) = self.done.lock() else {
-            return;
+    /// panic), or `limit` has passed: how it stands then.
+    pub(crate) fn wait_within(&self, limit: Duration) -> Landed {
+        let until = Instant::now() + limit;
+        let Ok(mut landed) = self.landed.lock() else {
+            return Landed::Done;
         };
-        while !*done {
-            match self.finished.wait(done) {
-                Ok(guard) => done = guard,
-                Err(_) => return,
+        while *landed == Landed::Flying {
+            let left = until.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            match self.finished.wait_timeout(landed, left) {
+                Ok((guard, _)) => landed = guard,
+                Err(_) => return Landed::Done,
             }
         }
+        *landed
     }
 
     /// Waits (as a task) until the leader finishes.
@@ -57,16 +77,16 @@ impl Flight {
             let mut notified = std::pin::pin!(notified);
             // Registered before the check, so a finish in between is not missed.
             notified.as_mut().enable();
-            if self.is_done() {
+            if self.landed() != Landed::Flying {
                 return;
             }
             notified.await;
         }
     }
 
-    fn finish(&self) {
-        if let Ok(mut done) = self.done.lock() {
-            *done = true;
+    fn finish(&self, landed: Landed) {
+        if let Ok(mut now) = self.landed.lock() {
+            *now = landed;
         }
         self.finished.notify_all();
         #[cfg(feature = "tokio")]
@@ -129,14 +149,27 @@ pub(crate) struct FlightGuard<'a> {
     core: &'a Core,
     wire: Vec<u8>,
     flight: Arc<Flight>,
+    /// Its loader returned an error ([`Landed::LoaderFailed`]).
+    failed: bool,
 }
 
 impl Drop for FlightGuard<'_> {
     fn drop(&mut self) {
         if let Ok(mut flights) = self.core.flights.lock() {
-            flights.remove(&self.wire);
+            // Its own flight only: a follower that waited `lease_wait` for it took the
+            // key's flight over with one of its own ([`Core::take_over`]).
+            if flights
+                .get(&self.wire)
+                .is_some_and(|f| Arc::ptr_eq(f, &self.flight))
+            {
+                flights.remove(&self.wire);
+            }
         }
-        self.flight.finish();
+        self.flight.finish(if self.failed {
+            Landed::LoaderFailed
+        } else {
+            Landed::Done
+        });
     }
 }
 
@@ -184,6 +217,24 @@ impl Core {
         Ok(match flights.get(wire) {
             Some(f) => (f.clone(), false),
             None => {
+                let f = Arc::new(Flight::default());
+                flights.insert(wire.to_vec(), f.clone());
+                (f, true)
+            }
+        })
+    }
+
+    /// Takes `wire`'s flight over from `stalled`, whose leader has been at it longer than a
+    /// follower waits: a flight of this caller's own, led by it (`true`), unless another
+    /// follower took it over first (then that one's flight, followed).
+    fn take_over(&self, wire: &[u8], stalled: &Arc<Flight>) -> Result<(Arc<Flight>, bool)> {
+        let mut flights = self
+            .flights
+            .lock()
+            .map_err(|_| Error::Config("get_or_set flight table poisoned".into()))?;
+        Ok(match flights.get(wire) {
+            Some(f) if !Arc::ptr_eq(f, stalled) => (f.clone(), false),
+            _ => {
                 let f = Arc::new(Flight::default());
                 flights.insert(wire.to_vec(), f.clone());
                 (f, true)
@@ -244,7 +295,7 @@ impl Core {
         // Counted once per call, by its first read: a hit, or a miss (then loaded or waited
         // for); the re-reads of the waits are not.
         let mut first = true;
-        loop {
+        'read: loop {
             let fetched = self.fetch_unobserved::<I, T>(io, OP, key, &wire).await?;
             if std::mem::take(&mut first) {
                 let event = match fetched {
@@ -262,13 +313,16 @@ impl Core {
                 Fetched::Recompute(over @ Over::Item(read)) => {
                     let (flight, leader) = self.flight(&wire)?;
                     if !leader {
-                        io.wait_for(&flight).await;
+                        // Its value then, or (a leader slower than `lease_wait`, or hung)
+                        // the old one: the leader is refreshing it, so it is served.
+                        io.wait_for(&flight, self.config.lease_wait).await;
                         continue;
                     }
                     let guard = FlightGuard {
                         core: self,
                         wire: wire.clone(),
                         flight,
+                        failed: false,
                     };
                     // A reader held up between its read and here may lead after another
                     // leader's whole flight, its value stored: the item read is gone, so
@@ -290,24 +344,65 @@ impl Core {
                 }
                 Fetched::Cold => {}
             }
-            // Cold: one loader per process.
-            let (flight, leader) = self.flight(&wire)?;
-            if !leader {
-                // The leader's outcome, not this caller's clock: its value is then there to
-                // read, or (after its error or panic) the key is still cold and one of the
-                // waiters leads next. The leader's own wait is bounded (below).
+            // Cold: one loader per process. Its followers wait for its outcome: its value is
+            // then there to read; after its loader's error they fail too (one failure, not
+            // one loader run after another, each waiting out those before); after its panic
+            // or cancellation the key is still cold, and one of them leads next. A leader
+            // still at it after `lease_wait` (slow, or hung) is taken over by one follower,
+            // which goes for the lease as another process's caller would (the others follow
+            // it): a bounded wait, never a hang.
+            let mut followed = self.flight(&wire)?;
+            let flight = loop {
+                let (flight, leader) = followed;
+                if leader {
+                    break flight;
+                }
                 let waited = Instant::now();
-                io.wait_for(&flight).await;
+                let landed = io.wait_for(&flight, self.config.lease_wait).await;
                 self.observer.lease_wait(waited.elapsed());
-                continue;
-            }
-            let _guard = FlightGuard {
+                match landed {
+                    Landed::Done => continue 'read,
+                    Landed::LoaderFailed => {
+                        return Err(Error::LoadFailed {
+                            key: key.to_owned(),
+                        }
+                        .into())
+                    }
+                    Landed::Flying => followed = self.take_over(&wire, &flight)?,
+                }
+            };
+            let mut guard = FlightGuard {
                 core: self,
                 wire: wire.clone(),
                 flight,
+                failed: false,
             };
+            let loaded = self.cold_load(io, key, &wire, options, loader).await;
+            guard.failed = matches!(loaded, Err(Through::Loader(_)));
+            return loaded;
+        }
+    }
+
+    /// A cold key's load, by this process's leader: one across processes, by whoever adds
+    /// the lease key; the others wait for its value.
+    async fn cold_load<I, T, E, F, Fut>(
+        &self,
+        io: &I,
+        key: &str,
+        wire: &[u8],
+        options: SetOptions,
+        loader: F,
+    ) -> Result<T, Through<E>>
+    where
+        I: Io,
+        T: Serialize + DeserializeOwned + 'static,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+    {
+        const OP: &str = "get_or_set";
+        {
             // One loader across processes: whoever adds the lease key loads.
-            let lease_key = lease_key(&wire);
+            let lease_key = lease_key(wire);
             // Whole seconds, rounded up, and one more: memcached's clock counts whole
             // seconds, so an item goes up to a second before its exptime (an outside audit:
             // a lease of 1 s lived 0.08 to 0.89 s, so a loader faster than `lease_wait`
@@ -357,7 +452,7 @@ impl Core {
                             key: lease_key.clone(),
                         });
                         return self
-                            .load_and_store(io, key, &wire, options, loader, Over::Nothing)
+                            .load_and_store(io, key, wire, options, loader, Over::Nothing)
                             .await;
                     }
                     Err(e) => return Err(Error::from(e).into()),
@@ -374,14 +469,14 @@ impl Core {
                     };
                     // A loader that finished between this caller's last read and its `add`
                     // stored its value before freeing the lease: read once more.
-                    return match self.fetch_unobserved::<I, T>(io, OP, key, &wire).await? {
+                    return match self.fetch_unobserved::<I, T>(io, OP, key, wire).await? {
                         Fetched::Hit(v) => Ok(v),
                         Fetched::Recompute(over) => {
-                            self.load_and_store(io, key, &wire, options, loader, over)
+                            self.load_and_store(io, key, wire, options, loader, over)
                                 .await
                         }
                         Fetched::Cold => {
-                            self.load_and_store(io, key, &wire, options, loader, Over::Nothing)
+                            self.load_and_store(io, key, wire, options, loader, Over::Nothing)
                                 .await
                         }
                     };
@@ -410,17 +505,17 @@ impl Core {
                     // The same holder past its TTL (something stored the key without one):
                     // the wait is bounded by `lease_wait` all the same, so this caller loads.
                     self.observer.lease_wait(began.elapsed());
-                    let over = match self.fetch_unobserved::<I, T>(io, OP, key, &wire).await? {
+                    let over = match self.fetch_unobserved::<I, T>(io, OP, key, wire).await? {
                         Fetched::Hit(v) => return Ok(v),
                         Fetched::Recompute(over) => over,
                         Fetched::Cold => Over::Nothing,
                     };
                     return self
-                        .load_and_store(io, key, &wire, options, loader, over)
+                        .load_and_store(io, key, wire, options, loader, over)
                         .await;
                 }
                 io.sleep(Duration::from_millis(20)).await;
-                match self.fetch_unobserved::<I, T>(io, OP, key, &wire).await? {
+                match self.fetch_unobserved::<I, T>(io, OP, key, wire).await? {
                     Fetched::Hit(v) => {
                         self.observer.lease_wait(began.elapsed());
                         return Ok(v);
@@ -428,7 +523,7 @@ impl Core {
                     Fetched::Recompute(over) => {
                         self.observer.lease_wait(began.elapsed());
                         return self
-                            .load_and_store(io, key, &wire, options, loader, over)
+                            .load_and_store(io, key, wire, options, loader, over)
                             .await;
                     }
                     Fetched::Cold => {}
