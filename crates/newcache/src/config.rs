@@ -393,6 +393,9 @@ mod tests {
                 "binary=true",
             ),
             ("newcache://a:1:0/", "weight"),
+            ("newcache://a:1:70000;b:1:1/", "from 1 to 65535"),
+            ("newcache://a/?behaviors.connect_timeout=0", "from 1"),
+            ("newcache://a/?behaviors._poll_timeout=0", "from 1"),
             ("newcache://a/?flavor=%zz", "percent"),
             ("newcache://a/path?x=1", "path"),
             ("newcache://a/?binary=true&transport=memory", "binary=true"),
@@ -568,6 +571,34 @@ mod tests {
             crate::Builder::new().codec(ValueCodec::Json).config().codec,
             ValueCodec::Json
         );
+    }
+
+    /// What the async cache cannot take is refused as a setting, naming what to use: TLS
+    /// (it came as `Transport(Unsupported)` naming an internal type) and libmemcached.
+    #[cfg(all(feature = "tokio", feature = "tls", feature = "binary"))]
+    #[test]
+    fn an_async_cache_refuses_tls_and_libmemcached_as_settings() {
+        let ca = std::env::temp_dir().join("newcache-async-tls-test-ca.pem");
+        std::fs::write(&ca, "not read").unwrap();
+        for (url, says) in [
+            (
+                format!("newcache://a/?tls=true&tls_ca={}", ca.display()),
+                "blocking Cache",
+            ),
+            (
+                "newcache://a/?transport=libmemcached".to_string(),
+                "blocking Cache",
+            ),
+        ] {
+            let err = crate::Builder::from_url(&url)
+                .unwrap()
+                .build_async()
+                .unwrap_err();
+            assert!(
+                matches!(&err, Error::Config(m) if m.contains(says)),
+                "{url}: {err:?}"
+            );
+        }
     }
 
     #[cfg(feature = "text")]

@@ -138,10 +138,17 @@ fn errors_go_to_stderr_with_status_2() {
         &["get", "k", "--no-herd"],
         &["delete", "k", "--ttl", "5"],
         &["incr", "k", "--ttl", "forever"],
+        // A zero TTL would store nothing (set deleted the key, add stored nothing, exit 0).
+        &["set", "k", "v", "--ttl", "0"],
+        &["add", "k", "v", "--ttl", "00"],
     ] {
         let o = cli(Some("newcache://127.0.0.1:1/"), None, args);
         assert_eq!(o.status.code(), Some(2), "{args:?}");
         assert!(!o.stderr.is_empty());
+        if args.contains(&"v") {
+            let err = String::from_utf8_lossy(&o.stderr);
+            assert!(err.contains("forever") && err.contains("delete"), "{err}");
+        }
     }
     let options = cli(
         Some("newcache://127.0.0.1:1/"),

@@ -229,6 +229,18 @@ impl fmt::Display for Distribution {
     }
 }
 
+/// The largest server weight: pylibmc reads a server's weight as a 16-bit number, so a
+/// weight of 65,536 or more would reach its libmemcached cut to its low 16 bits (70,000 as
+/// 4,464) and Python would place keys on other servers than newcache does.
+pub const MAX_WEIGHT: u32 = 65_535;
+
+/// Why a server entry's weight `w` is refused: what to give instead.
+pub fn weight_refused(w: &str) -> String {
+    format!(
+        "weight {w:?} is not a whole number from 1 to {MAX_WEIGHT} (pylibmc reads weights as 16 bits, so a larger one would place keys elsewhere in Python)"
+    )
+}
+
 /// One server of a cluster: its host exactly as configured (ketama points are named after it,
 /// so no DNS is involved), its port and its weight.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -294,8 +306,8 @@ impl Server {
             Some(w) => w
                 .parse::<u32>()
                 .ok()
-                .filter(|&w| w > 0)
-                .ok_or_else(|| bad(&format!("weight {w:?} is not a positive number")))?,
+                .filter(|&w| (1..=MAX_WEIGHT).contains(&w))
+                .ok_or_else(|| bad(&weight_refused(w)))?,
         };
         if parts.next().is_some() {
             return Err(bad(
@@ -634,6 +646,20 @@ mod tests {
             "", ":1", "h:x", "h:0", "h:1:0", "h:1:x", "h:1:2:3", "[::1", "[::1]5",
         ] {
             assert!(Server::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_weight_is_one_pylibmc_reads_as_it_is() {
+        // pylibmc parses a server's weight as an unsigned short: 70000 would reach its
+        // libmemcached as 4464, and Python would place keys elsewhere.
+        assert_eq!(Server::parse("h:1:65535").unwrap().weight, MAX_WEIGHT);
+        for heavy in ["h:1:65536", "h:1:70000", "[::1]:1:3000000000"] {
+            let e = Server::parse(heavy).unwrap_err().to_string();
+            assert!(
+                e.contains("from 1 to 65535") && e.contains("pylibmc"),
+                "{e}"
+            );
         }
     }
 

@@ -229,7 +229,8 @@ impl TextConfig {
     /// `ketama_weighted`, `distribution`, `_sort_hosts`; `ketama_hash` is accepted and, as in
     /// libmemcached 1.1.4, changes nothing), failover (`retry_timeout` and `dead_timeout` in
     /// seconds, `failure_limit`, `remove_failed`/`auto_eject`), `connect_timeout` and
-    /// `_poll_timeout` (the read and write timeout) in milliseconds. `tcp_nodelay` and
+    /// `_poll_timeout` (the read and write timeout) in milliseconds, from 1 to a day (0
+    /// would fail every request as if its server were down). `tcp_nodelay` and
     /// `verify_keys` are always on here and take only a true value. Any other behavior is an
     /// error naming the ones this transport takes.
     ///
@@ -241,6 +242,9 @@ impl TextConfig {
     /// config.set_behavior("retry_timeout", "1").unwrap();
     /// assert!(config.failover.remove_failed);
     /// assert!(config.set_behavior("buffer_requests", "1").is_err());
+    /// assert!(config.set_behavior("connect_timeout", "0").is_err());
+    /// assert!(config.set_behavior("_poll_timeout", "99999999999").is_err());
+    /// assert!(config.set_behavior("retry_timeout", "3000000000").is_err());
     /// ```
     pub fn set_behavior(&mut self, name: &str, value: &str) -> Result<(), BehaviorError> {
         let bad = |expected: &str| {
@@ -266,11 +270,29 @@ impl TextConfig {
             Ok(false) => {}
             Err(e) => return Err(BehaviorError(e.to_string())),
         }
+        // Seconds, as libmemcached keeps them: an `int`, so the same values are taken here
+        // as by the libmemcached transport.
+        let seconds = || {
+            number().and_then(|n| {
+                (n <= i32::MAX as u64)
+                    .then(|| Duration::from_secs(n))
+                    .ok_or_else(|| bad("seconds from 0 to 2147483647"))
+            })
+        };
+        // A socket timeout, in milliseconds: from 1 ms (0 failed every request as a server
+        // failure, and ejected healthy servers under remove_failed) to a day, as the
+        // facade's own connect_timeout and read_timeout.
+        let millis = || {
+            number().and_then(|n| {
+                (1..=86_400_000)
+                    .contains(&n)
+                    .then(|| Duration::from_millis(n))
+                    .ok_or_else(|| bad("milliseconds from 1 to 86400000 (a day)"))
+            })
+        };
         match name {
-            "retry_timeout" | "_retry_timeout" => {
-                self.failover.retry_timeout = Duration::from_secs(number()?)
-            }
-            "dead_timeout" => self.failover.dead_timeout = Duration::from_secs(number()?),
+            "retry_timeout" | "_retry_timeout" => self.failover.retry_timeout = seconds()?,
+            "dead_timeout" => self.failover.dead_timeout = seconds()?,
             "failure_limit" => {
                 let n = number()?;
                 self.failover.failure_limit = u32::try_from(n)
@@ -280,9 +302,9 @@ impl TextConfig {
             }
             "remove_failed" => self.failover.remove_failed = number()? > 0,
             "auto_eject" => self.failover.remove_failed = flag()?,
-            "connect_timeout" => self.connect_timeout = Duration::from_millis(number()?),
+            "connect_timeout" => self.connect_timeout = millis()?,
             "_poll_timeout" => {
-                self.read_timeout = Duration::from_millis(number()?);
+                self.read_timeout = millis()?;
                 self.write_timeout = self.read_timeout;
             }
             "tcp_nodelay" | "verify_keys" => {

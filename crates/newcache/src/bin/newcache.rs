@@ -49,13 +49,18 @@ struct Cli {
 #[derive(Debug, Clone, Copy)]
 struct TtlArg(Ttl);
 
+/// `--ttl`: seconds from 1, or `forever`. Not 0: the library's zero TTL (Django's
+/// `timeout=0`) expires at once, so `set --ttl 0` deleted the key and `add --ttl 0` stored
+/// nothing, both exiting 0; in memcached's own commands 0 means no expiry. Either reading
+/// surprises someone, so the CLI asks which (an outside audit).
 fn parse_ttl(s: &str) -> Result<TtlArg, String> {
     match s {
         "forever" => Ok(TtlArg(Ttl::Forever)),
-        s => s
-            .parse()
-            .map(|secs| TtlArg(Ttl::Seconds(secs)))
-            .map_err(|_| "use a number of seconds or forever".to_string()),
+        s => match s.parse() {
+            Ok(0) => Err("0 would store nothing (a zero TTL expires at once, as Django's timeout=0); for no expiry use forever, to remove a key use delete".to_string()),
+            Ok(secs) => Ok(TtlArg(Ttl::Seconds(secs))),
+            Err(_) => Err("use a number of seconds (from 1) or forever".to_string()),
+        },
     }
 }
 

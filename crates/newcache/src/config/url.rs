@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use newcache_herd::{Policy, Ttl};
+use newcache_placement::{weight_refused, MAX_WEIGHT};
 
 use super::{bad, Config, EnvelopeFormat, KeyFunctionKind, Secret, TransportKind, WireProtocol};
 use crate::codec::ValueCodec;
@@ -164,11 +165,11 @@ pub(super) fn parse_server(entry: &str) -> Result<String> {
     match weight {
         None => Ok(format!("{host}:{port}")),
         Some(w) => {
-            let w: u32 = w.parse().ok().filter(|w| *w > 0).ok_or_else(|| {
-                bad(format_args!(
-                    "server {entry:?}: weight {w:?} is not a positive number"
-                ))
-            })?;
+            let w: u32 = w
+                .parse()
+                .ok()
+                .filter(|w| (1..=MAX_WEIGHT).contains(w))
+                .ok_or_else(|| bad(format_args!("server {entry:?}: {}", weight_refused(w))))?;
             Ok(format!("{host}:{port}:{w}"))
         }
     }
