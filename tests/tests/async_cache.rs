@@ -422,6 +422,38 @@ fn tasks_behind_a_failing_or_hung_cold_loader_are_not_held_by_it() {
     });
 }
 
+/// Awaited without a tokio runtime (another executor, or polled by hand), a call is a typed
+/// error with nothing sent, not a panic in tokio's timers ("there is no reactor running",
+/// an outside audit).
+#[test]
+fn a_call_outside_a_tokio_runtime_is_an_error_not_a_panic() {
+    use std::future::Future;
+    use std::task::{Context, Poll, Waker};
+    let server = Memcached::start();
+    let (cache, ac, _) = both(&server, "");
+    cache.set("k", &1u32, Ttl::Seconds(60)).unwrap();
+    let mut cx = Context::from_waker(Waker::noop());
+    let got = std::pin::pin!(ac.get::<u32>("k")).poll(&mut cx);
+    assert!(
+        matches!(
+            got,
+            Poll::Ready(Err(Error::Transport(newcache_transport::Error::NoRuntime)))
+        ),
+        "{got:?}"
+    );
+    let many = std::pin::pin!(ac.get_many::<_, u32>(&["k", "j"])).poll(&mut cx);
+    assert!(
+        matches!(
+            &many,
+            Poll::Ready(Err(Error::Transport(newcache_transport::Error::NoRuntime)))
+        ),
+        "{many:?}"
+    );
+    let set = std::pin::pin!(ac.set("k", &2u32, Ttl::Seconds(60))).poll(&mut cx);
+    assert!(matches!(set, Poll::Ready(Err(_))), "{set:?}");
+    assert_eq!(cache.get::<u32>("k").unwrap(), Some(1), "nothing was sent");
+}
+
 /// Every task's output, in order.
 async fn futures_join<T: std::fmt::Debug>(
     tasks: impl Iterator<Item = tokio::task::JoinHandle<T>>,

@@ -615,8 +615,9 @@ pub enum Error {
         #[source]
         source: io::Error,
     },
-    /// The server's reply could not be parsed. The connection was dropped.
-    #[error("unparsable reply from memcached at {server}: {detail}; is it really memcached (or a proxy that speaks its protocol)?")]
+    /// The server's reply could not be parsed, or did not answer the request it came for
+    /// (another key, another token, bytes nobody asked for). The connection was dropped.
+    #[error("bad reply from memcached at {server}: {detail}; the connection was closed (is it really memcached, or a proxy that speaks its protocol, and is nothing between them changing the bytes?)")]
     Protocol {
         /// The server, as configured.
         server: String,
@@ -668,6 +669,9 @@ pub enum Error {
         /// The backend's message.
         message: String,
     },
+    /// An async transport was called outside a tokio runtime: nothing was sent.
+    #[error("an async memcached call ran outside a tokio runtime; nothing was sent: await it inside one, built with its I/O and time drivers on (tokio's Builder::enable_all, or #[tokio::main])")]
+    NoRuntime,
     /// An error reported by a backend library (libmemcached), with its own code and message.
     #[error("{backend} error {code}: {message}")]
     Backend {
@@ -731,6 +735,7 @@ impl Error {
             Error::ServerDown { .. } => "server_down",
             Error::Auth { .. } => "auth",
             Error::Backend { .. } => "backend",
+            Error::NoRuntime => "no_runtime",
         }
     }
 
@@ -750,6 +755,7 @@ impl Error {
             | Error::InvalidKey { .. }
             | Error::ValueTooLarge { .. }
             | Error::NoServers
+            | Error::NoRuntime
             | Error::Backend { .. } => None,
         }
     }

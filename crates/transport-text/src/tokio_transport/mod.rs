@@ -624,6 +624,7 @@ impl TokioTextTransport {
     /// flight) the caller writes it and reads its reply itself ([`Handle::direct`]: no
     /// hand-off to the connection's task and back); else it is queued.
     async fn exchange(&self, index: usize, build: &Build<'_>) -> Result<Answers> {
+        in_runtime()?;
         let cluster = &self.inner.cluster;
         let ticket = match cluster.check_up(index) {
             Ok(ticket) => ticket,
@@ -662,6 +663,9 @@ impl TokioTextTransport {
         if let [(index, build)] = groups {
             return vec![self.exchange(*index, build.as_ref()).await];
         }
+        if in_runtime().is_err() {
+            return groups.iter().map(|_| Err(Error::NoRuntime)).collect();
+        }
         // Each server's job submitted and awaited at once: a server whose connection is
         // still to open (or whose probe hangs), or whose job must go again on a new
         // connection, does not hold up the others' (awaited one after another, the second
@@ -680,6 +684,15 @@ impl TokioTextTransport {
 /// not open (opened for this request, as a pool grows), else one in turn (the request
 /// waits for it). A lone caller thus keeps to one connection, and concurrent callers open
 /// up to [`TextConfig::max_connections`].
+/// [`Error::NoRuntime`] outside a tokio runtime: its timers and sockets would panic there
+/// (an outside audit: "there is no reactor running" from a call awaited by another
+/// executor).
+fn in_runtime() -> Result<()> {
+    tokio::runtime::Handle::try_current()
+        .map(drop)
+        .map_err(|_| Error::NoRuntime)
+}
+
 fn classic_slot(server: &Server) -> Option<&Slot> {
     let mut unopened = None;
     for slot in &server.slots {
