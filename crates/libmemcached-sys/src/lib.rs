@@ -586,6 +586,9 @@ extern "C" {
         port: in_port_t,
         weight: u32,
     ) -> memcached_return_t;
+    /// With `remove_failed`, puts an ejected server that is due back on the handle's ring
+    /// (`libmemcached-1.0/hash.h`), as every request does first; no I/O.
+    pub fn memcached_autoeject(ptr: *mut memcached_st);
     /// The server `key` maps to (no I/O), or NULL with `*error` set.
     pub fn memcached_server_by_key(
         ptr: *mut memcached_st,

@@ -387,6 +387,14 @@ mod tests {
             ("newcache://a/?behaviors.ketama=maybe", "ketama"),
             ("newcache:///?transport=memory&behaviors.ketama=1", "memory"),
             ("newcache://a/?binary=true&behaviors.nonsense=1", "nonsense"),
+            (
+                "newcache://a/?binary=true&behaviors.buffer_requests=1",
+                "buffer_requests",
+            ),
+            (
+                "newcache://a/?binary=true&behaviors.connect_timeout=0",
+                "at least 1 ms",
+            ),
             ("newcache://a/?binary=true&username=u", "both"),
             (
                 "newcache://a/?transport=libmemcached&username=u&password=p",

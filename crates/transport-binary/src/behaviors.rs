@@ -81,8 +81,15 @@ enum Conv {
         min: u64,
         max: u64,
     },
-    /// A duration in a unit, up to `i32::MAX` of them (libmemcached keeps `int32_t`).
+    /// A duration in a unit, up to `i32::MAX` of them (libmemcached keeps `int32_t`); 0 has
+    /// a meaning of its own (`retry_timeout`: try again at the next second; `dead_timeout`:
+    /// never).
     Time(Unit),
+    /// A socket or I/O timeout: as [`Conv::Time`], from 1. libmemcached takes 0 as "wait
+    /// for nothing" (`connect_timeout`, `_poll_timeout`: every request fails as if the
+    /// server were dead, and a `set` reports failure though it was stored) or as "no
+    /// timeout at all" (`send_timeout`, `receive_timeout`: no `SO_SNDTIMEO`/`SO_RCVTIMEO`).
+    Timeout(Unit),
     Hash,
     Distribution,
 }
@@ -138,15 +145,63 @@ impl BehaviorValue for u32 {
     }
 }
 
+/// The unit of a time behavior, and whether 0 is refused ([`Conv::Timeout`]).
+fn time_unit(conv: Conv) -> Option<(Unit, bool)> {
+    match conv {
+        Conv::Time(unit) => Some((unit, false)),
+        Conv::Timeout(unit) => Some((unit, true)),
+        _ => None,
+    }
+}
+
+/// What a [`Conv::Timeout`] of 0 would do, and what to give instead.
+fn zero_timeout(unit: Unit) -> String {
+    let (least, what) = match unit {
+        Unit::Micros => (
+            "1 µs",
+            "to libmemcached 0 is no timeout at all (it sets no SO_SNDTIMEO/SO_RCVTIMEO), where the transport keeps every socket call bounded",
+        ),
+        Unit::Millis => (
+            "1 ms",
+            "libmemcached fails every wait at once with 0 (\"timeout was set to zero\"): requests fail as if the server were dead, and a set the server stored reports failure",
+        ),
+        Unit::Secs => ("1 s", "libmemcached would wait for nothing"),
+    };
+    format!(
+        "a whole number of {} from 1 to {I32_MAX}: {what}; give at least {least}, or leave it unset for the transport's default",
+        unit_name(unit)
+    )
+}
+
+/// `d` in whole `unit`s, a fraction rounded up, so a non-zero duration never becomes 0
+/// (which libmemcached reads as "time out at once" or "off").
+fn in_units(d: Duration, unit: Unit) -> u128 {
+    let (whole, rest) = match unit {
+        Unit::Millis => (d.as_millis(), d.as_nanos() % 1_000_000),
+        Unit::Micros => (d.as_micros(), d.as_nanos() % 1_000),
+        Unit::Secs => (u128::from(d.as_secs()), u128::from(d.subsec_nanos())),
+    };
+    whole + u128::from(rest > 0)
+}
+
 impl BehaviorValue for Duration {
     fn parse(value: &str, conv: Conv) -> Result<Self, String> {
-        let Conv::Time(unit) = conv else {
+        let Some((unit, nonzero)) = time_unit(conv) else {
             return Err("a duration".into());
         };
-        let expected = || format!("a whole number of {} from 0 to {I32_MAX}", unit_name(unit));
+        let min = u64::from(nonzero);
+        let expected = || {
+            format!(
+                "a whole number of {} from {min} to {I32_MAX}",
+                unit_name(unit)
+            )
+        };
         let n: u64 = value.trim().parse().map_err(|_| expected())?;
         if n > I32_MAX {
             return Err(expected());
+        }
+        if n < min {
+            return Err(zero_timeout(unit));
         }
         Ok(match unit {
             Unit::Millis => Duration::from_millis(n),
@@ -155,26 +210,21 @@ impl BehaviorValue for Duration {
         })
     }
     fn raw(&self, conv: Conv) -> Result<u64, String> {
-        let Conv::Time(unit) = conv else {
+        let Some((unit, nonzero)) = time_unit(conv) else {
             return Err("a duration".into());
         };
-        let (whole, rest) = match unit {
-            Unit::Millis => (self.as_millis(), self.as_nanos() % 1_000_000),
-            Unit::Micros => (self.as_micros(), self.as_nanos() % 1_000),
-            Unit::Secs => (u128::from(self.as_secs()), u128::from(self.subsec_nanos())),
-        };
-        // Round a fraction up, so a non-zero duration never becomes 0 (which libmemcached
-        // reads as "time out at once" or "off").
-        let n = whole + u128::from(rest > 0);
-        u64::try_from(n)
+        if nonzero && self.is_zero() {
+            return Err(zero_timeout(unit));
+        }
+        u64::try_from(in_units(*self, unit))
             .ok()
             .filter(|&n| n <= I32_MAX)
             .ok_or_else(|| format!("at most {I32_MAX} {}", unit_name(unit)))
     }
     fn show(&self, conv: Conv) -> String {
-        match self.raw(conv) {
-            Ok(n) => n.to_string(),
-            Err(_) => format!("{self:?}"),
+        match time_unit(conv) {
+            Some((unit, _)) => in_units(*self, unit).to_string(),
+            None => format!("{self:?}"),
         }
     }
 }
@@ -232,6 +282,9 @@ pub(crate) struct Setting {
     /// The value as a user would write it.
     pub shown: String,
 }
+
+/// Why `buffer_requests` is refused when on (off is accepted: libmemcached's default).
+const BUFFER_REQUESTS_REFUSED: &str = "libmemcached's buffered mode queues sets and deletes without reading their answers, which a later request then reads as its own, so no store's result or failure could be known: an add of a taken key or a cas with an out-of-date token would report stored when nothing was stored; leave it off (set_many/store_many already send a whole batch on one handle, and newcache's text transport pipelines them)";
 
 /// Behaviors pylibmc has but this transport refuses, with the reason.
 const REFUSED: [(&str, &str); 4] = [
@@ -297,8 +350,10 @@ macro_rules! behaviors {
                 }
             }
 
-            /// The set behaviors as libmemcached settings, in pylibmc's order.
+            /// The set behaviors as libmemcached settings, in pylibmc's order; a behavior
+            /// this transport refuses (`buffer_requests` on) is an error.
             pub(crate) fn settings(&self) -> Result<Vec<Setting>, BehaviorError> {
+                self.check_supported()?;
                 let mut out = Vec::new();
                 $(
                     if let Some(v) = &self.$field {
@@ -366,24 +421,30 @@ behaviors! {
     /// off; this transport turns it on unless told otherwise, because the newcache
     /// [`Transport`](newcache_transport::Transport) returns CAS uniques.
     cas: bool => "cas", MEMCACHED_BEHAVIOR_SUPPORT_CAS, Conv::Bool;
-    /// `buffer_requests` (`MEMCACHED_BEHAVIOR_BUFFER_REQUESTS`): queue stores and deletes
-    /// until a command needs a reply. A buffered store or delete is reported as done
-    /// (`Stored` / `true`) without any server answer. Default off.
+    /// `buffer_requests` (`MEMCACHED_BEHAVIOR_BUFFER_REQUESTS`): libmemcached queues sets
+    /// and deletes without reading their answers. **Refused when on**
+    /// ([`BehaviorError::Unsupported`], by [`Behaviors::set`] and by
+    /// [`BinaryTransport::new`](crate::BinaryTransport::new)): the answers are then read by
+    /// later requests as their own, so an `add` of a taken key or a `cas` with an out-of-date
+    /// token reported `Stored` with nothing stored. Off (libmemcached's default) is accepted.
     buffer_requests: bool => "buffer_requests", MEMCACHED_BEHAVIOR_BUFFER_REQUESTS, Conv::Bool;
     /// `verify_keys` (`MEMCACHED_BEHAVIOR_VERIFY_KEY`): libmemcached checks text-protocol
     /// keys itself. libmemcached refuses this behavior in binary mode (as pylibmc then
     /// fails); this transport validates every key anyway. Default off.
     verify_keys: bool => "verify_keys", MEMCACHED_BEHAVIOR_VERIFY_KEY, Conv::Bool;
     /// `connect_timeout` (`MEMCACHED_BEHAVIOR_CONNECT_TIMEOUT`), in **milliseconds**: how
-    /// long a connect may take. libmemcached's default 4000 ms; this transport's 250 ms.
-    connect_timeout: Duration => "connect_timeout", MEMCACHED_BEHAVIOR_CONNECT_TIMEOUT, Conv::Time(Unit::Millis);
+    /// long a connect may take. libmemcached's default 4000 ms; this transport's 250 ms. At
+    /// least 1 ms: libmemcached fails every connect at once with 0.
+    connect_timeout: Duration => "connect_timeout", MEMCACHED_BEHAVIOR_CONNECT_TIMEOUT, Conv::Timeout(Unit::Millis);
     /// `send_timeout` (`MEMCACHED_BEHAVIOR_SND_TIMEOUT`), in **microseconds**: `SO_SNDTIMEO`
     /// on every socket. libmemcached's sockets are non-blocking, so the wait that matters is
-    /// `_poll_timeout`. Default 0 (none).
-    send_timeout: Duration => "send_timeout", MEMCACHED_BEHAVIOR_SND_TIMEOUT, Conv::Time(Unit::Micros);
+    /// `_poll_timeout`. libmemcached's default 0 (none); this transport's: the poll timeout.
+    /// At least 1 µs: 0 is refused (no timeout at all).
+    send_timeout: Duration => "send_timeout", MEMCACHED_BEHAVIOR_SND_TIMEOUT, Conv::Timeout(Unit::Micros);
     /// `receive_timeout` (`MEMCACHED_BEHAVIOR_RCV_TIMEOUT`), in **microseconds**:
-    /// `SO_RCVTIMEO` on every socket (see `send_timeout`). Default 0 (none).
-    receive_timeout: Duration => "receive_timeout", MEMCACHED_BEHAVIOR_RCV_TIMEOUT, Conv::Time(Unit::Micros);
+    /// `SO_RCVTIMEO` on every socket (see `send_timeout`). libmemcached's default 0 (none);
+    /// this transport's: the poll timeout. At least 1 µs: 0 is refused (no timeout at all).
+    receive_timeout: Duration => "receive_timeout", MEMCACHED_BEHAVIOR_RCV_TIMEOUT, Conv::Timeout(Unit::Micros);
     /// `num_replicas` (`MEMCACHED_BEHAVIOR_NUMBER_OF_REPLICAS`): also store each item on
     /// this many following servers. Default 0.
     num_replicas: u32 => "num_replicas", MEMCACHED_BEHAVIOR_NUMBER_OF_REPLICAS, Conv::Count { min: 0, max: U32_MAX };
@@ -393,7 +454,8 @@ behaviors! {
     auto_eject: bool => "auto_eject", MEMCACHED_BEHAVIOR_AUTO_EJECT_HOSTS, Conv::Bool;
     /// `retry_timeout` (`MEMCACHED_BEHAVIOR_RETRY_TIMEOUT`), in **seconds**: after a failed
     /// connect, how long a server is left alone (requests to it fail at once) before the
-    /// next try. pylibmc's older `_retry_timeout` is accepted too. Default 2 s.
+    /// next try (0: at the next second). pylibmc's older `_retry_timeout` is accepted too.
+    /// Default 2 s.
     retry_timeout: Duration => "retry_timeout", MEMCACHED_BEHAVIOR_RETRY_TIMEOUT, Conv::Time(Unit::Secs);
     /// `remove_failed` (`MEMCACHED_BEHAVIOR_REMOVE_FAILED_SERVERS`): non-zero takes a server
     /// out of the distribution after `failure_limit` failures in a row. libmemcached 1.1.4
@@ -416,8 +478,10 @@ behaviors! {
     sort_hosts: bool => "_sort_hosts", MEMCACHED_BEHAVIOR_SORT_HOSTS, Conv::Bool;
     /// `_poll_timeout` (`MEMCACHED_BEHAVIOR_POLL_TIMEOUT`), in **milliseconds**: how long
     /// libmemcached waits for a socket to become readable or writable, i.e. the read/write
-    /// timeout. libmemcached's default 5000 ms; this transport's 500 ms.
-    poll_timeout: Duration => "_poll_timeout", MEMCACHED_BEHAVIOR_POLL_TIMEOUT, Conv::Time(Unit::Millis);
+    /// timeout. libmemcached's default 5000 ms; this transport's 500 ms. At least 1 ms:
+    /// libmemcached fails every wait at once with 0 (a `set` the server stored reports
+    /// failure).
+    poll_timeout: Duration => "_poll_timeout", MEMCACHED_BEHAVIOR_POLL_TIMEOUT, Conv::Timeout(Unit::Millis);
     /// `_socket_send_size` (`MEMCACHED_BEHAVIOR_SOCKET_SEND_SIZE`): `SO_SNDBUF` in bytes.
     /// Default: the OS's.
     socket_send_size: u32 => "_socket_send_size", MEMCACHED_BEHAVIOR_SOCKET_SEND_SIZE, Conv::Count { min: 1, max: I32_MAX };
@@ -434,7 +498,11 @@ impl Behaviors {
     /// Sets one behavior by pylibmc's name from its value as text (`"1"`, `"true"`,
     /// `"md5"`, `"consistent ketama"`, `"250"`…), in pylibmc's units: `connect_timeout` and
     /// `_poll_timeout` in milliseconds, `send_timeout`/`receive_timeout` in microseconds,
-    /// `retry_timeout`/`dead_timeout` in seconds.
+    /// `retry_timeout`/`dead_timeout` in seconds. The socket and I/O timeouts
+    /// (`connect_timeout`, `_poll_timeout`, `send_timeout`, `receive_timeout`) take at least
+    /// 1 of their unit; `retry_timeout` and `dead_timeout` take 0 (their meaning in
+    /// libmemcached: try again at the next second; never). `buffer_requests` is refused when
+    /// on (see its field).
     ///
     /// ```
     /// use newcache_transport_binary::{Behaviors, Distribution};
@@ -445,6 +513,8 @@ impl Behaviors {
     /// assert_eq!(b.connect_timeout, Some(std::time::Duration::from_millis(100)));
     /// assert!(b.set("ketama", "maybe").is_err());
     /// assert!(b.set("no_such_behavior", "1").is_err());
+    /// assert!(b.set("connect_timeout", "0").is_err());
+    /// assert!(b.set("buffer_requests", "1").is_err());
     /// ```
     pub fn set(&mut self, name: &str, value: &str) -> Result<(), BehaviorError> {
         let canonical = match name {
@@ -452,6 +522,12 @@ impl Behaviors {
             "_retry_timeout" => "retry_timeout",
             n => n,
         };
+        if canonical == "buffer_requests" && bool::parse(value, Conv::Bool) == Ok(true) {
+            return Err(BehaviorError::Unsupported {
+                name: name.to_string(),
+                reason: BUFFER_REQUESTS_REFUSED,
+            });
+        }
         if let Some(result) = self.set_known(canonical, value) {
             return result;
         }
@@ -464,6 +540,18 @@ impl Behaviors {
         Err(BehaviorError::Unknown {
             name: name.to_string(),
         })
+    }
+
+    /// [`BehaviorError::Unsupported`] for a behavior set (on the fields directly) that this
+    /// transport refuses: `buffer_requests` on.
+    fn check_supported(&self) -> Result<(), BehaviorError> {
+        if self.buffer_requests == Some(true) {
+            return Err(BehaviorError::Unsupported {
+                name: "buffer_requests".to_string(),
+                reason: BUFFER_REQUESTS_REFUSED,
+            });
+        }
+        Ok(())
     }
 
     /// Sets many behaviors by name (see [`Behaviors::set`]); stops at the first error.
@@ -499,6 +587,8 @@ mod tests {
                 "hash" | "ketama_hash" => "md5",
                 "distribution" => "consistent_ketama",
                 n if n.ends_with("timeout") => "7",
+                // Refused when on.
+                "buffer_requests" => "0",
                 _ => "1",
             };
             let mut b = Behaviors::default();
@@ -620,6 +710,85 @@ mod tests {
                 (MEMCACHED_BEHAVIOR_CONNECT_TIMEOUT, 100),
             ]
         );
+    }
+
+    #[test]
+    fn socket_and_io_timeouts_refuse_zero_naming_the_behavior_and_the_least() {
+        for (name, least) in [
+            ("connect_timeout", "1 ms"),
+            ("_poll_timeout", "1 ms"),
+            ("send_timeout", "1 µs"),
+            ("receive_timeout", "1 µs"),
+        ] {
+            let mut b = Behaviors::default();
+            for zero in ["0", " 0 ", "00"] {
+                let err = b.set(name, zero).unwrap_err();
+                assert!(
+                    matches!(&err, BehaviorError::BadValue { name: n, .. } if n == name),
+                    "{name}={zero}: {err:?}"
+                );
+                let text = err.to_string();
+                assert!(
+                    text.contains(name) && text.contains(&format!("give at least {least}")),
+                    "{text}"
+                );
+            }
+            assert!(b.is_empty(), "{name}: a refused value was kept: {b:?}");
+            b.set(name, "1").unwrap();
+            assert_eq!(b.settings().unwrap()[0].raw, 1, "{name}");
+        }
+        // Set on the fields directly: refused when the transport takes them.
+        for b in [
+            Behaviors {
+                connect_timeout: Some(Duration::ZERO),
+                ..Behaviors::default()
+            },
+            Behaviors {
+                poll_timeout: Some(Duration::ZERO),
+                ..Behaviors::default()
+            },
+            Behaviors {
+                send_timeout: Some(Duration::ZERO),
+                ..Behaviors::default()
+            },
+            Behaviors {
+                receive_timeout: Some(Duration::ZERO),
+                ..Behaviors::default()
+            },
+        ] {
+            let err = b.settings().unwrap_err();
+            assert!(err.to_string().contains("give at least 1"), "{err}");
+        }
+        // 0 means something to libmemcached here: try again at the next second; never.
+        let mut b = Behaviors::default();
+        b.set_all([("retry_timeout", "0"), ("dead_timeout", "0")])
+            .unwrap();
+        let raw: Vec<u64> = b.settings().unwrap().iter().map(|s| s.raw).collect();
+        assert_eq!(raw, [0, 0]);
+    }
+
+    #[test]
+    fn buffer_requests_is_refused_when_on_by_name_and_by_field() {
+        let mut b = Behaviors::default();
+        for on in ["1", "true", "On"] {
+            assert!(matches!(
+                b.set("buffer_requests", on),
+                Err(BehaviorError::Unsupported { .. })
+            ));
+        }
+        assert!(b.is_empty());
+        b.set("buffer_requests", "off").unwrap();
+        assert_eq!(b.settings().unwrap()[0].raw, 0);
+        let b = Behaviors {
+            buffer_requests: Some(true),
+            ..Behaviors::default()
+        };
+        let err = b.settings().unwrap_err();
+        assert!(
+            matches!(&err, BehaviorError::Unsupported { name, .. } if name == "buffer_requests"),
+            "{err:?}"
+        );
+        assert!(err.to_string().contains("leave it off"), "{err}");
     }
 
     #[test]

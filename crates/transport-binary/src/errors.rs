@@ -156,14 +156,18 @@ impl BinaryTransport {
         )
     }
 
-    /// The server `key` maps to on `h`, for error messages.
-    pub(crate) fn label_for_key(&self, h: &Handle, key: &[u8]) -> String {
-        let mut rc = MEMCACHED_SUCCESS;
-        // SAFETY: h is a live handle used by this thread only; no I/O is done.
-        let server =
-            unsafe { memcached_server_by_key(h.as_ptr(), key.as_ptr().cast(), key.len(), &mut rc) };
-        // SAFETY: server is NULL or a live instance of h.
-        unsafe { self.label_of(server) }.unwrap_or_else(|| self.all_servers())
+    /// The label of the server at `position` of a handle, as the request's key was placed
+    /// **before** the call (`position_for_key`), for the call's errors; every server when the
+    /// key was placed nowhere.
+    ///
+    /// Never looked up again after the call: with `remove_failed`, libmemcached ejects a
+    /// server inside the call that fails on it and rebuilds its ring at once, so the key
+    /// then maps to a live server, which the error named, with that server's retry time
+    /// (an outside audit).
+    pub(crate) fn label_at(&self, position: Option<usize>) -> String {
+        position
+            .and_then(|p| self.server_at(p))
+            .map_or_else(|| self.all_servers(), |i| self.label(i))
     }
 
     /// The server whose connection failed last on `h`, else every server.

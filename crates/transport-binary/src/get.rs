@@ -390,8 +390,14 @@ impl BinaryTransport {
     /// writes, and waits for both answers (measured: 20% fewer gets per second). The item's
     /// key and CAS unique, which `memcached_get` does not return, are read from the handle's
     /// own result, where the fetch left them; an item of another key is
-    /// [`Error::Protocol`], and the connections are closed.
-    pub(crate) fn get_one(&self, h: &Handle, key: &[u8]) -> Result<Option<Item>> {
+    /// [`Error::Protocol`], and the connections are closed. `position`: where the key was
+    /// placed on `h` before the call (it names the server in errors).
+    pub(crate) fn get_one(
+        &self,
+        h: &Handle,
+        key: &[u8],
+        position: Option<usize>,
+    ) -> Result<Option<Item>> {
         h.begin();
         let (mut len, mut flags, mut rc) = (0usize, 0u32, MEMCACHED_SUCCESS);
         // SAFETY: h is a live handle used by this thread only; the key outlives the call and
@@ -434,7 +440,7 @@ impl BinaryTransport {
         if let Some(bytes) = hit {
             if let Some(other) = other_key {
                 self.reset(h);
-                return Err(self.wrong_reply(h, key, &other));
+                return Err(self.wrong_reply(position, key, &other));
             }
             self.check_leftovers(h)?;
             return Ok(Some(Item {
@@ -452,12 +458,12 @@ impl BinaryTransport {
                 // SAFETY: h is a live handle used by this thread only.
                 let last = unsafe { memcached_last_error(h.as_ptr()) };
                 if memcached_failed(last) && !matches!(last, MEMCACHED_NOTFOUND | MEMCACHED_END) {
-                    return Err(self.error(h, last, self.label_for_key(h, key), "get"));
+                    return Err(self.error(h, last, self.label_at(position), "get"));
                 }
                 self.check_leftovers(h)?;
                 Ok(None)
             }
-            rc => Err(self.error(h, rc, self.label_for_key(h, key), "get")),
+            rc => Err(self.error(h, rc, self.label_at(position), "get")),
         }
     }
 

@@ -43,12 +43,22 @@ impl BinaryTransport {
     }
 
     /// The position in `h`'s list of the server `key` goes to (no I/O), or `None` when
-    /// libmemcached places it nowhere (no server left).
+    /// libmemcached places it nowhere (no server left): where the next request for `key`
+    /// on `h` goes. Taken before a call, it names the server in the call's errors
+    /// ([`label_at`](Self::label_at)).
+    ///
+    /// With `remove_failed`, libmemcached puts an ejected server that is due back on the
+    /// ring at the start of a request, not in `memcached_server_by_key`; that is done here
+    /// first, so the position is the one the request will use (else, at that moment, a
+    /// failure of the returning server was named after the live one its keys had moved to).
     pub(crate) fn position_for_key(&self, h: &Handle, key: &[u8]) -> Option<usize> {
         if self.position_to_server.len() == 1 {
             // One server holds every key.
             return Some(0);
         }
+        // SAFETY: h is a live handle used by this thread only; memcached_autoeject reads its
+        // servers' retry times and rebuilds its ring when one is due, with no I/O.
+        unsafe { memcached_autoeject(h.as_ptr()) };
         let mut rc = MEMCACHED_SUCCESS;
         // SAFETY: h is a live handle used by this thread only; the key outlives the call and
         // rc is a valid out pointer. No I/O is done.
@@ -63,12 +73,6 @@ impl BinaryTransport {
     /// The configured index of the server at position `p`.
     pub(crate) fn server_at(&self, p: usize) -> Option<usize> {
         self.position_to_server.get(p).copied()
-    }
-
-    /// The configured index of the server `key` goes to on `h`.
-    pub(crate) fn server_for(&self, h: &Handle, key: &[u8]) -> Option<usize> {
-        self.position_for_key(h, key)
-            .and_then(|p| self.server_at(p))
     }
 
     /// The configured label of server `index`.
@@ -237,8 +241,14 @@ impl BinaryTransport {
 
     /// After a request that returns no item: libmemcached reads a stray item reply into the
     /// handle's own result and takes it for the request's answer. The connections are
-    /// closed and the request fails; then the leftover check.
-    pub(crate) fn check_no_stray_item(&self, h: &Handle, key: &[u8]) -> Result<()> {
+    /// closed and the request fails; then the leftover check. `position`: where the key was
+    /// placed before the call.
+    pub(crate) fn check_no_stray_item(
+        &self,
+        h: &Handle,
+        key: &[u8],
+        position: Option<usize>,
+    ) -> Result<()> {
         // SAFETY: h is live; its own result was reset by the request and is read before the
         // handle's next call; the key buffer holds the length reported.
         let stray = unsafe {
@@ -248,15 +258,16 @@ impl BinaryTransport {
         };
         if let Some(stray) = stray {
             self.reset(h);
-            return Err(self.wrong_reply(h, key, &stray));
+            return Err(self.wrong_reply(position, key, &stray));
         }
         self.check_leftovers(h)
     }
 
-    /// The error for a reply to a request for `key` that carried `got` instead.
-    pub(crate) fn wrong_reply(&self, h: &Handle, key: &[u8], got: &[u8]) -> Error {
+    /// The error for a reply to a request for `key` (placed at `position` before the call)
+    /// that carried `got` instead.
+    pub(crate) fn wrong_reply(&self, position: Option<usize>, key: &[u8], got: &[u8]) -> Error {
         Error::Protocol {
-            server: self.label_for_key(h, key),
+            server: self.label_at(position),
             detail: format!(
                 "the reply to a request for key {:?} carried key {:?}: a duplicated or stray reply; the connections were closed",
                 String::from_utf8_lossy(key),

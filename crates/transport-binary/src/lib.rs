@@ -63,21 +63,21 @@
 //! | `ketama_weighted` | `KETAMA_WEIGHTED` | bool | on: key and ring hash MD5, distribution `consistent weighted`; off: as `ketama` on | off |
 //! | `distribution` | `DISTRIBUTION` | `modula`, `consistent`, `consistent ketama`, `random`, `consistent ketama spy`, `consistent weighted` | how keys map to servers | `modula` |
 //! | `cas` | `SUPPORT_CAS` | bool | fetch CAS uniques (`gets` in text mode) | off in libmemcached, **on here** |
-//! | `buffer_requests` | `BUFFER_REQUESTS` | bool | queue stores/deletes until a reply is needed (reported done at once) | off |
+//! | `buffer_requests` | `BUFFER_REQUESTS` | bool | **refused when on**: libmemcached queues sets and deletes without reading their answers, so no store's result could be known | off |
 //! | `verify_keys` | `VERIFY_KEY` | bool | libmemcached checks text keys; refused in binary mode | off |
-//! | `connect_timeout` | `CONNECT_TIMEOUT` | ms | connect timeout | 4000 in libmemcached, **250 here** |
-//! | `send_timeout` | `SND_TIMEOUT` | µs | `SO_SNDTIMEO` (sockets are non-blocking: see `_poll_timeout`) | 0 in libmemcached, **the poll timeout here** |
-//! | `receive_timeout` | `RCV_TIMEOUT` | µs | `SO_RCVTIMEO` (same) | 0 in libmemcached, **the poll timeout here** |
+//! | `connect_timeout` | `CONNECT_TIMEOUT` | ms ≥ 1 | connect timeout | 4000 in libmemcached, **250 here** |
+//! | `send_timeout` | `SND_TIMEOUT` | µs ≥ 1 | `SO_SNDTIMEO` (sockets are non-blocking: see `_poll_timeout`) | 0 (none) in libmemcached, **the poll timeout here** |
+//! | `receive_timeout` | `RCV_TIMEOUT` | µs ≥ 1 | `SO_RCVTIMEO` (same) | 0 (none) in libmemcached, **the poll timeout here** |
 //! | `num_replicas` | `NUMBER_OF_REPLICAS` | count | also store on the next N servers | 0 |
 //! | `auto_eject` | `AUTO_EJECT_HOSTS` | bool | eject a server after `failure_limit` failures (deprecated) | off |
-//! | `retry_timeout` | `RETRY_TIMEOUT` | s | after `failure_limit` failures in a row, fail at once for this long before trying again (see [Failures](#failures)) | 2 |
+//! | `retry_timeout` | `RETRY_TIMEOUT` | s (0: the next second) | after `failure_limit` failures in a row, fail at once for this long before trying again (see [Failures](#failures)) | 2 |
 //! | `remove_failed` | `REMOVE_FAILED_SERVERS` | count (non-zero = on) | eject a server after `failure_limit` failures (libmemcached's rules) | 0 |
 //! | `failure_limit` | `SERVER_FAILURE_LIMIT` | count ≥ 1 | failures in a row before a server is left alone (or ejected) | 5 |
 //! | `_io_msg_watermark` | `IO_MSG_WATERMARK` | count | queued messages before a flush | 500 |
 //! | `_io_bytes_watermark` | `IO_BYTES_WATERMARK` | bytes | queued bytes before a flush | 66560 |
 //! | `_io_key_prefetch` | `IO_KEY_PREFETCH` | count | multi-get keys sent before reading | 0 |
 //! | `_sort_hosts` | `SORT_HOSTS` | bool | sort servers by name (changes `modula` placement) | off |
-//! | `_poll_timeout` | `POLL_TIMEOUT` | ms | wait for a socket to be readable/writable: the read/write timeout | 5000 in libmemcached, **500 here** |
+//! | `_poll_timeout` | `POLL_TIMEOUT` | ms ≥ 1 | wait for a socket to be readable/writable: the read/write timeout | 5000 in libmemcached, **500 here** |
 //! | `_socket_send_size` | `SOCKET_SEND_SIZE` | bytes | `SO_SNDBUF` | OS |
 //! | `_socket_recv_size` | `SOCKET_RECV_SIZE` | bytes | `SO_RCVBUF` | OS |
 //! | `dead_timeout` | `DEAD_TIMEOUT` | s | retry an ejected server after this long (0: never) | 0 |
@@ -87,7 +87,15 @@
 //! otherwise [`BinaryTransport::new`] fails naming the behavior: Debian 12's libhashkit has
 //! no `hsieh`). `_retry_timeout` is
 //! accepted for `retry_timeout`, as pylibmc does. `_noreply`, `_hash_with_prefix_key`,
-//! `namespace` and `pickle_protocol` are refused with the reason.
+//! `namespace`, `pickle_protocol` and `buffer_requests` (when on: an `add` of a taken key
+//! or a `cas` with an out-of-date token reported stored when nothing was) are refused with
+//! the reason ([`BehaviorError::Unsupported`]). A socket or I/O timeout of 0
+//! (`connect_timeout`, `_poll_timeout`, `send_timeout`, `receive_timeout`) is refused
+//! ([`BehaviorError::BadValue`], saying to give at least 1 ms or 1 µs): libmemcached fails
+//! every wait at once with a connect or poll timeout of 0 (requests fail as if the server
+//! were dead, and a `set` the server stored reports failure) and sets no socket timeout with
+//! a send or receive timeout of 0. `retry_timeout` and `dead_timeout` take 0, which means
+//! something to libmemcached (try again at the next second; never retry an ejected server).
 //!
 //! **This transport's defaults.** Where a behavior is not set it keeps libmemcached's
 //! default, except these: `connect_timeout` 250 ms ([`DEFAULT_CONNECT_TIMEOUT`]),
@@ -121,7 +129,10 @@
 //!   go, and one slow reply must not fail every request for `retry_timeout`.
 //! * With `remove_failed`, libmemcached's own rules decide when a server it cannot connect
 //!   to is ejected (they decide where keys go, which must stay libmemcached's); a hung server
-//!   is left alone as above but not ejected.
+//!   is left alone as above but not ejected. libmemcached ejects a server inside the request
+//!   that fails on it, and rebuilds its ring at once: a request's error names (and takes
+//!   `retry_in` from) the server its key was placed on before the call, never the live
+//!   server the key maps to afterwards.
 //! * Every call is bounded: a thread that finds all `pool_size` handles lent out waits in
 //!   line at most the poll timeout for one (else [`Error::Timeout`] naming every server);
 //!   a request waits at most `connect_timeout` for each new connection and `_poll_timeout`

@@ -73,6 +73,12 @@ impl BinaryTransport {
             .map(|s| parse_server(s).map_err(|why| invalid(format!("server {s:?}: {why}"))))
             .collect::<Result<Vec<_>>>()?;
 
+        // The behaviors as given first, so that a refused one is named as given (a zero
+        // `_poll_timeout` would otherwise be reported as the `send_timeout` taken from it).
+        config
+            .behaviors
+            .settings()
+            .map_err(|e| invalid(format!("{e}")))?;
         let mut behaviors = config.behaviors.clone();
         behaviors
             .connect_timeout

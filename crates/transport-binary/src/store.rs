@@ -6,9 +6,22 @@ use std::os::raw::c_char;
 use libmemcached_sys::*;
 use newcache_transport::{check_key, Error, Result, Store, StoreMode, StoreStatus};
 
-use crate::errors::err_message;
+use crate::errors::{err_message, BACKEND};
 use crate::pool::Handle;
 use crate::BinaryTransport;
+
+/// A store or delete that libmemcached only queued (`MEMCACHED_BUFFERED`): its answer was
+/// never read, so its outcome is not known. An error, never a status: an `add` of a taken
+/// key or a `cas` with an out-of-date token read as `Stored` (an outside audit).
+fn unanswered(command: &str) -> Error {
+    Error::Backend {
+        backend: BACKEND,
+        code: MEMCACHED_BUFFERED as i32,
+        message: format!(
+            "libmemcached queued the {command} without reading memcached's answer (buffer_requests), so whether it was applied is not known; turn buffer_requests off"
+        ),
+    }
+}
 
 /// True when memcached's `incr` would read `value` as a 64-bit decimal number.
 fn is_decimal(value: &[u8]) -> bool {
@@ -28,15 +41,21 @@ impl BinaryTransport {
     /// Runs one request whose key was checked: a value over `item_size_limit` is refused
     /// without being sent, and a `set` of one deletes the key instead, as memcached unlinks
     /// the old item of a `set` it refuses as too large (which it also does when it is the
-    /// server that refuses: `MEMCACHED_E2BIG`).
-    pub(crate) fn store_checked(&self, h: &Handle, r: &Store<'_>) -> Result<StoreStatus> {
+    /// server that refuses: `MEMCACHED_E2BIG`). `position`: where the key was placed on `h`
+    /// before the call (it names the server in errors: [`label_at`](Self::label_at)).
+    pub(crate) fn store_checked(
+        &self,
+        h: &Handle,
+        r: &Store<'_>,
+        position: Option<usize>,
+    ) -> Result<StoreStatus> {
         if let Err(too_large) = self.check_size(r) {
             if r.mode == StoreMode::Set {
-                self.delete_on(h, r.key)?;
+                self.delete_on(h, r.key, position)?;
             }
             return Err(too_large);
         }
-        self.store_on(h, r)
+        self.store_on(h, r, position)
     }
 
     /// Text mode only: memcached's text protocol reads an exptime as a signed 32-bit number,
@@ -50,7 +69,7 @@ impl BinaryTransport {
         newcache_transport::check_exptime(exptime)
     }
 
-    fn store_on(&self, h: &Handle, r: &Store<'_>) -> Result<StoreStatus> {
+    fn store_on(&self, h: &Handle, r: &Store<'_>, position: Option<usize>) -> Result<StoreStatus> {
         h.begin();
         let (p, k, kl) = (h.as_ptr(), r.key.as_ptr().cast::<c_char>(), r.key.len());
         let (v, vl) = (r.value.as_ptr().cast::<c_char>(), r.value.len());
@@ -67,11 +86,14 @@ impl BinaryTransport {
                 StoreMode::Cas(cas) => memcached_cas(p, k, kl, v, vl, exp, fl, cas),
             }
         };
-        self.check_no_stray_item(h, r.key)?;
+        self.check_no_stray_item(h, r.key, position)?;
         match (r.mode, rc) {
-            (_, MEMCACHED_SUCCESS | MEMCACHED_STORED | MEMCACHED_BUFFERED) => {
-                Ok(StoreStatus::Stored)
-            }
+            (_, MEMCACHED_SUCCESS | MEMCACHED_STORED) => Ok(StoreStatus::Stored),
+            // Queued, its answer left unread (`buffer_requests`, which the behaviors refuse;
+            // libmemcached 1.1.4 buffers only sets). Whether an add, replace, append,
+            // prepend or cas was stored is the server's answer, which no one read.
+            (StoreMode::Set, MEMCACHED_BUFFERED) => Ok(StoreStatus::Stored),
+            (mode, MEMCACHED_BUFFERED) => Err(unanswered(mode.command())),
             (StoreMode::Cas(_), MEMCACHED_DATA_EXISTS) => Ok(StoreStatus::Exists),
             (StoreMode::Cas(_), MEMCACHED_NOTFOUND) => Ok(StoreStatus::NotFound),
             // The binary protocol answers add on a taken key with "exists" and replace,
@@ -81,24 +103,32 @@ impl BinaryTransport {
             }
             // The server's -I is below item_size_limit: named with its limit, asked of it.
             (_, MEMCACHED_E2BIG) => {
-                let max = self
-                    .server_for(h, r.key)
+                let max = position
+                    .and_then(|p| self.server_at(p))
                     .and_then(|index| self.item_size_max_of(h, index));
                 Err(r.refused_by_server_at(max, self.item_size_limit))
             }
-            (mode, rc) => Err(self.error(h, rc, self.label_for_key(h, r.key), mode.command())),
+            (mode, rc) => Err(self.error(h, rc, self.label_at(position), mode.command())),
         }
     }
 
-    pub(crate) fn delete_on(&self, h: &Handle, key: &[u8]) -> Result<bool> {
+    /// `position`: where the key was placed on `h` before the call.
+    pub(crate) fn delete_on(
+        &self,
+        h: &Handle,
+        key: &[u8],
+        position: Option<usize>,
+    ) -> Result<bool> {
         h.begin();
         // SAFETY: h is a live handle used by this thread only; the key outlives the call.
         let rc = unsafe { memcached_delete(h.as_ptr(), key.as_ptr().cast(), key.len(), 0) };
-        self.check_no_stray_item(h, key)?;
+        self.check_no_stray_item(h, key, position)?;
         match rc {
-            MEMCACHED_SUCCESS | MEMCACHED_DELETED | MEMCACHED_BUFFERED => Ok(true),
+            MEMCACHED_SUCCESS | MEMCACHED_DELETED => Ok(true),
             MEMCACHED_NOTFOUND => Ok(false),
-            rc => Err(self.error(h, rc, self.label_for_key(h, key), "delete")),
+            // Queued, its answer left unread: whether the key held an item is not known.
+            MEMCACHED_BUFFERED => Err(unanswered("delete")),
+            rc => Err(self.error(h, rc, self.label_at(position), "delete")),
         }
     }
 
@@ -129,7 +159,7 @@ impl BinaryTransport {
                 memcached_decrement_by_key(p, k, kl, k, kl, delta, &mut value)
             }
         };
-        self.check_no_stray_item(h, key)?;
+        self.check_no_stray_item(h, key, position)?;
         let command = if incr { "incr" } else { "decr" };
         match rc {
             MEMCACHED_SUCCESS if self.binary && value == u64::MAX => {
@@ -138,7 +168,7 @@ impl BinaryTransport {
             MEMCACHED_SUCCESS => Ok(Some(value)),
             MEMCACHED_NOTFOUND => Ok(None),
             rc => {
-                let err = self.error(h, rc, self.label_for_key(h, key), command);
+                let err = self.error(h, rc, self.label_at(position), command);
                 if self.binary && rc == MEMCACHED_UNKNOWN_READ_FAILURE {
                     // memcached answered DELTA_BADVAL ("non-numeric value"); libmemcached 1.1.4
                     // discards that body and reports an unknown read failure. Tell the two
@@ -147,7 +177,7 @@ impl BinaryTransport {
                     if let Ok(items) = self.fetch(h, &[key], &asked, &|| {}, &mut Vec::new()) {
                         if items.get(key).is_some_and(|i| !is_decimal(&i.value)) {
                             return Err(Error::Client {
-                                server: self.label_for_key(h, key),
+                                server: self.label_at(position),
                                 message: format!(
                                     "cannot increment or decrement non-numeric value (memcached's binary status DELTA_BADVAL; libmemcached reported: {})",
                                     err_message(&err)
@@ -187,7 +217,7 @@ impl BinaryTransport {
             return Ok(Some(u64::MAX));
         }
         Err(Error::Protocol {
-            server: self.label_for_key(h, key),
+            server: self.label_at(position),
             detail: format!(
                 "{command} read a reply with no value (a duplicated or stray reply to another request), so the connections were closed; the server may have applied the {command}"
             ),
@@ -198,6 +228,36 @@ impl BinaryTransport {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::BinaryConfig;
+
+    /// `buffer_requests` is refused by the configuration; forced on a handle, libmemcached
+    /// queues a delete and answers `MEMCACHED_BUFFERED`, which is an error naming it, not
+    /// `true` (the key never held an item).
+    #[test]
+    fn a_buffered_delete_is_an_error_not_a_deletion() {
+        let m = newcache_testkit::Memcached::start();
+        for binary in [true, false] {
+            let t = BinaryTransport::new(BinaryConfig {
+                binary_protocol: binary,
+                ..BinaryConfig::new([m.addr()])
+            })
+            .unwrap();
+            let h = t.lease().unwrap();
+            // SAFETY: h is a live handle used by this thread only; setting a behavior only
+            // stores it.
+            let rc = unsafe {
+                memcached_behavior_set(h.as_ptr(), MEMCACHED_BEHAVIOR_BUFFER_REQUESTS, 1)
+            };
+            assert_eq!(rc, MEMCACHED_SUCCESS);
+            match t.delete_on(&h, b"never-stored", Some(0)) {
+                Err(Error::Backend { code, message, .. }) => {
+                    assert_eq!(code, MEMCACHED_BUFFERED as i32, "{message}");
+                    assert!(message.contains("buffer_requests"), "{message}");
+                }
+                other => panic!("binary {binary}: {other:?}"),
+            }
+        }
+    }
 
     #[test]
     fn decimal_values_are_what_memcached_increments() {

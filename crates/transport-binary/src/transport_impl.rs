@@ -27,7 +27,7 @@ impl Transport for BinaryTransport {
     fn get(&self, key: &[u8]) -> Result<Option<Item>> {
         check_key(key)?;
         if self.binary {
-            return self.on_key(key, |h, _| self.get_one(h, key));
+            return self.on_key(key, |h, position| self.get_one(h, key, position));
         }
         // `fetch` reports the server's outcome itself.
         let (h, position, _) = self.lease_for_key(key)?;
@@ -60,7 +60,9 @@ impl Transport for BinaryTransport {
             // Refused before a handle is leased: nothing is sent.
             self.check_size(request)?;
         }
-        self.on_key(request.key, |h, _| self.store_checked(h, request))
+        self.on_key(request.key, |h, position| {
+            self.store_checked(h, request, position)
+        })
     }
 
     /// One request after another on one handle, every one of them sent, as
@@ -85,7 +87,7 @@ impl Transport for BinaryTransport {
 
     fn delete(&self, key: &[u8]) -> Result<bool> {
         check_key(key)?;
-        self.on_key(key, |h, _| self.delete_on(h, key))
+        self.on_key(key, |h, position| self.delete_on(h, key, position))
     }
 
     /// Every key's delete is sent, as in `store_many`: a server that fails gets no more of
@@ -114,7 +116,7 @@ impl Transport for BinaryTransport {
     fn touch(&self, key: &[u8], exptime: u32) -> Result<bool> {
         check_key(key)?;
         self.check_exptime(exptime)?;
-        self.on_key(key, |h, _| {
+        self.on_key(key, |h, position| {
             // SAFETY: h is a live handle used by this thread only; the key outlives the call.
             let rc = unsafe {
                 memcached_touch(
@@ -124,11 +126,12 @@ impl Transport for BinaryTransport {
                     exptime as time_t,
                 )
             };
-            self.check_no_stray_item(h, key).and_then(|()| match rc {
-                MEMCACHED_SUCCESS => Ok(true),
-                MEMCACHED_NOTFOUND => Ok(false),
-                rc => Err(self.error(h, rc, self.label_for_key(h, key), "touch")),
-            })
+            self.check_no_stray_item(h, key, position)
+                .and_then(|()| match rc {
+                    MEMCACHED_SUCCESS => Ok(true),
+                    MEMCACHED_NOTFOUND => Ok(false),
+                    rc => Err(self.error(h, rc, self.label_at(position), "touch")),
+                })
         })
     }
 
@@ -168,8 +171,8 @@ impl BinaryTransport {
             requests.len(),
             key_of,
             StoreStatus::NotStored,
-            |h, i| match requests.get(i) {
-                Some(r) => self.store_checked(h, r),
+            |h, i, position| match requests.get(i) {
+                Some(r) => self.store_checked(h, r, position),
                 None => Ok(StoreStatus::NotStored),
             },
         )
@@ -182,23 +185,25 @@ impl BinaryTransport {
             check_key(key)?;
         }
         let key_of = |i: usize| keys.get(i).copied();
-        self.run_batch(keys.len(), key_of, false, |h, i| match keys.get(i) {
-            Some(key) => self.delete_on(h, key),
-            None => Ok(false),
+        self.run_batch(keys.len(), key_of, false, |h, i, position| {
+            match keys.get(i) {
+                Some(key) => self.delete_on(h, key, position),
+                None => Ok(false),
+            }
         })
     }
 
-    /// `count` requests (`key_of` gives each one's key, `run` runs it) one after another
-    /// on one handle, each server's outcome reported to the failure record: a server that
-    /// failed (or is left alone) gets no more of them, a request refused as too large is
-    /// refused by itself. Each request's answer (`unanswered` where it got none), and the
-    /// batch's failures and refusals.
+    /// `count` requests (`key_of` gives each one's key, `run` runs it with the key's position
+    /// taken before the call) one after another on one handle, each server's outcome
+    /// reported to the failure record: a server that failed (or is left alone) gets no more
+    /// of them, a request refused as too large is refused by itself. Each request's answer
+    /// (`unanswered` where it got none), and the batch's failures and refusals.
     fn run_batch<'k, T: Clone>(
         &self,
         count: usize,
         key_of: impl Fn(usize) -> Option<&'k [u8]>,
         unanswered: T,
-        run: impl Fn(&Handle, usize) -> Result<T>,
+        run: impl Fn(&Handle, usize, Option<usize>) -> Result<T>,
     ) -> Result<(Batch, Vec<T>)> {
         let mut batch = Batch::new(self.servers.len());
         if count == 0 {
@@ -207,12 +212,13 @@ impl BinaryTransport {
         let h = self.lease()?;
         let mut answers = vec![unanswered; count];
         for (i, answer) in answers.iter_mut().enumerate() {
-            let server = key_of(i).and_then(|key| self.server_for(&h, key));
+            let position = key_of(i).and_then(|key| self.position_for_key(&h, key));
+            let server = position.and_then(|p| self.server_at(p));
             if !batch.may_send(self, server, i) {
                 continue;
             }
             let ticket = server.map(|s| self.health.ticket(s));
-            let outcome = run(&h, i);
+            let outcome = run(&h, i, position);
             if let (Some(s), Some(ticket)) = (server, ticket) {
                 self.health.report(s, ticket, &outcome);
             }

@@ -36,6 +36,8 @@ fn every_behavior_is_accepted_by_libmemcached_and_reads_back() {
             | "_io_key_prefetch" => ("3", Some(3)),
             "_socket_send_size" | "_socket_recv_size" => ("65536", None),
             n if n.ends_with("timeout") => ("7", Some(7)),
+            // Refused when on (tests/transport.rs).
+            "buffer_requests" => ("0", Some(0)),
             _ => ("1", Some(1)),
         };
         // Text mode: libmemcached refuses verify_keys with the binary protocol.
@@ -256,5 +258,87 @@ fn behaviors_in_effect_reads_every_behavior_back_and_debug_shows_them() {
     assert!(
         shown.contains(&format!("behaviors: {all:?}")),
         "{shown} lacks {all:?}"
+    );
+}
+
+/// A socket or I/O timeout of 0 is refused by name and on the configuration, naming the
+/// behavior and the least it takes: libmemcached fails every wait at once with a
+/// `connect_timeout` or `_poll_timeout` of 0 (every request then failed as if the server
+/// were dead, and a `set` the server stored reported failure), and sets no socket timeout at
+/// all with a `send_timeout`/`receive_timeout` of 0. `retry_timeout` and `dead_timeout` keep
+/// 0, which means something to libmemcached (try again at the next second; never retry an
+/// ejected server).
+#[test]
+fn zero_socket_and_io_timeouts_are_refused_naming_the_behavior() {
+    use std::time::Duration;
+    for (name, least) in [
+        ("connect_timeout", "1 ms"),
+        ("_poll_timeout", "1 ms"),
+        ("send_timeout", "1 µs"),
+        ("receive_timeout", "1 µs"),
+    ] {
+        let mut config = BinaryConfig::new(["127.0.0.1:11211"]);
+        let err = config.behaviors.set(name, "0").unwrap_err();
+        let text = err.to_string();
+        assert!(
+            matches!(err, BehaviorError::BadValue { .. })
+                && text.contains(name)
+                && text.contains(&format!("give at least {least}")),
+            "{name}=0: {text}"
+        );
+        assert!(config.behaviors.is_empty());
+    }
+    for (name, behaviors) in [
+        (
+            "connect_timeout",
+            Behaviors {
+                connect_timeout: Some(Duration::ZERO),
+                ..Behaviors::default()
+            },
+        ),
+        (
+            "_poll_timeout",
+            Behaviors {
+                poll_timeout: Some(Duration::ZERO),
+                ..Behaviors::default()
+            },
+        ),
+        (
+            "send_timeout",
+            Behaviors {
+                send_timeout: Some(Duration::ZERO),
+                ..Behaviors::default()
+            },
+        ),
+        (
+            "receive_timeout",
+            Behaviors {
+                receive_timeout: Some(Duration::ZERO),
+                ..Behaviors::default()
+            },
+        ),
+    ] {
+        let config = BinaryConfig {
+            behaviors,
+            ..BinaryConfig::new(["127.0.0.1:11211"])
+        };
+        match BinaryTransport::new(config) {
+            Err(e) => {
+                let text = e.to_string();
+                assert!(
+                    text.contains(name) && text.contains("give at least 1"),
+                    "{text}"
+                );
+            }
+            Ok(t) => panic!(
+                "{name} of 0 accepted: libmemcached holds {}",
+                read(&t, name)
+            ),
+        }
+    }
+    let t = configure(true, &[("retry_timeout", "0"), ("dead_timeout", "0")]).unwrap();
+    assert_eq!(
+        (read(&t, "retry_timeout"), read(&t, "dead_timeout")),
+        (0, 0)
     );
 }

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use common::{connect, connect_with};
 use newcache_testkit::Memcached;
 use newcache_transport::{Error, Store, StoreMode, StoreStatus, Transport};
-use newcache_transport_binary::{BinaryTransport, DEFAULT_POLL_TIMEOUT};
+use newcache_transport_binary::{BinaryConfig, BinaryTransport, DEFAULT_POLL_TIMEOUT};
 
 both_modes!(
     one_slow_reply_is_not_an_outage,
@@ -20,6 +20,7 @@ both_modes!(
     the_only_server_is_never_left_alone,
     store_many_sends_every_item_and_reports_each,
     exptimes_past_2038_are_exact_or_refused,
+    errors_at_ejection_name_the_dead_server,
 );
 
 fn three() -> Vec<Memcached> {
@@ -363,4 +364,106 @@ fn exptimes_past_2038_are_exact_or_refused(binary: bool) {
     t.store(&Store::set(b"edge", b"v", 0, i32::MAX as u32))
         .unwrap();
     assert!(t.get(b"edge").unwrap().is_some());
+}
+
+/// With `remove_failed` (ketama, `failure_limit` 1), libmemcached ejects a dead server inside
+/// the call that fails and rebuilds its ring without it at once; after `retry_timeout` it
+/// puts the server back on the ring at the start of a call, which then fails on it again.
+/// Every error of a request for one of the dead server's keys names the dead server, never
+/// the live one its keys move to (an outside audit: the error of the ejecting request named
+/// a healthy server, and its `retry_in` was that server's). One handle, closed every few
+/// requests so that each new one meets the ejection again, then kept past `retry_timeout`.
+fn errors_at_ejection_name_the_dead_server(binary: bool) {
+    let live = [Memcached::start(), Memcached::start()];
+    // Nothing listens there: every connect is refused.
+    let dead = format!("127.0.0.1:{}", newcache_testkit::free_port());
+    let mut c = BinaryConfig::new([live[0].addr(), dead.clone(), live[1].addr()]);
+    c.binary_protocol = binary;
+    c.pool_size = 1;
+    c.behaviors
+        .set_all([
+            ("ketama", "1"),
+            ("remove_failed", "1"),
+            ("failure_limit", "1"),
+            ("retry_timeout", "1"),
+        ])
+        .unwrap();
+    let t = BinaryTransport::new(c).unwrap();
+    let keys: Vec<String> = (0..3000)
+        .map(|i| format!("eject:{i}"))
+        .filter(|k| t.server_index_for_key(k.as_bytes()).unwrap() == 1)
+        .take(16)
+        .collect();
+    assert_eq!(keys.len(), 16, "too few keys on the dead server");
+    let mut seen: BTreeMap<String, u64> = BTreeMap::new();
+    let mut check = |op: &str, result: Result<(), Error>| {
+        let Err(e) = result else {
+            *seen.entry("ok".into()).or_default() += 1;
+            return;
+        };
+        assert_eq!(
+            e.server(),
+            Some(dead.as_str()),
+            "{op}: the error names another server than the dead {dead}: {e:?} ({e})"
+        );
+        if let Error::ServerDown { retry_in, .. } = &e {
+            // dead_timeout 0: an ejected server is never retried (MAX); else its own
+            // retry time, under retry_timeout plus the second libmemcached rounds to.
+            assert!(
+                *retry_in == Duration::MAX || *retry_in <= Duration::from_secs(2),
+                "{op}: {e:?}"
+            );
+        }
+        let kind = format!("{e:?}");
+        let kind = kind.split([' ', '{']).next().unwrap_or("?").to_string();
+        *seen.entry(kind).or_default() += 1;
+    };
+    let started = Instant::now();
+    let mut i = 0usize;
+    // Values incr takes, so the live servers the keys move to answer every request.
+    while started.elapsed() < Duration::from_millis(3200) {
+        i += 1;
+        let k = keys[i % keys.len()].as_bytes();
+        let (op, result): (&str, Result<(), Error>) = match i % 11 {
+            0 => ("get", t.get(k).map(|_| ())),
+            1 => ("set", t.store(&Store::set(k, b"1", 0, 0)).map(|_| ())),
+            2 => (
+                "add",
+                t.store(&Store::set(k, b"1", 0, 0).with_mode(StoreMode::Add))
+                    .map(|_| ()),
+            ),
+            3 => (
+                "cas",
+                t.store(&Store::set(k, b"1", 0, 0).with_mode(StoreMode::Cas(7)))
+                    .map(|_| ()),
+            ),
+            4 => (
+                "append",
+                t.store(&Store::set(k, b"1", 0, 0).with_mode(StoreMode::Append))
+                    .map(|_| ()),
+            ),
+            5 => ("touch", t.touch(k, 60).map(|_| ())),
+            6 => ("incr", t.incr(k, 1).map(|_| ())),
+            7 => ("delete", t.delete(k).map(|_| ())),
+            8 => ("get_many", t.get_many(&[k]).map(|_| ())),
+            9 => (
+                "store_many",
+                t.store_many(&[Store::set(k, b"1", 0, 0)]).map(|_| ()),
+            ),
+            _ => ("delete_many", t.delete_many(&[k]).map(|_| ())),
+        };
+        check(op, result);
+        // First, a new handle every few requests, each meeting the ejection; then one
+        // handle kept past retry_timeout, which puts the server back on its ring.
+        if started.elapsed() < Duration::from_millis(800) {
+            if i % 3 == 0 {
+                t.close();
+            }
+        } else {
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+    for kind in ["ok", "Connect", "ServerDown"] {
+        assert!(seen.contains_key(kind), "no {kind} in {seen:?}");
+    }
 }

@@ -861,3 +861,74 @@ fn scripted_server(answer: fn(&str, &mut TcpStream) -> bool) -> (String, Arc<Ato
     });
     (addr, accepted)
 }
+
+/// `buffer_requests` is refused, by name and set directly: libmemcached's buffered mode
+/// never reads a store's answer, so an `add` of a taken key reported `Stored` with the old
+/// value kept, and a `cas` with an out-of-date token reported success with nothing stored
+/// (an outside audit). Off, both are what the server answered.
+#[test]
+fn buffer_requests_is_refused_as_no_store_result_could_be_known() {
+    use newcache_transport_binary::{BehaviorError, Behaviors};
+    let m = Memcached::start();
+    for on in ["1", "true", "yes", "on", " TRUE "] {
+        let mut b = Behaviors::default();
+        let err = b.set("buffer_requests", on).unwrap_err();
+        assert!(
+            matches!(&err, BehaviorError::Unsupported { name, .. } if name == "buffer_requests"),
+            "buffer_requests={on}: {err:?}"
+        );
+        let text = err.to_string();
+        for needle in ["buffer_requests", "add", "cas", "stored", "leave it off"] {
+            assert!(text.contains(needle), "{needle:?} missing from {text:?}");
+        }
+        assert!(b.is_empty(), "a refused value was kept: {b:?}");
+    }
+    let mut b = Behaviors::default();
+    assert!(matches!(
+        b.set("buffer_requests", "maybe"),
+        Err(BehaviorError::BadValue { .. })
+    ));
+    b.set("buffer_requests", "0").unwrap();
+    assert_eq!(b.buffer_requests, Some(false));
+
+    for binary in [true, false] {
+        // Set on the configuration directly (the field is public): refused by `new`.
+        let mut c = BinaryConfig::new([m.addr()]);
+        c.binary_protocol = binary;
+        c.behaviors.buffer_requests = Some(true);
+        match BinaryTransport::new(c) {
+            Err(e) => {
+                let text = e.to_string();
+                assert!(
+                    text.contains("buffer_requests") && text.contains("leave it off"),
+                    "{text}"
+                );
+            }
+            Ok(t) => {
+                set(&t, b"buffered", b"old", 0);
+                let add = t.store(&Store::set(b"buffered", b"new", 0, 0).with_mode(StoreMode::Add));
+                let cas = t.store(
+                    &Store::set(b"buffered", b"cas", 0, 0).with_mode(StoreMode::Cas(u64::MAX - 1)),
+                );
+                panic!(
+                    "binary {binary}: buffer_requests was accepted; add of a taken key: {add:?}, stale cas: {cas:?}, value now {:?}",
+                    t.get(b"buffered").map(|i| i.map(|i| i.value))
+                );
+            }
+        }
+        // Off (explicitly): the server's answers.
+        let t = connect_with(&[&m], binary, |c| c.behaviors.buffer_requests = Some(false));
+        set(&t, b"unbuffered", b"old", 0);
+        assert_eq!(
+            store(&t, StoreMode::Add, b"unbuffered", b"new"),
+            StoreStatus::NotStored
+        );
+        let stale = t.get(b"unbuffered").unwrap().unwrap().cas.unwrap();
+        set(&t, b"unbuffered", b"newer", 0);
+        assert_eq!(
+            store(&t, StoreMode::Cas(stale), b"unbuffered", b"cas"),
+            StoreStatus::Exists
+        );
+        assert_eq!(value(&t, b"unbuffered").as_deref(), Some(&b"newer"[..]));
+    }
+}
