@@ -56,7 +56,55 @@ pub(super) type JobResult = Result<AnswerList, Failure>;
 pub(super) struct Job {
     pub(super) bytes: Vec<u8>,
     pub(super) steps: Steps,
-    pub(super) reply: oneshot::Sender<JobResult>,
+    pub(super) reply: JobReply,
+}
+
+/// Where a queued job's result goes. Dropped before the job was written (the connection's
+/// task dropped with the job in its queue: its runtime shut down), it answers "not sent",
+/// so the caller sends the job again on a new connection; it used to fail as "may have
+/// run" (an outside audit: the first request after `shutdown_background` of the runtime
+/// that opened the connection, 2 of 6 runs). Once the job is written its channel is taken
+/// out ([`JobReply::written`]): a written job is never called unsent.
+#[derive(Debug)]
+pub(super) struct JobReply(Option<oneshot::Sender<JobResult>>);
+
+impl JobReply {
+    pub(super) fn new(tx: oneshot::Sender<JobResult>) -> Self {
+        JobReply(Some(tx))
+    }
+
+    /// Answers the job.
+    pub(super) fn send(mut self, result: JobResult) {
+        if let Some(tx) = self.0.take() {
+            let _ = tx.send(result);
+        }
+    }
+
+    /// The channel, for a job being written now (its answer then comes from the FIFO).
+    fn written(mut self) -> ReplyTo {
+        self.0.take().map_or(ReplyTo::Nowhere, ReplyTo::Channel)
+    }
+
+    /// Its caller left.
+    pub(super) fn is_closed(&self) -> bool {
+        self.0.as_ref().is_none_or(oneshot::Sender::is_closed)
+    }
+
+    /// Ready once its caller left.
+    pub(super) fn poll_closed(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        match &mut self.0 {
+            Some(tx) => tx.poll_closed(cx),
+            None => Poll::Ready(()),
+        }
+    }
+}
+
+impl Drop for JobReply {
+    fn drop(&mut self) {
+        if let Some(tx) = self.0.take() {
+            let _ = tx.send(Err(Failure::NotSent));
+        }
+    }
 }
 
 /// A job written and not fully answered.
@@ -872,6 +920,7 @@ pub(super) fn start(
 /// direct caller found the connection failed), then every job written fails with that
 /// error, every job still queued is answered [`Failure::NotSent`], and the socket closes.
 async fn run(mut rx: mpsc::Receiver<Job>, conn: Arc<Conn>) {
+    let _ends = EndsWithTask(conn.clone());
     let waker = poll_fn(|cx| Poll::Ready(cx.waker().clone())).await;
     {
         let mut st = conn.lock();
@@ -896,10 +945,30 @@ async fn run(mut rx: mpsc::Receiver<Job>, conn: Arc<Conn>) {
         st.direct_waker = None;
     }
     for job in batch.drain(..) {
-        let _ = job.reply.send(Err(Failure::NotSent));
+        job.reply.send(Err(Failure::NotSent));
     }
     while let Ok(job) = rx.try_recv() {
-        let _ = job.reply.send(Err(Failure::NotSent));
+        job.reply.send(Err(Failure::NotSent));
+    }
+}
+
+/// Fails its connection when the connection's task is dropped before it ended on its own
+/// (its runtime shut down): the jobs written on it fail at once, not after their read
+/// timeout, and a caller reading it directly, on another runtime, is woken to find it
+/// failed (its socket's readiness came from the runtime that is gone: an outside audit's
+/// first call after `shutdown_background` timed out). The jobs still queued are answered
+/// "not sent" as they drop ([`JobReply`]).
+struct EndsWithTask(Arc<Conn>);
+
+impl Drop for EndsWithTask {
+    fn drop(&mut self) {
+        // After the task's own ending this finds nothing left to fail.
+        self.0.fail(&Fatal::Io(
+            io::ErrorKind::ConnectionAborted,
+            "the connection's task ended (its tokio runtime shut down) before answering; the \
+             request may or may not have run, so it was not sent again"
+                .to_string(),
+        ));
     }
 }
 

@@ -99,7 +99,7 @@ use crate::multi_get::{encode_multi_get_into, gets_per_key};
 use crate::proto::{self, Expect};
 use crate::quiet::{encode_quiet_deletes, QuietRound};
 use crate::{placement, server_specs, Protocol, TextConfig};
-use conn::{Abandoned, Awaiting, Direct, Failure, Handle, Job, JobResult};
+use conn::{Abandoned, Awaiting, Direct, Failure, Handle, Job, JobReply, JobResult};
 use smallvec::smallvec;
 use steps::{AnswerList, Keys, OwnedCmd, Step, Steps};
 
@@ -560,7 +560,7 @@ impl TokioTextTransport {
             let job = Job {
                 bytes: plan.bytes,
                 steps: plan.steps,
-                reply: tx,
+                reply: JobReply::new(tx),
             };
             match tokio::time::timeout_at(deadline, handle.tx.send(job)).await {
                 Ok(Ok(())) => {

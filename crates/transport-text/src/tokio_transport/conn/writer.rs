@@ -9,7 +9,7 @@ use std::task::{Context, Poll};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use super::{unasked, AnswerList, Conn, Failure, Fatal, Job, Owner, ReadSide, ReplyTo};
+use super::{unasked, AnswerList, Conn, Failure, Fatal, Job, Owner, ReadSide};
 use crate::command::Wire;
 use crate::connect::LOOK_AFTER_IDLE;
 
@@ -129,7 +129,7 @@ pub(super) async fn write_loop(
             // new connection. Written, a call that came right after another's timeout
             // failed half a millisecond later with that timeout.
             for job in batch.drain(..) {
-                let _ = job.reply.send(Err(Failure::NotSent));
+                job.reply.send(Err(Failure::NotSent));
             }
             return Fatal::Timeout(settings.read_timeout);
         }
@@ -139,7 +139,7 @@ pub(super) async fn write_loop(
             if let Some(fatal) = st.fatal.clone() {
                 drop(st);
                 for job in batch.drain(..) {
-                    let _ = job.reply.send(Err(Failure::NotSent));
+                    job.reply.send(Err(Failure::NotSent));
                 }
                 return fatal;
             }
@@ -179,10 +179,10 @@ pub(super) async fn write_loop(
             let mut pushed = false;
             for job in batch.drain(..jobs) {
                 if job.steps.is_empty() {
-                    let _ = job.reply.send(Ok(AnswerList::new()));
+                    job.reply.send(Ok(AnswerList::new()));
                     continue;
                 }
-                st.enter(job.steps, ReplyTo::Channel(job.reply));
+                st.enter(job.steps, job.reply.written());
                 pushed = true;
             }
             if pushed && st.owner != Owner::Task {
