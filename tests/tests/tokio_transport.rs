@@ -1362,6 +1362,20 @@ fn through_twemproxy_the_probe_finds_classic_and_keyed_commands_work() {
             t.meta_get(b"nut:0", 1).await,
             Err(Error::Unsupported { .. })
         ));
+        // What twemproxy lacks is the blocking transport's error too: `Unsupported`, not
+        // `Io` "closed with replies still due" (an outside audit).
+        let stats = t.stats().await;
+        assert!(
+            matches!(&stats, Err(Error::Unsupported { command, .. }) if command == "stats"),
+            "{stats:?}"
+        );
+        let flushed = t.flush_all().await;
+        assert!(
+            matches!(&flushed, Err(Error::Unsupported { command, .. }) if command == "flush_all"),
+            "{flushed:?}"
+        );
+        // Nor is the proxy marked down by it.
+        assert_eq!(t.get_many(&asked).await.expect("get_many").len(), 30);
     });
     assert_eq!(t.server_protocol(0), Some(Protocol::Classic));
 }

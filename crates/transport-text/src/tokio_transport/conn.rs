@@ -197,6 +197,9 @@ enum Fatal {
     Protocol(String),
     /// Closed with nothing in flight: idle, or its transport dropped.
     Closed,
+    /// Closed by the server with replies due and no byte of them read: what a proxy does
+    /// with a command it does not take (twemproxy and `stats`).
+    ClosedWithoutReply,
 }
 
 impl Fatal {
@@ -218,6 +221,13 @@ impl Fatal {
             Fatal::Closed => Error::Io {
                 server,
                 source: io::Error::new(io::ErrorKind::UnexpectedEof, "the connection was closed"),
+            },
+            Fatal::ClosedWithoutReply => Error::Io {
+                server,
+                source: io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    crate::errors::ClosedWithoutReply,
+                ),
             },
         }
     }
@@ -594,7 +604,9 @@ impl Conn {
                         !st.fifo.is_empty() || st.held.is_some()
                     };
                     return Poll::Ready(Pumped::Fatal(
-                        if busy || *decoding || !buf.filled().is_empty() {
+                        if busy && !*decoding && buf.filled().is_empty() {
+                            Fatal::ClosedWithoutReply
+                        } else if busy || *decoding || !buf.filled().is_empty() {
                             Fatal::Io(
                                 io::ErrorKind::UnexpectedEof,
                                 "the server closed the connection with replies still due".into(),

@@ -71,8 +71,10 @@
 //!   but with requests pipelined a duplicated reply of the same shape as the next one
 //!   awaited (`STORED` before another store's `STORED`) cannot be told from it: use meta
 //!   (memcached 1.6+, what [`Protocol::Auto`] picks there) where replies may be duplicated.
-//! - A proxy that closes the connection on a command it lacks (twemproxy on `stats`)
-//!   gives an I/O error rather than [`Error::Unsupported`].
+//! - A proxy that closes the connection on a command it lacks is told from a failing
+//!   server as the blocking transport tells it: for `stats` and `flush_all`, by a `version`
+//!   it answers ([`Error::Unsupported`] then); a server that restarted between the two reads
+//!   the same way.
 //!
 //! [`TextTransport`]: crate::TextTransport
 

@@ -18,8 +18,8 @@ use super::{
 use crate::batch::{flushed, server_stats, unexpected_answer, Tolerated};
 use crate::command::{Cmd, Outcome};
 use crate::errors::{
-    learn_item_size_max, over_server_limit, refusal_error, refused_as_too_large, status_to_error,
-    LimitCheck,
+    closed_without_reply, learn_item_size_max, over_server_limit, refusal_error,
+    refused_as_too_large, status_to_error, LimitCheck,
 };
 use crate::ops::members_of;
 use crate::proto::{Expect, Reply, Status};
@@ -153,12 +153,33 @@ impl TokioTextTransport {
             })
             .collect();
         let outcomes = self.batch(&groups).await;
-        groups
-            .iter()
-            .map(|(i, _)| *i)
-            .zip(outcomes)
-            .map(|(i, outcome)| (i, outcome.map(|answers| answers.list.into_iter().collect())))
-            .collect()
+        let mut out = Vec::with_capacity(outcomes.len());
+        for ((i, _), outcome) in groups.iter().zip(outcomes) {
+            let outcome = match outcome {
+                Err(e) if closed_without_reply(&e) && self.answers_version(*i).await => {
+                    Err(Error::Unsupported {
+                        server: self.label(*i).to_string(),
+                        command: line.split(' ').next().unwrap_or(line).to_string(),
+                    })
+                }
+                outcome => outcome.map(|answers| answers.list.into_iter().collect()),
+            };
+            out.push((*i, outcome));
+        }
+        out
+    }
+
+    /// Server `index` answers `version`: a connection it closed before any reply to a
+    /// command servers may lack (`stats`, `flush_all`) was a proxy refusing the command
+    /// (twemproxy closes the connection on what it does not proxy), as the blocking
+    /// transport tells it ([`TextTransport::classify_close`]); the error is then
+    /// [`Error::Unsupported`], as there (it was `Io`, "closed with replies still due").
+    async fn answers_version(&self, index: usize) -> bool {
+        let build = |_h: &super::Handle| Ok(plan_line("version", Expect::Status));
+        matches!(
+            self.exchange(index, &build).await.map(|a| a.list.into_iter().next()),
+            Ok(Some(Answer::Line(reply))) if matches!(*reply, Reply::Status(Status::Version(_)))
+        )
     }
 
     /// [`Self::keyed`], a server that failed while others answered told apart
