@@ -55,13 +55,16 @@ impl Core {
         key: &str,
         wire: &[u8],
     ) -> Result<Option<(T, Option<u64>)>> {
-        Ok(match self.fetch_item(io, op, wire).await? {
-            Fetched::Hit(opened) => {
-                let cas = opened.0.cas;
-                Some((self.decode_opened_item(key, opened)?, cas))
-            }
-            Fetched::Recompute(_) | Fetched::Cold => None,
-        })
+        // Counted as `get`'s hits and misses are (they were not: an outside audit).
+        Ok(
+            match self.counted(op, self.fetch_item(io, op, wire).await?) {
+                Fetched::Hit(opened) => {
+                    let cas = opened.0.cas;
+                    Some((self.decode_opened_item(key, opened)?, cas))
+                }
+                Fetched::Recompute(_) | Fetched::Cold => None,
+            },
+        )
     }
 
     /// `cas`: stores only if the key still holds the value `token` came with.
@@ -146,10 +149,7 @@ impl Core {
         self.observer
             .op("get_and_touch", async move {
                 let wire = self.wire_key(key)?;
-                match self
-                    .fetch_unobserved::<I, T>(io, "get_and_touch", key, &wire)
-                    .await?
-                {
+                match self.fetch::<I, T>(io, "get_and_touch", key, &wire).await? {
                     Fetched::Hit(value) => {
                         self.touch_unobserved(io, key, options).await?;
                         Ok(Some(value))

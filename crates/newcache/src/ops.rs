@@ -225,6 +225,11 @@ impl Core {
         wire: &[u8],
     ) -> Result<Fetched<T>> {
         let fetched = self.fetch_unobserved(io, op, key, wire).await?;
+        Ok(self.counted(op, fetched))
+    }
+
+    /// `fetched`, counted as `op`'s hit or miss (a reader that should recompute misses).
+    pub(crate) fn counted<T>(&self, op: &'static str, fetched: Fetched<T>) -> Fetched<T> {
         self.observer.event(
             op,
             match fetched {
@@ -233,7 +238,7 @@ impl Core {
             },
             1,
         );
-        Ok(fetched)
+        fetched
     }
 
     pub(crate) async fn fetch_unobserved<I: Io, T: DeserializeOwned + 'static>(
@@ -325,14 +330,22 @@ impl Core {
                     // Herd state that cannot be read (another application's use of the flag
                     // bits): the item as stored, every flag kept.
                     Err(Error::Decode { .. }) => {
-                        return Ok(io.get(wire).await?.map(|item| RawValue {
+                        let raw = io.get(wire).await?.map(|item| RawValue {
                             bytes: item.value,
                             flags: item.flags,
-                        }))
+                        });
+                        let event = if raw.is_some() {
+                            Event::Hit
+                        } else {
+                            Event::Miss
+                        };
+                        self.observer.event("get_raw", event, 1);
+                        return Ok(raw);
                     }
                     fetched => fetched,
                 };
-                Ok(match fetched? {
+                // Counted as `get`'s hits and misses are (they were not: an outside audit).
+                Ok(match self.counted("get_raw", fetched?) {
                     Fetched::Hit((mut item, offset, flags)) => {
                         item.value.drain(..offset);
                         Some(RawValue {

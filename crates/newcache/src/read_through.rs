@@ -45,6 +45,7 @@ pub(crate) enum Landed {
 
 impl Flight {
     /// How it stands now.
+    #[cfg(feature = "tokio")]
     pub(crate) fn landed(&self) -> Landed {
         self.landed.lock().map_or(Landed::Done, |landed| *landed)
     }
@@ -141,6 +142,22 @@ impl<I: Io> Drop for LeaseGuard<'_, I> {
     fn drop(&mut self) {
         // A failed delete leaves the key to expire on its own (after lease_wait).
         self.io.release(std::mem::take(&mut self.key));
+    }
+}
+
+/// A `get_or_set` loader running: one that panics is counted as a failed run (it was not
+/// counted at all: an outside audit).
+struct LoaderRun<'a> {
+    observer: &'a crate::observe::Observer,
+    started: Instant,
+    done: bool,
+}
+
+impl Drop for LoaderRun<'_> {
+    fn drop(&mut self) {
+        if !self.done && std::thread::panicking() {
+            self.observer.loader(self.started.elapsed(), true);
+        }
     }
 }
 
@@ -590,9 +607,14 @@ impl Core {
                 None => (StoreMode::Add, None),
             },
         };
-        let started = Instant::now();
+        let mut run = LoaderRun {
+            observer: &self.observer,
+            started: Instant::now(),
+            done: false,
+        };
         let loaded = loader().await;
-        let took = started.elapsed();
+        run.done = true;
+        let took = run.started.elapsed();
         self.observer.loader(took, loaded.is_err());
         let value = loaded.map_err(Through::Loader)?;
         let compute = u32::try_from(took.as_millis()).unwrap_or(u32::MAX);

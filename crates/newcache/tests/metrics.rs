@@ -149,3 +149,86 @@ fn a_cancelled_async_call_is_counted() {
     );
     drop(silent);
 }
+
+/// What an outside audit found uncounted or miscounted: `gets`, `get_and_touch` and
+/// `get_raw` counted no hits or misses; a `set_many` or `delete_many` with two servers down
+/// counted one error, by the first; a panicking `get_or_set` loader was an operation
+/// `cancelled` and no loader run.
+#[test]
+fn reads_with_cas_partial_batches_and_panicking_loaders_are_counted() {
+    let server = Memcached::start();
+    let recorder = PrometheusBuilder::new().build_recorder();
+    let prometheus = recorder.handle();
+    let url = format!("newcache://{}/?name=ops&herd=off", server.addr());
+    // Two ports nothing listens on beside the live server: most keys of a batch land on them.
+    let dead = [free_port(), free_port()];
+    let cluster = format!(
+        "newcache://{};127.0.0.1:{};127.0.0.1:{}/?name=batch&connect_timeout=200",
+        server.addr(),
+        dead[0],
+        dead[1]
+    );
+    metrics::with_local_recorder(&recorder, || {
+        let cache = Cache::from_url(&url).unwrap();
+        cache.set("there", "v", Ttl::Seconds(300)).unwrap();
+        assert!(cache.gets::<String>("there").unwrap().is_some());
+        assert!(cache.gets::<String>("absent").unwrap().is_none());
+        assert!(cache.get_raw("there").unwrap().is_some());
+        assert!(cache
+            .get_and_touch::<String>("absent", Ttl::Seconds(60))
+            .unwrap()
+            .is_none());
+        let boom = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let _: Result<u32, _> = cache.get_or_set("boom", 60, || panic!("loader panicked"));
+        }));
+        assert!(boom.is_err());
+
+        let batch = Cache::from_url(&cluster).unwrap();
+        let pairs: Vec<(String, u32)> = (0..30).map(|i| (format!("k{i}"), i)).collect();
+        assert!(batch.set_many(pairs, Ttl::Seconds(60)).is_err());
+    });
+    let text = prometheus.render();
+    let s = samples(&text);
+    let get = |series: &str| {
+        *s.get(series)
+            .unwrap_or_else(|| panic!("no sample {series} in:\n{text}"))
+    };
+    assert_eq!(get(r#"newcache_hits_total{cache="ops",op="gets"}"#), 1.0);
+    assert_eq!(get(r#"newcache_misses_total{cache="ops",op="gets"}"#), 1.0);
+    assert_eq!(get(r#"newcache_hits_total{cache="ops",op="get_raw"}"#), 1.0);
+    assert_eq!(
+        get(r#"newcache_misses_total{cache="ops",op="get_and_touch"}"#),
+        1.0
+    );
+    assert_eq!(
+        get(r#"newcache_operations_total{cache="ops",op="get_or_set",outcome="panicked"}"#),
+        1.0
+    );
+    assert_eq!(get(r#"newcache_loader_runs_total{cache="ops"}"#), 1.0);
+    assert_eq!(get(r#"newcache_loader_errors_total{cache="ops"}"#), 1.0);
+    // Each key a dead server could not take, under that server.
+    let mut per_server = 0.0;
+    for port in dead {
+        let series = s
+            .iter()
+            .find(|(k, _)| {
+                k.starts_with(r#"newcache_errors_total{cache="batch",op="set_many""#)
+                    && k.contains(&format!("127.0.0.1:{port}"))
+            })
+            .unwrap_or_else(|| panic!("no error counted for :{port}:\n{text}"));
+        per_server += series.1;
+    }
+    assert!(
+        per_server > 2.0 && per_server <= 30.0,
+        "{per_server}\n{text}"
+    );
+}
+
+/// A port nothing listens on (bound, then released).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
