@@ -402,6 +402,7 @@ mod tests {
             ),
             ("newcache://a:1:0/", "weight"),
             ("newcache://a:1:70000;b:1:1/", "from 1 to 65535"),
+            ("newcache://a/?name=", "name is empty"),
             ("newcache://a/?behaviors.connect_timeout=0", "from 1"),
             ("newcache://a/?behaviors._poll_timeout=0", "from 1"),
             ("newcache://a/?flavor=%zz", "percent"),

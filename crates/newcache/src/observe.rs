@@ -4,12 +4,13 @@
 //! (`name=` in the URL, default `default`) and operation, never by key.
 //!
 //! With both features off every function here is empty and inlined away: the hot path is
-//! what it was. With them on, the recording runs on the caller's thread; `cargo bench -p
-//! newcache --features metrics,tracing --bench observe` (run by `cargo xtask bench`, its
-//! figures in docs/benchmarks.md, *Metrics and tracing*) measured, on a 100-byte get hit of
-//! 71 to 81 µs on this 2-core machine (2026-12-02), 0.49 to 1.65 µs more CPU per get with
-//! a Prometheus recorder and a subscriber at INFO (1.007x to 1.022x the get's time, eight
-//! runs) and 3.1 to 4.7 µs with every span recorded at DEBUG (1.044x to 1.062x, five runs).
+//! what it was. With them on, the recording runs on the caller's thread, a fixed cost per
+//! call: `cargo bench -p newcache --features metrics,tracing --bench observe` (run by
+//! `cargo xtask bench`, its figures in docs/benchmarks.md, *Metrics and tracing*) measured
+//! 0.39 to 1.35 µs more CPU per 100-byte get hit with a Prometheus recorder and a subscriber
+//! at INFO, and 1.26 to 3.91 µs with every span recorded at DEBUG (four runs, 2026-12-05);
+//! as a ratio that is 1.029x to 1.062x and 1.093x to 1.179x of gets of 13.6 to 25.6 µs, and
+//! 1.007x to 1.06x of the 50 to 90 µs gets of earlier hosts.
 //! newcache allocates nothing to record: each cache's metric keys are built once. The
 //! recorder may: `metrics-exporter-prometheus` looks each key up per recording, about one
 //! allocation per counter or histogram touched (an outside audit: a get hit went from 1.00

@@ -35,6 +35,12 @@ impl Config {
     /// or prefix.
     pub fn validate(&self) -> Result<()> {
         let defaults = Config::default();
+        if self.name.trim().is_empty() {
+            // It labels every metric and span (`cache=""` told no one which cache it was).
+            return Err(bad(
+                "name is empty; give the cache a name for its metrics and traces, or leave name= out for the default (default)",
+            ));
+        }
         for (name, timeout, default) in [
             (
                 "connect_timeout",
