@@ -413,10 +413,15 @@ fn tasks_behind_a_failing_or_hung_cold_loader_are_not_held_by_it() {
             })
         };
         tokio::time::sleep(Duration::from_millis(100)).await;
+        // Another process's cache: it waits out the hung loader's lease, then loads.
+        let (_, other, _) = both(&server, "lease_wait=1000");
+        let elsewhere =
+            tokio::spawn(async move { other.get_or_set("hung", 300, || async { 3u32 }).await });
         let started = Instant::now();
         let v = ac.get_or_set("hung", 300, || async { 2u32 }).await.unwrap();
         let took = started.elapsed();
-        assert_eq!(v, 2, "the follower took the load over");
+        assert_eq!(elsewhere.await.unwrap().unwrap(), 3);
+        assert_eq!(v, 3, "the other process's value, read again while waiting");
         assert!(took < Duration::from_secs(6), "waited {took:?}");
         hung.abort();
     });

@@ -484,9 +484,9 @@ impl Cache {
     /// - a stale value: the policy's winner (one caller under `lease`, `early` at the expiry
     ///   and `meta`) runs the loader and stores; the others are served the old value;
     /// - no value at all (cold): callers in this process share one loader run (single
-    ///   flight): the others wait for its outcome, up to `lease_wait` (then one of them
-    ///   takes the load over as another process's caller would, and the rest wait for it);
-    ///   across processes, the caller that stores
+    ///   flight): the others wait for its outcome, reading the key again every
+    ///   `lease_wait` (a value another process stored meanwhile is served); across
+    ///   processes, the caller that stores
     ///   the lease key ([`lease_key`](Cache::lease_key)) with `add` (its TTL is `lease_wait`, rounded up
     ///   to whole seconds) loads, and the others poll for its value every 20 ms, contending
     ///   for the lease key again as they poll. A loader that dies (a killed process) leaves
@@ -498,7 +498,9 @@ impl Cache {
     /// against that item, or an `add` when there was none): a `set`, an `invalidate` or a
     /// `delete` that lands while the loader runs is newer than what it read, so the caller
     /// gets the loaded value and the key keeps the newer state (`reinsert` keeps the seed's
-    /// plain `set`). A server that fails to take the loaded value (down, hung, a cut
+    /// plain `set`). One exception: on a key that had no value, a `delete` (or a `set` then a
+    /// `delete`) that lands while the loader runs leaves nothing for the `add` to meet, as
+    /// memcached keeps no trace of a delete, so the loaded value is stored. A server that fails to take the loaded value (down, hung, a cut
     /// connection) costs the cache that value, not the caller: the call returns it, and the
     /// failure counts in the errors.
     ///

@@ -173,8 +173,7 @@ pub(crate) struct FlightGuard<'a> {
 impl Drop for FlightGuard<'_> {
     fn drop(&mut self) {
         if let Ok(mut flights) = self.core.flights.lock() {
-            // Its own flight only: a follower that waited `lease_wait` for it took the
-            // key's flight over with one of its own ([`Core::take_over`]).
+            // Its own flight only, should another have taken the key's place.
             if flights
                 .get(&self.wire)
                 .is_some_and(|f| Arc::ptr_eq(f, &self.flight))
@@ -234,24 +233,6 @@ impl Core {
         Ok(match flights.get(wire) {
             Some(f) => (f.clone(), false),
             None => {
-                let f = Arc::new(Flight::default());
-                flights.insert(wire.to_vec(), f.clone());
-                (f, true)
-            }
-        })
-    }
-
-    /// Takes `wire`'s flight over from `stalled`, whose leader has been at it longer than a
-    /// follower waits: a flight of this caller's own, led by it (`true`), unless another
-    /// follower took it over first (then that one's flight, followed).
-    fn take_over(&self, wire: &[u8], stalled: &Arc<Flight>) -> Result<(Arc<Flight>, bool)> {
-        let mut flights = self
-            .flights
-            .lock()
-            .map_err(|_| Error::Config("get_or_set flight table poisoned".into()))?;
-        Ok(match flights.get(wire) {
-            Some(f) if !Arc::ptr_eq(f, stalled) => (f.clone(), false),
-            _ => {
                 let f = Arc::new(Flight::default());
                 flights.insert(wire.to_vec(), f.clone());
                 (f, true)
@@ -364,30 +345,38 @@ impl Core {
             // Cold: one loader per process. Its followers wait for its outcome: its value is
             // then there to read; after its loader's error they fail too (one failure, not
             // one loader run after another, each waiting out those before); after its panic
-            // or cancellation the key is still cold, and one of them leads next. A leader
-            // still at it after `lease_wait` (slow, or hung) is taken over by one follower,
-            // which goes for the lease as another process's caller would (the others follow
-            // it): a bounded wait, never a hang.
-            let mut followed = self.flight(&wire)?;
-            let flight = loop {
-                let (flight, leader) = followed;
-                if leader {
-                    break flight;
-                }
+            // or cancellation the key is still cold, and one of them leads next. Every
+            // `lease_wait` they read the key again: a value another process stored meanwhile
+            // (its loader took the lease over from a hung one here) is served. They do not
+            // take the load over themselves: with a loader slower than the lease, that made
+            // one more load per lease in this process, and ran a failing loader once per
+            // caller in turn (an outside audit: 16 runs by 16 threads, the last after 48 s).
+            let (flight, leader) = self.flight(&wire)?;
+            if !leader {
                 let waited = Instant::now();
-                let landed = io.wait_for(&flight, self.config.lease_wait).await;
-                self.observer.lease_wait(waited.elapsed());
-                match landed {
-                    Landed::Done => continue 'read,
-                    Landed::LoaderFailed => {
-                        return Err(Error::LoadFailed {
-                            key: key.to_owned(),
+                loop {
+                    match io.wait_for(&flight, self.config.lease_wait).await {
+                        Landed::Done => {
+                            self.observer.lease_wait(waited.elapsed());
+                            continue 'read;
                         }
-                        .into())
+                        Landed::LoaderFailed => {
+                            self.observer.lease_wait(waited.elapsed());
+                            return Err(Error::LoadFailed {
+                                key: key.to_owned(),
+                            }
+                            .into());
+                        }
+                        Landed::Flying => {
+                            let again = self.fetch_unobserved::<I, T>(io, OP, key, &wire).await?;
+                            if let Fetched::Hit(v) = again {
+                                self.observer.lease_wait(waited.elapsed());
+                                return Ok(v);
+                            }
+                        }
                     }
-                    Landed::Flying => followed = self.take_over(&wire, &flight)?,
                 }
-            };
+            }
             let mut guard = FlightGuard {
                 core: self,
                 wire: wire.clone(),

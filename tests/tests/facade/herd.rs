@@ -422,13 +422,21 @@ fn after_a_failing_cold_loader_its_waiters_fail_with_it_and_the_next_caller_load
     assert_eq!((v, e.cache.get::<u32>("cold").unwrap()), (7, Some(7)));
 }
 
-/// A caller in this process waits for a cold loader of the same key up to `lease_wait`:
-/// a hung one is then taken over, as another process's caller would (the lease key's TTL
-/// ends its hold), rather than waited for with no end. Before, the follower waited until the
-/// hung loader returned (an outside audit: still waiting after 10 s, blocking and async).
+/// A caller in this process waiting for a hung cold loader of the same key reads the key
+/// again every `lease_wait`: the value another process loaded once the hung loader's lease
+/// expired is served to it. Before, it waited until the hung loader returned (an outside
+/// audit: still waiting after 10 s, the value stored by another process long before).
 #[test]
-fn a_hung_cold_loader_costs_the_callers_behind_it_a_bounded_wait() {
+fn a_hung_cold_loader_does_not_keep_its_followers_from_another_process_s_value() {
     let e = env("lease_wait=1000");
+    let other = newcache::Builder::from_url(&format!(
+        "newcache://{}/?flavor=test&version=1&{TRANSPORT}&lease_wait=1000",
+        e.server.addr()
+    ))
+    .unwrap()
+    .clock(Arc::new(e.clock.clone()))
+    .build()
+    .unwrap();
     let (release, hang) = std::sync::mpsc::channel::<()>();
     let cache = e.cache.clone();
     let leader = std::thread::spawn(move || {
@@ -438,23 +446,58 @@ fn a_hung_cold_loader_costs_the_callers_behind_it_a_bounded_wait() {
         })
     });
     std::thread::sleep(Duration::from_millis(100));
+    // Another process: it waits out the hung loader's lease, then loads.
+    let elsewhere = std::thread::spawn(move || {
+        other.get_or_set("hung", Ttl::Seconds(60), || 3u32).unwrap()
+    });
     let started = Instant::now();
     let v: u32 = e
         .cache
         .get_or_set("hung", Ttl::Seconds(60), || 2u32)
         .unwrap();
     let took = started.elapsed();
-    // lease_wait (1 s), then the lease's TTL (2 s) ends the hung holder's hold.
-    assert_eq!(v, 2, "the follower took the load over");
-    assert!(
-        took >= Duration::from_millis(900) && took < Duration::from_secs(6),
-        "waited {took:?}"
-    );
-    assert_eq!(e.cache.get::<u32>("hung").unwrap(), Some(2));
+    assert_eq!(elsewhere.join().unwrap(), 3);
+    assert_eq!(v, 3, "the other process's value, not a load of its own");
+    assert!(took < Duration::from_secs(6), "waited {took:?}");
     release.send(()).unwrap();
     // The hung loader's value, loaded before the other was stored, does not replace it.
     assert_eq!(leader.join().unwrap().unwrap(), 1);
-    assert_eq!(e.cache.get::<u32>("hung").unwrap(), Some(2));
+    assert_eq!(e.cache.get::<u32>("hung").unwrap(), Some(3));
+}
+
+/// A loader slower than `lease_wait` is still one load for the callers of its process, and
+/// its failure theirs: an outside audit saw the change that let a caller take a slow load
+/// over run 3 loads of a 5 s loader in one process (`lease_wait=500`), and a failing loader
+/// of 3.5 s once per caller, one after another (16 threads, the last after 48 s).
+#[test]
+fn a_loader_slower_than_lease_wait_is_one_load_and_one_failure_in_its_process() {
+    let e = env("lease_wait=500");
+    for fails in [false, true] {
+        let key = if fails { "slow-fail" } else { "slow" };
+        let runs = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (cache, counter) = (e.cache.clone(), runs.clone());
+        let got = at_once(6, move |_| {
+            cache.get_or_try_set(key, Ttl::Seconds(60), || {
+                counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                std::thread::sleep(Duration::from_millis(2500));
+                if fails {
+                    Err(Error::Config("database down".into()))
+                } else {
+                    Ok(4u32)
+                }
+            })
+        });
+        assert_eq!(runs.load(std::sync::atomic::Ordering::SeqCst), 1, "{key}: {got:?}");
+        if fails {
+            let failed = got
+                .iter()
+                .filter(|g| matches!(g, Err(Error::LoadFailed { .. })))
+                .count();
+            assert_eq!(failed, 5, "{got:?}");
+        } else {
+            assert!(got.iter().all(|g| matches!(g, Ok(4))), "{got:?}");
+        }
+    }
 }
 
 #[test]
