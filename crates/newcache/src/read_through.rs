@@ -406,134 +406,132 @@ impl Core {
         Fut: Future<Output = Result<T, E>>,
     {
         const OP: &str = "get_or_set";
-        {
-            // One loader across processes: whoever adds the lease key loads.
-            let lease_key = lease_key(wire);
-            // Whole seconds, rounded up, and one more: memcached's clock counts whole
-            // seconds, so an item goes up to a second before its exptime (an outside audit:
-            // a lease of 1 s lived 0.08 to 0.89 s, so a loader faster than `lease_wait`
-            // got a second one beside it in another process).
-            let lease_secs = u32::try_from(self.config.lease_wait.as_millis().div_ceil(1000))
-                .unwrap_or(u32::MAX)
-                .max(1)
-                .saturating_add(1);
-            // A lease held that long (and a second past it) by the same holder outlived its
-            // TTL (something stored the key without one): a waiter then loads without it.
-            let lease_life = Duration::from_secs(u64::from(lease_secs) + 1);
-            // Whose lease it is: a waiter tells a holder that has kept it from a new one
-            // that took it after it expired.
-            let token = lease_token();
-            let lease = Store {
-                mode: StoreMode::Add,
-                key: &lease_key,
-                value: &token,
-                flags: 0,
-                exptime: lease_secs,
-            };
-            // When this caller began to wait, and since when it has waited on the holder it
-            // met (whose token is kept).
-            let mut waited: Option<(Instant, Instant, Option<Vec<u8>>)> = None;
-            loop {
-                let leased = match io.store(&lease).await {
-                    Ok(status) => status.is_stored(),
-                    // The lease key lives on a server of its own, which is down or hung
-                    // while the value's answers: load without the lease across processes
-                    // (still one loader per process) rather than fail a key whose server
-                    // answers. The failure counts in the errors, so the outage shows.
-                    Err(e) if e.is_server_failure() => {
-                        self.observer.failed_key(OP, &e);
-                        // The `add` may have landed before its reply was lost (a connection
-                        // cut mid-reply): released all the same, or the next cold call
-                        // would wait out `lease_wait` for a lease nobody holds. After a
-                        // timeout too: a hung server runs the `add` once it is back (3 of 5
-                        // lease keys were left after a SIGSTOP ended). Not after a refused
-                        // or failed connect, or a server marked down: nothing was sent.
-                        let _lease = matches!(
-                            e,
-                            newcache_transport::Error::Io { .. }
-                                | newcache_transport::Error::Timeout { .. }
-                        )
-                        .then(|| LeaseGuard {
-                            io,
-                            key: lease_key.clone(),
-                        });
-                        return self
-                            .load_and_store(io, key, wire, options, loader, Over::Nothing)
-                            .await;
-                    }
-                    Err(e) => return Err(Error::from(e).into()),
-                };
-                if leased {
-                    if let Some((began, _, _)) = waited {
-                        self.observer.lease_wait(began.elapsed());
-                    }
-                    // Dropped (the key deleted) when the loader is done, even by a panic;
-                    // before the flight guard, so waiters that wake find the lease free.
-                    let _lease = LeaseGuard {
+        // One loader across processes: whoever adds the lease key loads.
+        let lease_key = lease_key(wire);
+        // Whole seconds, rounded up, and one more: memcached's clock counts whole
+        // seconds, so an item goes up to a second before its exptime (an outside audit:
+        // a lease of 1 s lived 0.08 to 0.89 s, so a loader faster than `lease_wait`
+        // got a second one beside it in another process).
+        let lease_secs = u32::try_from(self.config.lease_wait.as_millis().div_ceil(1000))
+            .unwrap_or(u32::MAX)
+            .max(1)
+            .saturating_add(1);
+        // A lease held that long (and a second past it) by the same holder outlived its
+        // TTL (something stored the key without one): a waiter then loads without it.
+        let lease_life = Duration::from_secs(u64::from(lease_secs) + 1);
+        // Whose lease it is: a waiter tells a holder that has kept it from a new one
+        // that took it after it expired.
+        let token = lease_token();
+        let lease = Store {
+            mode: StoreMode::Add,
+            key: &lease_key,
+            value: &token,
+            flags: 0,
+            exptime: lease_secs,
+        };
+        // When this caller began to wait, and since when it has waited on the holder it
+        // met (whose token is kept).
+        let mut waited: Option<(Instant, Instant, Option<Vec<u8>>)> = None;
+        loop {
+            let leased = match io.store(&lease).await {
+                Ok(status) => status.is_stored(),
+                // The lease key lives on a server of its own, which is down or hung
+                // while the value's answers: load without the lease across processes
+                // (still one loader per process) rather than fail a key whose server
+                // answers. The failure counts in the errors, so the outage shows.
+                Err(e) if e.is_server_failure() => {
+                    self.observer.failed_key(OP, &e);
+                    // The `add` may have landed before its reply was lost (a connection
+                    // cut mid-reply): released all the same, or the next cold call
+                    // would wait out `lease_wait` for a lease nobody holds. After a
+                    // timeout too: a hung server runs the `add` once it is back (3 of 5
+                    // lease keys were left after a SIGSTOP ended). Not after a refused
+                    // or failed connect, or a server marked down: nothing was sent.
+                    let _lease = matches!(
+                        e,
+                        newcache_transport::Error::Io { .. }
+                            | newcache_transport::Error::Timeout { .. }
+                    )
+                    .then(|| LeaseGuard {
                         io,
                         key: lease_key.clone(),
-                    };
-                    // A loader that finished between this caller's last read and its `add`
-                    // stored its value before freeing the lease: read once more.
-                    return match self.fetch_unobserved::<I, T>(io, OP, key, wire).await? {
-                        Fetched::Hit(v) => Ok(v),
-                        Fetched::Recompute(over) => {
-                            self.load_and_store(io, key, wire, options, loader, over)
-                                .await
-                        }
-                        Fetched::Cold => {
-                            self.load_and_store(io, key, wire, options, loader, Over::Nothing)
-                                .await
-                        }
-                    };
+                    });
+                    return self
+                        .load_and_store(io, key, wire, options, loader, Over::Nothing)
+                        .await;
                 }
-                // Another process holds the lease: wait for its value, and contend again,
-                // since a holder that died frees the lease only when its key expires.
-                let (began, since) = match &waited {
-                    Some((began, since, _)) => (*began, *since),
-                    None => {
-                        let holder = lease_holder(io, &lease_key).await;
-                        let now = Instant::now();
-                        waited = Some((now, now, holder));
-                        (now, now)
+                Err(e) => return Err(Error::from(e).into()),
+            };
+            if leased {
+                if let Some((began, _, _)) = waited {
+                    self.observer.lease_wait(began.elapsed());
+                }
+                // Dropped (the key deleted) when the loader is done, even by a panic;
+                // before the flight guard, so waiters that wake find the lease free.
+                let _lease = LeaseGuard {
+                    io,
+                    key: lease_key.clone(),
+                };
+                // A loader that finished between this caller's last read and its `add`
+                // stored its value before freeing the lease: read once more.
+                return match self.fetch_unobserved::<I, T>(io, OP, key, wire).await? {
+                    Fetched::Hit(v) => Ok(v),
+                    Fetched::Recompute(over) => {
+                        self.load_and_store(io, key, wire, options, loader, over)
+                            .await
+                    }
+                    Fetched::Cold => {
+                        self.load_and_store(io, key, wire, options, loader, Over::Nothing)
+                            .await
                     }
                 };
-                if since.elapsed() >= lease_life {
-                    // Another process took the lease after the one this caller first met
-                    // expired (its loader slower than `lease_wait`): that is a new lease,
-                    // waited for afresh. Each waiter's own clock made every process load
-                    // once its wait ran out (an outside audit: 8 loads by 8 processes).
+            }
+            // Another process holds the lease: wait for its value, and contend again,
+            // since a holder that died frees the lease only when its key expires.
+            let (began, since) = match &waited {
+                Some((began, since, _)) => (*began, *since),
+                None => {
                     let holder = lease_holder(io, &lease_key).await;
-                    if waited.as_ref().is_some_and(|(_, _, met)| *met != holder) {
-                        waited = Some((began, Instant::now(), holder));
-                        continue;
-                    }
-                    // The same holder past its TTL (something stored the key without one):
-                    // the wait is bounded by `lease_wait` all the same, so this caller loads.
+                    let now = Instant::now();
+                    waited = Some((now, now, holder));
+                    (now, now)
+                }
+            };
+            if since.elapsed() >= lease_life {
+                // Another process took the lease after the one this caller first met
+                // expired (its loader slower than `lease_wait`): that is a new lease,
+                // waited for afresh. Each waiter's own clock made every process load
+                // once its wait ran out (an outside audit: 8 loads by 8 processes).
+                let holder = lease_holder(io, &lease_key).await;
+                if waited.as_ref().is_some_and(|(_, _, met)| *met != holder) {
+                    waited = Some((began, Instant::now(), holder));
+                    continue;
+                }
+                // The same holder past its TTL (something stored the key without one):
+                // the wait is bounded by `lease_wait` all the same, so this caller loads.
+                self.observer.lease_wait(began.elapsed());
+                let over = match self.fetch_unobserved::<I, T>(io, OP, key, wire).await? {
+                    Fetched::Hit(v) => return Ok(v),
+                    Fetched::Recompute(over) => over,
+                    Fetched::Cold => Over::Nothing,
+                };
+                return self
+                    .load_and_store(io, key, wire, options, loader, over)
+                    .await;
+            }
+            io.sleep(Duration::from_millis(20)).await;
+            match self.fetch_unobserved::<I, T>(io, OP, key, wire).await? {
+                Fetched::Hit(v) => {
                     self.observer.lease_wait(began.elapsed());
-                    let over = match self.fetch_unobserved::<I, T>(io, OP, key, wire).await? {
-                        Fetched::Hit(v) => return Ok(v),
-                        Fetched::Recompute(over) => over,
-                        Fetched::Cold => Over::Nothing,
-                    };
+                    return Ok(v);
+                }
+                Fetched::Recompute(over) => {
+                    self.observer.lease_wait(began.elapsed());
                     return self
                         .load_and_store(io, key, wire, options, loader, over)
                         .await;
                 }
-                io.sleep(Duration::from_millis(20)).await;
-                match self.fetch_unobserved::<I, T>(io, OP, key, wire).await? {
-                    Fetched::Hit(v) => {
-                        self.observer.lease_wait(began.elapsed());
-                        return Ok(v);
-                    }
-                    Fetched::Recompute(over) => {
-                        self.observer.lease_wait(began.elapsed());
-                        return self
-                            .load_and_store(io, key, wire, options, loader, over)
-                            .await;
-                    }
-                    Fetched::Cold => {}
-                }
+                Fetched::Cold => {}
             }
         }
     }
