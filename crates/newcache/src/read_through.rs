@@ -173,13 +173,7 @@ pub(crate) struct FlightGuard<'a> {
 impl Drop for FlightGuard<'_> {
     fn drop(&mut self) {
         if let Ok(mut flights) = self.core.flights.lock() {
-            // Its own flight only, should another have taken the key's place.
-            if flights
-                .get(&self.wire)
-                .is_some_and(|f| Arc::ptr_eq(f, &self.flight))
-            {
-                flights.remove(&self.wire);
-            }
+            flights.remove(&self.wire);
         }
         self.flight.finish(if self.failed {
             Landed::LoaderFailed

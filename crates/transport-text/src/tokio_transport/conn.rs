@@ -972,14 +972,16 @@ async fn run(mut rx: mpsc::Receiver<Job>, conn: Arc<Conn>) {
 /// "not sent" as they drop ([`JobReply`]).
 struct EndsWithTask(Arc<Conn>);
 
+/// Why a job written on a connection whose task ended without answering it failed.
+pub(super) const TASK_ENDED: &str = "the connection's task ended (its tokio runtime shut down) \
+     before answering; the request may or may not have run, so it was not sent again";
+
 impl Drop for EndsWithTask {
     fn drop(&mut self) {
         // After the task's own ending this finds nothing left to fail.
         self.0.fail(&Fatal::Io(
             io::ErrorKind::ConnectionAborted,
-            "the connection's task ended (its tokio runtime shut down) before answering; the \
-             request may or may not have run, so it was not sent again"
-                .to_string(),
+            TASK_ENDED.to_string(),
         ));
     }
 }

@@ -174,12 +174,14 @@ async fn probe(
     writer: WriteHalf,
     opaque: u32,
 ) -> Result<(ReadHalf, WriteHalf, Wire)> {
-    if let Some(meta) = probe_once(config, target, reader, writer, opaque).await? {
-        return Ok(meta);
+    if let Some((reader, writer)) = probe_once(config, target, reader, writer, opaque).await? {
+        return Ok((reader, writer, Wire::Meta));
     }
     let (reader, writer) = connect(config, target).await?;
-    if let Some(meta) = probe_once(config, target, reader, writer, opaque.wrapping_add(1)).await? {
-        return Ok(meta);
+    if let Some((reader, writer)) =
+        probe_once(config, target, reader, writer, opaque.wrapping_add(1)).await?
+    {
+        return Ok((reader, writer, Wire::Meta));
     }
     target.wire.store(WIRE_CLASSIC, Ordering::Relaxed);
     let (reader, writer) = connect(config, target).await?;
@@ -194,7 +196,7 @@ async fn probe_once(
     mut reader: ReadHalf,
     mut writer: WriteHalf,
     opaque: u32,
-) -> Result<Option<(ReadHalf, WriteHalf, Wire)>> {
+) -> Result<Option<(ReadHalf, WriteHalf)>> {
     let label = target.label;
     let mut request = Vec::new();
     meta::encode_probe(&mut request, opaque);
@@ -220,7 +222,7 @@ async fn probe_once(
                     return Err(mismatch("bytes after the reply to the meta probe".into()));
                 }
                 target.wire.store(WIRE_META, Ordering::Relaxed);
-                Ok(Some((reader, writer, Wire::Meta)))
+                Ok(Some((reader, writer)))
             }
             Ok(ProbeVerdict::Classic) => Ok(None),
             Err(m) => Err(mismatch(m.0)),

@@ -681,11 +681,6 @@ impl TokioTextTransport {
     }
 }
 
-/// In the classic protocol a connection carries one request at a time (its replies have no
-/// tags to match them by): the first open connection with nothing in flight, else the first
-/// not open (opened for this request, as a pool grows), else one in turn (the request
-/// waits for it). A lone caller thus keeps to one connection, and concurrent callers open
-/// up to [`TextConfig::max_connections`].
 /// [`Error::NoRuntime`] outside a tokio runtime: its timers and sockets would panic there
 /// (an outside audit: "there is no reactor running" from a call awaited by another
 /// executor).
@@ -695,6 +690,11 @@ fn in_runtime() -> Result<()> {
         .map_err(|_| Error::NoRuntime)
 }
 
+/// In the classic protocol a connection carries one request at a time (its replies have no
+/// tags to match them by): the first open connection with nothing in flight, else the first
+/// not open (opened for this request, as a pool grows), else one in turn (the request
+/// waits for it). A lone caller thus keeps to one connection, and concurrent callers open
+/// up to [`TextConfig::max_connections`].
 fn classic_slot(server: &Server) -> Option<&Slot> {
     let mut unopened = None;
     for slot in &server.slots {
@@ -769,11 +769,7 @@ fn again(e: &Error) -> Option<Error> {
 fn ended(label: &str) -> Error {
     Error::Io {
         server: label.to_string(),
-        source: std::io::Error::new(
-            std::io::ErrorKind::ConnectionAborted,
-            "the connection's task ended (its tokio runtime shut down) before answering; the \
-             request may or may not have run, so it was not sent again",
-        ),
+        source: std::io::Error::new(std::io::ErrorKind::ConnectionAborted, conn::TASK_ENDED),
     }
 }
 
