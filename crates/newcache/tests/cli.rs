@@ -393,3 +393,26 @@ fn get_prints_what_python_pickled_or_compressed_decoded() {
     let o = run(&["get", "--raw", "dict"]);
     assert!(o.stdout.starts_with(b"\x80\x05"), "the pickle as stored");
 }
+
+#[test]
+fn stats_with_a_server_down_shows_the_others_and_fails() {
+    // An outside audit: with one server of two down, `stats` printed the failure in that
+    // server's table and exited 0, so a health check read a partial answer as a whole one.
+    let server = Memcached::start();
+    let url = format!("newcache://{},127.0.0.1:1/", server.addr());
+    let o = cli(Some(&url), None, &["stats"]);
+    let out = stdout(&o);
+    assert_eq!(o.status.code(), Some(2), "{out}");
+    assert!(out.starts_with(&format!("{}\n", server.addr())), "{out}");
+    assert!(out.contains("\n127.0.0.1:1\n  failed: "), "{out}");
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(stderr.contains("1 of 2 servers did not answer"), "{stderr}");
+    // All up: exit 0, nothing on stderr.
+    let o = cli(
+        Some(&format!("newcache://{}/", server.addr())),
+        None,
+        &["stats"],
+    );
+    assert_eq!(o.status.code(), Some(0));
+    assert_eq!(String::from_utf8_lossy(&o.stderr), "");
+}

@@ -9,7 +9,7 @@
 //! newcache [--url URL] incr KEY [DELTA]     print the new value
 //! newcache [--url URL] decr KEY [DELTA]     print the new value
 //! newcache [--url URL] flush
-//! newcache [--url URL] stats                a table per server
+//! newcache [--url URL] stats                a table per server; exit 2 when one did not answer
 //! newcache completions SHELL                a completion script for bash, zsh, fish...
 //! ```
 //!
@@ -160,7 +160,7 @@ enum Command {
     Decr(Counter),
     /// Invalidate every item on every server
     Flush,
-    /// Every server's statistics, a table per server
+    /// Every server's statistics, a table per server; exit 2 when one did not answer
     Stats,
     /// Print a completion script for SHELL (bash, zsh, fish, elvish, powershell)
     Completions {
@@ -249,13 +249,18 @@ fn run(cli: Cli) -> Result<Outcome, String> {
         }
         Command::Flush => cache.clear().map_err(cli_error)?,
         Command::Stats => {
-            let tables: Vec<String> = cache
-                .stats()
-                .map_err(cli_error)?
-                .iter()
-                .map(stats_table)
-                .collect();
+            let servers = cache.stats().map_err(cli_error)?;
+            let tables: Vec<String> = servers.iter().map(stats_table).collect();
             say(tables.join("\n").trim_end())?;
+            // The servers that answered are shown; one that did not fails the command, so
+            // a script (or a health check) does not take a partial answer for a whole one.
+            let failed = servers.iter().filter(|s| s.failure.is_some()).count();
+            if failed > 0 {
+                return Err(format!(
+                    "{failed} of {} servers did not answer (their tables say why)",
+                    servers.len()
+                ));
+            }
         }
         Command::Completions { .. } => {}
     }
