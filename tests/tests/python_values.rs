@@ -180,6 +180,9 @@ for name in ["PyLibMCCache", "PyMemcacheCache", "MemcachedCache"]:
     c.set(name + ":int", 7, 300)
     c.set(name + ":bool", True, 300)
     c.set(name + ":dict", {"a": [1, 2]}, 300)
+    user = {"id": 1, "name": "ann"}
+    c.set(name + ":shared", {"author": user, "editor": user, "tags": [user["name"]]}, 300)
+    c.set(name + ":big", 2**63, 300)
 "#,
     );
     let cache = plain_keys(&server);
@@ -198,6 +201,22 @@ for name in ["PyLibMCCache", "PyMemcacheCache", "MemcachedCache"]:
         );
         let dict: HashMap<String, Vec<u8>> = cache.get(&get("dict")).unwrap().unwrap();
         assert_eq!(dict["a"], [1, 2], "{backend}");
+        // One dict under two keys (serde-pickle alone: "recursive structure found", an
+        // outside audit).
+        let shared: serde_json::Value = cache.get(&get("shared")).unwrap().unwrap();
+        let user = serde_json::json!({"id": 1, "name": "ann"});
+        assert_eq!(
+            shared,
+            serde_json::json!({"author": user, "editor": user, "tags": ["ann"]}),
+            "{backend}"
+        );
+        // 2**63: flag 4 (pylibmc) or 2 (the others), read as the number either way.
+        let big: serde_json::Value = cache.get(&get("big")).unwrap().unwrap();
+        assert_eq!(
+            big,
+            serde_json::json!(9_223_372_036_854_775_808u64),
+            "{backend}"
+        );
     }
 }
 

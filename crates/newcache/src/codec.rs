@@ -676,6 +676,25 @@ mod tests {
         assert_eq!(decode::<BoolOrInt>(b"42", FLAG_BOOL), Ok(BoolOrInt::I(42)));
         // Asked for a bool, pylibmc's bool is one.
         assert_eq!(decode::<bool>(b"1", FLAG_BOOL), Ok(true));
+        // Past i64 (pymemcache's `2**63`): the number, as under flag 4 (it was "not a
+        // boolean": an outside audit).
+        for flags in [FLAG_BOOL, FLAG_INT] {
+            assert_eq!(
+                decode::<serde_json::Value>(b"9223372036854775808", flags),
+                Ok(serde_json::json!(9_223_372_036_854_775_808u64))
+            );
+            assert_eq!(
+                decode::<i128>(b"-9223372036854775809", flags),
+                Ok(-9_223_372_036_854_775_809)
+            );
+            // 2**100 fits an i128, not a JSON number; 2**130 fits nothing.
+            let e =
+                decode::<serde_json::Value>(b"1267650600228229401496703205376", flags).unwrap_err();
+            assert!(e.0.contains("out of range"), "{e}");
+            let e = decode::<serde_json::Value>(b"1361129467683753853853498429727072845824", flags)
+                .unwrap_err();
+            assert!(e.0.contains("not a valid integer"), "{e}");
+        }
     }
 
     /// A bincode value may claim more memory than 32 MiB when its bytes are many: 5,000,000

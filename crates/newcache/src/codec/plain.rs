@@ -495,15 +495,19 @@ impl<'de> de::Deserializer<'de> for PlainDe<'de> {
             // them), pylibmc's bool: every Python client reads it as an integer (pylibmc's
             // `1` is a `True` equal to it), so a self-describing type (a JSON `Value`, an
             // untagged enum) gets the number, not `true` (an outside audit).
-            Plain::IntOrBool => match self.parse::<i64>("integer") {
-                Ok(n) => visitor.visit_i64(n),
-                Err(_) => visitor.visit_bool(self.boolean()?),
-            },
-            Plain::Int => match self.parse::<i64>("integer") {
+            // Integers past `i64` too: pymemcache's 2**63 read as "not a boolean" (an
+            // outside audit).
+            Plain::Int | Plain::IntOrBool => match self.parse::<i64>("integer") {
                 Ok(n) => visitor.visit_i64(n),
                 Err(_) => match self.parse::<u64>("integer") {
                     Ok(n) => visitor.visit_u64(n),
-                    Err(_) => visitor.visit_i128(self.parse("integer")?),
+                    Err(_) => match (self.parse::<i128>("integer"), self.kind) {
+                        (Ok(n), _) => visitor.visit_i128(n),
+                        (Err(_), Plain::IntOrBool) if self.boolean().is_ok() => {
+                            visitor.visit_bool(self.boolean()?)
+                        }
+                        (Err(e), _) => Err(e),
+                    },
                 },
             },
         }

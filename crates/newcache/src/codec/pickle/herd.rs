@@ -217,6 +217,22 @@ mod tests {
             assert_eq!(decode::<String>(&moved).unwrap(), "héllo");
             assert_eq!(moved.len(), bytes.len(), "protocol {p}");
         }
+        // Python 2's protocol 2 (pylibmc's `cPickle.dumps(v, -1)` where django-newcache
+        // runs) sets the Marker's empty `__dict__` with BUILD; it was refused (an outside
+        // audit). Written by Python 2.7.18: `(newcache.Marker(), u'h\xe9llo', 1796451388)`.
+        let py2 = hex("8002636e657763616368650a4d61726b65720a7101298171027d710362580600000068c3a96c6c6f71044a3cac136b872e");
+        let m = marker(&py2).unwrap().expect("python 2's tuple");
+        assert_eq!(m.expiry_secs, 1_796_451_388);
+        assert_eq!(decode::<String>(&py2).unwrap(), "héllo");
+        let moved = with_expiry(&py2, &m, 1_800_000_000).unwrap();
+        assert_eq!(marker(&moved).unwrap().unwrap().expiry_secs, 1_800_000_000);
+        // A Marker given any state is not django-newcache's.
+        let build = py2.windows(4).position(|w| w == b"}q\x03b").unwrap();
+        let mut stated = py2[..build + 3].to_vec();
+        stated.extend_from_slice(b"(K\x01K\x02ub"); // {1: 2}, then BUILD
+        stated.extend_from_slice(&py2[build + 4..]);
+        let e = decode::<serde_pickle::Value>(&stated).unwrap_err();
+        assert!(e.0.contains("newcache.Marker"), "{e}");
         // Protocol 0's expiry is not moved to one of another length.
         let m = marker(&hex(PROTO_0)).unwrap().unwrap();
         assert_eq!(with_expiry(&hex(PROTO_0), &m, 99_999_999_999), None);

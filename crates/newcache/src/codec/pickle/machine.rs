@@ -49,6 +49,10 @@ pub(super) fn expansion_limit(len: usize) -> u64 {
 pub(super) enum Node {
     Leaf(u64),
     Container(usize),
+    /// A leaf put in the memo, so that every reference to it is the same one (by index
+    /// into [`Machine::shared`], which holds its cost): [`Machine::occurrences`] counts
+    /// them.
+    Shared(usize),
 }
 
 /// A value on the pickle machine's stack: how deep its containers nest, what it is, and
@@ -76,6 +80,7 @@ impl Slot {
 }
 
 /// The pickle machine's stack, as far as the scan follows it.
+#[derive(Debug, Default)]
 pub(super) struct Machine {
     pub(super) stack: Vec<Slot>,
     pub(super) marks: Vec<usize>,
@@ -83,6 +88,8 @@ pub(super) struct Machine {
     pub(super) markers: usize,
     /// Every container's elements.
     pub(super) nodes: Vec<Vec<Node>>,
+    /// The cost of every memoized leaf ([`Node::Shared`]).
+    pub(super) shared: Vec<u64>,
 }
 
 impl Machine {
@@ -203,6 +210,7 @@ impl Machine {
             }
             let (child_cost, child_depth) = match child {
                 Node::Leaf(cost) => (cost, 0),
+                Node::Shared(id) => (self.shared.get(id).copied().unwrap_or(VALUE_COST), 0),
                 Node::Container(c) => match state.get(c).copied() {
                     Some(State::Done { cost, depth }) => (cost, depth),
                     Some(State::Open) => {
@@ -238,9 +246,79 @@ impl Machine {
         Ok(root_depth)
     }
 
+    /// How many times each container and each memoized leaf appears in the tree
+    /// serde-pickle builds from `root` (every shared reference expanded): `(containers,
+    /// shared leaves)`, by index. Call it on a tree [`Machine::check_expansion`] accepted
+    /// (no container holds itself); counts saturate.
+    pub(super) fn occurrences(&self, root: Node) -> (Vec<u64>, Vec<u64>) {
+        let mut containers = vec![0u64; self.nodes.len()];
+        let mut shared = vec![0u64; self.shared.len()];
+        let Node::Container(root) = root else {
+            if let Node::Shared(id) = root {
+                if let Some(n) = shared.get_mut(id) {
+                    *n = 1;
+                }
+            }
+            return (containers, shared);
+        };
+        // The containers reachable from the root, each after every container holding it
+        // (reversed depth-first post-order), so a container's count is complete before it
+        // is handed to what it holds.
+        let mut seen = vec![false; self.nodes.len()];
+        let mut order = Vec::new();
+        let mut path: Vec<(usize, usize)> = vec![(root, 0)];
+        if let Some(s) = seen.get_mut(root) {
+            *s = true;
+        }
+        while let Some(&(id, next)) = path.last() {
+            let child = self.nodes.get(id).and_then(|e| e.get(next)).copied();
+            if let Some(top) = path.last_mut() {
+                top.1 += 1;
+            }
+            match child {
+                None => {
+                    order.push(id);
+                    path.pop();
+                }
+                Some(Node::Container(c)) if seen.get(c) == Some(&false) => {
+                    if let Some(s) = seen.get_mut(c) {
+                        *s = true;
+                    }
+                    path.push((c, 0));
+                }
+                Some(_) => {}
+            }
+        }
+        if let Some(n) = containers.get_mut(root) {
+            *n = 1;
+        }
+        for &id in order.iter().rev() {
+            let times = containers.get(id).copied().unwrap_or(0);
+            for child in self.nodes.get(id).into_iter().flatten() {
+                let count = match *child {
+                    Node::Container(c) => containers.get_mut(c),
+                    Node::Shared(l) => shared.get_mut(l),
+                    Node::Leaf(_) => None,
+                };
+                if let Some(count) = count {
+                    *count = count.saturating_add(times);
+                }
+            }
+        }
+        (containers, shared)
+    }
+
     pub(super) fn memoize(&mut self, index: usize, limit: usize) -> Result<(), CodecError> {
         if index > limit {
             return Err(err("bad memo index"));
+        }
+        // A leaf becomes one object every reference shares (serde-pickle puts it in its
+        // memo and leaves a reference in its place).
+        let shared_id = self.shared.len();
+        let top = self.top()?;
+        if let Node::Leaf(cost) = top.node {
+            top.node = Node::Shared(shared_id);
+            self.shared.push(cost);
         }
         let top = self.top()?.clone();
         if self.memo.len() <= index {

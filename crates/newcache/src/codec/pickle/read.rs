@@ -3,7 +3,7 @@
 
 use serde::de::{Deserialize, DeserializeOwned, IgnoredAny};
 
-use super::scan::scan;
+use super::scan::{scan, Scan};
 use super::value_de::ValueDe;
 use crate::codec::CodecError;
 
@@ -13,15 +13,37 @@ pub(super) fn options() -> serde_pickle::DeOptions {
     serde_pickle::DeOptions::new().keep_restore_state()
 }
 
+/// The value serde-pickle builds from `bytes`, once the scan has checked them, and what the
+/// scan found.
+pub(super) fn value_of(bytes: &[u8]) -> Result<(Scan, serde_pickle::Value), CodecError> {
+    let scanned = scan(bytes)?;
+    let value = match serde_pickle::value_from_slice(bytes, options()) {
+        // An object of a shared container (the scan refused a container holding itself):
+        // read again with its references counted right.
+        Err(serde_pickle::Error::Syntax(serde_pickle::ErrorCode::Recursive)) => {
+            let unshared = scanned.unshared(bytes).ok_or_else(|| {
+                scanned.why(serde_pickle::Error::Syntax(
+                    serde_pickle::ErrorCode::Recursive,
+                ))
+            })?;
+            serde_pickle::value_from_slice(&unshared, options())
+        }
+        read => read,
+    };
+    match value {
+        Ok(value) => Ok((scanned, value)),
+        Err(e) => Err(scanned.why(e)),
+    }
+}
+
 /// Decodes a pickle as a `T`; a django-newcache herd tuple decodes as its value.
 pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
     if let Some(b) = crate::codec::plain::pickled_bool(bytes) {
         // newcache's own booleans: no need for the general path.
         return T::deserialize(crate::codec::plain::PickledBool(b));
     }
-    let scanned = scan(bytes)?;
-    let value =
-        ValueDe(serde_pickle::value_from_slice(bytes, options()).map_err(|e| scanned.why(e))?);
+    let (scanned, value) = value_of(bytes)?;
+    let value = ValueDe(value);
     match scanned.marker {
         None => T::deserialize(value),
         Some(_) => <(IgnoredAny, T, IgnoredAny)>::deserialize(value).map(|(_, value, _)| value),
@@ -108,5 +130,68 @@ mod tests {
         ))
         .unwrap_err();
         assert!(e.0.contains("61 digits"), "{e}");
+    }
+
+    /// An object held by a container that appears twice is read in each copy (serde-pickle
+    /// alone said "recursive structure found": an outside audit). Pickled by Python 3.11
+    /// with protocols 0, 2 and 5: `{'author': u, 'editor': u}` with `u = {'id': 1, 'name':
+    /// 'ann'}`; `(t, t)` with `t = ([1],)`; `[y, y, x]` with `x = [1]; y = [x]`; a dict
+    /// `{'a': d, 'b': d, 'c': {'id': 5}}` with `d = {'id': 1}` (the key `'id'` shared
+    /// inside and outside the shared dict); `a = ['s']` six times `a = [a, a]`.
+    #[test]
+    fn shared_containers_read_as_python_reads_them() {
+        use serde_json::{json, Value};
+        let cases = [
+            (
+                json!({"author": {"id": 1, "name": "ann"}, "editor": {"id": 1, "name": "ann"}}),
+                [
+                    "286470300a56617574686f720a70310a286470320a5669640a70330a49310a73566e616d650a70340a56616e6e0a70350a737356656469746f720a70360a67320a732e",
+                    "80027d7100285806000000617574686f7271017d7102285802000000696471034b0158040000006e616d6571045803000000616e6e7105755806000000656469746f7271066802752e",
+                    "80059531000000000000007d94288c06617574686f72947d94288c026964944b018c046e616d65948c03616e6e94758c06656469746f72946802752e",
+                ],
+            ),
+            (
+                json!([[[1]], [[1]]]),
+                [
+                    "2828286c70300a49310a617470310a67310a7470320a2e",
+                    "80025d71004b016185710168018671022e",
+                    "8005950c000000000000005d944b01618594680186942e",
+                ],
+            ),
+            (
+                json!([[[1]], [[1]], [1]]),
+                [
+                    "286c70300a286c70310a286c70320a49310a61616167310a6167320a612e",
+                    "80025d7100285d71015d71024b01616168016802652e",
+                    "80059511000000000000005d94285d945d944b01616168016802652e",
+                ],
+            ),
+            (
+                json!({"a": {"id": 1}, "b": {"id": 1}, "c": {"id": 5}}),
+                [
+                    "286470300a56610a70310a286470320a5669640a70330a49310a737356620a70340a67320a7356630a70350a286470360a67330a49350a73732e",
+                    "80027d71002858010000006171017d71025802000000696471034b01735801000000627104680258010000006371057d710668034b0573752e",
+                    "80059524000000000000007d94288c0161947d948c026964944b01738c01629468028c0163947d9468034b0573752e",
+                ],
+            ),
+        ];
+        for (expected, pickles) in cases {
+            for pickled in pickles {
+                let got: Value = decode(&hex(pickled)).unwrap_or_else(|e| panic!("{pickled}: {e}"));
+                assert_eq!(got, expected, "{pickled}");
+            }
+        }
+        let mut deep = json!(["s"]);
+        for _ in 0..6 {
+            deep = json!([deep.clone(), deep]);
+        }
+        for pickled in [
+            "286c70300a286c70310a286c70320a286c70330a286c70340a286c70350a286c70360a56730a70370a616167360a616167350a616167340a616167330a616167320a616167310a612e",
+            "80025d7100285d7101285d7102285d7103285d7104285d7105285d71065801000000737107616806656805656804656803656802656801652e",
+            "8005952c000000000000005d94285d94285d94285d94285d94285d94285d948c017394616806656805656804656803656802656801652e",
+        ] {
+            let got: Value = decode(&hex(pickled)).unwrap();
+            assert_eq!(got, deep, "{pickled}");
+        }
     }
 }

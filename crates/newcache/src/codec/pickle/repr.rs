@@ -7,15 +7,13 @@ use std::fmt::Write;
 
 use serde_pickle::{HashableValue, Value};
 
-use super::read::options;
-use super::scan::scan;
+use super::read::value_of;
 use crate::codec::CodecError;
 
 /// `bytes`, a pickle, as Python's `repr` of its value; a django-newcache herd tuple shows
 /// its value.
 pub fn repr(bytes: &[u8]) -> Result<String, CodecError> {
-    let scanned = scan(bytes)?;
-    let value = serde_pickle::value_from_slice(bytes, options()).map_err(|e| scanned.why(e))?;
+    let (scanned, value) = value_of(bytes)?;
     let value = match (scanned.marker, value) {
         (Some(_), Value::Tuple(mut parts)) if parts.len() == 3 => parts.swap_remove(1),
         (_, value) => value,
@@ -86,15 +84,31 @@ fn write_hashables<'a>(
     write_items(open, values.iter(), close, out);
 }
 
+/// A float as Python's `repr`: the shortest digits that read back as it, positional from
+/// 1e-4 up to 1e16 (with `.0` when whole), else `1e+16`, `1.5e-07`. Rust's own `{}` wrote
+/// every float positionally, so `1e+16` read as the integer 10000000000000000 (an outside
+/// audit).
 fn write_float(f: f64, out: &mut String) {
     if f.is_nan() {
         out.push_str("nan");
-    } else if f.is_infinite() {
+        return;
+    }
+    if f.is_infinite() {
         out.push_str(if f > 0.0 { "inf" } else { "-inf" });
-    } else if f == f.trunc() && f.abs() < 1e16 {
-        let _ = write!(out, "{f:.1}");
+        return;
+    }
+    let scientific = format!("{f:e}");
+    let (digits, exponent) = scientific.split_once('e').unwrap_or((&scientific, "0"));
+    let exponent: i32 = exponent.parse().unwrap_or(0);
+    if f == 0.0 || (-4..16).contains(&exponent) {
+        let positional = format!("{f}");
+        out.push_str(&positional);
+        if !positional.contains('.') {
+            out.push_str(".0");
+        }
     } else {
-        let _ = write!(out, "{f}");
+        let sign = if exponent < 0 { '-' } else { '+' };
+        let _ = write!(out, "{digits}e{sign}{:02}", exponent.unsigned_abs());
     }
 }
 
@@ -115,13 +129,32 @@ fn write_str(s: &str, out: &mut String) {
                 out.push('\\');
                 out.push(c);
             }
-            c if (c as u32) < 0x20 || c as u32 == 0x7f => {
-                let _ = write!(out, "\\x{:02x}", c as u32);
+            c if !printable(c) => {
+                let n = u32::from(c);
+                let _ = match n {
+                    0..=0xff => write!(out, "\\x{n:02x}"),
+                    0x100..=0xffff => write!(out, "\\u{n:04x}"),
+                    _ => write!(out, "\\U{n:08x}"),
+                };
             }
             c => out.push(c),
         }
     }
     out.push(quote);
+}
+
+/// Whether Python's `repr` shows `c` as it is: not a control, format, surrogate, private
+/// use or unassigned character, nor a separator other than the space (`str.isprintable`).
+/// Rust's `str::escape_debug` escapes exactly those (the same categories, its
+/// `unicode::printable` table) and, at a string's start only, combining marks, which
+/// Python shows: so `c` is asked after a letter. (Only control characters were escaped:
+/// U+0085, U+00A0, U+200B and U+2028 were written raw, an outside audit.)
+fn printable(c: char) -> bool {
+    if c.is_ascii() {
+        return (' '..='~').contains(&c);
+    }
+    let after_a = format!("a{c}");
+    after_a.escape_debug().eq(after_a.chars())
 }
 
 fn write_bytes(b: &[u8], out: &mut String) {
@@ -177,6 +210,23 @@ mod tests {
                 "1000000000000000000000000000000",
             ),
             ("80059506000000000000004afbffffff2e", "-5"),
+            // Floats past 1e16 or under 1e-4 in Python's exponent form (they read as
+            // integers: an outside audit).
+            (
+                "80059571000000000000005d9428474341c37937e08000473e8421f5f40d837647437b69b4ba630f35474450000000000000474480f0cf064dd592470000000000000001473f1a36e2eb1c432d473ee4f8b588e368f147800000000000000047430c6bf526340000473fb999999999999a4781bac9a7b3b7302f652e",
+                "[1e+16, 1.5e-07, 1.2345678901234568e+17, 1.1805916207174113e+21, 1e+22, 5e-324, 0.0001, 1e-05, -0.0, 1000000000000000.0, 0.1, -2.5e-300]",
+            ),
+            // Characters Python does not print as they are, escaped as it escapes them; a
+            // combining mark and an emoji as they are.
+            (
+                "8005951e000000000000008c1ac285c2a0c2ade2808be280a82065cc8120f09f988020f3a08081942e",
+                "'\\x85\\xa0\\xad\\u200b\\u2028 e\u{301} \u{1f600} \\U000e0001'",
+            ),
+            // A dict shared by two keys (serde-pickle alone could not read it).
+            (
+                "80059523000000000000007d94288c06617574686f72947d948c026964944b01738c06656469746f72946802752e",
+                "{'author': {'id': 1}, 'editor': {'id': 1}}",
+            ),
         ];
         for (pickle, shown) in cases {
             assert_eq!(repr(&hex(pickle)).unwrap(), shown, "{pickle}");

@@ -2,7 +2,7 @@
 //! serde form, nests too deep or is not a whole pickle, and finds django-newcache's herd tuple.
 
 use super::herd::{ExpiryAt, MarkerTuple, MARKER};
-use super::machine::{expansion_limit, Machine, Slot, What};
+use super::machine::{expansion_limit, Machine, Node, Slot, What};
 use super::{
     err, BINBYTES, BININT, BININT1, BININT2, BINUNICODE, EMPTY_TUPLE, FRAME, LONG1, MAX_DEPTH,
     MEMOIZE, NEWOBJ, PROTO, SHORT_BINBYTES, SHORT_BINUNICODE, STACK_GLOBAL, STOP, TUPLE3,
@@ -30,6 +30,12 @@ pub(super) struct Scan {
     pub(super) marker: Option<MarkerTuple>,
     /// Every global the pickle names, in order ([`Scan::why`]).
     pub(super) globals: Vec<String>,
+    /// Each memo store (`PUT`, `BINPUT`, `LONG_BINPUT`, `MEMOIZE`): where it ends in the
+    /// pickle, its index, and what it stored ([`Scan::unshared`]).
+    memo_ops: Vec<(usize, usize, Node)>,
+    /// The machine once the pickle stopped, and the value it left.
+    machine: Machine,
+    root: Option<Node>,
 }
 
 impl Scan {
@@ -50,6 +56,56 @@ impl Scan {
             )),
             _ => super::pickle_error(e),
         }
+    }
+}
+
+impl Scan {
+    /// The pickle with what serde-pickle needs to read its shared objects right, when it
+    /// shares any: serde-pickle 1.2 counts the references to each object in its memo and
+    /// drops the object at its last one, but an object held by a shared container is
+    /// counted once and read once per copy of that container, so the second copy finds it
+    /// gone ("recursive structure found"; birkenfeld/serde-pickle#24, open). Python's
+    /// `{'author': u, 'editor': u}` failed so (an outside audit). After each memo store
+    /// this adds, per time the object appears in the tree serde-pickle builds, a reference
+    /// to it that is dropped at once (`LONG_BINGET` then `POP`), so its count outlasts its
+    /// reads. `None` when nothing appears twice, or when the pickle would grow past the
+    /// expansion limit the scan already held it to.
+    pub(super) fn unshared(&self, bytes: &[u8]) -> Option<Vec<u8>> {
+        let root = self.root?;
+        let (containers, shared) = self.machine.occurrences(root);
+        let times = |node: Node| match node {
+            Node::Container(c) => containers.get(c).copied().unwrap_or(0),
+            Node::Shared(l) => shared.get(l).copied().unwrap_or(0),
+            Node::Leaf(_) => 0,
+        };
+        /// `LONG_BINGET` of a 4-byte index, then `POP`.
+        const ADDED: u64 = 6;
+        let added: u64 = self
+            .memo_ops
+            .iter()
+            .map(|&(_, _, node)| times(node))
+            .filter(|&n| n >= 2)
+            .fold(0u64, u64::saturating_add);
+        if added == 0 || added.saturating_mul(ADDED) > expansion_limit(bytes.len()) {
+            return None;
+        }
+        let mut out = Vec::with_capacity(bytes.len() + usize::try_from(added * ADDED).ok()?);
+        let mut from = 0;
+        for &(end, index, node) in &self.memo_ops {
+            out.extend_from_slice(bytes.get(from..end)?);
+            from = end;
+            let n = times(node);
+            if n >= 2 {
+                let index = u32::try_from(index).ok()?.to_le_bytes();
+                for _ in 0..n {
+                    out.push(b'j');
+                    out.extend_from_slice(&index);
+                    out.push(b'0');
+                }
+            }
+        }
+        out.extend_from_slice(bytes.get(from..)?);
+        Some(out)
     }
 }
 
@@ -157,13 +213,8 @@ fn tuple_of(items: &[Slot]) -> What {
 /// tuple.
 pub(super) fn scan(bytes: &[u8]) -> Result<Scan, CodecError> {
     let mut ops = Ops { bytes, pos: 0 };
-    let mut m = Machine {
-        stack: Vec::new(),
-        marks: Vec::new(),
-        memo: Vec::new(),
-        markers: 0,
-        nodes: Vec::new(),
-    };
+    let mut m = Machine::default();
+    let mut memo_ops = Vec::new();
     // Every global named so far, in order: protocols 0 and 1 pickle an object as a call of
     // `copyreg._reconstructor` whose first argument, the next global, is its class.
     let mut globals: Vec<String> = Vec::new();
@@ -177,14 +228,15 @@ pub(super) fn scan(bytes: &[u8]) -> Result<Scan, CodecError> {
             FRAME => {
                 ops.take(8)?;
             }
-            MEMOIZE => m.memoize(m.memo.len(), bytes.len())?,
-            b'p' => {
-                let index = ops.line_number()?;
+            MEMOIZE | b'p' | b'q' | b'r' => {
+                let index = match op {
+                    MEMOIZE => m.memo.len(),
+                    b'p' => ops.line_number()?,
+                    b'q' => ops.len(1)?,
+                    _ => ops.len(4)?,
+                };
                 m.memoize(index, bytes.len())?;
-            }
-            b'q' | b'r' => {
-                let index = ops.len(if op == b'q' { 1 } else { 4 })?;
-                m.memoize(index, bytes.len())?;
+                memo_ops.push((ops.pos, index, m.top()?.node));
             }
             b'g' | b'h' | b'j' => {
                 let index = match op {
@@ -415,6 +467,16 @@ pub(super) fn scan(bytes: &[u8]) -> Result<Scan, CodecError> {
                     _ => return Err(no_serde_form(None)),
                 }
             }
+            // BUILD of a `Marker` with no state: Python 2 pickles (protocol 2, as pylibmc's
+            // `cPickle.dumps(v, -1)` on django-newcache's own Python) set the instance's
+            // empty `__dict__` after `NEWOBJ`, Python 3 leaves it out. It was refused, and
+            // the seed's herd tuple with it (an outside audit). serde-pickle puts the state
+            // in the object's place; the tuple's first element is not read.
+            b'b' if matches!(m.stack.as_slice(), [.., below, state]
+                if matches!(below.what, What::Marker) && m.is_empty_container(state)) =>
+            {
+                m.pop()?;
+            }
             // INST, OBJ, BUILD, NEWOBJ_EX: objects of classes.
             b'i' => {
                 let module = String::from_utf8_lossy(ops.line()?).into_owned();
@@ -424,6 +486,7 @@ pub(super) fn scan(bytes: &[u8]) -> Result<Scan, CodecError> {
             b'o' | b'b' | 0x92 => {
                 let named = m.stack.iter().rev().find_map(|s| match &s.what {
                     What::Global(g) => Some(g.clone()),
+                    What::Marker => Some(format!("{MARKER} given a state")),
                     _ => None,
                 });
                 return Err(no_serde_form(named.as_deref()));
@@ -452,19 +515,23 @@ pub(super) fn scan(bytes: &[u8]) -> Result<Scan, CodecError> {
             "the pickle nests containers deeper than {MAX_DEPTH}"
         )));
     }
-    match (&result.what, m.markers) {
-        (What::Seed(marker), 1) => Ok(Scan {
-            marker: Some(*marker),
-            globals,
-        }),
-        (_, 0) => Ok(Scan {
-            marker: None,
-            globals,
-        }),
-        _ => Err(err(
-            "a newcache.Marker that is not django-newcache's herd tuple",
-        )),
-    }
+    let marker = match (&result.what, m.markers) {
+        (What::Seed(marker), 1) => Some(*marker),
+        (_, 0) => None,
+        _ => {
+            return Err(err(
+                "a newcache.Marker that is not django-newcache's herd tuple",
+            ))
+        }
+    };
+    let root = Some(result.node);
+    Ok(Scan {
+        marker,
+        globals,
+        memo_ops,
+        machine: m,
+        root,
+    })
 }
 
 #[cfg(test)]
