@@ -823,3 +823,72 @@ fn get_or_set_leaves_no_lease_behind_when_replies_are_cut() {
         "clean calls that waited for a lease: {slow:?}"
     );
 }
+
+/// A cold `get_or_set` in one process while another holds the lease, the reply to its
+/// lease `add` (refused: the lease is held) lost with its connection: it waits for the
+/// holder's value, and the holder's lease stays, so a third caller waits too. It loaded at
+/// once, a second loader run beside the holder's, and its release deleted the holder's
+/// lease (an outside audit, 3 of 3 runs). Then a lost reply to an `add` that was stored:
+/// the caller finds its own token, loads once, and frees the lease.
+#[test]
+fn a_lost_reply_to_a_lease_add_runs_no_second_loader_and_frees_no_other_lease() {
+    let m = Memcached::start();
+    let proxy = FaultProxy::start(m.socket_addr(), Faults::none());
+    let url = |addr: &str| {
+        format!("newcache://{addr}/?flavor=lost&read_timeout=300&write_timeout=300&lease_wait=5000")
+    };
+    let holder = newcache::Cache::from_url(&url(&m.addr())).unwrap();
+    let cut = newcache::Cache::from_url(&url(&proxy.addr())).unwrap();
+    let third = newcache::Cache::from_url(&url(&m.addr())).unwrap();
+    let raw = TextTransport::new(TextConfig {
+        servers: vec![m.addr()],
+        ..TextConfig::default()
+    })
+    .expect("transport");
+    let ttl = newcache::Ttl::Seconds(60);
+    let lease = holder.lease_key("k").unwrap();
+    let runs = AtomicU64::new(0);
+    let load = |what: &'static str| {
+        runs.fetch_add(1, Ordering::SeqCst);
+        std::thread::sleep(Duration::from_millis(1500));
+        what.to_string()
+    };
+    std::thread::scope(|s| {
+        let first = s.spawn(|| holder.get_or_set("k", ttl, || load("first")));
+        let began = Instant::now();
+        while raw.get(&lease).unwrap().is_none() {
+            assert!(began.elapsed() < Duration::from_secs(2), "no lease taken");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        proxy.cut_reply_to(b"newcache-lease");
+        let second = s.spawn(|| cut.get_or_set("k", ttl, || load("second")));
+        std::thread::sleep(Duration::from_millis(400));
+        assert!(
+            raw.get(&lease).unwrap().is_some(),
+            "the holder's lease kept"
+        );
+        let third = s.spawn(|| third.get_or_set("k", ttl, || load("third")));
+        for (name, call) in [("holder", first), ("cut", second), ("third", third)] {
+            assert_eq!(call.join().unwrap().unwrap(), "first", "{name}");
+        }
+    });
+    assert_eq!(runs.load(Ordering::SeqCst), 1, "one loader run");
+    assert_eq!(raw.get(&lease).unwrap(), None, "the lease freed");
+
+    // The lost reply was to an `add` that stored: the caller's own lease.
+    proxy.cut_reply_to(b"newcache-lease");
+    assert_eq!(cut.get_or_set("j", ttl, || load("own")).unwrap(), "own");
+    assert_eq!(runs.load(Ordering::SeqCst), 2, "one more run");
+    assert_eq!(
+        raw.get(&cut.lease_key("j").unwrap()).unwrap(),
+        None,
+        "freed"
+    );
+    let started = Instant::now();
+    cut.delete("j").unwrap();
+    assert_eq!(cut.get_or_set("j", ttl, || load("again")).unwrap(), "again");
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "no lease waited out"
+    );
+}

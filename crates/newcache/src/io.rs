@@ -89,7 +89,9 @@ pub(crate) trait Io: Sync {
     fn stats(&self) -> impl Future<Output = TResult<Vec<ServerStats>>> + Send + '_;
     /// Deletes a key without waiting for the outcome, from a destructor (a lease key whose
     /// holder is done, however it left): blocking, it is sent at once; async, on a task.
-    fn release(&self, key: Vec<u8>);
+    /// With `only_if`, only while the key holds that value or cannot be read (read first):
+    /// a lease this caller does not hold is not taken from whoever does.
+    fn release(&self, key: Vec<u8>, only_if: Option<Vec<u8>>);
     /// Pauses the caller.
     fn sleep(&self, pause: Duration) -> impl Future<Output = ()> + Send + '_;
     /// Waits until `flight`'s leader is done, or `limit` has passed: how it stands then.
@@ -108,6 +110,17 @@ fn worth_again(e: &newcache_transport::Error) -> bool {
         e,
         newcache_transport::Error::Io { .. } | newcache_transport::Error::Protocol { .. }
     )
+}
+
+/// Whether a conditional release deletes, given its read of the key: when the key holds
+/// `value`, or could not be read (its server hung: the delete then lands when it is back,
+/// as the `add` it undoes does); not when the key is gone or holds another's value.
+fn may_release(read: TResult<Option<Item>>, value: &[u8]) -> bool {
+    match read {
+        Ok(Some(item)) => item.value == value,
+        Ok(None) => false,
+        Err(_) => true,
+    }
 }
 
 /// Awaits `request`, running `meanwhile` once its first poll has sent it and left it
@@ -212,7 +225,12 @@ impl Io for Blocking<'_> {
     fn stats(&self) -> impl Future<Output = TResult<Vec<ServerStats>>> + Send + '_ {
         std::future::ready(self.0.stats())
     }
-    fn release(&self, key: Vec<u8>) {
+    fn release(&self, key: Vec<u8>, only_if: Option<Vec<u8>>) {
+        if let Some(value) = only_if {
+            if !may_release(self.0.get(&key), &value) {
+                return;
+            }
+        }
         // Tried twice when its connection failed ([`worth_again`]): it most likely goes
         // through on a new one, and a lease key left behind costs the next cold
         // `get_or_set` of the key its `lease_wait`. Else the key expires on its own.
@@ -335,12 +353,17 @@ impl Io for Async<'_> {
     fn stats(&self) -> impl Future<Output = TResult<Vec<ServerStats>>> + Send + '_ {
         self.0.stats()
     }
-    fn release(&self, key: Vec<u8>) {
+    fn release(&self, key: Vec<u8>, only_if: Option<Vec<u8>>) {
         // From a destructor, so on a task of the runtime in use; without one (the runtime is
         // shutting down) the key expires on its own after `lease_wait`.
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
             let transport = Arc::clone(self.0);
             runtime.spawn(async move {
+                if let Some(value) = only_if {
+                    if !may_release(transport.get(&key).await, &value) {
+                        return;
+                    }
+                }
                 // Tried twice, as the blocking release.
                 if transport
                     .delete(&key)

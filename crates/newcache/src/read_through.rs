@@ -136,12 +136,39 @@ async fn lease_holder<I: Io>(io: &I, lease_key: &[u8]) -> Option<Vec<u8>> {
 pub(crate) struct LeaseGuard<'a, I: Io> {
     io: &'a I,
     key: Vec<u8>,
+    /// The caller's token, when it may not hold the lease (its `add` got no reply and the
+    /// key could not be read after): the key is deleted only if it holds this token (or
+    /// cannot be read then either).
+    only_if: Option<Vec<u8>>,
 }
 
 impl<I: Io> Drop for LeaseGuard<'_, I> {
     fn drop(&mut self) {
         // A failed delete leaves the key to expire on its own (after lease_wait).
-        self.io.release(std::mem::take(&mut self.key));
+        self.io
+            .release(std::mem::take(&mut self.key), self.only_if.take());
+    }
+}
+
+/// What a lease `add` that got no reply did, as the lease key tells when read after it.
+enum LeaseAfterLoss {
+    /// The key holds this caller's token: the `add` landed.
+    Held,
+    /// Another caller's token: the `add` was refused.
+    Refused,
+    /// No lease: the `add` did not land; try it again.
+    Free,
+    /// The key could not be read either.
+    Unknown,
+}
+
+/// Reads `lease_key` after an `add` of `token` that got no reply: whether it landed.
+async fn lease_after_loss<I: Io>(io: &I, lease_key: &[u8], token: &[u8]) -> LeaseAfterLoss {
+    match io.get(lease_key).await {
+        Ok(Some(item)) if item.value == token => LeaseAfterLoss::Held,
+        Ok(Some(_)) => LeaseAfterLoss::Refused,
+        Ok(None) => LeaseAfterLoss::Free,
+        Err(_) => LeaseAfterLoss::Unknown,
     }
 }
 
@@ -426,33 +453,57 @@ impl Core {
         // When this caller began to wait, and since when it has waited on the holder it
         // met (whose token is kept).
         let mut waited: Option<(Instant, Instant, Option<Vec<u8>>)> = None;
+        // Whether an `add` that got no reply was tried again already.
+        let mut added_again = false;
         loop {
             let leased = match io.store(&lease).await {
                 Ok(status) => status.is_stored(),
-                // The lease key lives on a server of its own, which is down or hung
-                // while the value's answers: load without the lease across processes
-                // (still one loader per process) rather than fail a key whose server
-                // answers. The failure counts in the errors, so the outage shows.
                 Err(e) if e.is_server_failure() => {
                     self.observer.failed_key(OP, &e);
-                    // The `add` may have landed before its reply was lost (a connection
-                    // cut mid-reply): released all the same, or the next cold call
-                    // would wait out `lease_wait` for a lease nobody holds. After a
-                    // timeout too: a hung server runs the `add` once it is back (3 of 5
-                    // lease keys were left after a SIGSTOP ended). Not after a refused
-                    // or failed connect, or a server marked down: nothing was sent.
-                    let _lease = matches!(
+                    // The `add` may have run before its reply was lost (a connection cut
+                    // mid-reply, a timeout): the lease key says whether it did. Loading
+                    // at once made a second loader run beside the holder's, after one lost
+                    // reply on a healthy server, and its release deleted the holder's
+                    // lease (an outside audit, 3 of 3 runs).
+                    let maybe_ran = matches!(
                         e,
                         newcache_transport::Error::Io { .. }
                             | newcache_transport::Error::Timeout { .. }
-                    )
-                    .then(|| LeaseGuard {
-                        io,
-                        key: lease_key.clone(),
-                    });
-                    return self
-                        .load_and_store(io, key, wire, options, loader, Over::Nothing)
-                        .await;
+                    );
+                    let after = if maybe_ran {
+                        lease_after_loss(io, &lease_key, &token).await
+                    } else {
+                        LeaseAfterLoss::Unknown
+                    };
+                    match after {
+                        LeaseAfterLoss::Held => true,
+                        LeaseAfterLoss::Refused => false,
+                        LeaseAfterLoss::Free if !added_again => {
+                            added_again = true;
+                            continue;
+                        }
+                        // The lease key's server is down or hung while the value's
+                        // answers: load without the lease across processes (still one
+                        // loader per process) rather than fail a key whose server
+                        // answers. The failure counts in the errors, so the outage shows.
+                        LeaseAfterLoss::Free | LeaseAfterLoss::Unknown => {
+                            // An `add` that may have run is released if it did, or the
+                            // next cold call would wait out `lease_wait` for a lease
+                            // nobody holds (a hung server runs the `add` once it is
+                            // back: 3 of 5 lease keys were left after a SIGSTOP ended);
+                            // not if the key holds another's token: that lease is theirs.
+                            // Not after a refused or failed
+                            // connect, or a server marked down: nothing was sent.
+                            let _lease = maybe_ran.then(|| LeaseGuard {
+                                io,
+                                key: lease_key.clone(),
+                                only_if: Some(token.clone()),
+                            });
+                            return self
+                                .load_and_store(io, key, wire, options, loader, Over::Nothing)
+                                .await;
+                        }
+                    }
                 }
                 Err(e) => return Err(Error::from(e).into()),
             };
@@ -465,6 +516,7 @@ impl Core {
                 let _lease = LeaseGuard {
                     io,
                     key: lease_key.clone(),
+                    only_if: None,
                 };
                 // A loader that finished between this caller's last read and its `add`
                 // stored its value before freeing the lease: read once more.

@@ -273,6 +273,7 @@ pub struct FaultProxy {
     faults: Arc<Mutex<Faults>>,
     counters: Arc<Counters>,
     open: Arc<Mutex<Vec<TcpStream>>>,
+    cut: Arc<Mutex<Option<Vec<u8>>>>,
 }
 
 impl FaultProxy {
@@ -291,8 +292,14 @@ impl FaultProxy {
         let faults = Arc::new(Mutex::new(faults));
         let counters = Arc::new(Counters::default());
         let open = Arc::new(Mutex::new(Vec::new()));
-        let (stop2, faults2, counters2, open2) =
-            (stop.clone(), faults.clone(), counters.clone(), open.clone());
+        let cut = Arc::new(Mutex::new(None));
+        let (stop2, faults2, counters2, open2, cut2) = (
+            stop.clone(),
+            faults.clone(),
+            counters.clone(),
+            open.clone(),
+            cut.clone(),
+        );
         std::thread::spawn(move || {
             let mut n = 0u64;
             while !stop2.load(Ordering::Relaxed) {
@@ -318,8 +325,9 @@ impl FaultProxy {
                         let faults = faults2.clone();
                         let counters = counters2.clone();
                         let stop = stop2.clone();
+                        let cut = cut2.clone();
                         std::thread::spawn(move || {
-                            relay(client, server, faults, &counters, stop, n);
+                            relay(client, server, faults, &counters, stop, n, cut);
                             counters.open.fetch_sub(1, Ordering::Relaxed);
                         });
                     }
@@ -333,6 +341,16 @@ impl FaultProxy {
             faults,
             counters,
             open,
+            cut,
+        }
+    }
+
+    /// Loses the reply to the next request (on any connection) whose bytes hold `needle`:
+    /// the request reaches the server, which runs it, and its connection is closed before
+    /// the reply is relayed, as a connection cut just then would be.
+    pub fn cut_reply_to(&self, needle: &[u8]) {
+        if let Ok(mut cut) = self.cut.lock() {
+            *cut = Some(needle.to_vec());
         }
     }
 
@@ -401,14 +419,19 @@ fn relay(
     counters: &Arc<Counters>,
     stop: Arc<AtomicBool>,
     n: u64,
+    cut: Arc<Mutex<Option<Vec<u8>>>>,
 ) {
     let _ = client.set_nodelay(true);
     let _ = server.set_nodelay(true);
     let (Ok(mut from_client), Ok(mut to_server)) = (client.try_clone(), server.try_clone()) else {
         return;
     };
+    // Set when this connection sent the request whose reply is to be lost
+    // ([`FaultProxy::cut_reply_to`]).
+    let cut_next = Arc::new(AtomicBool::new(false));
     // Client to server, unchanged.
     let reads = counters.clone();
+    let cutting = cut_next.clone();
     std::thread::spawn(move || {
         let mut buf = vec![0u8; 64 * 1024];
         loop {
@@ -416,6 +439,16 @@ fn relay(
                 Ok(0) | Err(_) => break,
                 Ok(k) => {
                     bump(&reads.client_reads);
+                    let sent = buf.get(..k).unwrap_or_default();
+                    if let Ok(mut needle) = cut.lock() {
+                        let hit = needle
+                            .as_deref()
+                            .is_some_and(|n| sent.windows(n.len()).any(|w| w == n));
+                        if hit {
+                            *needle = None;
+                            cutting.store(true, Ordering::SeqCst);
+                        }
+                    }
                     if to_server
                         .write_all(buf.get(..k).unwrap_or_default())
                         .is_err()
@@ -476,6 +509,10 @@ fn relay(
             Ok(k) => buf.get(..k).unwrap_or_default().to_vec(),
         };
         bump(&counters.chunks);
+        if cut_next.load(Ordering::SeqCst) {
+            close(&to_client, &server);
+            return;
+        }
         let f = faults.lock().map(|f| *f).unwrap_or_else(|_| Faults::none());
         if rng.chance(f.delayed) {
             bump(&counters.delayed);
