@@ -1734,3 +1734,47 @@ fn a_task_calling_a_server_left_alone_in_a_loop_lets_the_others_run() {
         "{ticks} ticks of a 1 ms timer in 300 ms while another task called a down server {calls} times"
     );
 }
+
+/// A reply that keeps arriving one byte at a time, not whole within two read timeouts,
+/// fails its connection, and the next requests go on a new one. Every byte used to count
+/// as progress: a 200-byte reply at one byte per 50 ms kept the connection for 10 s, every
+/// get on it timing out (an outside audit: the first success after 13.66 s).
+#[test]
+fn a_reply_trickling_in_past_the_read_timeout_does_not_hold_the_connection() {
+    const TIMEOUT: Duration = Duration::from_millis(300);
+    let server = Memcached::start();
+    let proxy = FaultProxy::start(server.socket_addr(), Faults::none());
+    let t = transport(vec![proxy.addr()], TIMEOUT, Protocol::Meta);
+    let rt = runtime();
+    rt.block_on(async {
+        t.store(&Store::set(b"big", &[b'x'; 200], 0, 0))
+            .await
+            .expect("set big");
+        t.store(&Store::set(b"small", b"s", 0, 0))
+            .await
+            .expect("set small");
+        proxy.set_faults(Faults::none().trickle_slowly(1_000_000, Duration::from_millis(50)));
+        let started = Instant::now();
+        let big = t.get(b"big").await;
+        assert!(matches!(big, Err(Error::Timeout { .. })), "{big:?}");
+        assert!(started.elapsed() < TIMEOUT * 2, "{:?}", started.elapsed());
+        proxy.set_faults(Faults::none());
+        // Within three read timeouts (the trickling connection's end at two, a new one),
+        // not ten seconds.
+        let began = Instant::now();
+        loop {
+            match t.get(b"small").await {
+                Ok(item) => {
+                    assert_eq!(item.map(|i| i.value).as_deref(), Some(&b"s"[..]));
+                    break;
+                }
+                Err(e) => assert!(
+                    began.elapsed() < TIMEOUT * 3,
+                    "still failing after {:?}: {e}",
+                    began.elapsed()
+                ),
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    });
+}

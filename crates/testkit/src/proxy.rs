@@ -63,6 +63,8 @@ pub struct Faults {
     pub delay: Duration,
     /// The chunk written one byte at a time.
     pub trickle: u32,
+    /// The pause between a trickled chunk's bytes (none by default).
+    pub trickle_gap: Duration,
     /// Seeds the proxy's random choices (each connection gets its own stream).
     pub seed: u64,
 }
@@ -83,6 +85,7 @@ impl Faults {
             delayed: 0,
             delay: Duration::from_millis(100),
             trickle: 0,
+            trickle_gap: Duration::ZERO,
             seed: 0x5eed_f00d_cafe_d00d,
         }
     }
@@ -168,6 +171,16 @@ impl Faults {
     pub fn trickle(self, per_million: u32) -> Faults {
         Faults {
             trickle: per_million,
+            ..self
+        }
+    }
+
+    /// With `per_million` of the chunks written one byte at a time, `gap` apart: a reply
+    /// that keeps arriving and never comes whole in time.
+    pub fn trickle_slowly(self, per_million: u32, gap: Duration) -> Faults {
+        Faults {
+            trickle: per_million,
+            trickle_gap: gap,
             ..self
         }
     }
@@ -599,8 +612,12 @@ fn relay(
         let written = match to_client.lock() {
             Ok(mut c) if trickle => {
                 bump(&counters.trickled);
-                out.iter()
-                    .all(|b| c.write_all(std::slice::from_ref(b)).is_ok())
+                out.iter().all(|b| {
+                    if !f.trickle_gap.is_zero() {
+                        std::thread::sleep(f.trickle_gap);
+                    }
+                    c.write_all(std::slice::from_ref(b)).is_ok()
+                })
             }
             Ok(mut c) => c.write_all(&out).is_ok(),
             Err(_) => false,

@@ -282,7 +282,9 @@ struct State {
     /// follows it does not check out: the job then fails with the connection, where it was
     /// handed a value with another request's bytes in it.
     held: Option<Pending>,
-    /// When the FIFO last went from empty to not.
+    /// When the oldest job in flight began to wait for its next reply: when the FIFO last
+    /// went from empty to not, or a reply last came whole with jobs still in flight
+    /// ([`Conn::deadline`]).
     busy_since: Instant,
     /// The queue's senders are all gone: close once nothing is in flight.
     closing: bool,
@@ -431,7 +433,7 @@ impl Conn {
         std::ptr::from_ref(self) as usize
     }
 
-    /// Whether replies have been owed for the read timeout with nothing read: the
+    /// Whether the connection is past its [`Conn::deadline`] with replies owed: the
     /// reader's test for a hung server ([`read_loop`]).
     fn overdue(&self) -> bool {
         let since = {
@@ -445,9 +447,21 @@ impl Conn {
         if now < since + self.settings.read_timeout {
             return false;
         }
+        now >= self.deadline(since)
+    }
+
+    /// When a connection owing replies since `since` ([`State::busy_since`]) is given up
+    /// on: nothing read for the read timeout (a hung server), or the awaited reply not
+    /// whole within two. The caller whose request it was fails after one read timeout,
+    /// and the connection is kept while its reply still comes in, so that a slow reply does
+    /// not fail the requests behind it; but bytes that trickle in without completing it
+    /// are not kept up with forever: a reply sent one byte every 50 ms held the connection,
+    /// every request on it timing out, for as long as it lasted (an outside audit: 10 s).
+    fn deadline(&self, since: Instant) -> Instant {
         // The read side's lock is taken before the state's, never under it.
         let last_read = self.lock_read().last_read;
-        now >= since.max(last_read) + self.settings.read_timeout
+        let timeout = self.settings.read_timeout;
+        (since.max(last_read) + timeout).min(since + timeout * 2)
     }
 
     /// Marks the connection failed: every job in flight fails with `fatal`, the direct
@@ -716,6 +730,11 @@ impl Conn {
         // This reply answers its request: the bytes after the held job's last reply were
         // in step.
         let before = self.release(&mut state);
+        // Progress: the next reply's wait starts now.
+        let more = !finished || state.fifo.len() > 1;
+        if more {
+            state.busy_since = Instant::now();
+        }
         let mut done = None;
         if finished {
             if let Some(job) = state.fifo.pop_front() {
@@ -1044,11 +1063,10 @@ async fn read_loop(conn: &Conn) -> Fatal {
             let _ = tokio::time::timeout_at(limit.min(now + tick), wait).await;
             continue;
         }
-        let last_read = conn.lock_read().last_read;
-        let active = since.max(last_read);
         let deadline = if busy {
-            active + settings.read_timeout
+            conn.deadline(since)
         } else {
+            let active = since.max(conn.lock_read().last_read);
             if closing {
                 return Fatal::Closed;
             }

@@ -50,7 +50,8 @@
 //!   included); the connection and the other requests on it go on. A direct caller arms no
 //!   timer of its own: the connection's task, which wakes every quarter of the read
 //!   timeout, fails it when its reply is late and reads that reply itself. When nothing at all
-//!   arrives for the read timeout while requests are in flight (a hung server), the
+//!   arrives for the read timeout while requests are in flight (a hung server), or the
+//!   awaited reply has not come whole within two read timeouts (bytes trickling in), the
 //!   connection is closed and every request on it fails; the next request opens a new one.
 //!   Writes are bounded by [`TextConfig::write_timeout`], connecting by
 //!   [`TextConfig::connect_timeout`]. Idle connections close after
