@@ -892,3 +892,79 @@ fn a_lost_reply_to_a_lease_add_runs_no_second_loader_and_frees_no_other_lease() 
         "no lease waited out"
     );
 }
+
+/// A connection cut after a command ran, before its reply: an I/O error that says the
+/// command may have run, on both caches. A close without a reply was read as a proxy
+/// refusing the command (twemproxy closes the connection on what it does not proxy)
+/// whenever the server still answered `version`: `clear` and `incr` said "not supported"
+/// (`Unsupported`) after the flush and the increment had run (an outside audit). A server
+/// that answers a command nobody knows with `ERROR`, as memcached does, is not such a
+/// proxy; twemproxy's refusals stay `Unsupported` (tests/tests/twemproxy.rs).
+#[test]
+fn a_connection_cut_after_a_command_ran_says_it_may_have_run() {
+    use newcache::{Error as CacheError, SetOptions, Ttl};
+    let m = Memcached::start();
+    let proxy = FaultProxy::start(m.socket_addr(), Faults::none());
+    let direct = newcache::Cache::from_url(&format!("newcache://{}/", m.addr())).unwrap();
+    let may_have_run = |e: &CacheError, what: &str| {
+        assert!(
+            matches!(e, CacheError::Transport(Error::Io { .. })),
+            "{what}: {e:?}"
+        );
+        assert!(
+            e.to_string().contains("may or may not have run"),
+            "{what}: {e}"
+        );
+    };
+    for (protocol, incr) in [
+        ("classic", &b"incr "[..]),
+        ("meta", b"ma "),
+        ("auto", b"ma "),
+    ] {
+        let url = format!(
+            "newcache://{}/?protocol={protocol}&read_timeout=300&write_timeout=300",
+            proxy.addr()
+        );
+        // The first command of a new cache: an increment.
+        let cache = newcache::Cache::from_url(&url).unwrap();
+        direct
+            .set("n", &100u64, SetOptions::new(Ttl::Forever).no_herd())
+            .unwrap();
+        proxy.cut_reply_to(incr);
+        let e = cache.incr("n", 1).unwrap_err();
+        may_have_run(&e, protocol);
+        assert_eq!(
+            direct.get::<u64>("n").unwrap(),
+            Some(101),
+            "{protocol}: it ran"
+        );
+        // A flush.
+        direct.set("sentinel", "v", Ttl::Forever).unwrap();
+        proxy.cut_reply_to(b"flush_all");
+        let e = cache.clear().unwrap_err();
+        may_have_run(&e, protocol);
+        assert_eq!(
+            direct.get::<String>("sentinel").unwrap(),
+            None,
+            "{protocol}: it ran"
+        );
+        // The async cache's flush.
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let cache = newcache::AsyncCache::from_url(&url).unwrap();
+            assert_eq!(cache.get::<String>("sentinel").await.unwrap(), None);
+            direct.set("sentinel", "v", Ttl::Forever).unwrap();
+            proxy.cut_reply_to(b"flush_all");
+            let e = cache.clear().await.unwrap_err();
+            may_have_run(&e, protocol);
+        });
+        assert_eq!(
+            direct.get::<String>("sentinel").unwrap(),
+            None,
+            "{protocol}: it ran"
+        );
+    }
+}

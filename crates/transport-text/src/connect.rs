@@ -14,7 +14,7 @@ use newcache_transport::{Error, Result};
 
 use crate::command::{Mismatch, Wire};
 use crate::conn::{Acquire, Conn, Endpoint, Opened, Place, Server, WIRE_CLASSIC, WIRE_META};
-use crate::errors::closed_without_reply;
+use crate::errors::{closed_without_reply, UNKNOWN_COMMAND};
 use crate::pool::{Checkout, Permit};
 use crate::proto::{self, meta, Decoder, Expect, Reply, Status};
 use crate::stream::{Socket, Stream};
@@ -215,6 +215,23 @@ impl TextTransport {
     /// nothing follows it (the connection is then in step, its read timeout as configured).
     pub(crate) fn answers_version(&self, server: &Server, conn: &mut Conn) -> bool {
         matches!(self.version_reply(server, conn), Some(Status::Version(_)))
+    }
+
+    /// Whether the server closes a connection on a command it does not know, asked on
+    /// `conn` ([`UNKNOWN_COMMAND`]): a proxy that closes the connection on what it does not
+    /// proxy (twemproxy) does; memcached answers `ERROR`. The connection is spent.
+    pub(crate) fn closes_on_unknown_commands(&self, server: &Server, conn: &mut Conn) -> bool {
+        conn.wbuf.clear();
+        proto::encode_line(&mut conn.wbuf, UNKNOWN_COMMAND);
+        let closed = match self.send(server, conn) {
+            Ok(()) => matches!(
+                self.receive(server, conn, &mut Decoder::new(Expect::Status)),
+                Err(e) if closed_without_reply(&e)
+            ),
+            Err(e) => closed_without_reply(&e),
+        };
+        conn.wbuf.clear();
+        closed
     }
 
     /// Sends `version` on `conn` and reads the reply: the status line it got, when nothing

@@ -10,6 +10,11 @@ use crate::conn::WIRE_CLASSIC;
 use crate::proto::{Reply, Status};
 use crate::{Protocol, TextTransport};
 
+/// A command no server knows: memcached answers it `ERROR`, and a proxy that closes the
+/// connection on commands it does not proxy (twemproxy) closes it. Asked after a
+/// connection closed with no reply, to tell that proxy's refusal from a cut connection.
+pub(crate) const UNKNOWN_COMMAND: &str = "newcache_unknown_command";
+
 /// True for an [`Error::Io`] of a connection closed before any byte of the reply.
 pub(crate) fn closed_without_reply(e: &Error) -> bool {
     matches!(e, Error::Io { source, .. }
@@ -22,7 +27,7 @@ pub(crate) struct ClosedWithoutReply;
 
 impl fmt::Display for ClosedWithoutReply {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("the server closed the connection without replying")
+        f.write_str("the connection closed before any reply came")
     }
 }
 

@@ -293,8 +293,12 @@ impl TextTransport {
     /// A connection closed before any reply to a command that servers may lack (`stats`,
     /// `flush_all`, meta commands...) is a proxy refusing the command (twemproxy closes the
     /// connection on what it does not proxy) when the server still answers `version` on a
-    /// fresh connection: then it is [`Error::Unsupported`], and the server is not failing.
-    /// A meta command refused so makes an [`Protocol::Auto`] transport probe the server
+    /// fresh connection and closes it on a command nobody knows: then it is
+    /// [`Error::Unsupported`], and the server is not failing. A server that answers that
+    /// command (memcached's `ERROR`) did not refuse this one by closing: the connection was
+    /// cut, after the command may have run, and the error says so (it was `Unsupported`,
+    /// "not supported", for a `flush_all` or an `incr` that had run: an outside audit). A
+    /// meta command refused so makes an [`Protocol::Auto`] transport probe the server
     /// again.
     pub(crate) fn classify_close<T>(
         &self,
@@ -314,21 +318,18 @@ impl TextTransport {
             // connection lost (a restart, a network fault), not a refusal.
             return outcome;
         }
-        let alive = match server.pool.checkout(self.config.connect_timeout) {
-            Ok(Checkout::Idle(mut conn, _)) => {
-                let alive = self.answers_version(server, &mut conn);
-                if alive {
-                    self.checkin(server, conn);
-                }
-                alive
-            }
+        let refuses = |conn: &mut Conn| {
+            self.answers_version(server, conn) && self.closes_on_unknown_commands(server, conn)
+        };
+        let refused = match server.pool.checkout(self.config.connect_timeout) {
+            Ok(Checkout::Idle(mut conn, _)) => refuses(&mut conn),
             Ok(Checkout::Open(permit)) => self.connect_stream(server).is_ok_and(|stream| {
                 let mut conn = self.new_conn(stream, Wire::Classic, permit);
-                self.answers_version(server, &mut conn)
+                refuses(&mut conn)
             }),
             Err(_) => false,
         };
-        if !alive {
+        if !refused {
             return outcome;
         }
         if head.is_meta() && self.config.protocol == Protocol::Auto {

@@ -598,16 +598,18 @@ pub enum Error {
         #[source]
         source: io::Error,
     },
-    /// The server did not answer (or accept a request) in time. The connection was dropped.
-    #[error("memcached at {server} did not answer within {after:?}; it may be overloaded or hung (raise the read/write timeout if this is expected)")]
+    /// The server did not answer (or accept a request) in time: a request sent may have
+    /// run. The blocking transports drop the connection; the async one keeps it while the
+    /// reply may still come whole (up to twice the read timeout), reading it to nobody.
+    #[error("memcached at {server} did not answer within {after:?}, so a request sent may or may not have run; it may be overloaded or hung (raise the read/write timeout if this is expected)")]
     Timeout {
         /// The server, as configured.
         server: String,
         /// The timeout that expired.
         after: Duration,
     },
-    /// Reading or writing failed. The connection was dropped.
-    #[error("I/O error talking to memcached at {server}: {source}")]
+    /// Reading or writing failed: a request sent may have run. The connection was dropped.
+    #[error("I/O error talking to memcached at {server}: {source} (a request sent may or may not have run)")]
     Io {
         /// The server, as configured.
         server: String,

@@ -14,6 +14,7 @@ use tokio::time::Instant;
 use super::halves::{ReadHalf, WriteHalf};
 use crate::command::Wire;
 use crate::conn::{Endpoint, ReadBuf, WIRE_CLASSIC, WIRE_META};
+use crate::errors::UNKNOWN_COMMAND;
 use crate::proto::{self, meta, Decoder, Expect, Reply};
 use crate::{probe_verdict, version_verdict, ProbeVerdict, Protocol, TextConfig};
 
@@ -84,6 +85,30 @@ async fn connect(config: &TextConfig, target: &Target<'_>) -> Result<(ReadHalf, 
             Ok((ReadHalf::Unix(r), WriteHalf::Unix(w)))
         }
     }
+}
+
+/// Whether the server closes a connection, opened for the question, on a command it does
+/// not know ([`UNKNOWN_COMMAND`]): a proxy that closes the connection on what it does not
+/// proxy (twemproxy) does; memcached answers `ERROR`. Asked on a connection of its own, so
+/// that the requests of other tasks do not share the close.
+pub(super) async fn closes_on_unknown_commands(config: &TextConfig, target: &Target<'_>) -> bool {
+    let Ok((mut reader, mut writer)) = connect(config, target).await else {
+        return false;
+    };
+    let mut request = Vec::new();
+    proto::encode_line(&mut request, UNKNOWN_COMMAND);
+    matches!(
+        ask(
+            config,
+            target.label,
+            &mut reader,
+            &mut writer,
+            &request,
+            Expect::Status
+        )
+        .await,
+        Err(ReadFailure::ClosedWithoutReply)
+    )
 }
 
 /// How reading one reply ended badly.

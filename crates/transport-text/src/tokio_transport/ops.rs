@@ -156,7 +156,7 @@ impl TokioTextTransport {
         let mut out = Vec::with_capacity(outcomes.len());
         for ((i, _), outcome) in groups.iter().zip(outcomes) {
             let outcome = match outcome {
-                Err(e) if closed_without_reply(&e) && self.answers_version(*i).await => {
+                Err(e) if closed_without_reply(&e) && self.refuses_by_closing(*i).await => {
                     Err(Error::Unsupported {
                         server: self.label(*i).to_string(),
                         command: line.split(' ').next().unwrap_or(line).to_string(),
@@ -169,17 +169,28 @@ impl TokioTextTransport {
         out
     }
 
-    /// Server `index` answers `version`: a connection it closed before any reply to a
-    /// command servers may lack (`stats`, `flush_all`) was a proxy refusing the command
-    /// (twemproxy closes the connection on what it does not proxy), as the blocking
-    /// transport tells it ([`TextTransport::classify_close`]); the error is then
-    /// [`Error::Unsupported`], as there (it was `Io`, "closed with replies still due").
-    async fn answers_version(&self, index: usize) -> bool {
+    /// Server `index` answers `version` and closes a connection on a command nobody knows:
+    /// a connection it closed before any reply to a command servers may lack (`stats`,
+    /// `flush_all`) was a proxy refusing the command (twemproxy closes the connection on
+    /// what it does not proxy), as the blocking transport tells it
+    /// ([`TextTransport::classify_close`]); the error is then [`Error::Unsupported`], as
+    /// there (it was `Io`, "closed with replies still due"). A server that answers that
+    /// command (memcached) had the connection cut after the command may have run.
+    async fn refuses_by_closing(&self, index: usize) -> bool {
         let build = |_h: &super::Handle| Ok(plan_line("version", Expect::Status));
-        matches!(
+        let alive = matches!(
             self.exchange(index, &build).await.map(|a| a.list.into_iter().next()),
             Ok(Some(Answer::Line(reply))) if matches!(*reply, Reply::Status(Status::Version(_)))
-        )
+        );
+        let Ok(server) = self.server(index) else {
+            return false;
+        };
+        let target = super::connect::Target {
+            label: &server.label,
+            endpoint: &server.endpoint,
+            wire: &server.wire,
+        };
+        alive && super::connect::closes_on_unknown_commands(&self.inner.config, &target).await
     }
 
     /// [`Self::keyed`], a server that failed while others answered told apart
