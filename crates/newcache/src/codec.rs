@@ -697,6 +697,26 @@ mod tests {
         }
     }
 
+    /// A text read as a number is one as Python's `str` writes it: a zip code `'02134'` read
+    /// as 2134, `'+5'` as 5 (an outside audit). The spaces `decr` leaves after a counter
+    /// are not the text's.
+    #[test]
+    fn text_reads_as_a_number_only_when_written_as_python_writes_numbers() {
+        for text in ["02134", "+5", " 42", "-07"] {
+            let e = decode::<u64>(text.as_bytes(), FLAG_TEXT)
+                .and_then(|_| decode::<i64>(text.as_bytes(), FLAG_TEXT))
+                .unwrap_err();
+            assert!(e.0.contains("read it as a String"), "{text}: {e}");
+        }
+        assert_eq!(decode::<u64>(b"42  ", FLAG_TEXT), Ok(42));
+        assert_eq!(decode::<u64>(b"0", FLAG_TEXT), Ok(0));
+        assert_eq!(decode::<i64>(b"-3", FLAG_TEXT), Ok(-3));
+        assert_eq!(decode::<f64>(b"0.5", FLAG_TEXT), Ok(0.5));
+        assert_eq!(decode::<f64>(b"1e+16", FLAG_TEXT), Ok(1e16));
+        // An integer's own flags keep reading leniently.
+        assert_eq!(decode::<u64>(b" 42 ", FLAG_INT), Ok(42));
+    }
+
     /// A bincode value may claim more memory than 32 MiB when its bytes are many: 5,000,000
     /// `u64` zeros are 5 MB of varints and 40 MB in memory (refused before, though newcache
     /// wrote it); a small value claiming gigabytes is still refused.

@@ -406,7 +406,12 @@ impl<'de> PlainDe<'de> {
 
     /// The value as a decimal number's text (incr/decr may leave trailing spaces).
     fn number(&self) -> Result<&str, CodecError> {
-        Ok(utf8(self.slice())?.trim_matches(|c: char| c.is_ascii_whitespace()))
+        let text = utf8(self.slice())?;
+        Ok(match self.kind {
+            // A text's leading space is its own, not memcached's.
+            Plain::Text | Plain::Bytes => text.trim_end_matches(|c: char| c.is_ascii_whitespace()),
+            Plain::Int | Plain::IntOrBool => text.trim_matches(|c: char| c.is_ascii_whitespace()),
+        })
     }
 
     fn boolean(&self) -> Result<bool, CodecError> {
@@ -419,6 +424,15 @@ impl<'de> PlainDe<'de> {
 
     fn parse<N: std::str::FromStr>(&self, what: &str) -> Result<N, CodecError> {
         let s = self.number()?;
+        // A text (a Python `str`, the CLI's values, a counter) read as a number is one as
+        // `str(n)` writes it: `'02134'` (a zip code) read as 2134, `'+5'` as 5, lost what
+        // made them text (an outside audit).
+        if matches!(self.kind, Plain::Text | Plain::Bytes) && !as_python_writes_numbers(s) {
+            return Err(CodecError(format!(
+                "{} is text that is not a number as Python writes one (a sign, a leading zero or a space would be lost); read it as a String",
+                Shown(s)
+            )));
+        }
         s.parse()
             .map_err(|_| CodecError(format!("{} is not a valid {what}", Shown(s))))
     }
@@ -439,6 +453,18 @@ impl<'de> PlainDe<'de> {
             Bytes::Borrowed(b) => visitor.visit_borrowed_bytes(b),
             Bytes::Owned(v) => visitor.visit_byte_buf(v),
         }
+    }
+}
+
+/// Whether `s` is written as Python's `str` writes a number: no `+`, no leading space, no
+/// zero before another digit (`0`, `-3`, `0.5`, `1e+16` are; `02134`, `+5`, ` 4` are not).
+fn as_python_writes_numbers(s: &str) -> bool {
+    let unsigned = s.strip_prefix('-').unwrap_or(s);
+    let mut digits = unsigned.bytes();
+    match (digits.next(), digits.next()) {
+        (Some(b'0'), Some(next)) => !next.is_ascii_digit(),
+        (Some(first), _) => first != b'+' && !first.is_ascii_whitespace(),
+        (None, _) => true,
     }
 }
 
