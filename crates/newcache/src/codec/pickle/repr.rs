@@ -87,7 +87,9 @@ fn write_hashables<'a>(
 /// A float as Python's `repr`: the shortest digits that read back as it, positional from
 /// 1e-4 up to 1e16 (with `.0` when whole), else `1e+16`, `1.5e-07`. Rust's own `{}` wrote
 /// every float positionally, so `1e+16` read as the integer 10000000000000000 (an outside
-/// audit).
+/// audit). Of two shortest candidates equally near (17 digits, a tie: `2**50 + 0.25`),
+/// Python takes the even one, as Rust's exact formatting does, where its shortest takes the
+/// one above (another audit: `1125899906842624.3` for Python's `...624.2`).
 fn write_float(f: f64, out: &mut String) {
     if f.is_nan() {
         out.push_str("nan");
@@ -97,18 +99,57 @@ fn write_float(f: f64, out: &mut String) {
         out.push_str(if f > 0.0 { "inf" } else { "-inf" });
         return;
     }
-    let scientific = format!("{f:e}");
-    let (digits, exponent) = scientific.split_once('e').unwrap_or((&scientific, "0"));
+    let shortest = format!("{f:e}");
+    let mantissa_digits = shortest
+        .split('e')
+        .next()
+        .unwrap_or_default()
+        .bytes()
+        .filter(u8::is_ascii_digit)
+        .count();
+    let scientific = if mantissa_digits >= 17 {
+        format!("{f:.16e}")
+    } else {
+        shortest
+    };
+    let (mantissa, exponent) = scientific.split_once('e').unwrap_or((&scientific, "0"));
     let exponent: i32 = exponent.parse().unwrap_or(0);
-    if f == 0.0 || (-4..16).contains(&exponent) {
-        let positional = format!("{f}");
-        out.push_str(&positional);
-        if !positional.contains('.') {
-            out.push_str(".0");
+    let (sign, mantissa) = match mantissa.strip_prefix('-') {
+        Some(rest) => ("-", rest),
+        None => ("", mantissa),
+    };
+    out.push_str(sign);
+    let digits: String = mantissa.chars().filter(char::is_ascii_digit).collect();
+    let digits = match digits.trim_end_matches('0') {
+        "" => "0",
+        trimmed => trimmed,
+    };
+    if (-4..16).contains(&exponent) {
+        if exponent < 0 {
+            out.push_str("0.");
+            for _ in 0..(-exponent - 1) {
+                out.push('0');
+            }
+            out.push_str(digits);
+        } else {
+            let whole = usize::try_from(exponent).unwrap_or(0) + 1;
+            let (int, frac) = digits.split_at(whole.min(digits.len()));
+            out.push_str(int);
+            for _ in int.len()..whole {
+                out.push('0');
+            }
+            out.push('.');
+            out.push_str(if frac.is_empty() { "0" } else { frac });
         }
     } else {
+        let (first, rest) = digits.split_at(1.min(digits.len()));
+        out.push_str(first);
+        if !rest.is_empty() {
+            out.push('.');
+            out.push_str(rest);
+        }
         let sign = if exponent < 0 { '-' } else { '+' };
-        let _ = write!(out, "{digits}e{sign}{:02}", exponent.unsigned_abs());
+        let _ = write!(out, "e{sign}{:02}", exponent.unsigned_abs());
     }
 }
 
@@ -215,6 +256,11 @@ mod tests {
             (
                 "80059571000000000000005d9428474341c37937e08000473e8421f5f40d837647437b69b4ba630f35474450000000000000474480f0cf064dd592470000000000000001473f1a36e2eb1c432d473ee4f8b588e368f147800000000000000047430c6bf526340000473fb999999999999a4781bac9a7b3b7302f652e",
                 "[1e+16, 1.5e-07, 1.2345678901234568e+17, 1.1805916207174113e+21, 1e+22, 5e-324, 0.0001, 1e-05, -0.0, 1000000000000000.0, 0.1, -2.5e-300]",
+            ),
+            // Ties between two shortest forms taken even, as Python does; random doubles.
+            (
+                "80059537010000000000005d942847431000000000000147431000000000000347800000000000000047000000000000000047405edd2f1a9fbe77473f1a36e2eb1c432d477e41eb2d6600583547000000000000000147c004000000000000474341c37937e08000474341c37937e07fff473fd3333333333334473fd555555555555547bee4f8b588e368f1473ee9e3abe16fc70d4741678c29dccccccd47f2a74de452e6b438476513270e269e0d37470c5c7fd0a6a3a45047d23f0824128b2f33471818e811892f902b479531985d5d9dc9f847e8e25d940ed904754736f675cc81e74ef5471600a35a099950d8476b0d549b6f03675a473d9c172411e20b8f478d116ece1738f7d947c1026d8cf945b304474123f3107faa06d847c126f61827c8632647c120e464243e0f0c47410f1c938ef929c847412b5373c5137304652e",
+                "[1125899906842624.2, 1125899906842624.8, -0.0, 0.0, 123.456, 0.0001, 1.5e+300, 5e-324, -2.5, 1e+16, 9999999999999998.0, 0.30000000000000004, 0.3333333333333333, -1e-05, 1.2345e-05, 12345678.9, -1.989032661366619e+244, 7.761117632285041e+178, 3.980498358697587e-249, -1.5432835417340557e+88, 1.3647584518757569e-192, -1.3701135617873088e-206, -1.7160537630466207e+197, 6.294675241195386e-44, 1.0613447212142254e-202, 4.708325160387546e+207, 6.387016158513563e-12, -9.973130378568733e-246, -150961.62171497208, 653704.249344076, -752396.0777007088, -553522.0707859709, 254866.4448111786, 895417.8849140112]",
             ),
             // Characters Python does not print as they are, escaped as it escapes them; a
             // combining mark and an emoji as they are.
