@@ -968,3 +968,29 @@ fn a_connection_cut_after_a_command_ran_says_it_may_have_run() {
         );
     }
 }
+
+/// A lease `add` that times out on its way and lands late, after the caller's read of the
+/// lease key (on another connection) found none: the caller's second `add` is refused by
+/// its own lease. It is the holder: it loads at once. It waited its own lease out as if
+/// another process held it (an outside audit: 4 s at `lease_wait` 3 s).
+#[test]
+fn a_lease_add_that_lands_late_is_the_callers_own_lease() {
+    for protocol in ["classic", "meta"] {
+        let m = Memcached::start();
+        let proxy = FaultProxy::start(m.socket_addr(), Faults::none());
+        let url = format!(
+            "newcache://{}/?protocol={protocol}&read_timeout=300&write_timeout=300&lease_wait=3000",
+            proxy.addr()
+        );
+        let cache = newcache::Cache::from_url(&url).unwrap();
+        proxy.hold_request(b"newcache-lease", b"newcache-lease");
+        let started = Instant::now();
+        let got = cache
+            .get_or_set("k", newcache::Ttl::Seconds(60), || "loaded".to_string())
+            .unwrap();
+        let took = started.elapsed();
+        assert_eq!(got, "loaded", "{protocol}");
+        // The add's timeout (300 ms) and a few round trips; not the lease's 4 s.
+        assert!(took < Duration::from_millis(1500), "{protocol}: {took:?}");
+    }
+}

@@ -456,7 +456,7 @@ impl Core {
         // Whether an `add` that got no reply was tried again already.
         let mut added_again = false;
         loop {
-            let leased = match io.store(&lease).await {
+            let mut leased = match io.store(&lease).await {
                 Ok(status) => status.is_stored(),
                 Err(e) if e.is_server_failure() => {
                     self.observer.failed_key(OP, &e);
@@ -507,6 +507,13 @@ impl Core {
                 }
                 Err(e) => return Err(Error::from(e).into()),
             };
+            if !leased && added_again {
+                // The `add` that got no reply may have landed after the read that found no
+                // lease, and refused this one: then the lease is this caller's, and it
+                // would have waited it out as another's (an outside audit: 4 s, at
+                // `lease_wait` 3 s).
+                leased = lease_holder(io, &lease_key).await.as_deref() == Some(&token[..]);
+            }
             if leased {
                 if let Some((began, _, _)) = waited {
                     self.observer.lease_wait(began.elapsed());

@@ -286,7 +286,24 @@ pub struct FaultProxy {
     faults: Arc<Mutex<Faults>>,
     counters: Arc<Counters>,
     open: Arc<Mutex<Vec<TcpStream>>>,
-    cut: Arc<Mutex<Option<Vec<u8>>>>,
+    requests: Arc<Requests>,
+}
+
+/// What the proxy does to chosen requests ([`FaultProxy::cut_reply_to`],
+/// [`FaultProxy::hold_request`]), shared by every connection.
+#[derive(Debug, Default)]
+struct Requests {
+    /// The next request holding these bytes has its reply lost.
+    cut: Mutex<Option<Vec<u8>>>,
+    /// The next request holding the first bytes is held back until a request holding the
+    /// second has been answered.
+    hold: Mutex<Option<(Vec<u8>, Vec<u8>)>>,
+    /// The request held back, and the connection to the server it goes on.
+    held: Mutex<Option<(TcpStream, Vec<u8>)>>,
+}
+
+fn holds(bytes: &[u8], needle: &[u8]) -> bool {
+    !needle.is_empty() && bytes.windows(needle.len()).any(|w| w == needle)
 }
 
 impl FaultProxy {
@@ -305,13 +322,13 @@ impl FaultProxy {
         let faults = Arc::new(Mutex::new(faults));
         let counters = Arc::new(Counters::default());
         let open = Arc::new(Mutex::new(Vec::new()));
-        let cut = Arc::new(Mutex::new(None));
-        let (stop2, faults2, counters2, open2, cut2) = (
+        let requests = Arc::new(Requests::default());
+        let (stop2, faults2, counters2, open2, requests2) = (
             stop.clone(),
             faults.clone(),
             counters.clone(),
             open.clone(),
-            cut.clone(),
+            requests.clone(),
         );
         std::thread::spawn(move || {
             let mut n = 0u64;
@@ -338,9 +355,9 @@ impl FaultProxy {
                         let faults = faults2.clone();
                         let counters = counters2.clone();
                         let stop = stop2.clone();
-                        let cut = cut2.clone();
+                        let requests = requests2.clone();
                         std::thread::spawn(move || {
-                            relay(client, server, faults, &counters, stop, n, cut);
+                            relay(client, server, faults, &counters, stop, n, requests);
                             counters.open.fetch_sub(1, Ordering::Relaxed);
                         });
                     }
@@ -354,7 +371,7 @@ impl FaultProxy {
             faults,
             counters,
             open,
-            cut,
+            requests,
         }
     }
 
@@ -362,8 +379,18 @@ impl FaultProxy {
     /// the request reaches the server, which runs it, and its connection is closed before
     /// the reply is relayed, as a connection cut just then would be.
     pub fn cut_reply_to(&self, needle: &[u8]) {
-        if let Ok(mut cut) = self.cut.lock() {
+        if let Ok(mut cut) = self.requests.cut.lock() {
             *cut = Some(needle.to_vec());
+        }
+    }
+
+    /// Holds back the next request (on any connection) whose bytes hold `needle` until a
+    /// request holding `until` has been answered by the server, then sends it, and relays
+    /// that answer 50 ms later: a request delayed on its way (in a busy server thread, a
+    /// retransmitted segment) that runs after one sent later on another connection.
+    pub fn hold_request(&self, needle: &[u8], until: &[u8]) {
+        if let Ok(mut hold) = self.requests.hold.lock() {
+            *hold = Some((needle.to_vec(), until.to_vec()));
         }
     }
 
@@ -432,7 +459,7 @@ fn relay(
     counters: &Arc<Counters>,
     stop: Arc<AtomicBool>,
     n: u64,
-    cut: Arc<Mutex<Option<Vec<u8>>>>,
+    requests: Arc<Requests>,
 ) {
     let _ = client.set_nodelay(true);
     let _ = server.set_nodelay(true);
@@ -442,24 +469,45 @@ fn relay(
     // Set when this connection sent the request whose reply is to be lost
     // ([`FaultProxy::cut_reply_to`]).
     let cut_next = Arc::new(AtomicBool::new(false));
+    // Set when this connection sent the request a held one waits for
+    // ([`FaultProxy::hold_request`]).
+    let release_next = Arc::new(AtomicBool::new(false));
     // Client to server, unchanged.
     let reads = counters.clone();
     let cutting = cut_next.clone();
+    let releasing = release_next.clone();
+    let tamper = requests.clone();
     std::thread::spawn(move || {
         let mut buf = vec![0u8; 64 * 1024];
+        // This connection's request is the one held back: its way to the server stays
+        // open for it when the client closes.
+        let mut parked = false;
         loop {
             match from_client.read(&mut buf) {
                 Ok(0) | Err(_) => break,
                 Ok(k) => {
                     bump(&reads.client_reads);
                     let sent = buf.get(..k).unwrap_or_default();
-                    if let Ok(mut needle) = cut.lock() {
-                        let hit = needle
-                            .as_deref()
-                            .is_some_and(|n| sent.windows(n.len()).any(|w| w == n));
-                        if hit {
+                    if let Ok(mut needle) = tamper.cut.lock() {
+                        if needle.as_deref().is_some_and(|n| holds(sent, n)) {
                             *needle = None;
                             cutting.store(true, Ordering::SeqCst);
+                        }
+                    }
+                    if let (Ok(mut hold), Ok(mut held)) = (tamper.hold.lock(), tamper.held.lock()) {
+                        match (hold.as_ref(), held.is_some()) {
+                            (Some((needle, _)), false) if holds(sent, needle) => {
+                                if let Ok(stream) = to_server.try_clone() {
+                                    *held = Some((stream, sent.to_vec()));
+                                    parked = true;
+                                }
+                                continue;
+                            }
+                            (Some((_, until)), true) if holds(sent, until) => {
+                                *hold = None;
+                                releasing.store(true, Ordering::SeqCst);
+                            }
+                            _ => {}
                         }
                     }
                     if to_server
@@ -471,7 +519,10 @@ fn relay(
                 }
             }
         }
-        let _ = to_server.shutdown(Shutdown::Write);
+        let still_held = parked && tamper.held.lock().is_ok_and(|h| h.is_some());
+        if !still_held {
+            let _ = to_server.shutdown(Shutdown::Write);
+        }
     });
     // Writes to the client come from this thread and the late-duplicate thread: one at a
     // time.
@@ -525,6 +576,13 @@ fn relay(
         if cut_next.load(Ordering::SeqCst) {
             close(&to_client, &server);
             return;
+        }
+        if release_next.swap(false, Ordering::SeqCst) {
+            let held = requests.held.lock().ok().and_then(|mut h| h.take());
+            if let Some((mut stream, request)) = held {
+                let _ = stream.write_all(&request);
+                std::thread::sleep(Duration::from_millis(50));
+            }
         }
         let f = faults.lock().map(|f| *f).unwrap_or_else(|_| Faults::none());
         if rng.chance(f.delayed) {
