@@ -30,9 +30,9 @@ pub enum Error {
     },
     /// A `get_or_set` of a key with no value waited for another call's loader of the same
     /// key in this process (one loader per key at a time), and that loader returned an
-    /// error: this call ran no loader of its own, so a failing backend is not called once
+    /// error, or its value could not be stored (too large): this call ran no loader of its own, so a failing backend is not called once
     /// more per waiting caller, each after the one before it failed.
-    #[error("get_or_set of cache key {key:?} waited for another caller's loader of that key in this process, and it failed (that caller got its error); this call ran no loader of its own: retry it, or report the failure")]
+    #[error("get_or_set of cache key {key:?} waited for another caller's loader of that key in this process, and it failed, or its value could not be stored (that caller got the error); this call ran no loader of its own: retry it, or report the failure")]
     LoadFailed {
         /// The caller's key.
         key: String,

@@ -498,9 +498,10 @@ impl Cache {
     /// against that item, or an `add` when there was none): a `set`, an `invalidate` or a
     /// `delete` that lands while the loader runs is newer than what it read, so the caller
     /// gets the loaded value and the key keeps the newer state (`reinsert` keeps the seed's
-    /// plain `set`). One exception: on a key that had no value, a `delete` (or a `set` then a
-    /// `delete`) that lands while the loader runs leaves nothing for the `add` to meet, as
-    /// memcached keeps no trace of a delete, so the loaded value is stored. A server that fails to take the loaded value (down, hung, a cut
+    /// plain `set`). One exception: on a key that had no value, a `delete` or an
+    /// `invalidate` (or a `set` then either) that lands while the loader runs leaves nothing
+    /// for the `add` to meet, as memcached keeps no trace of a delete and an invalidation
+    /// has nothing to mark, so the loaded value is stored. A server that fails to take the loaded value (down, hung, a cut
     /// connection) costs the cache that value, not the caller: the call returns it, and the
     /// failure counts in the errors.
     ///
@@ -509,7 +510,10 @@ impl Cache {
     /// retries), on the cold path the lease key is deleted and the callers in this process
     /// that were waiting for that loader fail too, with [`Error::LoadFailed`], running no
     /// loader of their own (each used to run its own after the one before it failed, so the
-    /// last of 50 waited 50 failures). A panicking loader releases the lease key and the
+    /// last of 50 waited 50 failures). So does a loaded value the cache cannot store (over
+    /// the item size limit: its caller gets [`Error::Transport`] with `ValueTooLarge`). A TTL
+    /// that expires at once (`Ttl::Seconds(0)`) stores nothing, so there is nothing to share:
+    /// every such call runs its loader. A panicking loader releases the lease key and the
     /// flight too, and one of the waiters loads next. `E` is the loader's error type, which
     /// must take the cache's errors too.
     pub fn get_or_try_set<T, E, F>(

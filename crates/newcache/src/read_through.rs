@@ -363,6 +363,14 @@ impl Core {
                 }
                 Fetched::Cold => {}
             }
+            // A TTL that expires the value at once stores nothing: there is nothing to wait
+            // for, and the callers that waited each found the key cold and loaded in turn
+            // (an outside audit). Each loads at once, as a cache with nothing to share.
+            if self.expires_at_once(options)? {
+                return self
+                    .load_and_store(io, key, &wire, options, loader, Over::Nothing)
+                    .await;
+            }
             // Cold: one loader per process. Its followers wait for its outcome: its value is
             // then there to read; after its loader's error they fail too (one failure, not
             // one loader run after another, each waiting out those before); after its panic
@@ -389,10 +397,23 @@ impl Core {
                             .into());
                         }
                         Landed::Flying => {
-                            let again = self.fetch_unobserved::<I, T>(io, OP, key, &wire).await?;
-                            if let Fetched::Hit(v) = again {
-                                self.observer.lease_wait(waited.elapsed());
-                                return Ok(v);
+                            match self.fetch_unobserved::<I, T>(io, OP, key, &wire).await? {
+                                Fetched::Hit(v) => {
+                                    self.observer.lease_wait(waited.elapsed());
+                                    return Ok(v);
+                                }
+                                // Another process's value, past its soft expiry, and this
+                                // read won its refresh (the claim, or memcached's win): it
+                                // refreshes, or nobody does. The win was dropped, and every
+                                // process was served the old value for `herd_timeout` with
+                                // no load (an outside audit).
+                                Fetched::Recompute(over) => {
+                                    self.observer.lease_wait(waited.elapsed());
+                                    return self
+                                        .load_and_store(io, key, &wire, options, loader, over)
+                                        .await;
+                                }
+                                Fetched::Cold => {}
                             }
                         }
                     }
@@ -405,7 +426,11 @@ impl Core {
                 failed: false,
             };
             let loaded = self.cold_load(io, key, &wire, options, loader).await;
-            guard.failed = matches!(loaded, Err(Through::Loader(_)));
+            // A loaded value the cache could not store (too large for the item size) fails
+            // the waiters as a loader error does: they found the key still cold and ran
+            // their loaders one after another, each failing the same way (an outside
+            // audit: 222 runs for 222 calls, the last waiting 24 s).
+            guard.failed = loaded.is_err();
             return loaded;
         }
     }

@@ -46,6 +46,17 @@ impl Core {
         )?))
     }
 
+    /// Whether a store with these options expires the value at once (a zero TTL): it then
+    /// stores nothing, and deletes the key.
+    pub(crate) fn expires_at_once(&self, options: SetOptions) -> Result<bool> {
+        let ttl = options.ttl.or_default(self.config.default_ttl);
+        let herd = options.herd.unwrap_or(self.config.herd);
+        Ok(self
+            .herd
+            .plan_store(ttl, herd, self.now_millis())?
+            .expire_now)
+    }
+
     /// Whether `value` encodes with the cache's codec, for a store that sends nothing of it
     /// (a zero TTL): `Error::Encode` as any store of it would give.
     fn check_encodes<T: Serialize + ?Sized>(&self, key: &str, value: &T) -> Result<()> {

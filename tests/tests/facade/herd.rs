@@ -697,3 +697,99 @@ fn early_recomputes_ahead_of_the_expiry_only_when_it_nears() {
     let got = at_once(16, move |_| cache.get::<u32>("x").unwrap());
     assert_eq!(got.iter().filter(|g| g.is_none()).count(), 1, "{got:?}");
 }
+
+/// A caller waiting for a hung cold loader of its process re-reads the key every
+/// `lease_wait`; when that read finds another process's value past its soft expiry and wins
+/// its refresh (the claim), it refreshes. The win was dropped: the caller went on waiting,
+/// then was served the old value it had claimed, and nobody refreshed it for `herd_timeout`
+/// (an outside audit, lease and meta).
+#[test]
+fn a_cold_waiter_that_wins_a_refresh_refreshes() {
+    let e = env("lease_wait=500");
+    let other = newcache::Builder::from_url(&format!(
+        "newcache://{}/?flavor=test&version=1&{TRANSPORT}&lease_wait=500",
+        e.server.addr()
+    ))
+    .unwrap()
+    .clock(Arc::new(e.clock.clone()))
+    .build()
+    .unwrap();
+    let (release, hang) = std::sync::mpsc::channel::<()>();
+    let cache = e.cache.clone();
+    let leader = std::thread::spawn(move || {
+        cache.get_or_set("stale", Ttl::Seconds(60), move || {
+            let _ = hang.recv_timeout(Duration::from_secs(15));
+            1u32
+        })
+    });
+    std::thread::sleep(Duration::from_millis(100));
+    let cache = e.cache.clone();
+    let waiter =
+        std::thread::spawn(move || cache.get_or_set("stale", Ttl::Seconds(60), || 5u32));
+    std::thread::sleep(Duration::from_millis(100));
+    // Another process's value, then its soft expiry passed: the waiter's next read wins the
+    // refresh.
+    other.set("stale", &3u32, Ttl::Seconds(1)).unwrap();
+    e.clock.advance_secs(2);
+    assert_eq!(waiter.join().unwrap().unwrap(), 5, "refreshed, not the old 3");
+    assert_eq!(other.get::<u32>("stale").unwrap(), Some(5));
+    release.send(()).unwrap();
+    assert_eq!(leader.join().unwrap().unwrap(), 1);
+    assert_eq!(other.get::<u32>("stale").unwrap(), Some(5), "kept over the late load");
+}
+
+/// A cold load whose value the cache cannot store (past the item size limit) fails its
+/// waiters as a loader error does. Each waiter found the key still cold and ran its loader
+/// in turn, each failing alike (an outside audit: 222 runs for 222 calls, the last after
+/// 24 s). A TTL that expires at once stores nothing to wait for: every caller loads at once,
+/// side by side (they loaded one after another).
+#[test]
+fn an_unstorable_load_fails_its_waiters_and_a_zero_ttl_loads_side_by_side() {
+    let e = env("lease_wait=3000");
+    let runs = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let (cache, counter) = (e.cache.clone(), runs.clone());
+    let started = Instant::now();
+    let got = at_once(8, move |_| {
+        cache.get_or_set("huge", Ttl::Seconds(60), || {
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            std::thread::sleep(Duration::from_millis(200));
+            "x".repeat(2 << 20)
+        })
+    });
+    assert_eq!(runs.load(std::sync::atomic::Ordering::SeqCst), 1, "{got:?}");
+    let too_large = got
+        .iter()
+        .filter(|g| {
+            matches!(
+                g,
+                Err(Error::Transport(
+                    newcache_transport::Error::ValueTooLarge { .. }
+                ))
+            )
+        })
+        .count();
+    let failed = got
+        .iter()
+        .filter(|g| matches!(g, Err(Error::LoadFailed { .. })))
+        .count();
+    assert_eq!((too_large, failed), (1, 7));
+    assert!(started.elapsed() < Duration::from_secs(2), "{:?}", started.elapsed());
+    runs.store(0, std::sync::atomic::Ordering::SeqCst);
+    let (cache, counter) = (e.cache.clone(), runs.clone());
+    let started = Instant::now();
+    let got = at_once(8, move |_| {
+        cache.get_or_set("now", Ttl::Seconds(0), || {
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            std::thread::sleep(Duration::from_millis(300));
+            9u32
+        })
+    });
+    assert!(got.iter().all(|g| matches!(g, Ok(9))), "{got:?}");
+    assert_eq!(runs.load(std::sync::atomic::Ordering::SeqCst), 8);
+    assert!(
+        started.elapsed() < Duration::from_millis(1500),
+        "side by side, not 8 x 300 ms: {:?}",
+        started.elapsed()
+    );
+    assert_eq!(e.cache.get::<u32>("now").unwrap(), None);
+}
