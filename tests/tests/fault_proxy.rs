@@ -994,3 +994,67 @@ fn a_lease_add_that_lands_late_is_the_callers_own_lease() {
         assert!(took < Duration::from_millis(1500), "{protocol}: {took:?}");
     }
 }
+
+/// While another process holds a cold key's lease, one lost reply to a read of the leader
+/// in this process fails that leader alone: the callers waiting for it are served the
+/// other process's value. They failed with `LoadFailed` (an outside audit: 7 of 8 callers),
+/// though no loader ran here and nothing failed to store.
+#[test]
+fn one_lost_reply_to_a_cold_leader_does_not_fail_its_waiters() {
+    let m = Memcached::start();
+    let proxy = FaultProxy::start(m.socket_addr(), Faults::none());
+    let url = |addr: &str| {
+        format!(
+            "newcache://{addr}/?flavor=lost&read_timeout=1000&write_timeout=1000&lease_wait=5000"
+        )
+    };
+    let holder = newcache::Cache::from_url(&url(&m.addr())).unwrap();
+    let here = newcache::Cache::from_url(&url(&proxy.addr())).unwrap();
+    let raw = TextTransport::new(TextConfig {
+        servers: vec![m.addr()],
+        ..TextConfig::default()
+    })
+    .expect("transport");
+    let ttl = newcache::Ttl::Seconds(60);
+    let lease = holder.lease_key("k").unwrap();
+    let wire = here.wire_key("k").unwrap();
+    let runs_here = AtomicU64::new(0);
+    std::thread::scope(|s| {
+        let first = s.spawn(|| {
+            holder.get_or_set("k", ttl, || {
+                std::thread::sleep(Duration::from_millis(1500));
+                "held".to_string()
+            })
+        });
+        let began = Instant::now();
+        while raw.get(&lease).unwrap().is_none() {
+            assert!(began.elapsed() < Duration::from_secs(2), "no lease taken");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let callers: Vec<_> = (0..8)
+            .map(|_| {
+                s.spawn(|| {
+                    here.get_or_set("k", ttl, || {
+                        runs_here.fetch_add(1, Ordering::SeqCst);
+                        "here".to_string()
+                    })
+                })
+            })
+            .collect();
+        std::thread::sleep(Duration::from_millis(300));
+        proxy.cut_reply_to(&wire);
+        let got: Vec<_> = callers.into_iter().map(|c| c.join().unwrap()).collect();
+        assert_eq!(first.join().unwrap().unwrap(), "held");
+        let served = got
+            .iter()
+            .filter(|g| matches!(g, Ok(v) if v == "held"))
+            .count();
+        assert!(served >= 7, "{got:?}");
+        assert!(
+            !got.iter()
+                .any(|g| matches!(g, Err(newcache::Error::LoadFailed { .. }))),
+            "{got:?}"
+        );
+    });
+    assert_eq!(runs_here.load(Ordering::SeqCst), 0, "no load here");
+}

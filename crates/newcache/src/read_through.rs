@@ -426,11 +426,21 @@ impl Core {
                 failed: false,
             };
             let loaded = self.cold_load(io, key, &wire, options, loader).await;
-            // A loaded value the cache could not store (too large for the item size) fails
-            // the waiters as a loader error does: they found the key still cold and ran
-            // their loaders one after another, each failing the same way (an outside
-            // audit: 222 runs for 222 calls, the last waiting 24 s).
-            guard.failed = loaded.is_err();
+            // A loaded value the cache could not store (too large for the item size, or not
+            // encodable) fails the waiters as a loader error does: they found the key still
+            // cold and ran their loaders one after another, each failing the same way (an
+            // outside audit: 222 runs for 222 calls, the last waiting 24 s). Not the
+            // leader's other errors (a read lost while it waited for another process's
+            // lease): its waiters read the key again, or lead next (failing them all on
+            // one lost reply was another audit's finding).
+            guard.failed = matches!(
+                &loaded,
+                Err(Through::Loader(_))
+                    | Err(Through::Cache(
+                        Error::Encode { .. }
+                            | Error::Transport(newcache_transport::Error::ValueTooLarge { .. })
+                    ))
+            );
             return loaded;
         }
     }
@@ -688,7 +698,12 @@ impl Core {
             .await?;
         let stored = async {
             let Some((bytes, flags, exptime)) = encoded else {
-                // A zero TTL: the key is emptied.
+                // A zero TTL: the value expires at once. Over nothing, nothing is stored,
+                // and a value another caller stored meanwhile stays (it was deleted: an
+                // outside audit); over the item read, the key is emptied.
+                if mode == StoreMode::Add {
+                    return Ok(());
+                }
                 return io.delete(wire).await.map(|_| ());
             };
             // A few tries: each is past one more claim of the old value.

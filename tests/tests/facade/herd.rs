@@ -793,3 +793,25 @@ fn an_unstorable_load_fails_its_waiters_and_a_zero_ttl_loads_side_by_side() {
     );
     assert_eq!(e.cache.get::<u32>("now").unwrap(), None);
 }
+
+/// A zero-TTL `get_or_set` stores nothing over nothing: a value another caller stored while
+/// it loaded stays. It deleted that value (an outside audit: callers with a 60 s TTL and a
+/// zero one on one cold key left it empty).
+#[test]
+fn a_zero_ttl_load_keeps_what_another_caller_stored_meanwhile() {
+    let e = env("lease_wait=3000");
+    let cache = e.cache.clone();
+    let got = at_once(8, move |i| {
+        let ttl = if i % 2 == 0 { Ttl::Seconds(0) } else { Ttl::Seconds(60) };
+        cache.get_or_set("mixed", ttl, move || {
+            // The zero-TTL loads end after the other's value is stored.
+            std::thread::sleep(Duration::from_millis(if i % 2 == 0 { 400 } else { 100 }));
+            if i % 2 == 0 { "now" } else { "kept" }.to_string()
+        })
+    });
+    assert!(got.iter().all(Result::is_ok), "{got:?}");
+    assert_eq!(
+        e.cache.get::<String>("mixed").unwrap().as_deref(),
+        Some("kept")
+    );
+}
