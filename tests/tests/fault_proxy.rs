@@ -824,6 +824,30 @@ fn get_or_set_leaves_no_lease_behind_when_replies_are_cut() {
     );
 }
 
+/// A memcached, a proxy in front of it, a transport straight to it (to look at lease keys),
+/// and the URL of a cache at an address with `lease_wait` 5 s and the read and write
+/// timeouts in ms.
+fn lease_scene(
+    timeout_ms: u64,
+) -> (
+    Memcached,
+    FaultProxy,
+    TextTransport,
+    impl Fn(&str) -> String,
+) {
+    let m = Memcached::start();
+    let proxy = FaultProxy::start(m.socket_addr(), Faults::none());
+    let raw = TextTransport::new(TextConfig {
+        servers: vec![m.addr()],
+        ..TextConfig::default()
+    })
+    .expect("transport");
+    let url = move |addr: &str| {
+        format!("newcache://{addr}/?flavor=lost&read_timeout={timeout_ms}&write_timeout={timeout_ms}&lease_wait=5000")
+    };
+    (m, proxy, raw, url)
+}
+
 /// A cold `get_or_set` in one process while another holds the lease, the reply to its
 /// lease `add` (refused: the lease is held) lost with its connection: it waits for the
 /// holder's value, and the holder's lease stays, so a third caller waits too. It loaded at
@@ -832,19 +856,10 @@ fn get_or_set_leaves_no_lease_behind_when_replies_are_cut() {
 /// the caller finds its own token, loads once, and frees the lease.
 #[test]
 fn a_lost_reply_to_a_lease_add_runs_no_second_loader_and_frees_no_other_lease() {
-    let m = Memcached::start();
-    let proxy = FaultProxy::start(m.socket_addr(), Faults::none());
-    let url = |addr: &str| {
-        format!("newcache://{addr}/?flavor=lost&read_timeout=300&write_timeout=300&lease_wait=5000")
-    };
+    let (m, proxy, raw, url) = lease_scene(300);
     let holder = newcache::Cache::from_url(&url(&m.addr())).unwrap();
     let cut = newcache::Cache::from_url(&url(&proxy.addr())).unwrap();
     let third = newcache::Cache::from_url(&url(&m.addr())).unwrap();
-    let raw = TextTransport::new(TextConfig {
-        servers: vec![m.addr()],
-        ..TextConfig::default()
-    })
-    .expect("transport");
     let ttl = newcache::Ttl::Seconds(60);
     let lease = holder.lease_key("k").unwrap();
     let runs = AtomicU64::new(0);
@@ -1001,20 +1016,9 @@ fn a_lease_add_that_lands_late_is_the_callers_own_lease() {
 /// though no loader ran here and nothing failed to store.
 #[test]
 fn one_lost_reply_to_a_cold_leader_does_not_fail_its_waiters() {
-    let m = Memcached::start();
-    let proxy = FaultProxy::start(m.socket_addr(), Faults::none());
-    let url = |addr: &str| {
-        format!(
-            "newcache://{addr}/?flavor=lost&read_timeout=1000&write_timeout=1000&lease_wait=5000"
-        )
-    };
+    let (m, proxy, raw, url) = lease_scene(1000);
     let holder = newcache::Cache::from_url(&url(&m.addr())).unwrap();
     let here = newcache::Cache::from_url(&url(&proxy.addr())).unwrap();
-    let raw = TextTransport::new(TextConfig {
-        servers: vec![m.addr()],
-        ..TextConfig::default()
-    })
-    .expect("transport");
     let ttl = newcache::Ttl::Seconds(60);
     let lease = holder.lease_key("k").unwrap();
     let wire = here.wire_key("k").unwrap();

@@ -422,15 +422,22 @@ fn after_a_failing_cold_loader_its_waiters_fail_with_it_and_the_next_caller_load
     assert_eq!((v, e.cache.get::<u32>("cold").unwrap()), (7, Some(7)));
 }
 
-/// A caller in this process waiting for a hung cold loader of the same key reads the key
-/// again every `lease_wait`: the value another process loaded once the hung loader's lease
-/// expired is served to it. Before, it waited until the hung loader returned (an outside
-/// audit: still waiting after 10 s, the value stored by another process long before).
-#[test]
-fn a_hung_cold_loader_does_not_keep_its_followers_from_another_process_s_value() {
-    let e = env("lease_wait=1000");
+/// An env (`params`), a cache on its server and clock standing for another process, and a
+/// cold `get_or_set` of `key` in this process whose loader hangs (returning 1) until the
+/// sender is used or dropped, or 15 s.
+#[allow(clippy::type_complexity)]
+fn hung_cold_leader(
+    params: &str,
+    key: &'static str,
+) -> (
+    Env,
+    newcache::Cache,
+    std::sync::mpsc::Sender<()>,
+    std::thread::JoinHandle<Result<u32, Error>>,
+) {
+    let e = env(params);
     let other = newcache::Builder::from_url(&format!(
-        "newcache://{}/?flavor=test&version=1&{TRANSPORT}&lease_wait=1000",
+        "newcache://{}/?flavor=test&version=1&{TRANSPORT}&{params}",
         e.server.addr()
     ))
     .unwrap()
@@ -440,11 +447,21 @@ fn a_hung_cold_loader_does_not_keep_its_followers_from_another_process_s_value()
     let (release, hang) = std::sync::mpsc::channel::<()>();
     let cache = e.cache.clone();
     let leader = std::thread::spawn(move || {
-        cache.get_or_set("hung", Ttl::Seconds(60), move || {
+        cache.get_or_set(key, Ttl::Seconds(60), move || {
             let _ = hang.recv_timeout(Duration::from_secs(15));
             1u32
         })
     });
+    (e, other, release, leader)
+}
+
+/// A caller in this process waiting for a hung cold loader of the same key reads the key
+/// again every `lease_wait`: the value another process loaded once the hung loader's lease
+/// expired is served to it. Before, it waited until the hung loader returned (an outside
+/// audit: still waiting after 10 s, the value stored by another process long before).
+#[test]
+fn a_hung_cold_loader_does_not_keep_its_followers_from_another_process_s_value() {
+    let (e, other, release, leader) = hung_cold_leader("lease_wait=1000", "hung");
     std::thread::sleep(Duration::from_millis(100));
     // Another process: it waits out the hung loader's lease, then loads.
     let elsewhere = std::thread::spawn(move || {
@@ -705,23 +722,7 @@ fn early_recomputes_ahead_of_the_expiry_only_when_it_nears() {
 /// (an outside audit, lease and meta).
 #[test]
 fn a_cold_waiter_that_wins_a_refresh_refreshes() {
-    let e = env("lease_wait=500");
-    let other = newcache::Builder::from_url(&format!(
-        "newcache://{}/?flavor=test&version=1&{TRANSPORT}&lease_wait=500",
-        e.server.addr()
-    ))
-    .unwrap()
-    .clock(Arc::new(e.clock.clone()))
-    .build()
-    .unwrap();
-    let (release, hang) = std::sync::mpsc::channel::<()>();
-    let cache = e.cache.clone();
-    let leader = std::thread::spawn(move || {
-        cache.get_or_set("stale", Ttl::Seconds(60), move || {
-            let _ = hang.recv_timeout(Duration::from_secs(15));
-            1u32
-        })
-    });
+    let (e, other, release, leader) = hung_cold_leader("lease_wait=500", "stale");
     std::thread::sleep(Duration::from_millis(100));
     let cache = e.cache.clone();
     let waiter =
