@@ -301,7 +301,7 @@ impl Core {
         io: &I,
         key: &str,
         options: SetOptions,
-        loader: F,
+        mut loader: F,
     ) -> Result<T, Through<E>>
     where
         I: Io,
@@ -397,23 +397,12 @@ impl Core {
                             .into());
                         }
                         Landed::Flying => {
-                            match self.fetch_unobserved::<I, T>(io, OP, key, &wire).await? {
-                                Fetched::Hit(v) => {
-                                    self.observer.lease_wait(waited.elapsed());
-                                    return Ok(v);
-                                }
-                                // Another process's value, past its soft expiry, and this
-                                // read won its refresh (the claim, or memcached's win): it
-                                // refreshes, or nobody does. The win was dropped, and every
-                                // process was served the old value for `herd_timeout` with
-                                // no load (an outside audit).
-                                Fetched::Recompute(over) => {
-                                    self.observer.lease_wait(waited.elapsed());
-                                    return self
-                                        .load_and_store(io, key, &wire, options, loader, over)
-                                        .await;
-                                }
-                                Fetched::Cold => {}
+                            match self
+                                .read_after_wait(io, key, &wire, options, loader, waited)
+                                .await
+                            {
+                                Ok(done) => return done,
+                                Err(back) => loader = back,
                             }
                         }
                     }
@@ -453,7 +442,7 @@ impl Core {
         key: &str,
         wire: &[u8],
         options: SetOptions,
-        loader: F,
+        mut loader: F,
     ) -> Result<T, Through<E>>
     where
         I: Io,
@@ -527,8 +516,8 @@ impl Core {
                             // nobody holds (a hung server runs the `add` once it is
                             // back: 3 of 5 lease keys were left after a SIGSTOP ended);
                             // not if the key holds another's token: that lease is theirs.
-                            // Not after a refused or failed
-                            // connect, or a server marked down: nothing was sent.
+                            // Not after a refused or failed connect, or a server marked
+                            // down: nothing was sent.
                             let _lease = maybe_ran.then(|| LeaseGuard {
                                 io,
                                 key: lease_key.clone(),
@@ -547,7 +536,10 @@ impl Core {
                 // lease, and refused this one: then the lease is this caller's, and it
                 // would have waited it out as another's (an outside audit: 4 s, at
                 // `lease_wait` 3 s).
-                leased = lease_holder(io, &lease_key).await.as_deref() == Some(&token[..]);
+                leased = matches!(
+                    lease_after_loss(io, &lease_key, &token).await,
+                    LeaseAfterLoss::Held
+                );
             }
             if leased {
                 if let Some((began, _, _)) = waited {
@@ -608,20 +600,53 @@ impl Core {
                     .await;
             }
             io.sleep(Duration::from_millis(20)).await;
-            match self.fetch_unobserved::<I, T>(io, OP, key, wire).await? {
-                Fetched::Hit(v) => {
-                    self.observer.lease_wait(began.elapsed());
-                    return Ok(v);
-                }
-                Fetched::Recompute(over) => {
-                    self.observer.lease_wait(began.elapsed());
-                    return self
-                        .load_and_store(io, key, wire, options, loader, over)
-                        .await;
-                }
-                Fetched::Cold => {}
+            match self
+                .read_after_wait(io, key, wire, options, loader, began)
+                .await
+            {
+                Ok(done) => return done,
+                Err(back) => loader = back,
             }
         }
+    }
+
+    /// A waiter's read of the key, after a wait for another caller's load (in this process
+    /// or another): a value is served; a stale one whose refresh this read won (the claim,
+    /// or memcached's win) is loaded and stored by this caller, or nobody refreshes it (the
+    /// in-process waiter dropped such a win, and every process was served the old value for
+    /// `herd_timeout` with no load: an outside audit); nothing yet, and the loader is handed
+    /// back (`Err`) for the wait to go on. `began`: when the wait began, for its metric.
+    async fn read_after_wait<I, T, E, F, Fut>(
+        &self,
+        io: &I,
+        key: &str,
+        wire: &[u8],
+        options: SetOptions,
+        loader: F,
+        began: Instant,
+    ) -> std::result::Result<Result<T, Through<E>>, F>
+    where
+        I: Io,
+        T: Serialize + DeserializeOwned + 'static,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+    {
+        let over = match self
+            .fetch_unobserved::<I, T>(io, "get_or_set", key, wire)
+            .await
+        {
+            Err(e) => return Ok(Err(e.into())),
+            Ok(Fetched::Cold) => return Err(loader),
+            Ok(Fetched::Hit(v)) => {
+                self.observer.lease_wait(began.elapsed());
+                return Ok(Ok(v));
+            }
+            Ok(Fetched::Recompute(over)) => over,
+        };
+        self.observer.lease_wait(began.elapsed());
+        Ok(self
+            .load_and_store(io, key, wire, options, loader, over)
+            .await)
     }
 
     /// The unique to store over when `current`, the item a lease winner's `cas` found in place
