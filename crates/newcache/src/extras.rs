@@ -174,11 +174,7 @@ impl Core {
                     });
                 };
                 let now = self.now_millis();
-                let plan = self.herd.plan_store(
-                    Ttl::Default.or_default(self.config.default_ttl),
-                    self.config.herd,
-                    now,
-                )?;
+                let plan = self.plan(SetOptions::new(Ttl::Default), now)?;
                 io.store(&Store::set(&new, &item.value, item.flags, plan.exptime))
                     .await?;
                 io.delete(&old).await?;

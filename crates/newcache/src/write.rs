@@ -47,14 +47,16 @@ impl Core {
     }
 
     /// Whether a store with these options expires the value at once (a zero TTL): it then
-    /// stores nothing, and deletes the key.
+    /// stores nothing.
     pub(crate) fn expires_at_once(&self, options: SetOptions) -> Result<bool> {
+        Ok(self.plan(options, self.now_millis())?.expire_now)
+    }
+
+    /// The herd's plan for a store with these options, the cache's defaults filled in.
+    pub(crate) fn plan(&self, options: SetOptions, now: u64) -> Result<StorePlan> {
         let ttl = options.ttl.or_default(self.config.default_ttl);
         let herd = options.herd.unwrap_or(self.config.herd);
-        Ok(self
-            .herd
-            .plan_store(ttl, herd, self.now_millis())?
-            .expire_now)
+        Ok(self.herd.plan_store(ttl, herd, now)?)
     }
 
     /// Whether `value` encodes with the cache's codec, for a store that sends nothing of it
@@ -90,9 +92,7 @@ impl Core {
         options: SetOptions,
         now: u64,
     ) -> Result<Option<StorePlan>> {
-        let ttl = options.ttl.or_default(self.config.default_ttl);
-        let herd = options.herd.unwrap_or(self.config.herd);
-        let plan = self.herd.plan_store(ttl, herd, now)?;
+        let plan = self.plan(options, now)?;
         if plan.expire_now {
             return Ok(None);
         }
@@ -238,10 +238,8 @@ impl Core {
         self.observer
             .op("set_raw", async move {
                 let wire = self.wire_key(key)?;
-                let ttl = options.ttl.or_default(self.config.default_ttl);
-                let herd = options.herd.unwrap_or(self.config.herd);
                 let now = self.now_millis();
-                let plan = self.herd.plan_store(ttl, herd, now)?;
+                let plan = self.plan(options, now)?;
                 if plan.expire_now {
                     io.delete(&wire).await?;
                     return Ok(());
@@ -447,9 +445,7 @@ impl Core {
     ) -> Result<bool> {
         let wire = self.wire_key(key)?;
         let now = self.now_millis();
-        let ttl = options.ttl.or_default(self.config.default_ttl);
-        let herd = options.herd.unwrap_or(self.config.herd);
-        let plan = self.herd.plan_store(ttl, herd, now)?;
+        let plan = self.plan(options, now)?;
         if plan.expire_now {
             return Ok(io.delete(&wire).await?);
         }

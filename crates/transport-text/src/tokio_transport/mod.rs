@@ -172,6 +172,17 @@ struct Server {
     item_size_max: newcache_transport::ItemSizeMax,
 }
 
+impl Server {
+    /// Where to open a connection to it, and what it was found to speak.
+    fn target(&self) -> connect::Target<'_> {
+        connect::Target {
+            label: &self.label,
+            endpoint: &self.endpoint,
+            wire: &self.wire,
+        }
+    }
+}
+
 /// One of a server's connections.
 struct Slot {
     current: Mutex<Option<Handle>>,
@@ -480,11 +491,7 @@ impl TokioTextTransport {
             .opened
             .fetch_add(1, Ordering::Relaxed)
             .wrapping_mul(0x9E37_79B9);
-        let target = connect::Target {
-            label: &server.label,
-            endpoint: &server.endpoint,
-            wire: &server.wire,
-        };
+        let target = server.target();
         // Boxed: opening a connection (resolving, connecting, probing) is a large future
         // that every request's future would otherwise carry, for the rare call that opens.
         let (reader, writer, wire) = Box::pin(connect::open(config, &target, seed)).await?;

@@ -185,12 +185,9 @@ impl TokioTextTransport {
         let Ok(server) = self.server(index) else {
             return false;
         };
-        let target = super::connect::Target {
-            label: &server.label,
-            endpoint: &server.endpoint,
-            wire: &server.wire,
-        };
-        alive && super::connect::closes_on_unknown_commands(&self.inner.config, &target).await
+        alive
+            && super::connect::closes_on_unknown_commands(&self.inner.config, &server.target())
+                .await
     }
 
     /// [`Self::keyed`], a server that failed while others answered told apart
