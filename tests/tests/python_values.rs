@@ -88,6 +88,7 @@ for name, c in [
     c.set(name + ":tuple", (1, "x"))
     c.set(name + ":profile", profile)
     c.set(name + ":set", {7})
+    c.set(name + ":empty", {"avatar": b"", "name": "x"})
 "#,
     );
     let cache = plain_keys(&server);
@@ -159,7 +160,27 @@ for name, c in [
             Some(vec![7]),
             "{client}"
         );
+        // `b''`, which python-memcached's protocol 0 pickles as a call of `bytes()`: empty
+        // bytes, not the empty list it read as in a self-describing type.
+        assert_eq!(
+            cache.get::<Avatar>(&get("empty")).unwrap(),
+            Some(Avatar {
+                avatar: vec![],
+                name: "x".into()
+            }),
+            "{client}"
+        );
+        assert!(
+            cache.get::<serde_json::Value>(&get("empty")).is_err(),
+            "{client}: bytes are no JSON value"
+        );
     }
+}
+
+#[derive(Debug, PartialEq, Deserialize)]
+struct Avatar {
+    avatar: Vec<u8>,
+    name: String,
 }
 
 #[test]

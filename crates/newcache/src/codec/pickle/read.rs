@@ -17,6 +17,11 @@ pub(super) fn options() -> serde_pickle::DeOptions {
 /// scan found.
 pub(super) fn value_of(bytes: &[u8]) -> Result<(Scan, serde_pickle::Value), CodecError> {
     let scanned = scan(bytes)?;
+    if let Some(rewritten) = scanned.with_empty_bytes(bytes) {
+        // Scanned again: the memo stores the shared-object fix adds after are where they
+        // are in the rewritten pickle.
+        return value_of(&rewritten);
+    }
     let value = match serde_pickle::value_from_slice(bytes, options()) {
         // An object of a shared container (the scan refused a container holding itself):
         // read again with its references counted right.
@@ -193,5 +198,33 @@ mod tests {
             let got: Value = decode(&hex(pickled)).unwrap();
             assert_eq!(got, deep, "{pickled}");
         }
+    }
+
+    /// `b''` as protocols 0 to 2 pickle it (`bytes()`) reads as empty bytes: a `Vec<u8>`
+    /// empty, a self-describing value refusing bytes as it refuses protocol 5's (it was an
+    /// empty list there: an outside audit). Python 3.11's `pickle.dumps(b'', p)`, p = 0, 2,
+    /// and python-memcached's `{'avatar': b'', 'name': 'x'}` (protocol 0).
+    #[test]
+    fn empty_bytes_of_old_protocols_read_as_bytes() {
+        for pickled in [
+            "635f5f6275696c74696e5f5f0a62797465730a70300a28745270310a2e",
+            "8002635f5f6275696c74696e5f5f0a62797465730a7100295271012e",
+        ] {
+            assert_eq!(decode::<Vec<u8>>(&hex(pickled)).unwrap(), Vec::<u8>::new());
+            assert!(
+                decode::<serde_json::Value>(&hex(pickled)).is_err(),
+                "{pickled}"
+            );
+        }
+        let dict = hex("286470300a566176617461720a70310a635f5f6275696c74696e5f5f0a62797465730a70320a28745270330a73566e616d650a70340a56780a70350a732e");
+        #[derive(serde::Deserialize)]
+        struct Profile {
+            avatar: Vec<u8>,
+            name: String,
+        }
+        let p: Profile = decode(&dict).unwrap();
+        assert!(p.avatar.is_empty());
+        assert_eq!(p.name, "x");
+        assert!(decode::<serde_json::Value>(&dict).is_err());
     }
 }

@@ -278,4 +278,35 @@ mod tests {
             assert_eq!(repr(&hex(pickle)).unwrap(), shown, "{pickle}");
         }
     }
+
+    /// `b''` as protocols 0 to 2 pickle it (`bytes()`, python-memcached's default): shown
+    /// `b''`, as Python shows it (it was `()`: an outside audit). Printed by Python 3.11:
+    /// `pickle.dumps(v, p).hex()` for p in 0, 1, 2.
+    #[test]
+    fn empty_bytes_of_old_protocols_show_as_bytes() {
+        let cases = [
+            ("635f5f6275696c74696e5f5f0a62797465730a70300a28745270310a2e", "b''"),
+            ("635f5f6275696c74696e5f5f0a62797465730a7100295271012e", "b''"),
+            ("8002635f5f6275696c74696e5f5f0a62797465730a7100295271012e", "b''"),
+            (
+                "286470300a566176617461720a70310a635f5f6275696c74696e5f5f0a62797465730a70320a28745270330a73566e616d650a70340a56780a70350a732e",
+                "{'avatar': b'', 'name': 'x'}",
+            ),
+            (
+                "80027d71002858060000006176617461727101635f5f6275696c74696e5f5f0a62797465730a71022952710358040000006e616d6571045801000000787105752e",
+                "{'avatar': b'', 'name': 'x'}",
+            ),
+            (
+                "286c70300a635f5f6275696c74696e5f5f0a62797465730a70310a28745270320a6167320a61635f636f646563730a656e636f64650a70330a2856610a70340a566c6174696e310a70350a7470360a5270370a612e",
+                "[b'', b'', b'a']",
+            ),
+            (
+                "80025d710028635f5f6275696c74696e5f5f0a62797465730a7101295271026802635f636f646563730a656e636f64650a7103580100000061710458060000006c6174696e317105867106527107652e",
+                "[b'', b'', b'a']",
+            ),
+        ];
+        for (pickle, shown) in cases {
+            assert_eq!(repr(&hex(pickle)).unwrap(), shown, "{pickle}");
+        }
+    }
 }

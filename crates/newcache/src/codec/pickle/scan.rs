@@ -33,6 +33,8 @@ pub(super) struct Scan {
     /// Each memo store (`PUT`, `BINPUT`, `LONG_BINPUT`, `MEMOIZE`): where it ends in the
     /// pickle, its index, and what it stored ([`Scan::unshared`]).
     memo_ops: Vec<(usize, usize, Node)>,
+    /// Where each `REDUCE` of `bytes()` is ([`Scan::with_empty_bytes`]).
+    empty_bytes: Vec<usize>,
     /// The machine once the pickle stopped, and the value it left.
     machine: Machine,
     root: Option<Node>,
@@ -60,6 +62,26 @@ impl Scan {
 }
 
 impl Scan {
+    /// The pickle with each `bytes()` call (`b''` in protocols 0 to 2: python-memcached's,
+    /// Django's `MemcachedCache`) made an empty `bytes` (its `REDUCE` replaced by `POP`,
+    /// `POP`, `SHORT_BINBYTES` of 0 bytes), when it has any. serde-pickle read the call as
+    /// its empty argument tuple: a `Vec<u8>` took that as empty, but a self-describing
+    /// type got an empty list and the CLI showed `()` (an outside audit).
+    pub(super) fn with_empty_bytes(&self, bytes: &[u8]) -> Option<Vec<u8>> {
+        if self.empty_bytes.is_empty() {
+            return None;
+        }
+        let mut out = Vec::with_capacity(bytes.len() + 3 * self.empty_bytes.len());
+        let mut from = 0;
+        for &at in &self.empty_bytes {
+            out.extend_from_slice(bytes.get(from..at)?);
+            out.extend_from_slice(&[b'0', b'0', SHORT_BINBYTES, 0]);
+            from = at + 1;
+        }
+        out.extend_from_slice(bytes.get(from..)?);
+        Some(out)
+    }
+
     /// The pickle with what serde-pickle needs to read its shared objects right, when it
     /// shares any: serde-pickle 1.2 counts the references to each object in its memo and
     /// drops the object at its last one, but an object held by a shared container is
@@ -215,10 +237,12 @@ pub(super) fn scan(bytes: &[u8]) -> Result<Scan, CodecError> {
     let mut ops = Ops { bytes, pos: 0 };
     let mut m = Machine::default();
     let mut memo_ops = Vec::new();
+    let mut empty_bytes = Vec::new();
     // Every global named so far, in order: protocols 0 and 1 pickle an object as a call of
     // `copyreg._reconstructor` whose first argument, the next global, is its class.
     let mut globals: Vec<String> = Vec::new();
     loop {
+        let at = ops.pos;
         let op = *ops.take(1)?.first().unwrap_or(&STOP);
         match op {
             STOP => break,
@@ -432,13 +456,14 @@ pub(super) fn scan(bytes: &[u8]) -> Result<Scan, CodecError> {
                         m.push(value)?
                     }
                     // `b''` in protocols 0 to 2 (python-memcached's, Django's
-                    // `MemcachedCache`): `bytes()`, which serde-pickle reads as an empty
-                    // tuple, an empty sequence as bytes are. (Other bytes are
-                    // `_codecs.encode`.) It was refused, and the dict holding it lost.
+                    // `MemcachedCache`): `bytes()`, read as the empty bytes it makes
+                    // ([`Scan::with_empty_bytes`]). (Other bytes are `_codecs.encode`.) It
+                    // was refused, and the dict holding it lost.
                     What::Global(g)
                         if (g == "__builtin__.bytes" || g == "builtins.bytes")
                             && m.is_empty_container(&args) =>
                     {
+                        empty_bytes.push(at);
                         m.push(Slot::leaf(What::Other))?
                     }
                     // Protocols 0 and 1 make a `newcache.Marker()` this way.
@@ -528,6 +553,7 @@ pub(super) fn scan(bytes: &[u8]) -> Result<Scan, CodecError> {
     Ok(Scan {
         marker,
         globals,
+        empty_bytes,
         memo_ops,
         machine: m,
         root,
