@@ -45,6 +45,9 @@ mod check;
 #[cfg(feature = "pickle")]
 pub mod pickle;
 mod plain;
+mod show;
+
+pub use show::show_within;
 
 use plain::{Bytes, NotPlain, Plain, PlainDe, Probe};
 
@@ -526,53 +529,15 @@ fn kind(flags: u32) -> Result<Kind, CodecError> {
     })
 }
 
-/// Renders a stored value for people (the CLI): text, integers, booleans, pickles and JSON
-/// as they read, compressed values inflated, anything else described.
+/// Renders a stored value for people: [`show_within`], with what the bytes are in its place
+/// when they show no value.
 pub fn display(bytes: &[u8], flags: u32) -> String {
     display_within(bytes, flags, DEFAULT_INFLATE_LIMIT)
 }
 
 /// [`display`], a compressed value inflated up to `inflate_limit` bytes.
 pub fn display_within(bytes: &[u8], flags: u32, inflate_limit: usize) -> String {
-    if flags & FLAG_ZLIB != 0 {
-        return match inflate(bytes, inflate_limit) {
-            Ok(inflated) => display_within(&inflated, flags & !FLAG_ZLIB, inflate_limit),
-            Err(e) => format!("<{} bytes that do not inflate: {e}>", bytes.len()),
-        };
-    }
-    match flags {
-        FLAG_TEXT | FLAG_INT | FLAG_BOOL => String::from_utf8_lossy(bytes).into_owned(),
-        FLAG_BYTES => match std::str::from_utf8(bytes) {
-            Ok(s) => s.to_owned(),
-            Err(_) => format!("<{} bytes of binary data>", bytes.len()),
-        },
-        FLAG_PICKLE => display_pickle(bytes),
-        f if f & FLAG_BINCODE != 0 => format!("<bincode value, {} bytes>", bytes.len()),
-        f if f & FLAG_JSON != 0 => {
-            String::from_utf8_lossy(bytes.strip_prefix(&[UNREADABLE]).unwrap_or(bytes)).into_owned()
-        }
-        f => format!("<{} bytes with flags {f:#x}>", bytes.len()),
-    }
-}
-
-#[cfg(feature = "pickle")]
-fn display_pickle(bytes: &[u8]) -> String {
-    match pickle::repr(bytes) {
-        Ok(shown) => shown,
-        Err(e) => format!("<a {}-byte pickle: {e}>", bytes.len()),
-    }
-}
-
-#[cfg(not(feature = "pickle"))]
-fn display_pickle(bytes: &[u8]) -> String {
-    match plain::pickled_bool(bytes) {
-        Some(true) => "True".to_owned(),
-        Some(false) => "False".to_owned(),
-        None => format!(
-            "<a {}-byte pickle; the `pickle` feature reads it>",
-            bytes.len()
-        ),
-    }
+    show_within(bytes, flags, inflate_limit).unwrap_or_else(|what| format!("<{what}>"))
 }
 
 #[cfg(test)]
@@ -994,8 +959,8 @@ mod tests {
     fn display_shows_text_and_describes_the_rest() {
         assert_eq!(display(b"42", FLAG_INT), "42");
         assert_eq!(display(b"hi", FLAG_TEXT), "hi");
-        assert_eq!(display(b"\xff", FLAG_BYTES), "<1 bytes of binary data>");
-        assert_eq!(display(b"ab", FLAG_BINCODE), "<bincode value, 2 bytes>");
+        assert_eq!(display(b"\xff", FLAG_BYTES), "b'\\xff'");
+        assert!(display(b"ab", FLAG_BINCODE).starts_with("<a bincode value of 2 bytes"));
         assert_eq!(display(b"\xff[1,2]", FLAG_TEXT | FLAG_JSON), "[1,2]");
         assert_eq!(display(b"\x80\x02\x88.", FLAG_PICKLE), "True");
         let zipped = deflate(&b"hello ".repeat(20)).unwrap();

@@ -180,6 +180,14 @@ impl RawValue {
     pub fn display_within(&self, inflate_limit: usize) -> String {
         codec::display_within(&self.bytes, self.flags, inflate_limit)
     }
+
+    /// The value for people, or what its bytes are when they show no value a reader would
+    /// take (text that is not UTF-8, a pickle or a compressed value that does not read,
+    /// flags no codec knows): [`codec::show_within`], a compressed value inflated up to
+    /// `inflate_limit` bytes. The CLI's `get` prints the one and fails with the other.
+    pub fn show_within(&self, inflate_limit: usize) -> std::result::Result<String, String> {
+        codec::show_within(&self.bytes, self.flags, inflate_limit)
+    }
 }
 
 /// What [`Cache::peek`] saw.

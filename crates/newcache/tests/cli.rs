@@ -17,6 +17,19 @@ fn cli(url: Option<&str>, env_url: Option<&str>, args: &[&str]) -> Output {
     cmd.args(args).output().expect("runs the newcache binary")
 }
 
+/// Stores `bytes` under the wire key `key` with `flags`, as another client would.
+fn raw_set(server: &Memcached, key: &str, flags: u32, bytes: &[u8]) {
+    use std::io::{Read, Write};
+    let mut cmd = format!("set {key} {flags} 0 {}\r\n", bytes.len()).into_bytes();
+    cmd.extend_from_slice(bytes);
+    cmd.extend_from_slice(b"\r\n");
+    let mut s = std::net::TcpStream::connect(server.socket_addr()).unwrap();
+    s.write_all(&cmd).unwrap();
+    let mut reply = [0u8; 8];
+    s.read_exact(&mut reply).unwrap();
+    assert_eq!(&reply, b"STORED\r\n");
+}
+
 fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
@@ -338,17 +351,7 @@ fn get_prints_what_python_pickled_or_compressed_decoded() {
     // What pylibmc stores for {'a': [1, 2]} (a pickle, flag 1) and for a long str with
     // min_compress_len (zlib, flag 16|8).
     let wire = |k: &str| format!("py:1:{k}");
-    let set = |key: &str, flags: u32, bytes: &[u8]| {
-        let mut cmd = format!("set {key} {flags} 0 {}\r\n", bytes.len()).into_bytes();
-        cmd.extend_from_slice(bytes);
-        cmd.extend_from_slice(b"\r\n");
-        use std::io::{Read, Write};
-        let mut s = std::net::TcpStream::connect(server.socket_addr()).unwrap();
-        s.write_all(&cmd).unwrap();
-        let mut reply = [0u8; 8];
-        s.read_exact(&mut reply).unwrap();
-        assert_eq!(&reply, b"STORED\r\n");
-    };
+    let set = |key: &str, flags: u32, bytes: &[u8]| raw_set(&server, key, flags, bytes);
     set(
         &wire("dict"),
         1,
@@ -380,11 +383,11 @@ fn get_prints_what_python_pickled_or_compressed_decoded() {
         (o.status.code(), stdout(&o)),
         (Some(0), format!("{text}\n"))
     );
-    // Binary bytes print as a description; `--raw` writes them as stored.
+    // Binary bytes print as Python shows bytes; `--raw` writes them as stored.
     let binary = b"\x00\xff\r\nbytes\x80";
     set(&wire("bin"), 0, binary);
     let o = run(&["get", "bin"]);
-    assert_eq!(stdout(&o), "<10 bytes of binary data>\n");
+    assert_eq!(stdout(&o), "b'\\x00\\xff\\r\\nbytes\\x80'\n");
     let o = run(&["get", "--raw", "bin"]);
     assert_eq!(
         (o.status.code(), o.stdout.as_slice()),
@@ -392,6 +395,75 @@ fn get_prints_what_python_pickled_or_compressed_decoded() {
     );
     let o = run(&["get", "--raw", "dict"]);
     assert!(o.stdout.starts_with(b"\x80\x05"), "the pickle as stored");
+}
+
+/// An outside audit: `get` printed a description of what it could not read on stdout and
+/// exited 0 (a script took it for the value), showed text that is not UTF-8 lossily, sent a
+/// value's escape sequences to the terminal, failed on flags `16 | 256` that Python's
+/// clients read as text, and panicked (exit 101) when stderr could not be written.
+#[test]
+fn get_fails_on_what_no_reader_takes_and_shows_the_rest_safely() {
+    let server = Memcached::start();
+    let url = format!("newcache://{}/?key_function=django", server.addr());
+    let run = |args: &[&str]| cli(Some(&url), None, args);
+    let stderr = |o: &Output| String::from_utf8_lossy(&o.stderr).into_owned();
+    // pickle.dumps(datetime.date(2024, 1, 2), 5): no serde form.
+    let date = b"\x80\x05\x95\x20\x00\x00\x00\x00\x00\x00\x00\x8c\x08datetime\x94\x8c\x04date\x94\x93\x94C\x04\x07\xe8\x01\x02\x94\x85\x94R\x94.";
+    for (key, flags, bytes, why) in [
+        ("latin", 16, &b"ab\xffcd"[..], "not UTF-8"),
+        ("number", 4, b"abc", "no integer"),
+        ("date", 1, date, "datetime.date"),
+        ("bomb", 16 | 8, b"\x78\x9c\x01\x02", "do not inflate"),
+        ("odd", 16 | 4096, b"x", "no codec knows"),
+    ] {
+        raw_set(&server, &format!(":1:{key}"), flags, bytes);
+        let o = run(&["get", key]);
+        assert_eq!(
+            (o.status.code(), stdout(&o)),
+            (Some(2), String::new()),
+            "{key}"
+        );
+        assert!(stderr(&o).contains(why), "{key}: {}", stderr(&o));
+        assert!(
+            stderr(&o).contains("--raw"),
+            "{key}: says how to get the bytes"
+        );
+        let o = run(&["get", "--raw", key]);
+        assert_eq!(
+            (o.status.code(), o.stdout.as_slice()),
+            (Some(0), bytes),
+            "{key}"
+        );
+    }
+    raw_set(&server, ":1:esc", 16, b"red\x1b[31mX\x07\nnext\tline");
+    let o = run(&["get", "esc"]);
+    assert_eq!(
+        (o.status.code(), stdout(&o)),
+        (Some(0), "red\\x1b[31mX\\x07\nnext\tline\n".into())
+    );
+    // Another application's bit beside the text flag: the text, as pylibmc reads it.
+    raw_set(&server, ":1:h256", 16 | 256, b"hello");
+    let o = run(&["get", "h256"]);
+    assert_eq!((o.status.code(), stdout(&o)), (Some(0), "hello\n".into()));
+    let o = run(&["get", "--raw", "h256"]);
+    assert_eq!(
+        (o.status.code(), o.stdout.as_slice()),
+        (Some(0), &b"hello"[..])
+    );
+    // A stderr that cannot be written: exit 2 all the same, no panic.
+    for args in [&["get", "latin"][..], &["bogus"]] {
+        let full = std::fs::OpenOptions::new()
+            .write(true)
+            .open("/dev/full")
+            .expect("/dev/full");
+        let o = Command::new(env!("CARGO_BIN_EXE_newcache"))
+            .args(["--url", &url])
+            .args(args)
+            .stderr(full)
+            .output()
+            .unwrap();
+        assert_eq!(o.status.code(), Some(2), "{args:?}");
+    }
 }
 
 #[test]

@@ -2,7 +2,8 @@
 //!
 //! ```text
 //! newcache [--url URL] key KEY              print the wire key (no server needed)
-//! newcache [--url URL] get [--raw] KEY      print the value (--raw: its bytes as stored); exit 1 on a miss
+//! newcache [--url URL] get [--raw] KEY      print the value (--raw: its bytes as stored); exit 1 on a miss,
+//!                                           2 when it is no value a reader takes
 //! newcache [--url URL] set KEY VALUE [--ttl SECS|forever] [--no-herd]
 //! newcache [--url URL] add KEY VALUE [--ttl SECS|forever] [--no-herd]   exit 1 when not stored
 //! newcache [--url URL] delete KEY
@@ -18,7 +19,9 @@
 //! stderr with exit status 2. `-h`/`--help` asks for help before the command, `--help` (or
 //! `newcache help set`) after it; after a command that takes a key, `-h` is a word like any
 //! other, and `--` ends the options (`newcache set -- --help v` stores the key `--help`). `get` prints what Python
-//! stored too: pickles as Python writes them, compressed values inflated. A closed stdout
+//! stored too: pickles as Python writes them, compressed values inflated, text with its control
+//! characters escaped; a value no reader takes (text that is not UTF-8, a pickle of a class,
+//! flags no codec knows) is an error that says what it is (`--raw` writes any). A closed stdout
 //! (`newcache stats | head -1`) ends the command quietly.
 //!
 //! `get` only looks: it prints a value past its soft expiry too (it is what the service's
@@ -140,7 +143,8 @@ enum Command {
     /// Print the wire key KEY becomes (no server needed)
     #[command(disable_help_flag = true)]
     Key(Key),
-    /// Print the value (herd state read, nothing changed); exit 1 on a miss
+    /// Print the value (herd state read, nothing changed); exit 1 on a miss, 2 when it is no
+    /// value a reader takes (--raw writes any)
     #[command(disable_help_flag = true)]
     Get(Get),
     /// Store a value
@@ -219,14 +223,25 @@ fn run(cli: Cli) -> Result<Outcome, String> {
             let wire = cache.wire_key(&key).map_err(cli_error)?;
             say(&String::from_utf8_lossy(&wire))?;
         }
-        Command::Get(Get { key, raw, .. }) => match cache.peek(&key).map_err(cli_error)? {
-            Some(peeked) if raw => out
-                .write_all(&peeked.value.bytes)
-                .and_then(|()| out.flush())
-                .map_err(write_error)?,
-            Some(peeked) => say(&peeked.value.display_within(cache.config().inflate_limit))?,
-            None => return Ok(Outcome::No),
-        },
+        Command::Get(Get { key, raw, .. }) => {
+            let Some(value) = look(&cache, &key)? else {
+                return Ok(Outcome::No);
+            };
+            if raw {
+                out.write_all(&value.bytes)
+                    .and_then(|()| out.flush())
+                    .map_err(write_error)?;
+            } else {
+                match value.show_within(cache.config().inflate_limit) {
+                    Ok(shown) => say(&shown)?,
+                    Err(what) => {
+                        return Err(format!(
+                            "{key:?} holds {what}; `get --raw` writes its bytes"
+                        ))
+                    }
+                }
+            }
+        }
         Command::Set(store) => cache
             .set(&store.key, store.value.as_str(), store.options())
             .map_err(cli_error)?,
@@ -267,6 +282,27 @@ fn run(cli: Cli) -> Result<Outcome, String> {
     Ok(Outcome::Ok)
 }
 
+/// The bits Python's clients read a value's type from (pickle, bool, int, zlib, text); they
+/// ignore the others.
+const PYTHON_TYPE_BITS: u32 = 0x1f;
+
+/// What `key` holds, herd state read ([`Cache::peek`]); an item whose flags hold no herd
+/// state newcache reads (another application's bits: `16 | 256`) as Python's clients read
+/// it, by its type bits ([`Cache::get_raw`] keeps every flag). `get` failed on those, where
+/// pylibmc and pymemcache read the text (an outside audit).
+fn look(cache: &Cache, key: &str) -> Result<Option<newcache::RawValue>, String> {
+    match cache.peek(key) {
+        Ok(peeked) => Ok(peeked.map(|p| p.value)),
+        Err(newcache::Error::Decode { .. }) => {
+            Ok(cache.get_raw(key).map_err(cli_error)?.map(|mut raw| {
+                raw.flags &= PYTHON_TYPE_BITS;
+                raw
+            }))
+        }
+        Err(e) => Err(cli_error(e)),
+    }
+}
+
 /// A library error as the CLI prints it: the library's advice names its API, and a CLI
 /// user's spelling of `Ttl::Forever` is `--ttl forever`.
 fn cli_error(e: newcache::Error) -> String {
@@ -292,10 +328,7 @@ fn main() -> ExitCode {
             return match e.print().map_err(write_error) {
                 Ok(()) => ExitCode::from(code),
                 Err(msg) if msg == CLOSED_STDOUT => ExitCode::from(code),
-                Err(msg) => {
-                    eprintln!("newcache: {msg}");
-                    ExitCode::from(2)
-                }
+                Err(msg) => complain(&msg),
             };
         }
     };
@@ -303,11 +336,16 @@ fn main() -> ExitCode {
         Ok(Outcome::Ok) => ExitCode::SUCCESS,
         Ok(Outcome::No) => ExitCode::from(1),
         Err(msg) if msg == CLOSED_STDOUT => ExitCode::SUCCESS,
-        Err(msg) => {
-            eprintln!("newcache: {msg}");
-            ExitCode::from(2)
-        }
+        Err(msg) => complain(&msg),
     }
+}
+
+/// Says why the command failed on stderr, and exits 2. A stderr that cannot be written
+/// (`2>/dev/full`, a closed pipe) loses the message, not the exit status: `eprintln!`
+/// panicked there (exit 101: an outside audit).
+fn complain(msg: &str) -> ExitCode {
+    let _ = writeln!(std::io::stderr(), "newcache: {msg}");
+    ExitCode::from(2)
 }
 
 #[cfg(test)]

@@ -34,7 +34,7 @@ fn write_value(value: &Value, out: &mut String) {
             let _ = write!(out, "{n}");
         }
         Value::F64(f) => write_float(*f, out),
-        Value::Bytes(b) => write_bytes(b, out),
+        Value::Bytes(b) => crate::codec::show::bytes_repr(b, out),
         Value::String(s) => write_str(s, out),
         Value::List(items) => write_items("[", items.iter(), "]", out),
         Value::Tuple(items) if items.len() == 1 => write_items("(", items.iter(), ",)", out),
@@ -196,33 +196,6 @@ fn printable(c: char) -> bool {
     }
     let after_a = format!("a{c}");
     after_a.escape_debug().eq(after_a.chars())
-}
-
-fn write_bytes(b: &[u8], out: &mut String) {
-    let quote = if b.contains(&b'\'') && !b.contains(&b'"') {
-        b'"'
-    } else {
-        b'\''
-    };
-    out.push('b');
-    out.push(char::from(quote));
-    for &byte in b {
-        match byte {
-            b'\\' => out.push_str("\\\\"),
-            b'\n' => out.push_str("\\n"),
-            b'\r' => out.push_str("\\r"),
-            b'\t' => out.push_str("\\t"),
-            byte if byte == quote => {
-                out.push('\\');
-                out.push(char::from(byte));
-            }
-            0x20..=0x7e => out.push(char::from(byte)),
-            _ => {
-                let _ = write!(out, "\\x{byte:02x}");
-            }
-        }
-    }
-    out.push(char::from(quote));
 }
 
 #[cfg(test)]
