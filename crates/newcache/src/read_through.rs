@@ -734,7 +734,21 @@ impl Core {
             // A few tries: each is past one more claim of the old value.
             for _ in 0..3 {
                 let request = Store::set(wire, &bytes, flags, exptime).with_mode(mode);
-                let status = io.store(&request).await?;
+                let status = match io.store(&request).await {
+                    // Too large over the item read: the key is emptied, as memcached empties
+                    // it on a `set` too large and as `Cache::set` does (the `cas` left it,
+                    // claimed: readers were served the old value as fresh for
+                    // `2 x herd_timeout`, an outside audit). Over nothing, nothing is there.
+                    Err(too_large @ newcache_transport::Error::ValueTooLarge { .. }) => {
+                        if matches!(mode, StoreMode::Cas(_)) {
+                            if let Err(e) = io.delete(wire).await {
+                                self.observer.failed_key("get_or_set", &e);
+                            }
+                        }
+                        return Err(too_large);
+                    }
+                    status => status?,
+                };
                 let Some(claimed) = claimed.as_ref().filter(|_| status == StoreStatus::Exists)
                 else {
                     break;

@@ -795,6 +795,32 @@ fn an_unstorable_load_fails_its_waiters_and_a_zero_ttl_loads_side_by_side() {
     assert_eq!(e.cache.get::<u32>("now").unwrap(), None);
 }
 
+/// A refresh whose loaded value is too large to store empties the key, as a `set` of it
+/// does (memcached's own rule for a `set` too large): the old value was left claimed, and
+/// served as fresh for `2 x herd_timeout` (an outside audit), under every policy that claims.
+#[test]
+fn a_refresh_too_large_to_store_leaves_no_old_value() {
+    for policy in ["lease", "early", "reinsert"] {
+        let e = env(&format!("herd={policy}&herd_timeout=60&item_size_limit=65536"));
+        e.cache.set("k", "old", Ttl::Seconds(10)).unwrap();
+        e.clock.advance_secs(11);
+        let got = e
+            .cache
+            .get_or_set("k", Ttl::Seconds(60), || "x".repeat(100_000));
+        assert!(
+            matches!(
+                got,
+                Err(Error::Transport(
+                    newcache_transport::Error::ValueTooLarge { .. }
+                ))
+            ),
+            "{policy}: {got:?}"
+        );
+        assert_eq!(e.cache.get::<String>("k").unwrap(), None, "{policy}");
+        assert_eq!(e.cache.peek("k").unwrap(), None, "{policy}: nothing left");
+    }
+}
+
 /// A zero-TTL `get_or_set` stores nothing over nothing: a value another caller stored while
 /// it loaded stays. It deleted that value (an outside audit: callers with a 60 s TTL and a
 /// zero one on one cold key left it empty).
