@@ -579,9 +579,10 @@ pub enum Error {
     /// configured one or, when the value is not over that, one byte below the size (see
     /// [`Error::refused_by_server`]): in every case the limit is at most `limit`, which is
     /// what the message says.
-    #[error("value of {size} bytes is over the item size limit: at most {limit} bytes fit under this key (item_size_limit, memcached's -I, less the key and the item header; fewer if the server's own -I is lower); store less, compress (compress_threshold; a value over inflate_limit is stored as it is, so that it can be read back), or raise memcached's -I and item_size_limit")]
+    #[error("value of {size} bytes as stored (compressed, when compress_threshold compressed it) is over the item size limit: at most {limit} bytes fit under this key (item_size_limit, memcached's -I, less the key and the item header; fewer if the server's own -I is lower); store less, turn compression on if it is off (compress_threshold; a value over inflate_limit is stored as it is, so that it can be read back), or raise memcached's -I and item_size_limit")]
     ValueTooLarge {
-        /// The value's size in bytes.
+        /// The value's size in bytes, as it was to be stored (after compression, when the
+        /// cache compressed it).
         size: usize,
         /// The limit it broke.
         limit: usize,
