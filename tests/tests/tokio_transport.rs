@@ -1778,3 +1778,43 @@ fn a_reply_trickling_in_past_the_read_timeout_does_not_hold_the_connection() {
         }
     });
 }
+
+/// Connections and queue past what the async transport can hold are taken as its most
+/// (`MAX_ASYNC_CONNECTIONS`, `MAX_ASYNC_QUEUE`), and the newcache URL refuses them: a
+/// classic pool of `max_connections=4294967295` aborted the process allocating its slots,
+/// and `async_queue` past tokio's 2^61 - 1 permits panicked at the first request (an
+/// outside audit).
+#[test]
+fn connections_and_queue_past_the_most_are_held_to_it() {
+    let server = Memcached::start();
+    let rt = runtime();
+    for protocol in [Protocol::Classic, Protocol::Meta, Protocol::Auto] {
+        let t = TokioTextTransport::new(TextConfig {
+            servers: vec![server.addr()],
+            protocol,
+            max_connections: usize::MAX,
+            async_connections: usize::MAX,
+            async_queue: usize::MAX,
+            ..TextConfig::default()
+        })
+        .expect("transport");
+        rt.block_on(async {
+            t.store(&Store::set(b"k", b"v", 0, 0)).await.unwrap();
+            assert_eq!(t.get(b"k").await.unwrap().unwrap().value, b"v");
+        });
+    }
+    for (url, named) in [
+        ("async_queue=1048577", "async_queue"),
+        ("async_connections=1025", "async_connections"),
+        ("async_queue=18446744073709551615", "async_queue"),
+    ] {
+        let e = newcache::AsyncCache::from_url(&format!("newcache://{}/?{url}", server.addr()))
+            .unwrap_err();
+        assert!(e.to_string().contains(named), "{url}: {e}");
+    }
+    newcache::AsyncCache::from_url(&format!(
+        "newcache://{}/?async_queue=1048576&async_connections=1024",
+        server.addr()
+    ))
+    .expect("the most is taken");
+}

@@ -143,16 +143,18 @@ pub struct Config {
     /// Connections open at once per server (`max_connections`), default 64; callers wait
     /// for one up to the read timeout. 0: no cap. The libmemcached transports keep this
     /// many handles (each with at most one connection per server), made as callers need
-    /// them and kept.
+    /// them and kept. An `AsyncCache` keeps to it on servers that speak only the classic
+    /// protocol, up to 1,024 (0: 1,024); on the others it opens `async_connections`.
     pub max_connections: usize,
     /// Idle connections are closed after this long (`idle_timeout`, seconds), default 60 s.
     /// Text transport.
     pub idle_timeout: Duration,
     /// Connections per server of an [`AsyncCache`](crate::AsyncCache)'s text transport
-    /// (`async_connections`), default 1: every task's requests share them, written together.
+    /// (`async_connections`), default 1, at most 1,024: every task's requests share them,
+    /// written together.
     pub async_connections: usize,
     /// Requests queued per connection of an `AsyncCache` before callers wait for room
-    /// (`async_queue`), default 1024.
+    /// (`async_queue`), default 1024, at most 1,048,576.
     pub async_queue: usize,
     /// The protocol the text transport speaks (`protocol=auto|meta|classic`).
     pub protocol: WireProtocol,

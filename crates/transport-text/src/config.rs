@@ -110,8 +110,9 @@ pub struct TextConfig {
     /// The most connections open to one server at once (0: no limit). A request that finds
     /// them all busy waits for one up to [`TextConfig::read_timeout`], then fails with
     /// [`Error::Timeout`] (which does not count as a failure of the server). The async
-    /// transport keeps to it on servers that speak only the classic protocol (0: 1,024),
-    /// and to [`TextConfig::async_connections`] on the others.
+    /// transport keeps to it on servers that speak only the classic protocol, up to
+    /// [`MAX_ASYNC_CONNECTIONS`] (0: that many), and to [`TextConfig::async_connections`]
+    /// on the others.
     ///
     /// Default 64: a blocking connection carries one request at a time, and on a LAN one
     /// round trip takes some tens of microseconds, so 64 connections already carry over a
@@ -145,14 +146,16 @@ pub struct TextConfig {
     pub tls: Option<TlsConfig>,
     /// Async transport only (`TokioTextTransport`, feature `tokio`): connections opened to
     /// each server that speaks the meta protocol, each carrying any number of requests at
-    /// once (auto-pipelined). Default 1; 0 is taken as 1. The classic protocol's replies
+    /// once (auto-pipelined). Default 1; 0 is taken as 1, more than
+    /// [`MAX_ASYNC_CONNECTIONS`] as that many. The classic protocol's replies
     /// carry no tag to match them by, so there each connection carries one request at a
     /// time, and they are opened as needed up to [`TextConfig::max_connections`]. The
     /// blocking [`TextTransport`] ignores it.
     pub async_connections: usize,
     /// Async transport only (`TokioTextTransport`, feature `tokio`): requests queued per
     /// connection, waiting for its writer; past it a caller waits for room, up to its
-    /// [`TextConfig::read_timeout`] ([`Error::Timeout`]). Default 1024; 0 is taken as 1.
+    /// [`TextConfig::read_timeout`] ([`Error::Timeout`]). Default 1024; 0 is taken as 1,
+    /// more than [`MAX_ASYNC_QUEUE`] as that many.
     pub async_queue: usize,
 }
 
@@ -210,8 +213,24 @@ pub const BEHAVIORS: [&str; 16] = [
 /// a day (`u64::MAX` ms overflowed the deadlines made from it).
 pub const MAX_TIMEOUT: Duration = Duration::from_secs(86_400);
 
+/// The most connections the async transport opens to one server
+/// ([`TextConfig::async_connections`]; on a server that speaks only the classic protocol,
+/// [`TextConfig::max_connections`]): each is a slot made when the transport is built, so a
+/// million asked for took half a gigabyte before the first request, and four billion
+/// aborted the process (an outside audit). memcached's own default is 1,024 connections in
+/// all (`-c`).
+pub const MAX_ASYNC_CONNECTIONS: usize = 1024;
+
+/// The most requests the async transport queues per connection
+/// ([`TextConfig::async_queue`]): tokio's channels take at most 2^61 - 1, and a larger
+/// queue panicked at the first request (an outside audit); past a million queued requests
+/// a caller's wait is its timeout anyway.
+pub const MAX_ASYNC_QUEUE: usize = 1 << 20;
+
 impl TextConfig {
-    /// These settings with every timeout at most [`MAX_TIMEOUT`]: what the transports use.
+    /// These settings with every timeout at most [`MAX_TIMEOUT`], and the async transport's
+    /// connections and queue from 1 to [`MAX_ASYNC_CONNECTIONS`] and [`MAX_ASYNC_QUEUE`]:
+    /// what the transports use.
     pub(crate) fn bounded(mut self) -> Self {
         for timeout in [
             &mut self.connect_timeout,
@@ -221,6 +240,8 @@ impl TextConfig {
         ] {
             *timeout = (*timeout).min(MAX_TIMEOUT);
         }
+        self.async_connections = self.async_connections.clamp(1, MAX_ASYNC_CONNECTIONS);
+        self.async_queue = self.async_queue.clamp(1, MAX_ASYNC_QUEUE);
         self
     }
 

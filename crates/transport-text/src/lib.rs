@@ -88,7 +88,10 @@ mod tls;
 pub mod tokio_transport;
 
 pub use cluster::Failover;
-pub use config::{BehaviorError, Protocol, TextConfig, TlsConfig, BEHAVIORS, MAX_TIMEOUT};
+pub use config::{
+    BehaviorError, Protocol, TextConfig, TlsConfig, BEHAVIORS, MAX_ASYNC_CONNECTIONS,
+    MAX_ASYNC_QUEUE, MAX_TIMEOUT,
+};
 pub use newcache_placement as placement;
 #[cfg(feature = "tokio")]
 pub use tokio_transport::{TokioIoStats, TokioTextTransport};

@@ -201,14 +201,15 @@ impl Builder {
         self
     }
 
-    /// Connections per server of an `AsyncCache`'s text transport (default 1), shared by
-    /// every task.
+    /// Connections per server of an `AsyncCache`'s text transport (default 1, at most
+    /// 1,024), shared by every task.
     pub fn async_connections(mut self, n: usize) -> Self {
         self.config.async_connections = n;
         self
     }
 
-    /// Requests queued per connection of an `AsyncCache` before callers wait (default 1024).
+    /// Requests queued per connection of an `AsyncCache` before callers wait (default 1024,
+    /// at most 1,048,576).
     pub fn async_queue(mut self, n: usize) -> Self {
         self.config.async_queue = n;
         self

@@ -97,6 +97,25 @@ impl Config {
                 "async_connections and async_queue must be at least 1 (defaults: 1 connection per server, 1024 queued requests)",
             ));
         }
+        #[cfg(feature = "text")]
+        {
+            use newcache_transport_text::{MAX_ASYNC_CONNECTIONS, MAX_ASYNC_QUEUE};
+            // The async transport makes a slot per connection when it is built, and tokio's
+            // channels take a bounded number of permits: a huge value allocated gigabytes
+            // or panicked at the first request (an outside audit).
+            if self.async_connections > MAX_ASYNC_CONNECTIONS {
+                return Err(bad(format_args!(
+                    "async_connections={} is over {MAX_ASYNC_CONNECTIONS} per server (one auto-pipelined connection carries any number of requests; the default is 1)",
+                    self.async_connections
+                )));
+            }
+            if self.async_queue > MAX_ASYNC_QUEUE {
+                return Err(bad(format_args!(
+                    "async_queue={} is over {MAX_ASYNC_QUEUE} requests per connection (past it a caller waits for room, within its read timeout; the default is 1024)",
+                    self.async_queue
+                )));
+            }
+        }
         if self.default_ttl == Ttl::Seconds(0) {
             return Err(bad(
                 "timeout=0 would make every store with the default TTL a delete (a zero TTL expires at once, as in Django); for no expiry use timeout=forever (Ttl::Forever)",

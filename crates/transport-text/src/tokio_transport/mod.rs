@@ -101,7 +101,7 @@ use crate::conn::{Endpoint, WIRE_CLASSIC, WIRE_META, WIRE_UNKNOWN};
 use crate::multi_get::{encode_multi_get_into, gets_per_key};
 use crate::proto::{self, Expect};
 use crate::quiet::{encode_quiet_deletes, QuietRound};
-use crate::{placement, server_specs, Protocol, TextConfig};
+use crate::{placement, server_specs, Protocol, TextConfig, MAX_ASYNC_CONNECTIONS};
 use conn::{Abandoned, Awaiting, Direct, Failure, Handle, Job, JobReply, JobResult};
 use smallvec::smallvec;
 use steps::{AnswerList, Keys, OwnedCmd, Step, Steps};
@@ -260,14 +260,14 @@ impl TokioTextTransport {
                         .into(),
             });
         }
-        let connections = config.async_connections.max(1);
+        let connections = config.async_connections;
         // The classic protocol's requests are not pipelined: its connections are a pool of
-        // `max_connections` (0: no limit, taken as CLASSIC_UNLIMITED). Meta alone needs
-        // only the pipelined ones.
+        // `max_connections` (0: no limit), each a slot made now, so at most
+        // MAX_ASYNC_CONNECTIONS. Meta alone needs only the pipelined ones.
         let classic = match (config.protocol, config.max_connections) {
             (Protocol::Meta, _) => connections,
-            (_, 0) => CLASSIC_UNLIMITED,
-            (_, n) => n,
+            (_, 0) => MAX_ASYNC_CONNECTIONS,
+            (_, n) => n.min(MAX_ASYNC_CONNECTIONS),
         };
         let servers = specs
             .iter()
@@ -743,10 +743,6 @@ fn open_budget(config: &TextConfig) -> std::time::Duration {
 /// tasks and 2% of replies cut short, about 2.6 requests per cut reply failed unsent; a
 /// bound keeps a server that closes every connection from being reconnected without end.
 const RESENDS: u32 = 4;
-
-/// The classic protocol's connections per server when [`TextConfig::max_connections`] is
-/// 0 (no limit): each is a slot allocated up front.
-const CLASSIC_UNLIMITED: usize = 1024;
 
 /// `slot`'s connection, when it is open.
 fn current(slot: &Slot) -> Option<Handle> {
