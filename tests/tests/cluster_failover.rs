@@ -1403,6 +1403,54 @@ fn stats_and_clear_with_one_server_of_three_failed() {
     }
 }
 
+/// A server whose reply to `stats` is not memcached's (something else listening on its
+/// port) is listed with its failure beside the others' statistics, by the text transports,
+/// blocking and async: it failed the whole call, the healthy server's statistics lost (an
+/// outside audit).
+#[test]
+fn stats_lists_a_server_that_answers_garbage_with_its_failure() {
+    use std::io::{Read, Write};
+    let server = Memcached::start();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let garbage = listener.local_addr().unwrap().to_string();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { return };
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 1024];
+                while matches!(conn.read(&mut buf), Ok(n) if n > 0) {
+                    let _ = conn.write_all(b"HTTP/1.1 400 Bad Request\r\n\r\n");
+                }
+            });
+        }
+    });
+    let hosts = vec![server.addr(), garbage.clone()];
+    let check = |what: &str, stats: Vec<newcache::transport::ServerStats>| {
+        let servers: Vec<&str> = stats.iter().map(|s| s.server.as_str()).collect();
+        assert_eq!(servers, hosts, "{what}");
+        assert!(stats[0].failure.is_none(), "{what}: {:?}", stats[0].failure);
+        assert!(stats[0].stats.contains_key("pid"), "{what}");
+        let failure = stats[1]
+            .failure
+            .as_ref()
+            .expect("the garbage server failed");
+        assert!(
+            matches!(failure, Error::Protocol { .. }),
+            "{what}: {failure}"
+        );
+    };
+    for protocol in ["classic", "meta"] {
+        let url = format!(
+            "newcache://{}/?protocol={protocol}&read_timeout=500",
+            hosts.join(";")
+        );
+        let cache = newcache::Cache::from_url(&url).unwrap();
+        check(protocol, cache.stats().unwrap());
+    }
+    let (rt, async_cache) = async_cache(&hosts, "g", Duration::from_millis(500));
+    check("async", rt.block_on(async_cache.stats()).unwrap());
+}
+
 /// A hung server (SIGSTOP: its connects still succeed, its replies never come) is not
 /// ejected under `remove_failed`, as libmemcached and pylibmc never eject it: its keys stay
 /// on it (failing fast for `retry_timeout` after each timeout) and it serves them again once

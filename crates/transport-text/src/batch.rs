@@ -527,34 +527,38 @@ pub(crate) fn server_stats<A: LineAnswer>(
     outcomes: Vec<(usize, Result<Vec<A>>)>,
     label: impl Fn(usize) -> String,
 ) -> Result<Vec<ServerStats>> {
-    let mut out = Vec::with_capacity(outcomes.len());
-    for (index, outcome) in outcomes {
-        let server = label(index);
-        let answers = match outcome {
-            Ok(answers) => answers,
-            Err(e) if e.is_server_failure() => {
-                out.push(ServerStats::failed(server, e));
-                continue;
+    let out = outcomes
+        .into_iter()
+        .map(|(index, outcome)| {
+            let server = label(index);
+            match outcome.and_then(|answers| one_servers_stats(&server, answers)) {
+                Ok(stats) => ServerStats::answered(server, stats),
+                // Whatever kept a server's statistics from being read (down, or a reply
+                // that is not memcached's) is that server's failure, listed beside the
+                // others' statistics: a garbled reply from one server failed the whole
+                // call, the healthy servers' statistics lost (an outside audit).
+                Err(e) => ServerStats::failed(server, e),
             }
-            Err(e) => return Err(e),
-        };
-        let mut stats = None;
-        for answer in answers {
-            match answer.into_line() {
-                Ok(Reply::Stats(list)) if stats.is_none() => {
-                    stats = Some(list.into_iter().collect());
-                }
-                Ok(Reply::Status(s)) => return Err(status_to_error(server, s, "stats")),
-                Ok(other) => return Err(unexpected_answer(server, other)),
-                Err(other) => return Err(unexpected_answer(server, other)),
-            }
-        }
-        match stats {
-            Some(stats) => out.push(ServerStats::answered(server, stats)),
-            None => return Err(unexpected_answer(server, "no statistics")),
+        })
+        .collect();
+    ServerStats::all_or_first_failure(out)
+}
+
+/// The statistics in one server's `answers` to `stats`: exactly one list of them.
+fn one_servers_stats<A: LineAnswer>(
+    server: &str,
+    answers: Vec<A>,
+) -> Result<std::collections::BTreeMap<String, String>> {
+    let mut stats = None;
+    for answer in answers {
+        match answer.into_line() {
+            Ok(Reply::Stats(list)) if stats.is_none() => stats = Some(list.into_iter().collect()),
+            Ok(Reply::Status(s)) => return Err(status_to_error(server.to_owned(), s, "stats")),
+            Ok(other) => return Err(unexpected_answer(server.to_owned(), other)),
+            Err(other) => return Err(unexpected_answer(server.to_owned(), other)),
         }
     }
-    ServerStats::all_or_first_failure(out)
+    stats.ok_or_else(|| unexpected_answer(server.to_owned(), "no statistics"))
 }
 
 /// `flush_all` on every server (`outcomes`: each server's answers or failure, by index):
