@@ -619,8 +619,12 @@ pub enum Error {
         source: io::Error,
     },
     /// The server's reply could not be parsed, or did not answer the request it came for
-    /// (another key, another token, bytes nobody asked for). The connection was dropped.
-    #[error("bad reply from memcached at {server}: {detail}; the connection was closed (is it really memcached, or a proxy that speaks its protocol, and is nothing between them changing the bytes?)")]
+    /// (another key, another token, bytes nobody asked for). The connection was dropped,
+    /// and every request in flight on it failed so: each may or may not have run, and as
+    /// memcached still reads what reached it before the close, a write that failed so may
+    /// land after a later one that succeeded on a new connection (`cas` orders writes that
+    /// must not cross).
+    #[error("bad reply from memcached at {server}: {detail}; the connection was closed, so a request sent on it may or may not have run, and may still run after later ones (is it really memcached, or a proxy that speaks its protocol, and is nothing between them changing the bytes?)")]
     Protocol {
         /// The server, as configured.
         server: String,
