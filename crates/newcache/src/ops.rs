@@ -626,19 +626,50 @@ impl Core {
         }
     }
 
+    /// Whether `item`, read by [`Core::read_only`] (`invalidated` as it said), holds no value
+    /// a `get` would return now (past its soft expiry, or invalidated), and where its value
+    /// starts; an error when its herd state does not read.
+    fn staleness(
+        &self,
+        wire: &[u8],
+        item: &Item,
+        invalidated: bool,
+        now: u64,
+    ) -> Result<(bool, usize)> {
+        Ok(match self.opening(wire, item, now)? {
+            None => (invalidated, 0),
+            Some(o) => (
+                invalidated || self.herd.on_read(&o.envelope, now) != ReadDecision::Fresh,
+                o.offset,
+            ),
+        })
+    }
+
+    /// The CAS unique of `wire`'s item when it holds no value a `get` would return now
+    /// ([`Core::staleness`]), so that an `add` may take the key over; `None` for a fresh
+    /// value, a bare one, or one whose herd state does not read.
+    pub(crate) async fn stale_unique<I: Io>(
+        &self,
+        io: &I,
+        wire: &[u8],
+        now: u64,
+    ) -> Result<Option<u64>> {
+        let Some((item, invalidated)) = self.read_only(io, wire).await? else {
+            return Ok(None);
+        };
+        let stale = matches!(self.staleness(wire, &item, invalidated, now), Ok((true, _)));
+        Ok(item.cas.filter(|_| stale))
+    }
+
     async fn peek_unobserved<I: Io>(&self, io: &I, key: &str) -> Result<Option<Peeked>> {
         let wire = self.wire_key(key)?;
         let Some((mut item, invalidated)) = self.read_only(io, &wire).await? else {
             return Ok(None);
         };
         let now = self.now_millis();
-        let (stale, offset) = match self.opening(&wire, &item, now).map_err(|e| e.of_key(key))? {
-            None => (invalidated, 0),
-            Some(o) => (
-                invalidated || self.herd.on_read(&o.envelope, now) != ReadDecision::Fresh,
-                o.offset,
-            ),
-        };
+        let (stale, offset) = self
+            .staleness(&wire, &item, invalidated, now)
+            .map_err(|e| e.of_key(key))?;
         item.value.drain(..offset);
         Ok(Some(Peeked {
             value: RawValue {

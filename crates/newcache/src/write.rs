@@ -188,42 +188,78 @@ impl Core {
                         _ => StoreStatus::NotStored,
                     });
                 };
-                // A str or bytes value goes to a blocking transport as the caller's own bytes: no
-                // copy of it in between. An async transport gets a copy (the caller's bytes cannot
-                // be held across an await; its write buffer copies them anyway).
-                let mut buf = Vec::new();
-                let encoded =
-                    codec::with_encoding(value, self.config.codec, &mut buf, |bytes, flags| {
-                        let (bytes, flags) =
-                            self.finish(key, Cow::Borrowed(bytes), flags, &plan, now, 0)?;
-                        let request = Store {
-                            mode,
-                            key: wire,
-                            value: &bytes,
-                            flags,
-                            exptime: plan.exptime,
-                        };
-                        Ok::<_, Error>(match io.store_now(&request) {
-                            Some(outcome) => Encoded::Sent(outcome),
-                            None => Encoded::Owned(bytes.into_owned(), flags),
-                        })
-                    })
-                    .map_err(|e| encode_error(key, e))??;
-                Ok(match encoded {
-                    Encoded::Sent(outcome) => outcome?,
-                    Encoded::Owned(bytes, flags) => {
-                        io.store(&Store {
-                            mode,
-                            key: wire,
-                            value: &bytes,
-                            flags,
-                            exptime: plan.exptime,
-                        })
-                        .await?
-                    }
-                })
+                let status = self
+                    .send_store(io, mode, key, wire, value, &plan, now)
+                    .await?;
+                if mode != StoreMode::Add || status != StoreStatus::NotStored {
+                    return Ok(status);
+                }
+                // The key holds an item, but one whose value is past its soft expiry is no
+                // value a `get` returns (`has_key` says false): `add` takes it over, as it
+                // takes a key whose item memcached has expired. The herd keeps such an item
+                // `herd_timeout` past its TTL, and an `add` used as a lock with a TTL
+                // (Django's idiom) was refused that much longer (an outside audit). A `cas`
+                // over the item read: of two adders, one stores.
+                match self.stale_unique(io, wire, now).await? {
+                    Some(cas) => Ok(
+                        match self
+                            .send_store(io, StoreMode::Cas(cas), key, wire, value, &plan, now)
+                            .await?
+                        {
+                            StoreStatus::Stored => StoreStatus::Stored,
+                            _ => StoreStatus::NotStored,
+                        },
+                    ),
+                    None => Ok(StoreStatus::NotStored),
+                }
             })
             .await
+    }
+
+    /// Encodes `value` as `plan` says and sends it with `mode`.
+    #[allow(clippy::too_many_arguments)]
+    async fn send_store<I: Io, T: Serialize + ?Sized>(
+        &self,
+        io: &I,
+        mode: StoreMode,
+        key: &str,
+        wire: &[u8],
+        value: &T,
+        plan: &StorePlan,
+        now: u64,
+    ) -> Result<StoreStatus> {
+        // A str or bytes value goes to a blocking transport as the caller's own bytes: no
+        // copy of it in between. An async transport gets a copy (the caller's bytes cannot
+        // be held across an await; its write buffer copies them anyway).
+        let mut buf = Vec::new();
+        let encoded = codec::with_encoding(value, self.config.codec, &mut buf, |bytes, flags| {
+            let (bytes, flags) = self.finish(key, Cow::Borrowed(bytes), flags, plan, now, 0)?;
+            let request = Store {
+                mode,
+                key: wire,
+                value: &bytes,
+                flags,
+                exptime: plan.exptime,
+            };
+            Ok::<_, Error>(match io.store_now(&request) {
+                Some(outcome) => Encoded::Sent(outcome),
+                None => Encoded::Owned(bytes.into_owned(), flags),
+            })
+        })
+        .map_err(|e| encode_error(key, e))??;
+        Ok(match encoded {
+            Encoded::Sent(outcome) => outcome?,
+            Encoded::Owned(bytes, flags) => {
+                io.store(&Store {
+                    mode,
+                    key: wire,
+                    value: &bytes,
+                    flags,
+                    exptime: plan.exptime,
+                })
+                .await?
+            }
+        })
     }
 
     /// `set_raw`: bytes and flags as given, herd rules as for `set`.

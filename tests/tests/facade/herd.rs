@@ -795,6 +795,38 @@ fn an_unstorable_load_fails_its_waiters_and_a_zero_ttl_loads_side_by_side() {
     assert_eq!(e.cache.get::<u32>("now").unwrap(), None);
 }
 
+/// `add` over a value past its TTL stores, as memcached's `add` over an expired item does:
+/// the herd keeps the item `herd_timeout` longer, and an `add` used as a lock with a TTL
+/// (Django's idiom) was refused that much longer (an outside audit). Of several adders at
+/// once, one stores; a fresh value still refuses an `add`. (`herd=meta` needs the text
+/// transport's meta commands.)
+#[test]
+fn add_takes_over_a_value_past_its_ttl() {
+    let meta = TRANSPORT.starts_with("transport=text");
+    let policies = ["lease", "early", "reinsert", "meta"];
+    for policy in policies.iter().filter(|p| meta || **p != "meta") {
+        let e = env(&format!("herd={policy}&herd_timeout=60"));
+        assert!(e.cache.add("lock", "owner1", Ttl::Seconds(1)).unwrap(), "{policy}");
+        assert!(!e.cache.add("lock", "owner2", Ttl::Seconds(1)).unwrap(), "{policy}");
+        e.clock.advance_secs(2);
+        assert!(!e.cache.has_key("lock").unwrap(), "{policy}");
+        let cache = e.cache.clone();
+        let won = at_once(8, move |i| {
+            cache
+                .add("lock", &format!("owner{}", i + 2), Ttl::Seconds(1))
+                .unwrap()
+        });
+        assert_eq!(won.iter().filter(|w| **w).count(), 1, "{policy}: {won:?}");
+        let winner = won.iter().position(|w| *w).unwrap();
+        assert_eq!(
+            e.cache.get::<String>("lock").unwrap(),
+            Some(format!("owner{}", winner + 2)),
+            "{policy}"
+        );
+        assert!(!e.cache.add("lock", "late", Ttl::Seconds(1)).unwrap(), "{policy}");
+    }
+}
+
 /// A refresh whose loaded value is too large to store empties the key, as a `set` of it
 /// does (memcached's own rule for a `set` too large): the old value was left claimed, and
 /// served as fresh for `2 x herd_timeout` (an outside audit), under every policy that claims.
