@@ -172,8 +172,10 @@ impl Core {
                     self.check_encodes(key, value)?;
                     // Answered as memcached answers such a store (Django's `timeout=0`),
                     // with nothing left under the key: `set` stores (the key is emptied),
-                    // `add` when the key holds nothing (one `add` of an item that has already
-                    // expired: the server decides, as for any add), `replace` when it holds
+                    // `add` when the key holds nothing and `cas` when it holds what the token
+                    // came with (one `add` or `cas` of an item that has already expired: the
+                    // server decides, as for any; a `cas` answered a conflict without asking,
+                    // so a retry loop never ended: an outside audit), `replace` when it holds
                     // something (emptied).
                     return Ok(match mode {
                         StoreMode::Set => {
@@ -181,7 +183,7 @@ impl Core {
                             StoreStatus::Stored
                         }
                         StoreMode::Replace if io.delete(wire).await? => StoreStatus::Stored,
-                        StoreMode::Add => {
+                        StoreMode::Add | StoreMode::Cas(_) => {
                             let expired = Store::set(wire, &[], 0, EXPIRED).with_mode(mode);
                             io.store(&expired).await?
                         }

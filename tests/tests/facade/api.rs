@@ -5,6 +5,32 @@
 /// meta commands: tests/tests/herd_meta.rs).
 const HERD_SETTINGS: [&str; 4] = ["herd=lease", "herd=reinsert", "herd=early", "herd=off"];
 
+/// `cas` with a zero TTL stores a value that expires at once, as `set` and `replace` with
+/// one do: the key is emptied when it still holds what the token came with, and a value
+/// written since is a conflict that stays. It answered a conflict without asking the
+/// server, so a read-and-retry loop never ended (an outside audit).
+#[test]
+fn cas_with_a_zero_ttl_empties_the_key_it_still_holds() {
+    for herd in HERD_SETTINGS {
+        let e = env(herd);
+        e.cache.set("t", "v", Ttl::Seconds(100)).unwrap();
+        let (_, token) = e.cache.gets::<String>("t").unwrap().unwrap();
+        e.cache.cas("t", "v2", token, Ttl::Seconds(0)).unwrap();
+        assert_eq!(e.cache.get::<String>("t").unwrap(), None, "{herd}");
+        e.cache.set("t", "v", Ttl::Seconds(100)).unwrap();
+        let (_, token) = e.cache.gets::<String>("t").unwrap().unwrap();
+        e.cache.set("t", "theirs", Ttl::Seconds(100)).unwrap();
+        assert!(
+            matches!(
+                e.cache.cas("t", "v2", token, Ttl::Seconds(0)),
+                Err(Error::CasConflict { .. })
+            ),
+            "{herd}"
+        );
+        assert_eq!(e.cache.get::<String>("t").unwrap().as_deref(), Some("theirs"));
+    }
+}
+
 #[test]
 fn gets_and_cas_store_only_over_what_was_read() {
     for herd in HERD_SETTINGS {
