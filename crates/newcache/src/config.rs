@@ -122,8 +122,11 @@ pub struct Config {
     pub herd_policy: Policy,
     /// XFetch's beta for `herd=early` (`early_beta`), default 1.0.
     pub early_beta: f64,
-    /// How long `get_or_set` callers in other processes wait for the one loading a missing
-    /// value before they run the loader themselves (`lease_wait`, ms), default 3 s.
+    /// How long `get_or_set` callers wait for the one loading a missing value (`lease_wait`,
+    /// ms), default 3 s, at least 1 ms. Callers in this process read the key again every
+    /// `lease_wait`; callers in other processes run the loader themselves once the loader's
+    /// lease key expires: `lease_wait` rounded up to whole seconds, and one second more
+    /// (memcached's clock counts whole seconds), after it was taken.
     pub lease_wait: Duration,
     /// TTL of stores given [`Ttl::Default`], default 300 s.
     pub default_ttl: Ttl,
@@ -449,6 +452,15 @@ mod tests {
             (
                 "newcache://a/?lease_wait=18446744073709551615",
                 "lease_wait=18446744073709551615 ms is over a day",
+            ),
+            ("newcache://a/?lease_wait=0", "lease_wait=0 would have"),
+            (
+                "newcache://a/?envelope=django-newcache",
+                "needs codec=pickle (this cache has codec=bincode)",
+            ),
+            (
+                "newcache://a/?envelope=django-newcache&codec=json",
+                "needs codec=pickle",
             ),
             ("newcache://a/?early_beta=2", "no effect under herd=lease"),
             (

@@ -9,8 +9,8 @@ pub enum Error {
     /// The key function made a key memcached cannot take; nothing was sent.
     #[error(transparent)]
     InvalidKey(#[from] InvalidKey),
-    /// `incr`/`decr` on a key that holds no value.
-    #[error("cache key {key:?} holds no value; incr/decr need an existing counter (create it first, e.g. with add or set with herd off)")]
+    /// `incr`/`decr` or `incr_version`/`decr_version` on a key that holds no value.
+    #[error("cache key {key:?} holds no value (incr/decr need an existing counter: create it first, e.g. with add or set with herd off; incr_version/decr_version move a value, and there is none)")]
     NotFound {
         /// The caller's key.
         key: String,

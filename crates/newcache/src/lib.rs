@@ -501,7 +501,7 @@ impl Cache {
     ///   `lease_wait` (a value another process stored meanwhile is served); across
     ///   processes, the caller that stores
     ///   the lease key ([`lease_key`](Cache::lease_key)) with `add` (its TTL is `lease_wait`, rounded up
-    ///   to whole seconds) loads, and the others poll for its value every 20 ms, contending
+    ///   to whole seconds, and one second more) loads, and the others poll for its value every 20 ms, contending
     ///   for the lease key again as they poll. A loader that dies (a killed process) leaves
     ///   the key to expire, and then exactly one waiter, in whatever process, takes the lease
     ///   over and loads; a loader slower than `lease_wait` gets a second one beside it. So a
