@@ -612,3 +612,37 @@ fn envelope_django_newcache_writes_the_seeds_exact_bytes() {
     );
     assert_eq!(cache.get::<u32>("answer").unwrap(), Some(42));
 }
+
+/// Another application's flag bits beside the type bits (`16 | 1 << 20`) are ignored, as
+/// pylibmc and pymemcache ignore them: the text reads as text (it was an error). `set_raw`
+/// with the herd on refuses flags in the bits the herd keeps its state in (they were
+/// overwritten, and read back as another soft expiry); without the herd they are kept.
+#[test]
+fn another_applications_flag_bits_are_ignored_as_python_ignores_them() {
+    let server = Memcached::start();
+    let shown = python(
+        &server,
+        r#"
+import pylibmc
+from pymemcache.client.base import Client
+assert Client("ADDR").set("high", b"abc", flags=16 | (1 << 20), noreply=False)
+print(repr(pylibmc.Client(["ADDR"]).get("high")))
+"#,
+    );
+    assert_eq!(shown.trim(), "'abc'", "what Python reads");
+    let cache = plain_keys(&server);
+    assert_eq!(cache.get::<String>("high").unwrap().as_deref(), Some("abc"));
+    let e = cache
+        .set_raw("raw", b"abc", 16 | (1 << 20), Ttl::Seconds(300))
+        .unwrap_err();
+    assert!(matches!(e, Error::Encode { .. }), "{e}");
+    cache
+        .set_raw(
+            "raw",
+            b"abc",
+            16 | (1 << 20),
+            SetOptions::new(Ttl::Seconds(300)).no_herd(),
+        )
+        .unwrap();
+    assert_eq!(cache.get_raw("raw").unwrap().unwrap().flags, 16 | (1 << 20));
+}

@@ -508,7 +508,14 @@ enum Kind {
     Plain(Plain),
 }
 
+/// The flag bits a value's encoding is read from: Python's clients' type bits (1 pickle,
+/// 2 bool, 4 int, 8 zlib, 16 text) and newcache's codecs' (bincode, JSON). Other bits are
+/// another application's, and ignored as pylibmc and pymemcache ignore them: `16 | 1 << 20`
+/// is text to them, and was an error here (an outside audit).
+pub const ENCODING_BITS: u32 = 0x1f | FLAG_BINCODE | FLAG_JSON;
+
 fn kind(flags: u32) -> Result<Kind, CodecError> {
+    let flags = flags & ENCODING_BITS;
     for codec in [ValueCodec::Bincode, ValueCodec::Json] {
         let bit = codec.flag() & !FLAG_TEXT;
         if flags & bit != 0 {
@@ -915,7 +922,10 @@ mod tests {
             .0
             .contains("zlib"));
         assert!(decode::<String>(b"x", FLAG_PICKLE | FLAG_TEXT).is_err());
-        assert!(decode::<String>(b"x", 0x4000).is_err());
+        // Another application's bits are ignored, as Python's clients ignore them.
+        assert_eq!(decode::<String>(b"x", 0x4000).unwrap(), "x");
+        assert_eq!(decode::<String>(b"x", FLAG_TEXT | 1 << 20).unwrap(), "x");
+        assert_eq!(decode::<u32>(b"7", FLAG_INT | 1 << 31).unwrap(), 7);
         assert!(decode::<u8>(b"300", FLAG_INT)
             .unwrap_err()
             .0

@@ -284,6 +284,18 @@ impl Core {
                 }
                 let mut flags = value_flags(flags);
                 if let Some(soft) = plan.soft_expiry_millis {
+                    // The herd keeps its state in bits 8 and 11-31: flags of the caller's
+                    // there were overwritten, and read back as another soft expiry (an
+                    // outside audit).
+                    let herds_bits = !(0xff | codec::FLAG_BINCODE | codec::FLAG_JSON);
+                    if flags & herds_bits != 0 {
+                        return Err(Error::Encode {
+                            key: key.to_owned(),
+                            detail: format!(
+                                "flags {flags:#x} use bits the herd keeps its soft expiry in (8 and 11-31); store them with SetOptions::no_herd() to keep them as they are"
+                            ),
+                        });
+                    }
                     flags |= self.herd_bits(Envelope::new(soft), now);
                 }
                 io.store(&Store::set(&wire, bytes, flags, plan.exptime))
