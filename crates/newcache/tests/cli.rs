@@ -414,7 +414,7 @@ fn get_fails_on_what_no_reader_takes_and_shows_the_rest_safely() {
         ("number", 4, b"abc", "no integer"),
         ("date", 1, date, "datetime.date"),
         ("bomb", 16 | 8, b"\x78\x9c\x01\x02", "do not inflate"),
-        ("odd", 16 | 4096, b"x", "no codec knows"),
+        ("odd", 1 | 4, b"x", "no codec knows"),
     ] {
         raw_set(&server, &format!(":1:{key}"), flags, bytes);
         let o = run(&["get", key]);
@@ -441,7 +441,10 @@ fn get_fails_on_what_no_reader_takes_and_shows_the_rest_safely() {
         (o.status.code(), stdout(&o)),
         (Some(0), "red\\x1b[31mX\\x07\nnext\tline\n".into())
     );
-    // Another application's bit beside the text flag: the text, as pylibmc reads it.
+    // Another application's bits beside the text flag: the text, as pylibmc reads it.
+    raw_set(&server, ":1:h4096", 16 | 4096, b"hello");
+    let o = run(&["get", "h4096"]);
+    assert_eq!((o.status.code(), stdout(&o)), (Some(0), "hello\n".into()));
     raw_set(&server, ":1:h256", 16 | 256, b"hello");
     let o = run(&["get", "h256"]);
     assert_eq!((o.status.code(), stdout(&o)), (Some(0), "hello\n".into()));
