@@ -645,4 +645,24 @@ print(repr(pylibmc.Client(["ADDR"]).get("high")))
         )
         .unwrap();
     assert_eq!(cache.get_raw("raw").unwrap().unwrap().flags, 16 | (1 << 20));
+    // With the herd's own bit among them too: refused with the herd, kept without it (the
+    // check missed it, and without the herd the bits were dropped: another audit).
+    let flags = 16 | 256 | (1 << 20);
+    let e = cache
+        .set_raw("raw8", b"abc", flags, Ttl::Seconds(300))
+        .unwrap_err();
+    assert!(matches!(e, Error::Encode { .. }), "{e}");
+    cache
+        .set_raw(
+            "raw8",
+            b"abc",
+            flags,
+            SetOptions::new(Ttl::Seconds(300)).no_herd(),
+        )
+        .unwrap();
+    let peeked = cache.peek("raw8").unwrap().unwrap();
+    assert_eq!(
+        (peeked.value.flags, peeked.value.bytes.as_slice()),
+        (flags, &b"abc"[..])
+    );
 }

@@ -508,11 +508,13 @@ enum Kind {
     Plain(Plain),
 }
 
-/// The flag bits a value's encoding is read from: Python's clients' type bits (1 pickle,
-/// 2 bool, 4 int, 8 zlib, 16 text) and newcache's codecs' (bincode, JSON). Other bits are
-/// another application's, and ignored as pylibmc and pymemcache ignore them: `16 | 1 << 20`
-/// is text to them, and was an error here (an outside audit).
-pub const ENCODING_BITS: u32 = 0x1f | FLAG_BINCODE | FLAG_JSON;
+/// The flag bits a value's encoding is read from: bits 0-7 (Python's clients' type bits,
+/// 1 pickle, 2 bool, 4 int, 8 zlib, 16 text, and three more no client here sets) and
+/// newcache's codecs' (bincode, JSON). The herd's bit 8 and bits 11-31 (its state, or
+/// another application's bits) are not: `16 | 1 << 20` is text to pylibmc and pymemcache,
+/// and was an error here (an outside audit). Bits 5-7 stay: another client's compression
+/// flag there (PHP's `0x20`) read as text would be wrong bytes, not an error.
+pub const ENCODING_BITS: u32 = 0xff | FLAG_BINCODE | FLAG_JSON;
 
 fn kind(flags: u32) -> Result<Kind, CodecError> {
     let flags = flags & ENCODING_BITS;
@@ -926,6 +928,9 @@ mod tests {
         assert_eq!(decode::<String>(b"x", 0x4000).unwrap(), "x");
         assert_eq!(decode::<String>(b"x", FLAG_TEXT | 1 << 20).unwrap(), "x");
         assert_eq!(decode::<u32>(b"7", FLAG_INT | 1 << 31).unwrap(), 7);
+        assert_eq!(decode::<String>(b"x", FLAG_TEXT | 1 << 8).unwrap(), "x");
+        // Bits 5-7 are not ignored: PHP's compressed text (0x30) is no text.
+        assert!(decode::<Vec<u8>>(b"x", FLAG_TEXT | 0x20).is_err());
         assert!(decode::<u8>(b"300", FLAG_INT)
             .unwrap_err()
             .0

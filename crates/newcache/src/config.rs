@@ -453,7 +453,7 @@ mod tests {
                 "newcache://a/?lease_wait=18446744073709551615",
                 "lease_wait=18446744073709551615 ms is over a day",
             ),
-            ("newcache://a/?lease_wait=0", "lease_wait=0 would have"),
+            ("newcache://a/?lease_wait=0", "lease_wait=0ns would have"),
             (
                 "newcache://a/?envelope=django-newcache",
                 "needs codec=pickle (this cache has codec=bincode)",

@@ -323,8 +323,10 @@ impl Cache {
 
     /// What `key` holds, herd state read, with no side effects at all: a value past its
     /// soft expiry is returned (with `stale` set) and left for the next `get` to handle, so
-    /// looking never claims a refresh nor re-stores anything. For tools and operators (the
-    /// CLI's `get`); services read with [`get`](Cache::get).
+    /// looking never claims a refresh nor re-stores anything. An item whose flags hold no
+    /// herd state newcache reads (another application's use of bit 8) is returned as
+    /// stored, every flag kept. For tools and operators (the CLI's `get`); services read
+    /// with [`get`](Cache::get).
     pub fn peek(&self, key: &str) -> Result<Option<Peeked>> {
         block(self.core.peek(&self.io(), key))
     }

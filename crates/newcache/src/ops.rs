@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 
 use serde::de::DeserializeOwned;
 
-use newcache_herd::{value_flags, Herd, ReadDecision};
+use newcache_herd::{value_flags, Herd, ReadDecision, StaleAction};
 use newcache_transport::{Item, MadeKeys, StoreMode, StoreStatus};
 
 use crate::herd_read::{Looked, Opened, Over, Pending};
@@ -91,6 +91,16 @@ pub(crate) fn bounded_detail(detail: String) -> String {
 }
 
 /// The error for a value the codec could not encode.
+/// What a key held when an `add` of it was refused ([`Core::held`]).
+pub(crate) enum Held {
+    /// A value a `get` would return, or one the server (or the policy) keeps serving.
+    Value,
+    /// A value past its soft expiry, with its item's CAS unique: no value a `get` returns.
+    Past(u64),
+    /// Nothing any more (it expired, or was deleted, since the `add`).
+    Nothing,
+}
+
 pub(crate) fn encode_error(key: &str, e: codec::CodecError) -> Error {
     Error::Encode {
         key: key.to_owned(),
@@ -582,12 +592,9 @@ impl Core {
     pub(crate) async fn has_key<I: Io>(&self, io: &I, key: &str) -> Result<bool> {
         self.observer
             .op("has_key", async move {
-                match self.peek_unobserved(io, key).await {
-                    Ok(peeked) => Ok(peeked.is_some_and(|p| !p.stale)),
-                    // Herd state that does not open holds no value a `get` would return.
-                    Err(Error::Decode { .. }) => Ok(false),
-                    Err(e) => Err(e),
-                }
+                // Herd state that does not open holds no value a `get` would return.
+                let looked = self.look_at(io, key).await?;
+                Ok(looked.is_some_and(|(p, read)| read && !p.stale))
             })
             .await
     }
@@ -595,7 +602,9 @@ impl Core {
     /// `peek`: what `key` holds, herd state read, with no side effects at all.
     pub(crate) async fn peek<I: Io>(&self, io: &I, key: &str) -> Result<Option<Peeked>> {
         self.observer
-            .op("peek", self.peek_unobserved(io, key))
+            .op("peek", async move {
+                Ok(self.look_at(io, key).await?.map(|(peeked, _)| peeked))
+            })
             .await
     }
 
@@ -626,57 +635,60 @@ impl Core {
         }
     }
 
-    /// Whether `item`, read by [`Core::read_only`] (`invalidated` as it said), holds no value
-    /// a `get` would return now (past its soft expiry, or invalidated), and where its value
-    /// starts; an error when its herd state does not read.
-    fn staleness(
-        &self,
-        wire: &[u8],
-        item: &Item,
-        invalidated: bool,
-        now: u64,
-    ) -> Result<(bool, usize)> {
-        Ok(match self.opening(wire, item, now)? {
-            None => (invalidated, 0),
-            Some(o) => (
-                invalidated || self.herd.on_read(&o.envelope, now) != ReadDecision::Fresh,
-                o.offset,
-            ),
+    /// What an `add` refused under `wire` found there: whether it may take the key over
+    /// ([`Held::Past`]: a value past its soft expiry, which a `get` would not return,
+    /// with the CAS unique to store over). Under a policy whose server keeps the herd state
+    /// (`meta`), the server decides what is served (a stale item's value goes on being
+    /// served while one reader reloads it, and reading it takes the reload's token): an
+    /// `add` there is memcached's own. So is one under a policy that serves a stale value.
+    pub(crate) async fn held<I: Io>(&self, io: &I, wire: &[u8], now: u64) -> Result<Held> {
+        if self.policy.server_side() {
+            return Ok(Held::Value);
+        }
+        let Some(item) = io.get(wire).await? else {
+            return Ok(Held::Nothing);
+        };
+        let past = match self.opening(wire, &item, now) {
+            Ok(Some(o)) => {
+                self.herd.on_read(&o.envelope, now) != ReadDecision::Fresh
+                    && !matches!(
+                        self.policy.decide(&self.herd, &o.envelope, now, 1.0),
+                        StaleAction::Serve
+                    )
+            }
+            _ => false,
+        };
+        Ok(match item.cas {
+            Some(cas) if past => Held::Past(cas),
+            _ => Held::Value,
         })
     }
 
-    /// The CAS unique of `wire`'s item when it holds no value a `get` would return now
-    /// ([`Core::staleness`]), so that an `add` may take the key over; `None` for a fresh
-    /// value, a bare one, or one whose herd state does not read.
-    pub(crate) async fn stale_unique<I: Io>(
-        &self,
-        io: &I,
-        wire: &[u8],
-        now: u64,
-    ) -> Result<Option<u64>> {
-        let Some((item, invalidated)) = self.read_only(io, wire).await? else {
-            return Ok(None);
-        };
-        let stale = matches!(self.staleness(wire, &item, invalidated, now), Ok((true, _)));
-        Ok(item.cas.filter(|_| stale))
-    }
-
-    async fn peek_unobserved<I: Io>(&self, io: &I, key: &str) -> Result<Option<Peeked>> {
+    /// What `key` holds, herd state read, with no side effects at all, and whether that
+    /// state read: an item whose flags do not open (another application's use of bit 8) is
+    /// given as stored, every flag kept, and `false`.
+    async fn look_at<I: Io>(&self, io: &I, key: &str) -> Result<Option<(Peeked, bool)>> {
         let wire = self.wire_key(key)?;
         let Some((mut item, invalidated)) = self.read_only(io, &wire).await? else {
             return Ok(None);
         };
         let now = self.now_millis();
-        let (stale, offset) = self
-            .staleness(&wire, &item, invalidated, now)
-            .map_err(|e| e.of_key(key))?;
+        let (stale, offset, flags, read) = match self.opening(&wire, &item, now) {
+            Ok(None) => (invalidated, 0, item.flags, true),
+            Ok(Some(o)) => (
+                invalidated || self.herd.on_read(&o.envelope, now) != ReadDecision::Fresh,
+                o.offset,
+                value_flags(item.flags),
+                true,
+            ),
+            Err(Error::Decode { .. }) => (invalidated, 0, item.flags, false),
+            Err(e) => return Err(e.of_key(key)),
+        };
         item.value.drain(..offset);
-        Ok(Some(Peeked {
-            value: RawValue {
-                bytes: item.value,
-                flags: value_flags(item.flags),
-            },
-            stale,
-        }))
+        let value = RawValue {
+            bytes: item.value,
+            flags,
+        };
+        Ok(Some((Peeked { value, stale }, read)))
     }
 }

@@ -16,6 +16,7 @@ use crate::herd_read::Over;
 use crate::io::Io;
 use crate::observe::{Event, Observed};
 use crate::ops::{Core, Fetched};
+use crate::write::EXPIRED;
 use crate::KeyFunction;
 use crate::{Error, Result, SetOptions};
 
@@ -738,10 +739,14 @@ impl Core {
                     // Too large over the item read: the key is emptied, as memcached empties
                     // it on a `set` too large and as `Cache::set` does (the `cas` left it,
                     // claimed: readers were served the old value as fresh for
-                    // `2 x herd_timeout`, an outside audit). Over nothing, nothing is there.
+                    // `2 x herd_timeout`, an outside audit), but only if it still holds that
+                    // item (an item that has already expired, stored with the same `cas`):
+                    // a value written meanwhile is newer, and stays. Over nothing, nothing
+                    // is there.
                     Err(too_large @ newcache_transport::Error::ValueTooLarge { .. }) => {
                         if matches!(mode, StoreMode::Cas(_)) {
-                            if let Err(e) = io.delete(wire).await {
+                            let empty = Store::set(wire, &[], 0, EXPIRED).with_mode(mode);
+                            if let Err(e) = io.store(&empty).await {
                                 self.observer.failed_key("get_or_set", &e);
                             }
                         }

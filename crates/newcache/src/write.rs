@@ -12,14 +12,14 @@ use newcache_transport::{ServerStats, Store, StoreMode, StoreStatus};
 
 use crate::herd_read::Stamp;
 use crate::io::Io;
-use crate::ops::{encode_error, store_op, Core, Encoded};
+use crate::ops::{encode_error, store_op, Core, Encoded, Held};
 #[cfg(feature = "pickle")]
 use crate::EnvelopeFormat;
 use crate::{codec, Error, Result, SetOptions};
 
 /// An exptime that has passed: an absolute Unix time (past memcached's 30 days of relative
 /// times) in January 1970. memcached stores an item with it as already expired.
-const EXPIRED: u32 = newcache_transport::MAX_RELATIVE_EXPTIME + 1;
+pub(crate) const EXPIRED: u32 = newcache_transport::MAX_RELATIVE_EXPTIME + 1;
 
 impl Core {
     /// Encodes a value for `key` per the options, recording in the herd state how long the
@@ -201,19 +201,22 @@ impl Core {
                 // takes a key whose item memcached has expired. The herd keeps such an item
                 // `herd_timeout` past its TTL, and an `add` used as a lock with a TTL
                 // (Django's idiom) was refused that much longer (an outside audit). A `cas`
-                // over the item read: of two adders, one stores.
-                match self.stale_unique(io, wire, now).await? {
-                    Some(cas) => Ok(
-                        match self
-                            .send_store(io, StoreMode::Cas(cas), key, wire, value, &plan, now)
-                            .await?
-                        {
-                            StoreStatus::Stored => StoreStatus::Stored,
-                            _ => StoreStatus::NotStored,
-                        },
-                    ),
-                    None => Ok(StoreStatus::NotStored),
-                }
+                // over the item read: of two adders, one stores. It costs a refused `add`
+                // a read; a read that fails leaves the `add` refused, as it was answered.
+                let over = match self.held(io, wire, now).await {
+                    Ok(Held::Past(cas)) => StoreMode::Cas(cas),
+                    Ok(Held::Nothing) => StoreMode::Add,
+                    Ok(Held::Value) | Err(_) => return Ok(StoreStatus::NotStored),
+                };
+                Ok(
+                    match self
+                        .send_store(io, over, key, wire, value, &plan, now)
+                        .await?
+                    {
+                        StoreStatus::Stored => StoreStatus::Stored,
+                        _ => StoreStatus::NotStored,
+                    },
+                )
             })
             .await
     }
@@ -282,13 +285,12 @@ impl Core {
                     io.delete(&wire).await?;
                     return Ok(());
                 }
-                let mut flags = value_flags(flags);
+                // Without the herd the flags go as given; with it, bits 8 and 11-31 hold its
+                // state: a caller's flags there were overwritten (or, with bit 8, dropped),
+                // and read back as another soft expiry (outside audits).
+                let mut flags = flags;
                 if let Some(soft) = plan.soft_expiry_millis {
-                    // The herd keeps its state in bits 8 and 11-31: flags of the caller's
-                    // there were overwritten, and read back as another soft expiry (an
-                    // outside audit).
-                    let herds_bits = !(0xff | codec::FLAG_BINCODE | codec::FLAG_JSON);
-                    if flags & herds_bits != 0 {
+                    if flags & !codec::ENCODING_BITS != 0 {
                         return Err(Error::Encode {
                             key: key.to_owned(),
                             detail: format!(

@@ -453,6 +453,22 @@ fn get_fails_on_what_no_reader_takes_and_shows_the_rest_safely() {
         (o.status.code(), o.stdout.as_slice()),
         (Some(0), &b"hello"[..])
     );
+    // Under herd=meta too, and looking takes no refresh token (the fallback read did, and
+    // its first `get` said miss: another audit).
+    let meta = format!(
+        "newcache://{}/?key_function=django&herd=meta",
+        server.addr()
+    );
+    for _ in 0..2 {
+        let o = cli(Some(&meta), None, &["get", "h256"]);
+        assert_eq!((o.status.code(), stdout(&o)), (Some(0), "hello\n".into()));
+    }
+    // A counter `decr` shortened: memcached pads it with spaces, every client reads 9.
+    raw_set(&server, ":1:ctr", 4, b"10");
+    let o = run(&["decr", "ctr"]);
+    assert_eq!(stdout(&o), "9\n");
+    let o = run(&["get", "ctr"]);
+    assert_eq!((o.status.code(), stdout(&o)), (Some(0), "9\n".into()));
     // A stderr that cannot be written: exit 2 all the same, no panic.
     for args in [&["get", "latin"][..], &["bogus"]] {
         let full = std::fs::OpenOptions::new()

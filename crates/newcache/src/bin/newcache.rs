@@ -224,7 +224,10 @@ fn run(cli: Cli) -> Result<Outcome, String> {
             say(&String::from_utf8_lossy(&wire))?;
         }
         Command::Get(Get { key, raw, .. }) => {
-            let Some(value) = look(&cache, &key)? else {
+            // An item whose flags hold no herd state newcache reads (another application's
+            // bits: `16 | 256`) is given as stored, and shown by its type bits, as Python's
+            // clients read it.
+            let Some(value) = cache.peek(&key).map_err(cli_error)?.map(|p| p.value) else {
                 return Ok(Outcome::No);
             };
             if raw {
@@ -280,27 +283,6 @@ fn run(cli: Cli) -> Result<Outcome, String> {
         Command::Completions { .. } => {}
     }
     Ok(Outcome::Ok)
-}
-
-/// The bits Python's clients read a value's type from (pickle, bool, int, zlib, text); they
-/// ignore the others.
-const PYTHON_TYPE_BITS: u32 = 0x1f;
-
-/// What `key` holds, herd state read ([`Cache::peek`]); an item whose flags hold no herd
-/// state newcache reads (another application's bits: `16 | 256`) as Python's clients read
-/// it, by its type bits ([`Cache::get_raw`] keeps every flag). `get` failed on those, where
-/// pylibmc and pymemcache read the text (an outside audit).
-fn look(cache: &Cache, key: &str) -> Result<Option<newcache::RawValue>, String> {
-    match cache.peek(key) {
-        Ok(peeked) => Ok(peeked.map(|p| p.value)),
-        Err(newcache::Error::Decode { .. }) => {
-            Ok(cache.get_raw(key).map_err(cli_error)?.map(|mut raw| {
-                raw.flags &= PYTHON_TYPE_BITS;
-                raw
-            }))
-        }
-        Err(e) => Err(cli_error(e)),
-    }
 }
 
 /// A library error as the CLI prints it: the library's advice names its API, and a CLI

@@ -30,7 +30,9 @@ pub fn show_within(bytes: &[u8], flags: u32, inflate_limit: usize) -> Result<Str
                 bytes.len()
             )),
         },
-        FLAG_INT | FLAG_BOOL => match std::str::from_utf8(bytes) {
+        FLAG_INT | FLAG_BOOL => match std::str::from_utf8(bytes).map(str::trim_ascii) {
+            // memcached pads a `decr` that shortens a number with spaces (`"9 "`), which
+            // every client reads as the number.
             Ok(digits) if is_integer(digits) => Ok(digits.to_owned()),
             _ => Err(format!(
                 "{} bytes with flag {flags} (an integer) that are no integer",
@@ -70,8 +72,9 @@ fn is_integer(text: &str) -> bool {
 }
 
 /// `text` with its control characters other than `\n` and `\t` escaped (`\x1b`,
-/// `\u2028`): a value holding a terminal's escape sequence is shown, not run by the
-/// terminal (an outside audit).
+/// `\u2028`), and its backslashes doubled then, so that an escape reads as one: a value
+/// holding a terminal's escape sequence, or one that reorders the text around it, is
+/// shown, not acted on by the terminal (outside audits).
 fn escaped(text: &str) -> String {
     if !text.chars().any(hidden) {
         return text.to_owned();
@@ -79,6 +82,7 @@ fn escaped(text: &str) -> String {
     let mut out = String::with_capacity(text.len() + 8);
     for c in text.chars() {
         match u32::from(c) {
+            _ if c == '\\' => out.push_str("\\\\"),
             _ if !hidden(c) => out.push(c),
             n if n < 0x100 => {
                 let _ = write!(out, "\\x{n:02x}");
@@ -91,9 +95,17 @@ fn escaped(text: &str) -> String {
     out
 }
 
-/// A character a terminal would act on rather than show.
+/// A character a terminal would act on rather than show: a control character, a line or
+/// paragraph separator, or a bidirectional formatting character (which reorders the text
+/// around it).
 fn hidden(c: char) -> bool {
-    (c.is_control() && c != '\n' && c != '\t') || c == '\u{2028}' || c == '\u{2029}'
+    (c.is_control() && c != '\n' && c != '\t')
+        || matches!(
+            c,
+            '\u{2028}' | '\u{2029}' | '\u{200e}' | '\u{200f}' | '\u{061c}'
+                | '\u{202a}'..='\u{202e}'
+                | '\u{2066}'..='\u{2069}'
+        )
 }
 
 /// `b`, as Python's `repr` of `bytes` shows it: `b'...'` (or `b"..."` when that needs no
@@ -160,6 +172,14 @@ mod tests {
             "red\\x1b[31mX\\x0d"
         );
         assert_eq!(show(b"a\xe2\x80\xa8b", FLAG_TEXT).unwrap(), "a\\u2028b");
+        // Bidirectional overrides escaped; backslashes doubled once anything is escaped.
+        assert_eq!(
+            show("abc\u{202e}d".as_bytes(), FLAG_TEXT).unwrap(),
+            "abc\\u202ed"
+        );
+        assert_eq!(show(b"\\x1b\x1b", FLAG_TEXT).unwrap(), "\\\\x1b\\x1b");
+        assert_eq!(show(b"C:\\dir", FLAG_TEXT).unwrap(), "C:\\dir");
+        assert_eq!(show(b"9 ", FLAG_INT).unwrap(), "9");
         assert!(show(b"ab\xffcd", FLAG_TEXT)
             .unwrap_err()
             .contains("not UTF-8"));
@@ -175,6 +195,8 @@ mod tests {
         assert_eq!(show(b"\x00\xff'", FLAG_BYTES).unwrap(), "b\"\\x00\\xff'\"");
         // Another application's bit beside the type bits: read as Python's clients read it.
         assert_eq!(show(b"x", FLAG_TEXT | 4096).unwrap(), "x");
+        assert_eq!(show(b"x", FLAG_TEXT | 256).unwrap(), "x");
+        assert!(show(b"x", FLAG_TEXT | 0x20).is_err());
         assert!(show(b"x", FLAG_PICKLE | FLAG_INT)
             .unwrap_err()
             .contains("0x5"));

@@ -77,10 +77,11 @@ impl Config {
         }
         // In-process waiters read the key again every `lease_wait`: zero made a cold load a
         // busy loop against memcached (38,456 gets in half a second: an outside audit).
-        if self.lease_wait.is_zero() {
-            return Err(bad(
-                "lease_wait=0 would have waiting callers read the key without pause; give milliseconds (the default is 3000)",
-            ));
+        if self.lease_wait < Duration::from_millis(1) {
+            return Err(bad(format_args!(
+                "lease_wait={:?} would have waiting callers read the key without pause; give at least 1 ms (the default is 3000)",
+                self.lease_wait
+            )));
         }
         if let TransportKind::Libmemcached { .. } = self.transport {
             // libmemcached keeps its socket timeouts in microseconds, in 32 bits.

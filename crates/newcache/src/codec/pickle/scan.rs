@@ -451,20 +451,27 @@ pub(super) fn scan(bytes: &[u8]) -> Result<Scan, CodecError> {
                 let args = m.pop()?;
                 let callable = m.pop()?;
                 match callable.what {
-                    What::Global(g) if REDUCIBLE.contains(&g.as_str()) => {
-                        let value = m.container(&[args]);
-                        m.push(value)?
-                    }
                     // `b''` in protocols 0 to 2 (python-memcached's, Django's
                     // `MemcachedCache`): `bytes()`, read as the empty bytes it makes
                     // ([`Scan::with_empty_bytes`]). (Other bytes are `_codecs.encode`.) It
-                    // was refused, and the dict holding it lost.
+                    // was refused, and the dict holding it lost. An empty `bytearray` in
+                    // protocols 0 to 4 is `bytearray()`, which serde-pickle refused (it
+                    // takes one argument): read so too.
                     What::Global(g)
-                        if (g == "__builtin__.bytes" || g == "builtins.bytes")
-                            && m.is_empty_container(&args) =>
+                        if matches!(
+                            g.as_str(),
+                            "__builtin__.bytes"
+                                | "builtins.bytes"
+                                | "__builtin__.bytearray"
+                                | "builtins.bytearray"
+                        ) && m.is_empty_container(&args) =>
                     {
                         empty_bytes.push(at);
                         m.push(Slot::leaf(What::Other))?
+                    }
+                    What::Global(g) if REDUCIBLE.contains(&g.as_str()) => {
+                        let value = m.container(&[args]);
+                        m.push(value)?
                     }
                     // Protocols 0 and 1 make a `newcache.Marker()` this way.
                     What::Global(g)
