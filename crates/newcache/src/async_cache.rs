@@ -184,12 +184,15 @@ impl AsyncCache {
     }
 
     /// Stores a value only if `key` holds none; `true` when stored. With a zero TTL nothing
-    /// is left stored (the value expires at once): `true` when the key held nothing. A value
-    /// past its TTL (the herd keeps its item `herd_timeout` longer) is none: `add` takes the
-    /// key over, one adder of several (a `cas` over it), so a lock taken with `add` and a TTL
-    /// frees at its TTL. Such a lock is read with `add` and `delete`, not `get`: a `get` past
-    /// its TTL claims its refresh, as of any cached value, and serves it on meanwhile (store
-    /// it with [`SetOptions::no_herd`] to leave the herd out).
+    /// is left stored (the value expires at once): `true` when the key held nothing. Under
+    /// `lease` and `early`, a value past its TTL (the herd keeps its item `herd_timeout`
+    /// longer) is none: `add` takes the key over, one adder of several (a `cas` over it),
+    /// so a lock taken with `add` and a TTL frees at its TTL; a `get` at that moment may
+    /// still be served the old value, as a `get` beside a `set` may be. Such a lock is read
+    /// with `add` and `delete`, not `get`: a `get` past its TTL claims its refresh, as of any
+    /// cached value, and serves it on meanwhile. Under `reinsert` and `meta`, whose readers
+    /// re-store or keep serving a stale value, `add` is memcached's own: refused until the
+    /// item expires. Store a lock with [`SetOptions::no_herd`] to leave the herd out.
     pub async fn add<T: Serialize + ?Sized + Sync>(
         &self,
         key: &str,

@@ -640,7 +640,8 @@ impl Core {
     /// with the CAS unique to store over). Under a policy whose server keeps the herd state
     /// (`meta`), the server decides what is served (a stale item's value goes on being
     /// served while one reader reloads it, and reading it takes the reload's token): an
-    /// `add` there is memcached's own. So is one under a policy that serves a stale value.
+    /// `add` there is memcached's own. So is one under a policy whose readers do not all
+    /// claim the refresh with a `cas` (`reinsert`, a policy that serves a stale value).
     pub(crate) async fn held<I: Io>(&self, io: &I, wire: &[u8], now: u64) -> Result<Held> {
         if self.policy.server_side() {
             return Ok(Held::Value);
@@ -648,13 +649,24 @@ impl Core {
         let Some(item) = io.get(wire).await? else {
             return Ok(Held::Nothing);
         };
+        // Only where every reader of the stale value claims its refresh with a `cas` over
+        // that very item (`lease`, `early` at the expiry), whatever its draw: a claim that
+        // comes second then fails, as another reader's claim would, and the reader is
+        // served the value it read, as a `get` beside a `set` may be. Not under `reinsert`,
+        // whose reader re-stores the old value with a plain `set` (over the added one: an
+        // outside audit), nor under a policy that may serve it.
         let past = match self.opening(wire, &item, now) {
             Ok(Some(o)) => {
-                self.herd.on_read(&o.envelope, now) != ReadDecision::Fresh
-                    && !matches!(
-                        self.policy.decide(&self.herd, &o.envelope, now, 1.0),
-                        StaleAction::Serve
+                let claims = |u: f64| {
+                    matches!(
+                        self.policy.decide(&self.herd, &o.envelope, now, u),
+                        StaleAction::Claim { .. }
                     )
+                };
+                self.herd.on_read(&o.envelope, now) != ReadDecision::Fresh
+                    && claims(1.0)
+                    && claims(f64::MIN_POSITIVE)
+                    && claims(0.5)
             }
             _ => false,
         };

@@ -65,9 +65,12 @@ pub fn show_within(bytes: &[u8], flags: u32, inflate_limit: usize) -> Result<Str
     }
 }
 
-/// An integer as Python's clients write one: an optional `-`, then ASCII digits.
+/// An integer as Python's clients read one: an optional sign, then ASCII digits.
 fn is_integer(text: &str) -> bool {
-    let digits = text.strip_prefix('-').unwrap_or(text);
+    let digits = text
+        .strip_prefix('-')
+        .or_else(|| text.strip_prefix('+'))
+        .unwrap_or(text);
     !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit())
 }
 
@@ -185,7 +188,8 @@ mod tests {
             .contains("not UTF-8"));
         assert_eq!(show(b"-42", FLAG_INT).unwrap(), "-42");
         assert_eq!(show(b"1", FLAG_BOOL).unwrap(), "1");
-        for bad in [&b"abc"[..], b"", b"-", b"4 2", b"+4"] {
+        assert_eq!(show(b"+4", FLAG_BOOL).unwrap(), "+4");
+        for bad in [&b"abc"[..], b"", b"-", b"4 2", b"+-4"] {
             assert!(
                 show(bad, FLAG_INT).unwrap_err().contains("no integer"),
                 "{bad:?}"
