@@ -90,7 +90,6 @@ pub(crate) fn bounded_detail(detail: String) -> String {
     }
 }
 
-/// The error for a value the codec could not encode.
 /// What a key held when an `add` of it was refused ([`Core::held`]).
 pub(crate) enum Held {
     /// A value a `get` would return, or one the server (or the policy) keeps serving.
@@ -101,6 +100,7 @@ pub(crate) enum Held {
     Nothing,
 }
 
+/// The error for a value the codec could not encode.
 pub(crate) fn encode_error(key: &str, e: codec::CodecError) -> Error {
     Error::Encode {
         key: key.to_owned(),

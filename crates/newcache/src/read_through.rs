@@ -16,7 +16,7 @@ use crate::herd_read::Over;
 use crate::io::Io;
 use crate::observe::{Event, Observed};
 use crate::ops::{Core, Fetched};
-use crate::write::EXPIRED;
+use crate::write::already_expired;
 use crate::KeyFunction;
 use crate::{Error, Result, SetOptions};
 
@@ -745,8 +745,7 @@ impl Core {
                     // is there.
                     Err(too_large @ newcache_transport::Error::ValueTooLarge { .. }) => {
                         if matches!(mode, StoreMode::Cas(_)) {
-                            let empty = Store::set(wire, &[], 0, EXPIRED).with_mode(mode);
-                            if let Err(e) = io.store(&empty).await {
+                            if let Err(e) = io.store(&already_expired(wire, mode)).await {
                                 self.observer.failed_key("get_or_set", &e);
                             }
                         }

@@ -19,7 +19,14 @@ use crate::{codec, Error, Result, SetOptions};
 
 /// An exptime that has passed: an absolute Unix time (past memcached's 30 days of relative
 /// times) in January 1970. memcached stores an item with it as already expired.
-pub(crate) const EXPIRED: u32 = newcache_transport::MAX_RELATIVE_EXPTIME + 1;
+const EXPIRED: u32 = newcache_transport::MAX_RELATIVE_EXPTIME + 1;
+
+/// A store under `wire` of an empty item that has already expired, with `mode`: the server
+/// decides as for any such store (an `add` when the key holds nothing, a `cas` when it
+/// holds what the token came with), and leaves nothing under the key.
+pub(crate) fn already_expired(wire: &[u8], mode: StoreMode) -> Store<'_> {
+    Store::set(wire, &[], 0, EXPIRED).with_mode(mode)
+}
 
 impl Core {
     /// Encodes a value for `key` per the options, recording in the herd state how long the
@@ -184,8 +191,7 @@ impl Core {
                         }
                         StoreMode::Replace if io.delete(wire).await? => StoreStatus::Stored,
                         StoreMode::Add | StoreMode::Cas(_) => {
-                            let expired = Store::set(wire, &[], 0, EXPIRED).with_mode(mode);
-                            io.store(&expired).await?
+                            io.store(&already_expired(wire, mode)).await?
                         }
                         _ => StoreStatus::NotStored,
                     });

@@ -33,7 +33,7 @@ pub(super) struct Scan {
     /// Each memo store (`PUT`, `BINPUT`, `LONG_BINPUT`, `MEMOIZE`): where it ends in the
     /// pickle, its index, and what it stored ([`Scan::unshared`]).
     memo_ops: Vec<(usize, usize, Node)>,
-    /// Where each `REDUCE` of `bytes()` is ([`Scan::with_empty_bytes`]).
+    /// Where each `REDUCE` of `bytes()` or `bytearray()` is ([`Scan::with_empty_bytes`]).
     empty_bytes: Vec<usize>,
     /// The machine once the pickle stopped, and the value it left.
     machine: Machine,
@@ -63,7 +63,8 @@ impl Scan {
 
 impl Scan {
     /// The pickle with each `bytes()` call (`b''` in protocols 0 to 2: python-memcached's,
-    /// Django's `MemcachedCache`) made an empty `bytes` (its `REDUCE` replaced by `POP`,
+    /// Django's `MemcachedCache`) and each `bytearray()` call (protocols 0 to 4) made an
+    /// empty `bytes` (its `REDUCE` replaced by `POP`,
     /// `POP`, `SHORT_BINBYTES` of 0 bytes), when it has any. serde-pickle read the call as
     /// its empty argument tuple: a `Vec<u8>` took that as empty, but a self-describing
     /// type got an empty list and the CLI showed `()` (an outside audit).
