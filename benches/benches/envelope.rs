@@ -3,7 +3,7 @@
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
 use newcache::codec::{self, ValueCodec};
-use newcache_herd::{read_flags, value_flags, Carried, Envelope, Herd, Ttl};
+use newcache_herd::{read_flags, value_flags, Envelope, Herd, Ttl};
 use newcache_keyfn::{write_valid_key, HashedKey};
 use serde::{Deserialize, Serialize};
 use std::hint::black_box;
@@ -165,7 +165,7 @@ fn facade_overhead(c: &mut Criterion) {
             key.clear();
             write_valid_key(&kf, black_box("user:42:profile"), &mut key).expect("valid");
             let now = black_box(1_800_000_000_000);
-            let Some(Carried::Flags(envelope)) = read_flags(black_box(flags), now) else {
+            let Some(envelope) = read_flags(black_box(flags), now) else {
                 unreachable!("written with the flags format")
             };
             let fresh = herd.on_read(&envelope, now);

@@ -90,6 +90,19 @@ fn a_value_without_herd_state_is_served_until_it_expires() {
     let python = String::from_utf8(cache.wire_key("python").unwrap()).unwrap();
     let stored = server.raw(&format!("set {python} 16 30 6\r\npython\r\n"), b"\r\n");
     assert_eq!(stored, b"STORED\r\n");
+    // Another application's bit 8 (newcache's herd bit) with no unit in bits 11-12: not
+    // herd state either. It read as a miss and took the reload's token.
+    let foreign = String::from_utf8(cache.wire_key("foreign").unwrap()).unwrap();
+    let stored = server.raw(&format!("set {foreign} 256 30 7\r\nforeign\r\n"), b"\r\n");
+    assert_eq!(stored, b"STORED\r\n");
+    for _ in 0..3 {
+        assert_eq!(
+            cache.get::<String>("foreign").unwrap().as_deref(),
+            Some("foreign")
+        );
+        let raw = cache.get_raw("foreign").unwrap().expect("served");
+        assert_eq!((raw.bytes.as_slice(), raw.flags), (&b"foreign"[..], 256));
+    }
     for _ in 0..3 {
         assert_eq!(
             cache.get::<String>("lock").unwrap().as_deref(),

@@ -1,5 +1,5 @@
 //! The envelope: a herd-protected item's state (soft expiry, compute time) carried in its
-//! flags, the flag bits and how they are read, and the format-1 header read for compatibility.
+//! flags, and the flag bits and how they are read.
 
 /// The bit in an item's flags that marks a herd envelope (bit 8; bits 0-7 are the flags Python
 /// clients use for the value's own type, and stay as they are inside the envelope).
@@ -7,14 +7,14 @@ pub const HERD_FLAG: u32 = 1 << 8;
 
 /// A herd-protected value's state: when it goes stale and how long it took to compute.
 ///
-/// Since format 2 it travels in the item's flags, never in the value, so the value's bytes
-/// are exactly what Python clients store and read ([`Envelope::flags`],
+/// It travels in the item's flags, never in the value, so the value's bytes are exactly
+/// what Python clients store and read ([`Envelope::flags`],
 /// [`read_flags`]). Bits 0-7 stay the value's own type, bit 8 is [`HERD_FLAG`], bits 9-10
 /// newcache's codecs, and bits 11-31 hold the state:
 ///
 /// | bits | meaning |
 /// |---|---|
-/// | 11-12 | unit of the soft expiry: 1 = 1 s, 2 = 64 s, 3 = 4096 s; 0 = format 1 (a 13-byte header in front of the value, read for compatibility) |
+/// | 11-12 | unit of the soft expiry: 1 = 1 s, 2 = 64 s, 3 = 4096 s; 0 = no herd state (bit 8 is then another application's, and the flags are the value's own) |
 /// | 13-15 | compute-time class for XFetch: 0 unknown, k = 1..7 about `10 * 4^(k-1)` ms |
 /// | 16-31 | the soft expiry in units, modulo 2^16: the reader takes the one nearest its clock |
 ///
@@ -30,26 +30,6 @@ pub struct Envelope {
     /// How long the value took to compute, in ms (0 when unknown).
     pub compute_millis: u32,
 }
-
-/// Why a value marked as herd-protected could not be opened.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub enum EnvelopeError {
-    /// A format-1 value with fewer bytes than its header needs.
-    #[error("herd envelope truncated: {len} bytes, the header needs {HEADER_LEN}")]
-    Truncated {
-        /// Bytes present.
-        len: usize,
-    },
-    /// A format-1 header version this build does not know (written by a newer newcache).
-    #[error(
-        "herd envelope format {0} is unknown to this newcache; was it written by a newer version?"
-    )]
-    UnknownVersion(u8),
-}
-
-const VERSION: u8 = 1;
-/// Bytes the format-1 header took before the value (read for compatibility, never written).
-pub const HEADER_LEN: usize = 13;
 
 /// The flag bits that hold a herd-protected item's state (bits 11-31).
 pub const STATE_MASK: u32 = !0 << 11;
@@ -73,26 +53,16 @@ const HALF_WINDOW: u64 = 1 << 15;
 /// `herd_timeout` when it is built.
 pub const MAX_HERD_TIMEOUT: u32 = ((HALF_WINDOW - 5) / 2) as u32;
 
-/// Where a herd-protected item keeps its state.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Carried {
-    /// In the flags (format 2): the value is bare.
-    Flags(Envelope),
-    /// In a 13-byte header in front of the value (format 1, written by newcache 0.1 before
-    /// the flags format): open it with [`Envelope::decode`].
-    Header,
-}
-
 /// The herd state an item's flags carry, read at `now_millis`; `None` when the flags do not
-/// mark a herd-protected value.
-pub fn read_flags(flags: u32, now_millis: u64) -> Option<Carried> {
+/// mark a herd-protected value: without [`HERD_FLAG`], or with it and no unit (bits 11-12
+/// clear), which newcache never writes: bit 8 is then another application's, and its
+/// value is read as stored (a value of its own is never taken for newcache's, nor cut).
+pub fn read_flags(flags: u32, now_millis: u64) -> Option<Envelope> {
     if flags & HERD_FLAG == 0 {
         return None;
     }
     let unit_code = (flags >> UNIT_SHIFT) & 0b11;
-    let Some(&unit) = UNITS.get((unit_code as usize).wrapping_sub(1)) else {
-        return Some(Carried::Header);
-    };
+    let &unit = UNITS.get((unit_code as usize).wrapping_sub(1))?;
     let class = (flags >> COMPUTE_SHIFT) & 0b111;
     let stored = u64::from(flags >> EXPIRY_SHIFT);
     // A unit is a power of two seconds: a shift, not a division, on every read.
@@ -103,18 +73,19 @@ pub fn read_flags(flags: u32, now_millis: u64) -> Option<Carried> {
     if now_units.wrapping_sub(soft_units) >= HALF_WINDOW {
         soft_units = soft_units.wrapping_add(1 << 16);
     }
-    Some(Carried::Flags(Envelope {
+    Some(Envelope {
         soft_expiry_millis: soft_units.saturating_mul(unit).saturating_mul(1000),
         compute_millis: compute_of_class(class),
-    }))
+    })
 }
 
-/// The value flags of an item: its flags without the herd bit and the herd state.
+/// The value flags of an item: its flags without the herd bit and the herd state, when
+/// they carry one ([`is_enveloped`]); else the flags as they are.
 pub fn value_flags(flags: u32) -> u32 {
-    if flags & HERD_FLAG == 0 {
-        flags
-    } else {
+    if is_enveloped(flags) {
         flags & !(HERD_FLAG | STATE_MASK)
+    } else {
+        flags
     }
 }
 
@@ -173,45 +144,12 @@ impl Envelope {
             | (class_of_compute(self.compute_millis) << COMPUTE_SHIFT)
             | (((soft_units & 0xffff) as u32) << EXPIRY_SHIFT)
     }
-
-    /// Appends a format-1 header and then `payload` to `out` (newcache 0.1's layout, which
-    /// it no longer writes; for tests of reading old values).
-    pub fn encode(&self, payload: &[u8], out: &mut Vec<u8>) {
-        out.reserve(HEADER_LEN + payload.len());
-        out.push(VERSION);
-        out.extend_from_slice(&self.soft_expiry_millis.to_be_bytes());
-        out.extend_from_slice(&self.compute_millis.to_be_bytes());
-        out.extend_from_slice(payload);
-    }
-
-    /// Splits a format-1 value ([`Carried::Header`]) into its envelope and the value.
-    ///
-    /// Layout (big-endian): format version `1` (1 byte), soft expiry in ms since the epoch
-    /// (8 bytes), compute time in ms (4 bytes); then the value.
-    pub fn decode(bytes: &[u8]) -> Result<(Envelope, &[u8]), EnvelopeError> {
-        let (header, payload) = bytes
-            .split_first_chunk::<HEADER_LEN>()
-            .ok_or(EnvelopeError::Truncated { len: bytes.len() })?;
-        let [version, rest @ ..] = header;
-        if *version != VERSION {
-            return Err(EnvelopeError::UnknownVersion(*version));
-        }
-        let (expiry, compute) = rest.split_at(8);
-        let soft_expiry_millis = u64::from_be_bytes(expiry.try_into().unwrap_or([0; 8]));
-        let compute_millis = u32::from_be_bytes(compute.try_into().unwrap_or([0; 4]));
-        Ok((
-            Envelope {
-                soft_expiry_millis,
-                compute_millis,
-            },
-            payload,
-        ))
-    }
 }
 
-/// True when an item's flags mark a herd-protected value.
+/// True when an item's flags carry a herd-protected value's state: [`HERD_FLAG`] and a
+/// unit in bits 11-12 (every envelope newcache writes has both).
 pub fn is_enveloped(flags: u32) -> bool {
-    flags & HERD_FLAG != 0
+    flags & HERD_FLAG != 0 && flags & (0b11 << UNIT_SHIFT) != 0
 }
 
 #[cfg(test)]
@@ -221,30 +159,25 @@ mod tests {
     const NOW: u64 = 1_700_000_000;
 
     #[test]
-    fn format_1_headers_are_still_read_and_reject_garbage() {
-        let env = Envelope {
-            soft_expiry_millis: 0x0102_0304_0506_0708,
-            compute_millis: 77,
-        };
-        let mut out = b"x".to_vec();
-        env.encode(b"payload", &mut out);
-        assert_eq!(out.len(), 1 + HEADER_LEN + 7);
-        assert_eq!(Envelope::decode(&out[1..]), Ok((env, &b"payload"[..])));
-        assert_eq!(
-            Envelope::decode(&out[1..5]),
-            Err(EnvelopeError::Truncated { len: 4 })
-        );
-        let mut bad = out[1..].to_vec();
-        bad[0] = 9;
-        assert_eq!(
-            Envelope::decode(&bad),
-            Err(EnvelopeError::UnknownVersion(9))
-        );
-        for len in 0..HEADER_LEN {
-            assert!(Envelope::decode(&vec![1u8; len]).is_err());
+    fn the_herd_bit_without_a_unit_is_another_applications_and_carries_nothing() {
+        // newcache 0.1 before its release kept the state in a header in front of the value
+        // and marked it so; nothing writes that now, and another application's bit 8 is
+        // not taken for it (its value was cut by 13 bytes, or failed).
+        for flags in [
+            HERD_FLAG,
+            16 | HERD_FLAG,
+            16 | HERD_FLAG | 0xffff_0000 | 0x7 << 13,
+        ] {
+            assert_eq!(read_flags(flags, NOW * 1000), None, "{flags:#x}");
+            assert!(!is_enveloped(flags), "{flags:#x}");
+            assert_eq!(value_flags(flags), flags, "{flags:#x}");
         }
-        // Format 1 set the herd bit and nothing above it.
-        assert_eq!(read_flags(16 | HERD_FLAG, 0), Some(Carried::Header));
+        for unit in 1..=3u32 {
+            let flags = 16 | HERD_FLAG | unit << UNIT_SHIFT;
+            assert!(read_flags(flags, NOW * 1000).is_some(), "{flags:#x}");
+            assert!(is_enveloped(flags));
+            assert_eq!(value_flags(flags), 16);
+        }
     }
 
     fn round_trip(soft: u64, now: u64, herd: u32, read_at: u64) -> Envelope {
@@ -254,10 +187,7 @@ mod tests {
             16,
             "the state leaves the type bits alone"
         );
-        match read_flags(16 | flags, read_at) {
-            Some(Carried::Flags(env)) => env,
-            other => panic!("{other:?}"),
-        }
+        read_flags(16 | flags, read_at).expect("the flags carry an envelope")
     }
 
     #[test]
@@ -340,9 +270,7 @@ mod tests {
                 compute_millis: ms,
             }
             .flags(NOW * 1000, 60);
-            let Some(Carried::Flags(env)) = read_flags(flags, NOW * 1000) else {
-                panic!()
-            };
+            let env = read_flags(flags, NOW * 1000).expect("an envelope");
             let ratio = f64::from(env.compute_millis) / f64::from(ms);
             assert!(
                 !(10..=40_960).contains(&ms) || (0.5..=2.0).contains(&ratio),
@@ -363,7 +291,7 @@ mod tests {
     #[test]
     fn the_flag_bit_is_bit_8() {
         assert_eq!(HERD_FLAG, 0x100);
-        assert!(is_enveloped(16 | HERD_FLAG));
+        assert!(is_enveloped(16 | HERD_FLAG | 1 << UNIT_SHIFT));
         assert!(!is_enveloped(16));
         assert!(!is_enveloped(0xff));
     }

@@ -158,7 +158,7 @@ impl Herd {
 mod tests {
     use super::*;
     use crate::clock::{Clock, ManualClock};
-    use crate::envelope::{read_flags, Carried};
+    use crate::envelope::read_flags;
 
     const NOW: u64 = 1_700_000_000;
 
@@ -307,7 +307,7 @@ mod tests {
         let now = NOW * 1000 + 999;
         let stale = herd.invalidated(Some(&env), now);
         assert_eq!(stale.compute_millis, 9);
-        let Some(Carried::Flags(read)) = read_flags(stale.flags(now, 45), now) else {
+        let Some(read) = read_flags(stale.flags(now, 45), now) else {
             panic!()
         };
         assert!(matches!(

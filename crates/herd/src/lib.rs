@@ -22,7 +22,7 @@
 //! so every policy is tested without sleeping.
 //!
 //! ```
-//! use newcache_herd::{read_flags, Carried, Envelope, Herd, ManualClock, Clock, ReadDecision, Ttl};
+//! use newcache_herd::{read_flags, Envelope, Herd, ManualClock, Clock, ReadDecision, Ttl};
 //!
 //! let clock = ManualClock::at_secs(1_700_000_000);
 //! let herd = Herd::new(60);
@@ -32,7 +32,7 @@
 //! let soft = plan.soft_expiry_millis.expect("finite TTL with herd on is protected");
 //!
 //! let flags = 16 | Envelope::new(soft).flags(clock.now_millis(), 60); // 16: a Python str
-//! let Some(Carried::Flags(envelope)) = read_flags(flags, clock.now_millis()) else { panic!() };
+//! let envelope = read_flags(flags, clock.now_millis()).expect("the flags carry the state");
 //! assert_eq!(envelope.soft_expiry_millis, soft);
 //! assert_eq!(herd.on_read(&envelope, clock.now_millis()), ReadDecision::Fresh);
 //!
@@ -59,8 +59,7 @@ mod ttl;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use envelope::{
-    is_enveloped, read_flags, value_flags, Carried, Envelope, EnvelopeError, HEADER_LEN, HERD_FLAG,
-    MAX_HERD_TIMEOUT, STATE_MASK,
+    is_enveloped, read_flags, value_flags, Envelope, HERD_FLAG, MAX_HERD_TIMEOUT, STATE_MASK,
 };
 pub use herd::{Herd, CLOCK_SLACK, DEFAULT_HERD_TIMEOUT};
 pub use policy::{Policy, ReadDecision, StaleAction, StalePolicy, Xfetch};

@@ -410,7 +410,7 @@ pub fn decode_bounded<T: DeserializeOwned + 'static>(
     decode_from(Bytes::Owned(value), offset, flags, inflate_limit)
 }
 
-/// Removes the first `offset` bytes of `value` (a format-1 header); nearly every value has
+/// Removes the first `offset` bytes of `value` (what the caller skips); nearly every value has
 /// none, and then nothing is done.
 fn drop_header(value: &mut Vec<u8>, offset: usize) {
     if offset > 0 {

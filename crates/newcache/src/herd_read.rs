@@ -6,7 +6,7 @@
 use std::future::Future;
 use std::sync::atomic::Ordering;
 
-use newcache_herd::{read_flags, value_flags, Carried, Envelope, ReadDecision, StaleAction};
+use newcache_herd::{read_flags, value_flags, Envelope, ReadDecision, StaleAction};
 use newcache_transport::{Item, Store, StoreMode, StoreStatus};
 
 #[cfg(feature = "pickle")]
@@ -14,7 +14,7 @@ use crate::codec;
 use crate::io::Io;
 use crate::observe::Event;
 use crate::ops::Core;
-use crate::{Error, Policy, Result, StalePolicy};
+use crate::{Policy, Result, StalePolicy};
 
 /// The key `herd=meta`'s probe reads (never written).
 pub(crate) const META_PROBE_KEY: &[u8] = b"newcache:meta-probe";
@@ -80,7 +80,6 @@ pub(crate) enum Opened {
     Gone,
     Value {
         item: Item,
-        offset: usize,
         flags: u32,
     },
 }
@@ -88,8 +87,6 @@ pub(crate) enum Opened {
 /// Where a herd-protected item keeps its state, once looked at.
 pub(crate) struct Opening {
     pub(crate) envelope: Envelope,
-    /// Where the value starts (past a format-1 header).
-    pub(crate) offset: usize,
     /// django-newcache's tuple: the state is inside the pickled value.
     #[cfg(feature = "pickle")]
     pub(crate) seed: Option<Seed>,
@@ -137,7 +134,6 @@ pub(crate) enum Looked {
 /// or lease's claim (a CAS store of the same value with its soft expiry pushed forward).
 pub(crate) struct Pending {
     item: Item,
-    offset: usize,
     /// The value's flags (the herd bit and state removed).
     flags: u32,
     /// The claim's CAS unique; `None` for a re-store of the value.
@@ -160,7 +156,7 @@ impl Pending {
     pub(crate) fn request<'a>(&'a self, wire: &'a [u8]) -> Store<'a> {
         let value = match &self.stamp.value {
             Some(value) => value.as_slice(),
-            None => self.item.value.get(self.offset..).unwrap_or_default(),
+            None => &self.item.value,
         };
         Store {
             mode: self.claim.map_or(StoreMode::Set, StoreMode::Cas),
@@ -188,7 +184,6 @@ impl Pending {
             // Another reader claimed it (or a writer replaced it) first: serve the old value.
             _ => Opened::Value {
                 item: self.item,
-                offset: self.offset,
                 flags: self.flags,
             },
         }
@@ -203,31 +198,15 @@ fn may_carry_seed(flags: u32) -> bool {
 }
 
 impl Core {
-    /// The herd state of a fetched item and where its value starts: `None` for a bare value;
-    /// the flags' envelope with the value from byte 0; for a format-1 item (written by
-    /// newcache 0.1), the header's envelope and the offset past it; for django-newcache's
-    /// pickled `(Marker, value, expiry)` tuple, its expiry.
-    pub(crate) fn opening(&self, wire: &[u8], item: &Item, now: u64) -> Result<Option<Opening>> {
-        let bad = |detail: String| Error::Decode {
-            key: String::from_utf8_lossy(wire).into_owned(),
-            flags: item.flags,
-            detail: crate::ops::bounded_detail(detail),
-        };
+    /// The herd state of a fetched item: `None` for a bare value (another application's
+    /// bit 8 included: [`read_flags`]); the flags' envelope; for django-newcache's pickled
+    /// `(Marker, value, expiry)` tuple, its expiry. The value starts at byte 0 in each.
+    pub(crate) fn opening(&self, item: &Item, now: u64) -> Option<Opening> {
         match read_flags(item.flags, now) {
-            Some(Carried::Flags(envelope)) => Ok(Some(Opening {
+            Some(envelope) => Some(Opening {
                 envelope,
-                offset: 0,
                 seed: None,
-            })),
-            Some(Carried::Header) => {
-                let (envelope, payload) =
-                    Envelope::decode(&item.value).map_err(|e| bad(e.to_string()))?;
-                Ok(Some(Opening {
-                    envelope,
-                    offset: item.value.len() - payload.len(),
-                    seed: None,
-                }))
-            }
+            }),
             #[cfg(feature = "pickle")]
             None if may_carry_seed(item.flags) => {
                 // A pickle that is not django-newcache's herd tuple (a `Marker` elsewhere in
@@ -238,27 +217,26 @@ impl Core {
                 let inflated = match compressed {
                     true => match codec::inflate(&item.value, self.config.inflate_limit) {
                         Ok(inflated) => Some(inflated),
-                        Err(_) => return Ok(None),
+                        Err(_) => return None,
                     },
                     false => None,
                 };
                 let pickle = inflated.as_deref().unwrap_or(&item.value);
                 let Ok(Some(tuple)) = codec::pickle::marker(pickle) else {
-                    return Ok(None);
+                    return None;
                 };
                 // django-newcache serves the value while `expiry >= int(time.time())`.
                 let secs = u64::try_from(tuple.expiry_secs.saturating_add(1)).unwrap_or(0);
-                Ok(Some(Opening {
+                Some(Opening {
                     envelope: Envelope::new(secs.saturating_mul(1000)),
-                    offset: 0,
                     seed: Some(Seed {
                         tuple,
                         compressed,
                         inflated,
                     }),
-                }))
+                })
             }
-            None => Ok(None),
+            None => None,
         }
     }
 
@@ -296,11 +274,7 @@ impl Core {
         }
         Some(Stamp {
             flags: value_flags(item.flags) | self.herd_bits(envelope, now),
-            value: if opening.offset == 0 {
-                None
-            } else {
-                item.value.get(opening.offset..).map(<[u8]>::to_vec)
-            },
+            value: None,
         })
     }
 
@@ -314,19 +288,9 @@ impl Core {
     /// on the old value: `reinsert` re-stores it bare for the herd timeout (django-newcache's
     /// policy), `lease` claims the refresh with CAS. That store is returned unsent, so that
     /// `get_many` sends all of its stores in one `store_many`; `open` sends it at once.
-    pub(crate) fn look(
-        &self,
-        op: &'static str,
-        wire: &[u8],
-        item: Item,
-        now: u64,
-    ) -> Result<Looked> {
+    pub(crate) fn look(&self, op: &'static str, wire: &[u8], item: Item, now: u64) -> Looked {
         if let Some(flags) = self.served_as_is(item.flags, now) {
-            return Ok(Looked::Done(Opened::Value {
-                item,
-                offset: 0,
-                flags,
-            }));
+            return Looked::Done(Opened::Value { item, flags });
         }
         self.look_further(op, wire, item, now)
     }
@@ -340,42 +304,30 @@ impl Core {
     fn served_as_is(&self, flags: u32, now: u64) -> Option<u32> {
         let as_is = match read_flags(flags, now) {
             None => !may_carry_seed(flags),
-            Some(Carried::Flags(envelope)) => {
+            Some(envelope) => {
                 self.serves_fresh && self.herd.on_read(&envelope, now) == ReadDecision::Fresh
             }
-            Some(Carried::Header) => false,
         };
         as_is.then(|| value_flags(flags))
     }
 
-    /// [`Core::look`] past its common cases: a header, a seed, or a value the policy judges.
-    fn look_further(&self, op: &'static str, wire: &[u8], item: Item, now: u64) -> Result<Looked> {
-        let Some(mut opening) = self.opening(wire, &item, now)? else {
+    /// [`Core::look`] past its common cases: a seed, or a value the policy judges.
+    fn look_further(&self, op: &'static str, wire: &[u8], item: Item, now: u64) -> Looked {
+        let Some(mut opening) = self.opening(&item, now) else {
             let flags = item.flags;
-            return Ok(Looked::Done(Opened::Value {
-                item,
-                offset: 0,
-                flags,
-            }));
+            return Looked::Done(Opened::Value { item, flags });
         };
         let item = opening.inflated(item);
-        let offset = opening.offset;
         let flags = if opening.seed.is_some() {
             item.flags
         } else {
             value_flags(item.flags)
         };
-        let serve = |item: Item| {
-            Looked::Done(Opened::Value {
-                item,
-                offset,
-                flags,
-            })
-        };
+        let serve = |item: Item| Looked::Done(Opened::Value { item, flags });
         // A value before its soft expiry, under a policy that serves every such value: the
         // decision would serve it, with no event, so it is not asked for (nor `u` drawn).
         if self.serves_fresh && self.herd.on_read(&opening.envelope, now) == ReadDecision::Fresh {
-            return Ok(serve(item));
+            return serve(item);
         }
         let action = match self
             .stale_policy()
@@ -401,7 +353,7 @@ impl Core {
             self.observer.event(op, event, 1);
         }
         let unclaimed = Over::item(item.cas);
-        Ok(match action {
+        match action {
             // XFetch: this reader recomputes ahead of the expiry; nothing is stored, the
             // others keep being served.
             StaleAction::RecomputeEarly => Looked::Done(Opened::Miss(unclaimed)),
@@ -419,7 +371,6 @@ impl Core {
                 match stamp {
                     Some(stamp) => Looked::Store(Box::new(Pending {
                         item,
-                        offset,
                         flags,
                         claim: None,
                         stamp,
@@ -433,7 +384,6 @@ impl Core {
                 match (item.cas, stamp) {
                     (Some(cas), Some(stamp)) => Looked::Store(Box::new(Pending {
                         item,
-                        offset,
                         flags,
                         claim: Some(cas),
                         stamp,
@@ -454,7 +404,6 @@ impl Core {
                         };
                         Looked::Store(Box::new(Pending {
                             item,
-                            offset,
                             flags,
                             claim: None,
                             stamp: stamp.unwrap_or(Stamp { flags, value: None }),
@@ -463,7 +412,7 @@ impl Core {
                     }
                 }
             }
-        })
+        }
     }
 
     /// `look`, with its store (if any) sent at once when the returned future is awaited.
@@ -474,9 +423,9 @@ impl Core {
         wire: &'a [u8],
         item: Item,
         now: u64,
-    ) -> Result<impl Future<Output = Opened> + Send + 'a> {
-        let looked = self.look(op, wire, item, now)?;
-        Ok(self.settle_now(io, op, wire, looked))
+    ) -> impl Future<Output = Opened> + Send + 'a {
+        let looked = self.look(op, wire, item, now);
+        self.settle_now(io, op, wire, looked)
     }
 
     /// Sends a look's store (if any) on its own and settles the read by its outcome.
@@ -635,16 +584,15 @@ impl Core {
     pub(crate) fn look_meta(
         &self,
         op: &'static str,
-        wire: &[u8],
         meta: newcache_transport::MetaItem,
         now: u64,
-    ) -> Result<Looked> {
-        let opening = self.opening(wire, &meta.item, now);
-        if meta.win && (meta.stale || !matches!(opening, Ok(None))) {
+    ) -> Looked {
+        let opening = self.opening(&meta.item, now);
+        if meta.win && (meta.stale || opening.is_some()) {
             self.observer.event(op, Event::ClaimWon, 1);
             // `md ... I` and every store give the item a new unique, so the winner's value
             // lands only if neither came while it loaded.
-            return Ok(Looked::Done(Opened::Miss(Over::item(meta.item.cas))));
+            return Looked::Done(Opened::Miss(Over::item(meta.item.cas)));
         }
         if meta.win_taken {
             self.observer.event(op, Event::ClaimLost, 1);
@@ -656,16 +604,12 @@ impl Core {
         // in the flags says what the server's remaining TTL says: the item lives the herd
         // timeout past it, and the win comes when less than that is left. Judging the flags
         // as well would hand out a second win.)
-        let (item, offset) = match opening? {
-            Some(mut opening) => (opening.inflated(meta.item), opening.offset),
-            None => (meta.item, 0),
+        let item = match opening {
+            Some(mut opening) => opening.inflated(meta.item),
+            None => meta.item,
         };
         let flags = value_flags(item.flags);
-        Ok(Looked::Done(Opened::Value {
-            item,
-            offset,
-            flags,
-        }))
+        Looked::Done(Opened::Value { item, flags })
     }
 
     /// Sends the stale items' stores of one multi-get (re-stores, claims) in one

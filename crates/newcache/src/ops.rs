@@ -214,10 +214,9 @@ impl Core {
         &self,
         key: &str,
         item: Item,
-        offset: usize,
         flags: u32,
     ) -> Result<T> {
-        codec::decode_bounded(item.value, offset, flags, self.config.inflate_limit).map_err(|e| {
+        codec::decode_bounded(item.value, 0, flags, self.config.inflate_limit).map_err(|e| {
             Error::Decode {
                 key: key.to_owned(),
                 flags,
@@ -270,19 +269,18 @@ impl Core {
     pub(crate) fn decode_opened_item<T: DeserializeOwned + 'static>(
         &self,
         key: &str,
-        (item, offset, flags): (Item, usize, u32),
+        (item, flags): (Item, u32),
     ) -> Result<T> {
-        self.decode_vec(key, item, offset, flags)
+        self.decode_vec(key, item, flags)
     }
 
-    /// Reads `wire` through the herd policy: the item (its value from `offset`, its value
-    /// flags), not decoded yet.
+    /// Reads `wire` through the herd policy: the item and its value flags, not decoded yet.
     pub(crate) async fn fetch_item<I: Io>(
         &self,
         io: &I,
         op: &'static str,
         wire: &[u8],
-    ) -> Result<Fetched<(Item, usize, u32)>> {
+    ) -> Result<Fetched<(Item, u32)>> {
         let read = if self.meta() {
             self.meta_read(io, wire, self.herd.herd_timeout.max(1))
                 .await?
@@ -292,7 +290,7 @@ impl Core {
         let opened = match read {
             Some(None) => return Ok(Fetched::Cold),
             Some(Some(meta)) => {
-                let looked = self.look_meta(op, wire, meta, self.now_millis())?;
+                let looked = self.look_meta(op, meta, self.now_millis());
                 self.settle_now(io, op, wire, looked).await
             }
             // Plain gets (under lease from the first meta refusal on, this read included).
@@ -300,17 +298,13 @@ impl Core {
                 let Some(item) = io.get(wire).await? else {
                     return Ok(Fetched::Cold);
                 };
-                self.open(io, op, wire, item, self.now_millis())?.await
+                self.open(io, op, wire, item, self.now_millis()).await
             }
         };
         Ok(match opened {
             Opened::Miss(over) => Fetched::Recompute(over),
             Opened::Gone => Fetched::Cold,
-            Opened::Value {
-                item,
-                offset,
-                flags,
-            } => Fetched::Hit((item, offset, flags)),
+            Opened::Value { item, flags } => Fetched::Hit((item, flags)),
         })
     }
 
@@ -336,33 +330,13 @@ impl Core {
     pub(crate) async fn get_raw<I: Io>(&self, io: &I, wire: &[u8]) -> Result<Option<RawValue>> {
         self.observer
             .op("get_raw", async move {
-                let fetched = match self.fetch_item(io, "get_raw", wire).await {
-                    // Herd state that cannot be read (another application's use of the flag
-                    // bits): the item as stored, every flag kept.
-                    Err(Error::Decode { .. }) => {
-                        let raw = io.get(wire).await?.map(|item| RawValue {
-                            bytes: item.value,
-                            flags: item.flags,
-                        });
-                        let event = if raw.is_some() {
-                            Event::Hit
-                        } else {
-                            Event::Miss
-                        };
-                        self.observer.event("get_raw", event, 1);
-                        return Ok(raw);
-                    }
-                    fetched => fetched,
-                };
+                let fetched = self.fetch_item(io, "get_raw", wire).await?;
                 // Counted as `get`'s hits and misses are (they were not: an outside audit).
-                Ok(match self.counted("get_raw", fetched?) {
-                    Fetched::Hit((mut item, offset, flags)) => {
-                        item.value.drain(..offset);
-                        Some(RawValue {
-                            bytes: item.value,
-                            flags,
-                        })
-                    }
+                Ok(match self.counted("get_raw", fetched) {
+                    Fetched::Hit((item, flags)) => Some(RawValue {
+                        bytes: item.value,
+                        flags,
+                    }),
                     Fetched::Recompute(_) | Fetched::Cold => None,
                 })
             })
@@ -520,13 +494,12 @@ impl Core {
         // misses either: each is the caller's failure for its key (`GetMany::failed`).
         let unread = if let Some(metas) = metas {
             for (i, m) in metas.items.into_iter().enumerate() {
-                let wire = made.key(i).unwrap_or_default();
-                take(i, m.map(|m| self.look_meta(op, wire, m, now)));
+                take(i, m.map(|m| Ok(self.look_meta(op, m, now))));
             }
             metas.unread
         } else {
             let now_read = io.get_many_now(&mut made, &mut |i, wire, item| {
-                take(i, Some(self.look(op, wire, item, now)));
+                take(i, Some(Ok(self.look(op, wire, item, now))));
             });
             match now_read {
                 Some(read) => {
@@ -537,7 +510,7 @@ impl Core {
                     let refs = made.all()?;
                     let read = io_meanwhile(io.get_many(&refs), meanwhile).await?;
                     for (i, (item, wire)) in read.items.into_iter().zip(&refs).enumerate() {
-                        take(i, item.map(|item| self.look(op, wire, item, now)));
+                        take(i, item.map(|item| Ok(self.look(op, wire, item, now))));
                     }
                     read.unread
                 }
@@ -577,14 +550,9 @@ impl Core {
         opened: Opened,
         found: &mut impl FnMut(usize, Result<T>),
     ) {
-        if let Opened::Value {
-            item,
-            offset,
-            flags,
-        } = opened
-        {
+        if let Opened::Value { item, flags } = opened {
             let key = keys.get(i).map_or("", AsRef::as_ref);
-            found(i, self.decode_vec(key, item, offset, flags));
+            found(i, self.decode_vec(key, item, flags));
         }
     }
 
@@ -594,7 +562,7 @@ impl Core {
             .op("has_key", async move {
                 // Herd state that does not open holds no value a `get` would return.
                 let looked = self.look_at(io, key).await?;
-                Ok(looked.is_some_and(|(p, read)| read && !p.stale))
+                Ok(looked.is_some_and(|p| !p.stale))
             })
             .await
     }
@@ -602,9 +570,7 @@ impl Core {
     /// `peek`: what `key` holds, herd state read, with no side effects at all.
     pub(crate) async fn peek<I: Io>(&self, io: &I, key: &str) -> Result<Option<Peeked>> {
         self.observer
-            .op("peek", async move {
-                Ok(self.look_at(io, key).await?.map(|(peeked, _)| peeked))
-            })
+            .op("peek", async move { self.look_at(io, key).await })
             .await
     }
 
@@ -655,8 +621,8 @@ impl Core {
         // served the value it read, as a `get` beside a `set` may be. Not under `reinsert`,
         // whose reader re-stores the old value with a plain `set` (over the added one: an
         // outside audit), nor under a policy that may serve it.
-        let past = match self.opening(wire, &item, now) {
-            Ok(Some(o)) => {
+        let past = match self.opening(&item, now) {
+            Some(o) => {
                 let claims = |u: f64| {
                     matches!(
                         self.policy.decide(&self.herd, &o.envelope, now, u),
@@ -676,31 +642,24 @@ impl Core {
         })
     }
 
-    /// What `key` holds, herd state read, with no side effects at all, and whether that
-    /// state read: an item whose flags do not open (another application's use of bit 8) is
-    /// given as stored, every flag kept, and `false`.
-    async fn look_at<I: Io>(&self, io: &I, key: &str) -> Result<Option<(Peeked, bool)>> {
+    /// What `key` holds, herd state read, with no side effects at all.
+    async fn look_at<I: Io>(&self, io: &I, key: &str) -> Result<Option<Peeked>> {
         let wire = self.wire_key(key)?;
-        let Some((mut item, invalidated)) = self.read_only(io, &wire).await? else {
+        let Some((item, invalidated)) = self.read_only(io, &wire).await? else {
             return Ok(None);
         };
         let now = self.now_millis();
-        let (stale, offset, flags, read) = match self.opening(&wire, &item, now) {
-            Ok(None) => (invalidated, 0, item.flags, true),
-            Ok(Some(o)) => (
+        let (stale, flags) = match self.opening(&item, now) {
+            None => (invalidated, item.flags),
+            Some(o) => (
                 invalidated || self.herd.on_read(&o.envelope, now) != ReadDecision::Fresh,
-                o.offset,
                 value_flags(item.flags),
-                true,
             ),
-            Err(Error::Decode { .. }) => (invalidated, 0, item.flags, false),
-            Err(e) => return Err(e.of_key(key)),
         };
-        item.value.drain(..offset);
         let value = RawValue {
             bytes: item.value,
             flags,
         };
-        Ok(Some((Peeked { value, stale }, read)))
+        Ok(Some(Peeked { value, stale }))
     }
 }

@@ -7,7 +7,7 @@ use std::future::Future;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-use newcache_herd::{read_flags, value_flags, Carried};
+use newcache_herd::{read_flags, value_flags};
 use newcache_transport::{Item, Store, StoreMode, StoreStatus};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -662,10 +662,7 @@ impl Core {
     /// claim made after that ran out gives (an invalidation leaves it passed; an
     /// invalidation claimed again before this winner's claim ran out leaves it earlier).
     fn claimed_again(&self, claimed: &Item, current: &Item) -> Option<u64> {
-        let soft = |item: &Item, at: u64| match read_flags(item.flags, at) {
-            Some(Carried::Flags(envelope)) => Some(envelope.soft_expiry_millis),
-            _ => None,
-        };
+        let soft = |item: &Item, at: u64| read_flags(item.flags, at).map(|e| e.soft_expiry_millis);
         let at = self.now_millis();
         let (was, is) = (soft(claimed, at)?, soft(current, at)?);
         let herd_timeout = u64::from(self.herd.herd_timeout) * 1000;

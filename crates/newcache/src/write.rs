@@ -510,7 +510,7 @@ impl Core {
         let Some(item) = io.get(&wire).await? else {
             return Ok(false);
         };
-        let opening = self.opening(&wire, &item, now).map_err(|e| e.of_key(key))?;
+        let opening = self.opening(&item, now);
         let stamp = match (&opening, plan.soft_expiry_millis) {
             (Some(o), Some(soft)) => self.restamp(&item, o, Envelope::new(soft), now),
             (Some(o), None) if o.seed.is_none() => Some(Stamp {
@@ -524,11 +524,8 @@ impl Core {
             // Bare stays bare; a django-newcache tuple keeps its own expiry.
             _ => None,
         };
-        let offset = opening.as_ref().map_or(0, |o| o.offset);
         let stamp = match stamp {
-            Some(stamp) if offset != 0 || stamp.value.is_some() || stamp.flags != item.flags => {
-                stamp
-            }
+            Some(stamp) if stamp.value.is_some() || stamp.flags != item.flags => stamp,
             _ => return Ok(io.touch(&wire, plan.exptime).await?),
         };
         // The soft expiry lives in the flags (or in the value), which `touch` cannot change:
@@ -536,7 +533,7 @@ impl Core {
         let mode = item.cas.map_or(StoreMode::Replace, StoreMode::Cas);
         let value = match &stamp.value {
             Some(v) => v.as_slice(),
-            None => item.value.get(offset..).unwrap_or_default(),
+            None => &item.value,
         };
         let status = io
             .store(&Store {
@@ -575,7 +572,7 @@ impl Core {
                         return Ok(false);
                     };
                     let now = self.now_millis();
-                    let opening = self.opening(&wire, &item, now).map_err(|e| e.of_key(key))?;
+                    let opening = self.opening(&item, now);
                     let stale = self
                         .herd
                         .invalidated(opening.as_ref().map(|o| &o.envelope), now);
@@ -590,10 +587,9 @@ impl Core {
                         // A django-newcache tuple whose expiry cannot move: delete it instead.
                         return Ok(io.delete(&wire).await?);
                     };
-                    let offset = opening.as_ref().map_or(0, |o| o.offset);
                     let value = match &stamp.value {
                         Some(v) => v.as_slice(),
-                        None => item.value.get(offset..).unwrap_or_default(),
+                        None => &item.value,
                     };
                     let mode = item.cas.map_or(StoreMode::Replace, StoreMode::Cas);
                     let status = io

@@ -86,8 +86,6 @@ fn main() {
                 input.extend_from_slice(&compute.to_le_bytes());
                 input.extend_from_slice(&1.0f64.to_le_bytes());
                 input.extend_from_slice(&0.5f64.to_le_bytes());
-                // A format-1 value after the fields.
-                envelope.encode(b"payload", &mut input);
                 seed("herd_state", &input, &mut herd);
             }
         }

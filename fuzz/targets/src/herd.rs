@@ -1,28 +1,22 @@
-//! The herd state decoders (`newcache_herd`): `read_flags` over arbitrary flags and clocks,
-//! `Envelope::decode` over arbitrary bytes, and the decisions made on what they return.
+//! The herd state decoder (`newcache_herd`): `read_flags` over arbitrary flags and clocks,
+//! and the decisions made on what it returns.
 //!
 //! Input layout (little-endian, zeros past the end): flags (4 bytes), the reader's clock in
 //! ms (8), a herd timeout in s (4), a soft expiry in ms (8), a compute time in ms (4),
-//! XFetch's beta (8) and u (8); the rest is a value for `Envelope::decode`.
+//! XFetch's beta (8) and u (8); the rest is ignored.
 //!
 //! Checks:
-//! - `read_flags` says "herd-protected" exactly when [`HERD_FLAG`] is set, and
-//!   `value_flags` then keeps only the value's own bits;
+//! - `read_flags` says "herd-protected" exactly when [`HERD_FLAG`] is set with a unit (bits
+//!   11-12), and `value_flags` then keeps only the value's own bits, else all of them;
 //! - an envelope written as flags (`Envelope::flags`) at a plausible clock reads back as
 //!   documented: the soft expiry rounded up to the second for the 1 s unit, down to the unit
 //!   for the coarser ones, brought forward to the window's edge when further out; never
 //!   stale before its TTL in the 1 s unit, never past the item's own expiry; the compute
 //!   time within a factor of two (0 stays 0);
-//! - `Envelope::decode` of a format-1 value splits off exactly its 13-byte header, which
-//!   `Envelope::encode` writes back byte for byte; its errors say the truth (the length, the
-//!   version byte);
 //! - the decisions (`on_read`, `stale_action` under every policy, `early_recompute`,
 //!   `invalidated`, `plan_store`) do not panic on anything those decoders return.
 
-use newcache_herd::{
-    read_flags, value_flags, Carried, Envelope, EnvelopeError, Herd, Policy, Ttl, HEADER_LEN,
-    HERD_FLAG, STATE_MASK,
-};
+use newcache_herd::{read_flags, value_flags, Envelope, Herd, Policy, Ttl, HERD_FLAG, STATE_MASK};
 
 /// The compute-time classes' representatives, in ms (class 0 is "unknown").
 const COMPUTE_CLASSES: [u32; 8] = [0, 10, 40, 160, 640, 2560, 10240, 40960];
@@ -40,17 +34,17 @@ pub fn herd_state(data: &[u8]) {
     let compute = input.u32();
     let beta = input.f64();
     let u = input.f64();
-    let bytes = input.rest();
     let herd = Herd::new(herd_timeout);
 
     // Arbitrary flags at an arbitrary clock.
     let carried = read_flags(flags, now);
+    let unit = (flags >> 11) & 0b11;
     assert_eq!(
         carried.is_some(),
-        flags & HERD_FLAG != 0,
-        "flags {flags:#x}: read_flags and the herd bit disagree"
+        flags & HERD_FLAG != 0 && unit != 0,
+        "flags {flags:#x}: read_flags and the herd bit and unit disagree"
     );
-    if flags & HERD_FLAG != 0 {
+    if carried.is_some() {
         assert_eq!(
             value_flags(flags) & (HERD_FLAG | STATE_MASK),
             0,
@@ -59,36 +53,13 @@ pub fn herd_state(data: &[u8]) {
     } else {
         assert_eq!(value_flags(flags), flags);
     }
-    if let Some(Carried::Flags(envelope)) = carried {
+    if let Some(envelope) = carried {
         assert!(
             COMPUTE_CLASSES.contains(&envelope.compute_millis),
             "flags {flags:#x}: compute time {} is no class's",
             envelope.compute_millis
         );
         decide(&herd, &envelope, now, beta, u);
-    }
-
-    // A format-1 header in front of a value.
-    match Envelope::decode(bytes) {
-        Ok((envelope, payload)) => {
-            assert!(bytes.len() >= HEADER_LEN && bytes[0] == 1);
-            assert_eq!(
-                payload,
-                &bytes[HEADER_LEN..],
-                "the payload follows the header"
-            );
-            let mut out = Vec::new();
-            envelope.encode(payload, &mut out);
-            assert_eq!(out, bytes, "decode then encode is the identity");
-            decide(&herd, &envelope, now, beta, u);
-        }
-        Err(EnvelopeError::Truncated { len }) => {
-            assert_eq!(len, bytes.len());
-            assert!(len < HEADER_LEN, "{len} bytes called truncated");
-        }
-        Err(EnvelopeError::UnknownVersion(v)) => {
-            assert!(bytes.len() >= HEADER_LEN && v == bytes[0] && v != 1);
-        }
     }
 
     // An envelope written as flags and read back.
@@ -107,7 +78,7 @@ pub fn herd_state(data: &[u8]) {
     let value_bits = flags & 0xff;
     let stored = state | value_bits;
     assert_eq!(value_flags(stored), value_bits);
-    let Some(Carried::Flags(read)) = read_flags(stored, now) else {
+    let Some(read) = read_flags(stored, now) else {
         panic!("flags {stored:#x} written by Envelope::flags do not read as flags");
     };
     check_compute(compute, read.compute_millis);
