@@ -275,6 +275,19 @@ pub(crate) fn second_lane(lane: &Lane, tests: &[String], demo: &Path) -> Result<
         bare,
         "facade without default features, without libmemcached",
     )?;
+    // The facade's unit tests with only the text transport: a test that needs a codec or a
+    // transport says so (`#[cfg(feature = ...)]`); they did not compile without bincode.
+    let mut lean = without_libmemcached(cargo());
+    lean.args([
+        "test",
+        "-p",
+        "newcache",
+        "--no-default-features",
+        "--features",
+        "text",
+        "--lib",
+    ]);
+    lane.run(lean, "facade's unit tests with only the text transport")?;
     fuzz_replay(lane)?;
     // The tests last: most of them wait more than they compute, beside the first lane's
     // CPU-bound ones (the placement oracle), where the builds above would slow those down.

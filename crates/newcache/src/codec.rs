@@ -549,10 +549,22 @@ pub fn display_within(bytes: &[u8], flags: u32, inflate_limit: usize) -> String 
     show_within(bytes, flags, inflate_limit).unwrap_or_else(|what| format!("<{what}>"))
 }
 
-#[cfg(test)]
+// Most of these store structured values with bincode, the default codec.
+#[cfg(all(test, feature = "bincode"))]
 mod tests {
     use super::*;
     use serde::{Deserialize, Serialize};
+
+    /// Every codec this build has.
+    fn built_codecs() -> Vec<ValueCodec> {
+        vec![
+            ValueCodec::Bincode,
+            #[cfg(feature = "json")]
+            ValueCodec::Json,
+            #[cfg(feature = "pickle")]
+            ValueCodec::Pickle,
+        ]
+    }
 
     fn enc<T: Serialize + ?Sized>(v: &T) -> (Vec<u8>, u32) {
         let mut out = Vec::new();
@@ -577,11 +589,7 @@ mod tests {
             a: i64,
         }
         let secret = "tok-3f9a1c";
-        let mut codecs = vec![ValueCodec::Bincode];
-        #[cfg(feature = "json")]
-        codecs.push(ValueCodec::Json);
-        #[cfg(feature = "pickle")]
-        codecs.push(ValueCodec::Pickle);
+        let codecs = built_codecs();
         let map = std::collections::BTreeMap::from([(secret, 1)]);
         for codec in codecs {
             let (mut listed, mut mapped) = (Vec::new(), Vec::new());
@@ -607,11 +615,7 @@ mod tests {
     fn booleans_read_back_inside_options_and_newtypes() {
         #[derive(Debug, PartialEq, Serialize, Deserialize)]
         struct On(bool);
-        let mut codecs = vec![ValueCodec::Bincode];
-        #[cfg(feature = "json")]
-        codecs.push(ValueCodec::Json);
-        #[cfg(feature = "pickle")]
-        codecs.push(ValueCodec::Pickle);
+        let codecs = built_codecs();
         for codec in codecs {
             for b in [true, false] {
                 let mut out = Vec::new();

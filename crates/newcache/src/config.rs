@@ -273,6 +273,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg(feature = "pickle")]
     fn values_settings_parse_under_newcaches_and_pylibmcs_names() {
         let c = Config::from_url(
             "newcache://a/?version=v2&min_compress_len=1000&inflate_limit=4096&envelope=django-newcache&codec=pickle",
@@ -396,6 +397,7 @@ mod tests {
                 "newcache://a/?binary=true&behaviors.buffer_requests=1",
                 "buffer_requests",
             ),
+            #[cfg(feature = "binary")]
             (
                 "newcache://a/?binary=true&behaviors.connect_timeout=0",
                 "at least 1 ms",
@@ -454,10 +456,12 @@ mod tests {
                 "lease_wait=18446744073709551615 ms is over a day",
             ),
             ("newcache://a/?lease_wait=0", "lease_wait=0ns would have"),
+            #[cfg(feature = "pickle")]
             (
                 "newcache://a/?envelope=django-newcache",
                 "needs codec=pickle (this cache has codec=bincode)",
             ),
+            #[cfg(all(feature = "pickle", feature = "json"))]
             (
                 "newcache://a/?envelope=django-newcache&codec=json",
                 "needs codec=pickle",

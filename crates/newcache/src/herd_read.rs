@@ -249,6 +249,8 @@ impl Core {
         envelope: Envelope,
         now: u64,
     ) -> Option<Stamp> {
+        #[cfg(not(feature = "pickle"))]
+        let _ = opening;
         #[cfg(feature = "pickle")]
         if let Some(seed) = &opening.seed {
             let secs = (envelope.soft_expiry_millis / 1000).saturating_sub(1);
