@@ -159,12 +159,13 @@ impl From<std::time::Duration> for SetOptions {
     }
 }
 
-/// A value as stored: its bytes and its type flags (the herd bits removed).
+/// A value as stored: its bytes and its flags (newcache's herd state removed).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RawValue {
     /// The value's bytes.
     pub bytes: Vec<u8>,
-    /// The value's flags (the herd bit removed).
+    /// The value's flags: newcache's herd state (bit 8 with a unit in bits 11-12, and
+    /// bits 11-31) removed; any other application's bits as stored.
     pub flags: u32,
 }
 
@@ -452,7 +453,9 @@ impl Cache {
 
     /// Gives a value a new TTL; `false` when the key holds none. A herd-protected value gets a
     /// new soft expiry too (rewritten with CAS, so a concurrent write wins): an invalidated
-    /// value touched is fresh again, its invalidation undone.
+    /// value touched is fresh again, its invalidation undone. A value whose flags use the
+    /// bits the herd keeps its state in (8 and 11-31: another application's) gets
+    /// memcached's own `touch`, its flags left as they are.
     pub fn touch(&self, key: &str, options: impl Into<SetOptions>) -> Result<bool> {
         block(self.core.touch(&self.io(), key, options.into()))
     }
@@ -462,7 +465,9 @@ impl Cache {
     /// value for up to twice the herd timeout (from the last invalidation: a key invalidated
     /// more often than its loader runs keeps serving the value from before the first one,
     /// docs/herd.md). `false` when the key holds no value.
-    /// [`Cache::delete`] still deletes.
+    /// [`Cache::delete`] still deletes, and so does this for a value that cannot be marked:
+    /// one whose flags use the bits the herd keeps its state in (8 and 11-31: another
+    /// application's), and a django-newcache tuple whose expiry cannot move (past 2038).
     pub fn invalidate(&self, key: &str) -> Result<bool> {
         block(self.core.invalidate(&self.io(), key))
     }

@@ -560,7 +560,6 @@ impl Core {
     pub(crate) async fn has_key<I: Io>(&self, io: &I, key: &str) -> Result<bool> {
         self.observer
             .op("has_key", async move {
-                // Herd state that does not open holds no value a `get` would return.
                 let looked = self.look_at(io, key).await?;
                 Ok(looked.is_some_and(|p| !p.stale))
             })

@@ -517,7 +517,11 @@ impl Core {
                 flags: value_flags(item.flags),
                 value: None,
             }),
-            (None, Some(soft)) => Some(Stamp {
+            // A bare value gains the herd state, unless its flags use the bits that would hold
+            // it (another application's): ORed in, they made a soft expiry of nothing, and
+            // the item's own bit 8 was taken for the herd's and later dropped (an outside
+            // audit). memcached's own `touch` then, the flags left as they are.
+            (None, Some(soft)) if item.flags & !codec::ENCODING_BITS == 0 => Some(Stamp {
                 flags: item.flags | self.herd_bits(Envelope::new(soft), now),
                 value: None,
             }),
@@ -526,6 +530,12 @@ impl Core {
         };
         let stamp = match stamp {
             Some(stamp) if stamp.value.is_some() || stamp.flags != item.flags => stamp,
+            // A value that stays without herd state lives the TTL asked, not the herd
+            // timeout longer.
+            None if opening.is_none() => {
+                let bare = self.plan(options.no_herd(), now)?;
+                return Ok(io.touch(&wire, bare.exptime).await?);
+            }
             _ => return Ok(io.touch(&wire, plan.exptime).await?),
         };
         // The soft expiry lives in the flags (or in the value), which `touch` cannot change:
@@ -578,13 +588,19 @@ impl Core {
                         .invalidated(opening.as_ref().map(|o| &o.envelope), now);
                     let stamp = match &opening {
                         Some(o) => self.restamp(&item, o, stale, now),
-                        None => Some(Stamp {
+                        // A bare value whose flags leave the herd's bits free is marked.
+                        None if item.flags & !codec::ENCODING_BITS == 0 => Some(Stamp {
                             flags: item.flags | self.herd_bits(stale, now),
                             value: None,
                         }),
+                        // One whose flags use them (another application's) cannot be: ORed
+                        // in, they made a soft expiry of nothing (an outside audit: "true",
+                        // and the value served fresh) and took its bit 8 for the herd's.
+                        None => None,
                     };
                     let Some(stamp) = stamp else {
-                        // A django-newcache tuple whose expiry cannot move: delete it instead.
+                        // A django-newcache tuple whose expiry cannot move, or a value that
+                        // cannot carry the herd state: deleted instead.
                         return Ok(io.delete(&wire).await?);
                     };
                     let value = match &stamp.value {

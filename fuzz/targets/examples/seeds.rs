@@ -1,5 +1,5 @@
 //! Writes the seed inputs of `fuzz/corpus/` that newcache's own encoders make: herd flags
-//! and format-1 envelopes (`herd_state`), values in each codec (`value_codec`) and
+//! (`herd_state`), values in each codec (`value_codec`) and
 //! django-newcache tuples `wrap_marker` writes (`pickle_marker`). The seeds from outside
 //! newcache (a real memcached's replies, Python's pickles, URLs) come from
 //! `fuzz/seeds/make_seeds.py`.

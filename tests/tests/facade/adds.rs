@@ -435,6 +435,34 @@ fn another_applications_bit_8_without_a_unit_is_its_value_read_as_stored_under_e
         assert_eq!((raw.bytes.as_slice(), raw.flags), (&long[..], 256), "{policy}");
         let (flags, _, value) = e.meta("foreign").expect("still there");
         assert_eq!((flags, value.as_slice()), (256, &long[..]), "{policy}: left as stored");
+
+        // Such flags cannot carry the herd state: ORed in, `touch` and `invalidate` made a
+        // soft expiry of nothing (0xffff | the expiry: "true", and the value served fresh)
+        // and took bit 8 for the herd's, which a later touch dropped (an outside audit).
+        // `touch` is memcached's own; `invalidate` deletes.
+        for flags in [256u32, 0xffff_0100, 16 | 256] {
+            let stored = e.server.raw(
+                &format!("set {wire} {flags} 0 3\r\nold\r\n"),
+                b"\r\n",
+            );
+            assert_eq!(stored, b"STORED\r\n");
+            assert!(e.cache.touch("foreign", Ttl::Seconds(300)).unwrap());
+            let (after, ttl, value) = e.meta("foreign").expect("touched");
+            assert_eq!((after, value.as_slice()), (flags, &b"old"[..]), "{policy}");
+            assert!((290..=300).contains(&ttl), "{policy}: ttl {ttl}");
+            assert!(e.cache.invalidate("foreign").unwrap(), "{policy}");
+            assert_eq!(e.meta("foreign"), None, "{policy} {flags:#x}: deleted");
+            let loads = std::sync::atomic::AtomicUsize::new(0);
+            let got = e
+                .cache
+                .get_or_set("foreign", Ttl::Seconds(60), || {
+                    loads.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    "new".to_string()
+                })
+                .unwrap();
+            let loads = loads.load(std::sync::atomic::Ordering::SeqCst);
+            assert_eq!((got.as_str(), loads), ("new", 1), "{policy}");
+        }
     }
 }
 
