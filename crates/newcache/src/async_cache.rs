@@ -31,7 +31,9 @@ use crate::{
 /// shared between runtimes works while that runtime is driven (a multi-thread runtime
 /// always is); one opened by a current-thread runtime whose `block_on` has returned waits
 /// for that runtime, and requests from elsewhere time out until it runs again or is
-/// dropped. One cache per runtime, or one multi-thread runtime, avoids that.
+/// dropped (a blocking call inside that `block_on` does the same). Those timeouts count as
+/// the server's failures, as any timeout does: with `remove_failed`, a healthy server is
+/// marked down. One cache per runtime, or one multi-thread runtime, avoids that.
 ///
 /// What it does not take that `Cache` does: `tls=true` (its transport does not encrypt) and
 /// `transport=libmemcached` (whose calls block a thread); both are refused when it is built,

@@ -137,6 +137,55 @@ mod tests {
         assert_eq!(v.len(), 1);
     }
 
+    /// A value's room is not its header's length: it starts at 1 MiB at most and grows as
+    /// the bytes fill it. A reply claiming 1 GiB allocated 1 GiB before a byte of it came
+    /// (an outside audit: a few threads aborted the process under an address-space limit).
+    #[test]
+    fn a_value_gets_room_as_its_bytes_arrive_not_as_its_header_claims() {
+        use super::decode::FIRST_ROOM;
+        for header in ["VALUE k 0 1073741824\r\n", "VA 1073741824 f0\r\n"] {
+            let expect = match header.starts_with("VA ") {
+                true => Expect::Meta,
+                false => Expect::Values,
+            };
+            let mut d = Decoder::new(expect);
+            let mut input = header.as_bytes().to_vec();
+            input.extend_from_slice(&[7u8; 1000]);
+            assert_eq!(d.decode(&input).unwrap(), None);
+            assert_eq!(
+                d.value_spare().map(|s| s.len()),
+                Some(FIRST_ROOM - 1000),
+                "{header}"
+            );
+        }
+        // A value over the first room arrives whole, fed or read straight into its room.
+        let big: Vec<u8> = (0..(FIRST_ROOM * 5 / 2) as u32)
+            .map(|i| (i % 251) as u8)
+            .collect();
+        let mut input = format!("VALUE big 3 {}\r\n", big.len()).into_bytes();
+        input.extend_from_slice(&big);
+        input.extend_from_slice(b"\r\nEND\r\n");
+        let mut meta = format!("VA {} f3\r\n", big.len()).into_bytes();
+        meta.extend_from_slice(&big);
+        meta.extend_from_slice(b"\r\n");
+        for chunk in [4096, FIRST_ROOM - 1, FIRST_ROOM + 1, big.len() + 100] {
+            for direct in [false, true] {
+                let Reply::Values(values) = decode_in_chunks(Expect::Values, &input, chunk, direct)
+                else {
+                    panic!("values expected")
+                };
+                let value = &values.iter().next().unwrap().1.value;
+                assert!(value == &big, "chunk {chunk} direct {direct}");
+                let Reply::Meta(Meta::Value(m)) =
+                    decode_in_chunks(Expect::Meta, &meta, chunk, direct)
+                else {
+                    panic!("a meta value expected")
+                };
+                assert!(m.item.value == big, "meta: chunk {chunk} direct {direct}");
+            }
+        }
+    }
+
     /// A decoder reset for the next reply reads it as a new one would: no tag, no values,
     /// and no value left over from an error line in the middle of a `VALUE` block.
     #[test]

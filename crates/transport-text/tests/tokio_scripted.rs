@@ -217,3 +217,40 @@ fn a_request_that_times_out_leaves_the_connection_and_later_requests_alone() {
         server.abort();
     });
 }
+
+/// A server that answers `stats` with `STAT` lines and never an `END`: the lines were
+/// collected without end (an outside audit: 1 GB in 6 s, the caller's timeout never looked
+/// at). Past 16,384 lines the reply is a protocol error, in well under the read timeout.
+#[test]
+fn a_stats_reply_that_never_ends_is_an_error_not_a_heap() {
+    let rt = runtime();
+    rt.block_on(async {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let t = TokioTextTransport::new(TextConfig {
+            servers: vec![listener.local_addr().unwrap().to_string()],
+            protocol: Protocol::Meta,
+            read_timeout: Duration::from_secs(5),
+            ..TextConfig::default()
+        })
+        .unwrap();
+        tokio::spawn(async move {
+            let (mut s, _) = listener.accept().await.unwrap();
+            let mut asked = [0u8; 64];
+            let _ = s.read(&mut asked).await;
+            let lines: String = (0..2000)
+                .map(|i| format!("STAT k{i} {}\r\n", "v".repeat(100)))
+                .collect();
+            while s.write_all(lines.as_bytes()).await.is_ok() {}
+        });
+        let started = std::time::Instant::now();
+        let got = tokio::time::timeout(Duration::from_secs(10), t.stats())
+            .await
+            .expect("the call returns");
+        let took = started.elapsed();
+        let Err(Error::Protocol { detail, .. }) = got else {
+            panic!("{got:?}")
+        };
+        assert!(detail.contains("16384 lines"), "{detail}");
+        assert!(took < Duration::from_secs(3), "{took:?}");
+    });
+}

@@ -13,6 +13,12 @@ pub const MAX_LINE: usize = 8 * 1024;
 /// 1 GiB).
 pub const MAX_VALUE_LEN: usize = 1 << 30;
 
+/// The most `STAT` lines one reply may have: memcached's `stats` has about 90, `stats items`
+/// and `stats slabs` about 20 for each of at most 64 slab classes. A server streaming
+/// `STAT` lines without an `END` had them collected without end (an outside audit: 1 GB in
+/// 6 s); past this the reply is a protocol error.
+pub const MAX_STATS: usize = 16 * 1024;
+
 pub(super) fn err<T>(msg: impl Into<String>) -> Result<T, ParseError> {
     Err(ParseError(msg.into()))
 }
@@ -207,13 +213,24 @@ pub struct Decoder {
     pub(super) tag: meta::Tag,
 }
 
-/// A value whose data block is still arriving: the item, its value already at its final
-/// length, and how many of its bytes arrived.
+/// A value whose data block is still arriving: the item, its value's room (the bytes
+/// arrived, then zeros), how many of its bytes arrived, and how many its header said.
+///
+/// The room is [`FIRST_ROOM`] at most to begin with, and grows as the bytes fill it: a
+/// reply's length field alone (up to [`MAX_VALUE_LEN`]) made the client allocate that much
+/// at once, and a server sending `VA 1073741824` to a few threads aborted the process under
+/// an address-space limit (an outside audit).
 #[derive(Debug)]
 pub(super) struct Partial {
     pub(super) of: PartialOf,
     pub(super) filled: usize,
+    pub(super) len: usize,
 }
+
+/// The most room a value still arriving gets before its first bytes fill it: memcached's
+/// default item size limit, so every value a default server sends has all of its room at
+/// once, and is read straight into it.
+pub(super) const FIRST_ROOM: usize = 1 << 20;
 
 /// What a value still arriving belongs to.
 // The key is kept inline, as in `Values`, so a value arriving in pieces allocates nothing
@@ -235,10 +252,17 @@ impl Partial {
         }
     }
 
-    /// The value's bytes still to come.
+    /// Room for the value's bytes still to come (empty once all of them arrived): the
+    /// room left, or, once the bytes filled it, room for as many again, up to the length
+    /// the header said.
     pub(super) fn spare(&mut self) -> &mut [u8] {
-        let filled = self.filled;
-        self.value().get_mut(filled..).unwrap_or_default()
+        let (filled, len) = (self.filled, self.len);
+        let value = self.value();
+        if filled >= value.len() && value.len() < len {
+            let grown = value.len().saturating_mul(2).clamp(FIRST_ROOM, len);
+            value.resize(grown, 0);
+        }
+        value.get_mut(filled..).unwrap_or_default()
     }
 }
 
@@ -361,13 +385,13 @@ impl Decoder {
                     let (key, flags, len, cas) = parse_value_header(text)?;
                     let Some((data, after)) = data_block(buf, next, len)? else {
                         let item = Item {
-                            value: vec![0; len],
+                            value: vec![0; len.min(FIRST_ROOM)],
                             flags,
                             cas,
                         };
                         self.pos = next;
                         let key = ReplyKey::new(key).ok_or_else(|| bad_key(text))?;
-                        match self.start(buf, PartialOf::Value(key, item))? {
+                        match self.start(buf, PartialOf::Value(key, item), len)? {
                             Fed::More => return Ok(None),
                             Fed::Done(meta) => return Ok(Some(Reply::Meta(Meta::Value(meta)))),
                             Fed::Next => continue,
@@ -444,9 +468,9 @@ impl Decoder {
                         Ok(())
                     })?;
                     let Some((data, after)) = data_block(buf, next, len)? else {
-                        meta.item.value = vec![0; len];
+                        meta.item.value = vec![0; len.min(FIRST_ROOM)];
                         self.pos = next;
-                        return match self.start(buf, PartialOf::Meta(meta))? {
+                        return match self.start(buf, PartialOf::Meta(meta), len)? {
                             Fed::More | Fed::Next => Ok(None),
                             Fed::Done(meta) => Ok(Some(Reply::Meta(Meta::Value(meta)))),
                         };
@@ -461,6 +485,9 @@ impl Decoder {
                         return Ok(Some(Reply::Stats(std::mem::take(&mut self.stats))));
                     }
                     if let Some(rest) = text.strip_prefix(b"STAT ") {
+                        if self.stats.len() >= MAX_STATS {
+                            return err(format!("a stats reply of over {MAX_STATS} lines"));
+                        }
                         let rest = String::from_utf8_lossy(rest);
                         let (name, value) = rest.split_once(' ').unwrap_or((&rest, ""));
                         self.stats.push((name.to_string(), value.to_string()));
@@ -477,9 +504,15 @@ impl Decoder {
 }
 
 impl Decoder {
-    /// Starts a value whose data block begins at `buf[self.pos..]` but has not fully arrived.
-    pub(super) fn start(&mut self, buf: &[u8], of: PartialOf) -> Result<Fed, ParseError> {
-        self.partial = Some(Partial { of, filled: 0 });
+    /// Starts a value of `len` bytes whose data block begins at `buf[self.pos..]` but has
+    /// not fully arrived.
+    pub(super) fn start(
+        &mut self,
+        buf: &[u8],
+        of: PartialOf,
+        len: usize,
+    ) -> Result<Fed, ParseError> {
+        self.partial = Some(Partial { of, filled: 0, len });
         self.feed(buf)
     }
 
@@ -488,16 +521,22 @@ impl Decoder {
         let Some(partial) = self.partial.as_mut() else {
             return Ok(Fed::Next);
         };
-        let given = buf.get(self.pos..).unwrap_or_default();
-        let spare = partial.spare();
-        let n = spare.len().min(given.len());
-        if let (Some(dst), Some(src)) = (spare.get_mut(..n), given.get(..n)) {
-            dst.copy_from_slice(src);
-        }
-        partial.filled += n;
-        self.pos += n;
-        if !partial.spare().is_empty() {
-            return Ok(Fed::More);
+        // Room by room (it grows as it fills), until the value is whole or `buf` is used up.
+        loop {
+            let given = buf.get(self.pos..).unwrap_or_default();
+            let spare = partial.spare();
+            if spare.is_empty() {
+                break;
+            }
+            let n = spare.len().min(given.len());
+            if n == 0 {
+                return Ok(Fed::More);
+            }
+            if let (Some(dst), Some(src)) = (spare.get_mut(..n), given.get(..n)) {
+                dst.copy_from_slice(src);
+            }
+            partial.filled += n;
+            self.pos += n;
         }
         let len = partial.filled;
         match buf.get(self.pos..).unwrap_or_default() {

@@ -32,6 +32,11 @@ use crate::command::{Outcome, Wire};
 use crate::conn::{ReadBuf, READ_BUF, WIRE_UNKNOWN};
 use crate::proto::{meta, Decoder, Expect, Reply, Status};
 
+/// The most reads a direct caller makes in one poll after the runtime said `Pending` (its
+/// budget spent, or the socket found empty): each takes what the socket holds, up to the
+/// read buffer or the value's room, and a reply is nearly always whole after one or two.
+const MAX_READS_PAST_PENDING: u32 = 64;
+
 mod abandoned;
 mod direct;
 mod writer;
@@ -518,6 +523,8 @@ impl Conn {
         let mut emptied = false;
         // A direct caller read bytes not yet stamped in `last_read`.
         let mut unstamped = false;
+        // The reads a direct caller made past the runtime's `Pending`.
+        let mut read_past_pending = 0;
         loop {
             loop {
                 if !*decoding {
@@ -591,7 +598,16 @@ impl Conn {
                 // its reply is in a turn of `epoll_wait` sooner, and the wake-up the rest's
                 // arrival queued is spent while the server works on its next request. (The
                 // waker is registered: when this read finds nothing, the wait goes on.)
+                // At most so many: a server that keeps sending (a reply that never ends)
+                // kept the caller in this loop, past its timeout and the runtime's budget
+                // (an outside audit: a `stats` reply of endless lines, 1 GB in 6 s). Then it
+                // yields, woken at once, and its timeout is looked at.
+                Poll::Pending if until.is_some() && read_past_pending >= MAX_READS_PAST_PENDING => {
+                    cx.waker().wake_by_ref();
+                    Poll::Pending
+                }
                 Poll::Pending if until.is_some() && read_any && !emptied => {
+                    read_past_pending += 1;
                     match reader.read_now(target) {
                         Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                             emptied = true;
