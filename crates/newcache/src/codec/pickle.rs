@@ -89,6 +89,39 @@ mod tests {
         assert!(e.0.contains("builtins.int itself"), "{e}");
     }
 
+    /// Python keeps `bytes` and `str` apart, and so does reading a pickle: `{'a': 1, b'a': 2}`
+    /// read as a `HashMap<String, i64>` lost an entry, its two keys made one, and bytes read
+    /// as a `String` (an outside audit). A float beyond an `f32` read as one was infinity.
+    /// Pickled by Python 3.11 with protocol 5.
+    #[test]
+    fn bytes_are_not_text_and_a_float_too_large_is_no_f32() {
+        let mixed = hex("80059511000000000000007d94288c0161944b01430161944b02752e");
+        let e = decode::<HashMap<String, i64>>(&mixed).unwrap_err();
+        assert!(e.0.contains("Python bytes where a str"), "{e}");
+        let as_value = decode::<serde_pickle::Value>(&mixed).unwrap();
+        let serde_pickle::Value::Dict(entries) = as_value else {
+            panic!("{as_value:?}")
+        };
+        assert_eq!(entries.len(), 2, "both keys, told apart");
+        let bytes_value = hex("8005950c000000000000007d948c01619443017894732e");
+        assert!(decode::<HashMap<String, String>>(&bytes_value).is_err());
+        assert_eq!(
+            decode::<HashMap<String, Vec<u8>>>(&bytes_value).unwrap(),
+            HashMap::from([("a".to_string(), b"x".to_vec())])
+        );
+        let list = hex("80059509000000000000005d944302616294612e");
+        assert!(decode::<Vec<String>>(&list).is_err());
+        assert!(decode::<Vec<char>>(&hex("80059508000000000000005d9443016194612e")).is_err());
+        assert_eq!(decode::<Vec<Vec<u8>>>(&list).unwrap(), [b"ab".to_vec()]);
+        let big = hex("8005950a00000000000000477e37e43c8800759c2e");
+        assert_eq!(decode::<f64>(&big).unwrap(), 1e300);
+        let e = decode::<f32>(&big).unwrap_err();
+        assert!(e.0.contains("beyond an f32"), "{e}");
+        assert!(
+            decode::<Vec<f32>>(&hex("8005950d000000000000005d94477e37e43c8800759c612e")).is_err()
+        );
+    }
+
     /// `b''` in protocols 0 to 2 is `bytes()` (python-memcached pickles with protocol 0,
     /// Django's `MemcachedCache` over it): read as empty bytes, the dict around it kept (an
     /// outside audit: the whole value was an error). Pickled by Python 3.11:

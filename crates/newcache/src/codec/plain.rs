@@ -437,6 +437,28 @@ impl<'de> PlainDe<'de> {
             .map_err(|_| CodecError(format!("{} is not a valid {what}", Shown(s))))
     }
 
+    /// A float, as [`PlainDe::parse`] reads numbers; a finite number beyond the type's
+    /// range is an error, where parsing makes it an infinity (Python's `1e300` or `2**200`
+    /// read as an `f32`: an outside audit).
+    fn parse_float<F: std::str::FromStr + Into<f64> + Copy>(
+        &self,
+        what: &str,
+    ) -> Result<F, CodecError> {
+        let f: F = self.parse(what)?;
+        let spelled_infinite = self
+            .number()?
+            .trim_start_matches(['+', '-'])
+            .to_ascii_lowercase()
+            .starts_with("inf");
+        if f.into().is_infinite() && !spelled_infinite {
+            return Err(CodecError(format!(
+                "{} is beyond an {what}'s range",
+                Shown(self.number()?)
+            )));
+        }
+        Ok(f)
+    }
+
     /// Hands the value to `visitor` as text: borrowed, or the owned buffer itself.
     fn visit_text<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, CodecError> {
         match self.bytes {
@@ -568,8 +590,14 @@ impl<'de> de::Deserializer<'de> for PlainDe<'de> {
         deserialize_u32 => visit_u32(u32);
         deserialize_u64 => visit_u64(u64);
         deserialize_u128 => visit_u128(u128);
-        deserialize_f32 => visit_f32(f32);
-        deserialize_f64 => visit_f64(f64);
+    }
+
+    fn deserialize_f32<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, CodecError> {
+        visitor.visit_f32(self.parse_float::<f32>("f32")?)
+    }
+
+    fn deserialize_f64<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, CodecError> {
+        visitor.visit_f64(self.parse_float::<f64>("f64")?)
     }
 
     fn deserialize_str<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, CodecError> {

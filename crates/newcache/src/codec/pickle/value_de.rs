@@ -8,7 +8,11 @@
 //!   holds it: serde-pickle refused every one ("integer too large"), so `u64::MAX`, which the
 //!   `pickle` codec writes, did not read back.
 //!
-//! Dicts are read to their end too, and Python's `bytes` read as a `Vec<u8>`. Enums read as serde-pickle writes them: a unit variant
+//! Dicts are read to their end too, and Python's `bytes` read as a `Vec<u8>`, never as a
+//! `String` or `char`: `{'a': 1, b'a': 2}` read as a `HashMap<String, i64>` lost an entry,
+//! the two keys made one (an outside audit); Python keeps `str` and `bytes` apart, and so
+//! does this. A float that overflows the `f32` asked for is an error, not infinity.
+//! Enums read as serde-pickle writes them: a unit variant
 //! as its name, the others as `{name: value}` (or a `(name, value)` tuple, serde-pickle's
 //! compatible form).
 
@@ -162,10 +166,45 @@ impl<'de> de::Deserializer<'de> for ValueDe {
         visitor.visit_enum(EnumDe { variant, args })
     }
 
+    fn deserialize_str<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, CodecError> {
+        match self.0 {
+            Value::Bytes(_) => Err(not_text("a str")),
+            other => ValueDe(other).deserialize_any(visitor),
+        }
+    }
+
+    fn deserialize_string<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, CodecError> {
+        self.deserialize_str(visitor)
+    }
+
+    fn deserialize_char<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, CodecError> {
+        match self.0 {
+            Value::Bytes(_) => Err(not_text("a char")),
+            other => ValueDe(other).deserialize_any(visitor),
+        }
+    }
+
+    fn deserialize_f32<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, CodecError> {
+        match self.0 {
+            // `as f32` of a finite f64 beyond f32's range is infinity.
+            Value::F64(f) if f.is_finite() && !(f as f32).is_finite() => Err(err(format!(
+                "pickle: the float {f:e} is beyond an f32's range; read it as an f64"
+            ))),
+            other => ValueDe(other).deserialize_any(visitor),
+        }
+    }
+
     serde::forward_to_deserialize_any! {
-        bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes byte_buf
+        bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f64 bytes byte_buf
         unit unit_struct tuple_struct map struct identifier ignored_any
     }
+}
+
+/// The error for Python `bytes` read where text is asked for.
+fn not_text(what: &str) -> CodecError {
+    err(format!(
+        "pickle: Python bytes where {what} is asked for (Python keeps bytes and str apart); read bytes as a Vec<u8>"
+    ))
 }
 
 /// An enum's variant name and, for all but unit variants, its value.
