@@ -176,6 +176,12 @@ mod tests {
                 };
                 let value = &values.iter().next().unwrap().1.value;
                 assert!(value == &big, "chunk {chunk} direct {direct}");
+                // Room for the value, not twice it (`resize` alone doubles the capacity).
+                assert!(
+                    value.capacity() < big.len() + FIRST_ROOM,
+                    "{}",
+                    value.capacity()
+                );
                 let Reply::Meta(Meta::Value(m)) =
                     decode_in_chunks(Expect::Meta, &meta, chunk, direct)
                 else {

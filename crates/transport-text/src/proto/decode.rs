@@ -260,6 +260,9 @@ impl Partial {
         let value = self.value();
         if filled >= value.len() && value.len() < len {
             let grown = value.len().saturating_mul(2).clamp(FIRST_ROOM, len);
+            // Exactly: `resize` alone doubles the capacity, and the value handed over kept up
+            // to twice its length in address space (an outside review).
+            value.reserve_exact(grown - value.len());
             value.resize(grown, 0);
         }
         value.get_mut(filled..).unwrap_or_default()
