@@ -368,6 +368,66 @@ fn a_loader_dropped_mid_load_hands_the_key_to_the_next_caller_at_once() {
     assert_eq!(cache.get::<u32>("cold").unwrap(), Some(2));
 }
 
+/// A cold `get_or_set` dropped at any point leaves no lease key behind, and one that ends
+/// (here with its loader's error) has deleted its lease when it returns, on a runtime that
+/// does not run again. A drop while the lease's `add` was in flight left the key (its guard
+/// was armed only on the reply), and the release after an error went to a task the
+/// current-thread runtime never ran: another process's next cold call waited `lease_wait`
+/// (outside audits: 3.05 s and 3.63 s).
+#[test]
+fn a_cold_get_or_set_dropped_or_failed_leaves_no_lease_behind() {
+    let server = Memcached::start();
+    let (cache, ac, _) = both(&server, "lease_wait=3000");
+    let lease_left = |key: &str| {
+        let lease = String::from_utf8(cache.lease_key(key).unwrap()).unwrap();
+        server.raw(&format!("mg {lease} v\r\n"), b"\r\n") != b"EN\r\n"
+    };
+    for polls in 1..=12 {
+        let key = format!("dropped-{polls}");
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let mut call = std::pin::pin!(ac.get_or_set(&key, 60, || async {
+                tokio::time::sleep(Duration::from_secs(60)).await;
+                1u32
+            }));
+            // Polled `polls` times, yielding to the runtime between polls, then dropped:
+            // at one of them the lease's `add` is in flight.
+            for _ in 0..polls {
+                let polled = std::future::poll_fn(|cx| {
+                    std::task::Poll::Ready(std::future::Future::poll(call.as_mut(), cx))
+                })
+                .await;
+                assert!(polled.is_pending(), "{key}: the loader takes 60 s");
+                tokio::task::yield_now().await;
+            }
+        });
+        // What the drop handed to the runtime runs.
+        rt.block_on(async { tokio::time::sleep(Duration::from_millis(100)).await });
+        drop(rt);
+        assert!(!lease_left(&key), "{key}: the lease key was left");
+    }
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let failed = rt.block_on(ac.get_or_try_set("failed", 60, || async {
+        Err::<u32, _>(Error::Config("the loader failed".into()))
+    }));
+    assert!(failed.is_err());
+    drop(rt);
+    assert!(!lease_left("failed"), "released before the call returned");
+    let started = Instant::now();
+    assert_eq!(cache.get_or_set("failed", 60, || 2u32).unwrap(), 2);
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
 /// Tasks waiting for a cold loader of their key get its failure (`Error::LoadFailed`) and run
 /// no loader of their own; a hung loader costs the tasks behind it `lease_wait` and the lease's
 /// TTL, not a wait with no end (an outside audit: 50 waiters of a loader failing after 200 ms

@@ -92,6 +92,12 @@ pub(crate) trait Io: Sync {
     /// With `only_if`, only while the key holds that value or cannot be read (read first):
     /// a lease this caller does not hold is not taken from whoever does.
     fn release(&self, key: Vec<u8>, only_if: Option<Vec<u8>>);
+    /// [`Io::release`], awaited by its caller (async: not handed to a task).
+    fn release_now(
+        &self,
+        key: Vec<u8>,
+        only_if: Option<Vec<u8>>,
+    ) -> impl Future<Output = ()> + Send + '_;
     /// Pauses the caller.
     fn sleep(&self, pause: Duration) -> impl Future<Output = ()> + Send + '_;
     /// Waits until `flight`'s leader is done, or `limit` has passed: how it stands then.
@@ -238,6 +244,14 @@ impl Io for Blocking<'_> {
             let _ = self.0.delete(&key);
         }
     }
+    fn release_now(
+        &self,
+        key: Vec<u8>,
+        only_if: Option<Vec<u8>>,
+    ) -> impl Future<Output = ()> + Send + '_ {
+        self.release(key, only_if);
+        std::future::ready(())
+    }
     fn sleep(&self, pause: Duration) -> impl Future<Output = ()> + Send + '_ {
         std::thread::sleep(pause);
         std::future::ready(())
@@ -268,6 +282,30 @@ pub(crate) fn block<F: Future>(future: F) -> F::Output {
 /// An async transport as an [`Io`] (feature `tokio`: the waits are tokio's).
 #[cfg(feature = "tokio")]
 pub(crate) struct Async<'t>(pub(crate) &'t Arc<dyn newcache_transport::AsyncTransport>);
+
+/// An async lease release ([`Io::release`]): read first when `only_if`, then the delete,
+/// tried twice when its connection failed.
+#[cfg(feature = "tokio")]
+async fn release_on(
+    transport: &dyn newcache_transport::AsyncTransport,
+    key: Vec<u8>,
+    only_if: Option<Vec<u8>>,
+) {
+    if let Some(value) = only_if {
+        if !may_release(transport.get(&key).await, &value) {
+            return;
+        }
+    }
+    // Tried twice, as the blocking release.
+    if transport
+        .delete(&key)
+        .await
+        .as_ref()
+        .is_err_and(worth_again)
+    {
+        let _ = transport.delete(&key).await;
+    }
+}
 
 #[cfg(feature = "tokio")]
 impl Io for Async<'_> {
@@ -358,23 +396,15 @@ impl Io for Async<'_> {
         // shutting down) the key expires on its own after `lease_wait`.
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
             let transport = Arc::clone(self.0);
-            runtime.spawn(async move {
-                if let Some(value) = only_if {
-                    if !may_release(transport.get(&key).await, &value) {
-                        return;
-                    }
-                }
-                // Tried twice, as the blocking release.
-                if transport
-                    .delete(&key)
-                    .await
-                    .as_ref()
-                    .is_err_and(worth_again)
-                {
-                    let _ = transport.delete(&key).await;
-                }
-            });
+            runtime.spawn(async move { release_on(&*transport, key, only_if).await });
         }
+    }
+    fn release_now(
+        &self,
+        key: Vec<u8>,
+        only_if: Option<Vec<u8>>,
+    ) -> impl Future<Output = ()> + Send + '_ {
+        release_on(&**self.0, key, only_if)
     }
     fn sleep(&self, pause: Duration) -> impl Future<Output = ()> + Send + '_ {
         tokio::time::sleep(pause)

@@ -143,8 +143,36 @@ pub(crate) struct LeaseGuard<'a, I: Io> {
     only_if: Option<Vec<u8>>,
 }
 
+impl<'a, I: Io> LeaseGuard<'a, I> {
+    /// Nothing to release after all (the `add` was refused, or is tried again).
+    fn disarm(mut self) {
+        self.key = Vec::new();
+    }
+
+    /// The lease is this caller's: released whatever the key holds then.
+    fn hold(mut self) -> LeaseGuard<'a, I> {
+        LeaseGuard {
+            io: self.io,
+            key: std::mem::take(&mut self.key),
+            only_if: None,
+        }
+    }
+
+    /// Releases the lease now, the release awaited: on a normal exit, rather than from the
+    /// destructor, which can only hand an async release to a task of the runtime (one that
+    /// may not run again: a current-thread runtime whose `block_on` returned left the lease
+    /// to another process's wait of `lease_wait`, an outside audit).
+    async fn release(mut self) {
+        let key = std::mem::take(&mut self.key);
+        self.io.release_now(key, self.only_if.take()).await;
+    }
+}
+
 impl<I: Io> Drop for LeaseGuard<'_, I> {
     fn drop(&mut self) {
+        if self.key.is_empty() {
+            return;
+        }
         // A failed delete leaves the key to expire on its own (after lease_wait).
         self.io
             .release(std::mem::take(&mut self.key), self.only_if.take());
@@ -481,6 +509,16 @@ impl Core {
         // Whether an `add` that got no reply was tried again already.
         let mut added_again = false;
         loop {
+            // Armed before the `add` goes out: a caller dropped while it is in flight (a
+            // `tokio::time::timeout` around `get_or_set`, a client that hung up) frees the
+            // lease if its `add` landed. It was armed only once the reply came, and such a
+            // drop left the lease key to cost the next cold call `lease_wait` (an outside
+            // audit: 3 s).
+            let sent = LeaseGuard {
+                io,
+                key: lease_key.clone(),
+                only_if: Some(token.clone()),
+            };
             let mut leased = match io.store(&lease).await {
                 Ok(status) => status.is_stored(),
                 Err(e) if e.is_server_failure() => {
@@ -505,6 +543,7 @@ impl Core {
                         LeaseAfterLoss::Refused => false,
                         LeaseAfterLoss::Free if !added_again => {
                             added_again = true;
+                            sent.disarm();
                             continue;
                         }
                         // The lease key's server is down or hung while the value's
@@ -519,18 +558,24 @@ impl Core {
                             // not if the key holds another's token: that lease is theirs.
                             // Not after a refused or failed connect, or a server marked
                             // down: nothing was sent.
-                            let _lease = maybe_ran.then(|| LeaseGuard {
-                                io,
-                                key: lease_key.clone(),
-                                only_if: Some(token.clone()),
-                            });
-                            return self
+                            if !maybe_ran {
+                                sent.disarm();
+                                return self
+                                    .load_and_store(io, key, wire, options, loader, Over::Nothing)
+                                    .await;
+                            }
+                            let loaded = self
                                 .load_and_store(io, key, wire, options, loader, Over::Nothing)
                                 .await;
+                            sent.release().await;
+                            return loaded;
                         }
                     }
                 }
-                Err(e) => return Err(Error::from(e).into()),
+                Err(e) => {
+                    sent.disarm();
+                    return Err(Error::from(e).into());
+                }
             };
             if !leased && added_again {
                 // The `add` that got no reply may have landed after the read that found no
@@ -546,27 +591,28 @@ impl Core {
                 if let Some((began, _, _)) = waited {
                     self.observer.lease_wait(began.elapsed());
                 }
-                // Dropped (the key deleted) when the loader is done, even by a panic;
-                // before the flight guard, so waiters that wake find the lease free.
-                let _lease = LeaseGuard {
-                    io,
-                    key: lease_key.clone(),
-                    only_if: None,
-                };
+                // Released (the key deleted) when the loader is done, awaited; from the
+                // destructor when a panic or a drop ends it; before the flight guard, so
+                // waiters that wake find the lease free.
+                let lease = sent.hold();
                 // A loader that finished between this caller's last read and its `add`
                 // stored its value before freeing the lease: read once more.
-                return match self.fetch_unobserved::<I, T>(io, OP, key, wire).await? {
-                    Fetched::Hit(v) => Ok(v),
-                    Fetched::Recompute(over) => {
+                let loaded = match self.fetch_unobserved::<I, T>(io, OP, key, wire).await {
+                    Err(e) => Err(e.into()),
+                    Ok(Fetched::Hit(v)) => Ok(v),
+                    Ok(Fetched::Recompute(over)) => {
                         self.load_and_store(io, key, wire, options, loader, over)
                             .await
                     }
-                    Fetched::Cold => {
+                    Ok(Fetched::Cold) => {
                         self.load_and_store(io, key, wire, options, loader, Over::Nothing)
                             .await
                     }
                 };
+                lease.release().await;
+                return loaded;
             }
+            sent.disarm();
             // Another process holds the lease: wait for its value, and contend again,
             // since a holder that died frees the lease only when its key expires.
             let (began, since) = match &waited {
