@@ -289,7 +289,9 @@ impl Cache {
     /// its error, so the others still arrive; so is each key of a server that failed while
     /// the others answered (a timeout, a refused connection, a server marked down: not a
     /// miss, so [`GetMany::is_complete`] is false). When every server asked failed, or one
-    /// gave a reply that is not memcached's, the call fails.
+    /// gave a reply that is not memcached's, the call fails. A key asked twice is read
+    /// twice: it has its last value, and none when either read was a miss (one read of a
+    /// stale key may win its refresh while the other is served the old value).
     ///
     /// The keys are made as the transport asks for them ([`Transport::get_many_made`]); the
     /// text transport makes (and checks) every key first, so a key memcached cannot take
@@ -307,7 +309,8 @@ impl Cache {
     /// order of `keys` (`None` for a miss, or for the reader who should recompute): no map,
     /// no owned keys. A value that is there but cannot be decoded, or a key whose server
     /// failed while the others answered, fails the call with its error (the first such
-    /// key's); use `get_many` to keep the others.
+    /// key's); use `get_many` to keep the others. A key asked twice is read twice, each
+    /// entry its own read: a `None` among them may be this caller's won refresh.
     pub fn get_many_ordered<K, T>(&self, keys: &[K]) -> Result<Vec<Option<T>>>
     where
         K: AsRef<str>,

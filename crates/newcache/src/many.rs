@@ -71,6 +71,8 @@ struct Found<T> {
     /// (it has one entry: a map keeps its last value); `None` while the `i`th key asked is
     /// the `i`th entry, and once the values are in.
     slots: Option<Vec<usize>>,
+    /// How many values each entry was handed, once a key was asked twice (empty before).
+    handed: Vec<u32>,
 }
 
 impl<T> Found<T> {
@@ -84,6 +86,7 @@ impl<T> Found<T> {
             index: HashTable::with_capacity(asked.len()),
             hasher: DefaultHashBuilder::default(),
             slots: None,
+            handed: Vec::new(),
         };
         for (i, key) in asked.iter().enumerate() {
             let at = found.entry_of(key.as_ref());
@@ -126,6 +129,32 @@ impl<T> Found<T> {
         self.into_owned().collect()
     }
 
+    /// Takes out the value of a key asked more than once whose every read did not give
+    /// one: one read of a stale key won its refresh (a miss, this caller loads) while
+    /// another was served the old value, and the map held that value as a hit, so nobody
+    /// refreshed the key (an outside audit).
+    fn drop_partly_found(&mut self) {
+        let Some(slots) = &self.slots else {
+            return;
+        };
+        let mut asked = vec![0u32; self.entries.len()];
+        for &at in slots {
+            if let Some(n) = asked.get_mut(at) {
+                *n += 1;
+            }
+        }
+        for ((entry, asked), handed) in self
+            .entries
+            .iter_mut()
+            .zip(asked)
+            .zip(self.handed.iter().copied().chain(std::iter::repeat(0)))
+        {
+            if asked > 1 && handed < asked && entry.1.take().is_some() {
+                self.live = self.live.saturating_sub(1);
+            }
+        }
+    }
+
     /// `key`'s entry, found or added (without a value).
     fn entry_of(&mut self, key: &str) -> usize {
         let hash = self.hasher.hash_one(key);
@@ -161,10 +190,20 @@ impl<T> Found<T> {
             entries,
             live,
             slots,
+            handed,
             ..
         } = self;
         let at = match slots {
-            Some(slots) => slots.get(i).copied(),
+            Some(slots) => {
+                let at = slots.get(i).copied();
+                if handed.is_empty() {
+                    handed.resize(entries.len(), 0);
+                }
+                if let Some(n) = at.and_then(|at| handed.get_mut(at)) {
+                    *n += 1;
+                }
+                at
+            }
             None => Some(i),
         };
         if let Some(entry) = at.and_then(|at| entries.get_mut(at)) {
@@ -466,7 +505,9 @@ impl<K: AsRef<str>, T> Taker<'_, '_, K, T> {
     /// The multi-get's answer: the values, and the keys that failed.
     pub(crate) fn finish(self, failed: Vec<(String, Error)>) -> GetMany<T> {
         let mut found = self.found.unwrap_or_else(|| Found::of_keys::<&str>(&[]));
+        found.drop_partly_found();
         found.slots = None;
+        found.handed = Vec::new();
         GetMany { found, failed }
     }
 }
@@ -565,6 +606,22 @@ mod tests {
         assert_eq!(got.iter().collect::<Vec<_>>(), [("a", &3), ("b", &2)]);
         let owned: Vec<(String, u8)> = got.into_iter().collect();
         assert_eq!(owned, [("a".to_string(), 3), ("b".to_string(), 2)]);
+    }
+
+    #[test]
+    fn a_key_asked_twice_and_read_once_has_no_value() {
+        // The first "a" read as a miss (its refresh won), the second as a value: the key is
+        // missing, as it is for a caller who asked it once.
+        let keys = ["a", "b", "a", "b"];
+        let filling = Filling::new(&keys);
+        filling.prepare();
+        let mut taker = filling.taker();
+        taker.insert(1, 2u8);
+        taker.insert(2, 3);
+        taker.insert(3, 4);
+        let got = taker.finish(Vec::new());
+        assert_eq!(got.iter().collect::<Vec<_>>(), [("b", &4)]);
+        assert_eq!((got.len(), got.get("a")), (1, None));
     }
 
     #[test]

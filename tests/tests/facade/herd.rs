@@ -97,6 +97,26 @@ fn get_many_hands_each_stale_key_to_exactly_one_reader_under_lease() {
     assert!(got.iter().flat_map(|m| m.values()).all(|v| *v == 1));
 }
 
+/// A stale key asked twice in one `get_many`: one read wins its refresh, the other is served
+/// the old value. The map held that value as a hit, so the caller, the winner, did not load
+/// and nobody refreshed the key until the claim ran out (an outside audit). The key is
+/// missing from the map, as when asked once.
+#[test]
+fn a_stale_key_asked_twice_in_get_many_is_a_miss_for_its_winner() {
+    for policy in ["lease", "early"] {
+        let e = env(&format!("herd={policy}"));
+        e.cache.set("a", "OLD", Ttl::Seconds(60)).unwrap();
+        e.cache.set("b", "B", Ttl::Seconds(60)).unwrap();
+        assert!(e.cache.invalidate("a").unwrap());
+        let got = e.cache.get_many::<_, String>(&["a", "b", "a"]).unwrap();
+        assert_eq!(got.get("a"), None, "{policy}: {got:?}");
+        assert_eq!(got.get("b").map(String::as_str), Some("B"), "{policy}");
+        // A fresh key asked twice keeps its value.
+        let got = e.cache.get_many::<_, String>(&["b", "b"]).unwrap();
+        assert_eq!((got.len(), got.get("b").map(String::as_str)), (1, Some("B")));
+    }
+}
+
 #[test]
 fn invalidate_marks_a_value_stale_so_exactly_one_reader_recomputes() {
     let e = env("herd_timeout=60");
