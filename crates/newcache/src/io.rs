@@ -90,14 +90,9 @@ pub(crate) trait Io: Sync {
     /// Deletes a key without waiting for the outcome, from a destructor (a lease key whose
     /// holder is done, however it left): blocking, it is sent at once; async, on a task.
     /// With `only_if`, only while the key holds that value or cannot be read (read first):
-    /// a lease this caller does not hold is not taken from whoever does.
+    /// a lease this caller does not hold is not taken from whoever does. The release itself,
+    /// awaited where the caller can, is [`release`].
     fn release(&self, key: Vec<u8>, only_if: Option<Vec<u8>>);
-    /// [`Io::release`], awaited by its caller (async: not handed to a task).
-    fn release_now(
-        &self,
-        key: Vec<u8>,
-        only_if: Option<Vec<u8>>,
-    ) -> impl Future<Output = ()> + Send + '_;
     /// Pauses the caller.
     fn sleep(&self, pause: Duration) -> impl Future<Output = ()> + Send + '_;
     /// Waits until `flight`'s leader is done, or `limit` has passed: how it stands then.
@@ -126,6 +121,22 @@ fn may_release(read: TResult<Option<Item>>, value: &[u8]) -> bool {
         Ok(Some(item)) => item.value == value,
         Ok(None) => false,
         Err(_) => true,
+    }
+}
+
+/// Deletes a lease key, through either cache's Io: with `only_if`, only while the key
+/// holds that value or cannot be read (read first). Tried twice when its connection failed
+/// ([`worth_again`]): it most likely goes through on a new one, and a lease key left behind
+/// costs the next cold `get_or_set` of the key its `lease_wait`. Else the key expires on its
+/// own.
+pub(crate) async fn release<I: Io + ?Sized>(io: &I, key: &[u8], only_if: Option<&[u8]>) {
+    if let Some(value) = only_if {
+        if !may_release(io.get(key).await, value) {
+            return;
+        }
+    }
+    if io.delete(key).await.as_ref().is_err_and(worth_again) {
+        let _ = io.delete(key).await;
     }
 }
 
@@ -232,25 +243,7 @@ impl Io for Blocking<'_> {
         std::future::ready(self.0.stats())
     }
     fn release(&self, key: Vec<u8>, only_if: Option<Vec<u8>>) {
-        if let Some(value) = only_if {
-            if !may_release(self.0.get(&key), &value) {
-                return;
-            }
-        }
-        // Tried twice when its connection failed ([`worth_again`]): it most likely goes
-        // through on a new one, and a lease key left behind costs the next cold
-        // `get_or_set` of the key its `lease_wait`. Else the key expires on its own.
-        if self.0.delete(&key).as_ref().is_err_and(worth_again) {
-            let _ = self.0.delete(&key);
-        }
-    }
-    fn release_now(
-        &self,
-        key: Vec<u8>,
-        only_if: Option<Vec<u8>>,
-    ) -> impl Future<Output = ()> + Send + '_ {
-        self.release(key, only_if);
-        std::future::ready(())
+        block(release(self, &key, only_if.as_deref()));
     }
     fn sleep(&self, pause: Duration) -> impl Future<Output = ()> + Send + '_ {
         std::thread::sleep(pause);
@@ -282,30 +275,6 @@ pub(crate) fn block<F: Future>(future: F) -> F::Output {
 /// An async transport as an [`Io`] (feature `tokio`: the waits are tokio's).
 #[cfg(feature = "tokio")]
 pub(crate) struct Async<'t>(pub(crate) &'t Arc<dyn newcache_transport::AsyncTransport>);
-
-/// An async lease release ([`Io::release`]): read first when `only_if`, then the delete,
-/// tried twice when its connection failed.
-#[cfg(feature = "tokio")]
-async fn release_on(
-    transport: &dyn newcache_transport::AsyncTransport,
-    key: Vec<u8>,
-    only_if: Option<Vec<u8>>,
-) {
-    if let Some(value) = only_if {
-        if !may_release(transport.get(&key).await, &value) {
-            return;
-        }
-    }
-    // Tried twice, as the blocking release.
-    if transport
-        .delete(&key)
-        .await
-        .as_ref()
-        .is_err_and(worth_again)
-    {
-        let _ = transport.delete(&key).await;
-    }
-}
 
 #[cfg(feature = "tokio")]
 impl Io for Async<'_> {
@@ -396,15 +365,10 @@ impl Io for Async<'_> {
         // shutting down) the key expires on its own after `lease_wait`.
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
             let transport = Arc::clone(self.0);
-            runtime.spawn(async move { release_on(&*transport, key, only_if).await });
+            runtime.spawn(async move {
+                release(&Async(&transport), &key, only_if.as_deref()).await;
+            });
         }
-    }
-    fn release_now(
-        &self,
-        key: Vec<u8>,
-        only_if: Option<Vec<u8>>,
-    ) -> impl Future<Output = ()> + Send + '_ {
-        release_on(&**self.0, key, only_if)
     }
     fn sleep(&self, pause: Duration) -> impl Future<Output = ()> + Send + '_ {
         tokio::time::sleep(pause)

@@ -163,8 +163,8 @@ impl<'a, I: Io> LeaseGuard<'a, I> {
     /// may not run again: a current-thread runtime whose `block_on` returned left the lease
     /// to another process's wait of `lease_wait`, an outside audit).
     async fn release(mut self) {
-        let key = std::mem::take(&mut self.key);
-        self.io.release_now(key, self.only_if.take()).await;
+        let (key, only_if) = (std::mem::take(&mut self.key), self.only_if.take());
+        crate::io::release(self.io, &key, only_if.as_deref()).await;
     }
 }
 

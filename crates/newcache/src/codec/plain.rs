@@ -445,12 +445,14 @@ impl<'de> PlainDe<'de> {
         what: &str,
     ) -> Result<F, CodecError> {
         let f: F = self.parse(what)?;
-        let spelled_infinite = self
-            .number()?
-            .trim_start_matches(['+', '-'])
-            .to_ascii_lowercase()
-            .starts_with("inf");
-        if f.into().is_infinite() && !spelled_infinite {
+        if !f.into().is_infinite() {
+            return Ok(f);
+        }
+        let unsigned = self.number()?.trim_start_matches(['+', '-']);
+        let spelled_infinite = unsigned
+            .get(..3)
+            .is_some_and(|p| p.eq_ignore_ascii_case("inf"));
+        if !spelled_infinite {
             return Err(CodecError(format!(
                 "{} is beyond an {what}'s range",
                 Shown(self.number()?)
