@@ -647,3 +647,50 @@ fn the_first_call_after_a_server_restart_opens_a_new_connection() {
         }
     }
 }
+
+/// A stale hot key is refreshed by one loader run in a process under every policy: the
+/// tasks that read it stale while the leader loads are served the old value or wait for
+/// the new one. Under `reinsert` (the seed's re-store, no claim) every task that read the
+/// key before the first re-store landed loaded it too (an outside audit: 32 of 32).
+#[test]
+fn a_stale_key_is_refreshed_once_by_64_tasks_under_every_policy() {
+    let server = Memcached::start();
+    for policy in ["lease", "reinsert", "meta", "early"] {
+        let rt = runtime();
+        let (cache, ac, clock) = both(&server, &format!("herd={policy}&herd_timeout=60"));
+        let key = format!("stale-{policy}");
+        if policy == "meta" {
+            // memcached's own clock says when: its remaining TTL.
+            cache.set(&key, &1u32, Ttl::Seconds(1)).unwrap();
+            std::thread::sleep(Duration::from_millis(2500));
+        } else {
+            cache.set(&key, &1u32, Ttl::Seconds(10)).unwrap();
+            clock.advance_secs(11);
+        }
+        let loads = Arc::new(AtomicUsize::new(0));
+        let values = rt.block_on(async {
+            let tasks: Vec<_> = (0..64)
+                .map(|_| {
+                    let (ac, loads, key) = (ac.clone(), loads.clone(), key.clone());
+                    tokio::spawn(async move {
+                        ac.get_or_set(&key, 300, || async {
+                            loads.fetch_add(1, Ordering::SeqCst);
+                            tokio::time::sleep(Duration::from_millis(200)).await;
+                            2u32
+                        })
+                        .await
+                        .unwrap()
+                    })
+                })
+                .collect();
+            let mut values = Vec::new();
+            for t in tasks {
+                values.push(t.await.unwrap());
+            }
+            values
+        });
+        assert_eq!(loads.load(Ordering::SeqCst), 1, "{policy}: {values:?}");
+        assert!(values.iter().all(|v| *v == 1 || *v == 2), "{policy}");
+        assert_eq!(cache.get::<u32>(&key).unwrap(), Some(2), "{policy}");
+    }
+}

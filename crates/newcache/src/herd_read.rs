@@ -339,6 +339,8 @@ impl Core {
             // served, as the others are (an outside audit: 146 of 200 tasks of one process
             // refreshed one value under `early`).
             StaleAction::RecomputeEarly if self.refreshing(wire) => StaleAction::Serve,
+            // Past it, under `reinsert`: the same (the leader re-stored it already, or will).
+            StaleAction::ReinsertBare { .. } if self.refreshing(wire) => StaleAction::Serve,
             action => action,
         };
         let event = match &action {
