@@ -416,9 +416,11 @@ mod tests {
         interpret(&cmd, Wire::Meta, reply, &tag, opaque)
     }
 
+    /// A reply the decoder refuses (a second `VALUE` for one key) is an error too.
     fn classic_reply(cmd: Cmd<'_>, input: &[u8]) -> Result<Outcome, Mismatch> {
-        let (reply, tag) = decode(cmd.expect(Wire::Classic), input);
-        interpret(&cmd, Wire::Classic, reply, &tag, 0)
+        let mut d = Decoder::new(cmd.expect(Wire::Classic));
+        let reply = d.decode(input).map_err(|e| Mismatch(e.to_string()))?;
+        interpret(&cmd, Wire::Classic, reply.unwrap(), d.tag(), 0)
     }
 
     #[test]

@@ -26,7 +26,7 @@ mod tests {
     use super::*;
 
     fn decode_all(expect: Expect, input: &[u8]) -> Result<Option<(Reply, usize)>, ParseError> {
-        let mut d = Decoder::new(expect);
+        let mut d = Decoder::with_capacity(expect, 16);
         Ok(d.decode(input)?.map(|r| (r, d.consumed())))
     }
 
@@ -34,7 +34,7 @@ mod tests {
     /// dropped after every call: no prefix is a complete reply, the whole is, and the
     /// result equals a one-shot decode.
     fn split_everywhere(expect: Expect, input: &[u8]) -> Reply {
-        let mut d = Decoder::new(expect);
+        let mut d = Decoder::with_capacity(expect, 16);
         let mut start = 0;
         for end in 0..input.len() {
             assert_eq!(
@@ -55,7 +55,7 @@ mod tests {
     /// arriving straight into it (as the transport does for large values) whenever
     /// `direct` says so.
     fn decode_in_chunks(expect: Expect, input: &[u8], chunk: usize, direct: bool) -> Reply {
-        let mut d = Decoder::new(expect);
+        let mut d = Decoder::with_capacity(expect, 16);
         let mut buf: Vec<u8> = Vec::new();
         let mut at = 0;
         loop {
@@ -190,6 +190,43 @@ mod tests {
                 assert!(m.item.value == big, "meta: chunk {chunk} direct {direct}");
             }
         }
+    }
+
+    /// A `VALUE` block past one per key asked is an error at once, wherever the bytes
+    /// split: a server sending them without end was read until the read timeout.
+    #[test]
+    fn a_get_reply_carries_at_most_one_value_per_key_asked() {
+        let two = b"VALUE a 0 1\r\nx\r\nVALUE b 0 1\r\ny\r\nEND\r\n";
+        let mut d = Decoder::with_capacity(Expect::Values, 2);
+        let Some(Reply::Values(values)) = d.decode(two).unwrap() else {
+            panic!("values")
+        };
+        assert_eq!(values.len(), 2);
+        for (mut d, asked) in [
+            (Decoder::new(Expect::Values), 1),
+            (Decoder::with_capacity(Expect::Values, 0), 1),
+            (Decoder::with_capacity(Expect::Values, 2), 2),
+        ] {
+            let mut endless = Vec::new();
+            for _ in 0..=asked {
+                endless.extend_from_slice(b"VALUE a 0 3\r\nabc\r\n");
+            }
+            // Byte by byte: `decode` is given what it did not consume, and one byte more.
+            let (mut from, mut to) = (0, 1);
+            let error = loop {
+                match d.decode(&endless[from..to]) {
+                    Ok(None) => from += d.consumed(),
+                    Ok(Some(r)) => panic!("{r:?}"),
+                    Err(e) => break e,
+                }
+                to += 1;
+                assert!(to <= endless.len(), "no error after {asked} values");
+            };
+            assert!(error.to_string().contains("more VALUE blocks"), "{error}");
+        }
+        let mut d = Decoder::new(Expect::Meta);
+        d.reset(Expect::Values, 0);
+        assert!(d.decode(two).is_err(), "a reset to 0 takes one value");
     }
 
     /// A decoder reset for the next reply reads it as a new one would: no tag, no values,

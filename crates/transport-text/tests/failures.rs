@@ -417,6 +417,58 @@ fn a_classic_value_of_a_key_not_asked_for_is_an_error_and_its_connection_is_clos
     assert_eq!(accepted.load(Ordering::SeqCst), 3);
 }
 
+/// A server answering a `get` with `VALUE` blocks of the key asked, without end: the
+/// block past one per key asked is an error at once, not values collected until the read
+/// timeout (fast enough to never leave the socket idle for it).
+#[test]
+fn endless_value_blocks_fail_the_get_at_the_first_one_past_the_keys_asked() {
+    let (addr, accepted) = fake_server_serving(|mut s| {
+        let mut buf = [0u8; 4096];
+        let Ok(n) = s.read(&mut buf) else { return };
+        let keys: Vec<Vec<u8>> = buf[..n]
+            .split(|b| *b == b' ' || *b == b'\r' || *b == b'\n')
+            .skip(1)
+            .filter(|k| !k.is_empty())
+            .map(<[u8]>::to_vec)
+            .collect();
+        let mut i = 0usize;
+        loop {
+            let key = &keys[i % keys.len()];
+            let mut block = b"VALUE ".to_vec();
+            block.extend_from_slice(key);
+            block.extend_from_slice(b" 0 3\r\nabc\r\n");
+            if s.write_all(&block).is_err() {
+                return;
+            }
+            i += 1;
+        }
+    });
+    let t = TextTransport::new(TextConfig {
+        servers: vec![addr],
+        read_timeout: Duration::from_secs(5),
+        protocol: Protocol::Classic,
+        ..TextConfig::default()
+    })
+    .unwrap();
+    let began = Instant::now();
+    let err = t.get(b"k").unwrap_err();
+    assert!(matches!(err, Error::Protocol { .. }), "{err}");
+    assert!(err.to_string().contains("more VALUE blocks"), "{err}");
+    let err = t.get_many(&[b"k", b"j", b"i"]).unwrap_err();
+    assert!(err.to_string().contains("more VALUE blocks"), "{err}");
+    assert!(
+        began.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        began.elapsed()
+    );
+    std::thread::sleep(Duration::from_millis(50));
+    assert_eq!(
+        accepted.load(Ordering::SeqCst),
+        2,
+        "each connection was closed"
+    );
+}
+
 #[test]
 fn a_classic_connection_with_bytes_waiting_is_not_reused() {
     // Each reply comes twice, the copy 20 ms later, when the connection is idle in the pool.

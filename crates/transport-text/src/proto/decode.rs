@@ -206,6 +206,10 @@ pub struct Decoder {
     pub(super) expect: Expect,
     pub(super) pos: usize,
     pub(super) values: Values,
+    /// The most `VALUE` blocks a `Values` reply may carry: one per key asked. A server
+    /// sending endless `VALUE` blocks was read until the read timeout, its values
+    /// collected all the while (an outside audit).
+    pub(super) most_values: usize,
     pub(super) stats: Vec<(String, String)>,
     /// A value whose data block is still arriving.
     pub(super) partial: Option<Partial>,
@@ -280,23 +284,28 @@ pub(super) enum Fed {
 }
 
 impl Decoder {
-    /// A decoder for a reply of this kind.
+    /// A decoder for a reply of this kind. A `Values` reply (a `get` of one key) may carry
+    /// one value; more is a [`ParseError`].
     pub fn new(expect: Expect) -> Self {
         Decoder {
             expect,
             pos: 0,
             values: Values::default(),
+            most_values: 1,
             stats: Vec::new(),
             partial: None,
             tag: meta::Tag::default(),
         }
     }
 
-    /// A decoder for a reply of this kind that expects about `values` values (a multi-get's
-    /// key count), so collecting them does not reallocate.
+    /// A decoder for a reply of this kind that expects up to `values` values (a multi-get's
+    /// key count), so collecting them does not reallocate. A `Values` reply with more (or,
+    /// for `values` 0, more than one) is a [`ParseError`]: a server answers each key asked
+    /// once at most.
     pub fn with_capacity(expect: Expect, values: usize) -> Self {
         Decoder {
             values: Values::with_capacity(values),
+            most_values: values.max(1),
             ..Decoder::new(expect)
         }
     }
@@ -311,12 +320,14 @@ impl Decoder {
             expect: was_expecting,
             pos,
             values: collected,
+            most_values,
             stats,
             partial,
             tag,
         } = self;
         *was_expecting = expect;
         *pos = 0;
+        *most_values = values.max(1);
         *partial = None;
         tag.clear();
         *stats = Vec::new();
@@ -384,6 +395,12 @@ impl Decoder {
                         let status = error_line(text, "VALUE or END")?;
                         self.pos = next;
                         return Ok(Some(Reply::Status(status)));
+                    }
+                    if self.values.len() >= self.most_values {
+                        return err(format!(
+                            "more VALUE blocks than the {} keys asked",
+                            self.most_values
+                        ));
                     }
                     let (key, flags, len, cas) = parse_value_header(text)?;
                     let Some((data, after)) = data_block(buf, next, len)? else {
