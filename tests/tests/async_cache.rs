@@ -295,6 +295,31 @@ fn every_operation_works_as_the_blocking_caches_does() {
     assert!(matches!(e, Err(Error::TtlTooLong(..))), "{e:?}");
 }
 
+/// `n` tasks of `rt` calling `get_or_set(key)` at once, each loader taking 200 ms to give
+/// `value`: how many loaders ran, and what each task got.
+fn get_or_set_by_tasks(
+    rt: &tokio::runtime::Runtime,
+    ac: &AsyncCache,
+    key: &str,
+    n: usize,
+    value: u32,
+) -> (usize, Vec<u32>) {
+    let loads = Arc::new(AtomicUsize::new(0));
+    let values = rt.block_on(futures_join((0..n).map(|_| {
+        let (ac, loads, key) = (ac.clone(), loads.clone(), key.to_owned());
+        tokio::spawn(async move {
+            ac.get_or_set(&key, 300, || async {
+                loads.fetch_add(1, Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                value
+            })
+            .await
+            .unwrap()
+        })
+    })));
+    (loads.load(Ordering::SeqCst), values)
+}
+
 #[test]
 fn a_cold_key_is_loaded_once_by_256_tasks_on_one_thread() {
     // A current-thread runtime: a waiter that blocked its thread would block the loader
@@ -305,30 +330,9 @@ fn a_cold_key_is_loaded_once_by_256_tasks_on_one_thread() {
         .build()
         .unwrap();
     let (_, ac, _) = both(&server, "lease_wait=3000");
-    let loads = Arc::new(AtomicUsize::new(0));
     let started = Instant::now();
-    let values = rt.block_on(async {
-        let tasks: Vec<_> = (0..256)
-            .map(|_| {
-                let (ac, loads) = (ac.clone(), loads.clone());
-                tokio::spawn(async move {
-                    ac.get_or_set("cold", 300, || async {
-                        loads.fetch_add(1, Ordering::SeqCst);
-                        tokio::time::sleep(Duration::from_millis(200)).await;
-                        7u32
-                    })
-                    .await
-                    .unwrap()
-                })
-            })
-            .collect();
-        let mut values = Vec::new();
-        for t in tasks {
-            values.push(t.await.unwrap());
-        }
-        values
-    });
-    assert_eq!(loads.load(Ordering::SeqCst), 1);
+    let (loads, values) = get_or_set_by_tasks(&rt, &ac, "cold", 256, 7);
+    assert_eq!(loads, 1);
     assert!(values.iter().all(|v| *v == 7));
     assert!(
         started.elapsed() < Duration::from_secs(3),
@@ -667,29 +671,8 @@ fn a_stale_key_is_refreshed_once_by_64_tasks_under_every_policy() {
             cache.set(&key, &1u32, Ttl::Seconds(10)).unwrap();
             clock.advance_secs(11);
         }
-        let loads = Arc::new(AtomicUsize::new(0));
-        let values = rt.block_on(async {
-            let tasks: Vec<_> = (0..64)
-                .map(|_| {
-                    let (ac, loads, key) = (ac.clone(), loads.clone(), key.clone());
-                    tokio::spawn(async move {
-                        ac.get_or_set(&key, 300, || async {
-                            loads.fetch_add(1, Ordering::SeqCst);
-                            tokio::time::sleep(Duration::from_millis(200)).await;
-                            2u32
-                        })
-                        .await
-                        .unwrap()
-                    })
-                })
-                .collect();
-            let mut values = Vec::new();
-            for t in tasks {
-                values.push(t.await.unwrap());
-            }
-            values
-        });
-        assert_eq!(loads.load(Ordering::SeqCst), 1, "{policy}: {values:?}");
+        let (loads, values) = get_or_set_by_tasks(&rt, &ac, &key, 64, 2);
+        assert_eq!(loads, 1, "{policy}: {values:?}");
         assert!(values.iter().all(|v| *v == 1 || *v == 2), "{policy}");
         assert_eq!(cache.get::<u32>(&key).unwrap(), Some(2), "{policy}");
     }
