@@ -309,6 +309,47 @@ fn the_winners_value_does_not_replace_an_invalidation_or_a_write_that_came_while
     );
 }
 
+/// An invalidation while a caller of this process refreshes the key: memcached hands the
+/// win to the next reader, and that reader loads even though the first is still loading
+/// (its value, read before the invalidation, is refused). It waited for the first caller
+/// instead, then read the key again and was served the old value: the win was dropped and
+/// nobody refreshed the key until the item expired (an outside audit: up to 2 x
+/// herd_timeout of the value from before the invalidation).
+#[test]
+fn an_invalidation_while_this_process_refreshes_the_key_is_refreshed_by_its_winner() {
+    let server = Memcached::start();
+    let cache = meta_cache(&server);
+    cache.set("report", &1u32, Ttl::Seconds(300)).unwrap();
+    cache.invalidate("report").unwrap();
+    let first = cache.clone();
+    let refresh = std::thread::spawn(move || {
+        first.get_or_set("report", Ttl::Seconds(300), || {
+            std::thread::sleep(Duration::from_millis(600));
+            2u32
+        })
+    });
+    std::thread::sleep(Duration::from_millis(150));
+    assert!(cache.invalidate("report").unwrap());
+    let runs = AtomicUsize::new(0);
+    let got = cache
+        .get_or_set("report", Ttl::Seconds(300), || {
+            runs.fetch_add(1, Ordering::SeqCst);
+            3u32
+        })
+        .unwrap();
+    assert_eq!(
+        (got, runs.load(Ordering::SeqCst)),
+        (3, 1),
+        "the win after the invalidation is this caller's: it loads"
+    );
+    assert_eq!(refresh.join().unwrap().unwrap(), 2);
+    assert_eq!(
+        cache.get::<u32>("report").unwrap(),
+        Some(3),
+        "the value loaded before the invalidation is not stored over the one after it"
+    );
+}
+
 #[test]
 fn meta_on_a_transport_without_the_meta_protocol_is_refused_when_the_cache_is_built() {
     let err = Cache::from_url("newcache:///?transport=memory&herd=meta").unwrap_err();

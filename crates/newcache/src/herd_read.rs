@@ -51,8 +51,15 @@ pub(crate) fn uniform() -> f64 {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Over {
     /// The item with this CAS unique (`cas`): the item this reader read before deciding to
-    /// load (XFetch's early refresh, memcached's win under `herd=meta`).
+    /// load (XFetch's early refresh, a stale item read without a claim).
     Item(u64),
+    /// memcached's win under `herd=meta`, for the item with this unique: stored over it as
+    /// [`Over::Item`]. memcached hands it to one reader per item (again after every store
+    /// and every invalidation), so its reader loads even while another caller in this
+    /// process refreshes the key: waiting for that caller dropped a win that came after an
+    /// invalidation, whose loader's value was then refused, and nobody refreshed the key
+    /// until the item expired (an outside audit).
+    Won(u64),
     /// A lease claim's item: the claim's own store gave it a new unique that memcached's
     /// `cas` reply does not say, so the winner reads the item once more before it loads and
     /// stores over what it read then.
@@ -596,7 +603,8 @@ impl Core {
             self.observer.event(op, Event::ClaimWon, 1);
             // `md ... I` and every store give the item a new unique, so the winner's value
             // lands only if neither came while it loaded.
-            return Looked::Done(Opened::Miss(Over::item(meta.item.cas)));
+            let over = meta.item.cas.map_or(Over::Any, Over::Won);
+            return Looked::Done(Opened::Miss(over));
         }
         if meta.win_taken {
             self.observer.event(op, Event::ClaimLost, 1);

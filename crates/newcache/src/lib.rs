@@ -532,8 +532,9 @@ impl Cache {
     /// failure counts in the errors.
     ///
     /// A loader error reaches its caller and stores nothing; on the stale path the old value
-    /// stays (the claim keeps the others on it for `herd_timeout`, then the next caller
-    /// retries), on the cold path the lease key is deleted and the callers in this process
+    /// stays (under `lease` and `early` the claim keeps the others on it for `herd_timeout`,
+    /// then the next caller retries; under `meta` and `reinsert` it is served for what is left
+    /// of its `herd_timeout`, then the key is cold), on the cold path the lease key is deleted and the callers in this process
     /// that were waiting for that loader fail too, with [`Error::LoadFailed`], running no
     /// loader of their own (each used to run its own after the one before it failed, so the
     /// last of 50 waited 50 failures). So does a loaded value the cache cannot store (over

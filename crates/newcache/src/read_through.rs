@@ -354,10 +354,10 @@ impl Core {
             }
             match fetched {
                 Fetched::Hit(v) => return Ok(v),
-                // A refresh of a value this reader read (XFetch's early one, or memcached's
-                // win under herd=meta): one per process too. Readers that decide on it
-                // once the leader is on its way are served the value (`Core::look` asks
-                // `refreshing`); one that decided in the instant before waits for it.
+                // A refresh of a value this reader read (XFetch's early one): one per
+                // process too. Readers that decide on it once the leader is on its way are
+                // served the value (`Core::look` asks `refreshing`); one that decided in the
+                // instant before waits for it.
                 // The same for `reinsert`'s re-store (and an item read without a CAS
                 // unique): every reader that read the stale key before the first re-store
                 // landed re-stores it too, so without the flight each of them loaded (an
@@ -393,6 +393,8 @@ impl Core {
                         .load_and_store(io, key, &wire, options, loader, over)
                         .await;
                 }
+                // A lease claim or memcached's win: one reader's across processes, which
+                // loads at once (`Over::Won`).
                 Fetched::Recompute(over) => {
                     return self
                         .load_and_store(io, key, &wire, options, loader, over)
@@ -749,7 +751,7 @@ impl Core {
         // Not stored (EXISTS, NOT_FOUND, NOT_STORED) when the key changed while the loader
         // ran: what it holds then is newer than the loaded value.
         let (mut mode, claimed) = match over {
-            Over::Item(cas) => (StoreMode::Cas(cas), None),
+            Over::Item(cas) | Over::Won(cas) => (StoreMode::Cas(cas), None),
             Over::Nothing => (StoreMode::Add, None),
             Over::Any => (StoreMode::Set, None),
             // The claim changed the item's unique: read it now, before the load begins.
