@@ -42,7 +42,22 @@ impl Herd {
         herd: bool,
         now_millis: u64,
     ) -> Result<StorePlan, TtlTooLong> {
-        let now_secs = now_millis / 1000;
+        self.plan_store_at(ttl, herd, now_millis, now_millis / 1000)
+    }
+
+    /// [`Herd::plan_store`] with the soft expiry counted from `now_millis` (a clock of the
+    /// caller's choosing) and an exptime past 30 days, which memcached reads as a Unix time,
+    /// from `server_now_secs`: the Unix time by the system's clock, which memcached's own
+    /// follows. An injected clock (a test's, a clock set back) made a 30-day TTL an
+    /// exptime in the past, an item gone at once (an outside audit).
+    pub fn plan_store_at(
+        &self,
+        ttl: Ttl,
+        herd: bool,
+        now_millis: u64,
+        server_now_secs: u64,
+    ) -> Result<StorePlan, TtlTooLong> {
+        let now_secs = server_now_secs;
         Ok(match ttl {
             Ttl::Default | Ttl::Forever => StorePlan {
                 soft_expiry_millis: None,

@@ -94,6 +94,22 @@ fn ttls_past_30_days_are_sent_as_absolute_times() {
         (sixty_days as i64 + 55..=sixty_days as i64 + 61).contains(&ttl),
         "ttl {ttl}"
     );
+    // The cache's clock says when soft expiries pass; the absolute time memcached reads is
+    // the system's, as its own clock is. Counted from the cache's clock, 10 days ahead here,
+    // the item lived 70 days (and with a clock behind, a 30-day TTL was an item gone at
+    // once: an outside audit).
+    e.clock.advance_secs(10 * 86_400);
+    for (key, options) in [
+        ("skewed", SetOptions::new(Ttl::Seconds(sixty_days)).no_herd()),
+        ("skewed-herd", SetOptions::new(Ttl::Seconds(sixty_days))),
+    ] {
+        e.cache.set(key, &"v", options).unwrap();
+        let (_, ttl, _) = e.meta(key).unwrap();
+        assert!(
+            (sixty_days as i64 - 5..=sixty_days as i64 + 61).contains(&ttl),
+            "{key}: ttl {ttl}"
+        );
+    }
 }
 
 #[test]

@@ -297,7 +297,9 @@ impl Builder {
         self
     }
 
-    /// Use this clock for soft expiries (tests inject a manual clock).
+    /// Use this clock for soft expiries (tests inject a manual clock). A TTL past 30 days,
+    /// which memcached takes as a Unix time, is counted from the system's clock all the
+    /// same: memcached's own clock follows it.
     pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
         self.clock = Some(clock);
         self
