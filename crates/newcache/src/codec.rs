@@ -1050,6 +1050,17 @@ mod tests {
         let bomb = deflate(&vec![0u8; 100 << 20]).unwrap();
         assert!(bomb.len() < 200_000, "{}", bomb.len());
         assert!(decode::<Vec<u8>>(&bomb, FLAG_ZLIB).is_err());
+        // A pickle of 33 million empty lists: 32 KB compressed, 33 MB inflated (under the
+        // inflate limit), and 5.46 GB to read before the scan counted values as it met them
+        // (an outside audit). Refused, with what to do instead.
+        let mut lists = vec![0x80, 5, b']', b'('];
+        lists.resize(lists.len() + 33_000_000, b']');
+        lists.extend_from_slice(b"e.");
+        let bomb = deflate(&lists).unwrap();
+        assert!(bomb.len() < 64 << 10, "{}", bomb.len());
+        let err = decode::<Vec<Vec<u8>>>(&bomb, FLAG_PICKLE | FLAG_ZLIB).unwrap_err();
+        assert!(err.0.contains("more values than newcache reads"), "{err}");
+        assert!(err.0.contains("get_raw"), "{err}");
         // Incompressible bytes are not stored compressed.
         let mut x = 0x9e37_79b9_7f4a_7c15u64;
         let noise: Vec<u8> = (0..4096)

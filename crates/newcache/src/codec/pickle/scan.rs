@@ -236,7 +236,10 @@ fn tuple_of(items: &[Slot]) -> What {
 /// tuple.
 pub(super) fn scan(bytes: &[u8]) -> Result<Scan, CodecError> {
     let mut ops = Ops { bytes, pos: 0 };
-    let mut m = Machine::default();
+    let mut m = Machine {
+        budget: expansion_limit(bytes.len()),
+        ..Machine::default()
+    };
     let mut memo_ops = Vec::new();
     let mut empty_bytes = Vec::new();
     // Every global named so far, in order: protocols 0 and 1 pickle an object as a call of
