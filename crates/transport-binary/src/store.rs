@@ -32,12 +32,6 @@ fn is_decimal(value: &[u8]) -> bool {
 }
 
 impl BinaryTransport {
-    /// [`Error::ValueTooLarge`] when memcached at `-I item_size_limit` would refuse the
-    /// value ([`Store::value_limit`]: the limit less the key and the item header).
-    pub(crate) fn check_size(&self, request: &Store<'_>) -> Result<()> {
-        request.check_size(self.item_size_limit)
-    }
-
     /// Runs one request whose key was checked: a value over `item_size_limit` is refused
     /// without being sent, and a `set` of one deletes the key instead, as memcached unlinks
     /// the old item of a `set` it refuses as too large (which it also does when it is the
@@ -49,13 +43,24 @@ impl BinaryTransport {
         r: &Store<'_>,
         position: Option<usize>,
     ) -> Result<StoreStatus> {
-        if let Err(too_large) = self.check_size(r) {
+        if r.is_too_large(self.item_size_limit) {
             if r.mode == StoreMode::Set {
                 self.delete_on(h, r.key, position)?;
             }
-            return Err(too_large);
+            return Err(self.over_limit(h, r, position));
         }
         self.store_on(h, r, position)
+    }
+
+    /// The error for `r`, over `item_size_limit` and refused before it is sent: naming the
+    /// limit of the key's server (asked of it: `stats settings`) when that is lower, not the
+    /// configured one. A caller sizing values by the limit named failed again (an outside
+    /// audit: a 2 MB value for a server at `-I 512k` said 1,048,513 bytes fit).
+    pub(crate) fn over_limit(&self, h: &Handle, r: &Store<'_>, position: Option<usize>) -> Error {
+        let max = position
+            .and_then(|p| self.server_at(p))
+            .and_then(|index| self.item_size_max_of(h, index));
+        r.refused_by_server_at(max, self.item_size_limit)
     }
 
     /// Text mode only: memcached's text protocol reads an exptime as a signed 32-bit number,

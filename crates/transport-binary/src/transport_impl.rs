@@ -4,7 +4,7 @@
 use libmemcached_sys::*;
 use newcache_transport::{
     check_key, get_many_made_with, Error, Found, Item, MadeKeys, ManyDelete, ManyRead, ManyStore,
-    Result, ServerStats, Store, StoreMode, StoreStatus, Transport,
+    Result, ServerStats, Store, StoreStatus, Transport,
 };
 
 use crate::batch::Batch;
@@ -56,10 +56,6 @@ impl Transport for BinaryTransport {
     fn store(&self, request: &Store<'_>) -> Result<StoreStatus> {
         check_key(request.key)?;
         self.check_exptime(request.exptime)?;
-        if request.mode != StoreMode::Set {
-            // Refused before a handle is leased: nothing is sent.
-            self.check_size(request)?;
-        }
         self.on_key(request.key, |h, position| {
             self.store_checked(h, request, position)
         })

@@ -18,9 +18,28 @@ use crate::{Protocol, TextTransport};
 
 impl TextTransport {
     /// [`Error::ValueTooLarge`] when memcached at `-I item_size_limit` would refuse the
-    /// value ([`Store::value_limit`]: the limit less the key and the item header).
+    /// value ([`Store::value_limit`]: the limit less the key and the item header), naming
+    /// the key's server's own limit when that is lower ([`TextTransport::over_limit`]).
     pub(crate) fn check_value(&self, request: &Store<'_>) -> Result<()> {
-        request.check_size(self.config.item_size_limit)
+        if request.is_too_large(self.config.item_size_limit) {
+            return Err(self.over_limit(request));
+        }
+        Ok(())
+    }
+
+    /// The error for `request`, over `item_size_limit` and refused before it is sent: it
+    /// names the limit of the key's server when that is lower (known within a minute, else
+    /// asked of it: `stats settings`), not the configured one. A caller sizing values by the
+    /// limit named failed again (an outside audit: a 2 MB value for a server at `-I 512k`
+    /// said 1,048,513 bytes fit, after the server had said 524,225).
+    fn over_limit(&self, request: &Store<'_>) -> Error {
+        let max = self.server_for_key(request.key).ok().and_then(|index| {
+            match self.server(index).ok()?.item_size_max.known() {
+                Some(known) => known,
+                None => self.ask_item_size_max(index).ok().flatten(),
+            }
+        });
+        request.refused_by_server_at(max, self.config.item_size_limit)
     }
 
     /// The stores of [`Transport::store_many`], pipelined per server: every request's
@@ -165,11 +184,11 @@ impl Transport for TextTransport {
     fn store(&self, request: &Store<'_>) -> Result<StoreStatus> {
         check_key(request.key)?;
         newcache_transport::check_exptime(request.exptime)?;
-        if let Err(too_large) = self.check_value(request) {
+        if request.is_too_large(self.config.item_size_limit) {
             if request.mode == StoreMode::Set {
                 self.delete(request.key)?;
             }
-            return Err(too_large);
+            return Err(self.over_limit(request));
         }
         if let Some(too_large) = self.server_refusal(request) {
             return Err(too_large);

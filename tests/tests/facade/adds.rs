@@ -493,10 +493,28 @@ fn a_value_the_server_refuses_names_the_servers_own_limit() {
     // The server's -I, less its item header, the wire key and 4 bytes of nonzero flags.
     let limit = 512 * 1024 - 59 - wire_len - 4;
     let over = "x".repeat(700_000);
-    let names_the_limit = |err: &newcache::transport::Error| {
+    // Over the cache's own limit too: refused before it is sent, and named with the
+    // server's limit all the same, before and after the server refused one itself. It
+    // named the configured limit (1,048,513 bytes), twice the real one (an outside audit).
+    let over_both = "x".repeat(2 << 20);
+    let names = |err: &newcache::transport::Error, value: &str| {
         matches!(err, newcache::transport::Error::ValueTooLarge { size, limit: l }
-            if *size == over.len() && *l == limit)
+            if *size == value.len() && *l == limit)
     };
+    let names_the_limit = |err: &newcache::transport::Error| names(err, &over);
+    e.cache.set("big", "old", Ttl::Default).unwrap();
+    for (mode, value) in [("set", &over_both), ("add", &over_both), ("set", &over)] {
+        let err = match mode {
+            "set" => e.cache.set("big", value, Ttl::Default),
+            _ => e.cache.add("big", value, Ttl::Default).map(|_| ()),
+        }
+        .unwrap_err();
+        assert!(
+            matches!(&err, Error::Transport(t) if names(t, value)),
+            "{mode} of {}: {err}",
+            value.len()
+        );
+    }
     e.cache.set("big", "old", Ttl::Default).unwrap();
     let err = e.cache.set("big", &over, Ttl::Default).unwrap_err();
     assert!(
@@ -525,6 +543,11 @@ fn a_value_the_server_refuses_names_the_servers_own_limit() {
     if TRANSPORT.contains("transport=text") {
         let (rt, cache) = e.async_cache();
         rt.block_on(async {
+            let err = cache.set("big", &over_both, Ttl::Default).await.unwrap_err();
+            assert!(
+                matches!(&err, Error::Transport(t) if names(t, &over_both)),
+                "async: {err}"
+            );
             let err = cache.set("big", &over, Ttl::Default).await.unwrap_err();
             assert!(
                 matches!(&err, Error::Transport(t) if names_the_limit(t)),

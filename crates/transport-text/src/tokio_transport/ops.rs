@@ -98,6 +98,20 @@ impl TokioTextTransport {
         request.refused_by_server_at(item_size_max, self.inner.config.item_size_limit)
     }
 
+    /// The error for `request`, over `item_size_limit` and refused before it is sent,
+    /// naming the key's server's own limit when that is lower (as the blocking transport's
+    /// `over_limit`).
+    async fn over_limit(&self, request: &Store<'_>) -> Error {
+        let index = self.server_for_key(request.key).ok();
+        let known = index.and_then(|i| self.server(i).ok()?.item_size_max.known());
+        let max = match (known, index) {
+            (Some(known), _) => known,
+            (None, Some(index)) => self.ask_item_size_max(index).await.ok().flatten(),
+            (None, None) => None,
+        };
+        request.refused_by_server_at(max, self.inner.config.item_size_limit)
+    }
+
     /// Server `index`'s `item_size_max` (`stats settings`), kept for the next
     /// [`TokioTextTransport::server_refusal`] (`learn_item_size_max`).
     async fn ask_item_size_max(&self, index: usize) -> Result<Option<usize>> {
@@ -376,9 +390,10 @@ impl TokioTextTransport {
         let mut over = vec![false; requests.len()];
         let mut refused: Vec<(usize, Error)> = Vec::new();
         for ((i, r), over) in requests.iter().enumerate().zip(over.iter_mut()) {
-            let refusal = match r.check_size(limit) {
-                Err(e) => Some(e),
-                Ok(()) => self.server_refusal(r).await,
+            let refusal = if r.is_too_large(limit) {
+                Some(self.over_limit(r).await)
+            } else {
+                self.server_refusal(r).await
             };
             if let Some(e) = refusal {
                 *over = true;
@@ -523,11 +538,11 @@ impl AsyncTransport for TokioTextTransport {
         Box::pin(async move {
             check_key(request.key)?;
             check_exptime(request.exptime)?;
-            if let Err(too_large) = request.check_size(self.inner.config.item_size_limit) {
+            if request.is_too_large(self.inner.config.item_size_limit) {
                 if request.mode == StoreMode::Set {
                     self.delete(request.key).await?;
                 }
-                return Err(too_large);
+                return Err(self.over_limit(request).await);
             }
             if let Some(too_large) = self.server_refusal(request).await {
                 return Err(too_large);
