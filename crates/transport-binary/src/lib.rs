@@ -340,6 +340,9 @@ pub struct BinaryTransport {
     /// The index in `servers` of the server at each position of a handle's list (the
     /// configured order, or sorted with `_sort_hosts`; every clone has the master's order).
     position_to_server: Vec<usize>,
+    /// Each server's `item_size_max` (memcached's `-I`), as it said when it last refused a
+    /// value as too large.
+    item_size_max: Vec<newcache_transport::ItemSizeMax>,
 }
 
 /// Shows the servers, the pool size, the item size limit and, as `behaviors`, every behavior

@@ -214,6 +214,7 @@ impl BinaryTransport {
             idle_timeout: config.idle_timeout,
             reaper: IdleReaper::default(),
             health: Health::new(servers.len(), failure_limit, retry_timeout, remove_failed),
+            item_size_max: servers.iter().map(|_| Default::default()).collect(),
             servers,
             binary: config.binary_protocol,
             item_size_limit: config.item_size_limit,

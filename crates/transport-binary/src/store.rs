@@ -47,19 +47,22 @@ impl BinaryTransport {
             if r.mode == StoreMode::Set {
                 self.delete_on(h, r.key, position)?;
             }
-            return Err(self.over_limit(h, r, position));
+            return Err(self.over_limit(r, position));
         }
         self.store_on(h, r, position)
     }
 
     /// The error for `r`, over `item_size_limit` and refused before it is sent: naming the
-    /// limit of the key's server (asked of it: `stats settings`) when that is lower, not the
-    /// configured one. A caller sizing values by the limit named failed again (an outside
-    /// audit: a 2 MB value for a server at `-I 512k` said 1,048,513 bytes fit).
-    pub(crate) fn over_limit(&self, h: &Handle, r: &Store<'_>, position: Option<usize>) -> Error {
+    /// limit of the key's server when that is lower and known (the server refused a value
+    /// within a minute, and said its limit), not the configured one. A caller sizing values
+    /// by the limit named failed again (an outside audit: a 2 MB value for a server at `-I
+    /// 512k` said 1,048,513 bytes fit, after the server had said 524,225). Not asked here:
+    /// a hung server made each such refusal wait out the poll timeout.
+    pub(crate) fn over_limit(&self, r: &Store<'_>, position: Option<usize>) -> Error {
         let max = position
             .and_then(|p| self.server_at(p))
-            .and_then(|index| self.item_size_max_of(h, index));
+            .and_then(|index| self.item_size_max.get(index)?.known())
+            .flatten();
         r.refused_by_server_at(max, self.item_size_limit)
     }
 
@@ -108,9 +111,14 @@ impl BinaryTransport {
             }
             // The server's -I is below item_size_limit: named with its limit, asked of it.
             (_, MEMCACHED_E2BIG) => {
-                let max = position
-                    .and_then(|p| self.server_at(p))
-                    .and_then(|index| self.item_size_max_of(h, index));
+                let max = position.and_then(|p| self.server_at(p)).and_then(|index| {
+                    let max = self.item_size_max_of(h, index);
+                    // Kept a minute, for the refusals made before sending (`over_limit`).
+                    if let Some(known) = self.item_size_max.get(index) {
+                        known.learn(max);
+                    }
+                    max
+                });
                 Err(r.refused_by_server_at(max, self.item_size_limit))
             }
             (mode, rc) => Err(self.error(h, rc, self.label_at(position), mode.command())),

@@ -4,7 +4,7 @@
 use libmemcached_sys::*;
 use newcache_transport::{
     check_key, get_many_made_with, Error, Found, Item, MadeKeys, ManyDelete, ManyRead, ManyStore,
-    Result, ServerStats, Store, StoreStatus, Transport,
+    Result, ServerStats, Store, StoreMode, StoreStatus, Transport,
 };
 
 use crate::batch::Batch;
@@ -56,6 +56,15 @@ impl Transport for BinaryTransport {
     fn store(&self, request: &Store<'_>) -> Result<StoreStatus> {
         check_key(request.key)?;
         self.check_exptime(request.exptime)?;
+        if request.mode != StoreMode::Set && request.is_too_large(self.item_size_limit) {
+            // Refused before anything is sent, to a server left alone as down too (a handle
+            // leased only to place the key: no I/O).
+            let position = self
+                .lease()
+                .ok()
+                .and_then(|h| self.position_for_key(&h, request.key));
+            return Err(self.over_limit(request, position));
+        }
         self.on_key(request.key, |h, position| {
             self.store_checked(h, request, position)
         })

@@ -493,17 +493,25 @@ fn a_value_the_server_refuses_names_the_servers_own_limit() {
     // The server's -I, less its item header, the wire key and 4 bytes of nonzero flags.
     let limit = 512 * 1024 - 59 - wire_len - 4;
     let over = "x".repeat(700_000);
-    // Over the cache's own limit too: refused before it is sent, and named with the
-    // server's limit all the same, before and after the server refused one itself. It
-    // named the configured limit (1,048,513 bytes), twice the real one (an outside audit).
+    // Over the cache's own limit too: refused before it is sent, named with the configured
+    // limit until the server has said its own (nothing is asked on the way: a hung server
+    // made each refusal wait out the read timeout), and with the server's after that. It
+    // kept naming the configured one, twice the real one (an outside audit).
     let over_both = "x".repeat(2 << 20);
-    let names = |err: &newcache::transport::Error, value: &str| {
+    let configured = 1024 * 1024 - 59 - wire_len - 4;
+    let names_at = |err: &newcache::transport::Error, value: &str, at: usize| {
         matches!(err, newcache::transport::Error::ValueTooLarge { size, limit: l }
-            if *size == value.len() && *l == limit)
+            if *size == value.len() && *l == at)
     };
+    let names = |err: &newcache::transport::Error, value: &str| names_at(err, value, limit);
     let names_the_limit = |err: &newcache::transport::Error| names(err, &over);
     e.cache.set("big", "old", Ttl::Default).unwrap();
-    for (mode, value) in [("set", &over_both), ("add", &over_both), ("set", &over)] {
+    let err = e.cache.set("big", &over_both, Ttl::Default).unwrap_err();
+    assert!(
+        matches!(&err, Error::Transport(t) if names_at(t, &over_both, configured)),
+        "{err}"
+    );
+    for (mode, value) in [("set", &over), ("set", &over_both), ("add", &over_both)] {
         let err = match mode {
             "set" => e.cache.set("big", value, Ttl::Default),
             _ => e.cache.add("big", value, Ttl::Default).map(|_| ()),
@@ -543,14 +551,14 @@ fn a_value_the_server_refuses_names_the_servers_own_limit() {
     if TRANSPORT.contains("transport=text") {
         let (rt, cache) = e.async_cache();
         rt.block_on(async {
-            let err = cache.set("big", &over_both, Ttl::Default).await.unwrap_err();
-            assert!(
-                matches!(&err, Error::Transport(t) if names(t, &over_both)),
-                "async: {err}"
-            );
             let err = cache.set("big", &over, Ttl::Default).await.unwrap_err();
             assert!(
                 matches!(&err, Error::Transport(t) if names_the_limit(t)),
+                "async: {err}"
+            );
+            let err = cache.set("big", &over_both, Ttl::Default).await.unwrap_err();
+            assert!(
+                matches!(&err, Error::Transport(t) if names(t, &over_both)),
                 "async: {err}"
             );
             let err = cache
@@ -633,6 +641,15 @@ fn a_refused_add_replace_cas_append_or_prepend_keeps_the_value_it_did_not_replac
         let cache = newcache::Cache::from_url(&url).unwrap();
         cache.set("k", "old", Ttl::Default).unwrap();
         hung.pause();
+        // A value over the cache's own limit is refused at once: nothing is asked of the
+        // server (an outside audit: each such refusal waited out the read timeout).
+        let started = std::time::Instant::now();
+        let err = cache.add("k", &"z".repeat(2 << 20), Ttl::Default).unwrap_err();
+        assert!(
+            matches!(&err, Error::Transport(newcache::transport::Error::ValueTooLarge { .. })),
+            "{err}"
+        );
+        assert!(started.elapsed() < Duration::from_millis(150), "{:?}", started.elapsed());
         let started = std::time::Instant::now();
         let err = cache.add("k", &"z".repeat(2_000), Ttl::Default).unwrap_err();
         let took = started.elapsed();

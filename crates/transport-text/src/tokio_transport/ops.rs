@@ -99,16 +99,14 @@ impl TokioTextTransport {
     }
 
     /// The error for `request`, over `item_size_limit` and refused before it is sent,
-    /// naming the key's server's own limit when that is lower (as the blocking transport's
-    /// `over_limit`).
-    async fn over_limit(&self, request: &Store<'_>) -> Error {
-        let index = self.server_for_key(request.key).ok();
-        let known = index.and_then(|i| self.server(i).ok()?.item_size_max.known());
-        let max = match (known, index) {
-            (Some(known), _) => known,
-            (None, Some(index)) => self.ask_item_size_max(index).await.ok().flatten(),
-            (None, None) => None,
-        };
+    /// naming the key's server's own limit when that is lower and known (as the blocking
+    /// transport's `over_limit`).
+    fn over_limit(&self, request: &Store<'_>) -> Error {
+        let max = self
+            .server_for_key(request.key)
+            .ok()
+            .and_then(|index| self.server(index).ok()?.item_size_max.known())
+            .flatten();
         request.refused_by_server_at(max, self.inner.config.item_size_limit)
     }
 
@@ -391,7 +389,7 @@ impl TokioTextTransport {
         let mut refused: Vec<(usize, Error)> = Vec::new();
         for ((i, r), over) in requests.iter().enumerate().zip(over.iter_mut()) {
             let refusal = if r.is_too_large(limit) {
-                Some(self.over_limit(r).await)
+                Some(self.over_limit(r))
             } else {
                 self.server_refusal(r).await
             };
@@ -542,7 +540,7 @@ impl AsyncTransport for TokioTextTransport {
                 if request.mode == StoreMode::Set {
                     self.delete(request.key).await?;
                 }
-                return Err(self.over_limit(request).await);
+                return Err(self.over_limit(request));
             }
             if let Some(too_large) = self.server_refusal(request).await {
                 return Err(too_large);

@@ -36,19 +36,20 @@ pub(super) enum What {
 /// (It was costed at 48 bytes, with a limit that let that pickle through.)
 pub(super) const VALUE_COST: u64 = 160;
 
-/// The most memory reading one pickle may take, by [`VALUE_COST`]: 256 MiB. A pickle up to
-/// memcached's default item size (1 MiB) never comes near it, however small its values
-/// (each opcode byte makes at most one value); a compressed one that inflates to millions
-/// of values is refused as the scan counts them, before serde-pickle builds any.
-pub(super) const MAX_READ_COST: u64 = 256 << 20;
+/// The most memory reading one pickle may take, by [`VALUE_COST`]: 512 MiB, about 3.3
+/// million values. A pickle up to memcached's default item size (1 MiB) never comes near
+/// it, however small its values (each opcode byte makes at most one value), nor do Django
+/// data an outside audit tried: `[0] * 2_000_000` (8.5 KB compressed), Python's shared rows
+/// `[[0] * 100] * 5000` (10 KB). A compressed pickle that inflates to tens of millions of
+/// values is refused as the scan counts them, before serde-pickle builds any.
+pub(super) const MAX_READ_COST: u64 = 512 << 20;
 
 /// How many bytes the values serde-pickle builds from a pickle of `len` bytes may take:
-/// 64 MiB plus four times what its values cost if each byte made one, and
-/// [`MAX_READ_COST`] at most. A pickle without shared references reaches it only past the
-/// latter; one whose `DUP`s and memo references expand to a tree of gigabytes is refused
-/// before serde-pickle builds it (60 bytes of `DUP` and `TUPLE3` make 3^17 values).
-pub(super) fn expansion_limit(len: usize) -> u64 {
-    ((64 << 20) + 4 * VALUE_COST * len as u64).min(MAX_READ_COST)
+/// [`MAX_READ_COST`], whatever its length. A pickle whose `DUP`s and memo references
+/// expand to a tree of gigabytes is refused before serde-pickle builds it (60 bytes of
+/// `DUP` and `TUPLE3` make 3^17 values).
+pub(super) fn expansion_limit(_len: usize) -> u64 {
+    MAX_READ_COST
 }
 
 /// A value as serde-pickle builds it: a leaf of some cost, or a container (by index into
@@ -375,26 +376,30 @@ mod tests {
         // A list referenced 1,000 times and filled afterwards: small when referenced, big
         // when built.
         let mut p = vec![PROTO, 2, b']', MEMOIZE, b'0', b'(']; // memo 0: an empty list
-        p.extend(std::iter::repeat_n([b'h', 0], 2000).flatten());
-        p.push(b'l'); // a list of 2,000 references to it
+        p.extend(std::iter::repeat_n([b'h', 0], 4000).flatten());
+        p.push(b'l'); // a list of 4,000 references to it
         p.extend_from_slice(&[b'h', 0, b'(', b'B', 0xe8, 0x03, 0, 0]); // then fill it
         p.extend(std::iter::repeat_n(0u8, 1000));
         p.extend(std::iter::repeat_n(b'N', 1000));
         p.extend_from_slice(&[b'e', b'0', STOP]);
-        // 2,000 copies of a list of 1,001 values (one holding 1,000 bytes): 2000 * 1001 * 48.
-        let e = decode::<serde_pickle::Value>(&p).unwrap_err();
-        assert!(e.0.contains("expand past"), "{e}");
+        // 4,000 copies of a list of 1,001 values (one holding 1,000 bytes): 4000 * 1001 * 160.
+        let decoded = decode::<serde_pickle::Value>(&p).map(|_| ());
+        assert!(
+            decoded.as_ref().is_err_and(|e| e.0.contains("expand past")),
+            "{decoded:?}"
+        );
         // Sharing within the limit decodes: a string referenced 100 times.
         let mut p = vec![PROTO, 2, SHORT_BINUNICODE, 1, b'a', MEMOIZE, b'0', b'('];
         p.extend(std::iter::repeat_n([b'h', 0], 100).flatten());
         p.extend_from_slice(&[b'l', STOP]);
         let v: Vec<String> = decode(&p).unwrap();
         assert_eq!(v, vec!["a"; 100]);
-        // Values the pickle makes one by one count as they come: a list of two million
-        // Nones (320 MB to read) is refused; a pickle of memcached's default item size, a
-        // list of half a million small ints (two bytes each), is read.
+        // Values the pickle makes one by one count as they come: a list of four million
+        // Nones (640 MB to read) is refused; a pickle of memcached's default item size, a
+        // list of half a million small ints (two bytes each), is read, and so are Python's
+        // shared rows, `[[0] * 100] * 5000` (500,000 values once expanded).
         let mut p = vec![PROTO, 2, b']', b'('];
-        p.resize(p.len() + 2_000_000, b'N');
+        p.resize(p.len() + 4_000_000, b'N');
         p.extend_from_slice(b"e.");
         let e = decode::<Vec<()>>(&p).unwrap_err();
         assert!(e.0.contains("more values than newcache reads"), "{e}");
@@ -404,6 +409,13 @@ mod tests {
         assert_eq!(p.len(), 1_000_006);
         let v: Vec<u8> = decode(&p).unwrap();
         assert!(v.len() == 500_000 && v.iter().all(|n| *n == 7));
+        let mut p = vec![PROTO, 2, b']', b'(', b']', MEMOIZE, b'('];
+        p.extend(std::iter::repeat_n([b'K', 0], 100).flatten());
+        p.push(b'e');
+        p.extend(std::iter::repeat_n([b'h', 0], 4999).flatten());
+        p.extend_from_slice(b"e.");
+        let rows: Vec<Vec<u8>> = decode(&p).unwrap();
+        assert!(rows.len() == 5000 && rows.iter().all(|r| r == &[0; 100]));
         // A list that holds itself is an error, not a hang.
         let p = [PROTO, 2, b']', MEMOIZE, b'h', 0, b'a', STOP];
         let e = decode::<serde_pickle::Value>(&p).unwrap_err();
