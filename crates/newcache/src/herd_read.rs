@@ -205,6 +205,13 @@ fn may_carry_seed(flags: u32) -> bool {
 }
 
 impl Core {
+    /// Whether `item` carries herd state that is before its soft expiry now.
+    pub(crate) fn is_fresh(&self, item: &Item) -> bool {
+        let now = self.now_millis();
+        self.opening(item, now)
+            .is_some_and(|o| self.herd.on_read(&o.envelope, now) == ReadDecision::Fresh)
+    }
+
     /// The herd state of a fetched item: `None` for a bare value (another application's
     /// bit 8 included: [`read_flags`]); the flags' envelope; for django-newcache's pickled
     /// `(Marker, value, expiry)` tuple, its expiry. The value starts at byte 0 in each.
