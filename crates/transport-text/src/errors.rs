@@ -150,6 +150,23 @@ pub(crate) fn over_server_limit(request: &Store<'_>, max: Result<Option<usize>>)
     }
 }
 
+/// The error for `request`, over `item_size_limit` and refused before it is sent: it
+/// names the limit of the key's server (`limit`, `None` when the key has no server) when
+/// that is lower and known (the server said it within a minute: a refusal of its own, or
+/// `stats settings`), not the configured one. A caller sizing values by the limit named
+/// failed again (an outside audit: a 2 MB value for a server at `-I 512k` said 1,048,513
+/// bytes fit, after the server had said 524,225). Not asked here: a hung server made each
+/// such refusal wait out the read timeout (another audit: 1 s each, 6 s for a `set_many` of
+/// five).
+pub(crate) fn over_limit(
+    request: &Store<'_>,
+    limit: Option<&ItemSizeMax>,
+    item_size_limit: usize,
+) -> Error {
+    let known = limit.and_then(ItemSizeMax::known).flatten();
+    request.refused_by_server_at(known, item_size_limit)
+}
+
 /// A server's `-I` from its answer to `stats settings` (`asked`, a one-server
 /// [`server_stats`](crate::batch::server_stats)), kept in `learnt`: `Ok(None)` when it did
 /// not say (kept too), the server's failure when it failed.

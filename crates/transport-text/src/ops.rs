@@ -27,20 +27,12 @@ impl TextTransport {
         Ok(())
     }
 
-    /// The error for `request`, over `item_size_limit` and refused before it is sent: it
-    /// names the limit of the key's server when that is lower and known (the server said
-    /// it within a minute: a refusal of its own, or `stats settings`), not the configured
-    /// one. A caller sizing values by the limit named failed again (an outside audit: a 2 MB
-    /// value for a server at `-I 512k` said 1,048,513 bytes fit, after the server had said
-    /// 524,225). Not asked here: a hung server made each such refusal wait out the read
-    /// timeout (another audit: 1 s each, 6 s for a `set_many` of five).
+    /// [`over_limit`](crate::errors::over_limit) with the key's server's limit.
     fn over_limit(&self, request: &Store<'_>) -> Error {
-        let max = self
-            .server_for_key(request.key)
-            .ok()
-            .and_then(|index| self.server(index).ok()?.item_size_max.known())
-            .flatten();
-        request.refused_by_server_at(max, self.config.item_size_limit)
+        let server = self.server_for_key(request.key).ok();
+        let server = server.and_then(|index| self.server(index).ok());
+        let limit = server.map(|s| &s.item_size_max);
+        crate::errors::over_limit(request, limit, self.config.item_size_limit)
     }
 
     /// The stores of [`Transport::store_many`], pipelined per server: every request's

@@ -98,16 +98,12 @@ impl TokioTextTransport {
         request.refused_by_server_at(item_size_max, self.inner.config.item_size_limit)
     }
 
-    /// The error for `request`, over `item_size_limit` and refused before it is sent,
-    /// naming the key's server's own limit when that is lower and known (as the blocking
-    /// transport's `over_limit`).
+    /// [`over_limit`](crate::errors::over_limit) with the key's server's limit.
     fn over_limit(&self, request: &Store<'_>) -> Error {
-        let max = self
-            .server_for_key(request.key)
-            .ok()
-            .and_then(|index| self.server(index).ok()?.item_size_max.known())
-            .flatten();
-        request.refused_by_server_at(max, self.inner.config.item_size_limit)
+        let server = self.server_for_key(request.key).ok();
+        let server = server.and_then(|index| self.server(index).ok());
+        let limit = server.map(|s| &s.item_size_max);
+        crate::errors::over_limit(request, limit, self.inner.config.item_size_limit)
     }
 
     /// Server `index`'s `item_size_max` (`stats settings`), kept for the next
