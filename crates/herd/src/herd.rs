@@ -3,7 +3,7 @@
 
 use crate::envelope::Envelope;
 use crate::policy::{Policy, ReadDecision, StaleAction};
-use crate::ttl::{wire_exptime, StorePlan, Ttl, TtlTooLong, MAX_EXPTIME};
+use crate::ttl::{wire_exptime, StorePlan, Ttl, TtlTooLong, MAX_EXPTIME, MAX_RELATIVE_EXPTIME};
 
 /// django-newcache's default herd timeout, in seconds.
 pub const DEFAULT_HERD_TIMEOUT: u32 = 60;
@@ -42,22 +42,29 @@ impl Herd {
         herd: bool,
         now_millis: u64,
     ) -> Result<StorePlan, TtlTooLong> {
-        self.plan_store_at(ttl, herd, now_millis, now_millis / 1000)
+        self.plan_store_at(ttl, herd, now_millis, || now_millis / 1000)
     }
 
     /// [`Herd::plan_store`] with the soft expiry counted from `now_millis` (a clock of the
     /// caller's choosing) and an exptime past 30 days, which memcached reads as a Unix time,
-    /// from `server_now_secs`: the Unix time by the system's clock, which memcached's own
-    /// follows. An injected clock (a test's, a clock set back) made a 30-day TTL an
-    /// exptime in the past, an item gone at once (an outside audit).
+    /// from `server_now_secs()` (asked only then): the Unix time by the system's clock,
+    /// which memcached's own follows. An injected clock (a test's, a clock set back) made a
+    /// 30-day TTL an exptime in the past, an item gone at once (an outside audit).
     pub fn plan_store_at(
         &self,
         ttl: Ttl,
         herd: bool,
         now_millis: u64,
-        server_now_secs: u64,
+        server_now_secs: impl Fn() -> u64,
     ) -> Result<StorePlan, TtlTooLong> {
-        let now_secs = server_now_secs;
+        let wire_exptime = |secs: u64| {
+            let now_secs = if secs > MAX_RELATIVE_EXPTIME {
+                server_now_secs()
+            } else {
+                0
+            };
+            wire_exptime(secs, now_secs)
+        };
         Ok(match ttl {
             Ttl::Default | Ttl::Forever => StorePlan {
                 soft_expiry_millis: None,
@@ -70,17 +77,17 @@ impl Herd {
                 expire_now: true,
             },
             Ttl::Seconds(secs) if herd && self.herd_timeout > 0 => {
-                wire_exptime(secs, now_secs)?;
+                wire_exptime(secs)?;
                 let with_herd = secs.saturating_add(u64::from(self.herd_timeout));
                 StorePlan {
                     soft_expiry_millis: Some(now_millis.saturating_add(secs.saturating_mul(1000))),
-                    exptime: wire_exptime(with_herd, now_secs).unwrap_or(MAX_EXPTIME),
+                    exptime: wire_exptime(with_herd).unwrap_or(MAX_EXPTIME),
                     expire_now: false,
                 }
             }
             Ttl::Seconds(secs) => StorePlan {
                 soft_expiry_millis: None,
-                exptime: wire_exptime(secs, now_secs)?,
+                exptime: wire_exptime(secs)?,
                 expire_now: false,
             },
         })

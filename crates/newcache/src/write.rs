@@ -63,7 +63,7 @@ impl Core {
     pub(crate) fn plan(&self, options: SetOptions, now: u64) -> Result<StorePlan> {
         let ttl = options.ttl.or_default(self.config.default_ttl);
         let herd = options.herd.unwrap_or(self.config.herd);
-        let server_now = newcache_herd::Clock::now_secs(&newcache_herd::SystemClock);
+        let server_now = || newcache_herd::Clock::now_secs(&newcache_herd::SystemClock);
         Ok(self.herd.plan_store_at(ttl, herd, now, server_now)?)
     }
 
