@@ -41,16 +41,10 @@ pub(super) const VALUE_COST: u64 = 160;
 /// it, however small its values (each opcode byte makes at most one value), nor do Django
 /// data an outside audit tried: `[0] * 2_000_000` (8.5 KB compressed), Python's shared rows
 /// `[[0] * 100] * 5000` (10 KB). A compressed pickle that inflates to tens of millions of
-/// values is refused as the scan counts them, before serde-pickle builds any.
+/// values is refused as the scan counts them, before serde-pickle builds any; one whose
+/// `DUP`s and memo references expand to a tree of gigabytes is refused before serde-pickle
+/// builds it (60 bytes of `DUP` and `TUPLE3` make 3^17 values).
 pub(super) const MAX_READ_COST: u64 = 512 << 20;
-
-/// How many bytes the values serde-pickle builds from a pickle of `len` bytes may take:
-/// [`MAX_READ_COST`], whatever its length. A pickle whose `DUP`s and memo references
-/// expand to a tree of gigabytes is refused before serde-pickle builds it (60 bytes of
-/// `DUP` and `TUPLE3` make 3^17 values).
-pub(super) fn expansion_limit(_len: usize) -> u64 {
-    MAX_READ_COST
-}
 
 /// A value as serde-pickle builds it: a leaf of some cost, or a container (by index into
 /// [`Machine::nodes`], so that every reference to one object, through `DUP` or the memo,
@@ -100,10 +94,8 @@ pub(super) struct Machine {
     pub(super) nodes: Vec<Vec<Node>>,
     /// The cost of every memoized leaf ([`Node::Shared`]).
     pub(super) shared: Vec<u64>,
-    /// What the values pushed so far cost ([`VALUE_COST`]), and the most they may
-    /// ([`expansion_limit`]; 0 until the scan sets it).
+    /// What the values pushed so far cost ([`VALUE_COST`]); [`MAX_READ_COST`] at most.
     pub(super) pushed: u64,
-    pub(super) budget: u64,
 }
 
 impl Machine {
@@ -132,10 +124,9 @@ impl Machine {
             Node::Container(_) | Node::Shared(_) => VALUE_COST,
         };
         self.pushed = self.pushed.saturating_add(cost);
-        if self.pushed > self.budget {
+        if self.pushed > MAX_READ_COST {
             return Err(err(format!(
-                "the pickle makes more values than newcache reads: past {} bytes at {VALUE_COST} bytes a value; read its bytes with get_raw",
-                self.budget
+                "the pickle makes more values than newcache reads: past {MAX_READ_COST} bytes at {VALUE_COST} bytes a value; read its bytes with get_raw"
             )));
         }
         self.stack.push(slot);

@@ -2,7 +2,7 @@
 //! serde form, nests too deep or is not a whole pickle, and finds django-newcache's herd tuple.
 
 use super::herd::{ExpiryAt, MarkerTuple, MARKER};
-use super::machine::{expansion_limit, Machine, Node, Slot, What};
+use super::machine::{Machine, Node, Slot, What, MAX_READ_COST};
 use super::{
     err, BINBYTES, BININT, BININT1, BININT2, BINUNICODE, EMPTY_TUPLE, FRAME, LONG1, MAX_DEPTH,
     MEMOIZE, NEWOBJ, PROTO, SHORT_BINBYTES, SHORT_BINUNICODE, STACK_GLOBAL, STOP, TUPLE3,
@@ -92,7 +92,7 @@ impl Scan {
     /// this adds, per time the object appears in the tree serde-pickle builds, a reference
     /// to it that is dropped at once (`LONG_BINGET` then `POP`), so its count outlasts its
     /// reads. `None` when nothing appears twice, or when the pickle would grow past the
-    /// expansion limit the scan already held it to.
+    /// read limit the scan already held it to ([`MAX_READ_COST`]).
     pub(super) fn unshared(&self, bytes: &[u8]) -> Option<Vec<u8>> {
         let root = self.root?;
         let (containers, shared) = self.machine.occurrences(root);
@@ -109,7 +109,7 @@ impl Scan {
             .map(|&(_, _, node)| times(node))
             .filter(|&n| n >= 2)
             .fold(0u64, u64::saturating_add);
-        if added == 0 || added.saturating_mul(ADDED) > expansion_limit(bytes.len()) {
+        if added == 0 || added.saturating_mul(ADDED) > MAX_READ_COST {
             return None;
         }
         let mut out = Vec::with_capacity(bytes.len() + usize::try_from(added * ADDED).ok()?);
@@ -236,10 +236,7 @@ fn tuple_of(items: &[Slot]) -> What {
 /// tuple.
 pub(super) fn scan(bytes: &[u8]) -> Result<Scan, CodecError> {
     let mut ops = Ops { bytes, pos: 0 };
-    let mut m = Machine {
-        budget: expansion_limit(bytes.len()),
-        ..Machine::default()
-    };
+    let mut m = Machine::default();
     let mut memo_ops = Vec::new();
     let mut empty_bytes = Vec::new();
     // Every global named so far, in order: protocols 0 and 1 pickle an object as a call of
@@ -544,7 +541,7 @@ pub(super) fn scan(bytes: &[u8]) -> Result<Scan, CodecError> {
     let [result] = m.stack.as_slice() else {
         return Err(err("not a pickle: it leaves no single value"));
     };
-    let depth = m.check_expansion(result.node, expansion_limit(bytes.len()))?;
+    let depth = m.check_expansion(result.node, MAX_READ_COST)?;
     let seed = matches!(result.what, What::Seed(_));
     if depth > MAX_DEPTH + u32::from(seed) {
         return Err(err(format!(
