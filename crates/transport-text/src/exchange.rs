@@ -18,11 +18,6 @@ use crate::{Protocol, TextTransport};
 /// The least a reply's first byte is awaited in a batch whose deadline has passed.
 const MIN_WAIT: Duration = Duration::from_millis(1);
 
-/// Past a batch round's deadline, a read of a reply already begun waits this part of the
-/// read timeout at most (1/4: 125 ms of the default 500 ms): a server whose bytes stop
-/// coming for that long, with the round over, is taken as hung.
-const STALL: u32 = 4;
-
 impl TextTransport {
     pub(crate) fn io_error(&self, server: &Server, e: io::Error, timeout: Duration) -> Error {
         match e.kind() {
@@ -62,11 +57,7 @@ impl TextTransport {
     /// several servers, a server's first byte in a round is awaited only until the round's
     /// deadline ([`Conn::until`]), or the slack when that has passed: while one hung server
     /// is waited out, the others' replies arrive, and three hung servers cost one read
-    /// timeout, not three. Once the server has answered, the deadline is dropped, but past it
-    /// each read of that reply may wait [`STALL`] of the read timeout at most: a server that
-    /// sent the start of its reply and went quiet cost a whole read timeout more, each such
-    /// server in turn (an outside audit: 1.55 s for three at 500 ms), where bytes that keep
-    /// coming still have the whole read timeout.
+    /// timeout, not three. Once the server has answered, the deadline is dropped.
     pub(crate) fn receive(
         &self,
         server: &Server,
@@ -81,10 +72,6 @@ impl TextTransport {
         let mut received = false;
         // The first byte is awaited only until the batch's deadline (`Conn::until`).
         let mut awaiting_first = false;
-        let round = conn.until;
-        let stall = (timeout / STALL).max(MIN_WAIT);
-        // Whether the socket's timeout is `stall` now (past the round's deadline).
-        let mut stalling = false;
         loop {
             let parsed = decoder
                 .decode(conn.rbuf.filled())
@@ -122,18 +109,13 @@ impl TextTransport {
                             after: timeout,
                         });
                     }
-                    // Past the round's deadline, a server that answered waits `stall` per
-                    // read at most.
-                    let past_round = received && round.is_some_and(|r| now >= r);
-                    let bound = if past_round { left.min(stall) } else { left };
                     // A read now may block until now + (end - set_at): past the deadline by
                     // now - set_at.
-                    if now.saturating_duration_since(set_at) > slack || past_round != stalling {
+                    if now.saturating_duration_since(set_at) > slack {
                         conn.stream
-                            .set_read_timeout(Some(bound))
+                            .set_read_timeout(Some(left))
                             .map_err(|e| self.io_error(server, e, timeout))?;
                         shortened = true;
-                        stalling = past_round;
                         deadline = Some((end, now));
                     }
                 }
