@@ -716,3 +716,34 @@ fn a_fast_refresh_under_reinsert_is_not_loaded_again_by_the_tasks_that_raced_it(
         "{twice} of 40 stale events loaded more than once"
     );
 }
+
+/// `reinsert` over django-newcache's tuple: the re-store moves the tuple's expiry, so it
+/// reads as fresh itself; the reader that made it loads all the same, on both caches. (It
+/// took its own re-store for another caller's refresh and was served the old value until
+/// the key went cold: an outside audit.)
+#[test]
+fn a_stale_django_newcache_tuple_under_reinsert_is_loaded_by_its_reader() {
+    let server = Memcached::start();
+    let rt = runtime();
+    let (cache, ac, clock) = both(
+        &server,
+        "herd=reinsert&herd_timeout=60&envelope=django-newcache&codec=pickle",
+    );
+    for (round, key) in [(0u32, "seed-blocking"), (1, "seed-async")] {
+        cache.set(key, &1u32, Ttl::Seconds(10)).unwrap();
+        clock.advance_secs(11);
+        let runs = AtomicUsize::new(0);
+        let load = || {
+            runs.fetch_add(1, Ordering::SeqCst);
+            2u32
+        };
+        let got = if round == 0 {
+            cache.get_or_set(key, 300, load).unwrap()
+        } else {
+            rt.block_on(ac.get_or_set(key, 300, || async { load() }))
+                .unwrap()
+        };
+        assert_eq!((got, runs.load(Ordering::SeqCst)), (2, 1), "{key}");
+        assert_eq!(cache.get::<u32>(key).unwrap(), Some(2), "{key}");
+    }
+}

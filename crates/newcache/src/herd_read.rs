@@ -66,9 +66,13 @@ pub(crate) enum Over {
     Claimed,
     /// Nothing: the key was empty before the load began (`add`).
     Nothing,
-    /// Whatever is there (`set`): `reinsert` (the seed's policy) and items read without CAS
-    /// uniques.
+    /// Whatever is there (`set`): items read without CAS uniques, and `reinsert`'s re-store
+    /// of a django-newcache tuple (its expiry moved, so it reads as fresh).
     Any,
+    /// Whatever is there (`set`), after this reader re-stored the stale value bare
+    /// (`reinsert`, the seed's policy): a value fresh by its herd state found in its place
+    /// later was stored since, by another caller's refresh ([`Core::is_fresh`]).
+    Restored,
 }
 
 impl Over {
@@ -179,7 +183,10 @@ impl Pending {
         if self.claim.is_none() {
             // A re-store: this reader recomputes; a failed re-store only weakens the
             // protection for the others.
-            return Opened::Miss(Over::Any);
+            return Opened::Miss(match self.stamp.value {
+                None => Over::Restored,
+                Some(_) => Over::Any,
+            });
         }
         match status {
             // This reader won the refresh; everyone else now reads the claimed value,

@@ -362,7 +362,7 @@ impl Core {
                 // unique): every reader that read the stale key before the first re-store
                 // landed re-stores it too, so without the flight each of them loaded (an
                 // outside audit: 32 of 32 tasks).
-                Fetched::Recompute(over @ (Over::Item(_) | Over::Any)) => {
+                Fetched::Recompute(over @ (Over::Item(_) | Over::Any | Over::Restored)) => {
                     let (flight, leader) = self.flight(&wire)?;
                     if !leader {
                         // Its value then, or (a leader slower than `lease_wait`, or hung)
@@ -381,12 +381,20 @@ impl Core {
                     // the key is read again instead of loaded twice. With no unique to
                     // compare (`reinsert`, whose re-stored value is bare), a value fresh by
                     // its herd state is that flight's (an outside audit: with a fast loader,
-                    // 71 of 150 stale events loaded twice in one process).
-                    let now = io.get(&wire).await.map_err(Error::from)?;
-                    let stored_since = now.is_some_and(|item| match over {
-                        Over::Item(read) => item.cas.is_some_and(|cas| cas != read),
-                        _ => self.is_fresh(&item),
-                    });
+                    // 71 of 150 stale events loaded twice in one process). Not for
+                    // `Over::Any`: a re-stored django-newcache tuple, or an early refresh
+                    // without uniques, reads as fresh itself, and nothing was refreshed
+                    // (another audit: such a key was never loaded until it went cold).
+                    let stored_since = match over {
+                        Over::Item(_) | Over::Restored => {
+                            let now = io.get(&wire).await.map_err(Error::from)?;
+                            now.is_some_and(|item| match over {
+                                Over::Item(read) => item.cas.is_some_and(|cas| cas != read),
+                                _ => self.is_fresh(&item),
+                            })
+                        }
+                        _ => false,
+                    };
                     if stored_since {
                         drop(guard);
                         continue;
@@ -756,7 +764,7 @@ impl Core {
         let (mut mode, claimed) = match over {
             Over::Item(cas) | Over::Won(cas) => (StoreMode::Cas(cas), None),
             Over::Nothing => (StoreMode::Add, None),
-            Over::Any => (StoreMode::Set, None),
+            Over::Any | Over::Restored => (StoreMode::Set, None),
             // The claim changed the item's unique: read it now, before the load begins.
             Over::Claimed => match io.get(wire).await.map_err(Error::from)? {
                 Some(item) => (item.cas.map_or(StoreMode::Set, StoreMode::Cas), Some(item)),
