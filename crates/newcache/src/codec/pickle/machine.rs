@@ -407,6 +407,15 @@ mod tests {
         p.extend_from_slice(b"e.");
         let rows: Vec<Vec<u8>> = decode(&p).unwrap();
         assert!(rows.len() == 5000 && rows.iter().all(|r| r == &[0; 100]));
+        // One shared container memoized 800 times and referenced 100,000 times: the rewrite
+        // that lets serde-pickle read shared objects (`Scan::unshared`) would add 80 million
+        // references (a 241-byte compressed pickle took 3.2 s and 488 MB: an outside audit).
+        let mut p = vec![PROTO, 4, b']', MEMOIZE, b'0', b'(', b'h', 0, b'l'];
+        p.extend(std::iter::repeat_n(MEMOIZE, 800));
+        p.extend_from_slice(b"0(");
+        p.extend(std::iter::repeat_n([b'h', 1], 100_000).flatten());
+        p.extend_from_slice(b"l.");
+        assert!(decode::<Vec<Vec<Vec<u32>>>>(&p).is_err());
         // A list that holds itself is an error, not a hang.
         let p = [PROTO, 2, b']', MEMOIZE, b'h', 0, b'a', STOP];
         let e = decode::<serde_pickle::Value>(&p).unwrap_err();

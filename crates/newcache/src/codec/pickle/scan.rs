@@ -91,8 +91,10 @@ impl Scan {
     /// `{'author': u, 'editor': u}` failed so (an outside audit). After each memo store
     /// this adds, per time the object appears in the tree serde-pickle builds, a reference
     /// to it that is dropped at once (`LONG_BINGET` then `POP`), so its count outlasts its
-    /// reads. `None` when nothing appears twice, or when the pickle would grow past the
-    /// read limit the scan already held it to ([`MAX_READ_COST`]).
+    /// reads. `None` when nothing appears twice, or when the references added would come
+    /// to more than 64 MiB and 64 bytes per byte of the pickle (bounded by the read limit
+    /// alone, [`MAX_READ_COST`], a 241-byte compressed pickle took 3.2 s and 488 MB to
+    /// rewrite and read: an outside audit).
     pub(super) fn unshared(&self, bytes: &[u8]) -> Option<Vec<u8>> {
         let root = self.root?;
         let (containers, shared) = self.machine.occurrences(root);
@@ -109,7 +111,8 @@ impl Scan {
             .map(|&(_, _, node)| times(node))
             .filter(|&n| n >= 2)
             .fold(0u64, u64::saturating_add);
-        if added == 0 || added.saturating_mul(ADDED) > MAX_READ_COST {
+        let most = (64u64 << 20).saturating_add(64 * bytes.len() as u64);
+        if added == 0 || added.saturating_mul(ADDED) > most.min(MAX_READ_COST) {
             return None;
         }
         let mut out = Vec::with_capacity(bytes.len() + usize::try_from(added * ADDED).ok()?);
