@@ -416,6 +416,20 @@ mod tests {
         p.extend(std::iter::repeat_n([b'h', 1], 100_000).flatten());
         p.extend_from_slice(b"l.");
         assert!(decode::<Vec<Vec<Vec<u32>>>>(&p).is_err());
+        // A protocol-0 integer of a million digits is refused before it is parsed (1.8 s of
+        // CPU, growing with the square of its length: an outside audit); one of Python's
+        // 4300 digits is read (and then has no serde form: no Rust integer holds it).
+        let mut p = vec![b'L'];
+        p.resize(1_000_001, b'7');
+        p.extend_from_slice(b"L\n.");
+        let e = decode::<serde_pickle::Value>(&p).unwrap_err();
+        assert!(e.0.contains("4302"), "{e}");
+        let mut p = vec![b'L'];
+        p.resize(4301, b'7');
+        p.extend_from_slice(b"L\n.");
+        let e = decode::<serde_pickle::Value>(&p).unwrap_err();
+        assert!(!e.0.contains("4302"), "{e}");
+        assert!(decode::<u8>(b"L7L\n.").is_ok_and(|n| n == 7));
         // A list that holds itself is an error, not a hang.
         let p = [PROTO, 2, b']', MEMOIZE, b'h', 0, b'a', STOP];
         let e = decode::<serde_pickle::Value>(&p).unwrap_err();

@@ -24,6 +24,11 @@ const REDUCIBLE: [&str; 11] = [
     "_codecs.encode",
 ];
 
+/// The most characters of a protocol-0 integer (`I`, `L`) the scan lets through:
+/// Python's own limit on the digits of an integer read from text
+/// (`sys.int_info.default_max_str_digits`, 4300), and a sign and an `L` beside them.
+const MAX_INT_DIGITS: usize = 4302;
+
 /// What a scan of a pickle found.
 #[derive(Debug, Default)]
 pub(super) struct Scan {
@@ -347,6 +352,15 @@ pub(super) fn scan(bytes: &[u8]) -> Result<Scan, CodecError> {
             b'I' | b'L' => {
                 let start = ops.pos;
                 let line = ops.line()?;
+                // Python (3.11 on) refuses to read an integer of more digits from text: its
+                // parse takes time growing with their square (a million digits, a 1 MB
+                // item, took 1.8 s here before the error: an outside audit).
+                if line.len() > MAX_INT_DIGITS {
+                    return Err(err(format!(
+                        "the pickle holds an integer written with {} characters, past the {MAX_INT_DIGITS} digits Python itself reads; read its bytes with get_raw",
+                        line.len()
+                    )));
+                }
                 // Bare digits (protocol 0's `I1796132837`) can be rewritten in place.
                 let at = (op == b'I' && !line.is_empty() && line.iter().all(u8::is_ascii_digit))
                     .then(|| ExpiryAt::Decimal(start, start + line.len()));
