@@ -356,12 +356,15 @@ impl Core {
             .stale_policy()
             .decide(&self.herd, &opening.envelope, now, uniform())
         {
-            // Ahead of the expiry, a `get_or_set` in this process refreshes it already:
-            // served, as the others are (an outside audit: 146 of 200 tasks of one process
-            // refreshed one value under `early`).
-            StaleAction::RecomputeEarly if self.refreshing(wire) => StaleAction::Serve,
-            // Past it, under `reinsert`: the same (the leader re-stored it already, or will).
-            StaleAction::ReinsertBare { .. } if self.refreshing(wire) => StaleAction::Serve,
+            // A `get_or_set` in this process refreshes it already: served, as the others are
+            // (an outside audit: 146 of 200 tasks of one process refreshed one value under
+            // `early`, ahead of the expiry; past it, under `reinsert`, the leader re-stored
+            // it already, or will).
+            StaleAction::RecomputeEarly | StaleAction::ReinsertBare { .. }
+                if self.refreshing(wire) =>
+            {
+                StaleAction::Serve
+            }
             action => action,
         };
         let event = match &action {

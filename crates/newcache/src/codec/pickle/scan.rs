@@ -116,7 +116,7 @@ impl Scan {
             .map(|&(_, _, node)| times(node))
             .filter(|&n| n >= 2)
             .fold(0u64, u64::saturating_add);
-        let most = (64u64 << 20).saturating_add(64 * bytes.len() as u64);
+        let most = (64u64 << 20).saturating_add((bytes.len() as u64).saturating_mul(64));
         if added == 0 || added.saturating_mul(ADDED) > most.min(MAX_READ_COST) {
             return None;
         }
