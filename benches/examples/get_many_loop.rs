@@ -31,6 +31,10 @@
 //!   `c1:newcache-blocking`, `c1:async-memcached`, ...); on that runtime, one task doing
 //!   get hits through the async text transport alone (`c1t`), an identity-keyed
 //!   `AsyncCache` (`c1c`), or a raw tokio socket sending `$REQ` (default `get hit`; `c1f`).
+//! - `alt:<mode>,<mode>,...`: the blocking modes above taking turns, ten calls each, as the
+//!   interleaved bench's bursts do; prints each mode's mean time per call and its mean at
+//!   each position of the burst (a mode that is slow only just after another ran is slow
+//!   at the first positions only).
 //!
 //! Prints the mean time per call; with `SIZES` set, first the sizes of the async calls'
 //! futures.
@@ -157,81 +161,107 @@ fn main() {
             }
         });
     }
-    for _ in 0..if in_one_task { 0 } else { calls } {
-        match mode.as_str() {
-            "transport" => hundred(text.get_many(&wire)),
-            "atransport" => hundred(rt.block_on(async_text.get_many(&wire))),
-            "cache" => clients::all_hundred(cache.get_many(&keys)),
-            "ordered" => hundred(cache.get_many_ordered::<_, String>(&keys)),
-            "htransport" => hundred(text.get_many(&hashed_refs)),
-            "hcache" => clients::all_hundred(hashed.get_many(&many)),
-            "hordered" => hundred(hashed.get_many_ordered::<_, String>(&many)),
-            "async" => clients::all_hundred(rt.block_on(async_cache.get_many(&keys))),
-            "hasync" => clients::all_hundred(rt.block_on(hashed_async.get_many(&many))),
-            "hatransport" => hundred(rt.block_on(async_text.get_many(&hashed_refs))),
-            #[cfg(feature = "binary")]
-            "raw" => all(
-                bare_text.borrow_mut().get_many(&raw_keys).expect("mget").0,
-                100,
-            ),
-            #[cfg(feature = "binary")]
-            "hraw" => all(
-                bare_text
-                    .borrow_mut()
-                    .get_many(&raw_hashed)
-                    .expect("mget")
-                    .0,
-                100,
-            ),
-            #[cfg(feature = "binary")]
-            "rget" => all(
-                bare_text
-                    .borrow_mut()
-                    .get(b"hit")
-                    .expect("get")
-                    .iter()
-                    .count(),
-                1,
-            ),
-            "tget" => all(text.get(b"hit").expect("get").iter().count(), 1),
-            "atget" => all(
-                rt.block_on(async_text.get(b"hit"))
-                    .expect("get")
-                    .iter()
-                    .count(),
-                1,
-            ),
-            "cget" => all(cache.get::<String>("hit").expect("get").iter().count(), 1),
-            "aget" => all(
-                rt.block_on(async_cache.get::<String>("hit"))
-                    .expect("get")
-                    .iter()
-                    .count(),
-                1,
-            ),
-            "bigt" => {
-                text.store(&Store::set(&big_wire, big_text.as_bytes(), big_flags, 3600))
-                    .expect("set");
-                big(text.get(&big_wire).expect("get").map(|i| i.value.len()));
-            }
-            "bigs" => {
-                hashed.set("big-s", big_text.as_str(), ttl).expect("set");
-                big(hashed.get::<String>("big-s").expect("get").map(|v| v.len()));
-            }
-            "bigv" => {
-                hashed.set("big-v", &big_bytes, ttl).expect("set");
-                big(hashed
-                    .get::<Vec<u8>>("big-v")
-                    .expect("get")
-                    .map(|v| v.len()));
-            }
-            "floor" => clients::floor_round_trip(&mut floor),
-            "afloor" => rt.block_on(clients::tokio_floor_round_trip(&async_floor)),
-            other => panic!(
-                "unknown mode {other:?}: transport, atransport, cache, async, tget, atget, \
-                 cget, aget, floor or afloor"
-            ),
+    let mut one = |m: &str| match m {
+        "transport" => hundred(text.get_many(&wire)),
+        "atransport" => hundred(rt.block_on(async_text.get_many(&wire))),
+        "cache" => clients::all_hundred(cache.get_many(&keys)),
+        "ordered" => hundred(cache.get_many_ordered::<_, String>(&keys)),
+        "htransport" => hundred(text.get_many(&hashed_refs)),
+        "hcache" => clients::all_hundred(hashed.get_many(&many)),
+        "hordered" => hundred(hashed.get_many_ordered::<_, String>(&many)),
+        "async" => clients::all_hundred(rt.block_on(async_cache.get_many(&keys))),
+        "hasync" => clients::all_hundred(rt.block_on(hashed_async.get_many(&many))),
+        "hatransport" => hundred(rt.block_on(async_text.get_many(&hashed_refs))),
+        #[cfg(feature = "binary")]
+        "raw" => all(
+            bare_text.borrow_mut().get_many(&raw_keys).expect("mget").0,
+            100,
+        ),
+        #[cfg(feature = "binary")]
+        "hraw" => all(
+            bare_text
+                .borrow_mut()
+                .get_many(&raw_hashed)
+                .expect("mget")
+                .0,
+            100,
+        ),
+        #[cfg(feature = "binary")]
+        "rget" => all(
+            bare_text
+                .borrow_mut()
+                .get(b"hit")
+                .expect("get")
+                .iter()
+                .count(),
+            1,
+        ),
+        "tget" => all(text.get(b"hit").expect("get").iter().count(), 1),
+        "atget" => all(
+            rt.block_on(async_text.get(b"hit"))
+                .expect("get")
+                .iter()
+                .count(),
+            1,
+        ),
+        "cget" => all(cache.get::<String>("hit").expect("get").iter().count(), 1),
+        "aget" => all(
+            rt.block_on(async_cache.get::<String>("hit"))
+                .expect("get")
+                .iter()
+                .count(),
+            1,
+        ),
+        "bigt" => {
+            text.store(&Store::set(&big_wire, big_text.as_bytes(), big_flags, 3600))
+                .expect("set");
+            big(text.get(&big_wire).expect("get").map(|i| i.value.len()));
         }
+        "bigs" => {
+            hashed.set("big-s", big_text.as_str(), ttl).expect("set");
+            big(hashed.get::<String>("big-s").expect("get").map(|v| v.len()));
+        }
+        "bigv" => {
+            hashed.set("big-v", &big_bytes, ttl).expect("set");
+            big(hashed
+                .get::<Vec<u8>>("big-v")
+                .expect("get")
+                .map(|v| v.len()));
+        }
+        "floor" => clients::floor_round_trip(&mut floor),
+        "afloor" => rt.block_on(clients::tokio_floor_round_trip(&async_floor)),
+        other => panic!(
+            "unknown mode {other:?}: transport, atransport, cache, async, tget, atget, \
+                 cget, aget, floor or afloor"
+        ),
+    };
+    if let Some(list) = mode.strip_prefix("alt:") {
+        let modes: Vec<&str> = list.split(',').collect();
+        let mut took = vec![[0f64; 10]; modes.len()];
+        for _ in 0..calls / 10 {
+            for (m, t) in modes.iter().zip(&mut took) {
+                for slot in t.iter_mut() {
+                    let s = Instant::now();
+                    one(m);
+                    *slot += s.elapsed().as_secs_f64();
+                }
+            }
+        }
+        for (m, t) in modes.iter().zip(&took) {
+            let per: Vec<String> = t
+                .iter()
+                .map(|x| format!("{:.0}", x * 1e6 / f64::from(calls / 10)))
+                .collect();
+            println!(
+                "{m}: {:.1} µs per call; by position {}",
+                t.iter().sum::<f64>() * 1e6 / f64::from(calls / 10 * 10),
+                per.join(" ")
+            );
+        }
+        return;
+    }
+    for _ in 0..if in_one_task { 0 } else { calls } {
+        one(mode.as_str());
     }
     let per_call = start.elapsed().as_secs_f64() * 1e6 / f64::from(calls);
     println!("{mode}: {per_call:.1} µs per call");
