@@ -72,6 +72,35 @@ fn after_the_soft_expiry_exactly_one_reader_wins_and_the_rest_get_the_old_value(
     assert_eq!(many.get("hot"), Some(&1));
 }
 
+/// memcached hands its win to the read itself, so a `get_many_ordered` that then fails
+/// on another key (its misses reach nobody) gives the win back (`md <key> I`): the next
+/// reader wins. It was dropped, and everyone was served the old value until the item
+/// expired (an outside audit).
+#[test]
+fn a_get_many_ordered_that_fails_gives_its_win_to_the_next_reader() {
+    let server = Memcached::start();
+    let cache = meta_cache(&server);
+    cache.set("hot", &1u32, Ttl::Seconds(1)).unwrap();
+    cache
+        .set("text", "not a number", Ttl::Seconds(100))
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(2100));
+    match cache.get_many_ordered::<_, u32>(&["hot", "text"]) {
+        Err(Error::Decode { key, .. }) => assert_eq!(key, "text"),
+        other => panic!("a decode error for text, got {other:?}"),
+    }
+    assert_eq!(
+        cache.get::<u32>("hot").unwrap(),
+        None,
+        "the next reader wins"
+    );
+    assert_eq!(
+        cache.get::<u32>("hot").unwrap(),
+        Some(1),
+        "the others are served"
+    );
+}
+
 #[test]
 fn a_value_without_herd_state_is_served_until_it_expires() {
     // memcached hands the win to the first read once less than the herd timeout (60 s) is

@@ -466,7 +466,8 @@ mod tests {
             (
                 "get_many",
                 std::mem::size_of_val(&cache.get_many::<_, String>(&["a"])),
-                1280,
+                // 1280, and 24 more for the wins a failing `get_many_ordered` gives back.
+                1304,
             ),
             ("get_raw", std::mem::size_of_val(&cache.get_raw("k")), 960),
         ] {

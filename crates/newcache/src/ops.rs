@@ -4,7 +4,7 @@
 //! writes, [`crate::read_through`] `get_or_set`.
 
 use std::collections::HashMap;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use serde::de::DeserializeOwned;
@@ -362,6 +362,7 @@ impl Core {
                     "get_many",
                     keys,
                     &prepare,
+                    false,
                     |i, read: Result<T>| match read {
                         Ok(value) => out.insert(i, value),
                         Err(e) => failed.push((i, e)),
@@ -410,6 +411,7 @@ impl Core {
                     "get_many_ordered",
                     keys,
                     &|| {},
+                    true,
                     |i, read: Result<T>| match read {
                         Ok(value) => {
                             if let Some(slot) = out.get_mut(i) {
@@ -435,12 +437,21 @@ impl Core {
     /// Reads many keys in one round trip per server, then sends the stale values' stores
     /// (claims, re-stores) in one batch, and hands `found` each value read (or why it could
     /// not be), by the key's index. Misses are not handed over.
+    ///
+    /// `all_or_nothing`: the caller fails the whole call on one key's failure
+    /// (`get_many_ordered`), so its misses never reach anyone; a miss that is a refresh this
+    /// reader won (a lease claim, a re-store, memcached's win) would leave the key claimed
+    /// and unrefreshed for up to the herd timeout, every other reader served the old value
+    /// (an outside audit). Then the stale values' stores are not sent once a key has
+    /// failed, and a refresh won before a failure is given back ([`Core::invalidate_wire`]:
+    /// the next reader wins it).
     async fn read_many<I, K, T>(
         &self,
         io: &I,
         op: &'static str,
         keys: &[K],
         meanwhile: &impl Fn(),
+        all_or_nothing: bool,
         mut found: impl FnMut(usize, Result<T>),
     ) -> Result<()>
     where
@@ -449,14 +460,17 @@ impl Core {
         T: DeserializeOwned + 'static,
     {
         // Hits and failures as they are handed over; the rest were misses.
-        let (mut hits, mut failures) = (0u64, 0u64);
+        // (The failures in an atomic: read between the steps, while `found` holds it.)
+        let (mut hits, failures) = (0u64, AtomicU64::new(0));
         let mut found = |i: usize, read: Result<T>| {
             match &read {
                 Ok(_) => hits += 1,
-                Err(_) => failures += 1,
+                Err(_) => _ = failures.fetch_add(1, Ordering::Relaxed),
             }
             found(i, read)
         };
+        // The keys whose refresh this reader won, for an all-or-nothing call to give back.
+        let mut won: Vec<usize> = Vec::new();
         // The wire keys are made as the transport asks for them, so a transport that can
         // sends the first before the rest are made (`Transport::get_many_made`): when the key
         // function's keys are all valid or all refused. Else every key is made and checked
@@ -494,7 +508,11 @@ impl Core {
         // misses either: each is the caller's failure for its key (`GetMany::failed`).
         let unread = if let Some(metas) = metas {
             for (i, m) in metas.items.into_iter().enumerate() {
-                take(i, m.map(|m| Ok(self.look_meta(op, m, now))));
+                let looked = m.map(|m| self.look_meta(op, m, now));
+                if all_or_nothing && matches!(looked, Some(Looked::Done(Opened::Miss(_)))) {
+                    won.push(i);
+                }
+                take(i, looked.map(Ok));
             }
             metas.unread
         } else {
@@ -519,6 +537,10 @@ impl Core {
         for (i, e) in unread {
             take(i, Some(Err(e.into())));
         }
+        if all_or_nothing && failures.load(Ordering::Relaxed) > 0 {
+            // The call fails: nothing to claim for it.
+            stale.clear();
+        }
         if !stale.is_empty() {
             let statuses = self
                 .send_pending(
@@ -531,13 +553,28 @@ impl Core {
             let mut statuses = statuses.into_iter();
             for (i, pending) in stale {
                 let opened = self.settle(op, pending, statuses.next().flatten());
+                if all_or_nothing && matches!(opened, Opened::Miss(_)) {
+                    won.push(i);
+                }
                 self.decode_opened(keys, i, opened, &mut found);
+            }
+        }
+        if failures.load(Ordering::Relaxed) > 0 {
+            for i in won {
+                if let Some(wire) = made.key(i) {
+                    // Best effort: the call's own error is what the caller hears. Boxed:
+                    // a rare path, kept out of every multi-get's future.
+                    let _ = Box::pin(self.invalidate_wire(io, wire)).await;
+                }
             }
         }
         let asked = keys.len() as u64;
         self.observer.event(op, Event::Hit, hits);
-        self.observer
-            .event(op, Event::Miss, asked.saturating_sub(hits + failures));
+        self.observer.event(
+            op,
+            Event::Miss,
+            asked.saturating_sub(hits + failures.into_inner()),
+        );
         Ok(())
     }
 

@@ -563,71 +563,77 @@ impl Core {
         self.observer
             .op("invalidate", async move {
                 let wire = self.wire_key(key)?;
-                if self.meta() {
-                    match io
-                        .meta_invalidate(&wire, self.herd.invalidated_exptime())
-                        .await
-                    {
-                        Ok(found) => {
-                            self.meta_answered();
-                            return Ok(found);
-                        }
-                        // No meta protocol here: lease from now on; invalidate through the flags.
-                        Err(e) if self.meta_refused(&e) => {}
-                        Err(e) => return Err(e.into()),
-                    }
-                }
-
-                for _ in 0..3 {
-                    let Some(item) = io.get(&wire).await? else {
-                        return Ok(false);
-                    };
-                    let now = self.now_millis();
-                    let opening = self.opening(&item, now);
-                    let stale = self
-                        .herd
-                        .invalidated(opening.as_ref().map(|o| &o.envelope), now);
-                    let stamp = match &opening {
-                        Some(o) => self.restamp(&item, o, stale, now),
-                        // A bare value whose flags leave the herd's bits free is marked.
-                        None if item.flags & !codec::ENCODING_BITS == 0 => Some(Stamp {
-                            flags: item.flags | self.herd_bits(stale, now),
-                            value: None,
-                        }),
-                        // One whose flags use them (another application's) cannot be: ORed
-                        // in, they made a soft expiry of nothing (an outside audit: "true",
-                        // and the value served fresh) and took its bit 8 for the herd's.
-                        None => None,
-                    };
-                    let Some(stamp) = stamp else {
-                        // A django-newcache tuple whose expiry cannot move, or a value that
-                        // cannot carry the herd state: deleted instead.
-                        return Ok(io.delete(&wire).await?);
-                    };
-                    let value = match &stamp.value {
-                        Some(v) => v.as_slice(),
-                        None => &item.value,
-                    };
-                    let mode = item.cas.map_or(StoreMode::Replace, StoreMode::Cas);
-                    let status = io
-                        .store(&Store {
-                            mode,
-                            key: &wire,
-                            value,
-                            flags: stamp.flags,
-                            exptime: self.herd.invalidated_exptime(),
-                        })
-                        .await?;
-                    match status {
-                        StoreStatus::Stored => return Ok(true),
-                        StoreStatus::NotFound | StoreStatus::NotStored => return Ok(false),
-                        // Written in between: invalidate the newer value too.
-                        StoreStatus::Exists => continue,
-                    }
-                }
-                Ok(true)
+                self.invalidate_wire(io, &wire).await
             })
             .await
+    }
+
+    /// [`Core::invalidate`] of a wire key: also how a multi-get that fails gives back the
+    /// refreshes it won ([`Core::read_many`]).
+    pub(crate) async fn invalidate_wire<I: Io>(&self, io: &I, wire: &[u8]) -> Result<bool> {
+        if self.meta() {
+            match io
+                .meta_invalidate(wire, self.herd.invalidated_exptime())
+                .await
+            {
+                Ok(found) => {
+                    self.meta_answered();
+                    return Ok(found);
+                }
+                // No meta protocol here: lease from now on; invalidate through the flags.
+                Err(e) if self.meta_refused(&e) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+
+        for _ in 0..3 {
+            let Some(item) = io.get(wire).await? else {
+                return Ok(false);
+            };
+            let now = self.now_millis();
+            let opening = self.opening(&item, now);
+            let stale = self
+                .herd
+                .invalidated(opening.as_ref().map(|o| &o.envelope), now);
+            let stamp = match &opening {
+                Some(o) => self.restamp(&item, o, stale, now),
+                // A bare value whose flags leave the herd's bits free is marked.
+                None if item.flags & !codec::ENCODING_BITS == 0 => Some(Stamp {
+                    flags: item.flags | self.herd_bits(stale, now),
+                    value: None,
+                }),
+                // One whose flags use them (another application's) cannot be: ORed
+                // in, they made a soft expiry of nothing (an outside audit: "true",
+                // and the value served fresh) and took its bit 8 for the herd's.
+                None => None,
+            };
+            let Some(stamp) = stamp else {
+                // A django-newcache tuple whose expiry cannot move, or a value that
+                // cannot carry the herd state: deleted instead.
+                return Ok(io.delete(wire).await?);
+            };
+            let value = match &stamp.value {
+                Some(v) => v.as_slice(),
+                None => &item.value,
+            };
+            let mode = item.cas.map_or(StoreMode::Replace, StoreMode::Cas);
+            let status = io
+                .store(&Store {
+                    mode,
+                    key: wire,
+                    value,
+                    flags: stamp.flags,
+                    exptime: self.herd.invalidated_exptime(),
+                })
+                .await?;
+            match status {
+                StoreStatus::Stored => return Ok(true),
+                StoreStatus::NotFound | StoreStatus::NotStored => return Ok(false),
+                // Written in between: invalidate the newer value too.
+                StoreStatus::Exists => continue,
+            }
+        }
+        Ok(true)
     }
 }
 

@@ -127,6 +127,33 @@ fn get_many_ordered_hands_each_stale_key_to_exactly_one_reader_under_lease() {
     }
 }
 
+/// A `get_many_ordered` that fails on one key hands nobody its misses, so it claims no
+/// stale key: the next reader recomputes. It claimed them first, and the key stayed claimed
+/// and unrefreshed, its old value served, until the herd timeout ran out (an outside audit).
+#[test]
+fn a_get_many_ordered_that_fails_leaves_each_stale_key_to_the_next_reader() {
+    for herd in ["lease", "reinsert"] {
+        let e = env(&format!("herd_timeout=60&herd={herd}"));
+        e.cache.set("stale", &1u32, Ttl::Seconds(10)).unwrap();
+        e.cache.set("text", "not a number", Ttl::Seconds(1000)).unwrap();
+        e.clock.advance_secs(11);
+        match e.cache.get_many_ordered::<_, u32>(&["stale", "text"]) {
+            Err(Error::Decode { key, .. }) => assert_eq!(key, "text", "{herd}"),
+            other => panic!("{herd}: a decode error for text, got {other:?}"),
+        }
+        assert_eq!(
+            e.cache.get::<u32>("stale").unwrap(),
+            None,
+            "{herd}: the next reader recomputes"
+        );
+        assert_eq!(
+            e.cache.get::<u32>("stale").unwrap(),
+            Some(1),
+            "{herd}: the others are served the old value"
+        );
+    }
+}
+
 #[test]
 fn herd_keeps_an_expired_value_alive_for_herd_timeout() {
     // The seed's own policy, kept as `herd=reinsert`.
