@@ -517,14 +517,21 @@ enum Kind {
 pub const ENCODING_BITS: u32 = 0xff | FLAG_BINCODE | FLAG_JSON;
 
 fn kind(flags: u32) -> Result<Kind, CodecError> {
-    let flags = flags & ENCODING_BITS;
-    for codec in [ValueCodec::Bincode, ValueCodec::Json] {
-        let bit = codec.flag() & !FLAG_TEXT;
-        if flags & bit != 0 {
-            return Ok(Kind::Codec(codec));
+    let type_bits = flags & 0xff;
+    // newcache's own codecs: one codec bit, with flag 16 (since the 0xff marker) or alone
+    // (before it). Beside Python's other type bits (pickle, bool, int), or both together,
+    // they are another application's bits, ignored as Python's clients ignore them: read as
+    // a codec's, `4 | 512` with "7" was the bincode -28 where all three Python clients read
+    // 7, and spymemcached's float and double (`512 | 1024`, with bit 8 for the double)
+    // became bincode and JSON numbers (an outside audit).
+    if type_bits == FLAG_BYTES || type_bits == FLAG_TEXT {
+        match flags & (FLAG_BINCODE | FLAG_JSON) {
+            FLAG_BINCODE => return Ok(Kind::Codec(ValueCodec::Bincode)),
+            FLAG_JSON => return Ok(Kind::Codec(ValueCodec::Json)),
+            _ => {}
         }
     }
-    Ok(match flags {
+    Ok(match type_bits {
         FLAG_PICKLE => Kind::Codec(ValueCodec::Pickle),
         FLAG_BYTES => Kind::Plain(Plain::Bytes),
         FLAG_TEXT => Kind::Plain(Plain::Text),
@@ -575,6 +582,31 @@ mod tests {
     /// A value read as the wrong type is not quoted in the error: a cached token read as a
     /// number, an enum or a struct would otherwise reach the logs (pickle, JSON and the
     /// plain values alike).
+    /// Bits 9 and 10 beside Python's pickle, bool or int bits, or both together, are another
+    /// application's: ignored, as Python's clients ignore them, not read as newcache's
+    /// bincode or JSON (an outside audit: `4 | 512` with "7" read as -28).
+    #[test]
+    fn codec_bits_beside_python_type_bits_are_another_application_s() {
+        assert_eq!(decode::<i64>(b"7", FLAG_INT | FLAG_BINCODE).unwrap(), 7);
+        assert_eq!(decode::<i64>(b"7", FLAG_BOOL | FLAG_JSON).unwrap(), 7);
+        let both = FLAG_BINCODE | FLAG_JSON;
+        assert_eq!(decode::<String>(b"abc", FLAG_TEXT | both).unwrap(), "abc");
+        // spymemcached's double 1.5 (its flags 7 << 8) and float (6 << 8): the bytes, as
+        // pymemcache returns them, and no number.
+        let double = 1.5f64.to_bits().to_be_bytes();
+        assert!(decode::<f64>(&double, 7 << 8).is_err());
+        assert_eq!(decode::<Vec<u8>>(&double, 7 << 8).unwrap(), double);
+        assert!(decode::<f32>(&1.5f32.to_bits().to_be_bytes(), 6 << 8).is_err());
+        // newcache's own: one codec bit, with 16 and the marker, or alone (written before
+        // the marker existed).
+        let (bytes, flags) = enc(&vec![1u16, 2]);
+        assert_eq!(decode::<Vec<u16>>(&bytes, flags).unwrap(), [1, 2]);
+        assert_eq!(
+            decode::<Vec<u16>>(&bytes[1..], FLAG_BINCODE).unwrap(),
+            [1, 2]
+        );
+    }
+
     #[test]
     fn decode_errors_do_not_quote_the_strings_they_met() {
         #[derive(Debug, Deserialize)]
