@@ -1062,3 +1062,45 @@ fn one_lost_reply_to_a_cold_leader_does_not_fail_its_waiters() {
     });
     assert_eq!(runs_here.load(Ordering::SeqCst), 0, "no load here");
 }
+
+/// A large request to a server that reads it slowly fails within the write timeout, however
+/// many writes it takes. The socket's write timeout bounded each write, and each write
+/// that made progress began it again: a 20 MB set to a server reading 640 KB/s failed after
+/// 32 s with a 300 ms write timeout (an outside audit).
+#[test]
+fn a_request_the_server_reads_slowly_fails_within_the_write_timeout() {
+    use std::io::Read;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let done = std::sync::Arc::new(AtomicBool::new(false));
+    let reader_done = done.clone();
+    // A server that reads 64 KB every 100 ms and never answers.
+    let reader = std::thread::spawn(move || {
+        let (mut socket, _) = listener.accept().unwrap();
+        let mut chunk = vec![0u8; 64 * 1024];
+        while !reader_done.load(Ordering::Relaxed) {
+            if matches!(socket.read(&mut chunk), Ok(0) | Err(_)) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    });
+    let transport = TextTransport::new(TextConfig {
+        servers: vec![addr.to_string()],
+        write_timeout: Duration::from_millis(300),
+        read_timeout: Duration::from_millis(300),
+        protocol: Protocol::Classic,
+        item_size_limit: 32 << 20,
+        ..TextConfig::default()
+    })
+    .unwrap();
+    let value = vec![b'x'; 20 << 20];
+    let started = Instant::now();
+    let stored = transport.store(&Store::set(b"big", &value, 0, 0));
+    let took = started.elapsed();
+    done.store(true, Ordering::Relaxed);
+    assert!(matches!(stored, Err(Error::Timeout { .. })), "{stored:?}");
+    assert!(took < Duration::from_millis(1500), "{took:?}");
+    drop(transport);
+    reader.join().unwrap();
+}

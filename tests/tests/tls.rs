@@ -5,9 +5,10 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use newcache::{Cache, Ttl};
+use newcache_testkit::proxy::{FaultProxy, Faults};
 use newcache_testkit::Memcached;
 use newcache_tests::ServerFixture;
 use newcache_transport_text::{TextConfig, TextTransport, TlsConfig};
@@ -243,4 +244,45 @@ fn tls_fixture() -> ServerFixture {
 
 mod conformance {
     newcache_tests::conformance_suite!(super::tls_fixture);
+}
+
+/// Over TLS, a reply that keeps coming a byte at a time is given up within the read
+/// timeout, as on a plain socket, and a handshake within the connect and read timeouts.
+/// rustls' stream read until a whole record had come, each read of the socket with the
+/// whole timeout (a 300-byte value 20 ms a byte: returned after 7.8 s with a 300 ms read
+/// timeout), and its handshake until it was done (10 s at 5 ms a byte; an outside audit).
+#[test]
+fn a_tls_server_that_trickles_is_given_up_within_the_timeouts() {
+    let server = tls_server();
+    let proxy = FaultProxy::start(server.tls_addr().parse().unwrap(), Faults::none());
+    let params = "&read_timeout=300&connect_timeout=300&herd=off&protocol=classic";
+    let cache = Cache::from_url(&url(&proxy.addr(), params)).unwrap();
+    let value = "x".repeat(3000);
+    cache.set("k", &value, Ttl::Seconds(60)).unwrap();
+    assert_eq!(
+        cache.get::<String>("k").unwrap().as_deref(),
+        Some(value.as_str())
+    );
+    proxy.set_faults(Faults::none().trickle_slowly(1_000_000, Duration::from_millis(5)));
+    let started = Instant::now();
+    let got = cache.get::<String>("k");
+    let took = started.elapsed();
+    assert!(
+        matches!(
+            got,
+            Err(newcache::Error::Transport(
+                newcache_transport::Error::Timeout { .. }
+            ))
+        ),
+        "{:?}",
+        got.map(|v| v.map(|v| v.len()))
+    );
+    assert!(took < Duration::from_millis(1000), "{took:?}");
+    // A new connection's handshake, trickled too: connect (300 ms) and read (300 ms).
+    let fresh = Cache::from_url(&url(&proxy.addr(), params)).unwrap();
+    let started = Instant::now();
+    let got = fresh.get::<String>("k");
+    let took = started.elapsed();
+    assert!(got.is_err(), "{:?}", got.map(|v| v.map(|v| v.len())));
+    assert!(took < Duration::from_millis(1300), "{took:?}");
 }

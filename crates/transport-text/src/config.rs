@@ -102,7 +102,10 @@ pub struct TextConfig {
     /// Also how long a request waits for a connection when [`TextConfig::max_connections`]
     /// are busy.
     pub read_timeout: Duration,
-    /// Timeout for a request to be written.
+    /// Timeout for a request to be written: the whole request, however many writes it
+    /// takes (each write is bounded by the socket's timeout, shortened to the time left
+    /// once a request takes more than one). Under TLS too, as is the read timeout, and the
+    /// handshake is bounded by the connect and read timeouts together.
     pub write_timeout: Duration,
     /// Idle connections kept per server (more are closed when they come back, unless a
     /// caller is waiting for one).

@@ -38,12 +38,18 @@ impl TextTransport {
         #[cfg(feature = "tls")]
         if let (Some(config), Some(name)) = (&self.tls, &server.tls_name) {
             let deadline = Instant::now() + self.config.connect_timeout + self.config.read_timeout;
-            return crate::tls::handshake(config.clone(), name.clone(), socket, deadline)
-                .map(|tls| Stream::Tls(Box::new(tls)))
-                .map_err(|source| Error::Connect {
-                    server: server.label.clone(),
-                    source,
-                });
+            return crate::tls::handshake(
+                config.clone(),
+                name.clone(),
+                socket,
+                deadline,
+                self.config.read_timeout,
+            )
+            .map(|tls| Stream::Tls(Box::new(tls)))
+            .map_err(|source| Error::Connect {
+                server: server.label.clone(),
+                source,
+            });
         }
         Ok(Stream::Plain(socket))
     }
