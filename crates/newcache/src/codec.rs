@@ -516,22 +516,33 @@ enum Kind {
 /// flag there (PHP's `0x20`) read as text would be wrong bytes, not an error.
 pub const ENCODING_BITS: u32 = 0xff | FLAG_BINCODE | FLAG_JSON;
 
-fn kind(flags: u32) -> Result<Kind, CodecError> {
+/// The bits a value with these flags is read by: Python's type bits (0-7), and newcache's
+/// codec bit (bincode or JSON) only when it is the one set and the type bits are 0 or 16
+/// (newcache writes `16 | bit` and a 0xff byte; before the marker, the bit alone). Beside
+/// Python's pickle, bool or int bits, or both together, the codec bits are another
+/// application's, ignored as Python's clients ignore them: read as a codec's, `4 | 512`
+/// with "7" was the bincode -28 where all three Python clients read 7, and spymemcached's
+/// float and double (`512 | 1024`, with bit 8 for the double) became bincode and JSON
+/// numbers (an outside audit). The decoder and [`show_within`] both go by it.
+pub(crate) fn encoding(flags: u32) -> u32 {
     let type_bits = flags & 0xff;
-    // newcache's own codecs: one codec bit, with flag 16 (since the 0xff marker) or alone
-    // (before it). Beside Python's other type bits (pickle, bool, int), or both together,
-    // they are another application's bits, ignored as Python's clients ignore them: read as
-    // a codec's, `4 | 512` with "7" was the bincode -28 where all three Python clients read
-    // 7, and spymemcached's float and double (`512 | 1024`, with bit 8 for the double)
-    // became bincode and JSON numbers (an outside audit).
-    if type_bits == FLAG_BYTES || type_bits == FLAG_TEXT {
-        match flags & (FLAG_BINCODE | FLAG_JSON) {
-            FLAG_BINCODE => return Ok(Kind::Codec(ValueCodec::Bincode)),
-            FLAG_JSON => return Ok(Kind::Codec(ValueCodec::Json)),
-            _ => {}
+    let codec = flags & (FLAG_BINCODE | FLAG_JSON);
+    let own = codec == FLAG_BINCODE || codec == FLAG_JSON;
+    if own && (type_bits == FLAG_BYTES || type_bits == FLAG_TEXT) {
+        type_bits | codec
+    } else {
+        type_bits
+    }
+}
+
+fn kind(flags: u32) -> Result<Kind, CodecError> {
+    let flags = encoding(flags);
+    for codec in [ValueCodec::Bincode, ValueCodec::Json] {
+        if flags & codec.flag() & !FLAG_TEXT != 0 {
+            return Ok(Kind::Codec(codec));
         }
     }
-    Ok(match type_bits {
+    Ok(match flags {
         FLAG_PICKLE => Kind::Codec(ValueCodec::Pickle),
         FLAG_BYTES => Kind::Plain(Plain::Bytes),
         FLAG_TEXT => Kind::Plain(Plain::Text),

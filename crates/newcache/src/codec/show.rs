@@ -22,7 +22,7 @@ pub fn show_within(bytes: &[u8], flags: u32, inflate_limit: usize) -> Result<Str
             Err(e) => Err(format!("{} bytes that do not inflate: {e}", bytes.len())),
         };
     }
-    match flags & super::ENCODING_BITS {
+    match super::encoding(flags) {
         FLAG_TEXT => match std::str::from_utf8(bytes) {
             Ok(text) => Ok(escaped(text)),
             Err(_) => Err(format!(
@@ -207,6 +207,15 @@ mod tests {
         assert!(show(b"\x01\x02", FLAG_BINCODE)
             .unwrap_err()
             .contains("bincode"));
+        // Bits 9 and 10 beside Python's int, bool or pickle bits, or both together, are
+        // another application's, as the decoder reads them (an outside audit: `4 | 512`
+        // was "a bincode value" here where Python's clients and `Cache::get` read 7).
+        assert_eq!(show(b"7", FLAG_INT | FLAG_BINCODE).unwrap(), "7");
+        assert_eq!(show(b"1", FLAG_BOOL | FLAG_JSON).unwrap(), "1");
+        assert_eq!(show(b"7", 7 << 8).unwrap(), "7");
+        assert!(!show(b"7", FLAG_PICKLE | FLAG_JSON)
+            .unwrap_err()
+            .contains("JSON"));
         assert!(show(b"\x00\x01", FLAG_TEXT | FLAG_ZLIB)
             .unwrap_err()
             .contains("do not inflate"));
