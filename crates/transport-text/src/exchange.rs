@@ -186,8 +186,15 @@ impl TextTransport {
                 Ok(n) => n,
                 // A socket read with a timeout is not restarted after the process was
                 // stopped and continued (a debugger, a profiler attaching): read again; the
-                // reply's deadline still holds.
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                // reply's deadline still holds. Under TLS, bytes came but not a whole record
+                // yet: the server answers (its first byte, not its first record, ends a
+                // batch's wait for it).
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {
+                    if conn.stream.is_tls() {
+                        self.answered(server, conn, &mut awaiting_first, &mut deadline)?;
+                    }
+                    continue;
+                }
                 Err(e) => return Err(self.io_error(server, e, timeout)),
             };
             if n == 0 {
@@ -205,22 +212,34 @@ impl TextTransport {
                 });
             }
             received = true;
-            // The server answers this round: its later replies get the whole read timeout
-            // each, as outside a batch (a healthy server slower than the round, its replies
-            // coming one by one, lost its lane with the round's deadline on each).
-            conn.until = None;
-            if awaiting_first {
-                // The server answers: the rest of its reply has the whole read timeout.
-                awaiting_first = false;
-                let now = Instant::now();
-                conn.stream
-                    .set_read_timeout(Some(timeout))
-                    .map_err(|e| self.io_error(server, e, timeout))?;
-                deadline = Some((now + timeout, now));
-            }
+            self.answered(server, conn, &mut awaiting_first, &mut deadline)?;
             decoder.value_filled(direct);
             conn.rbuf.filled_by(n - direct, offered);
         }
+    }
+
+    /// The server answers this round: its later replies get the whole read timeout each,
+    /// as outside a batch (a healthy server slower than the round, its replies coming one
+    /// by one, lost its lane with the round's deadline on each); when its first byte was
+    /// awaited only until the round's deadline, the rest of its reply has the whole read
+    /// timeout.
+    fn answered(
+        &self,
+        server: &Server,
+        conn: &mut Conn,
+        awaiting_first: &mut bool,
+        deadline: &mut Option<(Instant, Instant)>,
+    ) -> Result<()> {
+        conn.until = None;
+        if std::mem::take(awaiting_first) {
+            let timeout = self.config.read_timeout;
+            let now = Instant::now();
+            conn.stream
+                .set_read_timeout(Some(timeout))
+                .map_err(|e| self.io_error(server, e, timeout))?;
+            *deadline = Some((now + timeout, now));
+        }
+        Ok(())
     }
 
     /// Returns a connection whose replies were all read to the pool, its read timeout

@@ -147,6 +147,15 @@ impl Stream {
         self.socket().set_write_timeout(timeout)
     }
 
+    /// True under TLS.
+    pub(crate) fn is_tls(&self) -> bool {
+        match self {
+            Stream::Plain(_) => false,
+            #[cfg(feature = "tls")]
+            Stream::Tls(_) => true,
+        }
+    }
+
     /// True when bytes wait to be read on an idle connection (on the socket, or decrypted
     /// and not yet read), or it was closed (or cannot be asked): such a connection is not
     /// reused.
