@@ -122,8 +122,8 @@ impl<T: AsyncTransport> Transport for BlockingAdapter<T> {
             .block_on(self.transport.meta_get_many(keys, recache_below))
     }
 
-    fn meta_invalidate(&self, key: &[u8], grace: u32) -> Result<bool> {
+    fn meta_invalidate(&self, key: &[u8], grace: u32, cas: Option<u64>) -> Result<bool> {
         self.runtime
-            .block_on(self.transport.meta_invalidate(key, grace))
+            .block_on(self.transport.meta_invalidate(key, grace, cas))
     }
 }

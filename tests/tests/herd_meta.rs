@@ -101,6 +101,41 @@ fn a_get_many_ordered_that_fails_gives_its_win_to_the_next_reader() {
     );
 }
 
+/// The win a failing `get_many_ordered` gives back is for the item it came with only
+/// (`md <key> I C<cas>`): a value another caller stored in between is left fresh. It was
+/// marked stale too, one more recomputation and its TTL cut to `2 x herd_timeout` (a review).
+#[test]
+fn a_win_given_back_leaves_a_value_stored_since_as_it_is() {
+    use newcache_testkit::proxy::{FaultProxy, Faults};
+    let server = Memcached::start();
+    let proxy = FaultProxy::start(server.socket_addr(), Faults::none());
+    let url = format!("newcache://{}/?herd=meta&herd_timeout=60", proxy.addr());
+    let (cache, writer) = (
+        Cache::from_url(&url).unwrap(),
+        Cache::from_url(&url).unwrap(),
+    );
+    cache.set("hot", &1u32, Ttl::Seconds(1)).unwrap();
+    cache
+        .set("text", "not a number", Ttl::Seconds(100))
+        .unwrap();
+    writer.set("other", &0u32, Ttl::Seconds(100)).unwrap();
+    std::thread::sleep(Duration::from_millis(2100));
+    // The give-back waits on its way until the writer's store has been answered.
+    proxy.hold_request(b"md ", b"ms ");
+    let reader = cache.clone();
+    let failing =
+        std::thread::spawn(move || reader.get_many_ordered::<_, u32>(&["hot", "text"]).is_err());
+    std::thread::sleep(Duration::from_millis(200));
+    writer.set("hot", &2u32, Ttl::Seconds(600)).unwrap();
+    assert!(failing.join().unwrap(), "the ordered read fails on text");
+    std::thread::sleep(Duration::from_millis(100));
+    assert_eq!(
+        cache.get::<u32>("hot").unwrap(),
+        Some(2),
+        "the new value, fresh"
+    );
+}
+
 #[test]
 fn a_value_without_herd_state_is_served_until_it_expires() {
     // memcached hands the win to the first read once less than the herd timeout (60 s) is

@@ -75,7 +75,7 @@ fn commands_twemproxy_lacks_are_typed_unsupported_errors_not_hangs() {
     timed("mg (many)", &|| {
         t.meta_get_many(&[b"a", b"b"], 5).map(|_| ())
     });
-    timed("md", &|| t.meta_invalidate(b"k", 5).map(|_| ()));
+    timed("md", &|| t.meta_invalidate(b"k", 5, None).map(|_| ()));
     // The proxy is not marked down by what it refused: ordinary commands go on working.
     for i in 0..20 {
         let key = format!("after:{i}");

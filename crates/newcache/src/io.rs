@@ -84,6 +84,7 @@ pub(crate) trait Io: Sync {
         &'a self,
         key: &'a [u8],
         grace: u32,
+        cas: Option<u64>,
     ) -> impl Future<Output = TResult<bool>> + Send + 'a;
     fn flush_all(&self) -> impl Future<Output = TResult<()>> + Send + '_;
     fn stats(&self) -> impl Future<Output = TResult<Vec<ServerStats>>> + Send + '_;
@@ -233,8 +234,9 @@ impl Io for Blocking<'_> {
         &'a self,
         key: &'a [u8],
         grace: u32,
+        cas: Option<u64>,
     ) -> impl Future<Output = TResult<bool>> + Send + 'a {
-        std::future::ready(self.0.meta_invalidate(key, grace))
+        std::future::ready(self.0.meta_invalidate(key, grace, cas))
     }
     fn flush_all(&self) -> impl Future<Output = TResult<()>> + Send + '_ {
         std::future::ready(self.0.flush_all())
@@ -351,8 +353,9 @@ impl Io for Async<'_> {
         &'a self,
         key: &'a [u8],
         grace: u32,
+        cas: Option<u64>,
     ) -> impl Future<Output = TResult<bool>> + Send + 'a {
-        self.0.meta_invalidate(key, grace)
+        self.0.meta_invalidate(key, grace, cas)
     }
     fn flush_all(&self) -> impl Future<Output = TResult<()>> + Send + '_ {
         self.0.flush_all()

@@ -469,8 +469,9 @@ impl Core {
             }
             found(i, read)
         };
-        // The keys whose refresh this reader won, for an all-or-nothing call to give back.
-        let mut won: Vec<usize> = Vec::new();
+        // The keys whose refresh this reader won, for an all-or-nothing call to give back,
+        // with the unique of the item memcached handed the win for (`herd=meta`).
+        let mut won: Vec<(usize, Option<u64>)> = Vec::new();
         // The wire keys are made as the transport asks for them, so a transport that can
         // sends the first before the rest are made (`Transport::get_many_made`): when the key
         // function's keys are all valid or all refused. Else every key is made and checked
@@ -509,8 +510,12 @@ impl Core {
         let unread = if let Some(metas) = metas {
             for (i, m) in metas.items.into_iter().enumerate() {
                 let looked = m.map(|m| self.look_meta(op, m, now));
-                if all_or_nothing && matches!(looked, Some(Looked::Done(Opened::Miss(_)))) {
-                    won.push(i);
+                if let (true, Some(Looked::Done(Opened::Miss(over)))) = (all_or_nothing, &looked) {
+                    let cas = match over {
+                        Over::Won(cas) => Some(*cas),
+                        _ => None,
+                    };
+                    won.push((i, cas));
                 }
                 take(i, looked.map(Ok));
             }
@@ -554,19 +559,17 @@ impl Core {
             for (i, pending) in stale {
                 let opened = self.settle(op, pending, statuses.next().flatten());
                 if all_or_nothing && matches!(opened, Opened::Miss(_)) {
-                    won.push(i);
+                    won.push((i, None));
                 }
                 self.decode_opened(keys, i, opened, &mut found);
             }
         }
         if failures.load(Ordering::Relaxed) > 0 {
-            for i in won {
-                if let Some(wire) = made.key(i) {
-                    // Best effort: the call's own error is what the caller hears. Boxed:
-                    // a rare path, kept out of every multi-get's future.
-                    let _ = Box::pin(self.invalidate_wire(io, wire)).await;
-                }
-            }
+            // Boxed: a rare path, kept out of every multi-get's future.
+            let wins = won
+                .into_iter()
+                .filter_map(|(i, cas)| Some((made.key(i)?, cas)));
+            Box::pin(self.give_back(io, wins)).await;
         }
         let asked = keys.len() as u64;
         self.observer.event(op, Event::Hit, hits);
@@ -576,6 +579,24 @@ impl Core {
             asked.saturating_sub(hits + failures.into_inner()),
         );
         Ok(())
+    }
+
+    /// Gives back the refreshes a multi-get won and cannot hand over (it fails): each key
+    /// invalidated, so that the next reader recomputes it. memcached's win only for the
+    /// item it came with (`md <key> I C<cas>`: a value stored since is left as it is).
+    /// Best effort: the call's own error is what its caller hears.
+    async fn give_back<'w, I: Io>(
+        &self,
+        io: &I,
+        wins: impl Iterator<Item = (&'w [u8], Option<u64>)>,
+    ) {
+        let grace = self.herd.invalidated_exptime();
+        for (wire, cas) in wins {
+            let _ = match cas {
+                Some(cas) => io.meta_invalidate(wire, grace, Some(cas)).await.is_ok(),
+                None => self.invalidate_wire(io, wire).await.is_ok(),
+            };
+        }
     }
 
     /// Decodes one multi-get value, if the read opened to one, and hands it to `found`.
@@ -628,7 +649,8 @@ impl Core {
             Some(None) => Ok(None),
             Some(Some(meta)) => {
                 if meta.win {
-                    io.meta_invalidate(wire, self.herd.invalidated_exptime())
+                    // Only the item read: one stored since is left as it is.
+                    io.meta_invalidate(wire, self.herd.invalidated_exptime(), meta.item.cas)
                         .await?;
                 }
                 Ok(Some((meta.item, meta.win || meta.stale)))

@@ -573,7 +573,7 @@ impl Core {
     pub(crate) async fn invalidate_wire<I: Io>(&self, io: &I, wire: &[u8]) -> Result<bool> {
         if self.meta() {
             match io
-                .meta_invalidate(wire, self.herd.invalidated_exptime())
+                .meta_invalidate(wire, self.herd.invalidated_exptime(), None)
                 .await
             {
                 Ok(found) => {

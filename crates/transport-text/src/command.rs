@@ -45,8 +45,12 @@ pub(crate) enum Cmd<'a> {
     Touch { key: &'a [u8], exptime: u32 },
     /// `mg v f c t R` (meta only).
     MetaGet { key: &'a [u8], recache_below: u32 },
-    /// `md I T` (meta only).
-    Invalidate { key: &'a [u8], grace: u32 },
+    /// `md I T`, with `C` when `cas` (meta only).
+    Invalidate {
+        key: &'a [u8],
+        grace: u32,
+        cas: Option<u64>,
+    },
 }
 
 /// A keyed request's answer.
@@ -172,8 +176,8 @@ impl<'a> Cmd<'a> {
             (Wire::Meta, Cmd::MetaGet { key, recache_below }) => {
                 meta::encode_meta_get(out, key, recache_below, opaque)
             }
-            (Wire::Meta, Cmd::Invalidate { key, grace }) => {
-                meta::encode_invalidate(out, key, grace, opaque)
+            (Wire::Meta, Cmd::Invalidate { key, grace, cas }) => {
+                meta::encode_invalidate(out, key, grace, cas, opaque)
             }
             (Wire::Classic, Cmd::Get(key)) => proto::encode_get(out, &[key], true),
             (Wire::Classic, Cmd::Store(s)) => {
@@ -261,7 +265,10 @@ fn interpret_meta(
         (Cmd::MetaGet { .. }, Meta::Value(v)) => Outcome::Meta(Some(v)),
         (Cmd::MetaGet { .. }, Meta::Miss | Meta::NotFound) => Outcome::Meta(None),
         (Cmd::Invalidate { .. }, Meta::Done) => Outcome::Invalidated(true),
-        (Cmd::Invalidate { .. }, Meta::NotFound | Meta::Miss) => Outcome::Invalidated(false),
+        // Another item than the one asked for (`C<cas>`): left as it is.
+        (Cmd::Invalidate { .. }, Meta::NotFound | Meta::Miss | Meta::Exists) => {
+            Outcome::Invalidated(false)
+        }
         (_, m) => return Err(wrong(&m)),
     })
 }

@@ -337,9 +337,9 @@ impl Transport for TextTransport {
         Ok(ManyRead::with_unread(out, unread))
     }
 
-    fn meta_invalidate(&self, key: &[u8], grace: u32) -> Result<bool> {
+    fn meta_invalidate(&self, key: &[u8], grace: u32, cas: Option<u64>) -> Result<bool> {
         check_key(key)?;
-        match self.run(Cmd::Invalidate { key, grace })? {
+        match self.run(Cmd::Invalidate { key, grace, cas })? {
             Outcome::Invalidated(found) => Ok(found),
             other => Err(self.outcome_error(key, other)),
         }

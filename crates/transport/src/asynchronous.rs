@@ -184,8 +184,13 @@ pub trait AsyncTransport: Send + Sync + std::fmt::Debug {
 
     /// Marks an item stale instead of deleting it
     /// ([`Transport::meta_invalidate`](crate::Transport::meta_invalidate)).
-    fn meta_invalidate<'a>(&'a self, key: &'a [u8], grace: u32) -> BoxFuture<'a, Result<bool>> {
-        let _ = (key, grace);
+    fn meta_invalidate<'a>(
+        &'a self,
+        key: &'a [u8],
+        grace: u32,
+        cas: Option<u64>,
+    ) -> BoxFuture<'a, Result<bool>> {
+        let _ = (key, grace, cas);
         let name = self.name();
         Box::pin(async move {
             Err(Error::Unsupported {
@@ -220,7 +225,7 @@ macro_rules! forward_async_transport {
             fn meta_get_many<'a>(&'a self, keys: &'a [&'a [u8]], recache_below: u32) -> BoxFuture<'a, Result<Vec<Option<MetaItem>>>> { (**self).meta_get_many(keys, recache_below) }
             fn get_many_read<'a>(&'a self, keys: &'a [&'a [u8]]) -> BoxFuture<'a, Result<ManyRead>> { (**self).get_many_read(keys) }
             fn meta_get_many_read<'a>(&'a self, keys: &'a [&'a [u8]], recache_below: u32) -> BoxFuture<'a, Result<ManyRead<MetaItem>>> { (**self).meta_get_many_read(keys, recache_below) }
-            fn meta_invalidate<'a>(&'a self, key: &'a [u8], grace: u32) -> BoxFuture<'a, Result<bool>> { (**self).meta_invalidate(key, grace) }
+            fn meta_invalidate<'a>(&'a self, key: &'a [u8], grace: u32, cas: Option<u64>) -> BoxFuture<'a, Result<bool>> { (**self).meta_invalidate(key, grace, cas) }
         }
     };
 }

@@ -947,9 +947,10 @@ pub trait Transport: Send + Sync + fmt::Debug {
 
     /// Marks an item stale instead of deleting it (`md <key> I T<grace>`): the next meta reader
     /// wins the recompute, the others are served the stale value for up to `grace` seconds.
-    /// `false` when the key holds no item.
-    fn meta_invalidate(&self, key: &[u8], grace: u32) -> Result<bool> {
-        let _ = (key, grace);
+    /// With `cas`, only the item with that CAS unique (`C<cas>`): one stored since is left
+    /// as it is. `false` when the key holds no item (or, with `cas`, another one).
+    fn meta_invalidate(&self, key: &[u8], grace: u32, cas: Option<u64>) -> Result<bool> {
+        let _ = (key, grace, cas);
         Err(Error::Unsupported {
             server: self.name().to_string(),
             command: "the meta protocol (md)".into(),
@@ -982,7 +983,7 @@ macro_rules! forward_transport {
             fn meta_get_many(&self, keys: &[&[u8]], recache_below: u32) -> Result<Vec<Option<MetaItem>>> { (**self).meta_get_many(keys, recache_below) }
             fn get_many_read(&self, keys: &[&[u8]]) -> Result<ManyRead> { (**self).get_many_read(keys) }
             fn meta_get_many_read(&self, keys: &[&[u8]], recache_below: u32) -> Result<ManyRead<MetaItem>> { (**self).meta_get_many_read(keys, recache_below) }
-            fn meta_invalidate(&self, key: &[u8], grace: u32) -> Result<bool> { (**self).meta_invalidate(key, grace) }
+            fn meta_invalidate(&self, key: &[u8], grace: u32, cas: Option<u64>) -> Result<bool> { (**self).meta_invalidate(key, grace, cas) }
         }
     };
 }

@@ -566,9 +566,14 @@ impl crate::AsyncTransport for MemoryTransport {
             recache_below,
         )))
     }
-    fn meta_invalidate<'a>(&'a self, key: &'a [u8], grace: u32) -> BoxFuture<'a, Result<bool>> {
+    fn meta_invalidate<'a>(
+        &'a self,
+        key: &'a [u8],
+        grace: u32,
+        cas: Option<u64>,
+    ) -> BoxFuture<'a, Result<bool>> {
         Box::pin(std::future::ready(Transport::meta_invalidate(
-            self, key, grace,
+            self, key, grace, cas,
         )))
     }
 }

@@ -227,11 +227,14 @@ pub fn encode_delete(out: &mut Vec<u8>, key: &[u8], quiet: bool, opaque: u32) {
     tag_and_end(out, opaque);
 }
 
-/// `md <key> I T<grace> k O<opaque>`: marks the item stale for `grace` seconds instead of
-/// deleting it.
-pub fn encode_invalidate(out: &mut Vec<u8>, key: &[u8], grace: u32, opaque: u32) {
+/// `md <key> I T<grace> [C<cas>] k O<opaque>`: marks the item stale for `grace` seconds
+/// instead of deleting it; with `cas`, only the item with that CAS unique (`EX` otherwise).
+pub fn encode_invalidate(out: &mut Vec<u8>, key: &[u8], grace: u32, cas: Option<u64>, opaque: u32) {
     command(out, b"md", key);
     number(out, b" I T", grace);
+    if let Some(cas) = cas {
+        number(out, b" C", cas);
+    }
     tag_and_end(out, opaque);
 }
 
@@ -324,7 +327,8 @@ mod tests {
         encode_store(&mut out, StoreMode::Prepend, b"k", b"x", 1, 2, 9);
         encode_delete(&mut out, b"k", false, 10);
         encode_delete(&mut out, b"k", true, 11);
-        encode_invalidate(&mut out, b"k", 120, 12);
+        encode_invalidate(&mut out, b"k", 120, None, 12);
+        encode_invalidate(&mut out, b"k", 120, Some(77), 12);
         encode_arith(&mut out, true, b"n", 5, 13);
         encode_arith(&mut out, false, b"n", u64::MAX, u32::MAX);
         encode_probe(&mut out, 0);
@@ -342,6 +346,7 @@ mod tests {
             "md k k O10\r\n",
             "md k q k O11\r\n",
             "md k I T120 k O12\r\n",
+            "md k I T120 C77 k O12\r\n",
             "ma n D5 v k O13\r\n",
             "ma n MD D18446744073709551615 v k O4294967295\r\n",
             "mg newcache:meta-probe k O0\r\n",

@@ -692,10 +692,15 @@ impl AsyncTransport for TokioTextTransport {
         Box::pin(self.meta_get_many_impl(keys, recache_below))
     }
 
-    fn meta_invalidate<'a>(&'a self, key: &'a [u8], grace: u32) -> BoxFuture<'a, Result<bool>> {
+    fn meta_invalidate<'a>(
+        &'a self,
+        key: &'a [u8],
+        grace: u32,
+        cas: Option<u64>,
+    ) -> BoxFuture<'a, Result<bool>> {
         Box::pin(async move {
             check_key(key)?;
-            match self.run(Cmd::Invalidate { key, grace }).await? {
+            match self.run(Cmd::Invalidate { key, grace, cas }).await? {
                 Outcome::Invalidated(found) => Ok(found),
                 other => Err(unexpected_answer(
                     self.label(self.server_for_key(key)?),

@@ -25,7 +25,7 @@ enum Kind {
     Arith { delta: u64, incr: bool },
     Touch(u32),
     MetaGet(u32),
-    Invalidate(u32),
+    Invalidate(u32, Option<u64>),
 }
 
 impl OwnedCmd {
@@ -37,7 +37,7 @@ impl OwnedCmd {
             Cmd::Arith { delta, incr, .. } => Kind::Arith { delta, incr },
             Cmd::Touch { exptime, .. } => Kind::Touch(exptime),
             Cmd::MetaGet { recache_below, .. } => Kind::MetaGet(recache_below),
-            Cmd::Invalidate { grace, .. } => Kind::Invalidate(grace),
+            Cmd::Invalidate { grace, cas, .. } => Kind::Invalidate(grace, cas),
         };
         OwnedCmd {
             key: ShortKey::new(cmd.key()),
@@ -64,7 +64,7 @@ impl OwnedCmd {
             Kind::Arith { delta, incr } => f(&Cmd::Arith { key, delta, incr }),
             Kind::Touch(exptime) => f(&Cmd::Touch { key, exptime }),
             Kind::MetaGet(recache_below) => f(&Cmd::MetaGet { key, recache_below }),
-            Kind::Invalidate(grace) => f(&Cmd::Invalidate { key, grace }),
+            Kind::Invalidate(grace, cas) => f(&Cmd::Invalidate { key, grace, cas }),
         }
     }
 }
