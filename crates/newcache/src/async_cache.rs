@@ -478,6 +478,41 @@ mod tests {
         }
     }
 
+    /// The in-memory backend gives the runtime a turn now and then: a task calling it in a
+    /// loop let no other task run, and a timeout around the loop never fired (an outside
+    /// audit: it hung on a current-thread runtime).
+    #[cfg(feature = "memory")]
+    #[test]
+    fn a_loop_on_the_memory_backend_lets_the_runtime_run_other_tasks() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let cache = AsyncCache::from_url("newcache:///?transport=memory").unwrap();
+            let setter = cache.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                setter
+                    .set("flag", "1", crate::Ttl::Seconds(60))
+                    .await
+                    .unwrap();
+            });
+            let waited = tokio::time::timeout(std::time::Duration::from_secs(5), async {
+                while cache.get::<String>("flag").await.unwrap().is_none() {}
+            })
+            .await;
+            assert!(waited.is_ok(), "the other task ran");
+            let endless = tokio::time::timeout(std::time::Duration::from_millis(50), async {
+                loop {
+                    let _ = cache.get::<String>("missing").await;
+                }
+            })
+            .await;
+            assert!(endless.is_err(), "the timeout fired");
+        });
+    }
+
     #[test]
     fn libmemcached_is_refused_with_a_reason() {
         let e = AsyncCache::from_url("newcache://127.0.0.1:11211/?binary=true").unwrap_err();

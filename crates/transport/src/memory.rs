@@ -500,46 +500,93 @@ impl fmt::Debug for MemoryTransport {
     }
 }
 
-/// The in-memory backend never waits, so its futures are its blocking calls, ready at once.
+/// How many async calls a thread makes of the in-memory backend before one of them lets its
+/// runtime run something else first ([`answer`]).
+const YIELD_EVERY: u32 = 32;
+
+/// A call's answer as a future: ready at once, but every [`YIELD_EVERY`]th call on a thread
+/// first gives its runtime a turn (it wakes itself and returns pending once). The backend
+/// never waits, so a task calling it in a loop never gave the runtime back: other tasks
+/// starved and a `tokio::time::timeout` around the loop never fired (an outside audit), where
+/// a network transport yields whenever it waits.
+fn answer<'a, T: Send + 'a>(value: T) -> BoxFuture<'a, T> {
+    thread_local! {
+        static CALLS: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+    }
+    let turn = CALLS
+        .try_with(|calls| {
+            let n = calls.get().wrapping_add(1);
+            calls.set(n);
+            n % YIELD_EVERY == 0
+        })
+        .unwrap_or(false);
+    Box::pin(async move {
+        if turn {
+            YieldOnce(false).await;
+        }
+        value
+    })
+}
+
+/// Pending once (its task woken at once), then ready: a turn for the rest of the runtime.
+struct YieldOnce(bool);
+
+impl std::future::Future for YieldOnce {
+    type Output = ();
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<()> {
+        if self.0 {
+            return std::task::Poll::Ready(());
+        }
+        self.0 = true;
+        cx.waker().wake_by_ref();
+        std::task::Poll::Pending
+    }
+}
+
+/// The in-memory backend never waits, so its futures are its blocking calls, answered at
+/// once ([`answer`]: now and then after a turn for the rest of the runtime).
 impl crate::AsyncTransport for MemoryTransport {
     fn name(&self) -> &'static str {
         "memory"
     }
     fn get<'a>(&'a self, key: &'a [u8]) -> BoxFuture<'a, Result<Option<Item>>> {
-        Box::pin(std::future::ready(Transport::get(self, key)))
+        answer(Transport::get(self, key))
     }
     fn get_many<'a>(&'a self, keys: &'a [&'a [u8]]) -> BoxFuture<'a, Result<Vec<Option<Item>>>> {
-        Box::pin(std::future::ready(Transport::get_many(self, keys)))
+        answer(Transport::get_many(self, keys))
     }
     fn store<'a>(&'a self, request: &'a Store<'a>) -> BoxFuture<'a, Result<StoreStatus>> {
-        Box::pin(std::future::ready(Transport::store(self, request)))
+        answer(Transport::store(self, request))
     }
     fn store_many<'a>(
         &'a self,
         requests: &'a [Store<'a>],
     ) -> BoxFuture<'a, Result<Vec<StoreStatus>>> {
-        Box::pin(std::future::ready(Transport::store_many(self, requests)))
+        answer(Transport::store_many(self, requests))
     }
     fn delete<'a>(&'a self, key: &'a [u8]) -> BoxFuture<'a, Result<bool>> {
-        Box::pin(std::future::ready(Transport::delete(self, key)))
+        answer(Transport::delete(self, key))
     }
     fn delete_many<'a>(&'a self, keys: &'a [&'a [u8]]) -> BoxFuture<'a, Result<Vec<bool>>> {
-        Box::pin(std::future::ready(Transport::delete_many(self, keys)))
+        answer(Transport::delete_many(self, keys))
     }
     fn incr<'a>(&'a self, key: &'a [u8], delta: u64) -> BoxFuture<'a, Result<Option<u64>>> {
-        Box::pin(std::future::ready(Transport::incr(self, key, delta)))
+        answer(Transport::incr(self, key, delta))
     }
     fn decr<'a>(&'a self, key: &'a [u8], delta: u64) -> BoxFuture<'a, Result<Option<u64>>> {
-        Box::pin(std::future::ready(Transport::decr(self, key, delta)))
+        answer(Transport::decr(self, key, delta))
     }
     fn touch<'a>(&'a self, key: &'a [u8], exptime: u32) -> BoxFuture<'a, Result<bool>> {
-        Box::pin(std::future::ready(Transport::touch(self, key, exptime)))
+        answer(Transport::touch(self, key, exptime))
     }
     fn flush_all(&self) -> BoxFuture<'_, Result<()>> {
-        Box::pin(std::future::ready(Transport::flush_all(self)))
+        answer(Transport::flush_all(self))
     }
     fn stats(&self) -> BoxFuture<'_, Result<Vec<ServerStats>>> {
-        Box::pin(std::future::ready(Transport::stats(self)))
+        answer(Transport::stats(self))
     }
     fn supports_meta(&self) -> bool {
         Transport::supports_meta(self)
@@ -549,22 +596,14 @@ impl crate::AsyncTransport for MemoryTransport {
         key: &'a [u8],
         recache_below: u32,
     ) -> BoxFuture<'a, Result<Option<MetaItem>>> {
-        Box::pin(std::future::ready(Transport::meta_get(
-            self,
-            key,
-            recache_below,
-        )))
+        answer(Transport::meta_get(self, key, recache_below))
     }
     fn meta_get_many<'a>(
         &'a self,
         keys: &'a [&'a [u8]],
         recache_below: u32,
     ) -> BoxFuture<'a, Result<Vec<Option<MetaItem>>>> {
-        Box::pin(std::future::ready(Transport::meta_get_many(
-            self,
-            keys,
-            recache_below,
-        )))
+        answer(Transport::meta_get_many(self, keys, recache_below))
     }
     fn meta_invalidate<'a>(
         &'a self,
@@ -572,9 +611,7 @@ impl crate::AsyncTransport for MemoryTransport {
         grace: u32,
         cas: Option<u64>,
     ) -> BoxFuture<'a, Result<bool>> {
-        Box::pin(std::future::ready(Transport::meta_invalidate(
-            self, key, grace, cas,
-        )))
+        answer(Transport::meta_invalidate(self, key, grace, cas))
     }
 }
 
