@@ -136,6 +136,24 @@ fn a_win_given_back_leaves_a_value_stored_since_as_it_is() {
     );
 }
 
+/// The cache at another version (Django's per-call `version=`) knows what the cache knows
+/// of its servers: it sends no meta probe of its own before its first store (an outside
+/// audit: one more round trip per `with_version` call).
+#[test]
+fn a_per_call_version_sends_no_meta_probe_of_its_own() {
+    let server = Memcached::start();
+    let cache = meta_cache(&server);
+    cache.set("k", "v", Ttl::Seconds(100)).unwrap();
+    let misses = server.stat("get_misses");
+    for _ in 0..10 {
+        let versioned = cache.with_version(3).unwrap();
+        versioned.set("k", "v3", Ttl::Seconds(100)).unwrap();
+    }
+    assert_eq!(server.stat("get_misses"), misses, "no probe (a miss) sent");
+    let versioned = cache.with_version(3).unwrap();
+    assert_eq!(versioned.get::<String>("k").unwrap().as_deref(), Some("v3"));
+}
+
 #[test]
 fn a_value_without_herd_state_is_served_until_it_expires() {
     // memcached hands the win to the first read once less than the herd timeout (60 s) is
