@@ -91,11 +91,9 @@ pub(crate) trait Io: Sync {
     /// Deletes a key without waiting for the outcome, from a destructor (a lease key whose
     /// holder is done, however it left): blocking, it is sent at once; async, on a task.
     /// With `only_if`, only while the key holds that value or cannot be read (read first):
-    /// a lease this caller does not hold is not taken from whoever does. `token` is the
-    /// value this caller put there: an async release whose task never ran to its end is
-    /// done again on a thread of its own, only while the key holds it. The release itself,
+    /// a lease this caller does not hold is not taken from whoever does. The release itself,
     /// awaited where the caller can, is [`release`].
-    fn release(&self, key: Vec<u8>, only_if: Option<Vec<u8>>, token: Vec<u8>);
+    fn release(&self, key: Vec<u8>, only_if: Option<Vec<u8>>);
     /// Pauses the caller.
     fn sleep(&self, pause: Duration) -> impl Future<Output = ()> + Send + '_;
     /// Waits until `flight`'s leader is done, or `limit` has passed: how it stands then.
@@ -246,7 +244,7 @@ impl Io for Blocking<'_> {
     fn stats(&self) -> impl Future<Output = TResult<Vec<ServerStats>>> + Send + '_ {
         std::future::ready(self.0.stats())
     }
-    fn release(&self, key: Vec<u8>, only_if: Option<Vec<u8>>, _token: Vec<u8>) {
+    fn release(&self, key: Vec<u8>, only_if: Option<Vec<u8>>) {
         block(release(self, &key, only_if.as_deref()));
     }
     fn sleep(&self, pause: Duration) -> impl Future<Output = ()> + Send + '_ {
@@ -275,11 +273,6 @@ pub(crate) fn block<F: Future>(future: F) -> F::Output {
         std::thread::sleep(Duration::from_micros(50));
     }
 }
-
-/// How long a lease release handed to a task from a destructor is waited for before a
-/// thread does it instead ([`Io::release`] of [`Async`]), and how long that thread tries.
-#[cfg(feature = "tokio")]
-const ORPHAN_RELEASE_WAIT: Duration = Duration::from_secs(10);
 
 /// An async transport as an [`Io`] (feature `tokio`: the waits are tokio's).
 #[cfg(feature = "tokio")]
@@ -370,47 +363,15 @@ impl Io for Async<'_> {
     fn stats(&self) -> impl Future<Output = TResult<Vec<ServerStats>>> + Send + '_ {
         self.0.stats()
     }
-    fn release(&self, key: Vec<u8>, only_if: Option<Vec<u8>>, token: Vec<u8>) {
-        // From a destructor, so on a task of the runtime in use. That task may never run to
-        // its end: a future dropped in a `block_on` whose runtime then went (a timeout
-        // around a cold `get_or_set`, a panicking loader) left the lease key to cost the next
-        // cold caller in any process `lease_wait` (an outside audit: 3.2 s). A thread waits
-        // for the task's word; without it (the task dropped, or not run in
-        // `ORPHAN_RELEASE_WAIT`), or with no runtime at all, it releases the key on a runtime
-        // of its own, only while the key still holds this caller's token, so that a lease
-        // taken since by another caller is not deleted.
-        let transport = Arc::clone(self.0);
-        let (done, landed) = std::sync::mpsc::channel::<()>();
-        let spawned = match tokio::runtime::Handle::try_current() {
-            Ok(runtime) => {
-                let (transport, key) = (Arc::clone(&transport), key.clone());
-                runtime.spawn(async move {
-                    release(&Async(&transport), &key, only_if.as_deref()).await;
-                    let _ = done.send(());
-                });
-                true
-            }
-            Err(_) => false,
-        };
-        // A thread that cannot be started leaves the key to expire on its own.
-        let _ = std::thread::Builder::new()
-            .name("newcache-release".into())
-            .spawn(move || {
-                if spawned && landed.recv_timeout(ORPHAN_RELEASE_WAIT).is_ok() {
-                    return;
-                }
-                let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                else {
-                    return;
-                };
-                runtime.block_on(async {
-                    let io = Async(&transport);
-                    let released = release(&io, &key, Some(&token));
-                    let _ = tokio::time::timeout(ORPHAN_RELEASE_WAIT, released).await;
-                });
+    fn release(&self, key: Vec<u8>, only_if: Option<Vec<u8>>) {
+        // From a destructor, so on a task of the runtime in use; without one (the runtime is
+        // shutting down) the key expires on its own after `lease_wait`.
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            let transport = Arc::clone(self.0);
+            runtime.spawn(async move {
+                release(&Async(&transport), &key, only_if.as_deref()).await;
             });
+        }
     }
     fn sleep(&self, pause: Duration) -> impl Future<Output = ()> + Send + '_ {
         tokio::time::sleep(pause)

@@ -141,9 +141,6 @@ pub(crate) struct LeaseGuard<'a, I: Io> {
     /// key could not be read after): the key is deleted only if it holds this token (or
     /// cannot be read then either).
     only_if: Option<Vec<u8>>,
-    /// The caller's token, always: an async release from the destructor that its runtime
-    /// never ran is done again elsewhere only while the key holds it ([`Io::release`]).
-    token: Vec<u8>,
 }
 
 impl<'a, I: Io> LeaseGuard<'a, I> {
@@ -158,7 +155,6 @@ impl<'a, I: Io> LeaseGuard<'a, I> {
             io: self.io,
             key: std::mem::take(&mut self.key),
             only_if: None,
-            token: std::mem::take(&mut self.token),
         }
     }
 
@@ -178,11 +174,8 @@ impl<I: Io> Drop for LeaseGuard<'_, I> {
             return;
         }
         // A failed delete leaves the key to expire on its own (after lease_wait).
-        self.io.release(
-            std::mem::take(&mut self.key),
-            self.only_if.take(),
-            std::mem::take(&mut self.token),
-        );
+        self.io
+            .release(std::mem::take(&mut self.key), self.only_if.take());
     }
 }
 
@@ -546,7 +539,6 @@ impl Core {
                 io,
                 key: lease_key.clone(),
                 only_if: Some(token.clone()),
-                token: token.clone(),
             };
             let mut leased = match io.store(&lease).await {
                 Ok(status) => status.is_stored(),
