@@ -323,7 +323,10 @@ impl AsyncCache {
     /// loads while the others are served the old value; a cold key has one loader per
     /// process (the other tasks await its outcome, holding no thread) and one across
     /// processes (the lease key). A task dropped while it loads a cold key releases the
-    /// flight and the lease key, so another caller loads next; a task dropped while it
+    /// flight and the lease key, so another caller loads next (the lease key's delete runs
+    /// on a task of the runtime: when that runtime does not run again, as a `block_on`
+    /// whose runtime is then dropped, the key stays until it expires, and the next cold
+    /// caller in any process waits up to `lease_wait` for it); a task dropped while it
     /// refreshes a stale value leaves its claim in place, so the others are served the old
     /// value until `herd_timeout` has passed (as when a process dies mid-refresh), and the
     /// next caller then refreshes it.
