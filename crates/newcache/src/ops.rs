@@ -600,12 +600,8 @@ impl Core {
         io: &I,
         wins: impl Iterator<Item = (&'w [u8], Option<u64>)>,
     ) {
-        let grace = self.herd.invalidated_exptime();
         for (wire, cas) in wins {
-            let _ = match cas {
-                Some(cas) => io.meta_invalidate(wire, grace, Some(cas)).await.is_ok(),
-                None => self.invalidate_wire(io, wire).await.is_ok(),
-            };
+            let _ = self.invalidate_wire(io, wire, cas).await;
         }
     }
 

@@ -563,17 +563,23 @@ impl Core {
         self.observer
             .op("invalidate", async move {
                 let wire = self.wire_key(key)?;
-                self.invalidate_wire(io, &wire).await
+                self.invalidate_wire(io, &wire, None).await
             })
             .await
     }
 
     /// [`Core::invalidate`] of a wire key: also how a multi-get that fails gives back the
-    /// refreshes it won ([`Core::read_many`]).
-    pub(crate) async fn invalidate_wire<I: Io>(&self, io: &I, wire: &[u8]) -> Result<bool> {
+    /// refreshes it won ([`Core::read_many`]). Under meta, with `cas`, only the item with
+    /// that unique (`md <key> I C<cas>`: a value stored since is left as it is).
+    pub(crate) async fn invalidate_wire<I: Io>(
+        &self,
+        io: &I,
+        wire: &[u8],
+        cas: Option<u64>,
+    ) -> Result<bool> {
         if self.meta() {
             match io
-                .meta_invalidate(wire, self.herd.invalidated_exptime(), None)
+                .meta_invalidate(wire, self.herd.invalidated_exptime(), cas)
                 .await
             {
                 Ok(found) => {
