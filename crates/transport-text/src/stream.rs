@@ -221,9 +221,7 @@ impl Write for Stream {
             #[cfg(feature = "tls")]
             Stream::Tls(s) => {
                 // What TLS holds goes out first, one socket write at a time.
-                if s.conn.wants_write() {
-                    tls_write_some(s)?;
-                }
+                tls_write_some(s)?;
                 s.conn.writer().write(buf)
             }
         }
@@ -235,12 +233,7 @@ impl Write for Stream {
         match self {
             Stream::Plain(s) => s.flush(),
             #[cfg(feature = "tls")]
-            Stream::Tls(s) => {
-                if s.conn.wants_write() {
-                    tls_write_some(s)?;
-                }
-                Ok(())
-            }
+            Stream::Tls(s) => tls_write_some(s),
         }
     }
 }
@@ -272,10 +265,14 @@ fn tls_read(
     conn.reader().read(buf)
 }
 
-/// One socket write of what TLS holds; `Interrupted` when some is still left.
+/// One socket write of what TLS holds, if it holds anything; `Interrupted` when some is
+/// still left.
 #[cfg(feature = "tls")]
 fn tls_write_some(s: &mut rustls::StreamOwned<rustls::ClientConnection, Socket>) -> io::Result<()> {
     let rustls::StreamOwned { conn, sock } = s;
+    if !conn.wants_write() {
+        return Ok(());
+    }
     if conn.write_tls(sock)? == 0 {
         return Err(io::ErrorKind::WriteZero.into());
     }
