@@ -111,6 +111,19 @@ except UnicodeDecodeError as e:
     );
 }
 
+/// A struct holding itself: one JSON object per level.
+#[derive(Debug, PartialEq, Serialize, Deserialize)]
+struct Nested {
+    inner: Option<Box<Nested>>,
+}
+
+/// [`Nested`] `depth` objects deep.
+fn nested(depth: u32) -> Nested {
+    (1..depth).fold(Nested { inner: None }, |inner, _| Nested {
+        inner: Some(Box::new(inner)),
+    })
+}
+
 /// What JSON (and pickle) would store as something else is refused before it is sent, and
 /// the key keeps its value: NaN and infinity have no JSON form (serde_json writes `null`,
 /// which read back as `None` inside an `Option` and failed every read of a bare `f64`), and
@@ -137,6 +150,13 @@ fn values_the_format_would_change_are_refused_and_nothing_is_stored() {
         .unwrap_err();
     assert!(e.to_string().contains("reads back as None"), "{e}");
     assert_eq!(json.get::<f64>("k").unwrap(), Some(1.5), "nothing was sent");
+    // Deeper than serde_json reads back (127 containers): stored, it failed every read.
+    let e = json.set("k", &nested(128), Ttl::Seconds(60)).unwrap_err();
+    assert!(matches!(e, newcache::Error::Encode { .. }), "{e:?}");
+    assert!(e.to_string().contains("more than 127 deep"), "{e}");
+    assert_eq!(json.get::<f64>("k").unwrap(), Some(1.5), "nothing was sent");
+    json.set("deep", &nested(127), Ttl::Seconds(60)).unwrap();
+    assert_eq!(json.get::<Nested>("deep").unwrap(), Some(nested(127)));
     #[cfg(feature = "pickle")]
     {
         let pickle = Cache::from_url(&url("pickle")).unwrap();

@@ -54,7 +54,7 @@ pub enum Error {
         detail: String,
     },
     /// The stored value could not be read as the type asked for.
-    #[error("cannot read the value of cache key {key:?} (flags {flags:#x}) as the requested type: {detail}")]
+    #[error("cannot read the value of cache key {key:?} (flags {flags:#x}): {detail}")]
     Decode {
         /// The caller's key.
         key: String,

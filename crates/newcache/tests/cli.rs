@@ -425,8 +425,9 @@ fn get_fails_on_what_no_reader_takes_and_shows_the_rest_safely() {
         );
         assert!(stderr(&o).contains(why), "{key}: {}", stderr(&o));
         assert!(
-            stderr(&o).contains("--raw"),
-            "{key}: says how to get the bytes"
+            stderr(&o).contains("--raw") && !stderr(&o).contains("get_raw"),
+            "{key}: says how to get the bytes, with the command, once: {}",
+            stderr(&o)
         );
         let o = run(&["get", "--raw", key]);
         assert_eq!(

@@ -238,9 +238,14 @@ fn run(cli: Cli) -> Result<Outcome, String> {
                 match value.show_within(cache.config().inflate_limit) {
                     Ok(shown) => say(&shown)?,
                     Err(what) => {
-                        return Err(format!(
-                            "{key:?} holds {what}; `get --raw` writes its bytes"
-                        ))
+                        // The library's advice names its API; here, the command's.
+                        const API: &str = "read its bytes with get_raw";
+                        const CLI: &str = "`get --raw` writes its bytes";
+                        return Err(if what.contains(API) {
+                            format!("{key:?} holds {}", what.replace(API, CLI))
+                        } else {
+                            format!("{key:?} holds {what}; {CLI}")
+                        });
                     }
                 }
             }

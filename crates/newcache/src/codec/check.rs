@@ -9,7 +9,9 @@
 //! encoded, and names the first such part. It also refuses, for pickle, a map key that
 //! Python cannot hash (a list, a dict: a `Vec`, a set, a map, a struct, an enum variant
 //! with data): the pickle would fail Python's unpickler, which Django reads as a miss, and
-//! newcache's own read (an outside audit).
+//! newcache's own read (an outside audit). For JSON it refuses a value that nests deeper
+//! than serde_json reads back ([`JSON_MAX_DEPTH`]): such a value was stored, and every read
+//! of it failed (an outside audit: a struct nested 200 deep).
 
 use std::fmt;
 
@@ -33,27 +35,35 @@ impl ser::Error for Ambiguous {
     }
 }
 
+/// The deepest containers may nest in a JSON value newcache stores: serde_json's reader
+/// refuses the 128th container inside another (its recursion limit), so a deeper value
+/// would be stored and then fail every read. A struct, a map, a sequence, a tuple and a
+/// byte string are one level each, an enum variant with data one more (`{"Variant": ...}`).
+pub(crate) const JSON_MAX_DEPTH: u32 = 127;
+
 /// The first part of `value` that `format` would store as something else, as a sentence;
 /// `None` when every part reads back as written. `json` adds NaN and infinity to
-/// `Some(None)`.
+/// `Some(None)`, and nesting deeper than [`JSON_MAX_DEPTH`].
 pub(super) fn ambiguous<T: Serialize + ?Sized>(value: &T, json: bool) -> Option<String> {
     value
         .serialize(Walk {
             json,
             in_some: false,
             key: false,
+            depth: 0,
         })
         .err()
         .map(|e| e.0)
 }
 
 /// One step of the walk: the format's rules, whether this part is the inside of a `Some`,
-/// and whether it is (in) a pickled map's key.
+/// whether it is (in) a pickled map's key, and how many containers hold it.
 #[derive(Clone, Copy)]
 struct Walk {
     json: bool,
     in_some: bool,
     key: bool,
+    depth: u32,
 }
 
 impl Walk {
@@ -76,14 +86,29 @@ impl Walk {
     }
 
     /// A part Python stores as a list or a dict, which it cannot hash: refused in a
-    /// pickled map's key.
-    fn unhashable(self, what: &str) -> Result<Walk, Ambiguous> {
+    /// pickled map's key. It opens `levels` containers (JSON's nesting).
+    fn unhashable(self, what: &str, levels: u32) -> Result<Walk, Ambiguous> {
         if self.key {
             return Err(Ambiguous(format!(
                 "a map key that is {what} is pickled as a Python list or dict, which cannot be a dict key (Python's unpickler fails, and Django reads a miss); key the map by strings, numbers or tuples of them, or use codec=bincode"
             )));
         }
-        Ok(self.inner())
+        self.deeper(levels)
+    }
+
+    /// The walk of the parts of a container `levels` deep (one, or two for an enum variant
+    /// with data): refused for JSON past [`JSON_MAX_DEPTH`].
+    fn deeper(self, levels: u32) -> Result<Walk, Ambiguous> {
+        let depth = self.depth.saturating_add(levels);
+        if self.json && depth > JSON_MAX_DEPTH {
+            return Err(Ambiguous(format!(
+                "the value nests containers (structs, maps, sequences, enum variants with data) more than {JSON_MAX_DEPTH} deep, past what serde_json reads back (every read would fail); use codec=bincode or codec=pickle, or a flatter value"
+            )));
+        }
+        Ok(Walk {
+            depth,
+            ..self.inner()
+        })
     }
 
     /// An `i128` or `u128` inside a value: serde-pickle has no encoding for them (an outside
@@ -137,7 +162,10 @@ impl ser::Serializer for Walk {
         serialize_u64(u64);
         serialize_char(char);
         serialize_str(&str);
-        serialize_bytes(&[u8]);
+    }
+    fn serialize_bytes(self, _: &[u8]) -> Result<(), Ambiguous> {
+        // JSON writes bytes as an array of numbers: a container.
+        self.deeper(1).map(drop)
     }
     fn serialize_i128(self, _: i128) -> Result<(), Ambiguous> {
         self.wide()
@@ -189,16 +217,16 @@ impl ser::Serializer for Walk {
         _: &'static str,
         value: &T,
     ) -> Result<(), Ambiguous> {
-        value.serialize(self.unhashable("an enum variant with data")?)
+        value.serialize(self.unhashable("an enum variant with data", 1)?)
     }
     fn serialize_seq(self, _: Option<usize>) -> Result<Walk, Ambiguous> {
-        self.unhashable("a sequence (a Vec, a slice, a set)")
+        self.unhashable("a sequence (a Vec, a slice, a set)", 1)
     }
     fn serialize_tuple(self, _: usize) -> Result<Walk, Ambiguous> {
-        Ok(self.inner())
+        self.deeper(1)
     }
     fn serialize_tuple_struct(self, _: &'static str, _: usize) -> Result<Walk, Ambiguous> {
-        Ok(self.inner())
+        self.deeper(1)
     }
     fn serialize_tuple_variant(
         self,
@@ -207,13 +235,13 @@ impl ser::Serializer for Walk {
         _: &'static str,
         _: usize,
     ) -> Result<Walk, Ambiguous> {
-        self.unhashable("an enum variant with data")
+        self.unhashable("an enum variant with data", 2)
     }
     fn serialize_map(self, _: Option<usize>) -> Result<Walk, Ambiguous> {
-        self.unhashable("a map")
+        self.unhashable("a map", 1)
     }
     fn serialize_struct(self, _: &'static str, _: usize) -> Result<Walk, Ambiguous> {
-        self.unhashable("a struct")
+        self.unhashable("a struct", 1)
     }
     fn serialize_struct_variant(
         self,
@@ -222,7 +250,7 @@ impl ser::Serializer for Walk {
         _: &'static str,
         _: usize,
     ) -> Result<Walk, Ambiguous> {
-        self.unhashable("an enum variant with data")
+        self.unhashable("an enum variant with data", 2)
     }
 }
 
@@ -274,8 +302,81 @@ parts! {
 
 #[cfg(test)]
 mod tests {
-    use super::ambiguous;
+    use super::{ambiguous, JSON_MAX_DEPTH};
+    use serde::{Deserialize, Serialize};
     use std::collections::BTreeMap;
+
+    /// A value nesting containers of each kind: a struct, a sequence, a map, an enum
+    /// variant with data (two levels: `{"V": {...}}`), a tuple, bytes at the bottom.
+    #[derive(Debug, PartialEq, Serialize, Deserialize)]
+    enum Nest {
+        Struct { inner: Box<Nest> },
+        Seq(Vec<Nest>),
+        Map(BTreeMap<String, Nest>),
+        Tuple((u8, Box<Nest>)),
+        Bytes(#[serde(with = "serde_bytes_like")] Vec<u8>),
+    }
+
+    /// `Vec<u8>` through `serialize_bytes` (what `serde_bytes` does), read back from
+    /// serde_json's array of numbers.
+    mod serde_bytes_like {
+        pub fn serialize<S: serde::Serializer>(v: &[u8], s: S) -> Result<S::Ok, S::Error> {
+            s.serialize_bytes(v)
+        }
+        pub fn deserialize<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+            serde::Deserialize::deserialize(d)
+        }
+    }
+
+    /// `Nest` values `depth` containers deep, one of each shape at its top: the enum's
+    /// object is a level of its own, so each variant takes one level for `{"V": ..}` and
+    /// the rest for what it holds.
+    fn nests(depth: u32) -> Vec<Nest> {
+        fn down(depth: u32, kind: u32) -> Nest {
+            // Each variant is 2 levels but `Bytes` (its object, then the array).
+            if depth <= 2 {
+                return Nest::Bytes(vec![1, 2]);
+            }
+            let inner = Box::new(down(depth - 2, kind + 1));
+            match kind % 4 {
+                0 => Nest::Struct { inner },
+                1 => Nest::Seq(vec![*inner]),
+                2 => Nest::Map(BTreeMap::from([("k".to_string(), *inner)])),
+                _ => Nest::Tuple((7, inner)),
+            }
+        }
+        (0..4).map(|kind| down(depth, kind)).collect()
+    }
+
+    /// JSON's depth limit is serde_json's own: a value at it is passed and reads back; one
+    /// level deeper is refused, and serde_json could not have read it.
+    #[test]
+    fn json_refuses_what_nests_deeper_than_serde_json_reads() {
+        // Even depths only (each variant is two levels); the limit is odd, so the deepest
+        // passing value is one under it, plus a plain sequence at exactly the limit.
+        for nest in nests(JSON_MAX_DEPTH - 1) {
+            assert_eq!(ambiguous(&nest, true), None);
+            let text = serde_json::to_string(&nest).unwrap();
+            assert_eq!(serde_json::from_str::<Nest>(&text).unwrap(), nest);
+        }
+        for nest in nests(JSON_MAX_DEPTH + 1) {
+            let said = ambiguous(&nest, true).expect("refused");
+            assert!(said.contains("more than 127 deep"), "{said}");
+            let text = serde_json::to_string(&nest).unwrap();
+            let e = serde_json::from_str::<Nest>(&text).unwrap_err();
+            assert!(e.to_string().contains("recursion limit"), "{e}");
+            // Pickle has its own limit (`pickle::MAX_DEPTH`), checked by its writer.
+            assert_eq!(ambiguous(&nest, false), None);
+        }
+        let seq =
+            |depth: u32| (1..depth).fold(serde_json::json!([1]), |v, _| serde_json::json!([v]));
+        assert_eq!(ambiguous(&seq(JSON_MAX_DEPTH), true), None);
+        let text = seq(JSON_MAX_DEPTH).to_string();
+        assert!(serde_json::from_str::<serde_json::Value>(&text).is_ok());
+        assert!(ambiguous(&seq(JSON_MAX_DEPTH + 1), true).is_some());
+        let text = seq(JSON_MAX_DEPTH + 1).to_string();
+        assert!(serde_json::from_str::<serde_json::Value>(&text).is_err());
+    }
 
     #[test]
     fn some_of_a_nothing_is_named_in_both_formats() {

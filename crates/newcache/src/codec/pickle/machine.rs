@@ -113,9 +113,7 @@ impl Machine {
 
     pub(super) fn push(&mut self, slot: Slot) -> Result<(), CodecError> {
         if slot.depth > SCAN_DEPTH {
-            return Err(err(format!(
-                "the pickle nests containers deeper than {MAX_DEPTH}"
-            )));
+            return Err(too_deep());
         }
         // Counted as they come: the model of millions of values took gigabytes before the
         // check of the whole tree ran (an outside audit: 5.46 GB for 32 KB compressed).
@@ -175,9 +173,7 @@ impl Machine {
         }
         let top = self.top()?;
         if top.depth > SCAN_DEPTH {
-            return Err(err(format!(
-                "the pickle nests containers deeper than {MAX_DEPTH}"
-            )));
+            return Err(too_deep());
         }
         Ok(())
     }
@@ -236,9 +232,7 @@ impl Machine {
                     }
                     _ => {
                         if path.len() >= SCAN_DEPTH as usize {
-                            return Err(err(format!(
-                                "the pickle nests containers deeper than {MAX_DEPTH}"
-                            )));
+                            return Err(too_deep());
                         }
                         if let Some(s) = state.get_mut(c) {
                             *s = State::Open;
@@ -254,11 +248,11 @@ impl Machine {
             }
             let total = path.iter().map(|p| p.2).fold(0u64, u64::saturating_add);
             if total > limit || child_depth > SCAN_DEPTH {
-                return Err(err(if total > limit {
-                    format!("the pickle's shared references expand past {limit} bytes")
+                return Err(if total > limit {
+                    err(format!("the pickle's shared references (one object referred to again and again, as Python's [s] * 6000 does) expand past {limit} bytes once each is read as a value of its own, more than newcache reads (Python keeps them shared); read its bytes with get_raw, or store it without repeating a large object"))
                 } else {
-                    format!("the pickle nests containers deeper than {MAX_DEPTH}")
-                }));
+                    too_deep()
+                });
             }
         }
         Ok(root_depth)
@@ -347,6 +341,14 @@ impl Machine {
         }
         Ok(())
     }
+}
+
+/// A pickle nesting containers deeper than [`MAX_DEPTH`]: refused, as newcache reads values
+/// recursively (Python reads it; its own limit is the interpreter's).
+fn too_deep() -> CodecError {
+    err(format!(
+        "the pickle nests containers deeper than {MAX_DEPTH}, more than newcache reads (Python reads it); read its bytes with get_raw, or store it flatter"
+    ))
 }
 
 #[cfg(test)]
