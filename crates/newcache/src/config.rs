@@ -386,6 +386,33 @@ mod tests {
             ("newcache://a/?transport=udp", "transport"),
             ("newcache://a/?key_function=md5", "key_function"),
             ("newcache://a/?key_prefix=x", "key_prefix"),
+            // A setting the chosen key function or transport does not take was dropped
+            // without a word (an outside audit).
+            (
+                "newcache://a/?key_function=django&flavor=staging",
+                "give key_prefix instead of flavor",
+            ),
+            ("newcache://a/?name=%0A", "only spaces and line breaks"),
+            #[cfg(feature = "binary")]
+            (
+                "newcache://a/?transport=libmemcached&max_idle=1",
+                "max_idle is the text transport's setting",
+            ),
+            #[cfg(feature = "binary")]
+            (
+                "newcache://a/?binary=true&protocol=meta",
+                "protocol is the text transport's setting",
+            ),
+            #[cfg(feature = "binary")]
+            (
+                "newcache://a/?binary=true&async_connections=2",
+                "async_connections is the text transport's setting",
+            ),
+            #[cfg(feature = "binary")]
+            (
+                "newcache://a/?transport=libmemcached&async_queue=8",
+                "async_queue is the text transport's setting",
+            ),
             (
                 "newcache://a/?behaviors.buffer_requests=true",
                 "buffer_requests",
@@ -539,6 +566,12 @@ mod tests {
         assert!(built(base().flavor("a b")).contains("flavor or version makes every key invalid"));
         assert!(built(base().django_keys("x\ny"))
             .contains("key_prefix or version makes every key invalid"));
+        // The built-in key function's settings beside another key function were dropped.
+        assert!(built(base().django_keys("p").flavor("x")).contains("instead of flavor"));
+        let own = |key: &str| format!("mine:{key}");
+        assert!(built(base().flavor("x").key_function(own)).contains("drop flavor"));
+        assert!(built(base().django_keys("p").key_function(own)).contains("give one"));
+        assert!(base().version(2).key_function(own).build().is_ok());
         // What the URL refuses while parsing, the builder refused nowhere (an outside audit):
         // credentials without libmemcached's binary protocol, behaviors the transport does
         // not take, an XFetch beta that is not a positive number, zero size limits.

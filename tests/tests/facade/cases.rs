@@ -27,7 +27,8 @@ struct Env {
     clock: ManualClock,
 }
 
-/// A fresh memcached and a cache on it with flavor `test`, version 1, a manual clock at the
+/// A fresh memcached and a cache on it with flavor `test` (unless the parameters choose
+/// Django's key function), version 1, a manual clock at the
 /// present, and the URL's extra parameters.
 fn env(params: &str) -> Env {
     env_on(Memcached::start(), params)
@@ -36,8 +37,14 @@ fn env(params: &str) -> Env {
 /// [`env`] on a memcached of the caller's.
 fn env_on(server: Memcached, params: &str) -> Env {
     let clock = ManualClock::at_secs(newcache::Clock::now_secs(&newcache::SystemClock));
+    // Django's key function takes a key_prefix, not a flavor (which building refuses).
+    let flavor = if params.contains("key_function=django") {
+        ""
+    } else {
+        "flavor=test&"
+    };
     let url = format!(
-        "newcache://{}/?flavor=test&version=1&{TRANSPORT}&{params}",
+        "newcache://{}/?{flavor}version=1&{TRANSPORT}&{params}",
         server.addr()
     );
     let cache = newcache::Builder::from_url(&url)

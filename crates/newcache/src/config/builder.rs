@@ -92,7 +92,9 @@ impl Builder {
         self
     }
 
-    /// The key flavor (django-newcache's `FLAVOR`).
+    /// The key flavor (django-newcache's `FLAVOR`), for the newcache key function (the
+    /// default): building refuses it beside [`django_keys`](Builder::django_keys) (Django's
+    /// keys take a prefix instead) or a key function of your own.
     pub fn flavor(mut self, flavor: impl Into<String>) -> Self {
         self.config.flavor = flavor.into();
         self
@@ -113,7 +115,9 @@ impl Builder {
     }
 
     /// A custom key function (django-newcache's `CACHE_KEY_MODULE`): any [`KeyFunction`],
-    /// including a `Fn(&str) -> String` closure. Flavor and version are then its business.
+    /// including a `Fn(&str) -> String` closure. Flavor and version are then its business:
+    /// building refuses a [`flavor`](Builder::flavor) or [`django_keys`](Builder::django_keys)
+    /// given beside it (they would be dropped).
     pub fn key_function(mut self, key_function: impl KeyFunction + 'static) -> Self {
         self.key_function = Some(Arc::new(key_function));
         self
@@ -387,6 +391,21 @@ impl Builder {
     fn core(self, transport: &str, supports_meta: bool, custom_transport: bool) -> Result<Core> {
         let config = self.config;
         let key_function = self.key_function;
+        // The built-in key function's settings beside a key function of the caller's own
+        // were dropped without a word: a flavor meant to keep environments apart kept
+        // nothing apart (an outside audit).
+        if key_function.is_some() {
+            if config.key_function != KeyFunctionKind::Newcache {
+                return Err(bad(
+                    "Builder::key_function and django_keys (key_function=django) both choose the key function; give one",
+                ));
+            }
+            if !config.flavor.is_empty() {
+                return Err(bad(
+                    "flavor is the built-in key function's; a key function of your own (Builder::key_function) makes the whole key, flavor included: drop flavor",
+                ));
+            }
+        }
         // A transport or policy of the caller's own is taken as it is.
         let built_in = !custom_transport && self.policy.is_none();
         let policy: Arc<dyn StalePolicy> = match self.policy {

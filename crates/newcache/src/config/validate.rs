@@ -38,7 +38,7 @@ impl Config {
         if self.name.trim().is_empty() {
             // It labels every metric and span (`cache=""` told no one which cache it was).
             return Err(bad(
-                "name is empty; give the cache a name for its metrics and traces, or leave name= out for the default (default)",
+                "name is empty or only spaces and line breaks; give the cache a name for its metrics and traces, or leave name= out for the default (default)",
             ));
         }
         for (name, timeout, default) in [
@@ -96,6 +96,28 @@ impl Config {
                         "{name}={} ms is over what libmemcached takes ({} ms: it keeps its socket timeouts in microseconds, in 32 bits); give a shorter one",
                         timeout.as_millis(),
                         MOST.as_millis()
+                    )));
+                }
+            }
+        }
+        if let TransportKind::Libmemcached { .. } = self.transport {
+            // The text transport's own settings: libmemcached took them and did nothing
+            // (an outside audit: max_idle=1 kept 8 idle connections).
+            for (name, changed) in [
+                (
+                    "max_idle",
+                    self.max_idle_per_server != defaults.max_idle_per_server,
+                ),
+                ("protocol", self.protocol != defaults.protocol),
+                (
+                    "async_connections",
+                    self.async_connections != defaults.async_connections,
+                ),
+                ("async_queue", self.async_queue != defaults.async_queue),
+            ] {
+                if changed {
+                    return Err(bad(format_args!(
+                        "{name} is the text transport's setting, which libmemcached does not take (its pool is max_connections handles, its protocol binary=true or not, and an AsyncCache runs on the text transport); drop {name}, or use transport=text"
                     )));
                 }
             }
@@ -248,6 +270,13 @@ impl Config {
             )));
         }
         self.validate_tls()?;
+        // Django's key function has no flavor: one given was dropped, and two services
+        // that a flavor was to keep apart shared every key (an outside audit).
+        if !self.flavor.is_empty() && self.key_function != KeyFunctionKind::Newcache {
+            return Err(bad(
+                "flavor goes with the newcache key function; Django's (key_function=django) keeps caches apart by key_prefix: give key_prefix instead of flavor",
+            ));
+        }
         let setting = match self.key_function {
             KeyFunctionKind::Newcache => "flavor",
             KeyFunctionKind::Django { .. } => "key_prefix",
