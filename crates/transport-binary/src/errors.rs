@@ -102,10 +102,19 @@ struct Failure<'a> {
     command: &'a str,
     /// For `MEMCACHED_TIMEOUT`: the timeout that expired
     /// ([`BinaryTransport::expired_timeout`]).
-    waited: Duration,
+    waited: Expired,
     /// For a server libmemcached leaves alone or has ejected: how long until it is tried
     /// again ([`BinaryTransport::retry_in`]).
     retry_in: Duration,
+}
+
+/// Which of libmemcached's timeouts expired, and its length.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Expired {
+    /// `connect_timeout`: no connection was made, so nothing was sent.
+    Connect(Duration),
+    /// `_poll_timeout`: a reply (or a send) did not come in time.
+    Poll(Duration),
 }
 
 fn io_kind(errno: i32) -> io::ErrorKind {
@@ -248,9 +257,10 @@ impl BinaryTransport {
     /// same message (`time out`, from one line of its `io.cc`), and no call tells its state,
     /// so the transport decides from what the two waits leave behind:
     ///
-    /// 1. A wait that expires has lasted its whole timeout. A call that took less than one
-    ///    of the two timeouts (and at least the other) cannot have waited for that one to
-    ///    expire: the other did. With the defaults (250 ms connect, 500 ms poll) this
+    /// 1. A wait that expires has lasted its whole timeout (less up to a millisecond:
+    ///    libmemcached counts whole ones). A call that took less than one of the two
+    ///    timeouts (and at least the other) cannot have waited for that one to expire: the
+    ///    other did. With the defaults (250 ms connect, 500 ms poll) this
     ///    decides every connect timeout to a server with one address.
     /// 2. A call that lasted both is named after the longer timeout, which is the likelier:
     ///    the shorter one would have had to expire several times (one connect per address
@@ -262,14 +272,21 @@ impl BinaryTransport {
     /// `receive_timeout` and `send_timeout` (`SO_RCVTIMEO`, `SO_SNDTIMEO`) never expire as
     /// such: libmemcached's sockets are non-blocking and it waits in `poll()` with
     /// `_poll_timeout`, so that is what a read or write timeout reports.
-    fn expired_timeout(&self, h: &Handle, server: &str) -> Duration {
+    fn expired_timeout(&self, h: &Handle, server: &str) -> Expired {
         let (connect, poll) = (self.connect_timeout, self.poll_of(h));
-        let took = h.elapsed();
+        // libmemcached keeps its timeouts in whole milliseconds, and a shortened poll
+        // timeout is cut to them: a poll wait that expired may have lasted up to a
+        // millisecond less than the `Duration` asked (374.10 ms of 374.28 ms, measured),
+        // which read as "under the poll timeout, so the connect's" and named a reply's
+        // timeout a failure to connect.
+        let took = h.elapsed() + Duration::from_millis(2);
         match (took >= connect, took >= poll) {
-            (true, false) => connect,
-            (false, true) => poll,
-            _ if connect > poll && self.last_disconnected(h).as_deref() == Some(server) => connect,
-            _ => poll,
+            (true, false) => Expired::Connect(connect),
+            (false, true) => Expired::Poll(poll),
+            _ if connect > poll && self.last_disconnected(h).as_deref() == Some(server) => {
+                Expired::Connect(connect)
+            }
+            _ => Expired::Poll(poll),
         }
     }
 
@@ -320,7 +337,8 @@ impl BinaryTransport {
     /// libmemcached's message, except four typed cases whose message adds nothing:
     ///
     /// * `MEMCACHED_TIMEOUT` is [`Error::Timeout`] with the timeout that expired
-    ///   ([`BinaryTransport::expired_timeout`]); libmemcached's detail is then only `time out`
+    ///   ([`BinaryTransport::expired_timeout`]), or [`Error::Connect`] (`TimedOut`) when
+    ///   that was the connect timeout; libmemcached's detail is then only `time out`
     ///   (or `timeout was set to zero`, `timeout on interrupt or restart`) and the server.
     ///   libmemcached 1.1.4 also reports a name lookup that could not finish (getaddrinfo's
     ///   `EAI_AGAIN`) as a timeout, with the resolver's text as detail: that is a failure to
@@ -402,9 +420,18 @@ impl BinaryTransport {
             MEMCACHED_TIMEOUT => {
                 let detail = message.detail().to_ascii_lowercase();
                 if detail.is_empty() || detail.contains("time") {
-                    Error::Timeout {
-                        server,
-                        after: waited,
+                    match waited {
+                        Expired::Poll(after) => Error::Timeout { server, after },
+                        // No connection, so nothing sent: a failure to connect, as the text
+                        // transport reports it. It was a timeout ("may or may not have
+                        // run ... raise the read/write timeout": an outside audit).
+                        Expired::Connect(after) => Error::Connect {
+                            server,
+                            source: io::Error::new(
+                                io::ErrorKind::TimedOut,
+                                format!("connecting timed out after {after:?} (connect_timeout)"),
+                            ),
+                        },
                     }
                 } else {
                     Error::Connect {
@@ -574,7 +601,7 @@ mod tests {
             errno: 0,
             server: "cache:11211".into(),
             command: "get",
-            waited: DEFAULT_POLL_TIMEOUT,
+            waited: Expired::Poll(DEFAULT_POLL_TIMEOUT),
             retry_in: Duration::ZERO,
         };
         // libmemcached's own text for a poll timeout (copied from a real one).

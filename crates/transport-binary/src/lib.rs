@@ -224,12 +224,14 @@
 //! code and message. Four typed cases carry no message, because libmemcached's adds
 //! nothing to them:
 //!
-//! * `MEMCACHED_TIMEOUT` is [`Error::Timeout`] whose `after` is the timeout that expired:
-//!   `connect_timeout` for a connect, `_poll_timeout` for a reply or a send (libmemcached
-//!   reports both alike; how the transport tells them apart is documented on its private
-//!   `expired_timeout`, in short: by how long the call took, then by whether libmemcached
-//!   marked the server as disconnected). A name lookup libmemcached reports as a timeout
-//!   (`EAI_AGAIN`) is [`Error::Connect`] with the resolver's text.
+//! * `MEMCACHED_TIMEOUT` is [`Error::Timeout`] whose `after` is `_poll_timeout`, for a
+//!   reply or a send that did not come in time; a connect that did not complete within
+//!   `connect_timeout` is [`Error::Connect`] (`TimedOut`, naming it), as on the text
+//!   transport: nothing was sent. libmemcached reports both alike; how the transport tells
+//!   them apart is documented on its private `expired_timeout`, in short: by how long the
+//!   call took, then by whether libmemcached marked the server as disconnected. A name
+//!   lookup libmemcached reports as a timeout (`EAI_AGAIN`) is [`Error::Connect`] with the
+//!   resolver's text.
 //! * `MEMCACHED_ERROR` in text mode is the server's `ERROR` reply, memcached's answer to a
 //!   command it does not know (`touch` before memcached 1.4.8): [`Error::Unsupported`]. The
 //!   same value is `MEMCACHED_CONNECTION_SOCKET_CREATE_FAILURE`, and the binary protocol

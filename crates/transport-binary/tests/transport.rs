@@ -488,14 +488,23 @@ fn a_connect_that_times_out_reports_the_connect_timeout(binary: bool) {
             c.behaviors.set("_poll_timeout", &poll.to_string()).unwrap();
         });
         let started = Instant::now();
+        // A failure to connect, as the text transport reports it (nothing was sent), naming
+        // the connect timeout.
         match t.get(b"k") {
-            Err(Error::Timeout { server, after }) => assert_eq!(
-                (server.as_str(), after),
-                (addr.as_str(), Duration::from_millis(connect)),
+            Err(Error::Connect { server, source }) => assert_eq!(
+                (server.as_str(), source.kind(), source.to_string()),
+                (
+                    addr.as_str(),
+                    std::io::ErrorKind::TimedOut,
+                    format!(
+                        "connecting timed out after {:?} (connect_timeout)",
+                        Duration::from_millis(connect)
+                    )
+                ),
                 "connect {connect} ms, poll {poll} ms"
             ),
             other => {
-                panic!("connect {connect} ms, poll {poll} ms: expected a timeout, got {other:?}")
+                panic!("connect {connect} ms, poll {poll} ms: expected a connect timeout, got {other:?}")
             }
         }
         let took = started.elapsed();
@@ -506,7 +515,7 @@ fn a_connect_that_times_out_reports_the_connect_timeout(binary: bool) {
         // The only server is never left alone: the next request tries it again.
         assert!(matches!(
             t.store(&Store::set(b"k", b"v", 0, 0)),
-            Err(Error::Timeout { .. })
+            Err(Error::Connect { .. })
         ));
     }
     // A server that accepts and never answers, with a connect timeout longer than the poll
