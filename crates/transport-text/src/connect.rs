@@ -6,9 +6,7 @@ use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::os::unix::net::UnixStream;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
-use std::time::Duration;
-#[cfg(feature = "tls")]
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use newcache_transport::{Error, Result};
 
@@ -72,26 +70,18 @@ impl TextTransport {
                 return Ok(Socket::unix(stream));
             }
         };
+        // The name's lookup counts in the connect timeout too, as on the async transport;
+        // the system's resolver cannot be cut short, but what it leaves is all the
+        // addresses get.
+        let deadline = Instant::now() + self.config.connect_timeout;
         let addrs: Vec<SocketAddr> = address.to_socket_addrs().map_err(connect_err)?.collect();
-        let mut last = io::Error::new(io::ErrorKind::NotFound, "the host has no address");
-        for addr in addrs {
-            match TcpStream::connect_timeout(&addr, self.config.connect_timeout) {
-                Ok(stream) => {
-                    if let Err(e) = not_to_itself(stream.local_addr(), stream.peer_addr()) {
-                        last = e;
-                        continue;
-                    }
-                    let setup = stream
-                        .set_nodelay(true)
-                        .and_then(|()| stream.set_read_timeout(Some(self.config.read_timeout)))
-                        .and_then(|()| stream.set_write_timeout(Some(self.config.write_timeout)));
-                    setup.map_err(connect_err)?;
-                    return Ok(Socket::tcp(stream));
-                }
-                Err(e) => last = e,
-            }
-        }
-        Err(connect_err(last))
+        let stream = connect_within(&addrs, deadline).map_err(connect_err)?;
+        let setup = stream
+            .set_nodelay(true)
+            .and_then(|()| stream.set_read_timeout(Some(self.config.read_timeout)))
+            .and_then(|()| stream.set_write_timeout(Some(self.config.write_timeout)));
+        setup.map_err(connect_err)?;
+        Ok(Socket::tcp(stream))
     }
 
     pub(crate) fn new_conn(&self, stream: Stream, wire: Wire, permit: Permit<Conn>) -> Conn {
@@ -347,6 +337,31 @@ impl TextTransport {
 /// range, down): the SYN meets itself and the connection opens (TCP's simultaneous open),
 /// and what is written on it is read back as the reply. Such a connection is refused, as
 /// a connect to a closed port is.
+/// A TCP connection to the first of `addrs` that takes one by `deadline`, each tried in
+/// turn with the time left: a host whose every address is down costs one connect timeout,
+/// not one per address (an outside audit: three blackholed addresses of one name took
+/// 3 x 200 ms here, 200 ms on the async transport).
+fn connect_within(addrs: &[SocketAddr], deadline: Instant) -> io::Result<TcpStream> {
+    let mut last = io::Error::new(io::ErrorKind::NotFound, "the host has no address");
+    for addr in addrs {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!("no connection by the connect timeout (the last try: {last})"),
+            ));
+        }
+        match TcpStream::connect_timeout(addr, left) {
+            Ok(stream) => match not_to_itself(stream.local_addr(), stream.peer_addr()) {
+                Ok(()) => return Ok(stream),
+                Err(e) => last = e,
+            },
+            Err(e) => last = e,
+        }
+    }
+    Err(last)
+}
+
 pub(crate) fn not_to_itself(
     local: io::Result<SocketAddr>,
     peer: io::Result<SocketAddr>,
@@ -369,4 +384,50 @@ enum Judged {
     Meta(Conn),
     /// Classic: the connection's place, to open another in.
     Classic(Permit<Conn>),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use newcache_testkit::Blackhole;
+    use std::net::TcpListener;
+
+    fn addr(s: &str) -> SocketAddr {
+        s.parse().unwrap()
+    }
+
+    /// A host whose two addresses are both down (connects time out) costs one connect
+    /// timeout between them, and says it timed out.
+    #[test]
+    fn every_address_down_costs_one_connect_timeout() {
+        let (a, b) = (Blackhole::start(), Blackhole::start());
+        let started = Instant::now();
+        let e = connect_within(
+            &[addr(&a.addr()), addr(&b.addr())],
+            started + Duration::from_millis(300),
+        )
+        .unwrap_err();
+        let took = started.elapsed();
+        assert_eq!(e.kind(), io::ErrorKind::TimedOut, "{e}");
+        assert!(
+            took >= Duration::from_millis(290) && took < Duration::from_millis(550),
+            "{took:?}"
+        );
+    }
+
+    /// An address that refuses at once leaves the next the time: it is connected.
+    #[test]
+    fn a_refused_address_gives_way_to_the_next() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let open = listener.local_addr().unwrap();
+        let closed = {
+            let l = TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap()
+        };
+        let stream =
+            connect_within(&[closed, open], Instant::now() + Duration::from_millis(300)).unwrap();
+        assert_eq!(stream.peer_addr().unwrap(), open);
+        let e = connect_within(&[], Instant::now() + Duration::from_millis(300)).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::NotFound);
+    }
 }
