@@ -134,6 +134,17 @@ fn get_set_add_delete_incr_decr_flush_and_stats() {
     );
     assert_eq!(run(&["flush"]).status.code(), Some(0));
     assert_eq!(run(&["get", "fresh"]).status.code(), Some(1));
+    // With a server down, the one that answered is flushed, and the error says so.
+    assert_eq!(run(&["set", "again", "v"]).status.code(), Some(0));
+    let both = format!("newcache://{};127.0.0.1:1/", server.addr());
+    let o = cli(Some(&both), None, &["flush"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("127.0.0.1:1") && err.contains("every other server was flushed"),
+        "{err}"
+    );
+    assert_eq!(run(&["get", "again"]).status.code(), Some(1));
 }
 
 #[test]

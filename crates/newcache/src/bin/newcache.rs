@@ -270,7 +270,14 @@ fn run(cli: Cli) -> Result<Outcome, String> {
         Command::Decr(Counter { key, delta, .. }) => {
             say(&cache.decr(&key, delta).map_err(cli_error)?.to_string())?
         }
-        Command::Flush => cache.clear().map_err(cli_error)?,
+        // `clear` flushes every server it reaches: say so beside the one that failed, or an
+        // operator takes the live servers' items for still there (an outside audit).
+        Command::Flush => cache
+            .clear()
+            .map_err(|e| match cache.config().servers.len() {
+                1 => cli_error(e),
+                _ => format!("{}; every other server was flushed", cli_error(e)),
+            })?,
         Command::Stats => {
             let servers = cache.stats().map_err(cli_error)?;
             let tables: Vec<String> = servers.iter().map(stats_table).collect();
