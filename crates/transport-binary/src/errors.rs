@@ -39,8 +39,9 @@ pub(crate) fn message(h: &Handle, rc: memcached_return_t) -> String {
 /// libmemcached's text for one failure.
 #[derive(Debug, Clone)]
 struct Message {
-    /// The detailed message libmemcached recorded for the code, e.g. `(0x55d0) A TIMEOUT
-    /// OCCURRED, time out,  host: 127.0.0.1:41681 -> ./src/libmemcached/io.cc:220`, else the
+    /// The detailed message libmemcached recorded for the code, e.g. `A TIMEOUT OCCURRED,
+    /// time out,  host: 127.0.0.1:41681 -> ./src/libmemcached/io.cc:220` (the handle's
+    /// address it starts with, `(0x55d0) `, left out: [`without_pointer`]), else the
     /// code's generic text. libmemcached records details only for fatal codes and
     /// `CLIENT_ERROR` (`memcached_set_error` skips the others).
     text: String,
@@ -56,7 +57,7 @@ impl Message {
         unsafe {
             let generic = c_string(memcached_strerror(h.as_ptr(), rc));
             let text = if memcached_last_error(h.as_ptr()) == rc {
-                c_string(memcached_last_error_message(h.as_ptr()))
+                without_pointer(c_string(memcached_last_error_message(h.as_ptr())))
             } else {
                 generic.clone()
             };
@@ -115,6 +116,23 @@ enum Expired {
     Connect(Duration),
     /// `_poll_timeout`: a reply (or a send) did not come in time.
     Poll(Duration),
+}
+
+/// libmemcached's detailed message without the handle's address it starts with
+/// (`(0x55eabf278150) CONNECTION FAILURE, ...`): it told a reader nothing and made the same
+/// failure's message differ from one call to the next (an outside audit).
+fn without_pointer(text: String) -> String {
+    let stripped = text.strip_prefix("(0x").and_then(|rest| {
+        let end = rest.find(") ")?;
+        let hex = rest.get(..end)?;
+        (!hex.is_empty() && hex.bytes().all(|b| b.is_ascii_hexdigit()))
+            .then(|| rest.get(end + 2..))
+            .flatten()
+    });
+    match stripped {
+        Some(rest) => rest.to_string(),
+        None => text,
+    }
 }
 
 fn io_kind(errno: i32) -> io::ErrorKind {
@@ -584,6 +602,23 @@ mod tests {
                     );
                 }
             }
+        }
+    }
+
+    #[test]
+    fn the_handles_address_is_left_out_of_a_message() {
+        assert_eq!(
+            without_pointer("(0x55eabf278150) CONNECTION FAILURE, host: a:1".into()),
+            "CONNECTION FAILURE, host: a:1"
+        );
+        for kept in [
+            "CONNECTION FAILURE",
+            "(0x) x",
+            "(0xzz) x",
+            "(0x12)x",
+            "(0x12",
+        ] {
+            assert_eq!(without_pointer(kept.into()), kept);
         }
     }
 

@@ -602,6 +602,8 @@ fn error_messages_keep_libmemcacheds_text(binary: bool) {
     let err = t.store(&Store::set(b"k", b"v", 0, 0)).unwrap_err();
     let text = err.to_string();
     assert!(text.contains(&host), "{text}");
+    // Not the handle's address libmemcached starts its message with.
+    assert!(!text.contains("(0x"), "{text}");
     assert!(
         text.contains("CONNECTION FAILURE") || text.contains("SYSTEM ERROR"),
         "{text}"
