@@ -134,6 +134,22 @@ fn get_set_add_delete_incr_decr_flush_and_stats() {
     );
     assert_eq!(run(&["flush"]).status.code(), Some(0));
     assert_eq!(run(&["get", "fresh"]).status.code(), Some(1));
+    // A missing counter and a negative delta: the advice is the commands' (it named the
+    // library's add and incr_version, and told to write `-- -5`, which failed as a delta).
+    let o = run(&["incr", "nothing"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("newcache set KEY 0 --no-herd") && !err.contains("incr_version"),
+        "{err}"
+    );
+    let o = run(&["incr", "nothing", "-5"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("decr subtracts") && !err.contains("-- -5"),
+        "{err}"
+    );
     // With a server down, the one that answered is flushed, and the error says so.
     assert_eq!(run(&["set", "again", "v"]).status.code(), Some(0));
     let both = format!("newcache://{};127.0.0.1:1/", server.addr());

@@ -133,8 +133,8 @@ struct Counter {
     /// The key, as the service names it
     #[arg(allow_hyphen_values = true)]
     key: String,
-    /// How much (default 1)
-    #[arg(default_value_t = 1)]
+    /// How much (default 1; 0 or more: `decr` subtracts)
+    #[arg(default_value_t = 1, allow_negative_numbers = true, value_parser = parse_delta)]
     delta: u64,
 }
 
@@ -299,12 +299,27 @@ fn run(cli: Cli) -> Result<Outcome, String> {
 
 /// A library error as the CLI prints it: the library's advice names its API, and a CLI
 /// user's spelling of `Ttl::Forever` is `--ttl forever`.
+/// A counter's delta: a whole number from 0 to 2^64-1. A negative one is read as a number,
+/// not as an unknown option (clap told to write `-- -5`, which then failed as a delta).
+fn parse_delta(s: &str) -> Result<u64, String> {
+    if s.starts_with('-') {
+        return Err("the delta is 0 or more; incr adds it, decr subtracts it".into());
+    }
+    s.parse()
+        .map_err(|e| format!("the delta is a whole number from 0 to 2^64-1 ({e})"))
+}
+
 fn cli_error(e: newcache::Error) -> String {
     match e {
         newcache::Error::TtlTooLong(t) => format!(
             "a TTL of {} s ends past 2038-01-19 03:14:07 UTC, the latest expiry memcached \
              can keep; use --ttl forever for a value that should not expire",
             t.secs
+        ),
+        // The library's advice names its API; here, the commands'.
+        newcache::Error::NotFound { key } => format!(
+            "{key:?} holds no value: incr and decr change an existing counter; store one \
+             first with `newcache set KEY 0 --no-herd`"
         ),
         other => other.to_string(),
     }
