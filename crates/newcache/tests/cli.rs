@@ -535,3 +535,70 @@ fn stats_with_a_server_down_shows_the_others_and_fails() {
     assert_eq!(o.status.code(), Some(0));
     assert_eq!(String::from_utf8_lossy(&o.stderr), "");
 }
+
+/// `newcache` with `input` on its stdin.
+fn cli_stdin(url: &str, args: &[&str], input: &[u8]) -> Output {
+    use std::io::Write;
+    use std::process::Stdio;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_newcache"))
+        .args(["--url", url])
+        .args(args)
+        .env_remove("NEWCACHE_URL")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("runs the newcache binary");
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(input).unwrap();
+    drop(stdin);
+    child.wait_with_output().unwrap()
+}
+
+/// An outside audit: `set` took its value from the command line only, so a value past the
+/// system's argument limit (200 KB: `Argument list too long`), bytes that are not text, or
+/// a file could not be stored. `--stdin` reads the value, `--bytes` stores it as bytes
+/// (Python reads `bytes`, where text is `str`), and bytes that are not UTF-8 need it.
+#[test]
+fn set_and_add_read_a_value_of_any_size_and_bytes_from_stdin() {
+    let server = Memcached::start();
+    let url = format!("newcache://{}/?key_function=django", server.addr());
+    let text = "line\n".repeat(60_000);
+    let o = cli_stdin(&url, &["set", "big", "--stdin"], text.as_bytes());
+    assert_eq!(o.status.code(), Some(0), "{o:?}");
+    let o = cli(Some(&url), None, &["get", "--raw", "big"]);
+    assert_eq!(o.stdout, text.as_bytes());
+    let bytes: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+    let o = cli_stdin(&url, &["set", "bin", "--stdin"], &bytes);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(err.contains("--bytes"), "{err}");
+    let o = cli_stdin(&url, &["add", "bin", "--stdin", "--bytes"], &bytes);
+    assert_eq!(o.status.code(), Some(0), "{o:?}");
+    let o = cli(Some(&url), None, &["get", "--raw", "bin"]);
+    assert_eq!(o.stdout, bytes);
+    // Python's clients read text as `str` and bytes as `bytes`.
+    let script = format!(
+        "import pylibmc; c = pylibmc.Client(['{}']); \
+         print(type(c.get(':1:big')).__name__, type(c.get(':1:bin')).__name__, len(c.get(':1:bin')))",
+        server.addr()
+    );
+    let out = Command::new("/usr/bin/python3")
+        .args(["-c", &script])
+        .output()
+        .expect("run /usr/bin/python3 (cargo xtask test installs python3-pylibmc)");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "str bytes 200000\n");
+    // A value and --stdin together, or neither, is a usage error.
+    for args in [&["set", "k", "v", "--stdin"][..], &["set", "k"]] {
+        assert_eq!(
+            cli(Some(&url), None, args).status.code(),
+            Some(2),
+            "{args:?}"
+        );
+    }
+}

@@ -4,8 +4,8 @@
 //! newcache [--url URL] key KEY              print the wire key (no server needed)
 //! newcache [--url URL] get [--raw] KEY      print the value (--raw: its bytes as stored); exit 1 on a miss,
 //!                                           2 when it is no value a reader takes
-//! newcache [--url URL] set KEY VALUE [--ttl SECS|forever] [--no-herd]
-//! newcache [--url URL] add KEY VALUE [--ttl SECS|forever] [--no-herd]   exit 1 when not stored
+//! newcache [--url URL] set KEY VALUE|--stdin [--bytes] [--ttl SECS|forever] [--no-herd]
+//! newcache [--url URL] add KEY VALUE|--stdin [--bytes] [--ttl SECS|forever] [--no-herd]   exit 1 when not stored
 //! newcache [--url URL] delete KEY
 //! newcache [--url URL] incr KEY [DELTA]     print the new value
 //! newcache [--url URL] decr KEY [DELTA]     print the new value
@@ -15,7 +15,8 @@
 //! ```
 //!
 //! The URL comes from `--url`, else `$NEWCACHE_URL`, else `newcache://127.0.0.1:11211/`.
-//! Values on the command line are stored as text (flag 16). Usage errors and failures go to
+//! Values are stored as text (flag 16, Python's `str`), or with `--bytes` as bytes (flag 0);
+//! `--stdin` reads the value from stdin (any size, where the command line has a limit). Usage errors and failures go to
 //! stderr with exit status 2. `-h`/`--help` asks for help before the command, `--help` (or
 //! `newcache help set`) after it; after a command that takes a key, `-h` is a word like any
 //! other, and `--` ends the options (`newcache set -- --help v` stores the key `--help`). `get` prints what Python
@@ -76,9 +77,19 @@ struct Store {
     /// The key, as the service names it
     #[arg(allow_hyphen_values = true)]
     key: String,
-    /// The value, stored as text
-    #[arg(allow_hyphen_values = true)]
-    value: String,
+    /// The value, stored as text (Python reads a `str`)
+    #[arg(
+        allow_hyphen_values = true,
+        required_unless_present = "stdin",
+        conflicts_with = "stdin"
+    )]
+    value: Option<String>,
+    /// Read the value from stdin instead (any size, any bytes: a file, a pipe)
+    #[arg(long)]
+    stdin: bool,
+    /// Store the value as bytes (Python reads `bytes`), not as text
+    #[arg(long)]
+    bytes: bool,
     /// Seconds, or `forever` [default: the URL's `timeout`, 300 s unless set]
     #[arg(long, value_parser = parse_ttl, value_name = "SECS|forever")]
     ttl: Option<TtlArg>,
@@ -87,7 +98,36 @@ struct Store {
     no_herd: bool,
 }
 
+/// A value to store: text (flag 16, Python's `str`) or bytes (flag 0, `bytes`).
+enum Value {
+    Text(String),
+    Bytes(Vec<u8>),
+}
+
 impl Store {
+    /// The value given, or read from stdin; text unless `--bytes`, and then it must be
+    /// UTF-8.
+    fn value(&self) -> Result<Value, String> {
+        let given = match &self.value {
+            Some(text) => text.clone().into_bytes(),
+            None => {
+                let mut read = Vec::new();
+                std::io::Read::read_to_end(&mut std::io::stdin().lock(), &mut read)
+                    .map_err(|e| format!("reading the value from stdin: {e}"))?;
+                read
+            }
+        };
+        if self.bytes {
+            return Ok(Value::Bytes(given));
+        }
+        String::from_utf8(given).map(Value::Text).map_err(|e| {
+            format!(
+                "the value is not UTF-8 text (from its byte at offset {} on); add --bytes to store it as bytes",
+                e.utf8_error().valid_up_to()
+            )
+        })
+    }
+
     fn options(&self) -> SetOptions {
         let options = SetOptions::new(self.ttl.map_or(Ttl::Default, |t| t.0));
         if self.no_herd {
@@ -250,14 +290,17 @@ fn run(cli: Cli) -> Result<Outcome, String> {
                 }
             }
         }
-        Command::Set(store) => cache
-            .set(&store.key, store.value.as_str(), store.options())
-            .map_err(cli_error)?,
+        Command::Set(store) => match store.value()? {
+            Value::Text(text) => cache.set(&store.key, text.as_str(), store.options()),
+            Value::Bytes(bytes) => cache.set(&store.key, bytes.as_slice(), store.options()),
+        }
+        .map_err(cli_error)?,
         Command::Add(store) => {
-            if !cache
-                .add(&store.key, store.value.as_str(), store.options())
-                .map_err(cli_error)?
-            {
+            let added = match store.value()? {
+                Value::Text(text) => cache.add(&store.key, text.as_str(), store.options()),
+                Value::Bytes(bytes) => cache.add(&store.key, bytes.as_slice(), store.options()),
+            };
+            if !added.map_err(cli_error)? {
                 return Ok(Outcome::No);
             }
         }
