@@ -13,6 +13,22 @@ use crate::errors::out_of_memory;
 use crate::pool::{Handle, ResultBuf};
 use crate::BinaryTransport;
 
+/// The most request bytes one multi-get round writes. libmemcached writes a whole
+/// multi-get's requests before it reads a reply, and memcached stops reading requests
+/// while the replies it has written wait to be read: requests past what the sockets'
+/// buffers hold never finished going out, and the call hung, waiting on its poll timeout
+/// again and again (an outside audit: a `get_many` of 70,000 keys over the binary
+/// protocol never returned; over the text protocol 300,000 timed out). A round this size
+/// fits in the server's receive buffer (128 KB by Linux's default) whatever the server
+/// does meanwhile.
+pub(crate) const ROUND_BYTES: usize = 64 * 1024;
+
+/// What `key` costs a multi-get's request: the binary protocol's 24-byte header and the
+/// key (more than the text protocol's space and key).
+fn request_bytes(key: &[u8]) -> usize {
+    key.len() + 24
+}
+
 impl BinaryTransport {
     /// [`Transport::get_many`](newcache_transport::Transport::get_many), with `sent` run
     /// once the request is written and before the replies are read.
@@ -21,10 +37,48 @@ impl BinaryTransport {
     /// before reading a reply). A server that is left alone, or fails during the call,
     /// leaves its keys as misses, as in the text transport; the call fails only when every
     /// server failed, or one failed otherwise than by being unreachable, hung or down.
+    ///
+    /// A multi-get whose requests pass [`ROUND_BYTES`] goes out in rounds of at most that
+    /// much, one after another ([`get_many_in_rounds`](Self::get_many_in_rounds)).
     pub(crate) fn get_many_then(&self, keys: &[&[u8]], sent: &dyn Fn()) -> Result<ManyRead> {
         for key in keys {
             check_key(key)?;
         }
+        if keys.iter().map(|k| request_bytes(k)).sum::<usize>() > ROUND_BYTES {
+            return self.get_many_in_rounds(keys, sent);
+        }
+        self.get_many_round(keys, sent)
+    }
+
+    /// [`get_many_then`](Self::get_many_then) in rounds of at most [`ROUND_BYTES`] of
+    /// requests each, their answers put together in the order of `keys`; `sent` is told
+    /// once the last round is out. A round that fails fails the call, as one multi-get
+    /// would (every server failed, or one otherwise than by being unreachable or hung).
+    fn get_many_in_rounds(&self, keys: &[&[u8]], sent: &dyn Fn()) -> Result<ManyRead> {
+        let mut items = Vec::with_capacity(keys.len());
+        let mut unread = Vec::new();
+        let mut start = 0;
+        while start < keys.len() {
+            let (mut end, mut bytes) = (start, 0);
+            while let Some(key) = keys.get(end) {
+                if end > start && bytes + request_bytes(key) > ROUND_BYTES {
+                    break;
+                }
+                bytes += request_bytes(key);
+                end += 1;
+            }
+            let round = keys.get(start..end).unwrap_or_default();
+            let last = end >= keys.len();
+            let read = self.get_many_round(round, if last { sent } else { &|| {} })?;
+            unread.extend(read.unread.into_iter().map(|(i, e)| (i + start, e)));
+            items.extend(read.items);
+            start = end;
+        }
+        Ok(ManyRead::with_unread(items, unread))
+    }
+
+    /// One round of [`get_many_then`](Self::get_many_then): its keys checked already.
+    fn get_many_round(&self, keys: &[&[u8]], sent: &dyn Fn()) -> Result<ManyRead> {
         if keys.is_empty() {
             return Ok(ManyRead::all(Vec::new()));
         }
