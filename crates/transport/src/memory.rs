@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::{
-    check_key, BoxFuture, Error, Item, MetaItem, Result, ServerStats, Store, StoreMode,
+    check_key, BoxFuture, Error, Item, ManyStore, MetaItem, Result, ServerStats, Store, StoreMode,
     StoreStatus, Transport, DEFAULT_ITEM_SIZE_LIMIT, MAX_RELATIVE_EXPTIME,
 };
 
@@ -271,7 +271,13 @@ impl State {
         } else {
             current.saturating_sub(delta)
         };
-        entry.value = new.to_string().into_bytes();
+        // memcached writes a result no longer than the value in place, padded with spaces
+        // to the value's length ("100" decremented is "99 "), and a longer one anew.
+        let mut digits = new.to_string().into_bytes();
+        if digits.len() < entry.value.len() {
+            digits.resize(entry.value.len(), b' ');
+        }
+        entry.value = digits;
         entry.cas = cas;
         self.new_cas();
         if incr {
@@ -399,6 +405,36 @@ fn system_clock() -> u64 {
 }
 
 impl MemoryTransport {
+    /// Every request run in order under one lock: each one's status, and those refused as
+    /// over the item size limit (a `set`'s key deleted), each with its error.
+    #[allow(clippy::type_complexity)]
+    fn store_batch(
+        &self,
+        requests: &[Store<'_>],
+    ) -> Result<(Vec<StoreStatus>, Vec<(usize, Error)>)> {
+        requests.iter().try_for_each(|r| check_key(r.key))?;
+        requests
+            .iter()
+            .try_for_each(|r| crate::check_exptime(r.exptime))?;
+        let now = self.now();
+        let limit = self.inner.item_size_limit;
+        let mut state = self.state();
+        let mut refused = Vec::new();
+        let statuses = requests
+            .iter()
+            .enumerate()
+            .map(|(i, r)| match self.check_size(r) {
+                Ok(()) => state.store(r, limit, now),
+                Err(e) => {
+                    state.refuse(r, now);
+                    refused.push((i, e));
+                    StoreStatus::NotStored
+                }
+            })
+            .collect();
+        Ok((statuses, refused))
+    }
+
     /// An empty store with memcached's default item size limit of 1 MiB
     /// ([`DEFAULT_ITEM_SIZE_LIMIT`]), on the system clock.
     pub fn new() -> Self {
@@ -567,6 +603,12 @@ impl crate::AsyncTransport for MemoryTransport {
     ) -> BoxFuture<'a, Result<Vec<StoreStatus>>> {
         answer(Transport::store_many(self, requests))
     }
+    fn store_many_each<'a>(
+        &'a self,
+        requests: &'a [Store<'a>],
+    ) -> BoxFuture<'a, Result<ManyStore>> {
+        answer(Transport::store_many_each(self, requests))
+    }
     fn delete<'a>(&'a self, key: &'a [u8]) -> BoxFuture<'a, Result<bool>> {
         answer(Transport::delete(self, key))
     }
@@ -654,29 +696,17 @@ impl Transport for MemoryTransport {
     /// by itself (a `set`'s key deleted) and the call then answers the first such refusal,
     /// as [`Transport::store_many`] says.
     fn store_many(&self, requests: &[Store<'_>]) -> Result<Vec<StoreStatus>> {
-        requests.iter().try_for_each(|r| check_key(r.key))?;
-        requests
-            .iter()
-            .try_for_each(|r| crate::check_exptime(r.exptime))?;
-        let now = self.now();
-        let limit = self.inner.item_size_limit;
-        let mut state = self.state();
-        let mut refused = None;
-        let statuses = requests
-            .iter()
-            .map(|r| match self.check_size(r) {
-                Ok(()) => state.store(r, limit, now),
-                Err(e) => {
-                    state.refuse(r, now);
-                    refused.get_or_insert(e);
-                    StoreStatus::NotStored
-                }
-            })
-            .collect();
-        match refused {
-            Some(e) => Err(e),
-            None => Ok(statuses),
-        }
+        let (statuses, refused) = self.store_batch(requests)?;
+        ManyStore::all(statuses).into_statuses(refused)
+    }
+
+    /// [`Self::store_many`], the refused requests listed in [`ManyStore::failed`] (each with
+    /// its [`Error::ValueTooLarge`]) as the servers' transports list them: the default
+    /// answered the first refusal alone, so a caller's `Error::PartlyStored` against a
+    /// server was a bare `ValueTooLarge` naming no key here (an outside audit).
+    fn store_many_each(&self, requests: &[Store<'_>]) -> Result<ManyStore> {
+        let (statuses, refused) = self.store_batch(requests)?;
+        Ok(ManyStore::all(statuses).with_refused(refused))
     }
 
     fn delete(&self, key: &[u8]) -> Result<bool> {
@@ -945,7 +975,18 @@ mod tests {
         set(&t, b"n", b"18446744073709551615", 0);
         assert_eq!(t.incr(b"n", 2).unwrap(), Some(1));
         assert_eq!(t.decr(b"n", 5).unwrap(), Some(0));
-        assert_eq!(t.get(b"n").unwrap().unwrap().value, b"0");
+        // Padded to the value's length with spaces, as memcached 1.6.18 leaves it (checked
+        // on the wire: `incr` of 18446744073709551615 by 2, then `get`, is "1" and 19
+        // spaces); a longer result is stored anew.
+        assert_eq!(
+            t.get(b"n").unwrap().unwrap().value,
+            format!("{:<20}", 0).as_bytes()
+        );
+        set(&t, b"m", b"99", 0);
+        assert_eq!(t.incr(b"m", 1).unwrap(), Some(100));
+        assert_eq!(t.get(b"m").unwrap().unwrap().value, b"100");
+        assert_eq!(t.decr(b"m", 1).unwrap(), Some(99));
+        assert_eq!(t.get(b"m").unwrap().unwrap().value, b"99 ");
         set(&t, b"s", b"ten", 0);
         let err = t.incr(b"s", 1).unwrap_err();
         assert!(

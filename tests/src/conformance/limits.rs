@@ -149,6 +149,22 @@ pub fn store_many_refuses_each_value_over_the_limit_by_itself(f: &dyn Fixture) {
             "the batch's good sets, and nothing over the limit, reached the server"
         );
     }
+    // `store_many_each` lists every refused request, each with its ValueTooLarge, beside
+    // the others' statuses (the memory backend answered the first refusal alone, so the
+    // cache's `PartlyStored` naming the keys was a bare ValueTooLarge there).
+    set(t, b"k", b"small", 0, 0);
+    let each = ok("store_many_each", t.store_many_each(&batch));
+    let refused: Vec<usize> = each
+        .failed
+        .iter()
+        .map(|(i, e)| {
+            assert!(matches!(e, Error::ValueTooLarge { .. }), "{i}: {e:?}");
+            *i
+        })
+        .collect();
+    assert_eq!(refused, [4, 9, 12]);
+    assert_eq!(get(t, b"k"), None, "the old value outlived a refused set");
+    assert!(each.statuses.get(5).is_some_and(|s| s.is_stored()));
     // A batch of nothing but one refused set refuses just the same.
     set(t, b"k", b"small", 0, 0);
     expect_too_large(
