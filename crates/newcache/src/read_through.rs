@@ -554,12 +554,7 @@ impl Core {
                         newcache_transport::Error::Io { .. }
                             | newcache_transport::Error::Timeout { .. }
                     );
-                    // A server that let the `add` time out will not answer a read at once
-                    // either: each read of it waited out the read timeout again (an
-                    // outside audit: 4 read timeouts per cold call, the value's own
-                    // server healthy). After a cut connection it is read at once.
-                    let hung = matches!(e, newcache_transport::Error::Timeout { .. });
-                    let after = if maybe_ran && !hung {
+                    let after = if maybe_ran {
                         lease_after_loss(io, &lease_key, &token).await
                     } else {
                         LeaseAfterLoss::Unknown
@@ -593,12 +588,7 @@ impl Core {
                             let loaded = self
                                 .load_and_store(io, key, wire, options, loader, Over::Nothing)
                                 .await;
-                            // On a hung server, deleted without the read first: the read
-                            // would wait out the timeout, and then the delete would too.
-                            // Another process's lease, if its `add` was the one to land,
-                            // goes with it: the loads then were not single already.
-                            let release = if hung { sent.hold() } else { sent };
-                            release.release().await;
+                            sent.release().await;
                             return loaded;
                         }
                     }
