@@ -605,6 +605,9 @@ extern "C" {
     /// The local port of the server's connection (`getsockname` on its socket); 0 when not
     /// connected.
     pub fn memcached_server_srcport(instance: *const memcached_instance_st) -> in_port_t;
+    /// Forgets the server whose connection failed last (it is kept until this is called:
+    /// a later success does not clear it).
+    pub fn memcached_reset_last_disconnected_server(ptr: *mut memcached_st);
     /// The server whose connection failed last, or NULL.
     pub fn memcached_server_get_last_disconnect(
         ptr: *const memcached_st,

@@ -510,7 +510,7 @@ impl BinaryTransport {
         let (rc, text) = unsafe {
             (
                 memcached_server_error_return(instance),
-                c_string(memcached_server_error(instance)),
+                without_pointer(c_string(memcached_server_error(instance))),
             )
         };
         if !memcached_failed(rc) {

@@ -74,9 +74,17 @@ impl Handle {
         self.shortened.get()
     }
 
-    /// Marks the start of a request (a lease does it; so does each call of a batch).
+    /// Marks the start of a request (a lease does it; so does each call of a batch), and
+    /// forgets the server libmemcached last disconnected, which tells a connect timeout
+    /// from a reply's (`expired_timeout`): libmemcached keeps it past later successes, so a
+    /// connect that failed on this handle long before named a later request's reply
+    /// timeout a failure to connect (nothing sent), where the request had gone out (a
+    /// review: an `incr` the server received).
     pub(crate) fn begin(&self) {
         self.began.set(Instant::now());
+        // SAFETY: the handle is live and used by this thread only; resetting only clears
+        // a pointer libmemcached keeps.
+        unsafe { memcached_reset_last_disconnected_server(self.as_ptr()) };
     }
 
     /// The time since [`Handle::begin`].

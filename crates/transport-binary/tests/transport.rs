@@ -27,7 +27,71 @@ both_modes!(
     many_threads_share_a_small_pool,
     invalid_keys_and_large_values_are_refused_before_libmemcached,
     a_multi_get_of_a_hundred_thousand_keys_is_answered,
+    a_reply_timeout_after_an_old_failed_connect_is_no_connect_failure,
 );
+
+/// `Error::Connect` says nothing was sent, so a caller may send it again: a request that
+/// went out and whose reply timed out must never be one. libmemcached keeps the server
+/// whose connect failed last past later successes, and a connect refused earlier on the
+/// handle made a later `incr`, which the server received, a connect timeout (a review).
+/// Here the second `incr` connects slowly (the server's accept queue is full for 300 ms, so
+/// the connect's SYN is sent again after a second) and then gets no reply: it outlasts the
+/// poll timeout and, at 1.6 s, the connect timeout too.
+fn a_reply_timeout_after_an_old_failed_connect_is_no_connect_failure(binary: bool) {
+    let addr = {
+        let free = TcpListener::bind("127.0.0.1:0").unwrap();
+        free.local_addr().unwrap()
+    };
+    let t = connect_with(&[], binary, |c| {
+        c.servers = vec![addr.to_string()];
+        c.behaviors.set("connect_timeout", "1500").unwrap();
+        c.behaviors.set("_poll_timeout", "600").unwrap();
+    });
+    // Refused: libmemcached records the server as the one it disconnected last.
+    assert!(matches!(t.incr(b"k", 1), Err(Error::Connect { .. })));
+    let listener = TcpListener::bind(addr).unwrap();
+    let mut queued = Vec::new();
+    while queued.len() < 4096 {
+        match TcpStream::connect_timeout(&addr, Duration::from_millis(100)) {
+            Ok(stream) => queued.push(stream),
+            Err(_) => break,
+        }
+    }
+    let received = Arc::new(AtomicUsize::new(0));
+    let seen = Arc::clone(&received);
+    std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(300));
+        listener.set_nonblocking(true).unwrap();
+        let mut held = Vec::new();
+        while let Ok((stream, _)) = listener.accept() {
+            held.push(stream);
+        }
+        drop(queued);
+        listener.set_nonblocking(false).unwrap();
+        // Read what comes and never answer.
+        while let Ok((mut stream, _)) = listener.accept() {
+            let seen = Arc::clone(&seen);
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 256];
+                while let Ok(n @ 1..) = std::io::Read::read(&mut stream, &mut buf) {
+                    seen.fetch_add(n, Ordering::Relaxed);
+                }
+            });
+        }
+        drop(held);
+    });
+    let started = Instant::now();
+    let e = t.incr(b"k", 1).unwrap_err();
+    let took = started.elapsed();
+    assert!(
+        received.load(Ordering::Relaxed) > 0,
+        "the request reached the server ({took:?}: {e:?})"
+    );
+    assert!(
+        matches!(e, Error::Timeout { .. }),
+        "a request that was sent, after {took:?}: {e:?}"
+    );
+}
 
 /// libmemcached writes a whole multi-get's requests before it reads a reply, and memcached
 /// stops reading while its replies wait: a `get_many` of 70,000 hits over the binary
@@ -650,6 +714,11 @@ fn error_messages_keep_libmemcacheds_text(binary: bool) {
         err.to_string().contains("CONNECTION FAILURE") || err.to_string().contains("SYSTEM ERROR"),
         "{err}"
     );
+    // A server's own failure in a call over every server (flush_all, stats) too.
+    for err in [t.flush_all().unwrap_err(), t.stats().unwrap_err()] {
+        let text = err.to_string();
+        assert!(text.contains(&host) && !text.contains("(0x"), "{text}");
+    }
 }
 
 fn a_value_over_the_servers_limit_is_value_too_large(binary: bool) {
