@@ -571,7 +571,8 @@ mod tests {
         let own = |key: &str| format!("mine:{key}");
         assert!(built(base().flavor("x").key_function(own)).contains("drop flavor"));
         assert!(built(base().django_keys("p").key_function(own)).contains("give one"));
-        assert!(base().version(2).key_function(own).build().is_ok());
+        assert!(built(base().version(2).key_function(own)).contains("drop version"));
+        assert!(base().key_function(own).build().is_ok());
         // What the URL refuses while parsing, the builder refused nowhere (an outside audit):
         // credentials without libmemcached's binary protocol, behaviors the transport does
         // not take, an XFetch beta that is not a positive number, zero size limits.

@@ -84,7 +84,8 @@ struct Store {
         conflicts_with = "stdin"
     )]
     value: Option<String>,
-    /// Read the value from stdin instead (any size, any bytes: a file, a pipe)
+    /// Read the value from stdin instead (any size, any bytes, as read: a trailing newline
+    /// too, so `printf 5`, not `echo 5`, for a counter)
     #[arg(long)]
     stdin: bool,
     /// Store the value as bytes (Python reads `bytes`), not as text
@@ -313,13 +314,14 @@ fn run(cli: Cli) -> Result<Outcome, String> {
         Command::Decr(Counter { key, delta, .. }) => {
             say(&cache.decr(&key, delta).map_err(cli_error)?.to_string())?
         }
-        // `clear` flushes every server it reaches: say so beside the one that failed, or an
-        // operator takes the live servers' items for still there (an outside audit).
+        // `clear` flushes every server it reaches and names the first that failed: say that
+        // the others that answered were flushed, or an operator takes their items for still
+        // there (an outside audit).
         Command::Flush => cache
             .clear()
             .map_err(|e| match cache.config().servers.len() {
                 1 => cli_error(e),
-                _ => format!("{}; every other server was flushed", cli_error(e)),
+                _ => format!("{}; the servers that answered were flushed", cli_error(e)),
             })?,
         Command::Stats => {
             let servers = cache.stats().map_err(cli_error)?;
@@ -340,8 +342,6 @@ fn run(cli: Cli) -> Result<Outcome, String> {
     Ok(Outcome::Ok)
 }
 
-/// A library error as the CLI prints it: the library's advice names its API, and a CLI
-/// user's spelling of `Ttl::Forever` is `--ttl forever`.
 /// A counter's delta: a whole number from 0 to 2^64-1. A negative one is read as a number,
 /// not as an unknown option (clap told to write `-- -5`, which then failed as a delta).
 fn parse_delta(s: &str) -> Result<u64, String> {
@@ -352,6 +352,8 @@ fn parse_delta(s: &str) -> Result<u64, String> {
         .map_err(|e| format!("the delta is a whole number from 0 to 2^64-1 ({e})"))
 }
 
+/// A library error as the CLI prints it: the library's advice names its API, and a CLI
+/// user's spelling of `Ttl::Forever` is `--ttl forever`.
 fn cli_error(e: newcache::Error) -> String {
     match e {
         newcache::Error::TtlTooLong(t) => format!(

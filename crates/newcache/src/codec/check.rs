@@ -102,7 +102,7 @@ impl Walk {
         let depth = self.depth.saturating_add(levels);
         if self.json && depth > JSON_MAX_DEPTH {
             return Err(Ambiguous(format!(
-                "the value nests containers (structs, maps, sequences, enum variants with data) more than {JSON_MAX_DEPTH} deep, past what serde_json reads back (every read would fail); use codec=bincode or codec=pickle, or a flatter value"
+                "the value nests containers (structs, maps, sequences, enum variants with data) more than {JSON_MAX_DEPTH} deep, past what serde_json reads back (every read would fail); use codec=bincode (pickle reads no deeper than 128), or a flatter value"
             )));
         }
         Ok(Walk {

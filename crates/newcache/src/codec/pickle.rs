@@ -40,7 +40,7 @@ const STACK_GLOBAL: u8 = 0x93;
 
 /// How deep containers may nest: serde-pickle builds values recursively, and a pickle a few
 /// hundred kilobytes long can nest lists a hundred thousand deep (a stack overflow, not an
-/// error). serde_json's limit.
+/// error). (serde_json reads one level less: 127.)
 pub const MAX_DEPTH: u32 = 128;
 
 fn err(msg: impl Into<String>) -> CodecError {

@@ -116,8 +116,8 @@ impl Builder {
 
     /// A custom key function (django-newcache's `CACHE_KEY_MODULE`): any [`KeyFunction`],
     /// including a `Fn(&str) -> String` closure. Flavor and version are then its business:
-    /// building refuses a [`flavor`](Builder::flavor) or [`django_keys`](Builder::django_keys)
-    /// given beside it (they would be dropped).
+    /// building refuses a [`flavor`](Builder::flavor), a [`version`](Builder::version) or
+    /// [`django_keys`](Builder::django_keys) given beside it (they would be dropped).
     pub fn key_function(mut self, key_function: impl KeyFunction + 'static) -> Self {
         self.key_function = Some(Arc::new(key_function));
         self
@@ -403,6 +403,11 @@ impl Builder {
             if !config.flavor.is_empty() {
                 return Err(bad(
                     "flavor is the built-in key function's; a key function of your own (Builder::key_function) makes the whole key, flavor included: drop flavor",
+                ));
+            }
+            if config.version != Config::default().version {
+                return Err(bad(
+                    "version is the built-in key function's; a key function of your own (Builder::key_function) makes the whole key, version included: drop version, or put it in your key function",
                 ));
             }
         }

@@ -345,7 +345,7 @@ impl Machine {
 
 /// A pickle nesting containers deeper than [`MAX_DEPTH`]: refused, as newcache reads values
 /// recursively (Python reads it; its own limit is the interpreter's).
-fn too_deep() -> CodecError {
+pub(super) fn too_deep() -> CodecError {
     err(format!(
         "the pickle nests containers deeper than {MAX_DEPTH}, more than newcache reads (Python reads it); read its bytes with get_raw, or store it flatter"
     ))

@@ -2,7 +2,7 @@
 //! serde form, nests too deep or is not a whole pickle, and finds django-newcache's herd tuple.
 
 use super::herd::{ExpiryAt, MarkerTuple, MARKER};
-use super::machine::{Machine, Node, Slot, What, MAX_READ_COST};
+use super::machine::{too_deep, Machine, Node, Slot, What, MAX_READ_COST};
 use super::{
     err, BINBYTES, BININT, BININT1, BININT2, BINUNICODE, EMPTY_TUPLE, FRAME, LONG1, MAX_DEPTH,
     MEMOIZE, NEWOBJ, PROTO, SHORT_BINBYTES, SHORT_BINUNICODE, STACK_GLOBAL, STOP, TUPLE3,
@@ -561,9 +561,7 @@ pub(super) fn scan(bytes: &[u8]) -> Result<Scan, CodecError> {
     let depth = m.check_expansion(result.node, MAX_READ_COST)?;
     let seed = matches!(result.what, What::Seed(_));
     if depth > MAX_DEPTH + u32::from(seed) {
-        return Err(err(format!(
-            "the pickle nests containers deeper than {MAX_DEPTH}"
-        )));
+        return Err(too_deep());
     }
     let marker = match (&result.what, m.markers) {
         (What::Seed(marker), 1) => Some(*marker),

@@ -25,9 +25,10 @@ pub fn encode<T: Serialize + ?Sized>(value: &T, out: &mut Vec<u8>) -> Result<(),
     out.push(STOP);
     if let Err(e) = scan(out.get(start..).unwrap_or_default()) {
         out.truncate(start);
+        // The reader's advice (its bytes with get_raw) is for what is stored: nothing is.
+        let said = e.0.split("; read its bytes").next().unwrap_or_default();
         return Err(err(format!(
-            "the value cannot be stored as a pickle newcache reads back: {}",
-            e.0
+            "the value cannot be stored as a pickle newcache reads back: {said}; store it with codec=bincode, or flatter"
         )));
     }
     Ok(())
@@ -52,6 +53,11 @@ mod tests {
         let mut out = b"kept".to_vec();
         let e = encode(&nested(128), &mut out).unwrap_err();
         assert!(e.0.contains("deeper than 128"), "{e}");
+        // Nothing was stored: no reader's advice.
+        assert!(
+            !e.0.contains("get_raw") && e.0.contains("codec=bincode"),
+            "{e}"
+        );
         assert_eq!(out, b"kept");
     }
 }
