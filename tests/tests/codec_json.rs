@@ -6,7 +6,6 @@
 #![cfg(feature = "json")]
 
 use std::collections::BTreeMap;
-use std::process::Command;
 
 use newcache::codec::{FLAG_JSON, FLAG_TEXT, UNREADABLE};
 use newcache::{Cache, SetOptions, Ttl};
@@ -96,17 +95,8 @@ except UnicodeDecodeError as e:
         addr = server.addr(),
         key = String::from_utf8(json.wire_key("game").unwrap()).unwrap(),
     );
-    let out = Command::new("/usr/bin/python3")
-        .args(["-c", &script])
-        .output()
-        .expect("run /usr/bin/python3 (cargo xtask test installs python3-pylibmc)");
-    assert!(
-        out.status.success(),
-        "python failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
     assert_eq!(
-        String::from_utf8_lossy(&out.stdout),
+        newcache_testkit::python(&script),
         "raised UnicodeDecodeError\n"
     );
 }

@@ -583,16 +583,7 @@ fn set_and_add_read_a_value_of_any_size_and_bytes_from_stdin() {
          print(type(c.get(':1:big')).__name__, type(c.get(':1:bin')).__name__, len(c.get(':1:bin')))",
         server.addr()
     );
-    let out = Command::new("/usr/bin/python3")
-        .args(["-c", &script])
-        .output()
-        .expect("run /usr/bin/python3 (cargo xtask test installs python3-pylibmc)");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert_eq!(String::from_utf8_lossy(&out.stdout), "str bytes 200000\n");
+    assert_eq!(newcache_testkit::python(&script), "str bytes 200000\n");
     // A value and --stdin together, or neither, is a usage error.
     for args in [&["set", "k", "v", "--stdin"][..], &["set", "k"]] {
         assert_eq!(

@@ -182,6 +182,22 @@ pub fn free_port() -> u16 {
     panic!("no free loopback port in {SERVER_PORTS:?}");
 }
 
+/// Runs `script` with Debian's /usr/bin/python3 (where the Python clients are installed:
+/// `cargo xtask test` installs python3-pylibmc, python3-pymemcache, python3-memcache and
+/// python3-django) and returns what it printed; panics, with its stderr, when it fails.
+pub fn python(script: &str) -> String {
+    let out = std::process::Command::new("/usr/bin/python3")
+        .args(["-c", script])
+        .output()
+        .expect("run /usr/bin/python3 (cargo xtask test installs it with the Python clients)");
+    assert!(
+        out.status.success(),
+        "python failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 /// A loopback address whose connects time out, as a host that is down or cut off does: a
 /// listener that never accepts, its accept queue filled by connections of its own, so the
 /// kernel drops every further handshake.
