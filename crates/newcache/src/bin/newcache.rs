@@ -33,7 +33,7 @@ use std::io::Write;
 use std::process::ExitCode;
 
 use clap::{CommandFactory, Parser, Subcommand};
-use newcache::{Cache, SetOptions, Ttl};
+use newcache::{Builder, Config, Policy, SetOptions, Ttl, WireProtocol};
 
 const DEFAULT_URL: &str = "newcache://127.0.0.1:11211/";
 
@@ -257,7 +257,19 @@ fn run(cli: Cli) -> Result<Outcome, String> {
         .url
         .or_else(|| std::env::var("NEWCACHE_URL").ok())
         .unwrap_or_else(|| DEFAULT_URL.to_string());
-    let cache = Cache::from_url(&url).map_err(|e| e.to_string())?;
+    let mut config = Config::from_url(&url).map_err(|e| e.to_string())?;
+    // `stats` and `flush` need no meta protocol: their connections skip the probe, an `mg`
+    // memcached counts as a get and a miss (each `newcache stats` moved the counters it
+    // showed: an outside audit).
+    if matches!(cli.command, Command::Stats | Command::Flush)
+        && config.protocol == WireProtocol::Auto
+        && config.herd_policy != Policy::Meta
+    {
+        config.protocol = WireProtocol::Classic;
+    }
+    let cache = Builder::from_config(config)
+        .build()
+        .map_err(|e| e.to_string())?;
     let mut say = |text: &str| writeln!(out, "{text}").map_err(write_error);
     match cli.command {
         Command::Key(Key { key, .. }) => {
