@@ -200,7 +200,11 @@ impl Config {
     /// Servers may carry a weight (`host:port:weight`). A unix-domain socket is given by its
     /// absolute path, as pylibmc writes one (`newcache:///run/memcached.sock`) or with
     /// python-memcached's and Django's `unix:` (`newcache://unix:/run/memcached.sock`); paths
-    /// with `;`, `,` or `?` cannot be written in a URL. An unknown, repeated or malformed parameter is an error.
+    /// with `;`, `,` or `?` cannot be written in a URL. An unknown, repeated or malformed parameter is an error,
+    /// and so is one the chosen key function or transport would drop: `flavor` with
+    /// `key_function=django` (`key_prefix` keeps Django's keys apart), and `max_idle`,
+    /// `protocol`, `async_connections` or `async_queue` with libmemcached (the text
+    /// transport's).
     /// Values are decoded as a query string is: `%XX` escapes, and `+` is a space (write a
     /// `+` in a password or a path as `%2B`). `idle_timeout=0` keeps idle connections until
     /// the cache is dropped.
