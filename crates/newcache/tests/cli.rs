@@ -157,6 +157,15 @@ fn get_set_add_delete_incr_decr_flush_and_stats() {
         assert_eq!(run(&["stats"]).status.code(), Some(0));
     }
     assert_eq!((server.stat("cmd_get"), server.stat("get_misses")), before);
+    // Over libmemcached, which takes no protocol setting, they run as they did.
+    #[cfg(feature = "binary")]
+    for transport in ["transport=libmemcached", "binary=true"] {
+        let lm = format!("newcache://{}/?{transport}", server.addr());
+        for command in ["stats", "flush"] {
+            let o = cli(Some(&lm), None, &[command]);
+            assert_eq!(o.status.code(), Some(0), "{transport} {command}: {o:?}");
+        }
+    }
     // With a server down, the one that answered is flushed, and the error says so.
     assert_eq!(run(&["set", "again", "v"]).status.code(), Some(0));
     let both = format!("newcache://{};127.0.0.1:1/", server.addr());

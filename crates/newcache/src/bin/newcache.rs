@@ -33,7 +33,7 @@ use std::io::Write;
 use std::process::ExitCode;
 
 use clap::{CommandFactory, Parser, Subcommand};
-use newcache::{Builder, Config, Policy, SetOptions, Ttl, WireProtocol};
+use newcache::{Builder, Config, Policy, SetOptions, TransportKind, Ttl, WireProtocol};
 
 const DEFAULT_URL: &str = "newcache://127.0.0.1:11211/";
 
@@ -262,6 +262,7 @@ fn run(cli: Cli) -> Result<Outcome, String> {
     // memcached counts as a get and a miss (each `newcache stats` moved the counters it
     // showed: an outside audit).
     if matches!(cli.command, Command::Stats | Command::Flush)
+        && config.transport == TransportKind::Text
         && config.protocol == WireProtocol::Auto
         && config.herd_policy != Policy::Meta
     {
