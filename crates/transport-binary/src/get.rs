@@ -18,10 +18,12 @@ use crate::BinaryTransport;
 /// while the replies it has written wait to be read: requests past what the sockets'
 /// buffers hold never finished going out, and the call hung, waiting on its poll timeout
 /// again and again (an outside audit: a `get_many` of 70,000 keys over the binary
-/// protocol never returned; over the text protocol 300,000 timed out). A round this size
-/// fits in the server's receive buffer (128 KB by Linux's default) whatever the server
-/// does meanwhile.
-pub(crate) const ROUND_BYTES: usize = 64 * 1024;
+/// protocol never returned; over the text protocol, 100,000 timed out). A round this size
+/// goes out whole with Linux's default buffers on both hosts (the server's receive window
+/// alone is about 64 KB of its 128 KB buffer); a review found 64 KB rounds hang where the
+/// server's host had 16 KB buffers and these where it had 8 KB (docs/cluster.md). The
+/// text transport's rounds are this size too.
+pub(crate) const ROUND_BYTES: usize = 32 * 1024;
 
 /// What `key` costs a multi-get's request: the binary protocol's 24-byte header and the
 /// key (more than the text protocol's space and key).
@@ -52,11 +54,18 @@ impl BinaryTransport {
 
     /// [`get_many_then`](Self::get_many_then) in rounds of at most [`ROUND_BYTES`] of
     /// requests each, their answers put together in the order of `keys`; `sent` is told
-    /// once the last round is out. A round that fails fails the call, as one multi-get
-    /// would (every server failed, or one otherwise than by being unreachable or hung).
+    /// once the last round is out. A server that failed in a round is not asked again in
+    /// the later ones: its keys there are unread with its failure at once (asking it again
+    /// cost one timeout a round: 2.5 s for 5,000 keys with one server of two hung, a
+    /// review). The call fails as one multi-get would: only when no server answered.
     fn get_many_in_rounds(&self, keys: &[&[u8]], sent: &dyn Fn()) -> Result<ManyRead> {
-        let mut items = Vec::with_capacity(keys.len());
-        let mut unread = Vec::new();
+        let mut items: Vec<Option<Item>> = Vec::with_capacity(keys.len());
+        let mut unread: Vec<(usize, Error)> = Vec::new();
+        // The servers (by index) that failed in an earlier round, with the failure.
+        let mut failed: Vec<(usize, Error)> = Vec::new();
+        let mut first_failure: Option<Error> = None;
+        let mut answered = false;
+        let server_of = |key: &[u8]| self.server_index_for_key(key).ok();
         let mut start = 0;
         while start < keys.len() {
             let (mut end, mut bytes) = (start, 0);
@@ -67,13 +76,67 @@ impl BinaryTransport {
                 bytes += request_bytes(key);
                 end += 1;
             }
-            let round = keys.get(start..end).unwrap_or_default();
+            // This round's keys on servers that answered so far, and where each goes.
+            let mut asked: Vec<&[u8]> = Vec::new();
+            let mut at: Vec<usize> = Vec::new();
+            for (i, &key) in keys.get(start..end).unwrap_or_default().iter().enumerate() {
+                let down = server_of(key).and_then(|s| failed.iter().find(|(f, _)| *f == s));
+                match down {
+                    Some((_, e)) => unread.push((start + i, e.for_another_key())),
+                    None => {
+                        asked.push(key);
+                        at.push(start + i);
+                    }
+                }
+            }
+            items.resize_with(end, || None);
             let last = end >= keys.len();
-            let read = self.get_many_round(round, if last { sent } else { &|| {} })?;
-            unread.extend(read.unread.into_iter().map(|(i, e)| (i + start, e)));
-            items.extend(read.items);
+            let read = if asked.is_empty() {
+                Ok(ManyRead::all(Vec::new()))
+            } else {
+                self.get_many_round(&asked, if last { sent } else { &|| {} })
+            };
+            let mut fail = |j: usize, e: Error, failed: &mut Vec<(usize, Error)>| {
+                let key = asked.get(j).copied().unwrap_or_default();
+                if let Some(s) = server_of(key) {
+                    if !failed.iter().any(|(f, _)| *f == s) {
+                        failed.push((s, e.for_another_key()));
+                    }
+                }
+                if let Some(&i) = at.get(j) {
+                    unread.push((i, e));
+                }
+            };
+            match read {
+                Ok(read) => {
+                    answered |= !asked.is_empty();
+                    for (j, item) in read.items.into_iter().enumerate() {
+                        if let Some(slot) = at.get(j).and_then(|&i| items.get_mut(i)) {
+                            *slot = item;
+                        }
+                    }
+                    for (j, e) in read.unread {
+                        fail(j, e, &mut failed);
+                    }
+                }
+                // Every server of the round failed: its keys are unread, and the others'
+                // rounds go on.
+                Err(e) if e.is_server_failure() => {
+                    for j in 0..asked.len() {
+                        fail(j, e.for_another_key(), &mut failed);
+                    }
+                    first_failure.get_or_insert(e);
+                }
+                Err(e) => return Err(e),
+            }
             start = end;
         }
+        if !answered {
+            if let Some(e) = first_failure.or_else(|| failed.into_iter().next().map(|(_, e)| e)) {
+                return Err(e);
+            }
+        }
+        unread.sort_by_key(|(i, _)| *i);
         Ok(ManyRead::with_unread(items, unread))
     }
 
