@@ -69,6 +69,40 @@ fn a_server_that_fails_in_one_round_of_a_multi_get_is_not_asked_again(binary: bo
     assert_eq!(hits, keys.iter().filter(|k| home(k) == 0).count());
     assert_eq!(read.unread.len(), keys.len() - hits);
     assert!(took < Duration::from_millis(600), "{took:?}");
+    // Each unread key carries its own server's failure.
+    for (_, e) in &read.unread {
+        assert!(e.to_string().contains(&hole.addr()), "{e}");
+    }
+    // A caller told when the request is out is told once, though the last round, of the
+    // dead server's key alone, sent nothing.
+    let told = std::cell::Cell::new(0);
+    let mut made = Told {
+        keys: newcache_transport::Premade::new(&keys),
+        told: &told,
+    };
+    t.get_many_made(&mut made, &mut |_, _, _| {}).unwrap();
+    assert_eq!(told.get(), 1);
+}
+
+/// Premade keys that count [`MadeKeys::sent`].
+struct Told<'k> {
+    keys: newcache_transport::Premade<'k, &'k [u8]>,
+    told: &'k std::cell::Cell<u32>,
+}
+
+impl newcache_transport::MadeKeys for Told<'_> {
+    fn count(&self) -> usize {
+        self.keys.count()
+    }
+    fn make(&mut self, i: usize) -> newcache_transport::Result<()> {
+        self.keys.make(i)
+    }
+    fn key(&self, i: usize) -> Option<&[u8]> {
+        self.keys.key(i)
+    }
+    fn sent(&self) {
+        self.told.set(self.told.get() + 1);
+    }
 }
 
 /// `Error::Connect` says nothing was sent, so a caller may send it again: a request that
