@@ -43,6 +43,10 @@ const STACK_GLOBAL: u8 = 0x93;
 /// error). (serde_json reads one level less: 127.)
 pub const MAX_DEPTH: u32 = 128;
 
+/// What a reader told of a pickle newcache does not read can do instead: the advice every
+/// such message ends with, which a refused write (nothing stored) replaces (`write.rs`).
+const READ_RAW: &str = "read its bytes with get_raw";
+
 fn err(msg: impl Into<String>) -> CodecError {
     CodecError(msg.into())
 }

@@ -2,7 +2,7 @@
 //! containers nest, and what serde-pickle will build from it once shared references expand.
 
 use super::herd::MarkerTuple;
-use super::{err, MAX_DEPTH};
+use super::{err, MAX_DEPTH, READ_RAW};
 use crate::codec::CodecError;
 
 /// How deep the scan lets containers nest: [`MAX_DEPTH`] for the value, and one more for
@@ -124,7 +124,7 @@ impl Machine {
         self.pushed = self.pushed.saturating_add(cost);
         if self.pushed > MAX_READ_COST {
             return Err(err(format!(
-                "the pickle makes more values than newcache reads: past {MAX_READ_COST} bytes at {VALUE_COST} bytes a value; read its bytes with get_raw"
+                "the pickle makes more values than newcache reads: past {MAX_READ_COST} bytes at {VALUE_COST} bytes a value; {READ_RAW}"
             )));
         }
         self.stack.push(slot);
@@ -249,7 +249,7 @@ impl Machine {
             let total = path.iter().map(|p| p.2).fold(0u64, u64::saturating_add);
             if total > limit || child_depth > SCAN_DEPTH {
                 return Err(if total > limit {
-                    err(format!("the pickle's shared references (one object referred to again and again, as Python's [s] * 6000 does) expand past {limit} bytes once each is read as a value of its own, more than newcache reads (Python keeps them shared); read its bytes with get_raw, or store it without repeating a large object"))
+                    err(format!("the pickle's shared references (one object referred to again and again, as Python's [s] * 6000 does) expand past {limit} bytes once each is read as a value of its own, more than newcache reads (Python keeps them shared); {READ_RAW}, or store it without repeating a large object"))
                 } else {
                     too_deep()
                 });
@@ -347,7 +347,7 @@ impl Machine {
 /// recursively (Python reads it; its own limit is the interpreter's).
 pub(super) fn too_deep() -> CodecError {
     err(format!(
-        "the pickle nests containers deeper than {MAX_DEPTH}, more than newcache reads (Python reads it); read its bytes with get_raw, or store it flatter"
+        "the pickle nests containers deeper than {MAX_DEPTH}, more than newcache reads (Python reads it); {READ_RAW}, or store it flatter"
     ))
 }
 

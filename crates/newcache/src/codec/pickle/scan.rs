@@ -5,7 +5,7 @@ use super::herd::{ExpiryAt, MarkerTuple, MARKER};
 use super::machine::{too_deep, Machine, Node, Slot, What, MAX_READ_COST};
 use super::{
     err, BINBYTES, BININT, BININT1, BININT2, BINUNICODE, EMPTY_TUPLE, FRAME, LONG1, MAX_DEPTH,
-    MEMOIZE, NEWOBJ, PROTO, SHORT_BINBYTES, SHORT_BINUNICODE, STACK_GLOBAL, STOP, TUPLE3,
+    MEMOIZE, NEWOBJ, PROTO, READ_RAW, SHORT_BINBYTES, SHORT_BINUNICODE, STACK_GLOBAL, STOP, TUPLE3,
 };
 use crate::codec::CodecError;
 
@@ -59,7 +59,7 @@ impl Scan {
         });
         match named {
             Some(g) if e.to_string().contains("unresolved global") => err(format!(
-                "the pickle holds {g} itself (a class, a function or a constant such as Ellipsis), which has no serde form; read its bytes with get_raw"
+                "the pickle holds {g} itself (a class, a function or a constant such as Ellipsis), which has no serde form; {READ_RAW}"
             )),
             _ => super::pickle_error(e),
         }
@@ -153,7 +153,7 @@ fn is_machinery(global: &str) -> bool {
 
 fn no_serde_form(global: Option<&str>) -> CodecError {
     err(format!(
-        "the pickle holds {}, which has no serde form; read its bytes with get_raw",
+        "the pickle holds {}, which has no serde form; {READ_RAW}",
         global.map_or("an object of a Python class".to_owned(), |g| format!(
             "a {g}"
         ))
@@ -357,7 +357,7 @@ pub(super) fn scan(bytes: &[u8]) -> Result<Scan, CodecError> {
                 // item, took 1.8 s here before the error: an outside audit).
                 if line.len() > MAX_INT_DIGITS {
                     return Err(err(format!(
-                        "the pickle holds an integer written with {} characters, past the {MAX_INT_DIGITS} digits Python itself reads; read its bytes with get_raw",
+                        "the pickle holds an integer written with {} characters, past the {MAX_INT_DIGITS} digits Python itself reads; {READ_RAW}",
                         line.len()
                     )));
                 }

@@ -6,7 +6,7 @@ use serde::Serialize;
 use super::scan::scan;
 #[cfg(doc)]
 use super::MAX_DEPTH;
-use super::{err, pickle_error, PROTO, STOP};
+use super::{err, pickle_error, PROTO, READ_RAW, STOP};
 use crate::codec::CodecError;
 
 /// Appends the pickle (protocol 3, serde-pickle's) of `value`.
@@ -27,8 +27,8 @@ pub fn encode<T: Serialize + ?Sized>(value: &T, out: &mut Vec<u8>) -> Result<(),
         out.truncate(start);
         // The reader's advice (its bytes with get_raw) is for what is stored: nothing is.
         let said =
-            e.0.replace("read its bytes with get_raw, or ", "")
-                .replace("read its bytes with get_raw", "store it with codec=bincode");
+            e.0.replace(&format!("{READ_RAW}, or "), "")
+                .replace(READ_RAW, "store it with codec=bincode");
         return Err(err(format!(
             "the value cannot be stored as a pickle newcache reads back: {said}"
         )));
