@@ -1818,3 +1818,63 @@ fn connections_and_queue_past_the_most_are_held_to_it() {
     ))
     .expect("the most is taken");
 }
+
+/// A multi-get whose reply takes several read timeouts to arrive, each part of it in time
+/// (a slow link: 8 MB/s), is answered whole on both transports: its keys go out in rounds
+/// of 32 KB of requests, and each round's reply has the read timeout from when the round
+/// before it was answered, as the blocking transport had it. The async transport gave the
+/// whole reply one read timeout, and a `get_many` of 100,000 values of 1 KB failed at a
+/// 500 ms timeout where the blocking transport answered it (an outside audit).
+#[test]
+fn a_multi_get_longer_than_the_read_timeout_is_answered_when_each_round_is_in_time() {
+    const TIMEOUT: Duration = Duration::from_millis(400);
+    const KEYS: usize = 16_000;
+    let server = Memcached::start();
+    let setup = transport(vec![server.addr()], TIMEOUT, Protocol::Meta);
+    let keys: Vec<Vec<u8>> = (0..KEYS)
+        .map(|i| format!("slow-link:{i:030}").into_bytes())
+        .collect();
+    let rt = runtime();
+    rt.block_on(async {
+        for chunk in keys.chunks(500) {
+            let stores: Vec<Store<'_>> = chunk
+                .iter()
+                .map(|k| Store::set(k, &[b'v'; 1000], 0, 0))
+                .collect();
+            setup.store_many(&stores).await.expect("set_many");
+        }
+    });
+    let proxy = FaultProxy::start(server.socket_addr(), Faults::none().pace(8_000_000));
+    let asked: Vec<&[u8]> = keys.iter().map(Vec::as_slice).collect();
+    for protocol in [Protocol::Meta, Protocol::Classic] {
+        let t = transport(vec![proxy.addr()], TIMEOUT, protocol);
+        let started = Instant::now();
+        let read = rt.block_on(t.get_many(&asked));
+        let took = started.elapsed();
+        let items = read.unwrap_or_else(|e| panic!("{protocol:?}: after {took:?}: {e}"));
+        assert!(
+            took > TIMEOUT * 2,
+            "{protocol:?}: not slow enough to test: {took:?}"
+        );
+        let hits = items
+            .iter()
+            .filter(|i| i.as_ref().is_some_and(|i| i.value.len() == 1000))
+            .count();
+        assert_eq!(hits, KEYS, "{protocol:?}");
+        if protocol == Protocol::Meta {
+            // The herd's meta reads: one `mg` per key, in rounds as well.
+            let read = rt.block_on(t.meta_get_many(&asked, 30));
+            let items = read.unwrap_or_else(|e| panic!("meta gets: {e}"));
+            assert_eq!(items.iter().filter(|i| i.is_some()).count(), KEYS);
+        }
+    }
+    let blocking = newcache_transport_text::TextTransport::new(TextConfig {
+        servers: vec![proxy.addr()],
+        read_timeout: TIMEOUT,
+        write_timeout: TIMEOUT,
+        ..TextConfig::default()
+    })
+    .expect("blocking transport");
+    let items = newcache_transport::Transport::get_many(&blocking, &asked).expect("blocking");
+    assert_eq!(items.iter().filter(|i| i.is_some()).count(), KEYS);
+}

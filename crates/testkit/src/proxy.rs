@@ -21,6 +21,9 @@
 //! - **delayed** (held for a random time up to [`Faults::delay`]);
 //! - **trickled** (written one byte per `write`, with `TCP_NODELAY`).
 //!
+//! And every chunk, when [`Faults::pace()`] is set, at most that many bytes a second (a slow
+//! link: a reply that keeps coming, steadily).
+//!
 //! ```no_run
 //! use newcache_testkit::{Memcached, proxy::{FaultProxy, Faults}};
 //! let server = Memcached::start();
@@ -65,6 +68,9 @@ pub struct Faults {
     pub trickle: u32,
     /// The pause between a trickled chunk's bytes (none by default).
     pub trickle_gap: Duration,
+    /// Every chunk written at most this many bytes a second, in pieces of 8 KB (0: as fast
+    /// as the client reads).
+    pub pace: u64,
     /// Seeds the proxy's random choices (each connection gets its own stream).
     pub seed: u64,
 }
@@ -86,6 +92,7 @@ impl Faults {
             delay: Duration::from_millis(100),
             trickle: 0,
             trickle_gap: Duration::ZERO,
+            pace: 0,
             seed: 0x5eed_f00d_cafe_d00d,
         }
     }
@@ -181,6 +188,15 @@ impl Faults {
         Faults {
             trickle: per_million,
             trickle_gap: gap,
+            ..self
+        }
+    }
+
+    /// Every chunk written at `bytes_per_second`, 8 KB at a time: a reply that arrives
+    /// steadily but slowly, as over a slow link.
+    pub fn pace(self, bytes_per_second: u64) -> Faults {
+        Faults {
+            pace: bytes_per_second,
             ..self
         }
     }
@@ -677,6 +693,11 @@ fn relay(
                     c.write_all(std::slice::from_ref(b)).is_ok()
                 })
             }
+            Ok(mut c) if f.pace > 0 => out.chunks(8 * 1024).all(|piece| {
+                let micros = (piece.len() as u64).saturating_mul(1_000_000) / f.pace;
+                std::thread::sleep(Duration::from_micros(micros));
+                c.write_all(piece).is_ok()
+            }),
             Ok(mut c) => c.write_all(&out).is_ok(),
             Err(_) => false,
         };

@@ -47,7 +47,11 @@
 //!   connection's task with what it had read of the reply, and the task reads the rest.
 //! - **Timeouts.** A request fails with [`Error::Timeout`] when its reply has not come
 //!   within [`TextConfig::read_timeout`] of being queued (waiting for room in the queue
-//!   included); the connection and the other requests on it go on. A direct caller arms no
+//!   included); the connection and the other requests on it go on. A server's part of a
+//!   multi-key batch larger than the blocking transport's rounds (32 KB of keys for a
+//!   multi-get, 512 commands for stores and deletes) goes in those rounds, each one job
+//!   whose reply is due within the read timeout of the round before it being answered, so
+//!   a large answer that keeps arriving is not cut short. A direct caller arms no
 //!   timer of its own: the connection's task, which wakes every quarter of the read
 //!   timeout, fails it when its reply is late and reads that reply itself. When nothing at all
 //!   arrives for the read timeout while requests are in flight (a hung server), or the
@@ -83,6 +87,7 @@ mod conn;
 mod connect;
 mod halves;
 mod ops;
+mod rounds;
 mod spare;
 mod steps;
 
@@ -667,23 +672,32 @@ impl TokioTextTransport {
         outcome
     }
 
-    /// One job per server, every one queued before any answer is awaited; each group's
-    /// outcome, in the order of `groups`.
+    /// One job per server, every one queued before any answer is awaited; each server's
+    /// outcome, in the order of `groups`. Consecutive groups of one server are its part in
+    /// rounds ([`rounds`]): one outcome for them all, their answers in order.
     async fn batch(&self, groups: &[(usize, Box<Build<'_>>)]) -> Vec<Result<Answers>> {
         if let [(index, build)] = groups {
             return vec![self.exchange(*index, build.as_ref()).await];
         }
+        let parts: Vec<&[(usize, Box<Build<'_>>)]> =
+            groups.chunk_by(|(a, _), (b, _)| a == b).collect();
         if in_runtime().is_err() {
-            return groups.iter().map(|_| Err(Error::NoRuntime)).collect();
+            return parts.iter().map(|_| Err(Error::NoRuntime)).collect();
         }
         // Each server's job submitted and awaited at once: a server whose connection is
         // still to open (or whose probe hangs), or whose job must go again on a new
         // connection, does not hold up the others' (awaited one after another, the second
         // call after three servers hung took three read timeouts). Every job is submitted
         // at the first poll, before any answer is awaited.
-        futures_util::future::join_all(groups.iter().map(|(index, build)| async move {
-            let sub = self.submit(*index, build.as_ref()).await?;
-            self.wait(sub, build.as_ref()).await
+        futures_util::future::join_all(parts.into_iter().map(|part| async move {
+            match part {
+                [(index, build)] => {
+                    let sub = self.submit(*index, build.as_ref()).await?;
+                    self.wait(sub, build.as_ref()).await
+                }
+                [(index, _), ..] => self.in_rounds(*index, part).await,
+                [] => Err(closed("no server")),
+            }
         }))
         .await
     }

@@ -11,16 +11,18 @@ use newcache_transport::{
     ManyStore, MetaItem, Result, ServerStats, Store, StoreMode, StoreStatus,
 };
 
+use super::rounds::rounds;
 use super::steps::{Answer, AnswerList};
 use super::{
     plan_cmds, plan_gets, plan_line, plan_quiet_deletes, Answers, Build, TokioTextTransport,
 };
-use crate::batch::{flushed, server_stats, unexpected_answer, Tolerated};
+use crate::batch::{flushed, server_stats, unexpected_answer, Batch, RoundLimit, Tolerated};
 use crate::command::{Cmd, Outcome};
 use crate::errors::{
     closed_without_reply, learn_item_size_max, over_server_limit, refusal_error,
     refused_as_too_large, status_to_error, LimitCheck,
 };
+use crate::multi_get::get_cost;
 use crate::ops::members_of;
 use crate::proto::{Expect, Reply, Status};
 use crate::{group_by_server, TextTransport};
@@ -205,8 +207,9 @@ impl TokioTextTransport {
         &'a self,
         count: usize,
         cmd_of: &'a (dyn Fn(usize) -> Option<Cmd<'a>> + Send + Sync),
+        limit: RoundLimit,
     ) -> Result<(Vec<(usize, Vec<usize>)>, Tolerated<Answers>)> {
-        let outcomes = self.keyed(count, cmd_of).await?;
+        let outcomes = self.keyed(count, cmd_of, limit).await?;
         let mut placed = Vec::with_capacity(outcomes.len());
         let mut results = Vec::with_capacity(outcomes.len());
         for (index, members, outcome) in outcomes {
@@ -224,12 +227,14 @@ impl TokioTextTransport {
         &'a self,
         count: usize,
         cmd_of: &'a (dyn Fn(usize) -> Option<Cmd<'a>> + Send + Sync),
+        limit: RoundLimit,
     ) -> Result<Vec<(usize, Vec<usize>, Result<Answers>)>> {
         let placed = self.groups(count, |i| cmd_of(i).map(|c| c.key()))?;
-        let groups: Groups<'_> = placed
-            .iter()
-            .map(|(index, members)| {
-                let label = self.label(*index);
+        let mut groups: Groups<'_> = Vec::with_capacity(placed.len());
+        for (index, members) in &placed {
+            let label = self.label(*index);
+            for round in rounds(members, Batch::Each(cmd_of), limit) {
+                let members = members.get(round).unwrap_or_default();
                 let build: Box<Build<'_>> = Box::new(move |h: &super::Handle| {
                     plan_cmds(
                         label,
@@ -241,9 +246,9 @@ impl TokioTextTransport {
                             .into_iter(),
                     )
                 });
-                (*index, build)
-            })
-            .collect();
+                groups.push((*index, build));
+            }
+        }
         let outcomes = self.batch(&groups).await;
         drop(groups);
         Ok(placed
@@ -273,10 +278,11 @@ impl TokioTextTransport {
             return self.get_many_on_one_server(keys).await.map(ManyRead::all);
         }
         let placed = self.groups(keys.len(), |i| keys.get(i).copied())?;
-        let groups: Groups<'_> = placed
-            .iter()
-            .map(|(index, members)| {
-                let label = self.label(*index);
+        let mut groups: Groups<'_> = Vec::with_capacity(placed.len());
+        for (index, members) in &placed {
+            let label = self.label(*index);
+            for round in rounds(members, Batch::Gets(keys), RoundLimit::VALUES) {
+                let members = members.get(round).unwrap_or_default();
                 // A server asked for every key is asked for `keys` as they are: its members
                 // are all of them, in order.
                 let asked: Cow<'_, [&[u8]]> = if members.len() == keys.len() {
@@ -288,9 +294,9 @@ impl TokioTextTransport {
                 };
                 let build: Box<Build<'_>> =
                     Box::new(move |h: &super::Handle| plan_gets(label, h, &asked));
-                (*index, build)
-            })
-            .collect();
+                groups.push((*index, build));
+            }
+        }
         let outcomes = self.batch(&groups).await;
         let (answered, unread) = TextTransport::tolerant(
             placed
@@ -322,8 +328,22 @@ impl TokioTextTransport {
     /// list of items in order is the answer as it is ([`whole`]).
     async fn get_many_on_one_server(&self, keys: &[&[u8]]) -> Result<Vec<Option<Item>>> {
         let label = self.label(0);
-        let build = |h: &super::Handle| plan_gets(label, h, keys);
-        let answers = self.exchange(0, &build).await?;
+        let answers = if RoundLimit::VALUES.fits(keys.iter().map(|k| get_cost(k))) {
+            let build = |h: &super::Handle| plan_gets(label, h, keys);
+            self.exchange(0, &build).await?
+        } else {
+            let members: Vec<usize> = (0..keys.len()).collect();
+            let groups: Groups<'_> = rounds(&members, Batch::Gets(keys), RoundLimit::VALUES)
+                .into_iter()
+                .map(|round| {
+                    let asked = keys.get(round).unwrap_or_default();
+                    let build: Box<Build<'_>> =
+                        Box::new(move |h: &super::Handle| plan_gets(label, h, asked));
+                    (0, build)
+                })
+                .collect();
+            self.in_rounds(0, &groups).await?
+        };
         match whole(answers.list, true, keys.len()) {
             Ok(items) => Ok(items),
             Err(list) => {
@@ -397,7 +417,9 @@ impl TokioTextTransport {
         let is_over = |i: usize| over.get(i).copied().unwrap_or(false);
         let cmd_of = |i: usize| Cmd::for_store(requests.get(i)?, is_over(i));
         let mut out = vec![StoreStatus::NotStored; requests.len()];
-        let (placed, (answered, failed)) = self.keyed_tolerant(requests.len(), &cmd_of).await?;
+        let (placed, (answered, failed)) = self
+            .keyed_tolerant(requests.len(), &cmd_of, RoundLimit::STATUS)
+            .await?;
         for (index, answers) in answered {
             let label = self.label(index);
             for (&i, answer) in members_of(&placed, index).iter().zip(answers.list) {
@@ -432,7 +454,9 @@ impl TokioTextTransport {
     async fn delete_many_each_impl(&self, keys: &[&[u8]]) -> Result<ManyDelete> {
         keys.iter().try_for_each(|k| check_key(k))?;
         let cmd_of = |i: usize| keys.get(i).map(|k| Cmd::Delete(k));
-        let (placed, (answered, failed)) = self.keyed_tolerant(keys.len(), &cmd_of).await?;
+        let (placed, (answered, failed)) = self
+            .keyed_tolerant(keys.len(), &cmd_of, RoundLimit::STATUS)
+            .await?;
         let mut out = vec![false; keys.len()];
         for (index, answers) in answered {
             let members = members_of(&placed, index);
@@ -447,18 +471,20 @@ impl TokioTextTransport {
     async fn delete_many_quiet_impl(&self, keys: &[&[u8]]) -> Result<()> {
         keys.iter().try_for_each(|k| check_key(k))?;
         let placed = self.groups(keys.len(), |i| keys.get(i).copied())?;
-        let groups: Groups<'_> = placed
-            .iter()
-            .map(|(index, members)| {
+        let mut groups: Groups<'_> = Vec::with_capacity(placed.len());
+        for (index, members) in &placed {
+            for round in rounds(members, Batch::QuietDeletes(keys), RoundLimit::STATUS) {
                 let asked: Vec<&[u8]> = members
+                    .get(round)
+                    .unwrap_or_default()
                     .iter()
                     .filter_map(|&i| keys.get(i).copied())
                     .collect();
                 let build: Box<Build<'_>> =
                     Box::new(move |h: &super::Handle| Ok(plan_quiet_deletes(h, &asked)));
-                (*index, build)
-            })
-            .collect();
+                groups.push((*index, build));
+            }
+        }
         let outcomes = self.batch(&groups).await;
         let indexed = placed.iter().map(|(i, _)| *i).zip(outcomes).collect();
         for (index, answers) in TextTransport::strict(indexed)? {
@@ -487,7 +513,9 @@ impl TokioTextTransport {
     ) -> Result<ManyRead<MetaItem>> {
         keys.iter().try_for_each(|k| check_key(k))?;
         let cmd_of = |i: usize| keys.get(i).map(|&key| Cmd::MetaGet { key, recache_below });
-        let (placed, (answered, unread)) = self.keyed_tolerant(keys.len(), &cmd_of).await?;
+        let (placed, (answered, unread)) = self
+            .keyed_tolerant(keys.len(), &cmd_of, RoundLimit::VALUES)
+            .await?;
         let mut out = vec![None; keys.len()];
         for (index, answers) in answered {
             let members = members_of(&placed, index);
