@@ -3,12 +3,13 @@
 //! and judged by the same rules ([`probe_verdict`]).
 
 use std::io;
+use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use newcache_transport::{Error, Result};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpStream, UnixStream};
+use tokio::net::{lookup_host, TcpStream, UnixStream};
 use tokio::time::Instant;
 
 use super::halves::{ReadHalf, WriteHalf};
@@ -59,15 +60,24 @@ async fn connect(config: &TextConfig, target: &Target<'_>) -> Result<(ReadHalf, 
     };
     match target.endpoint {
         Endpoint::Tcp(address) => {
-            let stream =
-                match tokio::time::timeout(config.connect_timeout, TcpStream::connect(address))
+            let addrs: Vec<SocketAddr> =
+                match tokio::time::timeout(config.connect_timeout, lookup_host(address.as_str()))
                     .await
                 {
-                    Ok(Ok(stream)) => stream,
+                    Ok(Ok(addrs)) => addrs.collect(),
                     Ok(Err(e)) => return Err(connect_err(e)),
-                    Err(_) => return Err(timed_out()),
+                    Err(_) => {
+                        return Err(connect_err(io::Error::new(
+                            io::ErrorKind::TimedOut,
+                            format!(
+                                "the name was not looked up within {:?} (the connect timeout)",
+                                config.connect_timeout
+                            ),
+                        )))
+                    }
                 };
-            crate::connect::not_to_itself(stream.local_addr(), stream.peer_addr())
+            let stream = connect_each(&addrs, config.connect_timeout)
+                .await
                 .map_err(connect_err)?;
             stream.set_nodelay(true).map_err(connect_err)?;
             let (r, w) = stream.into_split();
@@ -85,6 +95,36 @@ async fn connect(config: &TextConfig, target: &Target<'_>) -> Result<(ReadHalf, 
             Ok((ReadHalf::Unix(r), WriteHalf::Unix(w)))
         }
     }
+}
+
+/// A TCP connection to the first of `addrs` that takes one, each tried in turn with the
+/// whole connect `timeout`, as the blocking transport and libmemcached try them: a host
+/// whose first address is down (a broken IPv6 route beside a working IPv4 one) is still
+/// reached. (One timeout for the lookup and every address together, as this transport had
+/// it, gave up on such a host before it tried the address that works.)
+async fn connect_each(addrs: &[SocketAddr], timeout: Duration) -> io::Result<TcpStream> {
+    let mut last = io::Error::new(io::ErrorKind::NotFound, "the host has no address");
+    for addr in addrs {
+        let stream = match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
+            Ok(Ok(stream)) => stream,
+            Ok(Err(e)) => {
+                last = e;
+                continue;
+            }
+            Err(_) => {
+                last = io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!("no connection to {addr} within {timeout:?}"),
+                );
+                continue;
+            }
+        };
+        match crate::connect::not_to_itself(stream.local_addr(), stream.peer_addr()) {
+            Ok(()) => return Ok(stream),
+            Err(e) => last = e,
+        }
+    }
+    Err(last)
 }
 
 /// Whether the server closes a connection, opened for the question, on a command it does
@@ -281,5 +321,42 @@ async fn probe_once(
             }
         }
         Err(ReadFailure::Failed(e)) => Err(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use newcache_testkit::Blackhole;
+
+    fn runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+    }
+
+    /// A host whose first address is down is reached on its second, each address given
+    /// the whole connect timeout; addresses that are all down fail with the last one's
+    /// timeout, after one timeout each.
+    #[test]
+    fn each_address_gets_the_whole_connect_timeout_in_turn() {
+        const TIMEOUT: Duration = Duration::from_millis(200);
+        let down = Blackhole::start();
+        let down: SocketAddr = down.addr().parse().unwrap();
+        let live = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let live_addr = live.local_addr().unwrap();
+        runtime().block_on(async {
+            let started = Instant::now();
+            let stream = connect_each(&[down, live_addr], TIMEOUT).await.unwrap();
+            assert_eq!(stream.peer_addr().unwrap(), live_addr);
+            assert!(started.elapsed() >= TIMEOUT, "{:?}", started.elapsed());
+            let started = Instant::now();
+            let e = connect_each(&[down, down], TIMEOUT).await.unwrap_err();
+            assert_eq!(e.kind(), io::ErrorKind::TimedOut, "{e}");
+            assert!(started.elapsed() >= TIMEOUT * 2, "{:?}", started.elapsed());
+            let e = connect_each(&[], TIMEOUT).await.unwrap_err();
+            assert_eq!(e.kind(), io::ErrorKind::NotFound, "{e}");
+        });
     }
 }
