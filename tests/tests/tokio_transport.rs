@@ -1878,3 +1878,78 @@ fn a_multi_get_longer_than_the_read_timeout_is_answered_when_each_round_is_in_ti
     let items = newcache_transport::Transport::get_many(&blocking, &asked).expect("blocking");
     assert_eq!(items.iter().filter(|i| i.is_some()).count(), KEYS);
 }
+
+/// A batch in rounds over two servers, one of them hung (SIGSTOP): the live server's keys
+/// are all stored and read, the hung one's are reported failed with a timeout, and the call
+/// ends within about one read timeout, not one per round.
+#[test]
+fn a_hung_server_fails_its_rounds_within_the_read_timeout_and_the_other_answers() {
+    const TIMEOUT: Duration = Duration::from_millis(300);
+    const KEYS: usize = 6_000;
+    let live = Memcached::start();
+    let mut hung = Memcached::start();
+    let t = transport(vec![live.addr(), hung.addr()], TIMEOUT, Protocol::Meta);
+    let keys: Vec<Vec<u8>> = (0..KEYS)
+        .map(|i| format!("rounds-hung:{i:030}").into_bytes())
+        .collect();
+    let asked: Vec<&[u8]> = keys.iter().map(Vec::as_slice).collect();
+    let values: Vec<Vec<u8>> = keys.iter().map(|k| value_of(k, 7, 100)).collect();
+    let stores: Vec<Store<'_>> = keys
+        .iter()
+        .zip(&values)
+        .map(|(k, v)| Store::set(k, v, 0, 0))
+        .collect();
+    let rt = runtime();
+    rt.block_on(async {
+        // Both servers up: every key stored, in rounds of 512 per server.
+        let stored = t.store_many_each(&stores).await.expect("set_many");
+        assert!(stored.failed.is_empty(), "{:?}", stored.failed.first());
+        hung.pause();
+        for _ in 0..2 {
+            let started = Instant::now();
+            let read = t
+                .get_many_read(&asked)
+                .await
+                .expect("the live server answers");
+            let took = started.elapsed();
+            let hits = read
+                .items
+                .iter()
+                .zip(&keys)
+                .filter(|(i, k)| {
+                    i.as_ref()
+                        .is_some_and(|i| parse_value(&i.value) == Some(((*k).clone(), 7)))
+                })
+                .count();
+            assert_eq!(hits + read.unread.len(), KEYS, "every key read or unread");
+            assert!(hits > KEYS / 4 && !read.unread.is_empty(), "{hits}");
+            assert!(
+                read.unread.iter().all(|(_, e)| e.is_server_failure()),
+                "{:?}",
+                read.unread.first()
+            );
+            assert!(took < TIMEOUT * 2, "took {took:?}");
+        }
+        let started = Instant::now();
+        let stored = t
+            .store_many_each(&stores)
+            .await
+            .expect("the live server stores");
+        assert!(!stored.failed.is_empty());
+        assert_eq!(
+            stored
+                .statuses
+                .iter()
+                .filter(|s| **s == StoreStatus::Stored)
+                .count()
+                + stored.failed.len(),
+            KEYS
+        );
+        assert!(
+            started.elapsed() < TIMEOUT * 2,
+            "took {:?}",
+            started.elapsed()
+        );
+    });
+    hung.resume();
+}
