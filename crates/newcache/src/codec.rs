@@ -688,7 +688,7 @@ mod tests {
                 );
             }
         }
-        for (text, flags) in [("1e300", FLAG_TEXT), (&"9".repeat(60), FLAG_INT)] {
+        for (text, flags) in [("1e+300", FLAG_TEXT), (&"9".repeat(60), FLAG_INT)] {
             let e = decode::<f32>(text.as_bytes(), flags).unwrap_err();
             assert!(e.0.contains("beyond an f32"), "{text}: {e}");
             assert!(decode::<f64>(text.as_bytes(), flags).unwrap().is_finite());
@@ -779,6 +779,85 @@ mod tests {
         assert_eq!(decode::<f64>(b"1e+16", FLAG_TEXT), Ok(1e16));
         // An integer's own flags keep reading leniently.
         assert_eq!(decode::<u64>(b" 42 ", FLAG_INT), Ok(42));
+        // A text whose meaning the number would change: a version, a padded figure, forms
+        // `str` never writes (an outside audit: `'3.10'` read as 3.1).
+        for text in [
+            "3.10", "7.000", "2.50", "1e05", "1E5", ".5", "5.", "1.0e3", "1e16", "-0", "0.10",
+            "Infinity", "+1.5", "1_000",
+        ] {
+            let e = decode::<f64>(text.as_bytes(), FLAG_TEXT).unwrap_err();
+            assert!(e.0.contains("read it as a String"), "{text}: {e}");
+        }
+        let e = decode::<i64>(b"-0", FLAG_TEXT).unwrap_err();
+        assert!(e.0.contains("read it as a String"), "{e}");
+        for (text, f) in [
+            ("2.5", 2.5),
+            ("100.0", 100.0),
+            ("100", 100.0),
+            ("-3", -3.0),
+            ("1e-05", 1e-5),
+            ("-0.0", -0.0),
+            ("inf", f64::INFINITY),
+        ] {
+            assert_eq!(decode::<f64>(text.as_bytes(), FLAG_TEXT), Ok(f), "{text}");
+        }
+    }
+
+    /// Python's `repr` of floats, as Python 3 writes them (`python3 -c 'print(repr(x))'`).
+    #[test]
+    fn floats_are_spelled_as_python_spells_them() {
+        for (f, python) in [
+            (0.0, "0.0"),
+            (-0.0, "-0.0"),
+            (1.0, "1.0"),
+            (2.5, "2.5"),
+            (100.0, "100.0"),
+            (0.1, "0.1"),
+            (0.0001, "0.0001"),
+            (1e-05, "1e-05"),
+            (1000000000000000.0, "1000000000000000.0"),
+            (1e+16, "1e+16"),
+            (1.2345678901234568e+17, "1.2345678901234568e+17"),
+            (1.5e+300, "1.5e+300"),
+            (5e-324, "5e-324"),
+            (1.7976931348623157e+308, "1.7976931348623157e+308"),
+            (-3.25, "-3.25"),
+            (0.30000000000000004, "0.30000000000000004"),
+            (0.3333333333333333, "0.3333333333333333"),
+            (12345.678, "12345.678"),
+            (0.00030000000000000003, "0.00030000000000000003"),
+            (1e+22, "1e+22"),
+            (9007199254740992.0, "9007199254740992.0"),
+            (f64::NEG_INFINITY, "-inf"),
+            (f64::NAN, "nan"),
+        ] {
+            assert_eq!(plain::python_float_repr(f), python);
+        }
+    }
+
+    /// An integer read as text has no `decr` padding, as Python and the CLI read it; a float
+    /// too small for an `f32` is no zero (outside audit findings).
+    #[test]
+    fn integers_read_as_text_unpadded_and_floats_keep_their_value() {
+        assert_eq!(decode::<String>(b"99 ", FLAG_INT), Ok("99".to_string()));
+        assert_eq!(decode::<String>(b"99", FLAG_INT), Ok("99".to_string()));
+        assert_eq!(decode::<String>(b"99 ", FLAG_TEXT), Ok("99 ".to_string()));
+        assert_eq!(decode::<Vec<u8>>(b"ab", FLAG_TEXT), Ok(b"ab".to_vec()));
+        let e = decode::<f32>(b"1e-50", FLAG_TEXT).unwrap_err();
+        assert!(e.0.contains("too small for an f32"), "{e}");
+        let e = decode::<f32>(b"1e+300", FLAG_TEXT).unwrap_err();
+        assert!(e.0.contains("beyond an f32"), "{e}");
+        assert_eq!(decode::<f32>(b"0.0", FLAG_TEXT), Ok(0.0));
+        assert_eq!(decode::<f32>(b"2.5", FLAG_TEXT), Ok(2.5));
+        // Python's pickled 1e-50 (protocol 5).
+        let hex = "8005950a0000000000000047358dee7a4ad4b81f2e";
+        let pickled: Vec<u8> = (0..hex.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
+            .collect();
+        let e = decode::<f32>(&pickled, FLAG_PICKLE).unwrap_err();
+        assert!(e.0.contains("too small for an f32"), "{e}");
+        assert_eq!(decode::<f64>(&pickled, FLAG_PICKLE), Ok(1e-50));
     }
 
     /// A bincode value may claim more memory than 32 MiB when its bytes are many: 5,000,000

@@ -277,7 +277,10 @@ impl Cache {
 
     /// Fetches a value's bytes and flags without decoding (herd rules apply as for `get`).
     /// An item whose herd state cannot be read (another application's use of the flag bits
-    /// newcache keeps it in) comes as stored, every flag kept.
+    /// newcache keeps it in) comes as stored, every flag kept. The value is what the herd's
+    /// envelope holds: a compressed value comes compressed (flag 8 kept), except inside
+    /// django-newcache's pickled tuple, which must be inflated to be opened: its value
+    /// comes inflated, as the pickle it is (flag 1).
     pub fn get_raw(&self, key: &str) -> Result<Option<RawValue>> {
         self.with_wire_key(key, |wire| block(self.core.get_raw(&self.io(), wire)))
     }
@@ -593,7 +596,11 @@ impl Cache {
         block(self.core.extend(&self.io(), key, bytes.as_ref(), false))
     }
 
-    /// Adds bytes to the front of the value `key` holds; see [`Cache::append`].
+    /// Adds bytes to the front of the value `key` holds; see [`Cache::append`]. Only for
+    /// text and bytes values: bytes in front of a pickle (a `bool`, a value under
+    /// `codec=pickle`, anything a Django app stored but text and numbers) make pymemcache
+    /// and python-memcached, and Django's caches over them, read a miss (they drop a pickle
+    /// that does not load), pylibmc raise, and newcache's read a decode error.
     pub fn prepend(&self, key: &str, bytes: impl AsRef<[u8]>) -> Result<bool> {
         block(self.core.extend(&self.io(), key, bytes.as_ref(), true))
     }

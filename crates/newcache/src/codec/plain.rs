@@ -422,47 +422,66 @@ impl<'de> PlainDe<'de> {
         }
     }
 
-    fn parse<N: std::str::FromStr>(&self, what: &str) -> Result<N, CodecError> {
-        let s = self.number()?;
-        // A text (a Python `str`, the CLI's values, a counter) read as a number is one as
-        // `str(n)` writes it: `'02134'` (a zip code) read as 2134, `'+5'` as 5, lost what
-        // made them text (an outside audit).
-        if matches!(self.kind, Plain::Text | Plain::Bytes) && !as_python_writes_numbers(s) {
-            return Err(CodecError(format!(
-                "{} is text that is not a number as Python writes one (a sign, a leading zero or a space would be lost); read it as a String",
-                Shown(s)
-            )));
-        }
-        s.parse()
-            .map_err(|_| CodecError(format!("{} is not a valid {what}", Shown(s))))
+    /// Whether the value is a Python `str` or `bytes` (flags 16 and 0), not a number's flags.
+    fn is_text(&self) -> bool {
+        matches!(self.kind, Plain::Text | Plain::Bytes)
     }
 
-    /// A float, as [`PlainDe::parse`] reads numbers; a finite number beyond the type's
-    /// range is an error, where parsing makes it an infinity (Python's `1e300` or `2**200`
-    /// read as an `f32`: an outside audit).
-    fn parse_float<F: std::str::FromStr + Into<f64> + Copy>(
-        &self,
-        what: &str,
-    ) -> Result<F, CodecError> {
-        let f: F = self.parse(what)?;
-        if !f.into().is_infinite() {
-            return Ok(f);
+    /// The error for a text that is not a number as Python's `str` writes one.
+    fn not_a_python_number(&self, s: &str, what: &str) -> CodecError {
+        CodecError(format!(
+            "{} is text that is not a {what} as Python writes one (a sign, a leading zero, a trailing zero, an exponent or a space would be lost); read it as a String",
+            Shown(s)
+        ))
+    }
+
+    /// An integer. A text (a Python `str`, the CLI's values, a counter) reads as one only
+    /// when it is spelled as `str(n)` writes it: `'02134'` (a zip code) read as 2134, `'+5'`
+    /// as 5, `'-0'` as 0, lost what made them text (outside audits).
+    fn parse<N: std::str::FromStr + std::fmt::Display>(&self, what: &str) -> Result<N, CodecError> {
+        let s = self.number()?;
+        let parsed = s.parse::<N>().ok();
+        if self.is_text() && parsed.as_ref().is_none_or(|n| n.to_string() != s) {
+            return Err(self.not_a_python_number(s, what));
         }
-        let unsigned = self.number()?.trim_start_matches(['+', '-']);
+        parsed.ok_or_else(|| CodecError(format!("{} is not a valid {what}", Shown(s))))
+    }
+
+    /// A float. A text reads as one only when spelled as Python's `str` writes a float
+    /// (`repr`: `2.5`, `100.0`, `1e+16`) or an integer (`100`): `'3.10'` (a version) read as
+    /// 3.1, `'1e05'` as 100000.0 (an outside audit). A finite number beyond the type's
+    /// range, or one too small for it that is not zero, is an error, where converting makes
+    /// it an infinity or zero (Python's `1e300` or `1e-50` read as an `f32`: outside audits).
+    fn parse_float<F: FromF64>(&self, what: &str) -> Result<F, CodecError> {
+        let s = self.number()?;
+        let parsed = s.parse::<f64>().ok();
+        if self.is_text() && parsed.is_none_or(|f| python_float_repr(f) != s && !is_python_int(s)) {
+            return Err(self.not_a_python_number(s, what));
+        }
+        let f = parsed.ok_or_else(|| CodecError(format!("{} is not a valid {what}", Shown(s))))?;
+        let unsigned = s.trim_start_matches(['+', '-']);
         let spelled_infinite = unsigned
             .get(..3)
             .is_some_and(|p| p.eq_ignore_ascii_case("inf"));
-        if !spelled_infinite {
+        if f.is_infinite() && !spelled_infinite {
             return Err(CodecError(format!(
                 "{} is beyond an {what}'s range",
-                Shown(self.number()?)
+                Shown(s)
             )));
         }
-        Ok(f)
+        F::from_f64(f).map_err(|e| CodecError(format!("{}: {e}", Shown(s))))
     }
 
-    /// Hands the value to `visitor` as text: borrowed, or the owned buffer itself.
+    /// Hands the value to `visitor` as text: borrowed, or the owned buffer itself. An
+    /// integer's text without the spaces `decr` pads it with (`"99 "` is the number 99,
+    /// as Python and the CLI read it).
     fn visit_text<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, CodecError> {
+        if !self.is_text() {
+            let number = self.number()?;
+            if number.len() != self.slice().len() {
+                return visitor.visit_string(number.to_owned());
+            }
+        }
         match self.bytes {
             Bytes::Borrowed(b) => visitor.visit_borrowed_str(utf8(b)?),
             Bytes::Owned(v) => visitor.visit_string(
@@ -480,15 +499,85 @@ impl<'de> PlainDe<'de> {
     }
 }
 
-/// Whether `s` is written as Python's `str` writes a number: no `+`, no leading space, no
-/// zero before another digit (`0`, `-3`, `0.5`, `1e+16` are; `02134`, `+5`, ` 4` are not).
-fn as_python_writes_numbers(s: &str) -> bool {
+/// Whether `s` is an integer as Python's `str` writes one: digits, no zero before another
+/// digit, a `-` before any but zero (`0`, `-3`, `100` are; `02134`, `+5`, `-0`, ` 4` are not).
+fn is_python_int(s: &str) -> bool {
     let unsigned = s.strip_prefix('-').unwrap_or(s);
-    let mut digits = unsigned.bytes();
-    match (digits.next(), digits.next()) {
-        (Some(b'0'), Some(next)) => !next.is_ascii_digit(),
-        (Some(first), _) => first != b'+' && !first.is_ascii_whitespace(),
-        (None, _) => true,
+    !unsigned.is_empty()
+        && unsigned.bytes().all(|b| b.is_ascii_digit())
+        && (unsigned == "0" || !unsigned.starts_with('0'))
+        && !(unsigned == "0" && s.starts_with('-'))
+}
+
+/// `f` as Python's `repr` (and `str`) writes a float: the shortest digits that read back as
+/// `f`, in positional form with at least one digit after the point while the decimal
+/// point's position is within -4 and 16 (`0.0001`, `100.0`, `1e+16`, `1e-05`, `1.5e+300`),
+/// `inf`, `-inf`, `nan`.
+pub(super) fn python_float_repr(f: f64) -> String {
+    if f.is_nan() {
+        return "nan".into();
+    }
+    if f.is_infinite() {
+        return if f > 0.0 { "inf" } else { "-inf" }.into();
+    }
+    // Rust's `{:e}` gives the same shortest digits: `d.ddde<exp>`.
+    let sci = format!("{:e}", f.abs());
+    let (mantissa, exp) = sci.split_once('e').unwrap_or((&sci, "0"));
+    let exp: i32 = exp.parse().unwrap_or(0);
+    let digits: String = mantissa.chars().filter(char::is_ascii_digit).collect();
+    let sign = if f.is_sign_negative() { "-" } else { "" };
+    // The point's position after the first `point` digits.
+    let point = exp + 1;
+    let body = if (-3..=16).contains(&point) {
+        let len = i32::try_from(digits.len()).unwrap_or(i32::MAX);
+        if point <= 0 {
+            let zeros = "0".repeat(usize::try_from(-point).unwrap_or(0));
+            format!("0.{zeros}{digits}")
+        } else if point >= len {
+            let zeros = "0".repeat(usize::try_from(point - len).unwrap_or(0));
+            format!("{digits}{zeros}.0")
+        } else {
+            let (int, frac) = digits.split_at(usize::try_from(point).unwrap_or(0));
+            format!("{int}.{frac}")
+        }
+    } else {
+        let (first, rest) = digits.split_at(1.min(digits.len()));
+        let rest = if rest.is_empty() {
+            String::new()
+        } else {
+            format!(".{rest}")
+        };
+        let exp_sign = if exp < 0 { '-' } else { '+' };
+        format!("{first}{rest}e{exp_sign}{:02}", exp.unsigned_abs())
+    };
+    format!("{sign}{body}")
+}
+
+/// A float type read from an `f64`: `None`'s place taken by why it cannot be.
+pub(super) trait FromF64: Sized {
+    /// `f` as this type: an error when a finite `f` would be infinite, or a non-zero one
+    /// zero.
+    fn from_f64(f: f64) -> Result<Self, String>;
+}
+
+impl FromF64 for f64 {
+    fn from_f64(f: f64) -> Result<f64, String> {
+        Ok(f)
+    }
+}
+
+impl FromF64 for f32 {
+    fn from_f64(f: f64) -> Result<f32, String> {
+        // `as` rounds to the nearest f32: infinity past its range, zero below its least.
+        #[allow(clippy::cast_possible_truncation)]
+        let g = f as f32;
+        if f.is_finite() && g.is_infinite() {
+            Err("beyond an f32's range; read it as an f64".into())
+        } else if f != 0.0 && g == 0.0 {
+            Err("too small for an f32, which would read it as zero; read it as an f64".into())
+        } else {
+            Ok(g)
+        }
     }
 }
 

@@ -77,9 +77,16 @@ fn is_integer(text: &str) -> bool {
 /// `text` with its control characters other than `\n` and `\t` escaped (`\x1b`,
 /// `\u2028`), and its backslashes doubled then, so that an escape reads as one: a value
 /// holding a terminal's escape sequence, or one that reorders the text around it, is
-/// shown, not acted on by the terminal (outside audits).
+/// shown, not acted on by the terminal (outside audits). A text with no such character is
+/// shown as it is, unless it holds what reads as an escape (`\x`, `\u`, `\\`): then its
+/// backslashes are doubled too, so that the text `a\x1b` and `a` followed by ESC are not
+/// shown alike (an outside audit).
 fn escaped(text: &str) -> String {
-    if !text.chars().any(hidden) {
+    let reads_as_escape = text
+        .as_bytes()
+        .windows(2)
+        .any(|w| matches!(w, [b'\\', b'x' | b'u' | b'\\']));
+    if !reads_as_escape && !text.chars().any(hidden) {
         return text.to_owned();
     }
     let mut out = String::with_capacity(text.len() + 8);
@@ -182,6 +189,10 @@ mod tests {
         );
         assert_eq!(show(b"\\x1b\x1b", FLAG_TEXT).unwrap(), "\\\\x1b\\x1b");
         assert_eq!(show(b"C:\\dir", FLAG_TEXT).unwrap(), "C:\\dir");
+        // A text that reads as an escape is not shown as the character it names.
+        assert_eq!(show(b"a\\x1b", FLAG_TEXT).unwrap(), "a\\\\x1b");
+        assert_eq!(show(b"a\x1b", FLAG_TEXT).unwrap(), "a\\x1b");
+        assert_eq!(show(b"C:\\\\dir", FLAG_TEXT).unwrap(), "C:\\\\\\\\dir");
         assert_eq!(show(b"9 ", FLAG_INT).unwrap(), "9");
         assert!(show(b"ab\xffcd", FLAG_TEXT)
             .unwrap_err()

@@ -21,6 +21,7 @@ use serde::de::{self, DeserializeSeed, IntoDeserializer, Visitor};
 use serde_pickle::Value;
 
 use super::err;
+use crate::codec::plain::FromF64;
 use crate::codec::CodecError;
 
 /// A decoded pickle value, as a serde `Deserializer`.
@@ -186,10 +187,12 @@ impl<'de> de::Deserializer<'de> for ValueDe {
 
     fn deserialize_f32<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, CodecError> {
         match self.0 {
-            // `as f32` of a finite f64 beyond f32's range is infinity.
-            Value::F64(f) if f.is_finite() && !(f as f32).is_finite() => Err(err(format!(
-                "pickle: the float {f:e} is beyond an f32's range; read it as an f64"
-            ))),
+            // `as f32` of a finite f64 beyond f32's range is infinity, of one below its
+            // least zero.
+            Value::F64(f) => match <f32 as FromF64>::from_f64(f) {
+                Ok(g) => visitor.visit_f32(g),
+                Err(why) => Err(err(format!("pickle: the float {f:e} is {why}"))),
+            },
             other => ValueDe(other).deserialize_any(visitor),
         }
     }
