@@ -19,7 +19,10 @@
 //!   `STORED`, a number, an empty `VALUE` block, that no request asked for);
 //! - **truncated** (a prefix of it, then both directions closed);
 //! - **delayed** (held for a random time up to [`Faults::delay`]);
-//! - **trickled** (written one byte per `write`, with `TCP_NODELAY`).
+//! - **trickled** (written one byte per `write`, with `TCP_NODELAY`);
+//! - **spliced** (a chunk ending in a value reply and one more reply: the value's tail cut
+//!   by exactly that reply's length, so the value's data block takes the reply in and ends
+//!   where the chunk ends, as a middlebox that lost bytes could make it).
 //!
 //! And every chunk, when [`Faults::pace()`] is set, at most that many bytes a second (a slow
 //! link: a reply that keeps coming, steadily).
@@ -68,6 +71,9 @@ pub struct Faults {
     pub trickle: u32,
     /// The pause between a trickled chunk's bytes (none by default).
     pub trickle_gap: Duration,
+    /// A chunk that ends in a value reply (`VA`, `VALUE`) and one more reply: the value's
+    /// tail cut by that reply's length, the reply inside its data block.
+    pub splice_next: u32,
     /// Every chunk written at most this many bytes a second, in pieces of 8 KB (0: as fast
     /// as the client reads).
     pub pace: u64,
@@ -92,6 +98,7 @@ impl Faults {
             delay: Duration::from_millis(100),
             trickle: 0,
             trickle_gap: Duration::ZERO,
+            splice_next: 0,
             pace: 0,
             seed: 0x5eed_f00d_cafe_d00d,
         }
@@ -201,6 +208,15 @@ impl Faults {
         }
     }
 
+    /// With `per_million` of the chunks that end in a value reply and one more reply
+    /// spliced: the value cut short by that reply's length, so it takes the reply in.
+    pub fn splice_next(self, per_million: u32) -> Faults {
+        Faults {
+            splice_next: per_million,
+            ..self
+        }
+    }
+
     /// With this seed for the random choices.
     pub fn seed(self, seed: u64) -> Faults {
         Faults { seed, ..self }
@@ -240,6 +256,8 @@ pub struct FaultCounts {
     pub delayed: u64,
     /// Chunks trickled one byte at a time.
     pub trickled: u64,
+    /// Value replies cut by the length of the reply after them.
+    pub spliced: u64,
     /// Reads of what clients sent (each at most one write of the client's, or less when
     /// the kernel splits it): a client that writes many requests with one write shows
     /// fewer reads than requests.
@@ -263,6 +281,7 @@ struct Counters {
     truncated: AtomicU64,
     delayed: AtomicU64,
     trickled: AtomicU64,
+    spliced: AtomicU64,
     client_reads: AtomicU64,
 }
 
@@ -284,6 +303,7 @@ impl Counters {
             truncated: get(&self.truncated),
             delayed: get(&self.delayed),
             trickled: get(&self.trickled),
+            spliced: get(&self.spliced),
             client_reads: get(&self.client_reads),
         }
     }
@@ -608,6 +628,17 @@ fn relay(
                 .max(1);
             std::thread::sleep(Duration::from_micros(rng.next() % max));
         }
+        let chunk = if rng.chance(f.splice_next) {
+            match spliced(&chunk) {
+                Some(cut) => {
+                    bump(&counters.spliced);
+                    cut
+                }
+                None => chunk,
+            }
+        } else {
+            chunk
+        };
         let mut out: Vec<u8> = Vec::with_capacity(chunk.len() * 2);
         if rng.chance(f.garbage) {
             bump(&counters.garbage);
@@ -708,9 +739,67 @@ fn relay(
     }
 }
 
+/// The replies of `chunk`, each whole (a line, and a value reply's data block): `None`
+/// when the chunk does not end where a reply ends.
+fn replies(chunk: &[u8]) -> Option<Vec<std::ops::Range<usize>>> {
+    let mut out = Vec::new();
+    let mut at = 0;
+    while at < chunk.len() {
+        let rest = chunk.get(at..)?;
+        let line_end = rest.windows(2).position(|w| w == b"\r\n")? + 2;
+        let line = rest.get(..line_end - 2)?;
+        let words: Vec<&[u8]> = line.split(|&b| b == b' ').collect();
+        let data = match words.as_slice() {
+            [b"VA", len, ..] | [b"VALUE", _, _, len, ..] => {
+                std::str::from_utf8(len).ok()?.parse::<usize>().ok()? + 2
+            }
+            _ => 0,
+        };
+        let end = at + line_end + data;
+        if end > chunk.len() {
+            return None;
+        }
+        out.push(at..end);
+        at = end;
+    }
+    Some(out)
+}
+
+/// `chunk` with its next-to-last reply, a value reply, cut by the last reply's length (see
+/// [`Faults::splice_next`]); `None` when the chunk does not end so, or the value is too
+/// short for it.
+fn spliced(chunk: &[u8]) -> Option<Vec<u8>> {
+    let replies = replies(chunk)?;
+    let [.., value, last] = replies.as_slice() else {
+        return None;
+    };
+    let head = chunk.get(value.clone())?;
+    let header = head.windows(2).position(|w| w == b"\r\n")? + 2;
+    let is_value = head.starts_with(b"VA ") || head.starts_with(b"VALUE ");
+    if !is_value || head.len() - header <= last.len() + 2 {
+        return None;
+    }
+    let mut out = chunk.get(..value.end - last.len())?.to_vec();
+    out.extend_from_slice(chunk.get(last.clone())?);
+    Some(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_value_and_the_reply_after_it_are_spliced_into_one_value() {
+        let chunk = b"HD O1\r\nVA 10 O2\r\n0123456789\r\nHD O3\r\n";
+        let cut = spliced(chunk).unwrap();
+        // The value's ten bytes are now `01234HD O3`, ended by the reply's own line end.
+        assert_eq!(cut, b"HD O1\r\nVA 10 O2\r\n01234HD O3\r\n".to_vec());
+        assert_eq!(cut.len(), chunk.len() - 7);
+        // Not a value before the last reply, or a value too short: left alone.
+        assert_eq!(spliced(b"HD O1\r\nHD O2\r\n"), None);
+        assert_eq!(spliced(b"VA 2 O2\r\nab\r\nHD O3\r\n"), None);
+        assert_eq!(spliced(b"VA 10 O2\r\n0123"), None);
+    }
 
     /// An echo server standing in for memcached: it answers each read with `REPLY <n>\r\n`.
     fn numbered_server() -> SocketAddr {

@@ -130,6 +130,15 @@ impl Keys {
 }
 
 impl Step {
+    /// The opaque token this step's reply carries in `wire`, if any.
+    pub(super) fn opaque(&self, wire: Wire) -> Option<u32> {
+        match self {
+            Step::Cmd { opaque, .. } if wire == Wire::Meta => Some(*opaque),
+            Step::Closer { opaque, .. } => Some(*opaque),
+            _ => None,
+        }
+    }
+
     /// Readies `decoder` for this step's reply.
     pub(super) fn ready(&self, decoder: &mut Decoder, wire: Wire) {
         match self {
