@@ -49,9 +49,9 @@
 //!   within [`TextConfig::read_timeout`] of being queued (waiting for room in the queue
 //!   included); the connection and the other requests on it go on. A server's part of a
 //!   multi-key batch larger than the blocking transport's rounds (32 KB of keys for a
-//!   multi-get, 512 commands for stores and deletes) goes in those rounds, each one job
-//!   whose reply is due within the read timeout of the round before it being answered, so
-//!   a large answer that keeps arriving is not cut short. A direct caller arms no
+//!   multi-get, 512 commands for stores and deletes) goes in those rounds, one after
+//!   another, each one job whose reply is due within the read timeout, so a large answer
+//!   that keeps arriving is not cut short. A direct caller arms no
 //!   timer of its own: the connection's task, which wakes every quarter of the read
 //!   timeout, fails it when its reply is late and reads that reply itself. When nothing at all
 //!   arrives for the read timeout while requests are in flight (a hung server), or the
@@ -140,7 +140,9 @@ pub struct TokioIoStats {
     pub connections: u64,
     /// Write calls that carried requests (each may carry many).
     pub writes: u64,
-    /// Requests written: one per single-key operation, one per server of a multi-key one.
+    /// Requests written: one per single-key operation, one per server of a multi-key one
+    /// (one per round of a server's part too large for one: 32 KB of keys to read, 512
+    /// commands to store or delete).
     pub requests: u64,
     /// Of those, requests that found their connection idle after a lone caller's use and
     /// were written, and their replies read, by their caller's own task (the direct path;
