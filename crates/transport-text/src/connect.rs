@@ -2,7 +2,7 @@
 //! first connection, the pool (check out, check in) and the thread that closes idle ones.
 
 use std::io;
-use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::net::{SocketAddr, TcpStream};
 use std::os::unix::net::UnixStream;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
@@ -72,7 +72,8 @@ impl TextTransport {
                 return Ok(Socket::unix(stream));
             }
         };
-        let addrs = lookup(address, self.config.connect_timeout).map_err(connect_err)?;
+        let addrs =
+            crate::lookup::lookup(address, self.config.connect_timeout).map_err(connect_err)?;
         let stream = connect_each(&addrs, self.config.connect_timeout).map_err(connect_err)?;
         let setup = stream
             .set_nodelay(true)
@@ -330,43 +331,6 @@ impl TextTransport {
     }
 }
 
-/// `address`'s socket addresses: an IP address and port as they are, and a name as the
-/// system's resolver gives it, looked up on a thread of its own and waited for up to
-/// `timeout` (the connect timeout). `getaddrinfo` cannot be cut short, and a DNS server
-/// that does not answer held every connect for the resolver's own timeout (glibc: 5 s,
-/// twice; an outside audit measured 10 s a call); a lookup given up on ends on its thread,
-/// its answer dropped.
-fn lookup(address: &str, timeout: Duration) -> io::Result<Vec<SocketAddr>> {
-    lookup_with(address, timeout, |name| {
-        name.to_socket_addrs().map(Iterator::collect)
-    })
-}
-
-/// [`lookup`], names looked up by `resolve`.
-fn lookup_with(
-    address: &str,
-    timeout: Duration,
-    resolve: impl FnOnce(String) -> io::Result<Vec<SocketAddr>> + Send + 'static,
-) -> io::Result<Vec<SocketAddr>> {
-    if let Ok(addr) = address.parse::<SocketAddr>() {
-        return Ok(vec![addr]);
-    }
-    let (tx, rx) = std::sync::mpsc::sync_channel(1);
-    let name = address.to_string();
-    std::thread::Builder::new()
-        .name("newcache-lookup".into())
-        .spawn(move || {
-            let _ = tx.send(resolve(name));
-        })?;
-    match rx.recv_timeout(timeout) {
-        Ok(found) => found,
-        Err(_) => Err(io::Error::new(
-            io::ErrorKind::TimedOut,
-            format!("the name was not looked up within {timeout:?} (the connect timeout)"),
-        )),
-    }
-}
-
 /// A TCP connection to the first of `addrs` that takes one, each tried in turn with the
 /// whole connect `timeout`, as libmemcached (and so pylibmc) tries them: a host whose first
 /// address is down (a broken IPv6 route beside a working IPv4 one) is still reached, at the
@@ -440,35 +404,6 @@ mod tests {
         assert!(started.elapsed() >= Duration::from_millis(190));
         let e = connect_each(&[addr(&hole.addr())], Duration::from_millis(200)).unwrap_err();
         assert_eq!(e.kind(), io::ErrorKind::TimedOut, "{e}");
-    }
-
-    /// A name lookup that does not answer (a DNS server that is down) fails the connect
-    /// with a timeout within the connect timeout, not the resolver's own; one that answers
-    /// gives its addresses, and an IP address needs no lookup.
-    #[test]
-    fn a_name_lookup_is_waited_for_up_to_the_connect_timeout() {
-        let started = Instant::now();
-        let e = lookup_with("cache.example:11211", Duration::from_millis(100), |_| {
-            std::thread::sleep(Duration::from_secs(5));
-            Ok(Vec::new())
-        })
-        .unwrap_err();
-        assert_eq!(e.kind(), io::ErrorKind::TimedOut, "{e}");
-        assert!(
-            started.elapsed() < Duration::from_secs(1),
-            "{:?}",
-            started.elapsed()
-        );
-        let found = lookup_with("cache.example:11211", Duration::from_secs(5), |name| {
-            assert_eq!(name, "cache.example:11211");
-            Ok(vec![addr("10.0.0.1:11211")])
-        })
-        .unwrap();
-        assert_eq!(found, vec![addr("10.0.0.1:11211")]);
-        let literal = lookup_with("[::1]:11211", Duration::ZERO, |_| unreachable!()).unwrap();
-        assert_eq!(literal, vec![addr("[::1]:11211")]);
-        let local = lookup("localhost:11211", Duration::from_secs(5)).unwrap();
-        assert!(local.iter().all(|a| a.ip().is_loopback()), "{local:?}");
     }
 
     /// An address that refuses at once leaves the next the time: it is connected.

@@ -76,6 +76,7 @@ mod conn;
 mod connect;
 mod errors;
 mod exchange;
+mod lookup;
 mod multi_get;
 mod ops;
 mod pool;
