@@ -366,11 +366,14 @@ impl Io for Async<'_> {
     fn release(&self, key: Vec<u8>, only_if: Option<Vec<u8>>) {
         // From a destructor, so on a task of the runtime in use; without one (the runtime is
         // shutting down) the key expires on its own after `lease_wait`.
+        // The release goes where this caller's requests would: behind the lease `add` it
+        // may have given up on (`as_caller`).
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
             let transport = Arc::clone(self.0);
-            runtime.spawn(async move {
+            let work = Box::pin(async move {
                 release(&Async(&transport), &key, only_if.as_deref()).await;
             });
+            runtime.spawn(self.0.as_caller(work));
         }
     }
     fn sleep(&self, pause: Duration) -> impl Future<Output = ()> + Send + '_ {

@@ -162,9 +162,13 @@ impl<'a, I: Io> LeaseGuard<'a, I> {
     /// destructor, which can only hand an async release to a task of the runtime (one that
     /// may not run again: a current-thread runtime whose `block_on` returned left the lease
     /// to another process's wait of `lease_wait`, an outside audit).
+    /// The key stays in the guard until the release is done: a caller dropped while it
+    /// awaits leaves the release to the destructor (taken out first, the delete given up
+    /// on was dropped unwritten and the lease left behind: an outside audit).
     async fn release(mut self) {
-        let (key, only_if) = (std::mem::take(&mut self.key), self.only_if.take());
-        crate::io::release(self.io, &key, only_if.as_deref()).await;
+        crate::io::release(self.io, &self.key, self.only_if.as_deref()).await;
+        self.key = Vec::new();
+        self.only_if = None;
     }
 }
 

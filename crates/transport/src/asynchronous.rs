@@ -182,6 +182,18 @@ pub trait AsyncTransport: Send + Sync + std::fmt::Debug {
         })
     }
 
+    /// `work` taken as the calling task's own: requests it makes, run on a task of their
+    /// own (spawned from a destructor: a lease released after its caller's future was
+    /// dropped), go where the caller's would, behind what the caller gave up on. Call it in
+    /// the caller's task. Without it, such a request could overtake the caller's abandoned
+    /// one on another connection: a lease's release that found no lease yet, before the
+    /// lease's own `add` landed, left the lease behind (an outside audit). The default:
+    /// `work` as it is (a backend that keeps no order between requests it has not read a
+    /// reply to).
+    fn as_caller(&self, work: BoxFuture<'static, ()>) -> BoxFuture<'static, ()> {
+        work
+    }
+
     /// Marks an item stale instead of deleting it
     /// ([`Transport::meta_invalidate`](crate::Transport::meta_invalidate)).
     fn meta_invalidate<'a>(
@@ -226,6 +238,7 @@ macro_rules! forward_async_transport {
             fn get_many_read<'a>(&'a self, keys: &'a [&'a [u8]]) -> BoxFuture<'a, Result<ManyRead>> { (**self).get_many_read(keys) }
             fn meta_get_many_read<'a>(&'a self, keys: &'a [&'a [u8]], recache_below: u32) -> BoxFuture<'a, Result<ManyRead<MetaItem>>> { (**self).meta_get_many_read(keys, recache_below) }
             fn meta_invalidate<'a>(&'a self, key: &'a [u8], grace: u32, cas: Option<u64>) -> BoxFuture<'a, Result<bool>> { (**self).meta_invalidate(key, grace, cas) }
+            fn as_caller(&self, work: BoxFuture<'static, ()>) -> BoxFuture<'static, ()> { (**self).as_caller(work) }
         }
     };
 }

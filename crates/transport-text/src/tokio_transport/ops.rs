@@ -679,6 +679,10 @@ impl AsyncTransport for TokioTextTransport {
 
     /// Lets go of every connection: requests queued or in flight on one finish there, then
     /// it closes (within a quarter of the read timeout); the next request opens a new one.
+    fn as_caller(&self, work: BoxFuture<'static, ()>) -> BoxFuture<'static, ()> {
+        Box::pin(super::conn::Who::acting_for_now(work))
+    }
+
     fn close(&self) {
         self.close_connections();
     }

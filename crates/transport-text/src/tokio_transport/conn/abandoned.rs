@@ -23,9 +23,25 @@ pub(in crate::tokio_transport) enum Who {
     Thread(std::thread::ThreadId),
 }
 
+tokio::task_local! {
+    /// The caller a task's requests are made for, when it runs work of another's
+    /// ([`AsyncTransport::as_caller`](newcache_transport::AsyncTransport::as_caller)).
+    static ACTING_FOR: Who;
+}
+
 impl Who {
-    /// The caller running now.
+    /// `work`, its requests taken as those of the caller running now.
+    pub(in crate::tokio_transport) fn acting_for_now<F: std::future::Future>(
+        work: F,
+    ) -> impl std::future::Future<Output = F::Output> {
+        ACTING_FOR.scope(Who::now(), work)
+    }
+
+    /// The caller running now (the one its task acts for, if any).
     pub(in crate::tokio_transport) fn now() -> Who {
+        if let Ok(who) = ACTING_FOR.try_with(|who| *who) {
+            return who;
+        }
         match tokio::task::try_id() {
             Some(id) => Who::Task(id),
             None => Who::Thread(std::thread::current().id()),
