@@ -380,6 +380,8 @@ mod tests {
             ("newcache://a:0/", "port"),
             ("newcache://[]:1", "not an IPv6 address"),
             ("newcache://[::1]x/", "expected :port"),
+            ("newcache://::1:11211/", "goes in brackets"),
+            ("newcache://fe80::1/", "goes in brackets"),
             ("newcache://bad%20host/", "not a host name"),
             ("newcache://a b:1/", "not a host name"),
             ("newcache:///", "names no server"),

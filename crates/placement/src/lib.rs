@@ -284,6 +284,12 @@ impl Server {
             };
             (host, rest)
         } else {
+            // An IPv6 address without brackets: its colons cannot be told from the port's.
+            if entry.contains("::") || entry.matches(':').count() > 2 {
+                return Err(bad(
+                    "an IPv6 address goes in brackets, its port after them ([::1]:11211)",
+                ));
+            }
             match entry.split_once(':') {
                 Some((host, rest)) => (host, Some(rest)),
                 None => (entry, None),

@@ -349,11 +349,10 @@ pub(crate) fn server_specs(
                 port: 0,
                 weight: 1,
             }),
-            None => placement::Server::parse(s).map_err(|e| Error::Protocol {
-                server: s.clone(),
-                detail: format!(
-                    "{e}; a server is host, host:port, host:port:weight, [v6addr]:port, or a unix-domain socket's absolute path (/path or unix:/path)"
-                ),
+            // A parse error was `Error::Protocol`, "bad reply from memcached" (a review).
+            None => placement::Server::parse(s).map_err(|e| Error::BadServer {
+                entry: s.clone(),
+                detail: e.to_string(),
             }),
         })
         .collect::<Result<Vec<_>>>()?;
@@ -427,6 +426,17 @@ mod tests {
             };
             assert!(TextTransport::new(config).is_err(), "{bad}");
         }
+        // An IPv6 address without brackets is a configuration error that says so, not "bad
+        // reply from memcached" (a review).
+        let config = TextConfig {
+            servers: vec!["::1:11211".into()],
+            ..TextConfig::default()
+        };
+        let e = TextTransport::new(config).unwrap_err();
+        assert!(
+            matches!(&e, Error::BadServer { .. }) && e.to_string().contains("in brackets"),
+            "{e}"
+        );
     }
 
     #[test]

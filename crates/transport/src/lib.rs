@@ -590,6 +590,14 @@ pub enum Error {
     /// The transport has no server to talk to.
     #[error("no memcached server is configured; give at least one host:port")]
     NoServers,
+    /// A configured server entry that names no server (nothing was sent).
+    #[error("server {entry:?} is not a server: {detail}; give host, host:port, host:port:weight, [v6addr]:port, or a unix-domain socket's absolute path (/path or unix:/path)")]
+    BadServer {
+        /// The entry as configured.
+        entry: String,
+        /// What is wrong with it.
+        detail: String,
+    },
     /// A connection could not be opened.
     #[error("cannot connect to memcached at {server}: {source}; is it running and reachable?")]
     Connect {
@@ -732,6 +740,7 @@ impl Error {
             Error::InvalidKey { .. } => "invalid_key",
             Error::ValueTooLarge { .. } => "value_too_large",
             Error::NoServers => "no_servers",
+            Error::BadServer { .. } => "bad_server",
             Error::Connect { .. } => "connect",
             Error::Timeout { .. } => "timeout",
             Error::Io { .. } => "io",
@@ -762,6 +771,7 @@ impl Error {
             | Error::InvalidKey { .. }
             | Error::ValueTooLarge { .. }
             | Error::NoServers
+            | Error::BadServer { .. }
             | Error::NoRuntime
             | Error::Backend { .. } => None,
         }

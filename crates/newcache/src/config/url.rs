@@ -134,6 +134,13 @@ pub(super) fn parse_server(entry: &str) -> Result<String> {
         };
         (format!("[{host}]"), rest)
     } else {
+        // An IPv6 address without brackets (`::1:11211`): its colons cannot be told from
+        // the port's.
+        if entry.matches(':').count() > 2 || entry.contains("::") {
+            return Err(bad(format_args!(
+                "server {entry:?}: an IPv6 address goes in brackets, its port after them (e.g. [::1]:11211)"
+            )));
+        }
         match entry.split_once(':') {
             Some((h, p)) => (h.to_string(), Some(p)),
             None => (entry.to_string(), None),
