@@ -2044,3 +2044,44 @@ fn a_key_in_two_rounds_of_a_set_many_keeps_the_later_value() {
         );
     }
 }
+
+/// A reply that came whole is handed over at once even when the reply after it on the
+/// connection is late: only a value that may hold the next reply (it ends as that reply's
+/// line would, ` O<token>`) waits for the next reply to begin. Holding every such reply
+/// made a get wait for the next request's reply, and time out behind a slow one (a review:
+/// 5 of 5 gets timed out at 1 s behind a request held 1.5 s; answered in 31 ms before).
+#[test]
+fn a_whole_reply_is_not_held_behind_a_late_one() {
+    const TIMEOUT: Duration = Duration::from_millis(1_000);
+    let server = Memcached::start();
+    let proxy = FaultProxy::start(server.socket_addr(), Faults::none());
+    let t = transport(vec![proxy.addr()], TIMEOUT, Protocol::Meta);
+    let rt = runtime();
+    let big = vec![b'v'; 900 * 1024];
+    rt.block_on(async {
+        t.store(&Store::set(b"midkey", &big, 0, 0))
+            .await
+            .expect("set");
+        t.store(&Store::set(b"slowkey", b"s", 0, 0))
+            .await
+            .expect("set");
+        // `midkey`'s reply streams in over about 200 ms; `slowkey`'s request, sent 1 ms
+        // after `midkey`'s, is held back for good (nothing asks `never-asked`).
+        proxy.set_faults(Faults::none().pace(4_000_000));
+        proxy.hold_request(b"slowkey", b"never-asked");
+        let started = Instant::now();
+        let mid = async {
+            let got = t.get(b"midkey").await;
+            (got, started.elapsed())
+        };
+        let slow = async {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+            t.get(b"slowkey").await
+        };
+        let ((got, took), slow) = tokio::join!(mid, slow);
+        let got = got.expect("midkey").expect("a hit");
+        assert!(got.value == big, "midkey's value");
+        assert!(took < TIMEOUT * 3 / 4, "midkey took {took:?}");
+        assert!(matches!(slow, Err(Error::Timeout { .. })), "{slow:?}");
+    });
+}

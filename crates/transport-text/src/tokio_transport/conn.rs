@@ -27,7 +27,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
 use super::halves::{ReadHalf, WriteHalf};
-use super::steps::{Answer, AnswerList, Steps, Taken};
+use super::steps::{may_hold_a_reply, Answer, AnswerList, Steps, Taken};
 use crate::command::{Outcome, Wire};
 use crate::conn::{ReadBuf, READ_BUF, WIRE_UNKNOWN};
 use crate::proto::{meta, Decoder, Expect, Reply, Status};
@@ -794,7 +794,15 @@ impl Conn {
                 // replies still owed proves nothing: a value cut short by exactly the next
                 // reply's length takes that reply in, ends where it ended, and was handed
                 // over holding it (an outside audit: 5 of 14 such cuts reached a caller).
-                if close_after || (ends_read && state.fifo.is_empty()) {
+                let may_hold = || {
+                    let next = state.fifo.front().and_then(|p| p.steps.get(p.next));
+                    let token = next.and_then(|step| step.opaque(settings.wire));
+                    state
+                        .held
+                        .as_ref()
+                        .is_some_and(|j| may_hold_a_reply(&j.answers, token))
+                };
+                if close_after || (ends_read && (state.fifo.is_empty() || !may_hold())) {
                     done = self.release(&mut state);
                 } else {
                     self.note(&state);

@@ -129,6 +129,35 @@ impl Keys {
     }
 }
 
+/// Whether the last of a job's answers is a value that may hold the next reply, which
+/// carries `next` as its token (`None`: a reply with no token is due next): a value cut
+/// short by exactly the next reply's length ends with that reply's line, less its line
+/// end, and a meta reply's line ends with ` O<token>` (and the win flags, ` W`, ` X`,
+/// ` Z`). A job whose reply ended a read with others still owed is held only then
+/// (`Conn::complete`): holding every such job made a reply that had come whole wait for
+/// the next one, and fail when that one was late or its connection closed (a review).
+pub(super) fn may_hold_a_reply(answers: &AnswerList, next: Option<u32>) -> bool {
+    let value = match answers.last() {
+        Some(Answer::Outcome(Outcome::Item(Some(item)))) => &item.value,
+        Some(Answer::Outcome(Outcome::Meta(Some(meta)))) => &meta.item.value,
+        Some(Answer::Items(items)) => match items.iter().rev().flatten().next() {
+            Some(item) => &item.value,
+            None => return false,
+        },
+        _ => return false,
+    };
+    let Some(token) = next else {
+        return true;
+    };
+    let flags = value
+        .iter()
+        .rev()
+        .take_while(|&&b| matches!(b, b' ' | b'W' | b'X' | b'Z'))
+        .count();
+    let line = value.get(..value.len() - flags).unwrap_or_default();
+    line.ends_with(format!(" O{token}").as_bytes())
+}
+
 impl Step {
     /// The opaque token this step's reply carries in `wire`, if any.
     pub(super) fn opaque(&self, wire: Wire) -> Option<u32> {
@@ -241,7 +270,35 @@ impl crate::batch::LineAnswer for Answer {
 
 #[cfg(test)]
 mod tests {
-    use super::Keys;
+    use super::{may_hold_a_reply, Answer, AnswerList, Keys};
+    use crate::command::Outcome;
+    use newcache_transport::Item;
+
+    fn got(value: &[u8]) -> AnswerList {
+        let item = Item {
+            value: value.to_vec(),
+            flags: 0,
+            cas: None,
+        };
+        smallvec::smallvec![Answer::Outcome(Outcome::Item(Some(item)))]
+    }
+
+    /// A value is held for the next reply only when it ends as that reply's line would:
+    /// ` O<token>`, perhaps with win flags; or when the next reply has no token to tell.
+    #[test]
+    fn only_a_value_ending_as_the_next_reply_may_hold_it() {
+        assert!(may_hold_a_reply(&got(b"xxxxHD kb1 O5"), Some(5)));
+        assert!(may_hold_a_reply(
+            &got(b"xxVA 1 f0 c3 t10 kk O5 X W"),
+            Some(5)
+        ));
+        assert!(!may_hold_a_reply(&got(b"xxxxHD kb1 O5"), Some(6)));
+        assert!(!may_hold_a_reply(&got(b"xxxxHD kb1 O15"), Some(5)));
+        assert!(!may_hold_a_reply(&got(b"value-of-a"), Some(5)));
+        assert!(may_hold_a_reply(&got(b"value-of-a"), None));
+        let miss: AnswerList = smallvec::smallvec![Answer::Outcome(Outcome::Item(None))];
+        assert!(!may_hold_a_reply(&miss, None));
+    }
 
     #[test]
     fn keys_in_one_buffer_come_back_as_given() {
