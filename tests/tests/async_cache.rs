@@ -487,6 +487,87 @@ fn cold_calls_cancelled_at_random_over_several_connections_leave_no_lease() {
     );
 }
 
+/// Counts a running loader out when it ends.
+struct Leaving(Arc<AtomicUsize>);
+
+impl Drop for Leaving {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// Three caches (three processes' worth) x 6 tasks x 4 rounds on each of 60 cold keys,
+/// loaders that take 4 ms and fail half the time, every call cancelled at a random moment
+/// (`tokio::time::timeout` of up to 9 ms): two loaders of one key never run at once. A
+/// release given up on midway was redone unconditionally by its destructor, and when the
+/// first `delete` had landed, the lease another cache took in between went with it (a
+/// review: 9 to 24 keys of 150 had two loaders at once).
+#[test]
+fn cancelled_cold_calls_of_three_caches_never_run_two_loaders_at_once() {
+    const KEYS: u64 = 60;
+    let server = Memcached::start();
+    let url = format!(
+        "newcache://{}/?flavor=t&herd=lease&lease_wait=3000&async_connections=4",
+        server.addr()
+    );
+    let caches: Vec<AsyncCache> = (0..3)
+        .map(|_| Builder::from_url(&url).unwrap().build_async().unwrap())
+        .collect();
+    let rt = runtime();
+    let mut doubled = Vec::new();
+    rt.block_on(async {
+        for k in 0..KEYS {
+            let key = format!("two-loaders-{k}");
+            let running = Arc::new(AtomicUsize::new(0));
+            let most = Arc::new(AtomicUsize::new(0));
+            let mut tasks = Vec::new();
+            for (c, cache) in (0u64..).zip(&caches) {
+                for j in 0..6u64 {
+                    let (cache, key) = (cache.clone(), key.clone());
+                    let (running, most) = (running.clone(), most.clone());
+                    tasks.push(tokio::spawn(async move {
+                        for round in 0..4u64 {
+                            let fail = (j + round) % 2 == 0;
+                            let (running, most) = (running.clone(), most.clone());
+                            let call = cache.get_or_try_set(&key, 60, move || async move {
+                                let now = running.fetch_add(1, Ordering::SeqCst) + 1;
+                                most.fetch_max(now, Ordering::SeqCst);
+                                // Counted out however the loader ends (a cancelled one
+                                // is dropped mid-sleep).
+                                let _out = Leaving(running);
+                                tokio::time::sleep(Duration::from_millis(4)).await;
+                                if fail {
+                                    Err(Error::Config("the loader failed".into()))
+                                } else {
+                                    Ok("v".to_string())
+                                }
+                            });
+                            let within = (c * 31 + j * 7 + round * 13 + k) * 997 % 9_000;
+                            let _ = tokio::time::timeout(Duration::from_micros(within), call).await;
+                            // The key cold again for the next round.
+                            if !fail {
+                                let _ = cache.delete(&key).await;
+                            }
+                        }
+                    }));
+                }
+            }
+            for task in tasks {
+                task.await.unwrap();
+            }
+            if most.load(Ordering::SeqCst) > 1 {
+                doubled.push(key);
+            }
+        }
+    });
+    assert!(
+        doubled.is_empty(),
+        "{} keys had two loaders at once: {:?}",
+        doubled.len(),
+        doubled.first()
+    );
+}
+
 /// Tasks waiting for a cold loader of their key get its failure (`Error::LoadFailed`) and run
 /// no loader of their own; a hung loader costs the tasks behind it `lease_wait` and the lease's
 /// TTL, not a wait with no end (an outside audit: 50 waiters of a loader failing after 200 ms

@@ -141,9 +141,22 @@ pub(crate) struct LeaseGuard<'a, I: Io> {
     /// key could not be read after): the key is deleted only if it holds this token (or
     /// cannot be read then either).
     only_if: Option<Vec<u8>>,
+    /// The caller's token, kept when it holds the lease ([`LeaseGuard::hold`]), for a
+    /// release given up on midway ([`LeaseGuard::release`]).
+    token: Vec<u8>,
 }
 
 impl<'a, I: Io> LeaseGuard<'a, I> {
+    /// A guard of `key`, taken with `token`, which the caller may not hold yet.
+    fn new(io: &'a I, key: Vec<u8>, token: Vec<u8>) -> Self {
+        LeaseGuard {
+            io,
+            key,
+            only_if: Some(token.clone()),
+            token,
+        }
+    }
+
     /// Nothing to release after all (the `add` was refused, or is tried again).
     fn disarm(mut self) {
         self.key = Vec::new();
@@ -155,6 +168,7 @@ impl<'a, I: Io> LeaseGuard<'a, I> {
             io: self.io,
             key: std::mem::take(&mut self.key),
             only_if: None,
+            token: std::mem::take(&mut self.token),
         }
     }
 
@@ -162,13 +176,20 @@ impl<'a, I: Io> LeaseGuard<'a, I> {
     /// destructor, which can only hand an async release to a task of the runtime (one that
     /// may not run again: a current-thread runtime whose `block_on` returned left the lease
     /// to another process's wait of `lease_wait`, an outside audit).
-    /// The key stays in the guard until the release is done: a caller dropped while it
-    /// awaits leaves the release to the destructor (taken out first, the delete given up
-    /// on was dropped unwritten and the lease left behind: an outside audit).
+    ///
+    /// A caller dropped while it awaits leaves the rest to the destructor, which deletes
+    /// the key only while it still holds this caller's token: taken out before the await,
+    /// the key's `delete` given up on was dropped unwritten and the lease left behind (an
+    /// outside audit); kept as it was, the destructor deleted it again unconditionally,
+    /// and when the first `delete` had landed, another process's lease taken in between
+    /// went with it, and a second loader ran beside that one's (a review: 9 to 24 keys of
+    /// 150 loaded twice at once).
     async fn release(mut self) {
-        crate::io::release(self.io, &self.key, self.only_if.as_deref()).await;
+        let only_if = self.only_if.take();
+        self.only_if = Some(std::mem::take(&mut self.token));
+        let token = self.only_if.clone().unwrap_or_default();
+        crate::io::release(self.io, &self.key, only_if.as_deref(), &token).await;
         self.key = Vec::new();
-        self.only_if = None;
     }
 }
 
@@ -178,8 +199,13 @@ impl<I: Io> Drop for LeaseGuard<'_, I> {
             return;
         }
         // A failed delete leaves the key to expire on its own (after lease_wait).
+        let only_if = self.only_if.take();
+        let token = match &only_if {
+            Some(token) => token.clone(),
+            None => std::mem::take(&mut self.token),
+        };
         self.io
-            .release(std::mem::take(&mut self.key), self.only_if.take());
+            .release(std::mem::take(&mut self.key), only_if, token);
     }
 }
 
@@ -539,11 +565,7 @@ impl Core {
             // lease if its `add` landed. It was armed only once the reply came, and such a
             // drop left the lease key to cost the next cold call `lease_wait` (an outside
             // audit: 3 s).
-            let sent = LeaseGuard {
-                io,
-                key: lease_key.clone(),
-                only_if: Some(token.clone()),
-            };
+            let sent = LeaseGuard::new(io, lease_key.clone(), token.clone());
             let mut leased = match io.store(&lease).await {
                 Ok(status) => status.is_stored(),
                 Err(e) if e.is_server_failure() => {
