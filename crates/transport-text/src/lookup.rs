@@ -71,10 +71,12 @@ fn lookup_with(
         let spawned = std::thread::Builder::new()
             .name("newcache-lookup".into())
             .spawn(move || {
+                // Taken off the running ones however the lookup ends (a resolver that
+                // panicked would have left every later connect waiting for it).
+                let _done = Done(&name, &shared);
                 let found = resolve(name.clone()).map_err(|e| (e.kind(), e.to_string()));
                 *lock(&shared.found) = Some(found);
                 shared.ready.notify_all();
-                forget(&name, &shared);
             });
         if let Err(e) = spawned {
             forget(address, &running);
@@ -100,6 +102,15 @@ fn lookup_with(
             .wait_timeout(found, left)
             .unwrap_or_else(PoisonError::into_inner)
             .0;
+    }
+}
+
+/// Takes a lookup off the running ones when its thread ends.
+struct Done<'a>(&'a str, &'a Arc<Running>);
+
+impl Drop for Done<'_> {
+    fn drop(&mut self) {
+        forget(self.0, self.1);
     }
 }
 
