@@ -568,6 +568,158 @@ fn cancelled_cold_calls_of_three_caches_never_run_two_loaders_at_once() {
     );
 }
 
+/// A lease release whose `delete` landed but whose reply was cut, and whose read of the
+/// key after fails too, does not delete again: another cache took the lease meanwhile, and
+/// deleting it let a third load beside that one (a review, deterministic through this
+/// proxy: A's `delete` of its lease lands and its reply is cut 300 ms later, C takes the
+/// lease meanwhile, A's read of the key is refused; B loaded beside C).
+#[test]
+fn a_release_whose_delete_and_read_both_failed_takes_no_other_lease() {
+    use std::io::{Read, Write};
+    use std::net::{Shutdown, TcpListener, TcpStream};
+    use std::sync::atomic::AtomicU32;
+    let server = Memcached::start();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let proxy_addr = listener.local_addr().unwrap();
+    // 0: forward; 1: armed (cut the reply to the next lease delete after 300 ms);
+    // 2: refuse lease reads (close the connection) up to 5 times.
+    let phase = Arc::new(AtomicU32::new(0));
+    let backend = server.socket_addr();
+    {
+        let phase = phase.clone();
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(client) = client else { break };
+                let phase = phase.clone();
+                let up = TcpStream::connect(backend).unwrap();
+                let cut_next = Arc::new(AtomicU32::new(0));
+                let (mut c_rd, mut u_wr) = (client.try_clone().unwrap(), up.try_clone().unwrap());
+                let (mut u_rd, mut c_wr) = (up, client);
+                let cut = cut_next.clone();
+                let (c_kill, u_kill) = (c_wr.try_clone().unwrap(), u_rd.try_clone().unwrap());
+                std::thread::spawn(move || {
+                    let mut buf = vec![0u8; 65536];
+                    loop {
+                        let n = match c_rd.read(&mut buf) {
+                            Ok(0) | Err(_) => break,
+                            Ok(n) => n,
+                        };
+                        let req = &buf[..n];
+                        let lease = req.windows(15).any(|w| w == b"newcache-lease-");
+                        let is_delete = req.starts_with(b"md ") || req.starts_with(b"delete ");
+                        let is_get = req.starts_with(b"mg ") || req.starts_with(b"get");
+                        if lease && is_delete && phase.load(Ordering::SeqCst) == 1 {
+                            eprintln!(
+                                "proxy: cutting the reply to {:?}",
+                                String::from_utf8_lossy(req)
+                            );
+                            cut.store(1, Ordering::SeqCst);
+                            phase.store(2, Ordering::SeqCst);
+                        } else if lease
+                            && is_get
+                            && phase.load(Ordering::SeqCst) >= 2
+                            && phase.load(Ordering::SeqCst) < 7
+                        {
+                            eprintln!("proxy: failing {:?}", String::from_utf8_lossy(req));
+                            phase.fetch_add(1, Ordering::SeqCst);
+                            let _ = c_kill.shutdown(Shutdown::Both);
+                            let _ = u_kill.shutdown(Shutdown::Both);
+                            break;
+                        } else if lease && phase.load(Ordering::SeqCst) >= 2 {
+                            eprintln!("proxy: passing {:?}", String::from_utf8_lossy(req));
+                        }
+                        if u_wr.write_all(req).is_err() {
+                            break;
+                        }
+                    }
+                });
+                std::thread::spawn(move || {
+                    let mut buf = vec![0u8; 65536];
+                    loop {
+                        let n = match u_rd.read(&mut buf) {
+                            Ok(0) | Err(_) => break,
+                            Ok(n) => n,
+                        };
+                        if cut_next.swap(0, Ordering::SeqCst) == 1 {
+                            std::thread::sleep(Duration::from_millis(300));
+                            let _ = c_wr.shutdown(Shutdown::Both);
+                            let _ = u_rd.shutdown(Shutdown::Both);
+                            break;
+                        }
+                        if c_wr.write_all(&buf[..n]).is_err() {
+                            break;
+                        }
+                    }
+                });
+            }
+        });
+    }
+    let direct = format!(
+        "newcache://{}/?flavor=t&herd=lease&lease_wait=3000",
+        server.addr()
+    );
+    let via = format!("newcache://{proxy_addr}/?flavor=t&herd=lease&lease_wait=3000");
+    let a = Builder::from_url(&via).unwrap().build().unwrap();
+    let b = Builder::from_url(&direct).unwrap().build().unwrap();
+    let c = Builder::from_url(&direct).unwrap().build().unwrap();
+    let running = Arc::new(AtomicUsize::new(0));
+    let most = Arc::new(AtomicUsize::new(0));
+    let loads = Arc::new(AtomicUsize::new(0));
+    let load = |who: &'static str, ms: u64, fail: bool| {
+        let (running, most, loads) = (running.clone(), most.clone(), loads.clone());
+        move || {
+            let now = running.fetch_add(1, Ordering::SeqCst) + 1;
+            most.fetch_max(now, Ordering::SeqCst);
+            loads.fetch_add(1, Ordering::SeqCst);
+            eprintln!("{who} loads ({now} running)");
+            std::thread::sleep(Duration::from_millis(ms));
+            running.fetch_sub(1, Ordering::SeqCst);
+            if fail {
+                Err(Error::Config("the loader failed".into()))
+            } else {
+                Ok("v".to_string())
+            }
+        }
+    };
+    let key = "cut-release-lease-key";
+    let phase_a = phase.clone();
+    let la = load("A", 300, true);
+    let ta = std::thread::spawn(move || {
+        // A takes the lease; its loader fails, so the key stays cold, and the lease's
+        // release is armed to be cut once A's loader has begun.
+        let got: Result<String, _> = a.get_or_try_set(key, 60, move || {
+            phase_a.store(1, Ordering::SeqCst);
+            la()
+        });
+        eprintln!("A: {:?}", got.is_ok());
+    });
+    std::thread::sleep(Duration::from_millis(100));
+    let lb = load("B", 1500, false);
+    let tb = std::thread::spawn(move || {
+        let got: Result<String, _> = b.get_or_try_set(key, 60, lb);
+        eprintln!("B: {:?}", got.is_ok());
+    });
+    std::thread::sleep(Duration::from_millis(50));
+    let lc = load("C", 1500, false);
+    let tc = std::thread::spawn(move || {
+        let got: Result<String, _> = c.get_or_try_set(key, 60, lc);
+        eprintln!("C: {:?}", got.is_ok());
+    });
+    ta.join().unwrap();
+    tb.join().unwrap();
+    tc.join().unwrap();
+    eprintln!(
+        "phase {}, loads {}",
+        phase.load(Ordering::SeqCst),
+        loads.load(Ordering::SeqCst)
+    );
+    assert_eq!(
+        most.load(Ordering::SeqCst),
+        1,
+        "two loaders of one key ran at once"
+    );
+}
+
 /// Tasks waiting for a cold loader of their key get its failure (`Error::LoadFailed`) and run
 /// no loader of their own; a hung loader costs the tasks behind it `lease_wait` and the lease's
 /// TTL, not a wait with no end (an outside audit: 50 waiters of a loader failing after 200 ms

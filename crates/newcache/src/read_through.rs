@@ -144,6 +144,9 @@ pub(crate) struct LeaseGuard<'a, I: Io> {
     /// The caller's token, kept when it holds the lease ([`LeaseGuard::hold`]), for a
     /// release given up on midway ([`LeaseGuard::release`]).
     token: Vec<u8>,
+    /// A release began: the destructor deletes the key only while it is read holding
+    /// `only_if` (the caller's token).
+    strict: bool,
 }
 
 impl<'a, I: Io> LeaseGuard<'a, I> {
@@ -154,6 +157,7 @@ impl<'a, I: Io> LeaseGuard<'a, I> {
             key,
             only_if: Some(token.clone()),
             token,
+            strict: false,
         }
     }
 
@@ -169,6 +173,7 @@ impl<'a, I: Io> LeaseGuard<'a, I> {
             key: std::mem::take(&mut self.key),
             only_if: None,
             token: std::mem::take(&mut self.token),
+            strict: false,
         }
     }
 
@@ -187,8 +192,9 @@ impl<'a, I: Io> LeaseGuard<'a, I> {
     async fn release(mut self) {
         let only_if = self.only_if.take();
         self.only_if = Some(std::mem::take(&mut self.token));
+        self.strict = true;
         let token = self.only_if.clone().unwrap_or_default();
-        crate::io::release(self.io, &self.key, only_if.as_deref(), &token).await;
+        crate::io::release(self.io, &self.key, only_if.as_deref(), false, &token).await;
         self.key = Vec::new();
     }
 }
@@ -205,7 +211,7 @@ impl<I: Io> Drop for LeaseGuard<'_, I> {
             None => std::mem::take(&mut self.token),
         };
         self.io
-            .release(std::mem::take(&mut self.key), only_if, token);
+            .release(std::mem::take(&mut self.key), only_if, self.strict, token);
     }
 }
 
