@@ -1976,10 +1976,19 @@ fn a_value_that_took_in_the_next_reply_is_never_handed_over() {
             .await
             .expect("set a");
         proxy.set_faults(Faults::none().splice_next(1_000_000));
+        t.store(&Store::set(b"b", b"bbbb", 0, 0))
+            .await
+            .expect("set b");
+        proxy.set_faults(Faults::none().splice_next(1_000_000));
         for i in 0..80 {
             let key = format!("b{i}").into_bytes();
             let store = Store::set(&key, b"v", 0, 0);
-            let (got, _) = tokio::join!(t.get(b"a"), t.store(&store));
+            // The reply taken in: a one-line `HD`, or (every other round) another value.
+            let (got, _) = if i % 2 == 0 {
+                tokio::join!(t.get(b"a"), async { t.store(&store).await.map(drop) })
+            } else {
+                tokio::join!(t.get(b"a"), async { t.get(b"b").await.map(drop) })
+            };
             match got {
                 Ok(Some(item)) => {
                     assert_eq!(item.value, value, "a value with another reply in it");
@@ -2083,5 +2092,31 @@ fn a_whole_reply_is_not_held_behind_a_late_one() {
         assert!(got.value == big, "midkey's value");
         assert!(took < TIMEOUT * 3 / 4, "midkey took {took:?}");
         assert!(matches!(slow, Err(Error::Timeout { .. })), "{slow:?}");
+        // Behind a late multi-get of more than 20 keys too, whose reply has no token (a
+        // review: the whole get timed out at 1 s there), on a connection of its own.
+        let proxy = FaultProxy::start(server.socket_addr(), Faults::none().pace(4_000_000));
+        let t = transport(vec![proxy.addr()], TIMEOUT, Protocol::Meta);
+        let keys: Vec<Vec<u8>> = (0..25)
+            .map(|i| format!("slowmany-{i}").into_bytes())
+            .collect();
+        let asked: Vec<&[u8]> = keys.iter().map(Vec::as_slice).collect();
+        proxy.hold_request(b"slowmany", b"never-asked");
+        let started = Instant::now();
+        let mid = async {
+            let got = t.get(b"midkey").await;
+            (got, started.elapsed())
+        };
+        let slow = async {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+            t.get_many(&asked).await
+        };
+        let ((got, took), slow) = tokio::join!(mid, slow);
+        let got = got.expect("midkey behind a multi-get").expect("a hit");
+        assert!(got.value == big, "midkey's value");
+        assert!(
+            took < TIMEOUT * 3 / 4,
+            "midkey took {took:?} behind a multi-get"
+        );
+        assert!(slow.is_err(), "the held multi-get");
     });
 }
