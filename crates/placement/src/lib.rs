@@ -253,6 +253,12 @@ pub struct Server {
     pub weight: u32,
 }
 
+/// Whether `entry` is an IPv6 address, or one and a port, without brackets.
+fn looks_like_bare_ipv6(entry: &str) -> bool {
+    let v6 = |s: &str| s.parse::<std::net::Ipv6Addr>().is_ok();
+    entry.contains("::") || v6(entry) || entry.rsplit_once(':').is_some_and(|(a, _)| v6(a))
+}
+
 impl Server {
     /// A server of weight 1.
     pub fn new(host: impl Into<String>, port: u16) -> Server {
@@ -285,7 +291,7 @@ impl Server {
             (host, rest)
         } else {
             // An IPv6 address without brackets: its colons cannot be told from the port's.
-            if entry.contains("::") || entry.matches(':').count() > 2 {
+            if looks_like_bare_ipv6(entry) {
                 return Err(bad(
                     "an IPv6 address goes in brackets, its port after them ([::1]:11211)",
                 ));

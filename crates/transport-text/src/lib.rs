@@ -352,7 +352,10 @@ pub(crate) fn server_specs(
             // A parse error was `Error::Protocol`, "bad reply from memcached" (a review).
             None => placement::Server::parse(s).map_err(|e| Error::BadServer {
                 entry: s.clone(),
-                detail: e.to_string(),
+                detail: match e {
+                    placement::PlacementError::BadServer { reason, .. } => reason,
+                    other => other.to_string(),
+                },
             }),
         })
         .collect::<Result<Vec<_>>>()?;
@@ -437,6 +440,14 @@ mod tests {
             matches!(&e, Error::BadServer { .. }) && e.to_string().contains("in brackets"),
             "{e}"
         );
+        assert_eq!(e.to_string().matches("::1:11211").count(), 1, "{e}");
+        // One field too many is no IPv6 address.
+        let config = TextConfig {
+            servers: vec!["h:1:2:3".into()],
+            ..TextConfig::default()
+        };
+        let e = TextTransport::new(config).unwrap_err();
+        assert!(!e.to_string().contains("brackets"), "{e}");
     }
 
     #[test]

@@ -136,7 +136,8 @@ pub(super) fn parse_server(entry: &str) -> Result<String> {
     } else {
         // An IPv6 address without brackets (`::1:11211`): its colons cannot be told from
         // the port's.
-        if entry.matches(':').count() > 2 || entry.contains("::") {
+        let v6 = |s: &str| s.parse::<std::net::Ipv6Addr>().is_ok();
+        if entry.contains("::") || v6(entry) || entry.rsplit_once(':').is_some_and(|(a, _)| v6(a)) {
             return Err(bad(format_args!(
                 "server {entry:?}: an IPv6 address goes in brackets, its port after them (e.g. [::1]:11211)"
             )));
