@@ -2054,69 +2054,70 @@ fn a_key_in_two_rounds_of_a_set_many_keeps_the_later_value() {
     }
 }
 
+/// `key`'s get, and 1 ms after it `late` beside it on the same connection: the value read,
+/// how long the get took, and what `late` came to.
+async fn get_beside<F: std::future::Future>(
+    t: &TokioTextTransport,
+    key: &[u8],
+    late: F,
+) -> (Option<Vec<u8>>, Duration, F::Output) {
+    let started = Instant::now();
+    let get = async {
+        let got = t.get(key).await;
+        (got, started.elapsed())
+    };
+    let late = async {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        late.await
+    };
+    let ((got, took), late) = tokio::join!(get, late);
+    let got = got.unwrap_or_else(|e| panic!("after {took:?}: {e}"));
+    (got.map(|i| i.value), took, late)
+}
+
 /// A reply that came whole is handed over at once even when the reply after it on the
-/// connection is late: only a value that may hold the next reply (it ends as that reply's
-/// line would, ` O<token>`) waits for the next reply to begin. Holding every such reply
-/// made a get wait for the next request's reply, and time out behind a slow one (a review:
-/// 5 of 5 gets timed out at 1 s behind a request held 1.5 s; answered in 31 ms before).
+/// connection is late: only a value that may hold the next reply waits for the next reply
+/// to begin. Holding every such reply made a get wait for the next request's reply, and
+/// time out behind a slow one (a review: 5 of 5 gets timed out at 1 s behind a request
+/// held 1.5 s; answered in 31 ms before), and so did a reply whose next one has no token,
+/// a multi-get of more than 20 keys (a review).
 #[test]
 fn a_whole_reply_is_not_held_behind_a_late_one() {
     const TIMEOUT: Duration = Duration::from_millis(1_000);
     let server = Memcached::start();
-    let proxy = FaultProxy::start(server.socket_addr(), Faults::none());
-    let t = transport(vec![proxy.addr()], TIMEOUT, Protocol::Meta);
     let rt = runtime();
     let big = vec![b'v'; 900 * 1024];
-    rt.block_on(async {
-        t.store(&Store::set(b"midkey", &big, 0, 0))
-            .await
-            .expect("set");
-        t.store(&Store::set(b"slowkey", b"s", 0, 0))
-            .await
-            .expect("set");
-        // `midkey`'s reply streams in over about 200 ms; `slowkey`'s request, sent 1 ms
-        // after `midkey`'s, is held back for good (nothing asks `never-asked`).
-        proxy.set_faults(Faults::none().pace(4_000_000));
-        proxy.hold_request(b"slowkey", b"never-asked");
-        let started = Instant::now();
-        let mid = async {
-            let got = t.get(b"midkey").await;
-            (got, started.elapsed())
-        };
-        let slow = async {
-            tokio::time::sleep(Duration::from_millis(1)).await;
-            t.get(b"slowkey").await
-        };
-        let ((got, took), slow) = tokio::join!(mid, slow);
-        let got = got.expect("midkey").expect("a hit");
-        assert!(got.value == big, "midkey's value");
-        assert!(took < TIMEOUT * 3 / 4, "midkey took {took:?}");
-        assert!(matches!(slow, Err(Error::Timeout { .. })), "{slow:?}");
-        // Behind a late multi-get of more than 20 keys too, whose reply has no token (a
-        // review: the whole get timed out at 1 s there), on a connection of its own.
-        let proxy = FaultProxy::start(server.socket_addr(), Faults::none().pace(4_000_000));
+    let keys: Vec<Vec<u8>> = (0..25)
+        .map(|i| format!("slowmany-{i}").into_bytes())
+        .collect();
+    let asked: Vec<&[u8]> = keys.iter().map(Vec::as_slice).collect();
+    for many in [false, true] {
+        // Each on a connection of its own: `midkey`'s reply streams in over about 200 ms,
+        // and the late request, sent 1 ms after `midkey`'s, is held back for good (nothing
+        // asks `never-asked`).
+        let proxy = FaultProxy::start(server.socket_addr(), Faults::none());
         let t = transport(vec![proxy.addr()], TIMEOUT, Protocol::Meta);
-        let keys: Vec<Vec<u8>> = (0..25)
-            .map(|i| format!("slowmany-{i}").into_bytes())
-            .collect();
-        let asked: Vec<&[u8]> = keys.iter().map(Vec::as_slice).collect();
-        proxy.hold_request(b"slowmany", b"never-asked");
-        let started = Instant::now();
-        let mid = async {
-            let got = t.get(b"midkey").await;
-            (got, started.elapsed())
-        };
-        let slow = async {
-            tokio::time::sleep(Duration::from_millis(1)).await;
-            t.get_many(&asked).await
-        };
-        let ((got, took), slow) = tokio::join!(mid, slow);
-        let got = got.expect("midkey behind a multi-get").expect("a hit");
-        assert!(got.value == big, "midkey's value");
-        assert!(
-            took < TIMEOUT * 3 / 4,
-            "midkey took {took:?} behind a multi-get"
-        );
-        assert!(slow.is_err(), "the held multi-get");
-    });
+        rt.block_on(async {
+            t.store(&Store::set(b"midkey", &big, 0, 0))
+                .await
+                .expect("set");
+            proxy.set_faults(Faults::none().pace(4_000_000));
+            let (got, took, late_failed) = if many {
+                proxy.hold_request(b"slowmany", b"never-asked");
+                get_beside(&t, b"midkey", async { t.get_many(&asked).await.is_err() }).await
+            } else {
+                proxy.hold_request(b"slowkey", b"never-asked");
+                get_beside(&t, b"midkey", async { t.get(b"slowkey").await.is_err() }).await
+            };
+            assert!(
+                got == Some(big.clone()),
+                "midkey's value (behind a multi-get: {many})"
+            );
+            assert!(
+                took < TIMEOUT * 3 / 4,
+                "midkey took {took:?} (behind a multi-get: {many})"
+            );
+            assert!(late_failed, "the late request was held back");
+        });
+    }
 }
