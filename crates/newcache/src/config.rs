@@ -382,6 +382,11 @@ mod tests {
             ("newcache://[::1]x/", "expected :port"),
             ("newcache://::1:11211/", "goes in brackets"),
             ("newcache://fe80::1/", "goes in brackets"),
+            (
+                "newcache://2001:db8:0:0:0:0:0:1:11211:2/",
+                "goes in brackets",
+            ),
+            ("newcache://h:1:2:3/", "weight"),
             ("newcache://bad%20host/", "not a host name"),
             ("newcache://a b:1/", "not a host name"),
             ("newcache:///", "names no server"),

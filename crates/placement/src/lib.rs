@@ -253,10 +253,21 @@ pub struct Server {
     pub weight: u32,
 }
 
-/// Whether `entry` is an IPv6 address, or one and a port, without brackets.
-fn looks_like_bare_ipv6(entry: &str) -> bool {
-    let v6 = |s: &str| s.parse::<std::net::Ipv6Addr>().is_ok();
-    entry.contains("::") || v6(entry) || entry.rsplit_once(':').is_some_and(|(a, _)| v6(a))
+/// Whether the server entry `entry` is an IPv6 address without brackets, alone or with a
+/// port (and a weight): its colons cannot be told from the port's, so it is refused, saying
+/// it goes in brackets (`[::1]:11211`).
+pub fn looks_like_bare_ipv6(entry: &str) -> bool {
+    fn v6(s: &str) -> bool {
+        s.parse::<std::net::Ipv6Addr>().is_ok()
+    }
+    fn less(s: &str) -> Option<&str> {
+        s.rsplit_once(':').map(|(a, _)| a)
+    }
+    entry.contains("::")
+        || v6(entry)
+        || less(entry).is_some_and(v6)
+        || less(entry).and_then(less).is_some_and(v6)
+        || entry.matches(':').count() > 3
 }
 
 impl Server {

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use newcache_herd::{Policy, Ttl};
-use newcache_placement::{weight_refused, MAX_WEIGHT};
+use newcache_placement::{looks_like_bare_ipv6, weight_refused, MAX_WEIGHT};
 
 use super::{bad, Config, EnvelopeFormat, KeyFunctionKind, Secret, TransportKind, WireProtocol};
 use crate::codec::ValueCodec;
@@ -136,8 +136,7 @@ pub(super) fn parse_server(entry: &str) -> Result<String> {
     } else {
         // An IPv6 address without brackets (`::1:11211`): its colons cannot be told from
         // the port's.
-        let v6 = |s: &str| s.parse::<std::net::Ipv6Addr>().is_ok();
-        if entry.contains("::") || v6(entry) || entry.rsplit_once(':').is_some_and(|(a, _)| v6(a)) {
+        if looks_like_bare_ipv6(entry) {
             return Err(bad(format_args!(
                 "server {entry:?}: an IPv6 address goes in brackets, its port after them (e.g. [::1]:11211)"
             )));
