@@ -720,6 +720,146 @@ fn a_release_whose_delete_and_read_both_failed_takes_no_other_lease() {
     );
 }
 
+/// A caller whose lease `add` and the read after it were both cut (a healthy server) loads
+/// without the lease, beside its holder, as documented; its release then reads the key
+/// again when that read is cut too, and deletes nothing but its own: it deleted the
+/// holder's lease, and a third caller loaded beside the holder (a review).
+#[test]
+fn a_release_unsure_of_its_lease_takes_no_other_lease_when_its_read_is_cut() {
+    use std::io::{Read, Write};
+    use std::net::{Shutdown, TcpListener, TcpStream};
+    use std::sync::atomic::AtomicU32;
+    let server = Memcached::start();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let proxy_addr = listener.local_addr().unwrap();
+    // 0 forward; 1 armed: cut the reply to the next lease add; 2..4: kill lease reads.
+    let phase = Arc::new(AtomicU32::new(0));
+    let backend = server.socket_addr();
+    {
+        let phase = phase.clone();
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(client) = client else { break };
+                let phase = phase.clone();
+                let up = TcpStream::connect(backend).unwrap();
+                let cut_next = Arc::new(AtomicU32::new(0));
+                let (mut c_rd, mut u_wr) = (client.try_clone().unwrap(), up.try_clone().unwrap());
+                let (mut u_rd, mut c_wr) = (up, client);
+                let cut = cut_next.clone();
+                let (c_kill, u_kill) = (c_wr.try_clone().unwrap(), u_rd.try_clone().unwrap());
+                std::thread::spawn(move || {
+                    let mut buf = vec![0u8; 65536];
+                    loop {
+                        let n = match c_rd.read(&mut buf) {
+                            Ok(0) | Err(_) => break,
+                            Ok(n) => n,
+                        };
+                        let req = &buf[..n];
+                        let lease = req.windows(15).any(|w| w == b"newcache-lease-");
+                        let is_add = req.starts_with(b"add ")
+                            || (req.starts_with(b"ms ") && req.windows(3).any(|w| w == b" ME"));
+                        let is_get = req.starts_with(b"mg ") || req.starts_with(b"get");
+                        let p = phase.load(Ordering::SeqCst);
+                        if lease && is_add && p == 1 {
+                            eprintln!(
+                                "proxy: cutting the reply to {:?}",
+                                String::from_utf8_lossy(req)
+                            );
+                            cut.store(1, Ordering::SeqCst);
+                            phase.store(2, Ordering::SeqCst);
+                        } else if lease && is_get && (2..4).contains(&p) {
+                            eprintln!("proxy: failing {:?}", String::from_utf8_lossy(req));
+                            phase.fetch_add(1, Ordering::SeqCst);
+                            let _ = c_kill.shutdown(Shutdown::Both);
+                            let _ = u_kill.shutdown(Shutdown::Both);
+                            break;
+                        } else if lease && p >= 2 {
+                            eprintln!("proxy: passing {:?}", String::from_utf8_lossy(req));
+                        }
+                        if u_wr.write_all(req).is_err() {
+                            break;
+                        }
+                    }
+                });
+                std::thread::spawn(move || {
+                    let mut buf = vec![0u8; 65536];
+                    loop {
+                        let n = match u_rd.read(&mut buf) {
+                            Ok(0) | Err(_) => break,
+                            Ok(n) => n,
+                        };
+                        if cut_next.swap(0, Ordering::SeqCst) == 1 {
+                            let _ = c_wr.shutdown(Shutdown::Both);
+                            let _ = u_rd.shutdown(Shutdown::Both);
+                            break;
+                        }
+                        if c_wr.write_all(&buf[..n]).is_err() {
+                            break;
+                        }
+                    }
+                });
+            }
+        });
+    }
+    let direct = format!(
+        "newcache://{}/?flavor=t&herd=lease&lease_wait=3000",
+        server.addr()
+    );
+    let via = format!("newcache://{proxy_addr}/?flavor=t&herd=lease&lease_wait=3000");
+    let a = Builder::from_url(&via).unwrap().build().unwrap();
+    let b = Builder::from_url(&direct).unwrap().build().unwrap();
+    let c = Builder::from_url(&direct).unwrap().build().unwrap();
+    let running = Arc::new(AtomicUsize::new(0));
+    let most = Arc::new(AtomicUsize::new(0));
+    let t0 = Instant::now();
+    let load = |who: &'static str, ms: u64| {
+        let (running, most) = (running.clone(), most.clone());
+        move || {
+            let now = running.fetch_add(1, Ordering::SeqCst) + 1;
+            most.fetch_max(now, Ordering::SeqCst);
+            eprintln!("{:>5?} {who} loads ({now} running)", t0.elapsed());
+            std::thread::sleep(Duration::from_millis(ms));
+            running.fetch_sub(1, Ordering::SeqCst);
+            eprintln!("{:>5?} {who} done", t0.elapsed());
+            if who == "A" {
+                Err(Error::Config("A's loader failed".into()))
+            } else {
+                Ok::<_, Error>(who.to_string())
+            }
+        }
+    };
+    let key = "unsure-release-key";
+    let lb = load("B", 1500);
+    let tb = std::thread::spawn(move || {
+        let got: Result<String, _> = b.get_or_try_set(key, 60, lb);
+        eprintln!("B: {:?}", got);
+    });
+    std::thread::sleep(Duration::from_millis(100));
+    phase.store(1, Ordering::SeqCst);
+    let la = load("A", 100);
+    let ta = std::thread::spawn(move || {
+        let got: Result<String, _> = a.get_or_try_set(key, 60, la);
+        eprintln!("A: {:?}", got);
+    });
+    ta.join().unwrap();
+    std::thread::sleep(Duration::from_millis(50));
+    // A loaded beside B (its lease unknown): counted from here, B alone runs.
+    most.store(running.load(Ordering::SeqCst), Ordering::SeqCst);
+    let lc = load("C", 300);
+    let tc = std::thread::spawn(move || {
+        let got: Result<String, _> = c.get_or_try_set(key, 60, lc);
+        eprintln!("C: {:?}", got);
+    });
+    tb.join().unwrap();
+    tc.join().unwrap();
+    assert_eq!(
+        phase.load(Ordering::SeqCst),
+        4,
+        "the release's read was not cut"
+    );
+    assert_eq!(most.load(Ordering::SeqCst), 1, "C loaded beside B");
+}
+
 /// Tasks waiting for a cold loader of their key get its failure (`Error::LoadFailed`) and run
 /// no loader of their own; a hung loader costs the tasks behind it `lease_wait` and the lease's
 /// TTL, not a wait with no end (an outside audit: 50 waiters of a loader failing after 200 ms

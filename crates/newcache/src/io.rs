@@ -90,12 +90,9 @@ pub(crate) trait Io: Sync {
     fn stats(&self) -> impl Future<Output = TResult<Vec<ServerStats>>> + Send + '_;
     /// Deletes a key without waiting for the outcome, from a destructor (a lease key whose
     /// holder is done, however it left): blocking, it is sent at once; async, on a task.
-    /// With `only_if`, only while the key holds that value or cannot be read (read first):
-    /// a lease this caller does not hold is not taken from whoever does; `strict`: only
-    /// while it holds that value (a read that fails deletes nothing). `token` is the
-    /// caller's own, for a second try ([`release`]). The release itself, awaited where the
-    /// caller can, is [`release`].
-    fn release(&self, key: Vec<u8>, only_if: Option<Vec<u8>>, strict: bool, token: Vec<u8>);
+    /// As [`release`] does, `when` the lease is in that state, `token` the caller's own.
+    /// The release itself, awaited where the caller can, is [`release`].
+    fn release(&self, key: Vec<u8>, token: Vec<u8>, when: Lease);
     /// Pauses the caller.
     fn sleep(&self, pause: Duration) -> impl Future<Output = ()> + Send + '_;
     /// Waits until `flight`'s leader is done, or `limit` has passed: how it stands then.
@@ -127,31 +124,46 @@ fn may_release(read: TResult<Option<Item>>, value: &[u8]) -> bool {
     }
 }
 
-/// Deletes a lease key, through either cache's Io: with `only_if`, only while the key
-/// holds that value or cannot be read (read first; with `strict`, only while it holds it).
-/// Tried twice when its connection failed ([`worth_again`]): it most likely goes through on
-/// a new one, and a lease key left behind costs the next cold `get_or_set` of the key its
-/// `lease_wait`. Else the key expires on its own. The second try deletes only while the
-/// key is read holding `token`, the caller's own: the first may have landed, its reply
-/// lost, and another caller's lease been taken since (a read that fails too deleted it,
-/// and two loaders ran at once: a review).
-pub(crate) async fn release<I: Io + ?Sized>(
-    io: &I,
-    key: &[u8],
-    only_if: Option<&[u8]>,
-    strict: bool,
-    token: &[u8],
-) {
-    if let Some(value) = only_if {
-        let read = io.get(key).await;
-        let delete = if strict {
-            holds(&read, value)
-        } else {
-            may_release(read, value)
-        };
-        if !delete {
-            return;
+/// What a caller knows of the lease it releases, which says when its key is deleted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Lease {
+    /// The caller holds it: deleted whatever the key holds.
+    Held,
+    /// Its `add` got no reply and the key could not be read after: deleted only while the
+    /// key holds the caller's token or cannot be read for a hung server (the delete then
+    /// lands when it is back, as the `add` it undoes does), not for a broken connection;
+    /// a lease the caller does not hold is not taken from whoever does.
+    Unsure,
+    /// A release of it began and was given up on: deleted only while the key is read
+    /// holding the caller's token (the first `delete` may have landed, and another
+    /// caller's lease been taken since).
+    Releasing,
+}
+
+/// Deletes a lease key, through either cache's Io, `when` the lease is in that state (read
+/// first, but for a lease held). Tried twice when its connection failed ([`worth_again`]):
+/// it most likely goes through on a new one, and a lease key left behind costs the next
+/// cold `get_or_set` of the key its `lease_wait`. Else the key expires on its own. The
+/// second try deletes only while the key is read holding `token`, the caller's own: the
+/// first may have landed, its reply lost, and another caller's lease been taken since (a
+/// read that fails too deleted it, and two loaders ran at once: a review).
+pub(crate) async fn release<I: Io + ?Sized>(io: &I, key: &[u8], token: &[u8], when: Lease) {
+    let delete = match when {
+        Lease::Held => true,
+        Lease::Unsure => {
+            // A read whose connection broke is read again: the server answers, and a
+            // second break leaves the key (it may be another's lease now: deleted, a third
+            // caller loaded beside its holder, a review).
+            let mut read = io.get(key).await;
+            if read.as_ref().is_err_and(worth_again) {
+                read = io.get(key).await;
+            }
+            !read.as_ref().is_err_and(worth_again) && may_release(read, token)
         }
+        Lease::Releasing => holds(&io.get(key).await, token),
+    };
+    if !delete {
+        return;
     }
     if io.delete(key).await.as_ref().is_err_and(worth_again) && holds(&io.get(key).await, token) {
         let _ = io.delete(key).await;
@@ -266,8 +278,8 @@ impl Io for Blocking<'_> {
     fn stats(&self) -> impl Future<Output = TResult<Vec<ServerStats>>> + Send + '_ {
         std::future::ready(self.0.stats())
     }
-    fn release(&self, key: Vec<u8>, only_if: Option<Vec<u8>>, strict: bool, token: Vec<u8>) {
-        block(release(self, &key, only_if.as_deref(), strict, &token));
+    fn release(&self, key: Vec<u8>, token: Vec<u8>, when: Lease) {
+        block(release(self, &key, &token, when));
     }
     fn sleep(&self, pause: Duration) -> impl Future<Output = ()> + Send + '_ {
         std::thread::sleep(pause);
@@ -385,7 +397,7 @@ impl Io for Async<'_> {
     fn stats(&self) -> impl Future<Output = TResult<Vec<ServerStats>>> + Send + '_ {
         self.0.stats()
     }
-    fn release(&self, key: Vec<u8>, only_if: Option<Vec<u8>>, strict: bool, token: Vec<u8>) {
+    fn release(&self, key: Vec<u8>, token: Vec<u8>, when: Lease) {
         // From a destructor, so on a task of the runtime in use; without one (the runtime is
         // shutting down) the key expires on its own after `lease_wait`.
         // The release goes where this caller's requests would: behind the lease `add` it
@@ -393,7 +405,7 @@ impl Io for Async<'_> {
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
             let transport = Arc::clone(self.0);
             let work = Box::pin(async move {
-                release(&Async(&transport), &key, only_if.as_deref(), strict, &token).await;
+                release(&Async(&transport), &key, &token, when).await;
             });
             runtime.spawn(self.0.as_caller(work));
         }

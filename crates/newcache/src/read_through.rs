@@ -13,7 +13,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::herd_read::Over;
-use crate::io::Io;
+use crate::io::{Io, Lease};
 use crate::observe::{Event, Observed};
 use crate::ops::{Core, Fetched};
 use crate::write::already_expired;
@@ -137,27 +137,21 @@ async fn lease_holder<I: Io>(io: &I, lease_key: &[u8]) -> Option<Vec<u8>> {
 pub(crate) struct LeaseGuard<'a, I: Io> {
     io: &'a I,
     key: Vec<u8>,
-    /// The caller's token, when it may not hold the lease (its `add` got no reply and the
-    /// key could not be read after): the key is deleted only if it holds this token (or
-    /// cannot be read then either).
-    only_if: Option<Vec<u8>>,
-    /// The caller's token, kept when it holds the lease ([`LeaseGuard::hold`]), for a
-    /// release given up on midway ([`LeaseGuard::release`]).
+    /// The caller's token: the lease key's value when its `add` landed.
     token: Vec<u8>,
-    /// A release began: the destructor deletes the key only while it is read holding
-    /// `only_if` (the caller's token).
-    strict: bool,
+    /// What the caller knows of the lease, which says when the key is deleted.
+    lease: Lease,
 }
 
 impl<'a, I: Io> LeaseGuard<'a, I> {
-    /// A guard of `key`, taken with `token`, which the caller may not hold yet.
+    /// A guard of `key`, taken with `token`, which the caller may not hold yet (its `add`
+    /// may get no reply).
     fn new(io: &'a I, key: Vec<u8>, token: Vec<u8>) -> Self {
         LeaseGuard {
             io,
             key,
-            only_if: Some(token.clone()),
             token,
-            strict: false,
+            lease: Lease::Unsure,
         }
     }
 
@@ -171,9 +165,8 @@ impl<'a, I: Io> LeaseGuard<'a, I> {
         LeaseGuard {
             io: self.io,
             key: std::mem::take(&mut self.key),
-            only_if: None,
             token: std::mem::take(&mut self.token),
-            strict: false,
+            lease: Lease::Held,
         }
     }
 
@@ -183,18 +176,15 @@ impl<'a, I: Io> LeaseGuard<'a, I> {
     /// to another process's wait of `lease_wait`, an outside audit).
     ///
     /// A caller dropped while it awaits leaves the rest to the destructor, which deletes
-    /// the key only while it still holds this caller's token: taken out before the await,
-    /// the key's `delete` given up on was dropped unwritten and the lease left behind (an
-    /// outside audit); kept as it was, the destructor deleted it again unconditionally,
-    /// and when the first `delete` had landed, another process's lease taken in between
-    /// went with it, and a second loader ran beside that one's (a review: 9 to 24 keys of
-    /// 150 loaded twice at once).
+    /// the key only while it is read holding this caller's token ([`Lease::Releasing`]):
+    /// taken out before the await, the key's `delete` given up on was dropped unwritten
+    /// and the lease left behind (an outside audit); kept as it was, the destructor deleted
+    /// it again unconditionally, and when the first `delete` had landed, another process's
+    /// lease taken in between went with it, and a second loader ran beside that one's (a
+    /// review: 9 to 24 keys of 150 loaded twice at once).
     async fn release(mut self) {
-        let only_if = self.only_if.take();
-        self.only_if = Some(std::mem::take(&mut self.token));
-        self.strict = true;
-        let token = self.only_if.clone().unwrap_or_default();
-        crate::io::release(self.io, &self.key, only_if.as_deref(), false, &token).await;
+        let when = std::mem::replace(&mut self.lease, Lease::Releasing);
+        crate::io::release(self.io, &self.key, &self.token, when).await;
         self.key = Vec::new();
     }
 }
@@ -205,13 +195,11 @@ impl<I: Io> Drop for LeaseGuard<'_, I> {
             return;
         }
         // A failed delete leaves the key to expire on its own (after lease_wait).
-        let only_if = self.only_if.take();
-        let token = match &only_if {
-            Some(token) => token.clone(),
-            None => std::mem::take(&mut self.token),
-        };
-        self.io
-            .release(std::mem::take(&mut self.key), only_if, self.strict, token);
+        self.io.release(
+            std::mem::take(&mut self.key),
+            std::mem::take(&mut self.token),
+            self.lease,
+        );
     }
 }
 

@@ -791,9 +791,11 @@ impl Conn {
                 // Held until the bytes after it check out: the next reply begins as its
                 // request's reply begins (`release_begun`), or, with nothing else in
                 // flight, the read ended right after it. A read that ended there with
-                // replies still owed proves nothing: a value cut short by exactly the next
-                // reply's length takes that reply in, ends where it ended, and was handed
-                // over holding it (an outside audit: 5 of 14 such cuts reached a caller).
+                // replies still owed proves nothing for a value that may hold those
+                // replies (`may_hold_a_reply`): a value cut short by exactly their length
+                // takes them in, ends where the read ended, and was handed over holding
+                // them (an outside audit: 5 of 14 such cuts reached a caller). Any other
+                // reply is answered at once.
                 let may_hold = || {
                     let next = state.fifo.front().and_then(|p| p.steps.get(p.next));
                     let token = next.and_then(|step| step.opaque(settings.wire));
