@@ -569,9 +569,11 @@ impl Conn {
                                     "a reply tagged {got} began where the reply tagged {want} was due; the connection was closed"
                                 ))))
                             }
-                            // A meta reply whose tag is not read yet: checked when whole.
-                            (Some(_), None) => {}
-                            _ => {
+                            // A meta reply whose tag is not read yet: checked when whole;
+                            // and one with no tag proves nothing (a classic `gets` of a
+                            // later multi-get begins as the one awaited does: a review).
+                            (Some(_), None) | (None, _) => {}
+                            (Some(_), Some(_)) => {
                                 *held_check = None;
                                 if let Some(id) = self.release_begun() {
                                     if until == Some(id) {
@@ -728,6 +730,7 @@ impl Conn {
         let Some(step) = front.steps.get_mut(front.next) else {
             return Err(Fatal::Protocol("a job with no step left".into()));
         };
+        let tagged = step.opaque(settings.wire).is_some();
         match step.take(reply, tag, settings.wire) {
             Err(detail) => {
                 return Err(Fatal::Protocol(format!(
@@ -772,8 +775,14 @@ impl Conn {
         }
         let finished = front.next >= front.steps.len();
         // This reply answers its request: the bytes after the held job's last reply were
-        // in step.
-        let before = self.release(&mut state);
+        // in step. Unless it has no tag and its job goes on (a multi-get's `gets`, whose
+        // `END` a later multi-get's could stand for): then its job's tagged closing reply
+        // tells (a review).
+        let before = if tagged || finished {
+            self.release(&mut state)
+        } else {
+            None
+        };
         // Progress: the next reply's wait starts now.
         let more = !finished || state.fifo.len() > 1;
         if more {
@@ -797,12 +806,21 @@ impl Conn {
                 // them (an outside audit: 5 of 14 such cuts reached a caller). Any other
                 // reply is answered at once.
                 let may_hold = || {
+                    let wire = settings.wire;
                     let next = state.fifo.front().and_then(|p| p.steps.get(p.next));
-                    let token = next.and_then(|step| step.opaque(settings.wire));
+                    let token = next.and_then(|step| step.opaque(wire));
+                    let owed = |t: u32| {
+                        state.fifo.iter().any(|p| {
+                            p.steps
+                                .iter()
+                                .skip(p.next)
+                                .any(|step| step.opaque(wire) == Some(t))
+                        })
+                    };
                     state
                         .held
                         .as_ref()
-                        .is_some_and(|j| may_hold_a_reply(&j.answers, token))
+                        .is_some_and(|j| may_hold_a_reply(&j.answers, token, owed))
                 };
                 if close_after || (ends_read && (state.fifo.is_empty() || !may_hold())) {
                     done = self.release(&mut state);

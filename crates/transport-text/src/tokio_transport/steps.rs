@@ -129,18 +129,25 @@ impl Keys {
     }
 }
 
-/// Whether the last of a job's answers is a value that may hold the replies after it, the
-/// next of which carries `next` as its token (`None`: a reply with no token is due next).
-/// A value cut short by exactly the length of the replies after it ends with them, less
-/// the last one's line end: a line end inside it (more than one reply, or a reply with a
-/// value), an error line (untagged), or a one-line reply's end: ` O<token>` (then the win
-/// flags ` W`, ` X`, ` Z`), or without a token `END`, `OK`, `VERSION ...`. A job whose
-/// reply ended a read with others still owed is held only then (`Conn::complete`):
-/// holding every such job made a reply that had come whole wait for the next one, and
-/// fail when that one was late or its connection closed (a review). Checking the next
-/// token alone let a value holding a value reply, or two replies, through (a review: 30
-/// of 33 such cuts reached a caller).
-pub(super) fn may_hold_a_reply(answers: &AnswerList, next: Option<u32>) -> bool {
+/// Whether the last of a job's answers is a value that may hold the replies after it: the
+/// next of which carries `next` as its token (`None`: a reply with no token is due next),
+/// and `in_flight` tells the tokens of the replies still owed. A value cut short by
+/// exactly the length of the replies after it ends with them, less the last one's line
+/// end, and every tagged reply's line ends ` O<token>` (then the win flags ` W`, ` X`,
+/// ` Z`) before its line end or there; an error line is untagged (`SERVER_ERROR ...`), and
+/// so are a classic `gets` reply's and a one-line command's (`END`, `OK`, `VERSION ...`).
+/// A job whose reply ended a read with others still owed is held only then
+/// (`Conn::complete`): holding every such job made a reply that had come whole wait for
+/// the next one, and fail when that one was late or its connection closed (a review);
+/// checking the next token alone at the value's end let a value that took in a value
+/// reply, or two replies, through (a review: 30 of 33 such cuts reached a caller);
+/// holding every value with a line end or `ERROR` in it held text and CSV behind a late
+/// reply (a review).
+pub(super) fn may_hold_a_reply(
+    answers: &AnswerList,
+    next: Option<u32>,
+    in_flight: impl Fn(u32) -> bool,
+) -> bool {
     let value = match answers.last() {
         Some(Answer::Outcome(Outcome::Item(Some(item)))) => &item.value,
         Some(Answer::Outcome(Outcome::Meta(Some(meta)))) => &meta.item.value,
@@ -150,28 +157,36 @@ pub(super) fn may_hold_a_reply(answers: &AnswerList, next: Option<u32>) -> bool 
         },
         _ => return false,
     };
-    if memchr::memmem::find(value, b"\r\n").is_some()
-        || memchr::memmem::find(value, b"ERROR").is_some()
-    {
+    // A tagged reply of a request still owed, its line ended by a line end or the value.
+    let tagged = memchr::memmem::find_iter(value, b" O").any(|at| {
+        let rest = value.get(at + 2..).unwrap_or_default();
+        let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
+        let token = std::str::from_utf8(rest.get(..digits).unwrap_or_default())
+            .ok()
+            .and_then(|d| d.parse::<u32>().ok());
+        let after = rest.get(digits..).unwrap_or_default();
+        let flags = after
+            .iter()
+            .take_while(|&&b| matches!(b, b' ' | b'W' | b'X' | b'Z'))
+            .count();
+        let end = after.get(flags..).unwrap_or_default();
+        token.is_some_and(&in_flight) && (end.is_empty() || end.starts_with(b"\r\n"))
+    });
+    if tagged {
         return true;
     }
-    let flags = value
-        .iter()
-        .rev()
-        .take_while(|&&b| matches!(b, b' ' | b'W' | b'X' | b'Z'))
-        .count();
-    let line = value.get(..value.len() - flags).unwrap_or_default();
-    match next {
-        Some(token) => line.ends_with(format!(" O{token}").as_bytes()),
-        None => {
-            let digits = line.iter().rev().take_while(|b| b.is_ascii_digit()).count();
-            let before = line.get(..line.len() - digits).unwrap_or_default();
-            (digits > 0 && before.ends_with(b" O"))
-                || line.ends_with(b"END")
-                || line.ends_with(b"OK")
-                || memchr::memmem::find(value, b"VERSION ").is_some()
-        }
-    }
+    let last_line = match memchr::memmem::rfind(value, b"\r\n") {
+        Some(at) => value.get(at + 2..).unwrap_or_default(),
+        None => value.as_slice(),
+    };
+    let error_line = memchr::memmem::find(last_line, b"SERVER_ERROR").is_some()
+        || memchr::memmem::find(last_line, b"CLIENT_ERROR").is_some()
+        || last_line.ends_with(b"ERROR");
+    error_line
+        || (next.is_none()
+            && (last_line.ends_with(b"END")
+                || last_line.ends_with(b"OK")
+                || memchr::memmem::find(last_line, b"VERSION ").is_some()))
 }
 
 impl Step {
@@ -303,34 +318,44 @@ mod tests {
     /// ` O<token>`, perhaps with win flags; or when the next reply has no token to tell.
     #[test]
     fn only_a_value_ending_as_the_next_reply_may_hold_it() {
-        assert!(may_hold_a_reply(&got(b"xxxxHD kb1 O5"), Some(5)));
+        let owed = |t: u32| (5..=18).contains(&t);
+        assert!(may_hold_a_reply(&got(b"xxxxHD kb1 O5"), Some(5), owed));
         assert!(may_hold_a_reply(
             &got(b"xxVA 1 f0 c3 t10 kk O5 X W"),
-            Some(5)
+            Some(5),
+            owed
         ));
-        assert!(!may_hold_a_reply(&got(b"xxxxHD kb1 O5"), Some(6)));
-        assert!(!may_hold_a_reply(&got(b"xxxxHD kb1 O15"), Some(5)));
-        assert!(!may_hold_a_reply(&got(b"value-of-a"), Some(5)));
-        assert!(!may_hold_a_reply(&got(b"value-of-a"), None));
-        // A value reply, or two replies, taken in: a line end inside.
+        assert!(!may_hold_a_reply(&got(b"xxxxHD kb1 O55"), Some(5), owed));
+        assert!(!may_hold_a_reply(&got(b"value-of-a"), Some(5), owed));
+        assert!(!may_hold_a_reply(&got(b"value-of-a"), None, owed));
+        // A value reply, or two replies, taken in: a token owed, then a line end.
         assert!(may_hold_a_reply(
             &got(b"xxVA 4 f0 c2 kb O18\r\nbbbb"),
-            Some(18)
+            Some(18),
+            owed
         ));
         assert!(may_hold_a_reply(
             &got(b"xxHD kb4 O15\r\nHD kc4 O16"),
-            Some(15)
+            Some(15),
+            owed
         ));
-        // An error line (untagged), and untagged replies' ends.
+        // Text with line ends, or `ERROR` in it, is not held.
+        assert!(!may_hold_a_reply(&got(b"a,b\r\nc,d\r\n"), Some(5), owed));
+        assert!(!may_hold_a_reply(
+            &got(b"no ERROR here\r\nfine"),
+            Some(5),
+            owed
+        ));
+        // An error line (untagged) last, and untagged replies' ends.
         assert!(may_hold_a_reply(
             &got(b"xxSERVER_ERROR out of memory"),
-            Some(3)
+            Some(3),
+            owed
         ));
-        assert!(may_hold_a_reply(&got(b"xxEND"), None));
-        assert!(may_hold_a_reply(&got(b"xxHD O77"), None));
-        assert!(!may_hold_a_reply(&got(b"xx O77"), Some(78)));
+        assert!(may_hold_a_reply(&got(b"xxEND"), None, owed));
+        assert!(!may_hold_a_reply(&got(b"xxEND"), Some(5), owed));
         let miss: AnswerList = smallvec::smallvec![Answer::Outcome(Outcome::Item(None))];
-        assert!(!may_hold_a_reply(&miss, None));
+        assert!(!may_hold_a_reply(&miss, None, owed));
     }
 
     #[test]
