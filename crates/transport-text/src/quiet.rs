@@ -74,6 +74,15 @@ impl QuietRound {
         }
     }
 
+    /// Whether a tagged reply with `token` may still come in this round (meta).
+    pub(crate) fn owes(&self, token: u32) -> bool {
+        let from = self
+            .first_opaque
+            .wrapping_add(u32::try_from(self.next).unwrap_or(u32::MAX));
+        let left = u32::try_from(self.count.saturating_sub(self.next)).unwrap_or(u32::MAX);
+        self.wire == Wire::Meta && token.wrapping_sub(from) < left
+    }
+
     /// The kind of the next reply.
     pub(crate) fn expect(&self) -> Expect {
         match self.wire {

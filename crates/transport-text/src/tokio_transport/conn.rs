@@ -810,12 +810,10 @@ impl Conn {
                     let next = state.fifo.front().and_then(|p| p.steps.get(p.next));
                     let token = next.and_then(|step| step.opaque(wire));
                     let owed = |t: u32| {
-                        state.fifo.iter().any(|p| {
-                            p.steps
-                                .iter()
-                                .skip(p.next)
-                                .any(|step| step.opaque(wire) == Some(t))
-                        })
+                        state
+                            .fifo
+                            .iter()
+                            .any(|p| p.steps.iter().skip(p.next).any(|step| step.owes(t, wire)))
                     };
                     state
                         .held

@@ -182,14 +182,39 @@ pub(super) fn may_hold_a_reply(
     let error_line = memchr::memmem::find(last_line, b"SERVER_ERROR").is_some()
         || memchr::memmem::find(last_line, b"CLIENT_ERROR").is_some()
         || last_line.ends_with(b"ERROR");
+    // Before an untagged reply, any token at the end (a meta quiet round's last reply).
+    let any_token_last = || {
+        let flags = last_line
+            .iter()
+            .rev()
+            .take_while(|&&b| matches!(b, b' ' | b'W' | b'X' | b'Z'))
+            .count();
+        let line = last_line.get(..last_line.len() - flags).unwrap_or_default();
+        let digits = line.iter().rev().take_while(|b| b.is_ascii_digit()).count();
+        digits > 0
+            && line
+                .get(..line.len() - digits)
+                .unwrap_or_default()
+                .ends_with(b" O")
+    };
     error_line
         || (next.is_none()
             && (last_line.ends_with(b"END")
                 || last_line.ends_with(b"OK")
-                || memchr::memmem::find(last_line, b"VERSION ").is_some()))
+                || memchr::memmem::find(last_line, b"VERSION ").is_some()
+                || any_token_last()))
 }
 
 impl Step {
+    /// Whether this step's replies may still carry `token` in `wire` (a quiet round's
+    /// tagged replies each carry one of the round's tokens).
+    pub(super) fn owes(&self, token: u32, wire: Wire) -> bool {
+        match self {
+            Step::Quiet { round, .. } => round.owes(token),
+            step => step.opaque(wire) == Some(token),
+        }
+    }
+
     /// The opaque token this step's reply carries in `wire`, if any.
     pub(super) fn opaque(&self, wire: Wire) -> Option<u32> {
         match self {
@@ -301,8 +326,9 @@ impl crate::batch::LineAnswer for Answer {
 
 #[cfg(test)]
 mod tests {
-    use super::{may_hold_a_reply, Answer, AnswerList, Keys};
+    use super::{may_hold_a_reply, Answer, AnswerList, Keys, Step};
     use crate::command::Outcome;
+    use crate::command::Wire;
     use newcache_transport::Item;
 
     fn got(value: &[u8]) -> AnswerList {
@@ -354,6 +380,17 @@ mod tests {
         ));
         assert!(may_hold_a_reply(&got(b"xxEND"), None, owed));
         assert!(!may_hold_a_reply(&got(b"xxEND"), Some(5), owed));
+        // A meta quiet round's last reply taken in, before that round (no token of its
+        // own to look for; a review got one through).
+        assert!(may_hold_a_reply(&got(b"helloHD kdb O3"), None, |_| false));
+        let round = crate::quiet::QuietRound::new(Wire::Meta, 7, 3);
+        let step = Step::Quiet {
+            round,
+            keys: Keys::new(&[b"a", b"b", b"c"]),
+        };
+        assert!(
+            step.owes(9, Wire::Meta) && !step.owes(10, Wire::Meta) && !step.owes(6, Wire::Meta)
+        );
         let miss: AnswerList = smallvec::smallvec![Answer::Outcome(Outcome::Item(None))];
         assert!(!may_hold_a_reply(&miss, None, owed));
     }
