@@ -568,6 +568,82 @@ fn cancelled_cold_calls_of_three_caches_never_run_two_loaders_at_once() {
     );
 }
 
+/// A scripted proxy to `backend` for one cache's lease requests, in phases (`phase`): 0
+/// relays; 1 is armed: the next lease request `arm` picks goes through and its reply is cut
+/// `cut_after` later (its connection closed), and the phase becomes 2; from then on each
+/// read of a lease key closes its connection, moving the phase on, until it reaches
+/// `reads_refused_until`. Its address, and the phase to arm it by.
+fn lease_script_proxy(
+    backend: std::net::SocketAddr,
+    arm: fn(&[u8]) -> bool,
+    cut_after: Duration,
+    reads_refused_until: u32,
+) -> (std::net::SocketAddr, Arc<std::sync::atomic::AtomicU32>) {
+    use std::io::{Read, Write};
+    use std::net::{Shutdown, TcpListener, TcpStream};
+    use std::sync::atomic::AtomicU32;
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let proxy_addr = listener.local_addr().unwrap();
+    let phase = Arc::new(AtomicU32::new(0));
+    let script = phase.clone();
+    std::thread::spawn(move || {
+        for client in listener.incoming() {
+            let Ok(client) = client else { break };
+            let phase = script.clone();
+            let up = TcpStream::connect(backend).unwrap();
+            let cut_next = Arc::new(AtomicU32::new(0));
+            let (mut c_rd, mut u_wr) = (client.try_clone().unwrap(), up.try_clone().unwrap());
+            let (mut u_rd, mut c_wr) = (up, client);
+            let cut = cut_next.clone();
+            let (c_kill, u_kill) = (c_wr.try_clone().unwrap(), u_rd.try_clone().unwrap());
+            std::thread::spawn(move || {
+                let mut buf = vec![0u8; 65536];
+                loop {
+                    let n = match c_rd.read(&mut buf) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => n,
+                    };
+                    let req = &buf[..n];
+                    let lease = req.windows(15).any(|w| w == b"newcache-lease-");
+                    let is_get = req.starts_with(b"mg ") || req.starts_with(b"get");
+                    let p = phase.load(Ordering::SeqCst);
+                    if lease && arm(req) && p == 1 {
+                        cut.store(1, Ordering::SeqCst);
+                        phase.store(2, Ordering::SeqCst);
+                    } else if lease && is_get && (2..reads_refused_until).contains(&p) {
+                        phase.fetch_add(1, Ordering::SeqCst);
+                        let _ = c_kill.shutdown(Shutdown::Both);
+                        let _ = u_kill.shutdown(Shutdown::Both);
+                        break;
+                    }
+                    if u_wr.write_all(req).is_err() {
+                        break;
+                    }
+                }
+            });
+            std::thread::spawn(move || {
+                let mut buf = vec![0u8; 65536];
+                loop {
+                    let n = match u_rd.read(&mut buf) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => n,
+                    };
+                    if cut_next.swap(0, Ordering::SeqCst) == 1 {
+                        std::thread::sleep(cut_after);
+                        let _ = c_wr.shutdown(Shutdown::Both);
+                        let _ = u_rd.shutdown(Shutdown::Both);
+                        break;
+                    }
+                    if c_wr.write_all(&buf[..n]).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    (proxy_addr, phase)
+}
+
 /// A lease release whose `delete` landed but whose reply was cut, and whose read of the
 /// key after fails too, does not delete again: another cache took the lease meanwhile, and
 /// deleting it let a third load beside that one (a review, deterministic through this
@@ -575,85 +651,16 @@ fn cancelled_cold_calls_of_three_caches_never_run_two_loaders_at_once() {
 /// lease meanwhile, A's read of the key is refused; B loaded beside C).
 #[test]
 fn a_release_whose_delete_and_read_both_failed_takes_no_other_lease() {
-    use std::io::{Read, Write};
-    use std::net::{Shutdown, TcpListener, TcpStream};
-    use std::sync::atomic::AtomicU32;
     let server = Memcached::start();
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let proxy_addr = listener.local_addr().unwrap();
-    // 0: forward; 1: armed (cut the reply to the next lease delete after 300 ms);
-    // 2: refuse lease reads (close the connection) up to 5 times.
-    let phase = Arc::new(AtomicU32::new(0));
-    let backend = server.socket_addr();
-    {
-        let phase = phase.clone();
-        std::thread::spawn(move || {
-            for client in listener.incoming() {
-                let Ok(client) = client else { break };
-                let phase = phase.clone();
-                let up = TcpStream::connect(backend).unwrap();
-                let cut_next = Arc::new(AtomicU32::new(0));
-                let (mut c_rd, mut u_wr) = (client.try_clone().unwrap(), up.try_clone().unwrap());
-                let (mut u_rd, mut c_wr) = (up, client);
-                let cut = cut_next.clone();
-                let (c_kill, u_kill) = (c_wr.try_clone().unwrap(), u_rd.try_clone().unwrap());
-                std::thread::spawn(move || {
-                    let mut buf = vec![0u8; 65536];
-                    loop {
-                        let n = match c_rd.read(&mut buf) {
-                            Ok(0) | Err(_) => break,
-                            Ok(n) => n,
-                        };
-                        let req = &buf[..n];
-                        let lease = req.windows(15).any(|w| w == b"newcache-lease-");
-                        let is_delete = req.starts_with(b"md ") || req.starts_with(b"delete ");
-                        let is_get = req.starts_with(b"mg ") || req.starts_with(b"get");
-                        if lease && is_delete && phase.load(Ordering::SeqCst) == 1 {
-                            eprintln!(
-                                "proxy: cutting the reply to {:?}",
-                                String::from_utf8_lossy(req)
-                            );
-                            cut.store(1, Ordering::SeqCst);
-                            phase.store(2, Ordering::SeqCst);
-                        } else if lease
-                            && is_get
-                            && phase.load(Ordering::SeqCst) >= 2
-                            && phase.load(Ordering::SeqCst) < 7
-                        {
-                            eprintln!("proxy: failing {:?}", String::from_utf8_lossy(req));
-                            phase.fetch_add(1, Ordering::SeqCst);
-                            let _ = c_kill.shutdown(Shutdown::Both);
-                            let _ = u_kill.shutdown(Shutdown::Both);
-                            break;
-                        } else if lease && phase.load(Ordering::SeqCst) >= 2 {
-                            eprintln!("proxy: passing {:?}", String::from_utf8_lossy(req));
-                        }
-                        if u_wr.write_all(req).is_err() {
-                            break;
-                        }
-                    }
-                });
-                std::thread::spawn(move || {
-                    let mut buf = vec![0u8; 65536];
-                    loop {
-                        let n = match u_rd.read(&mut buf) {
-                            Ok(0) | Err(_) => break,
-                            Ok(n) => n,
-                        };
-                        if cut_next.swap(0, Ordering::SeqCst) == 1 {
-                            std::thread::sleep(Duration::from_millis(300));
-                            let _ = c_wr.shutdown(Shutdown::Both);
-                            let _ = u_rd.shutdown(Shutdown::Both);
-                            break;
-                        }
-                        if c_wr.write_all(&buf[..n]).is_err() {
-                            break;
-                        }
-                    }
-                });
-            }
-        });
-    }
+    // Armed by A's loader: A's `delete` of its lease lands, its reply cut 300 ms later;
+    // then A's reads of the lease key are refused, up to five.
+    let is_delete = |req: &[u8]| req.starts_with(b"md ") || req.starts_with(b"delete ");
+    let (proxy_addr, phase) = lease_script_proxy(
+        server.socket_addr(),
+        is_delete,
+        Duration::from_millis(300),
+        7,
+    );
     let direct = format!(
         "newcache://{}/?flavor=t&herd=lease&lease_wait=3000",
         server.addr()
@@ -726,81 +733,13 @@ fn a_release_whose_delete_and_read_both_failed_takes_no_other_lease() {
 /// holder's lease, and a third caller loaded beside the holder (a review).
 #[test]
 fn a_release_unsure_of_its_lease_takes_no_other_lease_when_its_read_is_cut() {
-    use std::io::{Read, Write};
-    use std::net::{Shutdown, TcpListener, TcpStream};
-    use std::sync::atomic::AtomicU32;
     let server = Memcached::start();
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let proxy_addr = listener.local_addr().unwrap();
-    // 0 forward; 1 armed: cut the reply to the next lease add; 2..4: kill lease reads.
-    let phase = Arc::new(AtomicU32::new(0));
-    let backend = server.socket_addr();
-    {
-        let phase = phase.clone();
-        std::thread::spawn(move || {
-            for client in listener.incoming() {
-                let Ok(client) = client else { break };
-                let phase = phase.clone();
-                let up = TcpStream::connect(backend).unwrap();
-                let cut_next = Arc::new(AtomicU32::new(0));
-                let (mut c_rd, mut u_wr) = (client.try_clone().unwrap(), up.try_clone().unwrap());
-                let (mut u_rd, mut c_wr) = (up, client);
-                let cut = cut_next.clone();
-                let (c_kill, u_kill) = (c_wr.try_clone().unwrap(), u_rd.try_clone().unwrap());
-                std::thread::spawn(move || {
-                    let mut buf = vec![0u8; 65536];
-                    loop {
-                        let n = match c_rd.read(&mut buf) {
-                            Ok(0) | Err(_) => break,
-                            Ok(n) => n,
-                        };
-                        let req = &buf[..n];
-                        let lease = req.windows(15).any(|w| w == b"newcache-lease-");
-                        let is_add = req.starts_with(b"add ")
-                            || (req.starts_with(b"ms ") && req.windows(3).any(|w| w == b" ME"));
-                        let is_get = req.starts_with(b"mg ") || req.starts_with(b"get");
-                        let p = phase.load(Ordering::SeqCst);
-                        if lease && is_add && p == 1 {
-                            eprintln!(
-                                "proxy: cutting the reply to {:?}",
-                                String::from_utf8_lossy(req)
-                            );
-                            cut.store(1, Ordering::SeqCst);
-                            phase.store(2, Ordering::SeqCst);
-                        } else if lease && is_get && (2..4).contains(&p) {
-                            eprintln!("proxy: failing {:?}", String::from_utf8_lossy(req));
-                            phase.fetch_add(1, Ordering::SeqCst);
-                            let _ = c_kill.shutdown(Shutdown::Both);
-                            let _ = u_kill.shutdown(Shutdown::Both);
-                            break;
-                        } else if lease && p >= 2 {
-                            eprintln!("proxy: passing {:?}", String::from_utf8_lossy(req));
-                        }
-                        if u_wr.write_all(req).is_err() {
-                            break;
-                        }
-                    }
-                });
-                std::thread::spawn(move || {
-                    let mut buf = vec![0u8; 65536];
-                    loop {
-                        let n = match u_rd.read(&mut buf) {
-                            Ok(0) | Err(_) => break,
-                            Ok(n) => n,
-                        };
-                        if cut_next.swap(0, Ordering::SeqCst) == 1 {
-                            let _ = c_wr.shutdown(Shutdown::Both);
-                            let _ = u_rd.shutdown(Shutdown::Both);
-                            break;
-                        }
-                        if c_wr.write_all(&buf[..n]).is_err() {
-                            break;
-                        }
-                    }
-                });
-            }
-        });
-    }
+    // Armed before A's call: A's lease `add` lands and its reply is cut; then A's reads of
+    // the lease key are refused, two of them (the one after the `add`, the release's).
+    let is_add = |req: &[u8]| {
+        req.starts_with(b"add ") || (req.starts_with(b"ms ") && req.windows(3).any(|w| w == b" ME"))
+    };
+    let (proxy_addr, phase) = lease_script_proxy(server.socket_addr(), is_add, Duration::ZERO, 4);
     let direct = format!(
         "newcache://{}/?flavor=t&herd=lease&lease_wait=3000",
         server.addr()
