@@ -158,20 +158,7 @@ pub(super) fn may_hold_a_reply(
         _ => return false,
     };
     // A tagged reply of a request still owed, its line ended by a line end or the value.
-    let tagged = memchr::memmem::find_iter(value, b" O").any(|at| {
-        let rest = value.get(at + 2..).unwrap_or_default();
-        let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
-        let token = std::str::from_utf8(rest.get(..digits).unwrap_or_default())
-            .ok()
-            .and_then(|d| d.parse::<u32>().ok());
-        let after = rest.get(digits..).unwrap_or_default();
-        let flags = after
-            .iter()
-            .take_while(|&&b| matches!(b, b' ' | b'W' | b'X' | b'Z'))
-            .count();
-        let end = after.get(flags..).unwrap_or_default();
-        token.is_some_and(&in_flight) && (end.is_empty() || end.starts_with(b"\r\n"))
-    });
+    let tagged = holds_a_tag(value, &in_flight, false);
     if tagged {
         return true;
     }
@@ -183,26 +170,34 @@ pub(super) fn may_hold_a_reply(
         || memchr::memmem::find(last_line, b"CLIENT_ERROR").is_some()
         || last_line.ends_with(b"ERROR");
     // Before an untagged reply, any token at the end (a meta quiet round's last reply).
-    let any_token_last = || {
-        let flags = last_line
-            .iter()
-            .rev()
-            .take_while(|&&b| matches!(b, b' ' | b'W' | b'X' | b'Z'))
-            .count();
-        let line = last_line.get(..last_line.len() - flags).unwrap_or_default();
-        let digits = line.iter().rev().take_while(|b| b.is_ascii_digit()).count();
-        digits > 0
-            && line
-                .get(..line.len() - digits)
-                .unwrap_or_default()
-                .ends_with(b" O")
-    };
+    let any_token_last = || holds_a_tag(last_line, |_| true, true);
     error_line
         || (next.is_none()
             && (last_line.ends_with(b"END")
                 || last_line.ends_with(b"OK")
                 || memchr::memmem::find(last_line, b"VERSION ").is_some()
                 || any_token_last()))
+}
+
+/// Whether `bytes` hold a reply line's tag, ` O<t>` then any win flags (` W`, ` X`, ` Z`),
+/// with `t` one `owed` tells, ending the bytes, or (unless `at_end`) a line in them.
+fn holds_a_tag(bytes: &[u8], owed: impl Fn(u32) -> bool, at_end: bool) -> bool {
+    memchr::memmem::find_iter(bytes, b" O").any(|at| {
+        let rest = bytes.get(at + 2..).unwrap_or_default();
+        let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
+        let token = std::str::from_utf8(rest.get(..digits).unwrap_or_default())
+            .ok()
+            .and_then(|d| d.parse::<u32>().ok());
+        let after = rest.get(digits..).unwrap_or_default();
+        let flags = after
+            .iter()
+            .take_while(|&&b| matches!(b, b' ' | b'W' | b'X' | b'Z'))
+            .count();
+        let end = after.get(flags..).unwrap_or_default();
+        // Digits past a u32 are no token, but at the end they still end as a tag does.
+        let tag = digits > 0 && token.map_or(at_end, &owed);
+        tag && (end.is_empty() || (!at_end && end.starts_with(b"\r\n")))
+    })
 }
 
 impl Step {
