@@ -405,14 +405,13 @@ impl AsyncCache {
     /// Moves `key`'s value to the version plus `delta`; returns the new version
     /// ([`Cache::incr_version`](crate::Cache::incr_version)).
     pub async fn incr_version(&self, key: &str, delta: i64) -> Result<i64> {
-        let (to, version) = self.core.version_plus(delta)?;
-        self.core.move_version(&self.io(), &to, key).await?;
-        Ok(version)
+        self.core.move_version(&self.io(), key, delta.into()).await
     }
 
     /// [`AsyncCache::incr_version`] by `-delta`.
     pub async fn decr_version(&self, key: &str, delta: i64) -> Result<i64> {
-        self.incr_version(key, delta.checked_neg().unwrap_or(i64::MAX))
+        self.core
+            .move_version(&self.io(), key, -i128::from(delta))
             .await
     }
 

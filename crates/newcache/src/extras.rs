@@ -149,6 +149,9 @@ impl Core {
         self.observer
             .op("get_and_touch", async move {
                 let wire = self.wire_key(key)?;
+                // The TTL is checked before anything is sent: a TTL no store takes failed
+                // only after a hit, and a miss answered `None` for it (an outside audit).
+                self.plan(options, self.now_millis())?;
                 match self.fetch::<I, T>(io, "get_and_touch", key, &wire).await? {
                     Fetched::Hit(value) => {
                         self.touch_unobserved(io, key, options).await?;
@@ -160,12 +163,14 @@ impl Core {
             .await
     }
 
-    /// `incr_version`: moves `key`'s item from this cache's version to `version + delta`
-    /// (flags, herd state and all; the TTL becomes the default one, as in Django), and
-    /// returns the new version.
-    pub(crate) async fn move_version<I: Io>(&self, io: &I, to: &Core, key: &str) -> Result<()> {
+    /// `incr_version` (and `decr_version`, by a negative `delta`): moves `key`'s item from
+    /// this cache's version to `version + delta` (flags, herd state and all; the TTL becomes
+    /// the default one, as in Django), and returns the new version.
+    pub(crate) async fn move_version<I: Io>(&self, io: &I, key: &str, delta: i128) -> Result<i64> {
+        let (to, version) = self.version_plus(delta)?;
         self.observer
             .op("incr_version", async move {
+                let to = &to;
                 let old = self.wire_key(key)?;
                 let new = to.wire_key(key)?;
                 let Some(item) = io.get(&old).await? else {
@@ -178,7 +183,7 @@ impl Core {
                 io.store(&Store::set(&new, &item.value, item.flags, plan.exptime))
                     .await?;
                 io.delete(&old).await?;
-                Ok(())
+                Ok(version)
             })
             .await
     }

@@ -630,14 +630,12 @@ impl Cache {
     /// state, and gets the default TTL, as in Django. [`Error::NotFound`] when the key
     /// holds no value; the version must be a number.
     pub fn incr_version(&self, key: &str, delta: i64) -> Result<i64> {
-        let (to, version) = self.core.version_plus(delta)?;
-        block(self.core.move_version(&self.io(), &to, key))?;
-        Ok(version)
+        block(self.core.move_version(&self.io(), key, delta.into()))
     }
 
     /// [`Cache::incr_version`] by `-delta`.
     pub fn decr_version(&self, key: &str, delta: i64) -> Result<i64> {
-        self.incr_version(key, delta.checked_neg().unwrap_or(i64::MAX))
+        block(self.core.move_version(&self.io(), key, -i128::from(delta)))
     }
 
     /// Closes the connections the transport holds idle (Django's `close`): the next call

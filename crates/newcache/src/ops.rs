@@ -166,16 +166,17 @@ impl Core {
     }
 
     /// This core's version plus `delta`, and the core at it.
-    pub(crate) fn version_plus(&self, delta: i64) -> Result<(Core, i64)> {
+    pub(crate) fn version_plus(&self, delta: i128) -> Result<(Core, i64)> {
         let current: i64 = self.config.version.parse().map_err(|_| {
             Error::Config(format!(
                 "version {:?} is not a number; incr_version and decr_version need a numeric version",
                 self.config.version
             ))
         })?;
-        let version = current
-            .checked_add(delta)
-            .ok_or_else(|| Error::Config("the version would overflow".into()))?;
+        // In i128, so that `decr_version` by `i64::MIN` is a subtraction like any other (its
+        // negation, clamped to `i64::MAX`, moved the value one version off: an outside audit).
+        let version = i64::try_from(i128::from(current) + delta)
+            .map_err(|_| Error::Config("the version would overflow".into()))?;
         Ok((self.at_version(&version.to_string())?, version))
     }
 

@@ -184,6 +184,48 @@ fn versions_per_call_and_incr_decr_version_move_a_value() {
     assert!(matches!(custom.with_version(2), Err(Error::Config(_))));
 }
 
+/// `decr_version` by `i64::MIN` is a subtraction like any other: from version -1 the value
+/// goes to `i64::MAX`, and from version 0 it would overflow, which is refused with the value
+/// left where it was. Its negation, clamped, moved the value to `i64::MAX - 1` and answered
+/// `i64::MAX` from 0 (an outside audit).
+#[test]
+fn decr_version_by_the_most_negative_delta_moves_exactly_or_is_refused() {
+    let e = env("");
+    let below = e.cache.with_version(-1).unwrap();
+    below.set("page", "p", Ttl::Seconds(300)).unwrap();
+    assert_eq!(below.decr_version("page", i64::MIN).unwrap(), i64::MAX);
+    let top = e.cache.with_version(i64::MAX).unwrap();
+    assert_eq!(top.get::<String>("page").unwrap().as_deref(), Some("p"));
+    let zero = e.cache.with_version(0).unwrap();
+    zero.set("page", "z", Ttl::Seconds(300)).unwrap();
+    assert!(matches!(
+        zero.decr_version("page", i64::MIN),
+        Err(Error::Config(_))
+    ));
+    assert_eq!(zero.get::<String>("page").unwrap().as_deref(), Some("z"));
+}
+
+/// `get_and_touch` with a TTL no store takes is refused before anything is sent, hit or
+/// miss, as `touch` refuses it; it was checked only after a hit, so a miss answered `None`
+/// (an outside audit).
+#[test]
+fn get_and_touch_refuses_a_ttl_no_store_takes_before_it_reads() {
+    let e = env("");
+    e.cache.set("session", "s1", Ttl::Seconds(30)).unwrap();
+    let gets = e.server.stat("cmd_get");
+    for key in ["session", "missing"] {
+        assert!(
+            matches!(
+                e.cache
+                    .get_and_touch::<String>(key, Ttl::Seconds(u64::MAX)),
+                Err(Error::TtlTooLong(_))
+            ),
+            "{key}"
+        );
+    }
+    assert_eq!(e.server.stat("cmd_get"), gets, "nothing was read");
+}
+
 #[test]
 fn close_drops_the_connections_and_the_next_call_reconnects() {
     let e = env("");
