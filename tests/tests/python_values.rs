@@ -665,4 +665,26 @@ print(repr(pylibmc.Client(["ADDR"]).get("high")))
         (peeked.value.flags, peeked.value.bytes.as_slice()),
         (flags, &b"abc"[..])
     );
+    // Bit 8 with bits 11-12 is what every newcache reader takes for the herd's state: such
+    // flags are refused with or without the herd, and nothing is sent. Stored bare, they
+    // read as a soft expiry long past: `get_raw` answered a miss, and `get` re-stored the
+    // value with flags of its own (an outside audit).
+    let stores = server.stat("cmd_set");
+    for flags in [0x900, 0xffff_1900, 16 | 0x100 | 0x1000] {
+        for options in [
+            SetOptions::new(Ttl::Seconds(300)),
+            SetOptions::new(Ttl::Seconds(300)).no_herd(),
+            SetOptions::new(Ttl::Seconds(0)).no_herd(),
+        ] {
+            let e = cache
+                .set_raw("enveloped", b"abc", flags, options)
+                .unwrap_err();
+            assert!(
+                matches!(&e, Error::Encode { detail, .. } if detail.contains("bit 8 and bits 11-12")),
+                "{flags:#x}: {e}"
+            );
+        }
+    }
+    assert_eq!(server.stat("cmd_set"), stores, "nothing stored");
+    assert!(cache.peek("enveloped").unwrap().is_none());
 }

@@ -222,6 +222,10 @@ impl AsyncCache {
     }
 
     /// Stores a value's raw bytes with these flags (herd rules apply as for `set`).
+    ///
+    /// With the herd on, flags in the bits it keeps its state in (8 and 11-31) are refused
+    /// ([`Error::Encode`]); store them with `SetOptions::no_herd()`. Flags with bit 8 and
+    /// one of bits 11-12 are refused either way: every reader takes them for herd state.
     pub async fn set_raw(
         &self,
         key: &str,

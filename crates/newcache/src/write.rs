@@ -286,15 +286,27 @@ impl Core {
         self.observer
             .op("set_raw", async move {
                 let wire = self.wire_key(key)?;
+                // Without the herd the flags go as given; with it, bits 8 and 11-31 hold its
+                // state: a caller's flags there were overwritten (or, with bit 8, dropped),
+                // and read back as another soft expiry (outside audits). Flags that read as
+                // herd state (bit 8 with a unit in bits 11-12) are refused either way: stored
+                // bare, every read took them for a soft expiry long past, `get_raw` answered
+                // a miss and `get` re-stored the value with flags of its own (an outside
+                // audit).
+                if newcache_herd::is_enveloped(flags) {
+                    return Err(Error::Encode {
+                        key: key.to_owned(),
+                        detail: format!(
+                            "flags {flags:#x} set bit 8 and bits 11-12, which every newcache reader takes for the herd's state (a soft expiry), not flags; keep bit 8 or bits 11-12 clear"
+                        ),
+                    });
+                }
                 let now = self.now_millis();
                 let plan = self.plan(options, now)?;
                 if plan.expire_now {
                     io.delete(&wire).await?;
                     return Ok(());
                 }
-                // Without the herd the flags go as given; with it, bits 8 and 11-31 hold its
-                // state: a caller's flags there were overwritten (or, with bit 8, dropped),
-                // and read back as another soft expiry (outside audits).
                 let mut flags = flags;
                 if let Some(soft) = plan.soft_expiry_millis {
                     if flags & !codec::ENCODING_BITS != 0 {
