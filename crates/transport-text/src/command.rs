@@ -252,8 +252,14 @@ fn interpret_meta(
         (Cmd::Get(_), Meta::Miss) => Outcome::Item(None),
         (Cmd::Store(_), Meta::Done) => Outcome::Stored(StoreStatus::Stored),
         (Cmd::Store(_), Meta::NotStored) => Outcome::Stored(StoreStatus::NotStored),
-        (Cmd::Store(_), Meta::Exists) => Outcome::Stored(StoreStatus::Exists),
-        (Cmd::Store(_), Meta::NotFound) => Outcome::Stored(StoreStatus::NotFound),
+        // Only a compare-and-swap (`C<cas>`) is answered EX or NF, as in the classic
+        // protocol: to another store they were taken as its answer (an outside audit).
+        (Cmd::Store(s), Meta::Exists) if matches!(s.mode, StoreMode::Cas(_)) => {
+            Outcome::Stored(StoreStatus::Exists)
+        }
+        (Cmd::Store(s), Meta::NotFound) if matches!(s.mode, StoreMode::Cas(_)) => {
+            Outcome::Stored(StoreStatus::NotFound)
+        }
         (Cmd::Delete(_), Meta::Done) => Outcome::Deleted(true),
         (Cmd::Delete(_), Meta::NotFound) => Outcome::Deleted(false),
         (Cmd::Arith { .. }, Meta::Value(v)) => Outcome::Counter(Some(
@@ -455,6 +461,19 @@ mod tests {
             Ok(Outcome::Stored(StoreStatus::NotStored))
         ));
         assert!(meta_reply(Cmd::Store(&set), 9, b"EN ka O9\r\n").is_err());
+        // EX and NF answer a compare-and-swap only, as EXISTS and NOT_FOUND do.
+        for input in [&b"EX ka O9\r\n"[..], b"NF ka O9\r\n"] {
+            assert!(meta_reply(Cmd::Store(&set), 9, input).is_err());
+        }
+        let cas = set.with_mode(StoreMode::Cas(3));
+        assert!(matches!(
+            meta_reply(Cmd::Store(&cas), 9, b"EX ka O9\r\n"),
+            Ok(Outcome::Stored(StoreStatus::Exists))
+        ));
+        assert!(matches!(
+            meta_reply(Cmd::Store(&cas), 9, b"NF ka O9\r\n"),
+            Ok(Outcome::Stored(StoreStatus::NotFound))
+        ));
         let incr = Cmd::Arith {
             key: b"n",
             delta: 1,
