@@ -613,8 +613,12 @@ impl Core {
                         }
                     }
                 }
+                // Any other failure: the `add` may have run (a reply followed by bytes
+                // nobody asked for is read, so it ran: left behind, its lease cost the next
+                // cold call `lease_wait`, an outside audit). Released while the key holds
+                // this caller's token ([`Lease::Unsure`]), never another's.
                 Err(e) => {
-                    sent.disarm();
+                    sent.release().await;
                     return Err(Error::from(e).into());
                 }
             };

@@ -336,6 +336,9 @@ struct Requests {
     hold: Mutex<Option<(Vec<u8>, Vec<u8>)>>,
     /// The request held back, and the connection to the server it goes on.
     held: Mutex<Option<(TcpStream, Vec<u8>)>>,
+    /// The next request holding the first bytes has the second relayed right after its
+    /// reply.
+    junk: Mutex<Option<(Vec<u8>, Vec<u8>)>>,
 }
 
 fn holds(bytes: &[u8], needle: &[u8]) -> bool {
@@ -430,6 +433,15 @@ impl FaultProxy {
         }
     }
 
+    /// Relays `junk` right after the reply to the next request (on any connection) whose
+    /// bytes hold `needle`, in the same write: bytes no request asked for, such as a
+    /// middlebox's stray line, after a reply the server did send (the request ran).
+    pub fn junk_after_reply_to(&self, needle: &[u8], junk: &[u8]) {
+        if let Ok(mut next) = self.requests.junk.lock() {
+            *next = Some((needle.to_vec(), junk.to_vec()));
+        }
+    }
+
     /// `127.0.0.1:PORT`, as a server list entry.
     pub fn addr(&self) -> String {
         self.addr.to_string()
@@ -508,6 +520,10 @@ fn relay(
     // Set when this connection sent the request a held one waits for
     // ([`FaultProxy::hold_request`]).
     let release_next = Arc::new(AtomicBool::new(false));
+    // The bytes relayed after this connection's next reply
+    // ([`FaultProxy::junk_after_reply_to`]).
+    let junk_next: Arc<Mutex<Option<Vec<u8>>>> = Arc::default();
+    let junking = junk_next.clone();
     // Client to server, unchanged.
     let reads = counters.clone();
     let cutting = cut_next.clone();
@@ -528,6 +544,14 @@ fn relay(
                         if needle.as_deref().is_some_and(|n| holds(sent, n)) {
                             *needle = None;
                             cutting.store(true, Ordering::SeqCst);
+                        }
+                    }
+                    if let Ok(mut junk) = tamper.junk.lock() {
+                        if junk.as_ref().is_some_and(|(n, _)| holds(sent, n)) {
+                            if let (Some((_, bytes)), Ok(mut next)) = (junk.take(), junking.lock())
+                            {
+                                *next = Some(bytes);
+                            }
                         }
                     }
                     if let (Ok(mut hold), Ok(mut held)) = (tamper.hold.lock(), tamper.held.lock()) {
@@ -613,6 +637,10 @@ fn relay(
             close(&to_client, &server);
             return;
         }
+        let chunk = match junk_next.lock().ok().and_then(|mut next| next.take()) {
+            Some(junk) => [chunk, junk].concat(),
+            None => chunk,
+        };
         if release_next.swap(false, Ordering::SeqCst) {
             let held = requests.held.lock().ok().and_then(|mut h| h.take());
             if let Some((mut stream, request)) = held {
