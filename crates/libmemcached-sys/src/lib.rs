@@ -751,6 +751,16 @@ extern "C" {
         key_length: usize,
         expiration: time_t,
     ) -> memcached_return_t;
+    /// `delete`, placed by `group_key` (pass the key itself to place it as
+    /// [`memcached_delete`] does).
+    pub fn memcached_delete_by_key(
+        ptr: *mut memcached_st,
+        group_key: *const c_char,
+        group_key_length: usize,
+        key: *const c_char,
+        key_length: usize,
+        expiration: time_t,
+    ) -> memcached_return_t;
     /// `touch`.
     pub fn memcached_touch(
         ptr: *mut memcached_st,

@@ -461,7 +461,7 @@ impl BinaryTransport {
             MEMCACHED_AUTH_FAILURE | MEMCACHED_AUTH_PROBLEM | MEMCACHED_AUTH_CONTINUE => {
                 Error::Auth {
                     server,
-                    message: message.text,
+                    message: format!("{}{}", message.text, self.auth_hint()),
                 }
             }
             MEMCACHED_CLIENT_ERROR => Error::Client {

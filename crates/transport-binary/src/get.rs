@@ -160,7 +160,13 @@ impl BinaryTransport {
             if let Some((_, e)) = failed.first() {
                 return Err(e.for_another_key());
             }
-            let mut items = self.fetch(h, &distinct, &[0], sent, failed)?;
+            let mut items = self
+                .fetch(h, &distinct, &[0], sent, failed)
+                .map_err(|e| self.refusal_behind(h, distinct.first().copied(), Some(0), e))?;
+            // A server that requires SASL is answered "auth error", which reads as misses.
+            if let (true, Some(key)) = (items.is_empty(), distinct.first()) {
+                self.confirm_miss(h, key, Some(0))?;
+            }
             return Ok(ManyRead::all(Self::in_order(
                 keys,
                 distinct.len(),
@@ -202,8 +208,14 @@ impl BinaryTransport {
             }
             return Ok(ManyRead::all(vec![None; keys.len()]));
         }
-        let mut items =
-            self.fetch_connecting_first(h, (&asked_keys, &asked_at), &asked, sent, failed)?;
+        let mut items = self
+            .fetch_connecting_first(h, (&asked_keys, &asked_at), &asked, sent, failed)
+            .map_err(|e| {
+                let first = asked_keys.first().copied();
+                self.refusal_behind(h, first, asked_at.first().copied().flatten(), e)
+            })?;
+        // A server that requires SASL is answered "auth error", which reads as misses.
+        self.confirm_misses(h, (&asked_keys, &asked_at), &asked, failed, &items)?;
         let items = Self::in_order(keys, distinct.len(), &mut items);
         if failed.is_empty() {
             return Ok(ManyRead::all(items));
@@ -589,6 +601,8 @@ impl BinaryTransport {
                     return Err(self.error(h, last, self.label_at(position), "get"));
                 }
                 self.check_leftovers(h)?;
+                // A server that requires SASL is answered "auth error", which reads so.
+                self.confirm_miss(h, key, position)?;
                 Ok(None)
             }
             rc => Err(self.error(h, rc, self.label_at(position), "get")),

@@ -121,6 +121,9 @@ impl BinaryTransport {
         let outcome = op(&h, position);
         if let (Some(i), Some(ticket)) = (server, ticket) {
             self.health.report(i, ticket, &outcome);
+            if matches!(outcome, Err(Error::Auth { .. })) {
+                self.refused_by(i);
+            }
         }
         outcome
     }

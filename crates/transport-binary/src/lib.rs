@@ -178,8 +178,22 @@
 //! * In text mode, such a reply read by a store that is not a store status (`END`, an item,
 //!   `DELETED`, a number) trips an assertion in libmemcached (`storage.cc:257`, Debian builds
 //!   it with assertions on) and **aborts the process**. The checks above make it depend on
-//!   that race (an abort within about 1 ms of a reply), but cannot rule it out: prefer the
-//!   binary protocol where replies may be duplicated (a misbehaving proxy or middlebox).
+//!   that race (an abort within about 1 ms of a reply), but cannot rule it out.
+//! * In binary mode, libmemcached 1.1.4 trusts a reply header's lengths: a key length past
+//!   its 250-byte key buffer, or past the body length in a `STAT` reply, makes it write past
+//!   its own memory, and **the process dies** (an outside audit: a stack smash in `stats`,
+//!   a segmentation fault in `get`, a heap abort in `get_many`, from one crafted header; and
+//!   within 5,000 `stats` calls through a proxy that relays parts of replies twice). A
+//!   middlebox that garbles replies can do it. Where replies may be duplicated, cut or
+//!   garbled, use the text transport (memcached 1.6+, meta commands), not libmemcached in
+//!   either mode.
+//! * In binary mode, an `incr`/`decr` answered "out of memory" (memcached full, with `-M`
+//!   or a slab class it cannot grow) trips an assertion in libmemcached (`auto.cc:32`) and
+//!   aborts the process; libmemcached gives no way around it. The same answer to "auth
+//!   error" is kept from happening: before the first request to a server, a transport with
+//!   no SASL credentials deletes a key no one uses (`newcache-sasl-probe`) to learn whether
+//!   the server requires them (memcached `-S`), and then fails every request to it with
+//!   [`Error::Auth`] (without that, gets read as misses and `touch` as a key not found).
 //! * A value that trickles in a few bytes at a time can hold a request longer than the poll
 //!   timeout: libmemcached's timeout is per wait, not per request.
 //! * In text mode, `SERVER_ERROR out of memory` (memcached's answer to a get when it cannot
@@ -286,6 +300,7 @@ pub use newcache_transport::{
     DEFAULT_ITEM_SIZE_LIMIT,
 };
 
+mod admission;
 pub mod bare;
 mod batch;
 mod behaviors;
@@ -337,6 +352,8 @@ pub struct BinaryTransport {
     dead_timeout: Duration,
     /// Servers whose last connection failure was an authentication failure.
     auth_failed: Mutex<BTreeSet<String>>,
+    /// Which servers are known to take requests without SASL credentials.
+    admission: admission::Admission,
     /// Which servers are left alone after failing, for every handle of the pool.
     health: Health,
     /// The index in `servers` of the server at each position of a handle's list (the

@@ -9,6 +9,7 @@ use std::time::Duration;
 use libmemcached_sys::*;
 use newcache_transport::{check_key, Error, IdleReaper, Result};
 
+use crate::admission::Admission;
 use crate::config::{parse_server, ServerSpec};
 use crate::copy::c_string;
 use crate::errors::{invalid, message, out_of_memory, BACKEND};
@@ -208,6 +209,7 @@ impl BinaryTransport {
             )
         };
         let position_to_server = positions(&master, &servers)?;
+        let servers_count = servers.len();
         let retry_timeout = Duration::from_secs(retry_timeout);
         Ok(BinaryTransport {
             pool: Arc::new(Pool::new(master, config.pool_size, config.idle_timeout)),
@@ -223,6 +225,10 @@ impl BinaryTransport {
             retry_timeout,
             dead_timeout: Duration::from_secs(dead_timeout),
             auth_failed: Mutex::new(BTreeSet::new()),
+            admission: Admission::new(
+                servers_count,
+                config.binary_protocol && config.username.is_none(),
+            ),
             position_to_server,
         })
     }

@@ -160,6 +160,8 @@ impl BinaryTransport {
         incr: bool,
         position: Option<usize>,
     ) -> Result<Option<u64>> {
+        // A refusal for want of SASL aborts the process in libmemcached: asked first.
+        self.admit(h, key, position)?;
         let (p, k, kl) = (h.as_ptr(), key.as_ptr().cast::<c_char>(), key.len());
         let mut value = 0u64;
         // SAFETY: p is a live handle used by this thread only; the key outlives the call

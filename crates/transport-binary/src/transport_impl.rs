@@ -134,7 +134,8 @@ impl Transport for BinaryTransport {
             self.check_no_stray_item(h, key, position)
                 .and_then(|()| match rc {
                     MEMCACHED_SUCCESS => Ok(true),
-                    MEMCACHED_NOTFOUND => Ok(false),
+                    // A server that requires SASL is answered "auth error", which reads so.
+                    MEMCACHED_NOTFOUND => self.confirm_miss(h, key, position).map(|()| false),
                     rc => Err(self.error(h, rc, self.label_at(position), "touch")),
                 })
         })

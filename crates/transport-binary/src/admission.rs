@@ -1,0 +1,218 @@
+//! Whether a server takes commands from a transport without SASL credentials.
+//!
+//! memcached started with `-S` answers every binary command but `VERSION` from a connection
+//! that has not authenticated with "auth error", and libmemcached 1.1.4 mishandles that
+//! answer: a get reads it as a miss and keeps no error, a `touch` as a key not found, and an
+//! `incr`/`decr` trips an assertion (`auto.cc:32`) that aborts the process (an outside
+//! audit: exit 134 on every `incr` against such a server). So a transport that speaks the
+//! binary protocol without credentials asks a server something harmless whose answer
+//! libmemcached does report, the `delete` of a key no one uses ([`PROBE_KEY`]): before its
+//! first `incr`/`decr` to it, and after a miss from it, until the server has answered once
+//! (then never again). A server that refuses it is [`Error::Auth`], and is asked again the
+//! next time. Asking only after a miss keeps a server that hangs from costing a read
+//! timeout more (a multi-get over hung servers costs one).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use libmemcached_sys::*;
+use newcache_transport::{Error, Item, Result};
+
+use crate::pool::Handle;
+use crate::BinaryTransport;
+
+/// What an authentication error says when the transport has no credentials.
+pub(crate) const NO_CREDENTIALS: &str = ": the server requires SASL authentication (memcached -S), and this transport has no credentials: set username and password (URL: username=...&password=...)";
+
+/// The key the probe deletes: one no application of newcache's uses.
+const PROBE_KEY: &[u8] = b"newcache-sasl-probe";
+
+/// Which servers are known to take this transport's commands.
+#[derive(Debug)]
+pub(crate) struct Admission {
+    /// False when nothing is to be checked: the text protocol (memcached refuses it
+    /// outright with `-S`), or SASL credentials (libmemcached authenticates every
+    /// connection, and reports a refusal).
+    needed: bool,
+    /// Each server's, by its index: it answered the probe.
+    admitted: Vec<AtomicBool>,
+}
+
+impl Admission {
+    /// For `servers` servers, checked when `needed`.
+    pub(crate) fn new(servers: usize, needed: bool) -> Admission {
+        Admission {
+            needed,
+            admitted: (0..servers).map(|_| AtomicBool::new(false)).collect(),
+        }
+    }
+}
+
+/// What a probe of a server found.
+enum Probe {
+    /// It answered: it takes requests without credentials.
+    Admitted,
+    /// It requires SASL ([`Error::Auth`]).
+    Refused(Error),
+    /// It could not be asked (a connection refused, a timeout): that failure.
+    Failed(Error),
+}
+
+impl BinaryTransport {
+    /// Asks server `index` (on `h`, placed by `key`, a key of that server's) whether it takes
+    /// requests without credentials, unless nothing is to be checked or it answered before.
+    fn probe(&self, h: &Handle, key: &[u8], index: usize) -> Probe {
+        let Some(admitted) = self.admission.admitted.get(index) else {
+            return Probe::Admitted;
+        };
+        if !self.admission.needed || admitted.load(Ordering::Relaxed) {
+            return Probe::Admitted;
+        }
+        h.begin();
+        // SAFETY: h is a live handle used by this thread only; both key buffers outlive
+        // the call. The group key places the probe on the server `key` is placed on.
+        let rc = unsafe {
+            memcached_delete_by_key(
+                h.as_ptr(),
+                key.as_ptr().cast(),
+                key.len(),
+                PROBE_KEY.as_ptr().cast(),
+                PROBE_KEY.len(),
+                0,
+            )
+        };
+        match rc {
+            MEMCACHED_AUTH_FAILURE | MEMCACHED_AUTH_PROBLEM | MEMCACHED_AUTH_CONTINUE => {
+                Probe::Refused(Error::Auth {
+                    server: self.label(index),
+                    message: format!("refused{NO_CREDENTIALS}"),
+                })
+            }
+            MEMCACHED_SUCCESS | MEMCACHED_DELETED | MEMCACHED_NOTFOUND | MEMCACHED_BUFFERED => {
+                admitted.store(true, Ordering::Relaxed);
+                Probe::Admitted
+            }
+            rc => Probe::Failed(self.error(h, rc, self.label(index), "the SASL probe (a delete)")),
+        }
+    }
+
+    /// Before a request libmemcached cannot survive a refusal of (`incr`/`decr`) on the
+    /// server at `position` of `h`: `Ok` once the server is known to take requests without
+    /// credentials; else the refusal ([`Error::Auth`]) or why it could not be asked, and
+    /// the request is not sent.
+    pub(crate) fn admit(&self, h: &Handle, key: &[u8], position: Option<usize>) -> Result<()> {
+        match position.and_then(|p| self.server_at(p)) {
+            Some(index) => match self.probe(h, key, index) {
+                Probe::Admitted => Ok(()),
+                Probe::Refused(e) | Probe::Failed(e) => Err(e),
+            },
+            None => Ok(()),
+        }
+    }
+
+    /// After a miss (or a key not found) from the server at `position` of `h`, which
+    /// libmemcached also reports for a refusal: `Ok` when it is a miss, [`Error::Auth`] when
+    /// the server requires SASL. A probe that could not be sent leaves the miss as it was:
+    /// the server answered the request.
+    pub(crate) fn confirm_miss(
+        &self,
+        h: &Handle,
+        key: &[u8],
+        position: Option<usize>,
+    ) -> Result<()> {
+        match position.and_then(|p| self.server_at(p)) {
+            Some(index) => match self.probe(h, key, index) {
+                Probe::Refused(e) => Err(e),
+                Probe::Admitted | Probe::Failed(_) => Ok(()),
+            },
+            None => Ok(()),
+        }
+    }
+
+    /// After a multi-get on `h` of `keys` (each placed at the position in `at`), which
+    /// found `items`: [`confirm_miss`](Self::confirm_miss) for each server asked (in
+    /// `asked`, less the positions in `failed`) that gave no item, by one of its keys. No
+    /// work once every server answered a probe.
+    pub(crate) fn confirm_misses(
+        &self,
+        h: &Handle,
+        (keys, at): (&[&[u8]], &[Option<usize>]),
+        asked: &[usize],
+        failed: &[(usize, Error)],
+        items: &HashMap<Vec<u8>, Item>,
+    ) -> Result<()> {
+        if !self.admission.needed {
+            return Ok(());
+        }
+        for &p in asked {
+            let known = self
+                .server_at(p)
+                .and_then(|i| self.admission.admitted.get(i))
+                .is_none_or(|a| a.load(Ordering::Relaxed));
+            // A server whose connection libmemcached closed on the refusal fails with an
+            // I/O error (counted as the server failing): asked too, as it answers.
+            let failure = failed.iter().find(|(q, _)| *q == p).map(|(_, e)| e);
+            if known || failure.is_some_and(|e| !matches!(e, Error::Io { .. })) {
+                continue;
+            }
+            if failure.is_some() {
+                if let Some(key) = keys
+                    .iter()
+                    .zip(at)
+                    .find(|(_, q)| **q == Some(p))
+                    .map(|(k, _)| *k)
+                {
+                    self.confirm_miss(h, key, Some(p))?;
+                }
+                continue;
+            }
+            let mut of_p = keys
+                .iter()
+                .zip(at)
+                .filter(|(_, q)| **q == Some(p))
+                .map(|(k, _)| *k);
+            let Some(first) = of_p.next() else { continue };
+            if !items.contains_key(first) && !of_p.any(|k| items.contains_key(k)) {
+                self.confirm_miss(h, first, Some(p))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// `e`, the failure of a request to the server at `position` of `h` placed by `key`; or,
+    /// when `e` is libmemcached closing the connection (an I/O error) and the server has not
+    /// answered a probe yet, the server's refusal ([`Error::Auth`]) when the probe finds
+    /// one: a multi-get it refused failed so, as the server failing.
+    pub(crate) fn refusal_behind(
+        &self,
+        h: &Handle,
+        key: Option<&[u8]>,
+        position: Option<usize>,
+        e: Error,
+    ) -> Error {
+        match (&e, key) {
+            (Error::Io { .. }, Some(key)) => match self.confirm_miss(h, key, position) {
+                Err(refused) => refused,
+                Ok(()) => e,
+            },
+            _ => e,
+        }
+    }
+
+    /// The hint an authentication error gets: what to set, when no credentials are.
+    pub(crate) fn auth_hint(&self) -> &'static str {
+        if self.admission.needed {
+            NO_CREDENTIALS
+        } else {
+            ""
+        }
+    }
+
+    /// Server `index` refused a request for want of authentication: asked again before
+    /// the next one (it was restarted with `-S`).
+    pub(crate) fn refused_by(&self, index: usize) {
+        if let Some(admitted) = self.admission.admitted.get(index) {
+            admitted.store(false, Ordering::Relaxed);
+        }
+    }
+}
