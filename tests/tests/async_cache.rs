@@ -844,8 +844,9 @@ fn tasks_behind_a_failing_or_hung_cold_loader_are_not_held_by_it() {
             })
         };
         tokio::time::sleep(Duration::from_millis(100)).await;
-        // Another process's cache: it waits out the hung loader's lease, then loads.
-        let (_, other, _) = both(&server, "lease_wait=1000");
+        // Another process's cache (a cache of another name shares no single flight with
+        // this one): it waits out the hung loader's lease, then loads.
+        let (_, other, _) = both(&server, "lease_wait=1000&name=elsewhere");
         let elsewhere =
             tokio::spawn(async move { other.get_or_set("hung", 300, || async { 3u32 }).await });
         let started = Instant::now();
@@ -1042,6 +1043,61 @@ fn a_stale_key_is_refreshed_once_by_64_tasks_under_every_policy() {
         assert_eq!(loads, 1, "{policy}: {values:?}");
         assert!(values.iter().all(|v| *v == 1 || *v == 2), "{policy}");
         assert_eq!(cache.get::<u32>(&key).unwrap(), Some(2), "{policy}");
+    }
+}
+
+/// One loader per process, whatever the caches: a `Cache` and an `AsyncCache` built from one
+/// URL share their single flights, as two `Cache`s from one URL do, so a stale key under
+/// `reinsert` (no claim on the server: the process's flight is all that keeps its callers
+/// to one loader) read by 16 threads of each at once is loaded once, the other callers
+/// served the old value meanwhile. Each cache had a flight table of its own, and each led a
+/// load whenever its callers read the key before the other's re-store landed (an outside
+/// audit: 5 same-process duplicates in 6 events).
+#[test]
+fn the_caches_of_one_process_share_their_single_flights() {
+    let server = Memcached::start();
+    let rt = runtime();
+    let params = "herd=reinsert&herd_timeout=60";
+    let (cache, ac, clock) = both(&server, params);
+    let twin = Builder::from_url(&format!("newcache://{}/?flavor=t&{params}", server.addr()))
+        .unwrap()
+        .clock(Arc::new(clock.clone()))
+        .build()
+        .unwrap();
+    let loads = AtomicUsize::new(0);
+    let load = || {
+        loads.fetch_add(1, Ordering::SeqCst);
+        std::thread::sleep(Duration::from_millis(200));
+        2u32
+    };
+    for other in ["async", "twin"] {
+        let mut twice = 0;
+        for event in 0..8 {
+            let key = format!("stale-{other}-{event}");
+            cache.set(&key, &1u32, Ttl::Seconds(10)).unwrap();
+            clock.advance_secs(11);
+            let before = loads.load(Ordering::SeqCst);
+            let start = std::sync::Barrier::new(32);
+            std::thread::scope(|s| {
+                for i in 0..32 {
+                    let (key, start) = (&key, &start);
+                    let (cache, twin, ac, rt) = (&cache, &twin, &ac, &rt);
+                    s.spawn(move || {
+                        start.wait();
+                        let got = match (i % 2, other) {
+                            (0, _) => cache.get_or_set(key, 300, load).unwrap(),
+                            (_, "twin") => twin.get_or_set(key, 300, load).unwrap(),
+                            _ => rt
+                                .block_on(ac.get_or_set(key, 300, || async { load() }))
+                                .unwrap(),
+                        };
+                        assert!(got == 1 || got == 2, "{other}: {got}");
+                    });
+                }
+            });
+            twice += usize::from(loads.load(Ordering::SeqCst) - before > 1);
+        }
+        assert_eq!(twice, 0, "{other}: events loaded twice by one process");
     }
 }
 

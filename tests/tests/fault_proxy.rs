@@ -899,7 +899,8 @@ fn a_lost_reply_to_a_lease_add_runs_no_second_loader_and_frees_no_other_lease() 
     let (m, proxy, raw, url) = lease_scene(300);
     let holder = newcache::Cache::from_url(&url(&m.addr())).unwrap();
     let cut = newcache::Cache::from_url(&url(&proxy.addr())).unwrap();
-    let third = newcache::Cache::from_url(&url(&m.addr())).unwrap();
+    // Another process (a cache of another name shares no single flight with the holder).
+    let third = newcache::Cache::from_url(&format!("{}&name=third", url(&m.addr()))).unwrap();
     let ttl = newcache::Ttl::Seconds(60);
     let lease = holder.lease_key("k").unwrap();
     let runs = AtomicU64::new(0);

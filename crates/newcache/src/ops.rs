@@ -3,9 +3,8 @@
 //! from its transport, is a [`Core`]; this file holds the reads, [`crate::write`] the
 //! writes, [`crate::read_through`] `get_or_set`.
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use serde::de::DeserializeOwned;
 
@@ -16,7 +15,7 @@ use crate::herd_read::{Looked, Opened, Over, Pending};
 use crate::io::{meanwhile as io_meanwhile, Io};
 use crate::many::Filling;
 use crate::observe::{Event, Observer};
-use crate::read_through::Flight;
+use crate::read_through::Flights;
 use crate::wire_keys::WireKeys;
 use crate::StalePolicy;
 use crate::{codec, Clock, Config, Error, GetMany, KeyFunction, Peeked, RawValue, Result};
@@ -42,8 +41,9 @@ pub(crate) struct Core {
     /// under meta took 133 ms against 63 ms).
     pub(crate) meta_probed: Arc<AtomicBool>,
     /// In-process single flight of `get_or_set` loaders, by wire key (which holds the
-    /// version): shared with the cache at other versions too.
-    pub(crate) flights: Arc<Mutex<HashMap<Vec<u8>, Arc<Flight>>>>,
+    /// version): shared with the cache at other versions too, and with every cache of the
+    /// process on the same servers ([`flights_of`](crate::read_through::flights_of)).
+    pub(crate) flights: Flights,
     /// Metrics and traces (features `metrics`, `tracing`).
     pub(crate) observer: Observer,
     /// True when the key function is the configuration's own (so a per-call version can
@@ -136,7 +136,7 @@ impl Core {
             policy,
             meta_unsupported: Arc::new(AtomicBool::new(false)),
             meta_probed: Arc::new(AtomicBool::new(false)),
-            flights: Arc::new(Mutex::new(HashMap::new())),
+            flights: Flights::default(),
         }
     }
 

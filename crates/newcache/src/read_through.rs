@@ -3,8 +3,9 @@
 //! key stored with `add`), each wait bounded by `lease_wait`. Written once over an [`Io`],
 //! for the blocking and the async cache.
 
+use std::collections::HashMap;
 use std::future::Future;
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
 use newcache_herd::{read_flags, value_flags};
@@ -19,6 +20,29 @@ use crate::ops::{Core, Fetched};
 use crate::write::already_expired;
 use crate::KeyFunction;
 use crate::{Error, Result, SetOptions};
+
+/// A table of single flights, by wire key.
+pub(crate) type Flights = Arc<Mutex<HashMap<Vec<u8>, Arc<Flight>>>>;
+
+/// The single flights every cache of this process of one name on the same servers shares
+/// (`cluster` names both): a `Cache` and an `AsyncCache`, or two caches built from one URL.
+/// One loader per process, as the docs say, not one per cache instance (an outside audit: two caches of
+/// one process each loaded the same stale value under `early` and `reinsert`). Held while
+/// a cache on that cluster lives.
+pub(crate) fn flights_of(cluster: &str) -> Flights {
+    type Registry = Mutex<HashMap<String, Weak<Mutex<HashMap<Vec<u8>, Arc<Flight>>>>>>;
+    static ALL: OnceLock<Registry> = OnceLock::new();
+    let Ok(mut all) = ALL.get_or_init(Registry::default).lock() else {
+        return Flights::default();
+    };
+    if let Some(flights) = all.get(cluster).and_then(Weak::upgrade) {
+        return flights;
+    }
+    all.retain(|_, flights| flights.strong_count() > 0);
+    let flights = Flights::default();
+    all.insert(cluster.to_owned(), Arc::downgrade(&flights));
+    flights
+}
 
 /// One loader run that other callers in this process wait for.
 #[derive(Default)]

@@ -457,7 +457,7 @@ fn hung_cold_leader(
 ) {
     let e = env(params);
     let other = newcache::Builder::from_url(&format!(
-        "newcache://{}/?flavor=test&version=1&{TRANSPORT}&{params}",
+        "newcache://{}/?flavor=test&version=1&{TRANSPORT}&{params}&name=elsewhere",
         e.server.addr()
     ))
     .unwrap()

@@ -435,6 +435,17 @@ impl Builder {
             check_claims_can_cas(&config)?;
         }
         let clock = self.clock.unwrap_or_else(|| Arc::new(SystemClock));
-        Ok(Core::new(config, key_function, clock, policy))
+        // The servers' data is shared by every cache of the process on them, and so are the
+        // single flights of the caches of one name; a memory transport's, or a caller's own,
+        // is the cache's alone.
+        let cluster = (!custom_transport
+            && config.transport != TransportKind::Memory
+            && !config.servers.is_empty())
+        .then(|| format!("{}\n{}", config.name, config.servers.join("\n")));
+        let mut core = Core::new(config, key_function, clock, policy);
+        if let Some(cluster) = cluster {
+            core.flights = crate::read_through::flights_of(&cluster);
+        }
+        Ok(core)
     }
 }
