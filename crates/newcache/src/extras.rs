@@ -164,8 +164,8 @@ impl Core {
     }
 
     /// `incr_version` (and `decr_version`, by a negative `delta`): moves `key`'s item from
-    /// this cache's version to `version + delta` (flags, herd state and all; the TTL becomes
-    /// the default one, as in Django), and returns the new version.
+    /// this cache's version to `version + delta` (flags and all; the TTL becomes the default
+    /// one, as in Django, and the soft expiry moves with it), and returns the new version.
     pub(crate) async fn move_version<I: Io>(&self, io: &I, key: &str, delta: i128) -> Result<i64> {
         let (to, version) = self.version_plus(delta)?;
         self.observer
@@ -180,8 +180,26 @@ impl Core {
                 };
                 let now = self.now_millis();
                 let plan = self.plan(SetOptions::new(Ttl::Default), now)?;
-                io.store(&Store::set(&new, &item.value, item.flags, plan.exptime))
-                    .await?;
+                // The herd state moves with the TTL: kept as it was, a value moved to the
+                // default TTL vanished while it still read fresh, and nobody was chosen to
+                // recompute it (an outside audit). A bare value stays bare, living the
+                // default TTL.
+                let (stamp, exptime) = match self.opening(&item, now) {
+                    Some(o) => (
+                        self.stamp_for_new_ttl(&item, &o, plan.soft_expiry_millis, now),
+                        plan.exptime,
+                    ),
+                    None => (
+                        None,
+                        self.plan(SetOptions::new(Ttl::Default).no_herd(), now)?
+                            .exptime,
+                    ),
+                };
+                let (flags, value) = match &stamp {
+                    Some(stamp) => (stamp.flags, stamp.value.as_deref().unwrap_or(&item.value)),
+                    None => (item.flags, item.value.as_slice()),
+                };
+                io.store(&Store::set(&new, value, flags, exptime)).await?;
                 io.delete(&old).await?;
                 Ok(version)
             })

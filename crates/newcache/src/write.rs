@@ -8,9 +8,9 @@ use std::borrow::Cow;
 use serde::Serialize;
 
 use newcache_herd::{value_flags, Envelope, StorePlan};
-use newcache_transport::{ServerStats, Store, StoreMode, StoreStatus};
+use newcache_transport::{Item, ServerStats, Store, StoreMode, StoreStatus};
 
-use crate::herd_read::Stamp;
+use crate::herd_read::{Opening, Stamp};
 use crate::io::Io;
 use crate::ops::{encode_error, store_op, Core, Encoded, Held};
 #[cfg(feature = "pickle")]
@@ -525,11 +525,7 @@ impl Core {
         };
         let opening = self.opening(&item, now);
         let stamp = match (&opening, plan.soft_expiry_millis) {
-            (Some(o), Some(soft)) => self.restamp(&item, o, Envelope::new(soft), now),
-            (Some(o), None) if o.seed.is_none() => Some(Stamp {
-                flags: value_flags(item.flags),
-                value: None,
-            }),
+            (Some(o), soft) => self.stamp_for_new_ttl(&item, o, soft, now),
             // A bare value gains the herd state, unless its flags use the bits that would hold
             // it (another application's): ORed in, they made a soft expiry of nothing, and
             // the item's own bit 8 was taken for the herd's and later dropped (an outside
@@ -568,6 +564,26 @@ impl Core {
             })
             .await?;
         Ok(status == StoreStatus::Stored || status == StoreStatus::Exists)
+    }
+
+    /// The herd state of a herd-protected `item` (`opening`) for a new TTL whose soft expiry
+    /// is `soft` (`None`: without the herd): moved to it, or taken off (a django-newcache
+    /// tuple keeps its own expiry then: `None`). For `touch`, and `incr_version`'s move.
+    pub(crate) fn stamp_for_new_ttl(
+        &self,
+        item: &Item,
+        opening: &Opening,
+        soft: Option<u64>,
+        now: u64,
+    ) -> Option<Stamp> {
+        match soft {
+            Some(soft) => self.restamp(item, opening, Envelope::new(soft), now),
+            None if opening.seed.is_none() => Some(Stamp {
+                flags: value_flags(item.flags),
+                value: None,
+            }),
+            None => None,
+        }
     }
 
     /// `invalidate`: the value marked stale, not deleted.

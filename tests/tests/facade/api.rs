@@ -184,6 +184,34 @@ fn versions_per_call_and_incr_decr_version_move_a_value() {
     assert!(matches!(custom.with_version(2), Err(Error::Config(_))));
 }
 
+/// `incr_version` gives the moved value the default TTL (as Django does), and its soft expiry
+/// moves with it: past the default TTL the value is stale, one reader recomputes while the
+/// others are served it, until the herd timeout ends its life. It kept its old soft expiry
+/// (1,000 s ahead), so it read fresh to the end of its new TTL and then vanished with nobody
+/// chosen to recompute (an outside audit). A bare value stays bare, living the default TTL.
+#[test]
+fn incr_version_moves_the_soft_expiry_with_the_ttl() {
+    let e = env("timeout=30&herd_timeout=60");
+    e.cache.set("page", "p", Ttl::Seconds(1000)).unwrap();
+    e.cache
+        .set("bare", "b", SetOptions::new(Ttl::Seconds(1000)).no_herd())
+        .unwrap();
+    e.cache.incr_version("page", 1).unwrap();
+    e.cache.incr_version("bare", 1).unwrap();
+    let v2 = e.cache.with_version(2).unwrap();
+    let ttl = |key: &str| {
+        let wire = String::from_utf8(v2.wire_key(key).unwrap()).unwrap();
+        e.meta_wire(&wire).unwrap().1
+    };
+    assert!((88..=90).contains(&ttl("page")), "{}", ttl("page"));
+    assert!((28..=30).contains(&ttl("bare")), "{}", ttl("bare"));
+    assert_eq!(v2.get::<String>("page").unwrap().as_deref(), Some("p"));
+    e.clock.advance_secs(31);
+    // Stale: this reader wins the refresh, the next is served the old value.
+    assert_eq!(v2.get::<String>("page").unwrap(), None);
+    assert_eq!(v2.get::<String>("page").unwrap().as_deref(), Some("p"));
+}
+
 /// `decr_version` by `i64::MIN` is a subtraction like any other: from version -1 the value
 /// goes to `i64::MAX`, and from version 0 it would overflow, which is refused with the value
 /// left where it was. Its negation, clamped, moved the value to `i64::MAX - 1` and answered
