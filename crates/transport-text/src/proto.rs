@@ -453,6 +453,25 @@ mod tests {
         );
     }
 
+    /// What memcached never sends to `stats` or `stats settings` is refused: no statistics
+    /// (a stray `END` read before the reply), or one name twice (a segment relayed twice:
+    /// `upSTAT` and a second `pid` were taken as statistics, an outside audit).
+    #[test]
+    fn a_stats_reply_of_nothing_or_a_name_twice_is_refused() {
+        assert!(decode_all(Expect::Stats, b"END\r\n").is_err());
+        for twice in [
+            &b"STAT pid 5\r\nSTAT upSTAT pid 5\r\nSTAT uptime 9\r\nEND\r\n"[..],
+            b"STAT pid 5\r\nSTAT uptime 1STAT pid 5\r\nSTAT uptime 12\r\nEND\r\n",
+            b"STAT pid 5\r\nSTAT uptime 9\r\nSTAT pid 5\r\nSTAT uptime 9\r\nEND\r\n",
+        ] {
+            assert!(
+                decode_all(Expect::Stats, twice).is_err(),
+                "{:?}",
+                String::from_utf8_lossy(twice)
+            );
+        }
+    }
+
     /// Numbers are 1 to 20 ASCII digits that fit in their field: the fast path (up to 19
     /// digits) and the careful one (20) agree at every edge.
     #[test]

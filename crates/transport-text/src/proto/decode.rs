@@ -501,12 +501,36 @@ impl Decoder {
                 }
                 Expect::Stats => {
                     if text == b"END" {
+                        // What memcached never sends to `stats` or `stats settings`: no line
+                        // (a stray `END` read first), or a name twice (whole lines relayed
+                        // twice). Taken as the statistics, they were (an outside audit).
+                        let stats = std::mem::take(&mut self.stats);
+                        if stats.is_empty() {
+                            return err("a stats reply of no statistics".to_string());
+                        }
+                        let mut names: Vec<&str> = stats.iter().map(|(n, _)| n.as_str()).collect();
+                        names.sort_unstable();
+                        if let Some(twice) = names.windows(2).find(|w| w.first() == w.get(1)) {
+                            return err(format!(
+                                "a stats reply naming {:?} twice",
+                                twice.first().copied().unwrap_or_default()
+                            ));
+                        }
                         self.pos = next;
-                        return Ok(Some(Reply::Stats(std::mem::take(&mut self.stats))));
+                        return Ok(Some(Reply::Stats(stats)));
                     }
                     if let Some(rest) = text.strip_prefix(b"STAT ") {
                         if self.stats.len() >= MAX_STATS {
                             return err(format!("a stats reply of over {MAX_STATS} lines"));
+                        }
+                        // A line with another `STAT` in it is two run together: a segment
+                        // relayed twice from within a line (`STAT upSTAT pid 5` was taken as
+                        // the statistic `upSTAT`, an outside audit).
+                        if memchr::memmem::find(rest, b"STAT").is_some() {
+                            return err(format!(
+                                "a stats line with another STAT in it: {:?}",
+                                String::from_utf8_lossy(text)
+                            ));
                         }
                         let rest = String::from_utf8_lossy(rest);
                         let (name, value) = rest.split_once(' ').unwrap_or((&rest, ""));
