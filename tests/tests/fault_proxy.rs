@@ -860,6 +860,27 @@ fn a_lease_add_answered_with_junk_after_it_leaves_no_lease_behind() {
             "{protocol}: no lease waited out ({:?})",
             started.elapsed()
         );
+        // The lease is another process's: its `add` refused (and junk after the reply), the
+        // release's read of the lease key held up until it times out. The other's lease
+        // stays. It was deleted on the failed read, and a third caller could load beside
+        // its holder (a review).
+        let key = format!("theirs-{protocol}");
+        let lease = cache.lease_key(&key).unwrap();
+        raw.store(&Store::set(&lease, b"another-process", 0, 60))
+            .unwrap();
+        proxy.junk_after_reply_to(b"newcache-lease", b"JUNK\r\n");
+        let (read, never) = match protocol {
+            "meta" => (&b"mg newcache-lease"[..], &b"md newcache-lease"[..]),
+            _ => (&b"s newcache-lease"[..], &b"delete newcache-lease"[..]),
+        };
+        proxy.hold_request(read, never);
+        assert!(cache.get_or_set(&key, ttl, || "v".to_string()).is_err());
+        assert_eq!(
+            raw.get(&lease).unwrap().map(|i| i.value),
+            Some(b"another-process".to_vec()),
+            "{protocol}: the other process's lease kept"
+        );
+        proxy.hold_request(b"never sent", b"never sent");
     }
     drop(m);
 }

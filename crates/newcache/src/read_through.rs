@@ -194,6 +194,13 @@ impl<'a, I: Io> LeaseGuard<'a, I> {
         }
     }
 
+    /// Releases the lease now, the key deleted only while it is read holding this caller's
+    /// token ([`Lease::Releasing`]), whatever the caller knew of it.
+    async fn release_if_own(mut self) {
+        self.lease = Lease::Releasing;
+        self.release().await;
+    }
+
     /// Releases the lease now, the release awaited: on a normal exit, rather than from the
     /// destructor, which can only hand an async release to a task of the runtime (one that
     /// may not run again: a current-thread runtime whose `block_on` returned left the lease
@@ -639,10 +646,12 @@ impl Core {
                 }
                 // Any other failure: the `add` may have run (a reply followed by bytes
                 // nobody asked for is read, so it ran: left behind, its lease cost the next
-                // cold call `lease_wait`, an outside audit). Released while the key holds
-                // this caller's token ([`Lease::Unsure`]), never another's.
+                // cold call `lease_wait`, an outside audit). It was answered, so nothing is
+                // pending on a hung server: released only while the key is read holding
+                // this caller's token, never on a read that failed (as an unsure release
+                // does: a read held up then took another process's lease, a review).
                 Err(e) => {
-                    sent.release().await;
+                    sent.release_if_own().await;
                     return Err(Error::from(e).into());
                 }
             };
