@@ -1046,23 +1046,28 @@ fn a_stale_key_is_refreshed_once_by_64_tasks_under_every_policy() {
     }
 }
 
-/// One loader per process, whatever the caches: a `Cache` and an `AsyncCache` built from one
-/// URL share their single flights, as two `Cache`s from one URL do, so a stale key under
-/// `reinsert` (no claim on the server: the process's flight is all that keeps its callers
-/// to one loader) read by 16 threads of each at once is loaded once, the other callers
-/// served the old value meanwhile. Each cache had a flight table of its own, and each led a
-/// load whenever its callers read the key before the other's re-store landed (an outside
-/// audit: 5 same-process duplicates in 6 events).
+/// One loader per process: two `Cache`s built from one URL share their single flights, and
+/// so do two `AsyncCache`s, so a stale key under `reinsert` (no claim on the server: the
+/// process's flight is all that keeps its callers to one loader) read by 16 callers of each
+/// at once is loaded once, the other callers served the old value meanwhile. Each cache had
+/// a flight table of its own, and each led a load whenever its callers read the key before
+/// the other's re-store landed (an outside audit: 5 same-process duplicates in 6 events).
 #[test]
 fn the_caches_of_one_process_share_their_single_flights() {
     let server = Memcached::start();
     let rt = runtime();
     let params = "herd=reinsert&herd_timeout=60";
     let (cache, ac, clock) = both(&server, params);
-    let twin = Builder::from_url(&format!("newcache://{}/?flavor=t&{params}", server.addr()))
+    let url = format!("newcache://{}/?flavor=t&{params}", server.addr());
+    let twin = Builder::from_url(&url)
         .unwrap()
         .clock(Arc::new(clock.clone()))
         .build()
+        .unwrap();
+    let async_twin = Builder::from_url(&url)
+        .unwrap()
+        .clock(Arc::new(clock.clone()))
+        .build_async()
         .unwrap();
     let loads = AtomicUsize::new(0);
     let load = || {
@@ -1070,7 +1075,7 @@ fn the_caches_of_one_process_share_their_single_flights() {
         std::thread::sleep(Duration::from_millis(200));
         2u32
     };
-    for other in ["async", "twin"] {
+    for other in ["twin", "async"] {
         let mut twice = 0;
         for event in 0..8 {
             let key = format!("stale-{other}-{event}");
@@ -1081,15 +1086,18 @@ fn the_caches_of_one_process_share_their_single_flights() {
             std::thread::scope(|s| {
                 for i in 0..32 {
                     let (key, start) = (&key, &start);
-                    let (cache, twin, ac, rt) = (&cache, &twin, &ac, &rt);
+                    let (cache, twin, ac, async_twin, rt) = (&cache, &twin, &ac, &async_twin, &rt);
                     s.spawn(move || {
                         start.wait();
+                        let on = |ac: &AsyncCache| {
+                            rt.block_on(ac.get_or_set(key, 300, || async { load() }))
+                                .unwrap()
+                        };
                         let got = match (i % 2, other) {
-                            (0, _) => cache.get_or_set(key, 300, load).unwrap(),
+                            (0, "twin") => cache.get_or_set(key, 300, load).unwrap(),
                             (_, "twin") => twin.get_or_set(key, 300, load).unwrap(),
-                            _ => rt
-                                .block_on(ac.get_or_set(key, 300, || async { load() }))
-                                .unwrap(),
+                            (0, _) => on(ac),
+                            _ => on(async_twin),
                         };
                         assert!(got == 1 || got == 2, "{other}: {got}");
                     });
@@ -1099,6 +1107,43 @@ fn the_caches_of_one_process_share_their_single_flights() {
         }
         assert_eq!(twice, 0, "{other}: events loaded twice by one process");
     }
+}
+
+/// A blocking `get_or_set` called on a current-thread runtime's thread while an `AsyncCache`
+/// task of that runtime loads the same cold key is not stuck: the two caches keep their
+/// single flights apart, so it waits on the leader's lease (`lease_wait`, then the lease's
+/// TTL), not on a flight whose leader cannot run while it blocks the thread. Sharing them,
+/// it waited for good (a review: still waiting after 15 s).
+#[test]
+fn a_blocking_caller_behind_an_async_loader_of_its_thread_is_not_stuck() {
+    let server = Memcached::start();
+    let (cache, ac, _) = both(&server, "lease_wait=500");
+    let (done, finished) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let got = rt.block_on(async {
+            let leader = tokio::spawn(async move {
+                ac.get_or_set("cold", 300, || async {
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    1u32
+                })
+                .await
+            });
+            // The leader is in its loader.
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            let got = cache.get_or_set("cold", 300, || 2u32);
+            let _ = leader.await;
+            got
+        });
+        let _ = done.send(got);
+    });
+    let got = finished
+        .recv_timeout(Duration::from_secs(10))
+        .expect("the blocking caller returned");
+    assert!(matches!(got, Ok(1 | 2)), "{got:?}");
 }
 
 /// A fast loader under `reinsert`: a task that read the key stale before the leader's

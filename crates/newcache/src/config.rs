@@ -102,8 +102,9 @@ pub struct Config {
     /// Key flavor (`FLAVOR` in django-newcache), default empty.
     pub flavor: String,
     /// The cache's name in metrics and traces (`name`), default `default`: tells apart the
-    /// caches of one process. Never part of a key. The caches of a process with one name on
-    /// the same servers share `get_or_set`'s single flights (one loader per process).
+    /// caches of one process. Never part of a key. The caches of a process with one name,
+    /// transport and placement on the same servers share `get_or_set`'s single flights (one
+    /// loader per process; a `Cache` and an `AsyncCache` each have their own).
     pub name: String,
     /// Key version (`CACHE_VERSION`), default `1`: any text without spaces, as
     /// django-newcache allows (`v2`).

@@ -24,8 +24,8 @@ use crate::{Error, Result, SetOptions};
 /// A table of single flights, by wire key.
 pub(crate) type Flights = Arc<Mutex<HashMap<Vec<u8>, Arc<Flight>>>>;
 
-/// The single flights every cache of this process of one name on the same servers shares
-/// (`cluster` names both): a `Cache` and an `AsyncCache`, or two caches built from one URL.
+/// The single flights every cache of this process of one name, transport and placement on
+/// the same servers shares (`cluster` names them): two caches built from one URL.
 /// One loader per process, as the docs say, not one per cache instance (an outside audit: two caches of
 /// one process each loaded the same stale value under `early` and `reinsert`). Held while
 /// a cache on that cluster lives.

@@ -436,12 +436,24 @@ impl Builder {
         }
         let clock = self.clock.unwrap_or_else(|| Arc::new(SystemClock));
         // The servers' data is shared by every cache of the process on them, and so are the
-        // single flights of the caches of one name; a memory transport's, or a caller's own,
-        // is the cache's alone.
+        // single flights of the caches of one name, one transport and one placement (the
+        // behaviors: another distribution puts the same wire key on another server, and a
+        // wait on its flight was a wait on another item, a review). A blocking cache and an
+        // async one keep theirs apart: a blocking follower on a runtime's thread stalled the
+        // async leader it waited for (a review: a current-thread runtime never woke). A
+        // memory transport's, or a caller's own, is the cache's alone.
         let cluster = (!custom_transport
             && config.transport != TransportKind::Memory
             && !config.servers.is_empty())
-        .then(|| format!("{}\n{}", config.name, config.servers.join("\n")));
+        .then(|| {
+            let mut behaviors = config.behaviors.clone();
+            behaviors.sort();
+            format!(
+                "{}\n{transport}\n{}\n{behaviors:?}",
+                config.name,
+                config.servers.join("\n")
+            )
+        });
         let mut core = Core::new(config, key_function, clock, policy);
         if let Some(cluster) = cluster {
             core.flights = crate::read_through::flights_of(&cluster);
