@@ -470,6 +470,15 @@ mod tests {
                 String::from_utf8_lossy(twice)
             );
         }
+        // `STAT` in a value is a value (a socket path).
+        let path = b"STAT maxbytes 67108864\r\nSTAT domain_socket /run/STATS/mc.sock\r\nEND\r\n";
+        assert_eq!(
+            split_everywhere(Expect::Stats, path),
+            Reply::Stats(vec![
+                ("maxbytes".into(), "67108864".into()),
+                ("domain_socket".into(), "/run/STATS/mc.sock".into()),
+            ])
+        );
     }
 
     /// Numbers are 1 to 20 ASCII digits that fit in their field: the fast path (up to 19
