@@ -7,19 +7,25 @@
 //! audit: exit 134 on every `incr` against such a server). So a transport that speaks the
 //! binary protocol without credentials asks a server something harmless whose answer
 //! libmemcached does report, the `delete` of a key no one uses ([`PROBE_KEY`]): before its
-//! first `incr`/`decr` to it, and after a miss from it, until the server has answered once
-//! (then never again). A server that refuses it is [`Error::Auth`], and is asked again the
-//! next time. Asking only after a miss keeps a server that hangs from costing a read
-//! timeout more (a multi-get over hung servers costs one).
+//! `incr`/`decr` to it, and after a miss from it, unless it answered one within the last
+//! second ([`VALID_FOR_MS`]: a server restarted with `-S` is found within a second; answered
+//! once for good, gets read misses and an `incr` aborted, a review). A server that refuses it
+//! is [`Error::Auth`], and is asked again the next time. Asking only after a miss keeps a
+//! server that hangs from costing a read timeout more (a multi-get over hung servers costs
+//! one).
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
 
 use libmemcached_sys::*;
 use newcache_transport::{Error, Item, Result};
 
 use crate::pool::Handle;
 use crate::BinaryTransport;
+
+/// How long a server's answer to the probe stands before it is asked again.
+const VALID_FOR_MS: u64 = 1000;
 
 /// What an authentication error says when the transport has no credentials.
 pub(crate) const NO_CREDENTIALS: &str = ": the server requires SASL authentication (memcached -S), and this transport has no credentials: set username and password (URL: username=...&password=...)";
@@ -34,8 +40,10 @@ pub(crate) struct Admission {
     /// outright with `-S`), or SASL credentials (libmemcached authenticates every
     /// connection, and reports a refusal).
     needed: bool,
-    /// Each server's, by its index: it answered the probe.
-    admitted: Vec<AtomicBool>,
+    /// Each server's, by its index: when it last answered the probe, in ms after `epoch`
+    /// plus one (0: not since it was last refused, or never).
+    admitted: Vec<AtomicU64>,
+    epoch: Instant,
 }
 
 impl Admission {
@@ -43,8 +51,26 @@ impl Admission {
     pub(crate) fn new(servers: usize, needed: bool) -> Admission {
         Admission {
             needed,
-            admitted: (0..servers).map(|_| AtomicBool::new(false)).collect(),
+            admitted: (0..servers).map(|_| AtomicU64::new(0)).collect(),
+            epoch: Instant::now(),
         }
+    }
+
+    /// Now, as `admitted` holds it.
+    fn now(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_millis())
+            .unwrap_or(u64::MAX)
+            .saturating_add(1)
+    }
+
+    /// True when server `index` need not be asked now: nothing is checked, or it answered
+    /// within [`VALID_FOR_MS`].
+    fn known(&self, index: usize) -> bool {
+        !self.needed
+            || self.admitted.get(index).is_none_or(|at| {
+                let at = at.load(Ordering::Relaxed);
+                at != 0 && self.now().saturating_sub(at) < VALID_FOR_MS
+            })
     }
 }
 
@@ -65,7 +91,7 @@ impl BinaryTransport {
         let Some(admitted) = self.admission.admitted.get(index) else {
             return Probe::Admitted;
         };
-        if !self.admission.needed || admitted.load(Ordering::Relaxed) {
+        if self.admission.known(index) {
             return Probe::Admitted;
         }
         h.begin();
@@ -89,7 +115,7 @@ impl BinaryTransport {
                 })
             }
             MEMCACHED_SUCCESS | MEMCACHED_DELETED | MEMCACHED_NOTFOUND | MEMCACHED_BUFFERED => {
-                admitted.store(true, Ordering::Relaxed);
+                admitted.store(self.admission.now(), Ordering::Relaxed);
                 Probe::Admitted
             }
             rc => Probe::Failed(self.error(h, rc, self.label(index), "the SASL probe (a delete)")),
@@ -145,10 +171,7 @@ impl BinaryTransport {
             return Ok(());
         }
         for &p in asked {
-            let known = self
-                .server_at(p)
-                .and_then(|i| self.admission.admitted.get(i))
-                .is_none_or(|a| a.load(Ordering::Relaxed));
+            let known = self.server_at(p).is_none_or(|i| self.admission.known(i));
             // A server whose connection libmemcached closed on the refusal fails with an
             // I/O error (counted as the server failing): asked too, as it answers.
             let failure = failed.iter().find(|(q, _)| *q == p).map(|(_, e)| e);
@@ -180,9 +203,10 @@ impl BinaryTransport {
     }
 
     /// `e`, the failure of a request to the server at `position` of `h` placed by `key`; or,
-    /// when `e` is libmemcached closing the connection (an I/O error) and the server has not
-    /// answered a probe yet, the server's refusal ([`Error::Auth`]) when the probe finds
-    /// one: a multi-get it refused failed so, as the server failing.
+    /// when `e` is libmemcached closing the connection (an I/O error, or a protocol error:
+    /// the fetch stopped at the refusal) and the server has not answered a probe lately, the
+    /// server's refusal ([`Error::Auth`]) when the probe finds one: a multi-get it refused
+    /// failed so, as the server failing.
     pub(crate) fn refusal_behind(
         &self,
         h: &Handle,
@@ -191,12 +215,43 @@ impl BinaryTransport {
         e: Error,
     ) -> Error {
         match (&e, key) {
-            (Error::Io { .. }, Some(key)) => match self.confirm_miss(h, key, position) {
-                Err(refused) => refused,
-                Ok(()) => e,
-            },
+            (Error::Io { .. } | Error::Protocol { .. }, Some(key)) => {
+                match self.confirm_miss(h, key, position) {
+                    Err(refused) => refused,
+                    Ok(()) => e,
+                }
+            }
             _ => e,
         }
+    }
+
+    /// [`refusal_behind`](Self::refusal_behind) for a multi-get on `h` of `keys` (each placed
+    /// at the position in `at`) over the servers at `asked`: the first of them that refuses
+    /// a probe (a server that requires SASL beside one that does not failed the whole call
+    /// as a protocol error naming both, a review).
+    pub(crate) fn refusal_among(
+        &self,
+        h: &Handle,
+        (keys, at): (&[&[u8]], &[Option<usize>]),
+        asked: &[usize],
+        e: Error,
+    ) -> Error {
+        if !matches!(e, Error::Io { .. } | Error::Protocol { .. }) {
+            return e;
+        }
+        for &p in asked {
+            let key = keys
+                .iter()
+                .zip(at)
+                .find(|(_, q)| **q == Some(p))
+                .map(|(k, _)| *k);
+            if let Some(key) = key {
+                if let Err(refused) = self.confirm_miss(h, key, Some(p)) {
+                    return refused;
+                }
+            }
+        }
+        e
     }
 
     /// The hint an authentication error gets: what to set, when no credentials are.
@@ -212,7 +267,7 @@ impl BinaryTransport {
     /// the next one (it was restarted with `-S`).
     pub(crate) fn refused_by(&self, index: usize) {
         if let Some(admitted) = self.admission.admitted.get(index) {
-            admitted.store(false, Ordering::Relaxed);
+            admitted.store(0, Ordering::Relaxed);
         }
     }
 }

@@ -210,10 +210,7 @@ impl BinaryTransport {
         }
         let mut items = self
             .fetch_connecting_first(h, (&asked_keys, &asked_at), &asked, sent, failed)
-            .map_err(|e| {
-                let first = asked_keys.first().copied();
-                self.refusal_behind(h, first, asked_at.first().copied().flatten(), e)
-            })?;
+            .map_err(|e| self.refusal_among(h, (&asked_keys, &asked_at), &asked, e))?;
         // A server that requires SASL is answered "auth error", which reads as misses.
         self.confirm_misses(h, (&asked_keys, &asked_at), &asked, failed, &items)?;
         let items = Self::in_order(keys, distinct.len(), &mut items);

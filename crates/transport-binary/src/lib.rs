@@ -190,10 +190,12 @@
 //! * In binary mode, an `incr`/`decr` answered "out of memory" (memcached full, with `-M`
 //!   or a slab class it cannot grow) trips an assertion in libmemcached (`auto.cc:32`) and
 //!   aborts the process; libmemcached gives no way around it. The same answer to "auth
-//!   error" is kept from happening: before the first request to a server, a transport with
-//!   no SASL credentials deletes a key no one uses (`newcache-sasl-probe`) to learn whether
-//!   the server requires them (memcached `-S`), and then fails every request to it with
-//!   [`Error::Auth`] (without that, gets read as misses and `touch` as a key not found).
+//!   error" is kept from happening: before an `incr`/`decr` and after a miss, a transport
+//!   with no SASL credentials deletes a key no one uses (`newcache-sasl-probe`) to learn
+//!   whether the server requires them (memcached `-S`), unless the server answered that
+//!   within the last second, and fails the request with [`Error::Auth`] when it does
+//!   (without that, gets read as misses and `touch` as a key not found). A server restarted
+//!   with `-S` is found within that second; an `incr` inside it can still abort.
 //! * A value that trickles in a few bytes at a time can hold a request longer than the poll
 //!   timeout: libmemcached's timeout is per wait, not per request.
 //! * In text mode, `SERVER_ERROR out of memory` (memcached's answer to a get when it cannot

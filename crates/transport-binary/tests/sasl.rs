@@ -4,6 +4,8 @@
 #[path = "support/sasl_server.rs"]
 mod sasl_server;
 
+use std::time::Duration;
+
 use newcache_transport::{Error, Store, StoreStatus, Transport};
 use newcache_transport_binary::{BinaryConfig, BinaryTransport};
 use sasl_server::SaslMemcached;
@@ -95,4 +97,67 @@ fn without_credentials_every_request_to_a_sasl_server_is_an_auth_error() {
     let t = transport(&server, Some("alice"), Some("s3cret"));
     assert_eq!(t.incr(b"n", 1).unwrap(), None);
     assert_eq!(t.get(b"k").unwrap(), None);
+}
+
+/// A server admitted without credentials, then restarted with `-S` on the same address, is
+/// asked again within a second: its gets are auth errors, not misses, and an `incr` is an
+/// auth error, not an abort. Answered once, it was admitted for good: 4 of 4 gets read
+/// misses, and the `incr` aborted the process in libmemcached (a review).
+#[test]
+fn a_server_restarted_with_sasl_is_asked_again() {
+    let dir = sasl_server::work_dir("restarted");
+    sasl_server::sasl_config(&dir, "alice", "s3cret");
+    let port = newcache_testkit::free_port();
+    let plain = SaslMemcached::start_at(&dir, port, false);
+    let t = transport(&plain, None, None);
+    assert_eq!(t.incr(b"n", 1).unwrap(), None, "admitted");
+    assert_eq!(t.get(b"k").unwrap(), None);
+    drop(plain);
+    let sasl = SaslMemcached::start_at(&dir, port, true);
+    std::thread::sleep(Duration::from_millis(1100));
+    let gets: Vec<_> = (0..4).map(|_| t.get(b"k")).collect();
+    assert!(gets.iter().all(|g| g.is_err()), "no miss: {gets:?}");
+    assert!(
+        matches!(gets.last(), Some(Err(Error::Auth { .. }))),
+        "{gets:?}"
+    );
+    assert!(
+        matches!(t.incr(b"n", 1), Err(Error::Auth { .. })),
+        "an auth error, not an abort"
+    );
+    drop(sasl);
+}
+
+/// A multi-get over a server that requires SASL and one that does not, without credentials:
+/// the refusal is an auth error (for the call, or for that server's keys), never a miss and
+/// never a protocol error naming both servers (a review: 2 of 3 calls were).
+#[test]
+fn a_multi_get_over_a_sasl_server_and_a_plain_one_says_auth() {
+    let dir = sasl_server::work_dir("mixed");
+    sasl_server::sasl_config(&dir, "alice", "s3cret");
+    let sasl = SaslMemcached::start_at(&dir, newcache_testkit::free_port(), true);
+    let plain = SaslMemcached::start_at(&dir, newcache_testkit::free_port(), false);
+    let t = BinaryTransport::new(BinaryConfig::new([sasl.addr(), plain.addr()]))
+        .unwrap_or_else(|e| panic!("BinaryTransport::new: {e}"));
+    let on = |addr: &str| {
+        (0..200)
+            .map(|i| format!("k{i}").into_bytes())
+            .find(|k| {
+                let (host, port) = t.server_for_key(k).unwrap();
+                format!("{host}:{port}") == addr
+            })
+            .unwrap()
+    };
+    let (refused, answered) = (on(&sasl.addr()), on(&plain.addr()));
+    for call in 0..3 {
+        match t.get_many_read(&[&refused[..], &answered[..]]) {
+            Err(Error::Auth { .. }) => {}
+            Ok(read) => assert!(
+                matches!(read.unread.as_slice(), [(0, Error::Auth { .. })]),
+                "call {call}: {:?}",
+                read.unread
+            ),
+            other => panic!("call {call}: {other:?}"),
+        }
+    }
 }

@@ -128,12 +128,20 @@ impl SaslMemcached {
     }
 
     pub fn start(dir: &Path) -> SaslMemcached {
+        SaslMemcached::start_at(dir, newcache_testkit::free_port(), true)
+    }
+
+    /// memcached on `port`, with `-S` when `sasl` (else a plain one, as a server later
+    /// restarted with `-S`).
+    #[allow(dead_code)]
+    pub fn start_at(dir: &Path, port: u16, sasl: bool) -> SaslMemcached {
         let bin = newcache_testkit::memcached_binary()
             .unwrap_or_else(|| panic!("memcached not found; {}", newcache_testkit::INSTALL_HINT));
-        let port = newcache_testkit::free_port();
         let mut cmd = Command::new(bin);
+        if sasl {
+            cmd.arg("-S");
+        }
         cmd.args([
-            "-S",
             "-l",
             "127.0.0.1",
             "-p",
