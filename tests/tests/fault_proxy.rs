@@ -881,6 +881,19 @@ fn a_lease_add_answered_with_junk_after_it_leaves_no_lease_behind() {
             "{protocol}: the other process's lease kept"
         );
         proxy.hold_request(b"never sent", b"never sent");
+        // The caller's own lease, the release's first read cut: read again, and deleted.
+        // Given up on the first broken read, it was left to cost the next cold call
+        // `lease_wait` (a review: 4 s).
+        let key = format!("cut-read-{protocol}");
+        let lease = cache.lease_key(&key).unwrap();
+        proxy.junk_after_reply_to(b"newcache-lease", b"JUNK\r\n");
+        proxy.cut_reply_to(read);
+        assert!(cache.get_or_set(&key, ttl, || "v".to_string()).is_err());
+        assert_eq!(
+            raw.get(&lease).unwrap(),
+            None,
+            "{protocol}: own lease freed"
+        );
     }
     drop(m);
 }

@@ -160,7 +160,17 @@ pub(crate) async fn release<I: Io + ?Sized>(io: &I, key: &[u8], token: &[u8], wh
             }
             !read.as_ref().is_err_and(worth_again) && may_release(read, token)
         }
-        Lease::Releasing => holds(&io.get(key).await, token),
+        Lease::Releasing => {
+            // A read whose connection broke is read again, as above: the key is deleted
+            // only when it is read holding this caller's token either way, and a release
+            // given up on its first broken read left the caller's own lease to cost the
+            // next cold call `lease_wait` (a review: 4 s).
+            let mut read = io.get(key).await;
+            if read.as_ref().is_err_and(worth_again) {
+                read = io.get(key).await;
+            }
+            holds(&read, token)
+        }
     };
     if !delete {
         return;

@@ -470,13 +470,14 @@ mod tests {
                 String::from_utf8_lossy(twice)
             );
         }
-        // `STAT` in a value is a value (a socket path).
-        let path = b"STAT maxbytes 67108864\r\nSTAT domain_socket /run/STATS/mc.sock\r\nEND\r\n";
+        // `STAT` in a value is a value (socket and memory file paths).
+        let path = b"STAT maxbytes 67108864\r\nSTAT domain_socket /run/STATS/mc.sock\r\nSTAT memory_file /srv/STAT dir/mem\r\nEND\r\n";
         assert_eq!(
             split_everywhere(Expect::Stats, path),
             Reply::Stats(vec![
                 ("maxbytes".into(), "67108864".into()),
                 ("domain_socket".into(), "/run/STATS/mc.sock".into()),
+                ("memory_file".into(), "/srv/STAT dir/mem".into()),
             ])
         );
     }
