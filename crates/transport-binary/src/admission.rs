@@ -8,8 +8,10 @@
 //! binary protocol without credentials asks a server something harmless whose answer
 //! libmemcached does report, the `delete` of a key no one uses ([`PROBE_KEY`]): before its
 //! `incr`/`decr` to it, and after a miss from it, unless it answered one within the last
-//! second ([`VALID_FOR_MS`]: a server restarted with `-S` is found within a second; answered
-//! once for good, gets read misses and an `incr` aborted, a review). A server that refuses it
+//! second ([`VALID_FOR_MS`]) on a connection the request did not open: a server restarted
+//! with `-S` is met on a new connection, asked there (answered once for good, gets read
+//! misses and an `incr` aborted, a review; for a second, an `incr` 25 ms after the restart
+//! still did, another review). Multi-gets rely on the second alone. A server that refuses it
 //! is [`Error::Auth`], and is asked again the next time. Asking only after a miss keeps a
 //! server that hangs from costing a read timeout more (a multi-get over hung servers costs
 //! one).
@@ -86,12 +88,13 @@ enum Probe {
 
 impl BinaryTransport {
     /// Asks server `index` (on `h`, placed by `key`, a key of that server's) whether it takes
-    /// requests without credentials, unless nothing is to be checked or it answered before.
-    fn probe(&self, h: &Handle, key: &[u8], index: usize) -> Probe {
+    /// requests without credentials, unless nothing is to be checked or it answered lately
+    /// and `fresh` is false (the request did not open the connection it went on).
+    fn probe(&self, h: &Handle, key: &[u8], index: usize, fresh: bool) -> Probe {
         let Some(admitted) = self.admission.admitted.get(index) else {
             return Probe::Admitted;
         };
-        if self.admission.known(index) {
+        if !self.admission.needed || (!fresh && self.admission.known(index)) {
             return Probe::Admitted;
         }
         h.begin();
@@ -127,10 +130,44 @@ impl BinaryTransport {
     /// credentials; else the refusal ([`Error::Auth`]) or why it could not be asked, and
     /// the request is not sent.
     pub(crate) fn admit(&self, h: &Handle, key: &[u8], position: Option<usize>) -> Result<()> {
+        // A request that opens a connection asks on it first, whatever the server answered
+        // lately: a server restarted with `-S` is met on a new connection (a handle drops
+        // the connections a server closed before it is used), and an `incr` in the second
+        // after the restart aborted the process (a review).
+        let fresh = self.opens_a_connection(h, position);
         match position.and_then(|p| self.server_at(p)) {
-            Some(index) => match self.probe(h, key, index) {
+            Some(index) => match self.probe(h, key, index, fresh) {
                 Probe::Admitted => Ok(()),
                 Probe::Refused(e) | Probe::Failed(e) => Err(e),
+            },
+            None => Ok(()),
+        }
+    }
+
+    /// True when a request on `h` to the server at `position` opens a connection to it (none
+    /// is open), as far as libmemcached's private layout tells; false when nothing is to
+    /// be checked.
+    pub(crate) fn opens_a_connection(&self, h: &Handle, position: Option<usize>) -> bool {
+        self.admission.needed
+            && position
+                .and_then(|p| self.fields_at(h, p))
+                .is_some_and(|f| f.fd < 0)
+    }
+
+    /// [`confirm_miss`](Self::confirm_miss) after a request that opened its connection
+    /// (`fresh`, from [`opens_a_connection`](Self::opens_a_connection) before it): asked
+    /// whatever the server answered lately.
+    pub(crate) fn confirm_miss_on(
+        &self,
+        h: &Handle,
+        key: &[u8],
+        position: Option<usize>,
+        fresh: bool,
+    ) -> Result<()> {
+        match position.and_then(|p| self.server_at(p)) {
+            Some(index) => match self.probe(h, key, index, fresh) {
+                Probe::Refused(e) => Err(e),
+                Probe::Admitted | Probe::Failed(_) => Ok(()),
             },
             None => Ok(()),
         }
@@ -146,13 +183,7 @@ impl BinaryTransport {
         key: &[u8],
         position: Option<usize>,
     ) -> Result<()> {
-        match position.and_then(|p| self.server_at(p)) {
-            Some(index) => match self.probe(h, key, index) {
-                Probe::Refused(e) => Err(e),
-                Probe::Admitted | Probe::Failed(_) => Ok(()),
-            },
-            None => Ok(()),
-        }
+        self.confirm_miss_on(h, key, position, false)
     }
 
     /// After a multi-get on `h` of `keys` (each placed at the position in `at`), which

@@ -535,6 +535,8 @@ impl BinaryTransport {
         key: &[u8],
         position: Option<usize>,
     ) -> Result<Option<Item>> {
+        // Whether this get opens its connection: a miss on a new one is checked.
+        let fresh = self.opens_a_connection(h, position);
         h.begin();
         let (mut len, mut flags, mut rc) = (0usize, 0u32, MEMCACHED_SUCCESS);
         // SAFETY: h is a live handle used by this thread only; the key outlives the call and
@@ -599,7 +601,7 @@ impl BinaryTransport {
                 }
                 self.check_leftovers(h)?;
                 // A server that requires SASL is answered "auth error", which reads so.
-                self.confirm_miss(h, key, position)?;
+                self.confirm_miss_on(h, key, position, fresh)?;
                 Ok(None)
             }
             rc => Err(self.error(h, rc, self.label_at(position), "get")),
