@@ -233,33 +233,12 @@ impl BinaryTransport {
         Ok(())
     }
 
-    /// `e`, the failure of a request to the server at `position` of `h` placed by `key`; or,
-    /// when `e` is libmemcached closing the connection (an I/O error, or a protocol error:
-    /// the fetch stopped at the refusal) and the server has not answered a probe lately, the
-    /// server's refusal ([`Error::Auth`]) when the probe finds one: a multi-get it refused
-    /// failed so, as the server failing.
-    pub(crate) fn refusal_behind(
-        &self,
-        h: &Handle,
-        key: Option<&[u8]>,
-        position: Option<usize>,
-        e: Error,
-    ) -> Error {
-        match (&e, key) {
-            (Error::Io { .. } | Error::Protocol { .. }, Some(key)) => {
-                match self.confirm_miss(h, key, position) {
-                    Err(refused) => refused,
-                    Ok(()) => e,
-                }
-            }
-            _ => e,
-        }
-    }
-
-    /// [`refusal_behind`](Self::refusal_behind) for a multi-get on `h` of `keys` (each placed
-    /// at the position in `at`) over the servers at `asked`: the first of them that refuses
-    /// a probe (a server that requires SASL beside one that does not failed the whole call
-    /// as a protocol error naming both, a review).
+    /// `e`, the failure of a multi-get on `h` of `keys` (each placed at the position in `at`)
+    /// over the servers at `asked`; or, when `e` is libmemcached closing the connection (an
+    /// I/O error, or a protocol error: the fetch stopped at the refusal), the refusal
+    /// ([`Error::Auth`]) of the first of those servers not known lately that refuses a
+    /// probe: a multi-get a server refused failed so, as the server failing (and beside a
+    /// server that does not require SASL, as a protocol error naming both, a review).
     pub(crate) fn refusal_among(
         &self,
         h: &Handle,

@@ -160,9 +160,14 @@ impl BinaryTransport {
             if let Some((_, e)) = failed.first() {
                 return Err(e.for_another_key());
             }
-            let mut items = self
-                .fetch(h, &distinct, &[0], sent, failed)
-                .map_err(|e| self.refusal_behind(h, distinct.first().copied(), Some(0), e))?;
+            let mut items = self.fetch(h, &distinct, &[0], sent, failed).map_err(|e| {
+                self.refusal_among(
+                    h,
+                    (distinct.get(..1).unwrap_or_default(), &[Some(0)]),
+                    &[0],
+                    e,
+                )
+            })?;
             // A server that requires SASL is answered "auth error", which reads as misses.
             if let (true, Some(key)) = (items.is_empty(), distinct.first()) {
                 self.confirm_miss(h, key, Some(0))?;
