@@ -11,7 +11,7 @@
 //! second ([`VALID_FOR_MS`]) on a connection the request did not open: a server restarted
 //! with `-S` is met on a new connection, asked there (answered once for good, gets read
 //! misses and an `incr` aborted, a review; for a second, an `incr` 25 ms after the restart
-//! still did, another review). Multi-gets rely on the second alone. A server that refuses it
+//! still did, another review). A multi-get that fails asks each of its servers. A server that refuses it
 //! is [`Error::Auth`], and is asked again the next time. Asking only after a miss keeps a
 //! server that hangs from costing a read timeout more (a multi-get over hung servers costs
 //! one).
@@ -236,8 +236,7 @@ impl BinaryTransport {
     /// `e`, the failure of a multi-get on `h` of `keys` (each placed at the position in `at`)
     /// over the servers at `asked`; or, when `e` is libmemcached closing the connection (an
     /// I/O error, or a protocol error: the fetch stopped at the refusal), the refusal
-    /// ([`Error::Auth`]) of the first of those servers not known lately that refuses a
-    /// probe: a multi-get a server refused failed so, as the server failing (and beside a
+    /// ([`Error::Auth`]) of the first of those servers that refuses a probe: a multi-get a server refused failed so, as the server failing (and beside a
     /// server that does not require SASL, as a protocol error naming both, a review).
     pub(crate) fn refusal_among(
         &self,
@@ -255,8 +254,10 @@ impl BinaryTransport {
                 .zip(at)
                 .find(|(_, q)| **q == Some(p))
                 .map(|(k, _)| *k);
+            // Asked whatever it answered lately: the failure is the sign (a server
+            // restarted with `-S` failed multi-gets as I/O errors for a second, a review).
             if let Some(key) = key {
-                if let Err(refused) = self.confirm_miss(h, key, Some(p)) {
+                if let Err(refused) = self.confirm_miss_on(h, key, Some(p), true) {
                     return refused;
                 }
             }

@@ -195,8 +195,8 @@
 //!   whether the server requires them (memcached `-S`), unless the server answered that
 //!   within the last second on a connection the request did not open, and fails the request
 //!   with [`Error::Auth`] when it does (without that, gets read as misses and `touch` as a
-//!   key not found). A server restarted with `-S` is met on a new connection and asked
-//!   there; a multi-get may read its keys as misses for up to a second.
+//!   key not found); a multi-get that fails asks each of its servers. A server restarted
+//!   with `-S` is met on a new connection and asked there.
 //! * A value that trickles in a few bytes at a time can hold a request longer than the poll
 //!   timeout: libmemcached's timeout is per wait, not per request.
 //! * In text mode, `SERVER_ERROR out of memory` (memcached's answer to a get when it cannot

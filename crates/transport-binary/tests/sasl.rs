@@ -134,6 +134,15 @@ fn a_server_restarted_with_sasl_is_asked_again() {
     );
     std::thread::sleep(Duration::from_millis(1100));
     assert!(matches!(t.get(b"k"), Err(Error::Auth { .. })));
+    // A multi-get right after such a restart: an auth error, not an I/O error (a review:
+    // for a second after the restart).
+    drop(_sasl);
+    let plain = SaslMemcached::start_at(&dir, port, false);
+    assert_eq!(t.get_many(&[b"a", b"b"]).unwrap(), vec![None, None]);
+    drop(plain);
+    let _sasl = SaslMemcached::start_at(&dir, port, true);
+    let got = t.get_many(&[b"a", b"b"]);
+    assert!(matches!(got, Err(Error::Auth { .. })), "{got:?}");
 }
 
 /// A multi-get over a server that requires SASL and one that does not, without credentials:

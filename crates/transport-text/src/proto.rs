@@ -471,13 +471,13 @@ mod tests {
             );
         }
         // `STAT` in a value is a value (socket and memory file paths).
-        let path = b"STAT maxbytes 67108864\r\nSTAT domain_socket /run/STATS/mc.sock\r\nSTAT memory_file /srv/STAT dir/mem\r\nEND\r\n";
+        let path = b"STAT maxbytes 67108864\r\nSTAT domain_socket /run/STATS/mc.sock\r\nSTAT memory_file /srv/mySTAT dir/mem\r\nEND\r\n";
         assert_eq!(
             split_everywhere(Expect::Stats, path),
             Reply::Stats(vec![
                 ("maxbytes".into(), "67108864".into()),
                 ("domain_socket".into(), "/run/STATS/mc.sock".into()),
-                ("memory_file".into(), "/srv/STAT dir/mem".into()),
+                ("memory_file".into(), "/srv/mySTAT dir/mem".into()),
             ])
         );
     }

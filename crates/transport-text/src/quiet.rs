@@ -74,7 +74,9 @@ impl QuietRound {
         }
     }
 
-    /// Whether a tagged reply with `token` may still come in this round (meta).
+    /// Whether a tagged reply with `token` may still come in this round (meta); asked by
+    /// the async transport only.
+    #[cfg(feature = "tokio")]
     pub(crate) fn owes(&self, token: u32) -> bool {
         let from = self
             .first_opaque
