@@ -510,8 +510,15 @@ fn cancelled_cold_calls_of_three_caches_never_run_two_loaders_at_once() {
         "newcache://{}/?flavor=t&herd=lease&lease_wait=3000&async_connections=4",
         server.addr()
     );
+    // Three processes: caches of different names share no single flight, so each call
+    // meets the others through the lease alone.
     let caches: Vec<AsyncCache> = (0..3)
-        .map(|_| Builder::from_url(&url).unwrap().build_async().unwrap())
+        .map(|i| {
+            Builder::from_url(&format!("{url}&name=process{i}"))
+                .unwrap()
+                .build_async()
+                .unwrap()
+        })
         .collect();
     let rt = runtime();
     let mut doubled = Vec::new();
@@ -667,8 +674,15 @@ fn a_release_whose_delete_and_read_both_failed_takes_no_other_lease() {
     );
     let via = format!("newcache://{proxy_addr}/?flavor=t&herd=lease&lease_wait=3000");
     let a = Builder::from_url(&via).unwrap().build().unwrap();
-    let b = Builder::from_url(&direct).unwrap().build().unwrap();
-    let c = Builder::from_url(&direct).unwrap().build().unwrap();
+    // B and C stand for two more processes: named apart, they share no single flight.
+    let b = Builder::from_url(&format!("{direct}&name=b"))
+        .unwrap()
+        .build()
+        .unwrap();
+    let c = Builder::from_url(&format!("{direct}&name=c"))
+        .unwrap()
+        .build()
+        .unwrap();
     let running = Arc::new(AtomicUsize::new(0));
     let most = Arc::new(AtomicUsize::new(0));
     let loads = Arc::new(AtomicUsize::new(0));
@@ -746,8 +760,15 @@ fn a_release_unsure_of_its_lease_takes_no_other_lease_when_its_read_is_cut() {
     );
     let via = format!("newcache://{proxy_addr}/?flavor=t&herd=lease&lease_wait=3000");
     let a = Builder::from_url(&via).unwrap().build().unwrap();
-    let b = Builder::from_url(&direct).unwrap().build().unwrap();
-    let c = Builder::from_url(&direct).unwrap().build().unwrap();
+    // B and C stand for two more processes: named apart, they share no single flight.
+    let b = Builder::from_url(&format!("{direct}&name=b"))
+        .unwrap()
+        .build()
+        .unwrap();
+    let c = Builder::from_url(&format!("{direct}&name=c"))
+        .unwrap()
+        .build()
+        .unwrap();
     let running = Arc::new(AtomicUsize::new(0));
     let most = Arc::new(AtomicUsize::new(0));
     let t0 = Instant::now();

@@ -300,11 +300,12 @@ fn get_or_set_runs_the_loader_once_for_a_cold_key_across_threads() {
 
 #[test]
 fn get_or_set_shares_one_loader_run_between_two_caches_as_between_processes() {
-    // Two caches have separate connections and flight tables, as two processes would: the
-    // lease key stored with `add` is what keeps the second from loading too.
+    // Two caches have separate connections and flight tables, as two processes would (named
+    // apart: caches of one name on one cluster share their flights): the lease key stored
+    // with `add` is what keeps the second from loading too.
     let e = env("lease_wait=3000");
     let url = format!(
-        "newcache://{}/?flavor=test&version=1&{TRANSPORT}&lease_wait=3000",
+        "newcache://{}/?flavor=test&version=1&{TRANSPORT}&lease_wait=3000&name=other",
         e.server.addr()
     );
     let other = Cache::from_url(&url).unwrap();
