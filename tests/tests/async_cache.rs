@@ -1236,3 +1236,38 @@ fn a_stale_django_newcache_tuple_under_reinsert_is_loaded_by_its_reader() {
         assert_eq!(cache.get::<u32>(key).unwrap(), Some(2), "{key}");
     }
 }
+
+#[test]
+fn a_loader_that_calls_get_or_set_of_its_own_key_is_told_so() {
+    // The inner call followed its own load's single flight, and waited for it for ever
+    // (the task, and on a current-thread runtime the thread).
+    let server = Memcached::start();
+    let rt = runtime();
+    let (_, ac, _) = both(&server, "lease_wait=1000");
+    let (outer, inner) = rt.block_on(async {
+        let inner = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let call = ac.get_or_set("self", 300, || {
+            let (ac, inner) = (ac.clone(), inner.clone());
+            async move {
+                tokio::task::yield_now().await;
+                let again = ac.get_or_set("self", 300, || async { 1u32 }).await;
+                let other = ac.get_or_set("other", 300, || async { 3u32 }).await;
+                inner.lock().unwrap().extend([again, other]);
+                4u32
+            }
+        });
+        let outer = tokio::time::timeout(Duration::from_secs(20), call)
+            .await
+            .expect("the inner get_or_set waited for its own load");
+        let inner = std::mem::take(&mut *inner.lock().unwrap());
+        (outer, inner)
+    });
+    assert_eq!(outer.unwrap(), 4);
+    assert!(
+        matches!(&inner[0], Err(Error::Reentrant { key }) if key == "self"),
+        "{:?}",
+        inner[0]
+    );
+    assert_eq!(inner[1].as_ref().unwrap(), &3, "another key is no reentry");
+    assert_eq!(rt.block_on(ac.get::<u32>("self")).unwrap(), Some(4));
+}

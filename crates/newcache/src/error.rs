@@ -37,6 +37,15 @@ pub enum Error {
         /// The caller's key.
         key: String,
     },
+    /// A `get_or_set` (or `get_or_try_set`) called from inside the loader of that same key,
+    /// on this cache or another of the same name on the same servers (they share single
+    /// flights): it would wait for the very load it runs in, for ever. Nothing was sent
+    /// for it; the outer load goes on.
+    #[error("get_or_set of cache key {key:?} was called from inside that key's own get_or_set loader, where it would wait for itself for ever; nothing was sent: compute the value in the loader instead of reading it through the cache")]
+    Reentrant {
+        /// The caller's key.
+        key: String,
+    },
     /// `append`/`prepend` on a cache whose values are not bytes to extend; nothing was sent.
     #[error("cannot append to or prepend to cache key {key:?}: {reason}")]
     NotAppendable {

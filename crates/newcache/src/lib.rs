@@ -84,6 +84,7 @@ mod many;
 mod observe;
 mod ops;
 mod read_through;
+mod reentry;
 mod wire_keys;
 mod write;
 
@@ -548,8 +549,11 @@ impl Cache {
     /// the item size limit: its caller gets [`Error::Transport`] with `ValueTooLarge`). A TTL
     /// that expires at once (`Ttl::Seconds(0)`) stores nothing, so there is nothing to share:
     /// every such call runs its loader. A panicking loader releases the lease key and the
-    /// flight too, and one of the waiters loads next. `E` is the loader's error type, which
-    /// must take the cache's errors too.
+    /// flight too, and one of the waiters loads next. A loader that calls `get_or_set` of
+    /// its own key (on this cache, or another built from the same URL) gets
+    /// [`Error::Reentrant`] from that inner call, which would otherwise wait for the very
+    /// load it runs in. `E` is the loader's error type, which must take the cache's errors
+    /// too.
     pub fn get_or_try_set<T, E, F>(
         &self,
         key: &str,

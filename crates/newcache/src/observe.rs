@@ -399,7 +399,7 @@ impl Observed for newcache_transport::Error {
 
 impl Error {
     /// A short, stable name of the error's kind, for metrics and logs: `invalid_key`,
-    /// `not_found`, `not_numeric`, `cas_conflict`, `load_failed`, `not_appendable`, `encode`,
+    /// `not_found`, `not_numeric`, `cas_conflict`, `load_failed`, `reentrant`, `not_appendable`, `encode`,
     /// `decode`, `ttl_too_long`, `config`, or the
     /// transport's (for a [`Error::PartlyStored`] or [`Error::PartlyDeleted`], its first failure's: `connect`, `timeout`, `io`, `protocol`, `server`, `client`,
     /// `unsupported`, `server_down`, `value_too_large`, `auth`, `backend`, ...).
@@ -410,6 +410,7 @@ impl Error {
             Error::NotNumeric { .. } => "not_numeric",
             Error::CasConflict { .. } => "cas_conflict",
             Error::LoadFailed { .. } => "load_failed",
+            Error::Reentrant { .. } => "reentrant",
             Error::NotAppendable { .. } => "not_appendable",
             Error::Encode { .. } => "encode",
             Error::Decode { .. } => "decode",

@@ -395,6 +395,14 @@ impl Core {
     {
         const OP: &str = "get_or_set";
         let wire = self.wire_key(key)?;
+        // Called by a loader of this very key (on this cache or a twin sharing its flights):
+        // it would wait for its own load.
+        if crate::reentry::loading_here(&self.flights, &wire) {
+            return Err(Error::Reentrant {
+                key: key.to_owned(),
+            }
+            .into());
+        }
         // Counted once per call, by its first read: a hit, or a miss (then loaded or waited
         // for); the re-reads of the waits are not.
         let mut first = true;
@@ -834,7 +842,7 @@ impl Core {
             started: Instant::now(),
             done: false,
         };
-        let loaded = loader().await;
+        let loaded = crate::reentry::run_marked(&self.flights, wire, loader).await;
         run.done = true;
         let took = run.started.elapsed();
         self.observer.loader(took, loaded.is_err());

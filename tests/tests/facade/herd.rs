@@ -936,3 +936,53 @@ fn a_zero_ttl_load_keeps_what_another_caller_stored_meanwhile() {
         Some("kept")
     );
 }
+
+#[test]
+fn a_loader_that_calls_get_or_set_of_its_own_key_is_told_so() {
+    // The inner call followed its own load's single flight, and waited for it for ever.
+    let e = env("lease_wait=1000");
+    let url = format!(
+        "newcache://{}/?flavor=test&version=1&{TRANSPORT}&lease_wait=1000",
+        e.server.addr()
+    );
+    // Built from the same URL: the same name, so the same single flights.
+    let twin = Cache::from_url(&url).unwrap();
+    let cache = e.cache.clone();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut inner = Vec::new();
+        let outer = cache.get_or_set("self", Ttl::Seconds(60), || {
+            inner.push(cache.get_or_set("self", Ttl::Seconds(60), || 1u32));
+            inner.push(twin.get_or_set("self", Ttl::Seconds(60), || 2u32));
+            // Another key is no reentry.
+            inner.push(cache.get_or_set("other", Ttl::Seconds(60), || 3u32));
+            4u32
+        });
+        let _ = tx.send((outer, inner));
+    });
+    let (outer, inner) = rx
+        .recv_timeout(Duration::from_secs(20))
+        .expect("the inner get_or_set waited for its own load");
+    assert_eq!(outer.unwrap(), 4);
+    assert!(
+        matches!(&inner[0], Err(Error::Reentrant { key }) if key == "self"),
+        "{:?}",
+        inner[0]
+    );
+    assert!(matches!(&inner[1], Err(Error::Reentrant { .. })), "{:?}", inner[1]);
+    assert_eq!(inner[2].as_ref().unwrap(), &3);
+    assert_eq!(e.cache.get::<u32>("self").unwrap(), Some(4));
+    assert_eq!(e.cache.get::<u32>("other").unwrap(), Some(3));
+    assert_eq!(e.lease("self"), None);
+    // The stale path too: the loader of a refresh this reader won.
+    e.clock.advance_secs(61);
+    let cache = e.cache.clone();
+    let mut inner = None;
+    let refreshed = cache.get_or_set("self", Ttl::Seconds(60), || {
+        inner = Some(cache.get_or_set("self", Ttl::Seconds(60), || 6u32));
+        5u32
+    });
+    assert_eq!(refreshed.unwrap(), 5);
+    assert!(matches!(inner, Some(Err(Error::Reentrant { .. }))), "{inner:?}");
+    assert_eq!(e.cache.get::<u32>("self").unwrap(), Some(5));
+}
