@@ -86,16 +86,29 @@ mc.set("{from_py_bytes}", b"\x00\xff")
 }
 
 /// pylibmc is a second placement oracle: `Client.hash(key)` is the server index it picks.
-/// The text transport agrees with it on the placements pylibmc users configure.
+/// Both transports agree with it on the placements pylibmc users configure, over TCP and
+/// over unix-domain sockets (the libmemcached transport added a socket as a host with port
+/// 11211, so ketama put 17 of 40 keys elsewhere than pylibmc: an outside audit).
 #[test]
-fn the_text_transport_places_keys_where_pylibmc_does() {
-    use newcache_transport_text::{TextConfig, TextTransport};
-    let servers = [
+fn both_transports_place_keys_where_pylibmc_does() {
+    let tcp = [
         "10.0.0.1",
         "10.0.0.2:11212",
         "cache-3.example:11213:2",
         "10.0.0.4",
     ];
+    let sockets = [
+        "/run/memcached/a.sock",
+        "/run/memcached/b.sock",
+        "/tmp/mc-c.sock",
+    ];
+    for servers in [&tcp[..], &sockets[..]] {
+        places_keys_where_pylibmc_does(servers);
+    }
+}
+
+fn places_keys_where_pylibmc_does(servers: &[&str]) {
+    use newcache_transport_text::{TextConfig, TextTransport};
     let keys: Vec<String> = (0..2000)
         .map(|i| format!("k{i}-{}-ключ", "x".repeat(i % 40)))
         .collect();
@@ -142,16 +155,37 @@ fn the_text_transport_places_keys_where_pylibmc_does() {
             .map(|p| {
                 let (n, v) = p.split_once(": ").unwrap();
                 (n.trim_matches('\''), v.trim_matches('\''))
-            });
-        for (name, value) in pairs {
+            })
+            .collect::<Vec<_>>();
+        for &(name, value) in &pairs {
             config.set_behavior(name, value).unwrap();
         }
-        let text = TextTransport::new(config).unwrap();
+        let text = TextTransport::new(config.clone()).unwrap();
+        #[cfg(feature = "binary")]
+        let libmemcached = {
+            let mut lm = newcache_transport_binary::Behaviors::default();
+            for &(name, value) in &pairs {
+                lm.set(name, value).unwrap();
+            }
+            newcache_transport_binary::BinaryTransport::new(
+                newcache_transport_binary::BinaryConfig {
+                    behaviors: lm,
+                    ..newcache_transport_binary::BinaryConfig::new(config.servers.clone())
+                },
+            )
+            .unwrap()
+        };
         for (key, want) in keys.iter().zip(theirs) {
             assert_eq!(
                 text.server_for_key(key.as_bytes()).unwrap(),
                 want,
-                "{behaviors}: key {key:?}"
+                "{servers:?} {behaviors}: key {key:?}"
+            );
+            #[cfg(feature = "binary")]
+            assert_eq!(
+                libmemcached.server_index_for_key(key.as_bytes()).unwrap(),
+                want,
+                "{servers:?} {behaviors}: libmemcached transport, key {key:?}"
             );
         }
     }

@@ -586,6 +586,12 @@ extern "C" {
         port: in_port_t,
         weight: u32,
     ) -> memcached_return_t;
+    /// Adds a unix-domain socket server (port 0) with a ketama weight. Does not connect.
+    pub fn memcached_server_add_unix_socket_with_weight(
+        ptr: *mut memcached_st,
+        filename: *const c_char,
+        weight: u32,
+    ) -> memcached_return_t;
     /// With `remove_failed`, puts an ejected server that is due back on the handle's ring
     /// (`libmemcached-1.0/hash.h`), as every request does first; no I/O.
     pub fn memcached_autoeject(ptr: *mut memcached_st);

@@ -270,6 +270,14 @@ pub fn looks_like_bare_ipv6(entry: &str) -> bool {
         || entry.matches(':').count() > 3
 }
 
+/// The path of a unix-domain socket server entry: `/path` (as pylibmc and libmemcached
+/// write one) or `unix:/path` (as python-memcached, pymemcache and Django do).
+pub fn socket_path(entry: &str) -> Option<&str> {
+    let entry = entry.trim();
+    let path = entry.strip_prefix("unix:").unwrap_or(entry);
+    path.starts_with('/').then_some(path)
+}
+
 impl Server {
     /// A server of weight 1.
     pub fn new(host: impl Into<String>, port: u16) -> Server {
@@ -277,6 +285,29 @@ impl Server {
             host: host.into(),
             port,
             weight: 1,
+        }
+    }
+
+    /// Parses a server entry as pylibmc takes one: a unix-domain socket's absolute path
+    /// (`/run/memcached.sock`, or python-memcached's and Django's `unix:/run/memcached.sock`)
+    /// is that path with port 0 and weight 1, as libmemcached names a socket server (its
+    /// ketama points are then `path:0-N`, as libmemcached's); anything else is
+    /// [`Server::parse`]'s.
+    ///
+    /// ```
+    /// use newcache_placement::Server;
+    /// let s = Server::parse_entry("unix:/run/memcached.sock").unwrap();
+    /// assert_eq!((s.host.as_str(), s.port, s.weight), ("/run/memcached.sock", 0, 1));
+    /// assert_eq!(Server::parse_entry("10.0.0.1:11212:3").unwrap().port, 11212);
+    /// ```
+    pub fn parse_entry(entry: &str) -> Result<Server, PlacementError> {
+        match socket_path(entry) {
+            Some(path) => Ok(Server {
+                host: path.to_string(),
+                port: 0,
+                weight: 1,
+            }),
+            None => Server::parse(entry),
         }
     }
 

@@ -183,10 +183,14 @@ impl BinaryTransport {
         for spec in &servers {
             let host = CString::new(spec.host.as_str())
                 .map_err(|_| invalid(format!("server {:?}: NUL byte in the host", spec.label)))?;
-            // SAFETY: m is the live master handle; libmemcached copies the host name. No
-            // connection is made and no name is resolved here.
+            // SAFETY: m is the live master handle; libmemcached copies the host name (or the
+            // socket's path). No connection is made and no name is resolved here.
             let rc = unsafe {
-                memcached_server_add_with_weight(m, host.as_ptr(), spec.port, spec.weight)
+                if spec.port == 0 {
+                    memcached_server_add_unix_socket_with_weight(m, host.as_ptr(), spec.weight)
+                } else {
+                    memcached_server_add_with_weight(m, host.as_ptr(), spec.port, spec.weight)
+                }
             };
             if memcached_failed(rc) {
                 return Err(Error::Backend {

@@ -341,22 +341,15 @@ pub(crate) fn server_specs(
     let specs = config
         .servers
         .iter()
-        .map(|s| match socket_path(s) {
-            // As libmemcached names a socket server: its path, port 0 (ketama points
-            // are then `path:0-N`, as libmemcached's).
-            Some(path) => Ok(placement::Server {
-                host: path.to_string(),
-                port: 0,
-                weight: 1,
-            }),
+        .map(|s| {
             // A parse error was `Error::Protocol`, "bad reply from memcached" (a review).
-            None => placement::Server::parse(s).map_err(|e| Error::BadServer {
+            placement::Server::parse_entry(s).map_err(|e| Error::BadServer {
                 entry: s.clone(),
                 detail: match e {
                     placement::PlacementError::BadServer { reason, .. } => reason,
                     other => other.to_string(),
                 },
-            }),
+            })
         })
         .collect::<Result<Vec<_>>>()?;
     let settings = config.placement.settings(&specs);
@@ -367,14 +360,6 @@ pub(crate) fn server_specs(
         });
     }
     Ok((specs, settings))
-}
-
-/// The path of a unix-domain socket server entry: `/path` (as pylibmc and libmemcached
-/// write one) or `unix:/path` (as python-memcached, pymemcache and Django do).
-pub(crate) fn socket_path(entry: &str) -> Option<&str> {
-    let entry = entry.trim();
-    let path = entry.strip_prefix("unix:").unwrap_or(entry);
-    path.starts_with('/').then_some(path)
 }
 
 #[cfg(test)]
