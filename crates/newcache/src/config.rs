@@ -523,6 +523,14 @@ mod tests {
                 "newcache://h/?binary=true&username=u&password=hunter2%zz",
                 "password: bad percent-escape",
             ),
+            // Credentials before the host, in another scheme or beside a fragment, were
+            // shown whole.
+            (
+                "memcached://admin:hunter2@127.0.0.1:23541/",
+                "\"memcached://<credentials>@127.0.0.1:23541/\" must start with newcache://",
+            ),
+            ("redis://:hunter2@h", "must start with newcache://"),
+            ("newcache://admin:hunter2@h/#x", "has a fragment"),
             ("newcache://a/?herd_timeout=16382", "is over 16381 s"),
             (
                 "newcache://a/?herd_timeout=99999999999",
@@ -571,6 +579,16 @@ mod tests {
         assert!(built(base().connect_timeout(Duration::ZERO)).contains("connect_timeout is zero"));
         assert!(built(base().read_timeout(Duration::ZERO)).contains("read_timeout is zero"));
         assert!(built(base().default_ttl(Ttl::Seconds(0))).contains("timeout=forever"));
+        // It was kept: every default-TTL store never expired, with no herd state.
+        assert!(built(base().default_ttl(Ttl::Default)).contains("cannot be Ttl::Default"));
+        // Credentials are checked as the URL checks them (an empty user name was taken).
+        let sasl = || base().libmemcached(true);
+        assert!(built(sasl().credentials("", "pw")).contains("username is empty"));
+        let e = built(sasl().credentials("u", "hunter2\0"));
+        assert!(e.contains("NUL byte") && !e.contains("hunter2"), "{e}");
+        let mut config = Config::from_url("newcache://a/?binary=true").unwrap();
+        config.username = Some("u".into());
+        assert!(built(crate::Builder::from_config(config)).contains("give both"));
         assert!(built(base().herd_timeout(0)).contains("herd=off"));
         assert!(built(base().flavor("a b")).contains("flavor or version makes every key invalid"));
         assert!(built(base().django_keys("x\ny"))

@@ -222,6 +222,17 @@ fn errors_go_to_stderr_with_status_2() {
             .expect("runs the newcache binary");
         assert_eq!(o.status.code(), Some(2));
         assert!(String::from_utf8_lossy(&o.stderr).contains("UTF-8"));
+        // A NEWCACHE_URL that is not UTF-8 was taken as unset: the default URL was used.
+        let o = Command::new(env!("CARGO_BIN_EXE_newcache"))
+            .env(
+                "NEWCACHE_URL",
+                std::ffi::OsStr::from_bytes(b"newcache://127.0.0.1:1/?flavor=prod\xe9"),
+            )
+            .args(["key", "games"])
+            .output()
+            .expect("runs the newcache binary");
+        assert_eq!(o.status.code(), Some(2), "{}", stdout(&o));
+        assert!(String::from_utf8_lossy(&o.stderr).contains("NEWCACHE_URL is not valid UTF-8"));
     }
     // A TTL past 2038 is refused before anything is sent, with the CLI's own spelling of
     // the fix.

@@ -253,10 +253,20 @@ fn run(cli: Cli) -> Result<Outcome, String> {
         out.write_all(&buf).map_err(write_error)?;
         return Ok(Outcome::Ok);
     }
-    let url = cli
-        .url
-        .or_else(|| std::env::var("NEWCACHE_URL").ok())
-        .unwrap_or_else(|| DEFAULT_URL.to_string());
+    let url = match cli.url {
+        Some(url) => url,
+        // A variable that is not UTF-8 was taken as unset: the default server was used,
+        // silently (an outside audit).
+        None => match std::env::var("NEWCACHE_URL") {
+            Ok(url) => url,
+            Err(std::env::VarError::NotPresent) => DEFAULT_URL.to_string(),
+            Err(std::env::VarError::NotUnicode(_)) => {
+                return Err(
+                    "NEWCACHE_URL is not valid UTF-8: give the URL in UTF-8 (percent-encode other bytes), or pass --url".into(),
+                )
+            }
+        },
+    };
     let mut config = Config::from_url(&url).map_err(|e| e.to_string())?;
     // `stats` and `flush` need no meta protocol: their connections skip the probe, an `mg`
     // memcached counts as a get and a miss (each `newcache stats` moved the counters it

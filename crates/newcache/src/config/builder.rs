@@ -168,7 +168,8 @@ impl Builder {
         self
     }
 
-    /// The TTL of stores given [`Ttl::Default`] (300 s unless set).
+    /// The TTL of stores given [`Ttl::Default`] (300 s unless set): `Ttl::Seconds(n)` with
+    /// `n` above 0, or `Ttl::Forever` (`Ttl::Default` itself is refused when building).
     pub fn default_ttl(mut self, ttl: Ttl) -> Self {
         self.config.default_ttl = ttl;
         self

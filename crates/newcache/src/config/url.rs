@@ -40,10 +40,24 @@ pub(super) fn parse_ttl(name: &str, value: &str) -> Result<Ttl> {
     }
 }
 
-/// `url` with the value of its `password` parameter replaced by `***`, for error messages.
+/// `url` with the value of its `password` parameter replaced by `***`, and credentials
+/// before a host (`user:password@host`, in any scheme) by `<credentials>`, for error
+/// messages (a URL of another scheme, or with a fragment, was shown whole, password and
+/// all: an outside audit).
 fn redacted(url: &str) -> String {
-    let Some((head, query)) = url.split_once('?') else {
-        return url.to_string();
+    let (head, query) = match url.split_once('?') {
+        Some((head, query)) => (head, Some(query)),
+        None => (url, None),
+    };
+    let head = match head.rsplit_once('@') {
+        Some((before, host)) => match before.split_once("://") {
+            Some((scheme, _)) => format!("{scheme}://<credentials>@{host}"),
+            None => format!("<credentials>@{host}"),
+        },
+        None => head.to_string(),
+    };
+    let Some(query) = query else {
+        return head;
     };
     let query: Vec<String> = query
         .split('&')
@@ -404,14 +418,6 @@ impl Config {
                     )));
                 }
             }
-        }
-        if config.username.is_some() != config.password.is_some() {
-            return Err(bad("give both username and password, or neither"));
-        }
-        if config.username.as_deref() == Some("") {
-            return Err(bad(
-                "username is empty; give the SASL user name, or neither username nor password",
-            ));
         }
         if config.transport == TransportKind::Memory && !config.servers.is_empty() {
             return Err(super::validate::memory_with_servers(&config.servers));

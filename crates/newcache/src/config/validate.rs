@@ -146,6 +146,13 @@ impl Config {
                 )));
             }
         }
+        if self.default_ttl == Ttl::Default {
+            // It stands for the default itself: every store given the default TTL was kept
+            // for ever, with no herd protection (an outside audit).
+            return Err(bad(
+                "default_ttl cannot be Ttl::Default, which stands for the default TTL itself: give Ttl::Seconds(n) (300 s is the default) or Ttl::Forever",
+            ));
+        }
         if self.default_ttl == Ttl::Seconds(0) {
             return Err(bad(
                 "timeout=0 would make every store with the default TTL a delete (a zero TTL expires at once, as in Django); for no expiry use timeout=forever (Ttl::Forever)",
@@ -223,6 +230,24 @@ impl Config {
             && self.servers != defaults.servers
         {
             return Err(memory_with_servers(&self.servers));
+        }
+        // Checked here, not only in the URL: the builder took an empty user name (every
+        // request then failed as an I/O error), and a NUL byte or a user name without a
+        // password failed only in libmemcached, as a backend error (an outside audit).
+        if self.username.is_some() != self.password.is_some() {
+            return Err(bad("give both username and password, or neither"));
+        }
+        if self.username.as_deref() == Some("") {
+            return Err(bad(
+                "username is empty; give the SASL user name, or neither username nor password",
+            ));
+        }
+        if self.username.as_deref().is_some_and(|u| u.contains('\0'))
+            || self.password.as_ref().is_some_and(|p| p.0.contains('\0'))
+        {
+            return Err(bad(
+                "username or password holds a NUL byte, which SASL cannot carry (the value is not shown)",
+            ));
         }
         if self.username.is_some()
             && self.transport != (TransportKind::Libmemcached { binary: true })
