@@ -20,22 +20,27 @@ thread_local! {
     static LOADING: RefCell<Vec<(usize, Vec<u8>)>> = const { RefCell::new(Vec::new()) };
 }
 
-/// A load of `wire` in `flights` marked as running on this thread until dropped.
-struct Mark;
+/// A load of `wire` in `flights` marked as running on this thread until dropped (`true`:
+/// it was marked, and is unmarked then).
+struct Mark(bool);
 
 impl Mark {
     fn enter(flights: &Flights, wire: &[u8]) -> Mark {
-        let _ = LOADING.try_with(|loading| {
-            if let Ok(mut loading) = loading.try_borrow_mut() {
+        let marked = LOADING.try_with(|loading| {
+            loading.try_borrow_mut().is_ok_and(|mut loading| {
                 loading.push((table(flights), wire.to_vec()));
-            }
+                true
+            })
         });
-        Mark
+        Mark(marked.unwrap_or(false))
     }
 }
 
 impl Drop for Mark {
     fn drop(&mut self) {
+        if !self.0 {
+            return;
+        }
         let _ = LOADING.try_with(|loading| {
             if let Ok(mut loading) = loading.try_borrow_mut() {
                 loading.pop();
