@@ -47,6 +47,9 @@ pub(crate) fn flights_of(cluster: &str) -> Flights {
 /// One loader run that other callers in this process wait for.
 #[derive(Default)]
 pub(crate) struct Flight {
+    /// It refreshes a stale value (early, `reinsert`, an item read without a claim), rather
+    /// than loading a cold key.
+    refresh: bool,
     landed: Mutex<Landed>,
     finished: Condvar,
     /// Wakes async waiters (feature `tokio`).
@@ -330,7 +333,7 @@ impl Core {
 
     /// The flight of `wire`'s load in this process, and whether this caller leads it (it
     /// was not flying: the caller must end it, [`FlightGuard`]).
-    fn flight(&self, wire: &[u8]) -> Result<(Arc<Flight>, bool)> {
+    fn flight(&self, wire: &[u8], refresh: bool) -> Result<(Arc<Flight>, bool)> {
         let mut flights = self
             .flights
             .lock()
@@ -338,18 +341,26 @@ impl Core {
         Ok(match flights.get(wire) {
             Some(f) => (f.clone(), false),
             None => {
-                let f = Arc::new(Flight::default());
+                let f = Arc::new(Flight {
+                    refresh,
+                    ..Flight::default()
+                });
                 flights.insert(wire.to_vec(), f.clone());
                 (f, true)
             }
         })
     }
 
-    /// Whether a `get_or_set` in this process is loading `wire` now.
-    pub(crate) fn refreshing(&self, wire: &[u8]) -> bool {
-        self.flights
-            .lock()
-            .is_ok_and(|flights| flights.contains_key(wire))
+    /// Whether a `get_or_set` in this process is loading `wire` now; `stale`: refreshing a
+    /// stale value it read, not loading the key cold (a cold load's waiter that then reads
+    /// another process's stale value must claim it: that value is no load's of this
+    /// process).
+    pub(crate) fn refreshing(&self, wire: &[u8], stale: bool) -> bool {
+        self.flights.lock().is_ok_and(|flights| {
+            flights
+                .get(wire)
+                .is_some_and(|flight| !stale || flight.refresh)
+        })
     }
 }
 
@@ -426,7 +437,7 @@ impl Core {
                 // landed re-stores it too, so without the flight each of them loaded (an
                 // outside audit: 32 of 32 tasks).
                 Fetched::Recompute(over @ (Over::Item(_) | Over::Any | Over::Restored)) => {
-                    let (flight, leader) = self.flight(&wire)?;
+                    let (flight, leader) = self.flight(&wire, true)?;
                     if !leader {
                         // Its value then, or (a leader slower than `lease_wait`, or hung)
                         // the old one: the leader is refreshing it, so it is served.
@@ -448,15 +459,16 @@ impl Core {
                     // `Over::Any`: a re-stored django-newcache tuple, or an early refresh
                     // without uniques, reads as fresh itself, and nothing was refreshed
                     // (another audit: such a key was never loaded until it went cold).
-                    let stored_since = match over {
+                    let (stored_since, read) = match over {
                         Over::Item(_) | Over::Restored => {
                             let now = io.get(&wire).await.map_err(Error::from)?;
-                            now.is_some_and(|item| match over {
+                            let since = now.as_ref().is_some_and(|item| match over {
                                 Over::Item(read) => item.cas.is_some_and(|cas| cas != read),
-                                _ => self.is_fresh(&item),
-                            })
+                                _ => self.is_fresh(item),
+                            });
+                            (since, now)
                         }
-                        _ => false,
+                        _ => (false, None),
                     };
                     if stored_since {
                         drop(guard);
@@ -464,7 +476,7 @@ impl Core {
                     }
                     let _guard = guard;
                     return self
-                        .load_and_store(io, key, &wire, options, loader, over)
+                        .load_and_store_over(io, key, &wire, options, loader, over, read)
                         .await;
                 }
                 // A lease claim or memcached's win: one reader's across processes, which
@@ -493,7 +505,7 @@ impl Core {
             // take the load over themselves: with a loader slower than the lease, that made
             // one more load per lease in this process, and ran a failing loader once per
             // caller in turn (an outside audit: 16 runs by 16 threads, the last after 48 s).
-            let (flight, leader) = self.flight(&wire)?;
+            let (flight, leader) = self.flight(&wire, false)?;
             if !leader {
                 let waited = Instant::now();
                 loop {
@@ -824,10 +836,41 @@ impl Core {
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<T, E>>,
     {
+        self.load_and_store_over(io, key, wire, options, loader, over, None)
+            .await
+    }
+
+    /// [`Core::load_and_store`], given the item `read` over [`Over::Item`] (an early
+    /// refresh's) when it was read again as the load began: a claim that then only re-stores
+    /// that value (another process's reader, past the expiry) does not keep the loaded value
+    /// out, as it does not keep a claim winner's out ([`Core::claimed_again`]; the early
+    /// refresh's `cas` failed on the claim's new unique, and its value was thrown away: an
+    /// outside audit).
+    #[allow(clippy::too_many_arguments)]
+    async fn load_and_store_over<I, T, E, F, Fut>(
+        &self,
+        io: &I,
+        key: &str,
+        wire: &[u8],
+        options: SetOptions,
+        loader: F,
+        over: Over,
+        read: Option<Item>,
+    ) -> Result<T, Through<E>>
+    where
+        I: Io,
+        T: Serialize + DeserializeOwned + 'static,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+    {
         // Not stored (EXISTS, NOT_FOUND, NOT_STORED) when the key changed while the loader
         // ran: what it holds then is newer than the loaded value.
         let (mut mode, claimed) = match over {
-            Over::Item(cas) | Over::Won(cas) => (StoreMode::Cas(cas), None),
+            Over::Item(cas) => (
+                StoreMode::Cas(cas),
+                read.filter(|item| item.cas == Some(cas)),
+            ),
+            Over::Won(cas) => (StoreMode::Cas(cas), None),
             Over::Nothing => (StoreMode::Add, None),
             Over::Any | Over::Restored => (StoreMode::Set, None),
             // The claim changed the item's unique: read it now, before the load begins.
