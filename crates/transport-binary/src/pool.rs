@@ -134,18 +134,30 @@ impl Handle {
         // libmemcached allocate the clone, owned by the new Handle.
         let one = NonNull::new(unsafe { memcached_clone(ptr::null_mut(), self.memc.as_ptr()) })
             .map(Handle::own)?;
-        // SAFETY: the clone is live and reachable from this thread only; libmemcached
-        // copies the NUL-terminated host name, which outlives the call.
-        let rc = unsafe {
-            memcached_servers_reset(one.as_ptr());
-            memcached_server_add_with_weight(one.as_ptr(), host.as_ptr(), port, weight)
-        };
-        (!memcached_failed(rc)).then_some(one)
+        // SAFETY: the clone is live and reachable from this thread only.
+        unsafe { memcached_servers_reset(one.as_ptr()) };
+        (!memcached_failed(add_server(&one, host, port, weight))).then_some(one)
     }
 
     /// The raw pointer, for libmemcached calls; valid while `self` lives.
     pub(crate) fn as_ptr(&self) -> *mut memcached_st {
         self.memc.as_ptr()
+    }
+}
+
+/// Adds a server to `h`: a unix-domain socket (port 0, its path in `host`) as pylibmc adds
+/// one, port 0 (libmemcached would take port 0 of a host for 11211, and name ring points
+/// `path-N` where pylibmc's are `path:0-N`), else `host:port`. No connection is made and no
+/// name is resolved.
+pub(crate) fn add_server(h: &Handle, host: &CStr, port: u16, weight: u32) -> memcached_return_t {
+    // SAFETY: h is a live handle used by this thread only; libmemcached copies the
+    // NUL-terminated host name (or path), which outlives the call.
+    unsafe {
+        if port == 0 {
+            memcached_server_add_unix_socket_with_weight(h.as_ptr(), host.as_ptr(), weight)
+        } else {
+            memcached_server_add_with_weight(h.as_ptr(), host.as_ptr(), port, weight)
+        }
     }
 }
 

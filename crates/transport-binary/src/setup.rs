@@ -14,7 +14,7 @@ use crate::config::{parse_server, ServerSpec};
 use crate::copy::c_string;
 use crate::errors::{invalid, message, out_of_memory, BACKEND};
 use crate::health::Health;
-use crate::pool::{self, Checkout, Handle, Pool};
+use crate::pool::{self, add_server, Checkout, Handle, Pool};
 use crate::{
     BehaviorError, Behaviors, BinaryConfig, BinaryTransport, DEFAULT_CONNECT_TIMEOUT,
     DEFAULT_POLL_TIMEOUT,
@@ -183,15 +183,7 @@ impl BinaryTransport {
         for spec in &servers {
             let host = CString::new(spec.host.as_str())
                 .map_err(|_| invalid(format!("server {:?}: NUL byte in the host", spec.label)))?;
-            // SAFETY: m is the live master handle; libmemcached copies the host name (or the
-            // socket's path). No connection is made and no name is resolved here.
-            let rc = unsafe {
-                if spec.port == 0 {
-                    memcached_server_add_unix_socket_with_weight(m, host.as_ptr(), spec.weight)
-                } else {
-                    memcached_server_add_with_weight(m, host.as_ptr(), spec.port, spec.weight)
-                }
-            };
+            let rc = add_server(&master, &host, spec.port, spec.weight);
             if memcached_failed(rc) {
                 return Err(Error::Backend {
                     backend: BACKEND,

@@ -16,6 +16,12 @@ use crate::errors::BACKEND;
 use crate::pool::Handle;
 use crate::BinaryTransport;
 
+/// A server's `stats` under way on a thread, or decided without one.
+enum Asked<'scope> {
+    Done(Result<ServerStats>),
+    Running(std::thread::ScopedJoinHandle<'scope, Result<ServerStats>>),
+}
+
 struct StatsContext {
     servers: Vec<((String, u16), BTreeMap<String, String>)>,
 }
@@ -96,19 +102,22 @@ impl BinaryTransport {
         ServerStats::answered(spec.label.clone(), stats).item_size_max()
     }
 
-    /// Every server's statistics, in the configured order. libmemcached's `stats` of all
-    /// servers asks each for its version first and stops there when one fails (a server
-    /// down): then each server is asked alone, on a handle of its own, so that the others'
-    /// statistics still come and the failed one is listed with its failure.
+    /// Every server's statistics, in the configured order. One server is asked on a pooled
+    /// handle; several are asked at once, each on a handle of its own (a copy of the
+    /// configured one's behaviors and credentials) and a thread of its own, so that a hung
+    /// server costs the call one read timeout, however many there are, and the others'
+    /// statistics still come (the failed one listed with its failure). libmemcached's
+    /// `stats` of all servers asks each for its version first and stops at the first that
+    /// fails, so asking alone after it cost a hung server a second read timeout (an
+    /// outside audit: 1 s at 500 ms).
     pub(crate) fn stats_of_all(&self) -> Result<Vec<ServerStats>> {
+        if self.servers.len() > 1 {
+            return self.stats_each_alone();
+        }
         let h = self.lease()?;
         let (rc, mut context) = stats_execute(&h);
         if memcached_failed(rc) && context.servers.is_empty() {
-            if self.servers.len() < 2 {
-                return Err(self.error(&h, rc, self.label_for_failure(&h), "stats"));
-            }
-            drop(h);
-            return self.stats_one_by_one();
+            return Err(self.error(&h, rc, self.label_for_failure(&h), "stats"));
         }
         let mut out = Vec::with_capacity(self.servers.len());
         for spec in &self.servers {
@@ -130,45 +139,94 @@ impl BinaryTransport {
         ServerStats::all_or_first_failure(out)
     }
 
-    /// `stats` of each server on a handle of its own (a copy of the configured one's
-    /// behaviors and credentials); a server marked down is not asked.
-    fn stats_one_by_one(&self) -> Result<Vec<ServerStats>> {
+    /// `stats` of each server at once, each on a handle and a thread of its own; a server
+    /// marked down is not asked.
+    fn stats_each_alone(&self) -> Result<Vec<ServerStats>> {
         let master = self.lease()?;
-        let mut out = Vec::with_capacity(self.servers.len());
+        // Made here: a handle is cloned from the master on the master's thread.
+        let mut asks = Vec::with_capacity(self.servers.len());
         for (index, spec) in self.servers.iter().enumerate() {
-            let label = spec.label.clone();
             if let Err(e) = self.gate(index) {
-                out.push(ServerStats::failed(label, e));
+                asks.push(Err(e));
                 continue;
             }
             let host = CString::new(spec.host.as_str()).map_err(|_| Error::Backend {
                 backend: BACKEND,
                 code: MEMCACHED_FAILURE as i32,
-                message: format!("server {label}: NUL byte in the host"),
+                message: format!("server {}: NUL byte in the host", spec.label),
             })?;
             let Some(one) = master.alone(&host, spec.port, spec.weight) else {
                 return Err(Error::Backend {
                     backend: BACKEND,
                     code: MEMCACHED_MEMORY_ALLOCATION_FAILURE as i32,
-                    message: format!("cannot make a handle to ask {label} for its statistics"),
+                    message: format!(
+                        "cannot make a handle to ask {} for its statistics",
+                        spec.label
+                    ),
                 });
             };
-            match stats_execute(&one) {
-                (rc, mut context) if !memcached_failed(rc) => {
-                    let stats = context
-                        .servers
-                        .pop()
-                        .map(|(_, stats)| stats)
-                        .unwrap_or_default();
-                    out.push(ServerStats::answered(label, stats));
-                }
-                (rc, _) => match self.error(&one, rc, label.clone(), "stats") {
-                    e if e.is_server_failure() => out.push(ServerStats::failed(label, e)),
-                    e => return Err(e),
-                },
-            }
+            asks.push(Ok(one));
         }
+        drop(master);
+        let answers: Vec<Result<ServerStats>> = std::thread::scope(|scope| {
+            let asked: Vec<_> = asks
+                .into_iter()
+                .zip(&self.servers)
+                .map(|(ask, spec)| match ask {
+                    Err(down) => Asked::Done(Ok(ServerStats::failed(spec.label.clone(), down))),
+                    Ok(one) => match std::thread::Builder::new()
+                        .name("newcache-stats".into())
+                        .spawn_scoped(scope, move || self.stats_alone(&one, spec))
+                    {
+                        Ok(thread) => Asked::Running(thread),
+                        Err(e) => Asked::Done(Err(Error::Backend {
+                            backend: BACKEND,
+                            code: MEMCACHED_FAILURE as i32,
+                            message: format!(
+                                "cannot start a thread to ask {} for its statistics: {e}",
+                                spec.label
+                            ),
+                        })),
+                    },
+                })
+                .collect();
+            asked
+                .into_iter()
+                .zip(&self.servers)
+                .map(|(asked, spec)| match asked {
+                    Asked::Done(answer) => answer,
+                    Asked::Running(thread) => thread.join().unwrap_or_else(|_| {
+                        Err(Error::Backend {
+                            backend: BACKEND,
+                            code: MEMCACHED_FAILURE as i32,
+                            message: format!("asking {} for its statistics panicked", spec.label),
+                        })
+                    }),
+                })
+                .collect()
+        });
+        let out = answers.into_iter().collect::<Result<Vec<_>>>()?;
         ServerStats::all_or_first_failure(out)
+    }
+
+    /// `stats` of `spec`'s server on `one`, a handle of that server alone: its statistics,
+    /// or its failure when it is a server's (down, hung).
+    fn stats_alone(&self, one: &Handle, spec: &ServerSpec) -> Result<ServerStats> {
+        let label = spec.label.clone();
+        match stats_execute(one) {
+            (rc, mut context) if !memcached_failed(rc) => {
+                let stats = context
+                    .servers
+                    .pop()
+                    .map(|(_, stats)| stats)
+                    .unwrap_or_default();
+                Ok(ServerStats::answered(label, stats))
+            }
+            (rc, _) => match self.error(one, rc, label.clone(), "stats") {
+                e if e.is_server_failure() => Ok(ServerStats::failed(label, e)),
+                e => Err(e),
+            },
+        }
     }
 
     /// The error libmemcached recorded on one server (which answered nothing).
