@@ -45,11 +45,12 @@ pub(crate) fn flights_of(cluster: &str) -> Flights {
 }
 
 /// One loader run that other callers in this process wait for.
-#[derive(Default)]
 pub(crate) struct Flight {
     /// It refreshes a stale value (early, `reinsert`, an item read without a claim), rather
     /// than loading a cold key.
     refresh: bool,
+    /// When its leader began.
+    began: Instant,
     landed: Mutex<Landed>,
     finished: Condvar,
     /// Wakes async waiters (feature `tokio`).
@@ -72,6 +73,17 @@ pub(crate) enum Landed {
 }
 
 impl Flight {
+    fn new(refresh: bool) -> Flight {
+        Flight {
+            refresh,
+            began: Instant::now(),
+            landed: Mutex::default(),
+            finished: Condvar::new(),
+            #[cfg(feature = "tokio")]
+            notify: tokio::sync::Notify::new(),
+        }
+    }
+
     /// How it stands now.
     #[cfg(feature = "tokio")]
     pub(crate) fn landed(&self) -> Landed {
@@ -341,10 +353,7 @@ impl Core {
         Ok(match flights.get(wire) {
             Some(f) => (f.clone(), false),
             None => {
-                let f = Arc::new(Flight {
-                    refresh,
-                    ..Flight::default()
-                });
+                let f = Arc::new(Flight::new(refresh));
                 flights.insert(wire.to_vec(), f.clone());
                 (f, true)
             }
@@ -352,14 +361,15 @@ impl Core {
     }
 
     /// Whether a `get_or_set` in this process is loading `wire` now; `stale`: refreshing a
-    /// stale value it read, not loading the key cold (a cold load's waiter that then reads
+    /// stale value it read, for less than `lease_wait` (a cold load's waiter that then reads
     /// another process's stale value must claim it: that value is no load's of this
-    /// process).
+    /// process; and a refresh slower than `lease_wait` is taken for hung, as its waiters
+    /// take it, so that a reader past the expiry claims it and loads).
     pub(crate) fn refreshing(&self, wire: &[u8], stale: bool) -> bool {
         self.flights.lock().is_ok_and(|flights| {
-            flights
-                .get(wire)
-                .is_some_and(|flight| !stale || flight.refresh)
+            flights.get(wire).is_some_and(|flight| {
+                !stale || (flight.refresh && flight.began.elapsed() < self.config.lease_wait)
+            })
         })
     }
 }

@@ -672,7 +672,12 @@ fn a_panicking_loader_releases_the_lease_key_and_the_flight() {
 /// A cache under `herd=early` (`early_beta=5`) whose key `x` holds 1, loaded by a loader of
 /// 200 ms: recorded in the envelope, XFetch scales its lead by them.
 fn early_with_x() -> Env {
-    let e = env("herd_timeout=60&herd=early&early_beta=5");
+    early_with_x_and("")
+}
+
+/// [`early_with_x`], with more URL parameters.
+fn early_with_x_and(params: &str) -> Env {
+    let e = env(&format!("herd_timeout=60&herd=early&early_beta=5{params}"));
     let v: u32 = e
         .cache
         .get_or_set("x", Ttl::Seconds(10), || {
@@ -718,28 +723,7 @@ fn early_refreshes_once_per_process() {
 #[test]
 fn an_early_refresh_under_way_is_its_processs_one_load_past_the_expiry() {
     let e = early_with_x();
-    e.clock.advance_millis(9_900);
-    let (started_tx, started_rx) = std::sync::mpsc::channel();
-    let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
-    let cache = e.cache.clone();
-    let leader = std::thread::spawn(move || {
-        // Each read 100 ms before the expiry draws an early refresh about 9 times in 10.
-        for _ in 0..200 {
-            let mut ran = false;
-            let v = cache
-                .get_or_set("x", Ttl::Seconds(10), || {
-                    ran = true;
-                    started_tx.send(()).unwrap();
-                    release_rx.recv().unwrap();
-                    2u32
-                })
-                .unwrap();
-            if ran {
-                return v;
-            }
-        }
-        panic!("no early refresh in 200 reads");
-    });
+    let (leader, started_rx, release_tx) = early_refresh_held(&e);
     started_rx
         .recv_timeout(Duration::from_secs(10))
         .expect("an early refresh started");
@@ -769,6 +753,59 @@ fn an_early_refresh_under_way_is_its_processs_one_load_past_the_expiry() {
     assert_eq!(leader.join().unwrap(), 2);
     assert_eq!(e.cache.get::<u32>("x").unwrap(), Some(2), "the early value landed");
     assert_eq!(other.get::<u32>("x").unwrap(), Some(2));
+}
+
+/// An early refresh held longer than `lease_wait` is taken for hung, as its waiters take
+/// it: a reader past the expiry claims the value and loads, so a hung loader does not keep
+/// the process on the old value until it is gone.
+#[test]
+fn an_early_refresh_slower_than_lease_wait_leaves_the_expired_value_to_a_claim() {
+    let e = early_with_x_and("&lease_wait=300");
+    let (leader, started_rx, release_tx) = early_refresh_held(&e);
+    started_rx
+        .recv_timeout(Duration::from_secs(10))
+        .expect("an early refresh started");
+    e.clock.advance_millis(200);
+    assert_eq!(e.cache.get::<u32>("x").unwrap(), Some(1), "served meanwhile");
+    std::thread::sleep(Duration::from_millis(400));
+    assert_eq!(e.cache.get::<u32>("x").unwrap(), None, "claimed: this reader loads");
+    release_tx.send(()).unwrap();
+    assert_eq!(leader.join().unwrap(), 2);
+}
+
+/// Starts a thread reading `x` through `get_or_set` 100 ms before its soft expiry until a
+/// read draws an early refresh, whose loader then waits to be released (and gives 2): the
+/// thread (its value), the loader's start, the release.
+fn early_refresh_held(
+    e: &Env,
+) -> (
+    std::thread::JoinHandle<u32>,
+    std::sync::mpsc::Receiver<()>,
+    std::sync::mpsc::Sender<()>,
+) {
+    e.clock.advance_millis(9_900);
+    let (started_tx, started_rx) = std::sync::mpsc::channel();
+    let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+    let cache = e.cache.clone();
+    let leader = std::thread::spawn(move || {
+        // Each read 100 ms before the expiry draws an early refresh about 9 times in 10.
+        for _ in 0..200 {
+            let mut ran = false;
+            let v = cache
+                .get_or_set("x", Ttl::Seconds(10), || {
+                    ran = true;
+                    started_tx.send(()).unwrap();
+                    release_rx.recv().unwrap();
+                    2u32
+                })
+                .unwrap();
+            if ran {
+                return v;
+            }
+        }
+        panic!("no early refresh in 200 reads");
+    });
+    (leader, started_rx, release_tx)
 }
 
 #[test]
