@@ -333,8 +333,8 @@ impl AsyncCache {
     /// caller in any process waits up to `lease_wait` for it); a task dropped while it
     /// refreshes a stale value leaves its claim in place, so the others are served the old
     /// value until `herd_timeout` has passed (as when a process dies mid-refresh), and the
-    /// next caller then refreshes it. A loader that awaits `get_or_set` of its own key gets
-    /// [`Error::Reentrant`] from it; one that spawns that call as a task of its own and
+    /// next caller then refreshes it. A loader that awaits `get_or_set` of its own key where it
+    /// would wait for its own load gets [`Error::Reentrant`] from it; one that spawns that call as a task of its own and
     /// awaits the task is not told: the two wait for each other for ever.
     pub async fn get_or_try_set<T, E, F, Fut>(
         &self,

@@ -39,9 +39,10 @@ pub enum Error {
     },
     /// A `get_or_set` (or `get_or_try_set`) called from inside the loader of that same key,
     /// on this cache or another of the same name on the same servers (they share single
-    /// flights): it would wait for the very load it runs in, for ever. Nothing was sent
-    /// for it; the outer load goes on.
-    #[error("get_or_set of cache key {key:?} was called from inside that key's own get_or_set loader, where it would wait for itself for ever; nothing was sent: compute the value in the loader instead of reading it through the cache")]
+    /// flights), where it would wait for a load of that key under way in this process (the
+    /// key cold: the very load it runs in), for ever. Nothing more was sent for it; the
+    /// outer load goes on.
+    #[error("get_or_set of cache key {key:?} was called from inside that key's own get_or_set loader, where it would wait for that load for ever: compute the value in the loader instead of reading it through the cache")]
     Reentrant {
         /// The caller's key.
         key: String,

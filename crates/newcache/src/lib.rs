@@ -550,9 +550,9 @@ impl Cache {
     /// that expires at once (`Ttl::Seconds(0)`) stores nothing, so there is nothing to share:
     /// every such call runs its loader. A panicking loader releases the lease key and the
     /// flight too, and one of the waiters loads next. A loader that calls `get_or_set` of
-    /// its own key (on this cache, or another built from the same URL) gets
-    /// [`Error::Reentrant`] from that inner call, which would otherwise wait for the very
-    /// load it runs in. `E` is the loader's error type, which must take the cache's errors
+    /// its own key (on this cache, or another built from the same URL) where that call would
+    /// wait for the very load it runs in (the key cold) gets [`Error::Reentrant`] from it;
+    /// on a refresh the inner call is served the old value, as any other. `E` is the loader's error type, which must take the cache's errors
     /// too.
     pub fn get_or_try_set<T, E, F>(
         &self,

@@ -360,6 +360,19 @@ impl Core {
         })
     }
 
+    /// [`Error::Reentrant`] when this thread runs the loader of the flight of `wire` that a
+    /// `get_or_set` of `key` is about to follow: called by that loader (on this cache or a
+    /// twin sharing its flights), it would wait for its own load for ever. Where it meets
+    /// no flight (a refresh served the old value, a claim's winner) it goes on as any call.
+    fn not_its_own(&self, wire: &[u8], key: &str) -> Result<()> {
+        if crate::reentry::loading_here(&self.flights, wire) {
+            return Err(Error::Reentrant {
+                key: key.to_owned(),
+            });
+        }
+        Ok(())
+    }
+
     /// Whether a `get_or_set` in this process is loading `wire` now; `stale`: refreshing a
     /// stale value it read, for less than `lease_wait` (a cold load's waiter that then reads
     /// another process's stale value must claim it: that value is no load's of this
@@ -416,14 +429,6 @@ impl Core {
     {
         const OP: &str = "get_or_set";
         let wire = self.wire_key(key)?;
-        // Called by a loader of this very key (on this cache or a twin sharing its flights):
-        // it would wait for its own load.
-        if crate::reentry::loading_here(&self.flights, &wire) {
-            return Err(Error::Reentrant {
-                key: key.to_owned(),
-            }
-            .into());
-        }
         // Counted once per call, by its first read: a hit, or a miss (then loaded or waited
         // for); the re-reads of the waits are not.
         let mut first = true;
@@ -449,6 +454,7 @@ impl Core {
                 Fetched::Recompute(over @ (Over::Item(_) | Over::Any | Over::Restored)) => {
                     let (flight, leader) = self.flight(&wire, true)?;
                     if !leader {
+                        self.not_its_own(&wire, key)?;
                         // Its value then, or (a leader slower than `lease_wait`, or hung)
                         // the old one: the leader is refreshing it, so it is served.
                         io.wait_for(&flight, self.config.lease_wait).await;
@@ -469,16 +475,15 @@ impl Core {
                     // `Over::Any`: a re-stored django-newcache tuple, or an early refresh
                     // without uniques, reads as fresh itself, and nothing was refreshed
                     // (another audit: such a key was never loaded until it went cold).
-                    let (stored_since, read) = match over {
+                    let stored_since = match over {
                         Over::Item(_) | Over::Restored => {
                             let now = io.get(&wire).await.map_err(Error::from)?;
-                            let since = now.as_ref().is_some_and(|item| match over {
+                            now.is_some_and(|item| match over {
                                 Over::Item(read) => item.cas.is_some_and(|cas| cas != read),
-                                _ => self.is_fresh(item),
-                            });
-                            (since, now)
+                                _ => self.is_fresh(&item),
+                            })
                         }
-                        _ => (false, None),
+                        _ => false,
                     };
                     if stored_since {
                         drop(guard);
@@ -486,7 +491,7 @@ impl Core {
                     }
                     let _guard = guard;
                     return self
-                        .load_and_store_over(io, key, &wire, options, loader, over, read)
+                        .load_and_store(io, key, &wire, options, loader, over)
                         .await;
                 }
                 // A lease claim or memcached's win: one reader's across processes, which
@@ -517,6 +522,7 @@ impl Core {
             // caller in turn (an outside audit: 16 runs by 16 threads, the last after 48 s).
             let (flight, leader) = self.flight(&wire, false)?;
             if !leader {
+                self.not_its_own(&wire, key)?;
                 let waited = Instant::now();
                 loop {
                     match io.wait_for(&flight, self.config.lease_wait).await {
@@ -846,41 +852,10 @@ impl Core {
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<T, E>>,
     {
-        self.load_and_store_over(io, key, wire, options, loader, over, None)
-            .await
-    }
-
-    /// [`Core::load_and_store`], given the item `read` over [`Over::Item`] (an early
-    /// refresh's) when it was read again as the load began: a claim that then only re-stores
-    /// that value (another process's reader, past the expiry) does not keep the loaded value
-    /// out, as it does not keep a claim winner's out ([`Core::claimed_again`]; the early
-    /// refresh's `cas` failed on the claim's new unique, and its value was thrown away: an
-    /// outside audit).
-    #[allow(clippy::too_many_arguments)]
-    async fn load_and_store_over<I, T, E, F, Fut>(
-        &self,
-        io: &I,
-        key: &str,
-        wire: &[u8],
-        options: SetOptions,
-        loader: F,
-        over: Over,
-        read: Option<Item>,
-    ) -> Result<T, Through<E>>
-    where
-        I: Io,
-        T: Serialize + DeserializeOwned + 'static,
-        F: FnOnce() -> Fut,
-        Fut: Future<Output = Result<T, E>>,
-    {
         // Not stored (EXISTS, NOT_FOUND, NOT_STORED) when the key changed while the loader
         // ran: what it holds then is newer than the loaded value.
         let (mut mode, claimed) = match over {
-            Over::Item(cas) => (
-                StoreMode::Cas(cas),
-                read.filter(|item| item.cas == Some(cas)),
-            ),
-            Over::Won(cas) => (StoreMode::Cas(cas), None),
+            Over::Item(cas) | Over::Won(cas) => (StoreMode::Cas(cas), None),
             Over::Nothing => (StoreMode::Add, None),
             Over::Any | Over::Restored => (StoreMode::Set, None),
             // The claim changed the item's unique: read it now, before the load begins.

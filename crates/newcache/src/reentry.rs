@@ -1,5 +1,6 @@
 //! Which `get_or_set` loads the current thread is running, so that a loader that calls
-//! `get_or_set` of its own key is told so ([`Error::Reentrant`](crate::Error::Reentrant))
+//! `get_or_set` of its own key where that call would follow a load of the key in this
+//! process (the key cold: its own) is told so ([`Error::Reentrant`](crate::Error::Reentrant))
 //! instead of waiting for ever on the very load it runs in (it joined its own single
 //! flight as a follower: an outside audit). A load is marked while its loader is called and
 //! while its future is polled: a blocking loader runs inside the call, an async one inside
