@@ -411,13 +411,15 @@ impl AsyncCache {
     /// Moves `key`'s value to the version plus `delta`; returns the new version
     /// ([`Cache::incr_version`](crate::Cache::incr_version)).
     pub async fn incr_version(&self, key: &str, delta: i64) -> Result<i64> {
-        self.core.move_version(&self.io(), key, delta.into()).await
+        self.core
+            .move_version(&self.io(), "incr_version", key, delta.into())
+            .await
     }
 
     /// [`AsyncCache::incr_version`] by `-delta`.
     pub async fn decr_version(&self, key: &str, delta: i64) -> Result<i64> {
         self.core
-            .move_version(&self.io(), key, -i128::from(delta))
+            .move_version(&self.io(), "decr_version", key, -i128::from(delta))
             .await
     }
 

@@ -166,10 +166,18 @@ impl Core {
     /// `incr_version` (and `decr_version`, by a negative `delta`): moves `key`'s item from
     /// this cache's version to `version + delta` (flags and all; the TTL becomes the default
     /// one, as in Django, and the soft expiry moves with it), and returns the new version.
-    pub(crate) async fn move_version<I: Io>(&self, io: &I, key: &str, delta: i128) -> Result<i64> {
+    /// `op` names it in metrics and spans (`decr_version`'s were labelled `incr_version`: an
+    /// outside audit).
+    pub(crate) async fn move_version<I: Io>(
+        &self,
+        io: &I,
+        op: &'static str,
+        key: &str,
+        delta: i128,
+    ) -> Result<i64> {
         let (to, version) = self.version_plus(delta)?;
         self.observer
-            .op("incr_version", async move {
+            .op(op, async move {
                 let to = &to;
                 let old = self.wire_key(key)?;
                 let new = to.wire_key(key)?;

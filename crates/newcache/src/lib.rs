@@ -638,12 +638,18 @@ impl Cache {
     /// default TTL, as in Django, its soft expiry moved with it (a bare value stays bare). [`Error::NotFound`] when the key
     /// holds no value; the version must be a number.
     pub fn incr_version(&self, key: &str, delta: i64) -> Result<i64> {
-        block(self.core.move_version(&self.io(), key, delta.into()))
+        block(
+            self.core
+                .move_version(&self.io(), "incr_version", key, delta.into()),
+        )
     }
 
     /// [`Cache::incr_version`] by `-delta`.
     pub fn decr_version(&self, key: &str, delta: i64) -> Result<i64> {
-        block(self.core.move_version(&self.io(), key, -i128::from(delta)))
+        block(
+            self.core
+                .move_version(&self.io(), "decr_version", key, -i128::from(delta)),
+        )
     }
 
     /// Closes the connections the transport holds idle (Django's `close`): the next call
@@ -656,7 +662,8 @@ impl Cache {
     /// server-side policy (`herd=meta`) on a server that refuses meta commands (twemproxy,
     /// memcached before 1.6) is [`Policy::Lease`] from the first refusal of a meta command:
     /// the cache's first read, or the probe it sends before its first store. The switch is
-    /// sticky, made once per cache, and silent: this accessor is how to see it
+    /// sticky, made once per cache, logged at WARN (feature `tracing`) and counted in
+    /// `newcache_meta_fallbacks_total` (feature `metrics`); this accessor shows it too
     /// (`stale_policy().name()` turns from `"meta"` to `"lease"`). It sends nothing itself.
     pub fn stale_policy(&self) -> &dyn StalePolicy {
         self.core.stale_policy()

@@ -23,7 +23,7 @@
 //! | `newcache_hits_total` / `newcache_misses_total` | counter | cache, op | keys found or not (a reader that wins a refresh counts as a miss) |
 //! | `newcache_stale_served_total` | counter | cache, op | a value past its soft expiry served while another reader refreshes it, as the reader can tell: under `herd=meta` every such read (the server says so), under `lease` and `early` a reader that lost the race to claim it (readers after a claim read the claim's new soft expiry and count as hits) |
 //! | `newcache_herd_claims_total` | counter | cache, op, result (`won`, `lost`) | refreshes claimed by this reader, or taken by another first |
-//! | `newcache_loader_runs_total` / `newcache_loader_errors_total` | counter | cache | `get_or_set` loader runs, and those that failed (an error or a panic) |
+//! | `newcache_loader_runs_total` / `newcache_loader_errors_total` | counter | cache | `get_or_set` loader runs, and those that failed (an error, a panic, or its call dropped before it finished: a timeout around an async `get_or_set`) |
 //! | `newcache_loader_duration_seconds` | histogram | cache | how long loaders ran |
 //! | `newcache_lease_waits_total` | counter | cache | `get_or_set` callers that waited for another's load |
 //! | `newcache_lease_wait_duration_seconds` | histogram | cache | how long they waited |
@@ -149,6 +149,7 @@ impl Observer {
                 op,
                 started: None,
                 done: false,
+                polling: false,
             }
         }
         #[cfg(not(any(feature = "metrics", feature = "tracing")))]
@@ -310,13 +311,21 @@ pin_project_lite::pin_project! {
         started: Option<(std::time::Instant, OpSpan)>,
         // Recorded (it completed): a future dropped before is recorded as cancelled.
         done: bool,
+        // Inside its own poll: a panic then is the operation's (a `get_or_set` loader's).
+        polling: bool,
     }
     impl<F> PinnedDrop for Observing<'_, F> {
         fn drop(this: Pin<&mut Self>) {
             let this = this.project();
             if let (Some((started, span)), false) = (this.started.as_ref(), *this.done) {
-                // Dropped by a panic inside it (a `get_or_set` loader's), not by its caller.
-                let outcome = if std::thread::panicking() { "panicked" } else { "cancelled" };
+                // Dropped by a panic inside it (a `get_or_set` loader's), not by its caller,
+                // nor by a panic of the caller's own (another branch of a `join!`: that was
+                // counted as `panicked` too, an outside audit).
+                let outcome = if *this.polling && std::thread::panicking() {
+                    "panicked"
+                } else {
+                    "cancelled"
+                };
                 this.observer.cancelled(this.op, span, started.elapsed(), outcome);
             }
         }
@@ -338,7 +347,9 @@ impl<R, E: Observed, F: Future<Output = Result<R, E>>> Future for Observing<'_, 
             .get_or_insert_with(|| (std::time::Instant::now(), observer.span(op)));
         #[cfg(feature = "tracing")]
         let entered = span.enter();
+        *this.polling = true;
         let polled = this.operation.poll(cx);
+        *this.polling = false;
         #[cfg(feature = "tracing")]
         drop(entered);
         let std::task::Poll::Ready(result) = polled else {
@@ -359,6 +370,7 @@ pub(crate) trait Observed {
     fn server(&self) -> Option<&str>;
     /// Each failure the error stands for, by kind and server: itself, or each key of a
     /// call that failed in part.
+    #[cfg_attr(not(feature = "metrics"), allow(dead_code))]
     fn each_failure(&self, counted: &mut dyn FnMut(&'static str, Option<&str>)) {
         counted(self.kind(), self.server());
     }

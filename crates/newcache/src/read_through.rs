@@ -271,8 +271,9 @@ async fn lease_after_loss<I: Io>(io: &I, lease_key: &[u8], token: &[u8]) -> Leas
     }
 }
 
-/// A `get_or_set` loader running: one that panics is counted as a failed run (it was not
-/// counted at all: an outside audit).
+/// A `get_or_set` loader running: one that panics, or whose call is dropped before it
+/// finishes (a timeout around an async `get_or_set`), is counted as a failed run (neither
+/// was counted at all: outside audits).
 struct LoaderRun<'a> {
     observer: &'a crate::observe::Observer,
     started: Instant,
@@ -281,7 +282,7 @@ struct LoaderRun<'a> {
 
 impl Drop for LoaderRun<'_> {
     fn drop(&mut self) {
-        if !self.done && std::thread::panicking() {
+        if !self.done {
             self.observer.loader(self.started.elapsed(), true);
         }
     }

@@ -232,3 +232,87 @@ fn free_port() -> u16 {
         .unwrap()
         .port()
 }
+
+/// What another outside audit found miscounted: loaders whose async `get_or_set` was
+/// dropped mid-load (a timeout around it) counted no run; a call dropped while its caller
+/// panicked elsewhere (another branch of a `join!`) was `panicked`, though nothing of
+/// newcache's panicked; `decr_version` was labelled `incr_version`.
+#[cfg(feature = "tokio")]
+#[test]
+fn cut_loaders_a_callers_panic_and_decr_version_are_counted_as_such() {
+    let server = Memcached::start();
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let recorder = PrometheusBuilder::new().build_recorder();
+    let prometheus = recorder.handle();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    metrics::with_local_recorder(&recorder, || {
+        let url = format!("newcache://{}/?name=cut", server.addr());
+        let cache = rt
+            .block_on(async { newcache::AsyncCache::from_url(&url) })
+            .unwrap();
+        rt.block_on(async {
+            for i in 0..3 {
+                let got = tokio::time::timeout(
+                    std::time::Duration::from_millis(50),
+                    cache.get_or_set(&format!("slow{i}"), 60, || async {
+                        tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+                        1u32
+                    }),
+                )
+                .await;
+                assert!(got.is_err(), "the caller gave up first");
+            }
+        });
+        let hung = rt
+            .block_on(async {
+                Cache::builder()
+                    .servers([silent.local_addr().unwrap().to_string()])
+                    .name("elsewhere")
+                    .build_async()
+            })
+            .unwrap();
+        let unwound = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            rt.block_on(async {
+                let _ = tokio::join!(hung.get::<String>("k"), async {
+                    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                    panic!("the caller's own panic")
+                });
+            })
+        }));
+        assert!(unwound.is_err());
+        let blocking = Cache::from_url(&url).unwrap();
+        blocking.set("v", "x", Ttl::Seconds(60)).unwrap();
+        assert_eq!(blocking.decr_version("v", 1).unwrap(), 0);
+    });
+    let s = samples(&prometheus.render());
+    let get = |series: &str| s.get(series).copied();
+    assert_eq!(
+        get(r#"newcache_loader_runs_total{cache="cut"}"#),
+        Some(3.0),
+        "{s:?}"
+    );
+    assert_eq!(
+        get(r#"newcache_loader_errors_total{cache="cut"}"#),
+        Some(3.0),
+        "{s:?}"
+    );
+    assert_eq!(
+        get(r#"newcache_operations_total{cache="elsewhere",op="get",outcome="cancelled"}"#),
+        Some(1.0),
+        "{s:?}"
+    );
+    assert_eq!(
+        get(r#"newcache_operations_total{cache="elsewhere",op="get",outcome="panicked"}"#),
+        None,
+        "{s:?}"
+    );
+    assert_eq!(
+        get(r#"newcache_operations_total{cache="cut",op="decr_version",outcome="ok"}"#),
+        Some(1.0),
+        "{s:?}"
+    );
+    drop(silent);
+}
