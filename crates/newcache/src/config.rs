@@ -531,6 +531,16 @@ mod tests {
             ),
             ("redis://:hunter2@h", "must start with newcache://"),
             ("newcache://admin:hunter2@h/#x", "has a fragment"),
+            // A '?' in the password split it off as the query: the rest was shown.
+            (
+                "memcached://admin:hun?ter2@127.0.0.1/",
+                "must start with newcache://",
+            ),
+            ("redis://:hun?ter2@h", "must start with newcache://"),
+            (
+                "newcache://admin:hun?ter2@127.0.0.1/",
+                "credentials do not go before the host",
+            ),
             ("newcache://a/?herd_timeout=16382", "is over 16381 s"),
             (
                 "newcache://a/?herd_timeout=99999999999",
@@ -567,6 +577,10 @@ mod tests {
             let err = Config::from_url(url).unwrap_err().to_string();
             assert!(err.contains(needle), "{url}: {err}");
             assert!(!err.contains("hunter2"), "the password is shown: {err}");
+            assert!(
+                !err.contains("ter2") && !err.contains(":hun"),
+                "a part of the password is shown: {err}"
+            );
         }
         // Turning herd protection off makes a zero herd timeout harmless.
         assert!(Config::from_url("newcache://a/?herd=off&herd_timeout=0").is_ok());

@@ -45,6 +45,19 @@ pub(super) fn parse_ttl(name: &str, value: &str) -> Result<Ttl> {
 /// messages (a URL of another scheme, or with a fragment, was shown whole, password and
 /// all: an outside audit).
 fn redacted(url: &str) -> String {
+    // Credentials go up to the last '@' before the path: a password may hold a '?' (the
+    // query was split off at it, and the rest of the password shown: a review).
+    let (authority, path) = match url.find("/?") {
+        Some(at) => url.split_at(at),
+        None => (url, ""),
+    };
+    if let Some((before, host)) = authority.rsplit_once('@') {
+        let shown = match before.split_once("://") {
+            Some((scheme, _)) => format!("{scheme}://<credentials>@{host}"),
+            None => format!("<credentials>@{host}"),
+        };
+        return format!("{shown}{}", redacted(path));
+    }
     let (head, query) = match url.split_once('?') {
         Some((head, query)) => (head, Some(query)),
         None => (url, None),
@@ -242,6 +255,14 @@ impl Config {
                 redacted(url)
             ))
         })?;
+        // Credentials before a host, which may hold a '?' (it would split the server list
+        // inside the password, and the server's error show a part of it: a review).
+        let authority = rest.find("/?").map_or(rest, |at| rest.split_at(at).0);
+        if let Some((_, host)) = authority.rsplit_once('@') {
+            return Err(bad(format_args!(
+                "server \"<credentials>@{host}\": credentials do not go before the host; give username= and password= parameters (SASL, with binary=true)"
+            )));
+        }
         let (hosts, query) = match rest.split_once('?') {
             Some((h, q)) => (h, q),
             None => (rest, ""),
