@@ -1038,6 +1038,24 @@ fn the_first_call_after_a_server_restart_opens_a_new_connection() {
                 "{flavor}, round {round}: a restarted server is empty"
             );
         }
+        // The same for a burst of callers (queued, not the lone caller's path): it was
+        // written whole onto the dead connection and failed whole (an outside audit).
+        let burst = |what: &str| {
+            let got = rt.block_on(async {
+                let calls = (0..8).map(|i| {
+                    let cache = cache.clone();
+                    async move { cache.set(&format!("b{i}"), "v", Ttl::Seconds(60)).await }
+                });
+                futures_join(calls.map(|call| tokio::spawn(call))).await
+            });
+            let failed = got.iter().filter(|r| r.is_err()).count();
+            assert_eq!(failed, 0, "{flavor}, {what}: {got:?}");
+        };
+        burst("before");
+        server.kill();
+        server.restart();
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        burst("after a restart");
     }
 }
 
