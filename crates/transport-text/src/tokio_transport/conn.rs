@@ -940,6 +940,14 @@ impl Handle {
     /// ([`Conn::mark_abandoned`]).
     pub(super) fn mark_abandoned(&self) {
         self.conn.mark_abandoned(Who::now(), self);
+        // Its job may have been answered already, nothing left in flight: the note then
+        // stayed until the connection's next request, and the handle in it kept the
+        // connection and its task open after the transport was dropped (an outside audit:
+        // 2.8% of caches dropped after cancelled calls, for good with `idle_timeout=0`).
+        let st = self.conn.lock();
+        if st.clear() || st.fatal.is_some() {
+            self.conn.clear_abandoned();
+        }
     }
 
     /// `n` opaque tokens in a row; the first is returned.
