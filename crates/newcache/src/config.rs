@@ -143,7 +143,9 @@ pub struct Config {
     pub read_timeout: Duration,
     /// Write timeout, default 500 ms (see `read_timeout` for libmemcached).
     pub write_timeout: Duration,
-    /// Idle connections kept per server, default 16. Text transport.
+    /// Idle connections kept per server, default 16. The blocking text transport's pool;
+    /// `AsyncCache`'s connections (`async_connections`, or on servers without meta up to
+    /// `max_connections`, one request at a time each) stay open until `idle_timeout`.
     pub max_idle_per_server: usize,
     /// Connections open at once per server (`max_connections`), default 64; callers wait
     /// for one up to the read timeout. 0: no cap. The libmemcached transports keep this

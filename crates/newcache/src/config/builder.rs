@@ -193,7 +193,8 @@ impl Builder {
         self
     }
 
-    /// Idle connections kept per server (default 16). Text transport.
+    /// Idle connections kept per server (default 16): the blocking text transport's pool
+    /// (`AsyncCache`'s connections stay open until `idle_timeout`).
     pub fn max_idle_per_server(mut self, n: usize) -> Self {
         self.config.max_idle_per_server = n;
         self
