@@ -45,18 +45,10 @@ pub(super) fn parse_ttl(name: &str, value: &str) -> Result<Ttl> {
 /// messages (a URL of another scheme, or with a fragment, was shown whole, password and
 /// all: an outside audit).
 fn redacted(url: &str) -> String {
-    // Credentials go up to the last '@' before the path: a password may hold a '?' (the
-    // query was split off at it, and the rest of the password shown: a review).
-    let (authority, path) = match url.find("/?") {
-        Some(at) => url.split_at(at),
-        None => (url, ""),
-    };
-    if let Some((before, host)) = authority.rsplit_once('@') {
-        let shown = match before.split_once("://") {
-            Some((scheme, _)) => format!("{scheme}://<credentials>@{host}"),
-            None => format!("<credentials>@{host}"),
-        };
-        return format!("{shown}{}", redacted(path));
+    // A password may hold '?' or '/' and split where the host or the query seems to begin:
+    // no part of such a URL is shown (parts of passwords were: two reviews).
+    if has_credentials(url) {
+        return "(not shown: it holds credentials before the host)".into();
     }
     let (head, query) = match url.split_once('?') {
         Some((head, query)) => (head, Some(query)),
@@ -80,6 +72,19 @@ fn redacted(url: &str) -> String {
         })
         .collect();
     format!("{head}?{}", query.join("&"))
+}
+
+/// Whether `url` holds an '@' anywhere but in a query parameter's value (`username=a@b`):
+/// credentials before the host (`user:password@host`), in any scheme, whatever the
+/// password holds ('?', '/', '=').
+fn has_credentials(url: &str) -> bool {
+    let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
+    let (hosts, query) = rest.split_once('?').unwrap_or((rest, ""));
+    hosts.contains('@')
+        || query.split('&').any(|pair| {
+            let name = pair.split_once('=').map_or(pair, |(name, _)| name);
+            name.contains('@')
+        })
 }
 
 pub(super) fn percent_decode(name: &str, s: &str) -> Result<String> {
@@ -255,13 +260,13 @@ impl Config {
                 redacted(url)
             ))
         })?;
-        // Credentials before a host, which may hold a '?' (it would split the server list
-        // inside the password, and the server's error show a part of it: a review).
-        let authority = rest.find("/?").map_or(rest, |at| rest.split_at(at).0);
-        if let Some((_, host)) = authority.rsplit_once('@') {
-            return Err(bad(format_args!(
-                "server \"<credentials>@{host}\": credentials do not go before the host; give username= and password= parameters (SASL, with binary=true)"
-            )));
+        // Credentials before a host, which may hold a '?' or a '/' (they split the server
+        // list inside the password, and the server's error showed a part of it: two
+        // reviews). Not shown at all.
+        if has_credentials(url) {
+            return Err(bad(
+                "the URL holds credentials before the host (user:password@host), which is not shown; credentials go in username= and password= parameters (SASL, with binary=true)",
+            ));
         }
         let (hosts, query) = match rest.split_once('?') {
             Some((h, q)) => (h, q),
