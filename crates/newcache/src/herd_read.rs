@@ -364,11 +364,11 @@ impl Core {
             // unique made the early refresh's `cas` fail (another audit: 5 of 9 refreshes
             // loaded twice in one process, and 5 of 13 loaded values were thrown away).
             StaleAction::RecomputeEarly | StaleAction::ReinsertBare { .. }
-                if self.refreshing(wire, false) =>
+                if self.refreshing(wire) =>
             {
                 StaleAction::Serve
             }
-            StaleAction::Claim { .. } if self.refreshing(wire, true) => StaleAction::Serve,
+            StaleAction::Claim { .. } if self.refreshing_item(wire, item.cas) => StaleAction::Serve,
             action => action,
         };
         let event = match &action {

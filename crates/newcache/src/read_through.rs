@@ -51,6 +51,8 @@ pub(crate) struct Flight {
     refresh: bool,
     /// When its leader began.
     began: Instant,
+    /// The unique of the item a refresh read, when it had one: the item it stores over.
+    read_cas: Option<u64>,
     landed: Mutex<Landed>,
     finished: Condvar,
     /// Wakes async waiters (feature `tokio`).
@@ -73,10 +75,11 @@ pub(crate) enum Landed {
 }
 
 impl Flight {
-    fn new(refresh: bool) -> Flight {
+    fn new(refresh: bool, read_cas: Option<u64>) -> Flight {
         Flight {
             refresh,
             began: Instant::now(),
+            read_cas,
             landed: Mutex::default(),
             finished: Condvar::new(),
             #[cfg(feature = "tokio")]
@@ -346,7 +349,12 @@ impl Core {
 
     /// The flight of `wire`'s load in this process, and whether this caller leads it (it
     /// was not flying: the caller must end it, [`FlightGuard`]).
-    fn flight(&self, wire: &[u8], refresh: bool) -> Result<(Arc<Flight>, bool)> {
+    fn flight(
+        &self,
+        wire: &[u8],
+        refresh: bool,
+        read_cas: Option<u64>,
+    ) -> Result<(Arc<Flight>, bool)> {
         let mut flights = self
             .flights
             .lock()
@@ -354,7 +362,7 @@ impl Core {
         Ok(match flights.get(wire) {
             Some(f) => (f.clone(), false),
             None => {
-                let f = Arc::new(Flight::new(refresh));
+                let f = Arc::new(Flight::new(refresh, read_cas));
                 flights.insert(wire.to_vec(), f.clone());
                 (f, true)
             }
@@ -374,17 +382,35 @@ impl Core {
         Ok(())
     }
 
-    /// Whether a `get_or_set` in this process is loading `wire` now; `stale`: refreshing a
-    /// stale value it read, for less than `lease_wait` (a cold load's waiter that then reads
-    /// another process's stale value must claim it: that value is no load's of this
-    /// process; and a refresh slower than `lease_wait` is taken for hung, as its waiters
-    /// take it, so that a reader past the expiry claims it and loads).
-    pub(crate) fn refreshing(&self, wire: &[u8], stale: bool) -> bool {
-        self.flights.lock().is_ok_and(|flights| {
-            flights.get(wire).is_some_and(|flight| {
-                !stale || (flight.refresh && flight.began.elapsed() < self.config.lease_wait)
-            })
-        })
+    /// Whether a `get_or_set` in this process is loading `wire` now.
+    pub(crate) fn refreshing(&self, wire: &[u8]) -> bool {
+        self.flights
+            .lock()
+            .is_ok_and(|flights| flights.contains_key(wire))
+    }
+
+    /// Whether a `get_or_set` in this process refreshes the item of `wire` whose unique is
+    /// `cas` (read past its soft expiry), so that a reader is served it rather than claim
+    /// it for a second load: a refresh flight run by this thread (its loader reads its key:
+    /// served the old value, not a nested load; a review), or a refresh of that very item (a cold
+    /// load's waiter that then reads another process's stale value must claim it; an item
+    /// invalidated since the refresh read it is no longer the one it stores over, and its
+    /// claim goes to one more reader at once: a review saw 2.4 s of the invalidated value
+    /// served) that has run for less than `lease_wait` (slower, it is taken for hung, as
+    /// its waiters take it).
+    pub(crate) fn refreshing_item(&self, wire: &[u8], cas: Option<u64>) -> bool {
+        let Some(young) = self.flights.lock().ok().and_then(|flights| {
+            flights
+                .get(wire)
+                .filter(|flight| flight.refresh)
+                .map(|flight| {
+                    flight.began.elapsed() < self.config.lease_wait
+                        && (flight.read_cas.is_none() || flight.read_cas == cas)
+                })
+        }) else {
+            return false;
+        };
+        young || crate::reentry::loading_here(&self.flights, wire)
     }
 }
 
@@ -453,7 +479,11 @@ impl Core {
                 // landed re-stores it too, so without the flight each of them loaded (an
                 // outside audit: 32 of 32 tasks).
                 Fetched::Recompute(over @ (Over::Item(_) | Over::Any | Over::Restored)) => {
-                    let (flight, leader) = self.flight(&wire, true)?;
+                    let read_cas = match over {
+                        Over::Item(cas) => Some(cas),
+                        _ => None,
+                    };
+                    let (flight, leader) = self.flight(&wire, true, read_cas)?;
                     if !leader {
                         self.not_its_own(&wire, key)?;
                         // Its value then, or (a leader slower than `lease_wait`, or hung)
@@ -521,7 +551,7 @@ impl Core {
             // take the load over themselves: with a loader slower than the lease, that made
             // one more load per lease in this process, and ran a failing loader once per
             // caller in turn (an outside audit: 16 runs by 16 threads, the last after 48 s).
-            let (flight, leader) = self.flight(&wire, false)?;
+            let (flight, leader) = self.flight(&wire, false, None)?;
             if !leader {
                 self.not_its_own(&wire, key)?;
                 let waited = Instant::now();

@@ -773,6 +773,58 @@ fn an_early_refresh_slower_than_lease_wait_leaves_the_expired_value_to_a_claim()
     assert_eq!(leader.join().unwrap(), 2);
 }
 
+/// An invalidation while an early refresh loads hands the value to one more reader at once:
+/// that refresh read the value from before it, and its store will not land. Served the
+/// invalidated value while the refresh ran, readers waited up to `lease_wait` for nothing
+/// (a review: 2.4 s).
+#[test]
+fn an_invalidation_during_an_early_refresh_goes_to_the_next_reader_at_once() {
+    let e = early_with_x();
+    let (leader, started_rx, release_tx) = early_refresh_held(&e);
+    started_rx
+        .recv_timeout(Duration::from_secs(10))
+        .expect("an early refresh started");
+    assert!(e.cache.invalidate("x").unwrap());
+    assert_eq!(e.cache.get::<u32>("x").unwrap(), None, "this reader claims it");
+    assert_eq!(e.cache.get::<u32>("x").unwrap(), Some(1), "the others are served");
+    release_tx.send(()).unwrap();
+    assert_eq!(leader.join().unwrap(), 2);
+}
+
+/// A refresh's loader slower than `lease_wait` that reads its own key past the expiry is
+/// served the old value: it was taken for hung, and the inner call claimed the value and
+/// ran a nested load (a review: 2 loads, the outer value thrown away).
+#[test]
+fn a_slow_refresh_loader_reading_its_own_key_is_served_the_old_value() {
+    let e = early_with_x_and("&lease_wait=300");
+    e.clock.advance_millis(9_900);
+    let runs = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let (cache, clock, counter) = (e.cache.clone(), e.clock.clone(), runs.clone());
+    let mut inner = None;
+    for _ in 0..200 {
+        let mut ran = false;
+        let v = cache
+            .get_or_set("x", Ttl::Seconds(10), || {
+                ran = true;
+                counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                clock.advance_millis(200);
+                std::thread::sleep(Duration::from_millis(400));
+                inner = Some(cache.get_or_set("x", Ttl::Seconds(10), || {
+                    counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    7u32
+                }));
+                2u32
+            })
+            .unwrap();
+        if ran {
+            assert_eq!(v, 2);
+            break;
+        }
+    }
+    assert!(matches!(inner, Some(Ok(1))), "{inner:?}");
+    assert_eq!(runs.load(std::sync::atomic::Ordering::SeqCst), 1);
+}
+
 /// Starts a thread reading `x` through `get_or_set` 100 ms before its soft expiry until a
 /// read draws an early refresh, whose loader then waits to be released (and gives 2): the
 /// thread (its value), the loader's start, the release.
