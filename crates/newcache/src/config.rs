@@ -547,6 +547,16 @@ mod tests {
             ("newcache://admin:se/?cret2@h/", "credentials before the host"),
             ("memcached://admin:se/?cret2@h/", "must start with newcache://"),
             ("newcache://u:p=w?ter2@h/", "credentials before the host"),
+            // A '?' in the password followed by name=value (a review), a literal '&'.
+            ("newcache://admin:hunter2?a=b@127.0.0.1/", "credentials before the host"),
+            ("newcache://admin:hun?ter=2@h/", "credentials before the host"),
+            ("newcache://admin:hun&ter2?x=y@h/", "credentials before the host"),
+            ("memcached://admin:hun?ter=2@h/", "must start with newcache://"),
+            ("redis://:pw?x=hunter2@h", "must start with newcache://"),
+            ("newcache://admin:hunter2?a=b@h/#x", "has a fragment"),
+            ("newcache://h/?binary=true&username=u&password=hun&ter2", "not shown"),
+            ("newcache://h/?binary=true&username=u&password=hun&ter2=x", "not shown"),
+            ("newcache://h/?binary=true&username=u&password=hunter2%ff", "not UTF-8"),
             ("newcache://a/?herd_timeout=16382", "is over 16381 s"),
             (
                 "newcache://a/?herd_timeout=99999999999",

@@ -552,7 +552,7 @@ impl Cache {
     /// flight too, and one of the waiters loads next. A loader that calls `get_or_set` of
     /// its own key (on this cache, or another built from the same URL) where that call would
     /// wait for the very load it runs in (the key cold) gets [`Error::Reentrant`] from it;
-    /// on a refresh the inner call is served the old value, as any other. `E` is the loader's error type, which must take the cache's errors
+    /// on a refresh the inner call goes on as any reader's (docs/herd.md). `E` is the loader's error type, which must take the cache's errors
     /// too.
     pub fn get_or_try_set<T, E, F>(
         &self,

@@ -74,17 +74,81 @@ fn redacted(url: &str) -> String {
     format!("{head}?{}", query.join("&"))
 }
 
-/// Whether `url` holds an '@' anywhere but in a query parameter's value (`username=a@b`):
+/// The parameters a URL takes (and `behaviors.NAME`).
+const PARAMETERS: [&str; 35] = [
+    "flavor",
+    "version",
+    "name",
+    "herd_timeout",
+    "herd",
+    "lease_wait",
+    "early_beta",
+    "timeout",
+    "key_function",
+    "key_prefix",
+    "transport",
+    "binary",
+    "connect_timeout",
+    "read_timeout",
+    "write_timeout",
+    "max_idle",
+    "max_connections",
+    "idle_timeout",
+    "async_connections",
+    "async_queue",
+    "protocol",
+    "item_size_limit",
+    "codec",
+    "compress_threshold",
+    "min_compress_len",
+    "inflate_limit",
+    "envelope",
+    "username",
+    "password",
+    "tls",
+    "tls_ca",
+    "tls_cert",
+    "tls_key",
+    "tls_server_name",
+    "behaviors",
+];
+
+/// Whether `pair` is `name=value` with `name` one of [`PARAMETERS`] (or `behaviors.NAME`).
+fn is_parameter(pair: &str) -> bool {
+    pair.split_once('=').is_some_and(|(name, _)| {
+        PARAMETERS.contains(&name)
+            || name.strip_prefix("behaviors.").is_some_and(|b| {
+                !b.is_empty() && b.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'_')
+            })
+    })
+}
+
+/// Whether `url` holds an '@' anywhere but in a parameter's value (`username=a@b`):
 /// credentials before the host (`user:password@host`), in any scheme, whatever the
-/// password holds ('?', '/', '=').
+/// password holds. The query begins at the first '?' that a parameter follows: a '?' in a
+/// password, even one followed by `a=b`, is not taken for it (a password was shown whole
+/// through a server's error: reviews).
 fn has_credentials(url: &str) -> bool {
     let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
-    let (hosts, query) = rest.split_once('?').unwrap_or((rest, ""));
+    let mut start = None;
+    for (at, _) in rest.match_indices('?') {
+        let after = rest.get(at + 1..).unwrap_or("");
+        if is_parameter(after.split('&').next().unwrap_or("")) {
+            start = Some(at);
+            break;
+        }
+    }
+    let (hosts, query) = match start {
+        Some(at) => (
+            rest.get(..at).unwrap_or(rest),
+            rest.get(at + 1..).unwrap_or(""),
+        ),
+        None => (rest, ""),
+    };
     hosts.contains('@')
-        || query.split('&').any(|pair| {
-            let name = pair.split_once('=').map_or(pair, |(name, _)| name);
-            name.contains('@')
-        })
+        || query
+            .split('&')
+            .any(|pair| !is_parameter(pair) && pair.contains('@'))
 }
 
 pub(super) fn percent_decode(name: &str, s: &str) -> Result<String> {
@@ -115,7 +179,11 @@ pub(super) fn percent_decode(name: &str, s: &str) -> Result<String> {
             }
         }
     }
-    String::from_utf8(out).map_err(|_| bad(format_args!("{name}: {s:?} is not UTF-8")))
+    String::from_utf8(out).map_err(|_| match name {
+        // Shown, the password was (a review).
+        "password" => bad("password: not UTF-8 once decoded (the value is not shown)"),
+        _ => bad(format_args!("{name}: {s:?} is not UTF-8")),
+    })
 }
 
 /// Checks a server entry: `host`, `host:port`, or `[v6]:port`; or a unix-domain socket,
@@ -283,7 +351,14 @@ impl Config {
             } else {
                 hosts
                     .split([';', ','])
-                    .map(parse_server)
+                    .map(|entry| {
+                        // A URL with an '@' anywhere may have a password where the servers
+                        // seem to be: the entry is not shown then.
+                        parse_server(entry).map_err(|e| match url.contains('@') {
+                            true => bad("a server entry is malformed (not shown: the URL holds an '@', which may belong to a password)"),
+                            false => e,
+                        })
+                    })
                     .collect::<Result<_>>()?
             },
             ..Config::default()
@@ -294,9 +369,21 @@ impl Config {
         let mut key_function: Option<String> = None;
         let mut key_prefix: Option<String> = None;
         for pair in query.split('&').filter(|p| !p.is_empty()) {
-            let (name, raw) = pair
-                .split_once('=')
-                .ok_or_else(|| bad(format_args!("parameter {pair:?} has no value (name=value)")))?;
+            // After a password, a piece that is no parameter may be the rest of a password
+            // holding a literal '&': not shown (it was: a review).
+            let hidden = seen.iter().any(|s| s == "password") && !is_parameter(pair);
+            let (name, raw) = pair.split_once('=').ok_or_else(|| {
+                if hidden {
+                    bad("a parameter after password= has no value (not shown: it may be part of the password; write & in a value as %26)")
+                } else {
+                    bad(format_args!("parameter {pair:?} has no value (name=value)"))
+                }
+            })?;
+            if hidden {
+                return Err(bad(
+                    "an unknown parameter after password= (not shown: it may be part of the password; write & in a value as %26)",
+                ));
+            }
             let value = percent_decode(name, raw)?;
             let value = value.as_str();
             if seen.iter().any(|s| s == name) {
