@@ -40,29 +40,19 @@ pub(super) fn parse_ttl(name: &str, value: &str) -> Result<Ttl> {
     }
 }
 
-/// `url` with the value of its `password` parameter replaced by `***`, and credentials
-/// before a host (`user:password@host`, in any scheme) by `<credentials>`, for error
-/// messages (a URL of another scheme, or with a fragment, was shown whole, password and
-/// all: an outside audit).
+/// `url` with the value of its `password` parameter replaced by `***`, for error
+/// messages; a URL with credentials before the host (`user:password@host`, in any scheme)
+/// is not shown at all (one of another scheme, or with a fragment, was shown whole,
+/// password and all: an outside audit).
 fn redacted(url: &str) -> String {
     // A password may hold '?' or '/' and split where the host or the query seems to begin:
     // no part of such a URL is shown (parts of passwords were: two reviews).
     if has_credentials(url) {
         return "(not shown: it holds credentials before the host)".into();
     }
-    let (head, query) = match url.split_once('?') {
-        Some((head, query)) => (head, Some(query)),
-        None => (url, None),
-    };
-    let head = match head.rsplit_once('@') {
-        Some((before, host)) => match before.split_once("://") {
-            Some((scheme, _)) => format!("{scheme}://<credentials>@{host}"),
-            None => format!("<credentials>@{host}"),
-        },
-        None => head.to_string(),
-    };
-    let Some(query) = query else {
-        return head;
+    // Past that check, nothing before the query holds an '@'.
+    let Some((head, query)) = url.split_once('?') else {
+        return url.to_string();
     };
     let query: Vec<String> = query
         .split('&')
