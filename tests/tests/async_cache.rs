@@ -30,8 +30,14 @@ fn runtime() -> tokio::runtime::Runtime {
 /// A blocking and an async cache on `server` with the same URL parameters and one manual
 /// clock.
 fn both(server: &Memcached, params: &str) -> (Cache, AsyncCache, ManualClock) {
-    let url = format!("newcache://{}/?flavor=t&{params}", server.addr());
     let clock = ManualClock::at_secs(newcache::Clock::now_secs(&newcache::SystemClock));
+    let (cache, async_cache) = both_on(server, params, &clock);
+    (cache, async_cache, clock)
+}
+
+/// [`both`], on a clock of the caller's.
+fn both_on(server: &Memcached, params: &str, clock: &ManualClock) -> (Cache, AsyncCache) {
+    let url = format!("newcache://{}/?flavor=t&{params}", server.addr());
     let cache = Builder::from_url(&url)
         .unwrap()
         .clock(Arc::new(clock.clone()))
@@ -42,7 +48,7 @@ fn both(server: &Memcached, params: &str) -> (Cache, AsyncCache, ManualClock) {
         .clock(Arc::new(clock.clone()))
         .build_async()
         .unwrap();
-    (cache, async_cache, clock)
+    (cache, async_cache)
 }
 
 #[test]
@@ -1097,17 +1103,7 @@ fn the_caches_of_one_process_share_their_single_flights() {
     let rt = runtime();
     let params = "herd=reinsert&herd_timeout=60";
     let (cache, ac, clock) = both(&server, params);
-    let url = format!("newcache://{}/?flavor=t&{params}", server.addr());
-    let twin = Builder::from_url(&url)
-        .unwrap()
-        .clock(Arc::new(clock.clone()))
-        .build()
-        .unwrap();
-    let async_twin = Builder::from_url(&url)
-        .unwrap()
-        .clock(Arc::new(clock.clone()))
-        .build_async()
-        .unwrap();
+    let (twin, async_twin) = both_on(&server, params, &clock);
     let loads = AtomicUsize::new(0);
     let load = || {
         loads.fetch_add(1, Ordering::SeqCst);
@@ -1325,13 +1321,15 @@ fn a_cache_dropped_after_a_call_abandoned_with_its_reply_in_closes_its_connectio
         drop(cache);
         // Closed within moments (a loaded machine may take a while to run the close).
         let until = Instant::now() + Duration::from_secs(5);
-        while server.stat("curr_connections") != before && Instant::now() < until {
+        while server.stat("curr_connections") > before && Instant::now() < until {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     });
-    assert_eq!(
-        server.stat("curr_connections"),
-        before,
-        "the dropped cache's connection is closed"
+    // At most as many as before the cache (which may have counted a connection of the
+    // server's start-up check not yet closed: 2 before, 1 after, in a loaded run).
+    let after = server.stat("curr_connections");
+    assert!(
+        after <= before,
+        "the dropped cache's connection is closed: {after} > {before}"
     );
 }
