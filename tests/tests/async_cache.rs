@@ -1303,21 +1303,28 @@ fn a_cache_dropped_after_a_call_abandoned_with_its_reply_in_closes_its_connectio
             .unwrap();
         cache.set("k", "v", Ttl::Seconds(60)).await.unwrap();
         // Two callers at once: the first writes and reads its own (the direct path), the
-        // second's request is queued behind it.
-        let mut first = Box::pin(cache.get::<String>("k"));
-        let mut second = Box::pin(cache.get::<String>("k"));
-        std::future::poll_fn(|cx| {
-            for call in [first.as_mut(), second.as_mut()] {
-                let polled = std::future::Future::poll(call, cx);
-                assert!(polled.is_pending(), "sent, not answered yet");
+        // second's request is queued behind it. Both sent and not yet answered at their
+        // first poll, which a quick reply can beat: tried again then.
+        let mut set_up = false;
+        for _ in 0..20 {
+            let mut first = Box::pin(cache.get::<String>("k"));
+            let mut second = Box::pin(cache.get::<String>("k"));
+            let pending = std::future::poll_fn(|cx| {
+                let first = std::future::Future::poll(first.as_mut(), cx).is_pending();
+                let second = std::future::Future::poll(second.as_mut(), cx).is_pending();
+                std::task::Poll::Ready(first && second)
+            })
+            .await;
+            // The replies come in meanwhile; the callers never take them.
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            drop(second);
+            drop(first);
+            if pending {
+                set_up = true;
+                break;
             }
-            std::task::Poll::Ready(())
-        })
-        .await;
-        // The replies come in meanwhile; the callers never take them.
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        drop(second);
-        drop(first);
+        }
+        assert!(set_up, "two calls were never both in flight");
         drop(cache);
         // Closed within moments (a loaded machine may take a while to run the close).
         let until = Instant::now() + Duration::from_secs(5);
