@@ -1,17 +1,18 @@
 //! TLS to memcached (`-Z`) with certificates made here: the facade over a verified
 //! connection (meta and classic), a client certificate, the conformance suite over TLS, and
-//! the failures (wrong CA, wrong name, a plain server, bad settings) as typed errors.
+//! the failures (wrong CA, wrong name, a plain server, bad settings) as typed errors; the
+//! same for the async cache and its tokio transport, and its pipelining over TLS.
 #![cfg(feature = "tls")]
 
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use newcache::{Cache, Ttl};
+use newcache::{AsyncCache, Cache, Ttl};
 use newcache_testkit::proxy::{FaultProxy, Faults};
 use newcache_testkit::Memcached;
-use newcache_tests::ServerFixture;
-use newcache_transport_text::{TextConfig, TextTransport, TlsConfig};
+use newcache_tests::{BlockingAdapter, ServerFixture};
+use newcache_transport_text::{TextConfig, TextTransport, TlsConfig, TokioTextTransport};
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
 
 /// The PEM files of one test process: a CA, a server certificate for localhost and
@@ -50,7 +51,10 @@ fn write_leaf(dir: &Path, name: &str, names: &[&str], ca: &(rcgen::Certificate, 
 fn pki() -> &'static Pki {
     static PKI: OnceLock<Pki> = OnceLock::new();
     PKI.get_or_init(|| {
-        let dir = std::env::temp_dir().join(format!("newcache-tls-{}", std::process::id()));
+        // Under the target directory (cargo's per-test scratch space), not the system's
+        // temporary directory, where each run left a directory of keys behind.
+        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+            .join(format!("newcache-tls-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let ca = write_ca(&dir, "ca");
         write_ca(&dir, "other-ca");
@@ -285,4 +289,273 @@ fn a_tls_server_that_trickles_is_given_up_within_the_timeouts() {
     let took = started.elapsed();
     assert!(got.is_err(), "{:?}", got.map(|v| v.map(|v| v.len())));
     assert!(took < Duration::from_millis(1300), "{took:?}");
+}
+
+// The async cache and its tokio transport over TLS: the same checks as above, and the
+// pipelining that only the async transport does (many tasks' requests in one write, their
+// replies in one read, over one connection).
+
+fn multi_thread_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+async fn exercise_async(cache: &AsyncCache) {
+    cache
+        .set("greeting", "hello", Ttl::Seconds(60))
+        .await
+        .unwrap();
+    assert_eq!(
+        cache.get::<String>("greeting").await.unwrap().as_deref(),
+        Some("hello")
+    );
+    cache.set("n", &5u64, Ttl::Seconds(60)).await.unwrap();
+    assert_eq!(cache.incr("n", 3).await.unwrap(), 8);
+    // Larger than rustls' 64 KB of plaintext it takes at once, and than a TLS record.
+    let big = "x".repeat(300_000);
+    cache.set("big", &big, Ttl::Seconds(60)).await.unwrap();
+    let many = cache
+        .get_many::<_, String>(&["greeting", "big", "missing"])
+        .await
+        .unwrap()
+        .into_complete()
+        .unwrap();
+    assert_eq!(many.len(), 2);
+    assert_eq!(many.get("big"), Some(&big));
+    assert!(cache.delete("greeting").await.unwrap());
+    assert_eq!(cache.get::<String>("greeting").await.unwrap(), None);
+}
+
+#[test]
+fn an_async_cache_over_verified_tls_carries_every_operation() {
+    let server = tls_server();
+    let rt = multi_thread_runtime();
+    for protocol in ["auto", "classic"] {
+        let url = url(&server.tls_addr(), &format!("&protocol={protocol}"));
+        rt.block_on(async {
+            let cache = AsyncCache::from_url(&url).unwrap();
+            exercise_async(&cache).await;
+            // What the blocking cache wrote over TLS, the async one reads, and back.
+            let blocking = Cache::from_url(&url).unwrap();
+            blocking
+                .set("shared", "from Cache", Ttl::Seconds(60))
+                .unwrap();
+            assert_eq!(
+                cache.get::<String>("shared").await.unwrap().as_deref(),
+                Some("from Cache")
+            );
+        });
+        // Stored for real: the plain port of the same server sees the items.
+        assert!(server.stat("curr_items") >= 3);
+    }
+    assert_eq!(server.stat("ssl_handshake_errors"), 0);
+}
+
+/// 64 tasks at once on one TLS connection, each reading back values of its own (some
+/// larger than a TLS record): every answer is its own request's, and the requests shared
+/// the connection's writes (fewer writes than requests).
+#[test]
+fn pipelined_tasks_over_one_tls_connection_each_get_their_own_answers() {
+    let server = tls_server();
+    let rt = multi_thread_runtime();
+    let url = url(&server.tls_addr(), "&async_connections=1");
+    rt.block_on(async {
+        let cache = AsyncCache::from_url(&url).unwrap();
+        let tasks: Vec<_> = (0..64)
+            .map(|task| {
+                let cache = cache.clone();
+                tokio::spawn(async move {
+                    for round in 0..20 {
+                        let key = format!("task {task} round {round}");
+                        let value = format!("{key} ").repeat(1 + (task * round) % 3000);
+                        cache.set(&key, &value, Ttl::Seconds(60)).await.unwrap();
+                        let got = cache.get::<String>(&key).await.unwrap();
+                        assert_eq!(got.as_deref(), Some(value.as_str()), "{key}");
+                    }
+                })
+            })
+            .collect();
+        for task in tasks {
+            task.await.unwrap();
+        }
+    });
+    assert_eq!(server.stat("ssl_handshake_errors"), 0);
+    // One connection carried them (and the probe's): not one per task.
+    assert!(
+        server.stat("total_connections") < 10,
+        "{}",
+        server.stat("total_connections")
+    );
+    // The transport's own count: 64 tasks' gets at once went out in fewer writes.
+    let transport = std::sync::Arc::new(
+        TokioTextTransport::new(TextConfig {
+            servers: vec![server.tls_addr()],
+            tls: Some(TlsConfig {
+                ca_file: pki().path("ca.pem"),
+                ..TlsConfig::default()
+            }),
+            ..TextConfig::default()
+        })
+        .unwrap(),
+    );
+    rt.block_on(async {
+        use newcache_transport::{AsyncTransport, Store};
+        let value = vec![b'v'; 20_000];
+        transport
+            .store(&Store::set(b"pipelined", &value, 0, 60))
+            .await
+            .unwrap();
+        let before = transport.io_stats();
+        let gets: Vec<_> = (0..64)
+            .map(|_| {
+                let transport = transport.clone();
+                tokio::spawn(async move { transport.get(b"pipelined").await })
+            })
+            .collect();
+        for got in gets {
+            assert_eq!(got.await.unwrap().unwrap().unwrap().value, value);
+        }
+        let after = transport.io_stats();
+        let (writes, requests) = (
+            after.writes - before.writes,
+            after.requests - before.requests,
+        );
+        assert_eq!(requests, 64);
+        assert!(writes < requests, "{writes} writes for {requests} requests");
+    });
+}
+
+/// The error of an async cache's first request that cannot connect, with its source chain.
+fn async_connect_error(url: &str) -> String {
+    multi_thread_runtime().block_on(async {
+        let cache = AsyncCache::from_url(url).unwrap();
+        let e = cache.get::<String>("k").await.unwrap_err();
+        let newcache::Error::Transport(newcache_transport::Error::Connect { source, .. }) = &e
+        else {
+            panic!("not a connect error: {e:?}");
+        };
+        format!("{e} / {source:?}")
+    })
+}
+
+#[test]
+fn an_async_cache_refuses_servers_whose_certificates_do_not_verify() {
+    let server = tls_server();
+    let other_ca = format!(
+        "newcache://{}/?tls=true&tls_ca={}",
+        server.tls_addr(),
+        pki().path("other-ca.pem").display()
+    );
+    let text = async_connect_error(&other_ca);
+    assert!(text.contains("UnknownIssuer"), "{text}");
+    let text = async_connect_error(&url(
+        &server.tls_addr(),
+        "&tls_server_name=cache.example.com",
+    ));
+    assert!(text.contains("NotValidForName"), "{text}");
+    // No request went out: the server saw no command.
+    assert_eq!(server.stat("cmd_get"), 0);
+}
+
+#[test]
+fn an_async_cache_speaking_tls_to_a_plain_server_fails_without_hanging() {
+    let server = Memcached::start();
+    let started = Instant::now();
+    let text = async_connect_error(&url(&server.addr(), ""));
+    assert!(started.elapsed() < Duration::from_secs(3), "{text}");
+}
+
+#[test]
+fn an_async_cache_takes_the_client_certificate_a_server_asks_for() {
+    let p = pki();
+    let server = Memcached::tls_verifying_clients(
+        &p.path("server.pem"),
+        &p.path("server-key.pem"),
+        &p.path("ca.pem"),
+    );
+    let with_cert = url(
+        &server.tls_addr(),
+        &format!(
+            "&tls_cert={}&tls_key={}",
+            p.path("client.pem").display(),
+            p.path("client-key.pem").display()
+        ),
+    );
+    let rt = multi_thread_runtime();
+    rt.block_on(async {
+        exercise_async(&AsyncCache::from_url(&with_cert).unwrap()).await;
+        // Without one, memcached refuses the handshake (TLS 1.3 reports it on the first read).
+        let cache = AsyncCache::from_url(&url(&server.tls_addr(), "")).unwrap();
+        assert!(cache.get::<String>("k").await.is_err());
+    });
+}
+
+/// Over TLS, the async cache gives up a reply that trickles within the read timeout, and a
+/// trickled handshake within the connect and read timeouts, as the blocking cache does.
+#[test]
+fn an_async_cache_gives_up_a_trickling_tls_server_within_the_timeouts() {
+    let server = tls_server();
+    let proxy = FaultProxy::start(server.tls_addr().parse().unwrap(), Faults::none());
+    let params = "&read_timeout=300&connect_timeout=300&herd=off";
+    let rt = multi_thread_runtime();
+    rt.block_on(async {
+        let cache = AsyncCache::from_url(&url(&proxy.addr(), params)).unwrap();
+        let value = "x".repeat(3000);
+        cache.set("k", &value, Ttl::Seconds(60)).await.unwrap();
+        assert_eq!(
+            cache.get::<String>("k").await.unwrap().as_deref(),
+            Some(value.as_str())
+        );
+        proxy.set_faults(Faults::none().trickle_slowly(1_000_000, Duration::from_millis(5)));
+        let started = Instant::now();
+        let got = cache.get::<String>("k").await;
+        let took = started.elapsed();
+        assert!(
+            matches!(
+                got,
+                Err(newcache::Error::Transport(
+                    newcache_transport::Error::Timeout { .. }
+                ))
+            ),
+            "{:?}",
+            got.map(|v| v.map(|v| v.len()))
+        );
+        assert!(took < Duration::from_millis(1000), "{took:?}");
+        let fresh = AsyncCache::from_url(&url(&proxy.addr(), params)).unwrap();
+        let started = Instant::now();
+        let got = fresh.get::<String>("k").await;
+        let took = started.elapsed();
+        assert!(got.is_err(), "{:?}", got.map(|v| v.map(|v| v.len())));
+        assert!(took < Duration::from_millis(1300), "{took:?}");
+    });
+}
+
+/// The tokio text transport over TLS, for the conformance suite (through the blocking
+/// adapter), with the blocking suite's patient timeouts.
+fn async_tls_fixture() -> ServerFixture {
+    let server = tls_server();
+    let addr = server.tls_addr();
+    ServerFixture::with_servers(vec![server], move |_| {
+        let patient = Duration::from_secs(2);
+        let transport = TokioTextTransport::new(TextConfig {
+            servers: vec![addr],
+            tls: Some(TlsConfig {
+                ca_file: pki().path("ca.pem"),
+                ..TlsConfig::default()
+            }),
+            connect_timeout: patient,
+            read_timeout: patient,
+            write_timeout: patient,
+            ..TextConfig::default()
+        })
+        .unwrap_or_else(|e| panic!("TokioTextTransport::new failed: {e}"));
+        Box::new(BlockingAdapter::new(transport))
+    })
+}
+
+mod async_conformance {
+    newcache_tests::conformance_suite!(super::async_tls_fixture);
 }

@@ -12,7 +12,7 @@
 //!   alone, which reads its own replies (the direct path);
 //! - **a hung server** (SIGSTOP): the requests in flight fail within the read timeout, and
 //!   after SIGCONT requests work again on a new connection;
-//! - failover, unix-domain sockets, TLS refused, lazy connecting.
+//! - failover, unix-domain sockets, TLS refused without its feature, lazy connecting.
 //!
 //! `NEWCACHE_FAULT_SECS` sets each fault run's length (default 3 s).
 
@@ -25,7 +25,7 @@ use newcache_testkit::proxy::{FaultProxy, Faults};
 use newcache_testkit::Memcached;
 use newcache_tests::checked::Rng;
 use newcache_transport::{AsyncTransport, Error, Store, StoreStatus};
-use newcache_transport_text::{Failover, Protocol, TextConfig, TlsConfig, TokioTextTransport};
+use newcache_transport_text::{Failover, Protocol, TextConfig, TokioTextTransport};
 use tokio::runtime::Runtime;
 
 fn runtime() -> Runtime {
@@ -1313,17 +1313,24 @@ fn unix_domain_sockets_work() {
     assert_eq!(t.server_protocol(0), Some(Protocol::Meta));
 }
 
+/// Without the `tls` feature, a TLS config is refused when the transport is built (with it,
+/// tests/tests/tls.rs runs the transport over TLS).
+#[cfg(not(feature = "tls"))]
 #[test]
-fn tls_is_refused_with_a_typed_error_and_building_connects_to_nothing() {
+fn without_the_tls_feature_tls_is_refused_with_a_typed_error() {
     let refused = TokioTextTransport::new(TextConfig {
         servers: vec!["127.0.0.1:1".into()],
-        tls: Some(TlsConfig::default()),
+        tls: Some(newcache_transport_text::TlsConfig::default()),
         ..TextConfig::default()
     });
     match refused {
         Err(Error::Unsupported { command, .. }) => assert!(command.contains("TLS"), "{command}"),
         other => panic!("TLS was not refused: {other:?}"),
     }
+}
+
+#[test]
+fn building_connects_to_nothing() {
     // Nothing listens on port 1: building still succeeds, the first request fails.
     let t = transport(
         vec!["127.0.0.1:1".into()],

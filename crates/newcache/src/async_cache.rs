@@ -35,9 +35,9 @@ use crate::{
 /// the server's failures, as any timeout does: with `remove_failed`, a healthy server is
 /// marked down. One cache per runtime, or one multi-thread runtime, avoids that.
 ///
-/// What it does not take that `Cache` does: `tls=true` (its transport does not encrypt) and
-/// `transport=libmemcached` (whose calls block a thread); both are refused when it is built,
-/// with a configuration error.
+/// What it does not take that `Cache` does: `transport=libmemcached` (whose calls block a
+/// thread), refused when it is built, with a configuration error. TLS (`tls=true`, feature
+/// `tls`) it speaks as `Cache` does, certificates verified the same way.
 ///
 /// ```
 /// # #[cfg(feature = "memory")]

@@ -713,21 +713,25 @@ mod tests {
         );
     }
 
-    /// What the async cache cannot take is refused as a setting, naming what to use: TLS
-    /// (it came as `Transport(Unsupported)` naming an internal type) and libmemcached.
+    /// What the async cache cannot take is refused as a setting, naming what to use
+    /// (libmemcached); TLS it takes, its files checked when it is built as `Cache` checks
+    /// them (a CA file that holds no certificate is a configuration error naming it).
     #[cfg(all(feature = "tokio", feature = "tls", feature = "binary"))]
     #[test]
-    fn an_async_cache_refuses_tls_and_libmemcached_as_settings() {
-        let ca = std::env::temp_dir().join("newcache-async-tls-test-ca.pem");
+    fn an_async_cache_refuses_libmemcached_and_checks_tls_files_as_settings() {
+        let ca = std::env::temp_dir().join(format!(
+            "newcache-async-tls-test-ca-{}.pem",
+            std::process::id()
+        ));
         std::fs::write(&ca, "not read").unwrap();
         for (url, says) in [
             (
                 format!("newcache://a/?tls=true&tls_ca={}", ca.display()),
-                "blocking Cache",
+                ca.display().to_string(),
             ),
             (
                 "newcache://a/?transport=libmemcached".to_string(),
-                "blocking Cache",
+                "blocking Cache".to_string(),
             ),
         ] {
             let err = crate::Builder::from_url(&url)
@@ -735,10 +739,11 @@ mod tests {
                 .build_async()
                 .unwrap_err();
             assert!(
-                matches!(&err, Error::Config(m) if m.contains(says)),
+                matches!(&err, Error::Config(m) if m.contains(&says)),
                 "{url}: {err:?}"
             );
         }
+        std::fs::remove_file(&ca).unwrap();
     }
 
     #[cfg(feature = "text")]

@@ -131,13 +131,6 @@ pub(super) fn text_config(config: &Config) -> Result<newcache_transport_text::Te
 pub(super) fn build_async_transport(
     config: &Config,
 ) -> Result<Arc<dyn newcache_transport::AsyncTransport>> {
-    if config.tls {
-        // Refused here, as a setting, not by the transport once built (an outside audit
-        // got `Transport(Unsupported)` naming an internal type).
-        return Err(bad(
-            "tls=true: an AsyncCache has no TLS yet (the async transport does not encrypt); use a blocking Cache (Builder::build, Cache::from_url) for a TLS cluster, or run the async cache without tls against a local TLS tunnel to the servers",
-        ));
-    }
     match config.transport {
         #[cfg(feature = "text")]
         TransportKind::Text => Ok(Arc::new(

@@ -24,6 +24,9 @@ pub(super) struct Target<'a> {
     pub(super) label: &'a str,
     pub(super) endpoint: &'a Endpoint,
     pub(super) wire: &'a std::sync::atomic::AtomicU8,
+    /// The TLS settings and the name the server's certificate must carry, with TLS.
+    #[cfg(feature = "tls")]
+    pub(super) tls: Option<&'a super::TlsTarget>,
 }
 
 /// A connection, in the dialect the server speaks (probed when not known yet).
@@ -80,6 +83,12 @@ async fn connect(config: &TextConfig, target: &Target<'_>) -> Result<(ReadHalf, 
                 .await
                 .map_err(connect_err)?;
             stream.set_nodelay(true).map_err(connect_err)?;
+            #[cfg(feature = "tls")]
+            if let Some(tls) = target.tls {
+                return tls_halves(config, tls, super::tls::Socket::Tcp(stream))
+                    .await
+                    .map_err(connect_err);
+            }
             let (r, w) = stream.into_split();
             Ok((ReadHalf::Tcp(r), WriteHalf::Tcp(w)))
         }
@@ -91,9 +100,35 @@ async fn connect(config: &TextConfig, target: &Target<'_>) -> Result<(ReadHalf, 
                     Ok(Err(e)) => return Err(connect_err(e)),
                     Err(_) => return Err(timed_out()),
                 };
+            #[cfg(feature = "tls")]
+            if let Some(tls) = target.tls {
+                return tls_halves(config, tls, super::tls::Socket::Unix(stream))
+                    .await
+                    .map_err(connect_err);
+            }
             let (r, w) = stream.into_split();
             Ok((ReadHalf::Unix(r), WriteHalf::Unix(w)))
         }
+    }
+}
+
+/// The TLS handshake on a connected socket, within the connect timeout and the read
+/// timeout together (the blocking transport's bound), and the connection's halves.
+#[cfg(feature = "tls")]
+async fn tls_halves(
+    config: &TextConfig,
+    tls: &super::TlsTarget,
+    socket: super::tls::Socket,
+) -> io::Result<(ReadHalf, WriteHalf)> {
+    let budget = config.connect_timeout.saturating_add(config.read_timeout);
+    let handshake = super::tls::TlsStream::handshake(tls.config.clone(), tls.name.clone(), socket);
+    match tokio::time::timeout(budget, handshake).await {
+        Ok(Ok(stream)) => Ok((ReadHalf::Tls(stream.clone()), WriteHalf::Tls(stream))),
+        Ok(Err(e)) => Err(e),
+        Err(_) => Err(io::Error::new(
+            io::ErrorKind::TimedOut,
+            format!("the TLS handshake did not finish within {budget:?} (the connect timeout and the read timeout)"),
+        )),
     }
 }
 

@@ -1,19 +1,27 @@
-//! A connection's socket halves, TCP or Unix, as concrete types: the connection's task and
-//! a direct caller poll them by hand (readiness, non-blocking writes), which boxed
-//! `AsyncRead`/`AsyncWrite` objects would not let them do.
+//! A connection's socket halves, TCP or Unix, plain or TLS, as concrete types: the
+//! connection's task and a direct caller poll them by hand (readiness, non-blocking
+//! writes), which boxed `AsyncRead`/`AsyncWrite` objects would not let them do.
 
 use std::io;
 use std::pin::Pin;
+#[cfg(feature = "tls")]
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{tcp, unix};
+
+#[cfg(feature = "tls")]
+use super::tls::TlsStream;
 
 /// The read half of a connection.
 #[derive(Debug)]
 pub(super) enum ReadHalf {
     Tcp(tcp::OwnedReadHalf),
     Unix(unix::OwnedReadHalf),
+    /// TLS, its state shared with the write half.
+    #[cfg(feature = "tls")]
+    Tls(Arc<TlsStream>),
 }
 
 /// The write half of a connection.
@@ -21,6 +29,9 @@ pub(super) enum ReadHalf {
 pub(super) enum WriteHalf {
     Tcp(tcp::OwnedWriteHalf),
     Unix(unix::OwnedWriteHalf),
+    /// TLS, its state shared with the read half.
+    #[cfg(feature = "tls")]
+    Tls(Arc<TlsStream>),
 }
 
 impl ReadHalf {
@@ -31,6 +42,10 @@ impl ReadHalf {
         cx: &mut Context<'_>,
         buf: &mut [u8],
     ) -> Poll<io::Result<usize>> {
+        #[cfg(feature = "tls")]
+        if let ReadHalf::Tls(t) = self {
+            return t.poll_read(cx, buf);
+        }
         let mut rb = tokio::io::ReadBuf::new(buf);
         match Pin::new(self).poll_read(cx, &mut rb) {
             Poll::Ready(Ok(())) => Poll::Ready(Ok(rb.filled().len())),
@@ -45,6 +60,8 @@ impl ReadHalf {
         match self {
             ReadHalf::Tcp(r) => r.try_read(buf),
             ReadHalf::Unix(r) => r.try_read(buf),
+            #[cfg(feature = "tls")]
+            ReadHalf::Tls(t) => t.try_read(buf),
         }
     }
 
@@ -54,6 +71,8 @@ impl ReadHalf {
         let socket = match self {
             ReadHalf::Tcp(r) => socket2::SockRef::from(r.as_ref()),
             ReadHalf::Unix(r) => socket2::SockRef::from(r.as_ref()),
+            #[cfg(feature = "tls")]
+            ReadHalf::Tls(t) => return t.read_now(buf),
         };
         io::Read::read(&mut &*socket, buf)
     }
@@ -68,6 +87,12 @@ impl AsyncRead for ReadHalf {
         match self.get_mut() {
             ReadHalf::Tcp(r) => Pin::new(r).poll_read(cx, buf),
             ReadHalf::Unix(r) => Pin::new(r).poll_read(cx, buf),
+            #[cfg(feature = "tls")]
+            ReadHalf::Tls(t) => {
+                let n = std::task::ready!(t.poll_read(cx, buf.initialize_unfilled()))?;
+                buf.advance(n);
+                Poll::Ready(Ok(()))
+            }
         }
     }
 }
@@ -78,6 +103,8 @@ impl WriteHalf {
         match self {
             WriteHalf::Tcp(w) => w.try_write(buf),
             WriteHalf::Unix(w) => w.try_write(buf),
+            #[cfg(feature = "tls")]
+            WriteHalf::Tls(t) => t.try_write(buf),
         }
     }
 
@@ -85,10 +112,12 @@ impl WriteHalf {
         match self {
             WriteHalf::Tcp(w) => w.writable().await,
             WriteHalf::Unix(w) => w.writable().await,
+            #[cfg(feature = "tls")]
+            WriteHalf::Tls(t) => t.writable().await,
         }
     }
 
-    /// Writes all of `buf`.
+    /// Writes all of `buf` (with TLS, its last record sent too).
     pub(super) async fn write_all(&self, mut buf: &[u8]) -> io::Result<()> {
         while !buf.is_empty() {
             match self.try_write(buf) {
@@ -98,6 +127,10 @@ impl WriteHalf {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(e),
             }
+        }
+        #[cfg(feature = "tls")]
+        if let WriteHalf::Tls(t) = self {
+            t.flush().await?;
         }
         Ok(())
     }
@@ -112,6 +145,8 @@ impl AsyncWrite for WriteHalf {
         match self.get_mut() {
             WriteHalf::Tcp(w) => Pin::new(w).poll_write(cx, buf),
             WriteHalf::Unix(w) => Pin::new(w).poll_write(cx, buf),
+            #[cfg(feature = "tls")]
+            WriteHalf::Tls(t) => t.poll_write(cx, buf),
         }
     }
 
@@ -119,6 +154,8 @@ impl AsyncWrite for WriteHalf {
         match self.get_mut() {
             WriteHalf::Tcp(w) => Pin::new(w).poll_flush(cx),
             WriteHalf::Unix(w) => Pin::new(w).poll_flush(cx),
+            #[cfg(feature = "tls")]
+            WriteHalf::Tls(t) => t.poll_flush(cx),
         }
     }
 
@@ -126,6 +163,8 @@ impl AsyncWrite for WriteHalf {
         match self.get_mut() {
             WriteHalf::Tcp(w) => Pin::new(w).poll_shutdown(cx),
             WriteHalf::Unix(w) => Pin::new(w).poll_shutdown(cx),
+            #[cfg(feature = "tls")]
+            WriteHalf::Tls(t) => t.poll_shutdown(cx),
         }
     }
 }

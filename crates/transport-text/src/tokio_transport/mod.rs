@@ -66,8 +66,10 @@
 //!
 //! # Limits
 //!
-//! - TLS is not supported: a config with [`TextConfig::tls`] is refused with
-//!   [`Error::Unsupported`] (use the blocking [`TextTransport`] with feature `tls`).
+//! - TLS needs feature `tls` (a config with [`TextConfig::tls`] is refused with
+//!   [`Error::Unsupported`] without it). A TLS connection's reads and writes go through
+//!   rustls' state, shared by its reader and writer under a lock held for non-blocking
+//!   steps only.
 //! - The transport must be used inside a tokio runtime with its I/O and time drivers
 //!   enabled; its connections' tasks run on the runtime of the first request that needs
 //!   them.
@@ -90,6 +92,8 @@ mod ops;
 mod rounds;
 mod spare;
 mod steps;
+#[cfg(feature = "tls")]
+mod tls;
 
 use std::fmt;
 use std::path::PathBuf;
@@ -162,6 +166,9 @@ struct Inner {
 struct Server {
     label: String,
     endpoint: Endpoint,
+    /// With TLS: how to speak it to this server.
+    #[cfg(feature = "tls")]
+    tls: Option<TlsTarget>,
     /// With [`Protocol::Auto`]: what the server's probe found (`WIRE_*`).
     wire: Arc<AtomicU8>,
     /// Its connections: the first [`TextConfig::async_connections`] carry the meta
@@ -186,8 +193,17 @@ impl Server {
             label: &self.label,
             endpoint: &self.endpoint,
             wire: &self.wire,
+            #[cfg(feature = "tls")]
+            tls: self.tls.as_ref(),
         }
     }
+}
+
+/// A server's TLS settings: the client's, and the name its certificate must carry.
+#[cfg(feature = "tls")]
+struct TlsTarget {
+    config: Arc<rustls::ClientConfig>,
+    name: rustls::pki_types::ServerName<'static>,
 }
 
 /// One of a server's connections.
@@ -255,16 +271,30 @@ impl fmt::Debug for TokioTextTransport {
 impl TokioTextTransport {
     /// A transport over these servers, with the blocking transport's settings plus
     /// [`TextConfig::async_connections`] and [`TextConfig::async_queue`]. Connects to
-    /// nothing until the first request. TLS is refused ([`Error::Unsupported`]).
+    /// nothing until the first request. With [`TextConfig::tls`] (feature `tls`) every
+    /// connection speaks TLS, set up as the blocking transport's are; without the feature
+    /// such a config is refused ([`Error::Unsupported`]).
     pub fn new(config: TextConfig) -> Result<Self> {
         let config = config.bounded();
         let (specs, settings) = server_specs(&config)?;
+        #[cfg(feature = "tls")]
+        let tls = config
+            .tls
+            .as_ref()
+            .map(|t| {
+                crate::tls::client_config(t)
+                    .map(|client| (t, client))
+                    .map_err(|source| Error::Connect {
+                        server: config.servers.join(","),
+                        source,
+                    })
+            })
+            .transpose()?;
+        #[cfg(not(feature = "tls"))]
         if config.tls.is_some() {
             return Err(Error::Unsupported {
                 server: "the tokio text transport".into(),
-                command:
-                    "TLS (not in the async transport; use TextTransport with the `tls` feature)"
-                        .into(),
+                command: "TLS (build newcache-transport-text with its `tls` feature)".into(),
             });
         }
         let connections = config.async_connections;
@@ -278,27 +308,43 @@ impl TokioTextTransport {
         };
         let servers = specs
             .iter()
-            .map(|s| Server {
-                label: cluster::server_label(s),
-                endpoint: if s.port == 0 {
-                    Endpoint::Unix(PathBuf::from(&s.host))
-                } else {
-                    Endpoint::Tcp(s.address())
-                },
-                wire: Arc::new(AtomicU8::new(WIRE_UNKNOWN)),
-                slots: (0..connections.max(classic))
-                    .map(|_| Slot {
-                        current: Mutex::new(None),
-                        opening: tokio::sync::Mutex::new(None),
-                        failed_opens: AtomicU64::new(0),
-                    })
-                    .collect(),
-                pipelined: connections,
-                abandoned: Arc::default(),
-                next: AtomicUsize::new(0),
-                item_size_max: Default::default(),
+            .map(|s| {
+                let label = cluster::server_label(s);
+                Ok(Server {
+                    #[cfg(feature = "tls")]
+                    tls: match &tls {
+                        Some((t, client)) => Some(TlsTarget {
+                            config: client.clone(),
+                            name: crate::tls::server_name(t, s).map_err(|source| {
+                                Error::Connect {
+                                    server: label.clone(),
+                                    source,
+                                }
+                            })?,
+                        }),
+                        None => None,
+                    },
+                    label,
+                    endpoint: if s.port == 0 {
+                        Endpoint::Unix(PathBuf::from(&s.host))
+                    } else {
+                        Endpoint::Tcp(s.address())
+                    },
+                    wire: Arc::new(AtomicU8::new(WIRE_UNKNOWN)),
+                    slots: (0..connections.max(classic))
+                        .map(|_| Slot {
+                            current: Mutex::new(None),
+                            opening: tokio::sync::Mutex::new(None),
+                            failed_opens: AtomicU64::new(0),
+                        })
+                        .collect(),
+                    pipelined: connections,
+                    abandoned: Arc::default(),
+                    next: AtomicUsize::new(0),
+                    item_size_max: Default::default(),
+                })
             })
-            .collect();
+            .collect::<Result<Vec<Server>>>()?;
         let cluster = Cluster::new(specs, settings, config.failover);
         Ok(TokioTextTransport {
             inner: Arc::new(Inner {
