@@ -101,3 +101,49 @@ fn one_spoiled_probe_does_not_make_memcached_classic() {
         });
     }
 }
+
+/// A memcached that takes only the binary protocol (`-B binary`, as `-S` for SASL does)
+/// closes the probe's connection without a reply and leaves `version` unanswered: both
+/// transports fail the request with an I/O error that names that server and what to use
+/// instead, within the read timeout and the probe's connect. It said only that the
+/// connection closed before any reply came.
+#[test]
+fn a_binary_only_server_is_named_as_such() {
+    let server = Memcached::with_args(&["-B", "binary"]);
+    let config = TextConfig {
+        servers: vec![server.addr()],
+        read_timeout: Duration::from_millis(300),
+        ..TextConfig::default()
+    };
+    let says_binary_only =
+        |what: &str, got: Result<Option<newcache_transport::Item>, newcache_transport::Error>| {
+            match got {
+                Err(e @ newcache_transport::Error::Io { .. }) => {
+                    let text = e.to_string();
+                    assert!(text.contains("only the binary protocol"), "{what}: {text}");
+                    assert!(text.contains("transport=libmemcached"), "{what}: {text}");
+                }
+                other => panic!("{what}: {other:?}"),
+            }
+        };
+    let blocking = TextTransport::new(config.clone()).unwrap();
+    let started = std::time::Instant::now();
+    says_binary_only("blocking", blocking.get(b"k"));
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let tokio = TokioTextTransport::new(config).unwrap();
+    let started = std::time::Instant::now();
+    says_binary_only("async", runtime.block_on(AsyncTransport::get(&tokio, b"k")));
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+}

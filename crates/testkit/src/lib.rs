@@ -450,7 +450,8 @@ impl Memcached {
                 }
                 return Err(format!("memcached exited with {status}: {}", err.trim()));
             }
-            if ping(&self.listen, self.socket_addr(), child.id()) {
+            let binary_only = self.args.windows(2).any(|a| a == ["-B", "binary"]);
+            if ping(&self.listen, self.socket_addr(), child.id(), binary_only) {
                 self.child = Some(child);
                 return Ok(());
             }
@@ -652,25 +653,40 @@ fn all_threads_stopped(pid: u32) -> bool {
 
 /// True when the memcached answering at `addr` is the process `pid`: another test's server
 /// that holds the port (two tests drew the same free port) does not count.
-fn ping(listen: &Listen, addr: SocketAddr, pid: u32) -> bool {
+/// Whether the memcached with process id `pid` answers at `addr`: its `stats` name that
+/// pid (the text protocol's `STAT pid N`, or with `binary_only` (`-B binary`) the binary
+/// protocol's stat packet, key `pid` and value `N` side by side in its body).
+fn ping(listen: &Listen, addr: SocketAddr, pid: u32, binary_only: bool) -> bool {
     let Ok(mut s) = connect(listen, addr, Duration::from_millis(200)) else {
         return false;
     };
     let _ = s.set_read_timeout(Duration::from_millis(500));
-    if s.write_all(b"stats\r\n").is_err() {
+    // The binary `stat` request: magic 0x80, opcode 0x10, no key, extras or body.
+    let (request, want): (&[u8], String) = match binary_only {
+        true => (
+            &[
+                0x80, 0x10, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+            ],
+            format!("pid{pid}"),
+        ),
+        false => (b"stats\r\n", format!("STAT pid {pid}\r\n")),
+    };
+    if s.write_all(request).is_err() {
         return false;
     }
     let mut reply = Vec::new();
     let mut buf = [0u8; 4096];
-    while !reply.ends_with(b"END\r\n") {
+    while !reply.windows(want.len()).any(|w| w == want.as_bytes()) {
+        if !binary_only && reply.ends_with(b"END\r\n") {
+            return false;
+        }
         match s.read(&mut buf) {
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             Ok(0) | Err(_) => return false,
             Ok(n) => reply.extend_from_slice(buf.get(..n).unwrap_or_default()),
         }
     }
-    let want = format!("STAT pid {pid}\r\n");
-    reply.windows(want.len()).any(|w| w == want.as_bytes())
+    true
 }
 
 fn is_root() -> bool {
@@ -695,14 +711,25 @@ mod tests {
         assert_eq!(m.port(), port);
         assert_eq!(m.raw("get k\r\n", b"END\r\n"), b"END\r\n");
         let pid = m.child.as_ref().map(Child::id).unwrap();
-        assert!(ping(&Listen::Tcp, m.socket_addr(), pid));
+        assert!(ping(&Listen::Tcp, m.socket_addr(), pid, false));
         assert!(
-            !ping(&Listen::Tcp, m.socket_addr(), pid + 1),
+            !ping(&Listen::Tcp, m.socket_addr(), pid + 1, false),
             "another process's server is not ours"
         );
         m.kill();
         assert!(!m.is_running());
-        assert!(!ping(&Listen::Tcp, m.socket_addr(), pid));
+        assert!(!ping(&Listen::Tcp, m.socket_addr(), pid, false));
+    }
+
+    /// A server that takes only the binary protocol is pinged in it: its stats name its
+    /// pid, and not another's.
+    #[test]
+    fn a_binary_only_server_answers_the_binary_ping() {
+        let m = Memcached::with_args(&["-B", "binary"]);
+        let pid = m.child.as_ref().map(Child::id).unwrap();
+        assert!(ping(&Listen::Tcp, m.socket_addr(), pid, true));
+        assert!(!ping(&Listen::Tcp, m.socket_addr(), pid + 1, true));
+        assert!(!ping(&Listen::Tcp, m.socket_addr(), pid, false));
     }
 
     #[test]

@@ -191,7 +191,7 @@ impl TextTransport {
                 Ok(ProbeVerdict::Classic) => Ok(Judged::Classic(conn.into_permit())),
                 Err(m) => Err(self.mismatch(server, m)),
             },
-            Err(e) if closed_without_reply(&e) => {
+            Err(ref e) if closed_without_reply(e) => {
                 let permit = conn.into_permit();
                 let stream = self.connect_stream(server)?;
                 let mut conn = self.new_conn(stream, Wire::Classic, permit);
@@ -199,7 +199,7 @@ impl TextTransport {
                 match version_verdict(&server.label, status) {
                     Some(Ok(())) => Ok(Judged::Classic(conn.into_permit())),
                     Some(Err(e)) => Err(e),
-                    None => Err(e),
+                    None => Err(crate::errors::probe_closed(&server.label)),
                 }
             }
             Err(e) => Err(e),

@@ -18,8 +18,34 @@ pub(crate) const UNKNOWN_COMMAND: &str = "newcache_unknown_command";
 /// True for an [`Error::Io`] of a connection closed before any byte of the reply.
 pub(crate) fn closed_without_reply(e: &Error) -> bool {
     matches!(e, Error::Io { source, .. }
-        if source.get_ref().is_some_and(|e| e.is::<ClosedWithoutReply>()))
+        if source.get_ref().is_some_and(|e| e.is::<ClosedWithoutReply>() || e.is::<ProbeClosed>()))
 }
+
+/// The error of a server that closed the meta probe's connection before any reply and
+/// did not answer `version` on a new one, as a memcached that takes only the binary
+/// protocol does (`-S`, SASL; `-B binary`): an [`Error::Io`] of a connection closed
+/// without a reply ([`closed_without_reply`]) whose text says what to use instead. (It
+/// said only that the connection closed, which sent users looking for a network fault.)
+pub(crate) fn probe_closed(server: &str) -> Error {
+    Error::Io {
+        server: server.to_string(),
+        source: std::io::Error::new(std::io::ErrorKind::UnexpectedEof, ProbeClosed),
+    }
+}
+
+/// The marker of [`probe_closed`]'s error.
+#[derive(Debug)]
+pub(crate) struct ProbeClosed;
+
+impl fmt::Display for ProbeClosed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(
+            "the connection closed before any reply to the meta probe came, and `version` on a new connection got no answer either: a memcached that takes only the binary protocol does this (started with -S for SASL, or -B binary); speak to it with transport=libmemcached and binary=true (with username and password for SASL)",
+        )
+    }
+}
+
+impl std::error::Error for ProbeClosed {}
 
 /// The marker of an [`Error::Io`] for a connection closed before any byte of the reply.
 #[derive(Debug)]

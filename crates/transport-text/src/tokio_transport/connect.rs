@@ -346,13 +346,7 @@ async fn probe_once(
             };
             match version_verdict(label, status) {
                 Some(classic) => classic.map(|()| None),
-                None => Err(Error::Io {
-                    server: label.to_string(),
-                    source: io::Error::new(
-                        io::ErrorKind::UnexpectedEof,
-                        "the server closed the connection without replying to the meta probe",
-                    ),
-                }),
+                None => Err(crate::errors::probe_closed(label)),
             }
         }
         Err(ReadFailure::Failed(e)) => Err(e),
