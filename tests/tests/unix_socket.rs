@@ -57,6 +57,46 @@ fn the_unix_prefix_form_reaches_it_too() {
     exercise(&c, &server);
 }
 
+/// A socket path that holds an `@`, `;` or `+`: written percent-encoded in a URL (`%40`,
+/// `%3B`; a `+` as it is), given as it is to the builder. An '@' made every such path a
+/// refused URL ("credentials before the host") and a refused server entry, so the server
+/// could not be reached at all; a raw '@' in a URL is still taken for credentials and never
+/// shown.
+#[test]
+fn a_socket_path_with_an_at_sign_is_written_percent_encoded() {
+    let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("at@sign;dir+{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let server = Memcached::unix_at(dir.join("mc@1.sock"));
+    let path = server.addr();
+    let encoded = path.replace('@', "%40").replace(';', "%3B");
+    for url_servers in [encoded.clone(), format!("unix:{encoded}")] {
+        let c = cache(&url_servers);
+        assert_eq!(c.config().servers, std::slice::from_ref(&path), "{url_servers}");
+        exercise(&c, &server);
+    }
+    let built = newcache::Builder::new()
+        .servers([path.as_str()])
+        .flavor("unix")
+        .build()
+        .unwrap();
+    assert_eq!(built.get::<String>("other").unwrap().as_deref(), Some("x"));
+    #[cfg(feature = "binary")]
+    for transport in ["transport=libmemcached", "binary=true"] {
+        let c = Cache::from_url(&format!("newcache://{encoded}/?flavor=unix&{transport}")).unwrap();
+        assert_eq!(
+            c.get::<String>("other").unwrap().as_deref(),
+            Some("x"),
+            "{transport}"
+        );
+    }
+    let raw = Cache::from_url(&format!("newcache://{path}/")).unwrap_err();
+    assert!(raw.to_string().contains("%40"), "{raw}");
+    assert!(!raw.to_string().contains(&path), "{raw}");
+    drop(server);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
 #[test]
 fn a_socket_and_a_tcp_server_share_a_ring() {
     let unix = Memcached::unix();

@@ -340,10 +340,15 @@ impl Memcached {
     /// socket file is removed when the server is dropped).
     pub fn unix() -> Memcached {
         let n = SOCKETS.fetch_add(1, Ordering::Relaxed);
-        let path = std::env::temp_dir().join(format!(
+        Memcached::unix_at(std::env::temp_dir().join(format!(
             "newcache-memcached-{}-{n}.sock",
             std::process::id()
-        ));
+        )))
+    }
+
+    /// [`Memcached::unix`] at this path (its directory must exist; a file there is
+    /// replaced, and removed when the server is dropped).
+    pub fn unix_at(path: PathBuf) -> Memcached {
         let _ = std::fs::remove_file(&path);
         let mut server = Memcached {
             child: None,

@@ -142,6 +142,24 @@ fn has_credentials(url: &str) -> bool {
 }
 
 pub(super) fn percent_decode(name: &str, s: &str) -> Result<String> {
+    decode_escapes(name, s, true)
+}
+
+/// A URL's server entry, a unix-domain socket's path percent-decoded (`%40` for an `@`,
+/// which a URL cannot hold as it is, nor `;`, `,` or `?`: `%3B`, `%2C`, `%3F`; a `+` stays
+/// a `+`); any other entry as it is.
+fn decoded_entry(entry: &str) -> Result<String> {
+    let trimmed = entry.trim();
+    let path = trimmed.strip_prefix("unix:").unwrap_or(trimmed);
+    match path.starts_with('/') && path.contains('%') {
+        true => decode_escapes("server", path, false),
+        false => Ok(entry.to_string()),
+    }
+}
+
+/// `%XX` escapes decoded, and with `plus_is_space` a `+` as a space (a query string's
+/// rule); the result must be UTF-8. Errors name `name` (and never show a password).
+fn decode_escapes(name: &str, s: &str, plus_is_space: bool) -> Result<String> {
     let bytes = s.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
@@ -159,7 +177,7 @@ pub(super) fn percent_decode(name: &str, s: &str) -> Result<String> {
                 out.push(hex);
                 i += 3;
             }
-            b'+' => {
+            b'+' if plus_is_space => {
                 out.push(b' ');
                 i += 1;
             }
@@ -184,14 +202,17 @@ pub(super) fn parse_server(entry: &str) -> Result<String> {
     if entry.is_empty() {
         return Err(bad("empty server entry in the server list"));
     }
-    if let Some((_, host)) = entry.rsplit_once('@') {
-        // `user:password@host`, the usual URL form: refused without echoing the entry, whose
-        // password every message below would print (an outside audit).
-        return Err(bad(format_args!(
-            "server \"<credentials>@{host}\": credentials do not go before the host; give username= and password= parameters (SASL, with binary=true)"
-        )));
-    }
     let path = entry.strip_prefix("unix:").unwrap_or(entry);
+    if !path.starts_with('/') {
+        if let Some((_, host)) = entry.rsplit_once('@') {
+            // `user:password@host`, the usual URL form: refused without echoing the entry,
+            // whose password every message below would print (an outside audit). (A socket
+            // path may hold an '@': a URL writes it `%40`, see `decoded_entry`.)
+            return Err(bad(format_args!(
+                "server \"<credentials>@{host}\": credentials do not go before the host; give username= and password= parameters (SASL, with binary=true)"
+            )));
+        }
+    }
     if path.starts_with('/') {
         if path.len() < 2 || path.ends_with('/') || path.chars().any(char::is_control) {
             return Err(bad(format_args!(
@@ -296,8 +317,9 @@ impl Config {
     /// server's certificate is always verified).
     /// Servers may carry a weight (`host:port:weight`). A unix-domain socket is given by its
     /// absolute path, as pylibmc writes one (`newcache:///run/memcached.sock`) or with
-    /// python-memcached's and Django's `unix:` (`newcache://unix:/run/memcached.sock`); paths
-    /// with `;`, `,` or `?` cannot be written in a URL. An unknown, repeated or malformed parameter is an error,
+    /// python-memcached's and Django's `unix:` (`newcache://unix:/run/memcached.sock`); a
+    /// path is percent-decoded (an `@`, `;`, `,` or `?` in it written `%40`, `%3B`, `%2C`,
+    /// `%3F`). An unknown, repeated or malformed parameter is an error,
     /// and so is one the chosen key function or transport would drop: `flavor` with
     /// `key_function=django` (`key_prefix` keeps Django's keys apart), and `max_idle`,
     /// `protocol`, `async_connections` or `async_queue` with libmemcached (the text
@@ -323,7 +345,7 @@ impl Config {
         // reviews). Not shown at all.
         if has_credentials(url) {
             return Err(bad(
-                "the URL holds credentials before the host (user:password@host), which is not shown; credentials go in username= and password= parameters (SASL, with binary=true)",
+                "the URL holds credentials before the host (user:password@host), which is not shown; credentials go in username= and password= parameters (SASL, with binary=true); an '@' in a socket path is written %40",
             ));
         }
         let (hosts, query) = match rest.split_once('?') {
@@ -344,7 +366,7 @@ impl Config {
                     .map(|entry| {
                         // A URL with an '@' anywhere may have a password where the servers
                         // seem to be: the entry is not shown then.
-                        parse_server(entry).map_err(|e| match url.contains('@') {
+                        decoded_entry(entry).and_then(|entry| parse_server(&entry)).map_err(|e| match url.contains('@') {
                             true => bad("a server entry is malformed (not shown: the URL holds an '@', which may belong to a password)"),
                             false => e,
                         })
