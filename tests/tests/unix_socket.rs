@@ -72,7 +72,11 @@ fn a_socket_path_with_an_at_sign_is_written_percent_encoded() {
     let encoded = path.replace('@', "%40").replace(';', "%3B");
     for url_servers in [encoded.clone(), format!("unix:{encoded}")] {
         let c = cache(&url_servers);
-        assert_eq!(c.config().servers, std::slice::from_ref(&path), "{url_servers}");
+        assert_eq!(
+            c.config().servers,
+            std::slice::from_ref(&path),
+            "{url_servers}"
+        );
         exercise(&c, &server);
     }
     let built = newcache::Builder::new()

@@ -21,9 +21,10 @@ use crate::{
 /// the same key function, herd policies, codecs and wire format, and the same code decides
 /// what to send (only the transport differs), so values and their herd state written by one
 /// are read by the other. Its text transport keeps `async_connections` connections per
-/// server (default 1) shared by every task: requests from concurrent tasks are written
-/// together and their replies matched to them in order, each checked against the request
-/// it answers. Nothing blocks a runtime thread, and a future dropped before it completes
+/// server (default 1) shared by every task: on memcached 1.6+ (the meta protocol) requests
+/// from concurrent tasks are written together and their replies matched to them in order,
+/// each checked against the request it answers; in the classic protocol (older servers,
+/// proxies) each connection carries one request at a time, up to `max_connections`. Nothing blocks a runtime thread, and a future dropped before it completes
 /// (a `tokio::time::timeout`, a client that hung up) leaves its connection in sync.
 ///
 /// Use it inside a tokio runtime with its I/O and time drivers on (`enable_all`). Each
@@ -32,8 +33,9 @@ use crate::{
 /// always is); one opened by a current-thread runtime whose `block_on` has returned waits
 /// for that runtime, and requests from elsewhere time out until it runs again or is
 /// dropped (a blocking call inside that `block_on` does the same). Those timeouts count as
-/// the server's failures, as any timeout does: with `remove_failed`, a healthy server is
-/// marked down. One cache per runtime, or one multi-thread runtime, avoids that.
+/// the server's failures, as any timeout does: a healthy server is left alone for
+/// `retry_timeout` (its keys fail fast), though not ejected. One cache per runtime, or one
+/// multi-thread runtime, avoids that.
 ///
 /// What it does not take that `Cache` does: `transport=libmemcached` (whose calls block a
 /// thread), refused when it is built, with a configuration error. TLS (`tls=true`, feature

@@ -154,11 +154,12 @@ pub struct Config {
     /// protocol, up to 1,024 (0: 1,024); on the others it opens `async_connections`.
     pub max_connections: usize,
     /// Idle connections are closed after this long (`idle_timeout`, seconds), default 60 s.
-    /// Text transport.
+    /// Text and libmemcached transports, and `AsyncCache`.
     pub idle_timeout: Duration,
     /// Connections per server of an [`AsyncCache`](crate::AsyncCache)'s text transport
-    /// (`async_connections`), default 1, at most 1,024: every task's requests share them,
-    /// written together.
+    /// (`async_connections`), default 1, at most 1,024: in the meta protocol every task's
+    /// requests share them, written together (classic connections carry one request at a
+    /// time, up to `max_connections`).
     pub async_connections: usize,
     /// Requests queued per connection of an `AsyncCache` before callers wait for room
     /// (`async_queue`), default 1024, at most 1,048,576.

@@ -15,8 +15,9 @@
 //! - **Transports** by Cargo feature: `text` (memcached's text protocol in Rust, default),
 //!   `binary` (libmemcached, the C client pylibmc wraps: `binary=true` in the URL for its binary
 //!   protocol, `transport=libmemcached` for its text mode, `behaviors.NAME=value` for pylibmc's
-//!   behaviors), `memory` (in-process, for tests). Asking for a transport whose feature is off
-//!   is an error, never a silent fallback.
+//!   behaviors), `memory` (in-process, for tests); `tokio` adds [`AsyncCache`] over the text
+//!   protocol's async transport, `tls` TLS for the text transports. Asking for a transport
+//!   whose feature is off is an error, never a silent fallback.
 //! - **Clusters**: servers separated by `;`, weights as `host:port:weight`; both transports
 //!   place keys where libmemcached does with the same `behaviors.*` (the text transport takes
 //!   the placement, failover and timeout ones), so pylibmc clients share the cluster.

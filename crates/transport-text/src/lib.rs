@@ -39,9 +39,10 @@
 //!   consistent ring ([`Failover`], libmemcached's `retry_timeout`, `failure_limit`,
 //!   `remove_failed` and `dead_timeout`); multi-gets read its keys as misses.
 //! - With feature `tokio`, `TokioTextTransport` (module `tokio_transport`) speaks the same
-//!   protocol with the same placement and failover as an async transport: connections
-//!   shared by any number of tasks, their requests written together, every reply matched
-//!   in order.
+//!   protocol with the same placement and failover as an async transport: in the meta
+//!   protocol, connections shared by any number of tasks, their requests written
+//!   together, every reply matched in order (classic connections carry one request at a
+//!   time).
 //!
 //! ```no_run
 //! use newcache_transport::{Store, Transport};

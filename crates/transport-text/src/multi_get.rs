@@ -258,8 +258,11 @@ impl TextTransport {
 /// tagged); more are one `gets` closed by a tagged `mg` ([`encode_multi_get`]). memcached
 /// serves 20 commands of a connection per turn of its event loop (`-R`, default 20) and
 /// writes their replies at once, so up to 20 `mg`s cost what one `gets` does; a pipeline of
-/// 100 took 4 to 5 turns and writes (measured: 254 µs for 100 keys, against 35 µs for one
-/// `gets`, and 91 µs for a `gets` and its closing `mg`, which memcached writes separately).
+/// 100 took 4 to 5 turns and writes (an earlier session's measurement, 254 µs for 100 keys
+/// against 35 µs for one `gets` and 91 µs for a `gets` and its closing `mg`, which
+/// memcached writes separately; its program was not kept, so the figures are not
+/// reproducible as they stand: the interleaved bench's `get_many_100` rows measure the
+/// result).
 pub(crate) const META_GETS_PER_KEY: usize = 20;
 
 /// True when a multi-get of `n` keys on a connection speaking `wire` is one `mg` per key.

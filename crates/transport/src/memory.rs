@@ -583,7 +583,7 @@ impl std::future::Future for YieldOnce {
 }
 
 /// The in-memory backend never waits, so its futures are its blocking calls, answered at
-/// once ([`answer`]: now and then after a turn for the rest of the runtime).
+/// once (`answer`: now and then after a turn for the rest of the runtime).
 impl crate::AsyncTransport for MemoryTransport {
     fn name(&self) -> &'static str {
         "memory"

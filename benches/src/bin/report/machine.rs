@@ -50,11 +50,28 @@ pub(super) fn machine() -> String {
     let libmemcached = first_line("pkg-config", &["--modversion", "libmemcached"])
         .map_or_else(unknown, |v| format!("libmemcached {v}"));
     let strace = first_line("strace", &["-V"]).unwrap_or_else(|| "no strace".into());
+    // When and of what: the date (UTC) and the commit the run measured (`+ changes` when
+    // the work tree differed from it).
+    let date = first_line("date", &["-u", "+%Y-%m-%d %H:%M UTC"]).unwrap_or_else(unknown);
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
+    let commit = first_line("git", &["-C", root, "rev-parse", "--short=8", "HEAD"]).map_or_else(
+        unknown,
+        |c| {
+            let changed = std::process::Command::new("git")
+                .args(["-C", root, "diff", "--quiet", "HEAD"])
+                .status()
+                .is_ok_and(|s| !s.success());
+            match changed {
+                true => format!("{c} + changes"),
+                false => c,
+            }
+        },
+    );
     let krate = |name: &str| {
         locked_version(name).map_or_else(|| format!("{name} ?"), |v| format!("{name} {v}"))
     };
     format!(
-        "| what | this run |\n|---|---|\n| machine | {cores} cores, {cpu}; {os}, Linux {kernel} |\n| toolchain | {rustc}; {} |\n| server | {memcached}, started per bench with `-m 64` and `-t 4` (`-t 1` for the one-connection transport and interleaved benches, `-t 2` for the async concurrency bench), loopback |\n| C library | {libmemcached} (Debian's `libmemcached-dev`), linked through `libmemcached-sys` |\n| peers | the `{}` crate; `{}` (async concurrency) |\n| tracing | {strace} |\n",
+        "| what | this run |\n|---|---|\n| when | {date}, commit {commit} |\n| machine | {cores} cores, {cpu}; {os}, Linux {kernel} |\n| toolchain | {rustc}; {} |\n| server | {memcached}, started per bench with `-m 64` and `-t 4` (`-t 1` for the one-connection transport and interleaved benches, `-t 2` for the async concurrency bench), loopback |\n| C library | {libmemcached} (Debian's `libmemcached-dev`), linked through `libmemcached-sys` |\n| peers | the `{}` crate; `{}` (async concurrency) |\n| tracing | {strace} |\n",
         krate("criterion"),
         krate("memcache"),
         krate("async-memcached"),

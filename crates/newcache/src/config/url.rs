@@ -298,7 +298,8 @@ impl Config {
     /// `newcache://host:port;host:port/?flavor=staging&version=2&herd_timeout=60&timeout=300`.
     ///
     /// Servers are split by `;` (or `,`). Parameters: `flavor`, `version`, `herd_timeout`,
-    /// `herd` (`lease`, the default; `reinsert`; `early`; `meta`; `off`), `lease_wait` (ms),
+    /// `herd` (`lease`, the default; `reinsert`; `early`; `meta`; `off`, also `false` or
+    /// `none`; `on` or `true` for the default policy), `lease_wait` (ms),
     /// `early_beta`, `timeout` (the default TTL in seconds, or `forever`),
     /// `name` (the cache's name in metrics and traces),
     /// `key_function` (`newcache` or `django`), `key_prefix`, `transport` (`text`, `memory`,
@@ -322,10 +323,10 @@ impl Config {
     /// `%3F`). An unknown, repeated or malformed parameter is an error,
     /// and so is one the chosen key function or transport would drop: `flavor` with
     /// `key_function=django` (`key_prefix` keeps Django's keys apart), and `max_idle`,
-    /// `protocol`, `async_connections` or `async_queue` with libmemcached (the text
-    /// transport's).
-    /// Values are decoded as a query string is: `%XX` escapes, and `+` is a space (write a
-    /// `+` in a password or a path as `%2B`). `idle_timeout=0` keeps idle connections until
+    /// `protocol`, `async_connections` or `async_queue` other than their defaults with
+    /// libmemcached (the text transport's settings).
+    /// Parameter values are decoded as a query string is: `%XX` escapes, and `+` is a space
+    /// (write a `+` in a password or a file path as `%2B`; in a socket path a `+` stays). `idle_timeout=0` keeps idle connections until
     /// the cache is dropped.
     pub fn from_url(url: &str) -> Result<Config> {
         if url.contains('#') {

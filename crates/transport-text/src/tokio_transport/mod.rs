@@ -1,13 +1,17 @@
 //! [`TokioTextTransport`]: memcached's text protocol on tokio, every connection carrying
-//! the requests of any number of tasks at once (auto-pipelining), built from the same
+//! the requests of any number of tasks at once (auto-pipelining) where the server speaks
+//! the meta protocol (classic connections carry one request at a time), built from the same
 //! [`TextConfig`] and the same sans-IO pieces as the blocking [`TextTransport`]
 //! (the codec, the request encoding and reply checks of `command`, placement and failover).
 //!
 //! # Design
 //!
-//! - **Connections.** Each server has [`TextConfig::async_connections`] connections (1 by
-//!   default), opened on first use (building the transport touches no server) and again
-//!   after one closes; requests take them in turn. With [`Protocol::Auto`] the first
+//! - **Connections.** In the meta protocol each server has
+//!   [`TextConfig::async_connections`] connections (1 by default), opened on first use
+//!   (building the transport touches no server) and again after one closes; requests take
+//!   them in turn. In the classic protocol (no tags to match pipelined replies by) a
+//!   connection carries one request at a time, from a pool of up to
+//!   [`TextConfig::max_connections`] per server, as the blocking transport's. With [`Protocol::Auto`] the first
 //!   connection to a server sends the blocking transport's meta probe and the answer is
 //!   judged by the same rules (meta on memcached 1.6+, classic otherwise).
 //! - **Queue.** A caller encodes its request (one command, or a whole multi-key batch for
@@ -73,10 +77,11 @@
 //! - The transport must be used inside a tokio runtime with its I/O and time drivers
 //!   enabled; its connections' tasks run on the runtime of the first request that needs
 //!   them.
-//! - The classic protocol has no tags. Its replies are checked as far as it allows (the
-//!   keys of `VALUE` lines, the kind of status line, no byte when nothing is in flight),
-//!   but with requests pipelined a duplicated reply of the same shape as the next one
-//!   awaited (`STORED` before another store's `STORED`) cannot be told from it: use meta
+//! - The classic protocol has no tags, so it is not pipelined (one request per connection
+//!   at a time). Its replies are checked as far as it allows (the keys of `VALUE` lines,
+//!   the kind of status line, no byte when nothing is in flight), but a duplicated reply
+//!   of the same shape as the one awaited (`STORED` before another store's `STORED`) that
+//!   arrives while the next request is in flight cannot be told from it: use meta
 //!   (memcached 1.6+, what [`Protocol::Auto`] picks there) where replies may be duplicated.
 //! - A proxy that closes the connection on a command it lacks is told from a failing
 //!   server as the blocking transport tells it: for `stats` and `flush_all`, by a `version`
