@@ -199,6 +199,10 @@ impl State {
 enum Fatal {
     Timeout(Duration),
     Io(io::ErrorKind, String),
+    /// A TLS failure (a record that does not decrypt, an alert from the server), kept
+    /// typed, as the blocking transport and the handshake keep it.
+    #[cfg(feature = "tls")]
+    Tls(io::ErrorKind, rustls::Error),
     Protocol(String),
     /// Closed with nothing in flight: idle, or its transport dropped.
     Closed,
@@ -219,6 +223,11 @@ impl Fatal {
                 server,
                 source: io::Error::new(*kind, message.clone()),
             },
+            #[cfg(feature = "tls")]
+            Fatal::Tls(kind, tls) => Error::Io {
+                server,
+                source: io::Error::new(*kind, tls.clone()),
+            },
             Fatal::Protocol(detail) => Error::Protocol {
                 server,
                 detail: detail.clone(),
@@ -238,6 +247,10 @@ impl Fatal {
     }
 
     fn io(e: &io::Error) -> Fatal {
+        #[cfg(feature = "tls")]
+        if let Some(tls) = e.get_ref().and_then(|e| e.downcast_ref::<rustls::Error>()) {
+            return Fatal::Tls(e.kind(), tls.clone());
+        }
         Fatal::Io(e.kind(), e.to_string())
     }
 }

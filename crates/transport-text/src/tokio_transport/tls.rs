@@ -236,8 +236,16 @@ impl TlsStream {
                 Err(e) => return Err(e),
             }
             self.process(&mut tls)?;
-            // What the records asked to answer goes now, as far as the socket takes it.
-            self.send(&mut tls)?;
+            // What the records asked to answer goes now, as far as the socket takes it. A
+            // socket that no longer takes anything (the server replied, then closed) does
+            // not cost the plaintext just decrypted: it is returned first, and the error
+            // comes with the next read or write.
+            if let Err(e) = self.send(&mut tls) {
+                return match tls.conn.reader().read(buf) {
+                    Ok(n) if n > 0 => Ok(n),
+                    _ => Err(e),
+                };
+            }
         }
     }
 
@@ -293,7 +301,13 @@ impl TlsStream {
         }
         let taken = tls.conn.writer().write(buf)?;
         if taken == 0 && !buf.is_empty() {
-            return Err(io::ErrorKind::WouldBlock.into());
+            // With every record sent rustls takes plaintext, unless the connection is closing
+            // (a `close_notify` sent): an error, not a wait (the socket is writable, so a
+            // caller waiting for room would spin).
+            return Err(io::Error::new(
+                io::ErrorKind::BrokenPipe,
+                "the TLS connection takes no more data (closing)",
+            ));
         }
         self.send(&mut tls)?;
         Ok(taken)
