@@ -24,7 +24,8 @@ use crate::{
 /// server (default 1) shared by every task: on memcached 1.6+ (the meta protocol) requests
 /// from concurrent tasks are written together and their replies matched to them in order,
 /// each checked against the request it answers; in the classic protocol (older servers,
-/// proxies) each connection carries one request at a time, up to `max_connections`. Nothing blocks a runtime thread, and a future dropped before it completes
+/// proxies) and over TLS each connection carries one request at a time, up to
+/// `max_connections`. Nothing blocks a runtime thread, and a future dropped before it completes
 /// (a `tokio::time::timeout`, a client that hung up) leaves its connection in sync.
 ///
 /// Use it inside a tokio runtime with its I/O and time drivers on (`enable_all`). Each

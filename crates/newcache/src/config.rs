@@ -158,8 +158,8 @@ pub struct Config {
     pub idle_timeout: Duration,
     /// Connections per server of an [`AsyncCache`](crate::AsyncCache)'s text transport
     /// (`async_connections`), default 1, at most 1,024: in the meta protocol every task's
-    /// requests share them, written together (classic connections carry one request at a
-    /// time, up to `max_connections`).
+    /// requests share them, written together (classic and TLS connections carry one request
+    /// at a time, up to `max_connections`).
     pub async_connections: usize,
     /// Requests queued per connection of an `AsyncCache` before callers wait for room
     /// (`async_queue`), default 1024, at most 1,048,576.

@@ -246,6 +246,19 @@ impl Fatal {
         }
     }
 
+    /// What a job not yet written is answered when its connection fails so: "not sent"
+    /// (it may go on another connection), but a TLS failure (a server's alert, a record
+    /// that does not decrypt) is the job's error, so that its caller learns why (sent again
+    /// on new connections, the job ended as "closed before the request could be sent").
+    pub(super) fn unsent(&self, label: &str) -> Failure {
+        #[cfg(feature = "tls")]
+        if let Fatal::Tls(..) = self {
+            return Failure::Failed(self.error(label));
+        }
+        let _ = label;
+        Failure::NotSent
+    }
+
     fn io(e: &io::Error) -> Fatal {
         #[cfg(feature = "tls")]
         if let Some(tls) = e.get_ref().and_then(|e| e.downcast_ref::<rustls::Error>()) {
@@ -269,6 +282,9 @@ pub(super) struct Counters {
 pub(super) struct Settings {
     pub(super) label: String,
     pub(super) wire: Wire,
+    /// One request at a time, not pipelined: the classic protocol (no tags to match
+    /// pipelined replies by) and TLS ([`serial_over_tls`](super::serial_over_tls)).
+    pub(super) serial: bool,
     pub(super) read_timeout: Duration,
     pub(super) write_timeout: Duration,
     pub(super) idle_timeout: Duration,
@@ -940,6 +956,16 @@ impl std::fmt::Debug for Handle {
 
 impl Handle {
     /// True until the connection closed (or failed).
+    /// The error its connection failed with, when that is one a job not sent must report
+    /// ([`Fatal::unsent`]: a TLS failure).
+    pub(super) fn unsent_error(&self) -> Option<Error> {
+        let st = self.conn.lock();
+        match st.fatal.as_ref()?.unsent(&self.conn.settings.label) {
+            Failure::Failed(e) => Some(e),
+            Failure::NotSent => None,
+        }
+    }
+
     pub(super) fn is_open(&self) -> bool {
         !self.tx.is_closed() && !self.conn.hints.dead.load(Ordering::Acquire)
     }
@@ -1086,10 +1112,10 @@ async fn run(mut rx: mpsc::Receiver<Job>, conn: Arc<Conn>) {
         st.direct_waker = None;
     }
     for job in batch.drain(..) {
-        job.reply.send(Err(Failure::NotSent));
+        job.reply.send(Err(fatal.unsent(&conn.settings.label)));
     }
     while let Ok(job) = rx.try_recv() {
-        job.reply.send(Err(Failure::NotSent));
+        job.reply.send(Err(fatal.unsent(&conn.settings.label)));
     }
 }
 

@@ -83,7 +83,10 @@ impl Conn {
                 drop(st);
                 drop(rs);
                 self.fail(&fatal);
-                return Start::NotSent;
+                return match fatal.unsent(&self.settings.label) {
+                    Failure::NotSent => Start::NotSent,
+                    failed => Start::Failed(Err(failed)),
+                };
             }
         }
         // The FIFO is empty (the connection is idle): the reply's wait starts now.

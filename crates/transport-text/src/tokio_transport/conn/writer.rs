@@ -10,7 +10,6 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use super::{unasked, AnswerList, Conn, Failure, Fatal, Job, Owner, ReadSide};
-use crate::command::Wire;
 use crate::connect::LOOK_AFTER_IDLE;
 
 /// The most request bytes one write gathers from the queue (a job larger than this is
@@ -68,7 +67,7 @@ pub(super) async fn write_loop(
     batch: &mut Vec<Job>,
 ) -> Fatal {
     let settings = &conn.settings;
-    let one_at_a_time = settings.wire == Wire::Classic;
+    let one_at_a_time = settings.serial;
     let mut buf: Vec<u8> = Vec::new();
     loop {
         if batch.is_empty() {
@@ -155,7 +154,7 @@ pub(super) async fn write_loop(
             if let Some(fatal) = st.fatal.clone() {
                 drop(st);
                 for job in batch.drain(..) {
-                    job.reply.send(Err(Failure::NotSent));
+                    job.reply.send(Err(fatal.unsent(&settings.label)));
                 }
                 return fatal;
             }
