@@ -583,3 +583,53 @@ fn async_tls_fixture() -> ServerFixture {
 mod async_conformance {
     newcache_tests::conformance_suite!(super::async_tls_fixture);
 }
+
+/// `set_many` of values that each span TLS records, then `get_many`, over TLS, by both
+/// caches: every value stored and read back within the read timeout.
+#[test]
+fn set_many_of_values_spanning_records_over_tls_completes() {
+    let server = tls_server();
+    let url = url(&server.tls_addr(), "&read_timeout=2000&write_timeout=2000");
+    let keys: Vec<String> = (0..20).map(|i| format!("span-{i}")).collect();
+    let items: Vec<(&str, String)> = keys
+        .iter()
+        .enumerate()
+        .map(|(i, k)| (k.as_str(), format!("{i}-").repeat(7_000)))
+        .collect();
+    let cache = Cache::from_url(&url).unwrap();
+    let started = Instant::now();
+    cache
+        .set_many(items.iter().map(|(k, v)| (*k, v)), Ttl::Seconds(60))
+        .unwrap();
+    let got = cache
+        .get_many::<_, String>(&keys)
+        .unwrap()
+        .into_complete()
+        .unwrap();
+    assert_eq!(got.len(), 20);
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    multi_thread_runtime().block_on(async {
+        let cache = AsyncCache::from_url(&url).unwrap();
+        let started = Instant::now();
+        cache
+            .set_many(items.iter().map(|(k, v)| (*k, v)), Ttl::Seconds(60))
+            .await
+            .unwrap();
+        let got = cache
+            .get_many::<_, String>(&keys)
+            .await
+            .unwrap()
+            .into_complete()
+            .unwrap();
+        assert_eq!(got.len(), 20);
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "{:?}",
+            started.elapsed()
+        );
+    });
+}
