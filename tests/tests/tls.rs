@@ -426,13 +426,10 @@ fn concurrent_tasks_over_tls_each_get_their_own_answers() {
     let opened = server.stat("total_connections") - before - 1;
     assert!(opened <= 4, "{opened}");
     assert_eq!(server.stat("ssl_handshake_errors"), 0);
-    let transport = std::sync::Arc::new(
-        TokioTextTransport::new(TextConfig {
-            max_connections: 4,
-            ..patient_tls_config(server.tls_addr())
-        })
-        .unwrap(),
-    );
+    let transport = shared_tokio(TextConfig {
+        max_connections: 4,
+        ..patient_tls_config(server.tls_addr())
+    });
     rt.block_on(async {
         use newcache_transport::{AsyncTransport, Store};
         let value = vec![b'v'; 20_000];
@@ -471,13 +468,10 @@ fn concurrent_tasks_over_tls_each_get_their_own_answers() {
 fn a_get_right_behind_a_set_over_tls_is_answered_at_once() {
     let server = tls_server();
     let rt = multi_thread_runtime();
-    let transport = std::sync::Arc::new(
-        TokioTextTransport::new(TextConfig {
-            async_connections: 1,
-            ..patient_tls_config(server.tls_addr())
-        })
-        .unwrap(),
-    );
+    let transport = shared_tokio(TextConfig {
+        async_connections: 1,
+        ..patient_tls_config(server.tls_addr())
+    });
     rt.block_on(async {
         use newcache_transport::{AsyncTransport, Store};
         transport
@@ -566,6 +560,11 @@ fn an_async_cache_gives_up_a_trickling_tls_server_within_the_timeouts() {
         let got = fresh.get::<String>("k").await;
         assert_given_up(got, started, false, Duration::from_millis(1300));
     });
+}
+
+/// A tokio text transport, to share between tasks.
+fn shared_tokio(config: TextConfig) -> std::sync::Arc<TokioTextTransport> {
+    std::sync::Arc::new(TokioTextTransport::new(config).unwrap())
 }
 
 /// The tokio text transport over TLS, for the conformance suite (through the blocking
