@@ -151,7 +151,8 @@ pub struct Config {
     /// for one up to the read timeout. 0: no cap. The libmemcached transports keep this
     /// many handles (each with at most one connection per server), made as callers need
     /// them and kept. An `AsyncCache` keeps to it on servers that speak only the classic
-    /// protocol, up to 1,024 (0: 1,024); on the others it opens `async_connections`.
+    /// protocol and over TLS (one request at a time per connection), up to 1,024 (0:
+    /// 1,024); on the others it opens `async_connections`.
     pub max_connections: usize,
     /// Idle connections are closed after this long (`idle_timeout`, seconds), default 60 s.
     /// Text and libmemcached transports, and `AsyncCache`.

@@ -656,11 +656,10 @@ fn all_threads_stopped(pid: u32) -> bool {
     })
 }
 
-/// True when the memcached answering at `addr` is the process `pid`: another test's server
-/// that holds the port (two tests drew the same free port) does not count.
-/// Whether the memcached with process id `pid` answers at `addr`: its `stats` name that
+/// True when the memcached answering at `addr` is the process `pid`: its `stats` name that
 /// pid (the text protocol's `STAT pid N`, or with `binary_only` (`-B binary`) the binary
-/// protocol's stat packet, key `pid` and value `N` side by side in its body).
+/// protocol's stat packet, key `pid` and value `N` side by side in its body). Another
+/// test's server that holds the port (two tests drew the same free port) does not count.
 fn ping(listen: &Listen, addr: SocketAddr, pid: u32, binary_only: bool) -> bool {
     let Ok(mut s) = connect(listen, addr, Duration::from_millis(200)) else {
         return false;
@@ -681,7 +680,16 @@ fn ping(listen: &Listen, addr: SocketAddr, pid: u32, binary_only: bool) -> bool 
     }
     let mut reply = Vec::new();
     let mut buf = [0u8; 4096];
-    while !reply.windows(want.len()).any(|w| w == want.as_bytes()) {
+    // The pid whole: in the binary reply a digit must not follow it (pid 123 is not 1234).
+    let names_pid = |reply: &[u8]| {
+        reply.windows(want.len()).enumerate().any(|(at, w)| {
+            w == want.as_bytes()
+                && !reply
+                    .get(at + want.len())
+                    .is_some_and(|b| b.is_ascii_digit())
+        })
+    };
+    while !names_pid(&reply) {
         if !binary_only && reply.ends_with(b"END\r\n") {
             return false;
         }

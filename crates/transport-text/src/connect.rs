@@ -45,7 +45,7 @@ impl TextTransport {
                 deadline,
                 self.config.read_timeout,
             )
-            .map(|tls| Stream::Tls(Box::new(tls)))
+            .map(|tls| Stream::Tls(Box::new(tls), crate::tls_cuts::Cuts::default()))
             .map_err(|source| Error::Connect {
                 server: server.label.clone(),
                 source,

@@ -18,14 +18,15 @@ pub(crate) const UNKNOWN_COMMAND: &str = "newcache_unknown_command";
 /// True for an [`Error::Io`] of a connection closed before any byte of the reply.
 pub(crate) fn closed_without_reply(e: &Error) -> bool {
     matches!(e, Error::Io { source, .. }
-        if source.get_ref().is_some_and(|e| e.is::<ClosedWithoutReply>() || e.is::<ProbeClosed>()))
+        if source.get_ref().is_some_and(|e| e.is::<ClosedWithoutReply>()))
 }
 
 /// The error of a server that closed the meta probe's connection before any reply and
 /// did not answer `version` on a new one, as a memcached that takes only the binary
-/// protocol does (`-S`, SASL; `-B binary`): an [`Error::Io`] of a connection closed
-/// without a reply ([`closed_without_reply`]) whose text says what to use instead. (It
-/// said only that the connection closed, which sent users looking for a network fault.)
+/// protocol does (`-S`, SASL; `-B binary`): an [`Error::Io`] whose text says what to use
+/// instead. (It said only that the connection closed, which sent users looking for a
+/// network fault.) It is not [`closed_without_reply`]: asking such a server again whether
+/// it refused a command by closing (a proxy's way) only cost another read timeout.
 pub(crate) fn probe_closed(server: &str) -> Error {
     Error::Io {
         server: server.to_string(),

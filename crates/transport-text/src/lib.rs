@@ -86,6 +86,8 @@ mod quiet;
 mod stream;
 #[cfg(feature = "tls")]
 mod tls;
+#[cfg(feature = "tls")]
+mod tls_cuts;
 #[cfg(feature = "tokio")]
 pub mod tokio_transport;
 

@@ -126,7 +126,11 @@ impl Write for Socket {
 pub(crate) enum Stream {
     Plain(Socket),
     #[cfg(feature = "tls")]
-    Tls(Box<rustls::StreamOwned<rustls::ClientConnection, Socket>>),
+    /// TLS, and where its records are cut ([`Cuts`](crate::tls_cuts::Cuts)).
+    Tls(
+        Box<rustls::StreamOwned<rustls::ClientConnection, Socket>>,
+        crate::tls_cuts::Cuts,
+    ),
 }
 
 impl Stream {
@@ -135,7 +139,7 @@ impl Stream {
         match self {
             Stream::Plain(s) => s,
             #[cfg(feature = "tls")]
-            Stream::Tls(s) => s.get_ref(),
+            Stream::Tls(s, _) => s.get_ref(),
         }
     }
 
@@ -152,7 +156,7 @@ impl Stream {
         match self {
             Stream::Plain(_) => false,
             #[cfg(feature = "tls")]
-            Stream::Tls(_) => true,
+            Stream::Tls(..) => true,
         }
     }
 
@@ -163,7 +167,7 @@ impl Stream {
         match self {
             Stream::Plain(s) => s.has_bytes_waiting(),
             #[cfg(feature = "tls")]
-            Stream::Tls(s) => {
+            Stream::Tls(s, _) => {
                 s.get_ref().has_bytes_waiting()
                     || s.conn
                         .process_new_packets()
@@ -178,7 +182,7 @@ impl Stream {
         match self {
             Stream::Plain(_) => 0,
             #[cfg(feature = "tls")]
-            Stream::Tls(s) => s
+            Stream::Tls(s, _) => s
                 .conn
                 .process_new_packets()
                 .map_or(0, |state| state.plaintext_bytes_to_read()),
@@ -198,7 +202,7 @@ impl Read for Stream {
         match self {
             Stream::Plain(s) => s.read(buf),
             #[cfg(feature = "tls")]
-            Stream::Tls(s) => tls_read(s, buf),
+            Stream::Tls(s, _) => tls_read(s, buf),
         }
     }
 
@@ -206,7 +210,7 @@ impl Read for Stream {
         match self {
             Stream::Plain(s) => s.read_vectored(bufs),
             #[cfg(feature = "tls")]
-            Stream::Tls(s) => match bufs.iter_mut().find(|b| !b.is_empty()) {
+            Stream::Tls(s, _) => match bufs.iter_mut().find(|b| !b.is_empty()) {
                 Some(buf) => tls_read(s, buf),
                 None => Ok(0),
             },
@@ -219,10 +223,10 @@ impl Write for Stream {
         match self {
             Stream::Plain(s) => s.write(buf),
             #[cfg(feature = "tls")]
-            Stream::Tls(s) => {
+            Stream::Tls(s, cuts) => {
                 // What TLS holds goes out first, one socket write at a time.
                 tls_write_some(s)?;
-                s.conn.writer().write(buf)
+                Ok(crate::tls_cuts::hand_over(&mut s.conn, cuts, buf)?)
             }
         }
     }
@@ -233,7 +237,7 @@ impl Write for Stream {
         match self {
             Stream::Plain(s) => s.flush(),
             #[cfg(feature = "tls")]
-            Stream::Tls(s) => tls_write_some(s),
+            Stream::Tls(s, _) => tls_write_some(s),
         }
     }
 }

@@ -955,7 +955,6 @@ impl std::fmt::Debug for Handle {
 }
 
 impl Handle {
-    /// True until the connection closed (or failed).
     /// The error its connection failed with, when that is one a job not sent must report
     /// ([`Fatal::unsent`]: a TLS failure).
     pub(super) fn unsent_error(&self) -> Option<Error> {
@@ -966,6 +965,7 @@ impl Handle {
         }
     }
 
+    /// True until the connection closed (or failed).
     pub(super) fn is_open(&self) -> bool {
         !self.tx.is_closed() && !self.conn.hints.dead.load(Ordering::Acquire)
     }

@@ -184,6 +184,9 @@ struct Server {
     slots: Vec<Slot>,
     /// How many of `slots` the meta protocol uses.
     pipelined: usize,
+    /// How many of `slots` the one-request-at-a-time pool uses (classic, TLS): at most
+    /// `max_connections`.
+    pool: usize,
     /// Its requests whose callers gave up on them: each such caller's next requests go on
     /// the connection that carries its abandoned one (`TokioTextTransport::handle_now`).
     abandoned: Arc<Abandoned>,
@@ -347,6 +350,7 @@ impl TokioTextTransport {
                         })
                         .collect(),
                     pipelined: connections,
+                    pool: classic,
                     abandoned: Arc::default(),
                     next: AtomicUsize::new(0),
                     item_size_max: Default::default(),
@@ -794,8 +798,15 @@ fn serial_over_tls(config: &TextConfig) -> bool {
 /// waits for it). A lone caller thus keeps to one connection, and concurrent callers open
 /// up to [`TextConfig::max_connections`].
 fn classic_slot(server: &Server) -> Option<&Slot> {
+    // The pool's own slots only: with `async_connections` over `max_connections` the
+    // others are the pipelined ones, and a pool that used them went past its bound (an
+    // outside review: 6 connections at `max_connections=2`).
+    let pool = server
+        .slots
+        .get(..server.pool.min(server.slots.len()))
+        .unwrap_or_default();
     let mut unopened = None;
-    for slot in &server.slots {
+    for slot in pool {
         match current(slot) {
             Some(handle) if handle.is_idle() => return Some(slot),
             Some(_) => {}
@@ -805,10 +816,8 @@ fn classic_slot(server: &Server) -> Option<&Slot> {
         }
     }
     unopened.or_else(|| {
-        let n = server.slots.len().max(1);
-        server
-            .slots
-            .get(server.next.fetch_add(1, Ordering::Relaxed) % n)
+        let n = pool.len().max(1);
+        pool.get(server.next.fetch_add(1, Ordering::Relaxed) % n)
     })
 }
 

@@ -119,6 +119,8 @@ struct Tls {
     conn: ClientConnection,
     /// The socket's end was read: no more records come.
     eof: bool,
+    /// Where the requests are cut into records.
+    cuts: crate::tls_cuts::Cuts,
 }
 
 /// The error of a TLS state left by a panic elsewhere (its records cannot be trusted).
@@ -137,7 +139,11 @@ impl TlsStream {
         let conn = ClientConnection::new(config, name).map_err(io::Error::other)?;
         let stream = TlsStream {
             socket,
-            tls: Mutex::new(Tls { conn, eof: false }),
+            tls: Mutex::new(Tls {
+                conn,
+                eof: false,
+                cuts: Default::default(),
+            }),
         };
         loop {
             let (handshaking, sending) = {
@@ -291,6 +297,7 @@ impl TlsStream {
     }
 
     /// Hands as much of `buf` as rustls takes to it, once every record before is sent,
+    /// one command at a time (each command ends a record: [`Cuts`](crate::tls_cuts::Cuts)),
     /// and sends what the socket takes now: the bytes taken, `WouldBlock` when none (the
     /// socket is full). Records left unsent go with the next write, or are sent by the
     /// reader of the reply ([`TlsStream::poll_read`]).
@@ -299,7 +306,8 @@ impl TlsStream {
         if !self.send(&mut tls)? {
             return Err(io::ErrorKind::WouldBlock.into());
         }
-        let taken = tls.conn.writer().write(buf)?;
+        let Tls { conn, cuts, .. } = &mut *tls;
+        let taken = crate::tls_cuts::hand_over(conn, cuts, buf)?;
         if taken == 0 && !buf.is_empty() {
             // With every record sent rustls takes plaintext, unless the connection is closing
             // (a `close_notify` sent): an error, not a wait (the socket is writable, so a
