@@ -785,8 +785,9 @@ fn in_runtime() -> Result<()> {
 /// again, and it is not (memcached's own fix, "tls: fix potential hang when pipelining
 /// sets", 1.6.39). An outside audit saw 5 requests in about 57 rounds of 64 pipelining
 /// tasks wait out the whole read timeout (5 to 60 s) against memcached 1.6.18, and none
-/// without TLS. Every command now also ends a TLS record (`tls_cuts`, both transports),
-/// which keeps the next command out of a value's record, within a request too; requests
+/// without TLS. A TLS record now also ends where a command ends and holds whole commands
+/// only, or one large command alone (`tls_cuts`, both transports), which keeps the next
+/// command out of a value's record, within a request too; requests
 /// still go one at a time, as the blocking transport sends them, because memcached's fix
 /// says it "may not be the only fix required" (a read that takes less than a record would
 /// leave bytes in OpenSSL the same way) and pipelining with the cuts alone was not

@@ -297,7 +297,8 @@ impl TlsStream {
     }
 
     /// Hands as much of `buf` as rustls takes to it, once every record before is sent,
-    /// one command at a time (each command ends a record: [`Cuts`](crate::tls_cuts::Cuts)),
+    /// one record's worth at a time (whole commands, or one large command alone:
+    /// [`Cuts`](crate::tls_cuts::Cuts)),
     /// and sends what the socket takes now: the bytes taken, `WouldBlock` when none (the
     /// socket is full). Records left unsent go with the next write, or are sent by the
     /// reader of the reply ([`TlsStream::poll_read`]).
