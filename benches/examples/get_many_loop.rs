@@ -16,7 +16,9 @@
 //! - `get_many` of 100: `transport`, `cache`, `ordered` (`get_many_ordered`) (blocking); `atransport`, `async` (tokio);
 //!   with the default (hashing) key function: `hcache`, `hordered` (`get_many_ordered`),
 //!   `hasync` (the `AsyncCache`), `hatransport` (the async transport on its wire keys), and
-//!   `htransport` (the transport reading that cache's wire keys); with feature `binary`, raw
+//!   `htransport` (the transport reading that cache's wire keys); with feature `binary`,
+//!   that cache over libmemcached's binary protocol (`bcache`) and that transport alone on
+//!   its wire keys (`btransport`), and raw
 //!   libmemcached's text `memcached_mget` + `memcached_fetch_result` (the interleaved
 //!   bench's `libmemcached-sys-text`, no value copied out): `raw` (the short keys), `hraw`
 //!   (the hashed wire keys);
@@ -91,6 +93,19 @@ fn main() {
         .find(|(n, _)| *n == "libmemcached-sys-text")
         .map(|(_, h)| h)
         .expect("raw libmemcached text");
+    // The default cache over libmemcached's binary protocol, on the hashed cache's 100 keys
+    // (`bcache`), and that transport alone reading their wire keys (`btransport`), as the
+    // interleaved bench's `newcache-libmemcached-binary` and
+    // `wrapper-libmemcached-binary-facade-wire-bytes`.
+    #[cfg(feature = "binary")]
+    let binary_cache = newcache::Cache::from_url(&format!("newcache://{addr}/?binary=true"))
+        .expect("binary cache");
+    #[cfg(feature = "binary")]
+    let binary = clients::wrapper_libmemcached(&addr)
+        .into_iter()
+        .find(|(n, _)| *n == "wrapper-libmemcached-binary")
+        .map(|(_, t)| t)
+        .expect("binary transport");
     #[cfg(feature = "binary")]
     let (raw_keys, raw_hashed) = (
         newcache_transport_binary::bare::Keys::new(&keys),
@@ -168,6 +183,10 @@ fn main() {
         "ordered" => hundred(cache.get_many_ordered::<_, String>(&keys)),
         "htransport" => hundred(text.get_many(&hashed_refs)),
         "hcache" => clients::all_hundred(hashed.get_many(&many)),
+        #[cfg(feature = "binary")]
+        "bcache" => clients::all_hundred(binary_cache.get_many(&many)),
+        #[cfg(feature = "binary")]
+        "btransport" => hundred(binary.get_many(&hashed_refs)),
         "hordered" => hundred(hashed.get_many_ordered::<_, String>(&many)),
         "async" => clients::all_hundred(rt.block_on(async_cache.get_many(&keys))),
         "hasync" => clients::all_hundred(rt.block_on(hashed_async.get_many(&many))),

@@ -16,7 +16,6 @@
 //! server that hangs from costing a read timeout more (a multi-get over hung servers costs
 //! one).
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
@@ -187,7 +186,7 @@ impl BinaryTransport {
     }
 
     /// After a multi-get on `h` of `keys` (each placed at the position in `at`), which
-    /// found `items`: [`confirm_miss`](Self::confirm_miss) for each server asked (in
+    /// found `items` (each at its key's place in `keys`): [`confirm_miss`](Self::confirm_miss) for each server asked (in
     /// `asked`, less the positions in `failed`) that gave no item, by one of its keys. No
     /// work once every server answered a probe.
     pub(crate) fn confirm_misses(
@@ -196,7 +195,7 @@ impl BinaryTransport {
         (keys, at): (&[&[u8]], &[Option<usize>]),
         asked: &[usize],
         failed: &[(usize, Error)],
-        items: &HashMap<Vec<u8>, Item>,
+        items: &[Option<Item>],
     ) -> Result<()> {
         if !self.admission.needed {
             return Ok(());
@@ -223,10 +222,17 @@ impl BinaryTransport {
             let mut of_p = keys
                 .iter()
                 .zip(at)
-                .filter(|(_, q)| **q == Some(p))
-                .map(|(k, _)| *k);
-            let Some(first) = of_p.next() else { continue };
-            if !items.contains_key(first) && !of_p.any(|k| items.contains_key(k)) {
+                .zip(
+                    items
+                        .iter()
+                        .map(Option::is_some)
+                        .chain(std::iter::repeat(false)),
+                )
+                .filter(|((_, q), _)| **q == Some(p));
+            let Some(((first, _), first_found)) = of_p.next() else {
+                continue;
+            };
+            if !first_found && !of_p.any(|(_, found)| found) {
                 self.confirm_miss(h, first, Some(p))?;
             }
         }

@@ -16,6 +16,20 @@ pub(crate) unsafe fn c_string(p: *const c_char) -> String {
     unsafe { CStr::from_ptr(p) }.to_string_lossy().into_owned()
 }
 
+/// Borrows `len` bytes libmemcached owns.
+///
+/// # Safety
+///
+/// `p` is NULL (then `len` is ignored) or points to `len` readable bytes that stay valid
+/// and unchanged for `'a`.
+pub(crate) unsafe fn c_slice<'a>(p: *const c_char, len: usize) -> &'a [u8] {
+    if p.is_null() || len == 0 {
+        return &[];
+    }
+    // SAFETY: p points to len readable bytes that live for 'a, as the caller promises.
+    unsafe { std::slice::from_raw_parts(p.cast::<u8>(), len) }
+}
+
 /// Copies `len` bytes libmemcached owns.
 ///
 /// # Safety

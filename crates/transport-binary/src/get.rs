@@ -1,14 +1,12 @@
 //! Reading items: the multi-get every `get_many` (and a text-mode `get`) runs, the binary
 //! protocol's one-key get, and how a read that ended early is told apart.
 
-use std::collections::hash_map::Entry;
-use std::collections::HashMap;
 use std::os::raw::c_char;
 
 use libmemcached_sys::*;
 use newcache_transport::{check_key, Error, Item, ManyRead, Result};
 
-use crate::copy::c_bytes;
+use crate::copy::{c_bytes, c_slice};
 use crate::errors::out_of_memory;
 use crate::pool::{Handle, ResultBuf};
 use crate::BinaryTransport;
@@ -29,6 +27,69 @@ pub(crate) const ROUND_BYTES: usize = 32 * 1024;
 /// key (more than the text protocol's space and key).
 fn request_bytes(key: &[u8]) -> usize {
     key.len() + 24
+}
+
+/// The distinct keys of a multi-get, sorted (the order its request asks them in), and where
+/// each key asked is among them: made by sorting the keys' positions, so that putting the
+/// items back in the order asked compares no keys.
+struct Distinct<'k> {
+    /// Each key once, sorted.
+    keys: Vec<&'k [u8]>,
+    /// For each key asked, in the order asked, its place in `keys`.
+    of: Vec<usize>,
+    /// Whether some key was asked more than once.
+    repeated: bool,
+}
+
+impl<'k> Distinct<'k> {
+    fn of(asked: &[&'k [u8]]) -> Distinct<'k> {
+        let mut order: Vec<(&[u8], usize)> = asked.iter().copied().zip(0..).collect();
+        order.sort_unstable();
+        let mut keys: Vec<&[u8]> = Vec::with_capacity(asked.len());
+        let mut of = vec![0; asked.len()];
+        for (key, i) in order {
+            if keys.last() != Some(&key) {
+                keys.push(key);
+            }
+            if let Some(slot) = of.get_mut(i) {
+                *slot = keys.len().saturating_sub(1);
+            }
+        }
+        let repeated = keys.len() != asked.len();
+        Distinct { keys, of, repeated }
+    }
+
+    /// The items found for `keys` (each at its key's place there), in the order asked: a
+    /// key asked twice gets the item twice.
+    fn in_order(&self, mut found: Vec<Option<Item>>) -> Vec<Option<Item>> {
+        if self.repeated {
+            return self
+                .of
+                .iter()
+                .map(|&at| found.get(at).cloned().flatten())
+                .collect();
+        }
+        // Every key once: each item goes to its one place, not copied.
+        self.of
+            .iter()
+            .map(|&at| found.get_mut(at).and_then(Option::take))
+            .collect()
+    }
+}
+
+/// Puts each of `found` (the items of a multi-get of some of a call's keys) at the place
+/// in `out` that `at` gives for it.
+fn place(out: &mut [Option<Item>], at: &[usize], found: Vec<Option<Item>>) {
+    for (&i, item) in at.iter().zip(found) {
+        if let Some(slot) = out.get_mut(i) {
+            *slot = item;
+        }
+    }
+}
+
+/// Whether a multi-get found nothing.
+pub(crate) fn none_found(items: &[Option<Item>]) -> bool {
+    items.iter().all(Option::is_none)
 }
 
 impl BinaryTransport {
@@ -152,42 +213,41 @@ impl BinaryTransport {
         if keys.is_empty() {
             return Ok(ManyRead::all(Vec::new()));
         }
-        let mut distinct: Vec<&[u8]> = keys.to_vec();
-        distinct.sort_unstable();
-        distinct.dedup();
+        let distinct = Distinct::of(keys);
         if self.position_to_server.len() == 1 {
             // One server, never left alone: no placement to look up.
             if let Some((_, e)) = failed.first() {
                 return Err(e.for_another_key());
             }
-            let mut items = self.fetch(h, &distinct, &[0], sent, failed).map_err(|e| {
-                self.refusal_among(
-                    h,
-                    (distinct.get(..1).unwrap_or_default(), &[Some(0)]),
-                    &[0],
-                    e,
-                )
-            })?;
+            let items = self
+                .fetch(h, &distinct.keys, &[0], sent, failed)
+                .map_err(|e| {
+                    self.refusal_among(
+                        h,
+                        (distinct.keys.get(..1).unwrap_or_default(), &[Some(0)]),
+                        &[0],
+                        e,
+                    )
+                })?;
             // A server that requires SASL is answered "auth error", which reads as misses.
-            if let (true, Some(key)) = (items.is_empty(), distinct.first()) {
+            if let (true, Some(key)) = (none_found(&items), distinct.keys.first()) {
                 self.confirm_miss(h, key, Some(0))?;
             }
-            return Ok(ManyRead::all(Self::in_order(
-                keys,
-                distinct.len(),
-                &mut items,
-            )));
+            return Ok(ManyRead::all(distinct.in_order(items)));
         }
-        let mut asked_keys: Vec<&[u8]> = Vec::with_capacity(distinct.len());
+        let mut asked_keys: Vec<&[u8]> = Vec::with_capacity(distinct.keys.len());
         // The server position of each of `asked_keys`.
-        let mut asked_at: Vec<Option<usize>> = Vec::with_capacity(distinct.len());
+        let mut asked_at: Vec<Option<usize>> = Vec::with_capacity(distinct.keys.len());
+        // Where each distinct key is in `asked_keys` (`None`: its server was left alone).
+        let mut asked_as: Vec<Option<usize>> = Vec::with_capacity(distinct.keys.len());
         let mut asked: Vec<usize> = Vec::new();
-        // Each distinct key's server position (in `distinct`'s order, which is sorted);
-        // the servers left alone, with why, join `failed`.
-        let mut placed: Vec<Option<usize>> = Vec::with_capacity(distinct.len());
-        for &key in &distinct {
+        // Each distinct key's server position (in `distinct.keys`' order, which is
+        // sorted); the servers left alone, with why, join `failed`.
+        let mut placed: Vec<Option<usize>> = Vec::with_capacity(distinct.keys.len());
+        for &key in &distinct.keys {
             let position = self.position_for_key(h, key);
             placed.push(position);
+            asked_as.push(None);
             if let Some(p) = position {
                 if failed.iter().any(|(q, _)| *q == p) {
                     continue;
@@ -204,6 +264,9 @@ impl BinaryTransport {
                     asked.push(p);
                 }
             }
+            if let Some(slot) = asked_as.last_mut() {
+                *slot = Some(asked_keys.len());
+            }
             asked_keys.push(key);
             asked_at.push(position);
         }
@@ -213,21 +276,25 @@ impl BinaryTransport {
             }
             return Ok(ManyRead::all(vec![None; keys.len()]));
         }
-        let mut items = self
+        let mut found = self
             .fetch_connecting_first(h, (&asked_keys, &asked_at), &asked, sent, failed)
             .map_err(|e| self.refusal_among(h, (&asked_keys, &asked_at), &asked, e))?;
         // A server that requires SASL is answered "auth error", which reads as misses.
-        self.confirm_misses(h, (&asked_keys, &asked_at), &asked, failed, &items)?;
-        let items = Self::in_order(keys, distinct.len(), &mut items);
+        self.confirm_misses(h, (&asked_keys, &asked_at), &asked, failed, &found)?;
+        let by_distinct = asked_as
+            .iter()
+            .map(|a| a.and_then(|a| found.get_mut(a)).and_then(Option::take))
+            .collect();
+        let items = distinct.in_order(by_distinct);
         if failed.is_empty() {
             return Ok(ManyRead::all(items));
         }
         // The keys of the servers that failed (left alone, or during the call): not read.
-        let unread = keys
+        let unread = distinct
+            .of
             .iter()
             .enumerate()
-            .filter_map(|(i, key)| {
-                let at = distinct.binary_search(key).ok()?;
+            .filter_map(|(i, &at)| {
                 let p = placed.get(at).copied().flatten()?;
                 let (_, e) = failed.iter().find(|(q, _)| *q == p)?;
                 Some((i, e.for_another_key()))
@@ -252,7 +319,7 @@ impl BinaryTransport {
         asked: &[usize],
         then_sent: &dyn Fn(),
         failed_servers: &mut Vec<(usize, Error)>,
-    ) -> Result<HashMap<Vec<u8>, Item>> {
+    ) -> Result<Vec<Option<Item>>> {
         if asked.len() < 2 {
             return self.fetch(h, keys, asked, then_sent, failed_servers);
         }
@@ -264,42 +331,48 @@ impl BinaryTransport {
         if cold.is_empty() {
             return self.fetch(h, keys, asked, then_sent, failed_servers);
         }
-        // One key of each cold server (in `keys`' order: still sorted).
+        // One key of each cold server (in `keys`' order: still sorted), and where it is.
         let mut firsts: Vec<&[u8]> = Vec::with_capacity(cold.len());
+        let mut firsts_at: Vec<usize> = Vec::with_capacity(cold.len());
         let mut seen: Vec<usize> = Vec::with_capacity(cold.len());
-        for (&key, &p) in keys.iter().zip(at) {
+        for (i, (&key, &p)) in keys.iter().zip(at).enumerate() {
             if let Some(p) = p.filter(|p| cold.contains(p) && !seen.contains(p)) {
                 seen.push(p);
                 firsts.push(key);
+                firsts_at.push(i);
             }
         }
-        let mut found = match self.fetch(h, &firsts, &cold, &|| {}, failed_servers) {
-            Ok(found) => found,
+        let mut out: Vec<Option<Item>> = vec![None; keys.len()];
+        match self.fetch(h, &firsts, &cold, &|| {}, failed_servers) {
+            Ok(found) => place(&mut out, &firsts_at, found),
             // Every cold server failed (each in `failed_servers`): the others are asked.
-            Err(e) if e.is_server_failure() => HashMap::new(),
+            Err(e) if e.is_server_failure() => {}
             Err(e) => return Err(e),
-        };
+        }
         let down =
             |p: &Option<usize>| p.is_some_and(|p| failed_servers.iter().any(|(q, _)| *q == p));
-        let rest: Vec<&[u8]> = keys
+        let (rest_at, rest): (Vec<usize>, Vec<&[u8]>) = keys
             .iter()
             .zip(at)
-            .filter(|&(key, p)| !down(p) && !firsts.contains(key))
-            .map(|(&key, _)| key)
-            .collect();
+            .enumerate()
+            .filter(|&(i, (_, p))| !down(p) && !firsts_at.contains(&i))
+            .map(|(i, (&key, _))| (i, key))
+            .unzip();
         let rest_asked: Vec<usize> = asked.iter().copied().filter(|&p| !down(&Some(p))).collect();
         if rest.is_empty() || rest_asked.is_empty() {
             then_sent();
             if let Some((_, e)) = failed_servers.first().filter(|_| rest_asked.is_empty()) {
                 return Err(e.for_another_key());
             }
-            return Ok(found);
+            return Ok(out);
         }
-        found.extend(self.fetch(h, &rest, &rest_asked, then_sent, failed_servers)?);
-        Ok(found)
+        let found = self.fetch(h, &rest, &rest_asked, then_sent, failed_servers)?;
+        place(&mut out, &rest_at, found);
+        Ok(out)
     }
 
-    /// Runs a multi-get of `keys` (distinct, valid, **sorted**) on `h` and reads every item.
+    /// Runs a multi-get of `keys` (distinct, valid, **sorted**) on `h` and reads every item,
+    /// each at its key's place in `keys`.
     /// `asked` are the positions of the servers that hold the keys (none of them left
     /// alone).
     ///
@@ -316,8 +389,8 @@ impl BinaryTransport {
         asked: &[usize],
         then_sent: &dyn Fn(),
         failed_servers: &mut Vec<(usize, Error)>,
-    ) -> Result<HashMap<Vec<u8>, Item>> {
-        let mut items = HashMap::with_capacity(keys.len());
+    ) -> Result<Vec<Option<Item>>> {
+        let mut items: Vec<Option<Item>> = vec![None; keys.len()];
         if keys.is_empty() {
             return Ok(items);
         }
@@ -352,39 +425,41 @@ impl BinaryTransport {
                 break;
             }
             // SAFETY: r is the live result just filled; its key and value buffers are valid
-            // for the lengths reported and are copied before the next fetch.
-            let (key, item) = unsafe {
-                let key = c_bytes(
+            // for the lengths reported and are read (the value copied) before the next
+            // fetch.
+            let (asked_for, item) = unsafe {
+                let key = c_slice(
                     memcached_result_key_value(r),
                     memcached_result_key_length(r),
                 );
+                // A server answers in the order it was asked: try the key after the last
+                // one found before searching them all.
+                let asked_for = if keys.get(next) == Some(&key) {
+                    Ok(next)
+                } else {
+                    keys.binary_search(&key).map_err(|_| key.to_vec())
+                };
                 let cas = memcached_result_cas(r);
                 let item = Item {
                     value: c_bytes(memcached_result_value(r), memcached_result_length(r)),
                     flags: memcached_result_flags(r),
                     cas: (cas != 0).then_some(cas),
                 };
-                (key, item)
+                (asked_for, item)
             };
-            // A server answers in the order it was asked: try the key after the last one
-            // found before searching them all.
-            let asked_for = if keys.get(next) == Some(&key.as_slice()) {
-                Ok(next)
-            } else {
-                keys.binary_search(&key.as_slice())
-            };
-            let Ok(found) = asked_for else {
-                // The stream is out of step: nothing after this is to be trusted.
-                stray = Some(key);
-                break;
+            let found = match asked_for {
+                Ok(found) => found,
+                Err(key) => {
+                    // The stream is out of step: nothing after this is to be trusted.
+                    stray = Some(key);
+                    break;
+                }
             };
             next = found + 1;
-            match items.entry(key) {
-                Entry::Vacant(slot) => {
-                    slot.insert(item);
-                }
-                Entry::Occupied(twice) => {
-                    stray = Some(twice.key().clone());
+            match items.get_mut(found) {
+                Some(slot) if slot.is_none() => *slot = Some(item),
+                _ => {
+                    stray = Some(keys.get(found).map_or_else(Vec::new, |k| k.to_vec()));
                     break;
                 }
             }
@@ -444,7 +519,7 @@ impl BinaryTransport {
             Some(self.error(h, sent, self.label_for_failure(h), "get"))
         } else if !matches!(rc, MEMCACHED_END | MEMCACHED_NOTFOUND | MEMCACHED_SUCCESS) {
             Some(self.error(h, rc, self.label_for_failure(h), "get"))
-        } else if let Some(last) = swallowed_error(h, rc, items.is_empty()) {
+        } else if let Some(last) = swallowed_error(h, rc, none_found(&items)) {
             // Not a miss: the connection saw a reply it did not expect, and is closed.
             let e = self.error(h, last, self.label_for_failure(h), "get");
             self.reset(h);
@@ -486,29 +561,16 @@ impl BinaryTransport {
         }
     }
 
-    /// The items of `keys`, in order; `distinct` keys among them.
-    pub(crate) fn in_order(
-        keys: &[&[u8]],
-        distinct: usize,
-        items: &mut HashMap<Vec<u8>, Item>,
-    ) -> Vec<Option<Item>> {
-        if distinct == keys.len() {
-            // Every key once: each item goes to its one place, not copied.
-            return keys.iter().map(|k| items.remove(*k)).collect();
-        }
-        keys.iter().map(|k| items.get(*k).cloned()).collect()
-    }
-
     /// The end of a multi-get when libmemcached's private layout cannot be read (another
     /// libmemcached than 1.1.x): which server failed is not known, so any failure fails the
     /// call.
     fn fetch_ended_untolerant(
         &self,
         h: &Handle,
-        items: HashMap<Vec<u8>, Item>,
+        items: Vec<Option<Item>>,
         sent: memcached_return_t,
         rc: memcached_return_t,
-    ) -> Result<HashMap<Vec<u8>, Item>> {
+    ) -> Result<Vec<Option<Item>>> {
         self.check_nothing_owed(h, rc)?;
         if memcached_failed(sent) {
             return Err(self.error(h, sent, self.label_for_failure(h), "get"));

@@ -190,7 +190,11 @@ impl BinaryTransport {
                     // apart by the value itself.
                     let asked: Vec<usize> = position.into_iter().collect();
                     if let Ok(items) = self.fetch(h, &[key], &asked, &|| {}, &mut Vec::new()) {
-                        if items.get(key).is_some_and(|i| !is_decimal(&i.value)) {
+                        if items
+                            .first()
+                            .and_then(Option::as_ref)
+                            .is_some_and(|i| !is_decimal(&i.value))
+                        {
                             return Err(Error::Client {
                                 server: self.label_at(position),
                                 message: format!(
@@ -226,7 +230,8 @@ impl BinaryTransport {
         let asked: Vec<usize> = position.into_iter().collect();
         let items = self.fetch(h, &[key], &asked, &|| {}, &mut Vec::new())?;
         if items
-            .get(key)
+            .first()
+            .and_then(Option::as_ref)
             .is_some_and(|i| i.value == u64::MAX.to_string().as_bytes())
         {
             return Ok(Some(u64::MAX));

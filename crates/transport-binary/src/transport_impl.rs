@@ -33,8 +33,8 @@ impl Transport for BinaryTransport {
         let (h, position, _) = self.lease_for_key(key)?;
         let one = [position.unwrap_or(0)];
         let asked: &[usize] = if position.is_some() { &one } else { &[] };
-        let mut items = self.fetch(&h, &[key], asked, &|| {}, &mut Vec::new())?;
-        Ok(items.remove(key))
+        let items = self.fetch(&h, &[key], asked, &|| {}, &mut Vec::new())?;
+        Ok(items.into_iter().next().flatten())
     }
 
     /// One multi-get for every server's keys: see `get_many_then` (get.rs) for how a
