@@ -202,3 +202,90 @@ fn one_get_many_sends_the_stores_of_all_its_stale_keys_in_one_store_many() {
         assert_eq!(spy.store_manys.lock().unwrap().len(), 1, "{policy}");
     }
 }
+
+/// A memcached with no room for another 100 KB value (`-M`, no eviction: it answers
+/// `SERVER_ERROR out of memory storing object`) but room for small items (lease keys).
+fn full_for_large_values(flavor: &str) -> (Memcached, String) {
+    let server = Memcached::with_args(&["-m", "8", "-M"]);
+    let url = format!("newcache://{}/?flavor={flavor}", server.addr());
+    let filler = Cache::from_url(&url).unwrap();
+    // Small items first, so their slab class has a page to take lease keys from.
+    for i in 0..50 {
+        filler
+            .set(&format!("small-{i}"), "s", Ttl::Seconds(600))
+            .unwrap();
+    }
+    let large = "x".repeat(100_000);
+    let refused = (0..400).find_map(|i| {
+        filler
+            .set(&format!("fill-{i}"), large.as_str(), Ttl::Seconds(600))
+            .err()
+    });
+    assert!(
+        matches!(
+            refused,
+            Some(newcache::Error::Transport(Error::Server { .. }))
+        ),
+        "{refused:?}"
+    );
+    (server, url)
+}
+
+/// A loaded value the server refuses to store (`SERVER_ERROR out of memory storing object`)
+/// is still the caller's, and the callers waiting for that load are served it: one load
+/// for eight callers, blocking and async (an outside audit: eight loads one after another,
+/// and eight errors).
+#[test]
+fn a_loaded_value_the_server_cannot_store_is_served_to_every_waiting_caller() {
+    let (_server, url) = full_for_large_values("refused");
+    let cache = Cache::from_url(&url).unwrap();
+    let value = "v".repeat(100_000);
+    let loads = AtomicUsize::new(0);
+    let load = || {
+        loads.fetch_add(1, Ordering::SeqCst);
+        std::thread::sleep(Duration::from_millis(200));
+        value.clone()
+    };
+    let got: Vec<_> = std::thread::scope(|s| {
+        let calls: Vec<_> = (0..8)
+            .map(|_| s.spawn(|| cache.get_or_set("cold", Ttl::Seconds(600), load)))
+            .collect();
+        calls.into_iter().map(|c| c.join().unwrap()).collect()
+    });
+    assert_eq!(loads.load(Ordering::SeqCst), 1, "{got:?}");
+    for one in got {
+        assert_eq!(one.unwrap().len(), 100_000);
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let loads = Arc::new(AtomicUsize::new(0));
+    let got = rt.block_on(async {
+        let cache = newcache::AsyncCache::from_url(&url).unwrap();
+        let calls: Vec<_> = (0..8)
+            .map(|_| {
+                let (cache, loads, value) = (cache.clone(), loads.clone(), value.clone());
+                tokio::spawn(async move {
+                    cache
+                        .get_or_set("cold-async", Ttl::Seconds(600), || async move {
+                            loads.fetch_add(1, Ordering::SeqCst);
+                            tokio::time::sleep(Duration::from_millis(200)).await;
+                            value
+                        })
+                        .await
+                })
+            })
+            .collect();
+        let mut got = Vec::new();
+        for call in calls {
+            got.push(call.await.unwrap());
+        }
+        got
+    });
+    assert_eq!(loads.load(Ordering::SeqCst), 1, "{got:?}");
+    for one in got {
+        assert_eq!(one.unwrap().len(), 100_000);
+    }
+}

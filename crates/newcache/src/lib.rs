@@ -536,9 +536,11 @@ impl Cache {
     /// plain `set`). One exception: on a key that had no value, a `delete` or an
     /// `invalidate` (or a `set` then either) that lands while the loader runs leaves nothing
     /// for the `add` to meet, as memcached keeps no trace of a delete and an invalidation
-    /// has nothing to mark, so the loaded value is stored. A server that fails to take the loaded value (down, hung, a cut
-    /// connection) costs the cache that value, not the caller: the call returns it, and the
-    /// failure counts in the errors.
+    /// has nothing to mark, so the loaded value is stored. A server that fails to take the
+    /// loaded value (down, hung, a cut connection, or a `SERVER_ERROR` such as memcached's
+    /// "out of memory storing object") costs the cache that value, not the caller: the call
+    /// returns it, the calls in this process waiting for that load are served it too, and
+    /// the failure counts in the errors.
     ///
     /// A loader error reaches its caller and stores nothing; on the stale path the old value
     /// stays (under `lease` and `early` the claim keeps the others on it for `herd_timeout`,

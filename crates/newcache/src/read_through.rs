@@ -13,7 +13,7 @@ use newcache_transport::{Item, Store, StoreMode, StoreStatus};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use crate::herd_read::Over;
+use crate::herd_read::{Opened, Over};
 use crate::io::{Io, Lease};
 use crate::observe::{Event, Observed};
 use crate::ops::{Core, Fetched};
@@ -55,6 +55,11 @@ pub(crate) struct Flight {
     read_cas: Option<u64>,
     landed: Mutex<Landed>,
     finished: Condvar,
+    /// The item its leader loaded and no server took (one down or hung, or a
+    /// `SERVER_ERROR` such as memcached's "out of memory storing object"): its followers
+    /// are served it, where reading the key again found it still cold and each loaded in
+    /// turn (an outside audit: 8 loads for 8 threads, each failing).
+    unstored: Mutex<Option<Item>>,
     /// Wakes async waiters (feature `tokio`).
     #[cfg(feature = "tokio")]
     notify: tokio::sync::Notify,
@@ -82,9 +87,15 @@ impl Flight {
             read_cas,
             landed: Mutex::default(),
             finished: Condvar::new(),
+            unstored: Mutex::default(),
             #[cfg(feature = "tokio")]
             notify: tokio::sync::Notify::new(),
         }
+    }
+
+    /// The item its leader loaded and no server took, if so.
+    fn unstored(&self) -> Option<Item> {
+        self.unstored.lock().ok().and_then(|item| item.clone())
     }
 
     /// How it stands now.
@@ -559,6 +570,16 @@ impl Core {
                     match io.wait_for(&flight, self.config.lease_wait).await {
                         Landed::Done => {
                             self.observer.lease_wait(waited.elapsed());
+                            if let Some(item) = flight.unstored() {
+                                let now = self.now_millis();
+                                if let Opened::Value { item, flags } =
+                                    self.open(io, OP, &wire, item, now).await
+                                {
+                                    return self
+                                        .decode_opened_item(key, (item, flags))
+                                        .map_err(Through::Cache);
+                                }
+                            }
                             continue 'read;
                         }
                         Landed::LoaderFailed => {
@@ -864,6 +885,21 @@ impl Core {
             .flatten()
     }
 
+    /// Leaves `bytes` (stored with `flags`) in this process's flight of `wire`, if one is
+    /// under way, for its followers ([`Flight::unstored`]).
+    fn leave_unstored(&self, wire: &[u8], bytes: &[u8], flags: u32) {
+        let flight = self.flights.lock().ok().and_then(|f| f.get(wire).cloned());
+        if let Some(flight) = flight {
+            if let Ok(mut unstored) = flight.unstored.lock() {
+                *unstored = Some(Item {
+                    value: bytes.to_vec(),
+                    flags,
+                    cas: None,
+                });
+            }
+        }
+    }
+
     /// Runs the loader and stores its value under `wire` (`key`'s wire key) over what the key
     /// held before the load began (`over`), so that nothing written, invalidated or deleted
     /// while it ran is replaced by a value computed before that. When the key changed
@@ -911,7 +947,7 @@ impl Core {
             .encode_computed(io, key, &value, options, compute)
             .await?;
         let stored = async {
-            let Some((bytes, flags, exptime)) = encoded else {
+            let Some((bytes, flags, exptime)) = &encoded else {
                 // A zero TTL: the value expires at once. Over nothing, nothing is stored,
                 // and a value another caller stored meanwhile stays (it was deleted: an
                 // outside audit); over the item read, the key is emptied.
@@ -922,7 +958,7 @@ impl Core {
             };
             // A few tries: each is past one more claim of the old value.
             for _ in 0..3 {
-                let request = Store::set(wire, &bytes, flags, exptime).with_mode(mode);
+                let request = Store::set(wire, bytes, *flags, *exptime).with_mode(mode);
                 let status = match io.store(&request).await {
                     // Too large over the item read: the key is emptied, as memcached empties
                     // it on a `set` too large and as `Cache::set` does (the `cas` left it,
@@ -957,11 +993,20 @@ impl Core {
         };
         match stored.await {
             // The value is loaded: a server that failed to take it (down, hung, a cut
-            // connection) costs the cache the value, not the caller. Counted in the errors,
-            // so the outage shows. (It may even have been stored: a hung server applies the
-            // store once it is back.)
-            Err(e) if e.is_server_failure() => {
+            // connection) or refused it with an error of its own (`SERVER_ERROR out of
+            // memory storing object`: its callers each got that error, and each waiter
+            // loaded again, an outside audit) costs the cache the value, not the caller,
+            // nor this process's callers waiting for it (served it from the flight).
+            // Counted in the errors, so the outage shows. (It may even have been stored: a
+            // hung server applies the store once it is back.)
+            Err(e)
+                if e.is_server_failure()
+                    || matches!(e, newcache_transport::Error::Server { .. }) =>
+            {
                 self.observer.failed_key("get_or_set", &e);
+                if let Some((bytes, flags, _)) = &encoded {
+                    self.leave_unstored(wire, bytes, *flags);
+                }
                 Ok(value)
             }
             stored => stored.map(|()| value).map_err(|e| Error::from(e).into()),
