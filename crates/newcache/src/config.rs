@@ -558,6 +558,19 @@ mod tests {
             ("newcache://admin:hunter2?a=b@h/#x", "has a fragment"),
             ("newcache://h/?binary=true&username=u&password=hun&ter2", "not shown"),
             ("newcache://h/?binary=true&username=u&password=hun&ter2=x", "not shown"),
+            // Another scheme, or a fragment: the error shows the URL without the password
+            // and without what follows it, which may be a part of it (`&` in a password:
+            // an outside audit saw `password=***&ter2`).
+            (
+                "memcached://h/?binary=true&username=u&password=hun&ter2",
+                "must start with newcache://",
+            ),
+            ("redis://h/?password=hun&ter2", "must start with newcache://"),
+            ("memcached://h/?password=hun&ter2=x", "must start with newcache://"),
+            (
+                "newcache://h/?binary=true&username=u&password=hun&ter2#frag",
+                "has a fragment",
+            ),
             ("newcache://h/?binary=true&username=u&password=hunter2%ff", "not UTF-8"),
             ("newcache://a/?herd_timeout=16382", "is over 16381 s"),
             (

@@ -113,9 +113,9 @@ pub struct TextConfig {
     /// The most connections open to one server at once (0: no limit). A request that finds
     /// them all busy waits for one up to [`TextConfig::read_timeout`], then fails with
     /// [`Error::Timeout`] (which does not count as a failure of the server). The async
-    /// transport keeps to it on servers that speak only the classic protocol, up to
-    /// [`MAX_ASYNC_CONNECTIONS`] (0: that many), and to [`TextConfig::async_connections`]
-    /// on the others.
+    /// transport keeps to it on servers that speak only the classic protocol and over TLS,
+    /// up to [`MAX_ASYNC_CONNECTIONS`] (0: that many), and to
+    /// [`TextConfig::async_connections`] on the others.
     ///
     /// Default 64: a blocking connection carries one request at a time, and on a LAN one
     /// round trip takes some tens of microseconds, so 64 connections already carry over a
@@ -152,8 +152,9 @@ pub struct TextConfig {
     /// once (auto-pipelined). Default 1; 0 is taken as 1, more than
     /// [`MAX_ASYNC_CONNECTIONS`] as that many. The classic protocol's replies
     /// carry no tag to match them by, so there each connection carries one request at a
-    /// time, and they are opened as needed up to [`TextConfig::max_connections`]. The
-    /// blocking [`TextTransport`] ignores it.
+    /// time, and they are opened as needed up to [`TextConfig::max_connections`]; so do TLS
+    /// connections (memcached before 1.6.39 can leave a pipelined request over TLS
+    /// unanswered), which ignore this setting. The blocking [`TextTransport`] ignores it.
     pub async_connections: usize,
     /// Async transport only (`TokioTextTransport`, feature `tokio`): requests queued per
     /// connection, waiting for its writer; past it a caller waits for room, up to its

@@ -40,10 +40,11 @@ pub(super) fn parse_ttl(name: &str, value: &str) -> Result<Ttl> {
     }
 }
 
-/// `url` with the value of its `password` parameter replaced by `***`, for error
-/// messages; a URL with credentials before the host (`user:password@host`, in any scheme)
-/// is not shown at all (one of another scheme, or with a fragment, was shown whole,
-/// password and all: an outside audit).
+/// `url` with the value of its `password` parameter replaced by `***`, and what follows it
+/// left out (a password may hold a literal `&`: `password=hun&ter2` showed `ter2`, an outside
+/// audit), for error messages; a URL with credentials before the host
+/// (`user:password@host`, in any scheme) is not shown at all (one of another scheme, or with
+/// a fragment, was shown whole, password and all: an outside audit).
 fn redacted(url: &str) -> String {
     // A password may hold '?' or '/' and split where the host or the query seems to begin:
     // no part of such a URL is shown (parts of passwords were: two reviews).
@@ -54,14 +55,19 @@ fn redacted(url: &str) -> String {
     let Some((head, query)) = url.split_once('?') else {
         return url.to_string();
     };
-    let query: Vec<String> = query
-        .split('&')
-        .map(|pair| match pair.split_once('=') {
-            Some(("password", _)) => "password=***".to_string(),
-            _ => pair.to_string(),
-        })
-        .collect();
-    format!("{head}?{}", query.join("&"))
+    let mut shown: Vec<&str> = Vec::new();
+    let mut pairs = query.split('&');
+    for pair in pairs.by_ref() {
+        if pair.split_once('=').map_or(pair, |(name, _)| name) == "password" {
+            shown.push("password=***");
+            break;
+        }
+        shown.push(pair);
+    }
+    if pairs.next().is_some() {
+        shown.push("(the rest not shown)");
+    }
+    format!("{head}?{}", shown.join("&"))
 }
 
 /// The parameters a URL takes (and `behaviors.NAME`).
