@@ -195,7 +195,7 @@ impl TextTransport {
                 let permit = conn.into_permit();
                 let stream = self.connect_stream(server)?;
                 let mut conn = self.new_conn(stream, Wire::Classic, permit);
-                let status = self.version_reply(server, &mut conn);
+                let status = self.version_reply(server, &mut conn).ok().flatten();
                 match version_verdict(&server.label, status) {
                     Some(Ok(())) => Ok(Judged::Classic(conn.into_permit())),
                     Some(Err(e)) => Err(e),
@@ -205,13 +205,13 @@ impl TextTransport {
             Err(e) => Err(e),
         }
     }
+}
 
-    /// Sends `version` on `conn` and reads the reply: true when it is `VERSION ...` and
-    /// nothing follows it (the connection is then in step, its read timeout as configured).
-    pub(crate) fn answers_version(&self, server: &Server, conn: &mut Conn) -> bool {
-        matches!(self.version_reply(server, conn), Some(Status::Version(_)))
-    }
+/// The server closed the connection without a reply ([`TextTransport::version_reply`]).
+#[derive(Debug)]
+pub(crate) struct Closed;
 
+impl TextTransport {
     /// Whether the server closes a connection on a command it does not know, asked on
     /// `conn` ([`UNKNOWN_COMMAND`]): a proxy that closes the connection on what it does not
     /// proxy (twemproxy) does; memcached answers `ERROR`. The connection is spent.
@@ -230,16 +230,25 @@ impl TextTransport {
     }
 
     /// Sends `version` on `conn` and reads the reply: the status line it got, when nothing
-    /// follows it; `None` for anything else (no reply, more than one line).
-    pub(crate) fn version_reply(&self, server: &Server, conn: &mut Conn) -> Option<Status> {
+    /// follows it; `None` for anything else (no reply in time, more than one line);
+    /// [`Closed`] when the server closed the connection without a reply.
+    pub(crate) fn version_reply(
+        &self,
+        server: &Server,
+        conn: &mut Conn,
+    ) -> std::result::Result<Option<Status>, Closed> {
         conn.wbuf.clear();
         proto::encode_line(&mut conn.wbuf, "version");
         let status = match self.send(server, conn) {
             Ok(()) => match self.receive(server, conn, &mut Decoder::new(Expect::Status)) {
-                Ok((Reply::Status(status), false)) if conn.rbuf.filled().is_empty() => Some(status),
-                _ => None,
+                Ok((Reply::Status(status), false)) if conn.rbuf.filled().is_empty() => {
+                    Ok(Some(status))
+                }
+                Err(e) if closed_without_reply(&e) => Err(Closed),
+                _ => Ok(None),
             },
-            Err(_) => None,
+            Err(e) if closed_without_reply(&e) => Err(Closed),
+            Err(_) => Ok(None),
         };
         conn.wbuf.clear();
         status

@@ -10,6 +10,7 @@ use newcache_transport::{Error, Result};
 
 use crate::command::{Cmd, Mismatch, NeedsMeta, Outcome, Wire};
 use crate::conn::{Acquire, Conn, Server, DEADLINE_SLACK, READ_BUF, WIRE_META, WIRE_UNKNOWN};
+use crate::connect::Closed;
 use crate::errors::{closed_without_reply, refusal_error, ClosedWithoutReply};
 use crate::pool::Checkout;
 use crate::proto::{Decoder, Reply, Status};
@@ -387,19 +388,26 @@ impl TextTransport {
             // connection lost (a restart, a network fault), not a refusal.
             return outcome;
         }
-        let refuses = |conn: &mut Conn| {
-            self.answers_version(server, conn) && self.closes_on_unknown_commands(server, conn)
+        let judge = |conn: &mut Conn| match self.version_reply(server, conn) {
+            Ok(Some(Status::Version(_))) if self.closes_on_unknown_commands(server, conn) => {
+                Closer::Refuses
+            }
+            // `version` (as long as a binary header) closed too: a binary-only memcached.
+            Err(Closed) => Closer::BinaryOnly,
+            _ => Closer::Neither,
         };
-        let refused = match server.pool.checkout(self.config.connect_timeout) {
-            Ok(Checkout::Idle(mut conn, _)) => refuses(&mut conn),
-            Ok(Checkout::Open(permit)) => self.connect_stream(server).is_ok_and(|stream| {
-                let mut conn = self.new_conn(stream, Wire::Classic, permit);
-                refuses(&mut conn)
-            }),
-            Err(_) => false,
+        let closer = match server.pool.checkout(self.config.connect_timeout) {
+            Ok(Checkout::Idle(mut conn, _)) => judge(&mut conn),
+            Ok(Checkout::Open(permit)) => match self.connect_stream(server) {
+                Ok(stream) => judge(&mut self.new_conn(stream, Wire::Classic, permit)),
+                Err(_) => Closer::Neither,
+            },
+            Err(_) => Closer::Neither,
         };
-        if !refused {
-            return outcome;
+        match closer {
+            Closer::Neither => return outcome,
+            Closer::BinaryOnly => return Err(crate::errors::probe_closed(&server.label)),
+            Closer::Refuses => {}
         }
         if head.is_meta() && self.config.protocol == Protocol::Auto {
             server.wire.store(WIRE_UNKNOWN, Ordering::Relaxed);
@@ -409,6 +417,17 @@ impl TextTransport {
             command: head.command(),
         })
     }
+}
+
+/// Why a server closed a connection without replying ([`TextTransport::classify_close`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Closer {
+    /// It refuses the command (a proxy that closes on what it does not carry).
+    Refuses,
+    /// It takes only the binary protocol.
+    BinaryOnly,
+    /// Neither: the connection was cut.
+    Neither,
 }
 
 /// The first word of a request (its command), kept without allocating in case the reply

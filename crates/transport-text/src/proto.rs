@@ -13,7 +13,7 @@ mod reply;
 pub use decode::{parse_status, Decoder, MAX_LINE, MAX_VALUE_LEN};
 pub use encode::{
     encode_arith, encode_delete, encode_delete_noreply, encode_get, encode_line, encode_meta_get,
-    encode_meta_invalidate, encode_store, encode_touch,
+    encode_meta_invalidate, encode_store, encode_touch, BINARY_HEADER,
 };
 pub use reply::{Expect, Meta, ParseError, Reply, ReplyKey, Status, Values};
 // For `meta`, which parses its numbers and keys as the classic replies do.
@@ -277,8 +277,13 @@ mod tests {
         encode_line(&mut out, "flush_all");
         assert_eq!(
             out,
-            b"gets a b\r\nset k 16 300 3\r\nv\r\n\r\ncas k 0 0 0 42 noreply\r\n\r\ncas k 4294967295 0 0 18446744073709551615\r\n\r\ndelete k\r\ndecr n 7\r\ntouch k 9\r\nflush_all\r\n"
+            b"gets a b\r\nset k 16 300 3\r\nv\r\n\r\ncas k 0 0 0 42 noreply\r\n\r\ncas k 4294967295 0 0 18446744073709551615\r\n\r\ndelete k\r\ndecr n 7\r\ntouch k 9\r\nflush_all             \r\n"
         );
+        // Every bare line is as long as a binary header, so a binary-only server refuses it.
+        let mut line = Vec::new();
+        encode_line(&mut line, "stats");
+        assert_eq!(line, b"stats                 \r\n");
+        assert_eq!(line.len(), BINARY_HEADER);
     }
 
     #[test]

@@ -95,8 +95,19 @@ pub fn encode_meta_invalidate(out: &mut Vec<u8>, key: &[u8], grace: u32) {
     out.extend_from_slice(b"\r\n");
 }
 
-/// Appends a bare command line such as `flush_all`, `stats` or `version`.
+/// Appends a bare command line such as `flush_all`, `stats` or `version`, padded with
+/// spaces to [`BINARY_HEADER`] bytes: memcached ignores spaces after a command, and a
+/// memcached that takes only the binary protocol (`-B binary`, or `-S` for SASL) waits for
+/// a whole binary header before it closes the connection, so a shorter line was left
+/// unanswered until the read timeout ("overloaded or hung", an outside audit), where the
+/// padded one is refused at once and the server can be named for what it is.
 pub fn encode_line(out: &mut Vec<u8>, command: &str) {
     out.extend_from_slice(command.as_bytes());
+    let padding = BINARY_HEADER.saturating_sub(command.len() + 2);
+    out.resize(out.len() + padding, b' ');
     out.extend_from_slice(b"\r\n");
 }
+
+/// The size of a binary protocol request header, which a binary-only memcached reads whole
+/// before it answers or closes.
+pub const BINARY_HEADER: usize = 24;

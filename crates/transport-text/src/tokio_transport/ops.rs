@@ -22,6 +22,7 @@ use crate::errors::{
     closed_without_reply, learn_item_size_max, over_server_limit, refusal_error,
     refused_as_too_large, status_to_error, LimitCheck,
 };
+use crate::exchange::Closer;
 use crate::multi_get::get_cost;
 use crate::ops::members_of;
 use crate::proto::{Expect, Reply, Status};
@@ -165,14 +166,19 @@ impl TokioTextTransport {
         let outcomes = self.batch(&groups).await;
         let mut out = Vec::with_capacity(outcomes.len());
         for ((i, _), outcome) in groups.iter().zip(outcomes) {
-            let outcome = match outcome {
-                Err(e) if closed_without_reply(&e) && self.refuses_by_closing(*i).await => {
-                    Err(Error::Unsupported {
-                        server: self.label(*i).to_string(),
-                        command: line.split(' ').next().unwrap_or(line).to_string(),
-                    })
+            let closer = match &outcome {
+                Err(e) if closed_without_reply(e) => self.why_closed(*i).await,
+                _ => Closer::Neither,
+            };
+            let outcome = match (closer, outcome) {
+                (Closer::Refuses, _) => Err(Error::Unsupported {
+                    server: self.label(*i).to_string(),
+                    command: line.split(' ').next().unwrap_or(line).to_string(),
+                }),
+                (Closer::BinaryOnly, _) => Err(crate::errors::probe_closed(self.label(*i))),
+                (Closer::Neither, outcome) => {
+                    outcome.map(|answers| answers.list.into_iter().collect())
                 }
-                outcome => outcome.map(|answers| answers.list.into_iter().collect()),
             };
             out.push((*i, outcome));
         }
@@ -185,19 +191,30 @@ impl TokioTextTransport {
     /// what it does not proxy), as the blocking transport tells it
     /// ([`TextTransport::classify_close`]); the error is then [`Error::Unsupported`], as
     /// there (it was `Io`, "closed with replies still due"). A server that answers that
-    /// command (memcached) had the connection cut after the command may have run.
-    async fn refuses_by_closing(&self, index: usize) -> bool {
+    /// command (memcached) had the connection cut after the command may have run. A server
+    /// that closes `version` too (as long as a binary header) takes only the binary
+    /// protocol ([`Closer::BinaryOnly`]).
+    async fn why_closed(&self, index: usize) -> Closer {
         let build = |_h: &super::Handle| Ok(plan_line("version", Expect::Status));
-        let alive = matches!(
-            self.exchange(index, &build).await.map(|a| a.list.into_iter().next()),
-            Ok(Some(Answer::Line(reply))) if matches!(*reply, Reply::Status(Status::Version(_)))
-        );
-        let Ok(server) = self.server(index) else {
-            return false;
+        let alive = match self.exchange(index, &build).await {
+            Ok(answers) => matches!(
+                answers.list.into_iter().next(),
+                Some(Answer::Line(reply)) if matches!(*reply, Reply::Status(Status::Version(_)))
+            ),
+            Err(e) if closed_without_reply(&e) => return Closer::BinaryOnly,
+            Err(_) => false,
         };
-        alive
+        let Ok(server) = self.server(index) else {
+            return Closer::Neither;
+        };
+        if alive
             && super::connect::closes_on_unknown_commands(&self.inner.config, &server.target())
                 .await
+        {
+            Closer::Refuses
+        } else {
+            Closer::Neither
+        }
     }
 
     /// [`Self::keyed`], a server that failed while others answered told apart
