@@ -179,3 +179,58 @@ fn a_binary_only_server_is_named_as_such() {
         says_binary_only(&what("flush_all", "async"), got, started);
     }
 }
+
+/// memcached over its connection limit (`-c`) answers a connection it accepts with `ERROR
+/// Too many open connections` and closes it, before reading from it: both transports fail
+/// the request with the server's error saying so (the request did not run), in either
+/// protocol, and the probe takes it for no verdict. It was "unexpected reply line", a reply
+/// that may not answer its request (an outside audit), and a probe could have taken it for
+/// the classic protocol's `ERROR`.
+#[test]
+fn a_server_at_its_connection_limit_says_so() {
+    let server = Memcached::with_args(&["-c", "20", "-t", "1"]);
+    // Connections until memcached refuses one (it counts its own sockets too).
+    let mut held = Vec::new();
+    loop {
+        let mut conn = TcpStream::connect(server.addr()).unwrap();
+        conn.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        conn.write_all(b"version\r\n").unwrap();
+        let mut reply = [0u8; 64];
+        let n = conn.read(&mut reply).unwrap();
+        if reply[..n].starts_with(b"ERROR") {
+            break;
+        }
+        assert!(reply[..n].starts_with(b"VERSION"), "{:?}", &reply[..n]);
+        held.push(conn);
+        assert!(held.len() < 20, "memcached never refused a connection");
+    }
+    let refused = |what: &str, got: Result<(), newcache_transport::Error>| match got {
+        Err(newcache_transport::Error::Server { message, .. }) => {
+            assert!(message.contains("connection limit"), "{what}: {message}");
+            assert!(message.contains("did not run"), "{what}: {message}");
+        }
+        other => panic!("{what}: {other:?}"),
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    for protocol in [Protocol::Auto, Protocol::Classic, Protocol::Meta] {
+        let config = TextConfig {
+            servers: vec![server.addr()],
+            protocol,
+            ..TextConfig::default()
+        };
+        let blocking = TextTransport::new(config.clone()).unwrap();
+        refused(
+            &format!("{protocol:?} blocking"),
+            blocking.get(b"k").map(drop),
+        );
+        let tokio = TokioTextTransport::new(config).unwrap();
+        let got = runtime
+            .block_on(AsyncTransport::get(&tokio, b"k"))
+            .map(drop);
+        refused(&format!("{protocol:?} async"), got);
+    }
+    drop(held);
+}

@@ -189,6 +189,10 @@ impl TextTransport {
                     Ok(Judged::Meta(conn))
                 }
                 Ok(ProbeVerdict::Classic) => Ok(Judged::Classic(conn.into_permit())),
+                Ok(ProbeVerdict::Failed(message)) => Err(Error::Server {
+                    server: server.label.clone(),
+                    message,
+                }),
                 Err(m) => Err(self.mismatch(server, m)),
             },
             Err(ref e) if closed_without_reply(e) => {

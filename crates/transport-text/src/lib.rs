@@ -285,7 +285,7 @@ pub(crate) fn group_by_server<'k>(
 }
 
 /// What the reply to the meta probe ([`meta::encode_probe`]) says the server speaks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum ProbeVerdict {
     /// The probe's tag came back: meta with tags, on this connection.
     Meta,
@@ -293,6 +293,9 @@ pub(crate) enum ProbeVerdict {
     /// server that does not echo them, whose replies cannot be matched): classic, on a new
     /// connection.
     Classic,
+    /// `SERVER_ERROR` (or `ERROR` with a message: memcached at its connection limit): the
+    /// server's own failure, which the request fails with, nothing judged.
+    Failed(String),
 }
 
 /// Reads the reply to the probe tagged `opaque` (its decoder's `tag`); anything but the
@@ -311,6 +314,7 @@ pub(crate) fn probe_verdict(
         }
         Reply::Meta(_) if tag.opaque().is_none() => Ok(ProbeVerdict::Classic),
         Reply::Status(Status::Error | Status::ClientError(_)) => Ok(ProbeVerdict::Classic),
+        Reply::Status(Status::ServerError(message)) => Ok(ProbeVerdict::Failed(message.clone())),
         reply => Err(Mismatch(format!("{reply:?} ({tag:?}) to the meta probe"))),
     }
 }

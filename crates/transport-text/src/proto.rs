@@ -308,11 +308,28 @@ mod tests {
                 b"SERVER_ERROR object too large for cache\r\n",
                 Status::ServerError("object too large for cache".into()),
             ),
+            (
+                b"ERROR some reason\r\n",
+                Status::ServerError("some reason".into()),
+            ),
         ] {
             assert_eq!(
                 split_everywhere(Expect::Status, line),
                 Reply::Status(status)
             );
+        }
+        // memcached over its connection limit: its own failure, said so, in either dialect.
+        for expect in [Expect::Status, Expect::Meta, Expect::Values] {
+            match split_everywhere(expect, b"ERROR Too many open connections\r\n") {
+                Reply::Status(Status::ServerError(message)) => {
+                    assert!(
+                        message.starts_with("Too many open connections: "),
+                        "{message}"
+                    );
+                    assert!(message.contains("did not run"), "{message}");
+                }
+                other => panic!("{expect:?}: {other:?}"),
+            }
         }
     }
 

@@ -165,6 +165,8 @@ pub(super) fn text_after(line: &[u8], prefix: &[u8]) -> String {
 
 /// Parses one status line (without its `\r\n`).
 pub fn parse_status(line: &[u8]) -> Result<Status, ParseError> {
+    /// What memcached says when it refuses a connection over its `-c`.
+    const TOO_MANY_CONNECTIONS: &str = "Too many open connections";
     Ok(match line {
         b"STORED" => Status::Stored,
         b"NOT_STORED" => Status::NotStored,
@@ -175,6 +177,18 @@ pub fn parse_status(line: &[u8]) -> Result<Status, ParseError> {
         b"OK" => Status::Ok,
         b"END" => Status::End,
         b"ERROR" => Status::Error,
+        // memcached at its connection limit (`-c`) writes this on a connection it accepts,
+        // then closes it, before reading a byte: the server's failure, not an unknown
+        // command's `ERROR` (it was "unexpected reply line", a reply that may not answer its
+        // request: an outside audit).
+        l if l.starts_with(b"ERROR ") => {
+            let message = text_after(l, b"ERROR ");
+            Status::ServerError(if message == TOO_MANY_CONNECTIONS {
+                format!("{message}: memcached is at its connection limit (its -c) and closed this connection before reading from it, so the request did not run; raise memcached's -c, or open fewer connections (max_connections, fewer processes)")
+            } else {
+                message
+            })
+        }
         l if l.starts_with(b"CLIENT_ERROR") => Status::ClientError(text_after(l, b"CLIENT_ERROR")),
         l if l.starts_with(b"SERVER_ERROR") => Status::ServerError(text_after(l, b"SERVER_ERROR")),
         l if l.starts_with(b"VERSION ") => Status::Version(text_after(l, b"VERSION ")),

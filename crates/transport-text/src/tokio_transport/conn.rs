@@ -209,6 +209,8 @@ enum Fatal {
     /// Closed by the server with replies due and no byte of them read: what a proxy does
     /// with a command it does not take (twemproxy and `stats`).
     ClosedWithoutReply,
+    /// The server's refusal of the connection itself (memcached at its connection limit).
+    Server(String),
 }
 
 impl Fatal {
@@ -243,6 +245,10 @@ impl Fatal {
                     crate::errors::ClosedWithoutReply,
                 ),
             },
+            Fatal::Server(message) => Error::Server {
+                server,
+                message: message.clone(),
+            },
         }
     }
 
@@ -251,6 +257,9 @@ impl Fatal {
     /// that does not decrypt) is the job's error, so that its caller learns why (sent again
     /// on new connections, the job ended as "closed before the request could be sent").
     pub(super) fn unsent(&self, label: &str) -> Failure {
+        if let Fatal::Server(_) = self {
+            return Failure::Failed(self.error(label));
+        }
         #[cfg(feature = "tls")]
         if let Fatal::Tls(..) = self {
             return Failure::Failed(self.error(label));
@@ -1237,6 +1246,17 @@ fn time_out(st: &mut State, id: u64, settings: &Settings) {
 
 /// The error for bytes that arrived with no request awaiting them.
 fn unasked(bytes: &[u8]) -> Fatal {
+    // memcached over its connection limit writes its refusal on a connection it accepts,
+    // before any request (`ERROR Too many open connections`): the server's own failure,
+    // which the requests waiting for the connection fail with, not sent elsewhere.
+    if let Some(line) = bytes
+        .strip_suffix(b"\r\n")
+        .filter(|l| l.starts_with(b"ERROR "))
+    {
+        if let Ok(Status::ServerError(message)) = crate::proto::parse_status(line) {
+            return Fatal::Server(message);
+        }
+    }
     let shown = bytes.get(..bytes.len().min(40)).unwrap_or_default();
     Fatal::Protocol(format!(
         "{} bytes arrived with no request awaiting a reply ({:?}...); the connection was closed",

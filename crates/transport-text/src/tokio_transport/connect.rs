@@ -325,6 +325,10 @@ async fn probe_once(
                 Ok(Some((reader, writer)))
             }
             Ok(ProbeVerdict::Classic) => Ok(None),
+            Ok(ProbeVerdict::Failed(message)) => Err(Error::Server {
+                server: label.to_string(),
+                message,
+            }),
             Err(m) => Err(mismatch(m.0)),
         },
         Err(ReadFailure::ClosedWithoutReply) => {
