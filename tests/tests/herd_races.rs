@@ -289,3 +289,66 @@ fn a_loaded_value_the_server_cannot_store_is_served_to_every_waiting_caller() {
         assert_eq!(one.unwrap().len(), 100_000);
     }
 }
+
+/// A memcached started without CAS (`-C`) gives every item the unique 0, which no `cas`
+/// matches: the text transport reads it as no unique, as libmemcached does, so `gets` says
+/// CAS is off, and `invalidate`, `touch` and the herd's claims rewrite the value without
+/// `cas`. Taken for a unique, every `cas` was `EXISTS`: `invalidate` and `touch` reported
+/// done and changed nothing, and a stale key was never recomputed until it expired for
+/// good (an outside audit: 0 loads for 16 threads).
+#[test]
+fn a_server_without_cas_is_read_as_such() {
+    let server = Memcached::with_args(&["-C"]);
+    let clock = ManualClock::at_secs(SystemClock.now_secs());
+    let url = format!("newcache://{}/?flavor=nocas", server.addr());
+    let cache = Builder::from_url(&url)
+        .unwrap()
+        .clock(Arc::new(clock.clone()))
+        .build()
+        .unwrap();
+    cache.set("k", "v", Ttl::Seconds(600)).unwrap();
+    match cache.gets::<String>("k") {
+        Err(newcache::Error::Config(message)) => assert!(message.contains("-C"), "{message}"),
+        other => panic!("{other:?}"),
+    }
+    // The TTL moves (memcached's own, read by a meta get's `t`).
+    assert!(cache.touch("k", Ttl::Seconds(3000)).unwrap());
+    let wire = cache.wire_key("k").unwrap();
+    let ttl = |wire: &[u8]| {
+        let mut conn = std::net::TcpStream::connect(server.addr()).unwrap();
+        let mut request = b"mg ".to_vec();
+        request.extend_from_slice(wire);
+        request.extend_from_slice(b" t\r\n");
+        std::io::Write::write_all(&mut conn, &request).unwrap();
+        let mut reply = [0u8; 64];
+        let n = std::io::Read::read(&mut conn, &mut reply).unwrap();
+        String::from_utf8_lossy(&reply[..n]).into_owned()
+    };
+    let seen = ttl(&wire);
+    let left: u64 = seen.trim().strip_prefix("HD t").unwrap().parse().unwrap();
+    assert!(left > 3000 && left <= 3000 + 60, "{seen}");
+    // Invalidated: the next reader recomputes.
+    assert!(cache.invalidate("k").unwrap());
+    assert_eq!(cache.get::<String>("k").unwrap(), None);
+    // A value past its soft expiry is recomputed by the threads that read it.
+    cache.set("stale", "old", Ttl::Seconds(10)).unwrap();
+    clock.advance_secs(11);
+    let loads = AtomicUsize::new(0);
+    std::thread::scope(|s| {
+        for _ in 0..16 {
+            s.spawn(|| {
+                cache
+                    .get_or_set("stale", Ttl::Seconds(10), || {
+                        loads.fetch_add(1, Ordering::SeqCst);
+                        "new".to_string()
+                    })
+                    .unwrap()
+            });
+        }
+    });
+    assert!(loads.load(Ordering::SeqCst) >= 1);
+    assert_eq!(
+        cache.get::<String>("stale").unwrap().as_deref(),
+        Some("new")
+    );
+}

@@ -39,7 +39,7 @@ impl Core {
                 match found {
                     Some((value, Some(cas))) => Ok(Some((value, CasToken(cas)))),
                     Some((_, None)) => Err(Error::Config(
-                        "the transport returned no CAS unique (libmemcached with behaviors.cas=false?); gets and cas need CAS on".into(),
+                        "the transport returned no CAS unique (libmemcached with behaviors.cas=false, or a memcached started with -C, which gives every item the unique 0?); gets and cas need CAS on".into(),
                     )),
                     None => Ok(None),
                 }

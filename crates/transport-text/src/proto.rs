@@ -515,7 +515,9 @@ mod tests {
                 other => Err(format!("{other:?}")),
             }
         };
-        assert_eq!(cas("VALUE a 0 1 0"), Ok(Some(Some(0))));
+        // 0 is no unique (memcached without CAS, `-C`, gives every item 0).
+        assert_eq!(cas("VALUE a 0 1 0"), Ok(Some(None)));
+        assert_eq!(cas("VALUE a 0 1 1"), Ok(Some(Some(1))));
         assert_eq!(
             cas("VALUE a 0 1 9999999999999999999"),
             Ok(Some(Some(9_999_999_999_999_999_999)))

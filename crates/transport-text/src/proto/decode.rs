@@ -491,7 +491,7 @@ impl Decoder {
                                 meta.item.flags = u32::try_from(parse_u64(v, "flags")?)
                                     .map_err(|_| ParseError("flags over 32 bits".into()))?
                             }
-                            b'c' => meta.item.cas = Some(parse_u64(v, "cas")?),
+                            b'c' => meta.item.cas = unique(parse_u64(v, "cas")?),
                             b'W' => meta.win = true,
                             b'X' => meta.stale = true,
                             b'Z' => meta.win_taken = true,
@@ -649,6 +649,14 @@ pub(super) fn bad_key(text: &[u8]) -> ParseError {
 /// A `VALUE` line's key, flags, value length and CAS unique.
 pub(super) type ValueHeader<'a> = (&'a [u8], u32, usize, Option<u64>);
 
+/// An item's CAS unique as the server gave it: none for 0, which memcached gives every item
+/// when it runs without CAS (`-C`) and which no `cas` matches (taken for a unique, every
+/// `cas` was `EXISTS`: an invalidation reported done and nothing changed, a lease never won
+/// by anyone, an outside audit), as libmemcached reads it.
+fn unique(cas: u64) -> Option<u64> {
+    (cas != 0).then_some(cas)
+}
+
 /// `VALUE <key> <flags> <bytes> [<cas unique>]`
 pub(super) fn parse_value_header(text: &[u8]) -> Result<ValueHeader<'_>, ParseError> {
     let short = || ParseError(format!("short VALUE line {:?}", shown(text)));
@@ -662,7 +670,7 @@ pub(super) fn parse_value_header(text: &[u8]) -> Result<ValueHeader<'_>, ParseEr
     let (cas, more) = match rest {
         Some(rest) => {
             let (cas, more) = next_field(rest);
-            (Some(parse_u64(cas, "cas unique")?), more)
+            (unique(parse_u64(cas, "cas unique")?), more)
         }
         None => (None, None),
     };
