@@ -186,6 +186,12 @@ impl Core {
                         key: key.to_owned(),
                     });
                 };
+                // A move to the same wire key (a delta of 0) leaves the value where it is:
+                // stored then deleted, it was gone (as in Django, whose `incr_version(key,
+                // 0)` loses the value: an outside audit).
+                if new == old {
+                    return Ok(version);
+                }
                 let now = self.now_millis();
                 let plan = self.plan(SetOptions::new(Ttl::Default), now)?;
                 // The herd state moves with the TTL: kept as it was, a value moved to the

@@ -639,7 +639,8 @@ impl Cache {
     /// Moves `key`'s value from this cache's version to that version plus `delta` (Django's
     /// `incr_version`) and returns the new version; the value keeps its flags and gets the
     /// default TTL, as in Django, its soft expiry moved with it (a bare value stays bare). [`Error::NotFound`] when the key
-    /// holds no value; the version must be a number.
+    /// holds no value; the version must be a number. A delta of 0 leaves the value as it is
+    /// (Django's deletes it).
     pub fn incr_version(&self, key: &str, delta: i64) -> Result<i64> {
         block(
             self.core

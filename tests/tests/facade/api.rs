@@ -166,6 +166,15 @@ fn versions_per_call_and_incr_decr_version_move_a_value() {
             e.cache.incr_version("missing", 1),
             Err(Error::NotFound { .. })
         ));
+        // A delta of 0 leaves the value where it is (Django's deletes it: an outside
+        // audit).
+        assert_eq!(e.cache.incr_version("page", 0).unwrap(), 1);
+        assert_eq!(e.cache.decr_version("page", 0).unwrap(), 1);
+        assert_eq!(
+            e.cache.get::<String>("page").unwrap().as_deref(),
+            Some("v1 page"),
+            "{keys}"
+        );
     }
     // The version must be a number, and the key function the built-in one.
     let e = env("");
