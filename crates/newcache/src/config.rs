@@ -571,6 +571,13 @@ mod tests {
                 "newcache://h/?binary=true&username=u&password=hun&ter2#frag",
                 "has a fragment",
             ),
+            // After a password, a known parameter's bad value may be the rest of it (a
+            // review: `timeout="ter2"` was shown).
+            ("newcache://h:1/?password=hun&timeout=ter2", "after password="),
+            ("newcache://h:1/?password=hun&binary=ter2", "after password="),
+            ("newcache://h:1/?password=hun&name=%ZZter2", "after password="),
+            ("newcache://h:1/?x=1#password=hunter2", "has a fragment"),
+            ("http://h/?PASSWORD=hunter2", "must start with newcache://"),
             ("newcache://h/?binary=true&username=u&password=hunter2%ff", "not UTF-8"),
             ("newcache://a/?herd_timeout=16382", "is over 16381 s"),
             (

@@ -41,7 +41,7 @@ pub(crate) struct ProbeClosed;
 impl fmt::Display for ProbeClosed {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(
-            "the server closed the connection without replying to a text command (the meta probe, or a command of a transport told which protocol to speak), and a new connection's `version` too: a memcached that takes only the binary protocol does this (started with -S for SASL, or -B binary); speak to it with transport=libmemcached and binary=true (with username and password for SASL)",
+            "the server closed the connection without replying to a text command (the meta probe, or a command of a transport told which protocol to speak), and a new connection's `version` too, as a memcached that takes only the binary protocol does (started with -S for SASL, or -B binary; else something at that address closes every connection): speak to such a server with transport=libmemcached and binary=true (with username and password for SASL)",
         )
     }
 }

@@ -51,14 +51,24 @@ fn redacted(url: &str) -> String {
     if has_credentials(url) {
         return "(not shown: it holds credentials before the host)".into();
     }
+    // A fragment is not shown: it may hold a password too (a review: `#password=...`).
+    let (url, fragment) = match url.split_once('#') {
+        Some((url, _)) => (url, "#(not shown)"),
+        None => (url, ""),
+    };
     // Past that check, nothing before the query holds an '@'.
     let Some((head, query)) = url.split_once('?') else {
-        return url.to_string();
+        return format!("{url}{fragment}");
     };
     let mut shown: Vec<&str> = Vec::new();
     let mut pairs = query.split('&');
     for pair in pairs.by_ref() {
-        if pair.split_once('=').map_or(pair, |(name, _)| name) == "password" {
+        // In any case (`PASSWORD=` in another scheme's URL was shown: a review).
+        if pair
+            .split_once('=')
+            .map_or(pair, |(name, _)| name)
+            .eq_ignore_ascii_case("password")
+        {
             shown.push("password=***");
             break;
         }
@@ -67,7 +77,7 @@ fn redacted(url: &str) -> String {
     if pairs.next().is_some() {
         shown.push("(the rest not shown)");
     }
-    format!("{head}?{}", shown.join("&"))
+    format!("{head}?{}{fragment}", shown.join("&"))
 }
 
 /// The parameters a URL takes (and `behaviors.NAME`).
@@ -387,128 +397,142 @@ impl Config {
         let mut transport: Option<TransportKind> = None;
         let mut key_function: Option<String> = None;
         let mut key_prefix: Option<String> = None;
-        for pair in query.split('&').filter(|p| !p.is_empty()) {
-            // After a password, a piece that is no parameter may be the rest of a password
-            // holding a literal '&': not shown (it was: a review).
-            let hidden = seen.iter().any(|s| s == "password") && !is_parameter(pair);
-            let (name, raw) = pair.split_once('=').ok_or_else(|| {
+        // Whether the pair being read comes after a password: its errors then show none of
+        // it, as it may be the rest of a password holding a literal '&' (a review: a
+        // `timeout=` after `password=SEC&` showed its value).
+        let mut past_password = false;
+        let parsed = (|| -> Result<()> {
+            for pair in query.split('&').filter(|p| !p.is_empty()) {
+                // After a password, a piece that is no parameter may be the rest of a password
+                // holding a literal '&': not shown (it was: a review).
+                past_password = seen.iter().any(|s| s == "password");
+                let hidden = past_password && !is_parameter(pair);
+                let (name, raw) = pair.split_once('=').ok_or_else(|| {
+                    if hidden {
+                        bad("a parameter after password= has no value (not shown: it may be part of the password; write & in a value as %26)")
+                    } else {
+                        bad(format_args!("parameter {pair:?} has no value (name=value)"))
+                    }
+                })?;
                 if hidden {
-                    bad("a parameter after password= has no value (not shown: it may be part of the password; write & in a value as %26)")
-                } else {
-                    bad(format_args!("parameter {pair:?} has no value (name=value)"))
+                    return Err(bad(
+                        "an unknown parameter after password= (not shown: it may be part of the password; write & in a value as %26)",
+                    ));
                 }
-            })?;
-            if hidden {
-                return Err(bad(
-                    "an unknown parameter after password= (not shown: it may be part of the password; write & in a value as %26)",
-                ));
-            }
-            let value = percent_decode(name, raw)?;
-            let value = value.as_str();
-            if seen.iter().any(|s| s == name) {
-                return Err(bad(format_args!("parameter {name} is given twice")));
-            }
-            seen.push(name.to_string());
-            match name {
-                "flavor" => config.flavor = value.to_string(),
-                "name" => config.name = value.to_string(),
-                "version" => config.version = value.to_string(),
-                "herd_timeout" => config.herd_timeout = parse_num(name, value)?,
-                "herd" => match value {
-                    "on" | "true" => config.herd = true,
-                    "off" | "false" | "none" => config.herd = false,
-                    name => {
-                        config.herd_policy = Policy::from_name(name).ok_or_else(|| {
-                            bad(format_args!("herd={value:?}: use lease (the default), reinsert, early, meta or off"))
-                        })?;
-                    }
-                },
-                "lease_wait" => config.lease_wait = Duration::from_millis(parse_num(name, value)?),
-                "early_beta" => config.early_beta = parse_num::<f64>(name, value)?,
-                "timeout" => config.default_ttl = parse_ttl(name, value)?,
-                "key_function" => key_function = Some(value.to_string()),
-                "key_prefix" => key_prefix = Some(value.to_string()),
-                "transport" => {
-                    transport = Some(match value {
-                        "text" => TransportKind::Text,
-                        "memory" => TransportKind::Memory,
-                        "libmemcached" => TransportKind::Libmemcached { binary: false },
-                        _ => {
-                            return Err(bad(format_args!(
-                                "transport={value:?}: use text, memory or libmemcached"
-                            )))
+                let value = percent_decode(name, raw)?;
+                let value = value.as_str();
+                if seen.iter().any(|s| s == name) {
+                    return Err(bad(format_args!("parameter {name} is given twice")));
+                }
+                seen.push(name.to_string());
+                match name {
+                    "flavor" => config.flavor = value.to_string(),
+                    "name" => config.name = value.to_string(),
+                    "version" => config.version = value.to_string(),
+                    "herd_timeout" => config.herd_timeout = parse_num(name, value)?,
+                    "herd" => match value {
+                        "on" | "true" => config.herd = true,
+                        "off" | "false" | "none" => config.herd = false,
+                        name => {
+                            config.herd_policy = Policy::from_name(name).ok_or_else(|| {
+                                bad(format_args!("herd={value:?}: use lease (the default), reinsert, early, meta or off"))
+                            })?;
                         }
-                    })
-                }
-                "binary" => binary = Some(parse_bool(name, value)?),
-                "connect_timeout" => {
-                    config.connect_timeout = Duration::from_millis(parse_num(name, value)?)
-                }
-                "read_timeout" => config.read_timeout = Duration::from_millis(parse_num(name, value)?),
-                "write_timeout" => {
-                    config.write_timeout = Duration::from_millis(parse_num(name, value)?)
-                }
-                "max_idle" => config.max_idle_per_server = parse_num(name, value)?,
-                "max_connections" => config.max_connections = parse_num(name, value)?,
-                "async_connections" => config.async_connections = parse_num(name, value)?,
-                "async_queue" => config.async_queue = parse_num(name, value)?,
-                "idle_timeout" => {
-                    config.idle_timeout = Duration::from_secs(parse_num(name, value)?)
-                }
-                "protocol" => {
-                    config.protocol = match value {
-                        "auto" => WireProtocol::Auto,
-                        "meta" => WireProtocol::Meta,
-                        "classic" => WireProtocol::Classic,
-                        _ => {
-                            return Err(bad(format_args!(
-                                "protocol={value:?}: use auto (the default), meta or classic"
-                            )))
+                    },
+                    "lease_wait" => config.lease_wait = Duration::from_millis(parse_num(name, value)?),
+                    "early_beta" => config.early_beta = parse_num::<f64>(name, value)?,
+                    "timeout" => config.default_ttl = parse_ttl(name, value)?,
+                    "key_function" => key_function = Some(value.to_string()),
+                    "key_prefix" => key_prefix = Some(value.to_string()),
+                    "transport" => {
+                        transport = Some(match value {
+                            "text" => TransportKind::Text,
+                            "memory" => TransportKind::Memory,
+                            "libmemcached" => TransportKind::Libmemcached { binary: false },
+                            _ => {
+                                return Err(bad(format_args!(
+                                    "transport={value:?}: use text, memory or libmemcached"
+                                )))
+                            }
+                        })
+                    }
+                    "binary" => binary = Some(parse_bool(name, value)?),
+                    "connect_timeout" => {
+                        config.connect_timeout = Duration::from_millis(parse_num(name, value)?)
+                    }
+                    "read_timeout" => config.read_timeout = Duration::from_millis(parse_num(name, value)?),
+                    "write_timeout" => {
+                        config.write_timeout = Duration::from_millis(parse_num(name, value)?)
+                    }
+                    "max_idle" => config.max_idle_per_server = parse_num(name, value)?,
+                    "max_connections" => config.max_connections = parse_num(name, value)?,
+                    "async_connections" => config.async_connections = parse_num(name, value)?,
+                    "async_queue" => config.async_queue = parse_num(name, value)?,
+                    "idle_timeout" => {
+                        config.idle_timeout = Duration::from_secs(parse_num(name, value)?)
+                    }
+                    "protocol" => {
+                        config.protocol = match value {
+                            "auto" => WireProtocol::Auto,
+                            "meta" => WireProtocol::Meta,
+                            "classic" => WireProtocol::Classic,
+                            _ => {
+                                return Err(bad(format_args!(
+                                    "protocol={value:?}: use auto (the default), meta or classic"
+                                )))
+                            }
                         }
                     }
-                }
-                "item_size_limit" => config.item_size_limit = parse_num(name, value)?,
-                "codec" => {
-                    config.codec = ValueCodec::from_name(value).ok_or_else(|| {
-                        bad(format_args!("codec={value:?}: use bincode, json or pickle"))
-                    })?
-                }
-                "compress_threshold" | "min_compress_len" => {
-                    if seen.iter().filter(|s| *s == "compress_threshold" || *s == "min_compress_len").count() > 1 {
-                        return Err(bad("give compress_threshold or min_compress_len, not both"));
+                    "item_size_limit" => config.item_size_limit = parse_num(name, value)?,
+                    "codec" => {
+                        config.codec = ValueCodec::from_name(value).ok_or_else(|| {
+                            bad(format_args!("codec={value:?}: use bincode, json or pickle"))
+                        })?
                     }
-                    config.compress_threshold =
-                        Some(parse_num::<usize>(name, value)?).filter(|n| *n > 0);
-                }
-                "inflate_limit" => config.inflate_limit = parse_num(name, value)?,
-                "envelope" => {
-                    config.envelope = match value {
-                        "newcache" => EnvelopeFormat::Newcache,
-                        "django-newcache" => EnvelopeFormat::DjangoNewcache,
-                        _ => {
-                            return Err(bad(format_args!(
-                                "envelope={value:?}: use newcache (the default) or django-newcache"
-                            )))
+                    "compress_threshold" | "min_compress_len" => {
+                        if seen.iter().filter(|s| *s == "compress_threshold" || *s == "min_compress_len").count() > 1 {
+                            return Err(bad("give compress_threshold or min_compress_len, not both"));
+                        }
+                        config.compress_threshold =
+                            Some(parse_num::<usize>(name, value)?).filter(|n| *n > 0);
+                    }
+                    "inflate_limit" => config.inflate_limit = parse_num(name, value)?,
+                    "envelope" => {
+                        config.envelope = match value {
+                            "newcache" => EnvelopeFormat::Newcache,
+                            "django-newcache" => EnvelopeFormat::DjangoNewcache,
+                            _ => {
+                                return Err(bad(format_args!(
+                                    "envelope={value:?}: use newcache (the default) or django-newcache"
+                                )))
+                            }
                         }
                     }
-                }
-                "tls" => config.tls = parse_bool(name, value)?,
-                "tls_ca" => config.tls_ca = Some(PathBuf::from(value)),
-                "tls_cert" => config.tls_cert = Some(PathBuf::from(value)),
-                "tls_key" => config.tls_key = Some(PathBuf::from(value)),
-                "tls_server_name" => config.tls_server_name = Some(value.to_string()),
-                "username" => config.username = Some(value.to_string()),
-                "password" => config.password = Some(Secret(value.to_string())),
-                n if n.starts_with("behaviors.") => {
-                    let behavior = &n["behaviors.".len()..];
-                    config.behaviors.push((behavior.to_string(), value.to_string()));
-                }
-                _ => {
-                    return Err(bad(format_args!(
-                        "unknown parameter {name:?}; known: flavor, version, name, herd_timeout, herd, lease_wait, early_beta, timeout, key_function, key_prefix, transport, binary, connect_timeout, read_timeout, write_timeout, max_idle, max_connections, idle_timeout, async_connections, async_queue, protocol, item_size_limit, codec, compress_threshold (or min_compress_len), inflate_limit, envelope, username, password, tls, tls_ca, tls_cert, tls_key, tls_server_name, behaviors.NAME"
-                    )))
+                    "tls" => config.tls = parse_bool(name, value)?,
+                    "tls_ca" => config.tls_ca = Some(PathBuf::from(value)),
+                    "tls_cert" => config.tls_cert = Some(PathBuf::from(value)),
+                    "tls_key" => config.tls_key = Some(PathBuf::from(value)),
+                    "tls_server_name" => config.tls_server_name = Some(value.to_string()),
+                    "username" => config.username = Some(value.to_string()),
+                    "password" => config.password = Some(Secret(value.to_string())),
+                    n if n.starts_with("behaviors.") => {
+                        let behavior = &n["behaviors.".len()..];
+                        config.behaviors.push((behavior.to_string(), value.to_string()));
+                    }
+                    _ => {
+                        return Err(bad(format_args!(
+                            "unknown parameter {name:?}; known: flavor, version, name, herd_timeout, herd, lease_wait, early_beta, timeout, key_function, key_prefix, transport, binary, connect_timeout, read_timeout, write_timeout, max_idle, max_connections, idle_timeout, async_connections, async_queue, protocol, item_size_limit, codec, compress_threshold (or min_compress_len), inflate_limit, envelope, username, password, tls, tls_ca, tls_cert, tls_key, tls_server_name, behaviors.NAME"
+                        )))
+                    }
                 }
             }
+            Ok(())
+        })();
+        if let Err(e) = parsed {
+            return Err(match past_password {
+                true => bad("a parameter after password= is not valid (not shown: it may be part of the password; write & in a value as %26, or put password= last to see which)"),
+                false => e,
+            });
         }
         config.transport = match (transport, binary) {
             (Some(TransportKind::Libmemcached { .. }), b) => TransportKind::Libmemcached {
