@@ -226,11 +226,28 @@ fn a_server_at_its_connection_limit_says_so() {
             &format!("{protocol:?} blocking"),
             blocking.get(b"k").map(drop),
         );
-        let tokio = TokioTextTransport::new(config).unwrap();
+        let tokio = TokioTextTransport::new(config.clone()).unwrap();
         let got = runtime
             .block_on(AsyncTransport::get(&tokio, b"k"))
             .map(drop);
         refused(&format!("{protocol:?} async"), got);
+        // Batches: a large write meets the server's close before its line is read ("reset
+        // by peer", an outside review, 6 of 6); each on a transport of its own, whose first
+        // connection it is.
+        let keys: Vec<Vec<u8>> = (0..50).map(|i| format!("k{i}").into_bytes()).collect();
+        let value = vec![b'v'; 10_000];
+        let stores: Vec<Store<'_>> = keys.iter().map(|k| Store::set(k, &value, 0, 60)).collect();
+        let refs: Vec<&[u8]> = keys.iter().map(Vec::as_slice).collect();
+        let fresh = TextTransport::new(config.clone()).unwrap();
+        refused(
+            &format!("{protocol:?} store_many"),
+            fresh.store_many(&stores).map(drop),
+        );
+        let fresh = TextTransport::new(config).unwrap();
+        refused(
+            &format!("{protocol:?} delete_many"),
+            fresh.delete_many(&refs).map(drop),
+        );
     }
     drop(held);
 }

@@ -106,6 +106,7 @@ impl TextTransport {
                 self.finish_lane(&mut lane);
                 let outcome = std::mem::replace(&mut lane.outcome, Ok(Vec::new()));
                 let outcome = self.classify_close(index, lane.head, outcome);
+                let outcome = self.refused_at_limit(index, outcome);
                 if !lane.busy {
                     self.cluster.report(index, lane.ticket, &outcome);
                 }

@@ -419,6 +419,55 @@ impl TextTransport {
     }
 }
 
+impl TextTransport {
+    /// A batch whose connection was reset or closed before any reply, on a server at its
+    /// connection limit (`-c`): memcached writes `ERROR Too many open connections` on a
+    /// connection it accepts and closes it before reading, and a batch's large write meets
+    /// the close before that line is read ("reset by peer": an outside review saw it for 6
+    /// of 6 `store_many` calls with a protocol given, and the server marked down after). A
+    /// new connection is then answered the same line: the batch fails with the server's
+    /// error, which says that nothing ran, and the server is not counted as failing. Not
+    /// when an idle connection is there (the limit refuses new connections only).
+    pub(crate) fn refused_at_limit<T>(&self, index: usize, outcome: Result<T>) -> Result<T> {
+        let cut = match &outcome {
+            Err(e) if closed_without_reply(e) => true,
+            Err(Error::Io { source, .. }) => matches!(
+                source.kind(),
+                std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::BrokenPipe
+            ),
+            _ => false,
+        };
+        if !cut {
+            return outcome;
+        }
+        let Ok(server) = self.server(index) else {
+            return outcome;
+        };
+        let mut conn = match server.pool.checkout(Duration::ZERO) {
+            Ok(Checkout::Open(permit)) => match self.connect_stream(server) {
+                Ok(stream) => self.new_conn(stream, Wire::Classic, permit),
+                Err(_) => return outcome,
+            },
+            Ok(Checkout::Idle(conn, _)) => {
+                server.pool.checkin(conn);
+                return outcome;
+            }
+            Err(_) => return outcome,
+        };
+        match self.version_reply(server, &mut conn) {
+            Ok(Some(Status::ServerError(message)))
+                if message.starts_with(crate::proto::TOO_MANY_CONNECTIONS) =>
+            {
+                Err(Error::Server {
+                    server: server.label.clone(),
+                    message,
+                })
+            }
+            _ => outcome,
+        }
+    }
+}
+
 /// Why a server closed a connection without replying ([`TextTransport::classify_close`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Closer {

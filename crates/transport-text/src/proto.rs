@@ -10,6 +10,7 @@ mod encode;
 pub mod meta;
 mod reply;
 
+pub(crate) use decode::TOO_MANY_CONNECTIONS;
 pub use decode::{parse_status, Decoder, MAX_LINE, MAX_VALUE_LEN};
 pub use encode::{
     encode_arith, encode_delete, encode_delete_noreply, encode_get, encode_line, encode_meta_get,

@@ -163,10 +163,12 @@ pub(super) fn text_after(line: &[u8], prefix: &[u8]) -> String {
         .to_string()
 }
 
+/// What memcached says when it refuses a connection over its `-c` (`ERROR Too many open
+/// connections`), which [`parse_status`] reads as the start of a `SERVER_ERROR`'s message.
+pub(crate) const TOO_MANY_CONNECTIONS: &str = "Too many open connections";
+
 /// Parses one status line (without its `\r\n`).
 pub fn parse_status(line: &[u8]) -> Result<Status, ParseError> {
-    /// What memcached says when it refuses a connection over its `-c`.
-    const TOO_MANY_CONNECTIONS: &str = "Too many open connections";
     Ok(match line {
         b"STORED" => Status::Stored,
         b"NOT_STORED" => Status::NotStored,
