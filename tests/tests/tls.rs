@@ -132,6 +132,8 @@ fn tls_to_a_plain_server_is_a_connect_error_not_a_hang() {
         started.elapsed() < std::time::Duration::from_secs(3),
         "{text}"
     );
+    // memcached answers the client's hello as a command it does not know: said so.
+    assert!(text.contains("does not speak TLS"), "{text}");
 }
 
 #[test]
@@ -507,6 +509,7 @@ fn an_async_cache_speaking_tls_to_a_plain_server_fails_without_hanging() {
     let started = Instant::now();
     let text = async_connect_error(&url(&server.addr(), ""));
     assert!(started.elapsed() < Duration::from_secs(3), "{text}");
+    assert!(text.contains("does not speak TLS"), "{text}");
 }
 
 /// Over TLS, the async cache gives up a reply that trickles within the read timeout, and a
@@ -718,4 +721,55 @@ fn batches_of_values_around_the_record_limits_are_answered_in_time() {
             assert!(deleted.iter().all(|&d| d));
         }
     }
+}
+
+/// memcached at its connection limit writes `ERROR Too many open connections` in plain text
+/// on a connection it accepts, before any handshake, and closes it. Over TLS that is the
+/// server's error, as on a plain port, from both caches and every protocol (it was a
+/// handshake failure, rustls' "corrupt message", which named no limit). A plain server
+/// answering the handshake is named as one too.
+#[test]
+fn a_tls_server_at_its_connection_limit_says_so() {
+    let p = pki();
+    let server = Memcached::tls_with_args(
+        &p.path("server.pem"),
+        &p.path("server-key.pem"),
+        &["-c", "20", "-t", "1"],
+    );
+    // Connections to the plain port until memcached refuses one (the count is the server's).
+    let mut held = Vec::new();
+    loop {
+        let mut conn = std::net::TcpStream::connect(server.addr()).unwrap();
+        conn.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        std::io::Write::write_all(&mut conn, b"version\r\n").unwrap();
+        let mut reply = [0u8; 64];
+        let n = std::io::Read::read(&mut conn, &mut reply).unwrap();
+        if reply[..n].starts_with(b"ERROR") {
+            break;
+        }
+        assert!(reply[..n].starts_with(b"VERSION"), "{:?}", &reply[..n]);
+        held.push(conn);
+        assert!(held.len() < 20, "memcached never refused a connection");
+    }
+    let refused = |what: &str, got: Result<Option<String>, newcache::Error>| match got {
+        Err(newcache::Error::Transport(newcache_transport::Error::Server { message, .. })) => {
+            assert!(message.contains("connection limit"), "{what}: {message}");
+            assert!(message.contains("did not run"), "{what}: {message}");
+        }
+        other => panic!("{what}: {other:?}"),
+    };
+    let rt = multi_thread_runtime();
+    for protocol in ["auto", "classic", "meta"] {
+        let at = url(&server.tls_addr(), &format!("&protocol={protocol}"));
+        let started = Instant::now();
+        refused(
+            &format!("{protocol} blocking"),
+            Cache::from_url(&at).unwrap().get::<String>("k"),
+        );
+        let got =
+            rt.block_on(async { AsyncCache::from_url(&at).unwrap().get::<String>("k").await });
+        refused(&format!("{protocol} async"), got);
+        assert!(started.elapsed() < Duration::from_secs(3), "{protocol}");
+    }
+    drop(held);
 }

@@ -366,16 +366,21 @@ impl Memcached {
     /// the certificate chain and key in these PEM files, and plain text on another port
     /// ([`Memcached::addr`], for [`Memcached::raw`]).
     pub fn tls(cert: &Path, key: &Path) -> Memcached {
-        Memcached::start_tls(cert, key, None)
+        Memcached::start_tls(cert, key, None, &[])
+    }
+
+    /// [`Memcached::tls`] with more command-line arguments (`-c 20`).
+    pub fn tls_with_args(cert: &Path, key: &Path, args: &[&str]) -> Memcached {
+        Memcached::start_tls(cert, key, None, args)
     }
 
     /// [`Memcached::tls`], requiring clients to present a certificate signed by the CA in
     /// the PEM file `client_ca` (`ssl_verify_mode=2`).
     pub fn tls_verifying_clients(cert: &Path, key: &Path, client_ca: &Path) -> Memcached {
-        Memcached::start_tls(cert, key, Some(client_ca))
+        Memcached::start_tls(cert, key, Some(client_ca), &[])
     }
 
-    fn start_tls(cert: &Path, key: &Path, client_ca: Option<&Path>) -> Memcached {
+    fn start_tls(cert: &Path, key: &Path, client_ca: Option<&Path>, args: &[&str]) -> Memcached {
         let mut last_err = String::new();
         for _ in 0..5 {
             let port = free_port();
@@ -386,7 +391,7 @@ impl Memcached {
             let mut server = Memcached {
                 child: None,
                 port,
-                args: Vec::new(),
+                args: args.iter().map(|a| a.to_string()).collect(),
                 listen: Listen::Tls {
                     port: tls_port,
                     cert: cert.to_path_buf(),

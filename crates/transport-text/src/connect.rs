@@ -46,10 +46,7 @@ impl TextTransport {
                 self.config.read_timeout,
             )
             .map(|tls| Stream::Tls(Box::new(tls), crate::tls_cuts::Cuts::default()))
-            .map_err(|source| Error::Connect {
-                server: server.label.clone(),
-                source,
-            });
+            .map_err(|source| crate::tls::connect_error(server.label.clone(), source));
         }
         Ok(Stream::Plain(socket))
     }

@@ -1,6 +1,6 @@
 //! TLS (feature `tls`): rustls with the `ring` provider, servers verified against a CA file.
 
-use std::io;
+use std::io::{self, Read};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -9,6 +9,9 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use rustls::{ClientConfig, ClientConnection, RootCertStore, StreamOwned};
 use rustls_pki_types::pem::PemObject;
 
+use newcache_transport::Error;
+
+use crate::proto::{parse_status, Status};
 use crate::stream::Socket;
 use crate::TlsConfig;
 
@@ -108,6 +111,7 @@ pub(crate) fn handshake(
         )
     };
     let mut conn = ClientConnection::new(config, name).map_err(io::Error::other)?;
+    let mut heard = Heard::default();
     // Until the handshake is done and what it has to say is sent (the client's last
     // message comes after the server's).
     while conn.is_handshaking() || conn.wants_write() {
@@ -125,13 +129,8 @@ pub(crate) fn handshake(
             continue;
         }
         socket.set_read_timeout(Some(left))?;
-        match conn.read_tls(&mut socket) {
-            Ok(0) => {
-                return Err(io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    "the server closed the connection during the TLS handshake",
-                ))
-            }
+        match conn.read_tls(&mut Hearing(&mut socket, &mut heard)) {
+            Ok(0) => return Err(heard.closed()),
             Ok(_) => {}
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e)
@@ -147,9 +146,169 @@ pub(crate) fn handshake(
         if let Err(e) = conn.process_new_packets() {
             // The alert saying why, as rustls' own `complete_io` sends it.
             let _ = conn.write_tls(&mut socket);
-            return Err(io::Error::new(io::ErrorKind::InvalidData, e));
+            return Err(heard.failed(e));
         }
     }
     socket.set_read_timeout(Some(read_timeout))?;
     Ok(StreamOwned::new(conn, socket))
+}
+
+/// The first bytes a server sent during a TLS handshake, kept to say what a server that
+/// answered in plain text said: memcached at its connection limit writes `ERROR Too many
+/// open connections` on a connection it accepts, before any handshake, and closes it (the
+/// handshake failed as rustls' "corrupt message", which named no limit); a port without TLS
+/// answers the client's hello as a command it does not know.
+#[derive(Debug, Default)]
+pub(crate) struct Heard(Vec<u8>);
+
+/// How many of the first bytes [`Heard`] keeps: a status line of memcached's.
+const HEARD: usize = 256;
+
+/// The server refused the connection with a status line in plain text, before the
+/// handshake: its message ([`Heard::failed`]), an [`Error::Server`] once connecting fails
+/// with it ([`connect_error`]).
+#[derive(Debug)]
+pub(crate) struct Refused(pub(crate) String);
+
+impl std::fmt::Display for Refused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "the server refused the connection: {}", self.0)
+    }
+}
+
+impl std::error::Error for Refused {}
+
+impl Heard {
+    /// Keeps what `bytes` adds to the first [`HEARD`] bytes.
+    pub(crate) fn note(&mut self, bytes: &[u8]) {
+        let room = HEARD.saturating_sub(self.0.len()).min(bytes.len());
+        self.0
+            .extend_from_slice(bytes.get(..room).unwrap_or_default());
+    }
+
+    /// The first line heard, when the server spoke plain text where a TLS record was due:
+    /// printable ASCII up to its `\r\n` (a record begins with a content type byte, 20 to 24,
+    /// which no text does).
+    fn plain_line(&self) -> Option<&str> {
+        let end = self.0.windows(2).position(|w| w == b"\r\n")?;
+        let line = self.0.get(..end)?;
+        if line.is_empty() || !line.iter().all(|b| b.is_ascii_graphic() || *b == b' ') {
+            return None;
+        }
+        std::str::from_utf8(line).ok()
+    }
+
+    /// The error of a handshake that failed on `e`: the server's refusal when it sent one
+    /// in plain text ([`Refused`]), a plain-text port named as one, else `e`.
+    pub(crate) fn failed(&self, e: rustls::Error) -> io::Error {
+        match self.plain() {
+            Some(plain) => plain,
+            None => io::Error::new(io::ErrorKind::InvalidData, e),
+        }
+    }
+
+    /// The error of a handshake the server closed: as [`Heard::failed`] when it said
+    /// something in plain text first.
+    pub(crate) fn closed(&self) -> io::Error {
+        self.plain().unwrap_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "the server closed the connection during the TLS handshake",
+            )
+        })
+    }
+
+    fn plain(&self) -> Option<io::Error> {
+        let line = self.plain_line()?;
+        Some(match parse_status(line.as_bytes()) {
+            Ok(Status::ServerError(message)) => {
+                io::Error::new(io::ErrorKind::ConnectionRefused, Refused(message))
+            }
+            _ => io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!(
+                    "the server answered the TLS handshake in plain text ({line:?}): this port does not speak TLS (memcached takes TLS on the ports it is given with -Z)"
+                ),
+            ),
+        })
+    }
+}
+
+/// Reads from the socket (`.0`), noting the first bytes in `.1`.
+pub(crate) struct Hearing<'a, R: Read>(pub(crate) R, pub(crate) &'a mut Heard);
+
+impl<R: Read> Read for Hearing<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.0.read(buf)?;
+        self.1.note(buf.get(..n).unwrap_or_default());
+        Ok(n)
+    }
+}
+
+/// The error of a connect to `server` that failed with `source`: the server's own error
+/// when it refused the connection in plain text ([`Refused`]), else a connect error.
+pub(crate) fn connect_error(server: String, source: io::Error) -> Error {
+    match source.get_ref().and_then(|e| e.downcast_ref::<Refused>()) {
+        Some(Refused(message)) => Error::Server {
+            server,
+            message: message.clone(),
+        },
+        None => Error::Connect { server, source },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn heard(bytes: &[u8]) -> Heard {
+        let mut heard = Heard::default();
+        for chunk in bytes.chunks(7) {
+            heard.note(chunk);
+        }
+        heard
+    }
+
+    #[test]
+    fn a_refusal_in_plain_text_is_the_servers_error() {
+        let e = heard(b"ERROR Too many open connections\r\n").failed(rustls::Error::DecryptError);
+        let Error::Server { message, .. } = connect_error("s".into(), e) else {
+            panic!("not the server's error");
+        };
+        assert!(message.contains("connection limit"), "{message}");
+    }
+
+    #[test]
+    fn other_plain_text_names_a_port_without_tls() {
+        for bytes in [&b"ERROR\r\n"[..], b"CLIENT_ERROR line too long\r\n"] {
+            let e = heard(bytes).closed();
+            assert_eq!(e.kind(), io::ErrorKind::InvalidData);
+            assert!(e.to_string().contains("does not speak TLS"), "{e}");
+            assert!(matches!(
+                connect_error("s".into(), e),
+                Error::Connect { .. }
+            ));
+        }
+    }
+
+    #[test]
+    fn records_and_unfinished_lines_keep_the_tls_error() {
+        let record = [0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 0x28];
+        let half_line = b"ERROR Too many open conn";
+        for bytes in [&record[..], half_line, b""] {
+            let e = heard(bytes).failed(rustls::Error::DecryptError);
+            assert_eq!(e.kind(), io::ErrorKind::InvalidData, "{bytes:?}");
+            assert!(e.to_string().contains("ecrypt"), "{e}");
+        }
+        let e = heard(b"").closed();
+        assert_eq!(e.kind(), io::ErrorKind::UnexpectedEof);
+    }
+
+    #[test]
+    fn only_the_first_bytes_are_kept() {
+        let mut heard = Heard::default();
+        heard.note(&[b'x'; 200]);
+        heard.note(&[b'y'; 200]);
+        assert_eq!(heard.0.len(), HEARD);
+    }
 }

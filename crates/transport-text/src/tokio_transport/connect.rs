@@ -87,7 +87,7 @@ async fn connect(config: &TextConfig, target: &Target<'_>) -> Result<(ReadHalf, 
             if let Some(tls) = target.tls {
                 return tls_halves(config, tls, super::tls::Socket::Tcp(stream))
                     .await
-                    .map_err(connect_err);
+                    .map_err(|e| crate::tls::connect_error(target.label.to_string(), e));
             }
             let (r, w) = stream.into_split();
             Ok((ReadHalf::Tcp(r), WriteHalf::Tcp(w)))
@@ -104,7 +104,7 @@ async fn connect(config: &TextConfig, target: &Target<'_>) -> Result<(ReadHalf, 
             if let Some(tls) = target.tls {
                 return tls_halves(config, tls, super::tls::Socket::Unix(stream))
                     .await
-                    .map_err(connect_err);
+                    .map_err(|e| crate::tls::connect_error(target.label.to_string(), e));
             }
             let (r, w) = stream.into_split();
             Ok((ReadHalf::Unix(r), WriteHalf::Unix(w)))

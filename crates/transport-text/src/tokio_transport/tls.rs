@@ -145,6 +145,7 @@ impl TlsStream {
                 cuts: Default::default(),
             }),
         };
+        let mut heard = crate::tls::Heard::default();
         loop {
             let (handshaking, sending) = {
                 let tls = stream.lock()?;
@@ -161,16 +162,12 @@ impl TlsStream {
             }
             stream.socket.readable().await?;
             let mut tls = stream.lock()?;
+            let mut reads = Reads(&stream.socket, Socket::try_read);
             match tls
                 .conn
-                .read_tls(&mut Reads(&stream.socket, Socket::try_read))
+                .read_tls(&mut crate::tls::Hearing(&mut reads, &mut heard))
             {
-                Ok(0) => {
-                    return Err(io::Error::new(
-                        io::ErrorKind::UnexpectedEof,
-                        "the server closed the connection during the TLS handshake",
-                    ))
-                }
+                Ok(0) => return Err(heard.closed()),
                 Ok(_) => {}
                 Err(e)
                     if matches!(
@@ -182,7 +179,7 @@ impl TlsStream {
                 }
                 Err(e) => return Err(e),
             }
-            stream.process(&mut tls)?;
+            stream.process_or(&mut tls, |e| heard.failed(e))?;
         }
     }
 
@@ -193,9 +190,19 @@ impl TlsStream {
     /// Decrypts the records read; on a record that does not verify, sends the alert
     /// saying why (as rustls' own `complete_io` does) and fails.
     fn process(&self, tls: &mut Tls) -> io::Result<()> {
+        self.process_or(tls, |e| io::Error::new(io::ErrorKind::InvalidData, e))
+    }
+
+    /// [`TlsStream::process`], failing with what `failed` makes of rustls' error (the
+    /// handshake's: a server's refusal in plain text, [`crate::tls::Heard`]).
+    fn process_or(
+        &self,
+        tls: &mut Tls,
+        failed: impl FnOnce(rustls::Error) -> io::Error,
+    ) -> io::Result<()> {
         if let Err(e) = tls.conn.process_new_packets() {
             let _ = self.send(tls);
-            return Err(io::Error::new(io::ErrorKind::InvalidData, e));
+            return Err(failed(e));
         }
         Ok(())
     }
