@@ -499,7 +499,24 @@ impl Core {
                         self.not_its_own(&wire, key)?;
                         // Its value then, or (a leader slower than `lease_wait`, or hung)
                         // the old one: the leader is refreshing it, so it is served.
-                        io.wait_for(&flight, self.config.lease_wait).await;
+                        let landed = io.wait_for(&flight, self.config.lease_wait).await;
+                        // This reader's own re-store of the old value may have landed after
+                        // the leader stored its value, which was then served as the old one
+                        // for the re-store's life (`herd_timeout`) with nothing to refresh
+                        // it (a run beside busy loops: "old" read after 16 threads' loads).
+                        // When the leader is done and what is there is not fresh, this
+                        // reader loads, as a reader in another process would.
+                        if landed == Landed::Done
+                            && matches!(over, Over::Restored)
+                            && flight.unstored().is_none()
+                        {
+                            let now = io.get(&wire).await.map_err(Error::from)?;
+                            if !now.is_some_and(|item| self.is_fresh(&item)) {
+                                return self
+                                    .load_and_store(io, key, &wire, options, loader, over)
+                                    .await;
+                            }
+                        }
                         continue;
                     }
                     let guard = FlightGuard {
