@@ -60,6 +60,10 @@ pub(crate) struct Flight {
     /// are served it, where reading the key again found it still cold and each loaded in
     /// turn (an outside audit: 8 loads for 8 threads, each failing).
     unstored: Mutex<Option<Item>>,
+    /// What its leader stored with a plain `set` over a value re-stored bare (`reinsert`,
+    /// or a server without CAS), with its TTL: a follower whose own re-store of the old
+    /// value may have landed after it puts it back ([`Flight::stored`]).
+    stored: Mutex<Option<(Item, u32)>>,
     /// Wakes async waiters (feature `tokio`).
     #[cfg(feature = "tokio")]
     notify: tokio::sync::Notify,
@@ -88,6 +92,7 @@ impl Flight {
             landed: Mutex::default(),
             finished: Condvar::new(),
             unstored: Mutex::default(),
+            stored: Mutex::default(),
             #[cfg(feature = "tokio")]
             notify: tokio::sync::Notify::new(),
         }
@@ -96,6 +101,11 @@ impl Flight {
     /// The item its leader loaded and no server took, if so.
     fn unstored(&self) -> Option<Item> {
         self.unstored.lock().ok().and_then(|item| item.clone())
+    }
+
+    /// What its leader stored over a bare re-store, and its TTL, if so.
+    fn stored(&self) -> Option<(Item, u32)> {
+        self.stored.lock().ok().and_then(|stored| stored.clone())
     }
 
     /// How it stands now.
@@ -500,22 +510,8 @@ impl Core {
                         // Its value then, or (a leader slower than `lease_wait`, or hung)
                         // the old one: the leader is refreshing it, so it is served.
                         let landed = io.wait_for(&flight, self.config.lease_wait).await;
-                        // This reader's own re-store of the old value may have landed after
-                        // the leader stored its value, which was then served as the old one
-                        // for the re-store's life (`herd_timeout`) with nothing to refresh
-                        // it (a run beside busy loops: "old" read after 16 threads' loads).
-                        // When the leader is done and what is there is not fresh, this
-                        // reader loads, as a reader in another process would.
-                        if landed == Landed::Done
-                            && matches!(over, Over::Restored)
-                            && flight.unstored().is_none()
-                        {
-                            let now = io.get(&wire).await.map_err(Error::from)?;
-                            if !now.is_some_and(|item| self.is_fresh(&item)) {
-                                return self
-                                    .load_and_store(io, key, &wire, options, loader, over)
-                                    .await;
-                            }
+                        if landed == Landed::Done && matches!(over, Over::Restored) {
+                            self.put_back(io, &wire, &flight).await;
                         }
                         continue;
                     }
@@ -917,6 +913,48 @@ impl Core {
         }
     }
 
+    /// Leaves what the leader of `wire`'s flight stored over a bare re-store in its flight
+    /// ([`Flight::stored`]).
+    fn leave_stored(&self, wire: &[u8], bytes: &[u8], flags: u32, exptime: u32) {
+        let flight = self.flights.lock().ok().and_then(|f| f.get(wire).cloned());
+        if let Some(flight) = flight {
+            if let Ok(mut stored) = flight.stored.lock() {
+                let item = Item {
+                    value: bytes.to_vec(),
+                    flags,
+                    cas: None,
+                };
+                *stored = Some((item, exptime));
+            }
+        }
+    }
+
+    /// A follower that re-stored the old value bare, once its flight's leader is done: its
+    /// re-store may have landed after the leader's `set` of the new value (both plain
+    /// sets), which was then lost, the old value served for the re-store's life
+    /// (`herd_timeout`) with nothing to refresh it (seen once: "old" read after 16 threads'
+    /// loads on a memcached without CAS, beside busy loops). When the leader stored and
+    /// the key is not fresh now, the leader's value is put back; nothing is loaded again
+    /// (loading here made each follower load after a failed or cancelled refresh: a
+    /// review). Best effort: a failure leaves the key as the race left it.
+    async fn put_back<I: Io>(&self, io: &I, wire: &[u8], flight: &Flight) {
+        let Some((item, exptime)) = flight.stored() else {
+            return;
+        };
+        match io.get(wire).await {
+            // Fresh (the leader's, or newer), or gone since (deleted: it stays so).
+            Ok(Some(now)) if self.is_fresh(&now) => {}
+            Ok(None) => {}
+            Ok(Some(_)) => {
+                let request = Store::set(wire, &item.value, item.flags, exptime);
+                if let Err(e) = io.store(&request).await {
+                    self.observer.failed_key("get_or_set", &e);
+                }
+            }
+            Err(e) => self.observer.failed_key("get_or_set", &e),
+        }
+    }
+
     /// Runs the loader and stores its value under `wire` (`key`'s wire key) over what the key
     /// held before the load began (`over`), so that nothing written, invalidated or deleted
     /// while it ran is replaced by a value computed before that. When the key changed
@@ -994,6 +1032,9 @@ impl Core {
                     }
                     status => status?,
                 };
+                if over == Over::Restored && status == StoreStatus::Stored {
+                    self.leave_stored(wire, bytes, *flags, *exptime);
+                }
                 let Some(claimed) = claimed.as_ref().filter(|_| status == StoreStatus::Exists)
                 else {
                     break;
