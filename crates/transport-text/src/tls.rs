@@ -221,7 +221,12 @@ impl Heard {
     fn plain(&self) -> Option<io::Error> {
         let line = self.plain_line()?;
         Some(match parse_status(line.as_bytes()) {
-            Ok(Status::ServerError(message)) => {
+            // memcached's refusal at its connection limit only: any other line (a proxy's
+            // `SERVER_ERROR`) says that this port does not speak TLS, a connect error the
+            // cluster counts against the server (an outside review).
+            Ok(Status::ServerError(message))
+                if message.starts_with(crate::proto::TOO_MANY_CONNECTIONS) =>
+            {
                 io::Error::new(io::ErrorKind::ConnectionRefused, Refused(message))
             }
             _ => io::Error::new(
@@ -280,7 +285,11 @@ mod tests {
 
     #[test]
     fn other_plain_text_names_a_port_without_tls() {
-        for bytes in [&b"ERROR\r\n"[..], b"CLIENT_ERROR line too long\r\n"] {
+        for bytes in [
+            &b"ERROR\r\n"[..],
+            b"CLIENT_ERROR line too long\r\n",
+            b"SERVER_ERROR proxy backend unavailable\r\n",
+        ] {
             let e = heard(bytes).closed();
             assert_eq!(e.kind(), io::ErrorKind::InvalidData);
             assert!(e.to_string().contains("does not speak TLS"), "{e}");
