@@ -345,6 +345,18 @@ fn holds(bytes: &[u8], needle: &[u8]) -> bool {
     !needle.is_empty() && bytes.windows(needle.len()).any(|w| w == needle)
 }
 
+/// Where the line holding `needle` begins in `bytes` (past the last line end before it):
+/// the requests before it, read together with it, are not part of it.
+fn line_of(bytes: &[u8], needle: &[u8]) -> usize {
+    let Some(at) = bytes.windows(needle.len().max(1)).position(|w| w == needle) else {
+        return 0;
+    };
+    bytes
+        .get(..at)
+        .and_then(|before| before.windows(2).rposition(|w| w == b"\r\n"))
+        .map_or(0, |end| end + 2)
+}
+
 impl FaultProxy {
     /// Relays every connection made to it to `upstream`, tampering with the replies as
     /// `faults` says.
@@ -557,8 +569,16 @@ fn relay(
                     if let (Ok(mut hold), Ok(mut held)) = (tamper.hold.lock(), tamper.held.lock()) {
                         match (hold.as_ref(), held.is_some()) {
                             (Some((needle, _)), false) if holds(sent, needle) => {
+                                // Only that request is held: those read with it before it
+                                // (a client's requests written moments apart, read
+                                // together under load) go on. Holding the whole read held
+                                // a request the test awaited the reply of.
+                                let (before, request) = sent.split_at(line_of(sent, needle));
+                                if to_server.write_all(before).is_err() {
+                                    break;
+                                }
                                 if let Ok(stream) = to_server.try_clone() {
-                                    *held = Some((stream, sent.to_vec()));
+                                    *held = Some((stream, request.to_vec()));
                                     parked = true;
                                 }
                                 continue;
@@ -815,6 +835,14 @@ fn spliced(chunk: &[u8]) -> Option<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_held_request_is_its_own_line_not_the_requests_read_before_it() {
+        let read = b"mg midkey v O1\r\nmg slowkey v O2\r\n";
+        assert_eq!(line_of(read, b"slowkey"), 16);
+        assert_eq!(line_of(read, b"midkey"), 0);
+        assert_eq!(line_of(b"mg slowkey v\r\n", b"slowkey"), 0);
+    }
 
     #[test]
     fn a_value_and_the_reply_after_it_are_spliced_into_one_value() {
