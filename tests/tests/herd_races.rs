@@ -29,6 +29,7 @@ struct Spy {
     vanish: Option<Arc<Vanish>>,
     stores: AtomicUsize,
     store_manys: Mutex<Vec<usize>>,
+    late: Option<Arc<LateRestore>>,
 }
 
 impl std::fmt::Debug for Vanish {
@@ -48,6 +49,7 @@ impl Spy {
             vanish,
             stores: AtomicUsize::new(0),
             store_manys: Mutex::new(Vec::new()),
+            late: None,
         }
     }
 }
@@ -75,7 +77,13 @@ impl Transport for Spy {
     }
     fn store(&self, request: &Store<'_>) -> Result<StoreStatus> {
         self.stores.fetch_add(1, Ordering::SeqCst);
-        self.inner.store(request)
+        let Some(late) = &self.late else {
+            return self.inner.store(request);
+        };
+        late.before(request);
+        let status = self.inner.store(request);
+        late.after(request);
+        status
     }
     fn store_many(&self, requests: &[Store<'_>]) -> Result<Vec<StoreStatus>> {
         self.store_manys.lock().unwrap().push(requests.len());
@@ -353,29 +361,21 @@ fn a_server_without_cas_is_read_as_such() {
     );
 }
 
-/// The text transport, holding the first bare re-store of `OLDVAL` (once armed) until the
-/// refreshed value (`NEWVAL`) is stored, so that it lands after it; the refresh's store then
-/// returns only 200 ms later, its flight still open, so the reader whose re-store was held
-/// joins it as a follower.
-#[derive(Debug)]
+/// Holds the first bare re-store of `OLDVAL` (once armed) until the refreshed value
+/// (`NEWVAL`) is stored, so that it lands after it; the refresh's store then returns only
+/// 200 ms later, its flight still open, so the reader whose re-store was held joins it as a
+/// follower ([`Spy::store`]).
+#[derive(Debug, Default)]
 struct LateRestore {
-    inner: TextTransport,
     armed: std::sync::atomic::AtomicBool,
     held_one: std::sync::atomic::AtomicBool,
     refreshed: (Mutex<bool>, std::sync::Condvar),
 }
 
-impl Transport for LateRestore {
-    fn name(&self) -> &'static str {
-        "late-restore"
-    }
-    fn get(&self, key: &[u8]) -> Result<Option<Item>> {
-        self.inner.get(key)
-    }
-    fn get_many(&self, keys: &[&[u8]]) -> Result<Vec<Option<Item>>> {
-        self.inner.get_many(keys)
-    }
-    fn store(&self, request: &Store<'_>) -> Result<StoreStatus> {
+impl LateRestore {
+    /// Before `request` goes out: holds the first re-store of `OLDVAL` until the refresh is
+    /// stored.
+    fn before(&self, request: &Store<'_>) {
         let armed = self.armed.load(Ordering::SeqCst);
         if armed && request.value == b"OLDVAL" && !self.held_one.swap(true, Ordering::SeqCst) {
             let (lock, landed) = &self.refreshed;
@@ -384,38 +384,17 @@ impl Transport for LateRestore {
                 .wait_timeout_while(done, Duration::from_secs(5), |done| !*done)
                 .unwrap();
             assert!(*done, "the refresh was never stored");
-            drop(done);
-            return self.inner.store(request);
         }
-        let status = self.inner.store(request);
-        if armed && request.value.starts_with(b"NEWVAL") {
+    }
+
+    /// After `request` was answered: once the refresh is stored, lets the held re-store go
+    /// and keeps the refresh's flight open a while.
+    fn after(&self, request: &Store<'_>) {
+        if self.armed.load(Ordering::SeqCst) && request.value.starts_with(b"NEWVAL") {
             *self.refreshed.0.lock().unwrap() = true;
             self.refreshed.1.notify_all();
-            // The held re-store lands now; this refresh's flight stays open meanwhile.
             std::thread::sleep(Duration::from_millis(200));
         }
-        status
-    }
-    fn store_many(&self, requests: &[Store<'_>]) -> Result<Vec<StoreStatus>> {
-        self.inner.store_many(requests)
-    }
-    fn delete(&self, key: &[u8]) -> Result<bool> {
-        self.inner.delete(key)
-    }
-    fn incr(&self, key: &[u8], delta: u64) -> Result<Option<u64>> {
-        self.inner.incr(key, delta)
-    }
-    fn decr(&self, key: &[u8], delta: u64) -> Result<Option<u64>> {
-        self.inner.decr(key, delta)
-    }
-    fn touch(&self, key: &[u8], exptime: u32) -> Result<bool> {
-        self.inner.touch(key, exptime)
-    }
-    fn flush_all(&self) -> std::result::Result<(), Error> {
-        self.inner.flush_all()
-    }
-    fn stats(&self) -> Result<Vec<ServerStats>> {
-        self.inner.stats()
     }
 }
 
@@ -429,28 +408,15 @@ impl Transport for LateRestore {
 fn a_re_store_that_lands_after_the_refresh_does_not_undo_it() {
     let server = Memcached::start();
     let clock = ManualClock::at_secs(SystemClock.now_secs());
-    let spy = Arc::new(LateRestore {
-        inner: TextTransport::new(TextConfig {
-            servers: vec![server.addr()],
-            ..TextConfig::default()
-        })
-        .unwrap(),
-        armed: Default::default(),
-        held_one: Default::default(),
-        refreshed: Default::default(),
+    let late = Arc::new(LateRestore::default());
+    let spy = Arc::new(Spy {
+        late: Some(late.clone()),
+        ..Spy::new(&server, None)
     });
-    let cache = Builder::from_url(&format!(
-        "newcache://{}/?herd=reinsert&herd_timeout=60",
-        server.addr()
-    ))
-    .unwrap()
-    .transport(spy.clone())
-    .clock(Arc::new(clock.clone()))
-    .build()
-    .unwrap();
+    let cache = cache_on(&server, spy, &clock, "herd=reinsert");
     cache.set("k", "OLDVAL", Ttl::Seconds(10)).unwrap();
     clock.advance_secs(11);
-    spy.armed.store(true, Ordering::SeqCst);
+    late.armed.store(true, Ordering::SeqCst);
     let loads = AtomicUsize::new(0);
     std::thread::scope(|s| {
         for _ in 0..2 {
@@ -464,7 +430,7 @@ fn a_re_store_that_lands_after_the_refresh_does_not_undo_it() {
             });
         }
     });
-    assert!(spy.held_one.load(Ordering::SeqCst), "no re-store was held");
+    assert!(late.held_one.load(Ordering::SeqCst), "no re-store was held");
     assert_eq!(cache.get::<String>("k").unwrap().as_deref(), Some("NEWVAL"));
     assert_eq!(loads.load(Ordering::SeqCst), 1);
 }

@@ -189,21 +189,9 @@ fn a_binary_only_server_is_named_as_such() {
 #[test]
 fn a_server_at_its_connection_limit_says_so() {
     let server = Memcached::with_args(&["-c", "20", "-t", "1"]);
-    // Connections until memcached refuses one (it counts its own sockets too).
-    let mut held = Vec::new();
-    loop {
-        let mut conn = TcpStream::connect(server.addr()).unwrap();
-        conn.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
-        conn.write_all(b"version\r\n").unwrap();
-        let mut reply = [0u8; 64];
-        let n = conn.read(&mut reply).unwrap();
-        if reply[..n].starts_with(b"ERROR") {
-            break;
-        }
-        assert!(reply[..n].starts_with(b"VERSION"), "{:?}", &reply[..n]);
-        held.push(conn);
-        assert!(held.len() < 20, "memcached never refused a connection");
-    }
+    // Connections (to the plain port) until memcached refuses one (it counts its own
+    // sockets too).
+    let held = server.connections_to_the_limit(20);
     let refused = |what: &str, got: Result<(), newcache_transport::Error>| match got {
         Err(newcache_transport::Error::Server { message, .. }) => {
             assert!(message.contains("connection limit"), "{what}: {message}");

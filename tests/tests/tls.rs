@@ -736,21 +736,9 @@ fn a_tls_server_at_its_connection_limit_says_so() {
         &p.path("server-key.pem"),
         &["-c", "20", "-t", "1"],
     );
-    // Connections to the plain port until memcached refuses one (the count is the server's).
-    let mut held = Vec::new();
-    loop {
-        let mut conn = std::net::TcpStream::connect(server.addr()).unwrap();
-        conn.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
-        std::io::Write::write_all(&mut conn, b"version\r\n").unwrap();
-        let mut reply = [0u8; 64];
-        let n = std::io::Read::read(&mut conn, &mut reply).unwrap();
-        if reply[..n].starts_with(b"ERROR") {
-            break;
-        }
-        assert!(reply[..n].starts_with(b"VERSION"), "{:?}", &reply[..n]);
-        held.push(conn);
-        assert!(held.len() < 20, "memcached never refused a connection");
-    }
+    // Connections (to the plain port) until memcached refuses one (it counts its own
+    // sockets too).
+    let held = server.connections_to_the_limit(20);
     let refused = |what: &str, got: Result<Option<String>, newcache::Error>| match got {
         Err(newcache::Error::Transport(newcache_transport::Error::Server { message, .. })) => {
             assert!(message.contains("connection limit"), "{what}: {message}");

@@ -612,6 +612,28 @@ impl Memcached {
             .collect()
     }
 
+    /// Opens connections to the plain port, each answering `version`, until memcached
+    /// refuses one (`ERROR Too many open connections`, past its `-c`): the connections it
+    /// took, to keep open while the test needs it at its limit. Panics after `most`.
+    pub fn connections_to_the_limit(&self, most: usize) -> Vec<TcpStream> {
+        let mut held = Vec::new();
+        loop {
+            let mut conn = TcpStream::connect(self.socket_addr()).expect("connect");
+            conn.set_read_timeout(Some(Duration::from_secs(2)))
+                .expect("read timeout");
+            conn.write_all(b"version\r\n").expect("write");
+            let mut reply = [0u8; 64];
+            let n = conn.read(&mut reply).expect("read");
+            let reply = reply.get(..n).unwrap_or_default();
+            if reply.starts_with(b"ERROR") {
+                return held;
+            }
+            assert!(reply.starts_with(b"VERSION"), "{reply:?}");
+            held.push(conn);
+            assert!(held.len() < most, "memcached never refused a connection");
+        }
+    }
+
     /// One statistic as a number, e.g. `cmd_get`. Panics when the server lacks it.
     pub fn stat(&self, name: &str) -> u64 {
         self.stats()
