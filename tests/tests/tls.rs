@@ -761,3 +761,34 @@ fn a_tls_server_at_its_connection_limit_says_so() {
     }
     drop(held);
 }
+
+/// A refusal line that arrives in two pieces (through something that cuts the bytes
+/// apart) is read to its end before the handshake's failure is named: rustls fails on a
+/// record's first five bytes, and the line's start alone was taken for a corrupt record (an
+/// outside review). A server that writes `ERROR Too many open`, then the rest 50 ms later.
+#[test]
+fn a_refusal_line_in_two_pieces_is_read_to_its_end() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { return };
+            std::thread::spawn(move || {
+                let _ = std::io::Write::write_all(&mut conn, b"ERROR Too many open");
+                std::thread::sleep(Duration::from_millis(50));
+                let _ = std::io::Write::write_all(&mut conn, b" connections\r\n");
+            });
+        }
+    });
+    let at = url(&addr, "&protocol=meta");
+    let limit = |what: &str, got: Result<Option<String>, newcache::Error>| match got {
+        Err(newcache::Error::Transport(newcache_transport::Error::Server { message, .. })) => {
+            assert!(message.contains("connection limit"), "{what}: {message}");
+        }
+        other => panic!("{what}: {other:?}"),
+    };
+    limit("blocking", Cache::from_url(&at).unwrap().get::<String>("k"));
+    let got = multi_thread_runtime()
+        .block_on(async { AsyncCache::from_url(&at).unwrap().get::<String>("k").await });
+    limit("async", got);
+}

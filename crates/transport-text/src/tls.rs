@@ -146,6 +146,7 @@ pub(crate) fn handshake(
         if let Err(e) = conn.process_new_packets() {
             // The alert saying why, as rustls' own `complete_io` sends it.
             let _ = conn.write_tls(&mut socket);
+            hear_the_rest(&mut heard, &mut socket, deadline);
             return Err(heard.failed(e));
         }
     }
@@ -163,6 +164,27 @@ pub(crate) struct Heard(Vec<u8>);
 
 /// How many of the first bytes [`Heard`] keeps: a status line of memcached's.
 const HEARD: usize = 256;
+
+/// How long a handshake that failed on a line of plain text waits for the rest of the
+/// line ([`Heard::line_unfinished`]).
+pub(crate) const REST_OF_LINE: Duration = Duration::from_millis(200);
+
+/// Reads the rest of a plain-text line the handshake failed on, for [`Heard`] to say what
+/// it was, within [`REST_OF_LINE`] and `deadline`.
+fn hear_the_rest(heard: &mut Heard, socket: &mut Socket, deadline: Instant) {
+    let until = deadline.min(Instant::now() + REST_OF_LINE);
+    let mut buf = [0u8; HEARD];
+    while heard.line_unfinished() {
+        let left = until.saturating_duration_since(Instant::now());
+        if left.is_zero() || socket.set_read_timeout(Some(left)).is_err() {
+            return;
+        }
+        match socket.read(&mut buf) {
+            Ok(0) | Err(_) => return,
+            Ok(n) => heard.note(buf.get(..n).unwrap_or_default()),
+        }
+    }
+}
 
 /// The server refused the connection with a status line in plain text, before the
 /// handshake: its message ([`Heard::failed`]), an [`Error::Server`] once connecting fails
@@ -184,6 +206,20 @@ impl Heard {
         let room = HEARD.saturating_sub(self.0.len()).min(bytes.len());
         self.0
             .extend_from_slice(bytes.get(..room).unwrap_or_default());
+    }
+
+    /// The server began a line of plain text (a status line's capital letters) and its
+    /// line end has not come: rustls fails on a record's first five bytes, and a line
+    /// arriving in two reads (through something that cuts the bytes apart) was taken for
+    /// a corrupt record (an outside review).
+    pub(crate) fn line_unfinished(&self) -> bool {
+        self.0.first().is_some_and(u8::is_ascii_uppercase)
+            && self.0.len() < HEARD
+            && !self.0.windows(2).any(|w| w == b"\r\n")
+            && self
+                .0
+                .iter()
+                .all(|b| b.is_ascii_graphic() || *b == b' ' || *b == b'\r')
     }
 
     /// The first line heard, when the server spoke plain text where a TLS record was due:
@@ -311,6 +347,17 @@ mod tests {
         }
         let e = heard(b"").closed();
         assert_eq!(e.kind(), io::ErrorKind::UnexpectedEof);
+    }
+
+    #[test]
+    fn a_line_begun_in_plain_text_is_read_on_to_its_end() {
+        assert!(heard(b"ERROR Too many open").line_unfinished());
+        assert!(heard(b"ERR").line_unfinished());
+        assert!(heard(b"ERROR Too many open connections\r").line_unfinished());
+        assert!(!heard(b"ERROR Too many open connections\r\n").line_unfinished());
+        assert!(!heard(&[0x15, 0x03, 0x03, 0x00, 0x02]).line_unfinished());
+        assert!(!heard(b"").line_unfinished());
+        assert!(!heard(&[b'E'; HEARD]).line_unfinished());
     }
 
     #[test]

@@ -161,26 +161,59 @@ impl TlsStream {
                 return Ok(Arc::new(stream));
             }
             stream.socket.readable().await?;
-            let mut tls = stream.lock()?;
-            let mut reads = Reads(&stream.socket, Socket::try_read);
-            match tls
-                .conn
-                .read_tls(&mut crate::tls::Hearing(&mut reads, &mut heard))
-            {
-                Ok(0) => return Err(heard.closed()),
-                Ok(_) => {}
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
-                    ) =>
+            // The failure of what was read, once the lock is let go.
+            let failed = {
+                let mut tls = stream.lock()?;
+                let mut reads = Reads(&stream.socket, Socket::try_read);
+                match tls
+                    .conn
+                    .read_tls(&mut crate::tls::Hearing(&mut reads, &mut heard))
                 {
-                    continue
+                    Ok(0) => return Err(heard.closed()),
+                    Ok(_) => {}
+                    Err(e)
+                        if matches!(
+                            e.kind(),
+                            io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+                        ) =>
+                    {
+                        continue
+                    }
+                    Err(e) => return Err(e),
                 }
-                Err(e) => return Err(e),
+                match tls.conn.process_new_packets() {
+                    Ok(_) => None,
+                    Err(e) => {
+                        let _ = stream.send(&mut tls);
+                        Some(e)
+                    }
+                }
+            };
+            if let Some(e) = failed {
+                stream.hear_the_rest(&mut heard).await;
+                return Err(heard.failed(e));
             }
-            stream.process_or(&mut tls, |e| heard.failed(e))?;
         }
+    }
+
+    /// Reads the rest of a plain-text line the handshake failed on, for `heard` to say
+    /// what it was, within [`crate::tls::REST_OF_LINE`] (the blocking handshake's rule).
+    async fn hear_the_rest(&self, heard: &mut crate::tls::Heard) {
+        let rest = async {
+            let mut buf = [0u8; 256];
+            while heard.line_unfinished() {
+                if self.socket.readable().await.is_err() {
+                    return;
+                }
+                match self.socket.try_read(&mut buf) {
+                    Ok(0) => return,
+                    Ok(n) => heard.note(buf.get(..n).unwrap_or_default()),
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    Err(_) => return,
+                }
+            }
+        };
+        let _ = tokio::time::timeout(crate::tls::REST_OF_LINE, rest).await;
     }
 
     fn lock(&self) -> io::Result<MutexGuard<'_, Tls>> {
@@ -190,19 +223,9 @@ impl TlsStream {
     /// Decrypts the records read; on a record that does not verify, sends the alert
     /// saying why (as rustls' own `complete_io` does) and fails.
     fn process(&self, tls: &mut Tls) -> io::Result<()> {
-        self.process_or(tls, |e| io::Error::new(io::ErrorKind::InvalidData, e))
-    }
-
-    /// [`TlsStream::process`], failing with what `failed` makes of rustls' error (the
-    /// handshake's: a server's refusal in plain text, [`crate::tls::Heard`]).
-    fn process_or(
-        &self,
-        tls: &mut Tls,
-        failed: impl FnOnce(rustls::Error) -> io::Error,
-    ) -> io::Result<()> {
         if let Err(e) = tls.conn.process_new_packets() {
             let _ = self.send(tls);
-            return Err(failed(e));
+            return Err(io::Error::new(io::ErrorKind::InvalidData, e));
         }
         Ok(())
     }
