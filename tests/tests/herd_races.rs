@@ -368,18 +368,26 @@ fn a_server_without_cas_is_read_as_such() {
 /// (`NEWVAL`) is stored, so that it lands after it; the refresh's store then returns only
 /// 200 ms later, its flight still open, so the reader whose re-store was held joins it as a
 /// follower ([`Spy::store`]).
-#[derive(Debug, Default)]
+#[derive(Default)]
 struct LateRestore {
     armed: std::sync::atomic::AtomicBool,
     held_one: std::sync::atomic::AtomicBool,
     refreshed: (Mutex<bool>, std::sync::Condvar),
+    /// Holds no re-store; runs this once the refresh is stored instead.
+    then: Mutex<Option<Box<dyn FnOnce() + Send>>>,
+}
+
+impl std::fmt::Debug for LateRestore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LateRestore").finish_non_exhaustive()
+    }
 }
 
 impl LateRestore {
     /// Before `request` goes out: holds the first re-store of `OLDVAL` until the refresh is
     /// stored.
     fn before(&self, request: &Store<'_>) {
-        let armed = self.armed.load(Ordering::SeqCst);
+        let armed = self.armed.load(Ordering::SeqCst) && self.then.lock().unwrap().is_none();
         if armed && request.value == b"OLDVAL" && !self.held_one.swap(true, Ordering::SeqCst) {
             let (lock, landed) = &self.refreshed;
             let done = lock.lock().unwrap();
@@ -394,6 +402,9 @@ impl LateRestore {
     /// and keeps the refresh's flight open a while.
     fn after(&self, request: &Store<'_>) {
         if self.armed.load(Ordering::SeqCst) && request.value.starts_with(b"NEWVAL") {
+            if let Some(then) = self.then.lock().unwrap().take() {
+                then();
+            }
             *self.refreshed.0.lock().unwrap() = true;
             self.refreshed.1.notify_all();
             std::thread::sleep(Duration::from_millis(200));
@@ -484,4 +495,70 @@ fn a_failing_refresh_under_reinsert_runs_its_loader_once() {
     // The one that loaded has its loader's error; the others, the old value.
     assert_eq!(got.iter().filter(|g| g.is_err()).count(), 1, "{got:?}");
     assert!(got.iter().flatten().all(|v| *v == 1), "{got:?}");
+}
+
+/// The follower puts the refresh's value back only over its own re-store: an invalidation
+/// (or another writer's value) that lands after the refresh stays. Putting it back over
+/// anything not fresh undid such an invalidation: the value loaded before it was served
+/// (an outside review, 3 of 3 runs).
+#[test]
+fn an_invalidation_after_the_refresh_is_not_undone_by_a_follower() {
+    let server = Memcached::start();
+    let clock = ManualClock::at_secs(SystemClock.now_secs());
+    let plain = cache_on(
+        &server,
+        Arc::new(Spy::new(&server, None)),
+        &clock,
+        "herd=reinsert",
+    );
+    plain.set("k", "OLDVAL", Ttl::Seconds(10)).unwrap();
+    clock.advance_secs(11);
+    // Both readers read the stale value, and both re-store it, before either loads.
+    let gate = Arc::new(Vanish {
+        key: plain.wire_key("k").unwrap(),
+        n: 2,
+        keep: true,
+        taken: AtomicUsize::new(0),
+        fetched: Barrier::new(2),
+        deleted: Barrier::new(2),
+    });
+    // Once the refresh is stored, another process (another cache: its own flights)
+    // invalidates the key.
+    let late = Arc::new(LateRestore::default());
+    let other = cache_on(
+        &server,
+        Arc::new(Spy::new(&server, None)),
+        &clock,
+        "herd=reinsert",
+    );
+    *late.then.lock().unwrap() = Some(Box::new(move || {
+        assert!(other.invalidate("k").unwrap());
+    }));
+    let spy = Arc::new(Spy {
+        late: Some(late.clone()),
+        ..Spy::new(&server, Some(gate))
+    });
+    let cache = cache_on(&server, spy, &clock, "herd=reinsert&lease_wait=3000");
+    late.armed.store(true, Ordering::SeqCst);
+    let loads = AtomicUsize::new(0);
+    std::thread::scope(|s| {
+        for _ in 0..2 {
+            s.spawn(|| {
+                cache
+                    .get_or_set("k", Ttl::Seconds(10), || {
+                        let n = loads.fetch_add(1, Ordering::SeqCst) + 1;
+                        std::thread::sleep(Duration::from_millis(100));
+                        format!("NEWVAL{n}")
+                    })
+                    .unwrap()
+            });
+        }
+    });
+    // The value loaded before the invalidation is not what the key serves now.
+    assert_ne!(
+        plain.get::<String>("k").unwrap().as_deref(),
+        Some("NEWVAL1"),
+        "loads: {}",
+        loads.load(Ordering::SeqCst)
+    );
 }

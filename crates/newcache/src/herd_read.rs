@@ -71,8 +71,34 @@ pub(crate) enum Over {
     Any,
     /// Whatever is there (`set`), after this reader re-stored the stale value bare
     /// (`reinsert`, the seed's policy): a value fresh by its herd state found in its place
-    /// later was stored since, by another caller's refresh ([`Core::is_fresh`]).
-    Restored,
+    /// later was stored since, by another caller's refresh ([`Core::is_fresh`]). With the
+    /// re-store's [`Restore`], to tell it from any other item found there later.
+    Restored(Restore),
+}
+
+/// What a bare re-store wrote, to know it again: its flags and a digest of its bytes
+/// (this process's own, compared in this process only).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Restore {
+    flags: u32,
+    digest: u64,
+}
+
+impl Restore {
+    fn of(value: &[u8], flags: u32) -> Restore {
+        use std::hash::{Hash, Hasher};
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        value.hash(&mut hasher);
+        Restore {
+            flags,
+            digest: hasher.finish(),
+        }
+    }
+
+    /// `item` is what this re-store wrote (or the same bytes and flags written again).
+    pub(crate) fn wrote(&self, item: &Item) -> bool {
+        *self == Restore::of(&item.value, item.flags)
+    }
 }
 
 impl Over {
@@ -184,7 +210,7 @@ impl Pending {
             // A re-store: this reader recomputes; a failed re-store only weakens the
             // protection for the others.
             return Opened::Miss(match self.stamp.value {
-                None => Over::Restored,
+                None => Over::Restored(Restore::of(&self.item.value, self.stamp.flags)),
                 Some(_) => Over::Any,
             });
         }

@@ -13,7 +13,7 @@ use newcache_transport::{Item, Store, StoreMode, StoreStatus};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use crate::herd_read::{Opened, Over};
+use crate::herd_read::{Opened, Over, Restore};
 use crate::io::{Io, Lease};
 use crate::observe::{Event, Observed};
 use crate::ops::{Core, Fetched};
@@ -499,7 +499,7 @@ impl Core {
                 // unique): every reader that read the stale key before the first re-store
                 // landed re-stores it too, so without the flight each of them loaded (an
                 // outside audit: 32 of 32 tasks).
-                Fetched::Recompute(over @ (Over::Item(_) | Over::Any | Over::Restored)) => {
+                Fetched::Recompute(over @ (Over::Item(_) | Over::Any | Over::Restored(_))) => {
                     let read_cas = match over {
                         Over::Item(cas) => Some(cas),
                         _ => None,
@@ -510,8 +510,8 @@ impl Core {
                         // Its value then, or (a leader slower than `lease_wait`, or hung)
                         // the old one: the leader is refreshing it, so it is served.
                         let landed = io.wait_for(&flight, self.config.lease_wait).await;
-                        if landed == Landed::Done && matches!(over, Over::Restored) {
-                            self.put_back(io, &wire, &flight).await;
+                        if let (Landed::Done, Over::Restored(restore)) = (landed, over) {
+                            self.put_back(io, &wire, &flight, restore).await;
                         }
                         continue;
                     }
@@ -531,7 +531,7 @@ impl Core {
                     // without uniques, reads as fresh itself, and nothing was refreshed
                     // (another audit: such a key was never loaded until it went cold).
                     let stored_since = match over {
-                        Over::Item(_) | Over::Restored => {
+                        Over::Item(_) | Over::Restored(_) => {
                             let now = io.get(&wire).await.map_err(Error::from)?;
                             now.is_some_and(|item| match over {
                                 Over::Item(read) => item.cas.is_some_and(|cas| cas != read),
@@ -934,23 +934,26 @@ impl Core {
     /// sets), which was then lost, the old value served for the re-store's life
     /// (`herd_timeout`) with nothing to refresh it (seen once: "old" read after 16 threads'
     /// loads on a memcached without CAS, beside busy loops). When the leader stored and
-    /// the key is not fresh now, the leader's value is put back; nothing is loaded again
-    /// (loading here made each follower load after a failed or cancelled refresh: a
-    /// review). Best effort: a failure leaves the key as the race left it.
-    async fn put_back<I: Io>(&self, io: &I, wire: &[u8], flight: &Flight) {
+    /// the key holds what this follower's re-store wrote (`restore`), the leader's value is
+    /// put back, with `cas` where the server gives uniques; anything else there (the
+    /// leader's value, an invalidation, another writer's value, nothing) stays. (Putting it
+    /// back over anything not fresh undid invalidations and other writers' bare values
+    /// that landed after the refresh: a review.) Nothing is loaded again (loading here made
+    /// each follower load after a failed or cancelled refresh: a review). Best effort: a
+    /// failure leaves the key as the race left it.
+    async fn put_back<I: Io>(&self, io: &I, wire: &[u8], flight: &Flight, restore: Restore) {
         let Some((item, exptime)) = flight.stored() else {
             return;
         };
         match io.get(wire).await {
-            // Fresh (the leader's, or newer), or gone since (deleted: it stays so).
-            Ok(Some(now)) if self.is_fresh(&now) => {}
-            Ok(None) => {}
-            Ok(Some(_)) => {
-                let request = Store::set(wire, &item.value, item.flags, exptime);
+            Ok(Some(now)) if restore.wrote(&now) => {
+                let mode = now.cas.map_or(StoreMode::Set, StoreMode::Cas);
+                let request = Store::set(wire, &item.value, item.flags, exptime).with_mode(mode);
                 if let Err(e) = io.store(&request).await {
                     self.observer.failed_key("get_or_set", &e);
                 }
             }
+            Ok(_) => {}
             Err(e) => self.observer.failed_key("get_or_set", &e),
         }
     }
@@ -979,7 +982,7 @@ impl Core {
         let (mut mode, claimed) = match over {
             Over::Item(cas) | Over::Won(cas) => (StoreMode::Cas(cas), None),
             Over::Nothing => (StoreMode::Add, None),
-            Over::Any | Over::Restored => (StoreMode::Set, None),
+            Over::Any | Over::Restored(_) => (StoreMode::Set, None),
             // The claim changed the item's unique: read it now, before the load begins.
             Over::Claimed => match io.get(wire).await.map_err(Error::from)? {
                 Some(item) => (item.cas.map_or(StoreMode::Set, StoreMode::Cas), Some(item)),
@@ -1032,7 +1035,7 @@ impl Core {
                     }
                     status => status?,
                 };
-                if over == Over::Restored && status == StoreStatus::Stored {
+                if matches!(over, Over::Restored(_)) && status == StoreStatus::Stored {
                     self.leave_stored(wire, bytes, *flags, *exptime);
                 }
                 let Some(claimed) = claimed.as_ref().filter(|_| status == StoreStatus::Exists)
