@@ -34,6 +34,21 @@ struct Spy {
     late: Option<Arc<LateRestore>>,
 }
 
+impl Vanish {
+    /// Holds the first `n` reads of `key` until all `n` have their item; then deletes it,
+    /// unless `keep`.
+    fn new(key: Vec<u8>, n: usize, keep: bool) -> Arc<Vanish> {
+        Arc::new(Vanish {
+            key,
+            n,
+            keep,
+            taken: AtomicUsize::new(0),
+            fetched: Barrier::new(n),
+            deleted: Barrier::new(n),
+        })
+    }
+}
+
 impl std::fmt::Debug for Vanish {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Vanish").field("n", &self.n).finish()
@@ -134,14 +149,7 @@ fn a_stale_value_that_vanishes_before_the_claim_is_a_cold_miss_loaded_once() {
     clock.advance_secs(11);
     // All 16 readers fetch the stale envelope; then it is deleted under them, so every claim
     // (cas) finds NOT_FOUND. That must not count as 16 won refreshes.
-    let vanish = Arc::new(Vanish {
-        key: plain.wire_key("hot").unwrap(),
-        n: READERS,
-        keep: false,
-        taken: AtomicUsize::new(0),
-        fetched: Barrier::new(READERS),
-        deleted: Barrier::new(READERS),
-    });
+    let vanish = Vanish::new(plain.wire_key("hot").unwrap(), READERS, false);
     // Two caches, as two processes: separate flight tables, one lease key between them.
     let caches: Vec<Cache> = (0..2)
         .map(|_| {
@@ -462,14 +470,7 @@ fn a_failing_refresh_under_reinsert_runs_its_loader_once() {
     plain.set("hot", &1u32, Ttl::Seconds(10)).unwrap();
     clock.advance_secs(11);
     // Every reader reads the stale value before any re-store lands.
-    let gate = Arc::new(Vanish {
-        key: plain.wire_key("hot").unwrap(),
-        n: READERS,
-        keep: true,
-        taken: AtomicUsize::new(0),
-        fetched: Barrier::new(READERS),
-        deleted: Barrier::new(READERS),
-    });
+    let gate = Vanish::new(plain.wire_key("hot").unwrap(), READERS, true);
     let spy = Arc::new(Spy::new(&server, Some(gate.clone())));
     let cache = cache_on(&server, spy, &clock, "herd=reinsert");
     let runs = AtomicUsize::new(0);
@@ -514,14 +515,7 @@ fn an_invalidation_after_the_refresh_is_not_undone_by_a_follower() {
     plain.set("k", "OLDVAL", Ttl::Seconds(10)).unwrap();
     clock.advance_secs(11);
     // Both readers read the stale value, and both re-store it, before either loads.
-    let gate = Arc::new(Vanish {
-        key: plain.wire_key("k").unwrap(),
-        n: 2,
-        keep: true,
-        taken: AtomicUsize::new(0),
-        fetched: Barrier::new(2),
-        deleted: Barrier::new(2),
-    });
+    let gate = Vanish::new(plain.wire_key("k").unwrap(), 2, true);
     // Once the refresh is stored, another process (another cache: its own flights)
     // invalidates the key.
     let late = Arc::new(LateRestore::default());
