@@ -163,7 +163,7 @@ pub(crate) fn handshake(
 pub(crate) struct Heard(Vec<u8>);
 
 /// How many of the first bytes [`Heard`] keeps: a status line of memcached's.
-const HEARD: usize = 256;
+pub(crate) const HEARD: usize = 256;
 
 /// How long a handshake that failed on a line of plain text waits for the rest of the
 /// line ([`Heard::line_unfinished`]).

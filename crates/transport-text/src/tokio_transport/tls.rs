@@ -181,13 +181,7 @@ impl TlsStream {
                     }
                     Err(e) => return Err(e),
                 }
-                match tls.conn.process_new_packets() {
-                    Ok(_) => None,
-                    Err(e) => {
-                        let _ = stream.send(&mut tls);
-                        Some(e)
-                    }
-                }
+                stream.process(&mut tls).err()
             };
             if let Some(e) = failed {
                 stream.hear_the_rest(&mut heard).await;
@@ -200,7 +194,7 @@ impl TlsStream {
     /// what it was, within [`crate::tls::REST_OF_LINE`] (the blocking handshake's rule).
     async fn hear_the_rest(&self, heard: &mut crate::tls::Heard) {
         let rest = async {
-            let mut buf = [0u8; 256];
+            let mut buf = [0u8; crate::tls::HEARD];
             while heard.line_unfinished() {
                 if self.socket.readable().await.is_err() {
                     return;
@@ -221,11 +215,11 @@ impl TlsStream {
     }
 
     /// Decrypts the records read; on a record that does not verify, sends the alert
-    /// saying why (as rustls' own `complete_io` does) and fails.
-    fn process(&self, tls: &mut Tls) -> io::Result<()> {
+    /// saying why (as rustls' own `complete_io` does) and fails with rustls' error.
+    fn process(&self, tls: &mut Tls) -> Result<(), rustls::Error> {
         if let Err(e) = tls.conn.process_new_packets() {
             let _ = self.send(tls);
-            return Err(io::Error::new(io::ErrorKind::InvalidData, e));
+            return Err(e);
         }
         Ok(())
     }
@@ -271,7 +265,8 @@ impl TlsStream {
                 Ok(_) => {}
                 Err(e) => return Err(e),
             }
-            self.process(&mut tls)?;
+            self.process(&mut tls)
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
             // What the records asked to answer goes now, as far as the socket takes it. A
             // socket that no longer takes anything (the server replied, then closed) does
             // not cost the plaintext just decrypted: it is returned first, and the error
